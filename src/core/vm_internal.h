@@ -1,0 +1,38 @@
+/* SPDX-License-Identifier: MIT */
+/* The vm object's layout, shared inside the library.  Not installed. */
+#ifndef VMMU_VM_INTERNAL_H
+#define VMMU_VM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "p2m/p2m_internal.h"
+#include "vmmu/vm.h"
+
+struct vmmu_vm {
+    unsigned gpa_bits;
+    char name[32];
+
+    /* Serialises every change to the map; readers never take it. */
+    pthread_mutex_t lock;
+    /* Set while vmmu_region_foreach() runs on the thread in foreach_owner,
+     * so that a change from inside the callback fails instead of
+     * deadlocking. */
+    _Atomic int in_foreach;
+    pthread_t foreach_owner;
+
+    /* One memfd for all RAM/ROM vmmu allocates; offsets are handed out
+     * upwards and never reused (the file is sparse: removed regions are
+     * punched out, so only touched, live pages use host memory). */
+    int memfd;
+    uint64_t memfd_next;
+
+    struct vmmu_p2m p2m;
+};
+
+/* Wait until every registered reader has passed a quiescent state
+ * (liburcu QSBR).  The primitive the map uses before freeing what it
+ * unpublished; the sync part builds vCPU flushes on the same grace period. */
+void vmmu__grace_period(void);
+
+#endif /* VMMU_VM_INTERNAL_H */

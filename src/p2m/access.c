@@ -1,0 +1,209 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Guest-physical reads and writes of any length.
+ *
+ * Every access runs in two passes over the same spans (a span is a run of
+ * frames with one answer: part of one region, or one hole):
+ *   1. check: every span must be accessible (holes only with
+ *      VMMU_GPA_UNBACKED_ONES, no device-model ranges, ROM that reports
+ *      writes only with VMMU_GPA_ROM_WRITE, paged-out pages brought back by
+ *      the pager).  Nothing visible to the guest happens in this pass.
+ *   2. perform: copy RAM/ROM with memcpy per span, MMIO through callbacks in
+ *      naturally aligned pieces.
+ * So a bad byte anywhere fails the access before any MMIO callback runs or
+ * any byte is written.
+ */
+#include <string.h>
+
+#include "core/vm_internal.h"
+#include "vmmu/error.h"
+
+enum gpa_dir { GPA_READ, GPA_WRITE };
+
+/* Largest naturally aligned MMIO piece at @offset that fits in @left. */
+static unsigned mmio_piece(uint64_t offset, size_t left)
+{
+    unsigned size = 8;
+    while (size > 1 && ((offset & (size - 1)) || size > left))
+        size >>= 1;
+    return size;
+}
+
+/* Bring back any paged-out page in frames [g, end) of @r. */
+static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uint64_t end,
+                         uint64_t *bad_gfn)
+{
+    for (uint64_t p = g; p < end; p++) {
+        if (!(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
+            continue;
+        vmmu_pagein_fn fn = atomic_load_explicit(&vm->p2m.pagein, memory_order_acquire);
+        int err = VMMU_EPAGEDOUT;
+        if (fn) {
+            void *op = atomic_load_explicit(&vm->p2m.pagein_opaque, memory_order_relaxed);
+            err = fn(op, vm, p << VMMU_PAGE_SHIFT);
+            if (!err && (region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
+                err = VMMU_EPAGEDOUT; /* handler claimed success but did not page in */
+        }
+        if (err) {
+            *bad_gfn = p;
+            return err < 0 ? err : VMMU_EPAGEDOUT;
+        }
+    }
+    return 0;
+}
+
+/* Pass 1 for one span: may the access go ahead? */
+static int span_check(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uint64_t end,
+                      enum gpa_dir dir, unsigned flags, uint64_t *bad_gfn)
+{
+    *bad_gfn = g;
+    if (!r)
+        return (flags & VMMU_GPA_UNBACKED_ONES) ? 0 : VMMU_EHOLE;
+    switch (r->type) {
+    case VMMU_MEM_DEVICE:
+        return VMMU_EDEVICE;
+    case VMMU_MEM_ROM:
+        if (dir == GPA_WRITE && !(flags & VMMU_GPA_ROM_WRITE)) {
+            if (r->flags & VMMU_REGION_ROM_REPORT_WRITES)
+                return VMMU_EROM;
+            return 0; /* dropped in pass 2: no need to page it in */
+        }
+        return span_resident(vm, r, g, end, bad_gfn);
+    case VMMU_MEM_RAM:
+        return span_resident(vm, r, g, end, bad_gfn);
+    default:
+        return 0;
+    }
+}
+
+static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t len,
+                     enum gpa_dir dir, uint64_t *failed_gpa)
+{
+    uint64_t offset = gpa - (r->gfn << VMMU_PAGE_SHIFT);
+    while (len) {
+        unsigned size = mmio_piece(offset, len);
+        uint64_t value = ~0ull;
+        int err = 0;
+        if (dir == GPA_READ) {
+            if (r->mmio.read)
+                err = r->mmio.read(r->opaque, offset, size, &value);
+            if (!err)
+                memcpy(buf, &value, size); /* little-endian host: low bytes first */
+        } else if (r->mmio.write) {
+            value = 0;
+            memcpy(&value, buf, size);
+            err = r->mmio.write(r->opaque, offset, size, value);
+        }
+        if (err) {
+            if (failed_gpa)
+                *failed_gpa = gpa;
+            return VMMU_EMMIO;
+        }
+        gpa += size;
+        offset += size;
+        buf += size;
+        len -= size;
+    }
+    return 0;
+}
+
+/* Pass 2 for one span of @len bytes at @gpa. */
+static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa, uint8_t *buf,
+                        size_t len, enum gpa_dir dir, unsigned flags, uint64_t *failed_gpa)
+{
+    if (!r) {
+        if (!(flags & VMMU_GPA_UNBACKED_ONES)) {
+            if (failed_gpa)
+                *failed_gpa = gpa;
+            return VMMU_EHOLE; /* the region went away between the passes */
+        }
+        if (dir == GPA_READ)
+            memset(buf, 0xff, len);
+        return 0;
+    }
+    (void)vm;
+    uint64_t base = r->gfn << VMMU_PAGE_SHIFT;
+    switch (r->type) {
+    case VMMU_MEM_RAM:
+    case VMMU_MEM_ROM:
+        if (dir == GPA_READ) {
+            memcpy(buf, r->host + (gpa - base), len);
+        } else if (r->type == VMMU_MEM_RAM || (flags & VMMU_GPA_ROM_WRITE)) {
+            memcpy(r->host + (gpa - base), buf, len);
+            if (r->flags & VMMU_REGION_LOG_DIRTY) {
+                uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
+                for (uint64_t p = first; p <= last; p++)
+                    atomic_fetch_or_explicit(&r->state[p - r->gfn], VMMU_PAGE_DIRTY,
+                                             memory_order_relaxed);
+            }
+        } else if (r->flags & VMMU_REGION_ROM_REPORT_WRITES) {
+            if (failed_gpa)
+                *failed_gpa = gpa;
+            return VMMU_EROM;
+        }
+        return 0;
+    case VMMU_MEM_MMIO:
+        return mmio_span(r, gpa, buf, len, dir, failed_gpa);
+    default:
+        if (failed_gpa)
+            *failed_gpa = gpa;
+        return VMMU_EDEVICE;
+    }
+}
+
+static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
+                      unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
+{
+    if (!vm || (!buf && len) || (flags & ~VMMU_GPA_FLAGS_ALL))
+        return VMMU_EINVAL;
+    if (!len)
+        return 0;
+    uint64_t limit = 1ull << vm->gpa_bits;
+    if (gpa >= limit || len > limit - gpa) {
+        if (failed_gpa)
+            *failed_gpa = gpa >= limit ? gpa : limit;
+        return VMMU_ERANGE;
+    }
+    uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
+
+    for (uint64_t g = first, end; g <= last; g = end) {
+        struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+        if (end > last + 1)
+            end = last + 1;
+        uint64_t bad;
+        int err = span_check(vm, r, g, end, dir, flags, &bad);
+        if (err) {
+            if (failed_gpa)
+                *failed_gpa = bad == first ? gpa : bad << VMMU_PAGE_SHIFT;
+            return err;
+        }
+    }
+
+    uint64_t at = gpa;
+    size_t done = 0;
+    for (uint64_t g = first, end; g <= last; g = end) {
+        struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+        uint64_t span_end = end << VMMU_PAGE_SHIFT; /* may be 0 if it wrapped: clamp below */
+        size_t n = (end > last) ? len - done : (size_t)(span_end - at);
+        int err = span_perform(vm, r, at, buf + done, n, dir, flags, failed_gpa);
+        if (err)
+            return err;
+        at += n;
+        done += n;
+    }
+    return 0;
+}
+
+int vmmu_gpa_read(struct vmmu_vm *vm, uint64_t gpa, void *buf, size_t len, unsigned flags,
+                  uint64_t *failed_gpa)
+{
+    return gpa_access(vm, gpa, buf, len, flags, GPA_READ, failed_gpa);
+}
+
+int vmmu_gpa_write(struct vmmu_vm *vm, uint64_t gpa, const void *buf, size_t len,
+                   unsigned flags, uint64_t *failed_gpa)
+{
+    /* The write path only reads @buf; the cast lets both directions share
+     * one splitter. */
+    return gpa_access(vm, gpa, (uint8_t *)(uintptr_t)buf, len, flags, GPA_WRITE, failed_gpa);
+}

@@ -1,0 +1,647 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The guest-physical map: regions and the radix tree that finds them.
+ * See p2m_internal.h for the tree's shape and publication rules.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/vm_internal.h"
+#include "vmmu/error.h"
+
+/* ---- radix nodes ----------------------------------------------------------- */
+
+static struct p2m_node *node_alloc(struct vmmu_p2m *p2m)
+{
+    struct p2m_node *n = aligned_alloc(sizeof(struct p2m_node), sizeof(struct p2m_node));
+    if (!n)
+        return NULL;
+    for (unsigned i = 0; i < P2M_FANOUT; i++)
+        atomic_init(&n->slot[i], 0);
+    p2m->nodes++;
+    return n;
+}
+
+static bool node_is_child(uintptr_t s)
+{
+    return s && !(s & P2M_SLOT_REGION);
+}
+
+static void node_free_tree(struct vmmu_p2m *p2m, struct p2m_node *n, unsigned level)
+{
+    if (level > 0) {
+        for (unsigned i = 0; i < P2M_FANOUT; i++) {
+            uintptr_t s = atomic_load_explicit(&n->slot[i], memory_order_relaxed);
+            if (node_is_child(s))
+                node_free_tree(p2m, (struct p2m_node *)s, level - 1);
+        }
+    }
+    free(n);
+    p2m->nodes--;
+}
+
+/* Frames one slot of a node at @level covers. */
+static uint64_t slot_span(unsigned level)
+{
+    return 1ull << (level * P2M_LEVEL_BITS);
+}
+
+/* Retired nodes, freed after the grace period that follows their
+ * unpublication.  A small growable array owned by the current writer. */
+struct retire_list {
+    struct p2m_node **nodes;
+    size_t n, cap;
+};
+
+static void retire_node(struct retire_list *rl, struct vmmu_p2m *p2m, struct p2m_node *node,
+                        unsigned level)
+{
+    if (rl->n == rl->cap) {
+        size_t cap = rl->cap ? rl->cap * 2 : 8;
+        struct p2m_node **grown = realloc(rl->nodes, cap * sizeof(*grown));
+        if (!grown) {
+            /* Cannot defer the free; leak the (empty) node rather than free
+             * it under a reader's feet.  Accounting keeps it visible. */
+            return;
+        }
+        rl->nodes = grown;
+        rl->cap = cap;
+    }
+    (void)p2m;
+    (void)level;
+    rl->nodes[rl->n++] = node;
+}
+
+static bool node_empty(const struct p2m_node *n)
+{
+    for (unsigned i = 0; i < P2M_FANOUT; i++)
+        if (atomic_load_explicit(&n->slot[i], memory_order_relaxed))
+            return false;
+    return true;
+}
+
+/*
+ * Pass 1 of an insert: make sure every node the range [lo, hi) needs below
+ * whole-slot coverage exists.  Publishing an empty node changes no answer
+ * (it reads as holes), so this pass is invisible to readers and, on failure,
+ * simply leaves some empty nodes for prune_empty() to drop.
+ */
+static int ensure_nodes(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+                        uint64_t base, uint64_t lo, uint64_t hi)
+{
+    uint64_t span = slot_span(level);
+    uint64_t first = (lo - base) / span, last = (hi - 1 - base) / span;
+    for (uint64_t i = first; i <= last; i++) {
+        uint64_t s_lo = base + i * span, s_hi = s_lo + span;
+        uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
+        if (c_lo == s_lo && c_hi == s_hi)
+            continue; /* whole slot: tagged directly in pass 2 */
+        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        if (!s) {
+            struct p2m_node *child = node_alloc(p2m);
+            if (!child)
+                return VMMU_ENOMEM;
+            atomic_store_explicit(&node->slot[i], (uintptr_t)child, memory_order_release);
+            s = (uintptr_t)child;
+        }
+        int err = ensure_nodes(p2m, (struct p2m_node *)s, level - 1, s_lo, c_lo, c_hi);
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+/*
+ * Pass 2: store @tag in every slot the range covers whole.  A whole slot may
+ * still hold an empty child left by an earlier removal; it is replaced and
+ * retired.
+ */
+static void store_tags(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+                       uint64_t base, uint64_t lo, uint64_t hi, uintptr_t tag,
+                       struct retire_list *rl)
+{
+    uint64_t span = slot_span(level);
+    uint64_t first = (lo - base) / span, last = (hi - 1 - base) / span;
+    for (uint64_t i = first; i <= last; i++) {
+        uint64_t s_lo = base + i * span, s_hi = s_lo + span;
+        uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
+        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        if (c_lo == s_lo && c_hi == s_hi) {
+            atomic_store_explicit(&node->slot[i], tag, memory_order_release);
+            if (node_is_child(s))
+                retire_node(rl, p2m, (struct p2m_node *)s, level - 1);
+        } else {
+            store_tags(p2m, (struct p2m_node *)s, level - 1, s_lo, c_lo, c_hi, tag, rl);
+        }
+    }
+}
+
+/*
+ * Clear every slot in [lo, hi) that holds @tag (tag 0: clear nothing, only
+ * prune) and unpublish child nodes that end up empty.  Returns true if
+ * @node is empty afterwards.
+ */
+static bool clear_range(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+                        uint64_t base, uint64_t lo, uint64_t hi, uintptr_t tag,
+                        struct retire_list *rl)
+{
+    uint64_t span = slot_span(level);
+    uint64_t first = (lo - base) / span, last = (hi - 1 - base) / span;
+    for (uint64_t i = first; i <= last; i++) {
+        uint64_t s_lo = base + i * span, s_hi = s_lo + span;
+        uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
+        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        if (tag && s == tag) {
+            atomic_store_explicit(&node->slot[i], 0, memory_order_release);
+        } else if (node_is_child(s)) {
+            struct p2m_node *child = (struct p2m_node *)s;
+            if (clear_range(p2m, child, level - 1, s_lo, c_lo, c_hi, tag, rl)) {
+                atomic_store_explicit(&node->slot[i], 0, memory_order_release);
+                retire_node(rl, p2m, child, level - 1);
+            }
+        }
+    }
+    return node_empty(node);
+}
+
+static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl, bool wait)
+{
+    if (!rl->n) {
+        free(rl->nodes);
+        return;
+    }
+    if (wait)
+        vmmu__grace_period();
+    for (size_t i = 0; i < rl->n; i++) {
+        /* Retired nodes are empty: no children to walk. */
+        free(rl->nodes[i]);
+        p2m->nodes--;
+    }
+    free(rl->nodes);
+}
+
+/* ---- init / fini ------------------------------------------------------------- */
+
+int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions)
+{
+    unsigned gfn_bits = gpa_bits - VMMU_PAGE_SHIFT;
+    memset(p2m, 0, sizeof(*p2m));
+    p2m->levels = (gfn_bits + P2M_LEVEL_BITS - 1) / P2M_LEVEL_BITS;
+    p2m->gfn_limit = 1ull << gfn_bits;
+    p2m->max_regions = max_regions;
+    p2m->next_id = 1;
+    atomic_init(&p2m->generation, 1);
+    p2m->root = node_alloc(p2m);
+    return p2m->root ? 0 : VMMU_ENOMEM;
+}
+
+static void region_release(struct vmmu_vm *vm, struct vmmu_region *r)
+{
+    if (r->state)
+        munmap((void *)r->state, r->state_bytes);
+    if (r->host_owned) {
+        uint64_t bytes = r->npages << VMMU_PAGE_SHIFT;
+        munmap(r->host, bytes);
+        /* Give the pages back to the host now rather than at vm teardown. */
+        fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  (off_t)r->memfd_offset, (off_t)bytes);
+    }
+    free(r);
+}
+
+void vmmu__p2m_fini(struct vmmu_vm *vm)
+{
+    struct vmmu_p2m *p2m = &vm->p2m;
+    for (unsigned i = 0; i < p2m->nregions; i++)
+        region_release(vm, p2m->regions[i]);
+    free(p2m->regions);
+    if (p2m->root)
+        node_free_tree(p2m, p2m->root, p2m->levels - 1);
+}
+
+/* ---- regions --------------------------------------------------------------------- */
+
+static bool writer_reentered(struct vmmu_vm *vm)
+{
+    return atomic_load(&vm->in_foreach) && pthread_equal(vm->foreach_owner, pthread_self());
+}
+
+/* Index of the first region whose end is above @gfn (binary search). */
+static unsigned region_index_above(const struct vmmu_p2m *p2m, uint64_t gfn)
+{
+    unsigned lo = 0, hi = p2m->nregions;
+    while (lo < hi) {
+        unsigned mid = lo + (hi - lo) / 2;
+        const struct vmmu_region *r = p2m->regions[mid];
+        if (r->gfn + r->npages <= gfn)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int validate_desc(const struct vmmu_vm *vm, const struct vmmu_region_desc *d)
+{
+    switch (d->type) {
+    case VMMU_MEM_RAM:
+    case VMMU_MEM_ROM:
+        if (d->mmio)
+            return VMMU_EINVAL;
+        if (d->host && ((uintptr_t)d->host & (VMMU_PAGE_SIZE - 1)))
+            return VMMU_EINVAL;
+        break;
+    case VMMU_MEM_MMIO:
+        if (!d->mmio || d->host)
+            return VMMU_EINVAL;
+        break;
+    case VMMU_MEM_DEVICE:
+        if (d->mmio || d->host)
+            return VMMU_EINVAL;
+        break;
+    default:
+        return VMMU_EINVAL;
+    }
+    if (d->flags & ~VMMU_REGION_FLAGS_ALL)
+        return VMMU_EINVAL;
+    if ((d->flags & VMMU_REGION_ROM_REPORT_WRITES) && d->type != VMMU_MEM_ROM)
+        return VMMU_EINVAL;
+    if ((d->flags & VMMU_REGION_LOG_DIRTY) && d->type != VMMU_MEM_RAM)
+        return VMMU_EINVAL;
+    if (d->size == 0)
+        return VMMU_EINVAL;
+    if ((d->gpa | d->size) & (VMMU_PAGE_SIZE - 1))
+        return VMMU_EALIGN;
+    uint64_t limit = 1ull << vm->gpa_bits;
+    if (d->gpa >= limit || d->size > limit - d->gpa)
+        return VMMU_ERANGE;
+    return 0;
+}
+
+/* Map @bytes of fresh, zero-filled, lazily backed memory from the memfd. */
+static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint64_t *offset)
+{
+    if (vm->memfd < 0) {
+        vm->memfd = memfd_create(vm->name, MFD_CLOEXEC);
+        if (vm->memfd < 0)
+            return VMMU_ESYS;
+    }
+    /* 2 MiB alignment lets the host back large regions with huge pages. */
+    const uint64_t align = 2ull << 20;
+    uint64_t off = (vm->memfd_next + align - 1) & ~(align - 1);
+    if (off > (uint64_t)INT64_MAX - bytes)
+        return VMMU_ENOMEM;
+    if (off + bytes > vm->memfd_next) {
+        if (ftruncate(vm->memfd, (off_t)(off + bytes)) != 0)
+            return errno == EFBIG || errno == ENOSPC ? VMMU_ENOMEM : VMMU_ESYS;
+    }
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd,
+                   (off_t)off);
+    if (p == MAP_FAILED)
+        return errno == ENOMEM ? VMMU_ENOMEM : VMMU_ESYS;
+    vm->memfd_next = off + bytes;
+    *host = p;
+    *offset = off;
+    return 0;
+}
+
+static int region_build(struct vmmu_vm *vm, const struct vmmu_region_desc *d,
+                        struct vmmu_region **out)
+{
+    struct vmmu_region *r = calloc(1, sizeof(*r));
+    if (!r)
+        return VMMU_ENOMEM;
+    r->type = d->type;
+    r->flags = d->flags;
+    r->gfn = d->gpa >> VMMU_PAGE_SHIFT;
+    r->npages = d->size >> VMMU_PAGE_SHIFT;
+    r->opaque = d->opaque;
+    if (d->mmio)
+        r->mmio = *d->mmio;
+    if (d->name)
+        snprintf(r->name, sizeof(r->name), "%s", d->name);
+
+    if (d->type == VMMU_MEM_RAM || d->type == VMMU_MEM_ROM) {
+        /* One state byte per page, untouched (all clear) until used. */
+        r->state_bytes = (r->npages + VMMU_PAGE_SIZE - 1) & VMMU_PAGE_MASK;
+        void *st = mmap(NULL, r->state_bytes, PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (st == MAP_FAILED) {
+            free(r);
+            return VMMU_ENOMEM;
+        }
+        r->state = st;
+        if (d->host) {
+            r->host = d->host;
+        } else {
+            int err = memfd_carve(vm, d->size, &r->host, &r->memfd_offset);
+            if (err) {
+                munmap(st, r->state_bytes);
+                free(r);
+                return err;
+            }
+            r->host_owned = true;
+        }
+    }
+    *out = r;
+    return 0;
+}
+
+int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uint32_t *id)
+{
+    if (!vm || !desc)
+        return VMMU_EINVAL;
+    int err = validate_desc(vm, desc);
+    if (err)
+        return err;
+    if (writer_reentered(vm))
+        return VMMU_EBUSY;
+
+    struct vmmu_p2m *p2m = &vm->p2m;
+    uint64_t lo = desc->gpa >> VMMU_PAGE_SHIFT, hi = lo + (desc->size >> VMMU_PAGE_SHIFT);
+    struct retire_list rl = {0};
+    struct vmmu_region *r = NULL;
+
+    pthread_mutex_lock(&vm->lock);
+    unsigned at = region_index_above(p2m, lo);
+    if (at < p2m->nregions && p2m->regions[at]->gfn < hi) {
+        err = VMMU_EOVERLAP;
+        goto out;
+    }
+    if (p2m->nregions >= p2m->max_regions) {
+        err = VMMU_ELIMIT;
+        goto out;
+    }
+    if (p2m->nregions == p2m->cap) {
+        unsigned cap = p2m->cap ? p2m->cap * 2 : 16;
+        struct vmmu_region **grown = realloc(p2m->regions, cap * sizeof(*grown));
+        if (!grown) {
+            err = VMMU_ENOMEM;
+            goto out;
+        }
+        p2m->regions = grown;
+        p2m->cap = cap;
+    }
+    err = region_build(vm, desc, &r);
+    if (err)
+        goto out;
+    err = ensure_nodes(p2m, p2m->root, p2m->levels - 1, 0, lo, hi);
+    if (err) {
+        clear_range(p2m, p2m->root, p2m->levels - 1, 0, lo, hi, 0, &rl);
+        region_release(vm, r);
+        goto out;
+    }
+    r->id = p2m->next_id++;
+    if (p2m->next_id == 0)
+        p2m->next_id = 1; /* ids wrap after 4 billion adds; 0 stays "none" */
+    store_tags(p2m, p2m->root, p2m->levels - 1, 0, lo, hi, (uintptr_t)r | P2M_SLOT_REGION, &rl);
+    memmove(&p2m->regions[at + 1], &p2m->regions[at],
+            (p2m->nregions - at) * sizeof(p2m->regions[0]));
+    p2m->regions[at] = r;
+    p2m->nregions++;
+    atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
+    if (id)
+        *id = r->id;
+out:
+    /* Nodes replaced or pruned here were empty; readers that reach one read
+     * holes, which is what they were, so freeing still waits for them. */
+    retire_flush(p2m, &rl, true);
+    pthread_mutex_unlock(&vm->lock);
+    return err;
+}
+
+static int region_index_by_id(const struct vmmu_p2m *p2m, uint32_t id)
+{
+    for (unsigned i = 0; i < p2m->nregions; i++)
+        if (p2m->regions[i]->id == id)
+            return (int)i;
+    return -1;
+}
+
+int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
+{
+    if (!vm)
+        return VMMU_EINVAL;
+    if (writer_reentered(vm))
+        return VMMU_EBUSY;
+    struct vmmu_p2m *p2m = &vm->p2m;
+    struct retire_list rl = {0};
+
+    pthread_mutex_lock(&vm->lock);
+    int i = id ? region_index_by_id(p2m, id) : -1;
+    if (i < 0) {
+        pthread_mutex_unlock(&vm->lock);
+        return VMMU_ENOENT;
+    }
+    struct vmmu_region *r = p2m->regions[i];
+    clear_range(p2m, p2m->root, p2m->levels - 1, 0, r->gfn, r->gfn + r->npages,
+                (uintptr_t)r | P2M_SLOT_REGION, &rl);
+    memmove(&p2m->regions[i], &p2m->regions[i + 1],
+            (p2m->nregions - (unsigned)i - 1) * sizeof(p2m->regions[0]));
+    p2m->nregions--;
+    atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
+    /* One grace period covers the region and the nodes it emptied. */
+    vmmu__grace_period();
+    retire_flush(p2m, &rl, false);
+    region_release(vm, r);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+static void fill_info(const struct vmmu_vm *vm, const struct vmmu_region *r,
+                      struct vmmu_region_info *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = r->id;
+    out->type = r->type;
+    out->gpa = r->gfn << VMMU_PAGE_SHIFT;
+    out->size = r->npages << VMMU_PAGE_SHIFT;
+    out->flags = r->flags;
+    out->host = r->host;
+    out->memfd = r->host_owned ? vm->memfd : -1;
+    out->memfd_offset = r->host_owned ? r->memfd_offset : 0;
+    memcpy(out->name, r->name, sizeof(out->name));
+}
+
+int vmmu_region_info(const struct vmmu_vm *vm, uint32_t id, struct vmmu_region_info *out)
+{
+    if (!vm || !out)
+        return VMMU_EINVAL;
+    struct vmmu_vm *mvm = (struct vmmu_vm *)vm; /* the lock is not part of the value */
+    bool nested = writer_reentered(mvm);
+    if (!nested)
+        pthread_mutex_lock(&mvm->lock);
+    int i = id ? region_index_by_id(&vm->p2m, id) : -1;
+    if (i >= 0)
+        fill_info(vm, vm->p2m.regions[i], out);
+    if (!nested)
+        pthread_mutex_unlock(&mvm->lock);
+    return i >= 0 ? 0 : VMMU_ENOENT;
+}
+
+int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id)
+{
+    if (!vm || !id)
+        return VMMU_EINVAL;
+    if (gpa >> vm->gpa_bits)
+        return VMMU_ERANGE;
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, gpa >> VMMU_PAGE_SHIFT, NULL);
+    if (!r)
+        return VMMU_EHOLE;
+    *id = r->id;
+    return 0;
+}
+
+int vmmu_region_foreach(const struct vmmu_vm *vm,
+                        int (*fn)(const struct vmmu_region_info *info, void *arg), void *arg)
+{
+    if (!vm || !fn)
+        return VMMU_EINVAL;
+    struct vmmu_vm *mvm = (struct vmmu_vm *)vm;
+    if (writer_reentered(mvm))
+        return VMMU_EBUSY;
+    pthread_mutex_lock(&mvm->lock);
+    mvm->foreach_owner = pthread_self();
+    atomic_store(&mvm->in_foreach, 1);
+    int ret = 0;
+    for (unsigned i = 0; i < vm->p2m.nregions && !ret; i++) {
+        struct vmmu_region_info info;
+        fill_info(vm, vm->p2m.regions[i], &info);
+        ret = fn(&info, arg);
+    }
+    atomic_store(&mvm->in_foreach, 0);
+    pthread_mutex_unlock(&mvm->lock);
+    return ret;
+}
+
+const char *vmmu_mem_type_name(enum vmmu_mem_type type)
+{
+    switch (type) {
+    case VMMU_MEM_HOLE: return "hole";
+    case VMMU_MEM_RAM: return "ram";
+    case VMMU_MEM_ROM: return "rom";
+    case VMMU_MEM_MMIO: return "mmio";
+    case VMMU_MEM_DEVICE: return "device";
+    }
+    return "unknown";
+}
+
+/* ---- lookup and page state ---------------------------------------------------- */
+
+int vmmu_p2m_lookup(const struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entry *out)
+{
+    if (!vm || !out)
+        return VMMU_EINVAL;
+    if (gpa >> vm->gpa_bits)
+        return VMMU_ERANGE;
+    uint64_t gen = atomic_load_explicit(&vm->p2m.generation, memory_order_acquire);
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    out->generation = gen;
+    if (!r) {
+        out->type = VMMU_MEM_HOLE;
+        out->region_id = 0;
+        out->page_state = 0;
+        out->hva = NULL;
+        out->region_gpa = out->region_size = 0;
+        return 0;
+    }
+    out->type = r->type;
+    out->region_id = r->id;
+    out->region_gpa = r->gfn << VMMU_PAGE_SHIFT;
+    out->region_size = r->npages << VMMU_PAGE_SHIFT;
+    out->page_state = 0;
+    out->hva = NULL;
+    if (r->state) {
+        uint8_t st = region_page_state(r, gfn);
+        out->page_state = st;
+        if (!(st & VMMU_PAGE_PAGED_OUT))
+            out->hva = r->host + (gpa - out->region_gpa);
+    }
+    return 0;
+}
+
+uint64_t vmmu_p2m_generation(const struct vmmu_vm *vm)
+{
+    return vm ? atomic_load_explicit(&vm->p2m.generation, memory_order_acquire) : 0;
+}
+
+int vmmu_page_state_get(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *state)
+{
+    if (!vm || !state)
+        return VMMU_EINVAL;
+    if (gpa >> vm->gpa_bits)
+        return VMMU_ERANGE;
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    if (!r)
+        return VMMU_EHOLE;
+    if (!r->state)
+        return VMMU_EINVAL;
+    *state = region_page_state(r, gfn);
+    return 0;
+}
+
+int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,
+                            uint32_t clear, uint32_t allowed)
+{
+    if (!vm || !npages || ((set | clear) & ~allowed))
+        return VMMU_EINVAL;
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    if (gpa >> vm->gpa_bits || npages > vm->p2m.gfn_limit - gfn)
+        return VMMU_ERANGE;
+    /* Check the whole run first so that a bad page changes nothing. */
+    for (uint64_t g = gfn, end; g < gfn + npages; g = end) {
+        const struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+        if (!r)
+            return VMMU_EHOLE;
+        if (!r->state)
+            return VMMU_EINVAL;
+    }
+    for (uint64_t g = gfn, end; g < gfn + npages; g = end) {
+        struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+        if (!r || !r->state)
+            return VMMU_EHOLE; /* the map changed under us */
+        if (end > gfn + npages)
+            end = gfn + npages;
+        for (uint64_t p = g; p < end; p++) {
+            _Atomic uint8_t *b = &r->state[p - r->gfn];
+            if (set)
+                atomic_fetch_or_explicit(b, (uint8_t)set, memory_order_acq_rel);
+            if (clear)
+                atomic_fetch_and_explicit(b, (uint8_t)~clear, memory_order_acq_rel);
+        }
+    }
+    return 0;
+}
+
+int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,
+                           uint32_t clear)
+{
+    return vmmu__page_state_update(vm, gpa, npages, set, clear, VMMU_PAGE_USER_BITS);
+}
+
+int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque)
+{
+    if (!vm)
+        return VMMU_EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    atomic_store_explicit(&vm->p2m.pagein_opaque, opaque, memory_order_relaxed);
+    atomic_store_explicit(&vm->p2m.pagein, fn, memory_order_release);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm)
+{
+    uint64_t bytes = vm->p2m.nodes * sizeof(struct p2m_node);
+    for (unsigned i = 0; i < vm->p2m.nregions; i++)
+        bytes += sizeof(struct vmmu_region) + vm->p2m.regions[i]->state_bytes;
+    bytes += vm->p2m.cap * sizeof(vm->p2m.regions[0]);
+    return bytes;
+}

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals of the guest-physical map, shared by the parts of vmmu that sit
+ * on it (walker, TLB, sync).  Not installed.
+ *
+ * Shape.  A radix tree over guest frame numbers, 9 bits per level (512
+ * slots, one 4 KiB node), at most five levels for a 52-bit space.  A slot
+ * holds one of:
+ *   0                      a hole covering the whole slot,
+ *   region pointer | 1     one region covers the whole slot,
+ *   node pointer           a child node (slots never hold both).
+ * A region aligned to a slot's span therefore ends the descent early: 4 GiB
+ * of RAM at 0 is found after three loads whatever else is mapped, and no
+ * per-page leaf is ever built for the inside of a region.  Leaves (one slot
+ * per 4 KiB page) exist only at the unaligned edges of regions.
+ *
+ * Publication.  Writers hold vm->lock.  A new node is filled before it is
+ * stored (release) into its parent; readers load slots with acquire, so a
+ * reader sees a node only after its contents.  A region is fully built
+ * before its tagged pointer is stored anywhere.  Unpublished nodes and
+ * regions are freed only after an RCU grace period.
+ */
+#ifndef VMMU_P2M_INTERNAL_H
+#define VMMU_P2M_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmmu/p2m.h"
+
+#define P2M_LEVEL_BITS 9u
+#define P2M_FANOUT (1u << P2M_LEVEL_BITS)
+#define P2M_SLOT_REGION 1u
+
+struct p2m_node {
+    _Atomic uintptr_t slot[P2M_FANOUT];
+};
+
+/* A region.  Immutable once published, except the per-page state bytes. */
+struct vmmu_region {
+    uint32_t id;
+    enum vmmu_mem_type type;
+    uint32_t flags;
+    uint64_t gfn;      /* first guest frame */
+    uint64_t npages;
+    uint8_t *host;     /* RAM/ROM host memory, else NULL */
+    bool host_owned;   /* vmmu mapped it from the vm's memfd */
+    uint64_t memfd_offset;
+    _Atomic uint8_t *state; /* RAM/ROM: one VMMU_PAGE_* byte per page */
+    size_t state_bytes;     /* mapping length of @state */
+    struct vmmu_mmio_ops mmio;
+    void *opaque;
+    char name[32];
+};
+
+struct vmmu_p2m {
+    struct p2m_node *root;
+    unsigned levels;      /* number of node levels, 1..5 */
+    uint64_t gfn_limit;   /* 1 << (gpa_bits - 12) */
+    _Atomic uint64_t generation;
+    uint64_t nodes;       /* nodes allocated (metadata accounting) */
+
+    /* Writer side, under vm->lock: regions sorted by gfn. */
+    struct vmmu_region **regions;
+    unsigned nregions, cap, max_regions;
+    uint32_t next_id;
+
+    /* Pager hook (see vmmu_p2m_set_pagein_handler). */
+    _Atomic(vmmu_pagein_fn) pagein;
+    void *_Atomic pagein_opaque;
+};
+
+/*
+ * Resolve a guest frame: the region holding it (NULL for a hole) and the
+ * first frame after @gfn where the answer may change (the region's end, or
+ * the end of the empty slot that makes the hole).  Lock-free.
+ * @gfn must be below gfn_limit.
+ */
+static inline struct vmmu_region *p2m_resolve(const struct vmmu_p2m *p2m, uint64_t gfn,
+                                              uint64_t *extent_end)
+{
+    const struct p2m_node *node = p2m->root;
+    for (unsigned level = p2m->levels; level-- > 0;) {
+        unsigned shift = level * P2M_LEVEL_BITS;
+        uintptr_t s = atomic_load_explicit(&node->slot[(gfn >> shift) & (P2M_FANOUT - 1)],
+                                           memory_order_acquire);
+        if (s & P2M_SLOT_REGION) {
+            struct vmmu_region *r = (struct vmmu_region *)(s & ~(uintptr_t)P2M_SLOT_REGION);
+            if (extent_end)
+                *extent_end = r->gfn + r->npages;
+            return r;
+        }
+        if (!s) {
+            if (extent_end)
+                *extent_end = ((gfn >> shift) + 1) << shift;
+            return 0;
+        }
+        node = (const struct p2m_node *)s;
+    }
+    /* Not reached: level-0 slots never hold nodes. */
+    if (extent_end)
+        *extent_end = gfn + 1;
+    return 0;
+}
+
+/* Per-page state byte of a RAM/ROM region's page. */
+static inline uint8_t region_page_state(const struct vmmu_region *r, uint64_t gfn)
+{
+    return atomic_load_explicit(&r->state[gfn - r->gfn], memory_order_acquire);
+}
+
+/* Internal setter that may name VMMU_PAGE_PAGED_OUT (for the pager). */
+int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,
+                            uint32_t clear, uint32_t allowed);
+
+/* Bytes of P2M metadata: nodes, region records and per-page state arrays. */
+uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm);
+
+int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions);
+void vmmu__p2m_fini(struct vmmu_vm *vm);
+
+#endif /* VMMU_P2M_INTERNAL_H */

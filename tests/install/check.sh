@@ -1,0 +1,41 @@
+#!/bin/sh
+# Installs vmmu from an existing build tree into a temporary prefix and
+# builds a small program against it twice: with pkg-config and with CMake's
+# find_package(vmmu).  Both programs must run.
+#   tests/install/check.sh BUILD_DIR
+set -eu
+build=${1:?usage: check.sh BUILD_DIR}
+here=$(cd "$(dirname "$0")" && pwd)
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+
+cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
+export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+export LD_LIBRARY_PATH="$tmp/prefix/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
+# pkg-config, shared library
+cc -std=c11 -Wall -Wextra -Werror "$here/hello.c" -o "$tmp/hello-pc" $(pkg-config --cflags --libs vmmu)
+"$tmp/hello-pc" >"$tmp/out-pc"
+grep -q "^hello from vmmu" "$tmp/out-pc"
+
+# pkg-config, static library
+cc -std=c11 -Wall -Wextra -Werror "$here/hello.c" -o "$tmp/hello-static" \
+  $(pkg-config --cflags vmmu) "$tmp/prefix/lib/libvmmu.a" $(pkg-config --static --libs-only-l vmmu | sed 's/-lvmmu//')
+"$tmp/hello-static" >/dev/null
+
+# CMake package
+mkdir -p "$tmp/cm"
+cat >"$tmp/cm/CMakeLists.txt" <<CM
+cmake_minimum_required(VERSION 3.25)
+project(hello C)
+find_package(vmmu 0.1 REQUIRED)
+add_executable(hello $here/hello.c)
+target_link_libraries(hello PRIVATE vmmu::vmmu)
+add_executable(hello_static $here/hello.c)
+target_link_libraries(hello_static PRIVATE vmmu::vmmu_static)
+CM
+cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/null
+cmake --build "$tmp/cm/build" >/dev/null
+"$tmp/cm/build/hello" | grep -q "^hello from vmmu"
+"$tmp/cm/build/hello_static" | grep -q "^hello from vmmu"
+echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run"

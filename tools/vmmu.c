@@ -1,0 +1,63 @@
+/* SPDX-License-Identifier: MIT */
+/* The `vmmu` command-line tool: a dispatcher over its subcommands. */
+#include <stdio.h>
+#include <string.h>
+
+#include "tool.h"
+#include "vmmu/vmmu.h"
+
+struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("vmmu %s\n", vmmu_version());
+    return 0;
+}
+
+static int cmd_help(int argc, char **argv);
+
+static const struct command commands[] = {
+    {"demo", vmmu_tool_demo, "build a small vm, perform accesses, say what happened"},
+    {"version", cmd_version, "print the library version"},
+    {"help", cmd_help, "show this help"},
+};
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: vmmu <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        fprintf(out, "  %-10s %s\n", commands[i].name, commands[i].summary);
+    fprintf(out, "\n`vmmu <command> --help` describes a command's options.\n");
+}
+
+static int cmd_help(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    usage(stdout);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))
+        return cmd_help(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "--version"))
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (!strcmp(argv[1], commands[i].name))
+            return commands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "vmmu: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
