@@ -1,0 +1,66 @@
+/* SPDX-License-Identifier: MIT */
+/* Reading paging-structure entries from guest-physical memory.
+ *
+ * Every entry the walker and the PDPTE loader use comes through here, so
+ * the entry read policy of vmmu/x86.h lives in one place: RAM and ROM are
+ * read from host memory with an atomic load (another vCPU or the guest may
+ * be writing the entry at the same moment); everything else reads as
+ * all-ones, like a bus master abort, without running MMIO callbacks. */
+#include "x86/x86_internal.h"
+
+#include "vmmu/error.h"
+#include "vmmu/p2m.h"
+
+static void entry_all_ones(unsigned size, struct vmmu__x86_entry *out)
+{
+    out->value = size == 4 ? 0xffffffffull : ~0ull;
+    out->host = NULL;
+    out->region_id = 0;
+}
+
+static uint64_t entry_load(const uint8_t *hva, unsigned size)
+{
+    /* Entries are naturally aligned: tables are 4 KiB aligned (the PAE
+     * PDPT 32-byte aligned) and regions' host memory is page aligned. */
+    if (size == 4)
+        return __atomic_load_n((const uint32_t *)(const void *)hva, __ATOMIC_ACQUIRE);
+    return __atomic_load_n((const uint64_t *)(const void *)hva, __ATOMIC_ACQUIRE);
+}
+
+int vmmu__x86_read_entry(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
+                         struct vmmu__x86_entry *out)
+{
+    struct vmmu_p2m_entry pe;
+    int rc = vmmu_p2m_lookup(vm, gpa, &pe);
+
+    if (rc == VMMU_ERANGE) {
+        /* Beyond the vm's width: nothing answers, as for a hole. */
+        entry_all_ones(size, out);
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+
+    if (pe.type != VMMU_MEM_RAM && pe.type != VMMU_MEM_ROM) {
+        entry_all_ones(size, out);
+        return 0;
+    }
+    if (!pe.hva) {
+        /* Paged out: a guest-physical read goes through the pager's
+         * page-in handler; afterwards the page must be resident. */
+        uint64_t ignored;
+        rc = vmmu_gpa_read(vm, gpa, &ignored, size, 0, NULL);
+        if (rc < 0)
+            return rc;
+        rc = vmmu_p2m_lookup(vm, gpa, &pe);
+        if (rc < 0)
+            return rc;
+        if ((pe.type != VMMU_MEM_RAM && pe.type != VMMU_MEM_ROM) || !pe.hva)
+            return VMMU_EPAGEDOUT;
+    }
+    out->value = entry_load(pe.hva, size);
+    /* ROM drops writes, so A/D updates have nowhere to go. */
+    out->host = pe.type == VMMU_MEM_RAM ? pe.hva : NULL;
+    out->region_id = pe.region_id;
+    return 0;
+}
