@@ -35,4 +35,14 @@ struct vmmu_vm {
  * unpublished; the sync part builds vCPU flushes on the same grace period. */
 void vmmu__grace_period(void);
 
+/* The reader side of the grace period, for threads that use the map while
+ * others change it (vCPU threads; the vCPU API wraps these).  A registered
+ * reader holds nothing it got from the map across vmmu__reader_quiescent()
+ * or while offline. */
+void vmmu__reader_register(void);
+void vmmu__reader_unregister(void);
+void vmmu__reader_quiescent(void);
+void vmmu__reader_offline(void);
+void vmmu__reader_online(void);
+
 #endif /* VMMU_VM_INTERNAL_H */

@@ -1,0 +1,529 @@
+/* The guest-physical map: adding, removing, finding and describing regions,
+ * lookups over many layouts, and every way a region can be refused. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include <cmocka.h>
+
+#include "core/vm_internal.h"
+#include "vmmu/vmmu.h"
+
+#define KiB (1ull << 10)
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+#define TiB (1ull << 40)
+
+static int setup_vm(void **state)
+{
+    struct vmmu_vm *vm;
+    if (vmmu_vm_create(NULL, &vm))
+        return -1;
+    *state = vm;
+    return 0;
+}
+
+static int teardown_vm(void **state)
+{
+    vmmu_vm_destroy(*state);
+    return 0;
+}
+
+static int mmio_read_zero(void *o, uint64_t off, unsigned size, uint64_t *v)
+{
+    (void)o, (void)off, (void)size;
+    *v = 0;
+    return 0;
+}
+static const struct vmmu_mmio_ops zero_ops = {.read = mmio_read_zero};
+
+static struct vmmu_region_desc ram(uint64_t gpa, uint64_t size)
+{
+    return (struct vmmu_region_desc){.type = VMMU_MEM_RAM, .gpa = gpa, .size = size};
+}
+
+static enum vmmu_mem_type type_at(struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(vm, gpa, &e), 0);
+    return e.type;
+}
+
+/* ---- happy paths -------------------------------------------------------- */
+
+static void added_ram_is_found_at_both_ends_and_not_beyond(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(0x10000, 0x5000);
+    uint32_t id = 0;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    assert_int_not_equal(id, 0);
+
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(vm, 0x10000, &e), 0);
+    assert_int_equal(e.type, VMMU_MEM_RAM);
+    assert_int_equal(e.region_id, id);
+    assert_int_equal(e.region_gpa, 0x10000);
+    assert_int_equal(e.region_size, 0x5000);
+    assert_non_null(e.hva);
+    uint8_t *base = e.hva;
+    assert_int_equal(vmmu_p2m_lookup(vm, 0x14fff, &e), 0);
+    assert_ptr_equal(e.hva, base + 0x4fff); /* host memory is contiguous */
+    assert_int_equal(type_at(vm, 0xffff), VMMU_MEM_HOLE);
+    assert_int_equal(type_at(vm, 0x15000), VMMU_MEM_HOLE);
+}
+
+static void lookup_of_a_hole_reports_hole_with_no_host_pointer(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_p2m_entry e;
+    memset(&e, 0xaa, sizeof(e));
+    assert_int_equal(vmmu_p2m_lookup(vm, 123 * GiB, &e), 0);
+    assert_int_equal(e.type, VMMU_MEM_HOLE);
+    assert_int_equal(e.region_id, 0);
+    assert_null(e.hva);
+    assert_int_equal(e.region_size, 0);
+}
+
+static void each_region_type_is_reported_by_lookup(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 1 * MiB, .size = 64 * KiB};
+    struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = 2 * MiB, .size = 4 * KiB,
+                                    .mmio = &zero_ops};
+    struct vmmu_region_desc dev = {.type = VMMU_MEM_DEVICE, .gpa = 3 * MiB, .size = 4 * KiB};
+    struct vmmu_region_desc r = ram(0, 64 * KiB);
+    assert_int_equal(vmmu_region_add(vm, &rom, NULL), 0);
+    assert_int_equal(vmmu_region_add(vm, &mmio, NULL), 0);
+    assert_int_equal(vmmu_region_add(vm, &dev, NULL), 0);
+    assert_int_equal(vmmu_region_add(vm, &r, NULL), 0);
+    assert_int_equal(type_at(vm, 0), VMMU_MEM_RAM);
+    assert_int_equal(type_at(vm, 1 * MiB + 5), VMMU_MEM_ROM);
+    assert_int_equal(type_at(vm, 2 * MiB + 4095), VMMU_MEM_MMIO);
+    assert_int_equal(type_at(vm, 3 * MiB), VMMU_MEM_DEVICE);
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(vm, 2 * MiB, &e), 0);
+    assert_null(e.hva); /* MMIO has no host memory */
+    assert_string_equal(vmmu_mem_type_name(VMMU_MEM_MMIO), "mmio");
+    assert_string_equal(vmmu_mem_type_name(VMMU_MEM_HOLE), "hole");
+}
+
+static void removed_region_becomes_a_hole_and_its_range_can_be_reused(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(4 * GiB + 12 * KiB, 3 * MiB); /* unaligned edges */
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    uint64_t nodes_with = vm->p2m.nodes;
+    assert_int_equal(vmmu_region_remove(vm, id), 0);
+    assert_int_equal(type_at(vm, 4 * GiB + 12 * KiB), VMMU_MEM_HOLE);
+    assert_int_equal(type_at(vm, 4 * GiB + 3 * MiB), VMMU_MEM_HOLE);
+    assert_true(vm->p2m.nodes < nodes_with); /* emptied nodes were freed */
+    assert_int_equal(vm->p2m.nodes, 1);      /* only the root remains */
+    uint32_t id2;
+    assert_int_equal(vmmu_region_add(vm, &d, &id2), 0);
+    assert_int_not_equal(id2, id); /* ids are not reused */
+    assert_int_equal(type_at(vm, 4 * GiB + 12 * KiB), VMMU_MEM_RAM);
+    assert_int_equal(vmmu_region_remove(vm, id), VMMU_ENOENT);
+}
+
+static void adjacent_regions_touch_without_overlapping(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc a = ram(0, 2 * MiB + 4 * KiB), b = ram(2 * MiB + 4 * KiB, 4 * KiB);
+    uint32_t ia, ib;
+    assert_int_equal(vmmu_region_add(vm, &a, &ia), 0);
+    assert_int_equal(vmmu_region_add(vm, &b, &ib), 0);
+    uint32_t id;
+    assert_int_equal(vmmu_region_find(vm, 2 * MiB + 4 * KiB - 1, &id), 0);
+    assert_int_equal(id, ia);
+    assert_int_equal(vmmu_region_find(vm, 2 * MiB + 4 * KiB, &id), 0);
+    assert_int_equal(id, ib);
+    assert_int_equal(vmmu_region_find(vm, 2 * MiB + 8 * KiB, &id), VMMU_EHOLE);
+}
+
+static void region_at_the_top_of_a_52_bit_space_is_reachable(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint64_t top = 1ull << 52;
+    struct vmmu_region_desc d = ram(top - 8 * KiB, 8 * KiB);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    assert_int_equal(type_at(vm, top - 1), VMMU_MEM_RAM);
+    uint8_t v = 0x5a, back = 0;
+    assert_int_equal(vmmu_gpa_write(vm, top - 1, &v, 1, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_read(vm, top - 1, &back, 1, 0, NULL), 0);
+    assert_int_equal(back, 0x5a);
+}
+
+static void info_describes_the_region_and_its_memfd_mapping(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(16 * MiB, 8 * KiB);
+    d.name = "a-name-that-is-longer-than-thirty-two-bytes";
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, id, &info), 0);
+    assert_int_equal(info.id, id);
+    assert_int_equal(info.type, VMMU_MEM_RAM);
+    assert_int_equal(info.gpa, 16 * MiB);
+    assert_int_equal(info.size, 8 * KiB);
+    assert_int_equal(strlen(info.name), sizeof(info.name) - 1);
+    assert_int_equal(info.memfd, vmmu_vm_memfd(vm));
+    assert_true(info.memfd >= 0);
+
+    /* What a device model would do: map the memfd at the region's offset
+     * and see the guest's bytes. */
+    assert_int_equal(vmmu_gpa_write(vm, 16 * MiB + 4100, "dm", 3, 0, NULL), 0);
+    char *p = mmap(NULL, 8 * KiB, PROT_READ, MAP_SHARED, info.memfd, (off_t)info.memfd_offset);
+    assert_true(p != MAP_FAILED);
+    assert_string_equal(p + 4100, "dm");
+    munmap(p, 8 * KiB);
+
+    assert_int_equal(vmmu_region_info(vm, id + 100, &info), VMMU_ENOENT);
+    assert_int_equal(vmmu_region_info(vm, 0, &info), VMMU_ENOENT);
+    assert_int_equal(vmmu_region_info(vm, id, NULL), VMMU_EINVAL);
+}
+
+static void caller_supplied_memory_is_used_and_not_freed(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint8_t *mem = aligned_alloc(4096, 3 * 4096);
+    memset(mem, 0x11, 3 * 4096);
+    struct vmmu_region_desc d = ram(1 * GiB, 3 * 4096);
+    d.host = mem;
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, id, &info), 0);
+    assert_ptr_equal(info.host, mem);
+    assert_int_equal(info.memfd, -1);
+    assert_int_equal(vmmu_gpa_write(vm, 1 * GiB + 4095, "xy", 2, 0, NULL), 0);
+    assert_int_equal(mem[4095], 'x');
+    assert_int_equal(mem[4096], 'y');
+    assert_int_equal(vmmu_region_remove(vm, id), 0);
+    assert_int_equal(mem[0], 0x11); /* still ours to read and free */
+    free(mem);
+}
+
+static void a_1_tib_region_costs_almost_nothing_until_touched(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint64_t before = vmmu__p2m_metadata_bytes(vm);
+    struct vmmu_region_desc d = ram(1 * TiB, 1 * TiB);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    /* Aligned to 512 GiB slots: one node below the root (whose slots span
+     * 256 TiB) holds two tags; nothing else is built. */
+    assert_int_equal(vmmu__p2m_metadata_bytes(vm) - before - sizeof(struct vmmu_region),
+                     sizeof(struct p2m_node) + (1 * TiB >> 12) /* state bytes, lazily backed */ +
+                         (vm->p2m.cap * sizeof(void *)));
+    uint64_t last = 2 * TiB - 8;
+    uint64_t v = 0x0123456789abcdefull, back = 0;
+    assert_int_equal(vmmu_gpa_write(vm, last, &v, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_read(vm, last, &back, 8, 0, NULL), 0);
+    assert_int_equal(back, v);
+    assert_int_equal(vmmu_gpa_read(vm, 1 * TiB + 77 * GiB, &back, 8, 0, NULL), 0);
+    assert_int_equal(back, 0); /* untouched RAM reads as zero */
+}
+
+static int count_regions(const struct vmmu_region_info *info, void *arg)
+{
+    uint64_t *prev_end = arg;
+    assert_true(info->gpa >= *prev_end); /* ascending and disjoint */
+    *prev_end = info->gpa + info->size;
+    return 0;
+}
+
+static int stop_at_second(const struct vmmu_region_info *info, void *arg)
+{
+    int *n = arg;
+    (void)info;
+    return ++*n == 2 ? 42 : 0;
+}
+
+static int try_to_change_the_map(const struct vmmu_region_info *info, void *arg)
+{
+    struct vmmu_vm *vm = arg;
+    struct vmmu_region_desc d = ram(100 * GiB, 4096);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), VMMU_EBUSY);
+    assert_int_equal(vmmu_region_remove(vm, info->id), VMMU_EBUSY);
+    struct vmmu_region_info again;
+    assert_int_equal(vmmu_region_info(vm, info->id, &again), 0); /* reading is fine */
+    return 0;
+}
+
+static void foreach_visits_in_order_stops_early_and_refuses_changes(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint64_t gpas[] = {5 * GiB, 1 * GiB, 3 * GiB, 2 * GiB};
+    for (size_t i = 0; i < 4; i++) {
+        struct vmmu_region_desc d = ram(gpas[i], 64 * KiB);
+        assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    }
+    uint64_t prev_end = 0;
+    assert_int_equal(vmmu_region_foreach(vm, count_regions, &prev_end), 0);
+    assert_int_equal(prev_end, 5 * GiB + 64 * KiB);
+    int n = 0;
+    assert_int_equal(vmmu_region_foreach(vm, stop_at_second, &n), 42);
+    assert_int_equal(n, 2);
+    assert_int_equal(vmmu_region_foreach(vm, try_to_change_the_map, vm), 0);
+    assert_int_equal(type_at(vm, 100 * GiB), VMMU_MEM_HOLE);
+    assert_int_equal(vmmu_region_foreach(vm, NULL, NULL), VMMU_EINVAL);
+}
+
+static void generation_changes_with_every_add_and_remove_only(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint64_t g0 = vmmu_p2m_generation(vm);
+    struct vmmu_region_desc d = ram(0, 4096);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    uint64_t g1 = vmmu_p2m_generation(vm);
+    assert_true(g1 > g0);
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(vm, 0, &e), 0);
+    assert_int_equal(e.generation, g1);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), VMMU_EOVERLAP);
+    assert_int_equal(vmmu_p2m_generation(vm), g1); /* a refused add changes nothing */
+    assert_int_equal(vmmu_region_remove(vm, id), 0);
+    assert_true(vmmu_p2m_generation(vm) > g1);
+}
+
+/* ---- refusals: each leaves the map as it was ---------------------------- */
+
+struct bad_case {
+    const char *what;
+    struct vmmu_region_desc d;
+    int err;
+};
+
+static void bad_regions_are_refused_with_a_clear_code_and_change_nothing(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc base = ram(1 * GiB, 2 * MiB);
+    assert_int_equal(vmmu_region_add(vm, &base, NULL), 0);
+    static char host_buf[8192] __attribute__((aligned(4096)));
+    const uint64_t top = 1ull << 52;
+    struct bad_case cases[] = {
+        {"overlap start", ram(1 * GiB - 4096, 8192), VMMU_EOVERLAP},
+        {"overlap end", ram(1 * GiB + 2 * MiB - 4096, 8192), VMMU_EOVERLAP},
+        {"inside", ram(1 * GiB + 4096, 4096), VMMU_EOVERLAP},
+        {"covering", ram(0, 4 * GiB), VMMU_EOVERLAP},
+        {"identical", ram(1 * GiB, 2 * MiB), VMMU_EOVERLAP},
+        {"misaligned gpa", ram(0x1001, 4096), VMMU_EALIGN},
+        {"misaligned size", ram(0, 4095), VMMU_EALIGN},
+        {"empty", ram(0, 0), VMMU_EINVAL},
+        {"beyond width", ram(top, 4096), VMMU_ERANGE},
+        {"ends beyond width", ram(top - 4096, 8192), VMMU_ERANGE},
+        {"size wraps", ram(top - 4096, UINT64_MAX & VMMU_PAGE_MASK), VMMU_ERANGE},
+        {"hole type", {.type = VMMU_MEM_HOLE, .gpa = 0, .size = 4096}, VMMU_EINVAL},
+        {"unknown type", {.type = (enum vmmu_mem_type)99, .gpa = 0, .size = 4096}, VMMU_EINVAL},
+        {"mmio without ops", {.type = VMMU_MEM_MMIO, .gpa = 0, .size = 4096}, VMMU_EINVAL},
+        {"mmio with host memory",
+         {.type = VMMU_MEM_MMIO, .gpa = 0, .size = 4096, .mmio = &zero_ops, .host = host_buf},
+         VMMU_EINVAL},
+        {"device with ops",
+         {.type = VMMU_MEM_DEVICE, .gpa = 0, .size = 4096, .mmio = &zero_ops}, VMMU_EINVAL},
+        {"ram with ops", {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .mmio = &zero_ops},
+         VMMU_EINVAL},
+        {"misaligned host",
+         {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .host = host_buf + 8}, VMMU_EINVAL},
+        {"unknown flag", {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .flags = 1u << 31},
+         VMMU_EINVAL},
+        {"rom flag on ram",
+         {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .flags = VMMU_REGION_ROM_REPORT_WRITES},
+         VMMU_EINVAL},
+        {"dirty flag on mmio",
+         {.type = VMMU_MEM_MMIO, .gpa = 0, .size = 4096, .mmio = &zero_ops,
+          .flags = VMMU_REGION_LOG_DIRTY},
+         VMMU_EINVAL},
+    };
+    uint64_t gen = vmmu_p2m_generation(vm);
+    uint64_t meta = vmmu__p2m_metadata_bytes(vm);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint32_t id = 0xdeadbeef;
+        int err = vmmu_region_add(vm, &cases[i].d, &id);
+        if (err != cases[i].err)
+            fail_msg("%s: got %s, want %s", cases[i].what, vmmu_error_name(err),
+                     vmmu_error_name(cases[i].err));
+        assert_int_equal(id, 0xdeadbeef);
+    }
+    assert_int_equal(vmmu_p2m_generation(vm), gen);
+    assert_int_equal(vmmu__p2m_metadata_bytes(vm), meta);
+    assert_int_equal(vm->p2m.nregions, 1);
+    assert_int_equal(type_at(vm, 0), VMMU_MEM_HOLE);
+    assert_int_equal(type_at(vm, 1 * GiB), VMMU_MEM_RAM);
+}
+
+static void null_arguments_are_refused(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(0, 4096);
+    struct vmmu_p2m_entry e;
+    uint32_t id, st;
+    assert_int_equal(vmmu_region_add(NULL, &d, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_region_add(vm, NULL, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_region_remove(NULL, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_region_find(NULL, 0, &id), VMMU_EINVAL);
+    assert_int_equal(vmmu_region_find(vm, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_p2m_lookup(NULL, 0, &e), VMMU_EINVAL);
+    assert_int_equal(vmmu_p2m_lookup(vm, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_page_state_get(vm, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_page_state_get(NULL, 0, &st), VMMU_EINVAL);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(NULL, NULL, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_p2m_generation(NULL), 0);
+}
+
+static void addresses_beyond_the_width_are_out_of_range(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_vm_config cfg = {.gpa_bits = 32};
+    assert_int_equal(vmmu_vm_create(&cfg, &vm), 0);
+    struct vmmu_p2m_entry e;
+    uint32_t id;
+    assert_int_equal(vmmu_p2m_lookup(vm, 4 * GiB, &e), VMMU_ERANGE);
+    assert_int_equal(vmmu_p2m_lookup(vm, 4 * GiB - 1, &e), 0);
+    assert_int_equal(vmmu_region_find(vm, UINT64_MAX, &id), VMMU_ERANGE);
+    struct vmmu_region_desc d = ram(4 * GiB - 4096, 8192);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), VMMU_ERANGE);
+    vmmu_vm_destroy(vm);
+}
+
+static void region_limit_is_enforced(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_vm_config cfg = {.max_regions = 3};
+    assert_int_equal(vmmu_vm_create(&cfg, &vm), 0);
+    uint32_t ids[3];
+    for (int i = 0; i < 3; i++) {
+        struct vmmu_region_desc d = ram((uint64_t)i * MiB, 4096);
+        assert_int_equal(vmmu_region_add(vm, &d, &ids[i]), 0);
+    }
+    struct vmmu_region_desc d = ram(10 * MiB, 4096);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), VMMU_ELIMIT);
+    assert_int_equal(vmmu_region_remove(vm, ids[1]), 0);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    vmmu_vm_destroy(vm);
+}
+
+/* ---- a model test: random layouts against a plain list ------------------ */
+
+struct model_region {
+    uint64_t lo, hi; /* frames */
+    uint32_t id;
+    int live;
+};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return rng_state;
+}
+
+static uint32_t model_find(const struct model_region *m, size_t n, uint64_t gfn)
+{
+    for (size_t i = 0; i < n; i++)
+        if (m[i].live && gfn >= m[i].lo && gfn < m[i].hi)
+            return m[i].id;
+    return 0;
+}
+
+/* Random sizes and alignments over a 40-bit space, mixing 4 KiB-aligned
+ * edges with 2 MiB, 1 GiB and 512 GiB alignments so that every radix level
+ * sees whole-slot tags, partial slots and leaves.  Lookups probe edges and
+ * random addresses and must agree with the list every time. */
+static void random_layouts_agree_with_a_reference_list(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_vm_config cfg = {.gpa_bits = 40, .max_regions = 1000};
+    assert_int_equal(vmmu_vm_create(&cfg, &vm), 0);
+    enum { N = 600 };
+    static struct model_region m[N];
+    size_t n = 0;
+    const uint64_t gfn_limit = 1ull << 28;
+    static const unsigned align_bits[] = {0, 0, 0, 9, 9, 18, 27};
+    for (int round = 0; round < 4000; round++) {
+        if (n < N && (rnd() % 3 != 0 || n == 0)) {
+            unsigned ab = align_bits[rnd() % 7];
+            uint64_t lo = (rnd() % gfn_limit) & ~((1ull << ab) - 1);
+            uint64_t len = 1 + rnd() % ((1ull << (ab + 2)) + 7);
+            if (lo + len > gfn_limit)
+                len = gfn_limit - lo;
+            struct vmmu_region_desc d = ram(lo << 12, len << 12);
+            uint32_t id = 0;
+            int err = vmmu_region_add(vm, &d, &id);
+            int clash = 0;
+            for (size_t i = 0; i < n; i++)
+                if (m[i].live && lo < m[i].hi && m[i].lo < lo + len)
+                    clash = 1;
+            assert_int_equal(err, clash ? VMMU_EOVERLAP : 0);
+            if (!err)
+                m[n++] = (struct model_region){lo, lo + len, id, 1};
+        } else {
+            size_t i = rnd() % n;
+            if (m[i].live) {
+                assert_int_equal(vmmu_region_remove(vm, m[i].id), 0);
+                m[i].live = 0;
+            }
+        }
+        for (int probe = 0; probe < 40; probe++) {
+            uint64_t gfn;
+            size_t k = rnd() % n;
+            switch (rnd() % 4) {
+            case 0: gfn = m[k].lo; break;
+            case 1: gfn = m[k].hi - 1; break;
+            case 2: gfn = m[k].hi; break;
+            default: gfn = rnd() % gfn_limit; break;
+            }
+            if (gfn >= gfn_limit)
+                continue;
+            uint32_t want = model_find(m, n, gfn), got = 0;
+            int err = vmmu_region_find(vm, gfn << 12, &got);
+            if (want) {
+                assert_int_equal(err, 0);
+                assert_int_equal(got, want);
+            } else {
+                assert_int_equal(err, VMMU_EHOLE);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        if (m[i].live)
+            assert_int_equal(vmmu_region_remove(vm, m[i].id), 0);
+    assert_int_equal(vm->p2m.nodes, 1); /* every node pruned again */
+    vmmu_vm_destroy(vm);
+}
+
+int main(void)
+{
+#define T(f) cmocka_unit_test_setup_teardown(f, setup_vm, teardown_vm)
+    const struct CMUnitTest tests[] = {
+        T(added_ram_is_found_at_both_ends_and_not_beyond),
+        T(lookup_of_a_hole_reports_hole_with_no_host_pointer),
+        T(each_region_type_is_reported_by_lookup),
+        T(removed_region_becomes_a_hole_and_its_range_can_be_reused),
+        T(adjacent_regions_touch_without_overlapping),
+        T(region_at_the_top_of_a_52_bit_space_is_reachable),
+        T(info_describes_the_region_and_its_memfd_mapping),
+        T(caller_supplied_memory_is_used_and_not_freed),
+        T(a_1_tib_region_costs_almost_nothing_until_touched),
+        T(foreach_visits_in_order_stops_early_and_refuses_changes),
+        T(generation_changes_with_every_add_and_remove_only),
+        T(bad_regions_are_refused_with_a_clear_code_and_change_nothing),
+        T(null_arguments_are_refused),
+        cmocka_unit_test(addresses_beyond_the_width_are_out_of_range),
+        cmocka_unit_test(region_limit_is_enforced),
+        cmocka_unit_test(random_layouts_agree_with_a_reference_list),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
