@@ -32,17 +32,21 @@ static bool node_is_child(uintptr_t s)
     return s && !(s & P2M_SLOT_REGION);
 }
 
-static void node_free_tree(struct vmmu_p2m *p2m, struct p2m_node *n, unsigned level)
+/* Free the nodes below @slots (not @slots itself). */
+static void free_children(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned n,
+                          unsigned level)
 {
-    if (level > 0) {
-        for (unsigned i = 0; i < P2M_FANOUT; i++) {
-            uintptr_t s = atomic_load_explicit(&n->slot[i], memory_order_relaxed);
-            if (node_is_child(s))
-                node_free_tree(p2m, (struct p2m_node *)s, level - 1);
+    if (level == 0)
+        return;
+    for (unsigned i = 0; i < n; i++) {
+        uintptr_t s = atomic_load_explicit(&slots[i], memory_order_relaxed);
+        if (node_is_child(s)) {
+            struct p2m_node *child = (struct p2m_node *)s;
+            free_children(p2m, child->slot, P2M_FANOUT, level - 1);
+            free(child);
+            p2m->nodes--;
         }
     }
-    free(n);
-    p2m->nodes--;
 }
 
 /* Frames one slot of a node at @level covers. */
@@ -91,7 +95,7 @@ static bool node_empty(const struct p2m_node *n)
  * (it reads as holes), so this pass is invisible to readers and, on failure,
  * simply leaves some empty nodes for prune_empty() to drop.
  */
-static int ensure_nodes(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+static int ensure_nodes(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned level,
                         uint64_t base, uint64_t lo, uint64_t hi)
 {
     uint64_t span = slot_span(level);
@@ -101,15 +105,15 @@ static int ensure_nodes(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned le
         uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
         if (c_lo == s_lo && c_hi == s_hi)
             continue; /* whole slot: tagged directly in pass 2 */
-        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        uintptr_t s = atomic_load_explicit(&slots[i], memory_order_relaxed);
         if (!s) {
             struct p2m_node *child = node_alloc(p2m);
             if (!child)
                 return VMMU_ENOMEM;
-            atomic_store_explicit(&node->slot[i], (uintptr_t)child, memory_order_release);
+            atomic_store_explicit(&slots[i], (uintptr_t)child, memory_order_release);
             s = (uintptr_t)child;
         }
-        int err = ensure_nodes(p2m, (struct p2m_node *)s, level - 1, s_lo, c_lo, c_hi);
+        int err = ensure_nodes(p2m, ((struct p2m_node *)s)->slot, level - 1, s_lo, c_lo, c_hi);
         if (err)
             return err;
     }
@@ -121,7 +125,7 @@ static int ensure_nodes(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned le
  * still hold an empty child left by an earlier removal; it is replaced and
  * retired.
  */
-static void store_tags(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+static void store_tags(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned level,
                        uint64_t base, uint64_t lo, uint64_t hi, uintptr_t tag,
                        struct retire_list *rl)
 {
@@ -130,13 +134,13 @@ static void store_tags(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned lev
     for (uint64_t i = first; i <= last; i++) {
         uint64_t s_lo = base + i * span, s_hi = s_lo + span;
         uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
-        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        uintptr_t s = atomic_load_explicit(&slots[i], memory_order_relaxed);
         if (c_lo == s_lo && c_hi == s_hi) {
-            atomic_store_explicit(&node->slot[i], tag, memory_order_release);
+            atomic_store_explicit(&slots[i], tag, memory_order_release);
             if (node_is_child(s))
                 retire_node(rl, p2m, (struct p2m_node *)s, level - 1);
         } else {
-            store_tags(p2m, (struct p2m_node *)s, level - 1, s_lo, c_lo, c_hi, tag, rl);
+            store_tags(p2m, ((struct p2m_node *)s)->slot, level - 1, s_lo, c_lo, c_hi, tag, rl);
         }
     }
 }
@@ -146,7 +150,7 @@ static void store_tags(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned lev
  * prune) and unpublish child nodes that end up empty.  Returns true if
  * @node is empty afterwards.
  */
-static bool clear_range(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned level,
+static bool clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned level,
                         uint64_t base, uint64_t lo, uint64_t hi, uintptr_t tag,
                         struct retire_list *rl)
 {
@@ -155,18 +159,19 @@ static bool clear_range(struct vmmu_p2m *p2m, struct p2m_node *node, unsigned le
     for (uint64_t i = first; i <= last; i++) {
         uint64_t s_lo = base + i * span, s_hi = s_lo + span;
         uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
-        uintptr_t s = atomic_load_explicit(&node->slot[i], memory_order_relaxed);
+        uintptr_t s = atomic_load_explicit(&slots[i], memory_order_relaxed);
         if (tag && s == tag) {
-            atomic_store_explicit(&node->slot[i], 0, memory_order_release);
+            atomic_store_explicit(&slots[i], 0, memory_order_release);
         } else if (node_is_child(s)) {
             struct p2m_node *child = (struct p2m_node *)s;
-            if (clear_range(p2m, child, level - 1, s_lo, c_lo, c_hi, tag, rl)) {
-                atomic_store_explicit(&node->slot[i], 0, memory_order_release);
+            if (clear_range(p2m, child->slot, level - 1, s_lo, c_lo, c_hi, tag, rl)) {
+                atomic_store_explicit(&slots[i], 0, memory_order_release);
                 retire_node(rl, p2m, child, level - 1);
             }
         }
     }
-    return node_empty(node);
+    /* Only meaningful for 512-slot nodes; the root is never retired. */
+    return node_empty((const struct p2m_node *)slots);
 }
 
 static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl, bool wait)
@@ -191,12 +196,17 @@ int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions
 {
     unsigned gfn_bits = gpa_bits - VMMU_PAGE_SHIFT;
     memset(p2m, 0, sizeof(*p2m));
-    p2m->levels = (gfn_bits + P2M_LEVEL_BITS - 1) / P2M_LEVEL_BITS;
+    /* A wide root saves a level: 40 frame bits are 13 + 9 + 9 + 9. */
+    unsigned below = gfn_bits > P2M_ROOT_BITS_MAX
+                         ? (gfn_bits - P2M_ROOT_BITS_MAX + P2M_LEVEL_BITS - 1) / P2M_LEVEL_BITS
+                         : 0;
+    p2m->levels = below + 1;
+    p2m->root_slots = 1u << (gfn_bits - below * P2M_LEVEL_BITS);
     p2m->gfn_limit = 1ull << gfn_bits;
     p2m->max_regions = max_regions;
     p2m->next_id = 1;
     atomic_init(&p2m->generation, 1);
-    p2m->root = node_alloc(p2m);
+    p2m->root = calloc(p2m->root_slots, sizeof(*p2m->root));
     return p2m->root ? 0 : VMMU_ENOMEM;
 }
 
@@ -220,8 +230,10 @@ void vmmu__p2m_fini(struct vmmu_vm *vm)
     for (unsigned i = 0; i < p2m->nregions; i++)
         region_release(vm, p2m->regions[i]);
     free(p2m->regions);
-    if (p2m->root)
-        node_free_tree(p2m, p2m->root, p2m->levels - 1);
+    if (p2m->root) {
+        free_children(p2m, p2m->root, p2m->root_slots, p2m->levels - 1);
+        free(p2m->root);
+    }
 }
 
 /* ---- regions --------------------------------------------------------------------- */
@@ -639,7 +651,8 @@ int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opa
 
 uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm)
 {
-    uint64_t bytes = vm->p2m.nodes * sizeof(struct p2m_node);
+    uint64_t bytes = vm->p2m.nodes * sizeof(struct p2m_node) +
+                     vm->p2m.root_slots * sizeof(vm->p2m.root[0]);
     for (unsigned i = 0; i < vm->p2m.nregions; i++)
         bytes += sizeof(struct vmmu_region) + vm->p2m.regions[i]->state_bytes;
     bytes += vm->p2m.cap * sizeof(vm->p2m.regions[0]);

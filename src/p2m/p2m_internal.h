@@ -3,9 +3,9 @@
  * Internals of the guest-physical map, shared by the parts of vmmu that sit
  * on it (walker, TLB, sync).  Not installed.
  *
- * Shape.  A radix tree over guest frame numbers, 9 bits per level (512
- * slots, one 4 KiB node), at most five levels for a 52-bit space.  A slot
- * holds one of:
+ * Shape.  A radix tree over guest frame numbers: a root of up to 8192 slots
+ * (13 bits, 64 KiB) and below it nodes of 9 bits (512 slots, 4 KiB), so a
+ * 52-bit space has four levels and a 40-bit one three.  A slot holds one of:
  *   0                      a hole covering the whole slot,
  *   region pointer | 1     one region covers the whole slot,
  *   node pointer           a child node (slots never hold both).
@@ -55,9 +55,13 @@ struct vmmu_region {
     char name[32];
 };
 
+/* Most index bits the root takes; the rest go to 9-bit levels below it. */
+#define P2M_ROOT_BITS_MAX 13u
+
 struct vmmu_p2m {
-    struct p2m_node *root;
-    unsigned levels;      /* number of node levels, 1..5 */
+    _Atomic uintptr_t *root; /* root_slots entries */
+    unsigned root_slots;
+    unsigned levels;      /* levels including the root, 1..4 */
     uint64_t gfn_limit;   /* 1 << (gpa_bits - 12) */
     _Atomic uint64_t generation;
     uint64_t nodes;       /* nodes allocated (metadata accounting) */
@@ -81,11 +85,10 @@ struct vmmu_p2m {
 static inline struct vmmu_region *p2m_resolve(const struct vmmu_p2m *p2m, uint64_t gfn,
                                               uint64_t *extent_end)
 {
-    const struct p2m_node *node = p2m->root;
-    for (unsigned level = p2m->levels; level-- > 0;) {
-        unsigned shift = level * P2M_LEVEL_BITS;
-        uintptr_t s = atomic_load_explicit(&node->slot[(gfn >> shift) & (P2M_FANOUT - 1)],
-                                           memory_order_acquire);
+    unsigned level = p2m->levels - 1, shift = level * P2M_LEVEL_BITS;
+    /* gfn < gfn_limit, so the root index needs no mask. */
+    uintptr_t s = atomic_load_explicit(&p2m->root[gfn >> shift], memory_order_acquire);
+    for (;;) {
         if (s & P2M_SLOT_REGION) {
             struct vmmu_region *r = (struct vmmu_region *)(s & ~(uintptr_t)P2M_SLOT_REGION);
             if (extent_end)
@@ -97,12 +100,13 @@ static inline struct vmmu_region *p2m_resolve(const struct vmmu_p2m *p2m, uint64
                 *extent_end = ((gfn >> shift) + 1) << shift;
             return 0;
         }
-        node = (const struct p2m_node *)s;
+        /* A child: level > 0 here, since level-0 slots never hold nodes. */
+        const struct p2m_node *node = (const struct p2m_node *)s;
+        level--;
+        shift -= P2M_LEVEL_BITS;
+        s = atomic_load_explicit(&node->slot[(gfn >> shift) & (P2M_FANOUT - 1)],
+                                 memory_order_acquire);
     }
-    /* Not reached: level-0 slots never hold nodes. */
-    if (extent_end)
-        *extent_end = gfn + 1;
-    return 0;
 }
 
 /* Per-page state byte of a RAM/ROM region's page. */

@@ -123,7 +123,7 @@ static void removed_region_becomes_a_hole_and_its_range_can_be_reused(void **sta
     assert_int_equal(type_at(vm, 4 * GiB + 12 * KiB), VMMU_MEM_HOLE);
     assert_int_equal(type_at(vm, 4 * GiB + 3 * MiB), VMMU_MEM_HOLE);
     assert_true(vm->p2m.nodes < nodes_with); /* emptied nodes were freed */
-    assert_int_equal(vm->p2m.nodes, 1);      /* only the root remains */
+    assert_int_equal(vm->p2m.nodes, 0);      /* only the root remains */
     uint32_t id2;
     assert_int_equal(vmmu_region_add(vm, &d, &id2), 0);
     assert_int_not_equal(id2, id); /* ids are not reused */
@@ -216,10 +216,11 @@ static void a_1_tib_region_costs_almost_nothing_until_touched(void **state)
     uint64_t before = vmmu__p2m_metadata_bytes(vm);
     struct vmmu_region_desc d = ram(1 * TiB, 1 * TiB);
     assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
-    /* Aligned to 512 GiB slots: one node below the root (whose slots span
-     * 256 TiB) holds two tags; nothing else is built. */
+    /* Aligned to the root's 512 GiB slots: two root slots hold the tag and
+     * no node is built at all. */
+    assert_int_equal(vm->p2m.nodes, 0);
     assert_int_equal(vmmu__p2m_metadata_bytes(vm) - before - sizeof(struct vmmu_region),
-                     sizeof(struct p2m_node) + (1 * TiB >> 12) /* state bytes, lazily backed */ +
+                     (1 * TiB >> 12) /* state bytes, lazily backed */ +
                          (vm->p2m.cap * sizeof(void *)));
     uint64_t last = 2 * TiB - 8;
     uint64_t v = 0x0123456789abcdefull, back = 0;
@@ -500,7 +501,7 @@ static void random_layouts_agree_with_a_reference_list(void **state)
     for (size_t i = 0; i < n; i++)
         if (m[i].live)
             assert_int_equal(vmmu_region_remove(vm, m[i].id), 0);
-    assert_int_equal(vm->p2m.nodes, 1); /* every node pruned again */
+    assert_int_equal(vm->p2m.nodes, 0); /* every node pruned again */
     vmmu_vm_destroy(vm);
 }
 
