@@ -9,5 +9,6 @@
 #include "error.h"
 #include "vm.h"
 #include "p2m.h"
+#include "x86.h"
 
 #endif /* VMMU_VMMU_H */
