@@ -1,0 +1,42 @@
+#!/bin/sh
+# The vmmu command-line tool: help, version, unknown commands, and the demo's
+# account of what happened (each access's outcome, checked line by line).
+#   cli.sh PATH_TO_VMMU WORKDIR
+set -u
+vmmu=$1
+fails=0
+check() { # description, then a command that must succeed
+  desc=$1; shift
+  if "$@"; then :; else echo "FAIL: $desc"; fails=$((fails + 1)); fi
+}
+
+out=$("$vmmu" --help); check "--help exits 0" test $? -eq 0
+check "--help lists demo" sh -c "printf '%s' \"\$1\" | grep -q '^  demo '" _ "$out"
+check "version prints the version" sh -c "'$vmmu' version | grep -Eq '^vmmu [0-9]+\.[0-9]+\.[0-9]+$'"
+"$vmmu" >/dev/null 2>&1; check "no command exits 2" test $? -eq 2
+"$vmmu" frobnicate >/dev/null 2>"$2/cli.err"; check "unknown command exits 2" test $? -eq 2
+check "unknown command is named" grep -q "unknown command 'frobnicate'" "$2/cli.err"
+
+demo=$("$vmmu" demo); check "demo exits 0" test $? -eq 0
+expect() { # pattern expected in the demo's output
+  if printf '%s\n' "$demo" | grep -Eq -- "$1"; then :; else
+    echo "FAIL: demo output lacks: $1"; fails=$((fails + 1)); fi
+}
+expect 'region [0-9]+: ram +gpa 0x0000000000-0x003fffffff ram-low'
+expect 'region [0-9]+: mmio +gpa 0x00fee00000-0x00fee00fff counter'
+expect 'read ROM +-> ok "vmmu demo firmware"'
+expect 'guest write to ROM \(reports writes\) +-> VMMU_EROM'
+expect 'read it back +-> ok "hello across a page boundary"'
+expect 'dirty log of pages 1, 2, 3 +-> dirty dirty clean'
+expect 'MMIO read again +-> ok value 2'
+expect 'MMIO 4-byte write \(device refuses\) +-> VMMU_EMMIO at 0xfee00008'
+expect 'read from the device-model range +-> VMMU_EDEVICE'
+expect 'read from a hole +-> VMMU_EHOLE'
+expect 'read from a hole, as hardware would +-> ok value 0xffffffff'
+expect 'read running off the end of RAM +-> VMMU_EHOLE at 0x40000000'
+expect 'add RAM overlapping ram-low +-> VMMU_EOVERLAP'
+expect 'read beyond the 40-bit width +-> VMMU_ERANGE'
+expect 'the MMIO device saw 4 callbacks'
+
+[ $fails -eq 0 ] && echo "cli: all checks passed"
+exit $fails
