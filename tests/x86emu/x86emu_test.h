@@ -1,0 +1,120 @@
+/*
+ * Test support for the x86emu interpreter tests:
+ *  - a small machine: 2 MiB of flat memory (linear == physical), a GDT, an
+ *    IDT whose every vector points at its own HLT stub, a 64-bit TSS, and
+ *    per-page fault injection (absent, read-only, "retry");
+ *  - the host oracle: run one instruction natively on this CPU;
+ *  - a tiny encoder wrapper around Zydis's encoder.
+ */
+#ifndef X86EMU_TEST_H
+#define X86EMU_TEST_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <Zydis/Zydis.h>
+
+#include "cpu.h"
+
+#define TM_MEM_SIZE (2u << 20)
+#define TM_PAGES (TM_MEM_SIZE / 4096)
+
+#define TM_GDT 0x1000u
+#define TM_IDT 0x2000u
+#define TM_TSS 0x3000u
+#define TM_CODE 0x10000u
+#define TM_HANDLERS 0x20000u	/* vector v's stub at TM_HANDLERS + 16 * v */
+#define TM_USER_STACK 0x50000u
+#define TM_RSP0 0x60000u	/* TSS.RSP0 */
+#define TM_IST1 0x68000u	/* TSS.IST1 */
+#define TM_STACK 0x80000u	/* initial kernel RSP */
+#define TM_DATA 0x100000u
+
+#define TM_SEL_KCODE 0x08
+#define TM_SEL_KDATA 0x10
+#define TM_SEL_UDATA 0x1b	/* index 3, RPL 3 */
+#define TM_SEL_UCODE 0x23	/* index 4, RPL 3 */
+#define TM_SEL_TSS 0x28		/* 16-byte descriptor at indices 5-6 */
+
+enum tm_page { TM_PAGE_RAM, TM_PAGE_ABSENT, TM_PAGE_READONLY, TM_PAGE_RETRY, TM_PAGE_USER };
+
+struct tm {
+	struct x86emu_env env;
+	struct x86emu_cpu cpu;
+	uint8_t *mem;
+	uint8_t page[TM_PAGES];		/* enum tm_page per 4 KiB page */
+	uint8_t user[TM_PAGES];		/* 1: user-accessible */
+	unsigned reads, writes, fetches, cmpxchgs;
+	unsigned io_outs;
+	uint16_t last_port;
+	uint32_t last_out, in_value;
+	unsigned invlpgs;
+	uint64_t last_invlpg;
+	unsigned cr_writes;
+	unsigned last_cr;
+	uint64_t last_cr_value;
+};
+
+/* A machine at CPL 0 in 64-bit mode, RIP = TM_CODE, RSP = TM_STACK, all pages user+RAM. */
+void tm_init(struct tm *m);
+void tm_fini(struct tm *m);
+void tm_load(struct tm *m, uint64_t addr, const void *bytes, size_t n);
+void tm_set_pages(struct tm *m, uint64_t addr, size_t len, enum tm_page kind);
+uint64_t tm_rd(const struct tm *m, uint64_t addr, unsigned size);
+void tm_wr(struct tm *m, uint64_t addr, unsigned size, uint64_t v);
+/* Gate for `vector`: type 0xe (interrupt) or 0xf (trap), dpl, ist. */
+void tm_set_gate(struct tm *m, unsigned vector, unsigned type, unsigned dpl, unsigned ist);
+static inline uint64_t tm_handler(unsigned vector)
+{
+	return TM_HANDLERS + 16ull * vector;
+}
+/* Drop to CPL 3 with user segments, RIP and RSP given. */
+void tm_enter_user(struct tm *m, uint64_t rip, uint64_t rsp);
+int tm_step(struct tm *m, unsigned budget);
+
+/* ---- host oracle ---- */
+
+struct host_regs {
+	uint64_t gpr[16];	/* RSP (index 4) is neither loaded nor stored */
+	uint64_t rflags;
+};
+
+/* Run `len` bytes of one instruction natively; returns 0 or the signal it raised. */
+int host_exec(const uint8_t *insn, size_t len, struct host_regs *r);
+
+/* ---- encoder ---- */
+
+struct tenc_op {
+	ZydisOperandType type;
+	ZydisRegister reg;
+	uint64_t imm;
+	ZydisRegister base;
+	int64_t disp;
+	unsigned size;		/* memory operand bytes */
+};
+
+static inline struct tenc_op R(ZydisRegister r)
+{
+	return (struct tenc_op){ .type = ZYDIS_OPERAND_TYPE_REGISTER, .reg = r };
+}
+
+static inline struct tenc_op I(uint64_t v)
+{
+	return (struct tenc_op){ .type = ZYDIS_OPERAND_TYPE_IMMEDIATE, .imm = v };
+}
+
+static inline struct tenc_op M(ZydisRegister base, int64_t disp, unsigned size)
+{
+	return (struct tenc_op){ .type = ZYDIS_OPERAND_TYPE_MEMORY, .base = base, .disp = disp,
+				 .size = size };
+}
+
+/* Encode; returns the length, or 0 if Zydis cannot encode the combination. */
+size_t tenc(uint8_t out[15], ZydisMnemonic mn, unsigned n, const struct tenc_op *ops);
+size_t tenc_prefixed(uint8_t out[15], ZydisMnemonic mn, uint64_t prefixes, unsigned n,
+		     const struct tenc_op *ops);
+
+/* Deterministic pseudo-random numbers (xorshift), seeded per test. */
+uint64_t trand(void);
+void tseed(uint64_t seed);
+
+#endif

@@ -1,0 +1,154 @@
+/*
+ * String instructions: MOVS, STOS, LODS, CMPS, SCAS, with REP/REPE/REPNE.
+ *
+ * SDM vol. 2B, REP/REPE/REPZ/REPNE/REPNZ: a repeated string instruction may
+ * be interrupted between iterations; the processor then leaves rCX/rSI/rDI
+ * describing the remaining work and RIP at the instruction, so returning
+ * from the interrupt resumes it.  We use exactly that: one step runs at most
+ * X86EMU_REP_ITERATIONS_PER_STEP iterations, and every finished iteration is
+ * committed to the architectural state at once, so a fault (or a "retry")
+ * in iteration k is reported with iterations 0..k-1 done, as on hardware.
+ */
+#include "internal.h"
+
+enum string_kind { STR_MOVS, STR_STOS, STR_LODS, STR_CMPS, STR_SCAS };
+
+static enum string_kind kind_of(ZydisMnemonic mn)
+{
+	switch (mn) {
+	case ZYDIS_MNEMONIC_MOVSB: case ZYDIS_MNEMONIC_MOVSW:
+	case ZYDIS_MNEMONIC_MOVSD: case ZYDIS_MNEMONIC_MOVSQ:
+		return STR_MOVS;
+	case ZYDIS_MNEMONIC_STOSB: case ZYDIS_MNEMONIC_STOSW:
+	case ZYDIS_MNEMONIC_STOSD: case ZYDIS_MNEMONIC_STOSQ:
+		return STR_STOS;
+	case ZYDIS_MNEMONIC_LODSB: case ZYDIS_MNEMONIC_LODSW:
+	case ZYDIS_MNEMONIC_LODSD: case ZYDIS_MNEMONIC_LODSQ:
+		return STR_LODS;
+	case ZYDIS_MNEMONIC_CMPSB: case ZYDIS_MNEMONIC_CMPSW:
+	case ZYDIS_MNEMONIC_CMPSD: case ZYDIS_MNEMONIC_CMPSQ:
+		return STR_CMPS;
+	default:
+		return STR_SCAS;
+	}
+}
+
+/* The source segment: DS unless overridden (only FS/GS change anything in 64-bit mode). */
+static ZydisRegister source_segment(const struct x86emu_ctx *c)
+{
+	for (unsigned i = 0; i < c->insn.operand_count; i++) {
+		const ZydisDecodedOperand *op = &c->ops[i];
+		if (op->type == ZYDIS_OPERAND_TYPE_MEMORY && op->mem.base != ZYDIS_REGISTER_RDI &&
+		    op->mem.base != ZYDIS_REGISTER_EDI)
+			return op->mem.segment;
+	}
+	return ZYDIS_REGISTER_DS;
+}
+
+/* One iteration on the working copy. */
+static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned size,
+		       unsigned aw, ZydisRegister src_seg)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint64_t am = width_mask(aw);
+	uint64_t rsi = cpu->gpr[X86EMU_RSI] & am, rdi = cpu->gpr[X86EMU_RDI] & am;
+	uint64_t delta = (cpu->rflags & X86EMU_FLAG_DF) ? (uint64_t)0 - size : size;
+	uint64_t a = 0, b = 0;
+	int rc = XS_OK;
+
+	/* Reads first, then the single write (MOVS/STOS). */
+	if (kind == STR_MOVS || kind == STR_LODS || kind == STR_CMPS)
+		rc = x86emu__read_seg(c, src_seg, rsi, size, &a);
+	if (rc == XS_OK && (kind == STR_CMPS || kind == STR_SCAS))
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_ES, rdi, size, &b);
+	if (rc == XS_OK && kind == STR_MOVS)
+		rc = x86emu__write_seg(c, ZYDIS_REGISTER_ES, rdi, size, a);
+	if (rc == XS_OK && kind == STR_STOS)
+		rc = x86emu__write_seg(c, ZYDIS_REGISTER_ES, rdi, size, cpu->gpr[X86EMU_RAX]);
+	if (rc != XS_OK)
+		return rc;
+
+	switch (kind) {
+	case STR_LODS:
+		x86emu__gpr_write(cpu, X86EMU_RAX, size * 8, a);
+		break;
+	case STR_CMPS:
+		x86emu__alu(ALU_CMP, size * 8, a, b, &cpu->rflags);	/* [rSI] - [rDI] */
+		break;
+	case STR_SCAS:
+		x86emu__alu(ALU_CMP, size * 8, cpu->gpr[X86EMU_RAX], b, &cpu->rflags);
+		break;
+	default:
+		break;
+	}
+	/* Pointers advance at the address size; 32-bit results zero-extend. */
+	if (kind != STR_STOS && kind != STR_SCAS)
+		x86emu__gpr_write(cpu, X86EMU_RSI, aw, rsi + delta);
+	if (kind != STR_LODS)
+		x86emu__gpr_write(cpu, X86EMU_RDI, aw, rdi + delta);
+	return XS_OK;
+}
+
+/* Publish a finished iteration: only these registers change in a string op. */
+static void commit_iteration(struct x86emu_ctx *c)
+{
+	static const unsigned regs[] = { X86EMU_RAX, X86EMU_RCX, X86EMU_RSI, X86EMU_RDI };
+
+	for (unsigned i = 0; i < sizeof(regs) / sizeof(regs[0]); i++)
+		c->arch->gpr[regs[i]] = c->cpu.gpr[regs[i]];
+	c->arch->rflags = c->cpu.rflags;
+}
+
+int x86emu__exec_string(struct x86emu_ctx *c)
+{
+	enum string_kind kind = kind_of(c->insn.mnemonic);
+	unsigned size = c->insn.operand_width / 8;
+	unsigned aw = c->insn.address_width;
+	uint64_t attrs = c->insn.attributes;
+	bool rep = attrs & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
+	bool repne = attrs & ZYDIS_ATTRIB_HAS_REPNE;
+	ZydisRegister src_seg = source_segment(c);
+	int rc;
+
+	/* MOVSD and CMPSD share their mnemonic with SSE2 instructions we do not implement. */
+	if (c->insn.opcode_map != ZYDIS_OPCODE_MAP_DEFAULT)
+		return raise_ud(c);
+
+	if (!rep) {
+		rc = one_element(c, kind, size, aw, src_seg);
+		if (rc == XS_OK)
+			c->cpu.rip = c->next_rip;
+		return rc;
+	}
+
+	uint64_t am = width_mask(aw);
+	for (unsigned n = 0; n < X86EMU_REP_ITERATIONS_PER_STEP; n++) {
+		uint64_t rcx = c->cpu.gpr[X86EMU_RCX] & am;
+		if (rcx == 0) {
+			c->cpu.rip = c->next_rip;
+			return XS_OK;
+		}
+		rc = one_element(c, kind, size, aw, src_seg);
+		if (rc != XS_OK)
+			return rc;
+		x86emu__gpr_write(&c->cpu, X86EMU_RCX, aw, rcx - 1);
+		commit_iteration(c);
+		/*
+		 * REPE/REPNE (CMPS/SCAS only) also stop on ZF; F3 on CMPS/SCAS is
+		 * REPE, F2 is REPNE.  On MOVS/STOS/LODS either prefix is plain REP.
+		 */
+		if (kind == STR_CMPS || kind == STR_SCAS) {
+			bool zf = c->cpu.rflags & X86EMU_FLAG_ZF;
+			if (repne ? zf : !zf) {
+				c->cpu.rip = c->next_rip;
+				return XS_OK;
+			}
+		}
+		if (rcx - 1 == 0) {
+			c->cpu.rip = c->next_rip;
+			return XS_OK;
+		}
+	}
+	/* Budget for this step used up: RIP stays on the instruction, which resumes. */
+	return XS_OK;
+}

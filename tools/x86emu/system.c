@@ -1,0 +1,841 @@
+/*
+ * System instructions: control registers, TLB invalidation, descriptor
+ * tables, segment loads, far returns and IRETQ, INT n, HLT, CLI/STI, port
+ * I/O, CPUID, MSRs, the TSC, SWAPGS and SYSCALL/SYSRET.
+ *
+ * Each handler validates everything first, calls the machine's hook (which
+ * may ask to retry), and only then changes the working copy, so a retry or a
+ * fault leaves the architectural state untouched.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+/* Physical-address width we report in CPUID 0x80000008 and check CR3 against. */
+#define MAXPHYADDR 48
+
+static inline int require_cpl0(struct x86emu_ctx *c)
+{
+	return c->cpu.cpl == 0 ? XS_OK : raise_gp(c, 0);
+}
+
+static inline unsigned iopl(const struct x86emu_cpu *cpu)
+{
+	return (unsigned)((cpu->rflags >> 12) & 3);
+}
+
+/* A hook's answer: only "retry" stops the instruction. */
+static inline int hook(int rc)
+{
+	return rc == X86EMU_CB_RETRY ? XS_RETRY : XS_OK;
+}
+
+/* ---- control and debug registers -------------------------------------------------- */
+
+static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint64_t old;
+
+	switch (cr) {
+	case 0:
+		/* SDM MOV CR / 2.5: high bits reserved (#GP); reserved low bits are ignored. */
+		if (v >> 32)
+			return raise_gp(c, 0);
+		v &= X86EMU_CR0_PE | X86EMU_CR0_MP | X86EMU_CR0_EM | X86EMU_CR0_TS |
+		     X86EMU_CR0_NE | X86EMU_CR0_WP | X86EMU_CR0_AM | X86EMU_CR0_NW |
+		     X86EMU_CR0_CD | X86EMU_CR0_PG;
+		v |= X86EMU_CR0_ET;	/* hardwired to 1 */
+		if ((v & X86EMU_CR0_PG) && !(v & X86EMU_CR0_PE))
+			return raise_gp(c, 0);
+		if ((v & X86EMU_CR0_NW) && !(v & X86EMU_CR0_CD))
+			return raise_gp(c, 0);
+		/* Clearing PG (or PE) in 64-bit mode is #GP: long mode is left via compat mode. */
+		if ((cpu->efer & X86EMU_EFER_LMA) && !(v & X86EMU_CR0_PG))
+			return raise_gp(c, 0);
+		old = cpu->cr0;
+		break;
+	case 2:
+		cpu->cr2 = v;
+		return XS_OK;
+	case 3:
+		/* With CR4.PCIDE, bit 63 asks not to flush and is not stored (SDM 4.10.4.1). */
+		if (cpu->cr4 & X86EMU_CR4_PCIDE)
+			v &= ~(1ull << 63);
+		if (v >> MAXPHYADDR)
+			return raise_gp(c, 0);
+		old = cpu->cr3;
+		break;
+	case 4: {
+		const uint64_t allowed = (1ull << 0) | (1ull << 1) | (1ull << 2) | (1ull << 3) |
+					 X86EMU_CR4_PSE | X86EMU_CR4_PAE | (1ull << 6) |
+					 X86EMU_CR4_PGE | (1ull << 8) | X86EMU_CR4_OSFXSR |
+					 (1ull << 10) | X86EMU_CR4_FSGSBASE | X86EMU_CR4_PCIDE |
+					 X86EMU_CR4_SMEP | X86EMU_CR4_SMAP;
+		if (v & ~allowed)
+			return raise_gp(c, 0);
+		if ((cpu->efer & X86EMU_EFER_LMA) && !(v & X86EMU_CR4_PAE))
+			return raise_gp(c, 0);
+		/* PCIDE may be set only with PCID 0 in CR3 (SDM MOV CR, 4.10.1). */
+		if ((v & X86EMU_CR4_PCIDE) && !(cpu->cr4 & X86EMU_CR4_PCIDE) && (cpu->cr3 & 0xfff))
+			return raise_gp(c, 0);
+		old = cpu->cr4;
+		break;
+	}
+	case 8:
+		if (v >> 4)
+			return raise_gp(c, 0);
+		old = cpu->cr8;
+		break;
+	default:
+		return raise_ud(c);
+	}
+	if (c->env->cr_write) {
+		int rc = hook(c->env->cr_write(c->env->opaque, cr, old, v));
+		if (rc != XS_OK)
+			return rc;
+	}
+	if (cr == 0)
+		cpu->cr0 = v;
+	else if (cr == 3)
+		cpu->cr3 = v;
+	else if (cr == 4)
+		cpu->cr4 = v;
+	else
+		cpu->cr8 = v;
+	return XS_OK;
+}
+
+static int exec_mov_special(struct x86emu_ctx *c)
+{
+	const ZydisDecodedOperand *dst = &c->ops[0], *src = &c->ops[1];
+	ZydisRegisterClass dcls = dst->type == ZYDIS_OPERAND_TYPE_REGISTER
+				  ? ZydisRegisterGetClass(dst->reg.value) : ZYDIS_REGCLASS_INVALID;
+	ZydisRegisterClass scls = src->type == ZYDIS_OPERAND_TYPE_REGISTER
+				  ? ZydisRegisterGetClass(src->reg.value) : ZYDIS_REGCLASS_INVALID;
+	uint64_t v;
+	int rc;
+
+	if (dcls == ZYDIS_REGCLASS_CONTROL || scls == ZYDIS_REGCLASS_CONTROL) {
+		rc = require_cpl0(c);
+		if (rc != XS_OK)
+			return rc;
+		if (dcls == ZYDIS_REGCLASS_CONTROL)
+			return write_cr(c, (unsigned)(dst->reg.value - ZYDIS_REGISTER_CR0),
+					x86emu__reg_read(&c->cpu, src->reg.value));
+		unsigned cr = (unsigned)(src->reg.value - ZYDIS_REGISTER_CR0);
+		if (cr != 0 && cr != 2 && cr != 3 && cr != 4 && cr != 8)
+			return raise_ud(c);
+		x86emu__reg_write(&c->cpu, dst->reg.value, x86emu__reg_read(&c->cpu, src->reg.value));
+		return XS_OK;
+	}
+	if (dcls == ZYDIS_REGCLASS_DEBUG || scls == ZYDIS_REGCLASS_DEBUG) {
+		/*
+		 * Debug registers are not modelled: reads give the reset values
+		 * (DR6 = 0xffff0ff0, DR7 = 0x400, others 0), writes are dropped.
+		 */
+		rc = require_cpl0(c);
+		if (rc != XS_OK)
+			return rc;
+		if (scls == ZYDIS_REGCLASS_DEBUG) {
+			unsigned dr = (unsigned)(src->reg.value - ZYDIS_REGISTER_DR0);
+			v = dr == 6 ? 0xffff0ff0ull : dr == 7 ? 0x400ull : 0;
+			x86emu__reg_write(&c->cpu, dst->reg.value, v);
+		}
+		return XS_OK;
+	}
+	if (dcls == ZYDIS_REGCLASS_SEGMENT) {
+		unsigned sreg = (unsigned)(dst->reg.value - ZYDIS_REGISTER_ES);
+		rc = x86emu__op_read(c, 1, &v);
+		if (rc != XS_OK)
+			return rc;
+		if (sreg == X86EMU_CS)
+			return raise_ud(c);
+		return x86emu__load_data_segment(c, sreg, (uint16_t)v);
+	}
+	/* MOV r/m, Sreg: a register destination gets the selector zero-extended. */
+	return x86emu__op_write(c, 0, x86emu__reg_read(&c->cpu, src->reg.value));
+}
+
+/* ---- segments ------------------------------------------------------------------------ */
+
+int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	struct x86emu_segment s = { .selector = sel };
+	uint32_t ec = sel & 0xfffc;
+	unsigned rpl = sel & 3;
+	uint64_t d;
+	int rc;
+
+	if ((sel & 0xfffc) == 0) {
+		/* SDM MOV: a null SS is #GP(0) at CPL 3; elsewhere null loads an unusable segment. */
+		if (sreg == X86EMU_SS && (cpu->cpl == 3 || rpl != cpu->cpl))
+			return raise_gp(c, 0);
+		cpu->seg[sreg] = s;
+		if (sreg == X86EMU_SS) {
+			cpu->seg[sreg].attr = (uint16_t)(cpu->cpl << 5);
+			cpu->intr_shadow = true;
+		}
+		return XS_OK;
+	}
+	rc = x86emu__read_descriptor(c, sel, false, &d);
+	if (rc != XS_OK)
+		return rc;
+	bool is_sys = !((d >> 44) & 1), code = (d >> 43) & 1;
+	bool writable = !code && ((d >> 41) & 1), readable = !code || ((d >> 41) & 1);
+	bool conforming = code && ((d >> 42) & 1);
+	unsigned dpl = (unsigned)((d >> 45) & 3);
+
+	if (sreg == X86EMU_SS) {
+		if (is_sys || !writable || rpl != cpu->cpl || dpl != cpu->cpl)
+			return raise_gp(c, ec);
+		if (!((d >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_SS, true, ec);
+		/* SDM 6.8.3: MOV SS holds off interrupts for one instruction. */
+		cpu->intr_shadow = true;
+	} else {
+		if (is_sys || !readable)
+			return raise_gp(c, ec);
+		if (!conforming && (rpl > dpl || cpu->cpl > dpl))
+			return raise_gp(c, ec);
+		if (!((d >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_NP, true, ec);
+	}
+	x86emu__seg_from_desc(&cpu->seg[sreg], sel, d);
+	/* The descriptor's accessed bit is not written back (not modelled). */
+	return XS_OK;
+}
+
+/*
+ * Far return and IRETQ (SDM RET, IRET "IA-32e mode"): pop RIP, CS, [RFLAGS],
+ * then RSP and SS (IRETQ always; far RET only to an outer level), check the
+ * selectors, and move to the new privilege level.
+ */
+static int far_return(struct x86emu_ctx *c, bool iret)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	unsigned sz = c->insn.operand_width / 8;
+	uint64_t rsp = cpu->gpr[X86EMU_RSP];
+	uint64_t rip, cs, fl = 0, new_rsp = 0, ss = 0;
+	uint64_t imm = (!iret && c->insn.operand_count_visible) ? c->ops[0].imm.value.u & 0xffff : 0;
+	int rc;
+
+	if (sz != 8 && sz != 4)
+		return raise_ud(c);	/* 16-bit far returns are not implemented */
+	if (iret && (cpu->rflags & X86EMU_FLAG_NT))
+		return raise_gp(c, 0);	/* task return does not exist in IA-32e mode */
+	rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp, sz, &rip);
+	if (rc == XS_OK)
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp + sz, sz, &cs);
+	if (rc == XS_OK && iret)
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp + 2 * sz, sz, &fl);
+	if (rc != XS_OK)
+		return rc;
+	uint16_t csel = (uint16_t)cs;
+	unsigned new_cpl = csel & 3;
+	bool outer = new_cpl > cpu->cpl;
+	uint64_t after = rsp + (iret ? 3 : 2) * sz + imm;
+	if (iret || outer) {
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, after, sz, &new_rsp);
+		if (rc == XS_OK)
+			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, after + sz, sz, &ss);
+		if (rc != XS_OK)
+			return rc;
+	}
+
+	/* The code segment (SDM IRET: "return-to-outer/same privilege level" checks). */
+	uint64_t cd;
+	if ((csel & 0xfffc) == 0)
+		return raise_gp(c, 0);
+	if (new_cpl < cpu->cpl)
+		return raise_gp(c, csel & 0xfffc);
+	rc = x86emu__read_descriptor(c, csel, false, &cd);
+	if (rc != XS_OK)
+		return rc;
+	if (!((cd >> 44) & 1) || !((cd >> 43) & 1))
+		return raise_gp(c, csel & 0xfffc);
+	unsigned cdpl = (unsigned)((cd >> 45) & 3);
+	bool conforming = (cd >> 42) & 1;
+	if (conforming ? cdpl > new_cpl : cdpl != new_cpl)
+		return raise_gp(c, csel & 0xfffc);
+	if (!((cd >> 47) & 1))
+		return raise_fault(c, X86EMU_EXC_NP, true, csel & 0xfffc);
+	bool cs64 = (cd >> 53) & 1;
+
+	/* The stack segment, when one is popped. */
+	struct x86emu_segment ssreg = cpu->seg[X86EMU_SS];
+	uint16_t ssel = (uint16_t)ss;
+	if (iret || outer) {
+		if ((ssel & 0xfffc) == 0) {
+			/* A null SS is allowed only for a 64-bit return to CPL < 3. */
+			if (new_cpl == 3 || !cs64 || (ssel & 3) != new_cpl)
+				return raise_gp(c, 0);
+			memset(&ssreg, 0, sizeof(ssreg));
+			ssreg.selector = ssel;
+			ssreg.attr = (uint16_t)(new_cpl << 5);
+		} else {
+			uint64_t sd;
+			if ((ssel & 3) != new_cpl)
+				return raise_gp(c, ssel & 0xfffc);
+			rc = x86emu__read_descriptor(c, ssel, false, &sd);
+			if (rc != XS_OK)
+				return rc;
+			bool writable_data = ((sd >> 44) & 1) && !((sd >> 43) & 1) && ((sd >> 41) & 1);
+			if (!writable_data || ((sd >> 45) & 3) != new_cpl)
+				return raise_gp(c, ssel & 0xfffc);
+			if (!((sd >> 47) & 1))
+				return raise_fault(c, X86EMU_EXC_SS, true, ssel & 0xfffc);
+			x86emu__seg_from_desc(&ssreg, ssel, sd);
+		}
+	}
+	if (sz == 4)
+		rip &= 0xffffffffull;
+	if (!is_canonical(rip))
+		return raise_gp(c, 0);
+
+	/* All checks passed: update the working copy. */
+	if (iret) {
+		/* Flags the old CPL may change (SDM IRET, POPF rules). */
+		uint64_t can = X86EMU_FLAGS_ARITH | X86EMU_FLAG_TF | X86EMU_FLAG_DF |
+			       X86EMU_FLAG_NT | X86EMU_FLAG_RF | X86EMU_FLAG_AC | X86EMU_FLAG_ID;
+		if (cpu->cpl <= iopl(cpu))
+			can |= X86EMU_FLAG_IF;
+		if (cpu->cpl == 0)
+			can |= X86EMU_FLAG_IOPL;
+		if (sz == 4)
+			can &= 0xffffffffull;
+		cpu->rflags = (cpu->rflags & ~can) | (fl & can) | X86EMU_FLAG_FIXED;
+	}
+	x86emu__seg_from_desc(&cpu->seg[X86EMU_CS], csel, cd);
+	if (iret || outer) {
+		cpu->seg[X86EMU_SS] = ssreg;
+		cpu->gpr[X86EMU_RSP] = new_rsp + (iret ? 0 : imm);
+	} else {
+		cpu->gpr[X86EMU_RSP] = after;
+	}
+	if (outer) {
+		/* SDM RET/IRET: data segments the outer level may not use are nulled. */
+		static const unsigned data_segs[] = { X86EMU_ES, X86EMU_DS, X86EMU_FS, X86EMU_GS };
+		for (unsigned i = 0; i < 4; i++) {
+			struct x86emu_segment *s = &cpu->seg[data_segs[i]];
+			bool code = (s->attr >> 3) & 1, conf = code && ((s->attr >> 2) & 1);
+			unsigned dpl = (s->attr >> 5) & 3;
+			if ((s->selector & 0xfffc) && (!code || !conf) && dpl < new_cpl) {
+				uint64_t base = s->base;
+				memset(s, 0, sizeof(*s));
+				/* 64-bit FS/GS keep their base (set by MSR, not descriptor). */
+				if (data_segs[i] == X86EMU_FS || data_segs[i] == X86EMU_GS)
+					s->base = base;
+			}
+		}
+	}
+	cpu->cpl = (uint8_t)new_cpl;
+	cpu->rip = rip;
+	return XS_OK;
+}
+
+/* ---- descriptor tables ---------------------------------------------------------------- */
+
+static int exec_table(struct x86emu_ctx *c)
+{
+	ZydisMnemonic mn = c->insn.mnemonic;
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint64_t la, ea;
+	uint8_t buf[10];
+	int rc;
+
+	if (mn == ZYDIS_MNEMONIC_STR || mn == ZYDIS_MNEMONIC_SLDT) {
+		uint16_t sel = mn == ZYDIS_MNEMONIC_STR ? cpu->tr.selector : cpu->ldtr.selector;
+		return x86emu__op_write(c, 0, sel);
+	}
+	if (mn == ZYDIS_MNEMONIC_LTR || mn == ZYDIS_MNEMONIC_LLDT) {
+		uint64_t v, lo, hi;
+		uint8_t raw[16];
+		rc = require_cpl0(c);
+		if (rc == XS_OK)
+			rc = x86emu__op_read(c, 0, &v);
+		if (rc != XS_OK)
+			return rc;
+		uint16_t sel = (uint16_t)v;
+		bool ltr = mn == ZYDIS_MNEMONIC_LTR;
+		if ((sel & 0xfffc) == 0) {
+			if (ltr)
+				return raise_gp(c, 0);
+			memset(&cpu->ldtr, 0, sizeof(cpu->ldtr));	/* null LDT: unusable */
+			return XS_OK;
+		}
+		/* System descriptors are 16 bytes in IA-32e mode and live in the GDT. */
+		if ((sel & 4) || (uint64_t)(sel & 0xfff8) + 15 > cpu->gdtr.limit)
+			return raise_gp(c, sel & 0xfffc);
+		rc = x86emu__mem_read(c, cpu->gdtr.base + (sel & 0xfff8), 16, raw,
+				      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+		if (rc != XS_OK)
+			return rc;
+		lo = 0;
+		hi = 0;
+		for (unsigned i = 0; i < 8; i++) {
+			lo |= (uint64_t)raw[i] << (8 * i);
+			hi |= (uint64_t)raw[8 + i] << (8 * i);
+		}
+		unsigned type = (unsigned)((lo >> 40) & 0xf);
+		/* LTR wants an available 64-bit TSS (9), LLDT an LDT (2); S must be 0. */
+		if (((lo >> 44) & 1) || type != (ltr ? 9u : 2u) || ((hi >> 40) & 0x1f))
+			return raise_gp(c, sel & 0xfffc);
+		if (!((lo >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_NP, true, sel & 0xfffc);
+		if (ltr) {
+			/* Mark the descriptor busy (type 11) in the GDT, as the CPU does. */
+			uint8_t access = (uint8_t)((lo >> 40) | 0x2);
+			rc = x86emu__mem_write(c, cpu->gdtr.base + (sel & 0xfff8) + 5, 1, &access,
+					       X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+			if (rc != XS_OK)
+				return rc;
+			lo |= 2ull << 40;
+		}
+		struct x86emu_segment *s = ltr ? &cpu->tr : &cpu->ldtr;
+		x86emu__seg_from_desc(s, sel, lo);
+		s->base |= (hi & 0xffffffffull) << 32;
+		return XS_OK;
+	}
+
+	/* LGDT/LIDT/SGDT/SIDT: a 10-byte pseudo-descriptor (limit, 64-bit base). */
+	ea = x86emu__ea(c, &c->ops[0]);
+	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, &la);
+	if (rc != XS_OK)
+		return rc;
+	struct x86emu_dtr *t = (mn == ZYDIS_MNEMONIC_LGDT || mn == ZYDIS_MNEMONIC_SGDT)
+			       ? &cpu->gdtr : &cpu->idtr;
+	if (mn == ZYDIS_MNEMONIC_SGDT || mn == ZYDIS_MNEMONIC_SIDT) {
+		buf[0] = (uint8_t)t->limit;
+		buf[1] = (uint8_t)(t->limit >> 8);
+		for (unsigned i = 0; i < 8; i++)
+			buf[2 + i] = (uint8_t)(t->base >> (8 * i));
+		return x86emu__mem_write(c, la, 10, buf, X86EMU_ACCESS_DATA);
+	}
+	rc = require_cpl0(c);
+	if (rc == XS_OK)
+		rc = x86emu__mem_read(c, la, 10, buf, X86EMU_ACCESS_DATA);
+	if (rc != XS_OK)
+		return rc;
+	uint64_t base = 0;
+	for (unsigned i = 0; i < 8; i++)
+		base |= (uint64_t)buf[2 + i] << (8 * i);
+	if (!is_canonical(base))
+		return raise_gp(c, 0);
+	t->limit = (uint16_t)(buf[0] | (buf[1] << 8));
+	t->base = base;
+	return XS_OK;
+}
+
+/* ---- MSRs, CPUID, TSC ---------------------------------------------------------------- */
+
+static uint64_t read_tsc(struct x86emu_ctx *c)
+{
+	return c->env->rdtsc ? c->env->rdtsc(c->env->opaque) : c->cpu.tsc;
+}
+
+static int exec_msr(struct x86emu_ctx *c, bool write)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint32_t msr = (uint32_t)cpu->gpr[X86EMU_RCX];
+	uint64_t v = (cpu->gpr[X86EMU_RDX] << 32) | (cpu->gpr[X86EMU_RAX] & 0xffffffffull);
+	uint64_t *slot = NULL;
+	bool needs_canonical = false;
+	int rc = require_cpl0(c);
+
+	if (rc != XS_OK)
+		return rc;
+	switch (msr) {
+	case X86EMU_MSR_EFER: slot = &cpu->efer; break;
+	case X86EMU_MSR_STAR: slot = &cpu->star; break;
+	case X86EMU_MSR_LSTAR: slot = &cpu->lstar; needs_canonical = true; break;
+	case X86EMU_MSR_CSTAR: slot = &cpu->cstar; needs_canonical = true; break;
+	case X86EMU_MSR_SFMASK: slot = &cpu->sfmask; break;
+	case X86EMU_MSR_FS_BASE: slot = &cpu->seg[X86EMU_FS].base; needs_canonical = true; break;
+	case X86EMU_MSR_GS_BASE: slot = &cpu->seg[X86EMU_GS].base; needs_canonical = true; break;
+	case X86EMU_MSR_KERNEL_GS_BASE: slot = &cpu->kernel_gs_base; needs_canonical = true; break;
+	case X86EMU_MSR_TSC_AUX: slot = &cpu->tsc_aux; break;
+	default: break;
+	}
+	if (!write) {
+		if (msr == X86EMU_MSR_TSC) {
+			v = read_tsc(c);
+		} else if (slot) {
+			v = *slot;
+		} else {
+			int cb = c->env->msr_read ? c->env->msr_read(c->env->opaque, msr, &v)
+						  : X86EMU_CB_FAULT;
+			if (cb == X86EMU_CB_RETRY)
+				return XS_RETRY;
+			if (cb != X86EMU_CB_OK)
+				return raise_gp(c, 0);
+		}
+		x86emu__gpr_write(cpu, X86EMU_RAX, 32, v);
+		x86emu__gpr_write(cpu, X86EMU_RDX, 32, v >> 32);
+		return XS_OK;
+	}
+	if (needs_canonical && !is_canonical(v))
+		return raise_gp(c, 0);
+	if (msr == X86EMU_MSR_EFER) {
+		/* SCE, LME, NXE are writable; LMA is read-only; LME may not change with paging on. */
+		if (v & ~(X86EMU_EFER_SCE | X86EMU_EFER_LME | X86EMU_EFER_LMA | X86EMU_EFER_NXE))
+			return raise_gp(c, 0);
+		if ((cpu->cr0 & X86EMU_CR0_PG) && ((v ^ cpu->efer) & X86EMU_EFER_LME))
+			return raise_gp(c, 0);
+		v = (v & ~X86EMU_EFER_LMA) | (cpu->efer & X86EMU_EFER_LMA);
+	}
+	if (msr == X86EMU_MSR_TSC_AUX && (v >> 32))
+		return raise_gp(c, 0);
+	if (c->env->msr_write) {
+		int cb = c->env->msr_write(c->env->opaque, msr, v);
+		if (cb == X86EMU_CB_RETRY)
+			return XS_RETRY;
+		if (cb != X86EMU_CB_OK && !slot)
+			return raise_gp(c, 0);
+	} else if (!slot) {
+		return raise_gp(c, 0);
+	}
+	if (slot)
+		*slot = v;
+	else if (msr == X86EMU_MSR_TSC)
+		cpu->tsc = v;
+	return XS_OK;
+}
+
+void x86emu_cpuid_default(uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	memset(out, 0, 4 * sizeof(uint32_t));
+	switch (leaf) {
+	case 0:
+		out[0] = 7;
+		memcpy(&out[1], "vmmu", 4);	/* EBX, EDX, ECX spell "vmmu x86emu " */
+		memcpy(&out[3], " x86", 4);
+		memcpy(&out[2], "emu ", 4);
+		break;
+	case 1:
+		out[0] = 0x000606a0;	/* family 6 */
+		/* ECX: CX16 (13), PCID (17), POPCNT (23), hypervisor (31). */
+		out[2] = (1u << 13) | (1u << 17) | (1u << 23) | (1u << 31);
+		/* EDX: PSE (3), TSC (4), MSR (5), PAE (6), CX8 (8), PGE (13), CMOV (15). */
+		out[3] = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) |
+			 (1u << 13) | (1u << 15);
+		break;
+	case 7:
+		/* EBX: SMEP (7), INVPCID (10), SMAP (20). */
+		if (subleaf == 0)
+			out[1] = (1u << 7) | (1u << 10) | (1u << 20);
+		break;
+	case 0x80000000:
+		out[0] = 0x80000008;
+		break;
+	case 0x80000001:
+		out[2] = 1u << 0;	/* LAHF/SAHF in 64-bit mode */
+		/* SYSCALL (11), NX (20), 1 GiB pages (26), RDTSCP (27), LM (29). */
+		out[3] = (1u << 11) | (1u << 20) | (1u << 26) | (1u << 27) | (1u << 29);
+		break;
+	case 0x80000008:
+		out[0] = MAXPHYADDR | (48u << 8);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- SYSCALL / SYSRET (SDM vol. 2B) ----------------------------------------------------- */
+
+static void flat_segment(struct x86emu_segment *s, uint16_t sel, bool code, unsigned dpl)
+{
+	s->selector = sel;
+	s->base = 0;
+	s->limit = 0xffffffffu;
+	/* SYSCALL/SYSRET load fixed descriptors, not the GDT's. */
+	s->attr = (uint16_t)((code ? 0x9b : 0x93) | (dpl << 5) | (1u << 15) |
+			     (code ? X86EMU_SEG_ATTR_L : X86EMU_SEG_ATTR_DB));
+}
+
+static int exec_syscall(struct x86emu_ctx *c)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint16_t base_sel = (uint16_t)(cpu->star >> 32);
+
+	if (!(cpu->efer & X86EMU_EFER_SCE))
+		return raise_ud(c);
+	cpu->gpr[X86EMU_RCX] = c->next_rip;
+	cpu->gpr[X86EMU_R11] = cpu->rflags & ~X86EMU_FLAG_RF;
+	cpu->rflags = (cpu->rflags & ~cpu->sfmask & ~X86EMU_FLAG_RF) | X86EMU_FLAG_FIXED;
+	flat_segment(&cpu->seg[X86EMU_CS], base_sel & 0xfffc, true, 0);
+	flat_segment(&cpu->seg[X86EMU_SS], (uint16_t)(base_sel + 8), false, 0);
+	cpu->cpl = 0;
+	cpu->rip = cpu->lstar;
+	return XS_OK;
+}
+
+static int exec_sysret(struct x86emu_ctx *c)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint16_t base_sel = (uint16_t)(cpu->star >> 48);
+	bool to64 = c->insn.operand_width == 64;
+	uint64_t rip = cpu->gpr[X86EMU_RCX];
+
+	if (!(cpu->efer & X86EMU_EFER_SCE))
+		return raise_ud(c);
+	if (cpu->cpl != 0)
+		return raise_gp(c, 0);
+	if (to64 && !is_canonical(rip))
+		return raise_gp(c, 0);	/* Intel checks RCX before leaving ring 0 */
+	if (to64) {
+		flat_segment(&cpu->seg[X86EMU_CS], (uint16_t)((base_sel + 16) | 3), true, 3);
+	} else {
+		/* A return to 32-bit compatibility mode: outside this interpreter's contract. */
+		flat_segment(&cpu->seg[X86EMU_CS], (uint16_t)(base_sel | 3), true, 3);
+		cpu->seg[X86EMU_CS].attr = (uint16_t)((cpu->seg[X86EMU_CS].attr & ~X86EMU_SEG_ATTR_L) |
+						      X86EMU_SEG_ATTR_DB);
+		rip &= 0xffffffffull;
+	}
+	flat_segment(&cpu->seg[X86EMU_SS], (uint16_t)((base_sel + 8) | 3), false, 3);
+	cpu->rflags = (cpu->gpr[X86EMU_R11] & 0x3c7fd7ull) | X86EMU_FLAG_FIXED;
+	cpu->cpl = 3;
+	cpu->rip = rip;
+	return XS_OK;
+}
+
+/* ---- dispatch ---------------------------------------------------------------------------- */
+
+bool x86emu__is_system(ZydisMnemonic m)
+{
+	switch (m) {
+	case ZYDIS_MNEMONIC_IRETQ: case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_INT:
+	case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_CLI:
+	case ZYDIS_MNEMONIC_STI: case ZYDIS_MNEMONIC_IN: case ZYDIS_MNEMONIC_OUT:
+	case ZYDIS_MNEMONIC_CPUID: case ZYDIS_MNEMONIC_RDMSR: case ZYDIS_MNEMONIC_WRMSR:
+	case ZYDIS_MNEMONIC_RDTSC: case ZYDIS_MNEMONIC_RDTSCP: case ZYDIS_MNEMONIC_SWAPGS:
+	case ZYDIS_MNEMONIC_SYSCALL: case ZYDIS_MNEMONIC_SYSRET: case ZYDIS_MNEMONIC_LGDT:
+	case ZYDIS_MNEMONIC_LIDT: case ZYDIS_MNEMONIC_SGDT: case ZYDIS_MNEMONIC_SIDT:
+	case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_STR: case ZYDIS_MNEMONIC_LLDT:
+	case ZYDIS_MNEMONIC_SLDT: case ZYDIS_MNEMONIC_INVLPG: case ZYDIS_MNEMONIC_INVPCID:
+	case ZYDIS_MNEMONIC_WBINVD: case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_CLTS:
+	case ZYDIS_MNEMONIC_CLAC: case ZYDIS_MNEMONIC_STAC:
+		return true;
+	default:
+		return false;
+	}
+}
+
+static int exec_io(struct x86emu_ctx *c, bool in)
+{
+	/* Port operand: imm8 or DX; data operand: AL/AX/EAX. */
+	const ZydisDecodedOperand *port_op = &c->ops[in ? 1 : 0];
+	const ZydisDecodedOperand *data_op = &c->ops[in ? 0 : 1];
+	uint16_t port = port_op->type == ZYDIS_OPERAND_TYPE_IMMEDIATE
+			? (uint16_t)(port_op->imm.value.u & 0xff)
+			: (uint16_t)c->cpu.gpr[X86EMU_RDX];
+	unsigned size = data_op->size / 8;
+	int cb;
+
+	/*
+	 * SDM 19.5.1: with CPL > IOPL the TSS I/O permission bitmap decides;
+	 * we do not model the bitmap, so such accesses are #GP(0).
+	 */
+	if (c->cpu.cpl > iopl(&c->cpu))
+		return raise_gp(c, 0);
+	if (in) {
+		uint32_t v = 0xffffffffu;
+		cb = c->env->io_in ? c->env->io_in(c->env->opaque, port, size, &v) : X86EMU_CB_OK;
+		if (cb == X86EMU_CB_RETRY)
+			return XS_RETRY;
+		x86emu__reg_write(&c->cpu, data_op->reg.value, v);
+		return XS_OK;
+	}
+	uint32_t v = (uint32_t)(c->cpu.gpr[X86EMU_RAX] & width_mask(size * 8));
+	cb = c->env->io_out ? c->env->io_out(c->env->opaque, port, size, v) : X86EMU_CB_OK;
+	return cb == X86EMU_CB_RETRY ? XS_RETRY : XS_OK;
+}
+
+static int exec_other(struct x86emu_ctx *c)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	ZydisMnemonic mn = c->insn.mnemonic;
+	int rc;
+
+	switch (mn) {
+	case ZYDIS_MNEMONIC_HLT:
+		rc = require_cpl0(c);
+		return rc != XS_OK ? rc : XS_HALT;
+	case ZYDIS_MNEMONIC_CLI:
+	case ZYDIS_MNEMONIC_STI:
+		/* SDM CLI/STI: protected mode without VME/PVI: CPL must be <= IOPL. */
+		if (cpu->cpl > iopl(cpu))
+			return raise_gp(c, 0);
+		if (mn == ZYDIS_MNEMONIC_CLI) {
+			cpu->rflags &= ~X86EMU_FLAG_IF;
+		} else {
+			/* STI with IF clear delays interrupts by one instruction (SDM 6.8.3). */
+			if (!(cpu->rflags & X86EMU_FLAG_IF))
+				cpu->intr_shadow = true;
+			cpu->rflags |= X86EMU_FLAG_IF;
+		}
+		return XS_OK;
+	case ZYDIS_MNEMONIC_CPUID: {
+		uint32_t out[4];
+		uint32_t leaf = (uint32_t)cpu->gpr[X86EMU_RAX], sub = (uint32_t)cpu->gpr[X86EMU_RCX];
+		if (c->env->cpuid)
+			c->env->cpuid(c->env->opaque, leaf, sub, out);
+		else
+			x86emu_cpuid_default(leaf, sub, out);
+		x86emu__gpr_write(cpu, X86EMU_RAX, 32, out[0]);
+		x86emu__gpr_write(cpu, X86EMU_RBX, 32, out[1]);
+		x86emu__gpr_write(cpu, X86EMU_RCX, 32, out[2]);
+		x86emu__gpr_write(cpu, X86EMU_RDX, 32, out[3]);
+		return XS_OK;
+	}
+	case ZYDIS_MNEMONIC_RDTSC:
+	case ZYDIS_MNEMONIC_RDTSCP: {
+		if ((cpu->cr4 & (1ull << 2)) && cpu->cpl != 0)	/* CR4.TSD */
+			return raise_gp(c, 0);
+		uint64_t t = read_tsc(c);
+		x86emu__gpr_write(cpu, X86EMU_RAX, 32, t);
+		x86emu__gpr_write(cpu, X86EMU_RDX, 32, t >> 32);
+		if (mn == ZYDIS_MNEMONIC_RDTSCP)
+			x86emu__gpr_write(cpu, X86EMU_RCX, 32, cpu->tsc_aux);
+		return XS_OK;
+	}
+	case ZYDIS_MNEMONIC_SWAPGS: {
+		rc = require_cpl0(c);
+		if (rc != XS_OK)
+			return rc;
+		uint64_t t = cpu->seg[X86EMU_GS].base;
+		cpu->seg[X86EMU_GS].base = cpu->kernel_gs_base;
+		cpu->kernel_gs_base = t;
+		return XS_OK;
+	}
+	case ZYDIS_MNEMONIC_INVLPG: {
+		rc = require_cpl0(c);
+		if (rc != XS_OK)
+			return rc;
+		/* The linear address, FS/GS base included; non-canonical is a no-op (SDM INVLPG). */
+		uint64_t ea = x86emu__ea(c, &c->ops[0]), la = ea;
+		if (c->ops[0].mem.segment == ZYDIS_REGISTER_FS)
+			la += cpu->seg[X86EMU_FS].base;
+		else if (c->ops[0].mem.segment == ZYDIS_REGISTER_GS)
+			la += cpu->seg[X86EMU_GS].base;
+		if (c->env->invlpg && is_canonical(la))
+			return hook(c->env->invlpg(c->env->opaque, la));
+		return XS_OK;
+	}
+	case ZYDIS_MNEMONIC_INVPCID: {
+		uint64_t type, ea, la;
+		uint8_t d[16];
+		rc = require_cpl0(c);
+		if (rc == XS_OK)
+			rc = x86emu__op_read(c, 0, &type);
+		if (rc != XS_OK)
+			return rc;
+		ea = x86emu__ea(c, &c->ops[1]);
+		rc = x86emu__linear(c, c->ops[1].mem.segment, ea, &la);
+		if (rc == XS_OK)
+			rc = x86emu__mem_read(c, la, 16, d, X86EMU_ACCESS_DATA);
+		if (rc != XS_OK)
+			return rc;
+		uint64_t pcid = 0, va = 0;
+		for (unsigned i = 0; i < 8; i++) {
+			pcid |= (uint64_t)d[i] << (8 * i);
+			va |= (uint64_t)d[8 + i] << (8 * i);
+		}
+		/* SDM INVPCID: type > 3, descriptor bits 63:12, bad address, PCID without PCIDE. */
+		if (type > 3 || (pcid >> 12))
+			return raise_gp(c, 0);
+		if (type == 0 && !is_canonical(va))
+			return raise_gp(c, 0);
+		if (type <= 1 && pcid && !(cpu->cr4 & X86EMU_CR4_PCIDE))
+			return raise_gp(c, 0);
+		if (c->env->invpcid)
+			return hook(c->env->invpcid(c->env->opaque, type, pcid, va));
+		return XS_OK;
+	}
+	case ZYDIS_MNEMONIC_WBINVD:
+	case ZYDIS_MNEMONIC_INVD:
+		return require_cpl0(c);	/* caches are not modelled */
+	case ZYDIS_MNEMONIC_CLTS:
+		rc = require_cpl0(c);
+		if (rc == XS_OK)
+			cpu->cr0 &= ~X86EMU_CR0_TS;
+		return rc;
+	case ZYDIS_MNEMONIC_CLAC:
+	case ZYDIS_MNEMONIC_STAC:
+		if (cpu->cpl != 0)
+			return raise_ud(c);	/* SDM CLAC/STAC: #UD at CPL > 0 */
+		if (mn == ZYDIS_MNEMONIC_CLAC)
+			cpu->rflags &= ~X86EMU_FLAG_AC;
+		else
+			cpu->rflags |= X86EMU_FLAG_AC;
+		return XS_OK;
+	default:
+		return raise_ud(c);
+	}
+}
+
+int x86emu__exec_system(struct x86emu_ctx *c)
+{
+	ZydisMnemonic mn = c->insn.mnemonic;
+	int rc;
+
+	/* Instructions that set RIP themselves. */
+	if (c->insn.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) {
+		if (mn == ZYDIS_MNEMONIC_RET)
+			return far_return(c, false);
+		return raise_ud(c);	/* far JMP/CALL are not implemented */
+	}
+	switch (mn) {
+	case ZYDIS_MNEMONIC_IRETQ:
+	case ZYDIS_MNEMONIC_IRETD:
+		return far_return(c, true);
+	case ZYDIS_MNEMONIC_INT:
+	case ZYDIS_MNEMONIC_INT3: {
+		uint8_t vector = mn == ZYDIS_MNEMONIC_INT3 ? X86EMU_EXC_BP
+							    : (uint8_t)c->ops[0].imm.value.u;
+		/* A software interrupt: trap-like, returns after the instruction. */
+		return x86emu__deliver(c, vector, false, 0, EVENT_SOFTWARE, c->next_rip);
+	}
+	case ZYDIS_MNEMONIC_SYSCALL:
+		return exec_syscall(c);
+	case ZYDIS_MNEMONIC_SYSRET:
+		return exec_sysret(c);
+	default:
+		break;
+	}
+
+	switch (mn) {
+	case ZYDIS_MNEMONIC_MOV:
+		rc = exec_mov_special(c);
+		break;
+	case ZYDIS_MNEMONIC_POP: {
+		uint64_t v;
+		unsigned size = c->insn.operand_width / 8;
+		unsigned sreg = (unsigned)(c->ops[0].reg.value - ZYDIS_REGISTER_ES);
+		rc = x86emu__pop(c, size, &v);
+		if (rc == XS_OK)
+			rc = x86emu__load_data_segment(c, sreg, (uint16_t)v);
+		break;
+	}
+	case ZYDIS_MNEMONIC_LGDT: case ZYDIS_MNEMONIC_LIDT: case ZYDIS_MNEMONIC_SGDT:
+	case ZYDIS_MNEMONIC_SIDT: case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_STR:
+	case ZYDIS_MNEMONIC_LLDT: case ZYDIS_MNEMONIC_SLDT:
+		rc = exec_table(c);
+		break;
+	case ZYDIS_MNEMONIC_RDMSR:
+	case ZYDIS_MNEMONIC_WRMSR:
+		rc = exec_msr(c, mn == ZYDIS_MNEMONIC_WRMSR);
+		break;
+	case ZYDIS_MNEMONIC_IN:
+	case ZYDIS_MNEMONIC_OUT:
+		rc = exec_io(c, mn == ZYDIS_MNEMONIC_IN);
+		break;
+	default:
+		rc = exec_other(c);
+		break;
+	}
+	if (rc == XS_OK || rc == XS_HALT)
+		c->cpu.rip = c->next_rip;
+	return rc;
+}
