@@ -31,8 +31,8 @@ static int check(struct tm *m, const struct x86emu_access *a, bool write,
 	uint64_t ec = (write ? 2u : 0u) | (user ? 4u : 0u) |
 		      (a->kind == X86EMU_ACCESS_FETCH ? 16u : 0u);
 
-	for (uint64_t va = a->va; va < a->va + a->size; va = (va | 4095) + 1) {
-		uint64_t pg = va / 4096;
+	for (uint64_t off = 0; off < a->size; off = ((a->va + off) | 4095) + 1 - a->va) {
+		uint64_t va = a->va + off, pg = va / 4096;
 		int kind = pg < TM_PAGES ? m->page[pg] : TM_PAGE_ABSENT;
 		bool fault = false;
 		if (kind == TM_PAGE_RETRY)
@@ -47,7 +47,7 @@ static int check(struct tm *m, const struct x86emu_access *a, bool write,
 			f->vector = X86EMU_EXC_PF;
 			f->has_error_code = true;
 			f->error_code = (uint32_t)ec;
-			f->cr2 = va < a->va ? a->va : va;
+			f->cr2 = va;
 			return X86EMU_CB_FAULT;
 		}
 	}

@@ -142,6 +142,17 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, uint64_
 
 /* ---- memory ---------------------------------------------------------------------- */
 
+/*
+ * An access whose last byte leaves the canonical range faults #GP(0) before
+ * any byte is touched (SDM 3.3.7.1); the first byte was checked already.
+ */
+static inline int check_span(struct x86emu_ctx *c, uint64_t la, unsigned size)
+{
+	if (!is_canonical(la + size - 1) || la + size - 1 < la)
+		return raise_gp(c, 0);
+	return XS_OK;
+}
+
 static inline void fill_access(const struct x86emu_ctx *c, struct x86emu_access *a, uint64_t la,
 			       unsigned size, enum x86emu_access_kind kind)
 {
@@ -171,6 +182,8 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 {
 	struct x86emu_access a;
 
+	if (check_span(c, la, size) != XS_OK)
+		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
 	return from_callback(c, c->env->read(c->env->opaque, &a, out, &c->fault));
@@ -181,6 +194,8 @@ int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const vo
 {
 	struct x86emu_access a;
 
+	if (check_span(c, la, size) != XS_OK)
+		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
 	return from_callback(c, c->env->write(c->env->opaque, &a, in, &c->fault));
@@ -192,6 +207,8 @@ int x86emu__mem_cmpxchg(struct x86emu_ctx *c, uint64_t la, unsigned size,
 	struct x86emu_access a;
 	int rc;
 
+	if (check_span(c, la, size) != XS_OK)
+		return XS_FAULT;
 	fill_access(c, &a, la, size, X86EMU_ACCESS_DATA);
 	memset(&c->fault, 0, sizeof(c->fault));
 	if (c->env->cmpxchg)

@@ -679,6 +679,17 @@ static int exec_enter(struct x86emu_ctx *c)
 		for (unsigned i = 1; i < level; i++) {
 			uint64_t v;
 			rbp -= 8;
+			/*
+			 * The SDM's ENTER pushes as it goes, so a display slot that
+			 * overlaps what this ENTER already pushed (RBP == RSP on
+			 * entry) reads the pushed value: take it from our buffer.
+			 */
+			uint64_t pushed_low = rsp - 8ull * n;
+			if (rbp >= pushed_low && rbp < rsp && ((rsp - rbp) & 7) == 0) {
+				frame[n] = frame[(rsp - rbp) / 8 - 1];
+				n++;
+				continue;
+			}
 			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rbp, 8, &v);
 			if (rc != XS_OK)
 				return rc;

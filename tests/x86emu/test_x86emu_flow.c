@@ -1,0 +1,284 @@
+/*
+ * Control flow and the stack: push/pop, call/ret, enter/leave, jumps and
+ * loops, RIP-relative addressing, and the bad-input rules of fetch and
+ * decode.  Guest code is written in assembly below and assembled by the
+ * host toolchain, then copied into the test machine at TM_CODE.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "x86emu_test.h"
+
+#define GUEST(name, body)                                                        \
+	__asm__(".pushsection .rodata\n.globl " #name "\n" #name ":\n" body "\n" \
+		".globl " #name "_end\n" #name "_end:\n.popsection\n");          \
+	extern const uint8_t name[], name##_end[]
+
+static struct tm g_m;
+
+static int setup(void **state)
+{
+	(void)state;
+	tm_init(&g_m);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	tm_fini(&g_m);
+	return 0;
+}
+
+/* Load a snippet at TM_CODE and run until HLT (or a limit); returns the exit. */
+static int run(const uint8_t *start, const uint8_t *end)
+{
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
+	return tm_step(&g_m, 10000);
+}
+
+#define RUN(name) run(name, name##_end)
+
+GUEST(g_push_pop,
+      "mov $0x1111, %rax\n mov $0x2222, %rbx\n push %rax\n push %rbx\n"
+      "pop %rcx\n pop %rdx\n push $-2\n pop %rsi\n pushw $0x1234\n popw %di\n hlt");
+
+static void push_pop_move_values_through_the_stack(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_push_pop), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0x2222);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 0x1111);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], (uint64_t)-2);	/* imm8 sign-extended */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI] & 0xffff, 0x1234);	/* 16-bit push/pop */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 16, 8), 0x2222);
+}
+
+GUEST(g_push_rsp, "push %rsp\n pop %rax\n push %rsp\n pop %rsp\n hlt");
+
+static void push_rsp_pushes_the_old_value_and_pop_rsp_loads_the_popped_one(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_push_rsp), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], TM_STACK);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+}
+
+GUEST(g_call_ret,
+      "call 1f\n mov %rax, %rbx\n hlt\n"
+      "1: mov $42, %eax\n ret");
+
+static void call_pushes_the_return_address_and_ret_returns(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_call_ret), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 42);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 8, 8), TM_CODE + 5);	/* after the call */
+}
+
+GUEST(g_indirect,
+      "lea 1f(%rip), %rax\n call *%rax\n lea 2f(%rip), %rcx\n mov %rcx, -64(%rsp)\n"
+      "call *-64(%rsp)\n hlt\n"
+      "1: inc %rbx\n ret\n 2: add $10, %rbx\n ret $0");
+
+static void indirect_calls_through_register_and_memory(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_indirect), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 11);
+}
+
+GUEST(g_ret_imm, "push $1\n push $2\n call 1f\n hlt\n 1: ret $16");
+
+static void ret_imm16_releases_the_arguments(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_ret_imm), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+}
+
+GUEST(g_enter_leave,
+      "mov $0x5555, %rbp\n enter $32, $0\n mov %rsp, %rax\n mov %rbp, %rbx\n leave\n hlt");
+
+static void enter_builds_a_frame_and_leave_tears_it_down(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_enter_leave), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], TM_STACK - 8);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], TM_STACK - 8 - 32);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 8, 8), 0x5555);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], 0x5555);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+}
+
+GUEST(g_enter_nested,
+      "enter $0, $0\n"		/* frame 1: RBP = TM_STACK-8 */
+      "enter $16, $3\n hlt");	/* copies 2 outer frame pointers */
+
+static void enter_with_nesting_level_copies_the_display(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_enter_nested), X86EMU_EXIT_HLT);
+	uint64_t f1 = TM_STACK - 8, ft = f1 - 8;
+	/*
+	 * SDM ENTER: push RBP; push [RBP-8], [RBP-16] (old RBP, read as the
+	 * pushes go: here f1-8 is the slot just pushed, f1-16 the next one);
+	 * push the frame temp; RSP -= size.
+	 */
+	assert_int_equal(tm_rd(&g_m, ft, 8), f1);
+	assert_int_equal(tm_rd(&g_m, ft - 8, 8), f1);
+	assert_int_equal(tm_rd(&g_m, ft - 16, 8), f1);
+	assert_int_equal(tm_rd(&g_m, ft - 24, 8), ft);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], ft);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], ft - 24 - 16);
+}
+
+GUEST(g_loops,
+      "xor %eax, %eax\n mov $10, %ecx\n"
+      "1: add %rcx, %rax\n loop 1b\n"		/* 55 */
+      "xor %ebx, %ebx\n mov $5, %edx\n"
+      "2: inc %ebx\n cmp %edx, %ebx\n jb 2b\n"	/* 5 */
+      "xor %ecx, %ecx\n jrcxz 3f\n mov $99, %ebx\n 3: hlt");
+
+static void loop_jcc_and_jrcxz_branch_as_documented(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_loops), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 55);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 5);
+}
+
+GUEST(g_rip_rel, "mov 1f(%rip), %rax\n lea 1f(%rip), %rbx\n hlt\n 1: .quad 0x1122334455667788");
+
+static void rip_relative_operands_use_the_next_instruction_address(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_rip_rel), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x1122334455667788ull);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], TM_CODE + 7 + 7 + 1);
+}
+
+GUEST(g_jmp_noncanonical, "mov $0x0000800000000000, %rax\n jmp *%rax");
+
+static void jump_to_a_noncanonical_address_faults_gp_at_the_jump(void **state)
+{
+	(void)state;
+	assert_int_equal(RUN(g_jmp_noncanonical), X86EMU_EXIT_HLT);
+	assert_true(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_GP);
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	/* The pushed RIP is the jump itself: faults are precise. */
+	assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8, 8), TM_CODE + 10);
+}
+
+/* ---- fetch and decode of bad input ---------------------------------------------------- */
+
+static void undecodable_bytes_raise_ud(void **state)
+{
+	(void)state;
+	const uint8_t bad[][4] = {
+		{ 0x0f, 0x0b },		/* ud2 */
+		{ 0x0f, 0xff, 0xc0 },	/* ud0 */
+		{ 0x06 },		/* push es: invalid in 64-bit mode */
+		{ 0xd9, 0xc0 },		/* x87 fld: outside the subset */
+		{ 0xf0, 0x90 },		/* lock nop */
+	};
+	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		run(bad[i], bad[i] + 4);
+		assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_UD);
+		assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP], 8), TM_CODE);
+	}
+}
+
+static void sixteen_byte_instruction_raises_gp(void **state)
+{
+	(void)state;
+	uint8_t code[16];
+	memset(code, 0x2e, 15);	/* 15 CS prefixes, then the opcode: 16 bytes */
+	code[15] = 0x90;
+	run(code, code + 16);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_GP);
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+}
+
+static void fetch_crossing_into_an_absent_page_faults_with_that_page(void **state)
+{
+	(void)state;
+	/* mov $imm32, %eax split 2 bytes / 3 bytes across a page boundary. */
+	const uint8_t mov[] = { 0xb8, 0x78, 0x56, 0x34, 0x12 };
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	uint64_t at = TM_CODE + 4096 - 2;
+	tm_load(&g_m, at, mov, sizeof(mov));
+	tm_set_pages(&g_m, TM_CODE + 4096, 1, TM_PAGE_ABSENT);
+	g_m.cpu.rip = at;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_PF);
+	assert_int_equal(g_m.cpu.cr2, TM_CODE + 4096);
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0x10);	/* I/D, not present */
+	assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8, 8), at);
+}
+
+static void instruction_ending_at_a_page_boundary_does_not_touch_the_next_page(void **state)
+{
+	(void)state;
+	const uint8_t mov[] = { 0xb8, 0x78, 0x56, 0x34, 0x12 };
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	uint64_t at = TM_CODE + 4096 - sizeof(mov);
+	tm_load(&g_m, at, mov, sizeof(mov));
+	tm_set_pages(&g_m, TM_CODE + 4096, 1, TM_PAGE_ABSENT);
+	g_m.cpu.rip = at;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x12345678);
+}
+
+static void random_byte_streams_never_crash(void **state)
+{
+	(void)state;
+	/* Bad input is normal input: whatever the bytes, the interpreter stays sane. */
+	tseed(77);
+	for (unsigned i = 0; i < 3000; i++) {
+		uint8_t code[32];
+		for (unsigned b = 0; b < sizeof(code); b++)
+			code[b] = (uint8_t)trand();
+		tm_fini(&g_m);
+		tm_init(&g_m);
+		tm_load(&g_m, TM_CODE, code, sizeof(code));
+		for (unsigned r = 0; r < 16; r++)
+			if (r != X86EMU_RSP)
+				g_m.cpu.gpr[r] = trand() % 2 ? trand() % TM_MEM_SIZE : trand();
+		int rc = tm_step(&g_m, 8);
+		assert_true(rc >= X86EMU_EXIT_BUDGET && rc <= X86EMU_EXIT_BAD_MODE);
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(push_pop_move_values_through_the_stack),
+		cmocka_unit_test(push_rsp_pushes_the_old_value_and_pop_rsp_loads_the_popped_one),
+		cmocka_unit_test(call_pushes_the_return_address_and_ret_returns),
+		cmocka_unit_test(indirect_calls_through_register_and_memory),
+		cmocka_unit_test(ret_imm16_releases_the_arguments),
+		cmocka_unit_test(enter_builds_a_frame_and_leave_tears_it_down),
+		cmocka_unit_test(enter_with_nesting_level_copies_the_display),
+		cmocka_unit_test(loop_jcc_and_jrcxz_branch_as_documented),
+		cmocka_unit_test(rip_relative_operands_use_the_next_instruction_address),
+		cmocka_unit_test(jump_to_a_noncanonical_address_faults_gp_at_the_jump),
+		cmocka_unit_test(undecodable_bytes_raise_ud),
+		cmocka_unit_test(sixteen_byte_instruction_raises_gp),
+		cmocka_unit_test(fetch_crossing_into_an_absent_page_faults_with_that_page),
+		cmocka_unit_test(instruction_ending_at_a_page_boundary_does_not_touch_the_next_page),
+		cmocka_unit_test(random_byte_streams_never_crash),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
