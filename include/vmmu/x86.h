@@ -191,8 +191,13 @@ struct vmmu_x86_paging {
 
     /* Private, derived from the above by every setter.
      * rsvd_[ps][level]: bits that must be zero in a present entry of that
-     * level (1..5), for PS=0 / PS=1.  Level 3 in PAE mode is the PDPTE. */
+     * level (1..5), for PS=0 / PS=1.  Level 3 in PAE mode is the PDPTE.
+     * deny_[kind][user access][AC override]: bit (U | W<<1 | XD<<2) set
+     * when that access may not use a translation with those effective
+     * U/S, R/W, XD bits (protection keys aside); kind 0 read, 1 write,
+     * 2 fetch.  Recomputed when CR0, CR4 or EFER change. */
     uint64_t rsvd_[2][6];
+    uint8_t deny_[3][2][2];
 };
 
 /** A fault the CPU would raise. */

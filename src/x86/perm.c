@@ -32,49 +32,84 @@ uint32_t vmmu__x86_pf_access_bits(const struct vmmu_x86_paging *pg, unsigned acc
     return code;
 }
 
-/* Everything but protection keys (SDM 4.6.1). */
-static bool rights_allow(const struct vmmu_x86_paging *pg, unsigned access,
-                         const struct vmmu__x86_leaf *leaf)
+enum { KIND_READ, KIND_WRITE, KIND_FETCH };
+
+static unsigned kind_of(unsigned access)
 {
-    bool user_access = is_user_access(pg, access);
-    bool write = (access & VMMU_X86_ACC_WRITE) != 0;
+    if (access & VMMU_X86_ACC_WRITE)
+        return KIND_WRITE;
+    return (access & VMMU_X86_ACC_FETCH) ? KIND_FETCH : KIND_READ;
+}
+
+/* Everything but protection keys (SDM 4.6.1), for one kind of access made
+ * in user or supervisor mode, with or without the EFLAGS.AC override of
+ * SMAP, to an address with the given effective U/S, R/W and XD. */
+static bool rights_allow(const struct vmmu_x86_paging *pg, unsigned kind, bool user_access,
+                         bool ac_override, bool user, bool writable, bool nx)
+{
+    bool write = kind == KIND_WRITE;
     bool wp = (pg->cr0 & VMMU_X86_CR0_WP) != 0;
 
-    if (access & VMMU_X86_ACC_FETCH) {
+    if (kind == KIND_FETCH) {
         /* SDM 4.6.1: no fetch from an address with XD=1 at some level
-         * (only meaningful with EFER.NXE=1, which leaf->nx already says). */
-        if (leaf->nx)
+         * (only meaningful with EFER.NXE=1, which the walk checked). */
+        if (nx)
             return false;
         /* User-mode fetches need a user-mode address. */
         if (user_access)
-            return leaf->user;
+            return user;
         /* SMEP: supervisor-mode fetches from user-mode addresses fault. */
-        if (leaf->user && (pg->cr4 & VMMU_X86_CR4_SMEP))
-            return false;
-        return true;
+        return !(user && (pg->cr4 & VMMU_X86_CR4_SMEP));
     }
 
     if (user_access) {
         /* User-mode data accesses need U/S=1 everywhere; writes also R/W=1
          * everywhere, whatever CR0.WP says. */
-        if (!leaf->user)
+        if (!user)
             return false;
-        return !write || leaf->writable;
+        return !write || writable;
     }
 
     /* Supervisor-mode data accesses to user-mode addresses: with SMAP they
      * fault unless the access is explicit, CPL < 3 and EFLAGS.AC=1. */
-    if (leaf->user && (pg->cr4 & VMMU_X86_CR4_SMAP)) {
-        bool ac_override = !(access & VMMU_X86_ACC_IMPLICIT) && pg->cpl < 3 &&
-                           (pg->rflags & VMMU_X86_RFLAGS_AC);
-        if (!ac_override)
-            return false;
-    }
+    if (user && (pg->cr4 & VMMU_X86_CR4_SMAP) && !ac_override)
+        return false;
     /* Supervisor writes: with CR0.WP=1 they need R/W=1 everywhere; with
      * WP=0 they may write read-only pages (user or supervisor). */
-    if (write && wp && !leaf->writable)
-        return false;
-    return true;
+    return !(write && wp && !writable);
+}
+
+/* Like KVM, decide every combination once per change of CR0/CR4/EFER, so
+ * that a walk's decision is a table lookup. */
+void vmmu__x86_perm_update(struct vmmu_x86_paging *pg)
+{
+    for (unsigned kind = 0; kind < 3; kind++)
+        for (unsigned ua = 0; ua < 2; ua++)
+            for (unsigned ov = 0; ov < 2; ov++) {
+                uint8_t deny = 0;
+                for (unsigned bits = 0; bits < 8; bits++)
+                    if (!rights_allow(pg, kind, ua, ov, bits & 1, bits & 2, bits & 4))
+                        deny |= (uint8_t)(1u << bits);
+                pg->deny_[kind][ua][ov] = deny;
+            }
+}
+
+/* The row of pg->deny_ for this access's mode and AC override. */
+static bool table_denies(const struct vmmu_x86_paging *pg, unsigned kind, bool user_access,
+                         bool ac_override, unsigned leaf_bits)
+{
+    return (pg->deny_[kind][user_access][ac_override] >> leaf_bits) & 1;
+}
+
+/* The EFLAGS.AC override of SMAP: explicit accesses at CPL < 3 with AC=1. */
+static bool has_ac_override(const struct vmmu_x86_paging *pg, unsigned access)
+{
+    return !(access & VMMU_X86_ACC_IMPLICIT) && pg->cpl < 3 && (pg->rflags & VMMU_X86_RFLAGS_AC);
+}
+
+static unsigned leaf_bits_of(const struct vmmu__x86_leaf *leaf)
+{
+    return (leaf->user ? 1u : 0u) | (leaf->writable ? 2u : 0u) | (leaf->nx ? 4u : 0u);
 }
 
 /* Protection keys (SDM 4.6.2): whether the key of the page forbids this
@@ -87,6 +122,8 @@ static bool key_forbids(const struct vmmu_x86_paging *pg, unsigned access,
 {
     uint64_t keys;
 
+    if (!(pg->cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)))
+        return false;
     if (access & VMMU_X86_ACC_FETCH)
         return false;
     if (pg->mode < VMMU_X86_MODE_4LEVEL)
@@ -110,12 +147,13 @@ static bool key_forbids(const struct vmmu_x86_paging *pg, unsigned access,
 uint32_t vmmu__x86_perm_check(const struct vmmu_x86_paging *pg, unsigned access,
                               const struct vmmu__x86_leaf *leaf)
 {
-    bool allowed = rights_allow(pg, access, leaf);
+    bool denied = table_denies(pg, kind_of(access), is_user_access(pg, access),
+                               has_ac_override(pg, access), leaf_bits_of(leaf));
     /* SDM 4.7: the PK flag reports the key's verdict on its own, also when
      * another rule forbids the access as well. */
     bool pk = key_forbids(pg, access, leaf);
 
-    if (allowed && !pk)
+    if (!denied && !pk)
         return 0;
     return VMMU_X86_PF_P | vmmu__x86_pf_access_bits(pg, access) | (pk ? VMMU_X86_PF_PK : 0);
 }
@@ -123,14 +161,18 @@ uint32_t vmmu__x86_perm_check(const struct vmmu_x86_paging *pg, unsigned access,
 unsigned vmmu__x86_perm_rights(const struct vmmu_x86_paging *pg, unsigned access,
                                const struct vmmu__x86_leaf *leaf)
 {
+    bool ua = is_user_access(pg, access);
+    bool ov = has_ac_override(pg, access);
+    unsigned bits = leaf_bits_of(leaf);
     unsigned attrs = access & (VMMU_X86_ACC_IMPLICIT | VMMU_X86_ACC_STACK);
     unsigned rights = 0;
 
-    if (!vmmu__x86_perm_check(pg, attrs, leaf))
+    if (!table_denies(pg, KIND_READ, ua, ov, bits) && !key_forbids(pg, attrs, leaf))
         rights |= VMMU_X86_RIGHT_READ;
-    if (!vmmu__x86_perm_check(pg, attrs | VMMU_X86_ACC_WRITE, leaf))
+    if (!table_denies(pg, KIND_WRITE, ua, ov, bits) &&
+        !key_forbids(pg, attrs | VMMU_X86_ACC_WRITE, leaf))
         rights |= VMMU_X86_RIGHT_WRITE;
-    if (!vmmu__x86_perm_check(pg, attrs | VMMU_X86_ACC_FETCH, leaf))
-        rights |= VMMU_X86_RIGHT_FETCH;
+    if (!table_denies(pg, KIND_FETCH, ua, ov, bits))
+        rights |= VMMU_X86_RIGHT_FETCH; /* keys never govern fetches */
     return rights;
 }

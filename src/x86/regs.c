@@ -72,6 +72,7 @@ void vmmu__x86_update_derived(struct vmmu_x86_paging *pg)
     uint64_t xd = (pg->efer & VMMU_X86_EFER_NXE) ? 0 : VMMU_X86_PTE_NX;
 
     pg->mode = mode_of(pg->cr0, pg->cr4, pg->efer);
+    vmmu__x86_perm_update(pg);
     memset(pg->rsvd_, 0, sizeof(pg->rsvd_));
 
     switch (pg->mode) {

@@ -47,6 +47,9 @@ struct vmmu__x86_leaf {
     unsigned pkey; /* protection key of the leaf (IA-32e paging), else 0 */
 };
 
+/* Recompute pg->deny_ from CR0, CR4 and EFER (called by update_derived). */
+void vmmu__x86_perm_update(struct vmmu_x86_paging *pg);
+
 /* The W, U and I/D bits every #PF error code of this access carries. */
 uint32_t vmmu__x86_pf_access_bits(const struct vmmu_x86_paging *pg, unsigned access);
 
