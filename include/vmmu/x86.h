@@ -347,7 +347,10 @@ struct vmmu_x86_walk_level {
     unsigned size;      /**< entry size in bytes: 4 (32-bit paging) or 8 */
     uint64_t gpa;       /**< guest-physical address of the entry */
     uint64_t value;     /**< what the walk read */
-    uint64_t new_value; /**< what vmmu_x86_walk_commit() stores (A/D set); == value if nothing */
+    /** The value the CPU leaves in the entry after a successful walk (A,
+     *  and D on a write's leaf); == value if nothing changes.
+     *  vmmu_x86_walk_commit() stores it where @ref host is non-NULL. */
+    uint64_t new_value;
     /** Host address of the entry when A/D updates may be written there (RAM),
      *  else NULL (ROM, holes, MMIO, and the PAE PDPTE registers).  Valid as
      *  long as the P2M lookup that produced it (see vmmu/p2m.h). */
