@@ -6,5 +6,6 @@
 #define VMMU_TOOL_H
 
 int vmmu_tool_demo(int argc, char **argv);
+int vmmu_tool_translate(int argc, char **argv);
 
 #endif
