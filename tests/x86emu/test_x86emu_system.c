@@ -1,0 +1,499 @@
+/*
+ * System behaviour: exception delivery through the IDT (frames, error codes,
+ * CR2, stack switches, IST, double and triple faults), IRETQ, INT n,
+ * SYSCALL/SYSRET, control registers and their hooks, descriptor tables,
+ * MSRs, CPUID, port I/O, interrupts and the STI shadow, atomics, and the
+ * "retry" contract: a callback that says retry leaves the CPU untouched.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "x86emu_test.h"
+
+#define GUEST(name, body)                                                        \
+	__asm__(".pushsection .rodata\n.globl " #name "\n" #name ":\n" body "\n" \
+		".globl " #name "_end\n" #name "_end:\n.popsection\n");          \
+	extern const uint8_t name[], name##_end[]
+
+static struct tm g_m;
+
+static int setup(void **state)
+{
+	(void)state;
+	tm_init(&g_m);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	tm_fini(&g_m);
+	return 0;
+}
+
+static void load(const uint8_t *start, const uint8_t *end)
+{
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
+}
+
+#define LOAD(name) load(name, name##_end)
+
+/* At the handler's HLT stub for `vector`, before or after executing it. */
+static bool in_handler(unsigned vector)
+{
+	return g_m.cpu.rip == tm_handler(vector) || g_m.cpu.rip == tm_handler(vector) + 1;
+}
+
+static uint64_t stack_qword(unsigned i)
+{
+	return tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8 * i, 8);
+}
+
+/* ---- exception delivery ---------------------------------------------------------------- */
+
+GUEST(g_div0, "xor %ecx, %ecx\n mov $7, %eax\n div %ecx\n hlt");
+
+static void divide_by_zero_delivers_de_with_a_precise_frame(void **state)
+{
+	(void)state;
+	LOAD(g_div0);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	assert_int_equal(tm_step(&g_m, 3), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_DE));
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DE);
+	/* No error code: RIP, CS, RFLAGS, RSP, SS; aligned to 16. */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 40);	/* TM_STACK is 16-aligned */
+	assert_int_equal(stack_qword(0), TM_CODE + 7);		/* the DIV itself */
+	assert_int_equal(stack_qword(1), TM_SEL_KCODE);
+	assert_true(stack_qword(2) & X86EMU_FLAG_IF);
+	assert_true(stack_qword(2) & X86EMU_FLAG_RF);		/* faults push RF=1 */
+	assert_int_equal(stack_qword(3), TM_STACK);
+	assert_int_equal(stack_qword(4), TM_SEL_KDATA);
+	assert_false(g_m.cpu.rflags & X86EMU_FLAG_IF);		/* interrupt gate */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 7);		/* nothing committed */
+}
+
+GUEST(g_pf, "mov $0x123456, %rbx\n mov (%rbx), %rax\n hlt");
+
+static void page_fault_from_the_memory_callback_sets_cr2_and_pushes_the_error_code(void **state)
+{
+	(void)state;
+	LOAD(g_pf);
+	tm_set_pages(&g_m, 0x123000, 1, TM_PAGE_ABSENT);
+	assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.cr2, 0x123456);
+	assert_int_equal(stack_qword(0), 0);			/* error code: read, not present, CPL0 */
+	assert_int_equal(stack_qword(1), TM_CODE + 7);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 48);
+}
+
+GUEST(g_user_hlt, "hlt");
+
+static void privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack(void **state)
+{
+	(void)state;
+	LOAD(g_user_hlt);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK - 8);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, 0);	/* NULL SS, RPL 0 */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_RSP0 - 48);
+	assert_int_equal(stack_qword(0), 0);			/* #GP(0) */
+	assert_int_equal(stack_qword(1), TM_CODE);
+	assert_int_equal(stack_qword(2), TM_SEL_UCODE);
+	assert_int_equal(stack_qword(4), TM_USER_STACK - 8);
+	assert_int_equal(stack_qword(5), TM_SEL_UDATA);
+}
+
+GUEST(g_ud, "ud2");
+
+static void gate_with_ist_switches_to_the_ist_stack(void **state)
+{
+	(void)state;
+	LOAD(g_ud);
+	tm_set_gate(&g_m, X86EMU_EXC_UD, 0xe, 0, 1);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_UD));
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_IST1 - 40);
+	assert_int_equal(stack_qword(3), TM_STACK);
+}
+
+static void page_fault_while_delivering_a_page_fault_is_a_double_fault(void **state)
+{
+	(void)state;
+	LOAD(g_pf);
+	tm_set_pages(&g_m, 0x123000, 1, TM_PAGE_ABSENT);
+	tm_set_pages(&g_m, TM_STACK - 4096, 4096, TM_PAGE_ABSENT);	/* the stack is gone */
+	tm_set_gate(&g_m, X86EMU_EXC_DF, 0xe, 0, 1);			/* #DF on a good IST stack */
+	assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_DF));
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DF);
+	assert_int_equal(stack_qword(0), 0);			/* #DF error code is 0 */
+	assert_int_equal(stack_qword(1), TM_CODE + 7);
+}
+
+static void fault_while_delivering_a_double_fault_shuts_down(void **state)
+{
+	(void)state;
+	LOAD(g_pf);
+	tm_set_pages(&g_m, 0x123000, 1, TM_PAGE_ABSENT);
+	tm_set_pages(&g_m, TM_STACK - 4096, 4096, TM_PAGE_ABSENT);
+	assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_SHUTDOWN);
+	assert_true(g_m.cpu.shutdown);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_SHUTDOWN);
+}
+
+static void missing_gate_is_gp_with_the_idt_error_code(void **state)
+{
+	(void)state;
+	LOAD(g_ud);
+	tm_wr(&g_m, TM_IDT + 16 * X86EMU_EXC_UD, 8, 0);	/* not present, type 0 */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	/* Error code: vector 6, IDT bit (2), EXT (1) since a processor exception was being delivered. */
+	assert_int_equal(stack_qword(0), 6 * 8 + 2 + 1);
+}
+
+/* ---- software interrupts and IRETQ ------------------------------------------------------- */
+
+GUEST(g_int80, "int $0x80\n hlt");
+
+static void int_n_from_user_needs_a_dpl3_gate(void **state)
+{
+	(void)state;
+	LOAD(g_int80);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(stack_qword(0), 0x80 * 8 + 2);		/* IDT bit, EXT clear */
+
+	LOAD(g_int80);
+	tm_set_gate(&g_m, 0x80, 0xf, 3, 0);	/* trap gate, DPL 3 */
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(0x80));
+	assert_int_equal(stack_qword(0), TM_CODE + 2);		/* returns after INT */
+	assert_true(g_m.cpu.rflags & X86EMU_FLAG_IF);		/* trap gate keeps IF */
+	assert_false(stack_qword(2) & X86EMU_FLAG_RF);
+	assert_false(g_m.cpu.last_exception.valid);
+}
+
+GUEST(g_iret_to_user,
+      "pushq $0x1b\n pushq $0x50000\n pushq $0x202\n pushq $0x23\n"
+      "lea 1f(%rip), %rax\n push %rax\n iretq\n 1: mov $3, %ebx\n hlt");
+
+static void iretq_returns_to_cpl3_with_the_popped_state(void **state)
+{
+	(void)state;
+	LOAD(g_iret_to_user);
+	assert_int_equal(tm_step(&g_m, 9), X86EMU_EXIT_BUDGET);	/* stops at the user HLT's #GP */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 3);
+	/* The HLT at CPL 3 faulted: the frame shows where we were. */
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(stack_qword(2), TM_SEL_UCODE);
+	assert_true(stack_qword(3) & X86EMU_FLAG_IF);
+	assert_int_equal(stack_qword(4), 0x50000);
+	assert_int_equal(stack_qword(5), TM_SEL_UDATA);
+}
+
+GUEST(g_iret_bad_cs,
+      "pushq $0x10\n pushq %rsp\n pushq $0x2\n pushq $0x10\n pushq $0\n iretq");
+
+static void iretq_to_a_data_segment_as_cs_is_gp_with_the_selector(void **state)
+{
+	(void)state;
+	LOAD(g_iret_bad_cs);
+	assert_int_equal(tm_step(&g_m, 6), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(stack_qword(0), 0x10);
+}
+
+GUEST(g_syscall_roundtrip,
+      "syscall\n"			/* at CPL 3 */
+      "mov $1, %r12d\n hlt\n"
+      ".globl g_syscall_entry\n g_syscall_entry: mov $7, %r13d\n sysretq\n");
+extern const uint8_t g_syscall_entry[];
+
+static void syscall_enters_the_kernel_and_sysret_returns(void **state)
+{
+	(void)state;
+	LOAD(g_syscall_roundtrip);
+	g_m.cpu.star = ((uint64_t)0x10 << 48) | ((uint64_t)0x08 << 32);	/* user base 0x10: CS 0x23, SS 0x1b */
+	uint64_t entry = TM_CODE + (uint64_t)(g_syscall_entry - g_syscall_roundtrip);
+	g_m.cpu.lstar = entry;
+	g_m.cpu.sfmask = X86EMU_FLAG_IF;
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(g_m.cpu.rip, entry);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], TM_CODE + 2);
+	assert_true(g_m.cpu.gpr[X86EMU_R11] & X86EMU_FLAG_IF);
+	assert_false(g_m.cpu.rflags & X86EMU_FLAG_IF);		/* masked by SFMASK */
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x08);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, 0x10);
+	assert_int_equal(tm_step(&g_m, 3), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.cpl, 3);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x23);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, 0x1b);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_R13], 7);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_R12], 1);
+	assert_true(g_m.cpu.rflags & X86EMU_FLAG_IF);
+}
+
+/* ---- control registers, tables, MSRs, CPUID, I/O ----------------------------------------- */
+
+GUEST(g_cr,
+      "mov $0x5000, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n"
+      "mov %cr4, %rcx\n or $0x80, %rcx\n mov %rcx, %cr4\n"	/* PGE */
+      "invlpg 0x42(%rax)\n"
+      "mov %cr0, %rdx\n and $0x7fffffff, %edx\n mov %rdx, %cr0\n hlt");
+
+static void control_register_writes_are_validated_and_reported_to_the_machine(void **state)
+{
+	(void)state;
+	LOAD(g_cr);
+	assert_int_equal(tm_step(&g_m, 20), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x5000);
+	assert_int_equal(g_m.cpu.cr3, 0x5000);
+	assert_true(g_m.cpu.cr4 & X86EMU_CR4_PGE);
+	assert_int_equal(g_m.invlpgs, 1);
+	assert_int_equal(g_m.last_invlpg, 0x5042);
+	assert_int_equal(g_m.cr_writes, 2);
+	assert_int_equal(g_m.last_cr, 4);
+	/* Clearing CR0.PG in 64-bit mode is #GP(0), and CR0 stays as it was. */
+	assert_true(in_handler(X86EMU_EXC_GP));
+	assert_true(g_m.cpu.cr0 & X86EMU_CR0_PG);
+}
+
+GUEST(g_cr_user, "mov %cr3, %rax");
+
+static void mov_from_cr_at_cpl3_is_gp(void **state)
+{
+	(void)state;
+	LOAD(g_cr_user);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	tm_step(&g_m, 1);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+}
+
+GUEST(g_tables,
+      "lgdt 1f(%rip)\n lidt 2f(%rip)\n mov $0x28, %ax\n ltr %ax\n str %bx\n hlt\n"
+      "1: .word 0x37\n .quad 0x1000\n 2: .word 0xfff\n .quad 0x2000\n");
+
+static void lgdt_lidt_ltr_load_the_tables_and_mark_the_tss_busy(void **state)
+{
+	(void)state;
+	LOAD(g_tables);
+	memset(&g_m.cpu.gdtr, 0, sizeof(g_m.cpu.gdtr));
+	memset(&g_m.cpu.tr, 0, sizeof(g_m.cpu.tr));
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gdtr.base, TM_GDT);
+	assert_int_equal(g_m.cpu.gdtr.limit, 0x37);
+	assert_int_equal(g_m.cpu.idtr.limit, 0xfff);
+	assert_int_equal(g_m.cpu.tr.base, TM_TSS);
+	assert_int_equal(g_m.cpu.tr.selector, 0x28);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX] & 0xffff, 0x28);
+	assert_int_equal((tm_rd(&g_m, TM_GDT + 0x28 + 5, 1)) & 0xf, 0xb);	/* busy */
+}
+
+GUEST(g_msr,
+      "mov $0xc0000080, %ecx\n rdmsr\n mov %eax, %ebx\n"
+      "mov $0xc0000102, %ecx\n mov $0x1234, %eax\n xor %edx, %edx\n wrmsr\n swapgs\n"
+      "mov $0x8b, %ecx\n rdmsr\n hlt");
+
+static void msrs_efer_kernel_gs_base_swapgs_and_unknown_msr_gp(void **state)
+{
+	(void)state;
+	LOAD(g_msr);
+	g_m.cpu.seg[X86EMU_GS].base = 0x9999;
+	assert_int_equal(tm_step(&g_m, 12), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], (uint32_t)g_m.cpu.efer);
+	assert_int_equal(g_m.cpu.seg[X86EMU_GS].base, 0x1234);
+	assert_int_equal(g_m.cpu.kernel_gs_base, 0x9999);
+	assert_true(in_handler(X86EMU_EXC_GP));	/* MSR 0x8b unknown */
+}
+
+GUEST(g_cpuid, "mov $0x80000001, %eax\n cpuid\n hlt");
+
+static void cpuid_reports_long_mode_and_syscall(void **state)
+{
+	(void)state;
+	LOAD(g_cpuid);
+	assert_int_equal(tm_step(&g_m, 5), X86EMU_EXIT_HLT);
+	assert_true(g_m.cpu.gpr[X86EMU_RDX] & (1u << 29));
+	assert_true(g_m.cpu.gpr[X86EMU_RDX] & (1u << 11));
+}
+
+GUEST(g_io, "mov $0x3f8, %dx\n mov $0x41, %al\n out %al, %dx\n in $0x60, %al\n hlt");
+
+static void port_io_goes_to_the_machine_and_needs_iopl_at_cpl3(void **state)
+{
+	(void)state;
+	LOAD(g_io);
+	g_m.in_value = 0x99;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.io_outs, 1);
+	assert_int_equal(g_m.last_out, 0x41);
+	assert_int_equal(g_m.last_port, 0x60);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX] & 0xff, 0x99);
+
+	LOAD(g_io);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	tm_step(&g_m, 3);
+	assert_int_equal(g_m.io_outs, 0);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+}
+
+/* ---- interrupts ----------------------------------------------------------------------------- */
+
+GUEST(g_sti_hlt, "sti\n hlt\n mov $5, %eax\n hlt");
+
+static void sti_shadow_then_external_interrupt_wakes_hlt(void **state)
+{
+	(void)state;
+	LOAD(g_sti_hlt);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(x86emu_interrupts_enabled(&g_m.cpu));	/* shadow after STI */
+	assert_int_equal(tm_step(&g_m, 5), X86EMU_EXIT_HLT);
+	assert_true(x86emu_interrupts_enabled(&g_m.cpu));
+	assert_int_equal(x86emu_interrupt(&g_m.cpu, &g_m.env, 0x30), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.halted);
+	assert_int_equal(g_m.cpu.rip, tm_handler(0x30));
+	assert_int_equal(stack_qword(0), TM_CODE + 2);	/* returns after the HLT */
+	assert_false(stack_qword(2) & X86EMU_FLAG_RF);
+}
+
+/* ---- atomics ------------------------------------------------------------------------------- */
+
+GUEST(g_cx16,
+      "mov $0x100000, %rsi\n mov $1, %eax\n mov $2, %edx\n mov $3, %ebx\n mov $4, %ecx\n"
+      "lock cmpxchg16b (%rsi)\n setz %r8b\n lock cmpxchg16b (%rsi)\n setz %r9b\n"
+      "lock cmpxchg16b 8(%rsi)\n hlt");
+
+static void cmpxchg16b_swaps_reports_zf_and_needs_alignment(void **state)
+{
+	(void)state;
+	LOAD(g_cx16);
+	tm_wr(&g_m, TM_DATA, 8, 1);
+	tm_wr(&g_m, TM_DATA + 8, 8, 2);
+	assert_int_equal(tm_step(&g_m, 20), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_R8] & 0xff, 1);	/* first one swapped */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_R9] & 0xff, 0);	/* second one saw 3:4 */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 3);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 4);
+	assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 3);
+	assert_int_equal(tm_rd(&g_m, TM_DATA + 8, 8), 4);
+	assert_true(in_handler(X86EMU_EXC_GP));	/* misaligned */
+	assert_true(g_m.cmpxchgs >= 2);
+}
+
+GUEST(g_lock_add, "lock addq $5, 0x100000\n lock incl 0x100008\n xchg %rax, 0x100010\n hlt");
+
+static void locked_read_modify_writes_go_through_cmpxchg(void **state)
+{
+	(void)state;
+	LOAD(g_lock_add);
+	g_m.cpu.gpr[X86EMU_RAX] = 77;
+	tm_wr(&g_m, TM_DATA + 0x10, 8, 88);
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 5);
+	assert_int_equal(tm_rd(&g_m, TM_DATA + 8, 4), 1);
+	assert_int_equal(tm_rd(&g_m, TM_DATA + 0x10, 8), 77);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 88);
+	assert_int_equal(g_m.cmpxchgs, 3);	/* XCHG with memory is locked too */
+}
+
+static void locked_write_to_a_readonly_page_faults_with_the_write_bit(void **state)
+{
+	(void)state;
+	LOAD(g_lock_add);
+	tm_set_pages(&g_m, TM_DATA, 1, TM_PAGE_READONLY);
+	tm_step(&g_m, 1);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0x3);	/* present, write */
+	assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 0);
+}
+
+/* ---- retry: nothing changes ------------------------------------------------------------------ */
+
+GUEST(g_retry_push, "push %rax");
+GUEST(g_retry_call, "call *0x100000");
+GUEST(g_retry_add, "add %rbx, 0x100000");
+GUEST(g_retry_xadd, "lock xadd %rbx, 0x100000");
+GUEST(g_retry_pop, "pop %rcx");
+GUEST(g_retry_iret, "iretq");
+GUEST(g_retry_int, "int $0x40");
+GUEST(g_retry_cx16, "lock cmpxchg16b 0x100000");
+GUEST(g_retry_movs, "movsq");
+
+static void retry_from_any_callback_leaves_every_register_untouched(void **state)
+{
+	(void)state;
+	const struct { const uint8_t *s, *e; uint64_t page; } cases[] = {
+		{ g_retry_push, g_retry_push_end, TM_STACK - 8 },
+		{ g_retry_call, g_retry_call_end, TM_STACK - 8 },	/* read OK, push retries */
+		{ g_retry_call, g_retry_call_end, TM_DATA },		/* the target read retries */
+		{ g_retry_add, g_retry_add_end, TM_DATA },
+		{ g_retry_xadd, g_retry_xadd_end, TM_DATA },
+		{ g_retry_pop, g_retry_pop_end, TM_STACK },
+		{ g_retry_iret, g_retry_iret_end, TM_STACK },
+		{ g_retry_int, g_retry_int_end, TM_IDT },		/* the gate read retries */
+		{ g_retry_int, g_retry_int_end, TM_STACK - 8 },		/* the frame write retries */
+		{ g_retry_cx16, g_retry_cx16_end, TM_DATA },
+		{ g_retry_movs, g_retry_movs_end, TM_DATA + 0x1000 },	/* destination */
+		{ g_retry_push, g_retry_push_end, TM_CODE },		/* the fetch itself */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		load(cases[i].s, cases[i].e);
+		tm_wr(&g_m, TM_DATA, 8, TM_CODE + 0x800);
+		for (unsigned r = 0; r < 16; r++)
+			if (r != X86EMU_RSP)
+				g_m.cpu.gpr[r] = 0x1111111111111111ull * (r + 1);
+		g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+		g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x1000;
+		g_m.cpu.rflags |= X86EMU_FLAG_CF | X86EMU_FLAG_IF;
+		tm_set_pages(&g_m, cases[i].page, 1, TM_PAGE_RETRY);
+		struct x86emu_cpu before = g_m.cpu;
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+		assert_memory_equal(&before, &g_m.cpu, sizeof(before));
+	}
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(divide_by_zero_delivers_de_with_a_precise_frame),
+		cmocka_unit_test(page_fault_from_the_memory_callback_sets_cr2_and_pushes_the_error_code),
+		cmocka_unit_test(privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack),
+		cmocka_unit_test(gate_with_ist_switches_to_the_ist_stack),
+		cmocka_unit_test(page_fault_while_delivering_a_page_fault_is_a_double_fault),
+		cmocka_unit_test(fault_while_delivering_a_double_fault_shuts_down),
+		cmocka_unit_test(missing_gate_is_gp_with_the_idt_error_code),
+		cmocka_unit_test(int_n_from_user_needs_a_dpl3_gate),
+		cmocka_unit_test(iretq_returns_to_cpl3_with_the_popped_state),
+		cmocka_unit_test(iretq_to_a_data_segment_as_cs_is_gp_with_the_selector),
+		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
+		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
+		cmocka_unit_test(mov_from_cr_at_cpl3_is_gp),
+		cmocka_unit_test(lgdt_lidt_ltr_load_the_tables_and_mark_the_tss_busy),
+		cmocka_unit_test(msrs_efer_kernel_gs_base_swapgs_and_unknown_msr_gp),
+		cmocka_unit_test(cpuid_reports_long_mode_and_syscall),
+		cmocka_unit_test(port_io_goes_to_the_machine_and_needs_iopl_at_cpl3),
+		cmocka_unit_test(sti_shadow_then_external_interrupt_wakes_hlt),
+		cmocka_unit_test(cmpxchg16b_swaps_reports_zf_and_needs_alignment),
+		cmocka_unit_test(locked_read_modify_writes_go_through_cmpxchg),
+		cmocka_unit_test(locked_write_to_a_readonly_page_faults_with_the_write_bit),
+		cmocka_unit_test(retry_from_any_callback_leaves_every_register_untouched),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
