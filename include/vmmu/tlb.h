@@ -1,0 +1,278 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file vmmu/tlb.h
+ * @brief The per-vCPU software TLB: a hit path of a few instructions that
+ *        a C caller inlines or a JIT emits, and the out-of-line slow path
+ *        that walks, looks up the P2M and fills.
+ *
+ * A vCPU (vmmu/vcpu.h) has one TLB table per mmu context (user,
+ * supervisor, supervisor with EFLAGS.AC=1) and per PCID slot.  The vCPU
+ * always points at the table of its current context, so the hit path
+ * compares no CPL, no AC and no PCID.
+ *
+ * ## The hot entry (layout for JIT authors)
+ *
+ *     offset  0  uint64_t  cmp[VMMU_TLB_READ]   comparator for data reads
+ *     offset  8  uint64_t  cmp[VMMU_TLB_WRITE]  comparator for data writes
+ *     offset 16  uint64_t  cmp[VMMU_TLB_FETCH]  comparator for instruction fetches
+ *     offset 24  uintptr_t addend               host address = va + addend
+ *     size 32 (VMMU_TLB_ENTRY_SHIFT = 5)
+ *
+ * A comparator is the page-aligned linear address the entry translates,
+ * ORed with VMMU_TLB_FLAG_* bits 4..11 that force the slow path.  A
+ * comparator of all ones (VMMU_TLB_CMP_INVALID) matches nothing.  The hit
+ * test for an access of `size` bytes (1, 2, 4, 8 or 16) is one compare:
+ *
+ *     fast  = (const struct vmmu_tlb_fast *)vcpu;          // first member
+ *     entry = (char *)fast->table + ((va >> 7) & fast->index_mask);
+ *     hit   = entry->cmp[kind] == (va & (VMMU_PAGE_MASK | (size - 1)));
+ *     host  = va + entry->addend;
+ *
+ * (7 = VMMU_PAGE_SHIFT - VMMU_TLB_ENTRY_SHIFT; index_mask is
+ * (entries - 1) << VMMU_TLB_ENTRY_SHIFT, so the masked value is already a
+ * byte offset.)  Keeping bits 0..3 of va in the compared value makes a
+ * misaligned access miss, and so every page-crossing one: both go to the
+ * slow path, which serves misaligned in-page accesses and reports page
+ * crossings.  The flags sit above bit 3 so that even a 16-byte access
+ * compares them.  The table pointer and mask change on context switches,
+ * PCID switches and resizes: reload them from the vCPU after any call into
+ * vmmu (a JIT reads them at each lookup, as this header does).
+ *
+ * ## Threads
+ *
+ * Everything here runs on the thread that runs the vCPU (the one writer of
+ * its TLB, invariant 1 of the architecture).  A host pointer obtained from
+ * the TLB is valid until the vCPU's next call into vmmu.
+ */
+#ifndef VMMU_TLB_H
+#define VMMU_TLB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "p2m.h"
+#include "vm.h"
+#include "x86.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct vmmu_vcpu;
+
+/** The three access kinds, each with its own comparator. */
+enum vmmu_tlb_kind {
+    VMMU_TLB_READ = 0,
+    VMMU_TLB_WRITE = 1,
+    VMMU_TLB_FETCH = 2,
+};
+#define VMMU_TLB_KINDS 3
+
+/** Comparator flags (bits 4..11): any one forces the slow path. */
+#define VMMU_TLB_FLAG_INVALID (1ull << 4)  /**< no translation for this kind */
+#define VMMU_TLB_FLAG_MMIO (1ull << 5)     /**< not RAM: MMIO, device model, hole, or a ROM write */
+#define VMMU_TLB_FLAG_WATCH (1ull << 6)    /**< a watchpoint covers the page (reserved) */
+#define VMMU_TLB_FLAG_NOTDIRTY (1ull << 7) /**< write: the guest D bit, or the dirty log, needs setting */
+#define VMMU_TLB_FLAG_CODE (1ull << 8)     /**< write: the page holds translated code (VMMU_PAGE_CODE) */
+/** Every comparator flag bit, including those reserved for later use. */
+#define VMMU_TLB_FLAGS_MASK 0xff0ull
+/** A comparator that matches no access. */
+#define VMMU_TLB_CMP_INVALID (~0ull)
+
+/** log2 of sizeof(struct vmmu_tlb_entry). */
+#define VMMU_TLB_ENTRY_SHIFT 5
+/** Largest access size the hit path handles (a power of two). */
+#define VMMU_TLB_ACCESS_MAX 16
+
+/** A hot entry (see the layout above). */
+struct vmmu_tlb_entry {
+    uint64_t cmp[VMMU_TLB_KINDS];
+    uintptr_t addend;
+};
+
+/**
+ * The part of a vCPU the hit path reads; a struct vmmu_vcpu begins with
+ * it, so a vCPU pointer converts to a pointer to it.
+ */
+struct vmmu_tlb_fast {
+    uintptr_t index_mask;          /**< (entries - 1) << VMMU_TLB_ENTRY_SHIFT, current context */
+    struct vmmu_tlb_entry *table;  /**< current context's table */
+    uintptr_t sup_index_mask;      /**< the supervisor context of the current PCID, ... */
+    struct vmmu_tlb_entry *sup_table; /**< ... used by implicit supervisor accesses */
+    uint64_t hits; /**< inline hits, counted only when VMMU_TLB_COUNT_HITS is defined */
+};
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(struct vmmu_tlb_entry) == (1u << VMMU_TLB_ENTRY_SHIFT),
+               "hot entry size is part of the JIT ABI");
+_Static_assert(offsetof(struct vmmu_tlb_entry, cmp) == 0, "cmp[] at offset 0");
+_Static_assert(offsetof(struct vmmu_tlb_entry, addend) == 24, "addend at offset 24");
+_Static_assert(offsetof(struct vmmu_tlb_fast, index_mask) == 0, "index_mask at offset 0");
+_Static_assert(offsetof(struct vmmu_tlb_fast, table) == sizeof(uintptr_t), "table follows mask");
+#endif
+
+/* The entry a lookup of @va in (@mask, @table) examines. */
+static inline const struct vmmu_tlb_entry *vmmu_tlb_entry_for(uintptr_t mask,
+                                                              const struct vmmu_tlb_entry *table,
+                                                              uint64_t va)
+{
+    uintptr_t off = (uintptr_t)(va >> (VMMU_PAGE_SHIFT - VMMU_TLB_ENTRY_SHIFT)) & mask;
+    return (const struct vmmu_tlb_entry *)(const void *)((const char *)table + off);
+}
+
+/**
+ * The hit path: the host address of @p va for an access of @p kind and
+ * @p size bytes in the vCPU's current context, or NULL when the slow path
+ * must run (vmmu_tlb_fill()).  @p size must be 1, 2, 4, 8 or 16; an access
+ * not naturally aligned returns NULL.  In paging modes other than IA-32e,
+ * pass 32-bit linear addresses.
+ */
+static inline void *vmmu_tlb_lookup(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
+                                    enum vmmu_tlb_kind kind)
+{
+    struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
+    const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->index_mask, fast->table, va);
+    if (e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
+        return NULL;
+#ifdef VMMU_TLB_COUNT_HITS
+    fast->hits++;
+#endif
+    return (void *)(uintptr_t)(va + e->addend);
+}
+
+/** vmmu_tlb_lookup() for a data read. */
+static inline void *vmmu_tlb_lookup_read(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size)
+{
+    return vmmu_tlb_lookup(vcpu, va, size, VMMU_TLB_READ);
+}
+
+/** vmmu_tlb_lookup() for a data write. */
+static inline void *vmmu_tlb_lookup_write(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size)
+{
+    return vmmu_tlb_lookup(vcpu, va, size, VMMU_TLB_WRITE);
+}
+
+/** vmmu_tlb_lookup() for an instruction fetch. */
+static inline void *vmmu_tlb_lookup_fetch(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size)
+{
+    return vmmu_tlb_lookup(vcpu, va, size, VMMU_TLB_FETCH);
+}
+
+/**
+ * The hit path for an implicit supervisor-mode access (GDT, LDT, IDT, TSS;
+ * VMMU_X86_ACC_IMPLICIT): it uses the supervisor context without
+ * EFLAGS.AC of the current PCID, whatever the CPL.
+ */
+static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
+                                             enum vmmu_tlb_kind kind)
+{
+    struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
+    const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->sup_index_mask, fast->sup_table, va);
+    if (e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
+        return NULL;
+    return (void *)(uintptr_t)(va + e->addend);
+}
+
+/* ---- The slow path ------------------------------------------------------ */
+
+/** What the slow path found. */
+enum vmmu_tlb_status {
+    VMMU_TLB_OK = 0,    /**< host memory: @ref vmmu_tlb_result::host is valid */
+    VMMU_TLB_FAULT,     /**< the CPU raises @ref vmmu_tlb_result::fault */
+    VMMU_TLB_NOT_RAM,   /**< translated to gpa, but the page is MMIO, a device
+                             range, a hole, or ROM for a write: the access
+                             layer must dispatch it (no host pointer) */
+    VMMU_TLB_CROSSES,   /**< the access spans two pages: split it */
+    VMMU_TLB_ERROR,     /**< vmmu could not do its job: see @ref vmmu_tlb_result::error */
+};
+
+/** Result record of vmmu_tlb_fill(). */
+struct vmmu_tlb_result {
+    enum vmmu_tlb_status status;
+    void *host;                  /**< VMMU_TLB_OK: host address of va */
+    uint64_t gpa;                /**< OK and NOT_RAM: guest-physical address of va */
+    enum vmmu_mem_type type;     /**< OK and NOT_RAM: what the page is */
+    uint32_t region_id;          /**< OK and NOT_RAM: its region (0 for a hole) */
+    /** OK: VMMU_TLB_FLAG_CODE when a write reached a page holding
+     *  translated code (the caller must invalidate its translations). */
+    uint64_t flags;
+    struct vmmu_x86_fault fault; /**< VMMU_TLB_FAULT: the fault (#PF with CR2, #GP, #SS) */
+    int error;                   /**< VMMU_TLB_ERROR: a negative VMMU_E* code */
+    uint64_t page_size;          /**< OK and NOT_RAM: size of the guest page that maps va */
+};
+
+/**
+ * The slow path: translate @p va for one access, fill the TLB when the
+ * result may be cached, and return the host address (or NULL).
+ *
+ * It serves misaligned accesses inside a page; an access crossing a page
+ * gets VMMU_TLB_CROSSES (split it and call again for each part).  A write
+ * to a page whose guest D bit is clear walks again as a write, so D is set
+ * exactly when the CPU would set it; a write to a RAM page of a region
+ * with VMMU_REGION_LOG_DIRTY sets the page's VMMU_PAGE_DIRTY bit.
+ *
+ * @param access VMMU_X86_ACC_WRITE or _FETCH (or neither: a read), plus
+ *               VMMU_X86_ACC_IMPLICIT and VMMU_X86_ACC_STACK.
+ * @param size   1 .. 4096 bytes.
+ * @param res    receives the result; may be NULL if only the host address
+ *               matters.
+ * @return the host address of @p va (res->status VMMU_TLB_OK), or NULL.
+ *         Bad arguments give NULL with VMMU_TLB_ERROR / VMMU_EINVAL.
+ */
+void *vmmu_tlb_fill(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, unsigned access,
+                    struct vmmu_tlb_result *res);
+
+/**
+ * Hit path, then slow path: the host address of @p va for an access (see
+ * vmmu_tlb_fill() for @p access and @p res, which is written only when the
+ * slow path runs).
+ */
+static inline void *vmmu_tlb_translate(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
+                                       unsigned access, struct vmmu_tlb_result *res)
+{
+    enum vmmu_tlb_kind kind = (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
+                              : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
+                                                              : VMMU_TLB_READ;
+    void *host = NULL;
+    if (size && size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1)))
+        host = (access & VMMU_X86_ACC_IMPLICIT) ? vmmu_tlb_lookup_implicit(vcpu, va, size, kind)
+                                                : vmmu_tlb_lookup(vcpu, va, size, kind);
+    if (host) {
+        if (res) {
+            res->status = VMMU_TLB_OK;
+            res->host = host;
+        }
+        return host;
+    }
+    return vmmu_tlb_fill(vcpu, va, size, access, res);
+}
+
+/* ---- Statistics --------------------------------------------------------- */
+
+/** Per-vCPU TLB statistics (see vmmu_vcpu_stats()). */
+struct vmmu_tlb_stats {
+    uint64_t hits;          /**< inline hits (only counted with VMMU_TLB_COUNT_HITS) */
+    uint64_t slow_hits;     /**< slow-path calls served by the entry already in the table */
+    uint64_t victim_hits;   /**< slow-path calls served from the victim array */
+    uint64_t misses;        /**< slow-path calls that had to walk */
+    uint64_t walks;         /**< page walks started (full or resumed) */
+    uint64_t psc_hits;      /**< walks that resumed below a paging-structure-cache entry */
+    uint64_t fills;         /**< entries written into a table */
+    uint64_t faults;        /**< slow-path calls that ended in a fault */
+    uint64_t not_ram;       /**< slow-path calls that ended in MMIO/device/hole */
+    uint64_t flush_all;     /**< whole-TLB flushes (every PCID, globals included) */
+    uint64_t flush_pcid;    /**< flushes of one PCID's non-global entries (CR3, INVPCID 1) */
+    uint64_t flush_page;    /**< single-address invalidations (INVLPG, INVPCID 0) */
+    uint64_t flush_rights;  /**< contexts flushed because rights changed (WP, SMEP, SMAP, keys) */
+    uint64_t flush_contexts;/**< context tables flushed, for any reason */
+    uint64_t flush_elided;  /**< context flushes that found nothing to do (cost O(1)) */
+    uint64_t pcid_switches; /**< CR3 writes that changed PCID slot */
+    uint64_t pcid_evictions;/**< PCID slots recycled for a new PCID */
+    uint64_t resize_grow;   /**< context tables doubled at a flush */
+    uint64_t resize_shrink; /**< context tables shrunk at a flush */
+};
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMMU_TLB_H */

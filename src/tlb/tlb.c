@@ -1,0 +1,573 @@
+/* SPDX-License-Identifier: MIT */
+/* Context tables: fill, victims, flushes and resizing.
+ *
+ * The slow path (vmmu_tlb_fill) runs when the inline hit test failed.  In
+ * order it tries: the entry already at the index (a misaligned access, or
+ * a flagged comparator whose answer is known: MMIO), the victim array, and
+ * only then a walk (resumed from the paging-structure caches when they
+ * hold the upper levels), a P2M lookup, and a fill.
+ *
+ * Resizing (at flush time only, when the table is empty anyway) follows
+ * QEMU's policy: a table more than 70 % full at a flush doubles; a table
+ * whose peak use over a window of TLB_RESIZE_WINDOW flushes stayed below
+ * 30 % shrinks to the smallest power of two that would have held the peak
+ * at no more than 70 %.  QEMU measures its window in time (100 ms); flushes
+ * make it deterministic and independent of the host's speed. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/vm_internal.h"
+#include "p2m/p2m_internal.h"
+#include "tlb/tlb_internal.h"
+
+#include "vmmu/error.h"
+
+static bool entry_valid(const struct vmmu_tlb_entry *e)
+{
+    return (e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID;
+}
+
+static void entry_clear(struct vmmu_tlb_entry *e)
+{
+    e->cmp[0] = e->cmp[1] = e->cmp[2] = VMMU_TLB_CMP_INVALID;
+    e->addend = 0;
+}
+
+static void ctx_reset_bounds(struct tlb_ctx *c)
+{
+    c->used = 0;
+    c->nfilled = 0;
+    c->nglobal = c->nlarge = 0;
+    c->large_lo = ~0ull;
+    c->large_hi = 0;
+    c->large_shifts = 0;
+    c->ukeys = c->skeys = 0;
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        entry_clear(&c->vhot[i]);
+    c->vused = 0;
+    c->vnext = 0;
+}
+
+static int ctx_alloc(struct tlb_ctx *c, unsigned n)
+{
+    struct vmmu_tlb_entry *hot = aligned_alloc(64, (size_t)n * sizeof(*hot));
+    struct tlb_cold *cold = malloc((size_t)n * sizeof(*cold));
+    if (!hot || !cold) {
+        free(hot);
+        free(cold);
+        return VMMU_ENOMEM;
+    }
+    memset(hot, 0xff, (size_t)n * sizeof(*hot));
+    free(c->hot);
+    free(c->cold);
+    c->hot = hot;
+    c->cold = cold;
+    c->n = n;
+    return 0;
+}
+
+int vmmu__tlb_ctx_init(struct tlb_ctx *c, unsigned n)
+{
+    memset(c, 0, sizeof(*c));
+    ctx_reset_bounds(c);
+    return ctx_alloc(c, n);
+}
+
+void vmmu__tlb_ctx_fini(struct tlb_ctx *c)
+{
+    free(c->hot);
+    free(c->cold);
+    c->hot = NULL;
+    c->cold = NULL;
+}
+
+static unsigned pow2_ceil(unsigned x)
+{
+    unsigned p = 1;
+    while (p < x)
+        p <<= 1;
+    return p;
+}
+
+/* The resize decision, taken at each flush of a context (see the file
+ * comment).  Returns the new size (== c->n to keep it). */
+static unsigned ctx_resize_target(struct tlb_ctx *c)
+{
+    unsigned n = c->n;
+    if (c->used > c->peak)
+        c->peak = c->used;
+    c->window++;
+    if ((uint64_t)c->used * 100 > (uint64_t)n * 70 && n < VMMU_TLB_ENTRIES_MAX)
+        return n * 2;
+    if (c->window >= TLB_RESIZE_WINDOW) {
+        unsigned peak = c->peak;
+        c->window = 0;
+        c->peak = 0;
+        if ((uint64_t)peak * 100 < (uint64_t)n * 30 && n > VMMU_TLB_ENTRIES_MIN) {
+            unsigned target = pow2_ceil(peak ? peak : 1);
+            if ((uint64_t)peak * 100 > (uint64_t)target * 70)
+                target *= 2;
+            if (target < VMMU_TLB_ENTRIES_MIN)
+                target = VMMU_TLB_ENTRIES_MIN;
+            return target < n ? target : n;
+        }
+    }
+    return n;
+}
+
+void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
+{
+    v->stats.flush_contexts++;
+    unsigned target = ctx_resize_target(c);
+    if (c->used == 0 && c->vused == 0 && target == c->n) {
+        /* Nothing to drop.  The bounds may still be set by entries that
+         * were dropped one by one; clearing them is O(1). */
+        v->stats.flush_elided++;
+        ctx_reset_bounds(c);
+        return;
+    }
+    if (target != c->n && ctx_alloc(c, target) == 0) {
+        if (target > c->n)
+            v->stats.resize_grow++;
+        else
+            v->stats.resize_shrink++;
+        c->window = 0;
+        c->peak = 0;
+    } else if (c->nfilled <= TLB_FILLED_LOG) {
+        /* Sparse use: clear only what was filled. */
+        for (unsigned i = 0; i < c->nfilled; i++)
+            entry_clear(&c->hot[c->filled[i]]);
+    } else {
+        memset(c->hot, 0xff, (size_t)c->n * sizeof(*c->hot));
+    }
+    ctx_reset_bounds(c);
+}
+
+static void ctx_drop(struct tlb_ctx *c, unsigned idx)
+{
+    entry_clear(&c->hot[idx]);
+    c->used--;
+}
+
+static void victim_drop(struct tlb_ctx *c, unsigned i)
+{
+    entry_clear(&c->vhot[i]);
+    c->vused--;
+}
+
+/* Call @fn for every index that may hold a valid entry. */
+#define CTX_FOR_EACH_CANDIDATE(c, idx, body)                                                       \
+    do {                                                                                           \
+        if ((c)->nfilled <= TLB_FILLED_LOG) {                                                      \
+            for (unsigned k_ = 0; k_ < (c)->nfilled; k_++) {                                       \
+                unsigned idx = (c)->filled[k_];                                                    \
+                body                                                                               \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (unsigned idx = 0; idx < (c)->n; idx++) {                                          \
+                body                                                                               \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
+{
+    if (c->nglobal == 0) {
+        vmmu__tlb_ctx_flush(v, c);
+        return;
+    }
+    v->stats.flush_contexts++;
+    CTX_FOR_EACH_CANDIDATE(c, idx, {
+        if (entry_valid(&c->hot[idx]) && !c->cold[idx].global)
+            ctx_drop(c, idx);
+    });
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        if (entry_valid(&c->vhot[i]) && !c->vcold[i].global)
+            victim_drop(c, i);
+}
+
+static bool cold_selected(const struct tlb_cold *cd, bool global_only, bool nonglobal_only)
+{
+    if (global_only && !cd->global)
+        return false;
+    if (nonglobal_only && cd->global)
+        return false;
+    return true;
+}
+
+void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only,
+                              bool nonglobal_only)
+{
+    if (c->used == 0 && c->vused == 0)
+        return;
+    if (global_only && c->nglobal == 0)
+        return;
+    unsigned idx = (unsigned)(page >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    if (entry_valid(&c->hot[idx]) && c->cold[idx].va == page &&
+        cold_selected(&c->cold[idx], global_only, nonglobal_only))
+        ctx_drop(c, idx);
+
+    /* A large page that maps @page: the architecture's TLB holds one entry
+     * for it, which INVLPG of any address inside drops; here it is up to
+     * size/4K entries, at the indices its pages hash to (all of them when
+     * the large page has more pages than the table has entries). */
+    if (c->nlarge && page >= c->large_lo && page < c->large_hi) {
+        for (unsigned s = VMMU_PAGE_SHIFT + 1; s < 32; s++) {
+            if (!(c->large_shifts & (1u << s)))
+                continue;
+            uint64_t base = page & ~((1ull << s) - 1);
+            uint64_t pages = 1ull << (s - VMMU_PAGE_SHIFT);
+            if (pages >= c->n || c->nfilled <= TLB_FILLED_LOG) {
+                CTX_FOR_EACH_CANDIDATE(c, i, {
+                    const struct tlb_cold *cd = &c->cold[i];
+                    if (entry_valid(&c->hot[i]) && cd->large_base == base && cd->page_shift == s &&
+                        cold_selected(cd, global_only, nonglobal_only))
+                        ctx_drop(c, i);
+                });
+            } else {
+                for (uint64_t p = 0; p < pages; p++) {
+                    unsigned i = (unsigned)((base >> VMMU_PAGE_SHIFT) + p) & (c->n - 1);
+                    const struct tlb_cold *cd = &c->cold[i];
+                    if (entry_valid(&c->hot[i]) && cd->large_base == base && cd->page_shift == s &&
+                        cold_selected(cd, global_only, nonglobal_only))
+                        ctx_drop(c, i);
+                }
+            }
+        }
+    }
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+        const struct tlb_cold *cd = &c->vcold[i];
+        if (!entry_valid(&c->vhot[i]) || !cold_selected(cd, global_only, nonglobal_only))
+            continue;
+        uint64_t size = 1ull << cd->page_shift;
+        if (cd->va == page || (cd->page_shift > VMMU_PAGE_SHIFT &&
+                               cd->large_base == (page & ~(size - 1))))
+            victim_drop(c, i);
+    }
+}
+
+static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
+{
+    if (pg->cpl == 3)
+        return CTX_USER;
+    return (pg->rflags & VMMU_X86_RFLAGS_AC) ? CTX_SUP_AC : CTX_SUP;
+}
+
+void vmmu__tlb_select(struct vmmu_vcpu *v)
+{
+    struct tlb_slot *s = &v->slot[v->cur_slot];
+    v->cur_ctx = ctx_for(&v->pg);
+    struct tlb_ctx *c = &s->ctx[v->cur_ctx];
+    struct tlb_ctx *sup = &s->ctx[CTX_SUP];
+    v->fast.index_mask = (uintptr_t)(c->n - 1) << VMMU_TLB_ENTRY_SHIFT;
+    v->fast.table = c->hot;
+    v->fast.sup_index_mask = (uintptr_t)(sup->n - 1) << VMMU_TLB_ENTRY_SHIFT;
+    v->fast.sup_table = sup->hot;
+}
+
+/* ---- The slow path ------------------------------------------------------ */
+
+static void *result_host(struct vmmu_tlb_result *res, void *host, uint64_t gpa,
+                         const struct tlb_cold *cd, uint64_t flags)
+{
+    res->status = VMMU_TLB_OK;
+    res->host = host;
+    res->gpa = gpa;
+    res->type = (enum vmmu_mem_type)cd->type;
+    res->region_id = cd->region_id;
+    res->page_size = 1ull << cd->page_shift;
+    res->flags = flags;
+    return host;
+}
+
+static void *result_not_ram(struct vmmu_tlb_result *res, uint64_t gpa, const struct tlb_cold *cd)
+{
+    res->status = VMMU_TLB_NOT_RAM;
+    res->host = NULL;
+    res->gpa = gpa;
+    res->type = (enum vmmu_mem_type)cd->type;
+    res->region_id = cd->region_id;
+    res->page_size = 1ull << cd->page_shift;
+    return NULL;
+}
+
+static void *result_error(struct vmmu_tlb_result *res, int error)
+{
+    res->status = VMMU_TLB_ERROR;
+    res->host = NULL;
+    res->error = error;
+    return NULL;
+}
+
+/* Answer from an entry for @page whose comparator for @kind is not
+ * INVALID; NULL with res->status untouched (VMMU_TLB_ERROR) when the
+ * entry cannot answer (a write needing a walk: NOTDIRTY, WATCH). */
+static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_cold *cd,
+                              enum vmmu_tlb_kind kind, uint64_t va, struct vmmu_tlb_result *res,
+                              void **host)
+{
+    uint64_t cmp = e->cmp[kind];
+    uint64_t flags = cmp & VMMU_TLB_FLAGS_MASK;
+    uint64_t gpa = cd->gpa | (va & ~VMMU_PAGE_MASK);
+    if (cmp == VMMU_TLB_CMP_INVALID)
+        return false;
+    if (flags & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_WATCH | VMMU_TLB_FLAG_INVALID))
+        return false;
+    if (flags & VMMU_TLB_FLAG_MMIO) {
+        *host = result_not_ram(res, gpa, cd);
+        return true;
+    }
+    *host = result_host(res, (void *)(uintptr_t)(va + e->addend), gpa, cd, flags);
+    return true;
+}
+
+static void log_fill(struct tlb_ctx *c, unsigned idx)
+{
+    if (c->nfilled < TLB_FILLED_LOG)
+        c->filled[c->nfilled] = (uint16_t)idx;
+    if (c->nfilled <= TLB_FILLED_LOG)
+        c->nfilled++;
+}
+
+static void note_bounds(struct tlb_ctx *c, const struct tlb_cold *cd)
+{
+    if (cd->global)
+        c->nglobal++;
+    if (cd->page_shift > VMMU_PAGE_SHIFT) {
+        c->nlarge++;
+        c->large_shifts |= 1u << cd->page_shift;
+        uint64_t end = cd->large_base + (1ull << cd->page_shift);
+        if (cd->large_base < c->large_lo)
+            c->large_lo = cd->large_base;
+        if (end > c->large_hi || end == 0)
+            c->large_hi = end ? end : ~0ull;
+    }
+    if (cd->user)
+        c->ukeys |= (uint16_t)(1u << cd->pkey);
+    else
+        c->skeys |= (uint16_t)(1u << cd->pkey);
+}
+
+/* Put (@e, @cd) at @idx, pushing a valid occupant into the victim array. */
+static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
+                       const struct vmmu_tlb_entry *e, const struct tlb_cold *cd)
+{
+    if (entry_valid(&c->hot[idx])) {
+        if (c->cold[idx].va != cd->va) {
+            unsigned vi = c->vnext++ % VMMU_TLB_VICTIMS;
+            if (!entry_valid(&c->vhot[vi]))
+                c->vused++;
+            c->vhot[vi] = c->hot[idx];
+            c->vcold[vi] = c->cold[idx];
+        }
+    } else {
+        c->used++;
+        log_fill(c, idx);
+    }
+    c->hot[idx] = *e;
+    c->cold[idx] = *cd;
+    note_bounds(c, cd);
+    v->stats.fills++;
+}
+
+/* Look for @page in the victims; on a match whose comparator for @kind can
+ * answer, swap it back into the table.  Returns the victim slot or -1. */
+static int victim_find(struct tlb_ctx *c, uint64_t page, enum vmmu_tlb_kind kind)
+{
+    if (!c->vused)
+        return -1;
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+        if (c->vcold[i].va == page && entry_valid(&c->vhot[i]) &&
+            (c->vhot[i].cmp[kind] & ~VMMU_TLB_FLAGS_MASK) == page &&
+            !(c->vhot[i].cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_WATCH |
+                                      VMMU_TLB_FLAG_INVALID)))
+            return (int)i;
+    }
+    return -1;
+}
+
+static void victim_swap(struct tlb_ctx *c, unsigned vi, unsigned idx)
+{
+    struct vmmu_tlb_entry e = c->vhot[vi];
+    struct tlb_cold cd = c->vcold[vi];
+    if (entry_valid(&c->hot[idx])) {
+        c->vhot[vi] = c->hot[idx];
+        c->vcold[vi] = c->cold[idx];
+    } else {
+        entry_clear(&c->vhot[vi]);
+        c->vused--;
+        c->used++;
+        log_fill(c, idx);
+    }
+    c->hot[idx] = e;
+    c->cold[idx] = cd;
+}
+
+static unsigned page_shift_of(uint64_t size)
+{
+    unsigned s = VMMU_PAGE_SHIFT;
+    while ((1ull << s) < size && s < 63)
+        s++;
+    return s;
+}
+
+/* Bring a paged-out RAM/ROM page back through the P2M's page-in path. */
+static int page_in(struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entry *pe)
+{
+    uint8_t byte;
+    int rc = vmmu_gpa_read(vm, gpa, &byte, 1, 0, NULL);
+    if (rc < 0)
+        return rc;
+    rc = vmmu_p2m_lookup(vm, gpa, pe);
+    if (rc < 0)
+        return rc;
+    return pe->hva ? 0 : VMMU_EPAGEDOUT;
+}
+
+static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigned access,
+                   struct vmmu_x86_walk *w)
+{
+    v->stats.walks++;
+    if (v->pg.mode >= VMMU_X86_MODE_4LEVEL) {
+        int rc = vmmu__psc_walk(v, &s->psc, va, access, w);
+        if (rc != 0)
+            return rc < 0 ? rc : 0;
+    }
+    int rc = vmmu_x86_walk(&v->pg, va, access, w);
+    if (rc == 0 && w->ok && w->committed && v->pg.mode >= VMMU_X86_MODE_4LEVEL)
+        vmmu__psc_store(v, &s->psc, w);
+    return rc;
+}
+
+void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                    struct vmmu_tlb_result *res)
+{
+    struct vmmu_tlb_result scratch;
+    if (!res)
+        res = &scratch;
+    res->flags = 0;
+    res->error = 0;
+    res->fault.vector = VMMU_X86_FAULT_NONE;
+    res->fault.error_code = 0;
+    res->fault.cr2 = 0;
+    if (!v || size == 0 || size > VMMU_PAGE_SIZE || (access & ~VMMU_X86_ACC_ALL) ||
+        ((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH)))
+        return result_error(res, VMMU_EINVAL);
+
+    enum vmmu_tlb_kind kind = (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
+                              : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
+                                                              : VMMU_TLB_READ;
+    /* Linear addresses outside IA-32e paging have 32 bits. */
+    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+        va &= 0xffffffffull;
+    if ((va & ~VMMU_PAGE_MASK) + size > VMMU_PAGE_SIZE) {
+        res->status = VMMU_TLB_CROSSES;
+        res->host = NULL;
+        return NULL;
+    }
+
+    struct tlb_slot *s = &v->slot[v->cur_slot];
+    struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+    uint64_t page = va & VMMU_PAGE_MASK;
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    void *host;
+
+    /* 1. The entry at the index already translates the page: a misaligned
+     *    access, or a flagged comparator with a known answer. */
+    if (entry_valid(&c->hot[idx]) && c->cold[idx].va == page &&
+        answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host)) {
+        v->stats.slow_hits++;
+        return host;
+    }
+    /* 2. The victims. */
+    int vi = victim_find(c, page, kind);
+    if (vi >= 0) {
+        victim_swap(c, (unsigned)vi, idx);
+        v->stats.victim_hits++;
+        answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host);
+        return host;
+    }
+
+    /* 3. Walk. */
+    v->stats.misses++;
+    unsigned wacc = access;
+    struct vmmu_x86_walk w;
+    int rc = do_walk(v, s, va, wacc, &w);
+    if (rc < 0)
+        return result_error(res, rc);
+    if (!w.ok) {
+        v->stats.faults++;
+        res->status = VMMU_TLB_FAULT;
+        res->host = NULL;
+        res->fault = w.fault;
+        return NULL;
+    }
+
+    /* 4. What the guest-physical page is. */
+    uint64_t gpa_page = w.gpa & VMMU_PAGE_MASK;
+    struct vmmu_p2m_entry pe;
+    rc = vmmu_p2m_lookup(v->vm, gpa_page, &pe);
+    if (rc == VMMU_ERANGE) {
+        memset(&pe, 0, sizeof(pe));
+        pe.type = VMMU_MEM_HOLE;
+        pe.generation = vmmu_p2m_generation(v->vm);
+    } else if (rc < 0) {
+        return result_error(res, rc);
+    }
+    bool ram_like = pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM;
+    if (ram_like && !pe.hva) {
+        rc = page_in(v->vm, gpa_page, &pe);
+        if (rc < 0)
+            return result_error(res, rc);
+        ram_like = pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM;
+    }
+
+    uint64_t wflags = 0;
+    if (ram_like && pe.type == VMMU_MEM_RAM) {
+        if (pe.page_state & VMMU_PAGE_CODE)
+            wflags |= VMMU_TLB_FLAG_CODE;
+        const struct vmmu_region *r = p2m_resolve(&v->vm->p2m, gpa_page >> VMMU_PAGE_SHIFT, NULL);
+        if (r && (r->flags & VMMU_REGION_LOG_DIRTY) && !(pe.page_state & VMMU_PAGE_DIRTY)) {
+            if (kind == VMMU_TLB_WRITE)
+                (void)vmmu_page_state_update(v->vm, gpa_page, 1, VMMU_PAGE_DIRTY, 0);
+            else
+                wflags |= VMMU_TLB_FLAG_NOTDIRTY;
+        }
+    }
+
+    /* 5. Comparators from the rights of this context. */
+    struct vmmu_tlb_entry e;
+    uint64_t any = ram_like ? 0 : VMMU_TLB_FLAG_MMIO;
+    e.cmp[VMMU_TLB_READ] = (w.rights & VMMU_X86_RIGHT_READ) ? (page | any) : VMMU_TLB_CMP_INVALID;
+    e.cmp[VMMU_TLB_FETCH] = (w.rights & VMMU_X86_RIGHT_FETCH) ? (page | any) : VMMU_TLB_CMP_INVALID;
+    if (!(w.rights & VMMU_X86_RIGHT_WRITE))
+        e.cmp[VMMU_TLB_WRITE] = VMMU_TLB_CMP_INVALID;
+    else if (!ram_like || pe.type == VMMU_MEM_ROM)
+        e.cmp[VMMU_TLB_WRITE] = page | VMMU_TLB_FLAG_MMIO;
+    else if (!w.dirty) /* the first write must walk as a write to set D */
+        e.cmp[VMMU_TLB_WRITE] = page | VMMU_TLB_FLAG_NOTDIRTY;
+    else
+        e.cmp[VMMU_TLB_WRITE] = page | wflags;
+    e.addend = ram_like ? (uintptr_t)pe.hva - (uintptr_t)page : 0;
+
+    struct tlb_cold cd;
+    cd.va = page;
+    cd.gpa = gpa_page;
+    cd.page_shift = (uint8_t)page_shift_of(w.page_size);
+    cd.large_base = va & ~(w.page_size - 1);
+    cd.p2m_gen = pe.generation;
+    cd.region_id = pe.region_id;
+    cd.pcid = (uint16_t)w.pcid;
+    cd.global = w.global;
+    cd.rights = (uint8_t)w.rights;
+    cd.user = w.user;
+    cd.pkey = (uint8_t)w.pkey;
+    cd.type = (uint8_t)pe.type;
+    ctx_insert(v, c, idx, &e, &cd);
+
+    if (!answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host))
+        return result_error(res, VMMU_EBUSY); /* not reached: the walk allowed @kind */
+    if (res->status == VMMU_TLB_NOT_RAM)
+        v->stats.not_ram++;
+    return host;
+}

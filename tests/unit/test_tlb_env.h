@@ -1,0 +1,82 @@
+/* SPDX-License-Identifier: MIT */
+/* Test helpers for the TLB tests: a vm with test-owned RAM at gpa 0 (from
+ * x86_env.h), a vCPU on it, and 4-level page-table builders.
+ * Header-only: each test program includes it once. */
+#ifndef VMMU_TEST_TLB_ENV_H
+#define VMMU_TEST_TLB_ENV_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "x86_env.h"
+
+#define ADDR_MASK 0x000ffffffffff000ull
+
+struct tlb_env {
+    struct x86_env env;
+    struct vmmu_vcpu *vcpu;
+};
+
+static inline int tlb_env_init(struct tlb_env *t, uint64_t ram)
+{
+    if (env_init(&t->env, ram, NULL))
+        return -1;
+    return vmmu_vcpu_create(t->env.vm, NULL, &t->vcpu);
+}
+
+static inline void tlb_env_fini(struct tlb_env *t)
+{
+    vmmu_vcpu_destroy(t->vcpu);
+    env_fini(&t->env);
+}
+
+/* Map @va at @leaf_level (1: 4 KiB, 2: 2 MiB, 3: 1 GiB) under the 4-level
+ * @root, creating tables with @upper flags; returns the leaf's gpa. */
+static inline uint64_t tmap(struct tlb_env *t, uint64_t root, uint64_t va, unsigned leaf_level,
+                            uint64_t upper, uint64_t leaf)
+{
+    uint64_t table = root;
+    for (unsigned level = 4; level > leaf_level; level--) {
+        uint64_t at = slot9(table, va, level);
+        uint64_t e = get64(&t->env, at);
+        if (!(e & E_P)) {
+            e = env_page(&t->env) | upper;
+            put64(&t->env, at, e);
+        }
+        table = e & ADDR_MASK;
+    }
+    uint64_t at = slot9(table, va, leaf_level);
+    put64(&t->env, at, leaf);
+    return at;
+}
+
+/* Long mode, 4-level paging, CPL 0, with extra CR4/EFER bits. */
+static inline void tlb_load(struct tlb_env *t, uint64_t cr3, uint64_t cr4_extra,
+                            uint64_t efer_extra, uint64_t cr0_extra)
+{
+    struct vmmu_x86_regs r = regs_4level(cr3);
+    r.cr4 |= cr4_extra;
+    r.efer |= efer_extra;
+    r.cr0 |= cr0_extra;
+    assert_int_equal(vmmu_vcpu_set_state(t->vcpu, &r), 0);
+}
+
+/* Host address of guest-physical @gpa in the test RAM. */
+static inline void *hpa(struct tlb_env *t, uint64_t gpa)
+{
+    return t->env.mem + gpa;
+}
+
+/* One access through the TLB (hit path, then slow path). */
+static inline void *tacc(struct tlb_env *t, uint64_t va, unsigned size, unsigned access,
+                         struct vmmu_tlb_result *res)
+{
+    struct vmmu_tlb_result scratch;
+    return vmmu_tlb_translate(t->vcpu, va, size, access, res ? res : &scratch);
+}
+
+#endif /* VMMU_TEST_TLB_ENV_H */

@@ -1,0 +1,768 @@
+/* SPDX-License-Identifier: MIT */
+/* The software TLB, one architectural rule per test: what a fill caches,
+ * what each invalidation (INVLPG, INVPCID 0-3, MOV to CR3 with and without
+ * the no-flush bit, CR0/CR4/EFER/PKRU/PKRS changes) must drop, and what it
+ * may keep.  "Kept" checks look at the inline hit path directly: a stale
+ * entry that the architecture allows to survive is still served. */
+#include "test_tlb_env.h"
+
+#define PF_P 0x01u
+#define PF_W 0x02u
+#define PF_U 0x04u
+#define PF_I 0x10u
+#define PF_PK 0x20u
+
+static const uint64_t UP = E_P | E_RW | E_US; /* upper-level flags: everything allowed */
+
+struct fx {
+    struct tlb_env t;
+    uint64_t root, root2;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (!f || tlb_env_init(&f->t, 16 * MiB))
+        return -1;
+    f->root = env_page(&f->t.env);
+    f->root2 = env_page(&f->t.env);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    tlb_env_fini(&f->t);
+    free(f);
+    return 0;
+}
+
+/* Data pages live from 8 MiB up, away from the page tables. */
+#define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
+
+static const uint64_t VA = 0x0000400000123000ull;
+static const uint64_t VA2 = 0x0000400000456000ull;
+
+static void *rd(struct fx *f, uint64_t va)
+{
+    return tacc(&f->t, va, 8, 0, NULL);
+}
+
+static struct vmmu_tlb_result acc(struct fx *f, uint64_t va, unsigned access)
+{
+    struct vmmu_tlb_result r;
+    memset(&r, 0, sizeof(r));
+    (void)tacc(&f->t, va, 8, access, &r);
+    return r;
+}
+
+static void assert_maps(struct fx *f, uint64_t va, uint64_t gpa)
+{
+    assert_ptr_equal(rd(f, va), hpa(&f->t, gpa + (va & 0xfff)));
+}
+
+static void assert_pf(struct vmmu_tlb_result r, uint32_t code)
+{
+    assert_int_equal(r.status, VMMU_TLB_FAULT);
+    assert_int_equal(r.fault.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(r.fault.error_code, code);
+}
+
+static void ok(int rc, const struct vmmu_x86_fault *fault)
+{
+    assert_int_equal(rc, 0);
+    assert_int_equal(fault->vector, VMMU_X86_FAULT_NONE);
+}
+
+static struct vmmu_tlb_stats stats(struct fx *f)
+{
+    struct vmmu_tlb_stats s;
+    assert_int_equal(vmmu_vcpu_stats(f->t.vcpu, &s), 0);
+    return s;
+}
+
+/* ---- fills and the hit path ----------------------------------------------- */
+
+static void a_filled_page_hits_inline_with_the_host_address(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 8, 8));
+    assert_maps(f, VA + 8, DATA(1));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA + 16, 8), hpa(&f->t, DATA(1) + 16));
+    assert_ptr_equal(vmmu_tlb_lookup_write(f->t.vcpu, VA + 16, 4), hpa(&f->t, DATA(1) + 16));
+    assert_ptr_equal(vmmu_tlb_lookup_fetch(f->t.vcpu, VA + 1, 1), hpa(&f->t, DATA(1) + 1));
+}
+
+static void first_write_to_a_clean_page_walks_as_a_write_and_sets_d(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_int_equal(get64(&f->t.env, pte) & (E_A | E_D), E_A);
+    /* Readable, writable, but D=0: no write comparator yet. */
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    struct vmmu_tlb_result r = acc(f, VA, VMMU_X86_ACC_WRITE);
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
+    assert_ptr_equal(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+}
+
+static void misaligned_accesses_miss_inline_and_are_served_by_the_slow_path(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 3, 4));
+    assert_ptr_equal(tacc(&f->t, VA + 3, 4, 0, NULL), hpa(&f->t, DATA(1) + 3));
+}
+
+static void page_crossing_accesses_are_reported_for_splitting(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    struct vmmu_tlb_result r;
+    assert_null(tacc(&f->t, VA + 0xffe, 4, 0, &r));
+    assert_int_equal(r.status, VMMU_TLB_CROSSES);
+}
+
+static void readonly_page_gets_no_write_comparator_and_a_write_faults(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, R_CR0_WP);
+    assert_maps(f, VA, DATA(1));
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    assert_pf(acc(f, VA, VMMU_X86_ACC_WRITE), PF_P | PF_W);
+}
+
+static void mmio_and_rom_pages_go_to_the_slow_path_as_not_ram(void **state)
+{
+    struct fx *f = *state;
+    static const struct vmmu_mmio_ops ops = {0};
+    struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = 64 * MiB, .size = 4096, .mmio = &ops};
+    struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 65 * MiB, .size = 4096};
+    assert_int_equal(vmmu_region_add(f->t.env.vm, &mmio, NULL), 0);
+    assert_int_equal(vmmu_region_add(f->t.env.vm, &rom, NULL), 0);
+    tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VA2, 1, UP, (65 * MiB) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    struct vmmu_tlb_result r = acc(f, VA + 8, 0);
+    assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
+    assert_int_equal(r.type, VMMU_MEM_MMIO);
+    assert_int_equal(r.gpa, 64 * MiB + 8);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 8, 8));
+    /* ROM: reads hit, writes are not RAM. */
+    assert_non_null(rd(f, VA2));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8));
+    r = acc(f, VA2, VMMU_X86_ACC_WRITE);
+    assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
+    assert_int_equal(r.type, VMMU_MEM_ROM);
+}
+
+static void code_pages_report_writes(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(vmmu_page_state_update(f->t.env.vm, DATA(1), 1, VMMU_PAGE_CODE, 0), 0);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    struct vmmu_tlb_result r = acc(f, VA, VMMU_X86_ACC_WRITE);
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_true(r.flags & VMMU_TLB_FLAG_CODE);
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+/* ---- INVLPG ------------------------------------------------------------ */
+
+static void after_invlpg_the_new_translation_is_used(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_A | E_D);
+    assert_maps(f, VA, DATA(1)); /* no invalidation yet: the TLB may keep it */
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA + 0x10), 0);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void invlpg_drops_the_page_in_every_context(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_US | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    assert_maps(f, VA, DATA(2));
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 0), 0);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void invlpg_drops_global_entries_of_other_pcids(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    tmap(&f->t, f->root2, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1)); /* global entry in PCID 1's slot */
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0); /* in PCID 2 */
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_G | E_A | E_D);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_maps(f, VA, DATA(3));
+}
+
+static void invlpg_keeps_non_global_entries_of_other_pcids(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root2, VA, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+}
+
+static void invlpg_inside_a_large_page_drops_all_of_it_and_nothing_else(void **state)
+{
+    struct fx *f = *state;
+    uint64_t big = 0x0000400000200000ull; /* a 2 MiB page */
+    uint64_t pde = tmap(&f->t, f->root, big, 2, UP, (2 * MiB) | E_P | E_RW | E_PS | E_A | E_D);
+    tmap(&f->t, f->root, VA2 + 2 * MiB * 4, 1, UP, DATA(7) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, big + 0x1000, 2 * MiB + 0x1000);
+    assert_maps(f, big + 0x5000, 2 * MiB + 0x5000);
+    assert_maps(f, VA2 + 2 * MiB * 4, DATA(7));
+    put64(&f->t.env, pde, (4 * MiB) | E_P | E_RW | E_PS | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, big + 0x1ff000), 0);
+    /* Both 4 KiB pieces of the large page are gone, the unrelated page is not. */
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + 0x1000, 8));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + 0x5000, 8));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA2 + 2 * MiB * 4, 8));
+    assert_maps(f, big + 0x5000, 4 * MiB + 0x5000);
+}
+
+static void invlpg_of_a_non_canonical_address_is_a_no_op(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, 0x8000000000000000ull | VA), 0);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+/* ---- MOV to CR3 and PCIDs --------------------------------------------------- */
+
+static void cr3_write_without_pcids_drops_non_global_entries(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_A | E_D);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void a_global_entry_survives_cr3_writes_and_dies_with_a_pge_toggle(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 & ~R_CR4_PGE, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void a_pge_toggle_drops_globals_of_every_pcid(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PGE | R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 & ~R_CR4_PGE, &fault), &fault);
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4, &fault), &fault);
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void a_pcid_tagged_entry_stays_usable_across_a_no_flush_cr3_switch(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root2, VA, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+    struct vmmu_tlb_stats before = stats(f);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    assert_int_equal(stats(f).misses, before.misses);
+}
+
+static void cr3_write_without_no_flush_drops_that_pcids_entries(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root2, VA, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_A | E_D);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1, &fault), &fault);
+    assert_maps(f, VA, DATA(3));
+    /* PCID 2 was not touched by the flush of PCID 1. */
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+static void more_pcids_than_slots_recycle_the_least_recently_used(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    for (unsigned p = 1; p <= VMMU_VCPU_PCID_SLOTS + 1; p++) {
+        ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | p | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+        assert_maps(f, VA, DATA(1));
+    }
+    /* PCID 0's slot (from the reset state) went first, then PCID 1's. */
+    assert_int_equal(stats(f).pcid_evictions, 2);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8)); /* PCID 1 was the LRU */
+    assert_maps(f, VA, DATA(1));
+}
+
+static void clearing_pcide_flushes_everything(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 & ~R_CR4_PCIDE, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void setting_pcide_keeps_pcid_zero_entries(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 | R_CR4_PCIDE, &fault), &fault);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+/* ---- INVPCID ------------------------------------------------------------ */
+
+static void invpcid_type0_drops_one_address_of_one_pcid_but_not_globals(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    uint64_t pte2 = tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_A | E_D);
+    put64(&f->t.env, pte2, DATA(4) | E_P | E_RW | E_G | E_A | E_D);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, VA, &fault), &fault);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, VA2, &fault), &fault);
+    assert_maps(f, VA, DATA(3));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8), hpa(&f->t, DATA(2)));
+}
+
+static void invpcid_type1_drops_a_pcids_non_global_entries(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_A | E_D);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 1, 1, 0, &fault), &fault);
+    assert_maps(f, VA, DATA(3));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8));
+}
+
+static void invpcid_type2_drops_everything_including_globals(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 2, 0, 0, &fault), &fault);
+    assert_maps(f, VA, DATA(2));
+}
+
+static void invpcid_type3_drops_every_pcid_but_keeps_globals(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 3, 0, 0, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+static void invpcid_raises_gp_as_the_sdm_lists(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0); /* PCIDE=0 */
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 4, 0, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 2, 0x1000, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 1, 5, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, 0x0000800000000000ull, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 1, 0, 0, &fault), &fault);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 3, 7, 0, &fault), &fault); /* PCID ignored by type 3 */
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 2, 0, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+}
+
+static void invpcid_without_the_feature_is_ud(void **state)
+{
+    (void)state;
+    struct tlb_env t;
+    struct vmmu_x86_cpu cpu = {.vendor = VMMU_X86_VENDOR_INTEL,
+                               .features = VMMU_X86_FEAT_ALL & ~VMMU_X86_FEAT_PCID};
+    assert_int_equal(env_init(&t.env, 1 * MiB, NULL), 0);
+    assert_int_equal(vmmu_vcpu_create(t.env.vm, &cpu, &t.vcpu), 0);
+    struct vmmu_x86_fault fault;
+    assert_int_equal(vmmu_vcpu_invpcid(t.vcpu, 2, 0, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_UD);
+    tlb_env_fini(&t);
+}
+
+/* ---- rights-changing registers ------------------------------------------- */
+
+static void setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0); /* WP=0 */
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_WRITE).status, VMMU_TLB_OK);
+    assert_non_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    uint64_t cr0 = vmmu_vcpu_paging(f->t.vcpu)->cr0;
+    ok(vmmu_vcpu_set_cr0(f->t.vcpu, cr0 | R_CR0_WP, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    assert_pf(acc(f, VA, VMMU_X86_ACC_WRITE), PF_P | PF_W);
+    ok(vmmu_vcpu_set_cr0(f->t.vcpu, cr0, &fault), &fault); /* widening: no flush needed */
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_WRITE).status, VMMU_TLB_OK);
+}
+
+static void clearing_cr0_pg_flushes_everything(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA & 0xffffffffull, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_PGE, 0, 0);
+    uint64_t lva = VA & 0xffffffffull;
+    assert_maps(f, lva, DATA(1));
+    /* Leave long mode: PG=0 (PCIDE is 0), then linear = physical. */
+    uint64_t cr0 = vmmu_vcpu_paging(f->t.vcpu)->cr0;
+    ok(vmmu_vcpu_set_cr0(f->t.vcpu, cr0 & ~R_CR0_PG, &fault), &fault);
+    assert_ptr_equal(rd(f, DATA(5)), hpa(&f->t, DATA(5)));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, lva, 8));
+}
+
+static void setting_smep_revokes_supervisor_fetches_from_user_pages(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_FETCH).status, VMMU_TLB_OK);
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 | R_CR4_SMEP, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_fetch(f->t.vcpu, VA, 1));
+    assert_pf(acc(f, VA, VMMU_X86_ACC_FETCH), PF_P | PF_I);
+}
+
+static void smap_revokes_supervisor_data_access_unless_ac_is_set(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+    assert_maps(f, VA, DATA(1));
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2), 0);
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 | R_CR4_SMAP, &fault), &fault);
+    assert_pf(acc(f, VA, 0), PF_P);
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+    /* The AC=1 context's entry keeps its rights under SMAP. */
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+}
+
+static void implicit_accesses_use_supervisor_rights_at_cpl3(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D); /* supervisor page */
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_pf(acc(f, VA, 0), PF_P | PF_U);
+    assert_ptr_equal(tacc(&f->t, VA, 8, VMMU_X86_ACC_IMPLICIT, NULL), hpa(&f->t, DATA(1)));
+    assert_ptr_equal(vmmu_tlb_lookup_implicit(f->t.vcpu, VA, 8, VMMU_TLB_READ), hpa(&f->t, DATA(1)));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+}
+
+static void nxe_toggle_makes_xd_apply(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    uint64_t pte = tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D | E_NX);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, R_EFER_NXE, 0);
+    assert_pf(acc(f, VA2, VMMU_X86_ACC_FETCH), PF_P | PF_I);
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(acc(f, VA2, VMMU_X86_ACC_FETCH).status, VMMU_TLB_OK);
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_A | E_D | E_NX);
+    uint64_t efer = vmmu_vcpu_paging(f->t.vcpu)->efer;
+    ok(vmmu_vcpu_set_efer(f->t.vcpu, efer & ~R_EFER_NXE, &fault), &fault);
+    /* Without NXE bit 63 is reserved. */
+    assert_pf(acc(f, VA2, VMMU_X86_ACC_FETCH), PF_P | 0x08u);
+    assert_maps(f, VA, DATA(1));
+}
+
+static void tightening_pkru_revokes_user_page_access(void **state)
+{
+    struct fx *f = *state;
+    uint64_t key3 = 3ull << 59;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D | key3);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_PKE, 0, 0);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_maps(f, VA, DATA(1));
+    struct vmmu_tlb_stats before = stats(f);
+    ok(vmmu_vcpu_set_pkru(f->t.vcpu, 1u << 4, &fault), &fault); /* key 2: untouched by us */
+    assert_int_equal(stats(f).flush_contexts, before.flush_contexts);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    ok(vmmu_vcpu_set_pkru(f->t.vcpu, 1u << 6, &fault), &fault); /* key 3: access disable */
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_pf(acc(f, VA, 0), PF_P | PF_U | PF_PK);
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_FETCH).status, VMMU_TLB_OK); /* keys spare fetches */
+}
+
+static void tightening_pkrs_revokes_supervisor_page_writes(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D | (5ull << 59));
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_PKS, 0, R_CR0_WP);
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_WRITE).status, VMMU_TLB_OK);
+    ok(vmmu_vcpu_set_pkrs(f->t.vcpu, 2ull << 10, &fault), &fault); /* key 5: write disable */
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    assert_pf(acc(f, VA, VMMU_X86_ACC_WRITE), PF_P | PF_W | PF_PK);
+    assert_maps(f, VA, DATA(1));
+}
+
+static void cpl_and_ac_changes_flush_nothing(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    tlb_load(&f->t, f->root, R_CR4_SMAP, 0, 0);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_maps(f, VA, DATA(1));
+    struct vmmu_tlb_stats before = stats(f);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 0), 0);
+        assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+        assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2), 0);
+        assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+        assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    }
+    assert_int_equal(stats(f).flush_contexts, before.flush_contexts);
+}
+
+/* ---- table mechanics -------------------------------------------------------- */
+
+static void flushing_an_empty_tlb_is_elided(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.flush_all, 1);
+    assert_int_equal(s.flush_elided, s.flush_contexts);
+}
+
+static void a_conflicting_page_is_found_in_the_victim_array(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)n * 4096; /* same index */
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, va_b, DATA(2));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_maps(f, VA, DATA(1));
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.victim_hits, 1);
+    assert_int_equal(s.walks, 0);
+}
+
+static void a_busy_context_grows_at_its_next_flush(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    for (unsigned i = 0; i < n; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i % 64) | E_P | E_RW | E_A | E_D);
+    for (unsigned i = 0; i < n; i++)
+        assert_non_null(rd(f, VA + (uint64_t)i * 4096));
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+}
+
+static void an_idle_context_shrinks_after_a_window_of_flushes(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    for (int i = 0; i < 20; i++) {
+        assert_non_null(rd(f, VA));
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    }
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), VMMU_TLB_ENTRIES_MIN);
+    assert_maps(f, VA, DATA(1));
+}
+
+static void a_warm_miss_reads_one_level_from_the_paging_structure_cache(void **state)
+{
+    struct fx *f = *state;
+    for (unsigned i = 0; i < 4; i++)
+        tmap(&f->t, f->root, VA + i * 4096ull, 1, UP, DATA(i) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(0));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    for (unsigned i = 1; i < 4; i++)
+        assert_maps(f, VA + i * 4096ull, DATA(i));
+    assert_int_equal(stats(f).psc_hits, 3);
+}
+
+static void invlpg_drops_paging_structure_caches_of_the_current_pcid(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    /* Move VA's whole 2 MiB region to a new page table. */
+    uint64_t pt = env_page(&f->t.env);
+    uint64_t va3 = VA + 0x5000; /* same 2 MiB region as VA */
+    put64(&f->t.env, pt + 8 * idx9(va3, 1), DATA(9) | E_P | E_RW | E_A | E_D);
+    uint64_t pdt = get64(&f->t.env, slot9(get64(&f->t.env, slot9(f->root, VA, 4)) & ADDR_MASK, VA, 3)) & ADDR_MASK;
+    put64(&f->t.env, slot9(pdt, VA, 2), pt | UP | E_A);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    assert_maps(f, va3, DATA(9)); /* walked under the new PDE, not the cached old one */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(a_filled_page_hits_inline_with_the_host_address),
+        T(first_write_to_a_clean_page_walks_as_a_write_and_sets_d),
+        T(misaligned_accesses_miss_inline_and_are_served_by_the_slow_path),
+        T(page_crossing_accesses_are_reported_for_splitting),
+        T(readonly_page_gets_no_write_comparator_and_a_write_faults),
+        T(mmio_and_rom_pages_go_to_the_slow_path_as_not_ram),
+        T(code_pages_report_writes),
+        T(after_invlpg_the_new_translation_is_used),
+        T(invlpg_drops_the_page_in_every_context),
+        T(invlpg_drops_global_entries_of_other_pcids),
+        T(invlpg_keeps_non_global_entries_of_other_pcids),
+        T(invlpg_inside_a_large_page_drops_all_of_it_and_nothing_else),
+        T(invlpg_of_a_non_canonical_address_is_a_no_op),
+        T(cr3_write_without_pcids_drops_non_global_entries),
+        T(a_global_entry_survives_cr3_writes_and_dies_with_a_pge_toggle),
+        T(a_pge_toggle_drops_globals_of_every_pcid),
+        T(a_pcid_tagged_entry_stays_usable_across_a_no_flush_cr3_switch),
+        T(cr3_write_without_no_flush_drops_that_pcids_entries),
+        T(more_pcids_than_slots_recycle_the_least_recently_used),
+        T(clearing_pcide_flushes_everything),
+        T(setting_pcide_keeps_pcid_zero_entries),
+        T(invpcid_type0_drops_one_address_of_one_pcid_but_not_globals),
+        T(invpcid_type1_drops_a_pcids_non_global_entries),
+        T(invpcid_type2_drops_everything_including_globals),
+        T(invpcid_type3_drops_every_pcid_but_keeps_globals),
+        T(invpcid_raises_gp_as_the_sdm_lists),
+        cmocka_unit_test(invpcid_without_the_feature_is_ud),
+        T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
+        T(clearing_cr0_pg_flushes_everything),
+        T(setting_smep_revokes_supervisor_fetches_from_user_pages),
+        T(smap_revokes_supervisor_data_access_unless_ac_is_set),
+        T(implicit_accesses_use_supervisor_rights_at_cpl3),
+        T(nxe_toggle_makes_xd_apply),
+        T(tightening_pkru_revokes_user_page_access),
+        T(tightening_pkrs_revokes_supervisor_page_writes),
+        T(cpl_and_ac_changes_flush_nothing),
+        T(flushing_an_empty_tlb_is_elided),
+        T(a_conflicting_page_is_found_in_the_victim_array),
+        T(a_busy_context_grows_at_its_next_flush),
+        T(an_idle_context_shrinks_after_a_window_of_flushes),
+        T(a_warm_miss_reads_one_level_from_the_paging_structure_cache),
+        T(invlpg_drops_paging_structure_caches_of_the_current_pcid),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
