@@ -10,5 +10,7 @@
 #include "vm.h"
 #include "p2m.h"
 #include "x86.h"
+#include "tlb.h"
+#include "vcpu.h"
 
 #endif /* VMMU_VMMU_H */
