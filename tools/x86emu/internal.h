@@ -90,6 +90,22 @@ static inline int raise_gp(struct x86emu_ctx *c, uint32_t ec)
 	return raise_fault(c, X86EMU_EXC_GP, true, ec);
 }
 
+/* Operand i's width in bits, and whether it is in memory. */
+static inline unsigned op_bits(const struct x86emu_ctx *c, unsigned i)
+{
+	return c->ops[i].size;
+}
+
+static inline bool is_mem(const struct x86emu_ctx *c, unsigned i)
+{
+	return c->ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY;
+}
+
+static inline bool has_lock(const struct x86emu_ctx *c)
+{
+	return (c->insn.attributes & ZYDIS_ATTRIB_HAS_LOCK) != 0;
+}
+
 /* ---- cpu.c: registers, operands and memory ---------------------------------- */
 
 uint64_t x86emu__reg_read(const struct x86emu_cpu *cpu, ZydisRegister r);
@@ -158,6 +174,13 @@ bool x86emu__parity(uint64_t v);
 
 int x86emu__exec(struct x86emu_ctx *c);
 
+/* ---- rmw.c: read-modify-write and atomics --------------------------------------- */
+
+int x86emu__exec_rmw(struct x86emu_ctx *c);
+int x86emu__exec_compare(struct x86emu_ctx *c);
+int x86emu__exec_cmpxchg(struct x86emu_ctx *c);
+int x86emu__exec_cmpxchg_wide(struct x86emu_ctx *c);
+
 /* ---- string.c -------------------------------------------------------------------- */
 
 int x86emu__exec_string(struct x86emu_ctx *c);
@@ -197,6 +220,10 @@ void x86emu__seg_from_desc(struct x86emu_segment *s, uint16_t selector, uint64_t
 int x86emu__read_descriptor(struct x86emu_ctx *c, uint16_t selector, bool ext, uint64_t *desc);
 /* #GP unless a code segment, #NP unless present. */
 int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t desc, bool ext);
+
+/* segment.c: far RET / IRETQ, and the descriptor-table instructions. */
+int x86emu__far_return(struct x86emu_ctx *c, bool iret);
+int x86emu__exec_table(struct x86emu_ctx *c);
 
 /* Load a data segment register (MOV Sreg / POP Sreg) with the checks of SDM MOV. */
 int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t selector);

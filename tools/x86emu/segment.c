@@ -1,0 +1,292 @@
+/*
+ * Segments and descriptor tables: MOV/POP to a segment register, far RET
+ * and IRETQ (which load CS and SS), and LGDT/LIDT/SGDT/SIDT/LTR/STR/LLDT/
+ * SLDT.  Long mode only: bases and limits of CS/DS/ES/SS are ignored for
+ * addressing (SDM 3.2.4), but the privilege checks of SDM vol. 2 (MOV, RET,
+ * IRET, LTR) are made.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+static inline int require_cpl0(struct x86emu_ctx *c)
+{
+	return c->cpu.cpl == 0 ? XS_OK : raise_gp(c, 0);
+}
+
+static inline unsigned iopl(const struct x86emu_cpu *cpu)
+{
+	return (unsigned)((cpu->rflags >> 12) & 3);
+}
+
+/* ---- segments ------------------------------------------------------------------------ */
+
+int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	struct x86emu_segment s = { .selector = sel };
+	uint32_t ec = sel & 0xfffc;
+	unsigned rpl = sel & 3;
+	uint64_t d;
+	int rc;
+
+	if ((sel & 0xfffc) == 0) {
+		/* SDM MOV: a null SS is #GP(0) at CPL 3; elsewhere null loads an unusable segment. */
+		if (sreg == X86EMU_SS && (cpu->cpl == 3 || rpl != cpu->cpl))
+			return raise_gp(c, 0);
+		cpu->seg[sreg] = s;
+		if (sreg == X86EMU_SS) {
+			cpu->seg[sreg].attr = (uint16_t)(cpu->cpl << 5);
+			cpu->intr_shadow = true;
+		}
+		return XS_OK;
+	}
+	rc = x86emu__read_descriptor(c, sel, false, &d);
+	if (rc != XS_OK)
+		return rc;
+	bool is_sys = !((d >> 44) & 1), code = (d >> 43) & 1;
+	bool writable = !code && ((d >> 41) & 1), readable = !code || ((d >> 41) & 1);
+	bool conforming = code && ((d >> 42) & 1);
+	unsigned dpl = (unsigned)((d >> 45) & 3);
+
+	if (sreg == X86EMU_SS) {
+		if (is_sys || !writable || rpl != cpu->cpl || dpl != cpu->cpl)
+			return raise_gp(c, ec);
+		if (!((d >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_SS, true, ec);
+		/* SDM 6.8.3: MOV SS holds off interrupts for one instruction. */
+		cpu->intr_shadow = true;
+	} else {
+		if (is_sys || !readable)
+			return raise_gp(c, ec);
+		if (!conforming && (rpl > dpl || cpu->cpl > dpl))
+			return raise_gp(c, ec);
+		if (!((d >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_NP, true, ec);
+	}
+	x86emu__seg_from_desc(&cpu->seg[sreg], sel, d);
+	/* The descriptor's accessed bit is not written back (not modelled). */
+	return XS_OK;
+}
+
+/*
+ * Far return and IRETQ (SDM RET, IRET "IA-32e mode"): pop RIP, CS, [RFLAGS],
+ * then RSP and SS (IRETQ always; far RET only to an outer level), check the
+ * selectors, and move to the new privilege level.
+ */
+int x86emu__far_return(struct x86emu_ctx *c, bool iret)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	unsigned sz = c->insn.operand_width / 8;
+	uint64_t rsp = cpu->gpr[X86EMU_RSP];
+	uint64_t rip, cs, fl = 0, new_rsp = 0, ss = 0;
+	uint64_t imm = (!iret && c->insn.operand_count_visible) ? c->ops[0].imm.value.u & 0xffff : 0;
+	int rc;
+
+	if (sz != 8 && sz != 4)
+		return raise_ud(c);	/* 16-bit far returns are not implemented */
+	if (iret && (cpu->rflags & X86EMU_FLAG_NT))
+		return raise_gp(c, 0);	/* task return does not exist in IA-32e mode */
+	rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp, sz, &rip);
+	if (rc == XS_OK)
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp + sz, sz, &cs);
+	if (rc == XS_OK && iret)
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp + 2 * sz, sz, &fl);
+	if (rc != XS_OK)
+		return rc;
+	uint16_t csel = (uint16_t)cs;
+	unsigned new_cpl = csel & 3;
+	bool outer = new_cpl > cpu->cpl;
+	uint64_t after = rsp + (iret ? 3 : 2) * sz + imm;
+	if (iret || outer) {
+		rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, after, sz, &new_rsp);
+		if (rc == XS_OK)
+			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, after + sz, sz, &ss);
+		if (rc != XS_OK)
+			return rc;
+	}
+
+	/* The code segment (SDM IRET: "return-to-outer/same privilege level" checks). */
+	uint64_t cd;
+	if ((csel & 0xfffc) == 0)
+		return raise_gp(c, 0);
+	if (new_cpl < cpu->cpl)
+		return raise_gp(c, csel & 0xfffc);
+	rc = x86emu__read_descriptor(c, csel, false, &cd);
+	if (rc != XS_OK)
+		return rc;
+	if (!((cd >> 44) & 1) || !((cd >> 43) & 1))
+		return raise_gp(c, csel & 0xfffc);
+	unsigned cdpl = (unsigned)((cd >> 45) & 3);
+	bool conforming = (cd >> 42) & 1;
+	if (conforming ? cdpl > new_cpl : cdpl != new_cpl)
+		return raise_gp(c, csel & 0xfffc);
+	if (!((cd >> 47) & 1))
+		return raise_fault(c, X86EMU_EXC_NP, true, csel & 0xfffc);
+	bool cs64 = (cd >> 53) & 1;
+
+	/* The stack segment, when one is popped. */
+	struct x86emu_segment ssreg = cpu->seg[X86EMU_SS];
+	uint16_t ssel = (uint16_t)ss;
+	if (iret || outer) {
+		if ((ssel & 0xfffc) == 0) {
+			/* A null SS is allowed only for a 64-bit return to CPL < 3. */
+			if (new_cpl == 3 || !cs64 || (ssel & 3) != new_cpl)
+				return raise_gp(c, 0);
+			memset(&ssreg, 0, sizeof(ssreg));
+			ssreg.selector = ssel;
+			ssreg.attr = (uint16_t)(new_cpl << 5);
+		} else {
+			uint64_t sd;
+			if ((ssel & 3) != new_cpl)
+				return raise_gp(c, ssel & 0xfffc);
+			rc = x86emu__read_descriptor(c, ssel, false, &sd);
+			if (rc != XS_OK)
+				return rc;
+			bool writable_data = ((sd >> 44) & 1) && !((sd >> 43) & 1) && ((sd >> 41) & 1);
+			if (!writable_data || ((sd >> 45) & 3) != new_cpl)
+				return raise_gp(c, ssel & 0xfffc);
+			if (!((sd >> 47) & 1))
+				return raise_fault(c, X86EMU_EXC_SS, true, ssel & 0xfffc);
+			x86emu__seg_from_desc(&ssreg, ssel, sd);
+		}
+	}
+	if (sz == 4)
+		rip &= 0xffffffffull;
+	if (!is_canonical(rip))
+		return raise_gp(c, 0);
+
+	/* All checks passed: update the working copy. */
+	if (iret) {
+		/* Flags the old CPL may change (SDM IRET, POPF rules). */
+		uint64_t can = X86EMU_FLAGS_ARITH | X86EMU_FLAG_TF | X86EMU_FLAG_DF |
+			       X86EMU_FLAG_NT | X86EMU_FLAG_RF | X86EMU_FLAG_AC | X86EMU_FLAG_ID;
+		if (cpu->cpl <= iopl(cpu))
+			can |= X86EMU_FLAG_IF;
+		if (cpu->cpl == 0)
+			can |= X86EMU_FLAG_IOPL;
+		if (sz == 4)
+			can &= 0xffffffffull;
+		cpu->rflags = (cpu->rflags & ~can) | (fl & can) | X86EMU_FLAG_FIXED;
+	}
+	x86emu__seg_from_desc(&cpu->seg[X86EMU_CS], csel, cd);
+	if (iret || outer) {
+		cpu->seg[X86EMU_SS] = ssreg;
+		cpu->gpr[X86EMU_RSP] = new_rsp + (iret ? 0 : imm);
+	} else {
+		cpu->gpr[X86EMU_RSP] = after;
+	}
+	if (outer) {
+		/* SDM RET/IRET: data segments the outer level may not use are nulled. */
+		static const unsigned data_segs[] = { X86EMU_ES, X86EMU_DS, X86EMU_FS, X86EMU_GS };
+		for (unsigned i = 0; i < 4; i++) {
+			struct x86emu_segment *s = &cpu->seg[data_segs[i]];
+			bool code = (s->attr >> 3) & 1, conf = code && ((s->attr >> 2) & 1);
+			unsigned dpl = (s->attr >> 5) & 3;
+			if ((s->selector & 0xfffc) && (!code || !conf) && dpl < new_cpl) {
+				uint64_t base = s->base;
+				memset(s, 0, sizeof(*s));
+				/* 64-bit FS/GS keep their base (set by MSR, not descriptor). */
+				if (data_segs[i] == X86EMU_FS || data_segs[i] == X86EMU_GS)
+					s->base = base;
+			}
+		}
+	}
+	cpu->cpl = (uint8_t)new_cpl;
+	cpu->rip = rip;
+	return XS_OK;
+}
+
+/* ---- descriptor tables ---------------------------------------------------------------- */
+
+int x86emu__exec_table(struct x86emu_ctx *c)
+{
+	ZydisMnemonic mn = c->insn.mnemonic;
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint64_t la, ea;
+	uint8_t buf[10];
+	int rc;
+
+	if (mn == ZYDIS_MNEMONIC_STR || mn == ZYDIS_MNEMONIC_SLDT) {
+		uint16_t sel = mn == ZYDIS_MNEMONIC_STR ? cpu->tr.selector : cpu->ldtr.selector;
+		return x86emu__op_write(c, 0, sel);
+	}
+	if (mn == ZYDIS_MNEMONIC_LTR || mn == ZYDIS_MNEMONIC_LLDT) {
+		uint64_t v, lo, hi;
+		uint8_t raw[16];
+		rc = require_cpl0(c);
+		if (rc == XS_OK)
+			rc = x86emu__op_read(c, 0, &v);
+		if (rc != XS_OK)
+			return rc;
+		uint16_t sel = (uint16_t)v;
+		bool ltr = mn == ZYDIS_MNEMONIC_LTR;
+		if ((sel & 0xfffc) == 0) {
+			if (ltr)
+				return raise_gp(c, 0);
+			memset(&cpu->ldtr, 0, sizeof(cpu->ldtr));	/* null LDT: unusable */
+			return XS_OK;
+		}
+		/* System descriptors are 16 bytes in IA-32e mode and live in the GDT. */
+		if ((sel & 4) || (uint64_t)(sel & 0xfff8) + 15 > cpu->gdtr.limit)
+			return raise_gp(c, sel & 0xfffc);
+		rc = x86emu__mem_read(c, cpu->gdtr.base + (sel & 0xfff8), 16, raw,
+				      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+		if (rc != XS_OK)
+			return rc;
+		lo = 0;
+		hi = 0;
+		for (unsigned i = 0; i < 8; i++) {
+			lo |= (uint64_t)raw[i] << (8 * i);
+			hi |= (uint64_t)raw[8 + i] << (8 * i);
+		}
+		unsigned type = (unsigned)((lo >> 40) & 0xf);
+		/* LTR wants an available 64-bit TSS (9), LLDT an LDT (2); S must be 0. */
+		if (((lo >> 44) & 1) || type != (ltr ? 9u : 2u) || ((hi >> 40) & 0x1f))
+			return raise_gp(c, sel & 0xfffc);
+		if (!((lo >> 47) & 1))
+			return raise_fault(c, X86EMU_EXC_NP, true, sel & 0xfffc);
+		if (ltr) {
+			/* Mark the descriptor busy (type 11) in the GDT, as the CPU does. */
+			uint8_t access = (uint8_t)((lo >> 40) | 0x2);
+			rc = x86emu__mem_write(c, cpu->gdtr.base + (sel & 0xfff8) + 5, 1, &access,
+					       X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+			if (rc != XS_OK)
+				return rc;
+			lo |= 2ull << 40;
+		}
+		struct x86emu_segment *s = ltr ? &cpu->tr : &cpu->ldtr;
+		x86emu__seg_from_desc(s, sel, lo);
+		s->base |= (hi & 0xffffffffull) << 32;
+		return XS_OK;
+	}
+
+	/* LGDT/LIDT/SGDT/SIDT: a 10-byte pseudo-descriptor (limit, 64-bit base). */
+	ea = x86emu__ea(c, &c->ops[0]);
+	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, &la);
+	if (rc != XS_OK)
+		return rc;
+	struct x86emu_dtr *t = (mn == ZYDIS_MNEMONIC_LGDT || mn == ZYDIS_MNEMONIC_SGDT)
+			       ? &cpu->gdtr : &cpu->idtr;
+	if (mn == ZYDIS_MNEMONIC_SGDT || mn == ZYDIS_MNEMONIC_SIDT) {
+		buf[0] = (uint8_t)t->limit;
+		buf[1] = (uint8_t)(t->limit >> 8);
+		for (unsigned i = 0; i < 8; i++)
+			buf[2 + i] = (uint8_t)(t->base >> (8 * i));
+		return x86emu__mem_write(c, la, 10, buf, X86EMU_ACCESS_DATA);
+	}
+	rc = require_cpl0(c);
+	if (rc == XS_OK)
+		rc = x86emu__mem_read(c, la, 10, buf, X86EMU_ACCESS_DATA);
+	if (rc != XS_OK)
+		return rc;
+	uint64_t base = 0;
+	for (unsigned i = 0; i < 8; i++)
+		base |= (uint64_t)buf[2 + i] << (8 * i);
+	if (!is_canonical(base))
+		return raise_gp(c, 0);
+	t->limit = (uint16_t)(buf[0] | (buf[1] << 8));
+	t->base = base;
+	return XS_OK;
+}
+
