@@ -74,10 +74,10 @@ static inline bool desc_present(uint64_t d)
 }
 
 /*
- * Load CS for a control transfer to `new_cpl`, after the caller's privilege
- * checks; the target must be a present 64-bit code segment (we implement
- * 64-bit mode only; a 32-bit CS is loaded and then x86emu_step() reports
- * X86EMU_EXIT_BAD_MODE).
+ * The checks every CS load shares (SDM 6.12.1.1, IRET): the descriptor must
+ * be a code segment (#GP(selector)) and present (#NP(selector)).  Callers
+ * add their privilege and L/D checks; a 32-bit CS that passes is loaded and
+ * x86emu_step() then reports X86EMU_EXIT_BAD_MODE (64-bit mode only).
  */
 int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t d, bool ext)
 {
