@@ -13,6 +13,9 @@
  *
  * Addresses are drawn before timing; each figure is the median of
  * BENCH_RUNS runs.  Lookups are independent (throughput, not latency).
+ *
+ *   bench_p2m --callgrind-kernel N   builds the PC layout and performs N
+ *                                    lookups, for bench/p2m_instructions.sh
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -120,12 +123,38 @@ static double time_flat(const uint64_t *flat, const uint64_t *addr)
     return bench_median(runs, BENCH_RUNS);
 }
 
-int main(void)
+static int callgrind_kernel(unsigned long n, uint64_t *addr, uint64_t *seed)
+{
+    struct vmmu_vm *vm;
+    if (vmmu_vm_create(NULL, &vm))
+        return 1;
+    pc_layout(vm);
+    for (int i = 0; i < NADDR; i++)
+        addr[i] = bench_rand(seed) % (4 * GiB);
+    uint64_t sum = 0;
+    for (unsigned long i = 0; i < n; i++) {
+        struct vmmu_p2m_entry e;
+        vmmu_p2m_lookup(vm, addr[i & (NADDR - 1)], &e);
+        sum += (uintptr_t)e.hva;
+    }
+    bench_keep(sum);
+    vmmu_vm_destroy(vm);
+    free(addr);
+    return 0;
+}
+
+int main(int argc, char **argv)
 {
     uint64_t seed = 0x1234567887654321ull;
     uint64_t *addr = malloc(NADDR * sizeof(*addr));
     if (!addr)
         return 1;
+    if (argc == 3 && !strcmp(argv[1], "--callgrind-kernel"))
+        return callgrind_kernel(strtoul(argv[2], NULL, 10), addr, &seed);
+    if (argc != 1) {
+        fprintf(stderr, "usage: bench_p2m [--callgrind-kernel N]\n");
+        return 2;
+    }
 
     /* dense 4 GiB */
     struct vmmu_vm *vm;

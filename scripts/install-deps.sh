@@ -6,7 +6,7 @@
 #   scripts/install-deps.sh [build|test|bench|all]   (default: test)
 set -eu
 
-build="cmake make gcc pkg-config liburcu-dev"
+build="cmake make gcc pkg-config liburcu-dev libzydis-dev"
 test="$build libcmocka-dev clang libclang-rt-14-dev"
 bench="$build valgrind"
 

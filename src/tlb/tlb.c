@@ -470,7 +470,7 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
     struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
     uint64_t page = va & VMMU_PAGE_MASK;
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
-    void *host;
+    void *host = NULL;
 
     /* 1. The entry at the index already translates the page: a misaligned
      *    access, or a flagged comparator with a known answer. */
