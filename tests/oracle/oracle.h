@@ -47,6 +47,7 @@ struct or_stats {
     unsigned long qemu_a_bits_on_faulting_walk;
     unsigned long qemu_pae_pdpte_a_bit;
     unsigned long qemu_pk_only_when_rights_allow;
+    unsigned long qemu_pdpte_rsvd_not_checked_at_load;
     /* per paging mode (enum vmmu_x86_mode) */
     unsigned long by_mode[VMMU_X86_MODE_5LEVEL + 1];
 };
