@@ -428,13 +428,13 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
                    struct vmmu_x86_walk *w)
 {
     v->stats.walks++;
-    if (v->pg.mode >= VMMU_X86_MODE_4LEVEL) {
+    if (v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off) {
         int rc = vmmu__psc_walk(v, &s->psc, va, access, w);
         if (rc != 0)
             return rc < 0 ? rc : 0;
     }
     int rc = vmmu_x86_walk(&v->pg, va, access, w);
-    if (rc == 0 && w->ok && w->committed && v->pg.mode >= VMMU_X86_MODE_4LEVEL)
+    if (rc == 0 && w->ok && w->committed && v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off)
         vmmu__psc_store(v, &s->psc, w);
     return rc;
 }

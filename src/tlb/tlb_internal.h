@@ -119,6 +119,7 @@ struct vmmu_vcpu {
     uint64_t lru_clock;
     struct tlb_slot slot[VMMU_VCPU_PCID_SLOTS];
     struct vmmu_tlb_stats stats;
+    bool psc_off; /* benchmarks: walk from the top on every miss */
 };
 
 /* ---- tlb.c: tables ------------------------------------------------------- */

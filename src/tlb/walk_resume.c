@@ -56,36 +56,46 @@ void vmmu__psc_flush(struct tlb_psc *p)
     memset(p, 0, sizeof(*p));
 }
 
-void vmmu__psc_store(struct vmmu_vcpu *v, struct tlb_psc *p, const struct vmmu_x86_walk *w)
+/* Remember levels[0 .. nlevels-2] (the non-leaf entries) of a successful
+ * walk of @va, accumulating rights from (@user, @writable, @nx), the
+ * rights above levels[0]. */
+static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
+                         const struct vmmu_x86_walk_level *levels, unsigned nlevels, bool user,
+                         bool writable, bool nx)
 {
     bool nx_on = (v->pg.efer & VMMU_X86_EFER_NXE) != 0;
-    bool user = true, writable = true, nx = false;
 
-    for (unsigned i = 0; i + 1 < w->nlevels; i++) {
-        const struct vmmu_x86_walk_level *lv = &w->levels[i];
+    for (unsigned i = 0; i + 1 < nlevels; i++) {
+        const struct vmmu_x86_walk_level *lv = &levels[i];
         uint64_t e = lv->new_value;
         user = user && (e & VMMU_X86_PTE_US);
         writable = writable && (e & VMMU_X86_PTE_RW);
         nx = nx || (nx_on && (e & VMMU_X86_PTE_NX));
         if (lv->level < 2 || !(e & VMMU_X86_PTE_A))
             continue;
-        struct psc_entry *pe = psc_slot(p, lv->level, w->va);
-        uint64_t table = w->levels[i + 1].gpa & VMMU_PAGE_MASK;
+        struct psc_entry *pe = psc_slot(p, lv->level, va);
+        uint64_t table = levels[i + 1].gpa & VMMU_PAGE_MASK;
         struct vmmu_p2m_entry m;
         pe->table_host = NULL;
         pe->p2m_gen = 0;
+        pe->region_id = 0;
         if (vmmu_p2m_lookup(v->vm, table, &m) == 0 && m.type == VMMU_MEM_RAM && m.hva) {
             pe->table_host = m.hva;
             pe->p2m_gen = m.generation;
+            pe->region_id = m.region_id;
         }
-        pe->tag = (w->va >> level_shift(lv->level)) + 1;
+        pe->tag = (va >> level_shift(lv->level)) + 1;
         pe->table = table;
-        pe->region_id = m.region_id;
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
         p->count++;
     }
+}
+
+void vmmu__psc_store(struct vmmu_vcpu *v, struct tlb_psc *p, const struct vmmu_x86_walk *w)
+{
+    store_levels(v, p, w->va, w->levels, w->nlevels, true, true, false);
 }
 
 static void resume_fault(struct vmmu_x86_walk *w, uint32_t code)
@@ -224,5 +234,8 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     }
     if (rc < 0)
         return rc;
+    /* A walk resumed above level 2 read upper entries: remember them too. */
+    if (w->nlevels > 1)
+        store_levels(v, p, va, w->levels, w->nlevels, hit->user, hit->writable, hit->nx);
     return 1;
 }

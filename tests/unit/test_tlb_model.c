@@ -9,7 +9,9 @@
  * translation may exist (cleared by INVLPG of the page in that PCID,
  * INVPCID 0/1/3, a flushing MOV to CR3 for that PCID, and the global
  * flushes), and per page whether a stale global translation may exist
- * (only if a global translation of it was ever used; cleared by INVLPG of
+ * (if a global translation of it was ever used, or an access was served
+ * while it was stale, which may have cached a global translation from stale
+ * paging-structure caches; cleared by INVLPG of
  * the page, INVPCID 2, and CR4.PGE/PCIDE/CR0.PG changes).  An access to a
  * page with neither must give exactly what a walk gives now: the same
  * fault, or the host address of the same guest-physical byte.
@@ -195,6 +197,13 @@ static void check_access(struct model *m)
     void *host = vmmu_tlb_translate(m->t.vcpu, va, size, access, &r);
 
     if (m->stale_ng[vi][m->pcid] || m->stale_g[vi]) {
+        /* The access may have filled from stale cached entries (a stale
+         * paging-structure-cache entry over a global PTE, say): whatever
+         * it cached may be global, whatever the walk says now. */
+        if (pg(m)->cr4 & R_CR4_PGE) {
+            m->stale_g[vi] = true;
+            m->may_global[vi] = true;
+        }
         m->skipped++;
         return;
     }

@@ -1,0 +1,309 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Software TLB benchmarks (4-level paging, 4 KiB guest pages, RAM).
+ *
+ *   tlb/hit_ns            8-byte guest reads that hit: inline lookup + the load
+ *   tlb/raw_load_ns       baseline, same run: the same loads at host = va + constant
+ *   tlb/miss_warm_ns      reads that miss the TLB and resume the walk from the
+ *                         paging-structure caches (one PTE read), then fill
+ *   tlb/miss_cold_ns      reads that miss with the paging-structure caches off:
+ *                         a full 4-level walk, then fill
+ *   tlb/flush_empty_ns    vmmu_vcpu_tlb_flush_all() with nothing cached (12 contexts)
+ *   tlb/flush_used10_ns   ... with the current context 10 % full
+ *   tlb/flush_full_ns     ... with the current context full (4096 entries)
+ *
+ * Accesses go in a random order fixed before timing; loads are independent
+ * (throughput).  Each figure is the median of BENCH_RUNS runs.
+ *
+ *   bench_tlb --callgrind-kernel KIND N   (KIND: hit, raw, miss_warm) sets up,
+ *                                        warms, then performs N accesses,
+ *                                        for bench/tlb_instructions.sh
+ *   bench_tlb --chart FILE               writes access cost against working-set
+ *                                        size (bench/tlb_chart.gp plots it)
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "tlb/tlb_internal.h"
+#include "vmmu/vmmu.h"
+
+#define MiB (1ull << 20)
+#define GiB (1ull << 30)
+
+/* Guest layout: page tables from TABLES, data at DATA (NDATA pages). Linear
+ * pages VA_BASE + i map data page i % NDATA, so the first NDATA pages are a
+ * linear image of the data and the raw baseline reads the same bytes. */
+#define TABLES (1 * MiB)
+#define DATA (64 * MiB)
+#define NDATA 4096u
+#define NPAGES 65536u /* 256 MiB of linear space, 128 page tables */
+#define NADDR (1u << 20) /* addresses drawn before timing */
+static const uint64_t VA_BASE = 0x0000100000000000ull;
+
+struct bench {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *vcpu;
+    uint8_t *ram;
+    uint64_t next;
+};
+
+static uint64_t table_page(struct bench *b)
+{
+    uint64_t gpa = b->next;
+    b->next += 4096;
+    memset(b->ram + gpa, 0, 4096);
+    return gpa;
+}
+
+static void map(struct bench *b, uint64_t root, uint64_t va, uint64_t gpa)
+{
+    uint64_t table = root;
+    for (unsigned level = 4; level > 1; level--) {
+        uint64_t *e = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> (12 + 9 * (level - 1))) & 511));
+        if (!(*e & 1))
+            *e = table_page(b) | 7 | 0x20;
+        table = *e & 0x000ffffffffff000ull;
+    }
+    uint64_t *pte = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> 12) & 511));
+    *pte = gpa | 7 | 0x60; /* P, RW, US, A, D */
+}
+
+static void setup(struct bench *b)
+{
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 128 * MiB};
+    uint32_t id;
+    struct vmmu_region_info info;
+    if (vmmu_vm_create(NULL, &b->vm) || vmmu_region_add(b->vm, &d, &id) ||
+        vmmu_region_info(b->vm, id, &info) || vmmu_vcpu_create(b->vm, NULL, &b->vcpu)) {
+        fprintf(stderr, "bench_tlb: setup failed\n");
+        exit(1);
+    }
+    b->ram = info.host;
+    b->next = TABLES;
+    uint64_t root = table_page(b);
+    for (uint64_t i = 0; i < NPAGES; i++)
+        map(b, root, VA_BASE + i * 4096, DATA + (i % NDATA) * 4096);
+    for (uint64_t i = 0; i < NDATA; i++)
+        memset(b->ram + DATA + i * 4096, (int)i, 4096);
+    struct vmmu_x86_regs r = {.cr0 = VMMU_X86_CR0_PE | VMMU_X86_CR0_PG | VMMU_X86_CR0_WP,
+                              .cr4 = VMMU_X86_CR4_PAE,
+                              .efer = VMMU_X86_EFER_LME | VMMU_X86_EFER_LMA,
+                              .cr3 = root,
+                              .rflags = 2};
+    if (vmmu_vcpu_set_state(b->vcpu, &r)) {
+        fprintf(stderr, "bench_tlb: set_state failed\n");
+        exit(1);
+    }
+}
+
+/* NADDR addresses: a random permutation of @ws pages starting at page
+ * @first, repeated, each at a random 8-byte-aligned offset. */
+static uint64_t *addresses(unsigned first, unsigned ws, uint64_t *seed)
+{
+    size_t n = NADDR;
+    uint64_t *va = malloc(n * sizeof(*va));
+    unsigned *perm = malloc(ws * sizeof(*perm));
+    if (!va || !perm)
+        exit(1);
+    for (unsigned i = 0; i < ws; i++)
+        perm[i] = i;
+    for (unsigned i = ws - 1; i > 0; i--) {
+        unsigned j = (unsigned)(bench_rand(seed) % (i + 1)), t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+    }
+    for (size_t i = 0; i < n; i++)
+        va[i] = VA_BASE + (uint64_t)(first + perm[i % ws]) * 4096 + (bench_rand(seed) % 512) * 8;
+    free(perm);
+    return va;
+}
+
+/* The measured loops.  noinline so callgrind and the timer see one loop. */
+/* Both loops walk the NADDR-entry address array @n times round-robin. */
+static __attribute__((noinline)) uint64_t run_tlb(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = va[i & (NADDR - 1)];
+        const uint64_t *p = vmmu_tlb_lookup_read(v, a, 8);
+        if (__builtin_expect(!p, 0))
+            p = vmmu_tlb_fill(v, a, 8, 0, NULL);
+        sum += *p;
+    }
+    return sum;
+}
+
+static __attribute__((noinline)) uint64_t run_raw(uintptr_t delta, const uint64_t *va, size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint64_t *p = (const uint64_t *)(uintptr_t)(va[i & (NADDR - 1)] + delta);
+        sum += *p;
+    }
+    return sum;
+}
+
+static uintptr_t raw_delta(struct bench *b)
+{
+    return (uintptr_t)(b->ram + DATA) - (uintptr_t)VA_BASE;
+}
+
+/* Let the table size adapt to @va's working set (resizing happens at flushes). */
+static void adapt(struct bench *b, const uint64_t *va, size_t n)
+{
+    for (int i = 0; i < 8; i++) {
+        bench_keep(run_tlb(b->vcpu, va, n));
+        vmmu_vcpu_tlb_flush_all(b->vcpu);
+    }
+    bench_keep(run_tlb(b->vcpu, va, n));
+}
+
+static double time_tlb(struct bench *b, const uint64_t *va, size_t n)
+{
+    double runs[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = bench_now_ns();
+        bench_keep(run_tlb(b->vcpu, va, n));
+        runs[r] = (bench_now_ns() - t0) / (double)n;
+    }
+    return bench_median(runs, BENCH_RUNS);
+}
+
+static double time_raw(struct bench *b, const uint64_t *va, size_t n)
+{
+    double runs[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = bench_now_ns();
+        bench_keep(run_raw(raw_delta(b), va, n));
+        runs[r] = (bench_now_ns() - t0) / (double)n;
+    }
+    return bench_median(runs, BENCH_RUNS);
+}
+
+enum { HIT_WS = 64, MISS_WS = 16384, N = 1 << 20 };
+
+static void fill_pages(struct bench *b, unsigned count)
+{
+    for (unsigned i = 0; i < count; i++)
+        (void)vmmu_tlb_fill(b->vcpu, VA_BASE + (uint64_t)i * 4096, 8, 0, NULL);
+}
+
+/* Median time of one vmmu_vcpu_tlb_flush_all() after filling @fraction of
+ * the current context (0: nothing). */
+static double time_flush(struct bench *b, double fraction)
+{
+    enum { REPS = 201 };
+    static double t[REPS];
+    double clock_cost[REPS];
+    for (int r = 0; r < REPS; r++) {
+        double t0 = bench_now_ns();
+        clock_cost[r] = bench_now_ns() - t0;
+    }
+    double overhead = bench_median(clock_cost, REPS);
+    for (int r = 0; r < REPS; r++) {
+        fill_pages(b, (unsigned)(fraction * vmmu_vcpu_tlb_entries(b->vcpu)));
+        double t0 = bench_now_ns();
+        vmmu_vcpu_tlb_flush_all(b->vcpu);
+        t[r] = bench_now_ns() - t0 - overhead;
+    }
+    return bench_median(t, REPS);
+}
+
+static int callgrind_kernel(const char *kind, size_t n)
+{
+    struct bench b;
+    uint64_t seed = 42;
+    setup(&b);
+    if (!strcmp(kind, "hit") || !strcmp(kind, "raw")) {
+        uint64_t *va = addresses(0, HIT_WS, &seed);
+        bench_keep(run_tlb(b.vcpu, va, HIT_WS * 4)); /* warm: every page filled */
+        bench_keep(!strcmp(kind, "hit") ? run_tlb(b.vcpu, va, n) : run_raw(raw_delta(&b), va, n));
+        return 0;
+    }
+    if (!strcmp(kind, "miss_warm")) {
+        uint64_t *va = addresses(0, MISS_WS, &seed);
+        bench_keep(run_tlb(b.vcpu, va, MISS_WS));
+        bench_keep(run_tlb(b.vcpu, va, n));
+        return 0;
+    }
+    fprintf(stderr, "bench_tlb: unknown kernel %s\n", kind);
+    return 2;
+}
+
+static int chart(const char *path)
+{
+    FILE *out = fopen(path, "w");
+    if (!out)
+        return 1;
+    static const unsigned sizes[] = {16, 64, 256, 1024, 2048, 4096, 8192, 16384, 65536};
+    fprintf(out, "# pages  tlb_ns  tlb_no_psc_ns  raw_ns  (4 KiB pages, random order)\n");
+    for (unsigned i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        struct bench b;
+        uint64_t seed = 7;
+        setup(&b);
+        unsigned ws = sizes[i];
+        uint64_t *va = addresses(0, ws, &seed);
+        adapt(&b, va, N);
+        double tlb = time_tlb(&b, va, N);
+        b.vcpu->psc_off = true;
+        adapt(&b, va, N);
+        double cold = time_tlb(&b, va, N);
+        if (ws <= NDATA)
+            fprintf(out, "%u %.3f %.3f %.3f\n", ws, tlb, cold, time_raw(&b, va, N));
+        else
+            fprintf(out, "%u %.3f %.3f NaN\n", ws, tlb, cold);
+        free(va);
+        vmmu_vcpu_destroy(b.vcpu);
+        vmmu_vm_destroy(b.vm);
+    }
+    fclose(out);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 4 && !strcmp(argv[1], "--callgrind-kernel"))
+        return callgrind_kernel(argv[2], strtoul(argv[3], NULL, 10));
+    if (argc == 3 && !strcmp(argv[1], "--chart"))
+        return chart(argv[2]);
+    if (argc != 1) {
+        fprintf(stderr, "usage: bench_tlb [--callgrind-kernel hit|raw|miss_warm N | --chart FILE]\n");
+        return 2;
+    }
+    struct bench b;
+    uint64_t seed = 1;
+    setup(&b);
+
+    uint64_t *hit = addresses(0, HIT_WS, &seed);
+    adapt(&b, hit, N);
+    bench_figure("tlb/hit_ns", time_tlb(&b, hit, N), "ns");
+    bench_figure("tlb/raw_load_ns", time_raw(&b, hit, N), "ns");
+
+    uint64_t *miss = addresses(0, MISS_WS, &seed);
+    bench_keep(run_tlb(b.vcpu, miss, N));
+    bench_figure("tlb/miss_warm_ns", time_tlb(&b, miss, N), "ns");
+    b.vcpu->psc_off = true;
+    bench_figure("tlb/miss_cold_ns", time_tlb(&b, miss, N), "ns");
+    b.vcpu->psc_off = false;
+
+    vmmu_vcpu_tlb_flush_all(b.vcpu);
+    bench_figure("tlb/flush_empty_ns", time_flush(&b, 0), "ns");
+    bench_figure("tlb/flush_used10_ns", time_flush(&b, 0.10), "ns");
+    /* Let the context grow to its maximum before timing full flushes. */
+    for (int i = 0; i < 8; i++) {
+        fill_pages(&b, vmmu_vcpu_tlb_entries(b.vcpu));
+        vmmu_vcpu_tlb_flush_all(b.vcpu);
+    }
+    bench_figure("tlb/flush_full_ns", time_flush(&b, 1.0), "ns");
+
+    struct vmmu_tlb_stats s;
+    vmmu_vcpu_stats(b.vcpu, &s);
+    free(hit);
+    free(miss);
+    vmmu_vcpu_destroy(b.vcpu);
+    vmmu_vm_destroy(b.vm);
+    return 0;
+}
