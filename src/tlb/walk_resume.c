@@ -128,22 +128,7 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     v->stats.psc_hits++;
     bool host_ok = hit->table_host && hit->p2m_gen == vmmu_p2m_generation(v->vm);
 
-    w->va = va;
-    w->access = access;
-    w->mode = pg->mode;
-    w->ok = false;
-    w->gpa = 0;
-    w->page_size = 0;
-    w->rights = 0;
-    w->global = w->dirty = false;
-    w->pat_index = 0;
-    w->pcid = 0;
-    w->nlevels = 0;
-    w->fault.vector = VMMU_X86_FAULT_NONE;
-    w->fault.error_code = 0;
-    w->fault.cr2 = 0;
-    w->restarts = 0;
-    w->committed = false;
+    vmmu__x86_walk_reset(w, pg, va, access);
 
     struct vmmu__x86_leaf leaf = {.user = hit->user, .writable = hit->writable, .nx = hit->nx,
                                   .pkey = 0};

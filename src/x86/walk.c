@@ -61,8 +61,8 @@ struct walk_shape {
     uint64_t addr_mask;
 };
 
-static void walk_reset(struct vmmu_x86_walk *w, const struct vmmu_x86_paging *pg, uint64_t va,
-                       unsigned access)
+void vmmu__x86_walk_reset(struct vmmu_x86_walk *w, const struct vmmu_x86_paging *pg,
+                          uint64_t va, unsigned access)
 {
     /* Only the fixed part: levels[] is filled as far as nlevels says. */
     w->va = va;
@@ -215,7 +215,7 @@ int vmmu_x86_walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned a
     /* Outside IA-32e mode linear addresses have 32 bits. */
     if (pg->mode < VMMU_X86_MODE_4LEVEL)
         va &= 0xffffffffull;
-    walk_reset(out, pg, va, access);
+    vmmu__x86_walk_reset(out, pg, va, access);
 
     switch (pg->mode) {
     case VMMU_X86_MODE_NONE:

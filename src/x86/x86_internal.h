@@ -63,4 +63,9 @@ uint32_t vmmu__x86_perm_check(const struct vmmu_x86_paging *pg, unsigned access,
 unsigned vmmu__x86_perm_rights(const struct vmmu_x86_paging *pg, unsigned access,
                                const struct vmmu__x86_leaf *leaf);
 
+/* Clear a walk record to "nothing found yet" for @va and @access; the
+ * walker and the TLB's resumed walk both start from it. */
+void vmmu__x86_walk_reset(struct vmmu_x86_walk *w, const struct vmmu_x86_paging *pg,
+                          uint64_t va, unsigned access);
+
 #endif /* VMMU_X86_INTERNAL_H */
