@@ -33,10 +33,16 @@ enum vmmu_error {
     VMMU_ESYS = -12,       /**< a host system call failed (errno is preserved) */
     VMMU_EBUSY = -13,      /**< the object is in use and cannot be changed now */
     VMMU_ELIMIT = -14,     /**< a configured limit (region count, size) was reached */
+    VMMU_EPENDING = -15,   /**< a device model will answer later: return to the vCPU loop and
+                                re-execute the instruction when it has (the retry flow) */
+    VMMU_EDEAD = -16,      /**< the device model serving the access died or was disconnected */
+    VMMU_ETIMEDOUT = -17,  /**< a peer (device model, vCPU) did not answer in time */
+    VMMU_EOVERFLOW = -18,  /**< a fixed-capacity record (latch, request queue) is full */
+    VMMU_EPROTO = -19,     /**< a peer sent a malformed or out-of-protocol message */
 };
 
 /** Number of distinct codes, VMMU_OK included (for tests and tables). */
-#define VMMU_ERROR_COUNT 15
+#define VMMU_ERROR_COUNT 20
 
 /**
  * Name an error code.

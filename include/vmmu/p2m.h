@@ -212,6 +212,51 @@ typedef int (*vmmu_pagein_fn)(void *opaque, struct vmmu_vm *vm, uint64_t gpa);
  */
 int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque);
 
+/* ---- Device-model ranges ------------------------------------------------ */
+
+/**
+ * One access to a VMMU_MEM_DEVICE page, as handed to the device handler.
+ * Values are little-endian, zero-extended; @p size is 1, 2, 4 or 8 and the
+ * access is naturally aligned.
+ */
+struct vmmu_device_req {
+    uint64_t gpa;          /**< guest-physical address accessed */
+    uint64_t offset;       /**< gpa minus the region's start */
+    uint32_t region_id;    /**< the DEVICE region */
+    void *region_opaque;   /**< that region's vmmu_region_desc::opaque */
+    unsigned size;         /**< 1, 2, 4 or 8 */
+    int write;             /**< 1 for a write, 0 for a read */
+    uint64_t data;         /**< write: the value; read: receives the value */
+    int vcpu_id;           /**< the vCPU making the access, or -1 for the host */
+};
+
+/**
+ * The handler that serves DEVICE pages (registered by the device-model
+ * layer).  Returns 0 when the access is complete (a read's value in
+ * req->data); VMMU_EPENDING when the answer comes later: the caller returns
+ * to its vCPU loop and re-executes the instruction, and the handler, called
+ * again with the same access from the same vCPU, then completes it; or a
+ * negative code (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EDEVICE ...).  Called on
+ * the accessing thread, concurrently for different vCPUs.
+ */
+typedef int (*vmmu_device_fn)(void *opaque, struct vmmu_device_req *req);
+
+/**
+ * Register the device handler (NULL removes it).  Without one, accesses
+ * to DEVICE pages fail with VMMU_EDEVICE.
+ * @return 0 or VMMU_EINVAL.
+ */
+int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque);
+
+/**
+ * Serve one access to a DEVICE page through the registered handler (what
+ * the access layer does when an access reaches a device-model range).
+ * Fills req->offset, region_id and region_opaque from the map.
+ * @return the handler's result; VMMU_EDEVICE without a handler;
+ *         VMMU_EINVAL (NULL, bad size or alignment, not a DEVICE page).
+ */
+int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req);
+
 /* ---- Guest-physical access ---------------------------------------------- */
 
 /** Holes read as all-ones and writes to them are dropped, as on hardware. */

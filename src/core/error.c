@@ -25,6 +25,11 @@ static const struct error_text error_table[VMMU_ERROR_COUNT] = {
     [-VMMU_ESYS] = {"VMMU_ESYS", "host system call failed"},
     [-VMMU_EBUSY] = {"VMMU_EBUSY", "object busy"},
     [-VMMU_ELIMIT] = {"VMMU_ELIMIT", "configured limit reached"},
+    [-VMMU_EPENDING] = {"VMMU_EPENDING", "device model answer pending: re-execute later"},
+    [-VMMU_EDEAD] = {"VMMU_EDEAD", "device model died or disconnected"},
+    [-VMMU_ETIMEDOUT] = {"VMMU_ETIMEDOUT", "peer did not answer in time"},
+    [-VMMU_EOVERFLOW] = {"VMMU_EOVERFLOW", "fixed-capacity record is full"},
+    [-VMMU_EPROTO] = {"VMMU_EPROTO", "malformed or out-of-protocol message"},
 };
 
 static const struct error_text *error_lookup(int err)

@@ -649,6 +649,37 @@ int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opa
     return 0;
 }
 
+int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque)
+{
+    if (!vm)
+        return VMMU_EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    atomic_store_explicit(&vm->p2m.device_opaque, opaque, memory_order_relaxed);
+    atomic_store_explicit(&vm->p2m.device, fn, memory_order_release);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req)
+{
+    if (!vm || !req || req->size == 0 || req->size > 8 || (req->size & (req->size - 1)) ||
+        (req->gpa & (req->size - 1)))
+        return VMMU_EINVAL;
+    if (req->gpa >> VMMU_PAGE_SHIFT >= vm->p2m.gfn_limit)
+        return VMMU_ERANGE;
+    struct vmmu_region *r = p2m_resolve(&vm->p2m, req->gpa >> VMMU_PAGE_SHIFT, NULL);
+    if (!r || r->type != VMMU_MEM_DEVICE)
+        return VMMU_EINVAL;
+    vmmu_device_fn fn = atomic_load_explicit(&vm->p2m.device, memory_order_acquire);
+    if (!fn)
+        return VMMU_EDEVICE;
+    void *opaque = atomic_load_explicit(&vm->p2m.device_opaque, memory_order_relaxed);
+    req->offset = req->gpa - (r->gfn << VMMU_PAGE_SHIFT);
+    req->region_id = r->id;
+    req->region_opaque = r->opaque;
+    return fn(opaque, req);
+}
+
 uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm)
 {
     uint64_t bytes = vm->p2m.nodes * sizeof(struct p2m_node) +

@@ -74,6 +74,9 @@ struct vmmu_p2m {
     /* Pager hook (see vmmu_p2m_set_pagein_handler). */
     _Atomic(vmmu_pagein_fn) pagein;
     void *_Atomic pagein_opaque;
+    /* Device-model hook (see vmmu_p2m_set_device_handler). */
+    _Atomic(vmmu_device_fn) device;
+    void *_Atomic device_opaque;
 };
 
 /*

@@ -410,6 +410,65 @@ static void paged_out_pages_need_the_pager(void **state)
     assert_int_equal(vmmu_p2m_set_pagein_handler(vm, NULL, NULL), 0);
 }
 
+/* ---- Device handler ----------------------------------------------------- */
+
+struct fake_dm {
+    int calls;
+    int answer_after; /* calls that return VMMU_EPENDING first */
+    struct vmmu_device_req last;
+};
+
+static int fake_dm_serve(void *opaque, struct vmmu_device_req *req)
+{
+    struct fake_dm *dm = opaque;
+    dm->last = *req;
+    if (dm->calls++ < dm->answer_after)
+        return VMMU_EPENDING;
+    if (!req->write)
+        req->data = 0xab00 + req->offset;
+    return 0;
+}
+
+static void device_pages_are_served_by_the_registered_handler(void **state)
+{
+    struct fixture *f = *state;
+    struct vmmu_device_req req = {.gpa = 36 * KiB + 8, .size = 4, .vcpu_id = 3};
+    /* No handler yet: the access needs a device model. */
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &req), VMMU_EDEVICE);
+
+    struct fake_dm dm = {.answer_after = 1};
+    assert_int_equal(vmmu_p2m_set_device_handler(f->vm, fake_dm_serve, &dm), 0);
+    /* First call: pending (the retry flow); the re-executed access completes. */
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &req), VMMU_EPENDING);
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &req), 0);
+    assert_int_equal(req.data, 0xab08);
+    assert_int_equal(dm.last.offset, 8);
+    assert_int_equal(dm.last.vcpu_id, 3);
+    assert_int_equal(dm.last.write, 0);
+    uint32_t id = 0;
+    assert_int_equal(vmmu_region_find(f->vm, 36 * KiB, &id), 0);
+    assert_int_equal(dm.last.region_id, id);
+
+    /* Wrong arguments and non-device pages are refused before the handler runs. */
+    int calls = dm.calls;
+    struct vmmu_device_req bad = {.gpa = 36 * KiB + 2, .size = 4};
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &bad), VMMU_EINVAL); /* misaligned */
+    bad = (struct vmmu_device_req){.gpa = 36 * KiB, .size = 3};
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &bad), VMMU_EINVAL);
+    bad = (struct vmmu_device_req){.gpa = 0, .size = 4};
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &bad), VMMU_EINVAL); /* RAM */
+    bad = (struct vmmu_device_req){.gpa = 1ull << 52, .size = 4};
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &bad), VMMU_ERANGE);
+    assert_int_equal(vmmu_p2m_device_access(NULL, &req), VMMU_EINVAL);
+    assert_int_equal(vmmu_p2m_device_access(f->vm, NULL), VMMU_EINVAL);
+    assert_int_equal(dm.calls, calls);
+    assert_int_equal(vmmu_p2m_set_device_handler(NULL, fake_dm_serve, &dm), VMMU_EINVAL);
+
+    /* Removing the handler brings back VMMU_EDEVICE. */
+    assert_int_equal(vmmu_p2m_set_device_handler(f->vm, NULL, NULL), 0);
+    assert_int_equal(vmmu_p2m_device_access(f->vm, &req), VMMU_EDEVICE);
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -431,6 +490,7 @@ int main(void)
         T(dirty_logging_marks_exactly_the_written_pages),
         T(page_state_update_checks_every_page_before_changing_any),
         T(paged_out_pages_need_the_pager),
+        T(device_pages_are_served_by_the_registered_handler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
