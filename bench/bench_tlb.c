@@ -21,6 +21,7 @@
  *   bench_tlb --chart FILE               writes access cost against working-set
  *                                        size (bench/tlb_chart.gp plots it)
  */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -136,6 +137,69 @@ static __attribute__((noinline)) uint64_t run_tlb(struct vmmu_vcpu *v, const uin
     return sum;
 }
 
+/* The same accesses in the form an interpreter uses: the view (table and
+ * mask) held in registers across accesses, reloaded after each slow path,
+ * and the probe's answer as the branch. */
+static __attribute__((noinline)) uint64_t run_probe(struct vmmu_vcpu *v, const uint64_t *va,
+                                                    size_t n)
+{
+    uint64_t sum = 0;
+    struct vmmu_tlb_view view = vmmu_tlb_view(v);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = va[i & (NADDR - 1)];
+        void *p;
+        if (!vmmu_tlb_probe(view, a, 8, VMMU_TLB_READ, &p)) {
+            p = vmmu_tlb_fill(v, a, 8, 0, NULL);
+            view = vmmu_tlb_view(v);
+        }
+        sum += *(const uint64_t *)p;
+    }
+    return sum;
+}
+
+/* The sequence docs/tlb.md gives JIT authors for hosts with BMI1 and BMI2
+ * (x86-64-v3), written here as the code a JIT emits: the view in registers,
+ * then RORX, AND, ANDN, CMP, JNE and the addend's ADD.  The comparison's
+ * flags are the branch (asm flag output), exactly like generated code. */
+static __attribute__((noinline)) uint64_t run_jit(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
+{
+    uint64_t sum = 0;
+    struct vmmu_tlb_view view = vmmu_tlb_view(v);
+    /* The in-page offset bits an aligned 8-byte access must not compare. */
+    const uint64_t offset_bits = VMMU_PAGE_SIZE - 8;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t a = va[i & (NADDR - 1)];
+        uintptr_t off;
+        uint64_t key;
+        int miss;
+        __asm__("rorx $7, %[va], %[off]\n\t"
+                "and %[mask], %[off]\n\t"
+                "andn %[va], %[ob], %[key]\n\t"
+                "cmp %[key], (%[tab],%[off])"
+                : [off] "=&r"(off), [key] "=&r"(key), "=@ccnz"(miss)
+                : [va] "r"(a), [mask] "r"(view.index_mask), [tab] "r"(view.table),
+                  [ob] "r"(offset_bits)
+                : "memory");
+        const uint64_t *p;
+        if (__builtin_expect(miss, 0)) {
+            p = vmmu_tlb_fill(v, a, 8, 0, NULL);
+            view = vmmu_tlb_view(v);
+        } else {
+            const struct vmmu_tlb_entry *e =
+                (const struct vmmu_tlb_entry *)(const void *)((const char *)view.table + off);
+            p = (const uint64_t *)(uintptr_t)(a + e->addend);
+        }
+        sum += *p;
+    }
+    return sum;
+}
+
+static bool host_has_bmi(void)
+{
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
+}
+
 static __attribute__((noinline)) uint64_t run_raw(uintptr_t delta, const uint64_t *va, size_t n)
 {
     uint64_t sum = 0;
@@ -167,6 +231,18 @@ static double time_tlb(struct bench *b, const uint64_t *va, size_t n)
     for (int r = 0; r < BENCH_RUNS; r++) {
         double t0 = bench_now_ns();
         bench_keep(run_tlb(b->vcpu, va, n));
+        runs[r] = (bench_now_ns() - t0) / (double)n;
+    }
+    return bench_median(runs, BENCH_RUNS);
+}
+
+static double time_loop(uint64_t (*loop)(struct vmmu_vcpu *, const uint64_t *, size_t),
+                        struct bench *b, const uint64_t *va, size_t n)
+{
+    double runs[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = bench_now_ns();
+        bench_keep(loop(b->vcpu, va, n));
         runs[r] = (bench_now_ns() - t0) / (double)n;
     }
     return bench_median(runs, BENCH_RUNS);
@@ -220,7 +296,24 @@ static int callgrind_kernel(const char *kind, size_t n)
     if (!strcmp(kind, "hit") || !strcmp(kind, "raw")) {
         uint64_t *va = addresses(0, HIT_WS, &seed);
         bench_keep(run_tlb(b.vcpu, va, HIT_WS * 4)); /* warm: every page filled */
-        bench_keep(!strcmp(kind, "hit") ? run_tlb(b.vcpu, va, n) : run_raw(raw_delta(&b), va, n));
+        if (!strcmp(kind, "hit"))
+            bench_keep(run_tlb(b.vcpu, va, n));
+        else
+            bench_keep(run_raw(raw_delta(&b), va, n));
+        return 0;
+    }
+    if (!strcmp(kind, "jit")) {
+        uint64_t *va = addresses(0, HIT_WS, &seed);
+        if (!host_has_bmi())
+            return 3;
+        bench_keep(run_jit(b.vcpu, va, HIT_WS * 4));
+        bench_keep(run_jit(b.vcpu, va, n));
+        return 0;
+    }
+    if (!strcmp(kind, "probe")) {
+        uint64_t *va = addresses(0, HIT_WS, &seed);
+        bench_keep(run_probe(b.vcpu, va, HIT_WS * 4));
+        bench_keep(run_probe(b.vcpu, va, n));
         return 0;
     }
     if (!strcmp(kind, "miss_warm")) {
@@ -279,7 +372,15 @@ int main(int argc, char **argv)
 
     uint64_t *hit = addresses(0, HIT_WS, &seed);
     adapt(&b, hit, N);
-    bench_figure("tlb/hit_ns", time_tlb(&b, hit, N), "ns");
+    bench_figure("tlb/hit_ns", time_loop(run_probe, &b, hit, N), "ns");
+    if (host_has_bmi()) {
+        if (run_jit(b.vcpu, hit, N) != run_probe(b.vcpu, hit, N)) {
+            fprintf(stderr, "bench_tlb: the JIT sequence read other data than the probe\n");
+            return 1;
+        }
+        bench_figure("tlb/hit_jit_ns", time_loop(run_jit, &b, hit, N), "ns");
+    }
+    bench_figure("tlb/hit_lookup_ns", time_tlb(&b, hit, N), "ns");
     bench_figure("tlb/raw_load_ns", time_raw(&b, hit, N), "ns");
 
     uint64_t *miss = addresses(0, MISS_WS, &seed);

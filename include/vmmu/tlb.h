@@ -47,6 +47,7 @@
 #ifndef VMMU_TLB_H
 #define VMMU_TLB_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -116,7 +117,11 @@ static inline const struct vmmu_tlb_entry *vmmu_tlb_entry_for(uintptr_t mask,
                                                               const struct vmmu_tlb_entry *table,
                                                               uint64_t va)
 {
-    uintptr_t off = (uintptr_t)(va >> (VMMU_PAGE_SHIFT - VMMU_TLB_ENTRY_SHIFT)) & mask;
+    /* A rotate, not a shift: the mask keeps bits 5..16 only, so the bits
+     * rotated in at the top never matter, and on BMI2 hosts the compiler
+     * can use the three-operand RORX instead of copying va to shift it. */
+    const unsigned r = VMMU_PAGE_SHIFT - VMMU_TLB_ENTRY_SHIFT;
+    uintptr_t off = (uintptr_t)((va >> r) | (va << (64 - r))) & mask;
     return (const struct vmmu_tlb_entry *)(const void *)((const char *)table + off);
 }
 
@@ -138,6 +143,54 @@ static inline void *vmmu_tlb_lookup(struct vmmu_vcpu *vcpu, uint64_t va, unsigne
     fast->hits++;
 #endif
     return (void *)(uintptr_t)(va + e->addend);
+}
+
+/**
+ * The hit path's inputs for the current context, copied out of the vCPU
+ * so that a loop (an interpreter's block, a JIT's generated code) can keep
+ * them in registers.  Valid until the vCPU's next call into vmmu: reload
+ * it with vmmu_tlb_view() after every slow path or register write.
+ */
+struct vmmu_tlb_view {
+    uintptr_t index_mask;               /**< as vmmu_tlb_fast::index_mask */
+    const struct vmmu_tlb_entry *table; /**< as vmmu_tlb_fast::table */
+};
+
+/** The view of the vCPU's current context (two loads). */
+static inline struct vmmu_tlb_view vmmu_tlb_view(const struct vmmu_vcpu *vcpu)
+{
+    const struct vmmu_tlb_fast *fast = (const struct vmmu_tlb_fast *)(const void *)vcpu;
+    struct vmmu_tlb_view view = {fast->index_mask, fast->table};
+    return view;
+}
+
+/**
+ * The hit path in the form a caller branches on directly: true with
+ * *@p host set when @p va hits for an access of @p kind and @p size bytes
+ * (1, 2, 4, 8 or 16), false (and *@p host untouched) when the slow path
+ * must run.  Unlike vmmu_tlb_lookup() the answer is the comparison itself,
+ * so after inlining the caller's `if` is the compare's branch, with no
+ * second test of a returned pointer.  Inline hits are not counted here.
+ *
+ *     struct vmmu_tlb_view view = vmmu_tlb_view(vcpu);
+ *     for (each access) {
+ *         void *host;
+ *         if (!vmmu_tlb_probe(view, va, 8, VMMU_TLB_READ, &host)) {
+ *             host = vmmu_tlb_fill(vcpu, va, 8, 0, &res);
+ *             view = vmmu_tlb_view(vcpu);
+ *             if (!host) ...;      // fault, MMIO, crossing: see res
+ *         }
+ *         use(host);
+ *     }
+ */
+static inline bool vmmu_tlb_probe(struct vmmu_tlb_view view, uint64_t va, unsigned size,
+                                  enum vmmu_tlb_kind kind, void **host)
+{
+    const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(view.index_mask, view.table, va);
+    if (__builtin_expect(e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))), 0))
+        return false;
+    *host = (void *)(uintptr_t)(va + e->addend);
+    return true;
 }
 
 /** vmmu_tlb_lookup() for a data read. */

@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: MIT */
+/* The software TLB's fast paths, each held to the answer of the slower
+ * path it short-cuts: the probe form of the hit path against
+ * vmmu_tlb_lookup(), the lean warm-miss fill against the full walker, the
+ * O(1) flush of a vCPU that holds nothing, and the resize policy. */
+#include "test_tlb_env.h"
+
+static const uint64_t UP = E_P | E_RW | E_US;
+
+struct fx {
+    struct tlb_env t;
+    uint64_t root;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (!f || tlb_env_init(&f->t, 16 * MiB))
+        return -1;
+    f->root = env_page(&f->t.env);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    tlb_env_fini(&f->t);
+    free(f);
+    return 0;
+}
+
+#define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
+static const uint64_t VA = 0x0000400000123000ull;
+
+/* ---- the probe form ---------------------------------------------------------- */
+
+static void the_probe_hits_exactly_where_lookup_hits(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A); /* D=0: no write comparator */
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+    struct vmmu_tlb_view view = vmmu_tlb_view(f->t.vcpu);
+    static const unsigned sizes[] = {1, 2, 4, 8, 16};
+    for (unsigned k = 0; k < VMMU_TLB_KINDS; k++) {
+        for (unsigned s = 0; s < 5; s++) {
+            for (uint64_t off = 0; off < 64; off++) {
+                uint64_t va = VA + 4096 - 32 + off; /* near the end: some cross */
+                void *want = vmmu_tlb_lookup(f->t.vcpu, va, sizes[s], (enum vmmu_tlb_kind)k);
+                void *got = (void *)&view; /* must stay untouched on a miss */
+                bool hit = vmmu_tlb_probe(view, va, sizes[s], (enum vmmu_tlb_kind)k, &got);
+                assert_int_equal(hit, want != NULL);
+                if (hit)
+                    assert_ptr_equal(got, want);
+                else
+                    assert_ptr_equal(got, (void *)&view);
+            }
+        }
+    }
+    /* Reads hit, fetches hit, writes do not (D clear), misaligned ones miss. */
+    void *host;
+    assert_true(vmmu_tlb_probe(view, VA + 8, 8, VMMU_TLB_READ, &host));
+    assert_ptr_equal(host, hpa(&f->t, DATA(1) + 8));
+    assert_true(vmmu_tlb_probe(view, VA + 8, 8, VMMU_TLB_FETCH, &host));
+    assert_false(vmmu_tlb_probe(view, VA + 8, 8, VMMU_TLB_WRITE, &host));
+    assert_false(vmmu_tlb_probe(view, VA + 4, 8, VMMU_TLB_READ, &host));
+    assert_false(vmmu_tlb_probe(view, VA + 4096, 8, VMMU_TLB_READ, &host));
+}
+
+static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    for (unsigned i = 0; i < n; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i % 64) | E_P | E_RW | E_A | E_D);
+    for (unsigned i = 0; i < n; i++)
+        assert_non_null(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL));
+    struct vmmu_tlb_view before = vmmu_tlb_view(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0); /* grows the table */
+    struct vmmu_tlb_view after = vmmu_tlb_view(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+    assert_int_equal(after.index_mask, (uintptr_t)(2 * n - 1) << VMMU_TLB_ENTRY_SHIFT);
+    assert_true(after.index_mask != before.index_mask);
+    void *host;
+    assert_false(vmmu_tlb_probe(after, VA, 8, VMMU_TLB_READ, &host));
+    assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+    after = vmmu_tlb_view(f->t.vcpu);
+    assert_true(vmmu_tlb_probe(after, VA, 8, VMMU_TLB_READ, &host));
+    assert_ptr_equal(host, hpa(&f->t, DATA(0)));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+        T(the_probe_hits_exactly_where_lookup_hits),
+        T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
+#undef T
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
