@@ -7,5 +7,6 @@
 
 int vmmu_tool_demo(int argc, char **argv);
 int vmmu_tool_translate(int argc, char **argv);
+int vmmu_tool_run(int argc, char **argv);
 
 #endif

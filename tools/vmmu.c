@@ -24,6 +24,7 @@ static int cmd_help(int argc, char **argv);
 
 static const struct command commands[] = {
     {"demo", vmmu_tool_demo, "build a small vm, perform accesses, say what happened"},
+    {"run", vmmu_tool_run, "run a guest program on the reference x86-64 emulator"},
     {"translate", vmmu_tool_translate,
      "translate linear addresses through x86 page tables in a memory image"},
     {"version", cmd_version, "print the library version"},

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Run a guest and compare its console with the expected transcript.
+#
+#   check.sh VMMU GUEST.elf VCPUS BASE
+#
+# BASE.VCPUS.expected is used if it exists, else BASE.expected.  A line of
+# the expected transcript that starts with "~" matches any console line
+# with the same text up to its first ':' (for lines that vary from run to
+# run, such as timings).  The guest's exit status must be 0.
+set -u
+vmmu=$1 elf=$2 vcpus=$3 base=$4
+expected=$base.$vcpus.expected
+[ -f "$expected" ] || expected=$base.expected
+out=$(mktemp) || exit 1
+trap 'rm -f "$out"' EXIT
+"$vmmu" run --vcpus "$vcpus" --max-insns 2000000000 "$elf" >"$out"
+status=$?
+if ! awk -v exp="$expected" '
+    BEGIN { n = 0; while ((getline l < exp) > 0) want[++n] = l }
+    function key(s) { i = index(s, ":"); return i ? substr(s, 1, i) : s }
+    { got[++m] = $0 }
+    END {
+        bad = 0
+        for (i = 1; i <= (n > m ? n : m); i++) {
+            w = (i <= n) ? want[i] : "<end>"; g = (i <= m) ? got[i] : "<end>"
+            ok = (substr(w, 1, 1) == "~") ? (key(g) == key(w)) : (g == w)
+            if (!ok) { printf "line %d: expected \"%s\"\n        got      \"%s\"\n", i, w, g; bad = 1 }
+        }
+        exit bad
+    }' "$out"; then
+    echo "--- console of $elf on $vcpus vCPUs:"
+    cat "$out"
+    exit 1
+fi
+if [ "$status" -ne 0 ]; then
+    echo "guest exited with status $status"
+    cat "$out"
+    exit 1
+fi
+exit 0

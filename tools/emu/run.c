@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: MIT */
+/* `vmmu run`: run a guest program on the reference emulator. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "machine.h"
+#include "tool.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: vmmu run [--vcpus N] [--ram MIB] [--stats] [--max-insns N] GUEST\n"
+            "\n"
+            "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
+            "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
+            "through vmmu.  The guest's serial console goes to stdout; the exit status is\n"
+            "the one the guest wrote to its EXIT port, or %d when the machine stopped\n"
+            "it (triple fault, every vCPU halted, instruction limit, internal error).\n"
+            "\n"
+            "  --vcpus N       vCPUs, 1..%u\n"
+            "  --ram MIB       guest RAM in MiB, a multiple of 2 from 4 to 1024 (default %llu)\n"
+            "  --stats         after the run, print what the memory system did\n"
+            "  --max-insns N   stop (as a failure) when a vCPU has run N instructions\n",
+            EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20));
+}
+
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (!s || !*s || *s == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 0);
+    if (errno || *end)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int vmmu_tool_run(int argc, char **argv)
+{
+    struct emu_config cfg = {.nr_vcpus = 1, .ram_size = EMU_RAM_DEFAULT, .console = stdout};
+    bool stats = false;
+    uint64_t v;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (!strcmp(a, "--stats")) {
+            stats = true;
+        } else if (!strcmp(a, "--vcpus") || !strcmp(a, "--ram") || !strcmp(a, "--max-insns")) {
+            if (i + 1 >= argc || parse_u64(argv[i + 1], &v) < 0) {
+                fprintf(stderr, "vmmu run: %s needs a number\n", a);
+                return 2;
+            }
+            i++;
+            if (!strcmp(a, "--vcpus")) {
+                if (v < 1 || v > EMU_VCPUS_MAX) {
+                    fprintf(stderr, "vmmu run: --vcpus must be 1..%u\n", EMU_VCPUS_MAX);
+                    return 2;
+                }
+                cfg.nr_vcpus = (unsigned)v;
+            } else if (!strcmp(a, "--ram")) {
+                if (v < (EMU_RAM_MIN >> 20) || v > (EMU_IDENTITY_MAX >> 20) || (v & 1)) {
+                    fprintf(stderr, "vmmu run: --ram must be an even number of MiB, 4..1024\n");
+                    return 2;
+                }
+                cfg.ram_size = v << 20;
+            } else {
+                cfg.max_insns = v;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            fprintf(stderr, "vmmu run: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        } else if (cfg.guest_path) {
+            fprintf(stderr, "vmmu run: one guest at a time\n");
+            return 2;
+        } else {
+            cfg.guest_path = a;
+        }
+    }
+    if (!cfg.guest_path) {
+        usage(stderr);
+        return 2;
+    }
+    struct emu_machine *m;
+    if (emu_machine_create(&cfg, &emu_backend_vmmu, &m) < 0)
+        return EMU_EXIT_MACHINE_FAILURE;
+    int status = emu_machine_run(m);
+    if (stats) {
+        fflush(stdout);
+        printf("---- vmmu run: %u vCPU%s on the %s backend, exit status %d ----\n",
+               cfg.nr_vcpus, cfg.nr_vcpus == 1 ? "" : "s", m->ops->name, status);
+        m->ops->summary(m, stdout, cfg.nr_vcpus > 1);
+    }
+    emu_machine_destroy(m);
+    return status;
+}

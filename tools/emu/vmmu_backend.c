@@ -1,0 +1,526 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The vmmu backend: guest RAM in a vmmu vm, one vmmu vCPU and one host
+ * thread per guest vCPU, x86emu interpreting, and every guest memory
+ * access going through vmmu (vmmu_mem.c).
+ */
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vmmu_backend.h"
+
+static struct vb *vb_of(struct emu_machine *m)
+{
+    return m->backend;
+}
+
+int vb_fail(struct vb_vcpu *v, const char *what, int err)
+{
+    emu_machine_stop(v->m, EMU_STOP_ERROR, "vcpu %u at rip 0x%llx: %s failed: %s", v->index,
+                     (unsigned long long)v->cpu.rip, what, vmmu_strerror(err));
+    return X86EMU_CB_RETRY;
+}
+
+/* ---- the interpreter's hooks ------------------------------------------------- */
+
+static int hook_cr_write(void *opaque, unsigned cr, uint64_t old, uint64_t value)
+{
+    struct vb_vcpu *v = opaque;
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = 0;
+    (void)old;
+    if (cr == 0)
+        rc = vmmu_vcpu_set_cr0(v->vcpu, value, &fault);
+    else if (cr == 3)
+        rc = vmmu_vcpu_set_cr3(v->vcpu, value, &fault);
+    else if (cr == 4)
+        rc = vmmu_vcpu_set_cr4(v->vcpu, value, &fault);
+    if (rc < 0)
+        return vb_fail(v, "control register write", rc);
+    if (fault.vector != VMMU_X86_FAULT_NONE)
+        /* The interpreter checked the value; vmmu disagreeing is a bug in one of them. */
+        return vb_fail(v, "control register write (vmmu raised a fault the CPU did not)",
+                       VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+static int hook_msr_write(void *opaque, uint32_t msr, uint64_t value)
+{
+    struct vb_vcpu *v = opaque;
+    if (msr != X86EMU_MSR_EFER)
+        return X86EMU_CB_OK; /* the interpreter keeps the others */
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = vmmu_vcpu_set_efer(v->vcpu, value, &fault);
+    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
+        return vb_fail(v, "EFER write", rc < 0 ? rc : VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+static int hook_invlpg(void *opaque, uint64_t va)
+{
+    struct vb_vcpu *v = opaque;
+    int rc = vmmu_vcpu_invlpg(v->vcpu, va);
+    return rc < 0 ? vb_fail(v, "INVLPG", rc) : X86EMU_CB_OK;
+}
+
+static int hook_invpcid(void *opaque, uint64_t type, uint64_t pcid, uint64_t va)
+{
+    struct vb_vcpu *v = opaque;
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = vmmu_vcpu_invpcid(v->vcpu, (unsigned)type, pcid, va, &fault);
+    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
+        return vb_fail(v, "INVPCID", rc < 0 ? rc : VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+static int hook_io_in(void *opaque, uint16_t port, unsigned size, uint32_t *value)
+{
+    struct vb_vcpu *v = opaque;
+    emu_port_in(v->m, v->index, port, size, value);
+    return X86EMU_CB_OK;
+}
+
+static int hook_io_out(void *opaque, uint16_t port, unsigned size, uint32_t value)
+{
+    struct vb_vcpu *v = opaque;
+    emu_port_out(v->m, v->index, port, size, value);
+    return X86EMU_CB_OK;
+}
+
+/* The machine's CPUID: the interpreter's, without what KVM here lacks (1 GiB pages). */
+static void hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+    (void)opaque;
+    x86emu_cpuid_default(leaf, subleaf, out);
+    if (leaf == 0x80000001)
+        out[3] &= ~(1u << 26);
+}
+
+/* ---- flush requests ----------------------------------------------------------------- */
+
+static void apply_flush(struct vb_vcpu *v, const struct vb_flush_req *r)
+{
+    if (r->all) {
+        (void)vmmu_vcpu_tlb_flush_all(v->vcpu);
+        return;
+    }
+    for (unsigned i = 0; i < r->npages; i++)
+        (void)vmmu_vcpu_invlpg(v->vcpu, r->va[i]);
+}
+
+/* Act on what other vCPUs posted (on @v's own thread: invariant 1). */
+static void serve_requests(struct vb_vcpu *v)
+{
+    uint64_t want = atomic_load_explicit(&v->req_gen, memory_order_acquire);
+    if (want == atomic_load_explicit(&v->done_gen, memory_order_relaxed))
+        return;
+    struct vb_flush_req r;
+    pthread_mutex_lock(&v->req_lock);
+    r = v->req;
+    want = atomic_load(&v->req_gen);
+    v->req.all = false;
+    v->req.npages = 0;
+    pthread_mutex_unlock(&v->req_lock);
+    apply_flush(v, &r);
+    v->flushes_served++;
+    atomic_store_explicit(&v->done_gen, want, memory_order_release);
+}
+
+static void post_request(struct vb_vcpu *t, const struct emu_hypercall *hc, uint64_t *gen)
+{
+    pthread_mutex_lock(&t->req_lock);
+    struct vb_flush_req *r = &t->req;
+    if ((hc->flags & EMU_FLUSH_ALL) || r->npages + hc->count > EMU_FLUSH_PAGES_MAX) {
+        r->all = true;
+        r->npages = 0;
+    } else if (!r->all) {
+        for (uint64_t i = 0; i < hc->count; i++)
+            r->va[r->npages++] = hc->va + i * VMMU_PAGE_SIZE;
+    }
+    *gen = atomic_fetch_add(&t->req_gen, 1) + 1;
+    pthread_mutex_unlock(&t->req_lock);
+}
+
+static int vb_flush(struct emu_machine *m, unsigned caller, uint64_t targets,
+                    const struct emu_hypercall *hc)
+{
+    struct vb *b = vb_of(m);
+    struct vb_vcpu *self = &b->vcpu[caller];
+    uint64_t gen[EMU_VCPUS_MAX] = {0};
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        if (!(targets & (1ull << i)) || i == caller)
+            continue;
+        if (!atomic_load(&m->vcpu[i].started))
+            continue; /* it starts with an empty TLB */
+        post_request(&b->vcpu[i], hc, &gen[i]);
+        self->flushes_posted++;
+        m->ops->kick(m, i);
+    }
+    if (targets & (1ull << caller)) {
+        struct vb_flush_req r = {.all = (hc->flags & EMU_FLUSH_ALL) != 0};
+        if (!r.all) {
+            r.npages = (unsigned)hc->count;
+            for (unsigned i = 0; i < r.npages; i++)
+                r.va[i] = hc->va + i * VMMU_PAGE_SIZE;
+        }
+        apply_flush(self, &r);
+        self->flushes_local++;
+    }
+    if (hc->flags & EMU_FLUSH_ASYNC)
+        return EMU_HC_OK;
+    /* Synchronous: wait until each target acted.  Serve our own requests
+     * meanwhile, so two vCPUs flushing each other cannot wait forever. */
+    bool waited = false;
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        if (!gen[i])
+            continue;
+        waited = true;
+        while (atomic_load_explicit(&b->vcpu[i].done_gen, memory_order_acquire) < gen[i] &&
+               !emu_machine_stopping(m)) {
+            serve_requests(self);
+            sched_yield();
+        }
+    }
+    if (waited)
+        self->flush_waits++;
+    return EMU_HC_OK;
+}
+
+/* ---- halting and waking ---------------------------------------------------------------- */
+
+static void vb_kick(struct emu_machine *m, unsigned index)
+{
+    struct vb *b = vb_of(m);
+    if (!b)
+        return;
+    struct vb_vcpu *v = &b->vcpu[index];
+    pthread_mutex_lock(&b->halt_lock);
+    atomic_store(&v->kicked, true);
+    pthread_cond_signal(&v->wake);
+    pthread_mutex_unlock(&b->halt_lock);
+}
+
+static bool has_work(struct vb_vcpu *v)
+{
+    struct emu_machine *m = v->m;
+    if (emu_machine_stopping(m))
+        return true;
+    if (atomic_load(&v->req_gen) != atomic_load(&v->done_gen))
+        return true;
+    return x86emu_interrupts_enabled(&v->cpu) && emu_irq_pending(m, v->index);
+}
+
+/* HLT: sleep until an interrupt can be taken, a request arrives or the machine stops. */
+static void halt_wait(struct vb_vcpu *v)
+{
+    struct vb *b = vb_of(v->m);
+    bool all_halted = false;
+    v->halts++;
+    pthread_mutex_lock(&b->halt_lock);
+    while (!has_work(v)) {
+        if (++b->blocked == b->started) {
+            /* Only vCPUs post interrupts, and none is running: nothing can ever wake us. */
+            b->blocked--;
+            all_halted = true;
+            break;
+        }
+        atomic_store(&v->kicked, false);
+        while (!atomic_load(&v->kicked))
+            pthread_cond_wait(&v->wake, &b->halt_lock);
+        b->blocked--;
+    }
+    pthread_mutex_unlock(&b->halt_lock);
+    if (all_halted)
+        emu_machine_stop(v->m, EMU_STOP_ALL_HALTED,
+                         "every vCPU is halted and none can be woken (last: vcpu %u at rip 0x%llx)",
+                         v->index, (unsigned long long)v->cpu.rip);
+}
+
+/* ---- the vCPU thread --------------------------------------------------------------------- */
+
+static int vcpu_boot(struct vb_vcpu *v)
+{
+    const struct emu_vcpu_boot *boot = &v->m->vcpu[v->index].boot;
+    struct x86emu_cpu *cpu = &v->cpu;
+    x86emu_cpu_init_long_mode(cpu);
+    cpu->rip = boot->rip;
+    cpu->gpr[X86EMU_RSP] = boot->rsp;
+    cpu->gpr[X86EMU_RDI] = boot->rdi;
+    cpu->gpr[X86EMU_RSI] = boot->rsi;
+    cpu->cr3 = boot->cr3;
+    cpu->gdtr.base = EMU_GDT_GPA;
+    cpu->gdtr.limit = EMU_GDT_ENTRIES * 8 - 1;
+    struct vmmu_x86_regs regs = {
+        .cr0 = cpu->cr0, .cr3 = cpu->cr3, .cr4 = cpu->cr4, .efer = cpu->efer,
+        .rflags = cpu->rflags, .cpl = 0,
+    };
+    int rc = vmmu_vcpu_set_state(v->vcpu, &regs);
+    if (rc < 0) {
+        emu_machine_stop(v->m, EMU_STOP_ERROR, "vcpu %u: boot state refused (cr3 0x%llx): %s",
+                         v->index, (unsigned long long)boot->cr3, vmmu_strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static void *vcpu_thread(void *arg)
+{
+    struct vb_vcpu *v = arg;
+    struct emu_machine *m = v->m;
+    if (vcpu_boot(v) < 0)
+        return NULL;
+    while (!emu_machine_stopping(m)) {
+        serve_requests(v);
+        if (v->cpu.halted) {
+            halt_wait(v);
+            if (emu_machine_stopping(m))
+                break;
+            serve_requests(v);
+        }
+        if (x86emu_interrupts_enabled(&v->cpu) && emu_irq_pending(m, v->index)) {
+            int vec = emu_irq_take(m, v->index);
+            if (vec >= 0 && x86emu_interrupt(&v->cpu, &v->env, (uint8_t)vec) ==
+                                X86EMU_EXIT_SHUTDOWN) {
+                emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault delivering vector %d",
+                                 v->index, vec);
+                break;
+            }
+        }
+        if (v->cpu.halted)
+            continue;
+        int rc = x86emu_step(&v->cpu, &v->env, VB_BUDGET);
+        switch (rc) {
+        case X86EMU_EXIT_BUDGET:
+        case X86EMU_EXIT_HLT:
+            break;
+        case X86EMU_EXIT_RETRY:
+            v->retries++;
+            break;
+        case X86EMU_EXIT_SHUTDOWN:
+            emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault (last exception %u at "
+                             "rip 0x%llx)", v->index, v->cpu.last_exception.vector,
+                             (unsigned long long)v->cpu.rip);
+            break;
+        default:
+            emu_machine_stop(m, EMU_STOP_ERROR, "vcpu %u: left 64-bit mode at rip 0x%llx",
+                             v->index, (unsigned long long)v->cpu.rip);
+            break;
+        }
+        if (m->cfg.max_insns && v->cpu.icount >= m->cfg.max_insns)
+            emu_machine_stop(m, EMU_STOP_LIMIT, "vcpu %u reached the instruction limit (%llu)",
+                             v->index, (unsigned long long)m->cfg.max_insns);
+    }
+    return NULL;
+}
+
+static int vb_start_vcpu(struct emu_machine *m, unsigned index)
+{
+    struct vb *b = vb_of(m);
+    struct vb_vcpu *v = &b->vcpu[index];
+    int rc = -1;
+    /* Under the lock, so that vb_run() sees every thread it must join. */
+    pthread_mutex_lock(&b->halt_lock);
+    if (!b->closing && !pthread_create(&v->thread, NULL, vcpu_thread, v)) {
+        v->thread_started = true;
+        b->started++;
+        rc = 0;
+    }
+    pthread_mutex_unlock(&b->halt_lock);
+    return rc;
+}
+
+static int vb_run(struct emu_machine *m)
+{
+    struct vb *b = vb_of(m);
+    if (vb_start_vcpu(m, 0) < 0)
+        return -1;
+    /* vCPU 0 returns only once the machine stops; then no more may start. */
+    pthread_join(b->vcpu[0].thread, NULL);
+    pthread_mutex_lock(&b->halt_lock);
+    b->closing = true;
+    pthread_mutex_unlock(&b->halt_lock);
+    for (unsigned i = 1; i < m->cfg.nr_vcpus; i++)
+        if (b->vcpu[i].thread_started)
+            pthread_join(b->vcpu[i].thread, NULL);
+    return 0;
+}
+
+/* ---- creation ------------------------------------------------------------------------------ */
+
+static int vb_create(struct emu_machine *m)
+{
+    struct vb *b = calloc(1, sizeof(*b));
+    if (!b)
+        return -1;
+    pthread_mutex_init(&b->halt_lock, NULL);
+    m->backend = b;
+    struct vmmu_vm_config vc = {.gpa_bits = 40, .name = "vmmu-run"};
+    int rc = vmmu_vm_create(&vc, &b->vm);
+    if (rc < 0) {
+        fprintf(stderr, "vmmu run: vmmu_vm_create: %s\n", vmmu_strerror(rc));
+        return -1;
+    }
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = m->cfg.ram_size,
+                                   .name = "ram"};
+    rc = vmmu_region_add(b->vm, &ram, &b->ram_id);
+    if (rc < 0) {
+        fprintf(stderr, "vmmu run: adding RAM: %s\n", vmmu_strerror(rc));
+        return -1;
+    }
+    /* What this machine's KVM offers too: no LA57, PKU/PKS or 1 GiB pages. */
+    struct vmmu_x86_cpu model = {
+        .vendor = VMMU_X86_VENDOR_INTEL,
+        .features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_LM | VMMU_X86_FEAT_PCID |
+                    VMMU_X86_FEAT_SMEP | VMMU_X86_FEAT_SMAP,
+        .maxphyaddr = 40,
+    };
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        struct vb_vcpu *v = &b->vcpu[i];
+        v->m = m;
+        v->index = i;
+        pthread_cond_init(&v->wake, NULL);
+        pthread_mutex_init(&v->req_lock, NULL);
+        rc = vmmu_vcpu_create(b->vm, &model, &v->vcpu);
+        if (rc < 0) {
+            fprintf(stderr, "vmmu run: vmmu_vcpu_create: %s\n", vmmu_strerror(rc));
+            return -1;
+        }
+        v->env = (struct x86emu_env){
+            .opaque = v,
+            .read = vb_mem_read,
+            .write = vb_mem_write,
+            .cmpxchg = vb_mem_cmpxchg,
+            .io_in = hook_io_in,
+            .io_out = hook_io_out,
+            .cr_write = hook_cr_write,
+            .invlpg = hook_invlpg,
+            .invpcid = hook_invpcid,
+            .msr_write = hook_msr_write,
+            .cpuid = hook_cpuid,
+        };
+    }
+    return 0;
+}
+
+static void vb_destroy(struct emu_machine *m)
+{
+    struct vb *b = vb_of(m);
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        struct vb_vcpu *v = &b->vcpu[i];
+        if (v->m) {
+            vmmu_vcpu_destroy(v->vcpu);
+            pthread_cond_destroy(&v->wake);
+            pthread_mutex_destroy(&v->req_lock);
+        }
+    }
+    vmmu_vm_destroy(b->vm);
+    pthread_mutex_destroy(&b->halt_lock);
+    free(b);
+    m->backend = NULL;
+}
+
+static int vb_gpa_read(struct emu_machine *m, uint64_t gpa, void *buf, size_t len)
+{
+    return vmmu_gpa_read(vb_of(m)->vm, gpa, buf, len, 0, NULL) < 0 ? -1 : 0;
+}
+
+static int vb_gpa_write(struct emu_machine *m, uint64_t gpa, const void *buf, size_t len)
+{
+    return vmmu_gpa_write(vb_of(m)->vm, gpa, buf, len, 0, NULL) < 0 ? -1 : 0;
+}
+
+/* ---- the summary --------------------------------------------------------------------------- */
+
+static double pct(uint64_t part, uint64_t whole)
+{
+    return whole ? 100.0 * (double)part / (double)whole : 0.0;
+}
+
+static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
+{
+    struct vb *b = vb_of(m);
+    struct vmmu_tlb_stats t = {0};
+    struct vb_mem_stats s = {0};
+    uint64_t insns = 0, served = 0, local = 0, posted = 0, waits = 0, halts = 0, retries = 0;
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        struct vb_vcpu *v = &b->vcpu[i];
+        struct vmmu_tlb_stats vt;
+        if (vmmu_vcpu_stats(v->vcpu, &vt) < 0)
+            continue;
+        if (per_vcpu && atomic_load(&m->vcpu[i].started))
+            fprintf(out, "  vcpu %u: %llu instructions, %llu accesses, %.1f%% TLB hits, "
+                    "%llu walks, %llu flushes served\n", i,
+                    (unsigned long long)v->cpu.icount, (unsigned long long)v->mem.pieces,
+                    pct(v->mem.fast_hits + vt.slow_hits + vt.victim_hits, v->mem.pieces),
+                    (unsigned long long)vt.walks, (unsigned long long)v->flushes_served);
+        insns += v->cpu.icount;
+        s.reads += v->mem.reads;
+        s.writes += v->mem.writes;
+        s.fetches += v->mem.fetches;
+        s.rmws += v->mem.rmws;
+        s.pieces += v->mem.pieces;
+        s.fast_hits += v->mem.fast_hits;
+        s.splits += v->mem.splits;
+        s.mmio += v->mem.mmio;
+        s.faults += v->mem.faults;
+        t.slow_hits += vt.slow_hits;
+        t.victim_hits += vt.victim_hits;
+        t.misses += vt.misses;
+        t.walks += vt.walks;
+        t.psc_hits += vt.psc_hits;
+        t.fills += vt.fills;
+        t.flush_all += vt.flush_all;
+        t.flush_pcid += vt.flush_pcid;
+        t.flush_page += vt.flush_page;
+        t.pcid_switches += vt.pcid_switches;
+        served += v->flushes_served;
+        local += v->flushes_local;
+        posted += v->flushes_posted;
+        waits += v->flush_waits;
+        halts += v->halts;
+        retries += v->retries;
+    }
+    struct emu_machine_stats *ms = &m->stats;
+    fprintf(out, "instructions:       %llu\n", (unsigned long long)insns);
+    fprintf(out, "accesses:           %llu (%llu fetches, %llu reads, %llu writes, %llu locked)\n",
+            (unsigned long long)(s.fetches + s.reads + s.writes + s.rmws),
+            (unsigned long long)s.fetches, (unsigned long long)s.reads,
+            (unsigned long long)s.writes, (unsigned long long)s.rmws);
+    fprintf(out, "page parts:         %llu (%llu accesses crossed a page)\n",
+            (unsigned long long)s.pieces, (unsigned long long)s.splits);
+    fprintf(out, "TLB:                %.2f%% hits (%llu inline, %llu slow-path, %llu victim), "
+            "%llu misses\n", pct(s.fast_hits + t.slow_hits + t.victim_hits, s.pieces),
+            (unsigned long long)s.fast_hits, (unsigned long long)t.slow_hits,
+            (unsigned long long)t.victim_hits, (unsigned long long)t.misses);
+    fprintf(out, "page walks:         %llu (%llu resumed from paging-structure caches), "
+            "%llu faults\n", (unsigned long long)t.walks, (unsigned long long)t.psc_hits,
+            (unsigned long long)s.faults);
+    fprintf(out, "TLB flushes:        %llu all, %llu PCID, %llu page, %llu PCID switches\n",
+            (unsigned long long)t.flush_all, (unsigned long long)t.flush_pcid,
+            (unsigned long long)t.flush_page, (unsigned long long)t.pcid_switches);
+    fprintf(out, "shootdowns:         %llu IPIs sent, %llu interrupts taken; flush hypercalls "
+            "%llu (%llu local hint, %llu async)\n",
+            (unsigned long long)ms->ipis_sent, (unsigned long long)ms->interrupts,
+            (unsigned long long)ms->flush_calls, (unsigned long long)ms->flush_local_hint,
+            (unsigned long long)ms->flush_async);
+    fprintf(out, "remote flushes:     %llu posted, %llu served, %llu synchronous waits; "
+            "%llu local\n", (unsigned long long)posted, (unsigned long long)served,
+            (unsigned long long)waits, (unsigned long long)local);
+    fprintf(out, "MMIO/device:        %llu accesses\n", (unsigned long long)s.mmio);
+    fprintf(out, "halts:              %llu; retried instructions %llu\n",
+            (unsigned long long)halts, (unsigned long long)retries);
+}
+
+const struct emu_backend_ops emu_backend_vmmu = {
+    .name = "vmmu",
+    .create = vb_create,
+    .gpa_read = vb_gpa_read,
+    .gpa_write = vb_gpa_write,
+    .run = vb_run,
+    .start_vcpu = vb_start_vcpu,
+    .kick = vb_kick,
+    .flush = vb_flush,
+    .summary = vb_summary,
+    .destroy = vb_destroy,
+};

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: MIT */
+/* The vmmu backend's private state, shared by vmmu_backend.c and vmmu_mem.c. */
+#ifndef EMU_VMMU_BACKEND_H
+#define EMU_VMMU_BACKEND_H
+
+#include "machine.h"
+#include "x86emu/cpu.h"
+#include "vmmu/vmmu.h"
+
+/* Instructions per x86emu_step() call: between calls a vCPU takes
+ * interrupts and flush requests, so this bounds their latency. */
+#define VB_BUDGET 256u
+
+/* Counters of one vCPU's memory accesses (written only by its thread). */
+struct vb_mem_stats {
+    uint64_t reads, writes, fetches, rmws; /* callbacks from the interpreter */
+    uint64_t pieces;       /* per-page parts of those accesses */
+    uint64_t fast_hits;    /* parts served by the inline TLB lookup */
+    uint64_t splits;       /* accesses that crossed a page */
+    uint64_t mmio;         /* parts that went to MMIO, holes or ROM writes */
+    uint64_t faults;       /* accesses that raised a fault */
+};
+
+/* A pending flush request posted to a vCPU (until vmmu/sync.h takes over). */
+struct vb_flush_req {
+    bool all;
+    unsigned npages;
+    uint64_t va[EMU_FLUSH_PAGES_MAX];
+};
+
+struct vb_vcpu {
+    struct emu_machine *m;
+    unsigned index;
+    struct vmmu_vcpu *vcpu;
+    struct x86emu_cpu cpu;
+    struct x86emu_env env;
+    pthread_t thread;
+    bool thread_started;     /* with vb.halt_lock */
+
+    pthread_cond_t wake;     /* with vb.halt_lock */
+    _Atomic bool kicked;
+
+    pthread_mutex_t req_lock;
+    struct vb_flush_req req;
+    _Atomic uint64_t req_gen, done_gen;
+
+    struct vb_mem_stats mem;
+    uint64_t flushes_served;   /* flush requests acted on (remote ones) */
+    uint64_t flushes_local;    /* hypercall flushes of its own TLB */
+    uint64_t flushes_posted;   /* requests it posted to others */
+    uint64_t flush_waits;      /* synchronous flushes it waited for */
+    uint64_t halts;
+    uint64_t retries;
+    char error[128];           /* set with the status VB_ERROR */
+};
+
+struct vb {
+    struct vmmu_vm *vm;
+    uint32_t ram_id;
+    pthread_mutex_t halt_lock;
+    /* With halt_lock: threads started and blocked in HLT (all-halted
+     * detection), and whether the run is over (no more starts). */
+    unsigned started, blocked;
+    bool closing;
+    struct vb_vcpu vcpu[EMU_VCPUS_MAX];
+};
+
+/* The interpreter's memory callbacks (vmmu_mem.c). */
+int vb_mem_read(void *opaque, const struct x86emu_access *a, void *out, struct x86emu_fault *f);
+int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
+                 struct x86emu_fault *f);
+int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
+                   const void *desired, void *observed, struct x86emu_fault *f);
+
+/* Stop the machine because vmmu failed under vCPU @v (returns X86EMU_CB_RETRY). */
+int vb_fail(struct vb_vcpu *v, const char *what, int err);
+
+#endif
