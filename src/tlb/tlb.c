@@ -118,6 +118,13 @@ static unsigned ctx_resize_target(struct tlb_ctx *c)
 void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     v->stats.flush_contexts++;
+    if (!(v->held & c->held_bit)) {
+        /* Flushed since its last fill: empty, bounds reset, nothing to
+         * learn for the resize window either. */
+        v->stats.flush_elided++;
+        return;
+    }
+    v->held &= ~c->held_bit;
     unsigned target = ctx_resize_target(c);
     if (c->used == 0 && c->vused == 0 && target == c->n) {
         /* Nothing to drop.  The bounds may still be set by entries that
@@ -367,6 +374,7 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
     c->hot[idx] = *e;
     c->cold[idx] = *cd;
     note_bounds(c, cd);
+    v->held |= c->held_bit;
     v->stats.fills++;
 }
 

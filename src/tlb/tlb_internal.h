@@ -41,6 +41,9 @@ enum tlb_ctx_id { CTX_USER = 0, CTX_SUP = 1, CTX_SUP_AC = 2, CTX_COUNT = 3 };
 
 /* Indices remembered per flush interval before falling back to whole-table work. */
 #define TLB_FILLED_LOG 64
+/* First bit of the paging-structure caches in vmmu_vcpu::held. */
+#define TLB_HELD_PSC (VMMU_VCPU_PCID_SLOTS * CTX_COUNT)
+_Static_assert(TLB_HELD_PSC + VMMU_VCPU_PCID_SLOTS <= 32, "vmmu_vcpu::held has 32 bits");
 /* Flushes per resize window (see tlb_ctx_flush()). */
 #define TLB_RESIZE_WINDOW 16
 
@@ -73,6 +76,7 @@ struct tlb_ctx {
     uint16_t ukeys, skeys;       /* protection keys of user / supervisor pages held */
     /* Resize window (see tlb_ctx_flush()). */
     unsigned peak, window;
+    uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     /* Victims: valid entries pushed out of hot[] by a fill. */
     struct vmmu_tlb_entry vhot[VMMU_TLB_VICTIMS];
     struct tlb_cold vcold[VMMU_TLB_VICTIMS];
@@ -99,6 +103,7 @@ struct psc_entry {
 
 struct tlb_psc {
     unsigned count; /* entries stored since the last flush */
+    uint32_t held_bit; /* this cache's bit in vmmu_vcpu::held */
     struct psc_entry l2[PSC_WAYS_L2], l3[PSC_WAYS_L3], l4[PSC_WAYS_L4], l5[PSC_WAYS_L5];
 };
 
@@ -119,6 +124,11 @@ struct vmmu_vcpu {
     uint64_t lru_clock;
     struct tlb_slot slot[VMMU_VCPU_PCID_SLOTS];
     struct vmmu_tlb_stats stats;
+    /* What may hold something: bit slot * CTX_COUNT + ctx for each context
+     * filled since its last flush, bit TLB_HELD_PSC + slot for each
+     * paging-structure cache.  A flush of everything visits only these,
+     * so flushing a vCPU that holds nothing touches no table. */
+    uint32_t held;
     bool psc_off; /* benchmarks: walk from the top on every miss */
 };
 
@@ -138,7 +148,7 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
 void vmmu__tlb_select(struct vmmu_vcpu *v);
 
 /* ---- psc ----------------------------------------------------------------- */
-void vmmu__psc_flush(struct tlb_psc *p);
+void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p);
 /* Remember the upper levels of a successful, committed walk. */
 void vmmu__psc_store(struct vmmu_vcpu *v, struct tlb_psc *p, const struct vmmu_x86_walk *w);
 /* Walk @va using the deepest cached upper level.  Returns 1 when it did

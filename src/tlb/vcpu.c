@@ -24,15 +24,32 @@ static void flush_slot(struct vmmu_vcpu *v, struct tlb_slot *s)
 {
     for (unsigned c = 0; c < CTX_COUNT; c++)
         vmmu__tlb_ctx_flush(v, &s->ctx[c]);
-    vmmu__psc_flush(&s->psc);
+    vmmu__psc_flush(v, &s->psc);
 }
 
-/* Everything, globals included, every PCID (CR4.PGE toggle, CR0.PG, ...). */
+/* Everything, globals included, every PCID (CR4.PGE toggle, CR0.PG, ...).
+ * Only what vmmu_vcpu::held names is visited: the others are empty, and
+ * are counted as elided without being touched. */
 static void flush_everything(struct vmmu_vcpu *v)
 {
+    const unsigned nctx = VMMU_VCPU_PCID_SLOTS * CTX_COUNT;
+    uint32_t ctxs = v->held & ((1u << nctx) - 1);
+    uint32_t pscs = v->held >> TLB_HELD_PSC;
+    unsigned idle = nctx - (unsigned)__builtin_popcount(ctxs);
+
     v->stats.flush_all++;
-    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
-        flush_slot(v, &v->slot[i]);
+    v->stats.flush_contexts += idle;
+    v->stats.flush_elided += idle;
+    while (ctxs) {
+        unsigned i = (unsigned)__builtin_ctz(ctxs);
+        ctxs &= ctxs - 1;
+        vmmu__tlb_ctx_flush(v, &v->slot[i / CTX_COUNT].ctx[i % CTX_COUNT]);
+    }
+    while (pscs) {
+        unsigned i = (unsigned)__builtin_ctz(pscs);
+        pscs &= pscs - 1;
+        vmmu__psc_flush(v, &v->slot[i].psc);
+    }
     vmmu__tlb_select(v);
 }
 
@@ -42,7 +59,7 @@ static void flush_slot_nonglobal(struct vmmu_vcpu *v, struct tlb_slot *s)
     v->stats.flush_pcid++;
     for (unsigned c = 0; c < CTX_COUNT; c++)
         vmmu__tlb_ctx_flush_nonglobal(v, &s->ctx[c]);
-    vmmu__psc_flush(&s->psc);
+    vmmu__psc_flush(v, &s->psc);
 }
 
 /* Contexts @ctx_mask (bit per enum tlb_ctx_id) of every PCID: rights changed. */
@@ -169,8 +186,9 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
                 vmmu_vcpu_destroy(v);
                 return VMMU_ENOMEM;
             }
+            v->slot[i].ctx[c].held_bit = 1u << (i * CTX_COUNT + c);
         }
-        vmmu__psc_flush(&v->slot[i].psc);
+        v->slot[i].psc.held_bit = 1u << (TLB_HELD_PSC + i);
     }
     v->slot[0].valid = true;
     v->slot[0].pcid = 0;
@@ -380,7 +398,7 @@ int vmmu_vcpu_invlpg(struct vmmu_vcpu *v, uint64_t va)
         for (unsigned c = 0; c < CTX_COUNT; c++)
             vmmu__tlb_ctx_flush_page(&s->ctx[c], page, !current, false);
     }
-    vmmu__psc_flush(&v->slot[v->cur_slot].psc);
+    vmmu__psc_flush(v, &v->slot[v->cur_slot].psc);
     return 0;
 }
 
@@ -424,7 +442,7 @@ int vmmu_vcpu_invpcid(struct vmmu_vcpu *v, unsigned type, uint64_t pcid, uint64_
                 vmmu__tlb_ctx_flush_page(&v->slot[si].ctx[c], va & VMMU_PAGE_MASK, false, true);
             /* The SDM lets this drop paging-structure caches of the PCID;
              * dropping them all is the simple exact superset. */
-            vmmu__psc_flush(&v->slot[si].psc);
+            vmmu__psc_flush(v, &v->slot[si].psc);
         }
         break;
     case VMMU_INVPCID_SINGLE:

@@ -49,11 +49,14 @@ static struct psc_entry *psc_slot(struct tlb_psc *p, unsigned level, uint64_t va
     }
 }
 
-void vmmu__psc_flush(struct tlb_psc *p)
+void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p)
 {
+    v->held &= ~p->held_bit;
     if (p->count == 0)
         return;
+    uint32_t bit = p->held_bit;
     memset(p, 0, sizeof(*p));
+    p->held_bit = bit;
 }
 
 /* Remember levels[0 .. nlevels-2] (the non-leaf entries) of a successful
@@ -90,6 +93,7 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         pe->writable = writable;
         pe->nx = nx;
         p->count++;
+        v->held |= p->held_bit;
     }
 }
 

@@ -91,12 +91,66 @@ static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **stat
     assert_ptr_equal(host, hpa(&f->t, DATA(0)));
 }
 
+/* ---- flushing what is held, and only that ------------------------------------ */
+
+static struct vmmu_tlb_stats stats(struct fx *f)
+{
+    struct vmmu_tlb_stats s;
+    assert_int_equal(vmmu_vcpu_stats(f->t.vcpu, &s), 0);
+    return s;
+}
+
+static void flushing_an_idle_vcpu_elides_every_context(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    for (int round = 0; round < 3; round++) {
+        vmmu_vcpu_stats_reset(f->t.vcpu);
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+        struct vmmu_tlb_stats s = stats(f);
+        assert_int_equal(s.flush_all, 1);
+        assert_int_equal(s.flush_contexts, VMMU_VCPU_PCID_SLOTS * 3);
+        assert_int_equal(s.flush_elided, VMMU_VCPU_PCID_SLOTS * 3);
+    }
+}
+
+static void a_flush_of_everything_reaches_every_pcid_that_holds_entries(void **state)
+{
+    struct fx *f = *state;
+    uint64_t root2 = env_page(&f->t.env);
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, root2, VA, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, root2 | 2 | VMMU_X86_CR3_NOFLUSH, &fault), 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(2)));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.flush_contexts, VMMU_VCPU_PCID_SLOTS * 3);
+    assert_int_equal(s.flush_elided, VMMU_VCPU_PCID_SLOTS * 3 - 2); /* two were filled */
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    /* The paging-structure caches went too: the refill walks from the top. */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    assert_int_equal(stats(f).psc_hits, 0);
+    /* A second flush finds nothing held anywhere but the refilled context. */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    assert_int_equal(stats(f).flush_elided, VMMU_VCPU_PCID_SLOTS * 3 - 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(the_probe_hits_exactly_where_lookup_hits),
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
+        T(flushing_an_idle_vcpu_elides_every_context),
+        T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
