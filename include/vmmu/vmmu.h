@@ -12,5 +12,6 @@
 #include "x86.h"
 #include "tlb.h"
 #include "vcpu.h"
+#include "sync.h"
 
 #endif /* VMMU_VMMU_H */

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "core/vm_internal.h"
+#include "sync/sync_internal.h"
 #include "vmmu/error.h"
 
 int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
@@ -37,6 +38,13 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
         free(vm);
         return err;
     }
+    err = vmmu__sync_init(vm);
+    if (err) {
+        vmmu__p2m_fini(vm);
+        pthread_mutex_destroy(&vm->lock);
+        free(vm);
+        return err;
+    }
     *out = vm;
     return 0;
 }
@@ -46,6 +54,7 @@ void vmmu_vm_destroy(struct vmmu_vm *vm)
     if (!vm)
         return;
     vmmu__p2m_fini(vm);
+    vmmu__sync_fini(vm);
     if (vm->memfd >= 0)
         close(vm->memfd);
     pthread_mutex_destroy(&vm->lock);

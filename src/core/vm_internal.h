@@ -28,6 +28,10 @@ struct vmmu_vm {
     uint64_t memfd_next;
 
     struct vmmu_p2m p2m;
+
+    /* Cross-vCPU invalidation and reclaim: vCPU registry, hooks, pager
+     * (src/sync/sync_internal.h). */
+    struct vmmu_sync *sync;
 };
 
 /* Wait until every registered reader has passed a quiescent state

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "core/vm_internal.h"
+#include "sync/sync_internal.h"
 #include "vmmu/error.h"
 
 /* ---- radix nodes ----------------------------------------------------------- */
@@ -424,6 +425,11 @@ out:
      * holes, which is what they were, so freeing still waits for them. */
     retire_flush(p2m, &rl, true);
     pthread_mutex_unlock(&vm->lock);
+    if (!err) {
+        /* vCPUs may hold entries that found a hole here. */
+        struct vmmu_gpa_range range = {desc->gpa, desc->size};
+        vmmu__sync_flush_gpas(vm, &range, 1);
+    }
     return err;
 }
 
@@ -457,10 +463,67 @@ int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
             (p2m->nregions - (unsigned)i - 1) * sizeof(p2m->regions[0]));
     p2m->nregions--;
     atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
-    /* One grace period covers the region and the nodes it emptied. */
-    vmmu__grace_period();
+    pthread_mutex_unlock(&vm->lock);
+    /* Every vCPU drops its entries for the range, the reclaim hooks drop
+     * theirs, and one grace period covers the region and the nodes it
+     * emptied.  Outside the lock: hooks may read the map. */
+    struct vmmu_gpa_range range = {r->gfn << VMMU_PAGE_SHIFT, r->npages << VMMU_PAGE_SHIFT};
+    vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REMOVE);
+    pthread_mutex_lock(&vm->lock);
     retire_flush(p2m, &rl, false);
     region_release(vm, r);
+    pthread_mutex_unlock(&vm->lock);
+    return 0;
+}
+
+int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_region_desc *desc,
+                        uint32_t *new_id)
+{
+    if (!vm || !desc)
+        return VMMU_EINVAL;
+    int err = validate_desc(vm, desc);
+    if (err)
+        return err;
+    if (writer_reentered(vm))
+        return VMMU_EBUSY;
+    struct vmmu_p2m *p2m = &vm->p2m;
+    struct retire_list rl = {0};
+    uint64_t lo = desc->gpa >> VMMU_PAGE_SHIFT, hi = lo + (desc->size >> VMMU_PAGE_SHIFT);
+
+    pthread_mutex_lock(&vm->lock);
+    int i = id ? region_index_by_id(p2m, id) : -1;
+    if (i < 0) {
+        pthread_mutex_unlock(&vm->lock);
+        return VMMU_ENOENT;
+    }
+    struct vmmu_region *old = p2m->regions[i], *r = NULL;
+    if (old->gfn != lo || old->gfn + old->npages != hi) {
+        pthread_mutex_unlock(&vm->lock);
+        return VMMU_EINVAL;
+    }
+    err = region_build(vm, desc, &r);
+    if (err) {
+        pthread_mutex_unlock(&vm->lock);
+        return err;
+    }
+    r->id = p2m->next_id++;
+    if (p2m->next_id == 0)
+        p2m->next_id = 1;
+    /* Same range, so the tree already has every node the old region
+     * needed: one pass overwrites each of its slots with the new tag, and
+     * a reader finds the old region or the new one, never a hole. */
+    store_tags(p2m, p2m->root, p2m->levels - 1, 0, lo, hi, (uintptr_t)r | P2M_SLOT_REGION, &rl);
+    p2m->regions[i] = r;
+    atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
+    if (new_id)
+        *new_id = r->id;
+    pthread_mutex_unlock(&vm->lock);
+
+    struct vmmu_gpa_range range = {desc->gpa, desc->size};
+    vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REPLACE);
+    pthread_mutex_lock(&vm->lock);
+    retire_flush(p2m, &rl, false);
+    region_release(vm, old);
     pthread_mutex_unlock(&vm->lock);
     return 0;
 }
@@ -635,7 +698,14 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
 int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,
                            uint32_t clear)
 {
-    return vmmu__page_state_update(vm, gpa, npages, set, clear, VMMU_PAGE_USER_BITS);
+    int rc = vmmu__page_state_update(vm, gpa, npages, set, clear, VMMU_PAGE_USER_BITS);
+    if (rc == 0 && ((set & VMMU_PAGE_CODE) || (clear & VMMU_PAGE_DIRTY))) {
+        /* Narrowed: cached write comparators must send the next write to
+         * the slow path (see vmmu_page_state_change()). */
+        struct vmmu_gpa_range range = {gpa & VMMU_PAGE_MASK, npages << VMMU_PAGE_SHIFT};
+        vmmu__sync_flush_gpas(vm, &range, 1);
+    }
+    return rc;
 }
 
 int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque)

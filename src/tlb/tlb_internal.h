@@ -130,6 +130,7 @@ struct vmmu_vcpu {
      * so flushing a vCPU that holds nothing touches no table. */
     uint32_t held;
     bool psc_off; /* benchmarks: walk from the top on every miss */
+    struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
 };
 
 /* ---- tlb.c: tables ------------------------------------------------------- */

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sync/sync_internal.h"
 #include "tlb/tlb_internal.h"
 
 #include "vmmu/error.h"
@@ -194,6 +195,10 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
     v->slot[0].pcid = 0;
     v->cur_slot = 0;
     vmmu__tlb_select(v);
+    if ((rc = vmmu__sync_vcpu_attach(v)) != 0) { /* id and request slot */
+        vmmu_vcpu_destroy(v);
+        return rc;
+    }
     *out = v;
     return 0;
 }
@@ -202,6 +207,7 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *v)
 {
     if (!v)
         return;
+    vmmu__sync_vcpu_detach(v);
     for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
         for (unsigned c = 0; c < CTX_COUNT; c++)
             vmmu__tlb_ctx_fini(&v->slot[i].ctx[c]);

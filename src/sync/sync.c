@@ -1,0 +1,745 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * vCPU life cycle, requests and generations.
+ *
+ * Every vCPU id has a slot (sync_internal.h) with a request generation
+ * (req_gen), bumped by requesters after they merge what they want dropped
+ * into the slot's pending set, and a done generation (done_gen) that the
+ * vCPU publishes after acting on everything up to it.  This is the shape
+ * of Linux's tlb_gen: a requester that finds done_gen >= its own
+ * generation knows its request was covered, by its own flush or by one
+ * that merged with it.
+ *
+ * The race that matters is a request against a vCPU going on- or offline.
+ * Both sides use sequentially consistent accesses in the Dekker pattern:
+ *
+ *   requester                      vCPU coming online
+ *   req_gen = g        (seq_cst)   state = ONLINE            (seq_cst)
+ *   read state         (seq_cst)   read req_gen; act on it   (seq_cst)
+ *
+ * If the requester reads OFFLINE, its store of g precedes the vCPU's read
+ * of req_gen, so the vCPU acts on the request before running: the
+ * requester need not wait.  If it reads ONLINE, it waits for done_gen (or
+ * for the vCPU to go offline: an offline vCPU holds nothing derived from a
+ * translation, and it will act on the request when it comes back).
+ *
+ * Waiting spins on done_gen for a bounded time (a cache-line round trip
+ * when the target is running and reaches a safe point soon), then sleeps
+ * on a futex the target wakes only when someone sleeps, so the target's
+ * fast path makes no system call.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/vm_internal.h"
+#include "sync/cpuset_internal.h"
+#include "sync/sync_internal.h"
+#include "tlb/tlb_internal.h"
+#include "vmmu/error.h"
+
+/* Spin this long for an acknowledgement before sleeping. */
+#define SYNC_SPIN_NS 50000
+
+static _Thread_local struct vmmu_vcpu *tls_vcpu; /* online on this thread */
+static _Thread_local bool tls_reader;            /* registered QSBR reader */
+static pthread_key_t reader_key;
+static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
+
+static void slot_lock(struct sync_slot *s)
+{
+    unsigned spins = 0;
+    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire)) {
+        if (++spins > 64) {
+            sched_yield();
+            spins = 0;
+        } else {
+            cpu_relax();
+        }
+    }
+}
+
+static void slot_unlock(struct sync_slot *s)
+{
+    atomic_flag_clear_explicit(&s->lock, memory_order_release);
+}
+
+static void slot_wake(struct sync_slot *s)
+{
+    atomic_fetch_add_explicit(&s->ack_seq, 1, memory_order_seq_cst);
+    syscall(SYS_futex, (uint32_t *)(void *)&s->ack_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+            0);
+}
+
+/* ---- Thread registration ------------------------------------------------- */
+
+/* A thread that exits while registered would leave liburcu a dangling
+ * registry entry; unregister it, and take its vCPU offline, at exit. */
+static void reader_exit(void *unused)
+{
+    (void)unused;
+    struct vmmu_vcpu *v = tls_vcpu;
+    if (v) {
+        struct sync_slot *s = v->sync;
+        s->online = false;
+        atomic_store(&s->state, SYNC_OFFLINE);
+        slot_wake(s);
+        tls_vcpu = NULL;
+    }
+    if (tls_reader) {
+        tls_reader = false;
+        vmmu__reader_unregister();
+    }
+}
+
+static void reader_key_make(void)
+{
+    (void)pthread_key_create(&reader_key, reader_exit);
+}
+
+struct vmmu_vcpu *vmmu__sync_current_vcpu(void)
+{
+    return tls_vcpu;
+}
+
+/* ---- Merging requests ------------------------------------------------------ */
+
+/* Shrink @r (sorted by gpa, @n entries) to at most @max ranges by joining
+ * neighbours across the smallest gaps.  A joined range also covers its
+ * gap, which only drops a few more entries than needed. */
+static size_t gpas_coalesce(struct vmmu_gpa_range *r, size_t n, size_t max)
+{
+    while (n > max) {
+        size_t best = 0;
+        uint64_t best_gap = UINT64_MAX;
+        for (size_t i = 0; i + 1 < n; i++) {
+            uint64_t end = r[i].gpa + r[i].size;
+            uint64_t gap = r[i + 1].gpa > end ? r[i + 1].gpa - end : 0;
+            if (gap < best_gap) {
+                best_gap = gap;
+                best = i;
+            }
+        }
+        uint64_t end = r[best].gpa + r[best].size, end2 = r[best + 1].gpa + r[best + 1].size;
+        r[best].size = (end2 > end ? end2 : end) - r[best].gpa;
+        memmove(&r[best + 1], &r[best + 2], (n - best - 2) * sizeof(*r));
+        n--;
+    }
+    return n;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+    const struct vmmu_gpa_range *x = a, *y = b;
+    return (x->gpa > y->gpa) - (x->gpa < y->gpa);
+}
+
+void vmmu__sync_set_gpas(struct sync_pending *p, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    memset(p, 0, sizeof(*p));
+    if (!n)
+        return;
+    p->want = SYNC_WANT_GPAS;
+    if (n <= SYNC_MAX_GPAS) {
+        memcpy(p->gpas, ranges, n * sizeof(*ranges));
+        qsort(p->gpas, n, sizeof(*ranges), range_cmp);
+        p->ngpas = (uint32_t)gpas_coalesce(p->gpas, n, SYNC_MAX_GPAS);
+        return;
+    }
+    /* Many ranges (a batch of pages): keep the SYNC_MAX_GPAS - 1 largest
+     * gaps of the sorted list as splits. */
+    struct vmmu_gpa_range *sorted = malloc(n * sizeof(*sorted));
+    if (!sorted) {
+        p->want = SYNC_WANT_ALL;
+        return;
+    }
+    memcpy(sorted, ranges, n * sizeof(*ranges));
+    qsort(sorted, n, sizeof(*sorted), range_cmp);
+    size_t cut[SYNC_MAX_GPAS - 1];
+    uint64_t cutgap[SYNC_MAX_GPAS - 1];
+    size_t ncut = 0;
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint64_t end = sorted[i].gpa + sorted[i].size;
+        uint64_t gap = sorted[i + 1].gpa > end ? sorted[i + 1].gpa - end : 0;
+        if (!gap)
+            continue;
+        size_t at = ncut;
+        if (ncut < SYNC_MAX_GPAS - 1)
+            ncut++;
+        else if (gap <= cutgap[ncut - 1])
+            continue;
+        else
+            at = ncut - 1;
+        while (at > 0 && cutgap[at - 1] < gap) {
+            cut[at] = cut[at - 1];
+            cutgap[at] = cutgap[at - 1];
+            at--;
+        }
+        cut[at] = i;
+        cutgap[at] = gap;
+    }
+    /* Emit the pieces in gpa order: sort the cut indices. */
+    for (size_t i = 1; i < ncut; i++)
+        for (size_t j = i; j > 0 && cut[j - 1] > cut[j]; j--) {
+            size_t t = cut[j];
+            cut[j] = cut[j - 1];
+            cut[j - 1] = t;
+        }
+    size_t start = 0;
+    for (size_t k = 0; k <= ncut; k++) {
+        size_t last = k < ncut ? cut[k] : n - 1;
+        uint64_t lo = sorted[start].gpa, hi = 0;
+        for (size_t i = start; i <= last; i++)
+            if (sorted[i].gpa + sorted[i].size > hi)
+                hi = sorted[i].gpa + sorted[i].size;
+        p->gpas[p->ngpas].gpa = lo;
+        p->gpas[p->ngpas].size = hi - lo;
+        p->ngpas++;
+        start = last + 1;
+    }
+    free(sorted);
+}
+
+static void pending_merge(struct sync_pending *into, const struct sync_pending *p)
+{
+    if ((into->want | p->want) & SYNC_WANT_ALL) {
+        memset(into, 0, sizeof(*into));
+        into->want = SYNC_WANT_ALL;
+        return;
+    }
+    if (p->want & SYNC_WANT_CONTEXTS)
+        into->ctx_mask |= p->ctx_mask;
+    for (uint32_t i = 0; i < p->npcids; i++) {
+        bool dup = false;
+        for (uint32_t j = 0; j < into->npcids; j++)
+            dup |= into->pcids[j] == p->pcids[i];
+        if (dup)
+            continue;
+        if (into->npcids == SYNC_MAX_PCIDS)
+            goto all;
+        into->pcids[into->npcids++] = p->pcids[i];
+    }
+    for (uint32_t i = 0; i < p->npages; i++) {
+        if (into->npages == SYNC_MAX_PAGES)
+            goto all;
+        into->pages[into->npages++] = p->pages[i];
+    }
+    if (p->ngpas) {
+        struct vmmu_gpa_range both[2 * SYNC_MAX_GPAS];
+        size_t n = into->ngpas;
+        memcpy(both, into->gpas, n * sizeof(*both));
+        memcpy(both + n, p->gpas, p->ngpas * sizeof(*both));
+        n += p->ngpas;
+        qsort(both, n, sizeof(*both), range_cmp);
+        n = gpas_coalesce(both, n, SYNC_MAX_GPAS);
+        memcpy(into->gpas, both, n * sizeof(*both));
+        into->ngpas = (uint32_t)n;
+    }
+    into->want |= p->want;
+    return;
+all:
+    memset(into, 0, sizeof(*into));
+    into->want = SYNC_WANT_ALL;
+}
+
+/* ---- Acting on requests (the vCPU's own thread) ------------------------------ */
+
+static bool gpa_hit(const struct sync_pending *p, uint64_t gpa)
+{
+    for (uint32_t i = 0; i < p->ngpas; i++)
+        if (gpa - p->gpas[i].gpa < p->gpas[i].size)
+            return true;
+    return false;
+}
+
+static bool psc_hits(const struct sync_pending *p, const struct psc_entry *e, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (e[i].tag && gpa_hit(p, e[i].table & VMMU_PAGE_MASK))
+            return true;
+    return false;
+}
+
+/* Drop every entry of @c whose guest-physical page is in @p's ranges.
+ * The TLB is indexed by va, so this scans what the context holds: the
+ * indices filled since its last flush while that log has not overflowed,
+ * else the whole table. */
+static void ctx_drop_gpas(struct tlb_ctx *c, const struct sync_pending *p)
+{
+    if (c->used == 0 && c->vused == 0)
+        return;
+    if (c->used) {
+        if (c->nfilled <= TLB_FILLED_LOG) {
+            for (unsigned k = 0; k < c->nfilled; k++) {
+                unsigned i = c->filled[k];
+                const struct vmmu_tlb_entry *e = &c->hot[i];
+                if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
+                    gpa_hit(p, c->cold[i].gpa))
+                    vmmu__tlb_ctx_flush_page(c, c->cold[i].va, false, false);
+            }
+        } else {
+            for (unsigned i = 0; i < c->n; i++) {
+                const struct vmmu_tlb_entry *e = &c->hot[i];
+                if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
+                    gpa_hit(p, c->cold[i].gpa))
+                    vmmu__tlb_ctx_flush_page(c, c->cold[i].va, false, false);
+            }
+        }
+    }
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+        const struct vmmu_tlb_entry *e = &c->vhot[i];
+        if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
+            gpa_hit(p, c->vcold[i].gpa))
+            vmmu__tlb_ctx_flush_page(c, c->vcold[i].va, false, false);
+    }
+}
+
+static void slot_drop_gpas(struct vmmu_vcpu *v, struct tlb_slot *s, const struct sync_pending *p)
+{
+    for (unsigned c = 0; c < CTX_COUNT; c++)
+        ctx_drop_gpas(&s->ctx[c], p);
+    /* Paging-structure caches hold host pointers to page-table pages. */
+    const struct tlb_psc *psc = &s->psc;
+    if (psc->count && (psc_hits(p, psc->l2, PSC_WAYS_L2) || psc_hits(p, psc->l3, PSC_WAYS_L3) ||
+                       psc_hits(p, psc->l4, PSC_WAYS_L4) || psc_hits(p, psc->l5, PSC_WAYS_L5)))
+        vmmu__psc_flush(v, &s->psc);
+}
+
+void vmmu__sync_apply(struct vmmu_vcpu *v, const struct sync_pending *p)
+{
+    if (!p->want)
+        return;
+    if (p->want & SYNC_WANT_ALL) {
+        vmmu_vcpu_tlb_flush_all(v);
+        return;
+    }
+    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
+        struct tlb_slot *s = &v->slot[i];
+        if (p->want & SYNC_WANT_CONTEXTS)
+            for (unsigned c = 0; c < CTX_COUNT; c++)
+                if (p->ctx_mask & (1u << c))
+                    vmmu__tlb_ctx_flush(v, &s->ctx[c]);
+        if (!s->valid)
+            continue;
+        for (uint32_t k = 0; k < p->npcids; k++) {
+            if (s->pcid != p->pcids[k])
+                continue;
+            for (unsigned c = 0; c < CTX_COUNT; c++)
+                vmmu__tlb_ctx_flush_nonglobal(v, &s->ctx[c]);
+            vmmu__psc_flush(v, &s->psc);
+        }
+        bool psc = false;
+        for (uint32_t k = 0; k < p->npages; k++) {
+            /* The page's entries in every PCID, global or not: a superset
+             * of what INVLPG drops, and a TLB may always forget more. */
+            for (unsigned c = 0; c < CTX_COUNT; c++)
+                vmmu__tlb_ctx_flush_page(&s->ctx[c], p->pages[k].va, false, false);
+            psc |= p->pages[k].pcid < 0 || p->pages[k].pcid == s->pcid;
+        }
+        if (psc)
+            vmmu__psc_flush(v, &s->psc);
+        if (p->ngpas)
+            slot_drop_gpas(v, s, p);
+    }
+    vmmu__tlb_select(v);
+}
+
+void vmmu__sync_process(struct vmmu_vcpu *v)
+{
+    struct sync_slot *s = v->sync;
+    struct sync_pending p;
+    slot_lock(s);
+    p = s->pend;
+    memset(&s->pend, 0, sizeof(s->pend));
+    uint64_t gen = atomic_load_explicit(&s->req_gen, memory_order_relaxed);
+    slot_unlock(s);
+    vmmu__sync_apply(v, &p);
+    s->handled_gen = gen;
+    atomic_store_explicit(&s->done_gen, gen, memory_order_seq_cst);
+    if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst))
+        slot_wake(s);
+}
+
+/* ---- Life cycle ---------------------------------------------------------------- */
+
+int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v)
+{
+    struct vmmu_sync *sy = v->vm->sync;
+    pthread_mutex_lock(&sy->reg_lock);
+    int id = -1;
+    for (size_t w = 0; w < sy->id_words && id < 0; w++)
+        if (~sy->id_used[w])
+            id = (int)(w * 64 + (size_t)__builtin_ctzll(~sy->id_used[w]));
+    if (id < 0)
+        id = (int)(sy->id_words * 64);
+    if (id >= SYNC_DIR * SYNC_CHUNK) {
+        pthread_mutex_unlock(&sy->reg_lock);
+        return VMMU_ELIMIT;
+    }
+    if ((size_t)id / 64 >= sy->id_words) {
+        size_t n = sy->id_words ? sy->id_words * 2 : 1;
+        uint64_t *grown = realloc(sy->id_used, n * sizeof(*grown));
+        if (!grown) {
+            pthread_mutex_unlock(&sy->reg_lock);
+            return VMMU_ENOMEM;
+        }
+        memset(grown + sy->id_words, 0, (n - sy->id_words) * sizeof(*grown));
+        sy->id_used = grown;
+        sy->id_words = n;
+    }
+    struct sync_slot *chunk = atomic_load_explicit(&sy->dir[id / SYNC_CHUNK], memory_order_relaxed);
+    if (!chunk) {
+        chunk = aligned_alloc(64, SYNC_CHUNK * sizeof(*chunk));
+        if (!chunk) {
+            pthread_mutex_unlock(&sy->reg_lock);
+            return VMMU_ENOMEM;
+        }
+        memset(chunk, 0, SYNC_CHUNK * sizeof(*chunk));
+        for (unsigned i = 0; i < SYNC_CHUNK; i++) {
+            atomic_flag_clear(&chunk[i].lock);
+            atomic_init(&chunk[i].state, SYNC_DEAD);
+            chunk[i].id = id / SYNC_CHUNK * SYNC_CHUNK + (int)i;
+        }
+        atomic_store_explicit(&sy->dir[id / SYNC_CHUNK], chunk, memory_order_release);
+    }
+    struct sync_slot *s = &chunk[id % SYNC_CHUNK];
+    /* A reused id: requests posted to its previous vCPU are void (this
+     * vCPU's TLB starts empty); release anyone still waiting on them. */
+    slot_lock(s);
+    memset(&s->pend, 0, sizeof(s->pend));
+    uint64_t gen = atomic_load_explicit(&s->req_gen, memory_order_relaxed);
+    s->handled_gen = gen;
+    atomic_store(&s->done_gen, gen);
+    slot_unlock(s);
+    s->online = false;
+    s->vcpu = v;
+    v->sync = s;
+    sy->id_used[id / 64] |= 1ull << (id % 64);
+    if (id >= atomic_load(&sy->nids))
+        atomic_store(&sy->nids, id + 1);
+    atomic_store(&s->state, SYNC_OFFLINE);
+    pthread_mutex_unlock(&sy->reg_lock);
+    return 0;
+}
+
+void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v)
+{
+    struct sync_slot *s = v->sync;
+    if (!s)
+        return;
+    if (tls_vcpu == v)
+        vmmu_vcpu_offline(v);
+    struct vmmu_sync *sy = v->vm->sync;
+    pthread_mutex_lock(&sy->reg_lock);
+    atomic_store(&s->state, SYNC_DEAD);
+    s->vcpu = NULL;
+    s->online = false;
+    sy->id_used[s->id / 64] &= ~(1ull << (s->id % 64));
+    pthread_mutex_unlock(&sy->reg_lock);
+    slot_wake(s);
+    v->sync = NULL;
+}
+
+int vmmu_vcpu_id(const struct vmmu_vcpu *v)
+{
+    return v && v->sync ? v->sync->id : VMMU_EINVAL;
+}
+
+static void go_online(struct vmmu_vcpu *v)
+{
+    struct sync_slot *s = v->sync;
+    if (!tls_reader) {
+        pthread_once(&reader_once, reader_key_make);
+        vmmu__reader_register(); /* registered threads start online */
+        tls_reader = true;
+        (void)pthread_setspecific(reader_key, (void *)1);
+    } else {
+        vmmu__reader_online();
+    }
+    s->online = true;
+    tls_vcpu = v;
+    atomic_store(&s->state, SYNC_ONLINE);
+    if (atomic_load(&s->req_gen) != s->handled_gen)
+        vmmu__sync_process(v);
+}
+
+static void go_offline(struct vmmu_vcpu *v)
+{
+    struct sync_slot *s = v->sync;
+    atomic_store(&s->state, SYNC_OFFLINE);
+    s->online = false;
+    tls_vcpu = NULL;
+    if (atomic_load(&s->sleepers))
+        slot_wake(s);
+    vmmu__reader_offline();
+}
+
+int vmmu_vcpu_online(struct vmmu_vcpu *v)
+{
+    if (!v || !v->sync)
+        return VMMU_EINVAL;
+    if (tls_vcpu || v->sync->online)
+        return VMMU_EBUSY;
+    go_online(v);
+    return 0;
+}
+
+int vmmu_vcpu_offline(struct vmmu_vcpu *v)
+{
+    if (!v || !v->sync || tls_vcpu != v)
+        return VMMU_EINVAL;
+    go_offline(v);
+    return 0;
+}
+
+int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)
+{
+    if (!v)
+        return VMMU_EINVAL;
+    struct sync_slot *s = v->sync;
+    if (!s || !s->online)
+        return VMMU_EINVAL;
+    /* The whole cost when nothing is pending: this load and compare, and
+     * QSBR's own check of the global grace-period counter. */
+    if (atomic_load_explicit(&s->req_gen, memory_order_relaxed) != s->handled_gen)
+        vmmu__sync_process(v);
+    vmmu__reader_quiescent();
+    return 0;
+}
+
+struct vmmu_vcpu *vmmu__sync_block_begin(void)
+{
+    struct vmmu_vcpu *v = tls_vcpu;
+    if (v)
+        go_offline(v);
+    return v;
+}
+
+void vmmu__sync_block_end(struct vmmu_vcpu *v)
+{
+    if (v)
+        go_online(v);
+}
+
+void vmmu__sync_change_lock(struct vmmu_vm *vm)
+{
+    if (pthread_mutex_trylock(&vm->sync->change_lock) == 0)
+        return;
+    struct vmmu_vcpu *v = vmmu__sync_block_begin();
+    pthread_mutex_lock(&vm->sync->change_lock);
+    vmmu__sync_block_end(v);
+}
+
+void vmmu__sync_change_unlock(struct vmmu_vm *vm)
+{
+    pthread_mutex_unlock(&vm->sync->change_lock);
+}
+
+/* ---- Posting and waiting --------------------------------------------------------- */
+
+static uint64_t slot_post(struct sync_slot *s, const struct sync_pending *p)
+{
+    slot_lock(s);
+    pending_merge(&s->pend, p);
+    uint64_t g = atomic_load_explicit(&s->req_gen, memory_order_relaxed) + 1;
+    atomic_store_explicit(&s->req_gen, g, memory_order_seq_cst);
+    slot_unlock(s);
+    return g;
+}
+
+static bool acked(struct sync_slot *s, uint64_t g)
+{
+    return atomic_load_explicit(&s->done_gen, memory_order_seq_cst) >= g ||
+           atomic_load_explicit(&s->state, memory_order_seq_cst) != SYNC_ONLINE;
+}
+
+static double now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
+}
+
+/* Wait until slot @s acted on generation @g or is not online.  @self, if
+ * set, is the caller's own online vCPU: it keeps acting on its requests
+ * while spinning (two vCPUs shooting each other down must not deadlock)
+ * and goes offline while sleeping. */
+static void wait_ack(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self)
+{
+    double start = 0;
+    for (unsigned i = 0;; i++) {
+        if (acked(s, g))
+            return;
+        if (self && atomic_load_explicit(&self->sync->req_gen, memory_order_relaxed) !=
+                        self->sync->handled_gen)
+            vmmu__sync_process(self);
+        cpu_relax();
+        if ((i & 63) == 63) {
+            double t = now_ns();
+            if (!start)
+                start = t;
+            else if (t - start > SYNC_SPIN_NS)
+                break;
+        }
+    }
+    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
+    for (;;) {
+        uint32_t seq = atomic_load_explicit(&s->ack_seq, memory_order_seq_cst);
+        if (acked(s, g))
+            break;
+        struct timespec ts = {0, 1000000}; /* re-check every millisecond */
+        syscall(SYS_futex, (uint32_t *)(void *)&s->ack_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL,
+                0);
+    }
+    atomic_fetch_sub_explicit(&s->sleepers, 1, memory_order_seq_cst);
+    vmmu__sync_block_end(blk);
+}
+
+void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vmmu_cpuset *targets,
+                     const struct sync_pending *p, bool wait)
+{
+    struct vmmu_sync *sy = vm->sync;
+    int n = atomic_load(&sy->nids);
+    if (targets && (size_t)n > targets->nwords * 64)
+        n = (int)(targets->nwords * 64);
+    uint64_t stack_gens[64];
+    uint64_t *gens = stack_gens;
+    if (wait && n > 64) {
+        gens = malloc((size_t)n * sizeof(*gens));
+        if (!gens)
+            gens = NULL; /* wait for the generation current at wait time */
+    }
+    int self_id = self ? self->sync->id : -1;
+    for (int id = 0; id < n; id++) {
+        if (id == self_id || (targets && !vmmu_cpuset_has(targets, id)))
+            continue;
+        struct sync_slot *s = sync_slot_of(sy, id);
+        if (!s || atomic_load_explicit(&s->state, memory_order_acquire) == SYNC_DEAD) {
+            if (gens)
+                gens[id] = 0;
+            continue;
+        }
+        uint64_t g = slot_post(s, p);
+        if (gens)
+            gens[id] = g;
+    }
+    if (wait) {
+        for (int id = 0; id < n; id++) {
+            if (id == self_id || (targets && !vmmu_cpuset_has(targets, id)))
+                continue;
+            struct sync_slot *s = sync_slot_of(sy, id);
+            if (!s)
+                continue;
+            uint64_t g = gens ? gens[id] : atomic_load(&s->req_gen);
+            if (g)
+                wait_ack(s, g, self);
+        }
+    }
+    if (gens != stack_gens)
+        free(gens);
+}
+
+/* ---- The public flush API -------------------------------------------------------- */
+
+static int flush_to_pending(const struct vmmu_flush *f, struct sync_pending *p)
+{
+    memset(p, 0, sizeof(*p));
+    switch (f->type) {
+    case VMMU_FLUSH_ALL:
+        p->want = SYNC_WANT_ALL;
+        return 0;
+    case VMMU_FLUSH_CONTEXTS:
+        if (!f->contexts || (f->contexts & ~VMMU_FLUSH_CTX_ALL))
+            return VMMU_EINVAL;
+        p->want = SYNC_WANT_CONTEXTS;
+        p->ctx_mask = f->contexts; /* same bit order as enum tlb_ctx_id */
+        return 0;
+    case VMMU_FLUSH_PCID:
+        if (f->pcid < 0 || f->pcid > 4095)
+            return VMMU_EINVAL;
+        p->want = SYNC_WANT_PCIDS;
+        p->pcids[0] = (uint16_t)f->pcid;
+        p->npcids = 1;
+        return 0;
+    case VMMU_FLUSH_RANGE: {
+        if (f->npages == 0 || f->pcid < VMMU_FLUSH_ANY_PCID || f->pcid > 4095)
+            return VMMU_EINVAL;
+        uint64_t va = f->va & VMMU_PAGE_MASK;
+        if (f->npages > (~0ull - va) / VMMU_PAGE_SIZE + 1)
+            return VMMU_EINVAL; /* wraps */
+        if (f->npages > SYNC_MAX_PAGES) {
+            p->want = SYNC_WANT_ALL;
+            return 0;
+        }
+        p->want = SYNC_WANT_PAGES;
+        for (uint64_t i = 0; i < f->npages; i++) {
+            p->pages[i].va = va + i * VMMU_PAGE_SIZE;
+            p->pages[i].pcid = f->pcid;
+        }
+        p->npages = (uint32_t)f->npages;
+        return 0;
+    }
+    }
+    return VMMU_EINVAL;
+}
+
+int vmmu_flush_local(struct vmmu_vcpu *self, const struct vmmu_flush *f)
+{
+    struct sync_pending p;
+    if (!self || !f)
+        return VMMU_EINVAL;
+    int rc = flush_to_pending(f, &p);
+    if (rc)
+        return rc;
+    vmmu__sync_apply(self, &p);
+    return 0;
+}
+
+static int shootdown(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vmmu_cpuset *targets,
+                     const struct vmmu_flush *f, bool wait)
+{
+    struct sync_pending p;
+    if (!vm || !f)
+        return VMMU_EINVAL;
+    if (self && (self->vm != vm || tls_vcpu != self))
+        return VMMU_EINVAL;
+    int rc = flush_to_pending(f, &p);
+    if (rc)
+        return rc;
+    if (self) {
+        /* A safe point for the caller: its own part, and whatever others
+         * asked of it, at once. */
+        if (!targets || vmmu_cpuset_has(targets, self->sync->id))
+            vmmu__sync_apply(self, &p);
+        if (atomic_load_explicit(&self->sync->req_gen, memory_order_relaxed) !=
+            self->sync->handled_gen)
+            vmmu__sync_process(self);
+    }
+    vmmu__sync_post(vm, self, targets, &p, wait);
+    return 0;
+}
+
+int vmmu_shootdown_sync(struct vmmu_vm *vm, struct vmmu_vcpu *self,
+                        const struct vmmu_cpuset *targets, const struct vmmu_flush *f)
+{
+    return shootdown(vm, self, targets, f, true);
+}
+
+int vmmu_shootdown_async(struct vmmu_vm *vm, struct vmmu_vcpu *self,
+                         const struct vmmu_cpuset *targets, const struct vmmu_flush *f)
+{
+    return shootdown(vm, self, targets, f, false);
+}

@@ -1,0 +1,219 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the sync part: per-vCPU request slots, the vm's vCPU registry,
+ * the reclaim hook list, and the entry points the P2M and the pager call.
+ * Not installed.
+ *
+ * ## Reclaim hooks (for the access layer and the device models)
+ *
+ * Every host-initiated change that takes memory from the guest (region
+ * removal or replacement, page-out, balloon, a page-state change that
+ * narrows what an access may do) runs these steps, in this order:
+ *
+ *   1. unpublish: the P2M shows the new state to every new lookup;
+ *   2. every vCPU drops its TLB and paging-structure-cache entries that
+ *      may map the ranges (synchronous request, acknowledged at the vCPU's
+ *      next safe point, or at once for an offline vCPU);
+ *   3. every registered reclaim hook is called with the ranges;
+ *   4. one grace period (QSBR) for the whole batch;
+ *   5. the old host pages are freed, written out, punched or protected.
+ *
+ * A hook is how a consumer that keeps its own references to guest memory
+ * (prepared accesses and the replay latch of the access layer, the mapcache
+ * of a device model) learns that some guest-physical ranges go away.  Its
+ * callback runs on the thread making the change, with the ranges sorted
+ * and page aligned, and MUST return only when the consumer holds nothing
+ * derived from those ranges any more (drop cached host pointers, unmap
+ * mappings, wait for in-flight users).  It cannot refuse: host safety does
+ * not depend on a consumer's consent.  A consumer whose references live
+ * only on vCPU threads between safe points needs no hook at all: step 2
+ * already made every vCPU pass a safe point.
+ *
+ * A callback must not add or remove hooks, change the P2M, page out or in,
+ * or issue synchronous flushes (the caller holds the change lock; doing so
+ * deadlocks).  It may read the P2M.  Callbacks run one at a time, in the
+ * order they were added, and never concurrently with each other.
+ *
+ * vmmu__reclaim_hook_add() returns 0, VMMU_EINVAL (NULL vm or callback) or
+ * VMMU_ENOMEM; the same (callback, opaque) pair may be added only once
+ * (VMMU_EBUSY otherwise).  vmmu__reclaim_hook_remove() returns 0 or
+ * VMMU_ENOENT; once it returns, the callback is not running and will not
+ * be called again.
+ */
+#ifndef VMMU_SYNC_INTERNAL_H
+#define VMMU_SYNC_INTERNAL_H
+
+#include <pthread.h>
+#include <stdalign.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmmu/sync.h"
+
+struct vmmu_vm;
+struct vmmu_vcpu;
+
+/* Why ranges are reclaimed (passed to hooks, for diagnostics and for
+ * consumers that treat a remap differently from a page-out). */
+enum vmmu__reclaim_why {
+    VMMU_RECLAIM_REMOVE = 0, /* a region was removed */
+    VMMU_RECLAIM_REPLACE,    /* a region was replaced by another one */
+    VMMU_RECLAIM_PAGEOUT,    /* the pager took the pages */
+    VMMU_RECLAIM_BALLOON,    /* the balloon took the pages */
+    VMMU_RECLAIM_STATE,      /* page state changed (e.g. marked as code) */
+};
+
+typedef void (*vmmu__reclaim_fn)(void *opaque, struct vmmu_vm *vm,
+                                 const struct vmmu_gpa_range *ranges, size_t nranges,
+                                 enum vmmu__reclaim_why why);
+
+int vmmu__reclaim_hook_add(struct vmmu_vm *vm, vmmu__reclaim_fn fn, void *opaque);
+int vmmu__reclaim_hook_remove(struct vmmu_vm *vm, vmmu__reclaim_fn fn, void *opaque);
+
+/* ---- P2M entry points (called by src/p2m/map.c) -------------------------- */
+
+/* Steps 2-4 above for @ranges: flush every vCPU's entries for them, call
+ * the hooks, wait one grace period.  Returns when nothing derived from the
+ * old state can be used.  Safe from a host thread or from a vCPU thread at
+ * a safe point (its own part is done at once). */
+void vmmu__sync_reclaim(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n,
+                        enum vmmu__reclaim_why why);
+
+/* Step 2 only, synchronously: for changes that free nothing but make
+ * cached entries wrong (a region added over a hole, a page marked as code,
+ * a dirty bit cleared for dirty logging). */
+void vmmu__sync_flush_gpas(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n);
+
+/* vm life cycle (src/core/vm.c). */
+int vmmu__sync_init(struct vmmu_vm *vm);
+void vmmu__sync_fini(struct vmmu_vm *vm);
+
+/* vCPU life cycle (src/tlb/vcpu.c): give the vCPU an id and a slot. */
+int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v);
+void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v);
+
+/* ---- Requests ------------------------------------------------------------ */
+
+/* What one slot has been asked to drop since it last acted; requests merge
+ * here.  Lists that overflow escalate to a full flush, which is always
+ * correct (a TLB may forget anything). */
+#define SYNC_MAX_PAGES 16
+#define SYNC_MAX_PCIDS 8
+#define SYNC_MAX_GPAS 8
+
+#define SYNC_WANT_ALL (1u << 0)      /* everything, globals, every PCID */
+#define SYNC_WANT_CONTEXTS (1u << 1) /* ctx_mask of every PCID */
+#define SYNC_WANT_PCIDS (1u << 2)    /* non-global entries of pcids[] */
+#define SYNC_WANT_PAGES (1u << 3)    /* pages[] */
+#define SYNC_WANT_GPAS (1u << 4)     /* every entry whose gpa is in gpas[] */
+
+struct sync_page_req {
+    uint64_t va;   /* page aligned */
+    int32_t pcid;  /* -1: every PCID */
+};
+
+struct sync_pending {
+    uint32_t want;
+    uint32_t ctx_mask;
+    uint32_t npcids, npages, ngpas;
+    uint16_t pcids[SYNC_MAX_PCIDS];
+    struct sync_page_req pages[SYNC_MAX_PAGES];
+    struct vmmu_gpa_range gpas[SYNC_MAX_GPAS];
+};
+
+enum sync_state { SYNC_DEAD = 0, SYNC_OFFLINE = 1, SYNC_ONLINE = 2 };
+
+/*
+ * One vCPU id's slot.  Slots live until the vm is destroyed (ids are
+ * reused), so a requester never touches freed memory even if the vCPU is
+ * destroyed while it posts or waits.  Three cache lines: what requesters
+ * write, what the vCPU publishes, and what only the vCPU's thread uses.
+ */
+struct sync_slot {
+    /* Requesters (and the owner when it takes the requests). */
+    alignas(64) atomic_flag lock;
+    _Atomic uint64_t req_gen; /* bumped by every request, under lock */
+    struct sync_pending pend;
+
+    /* Published by the owner. */
+    alignas(64) _Atomic uint64_t done_gen; /* requests up to this one are done */
+    _Atomic int state;                     /* enum sync_state */
+    _Atomic uint32_t ack_seq;              /* futex word for sleeping requesters */
+    _Atomic int sleepers;
+
+    /* The owner's thread only. */
+    alignas(64) uint64_t handled_gen;
+    bool online;
+    struct vmmu_vcpu *vcpu; /* set and cleared under the registry lock */
+    int id;
+};
+
+/* Slots are allocated in chunks; the directory has a fixed number of
+ * chunk pointers, so up to SYNC_DIR * SYNC_CHUNK vCPUs per vm. */
+#define SYNC_CHUNK 64
+#define SYNC_DIR 1024
+
+struct sync_hook {
+    vmmu__reclaim_fn fn;
+    void *opaque;
+};
+
+struct vmmu_sync {
+    pthread_mutex_t reg_lock; /* vCPU ids and slot chunks */
+    struct sync_slot *_Atomic dir[SYNC_DIR];
+    _Atomic int nids;         /* ids ever handed out (slots 0..nids-1 exist) */
+    uint64_t *id_used;        /* bitmap over ids, under reg_lock */
+    size_t id_words;
+
+    pthread_mutex_t hook_lock;
+    struct sync_hook *hooks;
+    size_t nhooks, hook_cap;
+
+    /* Serialises host-initiated changes made through the sync part. */
+    pthread_mutex_t change_lock;
+
+    struct vmmu_pager *_Atomic pager; /* the vm's pager, if any */
+};
+
+/* The slot of id @id, or NULL if never allocated. */
+static inline struct sync_slot *sync_slot_of(struct vmmu_sync *s, int id)
+{
+    if (id < 0 || id >= SYNC_DIR * SYNC_CHUNK)
+        return NULL;
+    struct sync_slot *chunk = atomic_load_explicit(&s->dir[id / SYNC_CHUNK], memory_order_acquire);
+    return chunk ? &chunk[id % SYNC_CHUNK] : NULL;
+}
+
+/* The calling thread's online vCPU, or NULL (set by vmmu_vcpu_online()). */
+struct vmmu_vcpu *vmmu__sync_current_vcpu(void);
+
+/* Act on @v's pending requests now (on its own thread). */
+void vmmu__sync_process(struct vmmu_vcpu *v);
+
+/* Around a blocking wait on a thread that may run an online vCPU: take it
+ * offline (so nobody waits for it) and back online afterwards (acting on
+ * what arrived meanwhile).  The call must be at a safe point of that vCPU. */
+struct vmmu_vcpu *vmmu__sync_block_begin(void);
+void vmmu__sync_block_end(struct vmmu_vcpu *v);
+
+/* Lock the change lock without deadlocking against a vCPU this thread runs. */
+void vmmu__sync_change_lock(struct vmmu_vm *vm);
+void vmmu__sync_change_unlock(struct vmmu_vm *vm);
+
+/* Post @p to every live vCPU in @targets (NULL: all) except @self and, if
+ * @wait, return when each has acted or gone offline. */
+void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vmmu_cpuset *targets,
+                     const struct sync_pending *p, bool wait);
+
+/* Apply @p to @v's TLB on its own thread.  A request of guest-physical
+ * ranges only drops single entries (never resizes a table), so it is safe
+ * even in the middle of the vCPU's own fill. */
+void vmmu__sync_apply(struct vmmu_vcpu *v, const struct sync_pending *p);
+
+/* Fill @p with a request for @ranges (any number; more than SYNC_MAX_GPAS
+ * are joined across their smallest gaps). */
+void vmmu__sync_set_gpas(struct sync_pending *p, const struct vmmu_gpa_range *ranges, size_t n);
+
+#endif /* VMMU_SYNC_INTERNAL_H */
