@@ -15,15 +15,15 @@ out=$(mktemp) || exit 1
 trap 'rm -f "$out"' EXIT
 "$vmmu" run --vcpus "$vcpus" --max-insns 2000000000 "$elf" >"$out"
 status=$?
-if ! awk -v exp="$expected" '
-    BEGIN { n = 0; while ((getline l < exp) > 0) want[++n] = l }
+if ! awk -v expfile="$expected" '
+    BEGIN { n = 0; while ((getline l < expfile) > 0) want[++n] = l }
     function key(s) { i = index(s, ":"); return i ? substr(s, 1, i) : s }
     { got[++m] = $0 }
     END {
         bad = 0
         for (i = 1; i <= (n > m ? n : m); i++) {
             w = (i <= n) ? want[i] : "<end>"; g = (i <= m) ? got[i] : "<end>"
-            ok = (substr(w, 1, 1) == "~") ? (key(g) == key(w)) : (g == w)
+            ok = (substr(w, 1, 1) == "~") ? (key(g) == key(substr(w, 2))) : (g == w)
             if (!ok) { printf "line %d: expected \"%s\"\n        got      \"%s\"\n", i, w, g; bad = 1 }
         }
         exit bad

@@ -414,3 +414,4 @@ void rt_start(const struct emu_boot_info *bi, uint64_t index)
     setup_idt();
     rt_exit(guest_main());
 }
+int rt_memcmp(const void *a, const void *b, size_t n) { return memcmp(a, b, n); }

@@ -20,20 +20,20 @@
 #include "abi.h"
 
 #define RT_VCPUS_MAX 8
-#define PAGE_SIZE 4096ull
+#define PAGE_SIZE 4096ul
 
 /* Page-table entry bits. */
-#define PTE_P (1ull << 0)
-#define PTE_W (1ull << 1)
-#define PTE_U (1ull << 2)
-#define PTE_PWT (1ull << 3)
-#define PTE_PCD (1ull << 4)
-#define PTE_A (1ull << 5)
-#define PTE_D (1ull << 6)
-#define PTE_PS (1ull << 7)
-#define PTE_G (1ull << 8)
-#define PTE_NX (1ull << 63)
-#define PTE_ADDR 0x000ffffffffff000ull
+#define PTE_P (1ul << 0)
+#define PTE_W (1ul << 1)
+#define PTE_U (1ul << 2)
+#define PTE_PWT (1ul << 3)
+#define PTE_PCD (1ul << 4)
+#define PTE_A (1ul << 5)
+#define PTE_D (1ul << 6)
+#define PTE_PS (1ul << 7)
+#define PTE_G (1ul << 8)
+#define PTE_NX (1ul << 63)
+#define PTE_ADDR 0x000ffffffffff000ul
 
 /* #PF error code bits. */
 #define PF_P 1u
@@ -44,8 +44,8 @@
 
 /* Where programs put their own 4 KiB mappings: PML4 slot 0, PDPT slot 1
  * (the loader's identity map uses PDPT slot 0). */
-#define RT_WINDOW 0x40000000ull
-#define RT_WINDOW_SIZE 0x40000000ull
+#define RT_WINDOW 0x40000000ul
+#define RT_WINDOW_SIZE 0x40000000ul
 
 /* What the stubs push (see entry.S), lowest address first. */
 struct rt_frame {
@@ -72,9 +72,9 @@ __attribute__((noreturn, format(printf, 1, 2))) void rt_fail(const char *fmt, ..
 #define CHECK(cond, ...) do { if (!(cond)) rt_fail(__VA_ARGS__); } while (0)
 
 /* ---- CPU ---- */
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port)); }
-static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" :: "a"(v), "Nd"(port)); }
-static inline uint32_t inl(uint16_t port) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port)); return v; }
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" :: "a"(v), "Nd"(port) : "memory"); }
+static inline void outl(uint16_t port, uint32_t v) { __asm__ volatile("outl %0, %1" :: "a"(v), "Nd"(port) : "memory"); }
+static inline uint32_t inl(uint16_t port) { uint32_t v; __asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port) : "memory"); return v; }
 static inline uint64_t read_cr2(void) { uint64_t v; __asm__ volatile("mov %%cr2, %0" : "=r"(v)); return v; }
 static inline uint64_t read_cr3(void) { uint64_t v; __asm__ volatile("mov %%cr3, %0" : "=r"(v)); return v; }
 static inline void write_cr3(uint64_t v) { __asm__ volatile("mov %0, %%cr3" :: "r"(v) : "memory"); }
@@ -117,6 +117,7 @@ int rt_flush(uint64_t vcpu_mask, uint64_t va, uint64_t count, uint32_t flags);
 /* ---- memory ---- */
 void *rt_memset(void *d, int c, size_t n);
 void *rt_memcpy(void *d, const void *s, size_t n);
+int rt_memcmp(const void *a, const void *b, size_t n);
 /* A zeroed physical page (identity-mapped, so also its address). */
 uint64_t rt_alloc_page(void);
 /* Map the 4 KiB page at @va (in the current page tables) to @pa with
