@@ -13,5 +13,6 @@
 #include "tlb.h"
 #include "vcpu.h"
 #include "sync.h"
+#include "dm.h"
 
 #endif /* VMMU_VMMU_H */

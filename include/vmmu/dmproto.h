@@ -1,0 +1,163 @@
+/* SPDX-License-Identifier: MIT */
+/**
+ * @file vmmu/dmproto.h
+ * @brief The wire protocol between a vm and an out-of-process device model:
+ *        the shared request page, its slot state machine, the buffered-write
+ *        ring, the region table and the socket messages.
+ *
+ * Both sides include this header: libvmmu (the vm side, vmmu/dm.h) and the
+ * device-model client library (vmmu/dmclient.h).  Everything is fixed-size
+ * and little-endian; nothing is bit-packed.
+ *
+ * Trust.  The device model can write anything into the shared page at any
+ * time.  The vm keeps its own private copy of every request it made and
+ * reads back only a slot's state word, its response sequence number and its
+ * data word, each validated: a device model that lies hurts its own
+ * requests, never the vm.  The region table is written by the vm and never
+ * read back by it.
+ *
+ * Slot state machine (one slot per vCPU, plus one for host accesses):
+ *
+ *     FREE --vm fills, release--> READY --dm claims (CAS)--> IN_SERVICE
+ *       ^                                                        |
+ *       +---- vm takes the answer <-- RESPONSE <--dm answers-----+
+ *
+ * Only the vm moves FREE->READY and RESPONSE->FREE; only the device model
+ * moves READY->IN_SERVICE->RESPONSE.  After each transition the mover
+ * notifies the other side: the vm writes the kick eventfd, the device model
+ * writes the slot's response eventfd.
+ */
+#ifndef VMMU_DMPROTO_H
+#define VMMU_DMPROTO_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** "vmmudm01": first 8 bytes of the shared page. */
+#define VMMU_DM_PROTO_MAGIC 0x31306d64756d6d76ull
+/** Protocol version; a client refuses any other. */
+#define VMMU_DM_PROTO_VERSION 1u
+
+/** Slot states (struct vmmu_dm_slot::state). */
+enum vmmu_dm_slot_state {
+    VMMU_DM_SLOT_FREE = 0,       /**< no request */
+    VMMU_DM_SLOT_READY = 1,      /**< the vm posted a request */
+    VMMU_DM_SLOT_IN_SERVICE = 2, /**< the device model claimed it */
+    VMMU_DM_SLOT_RESPONSE = 3,   /**< the device model answered */
+};
+
+/** What a request addresses. */
+enum vmmu_dm_space {
+    VMMU_DM_SPACE_MMIO = 0, /**< guest-physical address */
+    VMMU_DM_SPACE_PIO = 1,  /**< x86 I/O port */
+};
+
+/** Device-model status in a response (struct vmmu_dm_slot::status). */
+#define VMMU_DM_STATUS_OK 0u
+/** The device model failed the access; the vm reports VMMU_EDEVICE. */
+#define VMMU_DM_STATUS_ERROR 1u
+
+/** One request slot: one cache line. */
+struct vmmu_dm_slot {
+    uint32_t state;    /**< enum vmmu_dm_slot_state; accessed atomically */
+    uint32_t seq;      /**< set by the vm for each request */
+    uint32_t resp_seq; /**< the device model copies @ref seq here when it answers */
+    uint8_t space;     /**< enum vmmu_dm_space */
+    uint8_t write;     /**< 1 write, 0 read */
+    uint8_t size;      /**< 1, 2, 4 or 8 */
+    uint8_t status;    /**< VMMU_DM_STATUS_*, set with the answer */
+    uint64_t addr;     /**< gpa or port */
+    uint64_t data;     /**< write: value; read: the answer (low @ref size bytes used) */
+    int32_t vcpu_id;   /**< the vCPU making the access, -1 for the host */
+    uint32_t reserved[7];
+};
+
+/** One buffered (posted) write. */
+struct vmmu_dm_bufreq {
+    uint64_t addr;
+    uint64_t data;
+    uint8_t space;
+    uint8_t size;
+    uint8_t reserved[6];
+};
+
+/** Ring of buffered writes: the vm produces, the device model consumes.
+ *  Indices run freely; entry i lives at ent[i % entries]. */
+struct vmmu_dm_ring {
+    uint32_t prod; /**< written by the vm (release) */
+    uint32_t pad0[15];
+    uint32_t cons; /**< written by the device model (release) */
+    uint32_t pad1[15];
+    /* struct vmmu_dm_bufreq ent[entries] follows */
+};
+
+/** One RAM region a device model may map. */
+struct vmmu_dm_region_ent {
+    uint64_t gpa;
+    uint64_t size;
+    uint64_t memfd_offset; /**< where the region starts in the vm's memfd */
+    uint32_t flags;        /**< VMMU_DM_REGION_* */
+    uint32_t reserved;
+};
+/** The region may be written (RAM; ROM lacks it). */
+#define VMMU_DM_REGION_WRITABLE 1u
+
+/** The region table, published by the vm under a sequence lock: @ref seq is
+ *  odd while the vm rewrites it; readers retry until they read the same
+ *  even value before and after. */
+struct vmmu_dm_region_table {
+    uint32_t seq;
+    uint32_t count;
+    uint64_t generation; /**< the vm's P2M generation the table reflects */
+    /* struct vmmu_dm_region_ent ent[max_regions] follows */
+};
+
+/** Header at offset 0 of the shared page. */
+struct vmmu_dm_shared {
+    uint64_t magic;          /**< VMMU_DM_PROTO_MAGIC */
+    uint32_t version;        /**< VMMU_DM_PROTO_VERSION */
+    uint32_t nslots;         /**< request slots (vCPUs + 1; the last is the host's) */
+    uint32_t ring_entries;   /**< buffered-write ring entries (power of two), 0 if none */
+    uint32_t max_regions;    /**< region table capacity */
+    uint64_t slots_offset;   /**< struct vmmu_dm_slot[nslots] */
+    uint64_t ring_offset;    /**< struct vmmu_dm_ring + entries, if ring_entries */
+    uint64_t regions_offset; /**< struct vmmu_dm_region_table + entries */
+    uint64_t size;           /**< bytes of the whole shared area */
+};
+
+/** Socket message types. */
+enum vmmu_dm_msg_type {
+    /** vm -> dm, first message.  Carries file descriptors (SCM_RIGHTS), in
+     *  order: the shared page, the kick eventfd, @c nslots response eventfds,
+     *  then the vm's memfd if @c flags has VMMU_DM_HELLO_MEMFD.  @c seq holds
+     *  nslots, @c gpa the shared size. */
+    VMMU_DM_MSG_HELLO = 1,
+    /** vm -> dm: the vm's memfd (one fd), for a vm that had none at hello. */
+    VMMU_DM_MSG_MEMFD = 2,
+    /** vm -> dm: drop every mapping of [gpa, gpa + size) and acknowledge @c seq. */
+    VMMU_DM_MSG_INVALIDATE = 3,
+    /** dm -> vm: every invalidation up to and including @c seq is done. */
+    VMMU_DM_MSG_INVALIDATE_ACK = 4,
+};
+/** HELLO flag: the vm's memfd follows the response eventfds. */
+#define VMMU_DM_HELLO_MEMFD 1u
+
+/** Every socket message is exactly this size. */
+struct vmmu_dm_msg {
+    uint32_t type;  /**< enum vmmu_dm_msg_type */
+    uint32_t flags;
+    uint64_t seq;
+    uint64_t gpa;
+    uint64_t size;
+};
+
+/** Most slots a shared page may declare (bounds the fds of a HELLO). */
+#define VMMU_DM_MAX_SLOTS 129u
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* VMMU_DMPROTO_H */

@@ -1,0 +1,383 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device-model side of the protocol in vmmu/dmproto.h: receiving the
+ * HELLO and its file descriptors, validating the shared page, taking
+ * requests from the ring and the slots, answering them, and processing
+ * invalidations.
+ *
+ * Ordering of buffered writes.  A vCPU that posts a buffered write and then
+ * a slot request expects the device model to see the write first.  The vm
+ * publishes ring->prod (release) before it marks the slot READY (release);
+ * so after we read READY (acquire) we look at the ring again, and if it
+ * holds anything we return that first and leave the slot for later.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "dmclient_internal.h"
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void close_fds(const int *fds, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (fds[i] >= 0)
+            close(fds[i]);
+}
+
+/* Receive one whole message and up to @maxfds descriptors (blocking up to
+ * @timeout_ms).  Returns the number of fds, or a negative code. */
+static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxfds, int timeout_ms)
+{
+    struct pollfd p = {.fd = sock, .events = POLLIN};
+    int pr = poll(&p, 1, timeout_ms);
+    if (pr == 0)
+        return VMMU_ETIMEDOUT;
+    if (pr < 0)
+        return VMMU_ESYS;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    int nfds = 0;
+    for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        unsigned k = (unsigned)((cm->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+        for (unsigned i = 0; i < k; i++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof(int));
+            if ((unsigned)nfds < maxfds)
+                fds[nfds++] = fd;
+            else
+                close(fd);
+        }
+    }
+    if (n == 0)
+        return close_fds(fds, (unsigned)nfds), VMMU_EDEAD;
+    if (n != (ssize_t)sizeof(*m) || (mh.msg_flags & MSG_CTRUNC))
+        return close_fds(fds, (unsigned)nfds), n < 0 ? VMMU_ESYS : VMMU_EPROTO;
+    return nfds;
+}
+
+static int check_shared(struct vmmu_dmc *c, const struct vmmu_dm_shared *h, size_t size,
+                        unsigned nslots)
+{
+    if (h->magic != VMMU_DM_PROTO_MAGIC || h->version != VMMU_DM_PROTO_VERSION ||
+        h->nslots != nslots || h->size != size || h->max_regions > 4096 ||
+        (h->ring_entries & (h->ring_entries - 1)) || h->ring_entries > 4096)
+        return VMMU_EPROTO;
+    uint64_t slots_end = h->slots_offset + (uint64_t)nslots * sizeof(struct vmmu_dm_slot);
+    uint64_t ring_end = h->ring_offset + (h->ring_entries ? sizeof(struct vmmu_dm_ring) +
+                                                               (uint64_t)h->ring_entries *
+                                                                   sizeof(struct vmmu_dm_bufreq)
+                                                         : 0);
+    uint64_t reg_end = h->regions_offset + sizeof(struct vmmu_dm_region_table) +
+                       (uint64_t)h->max_regions * sizeof(struct vmmu_dm_region_ent);
+    if (h->slots_offset % 64 || h->ring_offset % 64 || h->regions_offset % 8 ||
+        h->slots_offset < sizeof(*h) || slots_end > size || ring_end > size || reg_end > size)
+        return VMMU_EPROTO;
+    char *base = (char *)c->shared;
+    c->slots = (struct vmmu_dm_slot *)(base + h->slots_offset);
+    c->ring_entries = h->ring_entries;
+    if (h->ring_entries) {
+        c->ring = (struct vmmu_dm_ring *)(base + h->ring_offset);
+        c->ring_ent = (struct vmmu_dm_bufreq *)(c->ring + 1);
+        c->ring_cons = __atomic_load_n(&c->ring->cons, __ATOMIC_ACQUIRE);
+    }
+    c->regions = (struct vmmu_dm_region_table *)(base + h->regions_offset);
+    c->region_ent = (struct vmmu_dm_region_ent *)(c->regions + 1);
+    c->max_regions = h->max_regions;
+    return 0;
+}
+
+int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu_dmc **out)
+{
+    if (sock < 0 || !out) {
+        if (sock >= 0)
+            close(sock);
+        return VMMU_EINVAL;
+    }
+    unsigned shift = cfg && cfg->bucket_shift ? cfg->bucket_shift : 16;
+    if (shift < 12 || shift > 24) {
+        close(sock);
+        return VMMU_EINVAL;
+    }
+    struct vmmu_dmc *c = calloc(1, sizeof(*c));
+    if (!c) {
+        close(sock);
+        return VMMU_ENOMEM;
+    }
+    c->sock = sock;
+    c->shm_fd = c->kick_efd = c->memfd = -1;
+    c->bucket_shift = shift;
+    c->limit = cfg && cfg->mapcache_bytes ? cfg->mapcache_bytes : 64u << 20;
+    c->spin_us = cfg ? cfg->spin_us : 0;
+
+    struct vmmu_dm_msg m;
+    int fds[VMMU_DM_MAX_SLOTS + 3];
+    int nfds = recv_msg_fds(sock, &m, fds, VMMU_DM_MAX_SLOTS + 3, 10000);
+    int err = nfds < 0 ? nfds : 0;
+    unsigned want = 0;
+    if (!err) {
+        unsigned nslots = (unsigned)m.seq;
+        want = 2 + nslots + ((m.flags & VMMU_DM_HELLO_MEMFD) ? 1 : 0);
+        if (m.type != VMMU_DM_MSG_HELLO || (m.flags & ~VMMU_DM_HELLO_MEMFD) || !m.seq ||
+            m.seq > VMMU_DM_MAX_SLOTS || (unsigned)nfds != want || m.gpa < sizeof(struct vmmu_dm_shared) ||
+            m.gpa > (64u << 20))
+            err = VMMU_EPROTO;
+    }
+    if (err) {
+        if (nfds > 0)
+            close_fds(fds, (unsigned)nfds);
+        vmmu_dmc_close(c);
+        return err;
+    }
+    c->nslots = (unsigned)m.seq;
+    c->shm_fd = fds[0];
+    c->kick_efd = fds[1];
+    c->resp_efd = malloc(c->nslots * sizeof(int));
+    if (!c->resp_efd) {
+        close_fds(fds + 2, want - 2);
+        vmmu_dmc_close(c);
+        return VMMU_ENOMEM;
+    }
+    memcpy(c->resp_efd, fds + 2, c->nslots * sizeof(int));
+    if (m.flags & VMMU_DM_HELLO_MEMFD)
+        c->memfd = fds[2 + c->nslots];
+
+    struct stat sb;
+    if (fstat(c->shm_fd, &sb) != 0 || (uint64_t)sb.st_size != m.gpa) {
+        vmmu_dmc_close(c);
+        return VMMU_EPROTO;
+    }
+    void *p = mmap(NULL, m.gpa, PROT_READ | PROT_WRITE, MAP_SHARED, c->shm_fd, 0);
+    if (p == MAP_FAILED) {
+        vmmu_dmc_close(c);
+        return VMMU_ESYS;
+    }
+    c->shared = p;
+    c->shared_size = m.gpa;
+    err = check_shared(c, p, m.gpa, c->nslots);
+    if (err) {
+        vmmu_dmc_close(c);
+        return err;
+    }
+    *out = c;
+    return 0;
+}
+
+int vmmu_dmc_connect_path(const char *path, const struct vmmu_dmc_config *cfg,
+                          struct vmmu_dmc **out)
+{
+    if (!path || !out || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return VMMU_EINVAL;
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return VMMU_ESYS;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, path);
+    if (connect(s, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(s);
+        return VMMU_ESYS;
+    }
+    return vmmu_dmc_connect_fd(s, cfg, out);
+}
+
+void vmmu_dmc_close(struct vmmu_dmc *c)
+{
+    if (!c)
+        return;
+    vmmu__dmc_mapcache_fini(c);
+    if (c->shared)
+        munmap(c->shared, c->shared_size);
+    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd};
+    close_fds(fixed, 4);
+    if (c->resp_efd)
+        close_fds(c->resp_efd, c->nslots);
+    free(c->resp_efd);
+    free(c);
+}
+
+/* ---- messages from the vm ------------------------------------------------------ */
+
+static int send_ack(struct vmmu_dmc *c, uint64_t seq)
+{
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = seq};
+    ssize_t n = send(c->sock, &m, sizeof(m), MSG_NOSIGNAL);
+    return n == (ssize_t)sizeof(m) ? 0 : VMMU_EDEAD;
+}
+
+int vmmu_dmc_process(struct vmmu_dmc *c)
+{
+    if (!c)
+        return VMMU_EINVAL;
+    for (;;) {
+        struct pollfd p = {.fd = c->sock, .events = POLLIN};
+        if (poll(&p, 1, 0) <= 0)
+            return 0;
+        if ((p.revents & (POLLHUP | POLLERR)) && !(p.revents & POLLIN))
+            return VMMU_EDEAD;
+        /* Messages are whole and fixed-size; a MEMFD one carries a descriptor. */
+        struct vmmu_dm_msg m;
+        int fd = -1;
+        int nfds = recv_msg_fds(c->sock, &m, &fd, 1, 0);
+        if (nfds < 0)
+            return nfds == VMMU_ETIMEDOUT ? 0 : nfds;
+        if (m.type == VMMU_DM_MSG_MEMFD) {
+            if (nfds != 1 || c->memfd >= 0) {
+                if (nfds == 1)
+                    close(fd);
+                return VMMU_EPROTO;
+            }
+            c->memfd = fd;
+            continue;
+        }
+        if (nfds)
+            close(fd);
+        if (m.type != VMMU_DM_MSG_INVALIDATE || m.seq <= c->inval_seen)
+            return VMMU_EPROTO;
+        vmmu__dmc_invalidate(c, m.gpa, m.size);
+        c->inval_seen = m.seq;
+        c->st.invalidations++;
+        int err = send_ack(c, m.seq);
+        if (err)
+            return err;
+    }
+}
+
+/* ---- requests ----------------------------------------------------------------- */
+
+static bool ring_pop(struct vmmu_dmc *c, struct vmmu_dmc_req *req)
+{
+    if (!c->ring_entries)
+        return false;
+    uint32_t prod = __atomic_load_n(&c->ring->prod, __ATOMIC_ACQUIRE);
+    if (prod == c->ring_cons)
+        return false;
+    const struct vmmu_dm_bufreq *e = &c->ring_ent[c->ring_cons & (c->ring_entries - 1)];
+    *req = (struct vmmu_dmc_req){
+        .space = __atomic_load_n(&e->space, __ATOMIC_RELAXED) ? VMMU_DM_SPACE_PIO
+                                                              : VMMU_DM_SPACE_MMIO,
+        .addr = __atomic_load_n(&e->addr, __ATOMIC_RELAXED),
+        .size = __atomic_load_n(&e->size, __ATOMIC_RELAXED),
+        .write = 1,
+        .data = __atomic_load_n(&e->data, __ATOMIC_RELAXED),
+        .vcpu_id = -1,
+        .buffered = 1,
+    };
+    c->ring_cons++;
+    __atomic_store_n(&c->ring->cons, c->ring_cons, __ATOMIC_RELEASE);
+    c->st.buffered++;
+    return true;
+}
+
+static bool slot_take(struct vmmu_dmc *c, struct vmmu_dmc_req *req)
+{
+    for (unsigned k = 0; k < c->nslots; k++) {
+        unsigned i = (c->next_slot + k) % c->nslots;
+        struct vmmu_dm_slot *s = &c->slots[i];
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_READY)
+            continue;
+        if (ring_pop(c, req))
+            return true; /* older buffered writes first */
+        uint32_t expect = VMMU_DM_SLOT_READY;
+        if (!__atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_IN_SERVICE, false,
+                                         __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            continue;
+        *req = (struct vmmu_dmc_req){
+            .space = __atomic_load_n(&s->space, __ATOMIC_RELAXED) ? VMMU_DM_SPACE_PIO
+                                                                  : VMMU_DM_SPACE_MMIO,
+            .addr = __atomic_load_n(&s->addr, __ATOMIC_RELAXED),
+            .size = __atomic_load_n(&s->size, __ATOMIC_RELAXED),
+            .write = __atomic_load_n(&s->write, __ATOMIC_RELAXED) ? 1 : 0,
+            .data = __atomic_load_n(&s->data, __ATOMIC_RELAXED),
+            .vcpu_id = __atomic_load_n(&s->vcpu_id, __ATOMIC_RELAXED),
+            .slot = i,
+            .seq = __atomic_load_n(&s->seq, __ATOMIC_RELAXED),
+        };
+        c->next_slot = i + 1;
+        c->st.requests++;
+        return true;
+    }
+    return false;
+}
+
+int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req)
+{
+    if (!c || !req)
+        return VMMU_EINVAL;
+    uint64_t start = now_ns();
+    uint64_t spin_end = start + (uint64_t)c->spin_us * 1000ull;
+    uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : start + (uint64_t)timeout_ms * 1000000ull;
+    for (;;) {
+        int err = vmmu_dmc_process(c);
+        if (err)
+            return err;
+        if (ring_pop(c, req) || slot_take(c, req))
+            return 0;
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return VMMU_ETIMEDOUT;
+        if (now < spin_end) {
+            for (int i = 0; i < 64; i++)
+                __builtin_ia32_pause();
+            continue;
+        }
+        struct pollfd p[2] = {{.fd = c->kick_efd, .events = POLLIN},
+                              {.fd = c->sock, .events = POLLIN}};
+        uint64_t left = deadline == UINT64_MAX ? 1000 : (deadline - now + 999999) / 1000000;
+        int n = poll(p, 2, left > 1000 ? 1000 : (int)left);
+        if (n > 0 && (p[0].revents & POLLIN)) {
+            uint64_t cnt;
+            if (read(c->kick_efd, &cnt, sizeof(cnt)) < 0) {
+                /* nothing to clear */
+            }
+        }
+    }
+}
+
+int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64_t data,
+                      int status)
+{
+    if (!c || !req || req->buffered || req->slot >= c->nslots)
+        return VMMU_EINVAL;
+    struct vmmu_dm_slot *s = &c->slots[req->slot];
+    if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_IN_SERVICE)
+        return VMMU_EPROTO;
+    __atomic_store_n(&s->data, req->write ? 0 : data, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->status, status ? VMMU_DM_STATUS_ERROR : VMMU_DM_STATUS_OK,
+                     __ATOMIC_RELAXED);
+    __atomic_store_n(&s->resp_seq, req->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(c->resp_efd[req->slot], &one, sizeof(one)) < 0)
+        return VMMU_ESYS;
+    return 0;
+}
+
+int vmmu_dmc_stats(const struct vmmu_dmc *c, struct vmmu_dmc_stats *out)
+{
+    if (!c || !out)
+        return VMMU_EINVAL;
+    *out = c->st;
+    out->mapped_bytes = c->mapped;
+    return 0;
+}

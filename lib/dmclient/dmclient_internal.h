@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: MIT */
+/* Inside the device-model client library.  Not installed. */
+#ifndef VMMU_DMCLIENT_INTERNAL_H
+#define VMMU_DMCLIENT_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vmmu/dmclient.h"
+
+/* A bucket: one mapping of guest RAM [start, end) from the vm's memfd. */
+struct dmc_bucket {
+    uint64_t key; /* start >> bucket_shift */
+    uint64_t start, end;
+    uint8_t *ptr;
+    unsigned pins;
+    bool writable;
+    bool dead; /* invalidated while pinned: ptr now maps private memory */
+    struct dmc_bucket *hnext;            /* hash chain, or dead list */
+    struct dmc_bucket *older, *newer;    /* LRU list of live buckets */
+};
+
+#define DMC_HASH 1024u
+
+struct vmmu_dmc {
+    int sock, shm_fd, kick_efd, memfd;
+    unsigned nslots;
+    int *resp_efd;
+    void *shared;
+    size_t shared_size;
+    struct vmmu_dm_slot *slots;
+    struct vmmu_dm_ring *ring;
+    struct vmmu_dm_bufreq *ring_ent;
+    unsigned ring_entries;
+    uint32_t ring_cons;
+    struct vmmu_dm_region_table *regions;
+    struct vmmu_dm_region_ent *region_ent;
+    unsigned max_regions;
+    unsigned next_slot; /* round-robin start of the slot scan */
+    unsigned spin_us;
+    uint64_t inval_seen; /* last invalidation seq processed */
+
+    /* mapcache */
+    unsigned bucket_shift;
+    size_t limit, mapped;
+    struct dmc_bucket *hash[DMC_HASH];
+    struct dmc_bucket *oldest, *newest; /* LRU ends */
+    struct dmc_bucket *dead;            /* pinned, invalidated */
+
+    struct vmmu_dmc_stats st;
+};
+
+/* Drop every mapping overlapping [gpa, gpa + size). */
+void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
+/* Unmap everything (close). */
+void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c);
+
+#endif /* VMMU_DMCLIENT_INTERNAL_H */

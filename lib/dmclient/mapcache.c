@@ -1,0 +1,312 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The mapcache: guest RAM mapped from the vm's memfd in buckets.
+ *
+ * A bucket covers one aligned span of 2^bucket_shift bytes of guest-
+ * physical space, cut to the region that holds it (the vm's region table
+ * says where each region lives in the memfd).  Buckets sit in a hash by
+ * span number and on an LRU list; pinned buckets (vmmu_dmc_map() without
+ * its vmmu_dmc_unmap()) are never evicted.
+ *
+ * Invalidation drops every bucket that overlaps the range.  An unpinned
+ * bucket is unmapped.  A pinned one cannot be unmapped under its user, so
+ * its address range is replaced (MAP_FIXED) by private anonymous memory:
+ * the user's pointer stays harmless, and the vm's pages are no longer
+ * mapped here, which is all the vm waits for.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+
+#include "dmclient_internal.h"
+
+static unsigned hash_of(uint64_t key)
+{
+    return (unsigned)((key * 0x9e3779b97f4a7c15ull) >> 54) & (DMC_HASH - 1);
+}
+
+static void lru_unlink(struct vmmu_dmc *c, struct dmc_bucket *b)
+{
+    if (b->older)
+        b->older->newer = b->newer;
+    else
+        c->oldest = b->newer;
+    if (b->newer)
+        b->newer->older = b->older;
+    else
+        c->newest = b->older;
+    b->older = b->newer = NULL;
+}
+
+static void lru_push(struct vmmu_dmc *c, struct dmc_bucket *b)
+{
+    b->older = c->newest;
+    b->newer = NULL;
+    if (c->newest)
+        c->newest->newer = b;
+    else
+        c->oldest = b;
+    c->newest = b;
+}
+
+static void hash_unlink(struct vmmu_dmc *c, struct dmc_bucket *b)
+{
+    for (struct dmc_bucket **pp = &c->hash[hash_of(b->key)]; *pp; pp = &(*pp)->hnext)
+        if (*pp == b) {
+            *pp = b->hnext;
+            b->hnext = NULL;
+            return;
+        }
+}
+
+static void bucket_free(struct vmmu_dmc *c, struct dmc_bucket *b)
+{
+    munmap(b->ptr, b->end - b->start);
+    c->mapped -= b->end - b->start;
+    free(b);
+}
+
+static struct dmc_bucket *find(struct vmmu_dmc *c, uint64_t key)
+{
+    for (struct dmc_bucket *b = c->hash[hash_of(key)]; b; b = b->hnext)
+        if (b->key == key)
+            return b;
+    return NULL;
+}
+
+/* Find the region holding @gpa in the vm's table (a sequence lock). */
+static int region_lookup(struct vmmu_dmc *c, uint64_t gpa, struct vmmu_dm_region_ent *out)
+{
+    for (int tries = 0; tries < 1000; tries++) {
+        uint32_t s1 = __atomic_load_n(&c->regions->seq, __ATOMIC_ACQUIRE);
+        if (s1 & 1)
+            continue;
+        uint32_t n = __atomic_load_n(&c->regions->count, __ATOMIC_RELAXED);
+        if (n > c->max_regions)
+            n = c->max_regions;
+        bool found = false;
+        for (uint32_t i = 0; i < n && !found; i++) {
+            const struct vmmu_dm_region_ent *e = &c->region_ent[i];
+            uint64_t g = __atomic_load_n(&e->gpa, __ATOMIC_RELAXED);
+            uint64_t sz = __atomic_load_n(&e->size, __ATOMIC_RELAXED);
+            if (gpa >= g && gpa - g < sz) {
+                out->gpa = g;
+                out->size = sz;
+                out->memfd_offset = __atomic_load_n(&e->memfd_offset, __ATOMIC_RELAXED);
+                out->flags = __atomic_load_n(&e->flags, __ATOMIC_RELAXED);
+                found = true;
+            }
+        }
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (__atomic_load_n(&c->regions->seq, __ATOMIC_RELAXED) == s1)
+            return found ? 0 : VMMU_EHOLE;
+    }
+    return VMMU_EBUSY;
+}
+
+static bool evict_one(struct vmmu_dmc *c)
+{
+    for (struct dmc_bucket *b = c->oldest; b; b = b->newer)
+        if (!b->pins) {
+            lru_unlink(c, b);
+            hash_unlink(c, b);
+            bucket_free(c, b);
+            c->st.evictions++;
+            return true;
+        }
+    return false;
+}
+
+int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr)
+{
+    if (!c || !ptr || !len || gpa + len < gpa)
+        return VMMU_EINVAL;
+    uint64_t key = gpa >> c->bucket_shift;
+    if ((gpa + len - 1) >> c->bucket_shift != key)
+        return VMMU_ERANGE;
+    struct dmc_bucket *b = find(c, key);
+    if (b && gpa >= b->start && gpa + len <= b->end && (b->writable || !write)) {
+        b->pins++;
+        lru_unlink(c, b);
+        lru_push(c, b);
+        c->st.map_hits++;
+        *ptr = b->ptr + (gpa - b->start);
+        return 0;
+    }
+    c->st.map_misses++;
+    if (b) {
+        /* A bucket for this span exists but does not cover the request
+         * (the region table changed): replace it unless it is in use. */
+        if (b->pins)
+            return VMMU_ERANGE;
+        lru_unlink(c, b);
+        hash_unlink(c, b);
+        bucket_free(c, b);
+    }
+    if (c->memfd < 0)
+        return VMMU_ENOENT;
+    struct vmmu_dm_region_ent r = {0};
+    int err = region_lookup(c, gpa, &r);
+    if (err)
+        return err;
+    if (write && !(r.flags & VMMU_DM_REGION_WRITABLE))
+        return VMMU_EROM;
+    uint64_t span = 1ull << c->bucket_shift;
+    uint64_t start = key << c->bucket_shift, end = start + span;
+    if (start < r.gpa)
+        start = r.gpa;
+    if (end > r.gpa + r.size)
+        end = r.gpa + r.size;
+    if (gpa + len > end)
+        return VMMU_ERANGE;
+    uint64_t off = r.memfd_offset + (start - r.gpa);
+    struct stat sb;
+    if (fstat(c->memfd, &sb) != 0 || off + (end - start) > (uint64_t)sb.st_size)
+        return VMMU_EHOLE; /* the table names memory the file does not have */
+    while (c->mapped + (end - start) > c->limit)
+        if (!evict_one(c))
+            return VMMU_ELIMIT;
+    b = calloc(1, sizeof(*b));
+    if (!b)
+        return VMMU_ENOMEM;
+    int prot = PROT_READ | ((r.flags & VMMU_DM_REGION_WRITABLE) ? PROT_WRITE : 0);
+    void *p = mmap(NULL, end - start, prot, MAP_SHARED, c->memfd, (off_t)off);
+    if (p == MAP_FAILED) {
+        free(b);
+        return VMMU_ESYS;
+    }
+    b->key = key;
+    b->start = start;
+    b->end = end;
+    b->ptr = p;
+    b->pins = 1;
+    b->writable = (r.flags & VMMU_DM_REGION_WRITABLE) != 0;
+    b->hnext = c->hash[hash_of(key)];
+    c->hash[hash_of(key)] = b;
+    lru_push(c, b);
+    c->mapped += end - start;
+    *ptr = b->ptr + (gpa - start);
+    return 0;
+}
+
+int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
+{
+    if (!c)
+        return VMMU_EINVAL;
+    struct dmc_bucket *b = find(c, gpa >> c->bucket_shift);
+    if (b && b->pins && gpa >= b->start && gpa < b->end) {
+        b->pins--;
+        return 0;
+    }
+    /* Invalidated while pinned: free it with its last unpin. */
+    for (struct dmc_bucket **pp = &c->dead; *pp; pp = &(*pp)->hnext) {
+        b = *pp;
+        if (gpa >= b->start && gpa < b->end) {
+            if (--b->pins == 0) {
+                *pp = b->hnext;
+                bucket_free(c, b);
+            }
+            return 0;
+        }
+    }
+    return VMMU_ENOENT;
+}
+
+void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
+{
+    uint64_t end = gpa + size < gpa ? UINT64_MAX : gpa + size;
+    struct dmc_bucket *b = c->oldest;
+    while (b) {
+        struct dmc_bucket *next = b->newer;
+        if (b->start < end && gpa < b->end) {
+            lru_unlink(c, b);
+            hash_unlink(c, b);
+            c->st.dropped++;
+            if (!b->pins) {
+                bucket_free(c, b);
+            } else {
+                void *p = mmap(b->ptr, b->end - b->start, PROT_READ | PROT_WRITE,
+                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+                if (p == MAP_FAILED)
+                    munmap(b->ptr, b->end - b->start); /* a fault beats a stale page */
+                b->dead = true;
+                b->hnext = c->dead;
+                c->dead = b;
+            }
+        }
+        b = next;
+    }
+}
+
+void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c)
+{
+    while (c->oldest) {
+        struct dmc_bucket *b = c->oldest;
+        lru_unlink(c, b);
+        bucket_free(c, b);
+    }
+    while (c->dead) {
+        struct dmc_bucket *b = c->dead;
+        c->dead = b->hnext;
+        bucket_free(c, b);
+    }
+    memset(c->hash, 0, sizeof(c->hash));
+}
+
+/* Copy helpers: split at bucket edges, map, copy, unmap. */
+static int copy(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write,
+                void (*fn)(void *guest, size_t off, size_t n, void *arg), void *arg)
+{
+    if (!c || gpa + len < gpa)
+        return VMMU_EINVAL;
+    size_t done = 0;
+    while (done < len) {
+        uint64_t g = gpa + done;
+        uint64_t room = (((g >> c->bucket_shift) + 1) << c->bucket_shift) - g;
+        size_t n = len - done < room ? len - done : (size_t)room;
+        void *p;
+        int err = vmmu_dmc_map(c, g, n, write, &p);
+        if (err)
+            return err;
+        fn(p, done, n, arg);
+        vmmu_dmc_unmap(c, g);
+        done += n;
+    }
+    return 0;
+}
+
+static void do_read(void *guest, size_t off, size_t n, void *arg)
+{
+    memcpy((char *)arg + off, guest, n);
+}
+
+static void do_write(void *guest, size_t off, size_t n, void *arg)
+{
+    memcpy(guest, (const char *)arg + off, n);
+}
+
+static void do_fill(void *guest, size_t off, size_t n, void *arg)
+{
+    (void)off;
+    memset(guest, *(int *)arg, n);
+}
+
+int vmmu_dmc_read(struct vmmu_dmc *c, uint64_t gpa, void *buf, size_t len)
+{
+    if (!buf && len)
+        return VMMU_EINVAL;
+    return copy(c, gpa, len, 0, do_read, buf);
+}
+
+int vmmu_dmc_write(struct vmmu_dmc *c, uint64_t gpa, const void *buf, size_t len)
+{
+    if (!buf && len)
+        return VMMU_EINVAL;
+    return copy(c, gpa, len, 1, do_write, (void *)buf);
+}
+
+int vmmu_dmc_fill(struct vmmu_dmc *c, uint64_t gpa, int byte, size_t len)
+{
+    return copy(c, gpa, len, 1, do_fill, &byte);
+}

@@ -1,0 +1,559 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The device-model layer: routing MMIO regions and port ranges to servers,
+ * in-process servers, and the vCPU side of the pending/retry flow.
+ *
+ * Routing.  Each DEVICE region vmmu_dm_map_mmio() adds carries no pointer
+ * the layer trusts: the device handler looks its region id up in an
+ * immutable, sorted snapshot (dm->mmio), so a DEVICE region someone else
+ * added (with an arbitrary opaque) is simply "not ours" (VMMU_EDEVICE).
+ * Snapshots are replaced under dm->lock and the old one is freed after a
+ * grace period, so a vCPU thread (a registered reader) never takes a lock
+ * or writes shared memory to route an access.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/vm_internal.h"
+#include "dm/dm_internal.h"
+
+uint64_t vmmu__dm_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- routing tables --------------------------------------------------------- */
+
+static const struct dm_range *table_find(const struct dm_table *t, uint64_t key, bool by_region)
+{
+    if (!t)
+        return NULL;
+    unsigned lo = 0, hi = t->n;
+    while (lo < hi) {
+        unsigned mid = (lo + hi) / 2;
+        const struct dm_range *r = t->r[mid];
+        uint64_t first = by_region ? r->region_id : r->start;
+        uint64_t last = by_region ? r->region_id : r->start + r->count - 1;
+        if (key < first)
+            hi = mid;
+        else if (key > last)
+            lo = mid + 1;
+        else
+            return r;
+    }
+    return NULL;
+}
+
+/* Build a new snapshot from @old with @add inserted and @drop_srv's
+ * ranges removed (either may be NULL).  Called under dm->lock. */
+static struct dm_table *table_rebuild(const struct dm_table *old, struct dm_range *add,
+                                      const struct vmmu_dm_server *drop_srv, bool by_region)
+{
+    unsigned n = old ? old->n : 0;
+    struct dm_table *t = malloc(sizeof(*t) + (n + 1) * sizeof(t->r[0]));
+    if (!t)
+        return NULL;
+    t->n = 0;
+    bool placed = !add;
+    uint64_t add_key = add ? (by_region ? add->region_id : add->start) : 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct dm_range *r = old->r[i];
+        if (drop_srv && r->srv == drop_srv)
+            continue;
+        uint64_t key = by_region ? r->region_id : r->start;
+        if (!placed && add_key < key) {
+            t->r[t->n++] = add;
+            placed = true;
+        }
+        t->r[t->n++] = r;
+    }
+    if (!placed)
+        t->r[t->n++] = add;
+    return t;
+}
+
+/* ---- the vm's device handler ---------------------------------------------- */
+
+static unsigned slot_of(const struct vmmu_dm *dm, int vcpu_id)
+{
+    return vcpu_id < 0 ? dm->nslots - 1 : (unsigned)vcpu_id;
+}
+
+static int dm_dispatch(struct vmmu_dm *dm, const struct dm_range *range, struct vmmu_dm_ioreq *io)
+{
+    if (io->vcpu_id < -1 || io->vcpu_id >= (int)dm->max_vcpus)
+        return VMMU_EINVAL;
+    unsigned slot = slot_of(dm, io->vcpu_id);
+    if (io->vcpu_id >= 0)
+        return vmmu__dm_server_access(range->srv, slot, range, io);
+    pthread_mutex_lock(&dm->host_lock);
+    int err = vmmu__dm_server_access(range->srv, slot, range, io);
+    pthread_mutex_unlock(&dm->host_lock);
+    return err;
+}
+
+static void maybe_refresh_regions(struct vmmu_dm *dm)
+{
+    uint64_t gen = vmmu_p2m_generation(dm->vm);
+    if (atomic_load_explicit(&dm->seen_generation, memory_order_relaxed) == gen)
+        return;
+    pthread_mutex_lock(&dm->lock);
+    vmmu__dm_refresh_regions_locked(dm);
+    pthread_mutex_unlock(&dm->lock);
+}
+
+static int dm_device_handler(void *opaque, struct vmmu_device_req *req)
+{
+    struct vmmu_dm *dm = opaque;
+    const struct dm_table *t = atomic_load_explicit(&dm->mmio, memory_order_acquire);
+    const struct dm_range *range = table_find(t, req->region_id, true);
+    if (!range)
+        return VMMU_EDEVICE; /* a DEVICE region nobody serves */
+    maybe_refresh_regions(dm);
+    struct vmmu_dm_ioreq io = {
+        .space = VMMU_DM_SPACE_MMIO,
+        .addr = req->gpa,
+        .offset = req->offset,
+        .size = req->size,
+        .write = req->write ? 1 : 0,
+        .data = req->write ? req->data : 0,
+        .vcpu_id = req->vcpu_id,
+        .range_opaque = range->opaque,
+    };
+    int err = dm_dispatch(dm, range, &io);
+    if (!err && !req->write)
+        req->data = io.data;
+    return err;
+}
+
+int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned size, int write,
+                        uint64_t *data)
+{
+    if (!dm || !data || (size != 1 && size != 2 && size != 4))
+        return VMMU_EINVAL;
+    const struct dm_table *t = atomic_load_explicit(&dm->ports, memory_order_acquire);
+    const struct dm_range *range = table_find(t, port, false);
+    if (!range)
+        return VMMU_ENOENT;
+    if ((uint64_t)port + size > range->start + range->count)
+        return VMMU_EINVAL; /* straddles the end of the range */
+    maybe_refresh_regions(dm);
+    uint64_t mask = size == 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
+    struct vmmu_dm_ioreq io = {
+        .space = VMMU_DM_SPACE_PIO,
+        .addr = port,
+        .offset = port - range->start,
+        .size = size,
+        .write = write ? 1 : 0,
+        .data = write ? *data & mask : 0,
+        .vcpu_id = vcpu_id,
+        .range_opaque = range->opaque,
+    };
+    int err = dm_dispatch(dm, range, &io);
+    if (!err && !write)
+        *data = io.data & mask;
+    return err;
+}
+
+/* ---- the layer ------------------------------------------------------------ */
+
+int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct vmmu_dm **out)
+{
+    if (!vm || !out)
+        return VMMU_EINVAL;
+    unsigned max_vcpus = cfg && cfg->max_vcpus ? cfg->max_vcpus : 8;
+    if (max_vcpus > VMMU_DM_MAX_VCPUS)
+        return VMMU_EINVAL;
+    if (atomic_load(&vm->p2m.device))
+        return VMMU_EINVAL; /* somebody else serves DEVICE pages */
+    struct vmmu_dm *dm = calloc(1, sizeof(*dm));
+    if (!dm)
+        return VMMU_ENOMEM;
+    dm->vm = vm;
+    dm->max_vcpus = max_vcpus;
+    dm->nslots = max_vcpus + 1;
+    if (posix_memalign((void **)&dm->vcpu, 64, dm->nslots * sizeof(*dm->vcpu))) {
+        free(dm);
+        return VMMU_ENOMEM;
+    }
+    memset(dm->vcpu, 0, dm->nslots * sizeof(*dm->vcpu));
+    pthread_mutex_init(&dm->lock, NULL);
+    pthread_mutex_init(&dm->host_lock, NULL);
+    pthread_mutex_init(&dm->inval_lock, NULL);
+    atomic_store(&dm->seen_generation, ~0ull);
+    int err = vmmu_p2m_set_device_handler(vm, dm_device_handler, dm);
+    if (err) {
+        free(dm->vcpu);
+        free(dm);
+        return err;
+    }
+    *out = dm;
+    return 0;
+}
+
+void vmmu_dm_destroy(struct vmmu_dm *dm)
+{
+    if (!dm)
+        return;
+    while (dm->nservers)
+        vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
+    vmmu_p2m_set_device_handler(dm->vm, NULL, NULL);
+    free(atomic_load(&dm->mmio));
+    free(atomic_load(&dm->ports));
+    free(dm->servers);
+    pthread_mutex_destroy(&dm->lock);
+    pthread_mutex_destroy(&dm->host_lock);
+    pthread_mutex_destroy(&dm->inval_lock);
+    free(dm->vcpu);
+    free(dm);
+}
+
+/* ---- servers ---------------------------------------------------------------- */
+
+static struct vmmu_dm_server *server_new(struct vmmu_dm *dm)
+{
+    struct vmmu_dm_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return NULL;
+    srv->dm = dm;
+    srv->shm_fd = srv->kick_efd = srv->sock = srv->pidfd = -1;
+    pthread_mutex_init(&srv->ring_lock, NULL);
+    srv->resp_efd = malloc(dm->nslots * sizeof(int));
+    if (!srv->resp_efd) {
+        free(srv);
+        return NULL;
+    }
+    for (unsigned i = 0; i < dm->nslots; i++)
+        srv->resp_efd[i] = -1;
+    return srv;
+}
+
+static int server_make_eventfds(struct vmmu_dm_server *srv)
+{
+    for (unsigned i = 0; i < srv->dm->nslots; i++) {
+        srv->resp_efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (srv->resp_efd[i] < 0)
+            return VMMU_ESYS;
+    }
+    return 0;
+}
+
+static void server_free(struct vmmu_dm_server *srv)
+{
+    if (srv->remote)
+        vmmu__dm_remote_fini(srv);
+    else
+        free(srv->slots);
+    for (unsigned i = 0; i < srv->dm->nslots; i++)
+        if (srv->resp_efd[i] >= 0)
+            close(srv->resp_efd[i]);
+    free(srv->resp_efd);
+    pthread_mutex_destroy(&srv->ring_lock);
+    free(srv);
+}
+
+static int server_attach(struct vmmu_dm *dm, struct vmmu_dm_server *srv)
+{
+    /* The server list changes under both locks (see inval.c). */
+    pthread_mutex_lock(&dm->inval_lock);
+    pthread_mutex_lock(&dm->lock);
+    if (dm->nservers == dm->cap) {
+        unsigned cap = dm->cap ? dm->cap * 2 : 4;
+        void *p = realloc(dm->servers, cap * sizeof(*dm->servers));
+        if (!p) {
+            pthread_mutex_unlock(&dm->lock);
+            pthread_mutex_unlock(&dm->inval_lock);
+            return VMMU_ENOMEM;
+        }
+        dm->servers = p;
+        dm->cap = cap;
+    }
+    dm->servers[dm->nservers++] = srv;
+    if (srv->remote)
+        atomic_store(&dm->seen_generation, ~0ull); /* publish its region table */
+    pthread_mutex_unlock(&dm->lock);
+    pthread_mutex_unlock(&dm->inval_lock);
+    return 0;
+}
+
+int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *ops, void *opaque,
+                                 struct vmmu_dm_server **out)
+{
+    if (!dm || !ops || !ops->access || !out)
+        return VMMU_EINVAL;
+    struct vmmu_dm_server *srv = server_new(dm);
+    if (!srv)
+        return VMMU_ENOMEM;
+    srv->ops = *ops;
+    srv->opaque = opaque;
+    srv->timeout_ms = 5000;
+    srv->slots = calloc(dm->nslots, sizeof(*srv->slots));
+    int err = srv->slots ? server_make_eventfds(srv) : VMMU_ENOMEM;
+    if (!err)
+        err = server_attach(dm, srv);
+    if (err) {
+        server_free(srv);
+        return err;
+    }
+    *out = srv;
+    return 0;
+}
+
+int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
+                                 const struct vmmu_dm_remote_config *cfg,
+                                 struct vmmu_dm_server **out)
+{
+    if (!dm || sock < 0 || !out) {
+        if (sock >= 0)
+            close(sock);
+        return VMMU_EINVAL;
+    }
+    struct vmmu_dm_server *srv = server_new(dm);
+    if (!srv) {
+        close(sock);
+        return VMMU_ENOMEM;
+    }
+    srv->remote = true;
+    srv->sock = sock;
+    int err = server_make_eventfds(srv);
+    if (!err)
+        err = vmmu__dm_remote_init(srv, sock, cfg);
+    if (!err)
+        err = server_attach(dm, srv);
+    if (err) {
+        server_free(srv);
+        return err;
+    }
+    pthread_mutex_lock(&dm->lock);
+    vmmu__dm_refresh_regions_locked(dm);
+    pthread_mutex_unlock(&dm->lock);
+    *out = srv;
+    return 0;
+}
+
+void vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
+{
+    if (!srv)
+        return;
+    struct vmmu_dm *dm = srv->dm;
+    /* Unroute first: remove its DEVICE regions (each waits a grace period)
+     * and drop it from the port table. */
+    pthread_mutex_lock(&dm->inval_lock);
+    pthread_mutex_lock(&dm->lock);
+    struct dm_table *mm = atomic_load(&dm->mmio);
+    uint32_t ids[DM_MAX_RANGES];
+    struct dm_range *mine[DM_MAX_RANGES + DM_MAX_PORT_RANGES];
+    unsigned nids = 0, nmine = 0;
+    for (unsigned i = 0; mm && i < mm->n; i++)
+        if (mm->r[i]->srv == srv) {
+            ids[nids++] = mm->r[i]->region_id;
+            mine[nmine++] = mm->r[i];
+        }
+    struct dm_table *pt = atomic_load(&dm->ports);
+    for (unsigned i = 0; pt && i < pt->n; i++)
+        if (pt->r[i]->srv == srv)
+            mine[nmine++] = pt->r[i];
+    struct dm_table *nmm = table_rebuild(mm, NULL, srv, true);
+    struct dm_table *npt = table_rebuild(pt, NULL, srv, false);
+    if (nmm && npt) {
+        atomic_store_explicit(&dm->mmio, nmm, memory_order_release);
+        atomic_store_explicit(&dm->ports, npt, memory_order_release);
+    } else {
+        /* Out of memory: keep the old snapshots, unrouting by marking the
+         * server dead is still safe; the ranges are freed with the layer. */
+        free(nmm);
+        free(npt);
+        nmm = npt = NULL;
+        nmine = 0;
+    }
+    for (unsigned i = 0; i < dm->nservers; i++)
+        if (dm->servers[i] == srv) {
+            dm->servers[i] = dm->servers[--dm->nservers];
+            break;
+        }
+    pthread_mutex_unlock(&dm->lock);
+    pthread_mutex_unlock(&dm->inval_lock);
+
+    vmmu__dm_server_kill(srv, VMMU_EDEAD);
+    for (unsigned i = 0; i < nids; i++)
+        vmmu_region_remove(dm->vm, ids[i]);
+    vmmu__grace_period();
+    if (nmm || npt) {
+        free(mm);
+        free(pt);
+    }
+    for (unsigned i = 0; i < nmine; i++)
+        free(mine[i]);
+    /* No vCPU may keep a pointer to it. */
+    for (unsigned i = 0; i < dm->nslots; i++)
+        if (dm->vcpu[i].srv == srv)
+            dm->vcpu[i].srv = NULL;
+    server_free(srv);
+}
+
+static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_region)
+{
+    struct vmmu_dm *dm = srv->dm;
+    pthread_mutex_lock(&dm->lock);
+    _Atomic(struct dm_table *) *slot = by_region ? &dm->mmio : &dm->ports;
+    struct dm_table *old = atomic_load(slot);
+    unsigned limit = by_region ? DM_MAX_RANGES : DM_MAX_PORT_RANGES;
+    int err = 0;
+    if (old && old->n >= limit)
+        err = VMMU_ELIMIT;
+    for (unsigned i = 0; !err && !by_region && old && i < old->n; i++)
+        if (r->start < old->r[i]->start + old->r[i]->count &&
+            old->r[i]->start < r->start + r->count)
+            err = VMMU_EOVERLAP;
+    struct dm_table *t = err ? NULL : table_rebuild(old, r, NULL, by_region);
+    if (!err && !t)
+        err = VMMU_ENOMEM;
+    if (!err)
+        atomic_store_explicit(slot, t, memory_order_release);
+    pthread_mutex_unlock(&dm->lock);
+    if (!err) {
+        vmmu__grace_period();
+        free(old);
+    }
+    return err;
+}
+
+int vmmu_dm_map_mmio(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size, unsigned flags,
+                     void *range_opaque, uint32_t *region_id)
+{
+    if (!srv || (flags & ~VMMU_DM_RANGE_BUFFERED) ||
+        ((flags & VMMU_DM_RANGE_BUFFERED) && !srv->ring_entries))
+        return VMMU_EINVAL;
+    struct dm_range *r = calloc(1, sizeof(*r));
+    if (!r)
+        return VMMU_ENOMEM;
+    *r = (struct dm_range){.srv = srv, .start = gpa, .count = size, .flags = flags,
+                           .opaque = range_opaque};
+    struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = gpa, .size = size,
+                                 .opaque = r, .name = "dm"};
+    int err = vmmu_region_add(srv->dm->vm, &d, &r->region_id);
+    if (err) {
+        free(r);
+        return err;
+    }
+    err = add_range(srv, r, true);
+    if (err) {
+        vmmu_region_remove(srv->dm->vm, r->region_id);
+        free(r);
+        return err;
+    }
+    if (region_id)
+        *region_id = r->region_id;
+    return 0;
+}
+
+int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count, unsigned flags,
+                      void *range_opaque)
+{
+    if (!srv || !count || (uint64_t)port + count > 0x10000 || (flags & ~VMMU_DM_RANGE_BUFFERED) ||
+        ((flags & VMMU_DM_RANGE_BUFFERED) && !srv->ring_entries))
+        return VMMU_EINVAL;
+    struct dm_range *r = calloc(1, sizeof(*r));
+    if (!r)
+        return VMMU_ENOMEM;
+    *r = (struct dm_range){.srv = srv, .start = port, .count = count, .flags = flags,
+                           .opaque = range_opaque};
+    int err = add_range(srv, r, false);
+    if (err)
+        free(r);
+    return err;
+}
+
+/* ---- in-process completion and waiting --------------------------------------- */
+
+/* A private state an in-process completer holds while writing the answer. */
+#define SLOT_COMPLETING 0x100u
+
+int vmmu_dm_complete(struct vmmu_dm_server *srv, int vcpu_id, uint64_t data, int status)
+{
+    if (!srv || srv->remote || vcpu_id < 0 || vcpu_id >= (int)srv->dm->max_vcpus)
+        return VMMU_EINVAL;
+    struct vmmu_dm_slot *s = &srv->slots[vcpu_id];
+    uint32_t expect = VMMU_DM_SLOT_IN_SERVICE;
+    if (!__atomic_compare_exchange_n(&s->state, &expect, SLOT_COMPLETING, false,
+                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+        return VMMU_ENOENT;
+    s->data = data;
+    s->status = status ? VMMU_DM_STATUS_ERROR : VMMU_DM_STATUS_OK;
+    s->resp_seq = s->seq;
+    __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
+    uint64_t one = 1;
+    if (write(srv->resp_efd[vcpu_id], &one, sizeof(one)) < 0) {
+        /* eventfd full (impossible in practice); the waiter's poll times out */
+    }
+    return 0;
+}
+
+int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
+{
+    if (!dm || vcpu_id < 0 || vcpu_id >= (int)dm->max_vcpus)
+        return VMMU_EINVAL;
+    struct dm_vcpu *v = &dm->vcpu[vcpu_id];
+    struct vmmu_dm_server *srv = v->srv;
+    if (!srv || v->fail)
+        return 0;
+    struct vmmu_dm_slot *s = &srv->slots[vcpu_id];
+    uint64_t now = vmmu__dm_now_ns();
+    uint64_t until = timeout_ms < 0 ? v->deadline_ns : now + (uint64_t)timeout_ms * 1000000ull;
+    if (until > v->deadline_ns)
+        until = v->deadline_ns;
+    for (;;) {
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == VMMU_DM_SLOT_RESPONSE ||
+            atomic_load(&srv->dead))
+            return 0;
+        now = vmmu__dm_now_ns();
+        if (now >= until)
+            return now >= v->deadline_ns ? 0 : VMMU_ETIMEDOUT;
+        struct pollfd pfd[3] = {{.fd = srv->resp_efd[vcpu_id], .events = POLLIN},
+                                {.fd = srv->sock, .events = POLLRDHUP},
+                                {.fd = srv->pidfd, .events = POLLIN}};
+        uint64_t left_ms = (until - now + 999999) / 1000000;
+        int n = poll(pfd, 3, left_ms > 1000 ? 1000 : (int)left_ms);
+        if (n > 0 && (pfd[0].revents & POLLIN)) {
+            uint64_t cnt;
+            if (read(srv->resp_efd[vcpu_id], &cnt, sizeof(cnt)) < 0) {
+                /* already drained: the state check above decides */
+            }
+        }
+        if (n > 0 && (pfd[1].revents | pfd[2].revents))
+            vmmu__dm_server_kill(srv, VMMU_EDEAD);
+    }
+}
+
+int vmmu_dm_server_stats(const struct vmmu_dm_server *srv, struct vmmu_dm_server_stats *out)
+{
+    if (!srv || !out)
+        return VMMU_EINVAL;
+    struct vmmu_dm_server *m = (struct vmmu_dm_server *)srv;
+    *out = (struct vmmu_dm_server_stats){
+        .requests = atomic_load(&m->st_requests),
+        .pending = atomic_load(&m->st_pending),
+        .buffered = atomic_load(&m->st_buffered),
+        .proto_errors = atomic_load(&m->st_proto),
+        .invalidations = atomic_load(&m->st_inval),
+        .dead = atomic_load(&m->dead) != 0,
+        .dead_reason = atomic_load(&m->dead),
+    };
+    return 0;
+}
+
+int vmmu_dm_server_check(struct vmmu_dm_server *srv)
+{
+    if (!srv)
+        return VMMU_EINVAL;
+    if (!atomic_load(&srv->dead) && srv->remote && vmmu__dm_peer_gone(srv))
+        vmmu__dm_server_kill(srv, VMMU_EDEAD);
+    return atomic_load(&srv->dead) ? VMMU_EDEAD : 0;
+}

@@ -1,0 +1,164 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the device-model layer (vm side).  Not installed.
+ *
+ * Objects.  One struct vmmu_dm per vm holds the servers, the tables that
+ * route MMIO regions and port ranges to them, one record per vCPU (its
+ * outstanding request and its invalidation flag) and the invalidation
+ * sequence.  Every server, in-process or not, has nslots request slots in
+ * the layout of vmmu/dmproto.h: shared memory for an out-of-process
+ * server, private memory for an in-process one (used only when a callback
+ * pends), and one response eventfd per slot.
+ *
+ * Ownership.  A vCPU's record is written only by the thread running that
+ * vCPU (the host slot's record only under host_lock).  Slot words are
+ * shared with the device model and read with atomics; anything read from
+ * a remote slot is validated before use.  Routing tables are immutable
+ * snapshots swapped under dm->lock and freed after a grace period.
+ */
+#ifndef VMMU_DM_INTERNAL_H
+#define VMMU_DM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vmmu/dm.h"
+#include "vmmu/error.h"
+
+struct vmmu_dm_server;
+
+/* A routed range: an MMIO region or a port range. */
+struct dm_range {
+    struct vmmu_dm_server *srv;
+    uint64_t start, count; /* gpa and bytes, or port and ports */
+    uint32_t region_id;    /* MMIO: the DEVICE region; 0 for ports */
+    unsigned flags;        /* VMMU_DM_RANGE_* */
+    void *opaque;
+};
+
+/* Immutable routing snapshot, sorted by key (region id or port). */
+struct dm_table {
+    unsigned n;
+    struct dm_range *r[];
+};
+
+#define DM_MAX_RANGES 256u
+#define DM_MAX_PORT_RANGES 64u
+
+/* What a vCPU (or the host) has outstanding.  Owned by its thread. */
+struct dm_vcpu {
+    /* Set (to 1) by an asynchronous invalidation that this vCPU must wait
+     * for; read with a relaxed load at every safe point.  Alone on its
+     * cache line so the safe point reads a line no other vCPU writes. */
+    _Alignas(64) uint32_t inval_flag;
+    _Alignas(64) struct vmmu_dm_server *srv; /* NULL: nothing outstanding */
+    uint32_t seq;        /* of the outstanding request */
+    uint32_t next_seq;
+    uint8_t space, write, size;
+    int fail;            /* non-zero: the outstanding request already failed */
+    uint64_t addr, wdata;
+    uint64_t deadline_ns;
+};
+
+struct vmmu_dm {
+    struct vmmu_vm *vm;
+    unsigned max_vcpus, nslots; /* nslots = max_vcpus + 1; the last is the host's */
+
+    pthread_mutex_t lock; /* servers list, routing tables, region tables */
+    struct vmmu_dm_server **servers;
+    unsigned nservers, cap;
+    struct dm_table *_Atomic mmio; /* keyed by region id */
+    struct dm_table *_Atomic ports; /* keyed by port */
+    _Atomic uint64_t seen_generation; /* P2M generation the region tables reflect */
+
+    struct dm_vcpu *vcpu;       /* nslots records */
+    pthread_mutex_t host_lock;  /* serialises host accesses (the last slot) */
+
+    /* Invalidation: posted and completed sequence numbers. */
+    pthread_mutex_t inval_lock;
+    _Atomic uint64_t inval_posted, inval_done;
+};
+
+struct vmmu_dm_server {
+    struct vmmu_dm *dm;
+    bool remote;
+    struct vmmu_dm_ops ops; /* in-process */
+    void *opaque;
+
+    /* Slots: the shared page (remote) or private memory (in-process). */
+    void *shared;
+    size_t shared_size;
+    int shm_fd;
+    struct vmmu_dm_slot *slots;
+    struct vmmu_dm_ring *ring;
+    struct vmmu_dm_bufreq *ring_ent;
+    unsigned ring_entries;
+    uint32_t ring_prod;        /* private producer index, under ring_lock */
+    pthread_mutex_t ring_lock; /* producers of the ring */
+    struct vmmu_dm_region_table *regions;
+    struct vmmu_dm_region_ent *region_ent;
+    unsigned max_regions;
+    uint32_t region_seq; /* private copy: never read back from shared memory */
+    struct vmmu_dm_region_ent *priv_regions; /* what we published, max_regions entries */
+    unsigned npriv;
+    int *resp_efd;       /* nslots eventfds, dm -> vm */
+    int kick_efd;        /* vm -> dm */
+
+    int sock;
+    int pidfd;
+    pid_t pid;
+    bool memfd_sent;
+    unsigned timeout_ms, wait_us;
+
+    /* Bytes of a partly received message (under dm->inval_lock). */
+    uint8_t rx[sizeof(struct vmmu_dm_msg)];
+    unsigned rx_len;
+
+    /* Invalidation progress (under dm->inval_lock). */
+    uint64_t inval_sent, inval_acked;
+    uint64_t inval_sent_ns; /* when the oldest unacknowledged one was sent */
+
+    _Atomic int dead;        /* 0, or the reason (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO) */
+    _Atomic int dead_claimed;
+    _Atomic uint64_t st_requests, st_pending, st_buffered, st_proto, st_inval;
+};
+
+uint64_t vmmu__dm_now_ns(void);
+
+/* Declare @srv dead for @reason: hang up, kill and wait for its process if
+ * known, wake every waiter.  Idempotent; safe from any thread. */
+void vmmu__dm_server_kill(struct vmmu_dm_server *srv, int reason);
+
+/* Serve one access routed to @srv on slot @slot (vCPU id, or nslots-1 for
+ * the host).  @req->data carries a write's value and receives a read's. */
+int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned slot, const struct dm_range *range,
+                           struct vmmu_dm_ioreq *req);
+
+/* Remote servers: set up the shared page and say hello; publish the region
+ * table; drop an invalidated range from the table. */
+int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
+                         const struct vmmu_dm_remote_config *cfg);
+void vmmu__dm_remote_fini(struct vmmu_dm_server *srv);
+void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm);
+void vmmu__dm_regions_punch(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size);
+int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, const int *fds,
+                      unsigned nfds);
+
+/* Check socket and pidfd without blocking: VMMU_EDEAD if the peer is gone. */
+int vmmu__dm_peer_gone(struct vmmu_dm_server *srv);
+
+/* Validate one message a device model sent on its socket.  Returns 0 for a
+ * well-formed INVALIDATE_ACK whose seq lies in (acked, sent], else
+ * VMMU_EPROTO.  Pure; the fuzz target calls it too. */
+int vmmu__dm_check_ack(const void *buf, size_t len, uint64_t acked, uint64_t sent, uint64_t *seq);
+
+/* Read what a device model left in a slot for the request (@seq, @size):
+ * 0 with *data; VMMU_EPENDING if not answered yet; VMMU_EPROTO for a
+ * mismatched sequence or status; VMMU_EDEVICE for a device error.  Pure
+ * apart from the atomic loads; the fuzz target calls it too. */
+int vmmu__dm_slot_read_answer(struct vmmu_dm_slot *slot, uint32_t seq, unsigned size,
+                              uint64_t *data);
+
+#endif /* VMMU_DM_INTERNAL_H */

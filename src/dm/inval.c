@@ -1,0 +1,199 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Invalidating device-model mappings before RAM leaves the guest.
+ *
+ * Every invalidation gets a sequence number.  Posting one (under
+ * inval_lock) first punches the range out of each server's region table,
+ * so a device model that maps after acknowledging cannot find the range
+ * again, then sends INVALIDATE{seq} to every live out-of-process server.
+ * A device model acknowledges cumulatively (ACK{seq} covers everything up
+ * to seq).  An invalidation is complete when every server that was live
+ * when it was posted has acknowledged it or was declared dead, and a dead
+ * server is declared only once its process is gone (remote.c), so at that
+ * point no device model maps the range: the caller may reuse the pages.
+ *
+ * In-process servers are not sent anything: they reach guest memory
+ * through the P2M, whose own grace period covers them.
+ *
+ * The asynchronous form sets every vCPU's inval_flag.  A vCPU clears its
+ * flag before it reads inval_posted, and the poster publishes inval_posted
+ * before it sets the flags (both with full fences), so a vCPU either sees
+ * the new sequence number or finds its flag set again at its next safe
+ * point: it can never run guest code past an invalidation it did not wait
+ * for.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include "dm/dm_internal.h"
+
+static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *seq_out)
+{
+    uint64_t seq = atomic_load(&dm->inval_posted) + 1;
+    struct vmmu_dm_server *doomed[64];
+    int why[64];
+    unsigned ndoomed = 0;
+    pthread_mutex_lock(&dm->lock);
+    for (unsigned i = 0; i < dm->nservers; i++) {
+        struct vmmu_dm_server *srv = dm->servers[i];
+        if (!srv->remote || atomic_load(&srv->dead))
+            continue;
+        vmmu__dm_regions_punch(srv, gpa, size);
+        struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE, .seq = seq, .gpa = gpa,
+                                .size = size};
+        if (srv->inval_acked == srv->inval_sent)
+            srv->inval_sent_ns = vmmu__dm_now_ns();
+        srv->inval_sent = seq;
+        int err = vmmu__dm_send_msg(srv, &m, NULL, 0);
+        if (err && ndoomed < 64) {
+            doomed[ndoomed] = srv;
+            why[ndoomed++] = err == VMMU_ETIMEDOUT ? VMMU_ETIMEDOUT : VMMU_EDEAD;
+        }
+    }
+    pthread_mutex_unlock(&dm->lock);
+    /* Killing may wait for a process to exit: not under dm->lock.  The
+     * servers cannot go away meanwhile: destroying one takes inval_lock. */
+    for (unsigned i = 0; i < ndoomed; i++)
+        vmmu__dm_server_kill(doomed[i], why[i]);
+    atomic_store(&dm->inval_posted, seq);
+    *seq_out = seq;
+    return 0;
+}
+
+/* Read what a server sent: acknowledgements advance inval_acked; anything
+ * else is counted and dropped.  End of file or an error kills it. */
+static void drain_socket(struct vmmu_dm_server *srv)
+{
+    for (;;) {
+        ssize_t n = recv(srv->sock, srv->rx + srv->rx_len, sizeof(srv->rx) - srv->rx_len,
+                         MSG_DONTWAIT);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return;
+        if (n <= 0) {
+            vmmu__dm_server_kill(srv, VMMU_EDEAD);
+            return;
+        }
+        srv->rx_len += (unsigned)n;
+        if (srv->rx_len < sizeof(srv->rx))
+            continue;
+        srv->rx_len = 0;
+        uint64_t seq;
+        if (vmmu__dm_check_ack(srv->rx, sizeof(srv->rx), srv->inval_acked, srv->inval_sent,
+                               &seq) == 0) {
+            srv->inval_acked = seq;
+            srv->inval_sent_ns = vmmu__dm_now_ns(); /* the clock restarts for the rest */
+            atomic_fetch_add_explicit(&srv->st_inval, 1, memory_order_relaxed);
+        } else {
+            atomic_fetch_add_explicit(&srv->st_proto, 1, memory_order_relaxed);
+        }
+    }
+}
+
+static int wait_locked(struct vmmu_dm *dm, uint64_t ticket)
+{
+    while (atomic_load(&dm->inval_done) < ticket) {
+        struct pollfd pfd[64];
+        struct vmmu_dm_server *who[64];
+        unsigned n = 0;
+        uint64_t now = vmmu__dm_now_ns(), soonest = UINT64_MAX;
+        struct vmmu_dm_server *late = NULL;
+        /* The server list changes only under both locks; we hold inval_lock. */
+        for (unsigned i = 0; i < dm->nservers && n < 64; i++) {
+            struct vmmu_dm_server *srv = dm->servers[i];
+            if (!srv->remote || atomic_load(&srv->dead) || srv->inval_acked >= srv->inval_sent)
+                continue;
+            uint64_t deadline = srv->inval_sent_ns + (uint64_t)srv->timeout_ms * 1000000ull;
+            if (deadline <= now) {
+                late = srv;
+                break;
+            }
+            if (deadline < soonest)
+                soonest = deadline;
+            pfd[n] = (struct pollfd){.fd = srv->sock, .events = POLLIN | POLLRDHUP};
+            who[n++] = srv;
+        }
+        if (late) {
+            vmmu__dm_server_kill(late, VMMU_ETIMEDOUT);
+            continue;
+        }
+        if (!n) {
+            atomic_store(&dm->inval_done, atomic_load(&dm->inval_posted));
+            break;
+        }
+        uint64_t left_ms = (soonest - now + 999999) / 1000000;
+        int r = poll(pfd, n, left_ms > 1000 ? 1000 : (int)left_ms);
+        for (unsigned i = 0; r > 0 && i < n; i++) {
+            if (pfd[i].revents & POLLIN)
+                drain_socket(who[i]);
+            else if (pfd[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
+                vmmu__dm_server_kill(who[i], VMMU_EDEAD);
+        }
+    }
+    return 0;
+}
+
+static bool range_ok(uint64_t gpa, uint64_t size)
+{
+    return size && gpa + size > gpa;
+}
+
+int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size)
+{
+    if (!dm || !range_ok(gpa, size))
+        return VMMU_EINVAL;
+    pthread_mutex_lock(&dm->inval_lock);
+    uint64_t seq;
+    post_locked(dm, gpa, size, &seq);
+    wait_locked(dm, seq);
+    pthread_mutex_unlock(&dm->inval_lock);
+    return 0;
+}
+
+int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *ticket)
+{
+    if (!dm || !range_ok(gpa, size))
+        return VMMU_EINVAL;
+    pthread_mutex_lock(&dm->inval_lock);
+    uint64_t seq;
+    post_locked(dm, gpa, size, &seq);
+    atomic_thread_fence(memory_order_seq_cst);
+    for (unsigned i = 0; i < dm->max_vcpus; i++)
+        __atomic_store_n(&dm->vcpu[i].inval_flag, 1, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&dm->inval_lock);
+    if (ticket)
+        *ticket = seq;
+    return 0;
+}
+
+int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket)
+{
+    if (!dm)
+        return VMMU_EINVAL;
+    if (atomic_load(&dm->inval_done) >= ticket)
+        return 0;
+    pthread_mutex_lock(&dm->inval_lock);
+    wait_locked(dm, ticket);
+    pthread_mutex_unlock(&dm->inval_lock);
+    return 0;
+}
+
+int vmmu_dm_vcpu_safe_point_slow(struct vmmu_dm *dm, int vcpu_id)
+{
+    if (!dm || vcpu_id < 0 || vcpu_id >= (int)dm->max_vcpus)
+        return VMMU_EINVAL;
+    __atomic_store_n(&dm->vcpu[vcpu_id].inval_flag, 0, __ATOMIC_RELAXED);
+    atomic_thread_fence(memory_order_seq_cst);
+    return vmmu_dm_invalidate_wait(dm, atomic_load(&dm->inval_posted));
+}
+
+const uint32_t *vmmu_dm_vcpu_flags(const struct vmmu_dm *dm, int vcpu_id)
+{
+    static const uint32_t zero;
+    if (!dm || vcpu_id < 0 || vcpu_id >= (int)dm->max_vcpus)
+        return &zero;
+    return &dm->vcpu[vcpu_id].inval_flag;
+}

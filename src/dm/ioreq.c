@@ -1,0 +1,261 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * One access to a server: the vCPU side of the slot state machine
+ * (vmmu/dmproto.h) and of the pending/retry flow.
+ *
+ * A vCPU has at most one request outstanding, recorded in its private
+ * struct dm_vcpu: which server, which access, which sequence number, and
+ * the deadline.  The re-executed instruction presents the same access; we
+ * recognise it by comparing with that record (never with what the device
+ * model may have rewritten in shared memory), take the answer if there is
+ * one, and free the slot.
+ *
+ * Worked example of a lying device model: vCPU 2 posts seq 7 (read, 4
+ * bytes).  The device model writes RESPONSE into slot 3 (nobody asked) and
+ * RESPONSE with resp_seq 6 into slot 2.  vCPU 3 has nothing outstanding,
+ * so slot 3 is never read and is overwritten by its next request.  vCPU 2
+ * sees resp_seq != 7 and fails its access with VMMU_EPROTO.  Nothing else
+ * happens: no other request, no guest memory, no vm structure is touched.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "dm/dm_internal.h"
+
+/* How long a vCPU spins on the slot before it sleeps in poll(): long
+ * enough to catch a device model that answers from a busy loop on the
+ * other core, short enough not to matter when it does not. */
+#define DM_SPIN_NS 20000ull
+
+int vmmu__dm_slot_read_answer(struct vmmu_dm_slot *slot, uint32_t seq, unsigned size,
+                              uint64_t *data)
+{
+    uint32_t state = __atomic_load_n(&slot->state, __ATOMIC_ACQUIRE);
+    if (state != VMMU_DM_SLOT_RESPONSE)
+        return VMMU_EPENDING;
+    /* Read each field once: the device model may be rewriting them. */
+    uint32_t resp_seq = __atomic_load_n(&slot->resp_seq, __ATOMIC_RELAXED);
+    uint8_t status = __atomic_load_n(&slot->status, __ATOMIC_RELAXED);
+    uint64_t value = __atomic_load_n(&slot->data, __ATOMIC_RELAXED);
+    if (resp_seq != seq || status > VMMU_DM_STATUS_ERROR)
+        return VMMU_EPROTO;
+    if (status == VMMU_DM_STATUS_ERROR)
+        return VMMU_EDEVICE;
+    *data = size >= 8 ? value : value & ((1ull << (size * 8)) - 1);
+    return 0;
+}
+
+static bool same_access(const struct dm_vcpu *v, const struct vmmu_dm_server *srv,
+                        const struct vmmu_dm_ioreq *req)
+{
+    return v->srv == srv && v->space == (uint8_t)req->space && v->addr == req->addr &&
+           v->size == req->size && v->write == (uint8_t)req->write &&
+           (!req->write || v->wdata == req->data);
+}
+
+static void kick(struct vmmu_dm_server *srv)
+{
+    uint64_t one = 1;
+    if (write(srv->kick_efd, &one, sizeof(one)) < 0) {
+        /* The counter is saturated: the device model has wake-ups queued. */
+    }
+}
+
+/* Give the slot back after an answer or a failure.  A remote slot goes
+ * RESPONSE -> FREE (ours to do); a slot a dead or lying device model left
+ * elsewhere is simply overwritten by the next request. */
+static void release(struct vmmu_dm_server *srv, struct vmmu_dm_slot *s, struct dm_vcpu *v)
+{
+    uint32_t expect = VMMU_DM_SLOT_RESPONSE;
+    __atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_FREE, false, __ATOMIC_RELEASE,
+                                __ATOMIC_RELAXED);
+    if (!srv->remote) {
+        /* An in-process request that timed out: take it back from a
+         * completer that may still come (it then finds nothing). */
+        expect = VMMU_DM_SLOT_IN_SERVICE;
+        __atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_FREE, false,
+                                    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+    }
+    v->srv = NULL;
+    v->fail = 0;
+    atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
+}
+
+/* Sleep until the slot changes, the server dies, or @until. */
+static void wait_slot(struct vmmu_dm_server *srv, unsigned idx, uint64_t until)
+{
+    struct vmmu_dm_slot *s = &srv->slots[idx];
+    uint64_t now = vmmu__dm_now_ns();
+    uint64_t spin_end = now + (until - now < DM_SPIN_NS ? until - now : DM_SPIN_NS);
+    while (now < spin_end) {
+        if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == VMMU_DM_SLOT_RESPONSE)
+            return;
+        for (int i = 0; i < 64; i++)
+            __builtin_ia32_pause();
+        now = vmmu__dm_now_ns();
+    }
+    while (now < until && !atomic_load(&srv->dead) &&
+           __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_RESPONSE) {
+        struct pollfd pfd[3] = {{.fd = srv->resp_efd[idx], .events = POLLIN},
+                                {.fd = srv->sock, .events = POLLRDHUP},
+                                {.fd = srv->pidfd, .events = POLLIN}};
+        uint64_t left_us = (until - now + 999) / 1000;
+        struct timespec ts = {.tv_sec = (time_t)(left_us / 1000000),
+                              .tv_nsec = (long)(left_us % 1000000) * 1000};
+        int n = ppoll(pfd, 3, &ts, NULL);
+        if (n > 0 && (pfd[0].revents & POLLIN)) {
+            uint64_t cnt;
+            if (read(srv->resp_efd[idx], &cnt, sizeof(cnt)) < 0) {
+                /* drained by an earlier wait */
+            }
+        }
+        if (n > 0 && (pfd[1].revents | pfd[2].revents))
+            vmmu__dm_server_kill(srv, VMMU_EDEAD);
+        now = vmmu__dm_now_ns();
+    }
+}
+
+/* The outstanding request of @v, presented again: answer, failure, or
+ * still pending. */
+static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
+                  struct vmmu_dm_ioreq *req, bool host)
+{
+    struct vmmu_dm_slot *s = &srv->slots[idx];
+    uint64_t wait_until = vmmu__dm_now_ns() + (uint64_t)srv->wait_us * 1000ull;
+    for (;;) {
+        if (v->fail) {
+            int f = v->fail;
+            release(srv, s, v);
+            return f;
+        }
+        uint64_t data = 0;
+        int r = vmmu__dm_slot_read_answer(s, v->seq, v->size, &data);
+        if (r != VMMU_EPENDING) {
+            if (r == VMMU_EPROTO)
+                atomic_fetch_add_explicit(&srv->st_proto, 1, memory_order_relaxed);
+            if (!r && !req->write)
+                req->data = data;
+            release(srv, s, v);
+            return r;
+        }
+        int dead = atomic_load(&srv->dead);
+        if (dead) {
+            release(srv, s, v);
+            return dead == VMMU_ETIMEDOUT ? VMMU_ETIMEDOUT : VMMU_EDEAD;
+        }
+        uint64_t now = vmmu__dm_now_ns();
+        if (now >= v->deadline_ns) {
+            if (srv->remote)
+                vmmu__dm_server_kill(srv, VMMU_ETIMEDOUT);
+            release(srv, s, v);
+            return VMMU_ETIMEDOUT;
+        }
+        if (!host && now >= wait_until) {
+            atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
+            return VMMU_EPENDING;
+        }
+        wait_slot(srv, idx, host ? v->deadline_ns : (wait_until < v->deadline_ns ? wait_until
+                                                                                 : v->deadline_ns));
+    }
+}
+
+static void record(struct dm_vcpu *v, struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req)
+{
+    v->srv = srv;
+    v->seq = ++v->next_seq;
+    v->space = (uint8_t)req->space;
+    v->addr = req->addr;
+    v->size = (uint8_t)req->size;
+    v->write = (uint8_t)req->write;
+    v->wdata = req->write ? req->data : 0;
+    v->fail = 0;
+    v->deadline_ns = vmmu__dm_now_ns() + (uint64_t)srv->timeout_ms * 1000000ull;
+}
+
+/* Post a buffered write; false if the ring is full (or its consumer index
+ * is impossible), in which case the write goes through a slot. */
+static bool ring_post(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req)
+{
+    pthread_mutex_lock(&srv->ring_lock);
+    /* Our private copy: the device model may scribble on the shared one. */
+    uint32_t prod = srv->ring_prod;
+    uint32_t cons = __atomic_load_n(&srv->ring->cons, __ATOMIC_ACQUIRE);
+    uint32_t used = prod - cons;
+    if (used > srv->ring_entries) {
+        atomic_fetch_add_explicit(&srv->st_proto, 1, memory_order_relaxed);
+        pthread_mutex_unlock(&srv->ring_lock);
+        return false;
+    }
+    if (used == srv->ring_entries) {
+        pthread_mutex_unlock(&srv->ring_lock);
+        return false;
+    }
+    struct vmmu_dm_bufreq *e = &srv->ring_ent[prod & (srv->ring_entries - 1)];
+    __atomic_store_n(&e->addr, req->addr, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->data, req->data, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->space, (uint8_t)req->space, __ATOMIC_RELAXED);
+    __atomic_store_n(&e->size, (uint8_t)req->size, __ATOMIC_RELAXED);
+    srv->ring_prod = prod + 1;
+    __atomic_store_n(&srv->ring->prod, prod + 1, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&srv->ring_lock);
+    atomic_fetch_add_explicit(&srv->st_buffered, 1, memory_order_relaxed);
+    kick(srv);
+    return true;
+}
+
+int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
+                           struct vmmu_dm_ioreq *req)
+{
+    struct vmmu_dm *dm = srv->dm;
+    struct dm_vcpu *v = &dm->vcpu[idx];
+    bool host = idx == dm->nslots - 1;
+
+    if (v->srv) {
+        if (same_access(v, srv, req))
+            return finish(srv, idx, v, req, host);
+        /* Something else while a request is out: allowed only once that
+         * one is over (answered, failed, or its server dead). */
+        struct vmmu_dm_server *old = v->srv;
+        uint32_t st = __atomic_load_n(&old->slots[idx].state, __ATOMIC_ACQUIRE);
+        if (!v->fail && !atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE)
+            return VMMU_EBUSY;
+        release(old, &old->slots[idx], v);
+    }
+    if (atomic_load(&srv->dead))
+        return VMMU_EDEAD;
+
+    if (!srv->remote) {
+        int r = srv->ops.access(srv->opaque, req);
+        if (r == VMMU_EPENDING && !host) {
+            record(v, srv, req);
+            struct vmmu_dm_slot *s = &srv->slots[idx];
+            s->seq = v->seq;
+            __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
+            atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
+            return VMMU_EPENDING;
+        }
+        atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
+        return r == 0 ? 0 : VMMU_EDEVICE;
+    }
+
+    if (req->write && (range->flags & VMMU_DM_RANGE_BUFFERED) && ring_post(srv, req))
+        return 0;
+
+    /* Post on our slot.  Whatever the device model left there is
+     * overwritten: the slot is ours while we have nothing outstanding. */
+    record(v, srv, req);
+    struct vmmu_dm_slot *s = &srv->slots[idx];
+    __atomic_store_n(&s->seq, v->seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->resp_seq, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->space, (uint8_t)req->space, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->write, (uint8_t)req->write, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->size, (uint8_t)req->size, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->status, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->addr, req->addr, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->data, req->write ? req->data : 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->vcpu_id, req->vcpu_id, __ATOMIC_RELAXED);
+    __atomic_store_n(&s->state, VMMU_DM_SLOT_READY, __ATOMIC_RELEASE);
+    kick(srv);
+    return finish(srv, idx, v, req, host);
+}

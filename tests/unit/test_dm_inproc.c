@@ -1,0 +1,326 @@
+/* Device models, in-process servers: routing of MMIO regions and port
+ * ranges, answers at once and later (the pending/retry flow), and refusals. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "vmmu/vmmu.h"
+
+#define DEV_GPA 0x100000ull
+
+struct dev {
+    uint64_t reg[8];
+    int pend_next;       /* answer the next access later */
+    int fail_next;       /* fail the next access */
+    int calls;
+    struct vmmu_dm_ioreq last;
+};
+
+static int dev_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct dev *d = opaque;
+    d->calls++;
+    d->last = *req;
+    if (d->fail_next) {
+        d->fail_next = 0;
+        return -1;
+    }
+    if (d->pend_next) {
+        d->pend_next = 0;
+        return VMMU_EPENDING;
+    }
+    unsigned idx = (unsigned)(req->offset / 8) % 8;
+    if (req->write)
+        d->reg[idx] = req->data;
+    else
+        req->data = d->reg[idx] + (req->space == VMMU_DM_SPACE_PIO ? 0x1000 : 0);
+    return 0;
+}
+
+static const struct vmmu_dm_ops dev_ops = {.access = dev_access};
+
+struct env {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    struct dev dev;
+    uint32_t region;
+};
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    assert_int_equal(vmmu_vm_create(NULL, &e->vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 4};
+    assert_int_equal(vmmu_dm_create(e->vm, &cfg, &e->dm), 0);
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &dev_ops, &e->dev, &e->srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA, 4096, 0, (void *)0x77, &e->region), 0);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    vmmu_dm_destroy(e->dm);
+    vmmu_vm_destroy(e->vm);
+    free(e);
+    return 0;
+}
+
+static int mmio(struct env *e, int vcpu, uint64_t gpa, unsigned size, int write, uint64_t *val)
+{
+    struct vmmu_device_req r = {.gpa = gpa, .size = size, .write = write,
+                                .data = write ? *val : 0, .vcpu_id = vcpu};
+    int err = vmmu_p2m_device_access(e->vm, &r);
+    if (!err && !write)
+        *val = r.data;
+    return err;
+}
+
+static void mmio_write_then_read_reaches_the_callback_with_offset_and_opaque(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0x1122334455667788ull;
+    assert_int_equal(mmio(e, 0, DEV_GPA + 16, 8, 1, &v), 0);
+    assert_int_equal(e->dev.last.offset, 16);
+    assert_int_equal(e->dev.last.addr, DEV_GPA + 16);
+    assert_int_equal(e->dev.last.space, VMMU_DM_SPACE_MMIO);
+    assert_ptr_equal(e->dev.last.range_opaque, (void *)0x77);
+    assert_int_equal(e->dev.last.vcpu_id, 0);
+    v = 0;
+    assert_int_equal(mmio(e, 1, DEV_GPA + 16, 8, 0, &v), 0);
+    assert_int_equal(v, 0x1122334455667788ull);
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, DEV_GPA, &pe), 0);
+    assert_int_equal(pe.type, VMMU_MEM_DEVICE);
+    assert_int_equal(pe.region_id, e->region);
+}
+
+static void pending_answer_completes_on_reexecution_of_the_same_access(void **state)
+{
+    struct env *e = *state;
+    e->dev.pend_next = 1;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), VMMU_EPENDING);
+    assert_int_equal(e->dev.calls, 1);
+    /* Not answered yet: re-execution pends again without calling back. */
+    assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), VMMU_EPENDING);
+    assert_int_equal(e->dev.calls, 1);
+    assert_int_equal(vmmu_dm_complete(e->srv, 2, 0xabcdef0123ull, 0), 0);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 2, 0), 0);
+    assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), 0);
+    assert_int_equal(v, 0xcdef0123ull); /* masked to the access size */
+    assert_int_equal(e->dev.calls, 1);
+    /* The slot is free again: the next access calls back. */
+    assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), 0);
+    assert_int_equal(e->dev.calls, 2);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_true(st.pending >= 1);
+}
+
+static void pending_completed_with_an_error_fails_with_edevice(void **state)
+{
+    struct env *e = *state;
+    e->dev.pend_next = 1;
+    uint64_t v = 5;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 1, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dm_complete(e->srv, 0, 0, -1), 0);
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 1, &v), VMMU_EDEVICE);
+}
+
+static void a_different_access_while_one_is_pending_is_busy(void **state)
+{
+    struct env *e = *state;
+    e->dev.pend_next = 1;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 0, &v), VMMU_EPENDING);
+    assert_int_equal(mmio(e, 1, DEV_GPA + 8, 8, 0, &v), VMMU_EBUSY);
+    v = 1;
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 1, &v), VMMU_EBUSY); /* a write is different */
+    /* Other vCPUs are not affected. */
+    assert_int_equal(mmio(e, 3, DEV_GPA + 8, 8, 0, &v), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, 1, 9, 0), 0);
+    /* Once answered, a different access abandons the answer and proceeds. */
+    assert_int_equal(mmio(e, 1, DEV_GPA + 8, 8, 0, &v), 0);
+}
+
+static void completing_what_is_not_pending_is_refused(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_complete(e->srv, 0, 1, 0), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_complete(e->srv, 4, 1, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_complete(e->srv, -1, 1, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_complete(NULL, 0, 1, 0), VMMU_EINVAL);
+    e->dev.pend_next = 1;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dm_complete(e->srv, 0, 1, 0), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, 0, 2, 0), VMMU_ENOENT); /* twice */
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), 0);
+    assert_int_equal(v, 1);
+}
+
+static void callback_failure_is_reported_as_edevice(void **state)
+{
+    struct env *e = *state;
+    e->dev.fail_next = 1;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 4, 0, &v), VMMU_EDEVICE);
+}
+
+static void host_access_may_not_pend(void **state)
+{
+    struct env *e = *state;
+    e->dev.pend_next = 1;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, -1, DEV_GPA, 4, 0, &v), VMMU_EDEVICE);
+    assert_int_equal(mmio(e, -1, DEV_GPA, 4, 0, &v), 0); /* and answers at once otherwise */
+}
+
+static void vcpu_ids_beyond_the_configured_count_are_invalid(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 4, DEV_GPA, 4, 0, &v), VMMU_EINVAL);
+    assert_int_equal(mmio(e, -2, DEV_GPA, 4, 0, &v), VMMU_EINVAL);
+    assert_int_equal(e->dev.calls, 0);
+}
+
+static void ports_route_to_their_range_and_refuse_straddling_accesses(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x3f8, 8, 0, NULL), 0);
+    uint64_t v = 0x55;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 1, 1, &v), 0);
+    assert_int_equal(e->dev.last.space, VMMU_DM_SPACE_PIO);
+    assert_int_equal(e->dev.last.offset, 0);
+    v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 1, 0, &v), 0);
+    assert_int_equal(v, (0x55 + 0x1000) & 0xff);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3fe, 4, 0, &v), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x400, 1, 0, &v), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 8, 0, &v), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 3, 0, &v), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 1, 0, NULL), VMMU_EINVAL);
+}
+
+static void port_ranges_may_not_overlap_or_wrap(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x60, 4, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x63, 1, 0, NULL), VMMU_EOVERLAP);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x5f, 2, 0, NULL), VMMU_EOVERLAP);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x64, 1, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0xffff, 2, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x70, 0, 0, NULL), VMMU_EINVAL);
+    /* buffered needs a ring, which an in-process server has not */
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x70, 1, VMMU_DM_RANGE_BUFFERED, NULL),
+                     VMMU_EINVAL);
+}
+
+static void mmio_ranges_follow_region_rules(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA, 4096, 0, NULL, NULL), VMMU_EOVERLAP);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA + 0x10001, 4096, 0, NULL, NULL),
+                     VMMU_EALIGN);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA + 0x10000, 4096, 8, NULL, NULL),
+                     VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_map_mmio(NULL, DEV_GPA + 0x10000, 4096, 0, NULL, NULL),
+                     VMMU_EINVAL);
+}
+
+static void a_device_region_nobody_serves_fails_with_edevice(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = 0x200000, .size = 4096,
+                                 .opaque = (void *)0xdeadbeef};
+    assert_int_equal(vmmu_region_add(e->vm, &d, NULL), 0);
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 0, 0x200000, 4, 0, &v), VMMU_EDEVICE);
+    assert_int_equal(e->dev.calls, 0);
+}
+
+static void destroying_a_server_removes_its_regions(void **state)
+{
+    struct env *e = *state;
+    vmmu_dm_server_destroy(e->srv);
+    e->srv = NULL;
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, DEV_GPA, &pe), 0);
+    assert_int_equal(pe.type, VMMU_MEM_HOLE);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x3f8, 1, 0, &v), VMMU_ENOENT);
+}
+
+static void layer_refuses_bad_arguments_and_a_second_instance(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_dm *dm2 = NULL;
+    assert_int_equal(vmmu_dm_create(e->vm, NULL, &dm2), VMMU_EINVAL); /* handler taken */
+    assert_int_equal(vmmu_dm_create(NULL, NULL, &dm2), VMMU_EINVAL);
+    struct vmmu_vm *vm2;
+    assert_int_equal(vmmu_vm_create(NULL, &vm2), 0);
+    struct vmmu_dm_config big = {.max_vcpus = VMMU_DM_MAX_VCPUS + 1};
+    assert_int_equal(vmmu_dm_create(vm2, &big, &dm2), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_create(vm2, NULL, NULL), VMMU_EINVAL);
+    vmmu_vm_destroy(vm2);
+    struct vmmu_dm_ops none = {0};
+    struct vmmu_dm_server *s;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &none, NULL, &s), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, -1, NULL, &s), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 9, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, 0), 0); /* nothing outstanding */
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_invalidate(e->dm, ~0ull, 2), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_server_stats(NULL, NULL), VMMU_EINVAL);
+    vmmu_dm_destroy(NULL);
+    vmmu_dm_server_destroy(NULL);
+}
+
+static void safe_point_is_free_until_an_async_invalidation_marks_the_vcpu(void **state)
+{
+    struct env *e = *state;
+    const uint32_t *flags = vmmu_dm_vcpu_flags(e->dm, 1);
+    assert_int_equal(*flags, 0);
+    assert_int_equal(vmmu_dm_vcpu_safe_point(e->dm, 1, flags), 0);
+    uint64_t ticket = 0;
+    assert_int_equal(vmmu_dm_invalidate_async(e->dm, 0, 4096, &ticket), 0);
+    assert_true(ticket > 0);
+    assert_int_equal(*flags, 1);
+    /* No out-of-process server: the invalidation completes at the safe point. */
+    assert_int_equal(vmmu_dm_vcpu_safe_point(e->dm, 1, flags), 0);
+    assert_int_equal(*flags, 0);
+    assert_int_equal(vmmu_dm_invalidate_wait(e->dm, ticket), 0);
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(mmio_write_then_read_reaches_the_callback_with_offset_and_opaque),
+        T(pending_answer_completes_on_reexecution_of_the_same_access),
+        T(pending_completed_with_an_error_fails_with_edevice),
+        T(a_different_access_while_one_is_pending_is_busy),
+        T(completing_what_is_not_pending_is_refused),
+        T(callback_failure_is_reported_as_edevice),
+        T(host_access_may_not_pend),
+        T(vcpu_ids_beyond_the_configured_count_are_invalid),
+        T(ports_route_to_their_range_and_refuse_straddling_accesses),
+        T(port_ranges_may_not_overlap_or_wrap),
+        T(mmio_ranges_follow_region_rules),
+        T(a_device_region_nobody_serves_fails_with_edevice),
+        T(destroying_a_server_removes_its_regions),
+        T(layer_refuses_bad_arguments_and_a_second_instance),
+        T(safe_point_is_free_until_an_async_invalidation_marks_the_vcpu),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
