@@ -25,9 +25,11 @@
  * access while one is in service fails with VMMU_EBUSY.  Host accesses
  * (vcpu_id -1) never pend: they wait for the answer.
  *
- * Invalidation.  Before RAM leaves the guest (region removal, balloon,
- * page-out), vmmu_dm_invalidate() tells every out-of-process device model
- * to drop its mappings of the range and returns only when each has
+ * Invalidation.  Before RAM leaves the guest, every out-of-process device
+ * model must drop its mappings of it.  The layer registers on the sync
+ * part's reclaim hooks, so region removal and replacement, page-out and
+ * balloon do this by themselves; vmmu_dm_invalidate() is the same step for
+ * changes vmmu does not see.  It returns only when each device model has
  * acknowledged or was declared dead (a dead or hung process that vmmu knows
  * the pid of is killed and reaped first, so it provably maps nothing).
  * vmmu_dm_invalidate_async() posts the same and marks the affected vCPUs;

@@ -21,6 +21,7 @@
 
 #include "core/vm_internal.h"
 #include "dm/dm_internal.h"
+#include "sync/sync_internal.h"
 
 uint64_t vmmu__dm_now_ns(void)
 {
@@ -164,6 +165,20 @@ int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned
 
 /* ---- the layer ------------------------------------------------------------ */
 
+/* The sync part calls this after it unpublished @ranges and flushed every
+ * vCPU, before the grace period and before the pages are freed or reused:
+ * every device model must drop its mappings now.  (A page-state change
+ * takes no memory away: nothing to do.) */
+static void dm_reclaim(void *opaque, struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
+                       size_t nranges, enum vmmu__reclaim_why why)
+{
+    (void)vm;
+    if (why == VMMU_RECLAIM_STATE)
+        return;
+    for (size_t i = 0; i < nranges; i++)
+        vmmu_dm_invalidate(opaque, ranges[i].gpa, ranges[i].size);
+}
+
 int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct vmmu_dm **out)
 {
     if (!vm || !out)
@@ -188,7 +203,12 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
     pthread_mutex_init(&dm->host_lock, NULL);
     pthread_mutex_init(&dm->inval_lock, NULL);
     atomic_store(&dm->seen_generation, ~0ull);
-    int err = vmmu_p2m_set_device_handler(vm, dm_device_handler, dm);
+    int err = vmmu__reclaim_hook_add(vm, dm_reclaim, dm);
+    if (!err) {
+        err = vmmu_p2m_set_device_handler(vm, dm_device_handler, dm);
+        if (err)
+            vmmu__reclaim_hook_remove(vm, dm_reclaim, dm);
+    }
     if (err) {
         free(dm->vcpu);
         free(dm);
@@ -205,6 +225,7 @@ void vmmu_dm_destroy(struct vmmu_dm *dm)
     while (dm->nservers)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
     vmmu_p2m_set_device_handler(dm->vm, NULL, NULL);
+    vmmu__reclaim_hook_remove(dm->vm, dm_reclaim, dm);
     free(atomic_load(&dm->mmio));
     free(atomic_load(&dm->ports));
     free(dm->servers);

@@ -64,7 +64,7 @@ static int span_check(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uin
         return VMMU_EDEVICE;
     case VMMU_MEM_ROM:
         if (dir == GPA_WRITE && !(flags & VMMU_GPA_ROM_WRITE)) {
-            if (r->flags & VMMU_REGION_ROM_REPORT_WRITES)
+            if (region_flags(r) & VMMU_REGION_ROM_REPORT_WRITES)
                 return VMMU_EROM;
             return 0; /* dropped in pass 2: no need to page it in */
         }
@@ -130,13 +130,13 @@ static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa,
             memcpy(buf, r->host + (gpa - base), len);
         } else if (r->type == VMMU_MEM_RAM || (flags & VMMU_GPA_ROM_WRITE)) {
             memcpy(r->host + (gpa - base), buf, len);
-            if (r->flags & VMMU_REGION_LOG_DIRTY) {
+            if (region_flags(r) & VMMU_REGION_LOG_DIRTY) {
                 uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
                 for (uint64_t p = first; p <= last; p++)
                     atomic_fetch_or_explicit(&r->state[p - r->gfn], VMMU_PAGE_DIRTY,
                                              memory_order_relaxed);
             }
-        } else if (r->flags & VMMU_REGION_ROM_REPORT_WRITES) {
+        } else if (region_flags(r) & VMMU_REGION_ROM_REPORT_WRITES) {
             if (failed_gpa)
                 *failed_gpa = gpa;
             return VMMU_EROM;

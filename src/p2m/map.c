@@ -536,7 +536,7 @@ static void fill_info(const struct vmmu_vm *vm, const struct vmmu_region *r,
     out->type = r->type;
     out->gpa = r->gfn << VMMU_PAGE_SHIFT;
     out->size = r->npages << VMMU_PAGE_SHIFT;
-    out->flags = r->flags;
+    out->flags = region_flags(r);
     out->host = r->host;
     out->memfd = r->host_owned ? vm->memfd : -1;
     out->memfd_offset = r->host_owned ? r->memfd_offset : 0;

@@ -38,7 +38,8 @@ struct p2m_node {
     _Atomic uintptr_t slot[P2M_FANOUT];
 };
 
-/* A region.  Immutable once published, except the per-page state bytes. */
+/* A region.  Immutable once published, except the per-page state bytes
+ * and the VMMU_REGION_LOG_DIRTY flag (see region_flags()). */
 struct vmmu_region {
     uint32_t id;
     enum vmmu_mem_type type;
@@ -110,6 +111,14 @@ static inline struct vmmu_region *p2m_resolve(const struct vmmu_p2m *p2m, uint64
         s = atomic_load_explicit(&node->slot[(gfn >> shift) & (P2M_FANOUT - 1)],
                                  memory_order_acquire);
     }
+}
+
+/* A region's VMMU_REGION_* flags.  VMMU_REGION_LOG_DIRTY changes while
+ * the region is published (dirty logging on/off), so every reader loads
+ * the word atomically. */
+static inline uint32_t region_flags(const struct vmmu_region *r)
+{
+    return __atomic_load_n(&r->flags, __ATOMIC_ACQUIRE);
 }
 
 /* Per-page state byte of a RAM/ROM region's page. */

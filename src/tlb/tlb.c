@@ -308,7 +308,9 @@ static void *result_error(struct vmmu_tlb_result *res, int error)
 
 /* Answer from an entry for @page whose comparator for @kind is not
  * INVALID; NULL with res->status untouched (VMMU_TLB_ERROR) when the
- * entry cannot answer (a write needing a walk: NOTDIRTY, WATCH). */
+ * entry cannot answer (a write needing a walk: NOTDIRTY).  A WATCH flag
+ * answers, and is passed on in res->flags: the access part checks the
+ * watchpoints itself. */
 static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_cold *cd,
                               enum vmmu_tlb_kind kind, uint64_t va, struct vmmu_tlb_result *res,
                               void **host)
@@ -318,7 +320,7 @@ static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_c
     uint64_t gpa = cd->gpa | (va & ~VMMU_PAGE_MASK);
     if (cmp == VMMU_TLB_CMP_INVALID)
         return false;
-    if (flags & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_WATCH | VMMU_TLB_FLAG_INVALID))
+    if (flags & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID))
         return false;
     if (flags & VMMU_TLB_FLAG_MMIO) {
         *host = result_not_ram(res, gpa, cd);
@@ -387,8 +389,7 @@ static int victim_find(struct tlb_ctx *c, uint64_t page, enum vmmu_tlb_kind kind
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
         if (c->vcold[i].va == page && entry_valid(&c->vhot[i]) &&
             (c->vhot[i].cmp[kind] & ~VMMU_TLB_FLAGS_MASK) == page &&
-            !(c->vhot[i].cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_WATCH |
-                                      VMMU_TLB_FLAG_INVALID)))
+            !(c->vhot[i].cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID)))
             return (int)i;
     }
     return -1;
@@ -436,13 +437,16 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
                    struct vmmu_x86_walk *w)
 {
     v->stats.walks++;
-    if (v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off) {
+    /* While the replay latch is active (src/access) every entry read must
+     * pass its hook: no resuming below cached upper levels. */
+    bool psc = v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off && !v->latch_walks;
+    if (psc) {
         int rc = vmmu__psc_walk(v, &s->psc, va, access, w);
         if (rc != 0)
             return rc < 0 ? rc : 0;
     }
     int rc = vmmu_x86_walk(&v->pg, va, access, w);
-    if (rc == 0 && w->ok && w->committed && v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off)
+    if (rc == 0 && w->ok && w->committed && psc)
         vmmu__psc_store(v, &s->psc, w);
     return rc;
 }
@@ -535,7 +539,7 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
         if (pe.page_state & VMMU_PAGE_CODE)
             wflags |= VMMU_TLB_FLAG_CODE;
         const struct vmmu_region *r = p2m_resolve(&v->vm->p2m, gpa_page >> VMMU_PAGE_SHIFT, NULL);
-        if (r && (r->flags & VMMU_REGION_LOG_DIRTY) && !(pe.page_state & VMMU_PAGE_DIRTY)) {
+        if (r && (region_flags(r) & VMMU_REGION_LOG_DIRTY) && !(pe.page_state & VMMU_PAGE_DIRTY)) {
             if (kind == VMMU_TLB_WRITE)
                 (void)vmmu_page_state_update(v->vm, gpa_page, 1, VMMU_PAGE_DIRTY, 0);
             else
@@ -557,6 +561,14 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
     else
         e.cmp[VMMU_TLB_WRITE] = page | wflags;
     e.addend = ram_like ? (uintptr_t)pe.hva - (uintptr_t)page : 0;
+    /* Watchpoints of this vCPU on the page (src/access): those kinds take
+     * the slow path, where the access part checks them. */
+    if (v->watch_kinds) {
+        unsigned wk = v->watch_kinds(v, page);
+        for (unsigned k = 0; k < VMMU_TLB_KINDS; k++)
+            if ((wk & (1u << k)) && e.cmp[k] != VMMU_TLB_CMP_INVALID)
+                e.cmp[k] |= VMMU_TLB_FLAG_WATCH;
+    }
 
     struct tlb_cold cd;
     cd.va = page;

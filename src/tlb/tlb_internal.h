@@ -131,7 +131,21 @@ struct vmmu_vcpu {
     uint32_t held;
     bool psc_off; /* benchmarks: walk from the top on every miss */
     struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
+    /* The access part (src/access/), which sits on the TLB, keeps its
+     * per-vCPU state here and steers the fill with the other two fields:
+     * latch_walks is set while the replay latch is active, so a fill walks
+     * from the top and every entry read passes the latch's hook; watch_kinds
+     * is non-NULL while the vCPU has watchpoints and returns which access
+     * kinds (bit 1 << enum vmmu_tlb_kind) of a linear page are watched, so
+     * the fill marks those comparators VMMU_TLB_FLAG_WATCH. */
+    struct vmmu__access_vcpu *access;
+    bool latch_walks;
+    unsigned (*watch_kinds)(const struct vmmu_vcpu *v, uint64_t page);
 };
+
+/* ---- src/access: per-vCPU state, made and freed with the vCPU ------------ */
+int vmmu__access_vcpu_init(struct vmmu_vcpu *v);
+void vmmu__access_vcpu_fini(struct vmmu_vcpu *v);
 
 /* ---- tlb.c: tables ------------------------------------------------------- */
 int vmmu__tlb_ctx_init(struct tlb_ctx *c, unsigned n);

@@ -195,6 +195,10 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
     v->slot[0].pcid = 0;
     v->cur_slot = 0;
     vmmu__tlb_select(v);
+    if (vmmu__access_vcpu_init(v)) { /* the access part's latch and watchpoints */
+        vmmu_vcpu_destroy(v);
+        return VMMU_ENOMEM;
+    }
     if ((rc = vmmu__sync_vcpu_attach(v)) != 0) { /* id and request slot */
         vmmu_vcpu_destroy(v);
         return rc;
@@ -208,6 +212,7 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *v)
     if (!v)
         return;
     vmmu__sync_vcpu_detach(v);
+    vmmu__access_vcpu_fini(v);
     for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
         for (unsigned c = 0; c < CTX_COUNT; c++)
             vmmu__tlb_ctx_fini(&v->slot[i].ctx[c]);

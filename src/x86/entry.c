@@ -28,8 +28,8 @@ static uint64_t entry_load(const uint8_t *hva, unsigned size)
     return __atomic_load_n((const uint64_t *)(const void *)hva, __ATOMIC_ACQUIRE);
 }
 
-int vmmu__x86_read_entry(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
-                         struct vmmu__x86_entry *out)
+static int read_entry_memory(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
+                             struct vmmu__x86_entry *out)
 {
     /* The common case, resident RAM or ROM, straight from the map's radix
      * tree: a walk reads up to five entries, so the public lookup's record
@@ -84,4 +84,30 @@ int vmmu__x86_read_entry(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
     out->host = pe.type == VMMU_MEM_RAM ? pe.hva : NULL;
     out->region_id = pe.region_id;
     return 0;
+}
+
+_Thread_local const struct vmmu__x86_entry_hook *vmmu__x86_entry_hook
+    __attribute__((tls_model("initial-exec")));
+
+int vmmu__x86_read_entry_level(struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                               struct vmmu__x86_entry *out)
+{
+    /* The replay latch's hook (see x86_internal.h): one thread-local load
+     * when no instruction is being recorded. */
+    const struct vmmu__x86_entry_hook *hook = vmmu__x86_entry_hook;
+    if (__builtin_expect(hook == NULL, 1))
+        return read_entry_memory(vm, gpa, size, out);
+    int rc = hook->lookup(hook->ctx, vm, gpa, size, level, out);
+    if (rc != 0)
+        return rc < 0 ? rc : 0;
+    rc = read_entry_memory(vm, gpa, size, out);
+    if (rc < 0)
+        return rc;
+    return hook->record(hook->ctx, vm, gpa, size, level, out);
+}
+
+int vmmu__x86_read_entry(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
+                         struct vmmu__x86_entry *out)
+{
+    return vmmu__x86_read_entry_level(vm, gpa, size, 0, out);
 }

@@ -136,7 +136,7 @@ int vmmu__x86_load_pdptes(struct vmmu_x86_paging *pg, bool *bad)
     *bad = false;
     for (unsigned i = 0; i < 4; i++) {
         struct vmmu__x86_entry e;
-        int rc = vmmu__x86_read_entry(pg->vm, base + 8 * i, 8, &e);
+        int rc = vmmu__x86_read_entry_level(pg->vm, base + 8 * i, 8, 3, &e); /* PDPTE: level 3 */
         if (rc < 0)
             return rc;
         /* SDM 4.4.1: loading a present PDPTE with a reserved bit set

@@ -150,7 +150,7 @@ static int walk_paged(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *w,
         unsigned shift = 12 + shape.index_bits * (level - 1);
         uint64_t gpa = table + (uint64_t)((va >> shift) & index_mask) * shape.entry_size;
         struct vmmu__x86_entry e;
-        int rc = vmmu__x86_read_entry(pg->vm, gpa, shape.entry_size, &e);
+        int rc = vmmu__x86_read_entry_level(pg->vm, gpa, shape.entry_size, level, &e);
         if (rc < 0)
             return rc;
         push_level(w, level, shape.entry_size, gpa, &e);

@@ -29,6 +29,27 @@ struct vmmu__x86_entry {
  * way back); holes and MMIO are not errors: they read as all-ones. */
 int vmmu__x86_read_entry(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
                          struct vmmu__x86_entry *out);
+/* The same, for an entry of paging level @level (5..1; 3 for a PAE PDPTE
+ * load; 0 when unknown), which the entry-read hook tags reads with. */
+int vmmu__x86_read_entry_level(struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                               struct vmmu__x86_entry *out);
+
+/* The entry-read hook: the replay latch of the access part (src/access/
+ * latch.c) puts one on the thread running an instruction, so that walks
+ * and PDPTE loads made for it are recorded and, on re-execution, served
+ * from the record.  lookup() runs before memory is read: 1 with *out
+ * filled serves the read, 0 reads memory, a negative code fails the read.
+ * record() runs after a read from memory: 0, or a negative code (the
+ * latch is full) that fails the read. */
+struct vmmu__x86_entry_hook {
+    int (*lookup)(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                  struct vmmu__x86_entry *out);
+    int (*record)(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                  struct vmmu__x86_entry *e);
+    void *ctx;
+};
+extern _Thread_local const struct vmmu__x86_entry_hook *vmmu__x86_entry_hook
+    __attribute__((tls_model("initial-exec")));
 
 /* Recompute pg->mode and pg->rsvd_ from the registers and CPU model. */
 void vmmu__x86_update_derived(struct vmmu_x86_paging *pg);
@@ -62,6 +83,23 @@ uint32_t vmmu__x86_perm_check(const struct vmmu_x86_paging *pg, unsigned access,
  * attribute bits (IMPLICIT, STACK) of @access at the current CPL. */
 unsigned vmmu__x86_perm_rights(const struct vmmu_x86_paging *pg, unsigned access,
                                const struct vmmu__x86_leaf *leaf);
+
+/* VMMU_X86_RIGHT_* for reads, writes and fetches, all three from one
+ * look at pg->deny_, for accesses made in user mode (@user_access) or
+ * supervisor mode with or without the EFLAGS.AC override of SMAP; without
+ * protection keys (the caller checks that CR4.PKE and CR4.PKS are clear,
+ * else vmmu__x86_perm_rights() applies). */
+static inline unsigned vmmu__x86_rights_without_keys(const struct vmmu_x86_paging *pg,
+                                                     bool user_access, bool ac_override,
+                                                     const struct vmmu__x86_leaf *leaf)
+{
+    unsigned bits = (leaf->user ? 1u : 0u) | (leaf->writable ? 2u : 0u) | (leaf->nx ? 4u : 0u);
+    unsigned ua = user_access, ov = ac_override;
+    /* deny_[kind] with kind 0, 1, 2 = read, write, fetch = the rights' bit order. */
+    return ((~(unsigned)pg->deny_[0][ua][ov] >> bits) & 1u) * VMMU_X86_RIGHT_READ |
+           ((~(unsigned)pg->deny_[1][ua][ov] >> bits) & 1u) * VMMU_X86_RIGHT_WRITE |
+           ((~(unsigned)pg->deny_[2][ua][ov] >> bits) & 1u) * VMMU_X86_RIGHT_FETCH;
+}
 
 /* Clear a walk record to "nothing found yet" for @va and @access; the
  * walker and the TLB's resumed walk both start from it. */

@@ -285,6 +285,35 @@ static void invalidation_is_acknowledged_and_the_range_becomes_unmappable(void *
     assert_int_equal(reg(e, R_STATUS), 1);
 }
 
+static void removing_a_region_invalidates_device_model_mappings_first(void **state)
+{
+    struct env *e = *state;
+    const uint64_t gpa = 0x2000000;
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = gpa, .size = 1 << 20};
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(e->vm, &ram, &id), 0);
+    dma(e, 0, gpa, 8192, 2, 0x3c); /* a region added after connecting is mappable */
+    assert_int_equal(reg(e, R_STATUS), 1);
+    assert_int_equal(vmmu_region_remove(e->vm, id), 0);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_true(st.invalidations >= 1);
+    dma(e, 0, gpa, 16, 2, 0x3d);
+    assert_int_equal(reg(e, R_STATUS), 2);
+    assert_int_equal((int64_t)reg(e, R_ERROR), VMMU_EHOLE);
+    /* New RAM at the same address is fresh memory, untouched by the device. */
+    assert_int_equal(vmmu_region_add(e->vm, &ram, &id), 0);
+    uint8_t buf[8192];
+    assert_int_equal(vmmu_gpa_read(e->vm, gpa, buf, sizeof(buf), 0, NULL), 0);
+    for (unsigned i = 0; i < sizeof(buf); i++)
+        assert_int_equal(buf[i], 0);
+    dma(e, 0, gpa, 16, 2, 0x3e);
+    assert_int_equal(reg(e, R_STATUS), 1);
+    assert_int_equal(vmmu_gpa_read(e->vm, gpa, buf, 17, 0, NULL), 0);
+    assert_int_equal(buf[15], 0x3e);
+    assert_int_equal(buf[16], 0);
+}
+
 static void device_model_killed_mid_request_fails_it_with_edead(void **state)
 {
     struct env *e = *state;
@@ -356,6 +385,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(pending_access_completes_after_vcpu_wait, setup_pending,
                                         teardown),
         cmocka_unit_test_setup_teardown(invalidation_is_acknowledged_and_the_range_becomes_unmappable,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(removing_a_region_invalidates_device_model_mappings_first,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(device_model_killed_mid_request_fails_it_with_edead,
                                         setup_pending, teardown),

@@ -168,7 +168,7 @@ int main(int argc, char **argv)
     struct vmmu_dmc_config cfg = {0};
     struct dmdev d = {0};
     uint64_t mmio_base = 0, port_base = 0;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
@@ -188,7 +188,6 @@ int main(int argc, char **argv)
             port_base = strtoull(v, NULL, 0);
         else
             return usage();
-        i++;
     }
     if ((fd < 0) == !path)
         return usage();

@@ -1,0 +1,527 @@
+/* SPDX-License-Identifier: MIT */
+/* Translating and performing the pieces of an access; probes; the
+ * per-vCPU state's life cycle.
+ *
+ * An access is split at page boundaries into at most two pieces.  Each
+ * piece is translated and checked by vmmu__access_xlate() (TLB, or the
+ * latch's recorded translation on a replay; rights; VMMU_WATCH_BEFORE
+ * watchpoints) before any piece is performed, which is how "fault before
+ * side effect" (invariant 4) holds for page-crossing accesses.  Then
+ * vmmu__piece_read/_write move the bytes: memcpy for RAM, the region's
+ * callbacks for MMIO (through the P2M's guest-physical access, which
+ * splits into naturally aligned pieces), vmmu_p2m_device_access() for
+ * device-model pages.  Reads and completed MMIO/device pieces pass
+ * through the replay latch (latch.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "access/access_internal.h"
+#include "core/vm_internal.h"
+
+#include "vmmu/error.h"
+
+void vmmu__fault_none(struct vmmu_x86_fault *f)
+{
+    f->vector = VMMU_X86_FAULT_NONE;
+    f->error_code = 0;
+    f->cr2 = 0;
+}
+
+bool vmmu__fault_raised(const struct vmmu_x86_fault *f)
+{
+    return f->vector != VMMU_X86_FAULT_NONE;
+}
+
+/* ---- Life cycle ----------------------------------------------------------- */
+
+int vmmu__access_vcpu_init(struct vmmu_vcpu *v)
+{
+    struct vmmu__access_vcpu *a = calloc(1, sizeof(*a));
+    if (!a)
+        return VMMU_ENOMEM;
+    a->vcpu = v;
+    a->vcpu_id = -1;
+    a->next_watch_id = 1;
+    vmmu__latch_reset(&a->latch);
+    v->access = a;
+    v->latch_walks = false;
+    v->watch_kinds = NULL;
+    return 0;
+}
+
+void vmmu__access_vcpu_fini(struct vmmu_vcpu *v)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    if (!a)
+        return;
+    if (vmmu__x86_entry_hook == &a->hook)
+        vmmu__x86_entry_hook = NULL;
+    vmmu__watch_fini(a);
+    free(a);
+    v->access = NULL;
+}
+
+/* ---- TLB helpers -------------------------------------------------------------- */
+
+void vmmu__access_flush_va_page(struct vmmu_vcpu *v, uint64_t page)
+{
+    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
+        struct tlb_slot *s = &v->slot[i];
+        if (!s->valid && i != v->cur_slot)
+            continue;
+        for (unsigned c = 0; c < CTX_COUNT; c++)
+            vmmu__tlb_ctx_flush_page(&s->ctx[c], page, false, false);
+    }
+}
+
+/* The guest-physical address of @va from the TLB entry an inline hit used
+ * (the cold half of the entry at the index). */
+static uint64_t hit_gpa(const struct vmmu_vcpu *v, uint64_t va, unsigned access)
+{
+    const struct tlb_ctx *c =
+        &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    return c->cold[idx].gpa | (va & ~VMMU_PAGE_MASK);
+}
+
+static enum vmmu_tlb_kind kind_of(unsigned access)
+{
+    return (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
+           : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
+                                           : VMMU_TLB_READ;
+}
+
+static unsigned watch_kind_of(unsigned access)
+{
+    return (access & VMMU_X86_ACC_WRITE) ? ACC_KIND_WRITE : ACC_KIND_READ;
+}
+
+static bool access_valid(unsigned access)
+{
+    return !(access & ~VMMU_X86_ACC_ALL) &&
+           !((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH));
+}
+
+/* ---- Translating one piece -------------------------------------------------- */
+
+/* Fill @out for the guest-physical address @gpa (a translation the latch
+ * recorded): what the page is now, in the P2M. */
+static int piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_t gpa,
+                          unsigned access, struct piece *out)
+{
+    struct vmmu_vm *vm = v->vm;
+    struct vmmu_p2m_entry pe;
+    int rc = vmmu_p2m_lookup(vm, gpa, &pe);
+    if (rc == VMMU_ERANGE) {
+        memset(&pe, 0, sizeof(pe));
+        pe.type = VMMU_MEM_HOLE;
+    } else if (rc < 0) {
+        return rc;
+    }
+    if ((pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM) && !pe.hva) {
+        /* Paged out since the first pass: bring it back. */
+        uint8_t byte;
+        rc = vmmu_gpa_read(vm, gpa, &byte, 1, 0, NULL);
+        if (rc < 0)
+            return rc;
+        rc = vmmu_p2m_lookup(vm, gpa, &pe);
+        if (rc < 0)
+            return rc;
+    }
+    out->va = va;
+    out->gpa = gpa;
+    out->len = len;
+    out->type = pe.type;
+    out->region_id = pe.region_id;
+    out->host = NULL;
+    out->code = false;
+    bool write = (access & VMMU_X86_ACC_WRITE) != 0;
+    if (pe.hva && (pe.type == VMMU_MEM_RAM || (pe.type == VMMU_MEM_ROM && !write)))
+        out->host = pe.hva;
+    if (write && pe.type == VMMU_MEM_RAM && pe.hva) {
+        const struct vmmu_region *r = p2m_resolve(&vm->p2m, gpa >> VMMU_PAGE_SHIFT, NULL);
+        if (r && (region_flags(r) & VMMU_REGION_LOG_DIRTY) && !(pe.page_state & VMMU_PAGE_DIRTY))
+            (void)vmmu_page_state_update(vm, gpa, 1, VMMU_PAGE_DIRTY, 0);
+        out->code = (pe.page_state & VMMU_PAGE_CODE) != 0;
+    }
+    return 0;
+}
+
+int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                       struct piece *out, struct vmmu_x86_fault *fault)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    bool latch = latch_on(a);
+    uint64_t page = va & VMMU_PAGE_MASK;
+    uint64_t gpa_page;
+    int rc;
+
+    vmmu__fault_none(fault);
+    if (latch && vmmu__latch_xlate_find(a, page, access, &gpa_page)) {
+        /* Replay (or a second access of this instruction to the page):
+         * the translation the instruction already used, whatever the TLB
+         * and the page tables say now. */
+        rc = piece_from_gpa(v, va, len, gpa_page | (va & ~VMMU_PAGE_MASK), access, out);
+        if (rc < 0)
+            return rc;
+    } else {
+        struct vmmu_tlb_result res;
+        res.flags = 0;
+        void *host;
+        bool hit = false;
+        if (latch) {
+            /* The slow path reports the gpa, which the latch records. */
+            host = vmmu_tlb_fill(v, va, len, access, &res);
+        } else {
+            host = vmmu_tlb_translate(v, va, len, access, &res);
+            hit = host && res.flags == 0 && res.status == VMMU_TLB_OK;
+        }
+        switch (res.status) {
+        case VMMU_TLB_OK:
+            out->host = host;
+            out->type = hit ? VMMU_MEM_RAM : res.type;
+            out->gpa = hit ? hit_gpa(v, va, access) : res.gpa;
+            out->region_id = hit ? 0 : res.region_id;
+            break;
+        case VMMU_TLB_NOT_RAM:
+            out->host = NULL;
+            out->type = res.type;
+            out->gpa = res.gpa;
+            out->region_id = res.region_id;
+            break;
+        case VMMU_TLB_FAULT:
+            *fault = res.fault;
+            return 0;
+        case VMMU_TLB_CROSSES:
+            return VMMU_EINVAL;
+        default:
+            return res.error ? res.error : VMMU_EINVAL;
+        }
+        out->va = va;
+        out->len = len;
+        out->code = false;
+        if ((access & VMMU_X86_ACC_WRITE) && (res.flags & VMMU_TLB_FLAG_CODE) &&
+            res.status == VMMU_TLB_OK)
+            out->code = true;
+        if (latch) {
+            rc = vmmu__latch_xlate_record(a, page, access, out->gpa & VMMU_PAGE_MASK);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    if (a->nwatch && vmmu__watch_check(a, va, len, watch_kind_of(access), false)) {
+        fault->vector = VMMU_ACCESS_STOP_WATCH;
+        return 0;
+    }
+    return 0;
+}
+
+/* After every piece of an access passed its checks: notify writes to code
+ * pages (the write itself follows). */
+static void pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++) {
+        if (!p[i].code)
+            continue;
+        vmmu__code_write(v, p[i].gpa & VMMU_PAGE_MASK);
+        /* The entry still carries VMMU_TLB_FLAG_CODE: drop it so that the
+         * next write fills a fast one. */
+        vmmu__access_flush_va_page(v, p[i].va & VMMU_PAGE_MASK);
+        p[i].code = false;
+    }
+}
+
+int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                             struct piece out[2], unsigned *npieces,
+                             struct vmmu_x86_fault *fault)
+{
+    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+        va &= 0xffffffffull;
+    uint32_t first = (uint32_t)(VMMU_PAGE_SIZE - (va & ~VMMU_PAGE_MASK));
+    if (first > len)
+        first = len;
+    int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    unsigned n = 1;
+    if (first < len) {
+        uint64_t va2 = va + first;
+        if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+            va2 &= 0xffffffffull; /* 32-bit linear addresses wrap */
+        rc = vmmu__access_xlate(v, va2, len - first, access, &out[1], fault);
+        if (rc < 0 || vmmu__fault_raised(fault))
+            return rc;
+        n = 2;
+    }
+    pieces_commit(v, out, n);
+    *npieces = n;
+    return 0;
+}
+
+/* ---- Performing a piece --------------------------------------------------------- */
+
+static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_t n, bool write)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    bool latch = latch_on(a);
+    unsigned kind = write ? EV_IO_WRITE : EV_IO_READ;
+    while (n) {
+        unsigned size = 8;
+        while (size > 1 && ((gpa & (size - 1)) || size > n))
+            size >>= 1;
+        const struct latch_event *e = latch ? vmmu__latch_event_next(a, kind, gpa, size) : NULL;
+        if (e) {
+            /* Completed in an earlier pass: never repeat a device access. */
+            if (!write)
+                memcpy(buf, vmmu__latch_event_data(a, e), size);
+        } else {
+            if (latch) {
+                int rc = vmmu__latch_event_room(a, size);
+                if (rc)
+                    return rc;
+            }
+            struct vmmu_device_req req;
+            memset(&req, 0, sizeof(req));
+            req.gpa = gpa;
+            req.size = size;
+            req.write = write;
+            req.vcpu_id = a->vcpu_id;
+            if (write)
+                memcpy(&req.data, buf, size);
+            int rc = vmmu_p2m_device_access(v->vm, &req);
+            if (rc < 0)
+                return rc;
+            if (!write)
+                memcpy(buf, &req.data, size);
+            if (latch) {
+                rc = vmmu__latch_event_record(a, kind, gpa, buf, size);
+                if (rc)
+                    return rc;
+            }
+        }
+        gpa += size;
+        buf += size;
+        n -= size;
+    }
+    return 0;
+}
+
+int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
+                     uint32_t n)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    int rc;
+    if (a->nwatch)
+        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_READ, true);
+    if (p->type == VMMU_MEM_DEVICE)
+        return device_piece(v, p->gpa + off, buf, n, false);
+    bool latch = latch_on(a);
+    if (latch) {
+        const struct latch_event *e = vmmu__latch_event_next(a, EV_READ, p->va + off, n);
+        if (e) {
+            memcpy(buf, vmmu__latch_event_data(a, e), n);
+            return 0;
+        }
+        rc = vmmu__latch_event_room(a, n);
+        if (rc)
+            return rc;
+    }
+    if (p->host) {
+        memcpy(buf, p->host + off, n);
+    } else {
+        rc = vmmu_gpa_read(v->vm, p->gpa + off, buf, n, VMMU_GPA_UNBACKED_ONES, NULL);
+        if (rc == VMMU_ERANGE) {
+            memset(buf, 0xff, n); /* beyond the vm's width: nothing answers */
+            rc = 0;
+        }
+        if (rc < 0)
+            return rc;
+    }
+    if (latch)
+        return vmmu__latch_event_record(a, EV_READ, p->va + off, buf, n);
+    return 0;
+}
+
+int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
+                      uint32_t n)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    int rc;
+    if (a->nwatch)
+        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_WRITE, true);
+    if (p->host) {
+        memcpy(p->host + off, buf, n);
+        return 0;
+    }
+    switch (p->type) {
+    case VMMU_MEM_DEVICE:
+        return device_piece(v, p->gpa + off, (uint8_t *)(uintptr_t)buf, n, true);
+    case VMMU_MEM_MMIO: {
+        bool latch = latch_on(a);
+        if (latch) {
+            if (vmmu__latch_event_next(a, EV_IO_WRITE, p->gpa + off, n))
+                return 0; /* completed in an earlier pass */
+            rc = vmmu__latch_event_room(a, n);
+            if (rc)
+                return rc;
+        }
+        rc = vmmu_gpa_write(v->vm, p->gpa + off, buf, n, 0, NULL);
+        if (rc < 0)
+            return rc;
+        return latch ? vmmu__latch_event_record(a, EV_IO_WRITE, p->gpa + off, buf, n) : 0;
+    }
+    default:
+        /* ROM (dropped, or VMMU_EROM) and holes (dropped). */
+        rc = vmmu_gpa_write(v->vm, p->gpa + off, buf, n, VMMU_GPA_UNBACKED_ONES, NULL);
+        return rc == VMMU_ERANGE ? 0 : rc;
+    }
+}
+
+/* ---- Probes --------------------------------------------------------------------- */
+
+static int probe_args(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                      struct vmmu_probe *out)
+{
+    if (!v || !out || !access_valid(access) || size == 0 || size > VMMU_PAGE_SIZE)
+        return VMMU_EINVAL;
+    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+        va &= 0xffffffffull;
+    if ((va & ~VMMU_PAGE_MASK) + size > VMMU_PAGE_SIZE)
+        return VMMU_EINVAL; /* a probe never crosses a page */
+    out->host = NULL;
+    out->gpa = 0;
+    out->type = VMMU_MEM_HOLE;
+    out->why = 0;
+    vmmu__fault_none(&out->fault);
+    return 0;
+}
+
+static unsigned why_for(enum vmmu_mem_type type)
+{
+    return type == VMMU_MEM_DEVICE ? VMMU_PROBE_DEVICE : VMMU_PROBE_MMIO;
+}
+
+int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                      struct vmmu_probe *out)
+{
+    int rc = probe_args(v, va, size, access, out);
+    if (rc)
+        return rc;
+    /* The hit path first: one compare for plain RAM. */
+    if (!v->latch_walks && size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1))) {
+        void *host = (access & VMMU_X86_ACC_IMPLICIT)
+                         ? vmmu_tlb_lookup_implicit(v, va, size, kind_of(access))
+                         : vmmu_tlb_lookup(v, va, size, kind_of(access));
+        if (host) {
+            out->host = host;
+            out->type = VMMU_MEM_RAM;
+            out->gpa = hit_gpa(v, va, access);
+            return 0;
+        }
+    }
+    struct piece p;
+    rc = vmmu__access_xlate(v, va, size, access, &p, &out->fault);
+    if (rc < 0 || vmmu__fault_raised(&out->fault)) {
+        if (out->fault.vector == VMMU_ACCESS_STOP_WATCH) {
+            vmmu__fault_none(&out->fault);
+            out->why = VMMU_PROBE_WATCH;
+        }
+        return rc;
+    }
+    out->gpa = p.gpa;
+    out->type = p.type;
+    if (p.code) {
+        out->why = VMMU_PROBE_CODE;
+    } else if (!p.host) {
+        out->why = why_for(p.type);
+    } else if (v->access->nwatch &&
+               vmmu__watch_first_before(v->access, va, size, VMMU_WATCH_ACCESS) != va + size) {
+        out->why = VMMU_PROBE_WATCH;
+    } else if (v->access->nwatch && v->watch_kinds &&
+               (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << kind_of(access)))) {
+        /* An "after" watchpoint on the page: the caller must go through
+         * the access functions so that the hit is recorded. */
+        out->why = VMMU_PROBE_WATCH;
+    } else {
+        out->host = p.host;
+    }
+    return 0;
+}
+
+int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                              struct vmmu_probe *out)
+{
+    int rc = probe_args(v, va, size, access, out);
+    if (rc)
+        return rc;
+    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+        va &= 0xffffffffull;
+    if (size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1))) {
+        void *host = (access & VMMU_X86_ACC_IMPLICIT)
+                         ? vmmu_tlb_lookup_implicit(v, va, size, kind_of(access))
+                         : vmmu_tlb_lookup(v, va, size, kind_of(access));
+        if (host) {
+            out->host = host;
+            out->type = VMMU_MEM_RAM;
+            out->gpa = hit_gpa(v, va, access);
+            return 0;
+        }
+    }
+    /* A side-effect-free walk: no A/D, no fill.  The latch is not
+     * consulted: this is a question about the present, not a read of
+     * the instruction. */
+    unsigned token = vmmu_latch_disable(v);
+    struct vmmu_x86_walk w;
+    rc = vmmu_x86_walk_peek(&v->pg, va, access, &w);
+    vmmu_latch_restore(v, token);
+    if (rc < 0)
+        return rc;
+    if (!w.ok) {
+        out->fault = w.fault;
+        return 0;
+    }
+    out->gpa = w.gpa;
+    struct vmmu_p2m_entry pe;
+    rc = vmmu_p2m_lookup(v->vm, w.gpa, &pe);
+    if (rc == VMMU_ERANGE) {
+        out->type = VMMU_MEM_HOLE;
+        out->why = VMMU_PROBE_MMIO;
+        return 0;
+    }
+    if (rc < 0)
+        return rc;
+    out->type = pe.type;
+    bool write = (access & VMMU_X86_ACC_WRITE) != 0;
+    if (!pe.hva || !(pe.type == VMMU_MEM_RAM || (pe.type == VMMU_MEM_ROM && !write))) {
+        out->why = why_for(pe.type);
+        return 0;
+    }
+    /* The access itself would set an A or D bit: the caller must make it
+     * through the access functions. */
+    for (unsigned i = 0; i < w.nlevels; i++) {
+        if (w.levels[i].host && w.levels[i].new_value != w.levels[i].value) {
+            out->why = VMMU_PROBE_NOTDIRTY;
+            return 0;
+        }
+    }
+    if (write) {
+        const struct vmmu_region *r = p2m_resolve(&v->vm->p2m, w.gpa >> VMMU_PAGE_SHIFT, NULL);
+        bool log = r && (region_flags(r) & VMMU_REGION_LOG_DIRTY) &&
+                   !(pe.page_state & VMMU_PAGE_DIRTY);
+        if (log) {
+            out->why = VMMU_PROBE_NOTDIRTY;
+            return 0;
+        }
+        if (pe.page_state & VMMU_PAGE_CODE) {
+            out->why = VMMU_PROBE_CODE;
+            return 0;
+        }
+    }
+    if (v->access->nwatch && v->watch_kinds &&
+        (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << kind_of(access)))) {
+        out->why = VMMU_PROBE_WATCH;
+        return 0;
+    }
+    out->host = pe.hva;
+    return 0;
+}

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Inside the access part: the per-vCPU state (latch, watchpoints, code
+ * handler), the translated piece every access is built from, and the
+ * functions the part's files share.  Not installed.
+ *
+ * Shape of an access.  Every public access function splits its range at
+ * page boundaries into at most two pieces, translates and checks each
+ * (access_xlate), and only then performs them (piece_read / piece_write).
+ * The latch sits between the two steps: translation records and data
+ * events are looked up before anything is translated or read, and appended
+ * after.
+ */
+#ifndef VMMU_ACCESS_INTERNAL_H
+#define VMMU_ACCESS_INTERNAL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tlb/tlb_internal.h"
+#include "vmmu/access.h"
+#include "x86/x86_internal.h"
+
+/* ---- The latch ------------------------------------------------------------ */
+
+/* A page-table entry read by a walk: tag (gpa, level). */
+struct latch_entry {
+    uint64_t gpa;
+    uint64_t value;
+    uint8_t level;
+    uint8_t size;
+    uint16_t pass; /* recorded in this pass; earlier passes are frozen */
+};
+
+/* A translation the instruction used: tag (va page, access kind, context). */
+struct latch_xlate {
+    uint64_t va_page;
+    uint64_t gpa_page;
+    uint16_t key;  /* access bits (WRITE/FETCH/IMPLICIT) << 2 | context */
+    uint16_t pass;
+};
+
+enum latch_event_kind { EV_READ = 1, EV_IO_READ, EV_IO_WRITE };
+
+/* A data read (one page piece) or an MMIO/device piece that completed. */
+struct latch_event {
+    uint64_t addr; /* va for reads, gpa for I/O pieces */
+    uint32_t size;
+    uint32_t off;  /* where its bytes are in data[] */
+    uint8_t kind;
+};
+
+struct latch {
+    unsigned pass;      /* 0: no instruction; 1: first pass; 2+: replays */
+    bool in_insn;       /* between begin and end */
+    unsigned disabled;  /* nesting depth of vmmu_latch_disable() */
+    unsigned nentries, nxlates, nevents;
+    uint32_t nbytes;
+    unsigned cursor;    /* next event a replay consumes */
+    unsigned frozen_events; /* events recorded by earlier passes */
+    struct latch_entry entries[VMMU_LATCH_ENTRIES];
+    struct latch_xlate xlates[VMMU_LATCH_XLATES];
+    struct latch_event events[VMMU_LATCH_EVENTS];
+    uint8_t data[VMMU_LATCH_BYTES];
+    struct vmmu_latch_stats stats;
+};
+
+/* ---- Watchpoints ------------------------------------------------------------ */
+
+struct watchpoint {
+    uint64_t va, last; /* [va, last] inclusive */
+    unsigned flags;
+    uint32_t id;
+};
+
+/* ---- Per-vCPU state ----------------------------------------------------------- */
+
+struct vmmu__access_vcpu {
+    struct vmmu_vcpu *vcpu;
+    int vcpu_id;
+    uint64_t epoch; /* bumped at every safe point: stale prepared accesses fail */
+
+    struct latch latch;
+    struct vmmu__x86_entry_hook hook; /* the latch's entry-read hook (ctx = this) */
+
+    struct watchpoint *watch;
+    unsigned nwatch, watch_cap;
+    uint32_t next_watch_id;
+    struct vmmu_watch_hit hits[VMMU_WATCH_HITS_MAX];
+    unsigned nhits;
+    uint64_t hits_dropped;
+
+    vmmu_code_write_fn code_fn;
+    void *code_opaque;
+};
+
+static inline struct vmmu__access_vcpu *acc_of(struct vmmu_vcpu *v)
+{
+    return v->access;
+}
+
+/* Whether the latch records/replays now. */
+static inline bool latch_on(const struct vmmu__access_vcpu *a)
+{
+    return a->latch.in_insn && !a->latch.disabled;
+}
+
+/* ---- One translated piece --------------------------------------------------------- */
+
+struct piece {
+    uint64_t va;
+    uint64_t gpa;
+    uint8_t *host;   /* RAM (or ROM for reads), else NULL */
+    uint32_t len;
+    uint32_t region_id;
+    enum vmmu_mem_type type;
+    bool code;       /* a write reaches a page marked as code: notify before writing */
+};
+
+/* Access kinds for watchpoint checks. */
+#define ACC_KIND_READ VMMU_WATCH_READ
+#define ACC_KIND_WRITE VMMU_WATCH_WRITE
+
+/* access.c */
+/* Translate and check [va, va + len) (inside one page) for @access: the
+ * piece, or a fault/stop in @fault.  Returns 0 or a negative code. */
+int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                       struct piece *out, struct vmmu_x86_fault *fault);
+/* Split and translate [va, va + len) into 1 or 2 pieces, all checked.
+ * Returns 0 (fault in @fault) or a negative code; *npieces set on success. */
+int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                             struct piece out[2], unsigned *npieces,
+                             struct vmmu_x86_fault *fault);
+/* Perform @n bytes of a piece from byte @off: read into @buf / write from @buf. */
+int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
+                     uint32_t n);
+int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
+                      uint32_t n);
+void vmmu__fault_none(struct vmmu_x86_fault *f);
+bool vmmu__fault_raised(const struct vmmu_x86_fault *f);
+/* Drop this vCPU's TLB entries of the linear page @page (every slot and context). */
+void vmmu__access_flush_va_page(struct vmmu_vcpu *v, uint64_t page);
+
+/* latch.c */
+void vmmu__latch_reset(struct latch *l);
+/* Translation lookup/record for (va page, access, context). */
+bool vmmu__latch_xlate_find(struct vmmu__access_vcpu *a, uint64_t va_page, unsigned access,
+                            uint64_t *gpa_page);
+int vmmu__latch_xlate_record(struct vmmu__access_vcpu *a, uint64_t va_page, unsigned access,
+                             uint64_t gpa_page);
+/* Data events.  next() returns the recorded event a replay must serve for
+ * (kind, addr, size), or NULL when the access is to be performed live (and
+ * then recorded with record()).  A mismatch ends the replay of events. */
+const struct latch_event *vmmu__latch_event_next(struct vmmu__access_vcpu *a, unsigned kind,
+                                                 uint64_t addr, uint32_t size);
+const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
+                                      const struct latch_event *e);
+/* Room for one more event of @size bytes? (VMMU_EOVERFLOW if not) */
+int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size);
+int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,
+                             const void *data, uint32_t size);
+/* Bytes of event data still free. */
+uint32_t vmmu__latch_bytes_free(const struct vmmu__access_vcpu *a);
+/* Put this vCPU's latch hook on the calling thread (or take it off). */
+void vmmu__latch_hook_update(struct vmmu__access_vcpu *a);
+
+/* watch.c */
+/* Check [va, va + len) against the watchpoints for @kind.  Returns true
+ * when a BEFORE watchpoint stops the access (hit recorded); records
+ * "after" hits when @record_after. */
+bool vmmu__watch_check(struct vmmu__access_vcpu *a, uint64_t va, uint32_t len, unsigned kind,
+                       bool record_after);
+/* First byte of [va, va + len) covered by a BEFORE watchpoint for @kind,
+ * or va + len if none. */
+uint64_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+                                  unsigned kind);
+void vmmu__watch_fini(struct vmmu__access_vcpu *a);
+
+/* code / dirty (dirty.c) */
+/* A write reaches RAM page @gpa_page marked as code: clear the mark and call
+ * the handler if this vCPU cleared it. */
+void vmmu__code_write(struct vmmu_vcpu *v, uint64_t gpa_page);
+
+/* Life cycle, called from src/tlb/vcpu.c. */
+int vmmu__access_vcpu_init(struct vmmu_vcpu *v);
+void vmmu__access_vcpu_fini(struct vmmu_vcpu *v);
+
+#endif /* VMMU_ACCESS_INTERNAL_H */

@@ -1,0 +1,251 @@
+/* SPDX-License-Identifier: MIT */
+/* Atomic read-modify-write: XCHG, XADD, LOCK AND/OR/XOR, CMPXCHG,
+ * CMPXCHG8B/16B.
+ *
+ * On RAM inside one page the update is a compare-and-swap loop on the
+ * naturally aligned 8-byte word holding the operand (or the aligned 16
+ * bytes, with CMPXCHG16B, when it straddles two words), so it is atomic
+ * against every other vCPU whatever the operand's alignment, without the
+ * undefined behaviour of a misaligned C atomic.  The bytes of the word
+ * outside the operand are written back unchanged by the same instruction.
+ *
+ * An operand that crosses a page (or a 16-byte boundary: a split lock on a
+ * real CPU) is updated under one process-wide lock, as a real CPU takes a
+ * bus lock: atomic against every other such update, not against an
+ * aligned atomic on the same bytes at the same moment.  MMIO and device
+ * pages get a read then a write, not atomic.
+ *
+ * The replay latch records the old value as a data read: a re-executed
+ * instruction gets it back and does not apply the update a second time. */
+#include <pthread.h>
+#include <string.h>
+
+#include "access/access_internal.h"
+
+#include "vmmu/error.h"
+
+static pthread_mutex_t split_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Computes the new bytes from the old ones; returns false to skip the store. */
+typedef bool (*update_fn)(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size);
+
+static bool cas16(uint64_t *p, uint64_t expect[2], const uint64_t desired[2])
+{
+    bool ok;
+    uint64_t lo = expect[0], hi = expect[1];
+    __asm__ volatile("lock cmpxchg16b %1"
+                     : "=@ccz"(ok), "+m"(*(volatile uint64_t(*)[2])p), "+a"(lo), "+d"(hi)
+                     : "b"(desired[0]), "c"(desired[1])
+                     : "memory");
+    expect[0] = lo;
+    expect[1] = hi;
+    return ok;
+}
+
+/* Update @size bytes at host @h atomically; false if no aligned container
+ * holds them (the caller then takes the split lock). */
+static bool ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8_t *old)
+{
+    uintptr_t addr = (uintptr_t)h;
+    uint8_t nb[16];
+    if ((addr & 7) + size <= 8) {
+        uint64_t *word = (uint64_t *)(addr & ~(uintptr_t)7);
+        unsigned shift = (unsigned)(addr & 7);
+        uint64_t cur = __atomic_load_n(word, __ATOMIC_ACQUIRE);
+        for (;;) {
+            uint8_t bytes[8];
+            memcpy(bytes, &cur, 8);
+            memcpy(old, bytes + shift, size);
+            if (!fn(ctx, old, nb, size))
+                return true;
+            memcpy(bytes + shift, nb, size);
+            uint64_t next;
+            memcpy(&next, bytes, 8);
+            if (__atomic_compare_exchange_n(word, &cur, next, false, __ATOMIC_ACQ_REL,
+                                            __ATOMIC_ACQUIRE))
+                return true;
+        }
+    }
+    if ((addr & 15) + size <= 16) {
+        uint64_t *pair = (uint64_t *)(addr & ~(uintptr_t)15);
+        unsigned shift = (unsigned)(addr & 15);
+        uint64_t cur[2] = {0, 0};
+        (void)cas16(pair, cur, cur); /* an atomic 16-byte read */
+        for (;;) {
+            uint8_t bytes[16];
+            memcpy(bytes, cur, 16);
+            memcpy(old, bytes + shift, size);
+            if (!fn(ctx, old, nb, size))
+                return true;
+            memcpy(bytes + shift, nb, size);
+            uint64_t next[2];
+            memcpy(next, bytes, 16);
+            if (cas16(pair, cur, next))
+                return true;
+        }
+    }
+    return false;
+}
+
+/* The whole locked access: translate as a write, then update. */
+static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                         update_fn fn, void *ctx, uint8_t *old, struct vmmu_x86_fault *fault)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    struct piece p[2];
+    unsigned n = 0;
+    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE, p, &n, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    bool ram = p[0].host && p[0].type == VMMU_MEM_RAM &&
+               (n == 1 || (p[1].host && p[1].type == VMMU_MEM_RAM));
+    bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
+    if (latch) {
+        const struct latch_event *e = vmmu__latch_event_next(a, EV_READ, p[0].va, size);
+        if (e) {
+            /* Done by an earlier pass: the old value it saw, no second update. */
+            memcpy(old, vmmu__latch_event_data(a, e), size);
+            return 0;
+        }
+        rc = vmmu__latch_event_room(a, size);
+        if (rc)
+            return rc;
+    }
+    if (a->nwatch) {
+        (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_READ, true);
+        (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_WRITE, true);
+    }
+    if (ram && n == 1 && ram_update(p[0].host, size, fn, ctx, old)) {
+        /* done atomically */
+    } else if (ram) {
+        uint8_t nb[16];
+        pthread_mutex_lock(&split_lock);
+        memcpy(old, p[0].host, p[0].len);
+        if (n == 2)
+            memcpy(old + p[0].len, p[1].host, p[1].len);
+        if (fn(ctx, old, nb, size)) {
+            memcpy(p[0].host, nb, p[0].len);
+            if (n == 2)
+                memcpy(p[1].host, nb + p[0].len, p[1].len);
+        }
+        pthread_mutex_unlock(&split_lock);
+    } else {
+        /* MMIO or device: a read, then a write; not atomic. */
+        uint8_t nb[16];
+        uint32_t off = 0;
+        unsigned saved = a->nwatch;
+        a->nwatch = 0; /* hits were recorded above */
+        for (unsigned i = 0; i < n && rc == 0; i++) {
+            rc = vmmu__piece_read(v, &p[i], 0, old + off, p[i].len);
+            off += p[i].len;
+        }
+        if (rc == 0 && fn(ctx, old, nb, size)) {
+            off = 0;
+            for (unsigned i = 0; i < n && rc == 0; i++) {
+                rc = vmmu__piece_write(v, &p[i], 0, nb + off, p[i].len);
+                off += p[i].len;
+            }
+        }
+        a->nwatch = saved;
+        if (rc < 0)
+            return rc;
+        return 0; /* the pieces went through the latch themselves */
+    }
+    return latch ? vmmu__latch_event_record(a, EV_READ, p[0].va, old, size) : 0;
+}
+
+/* ---- RMW ---------------------------------------------------------------------- */
+
+struct rmw_ctx {
+    enum vmmu_rmw_op op;
+    uint64_t operand;
+};
+
+static bool rmw_apply(void *ctx, const uint8_t *old, uint8_t *nb, unsigned size)
+{
+    const struct rmw_ctx *c = ctx;
+    uint64_t o = 0, r;
+    memcpy(&o, old, size);
+    switch (c->op) {
+    case VMMU_RMW_XCHG:
+        r = c->operand;
+        break;
+    case VMMU_RMW_ADD:
+        r = o + c->operand;
+        break;
+    case VMMU_RMW_AND:
+        r = o & c->operand;
+        break;
+    case VMMU_RMW_OR:
+        r = o | c->operand;
+        break;
+    default:
+        r = o ^ c->operand;
+        break;
+    }
+    memcpy(nb, &r, size);
+    return true;
+}
+
+int vmmu_access_rmw(struct vmmu_vcpu *v, uint64_t va, unsigned size, enum vmmu_rmw_op op,
+                    uint64_t operand, uint64_t *old, unsigned access,
+                    struct vmmu_x86_fault *fault)
+{
+    if (!v || !v->access || !old || !fault || !(size == 1 || size == 2 || size == 4 || size == 8) ||
+        (unsigned)op > VMMU_RMW_XOR || (access & ~(VMMU_X86_ACC_IMPLICIT | VMMU_X86_ACC_STACK |
+                                                   VMMU_X86_ACC_WRITE)))
+        return VMMU_EINVAL;
+    struct rmw_ctx c = {op, operand};
+    uint8_t ob[16] = {0};
+    int rc = locked_update(v, va, size, access, rmw_apply, &c, ob, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    *old = 0;
+    memcpy(old, ob, size);
+    return 0;
+}
+
+/* ---- CMPXCHG -------------------------------------------------------------------- */
+
+struct cas_ctx {
+    const uint8_t *expected, *desired;
+    bool swapped;
+};
+
+static bool cas_apply(void *ctx, const uint8_t *old, uint8_t *nb, unsigned size)
+{
+    struct cas_ctx *c = ctx;
+    c->swapped = memcmp(old, c->expected, size) == 0;
+    if (!c->swapped)
+        return false; /* memory keeps its value (the CPU writes it back unchanged) */
+    memcpy(nb, c->desired, size);
+    return true;
+}
+
+int vmmu_access_cmpxchg(struct vmmu_vcpu *v, uint64_t va, unsigned size, const void *expected,
+                        const void *desired, void *observed, bool *swapped, unsigned access,
+                        struct vmmu_x86_fault *fault)
+{
+    if (!v || !v->access || !expected || !desired || !observed || !fault ||
+        !(size == 1 || size == 2 || size == 4 || size == 8 || size == 16) ||
+        (access & ~(VMMU_X86_ACC_IMPLICIT | VMMU_X86_ACC_STACK | VMMU_X86_ACC_WRITE)))
+        return VMMU_EINVAL;
+    if (size == 16 && (va & 15)) {
+        /* SDM CMPXCHG16B: a memory operand not aligned to 16 bytes raises #GP(0). */
+        fault->vector = VMMU_X86_VEC_GP;
+        fault->error_code = 0;
+        fault->cr2 = 0;
+        return 0;
+    }
+    struct cas_ctx c = {expected, desired, false};
+    uint8_t ob[16];
+    int rc = locked_update(v, va, size, access, cas_apply, &c, ob, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    memcpy(observed, ob, size);
+    /* On a replayed instruction the update is not redone: compare again. */
+    c.swapped = memcmp(ob, expected, size) == 0;
+    if (swapped)
+        *swapped = c.swapped;
+    return 0;
+}

@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: MIT */
+/* Dirty logging and code-page tracking.
+ *
+ * Both work through the TLB's write comparators.  A write entry is filled
+ * fast (no flag) only for a page that is already dirty and not marked as
+ * code; otherwise it carries VMMU_TLB_FLAG_NOTDIRTY or _CODE and every
+ * write takes the slow path, which sets the dirty bit (the fill) or calls
+ * the code handler (access.c).  So whenever a page goes back to "not
+ * dirty" or "code", the write entries filled for it before must go: the
+ * sync part's synchronous gpa flush (vmmu__sync_flush_gpas) makes every
+ * vCPU drop its entries for the pages and returns when each has, at its
+ * next safe point or at once if offline.
+ *
+ * Why get-and-clear loses no write.  Bits are cleared one page at a time
+ * with an atomic fetch-and-clear; only then are the vCPUs flushed.  A
+ * write through a fast entry between the two reaches a page whose bit was
+ * set when it was read here, i.e. a page reported dirty by this call,
+ * whose contents the caller copies after the call returns (after the
+ * flush, so after the write).  A fill between the two sees the cleared
+ * bit and sets it again (next call reports it).  After the flush, every
+ * write takes the slow path until it has set the bit again. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "access/access_internal.h"
+#include "core/vm_internal.h"
+#include "sync/sync_internal.h"
+
+#include "vmmu/error.h"
+
+/* Ranges flushed per call of the sync part (adjacent dirty pages merge). */
+#define FLUSH_BATCH 32
+
+/* The RAM region @id, with vm->lock held on success (so it stays). */
+static int region_lock(struct vmmu_vm *vm, uint32_t id, struct vmmu_region **out)
+{
+    struct vmmu_region_info info;
+    int rc = vmmu_region_info(vm, id, &info);
+    if (rc)
+        return rc;
+    if (info.type != VMMU_MEM_RAM)
+        return VMMU_EINVAL;
+    pthread_mutex_lock(&vm->lock);
+    struct vmmu_region *r = p2m_resolve(&vm->p2m, info.gpa >> VMMU_PAGE_SHIFT, NULL);
+    if (!r || r->id != id) {
+        pthread_mutex_unlock(&vm->lock);
+        return VMMU_ENOENT; /* removed meanwhile */
+    }
+    *out = r;
+    return 0;
+}
+
+int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
+{
+    if (!vm)
+        return VMMU_EINVAL;
+    struct vmmu_region *r;
+    int rc = region_lock(vm, region_id, &r);
+    if (rc)
+        return rc;
+    {
+        if (on) {
+            for (uint64_t i = 0; i < r->npages; i++)
+                atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
+                                          memory_order_acq_rel);
+            __atomic_fetch_or(&r->flags, VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
+        } else {
+            __atomic_fetch_and(&r->flags, ~(uint32_t)VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
+        }
+    }
+    uint64_t gpa = r->gfn << VMMU_PAGE_SHIFT;
+    uint64_t size = r->npages << VMMU_PAGE_SHIFT;
+    pthread_mutex_unlock(&vm->lock);
+    if (on) {
+        /* Write entries filled before this were fast: drop them. */
+        struct vmmu_gpa_range range = {gpa, size};
+        vmmu__sync_flush_gpas(vm, &range, 1);
+    }
+    return rc;
+}
+
+int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_t *bitmap,
+                                 size_t words, uint64_t *ndirty)
+{
+    if (!vm || !bitmap)
+        return VMMU_EINVAL;
+    struct vmmu_region *r;
+    int rc = region_lock(vm, region_id, &r);
+    if (rc)
+        return rc;
+    if (!(region_flags(r) & VMMU_REGION_LOG_DIRTY) || words < (r->npages + 63) / 64) {
+        pthread_mutex_unlock(&vm->lock);
+        return VMMU_EINVAL;
+    }
+    memset(bitmap, 0, words * sizeof(*bitmap));
+    uint64_t count = 0;
+    struct vmmu_gpa_range batch[FLUSH_BATCH];
+    size_t nb = 0;
+    uint64_t base = r->gfn << VMMU_PAGE_SHIFT;
+    for (uint64_t i = 0; i < r->npages; i++) {
+        uint8_t old = atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
+                                                memory_order_acq_rel);
+        if (!(old & VMMU_PAGE_DIRTY))
+            continue;
+        bitmap[i / 64] |= 1ull << (i % 64);
+        count++;
+        uint64_t gpa = base + (i << VMMU_PAGE_SHIFT);
+        if (nb && batch[nb - 1].gpa + batch[nb - 1].size == gpa) {
+            batch[nb - 1].size += VMMU_PAGE_SIZE;
+            continue;
+        }
+        if (nb == FLUSH_BATCH) {
+            /* Out of ranges: widen the last one (flushing more is always
+             * correct; the flush itself waits until the lock is dropped). */
+            batch[nb - 1].size = gpa + VMMU_PAGE_SIZE - batch[nb - 1].gpa;
+            continue;
+        }
+        batch[nb].gpa = gpa;
+        batch[nb].size = VMMU_PAGE_SIZE;
+        nb++;
+    }
+    pthread_mutex_unlock(&vm->lock);
+    if (nb)
+        vmmu__sync_flush_gpas(vm, batch, nb);
+    if (ndirty)
+        *ndirty = count;
+    return 0;
+}
+
+/* ---- Code pages ------------------------------------------------------------ */
+
+int vmmu_access_set_code_handler(struct vmmu_vcpu *v, vmmu_code_write_fn fn, void *opaque)
+{
+    if (!v || !v->access)
+        return VMMU_EINVAL;
+    v->access->code_fn = fn;
+    v->access->code_opaque = opaque;
+    return 0;
+}
+
+void vmmu__code_write(struct vmmu_vcpu *v, uint64_t gpa_page)
+{
+    struct vmmu_vm *vm = v->vm;
+    if (gpa_page >> vm->gpa_bits)
+        return;
+    uint64_t gfn = gpa_page >> VMMU_PAGE_SHIFT;
+    struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    if (!r || !r->state)
+        return;
+    uint8_t old = atomic_fetch_and_explicit(&r->state[gfn - r->gfn], (uint8_t)~VMMU_PAGE_CODE,
+                                            memory_order_acq_rel);
+    /* Exactly one writer clears each mark and reports it. */
+    if ((old & VMMU_PAGE_CODE) && v->access->code_fn)
+        v->access->code_fn(v->access->code_opaque, v, gpa_page);
+}
+
+int vmmu_code_mark(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages)
+{
+    int rc = vmmu_page_state_update(vm, gpa, npages, VMMU_PAGE_CODE, 0);
+    if (rc)
+        return rc;
+    struct vmmu_gpa_range range = {gpa & VMMU_PAGE_MASK, npages << VMMU_PAGE_SHIFT};
+    vmmu__sync_flush_gpas(vm, &range, 1);
+    return 0;
+}

@@ -1,0 +1,325 @@
+/* SPDX-License-Identifier: MIT */
+/* The replay latch: what an instruction read, so that its re-execution
+ * after a device model answered sees the same thing (invariant 5).
+ *
+ * Three records, all copies (never host pointers, so reclaiming a guest
+ * page between the passes needs no wait for the latch):
+ *  - page-table entries, tagged (gpa, level), through the x86 part's
+ *    entry-read hook, which this file puts on the thread between
+ *    vmmu_insn_begin() and vmmu_insn_end();
+ *  - translations, tagged (linear page, access kind, context): a TLB hit
+ *    reads no entry, so without them a TLB flushed between the passes
+ *    would let the replay walk tables the guest has rewritten;
+ *  - data events in order: each page piece of a read, and each MMIO or
+ *    device piece that completed (so that it is not repeated).
+ *
+ * Passes.  Entries and translations carry the pass that recorded them.
+ * Those of earlier passes are frozen: served as recorded.  Those of the
+ * current pass are re-read and overwritten, so that a walk restarted
+ * because its compare-and-swap lost a race (x86/walk.c) converges instead
+ * of being served its own stale read.  Data events of earlier passes are
+ * consumed in order; when the replay asks for a different access than the
+ * one recorded at that position (the re-execution diverged, e.g. the
+ * caller changed a register), the rest of the record is dropped and
+ * reads are live again; vmmu_latch_stats() counts it. */
+#include <string.h>
+
+#include "access/access_internal.h"
+#include "core/vm_internal.h"
+#include "x86/x86_internal.h"
+
+#include "vmmu/error.h"
+
+void vmmu__latch_reset(struct latch *l)
+{
+    l->nentries = l->nxlates = l->nevents = 0;
+    l->nbytes = 0;
+    l->cursor = 0;
+    l->frozen_events = 0;
+    l->pass = 0;
+}
+
+/* ---- The entry-read hook -------------------------------------------------- */
+
+static struct latch_entry *entry_find(struct latch *l, uint64_t gpa, unsigned size,
+                                      unsigned level)
+{
+    for (unsigned i = 0; i < l->nentries; i++) {
+        struct latch_entry *e = &l->entries[i];
+        if (e->gpa == gpa && e->level == level && e->size == size)
+            return e;
+    }
+    return NULL;
+}
+
+/* The host address of the entry at @gpa if it is resident RAM now, else NULL. */
+static void *entry_host_now(struct vmmu_vm *vm, uint64_t gpa)
+{
+    if (gpa >> vm->gpa_bits)
+        return NULL;
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    if (!r || r->type != VMMU_MEM_RAM || (region_page_state(r, gfn) & VMMU_PAGE_PAGED_OUT))
+        return NULL;
+    return r->host + (gpa - (r->gfn << VMMU_PAGE_SHIFT));
+}
+
+static int hook_lookup(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size,
+                       unsigned level, struct vmmu__x86_entry *out)
+{
+    struct vmmu__access_vcpu *a = ctx;
+    struct latch *l = &a->latch;
+    if (vm != a->vcpu->vm)
+        return 0;
+    struct latch_entry *e = entry_find(l, gpa, size, level);
+    if (!e || e->pass == l->pass)
+        return 0; /* not recorded, or recorded by this pass: read memory */
+    /* Frozen: the first pass's value.  A/D updates planned from it are
+     * stored only if the entry still holds exactly that value, so the
+     * walk's compare-and-swap succeeds there and is skipped where the
+     * guest has rewritten the entry since. */
+    void *host = entry_host_now(vm, gpa);
+    uint64_t now = 0;
+    if (host)
+        now = size == 4 ? __atomic_load_n((uint32_t *)host, __ATOMIC_ACQUIRE)
+                        : __atomic_load_n((uint64_t *)host, __ATOMIC_ACQUIRE);
+    out->value = e->value;
+    out->host = (host && now == e->value) ? host : NULL;
+    out->region_id = 0;
+    if (out->host) {
+        uint32_t id = 0;
+        (void)vmmu_region_find(vm, gpa, &id);
+        out->region_id = id;
+    }
+    l->stats.entries_replayed++;
+    return 1;
+}
+
+static int hook_record(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size,
+                       unsigned level, struct vmmu__x86_entry *e)
+{
+    struct vmmu__access_vcpu *a = ctx;
+    struct latch *l = &a->latch;
+    if (vm != a->vcpu->vm)
+        return 0;
+    struct latch_entry *le = entry_find(l, gpa, size, level);
+    if (!le) {
+        if (l->nentries == VMMU_LATCH_ENTRIES) {
+            l->stats.overflows++;
+            return VMMU_EOVERFLOW;
+        }
+        le = &l->entries[l->nentries++];
+        le->gpa = gpa;
+        le->level = (uint8_t)level;
+        le->size = (uint8_t)size;
+    }
+    le->value = e->value;
+    le->pass = (uint16_t)l->pass;
+    return 0;
+}
+
+void vmmu__latch_hook_update(struct vmmu__access_vcpu *a)
+{
+    static const struct vmmu__x86_entry_hook proto = {hook_lookup, hook_record, NULL};
+    bool on = latch_on(a);
+    a->vcpu->latch_walks = on;
+    if (on) {
+        a->hook = proto;
+        a->hook.ctx = a;
+        vmmu__x86_entry_hook = &a->hook;
+    } else if (vmmu__x86_entry_hook == &a->hook) {
+        vmmu__x86_entry_hook = NULL;
+    }
+}
+
+/* ---- Translations --------------------------------------------------------- */
+
+static uint16_t xlate_key(const struct vmmu_vcpu *v, unsigned access)
+{
+    unsigned kind = access & (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH | VMMU_X86_ACC_IMPLICIT);
+    return (uint16_t)(kind << 2 | (unsigned)v->cur_ctx);
+}
+
+bool vmmu__latch_xlate_find(struct vmmu__access_vcpu *a, uint64_t va_page, unsigned access,
+                            uint64_t *gpa_page)
+{
+    struct latch *l = &a->latch;
+    uint16_t key = xlate_key(a->vcpu, access);
+    for (unsigned i = 0; i < l->nxlates; i++) {
+        const struct latch_xlate *x = &l->xlates[i];
+        if (x->va_page == va_page && x->key == key) {
+            *gpa_page = x->gpa_page;
+            if (x->pass != l->pass)
+                l->stats.xlates_replayed++;
+            return true;
+        }
+    }
+    return false;
+}
+
+int vmmu__latch_xlate_record(struct vmmu__access_vcpu *a, uint64_t va_page, unsigned access,
+                             uint64_t gpa_page)
+{
+    struct latch *l = &a->latch;
+    if (l->nxlates == VMMU_LATCH_XLATES) {
+        l->stats.overflows++;
+        return VMMU_EOVERFLOW;
+    }
+    struct latch_xlate *x = &l->xlates[l->nxlates++];
+    x->va_page = va_page;
+    x->gpa_page = gpa_page;
+    x->key = xlate_key(a->vcpu, access);
+    x->pass = (uint16_t)l->pass;
+    return 0;
+}
+
+/* ---- Data events ------------------------------------------------------------ */
+
+const struct latch_event *vmmu__latch_event_next(struct vmmu__access_vcpu *a, unsigned kind,
+                                                 uint64_t addr, uint32_t size)
+{
+    struct latch *l = &a->latch;
+    if (l->cursor >= l->frozen_events)
+        return NULL;
+    const struct latch_event *e = &l->events[l->cursor];
+    if (e->kind == kind && e->addr == addr && e->size == size) {
+        l->cursor++;
+        l->stats.events_replayed++;
+        return e;
+    }
+    /* The re-execution asks for something else: what was recorded from
+     * here on belongs to a different path; drop it and go live. */
+    l->stats.diverged++;
+    l->nbytes = e->off;
+    l->nevents = l->cursor;
+    l->frozen_events = l->cursor;
+    return NULL;
+}
+
+const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
+                                      const struct latch_event *e)
+{
+    return a->latch.data + e->off;
+}
+
+uint32_t vmmu__latch_bytes_free(const struct vmmu__access_vcpu *a)
+{
+    const struct latch *l = &a->latch;
+    if (l->nevents == VMMU_LATCH_EVENTS)
+        return 0;
+    return VMMU_LATCH_BYTES - l->nbytes;
+}
+
+int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size)
+{
+    struct latch *l = &a->latch;
+    if (l->nevents == VMMU_LATCH_EVENTS || size > VMMU_LATCH_BYTES - l->nbytes) {
+        l->stats.overflows++;
+        return VMMU_EOVERFLOW;
+    }
+    return 0;
+}
+
+int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,
+                             const void *data, uint32_t size)
+{
+    struct latch *l = &a->latch;
+    int rc = vmmu__latch_event_room(a, size);
+    if (rc)
+        return rc;
+    struct latch_event *e = &l->events[l->nevents++];
+    e->kind = (uint8_t)kind;
+    e->addr = addr;
+    e->size = size;
+    e->off = l->nbytes;
+    memcpy(l->data + l->nbytes, data, size);
+    l->nbytes += size;
+    l->cursor = l->nevents;
+    return 0;
+}
+
+/* ---- Instructions ------------------------------------------------------------- */
+
+int vmmu_insn_begin(struct vmmu_vcpu *v)
+{
+    if (!v || !v->access)
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    struct latch *l = &a->latch;
+    if (l->in_insn)
+        return VMMU_EINVAL;
+    if (l->pass == 0)
+        vmmu__latch_reset(l); /* a fresh instruction */
+    l->pass++;                /* 1, or the next replay of a kept latch */
+    l->cursor = 0;
+    l->frozen_events = l->nevents;
+    l->in_insn = true;
+    vmmu__latch_hook_update(a);
+    return 0;
+}
+
+int vmmu_insn_end(struct vmmu_vcpu *v, int status)
+{
+    if (!v || !v->access)
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    struct latch *l = &a->latch;
+    if (!l->in_insn)
+        return VMMU_EINVAL;
+    l->in_insn = false;
+    a->epoch++; /* prepared accesses and probe pointers end here */
+    if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
+        vmmu__latch_reset(l);
+    vmmu__latch_hook_update(a);
+    return 0;
+}
+
+int vmmu_latch_discard(struct vmmu_vcpu *v)
+{
+    if (!v || !v->access)
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    bool in = a->latch.in_insn;
+    vmmu__latch_reset(&a->latch);
+    if (in) {
+        /* Inside an instruction: keep recording, from scratch. */
+        a->latch.pass = 1;
+    }
+    vmmu__latch_hook_update(a);
+    return 0;
+}
+
+unsigned vmmu_latch_disable(struct vmmu_vcpu *v)
+{
+    if (!v || !v->access)
+        return 0;
+    struct vmmu__access_vcpu *a = v->access;
+    unsigned token = a->latch.disabled + 1;
+    a->latch.disabled++;
+    vmmu__latch_hook_update(a);
+    return token;
+}
+
+void vmmu_latch_restore(struct vmmu_vcpu *v, unsigned token)
+{
+    if (!v || !v->access || token == 0)
+        return;
+    struct vmmu__access_vcpu *a = v->access;
+    /* The token is the depth the matching disable reached. */
+    a->latch.disabled = token - 1;
+    vmmu__latch_hook_update(a);
+}
+
+int vmmu_latch_stats(const struct vmmu_vcpu *v, struct vmmu_latch_stats *out)
+{
+    if (!v || !v->access || !out)
+        return VMMU_EINVAL;
+    const struct latch *l = &v->access->latch;
+    *out = l->stats;
+    out->pass = l->pass;
+    out->entries = l->nentries;
+    out->xlates = l->nxlates;
+    out->events = l->nevents;
+    out->bytes = l->nbytes;
+    return 0;
+}

@@ -1,0 +1,328 @@
+/* SPDX-License-Identifier: MIT */
+/* Prepared accesses, plain reads and writes, typed loads and stores. */
+#include <string.h>
+
+#include "access/access_internal.h"
+
+#include "vmmu/error.h"
+
+static bool access_ok(unsigned access)
+{
+    return !(access & ~VMMU_X86_ACC_ALL) &&
+           !((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH));
+}
+
+static void piece_to_page(const struct piece *p, struct vmmu_prepared_page *pp)
+{
+    pp->va = p->va;
+    pp->gpa = p->gpa;
+    pp->host = p->host;
+    pp->len = p->len;
+    pp->region_id = p->region_id;
+    pp->type = p->type;
+}
+
+static void page_to_piece(const struct vmmu_prepared_page *pp, struct piece *p)
+{
+    p->va = pp->va;
+    p->gpa = pp->gpa;
+    p->host = pp->host;
+    p->len = pp->len;
+    p->region_id = pp->region_id;
+    p->type = pp->type;
+    p->code = false;
+}
+
+int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                        struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
+{
+    if (!v || !v->access || !out || !fault || len == 0 || len > VMMU_ACCESS_PREPARE_MAX ||
+        !access_ok(access))
+        return VMMU_EINVAL;
+    struct piece p[2];
+    unsigned n = 0;
+    int rc = vmmu__access_xlate_range(v, va, len, access, p, &n, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    out->vcpu = v;
+    out->va = p[0].va;
+    out->len = len;
+    out->access = access;
+    out->npages = n;
+    for (unsigned i = 0; i < n; i++)
+        piece_to_page(&p[i], &out->page[i]);
+    out->epoch = v->access->epoch;
+    return 0;
+}
+
+static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t n)
+{
+    if (!p || !p->vcpu || !p->vcpu->access || p->npages < 1 || p->npages > 2)
+        return VMMU_EINVAL;
+    if (p->epoch != p->vcpu->access->epoch)
+        return VMMU_EINVAL; /* prepared before the vCPU's last safe point */
+    if (off > p->len || n > p->len - off)
+        return VMMU_EINVAL;
+    return 0;
+}
+
+/* Call read or write on the parts of [off, off + n) in each page. */
+static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *buf, uint32_t n,
+                         bool write)
+{
+    uint32_t base = 0;
+    for (unsigned i = 0; i < p->npages && n; i++) {
+        const struct vmmu_prepared_page *pp = &p->page[i];
+        if (off < base + pp->len) {
+            uint32_t in = off - base;
+            uint32_t take = pp->len - in < n ? pp->len - in : n;
+            struct piece pc;
+            page_to_piece(pp, &pc);
+            int rc = write ? vmmu__piece_write(p->vcpu, &pc, in, buf, take)
+                           : vmmu__piece_read(p->vcpu, &pc, in, buf, take);
+            if (rc < 0)
+                return rc;
+            off += take;
+            buf += take;
+            n -= take;
+        }
+        base += pp->len;
+    }
+    return 0;
+}
+
+int vmmu_prepared_read(const struct vmmu_prepared *p, uint32_t offset, void *buf, uint32_t n)
+{
+    int rc = prepared_check(p, offset, n);
+    if (rc)
+        return rc;
+    if (!buf && n)
+        return VMMU_EINVAL;
+    return prepared_span(p, offset, buf, n, false);
+}
+
+int vmmu_prepared_write(const struct vmmu_prepared *p, uint32_t offset, const void *buf,
+                        uint32_t n)
+{
+    int rc = prepared_check(p, offset, n);
+    if (rc)
+        return rc;
+    if ((!buf && n) || !(p->access & VMMU_X86_ACC_WRITE))
+        return VMMU_EINVAL;
+    return prepared_span(p, offset, (uint8_t *)(uintptr_t)buf, n, true);
+}
+
+static bool all_ram(const struct vmmu_prepared *p)
+{
+    for (unsigned i = 0; i < p->npages; i++)
+        if (!p->page[i].host || p->page[i].type != VMMU_MEM_RAM)
+            return false;
+    return true;
+}
+
+static bool elem_ok(unsigned elem)
+{
+    return elem == 1 || elem == 2 || elem == 4 || elem == 8;
+}
+
+int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t value,
+                      unsigned elem, uint32_t n)
+{
+    int rc = prepared_check(p, offset, n);
+    if (rc)
+        return rc;
+    if (!elem_ok(elem) || n % elem || !(p->access & VMMU_X86_ACC_WRITE))
+        return VMMU_EINVAL;
+    if (all_ram(p)) {
+        uint8_t pattern[64];
+        for (unsigned i = 0; i < sizeof(pattern); i += elem)
+            memcpy(pattern + i, &value, elem);
+        if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch) {
+            memset(p->page[0].host + offset, (int)(value & 0xff), n);
+            return 0;
+        }
+        while (n) {
+            uint32_t take = n < sizeof(pattern) ? n : (uint32_t)sizeof(pattern);
+            rc = prepared_span(p, offset, pattern, take, true);
+            if (rc < 0)
+                return rc;
+            offset += take;
+            n -= take;
+        }
+        return 0;
+    }
+    /* MMIO and device pages see one write per element, as STOS makes. */
+    for (; n; n -= elem, offset += elem) {
+        rc = prepared_span(p, offset, (uint8_t *)&value, elem, true);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* Host segments of a prepared RAM access: [host, host + len) at descriptor offset off. */
+static bool overlaps(const struct vmmu_prepared *a, const struct vmmu_prepared *b)
+{
+    for (unsigned i = 0; i < a->npages; i++)
+        for (unsigned j = 0; j < b->npages; j++) {
+            const uint8_t *x = a->page[i].host, *y = b->page[j].host;
+            if (x < y + b->page[j].len && y < x + a->page[i].len)
+                return true;
+        }
+    return false;
+}
+
+/* Where descriptor offset @off of @p lives in the host. */
+static uint8_t *host_at(const struct vmmu_prepared *p, uint32_t off)
+{
+    if (off < p->page[0].len)
+        return p->page[0].host + off;
+    return p->page[1].host + (off - p->page[0].len);
+}
+
+int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepared *src,
+                       unsigned elem, bool backward)
+{
+    int rc = prepared_check(dst, 0, 0);
+    if (!rc)
+        rc = prepared_check(src, 0, 0);
+    if (rc)
+        return rc;
+    if (!elem_ok(elem) || dst->len != src->len || dst->len % elem ||
+        !(dst->access & VMMU_X86_ACC_WRITE) || dst->vcpu != src->vcpu)
+        return VMMU_EINVAL;
+    uint32_t len = dst->len;
+    struct vmmu__access_vcpu *a = dst->vcpu->access;
+    bool ram = all_ram(dst) && all_ram(src);
+
+    if (ram && overlaps(dst, src)) {
+        /* Both in host memory and aliased: element by element in the
+         * order the instruction defines, so that dst = src + 1 repeats
+         * the first byte, as REP MOVSB does.  (Done in place: the replay
+         * latch does not record these reads.) */
+        if (a->nwatch) {
+            (void)vmmu__watch_check(a, src->va, len, ACC_KIND_READ, true);
+            (void)vmmu__watch_check(a, dst->va, len, ACC_KIND_WRITE, true);
+        }
+        uint32_t count = len / elem;
+        for (uint32_t k = 0; k < count; k++) {
+            uint32_t i = backward ? count - 1 - k : k;
+            uint8_t tmp[8];
+            for (unsigned b = 0; b < elem; b++)
+                tmp[b] = *host_at(src, i * elem + b);
+            for (unsigned b = 0; b < elem; b++)
+                *host_at(dst, i * elem + b) = tmp[b];
+        }
+        return 0;
+    }
+    if (ram && !latch_on(a)) {
+        /* Plain memmove, split where either side changes page. */
+        if (a->nwatch) {
+            (void)vmmu__watch_check(a, src->va, len, ACC_KIND_READ, true);
+            (void)vmmu__watch_check(a, dst->va, len, ACC_KIND_WRITE, true);
+        }
+        uint32_t off = 0;
+        while (off < len) {
+            uint32_t s_left = off < src->page[0].len ? src->page[0].len - off : len - off;
+            uint32_t d_left = off < dst->page[0].len ? dst->page[0].len - off : len - off;
+            uint32_t take = s_left < d_left ? s_left : d_left;
+            memmove(host_at(dst, off), host_at(src, off), take);
+            off += take;
+        }
+        return 0;
+    }
+    if (ram) {
+        /* Recording: the source is read as one event per page piece (so a
+         * re-execution moves what the first pass read), then written. */
+        uint8_t buf[VMMU_ACCESS_PREPARE_MAX];
+        rc = vmmu_prepared_read(src, 0, buf, len);
+        if (rc < 0)
+            return rc;
+        return vmmu_prepared_write(dst, 0, buf, len);
+    }
+    /* MMIO or device on either side: one element at a time, each read
+     * then written, in the instruction's order. */
+    uint32_t count = len / elem;
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t i = backward ? count - 1 - k : k;
+        uint8_t tmp[8];
+        rc = vmmu_prepared_read(src, i * elem, tmp, elem);
+        if (rc < 0)
+            return rc;
+        rc = vmmu_prepared_write(dst, i * elem, tmp, elem);
+        if (rc < 0)
+            return rc;
+    }
+    return 0;
+}
+
+/* ---- Reads and writes ----------------------------------------------------------- */
+
+int vmmu_access_read(struct vmmu_vcpu *v, uint64_t va, void *buf, uint32_t len, unsigned access,
+                     struct vmmu_x86_fault *fault)
+{
+    if (!buf || (access & VMMU_X86_ACC_WRITE))
+        return VMMU_EINVAL;
+    struct vmmu_prepared p;
+    int rc = vmmu_access_prepare(v, va, len, access, &p, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    return prepared_span(&p, 0, buf, len, false);
+}
+
+int vmmu_access_write(struct vmmu_vcpu *v, uint64_t va, const void *buf, uint32_t len,
+                      unsigned access, struct vmmu_x86_fault *fault)
+{
+    if (!buf || (access & VMMU_X86_ACC_FETCH))
+        return VMMU_EINVAL;
+    struct vmmu_prepared p;
+    int rc = vmmu_access_prepare(v, va, len, access | VMMU_X86_ACC_WRITE, &p, fault);
+    if (rc < 0 || vmmu__fault_raised(fault))
+        return rc;
+    return prepared_span(&p, 0, (uint8_t *)(uintptr_t)buf, len, true);
+}
+
+static bool typed_size(unsigned size)
+{
+    return size == 1 || size == 2 || size == 4 || size == 8 || size == 16;
+}
+
+int vmmu_access_load(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                     void *value, struct vmmu_x86_fault *fault)
+{
+    if (!v || !value || !fault || !typed_size(size) || (access & VMMU_X86_ACC_WRITE) ||
+        (access & ~VMMU_X86_ACC_ALL))
+        return VMMU_EINVAL;
+    /* The hit path: outside the latch, an aligned access to a page whose
+     * comparator carries no flag is one compare and a copy. */
+    if (!v->latch_walks) {
+        enum vmmu_tlb_kind kind = (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH : VMMU_TLB_READ;
+        void *host = (access & VMMU_X86_ACC_IMPLICIT) ? vmmu_tlb_lookup_implicit(v, va, size, kind)
+                                                      : vmmu_tlb_lookup(v, va, size, kind);
+        if (host) {
+            memcpy(value, host, size);
+            vmmu__fault_none(fault);
+            return 0;
+        }
+    }
+    return vmmu_access_read(v, va, value, size, access, fault);
+}
+
+int vmmu_access_store(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                      const void *value, struct vmmu_x86_fault *fault)
+{
+    if (!v || !value || !fault || !typed_size(size) || (access & VMMU_X86_ACC_FETCH) ||
+        (access & ~VMMU_X86_ACC_ALL))
+        return VMMU_EINVAL;
+    if (!v->latch_walks) {
+        void *host = (access & VMMU_X86_ACC_IMPLICIT)
+                         ? vmmu_tlb_lookup_implicit(v, va, size, VMMU_TLB_WRITE)
+                         : vmmu_tlb_lookup(v, va, size, VMMU_TLB_WRITE);
+        if (host) {
+            memcpy(host, value, size);
+            vmmu__fault_none(fault);
+            return 0;
+        }
+    }
+    return vmmu_access_write(v, va, value, size, access, fault);
+}

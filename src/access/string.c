@@ -1,0 +1,210 @@
+/* SPDX-License-Identifier: MIT */
+/* REP MOVS and REP STOS in chunks, within a caller's budget.
+ *
+ * A chunk is the longest run of elements that stays inside one page on
+ * every side (or one element that straddles a page), so that it is
+ * prepared (every side checked) and then moved with one memmove where both
+ * sides are RAM.  After each chunk the registers in struct vmmu_rep move
+ * on, so that whatever stops the instruction (the budget, a fault, a
+ * watchpoint, a device model that answers later) leaves them naming the
+ * next element, as the CPU does between iterations (SDM REP: the
+ * instruction may be interrupted after any iteration and resumed).
+ *
+ * A stop with progress is not an error: when a chunk fails after earlier
+ * chunks of this call completed, the call returns 0 with the progress and
+ * the failure comes back when the caller resumes the instruction.  That is
+ * also why moves between RAM pages bypass the replay latch: an instruction
+ * step that completed elements never ends with VMMU_EPENDING, so its reads
+ * are never replayed. */
+#include <string.h>
+
+#include "access/access_internal.h"
+
+#include "vmmu/error.h"
+
+/* Elements from @addr in the direction of travel that stay within its page. */
+static uint64_t fit(uint64_t addr, unsigned elem, bool backward)
+{
+    uint64_t off = addr & ~VMMU_PAGE_MASK;
+    if (!backward)
+        return (VMMU_PAGE_SIZE - off) / elem;
+    if (off + elem > VMMU_PAGE_SIZE)
+        return 0;
+    return off / elem + 1;
+}
+
+static uint64_t step(uint64_t addr, uint64_t k, unsigned elem, bool backward)
+{
+    return backward ? addr - k * elem : addr + k * elem;
+}
+
+/* Lowest address of @k elements starting at @addr. */
+static uint64_t low(uint64_t addr, uint64_t k, unsigned elem, bool backward)
+{
+    return backward ? addr - (k - 1) * elem : addr;
+}
+
+/* Elements of the chunk that may be made before a VMMU_WATCH_BEFORE
+ * watchpoint, for a side at @addr. */
+static uint64_t before_watch(struct vmmu__access_vcpu *a, uint64_t addr, uint64_t k,
+                             unsigned elem, bool backward, unsigned kind)
+{
+    if (!a->nwatch)
+        return k;
+    uint64_t lo = low(addr, k, elem, backward);
+    uint64_t first = vmmu__watch_first_before(a, lo, (uint32_t)(k * elem), kind);
+    if (first == lo + k * elem)
+        return k;
+    if (!backward)
+        return (first - lo) / elem;
+    /* Going down: elements entirely above the watched byte's element... */
+    uint64_t last_hit = lo; /* conservative: find the highest watched byte */
+    for (uint64_t b = lo + k * elem; b-- > lo;) {
+        if (vmmu__watch_first_before(a, b, 1, kind) == b) {
+            last_hit = b;
+            break;
+        }
+    }
+    return (addr + elem - 1 - last_hit) / elem;
+}
+
+static int rep_args(struct vmmu_vcpu *v, struct vmmu_rep *r, struct vmmu_x86_fault *fault)
+{
+    if (!v || !v->access || !r || !fault ||
+        !(r->elem == 1 || r->elem == 2 || r->elem == 4 || r->elem == 8))
+        return VMMU_EINVAL;
+    vmmu__fault_none(fault);
+    return 0;
+}
+
+/* After a chunk's preparation faulted: the CPU reports the first element it
+ * would have touched, which going down is the highest. */
+static void fix_cr2(struct vmmu_x86_fault *fault, uint64_t addr, uint64_t k, bool backward)
+{
+    if (fault->vector == VMMU_X86_VEC_PF && backward && k > 1)
+        fault->cr2 = addr;
+}
+
+static int stopped(int rc, uint64_t done)
+{
+    return (rc < 0 && done > 0) ? 0 : rc;
+}
+
+int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budget,
+                         unsigned src_access, struct vmmu_x86_fault *fault)
+{
+    int rc = rep_args(v, r, fault);
+    if (rc)
+        return rc;
+    if (src_access & (VMMU_X86_ACC_WRITE | ~VMMU_X86_ACC_ALL))
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    unsigned e = r->elem;
+    uint64_t done = 0;
+    while (r->count && done < budget) {
+        uint64_t k = r->count < budget - done ? r->count : budget - done;
+        uint64_t fs = fit(r->src, e, r->backward), fd = fit(r->dst, e, r->backward);
+        uint64_t f = fs < fd ? fs : fd;
+        if (f == 0)
+            f = 1; /* one element straddling a page */
+        if (k > f)
+            k = f;
+        uint64_t kw = before_watch(a, r->src, k, e, r->backward, VMMU_WATCH_READ);
+        uint64_t kd = before_watch(a, r->dst, k, e, r->backward, VMMU_WATCH_WRITE);
+        if (kd < kw)
+            kw = kd;
+        if (kw == 0) {
+            /* The next element touches a watched byte: stop before it. */
+            (void)vmmu__watch_check(a, low(r->src, 1, e, r->backward), e, ACC_KIND_READ, false);
+            (void)vmmu__watch_check(a, low(r->dst, 1, e, r->backward), e, ACC_KIND_WRITE, false);
+            fault->vector = VMMU_ACCESS_STOP_WATCH;
+            return 0;
+        }
+        k = kw;
+        uint32_t bytes = (uint32_t)(k * e);
+        struct vmmu_prepared ps, pd;
+        rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps, fault);
+        if (rc < 0 || vmmu__fault_raised(fault)) {
+            fix_cr2(fault, r->src, k, r->backward);
+            return stopped(rc, done);
+        }
+        rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
+                                 fault);
+        if (rc < 0 || vmmu__fault_raised(fault)) {
+            fix_cr2(fault, r->dst, k, r->backward);
+            return stopped(rc, done);
+        }
+        bool ram = ps.page[0].host && pd.page[0].host && ps.page[0].type == VMMU_MEM_RAM &&
+                   pd.page[0].type == VMMU_MEM_RAM &&
+                   (ps.npages == 1 || (ps.page[1].host && ps.page[1].type == VMMU_MEM_RAM)) &&
+                   (pd.npages == 1 || (pd.page[1].host && pd.page[1].type == VMMU_MEM_RAM));
+        if (ram) {
+            unsigned token = vmmu_latch_disable(v);
+            rc = vmmu_prepared_move(&pd, &ps, e, r->backward);
+            vmmu_latch_restore(v, token);
+            if (rc < 0)
+                return stopped(rc, done);
+        } else {
+            /* Element by element, so that a device model answering later
+             * stops the instruction after the last element that completed. */
+            for (uint64_t i = 0; i < k; i++) {
+                uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
+                uint8_t tmp[8];
+                rc = vmmu_prepared_read(&ps, off, tmp, e);
+                if (rc == 0)
+                    rc = vmmu_prepared_write(&pd, off, tmp, e);
+                if (rc < 0) {
+                    r->src = step(r->src, i, e, r->backward);
+                    r->dst = step(r->dst, i, e, r->backward);
+                    r->count -= i;
+                    return stopped(rc, done + i);
+                }
+            }
+        }
+        r->src = step(r->src, k, e, r->backward);
+        r->dst = step(r->dst, k, e, r->backward);
+        r->count -= k;
+        done += k;
+    }
+    return 0;
+}
+
+int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budget,
+                         struct vmmu_x86_fault *fault)
+{
+    int rc = rep_args(v, r, fault);
+    if (rc)
+        return rc;
+    struct vmmu__access_vcpu *a = v->access;
+    unsigned e = r->elem;
+    uint64_t done = 0;
+    while (r->count && done < budget) {
+        uint64_t k = r->count < budget - done ? r->count : budget - done;
+        uint64_t f = fit(r->dst, e, r->backward);
+        if (f == 0)
+            f = 1;
+        if (k > f)
+            k = f;
+        k = before_watch(a, r->dst, k, e, r->backward, VMMU_WATCH_WRITE);
+        if (k == 0) {
+            (void)vmmu__watch_check(a, low(r->dst, 1, e, r->backward), e, ACC_KIND_WRITE, false);
+            fault->vector = VMMU_ACCESS_STOP_WATCH;
+            return 0;
+        }
+        uint32_t bytes = (uint32_t)(k * e);
+        struct vmmu_prepared pd;
+        rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
+                                 fault);
+        if (rc < 0 || vmmu__fault_raised(fault)) {
+            fix_cr2(fault, r->dst, k, r->backward);
+            return stopped(rc, done);
+        }
+        rc = vmmu_prepared_set(&pd, 0, r->value, e, bytes);
+        if (rc < 0)
+            return stopped(rc, done);
+        r->dst = step(r->dst, k, e, r->backward);
+        r->count -= k;
+        done += k;
+    }
+    return 0;
+}

@@ -1,0 +1,176 @@
+/* SPDX-License-Identifier: MIT */
+/* Watchpoints: per vCPU, any number, on linear ranges.
+ *
+ * The TLB never lets an access to a watched page take the hit path: while
+ * a vCPU has watchpoints, its fill asks watch_kinds() which access kinds
+ * of the page are watched and marks those comparators
+ * VMMU_TLB_FLAG_WATCH.  Adding or removing a watchpoint drops the
+ * vCPU's entries for the pages it covers, so the next access refills with
+ * the right flags.  The check itself is a scan of the list, paid only by
+ * accesses to watched pages (and by every slow-path access of a vCPU that
+ * has watchpoints). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "access/access_internal.h"
+
+#include "vmmu/error.h"
+
+/* Beyond this many pages, adding or removing a watchpoint flushes the whole TLB. */
+#define WATCH_FLUSH_PAGES_MAX 64
+
+static bool overlaps(const struct watchpoint *w, uint64_t first, uint64_t last)
+{
+    return w->va <= last && first <= w->last;
+}
+
+static unsigned watch_kinds(const struct vmmu_vcpu *v, uint64_t page)
+{
+    const struct vmmu__access_vcpu *a = v->access;
+    unsigned kinds = 0;
+    for (unsigned i = 0; i < a->nwatch; i++) {
+        const struct watchpoint *w = &a->watch[i];
+        if (!overlaps(w, page, page + VMMU_PAGE_SIZE - 1))
+            continue;
+        if (w->flags & VMMU_WATCH_READ)
+            kinds |= (1u << VMMU_TLB_READ) | (1u << VMMU_TLB_FETCH);
+        if (w->flags & VMMU_WATCH_WRITE)
+            kinds |= 1u << VMMU_TLB_WRITE;
+    }
+    return kinds;
+}
+
+static void flush_range(struct vmmu_vcpu *v, uint64_t va, uint64_t last)
+{
+    uint64_t first = va & VMMU_PAGE_MASK, end = last & VMMU_PAGE_MASK;
+    if (((end - first) >> VMMU_PAGE_SHIFT) >= WATCH_FLUSH_PAGES_MAX) {
+        (void)vmmu_vcpu_tlb_flush_all(v);
+        return;
+    }
+    for (uint64_t p = first;; p += VMMU_PAGE_SIZE) {
+        vmmu__access_flush_va_page(v, p);
+        if (p == end)
+            break;
+    }
+}
+
+int vmmu_watch_add(struct vmmu_vcpu *v, uint64_t va, uint64_t len, unsigned flags, uint32_t *id)
+{
+    if (!v || !v->access || len == 0 || va + (len - 1) < va || (flags & ~VMMU_WATCH_FLAGS_ALL) ||
+        !(flags & VMMU_WATCH_ACCESS))
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    if (a->nwatch == a->watch_cap) {
+        unsigned cap = a->watch_cap ? a->watch_cap * 2 : 8;
+        struct watchpoint *w = realloc(a->watch, cap * sizeof(*w));
+        if (!w)
+            return VMMU_ENOMEM;
+        a->watch = w;
+        a->watch_cap = cap;
+    }
+    struct watchpoint *w = &a->watch[a->nwatch++];
+    w->va = va;
+    w->last = va + (len - 1);
+    w->flags = flags;
+    w->id = a->next_watch_id++;
+    if (a->next_watch_id == 0)
+        a->next_watch_id = 1;
+    v->watch_kinds = watch_kinds;
+    flush_range(v, w->va, w->last);
+    if (id)
+        *id = w->id;
+    return 0;
+}
+
+int vmmu_watch_remove(struct vmmu_vcpu *v, uint32_t id)
+{
+    if (!v || !v->access)
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    for (unsigned i = 0; i < a->nwatch; i++) {
+        if (a->watch[i].id != id)
+            continue;
+        struct watchpoint gone = a->watch[i];
+        a->watch[i] = a->watch[--a->nwatch];
+        if (a->nwatch == 0)
+            v->watch_kinds = NULL;
+        /* The pages may now take the hit path again. */
+        flush_range(v, gone.va, gone.last);
+        return 0;
+    }
+    return VMMU_ENOENT;
+}
+
+static void record_hit(struct vmmu__access_vcpu *a, const struct watchpoint *w, uint64_t va,
+                       uint32_t len, unsigned flags)
+{
+    if (a->nhits == VMMU_WATCH_HITS_MAX) {
+        a->hits_dropped++;
+        return;
+    }
+    struct vmmu_watch_hit *h = &a->hits[a->nhits++];
+    h->id = w->id;
+    h->flags = flags;
+    h->va = va;
+    h->len = len;
+}
+
+bool vmmu__watch_check(struct vmmu__access_vcpu *a, uint64_t va, uint32_t len, unsigned kind,
+                       bool record_after)
+{
+    uint64_t last = va + len - 1;
+    for (unsigned i = 0; i < a->nwatch; i++) {
+        const struct watchpoint *w = &a->watch[i];
+        if (!(w->flags & kind) || !overlaps(w, va, last))
+            continue;
+        bool before = (w->flags & VMMU_WATCH_BEFORE) != 0;
+        if (before && !record_after) {
+            record_hit(a, w, va, len, kind | VMMU_WATCH_BEFORE);
+            return true;
+        }
+        if (!before && record_after)
+            record_hit(a, w, va, len, kind);
+    }
+    return false;
+}
+
+uint64_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+                                  unsigned kind)
+{
+    uint64_t first = va + len, last = va + len - 1;
+    for (unsigned i = 0; i < a->nwatch; i++) {
+        const struct watchpoint *w = &a->watch[i];
+        if (!(w->flags & kind) || !(w->flags & VMMU_WATCH_BEFORE) || !overlaps(w, va, last))
+            continue;
+        uint64_t at = w->va > va ? w->va : va;
+        if (at < first)
+            first = at;
+    }
+    return first;
+}
+
+int vmmu_watch_take_hits(struct vmmu_vcpu *v, struct vmmu_watch_hit *out, unsigned max,
+                         uint64_t *dropped)
+{
+    if (!v || !v->access || (!out && max))
+        return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    unsigned n = a->nhits < max ? a->nhits : max;
+    if (n) {
+        memcpy(out, a->hits, n * sizeof(*out));
+        memmove(a->hits, a->hits + n, (a->nhits - n) * sizeof(*out));
+    }
+    a->nhits -= n;
+    if (dropped) {
+        *dropped = a->hits_dropped;
+        a->hits_dropped = 0;
+    }
+    return (int)n;
+}
+
+void vmmu__watch_fini(struct vmmu__access_vcpu *a)
+{
+    free(a->watch);
+    a->watch = NULL;
+    a->nwatch = a->watch_cap = 0;
+}

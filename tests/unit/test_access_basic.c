@@ -1,0 +1,578 @@
+/* SPDX-License-Identifier: MIT */
+/* Instruction memory access, one behaviour per test: page-crossing loads
+ * and stores with exact fault semantics, probes, prepared accesses and
+ * their MMIO fallbacks, string moves, watchpoints, atomics, code pages. */
+#include "test_access_env.h"
+
+#define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
+static const uint64_t VA = 0x0000400000100000ull;
+
+static int setup(void **state)
+{
+    struct acc_env *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -1;
+    acc_env_init(e);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct acc_env *e = *state;
+    acc_env_fini(e);
+    free(e);
+    return 0;
+}
+
+static uint8_t *ram(struct acc_env *e, uint64_t gpa)
+{
+    return e->t.env.mem + gpa;
+}
+
+/* ---- Page crossing ------------------------------------------------------------ */
+
+static void store8_crossing_into_not_present_page_leaves_first_page_and_reports_cr2(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW); /* VA + 4096 is not mapped */
+    memset(ram(e, DATA(0)), 0xaa, 4096);
+    uint64_t value = 0x1122334455667788ull;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 4092, 8, 0, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.error_code, VMMU_X86_PF_W); /* not present, write, supervisor */
+    assert_int_equal(f.cr2, VA + 4096);
+    for (unsigned i = 4092; i < 4096; i++)
+        assert_int_equal(ram(e, DATA(0))[i], 0xaa);
+}
+
+static void store8_crossing_into_readonly_page_faults_with_p_set(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), E_P | E_A);
+    memset(ram(e, DATA(0)), 0xaa, 4096);
+    uint64_t value = 1;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 4095, 8, 0, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.error_code, VMMU_X86_PF_W | VMMU_X86_PF_P);
+    assert_int_equal(f.cr2, VA + 4096);
+    assert_int_equal(ram(e, DATA(0))[4095], 0xaa);
+}
+
+static void load16_crossing_two_pages_reads_both_parts(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(5), PTE_RW);
+    amap(e, VA + 4096, DATA(2), PTE_RW); /* not contiguous in guest-physical memory */
+    for (unsigned i = 0; i < 8; i++) {
+        ram(e, DATA(5))[4088 + i] = (uint8_t)i;
+        ram(e, DATA(2))[i] = (uint8_t)(8 + i);
+    }
+    uint8_t out[16];
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA + 4088, 16, 0, out, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    for (unsigned i = 0; i < 16; i++)
+        assert_int_equal(out[i], i);
+}
+
+static void store_crossing_writes_both_pages_when_both_allow(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(3), PTE_RW);
+    uint64_t value = 0x0807060504030201ull;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 4093, 8, 0, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_memory_equal(ram(e, DATA(0)) + 4093, "\x01\x02\x03", 3);
+    assert_memory_equal(ram(e, DATA(3)), "\x04\x05\x06\x07\x08", 5);
+}
+
+static void bad_arguments_are_einval(void **state)
+{
+    struct acc_env *e = *state;
+    uint64_t v = 0;
+    struct vmmu_x86_fault f;
+    struct vmmu_prepared p;
+    assert_int_equal(vmmu_access_load(NULL, VA, 8, 0, &v, &f), VMMU_EINVAL);
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA, 3, 0, &v, &f), VMMU_EINVAL);
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA, 8, VMMU_X86_ACC_FETCH, &v, &f),
+                     VMMU_EINVAL);
+    assert_int_equal(vmmu_access_prepare(acc_vcpu(e), VA, 0, 0, &p, &f), VMMU_EINVAL);
+    assert_int_equal(vmmu_access_prepare(acc_vcpu(e), VA, 4097, 0, &p, &f), VMMU_EINVAL);
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA, 16, VMMU_RMW_ADD, 1, &v, 0, &f),
+                     VMMU_EINVAL);
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA, 0, VMMU_WATCH_READ, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), ~0ull, 2, VMMU_WATCH_READ, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_watch_remove(acc_vcpu(e), 12345), VMMU_ENOENT);
+    assert_int_equal(vmmu_insn_end(acc_vcpu(e), 0), VMMU_EINVAL); /* none begun */
+}
+
+/* ---- Probes ------------------------------------------------------------------- */
+
+static void probe_of_ram_returns_the_host_pointer(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(acc_vcpu(e), VA + 16, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_ptr_equal(p.host, ram(e, DATA(0)) + 16);
+    assert_int_equal(p.gpa, DATA(0) + 16);
+    assert_int_equal(p.type, VMMU_MEM_RAM);
+}
+
+static void probe_of_mmio_returns_null_and_says_why(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, MMIO_GPA, PTE_RW);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(acc_vcpu(e), VA, 4, 0, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_MMIO);
+    assert_int_equal(p.gpa, MMIO_GPA);
+    assert_int_equal(e->mmio.n, 0); /* nothing performed */
+}
+
+static void probe_never_crosses_a_page(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(acc_vcpu(e), VA + 4090, 8, 0, &p), VMMU_EINVAL);
+}
+
+static void nofault_probe_reports_the_fault_and_sets_no_accessed_bit(void **state)
+{
+    struct acc_env *e = *state;
+    uint64_t pte = amap(e, VA, DATA(0), E_P | E_RW); /* A and D clear */
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe_nofault(acc_vcpu(e), VA + 8192, 8, 0, &p), 0);
+    assert_int_equal(p.fault.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(p.fault.cr2, VA + 8192);
+    assert_int_equal(vmmu_access_probe_nofault(acc_vcpu(e), VA, 8, 0, &p), 0);
+    assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_NOTDIRTY);
+    assert_int_equal(get64(&e->t.env, pte) & E_A, 0);
+    /* The faulting form sets A, as the access would. */
+    assert_int_equal(vmmu_access_probe(acc_vcpu(e), VA, 8, 0, &p), 0);
+    assert_non_null(p.host);
+    assert_int_equal(get64(&e->t.env, pte) & E_A, E_A);
+}
+
+/* ---- MMIO fallbacks --------------------------------------------------------------- */
+
+static void misaligned_mmio_load_uses_naturally_aligned_callbacks(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, MMIO_GPA, PTE_RW);
+    for (unsigned i = 0; i < 16; i++)
+        e->mmio.mem[i] = (uint8_t)(0x10 + i);
+    uint64_t v;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA + 2, 8, 0, &v, &f), 0);
+    assert_int_equal(v, 0x1918171615141312ull);
+    /* 2 at offset 2, 4 at 4, 2 at 8 */
+    assert_int_equal(e->mmio.n, 3);
+    assert_int_equal(e->mmio.op[0].offset, 2);
+    assert_int_equal(e->mmio.op[0].size, 2);
+    assert_int_equal(e->mmio.op[1].offset, 4);
+    assert_int_equal(e->mmio.op[1].size, 4);
+    assert_int_equal(e->mmio.op[2].offset, 8);
+    assert_int_equal(e->mmio.op[2].size, 2);
+}
+
+static void rep_stosb_to_mmio_writes_one_byte_per_element(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, MMIO_GPA, PTE_RW);
+    struct vmmu_rep r = {.dst = VA, .count = 5, .elem = 1, .value = 0x5a};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_stos(acc_vcpu(e), &r, 100, &f), 0);
+    assert_int_equal(r.count, 0);
+    assert_int_equal(r.dst, VA + 5);
+    assert_int_equal(e->mmio.n, 5);
+    for (unsigned i = 0; i < 5; i++) {
+        assert_int_equal(e->mmio.op[i].size, 1);
+        assert_int_equal(e->mmio.op[i].offset, i);
+        assert_int_equal(e->mmio.mem[i], 0x5a);
+    }
+}
+
+/* ---- Prepared accesses and string moves ------------------------------------------------ */
+
+static void prepare_checks_both_pages_before_touching_either(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, MMIO_GPA, PTE_RW);
+    /* second page not present */
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_prepare(acc_vcpu(e), VA + 4000, 200, VMMU_X86_ACC_WRITE, &p, &f),
+                     0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.cr2, VA + 4096);
+    assert_int_equal(e->mmio.n, 0);
+}
+
+static void overlapping_forward_move_by_one_byte_repeats_the_first_byte(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    for (unsigned i = 0; i < 64; i++)
+        ram(e, DATA(0))[i] = (uint8_t)i;
+    struct vmmu_rep r = {.dst = VA + 1, .src = VA, .count = 32, .elem = 1};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 1000, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    for (unsigned i = 0; i <= 32; i++)
+        assert_int_equal(ram(e, DATA(0))[i], 0);
+    assert_int_equal(ram(e, DATA(0))[33], 33);
+}
+
+static void non_overlapping_move_across_pages_copies_like_memmove(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    amap(e, VA + 8192, DATA(4), PTE_RW);
+    for (unsigned i = 0; i < 8192; i++)
+        ram(e, DATA(0))[i] = (uint8_t)(i * 7);
+    struct vmmu_rep r = {.dst = VA + 8192 + 100, .src = VA + 3000, .count = 500, .elem = 4};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 1000, 0, &f), 0);
+    assert_int_equal(r.count, 0);
+    assert_memory_equal(ram(e, DATA(4)) + 100, ram(e, DATA(0)) + 3000, 2000);
+}
+
+static void rep_movs_stops_at_the_budget_and_resumes(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    for (unsigned i = 0; i < 256; i++)
+        ram(e, DATA(0))[i] = (uint8_t)i;
+    struct vmmu_rep r = {.dst = VA + 1024, .src = VA, .count = 100, .elem = 2};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 30, 0, &f), 0);
+    assert_int_equal(r.count, 70);
+    assert_int_equal(r.src, VA + 60);
+    assert_int_equal(r.dst, VA + 1024 + 60);
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 1000, 0, &f), 0);
+    assert_int_equal(r.count, 0);
+    assert_memory_equal(ram(e, DATA(0)) + 1024, ram(e, DATA(0)), 200);
+}
+
+static void rep_movs_fault_leaves_registers_at_the_faulting_element(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW); /* VA + 4096: not present */
+    struct vmmu_rep r = {.dst = VA + 4000, .src = VA, .count = 50, .elem = 4};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 1000, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.cr2, VA + 4096);
+    assert_int_equal(r.count, 26); /* 24 elements fit before the page end */
+    assert_int_equal(r.dst, VA + 4096);
+}
+
+static void backward_rep_stos_fills_downwards(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_rep r = {.dst = VA + 96, .count = 4, .elem = 8, .backward = true,
+                         .value = 0x0101010101010101ull};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_stos(acc_vcpu(e), &r, 100, &f), 0);
+    assert_int_equal(r.dst, VA + 64);
+    for (unsigned i = 72; i < 104; i++)
+        assert_int_equal(ram(e, DATA(0))[i], 1);
+    assert_int_equal(ram(e, DATA(0))[71], 0);
+    assert_int_equal(ram(e, DATA(0))[104], 0);
+}
+
+static void prepared_descriptor_is_stale_after_the_instruction_ends(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    uint8_t b = 0;
+    assert_int_equal(vmmu_insn_begin(acc_vcpu(e)), 0);
+    assert_int_equal(vmmu_access_prepare(acc_vcpu(e), VA, 16, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), 0);
+    assert_int_equal(vmmu_insn_end(acc_vcpu(e), 0), 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), VMMU_EINVAL);
+}
+
+static void prepared_read_only_refuses_writes(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    uint8_t b = 0;
+    assert_int_equal(vmmu_access_prepare(acc_vcpu(e), VA, 16, 0, &p, &f), 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_prepared_read(&p, 10, &b, 7), VMMU_EINVAL); /* beyond it */
+}
+
+/* ---- Watchpoints -------------------------------------------------------------------- */
+
+static void string_move_over_a_watchpoint_stops_before_the_watched_byte(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA + 2048 + 37, 1,
+                                    VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE, &id),
+                     0);
+    memset(ram(e, DATA(0)), 0x11, 1024);
+    struct vmmu_rep r = {.dst = VA + 2048, .src = VA, .count = 100, .elem = 1};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_movs(acc_vcpu(e), &r, 1000, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(r.count, 63);
+    assert_int_equal(r.dst, VA + 2048 + 37);
+    assert_int_equal(ram(e, DATA(0))[2048 + 36], 0x11);
+    assert_int_equal(ram(e, DATA(0))[2048 + 37], 0); /* not written */
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(acc_vcpu(e), h, 4, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].flags, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE);
+    assert_int_equal(h[0].va, VA + 2048 + 37);
+}
+
+static void after_watchpoint_lets_the_access_complete_and_records_it(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA + 100, 8, VMMU_WATCH_READ, &id), 0);
+    uint64_t v;
+    struct vmmu_x86_fault f;
+    ram(e, DATA(0))[104] = 9;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA + 104, 1, 0, &v, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(v & 0xff, 9);
+    /* a write is not watched */
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 104, 1, 0, &v, &f), 0);
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(acc_vcpu(e), h, 4, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ);
+    assert_int_equal(h[0].va, VA + 104);
+}
+
+static void watched_page_never_hits_inline_and_is_fast_again_after_removal(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint64_t v;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA, 8, 0, &v, &f), 0);
+    assert_non_null(vmmu_tlb_lookup_read(acc_vcpu(e), VA, 8));
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA + 3000, 4, VMMU_WATCH_ACCESS, &id), 0);
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA, 8, 0, &v, &f), 0);
+    assert_null(vmmu_tlb_lookup_read(acc_vcpu(e), VA, 8));
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(acc_vcpu(e), VA + 3000, 4, 0, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_int_equal(vmmu_watch_remove(acc_vcpu(e), id), 0);
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA, 8, 0, &v, &f), 0);
+    assert_non_null(vmmu_tlb_lookup_read(acc_vcpu(e), VA, 8));
+}
+
+/* ---- Atomics -------------------------------------------------------------------- */
+
+static void rmw_ops_return_the_old_value(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint64_t old;
+    struct vmmu_x86_fault f;
+    put32(&e->t.env, DATA(0) + 13, 100); /* straddles two 8-byte words */
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 13, 4, VMMU_RMW_ADD, 5, &old, 0, &f), 0);
+    assert_int_equal(old, 100);
+    assert_int_equal(get32(&e->t.env, DATA(0) + 13), 105);
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 13, 4, VMMU_RMW_XCHG, 7, &old, 0, &f), 0);
+    assert_int_equal(old, 105);
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 13, 4, VMMU_RMW_OR, 0x30, &old, 0, &f), 0);
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 13, 4, VMMU_RMW_AND, 0x3c, &old, 0, &f), 0);
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 13, 4, VMMU_RMW_XOR, 0xff, &old, 0, &f), 0);
+    assert_int_equal(old, 0x34);
+    assert_int_equal(get32(&e->t.env, DATA(0) + 13), 0xcb);
+    assert_int_equal(ram(e, DATA(0))[12], 0);
+    assert_int_equal(ram(e, DATA(0))[17], 0);
+}
+
+static void cmpxchg16_on_aligned_ram_swaps_only_on_match(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint64_t expect[2] = {1, 2}, desired[2] = {3, 4}, observed[2];
+    put64(&e->t.env, DATA(0) + 32, 1);
+    put64(&e->t.env, DATA(0) + 40, 2);
+    bool swapped;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA + 32, 16, expect, desired, observed,
+                                         &swapped, 0, &f), 0);
+    assert_true(swapped);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 40), 4);
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA + 32, 16, expect, desired, observed,
+                                         &swapped, 0, &f), 0);
+    assert_false(swapped);
+    assert_int_equal(observed[0], 3);
+    assert_int_equal(observed[1], 4);
+}
+
+static void cmpxchg16_misaligned_raises_gp(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    uint64_t x[2] = {0, 0}, o[2];
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA + 8, 16, x, x, o, NULL, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_GP);
+}
+
+static void cmpxchg_on_readonly_page_faults_as_a_write_even_without_match(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), E_P | E_A);
+    uint32_t x = 5, d = 6, o;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA, 4, &x, &d, &o, NULL, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.error_code, VMMU_X86_PF_P | VMMU_X86_PF_W);
+}
+
+static void locked_add_crossing_a_page_updates_both_parts(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    put64(&e->t.env, DATA(0) + 4092, 0xffffffffull);
+    uint64_t old;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rmw(acc_vcpu(e), VA + 4092, 8, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+    assert_int_equal(old, 0xffffffffull);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 4092), 0x100000000ull);
+}
+
+/* ---- Code pages ------------------------------------------------------------------- */
+
+struct code_seen {
+    unsigned calls;
+    uint64_t gpa;
+};
+
+static void code_written(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page)
+{
+    (void)vcpu;
+    struct code_seen *s = opaque;
+    s->calls++;
+    s->gpa = gpa_page;
+}
+
+static void writing_a_code_page_calls_the_handler_once_then_is_fast(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct code_seen seen = {0, 0};
+    assert_int_equal(vmmu_access_set_code_handler(acc_vcpu(e), code_written, &seen), 0);
+    assert_int_equal(vmmu_vcpu_online(acc_vcpu(e)), 0);
+    assert_int_equal(vmmu_code_mark(e->t.env.vm, DATA(0), 1), 0);
+    uint32_t v = 0x90909090;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 64, 4, 0, &v, &f), 0);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.gpa, DATA(0));
+    assert_int_equal(get32(&e->t.env, DATA(0) + 64), v);
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 68, 4, 0, &v, &f), 0);
+    assert_int_equal(seen.calls, 1);
+    assert_non_null(vmmu_tlb_lookup_write(acc_vcpu(e), VA + 72, 4));
+    /* Marked again: the fast write entry is dropped and the next write reports. */
+    assert_int_equal(vmmu_code_mark(e->t.env.vm, DATA(0), 1), 0);
+    assert_null(vmmu_tlb_lookup_write(acc_vcpu(e), VA + 72, 4));
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 72, 4, 0, &v, &f), 0);
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(vmmu_vcpu_offline(acc_vcpu(e)), 0);
+}
+
+/* ---- Dirty logging ---------------------------------------------------------------- */
+
+static void dirty_log_reports_each_written_page_once_and_sees_writes_after_the_clear(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    assert_int_equal(vmmu_vcpu_online(acc_vcpu(e)), 0);
+    uint64_t v = 1;
+    struct vmmu_x86_fault f;
+    /* A fast write entry exists before logging starts. */
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA, 8, 0, &v, &f), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, true), 0);
+    uint64_t bm[64], n;
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA, 8, 0, &v, &f), 0);
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 8, 8, 0, &v, &f), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    uint64_t page = DATA(0) >> 12;
+    assert_true(bm[page / 64] & (1ull << (page % 64)));
+    /* The entry filled while the page was dirty must not hide the next write. */
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 16, 8, 0, &v, &f), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bm[page / 64] & (1ull << (page % 64)));
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 1, &n), VMMU_EINVAL);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, false), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), VMMU_EINVAL);
+    assert_int_equal(vmmu_dirty_log_enable(vm, 999, true), VMMU_ENOENT);
+    assert_int_equal(vmmu_vcpu_offline(acc_vcpu(e)), 0);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(store8_crossing_into_not_present_page_leaves_first_page_and_reports_cr2),
+        T(store8_crossing_into_readonly_page_faults_with_p_set),
+        T(load16_crossing_two_pages_reads_both_parts),
+        T(store_crossing_writes_both_pages_when_both_allow),
+        T(bad_arguments_are_einval),
+        T(probe_of_ram_returns_the_host_pointer),
+        T(probe_of_mmio_returns_null_and_says_why),
+        T(probe_never_crosses_a_page),
+        T(nofault_probe_reports_the_fault_and_sets_no_accessed_bit),
+        T(misaligned_mmio_load_uses_naturally_aligned_callbacks),
+        T(rep_stosb_to_mmio_writes_one_byte_per_element),
+        T(prepare_checks_both_pages_before_touching_either),
+        T(overlapping_forward_move_by_one_byte_repeats_the_first_byte),
+        T(non_overlapping_move_across_pages_copies_like_memmove),
+        T(rep_movs_stops_at_the_budget_and_resumes),
+        T(rep_movs_fault_leaves_registers_at_the_faulting_element),
+        T(backward_rep_stos_fills_downwards),
+        T(prepared_descriptor_is_stale_after_the_instruction_ends),
+        T(prepared_read_only_refuses_writes),
+        T(string_move_over_a_watchpoint_stops_before_the_watched_byte),
+        T(after_watchpoint_lets_the_access_complete_and_records_it),
+        T(watched_page_never_hits_inline_and_is_fast_again_after_removal),
+        T(rmw_ops_return_the_old_value),
+        T(cmpxchg16_on_aligned_ram_swaps_only_on_match),
+        T(cmpxchg16_misaligned_raises_gp),
+        T(cmpxchg_on_readonly_page_faults_as_a_write_even_without_match),
+        T(locked_add_crossing_a_page_updates_both_parts),
+        T(writing_a_code_page_calls_the_handler_once_then_is_fast),
+        T(dirty_log_reports_each_written_page_once_and_sees_writes_after_the_clear),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
