@@ -97,93 +97,41 @@ static void hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t o
         out[3] &= ~(1u << 26);
 }
 
-/* ---- flush requests ----------------------------------------------------------------- */
-
-static void apply_flush(struct vb_vcpu *v, const struct vb_flush_req *r)
-{
-    if (r->all) {
-        (void)vmmu_vcpu_tlb_flush_all(v->vcpu);
-        return;
-    }
-    for (unsigned i = 0; i < r->npages; i++)
-        (void)vmmu_vcpu_invlpg(v->vcpu, r->va[i]);
-}
-
-/* Act on what other vCPUs posted (on @v's own thread: invariant 1). */
-static void serve_requests(struct vb_vcpu *v)
-{
-    uint64_t want = atomic_load_explicit(&v->req_gen, memory_order_acquire);
-    if (want == atomic_load_explicit(&v->done_gen, memory_order_relaxed))
-        return;
-    struct vb_flush_req r;
-    pthread_mutex_lock(&v->req_lock);
-    r = v->req;
-    want = atomic_load(&v->req_gen);
-    v->req.all = false;
-    v->req.npages = 0;
-    pthread_mutex_unlock(&v->req_lock);
-    apply_flush(v, &r);
-    v->flushes_served++;
-    atomic_store_explicit(&v->done_gen, want, memory_order_release);
-}
-
-static void post_request(struct vb_vcpu *t, const struct emu_hypercall *hc, uint64_t *gen)
-{
-    pthread_mutex_lock(&t->req_lock);
-    struct vb_flush_req *r = &t->req;
-    if ((hc->flags & EMU_FLUSH_ALL) || r->npages + hc->count > EMU_FLUSH_PAGES_MAX) {
-        r->all = true;
-        r->npages = 0;
-    } else if (!r->all) {
-        for (uint64_t i = 0; i < hc->count; i++)
-            r->va[r->npages++] = hc->va + i * VMMU_PAGE_SIZE;
-    }
-    *gen = atomic_fetch_add(&t->req_gen, 1) + 1;
-    pthread_mutex_unlock(&t->req_lock);
-}
+/* ---- the PV flush, on vmmu's remote flushes (vmmu/sync.h) ---------------------- */
 
 static int vb_flush(struct emu_machine *m, unsigned caller, uint64_t targets,
                     const struct emu_hypercall *hc)
 {
     struct vb *b = vb_of(m);
     struct vb_vcpu *self = &b->vcpu[caller];
-    uint64_t gen[EMU_VCPUS_MAX] = {0};
-    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
-        if (!(targets & (1ull << i)) || i == caller)
-            continue;
-        if (!atomic_load(&m->vcpu[i].started))
-            continue; /* it starts with an empty TLB */
-        post_request(&b->vcpu[i], hc, &gen[i]);
-        self->flushes_posted++;
-        m->ops->kick(m, i);
-    }
-    if (targets & (1ull << caller)) {
-        struct vb_flush_req r = {.all = (hc->flags & EMU_FLUSH_ALL) != 0};
-        if (!r.all) {
-            r.npages = (unsigned)hc->count;
-            for (unsigned i = 0; i < r.npages; i++)
-                r.va[i] = hc->va + i * VMMU_PAGE_SIZE;
-        }
-        apply_flush(self, &r);
+    /* INVLPG-like, in every PCID: the target's current PCID is not known
+     * here, and dropping more than asked is always correct. */
+    struct vmmu_flush f = {.type = VMMU_FLUSH_ALL};
+    if (!(hc->flags & EMU_FLUSH_ALL))
+        f = (struct vmmu_flush){.type = VMMU_FLUSH_RANGE, .pcid = VMMU_FLUSH_ANY_PCID,
+                                .va = hc->va, .npages = hc->count};
+    int rc;
+    if (targets == (1ull << caller)) {
+        rc = vmmu_flush_local(self->vcpu, &f);
         self->flushes_local++;
-    }
-    if (hc->flags & EMU_FLUSH_ASYNC)
-        return EMU_HC_OK;
-    /* Synchronous: wait until each target acted.  Serve our own requests
-     * meanwhile, so two vCPUs flushing each other cannot wait forever. */
-    bool waited = false;
-    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
-        if (!gen[i])
-            continue;
-        waited = true;
-        while (atomic_load_explicit(&b->vcpu[i].done_gen, memory_order_acquire) < gen[i] &&
-               !emu_machine_stopping(m)) {
-            serve_requests(self);
-            sched_yield();
+    } else {
+        vmmu_cpuset_clear(b->targets[caller]);
+        for (unsigned i = 0; i < m->cfg.nr_vcpus; i++)
+            if ((targets & (1ull << i)) &&
+                (rc = vmmu_cpuset_add(b->targets[caller], vmmu_vcpu_id(b->vcpu[i].vcpu))) < 0)
+                return vb_fail(self, "building a vCPU set", rc), EMU_HC_EINVAL;
+        if (hc->flags & EMU_FLUSH_ASYNC) {
+            rc = vmmu_shootdown_async(b->vm, self->vcpu, b->targets[caller], &f);
+            self->flushes_posted++;
+        } else {
+            rc = vmmu_shootdown_sync(b->vm, self->vcpu, b->targets[caller], &f);
+            self->flush_waits++;
         }
     }
-    if (waited)
-        self->flush_waits++;
+    if (rc < 0) {
+        vb_fail(self, "flush", rc);
+        return EMU_HC_EINVAL;
+    }
     return EMU_HC_OK;
 }
 
@@ -206,17 +154,22 @@ static bool has_work(struct vb_vcpu *v)
     struct emu_machine *m = v->m;
     if (emu_machine_stopping(m))
         return true;
-    if (atomic_load(&v->req_gen) != atomic_load(&v->done_gen))
-        return true;
     return x86emu_interrupts_enabled(&v->cpu) && emu_irq_pending(m, v->index);
 }
 
-/* HLT: sleep until an interrupt can be taken, a request arrives or the machine stops. */
+/* HLT: sleep until an interrupt can be taken or the machine stops.  The
+ * vCPU is offline meanwhile: flush requests are not waited for, and are
+ * acted on when it comes back online. */
 static void halt_wait(struct vb_vcpu *v)
 {
     struct vb *b = vb_of(v->m);
     bool all_halted = false;
     v->halts++;
+    int rc = vmmu_vcpu_offline(v->vcpu);
+    if (rc < 0) {
+        vb_fail(v, "going offline", rc);
+        return;
+    }
     pthread_mutex_lock(&b->halt_lock);
     while (!has_work(v)) {
         if (++b->blocked == b->started) {
@@ -231,6 +184,9 @@ static void halt_wait(struct vb_vcpu *v)
         b->blocked--;
     }
     pthread_mutex_unlock(&b->halt_lock);
+    rc = vmmu_vcpu_online(v->vcpu);
+    if (rc < 0)
+        vb_fail(v, "coming online", rc);
     if (all_halted)
         emu_machine_stop(v->m, EMU_STOP_ALL_HALTED,
                          "every vCPU is halted and none can be woken (last: vcpu %u at rip 0x%llx)",
@@ -268,15 +224,27 @@ static void *vcpu_thread(void *arg)
 {
     struct vb_vcpu *v = arg;
     struct emu_machine *m = v->m;
-    if (vcpu_boot(v) < 0)
+    int rc = vmmu_vcpu_online(v->vcpu);
+    if (rc < 0) {
+        vb_fail(v, "coming online", rc);
         return NULL;
+    }
+    if (vcpu_boot(v) < 0) {
+        vmmu_vcpu_offline(v->vcpu);
+        return NULL;
+    }
     while (!emu_machine_stopping(m)) {
-        serve_requests(v);
+        /* Between blocks of instructions no translation is held: act on
+         * remote flushes and P2M changes, report a quiescent state. */
+        rc = vmmu_vcpu_safepoint(v->vcpu);
+        if (rc < 0) {
+            vb_fail(v, "safe point", rc);
+            break;
+        }
         if (v->cpu.halted) {
             halt_wait(v);
             if (emu_machine_stopping(m))
                 break;
-            serve_requests(v);
         }
         if (x86emu_interrupts_enabled(&v->cpu) && emu_irq_pending(m, v->index)) {
             int vec = emu_irq_take(m, v->index);
@@ -289,7 +257,7 @@ static void *vcpu_thread(void *arg)
         }
         if (v->cpu.halted)
             continue;
-        int rc = x86emu_step(&v->cpu, &v->env, VB_BUDGET);
+        rc = x86emu_step(&v->cpu, &v->env, VB_BUDGET);
         switch (rc) {
         case X86EMU_EXIT_BUDGET:
         case X86EMU_EXIT_HLT:
@@ -311,6 +279,7 @@ static void *vcpu_thread(void *arg)
             emu_machine_stop(m, EMU_STOP_LIMIT, "vcpu %u reached the instruction limit (%llu)",
                              v->index, (unsigned long long)m->cfg.max_insns);
     }
+    vmmu_vcpu_offline(v->vcpu);
     return NULL;
 }
 
@@ -380,8 +349,9 @@ static int vb_create(struct emu_machine *m)
         v->m = m;
         v->index = i;
         pthread_cond_init(&v->wake, NULL);
-        pthread_mutex_init(&v->req_lock, NULL);
-        rc = vmmu_vcpu_create(b->vm, &model, &v->vcpu);
+        rc = vmmu_cpuset_create(&b->targets[i]);
+        if (rc == 0)
+            rc = vmmu_vcpu_create(b->vm, &model, &v->vcpu);
         if (rc < 0) {
             fprintf(stderr, "vmmu run: vmmu_vcpu_create: %s\n", vmmu_strerror(rc));
             return -1;
@@ -410,8 +380,8 @@ static void vb_destroy(struct emu_machine *m)
         struct vb_vcpu *v = &b->vcpu[i];
         if (v->m) {
             vmmu_vcpu_destroy(v->vcpu);
+            vmmu_cpuset_destroy(b->targets[i]);
             pthread_cond_destroy(&v->wake);
-            pthread_mutex_destroy(&v->req_lock);
         }
     }
     vmmu_vm_destroy(b->vm);
@@ -442,7 +412,7 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     struct vb *b = vb_of(m);
     struct vmmu_tlb_stats t = {0};
     struct vb_mem_stats s = {0};
-    uint64_t insns = 0, served = 0, local = 0, posted = 0, waits = 0, halts = 0, retries = 0;
+    uint64_t insns = 0, local = 0, posted = 0, waits = 0, halts = 0, retries = 0;
     for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
         struct vb_vcpu *v = &b->vcpu[i];
         struct vmmu_tlb_stats vt;
@@ -450,10 +420,10 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
             continue;
         if (per_vcpu && atomic_load(&m->vcpu[i].started))
             fprintf(out, "  vcpu %u: %llu instructions, %llu accesses, %.1f%% TLB hits, "
-                    "%llu walks, %llu flushes served\n", i,
+                    "%llu walks, %llu flush-all\n", i,
                     (unsigned long long)v->cpu.icount, (unsigned long long)v->mem.pieces,
                     pct(v->mem.fast_hits + vt.slow_hits + vt.victim_hits, v->mem.pieces),
-                    (unsigned long long)vt.walks, (unsigned long long)v->flushes_served);
+                    (unsigned long long)vt.walks, (unsigned long long)vt.flush_all);
         insns += v->cpu.icount;
         s.reads += v->mem.reads;
         s.writes += v->mem.writes;
@@ -474,7 +444,6 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         t.flush_pcid += vt.flush_pcid;
         t.flush_page += vt.flush_page;
         t.pcid_switches += vt.pcid_switches;
-        served += v->flushes_served;
         local += v->flushes_local;
         posted += v->flushes_posted;
         waits += v->flush_waits;
@@ -504,9 +473,9 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
             (unsigned long long)ms->ipis_sent, (unsigned long long)ms->interrupts,
             (unsigned long long)ms->flush_calls, (unsigned long long)ms->flush_local_hint,
             (unsigned long long)ms->flush_async);
-    fprintf(out, "remote flushes:     %llu posted, %llu served, %llu synchronous waits; "
-            "%llu local\n", (unsigned long long)posted, (unsigned long long)served,
-            (unsigned long long)waits, (unsigned long long)local);
+    fprintf(out, "PV flushes:         %llu synchronous shootdowns, %llu asynchronous, "
+            "%llu local only\n", (unsigned long long)waits, (unsigned long long)posted,
+            (unsigned long long)local);
     fprintf(out, "MMIO/device:        %llu accesses\n", (unsigned long long)s.mmio);
     fprintf(out, "halts:              %llu; retried instructions %llu\n",
             (unsigned long long)halts, (unsigned long long)retries);

@@ -21,13 +21,6 @@ struct vb_mem_stats {
     uint64_t faults;       /* accesses that raised a fault */
 };
 
-/* A pending flush request posted to a vCPU (until vmmu/sync.h takes over). */
-struct vb_flush_req {
-    bool all;
-    unsigned npages;
-    uint64_t va[EMU_FLUSH_PAGES_MAX];
-};
-
 struct vb_vcpu {
     struct emu_machine *m;
     unsigned index;
@@ -40,15 +33,10 @@ struct vb_vcpu {
     pthread_cond_t wake;     /* with vb.halt_lock */
     _Atomic bool kicked;
 
-    pthread_mutex_t req_lock;
-    struct vb_flush_req req;
-    _Atomic uint64_t req_gen, done_gen;
-
     struct vb_mem_stats mem;
-    uint64_t flushes_served;   /* flush requests acted on (remote ones) */
-    uint64_t flushes_local;    /* hypercall flushes of its own TLB */
-    uint64_t flushes_posted;   /* requests it posted to others */
-    uint64_t flush_waits;      /* synchronous flushes it waited for */
+    uint64_t flushes_local;    /* PV flushes of its own TLB only */
+    uint64_t flushes_posted;   /* asynchronous PV flushes it made */
+    uint64_t flush_waits;      /* synchronous PV flushes it made */
     uint64_t halts;
     uint64_t retries;
     char error[128];           /* set with the status VB_ERROR */
@@ -63,6 +51,7 @@ struct vb {
     unsigned started, blocked;
     bool closing;
     struct vb_vcpu vcpu[EMU_VCPUS_MAX];
+    struct vmmu_cpuset *targets[EMU_VCPUS_MAX]; /* per caller: a PV flush's vCPU set */
 };
 
 /* The interpreter's memory callbacks (vmmu_mem.c). */
