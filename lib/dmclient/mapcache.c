@@ -118,7 +118,10 @@ static bool evict_one(struct vmmu_dmc *c)
     return false;
 }
 
-int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr)
+/* Map and pin [gpa, gpa + len), or with @got only its first part that
+ * lies in one bucket mapping (the copy helpers then go on from there). */
+static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr,
+                    size_t *got)
 {
     if (!c || !ptr || !len || gpa + len < gpa)
         return VMMU_EINVAL;
@@ -126,12 +129,16 @@ int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void *
     if ((gpa + len - 1) >> c->bucket_shift != key)
         return VMMU_ERANGE;
     struct dmc_bucket *b = find(c, key);
+    if (got && b && gpa >= b->start && gpa < b->end && gpa + len > b->end)
+        len = (size_t)(b->end - gpa);
     if (b && gpa >= b->start && gpa + len <= b->end && (b->writable || !write)) {
         b->pins++;
         lru_unlink(c, b);
         lru_push(c, b);
         c->st.map_hits++;
         *ptr = b->ptr + (gpa - b->start);
+        if (got)
+            *got = len;
         return 0;
     }
     c->st.map_misses++;
@@ -158,6 +165,8 @@ int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void *
         start = r.gpa;
     if (end > r.gpa + r.size)
         end = r.gpa + r.size;
+    if (got && gpa + len > end)
+        len = (size_t)(end - gpa);
     if (gpa + len > end)
         return VMMU_ERANGE;
     uint64_t off = r.memfd_offset + (start - r.gpa);
@@ -187,7 +196,14 @@ int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void *
     lru_push(c, b);
     c->mapped += end - start;
     *ptr = b->ptr + (gpa - start);
+    if (got)
+        *got = len;
     return 0;
+}
+
+int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr)
+{
+    return map_some(c, gpa, len, write, ptr, NULL);
 }
 
 int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
@@ -254,7 +270,7 @@ void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c)
     memset(c->hash, 0, sizeof(c->hash));
 }
 
-/* Copy helpers: split at bucket edges, map, copy, unmap. */
+/* Copy helpers: split at bucket and region edges, map, copy, unmap. */
 static int copy(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write,
                 void (*fn)(void *guest, size_t off, size_t n, void *arg), void *arg)
 {
@@ -266,7 +282,7 @@ static int copy(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write,
         uint64_t room = (((g >> c->bucket_shift) + 1) << c->bucket_shift) - g;
         size_t n = len - done < room ? len - done : (size_t)room;
         void *p;
-        int err = vmmu_dmc_map(c, g, n, write, &p);
+        int err = map_some(c, g, n, write, &p, &n);
         if (err)
             return err;
         fn(p, done, n, arg);

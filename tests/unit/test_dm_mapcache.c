@@ -1,0 +1,233 @@
+/* The client library's mapcache: guest RAM mapped from the vm's memfd in
+ * buckets, hits and misses, eviction under a size limit, refusals, and
+ * invalidation (pinned mappings are left harmless, never stale).  The vm
+ * and the device model live in this one process, connected by a
+ * socketpair; invalidations are posted asynchronously so one thread can
+ * play both sides. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vmmu/dmclient.h"
+#include "vmmu/vmmu.h"
+
+#define BUCKET 65536ull
+
+struct env {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    struct vmmu_dmc *c;
+    uint32_t rom_id;
+};
+
+static int setup_with_limit(void **state, size_t limit)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    assert_int_equal(vmmu_vm_create(NULL, &e->vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(e->vm, &ram, NULL), 0);
+    struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 0x100000, .size = 0x8000};
+    assert_int_equal(vmmu_region_add(e->vm, &rom, &e->rom_id), 0);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x100000, "firmware", 8, VMMU_GPA_ROM_WRITE, NULL), 0);
+    assert_int_equal(vmmu_dm_create(e->vm, NULL, &e->dm), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &e->srv), 0);
+    struct vmmu_dmc_config cc = {.mapcache_bytes = limit};
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], &cc, &e->c), 0);
+    *state = e;
+    return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with_limit(state, 0);
+}
+
+static int setup_small(void **state)
+{
+    return setup_with_limit(state, 2 * BUCKET);
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    vmmu_dmc_close(e->c);
+    vmmu_dm_destroy(e->dm);
+    vmmu_vm_destroy(e->vm);
+    free(e);
+    return 0;
+}
+
+/* Invalidate [gpa, gpa + size) with the device model in this thread. */
+static void invalidate(struct env *e, uint64_t gpa, uint64_t size)
+{
+    uint64_t ticket;
+    assert_int_equal(vmmu_dm_invalidate_async(e->dm, gpa, size, &ticket), 0);
+    assert_int_equal(vmmu_dmc_process(e->c), 0);
+    assert_int_equal(vmmu_dm_invalidate_wait(e->dm, ticket), 0);
+}
+
+static void mapped_memory_is_the_guests_memory_both_ways(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x1234, "guest", 5, 0, NULL), 0);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x1234, 5, 1, &p), 0);
+    assert_memory_equal(p, "guest", 5);
+    memcpy(p, "model", 5);
+    char back[5];
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x1234, back, 5, 0, NULL), 0);
+    assert_memory_equal(back, "model", 5);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1234), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1234), VMMU_ENOENT); /* not pinned any more */
+}
+
+static void a_second_map_of_the_same_bucket_is_a_hit(void **state)
+{
+    struct env *e = *state;
+    void *p, *q;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x20010, 16, 0, &p), 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x2ff00, 256, 1, &q), 0);
+    assert_ptr_equal((char *)q - (char *)p, 0x2ff00 - 0x20010);
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.map_misses, 1);
+    assert_int_equal(st.map_hits, 1);
+    assert_int_equal(st.mapped_bytes, BUCKET);
+    vmmu_dmc_unmap(e->c, 0x20010);
+    vmmu_dmc_unmap(e->c, 0x2ff00);
+}
+
+static void maps_are_refused_across_buckets_holes_and_read_only_memory(void **state)
+{
+    struct env *e = *state;
+    void *p;
+    assert_int_equal(vmmu_dmc_map(e->c, BUCKET - 8, 16, 0, &p), VMMU_ERANGE);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x200000, 16, 0, &p), VMMU_EHOLE);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x100000, 8, 1, &p), VMMU_EROM);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x100000, 8, 0, &p), 0);
+    assert_memory_equal(p, "firmware", 8);
+    vmmu_dmc_unmap(e->c, 0x100000);
+    /* the ROM is 32 KiB: a bucket is cut at the region's end */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x107ff8, 16, 0, &p), VMMU_ERANGE);
+    assert_int_equal(vmmu_dmc_map(e->c, 0, 0, 0, &p), VMMU_EINVAL);
+    assert_int_equal(vmmu_dmc_map(e->c, ~0ull - 4, 8, 0, &p), VMMU_EINVAL);
+    assert_int_equal(vmmu_dmc_map(NULL, 0, 8, 0, &p), VMMU_EINVAL);
+    char buf[16];
+    assert_int_equal(vmmu_dmc_read(e->c, 0xffff8, buf, 16), 0); /* RAM into ROM */
+    assert_memory_equal(buf + 8, "firmware", 8);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x107ff8, buf, 16), VMMU_EHOLE); /* off the ROM */
+    assert_int_equal(vmmu_dmc_write(e->c, 0x100000, buf, 4), VMMU_EROM);
+}
+
+static void copy_helpers_span_buckets(void **state)
+{
+    struct env *e = *state;
+    enum { LEN = 3 * 65536 + 100 };
+    uint8_t *a = malloc(LEN), *b = malloc(LEN);
+    for (unsigned i = 0; i < LEN; i++)
+        a[i] = (uint8_t)(i ^ (i >> 8));
+    assert_int_equal(vmmu_dmc_write(e->c, 0x8000, a, LEN), 0);
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x8000, b, LEN, 0, NULL), 0);
+    assert_memory_equal(a, b, LEN);
+    assert_int_equal(vmmu_dmc_fill(e->c, 0x9000, 0xcc, 70000), 0);
+    memset(b, 0, LEN);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x9000, b, 70000), 0);
+    for (unsigned i = 0; i < 70000; i++)
+        assert_int_equal(b[i], 0xcc);
+    free(a);
+    free(b);
+}
+
+static void unpinned_buckets_are_evicted_least_recently_used_first(void **state)
+{
+    struct env *e = *state;
+    void *p;
+    for (uint64_t k = 0; k < 3; k++) {
+        assert_int_equal(vmmu_dmc_map(e->c, k * BUCKET, 8, 0, &p), 0);
+        assert_int_equal(vmmu_dmc_unmap(e->c, k * BUCKET), 0);
+    }
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.evictions, 1);
+    assert_int_equal(st.mapped_bytes, 2 * BUCKET);
+    /* bucket 0 went: mapping it again misses; bucket 2 is still there */
+    assert_int_equal(vmmu_dmc_map(e->c, 2 * BUCKET, 8, 0, &p), 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 0, 8, 0, &p), 0);
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.map_hits, 1);
+    assert_int_equal(st.map_misses, 4);
+    /* both resident buckets are pinned now: nothing can be evicted */
+    assert_int_equal(vmmu_dmc_map(e->c, 5 * BUCKET, 8, 0, &p), VMMU_ELIMIT);
+    vmmu_dmc_unmap(e->c, 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 5 * BUCKET, 8, 0, &p), 0);
+    vmmu_dmc_unmap(e->c, 5 * BUCKET);
+    vmmu_dmc_unmap(e->c, 2 * BUCKET);
+}
+
+static void invalidation_drops_mappings_and_the_range(void **state)
+{
+    struct env *e = *state;
+    void *p;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x40000, 8, 1, &p), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x40000), 0);
+    invalidate(e, 0x40000, 0x1000);
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.invalidations, 1);
+    assert_int_equal(st.dropped, 1);
+    assert_int_equal(st.mapped_bytes, 0);
+    /* the invalidated page is gone from the device model's view ... */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x40000, 8, 1, &p), VMMU_EHOLE);
+    /* ... the rest of its bucket is not */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x41000, 8, 1, &p), 0);
+    vmmu_dmc_unmap(e->c, 0x41000);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x3f000, 8, 1, &p), 0);
+    vmmu_dmc_unmap(e->c, 0x3f000);
+}
+
+static void a_pinned_mapping_becomes_harmless_when_invalidated(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x50000, "old", 3, 0, NULL), 0);
+    char *p;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x50000, 8, 1, (void **)&p), 0);
+    invalidate(e, 0x50000, 0x10000);
+    /* The pointer still works but no longer reaches the guest. */
+    memcpy(p, "new", 3);
+    char back[3];
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x50000, back, 3, 0, NULL), 0);
+    assert_memory_equal(back, "old", 3);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x50000), 0);
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.mapped_bytes, 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(mapped_memory_is_the_guests_memory_both_ways, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_second_map_of_the_same_bucket_is_a_hit, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            maps_are_refused_across_buckets_holes_and_read_only_memory, setup, teardown),
+        cmocka_unit_test_setup_teardown(copy_helpers_span_buckets, setup, teardown),
+        cmocka_unit_test_setup_teardown(unpinned_buckets_are_evicted_least_recently_used_first,
+                                        setup_small, teardown),
+        cmocka_unit_test_setup_teardown(invalidation_drops_mappings_and_the_range, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_pinned_mapping_becomes_harmless_when_invalidated, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,367 @@
+/* Device models, hostile peers: the test plays a device model that speaks
+ * the raw protocol of vmmu/dmproto.h and lies (wrong slot, wrong state,
+ * wrong sequence, impossible values, answers to requests never made,
+ * garbage on the socket), and a vm that sends the client library garbage.
+ * Each lie hurts at most the liar's own request; nothing crashes or hangs. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vmmu/dmclient.h"
+#include "vmmu/vmmu.h"
+
+#define DEV_GPA 0x100000ull
+
+struct fake_dm {
+    int sock;
+    int fds[VMMU_DM_MAX_SLOTS + 3];
+    int nfds;
+    struct vmmu_dm_shared *sh;
+    struct vmmu_dm_slot *slots;
+    struct vmmu_dm_ring *ring;
+};
+
+struct env {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    struct fake_dm f;
+};
+
+static void fake_hello(struct fake_dm *f)
+{
+    struct vmmu_dm_msg m;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    assert_int_equal(recvmsg(f->sock, &mh, MSG_CMSG_CLOEXEC), sizeof(m));
+    assert_int_equal(m.type, VMMU_DM_MSG_HELLO);
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    assert_non_null(c);
+    f->nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(f->fds, CMSG_DATA(c), (size_t)f->nfds * sizeof(int));
+    f->sh = mmap(NULL, m.gpa, PROT_READ | PROT_WRITE, MAP_SHARED, f->fds[0], 0);
+    assert_true(f->sh != MAP_FAILED);
+    assert_int_equal(f->sh->magic, VMMU_DM_PROTO_MAGIC);
+    f->slots = (struct vmmu_dm_slot *)((char *)f->sh + f->sh->slots_offset);
+    if (f->sh->ring_entries)
+        f->ring = (struct vmmu_dm_ring *)((char *)f->sh + f->sh->ring_offset);
+}
+
+static int setup(void **state)
+{
+    struct env *e = calloc(1, sizeof(*e));
+    assert_int_equal(vmmu_vm_create(NULL, &e->vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(e->vm, &cfg, &e->dm), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 200, .ring_entries = 4};
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], &rc, &e->srv), 0);
+    e->f.sock = sv[1];
+    fake_hello(&e->f);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA, 4096, VMMU_DM_RANGE_BUFFERED, NULL, NULL),
+                     0);
+    *state = e;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct env *e = *state;
+    vmmu_dm_destroy(e->dm);
+    munmap(e->f.sh, e->f.sh->size);
+    for (int i = 0; i < e->f.nfds; i++)
+        close(e->f.fds[i]);
+    close(e->f.sock);
+    vmmu_vm_destroy(e->vm);
+    free(e);
+    return 0;
+}
+
+static int access1(struct env *e, int vcpu, int write, uint64_t *v)
+{
+    struct vmmu_device_req r = {.gpa = DEV_GPA + 8, .size = 4, .write = write,
+                                .data = write ? *v : 0, .vcpu_id = vcpu};
+    int err = vmmu_p2m_device_access(e->vm, &r);
+    if (!write)
+        *v = r.data;
+    return err;
+}
+
+/* The fake device model answers slot @i as it likes. */
+static void answer(struct env *e, unsigned i, uint32_t resp_seq, uint8_t status, uint64_t data)
+{
+    struct vmmu_dm_slot *s = &e->f.slots[i];
+    s->data = data;
+    s->status = status;
+    s->resp_seq = resp_seq;
+    __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
+}
+
+static uint64_t proto_errors(struct env *e)
+{
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    return st.proto_errors;
+}
+
+static void a_correct_answer_is_taken_and_masked_to_the_access_size(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    struct vmmu_dm_slot *s = &e->f.slots[0];
+    assert_int_equal(s->state, VMMU_DM_SLOT_READY);
+    assert_int_equal(s->addr, DEV_GPA + 8);
+    answer(e, 0, s->seq, VMMU_DM_STATUS_OK, 0xffffffff12345678ull);
+    assert_int_equal(access1(e, 0, 0, &v), 0);
+    assert_int_equal(v, 0x12345678);
+    assert_int_equal(s->state, VMMU_DM_SLOT_FREE);
+}
+
+static void an_answer_with_the_wrong_sequence_fails_with_eproto(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    answer(e, 0, e->f.slots[0].seq + 1, VMMU_DM_STATUS_OK, 1);
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPROTO);
+    assert_int_equal(proto_errors(e), 1);
+    /* The next request works. */
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    answer(e, 0, e->f.slots[0].seq, VMMU_DM_STATUS_OK, 7);
+    assert_int_equal(access1(e, 0, 0, &v), 0);
+    assert_int_equal(v, 7);
+}
+
+static void an_impossible_status_fails_with_eproto(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 1, 0, &v), VMMU_EPENDING);
+    answer(e, 1, e->f.slots[1].seq, 200, 1);
+    assert_int_equal(access1(e, 1, 0, &v), VMMU_EPROTO);
+}
+
+static void an_answer_in_another_vcpus_slot_is_ignored(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    uint32_t seq0 = e->f.slots[0].seq;
+    answer(e, 1, seq0, VMMU_DM_STATUS_OK, 99); /* vCPU 1 asked nothing */
+    answer(e, 2, seq0, VMMU_DM_STATUS_OK, 99); /* the host's slot: asked nothing */
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    /* vCPU 1's own next request overwrites the lie and is unaffected. */
+    assert_int_equal(access1(e, 1, 0, &v), VMMU_EPENDING);
+    assert_int_equal(e->f.slots[1].state, VMMU_DM_SLOT_READY);
+    answer(e, 1, e->f.slots[1].seq, VMMU_DM_STATUS_OK, 5);
+    assert_int_equal(access1(e, 1, 0, &v), 0);
+    assert_int_equal(v, 5);
+    answer(e, 0, seq0, VMMU_DM_STATUS_OK, 6);
+    assert_int_equal(access1(e, 0, 0, &v), 0);
+    assert_int_equal(v, 6);
+}
+
+static void a_slot_the_device_model_frees_times_out(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    __atomic_store_n(&e->f.slots[0].state, VMMU_DM_SLOT_FREE, __ATOMIC_RELEASE);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, -1), 0);
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_ETIMEDOUT);
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EDEAD);
+    /* The host is not the device model's process (a socketpair): nothing
+     * was killed, the server is just dead. */
+    assert_int_equal(vmmu_dm_server_check(e->srv), VMMU_EDEAD);
+}
+
+static void an_impossible_ring_index_sends_writes_through_the_slot(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 1;
+    assert_int_equal(access1(e, 0, 1, &v), 0); /* posted */
+    assert_int_equal(__atomic_load_n(&e->f.ring->prod, __ATOMIC_ACQUIRE), 1);
+    __atomic_store_n(&e->f.ring->cons, 1000, __ATOMIC_RELEASE);
+    assert_int_equal(access1(e, 0, 1, &v), VMMU_EPENDING);
+    assert_true(proto_errors(e) >= 1);
+    assert_int_equal(e->f.slots[0].write, 1);
+    answer(e, 0, e->f.slots[0].seq, VMMU_DM_STATUS_OK, 0);
+    assert_int_equal(access1(e, 0, 1, &v), 0);
+}
+
+static void a_full_ring_sends_writes_through_the_slot(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 1;
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(access1(e, 1, 1, &v), 0);
+    assert_int_equal(access1(e, 1, 1, &v), VMMU_EPENDING);
+    assert_int_equal(proto_errors(e), 0);
+}
+
+static void send_raw(struct env *e, uint32_t type, uint64_t seq, uint64_t gpa)
+{
+    struct vmmu_dm_msg m = {.type = type, .seq = seq, .gpa = gpa};
+    assert_int_equal(send(e->f.sock, &m, sizeof(m), 0), sizeof(m));
+}
+
+static void garbage_and_unasked_acks_are_counted_and_ignored(void **state)
+{
+    struct env *e = *state;
+    /* Queued before the invalidation is even posted: read after it. */
+    send_raw(e, 99, 0, 0);                              /* unknown type */
+    send_raw(e, VMMU_DM_MSG_INVALIDATE_ACK, 5, 0);      /* never asked */
+    send_raw(e, VMMU_DM_MSG_INVALIDATE_ACK, 1, 0x1000); /* malformed */
+    send_raw(e, VMMU_DM_MSG_INVALIDATE_ACK, 1, 0);      /* the real one */
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.proto_errors, 3);
+    assert_int_equal(st.invalidations, 1);
+    assert_int_equal(st.dead, 0);
+    /* The invalidation was on the socket for the device model. */
+    struct vmmu_dm_msg m;
+    assert_int_equal(recv(e->f.sock, &m, sizeof(m), MSG_DONTWAIT), sizeof(m));
+    assert_int_equal(m.type, VMMU_DM_MSG_INVALIDATE);
+    assert_int_equal(m.seq, 1);
+    assert_int_equal(m.size, 4096);
+}
+
+static void a_silent_device_model_is_declared_dead_by_the_invalidation(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EDEAD);
+}
+
+static void hanging_up_kills_requests_in_flight(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    shutdown(e->f.sock, SHUT_RDWR);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, -1), 0);
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EDEAD);
+}
+
+/* ---- the client library against a lying vm ---------------------------------- */
+
+static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 8)];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
+    if (nfds) {
+        memset(&u, 0, sizeof(u));
+        mh.msg_control = u.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
+    }
+    assert_int_equal(sendmsg(sv[0], &mh, 0), sizeof(*m));
+    struct vmmu_dmc *c = NULL;
+    int err = vmmu_dmc_connect_fd(sv[1], NULL, &c);
+    if (!err)
+        vmmu_dmc_close(c);
+    close(sv[0]);
+    return err;
+}
+
+static void client_refuses_a_malformed_hello(void **state)
+{
+    (void)state;
+    int shm = memfd_create("t", MFD_CLOEXEC);
+    assert_true(shm >= 0);
+    assert_int_equal(ftruncate(shm, 4096), 0);
+    int fds[4] = {shm, shm, shm, shm};
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096};
+    /* wrong type */
+    m.type = VMMU_DM_MSG_INVALIDATE;
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    m.type = VMMU_DM_MSG_HELLO;
+    /* descriptor count does not match the slot count */
+    assert_int_equal(client_on(&m, fds, 3), VMMU_EPROTO);
+    /* impossible slot counts and sizes */
+    m.seq = 0;
+    assert_int_equal(client_on(&m, fds, 2), VMMU_EPROTO);
+    m.seq = 100000;
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    m.seq = 2;
+    m.gpa = 1ull << 40;
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    /* the shared page is all zeros: no magic */
+    m.gpa = 4096;
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    /* a header whose offsets point outside the page */
+    struct vmmu_dm_shared *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    assert_true(h != MAP_FAILED);
+    *h = (struct vmmu_dm_shared){.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
+                                 .nslots = 2, .slots_offset = 4032, .regions_offset = 128,
+                                 .size = 4096};
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    h->slots_offset = 128;
+    h->regions_offset = 4090;
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    h->regions_offset = 256;
+    h->ring_entries = 3; /* not a power of two */
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    h->ring_entries = 0;
+    assert_int_equal(client_on(&m, fds, 4), 0); /* and now it is acceptable */
+    munmap(h, 4096);
+    close(shm);
+    /* a vm that hangs up at once */
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[0]);
+    struct vmmu_dmc *c;
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], NULL, &c), VMMU_EDEAD);
+    assert_int_equal(vmmu_dmc_connect_fd(-1, NULL, &c), VMMU_EINVAL);
+    assert_int_equal(vmmu_dmc_connect_path("/nonexistent/socket", NULL, &c), VMMU_ESYS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
+        T(a_correct_answer_is_taken_and_masked_to_the_access_size),
+        T(an_answer_with_the_wrong_sequence_fails_with_eproto),
+        T(an_impossible_status_fails_with_eproto),
+        T(an_answer_in_another_vcpus_slot_is_ignored),
+        T(a_slot_the_device_model_frees_times_out),
+        T(an_impossible_ring_index_sends_writes_through_the_slot),
+        T(a_full_ring_sends_writes_through_the_slot),
+        T(garbage_and_unasked_acks_are_counted_and_ignored),
+        T(a_silent_device_model_is_declared_dead_by_the_invalidation),
+        T(hanging_up_kills_requests_in_flight),
+        cmocka_unit_test(client_refuses_a_malformed_hello),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
