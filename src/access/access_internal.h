@@ -58,6 +58,7 @@ struct latch {
     uint32_t nbytes;
     unsigned cursor;    /* next event a replay consumes */
     unsigned frozen_events; /* events recorded by earlier passes */
+    unsigned served_this_pass; /* entry reads served from earlier passes */
     struct latch_entry entries[VMMU_LATCH_ENTRIES];
     struct latch_xlate xlates[VMMU_LATCH_XLATES];
     struct latch_event events[VMMU_LATCH_EVENTS];

@@ -37,6 +37,7 @@ void vmmu__latch_reset(struct latch *l)
     l->cursor = 0;
     l->frozen_events = 0;
     l->pass = 0;
+    l->served_this_pass = 0;
 }
 
 /* ---- The entry-read hook -------------------------------------------------- */
@@ -92,6 +93,7 @@ static int hook_lookup(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned siz
         out->region_id = id;
     }
     l->stats.entries_replayed++;
+    l->served_this_pass++;
     return 1;
 }
 
@@ -268,6 +270,15 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
         return VMMU_EINVAL;
     l->in_insn = false;
     a->epoch++; /* prepared accesses and probe pointers end here */
+    if (l->served_this_pass) {
+        /* Walks of this pass used entries the guest may have rewritten
+         * (and invalidated) since the first pass: what they filled may
+         * serve this instruction only, not the next one. */
+        for (unsigned i = 0; i < l->nxlates; i++)
+            if (l->xlates[i].pass == l->pass)
+                vmmu__access_flush_va_page(v, l->xlates[i].va_page);
+        l->served_this_pass = 0;
+    }
     if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
         vmmu__latch_reset(l);
     vmmu__latch_hook_update(a);

@@ -1,0 +1,255 @@
+/* SPDX-License-Identifier: MIT */
+/* The replay latch and the retry flow on one thread: a device model that
+ * answers "later", memory and page tables changed between the passes, and
+ * the second pass seeing what the first one saw. */
+#include "test_access_env.h"
+
+#define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
+static const uint64_t VA = 0x0000400000100000ull;
+static const uint64_t VDEV = 0x0000400000200000ull;
+
+/* A device that pends once per access, then answers; counts calls. */
+struct dev {
+    unsigned calls, writes;
+    bool pend_next;
+    uint64_t value;
+    uint64_t last_write;
+};
+
+static int dev_handler(void *opaque, struct vmmu_device_req *req)
+{
+    struct dev *d = opaque;
+    d->calls++;
+    if (d->pend_next) {
+        d->pend_next = false;
+        return VMMU_EPENDING;
+    }
+    if (req->write) {
+        d->writes++;
+        d->last_write = req->data;
+    } else {
+        req->data = d->value;
+    }
+    return 0;
+}
+
+struct fx {
+    struct acc_env e;
+    struct dev dev;
+};
+
+static int setup(void **state)
+{
+    struct fx *f = calloc(1, sizeof(*f));
+    if (!f)
+        return -1;
+    acc_env_init(&f->e);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = DEV_GPA, .size = 4096};
+    assert_int_equal(vmmu_region_add(f->e.t.env.vm, &d, NULL), 0);
+    assert_int_equal(vmmu_p2m_set_device_handler(f->e.t.env.vm, dev_handler, &f->dev), 0);
+    amap(&f->e, VA, DATA(0), PTE_RW);
+    amap(&f->e, VDEV, DEV_GPA, PTE_RW);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fx *f = *state;
+    acc_env_fini(&f->e);
+    free(f);
+    return 0;
+}
+
+static struct vmmu_vcpu *V(struct fx *f)
+{
+    return f->e.t.vcpu;
+}
+
+static void device_read_that_pends_returns_pending_and_the_retry_completes(void **state)
+{
+    struct fx *f = *state;
+    f->dev.pend_next = true;
+    f->dev.value = 0x1234;
+    uint64_t v = 0;
+    struct vmmu_x86_fault flt;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 4, 0, &v, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 4, 0, &v, &flt), 0);
+    assert_int_equal(v & 0xffffffff, 0x1234);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, 2);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, 0);
+}
+
+static void replay_returns_what_the_first_pass_read_after_memory_changed(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t a = 0, b = 0;
+    put64(&f->e.t.env, DATA(0) + 8, 111);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA + 8, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 111);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    put64(&f->e.t.env, DATA(0) + 8, 222); /* another agent writes the operand */
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA + 8, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 111);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    /* The next instruction sees memory as it is. */
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA + 8, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 222);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+}
+
+static void replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t a = 0, b = 0;
+    put64(&f->e.t.env, DATA(0), 1);
+    put64(&f->e.t.env, DATA(7), 7);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    amap(&f->e, VA, DATA(7), PTE_RW); /* the guest remaps the page */
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 1);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.xlates_replayed >= 1);
+    assert_true(st.events_replayed >= 1);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+}
+
+static void replayed_walk_serves_recorded_entries_for_a_new_access(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t a = 0, b = 0;
+    /* Pass 1 walks VA (recording the upper entries), then pends. */
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.entries >= 4); /* PML4E, PDPTE, PDE, PTE of VA at least */
+    uint64_t before = st.entries_replayed;
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0); /* so that the write walks */
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    /* A write to VA was not made by pass 1: its walk reads recorded entries. */
+    assert_int_equal(vmmu_access_store(V(f), VA + 64, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.entries_replayed > before);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+}
+
+static void device_write_completed_in_the_first_pass_is_not_repeated(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t w = 0x55, b = 0;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV + 8, 8, 0, &w, &flt), 0);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    assert_int_equal(f->dev.writes, 1);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV + 8, 8, 0, &w, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(f->dev.writes, 1);
+}
+
+static void latch_overflow_returns_eoverflow(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint8_t buf[4096];
+    int rc = 0;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    for (unsigned i = 0; i < 8 && rc == 0; i++)
+        rc = vmmu_access_read(V(f), VA, buf, sizeof(buf), 0, &flt);
+    assert_int_equal(rc, VMMU_EOVERFLOW);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.overflows >= 1);
+    assert_true(st.bytes <= VMMU_LATCH_BYTES);
+    assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+}
+
+static void disabled_latch_reads_live_memory(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t a = 0, b = 0;
+    put64(&f->e.t.env, DATA(0) + 16, 5);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA + 16, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    put64(&f->e.t.env, DATA(0) + 16, 6);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    unsigned token = vmmu_latch_disable(V(f));
+    assert_int_equal(vmmu_access_load(V(f), VA + 16, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 6);
+    vmmu_latch_restore(V(f), token);
+    assert_int_equal(vmmu_access_load(V(f), VA + 16, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 5);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+}
+
+static void begin_twice_and_discard_outside_are_handled(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), VMMU_EINVAL);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    assert_int_equal(vmmu_latch_discard(V(f)), 0);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, 0);
+    assert_int_equal(vmmu_latch_stats(NULL, &st), VMMU_EINVAL);
+}
+
+int main(void)
+{
+#define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
+    const struct CMUnitTest tests[] = {
+        T(device_read_that_pends_returns_pending_and_the_retry_completes),
+        T(replay_returns_what_the_first_pass_read_after_memory_changed),
+        T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
+        T(replayed_walk_serves_recorded_entries_for_a_new_access),
+        T(device_write_completed_in_the_first_pass_is_not_repeated),
+        T(latch_overflow_returns_eoverflow),
+        T(disabled_latch_reads_live_memory),
+        T(begin_twice_and_discard_outside_are_handled),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
