@@ -226,15 +226,21 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
         return VMMU_EDEAD;
 
     if (!srv->remote) {
+        /* The slot is in service before the callback runs: a callback that
+         * hands the request to another thread may see it completed before
+         * it even returns VMMU_EPENDING. */
+        struct vmmu_dm_slot *s = &srv->slots[idx];
+        if (!host) {
+            __atomic_store_n(&s->seq, v->next_seq + 1, __ATOMIC_RELAXED);
+            __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
+        }
         int r = srv->ops.access(srv->opaque, req);
         if (r == VMMU_EPENDING && !host) {
-            record(v, srv, req);
-            struct vmmu_dm_slot *s = &srv->slots[idx];
-            s->seq = v->seq;
-            __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
-            atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
-            return VMMU_EPENDING;
+            record(v, srv, req); /* takes next_seq + 1, as the slot says */
+            return finish(srv, idx, v, req, host);
         }
+        if (!host)
+            __atomic_store_n(&s->state, VMMU_DM_SLOT_FREE, __ATOMIC_RELEASE);
         atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
         return r == 0 ? 0 : VMMU_EDEVICE;
     }

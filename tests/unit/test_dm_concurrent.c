@@ -1,0 +1,311 @@
+/* Device models under concurrency: vCPU threads hammering an in-process
+ * server that answers from another thread and an out-of-process one
+ * (vmmu-dmdev), asynchronous invalidations racing the vCPUs' safe points,
+ * and a DMA racing the removal of its target RAM. */
+#include <pthread.h>
+#include <setjmp.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "vmmu/vmmu.h"
+
+extern char **environ;
+
+#define NVCPU 3
+#define DEV_GPA 0x40000000ull
+#define INPROC_GPA 0x50000000ull
+#define DMDEV_ID 0x31616d64756d6d76ull
+enum { R_SRC = 0x00, R_DST = 0x08, R_LEN = 0x10, R_CMD = 0x18, R_FILL = 0x20, R_STATUS = 0x28,
+       R_ERROR = 0x30, R_ID = 0x40, R_BELL = 0x48 };
+
+static pid_t spawn_dmdev(int *vm_end, const char *delay_us)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    char base[32];
+    snprintf(base, sizeof(base), "%llu", DEV_GPA);
+    char *argv[] = {VMMU_DMDEV_PATH, "--fd", "3", "--mmio-base", base, "--chunk-delay-us",
+                    (char *)delay_us, NULL};
+    pid_t pid;
+    assert_int_equal(posix_spawn(&pid, VMMU_DMDEV_PATH, &fa, NULL, argv, environ), 0);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    *vm_end = sv[0];
+    return pid;
+}
+
+/* ---- an in-process server that answers from its own thread -------------------- */
+
+struct queue {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int vcpu[64];
+    uint64_t addr[64];
+    unsigned head, tail;
+    int stop;
+};
+
+struct world {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *remote, *inproc;
+    struct queue q;
+    pid_t pid;
+    _Atomic int invals_done;
+    _Atomic int stop_inval;
+};
+
+static int inproc_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct queue *q = opaque;
+    if (req->write)
+        return 0;
+    pthread_mutex_lock(&q->lock);
+    q->vcpu[q->tail % 64] = req->vcpu_id;
+    q->addr[q->tail % 64] = req->addr;
+    q->tail++;
+    pthread_cond_signal(&q->cond);
+    pthread_mutex_unlock(&q->lock);
+    return VMMU_EPENDING;
+}
+
+static void *completer(void *arg)
+{
+    struct world *w = arg;
+    struct queue *q = &w->q;
+    pthread_mutex_lock(&q->lock);
+    for (;;) {
+        while (q->head == q->tail && !q->stop)
+            pthread_cond_wait(&q->cond, &q->lock);
+        if (q->head == q->tail)
+            break;
+        int vcpu = q->vcpu[q->head % 64];
+        uint64_t addr = q->addr[q->head % 64];
+        q->head++;
+        pthread_mutex_unlock(&q->lock);
+        assert_int_equal(vmmu_dm_complete(w->inproc, vcpu, addr * 3 + (uint64_t)vcpu, 0), 0);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    return NULL;
+}
+
+static int access_loop(struct world *w, int vcpu, uint64_t gpa, int write, uint64_t *v)
+{
+    struct vmmu_device_req r = {.gpa = gpa, .size = 8, .write = write, .data = *v,
+                                .vcpu_id = vcpu};
+    int err;
+    while ((err = vmmu_p2m_device_access(w->vm, &r)) == VMMU_EPENDING)
+        assert_int_equal(vmmu_dm_vcpu_wait(w->dm, vcpu, -1), 0);
+    *v = r.data;
+    return err;
+}
+
+struct vcpu_arg {
+    struct world *w;
+    int id;
+    int rounds;
+};
+
+static void *vcpu_thread(void *arg)
+{
+    struct vcpu_arg *a = arg;
+    struct world *w = a->w;
+    const uint32_t *flags = vmmu_dm_vcpu_flags(w->dm, a->id);
+    for (int i = 0; i < a->rounds; i++) {
+        assert_int_equal(vmmu_dm_vcpu_safe_point(w->dm, a->id, flags), 0);
+        uint64_t v = 0;
+        uint64_t gpa = INPROC_GPA + (uint64_t)((i * 8) % 4096);
+        assert_int_equal(access_loop(w, a->id, gpa, 0, &v), 0);
+        assert_int_equal(v, gpa * 3 + (uint64_t)a->id);
+        v = 0;
+        assert_int_equal(access_loop(w, a->id, DEV_GPA + R_ID, 0, &v), 0);
+        assert_int_equal(v, DMDEV_ID);
+        v = 1;
+        assert_int_equal(access_loop(w, a->id, DEV_GPA + 4096 + R_BELL, 1, &v), 0);
+    }
+    return NULL;
+}
+
+static void *invalidator(void *arg)
+{
+    struct world *w = arg;
+    while (!atomic_load(&w->stop_inval)) {
+        uint64_t ticket;
+        assert_int_equal(vmmu_dm_invalidate_async(w->dm, 0x1000, 0x1000, &ticket), 0);
+        assert_int_equal(vmmu_dm_invalidate_wait(w->dm, ticket), 0);
+        atomic_fetch_add(&w->invals_done, 1);
+    }
+    return NULL;
+}
+
+static void world_init(struct world *w, const char *delay_us)
+{
+    memset(w, 0, sizeof(*w));
+    assert_int_equal(vmmu_vm_create(NULL, &w->vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 16 << 20};
+    assert_int_equal(vmmu_region_add(w->vm, &ram, NULL), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = NVCPU};
+    assert_int_equal(vmmu_dm_create(w->vm, &cfg, &w->dm), 0);
+    int sock;
+    w->pid = spawn_dmdev(&sock, delay_us);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 20000, .wait_us = 200, .ring_entries = 8,
+                                       .pid = w->pid};
+    assert_int_equal(vmmu_dm_server_create_remote(w->dm, sock, &rc, &w->remote), 0);
+    assert_int_equal(vmmu_dm_map_mmio(w->remote, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    assert_int_equal(vmmu_dm_map_mmio(w->remote, DEV_GPA + 4096, 4096, VMMU_DM_RANGE_BUFFERED,
+                                      NULL, NULL), 0);
+    pthread_mutex_init(&w->q.lock, NULL);
+    pthread_cond_init(&w->q.cond, NULL);
+    static const struct vmmu_dm_ops ops = {.access = inproc_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(w->dm, &ops, &w->q, &w->inproc), 0);
+    assert_int_equal(vmmu_dm_map_mmio(w->inproc, INPROC_GPA, 4096, 0, NULL, NULL), 0);
+}
+
+static void world_fini(struct world *w)
+{
+    vmmu_dm_destroy(w->dm);
+    int status;
+    assert_int_equal(waitpid(w->pid, &status, 0), w->pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    vmmu_vm_destroy(w->vm);
+    pthread_mutex_destroy(&w->q.lock);
+    pthread_cond_destroy(&w->q.cond);
+}
+
+static void vcpus_share_both_servers_while_invalidations_race_their_safe_points(void **state)
+{
+    (void)state;
+    struct world w;
+    world_init(&w, "0");
+    pthread_t comp, inval, t[NVCPU];
+    struct vcpu_arg args[NVCPU];
+    assert_int_equal(pthread_create(&comp, NULL, completer, &w), 0);
+    assert_int_equal(pthread_create(&inval, NULL, invalidator, &w), 0);
+    enum { ROUNDS = 300 };
+    for (int i = 0; i < NVCPU; i++) {
+        args[i] = (struct vcpu_arg){.w = &w, .id = i, .rounds = ROUNDS};
+        assert_int_equal(pthread_create(&t[i], NULL, vcpu_thread, &args[i]), 0);
+    }
+    for (int i = 0; i < NVCPU; i++)
+        pthread_join(t[i], NULL);
+    atomic_store(&w.stop_inval, 1);
+    pthread_join(inval, NULL);
+    pthread_mutex_lock(&w.q.lock);
+    w.q.stop = 1;
+    pthread_cond_signal(&w.q.cond);
+    pthread_mutex_unlock(&w.q.lock);
+    pthread_join(comp, NULL);
+
+    /* Every posted doorbell write arrived, none twice. */
+    uint64_t bell = 0;
+    assert_int_equal(access_loop(&w, 0, DEV_GPA + R_BELL, 0, &bell), 0);
+    assert_int_equal(bell, NVCPU * ROUNDS);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(w.remote, &st), 0);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.proto_errors, 0);
+    assert_int_equal(st.invalidations, (uint64_t)atomic_load(&w.invals_done));
+    assert_true(atomic_load(&w.invals_done) > 0);
+    world_fini(&w);
+}
+
+/* ---- a DMA racing the removal of its target -------------------------------------- */
+
+struct dma_arg {
+    struct world *w;
+    uint64_t dst, len;
+    uint64_t status, error;
+};
+
+static void *dma_thread(void *arg)
+{
+    struct dma_arg *a = arg;
+    uint64_t v;
+    v = a->dst;
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_DST, 1, &v), 0);
+    v = a->len;
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_LEN, 1, &v), 0);
+    v = 0x99;
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_FILL, 1, &v), 0);
+    v = 2;
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_CMD, 1, &v), 0);
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_STATUS, 0, &a->status), 0);
+    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_ERROR, 0, &a->error), 0);
+    return NULL;
+}
+
+static void dma_racing_region_removal_finishes_first_or_fails_and_never_writes_new_ram(void **s)
+{
+    (void)s;
+    struct world w;
+    world_init(&w, "200"); /* 200 us between 4 KiB pieces: the removal lands mid-transfer */
+    const uint64_t gpa = 0x2000000, size = 1 << 20;
+    int completed = 0, failed = 0;
+    for (int round = 0; round < 6; round++) {
+        struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = gpa, .size = size};
+        uint32_t id;
+        assert_int_equal(vmmu_region_add(w.vm, &ram, &id), 0);
+        /* a device access refreshes the device model's region table */
+        uint64_t v = 0;
+        assert_int_equal(access_loop(&w, 1, DEV_GPA + R_ID, 0, &v), 0);
+        struct dma_arg a = {.w = &w, .dst = gpa, .len = size};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
+        /* Wait until the transfer runs (its first piece landed), so the
+         * vCPU's command access is past; then remove mid-transfer. */
+        uint8_t first = 0;
+        for (int i = 0; i < 20000 && first != 0x99; i++) {
+            usleep(500);
+            assert_int_equal(vmmu_gpa_read(w.vm, gpa, &first, 1, 0, NULL), 0);
+        }
+        assert_int_equal(first, 0x99);
+        usleep((useconds_t)(round * 2000));
+        assert_int_equal(vmmu_region_remove(w.vm, id), 0);
+        /* New RAM at the same place; no device access happens until the
+         * DMA has finished, so the device model cannot learn of it. */
+        assert_int_equal(vmmu_region_add(w.vm, &ram, &id), 0);
+        pthread_join(t, NULL);
+        if (a.status == 1) {
+            completed++;
+        } else {
+            assert_int_equal(a.status, 2);
+            assert_int_equal((int64_t)a.error, VMMU_EHOLE);
+            failed++;
+        }
+        uint8_t *buf = malloc(size);
+        assert_int_equal(vmmu_gpa_read(w.vm, gpa, buf, size, 0, NULL), 0);
+        for (uint64_t i = 0; i < size; i++)
+            if (buf[i])
+                fail_msg("new RAM written by the device model at +0x%llx", (unsigned long long)i);
+        free(buf);
+        assert_int_equal(vmmu_region_remove(w.vm, id), 0);
+    }
+    assert_int_equal(completed + failed, 6);
+    print_message("dma vs removal: %d completed first, %d failed cleanly\n", completed, failed);
+    world_fini(&w);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(vcpus_share_both_servers_while_invalidations_race_their_safe_points),
+        cmocka_unit_test(dma_racing_region_removal_finishes_first_or_fails_and_never_writes_new_ram),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
