@@ -1,0 +1,217 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Instruction memory access benchmarks (4-level paging, 4 KiB pages, RAM).
+ *
+ *   access/prepare_ns        vmmu_access_prepare() of 64 bytes in a warm page
+ *   access/move_gbps         4 KiB moves: prepare source and destination, then
+ *                            vmmu_prepared_move()
+ *   access/raw_memmove_gbps  baseline, same run: memmove() of the same 4 KiB
+ *   access/latch_record_ns   one 8-byte load recorded by the replay latch (an
+ *                            instruction of 4 loads, begin and end included, / 4)
+ *   access/latch_replay_ns   the same load served from the latch on re-execution
+ *
+ *   bench_access --callgrind-kernel KIND N   (KIND: probe, raw) sets up, warms,
+ *                                           then makes N probes (or N plain host
+ *                                           loads), for bench/access_instructions.sh
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench_util.h"
+#include "vmmu/vmmu.h"
+#include "vmmu/access.h"
+
+#define MiB (1ull << 20)
+#define TABLES (1 * MiB)
+#define DATA (16 * MiB)
+#define NPAGES 256u
+static const uint64_t VA_BASE = 0x0000100000000000ull;
+
+struct bench {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *vcpu;
+    uint8_t *ram;
+    uint64_t next;
+};
+
+static uint64_t table_page(struct bench *b)
+{
+    uint64_t gpa = b->next;
+    b->next += 4096;
+    memset(b->ram + gpa, 0, 4096);
+    return gpa;
+}
+
+static void map(struct bench *b, uint64_t root, uint64_t va, uint64_t gpa)
+{
+    uint64_t table = root;
+    for (unsigned level = 4; level > 1; level--) {
+        uint64_t *e = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> (12 + 9 * (level - 1))) & 511));
+        if (!(*e & 1))
+            *e = table_page(b) | 7 | 0x20;
+        table = *e & 0x000ffffffffff000ull;
+    }
+    uint64_t *pte = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> 12) & 511));
+    *pte = gpa | 7 | 0x60;
+}
+
+static void setup(struct bench *b)
+{
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 64 * MiB};
+    uint32_t id;
+    struct vmmu_region_info info;
+    if (vmmu_vm_create(NULL, &b->vm) || vmmu_region_add(b->vm, &d, &id) ||
+        vmmu_region_info(b->vm, id, &info) || vmmu_vcpu_create(b->vm, NULL, &b->vcpu)) {
+        fprintf(stderr, "bench_access: setup failed\n");
+        exit(1);
+    }
+    b->ram = info.host;
+    b->next = TABLES;
+    uint64_t root = table_page(b);
+    for (unsigned i = 0; i < NPAGES; i++)
+        map(b, root, VA_BASE + (uint64_t)i * 4096, DATA + (uint64_t)i * 4096);
+    struct vmmu_x86_regs r = {0};
+    r.cr0 = 0x80000001ull;
+    r.cr4 = 0x20;
+    r.efer = 0x500;
+    r.cr3 = root;
+    r.rflags = 2;
+    if (vmmu_vcpu_set_state(b->vcpu, &r)) {
+        fprintf(stderr, "bench_access: set_state failed\n");
+        exit(1);
+    }
+    /* Warm every page for reads and writes. */
+    for (unsigned i = 0; i < NPAGES; i++) {
+        uint64_t v = 0;
+        struct vmmu_x86_fault f;
+        (void)vmmu_access_store(b->vcpu, VA_BASE + (uint64_t)i * 4096, 8, 0, &v, &f);
+    }
+}
+
+static uint64_t va_of(unsigned i)
+{
+    return VA_BASE + (uint64_t)(i % NPAGES) * 4096 + (uint64_t)((i * 72) % 4032);
+}
+
+static double time_prepare(struct bench *b, unsigned n)
+{
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++) {
+        (void)vmmu_access_prepare(b->vcpu, va_of(i), 64, 0, &p, &f);
+        bench_keep((uint64_t)(uintptr_t)p.page[0].host);
+    }
+    return (bench_now_ns() - t0) / n;
+}
+
+static double time_move(struct bench *b, unsigned n)
+{
+    struct vmmu_prepared s, d;
+    struct vmmu_x86_fault f;
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++) {
+        uint64_t src = VA_BASE + (uint64_t)(i % 64) * 4096;
+        uint64_t dst = VA_BASE + (uint64_t)(128 + i % 64) * 4096;
+        (void)vmmu_access_prepare(b->vcpu, src, 4096, 0, &s, &f);
+        (void)vmmu_access_prepare(b->vcpu, dst, 4096, VMMU_X86_ACC_WRITE, &d, &f);
+        (void)vmmu_prepared_move(&d, &s, 8, false);
+    }
+    return 4096.0 * n / (bench_now_ns() - t0);
+}
+
+static double time_raw_move(struct bench *b, unsigned n)
+{
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++) {
+        uint8_t *src = b->ram + DATA + (uint64_t)(i % 64) * 4096;
+        uint8_t *dst = b->ram + DATA + (uint64_t)(128 + i % 64) * 4096;
+        memmove(dst, src, 4096);
+        bench_keep((uint64_t)(uintptr_t)dst);
+    }
+    return 4096.0 * n / (bench_now_ns() - t0);
+}
+
+/* One "instruction" of four 8-byte loads inside the latch. */
+static void insn4(struct bench *b, unsigned i, int end_status)
+{
+    struct vmmu_x86_fault f;
+    uint64_t v, sum = 0;
+    (void)vmmu_insn_begin(b->vcpu);
+    for (unsigned k = 0; k < 4; k++) {
+        (void)vmmu_access_load(b->vcpu, va_of(i * 4 + k) & ~7ull, 8, 0, &v, &f);
+        sum += v;
+    }
+    (void)vmmu_insn_end(b->vcpu, end_status);
+    bench_keep(sum);
+}
+
+static double time_latch_record(struct bench *b, unsigned n)
+{
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++)
+        insn4(b, i, 0);
+    return (bench_now_ns() - t0) / (4.0 * n);
+}
+
+static double time_latch_replay(struct bench *b, unsigned n)
+{
+    insn4(b, 0, VMMU_EPENDING); /* the first pass */
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++)
+        insn4(b, 0, VMMU_EPENDING); /* re-executions of the same instruction */
+    double ns = (bench_now_ns() - t0) / (4.0 * n);
+    (void)vmmu_latch_discard(b->vcpu);
+    return ns;
+}
+
+static int kernel(struct bench *b, const char *kind, unsigned n)
+{
+    struct vmmu_probe p;
+    uint64_t sum = 0;
+    if (!strcmp(kind, "probe")) {
+        for (unsigned i = 0; i < n; i++) {
+            (void)vmmu_access_probe(b->vcpu, VA_BASE + (uint64_t)(i & 63) * 4096 + 8, 8, 0, &p);
+            sum += *(const uint64_t *)p.host;
+        }
+    } else if (!strcmp(kind, "raw")) {
+        for (unsigned i = 0; i < n; i++) {
+            const uint64_t *h = (const uint64_t *)(void *)(b->ram + DATA + (uint64_t)(i & 63) * 4096 + 8);
+            bench_keep((uint64_t)(uintptr_t)h);
+            sum += *h;
+        }
+    } else {
+        fprintf(stderr, "bench_access: unknown kernel %s\n", kind);
+        return 1;
+    }
+    bench_keep(sum);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench b;
+    memset(&b, 0, sizeof(b));
+    setup(&b);
+    if (argc == 4 && !strcmp(argv[1], "--callgrind-kernel"))
+        return kernel(&b, argv[2], (unsigned)strtoul(argv[3], NULL, 10));
+
+    double prep[BENCH_RUNS], mv[BENCH_RUNS], raw[BENCH_RUNS], rec[BENCH_RUNS], rep[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        prep[r] = time_prepare(&b, 200000);
+        mv[r] = time_move(&b, 20000);
+        raw[r] = time_raw_move(&b, 20000);
+        rec[r] = time_latch_record(&b, 50000);
+        rep[r] = time_latch_replay(&b, 50000);
+    }
+    bench_figure("access/prepare_ns", bench_median(prep, BENCH_RUNS), "ns");
+    bench_figure("access/move_gbps", bench_median(mv, BENCH_RUNS), "GB/s");
+    bench_figure("access/raw_memmove_gbps", bench_median(raw, BENCH_RUNS), "GB/s");
+    bench_figure("access/latch_record_ns", bench_median(rec, BENCH_RUNS), "ns");
+    bench_figure("access/latch_replay_ns", bench_median(rep, BENCH_RUNS), "ns");
+    vmmu_vcpu_destroy(b.vcpu);
+    vmmu_vm_destroy(b.vm);
+    return 0;
+}
