@@ -19,8 +19,12 @@
 #include "core/vm_internal.h"
 #include "p2m/p2m_internal.h"
 #include "tlb/tlb_internal.h"
+#include "x86/x86_internal.h"
 
 #include "vmmu/error.h"
+
+/* Address bits of an IA-32e entry (those above MAXPHYADDR are reserved). */
+#define ADDR_MASK_64 0x000ffffffffff000ull
 
 static bool entry_valid(const struct vmmu_tlb_entry *e)
 {
@@ -46,6 +50,7 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
         entry_clear(&c->vhot[i]);
     c->vused = 0;
     c->vnext = 0;
+    c->vtags = 0;
 }
 
 static int ctx_alloc(struct tlb_ctx *c, unsigned n)
@@ -156,9 +161,22 @@ static void ctx_drop(struct tlb_ctx *c, unsigned idx)
     c->used--;
 }
 
+/* The victim tag of @page: 1..128 from a hash of the page number (the
+ * victims that matter, pages conflicting at one index, share low bits). */
+static uint64_t victim_tag(uint64_t page)
+{
+    return (((page >> VMMU_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 57) + 1;
+}
+
+static void victim_set_tag(struct tlb_ctx *c, unsigned i, uint64_t tag)
+{
+    c->vtags = (c->vtags & ~(0xffull << (8 * i))) | (tag << (8 * i));
+}
+
 static void victim_drop(struct tlb_ctx *c, unsigned i)
 {
     entry_clear(&c->vhot[i]);
+    victim_set_tag(c, i, 0);
     c->vused--;
 }
 
@@ -357,18 +375,24 @@ static void note_bounds(struct tlb_ctx *c, const struct tlb_cold *cd)
         c->skeys |= (uint16_t)(1u << cd->pkey);
 }
 
+/* Push the valid occupant of @idx into the victim array (round robin). */
+static inline void victim_push(struct tlb_ctx *c, unsigned idx)
+{
+    unsigned vi = c->vnext++ % VMMU_TLB_VICTIMS;
+    if (!((c->vtags >> (8 * vi)) & 0xff))
+        c->vused++;
+    c->vhot[vi] = c->hot[idx];
+    c->vcold[vi] = c->cold[idx];
+    victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
+}
+
 /* Put (@e, @cd) at @idx, pushing a valid occupant into the victim array. */
 static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
                        const struct vmmu_tlb_entry *e, const struct tlb_cold *cd)
 {
     if (entry_valid(&c->hot[idx])) {
-        if (c->cold[idx].va != cd->va) {
-            unsigned vi = c->vnext++ % VMMU_TLB_VICTIMS;
-            if (!entry_valid(&c->vhot[vi]))
-                c->vused++;
-            c->vhot[vi] = c->hot[idx];
-            c->vcold[vi] = c->cold[idx];
-        }
+        if (c->cold[idx].va != cd->va)
+            victim_push(c, idx);
     } else {
         c->used++;
         log_fill(c, idx);
@@ -382,11 +406,19 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
 
 /* Look for @page in the victims; on a match whose comparator for @kind can
  * answer, swap it back into the table.  Returns the victim slot or -1. */
+/* One bit 8 * i + 7 for each victim slot i whose tag equals @page's (a
+ * zero-byte test of the XOR: it may add slots, never misses one). */
+static inline uint64_t victim_candidates(const struct tlb_ctx *c, uint64_t page)
+{
+    const uint64_t ones = 0x0101010101010101ull;
+    uint64_t x = c->vtags ^ (victim_tag(page) * ones);
+    return (x - ones) & ~x & (ones << 7);
+}
+
 static int victim_find(struct tlb_ctx *c, uint64_t page, enum vmmu_tlb_kind kind)
 {
-    if (!c->vused)
-        return -1;
-    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+    for (uint64_t m = victim_candidates(c, page); m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctzll(m) / 8;
         if (c->vcold[i].va == page && entry_valid(&c->vhot[i]) &&
             (c->vhot[i].cmp[kind] & ~VMMU_TLB_FLAGS_MASK) == page &&
             !(c->vhot[i].cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID)))
@@ -402,8 +434,10 @@ static void victim_swap(struct tlb_ctx *c, unsigned vi, unsigned idx)
     if (entry_valid(&c->hot[idx])) {
         c->vhot[vi] = c->hot[idx];
         c->vcold[vi] = c->cold[idx];
+        victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
     } else {
         entry_clear(&c->vhot[vi]);
+        victim_set_tag(c, vi, 0);
         c->vused--;
         c->used++;
         log_fill(c, idx);
@@ -451,8 +485,149 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
     return rc;
 }
 
-void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
-                    struct vmmu_tlb_result *res)
+/* ---- The warm miss ------------------------------------------------------ */
+
+/* Whether the warm path may serve this vCPU's misses at all. */
+static bool warm_allowed(const struct vmmu_vcpu *v)
+{
+    bool ok = v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off;
+    ok = ok && !v->latch_walks && !v->watch_kinds; /* the access part's replay latch and watchpoints */
+    return ok;
+}
+
+/*
+ * The miss that dominates a running guest: 4- or 5-level paging, the
+ * paging-structure cache holds the PDE that maps @va's page table (with
+ * the table's host address, under the current P2M generation), the PTE is
+ * present with no reserved bit, A already set (and D for a write), this
+ * context may do @kind, and the page is resident RAM without dirty
+ * logging.  Then the walk is one PTE load, it stores nothing (the A/D bits
+ * the CPU would set are set), and the fill needs no walk record.
+ *
+ * Anything else returns false having changed nothing, and the general
+ * path below runs: every fault, every A/D update, MMIO and ROM, paged-out
+ * pages, dirty logging, large pages, protection keys.  So this path never
+ * decides anything the general path would decide differently; the model
+ * test checks the TLB against the bare walker with both paths in use.
+ */
+static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
+                             enum vmmu_tlb_kind kind, struct vmmu_tlb_result *res, void **host)
+{
+    const struct vmmu_x86_paging *pg = &v->pg;
+    struct tlb_slot *s = &v->slot[v->cur_slot];
+    struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+    uint64_t page = va & VMMU_PAGE_MASK;
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    /* Steps 1 and 2 of the general path come first: leave the page to it
+     * when the table or the victims may already hold it. */
+    if (c->cold[idx].va == page && entry_valid(&c->hot[idx]))
+        return false;
+    if (victim_candidates(c, page))
+        return false;
+    const struct psc_entry *pde = vmmu__psc_pde(&s->psc, va);
+    /* The tag holds va bits 63:21, so a non-canonical va never matches. */
+    if (pde->tag != (va >> 21) + 1 || !pde->table_host)
+        return false;
+    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
+    if (pde->p2m_gen != gen)
+        return false;
+    const uint64_t *ptep = (const uint64_t *)(const void *)(pde->table_host +
+                                                           ((va >> VMMU_PAGE_SHIFT) & 511) * 8);
+    uint64_t pte = __atomic_load_n(ptep, __ATOMIC_ACQUIRE);
+    uint64_t need = VMMU_X86_PTE_P | VMMU_X86_PTE_A |
+                    ((access & VMMU_X86_ACC_WRITE) ? VMMU_X86_PTE_D : 0);
+    if ((pte & need) != need || (pte & pg->rsvd_[0][1]))
+        return false;
+
+    /* SDM 4.6.1: rights from U/S, R/W and XD of every level. */
+    struct vmmu__x86_leaf leaf = {
+        .user = pde->user && (pte & VMMU_X86_PTE_US),
+        .writable = pde->writable && (pte & VMMU_X86_PTE_RW),
+        .nx = pde->nx || ((pg->efer & VMMU_X86_EFER_NXE) && (pte & VMMU_X86_PTE_NX)),
+        .pkey = (unsigned)((pte >> 59) & 0xf),
+    };
+    unsigned rights;
+    if (pg->cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS))
+        rights = vmmu__x86_perm_rights(pg, access, &leaf);
+    else
+        rights = vmmu__x86_rights_without_keys(pg, c == &s->ctx[CTX_USER],
+                                               c == &s->ctx[CTX_SUP_AC], &leaf);
+    if (!(rights & (1u << kind))) /* VMMU_X86_RIGHT_* bit k is access kind k */
+        return false;
+
+    /* The data page: resident RAM, no dirty logging. */
+    uint64_t gpa = pte & ADDR_MASK_64;
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    const struct vmmu_p2m *p2m = &v->vm->p2m;
+    if (gfn >= p2m->gfn_limit)
+        return false;
+    const struct vmmu_region *r = p2m_resolve(p2m, gfn, NULL);
+    if (!r || r->type != VMMU_MEM_RAM ||
+        (__atomic_load_n(&r->flags, __ATOMIC_ACQUIRE) & VMMU_REGION_LOG_DIRTY))
+        return false;
+    uint8_t state = region_page_state(r, gfn);
+    if (state & VMMU_PAGE_PAGED_OUT)
+        return false;
+
+    v->stats.misses++;
+    v->stats.walks++;
+    v->stats.psc_hits++;
+    uintptr_t addend = (uintptr_t)(r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT)) - (uintptr_t)page;
+    uint64_t wflags = (state & VMMU_PAGE_CODE) ? VMMU_TLB_FLAG_CODE : 0;
+
+    /* Comparators from this context's rights, as the general path builds them. */
+    if (entry_valid(&c->hot[idx])) {
+        if (c->cold[idx].va != page)
+            victim_push(c, idx);
+    } else {
+        c->used++;
+        log_fill(c, idx);
+    }
+    struct vmmu_tlb_entry *e = &c->hot[idx];
+    e->cmp[VMMU_TLB_READ] = (rights & VMMU_X86_RIGHT_READ) ? page : VMMU_TLB_CMP_INVALID;
+    e->cmp[VMMU_TLB_FETCH] = (rights & VMMU_X86_RIGHT_FETCH) ? page : VMMU_TLB_CMP_INVALID;
+    e->cmp[VMMU_TLB_WRITE] = !(rights & VMMU_X86_RIGHT_WRITE) ? VMMU_TLB_CMP_INVALID
+                             : (pte & VMMU_X86_PTE_D)          ? page | wflags
+                                                                : page | VMMU_TLB_FLAG_NOTDIRTY;
+    e->addend = addend;
+    struct tlb_cold *cd = &c->cold[idx];
+    cd->va = page;
+    cd->gpa = gpa;
+    cd->large_base = page;
+    cd->p2m_gen = gen;
+    cd->region_id = r->id;
+    cd->pcid = (pg->cr4 & VMMU_X86_CR4_PCIDE) ? (uint16_t)(pg->cr3 & 0xfff) : 0;
+    cd->page_shift = VMMU_PAGE_SHIFT;
+    cd->global = (pte & VMMU_X86_PTE_G) && (pg->cr4 & VMMU_X86_CR4_PGE);
+    cd->rights = (uint8_t)rights;
+    cd->user = leaf.user;
+    cd->pkey = (uint8_t)leaf.pkey;
+    cd->type = VMMU_MEM_RAM;
+    note_bounds(c, cd);
+    v->held |= c->held_bit;
+    v->stats.fills++;
+
+    *host = (void *)(uintptr_t)(va + addend);
+    if (res) {
+        res->status = VMMU_TLB_OK;
+        res->host = *host;
+        res->gpa = gpa | (va & ~VMMU_PAGE_MASK);
+        res->type = VMMU_MEM_RAM;
+        res->region_id = r->id;
+        res->page_size = VMMU_PAGE_SIZE;
+        res->flags = kind == VMMU_TLB_WRITE ? wflags : 0;
+        res->error = 0;
+        res->fault.vector = VMMU_X86_FAULT_NONE;
+        res->fault.error_code = 0;
+        res->fault.cr2 = 0;
+    }
+    return true;
+}
+
+/* Everything but the warm miss: steps 1 to 5 of the file comment. */
+static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_t va,
+                                                    unsigned size, unsigned access,
+                                                    struct vmmu_tlb_result *res)
 {
     struct vmmu_tlb_result scratch;
     if (!res)
@@ -590,4 +765,24 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
     if (res->status == VMMU_TLB_NOT_RAM)
         v->stats.not_ram++;
     return host;
+}
+
+void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                    struct vmmu_tlb_result *res)
+{
+    /* The warm miss in a small frame of its own, for accesses the general
+     * path would not reject or split (IA-32e paging: va is not masked). */
+    void *host;
+    if (v && size - 1 < VMMU_PAGE_SIZE && (va & ~VMMU_PAGE_MASK) + size <= VMMU_PAGE_SIZE &&
+        !(access & ~VMMU_X86_ACC_ALL) &&
+        (access & (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH)) !=
+            (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH) &&
+        warm_allowed(v)) {
+        enum vmmu_tlb_kind kind = (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
+                                  : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
+                                                                  : VMMU_TLB_READ;
+        if (fill_warm(v, va, access, kind, res, &host))
+            return host;
+    }
+    return fill_general(v, va, size, access, res);
 }

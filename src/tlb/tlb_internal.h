@@ -81,6 +81,7 @@ struct tlb_ctx {
     struct vmmu_tlb_entry vhot[VMMU_TLB_VICTIMS];
     struct tlb_cold vcold[VMMU_TLB_VICTIMS];
     unsigned vused, vnext;
+    uint64_t vtags; /* byte i: victim_tag() of victim i's page, 0 if empty */
 };
 
 /* Paging-structure caches of one PCID (4- and 5-level paging).  Level L
@@ -164,6 +165,11 @@ void vmmu__tlb_select(struct vmmu_vcpu *v);
 
 /* ---- psc ----------------------------------------------------------------- */
 void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p);
+/* The level-2 (PDE) entry a lookup of @va examines. */
+static inline const struct psc_entry *vmmu__psc_pde(const struct tlb_psc *p, uint64_t va)
+{
+    return &p->l2[(va >> 21) & (PSC_WAYS_L2 - 1)];
+}
 /* Remember the upper levels of a successful, committed walk. */
 void vmmu__psc_store(struct vmmu_vcpu *v, struct tlb_psc *p, const struct vmmu_x86_walk *w);
 /* Walk @va using the deepest cached upper level.  Returns 1 when it did
