@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <sched.h>
 #include <linux/futex.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,9 @@
 
 /* Spin this long for an acknowledgement before sleeping. */
 #define SYNC_SPIN_NS 50000
+/* After this long, yield the core while spinning: with more threads than
+ * cores the target may be queued behind the requester. */
+#define SYNC_YIELD_NS 5000
 
 static _Thread_local struct vmmu_vcpu *tls_vcpu; /* online on this thread */
 static _Thread_local bool tls_reader;            /* registered QSBR reader */
@@ -254,6 +258,23 @@ all:
     into->want = SYNC_WANT_ALL;
 }
 
+/* Move @from into @to, leaving @from empty.  Only the used parts are read
+ * and only the header is cleared: the slot's lines stay where they are
+ * (with the requesters) as much as possible. */
+static void pending_take(struct sync_pending *to, struct sync_pending *from)
+{
+    to->want = from->want;
+    to->ctx_mask = from->ctx_mask;
+    to->npcids = from->npcids;
+    to->npages = from->npages;
+    to->ngpas = from->ngpas;
+    memcpy(to->pages, from->pages, from->npages * sizeof(to->pages[0]));
+    memcpy(to->pcids, from->pcids, from->npcids * sizeof(to->pcids[0]));
+    memcpy(to->gpas, from->gpas, from->ngpas * sizeof(to->gpas[0]));
+    from->want = from->ctx_mask = 0;
+    from->npcids = from->npages = from->ngpas = 0;
+}
+
 /* ---- Acting on requests (the vCPU's own thread) ------------------------------ */
 
 static bool gpa_hit(const struct sync_pending *p, uint64_t gpa)
@@ -361,8 +382,7 @@ void vmmu__sync_process(struct vmmu_vcpu *v)
     struct sync_slot *s = v->sync;
     struct sync_pending p;
     slot_lock(s);
-    p = s->pend;
-    memset(&s->pend, 0, sizeof(s->pend));
+    pending_take(&p, &s->pend);
     uint64_t gen = atomic_load_explicit(&s->req_gen, memory_order_relaxed);
     slot_unlock(s);
     vmmu__sync_apply(v, &p);
@@ -592,6 +612,8 @@ static void wait_ack(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self)
                 start = t;
             else if (t - start > SYNC_SPIN_NS)
                 break;
+            else if (t - start > SYNC_YIELD_NS)
+                sched_yield(); /* a target may be waiting for this core */
         }
     }
     struct vmmu_vcpu *blk = vmmu__sync_block_begin();

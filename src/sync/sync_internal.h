@@ -118,8 +118,10 @@ struct sync_pending {
     uint32_t want;
     uint32_t ctx_mask;
     uint32_t npcids, npages, ngpas;
-    uint16_t pcids[SYNC_MAX_PCIDS];
+    /* Pages first: a one-page request then lives in the cache line that
+     * also holds the slot's lock and request generation. */
     struct sync_page_req pages[SYNC_MAX_PAGES];
+    uint16_t pcids[SYNC_MAX_PCIDS];
     struct vmmu_gpa_range gpas[SYNC_MAX_GPAS];
 };
 

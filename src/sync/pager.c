@@ -1,0 +1,735 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The pager: guest RAM pages out to a backing file and back, ballooning,
+ * and the resident-set policy.
+ *
+ * Each page the pager is dealing with has a record (a hash table keyed by
+ * guest frame), in one of these states:
+ *
+ *   YOUNG     resident, paged in since the clock hand last passed
+ *   EVICTING  page-out phase 1: marked paged out in the P2M, its TLB
+ *             entries being flushed; the contents are still in place
+ *   WRITING   page-out phase 2: being written and released
+ *   OUT       in the backing file (slot)
+ *   ZERO      dropped: it was all zeros
+ *   BALLOON   given back by the guest; contents discarded
+ *   LOADING   being read back
+ *
+ * The one rule that avoids deadlock: a page-out in phase 1 waits for every
+ * vCPU to reach a safe point, and a vCPU may be inside its fill, touching
+ * a page of that very batch, before it gets there.  So the page-in handler
+ * never waits for an EVICTING page: it cancels its page-out (the contents
+ * never moved) and returns at once.  It waits only for WRITING and LOADING
+ * pages, whose owners wait for nobody.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "core/vm_internal.h"
+#include "sync/sync_internal.h"
+#include "vmmu/error.h"
+#include "vmmu/pager.h"
+
+enum rec_state { REC_YOUNG = 1, REC_EVICTING, REC_WRITING, REC_OUT, REC_ZERO, REC_BALLOON,
+                 REC_LOADING };
+
+#define KEY_EMPTY 0ull
+#define KEY_TOMB (~0ull)
+
+struct rec {
+    uint64_t key; /* gfn + 1 */
+    uint64_t slot; /* REC_OUT: page index in the backing file */
+    uint32_t region_id;
+    uint8_t state;
+};
+
+struct vmmu_pager {
+    struct vmmu_vm *vm;
+    int fd;
+    unsigned flags;
+    uint64_t limit;
+    pthread_mutex_t lock; /* records, slots, statistics */
+    pthread_cond_t cond;  /* a WRITING or LOADING record changed */
+    struct rec *tab;
+    size_t cap, used, live; /* used counts tombstones too */
+    uint64_t *free_slots;
+    size_t nfree, free_cap;
+    uint64_t next_slot;
+    uint64_t hand; /* clock hand: next gfn the policy looks at */
+    struct vmmu_pager_stats st;
+};
+
+/* ---- records ------------------------------------------------------------------ */
+
+static size_t rec_hash(uint64_t key, size_t cap)
+{
+    return (size_t)((key * 0x9e3779b97f4a7c15ull) >> 20) & (cap - 1);
+}
+
+static struct rec *rec_find(struct vmmu_pager *pg, uint64_t gfn)
+{
+    if (!pg->cap)
+        return NULL;
+    uint64_t key = gfn + 1;
+    for (size_t i = rec_hash(key, pg->cap);; i = (i + 1) & (pg->cap - 1)) {
+        if (pg->tab[i].key == key)
+            return &pg->tab[i];
+        if (pg->tab[i].key == KEY_EMPTY)
+            return NULL;
+    }
+}
+
+static int rec_grow(struct vmmu_pager *pg)
+{
+    size_t cap = pg->cap ? pg->cap : 64;
+    while (pg->live * 2 + 2 > cap)
+        cap *= 2;
+    struct rec *tab = calloc(cap, sizeof(*tab));
+    if (!tab)
+        return VMMU_ENOMEM;
+    for (size_t i = 0; i < pg->cap; i++) {
+        struct rec *r = &pg->tab[i];
+        if (r->key == KEY_EMPTY || r->key == KEY_TOMB)
+            continue;
+        size_t j = rec_hash(r->key, cap);
+        while (tab[j].key != KEY_EMPTY)
+            j = (j + 1) & (cap - 1);
+        tab[j] = *r;
+    }
+    free(pg->tab);
+    pg->tab = tab;
+    pg->cap = cap;
+    pg->used = pg->live;
+    return 0;
+}
+
+static struct rec *rec_insert(struct vmmu_pager *pg, uint64_t gfn)
+{
+    struct rec *r = rec_find(pg, gfn);
+    if (r)
+        return r;
+    if ((pg->used + 1) * 2 > pg->cap && rec_grow(pg))
+        return NULL;
+    uint64_t key = gfn + 1;
+    size_t i = rec_hash(key, pg->cap);
+    while (pg->tab[i].key != KEY_EMPTY && pg->tab[i].key != KEY_TOMB)
+        i = (i + 1) & (pg->cap - 1);
+    if (pg->tab[i].key == KEY_EMPTY)
+        pg->used++;
+    pg->live++;
+    pg->tab[i] = (struct rec){.key = key};
+    return &pg->tab[i];
+}
+
+static void rec_remove(struct vmmu_pager *pg, struct rec *r)
+{
+    r->key = KEY_TOMB;
+    r->state = 0;
+    pg->live--;
+}
+
+static int slot_alloc(struct vmmu_pager *pg, uint64_t *slot)
+{
+    if (pg->nfree) {
+        *slot = pg->free_slots[--pg->nfree];
+        return 0;
+    }
+    *slot = pg->next_slot++;
+    pg->st.file_slots = pg->next_slot;
+    return 0;
+}
+
+static void slot_free(struct vmmu_pager *pg, uint64_t slot)
+{
+    if (pg->nfree == pg->free_cap) {
+        size_t cap = pg->free_cap ? pg->free_cap * 2 : 64;
+        uint64_t *grown = realloc(pg->free_slots, cap * sizeof(*grown));
+        if (!grown)
+            return; /* the slot is leaked: the file keeps a dead page */
+        pg->free_slots = grown;
+        pg->free_cap = cap;
+    }
+    pg->free_slots[pg->nfree++] = slot;
+}
+
+/* ---- pages --------------------------------------------------------------------- */
+
+static bool managed(const struct vmmu_region *r)
+{
+    return r && r->type == VMMU_MEM_RAM && r->host_owned;
+}
+
+static uint8_t *page_host(const struct vmmu_region *r, uint64_t gfn)
+{
+    return r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT);
+}
+
+static off_t page_memfd_offset(const struct vmmu_region *r, uint64_t gfn)
+{
+    return (off_t)(r->memfd_offset + ((gfn - r->gfn) << VMMU_PAGE_SHIFT));
+}
+
+static bool page_is_zero(const uint8_t *p)
+{
+    const uint64_t *w = (const uint64_t *)(const void *)p;
+    for (size_t i = 0; i < VMMU_PAGE_SIZE / 8; i++)
+        if (w[i])
+            return false;
+    return true;
+}
+
+static void set_paged_out(struct vmmu_vm *vm, uint64_t gfn, bool out)
+{
+    vmmu__page_state_update(vm, gfn << VMMU_PAGE_SHIFT, 1, out ? VMMU_PAGE_PAGED_OUT : 0,
+                            out ? 0 : VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+/* Every page of @ranges must be RAM the pager can manage. */
+static int check_ranges(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    struct vmmu_vm *vm = pg->vm;
+    if (!ranges && n)
+        return VMMU_EINVAL;
+    for (size_t i = 0; i < n; i++) {
+        if ((ranges[i].gpa | ranges[i].size) & (VMMU_PAGE_SIZE - 1))
+            return VMMU_EALIGN;
+        if (!ranges[i].size)
+            return VMMU_EINVAL;
+        if (ranges[i].gpa >> vm->gpa_bits ||
+            ranges[i].size > (1ull << vm->gpa_bits) - ranges[i].gpa)
+            return VMMU_ERANGE;
+        uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
+        uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
+        for (uint64_t g = gfn, next; g < end; g = next) {
+            const struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &next);
+            if (!r)
+                return VMMU_EHOLE;
+            if (!managed(r))
+                return VMMU_EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* ---- page-in ------------------------------------------------------------------- */
+
+/* Bring @gfn back if the pager holds it.  Any thread; see the file comment
+ * for why an EVICTING page is taken back instead of waited for. */
+static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
+{
+    struct vmmu_vm *vm = pg->vm;
+    struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    pthread_mutex_lock(&pg->lock);
+    struct rec *rec;
+    for (;;) {
+        rec = rec_find(pg, gfn);
+        if (!rec || rec->state == REC_YOUNG) {
+            bool out = r && r->state && (region_page_state(r, gfn) & VMMU_PAGE_PAGED_OUT);
+            pthread_mutex_unlock(&pg->lock);
+            return out ? VMMU_EPAGEDOUT : 0;
+        }
+        if (!managed(r) || r->id != rec->region_id) {
+            /* The region was replaced or removed: the record is stale. */
+            if (rec->state == REC_OUT)
+                slot_free(pg, rec->slot);
+            rec_remove(pg, rec);
+            continue;
+        }
+        if (rec->state == REC_EVICTING) {
+            set_paged_out(vm, gfn, false);
+            rec->state = REC_YOUNG;
+            pg->st.cancelled++;
+            pthread_mutex_unlock(&pg->lock);
+            return 0;
+        }
+        if (rec->state == REC_WRITING || rec->state == REC_LOADING) {
+            pthread_cond_wait(&pg->cond, &pg->lock);
+            continue;
+        }
+        break;
+    }
+    enum rec_state was = (enum rec_state)rec->state;
+    uint64_t slot = rec->slot;
+    rec->state = REC_LOADING;
+    pthread_mutex_unlock(&pg->lock);
+
+    uint8_t *host = page_host(r, gfn);
+    int rc = 0;
+    if (pg->flags & VMMU_PAGER_PARANOID)
+        rc = mprotect(host, VMMU_PAGE_SIZE, PROT_READ | PROT_WRITE) ? VMMU_ESYS : 0;
+    if (!rc && was == REC_OUT &&
+        pread(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT)) != VMMU_PAGE_SIZE)
+        rc = VMMU_ESYS;
+    /* ZERO and BALLOON pages were punched out of the memfd: they read as
+     * zeros already. */
+
+    pthread_mutex_lock(&pg->lock);
+    rec = rec_find(pg, gfn);
+    if (rc) {
+        rec->state = (uint8_t)was;
+    } else {
+        if (was == REC_OUT)
+            slot_free(pg, slot);
+        if (was == REC_BALLOON)
+            pg->st.ballooned--;
+        else
+            pg->st.out--;
+        pg->st.paged_in++;
+        set_paged_out(vm, gfn, false);
+        rec->state = REC_YOUNG;
+    }
+    pthread_cond_broadcast(&pg->cond);
+    pthread_mutex_unlock(&pg->lock);
+    return rc;
+}
+
+static int pagein_handler(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)vm;
+    return page_in_one(opaque, gpa >> VMMU_PAGE_SHIFT);
+}
+
+/* ---- page-out and balloon ---------------------------------------------------------- */
+
+struct gfn_list {
+    uint64_t *g;
+    size_t n, cap;
+};
+
+static int gfn_push(struct gfn_list *l, uint64_t gfn)
+{
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        uint64_t *grown = realloc(l->g, cap * sizeof(*grown));
+        if (!grown)
+            return VMMU_ENOMEM;
+        l->g = grown;
+        l->cap = cap;
+    }
+    l->g[l->n++] = gfn;
+    return 0;
+}
+
+/* Ranges of consecutive frames in @l (sorted as pushed). */
+static struct vmmu_gpa_range *gfn_ranges(const struct gfn_list *l, size_t *n)
+{
+    struct vmmu_gpa_range *r = malloc((l->n ? l->n : 1) * sizeof(*r));
+    size_t k = 0;
+    if (!r)
+        return NULL;
+    for (size_t i = 0; i < l->n; i++) {
+        uint64_t gpa = l->g[i] << VMMU_PAGE_SHIFT;
+        if (k && r[k - 1].gpa + r[k - 1].size == gpa)
+            r[k - 1].size += VMMU_PAGE_SIZE;
+        else
+            r[k++] = (struct vmmu_gpa_range){gpa, VMMU_PAGE_SIZE};
+    }
+    *n = k;
+    return r;
+}
+
+/* Phase 2 for one page: write (or drop) and release.  Under vm->lock, so
+ * the region cannot be removed meanwhile. */
+static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
+{
+    struct vmmu_vm *vm = pg->vm;
+    pthread_mutex_lock(&pg->lock);
+    struct rec *rec = rec_find(pg, gfn);
+    if (!rec || rec->state != REC_EVICTING) {
+        pthread_mutex_unlock(&pg->lock); /* touched meanwhile: it stays */
+        return 0;
+    }
+    struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    if (!managed(r) || r->id != rec->region_id) {
+        rec_remove(pg, rec);
+        pthread_mutex_unlock(&pg->lock);
+        return 0;
+    }
+    rec->state = REC_WRITING;
+    pthread_mutex_unlock(&pg->lock);
+
+    uint8_t *host = page_host(r, gfn);
+    enum rec_state next = REC_BALLOON;
+    uint64_t slot = 0;
+    int rc = 0;
+    if (!balloon) {
+        if (page_is_zero(host)) {
+            next = REC_ZERO;
+        } else {
+            pthread_mutex_lock(&pg->lock);
+            slot_alloc(pg, &slot);
+            pthread_mutex_unlock(&pg->lock);
+            next = REC_OUT;
+            if (pwrite(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT)) !=
+                VMMU_PAGE_SIZE)
+                rc = VMMU_ESYS;
+        }
+    }
+    if (!rc) {
+        if (fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                      page_memfd_offset(r, gfn), VMMU_PAGE_SIZE) != 0)
+            memset(host, 0, VMMU_PAGE_SIZE); /* keep "released pages read as zero" */
+        if (pg->flags & VMMU_PAGER_PARANOID)
+            mprotect(host, VMMU_PAGE_SIZE, PROT_NONE);
+    }
+
+    pthread_mutex_lock(&pg->lock);
+    if (rc) {
+        /* Could not write it: the page stays, nothing was lost. */
+        slot_free(pg, slot);
+        set_paged_out(vm, gfn, false);
+        rec->state = REC_YOUNG;
+    } else {
+        rec->state = (uint8_t)next;
+        rec->slot = slot;
+        if (next == REC_BALLOON) {
+            pg->st.ballooned++;
+        } else {
+            pg->st.out++;
+            if (next == REC_ZERO)
+                pg->st.zero_dropped++;
+            else
+                pg->st.written++;
+        }
+    }
+    pthread_cond_broadcast(&pg->cond);
+    pthread_mutex_unlock(&pg->lock);
+    return rc;
+}
+
+static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n,
+                 bool balloon)
+{
+    if (!pg)
+        return VMMU_EINVAL;
+    struct vmmu_vm *vm = pg->vm;
+    int rc = check_ranges(pg, ranges, n);
+    if (rc)
+        return rc;
+    struct gfn_list victims = {0};
+    vmmu__sync_change_lock(vm);
+
+    /* Phase 1: unpublish. */
+    pthread_mutex_lock(&pg->lock);
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
+        uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
+        for (uint64_t g = gfn; g < end && !rc; g++) {
+            struct vmmu_region *r = p2m_resolve(&vm->p2m, g, NULL);
+            if (!managed(r))
+                continue;
+            struct rec *rec = rec_find(pg, g);
+            if (rec && rec->state != REC_YOUNG) {
+                /* Already out: ballooning discards what the file holds. */
+                if (balloon && (rec->state == REC_OUT || rec->state == REC_ZERO) &&
+                    rec->region_id == r->id) {
+                    if (rec->state == REC_OUT)
+                        slot_free(pg, rec->slot);
+                    rec->state = REC_BALLOON;
+                    pg->st.out--;
+                    pg->st.ballooned++;
+                }
+                continue;
+            }
+            if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT)
+                continue; /* out, but not by this pager */
+            rec = rec_insert(pg, g);
+            if (!rec || gfn_push(&victims, g)) {
+                if (rec && rec->state != REC_YOUNG)
+                    rec_remove(pg, rec);
+                rc = VMMU_ENOMEM;
+                break;
+            }
+            rec->state = REC_EVICTING;
+            rec->region_id = r->id;
+            set_paged_out(vm, g, true);
+        }
+    }
+    pthread_mutex_unlock(&pg->lock);
+
+    /* One flush of every vCPU, the hooks and one grace period for all. */
+    size_t nr = 0;
+    struct vmmu_gpa_range *vr = victims.n ? gfn_ranges(&victims, &nr) : NULL;
+    if (victims.n && !vr) {
+        struct vmmu_gpa_range all = {0, 1ull << vm->gpa_bits};
+        vmmu__sync_reclaim(vm, &all, 1, balloon ? VMMU_RECLAIM_BALLOON : VMMU_RECLAIM_PAGEOUT);
+    } else if (nr) {
+        vmmu__sync_reclaim(vm, vr, nr, balloon ? VMMU_RECLAIM_BALLOON : VMMU_RECLAIM_PAGEOUT);
+    }
+    free(vr);
+
+    /* Phase 2: nobody can reach these pages now; write and release. */
+    if (victims.n) {
+        pthread_mutex_lock(&vm->lock);
+        for (size_t i = 0; i < victims.n; i++) {
+            int e = release_page(pg, victims.g[i], balloon);
+            if (e && !rc)
+                rc = e;
+        }
+        pthread_mutex_unlock(&vm->lock);
+    }
+    vmmu__sync_change_unlock(vm);
+    free(victims.g);
+    return rc;
+}
+
+int vmmu_pager_page_out(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    return evict(pg, ranges, n, false);
+}
+
+int vmmu_pager_balloon_out(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    return evict(pg, ranges, n, true);
+}
+
+static int bring_back(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    if (!pg)
+        return VMMU_EINVAL;
+    int rc = check_ranges(pg, ranges, n);
+    if (rc)
+        return rc;
+    /* vm->lock keeps the regions in place for a caller that is not a
+     * grace-period reader. */
+    pthread_mutex_lock(&pg->vm->lock);
+    for (size_t i = 0; i < n; i++) {
+        uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
+        uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
+        for (uint64_t g = gfn; g < end; g++) {
+            int e = page_in_one(pg, g);
+            if (e && !rc)
+                rc = e;
+        }
+    }
+    pthread_mutex_unlock(&pg->vm->lock);
+    return rc;
+}
+
+int vmmu_pager_page_in(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    return bring_back(pg, ranges, n);
+}
+
+int vmmu_pager_balloon_in(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    return bring_back(pg, ranges, n);
+}
+
+/* ---- policy --------------------------------------------------------------------- */
+
+struct managed_region {
+    uint64_t gfn, npages;
+    uint8_t *host;
+    uint32_t id;
+};
+
+static int managed_regions(struct vmmu_vm *vm, struct managed_region **out, size_t *n)
+{
+    pthread_mutex_lock(&vm->lock);
+    struct managed_region *m = malloc((vm->p2m.nregions + 1) * sizeof(*m));
+    size_t k = 0;
+    for (unsigned i = 0; m && i < vm->p2m.nregions; i++) {
+        const struct vmmu_region *r = vm->p2m.regions[i];
+        if (managed(r))
+            m[k++] = (struct managed_region){r->gfn, r->npages, r->host, r->id};
+    }
+    pthread_mutex_unlock(&vm->lock);
+    *out = m;
+    *n = k;
+    return m ? 0 : VMMU_ENOMEM;
+}
+
+/* Resident managed pages, and mincore vectors for each region. */
+static uint64_t count_resident(const struct managed_region *m, size_t n, unsigned char **vec)
+{
+    uint64_t resident = 0;
+    for (size_t i = 0; i < n; i++) {
+        vec[i] = malloc(m[i].npages);
+        if (!vec[i])
+            continue;
+        if (mincore(m[i].host, m[i].npages << VMMU_PAGE_SHIFT, vec[i]) != 0) {
+            free(vec[i]);
+            vec[i] = NULL;
+            continue;
+        }
+        for (uint64_t p = 0; p < m[i].npages; p++)
+            resident += vec[i][p] & 1;
+    }
+    return resident;
+}
+
+int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
+{
+    if (!pg)
+        return VMMU_EINVAL;
+    if (paged_out)
+        *paged_out = 0;
+    if (!pg->limit)
+        return 0;
+    struct managed_region *m;
+    size_t n;
+    if (managed_regions(pg->vm, &m, &n))
+        return VMMU_ENOMEM;
+    unsigned char **vec = calloc(n + 1, sizeof(*vec));
+    if (!vec) {
+        free(m);
+        return VMMU_ENOMEM;
+    }
+    uint64_t resident = count_resident(m, n, vec);
+    struct gfn_list victims = {0};
+    int rc = 0;
+    if (resident > pg->limit) {
+        uint64_t need = resident - pg->limit;
+        /* Two turns of the clock: the first clears second chances. */
+        pthread_mutex_lock(&pg->lock);
+        for (int turn = 0; turn < 2 && victims.n < need; turn++) {
+            for (size_t i = 0; i < n && victims.n < need; i++) {
+                if (!vec[i])
+                    continue;
+                for (uint64_t p = 0; p < m[i].npages && victims.n < need; p++) {
+                    uint64_t gfn = m[i].gfn + p;
+                    if (turn == 0 && gfn < pg->hand)
+                        continue; /* start where the hand stopped */
+                    if (!(vec[i][p] & 1))
+                        continue;
+                    struct rec *rec = rec_find(pg, gfn);
+                    if (rec && rec->state == REC_YOUNG) {
+                        rec_remove(pg, rec); /* second chance used */
+                        continue;
+                    }
+                    if (rec)
+                        continue;
+                    const struct vmmu_region *r = p2m_resolve(&pg->vm->p2m, gfn, NULL);
+                    if (!managed(r) || r->id != m[i].id)
+                        continue;
+                    uint8_t st = region_page_state(r, gfn);
+                    if (st & VMMU_PAGE_PAGED_OUT)
+                        continue;
+                    if (turn == 0 && (st & VMMU_PAGE_DIRTY))
+                        continue; /* recently written under dirty logging */
+                    if (gfn_push(&victims, gfn)) {
+                        rc = VMMU_ENOMEM;
+                        break;
+                    }
+                    pg->hand = gfn + 1;
+                }
+            }
+            if (turn == 0 && victims.n < need)
+                pg->hand = 0; /* wrap */
+        }
+        pthread_mutex_unlock(&pg->lock);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(vec[i]);
+    free(vec);
+    free(m);
+    if (!rc && victims.n) {
+        size_t nr;
+        struct vmmu_gpa_range *vr = gfn_ranges(&victims, &nr);
+        rc = vr ? evict(pg, vr, nr, false) : VMMU_ENOMEM;
+        free(vr);
+        if (!rc && paged_out)
+            *paged_out = victims.n;
+    }
+    free(victims.g);
+    return rc;
+}
+
+/* ---- life cycle ------------------------------------------------------------------ */
+
+int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
+                      struct vmmu_pager **out)
+{
+    static const struct vmmu_pager_config defaults;
+    if (!vm || !out)
+        return VMMU_EINVAL;
+    if (!cfg)
+        cfg = &defaults;
+    if (cfg->flags & ~VMMU_PAGER_FLAGS_ALL)
+        return VMMU_EINVAL;
+    struct vmmu_pager *pg = calloc(1, sizeof(*pg));
+    if (!pg)
+        return VMMU_ENOMEM;
+    const char *dir = cfg->dir ? cfg->dir : getenv("TMPDIR");
+    if (!dir || !*dir)
+        dir = "/tmp";
+    pg->fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (pg->fd < 0) {
+        free(pg);
+        return VMMU_ESYS;
+    }
+    pg->vm = vm;
+    pg->flags = cfg->flags;
+    pg->limit = cfg->resident_limit;
+    pthread_mutex_init(&pg->lock, NULL);
+    pthread_cond_init(&pg->cond, NULL);
+    struct vmmu_pager *none = NULL;
+    if (!atomic_compare_exchange_strong(&vm->sync->pager, &none, pg)) {
+        close(pg->fd);
+        pthread_mutex_destroy(&pg->lock);
+        pthread_cond_destroy(&pg->cond);
+        free(pg);
+        return VMMU_EBUSY;
+    }
+    vmmu_p2m_set_pagein_handler(vm, pagein_handler, pg);
+    *out = pg;
+    return 0;
+}
+
+void vmmu_pager_destroy(struct vmmu_pager *pg)
+{
+    if (!pg)
+        return;
+    struct vmmu_vm *vm = pg->vm;
+    vmmu__sync_change_lock(vm);
+    pthread_mutex_lock(&vm->lock);
+    for (size_t i = 0; i < pg->cap; i++) {
+        uint64_t key = pg->tab[i].key;
+        if (key != KEY_EMPTY && key != KEY_TOMB && pg->tab[i].state != REC_YOUNG)
+            page_in_one(pg, key - 1);
+    }
+    pthread_mutex_unlock(&vm->lock);
+    vmmu_p2m_set_pagein_handler(vm, NULL, NULL);
+    /* A fill that loaded the handler before it was cleared may still be
+     * inside it: vCPU threads are readers, so a grace period covers them. */
+    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    vmmu__grace_period();
+    vmmu__sync_block_end(blk);
+    atomic_store(&vm->sync->pager, NULL);
+    vmmu__sync_change_unlock(vm);
+    close(pg->fd);
+    pthread_mutex_destroy(&pg->lock);
+    pthread_cond_destroy(&pg->cond);
+    free(pg->tab);
+    free(pg->free_slots);
+    free(pg);
+}
+
+int vmmu_pager_stats(struct vmmu_pager *pg, struct vmmu_pager_stats *out)
+{
+    if (!pg || !out)
+        return VMMU_EINVAL;
+    struct managed_region *m;
+    size_t n;
+    uint64_t resident = 0;
+    if (managed_regions(pg->vm, &m, &n) == 0) {
+        unsigned char **vec = calloc(n + 1, sizeof(*vec));
+        if (vec) {
+            resident = count_resident(m, n, vec);
+            for (size_t i = 0; i < n; i++)
+                free(vec[i]);
+            free(vec);
+        }
+        free(m);
+    }
+    pthread_mutex_lock(&pg->lock);
+    *out = pg->st;
+    pthread_mutex_unlock(&pg->lock);
+    out->resident = resident;
+    return 0;
+}

@@ -1,0 +1,341 @@
+/* SPDX-License-Identifier: MIT */
+/* The pager: pages out and back bit-identical, zero pages dropped, page-in
+ * on the next access (P2M and TLB paths), ballooning, the resident-set
+ * policy, paranoid mode, and refusals. */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/vm_internal.h"
+#include "sync/sync_internal.h"
+#include "test_sync_env.h"
+#include "vmmu/pager.h"
+#include "vmmu/vmmu.h"
+
+enum { NPAGES = 64 };
+
+/* Fill data page i with a pattern derived from (i, seed); page 5 stays zero. */
+static void fill_pages(struct sync_env *s, uint64_t seed)
+{
+    static uint8_t buf[4096];
+    for (uint64_t i = 0; i < NPAGES; i++) {
+        uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+        for (size_t k = 0; k < sizeof(buf); k++) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            buf[k] = (uint8_t)(x * 0x2545f4914f6cdd1dull >> 56);
+        }
+        if (i == 5)
+            memset(buf, 0, sizeof(buf));
+        assert_int_equal(vmmu_gpa_write(s->env.vm, DATA_GPA + i * 4096, buf, 4096, 0, NULL), 0);
+    }
+}
+
+static void check_pages(struct sync_env *s, uint64_t seed)
+{
+    static uint8_t want[4096], got[4096];
+    for (uint64_t i = 0; i < NPAGES; i++) {
+        uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+        for (size_t k = 0; k < sizeof(want); k++) {
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            want[k] = (uint8_t)(x * 0x2545f4914f6cdd1dull >> 56);
+        }
+        if (i == 5)
+            memset(want, 0, sizeof(want));
+        assert_int_equal(vmmu_gpa_read(s->env.vm, DATA_GPA + i * 4096, got, 4096, 0, NULL), 0);
+        assert_memory_equal(got, want, 4096);
+    }
+}
+
+static uint32_t page_state(struct sync_env *s, uint64_t i)
+{
+    uint32_t st;
+    assert_int_equal(vmmu_page_state_get(s->env.vm, DATA_GPA + i * 4096, &st), 0);
+    return st;
+}
+
+static void pages_out_and_back_are_bit_identical_and_zero_pages_cost_no_write(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 1);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, NPAGES);
+    assert_int_equal(st.zero_dropped, 1);
+    assert_int_equal(st.written, NPAGES - 1);
+    assert_int_equal(st.resident, 0);
+    for (uint64_t i = 0; i < NPAGES; i++)
+        assert_true(page_state(&s, i) & VMMU_PAGE_PAGED_OUT);
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA, &e), 0);
+    assert_null(e.hva);
+    /* paging out again is a no-op */
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.written, NPAGES - 1);
+    /* guest-physical reads page in on demand */
+    check_pages(&s, 1);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, 0);
+    assert_int_equal(st.paged_in, NPAGES);
+    assert_int_equal(page_state(&s, 3) & VMMU_PAGE_PAGED_OUT, 0);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static void a_tlb_fill_pages_in_and_retries(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    struct vmmu_vcpu *v = sync_vcpu(&s);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    assert_int_equal(sync_read(v, 7), DATA_GPA + 7 * 4096);
+    struct vmmu_gpa_range r = {DATA_GPA + 7 * 4096, 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+    assert_false(sync_hits(v, 7)); /* our own entry went at once */
+    assert_true(page_state(&s, 7) & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(sync_read(v, 7), DATA_GPA + 7 * 4096);
+    assert_int_equal(page_state(&s, 7) & VMMU_PAGE_PAGED_OUT, 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+    vmmu_vcpu_destroy(v);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+/* A consumer that touches a page of the batch while the page-out is in
+ * its first phase, as a vCPU inside its fill would. */
+struct toucher {
+    struct vmmu_vm *vm;
+    uint64_t gpa;
+    int rc;
+};
+
+static void touch_during_reclaim(void *opaque, struct vmmu_vm *vm,
+                                 const struct vmmu_gpa_range *ranges, size_t n,
+                                 enum vmmu__reclaim_why why)
+{
+    struct toucher *t = opaque;
+    (void)ranges;
+    (void)n;
+    if (why != VMMU_RECLAIM_PAGEOUT)
+        return;
+    uint64_t word;
+    t->rc = vmmu_gpa_read(vm, t->gpa, &word, 8, 0, NULL);
+}
+
+static void a_page_touched_during_its_page_out_stays_resident(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 2);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct toucher t = {.vm = s.env.vm, .gpa = DATA_GPA + 9 * 4096, .rc = -1};
+    assert_int_equal(vmmu__reclaim_hook_add(s.env.vm, touch_during_reclaim, &t), 0);
+    struct vmmu_gpa_range r = {DATA_GPA + 8 * 4096, 4 * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+    assert_int_equal(t.rc, 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.cancelled, 1);
+    assert_int_equal(st.out, 3);
+    assert_int_equal(page_state(&s, 9) & VMMU_PAGE_PAGED_OUT, 0);
+    assert_true(page_state(&s, 8) & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(vmmu__reclaim_hook_remove(s.env.vm, touch_during_reclaim, &t), 0);
+    check_pages(&s, 2);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static void ballooned_pages_come_back_as_zero_pages(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 3);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_gpa_range r = {DATA_GPA + 10 * 4096, 2 * 4096};
+    /* one of them already out: ballooning drops its file copy too */
+    struct vmmu_gpa_range one = {DATA_GPA + 11 * 4096, 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &one, 1), 0);
+    assert_int_equal(vmmu_pager_balloon_out(pg, &r, 1), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.ballooned, 2);
+    assert_int_equal(st.out, 0);
+    assert_int_equal(vmmu_pager_balloon_in(pg, &r, 1), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.ballooned, 0);
+    static uint8_t got[4096], zero[4096];
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 10 * 4096, got, 4096, 0, NULL), 0);
+    assert_memory_equal(got, zero, 4096);
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 11 * 4096, got, 4096, 0, NULL), 0);
+    assert_memory_equal(got, zero, 4096);
+    /* an access before deflation also gets a zero page */
+    assert_int_equal(vmmu_pager_balloon_out(pg, &r, 1), 0);
+    uint64_t word = 1;
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 10 * 4096, &word, 8, 0, NULL), 0);
+    assert_int_equal(word, 0);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static void balance_keeps_the_resident_set_under_the_limit(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 4);
+    struct vmmu_pager *pg;
+    struct vmmu_pager_config cfg = {.resident_limit = 16};
+    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.resident, NPAGES);
+    uint64_t n;
+    assert_int_equal(vmmu_pager_balance(pg, &n), 0);
+    assert_int_equal(n, NPAGES - 16);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_true(st.resident <= 16);
+    /* pages just paged in get a second chance */
+    struct vmmu_gpa_range r = {DATA_GPA, 4 * 4096};
+    assert_int_equal(vmmu_pager_page_in(pg, &r, 1), 0);
+    assert_int_equal(vmmu_pager_balance(pg, &n), 0);
+    assert_int_equal(n, 4);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(page_state(&s, i) & VMMU_PAGE_PAGED_OUT, 0);
+    assert_int_equal(vmmu_pager_balance(pg, &n), 0);
+    assert_int_equal(n, 0);
+    check_pages(&s, 4);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static sigjmp_buf segv_jmp;
+static void on_segv(int sig)
+{
+    (void)sig;
+    siglongjmp(segv_jmp, 1);
+}
+
+static void paranoid_mode_makes_released_pages_inaccessible(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 5);
+    struct vmmu_pager *pg;
+    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
+    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), 0);
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA + 12 * 4096, &e), 0);
+    volatile uint8_t *stale = e.hva;
+    struct vmmu_gpa_range r = {DATA_GPA + 12 * 4096, 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, &old);
+    volatile int faulted = 0;
+    if (sigsetjmp(segv_jmp, 1) == 0)
+        (void)stale[0]; /* a stale pointer: must crash, not read zeros */
+    else
+        faulted = 1;
+    sigaction(SIGSEGV, &old, NULL);
+    assert_true(faulted);
+    check_pages(&s, 5); /* paged back in and accessible */
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static void the_pager_refuses_what_it_cannot_manage(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    struct vmmu_pager *pg, *pg2;
+    struct vmmu_pager_config bad = {.flags = 1u << 7};
+    assert_int_equal(vmmu_pager_create(s.env.vm, &bad, &pg), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_create(NULL, NULL, &pg), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, NULL), VMMU_EINVAL);
+    struct vmmu_pager_config nodir = {.dir = "/nonexistent/dir"};
+    assert_int_equal(vmmu_pager_create(s.env.vm, &nodir, &pg), VMMU_ESYS);
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg2), VMMU_EBUSY);
+    struct vmmu_gpa_range user_owned = {0x1000, 4096}; /* the test's own RAM */
+    struct vmmu_gpa_range hole = {DATA_GPA + NPAGES * 4096, 4096};
+    struct vmmu_gpa_range odd = {DATA_GPA + 100, 4096};
+    struct vmmu_gpa_range empty = {DATA_GPA, 0};
+    struct vmmu_gpa_range wide = {1ull << 52, 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &user_owned, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_page_out(pg, &hole, 1), VMMU_EHOLE);
+    assert_int_equal(vmmu_pager_page_out(pg, &odd, 1), VMMU_EALIGN);
+    assert_int_equal(vmmu_pager_page_out(pg, &empty, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_page_out(pg, &wide, 1), VMMU_ERANGE);
+    assert_int_equal(vmmu_pager_page_out(pg, NULL, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_page_out(NULL, &hole, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_page_in(pg, &hole, 1), VMMU_EHOLE);
+    assert_int_equal(vmmu_pager_balloon_out(pg, &user_owned, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_balance(NULL, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_pager_stats(pg, NULL), VMMU_EINVAL);
+    /* a refused batch changed nothing */
+    struct vmmu_gpa_range mixed[2] = {{DATA_GPA, 4096}, {0x1000, 4096}};
+    assert_int_equal(vmmu_pager_page_out(pg, mixed, 2), VMMU_EINVAL);
+    assert_int_equal(page_state(&s, 0) & VMMU_PAGE_PAGED_OUT, 0);
+    vmmu_pager_destroy(pg);
+    vmmu_pager_destroy(NULL);
+    /* once destroyed, another may be made */
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+static void destroying_the_pager_brings_everything_back(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 6);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    vmmu_pager_destroy(pg);
+    for (uint64_t i = 0; i < NPAGES; i++)
+        assert_int_equal(page_state(&s, i) & VMMU_PAGE_PAGED_OUT, 0);
+    check_pages(&s, 6);
+    sync_env_fini(&s);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(pages_out_and_back_are_bit_identical_and_zero_pages_cost_no_write),
+        cmocka_unit_test(a_tlb_fill_pages_in_and_retries),
+        cmocka_unit_test(a_page_touched_during_its_page_out_stays_resident),
+        cmocka_unit_test(ballooned_pages_come_back_as_zero_pages),
+        cmocka_unit_test(balance_keeps_the_resident_set_under_the_limit),
+        cmocka_unit_test(paranoid_mode_makes_released_pages_inaccessible),
+        cmocka_unit_test(the_pager_refuses_what_it_cannot_manage),
+        cmocka_unit_test(destroying_the_pager_brings_everything_back),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
