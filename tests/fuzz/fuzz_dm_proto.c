@@ -1,0 +1,299 @@
+/* libFuzzer target: the device-model protocol from both ends.
+ *
+ * Mode 0 (first byte even): the input is a script for a hostile device
+ * model talking to a real vm-side server: vCPU accesses (read/write, any
+ * size, pending), arbitrary rewrites of request slots and of the ring's
+ * consumer index, garbage and acknowledgements on the socket, posted and
+ * awaited invalidations.  The vm must never crash, read outside its
+ * buffers, report an answer it did not receive, or hang.
+ *
+ * Mode 1 (first byte odd): the input is a hostile vm's HELLO (message and
+ * shared-page header) for the client library, followed by slot contents
+ * and messages for vmmu_dmc_wait()/vmmu_dmc_process().
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dm/dm_internal.h"
+#include "vmmu/dmclient.h"
+#include "vmmu/vmmu.h"
+
+#define DEV_GPA 0x100000ull
+#define NVCPU 2
+
+struct input {
+    const uint8_t *p;
+    size_t n;
+};
+
+static uint8_t take8(struct input *in)
+{
+    if (!in->n)
+        return 0;
+    in->n--;
+    return *in->p++;
+}
+
+static uint64_t take64(struct input *in)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)take8(in) << (8 * i);
+    return v;
+}
+
+static void fail(const char *what)
+{
+    (void)what;
+    __builtin_trap();
+}
+
+static void recv_hello(int sock, struct vmmu_dm_shared **sh, int *fds, int *nfds)
+{
+    struct vmmu_dm_msg m;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    if (recvmsg(sock, &mh, MSG_CMSG_CLOEXEC) != sizeof(m))
+        fail("hello");
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    *nfds = (int)((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    memcpy(fds, CMSG_DATA(c), (size_t)*nfds * sizeof(int));
+    *sh = mmap(NULL, m.gpa, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+    if (*sh == MAP_FAILED)
+        fail("mmap");
+}
+
+static void hostile_device_model(struct input *in)
+{
+    /* One vm and layer for the whole run; a fresh server per input. */
+    static struct vmmu_vm *vm;
+    static struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    if (!vm) {
+        struct vmmu_dm_config cfg = {.max_vcpus = NVCPU};
+        struct vmmu_vm_config vc = {.gpa_bits = 32};
+        if (vmmu_vm_create(&vc, &vm) || vmmu_dm_create(vm, &cfg, &dm))
+            fail("vm");
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        fail("socketpair");
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 2000, .ring_entries = 4};
+    if (vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv))
+        fail("server");
+    if (vmmu_dm_map_mmio(srv, DEV_GPA, 4096, VMMU_DM_RANGE_BUFFERED, NULL, NULL))
+        fail("map");
+    struct vmmu_dm_shared *sh;
+    int fds[VMMU_DM_MAX_SLOTS + 3], nfds;
+    recv_hello(sv[1], &sh, fds, &nfds);
+    struct vmmu_dm_slot *slots = (struct vmmu_dm_slot *)((char *)sh + sh->slots_offset);
+    struct vmmu_dm_ring *ring = (struct vmmu_dm_ring *)((char *)sh + sh->ring_offset);
+    size_t sent_bytes = 0;    /* bytes the "device model" put on its socket */
+    uint64_t posted = 0;      /* the last invalidation the vm posted to this server */
+    int outstanding[NVCPU + 1] = {0};
+
+    for (int steps = 0; in->n && steps < 64; steps++) {
+        uint8_t op = take8(in);
+        switch (op % 8) {
+        case 0: { /* a vCPU (or the host, if it would not block) accesses the device */
+            int vcpu = take8(in) % NVCPU;
+            uint8_t k = take8(in);
+            unsigned size = 1u << (k & 3);
+            struct vmmu_device_req r = {.gpa = DEV_GPA + ((k >> 2) & 7) * 8, .size = size,
+                                        .write = (k >> 5) & 1, .data = take64(in),
+                                        .vcpu_id = vcpu};
+            int err = vmmu_p2m_device_access(vm, &r);
+            if (err == VMMU_EPENDING)
+                outstanding[vcpu] = 1;
+            else
+                outstanding[vcpu] = 0;
+            if (err == 0 && !r.write && size < 8 && (r.data >> (size * 8)))
+                fail("answer wider than the access");
+            if (err && err != VMMU_EPENDING && err != VMMU_EPROTO && err != VMMU_EDEVICE &&
+                err != VMMU_EBUSY && err != VMMU_EDEAD && err != VMMU_ETIMEDOUT)
+                fail("unexpected error");
+            break;
+        }
+        case 1: { /* rewrite a slot, any slot, any way */
+            struct vmmu_dm_slot *s = &slots[take8(in) % (NVCPU + 1)];
+            uint8_t k = take8(in);
+            uint32_t seq = s->seq + (uint32_t)(int8_t)take8(in);
+            s->data = take64(in);
+            s->status = (k & 1) ? take8(in) : 0;
+            s->resp_seq = (k & 2) ? seq : s->seq;
+            __atomic_store_n(&s->state, (k >> 2) & 7, __ATOMIC_RELEASE);
+            break;
+        }
+        case 2: /* an impossible or plausible ring consumer index */
+            __atomic_store_n(&ring->cons, (uint32_t)take64(in), __ATOMIC_RELEASE);
+            break;
+        case 3: { /* garbage on the socket, of any length */
+            uint8_t buf[40];
+            size_t len = take8(in) % sizeof(buf);
+            for (size_t i = 0; i < len; i++)
+                buf[i] = take8(in);
+            ssize_t n = send(sv[1], buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            if (n > 0)
+                sent_bytes += (size_t)n;
+            break;
+        }
+        case 4: /* the vm posts an invalidation */
+            if (vmmu_dm_invalidate_async(dm, take64(in) & 0xffffff000ull, 4096, &posted))
+                fail("post");
+            break;
+        case 5: { /* the device model acknowledges (after realigning its stream) and the vm waits */
+            uint8_t pad[32] = {0};
+            size_t fix = (32 - sent_bytes % 32) % 32;
+            if (fix && send(sv[1], pad, fix, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)fix)
+                sent_bytes += fix;
+            struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = posted};
+            if (!posted || sent_bytes % 32 ||
+                send(sv[1], &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(m))
+                break;
+            sent_bytes += sizeof(m);
+            /* The stream is aligned, so the ack is read whole: no timeout. */
+            if (vmmu_dm_invalidate_wait(dm, posted))
+                fail("wait");
+            break;
+        }
+        case 6: { /* the pure validators */
+            uint8_t buf[32];
+            for (int i = 0; i < 32; i++)
+                buf[i] = take8(in);
+            uint64_t seq = 0, acked = take8(in), sent = take8(in);
+            if (vmmu__dm_check_ack(buf, take8(in) % 33, acked, sent, &seq) == 0 &&
+                (seq <= acked || seq > sent))
+                fail("ack outside the window");
+            struct vmmu_dm_slot s;
+            memcpy(&s, buf, sizeof(buf));
+            memset((char *)&s + 32, 0, sizeof(s) - 32);
+            uint64_t data = 0;
+            unsigned size = 1u << (take8(in) & 3);
+            if (vmmu__dm_slot_read_answer(&s, (uint32_t)take64(in), size, &data) == 0 &&
+                size < 8 && (data >> (size * 8)))
+                fail("unmasked data");
+            break;
+        }
+        case 7: { /* drain what the vm sent, as a device model would */
+            uint8_t buf[512];
+            while (recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+            }
+            break;
+        }
+        }
+    }
+    (void)outstanding;
+    munmap(sh, sh->size);
+    for (int i = 0; i < nfds; i++)
+        close(fds[i]);
+    close(sv[1]);
+    vmmu_dm_server_destroy(srv);
+}
+
+static void hostile_vm(struct input *in)
+{
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        fail("socketpair");
+    int shm = memfd_create("fuzz", MFD_CLOEXEC);
+    size_t size = 4096;
+    if (shm < 0 || ftruncate(shm, (off_t)size))
+        fail("memfd");
+    uint8_t *page = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    if (page == MAP_FAILED)
+        fail("mmap");
+    /* A mostly plausible header with fuzzed fields. */
+    struct vmmu_dm_shared h = {.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
+                               .nslots = 2, .ring_entries = 4, .max_regions = 4,
+                               .slots_offset = 128, .ring_offset = 256, .regions_offset = 512,
+                               .size = size};
+    uint8_t k = take8(in);
+    if (k & 1) h.nslots = take8(in);
+    if (k & 2) h.ring_entries = take8(in);
+    if (k & 4) h.max_regions = (uint32_t)take64(in);
+    if (k & 8) h.slots_offset = take64(in);
+    if (k & 16) h.ring_offset = take64(in);
+    if (k & 32) h.regions_offset = take64(in);
+    if (k & 64) h.magic ^= take8(in);
+    memcpy(page, &h, sizeof(h));
+    /* Fuzzed bytes for the rest of the page: slots, ring, region table. */
+    for (size_t i = sizeof(h); i < size && in->n > 64; i++)
+        page[i] = take8(in);
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = size};
+    uint8_t k2 = take8(in);
+    if (k2 & 1) m.type = take8(in);
+    if (k2 & 2) m.seq = take8(in);
+    if (k2 & 4) m.flags = take8(in);
+    int efd[4];
+    for (int i = 0; i < 4; i++)
+        efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int fds[6] = {shm, efd[0], efd[1], efd[2], efd[3], shm};
+    unsigned nfds = 1 + take8(in) % 6;
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 6)];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = CMSG_SPACE(sizeof(int) * nfds)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
+    if (sendmsg(sv[0], &mh, 0) != sizeof(m))
+        fail("send");
+    /* Then whatever messages the vm likes. */
+    while (in->n >= sizeof(struct vmmu_dm_msg)) {
+        struct vmmu_dm_msg x;
+        memcpy(&x, in->p, sizeof(x));
+        in->p += sizeof(x);
+        in->n -= sizeof(x);
+        if (send(sv[0], &x, sizeof(x), MSG_DONTWAIT) != sizeof(x))
+            break;
+    }
+    struct vmmu_dmc_config cc = {.mapcache_bytes = 1 << 20};
+    struct vmmu_dmc *cl = NULL;
+    if (vmmu_dmc_connect_fd(sv[1], &cc, &cl) == 0) {
+        struct vmmu_dmc_req r;
+        for (int i = 0; i < 8; i++) {
+            int err = vmmu_dmc_wait(cl, 0, &r);
+            if (err == 0 && !r.buffered)
+                vmmu_dmc_complete(cl, &r, 0, 0);
+            if (err && err != VMMU_ETIMEDOUT)
+                break;
+        }
+        void *p;
+        if (vmmu_dmc_map(cl, 0, 8, 0, &p) == 0)
+            vmmu_dmc_unmap(cl, 0);
+        vmmu_dmc_close(cl);
+    }
+    munmap(page, size);
+    close(shm);
+    for (int i = 0; i < 4; i++)
+        close(efd[i]);
+    close(sv[0]);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct input in = {data, size};
+    if (take8(&in) & 1)
+        hostile_vm(&in);
+    else
+        hostile_device_model(&in);
+    return 0;
+}
