@@ -12,6 +12,7 @@
 #include "x86.h"
 #include "tlb.h"
 #include "vcpu.h"
+#include "access.h"
 #include "sync.h"
 #include "dm.h"
 
