@@ -301,11 +301,66 @@ static void dma_racing_region_removal_finishes_first_or_fails_and_never_writes_n
     world_fini(&w);
 }
 
+/* ---- a DMA racing the balloon, in paranoid mode ------------------------------------ */
+
+static void dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused_page(void **s)
+{
+    (void)s;
+    struct world w;
+    world_init(&w, "200");
+    struct vmmu_pager *pager;
+    struct vmmu_pager_config pc = {.flags = VMMU_PAGER_PARANOID};
+    assert_int_equal(vmmu_pager_create(w.vm, &pc, &pager), 0);
+    const uint64_t gpa = 0x400000, size = 512 << 10;
+    int completed = 0, failed = 0;
+    for (int round = 0; round < 6; round++) {
+        uint8_t zero[4096] = {0};
+        for (uint64_t off = 0; off < size; off += sizeof(zero))
+            assert_int_equal(vmmu_gpa_write(w.vm, gpa + off, zero, sizeof(zero), 0, NULL), 0);
+        struct dma_arg a = {.w = &w, .dst = gpa, .len = size};
+        pthread_t t;
+        assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
+        /* Once the transfer runs, the guest balloons the second half away. */
+        uint8_t first = 0;
+        for (int i = 0; i < 20000 && first != 0x99; i++) {
+            usleep(500);
+            assert_int_equal(vmmu_gpa_read(w.vm, gpa, &first, 1, 0, NULL), 0);
+        }
+        assert_int_equal(first, 0x99);
+        usleep((useconds_t)(round * 4000));
+        struct vmmu_gpa_range half = {.gpa = gpa + size / 2, .size = size / 2};
+        assert_int_equal(vmmu_pager_balloon_out(pager, &half, 1), 0);
+        pthread_join(t, NULL);
+        if (a.status == 1) {
+            completed++;
+        } else {
+            assert_int_equal(a.status, 2);
+            assert_int_equal((int64_t)a.error, VMMU_EHOLE);
+            failed++;
+        }
+        /* The pages come back as zero pages: nothing the device model
+         * wrote after the balloon took them may show through. */
+        assert_int_equal(vmmu_pager_balloon_in(pager, &half, 1), 0);
+        uint8_t *buf = malloc(size / 2);
+        assert_int_equal(vmmu_gpa_read(w.vm, half.gpa, buf, size / 2, 0, NULL), 0);
+        for (uint64_t i = 0; i < size / 2; i++)
+            if (buf[i])
+                fail_msg("ballooned page written by the device model at +0x%llx",
+                         (unsigned long long)i);
+        free(buf);
+    }
+    assert_int_equal(completed + failed, 6);
+    print_message("dma vs balloon: %d completed first, %d failed cleanly\n", completed, failed);
+    vmmu_pager_destroy(pager);
+    world_fini(&w);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(vcpus_share_both_servers_while_invalidations_race_their_safe_points),
         cmocka_unit_test(dma_racing_region_removal_finishes_first_or_fails_and_never_writes_new_ram),
+        cmocka_unit_test(dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused_page),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
