@@ -36,4 +36,8 @@ expect 2 "--ram must be" "$vmmu" run --ram 3 "$good"
 expect 2 "needs a number" "$vmmu" run --vcpus x "$good"
 expect 2 "unknown option" "$vmmu" run --bogus "$good"
 expect 125 "instruction limit" "$vmmu" run --max-insns 100 "$good"
+expect 2 "--pager needs at least 1 page" "$vmmu" run --pager 0 "$good"
+expect 2 "needs a number" "$vmmu" run --pager "$good"
+expect 2 "--dmdev needs a path" "$vmmu" run --dmdev
+expect 125 "cannot start the device model" "$vmmu" run --dmdev "$tmp/missing" "$good"
 exit $fail

@@ -1,7 +1,10 @@
 #!/bin/sh
 # Run a guest and compare its console with the expected transcript.
 #
-#   check.sh VMMU GUEST.elf VCPUS BASE
+#   check.sh VMMU GUEST.elf VCPUS BASE [RUN-OPTION...]
+#
+# RUN-OPTIONs go to `vmmu run` (--pager N, --dma): the transcript must be
+# the same whatever the machine does underneath.
 #
 # BASE.VCPUS.expected is used if it exists, else BASE.expected.  A line of
 # the expected transcript that starts with "~" matches any console line
@@ -9,11 +12,12 @@
 # run, such as timings).  The guest's exit status must be 0.
 set -u
 vmmu=$1 elf=$2 vcpus=$3 base=$4
+shift 4
 expected=$base.$vcpus.expected
 [ -f "$expected" ] || expected=$base.expected
 out=$(mktemp) || exit 1
 trap 'rm -f "$out"' EXIT
-"$vmmu" run --vcpus "$vcpus" --max-insns 2000000000 "$elf" >"$out"
+"$vmmu" run --vcpus "$vcpus" --max-insns 2000000000 "$@" "$elf" >"$out"
 status=$?
 if ! awk -v expfile="$expected" '
     BEGIN { n = 0; while ((getline l < expfile) > 0) want[++n] = l }

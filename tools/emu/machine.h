@@ -31,6 +31,12 @@ struct emu_config {
     const char *guest_path;  /**< the guest's ELF image */
     FILE *console;           /**< where the serial port writes (stdout) */
     uint64_t max_insns;      /**< per vCPU; 0: no limit (the run fails when reached) */
+    /** Attach the DMA engine (the out-of-process device model vmmu-dmdev)
+     *  at EMU_MMIO_BASE; NULL: no device.  The program's path. */
+    const char *dmdev_path;
+    /** Run a host pager keeping the guest's resident set under this many
+     *  pages; 0: no pager. */
+    uint64_t pager_pages;
 };
 
 #define EMU_RAM_DEFAULT (64ull << 20)

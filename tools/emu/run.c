@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "machine.h"
 #include "tool.h"
@@ -10,7 +11,8 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: vmmu run [--vcpus N] [--ram MIB] [--stats] [--max-insns N] GUEST\n"
+            "usage: vmmu run [--vcpus N] [--ram MIB] [--stats] [--max-insns N] [--dma]\n"
+            "                [--dmdev PATH] [--pager PAGES] GUEST\n"
             "\n"
             "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
             "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
@@ -21,8 +23,14 @@ static void usage(FILE *out)
             "  --vcpus N       vCPUs, 1..%u\n"
             "  --ram MIB       guest RAM in MiB, a multiple of 2 from 4 to 1024 (default %llu)\n"
             "  --stats         after the run, print what the memory system did\n"
-            "  --max-insns N   stop (as a failure) when a vCPU has run N instructions\n",
-            EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20));
+            "  --max-insns N   stop (as a failure) when a vCPU has run N instructions\n"
+            "  --dma           attach the DMA engine at 0x%llx: the device model\n"
+            "                  vmmu-dmdev, found beside this program, in its own process\n"
+            "  --dmdev PATH    the same with the device model at PATH\n"
+            "  --pager PAGES   a host pager thread keeps the guest's resident set under\n"
+            "                  PAGES 4 KiB pages while it runs\n",
+            EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
+            (unsigned long long)EMU_MMIO_BASE);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -38,8 +46,24 @@ static int parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+/* vmmu-dmdev beside the running program (both are built into one directory). */
+static const char *default_dmdev(char *buf, size_t size)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, size - 1);
+    if (n <= 0)
+        return "vmmu-dmdev";
+    buf[n] = 0;
+    char *slash = strrchr(buf, '/');
+    const char *name = "vmmu-dmdev";
+    if (!slash || (size_t)(slash + 1 - buf) + strlen(name) + 1 > size)
+        return "vmmu-dmdev";
+    strcpy(slash + 1, name);
+    return buf;
+}
+
 int vmmu_tool_run(int argc, char **argv)
 {
+    char dmdev[4096];
     struct emu_config cfg = {.nr_vcpus = 1, .ram_size = EMU_RAM_DEFAULT, .console = stdout};
     bool stats = false;
     uint64_t v;
@@ -50,7 +74,16 @@ int vmmu_tool_run(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--stats")) {
             stats = true;
-        } else if (!strcmp(a, "--vcpus") || !strcmp(a, "--ram") || !strcmp(a, "--max-insns")) {
+        } else if (!strcmp(a, "--dma")) {
+            cfg.dmdev_path = default_dmdev(dmdev, sizeof(dmdev));
+        } else if (!strcmp(a, "--dmdev")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "vmmu run: --dmdev needs a path\n");
+                return 2;
+            }
+            cfg.dmdev_path = argv[++i];
+        } else if (!strcmp(a, "--vcpus") || !strcmp(a, "--ram") || !strcmp(a, "--max-insns") ||
+                   !strcmp(a, "--pager")) {
             if (i + 1 >= argc || parse_u64(argv[i + 1], &v) < 0) {
                 fprintf(stderr, "vmmu run: %s needs a number\n", a);
                 return 2;
@@ -68,6 +101,12 @@ int vmmu_tool_run(int argc, char **argv)
                     return 2;
                 }
                 cfg.ram_size = v << 20;
+            } else if (!strcmp(a, "--pager")) {
+                if (v < 1) {
+                    fprintf(stderr, "vmmu run: --pager needs at least 1 page\n");
+                    return 2;
+                }
+                cfg.pager_pages = v;
             } else {
                 cfg.max_insns = v;
             }

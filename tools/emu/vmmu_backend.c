@@ -4,9 +4,15 @@
  * thread per guest vCPU, x86emu interpreting, and every guest memory
  * access going through vmmu (vmmu_mem.c).
  */
+#include <errno.h>
 #include <sched.h>
+#include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "vmmu_backend.h"
 
@@ -220,10 +226,51 @@ static int vcpu_boot(struct vb_vcpu *v)
     return 0;
 }
 
+/* Deliver a pending interrupt, as one instruction of its own for the latch. */
+static bool take_interrupt(struct vb_vcpu *v)
+{
+    struct emu_machine *m = v->m;
+    if (!x86emu_interrupts_enabled(&v->cpu) || !emu_irq_pending(m, v->index))
+        return true;
+    int vec = emu_irq_take(m, v->index);
+    if (vec < 0)
+        return true;
+    vmmu_insn_begin(v->vcpu);
+    int rc = x86emu_interrupt(&v->cpu, &v->env, (uint8_t)vec);
+    vmmu_insn_end(v->vcpu, 0);
+    if (rc == X86EMU_EXIT_SHUTDOWN) {
+        emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault delivering vector %d",
+                         v->index, vec);
+        return false;
+    }
+    return true;
+}
+
+/*
+ * Up to VB_BUDGET instructions, each between vmmu_insn_begin() and
+ * vmmu_insn_end() so that the replay latch sees exactly one instruction.
+ * Returns the x86emu exit of the last one.
+ */
+static int run_block(struct vb_vcpu *v)
+{
+    int rc = X86EMU_EXIT_BUDGET;
+    for (unsigned n = 0; n < VB_BUDGET && rc == X86EMU_EXIT_BUDGET; n++) {
+        vmmu_insn_begin(v->vcpu);
+        v->pending = false;
+        rc = x86emu_step(&v->cpu, &v->env, 1);
+        vmmu_insn_end(v->vcpu, v->pending ? VMMU_EPENDING : 0);
+        if (emu_machine_stopping(v->m))
+            break;
+    }
+    return rc;
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct vb_vcpu *v = arg;
     struct emu_machine *m = v->m;
+    struct vb *b = vb_of(m);
+    vb_dm_set_thread_vcpu(b->dm ? v->dm_id : -1);
     int rc = vmmu_vcpu_online(v->vcpu);
     if (rc < 0) {
         vb_fail(v, "coming online", rc);
@@ -237,27 +284,34 @@ static void *vcpu_thread(void *arg)
         /* Between blocks of instructions no translation is held: act on
          * remote flushes and P2M changes, report a quiescent state. */
         rc = vmmu_vcpu_safepoint(v->vcpu);
+        if (rc == 0 && b->dm)
+            rc = vmmu_dm_vcpu_safe_point(b->dm, v->dm_id, v->dm_flags);
         if (rc < 0) {
             vb_fail(v, "safe point", rc);
             break;
         }
-        if (v->cpu.halted) {
-            halt_wait(v);
-            if (emu_machine_stopping(m))
-                break;
-        }
-        if (x86emu_interrupts_enabled(&v->cpu) && emu_irq_pending(m, v->index)) {
-            int vec = emu_irq_take(m, v->index);
-            if (vec >= 0 && x86emu_interrupt(&v->cpu, &v->env, (uint8_t)vec) ==
-                                X86EMU_EXIT_SHUTDOWN) {
-                emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault delivering vector %d",
-                                 v->index, vec);
+        if (v->pending) {
+            /* The last instruction waits for a device model: sleep until it
+             * answered (or died), then execute that instruction again; no
+             * interrupt comes in between, as no instruction boundary passed. */
+            rc = vmmu_dm_vcpu_wait(b->dm, v->dm_id, -1);
+            if (rc < 0 && rc != VMMU_ETIMEDOUT) {
+                vb_fail(v, "waiting for the device model", rc);
                 break;
             }
+            v->replays++;
+        } else {
+            if (v->cpu.halted) {
+                halt_wait(v);
+                if (emu_machine_stopping(m))
+                    break;
+            }
+            if (!take_interrupt(v))
+                break;
+            if (v->cpu.halted)
+                continue;
         }
-        if (v->cpu.halted)
-            continue;
-        rc = x86emu_step(&v->cpu, &v->env, VB_BUDGET);
+        rc = run_block(v);
         switch (rc) {
         case X86EMU_EXIT_BUDGET:
         case X86EMU_EXIT_HLT:
@@ -279,6 +333,8 @@ static void *vcpu_thread(void *arg)
             emu_machine_stop(m, EMU_STOP_LIMIT, "vcpu %u reached the instruction limit (%llu)",
                              v->index, (unsigned long long)m->cfg.max_insns);
     }
+    if (v->pending)
+        vmmu_latch_discard(v->vcpu);
     vmmu_vcpu_offline(v->vcpu);
     return NULL;
 }
@@ -299,11 +355,46 @@ static int vb_start_vcpu(struct emu_machine *m, unsigned index)
     return rc;
 }
 
+/*
+ * The host pager's thread: while the guest runs, keep its resident set
+ * under the limit, as a host under memory pressure would, every
+ * millisecond.  Pages it takes come back when a vCPU touches them.
+ */
+static void *pager_thread(void *arg)
+{
+    struct emu_machine *m = arg;
+    struct vb *b = vb_of(m);
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
+    while (!emu_machine_stopping(m)) {
+        int rc = vmmu_pager_balance(b->pager, NULL);
+        b->pager_runs++;
+        if (rc < 0) {
+            b->pager_errors++;
+            emu_machine_stop(m, EMU_STOP_ERROR, "the host pager failed: %s", vmmu_strerror(rc));
+            break;
+        }
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
 static int vb_run(struct emu_machine *m)
 {
     struct vb *b = vb_of(m);
-    if (vb_start_vcpu(m, 0) < 0)
+    if (b->pager) {
+        if (pthread_create(&b->pager_thread, NULL, pager_thread, m)) {
+            fprintf(stderr, "vmmu run: cannot start the pager thread\n");
+            return -1;
+        }
+        b->pager_started = true;
+    }
+    if (vb_start_vcpu(m, 0) < 0) {
+        emu_machine_stop(m, EMU_STOP_ERROR, "cannot start vcpu 0");
+        if (b->pager_started)
+            pthread_join(b->pager_thread, NULL);
+        b->pager_started = false;
         return -1;
+    }
     /* vCPU 0 returns only once the machine stops; then no more may start. */
     pthread_join(b->vcpu[0].thread, NULL);
     pthread_mutex_lock(&b->halt_lock);
@@ -312,10 +403,67 @@ static int vb_run(struct emu_machine *m)
     for (unsigned i = 1; i < m->cfg.nr_vcpus; i++)
         if (b->vcpu[i].thread_started)
             pthread_join(b->vcpu[i].thread, NULL);
+    if (b->pager_started)
+        pthread_join(b->pager_thread, NULL);
+    b->pager_started = false;
     return 0;
 }
 
 /* ---- creation ------------------------------------------------------------------------------ */
+
+/*
+ * Start the DMA engine (vmmu-dmdev) in its own process on one end of a
+ * socket pair and attach its register window at EMU_MMIO_BASE.  Every
+ * access pends (wait_us 0): the vCPU goes back to its loop and re-executes
+ * the instruction when the answer is in, as a hypervisor does.
+ */
+static int attach_dmdev(struct emu_machine *m, struct vb *b)
+{
+    struct vmmu_dm_config dc = {.max_vcpus = m->cfg.nr_vcpus};
+    int rc = vmmu_dm_create(b->vm, &dc, &b->dm);
+    if (rc < 0) {
+        fprintf(stderr, "vmmu run: vmmu_dm_create: %s\n", vmmu_strerror(rc));
+        return -1;
+    }
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+        fprintf(stderr, "vmmu run: socketpair: %s\n", strerror(errno));
+        return -1;
+    }
+    char base[32];
+    snprintf(base, sizeof(base), "%llu", (unsigned long long)EMU_MMIO_BASE);
+    char *argv[] = {(char *)m->cfg.dmdev_path, "--fd", "3", "--mmio-base", base, NULL};
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, sv[1], 3);
+    extern char **environ;
+    int err = posix_spawn(&b->dmdev_pid, m->cfg.dmdev_path, &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(sv[1]);
+    if (err) {
+        close(sv[0]);
+        b->dmdev_pid = 0;
+        fprintf(stderr, "vmmu run: cannot start the device model %s: %s\n",
+                m->cfg.dmdev_path, strerror(err));
+        return -1;
+    }
+    struct vmmu_dm_remote_config rcfg = {.timeout_ms = 10000, .wait_us = 0,
+                                         .pid = b->dmdev_pid};
+    rc = vmmu_dm_server_create_remote(b->dm, sv[0], &rcfg, &b->dmdev);
+    if (rc == 0)
+        rc = vmmu_dm_map_mmio(b->dmdev, EMU_MMIO_BASE, EMU_MMIO_SIZE, 0, NULL, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "vmmu run: attaching the device model %s: %s\n", m->cfg.dmdev_path,
+                vmmu_strerror(rc));
+        return -1;
+    }
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        struct vb_vcpu *v = &b->vcpu[i];
+        v->dm_id = (int)i;
+        v->dm_flags = vmmu_dm_vcpu_flags(b->dm, v->dm_id);
+    }
+    return 0;
+}
 
 static int vb_create(struct emu_machine *m)
 {
@@ -370,12 +518,30 @@ static int vb_create(struct emu_machine *m)
             .cpuid = hook_cpuid,
         };
     }
+    if (m->cfg.dmdev_path && attach_dmdev(m, b) < 0)
+        return -1;
+    if (m->cfg.pager_pages) {
+        struct vmmu_pager_config pc = {.resident_limit = m->cfg.pager_pages};
+        rc = vmmu_pager_create(b->vm, &pc, &b->pager);
+        if (rc < 0) {
+            fprintf(stderr, "vmmu run: vmmu_pager_create: %s\n", vmmu_strerror(rc));
+            return -1;
+        }
+    }
     return 0;
 }
 
 static void vb_destroy(struct emu_machine *m)
 {
     struct vb *b = vb_of(m);
+    vmmu_pager_destroy(b->pager);
+    /* Hanging up makes the device model exit on its own. */
+    vmmu_dm_destroy(b->dm);
+    if (b->dmdev_pid > 0) {
+        int status;
+        while (waitpid(b->dmdev_pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
     for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
         struct vb_vcpu *v = &b->vcpu[i];
         if (v->m) {
@@ -412,17 +578,22 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     struct vb *b = vb_of(m);
     struct vmmu_tlb_stats t = {0};
     struct vb_mem_stats s = {0};
-    uint64_t insns = 0, local = 0, posted = 0, waits = 0, halts = 0, retries = 0;
+    struct vmmu_latch_stats l = {0};
+    uint64_t insns = 0, local = 0, posted = 0, waits = 0, halts = 0, retries = 0, replays = 0;
     for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
         struct vb_vcpu *v = &b->vcpu[i];
         struct vmmu_tlb_stats vt;
-        if (vmmu_vcpu_stats(v->vcpu, &vt) < 0)
+        struct vmmu_latch_stats vl;
+        if (vmmu_vcpu_stats(v->vcpu, &vt) < 0 || vmmu_latch_stats(v->vcpu, &vl) < 0)
             continue;
+        /* Page parts that did not go to the TLB's slow path hit inline. */
+        uint64_t slow = vt.slow_hits + vt.victim_hits + vt.misses;
+        uint64_t inline_hits = v->mem.pieces > slow ? v->mem.pieces - slow : 0;
         if (per_vcpu && atomic_load(&m->vcpu[i].started))
             fprintf(out, "  vcpu %u: %llu instructions, %llu accesses, %.1f%% TLB hits, "
                     "%llu walks, %llu flush-all\n", i,
                     (unsigned long long)v->cpu.icount, (unsigned long long)v->mem.pieces,
-                    pct(v->mem.fast_hits + vt.slow_hits + vt.victim_hits, v->mem.pieces),
+                    pct(inline_hits + vt.slow_hits + vt.victim_hits, v->mem.pieces),
                     (unsigned long long)vt.walks, (unsigned long long)vt.flush_all);
         insns += v->cpu.icount;
         s.reads += v->mem.reads;
@@ -430,25 +601,32 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         s.fetches += v->mem.fetches;
         s.rmws += v->mem.rmws;
         s.pieces += v->mem.pieces;
-        s.fast_hits += v->mem.fast_hits;
         s.splits += v->mem.splits;
-        s.mmio += v->mem.mmio;
         s.faults += v->mem.faults;
+        s.pending += v->mem.pending;
+        s.busy += v->mem.busy;
+        t.hits += inline_hits;
         t.slow_hits += vt.slow_hits;
         t.victim_hits += vt.victim_hits;
         t.misses += vt.misses;
         t.walks += vt.walks;
         t.psc_hits += vt.psc_hits;
         t.fills += vt.fills;
+        t.not_ram += vt.not_ram;
         t.flush_all += vt.flush_all;
         t.flush_pcid += vt.flush_pcid;
         t.flush_page += vt.flush_page;
         t.pcid_switches += vt.pcid_switches;
+        l.entries_replayed += vl.entries_replayed;
+        l.xlates_replayed += vl.xlates_replayed;
+        l.events_replayed += vl.events_replayed;
+        l.diverged += vl.diverged;
         local += v->flushes_local;
         posted += v->flushes_posted;
         waits += v->flush_waits;
         halts += v->halts;
         retries += v->retries;
+        replays += v->replays;
     }
     struct emu_machine_stats *ms = &m->stats;
     fprintf(out, "instructions:       %llu\n", (unsigned long long)insns);
@@ -459,8 +637,8 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     fprintf(out, "page parts:         %llu (%llu accesses crossed a page)\n",
             (unsigned long long)s.pieces, (unsigned long long)s.splits);
     fprintf(out, "TLB:                %.2f%% hits (%llu inline, %llu slow-path, %llu victim), "
-            "%llu misses\n", pct(s.fast_hits + t.slow_hits + t.victim_hits, s.pieces),
-            (unsigned long long)s.fast_hits, (unsigned long long)t.slow_hits,
+            "%llu misses\n", pct(t.hits + t.slow_hits + t.victim_hits, s.pieces),
+            (unsigned long long)t.hits, (unsigned long long)t.slow_hits,
             (unsigned long long)t.victim_hits, (unsigned long long)t.misses);
     fprintf(out, "page walks:         %llu (%llu resumed from paging-structure caches), "
             "%llu faults\n", (unsigned long long)t.walks, (unsigned long long)t.psc_hits,
@@ -476,9 +654,35 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     fprintf(out, "PV flushes:         %llu synchronous shootdowns, %llu asynchronous, "
             "%llu local only\n", (unsigned long long)waits, (unsigned long long)posted,
             (unsigned long long)local);
-    fprintf(out, "MMIO/device:        %llu accesses\n", (unsigned long long)s.mmio);
-    fprintf(out, "halts:              %llu; retried instructions %llu\n",
-            (unsigned long long)halts, (unsigned long long)retries);
+    fprintf(out, "MMIO/device:        %llu translations to non-RAM pages\n",
+            (unsigned long long)t.not_ram);
+    struct vmmu_dm_server_stats ds = {0};
+    if (b->dmdev && vmmu_dm_server_stats(b->dmdev, &ds) == 0)
+        fprintf(out, "device model:       %llu requests (%llu pending), %llu mapcache "
+                "invalidations, %llu protocol errors%s\n",
+                (unsigned long long)ds.requests, (unsigned long long)ds.pending,
+                (unsigned long long)ds.invalidations, (unsigned long long)ds.proto_errors,
+                ds.dead ? ", dead" : "");
+    else
+        fprintf(out, "device model:       none attached\n");
+    struct vmmu_pager_stats ps = {0};
+    if (b->pager && vmmu_pager_stats(b->pager, &ps) == 0)
+        fprintf(out, "pager:              %llu page-outs (%llu written, %llu zero pages "
+                "dropped), %llu page-ins, %llu cancelled, %llu resident\n",
+                (unsigned long long)(ps.written + ps.zero_dropped),
+                (unsigned long long)ps.written, (unsigned long long)ps.zero_dropped,
+                (unsigned long long)ps.paged_in, (unsigned long long)ps.cancelled,
+                (unsigned long long)ps.resident);
+    else
+        fprintf(out, "pager:              off\n");
+    fprintf(out, "replay latch:       %llu replays (%llu reads, %llu translations, %llu "
+            "table entries served again, %llu diverged)\n",
+            (unsigned long long)replays, (unsigned long long)l.events_replayed,
+            (unsigned long long)l.xlates_replayed, (unsigned long long)l.entries_replayed,
+            (unsigned long long)l.diverged);
+    fprintf(out, "halts:              %llu; retried instructions %llu (%llu pending device, "
+            "%llu lost walk races)\n", (unsigned long long)halts, (unsigned long long)retries,
+            (unsigned long long)s.pending, (unsigned long long)s.busy);
 }
 
 const struct emu_backend_ops emu_backend_vmmu = {

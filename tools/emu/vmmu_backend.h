@@ -6,6 +6,11 @@
 #include "machine.h"
 #include "x86emu/cpu.h"
 #include "vmmu/vmmu.h"
+#include "vmmu/access.h"
+#include "vmmu/dm.h"
+#include "vmmu/pager.h"
+
+#include <sys/types.h>
 
 /* Instructions per x86emu_step() call: between calls a vCPU takes
  * interrupts and flush requests, so this bounds their latency. */
@@ -15,10 +20,10 @@
 struct vb_mem_stats {
     uint64_t reads, writes, fetches, rmws; /* callbacks from the interpreter */
     uint64_t pieces;       /* per-page parts of those accesses */
-    uint64_t fast_hits;    /* parts served by the inline TLB lookup */
     uint64_t splits;       /* accesses that crossed a page */
-    uint64_t mmio;         /* parts that went to MMIO, holes or ROM writes */
     uint64_t faults;       /* accesses that raised a fault */
+    uint64_t pending;      /* accesses a device model answered later (VMMU_EPENDING) */
+    uint64_t busy;         /* walks that lost to the guest rewriting its tables (VMMU_EBUSY) */
 };
 
 struct vb_vcpu {
@@ -34,11 +39,15 @@ struct vb_vcpu {
     _Atomic bool kicked;
 
     struct vb_mem_stats mem;
+    bool pending;              /* this instruction's access pends: keep the latch */
+    int dm_id;                 /* the vCPU's id for the device-model layer */
+    const uint32_t *dm_flags;  /* vmmu_dm_vcpu_flags() of it */
     uint64_t flushes_local;    /* PV flushes of its own TLB only */
     uint64_t flushes_posted;   /* asynchronous PV flushes it made */
     uint64_t flush_waits;      /* synchronous PV flushes it made */
     uint64_t halts;
-    uint64_t retries;
+    uint64_t retries;          /* instructions abandoned and executed again */
+    uint64_t replays;          /* ... of which re-executions after a device model answered */
     char error[128];           /* set with the status VB_ERROR */
 };
 
@@ -52,6 +61,17 @@ struct vb {
     bool closing;
     struct vb_vcpu vcpu[EMU_VCPUS_MAX];
     struct vmmu_cpuset *targets[EMU_VCPUS_MAX]; /* per caller: a PV flush's vCPU set */
+
+    /* The DMA engine (cfg.dmdev_path): the device-model layer and its server. */
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *dmdev;
+    pid_t dmdev_pid;
+
+    /* The host pager (cfg.pager_pages) and its thread. */
+    struct vmmu_pager *pager;
+    pthread_t pager_thread;
+    bool pager_started;
+    uint64_t pager_runs, pager_errors;
 };
 
 /* The interpreter's memory callbacks (vmmu_mem.c). */
@@ -60,6 +80,9 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
                  struct x86emu_fault *f);
 int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
                    const void *desired, void *observed, struct x86emu_fault *f);
+
+/* The device-model layer's handler sees the accessing vCPU (dm_wrap.c). */
+void vb_dm_set_thread_vcpu(int dm_id);
 
 /* Stop the machine because vmmu failed under vCPU @v (returns X86EMU_CB_RETRY). */
 int vb_fail(struct vb_vcpu *v, const char *what, int err);
