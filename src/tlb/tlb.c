@@ -278,6 +278,25 @@ static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
     return (pg->rflags & VMMU_X86_RFLAGS_AC) ? CTX_SUP_AC : CTX_SUP;
 }
 
+/* The rights table of the warm miss: what each context may do with a
+ * leaf, decided once per change of CR0.WP, CR4.SMEP or CR4.SMAP (the only
+ * registers the decision reads besides the leaf). */
+static void rights_refresh(struct vmmu_vcpu *v)
+{
+    const struct vmmu_x86_paging *pg = &v->pg;
+    uint64_t key = (pg->cr0 & VMMU_X86_CR0_WP) | (pg->cr4 & (VMMU_X86_CR4_SMEP | VMMU_X86_CR4_SMAP));
+    if (key == v->rights_key)
+        return;
+    for (unsigned bits = 0; bits < 8; bits++) {
+        struct vmmu__x86_leaf leaf = {.user = bits & 1, .writable = bits & 2, .nx = bits & 4};
+        v->rights_tab[CTX_USER][bits] = (uint8_t)vmmu__x86_rights_without_keys(pg, true, false, &leaf);
+        v->rights_tab[CTX_SUP][bits] = (uint8_t)vmmu__x86_rights_without_keys(pg, false, false, &leaf);
+        v->rights_tab[CTX_SUP_AC][bits] =
+            (uint8_t)vmmu__x86_rights_without_keys(pg, false, true, &leaf);
+    }
+    v->rights_key = key;
+}
+
 void vmmu__tlb_select(struct vmmu_vcpu *v)
 {
     struct tlb_slot *s = &v->slot[v->cur_slot];
@@ -288,6 +307,12 @@ void vmmu__tlb_select(struct vmmu_vcpu *v)
     v->fast.table = c->hot;
     v->fast.sup_index_mask = (uintptr_t)(sup->n - 1) << VMMU_TLB_ENTRY_SHIFT;
     v->fast.sup_table = sup->hot;
+    v->fill_cur = c;
+    v->fill_sup = sup;
+    v->fill_psc = &s->psc;
+    v->fill_pcid = (v->pg.cr4 & VMMU_X86_CR4_PCIDE) ? (uint16_t)(v->pg.cr3 & 0xfff) : 0;
+    v->fill_gmask = (v->pg.cr4 & VMMU_X86_CR4_PGE) ? VMMU_X86_PTE_G : 0;
+    rights_refresh(v);
 }
 
 /* ---- The slow path ------------------------------------------------------ */
@@ -375,6 +400,19 @@ static void note_bounds(struct tlb_ctx *c, const struct tlb_cold *cd)
         c->skeys |= (uint16_t)(1u << cd->pkey);
 }
 
+/* Copy a cold entry word by word: a struct assignment or memcpy() of 48
+ * bytes may become a REP MOVS, slow to start for so little.  The words
+ * type may alias anything (GCC and Clang's may_alias). */
+typedef uint64_t __attribute__((may_alias)) tlb_word;
+static inline void cold_copy(struct tlb_cold *dst, const struct tlb_cold *src)
+{
+    _Static_assert(sizeof(*src) % 8 == 0, "cold entries are whole words");
+    const tlb_word *s = (const tlb_word *)(const void *)src;
+    tlb_word *d = (tlb_word *)(void *)dst;
+    for (unsigned i = 0; i < sizeof(*src) / 8; i++)
+        d[i] = s[i];
+}
+
 /* Push the valid occupant of @idx into the victim array (round robin). */
 static inline void victim_push(struct tlb_ctx *c, unsigned idx)
 {
@@ -382,7 +420,7 @@ static inline void victim_push(struct tlb_ctx *c, unsigned idx)
     if (!((c->vtags >> (8 * vi)) & 0xff))
         c->vused++;
     c->vhot[vi] = c->hot[idx];
-    c->vcold[vi] = c->cold[idx];
+    cold_copy(&c->vcold[vi], &c->cold[idx]);
     victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
 }
 
@@ -433,7 +471,7 @@ static void victim_swap(struct tlb_ctx *c, unsigned vi, unsigned idx)
     struct tlb_cold cd = c->vcold[vi];
     if (entry_valid(&c->hot[idx])) {
         c->vhot[vi] = c->hot[idx];
-        c->vcold[vi] = c->cold[idx];
+        cold_copy(&c->vcold[vi], &c->cold[idx]);
         victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
     } else {
         entry_clear(&c->vhot[vi]);
@@ -513,45 +551,44 @@ static bool warm_allowed(const struct vmmu_vcpu *v)
 static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
                              enum vmmu_tlb_kind kind, struct vmmu_tlb_result *res, void **host)
 {
-    const struct vmmu_x86_paging *pg = &v->pg;
-    struct tlb_slot *s = &v->slot[v->cur_slot];
-    struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+    struct tlb_ctx *c = (access & VMMU_X86_ACC_IMPLICIT) ? v->fill_sup : v->fill_cur;
     uint64_t page = va & VMMU_PAGE_MASK;
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    struct tlb_cold *cd = &c->cold[idx];
     /* Steps 1 and 2 of the general path come first: leave the page to it
      * when the table or the victims may already hold it. */
-    if (c->cold[idx].va == page && entry_valid(&c->hot[idx]))
+    if (cd->va == page && entry_valid(&c->hot[idx]))
         return false;
     if (victim_candidates(c, page))
         return false;
-    const struct psc_entry *pde = vmmu__psc_pde(&s->psc, va);
-    /* The tag holds va bits 63:21, so a non-canonical va never matches. */
-    if (pde->tag != (va >> 21) + 1 || !pde->table_host)
-        return false;
+
+    /* The PDE from the paging-structure cache; its tag holds va bits
+     * 63:21, so a non-canonical va never matches. */
+    const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
-    if (pde->p2m_gen != gen)
+    if (pde->tag != (va >> 21) + 1 || !pde->table_host || pde->p2m_gen != gen)
         return false;
     const uint64_t *ptep = (const uint64_t *)(const void *)(pde->table_host +
                                                            ((va >> VMMU_PAGE_SHIFT) & 511) * 8);
     uint64_t pte = __atomic_load_n(ptep, __ATOMIC_ACQUIRE);
     uint64_t need = VMMU_X86_PTE_P | VMMU_X86_PTE_A |
                     ((access & VMMU_X86_ACC_WRITE) ? VMMU_X86_PTE_D : 0);
-    if ((pte & need) != need || (pte & pg->rsvd_[0][1]))
+    if ((pte & need) != need || (pte & v->pg.rsvd_[0][1]))
         return false;
 
-    /* SDM 4.6.1: rights from U/S, R/W and XD of every level. */
-    struct vmmu__x86_leaf leaf = {
-        .user = pde->user && (pte & VMMU_X86_PTE_US),
-        .writable = pde->writable && (pte & VMMU_X86_PTE_RW),
-        .nx = pde->nx || ((pg->efer & VMMU_X86_EFER_NXE) && (pte & VMMU_X86_PTE_NX)),
-        .pkey = (unsigned)((pte >> 59) & 0xf),
-    };
+    /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
+     * that passed the reserved-bit check is XD (without EFER.NXE it is
+     * reserved). */
+    unsigned bits = (pde->bits & ((unsigned)((pte >> 2) & 1) | (unsigned)(pte & 2) | 4u)) |
+                    (unsigned)((pte >> 61) & 4);
     unsigned rights;
-    if (pg->cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS))
-        rights = vmmu__x86_perm_rights(pg, access, &leaf);
-    else
-        rights = vmmu__x86_rights_without_keys(pg, c == &s->ctx[CTX_USER],
-                                               c == &s->ctx[CTX_SUP_AC], &leaf);
+    if (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) {
+        struct vmmu__x86_leaf leaf = {.user = bits & 1, .writable = bits & 2, .nx = bits & 4,
+                                      .pkey = (unsigned)((pte >> 59) & 0xf)};
+        rights = vmmu__x86_perm_rights(&v->pg, access, &leaf);
+    } else {
+        rights = v->rights_tab[c->id][bits];
+    }
     if (!(rights & (1u << kind))) /* VMMU_X86_RIGHT_* bit k is access kind k */
         return false;
 
@@ -572,17 +609,17 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
     v->stats.misses++;
     v->stats.walks++;
     v->stats.psc_hits++;
+    v->stats.fills++;
     uintptr_t addend = (uintptr_t)(r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT)) - (uintptr_t)page;
     uint64_t wflags = (state & VMMU_PAGE_CODE) ? VMMU_TLB_FLAG_CODE : 0;
 
-    /* Comparators from this context's rights, as the general path builds them. */
-    if (entry_valid(&c->hot[idx])) {
-        if (c->cold[idx].va != page)
-            victim_push(c, idx);
-    } else {
+    if (!entry_valid(&c->hot[idx])) {
         c->used++;
         log_fill(c, idx);
+    } else if (cd->va != page) {
+        victim_push(c, idx);
     }
+    /* Comparators from this context's rights, as the general path builds them. */
     struct vmmu_tlb_entry *e = &c->hot[idx];
     e->cmp[VMMU_TLB_READ] = (rights & VMMU_X86_RIGHT_READ) ? page : VMMU_TLB_CMP_INVALID;
     e->cmp[VMMU_TLB_FETCH] = (rights & VMMU_X86_RIGHT_FETCH) ? page : VMMU_TLB_CMP_INVALID;
@@ -590,22 +627,25 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
                              : (pte & VMMU_X86_PTE_D)          ? page | wflags
                                                                 : page | VMMU_TLB_FLAG_NOTDIRTY;
     e->addend = addend;
-    struct tlb_cold *cd = &c->cold[idx];
     cd->va = page;
     cd->gpa = gpa;
     cd->large_base = page;
     cd->p2m_gen = gen;
     cd->region_id = r->id;
-    cd->pcid = (pg->cr4 & VMMU_X86_CR4_PCIDE) ? (uint16_t)(pg->cr3 & 0xfff) : 0;
+    cd->pcid = v->fill_pcid;
     cd->page_shift = VMMU_PAGE_SHIFT;
-    cd->global = (pte & VMMU_X86_PTE_G) && (pg->cr4 & VMMU_X86_CR4_PGE);
+    cd->global = (pte & v->fill_gmask) != 0;
     cd->rights = (uint8_t)rights;
-    cd->user = leaf.user;
-    cd->pkey = (uint8_t)leaf.pkey;
+    cd->user = bits & 1;
+    cd->pkey = (uint8_t)((pte >> 59) & 0xf);
     cd->type = VMMU_MEM_RAM;
-    note_bounds(c, cd);
+    /* note_bounds() for a 4 KiB page */
+    c->nglobal += cd->global;
+    if (cd->user)
+        c->ukeys |= (uint16_t)(1u << cd->pkey);
+    else
+        c->skeys |= (uint16_t)(1u << cd->pkey);
     v->held |= c->held_bit;
-    v->stats.fills++;
 
     *host = (void *)(uintptr_t)(va + addend);
     if (res) {

@@ -77,6 +77,7 @@ struct tlb_ctx {
     /* Resize window (see tlb_ctx_flush()). */
     unsigned peak, window;
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
+    uint8_t id;        /* enum tlb_ctx_id */
     /* Victims: valid entries pushed out of hot[] by a fill. */
     struct vmmu_tlb_entry vhot[VMMU_TLB_VICTIMS];
     struct tlb_cold vcold[VMMU_TLB_VICTIMS];
@@ -100,6 +101,7 @@ struct psc_entry {
     uint64_t p2m_gen;    /* generation under which table_host was looked up */
     uint32_t region_id;  /* region of the table (for dirty logging of A/D updates) */
     bool user, writable, nx; /* rights accumulated down to and including this entry */
+    uint8_t bits;            /* the same as user | writable << 1 | nx << 2 */
 };
 
 struct tlb_psc {
@@ -130,6 +132,18 @@ struct vmmu_vcpu {
      * paging-structure cache.  A flush of everything visits only these,
      * so flushing a vCPU that holds nothing touches no table. */
     uint32_t held;
+    /* The warm miss's view of the current slot (set by vmmu__tlb_select()):
+     * the current context and the supervisor one (implicit accesses), the
+     * paging-structure caches, the PCID, VMMU_X86_PTE_G if CR4.PGE=1, and
+     * the rights of a leaf in each context by its bits U | R/W << 1 |
+     * XD << 2, without protection keys, for CR0.WP | CR4.SMEP | CR4.SMAP
+     * equal to rights_key. */
+    struct tlb_ctx *fill_cur, *fill_sup;
+    struct tlb_psc *fill_psc;
+    uint64_t fill_gmask;
+    uint64_t rights_key;
+    uint16_t fill_pcid;
+    uint8_t rights_tab[CTX_COUNT][8];
     bool psc_off; /* benchmarks: walk from the top on every miss */
     struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
     /* The access part (src/access/), which sits on the TLB, keeps its

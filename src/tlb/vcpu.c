@@ -175,6 +175,7 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
     if (!v)
         return VMMU_ENOMEM;
     memset(v, 0, sizeof(*v));
+    v->rights_key = ~0ull; /* no rights table yet (vmmu__tlb_select() builds it) */
     int rc = vmmu_x86_paging_init(&v->pg, vm, cpu);
     if (rc) {
         free(v);
@@ -188,6 +189,7 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
                 return VMMU_ENOMEM;
             }
             v->slot[i].ctx[c].held_bit = 1u << (i * CTX_COUNT + c);
+            v->slot[i].ctx[c].id = (uint8_t)c;
         }
         v->slot[i].psc.held_bit = 1u << (TLB_HELD_PSC + i);
     }
@@ -248,8 +250,8 @@ int vmmu_vcpu_set_cr0(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
         /* WP narrows supervisor writes (and PKRS/PKRU write-disable for
          * supervisor accesses): the supervisor contexts' write rights. */
         flush_contexts(v, (1u << CTX_SUP) | (1u << CTX_SUP_AC));
-        vmmu__tlb_select(v);
     }
+    vmmu__tlb_select(v); /* also when WP was cleared: the warm miss's rights table */
     return 0;
 }
 

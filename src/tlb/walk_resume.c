@@ -92,6 +92,7 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
+        pe->bits = (uint8_t)((user ? 1u : 0u) | (writable ? 2u : 0u) | (nx ? 4u : 0u));
         p->count++;
         v->held |= p->held_bit;
     }
