@@ -91,6 +91,61 @@ static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **stat
     assert_ptr_equal(host, hpa(&f->t, DATA(0)));
 }
 
+/* ---- the warm miss ----------------------------------------------------------- */
+
+static struct vmmu_tlb_stats stats(struct fx *f);
+
+/* Two pages under one page table: the first miss walks from the top and
+ * teaches the paging-structure caches, the second is a warm miss.
+ * Returns the gpa of the second page's PTE. */
+static uint64_t warm_setup(struct fx *f, uint64_t leaf0, uint64_t leaf1, uint64_t cr0_extra)
+{
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | leaf0);
+    uint64_t pte = tmap(&f->t, f->root, VA + 4096, 1, UP, DATA(2) | leaf1);
+    tlb_load(&f->t, f->root, 0, 0, cr0_extra);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    return pte;
+}
+
+static void a_warm_miss_reads_and_leaves_the_first_write_to_set_d(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = warm_setup(f, E_P | E_RW | E_A | E_D, E_P | E_RW | E_A, 0);
+    struct vmmu_tlb_result r;
+    assert_ptr_equal(tacc(&f->t, VA + 4096 + 8, 8, 0, &r), hpa(&f->t, DATA(2) + 8));
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_int_equal(r.gpa, DATA(2) + 8);
+    assert_int_equal(r.page_size, 4096);
+    assert_int_equal(stats(f).psc_hits, 1);
+    assert_int_equal(get64(&f->t.env, pte) & E_D, 0);
+    assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA + 4096, 8)); /* D clear: no write comparator */
+    assert_non_null(tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, NULL));
+    assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
+    assert_non_null(vmmu_tlb_lookup_write(f->t.vcpu, VA + 4096, 8));
+}
+
+static void clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page(void **state)
+{
+    struct fx *f = *state;
+    (void)warm_setup(f, E_P | E_A | E_D, E_P | E_A | E_D, R_CR0_WP); /* read-only, supervisor */
+    struct vmmu_tlb_result r;
+    tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, &r);
+    assert_int_equal(r.status, VMMU_TLB_FAULT);
+    assert_int_equal(r.fault.error_code, 0x3u); /* P | W */
+    struct vmmu_x86_fault fault;
+    uint64_t cr0 = vmmu_vcpu_paging(f->t.vcpu)->cr0;
+    assert_int_equal(vmmu_vcpu_set_cr0(f->t.vcpu, cr0 & ~R_CR0_WP, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_FAULT_NONE);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_ptr_equal(tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, &r), hpa(&f->t, DATA(2)));
+    assert_int_equal(stats(f).psc_hits, 1);
+    /* And setting it again takes the right away (a flush, then the table). */
+    assert_int_equal(vmmu_vcpu_set_cr0(f->t.vcpu, cr0, &fault), 0);
+    tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, &r);
+    assert_int_equal(r.status, VMMU_TLB_FAULT);
+}
+
 /* ---- flushing what is held, and only that ------------------------------------ */
 
 static struct vmmu_tlb_stats stats(struct fx *f)
@@ -149,6 +204,8 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(the_probe_hits_exactly_where_lookup_hits),
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
+        T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
+        T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),
         T(flushing_an_idle_vcpu_elides_every_context),
         T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
