@@ -1,8 +1,13 @@
 #!/bin/sh
 # Host instructions of a probe, counted by callgrind:
-#   access/probe_instructions   per vmmu_access_probe() of an 8-byte read that
-#                               hits the TLB, beyond a plain host load loop over
-#                               the same data (raw kernel)
+#   access/probe_instructions       per inline probe (vmmu_access_probe_hit) of
+#                                   an 8-byte read that hits the TLB, beyond a
+#                                   plain host load loop over the same data (raw
+#                                   kernel): the latch test, the TLB hit and the
+#                                   branch to the slow path
+#   access/probe_call_instructions  the same through the out-of-line
+#                                   vmmu_access_probe() (argument checks, the
+#                                   whole result record with its gpa)
 #   bench/access_instructions.sh BUILD_DIR
 set -eu
 build=${1:?usage: access_instructions.sh BUILD_DIR}
@@ -11,5 +16,9 @@ prog="$build/bench/bench_access"
 n=${ACCESS_INSTRUCTIONS_N:-200000}
 value() { sh "$here/callgrind_delta.sh" x "$1" "$prog" --callgrind-kernel "$2" | awk '{ print $2 }'; }
 probe=$(value "$n" probe)
+call=$(value "$n" probe_call)
 raw=$(value "$n" raw)
-awk -v p="$probe" -v r="$raw" 'BEGIN { printf "access/probe_loop_instructions: %.1f instructions\naccess/probe_instructions: %.1f instructions\n", p, p - r }'
+awk -v p="$probe" -v c="$call" -v r="$raw" 'BEGIN {
+    printf "access/probe_loop_instructions: %.1f instructions\n", p
+    printf "access/probe_instructions: %.1f instructions\n", p - r
+    printf "access/probe_call_instructions: %.1f instructions\n", c - r }'

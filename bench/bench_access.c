@@ -10,9 +10,11 @@
  *                            instruction of 4 loads, begin and end included, / 4)
  *   access/latch_replay_ns   the same load served from the latch on re-execution
  *
- *   bench_access --callgrind-kernel KIND N   (KIND: probe, raw) sets up, warms,
- *                                           then makes N probes (or N plain host
- *                                           loads), for bench/access_instructions.sh
+ *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, move, raw) sets
+ *                                           up, warms, then makes N inline probes
+ *                                           (vmmu_access_probe_hit), N calls of
+ *                                           vmmu_access_probe(), or N plain host
+ *                                           loads, for bench/access_instructions.sh
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -172,10 +174,25 @@ static int kernel(struct bench *b, const char *kind, unsigned n)
     struct vmmu_probe p;
     uint64_t sum = 0;
     if (!strcmp(kind, "probe")) {
+        /* The inline hit, with the out-of-line probe behind it as a caller
+         * writes it (never taken here: every page is warm). */
+        const struct vmmu_access_fast *fast = vmmu_access_fast(b->vcpu);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t va = VA_BASE + (uint64_t)(i & 63) * 4096 + 8;
+            void *host;
+            if (!vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host)) {
+                (void)vmmu_access_probe(b->vcpu, va, 8, 0, &p);
+                host = p.host;
+            }
+            sum += *(const uint64_t *)host;
+        }
+    } else if (!strcmp(kind, "probe_call")) {
         for (unsigned i = 0; i < n; i++) {
             (void)vmmu_access_probe(b->vcpu, VA_BASE + (uint64_t)(i & 63) * 4096 + 8, 8, 0, &p);
             sum += *(const uint64_t *)p.host;
         }
+    } else if (!strcmp(kind, "move")) {
+        (void)time_move(b, n);
     } else if (!strcmp(kind, "raw")) {
         for (unsigned i = 0; i < n; i++) {
             const uint64_t *h = (const uint64_t *)(void *)(b->ram + DATA + (uint64_t)(i & 63) * 4096 + 8);

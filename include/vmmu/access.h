@@ -51,7 +51,9 @@
  * ## Host pointers
  *
  * A host pointer obtained from a probe or held by a prepared access is
- * valid until the vCPU's next safe point (vmmu_insn_end() is one).  The
+ * valid until the vCPU's next safe point: vmmu_insn_end(),
+ * vmmu_vcpu_safepoint() and vmmu_vcpu_offline() are safe points, and a
+ * prepared access used after one fails with VMMU_EINVAL.  The
  * replay latch keeps copies of what was read, never host pointers, so the
  * host may reclaim guest pages between the two passes of an instruction
  * without waiting for the latch.
@@ -134,6 +136,50 @@ struct vmmu_probe {
  */
 int vmmu_access_probe(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, unsigned access,
                       struct vmmu_probe *out);
+
+/**
+ * What the inline probe reads besides the TLB: one per vCPU, owned by
+ * vmmu, at a fixed address for the vCPU's life (fetch it once with
+ * vmmu_access_fast()).  Read-only for callers.
+ */
+struct vmmu_access_fast {
+    struct vmmu_vcpu *vcpu; /**< the vCPU, whose TLB the inline probe reads */
+    /** Nonzero while every access of the vCPU must take the slow path: the
+     *  replay latch records or replays the current instruction. */
+    unsigned slow;
+};
+
+/** The vCPU's inline-probe block (NULL for NULL). */
+const struct vmmu_access_fast *vmmu_access_fast(const struct vmmu_vcpu *vcpu);
+
+/**
+ * The probe's hit path, inline: true with *@p host set when an access of
+ * @p kind and @p size bytes (1, 2, 4, 8 or 16, naturally aligned) at
+ * @p va may be made directly in host memory, exactly as vmmu_access_probe()
+ * would answer with a host pointer and no fault; false (*@p host untouched)
+ * when the caller must call vmmu_access_probe() for the answer.  It is the
+ * TLB's hit test (vmmu_tlb_probe()) behind one test of @p fast->slow: pages
+ * with watchpoints, MMIO, device models, code marks or writes that must
+ * set a dirty bit never hit, because their comparators carry a flag, and
+ * while the replay latch is active nothing hits, so the slow path records
+ * the translation.  Implicit supervisor accesses use vmmu_access_probe().
+ * Unlike vmmu_access_probe() it reports no guest-physical address.
+ *
+ *     const struct vmmu_access_fast *fast = vmmu_access_fast(vcpu); // once
+ *     void *host;
+ *     if (!vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host)) {
+ *         struct vmmu_probe p;
+ *         rc = vmmu_access_probe(vcpu, va, 8, 0, &p);
+ *         ...                          // fault, p.why, or host = p.host
+ *     }
+ */
+static inline bool vmmu_access_probe_hit(const struct vmmu_access_fast *fast, uint64_t va,
+                                         unsigned size, enum vmmu_tlb_kind kind, void **host)
+{
+    if (__builtin_expect(fast->slow != 0, 0))
+        return false;
+    return vmmu_tlb_probe(vmmu_tlb_view(fast->vcpu), va, size, kind, host);
+}
 
 /**
  * The non-faulting form: report whether and how the access would fault,

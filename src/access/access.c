@@ -17,30 +17,30 @@
 
 #include "access/access_internal.h"
 #include "core/vm_internal.h"
+#include "sync/sync_internal.h"
 
 #include "vmmu/error.h"
-
-void vmmu__fault_none(struct vmmu_x86_fault *f)
-{
-    f->vector = VMMU_X86_FAULT_NONE;
-    f->error_code = 0;
-    f->cr2 = 0;
-}
-
-bool vmmu__fault_raised(const struct vmmu_x86_fault *f)
-{
-    return f->vector != VMMU_X86_FAULT_NONE;
-}
+#include "vmmu/sync.h"
 
 /* ---- Life cycle ----------------------------------------------------------- */
+
+/* The sync part calls this at the vCPU's safe points (on its thread):
+ * prepared accesses and probe pointers end there, as at vmmu_insn_end(). */
+static void access_safepoint(struct vmmu_vcpu *v)
+{
+    if (v->access)
+        v->access->epoch++;
+}
 
 int vmmu__access_vcpu_init(struct vmmu_vcpu *v)
 {
     struct vmmu__access_vcpu *a = calloc(1, sizeof(*a));
     if (!a)
         return VMMU_ENOMEM;
+    vmmu__sync_set_safepoint_fn(access_safepoint);
     a->vcpu = v;
-    a->vcpu_id = -1;
+    a->fast.vcpu = v;
+    a->fast.slow = 0;
     a->next_watch_id = 1;
     vmmu__latch_reset(&a->latch);
     v->access = a;
@@ -74,21 +74,9 @@ void vmmu__access_flush_va_page(struct vmmu_vcpu *v, uint64_t page)
     }
 }
 
-/* The guest-physical address of @va from the TLB entry an inline hit used
- * (the cold half of the entry at the index). */
-static uint64_t hit_gpa(const struct vmmu_vcpu *v, uint64_t va, unsigned access)
+const struct vmmu_access_fast *vmmu_access_fast(const struct vmmu_vcpu *v)
 {
-    const struct tlb_ctx *c =
-        &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
-    return c->cold[idx].gpa | (va & ~VMMU_PAGE_MASK);
-}
-
-static enum vmmu_tlb_kind kind_of(unsigned access)
-{
-    return (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
-           : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
-                                           : VMMU_TLB_READ;
+    return v && v->access ? &v->access->fast : NULL;
 }
 
 static unsigned watch_kind_of(unsigned access)
@@ -164,24 +152,27 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
         rc = piece_from_gpa(v, va, len, gpa_page | (va & ~VMMU_PAGE_MASK), access, out);
         if (rc < 0)
             return rc;
+    } else if (!latch && (out->host = access_page_hit(v, va, access)) != NULL) {
+        /* The inline hit, whatever the length inside the page (a 4 KiB
+         * piece of a string move too).  Under the latch the slow path
+         * runs instead: it reports the gpa, which the latch records. */
+        const struct tlb_cold *cold = access_hit_cold(v, va, access);
+        out->type = (enum vmmu_mem_type)cold->type; /* RAM, or ROM for a read */
+        out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
+        out->region_id = cold->region_id;
+        out->va = va;
+        out->len = len;
+        out->code = false; /* a code page's write comparator carries a flag */
     } else {
         struct vmmu_tlb_result res;
         res.flags = 0;
-        void *host;
-        bool hit = false;
-        if (latch) {
-            /* The slow path reports the gpa, which the latch records. */
-            host = vmmu_tlb_fill(v, va, len, access, &res);
-        } else {
-            host = vmmu_tlb_translate(v, va, len, access, &res);
-            hit = host && res.flags == 0 && res.status == VMMU_TLB_OK;
-        }
+        void *host = vmmu_tlb_fill(v, va, len, access, &res);
         switch (res.status) {
         case VMMU_TLB_OK:
             out->host = host;
-            out->type = hit ? VMMU_MEM_RAM : res.type;
-            out->gpa = hit ? hit_gpa(v, va, access) : res.gpa;
-            out->region_id = hit ? 0 : res.region_id;
+            out->type = res.type;
+            out->gpa = res.gpa;
+            out->region_id = res.region_id;
             break;
         case VMMU_TLB_NOT_RAM:
             out->host = NULL;
@@ -285,7 +276,10 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_
             req.gpa = gpa;
             req.size = size;
             req.write = write;
-            req.vcpu_id = a->vcpu_id;
+            /* The vCPU's own id, so that a device model may answer later
+             * (a request of the host, id -1, must be answered at once). */
+            int id = vmmu_vcpu_id(v);
+            req.vcpu_id = id >= 0 ? id : -1;
             if (write)
                 memcpy(&req.data, buf, size);
             int rc = vmmu_p2m_device_access(v->vm, &req);
@@ -408,14 +402,13 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
     if (rc)
         return rc;
     /* The hit path first: one compare for plain RAM. */
-    if (!v->latch_walks && size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1))) {
-        void *host = (access & VMMU_X86_ACC_IMPLICIT)
-                         ? vmmu_tlb_lookup_implicit(v, va, size, kind_of(access))
-                         : vmmu_tlb_lookup(v, va, size, kind_of(access));
+    if (!v->latch_walks) {
+        void *host = access_page_hit(v, va, access);
         if (host) {
             out->host = host;
-            out->type = VMMU_MEM_RAM;
-            out->gpa = hit_gpa(v, va, access);
+            const struct tlb_cold *cold = access_hit_cold(v, va, access);
+            out->type = (enum vmmu_mem_type)cold->type;
+            out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
             return 0;
         }
     }
@@ -438,7 +431,7 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
                vmmu__watch_first_before(v->access, va, size, VMMU_WATCH_ACCESS) != va + size) {
         out->why = VMMU_PROBE_WATCH;
     } else if (v->access->nwatch && v->watch_kinds &&
-               (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << kind_of(access)))) {
+               (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << access_kind_of(access)))) {
         /* An "after" watchpoint on the page: the caller must go through
          * the access functions so that the hit is recorded. */
         out->why = VMMU_PROBE_WATCH;
@@ -456,14 +449,13 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, u
         return rc;
     if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
         va &= 0xffffffffull;
-    if (size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1))) {
-        void *host = (access & VMMU_X86_ACC_IMPLICIT)
-                         ? vmmu_tlb_lookup_implicit(v, va, size, kind_of(access))
-                         : vmmu_tlb_lookup(v, va, size, kind_of(access));
+    {
+        void *host = access_page_hit(v, va, access);
         if (host) {
             out->host = host;
-            out->type = VMMU_MEM_RAM;
-            out->gpa = hit_gpa(v, va, access);
+            const struct tlb_cold *cold = access_hit_cold(v, va, access);
+            out->type = (enum vmmu_mem_type)cold->type;
+            out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
             return 0;
         }
     }
@@ -518,7 +510,7 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, u
         }
     }
     if (v->access->nwatch && v->watch_kinds &&
-        (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << kind_of(access)))) {
+        (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << access_kind_of(access)))) {
         out->why = VMMU_PROBE_WATCH;
         return 0;
     }

@@ -78,8 +78,13 @@ struct watchpoint {
 
 struct vmmu__access_vcpu {
     struct vmmu_vcpu *vcpu;
-    int vcpu_id;
-    uint64_t epoch; /* bumped at every safe point: stale prepared accesses fail */
+    /* What vmmu_access_probe_hit() reads (vmmu_access_fast()); fast.slow
+     * mirrors vcpu->latch_walks. */
+    struct vmmu_access_fast fast;
+    /* Bumped at every safe point (vmmu_insn_end(), and through the sync
+     * part's safe-point function at vmmu_vcpu_safepoint() and
+     * vmmu_vcpu_offline()): prepared accesses of an older epoch fail. */
+    uint64_t epoch;
 
     struct latch latch;
     struct vmmu__x86_entry_hook hook; /* the latch's entry-read hook (ctx = this) */
@@ -118,6 +123,49 @@ struct piece {
     bool code;       /* a write reaches a page marked as code: notify before writing */
 };
 
+static inline void vmmu__fault_none(struct vmmu_x86_fault *f)
+{
+    f->vector = VMMU_X86_FAULT_NONE;
+    f->error_code = 0;
+    f->cr2 = 0;
+}
+
+static inline bool vmmu__fault_raised(const struct vmmu_x86_fault *f)
+{
+    return f->vector != VMMU_X86_FAULT_NONE;
+}
+
+static inline enum vmmu_tlb_kind access_kind_of(unsigned access)
+{
+    return (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
+           : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
+                                           : VMMU_TLB_READ;
+}
+
+/* The inline TLB hit for any access inside the page of @va: rights,
+ * MMIO-ness, watchpoints and dirty state are per page (and per kind), and
+ * a comparator with no flag says all of them allow the access, so the
+ * 1-byte form of the hit (no alignment bits) answers for every byte of the
+ * page, whatever the length.  The host address of @va, or NULL when the
+ * slow path must run.  Not while the latch is on (it records translations). */
+static inline void *access_page_hit(struct vmmu_vcpu *v, uint64_t va, unsigned access)
+{
+    enum vmmu_tlb_kind kind = access_kind_of(access);
+    return (access & VMMU_X86_ACC_IMPLICIT) ? vmmu_tlb_lookup_implicit(v, va, 1, kind)
+                                            : vmmu_tlb_lookup(v, va, 1, kind);
+}
+
+/* The cold half of the TLB entry an inline hit of @va used (same index):
+ * its guest-physical page, region and memory type. */
+static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, uint64_t va,
+                                                     unsigned access)
+{
+    const struct tlb_ctx *c =
+        &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    return &c->cold[idx];
+}
+
 /* Access kinds for watchpoint checks. */
 #define ACC_KIND_READ VMMU_WATCH_READ
 #define ACC_KIND_WRITE VMMU_WATCH_WRITE
@@ -137,8 +185,6 @@ int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, v
                      uint32_t n);
 int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
                       uint32_t n);
-void vmmu__fault_none(struct vmmu_x86_fault *f);
-bool vmmu__fault_raised(const struct vmmu_x86_fault *f);
 /* Drop this vCPU's TLB entries of the linear page @page (every slot and context). */
 void vmmu__access_flush_va_page(struct vmmu_vcpu *v, uint64_t page);
 

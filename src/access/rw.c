@@ -33,12 +33,67 @@ static void page_to_piece(const struct vmmu_prepared_page *pp, struct piece *p)
     p->code = false;
 }
 
+/* Fill one page of a prepared access from an inline TLB hit. */
+static bool page_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                     struct vmmu_prepared_page *pp)
+{
+    uint8_t *host = access_page_hit(v, va, access);
+    if (!host)
+        return false;
+    const struct tlb_cold *cold = access_hit_cold(v, va, access);
+    pp->va = va;
+    pp->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
+    pp->host = host;
+    pp->len = len;
+    pp->region_id = cold->region_id;
+    pp->type = (enum vmmu_mem_type)cold->type;
+    return true;
+}
+
+/* The prepare of an access whose pages all hit in the TLB (no latch, no
+ * watchpoint): what vmmu__access_xlate_range() would find, without the
+ * slow path.  A hit needs no further check: a comparator without flags
+ * means the rights allow the access, the page is RAM (or ROM for a read),
+ * its dirty bit is set for a write and no code mark is on it.  False
+ * leaves @out partly written; the caller then takes the slow path. */
+static bool prepare_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                        struct vmmu_prepared *out)
+{
+    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+        va &= 0xffffffffull;
+    uint32_t first = (uint32_t)(VMMU_PAGE_SIZE - (va & ~VMMU_PAGE_MASK));
+    if (first >= len) {
+        if (!page_hit(v, va, len, access, &out->page[0]))
+            return false;
+        out->npages = 1;
+    } else {
+        uint64_t va2 = va + first;
+        if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+            va2 &= 0xffffffffull; /* 32-bit linear addresses wrap */
+        if (!page_hit(v, va, first, access, &out->page[0]) ||
+            !page_hit(v, va2, len - first, access, &out->page[1]))
+            return false;
+        out->npages = 2;
+    }
+    out->vcpu = v;
+    out->va = va;
+    out->len = len;
+    out->access = access;
+    out->epoch = v->access->epoch;
+    return true;
+}
+
 int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                         struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
 {
     if (!v || !v->access || !out || !fault || len == 0 || len > VMMU_ACCESS_PREPARE_MAX ||
         !access_ok(access))
         return VMMU_EINVAL;
+    struct vmmu__access_vcpu *a = v->access;
+    if (!a->fast.slow && !a->nwatch && prepare_hit(v, va, len, access, out)) {
+        vmmu__fault_none(fault);
+        return 0;
+    }
     struct piece p[2];
     unsigned n = 0;
     int rc = vmmu__access_xlate_range(v, va, len, access, p, &n, fault);

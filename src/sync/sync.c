@@ -54,6 +54,21 @@ static _Thread_local struct vmmu_vcpu *tls_vcpu; /* online on this thread */
 static _Thread_local bool tls_reader;            /* registered QSBR reader */
 static pthread_key_t reader_key;
 static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
+/* The access layer's safe-point function (see vmmu__sync_set_safepoint_fn). */
+static _Atomic vmmu__safepoint_fn safepoint_fn;
+
+void vmmu__sync_set_safepoint_fn(vmmu__safepoint_fn fn)
+{
+    atomic_store_explicit(&safepoint_fn, fn, memory_order_relaxed);
+}
+
+/* Tell the layer above that @v passed a safe point. */
+static void safepoint_notify(struct vmmu_vcpu *v)
+{
+    vmmu__safepoint_fn fn = atomic_load_explicit(&safepoint_fn, memory_order_relaxed);
+    if (fn)
+        fn(v);
+}
 
 static inline void cpu_relax(void)
 {
@@ -520,6 +535,7 @@ int vmmu_vcpu_offline(struct vmmu_vcpu *v)
 {
     if (!v || !v->sync || tls_vcpu != v)
         return VMMU_EINVAL;
+    safepoint_notify(v);
     go_offline(v);
     return 0;
 }
@@ -535,6 +551,7 @@ int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)
      * QSBR's own check of the global grace-period counter. */
     if (atomic_load_explicit(&s->req_gen, memory_order_relaxed) != s->handled_gen)
         vmmu__sync_process(v);
+    safepoint_notify(v);
     vmmu__reader_quiescent();
     return 0;
 }

@@ -200,6 +200,15 @@ void vmmu__sync_process(struct vmmu_vcpu *v);
 struct vmmu_vcpu *vmmu__sync_block_begin(void);
 void vmmu__sync_block_end(struct vmmu_vcpu *v);
 
+/* A function the part above (the access layer) registers to learn of each
+ * vCPU's safe points (vmmu_vcpu_safepoint(), vmmu_vcpu_offline()): it ends
+ * what is valid only until then (prepared accesses, probe pointers).  Called
+ * on the vCPU's thread.  Registered by function pointer because sync never
+ * calls a part above it by name; registering the same function again is a
+ * no-op, NULL removes it. */
+typedef void (*vmmu__safepoint_fn)(struct vmmu_vcpu *v);
+void vmmu__sync_set_safepoint_fn(vmmu__safepoint_fn fn);
+
 /* Lock the change lock without deadlocking against a vCPU this thread runs. */
 void vmmu__sync_change_lock(struct vmmu_vm *vm);
 void vmmu__sync_change_unlock(struct vmmu_vm *vm);
