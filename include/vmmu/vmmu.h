@@ -14,6 +14,7 @@
 #include "vcpu.h"
 #include "access.h"
 #include "sync.h"
+#include "pager.h"
 #include "dm.h"
 
 #endif /* VMMU_VMMU_H */

@@ -132,6 +132,21 @@ static void rec_remove(struct vmmu_pager *pg, struct rec *r)
     pg->live--;
 }
 
+static void slot_free(struct vmmu_pager *pg, uint64_t slot);
+
+/* Drop a record whose region went away (replaced or removed): its page is
+ * gone with the region, and so is any copy in the file. */
+static void rec_forget(struct vmmu_pager *pg, struct rec *rec)
+{
+    if (rec->state == REC_OUT)
+        slot_free(pg, rec->slot);
+    if (rec->state == REC_OUT || rec->state == REC_ZERO)
+        pg->st.out--;
+    if (rec->state == REC_BALLOON)
+        pg->st.ballooned--;
+    rec_remove(pg, rec);
+}
+
 static int slot_alloc(struct vmmu_pager *pg, uint64_t *slot)
 {
     if (pg->nfree) {
@@ -233,10 +248,7 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
             return out ? VMMU_EPAGEDOUT : 0;
         }
         if (!managed(r) || r->id != rec->region_id) {
-            /* The region was replaced or removed: the record is stale. */
-            if (rec->state == REC_OUT)
-                slot_free(pg, rec->slot);
-            rec_remove(pg, rec);
+            rec_forget(pg, rec); /* the region was replaced or removed */
             continue;
         }
         if (rec->state == REC_EVICTING) {
@@ -423,6 +435,11 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
             if (!managed(r))
                 continue;
             struct rec *rec = rec_find(pg, g);
+            if (rec && rec->region_id != r->id && rec->state != REC_EVICTING &&
+                rec->state != REC_WRITING && rec->state != REC_LOADING) {
+                rec_forget(pg, rec);
+                rec = NULL;
+            }
             if (rec && rec->state != REC_YOUNG) {
                 /* Already out: ballooning discards what the file holds. */
                 if (balloon && (rec->state == REC_OUT || rec->state == REC_ZERO) &&
