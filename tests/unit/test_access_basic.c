@@ -125,6 +125,100 @@ static void probe_of_ram_returns_the_host_pointer(void **state)
     assert_int_equal(p.type, VMMU_MEM_RAM);
 }
 
+static void inline_probe_hits_a_warm_ram_page_as_the_probe_answers(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    const struct vmmu_access_fast *fast = vmmu_access_fast(v);
+    assert_non_null(fast);
+    assert_null(vmmu_access_fast(NULL));
+    void *host = NULL;
+    /* Cold: the inline form declines and the probe fills. */
+    assert_false(vmmu_access_probe_hit(fast, VA + 16, 8, VMMU_TLB_READ, &host));
+    assert_null(host);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(v, VA + 16, 8, 0, &p), 0);
+    assert_true(vmmu_access_probe_hit(fast, VA + 16, 8, VMMU_TLB_READ, &host));
+    assert_ptr_equal(host, p.host);
+    /* Misaligned: declined (the out-of-line probe serves it). */
+    assert_false(vmmu_access_probe_hit(fast, VA + 17, 8, VMMU_TLB_READ, &host));
+    assert_int_equal(vmmu_access_probe(v, VA + 17, 8, 0, &p), 0);
+    assert_ptr_equal(p.host, ram(e, DATA(0)) + 17);
+}
+
+static void inline_probe_declines_while_the_latch_records(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    const struct vmmu_access_fast *fast = vmmu_access_fast(v);
+    struct vmmu_probe p;
+    void *host = NULL;
+    assert_int_equal(vmmu_access_probe(v, VA, 8, 0, &p), 0);
+    assert_true(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_READ, &host));
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    host = NULL;
+    assert_false(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_READ, &host));
+    assert_null(host);
+    /* The out-of-line probe records the translation the instruction used. */
+    assert_int_equal(vmmu_access_probe(v, VA, 8, 0, &p), 0);
+    assert_ptr_equal(p.host, ram(e, DATA(0)));
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(v, &st), 0);
+    assert_int_equal(st.xlates, 1);
+    assert_int_equal(vmmu_insn_end(v, 0), 0);
+    assert_true(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_READ, &host));
+}
+
+static void inline_probe_declines_watched_and_mmio_pages(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, MMIO_GPA, PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    const struct vmmu_access_fast *fast = vmmu_access_fast(v);
+    struct vmmu_probe p;
+    void *host = NULL;
+    assert_int_equal(vmmu_access_probe(v, VA + 4096, 4, 0, &p), 0);
+    assert_false(vmmu_access_probe_hit(fast, VA + 4096, 4, VMMU_TLB_READ, &host));
+    assert_int_equal(e->mmio.n, 0);
+    assert_int_equal(vmmu_watch_add(v, VA + 100, 1, VMMU_WATCH_WRITE, NULL), 0);
+    assert_int_equal(vmmu_access_probe(v, VA, 8, 0, &p), 0);
+    assert_true(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_READ, &host)); /* reads unwatched */
+    assert_int_equal(vmmu_access_probe(v, VA, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_false(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_WRITE, &host));
+}
+
+static void prepare_served_by_tlb_hits_matches_the_slow_path(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(5), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct vmmu_prepared slow, fast;
+    struct vmmu_x86_fault f;
+    /* First prepare fills (slow path); the second is served by hits. */
+    assert_int_equal(vmmu_access_prepare(v, VA + 4000, 200, VMMU_X86_ACC_WRITE, &slow, &f), 0);
+    struct vmmu_tlb_stats before, after;
+    assert_int_equal(vmmu_vcpu_stats(v, &before), 0);
+    assert_int_equal(vmmu_access_prepare(v, VA + 4000, 200, VMMU_X86_ACC_WRITE, &fast, &f), 0);
+    assert_int_equal(vmmu_vcpu_stats(v, &after), 0);
+    assert_int_equal(after.misses + after.slow_hits, before.misses + before.slow_hits);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(fast.npages, 2);
+    for (unsigned i = 0; i < 2; i++) {
+        assert_int_equal(fast.page[i].va, slow.page[i].va);
+        assert_int_equal(fast.page[i].gpa, slow.page[i].gpa);
+        assert_ptr_equal(fast.page[i].host, slow.page[i].host);
+        assert_int_equal(fast.page[i].len, slow.page[i].len);
+        assert_int_equal(fast.page[i].region_id, slow.page[i].region_id);
+        assert_int_equal(fast.page[i].type, VMMU_MEM_RAM);
+    }
+    assert_int_equal(fast.page[1].gpa, DATA(5));
+}
+
 static void probe_of_mmio_returns_null_and_says_why(void **state)
 {
     struct acc_env *e = *state;
@@ -306,6 +400,30 @@ static void prepared_descriptor_is_stale_after_the_instruction_ends(void **state
     assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), 0);
     assert_int_equal(vmmu_insn_end(acc_vcpu(e), 0), 0);
     assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), VMMU_EINVAL);
+}
+
+static void prepared_descriptor_is_refused_after_a_safepoint(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    uint8_t b = 0x5a;
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    /* Prepared outside any instruction (no vmmu_insn_end() to end it). */
+    assert_int_equal(vmmu_access_prepare(v, VA, 16, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &b, 1), 0);
+    assert_int_equal(vmmu_vcpu_safepoint(v), 0);
+    b = 0xa5;
+    assert_int_equal(vmmu_prepared_write(&p, 1, &b, 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_prepared_read(&p, 0, &b, 1), VMMU_EINVAL);
+    assert_int_equal(ram(e, DATA(0))[0], 0x5a);
+    assert_int_equal(ram(e, DATA(0))[1], 0); /* the refused write wrote nothing */
+    /* Going offline is a safe point too. */
+    assert_int_equal(vmmu_access_prepare(v, VA, 16, 0, &p, &f), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+    assert_int_equal(vmmu_prepared_read(&p, 0, &b, 1), VMMU_EINVAL);
 }
 
 static void prepared_read_only_refuses_writes(void **state)
@@ -550,6 +668,10 @@ int main(void)
         T(store_crossing_writes_both_pages_when_both_allow),
         T(bad_arguments_are_einval),
         T(probe_of_ram_returns_the_host_pointer),
+        T(inline_probe_hits_a_warm_ram_page_as_the_probe_answers),
+        T(inline_probe_declines_while_the_latch_records),
+        T(inline_probe_declines_watched_and_mmio_pages),
+        T(prepare_served_by_tlb_hits_matches_the_slow_path),
         T(probe_of_mmio_returns_null_and_says_why),
         T(probe_never_crosses_a_page),
         T(nofault_probe_reports_the_fault_and_sets_no_accessed_bit),
@@ -562,6 +684,7 @@ int main(void)
         T(rep_movs_fault_leaves_registers_at_the_faulting_element),
         T(backward_rep_stos_fills_downwards),
         T(prepared_descriptor_is_stale_after_the_instruction_ends),
+        T(prepared_descriptor_is_refused_after_a_safepoint),
         T(prepared_read_only_refuses_writes),
         T(string_move_over_a_watchpoint_stops_before_the_watched_byte),
         T(after_watchpoint_lets_the_access_complete_and_records_it),

@@ -3,10 +3,15 @@
  * (aligned, and misaligned across two 8-byte words), and the retry flow
  * end to end: a device model answers later from another thread while a
  * third thread rewrites the guest's page tables and data between the
- * instruction's two passes. */
+ * instruction's two passes; the same flow through the device-model layer's
+ * in-process server; and dirty logging's get-and-clear racing writer vCPUs
+ * that write through the TLB's inline hit. */
 #include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
 
 #include "test_access_env.h"
+#include "vmmu/dm.h"
 
 #define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
 static const uint64_t VA = 0x0000400000100000ull;
@@ -207,12 +212,257 @@ static void device_answers_later_while_another_thread_rewrites_tables_and_data(v
     free(r);
 }
 
+/* ---- The retry flow through the device-model layer ------------------------------ */
+
+struct dm_fx {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct vmmu_dm_server *srv;
+    unsigned calls;
+    int seen_vcpu;      /* vcpu_id of the last request */
+    bool pending;       /* a request waits for the completer */
+};
+
+static int dm_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct dm_fx *d = opaque;
+    pthread_mutex_lock(&d->lock);
+    d->calls++;
+    d->seen_vcpu = req->vcpu_id;
+    d->pending = true;
+    pthread_cond_broadcast(&d->cond);
+    pthread_mutex_unlock(&d->lock);
+    return VMMU_EPENDING; /* answered later, from the completer thread */
+}
+
+static void *dm_completer(void *arg)
+{
+    struct dm_fx *d = arg;
+    pthread_mutex_lock(&d->lock);
+    while (!d->pending)
+        pthread_cond_wait(&d->cond, &d->lock);
+    int id = d->seen_vcpu;
+    pthread_mutex_unlock(&d->lock);
+    if (vmmu_dm_complete(d->srv, id, 0xabcd1234, 0) != 0)
+        return (void *)1;
+    return NULL;
+}
+
+static void device_model_answers_later_and_the_reexecution_completes(void **state)
+{
+    (void)state;
+    struct acc_env *e = calloc(1, sizeof(*e));
+    assert_non_null(e);
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    struct vmmu_vcpu *v = e->t.vcpu;
+    struct dm_fx d = {.seen_vcpu = -2};
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_cond_init(&d.cond, NULL);
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    static const struct vmmu_dm_ops ops = {dm_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, &d, &d.srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(d.srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VDEV, DEV_GPA, PTE_RW);
+    put64(&e->t.env, DATA(0), 0x10);
+    int id = vmmu_vcpu_id(v);
+    assert_true(id >= 0);
+
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dm_completer, &d), 0);
+    /* First pass: the RAM operand is read, the device pends. */
+    struct vmmu_x86_fault f;
+    uint64_t a = 0, b = 0;
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    assert_int_equal(vmmu_access_load(v, VA, 8, 0, &a, &f), 0);
+    assert_int_equal(vmmu_access_load(v, VDEV + 8, 4, 0, &b, &f), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(v, VMMU_EPENDING), 0);
+    /* The request carried the vCPU's id, not the host's -1. */
+    pthread_mutex_lock(&d.lock);
+    while (!d.pending)
+        pthread_cond_wait(&d.cond, &d.lock);
+    assert_int_equal(d.seen_vcpu, id);
+    pthread_mutex_unlock(&d.lock);
+    /* Meanwhile the operand changes; the vCPU loop waits for the answer. */
+    put64(&e->t.env, DATA(0), 0x20);
+    assert_int_equal(vmmu_dm_vcpu_wait(dm, id, -1), 0);
+    void *ret;
+    pthread_join(t, &ret);
+    assert_null(ret);
+    /* Re-execution: the operand as the first pass saw it, the answer now. */
+    a = b = 0;
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    assert_int_equal(vmmu_access_load(v, VA, 8, 0, &a, &f), 0);
+    assert_int_equal(vmmu_access_load(v, VDEV + 8, 4, 0, &b, &f), 0);
+    uint64_t sum = a + b;
+    assert_int_equal(vmmu_access_store(v, VA, 8, 0, &sum, &f), 0);
+    assert_int_equal(vmmu_insn_end(v, 0), 0);
+    assert_int_equal(a, 0x10);
+    assert_int_equal(b, 0xabcd1234);
+    assert_int_equal(get64(&e->t.env, DATA(0)), 0x10 + 0xabcd1234ull);
+    assert_int_equal(d.calls, 1); /* the device model served the access once */
+
+    vmmu_dm_destroy(dm);
+    acc_env_fini(e);
+    free(e);
+    pthread_mutex_destroy(&d.lock);
+    pthread_cond_destroy(&d.cond);
+}
+
+/* ---- Dirty logging racing writers ----------------------------------------------- */
+
+#define DL_PAGES 64u
+#define DL_WRITERS 2u
+#define DL_WRITES 20000u
+#define DL_ROUNDS 100u /* writers keep writing until the host made this many calls */
+#define DL_DATA(n) (4 * MiB + (uint64_t)(n) * 4096)
+static const uint64_t VDL = 0x0000400001000000ull;
+
+struct dl_writer {
+    struct vmmu_vm *vm;
+    uint64_t cr3;
+    unsigned index;
+    uint64_t written[(DL_PAGES + 63) / 64]; /* pages this writer wrote */
+    int failures;
+    _Atomic bool *done;
+    _Atomic unsigned *rounds;
+};
+
+/* Each writer owns the 8-byte word at offset 8 * index of every page and
+ * stores increasing sequence numbers there, through the inline probe hit
+ * when the TLB has a fast write entry (a JIT's store), else through the
+ * out-of-line probe, which fills and sets the page's dirty bit. */
+static void *dl_writer_thread(void *arg)
+{
+    struct dl_writer *w = arg;
+    struct vmmu_vcpu *v;
+    if (vmmu_vcpu_create(w->vm, NULL, &v)) {
+        w->failures++;
+        return NULL;
+    }
+    struct vmmu_x86_regs r = regs_4level(w->cr3);
+    if (vmmu_vcpu_set_state(v, &r) || vmmu_vcpu_online(v))
+        w->failures++;
+    const struct vmmu_access_fast *fast = vmmu_access_fast(v);
+    uint64_t x = 0x9e3779b97f4a7c15ull * (w->index + 1);
+    for (unsigned i = 1; i <= DL_WRITES || atomic_load(w->rounds) < DL_ROUNDS; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        unsigned page = (unsigned)(x % DL_PAGES);
+        uint64_t va = VDL + (uint64_t)page * 4096 + 8 * w->index;
+        void *host;
+        if (!vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_WRITE, &host)) {
+            struct vmmu_probe p;
+            if (vmmu_access_probe(v, va, 8, VMMU_X86_ACC_WRITE, &p) || !p.host) {
+                w->failures++;
+                continue;
+            }
+            host = p.host;
+        }
+        __atomic_store_n((uint64_t *)host, ((uint64_t)w->index << 32) | i, __ATOMIC_RELAXED);
+        w->written[page / 64] |= 1ull << (page % 64);
+        if (i % 16 == 0 && vmmu_vcpu_safepoint(v))
+            w->failures++;
+    }
+    if (vmmu_vcpu_offline(v))
+        w->failures++;
+    atomic_store(w->done, true);
+    vmmu_vcpu_destroy(v);
+    return NULL;
+}
+
+/* Copy the reported data pages into @shadow (as a migration would). */
+static void dl_copy(struct acc_env *e, const uint64_t *bm, uint64_t *shadow, uint64_t *seen)
+{
+    for (unsigned p = 0; p < DL_PAGES; p++) {
+        uint64_t gfn = DL_DATA(p) >> 12;
+        if (!(bm[gfn / 64] & (1ull << (gfn % 64))))
+            continue;
+        seen[p / 64] |= 1ull << (p % 64);
+        const uint64_t *src = (const uint64_t *)(void *)(e->t.env.mem + DL_DATA(p));
+        for (unsigned k = 0; k < DL_WRITERS; k++)
+            shadow[p * DL_WRITERS + k] = __atomic_load_n(&src[k], __ATOMIC_RELAXED);
+    }
+}
+
+static void dirty_log_get_and_clear_racing_writers_loses_no_write(void **state)
+{
+    (void)state;
+    struct acc_env *e = calloc(1, sizeof(*e));
+    assert_non_null(e);
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    for (unsigned p = 0; p < DL_PAGES; p++)
+        amap(e, VDL + (uint64_t)p * 4096, DL_DATA(p), PTE_RW);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, true), 0);
+
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, e->t.env.ram_id, &info), 0);
+    size_t words = (size_t)((info.size >> 12) + 63) / 64;
+    uint64_t *bm = calloc(words, sizeof(*bm));
+    uint64_t *shadow = calloc(DL_PAGES * DL_WRITERS, sizeof(*shadow));
+    assert_non_null(bm);
+    assert_non_null(shadow);
+    uint64_t seen[(DL_PAGES + 63) / 64] = {0};
+
+    _Atomic bool done[DL_WRITERS];
+    _Atomic unsigned rounds = 0;
+    struct dl_writer w[DL_WRITERS];
+    pthread_t t[DL_WRITERS];
+    memset(w, 0, sizeof(w));
+    for (unsigned i = 0; i < DL_WRITERS; i++) {
+        atomic_init(&done[i], false);
+        w[i].vm = vm;
+        w[i].cr3 = e->root;
+        w[i].index = i;
+        w[i].done = &done[i];
+        w[i].rounds = &rounds;
+        assert_int_equal(pthread_create(&t[i], NULL, dl_writer_thread, &w[i]), 0);
+    }
+    /* The host: get-and-clear in a loop while the writers run. */
+    for (;;) {
+        bool all_done = true;
+        for (unsigned i = 0; i < DL_WRITERS; i++)
+            all_done = all_done && atomic_load(&done[i]);
+        assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, words, NULL), 0);
+        dl_copy(e, bm, shadow, seen);
+        atomic_fetch_add(&rounds, 1);
+        if (all_done)
+            break; /* this round began after every writer's last write */
+        sched_yield();
+    }
+    for (unsigned i = 0; i < DL_WRITERS; i++)
+        pthread_join(t[i], NULL);
+    assert_true(atomic_load(&rounds) > DL_ROUNDS);
+
+    for (unsigned i = 0; i < DL_WRITERS; i++) {
+        assert_int_equal(w[i].failures, 0);
+        /* Every page a writer wrote was reported by some call... */
+        for (unsigned k = 0; k < (DL_PAGES + 63) / 64; k++)
+            assert_int_equal(w[i].written[k] & ~seen[k], 0);
+    }
+    /* ...and what the host copied after the calls is the final memory:
+     * no write came after the last report of its page. */
+    for (unsigned p = 0; p < DL_PAGES; p++) {
+        const uint64_t *now = (const uint64_t *)(void *)(e->t.env.mem + DL_DATA(p));
+        for (unsigned k = 0; k < DL_WRITERS; k++)
+            assert_int_equal(shadow[p * DL_WRITERS + k], now[k]);
+    }
+    free(bm);
+    free(shadow);
+    acc_env_fini(e);
+    free(e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_threads_locked_add_aligned_loses_no_update),
         cmocka_unit_test(two_threads_locked_add_straddling_words_loses_no_update),
         cmocka_unit_test(device_answers_later_while_another_thread_rewrites_tables_and_data),
+        cmocka_unit_test(device_model_answers_later_and_the_reexecution_completes),
+        cmocka_unit_test(dirty_log_get_and_clear_racing_writers_loses_no_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
