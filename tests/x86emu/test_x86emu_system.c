@@ -275,6 +275,34 @@ static void control_register_writes_are_validated_and_reported_to_the_machine(vo
 	assert_true(g_m.cpu.cr0 & X86EMU_CR0_PG);
 }
 
+GUEST(g_cr3_noflush,
+      "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
+      "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
+
+static void cr3_no_flush_bit_reaches_the_machine_but_is_not_stored(void **state)
+{
+	(void)state;
+	LOAD(g_cr3_noflush);
+	g_m.cpu.cr3 &= ~0xfffull;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.last_cr, 3);
+	assert_int_equal(g_m.last_cr_value, 0x8000000000005001ull);
+	assert_int_equal(g_m.cpu.cr3, 0x5001);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x5001);
+}
+
+GUEST(g_cr3_bit63_no_pcide, "movabs $0x8000000000005000, %rax\n mov %rax, %cr3\n hlt");
+
+static void cr3_bit63_without_pcide_is_gp(void **state)
+{
+	(void)state;
+	LOAD(g_cr3_bit63_no_pcide);
+	uint64_t cr3 = g_m.cpu.cr3;
+	tm_step(&g_m, 2);
+	assert_true(in_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.cr3, cr3);
+}
+
 GUEST(g_cr_user, "mov %cr3, %rax");
 
 static void mov_from_cr_at_cpl3_is_gp(void **state)
@@ -484,6 +512,8 @@ int main(void)
 		cmocka_unit_test(iretq_to_a_data_segment_as_cs_is_gp_with_the_selector),
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
+		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(cr3_bit63_without_pcide_is_gp),
 		cmocka_unit_test(mov_from_cr_at_cpl3_is_gp),
 		cmocka_unit_test(lgdt_lidt_ltr_load_the_tables_and_mark_the_tss_busy),
 		cmocka_unit_test(msrs_efer_kernel_gs_base_swapgs_and_unknown_msr_gp),

@@ -249,6 +249,9 @@ struct x86emu_env {
 	 * Optional hooks, called after the interpreter has validated the new
 	 * value and just before it takes effect, so vmmu's paging/TLB can
 	 * follow (cr is 0, 3, 4 or 8; EFER changes arrive through msr_write).
+	 * For CR3 with CR4.PCIDE=1, new_value keeps bit 63 as the guest
+	 * wrote it (1: do not flush the PCID's translations); CR3 itself is
+	 * stored with bit 63 clear.
 	 * Return X86EMU_CB_OK or X86EMU_CB_RETRY.
 	 */
 	int (*cr_write)(void *opaque, unsigned cr, uint64_t old_value, uint64_t new_value);

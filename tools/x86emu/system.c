@@ -59,10 +59,12 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 		cpu->cr2 = v;
 		return XS_OK;
 	case 3:
-		/* With CR4.PCIDE, bit 63 asks not to flush and is not stored (SDM 4.10.4.1). */
-		if (cpu->cr4 & X86EMU_CR4_PCIDE)
-			v &= ~(1ull << 63);
-		if (v >> MAXPHYADDR)
+		/*
+		 * With CR4.PCIDE, bit 63 asks not to flush and is not stored
+		 * (SDM 4.10.4.1): the hook sees it (so the TLB keeps the PCID's
+		 * entries), CR3 does not.
+		 */
+		if ((v & ~((cpu->cr4 & X86EMU_CR4_PCIDE) ? 1ull << 63 : 0)) >> MAXPHYADDR)
 			return raise_gp(c, 0);
 		old = cpu->cr3;
 		break;
@@ -98,7 +100,7 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 	if (cr == 0)
 		cpu->cr0 = v;
 	else if (cr == 3)
-		cpu->cr3 = v;
+		cpu->cr3 = v & ~(1ull << 63);
 	else if (cr == 4)
 		cpu->cr4 = v;
 	else
