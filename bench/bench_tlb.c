@@ -288,6 +288,69 @@ static double time_flush(struct bench *b, double fraction)
     return bench_median(t, REPS);
 }
 
+/* ---- Resize policies ------------------------------------------------------ */
+
+/* A guest whose working set grows and shrinks: phases of RESIZE_EPOCHS
+ * epochs, each epoch RESIZE_ACCESSES reads then a flush of everything (a
+ * context switch: MOV to CR3 without PCIDs).  Both rules see the same
+ * stream; the figures are the share of reads that left the inline hit path
+ * (table misses: filled or found among the victims) and the mean table size
+ * over the epochs (memory: 80 bytes per entry). */
+enum { RESIZE_EPOCHS = 12, RESIZE_ACCESSES = 1 << 16 };
+static const unsigned resize_phases[] = {64, 2048, 256, 4096, 128, 1024, 64, 3072, 512, 64};
+#define RESIZE_NPHASES (sizeof(resize_phases) / sizeof(resize_phases[0]))
+
+struct resize_figures {
+    double miss_pct, mean_entries, ns;
+};
+
+static struct resize_figures resize_run(uint64_t *const *streams, bool qemu)
+{
+    struct bench b;
+    setup(&b);
+    b.vcpu->resize_qemu = qemu;
+    vmmu_vcpu_stats_reset(b.vcpu);
+    double entries = 0, t = 0;
+    for (unsigned p = 0; p < RESIZE_NPHASES; p++) {
+        for (unsigned e = 0; e < RESIZE_EPOCHS; e++) {
+            entries += vmmu_vcpu_tlb_entries(b.vcpu);
+            double t0 = bench_now_ns();
+            bench_keep(run_probe(b.vcpu, streams[p], RESIZE_ACCESSES));
+            t += bench_now_ns() - t0;
+            vmmu_vcpu_tlb_flush_all(b.vcpu);
+        }
+    }
+    struct vmmu_tlb_stats s;
+    vmmu_vcpu_stats(b.vcpu, &s);
+    double reads = (double)RESIZE_NPHASES * RESIZE_EPOCHS * RESIZE_ACCESSES;
+    struct resize_figures f = {
+        .miss_pct = 100.0 * (double)(s.misses + s.victim_hits + s.slow_hits) / reads,
+        .mean_entries = entries / (RESIZE_NPHASES * RESIZE_EPOCHS),
+        .ns = t / reads,
+    };
+    vmmu_vcpu_destroy(b.vcpu);
+    vmmu_vm_destroy(b.vm);
+    return f;
+}
+
+static void resize_figures(void)
+{
+    uint64_t seed = 11;
+    uint64_t *streams[RESIZE_NPHASES];
+    for (unsigned p = 0; p < RESIZE_NPHASES; p++)
+        streams[p] = addresses(0, resize_phases[p], &seed);
+    struct resize_figures demand = resize_run(streams, false);
+    struct resize_figures qemu = resize_run(streams, true);
+    bench_figure("tlb/resize_demand_miss_pct", demand.miss_pct, "%");
+    bench_figure("tlb/resize_qemu_miss_pct", qemu.miss_pct, "%");
+    bench_figure("tlb/resize_demand_mean_entries", demand.mean_entries, "entries");
+    bench_figure("tlb/resize_qemu_mean_entries", qemu.mean_entries, "entries");
+    bench_figure("tlb/resize_demand_ns", demand.ns, "ns");
+    bench_figure("tlb/resize_qemu_ns", qemu.ns, "ns");
+    for (unsigned p = 0; p < RESIZE_NPHASES; p++)
+        free(streams[p]);
+}
+
 static int callgrind_kernel(const char *kind, size_t n)
 {
     struct bench b;
@@ -400,11 +463,10 @@ int main(int argc, char **argv)
     }
     bench_figure("tlb/flush_full_ns", time_flush(&b, 1.0), "ns");
 
-    struct vmmu_tlb_stats s;
-    vmmu_vcpu_stats(b.vcpu, &s);
     free(hit);
     free(miss);
     vmmu_vcpu_destroy(b.vcpu);
     vmmu_vm_destroy(b.vm);
+    resize_figures();
     return 0;
 }

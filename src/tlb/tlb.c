@@ -7,12 +7,18 @@
  * only then a walk (resumed from the paging-structure caches when they
  * hold the upper levels), a P2M lookup, and a fill.
  *
- * Resizing (at flush time only, when the table is empty anyway) follows
- * QEMU's policy: a table more than 70 % full at a flush doubles; a table
- * whose peak use over a window of TLB_RESIZE_WINDOW flushes stayed below
- * 30 % shrinks to the smallest power of two that would have held the peak
- * at no more than 70 %.  QEMU measures its window in time (100 ms); flushes
- * make it deterministic and independent of the host's speed. */
+ * Resizing (at flush time only, when the table is empty anyway) keeps
+ * QEMU's 30/70 % thresholds but measures demand, not occupancy: demand is
+ * the number of fills since the last flush (at least the valid entries).
+ * A demand above 70 % of the table grows it at once to the smallest power
+ * of two that holds the demand at no more than 70 % (QEMU doubles once per
+ * flush, because occupancy cannot exceed the table); a peak demand below
+ * 30 % over a window of TLB_RESIZE_WINDOW flushes shrinks the table to the
+ * smallest power of two that would have held the peak at no more than
+ * 70 %.  QEMU measures its window in time (100 ms); flushes make it
+ * deterministic and independent of the host's speed.  bench_tlb compares
+ * both rules on one stream of growing and shrinking working sets
+ * (docs/tlb.md); vmmu_vcpu::resize_qemu selects QEMU's for that. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +57,7 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
     c->vused = 0;
     c->vnext = 0;
     c->vtags = 0;
+    c->fills = 0;
 }
 
 static int ctx_alloc(struct tlb_ctx *c, unsigned n)
@@ -96,14 +103,29 @@ static unsigned pow2_ceil(unsigned x)
 
 /* The resize decision, taken at each flush of a context (see the file
  * comment).  Returns the new size (== c->n to keep it). */
-static unsigned ctx_resize_target(struct tlb_ctx *c)
+static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     unsigned n = c->n;
-    if (c->used > c->peak)
-        c->peak = c->used;
+    /* The demand rule counts what the context was asked to hold since its
+     * last flush: every fill, a refill after a conflict again, and never
+     * less than what it holds.  QEMU's rule counts what it holds, which
+     * cannot exceed the table: a working set eight times the table takes
+     * it three flushes of doubling to reach, missing all along. */
+    unsigned demand = c->used;
+    if (!v->resize_qemu && c->fills > demand)
+        demand = c->fills;
+    if (demand > c->peak)
+        c->peak = demand;
     c->window++;
-    if ((uint64_t)c->used * 100 > (uint64_t)n * 70 && n < VMMU_TLB_ENTRIES_MAX)
-        return n * 2;
+    if ((uint64_t)demand * 100 > (uint64_t)n * 70 && n < VMMU_TLB_ENTRIES_MAX) {
+        if (v->resize_qemu)
+            return n * 2;
+        /* The smallest table that holds the demand at no more than 70 %. */
+        unsigned target = n * 2;
+        while (target < VMMU_TLB_ENTRIES_MAX && (uint64_t)demand * 100 > (uint64_t)target * 70)
+            target *= 2;
+        return target;
+    }
     if (c->window >= TLB_RESIZE_WINDOW) {
         unsigned peak = c->peak;
         c->window = 0;
@@ -130,7 +152,7 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
         return;
     }
     v->held &= ~c->held_bit;
-    unsigned target = ctx_resize_target(c);
+    unsigned target = ctx_resize_target(v, c);
     if (c->used == 0 && c->vused == 0 && target == c->n) {
         /* Nothing to drop.  The bounds may still be set by entries that
          * were dropped one by one; clearing them is O(1). */
@@ -138,8 +160,9 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
         ctx_reset_bounds(c);
         return;
     }
-    if (target != c->n && ctx_alloc(c, target) == 0) {
-        if (target > c->n)
+    unsigned old_n = c->n;
+    if (target != old_n && ctx_alloc(c, target) == 0) {
+        if (target > old_n)
             v->stats.resize_grow++;
         else
             v->stats.resize_shrink++;
@@ -440,6 +463,7 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
     note_bounds(c, cd);
     v->held |= c->held_bit;
     v->stats.fills++;
+    c->fills++;
 }
 
 /* Look for @page in the victims; on a match whose comparator for @kind can
@@ -610,6 +634,7 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
     v->stats.walks++;
     v->stats.psc_hits++;
     v->stats.fills++;
+    c->fills++;
     uintptr_t addend = (uintptr_t)(r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT)) - (uintptr_t)page;
     uint64_t wflags = (state & VMMU_PAGE_CODE) ? VMMU_TLB_FLAG_CODE : 0;
 

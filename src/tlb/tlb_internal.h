@@ -74,8 +74,9 @@ struct tlb_ctx {
     uint64_t large_lo, large_hi; /* [lo, hi) covers every large-page-derived entry */
     unsigned large_shifts;       /* bit s set: entries from pages of 1 << s bytes */
     uint16_t ukeys, skeys;       /* protection keys of user / supervisor pages held */
-    /* Resize window (see tlb_ctx_flush()). */
-    unsigned peak, window;
+    /* Resize window (see tlb_ctx_flush()): fills since the last flush, the
+     * peak demand over the window, flushes in the window. */
+    unsigned fills, peak, window;
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
     /* Victims: valid entries pushed out of hot[] by a fill. */
@@ -145,6 +146,7 @@ struct vmmu_vcpu {
     uint16_t fill_pcid;
     uint8_t rights_tab[CTX_COUNT][8];
     bool psc_off; /* benchmarks: walk from the top on every miss */
+    bool resize_qemu; /* benchmarks: QEMU's 30/70 % resize rule instead of the demand rule */
     struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
     /* The access part (src/access/), which sits on the TLB, keeps its
      * per-vCPU state here and steers the fill with the other two fields:

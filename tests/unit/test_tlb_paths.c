@@ -198,6 +198,48 @@ static void a_flush_of_everything_reaches_every_pcid_that_holds_entries(void **s
     assert_int_equal(stats(f).flush_elided, VMMU_VCPU_PCID_SLOTS * 3 - 1);
 }
 
+/* ---- sizing ---------------------------------------------------------------------- */
+
+static void a_working_set_four_times_the_table_grows_it_in_one_flush(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    unsigned pages = 4 * n;
+    for (unsigned i = 0; i < pages; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i % 64) | E_P | E_RW | E_A | E_D);
+    for (unsigned i = 0; i < pages; i++)
+        assert_ptr_equal(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL), hpa(&f->t, DATA(i % 64)));
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    /* 4n pages at no more than 70 %: 8n entries (QEMU's rule would double). */
+    unsigned want = 8 * n < VMMU_TLB_ENTRIES_MAX ? 8 * n : VMMU_TLB_ENTRIES_MAX;
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), want);
+    assert_int_equal(stats(f).resize_grow, 1);
+    /* The grown table holds the whole working set: a second round only hits. */
+    for (unsigned i = 0; i < pages; i++)
+        assert_non_null(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL));
+    for (unsigned i = 0; i < pages; i++)
+        assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA + (uint64_t)i * 4096, 8),
+                         hpa(&f->t, DATA(i % 64)));
+}
+
+static void a_context_used_lightly_shrinks_after_a_window_of_flushes(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    for (unsigned i = 0; i < 40; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i) | E_P | E_RW | E_A | E_D);
+    for (int round = 0; round < 40; round++) {
+        for (unsigned i = 0; i < 40; i++)
+            assert_non_null(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL));
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    }
+    /* Peak demand 40: the smallest table holding it at <= 70 % is 64. */
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 64);
+    assert_int_equal(stats(f).resize_shrink, 1);
+    assert_int_equal(stats(f).resize_grow, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -206,6 +248,8 @@ int main(void)
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
         T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
         T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),
+        T(a_working_set_four_times_the_table_grows_it_in_one_flush),
+        T(a_context_used_lightly_shrinks_after_a_window_of_flushes),
         T(flushing_an_idle_vcpu_elides_every_context),
         T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
