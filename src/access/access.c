@@ -152,10 +152,13 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
         rc = piece_from_gpa(v, va, len, gpa_page | (va & ~VMMU_PAGE_MASK), access, out);
         if (rc < 0)
             return rc;
-    } else if (!latch && (out->host = access_page_hit(v, va, access)) != NULL) {
+    } else if ((out->host = access_page_hit(v, va, access)) != NULL) {
         /* The inline hit, whatever the length inside the page (a 4 KiB
-         * piece of a string move too).  Under the latch the slow path
-         * runs instead: it reports the gpa, which the latch records. */
+         * piece of a string move too).  Under the latch too: a hit reads
+         * no page-table entry, so recording the translation it gives is
+         * all a replay needs (it then serves this translation whatever
+         * the TLB holds by then); only a miss walks, from the top, through
+         * the latch's entry hook. */
         const struct tlb_cold *cold = access_hit_cold(v, va, access);
         out->type = (enum vmmu_mem_type)cold->type; /* RAM, or ROM for a read */
         out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
@@ -163,6 +166,11 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
         out->va = va;
         out->len = len;
         out->code = false; /* a code page's write comparator carries a flag */
+        if (latch) {
+            rc = vmmu__latch_xlate_record(a, page, access, cold->gpa & VMMU_PAGE_MASK);
+            if (rc < 0)
+                return rc;
+        }
     } else {
         struct vmmu_tlb_result res;
         res.flags = 0;

@@ -141,6 +141,42 @@ static void replay_uses_the_first_translation_after_tables_are_rewritten_and_flu
     assert_int_equal(vmmu_insn_end(V(f), 0), 0);
 }
 
+static void tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t v = 0x55, b = 0;
+    /* Warm write entry before the instruction. */
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    f->dev.pend_next = true;
+    struct vmmu_tlb_stats before, after;
+    assert_int_equal(vmmu_vcpu_stats(V(f), &before), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    v = 0x66;
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    assert_int_equal(vmmu_vcpu_stats(V(f), &after), 0);
+    /* Served by the TLB entry: no slow-path call, yet recorded. */
+    assert_int_equal(after.misses + after.slow_hits + after.victim_hits,
+                     before.misses + before.slow_hits + before.victim_hits);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.xlates, 1);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    amap(&f->e, VA, DATA(7), PTE_RW); /* the guest remaps the page */
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    v = 0x77;
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    /* The re-execution wrote through the first pass's translation. */
+    assert_int_equal(get64(&f->e.t.env, DATA(0) + 8), 0x77);
+    assert_int_equal(get64(&f->e.t.env, DATA(7) + 8), 0);
+}
+
 static void replayed_walk_serves_recorded_entries_for_a_new_access(void **state)
 {
     struct fx *f = *state;
@@ -245,6 +281,7 @@ int main(void)
         T(device_read_that_pends_returns_pending_and_the_retry_completes),
         T(replay_returns_what_the_first_pass_read_after_memory_changed),
         T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
+        T(tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap),
         T(replayed_walk_serves_recorded_entries_for_a_new_access),
         T(device_write_completed_in_the_first_pass_is_not_repeated),
         T(latch_overflow_returns_eoverflow),
