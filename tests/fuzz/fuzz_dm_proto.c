@@ -73,34 +73,102 @@ static void recv_hello(int sock, struct vmmu_dm_shared **sh, int *fds, int *nfds
         fail("mmap");
 }
 
-static void hostile_device_model(struct input *in)
-{
-    /* One vm and layer for the whole run; a fresh server per input. */
-    static struct vmmu_vm *vm;
-    static struct vmmu_dm *dm;
+/* The vm side and the fake device model's end persist across inputs (a
+ * server costs several system calls and grace periods to build); each
+ * input starts from a quiet state: nothing outstanding, ring empty, socket
+ * drained.  A server that died is rebuilt. */
+static struct fuzz_env {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
     struct vmmu_dm_server *srv;
-    if (!vm) {
+    int sock; /* the device model's end */
+    struct vmmu_dm_shared *sh;
+    int fds[VMMU_DM_MAX_SLOTS + 3], nfds;
+    struct vmmu_dm_slot *slots;
+    struct vmmu_dm_ring *ring;
+    size_t sent_bytes;      /* bytes the device model put on its socket */
+    uint64_t posted;        /* the last invalidation posted to this server */
+    int pending[NVCPU];     /* a vCPU has a request outstanding ... */
+    struct vmmu_device_req req[NVCPU]; /* ... this one */
+} E;
+
+static void env_drop(void)
+{
+    munmap(E.sh, E.sh->size);
+    for (int i = 0; i < E.nfds; i++)
+        close(E.fds[i]);
+    close(E.sock);
+    vmmu_dm_server_destroy(E.srv);
+    E.srv = NULL;
+}
+
+static void env_build(void)
+{
+    if (!E.vm) {
         struct vmmu_dm_config cfg = {.max_vcpus = NVCPU};
         struct vmmu_vm_config vc = {.gpa_bits = 32};
-        if (vmmu_vm_create(&vc, &vm) || vmmu_dm_create(vm, &cfg, &dm))
+        if (vmmu_vm_create(&vc, &E.vm) || vmmu_dm_create(E.vm, &cfg, &E.dm))
             fail("vm");
     }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
         fail("socketpair");
     struct vmmu_dm_remote_config rc = {.timeout_ms = 2000, .ring_entries = 4};
-    if (vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv))
+    if (vmmu_dm_server_create_remote(E.dm, sv[0], &rc, &E.srv))
         fail("server");
-    if (vmmu_dm_map_mmio(srv, DEV_GPA, 4096, VMMU_DM_RANGE_BUFFERED, NULL, NULL))
+    if (vmmu_dm_map_mmio(E.srv, DEV_GPA, 4096, VMMU_DM_RANGE_BUFFERED, NULL, NULL))
         fail("map");
-    struct vmmu_dm_shared *sh;
-    int fds[VMMU_DM_MAX_SLOTS + 3], nfds;
-    recv_hello(sv[1], &sh, fds, &nfds);
-    struct vmmu_dm_slot *slots = (struct vmmu_dm_slot *)((char *)sh + sh->slots_offset);
-    struct vmmu_dm_ring *ring = (struct vmmu_dm_ring *)((char *)sh + sh->ring_offset);
-    size_t sent_bytes = 0;    /* bytes the "device model" put on its socket */
-    uint64_t posted = 0;      /* the last invalidation the vm posted to this server */
-    int outstanding[NVCPU + 1] = {0};
+    E.sock = sv[1];
+    recv_hello(E.sock, &E.sh, E.fds, &E.nfds);
+    E.slots = (struct vmmu_dm_slot *)((char *)E.sh + E.sh->slots_offset);
+    E.ring = (struct vmmu_dm_ring *)((char *)E.sh + E.sh->ring_offset);
+    E.sent_bytes = 0;
+    E.posted = 0;
+    memset(E.pending, 0, sizeof(E.pending));
+}
+
+/* Answer what is outstanding properly, empty the ring and the socket. */
+static void env_quiesce(void)
+{
+    if (!E.srv)
+        return env_build();
+    if (vmmu_dm_server_check(E.srv)) {
+        env_drop();
+        return env_build();
+    }
+    uint8_t buf[512];
+    while (recv(E.sock, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+    }
+    __atomic_store_n(&E.ring->cons, __atomic_load_n(&E.ring->prod, __ATOMIC_ACQUIRE),
+                     __ATOMIC_RELEASE);
+    for (int v = 0; v < NVCPU; v++) {
+        if (!E.pending[v])
+            continue;
+        struct vmmu_dm_slot *sl = &E.slots[v];
+        sl->status = VMMU_DM_STATUS_OK;
+        sl->resp_seq = sl->seq; /* the vm wrote seq; the script never does */
+        __atomic_store_n(&sl->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
+        struct vmmu_device_req r = E.req[v];
+        int err = vmmu_p2m_device_access(E.vm, &r);
+        E.pending[v] = 0;
+        if (err == VMMU_EDEAD || err == VMMU_ETIMEDOUT) {
+            env_drop();
+            return env_build();
+        }
+        if (err)
+            fail("a proper answer was refused");
+    }
+}
+
+static void hostile_device_model(struct input *in)
+{
+    env_quiesce();
+    struct vmmu_vm *vm = E.vm;
+    struct vmmu_dm *dm = E.dm;
+    struct vmmu_dm_slot *slots = E.slots;
+    struct vmmu_dm_ring *ring = E.ring;
+    int sock = E.sock;
+    uint64_t posted = E.posted;
 
     for (int steps = 0; in->n && steps < 64; steps++) {
         uint8_t op = take8(in);
@@ -112,11 +180,14 @@ static void hostile_device_model(struct input *in)
             struct vmmu_device_req r = {.gpa = DEV_GPA + ((k >> 2) & 7) * 8, .size = size,
                                         .write = (k >> 5) & 1, .data = take64(in),
                                         .vcpu_id = vcpu};
+            struct vmmu_device_req asked = r;
             int err = vmmu_p2m_device_access(vm, &r);
-            if (err == VMMU_EPENDING)
-                outstanding[vcpu] = 1;
-            else
-                outstanding[vcpu] = 0;
+            if (err == VMMU_EPENDING) { /* this access is now the outstanding one */
+                E.req[vcpu] = asked;
+                E.pending[vcpu] = 1;
+            } else if (err != VMMU_EBUSY) {
+                E.pending[vcpu] = 0;
+            }
             if (err == 0 && !r.write && size < 8 && (r.data >> (size * 8)))
                 fail("answer wider than the access");
             if (err && err != VMMU_EPENDING && err != VMMU_EPROTO && err != VMMU_EDEVICE &&
@@ -142,9 +213,9 @@ static void hostile_device_model(struct input *in)
             size_t len = take8(in) % sizeof(buf);
             for (size_t i = 0; i < len; i++)
                 buf[i] = take8(in);
-            ssize_t n = send(sv[1], buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+            ssize_t n = send(sock, buf, len, MSG_DONTWAIT | MSG_NOSIGNAL);
             if (n > 0)
-                sent_bytes += (size_t)n;
+                E.sent_bytes += (size_t)n;
             break;
         }
         case 4: /* the vm posts an invalidation */
@@ -153,14 +224,14 @@ static void hostile_device_model(struct input *in)
             break;
         case 5: { /* the device model acknowledges (after realigning its stream) and the vm waits */
             uint8_t pad[32] = {0};
-            size_t fix = (32 - sent_bytes % 32) % 32;
-            if (fix && send(sv[1], pad, fix, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)fix)
-                sent_bytes += fix;
+            size_t fix = (32 - E.sent_bytes % 32) % 32;
+            if (fix && send(sock, pad, fix, MSG_DONTWAIT | MSG_NOSIGNAL) == (ssize_t)fix)
+                E.sent_bytes += fix;
             struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = posted};
-            if (!posted || sent_bytes % 32 ||
-                send(sv[1], &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(m))
+            if (!posted || E.sent_bytes % 32 ||
+                send(sock, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != sizeof(m))
                 break;
-            sent_bytes += sizeof(m);
+            E.sent_bytes += sizeof(m);
             /* The stream is aligned, so the ack is read whole: no timeout. */
             if (vmmu_dm_invalidate_wait(dm, posted))
                 fail("wait");
@@ -186,18 +257,13 @@ static void hostile_device_model(struct input *in)
         }
         case 7: { /* drain what the vm sent, as a device model would */
             uint8_t buf[512];
-            while (recv(sv[1], buf, sizeof(buf), MSG_DONTWAIT) > 0) {
+            while (recv(sock, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
             }
             break;
         }
         }
     }
-    (void)outstanding;
-    munmap(sh, sh->size);
-    for (int i = 0; i < nfds; i++)
-        close(fds[i]);
-    close(sv[1]);
-    vmmu_dm_server_destroy(srv);
+    E.posted = posted;
 }
 
 static void hostile_vm(struct input *in)
