@@ -10,7 +10,10 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -213,6 +216,57 @@ static void a_pinned_mapping_becomes_harmless_when_invalidated(void **state)
     assert_int_equal(st.mapped_bytes, 0);
 }
 
+struct path_client {
+    char path[108];
+    struct vmmu_dmc *c;
+    int err;
+};
+
+static void *connect_by_path(void *arg)
+{
+    struct path_client *pc = arg;
+    pc->err = vmmu_dmc_connect_path(pc->path, NULL, &pc->c);
+    return NULL;
+}
+
+static void a_device_model_connects_by_socket_path(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(vm, &ram, NULL), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    struct path_client pc = {0};
+    snprintf(pc.path, sizeof(pc.path), "/tmp/vmmu-test-dm-%d.sock", (int)getpid());
+    unlink(pc.path);
+    int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, pc.path);
+    assert_int_equal(bind(ls, (struct sockaddr *)&a, sizeof(a)), 0);
+    assert_int_equal(listen(ls, 1), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, connect_by_path, &pc), 0);
+    int s = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+    assert_true(s >= 0);
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_dm_server_create_remote(dm, s, NULL, &srv), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(pc.err, 0);
+    assert_int_equal(vmmu_gpa_write(vm, 0x100, "path", 4, 0, NULL), 0);
+    char buf[4];
+    assert_int_equal(vmmu_dmc_read(pc.c, 0x100, buf, 4), 0);
+    assert_memory_equal(buf, "path", 4);
+    vmmu_dmc_close(pc.c);
+    /* The client hung up: the server notices. */
+    assert_int_equal(vmmu_dm_server_check(srv), VMMU_EDEAD);
+    close(ls);
+    unlink(pc.path);
+    vmmu_dm_destroy(dm);
+    vmmu_vm_destroy(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -228,6 +282,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_pinned_mapping_becomes_harmless_when_invalidated, setup,
                                         teardown),
+        cmocka_unit_test(a_device_model_connects_by_socket_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
