@@ -523,7 +523,7 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
         return VMMU_EINVAL;
     struct dm_vcpu *v = &dm->vcpu[vcpu_id];
     struct vmmu_dm_server *srv = v->srv;
-    if (!srv || v->fail)
+    if (!srv)
         return 0;
     struct vmmu_dm_slot *s = &srv->slots[vcpu_id];
     uint64_t now = vmmu__dm_now_ns();

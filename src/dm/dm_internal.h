@@ -57,7 +57,6 @@ struct dm_vcpu {
     uint32_t seq;        /* of the outstanding request */
     uint32_t next_seq;
     uint8_t space, write, size;
-    int fail;            /* non-zero: the outstanding request already failed */
     uint64_t addr, wdata;
     uint64_t deadline_ns;
 };

@@ -78,7 +78,6 @@ static void release(struct vmmu_dm_server *srv, struct vmmu_dm_slot *s, struct d
                                     __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     }
     v->srv = NULL;
-    v->fail = 0;
     atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
 }
 
@@ -124,11 +123,6 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
     struct vmmu_dm_slot *s = &srv->slots[idx];
     uint64_t wait_until = vmmu__dm_now_ns() + (uint64_t)srv->wait_us * 1000ull;
     for (;;) {
-        if (v->fail) {
-            int f = v->fail;
-            release(srv, s, v);
-            return f;
-        }
         uint64_t data = 0;
         int r = vmmu__dm_slot_read_answer(s, v->seq, v->size, &data);
         if (r != VMMU_EPENDING) {
@@ -169,7 +163,6 @@ static void record(struct dm_vcpu *v, struct vmmu_dm_server *srv, const struct v
     v->size = (uint8_t)req->size;
     v->write = (uint8_t)req->write;
     v->wdata = req->write ? req->data : 0;
-    v->fail = 0;
     v->deadline_ns = vmmu__dm_now_ns() + (uint64_t)srv->timeout_ms * 1000000ull;
 }
 
@@ -218,7 +211,7 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
          * one is over (answered, failed, or its server dead). */
         struct vmmu_dm_server *old = v->srv;
         uint32_t st = __atomic_load_n(&old->slots[idx].state, __ATOMIC_ACQUIRE);
-        if (!v->fail && !atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE)
+        if (!atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE)
             return VMMU_EBUSY;
         release(old, &old->slots[idx], v);
     }
