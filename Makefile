@@ -1,7 +1,8 @@
 # Front door for people: the commands the README gives.  CMake does the work.
 #
 #   make test    install what is missing, build, run every test (CTest)
-#   make run     the main job: the demo guest on the reference emulator, 4 vCPUs
+#   make run     the main job: the demo guest on the reference emulator, 4 vCPUs,
+#                the DMA engine attached and a host pager running
 #   make bench   run every benchmark, one line per figure
 #   make asan    the test suite under ASan + UBSan
 #   make tsan    the concurrent tests under ThreadSanitizer
@@ -31,7 +32,7 @@ test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
 run: build
-	$(BUILD)/vmmu run --vcpus 4 --stats $(BUILD)/guests/demo.elf
+	$(BUILD)/vmmu run --vcpus 4 --dma --pager 64 --stats $(BUILD)/guests/demo.elf
 
 bench:
 	@scripts/install-deps.sh bench

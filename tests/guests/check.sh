@@ -21,7 +21,7 @@ trap 'rm -f "$out"' EXIT
 status=$?
 if ! awk -v expfile="$expected" '
     BEGIN { n = 0; while ((getline l < expfile) > 0) want[++n] = l }
-    function key(s) { i = index(s, ":"); return i ? substr(s, 1, i) : s }
+    function key(s,    j) { j = index(s, ":"); return j ? substr(s, 1, j) : s }
     { got[++m] = $0 }
     END {
         bad = 0
