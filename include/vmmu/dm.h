@@ -126,10 +126,13 @@ struct vmmu_dm_remote_config {
     /** Capacity of the region table shared with the device model; 0
      *  selects 64. */
     unsigned max_regions;
-    /** The device model's process, if known (else 0; the socket's peer
-     *  credentials are used).  Watched through a pidfd; on death by
-     *  timeout the process is killed (SIGKILL) and reaped-waited so that
-     *  it provably maps nothing. */
+    /** The device model's process, if known (else 0: the socket's peer
+     *  credentials are used, unless the peer is this process).  Watched
+     *  through a pidfd.  A server is marked dead only after that process
+     *  exited, so that it provably maps nothing: one that hung or missed a
+     *  deadline is killed (SIGKILL) at once, one that hung up gets
+     *  timeout_ms to exit on its own first.  The caller still reaps it
+     *  (waitpid) if it is the caller's child. */
     pid_t pid;
 };
 
