@@ -156,7 +156,9 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
 
 /**
  * Remove a server's ranges and free it.  Requests in flight fail with
- * VMMU_EDEAD.  No access to its ranges may be running.  NULL is a no-op.
+ * VMMU_EDEAD.  An out-of-process server's socket is shut down and its
+ * process, if known, is given the server's timeout to exit before it is
+ * killed.  No access to its ranges may be running.  NULL is a no-op.
  */
 void vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
 
