@@ -36,7 +36,27 @@
  * crossings.  The flags sit above bit 3 so that even a 16-byte access
  * compares them.  The table pointer and mask change on context switches,
  * PCID switches and resizes: reload them from the vCPU after any call into
- * vmmu (a JIT reads them at each lookup, as this header does).
+ * vmmu (vmmu_tlb_view() copies both; vmmu_tlb_lookup() reads them at each
+ * lookup).  Rotating va right by 7 instead of shifting gives the same
+ * offset (the mask keeps bits 5..16 only).
+ *
+ * ## The sequence for JIT authors (x86-64 with BMI1 and BMI2)
+ *
+ * With the table in register T, the mask in M (or at [vcpu + 0]), the
+ * in-page offset bits an access must not compare in O (0xff8 for an
+ * aligned 8-byte access: (4096 - 1) & ~(size - 1)) and va in V, a hit
+ * costs six instructions besides the access itself:
+ *
+ *     rorx  $7, V, X          ; X = va rotated: the entry offset once masked
+ *     and   M, X              ; X = byte offset of the entry
+ *     andn  V, O, K           ; K = va & ~O: page, alignment bits
+ *     cmp   K, kind*8(T, X)   ; the comparator of this access kind
+ *     jne   slow              ; vmmu_tlb_fill(), then reload T and M
+ *     add   24(T, X), V       ; V = host address
+ *
+ * bench/bench_tlb.c runs exactly this sequence (tlb/hit_instructions).
+ * Without BMI, `mov V, X; shr $7, X` and `mov V, K; and $imm, K` replace
+ * RORX and ANDN: eight instructions.
  *
  * ## Threads
  *

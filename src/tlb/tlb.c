@@ -429,11 +429,16 @@ static void note_bounds(struct tlb_ctx *c, const struct tlb_cold *cd)
 typedef uint64_t __attribute__((may_alias)) tlb_word;
 static inline void cold_copy(struct tlb_cold *dst, const struct tlb_cold *src)
 {
-    _Static_assert(sizeof(*src) % 8 == 0, "cold entries are whole words");
+    _Static_assert(sizeof(*src) == 48, "six words");
     const tlb_word *s = (const tlb_word *)(const void *)src;
     tlb_word *d = (tlb_word *)(void *)dst;
-    for (unsigned i = 0; i < sizeof(*src) / 8; i++)
-        d[i] = s[i];
+    tlb_word w0 = s[0], w1 = s[1], w2 = s[2], w3 = s[3], w4 = s[4], w5 = s[5];
+    d[0] = w0;
+    d[1] = w1;
+    d[2] = w2;
+    d[3] = w3;
+    d[4] = w4;
+    d[5] = w5;
 }
 
 /* Push the valid occupant of @idx into the victim array (round robin). */
@@ -475,6 +480,17 @@ static inline uint64_t victim_candidates(const struct tlb_ctx *c, uint64_t page)
     const uint64_t ones = 0x0101010101010101ull;
     uint64_t x = c->vtags ^ (victim_tag(page) * ones);
     return (x - ones) & ~x & (ones << 7);
+}
+
+/* Whether a valid victim translates @page. */
+static inline bool victim_holds(const struct tlb_ctx *c, uint64_t page)
+{
+    for (uint64_t m = victim_candidates(c, page); m; m &= m - 1) {
+        unsigned i = (unsigned)__builtin_ctzll(m) / 8;
+        if (c->vcold[i].va == page && entry_valid(&c->vhot[i]))
+            return true;
+    }
+    return false;
 }
 
 static int victim_find(struct tlb_ctx *c, uint64_t page, enum vmmu_tlb_kind kind)
@@ -583,7 +599,7 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
      * when the table or the victims may already hold it. */
     if (cd->va == page && entry_valid(&c->hot[idx]))
         return false;
-    if (victim_candidates(c, page))
+    if (victim_holds(c, page))
         return false;
 
     /* The PDE from the paging-structure cache; its tag holds va bits
@@ -616,14 +632,24 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
     if (!(rights & (1u << kind))) /* VMMU_X86_RIGHT_* bit k is access kind k */
         return false;
 
-    /* The data page: resident RAM, no dirty logging. */
+    /* The data page: resident RAM, no dirty logging.  The region of the
+     * previous warm miss answers while the map's generation is the same
+     * (a region is removed only with a new generation, and freed only
+     * after a grace period). */
     uint64_t gpa = pte & ADDR_MASK_64;
     uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
-    const struct vmmu_p2m *p2m = &v->vm->p2m;
-    if (gfn >= p2m->gfn_limit)
-        return false;
-    const struct vmmu_region *r = p2m_resolve(p2m, gfn, NULL);
-    if (!r || r->type != VMMU_MEM_RAM ||
+    const struct vmmu_region *r = v->warm_region;
+    if (!r || v->warm_region_gen != gen || gfn - r->gfn >= r->npages) {
+        const struct vmmu_p2m *p2m = &v->vm->p2m;
+        if (gfn >= p2m->gfn_limit)
+            return false;
+        r = p2m_resolve(p2m, gfn, NULL);
+        if (!r)
+            return false;
+        v->warm_region = r;
+        v->warm_region_gen = gen;
+    }
+    if (r->type != VMMU_MEM_RAM ||
         (__atomic_load_n(&r->flags, __ATOMIC_ACQUIRE) & VMMU_REGION_LOG_DIRTY))
         return false;
     uint8_t state = region_page_state(r, gfn);

@@ -145,6 +145,10 @@ struct vmmu_vcpu {
     uint64_t rights_key;
     uint16_t fill_pcid;
     uint8_t rights_tab[CTX_COUNT][8];
+    /* The region of the last warm miss's data page, under P2M generation
+     * warm_region_gen. */
+    const struct vmmu_region *warm_region;
+    uint64_t warm_region_gen;
     bool psc_off; /* benchmarks: walk from the top on every miss */
     bool resize_qemu; /* benchmarks: QEMU's 30/70 % resize rule instead of the demand rule */
     struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
