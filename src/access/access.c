@@ -239,18 +239,30 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
     uint32_t first = (uint32_t)(VMMU_PAGE_SIZE - (va & ~VMMU_PAGE_MASK));
     if (first > len)
         first = len;
-    int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);
-    if (rc < 0 || vmmu__fault_raised(fault))
-        return rc;
-    unsigned n = 1;
-    if (first < len) {
-        uint64_t va2 = va + first;
-        if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
-            va2 &= 0xffffffffull; /* 32-bit linear addresses wrap */
-        rc = vmmu__access_xlate(v, va2, len - first, access, &out[1], fault);
+    unsigned n;
+    /* Translating the second page may block (a page-in takes the vCPU
+     * offline, which ends its epoch): a grace period may then have passed
+     * and the first page's host memory been reclaimed.  Translate both
+     * again until neither blocked. */
+    for (unsigned tries = 0;; tries++) {
+        uint64_t epoch = v->access->epoch;
+        int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);
         if (rc < 0 || vmmu__fault_raised(fault))
             return rc;
-        n = 2;
+        n = 1;
+        if (first < len) {
+            uint64_t va2 = va + first;
+            if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
+                va2 &= 0xffffffffull; /* 32-bit linear addresses wrap */
+            rc = vmmu__access_xlate(v, va2, len - first, access, &out[1], fault);
+            if (rc < 0 || vmmu__fault_raised(fault))
+                return rc;
+            n = 2;
+        }
+        if (epoch == v->access->epoch)
+            break;
+        if (tries >= ACCESS_XLATE_RETRIES)
+            return VMMU_EBUSY; /* the host keeps taking the pages away */
     }
     pieces_commit(v, out, n);
     *npieces = n;

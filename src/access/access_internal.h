@@ -175,6 +175,9 @@ static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, 
  * piece, or a fault/stop in @fault.  Returns 0 or a negative code. */
 int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                        struct piece *out, struct vmmu_x86_fault *fault);
+/* Times a two-page translation is redone because a blocking wait (page-in)
+ * ended the vCPU's epoch in the middle of it, before giving VMMU_EBUSY. */
+#define ACCESS_XLATE_RETRIES 16
 /* Split and translate [va, va + len) into 1 or 2 pieces, all checked.
  * Returns 0 (fault in @fault) or a negative code; *npieces set on success. */
 int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,

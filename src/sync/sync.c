@@ -559,8 +559,12 @@ int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)
 struct vmmu_vcpu *vmmu__sync_block_begin(void)
 {
     struct vmmu_vcpu *v = tls_vcpu;
-    if (v)
+    if (v) {
+        /* Offline, a grace period may pass: whatever the vCPU translated
+         * before (prepared accesses, probe pointers) ends here. */
+        safepoint_notify(v);
         go_offline(v);
+    }
     return v;
 }
 
