@@ -229,8 +229,11 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
         }
         int r = srv->ops.access(srv->opaque, req);
         if (r == VMMU_EPENDING && !host) {
+            /* Even if a completer already answered, the access pends as
+             * the callback said: the answer waits for the re-execution. */
             record(v, srv, req); /* takes next_seq + 1, as the slot says */
-            return finish(srv, idx, v, req, host);
+            atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
+            return VMMU_EPENDING;
         }
         if (!host)
             __atomic_store_n(&s->state, VMMU_DM_SLOT_FREE, __ATOMIC_RELEASE);
