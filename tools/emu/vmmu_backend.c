@@ -236,7 +236,9 @@ static bool take_interrupt(struct vb_vcpu *v)
     if (vec < 0)
         return true;
     vmmu_insn_begin(v->vcpu);
+    v->in_latch = true;
     int rc = x86emu_interrupt(&v->cpu, &v->env, (uint8_t)vec);
+    v->in_latch = false;
     vmmu_insn_end(v->vcpu, 0);
     if (rc == X86EMU_EXIT_SHUTDOWN) {
         emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault delivering vector %d",
@@ -247,18 +249,35 @@ static bool take_interrupt(struct vb_vcpu *v)
 }
 
 /*
- * Up to VB_BUDGET instructions, each between vmmu_insn_begin() and
- * vmmu_insn_end() so that the replay latch sees exactly one instruction.
- * Returns the x86emu exit of the last one.
+ * Up to VB_BUDGET instructions.  Each runs unbracketed first; one that
+ * reaches a non-RAM page is abandoned and run again at once between
+ * vmmu_insn_begin() and vmmu_insn_end(), so that the replay latch sees
+ * exactly that instruction (vmmu_mem.c).  A pending device access ends the
+ * block with the latch kept; the re-execution is bracketed again.
+ * Returns the x86emu exit of the last instruction.
  */
 static int run_block(struct vb_vcpu *v)
 {
     int rc = X86EMU_EXIT_BUDGET;
     for (unsigned n = 0; n < VB_BUDGET && rc == X86EMU_EXIT_BUDGET; n++) {
-        vmmu_insn_begin(v->vcpu);
+        bool latched = v->latched_next;
+        v->latched_next = false;
         v->pending = false;
+        if (latched) {
+            vmmu_insn_begin(v->vcpu);
+            v->in_latch = true;
+        }
         rc = x86emu_step(&v->cpu, &v->env, 1);
-        vmmu_insn_end(v->vcpu, v->pending ? VMMU_EPENDING : 0);
+        if (latched) {
+            vmmu_insn_end(v->vcpu, v->pending ? VMMU_EPENDING : 0);
+            v->in_latch = false;
+        }
+        if (v->pending) {
+            v->latched_next = true; /* the re-execution replays */
+            break;
+        }
+        if (rc == X86EMU_EXIT_RETRY && v->latched_next)
+            rc = X86EMU_EXIT_BUDGET; /* again, in the latch, now */
         if (emu_machine_stopping(v->m))
             break;
     }
@@ -605,6 +624,7 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         s.faults += v->mem.faults;
         s.pending += v->mem.pending;
         s.busy += v->mem.busy;
+        s.to_latch += v->mem.to_latch;
         t.hits += inline_hits;
         t.slow_hits += vt.slow_hits;
         t.victim_hits += vt.victim_hits;
@@ -675,9 +695,10 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
                 (unsigned long long)ps.resident);
     else
         fprintf(out, "pager:              off\n");
-    fprintf(out, "replay latch:       %llu replays (%llu reads, %llu translations, %llu "
-            "table entries served again, %llu diverged)\n",
-            (unsigned long long)replays, (unsigned long long)l.events_replayed,
+    fprintf(out, "replay latch:       %llu instructions run in it (they reached a non-RAM "
+            "page), %llu replays (%llu reads, %llu translations, %llu table entries served "
+            "again, %llu diverged)\n",
+            (unsigned long long)s.to_latch, (unsigned long long)replays, (unsigned long long)l.events_replayed,
             (unsigned long long)l.xlates_replayed, (unsigned long long)l.entries_replayed,
             (unsigned long long)l.diverged);
     fprintf(out, "halts:              %llu; retried instructions %llu (%llu pending device, "

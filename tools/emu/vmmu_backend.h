@@ -24,6 +24,7 @@ struct vb_mem_stats {
     uint64_t faults;       /* accesses that raised a fault */
     uint64_t pending;      /* accesses a device model answered later (VMMU_EPENDING) */
     uint64_t busy;         /* walks that lost to the guest rewriting its tables (VMMU_EBUSY) */
+    uint64_t to_latch;     /* instructions run again in the latch: they reached a non-RAM page */
 };
 
 struct vb_vcpu {
@@ -40,6 +41,8 @@ struct vb_vcpu {
 
     struct vb_mem_stats mem;
     bool pending;              /* this instruction's access pends: keep the latch */
+    bool in_latch;             /* this instruction runs between vmmu_insn_begin/end */
+    bool latched_next;         /* run the next instruction in the latch (vmmu_mem.c) */
     int dm_id;                 /* the vCPU's id for the device-model layer */
     const uint32_t *dm_flags;  /* vmmu_dm_vcpu_flags() of it */
     uint64_t flushes_local;    /* PV flushes of its own TLB only */

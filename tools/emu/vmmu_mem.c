@@ -15,6 +15,19 @@
  * for the device model and re-executes it; the second pass replays what
  * the first one read.
  *
+ * Most instructions never touch a device, and the latch makes every
+ * access of a bracketed instruction take the access layer's slow path (it
+ * records each translation and read).  So an instruction first runs
+ * unbracketed: a TLB hit is one compare and a copy, a miss is prepared
+ * (every page translated and checked), and RAM is read or written.  When a
+ * prepared page is not RAM (a device, MMIO, a hole), the instruction is
+ * abandoned before that access (X86EMU_CB_RETRY with v->latched_next) and
+ * executed again at once between vmmu_insn_begin() and vmmu_insn_end(), so
+ * no device access is ever made outside the latch.  The price: RAM that
+ * such an instruction wrote before it reached the device page (a string
+ * that runs from RAM into device memory) is written again, with the same
+ * values, by the bracketed pass.
+ *
  * This file is the one place that knows how guest memory is reached.
  */
 #include <string.h>
@@ -43,6 +56,33 @@ static int follow_context(struct vb_vcpu *v, const struct x86emu_access *a)
     if (!rc && ac != a->ac)
         rc = vmmu_vcpu_set_rflags(v->vcpu, pg->rflags ^ X86EMU_FLAG_AC);
     return rc;
+}
+
+/*
+ * The unbracketed slow path: translate and check every page of the access
+ * (filling the TLB, setting A/D as the access would).  Returns the access
+ * layer's code with @p vf saying whether it faults; *@p ram is false when a
+ * page is not plain RAM, and the access must then be made in the latch.
+ */
+static int plain_prepare(struct vb_vcpu *v, const struct x86emu_access *a, unsigned acc,
+                         struct vmmu_prepared *p, struct vmmu_x86_fault *vf, bool *ram)
+{
+    int rc = vmmu_access_prepare(v->vcpu, a->va, a->size, acc, p, vf);
+    *ram = true;
+    if (rc < 0 || vf->vector != VMMU_X86_FAULT_NONE)
+        return rc;
+    for (unsigned i = 0; i < p->npages; i++)
+        if (!p->page[i].host || p->page[i].type != VMMU_MEM_RAM)
+            *ram = false;
+    return 0;
+}
+
+/* Abandon the instruction and run it again in the latch at once. */
+static int to_latch(struct vb_vcpu *v)
+{
+    v->latched_next = true;
+    v->mem.to_latch++;
+    return X86EMU_CB_RETRY;
 }
 
 static void count(struct vb_vcpu *v, const struct x86emu_access *a)
@@ -100,7 +140,27 @@ int vb_mem_read(void *opaque, const struct x86emu_access *a, void *out, struct x
     int rc = follow_context(v, a);
     if (rc < 0)
         return vb_fail(v, "mode switch", rc);
-    rc = vmmu_access_read(v->vcpu, a->va, out, a->size, access_bits(a), &vf);
+    unsigned acc = access_bits(a);
+    if (!v->in_latch) {
+        enum vmmu_tlb_kind kind = a->kind == X86EMU_ACCESS_FETCH ? VMMU_TLB_FETCH : VMMU_TLB_READ;
+        void *host = (acc & VMMU_X86_ACC_IMPLICIT)
+                         ? vmmu_tlb_lookup_implicit(v->vcpu, a->va, a->size, kind)
+                         : vmmu_tlb_lookup(v->vcpu, a->va, a->size, kind);
+        if (host) {
+            memcpy(out, host, a->size);
+            return X86EMU_CB_OK;
+        }
+        struct vmmu_prepared p;
+        bool ram;
+        rc = plain_prepare(v, a, acc, &p, &vf, &ram);
+        if (rc == 0 && vf.vector == VMMU_X86_FAULT_NONE) {
+            if (!ram)
+                return to_latch(v);
+            rc = vmmu_prepared_read(&p, 0, out, a->size);
+        }
+        return finish(v, rc, &vf, f, a->kind == X86EMU_ACCESS_FETCH ? "fetch" : "read");
+    }
+    rc = vmmu_access_read(v->vcpu, a->va, out, a->size, acc, &vf);
     return finish(v, rc, &vf, f, a->kind == X86EMU_ACCESS_FETCH ? "fetch" : "read");
 }
 
@@ -114,7 +174,26 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
     int rc = follow_context(v, a);
     if (rc < 0)
         return vb_fail(v, "mode switch", rc);
-    rc = vmmu_access_write(v->vcpu, a->va, in, a->size, access_bits(a), &vf);
+    unsigned acc = access_bits(a);
+    if (!v->in_latch) {
+        void *host = (acc & VMMU_X86_ACC_IMPLICIT)
+                         ? vmmu_tlb_lookup_implicit(v->vcpu, a->va, a->size, VMMU_TLB_WRITE)
+                         : vmmu_tlb_lookup(v->vcpu, a->va, a->size, VMMU_TLB_WRITE);
+        if (host) {
+            memcpy(host, in, a->size);
+            return X86EMU_CB_OK;
+        }
+        struct vmmu_prepared p;
+        bool ram;
+        rc = plain_prepare(v, a, acc | VMMU_X86_ACC_WRITE, &p, &vf, &ram);
+        if (rc == 0 && vf.vector == VMMU_X86_FAULT_NONE) {
+            if (!ram)
+                return to_latch(v);
+            rc = vmmu_prepared_write(&p, 0, in, a->size);
+        }
+        return finish(v, rc, &vf, f, "write");
+    }
+    rc = vmmu_access_write(v->vcpu, a->va, in, a->size, acc, &vf);
     if (rc == VMMU_EROM)
         return X86EMU_CB_OK; /* a ROM write that reports: the guest sees it dropped */
     return finish(v, rc, &vf, f, "write");
@@ -137,7 +216,18 @@ int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expe
     int rc = follow_context(v, a);
     if (rc < 0)
         return vb_fail(v, "mode switch", rc);
-    rc = vmmu_access_cmpxchg(v->vcpu, a->va, a->size, expected, desired, observed, NULL,
-                             access_bits(a), &vf);
+    unsigned acc = access_bits(a);
+    if (!v->in_latch) {
+        /* Not atomic on a device page: make sure it is RAM first. */
+        struct vmmu_prepared p;
+        bool ram;
+        rc = plain_prepare(v, a, acc | VMMU_X86_ACC_WRITE, &p, &vf, &ram);
+        if (rc < 0 || vf.vector != VMMU_X86_FAULT_NONE)
+            return finish(v, rc, &vf, f, "locked access");
+        if (!ram)
+            return to_latch(v);
+    }
+    rc = vmmu_access_cmpxchg(v->vcpu, a->va, a->size, expected, desired, observed, NULL, acc,
+                             &vf);
     return finish(v, rc, &vf, f, "locked access");
 }
