@@ -20,6 +20,8 @@
 #                                the caller tests again (the older form)
 #   tlb/miss_warm_instructions   per read that misses and is filled through the
 #                                paging-structure caches (whole loop iteration)
+#   tlb/flush_empty_instructions per vmmu_vcpu_tlb_flush_all() of a vCPU that
+#                                holds nothing (call included)
 #   bench/tlb_instructions.sh BUILD_DIR
 set -eu
 build=${1:?usage: tlb_instructions.sh BUILD_DIR}
@@ -41,3 +43,4 @@ fi
 beyond tlb/hit_probe_instructions "$probe"
 beyond tlb/hit_lookup_instructions "$lookup"
 echo "tlb/miss_warm_instructions: $miss instructions"
+echo "tlb/flush_empty_instructions: $(value "$n" flush_empty) instructions"

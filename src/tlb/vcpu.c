@@ -36,22 +36,30 @@ static void flush_everything(struct vmmu_vcpu *v)
     const unsigned nctx = VMMU_VCPU_PCID_SLOTS * CTX_COUNT;
     uint32_t ctxs = v->held & ((1u << nctx) - 1);
     uint32_t pscs = v->held >> TLB_HELD_PSC;
-    unsigned idle = nctx - (unsigned)__builtin_popcount(ctxs);
+    unsigned idle = nctx;
 
     v->stats.flush_all++;
-    v->stats.flush_contexts += idle;
-    v->stats.flush_elided += idle;
+    if (!ctxs && !pscs) {
+        /* The common case of a vCPU flushed again before it ran: no
+         * table is touched, and no table changes size. */
+        v->stats.flush_contexts += idle;
+        v->stats.flush_elided += idle;
+        return;
+    }
     while (ctxs) {
         unsigned i = (unsigned)__builtin_ctz(ctxs);
         ctxs &= ctxs - 1;
         vmmu__tlb_ctx_flush(v, &v->slot[i / CTX_COUNT].ctx[i % CTX_COUNT]);
+        idle--;
     }
     while (pscs) {
         unsigned i = (unsigned)__builtin_ctz(pscs);
         pscs &= pscs - 1;
         vmmu__psc_flush(v, &v->slot[i].psc);
     }
-    vmmu__tlb_select(v);
+    v->stats.flush_contexts += idle;
+    v->stats.flush_elided += idle;
+    vmmu__tlb_select(v); /* a flushed table may have been resized */
 }
 
 /* One PCID's non-global entries and its paging-structure caches. */
