@@ -10,12 +10,20 @@
  *   sync/pagein_pages_per_s   batched page-in of those pages
  *   sync/linux_shootdown_us   mprotect() of a page another thread keeps touching,
  *                             minus the same with that thread idle
- * Targets are vCPU threads that loop: safe point, a few TLB hits.  This
- * machine may have fewer cores than threads; with 4 targets they share.
+ *   sync/linux_mprotect_busy_us, sync/linux_mprotect_idle_us  the two medians
+ *   sync/reclaim_scan_us      a vCPU holding 256 entries drops the one for a reclaimed
+ *                             guest-physical page (scan by gpa) and touches its 256 pages again
+ *   sync/reclaim_flushall_us  the alternative: it flushes everything and touches them again
+ * Targets are vCPU threads that loop: safe point, a few TLB hits.  The
+ * requester is pinned to CPU 0 and target k to CPU k (modulo the CPUs
+ * there are), as are the kernel shootdown's two threads; on a 2-CPU
+ * machine 4 targets share one core and a synchronous shootdown then
+ * waits for the scheduler to run each of them.
  */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +32,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "sync/sync_internal.h"
 #include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
@@ -99,23 +108,61 @@ static struct vmmu_vcpu *make_vcpu(struct env *e)
     return v;
 }
 
+/* Pin the calling thread to CPU @cpu (modulo the CPUs there are), so that
+ * a requester and its target, or the kernel's two threads, run on
+ * different cores whenever the machine has two. */
+static void pin(unsigned cpu)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 2 || getenv("BENCH_SYNC_NOPIN"))
+        return;
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu % (unsigned)n, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void unpin(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    for (long i = 0; i < n && i < CPU_SETSIZE; i++)
+        CPU_SET((int)i, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
 /* ---- target vCPU threads ----------------------------------------------------- */
 
 struct target {
+    unsigned cpu;
     struct env *e;
     struct vmmu_vcpu *v;
     atomic_int *stop;
     atomic_int ready;
+    _Atomic uint64_t beat; /* loop iterations: proof that it is running */
     uint64_t work;
 };
+
+/* Wait until @beat moves: its thread is running right now (so a sample
+ * measures a running target, not the scheduler). */
+static void wait_running(_Atomic uint64_t *beat)
+{
+    uint64_t b = atomic_load_explicit(beat, memory_order_relaxed);
+    for (unsigned i = 0; atomic_load_explicit(beat, memory_order_relaxed) == b; i++)
+        if ((i & 1023) == 1023)
+            sched_yield();
+}
 
 static void *target_main(void *arg)
 {
     struct target *t = arg;
+    pin(t->cpu);
     vmmu_vcpu_online(t->v);
     atomic_store(&t->ready, 1);
     uint64_t sum = 0, i = 0;
     while (!atomic_load_explicit(t->stop, memory_order_relaxed)) {
+        atomic_store_explicit(&t->beat, i, memory_order_relaxed);
         vmmu_vcpu_safepoint(t->v);
         /* a "block" of guest work: a few accesses through the TLB */
         for (int k = 0; k < 4; k++) {
@@ -134,6 +181,7 @@ static void start_targets(struct env *e, struct target *t, pthread_t *th, int n,
 {
     atomic_store(stop, 0);
     for (int i = 0; i < n; i++) {
+        t[i].cpu = 1 + (unsigned)i;
         t[i].e = e;
         t[i].v = make_vcpu(e);
         t[i].stop = stop;
@@ -161,6 +209,7 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
     pthread_t th[8];
     atomic_int stop;
     struct vmmu_vcpu *self = make_vcpu(e);
+    pin(0);
     vmmu_vcpu_online(self);
     start_targets(e, t, th, n, &stop);
     struct vmmu_cpuset *set;
@@ -169,8 +218,15 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
         vmmu_cpuset_add(set, vmmu_vcpu_id(t[i].v));
     double *lat = malloc((size_t)iters * sizeof(*lat));
     struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .npages = 1, .pcid = VMMU_FLUSH_ANY_PCID};
+    int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
     for (int i = 0; i < iters; i++) {
         f.va = DATA_VA + ((uint64_t)(i & 15) << 12);
+        /* With a core for each, start when every target is running; with
+         * fewer cores they cannot all run at once, and the figure includes
+         * the scheduler's turns. */
+        if (n < ncpu)
+            for (int k = 0; k < n; k++)
+                wait_running(&t[k].beat);
         double t0 = bench_now_ns();
         vmmu_shootdown_sync(e->vm, self, set, &f);
         lat[i] = bench_now_ns() - t0;
@@ -184,6 +240,7 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
     vmmu_cpuset_destroy(set);
     vmmu_vcpu_offline(self);
     vmmu_vcpu_destroy(self);
+    unpin();
 }
 
 static double async_rate(struct env *e)
@@ -249,6 +306,7 @@ static void paging_rates(struct env *e, double *out_rate, double *in_rate)
 
 struct toucher {
     volatile uint64_t *page;
+    _Atomic uint64_t beat;
     atomic_int stop;
     atomic_int busy; /* 1: keep touching, 0: sleep */
 };
@@ -256,10 +314,13 @@ struct toucher {
 static void *toucher_main(void *arg)
 {
     struct toucher *t = arg;
+    pin(1);
     uint64_t sum = 0;
     while (!atomic_load_explicit(&t->stop, memory_order_relaxed)) {
-        if (atomic_load_explicit(&t->busy, memory_order_relaxed))
+        if (atomic_load_explicit(&t->busy, memory_order_relaxed)) {
             sum += t->page[0];
+            atomic_store_explicit(&t->beat, sum, memory_order_relaxed);
+        }
         else
             usleep(1000);
     }
@@ -267,10 +328,12 @@ static void *toucher_main(void *arg)
     return NULL;
 }
 
-static double mprotect_median(struct toucher *t, int iters)
+static double mprotect_median(struct toucher *t, int iters, bool busy)
 {
     double *lat = malloc((size_t)iters * sizeof(*lat));
     for (int i = 0; i < iters; i++) {
+        if (busy)
+            wait_running(&t->beat);
         double t0 = bench_now_ns();
         mprotect((void *)t->page, 4096, PROT_READ); /* narrowing: needs a flush */
         lat[i] = bench_now_ns() - t0;
@@ -283,29 +346,79 @@ static double mprotect_median(struct toucher *t, int iters)
     return m;
 }
 
+static double linux_busy_us, linux_idle_us;
+
 static double linux_shootdown(void)
 {
     struct toucher t = {0};
     t.page = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     t.page[0] = 1;
     pthread_t th;
+    pin(0);
     atomic_store(&t.busy, 1);
     pthread_create(&th, NULL, toucher_main, &t);
     usleep(10000);
-    double busy = mprotect_median(&t, 20000);
+    double busy = mprotect_median(&t, 20000, true);
     atomic_store(&t.busy, 0);
     usleep(20000);
-    double idle = mprotect_median(&t, 20000);
+    double idle = mprotect_median(&t, 20000, false);
     atomic_store(&t.stop, 1);
     pthread_join(th, NULL);
     munmap((void *)t.page, 4096);
+    unpin();
+    linux_busy_us = busy / 1000;
+    linux_idle_us = idle / 1000;
     return (busy - idle) / 1000;
 }
 
-int main(void)
+/* How a vCPU finds the entries of a reclaimed page: scan by gpa (what
+ * vmmu does) against flushing everything, each followed by touching the
+ * working set again, which is where a full flush pays. */
+static void reclaim_choice(struct env *e, double *scan_us, double *flushall_us)
+{
+    enum { WS = 256, REPS = 200 };
+    struct vmmu_vcpu *v = make_vcpu(e);
+    double scan[BENCH_RUNS], all[BENCH_RUNS];
+    struct sync_pending gpas, everything = {.want = SYNC_WANT_ALL};
+    struct vmmu_gpa_range one = {DATA_GPA + 7 * 4096, 4096};
+    vmmu__sync_set_gpas(&gpas, &one, 1);
+    uint64_t sum = 0;
+    for (int run = 0; run < BENCH_RUNS; run++) {
+        for (int pass = 0; pass < 2; pass++) {
+            const struct sync_pending *p = pass ? &everything : &gpas;
+            for (uint64_t i = 0; i < WS; i++)
+                sum += *(volatile uint8_t *)vmmu_tlb_translate(v, DATA_VA + i * 4096, 1, 0, NULL);
+            double t0 = bench_now_ns();
+            for (int r = 0; r < REPS; r++) {
+                vmmu__sync_apply(v, p);
+                for (uint64_t i = 0; i < WS; i++)
+                    sum += *(volatile uint8_t *)vmmu_tlb_translate(v, DATA_VA + i * 4096, 1, 0,
+                                                                   NULL);
+            }
+            double us = (bench_now_ns() - t0) / REPS / 1000;
+            if (pass)
+                all[run] = us;
+            else
+                scan[run] = us;
+        }
+    }
+    bench_keep(sum);
+    *scan_us = bench_median(scan, BENCH_RUNS);
+    *flushall_us = bench_median(all, BENCH_RUNS);
+    vmmu_vcpu_destroy(v);
+}
+
+int main(int argc, char **argv)
 {
     struct env e;
     env_init(&e);
+    if (argc > 1 && !strcmp(argv[1], "--shootdown-only")) {
+        double m, p;
+        shootdown_figures(&e, 1, 20000, &m, &p);
+        bench_figure("sync/shootdown_1_us", m, "us");
+        bench_figure("sync/linux_shootdown_us", linux_shootdown(), "us");
+        return 0;
+    }
     double m1, p1, m4, p4;
     shootdown_figures(&e, 1, 20000, &m1, &p1);
     bench_figure("sync/shootdown_1_us", m1, "us");
@@ -318,6 +431,12 @@ int main(void)
     bench_figure("sync/pageout_pages_per_s", pout, "pages/s");
     bench_figure("sync/pagein_pages_per_s", pin, "pages/s");
     bench_figure("sync/linux_shootdown_us", linux_shootdown(), "us");
+    bench_figure("sync/linux_mprotect_busy_us", linux_busy_us, "us");
+    bench_figure("sync/linux_mprotect_idle_us", linux_idle_us, "us");
+    double scan, flushall;
+    reclaim_choice(&e, &scan, &flushall);
+    bench_figure("sync/reclaim_scan_us", scan, "us");
+    bench_figure("sync/reclaim_flushall_us", flushall, "us");
     vmmu_vm_destroy(e.vm);
     free(e.pt_mem);
     return 0;

@@ -75,7 +75,8 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
 /**
  * Bring every page the pager holds back in (nothing is lost), unregister
  * the handler and free the pager.  Ballooned pages come back as zero
- * pages.  NULL is a no-op.  Must be called before vmmu_vm_destroy().
+ * pages.  NULL is a no-op.  vmmu_vm_destroy() frees a pager that is still
+ * there (without paging anything in); do not call this after it.
  */
 void vmmu_pager_destroy(struct vmmu_pager *pager);
 

@@ -727,6 +727,19 @@ void vmmu_pager_destroy(struct vmmu_pager *pg)
     free(pg);
 }
 
+void vmmu__pager_free(struct vmmu_pager *pg)
+{
+    /* The vm is being destroyed with its pager: the guest's memory goes
+     * with it, so nothing is paged back in; only the pager's own
+     * resources are released. */
+    close(pg->fd);
+    pthread_mutex_destroy(&pg->lock);
+    pthread_cond_destroy(&pg->cond);
+    free(pg->tab);
+    free(pg->free_slots);
+    free(pg);
+}
+
 int vmmu_pager_stats(struct vmmu_pager *pg, struct vmmu_pager_stats *out)
 {
     if (!pg || !out)

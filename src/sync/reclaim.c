@@ -51,6 +51,9 @@ void vmmu__sync_fini(struct vmmu_vm *vm)
     struct vmmu_sync *sy = vm->sync;
     if (!sy)
         return;
+    struct vmmu_pager *pg = atomic_load(&sy->pager);
+    if (pg)
+        vmmu__pager_free(pg);
     for (unsigned i = 0; i < SYNC_DIR; i++)
         free(atomic_load_explicit(&sy->dir[i], memory_order_relaxed));
     free(sy->id_used);

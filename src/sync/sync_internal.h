@@ -223,6 +223,10 @@ void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vm
  * even in the middle of the vCPU's own fill. */
 void vmmu__sync_apply(struct vmmu_vcpu *v, const struct sync_pending *p);
 
+/* Free a pager left behind by vmmu_vm_destroy() (no page-in: the guest's
+ * memory is going away). */
+void vmmu__pager_free(struct vmmu_pager *pg);
+
 /* Fill @p with a request for @ranges (any number; more than SYNC_MAX_GPAS
  * are joined across their smallest gaps). */
 void vmmu__sync_set_gpas(struct sync_pending *p, const struct vmmu_gpa_range *ranges, size_t n);

@@ -325,6 +325,21 @@ static void destroying_the_pager_brings_everything_back(void **state)
     sync_env_fini(&s);
 }
 
+static void destroying_the_vm_frees_a_pager_left_behind(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 7);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    /* no vmmu_pager_destroy(): the vm takes the pager with it (the leak
+     * checker of the ASan build would see anything left) */
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +351,7 @@ int main(void)
         cmocka_unit_test(paranoid_mode_makes_released_pages_inaccessible),
         cmocka_unit_test(the_pager_refuses_what_it_cannot_manage),
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
+        cmocka_unit_test(destroying_the_vm_frees_a_pager_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
