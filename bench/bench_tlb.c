@@ -432,10 +432,10 @@ static int chart(const char *path)
         unsigned ws = sizes[i];
         uint64_t *va = addresses(0, ws, &seed);
         adapt(&b, va, N);
-        double tlb = time_tlb(&b, va, N);
+        double tlb = time_loop(run_probe, &b, va, N);
         b.vcpu->psc_off = true;
         adapt(&b, va, N);
-        double cold = time_tlb(&b, va, N);
+        double cold = time_loop(run_probe, &b, va, N);
         if (ws <= NDATA)
             fprintf(out, "%u %.3f %.3f %.3f\n", ws, tlb, cold, time_raw(&b, va, N));
         else

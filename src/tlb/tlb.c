@@ -9,7 +9,9 @@
  *
  * Resizing (at flush time only, when the table is empty anyway) keeps
  * QEMU's 30/70 % thresholds but measures demand, not occupancy: demand is
- * the number of fills since the last flush (at least the valid entries).
+ * the number of distinct pages filled since the last flush, estimated from
+ * a 4096-bit sketch by linear counting (at least the valid entries, at
+ * most the fills).
  * A demand above 70 % of the table grows it at once to the smallest power
  * of two that holds the demand at no more than 70 % (QEMU doubles once per
  * flush, because occupancy cannot exceed the table); a peak demand below
@@ -58,6 +60,33 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
     c->vnext = 0;
     c->vtags = 0;
     c->fills = 0;
+    if (c->sketch_bits) {
+        memset(c->sketch, 0, sizeof(c->sketch));
+        c->sketch_bits = 0;
+    }
+}
+
+/* Count @page in the distinct-page sketch of @c. */
+static inline void sketch_add(struct tlb_ctx *c, uint64_t page)
+{
+    unsigned h = (unsigned)(((page >> VMMU_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 52);
+    uint64_t bit = 1ull << (h & 63);
+    if (!(c->sketch[h / 64] & bit)) {
+        c->sketch[h / 64] |= bit;
+        c->sketch_bits++;
+    }
+}
+
+/* Distinct pages behind @k bits set in an m-bit sketch: -m ln(1 - k/m)
+ * (linear counting), from its series to the fourth power (within 2 % up
+ * to k = m/2).  Above 0.9 m the sketch says only "very many". */
+static uint64_t sketch_pages(unsigned k)
+{
+    const uint64_t m = TLB_SKETCH_BITS;
+    if (k * 10ull > m * 9)
+        return UINT64_MAX;
+    uint64_t k2 = (uint64_t)k * k, k3 = k2 * k;
+    return k + k2 / (2 * m) + k3 / (3 * m * m) + k3 / m * k / (4 * m * m);
 }
 
 static int ctx_alloc(struct tlb_ctx *c, unsigned n)
@@ -106,14 +135,20 @@ static unsigned pow2_ceil(unsigned x)
 static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     unsigned n = c->n;
-    /* The demand rule counts what the context was asked to hold since its
-     * last flush: every fill, a refill after a conflict again, and never
-     * less than what it holds.  QEMU's rule counts what it holds, which
-     * cannot exceed the table: a working set eight times the table takes
-     * it three flushes of doubling to reach, missing all along. */
+    /* The demand rule counts the distinct pages the context was asked to
+     * hold since its last flush (the sketch; the fills when the sketch is
+     * saturated), and never less than what it holds.  QEMU's rule counts
+     * what it holds, which cannot exceed the table: a working set eight
+     * times the table takes it three flushes of doubling to reach, missing
+     * all along. */
     unsigned demand = c->used;
-    if (!v->resize_qemu && c->fills > demand)
-        demand = c->fills;
+    if (!v->resize_qemu) {
+        uint64_t pages = sketch_pages(c->sketch_bits);
+        if (pages > c->fills)
+            pages = c->fills;
+        if (pages > demand)
+            demand = (unsigned)pages;
+    }
     if (demand > c->peak)
         c->peak = demand;
     c->window++;
@@ -469,6 +504,7 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
     v->held |= c->held_bit;
     v->stats.fills++;
     c->fills++;
+    sketch_add(c, cd->va);
 }
 
 /* Look for @page in the victims; on a match whose comparator for @kind can
@@ -661,6 +697,7 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
     v->stats.psc_hits++;
     v->stats.fills++;
     c->fills++;
+    sketch_add(c, page);
     uintptr_t addend = (uintptr_t)(r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT)) - (uintptr_t)page;
     uint64_t wflags = (state & VMMU_PAGE_CODE) ? VMMU_TLB_FLAG_CODE : 0;
 

@@ -44,6 +44,8 @@ enum tlb_ctx_id { CTX_USER = 0, CTX_SUP = 1, CTX_SUP_AC = 2, CTX_COUNT = 3 };
 /* First bit of the paging-structure caches in vmmu_vcpu::held. */
 #define TLB_HELD_PSC (VMMU_VCPU_PCID_SLOTS * CTX_COUNT)
 _Static_assert(TLB_HELD_PSC + VMMU_VCPU_PCID_SLOTS <= 32, "vmmu_vcpu::held has 32 bits");
+/* Bits of a context's distinct-page sketch (see ctx_resize_target()). */
+#define TLB_SKETCH_BITS 4096u
 /* Flushes per resize window (see tlb_ctx_flush()). */
 #define TLB_RESIZE_WINDOW 16
 
@@ -77,6 +79,11 @@ struct tlb_ctx {
     /* Resize window (see tlb_ctx_flush()): fills since the last flush, the
      * peak demand over the window, flushes in the window. */
     unsigned fills, peak, window;
+    /* Distinct pages filled since the last flush, counted as bits set in
+     * a 4096-bit sketch (pages hashed; linear counting, see
+     * ctx_resize_target()). */
+    unsigned sketch_bits;
+    uint64_t sketch[TLB_SKETCH_BITS / 64];
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
     /* Victims: valid entries pushed out of hot[] by a fill. */
