@@ -5,7 +5,7 @@ if (!exists("data")) data = 'tlb_chart.dat'
 if (!exists("out")) out = 'tlb_chart.svg'
 set terminal svg size 720,420 font "sans,11"
 set output out
-set title "vmmu TLB: 8-byte guest reads, 4 KiB pages, random order"
+set title "vmmu TLB: 8-byte guest reads through vmmu_tlb_probe(), 4 KiB pages, random order"
 set xlabel "working set (4 KiB pages)"
 set ylabel "ns per access"
 set logscale x 2
