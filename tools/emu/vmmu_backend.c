@@ -289,7 +289,6 @@ static void *vcpu_thread(void *arg)
     struct vb_vcpu *v = arg;
     struct emu_machine *m = v->m;
     struct vb *b = vb_of(m);
-    vb_dm_set_thread_vcpu(b->dm ? v->dm_id : -1);
     int rc = vmmu_vcpu_online(v->vcpu);
     if (rc < 0) {
         vb_fail(v, "coming online", rc);
@@ -438,7 +437,20 @@ static int vb_run(struct emu_machine *m)
  */
 static int attach_dmdev(struct emu_machine *m, struct vb *b)
 {
-    struct vmmu_dm_config dc = {.max_vcpus = m->cfg.nr_vcpus};
+    /* The access layer names each device access's vCPU by vmmu_vcpu_id(). */
+    int max_id = 0;
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
+        int id = vmmu_vcpu_id(b->vcpu[i].vcpu);
+        if (id < 0 || id >= (int)VMMU_DM_MAX_VCPUS) {
+            fprintf(stderr, "vmmu run: vCPU %u has id %d, beyond the device-model layer\n", i,
+                    id);
+            return -1;
+        }
+        b->vcpu[i].dm_id = id;
+        if (id > max_id)
+            max_id = id;
+    }
+    struct vmmu_dm_config dc = {.max_vcpus = (unsigned)max_id + 1};
     int rc = vmmu_dm_create(b->vm, &dc, &b->dm);
     if (rc < 0) {
         fprintf(stderr, "vmmu run: vmmu_dm_create: %s\n", vmmu_strerror(rc));
@@ -476,11 +488,8 @@ static int attach_dmdev(struct emu_machine *m, struct vb *b)
                 vmmu_strerror(rc));
         return -1;
     }
-    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
-        struct vb_vcpu *v = &b->vcpu[i];
-        v->dm_id = (int)i;
-        v->dm_flags = vmmu_dm_vcpu_flags(b->dm, v->dm_id);
-    }
+    for (unsigned i = 0; i < m->cfg.nr_vcpus; i++)
+        b->vcpu[i].dm_flags = vmmu_dm_vcpu_flags(b->dm, b->vcpu[i].dm_id);
     return 0;
 }
 

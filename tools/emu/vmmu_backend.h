@@ -43,7 +43,7 @@ struct vb_vcpu {
     bool pending;              /* this instruction's access pends: keep the latch */
     bool in_latch;             /* this instruction runs between vmmu_insn_begin/end */
     bool latched_next;         /* run the next instruction in the latch (vmmu_mem.c) */
-    int dm_id;                 /* the vCPU's id for the device-model layer */
+    int dm_id;                 /* vmmu_vcpu_id(): its id for the device-model layer */
     const uint32_t *dm_flags;  /* vmmu_dm_vcpu_flags() of it */
     uint64_t flushes_local;    /* PV flushes of its own TLB only */
     uint64_t flushes_posted;   /* asynchronous PV flushes it made */
@@ -83,9 +83,6 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
                  struct x86emu_fault *f);
 int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
                    const void *desired, void *observed, struct x86emu_fault *f);
-
-/* The device-model layer's handler sees the accessing vCPU (dm_wrap.c). */
-void vb_dm_set_thread_vcpu(int dm_id);
 
 /* Stop the machine because vmmu failed under vCPU @v (returns X86EMU_CB_RETRY). */
 int vb_fail(struct vb_vcpu *v, const char *what, int err);
