@@ -112,7 +112,7 @@ static int build_boot_state(struct emu_machine *m, char *err, size_t errlen)
         .flags = EMU_BOOT_BACKEND_EMULATOR,
         .image_start = m->image_start,
         .image_end = m->image_end,
-        .mmio_base = m->cfg.dmdev_path ? EMU_MMIO_BASE : 0,
+        .mmio_base = (m->cfg.dmdev_path || m->cfg.dm_listen) ? EMU_MMIO_BASE : 0,
     };
     if (put(m, EMU_PML4_GPA, pml4, sizeof(pml4), err, errlen) < 0 ||
         put(m, EMU_PDPT_GPA, pdpt, sizeof(pdpt), err, errlen) < 0 ||

@@ -34,6 +34,9 @@ struct emu_config {
     /** Attach the DMA engine (the out-of-process device model vmmu-dmdev)
      *  at EMU_MMIO_BASE; NULL: no device.  The program's path. */
     const char *dmdev_path;
+    /** Or wait for the DMA engine to connect to a unix socket at this
+     *  path (`vmmu-dmdev --socket PATH`); NULL: not this way. */
+    const char *dm_listen;
     /** Run a host pager keeping the guest's resident set under this many
      *  pages; 0: no pager. */
     uint64_t pager_pages;

@@ -12,7 +12,7 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: vmmu run [--vcpus N] [--ram MIB] [--stats] [--max-insns N] [--dma]\n"
-            "                [--dmdev PATH] [--pager PAGES] GUEST\n"
+            "                [--dmdev PATH | --dm-listen SOCKET] [--pager PAGES] GUEST\n"
             "\n"
             "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
             "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
@@ -27,10 +27,13 @@ static void usage(FILE *out)
             "  --dma           attach the DMA engine at 0x%llx: the device model\n"
             "                  vmmu-dmdev, found beside this program, in its own process\n"
             "  --dmdev PATH    the same with the device model at PATH\n"
+            "  --dm-listen SOCKET  the same with a device model started by you, which\n"
+            "                  connects to the unix socket SOCKET (vmmu-dmdev --socket\n"
+            "                  SOCKET --mmio-base 0x%llx); waits 30 s for it\n"
             "  --pager PAGES   a host pager thread keeps the guest's resident set under\n"
             "                  PAGES 4 KiB pages while it runs\n",
             EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
-            (unsigned long long)EMU_MMIO_BASE);
+            (unsigned long long)EMU_MMIO_BASE, (unsigned long long)EMU_MMIO_BASE);
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -82,6 +85,12 @@ int vmmu_tool_run(int argc, char **argv)
                 return 2;
             }
             cfg.dmdev_path = argv[++i];
+        } else if (!strcmp(a, "--dm-listen")) {
+            if (i + 1 >= argc || !argv[i + 1][0]) {
+                fprintf(stderr, "vmmu run: --dm-listen needs a socket path\n");
+                return 2;
+            }
+            cfg.dm_listen = argv[++i];
         } else if (!strcmp(a, "--vcpus") || !strcmp(a, "--ram") || !strcmp(a, "--max-insns") ||
                    !strcmp(a, "--pager")) {
             if (i + 1 >= argc || parse_u64(argv[i + 1], &v) < 0) {
@@ -123,6 +132,10 @@ int vmmu_tool_run(int argc, char **argv)
     }
     if (!cfg.guest_path) {
         usage(stderr);
+        return 2;
+    }
+    if (cfg.dm_listen && cfg.dmdev_path) {
+        fprintf(stderr, "vmmu run: one device model: --dma/--dmdev or --dm-listen\n");
         return 2;
     }
     struct emu_machine *m;

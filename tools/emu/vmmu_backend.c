@@ -9,7 +9,9 @@
 #include <spawn.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -429,6 +431,40 @@ static int vb_run(struct emu_machine *m)
 
 /* ---- creation ------------------------------------------------------------------------------ */
 
+/* Seconds `vmmu run --dm-listen` waits for the device model to connect. */
+#define VB_DM_CONNECT_TIMEOUT_S 30
+
+/* Listen on a unix socket at @p path for one device model; its connection
+ * or -1 (said on stderr).  The path is removed once connected. */
+static int accept_device_model(const char *path)
+{
+    struct sockaddr_un addr = {.sun_family = AF_UNIX};
+    if (strlen(path) >= sizeof(addr.sun_path)) {
+        fprintf(stderr, "vmmu run: --dm-listen: path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(addr.sun_path, path);
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (lfd < 0 || bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) < 0 || listen(lfd, 1) < 0) {
+        fprintf(stderr, "vmmu run: --dm-listen %s: %s\n", path, strerror(errno));
+        if (lfd >= 0)
+            close(lfd);
+        return -1;
+    }
+    fprintf(stderr, "vmmu run: waiting for a device model on %s\n", path);
+    struct pollfd pfd = {.fd = lfd, .events = POLLIN};
+    int n;
+    while ((n = poll(&pfd, 1, VB_DM_CONNECT_TIMEOUT_S * 1000)) < 0 && errno == EINTR)
+        ;
+    int fd = n > 0 ? accept4(lfd, NULL, NULL, SOCK_CLOEXEC) : -1;
+    if (fd < 0)
+        fprintf(stderr, "vmmu run: no device model connected to %s in %d s\n", path,
+                VB_DM_CONNECT_TIMEOUT_S);
+    close(lfd);
+    unlink(path);
+    return fd;
+}
+
 /*
  * Start the DMA engine (vmmu-dmdev) in its own process on one end of a
  * socket pair and attach its register window at EMU_MMIO_BASE.  Every
@@ -456,6 +492,14 @@ static int attach_dmdev(struct emu_machine *m, struct vb *b)
         fprintf(stderr, "vmmu run: vmmu_dm_create: %s\n", vmmu_strerror(rc));
         return -1;
     }
+    if (m->cfg.dm_listen) {
+        int sock = accept_device_model(m->cfg.dm_listen);
+        if (sock < 0)
+            return -1;
+        struct vmmu_dm_remote_config lcfg = {.timeout_ms = 10000, .wait_us = 0};
+        rc = vmmu_dm_server_create_remote(b->dm, sock, &lcfg, &b->dmdev);
+        goto map;
+    }
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
         fprintf(stderr, "vmmu run: socketpair: %s\n", strerror(errno));
@@ -481,6 +525,7 @@ static int attach_dmdev(struct emu_machine *m, struct vb *b)
     struct vmmu_dm_remote_config rcfg = {.timeout_ms = 10000, .wait_us = 0,
                                          .pid = b->dmdev_pid};
     rc = vmmu_dm_server_create_remote(b->dm, sv[0], &rcfg, &b->dmdev);
+map:
     if (rc == 0)
         rc = vmmu_dm_map_mmio(b->dmdev, EMU_MMIO_BASE, EMU_MMIO_SIZE, 0, NULL, NULL);
     if (rc < 0) {
@@ -546,7 +591,7 @@ static int vb_create(struct emu_machine *m)
             .cpuid = hook_cpuid,
         };
     }
-    if (m->cfg.dmdev_path && attach_dmdev(m, b) < 0)
+    if ((m->cfg.dmdev_path || m->cfg.dm_listen) && attach_dmdev(m, b) < 0)
         return -1;
     if (m->cfg.pager_pages) {
         struct vmmu_pager_config pc = {.resident_limit = m->cfg.pager_pages};
