@@ -2,6 +2,7 @@
 /*
  * Cross-vCPU invalidation figures, side by side with the kernel's own
  * shootdown measured in the same run:
+ *   sync/safepoint_ns         vmmu_vcpu_safepoint() with nothing pending
  *   sync/shootdown_1_us       synchronous one-page shootdown, 1 online running target (median)
  *   sync/shootdown_4_us       the same with 4 targets (median)
  *   sync/shootdown_4_p99_us   its 99th percentile
@@ -371,6 +372,25 @@ static double linux_shootdown(void)
     return (busy - idle) / 1000;
 }
 
+/* A safe point with nothing pending: one load and compare, and QSBR's
+ * check of the grace-period counter. */
+static double safepoint_ns(struct env *e)
+{
+    struct vmmu_vcpu *v = make_vcpu(e);
+    vmmu_vcpu_online(v);
+    double runs[BENCH_RUNS];
+    enum { N = 2000000 };
+    for (int run = 0; run < BENCH_RUNS; run++) {
+        double t0 = bench_now_ns();
+        for (int i = 0; i < N; i++)
+            vmmu_vcpu_safepoint(v);
+        runs[run] = (bench_now_ns() - t0) / N;
+    }
+    vmmu_vcpu_offline(v);
+    vmmu_vcpu_destroy(v);
+    return bench_median(runs, BENCH_RUNS);
+}
+
 /* How a vCPU finds the entries of a reclaimed page: scan by gpa (what
  * vmmu does) against flushing everything, each followed by touching the
  * working set again, which is where a full flush pays. */
@@ -420,6 +440,7 @@ int main(int argc, char **argv)
         return 0;
     }
     double m1, p1, m4, p4;
+    bench_figure("sync/safepoint_ns", safepoint_ns(&e), "ns");
     shootdown_figures(&e, 1, 20000, &m1, &p1);
     bench_figure("sync/shootdown_1_us", m1, "us");
     shootdown_figures(&e, 4, 5000, &m4, &p4);
