@@ -658,13 +658,13 @@ void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vm
     int n = atomic_load(&sy->nids);
     if (targets && (size_t)n > targets->nwords * 64)
         n = (int)(targets->nwords * 64);
+    /* The generation posted to each target, for the wait.  Without
+     * memory for them (or without a wait), none are kept: a wait then
+     * waits for the generation current when it looks, which covers ours. */
     uint64_t stack_gens[64];
-    uint64_t *gens = stack_gens;
-    if (wait && n > 64) {
-        gens = malloc((size_t)n * sizeof(*gens));
-        if (!gens)
-            gens = NULL; /* wait for the generation current at wait time */
-    }
+    uint64_t *gens = NULL;
+    if (wait)
+        gens = n <= 64 ? stack_gens : malloc((size_t)n * sizeof(*gens));
     int self_id = self ? self->sync->id : -1;
     for (int id = 0; id < n; id++) {
         if (id == self_id || (targets && !vmmu_cpuset_has(targets, id)))

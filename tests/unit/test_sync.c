@@ -48,9 +48,20 @@ static void many_vcpus_get_ids_beyond_one_chunk(void **state)
         assert_int_equal(vmmu_vcpu_create(vm, NULL, &v[i]), 0);
         assert_int_equal(vmmu_vcpu_id(v[i]), i);
     }
-    /* A flush to all of them, none online: returns at once. */
+    /* A flush to all of them, none online: returns at once; posted to
+     * each, asynchronously too. */
     struct vmmu_flush f = {.type = VMMU_FLUSH_ALL};
     assert_int_equal(vmmu_shootdown_sync(vm, NULL, NULL, &f), 0);
+    assert_int_equal(vmmu_shootdown_async(vm, NULL, NULL, &f), 0);
+    struct vmmu_cpuset *set;
+    assert_int_equal(vmmu_cpuset_create(&set), 0);
+    assert_int_equal(vmmu_cpuset_add(set, N - 1), 0);
+    assert_int_equal(vmmu_cpuset_add(set, 5000), 0); /* unknown ids are skipped */
+    assert_int_equal(vmmu_shootdown_async(vm, NULL, set, &f), 0);
+    assert_int_equal(vmmu_shootdown_sync(vm, NULL, set, &f), 0);
+    vmmu_cpuset_destroy(set);
+    struct sync_slot *last = sync_slot_of(vm->sync, N - 1);
+    assert_int_equal(atomic_load(&last->req_gen), 4);
     for (int i = 0; i < N; i++)
         vmmu_vcpu_destroy(v[i]);
     vmmu_vm_destroy(vm);
