@@ -659,6 +659,35 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
 
 /* ---- life cycle ------------------------------------------------------------------ */
 
+/* A region removed or replaced takes its pages with it: forget their
+ * records now (and free their file slots) rather than when the frames are
+ * next touched.  Records of pages in flight belong to a page-out or
+ * page-in that notices the region change itself. */
+static void pager_reclaim_hook(void *opaque, struct vmmu_vm *vm,
+                               const struct vmmu_gpa_range *ranges, size_t n,
+                               enum vmmu__reclaim_why why)
+{
+    struct vmmu_pager *pg = opaque;
+    (void)vm;
+    if (why != VMMU_RECLAIM_REMOVE && why != VMMU_RECLAIM_REPLACE)
+        return;
+    pthread_mutex_lock(&pg->lock);
+    for (size_t i = 0; i < pg->cap; i++) {
+        struct rec *rec = &pg->tab[i];
+        if (rec->key == KEY_EMPTY || rec->key == KEY_TOMB || rec->state == REC_EVICTING ||
+            rec->state == REC_WRITING || rec->state == REC_LOADING)
+            continue;
+        uint64_t gpa = (rec->key - 1) << VMMU_PAGE_SHIFT;
+        for (size_t k = 0; k < n; k++) {
+            if (gpa - ranges[k].gpa < ranges[k].size) {
+                rec_forget(pg, rec);
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&pg->lock);
+}
+
 int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
                       struct vmmu_pager **out)
 {
@@ -693,6 +722,15 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
         free(pg);
         return VMMU_EBUSY;
     }
+    int rc = vmmu__reclaim_hook_add(vm, pager_reclaim_hook, pg);
+    if (rc) {
+        atomic_store(&vm->sync->pager, NULL);
+        close(pg->fd);
+        pthread_mutex_destroy(&pg->lock);
+        pthread_cond_destroy(&pg->cond);
+        free(pg);
+        return rc;
+    }
     vmmu_p2m_set_pagein_handler(vm, pagein_handler, pg);
     *out = pg;
     return 0;
@@ -712,6 +750,7 @@ void vmmu_pager_destroy(struct vmmu_pager *pg)
     }
     pthread_mutex_unlock(&vm->lock);
     vmmu_p2m_set_pagein_handler(vm, NULL, NULL);
+    vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
     /* A fill that loaded the handler before it was cleared may still be
      * inside it: vCPU threads are readers, so a grace period covers them. */
     struct vmmu_vcpu *blk = vmmu__sync_block_begin();

@@ -325,6 +325,42 @@ static void destroying_the_pager_brings_everything_back(void **state)
     sync_env_fini(&s);
 }
 
+static void removing_a_region_forgets_its_paged_out_pages(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 8);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, NPAGES);
+    assert_int_equal(vmmu_region_remove(s.env.vm, s.data_id), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, 0);
+    /* a new region at the same place starts resident and zero */
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = DATA_GPA, .size = NPAGES * 4096};
+    assert_int_equal(vmmu_region_add(s.env.vm, &d, &s.data_id), 0);
+    assert_int_equal(page_state(&s, 3) & VMMU_PAGE_PAGED_OUT, 0);
+    uint64_t word = 1;
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 3 * 4096, &word, 8, 0, NULL), 0);
+    assert_int_equal(word, 0);
+    /* its pages page out and back like any others, reusing the file */
+    assert_int_equal(vmmu_gpa_write(s.env.vm, DATA_GPA, &all, 8, 0, NULL), 0);
+    struct vmmu_gpa_range one = {DATA_GPA, 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &one, 1), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, 1);
+    assert_true(st.file_slots <= NPAGES);
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA, &word, 8, 0, NULL), 0);
+    assert_int_equal(word, all.gpa);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
 static void destroying_the_vm_frees_a_pager_left_behind(void **state)
 {
     (void)state;
@@ -351,6 +387,7 @@ int main(void)
         cmocka_unit_test(paranoid_mode_makes_released_pages_inaccessible),
         cmocka_unit_test(the_pager_refuses_what_it_cannot_manage),
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
+        cmocka_unit_test(removing_a_region_forgets_its_paged_out_pages),
         cmocka_unit_test(destroying_the_vm_frees_a_pager_left_behind),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
