@@ -21,6 +21,7 @@
  * deterministic and independent of the host's speed.  bench_tlb compares
  * both rules on one stream of growing and shrinking working sets
  * (docs/tlb.md); vmmu_vcpu::resize_qemu selects QEMU's for that. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -226,9 +227,17 @@ static uint64_t victim_tag(uint64_t page)
     return (((page >> VMMU_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 57) + 1;
 }
 
-static void victim_set_tag(struct tlb_ctx *c, unsigned i, uint64_t tag)
+/* Byte @i of vtags (bits 8i..8i+7 of the word: the hosts are little-endian,
+ * and a byte may alias anything). */
+static inline uint8_t *victim_tag_byte(struct tlb_ctx *c, unsigned i)
 {
-    c->vtags = (c->vtags & ~(0xffull << (8 * i))) | (tag << (8 * i));
+    _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "vtags bytes in word order");
+    return (uint8_t *)&c->vtags + i;
+}
+
+static inline void victim_set_tag(struct tlb_ctx *c, unsigned i, uint64_t tag)
+{
+    *victim_tag_byte(c, i) = (uint8_t)tag;
 }
 
 static void victim_drop(struct tlb_ctx *c, unsigned i)
@@ -476,11 +485,23 @@ static inline void cold_copy(struct tlb_cold *dst, const struct tlb_cold *src)
     d[5] = w5;
 }
 
+/* The word layout fill_warm() stores a cold entry in. */
+_Static_assert(offsetof(struct tlb_cold, va) == 0 && offsetof(struct tlb_cold, gpa) == 8 &&
+                   offsetof(struct tlb_cold, large_base) == 16 &&
+                   offsetof(struct tlb_cold, p2m_gen) == 24 &&
+                   offsetof(struct tlb_cold, region_id) == 32 &&
+                   offsetof(struct tlb_cold, pcid) == 36 &&
+                   offsetof(struct tlb_cold, page_shift) == 38 &&
+                   offsetof(struct tlb_cold, global) == 39 &&
+                   offsetof(struct tlb_cold, rights) == 40 && offsetof(struct tlb_cold, user) == 41 &&
+                   offsetof(struct tlb_cold, pkey) == 42 && offsetof(struct tlb_cold, type) == 43,
+               "cold entry word layout");
+
 /* Push the valid occupant of @idx into the victim array (round robin). */
 static inline void victim_push(struct tlb_ctx *c, unsigned idx)
 {
     unsigned vi = c->vnext++ % VMMU_TLB_VICTIMS;
-    if (!((c->vtags >> (8 * vi)) & 0xff))
+    if (!*victim_tag_byte(c, vi))
         c->vused++;
     c->vhot[vi] = c->hot[idx];
     cold_copy(&c->vcold[vi], &c->cold[idx]);
@@ -704,8 +725,8 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
     if (!entry_valid(&c->hot[idx])) {
         c->used++;
         log_fill(c, idx);
-    } else if (cd->va != page) {
-        victim_push(c, idx);
+    } else {
+        victim_push(c, idx); /* valid, and not @page: checked on entry */
     }
     /* Comparators from this context's rights, as the general path builds them. */
     struct vmmu_tlb_entry *e = &c->hot[idx];
@@ -715,24 +736,22 @@ static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
                              : (pte & VMMU_X86_PTE_D)          ? page | wflags
                                                                 : page | VMMU_TLB_FLAG_NOTDIRTY;
     e->addend = addend;
-    cd->va = page;
-    cd->gpa = gpa;
-    cd->large_base = page;
-    cd->p2m_gen = gen;
-    cd->region_id = r->id;
-    cd->pcid = v->fill_pcid;
-    cd->page_shift = VMMU_PAGE_SHIFT;
-    cd->global = (pte & v->fill_gmask) != 0;
-    cd->rights = (uint8_t)rights;
-    cd->user = bits & 1;
-    cd->pkey = (uint8_t)((pte >> 59) & 0xf);
-    cd->type = VMMU_MEM_RAM;
+    /* The cold entry in six word stores (the byte fields packed in
+     * registers first: stored one by one they cost twice as much). */
+    uint64_t global = (pte & v->fill_gmask) != 0;
+    uint64_t user = bits & 1;
+    uint64_t pkey = (pte >> 59) & 0xf;
+    tlb_word *cw = (tlb_word *)(void *)cd;
+    cw[0] = page;                                    /* va */
+    cw[1] = gpa;                                     /* gpa */
+    cw[2] = page;                                    /* large_base */
+    cw[3] = gen;                                     /* p2m_gen */
+    cw[4] = (uint64_t)r->id | (uint64_t)v->fill_pcid << 32 |
+            (uint64_t)VMMU_PAGE_SHIFT << 48 | global << 56;
+    cw[5] = (uint64_t)rights | user << 8 | pkey << 16 | (uint64_t)VMMU_MEM_RAM << 24;
     /* note_bounds() for a 4 KiB page */
-    c->nglobal += cd->global;
-    if (cd->user)
-        c->ukeys |= (uint16_t)(1u << cd->pkey);
-    else
-        c->skeys |= (uint16_t)(1u << cd->pkey);
+    c->nglobal += (unsigned)global;
+    *(user ? &c->ukeys : &c->skeys) |= (uint16_t)(1u << pkey);
     v->held |= c->held_bit;
 
     *host = (void *)(uintptr_t)(va + addend);
