@@ -174,5 +174,13 @@ extern const uint64_t emu_gdt[EMU_GDT_ENTRIES];
 /* ---- backends -------------------------------------------------------------- */
 
 extern const struct emu_backend_ops emu_backend_vmmu;
+/** Guest code on the host CPU through /dev/kvm (kvm_backend.c). */
+extern const struct emu_backend_ops emu_backend_kvm;
+
+/**
+ * Whether /dev/kvm can be used: 0, or -1 with the reason in @p why (e.g.
+ * "/dev/kvm: No such file or directory").
+ */
+int emu_kvm_probe(char *why, size_t len);
 
 #endif /* EMU_MACHINE_H */

@@ -11,8 +11,9 @@
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: vmmu run [--vcpus N] [--ram MIB] [--stats] [--max-insns N] [--dma]\n"
-            "                [--dmdev PATH | --dm-listen SOCKET] [--pager PAGES] GUEST\n"
+            "usage: vmmu run [--backend vmmu|kvm] [--vcpus N] [--ram MIB] [--stats]\n"
+            "                [--max-insns N] [--dma] [--dmdev PATH | --dm-listen SOCKET]\n"
+            "                [--pager PAGES] GUEST\n"
             "\n"
             "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
             "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
@@ -20,6 +21,11 @@ static void usage(FILE *out)
             "the one the guest wrote to its EXIT port, or %d when the machine stopped\n"
             "it (triple fault, every vCPU halted, instruction limit, internal error).\n"
             "\n"
+            "  --backend B     vmmu (default): vmmu's interpreter; kvm: the host CPU\n"
+            "                  through /dev/kvm (no --pager; --max-insns is ignored).\n"
+            "                  Without a usable /dev/kvm it says so in one line and\n"
+            "                  exits with %d, or 77 (skipped) when the environment\n"
+            "                  variable VMMU_KVM_SKIP is set\n"
             "  --vcpus N       vCPUs, 1..%u\n"
             "  --ram MIB       guest RAM in MiB, a multiple of 2 from 4 to 1024 (default %llu)\n"
             "  --stats         after the run, print what the memory system did\n"
@@ -32,7 +38,7 @@ static void usage(FILE *out)
             "                  SOCKET --mmio-base 0x%llx); waits 30 s for it\n"
             "  --pager PAGES   a host pager thread keeps the guest's resident set under\n"
             "                  PAGES 4 KiB pages while it runs\n",
-            EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
+            EMU_EXIT_MACHINE_FAILURE, EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
             (unsigned long long)EMU_MMIO_BASE, (unsigned long long)EMU_MMIO_BASE);
 }
 
@@ -69,6 +75,7 @@ int vmmu_tool_run(int argc, char **argv)
     char dmdev[4096];
     struct emu_config cfg = {.nr_vcpus = 1, .ram_size = EMU_RAM_DEFAULT, .console = stdout};
     bool stats = false;
+    const struct emu_backend_ops *ops = &emu_backend_vmmu;
     uint64_t v;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -77,6 +84,16 @@ int vmmu_tool_run(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--stats")) {
             stats = true;
+        } else if (!strcmp(a, "--backend")) {
+            const char *b = i + 1 < argc ? argv[++i] : "";
+            if (!strcmp(b, "vmmu")) {
+                ops = &emu_backend_vmmu;
+            } else if (!strcmp(b, "kvm")) {
+                ops = &emu_backend_kvm;
+            } else {
+                fprintf(stderr, "vmmu run: --backend must be vmmu or kvm\n");
+                return 2;
+            }
         } else if (!strcmp(a, "--dma")) {
             cfg.dmdev_path = default_dmdev(dmdev, sizeof(dmdev));
         } else if (!strcmp(a, "--dmdev")) {
@@ -138,8 +155,20 @@ int vmmu_tool_run(int argc, char **argv)
         fprintf(stderr, "vmmu run: one device model: --dma/--dmdev or --dm-listen\n");
         return 2;
     }
+    if (ops == &emu_backend_kvm) {
+        char why[160];
+        if (cfg.pager_pages) {
+            fprintf(stderr, "vmmu run: --backend kvm cannot run a host pager (--pager)\n");
+            return 2;
+        }
+        if (emu_kvm_probe(why, sizeof(why)) < 0) {
+            fprintf(stderr, "vmmu run: --backend kvm: %s (KVM backend unavailable)\n", why);
+            return getenv("VMMU_KVM_SKIP") ? 77 : EMU_EXIT_MACHINE_FAILURE;
+        }
+        cfg.max_insns = 0; /* KVM does not count instructions */
+    }
     struct emu_machine *m;
-    if (emu_machine_create(&cfg, &emu_backend_vmmu, &m) < 0)
+    if (emu_machine_create(&cfg, ops, &m) < 0)
         return EMU_EXIT_MACHINE_FAILURE;
     int status = emu_machine_run(m);
     if (stats) {
