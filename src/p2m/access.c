@@ -29,6 +29,9 @@ static unsigned mmio_piece(uint64_t offset, size_t left)
     return size;
 }
 
+/* Page-in requests for one page before giving up with VMMU_EPAGEDOUT. */
+#define P2M_PAGEIN_ROUNDS 16
+
 /* Bring back any paged-out page in frames [g, end) of @r. */
 static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uint64_t end,
                          uint64_t *bad_gfn)
@@ -38,11 +41,15 @@ static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, 
             continue;
         vmmu_pagein_fn fn = atomic_load_explicit(&vm->p2m.pagein, memory_order_acquire);
         int err = VMMU_EPAGEDOUT;
-        if (fn) {
+        /* A page-out may take the page again between the handler's return
+         * and the check below (the host pages out concurrently): ask again,
+         * a bounded number of times. */
+        for (unsigned round = 0; fn && round < P2M_PAGEIN_ROUNDS; round++) {
             void *op = atomic_load_explicit(&vm->p2m.pagein_opaque, memory_order_relaxed);
             err = fn(op, vm, p << VMMU_PAGE_SHIFT);
-            if (!err && (region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
-                err = VMMU_EPAGEDOUT; /* handler claimed success but did not page in */
+            if (err || !(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
+                break;
+            err = VMMU_EPAGEDOUT; /* out again (or the handler did not page in) */
         }
         if (err) {
             *bad_gfn = p;

@@ -590,16 +590,11 @@ static unsigned page_shift_of(uint64_t size)
 }
 
 /* Bring a paged-out RAM/ROM page back through the P2M's page-in path. */
-static int page_in(struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entry *pe)
+static int page_in(struct vmmu_vm *vm, uint64_t gpa)
 {
     uint8_t byte;
     int rc = vmmu_gpa_read(vm, gpa, &byte, 1, 0, NULL);
-    if (rc < 0)
-        return rc;
-    rc = vmmu_p2m_lookup(vm, gpa, pe);
-    if (rc < 0)
-        return rc;
-    return pe->hva ? 0 : VMMU_EPAGEDOUT;
+    return rc < 0 ? rc : 0;
 }
 
 static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigned access,
@@ -800,6 +795,8 @@ static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_
         return NULL;
     }
 
+    unsigned pageins = 0;
+again:;
     struct tlb_slot *s = &v->slot[v->cur_slot];
     struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
     uint64_t page = va & VMMU_PAGE_MASK;
@@ -850,10 +847,18 @@ static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_
     }
     bool ram_like = pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM;
     if (ram_like && !pe.hva) {
-        rc = page_in(v->vm, gpa_page, &pe);
+        /* The page-in may block: the vCPU goes offline, so other vCPUs may
+         * have changed the page tables and the vCPU may have acted on
+         * flush requests (its tables may even have been resized).  The
+         * walk above is then stale: start again from the top.  The host
+         * may also take the page away again before the lookup; a bounded
+         * number of rounds keeps a vCPU from spinning forever. */
+        rc = page_in(v->vm, gpa_page);
         if (rc < 0)
-            return result_error(res, rc);
-        ram_like = pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM;
+            return result_error(res, rc); /* nothing could bring it back */
+        if (++pageins > TLB_PAGEIN_ROUNDS)
+            return result_error(res, VMMU_EPAGEDOUT);
+        goto again;
     }
 
     uint64_t wflags = 0;

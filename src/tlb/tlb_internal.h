@@ -46,6 +46,9 @@ enum tlb_ctx_id { CTX_USER = 0, CTX_SUP = 1, CTX_SUP_AC = 2, CTX_COUNT = 3 };
 _Static_assert(TLB_HELD_PSC + VMMU_VCPU_PCID_SLOTS <= 32, "vmmu_vcpu::held has 32 bits");
 /* Bits of a context's distinct-page sketch (see ctx_resize_target()). */
 #define TLB_SKETCH_BITS 4096u
+/* Page-ins one fill attempts before reporting VMMU_EPAGEDOUT (the host
+ * took the page away again each time). */
+#define TLB_PAGEIN_ROUNDS 64
 /* Flushes per resize window (see tlb_ctx_flush()). */
 #define TLB_RESIZE_WINDOW 16
 

@@ -394,7 +394,9 @@ static void paged_out_pages_need_the_pager(void **state)
     struct pager liar = {.result = 0, .really_page_in = 0};
     assert_int_equal(vmmu_p2m_set_pagein_handler(vm, page_in, &liar), 0);
     assert_int_equal(vmmu_gpa_read(vm, 4 * KiB, b, 5, 0, NULL), VMMU_EPAGEDOUT);
-    assert_int_equal(liar.calls, 1);
+    /* A page still out after a successful page-in may have been taken
+     * again by a concurrent page-out: asked again, a bounded number of times. */
+    assert_int_equal(liar.calls, 16);
 
     struct pager failing = {.result = VMMU_ENOMEM};
     assert_int_equal(vmmu_p2m_set_pagein_handler(vm, page_in, &failing), 0);
