@@ -207,16 +207,10 @@ static void set_paged_out(struct vmmu_vm *vm, uint64_t gfn, bool out)
 static int check_ranges(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
 {
     struct vmmu_vm *vm = pg->vm;
-    if (!ranges && n)
-        return VMMU_EINVAL;
+    int rc = vmmu__gpa_ranges_check(vm, ranges, n);
+    if (rc)
+        return rc;
     for (size_t i = 0; i < n; i++) {
-        if ((ranges[i].gpa | ranges[i].size) & (VMMU_PAGE_SIZE - 1))
-            return VMMU_EALIGN;
-        if (!ranges[i].size)
-            return VMMU_EINVAL;
-        if (ranges[i].gpa >> vm->gpa_bits ||
-            ranges[i].size > (1ull << vm->gpa_bits) - ranges[i].gpa)
-            return VMMU_ERANGE;
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
         uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
         for (uint64_t g = gfn, next; g < end; g = next) {

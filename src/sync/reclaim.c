@@ -159,10 +159,10 @@ void vmmu__sync_reclaim(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
 
 /* ---- Page state ------------------------------------------------------------- */
 
-int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n,
-                           uint32_t set, uint32_t clear)
+int vmmu__gpa_ranges_check(const struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
+                           size_t n)
 {
-    if (!vm || (!ranges && n) || ((set | clear) & ~VMMU_PAGE_USER_BITS))
+    if (!ranges && n)
         return VMMU_EINVAL;
     for (size_t i = 0; i < n; i++) {
         if ((ranges[i].gpa | ranges[i].size) & (VMMU_PAGE_SIZE - 1))
@@ -173,6 +173,17 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
             ranges[i].size > (1ull << vm->gpa_bits) - ranges[i].gpa)
             return VMMU_ERANGE;
     }
+    return 0;
+}
+
+int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n,
+                           uint32_t set, uint32_t clear)
+{
+    if (!vm || ((set | clear) & ~VMMU_PAGE_USER_BITS))
+        return VMMU_EINVAL;
+    int rc = vmmu__gpa_ranges_check(vm, ranges, n);
+    if (rc)
+        return rc;
     /* Check every page first so that a bad one changes nothing: a no-op
      * update of the allowed bits reports holes and non-RAM pages. */
     for (size_t i = 0; i < n; i++) {
@@ -186,7 +197,6 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
         }
     }
     vmmu__sync_change_lock(vm);
-    int rc = 0;
     for (size_t i = 0; i < n && !rc; i++)
         rc = vmmu__page_state_update(vm, ranges[i].gpa, ranges[i].size >> VMMU_PAGE_SHIFT, set,
                                      clear, VMMU_PAGE_USER_BITS);

@@ -86,6 +86,13 @@ void vmmu__sync_reclaim(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
  * a dirty bit cleared for dirty logging). */
 void vmmu__sync_flush_gpas(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n);
 
+/* Check the shape of a list of guest-physical ranges: 0, VMMU_EINVAL (NULL
+ * list with n > 0, an empty range), VMMU_EALIGN (not page aligned) or
+ * VMMU_ERANGE (beyond the vm's width).  What the pages are is the caller's
+ * check. */
+int vmmu__gpa_ranges_check(const struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
+                           size_t n);
+
 /* vm life cycle (src/core/vm.c). */
 int vmmu__sync_init(struct vmmu_vm *vm);
 void vmmu__sync_fini(struct vmmu_vm *vm);
