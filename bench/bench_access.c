@@ -21,9 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_guest.h"
 #include "bench_util.h"
-#include "vmmu/vmmu.h"
 #include "vmmu/access.h"
+#include "vmmu/vmmu.h"
 
 #define MiB (1ull << 20)
 #define TABLES (1 * MiB)
@@ -31,59 +32,12 @@
 #define NPAGES 256u
 static const uint64_t VA_BASE = 0x0000100000000000ull;
 
-struct bench {
-    struct vmmu_vm *vm;
-    struct vmmu_vcpu *vcpu;
-    uint8_t *ram;
-    uint64_t next;
-};
-
-static uint64_t table_page(struct bench *b)
-{
-    uint64_t gpa = b->next;
-    b->next += 4096;
-    memset(b->ram + gpa, 0, 4096);
-    return gpa;
-}
-
-static void map(struct bench *b, uint64_t root, uint64_t va, uint64_t gpa)
-{
-    uint64_t table = root;
-    for (unsigned level = 4; level > 1; level--) {
-        uint64_t *e = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> (12 + 9 * (level - 1))) & 511));
-        if (!(*e & 1))
-            *e = table_page(b) | 7 | 0x20;
-        table = *e & 0x000ffffffffff000ull;
-    }
-    uint64_t *pte = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> 12) & 511));
-    *pte = gpa | 7 | 0x60;
-}
-
 static void setup(struct bench *b)
 {
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 64 * MiB};
-    uint32_t id;
-    struct vmmu_region_info info;
-    if (vmmu_vm_create(NULL, &b->vm) || vmmu_region_add(b->vm, &d, &id) ||
-        vmmu_region_info(b->vm, id, &info) || vmmu_vcpu_create(b->vm, NULL, &b->vcpu)) {
-        fprintf(stderr, "bench_access: setup failed\n");
-        exit(1);
-    }
-    b->ram = info.host;
-    b->next = TABLES;
-    uint64_t root = table_page(b);
+    uint64_t root = bench_guest_create(b, 64 * MiB, TABLES, "bench_access");
     for (unsigned i = 0; i < NPAGES; i++)
         map(b, root, VA_BASE + (uint64_t)i * 4096, DATA + (uint64_t)i * 4096);
-    struct vmmu_x86_regs r = {0};
-    r.cr0 = 0x80000001ull;
-    r.cr4 = 0x20;
-    r.efer = 0x500;
-    r.cr3 = root;
-    r.rflags = 2;
-    if (vmmu_vcpu_set_state(b->vcpu, &r)) {
-        fprintf(stderr, "bench_access: set_state failed\n");
-        exit(1);
-    }
+    bench_guest_enter(b, root, "bench_access");
     /* Warm every page for reads and writes. */
     for (unsigned i = 0; i < NPAGES; i++) {
         uint64_t v = 0;

@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_guest.h"
 #include "bench_util.h"
 #include "tlb/tlb_internal.h"
 #include "vmmu/vmmu.h"
@@ -51,60 +52,14 @@
 #define NADDR (1u << 20) /* addresses drawn before timing */
 static const uint64_t VA_BASE = 0x0000100000000000ull;
 
-struct bench {
-    struct vmmu_vm *vm;
-    struct vmmu_vcpu *vcpu;
-    uint8_t *ram;
-    uint64_t next;
-};
-
-static uint64_t table_page(struct bench *b)
-{
-    uint64_t gpa = b->next;
-    b->next += 4096;
-    memset(b->ram + gpa, 0, 4096);
-    return gpa;
-}
-
-static void map(struct bench *b, uint64_t root, uint64_t va, uint64_t gpa)
-{
-    uint64_t table = root;
-    for (unsigned level = 4; level > 1; level--) {
-        uint64_t *e = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> (12 + 9 * (level - 1))) & 511));
-        if (!(*e & 1))
-            *e = table_page(b) | 7 | 0x20;
-        table = *e & 0x000ffffffffff000ull;
-    }
-    uint64_t *pte = (uint64_t *)(void *)(b->ram + table + 8 * ((va >> 12) & 511));
-    *pte = gpa | 7 | 0x60; /* P, RW, US, A, D */
-}
-
 static void setup(struct bench *b)
 {
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 128 * MiB};
-    uint32_t id;
-    struct vmmu_region_info info;
-    if (vmmu_vm_create(NULL, &b->vm) || vmmu_region_add(b->vm, &d, &id) ||
-        vmmu_region_info(b->vm, id, &info) || vmmu_vcpu_create(b->vm, NULL, &b->vcpu)) {
-        fprintf(stderr, "bench_tlb: setup failed\n");
-        exit(1);
-    }
-    b->ram = info.host;
-    b->next = TABLES;
-    uint64_t root = table_page(b);
+    uint64_t root = bench_guest_create(b, 128 * MiB, TABLES, "bench_tlb");
     for (uint64_t i = 0; i < NPAGES; i++)
         map(b, root, VA_BASE + i * 4096, DATA + (i % NDATA) * 4096);
     for (uint64_t i = 0; i < NDATA; i++)
         memset(b->ram + DATA + i * 4096, (int)i, 4096);
-    struct vmmu_x86_regs r = {.cr0 = VMMU_X86_CR0_PE | VMMU_X86_CR0_PG | VMMU_X86_CR0_WP,
-                              .cr4 = VMMU_X86_CR4_PAE,
-                              .efer = VMMU_X86_EFER_LME | VMMU_X86_EFER_LMA,
-                              .cr3 = root,
-                              .rflags = 2};
-    if (vmmu_vcpu_set_state(b->vcpu, &r)) {
-        fprintf(stderr, "bench_tlb: set_state failed\n");
-        exit(1);
-    }
+    bench_guest_enter(b, root, "bench_tlb");
 }
 
 /* NADDR addresses: a random permutation of @ws pages starting at page
