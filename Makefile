@@ -3,6 +3,9 @@
 #   make test    install what is missing, build, run every test (CTest)
 #   make run     the main job: the demo guest on the reference emulator, 4 vCPUs,
 #                the DMA engine attached and a host pager running
+#   make run-both  the demo guest (4 vCPUs, DMA engine) on the vmmu backend and
+#                then on KVM, each transcript with its summary (the KVM side
+#                says in one line when /dev/kvm cannot be used)
 #   make bench   run every benchmark, one line per figure
 #   make asan    the test suite under ASan + UBSan
 #   make tsan    the concurrent tests under ThreadSanitizer
@@ -15,7 +18,7 @@ PREFIX ?= /usr/local
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 
-.PHONY: all deps build test run bench asan tsan fuzz install clean
+.PHONY: all deps build test run run-both bench asan tsan fuzz install clean
 
 all: build
 
@@ -33,6 +36,12 @@ test: build
 
 run: build
 	$(BUILD)/vmmu run --vcpus 4 --dma --pager 64 --stats $(BUILD)/guests/demo.elf
+
+run-both: build
+	@echo "==== vmmu backend ===="
+	-$(BUILD)/vmmu run --backend vmmu --vcpus 4 --dma --stats $(BUILD)/guests/demo.elf
+	@echo "==== kvm backend ===="
+	-$(BUILD)/vmmu run --backend kvm --vcpus 4 --dma --stats $(BUILD)/guests/demo.elf
 
 bench:
 	@scripts/install-deps.sh bench

@@ -151,13 +151,12 @@ static int kb_create_vcpu(struct emu_machine *m, struct kb *k, unsigned i)
     sigset_t set;
     pthread_sigmask(SIG_SETMASK, NULL, &set);
     sigdelset(&set, KB_KICK_SIGNAL);
-    struct {
-        struct kvm_signal_mask head;
-        uint8_t bits[8];
-    } mask;
-    mask.head.len = 8; /* the kernel's sigset: 64 bits */
-    memcpy(mask.bits, &set, 8);
-    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, &mask) < 0)
+    /* struct kvm_signal_mask: len, then the kernel's 64-bit sigset. */
+    _Alignas(struct kvm_signal_mask) uint8_t buf[sizeof(struct kvm_signal_mask) + 8];
+    struct kvm_signal_mask *mask = (struct kvm_signal_mask *)buf;
+    mask->len = 8;
+    memcpy(mask->sigset, &set, 8);
+    if (ioctl(v->fd, KVM_SET_SIGNAL_MASK, mask) < 0)
         KB_FAIL("KVM_SET_SIGNAL_MASK on vcpu %u: %s\n", i, strerror(errno));
     return 0;
 }
