@@ -20,4 +20,7 @@ valgrind --tool=callgrind --callgrind-out-file="$tmp/out" \
 callgrind_annotate --threshold=100 "$tmp/out" 2>/dev/null | awk -v src="$src" '
   /PROGRAM TOTALS/ { gsub(",", "", $1); total = $1 }
   /^ *[0-9,]+ .*:/ && index($0, src) { v = $1; gsub(",", "", v); lib += v }
-  END { if (total > 0) printf "x86/vmmu_share: %.1f %%\n", 100 * lib / total; else exit 1 }'
+  END {
+    if (total > 0 && lib > 0) printf "x86/vmmu_share: %.1f %%\n", 100 * lib / total
+    else { print "bench: x86/vmmu_share: no function from src/ in the profile (build with -g)" > "/dev/stderr"; exit 1 }
+  }'
