@@ -165,7 +165,8 @@ struct vmmu_p2m_entry {
     uint64_t region_gpa;     /**< region start (0 for holes) */
     uint64_t region_size;    /**< region size (0 for holes) */
     /** The map generation this lookup saw; it changes whenever a region is
-     *  added or removed, so a cache can tell when it must revalidate. */
+     *  added or removed or starts dirty logging, so a cache can tell when
+     *  it must revalidate. */
     uint64_t generation;
 };
 

@@ -46,6 +46,7 @@ int vmmu__access_vcpu_init(struct vmmu_vcpu *v)
     v->access = a;
     v->latch_walks = false;
     v->watch_kinds = NULL;
+    vmmu__tlb_warm_refresh(v);
     return 0;
 }
 
@@ -160,14 +161,14 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
          * the TLB holds by then); only a miss walks, from the top, through
          * the latch's entry hook. */
         const struct tlb_cold *cold = access_hit_cold(v, va, access);
-        out->type = (enum vmmu_mem_type)cold->type; /* RAM, or ROM for a read */
-        out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
-        out->region_id = cold->region_id;
+        out->type = (enum vmmu_mem_type)cold_type(cold); /* RAM, or ROM for a read */
+        out->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
+        out->region_id = cold_region_id(cold);
         out->va = va;
         out->len = len;
         out->code = false; /* a code page's write comparator carries a flag */
         if (latch) {
-            rc = vmmu__latch_xlate_record(a, page, access, cold->gpa & VMMU_PAGE_MASK);
+            rc = vmmu__latch_xlate_record(a, page, access, cold_gpa(cold));
             if (rc < 0)
                 return rc;
         }
@@ -427,8 +428,8 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
         if (host) {
             out->host = host;
             const struct tlb_cold *cold = access_hit_cold(v, va, access);
-            out->type = (enum vmmu_mem_type)cold->type;
-            out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
+            out->type = (enum vmmu_mem_type)cold_type(cold);
+            out->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
             return 0;
         }
     }
@@ -474,8 +475,8 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, u
         if (host) {
             out->host = host;
             const struct tlb_cold *cold = access_hit_cold(v, va, access);
-            out->type = (enum vmmu_mem_type)cold->type;
-            out->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
+            out->type = (enum vmmu_mem_type)cold_type(cold);
+            out->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
             return 0;
         }
     }

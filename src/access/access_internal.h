@@ -162,7 +162,7 @@ static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, 
 {
     const struct tlb_ctx *c =
         &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     return &c->cold[idx];
 }
 

@@ -64,6 +64,9 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
                 atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
                                           memory_order_acq_rel);
             __atomic_fetch_or(&r->flags, VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
+            /* A new map generation: the vCPUs' warm misses cached the
+             * region as plain RAM under the old one. */
+            atomic_fetch_add_explicit(&vm->p2m.generation, 1, memory_order_release);
         } else {
             __atomic_fetch_and(&r->flags, ~(uint32_t)VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
         }

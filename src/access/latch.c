@@ -125,6 +125,7 @@ void vmmu__latch_hook_update(struct vmmu__access_vcpu *a)
     static const struct vmmu__x86_entry_hook proto = {hook_lookup, hook_record, NULL};
     bool on = latch_on(a);
     a->vcpu->latch_walks = on;
+    vmmu__tlb_warm_refresh(a->vcpu);
     a->fast.slow = on;
     if (on) {
         a->hook = proto;

@@ -42,11 +42,11 @@ static bool page_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned ac
         return false;
     const struct tlb_cold *cold = access_hit_cold(v, va, access);
     pp->va = va;
-    pp->gpa = cold->gpa | (va & ~VMMU_PAGE_MASK);
+    pp->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
     pp->host = host;
     pp->len = len;
-    pp->region_id = cold->region_id;
-    pp->type = (enum vmmu_mem_type)cold->type;
+    pp->region_id = cold_region_id(cold);
+    pp->type = (enum vmmu_mem_type)cold_type(cold);
     return true;
 }
 

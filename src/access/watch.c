@@ -76,6 +76,7 @@ int vmmu_watch_add(struct vmmu_vcpu *v, uint64_t va, uint64_t len, unsigned flag
     if (a->next_watch_id == 0)
         a->next_watch_id = 1;
     v->watch_kinds = watch_kinds;
+    vmmu__tlb_warm_refresh(v);
     flush_range(v, w->va, w->last);
     if (id)
         *id = w->id;
@@ -92,8 +93,10 @@ int vmmu_watch_remove(struct vmmu_vcpu *v, uint32_t id)
             continue;
         struct watchpoint gone = a->watch[i];
         a->watch[i] = a->watch[--a->nwatch];
-        if (a->nwatch == 0)
+        if (a->nwatch == 0) {
             v->watch_kinds = NULL;
+            vmmu__tlb_warm_refresh(v);
+        }
         /* The pages may now take the hit path again. */
         flush_range(v, gone.va, gone.last);
         return 0;

@@ -314,31 +314,28 @@ static bool psc_hits(const struct sync_pending *p, const struct psc_entry *e, un
  * else the whole table. */
 static void ctx_drop_gpas(struct tlb_ctx *c, const struct sync_pending *p)
 {
-    if (c->used == 0 && c->vused == 0)
-        return;
+    if (c->fills == 0)
+        return; /* nothing filled since the last flush */
     if (c->used) {
         if (c->nfilled <= TLB_FILLED_LOG) {
             for (unsigned k = 0; k < c->nfilled; k++) {
                 unsigned i = c->filled[k];
                 const struct vmmu_tlb_entry *e = &c->hot[i];
-                if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
-                    gpa_hit(p, c->cold[i].gpa))
-                    vmmu__tlb_ctx_flush_page(c, c->cold[i].va, false, false);
+                if (entry_valid(e) && gpa_hit(p, cold_gpa(&c->cold[i])))
+                    vmmu__tlb_ctx_flush_page(c, entry_page(e), false, false);
             }
         } else {
             for (unsigned i = 0; i < c->n; i++) {
                 const struct vmmu_tlb_entry *e = &c->hot[i];
-                if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
-                    gpa_hit(p, c->cold[i].gpa))
-                    vmmu__tlb_ctx_flush_page(c, c->cold[i].va, false, false);
+                if (entry_valid(e) && gpa_hit(p, cold_gpa(&c->cold[i])))
+                    vmmu__tlb_ctx_flush_page(c, entry_page(e), false, false);
             }
         }
     }
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
         const struct vmmu_tlb_entry *e = &c->vhot[i];
-        if ((e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID &&
-            gpa_hit(p, c->vcold[i].gpa))
-            vmmu__tlb_ctx_flush_page(c, c->vcold[i].va, false, false);
+        if (entry_valid(e) && gpa_hit(p, cold_gpa(&c->vcold[i])))
+            vmmu__tlb_ctx_flush_page(c, entry_page(e), false, false);
     }
 }
 

@@ -35,65 +35,58 @@
 /* Address bits of an IA-32e entry (those above MAXPHYADDR are reserved). */
 #define ADDR_MASK_64 0x000ffffffffff000ull
 
-static bool entry_valid(const struct vmmu_tlb_entry *e)
-{
-    return (e->cmp[0] & e->cmp[1] & e->cmp[2]) != VMMU_TLB_CMP_INVALID;
-}
-
 static void entry_clear(struct vmmu_tlb_entry *e)
 {
     e->cmp[0] = e->cmp[1] = e->cmp[2] = VMMU_TLB_CMP_INVALID;
     e->addend = 0;
 }
 
+static bool victims_any(const struct tlb_ctx *c)
+{
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        if (entry_valid(&c->vhot[i]))
+            return true;
+    return false;
+}
+
 static void ctx_reset_bounds(struct tlb_ctx *c)
 {
     c->used = 0;
     c->nfilled = 0;
-    c->nglobal = c->nlarge = 0;
+    c->nlarge = 0;
+    c->global = 0;
     c->large_lo = ~0ull;
     c->large_hi = 0;
     c->large_shifts = 0;
-    c->ukeys = c->skeys = 0;
-    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+    c->keys = 0;
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
         entry_clear(&c->vhot[i]);
-    c->vused = 0;
-    c->vnext = 0;
-    c->vtags = 0;
+        c->vpage[i] = VMMU_TLB_CMP_INVALID;
+    }
     c->fills = 0;
-    if (c->sketch_bits) {
-        memset(c->sketch, 0, sizeof(c->sketch));
-        c->sketch_bits = 0;
-    }
 }
 
-/* Count @page in the distinct-page sketch of @c. */
-static inline void sketch_add(struct tlb_ctx *c, uint64_t page)
+/* Distinct pages behind @used valid entries of an @n-entry table after
+ * more fills than that: n ln(n / (n - used)), linear counting with the
+ * table's own entries as the buckets (pages land at the index of their low
+ * page-number bits).  Above 0.9 n the table says only "at least 2.3 n"
+ * (n ln 10), and that lower bound is the answer. */
+static uint64_t table_pages(unsigned used, unsigned n)
 {
-    unsigned h = (unsigned)(((page >> VMMU_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 52);
-    uint64_t bit = 1ull << (h & 63);
-    if (!(c->sketch[h / 64] & bit)) {
-        c->sketch[h / 64] |= bit;
-        c->sketch_bits++;
-    }
-}
-
-/* Distinct pages behind @k bits set in an m-bit sketch: -m ln(1 - k/m)
- * (linear counting), from its series to the fourth power (within 2 % up
- * to k = m/2).  Above 0.9 m the sketch says only "very many". */
-static uint64_t sketch_pages(unsigned k)
-{
-    const uint64_t m = TLB_SKETCH_BITS;
-    if (k * 10ull > m * 9)
-        return UINT64_MAX;
-    uint64_t k2 = (uint64_t)k * k, k3 = k2 * k;
-    return k + k2 / (2 * m) + k3 / (3 * m * m) + k3 / m * k / (4 * m * m);
+    if ((uint64_t)used * 10 > (uint64_t)n * 9)
+        used = n - n / 10;
+    /* -ln(1 - x) = x + x^2/2 + x^3/3 + ...; x <= 0.9, so 64 terms leave
+     * under 1 % out, and this runs only at flushes. */
+    double x = (double)used / n, term = x, sum = 0;
+    for (unsigned j = 1; j <= 64 && term > 1e-6; j++, term *= x)
+        sum += term / j;
+    return (uint64_t)(sum * n + 0.5);
 }
 
 static int ctx_alloc(struct tlb_ctx *c, unsigned n)
 {
     struct vmmu_tlb_entry *hot = aligned_alloc(64, (size_t)n * sizeof(*hot));
-    struct tlb_cold *cold = malloc((size_t)n * sizeof(*cold));
+    struct tlb_cold *cold = aligned_alloc(64, (size_t)n * sizeof(*cold));
     if (!hot || !cold) {
         free(hot);
         free(cold);
@@ -105,6 +98,7 @@ static int ctx_alloc(struct tlb_ctx *c, unsigned n)
     c->hot = hot;
     c->cold = cold;
     c->n = n;
+    c->mask = n - 1;
     return 0;
 }
 
@@ -136,15 +130,16 @@ static unsigned pow2_ceil(unsigned x)
 static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     unsigned n = c->n;
-    /* The demand rule counts the distinct pages the context was asked to
-     * hold since its last flush (the sketch; the fills when the sketch is
-     * saturated), and never less than what it holds.  QEMU's rule counts
-     * what it holds, which cannot exceed the table: a working set eight
-     * times the table takes it three flushes of doubling to reach, missing
-     * all along. */
+    /* The demand rule estimates the distinct pages the context was asked
+     * to hold since its last flush: what it holds when no fill pushed
+     * another page out, else the linear count of the table's own
+     * occupancy, never more than the fills.  QEMU's rule counts what it
+     * holds, which cannot exceed the table: a working set eight times the
+     * table takes it three flushes of doubling to reach, missing all
+     * along. */
     unsigned demand = c->used;
-    if (!v->resize_qemu) {
-        uint64_t pages = sketch_pages(c->sketch_bits);
+    if (!v->resize_qemu && c->fills > c->used) {
+        uint64_t pages = table_pages(c->used, n);
         if (pages > c->fills)
             pages = c->fills;
         if (pages > demand)
@@ -189,7 +184,7 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
     }
     v->held &= ~c->held_bit;
     unsigned target = ctx_resize_target(v, c);
-    if (c->used == 0 && c->vused == 0 && target == c->n) {
+    if (c->used == 0 && target == c->n && !victims_any(c)) {
         /* Nothing to drop.  The bounds may still be set by entries that
          * were dropped one by one; clearing them is O(1). */
         v->stats.flush_elided++;
@@ -220,33 +215,6 @@ static void ctx_drop(struct tlb_ctx *c, unsigned idx)
     c->used--;
 }
 
-/* The victim tag of @page: 1..128 from a hash of the page number (the
- * victims that matter, pages conflicting at one index, share low bits). */
-static uint64_t victim_tag(uint64_t page)
-{
-    return (((page >> VMMU_PAGE_SHIFT) * 0x9e3779b97f4a7c15ull) >> 57) + 1;
-}
-
-/* Byte @i of vtags (bits 8i..8i+7 of the word: the hosts are little-endian,
- * and a byte may alias anything). */
-static inline uint8_t *victim_tag_byte(struct tlb_ctx *c, unsigned i)
-{
-    _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "vtags bytes in word order");
-    return (uint8_t *)&c->vtags + i;
-}
-
-static inline void victim_set_tag(struct tlb_ctx *c, unsigned i, uint64_t tag)
-{
-    *victim_tag_byte(c, i) = (uint8_t)tag;
-}
-
-static void victim_drop(struct tlb_ctx *c, unsigned i)
-{
-    entry_clear(&c->vhot[i]);
-    victim_set_tag(c, i, 0);
-    c->vused--;
-}
-
 /* Call @fn for every index that may hold a valid entry. */
 #define CTX_FOR_EACH_CANDIDATE(c, idx, body)                                                       \
     do {                                                                                           \
@@ -262,40 +230,54 @@ static void victim_drop(struct tlb_ctx *c, unsigned i)
         }                                                                                          \
     } while (0)
 
+static void victim_drop(struct tlb_ctx *c, unsigned i)
+{
+    entry_clear(&c->vhot[i]);
+    c->vpage[i] = VMMU_TLB_CMP_INVALID;
+}
+
 void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
-    if (c->nglobal == 0) {
+    if (!c->global) {
         vmmu__tlb_ctx_flush(v, c);
         return;
     }
     v->stats.flush_contexts++;
     CTX_FOR_EACH_CANDIDATE(c, idx, {
-        if (entry_valid(&c->hot[idx]) && !c->cold[idx].global)
+        if (entry_valid(&c->hot[idx]) && !cold_global(&c->cold[idx]))
             ctx_drop(c, idx);
     });
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
-        if (entry_valid(&c->vhot[i]) && !c->vcold[i].global)
+        if (entry_valid(&c->vhot[i]) && !cold_global(&c->vcold[i]))
             victim_drop(c, i);
 }
 
 static bool cold_selected(const struct tlb_cold *cd, bool global_only, bool nonglobal_only)
 {
-    if (global_only && !cd->global)
+    if (global_only && !cold_global(cd))
         return false;
-    if (nonglobal_only && cd->global)
+    if (nonglobal_only && cold_global(cd))
         return false;
     return true;
+}
+
+/* Whether the valid entry @e (cold half @cd) was built from the guest
+ * page of 1 << @s bytes at @base. */
+static bool from_large(const struct vmmu_tlb_entry *e, const struct tlb_cold *cd, uint64_t base,
+                       unsigned s)
+{
+    return cold_page_shift(cd) == s && (entry_page(e) & ~((1ull << s) - 1)) == base;
 }
 
 void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only,
                               bool nonglobal_only)
 {
-    if (c->used == 0 && c->vused == 0)
+    if (c->fills == 0)
+        return; /* nothing filled since the last flush: empty, victims too */
+    if (global_only && !c->global)
         return;
-    if (global_only && c->nglobal == 0)
-        return;
-    unsigned idx = (unsigned)(page >> VMMU_PAGE_SHIFT) & (c->n - 1);
-    if (entry_valid(&c->hot[idx]) && c->cold[idx].va == page &&
+    unsigned idx = (unsigned)(page >> VMMU_PAGE_SHIFT) & c->mask;
+    if (entry_holds(&c->hot[idx], page) &&
         cold_selected(&c->cold[idx], global_only, nonglobal_only))
         ctx_drop(c, idx);
 
@@ -312,15 +294,15 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
             if (pages >= c->n || c->nfilled <= TLB_FILLED_LOG) {
                 CTX_FOR_EACH_CANDIDATE(c, i, {
                     const struct tlb_cold *cd = &c->cold[i];
-                    if (entry_valid(&c->hot[i]) && cd->large_base == base && cd->page_shift == s &&
+                    if (entry_valid(&c->hot[i]) && from_large(&c->hot[i], cd, base, s) &&
                         cold_selected(cd, global_only, nonglobal_only))
                         ctx_drop(c, i);
                 });
             } else {
                 for (uint64_t p = 0; p < pages; p++) {
-                    unsigned i = (unsigned)((base >> VMMU_PAGE_SHIFT) + p) & (c->n - 1);
+                    unsigned i = (unsigned)((base >> VMMU_PAGE_SHIFT) + p) & c->mask;
                     const struct tlb_cold *cd = &c->cold[i];
-                    if (entry_valid(&c->hot[i]) && cd->large_base == base && cd->page_shift == s &&
+                    if (entry_valid(&c->hot[i]) && from_large(&c->hot[i], cd, base, s) &&
                         cold_selected(cd, global_only, nonglobal_only))
                         ctx_drop(c, i);
                 }
@@ -328,15 +310,42 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
         }
     }
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+        const struct vmmu_tlb_entry *e = &c->vhot[i];
         const struct tlb_cold *cd = &c->vcold[i];
-        if (!entry_valid(&c->vhot[i]) || !cold_selected(cd, global_only, nonglobal_only))
+        if (!entry_valid(e) || !cold_selected(cd, global_only, nonglobal_only))
             continue;
-        uint64_t size = 1ull << cd->page_shift;
-        if (cd->va == page || (cd->page_shift > VMMU_PAGE_SHIFT &&
-                               cd->large_base == (page & ~(size - 1))))
+        unsigned s = cold_page_shift(cd);
+        if (entry_page(e) == page ||
+            (s > VMMU_PAGE_SHIFT && from_large(e, cd, page & ~((1ull << s) - 1), s)))
             victim_drop(c, i);
     }
 }
+
+/* What the warm miss needs of @access (VMMU_X86_ACC_*, 4 bits), in one
+ * table entry: the PTE bits that must be set (WARM_NEED: P and A, and D
+ * for a write), the right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT),
+ * the kind, and whether the access is implicit.  Write + fetch (invalid)
+ * asks for no right, so the warm miss leaves it to the general path,
+ * which rejects it. */
+#define WARM_NEED 0x61u
+#define WARM_KIND_SHIFT 12
+#define WARM_IMPLICIT_SHIFT 14
+#define WARM_SEL(need, right, kind, implicit)                                                      \
+    ((need) | (right) << RIGHTS_SHIFT | (kind) << WARM_KIND_SHIFT |                               \
+     (implicit) << WARM_IMPLICIT_SHIFT)
+#define WARM_R(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_READ, VMMU_TLB_READ, i)
+#define WARM_W(i) WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE, VMMU_TLB_WRITE, i)
+#define WARM_F(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH, VMMU_TLB_FETCH, i)
+#define WARM_BAD(i) WARM_SEL(0x21u, 0u, VMMU_TLB_READ, i)
+_Static_assert(VMMU_X86_ACC_WRITE == 1 && VMMU_X86_ACC_FETCH == 2 && VMMU_X86_ACC_IMPLICIT == 4 &&
+                   VMMU_X86_ACC_STACK == 8 && VMMU_X86_ACC_ALL == 15,
+               "warm_sel is indexed by these access bits");
+_Static_assert((VMMU_X86_PTE_P | VMMU_X86_PTE_A | VMMU_X86_PTE_D) == WARM_NEED,
+               "PTE bits of warm_sel");
+static const uint16_t warm_sel[16] = {
+    WARM_R(0), WARM_W(0), WARM_F(0), WARM_BAD(0), WARM_R(1), WARM_W(1), WARM_F(1), WARM_BAD(1),
+    WARM_R(0), WARM_W(0), WARM_F(0), WARM_BAD(0), WARM_R(1), WARM_W(1), WARM_F(1), WARM_BAD(1),
+};
 
 static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
 {
@@ -345,23 +354,70 @@ static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
     return (pg->rflags & VMMU_X86_RFLAGS_AC) ? CTX_SUP_AC : CTX_SUP;
 }
 
-/* The rights table of the warm miss: what each context may do with a
- * leaf, decided once per change of CR0.WP, CR4.SMEP or CR4.SMAP (the only
- * registers the decision reads besides the leaf). */
+/* The rights tables of the warm miss: what each context may do with a
+ * leaf, by psc_rights_index(), decided once per change of CR0.WP,
+ * CR4.SMEP or CR4.SMAP (the only registers the decision reads besides the
+ * leaf; EFER.NXE=0 makes bit 63 of a PTE reserved, so XD never reaches
+ * the table then). */
 static void rights_refresh(struct vmmu_vcpu *v)
 {
     const struct vmmu_x86_paging *pg = &v->pg;
     uint64_t key = (pg->cr0 & VMMU_X86_CR0_WP) | (pg->cr4 & (VMMU_X86_CR4_SMEP | VMMU_X86_CR4_SMAP));
     if (key == v->rights_key)
         return;
-    for (unsigned bits = 0; bits < 8; bits++) {
-        struct vmmu__x86_leaf leaf = {.user = bits & 1, .writable = bits & 2, .nx = bits & 4};
-        v->rights_tab[CTX_USER][bits] = (uint8_t)vmmu__x86_rights_without_keys(pg, true, false, &leaf);
-        v->rights_tab[CTX_SUP][bits] = (uint8_t)vmmu__x86_rights_without_keys(pg, false, false, &leaf);
-        v->rights_tab[CTX_SUP_AC][bits] =
-            (uint8_t)vmmu__x86_rights_without_keys(pg, false, true, &leaf);
+    for (unsigned i = 0; i < 64; i++) {
+        /* (XD | R/W << 1 | U/S << 2) of the upper levels in bits 3..5, of
+         * the PTE in bits 0..2: XD of either, R/W and U/S of both. */
+        unsigned both = (i >> 3) & i;
+        struct vmmu__x86_leaf leaf = {.user = (both & 4) != 0, .writable = (both & 2) != 0,
+                                      .nx = ((i | (i >> 3)) & 1) != 0};
+        unsigned user = leaf.user ? RIGHTS_USER : 0;
+        v->rights_tab[CTX_USER][i] =
+            (uint16_t)(vmmu__x86_rights_without_keys(pg, true, false, &leaf) << RIGHTS_SHIFT | user);
+        v->rights_tab[CTX_SUP][i] = (uint16_t)(
+            vmmu__x86_rights_without_keys(pg, false, false, &leaf) << RIGHTS_SHIFT | user);
+        v->rights_tab[CTX_SUP_AC][i] = (uint16_t)(
+            vmmu__x86_rights_without_keys(pg, false, true, &leaf) << RIGHTS_SHIFT | user);
     }
     v->rights_key = key;
+}
+
+/* The key tables of the warm miss (CR4.PKE or CR4.PKS set): SDM 4.6.2,
+ * a key's access-disable bit takes reads and writes, its write-disable
+ * bit takes writes from user-mode accesses, and from supervisor-mode ones
+ * when CR0.WP=1; PKRU governs user pages, PKRS supervisor pages; fetches
+ * are never governed by keys. */
+static void keys_refresh(struct vmmu_vcpu *v)
+{
+    const struct vmmu_x86_paging *pg = &v->pg;
+    uint64_t pkru = (pg->cr4 & VMMU_X86_CR4_PKE) ? pg->pkru : 0;
+    uint64_t pkrs = (pg->cr4 & VMMU_X86_CR4_PKS) ? pg->pkrs : 0;
+    uint64_t wp = pg->cr0 & VMMU_X86_CR0_WP;
+    if (v->keys_key[0] == pkru && v->keys_key[1] == pkrs && v->keys_key[2] == wp)
+        return;
+    for (unsigned ctx = 0; ctx < CTX_COUNT; ctx++) {
+        for (unsigned k = 0; k < 32; k++) {
+            uint64_t reg = (k & 16) ? pkru : pkrs;
+            unsigned bits = (unsigned)(reg >> (2 * (k & 15))) & 3;
+            unsigned take = 0;
+            if (bits & 1)
+                take = VMMU_X86_RIGHT_READ | VMMU_X86_RIGHT_WRITE;
+            else if ((bits & 2) && (ctx == CTX_USER || wp))
+                take = VMMU_X86_RIGHT_WRITE;
+            v->key_tab[ctx][k] = (uint16_t)~(take << RIGHTS_SHIFT);
+        }
+    }
+    v->keys_key[0] = pkru;
+    v->keys_key[1] = pkrs;
+    v->keys_key[2] = wp;
+}
+
+void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v)
+{
+    /* The access part's replay latch must see every entry a walk reads,
+     * and its watchpoints mark comparators: both need the general path. */
+    v->warm_off = (uint8_t)((v->pg.mode < VMMU_X86_MODE_4LEVEL) | (v->psc_off << 1) |
+                            (v->latch_walks << 2) | ((v->watch_kinds != NULL) << 3));
 }
 
 void vmmu__tlb_select(struct vmmu_vcpu *v)
@@ -370,16 +426,21 @@ void vmmu__tlb_select(struct vmmu_vcpu *v)
     v->cur_ctx = ctx_for(&v->pg);
     struct tlb_ctx *c = &s->ctx[v->cur_ctx];
     struct tlb_ctx *sup = &s->ctx[CTX_SUP];
-    v->fast.index_mask = (uintptr_t)(c->n - 1) << VMMU_TLB_ENTRY_SHIFT;
+    v->fast.index_mask = (uintptr_t)c->mask << VMMU_TLB_ENTRY_SHIFT;
     v->fast.table = c->hot;
-    v->fast.sup_index_mask = (uintptr_t)(sup->n - 1) << VMMU_TLB_ENTRY_SHIFT;
+    v->fast.sup_index_mask = (uintptr_t)sup->mask << VMMU_TLB_ENTRY_SHIFT;
     v->fast.sup_table = sup->hot;
-    v->fill_cur = c;
-    v->fill_sup = sup;
+    v->fill_ctx[0] = c;
+    v->fill_ctx[1] = sup;
     v->fill_psc = &s->psc;
-    v->fill_pcid = (v->pg.cr4 & VMMU_X86_CR4_PCIDE) ? (uint16_t)(v->pg.cr3 & 0xfff) : 0;
-    v->fill_gmask = (v->pg.cr4 & VMMU_X86_CR4_PGE) ? VMMU_X86_PTE_G : 0;
+    v->cold_keep = COLD_PTE_KEEP & ~((v->pg.cr4 & VMMU_X86_CR4_PGE) ? 0 : COLD_GLOBAL);
+    v->pk_on = (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) != 0;
+    for (unsigned a = 0; a < 16; a++)
+        v->warm_chk[a] = (warm_sel[a] & WARM_NEED) | v->pg.rsvd_[0][1];
     rights_refresh(v);
+    if (v->pk_on)
+        keys_refresh(v);
+    vmmu__tlb_warm_refresh(v);
 }
 
 /* ---- The slow path ------------------------------------------------------ */
@@ -390,9 +451,9 @@ static void *result_host(struct vmmu_tlb_result *res, void *host, uint64_t gpa,
     res->status = VMMU_TLB_OK;
     res->host = host;
     res->gpa = gpa;
-    res->type = (enum vmmu_mem_type)cd->type;
-    res->region_id = cd->region_id;
-    res->page_size = 1ull << cd->page_shift;
+    res->type = (enum vmmu_mem_type)cold_type(cd);
+    res->region_id = cold_region_id(cd);
+    res->page_size = 1ull << cold_page_shift(cd);
     res->flags = flags;
     return host;
 }
@@ -402,9 +463,9 @@ static void *result_not_ram(struct vmmu_tlb_result *res, uint64_t gpa, const str
     res->status = VMMU_TLB_NOT_RAM;
     res->host = NULL;
     res->gpa = gpa;
-    res->type = (enum vmmu_mem_type)cd->type;
-    res->region_id = cd->region_id;
-    res->page_size = 1ull << cd->page_shift;
+    res->type = (enum vmmu_mem_type)cold_type(cd);
+    res->region_id = cold_region_id(cd);
+    res->page_size = 1ull << cold_page_shift(cd);
     return NULL;
 }
 
@@ -427,7 +488,7 @@ static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_c
 {
     uint64_t cmp = e->cmp[kind];
     uint64_t flags = cmp & VMMU_TLB_FLAGS_MASK;
-    uint64_t gpa = cd->gpa | (va & ~VMMU_PAGE_MASK);
+    uint64_t gpa = cold_gpa(cd) | (va & ~VMMU_PAGE_MASK);
     if (cmp == VMMU_TLB_CMP_INVALID)
         return false;
     if (flags & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID))
@@ -448,137 +509,77 @@ static void log_fill(struct tlb_ctx *c, unsigned idx)
         c->nfilled++;
 }
 
-static void note_bounds(struct tlb_ctx *c, const struct tlb_cold *cd)
+/* Widen the bounds of @c for an entry of @page (cold half @cd). */
+static void note_bounds(struct tlb_ctx *c, uint64_t page, const struct tlb_cold *cd)
 {
-    if (cd->global)
-        c->nglobal++;
-    if (cd->page_shift > VMMU_PAGE_SHIFT) {
+    c->global |= cd->w & COLD_GLOBAL;
+    unsigned s = cold_page_shift(cd);
+    if (s > VMMU_PAGE_SHIFT) {
+        uint64_t base = page & ~((1ull << s) - 1);
         c->nlarge++;
-        c->large_shifts |= 1u << cd->page_shift;
-        uint64_t end = cd->large_base + (1ull << cd->page_shift);
-        if (cd->large_base < c->large_lo)
-            c->large_lo = cd->large_base;
+        c->large_shifts |= 1u << s;
+        uint64_t end = base + (1ull << s);
+        if (base < c->large_lo)
+            c->large_lo = base;
         if (end > c->large_hi || end == 0)
             c->large_hi = end ? end : ~0ull;
     }
-    if (cd->user)
-        c->ukeys |= (uint16_t)(1u << cd->pkey);
-    else
-        c->skeys |= (uint16_t)(1u << cd->pkey);
+    c->keys |= 1u << (cold_pkey(cd) + (cold_user(cd) ? 16 : 0));
 }
 
-/* Copy a cold entry word by word: a struct assignment or memcpy() of 48
- * bytes may become a REP MOVS, slow to start for so little.  The words
- * type may alias anything (GCC and Clang's may_alias). */
-typedef uint64_t __attribute__((may_alias)) tlb_word;
-static inline void cold_copy(struct tlb_cold *dst, const struct tlb_cold *src)
+/* The victim slot of table index @idx. */
+static inline unsigned victim_of(unsigned idx)
 {
-    _Static_assert(sizeof(*src) == 48, "six words");
-    const tlb_word *s = (const tlb_word *)(const void *)src;
-    tlb_word *d = (tlb_word *)(void *)dst;
-    tlb_word w0 = s[0], w1 = s[1], w2 = s[2], w3 = s[3], w4 = s[4], w5 = s[5];
-    d[0] = w0;
-    d[1] = w1;
-    d[2] = w2;
-    d[3] = w3;
-    d[4] = w4;
-    d[5] = w5;
+    return idx & (VMMU_TLB_VICTIMS - 1);
 }
 
-/* The word layout fill_warm() stores a cold entry in. */
-_Static_assert(offsetof(struct tlb_cold, va) == 0 && offsetof(struct tlb_cold, gpa) == 8 &&
-                   offsetof(struct tlb_cold, large_base) == 16 &&
-                   offsetof(struct tlb_cold, p2m_gen) == 24 &&
-                   offsetof(struct tlb_cold, region_id) == 32 &&
-                   offsetof(struct tlb_cold, pcid) == 36 &&
-                   offsetof(struct tlb_cold, page_shift) == 38 &&
-                   offsetof(struct tlb_cold, global) == 39 &&
-                   offsetof(struct tlb_cold, rights) == 40 && offsetof(struct tlb_cold, user) == 41 &&
-                   offsetof(struct tlb_cold, pkey) == 42 && offsetof(struct tlb_cold, type) == 43,
-               "cold entry word layout");
-
-/* Push the valid occupant of @idx into the victim array (round robin). */
-static inline void victim_push(struct tlb_ctx *c, unsigned idx)
-{
-    unsigned vi = c->vnext++ % VMMU_TLB_VICTIMS;
-    if (!*victim_tag_byte(c, vi))
-        c->vused++;
-    c->vhot[vi] = c->hot[idx];
-    cold_copy(&c->vcold[vi], &c->cold[idx]);
-    victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
-}
-
-/* Put (@e, @cd) at @idx, pushing a valid occupant into the victim array. */
-static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx,
+/* Put (@e, @cd) for @page at @idx, pushing a valid occupant of another
+ * page into its victim slot. */
+static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx, uint64_t page,
                        const struct vmmu_tlb_entry *e, const struct tlb_cold *cd)
 {
-    if (entry_valid(&c->hot[idx])) {
-        if (c->cold[idx].va != cd->va)
-            victim_push(c, idx);
+    uint64_t old = entry_tag(&c->hot[idx]);
+    if (old != VMMU_TLB_CMP_INVALID) {
+        if ((old & VMMU_PAGE_MASK) != page) {
+            c->vhot[victim_of(idx)] = c->hot[idx];
+            c->vcold[victim_of(idx)] = c->cold[idx];
+            c->vpage[victim_of(idx)] = old & VMMU_PAGE_MASK;
+        }
     } else {
         c->used++;
         log_fill(c, idx);
     }
     c->hot[idx] = *e;
     c->cold[idx] = *cd;
-    note_bounds(c, cd);
+    note_bounds(c, page, cd);
     v->held |= c->held_bit;
     v->stats.fills++;
     c->fills++;
-    sketch_add(c, cd->va);
 }
 
-/* Look for @page in the victims; on a match whose comparator for @kind can
- * answer, swap it back into the table.  Returns the victim slot or -1. */
-/* One bit 8 * i + 7 for each victim slot i whose tag equals @page's (a
- * zero-byte test of the XOR: it may add slots, never misses one). */
-static inline uint64_t victim_candidates(const struct tlb_ctx *c, uint64_t page)
+/* Whether the victim of @idx translates @page and its comparator for
+ * @kind can answer; then swap it with the entry at @idx. */
+static bool victim_take(struct tlb_ctx *c, unsigned idx, uint64_t page, enum vmmu_tlb_kind kind)
 {
-    const uint64_t ones = 0x0101010101010101ull;
-    uint64_t x = c->vtags ^ (victim_tag(page) * ones);
-    return (x - ones) & ~x & (ones << 7);
-}
-
-/* Whether a valid victim translates @page. */
-static inline bool victim_holds(const struct tlb_ctx *c, uint64_t page)
-{
-    for (uint64_t m = victim_candidates(c, page); m; m &= m - 1) {
-        unsigned i = (unsigned)__builtin_ctzll(m) / 8;
-        if (c->vcold[i].va == page && entry_valid(&c->vhot[i]))
-            return true;
-    }
-    return false;
-}
-
-static int victim_find(struct tlb_ctx *c, uint64_t page, enum vmmu_tlb_kind kind)
-{
-    for (uint64_t m = victim_candidates(c, page); m; m &= m - 1) {
-        unsigned i = (unsigned)__builtin_ctzll(m) / 8;
-        if (c->vcold[i].va == page && entry_valid(&c->vhot[i]) &&
-            (c->vhot[i].cmp[kind] & ~VMMU_TLB_FLAGS_MASK) == page &&
-            !(c->vhot[i].cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID)))
-            return (int)i;
-    }
-    return -1;
-}
-
-static void victim_swap(struct tlb_ctx *c, unsigned vi, unsigned idx)
-{
-    struct vmmu_tlb_entry e = c->vhot[vi];
+    unsigned vi = victim_of(idx);
+    struct vmmu_tlb_entry *ve = &c->vhot[vi];
+    if (!entry_holds(ve, page) || (ve->cmp[kind] & ~VMMU_TLB_FLAGS_MASK) != page ||
+        (ve->cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID)))
+        return false;
+    struct vmmu_tlb_entry e = *ve;
     struct tlb_cold cd = c->vcold[vi];
     if (entry_valid(&c->hot[idx])) {
-        c->vhot[vi] = c->hot[idx];
-        cold_copy(&c->vcold[vi], &c->cold[idx]);
-        victim_set_tag(c, vi, victim_tag(c->cold[idx].va));
+        *ve = c->hot[idx];
+        c->vcold[vi] = c->cold[idx];
+        c->vpage[vi] = entry_page(ve);
     } else {
-        entry_clear(&c->vhot[vi]);
-        victim_set_tag(c, vi, 0);
-        c->vused--;
+        victim_drop(c, vi);
         c->used++;
         log_fill(c, idx);
     }
     c->hot[idx] = e;
     c->cold[idx] = cd;
+    return true;
 }
 
 static unsigned page_shift_of(uint64_t size)
@@ -615,157 +616,6 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
     return rc;
 }
 
-/* ---- The warm miss ------------------------------------------------------ */
-
-/* Whether the warm path may serve this vCPU's misses at all. */
-static bool warm_allowed(const struct vmmu_vcpu *v)
-{
-    bool ok = v->pg.mode >= VMMU_X86_MODE_4LEVEL && !v->psc_off;
-    ok = ok && !v->latch_walks && !v->watch_kinds; /* the access part's replay latch and watchpoints */
-    return ok;
-}
-
-/*
- * The miss that dominates a running guest: 4- or 5-level paging, the
- * paging-structure cache holds the PDE that maps @va's page table (with
- * the table's host address, under the current P2M generation), the PTE is
- * present with no reserved bit, A already set (and D for a write), this
- * context may do @kind, and the page is resident RAM without dirty
- * logging.  Then the walk is one PTE load, it stores nothing (the A/D bits
- * the CPU would set are set), and the fill needs no walk record.
- *
- * Anything else returns false having changed nothing, and the general
- * path below runs: every fault, every A/D update, MMIO and ROM, paged-out
- * pages, dirty logging, large pages, protection keys.  So this path never
- * decides anything the general path would decide differently; the model
- * test checks the TLB against the bare walker with both paths in use.
- */
-static inline bool fill_warm(struct vmmu_vcpu *v, uint64_t va, unsigned access,
-                             enum vmmu_tlb_kind kind, struct vmmu_tlb_result *res, void **host)
-{
-    struct tlb_ctx *c = (access & VMMU_X86_ACC_IMPLICIT) ? v->fill_sup : v->fill_cur;
-    uint64_t page = va & VMMU_PAGE_MASK;
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
-    struct tlb_cold *cd = &c->cold[idx];
-    /* Steps 1 and 2 of the general path come first: leave the page to it
-     * when the table or the victims may already hold it. */
-    if (cd->va == page && entry_valid(&c->hot[idx]))
-        return false;
-    if (victim_holds(c, page))
-        return false;
-
-    /* The PDE from the paging-structure cache; its tag holds va bits
-     * 63:21, so a non-canonical va never matches. */
-    const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
-    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
-    if (pde->tag != (va >> 21) + 1 || !pde->table_host || pde->p2m_gen != gen)
-        return false;
-    const uint64_t *ptep = (const uint64_t *)(const void *)(pde->table_host +
-                                                           ((va >> VMMU_PAGE_SHIFT) & 511) * 8);
-    uint64_t pte = __atomic_load_n(ptep, __ATOMIC_ACQUIRE);
-    uint64_t need = VMMU_X86_PTE_P | VMMU_X86_PTE_A |
-                    ((access & VMMU_X86_ACC_WRITE) ? VMMU_X86_PTE_D : 0);
-    if ((pte & need) != need || (pte & v->pg.rsvd_[0][1]))
-        return false;
-
-    /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
-     * that passed the reserved-bit check is XD (without EFER.NXE it is
-     * reserved). */
-    unsigned bits = (pde->bits & ((unsigned)((pte >> 2) & 1) | (unsigned)(pte & 2) | 4u)) |
-                    (unsigned)((pte >> 61) & 4);
-    unsigned rights;
-    if (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) {
-        struct vmmu__x86_leaf leaf = {.user = bits & 1, .writable = bits & 2, .nx = bits & 4,
-                                      .pkey = (unsigned)((pte >> 59) & 0xf)};
-        rights = vmmu__x86_perm_rights(&v->pg, access, &leaf);
-    } else {
-        rights = v->rights_tab[c->id][bits];
-    }
-    if (!(rights & (1u << kind))) /* VMMU_X86_RIGHT_* bit k is access kind k */
-        return false;
-
-    /* The data page: resident RAM, no dirty logging.  The region of the
-     * previous warm miss answers while the map's generation is the same
-     * (a region is removed only with a new generation, and freed only
-     * after a grace period). */
-    uint64_t gpa = pte & ADDR_MASK_64;
-    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
-    const struct vmmu_region *r = v->warm_region;
-    if (!r || v->warm_region_gen != gen || gfn - r->gfn >= r->npages) {
-        const struct vmmu_p2m *p2m = &v->vm->p2m;
-        if (gfn >= p2m->gfn_limit)
-            return false;
-        r = p2m_resolve(p2m, gfn, NULL);
-        if (!r)
-            return false;
-        v->warm_region = r;
-        v->warm_region_gen = gen;
-    }
-    if (r->type != VMMU_MEM_RAM ||
-        (__atomic_load_n(&r->flags, __ATOMIC_ACQUIRE) & VMMU_REGION_LOG_DIRTY))
-        return false;
-    uint8_t state = region_page_state(r, gfn);
-    if (state & VMMU_PAGE_PAGED_OUT)
-        return false;
-
-    v->stats.misses++;
-    v->stats.walks++;
-    v->stats.psc_hits++;
-    v->stats.fills++;
-    c->fills++;
-    sketch_add(c, page);
-    uintptr_t addend = (uintptr_t)(r->host + ((gfn - r->gfn) << VMMU_PAGE_SHIFT)) - (uintptr_t)page;
-    uint64_t wflags = (state & VMMU_PAGE_CODE) ? VMMU_TLB_FLAG_CODE : 0;
-
-    if (!entry_valid(&c->hot[idx])) {
-        c->used++;
-        log_fill(c, idx);
-    } else {
-        victim_push(c, idx); /* valid, and not @page: checked on entry */
-    }
-    /* Comparators from this context's rights, as the general path builds them. */
-    struct vmmu_tlb_entry *e = &c->hot[idx];
-    e->cmp[VMMU_TLB_READ] = (rights & VMMU_X86_RIGHT_READ) ? page : VMMU_TLB_CMP_INVALID;
-    e->cmp[VMMU_TLB_FETCH] = (rights & VMMU_X86_RIGHT_FETCH) ? page : VMMU_TLB_CMP_INVALID;
-    e->cmp[VMMU_TLB_WRITE] = !(rights & VMMU_X86_RIGHT_WRITE) ? VMMU_TLB_CMP_INVALID
-                             : (pte & VMMU_X86_PTE_D)          ? page | wflags
-                                                                : page | VMMU_TLB_FLAG_NOTDIRTY;
-    e->addend = addend;
-    /* The cold entry in six word stores (the byte fields packed in
-     * registers first: stored one by one they cost twice as much). */
-    uint64_t global = (pte & v->fill_gmask) != 0;
-    uint64_t user = bits & 1;
-    uint64_t pkey = (pte >> 59) & 0xf;
-    tlb_word *cw = (tlb_word *)(void *)cd;
-    cw[0] = page;                                    /* va */
-    cw[1] = gpa;                                     /* gpa */
-    cw[2] = page;                                    /* large_base */
-    cw[3] = gen;                                     /* p2m_gen */
-    cw[4] = (uint64_t)r->id | (uint64_t)v->fill_pcid << 32 |
-            (uint64_t)VMMU_PAGE_SHIFT << 48 | global << 56;
-    cw[5] = (uint64_t)rights | user << 8 | pkey << 16 | (uint64_t)VMMU_MEM_RAM << 24;
-    /* note_bounds() for a 4 KiB page */
-    c->nglobal += (unsigned)global;
-    *(user ? &c->ukeys : &c->skeys) |= (uint16_t)(1u << pkey);
-    v->held |= c->held_bit;
-
-    *host = (void *)(uintptr_t)(va + addend);
-    if (res) {
-        res->status = VMMU_TLB_OK;
-        res->host = *host;
-        res->gpa = gpa | (va & ~VMMU_PAGE_MASK);
-        res->type = VMMU_MEM_RAM;
-        res->region_id = r->id;
-        res->page_size = VMMU_PAGE_SIZE;
-        res->flags = kind == VMMU_TLB_WRITE ? wflags : 0;
-        res->error = 0;
-        res->fault.vector = VMMU_X86_FAULT_NONE;
-        res->fault.error_code = 0;
-        res->fault.cr2 = 0;
-    }
-    return true;
-}
-
 /* Everything but the warm miss: steps 1 to 5 of the file comment. */
 static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_t va,
                                                     unsigned size, unsigned access,
@@ -800,20 +650,18 @@ again:;
     struct tlb_slot *s = &v->slot[v->cur_slot];
     struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
     uint64_t page = va & VMMU_PAGE_MASK;
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & (c->n - 1);
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     void *host = NULL;
 
     /* 1. The entry at the index already translates the page: a misaligned
      *    access, or a flagged comparator with a known answer. */
-    if (entry_valid(&c->hot[idx]) && c->cold[idx].va == page &&
+    if (entry_holds(&c->hot[idx], page) &&
         answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host)) {
         v->stats.slow_hits++;
         return host;
     }
-    /* 2. The victims. */
-    int vi = victim_find(c, page, kind);
-    if (vi >= 0) {
-        victim_swap(c, (unsigned)vi, idx);
+    /* 2. The victim of this index. */
+    if (victim_take(c, idx, page, kind)) {
         v->stats.victim_hits++;
         answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host);
         return host;
@@ -821,9 +669,8 @@ again:;
 
     /* 3. Walk. */
     v->stats.misses++;
-    unsigned wacc = access;
     struct vmmu_x86_walk w;
-    int rc = do_walk(v, s, va, wacc, &w);
+    int rc = do_walk(v, s, va, access, &w);
     if (rc < 0)
         return result_error(res, rc);
     if (!w.ok) {
@@ -898,19 +745,11 @@ again:;
     }
 
     struct tlb_cold cd;
-    cd.va = page;
-    cd.gpa = gpa_page;
-    cd.page_shift = (uint8_t)page_shift_of(w.page_size);
-    cd.large_base = va & ~(w.page_size - 1);
-    cd.p2m_gen = pe.generation;
-    cd.region_id = pe.region_id;
-    cd.pcid = (uint16_t)w.pcid;
-    cd.global = w.global;
-    cd.rights = (uint8_t)w.rights;
-    cd.user = w.user;
-    cd.pkey = (uint8_t)w.pkey;
-    cd.type = (uint8_t)pe.type;
-    ctx_insert(v, c, idx, &e, &cd);
+    cd.w = gpa_page | (uint64_t)pe.type | (w.user ? COLD_USER : 0) |
+           cold_size_bits(page_shift_of(w.page_size)) | (w.global ? COLD_GLOBAL : 0) |
+           (uint64_t)(w.pkey & 0xf) << COLD_PKEY_SHIFT;
+    cd.ident = cold_ident(pe.region_id, pe.generation);
+    ctx_insert(v, c, idx, page, &e, &cd);
 
     if (!answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host))
         return result_error(res, VMMU_EBUSY); /* not reached: the walk allowed @kind */
@@ -919,22 +758,182 @@ again:;
     return host;
 }
 
+/* ---- The warm miss ------------------------------------------------------ */
+
+/* Cache the region of the data page @gpa for the warm miss under P2M
+ * generation @gen; false when the page is not plain RAM (the general path
+ * handles ROM, MMIO, holes and dirty logging). */
+static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
+{
+    const struct vmmu_p2m *p2m = &v->vm->p2m;
+    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    if (gfn >= p2m->gfn_limit)
+        return false;
+    const struct vmmu_region *r = p2m_resolve(p2m, gfn, NULL);
+    if (!r || r->type != VMMU_MEM_RAM || (region_flags(r) & VMMU_REGION_LOG_DIRTY))
+        return false;
+    v->warm_gen = gen;
+    v->warm_lo = r->gfn << VMMU_PAGE_SHIFT;
+    v->warm_size = r->npages << VMMU_PAGE_SHIFT;
+    v->warm_delta = (uintptr_t)r->host - (uintptr_t)v->warm_lo;
+    v->warm_state = (uintptr_t)r->state - (uintptr_t)r->gfn;
+    v->warm_cold1 = cold_ident(r->id, gen);
+    return true;
+}
+
+static void *fill_warm(struct vmmu_vcpu *v, uint64_t va);
+
+/* The warm miss found its data page outside the cached region: cache the
+ * page's region and start again, or leave the page to the general path.
+ * (A tail call, so that the warm miss itself calls nothing and keeps its
+ * values in registers.) */
+static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uint64_t va,
+                                                        uint64_t gpa)
+{
+    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
+    if (!warm_region(v, gpa, gen))
+        return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
+    return fill_warm(v, va);
+}
+
+/*
+ * The miss that dominates a running guest: 4- or 5-level paging, the
+ * paging-structure cache holds the PDE that maps @va's page table (with
+ * the table's host address, under the current P2M generation), the PTE is
+ * present with no reserved bit, A already set (and D for a write), this
+ * context may do the access, and the page is resident RAM of the region
+ * the vCPU cached, without dirty logging.  Then the walk is one PTE load,
+ * it stores nothing (the A/D bits the CPU would set are set), and the
+ * fill needs no walk record.
+ *
+ * Anything else goes to the general path having changed nothing: every
+ * fault, every A/D update, MMIO and ROM, paged-out pages, dirty logging,
+ * large pages, an entry or victim already holding the page.  So this path
+ * never decides anything the general path would decide differently; the
+ * model test checks the TLB against the bare walker with both paths in
+ * use.  vmmu_tlb_fill() left the size, access and result in the vCPU.
+ */
+static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t va)
+{
+    /* Written so that few values are live at once: the compiler then keeps
+     * them all in registers (bench/tlb_instructions.sh counts this path). */
+    unsigned sel = warm_sel[v->arg_access];
+    struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    /* The page already in the table or its victim slot: the general path
+     * answers from there (an entry holds a page at most once). */
+    if ((entry_tag(&c->hot[idx]) & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
+        c->vpage[victim_of(idx)] == (va & VMMU_PAGE_MASK))
+        goto general;
+
+    /* The PDE from the paging-structure cache; its tag holds va bits
+     * 63:21, so a non-canonical va never matches, and its generation is
+     * PSC_NO_HOST unless the table is RAM with a cached host address. */
+    const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
+    if (pde->tag != (va >> 21) + 1 ||
+        pde->p2m_gen != atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire))
+        goto general;
+    uint64_t pte = __atomic_load_n((const uint64_t *)(const void *)pde->table_host +
+                                       ((va >> VMMU_PAGE_SHIFT) & 511),
+                                   __ATOMIC_ACQUIRE);
+    if ((pte ^ sel) & v->warm_chk[v->arg_access])
+        goto general; /* not present, A (or D) clear, or a reserved bit */
+
+    /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
+     * that passed the reserved-bit check is XD (without EFER.NXE it is
+     * reserved). */
+    unsigned row = c->rights[psc_rights_index(pde, pte)];
+    if (__builtin_expect(v->pk_on, 0)) {
+        /* The key's verdict, and the context now holds that key. */
+        _Static_assert(RIGHTS_USER << 1 == 16, "key index: user pages from 16");
+        unsigned k = (unsigned)(pte >> 59 & 0xf) | (row & RIGHTS_USER) << 1;
+        row &= c->key_rights[k];
+        c->keys |= 1u << k;
+    }
+    if (!(row & sel & (7u << RIGHTS_SHIFT)))
+        goto general;
+
+    /* The data page: resident RAM of the cached region (cached under the
+     * generation the PDE was just checked against). */
+    uint64_t gpa = pte & ADDR_MASK_64;
+    if (gpa - v->warm_lo >= v->warm_size || v->warm_gen != pde->p2m_gen)
+        return warm_region_miss(v, va, gpa);
+    unsigned state = __atomic_load_n((const uint8_t *)(v->warm_state + (gpa >> VMMU_PAGE_SHIFT)),
+                                     __ATOMIC_ACQUIRE);
+    if (state & VMMU_PAGE_PAGED_OUT)
+        goto general;
+
+    /* Comparators from this context's rights, as the general path builds
+     * them: a write needs D already set, and a code page flags writes.
+     * The cold entry: the PTE's address, G (with CR4.PGE) and key, then
+     * type RAM, 4 KiB, and the user bit from the rights table. */
+    _Static_assert(VMMU_PAGE_CODE << 6 == VMMU_TLB_FLAG_CODE, "code flag from the state byte");
+    _Static_assert(RIGHTS_USER == COLD_USER, "user bit of a cold entry from the rights table");
+    uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
+                                             : VMMU_TLB_FLAG_NOTDIRTY;
+    uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
+
+    v->warm_fills++;
+    c->fills++;
+    struct vmmu_tlb_entry *e = &c->hot[idx];
+    uint64_t old = entry_tag(e);
+    if (old != VMMU_TLB_CMP_INVALID) {
+        /* The valid occupant (another page: checked above) to its victim slot. */
+        c->vhot[victim_of(idx)] = *e;
+        c->vcold[victim_of(idx)] = c->cold[idx];
+        c->vpage[victim_of(idx)] = old & VMMU_PAGE_MASK;
+    } else {
+        c->used++;
+        log_fill(c, idx);
+    }
+    uint64_t page = va & VMMU_PAGE_MASK;
+    uintptr_t addend = gpa + v->warm_delta - page;
+    e->cmp[VMMU_TLB_READ] =
+        (row & (VMMU_X86_RIGHT_READ << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
+    e->cmp[VMMU_TLB_WRITE] =
+        (row & (VMMU_X86_RIGHT_WRITE << RIGHTS_SHIFT)) ? page | wflags : VMMU_TLB_CMP_INVALID;
+    e->cmp[VMMU_TLB_FETCH] =
+        (row & (VMMU_X86_RIGHT_FETCH << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
+    e->addend = addend;
+    struct tlb_cold *cd = &c->cold[idx];
+    cd->w = w;
+    cd->ident = v->warm_cold1;
+    c->global |= w;
+    v->held |= c->held_bit;
+
+    void *host = (void *)(uintptr_t)(va + addend);
+    struct vmmu_tlb_result *res = v->arg_res;
+    if (res) {
+        res->status = VMMU_TLB_OK;
+        res->host = host;
+        res->gpa = gpa | (va & ~VMMU_PAGE_MASK);
+        res->type = VMMU_MEM_RAM;
+        res->region_id = cold_region_id(cd);
+        res->page_size = VMMU_PAGE_SIZE;
+        res->flags = (sel >> WARM_KIND_SHIFT & 3) == VMMU_TLB_WRITE ? wflags : 0;
+        res->error = 0;
+        res->fault.vector = VMMU_X86_FAULT_NONE;
+        res->fault.error_code = 0;
+        res->fault.cr2 = 0;
+    }
+    return host;
+
+general:
+    return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
+}
+
 void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                     struct vmmu_tlb_result *res)
 {
-    /* The warm miss in a small frame of its own, for accesses the general
-     * path would not reject or split (IA-32e paging: va is not masked). */
-    void *host;
-    if (v && size - 1 < VMMU_PAGE_SIZE && (va & ~VMMU_PAGE_MASK) + size <= VMMU_PAGE_SIZE &&
-        !(access & ~VMMU_X86_ACC_ALL) &&
-        (access & (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH)) !=
-            (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH) &&
-        warm_allowed(v)) {
-        enum vmmu_tlb_kind kind = (access & VMMU_X86_ACC_WRITE)   ? VMMU_TLB_WRITE
-                                  : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
-                                                                  : VMMU_TLB_READ;
-        if (fill_warm(v, va, access, kind, res, &host))
-            return host;
+    /* The warm miss first, for accesses the general path would not reject
+     * for their size or split: size 1..4096 inside one page (size - 1
+     * wraps for 0). */
+    if (__builtin_expect(v != NULL, 1) && !v->warm_off && access <= VMMU_X86_ACC_ALL &&
+        (va & ~VMMU_PAGE_MASK) + (uint64_t)(size - 1u) < VMMU_PAGE_SIZE) {
+        v->arg_size = size;
+        v->arg_access = access;
+        v->arg_res = res;
+        return fill_warm(v, va);
     }
     return fill_general(v, va, size, access, res);
 }

@@ -18,12 +18,12 @@
  * entries are only read behind a valid hot entry.
  *
  * Bookkeeping that keeps invalidation proportional to what a context holds:
- *  - used: valid hot entries (exact); a context with used == 0 and no
- *    victims flushes in O(1).
+ *  - used: valid hot entries (exact); fills: fills since the last flush,
+ *    so a context with fills == 0 holds nothing (victims included).
  *  - filled[]: the indices filled since the last flush, up to
  *    TLB_FILLED_LOG; while it has not overflowed, flushes and scans visit
  *    only those indices instead of the whole table.
- *  - nglobal, nlarge, large_lo/hi, large_shifts, ukeys, skeys: upper bounds
+ *  - global, nlarge, large_lo/hi, large_shifts, keys: upper bounds
  *    (reset by a full flush) that let CR3 writes, INVLPG and key changes
  *    skip contexts that cannot hold what they drop.
  */
@@ -44,56 +44,143 @@ enum tlb_ctx_id { CTX_USER = 0, CTX_SUP = 1, CTX_SUP_AC = 2, CTX_COUNT = 3 };
 /* First bit of the paging-structure caches in vmmu_vcpu::held. */
 #define TLB_HELD_PSC (VMMU_VCPU_PCID_SLOTS * CTX_COUNT)
 _Static_assert(TLB_HELD_PSC + VMMU_VCPU_PCID_SLOTS <= 32, "vmmu_vcpu::held has 32 bits");
-/* Bits of a context's distinct-page sketch (see ctx_resize_target()). */
-#define TLB_SKETCH_BITS 4096u
 /* Page-ins one fill attempts before reporting VMMU_EPAGEDOUT (the host
  * took the page away again each time). */
 #define TLB_PAGEIN_ROUNDS 64
 /* Flushes per resize window (see tlb_ctx_flush()). */
 #define TLB_RESIZE_WINDOW 16
 
-/* What a hot entry was built from. */
+/* What a hot entry was built from, in two words.  The page it translates
+ * is not stored: it is the hot entry's tag (entry_tag()), and a large
+ * page's base is that page with the low page_shift bits cleared.  Its
+ * rights are the hot comparators (a kind is allowed exactly when its
+ * comparator is not VMMU_TLB_CMP_INVALID), and its PCID is the slot's.
+ *
+ * w holds, at the bit positions of an IA-32e PTE where there is one:
+ *   bits 0..2   enum vmmu_mem_type
+ *   bit 3       a user-mode page (its key is in PKRU, else PKRS)
+ *   bits 4..5   page size: 0 = 4 KiB, 1 = 2 MiB, 2 = 4 MiB, 3 = 1 GiB
+ *   bit 8       global (only with CR4.PGE=1 at fill time)
+ *   bits 12..51 the guest-physical 4 KiB page
+ *   bits 59..62 protection key
+ * The other bits are not defined (the warm fill stores the PTE's own
+ * ignored bits there); read w through the cold_*() accessors. */
 struct tlb_cold {
-    uint64_t va;         /* the 4 KiB page translated */
-    uint64_t gpa;        /* its guest-physical page */
-    uint64_t large_base; /* va of the guest page that mapped it (== va for 4 KiB) */
-    uint64_t p2m_gen;    /* P2M generation of the lookup that built it */
-    uint32_t region_id;
-    uint16_t pcid;
-    uint8_t page_shift;  /* 12, 21, 22 or 30 */
-    uint8_t global;
-    uint8_t rights;      /* VMMU_X86_RIGHT_* in its context */
-    uint8_t user;        /* a user-mode page (its key is in PKRU, else PKRS) */
-    uint8_t pkey;
-    uint8_t type;        /* enum vmmu_mem_type */
+    uint64_t w;
+    /* Region id in bits 0..31; the low 32 bits of the P2M generation of
+     * the lookup that built the entry in bits 32..63 (for diagnostics:
+     * host-initiated changes drop entries through src/sync, not by
+     * generation). */
+    uint64_t ident;
 };
+
+#define COLD_TYPE_MASK 7ull
+#define COLD_USER (1ull << 3)
+#define COLD_SIZE_SHIFT 4
+#define COLD_GLOBAL (1ull << 8) /* = VMMU_X86_PTE_G */
+#define COLD_ADDR 0x000ffffffffff000ull
+#define COLD_PKEY_SHIFT 59
+/* The bits of an IA-32e PTE a warm fill keeps: address, G (when CR4.PGE=1)
+ * and the key; everything below bit 8 is replaced by the fields above. */
+#define COLD_PTE_KEEP (~0xffull)
+
+static inline uint64_t cold_gpa(const struct tlb_cold *cd)
+{
+    return cd->w & COLD_ADDR;
+}
+static inline unsigned cold_type(const struct tlb_cold *cd)
+{
+    return (unsigned)(cd->w & COLD_TYPE_MASK);
+}
+static inline bool cold_user(const struct tlb_cold *cd)
+{
+    return (cd->w & COLD_USER) != 0;
+}
+static inline bool cold_global(const struct tlb_cold *cd)
+{
+    return (cd->w & COLD_GLOBAL) != 0;
+}
+static inline unsigned cold_pkey(const struct tlb_cold *cd)
+{
+    return (unsigned)(cd->w >> COLD_PKEY_SHIFT) & 0xf;
+}
+static inline uint32_t cold_region_id(const struct tlb_cold *cd)
+{
+    return (uint32_t)cd->ident;
+}
+static inline uint64_t cold_ident(uint32_t region_id, uint64_t p2m_gen)
+{
+    return (uint64_t)region_id | (p2m_gen & 0xffffffffu) << 32;
+}
+/* log2 of the size of the guest page: 12, 21, 22 or 30. */
+static inline unsigned cold_page_shift(const struct tlb_cold *cd)
+{
+    return (0x1e16150cu >> (8 * ((cd->w >> COLD_SIZE_SHIFT) & 3))) & 0xff;
+}
+/* The size field for a page of 1 << @shift bytes (12, 21, 22 or 30). */
+static inline uint64_t cold_size_bits(unsigned shift)
+{
+    uint64_t code = shift == 21 ? 1 : shift == 22 ? 2 : shift == 30 ? 3 : 0;
+    return code << COLD_SIZE_SHIFT;
+}
+
+/* The page a hot entry translates and whether it is valid, in one value:
+ * the AND of its comparators.  VMMU_TLB_CMP_INVALID when the entry is
+ * invalid (every comparator is), else the page in bits 12..63. */
+static inline uint64_t entry_tag(const struct vmmu_tlb_entry *e)
+{
+    return e->cmp[0] & e->cmp[1] & e->cmp[2];
+}
+static inline bool entry_valid(const struct vmmu_tlb_entry *e)
+{
+    return entry_tag(e) != VMMU_TLB_CMP_INVALID;
+}
+/* Whether @e is a valid entry for the 4 KiB page @page. */
+static inline bool entry_holds(const struct vmmu_tlb_entry *e, uint64_t page)
+{
+    uint64_t tag = entry_tag(e);
+    return tag != VMMU_TLB_CMP_INVALID && (tag & VMMU_PAGE_MASK) == page;
+}
+static inline uint64_t entry_page(const struct vmmu_tlb_entry *e)
+{
+    return entry_tag(e) & VMMU_PAGE_MASK;
+}
 
 struct tlb_ctx {
     struct vmmu_tlb_entry *hot;
     struct tlb_cold *cold;
+    unsigned mask; /* n - 1 */
     unsigned n;    /* entries, power of two */
     unsigned used; /* valid hot entries */
+    /* Fills since the last flush (0: the context holds nothing, victims
+     * included); also the resize rule's upper bound on demand. */
+    unsigned fills;
     unsigned nfilled;
     uint16_t filled[TLB_FILLED_LOG];
-    unsigned nglobal, nlarge;
+    unsigned nlarge;
+    uint64_t global;             /* COLD_GLOBAL set if an entry may be global (other bits: noise) */
     uint64_t large_lo, large_hi; /* [lo, hi) covers every large-page-derived entry */
     unsigned large_shifts;       /* bit s set: entries from pages of 1 << s bytes */
-    uint16_t ukeys, skeys;       /* protection keys of user / supervisor pages held */
-    /* Resize window (see tlb_ctx_flush()): fills since the last flush, the
-     * peak demand over the window, flushes in the window. */
-    unsigned fills, peak, window;
-    /* Distinct pages filled since the last flush, counted as bits set in
-     * a 4096-bit sketch (pages hashed; linear counting, see
-     * ctx_resize_target()). */
-    unsigned sketch_bits;
-    uint64_t sketch[TLB_SKETCH_BITS / 64];
+    /* Protection keys held: bit k for supervisor pages with key k, bit
+     * 16 + k for user pages (only entries filled while CR4.PKE or CR4.PKS
+     * was set count; turning either on flushes every context). */
+    uint32_t keys;
+    /* Resize window (see tlb_ctx_flush()): the peak demand over the
+     * window, flushes in the window. */
+    unsigned peak, window;
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
-    /* Victims: valid entries pushed out of hot[] by a fill. */
+    /* The warm miss's rights for this context: vmmu_vcpu::rights_tab[id]
+     * and vmmu_vcpu::key_tab[id]. */
+    const uint16_t *rights;
+    const uint16_t *key_rights;
+    /* Victims: valid entries pushed out of hot[] by a fill, direct-mapped:
+     * the entry pushed out of index i goes to victim i % VMMU_TLB_VICTIMS. */
     struct vmmu_tlb_entry vhot[VMMU_TLB_VICTIMS];
     struct tlb_cold vcold[VMMU_TLB_VICTIMS];
-    unsigned vused, vnext;
-    uint64_t vtags; /* byte i: victim_tag() of victim i's page, 0 if empty */
+    /* The page of each valid victim, VMMU_TLB_CMP_INVALID for an empty
+     * slot (the warm miss's check that a page is not a victim). */
+    uint64_t vpage[VMMU_TLB_VICTIMS];
 };
 
 /* Paging-structure caches of one PCID (4- and 5-level paging).  Level L
@@ -109,11 +196,31 @@ struct psc_entry {
     uint64_t tag;        /* (va >> level shift) + 1; 0 = empty */
     uint64_t table;      /* gpa of the table this entry references */
     uint8_t *table_host; /* host address of that table (RAM), else NULL */
-    uint64_t p2m_gen;    /* generation under which table_host was looked up */
+    /* Generation under which table_host was looked up; PSC_NO_HOST when
+     * table_host is NULL, so one compare with the current generation
+     * tells the warm miss it may read the table through table_host. */
+    uint64_t p2m_gen;
     uint32_t region_id;  /* region of the table (for dirty logging of A/D updates) */
     bool user, writable, nx; /* rights accumulated down to and including this entry */
-    uint8_t bits;            /* the same as user | writable << 1 | nx << 2 */
+    /* The same as (nx | writable << 1 | user << 2) << 3: the upper half of
+     * the warm miss's rights index (psc_rights_index()). */
+    uint8_t pbits;
 };
+
+/* No live generation: the P2M's starts at 1 and only counts up. */
+#define PSC_NO_HOST (~0ull)
+
+/* The warm miss's index into a context's rights table: the accumulated
+ * upper-level bits of @pde and the PTE's XD, R/W and U/S (bits 63, 1, 2),
+ * as (XD | R/W << 1 | U/S << 2) of each. */
+static inline unsigned psc_rights_index(const struct psc_entry *pde, uint64_t pte)
+{
+    return pde->pbits | (unsigned)(pte & 6) | (unsigned)(pte >> 63);
+}
+/* Rights table entries: VMMU_X86_RIGHT_* << RIGHTS_SHIFT, and RIGHTS_USER
+ * when the leaf is a user-mode page. */
+#define RIGHTS_SHIFT 8
+#define RIGHTS_USER (1u << 3)
 
 struct tlb_psc {
     unsigned count; /* entries stored since the last flush */
@@ -143,23 +250,51 @@ struct vmmu_vcpu {
      * paging-structure cache.  A flush of everything visits only these,
      * so flushing a vCPU that holds nothing touches no table. */
     uint32_t held;
-    /* The warm miss's view of the current slot (set by vmmu__tlb_select()):
-     * the current context and the supervisor one (implicit accesses), the
-     * paging-structure caches, the PCID, VMMU_X86_PTE_G if CR4.PGE=1, and
-     * the rights of a leaf in each context by its bits U | R/W << 1 |
-     * XD << 2, without protection keys, for CR0.WP | CR4.SMEP | CR4.SMAP
-     * equal to rights_key. */
-    struct tlb_ctx *fill_cur, *fill_sup;
+    /* The warm miss's view (set by vmmu__tlb_select() and
+     * vmmu__tlb_warm_refresh()).  warm_off is non-zero when the warm path
+     * must not run: not 4- or 5-level paging, or the benchmarks' psc_off,
+     * or the access part's replay latch or watchpoints.  fill_ctx[0] is the
+     * current context, fill_ctx[1] the supervisor one (implicit accesses);
+     * fill_psc the current slot's paging-structure caches; cold_keep the
+     * PTE bits a cold entry keeps (G only with CR4.PGE=1); pk_on whether
+     * CR4.PKE or CR4.PKS is set (keys then decide rights); rights_tab the
+     * rights of a leaf in each context by psc_rights_index(), without
+     * protection keys, for CR0.WP | CR4.SMEP | CR4.SMAP equal to
+     * rights_key. */
+    uint8_t warm_off;
+    bool pk_on;
+    /* The warm miss's PTE check by access (VMMU_X86_ACC_*): the bits a PTE
+     * must have (P, A, and D for a write) and the reserved ones, so that
+     * ((pte ^ need) & warm_chk[access]) is 0 exactly when the PTE passes
+     * (need: the low bits of warm_sel[access]). */
+    uint64_t warm_chk[16];
+    /* vmmu_tlb_fill()'s other arguments, kept here while the warm miss
+     * runs so that it holds only the vCPU and the address in registers. */
+    unsigned arg_size, arg_access;
+    struct vmmu_tlb_result *arg_res;
+    struct tlb_ctx *fill_ctx[2];
     struct tlb_psc *fill_psc;
-    uint64_t fill_gmask;
+    uint64_t cold_keep;
     uint64_t rights_key;
-    uint16_t fill_pcid;
-    uint8_t rights_tab[CTX_COUNT][8];
+    uint16_t rights_tab[CTX_COUNT][64];
+    /* With CR4.PKE or CR4.PKS: the rights a key leaves in each context, by
+     * key index pkey | user-page << 4, as a mask of rights_tab entries,
+     * for PKRU, PKRS, CR0.WP and CR4.PKE/PKS as remembered in keys_key[]. */
+    uint64_t keys_key[3];
+    uint16_t key_tab[CTX_COUNT][32];
     /* The region of the last warm miss's data page, under P2M generation
-     * warm_region_gen. */
-    const struct vmmu_region *warm_region;
-    uint64_t warm_region_gen;
-    bool psc_off; /* benchmarks: walk from the top on every miss */
+     * warm_gen (a region is removed, or starts dirty logging, only with a
+     * new generation, and is freed only after a grace period): its
+     * guest-physical range [warm_lo, warm_lo + warm_size), host address
+     * minus gpa, its state bytes indexed by gfn, and the second word of a
+     * cold entry for it. */
+    uint64_t warm_gen, warm_lo, warm_size;
+    uintptr_t warm_delta, warm_state;
+    uint64_t warm_cold1;
+    /* Warm misses served (each is a miss, a walk, a PSC hit and a fill in
+     * the statistics: vmmu_vcpu_stats() adds it to those four). */
+    uint64_t warm_fills;
+    bool psc_off; /* benchmarks: walk from the top on every miss (then vmmu__tlb_warm_refresh()) */
     bool resize_qemu; /* benchmarks: QEMU's 30/70 % resize rule instead of the demand rule */
     struct sync_slot *sync; /* src/sync: this vCPU's id and request slot */
     /* The access part (src/access/), which sits on the TLB, keeps its
@@ -192,6 +327,8 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
                               bool nonglobal_only);
 /* Point vcpu->fast at the current slot and context. */
 void vmmu__tlb_select(struct vmmu_vcpu *v);
+/* Recompute vmmu_vcpu::warm_off after psc_off, latch_walks or watch_kinds change. */
+void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v);
 
 /* ---- psc ----------------------------------------------------------------- */
 void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p);

@@ -102,7 +102,7 @@ static void flush_keys(struct vmmu_vcpu *v, uint16_t keys, bool user)
     for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
         for (unsigned c = 0; c < CTX_COUNT; c++) {
             struct tlb_ctx *ctx = &v->slot[i].ctx[c];
-            if ((user ? ctx->ukeys : ctx->skeys) & keys) {
+            if (ctx->keys & (user ? (uint32_t)keys << 16 : keys)) {
                 vmmu__tlb_ctx_flush(v, ctx);
                 any = true;
             }
@@ -198,6 +198,8 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
             }
             v->slot[i].ctx[c].held_bit = 1u << (i * CTX_COUNT + c);
             v->slot[i].ctx[c].id = (uint8_t)c;
+            v->slot[i].ctx[c].rights = v->rights_tab[c];
+            v->slot[i].ctx[c].key_rights = v->key_tab[c];
         }
         v->slot[i].psc.held_bit = 1u << (TLB_HELD_PSC + i);
     }
@@ -314,8 +316,16 @@ int vmmu_vcpu_set_cr4(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
          * with AC=1: the SUP_AC context keeps its rights. */
         flush_contexts(v, 1u << CTX_SUP);
     }
-    flush_keys(v, keys_tightened(eff_pkru(&old), eff_pkru(&v->pg)), true);
-    flush_keys(v, keys_tightened(eff_pkrs(&old), eff_pkrs(&v->pg)), false);
+    if (changed & now & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) {
+        /* Keys start to count: the contexts know the keys they hold only
+         * for entries filled while CR4.PKE or CR4.PKS was set (the warm
+         * miss does not track keys without them), so drop every context
+         * rather than only those holding keys PKRU/PKRS now restrict. */
+        flush_contexts(v, (1u << CTX_COUNT) - 1);
+    } else {
+        flush_keys(v, keys_tightened(eff_pkru(&old), eff_pkru(&v->pg)), true);
+        flush_keys(v, keys_tightened(eff_pkrs(&old), eff_pkrs(&v->pg)), false);
+    }
     vmmu__tlb_select(v);
     return 0;
 }
@@ -333,6 +343,7 @@ int vmmu_vcpu_set_efer(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_faul
      * included, which hold the accumulated XD. */
     if ((old ^ v->pg.efer) & VMMU_X86_EFER_NXE)
         flush_everything(v);
+    vmmu__tlb_select(v); /* the warm miss's reserved bits (XD with NXE=0) */
     return 0;
 }
 
@@ -499,6 +510,12 @@ int vmmu_vcpu_stats(const struct vmmu_vcpu *v, struct vmmu_tlb_stats *out)
         return VMMU_EINVAL;
     *out = v->stats;
     out->hits = v->fast.hits;
+    /* A warm miss is a miss, a walk resumed below the paging-structure
+     * caches, and a fill. */
+    out->misses += v->warm_fills;
+    out->walks += v->warm_fills;
+    out->psc_hits += v->warm_fills;
+    out->fills += v->warm_fills;
     return 0;
 }
 
@@ -508,6 +525,7 @@ int vmmu_vcpu_stats_reset(struct vmmu_vcpu *v)
         return VMMU_EINVAL;
     memset(&v->stats, 0, sizeof(v->stats));
     v->fast.hits = 0;
+    v->warm_fills = 0;
     return 0;
 }
 

@@ -80,7 +80,7 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         uint64_t table = levels[i + 1].gpa & VMMU_PAGE_MASK;
         struct vmmu_p2m_entry m;
         pe->table_host = NULL;
-        pe->p2m_gen = 0;
+        pe->p2m_gen = PSC_NO_HOST;
         pe->region_id = 0;
         if (vmmu_p2m_lookup(v->vm, table, &m) == 0 && m.type == VMMU_MEM_RAM && m.hva) {
             pe->table_host = m.hva;
@@ -92,7 +92,7 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
-        pe->bits = (uint8_t)((user ? 1u : 0u) | (writable ? 2u : 0u) | (nx ? 4u : 0u));
+        pe->pbits = (uint8_t)(((nx ? 1u : 0u) | (writable ? 2u : 0u) | (user ? 4u : 0u)) << 3);
         p->count++;
         v->held |= p->held_bit;
     }
