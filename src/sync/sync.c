@@ -333,8 +333,8 @@ static void ctx_drop_gpas(struct tlb_ctx *c, const struct sync_pending *p)
         }
     }
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
-        const struct vmmu_tlb_entry *e = &c->vhot[i];
-        if (entry_valid(e) && gpa_hit(p, cold_gpa(&c->vcold[i])))
+        const struct vmmu_tlb_entry *e = &c->victim[i].hot;
+        if (entry_valid(e) && gpa_hit(p, cold_gpa(&c->victim[i].cold)))
             vmmu__tlb_ctx_flush_page(c, entry_page(e), false, false);
     }
 }

@@ -44,7 +44,7 @@ static void entry_clear(struct vmmu_tlb_entry *e)
 static bool victims_any(const struct tlb_ctx *c)
 {
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
-        if (entry_valid(&c->vhot[i]))
+        if (entry_valid(&c->victim[i].hot))
             return true;
     return false;
 }
@@ -60,8 +60,8 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
     c->large_shifts = 0;
     c->keys = 0;
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
-        entry_clear(&c->vhot[i]);
-        c->vpage[i] = VMMU_TLB_CMP_INVALID;
+        entry_clear(&c->victim[i].hot);
+        c->victim[i].page = VMMU_TLB_CMP_INVALID;
     }
     c->fills = 0;
 }
@@ -232,8 +232,8 @@ static void ctx_drop(struct tlb_ctx *c, unsigned idx)
 
 static void victim_drop(struct tlb_ctx *c, unsigned i)
 {
-    entry_clear(&c->vhot[i]);
-    c->vpage[i] = VMMU_TLB_CMP_INVALID;
+    entry_clear(&c->victim[i].hot);
+    c->victim[i].page = VMMU_TLB_CMP_INVALID;
 }
 
 void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
@@ -248,7 +248,7 @@ void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
             ctx_drop(c, idx);
     });
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
-        if (entry_valid(&c->vhot[i]) && !cold_global(&c->vcold[i]))
+        if (entry_valid(&c->victim[i].hot) && !cold_global(&c->victim[i].cold))
             victim_drop(c, i);
 }
 
@@ -310,8 +310,8 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
         }
     }
     for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
-        const struct vmmu_tlb_entry *e = &c->vhot[i];
-        const struct tlb_cold *cd = &c->vcold[i];
+        const struct vmmu_tlb_entry *e = &c->victim[i].hot;
+        const struct tlb_cold *cd = &c->victim[i].cold;
         if (!entry_valid(e) || !cold_selected(cd, global_only, nonglobal_only))
             continue;
         unsigned s = cold_page_shift(cd);
@@ -541,9 +541,9 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx, uin
     uint64_t old = entry_tag(&c->hot[idx]);
     if (old != VMMU_TLB_CMP_INVALID) {
         if ((old & VMMU_PAGE_MASK) != page) {
-            c->vhot[victim_of(idx)] = c->hot[idx];
-            c->vcold[victim_of(idx)] = c->cold[idx];
-            c->vpage[victim_of(idx)] = old & VMMU_PAGE_MASK;
+            c->victim[victim_of(idx)].hot = c->hot[idx];
+            c->victim[victim_of(idx)].cold = c->cold[idx];
+            c->victim[victim_of(idx)].page = old & VMMU_PAGE_MASK;
         }
     } else {
         c->used++;
@@ -562,16 +562,16 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx, uin
 static bool victim_take(struct tlb_ctx *c, unsigned idx, uint64_t page, enum vmmu_tlb_kind kind)
 {
     unsigned vi = victim_of(idx);
-    struct vmmu_tlb_entry *ve = &c->vhot[vi];
+    struct vmmu_tlb_entry *ve = &c->victim[vi].hot;
     if (!entry_holds(ve, page) || (ve->cmp[kind] & ~VMMU_TLB_FLAGS_MASK) != page ||
         (ve->cmp[kind] & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID)))
         return false;
     struct vmmu_tlb_entry e = *ve;
-    struct tlb_cold cd = c->vcold[vi];
+    struct tlb_cold cd = c->victim[vi].cold;
     if (entry_valid(&c->hot[idx])) {
         *ve = c->hot[idx];
-        c->vcold[vi] = c->cold[idx];
-        c->vpage[vi] = entry_page(ve);
+        c->victim[vi].cold = c->cold[idx];
+        c->victim[vi].page = entry_page(ve);
     } else {
         victim_drop(c, vi);
         c->used++;
@@ -790,9 +790,20 @@ static void *fill_warm(struct vmmu_vcpu *v, uint64_t va);
 static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uint64_t va,
                                                         uint64_t gpa)
 {
+    /* Acquire: the regions of this generation are read below. */
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
     if (!warm_region(v, gpa, gen))
         return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
+    return fill_warm(v, va);
+}
+
+/* The cached region belongs to another P2M generation: forget it (the
+ * next check of the data page then caches the page's region). */
+static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, uint64_t va,
+                                                          uint64_t gen)
+{
+    v->warm_gen = gen;
+    v->warm_size = 0;
     return fill_warm(v, va);
 }
 
@@ -820,22 +831,28 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     unsigned sel = warm_sel[v->arg_access];
     struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    uint64_t old = entry_tag(&c->hot[idx]);
     /* The page already in the table or its victim slot: the general path
      * answers from there (an entry holds a page at most once). */
-    if ((entry_tag(&c->hot[idx]) & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
-        c->vpage[victim_of(idx)] == (va & VMMU_PAGE_MASK))
+    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
+        c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK))
         goto general;
 
     /* The PDE from the paging-structure cache; its tag holds va bits
      * 63:21, so a non-canonical va never matches, and its generation is
      * PSC_NO_HOST unless the table is RAM with a cached host address. */
+    /* Relaxed loads of the generation, the PTE and the state byte:
+     * nothing read below was published by their writers, and the host
+     * pages they name stay mapped until this vCPU's next safe point. */
     const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
-    if (pde->tag != (va >> 21) + 1 ||
-        pde->p2m_gen != atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire))
+    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_relaxed);
+    if (pde->tag != (va >> 21) + 1 || pde->p2m_gen != gen)
         goto general;
+    if (v->warm_gen != gen)
+        return warm_region_forget(v, va, gen);
     uint64_t pte = __atomic_load_n((const uint64_t *)(const void *)pde->table_host +
                                        ((va >> VMMU_PAGE_SHIFT) & 511),
-                                   __ATOMIC_ACQUIRE);
+                                   __ATOMIC_RELAXED);
     if ((pte ^ sel) & v->warm_chk[v->arg_access])
         goto general; /* not present, A (or D) clear, or a reserved bit */
 
@@ -854,12 +871,12 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
         goto general;
 
     /* The data page: resident RAM of the cached region (cached under the
-     * generation the PDE was just checked against). */
+     * generation just checked). */
     uint64_t gpa = pte & ADDR_MASK_64;
-    if (gpa - v->warm_lo >= v->warm_size || v->warm_gen != pde->p2m_gen)
+    if (gpa - v->warm_lo >= v->warm_size)
         return warm_region_miss(v, va, gpa);
     unsigned state = __atomic_load_n((const uint8_t *)(v->warm_state + (gpa >> VMMU_PAGE_SHIFT)),
-                                     __ATOMIC_ACQUIRE);
+                                     __ATOMIC_RELAXED);
     if (state & VMMU_PAGE_PAGED_OUT)
         goto general;
 
@@ -876,12 +893,11 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     v->warm_fills++;
     c->fills++;
     struct vmmu_tlb_entry *e = &c->hot[idx];
-    uint64_t old = entry_tag(e);
     if (old != VMMU_TLB_CMP_INVALID) {
         /* The valid occupant (another page: checked above) to its victim slot. */
-        c->vhot[victim_of(idx)] = *e;
-        c->vcold[victim_of(idx)] = c->cold[idx];
-        c->vpage[victim_of(idx)] = old & VMMU_PAGE_MASK;
+        c->victim[victim_of(idx)].hot = *e;
+        c->victim[victim_of(idx)].cold = c->cold[idx];
+        c->victim[victim_of(idx)].page = old & VMMU_PAGE_MASK;
     } else {
         c->used++;
         log_fill(c, idx);

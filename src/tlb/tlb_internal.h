@@ -146,6 +146,17 @@ static inline uint64_t entry_page(const struct vmmu_tlb_entry *e)
     return entry_tag(e) & VMMU_PAGE_MASK;
 }
 
+/* A victim: an entry pushed out of a table, and its page
+ * (VMMU_TLB_CMP_INVALID when the slot is empty: the warm miss checks that
+ * a page is not a victim with one compare). */
+struct tlb_victim {
+    struct vmmu_tlb_entry hot;
+    struct tlb_cold cold;
+    uint64_t page;
+    uint64_t pad_;
+};
+_Static_assert(sizeof(struct tlb_victim) == 64, "a victim is one cache line");
+
 struct tlb_ctx {
     struct vmmu_tlb_entry *hot;
     struct tlb_cold *cold;
@@ -176,11 +187,7 @@ struct tlb_ctx {
     const uint16_t *key_rights;
     /* Victims: valid entries pushed out of hot[] by a fill, direct-mapped:
      * the entry pushed out of index i goes to victim i % VMMU_TLB_VICTIMS. */
-    struct vmmu_tlb_entry vhot[VMMU_TLB_VICTIMS];
-    struct tlb_cold vcold[VMMU_TLB_VICTIMS];
-    /* The page of each valid victim, VMMU_TLB_CMP_INVALID for an empty
-     * slot (the warm miss's check that a page is not a victim). */
-    uint64_t vpage[VMMU_TLB_VICTIMS];
+    struct tlb_victim victim[VMMU_TLB_VICTIMS];
 };
 
 /* Paging-structure caches of one PCID (4- and 5-level paging).  Level L
