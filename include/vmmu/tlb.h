@@ -330,6 +330,8 @@ struct vmmu_tlb_stats {
     uint64_t misses;        /**< slow-path calls that had to walk */
     uint64_t walks;         /**< page walks started (full or resumed) */
     uint64_t psc_hits;      /**< walks that resumed below a paging-structure-cache entry */
+    uint64_t warm_misses;   /**< of those, misses served by the short path: one PTE read, a
+                                 4 KiB RAM page, nothing to set (A, and D for a write, already set) */
     uint64_t fills;         /**< entries written into a table */
     uint64_t faults;        /**< slow-path calls that ended in a fault */
     uint64_t not_ram;       /**< slow-path calls that ended in MMIO/device/hole */

@@ -184,6 +184,7 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
         return VMMU_ENOMEM;
     memset(v, 0, sizeof(*v));
     v->rights_key = ~0ull; /* no rights table yet (vmmu__tlb_select() builds it) */
+    v->keys_key[0] = ~0ull; /* no key tables yet either */
     int rc = vmmu_x86_paging_init(&v->pg, vm, cpu);
     if (rc) {
         free(v);
@@ -516,6 +517,7 @@ int vmmu_vcpu_stats(const struct vmmu_vcpu *v, struct vmmu_tlb_stats *out)
     out->walks += v->warm_fills;
     out->psc_hits += v->warm_fills;
     out->fills += v->warm_fills;
+    out->warm_misses = v->warm_fills;
     return 0;
 }
 

@@ -118,6 +118,7 @@ static void a_warm_miss_reads_and_leaves_the_first_write_to_set_d(void **state)
     assert_int_equal(r.gpa, DATA(2) + 8);
     assert_int_equal(r.page_size, 4096);
     assert_int_equal(stats(f).psc_hits, 1);
+    assert_int_equal(stats(f).warm_misses, 1);
     assert_int_equal(get64(&f->t.env, pte) & E_D, 0);
     assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA + 4096, 8)); /* D clear: no write comparator */
     assert_non_null(tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, NULL));
@@ -170,16 +171,29 @@ static void a_warm_miss_under_cr4_pke_asks_the_key(void **state)
     /* Fetches are not the key's business: a warm miss serves them. */
     assert_ptr_equal(tacc(&f->t, VA + 4096, 1, VMMU_X86_ACC_FETCH, NULL), hpa(&f->t, DATA(2)));
     assert_int_equal(stats(f).psc_hits, 2);
+    assert_int_equal(stats(f).warm_misses, 1); /* the fetch; the read faulted */
     /* Key 5 is free: a warm miss reads, and the context now holds key 5,
      * so forbidding it drops the entry. */
     vmmu_vcpu_stats_reset(f->t.vcpu);
     assert_ptr_equal(tacc(&f->t, VA + 8192, 8, 0, NULL), hpa(&f->t, DATA(3)));
-    assert_int_equal(stats(f).psc_hits, 1);
+    assert_int_equal(stats(f).warm_misses, 1);
     assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 8192, 8));
     assert_int_equal(vmmu_vcpu_set_pkru(f->t.vcpu, PKRU_AD(3) | PKRU_AD(5), &fault), 0);
     assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 8192, 8));
     assert_null(tacc(&f->t, VA + 8192, 8, 0, &r));
     assert_int_equal(r.fault.error_code, VMMU_X86_PF_P | VMMU_X86_PF_U | VMMU_X86_PF_PK);
+}
+
+static void keys_that_forbid_nothing_leave_the_warm_miss_its_speed(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D | KEY(2));
+    tmap(&f->t, f->root, VA + 4096, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D | KEY(7));
+    tlb_load(&f->t, f->root, R_CR4_PKE, 0, 0); /* PKRU = 0, CR0.WP = 0 */
+    assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_ptr_equal(tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, NULL), hpa(&f->t, DATA(2)));
+    assert_int_equal(stats(f).warm_misses, 1);
 }
 
 static void turning_cr4_pke_on_drops_what_was_filled_without_keys(void **state)
@@ -220,7 +234,9 @@ static void dirty_logging_started_after_a_warm_miss_still_sees_the_next_write(vo
     /* Before this vCPU's next safe point (which drops what it holds of the
      * region), a miss on another page of the region must not trust the
      * cached region: the read leaves writes to the slow path ... */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
     assert_ptr_equal(tacc(&f->t, VA + 8192, 8, 0, NULL), hpa(&f->t, DATA(3)));
+    assert_int_equal(stats(f).warm_misses, 0);
     assert_null(vmmu_tlb_lookup_write(f->t.vcpu, VA + 8192, 8));
     /* ... which marks the page dirty, and only that page. */
     assert_non_null(tacc(&f->t, VA + 8192, 8, VMMU_X86_ACC_WRITE, NULL));
@@ -338,6 +354,7 @@ int main(void)
         T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
         T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),
         T(a_warm_miss_under_cr4_pke_asks_the_key),
+        T(keys_that_forbid_nothing_leave_the_warm_miss_its_speed),
         T(turning_cr4_pke_on_drops_what_was_filled_without_keys),
         T(dirty_logging_started_after_a_warm_miss_still_sees_the_next_write),
         T(a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush),

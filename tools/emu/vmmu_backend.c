@@ -685,6 +685,7 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         t.misses += vt.misses;
         t.walks += vt.walks;
         t.psc_hits += vt.psc_hits;
+        t.warm_misses += vt.warm_misses;
         t.fills += vt.fills;
         t.not_ram += vt.not_ram;
         t.flush_all += vt.flush_all;
@@ -714,8 +715,9 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
             "%llu misses\n", pct(t.hits + t.slow_hits + t.victim_hits, s.pieces),
             (unsigned long long)t.hits, (unsigned long long)t.slow_hits,
             (unsigned long long)t.victim_hits, (unsigned long long)t.misses);
-    fprintf(out, "page walks:         %llu (%llu resumed from paging-structure caches), "
-            "%llu faults\n", (unsigned long long)t.walks, (unsigned long long)t.psc_hits,
+    fprintf(out, "page walks:         %llu (%llu resumed from paging-structure caches, "
+            "%llu of them one PTE read), %llu faults\n", (unsigned long long)t.walks,
+            (unsigned long long)t.psc_hits, (unsigned long long)t.warm_misses,
             (unsigned long long)s.faults);
     fprintf(out, "TLB flushes:        %llu all, %llu PCID, %llu page, %llu PCID switches\n",
             (unsigned long long)t.flush_all, (unsigned long long)t.flush_pcid,
