@@ -93,6 +93,7 @@ static int ctx_alloc(struct tlb_ctx *c, unsigned n)
         return VMMU_ENOMEM;
     }
     memset(hot, 0xff, (size_t)n * sizeof(*hot));
+    memset(cold, 0, (size_t)n * sizeof(*cold)); /* touched at the resize, not by the first fills */
     free(c->hot);
     free(c->cold);
     c->hot = hot;
