@@ -5,9 +5,14 @@
  *   tlb/hit_ns            8-byte guest reads that hit: inline lookup + the load
  *   tlb/raw_load_ns       baseline, same run: the same loads at host = va + constant
  *   tlb/miss_warm_ns      reads that miss the TLB and resume the walk from the
- *                         paging-structure caches (one PTE read), then fill
- *   tlb/miss_cold_ns      reads that miss with the paging-structure caches off:
+ *                         paging-structure caches (one PTE read), then fill;
+ *                         16384 linear pages over the 64 data pages of the hit
+ *                         figures, so the read itself hits the data caches
+ *   tlb/miss_cold_ns      the same reads with the paging-structure caches off:
  *                         a full 4-level walk, then fill
+ *   tlb/miss_warm_spread_ns  warm misses whose reads land anywhere in 16 MiB
+ *                         (4096 data pages): each read also misses the data caches
+ *   tlb/raw_spread_ns     baseline, same run: those reads without the TLB
  *   tlb/hit_jit_ns        the same reads through the JIT sequence of vmmu/tlb.h (BMI hosts)
  *   tlb/hit_lookup_ns     the same reads through vmmu_tlb_lookup() (tlb/hit_ns: the probe)
  *   tlb/flush_empty_ns    vmmu_vcpu_tlb_flush_all() with nothing cached (12 contexts;
@@ -51,20 +56,30 @@
 #define NPAGES 65536u /* 256 MiB of linear space, 128 page tables */
 #define NADDR (1u << 20) /* addresses drawn before timing */
 static const uint64_t VA_BASE = 0x0000100000000000ull;
+/* A second linear range for the miss benchmarks: NSMALL_VA pages over only
+ * NSMALL data pages (those of the hit benchmark), so that the read after a
+ * miss hits the data caches as a read after a hit does, and the figure is
+ * the miss itself. */
+static const uint64_t VA_SMALL = 0x0000200000000000ull;
+#define NSMALL_VA 16384u
+#define NSMALL 64u
 
 static void setup(struct bench *b)
 {
     uint64_t root = bench_guest_create(b, 128 * MiB, TABLES, "bench_tlb");
     for (uint64_t i = 0; i < NPAGES; i++)
         map(b, root, VA_BASE + i * 4096, DATA + (i % NDATA) * 4096);
+    for (uint64_t i = 0; i < NSMALL_VA; i++)
+        map(b, root, VA_SMALL + i * 4096, DATA + (i % NSMALL) * 4096);
     for (uint64_t i = 0; i < NDATA; i++)
         memset(b->ram + DATA + i * 4096, (int)i, 4096);
     bench_guest_enter(b, root, "bench_tlb");
 }
 
 /* NADDR addresses: a random permutation of @ws pages starting at page
- * @first, repeated, each at a random 8-byte-aligned offset. */
-static uint64_t *addresses(unsigned first, unsigned ws, uint64_t *seed)
+ * @first of the range at @base, repeated, each at a random 8-byte-aligned
+ * offset. */
+static uint64_t *addresses_at(uint64_t base, unsigned first, unsigned ws, uint64_t *seed)
 {
     size_t n = NADDR;
     uint64_t *va = malloc(n * sizeof(*va));
@@ -79,9 +94,14 @@ static uint64_t *addresses(unsigned first, unsigned ws, uint64_t *seed)
         perm[j] = t;
     }
     for (size_t i = 0; i < n; i++)
-        va[i] = VA_BASE + (uint64_t)(first + perm[i % ws]) * 4096 + (bench_rand(seed) % 512) * 8;
+        va[i] = base + (uint64_t)(first + perm[i % ws]) * 4096 + (bench_rand(seed) % 512) * 8;
     free(perm);
     return va;
+}
+
+static uint64_t *addresses(unsigned first, unsigned ws, uint64_t *seed)
+{
+    return addresses_at(VA_BASE, first, ws, seed);
 }
 
 /* The measured loops.  noinline so callgrind and the timer see one loop. */
@@ -175,6 +195,20 @@ static __attribute__((noinline)) uint64_t run_raw(uintptr_t delta, const uint64_
 static uintptr_t raw_delta(struct bench *b)
 {
     return (uintptr_t)(b->ram + DATA) - (uintptr_t)VA_BASE;
+}
+
+/* The raw loop over addresses of the first range beyond its NDATA pages:
+ * the same data reads as through the TLB (page i reads data page
+ * i % NDATA), at host = base + (va - VA_BASE) % (NDATA pages). */
+static __attribute__((noinline)) uint64_t run_raw_wrapped(uintptr_t base, const uint64_t *va,
+                                                          size_t n)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t off = (va[i & (NADDR - 1)] - VA_BASE) & ((uint64_t)NDATA * 4096 - 1);
+        sum += *(const uint64_t *)(base + off);
+    }
+    return sum;
 }
 
 /* Let the table size adapt to @va's working set (resizing happens at flushes). */
@@ -364,7 +398,7 @@ static int callgrind_kernel(const char *kind, size_t n)
         return 0;
     }
     if (!strcmp(kind, "miss_warm")) {
-        uint64_t *va = addresses(0, MISS_WS, &seed);
+        uint64_t *va = addresses_at(VA_SMALL, 0, MISS_WS, &seed);
         bench_keep(run_tlb(b.vcpu, va, MISS_WS));
         bench_keep(run_tlb(b.vcpu, va, n));
         return 0;
@@ -432,7 +466,7 @@ int main(int argc, char **argv)
     bench_figure("tlb/hit_lookup_ns", time_tlb(&b, hit, N), "ns");
     bench_figure("tlb/raw_load_ns", time_raw(&b, hit, N), "ns");
 
-    uint64_t *miss = addresses(0, MISS_WS, &seed);
+    uint64_t *miss = addresses_at(VA_SMALL, 0, MISS_WS, &seed);
     bench_keep(run_tlb(b.vcpu, miss, N));
     bench_figure("tlb/miss_warm_ns", time_tlb(&b, miss, N), "ns");
     b.vcpu->psc_off = true;
@@ -440,6 +474,21 @@ int main(int argc, char **argv)
     bench_figure("tlb/miss_cold_ns", time_tlb(&b, miss, N), "ns");
     b.vcpu->psc_off = false;
     vmmu__tlb_warm_refresh(b.vcpu);
+    /* The same misses with each read landing anywhere in 16 MiB of data
+     * (NDATA pages), and those reads alone without the TLB. */
+    uint64_t *spread = addresses(0, MISS_WS, &seed);
+    bench_keep(run_tlb(b.vcpu, spread, N));
+    bench_figure("tlb/miss_warm_spread_ns", time_tlb(&b, spread, N), "ns");
+    {
+        double runs[BENCH_RUNS];
+        for (int r = 0; r < BENCH_RUNS; r++) {
+            double t0 = bench_now_ns();
+            bench_keep(run_raw_wrapped((uintptr_t)(b.ram + DATA), spread, N));
+            runs[r] = (bench_now_ns() - t0) / (double)N;
+        }
+        bench_figure("tlb/raw_spread_ns", bench_median(runs, BENCH_RUNS), "ns");
+    }
+    free(spread);
 
     vmmu_vcpu_tlb_flush_all(b.vcpu);
     bench_figure("tlb/flush_empty_ns", time_flush_empty(&b), "ns");
