@@ -108,9 +108,9 @@ static int piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64
         return rc;
     }
     if ((pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM) && !pe.hva) {
-        /* Paged out since the first pass: bring it back. */
-        uint8_t byte;
-        rc = vmmu_gpa_read(vm, gpa, &byte, 1, 0, NULL);
+        /* Paged out since the first pass: bring it back (without reading
+         * it: other vCPUs may be writing it). */
+        rc = vmmu__gpa_make_resident(vm, gpa);
         if (rc < 0)
             return rc;
         rc = vmmu_p2m_lookup(vm, gpa, &pe);

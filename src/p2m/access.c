@@ -201,6 +201,14 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
     return 0;
 }
 
+int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)
+{
+    if (!vm || gpa >= 1ull << vm->gpa_bits)
+        return VMMU_ERANGE;
+    uint64_t g = gpa >> VMMU_PAGE_SHIFT, bad;
+    return span_check(vm, p2m_resolve(&vm->p2m, g, NULL), g, g + 1, GPA_READ, 0, &bad);
+}
+
 int vmmu_gpa_read(struct vmmu_vm *vm, uint64_t gpa, void *buf, size_t len, unsigned flags,
                   uint64_t *failed_gpa)
 {

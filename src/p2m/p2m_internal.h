@@ -134,6 +134,11 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
 /* Bytes of P2M metadata: nodes, region records and per-page state arrays. */
 uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm);
 
+/* Make the RAM or ROM page holding @gpa resident (through the page-in
+ * handler if it is paged out) without reading it: 0, VMMU_EHOLE,
+ * VMMU_EDEVICE, VMMU_ERANGE, or the page-in's error. */
+int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa);
+
 int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions);
 void vmmu__p2m_fini(struct vmmu_vm *vm);
 

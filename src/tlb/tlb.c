@@ -591,11 +591,11 @@ static unsigned page_shift_of(uint64_t size)
     return s;
 }
 
-/* Bring a paged-out RAM/ROM page back through the P2M's page-in path. */
+/* Bring a paged-out RAM/ROM page back through the P2M's page-in path
+ * (without reading it: other threads may be writing it). */
 static int page_in(struct vmmu_vm *vm, uint64_t gpa)
 {
-    uint8_t byte;
-    int rc = vmmu_gpa_read(vm, gpa, &byte, 1, 0, NULL);
+    int rc = vmmu__gpa_make_resident(vm, gpa);
     return rc < 0 ? rc : 0;
 }
 
@@ -842,18 +842,18 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     /* The PDE from the paging-structure cache; its tag holds va bits
      * 63:21, so a non-canonical va never matches, and its generation is
      * PSC_NO_HOST unless the table is RAM with a cached host address. */
-    /* Relaxed loads of the generation, the PTE and the state byte:
-     * nothing read below was published by their writers, and the host
-     * pages they name stay mapped until this vCPU's next safe point. */
+    /* Acquire loads of the generation, the PTE and the state byte: the
+     * guest's read through the entry must see what the writer of each
+     * published before it (a page-in's contents above all). */
     const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
-    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_relaxed);
+    uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
     if (pde->tag != (va >> 21) + 1 || pde->p2m_gen != gen)
         goto general;
     if (v->warm_gen != gen)
         return warm_region_forget(v, va, gen);
     uint64_t pte = __atomic_load_n((const uint64_t *)(const void *)pde->table_host +
                                        ((va >> VMMU_PAGE_SHIFT) & 511),
-                                   __ATOMIC_RELAXED);
+                                   __ATOMIC_ACQUIRE);
     if ((pte ^ sel) & v->warm_chk[v->arg_access])
         goto general; /* not present, A (or D) clear, or a reserved bit */
 
@@ -877,7 +877,7 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     if (gpa - v->warm_lo >= v->warm_size)
         return warm_region_miss(v, va, gpa);
     unsigned state = __atomic_load_n((const uint8_t *)(v->warm_state + (gpa >> VMMU_PAGE_SHIFT)),
-                                     __ATOMIC_RELAXED);
+                                     __ATOMIC_ACQUIRE);
     if (state & VMMU_PAGE_PAGED_OUT)
         goto general;
 

@@ -67,10 +67,10 @@ static int read_entry_memory(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
         return 0;
     }
     if (!pe.hva) {
-        /* Paged out: a guest-physical read goes through the pager's
-         * page-in handler; afterwards the page must be resident. */
-        uint64_t ignored;
-        rc = vmmu_gpa_read(vm, gpa, &ignored, size, 0, NULL);
+        /* Paged out: the pager's page-in handler brings it back (without
+         * a copy of the entry: other vCPUs may be writing it); afterwards
+         * the page must be resident. */
+        rc = vmmu__gpa_make_resident(vm, gpa);
         if (rc < 0)
             return rc;
         rc = vmmu_p2m_lookup(vm, gpa, &pe);
