@@ -106,7 +106,7 @@ static uint64_t *addresses(unsigned first, unsigned ws, uint64_t *seed)
 
 /* The measured loops.  noinline so callgrind and the timer see one loop. */
 /* Both loops walk the NADDR-entry address array @n times round-robin. */
-static __attribute__((noinline)) uint64_t run_tlb(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
+static __attribute__((noinline, aligned(64))) uint64_t run_tlb(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
 {
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
@@ -122,7 +122,7 @@ static __attribute__((noinline)) uint64_t run_tlb(struct vmmu_vcpu *v, const uin
 /* The same accesses in the form an interpreter uses: the view (table and
  * mask) held in registers across accesses, reloaded after each slow path,
  * and the probe's answer as the branch. */
-static __attribute__((noinline)) uint64_t run_probe(struct vmmu_vcpu *v, const uint64_t *va,
+static __attribute__((noinline, aligned(64))) uint64_t run_probe(struct vmmu_vcpu *v, const uint64_t *va,
                                                     size_t n)
 {
     uint64_t sum = 0;
@@ -143,7 +143,7 @@ static __attribute__((noinline)) uint64_t run_probe(struct vmmu_vcpu *v, const u
  * (x86-64-v3), written here as the code a JIT emits: the view in registers,
  * then RORX, AND, ANDN, CMP, JNE and the addend's ADD.  The comparison's
  * flags are the branch (asm flag output), exactly like generated code. */
-static __attribute__((noinline)) uint64_t run_jit(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
+static __attribute__((noinline, aligned(64))) uint64_t run_jit(struct vmmu_vcpu *v, const uint64_t *va, size_t n)
 {
     uint64_t sum = 0;
     struct vmmu_tlb_view view = vmmu_tlb_view(v);
@@ -182,7 +182,7 @@ static bool host_has_bmi(void)
     return __builtin_cpu_supports("bmi") && __builtin_cpu_supports("bmi2");
 }
 
-static __attribute__((noinline)) uint64_t run_raw(uintptr_t delta, const uint64_t *va, size_t n)
+static __attribute__((noinline, aligned(64))) uint64_t run_raw(uintptr_t delta, const uint64_t *va, size_t n)
 {
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++) {
@@ -200,7 +200,7 @@ static uintptr_t raw_delta(struct bench *b)
 /* The raw loop over addresses of the first range beyond its NDATA pages:
  * the same data reads as through the TLB (page i reads data page
  * i % NDATA), at host = base + (va - VA_BASE) % (NDATA pages). */
-static __attribute__((noinline)) uint64_t run_raw_wrapped(uintptr_t base, const uint64_t *va,
+static __attribute__((noinline, aligned(64))) uint64_t run_raw_wrapped(uintptr_t base, const uint64_t *va,
                                                           size_t n)
 {
     uint64_t sum = 0;
