@@ -64,6 +64,7 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
         c->victim[i].page = VMMU_TLB_CMP_INVALID;
     }
     c->fills = 0;
+    c->swaps = 0;
 }
 
 /* Distinct pages behind @used valid entries of an @n-entry table after
@@ -149,6 +150,16 @@ static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
     if (demand > c->peak)
         c->peak = demand;
     c->window++;
+    /* Conflict-bound: pages that share an index (regions a power of two
+     * apart, like code, data and stack) keep swapping through the victim
+     * array however few they are.  A table twice as large gives them one
+     * more index bit, and the shrink rule keeps it at least that large
+     * (else it would shrink back into the same conflicts). */
+    if (!v->resize_qemu && c->swaps >= TLB_CONFLICT_SWAPS && c->swaps > c->fills &&
+        n < VMMU_TLB_ENTRIES_MAX && (uint64_t)demand * 100 <= (uint64_t)n * 70) {
+        c->floor = n * 2;
+        return n * 2;
+    }
     if ((uint64_t)demand * 100 > (uint64_t)n * 70 && n < VMMU_TLB_ENTRIES_MAX) {
         if (v->resize_qemu)
             return n * 2;
@@ -168,6 +179,8 @@ static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
                 target *= 2;
             if (target < VMMU_TLB_ENTRIES_MIN)
                 target = VMMU_TLB_ENTRIES_MIN;
+            if (target < c->floor)
+                target = c->floor;
             return target < n ? target : n;
         }
     }
@@ -208,6 +221,25 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
         memset(c->hot, 0xff, (size_t)c->n * sizeof(*c->hot));
     }
     ctx_reset_bounds(c);
+}
+
+/* A context that keeps swapping victims between flushes (a guest that
+ * rarely flushes, with code, data and stack a power of two apart) grows
+ * at once: dropping every entry is what a flush does, and a TLB may drop
+ * entries at any time.  The caller's view of the table is stale after
+ * any call into vmmu anyway. */
+static void ctx_grow_now(struct vmmu_vcpu *v, struct tlb_ctx *c)
+{
+    unsigned target = c->n * 2;
+    if (v->resize_qemu || target > VMMU_TLB_ENTRIES_MAX || ctx_alloc(c, target) != 0)
+        return;
+    v->stats.resize_grow++;
+    v->held &= ~c->held_bit;
+    c->floor = target;
+    c->window = 0;
+    c->peak = 0;
+    ctx_reset_bounds(c);
+    vmmu__tlb_select(v);
 }
 
 static void ctx_drop(struct tlb_ctx *c, unsigned idx)
@@ -665,6 +697,8 @@ again:;
     if (victim_take(c, idx, page, kind)) {
         v->stats.victim_hits++;
         answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host);
+        if (++c->swaps >= TLB_CONFLICT_GROW && c->swaps > TLB_CONFLICT_RATIO * c->fills)
+            ctx_grow_now(v, c);
         return host;
     }
 

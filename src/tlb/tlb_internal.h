@@ -49,6 +49,14 @@ _Static_assert(TLB_HELD_PSC + VMMU_VCPU_PCID_SLOTS <= 32, "vmmu_vcpu::held has 3
 #define TLB_PAGEIN_ROUNDS 64
 /* Flushes per resize window (see tlb_ctx_flush()). */
 #define TLB_RESIZE_WINDOW 16
+/* Victim swaps since the last flush, and more than the fills, that make a
+ * context conflict-bound (see ctx_resize_target()). */
+#define TLB_CONFLICT_SWAPS 64
+/* Victim swaps since the last flush, and more than TLB_CONFLICT_RATIO
+ * times the fills, after which a context grows at once instead of at its
+ * next flush (see ctx_grow_now()). */
+#define TLB_CONFLICT_GROW 1024
+#define TLB_CONFLICT_RATIO 8
 
 /* What a hot entry was built from, in two words.  The page it translates
  * is not stored: it is the hot entry's tag (entry_tag()), and a large
@@ -177,8 +185,10 @@ struct tlb_ctx {
      * was set count; turning either on flushes every context). */
     uint32_t keys;
     /* Resize window (see tlb_ctx_flush()): the peak demand over the
-     * window, flushes in the window. */
-    unsigned peak, window;
+     * window, flushes in the window, and the size below which the window
+     * may not shrink the table (set when conflicts grew it). */
+    unsigned peak, window, floor;
+    unsigned swaps; /* victims swapped back into the table since the last flush */
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
     /* The warm miss's rights for this context: vmmu_vcpu::rights_tab[id]

@@ -345,6 +345,66 @@ static void a_context_used_lightly_shrinks_after_a_window_of_flushes(void **stat
     assert_int_equal(stats(f).resize_grow, 0);
 }
 
+/* Two pages n pages apart share an index of an n-entry table. */
+static void ping_pong(struct fx *f, uint64_t va_b, unsigned rounds)
+{
+    for (unsigned i = 0; i < rounds; i++) {
+        assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+        assert_ptr_equal(tacc(&f->t, va_b, 8, 0, NULL), hpa(&f->t, DATA(2)));
+    }
+}
+
+static uint64_t conflict_setup(struct fx *f, unsigned *n)
+{
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    *n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)*n * 4096;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    return va_b;
+}
+
+static void pages_that_share_an_index_grow_the_table_at_the_next_flush(void **state)
+{
+    struct fx *f = *state;
+    unsigned n;
+    uint64_t va_b = conflict_setup(f, &n);
+    ping_pong(f, va_b, 100); /* 199 victim swaps, 2 fills */
+    assert_true(stats(f).victim_hits > 64);
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), n);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    /* Two pages are no demand at all, but they conflict: one more index bit. */
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+    ping_pong(f, va_b, 1);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, va_b, 8));
+    /* And the shrink rule does not take it back into the same conflict:
+     * a window of flushes with two pages in use keeps 2n entries. */
+    for (int round = 0; round < 40; round++) {
+        ping_pong(f, va_b, 1);
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    }
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+    assert_int_equal(stats(f).resize_shrink, 0);
+}
+
+static void a_guest_that_never_flushes_outgrows_its_conflicts_anyway(void **state)
+{
+    struct fx *f = *state;
+    unsigned n;
+    uint64_t va_b = conflict_setup(f, &n);
+    ping_pong(f, va_b, 600); /* past 1024 swaps, no flush */
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+    assert_int_equal(stats(f).resize_grow, 1);
+    /* After the growth both pages stay in the table: the next rounds hit inline. */
+    uint64_t swaps = stats(f).victim_hits;
+    ping_pong(f, va_b, 100);
+    assert_int_equal(stats(f).victim_hits, swaps);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, va_b, 8));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -359,6 +419,8 @@ int main(void)
         T(dirty_logging_started_after_a_warm_miss_still_sees_the_next_write),
         T(a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush),
         T(a_context_used_lightly_shrinks_after_a_window_of_flushes),
+        T(pages_that_share_an_index_grow_the_table_at_the_next_flush),
+        T(a_guest_that_never_flushes_outgrows_its_conflicts_anyway),
         T(flushing_an_idle_vcpu_elides_every_context),
         T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
