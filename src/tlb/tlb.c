@@ -357,19 +357,17 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
 /* What the warm miss needs of @access (VMMU_X86_ACC_*, 4 bits), in one
  * table entry: the PTE bits that must be set (WARM_NEED: P and A, and D
  * for a write), the right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT),
- * the kind, and whether the access is implicit.  Write + fetch (invalid)
- * asks for no right, so the warm miss leaves it to the general path,
- * which rejects it. */
+ * and whether the access is implicit (supervisor context).  Write + fetch
+ * (invalid) asks for no right, so the warm miss leaves it to the general
+ * path, which rejects it. */
 #define WARM_NEED 0x61u
-#define WARM_KIND_SHIFT 12
 #define WARM_IMPLICIT_SHIFT 14
-#define WARM_SEL(need, right, kind, implicit)                                                      \
-    ((need) | (right) << RIGHTS_SHIFT | (kind) << WARM_KIND_SHIFT |                               \
-     (implicit) << WARM_IMPLICIT_SHIFT)
-#define WARM_R(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_READ, VMMU_TLB_READ, i)
-#define WARM_W(i) WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE, VMMU_TLB_WRITE, i)
-#define WARM_F(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH, VMMU_TLB_FETCH, i)
-#define WARM_BAD(i) WARM_SEL(0x21u, 0u, VMMU_TLB_READ, i)
+#define WARM_SEL(need, right, implicit)                                                            \
+    ((need) | (right) << RIGHTS_SHIFT | (implicit) << WARM_IMPLICIT_SHIFT)
+#define WARM_R(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_READ, i)
+#define WARM_W(i) WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE, i)
+#define WARM_F(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH, i)
+#define WARM_BAD(i) WARM_SEL(0x21u, 0u, i)
 _Static_assert(VMMU_X86_ACC_WRITE == 1 && VMMU_X86_ACC_FETCH == 2 && VMMU_X86_ACC_IMPLICIT == 4 &&
                    VMMU_X86_ACC_STACK == 8 && VMMU_X86_ACC_ALL == 15,
                "warm_sel is indexed by these access bits");
@@ -864,19 +862,11 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     /* Written so that few values are live at once: the compiler then keeps
      * them all in registers (bench/tlb_instructions.sh counts this path). */
     unsigned sel = warm_sel[v->arg_access];
-    struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
-    uint64_t old = entry_tag(&c->hot[idx]);
-    /* The page already in the table or its victim slot: the general path
-     * answers from there (an entry holds a page at most once). */
-    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
-        c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK))
-        goto general;
 
     /* The PDE from the paging-structure cache; its tag holds va bits
      * 63:21, so a non-canonical va never matches, and its generation is
-     * PSC_NO_HOST unless the table is RAM with a cached host address. */
-    /* Acquire loads of the generation, the PTE and the state byte: the
+     * PSC_NO_HOST unless the table is RAM with a cached host address.
+     * Acquire loads of the generation, the PTE and the state byte: the
      * guest's read through the entry must see what the writer of each
      * published before it (a page-in's contents above all). */
     const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
@@ -888,13 +878,23 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     uint64_t pte = __atomic_load_n((const uint64_t *)(const void *)pde->table_host +
                                        ((va >> VMMU_PAGE_SHIFT) & 511),
                                    __ATOMIC_ACQUIRE);
+    unsigned ri = psc_rights_index(pde, pte);
+
+    struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    uint64_t old = entry_tag(&c->hot[idx]);
+    /* The page already in the table or its victim slot: the general path
+     * answers from there (an entry holds a page at most once). */
+    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
+        c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK))
+        goto general;
     if ((pte ^ sel) & v->warm_chk[v->arg_access])
         goto general; /* not present, A (or D) clear, or a reserved bit */
 
     /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
      * that passed the reserved-bit check is XD (without EFER.NXE it is
      * reserved). */
-    unsigned row = c->rights[psc_rights_index(pde, pte)];
+    unsigned row = c->rights[ri];
     if (__builtin_expect(v->pk_on, 0)) {
         /* The key's verdict, and the context now holds that key. */
         _Static_assert(RIGHTS_USER << 1 == 16, "key index: user pages from 16");
@@ -924,6 +924,8 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
                                              : VMMU_TLB_FLAG_NOTDIRTY;
     uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
+    uint64_t page = va & VMMU_PAGE_MASK;
+    uintptr_t addend = gpa + v->warm_delta - page;
 
     v->warm_fills++;
     c->fills++;
@@ -937,8 +939,6 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
         c->used++;
         log_fill(c, idx);
     }
-    uint64_t page = va & VMMU_PAGE_MASK;
-    uintptr_t addend = gpa + v->warm_delta - page;
     e->cmp[VMMU_TLB_READ] =
         (row & (VMMU_X86_RIGHT_READ << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
     e->cmp[VMMU_TLB_WRITE] =
@@ -957,11 +957,11 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     if (res) {
         res->status = VMMU_TLB_OK;
         res->host = host;
-        res->gpa = gpa | (va & ~VMMU_PAGE_MASK);
+        res->gpa = (uint64_t)((uintptr_t)host - v->warm_delta);
         res->type = VMMU_MEM_RAM;
         res->region_id = cold_region_id(cd);
         res->page_size = VMMU_PAGE_SIZE;
-        res->flags = (sel >> WARM_KIND_SHIFT & 3) == VMMU_TLB_WRITE ? wflags : 0;
+        res->flags = (v->arg_access & VMMU_X86_ACC_WRITE) ? wflags : 0;
         res->error = 0;
         res->fault.vector = VMMU_X86_FAULT_NONE;
         res->fault.error_code = 0;
