@@ -7,19 +7,22 @@
  * only then a walk (resumed from the paging-structure caches when they
  * hold the upper levels), a P2M lookup, and a fill.
  *
- * Resizing (at flush time only, when the table is empty anyway) keeps
+ * Resizing (at flush time, when the table is emptied anyway) keeps
  * QEMU's 30/70 % thresholds but measures demand, not occupancy: demand is
- * the number of distinct pages filled since the last flush, estimated from
- * a 4096-bit sketch by linear counting (at least the valid entries, at
- * most the fills).
+ * the number of distinct pages filled since the last flush, estimated by
+ * linear counting over the table's own entries (at least the valid
+ * entries, at most the fills).
  * A demand above 70 % of the table grows it at once to the smallest power
  * of two that holds the demand at no more than 70 % (QEMU doubles once per
  * flush, because occupancy cannot exceed the table); a peak demand below
  * 30 % over a window of TLB_RESIZE_WINDOW flushes shrinks the table to the
  * smallest power of two that would have held the peak at no more than
  * 70 %.  QEMU measures its window in time (100 ms); flushes make it
- * deterministic and independent of the host's speed.  bench_tlb compares
- * both rules on one stream of growing and shrinking working sets
+ * deterministic and independent of the host's speed.  A context whose
+ * pages keep swapping through the victim array grows by one index bit at
+ * its flush, or at once if it does not flush (ctx_grow_now()), and never
+ * shrinks back below that.  bench_tlb compares the demand rule with
+ * QEMU's on one stream of growing and shrinking working sets
  * (docs/tlb.md); vmmu_vcpu::resize_qemu selects QEMU's for that. */
 #include <stddef.h>
 #include <stdlib.h>
