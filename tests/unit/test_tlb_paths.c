@@ -147,6 +147,43 @@ static void clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page(void *
     assert_int_equal(r.status, VMMU_TLB_FAULT);
 }
 
+static void wrong_arguments_get_einval_and_change_nothing(void **state)
+{
+    struct fx *f = *state;
+    /* A warm region: the short path is tried first for every call below. */
+    (void)warm_setup(f, E_P | E_RW | E_A | E_D, E_P | E_RW | E_A | E_D, 0);
+    struct {
+        bool null_vcpu;
+        uint64_t va;
+        unsigned size, access;
+    } bad[] = {
+        {true, VA + 4096, 8, 0},
+        {false, VA + 4096, 0, 0},
+        {false, VA + 4096, 4097, 0},
+        {false, VA + 4096, 8, VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH},
+        {false, VA + 4096, 8, VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH | VMMU_X86_ACC_IMPLICIT},
+        {false, VA + 4096, 8, 1u << 4},
+        {false, VA + 4096, 8, ~0u},
+    };
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct vmmu_tlb_result r;
+        memset(&r, 0, sizeof(r));
+        struct vmmu_vcpu *v = bad[i].null_vcpu ? NULL : f->t.vcpu;
+        assert_null(vmmu_tlb_fill(v, bad[i].va, bad[i].size, bad[i].access, &r));
+        assert_int_equal(r.status, VMMU_TLB_ERROR);
+        assert_int_equal(r.error, VMMU_EINVAL);
+    }
+    /* A page crossing is reported, not served. */
+    struct vmmu_tlb_result r;
+    assert_null(vmmu_tlb_fill(f->t.vcpu, VA + 4096 + 4092, 8, 0, &r));
+    assert_int_equal(r.status, VMMU_TLB_CROSSES);
+    /* None of them filled anything. */
+    struct vmmu_tlb_stats st = stats(f);
+    assert_int_equal(st.fills, 0);
+    assert_int_equal(st.warm_misses, 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 4096, 8));
+}
+
 #define KEY(k) ((uint64_t)(k) << 59)
 #define PKRU_AD(k) (1u << (2 * (k)))
 
@@ -413,6 +450,7 @@ int main(void)
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
         T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
         T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),
+        T(wrong_arguments_get_einval_and_change_nothing),
         T(a_warm_miss_under_cr4_pke_asks_the_key),
         T(keys_that_forbid_nothing_leave_the_warm_miss_its_speed),
         T(turning_cr4_pke_on_drops_what_was_filled_without_keys),
