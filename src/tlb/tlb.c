@@ -446,12 +446,17 @@ static void keys_refresh(struct vmmu_vcpu *v)
     v->keys_key[2] = wp;
 }
 
+/* The PDE cache the warm miss reads while it must not run: no tag is 0,
+ * so nothing matches. */
+static const struct psc_entry psc_never[PSC_WAYS_L2];
+
 void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v)
 {
     /* The access part's replay latch must see every entry a walk reads,
      * and its watchpoints mark comparators: both need the general path. */
-    v->warm_off = (uint8_t)((v->pg.mode < VMMU_X86_MODE_4LEVEL) | (v->psc_off << 1) |
-                            (v->latch_walks << 2) | ((v->watch_kinds != NULL) << 3));
+    bool off = v->pg.mode < VMMU_X86_MODE_4LEVEL || v->psc_off || v->latch_walks ||
+               v->watch_kinds != NULL;
+    v->warm_pde = off ? psc_never : v->slot[v->cur_slot].psc.l2;
 }
 
 void vmmu__tlb_select(struct vmmu_vcpu *v)
@@ -466,7 +471,6 @@ void vmmu__tlb_select(struct vmmu_vcpu *v)
     v->fast.sup_table = sup->hot;
     v->fill_ctx[0] = c;
     v->fill_ctx[1] = sup;
-    v->fill_psc = &s->psc;
     v->cold_keep = COLD_PTE_KEEP & ~((v->pg.cr4 & VMMU_X86_CR4_PGE) ? 0 : COLD_GLOBAL);
     v->pk_on = (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) != 0;
     for (unsigned a = 0; a < 16; a++)
@@ -817,7 +821,6 @@ static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
     return true;
 }
 
-static void *fill_warm(struct vmmu_vcpu *v, uint64_t va);
 
 /* The warm miss found its data page outside the cached region: cache the
  * page's region and start again, or leave the page to the general path.
@@ -830,7 +833,7 @@ static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uin
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
     if (!warm_region(v, gpa, gen))
         return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
-    return fill_warm(v, va);
+    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
 }
 
 /* The cached region belongs to another P2M generation: forget it (the
@@ -840,7 +843,7 @@ static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, u
 {
     v->warm_gen = gen;
     v->warm_size = 0;
-    return fill_warm(v, va);
+    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
 }
 
 /*
@@ -860,11 +863,12 @@ static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, u
  * model test checks the TLB against the bare walker with both paths in
  * use.  vmmu_tlb_fill() left the size, access and result in the vCPU.
  */
-static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t va)
+static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t va,
+                                                             unsigned access)
 {
     /* Written so that few values are live at once: the compiler then keeps
      * them all in registers (bench/tlb_instructions.sh counts this path). */
-    unsigned sel = warm_sel[v->arg_access];
+    unsigned sel = warm_sel[access];
 
     /* The PDE from the paging-structure cache; its tag holds va bits
      * 63:21, so a non-canonical va never matches, and its generation is
@@ -872,7 +876,7 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
      * Acquire loads of the generation, the PTE and the state byte: the
      * guest's read through the entry must see what the writer of each
      * published before it (a page-in's contents above all). */
-    const struct psc_entry *pde = vmmu__psc_pde(v->fill_psc, va);
+    const struct psc_entry *pde = vmmu__psc_pde(v->warm_pde, va);
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
     if (pde->tag != (va >> 21) + 1 || pde->p2m_gen != gen)
         goto general;
@@ -891,7 +895,7 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
     if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
         c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK))
         goto general;
-    if ((pte ^ sel) & v->warm_chk[v->arg_access])
+    if ((pte ^ sel) & v->warm_chk[access])
         goto general; /* not present, A (or D) clear, or a reserved bit */
 
     /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
@@ -964,7 +968,7 @@ static __attribute__((noinline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t v
         res->type = VMMU_MEM_RAM;
         res->region_id = cold_region_id(cd);
         res->page_size = VMMU_PAGE_SIZE;
-        res->flags = (v->arg_access & VMMU_X86_ACC_WRITE) ? wflags : 0;
+        res->flags = (access & VMMU_X86_ACC_WRITE) ? wflags : 0;
         res->error = 0;
         res->fault.vector = VMMU_X86_FAULT_NONE;
         res->fault.error_code = 0;
@@ -982,12 +986,12 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
     /* The warm miss first, for accesses the general path would not reject
      * for their size or split: size 1..4096 inside one page (size - 1
      * wraps for 0). */
-    if (__builtin_expect(v != NULL, 1) && !v->warm_off && access <= VMMU_X86_ACC_ALL &&
-        (va & ~VMMU_PAGE_MASK) + (uint64_t)(size - 1u) < VMMU_PAGE_SIZE) {
-        v->arg_size = size;
-        v->arg_access = access;
-        v->arg_res = res;
-        return fill_warm(v, va);
-    }
-    return fill_general(v, va, size, access, res);
+    if (__builtin_expect(v == NULL || access > VMMU_X86_ACC_ALL ||
+                             (va & ~VMMU_PAGE_MASK) + (uint64_t)(size - 1u) >= VMMU_PAGE_SIZE,
+                         0))
+        return fill_general(v, va, size, access, res);
+    v->arg_size = size;
+    v->arg_access = access;
+    v->arg_res = res;
+    return fill_warm(v, va, access);
 }

@@ -268,17 +268,16 @@ struct vmmu_vcpu {
      * so flushing a vCPU that holds nothing touches no table. */
     uint32_t held;
     /* The warm miss's view (set by vmmu__tlb_select() and
-     * vmmu__tlb_warm_refresh()).  warm_off is non-zero when the warm path
-     * must not run: not 4- or 5-level paging, or the benchmarks' psc_off,
-     * or the access part's replay latch or watchpoints.  fill_ctx[0] is the
-     * current context, fill_ctx[1] the supervisor one (implicit accesses);
-     * fill_psc the current slot's paging-structure caches; cold_keep the
-     * PTE bits a cold entry keeps (G only with CR4.PGE=1); pk_on whether
-     * CR4.PKE or CR4.PKS is set (keys then decide rights); rights_tab the
-     * rights of a leaf in each context by psc_rights_index(), without
-     * protection keys, for CR0.WP | CR4.SMEP | CR4.SMAP equal to
-     * rights_key. */
-    uint8_t warm_off;
+     * vmmu__tlb_warm_refresh()).  warm_pde is the current slot's PDE cache,
+     * or an empty one while the warm path must not run: not 4- or 5-level
+     * paging, or the benchmarks' psc_off, or the access part's replay latch
+     * or watchpoints.  fill_ctx[0] is the current context, fill_ctx[1] the
+     * supervisor one (implicit accesses); cold_keep the PTE bits a cold
+     * entry keeps (G only with CR4.PGE=1); pk_on whether CR4.PKE or
+     * CR4.PKS is set (keys then decide rights); rights_tab the rights of a
+     * leaf in each context by psc_rights_index(), without protection keys,
+     * for CR0.WP | CR4.SMEP | CR4.SMAP equal to rights_key. */
+    const struct psc_entry *warm_pde;
     bool pk_on;
     /* The warm miss's PTE check by access (VMMU_X86_ACC_*): the bits a PTE
      * must have (P, A, and D for a write) and the reserved ones, so that
@@ -290,7 +289,6 @@ struct vmmu_vcpu {
     unsigned arg_size, arg_access;
     struct vmmu_tlb_result *arg_res;
     struct tlb_ctx *fill_ctx[2];
-    struct tlb_psc *fill_psc;
     uint64_t cold_keep;
     uint64_t rights_key;
     uint16_t rights_tab[CTX_COUNT][64];
@@ -344,15 +342,15 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
                               bool nonglobal_only);
 /* Point vcpu->fast at the current slot and context. */
 void vmmu__tlb_select(struct vmmu_vcpu *v);
-/* Recompute vmmu_vcpu::warm_off after psc_off, latch_walks or watch_kinds change. */
+/* Recompute vmmu_vcpu::warm_pde after psc_off, latch_walks or watch_kinds change. */
 void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v);
 
 /* ---- psc ----------------------------------------------------------------- */
 void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p);
 /* The level-2 (PDE) entry a lookup of @va examines. */
-static inline const struct psc_entry *vmmu__psc_pde(const struct tlb_psc *p, uint64_t va)
+static inline const struct psc_entry *vmmu__psc_pde(const struct psc_entry *l2, uint64_t va)
 {
-    return &p->l2[(va >> 21) & (PSC_WAYS_L2 - 1)];
+    return &l2[(va >> 21) & (PSC_WAYS_L2 - 1)];
 }
 /* Remember the upper levels of a successful, committed walk. */
 void vmmu__psc_store(struct vmmu_vcpu *v, struct tlb_psc *p, const struct vmmu_x86_walk *w);
