@@ -262,6 +262,7 @@ struct vmmu_dm_server_stats {
     uint64_t buffered;      /**< writes posted to the ring */
     uint64_t proto_errors;  /**< malformed or out-of-protocol messages ignored */
     uint64_t invalidations; /**< invalidations acknowledged */
+    uint64_t page_ins;      /**< PAGE_IN requests answered (out of process) */
     int dead;               /**< 1 once declared dead */
     int dead_reason;        /**< VMMU_EDEAD (hang-up/exit), VMMU_ETIMEDOUT, VMMU_EPROTO */
 };

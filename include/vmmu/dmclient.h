@@ -136,6 +136,7 @@ struct vmmu_dmc_stats {
     uint64_t invalidations; /**< invalidation messages processed */
     uint64_t dropped;       /**< buckets dropped by invalidations */
     uint64_t mapped_bytes;  /**< bytes mapped now */
+    uint64_t page_ins;      /**< paged-out ranges the vm was asked to bring back */
 };
 
 /** Copy the counters.  0 or VMMU_EINVAL. */

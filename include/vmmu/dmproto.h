@@ -39,7 +39,7 @@ extern "C" {
 /** "vmmudm01": first 8 bytes of the shared page. */
 #define VMMU_DM_PROTO_MAGIC 0x31306d64756d6d76ull
 /** Protocol version; a client refuses any other. */
-#define VMMU_DM_PROTO_VERSION 1u
+#define VMMU_DM_PROTO_VERSION 2u
 
 /** Slot states (struct vmmu_dm_slot::state). */
 enum vmmu_dm_slot_state {
@@ -132,8 +132,8 @@ struct vmmu_dm_shared {
 enum vmmu_dm_msg_type {
     /** vm -> dm, first message.  Carries file descriptors (SCM_RIGHTS), in
      *  order: the shared page, the kick eventfd, @c nslots response eventfds,
-     *  then the vm's memfd if @c flags has VMMU_DM_HELLO_MEMFD.  @c seq holds
-     *  nslots, @c gpa the shared size. */
+     *  the service socket, then the vm's memfd if @c flags has
+     *  VMMU_DM_HELLO_MEMFD.  @c seq holds nslots, @c gpa the shared size. */
     VMMU_DM_MSG_HELLO = 1,
     /** vm -> dm: the vm's memfd (one fd), for a vm that had none at hello. */
     VMMU_DM_MSG_MEMFD = 2,
@@ -141,11 +141,44 @@ enum vmmu_dm_msg_type {
     VMMU_DM_MSG_INVALIDATE = 3,
     /** dm -> vm: every invalidation up to and including @c seq is done. */
     VMMU_DM_MSG_INVALIDATE_ACK = 4,
+    /** dm -> vm, on the service socket: bring the pages of [gpa, gpa + size)
+     *  back into memory (the pager took them: the region table leaves them
+     *  out) and publish the region table again.  @c seq is the device
+     *  model's own; @c flags 0; 0 < size <= VMMU_DM_PAGE_IN_MAX. */
+    VMMU_DM_MSG_PAGE_IN = 5,
+    /** vm -> dm, on the service socket: the answer to the PAGE_IN with the
+     *  same @c seq, @c gpa and @c size; @c flags is a VMMU_DM_PAGE_IN_*
+     *  status.  The region table was published again before it was sent. */
+    VMMU_DM_MSG_PAGE_IN_DONE = 6,
 };
+
+/** PAGE_IN_DONE status: every page of the range is resident RAM or ROM now
+ *  (it may be paged out again at any time: map it, then check again). */
+#define VMMU_DM_PAGE_IN_OK 0u
+/** PAGE_IN_DONE status: part of the range is not RAM or ROM of the vm, or
+ *  the guest gave it back (balloon), or the vm's memory map changed since
+ *  the region table was published (a device model learns of such changes
+ *  at its next device access, not in the middle of a transfer). */
+#define VMMU_DM_PAGE_IN_HOLE 1u
+/** PAGE_IN_DONE status: a page could not be brought back (no pager, or its
+ *  I/O failed). */
+#define VMMU_DM_PAGE_IN_FAILED 2u
+/** PAGE_IN_DONE status: the request was malformed (size 0 or too large, or
+ *  the range wraps). */
+#define VMMU_DM_PAGE_IN_BAD 3u
+/** Largest range one PAGE_IN may ask for (the largest mapcache bucket). */
+#define VMMU_DM_PAGE_IN_MAX (16ull << 20)
 /** HELLO flag: the vm's memfd follows the response eventfds. */
 #define VMMU_DM_HELLO_MEMFD 1u
 
-/** Every socket message is exactly this size. */
+/** Every socket message is exactly this size.
+ *
+ *  The main socket (the one the vm was given) carries HELLO, MEMFD,
+ *  INVALIDATE and INVALIDATE_ACK.  The service socket (a SOCK_SEQPACKET
+ *  socket whose device-model end comes with HELLO) carries PAGE_IN and
+ *  PAGE_IN_DONE, served by a vm thread, so a device model can ask while the
+ *  vCPUs run.  A device model that sends anything else there, or a message
+ *  of another size, loses its service socket (the vm closes its end). */
 struct vmmu_dm_msg {
     uint32_t type;  /**< enum vmmu_dm_msg_type */
     uint32_t flags;
@@ -156,6 +189,9 @@ struct vmmu_dm_msg {
 
 /** Most slots a shared page may declare (bounds the fds of a HELLO). */
 #define VMMU_DM_MAX_SLOTS 129u
+/** Most descriptors a HELLO carries: shared page, kick, one per slot,
+ *  service socket, memfd. */
+#define VMMU_DM_HELLO_MAX_FDS (VMMU_DM_MAX_SLOTS + 4u)
 
 #ifdef __cplusplus
 }

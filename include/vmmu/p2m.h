@@ -148,6 +148,10 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
 #define VMMU_PAGE_DIRTY (1u << 1)
 /** The page holds translated code: writes to it must be reported. */
 #define VMMU_PAGE_CODE (1u << 2)
+/** Set by the pager with VMMU_PAGE_PAGED_OUT when the guest gave the page
+ *  back (balloon): a vCPU access brings it back as a zero page, a device
+ *  model's request does not (vmmu/dmproto.h, PAGE_IN). */
+#define VMMU_PAGE_BALLOONED (1u << 3)
 /** The bits a caller may set and clear through vmmu_page_state_update(). */
 #define VMMU_PAGE_USER_BITS (VMMU_PAGE_DIRTY | VMMU_PAGE_CODE)
 

@@ -49,7 +49,7 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     if (pr < 0)
         return VMMU_ESYS;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        char buf[CMSG_SPACE(sizeof(int) * VMMU_DM_HELLO_MAX_FDS)];
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
@@ -126,19 +126,19 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         return VMMU_ENOMEM;
     }
     c->sock = sock;
-    c->shm_fd = c->kick_efd = c->memfd = -1;
+    c->shm_fd = c->kick_efd = c->memfd = c->svc_sock = -1;
     c->bucket_shift = shift;
     c->limit = cfg && cfg->mapcache_bytes ? cfg->mapcache_bytes : 64u << 20;
     c->spin_us = cfg ? cfg->spin_us : 0;
 
     struct vmmu_dm_msg m;
-    int fds[VMMU_DM_MAX_SLOTS + 3];
-    int nfds = recv_msg_fds(sock, &m, fds, VMMU_DM_MAX_SLOTS + 3, 10000);
+    int fds[VMMU_DM_HELLO_MAX_FDS];
+    int nfds = recv_msg_fds(sock, &m, fds, VMMU_DM_HELLO_MAX_FDS, 10000);
     int err = nfds < 0 ? nfds : 0;
     unsigned want = 0;
     if (!err) {
         unsigned nslots = (unsigned)m.seq;
-        want = 2 + nslots + ((m.flags & VMMU_DM_HELLO_MEMFD) ? 1 : 0);
+        want = 3 + nslots + ((m.flags & VMMU_DM_HELLO_MEMFD) ? 1 : 0);
         if (m.type != VMMU_DM_MSG_HELLO || (m.flags & ~VMMU_DM_HELLO_MEMFD) || !m.seq ||
             m.seq > VMMU_DM_MAX_SLOTS || (unsigned)nfds != want || m.gpa < sizeof(struct vmmu_dm_shared) ||
             m.gpa > (64u << 20))
@@ -160,8 +160,9 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         return VMMU_ENOMEM;
     }
     memcpy(c->resp_efd, fds + 2, c->nslots * sizeof(int));
+    c->svc_sock = fds[2 + c->nslots];
     if (m.flags & VMMU_DM_HELLO_MEMFD)
-        c->memfd = fds[2 + c->nslots];
+        c->memfd = fds[3 + c->nslots];
 
     struct stat sb;
     if (fstat(c->shm_fd, &sb) != 0 || (uint64_t)sb.st_size != m.gpa) {
@@ -208,8 +209,8 @@ void vmmu_dmc_close(struct vmmu_dmc *c)
     vmmu__dmc_mapcache_fini(c);
     if (c->shared)
         munmap(c->shared, c->shared_size);
-    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd};
-    close_fds(fixed, 4);
+    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd, c->svc_sock};
+    close_fds(fixed, 5);
     if (c->resp_efd)
         close_fds(c->resp_efd, c->nslots);
     free(c->resp_efd);
@@ -260,6 +261,61 @@ int vmmu_dmc_process(struct vmmu_dmc *c)
         int err = send_ack(c, m.seq);
         if (err)
             return err;
+    }
+}
+
+/* ---- asking for paged-out memory -------------------------------------------- */
+
+int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
+{
+    if (c->svc_sock < 0)
+        return VMMU_EHOLE; /* the service is gone: the pages stay out */
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = ++c->pagein_seq, .gpa = gpa,
+                            .size = size};
+    if (send(c->svc_sock, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+        return VMMU_EHOLE;
+    c->st.page_ins++;
+    /* Invalidations wait until we are back: the caller may hold pinned
+     * mappings (a DMA's destination while it maps the source), which an
+     * invalidation would make harmless behind its back.  The vm's page-in
+     * never waits for our acknowledgements, so this cannot deadlock. */
+    uint64_t deadline = now_ns() + 10000ull * 1000000ull;
+    for (;;) {
+        struct pollfd p = {.fd = c->svc_sock, .events = POLLIN};
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return VMMU_ETIMEDOUT;
+        int n = poll(&p, 1, (int)((deadline - now) / 1000000 + 1));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return VMMU_ESYS;
+        if (!n)
+            continue;
+        uint8_t buf[sizeof(m) + 1];
+        ssize_t got = recv(c->svc_sock, buf, sizeof(buf), MSG_DONTWAIT);
+        if (got < 0 && (errno == EINTR || errno == EAGAIN))
+            continue;
+        struct vmmu_dm_msg r;
+        if (got == (ssize_t)sizeof(r))
+            memcpy(&r, buf, sizeof(r));
+        if (got != (ssize_t)sizeof(r) || r.type != VMMU_DM_MSG_PAGE_IN_DONE || r.seq != m.seq ||
+            r.gpa != gpa || r.size != size) {
+            /* The vm hung up the service, or said something else: stop using it. */
+            close(c->svc_sock);
+            c->svc_sock = -1;
+            return got == 0 ? VMMU_EHOLE : VMMU_EPROTO;
+        }
+        switch (r.flags) {
+        case VMMU_DM_PAGE_IN_OK:
+            return 0;
+        case VMMU_DM_PAGE_IN_HOLE:
+            return VMMU_EHOLE;
+        case VMMU_DM_PAGE_IN_FAILED:
+            return VMMU_EPAGEDOUT;
+        default:
+            return VMMU_EINVAL;
+        }
     }
 }
 

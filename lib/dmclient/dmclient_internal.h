@@ -22,9 +22,13 @@ struct dmc_bucket {
 };
 
 #define DMC_HASH 1024u
+/* Rounds of page-in and lookup before a map gives up (VMMU_EPAGEDOUT). */
+#define DMC_PAGEIN_ROUNDS 4
 
 struct vmmu_dmc {
     int sock, shm_fd, kick_efd, memfd;
+    int svc_sock;        /* the service socket (PAGE_IN), -1 once it failed */
+    uint64_t pagein_seq; /* last PAGE_IN sent */
     unsigned nslots;
     int *resp_efd;
     void *shared;
@@ -53,6 +57,12 @@ struct vmmu_dmc {
 
 /* Drop every mapping overlapping [gpa, gpa + size). */
 void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
+/* Ask the vm to bring paged-out [gpa, gpa + size) back in and wait for
+ * its answer (invalidations wait): 0 when every page is
+ * resident RAM or ROM (and the region table shows it), VMMU_EHOLE (not
+ * memory, or no service), VMMU_EPAGEDOUT (could not be brought back),
+ * VMMU_ETIMEDOUT, VMMU_EPROTO. */
+int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
 /* Unmap everything (close). */
 void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c);
 

@@ -3,10 +3,11 @@
  * The mapcache: guest RAM mapped from the vm's memfd in buckets.
  *
  * A bucket covers one aligned span of 2^bucket_shift bytes of guest-
- * physical space, cut to the region that holds it (the vm's region table
- * says where each region lives in the memfd).  Buckets sit in a hash by
- * span number and on an LRU list; pinned buckets (vmmu_dmc_map() without
- * its vmmu_dmc_unmap()) are never evicted.
+ * physical space, cut to the region-table entry that holds it (the vm's
+ * region table says where each region lives in the memfd, and leaves
+ * paged-out pages out).  Buckets sit in a hash by span number and on an
+ * LRU list; pinned buckets (vmmu_dmc_map() without its vmmu_dmc_unmap())
+ * are never evicted.
  *
  * Invalidation drops every bucket that overlaps the range.  An unpinned
  * bucket is unmapped.  A pinned one cannot be unmapped under its user, so
@@ -67,10 +68,13 @@ static void bucket_free(struct vmmu_dmc *c, struct dmc_bucket *b)
     free(b);
 }
 
-static struct dmc_bucket *find(struct vmmu_dmc *c, uint64_t key)
+/* The bucket of span @key that holds @gpa (a pinned one with @pinned).  A
+ * span may have more than one bucket: its region-table entries changed
+ * (pages paged out or back) while an older bucket was pinned. */
+static struct dmc_bucket *find(struct vmmu_dmc *c, uint64_t key, uint64_t gpa, bool pinned)
 {
     for (struct dmc_bucket *b = c->hash[hash_of(key)]; b; b = b->hnext)
-        if (b->key == key)
+        if (b->key == key && gpa >= b->start && gpa < b->end && (b->pins || !pinned))
             return b;
     return NULL;
 }
@@ -128,10 +132,10 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
     uint64_t key = gpa >> c->bucket_shift;
     if ((gpa + len - 1) >> c->bucket_shift != key)
         return VMMU_ERANGE;
-    struct dmc_bucket *b = find(c, key);
-    if (got && b && gpa >= b->start && gpa < b->end && gpa + len > b->end)
+    struct dmc_bucket *b = find(c, key, gpa, false);
+    if (got && b && gpa + len > b->end)
         len = (size_t)(b->end - gpa);
-    if (b && gpa >= b->start && gpa + len <= b->end && (b->writable || !write)) {
+    if (b && gpa + len <= b->end && (b->writable || !write)) {
         b->pins++;
         lru_unlink(c, b);
         lru_push(c, b);
@@ -142,11 +146,10 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
         return 0;
     }
     c->st.map_misses++;
-    if (b) {
-        /* A bucket for this span exists but does not cover the request
-         * (the region table changed): replace it unless it is in use. */
-        if (b->pins)
-            return VMMU_ERANGE;
+    if (b && !b->pins) {
+        /* A bucket holds @gpa but not the whole request, or only for
+         * reading (the region table changed): replace it.  One in use
+         * stays, and the new bucket lives beside it. */
         lru_unlink(c, b);
         hash_unlink(c, b);
         bucket_free(c, b);
@@ -155,6 +158,18 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
         return VMMU_ENOENT;
     struct vmmu_dm_region_ent r = {0};
     int err = region_lookup(c, gpa, &r);
+    /* Not in the table: perhaps paged out.  Ask the vm to bring it back
+     * (it answers VMMU_EHOLE for memory it does not have) and look again;
+     * the pager may take it again meanwhile, so a few rounds at most. */
+    for (int round = 0; err == VMMU_EHOLE && round < DMC_PAGEIN_ROUNDS; round++) {
+        err = vmmu__dmc_page_in(c, gpa, len);
+        if (!err)
+            err = region_lookup(c, gpa, &r);
+        else if (err == VMMU_EHOLE)
+            return err;
+    }
+    if (err == VMMU_EHOLE)
+        return VMMU_EPAGEDOUT; /* brought back every round, and taken again */
     if (err)
         return err;
     if (write && !(r.flags & VMMU_DM_REGION_WRITABLE))
@@ -210,8 +225,8 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
 {
     if (!c)
         return VMMU_EINVAL;
-    struct dmc_bucket *b = find(c, gpa >> c->bucket_shift);
-    if (b && b->pins && gpa >= b->start && gpa < b->end) {
+    struct dmc_bucket *b = find(c, gpa >> c->bucket_shift, gpa, true);
+    if (b) {
         b->pins--;
         return 0;
     }

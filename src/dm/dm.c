@@ -100,10 +100,14 @@ static int dm_dispatch(struct vmmu_dm *dm, const struct dm_range *range, struct 
     return err;
 }
 
+/* Rebuild the region tables when the P2M changed or paged-out memory came
+ * back since they were built (the tables leave paged-out pages out). */
 static void maybe_refresh_regions(struct vmmu_dm *dm)
 {
     uint64_t gen = vmmu_p2m_generation(dm->vm);
-    if (atomic_load_explicit(&dm->seen_generation, memory_order_relaxed) == gen)
+    uint64_t pageins = atomic_load_explicit(&dm->vm->p2m.pageins, memory_order_acquire);
+    if (atomic_load_explicit(&dm->seen_generation, memory_order_relaxed) == gen &&
+        atomic_load_explicit(&dm->seen_pageins, memory_order_relaxed) == pageins)
         return;
     pthread_mutex_lock(&dm->lock);
     vmmu__dm_refresh_regions_locked(dm);
@@ -244,7 +248,7 @@ static struct vmmu_dm_server *server_new(struct vmmu_dm *dm)
     if (!srv)
         return NULL;
     srv->dm = dm;
-    srv->shm_fd = srv->kick_efd = srv->sock = srv->pidfd = -1;
+    srv->shm_fd = srv->kick_efd = srv->sock = srv->svc_sock = srv->pidfd = -1;
     pthread_mutex_init(&srv->ring_lock, NULL);
     srv->resp_efd = malloc(dm->nslots * sizeof(int));
     if (!srv->resp_efd) {
@@ -564,6 +568,7 @@ int vmmu_dm_server_stats(const struct vmmu_dm_server *srv, struct vmmu_dm_server
         .buffered = atomic_load(&m->st_buffered),
         .proto_errors = atomic_load(&m->st_proto),
         .invalidations = atomic_load(&m->st_inval),
+        .page_ins = atomic_load(&m->st_pageins),
         .dead = atomic_load(&m->dead) != 0,
         .dead_reason = atomic_load(&m->dead),
     };

@@ -71,6 +71,7 @@ struct vmmu_dm {
     struct dm_table *_Atomic mmio; /* keyed by region id */
     struct dm_table *_Atomic ports; /* keyed by port */
     _Atomic uint64_t seen_generation; /* P2M generation the region tables reflect */
+    _Atomic uint64_t seen_pageins;    /* and the P2M's page-in count */
 
     struct dm_vcpu *vcpu;       /* nslots records */
     pthread_mutex_t host_lock;  /* serialises host accesses (the last slot) */
@@ -106,6 +107,10 @@ struct vmmu_dm_server {
     int kick_efd;        /* vm -> dm */
 
     int sock;
+    /* The service socket (PAGE_IN requests, pagein.c) and its thread. */
+    int svc_sock;
+    pthread_t svc_thread;
+    bool svc_started;
     int pidfd;
     pid_t pid;
     bool memfd_sent;
@@ -121,7 +126,7 @@ struct vmmu_dm_server {
 
     _Atomic int dead;        /* 0, or the reason (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO) */
     _Atomic int dead_claimed;
-    _Atomic uint64_t st_requests, st_pending, st_buffered, st_proto, st_inval;
+    _Atomic uint64_t st_requests, st_pending, st_buffered, st_proto, st_inval, st_pageins;
 };
 
 uint64_t vmmu__dm_now_ns(void);
@@ -144,6 +149,11 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm);
 void vmmu__dm_regions_punch(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size);
 int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, const int *fds,
                       unsigned nfds);
+
+/* The service socket's thread (pagein.c): start it once HELLO is sent;
+ * stop it (shut the socket down, join, close) before the server is freed. */
+int vmmu__dm_service_start(struct vmmu_dm_server *srv);
+void vmmu__dm_service_stop(struct vmmu_dm_server *srv);
 
 /* Check socket and pidfd without blocking: VMMU_EDEAD if the peer is gone. */
 int vmmu__dm_peer_gone(struct vmmu_dm_server *srv);

@@ -44,7 +44,7 @@ int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, c
 {
     struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        char buf[CMSG_SPACE(sizeof(int) * VMMU_DM_HELLO_MAX_FDS)];
         struct cmsghdr align;
     } u;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
@@ -175,7 +175,14 @@ static void publish_regions(struct vmmu_dm_server *srv)
  * without the vm's lock: this runs on vCPU threads (a device access that
  * notices a new P2M generation), which must never wait for the lock a P2M
  * change holds while it waits for them.  Holes are skipped a whole tree
- * slot at a time, so the walk costs about one step per region or slot. */
+ * slot at a time, so the walk costs about one step per region or slot.
+ *
+ * Paged-out pages are left out: the memfd holds zeros there, and a write
+ * to it would be lost when the page comes back.  (A page-out marks the
+ * page before it invalidates device models, which punches it out of their
+ * tables under dm->lock, held here: either this walk sees the mark or the
+ * punch comes after it.)  Only regions that have paged-out pages have
+ * their state bytes read. */
 static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_ent *out,
                                 unsigned max)
 {
@@ -184,19 +191,39 @@ static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_
         const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, &end);
         if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM))
             continue;
-        out[n++] = (struct vmmu_dm_region_ent){
-            .gpa = r->gfn << VMMU_PAGE_SHIFT,
-            .size = r->npages << VMMU_PAGE_SHIFT,
-            .memfd_offset = r->memfd_offset,
-            .flags = r->type == VMMU_MEM_RAM ? VMMU_DM_REGION_WRITABLE : 0,
-        };
+        uint32_t flags = r->type == VMMU_MEM_RAM ? VMMU_DM_REGION_WRITABLE : 0;
+        bool whole = atomic_load_explicit(&((struct vmmu_region *)r)->paged_out,
+                                          memory_order_acquire) == 0;
+        for (uint64_t i = 0; i < r->npages && n < max;) {
+            uint64_t run = r->npages - i;
+            if (!whole) {
+                /* The next run of resident pages from page i. */
+                while (i < r->npages && (region_page_state(r, r->gfn + i) & VMMU_PAGE_PAGED_OUT))
+                    i++;
+                run = 0;
+                while (i + run < r->npages &&
+                       !(region_page_state(r, r->gfn + i + run) & VMMU_PAGE_PAGED_OUT))
+                    run++;
+                if (!run)
+                    break;
+            }
+            out[n++] = (struct vmmu_dm_region_ent){
+                .gpa = (r->gfn + i) << VMMU_PAGE_SHIFT,
+                .size = run << VMMU_PAGE_SHIFT,
+                .memfd_offset = r->memfd_offset + (i << VMMU_PAGE_SHIFT),
+                .flags = flags,
+            };
+            i += run;
+        }
     }
     return n;
 }
 
 void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
 {
+    /* Read before the walk: a page-in after this read is seen next time. */
     uint64_t gen = vmmu_p2m_generation(dm->vm);
+    uint64_t pageins = atomic_load_explicit(&dm->vm->p2m.pageins, memory_order_acquire);
     struct vmmu_dm_region_ent *ent = malloc(256 * sizeof(*ent));
     if (!ent)
         return; /* try again on the next access */
@@ -217,6 +244,7 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     }
     free(ent);
     atomic_store_explicit(&dm->seen_generation, gen, memory_order_relaxed);
+    atomic_store_explicit(&dm->seen_pageins, pageins, memory_order_relaxed);
 }
 
 void vmmu__dm_regions_punch(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size)
@@ -314,12 +342,19 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
         srv->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     }
 
-    int fds[VMMU_DM_MAX_SLOTS + 3];
+    /* The service socket: the vm keeps one end, the device model gets the other. */
+    int svc[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc) != 0)
+        return VMMU_ESYS;
+    srv->svc_sock = svc[0];
+
+    int fds[VMMU_DM_HELLO_MAX_FDS];
     unsigned nfds = 0;
     fds[nfds++] = srv->shm_fd;
     fds[nfds++] = srv->kick_efd;
     for (unsigned i = 0; i < dm->nslots; i++)
         fds[nfds++] = srv->resp_efd[i];
+    fds[nfds++] = svc[1];
     int memfd = vmmu_vm_memfd(dm->vm);
     struct vmmu_dm_msg hello = {.type = VMMU_DM_MSG_HELLO, .seq = dm->nslots, .gpa = size};
     if (memfd >= 0) {
@@ -328,13 +363,15 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
         srv->memfd_sent = true;
     }
     int err = vmmu__dm_send_msg(srv, &hello, fds, nfds);
+    close(svc[1]);
     if (err)
         return err == VMMU_ETIMEDOUT ? VMMU_EDEAD : err;
-    return 0;
+    return vmmu__dm_service_start(srv);
 }
 
 void vmmu__dm_remote_fini(struct vmmu_dm_server *srv)
 {
+    vmmu__dm_service_stop(srv);
     if (srv->shared)
         munmap(srv->shared, srv->shared_size);
     if (srv->shm_fd >= 0)

@@ -678,21 +678,35 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
         if (!r->state)
             return VMMU_EINVAL;
     }
+    bool resident = false;
+    int rc = 0;
     for (uint64_t g = gfn, end; g < gfn + npages; g = end) {
         struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
-        if (!r || !r->state)
-            return VMMU_EHOLE; /* the map changed under us */
+        if (!r || !r->state) {
+            rc = VMMU_EHOLE; /* the map changed under us */
+            break;
+        }
         if (end > gfn + npages)
             end = gfn + npages;
         for (uint64_t p = g; p < end; p++) {
             _Atomic uint8_t *b = &r->state[p - r->gfn];
-            if (set)
-                atomic_fetch_or_explicit(b, (uint8_t)set, memory_order_acq_rel);
-            if (clear)
-                atomic_fetch_and_explicit(b, (uint8_t)~clear, memory_order_acq_rel);
+            if (set) {
+                uint8_t was = atomic_fetch_or_explicit(b, (uint8_t)set, memory_order_acq_rel);
+                if (set & ~was & VMMU_PAGE_PAGED_OUT)
+                    atomic_fetch_add_explicit(&r->paged_out, 1, memory_order_relaxed);
+            }
+            if (clear) {
+                uint8_t was = atomic_fetch_and_explicit(b, (uint8_t)~clear, memory_order_acq_rel);
+                if (clear & was & VMMU_PAGE_PAGED_OUT) {
+                    atomic_fetch_sub_explicit(&r->paged_out, 1, memory_order_relaxed);
+                    resident = true;
+                }
+            }
         }
     }
-    return 0;
+    if (resident)
+        atomic_fetch_add_explicit(&vm->p2m.pageins, 1, memory_order_release);
+    return rc;
 }
 
 int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,

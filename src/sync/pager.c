@@ -197,10 +197,12 @@ static bool page_is_zero(const uint8_t *p)
     return true;
 }
 
-static void set_paged_out(struct vmmu_vm *vm, uint64_t gfn, bool out)
+/* Mark @gfn paged out (ballooned too with @balloon), or resident. */
+static void set_paged_out(struct vmmu_vm *vm, uint64_t gfn, bool out, bool balloon)
 {
-    vmmu__page_state_update(vm, gfn << VMMU_PAGE_SHIFT, 1, out ? VMMU_PAGE_PAGED_OUT : 0,
-                            out ? 0 : VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+    const uint32_t both = VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED;
+    uint32_t set = out ? VMMU_PAGE_PAGED_OUT | (balloon ? VMMU_PAGE_BALLOONED : 0) : 0;
+    vmmu__page_state_update(vm, gfn << VMMU_PAGE_SHIFT, 1, set, both & ~set, both);
 }
 
 /* Every page of @ranges must be RAM the pager can manage. */
@@ -246,7 +248,7 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
             continue;
         }
         if (rec->state == REC_EVICTING) {
-            set_paged_out(vm, gfn, false);
+            set_paged_out(vm, gfn, false, false);
             rec->state = REC_YOUNG;
             pg->st.cancelled++;
             pthread_mutex_unlock(&pg->lock);
@@ -285,7 +287,7 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
         else
             pg->st.out--;
         pg->st.paged_in++;
-        set_paged_out(vm, gfn, false);
+        set_paged_out(vm, gfn, false, false);
         rec->state = REC_YOUNG;
     }
     pthread_cond_broadcast(&pg->cond);
@@ -387,7 +389,7 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
     if (rc) {
         /* Could not write it: the page stays, nothing was lost. */
         slot_free(pg, slot);
-        set_paged_out(vm, gfn, false);
+        set_paged_out(vm, gfn, false, false);
         rec->state = REC_YOUNG;
     } else {
         rec->state = (uint8_t)next;
@@ -440,6 +442,7 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
                     rec->region_id == r->id) {
                     if (rec->state == REC_OUT)
                         slot_free(pg, rec->slot);
+                    set_paged_out(vm, g, true, true);
                     rec->state = REC_BALLOON;
                     pg->st.out--;
                     pg->st.ballooned++;
@@ -457,7 +460,7 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
             }
             rec->state = REC_EVICTING;
             rec->region_id = r->id;
-            set_paged_out(vm, g, true);
+            set_paged_out(vm, g, true, balloon);
         }
     }
     pthread_mutex_unlock(&pg->lock);

@@ -4,7 +4,8 @@
  * model talking to a real vm-side server: vCPU accesses (read/write, any
  * size, pending), arbitrary rewrites of request slots and of the ring's
  * consumer index, garbage and acknowledgements on the socket, posted and
- * awaited invalidations.  The vm must never crash, read outside its
+ * awaited invalidations, page-in requests and garbage on the service
+ * socket.  The vm must never crash, read outside its
  * buffers, report an answer it did not receive, or hang.
  *
  * Mode 1 (first byte odd): the input is a hostile vm's HELLO (message and
@@ -57,7 +58,7 @@ static void recv_hello(int sock, struct vmmu_dm_shared **sh, int *fds, int *nfds
 {
     struct vmmu_dm_msg m;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        char buf[CMSG_SPACE(sizeof(int) * VMMU_DM_HELLO_MAX_FDS)];
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
@@ -83,7 +84,7 @@ static struct fuzz_env {
     struct vmmu_dm_server *srv;
     int sock; /* the device model's end */
     struct vmmu_dm_shared *sh;
-    int fds[VMMU_DM_MAX_SLOTS + 3], nfds;
+    int fds[VMMU_DM_HELLO_MAX_FDS], nfds;
     struct vmmu_dm_slot *slots;
     struct vmmu_dm_ring *ring;
     size_t sent_bytes;      /* bytes the device model put on its socket */
@@ -172,7 +173,7 @@ static void hostile_device_model(struct input *in)
 
     for (int steps = 0; in->n && steps < 64; steps++) {
         uint8_t op = take8(in);
-        switch (op % 8) {
+        switch (op % 9) {
         case 0: { /* a vCPU (or the host, if it would not block) accesses the device */
             int vcpu = take8(in) % NVCPU;
             uint8_t k = take8(in);
@@ -259,6 +260,31 @@ static void hostile_device_model(struct input *in)
             uint8_t buf[512];
             while (recv(sock, buf, sizeof(buf), MSG_DONTWAIT) > 0) {
             }
+            break;
+        }
+        case 8: { /* the service socket: a page-in request, well formed or not */
+            int svc = E.fds[2 + E.sh->nslots];
+            uint8_t k = take8(in);
+            struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = take8(in),
+                                    .gpa = take64(in), .size = take64(in)};
+            if (k & 1)
+                m.type = take8(in);
+            if (k & 2)
+                m.flags = take8(in);
+            size_t len = (k & 4) ? take8(in) % (sizeof(m) + 1) : sizeof(m);
+            if (send(svc, &m, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len)
+                break; /* the vm closed the service after earlier garbage */
+            struct vmmu_dm_msg r;
+            ssize_t n = recv(svc, &r, sizeof(r), 0);
+            if (n == 0)
+                break; /* that was garbage: the service ended */
+            if (n != sizeof(r) || r.type != VMMU_DM_MSG_PAGE_IN_DONE || r.seq != m.seq ||
+                r.flags > VMMU_DM_PAGE_IN_BAD)
+                fail("page-in answer");
+            if (len != sizeof(m) || m.type != VMMU_DM_MSG_PAGE_IN || m.flags)
+                fail("garbage answered");
+            if (r.flags == VMMU_DM_PAGE_IN_OK)
+                fail("this vm has no RAM to bring back");
             break;
         }
         }

@@ -6,6 +6,7 @@
  * play both sides. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <cmocka.h>
 
 #include "vmmu/dmclient.h"
+#include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
 #define BUCKET 65536ull
@@ -68,6 +70,13 @@ static int teardown(void **state)
     vmmu_vm_destroy(e->vm);
     free(e);
     return 0;
+}
+
+static uint64_t dmc_page_ins(struct vmmu_dmc *c)
+{
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(c, &st), 0);
+    return st.page_ins;
 }
 
 /* Invalidate [gpa, gpa + size) with the device model in this thread. */
@@ -189,13 +198,19 @@ static void invalidation_drops_mappings_and_the_range(void **state)
     assert_int_equal(st.invalidations, 1);
     assert_int_equal(st.dropped, 1);
     assert_int_equal(st.mapped_bytes, 0);
-    /* the invalidated page is gone from the device model's view ... */
-    assert_int_equal(vmmu_dmc_map(e->c, 0x40000, 8, 1, &p), VMMU_EHOLE);
-    /* ... the rest of its bucket is not */
+    /* The rest of its bucket is still in the device model's table ... */
     assert_int_equal(vmmu_dmc_map(e->c, 0x41000, 8, 1, &p), 0);
     vmmu_dmc_unmap(e->c, 0x41000);
     assert_int_equal(vmmu_dmc_map(e->c, 0x3f000, 8, 1, &p), 0);
     vmmu_dmc_unmap(e->c, 0x3f000);
+    assert_int_equal(dmc_page_ins(e->c), 0);
+    /* ... the invalidated page is not: mapping it asks the vm, which
+     * answers from the P2M (this test left the page there; a real caller
+     * removes it from the P2M before it invalidates, and then the answer
+     * is a hole). */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x40000, 8, 1, &p), 0);
+    vmmu_dmc_unmap(e->c, 0x40000);
+    assert_int_equal(dmc_page_ins(e->c), 1);
 }
 
 static void a_pinned_mapping_becomes_harmless_when_invalidated(void **state)
@@ -214,6 +229,140 @@ static void a_pinned_mapping_becomes_harmless_when_invalidated(void **state)
     struct vmmu_dmc_stats st;
     assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
     assert_int_equal(st.mapped_bytes, 0);
+}
+
+/* ---- pages the pager takes ---------------------------------------------------- */
+
+/* A thread that acknowledges the invalidations of device models @c[0..n)
+ * while the test's thread waits for a page-out. */
+struct pump {
+    struct vmmu_dmc *c[2];
+    unsigned n;
+    atomic_int stop;
+    pthread_t thread;
+};
+
+static void *pump_run(void *arg)
+{
+    struct pump *p = arg;
+    while (!atomic_load(&p->stop)) {
+        for (unsigned i = 0; i < p->n; i++)
+            assert_int_equal(vmmu_dmc_process(p->c[i]), 0);
+        usleep(100);
+    }
+    return NULL;
+}
+
+static void page_out(struct vmmu_pager *pager, struct vmmu_dmc *c0, struct vmmu_dmc *c1,
+                     uint64_t gpa)
+{
+    struct pump p = {.c = {c0, c1}, .n = c1 ? 2 : 1};
+    assert_int_equal(pthread_create(&p.thread, NULL, pump_run, &p), 0);
+    struct vmmu_gpa_range r = {.gpa = gpa, .size = 0x1000};
+    assert_int_equal(vmmu_pager_page_out(pager, &r, 1), 0);
+    atomic_store(&p.stop, 1);
+    pthread_join(p.thread, NULL);
+}
+
+static int count_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (*(int *)opaque)++;
+    req->data = 0;
+    return 0;
+}
+
+/* A paged-out page is in no region table a device model sees: not in the
+ * table the page-out punched, nor in one rebuilt afterwards (for a device
+ * model that connects later, or after a P2M change), because the memfd
+ * holds zeros there and a write would be lost when the page comes back.
+ * A device model that needs it asks the vm to bring it back (each such
+ * request is counted), and reads and writes the guest's own contents. */
+static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_pager *pager;
+    assert_int_equal(vmmu_pager_create(e->vm, NULL, &pager), 0);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x5000, "precious", 8, 0, NULL), 0);
+    char buf[8];
+    assert_int_equal(vmmu_dmc_read(e->c, 0x5000, buf, 8), 0);
+    assert_int_equal(dmc_page_ins(e->c), 0);
+
+    /* Read from a paged-out page: brought back on request. */
+    page_out(pager, e->c, NULL, 0x5000);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x4ff8, buf, 8), 0); /* its neighbours stay */
+    assert_int_equal(vmmu_dmc_read(e->c, 0x6000, buf, 8), 0);
+    assert_int_equal(dmc_page_ins(e->c), 0);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x5000, buf, 8), 0);
+    assert_memory_equal(buf, "precious", 8);
+    assert_int_equal(dmc_page_ins(e->c), 1);
+    struct vmmu_pager_stats ps;
+    assert_int_equal(vmmu_pager_stats(pager, &ps), 0);
+    assert_int_equal(ps.paged_in, 1);
+
+    /* Write into a paged-out page: the write reaches the guest and stays
+     * through another round trip to the backing file. */
+    page_out(pager, e->c, NULL, 0x5000);
+    assert_int_equal(vmmu_dmc_write(e->c, 0x5000, "dmawrote", 8), 0);
+    assert_int_equal(dmc_page_ins(e->c), 2);
+    page_out(pager, e->c, NULL, 0x5000);
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x5000, buf, 8, 0, NULL), 0);
+    assert_memory_equal(buf, "dmawrote", 8);
+
+    /* A device model that connects while the page is out gets a table
+     * without it: it has to ask too. */
+    page_out(pager, e->c, NULL, 0x5000);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_server *srv2;
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
+    struct vmmu_dmc *c2;
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], NULL, &c2), 0);
+    assert_int_equal(vmmu_dmc_read(c2, 0x5000, buf, 8), 0);
+    assert_memory_equal(buf, "dmawrote", 8);
+    assert_int_equal(dmc_page_ins(c2), 1);
+    struct vmmu_dm_server_stats ss;
+    assert_int_equal(vmmu_dm_server_stats(srv2, &ss), 0);
+    assert_int_equal(ss.page_ins, 1);
+
+    /* A P2M change rebuilds every table at the next device access, still
+     * without the paged-out page. */
+    page_out(pager, e->c, c2, 0x5000);
+    int accesses = 0;
+    struct vmmu_dm_ops ops = {.access = count_access};
+    struct vmmu_dm_server *io;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &ops, &accesses, &io), 0);
+    assert_int_equal(vmmu_dm_map_ports(io, 0x80, 1, 0, NULL), 0);
+    struct vmmu_region_desc more = {.type = VMMU_MEM_RAM, .gpa = 0x200000, .size = 0x10000};
+    assert_int_equal(vmmu_region_add(e->vm, &more, NULL), 0);
+    /* (until that access, the vm brings nothing back: a device model
+     * learns of a new memory map at a device access, never mid-transfer) */
+    assert_int_equal(vmmu_dmc_read(e->c, 0x5000, buf, 8), VMMU_EHOLE);
+    assert_int_equal(dmc_page_ins(e->c), 3);
+    uint64_t data = 1;
+    assert_int_equal(vmmu_dm_port_access(e->dm, -1, 0x80, 1, 1, &data), 0);
+    assert_int_equal(accesses, 1);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x200000, buf, 8), 0); /* the table is new */
+    assert_int_equal(dmc_page_ins(e->c), 3);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x5000, buf, 8), 0); /* ... and asks again */
+    assert_memory_equal(buf, "dmawrote", 8);
+    assert_int_equal(dmc_page_ins(e->c), 4);
+
+    /* Paged in by someone else: the next device access publishes it, and
+     * nobody needs to ask. */
+    page_out(pager, e->c, c2, 0x5000);
+    struct vmmu_gpa_range r = {.gpa = 0x5000, .size = 0x1000};
+    assert_int_equal(vmmu_pager_page_in(pager, &r, 1), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, -1, 0x80, 1, 1, &data), 0);
+    assert_int_equal(vmmu_dmc_read(c2, 0x5000, buf, 8), 0);
+    assert_memory_equal(buf, "dmawrote", 8);
+    assert_int_equal(dmc_page_ins(c2), 1);
+
+    /* Memory the vm does not have is still a hole (the vm says so). */
+    assert_int_equal(vmmu_dmc_read(c2, 0x400000, buf, 8), VMMU_EHOLE);
+    assert_int_equal(dmc_page_ins(c2), 2);
+    vmmu_dmc_close(c2);
+    vmmu_dm_server_destroy(srv2);
+    vmmu_pager_destroy(pager);
 }
 
 struct path_client {
@@ -282,6 +431,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_pinned_mapping_becomes_harmless_when_invalidated, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(device_models_bring_paged_out_pages_back_and_never_see_the_hole,
+                                        setup, teardown),
         cmocka_unit_test(a_device_model_connects_by_socket_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

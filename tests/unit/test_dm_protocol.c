@@ -3,7 +3,10 @@
  * wrong sequence, impossible values, answers to requests never made,
  * garbage on the socket), and a vm that sends the client library garbage.
  * Each lie hurts at most the liar's own request; nothing crashes or hangs. */
+#include <poll.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,13 +19,14 @@
 #include <cmocka.h>
 
 #include "vmmu/dmclient.h"
+#include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
 #define DEV_GPA 0x100000ull
 
 struct fake_dm {
     int sock;
-    int fds[VMMU_DM_MAX_SLOTS + 3];
+    int fds[VMMU_DM_HELLO_MAX_FDS];
     int nfds;
     struct vmmu_dm_shared *sh;
     struct vmmu_dm_slot *slots;
@@ -40,7 +44,7 @@ static void fake_hello(struct fake_dm *f)
 {
     struct vmmu_dm_msg m;
     union {
-        char buf[CMSG_SPACE(sizeof(int) * (VMMU_DM_MAX_SLOTS + 3))];
+        char buf[CMSG_SPACE(sizeof(int) * VMMU_DM_HELLO_MAX_FDS)];
         struct cmsghdr align;
     } u;
     struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
@@ -266,6 +270,163 @@ static void hanging_up_kills_requests_in_flight(void **state)
 
 /* ---- the client library against a lying vm ---------------------------------- */
 
+/* ---- the service socket --------------------------------------------------------- */
+
+static int service_sock(struct env *e)
+{
+    return e->f.fds[2 + e->f.sh->nslots];
+}
+
+/* Ask for [gpa, gpa + size) on the service socket; the answer's status. */
+static uint32_t ask_page_in(struct env *e, uint64_t seq, uint64_t gpa, uint64_t size)
+{
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = seq, .gpa = gpa, .size = size};
+    assert_int_equal(send(service_sock(e), &m, sizeof(m), 0), sizeof(m));
+    struct vmmu_dm_msg r;
+    assert_int_equal(recv(service_sock(e), &r, sizeof(r), 0), sizeof(r));
+    assert_int_equal(r.type, VMMU_DM_MSG_PAGE_IN_DONE);
+    assert_int_equal(r.seq, seq);
+    assert_int_equal(r.gpa, gpa);
+    assert_int_equal(r.size, size);
+    return r.flags;
+}
+
+static uint32_t state_of(struct env *e, uint64_t gpa)
+{
+    uint32_t st;
+    assert_int_equal(vmmu_page_state_get(e->vm, gpa, &st), 0);
+    return st;
+}
+
+/* The fake device model's main socket, served by a thread that
+ * acknowledges every invalidation (while the test's thread pages out). */
+struct acker {
+    struct env *e;
+    atomic_int stop;
+    pthread_t thread;
+};
+
+static void *acker_run(void *arg)
+{
+    struct acker *a = arg;
+    while (!atomic_load(&a->stop)) {
+        struct pollfd p = {.fd = a->e->f.sock, .events = POLLIN};
+        if (poll(&p, 1, 10) <= 0)
+            continue;
+        struct vmmu_dm_msg m;
+        if (recv(a->e->f.sock, &m, sizeof(m), MSG_WAITALL) != sizeof(m))
+            return NULL;
+        if (m.type == VMMU_DM_MSG_INVALIDATE)
+            send_raw(a->e, VMMU_DM_MSG_INVALIDATE_ACK, m.seq, 0);
+    }
+    return NULL;
+}
+
+static void acker_start(struct acker *a, struct env *e)
+{
+    a->e = e;
+    atomic_store(&a->stop, 0);
+    assert_int_equal(pthread_create(&a->thread, NULL, acker_run, a), 0);
+}
+
+static void acker_stop(struct acker *a)
+{
+    atomic_store(&a->stop, 1);
+    pthread_join(a->thread, NULL);
+}
+
+/* RAM, a pager, and region tables that show both (a buffered device write
+ * refreshes them). */
+static struct vmmu_pager *ram_and_pager(struct env *e)
+{
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(e->vm, &ram, NULL), 0);
+    struct vmmu_pager *pager;
+    assert_int_equal(vmmu_pager_create(e->vm, NULL, &pager), 0);
+    uint64_t v = 1;
+    assert_int_equal(access1(e, -1, 1, &v), 0);
+    return pager;
+}
+
+static void page_in_requests_are_checked_and_answered(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_pager *pager = ram_and_pager(e);
+    struct acker ack;
+    acker_start(&ack, e);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x5000, "back", 4, 0, NULL), 0);
+    struct vmmu_gpa_range r = {.gpa = 0x5000, .size = 0x1000};
+    assert_int_equal(vmmu_pager_page_out(pager, &r, 1), 0);
+    assert_true(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT);
+
+    /* A good request brings the page back, and says so. */
+    assert_int_equal(ask_page_in(e, 7, 0x5ff0, 0x20), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT, 0);
+    char buf[4];
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x5000, buf, 4, 0, NULL), 0);
+    assert_memory_equal(buf, "back", 4);
+    /* Malformed ones are refused and change nothing. */
+    assert_int_equal(ask_page_in(e, 8, 0x5000, 0), VMMU_DM_PAGE_IN_BAD);
+    assert_int_equal(ask_page_in(e, 9, 0x5000, VMMU_DM_PAGE_IN_MAX + 1), VMMU_DM_PAGE_IN_BAD);
+    assert_int_equal(ask_page_in(e, 10, ~0ull - 8, 0x20), VMMU_DM_PAGE_IN_BAD);
+    /* Memory the vm does not have, or a device, is a hole. */
+    assert_int_equal(ask_page_in(e, 11, 0x200000, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 12, DEV_GPA, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 13, 0xff000, 0x2000), VMMU_DM_PAGE_IN_HOLE); /* RAM, then not */
+    assert_int_equal(ask_page_in(e, 14, 1ull << 50, 8), VMMU_DM_PAGE_IN_HOLE);
+    /* A page the guest gave back stays given back. */
+    struct vmmu_gpa_range b = {.gpa = 0x6000, .size = 0x1000};
+    assert_int_equal(vmmu_pager_balloon_out(pager, &b, 1), 0);
+    assert_int_equal(ask_page_in(e, 15, 0x6000, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(state_of(e, 0x6000), VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED);
+    /* After a change of the memory map, nothing comes back until a device
+     * access has published the new map. */
+    struct vmmu_region_desc more = {.type = VMMU_MEM_RAM, .gpa = 0x400000, .size = 0x1000};
+    assert_int_equal(vmmu_region_add(e->vm, &more, NULL), 0);
+    assert_int_equal(vmmu_pager_page_out(pager, &r, 1), 0);
+    assert_int_equal(ask_page_in(e, 16, 0x5000, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_true(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT);
+    uint64_t v = 2;
+    assert_int_equal(access1(e, -1, 1, &v), 0);
+    assert_int_equal(ask_page_in(e, 17, 0x5000, 8), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT, 0);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.page_ins, 11);
+    assert_int_equal(st.proto_errors, 0);
+    assert_int_equal(st.invalidations, 3);
+    assert_int_equal(st.dead, 0);
+    acker_stop(&ack);
+    vmmu_pager_destroy(pager);
+}
+
+/* Anything but a PAGE_IN of the right size ends the service, and only the
+ * service: the server keeps serving accesses. */
+static void service_ends_after(struct env *e, const void *msg, size_t len)
+{
+    assert_int_equal(send(service_sock(e), msg, len, 0), (ssize_t)len);
+    struct vmmu_dm_msg r;
+    assert_int_equal(recv(service_sock(e), &r, sizeof(r), 0), 0); /* closed */
+    assert_int_equal(proto_errors(e), 1);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.dead, 0);
+    uint64_t v = 5;
+    assert_int_equal(access1(e, -1, 1, &v), 0); /* buffered: still served */
+}
+
+static void a_short_message_on_the_service_socket_ends_only_the_service(void **state)
+{
+    uint8_t shortmsg[5] = {VMMU_DM_MSG_PAGE_IN};
+    service_ends_after(*state, shortmsg, sizeof(shortmsg));
+}
+
+static void another_type_on_the_service_socket_ends_only_the_service(void **state)
+{
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = 1};
+    service_ends_after(*state, &m, sizeof(m));
+}
+
 static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
 {
     int sv[2];
@@ -301,40 +462,40 @@ static void client_refuses_a_malformed_hello(void **state)
     int shm = memfd_create("t", MFD_CLOEXEC);
     assert_true(shm >= 0);
     assert_int_equal(ftruncate(shm, 4096), 0);
-    int fds[4] = {shm, shm, shm, shm};
+    int fds[5] = {shm, shm, shm, shm, shm}; /* page, kick, 2 slots, service */
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096};
     /* wrong type */
     m.type = VMMU_DM_MSG_INVALIDATE;
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     m.type = VMMU_DM_MSG_HELLO;
-    /* descriptor count does not match the slot count */
-    assert_int_equal(client_on(&m, fds, 3), VMMU_EPROTO);
+    /* descriptor count does not match the slot count (the service socket missing) */
+    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
     /* impossible slot counts and sizes */
     m.seq = 0;
-    assert_int_equal(client_on(&m, fds, 2), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 3), VMMU_EPROTO);
     m.seq = 100000;
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     m.seq = 2;
     m.gpa = 1ull << 40;
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     /* the shared page is all zeros: no magic */
     m.gpa = 4096;
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     /* a header whose offsets point outside the page */
     struct vmmu_dm_shared *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
     assert_true(h != MAP_FAILED);
     *h = (struct vmmu_dm_shared){.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
                                  .nslots = 2, .slots_offset = 4032, .regions_offset = 128,
                                  .size = 4096};
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     h->slots_offset = 128;
     h->regions_offset = 4090;
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     h->regions_offset = 256;
     h->ring_entries = 3; /* not a power of two */
-    assert_int_equal(client_on(&m, fds, 4), VMMU_EPROTO);
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     h->ring_entries = 0;
-    assert_int_equal(client_on(&m, fds, 4), 0); /* and now it is acceptable */
+    assert_int_equal(client_on(&m, fds, 5), 0); /* and now it is acceptable */
     munmap(h, 4096);
     close(shm);
     /* a vm that hangs up at once */
@@ -361,6 +522,9 @@ int main(void)
         T(garbage_and_unasked_acks_are_counted_and_ignored),
         T(a_silent_device_model_is_declared_dead_by_the_invalidation),
         T(hanging_up_kills_requests_in_flight),
+        T(page_in_requests_are_checked_and_answered),
+        T(a_short_message_on_the_service_socket_ends_only_the_service),
+        T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(client_refuses_a_malformed_hello),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

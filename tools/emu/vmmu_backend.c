@@ -735,10 +735,10 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     struct vmmu_dm_server_stats ds = {0};
     if (b->dmdev && vmmu_dm_server_stats(b->dmdev, &ds) == 0)
         fprintf(out, "device model:       %llu requests (%llu pending), %llu mapcache "
-                "invalidations, %llu protocol errors%s\n",
+                "invalidations, %llu paged-out ranges asked back, %llu protocol errors%s\n",
                 (unsigned long long)ds.requests, (unsigned long long)ds.pending,
-                (unsigned long long)ds.invalidations, (unsigned long long)ds.proto_errors,
-                ds.dead ? ", dead" : "");
+                (unsigned long long)ds.invalidations, (unsigned long long)ds.page_ins,
+                (unsigned long long)ds.proto_errors, ds.dead ? ", dead" : "");
     else
         fprintf(out, "device model:       none attached\n");
     struct vmmu_pager_stats ps = {0};
