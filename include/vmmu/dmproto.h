@@ -141,24 +141,27 @@ enum vmmu_dm_msg_type {
     VMMU_DM_MSG_INVALIDATE = 3,
     /** dm -> vm: every invalidation up to and including @c seq is done. */
     VMMU_DM_MSG_INVALIDATE_ACK = 4,
-    /** dm -> vm, on the service socket: bring the pages of [gpa, gpa + size)
-     *  back into memory (the pager took them: the region table leaves them
-     *  out) and publish the region table again.  @c seq is the device
-     *  model's own; @c flags 0; 0 < size <= VMMU_DM_PAGE_IN_MAX. */
+    /** dm -> vm, on the service socket: make [gpa, gpa + size) mappable:
+     *  bring its pages back into memory if the pager took them, and say
+     *  where the resident memory around @c gpa lives (the region table
+     *  leaves out regions that have paged-out pages).  @c seq is the
+     *  device model's own; @c flags 0; 0 < size <= VMMU_DM_PAGE_IN_MAX.
+     *  The answer is a struct vmmu_dm_page_in_done. */
     VMMU_DM_MSG_PAGE_IN = 5,
-    /** vm -> dm, on the service socket: the answer to the PAGE_IN with the
-     *  same @c seq, @c gpa and @c size; @c flags is a VMMU_DM_PAGE_IN_*
-     *  status.  The region table was published again before it was sent. */
+    /** vm -> dm, on the service socket: the answer (struct
+     *  vmmu_dm_page_in_done) to the PAGE_IN with the same @c seq. */
     VMMU_DM_MSG_PAGE_IN_DONE = 6,
 };
 
-/** PAGE_IN_DONE status: every page of the range is resident RAM or ROM now
- *  (it may be paged out again at any time: map it, then check again). */
+/** PAGE_IN_DONE status: @c run names resident RAM or ROM that holds the
+ *  request's first byte; map it like a region-table entry (an invalidation
+ *  of any part of it arrives as usual if the pager takes it again). */
 #define VMMU_DM_PAGE_IN_OK 0u
-/** PAGE_IN_DONE status: part of the range is not RAM or ROM of the vm, or
- *  the guest gave it back (balloon), or the vm's memory map changed since
- *  the region table was published (a device model learns of such changes
- *  at its next device access, not in the middle of a transfer). */
+/** PAGE_IN_DONE status: the request's first byte is not RAM or ROM of the
+ *  vm, or the guest gave its page back (balloon), or the vm's memory map
+ *  changed since the region table was published (a device model learns of
+ *  such changes at its next device access, not in the middle of a
+ *  transfer).  Later bytes of the range are not looked at. */
 #define VMMU_DM_PAGE_IN_HOLE 1u
 /** PAGE_IN_DONE status: a page could not be brought back (no pager, or its
  *  I/O failed). */
@@ -166,8 +169,24 @@ enum vmmu_dm_msg_type {
 /** PAGE_IN_DONE status: the request was malformed (size 0 or too large, or
  *  the range wraps). */
 #define VMMU_DM_PAGE_IN_BAD 3u
+/** PAGE_IN_DONE status: the pager took the first page again before the
+ *  answer was made; ask again. */
+#define VMMU_DM_PAGE_IN_AGAIN 4u
 /** Largest range one PAGE_IN may ask for (the largest mapcache bucket). */
 #define VMMU_DM_PAGE_IN_MAX (16ull << 20)
+/** Most bytes a PAGE_IN_DONE run reaches on each side of the request's
+ *  first byte (so the vm looks at a bounded number of pages). */
+#define VMMU_DM_PAGE_IN_REACH (16ull << 20)
+
+/** The answer to a PAGE_IN (48 bytes, on the service socket only). */
+struct vmmu_dm_page_in_done {
+    uint32_t type;   /**< VMMU_DM_MSG_PAGE_IN_DONE */
+    uint32_t status; /**< VMMU_DM_PAGE_IN_* */
+    uint64_t seq;    /**< the request's */
+    /** With VMMU_DM_PAGE_IN_OK: the resident memory around the request's
+     *  first byte, as a region-table entry (else all zero). */
+    struct vmmu_dm_region_ent run;
+};
 /** HELLO flag: the vm's memfd follows the response eventfds. */
 #define VMMU_DM_HELLO_MEMFD 1u
 
@@ -175,10 +194,11 @@ enum vmmu_dm_msg_type {
  *
  *  The main socket (the one the vm was given) carries HELLO, MEMFD,
  *  INVALIDATE and INVALIDATE_ACK.  The service socket (a SOCK_SEQPACKET
- *  socket whose device-model end comes with HELLO) carries PAGE_IN and
- *  PAGE_IN_DONE, served by a vm thread, so a device model can ask while the
- *  vCPUs run.  A device model that sends anything else there, or a message
- *  of another size, loses its service socket (the vm closes its end). */
+ *  socket whose device-model end comes with HELLO) carries PAGE_IN (this
+ *  struct) and its answer (struct vmmu_dm_page_in_done), served by a vm
+ *  thread, so a device model can ask while the vCPUs run.  A device model
+ *  that sends anything else there, or a message of another size, loses its
+ *  service socket (the vm closes its end). */
 struct vmmu_dm_msg {
     uint32_t type;  /**< enum vmmu_dm_msg_type */
     uint32_t flags;

@@ -266,7 +266,8 @@ int vmmu_dmc_process(struct vmmu_dmc *c)
 
 /* ---- asking for paged-out memory -------------------------------------------- */
 
-int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
+int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
+                      struct vmmu_dm_region_ent *run)
 {
     if (c->svc_sock < 0)
         return VMMU_EHOLE; /* the service is gone: the pages stay out */
@@ -277,8 +278,9 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
     c->st.page_ins++;
     /* Invalidations wait until we are back: the caller may hold pinned
      * mappings (a DMA's destination while it maps the source), which an
-     * invalidation would make harmless behind its back.  The vm's page-in
-     * never waits for our acknowledgements, so this cannot deadlock. */
+     * invalidation would make harmless behind its back; and one processed
+     * now could cover the run we are about to map.  The vm's page-in never
+     * waits for our acknowledgements, so this cannot deadlock. */
     uint64_t deadline = now_ns() + 10000ull * 1000000ull;
     for (;;) {
         struct pollfd p = {.fd = c->svc_sock, .events = POLLIN};
@@ -292,29 +294,42 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
             return VMMU_ESYS;
         if (!n)
             continue;
-        uint8_t buf[sizeof(m) + 1];
+        struct vmmu_dm_page_in_done r;
+        uint8_t buf[sizeof(r) + 1];
         ssize_t got = recv(c->svc_sock, buf, sizeof(buf), MSG_DONTWAIT);
         if (got < 0 && (errno == EINTR || errno == EAGAIN))
             continue;
-        struct vmmu_dm_msg r;
         if (got == (ssize_t)sizeof(r))
             memcpy(&r, buf, sizeof(r));
-        if (got != (ssize_t)sizeof(r) || r.type != VMMU_DM_MSG_PAGE_IN_DONE || r.seq != m.seq ||
-            r.gpa != gpa || r.size != size) {
+        /* A run must hold the first byte asked for, lie within the reach
+         * the protocol allows, and not wrap; the memfd offset is checked
+         * against the file before anything is mapped (mapcache.c). */
+        bool ok = got == (ssize_t)sizeof(r) && r.type == VMMU_DM_MSG_PAGE_IN_DONE &&
+                  r.seq == m.seq && r.status <= VMMU_DM_PAGE_IN_AGAIN;
+        if (ok && r.status == VMMU_DM_PAGE_IN_OK)
+            ok = r.run.size && !(r.run.gpa & 4095) && !(r.run.size & 4095) &&
+                 r.run.gpa + r.run.size > r.run.gpa && gpa >= r.run.gpa &&
+                 gpa - r.run.gpa < r.run.size &&
+                 r.run.size <= 2 * VMMU_DM_PAGE_IN_REACH + 4096 &&
+                 !(r.run.flags & ~VMMU_DM_REGION_WRITABLE);
+        if (!ok) {
             /* The vm hung up the service, or said something else: stop using it. */
             close(c->svc_sock);
             c->svc_sock = -1;
             return got == 0 ? VMMU_EHOLE : VMMU_EPROTO;
         }
-        switch (r.flags) {
+        switch (r.status) {
         case VMMU_DM_PAGE_IN_OK:
+            *run = r.run;
             return 0;
         case VMMU_DM_PAGE_IN_HOLE:
             return VMMU_EHOLE;
         case VMMU_DM_PAGE_IN_FAILED:
             return VMMU_EPAGEDOUT;
+        case VMMU_DM_PAGE_IN_AGAIN:
+            return VMMU_EBUSY;
         default:
-            return VMMU_EINVAL;
+            return VMMU_EINVAL; /* BAD: not sent by this library */
         }
     }
 }

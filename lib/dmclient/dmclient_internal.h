@@ -57,12 +57,14 @@ struct vmmu_dmc {
 
 /* Drop every mapping overlapping [gpa, gpa + size). */
 void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
-/* Ask the vm to bring paged-out [gpa, gpa + size) back in and wait for
- * its answer (invalidations wait): 0 when every page is
- * resident RAM or ROM (and the region table shows it), VMMU_EHOLE (not
- * memory, or no service), VMMU_EPAGEDOUT (could not be brought back),
- * VMMU_ETIMEDOUT, VMMU_EPROTO. */
-int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
+/* Ask the vm to make [gpa, gpa + size) mappable (bring its pages back in
+ * if the pager took them) and wait for its answer (invalidations wait):
+ * 0 with @run, the resident memory around @gpa as a region-table entry;
+ * VMMU_EHOLE (not memory, given back by the guest, a memory map the table
+ * does not show yet, or no service); VMMU_EPAGEDOUT (could not be brought
+ * back); VMMU_EBUSY (taken again: ask again); VMMU_ETIMEDOUT; VMMU_EPROTO. */
+int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
+                      struct vmmu_dm_region_ent *run);
 /* Unmap everything (close). */
 void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c);
 

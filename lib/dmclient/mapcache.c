@@ -158,14 +158,15 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
         return VMMU_ENOENT;
     struct vmmu_dm_region_ent r = {0};
     int err = region_lookup(c, gpa, &r);
-    /* Not in the table: perhaps paged out.  Ask the vm to bring it back
-     * (it answers VMMU_EHOLE for memory it does not have) and look again;
-     * the pager may take it again meanwhile, so a few rounds at most. */
+    /* Not in the table: perhaps in a region the pager took pages from.  Ask
+     * the vm (it answers VMMU_EHOLE for memory it does not have) and map
+     * what it answers; the pager may take the page again meanwhile, so a
+     * few rounds at most. */
     for (int round = 0; err == VMMU_EHOLE && round < DMC_PAGEIN_ROUNDS; round++) {
-        err = vmmu__dmc_page_in(c, gpa, len);
-        if (!err)
-            err = region_lookup(c, gpa, &r);
-        else if (err == VMMU_EHOLE)
+        err = vmmu__dmc_page_in(c, gpa, len, &r);
+        if (err == VMMU_EBUSY)
+            err = VMMU_EHOLE; /* again */
+        else if (err)
             return err;
     }
     if (err == VMMU_EHOLE)

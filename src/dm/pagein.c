@@ -3,13 +3,14 @@
  * The service socket of an out-of-process server: device models asking
  * for paged-out guest memory to come back.
  *
- * The region table a device model maps through leaves paged-out pages out
- * (remote.c), so a DMA into one finds a hole.  The device model then sends
- * PAGE_IN on its service socket; this server's thread brings the pages in
- * through the P2M's page-in path, publishes every region table again and
- * answers PAGE_IN_DONE.  The thread is a grace-period reader, online only
- * while it serves a request (it looks regions up), offline while it waits
- * for the next one.
+ * The region table a device model maps through leaves out regions that
+ * have paged-out pages (remote.c), so a DMA into one finds a hole.  The
+ * device model then sends PAGE_IN on its service socket; this server's
+ * thread brings the pages in through the P2M's page-in path and answers
+ * where the resident memory around the address lives, which the device
+ * model maps as if the table had said it.  The thread is a grace-period
+ * reader, online only while it serves a request (it looks regions up),
+ * offline while it waits for the next one.
  *
  * Trust.  Everything in a request is checked; a malformed request is
  * answered VMMU_DM_PAGE_IN_BAD, and a message of another type or size ends
@@ -26,8 +27,37 @@
 #include "dm/dm_internal.h"
 #include "p2m/p2m_internal.h"
 
-/* Bring [gpa, gpa + size) in and publish the region tables again. */
-static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size)
+/* The resident run around page @g of region @r: the pages on both sides
+ * that are not paged out, within the region and VMMU_DM_PAGE_IN_REACH. */
+static void resident_run(const struct vmmu_region *r, uint64_t g, struct vmmu_dm_region_ent *out)
+{
+    const uint64_t reach = VMMU_DM_PAGE_IN_REACH >> VMMU_PAGE_SHIFT;
+    uint64_t lo = g - r->gfn > reach ? g - reach : r->gfn;
+    uint64_t hi = r->gfn + r->npages - g > reach ? g + reach : r->gfn + r->npages;
+    uint64_t first = g, end = g + 1;
+    while (first > lo && !(region_page_state(r, first - 1) & VMMU_PAGE_PAGED_OUT))
+        first--;
+    while (end < hi && !(region_page_state(r, end) & VMMU_PAGE_PAGED_OUT))
+        end++;
+    *out = (struct vmmu_dm_region_ent){
+        .gpa = first << VMMU_PAGE_SHIFT,
+        .size = (end - first) << VMMU_PAGE_SHIFT,
+        .memfd_offset = r->memfd_offset + ((first - r->gfn) << VMMU_PAGE_SHIFT),
+        .flags = r->type == VMMU_MEM_RAM ? VMMU_DM_REGION_WRITABLE : 0,
+    };
+}
+
+/* Bring the pages of [gpa, gpa + size) in and describe the resident memory
+ * around @gpa.
+ *
+ * No lock orders the answer against page-outs, and none is needed: a
+ * page-out marks its page before it sends its invalidation, and the device
+ * model does not process invalidations while it waits for this answer.  So
+ * either the run below excludes the page, or the invalidation reaches the
+ * device model after it mapped the run, and it drops the mapping before it
+ * acknowledges, before the page's memory is released. */
+static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size,
+                              struct vmmu_dm_region_ent *run)
 {
     struct vmmu_vm *vm = dm->vm;
     if (!size || size > VMMU_DM_PAGE_IN_MAX || gpa + size < gpa)
@@ -39,27 +69,25 @@ static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size)
     if (vmmu_p2m_generation(vm) != atomic_load(&dm->seen_generation))
         return VMMU_DM_PAGE_IN_HOLE;
     uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + size - 1) >> VMMU_PAGE_SHIFT;
-    uint32_t status = VMMU_DM_PAGE_IN_OK;
-    for (uint64_t g = first; g <= last && status == VMMU_DM_PAGE_IN_OK; g++) {
+    const struct vmmu_region *r0 = NULL;
+    for (uint64_t g = first; g <= last; g++) {
         const struct vmmu_region *r = g < vm->p2m.gfn_limit ? p2m_resolve(&vm->p2m, g, NULL) : NULL;
-        if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM)) {
-            status = VMMU_DM_PAGE_IN_HOLE;
-        } else if (region_page_state(r, g) & VMMU_PAGE_BALLOONED) {
-            status = VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away: a DMA does not take it back */
-        } else if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) {
-            if (vmmu__gpa_make_resident(vm, g << VMMU_PAGE_SHIFT) != 0)
-                status = VMMU_DM_PAGE_IN_FAILED;
+        if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM) ||
+            (region_page_state(r, g) & VMMU_PAGE_BALLOONED)) {
+            if (g == first)
+                return VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away, or never had it */
+            break; /* the run below ends before it */
         }
+        if (g == first)
+            r0 = r;
+        if ((region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) &&
+            vmmu__gpa_make_resident(vm, g << VMMU_PAGE_SHIFT) != 0)
+            return VMMU_DM_PAGE_IN_FAILED;
     }
-    /* Publish even when nothing was out: the pages may have come back
-     * through a vCPU since the table was last built. */
-    pthread_mutex_lock(&dm->lock);
-    if (vmmu_p2m_generation(vm) == atomic_load(&dm->seen_generation))
-        vmmu__dm_refresh_regions_locked(dm);
-    else
-        status = VMMU_DM_PAGE_IN_HOLE;
-    pthread_mutex_unlock(&dm->lock);
-    return status;
+    if (region_page_state(r0, first) & VMMU_PAGE_PAGED_OUT)
+        return VMMU_DM_PAGE_IN_AGAIN;
+    resident_run(r0, first, run);
+    return VMMU_DM_PAGE_IN_OK;
 }
 
 static void *service_run(void *arg)
@@ -85,12 +113,11 @@ static void *service_run(void *arg)
             atomic_fetch_add(&srv->st_proto, 1);
             break;
         }
+        struct vmmu_dm_page_in_done r = {.type = VMMU_DM_MSG_PAGE_IN_DONE, .seq = m.seq};
         vmmu__reader_online();
-        uint32_t status = serve_page_in(srv->dm, m.gpa, m.size);
+        r.status = serve_page_in(srv->dm, m.gpa, m.size, &r.run);
         vmmu__reader_offline();
         atomic_fetch_add(&srv->st_pageins, 1);
-        struct vmmu_dm_msg r = {.type = VMMU_DM_MSG_PAGE_IN_DONE, .flags = status, .seq = m.seq,
-                                .gpa = m.gpa, .size = m.size};
         if (send(srv->svc_sock, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r))
             break;
     }

@@ -177,12 +177,14 @@ static void publish_regions(struct vmmu_dm_server *srv)
  * change holds while it waits for them.  Holes are skipped a whole tree
  * slot at a time, so the walk costs about one step per region or slot.
  *
- * Paged-out pages are left out: the memfd holds zeros there, and a write
- * to it would be lost when the page comes back.  (A page-out marks the
- * page before it invalidates device models, which punches it out of their
- * tables under dm->lock, held here: either this walk sees the mark or the
- * punch comes after it.)  Only regions that have paged-out pages have
- * their state bytes read. */
+ * Regions with paged-out pages are left out whole: the memfd holds zeros
+ * at a paged-out page, and a write there would be lost when the page comes
+ * back.  A device model asks for what it needs of them over its service
+ * socket (pagein.c), one mapping at a time; leaving them out whole keeps
+ * the table as small as the region list, however scattered the pages the
+ * pager took.  (A page-out marks its page before it invalidates device
+ * models, which punches the page out of their tables under dm->lock, held
+ * here: either this walk sees the mark or the punch comes after it.) */
 static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_ent *out,
                                 unsigned max)
 {
@@ -191,30 +193,14 @@ static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_
         const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, &end);
         if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM))
             continue;
-        uint32_t flags = r->type == VMMU_MEM_RAM ? VMMU_DM_REGION_WRITABLE : 0;
-        bool whole = atomic_load_explicit(&((struct vmmu_region *)r)->paged_out,
-                                          memory_order_acquire) == 0;
-        for (uint64_t i = 0; i < r->npages && n < max;) {
-            uint64_t run = r->npages - i;
-            if (!whole) {
-                /* The next run of resident pages from page i. */
-                while (i < r->npages && (region_page_state(r, r->gfn + i) & VMMU_PAGE_PAGED_OUT))
-                    i++;
-                run = 0;
-                while (i + run < r->npages &&
-                       !(region_page_state(r, r->gfn + i + run) & VMMU_PAGE_PAGED_OUT))
-                    run++;
-                if (!run)
-                    break;
-            }
-            out[n++] = (struct vmmu_dm_region_ent){
-                .gpa = (r->gfn + i) << VMMU_PAGE_SHIFT,
-                .size = run << VMMU_PAGE_SHIFT,
-                .memfd_offset = r->memfd_offset + (i << VMMU_PAGE_SHIFT),
-                .flags = flags,
-            };
-            i += run;
-        }
+        if (atomic_load_explicit(&((struct vmmu_region *)r)->paged_out, memory_order_acquire))
+            continue;
+        out[n++] = (struct vmmu_dm_region_ent){
+            .gpa = r->gfn << VMMU_PAGE_SHIFT,
+            .size = r->npages << VMMU_PAGE_SHIFT,
+            .memfd_offset = r->memfd_offset,
+            .flags = r->type == VMMU_MEM_RAM ? VMMU_DM_REGION_WRITABLE : 0,
+        };
     }
     return n;
 }

@@ -273,10 +273,11 @@ static int count_access(void *opaque, struct vmmu_dm_ioreq *req)
 
 /* A paged-out page is in no region table a device model sees: not in the
  * table the page-out punched, nor in one rebuilt afterwards (for a device
- * model that connects later, or after a P2M change), because the memfd
- * holds zeros there and a write would be lost when the page comes back.
- * A device model that needs it asks the vm to bring it back (each such
- * request is counted), and reads and writes the guest's own contents. */
+ * model that connects later, or after a P2M change: those leave out the
+ * page's whole region), because the memfd holds zeros there and a write
+ * would be lost when the page comes back.  A device model that needs it
+ * asks the vm to bring it back (each such request is counted), and reads
+ * and writes the guest's own contents. */
 static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void **state)
 {
     struct env *e = *state;
@@ -309,7 +310,8 @@ static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void
     assert_memory_equal(buf, "dmawrote", 8);
 
     /* A device model that connects while the page is out gets a table
-     * without it: it has to ask too. */
+     * without the page's region: it asks for what it maps of it, and gets
+     * only that back. */
     page_out(pager, e->c, NULL, 0x5000);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -317,15 +319,22 @@ static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void
     assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
     struct vmmu_dmc *c2;
     assert_int_equal(vmmu_dmc_connect_fd(sv[1], NULL, &c2), 0);
+    assert_int_equal(vmmu_dmc_read(c2, 0x80000, buf, 8), 0); /* resident, in that region */
+    assert_int_equal(dmc_page_ins(c2), 1);
+    uint32_t st;
+    assert_int_equal(vmmu_page_state_get(e->vm, 0x5000, &st), 0);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
     assert_int_equal(vmmu_dmc_read(c2, 0x5000, buf, 8), 0);
     assert_memory_equal(buf, "dmawrote", 8);
-    assert_int_equal(dmc_page_ins(c2), 1);
+    assert_int_equal(dmc_page_ins(c2), 2);
+    assert_int_equal(vmmu_dmc_read(c2, 0x6000, buf, 8), 0); /* the same bucket: no question */
+    assert_int_equal(dmc_page_ins(c2), 2);
     struct vmmu_dm_server_stats ss;
     assert_int_equal(vmmu_dm_server_stats(srv2, &ss), 0);
-    assert_int_equal(ss.page_ins, 1);
+    assert_int_equal(ss.page_ins, 2);
 
     /* A P2M change rebuilds every table at the next device access, still
-     * without the paged-out page. */
+     * without the region of the paged-out page. */
     page_out(pager, e->c, c2, 0x5000);
     int accesses = 0;
     struct vmmu_dm_ops ops = {.access = count_access};
@@ -355,11 +364,12 @@ static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void
     assert_int_equal(vmmu_dm_port_access(e->dm, -1, 0x80, 1, 1, &data), 0);
     assert_int_equal(vmmu_dmc_read(c2, 0x5000, buf, 8), 0);
     assert_memory_equal(buf, "dmawrote", 8);
-    assert_int_equal(dmc_page_ins(c2), 1);
+    assert_int_equal(vmmu_dmc_read(c2, 0xf0000, buf, 8), 0);
+    assert_int_equal(dmc_page_ins(c2), 2);
 
     /* Memory the vm does not have is still a hole (the vm says so). */
     assert_int_equal(vmmu_dmc_read(c2, 0x400000, buf, 8), VMMU_EHOLE);
-    assert_int_equal(dmc_page_ins(c2), 2);
+    assert_int_equal(dmc_page_ins(c2), 3);
     vmmu_dmc_close(c2);
     vmmu_dm_server_destroy(srv2);
     vmmu_pager_destroy(pager);

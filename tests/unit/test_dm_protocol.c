@@ -277,18 +277,22 @@ static int service_sock(struct env *e)
     return e->f.fds[2 + e->f.sh->nslots];
 }
 
-/* Ask for [gpa, gpa + size) on the service socket; the answer's status. */
-static uint32_t ask_page_in(struct env *e, uint64_t seq, uint64_t gpa, uint64_t size)
+/* Ask for [gpa, gpa + size) on the service socket; the answer's status,
+ * and its run in @run (may be NULL). */
+static uint32_t ask_page_in(struct env *e, uint64_t seq, uint64_t gpa, uint64_t size,
+                            struct vmmu_dm_region_ent *run)
 {
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = seq, .gpa = gpa, .size = size};
     assert_int_equal(send(service_sock(e), &m, sizeof(m), 0), sizeof(m));
-    struct vmmu_dm_msg r;
+    struct vmmu_dm_page_in_done r;
     assert_int_equal(recv(service_sock(e), &r, sizeof(r), 0), sizeof(r));
     assert_int_equal(r.type, VMMU_DM_MSG_PAGE_IN_DONE);
     assert_int_equal(r.seq, seq);
-    assert_int_equal(r.gpa, gpa);
-    assert_int_equal(r.size, size);
-    return r.flags;
+    if (r.status != VMMU_DM_PAGE_IN_OK)
+        assert_int_equal(r.run.size, 0);
+    if (run)
+        *run = r.run;
+    return r.status;
 }
 
 static uint32_t state_of(struct env *e, uint64_t gpa)
@@ -359,42 +363,60 @@ static void page_in_requests_are_checked_and_answered(void **state)
     assert_int_equal(vmmu_pager_page_out(pager, &r, 1), 0);
     assert_true(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT);
 
-    /* A good request brings the page back, and says so. */
-    assert_int_equal(ask_page_in(e, 7, 0x5ff0, 0x20), VMMU_DM_PAGE_IN_OK);
+    /* A good request brings the page back and says where the resident
+     * memory around it lives: here the whole region. */
+    struct vmmu_dm_region_ent run;
+    assert_int_equal(ask_page_in(e, 7, 0x5ff0, 0x20, &run), VMMU_DM_PAGE_IN_OK);
     assert_int_equal(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT, 0);
+    assert_int_equal(run.gpa, 0);
+    assert_int_equal(run.size, 1 << 20);
+    assert_int_equal(run.memfd_offset, 0);
+    assert_int_equal(run.flags, VMMU_DM_REGION_WRITABLE);
     char buf[4];
     assert_int_equal(vmmu_gpa_read(e->vm, 0x5000, buf, 4, 0, NULL), 0);
     assert_memory_equal(buf, "back", 4);
+    /* With other pages out, the run stops at them. */
+    struct vmmu_gpa_range two[2] = {{.gpa = 0x3000, .size = 0x1000}, {.gpa = 0x9000, .size = 0x1000}};
+    assert_int_equal(vmmu_pager_page_out(pager, two, 2), 0);
+    assert_int_equal(ask_page_in(e, 8, 0x6000, 0x1000, &run), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(run.gpa, 0x4000);
+    assert_int_equal(run.size, 0x5000);
+    assert_int_equal(run.memfd_offset, 0x4000);
+    assert_true(state_of(e, 0x3000) & VMMU_PAGE_PAGED_OUT); /* not asked for: still out */
     /* Malformed ones are refused and change nothing. */
-    assert_int_equal(ask_page_in(e, 8, 0x5000, 0), VMMU_DM_PAGE_IN_BAD);
-    assert_int_equal(ask_page_in(e, 9, 0x5000, VMMU_DM_PAGE_IN_MAX + 1), VMMU_DM_PAGE_IN_BAD);
-    assert_int_equal(ask_page_in(e, 10, ~0ull - 8, 0x20), VMMU_DM_PAGE_IN_BAD);
+    assert_int_equal(ask_page_in(e, 9, 0x3000, 0, NULL), VMMU_DM_PAGE_IN_BAD);
+    assert_int_equal(ask_page_in(e, 10, 0x3000, VMMU_DM_PAGE_IN_MAX + 1, NULL), VMMU_DM_PAGE_IN_BAD);
+    assert_int_equal(ask_page_in(e, 11, ~0ull - 8, 0x20, NULL), VMMU_DM_PAGE_IN_BAD);
+    assert_true(state_of(e, 0x3000) & VMMU_PAGE_PAGED_OUT);
     /* Memory the vm does not have, or a device, is a hole. */
-    assert_int_equal(ask_page_in(e, 11, 0x200000, 8), VMMU_DM_PAGE_IN_HOLE);
-    assert_int_equal(ask_page_in(e, 12, DEV_GPA, 8), VMMU_DM_PAGE_IN_HOLE);
-    assert_int_equal(ask_page_in(e, 13, 0xff000, 0x2000), VMMU_DM_PAGE_IN_HOLE); /* RAM, then not */
-    assert_int_equal(ask_page_in(e, 14, 1ull << 50, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 12, 0x200000, 8, NULL), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 13, DEV_GPA, 8, NULL), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 14, 1ull << 50, 8, NULL), VMMU_DM_PAGE_IN_HOLE);
+    /* RAM, then not: the pages asked for come back, the run ends at the hole. */
+    assert_int_equal(ask_page_in(e, 15, 0xff000, 0x2000, &run), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(run.gpa + run.size, 0x100000);
     /* A page the guest gave back stays given back. */
     struct vmmu_gpa_range b = {.gpa = 0x6000, .size = 0x1000};
     assert_int_equal(vmmu_pager_balloon_out(pager, &b, 1), 0);
-    assert_int_equal(ask_page_in(e, 15, 0x6000, 8), VMMU_DM_PAGE_IN_HOLE);
+    assert_int_equal(ask_page_in(e, 16, 0x6000, 8, NULL), VMMU_DM_PAGE_IN_HOLE);
     assert_int_equal(state_of(e, 0x6000), VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED);
+    assert_int_equal(ask_page_in(e, 17, 0x5000, 8, &run), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(run.gpa + run.size, 0x6000); /* the run ends before it */
     /* After a change of the memory map, nothing comes back until a device
      * access has published the new map. */
     struct vmmu_region_desc more = {.type = VMMU_MEM_RAM, .gpa = 0x400000, .size = 0x1000};
     assert_int_equal(vmmu_region_add(e->vm, &more, NULL), 0);
-    assert_int_equal(vmmu_pager_page_out(pager, &r, 1), 0);
-    assert_int_equal(ask_page_in(e, 16, 0x5000, 8), VMMU_DM_PAGE_IN_HOLE);
-    assert_true(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(ask_page_in(e, 18, 0x3000, 8, NULL), VMMU_DM_PAGE_IN_HOLE);
+    assert_true(state_of(e, 0x3000) & VMMU_PAGE_PAGED_OUT);
     uint64_t v = 2;
     assert_int_equal(access1(e, -1, 1, &v), 0);
-    assert_int_equal(ask_page_in(e, 17, 0x5000, 8), VMMU_DM_PAGE_IN_OK);
-    assert_int_equal(state_of(e, 0x5000) & VMMU_PAGE_PAGED_OUT, 0);
+    assert_int_equal(ask_page_in(e, 19, 0x3000, 8, NULL), VMMU_DM_PAGE_IN_OK);
+    assert_int_equal(state_of(e, 0x3000) & VMMU_PAGE_PAGED_OUT, 0);
     struct vmmu_dm_server_stats st;
     assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
-    assert_int_equal(st.page_ins, 11);
+    assert_int_equal(st.page_ins, 13);
     assert_int_equal(st.proto_errors, 0);
-    assert_int_equal(st.invalidations, 3);
+    assert_int_equal(st.invalidations, 4); /* one per range paged out or ballooned */
     assert_int_equal(st.dead, 0);
     acker_stop(&ack);
     vmmu_pager_destroy(pager);
