@@ -274,16 +274,16 @@ static void hostile_device_model(struct input *in)
             size_t len = (k & 4) ? take8(in) % (sizeof(m) + 1) : sizeof(m);
             if (send(svc, &m, len, MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)len)
                 break; /* the vm closed the service after earlier garbage */
-            struct vmmu_dm_msg r;
+            struct vmmu_dm_page_in_done r;
             ssize_t n = recv(svc, &r, sizeof(r), 0);
             if (n == 0)
                 break; /* that was garbage: the service ended */
             if (n != sizeof(r) || r.type != VMMU_DM_MSG_PAGE_IN_DONE || r.seq != m.seq ||
-                r.flags > VMMU_DM_PAGE_IN_BAD)
+                r.status > VMMU_DM_PAGE_IN_AGAIN || (r.status && r.run.size))
                 fail("page-in answer");
             if (len != sizeof(m) || m.type != VMMU_DM_MSG_PAGE_IN || m.flags)
                 fail("garbage answered");
-            if (r.flags == VMMU_DM_PAGE_IN_OK)
+            if (r.status == VMMU_DM_PAGE_IN_OK)
                 fail("this vm has no RAM to bring back");
             break;
         }
@@ -329,7 +329,10 @@ static void hostile_vm(struct input *in)
     int efd[4];
     for (int i = 0; i < 4; i++)
         efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    int fds[6] = {shm, efd[0], efd[1], efd[2], efd[3], shm};
+    int svc[2]; /* the service socket: the client's end goes in the HELLO */
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc))
+        fail("socketpair");
+    int fds[6] = {shm, efd[0], efd[1], efd[2], (take8(in) & 1) ? efd[3] : svc[1], shm};
     unsigned nfds = 1 + take8(in) % 6;
     union {
         char buf[CMSG_SPACE(sizeof(int) * 6)];
@@ -346,6 +349,20 @@ static void hostile_vm(struct input *in)
     memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
     if (sendmsg(sv[0], &mh, 0) != sizeof(m))
         fail("send");
+    /* The answer to the client's first page-in request, waiting for it:
+     * plausible, or lying about its run, its status, its size. */
+    struct vmmu_dm_page_in_done a = {.type = VMMU_DM_MSG_PAGE_IN_DONE, .seq = 1,
+                                     .run = {.gpa = 0, .size = 4096, .flags = 1}};
+    uint8_t k3 = take8(in);
+    if (k3 & 1) a.status = take8(in) % 6;
+    if (k3 & 2) a.run.gpa = take64(in);
+    if (k3 & 4) a.run.size = take64(in);
+    if (k3 & 8) a.run.memfd_offset = take64(in);
+    if (k3 & 16) a.run.flags = take8(in);
+    if (k3 & 32) a.seq = take8(in);
+    if (k3 & 64) a.type = take8(in);
+    size_t alen = (k3 & 128) ? take8(in) % (sizeof(a) + 1) : sizeof(a);
+    (void)!send(svc[0], &a, alen, MSG_DONTWAIT | MSG_NOSIGNAL);
     /* Then whatever messages the vm likes. */
     while (in->n >= sizeof(struct vmmu_dm_msg)) {
         struct vmmu_dm_msg x;
@@ -375,6 +392,8 @@ static void hostile_vm(struct input *in)
     close(shm);
     for (int i = 0; i < 4; i++)
         close(efd[i]);
+    close(svc[0]);
+    close(svc[1]);
     close(sv[0]);
 }
 
