@@ -7,6 +7,9 @@
  *   dm/mmio_outofproc_p99_us its 99th percentile
  *   dm/mapcache_map_ns       vmmu_dmc_map + unmap of a resident bucket
  *   dm/mapcache_miss_us      the same when every map misses (mmap + munmap)
+ *   dm/mapcache_miss_pagein_us  a miss in a region the pager took a page from
+ *                            (left out of the region table): one PAGE_IN round
+ *                            trip to the vm's service thread, then mmap + munmap
  *   dm/invalidate_1dm_us     vmmu_dm_invalidate with one device model connected
  *   dm/invalidate_4dm_us     ... with four
  * The device model of the out-of-process figure spins for requests (as a
@@ -23,6 +26,7 @@
 
 #include "bench_util.h"
 #include "vmmu/dmclient.h"
+#include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
 extern char **environ;
@@ -200,6 +204,52 @@ static void mapcache(void)
     vmmu_vm_destroy(vm);
 }
 
+static void mapcache_pagein(void)
+{
+    struct vmmu_dm *dm;
+    struct vmmu_vm *vm = make_vm(&dm);
+    /* One page out, far from the buckets used: the region leaves the table. */
+    struct vmmu_pager *pager;
+    struct vmmu_gpa_range out = {.gpa = 32 << 20, .size = 4096};
+    int err = vmmu_pager_create(vm, NULL, &pager);
+    if (!err)
+        err = vmmu_pager_page_out(pager, &out, 1);
+    int sv[2];
+    if (!err && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+        err = VMMU_ESYS;
+    struct vmmu_dm_server *srv;
+    if (!err)
+        err = vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv);
+    struct vmmu_dmc *c;
+    struct vmmu_dmc_config cc = {.mapcache_bytes = 64 << 10};
+    if (!err)
+        err = vmmu_dmc_connect_fd(sv[1], &cc, &c);
+    if (err)
+        die("page-in set-up", err);
+    enum { M = 20000 };
+    double runs[BENCH_RUNS];
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = bench_now_ns();
+        for (int i = 0; i < M; i++) {
+            uint64_t gpa = (uint64_t)(i & 1) << 16;
+            void *p;
+            if (vmmu_dmc_map(c, gpa, 8, 1, &p))
+                die("map", VMMU_EINVAL);
+            vmmu_dmc_unmap(c, gpa);
+        }
+        runs[r] = (bench_now_ns() - t0) / M / 1000.0;
+    }
+    struct vmmu_dmc_stats st;
+    vmmu_dmc_stats(c, &st);
+    if (st.page_ins < (uint64_t)M * BENCH_RUNS)
+        die("every miss should have asked the vm", VMMU_EINVAL);
+    bench_figure("dm/mapcache_miss_pagein_us", bench_median(runs, BENCH_RUNS), "us");
+    vmmu_dmc_close(c);
+    vmmu_dm_destroy(dm);
+    vmmu_pager_destroy(pager);
+    vmmu_vm_destroy(vm);
+}
+
 static void invalidate(int ndm, const char *name)
 {
     struct vmmu_dm *dm;
@@ -239,6 +289,7 @@ int main(void)
     mmio_inproc();
     mmio_outofproc();
     mapcache();
+    mapcache_pagein();
     invalidate(1, "dm/invalidate_1dm_us");
     invalidate(4, "dm/invalidate_4dm_us");
     return 0;

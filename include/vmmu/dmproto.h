@@ -176,7 +176,7 @@ enum vmmu_dm_msg_type {
 #define VMMU_DM_PAGE_IN_MAX (16ull << 20)
 /** Most bytes a PAGE_IN_DONE run reaches on each side of the request's
  *  first byte (so the vm looks at a bounded number of pages). */
-#define VMMU_DM_PAGE_IN_REACH (16ull << 20)
+#define VMMU_DM_PAGE_IN_REACH (1ull << 20)
 
 /** The answer to a PAGE_IN (48 bytes, on the service socket only). */
 struct vmmu_dm_page_in_done {
