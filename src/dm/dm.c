@@ -100,14 +100,16 @@ static int dm_dispatch(struct vmmu_dm *dm, const struct dm_range *range, struct 
     return err;
 }
 
-/* Rebuild the region tables when the P2M changed or paged-out memory came
- * back since they were built (the tables leave paged-out pages out). */
+/* Rebuild the region tables when the P2M changed since they were built, or
+ * a region's last paged-out page came back (the tables leave out regions
+ * with paged-out pages). */
 static void maybe_refresh_regions(struct vmmu_dm *dm)
 {
     uint64_t gen = vmmu_p2m_generation(dm->vm);
-    uint64_t pageins = atomic_load_explicit(&dm->vm->p2m.pageins, memory_order_acquire);
+    uint64_t resident =
+        atomic_load_explicit(&dm->vm->p2m.resident_regions, memory_order_acquire);
     if (atomic_load_explicit(&dm->seen_generation, memory_order_relaxed) == gen &&
-        atomic_load_explicit(&dm->seen_pageins, memory_order_relaxed) == pageins)
+        atomic_load_explicit(&dm->seen_resident, memory_order_relaxed) == resident)
         return;
     pthread_mutex_lock(&dm->lock);
     vmmu__dm_refresh_regions_locked(dm);

@@ -71,7 +71,7 @@ struct vmmu_dm {
     struct dm_table *_Atomic mmio; /* keyed by region id */
     struct dm_table *_Atomic ports; /* keyed by port */
     _Atomic uint64_t seen_generation; /* P2M generation the region tables reflect */
-    _Atomic uint64_t seen_pageins;    /* and the P2M's page-in count */
+    _Atomic uint64_t seen_resident;    /* and its count of regions wholly resident again */
 
     struct dm_vcpu *vcpu;       /* nslots records */
     pthread_mutex_t host_lock;  /* serialises host accesses (the last slot) */

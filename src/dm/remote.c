@@ -207,9 +207,10 @@ static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_
 
 void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
 {
-    /* Read before the walk: a page-in after this read is seen next time. */
+    /* Read before the walk: a change after these reads is seen next time. */
     uint64_t gen = vmmu_p2m_generation(dm->vm);
-    uint64_t pageins = atomic_load_explicit(&dm->vm->p2m.pageins, memory_order_acquire);
+    uint64_t resident =
+        atomic_load_explicit(&dm->vm->p2m.resident_regions, memory_order_acquire);
     struct vmmu_dm_region_ent *ent = malloc(256 * sizeof(*ent));
     if (!ent)
         return; /* try again on the next access */
@@ -230,7 +231,7 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     }
     free(ent);
     atomic_store_explicit(&dm->seen_generation, gen, memory_order_relaxed);
-    atomic_store_explicit(&dm->seen_pageins, pageins, memory_order_relaxed);
+    atomic_store_explicit(&dm->seen_resident, resident, memory_order_relaxed);
 }
 
 void vmmu__dm_regions_punch(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size)

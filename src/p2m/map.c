@@ -697,15 +697,14 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
             }
             if (clear) {
                 uint8_t was = atomic_fetch_and_explicit(b, (uint8_t)~clear, memory_order_acq_rel);
-                if (clear & was & VMMU_PAGE_PAGED_OUT) {
-                    atomic_fetch_sub_explicit(&r->paged_out, 1, memory_order_relaxed);
-                    resident = true;
-                }
+                if ((clear & was & VMMU_PAGE_PAGED_OUT) &&
+                    atomic_fetch_sub_explicit(&r->paged_out, 1, memory_order_relaxed) == 1)
+                    resident = true; /* the region's last paged-out page came back */
             }
         }
     }
     if (resident)
-        atomic_fetch_add_explicit(&vm->p2m.pageins, 1, memory_order_release);
+        atomic_fetch_add_explicit(&vm->p2m.resident_regions, 1, memory_order_release);
     return rc;
 }
 

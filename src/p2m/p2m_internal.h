@@ -51,8 +51,8 @@ struct vmmu_region {
     uint64_t memfd_offset;
     _Atomic uint8_t *state; /* RAM/ROM: one VMMU_PAGE_* byte per page */
     size_t state_bytes;     /* mapping length of @state */
-    /* Pages with VMMU_PAGE_PAGED_OUT set (kept by vmmu__page_state_update()),
-     * so that whoever lists resident memory skips the others' state bytes. */
+    /* Pages with VMMU_PAGE_PAGED_OUT set (kept by vmmu__page_state_update()):
+     * whether the region is wholly resident, without reading its state bytes. */
     _Atomic uint64_t paged_out;
     struct vmmu_mmio_ops mmio;
     void *opaque;
@@ -68,10 +68,11 @@ struct vmmu_p2m {
     unsigned levels;      /* levels including the root, 1..4 */
     uint64_t gfn_limit;   /* 1 << (gpa_bits - 12) */
     _Atomic uint64_t generation;
-    /* Counts up whenever some page's VMMU_PAGE_PAGED_OUT is cleared: memory
-     * became resident again without a new generation (device models'
-     * region tables, which leave paged-out pages out, watch it). */
-    _Atomic uint64_t pageins;
+    /* Counts up whenever a region's last paged-out page comes back: the
+     * region became wholly resident again without a new generation
+     * (device models' region tables, which leave out regions with
+     * paged-out pages, watch it). */
+    _Atomic uint64_t resident_regions;
     uint64_t nodes;       /* nodes allocated (metadata accounting) */
 
     /* Writer side, under vm->lock: regions sorted by gfn. */
