@@ -922,38 +922,41 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     if (state & VMMU_PAGE_PAGED_OUT)
         goto general;
 
+    /* The fill.  The old entry goes first, so that its values are dead
+     * before the new ones are made (fewer values live at once).  A valid
+     * occupant (another page: checked above) goes to its victim slot. */
+    struct vmmu_tlb_entry *e = &c->hot[idx];
+    struct tlb_cold *cd = &c->cold[idx];
+    if (old != VMMU_TLB_CMP_INVALID) {
+        struct tlb_victim *vi = &c->victim[victim_of(idx)];
+        vi->hot = *e;
+        vi->cold = *cd;
+        vi->page = old & VMMU_PAGE_MASK;
+    } else {
+        c->used++;
+        log_fill(c, idx);
+    }
+    c->fills++;
+    v->warm_fills++;
+
     /* Comparators from this context's rights, as the general path builds
      * them: a write needs D already set, and a code page flags writes.
      * The cold entry: the PTE's address, G (with CR4.PGE) and key, then
      * type RAM, 4 KiB, and the user bit from the rights table. */
     _Static_assert(VMMU_PAGE_CODE << 6 == VMMU_TLB_FLAG_CODE, "code flag from the state byte");
     _Static_assert(RIGHTS_USER == COLD_USER, "user bit of a cold entry from the rights table");
-    uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
-                                             : VMMU_TLB_FLAG_NOTDIRTY;
-    uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
     uint64_t page = va & VMMU_PAGE_MASK;
     uintptr_t addend = gpa + v->warm_delta - page;
-
-    v->warm_fills++;
-    c->fills++;
-    struct vmmu_tlb_entry *e = &c->hot[idx];
-    if (old != VMMU_TLB_CMP_INVALID) {
-        /* The valid occupant (another page: checked above) to its victim slot. */
-        c->victim[victim_of(idx)].hot = *e;
-        c->victim[victim_of(idx)].cold = c->cold[idx];
-        c->victim[victim_of(idx)].page = old & VMMU_PAGE_MASK;
-    } else {
-        c->used++;
-        log_fill(c, idx);
-    }
+    e->addend = addend;
+    uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
+                                             : VMMU_TLB_FLAG_NOTDIRTY;
     e->cmp[VMMU_TLB_READ] =
         (row & (VMMU_X86_RIGHT_READ << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
     e->cmp[VMMU_TLB_WRITE] =
         (row & (VMMU_X86_RIGHT_WRITE << RIGHTS_SHIFT)) ? page | wflags : VMMU_TLB_CMP_INVALID;
     e->cmp[VMMU_TLB_FETCH] =
         (row & (VMMU_X86_RIGHT_FETCH << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
-    e->addend = addend;
-    struct tlb_cold *cd = &c->cold[idx];
+    uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
     cd->w = w;
     cd->ident = v->warm_cold1;
     c->global |= w;
