@@ -227,9 +227,11 @@ static void vcpus_share_both_servers_while_invalidations_race_their_safe_points(
 
 /* ---- a DMA racing the removal of its target -------------------------------------- */
 
+/* A DMA the guest would program: a fill of dst with 0x99 (cmd 2), or a
+ * copy from src (cmd 1). */
 struct dma_arg {
     struct world *w;
-    uint64_t dst, len;
+    uint64_t cmd, src, dst, len;
     uint64_t status, error;
 };
 
@@ -237,13 +239,18 @@ static void *dma_thread(void *arg)
 {
     struct dma_arg *a = arg;
     uint64_t v;
+    if (a->cmd == 1) {
+        v = a->src;
+        assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_SRC, 1, &v), 0);
+    } else {
+        v = 0x99;
+        assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_FILL, 1, &v), 0);
+    }
     v = a->dst;
     assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_DST, 1, &v), 0);
     v = a->len;
     assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_LEN, 1, &v), 0);
-    v = 0x99;
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_FILL, 1, &v), 0);
-    v = 2;
+    v = a->cmd;
     assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_CMD, 1, &v), 0);
     assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_STATUS, 0, &a->status), 0);
     assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_ERROR, 0, &a->error), 0);
@@ -264,7 +271,7 @@ static void dma_racing_region_removal_finishes_first_or_fails_and_never_writes_n
         /* a device access refreshes the device model's region table */
         uint64_t v = 0;
         assert_int_equal(access_loop(&w, 1, DEV_GPA + R_ID, 0, &v), 0);
-        struct dma_arg a = {.w = &w, .dst = gpa, .len = size};
+        struct dma_arg a = {.w = &w, .cmd = 2, .dst = gpa, .len = size};
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
         /* Wait until the transfer runs (its first piece landed), so the
@@ -317,7 +324,7 @@ static void dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused
         uint8_t zero[4096] = {0};
         for (uint64_t off = 0; off < size; off += sizeof(zero))
             assert_int_equal(vmmu_gpa_write(w.vm, gpa + off, zero, sizeof(zero), 0, NULL), 0);
-        struct dma_arg a = {.w = &w, .dst = gpa, .len = size};
+        struct dma_arg a = {.w = &w, .cmd = 2, .dst = gpa, .len = size};
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
         /* Once the transfer runs, the guest balloons the second half away. */
@@ -356,28 +363,6 @@ static void dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused
 }
 
 /* ---- a DMA copy racing page-outs of both its buffers ------------------------------ */
-
-struct copy_arg {
-    struct world *w;
-    uint64_t src, dst, len;
-    uint64_t status, error;
-};
-
-static void *copy_thread(void *arg)
-{
-    struct copy_arg *a = arg;
-    uint64_t v = a->src;
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_SRC, 1, &v), 0);
-    v = a->dst;
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_DST, 1, &v), 0);
-    v = a->len;
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_LEN, 1, &v), 0);
-    v = 1;
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_CMD, 1, &v), 0);
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_STATUS, 0, &a->status), 0);
-    assert_int_equal(access_loop(a->w, 0, DEV_GPA + R_ERROR, 0, &a->error), 0);
-    return NULL;
-}
 
 struct pager_arg {
     struct vmmu_pager *pager;
@@ -426,8 +411,8 @@ static void dma_copy_racing_page_outs_of_its_buffers_loses_nothing(void **s)
         struct pager_arg pa = {.pager = pager, .base = src, .pages = (dst + len - src) / 4096};
         pthread_t pt, ct;
         assert_int_equal(pthread_create(&pt, NULL, page_out_thread, &pa), 0);
-        struct copy_arg ca = {.w = &w, .src = src, .dst = dst, .len = len};
-        assert_int_equal(pthread_create(&ct, NULL, copy_thread, &ca), 0);
+        struct dma_arg ca = {.w = &w, .cmd = 1, .src = src, .dst = dst, .len = len};
+        assert_int_equal(pthread_create(&ct, NULL, dma_thread, &ca), 0);
         pthread_join(ct, NULL);
         atomic_store(&pa.stop, 1);
         pthread_join(pt, NULL);
