@@ -22,7 +22,10 @@
  *
  * Mapcache.  Guest memory is mapped from the vm's memfd in buckets (64 KiB
  * by default, aligned, cut at region edges), up to a byte limit; unpinned
- * buckets are evicted least recently used first.  A pointer from
+ * buckets are evicted least recently used first.  Regions the pager took
+ * pages from are left out of the vm's region table; a map there asks the
+ * vm over the service socket, which brings the pages back and says what
+ * may be mapped.  A pointer from
  * vmmu_dmc_map() stays valid until vmmu_dmc_unmap() or until an
  * invalidation of its range is processed; after that the pointer still
  * refers to harmless private memory (reads give zeros, writes are lost),
@@ -54,6 +57,10 @@ struct vmmu_dmc_config {
     /** Microseconds vmmu_dmc_wait() polls the slots before it sleeps (lower
      *  latency at the price of a busy core); 0 sleeps at once. */
     unsigned spin_us;
+    /** Milliseconds a map waits for the vm to answer a request for
+     *  paged-out memory (see the mapcache above) before it fails with
+     *  VMMU_ETIMEDOUT; 0 selects 10000. */
+    unsigned pagein_timeout_ms;
 };
 
 /**
@@ -109,10 +116,19 @@ int vmmu_dmc_process(struct vmmu_dmc *c);
  * Map guest RAM [gpa, gpa + len) and pin it.  The range must lie in one
  * bucket and one region (use vmmu_dmc_read/write/fill for larger spans).
  * @param write 1 to map for writing.
+ * Memory the region table leaves out (a region the pager took pages from)
+ * is asked of the vm first, which brings paged-out pages back; this waits
+ * for the vm's answer and processes no invalidation meanwhile.
  * @return 0 with *ptr; VMMU_EINVAL (len 0, wraps); VMMU_ERANGE (crosses a
- *         bucket or region edge); VMMU_EHOLE (no RAM there); VMMU_EROM
- *         (write to read-only memory); VMMU_ELIMIT (every bucket pinned);
- *         VMMU_ENOENT (the vm gave no memfd); VMMU_ESYS.
+ *         bucket or region edge, or resident memory ends inside the range);
+ *         VMMU_EHOLE (no RAM there, or pages the guest ballooned away, or a
+ *         memory map not published yet: see vmmu/dmproto.h, PAGE_IN);
+ *         VMMU_EROM (write to read-only memory); VMMU_ELIMIT (every bucket
+ *         pinned); VMMU_ENOENT (the vm gave no memfd); VMMU_EPAGEDOUT (the
+ *         vm could not bring a page back, or the pager took it again four
+ *         times); VMMU_ETIMEDOUT (no answer within pagein_timeout_ms);
+ *         VMMU_EPROTO (a malformed answer: the service is not used again);
+ *         VMMU_ESYS.
  */
 int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr);
 

@@ -130,6 +130,7 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     c->bucket_shift = shift;
     c->limit = cfg && cfg->mapcache_bytes ? cfg->mapcache_bytes : 64u << 20;
     c->spin_us = cfg ? cfg->spin_us : 0;
+    c->pagein_timeout_ms = cfg && cfg->pagein_timeout_ms ? cfg->pagein_timeout_ms : 10000;
 
     struct vmmu_dm_msg m;
     int fds[VMMU_DM_HELLO_MAX_FDS];
@@ -281,7 +282,7 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
      * invalidation would make harmless behind its back; and one processed
      * now could cover the run we are about to map.  The vm's page-in never
      * waits for our acknowledgements, so this cannot deadlock. */
-    uint64_t deadline = now_ns() + 10000ull * 1000000ull;
+    uint64_t deadline = now_ns() + (uint64_t)c->pagein_timeout_ms * 1000000ull;
     for (;;) {
         struct pollfd p = {.fd = c->svc_sock, .events = POLLIN};
         uint64_t now = now_ns();

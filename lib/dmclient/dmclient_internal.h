@@ -43,6 +43,7 @@ struct vmmu_dmc {
     unsigned max_regions;
     unsigned next_slot; /* round-robin start of the slot scan */
     unsigned spin_us;
+    unsigned pagein_timeout_ms;
     uint64_t inval_seen; /* last invalidation seq processed */
 
     /* mapcache */

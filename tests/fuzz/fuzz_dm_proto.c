@@ -372,7 +372,7 @@ static void hostile_vm(struct input *in)
         if (send(sv[0], &x, sizeof(x), MSG_DONTWAIT) != sizeof(x))
             break;
     }
-    struct vmmu_dmc_config cc = {.mapcache_bytes = 1 << 20};
+    struct vmmu_dmc_config cc = {.mapcache_bytes = 1 << 20, .pagein_timeout_ms = 5};
     struct vmmu_dmc *cl = NULL;
     if (vmmu_dmc_connect_fd(sv[1], &cc, &cl) == 0) {
         struct vmmu_dmc_req r;

@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -478,6 +479,153 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
     return err;
 }
 
+/* A fake vm for the client: a valid shared page with an empty region
+ * table, its memfd (4 pages of "guest RAM"), and the vm's end of the
+ * service socket in @svc. */
+static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
+{
+    int shm = memfd_create("shared", MFD_CLOEXEC);
+    *ram = memfd_create("ram", MFD_CLOEXEC);
+    assert_true(shm >= 0 && *ram >= 0);
+    assert_int_equal(ftruncate(shm, 4096), 0);
+    assert_int_equal(ftruncate(*ram, 4 * 4096), 0);
+    struct vmmu_dm_shared *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
+    assert_true(h != MAP_FAILED);
+    *h = (struct vmmu_dm_shared){.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
+                                 .nslots = 2, .max_regions = 4, .slots_offset = 128,
+                                 .regions_offset = 256, .size = 4096};
+    munmap(h, 4096);
+    int sp[2], sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    int fds[6] = {shm, shm, shm, shm, sp[1], *ram};
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096,
+                            .flags = VMMU_DM_HELLO_MEMFD};
+    union {
+        char buf[CMSG_SPACE(sizeof(int) * 6)];
+        struct cmsghdr align;
+    } u;
+    memset(&u, 0, sizeof(u));
+    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
+                        .msg_controllen = sizeof(u.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    assert_int_equal(sendmsg(sv[0], &mh, 0), sizeof(m));
+    close(shm);
+    close(sp[1]);
+    struct vmmu_dmc_config cc = {.pagein_timeout_ms = 50};
+    struct vmmu_dmc *cl;
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], &cc, &cl), 0);
+    *svc = sp[0];
+    *vm_sock = sv[0];
+    return cl;
+}
+
+/* The fake vm answers the client's next page-in request with @a (its seq
+ * replaced by the request's unless @keep_seq). */
+static void answer_page_in(int svc, struct vmmu_dm_page_in_done a, bool keep_seq)
+{
+    struct vmmu_dm_msg m;
+    assert_int_equal(recv(svc, &m, sizeof(m), 0), sizeof(m));
+    assert_int_equal(m.type, VMMU_DM_MSG_PAGE_IN);
+    if (!keep_seq)
+        a.seq = m.seq;
+    assert_int_equal(send(svc, &a, sizeof(a), 0), sizeof(a));
+}
+
+struct answer_arg {
+    int svc;
+    struct vmmu_dm_page_in_done a;
+    bool keep_seq;
+};
+
+static void *answer_thread(void *arg)
+{
+    struct answer_arg *x = arg;
+    answer_page_in(x->svc, x->a, x->keep_seq);
+    return NULL;
+}
+
+/* Map @gpa while a thread answers the page-in request with @a. */
+static int map_answered(struct vmmu_dmc *c, int svc, uint64_t gpa,
+                        struct vmmu_dm_page_in_done a, bool keep_seq)
+{
+    struct answer_arg x = {.svc = svc, .a = a, .keep_seq = keep_seq};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, answer_thread, &x), 0);
+    void *p;
+    int err = vmmu_dmc_map(c, gpa, 8, 1, &p);
+    pthread_join(t, NULL);
+    if (!err)
+        vmmu_dmc_unmap(c, gpa);
+    return err;
+}
+
+static void client_checks_page_in_answers_and_gives_up_on_a_silent_vm(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    const struct vmmu_dm_page_in_done ok = {
+        .type = VMMU_DM_MSG_PAGE_IN_DONE,
+        .run = {.gpa = 0x1000, .size = 0x2000, .memfd_offset = 0x1000,
+                .flags = VMMU_DM_REGION_WRITABLE}};
+    /* A good answer is mapped: the page is the memfd's. */
+    assert_int_equal(pwrite(ram, "ram!", 4, 0x1800), 4);
+    char buf[4];
+    struct answer_arg x = {.svc = svc, .a = ok};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, answer_thread, &x), 0);
+    assert_int_equal(vmmu_dmc_read(c, 0x1800, buf, 4), 0);
+    pthread_join(t, NULL);
+    assert_memory_equal(buf, "ram!", 4);
+    /* Statuses. */
+    struct vmmu_dm_page_in_done a = ok;
+    a.status = VMMU_DM_PAGE_IN_HOLE;
+    a.run = (struct vmmu_dm_region_ent){0};
+    assert_int_equal(map_answered(c, svc, 0x3000, a, false), VMMU_EHOLE);
+    a.status = VMMU_DM_PAGE_IN_FAILED;
+    assert_int_equal(map_answered(c, svc, 0x3000, a, false), VMMU_EPAGEDOUT);
+    /* A silent vm: the map gives up after pagein_timeout_ms. */
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_ETIMEDOUT);
+    struct vmmu_dm_msg m;
+    assert_int_equal(recv(svc, &m, sizeof(m), 0), sizeof(m)); /* the request it made */
+    /* Runs that do not hold the address, lie outside the memfd, or carry
+     * unknown flags: refused, and the service is not used again. */
+    a = ok;
+    a.run.gpa = 0x8000;
+    assert_int_equal(map_answered(c, svc, 0x3000, a, false), VMMU_EPROTO);
+    assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_EHOLE); /* no service */
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+
+    c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    a = ok;
+    a.run.memfd_offset = 1ull << 40; /* beyond the memfd: passes the checks, fails the fstat */
+    assert_int_equal(map_answered(c, svc, 0x1000, a, false), VMMU_EHOLE);
+    a = ok;
+    a.run.flags = 0x80;
+    assert_int_equal(map_answered(c, svc, 0x1000, a, false), VMMU_EPROTO);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+
+    c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    a = ok;
+    a.seq = 77; /* an answer to another request */
+    assert_int_equal(map_answered(c, svc, 0x1000, a, true), VMMU_EPROTO);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+}
+
 static void client_refuses_a_malformed_hello(void **state)
 {
     (void)state;
@@ -548,6 +696,7 @@ int main(void)
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(client_refuses_a_malformed_hello),
+        cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
