@@ -158,10 +158,10 @@ enum vmmu_dm_msg_type {
  *  of any part of it arrives as usual if the pager takes it again). */
 #define VMMU_DM_PAGE_IN_OK 0u
 /** PAGE_IN_DONE status: the request's first byte is not RAM or ROM of the
- *  vm, or the guest gave its page back (balloon), or the vm's memory map
- *  changed since the region table was published (a device model learns of
- *  such changes at its next device access, not in the middle of a
- *  transfer).  Later bytes of the range are not looked at. */
+ *  vm, or the guest gave its page back (balloon), or it lies in a region
+ *  added since the region table was published (a device model learns of
+ *  new memory with the next table, at a device access, not in the middle
+ *  of a transfer).  Later bytes of the range are not looked at. */
 #define VMMU_DM_PAGE_IN_HOLE 1u
 /** PAGE_IN_DONE status: a page could not be brought back (no pager, or its
  *  I/O failed). */

@@ -72,6 +72,11 @@ struct vmmu_dm {
     struct dm_table *_Atomic ports; /* keyed by port */
     _Atomic uint64_t seen_generation; /* P2M generation the region tables reflect */
     _Atomic uint64_t seen_resident;    /* and its count of regions wholly resident again */
+    /* The largest id of a RAM/ROM region present when the tables were last
+     * built (ids only grow, until they wrap after 4 billion adds: a region
+     * with a larger one is newer than the tables, and no page-in answer
+     * reveals it; pagein.c). */
+    _Atomic uint32_t seen_max_region;
 
     struct dm_vcpu *vcpu;       /* nslots records */
     pthread_mutex_t host_lock;  /* serialises host accesses (the last slot) */

@@ -62,20 +62,20 @@ static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size,
     struct vmmu_vm *vm = dm->vm;
     if (!size || size > VMMU_DM_PAGE_IN_MAX || gpa + size < gpa)
         return VMMU_DM_PAGE_IN_BAD;
-    /* Only pages the pager took come back this way: a P2M change the
-     * tables do not show yet reaches device models at their next device
-     * access, never in the middle of a transfer (a DMA racing the removal
-     * of its RAM must not spill into RAM added at the same place). */
-    if (vmmu_p2m_generation(vm) != atomic_load(&dm->seen_generation))
-        return VMMU_DM_PAGE_IN_HOLE;
+    /* Only memory the tables knew comes back this way: a region added
+     * since they were built reaches device models with the next table, at
+     * a device access, never in the middle of a transfer (a DMA racing the
+     * removal of its RAM must not spill into RAM added at the same place). */
+    uint32_t known = atomic_load(&dm->seen_max_region);
     uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + size - 1) >> VMMU_PAGE_SHIFT;
     const struct vmmu_region *r0 = NULL;
     for (uint64_t g = first; g <= last; g++) {
         const struct vmmu_region *r = g < vm->p2m.gfn_limit ? p2m_resolve(&vm->p2m, g, NULL) : NULL;
         if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM) ||
-            (region_page_state(r, g) & VMMU_PAGE_BALLOONED)) {
+            r->id > known || (region_page_state(r, g) & VMMU_PAGE_BALLOONED)) {
             if (g == first)
-                return VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away, or never had it */
+                return VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away, or never had it,
+                                              * or not as far as the tables know */
             break; /* the run below ends before it */
         }
         if (g == first)

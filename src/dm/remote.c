@@ -186,13 +186,16 @@ static void publish_regions(struct vmmu_dm_server *srv)
  * models, which punches the page out of their tables under dm->lock, held
  * here: either this walk sees the mark or the punch comes after it.) */
 static unsigned collect_regions(const struct vmmu_vm *vm, struct vmmu_dm_region_ent *out,
-                                unsigned max)
+                                unsigned max, uint32_t *max_id)
 {
     unsigned n = 0;
+    *max_id = 0;
     for (uint64_t gfn = 0, end; gfn < vm->p2m.gfn_limit && n < max; gfn = end) {
         const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, &end);
         if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM))
             continue;
+        if (r->id > *max_id)
+            *max_id = r->id;
         if (atomic_load_explicit(&((struct vmmu_region *)r)->paged_out, memory_order_acquire))
             continue;
         out[n++] = (struct vmmu_dm_region_ent){
@@ -214,7 +217,8 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     struct vmmu_dm_region_ent *ent = malloc(256 * sizeof(*ent));
     if (!ent)
         return; /* try again on the next access */
-    unsigned n = collect_regions(dm->vm, ent, 256);
+    uint32_t max_id;
+    unsigned n = collect_regions(dm->vm, ent, 256, &max_id);
     int memfd = vmmu_vm_memfd(dm->vm);
     for (unsigned i = 0; i < dm->nservers; i++) {
         struct vmmu_dm_server *srv = dm->servers[i];
@@ -230,6 +234,7 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
         publish_regions(srv);
     }
     free(ent);
+    atomic_store_explicit(&dm->seen_max_region, max_id, memory_order_relaxed);
     atomic_store_explicit(&dm->seen_generation, gen, memory_order_relaxed);
     atomic_store_explicit(&dm->seen_resident, resident, memory_order_relaxed);
 }

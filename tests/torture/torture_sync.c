@@ -10,7 +10,12 @@
  * asynchronously.  A host thread meanwhile, in paranoid mode, pages out
  * and in random data and page-table pages, balloons pages out and back,
  * replaces whole data regions (a remap to fresh memory) and runs the
- * resident-set policy.
+ * resident-set policy.  A device model (the client library, on its own
+ * thread, served by an out-of-process-style server over a socketpair)
+ * meanwhile writes and reads back tokens through its mapcache in pages of
+ * its own, which the host pages out and in too: it must acknowledge the
+ * invalidations, ask for paged-out pages back, and never read a stale or
+ * zero word nor lose a write.
  *
  * Every data page carries its identity: word 0 is its own gpa and word k
  * is pattern(gpa, k).  A read through a translation must find a page the
@@ -30,8 +35,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
+#include "vmmu/dmclient.h"
 #include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
@@ -46,6 +53,9 @@
 #define DATA_VA 0x40000000000ull
 #define HIST 16
 #define WORDS (4096 / 8)
+#define DMA_GPA (2ull << 30) /* the device model's own pages */
+#define DMA_PAGES 64
+#define DMA_WORDS 8 /* words per page the device model writes */
 
 static const uint64_t P = 1, RW = 2, US = 4, A = 32, D = 64;
 #define ADDR_MASK 0x000ffffffffff000ull
@@ -69,6 +79,11 @@ static struct {
     atomic_int stop;
     atomic_ulong reads, writes, stale, errors, remaps_sync, remaps_async, fill_retries;
     atomic_ulong pageouts, pageins, balloons, replaces, balances;
+    /* the device model */
+    struct vmmu_dm *dm;
+    struct vmmu_dmc *dmc;
+    uint64_t dma_shadow[DMA_PAGES][DMA_WORDS]; /* what it last wrote */
+    atomic_ulong dma_writes, dma_reads, dma_bad;
     unsigned vcpus, editors;
     double seconds;
     uint64_t seed;
@@ -170,10 +185,71 @@ static void setup(void)
         vmmu_gpa_write(T.vm, T.va[i].pte_gpa, &pte, 8, 0, NULL);
         atomic_store(&T.va[i].hist[0], page);
     }
+    struct vmmu_region_desc dma = {.type = VMMU_MEM_RAM, .gpa = DMA_GPA,
+                                   .size = DMA_PAGES * 4096, .name = "dma"};
+    if (vmmu_region_add(T.vm, &dma, NULL))
+        exit(2);
     struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID,
                                     .resident_limit = DPAGES / 2 + 8};
     if (vmmu_pager_create(T.vm, &cfg, &T.pager))
         exit(2);
+    int sv[2];
+    struct vmmu_dm_server *srv;
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 60000};
+    if (vmmu_dm_create(T.vm, NULL, &T.dm) || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) ||
+        vmmu_dm_server_create_remote(T.dm, sv[0], &rc, &srv) ||
+        vmmu_dmc_connect_fd(sv[1], NULL, &T.dmc))
+        exit(2);
+}
+
+/* ---- the device model ---------------------------------------------------------------- */
+
+static void *dm_main(void *arg)
+{
+    uint64_t rng = (uint64_t)(uintptr_t)arg | 1;
+    uint64_t count = 0;
+    while (!atomic_load_explicit(&T.stop, memory_order_relaxed)) {
+        if (vmmu_dmc_process(T.dmc))
+            atomic_fetch_add(&T.errors, 1);
+        unsigned p = (unsigned)(rnd(&rng) % DMA_PAGES), w = (unsigned)(rnd(&rng) % DMA_WORDS);
+        uint64_t gpa = DMA_GPA + p * 4096ull + w * 8;
+        if (rnd(&rng) & 1) {
+            uint64_t token = ((uint64_t)p << 48) | ((uint64_t)w << 40) | ++count;
+            if (vmmu_dmc_write(T.dmc, gpa, &token, 8)) {
+                atomic_fetch_add(&T.errors, 1);
+                continue;
+            }
+            T.dma_shadow[p][w] = token;
+            atomic_fetch_add_explicit(&T.dma_writes, 1, memory_order_relaxed);
+        } else {
+            uint64_t got;
+            if (vmmu_dmc_read(T.dmc, gpa, &got, 8)) {
+                atomic_fetch_add(&T.errors, 1);
+                continue;
+            }
+            if (got != T.dma_shadow[p][w]) {
+                atomic_fetch_add(&T.dma_bad, 1);
+                if (!T.quiet)
+                    fprintf(stderr, "dma page %u word %u: %#llx, wrote %#llx\n", p, w,
+                            (unsigned long long)got, (unsigned long long)T.dma_shadow[p][w]);
+            }
+            atomic_fetch_add_explicit(&T.dma_reads, 1, memory_order_relaxed);
+        }
+    }
+    return NULL;
+}
+
+/* After the device model stopped: every word it wrote, as the vm sees it. */
+static unsigned dma_verify(void)
+{
+    unsigned bad = 0;
+    for (unsigned p = 0; p < DMA_PAGES; p++) {
+        uint64_t got[DMA_WORDS];
+        if (vmmu_gpa_read(T.vm, DMA_GPA + p * 4096ull, got, sizeof(got), 0, NULL) ||
+            memcmp(got, T.dma_shadow[p], sizeof(got)))
+            bad++;
+    }
+    return bad;
 }
 
 /* ---- vCPU threads ------------------------------------------------------------------- */
@@ -368,8 +444,10 @@ static void host_step(uint64_t *s)
     unsigned n = 1 + (unsigned)(rnd(s) % 8);
     if (op < 6) { /* page out random data pages, sometimes page tables */
         for (unsigned k = 0; k < n; k++) {
-            uint64_t gpa = (rnd(s) & 3) == 0 ? T.pt_pages[rnd(s) % T.npt]
-                                              : data_gpa((unsigned)(rnd(s) % DPAGES));
+            unsigned pick = (unsigned)(rnd(s) & 7);
+            uint64_t gpa = pick < 2   ? T.pt_pages[rnd(s) % T.npt]
+                           : pick < 4 ? DMA_GPA + (rnd(s) % DMA_PAGES) * 4096ull
+                                      : data_gpa((unsigned)(rnd(s) % DPAGES));
             r[k] = (struct vmmu_gpa_range){gpa, 4096};
         }
         if (vmmu_pager_page_out(T.pager, r, n))
@@ -484,6 +562,8 @@ int main(int argc, char **argv)
             return 2;
         pthread_create(&th[i].th, NULL, vcpu_main, &th[i]);
     }
+    pthread_t dm_thread;
+    pthread_create(&dm_thread, NULL, dm_main, (void *)(uintptr_t)(T.seed ^ 0xd3a));
     uint64_t hs = T.seed ^ 0xabcdef;
     double end = now_s() + T.seconds, next_report = now_s() + 60;
     while (now_s() < end) {
@@ -497,9 +577,13 @@ int main(int argc, char **argv)
     atomic_store(&T.stop, 1);
     for (unsigned i = 0; i < T.vcpus; i++)
         pthread_join(th[i].th, NULL);
+    pthread_join(dm_thread, NULL);
     struct vmmu_pager_stats ps;
     vmmu_pager_stats(T.pager, &ps);
     unsigned bad = verify_all();
+    unsigned dma_lost = dma_verify();
+    struct vmmu_dmc_stats ds;
+    vmmu_dmc_stats(T.dmc, &ds);
     printf("torture: %u vCPUs (%u editing), %.0f s: %lu reads, %lu writes, %lu remaps "
            "(%lu sync, %lu async); host: %lu page-outs asked, %lu page-ins asked, %lu balloons, "
            "%lu region remaps, %lu balances; pager: %llu written, %llu zero, %llu paged in, "
@@ -511,15 +595,24 @@ int main(int argc, char **argv)
            atomic_load(&T.balances), (unsigned long long)ps.written,
            (unsigned long long)ps.zero_dropped, (unsigned long long)ps.paged_in,
            (unsigned long long)ps.cancelled);
-    printf("torture: stale accesses %lu, errors %lu, lost or corrupted pages %u "
+    printf("torture: device model: %lu writes, %lu reads checked, %llu invalidations, "
+           "%llu paged-out ranges asked back\n",
+           atomic_load(&T.dma_writes), atomic_load(&T.dma_reads),
+           (unsigned long long)ds.invalidations, (unsigned long long)ds.page_ins);
+    printf("torture: stale accesses %lu, errors %lu, lost or corrupted pages %u, device-model "
+           "words read wrong %lu, its pages lost or corrupted %u "
            "(fills that raced a page-out and were retried: %lu)\n",
-           atomic_load(&T.stale), atomic_load(&T.errors), bad, atomic_load(&T.fill_retries));
+           atomic_load(&T.stale), atomic_load(&T.errors), bad, atomic_load(&T.dma_bad), dma_lost,
+           atomic_load(&T.fill_retries));
     for (unsigned i = 0; i < T.vcpus; i++)
         vmmu_vcpu_destroy(th[i].v);
     free(th);
+    vmmu_dmc_close(T.dmc);
+    vmmu_dm_destroy(T.dm);
     vmmu_pager_destroy(T.pager);
     vmmu_vm_destroy(T.vm);
     bool ok = !atomic_load(&T.stale) && !atomic_load(&T.errors) && !bad &&
-              atomic_load(&T.reads) > 0;
+              !atomic_load(&T.dma_bad) && !dma_lost && atomic_load(&T.reads) > 0 &&
+              atomic_load(&T.dma_reads) > 0;
     return ok ? 0 : 1;
 }
