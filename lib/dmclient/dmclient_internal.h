@@ -22,6 +22,8 @@ struct dmc_bucket {
 };
 
 #define DMC_HASH 1024u
+/* How long a map waits for the vm to finish rewriting its region table. */
+#define DMC_TABLE_WAIT_NS (100ull * 1000000ull)
 /* Rounds of page-in and lookup before a map gives up (VMMU_EPAGEDOUT). */
 #define DMC_PAGEIN_ROUNDS 4
 

@@ -15,10 +15,12 @@
  * the user's pointer stays harmless, and the vm's pages are no longer
  * mapped here, which is all the vm waits for.
  */
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "dmclient_internal.h"
 
@@ -79,10 +81,28 @@ static struct dmc_bucket *find(struct vmmu_dmc *c, uint64_t key, uint64_t gpa, b
     return NULL;
 }
 
-/* Find the region holding @gpa in the vm's table (a sequence lock). */
+/* Find the region holding @gpa in the vm's table (a sequence lock).  The
+ * vm rewrites the table in a few microseconds, but its thread may be
+ * preempted halfway: after a short spin, yield between tries, and give up
+ * (VMMU_EBUSY) only after DMC_TABLE_WAIT_NS. */
+static uint64_t mono_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
 static int region_lookup(struct vmmu_dmc *c, uint64_t gpa, struct vmmu_dm_region_ent *out)
 {
-    for (int tries = 0; tries < 1000; tries++) {
+    uint64_t since = 0;
+    for (unsigned tries = 0;; tries++) {
+        if (tries == 100) {
+            since = mono_ns();
+        } else if (tries > 100) {
+            if (mono_ns() - since > DMC_TABLE_WAIT_NS)
+                return VMMU_EBUSY;
+            sched_yield();
+        }
         uint32_t s1 = __atomic_load_n(&c->regions->seq, __ATOMIC_ACQUIRE);
         if (s1 & 1)
             continue;
@@ -106,7 +126,6 @@ static int region_lookup(struct vmmu_dmc *c, uint64_t gpa, struct vmmu_dm_region
         if (__atomic_load_n(&c->regions->seq, __ATOMIC_RELAXED) == s1)
             return found ? 0 : VMMU_EHOLE;
     }
-    return VMMU_EBUSY;
 }
 
 static bool evict_one(struct vmmu_dmc *c)

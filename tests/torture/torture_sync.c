@@ -98,6 +98,14 @@ static uint64_t rnd(uint64_t *s)
     return *s * 0x2545f4914f6cdd1dull;
 }
 
+/* Count an error (and say where, unless --quiet). */
+static void note_error(int line)
+{
+    atomic_fetch_add(&T.errors, 1);
+    if (!T.quiet)
+        fprintf(stderr, "torture: error at line %d\n", line);
+}
+
 static uint64_t data_gpa(unsigned page)
 {
     return DATA_GPA + (page / REGION_PAGES) * REGION_STRIDE + (page % REGION_PAGES) * 4096ull;
@@ -209,22 +217,32 @@ static void *dm_main(void *arg)
     uint64_t rng = (uint64_t)(uintptr_t)arg | 1;
     uint64_t count = 0;
     while (!atomic_load_explicit(&T.stop, memory_order_relaxed)) {
-        if (vmmu_dmc_process(T.dmc))
+        int perr = vmmu_dmc_process(T.dmc);
+        if (perr) {
             atomic_fetch_add(&T.errors, 1);
+            if (!T.quiet)
+                fprintf(stderr, "device model: %s\n", vmmu_strerror(perr));
+        }
         unsigned p = (unsigned)(rnd(&rng) % DMA_PAGES), w = (unsigned)(rnd(&rng) % DMA_WORDS);
         uint64_t gpa = DMA_GPA + p * 4096ull + w * 8;
         if (rnd(&rng) & 1) {
             uint64_t token = ((uint64_t)p << 48) | ((uint64_t)w << 40) | ++count;
-            if (vmmu_dmc_write(T.dmc, gpa, &token, 8)) {
+            int err = vmmu_dmc_write(T.dmc, gpa, &token, 8);
+            if (err) {
                 atomic_fetch_add(&T.errors, 1);
+                if (!T.quiet)
+                    fprintf(stderr, "dma write of page %u: %s\n", p, vmmu_strerror(err));
                 continue;
             }
             T.dma_shadow[p][w] = token;
             atomic_fetch_add_explicit(&T.dma_writes, 1, memory_order_relaxed);
         } else {
             uint64_t got;
-            if (vmmu_dmc_read(T.dmc, gpa, &got, 8)) {
+            int err = vmmu_dmc_read(T.dmc, gpa, &got, 8);
+            if (err) {
                 atomic_fetch_add(&T.errors, 1);
+                if (!T.quiet)
+                    fprintf(stderr, "dma read of page %u: %s\n", p, vmmu_strerror(err));
                 continue;
             }
             if (got != T.dma_shadow[p][w]) {
@@ -300,7 +318,7 @@ static void one_access(struct vcpu_thread *t)
         return;
     }
     if (!h) {
-        atomic_fetch_add(&T.errors, 1);
+        note_error(__LINE__);
         if (!T.quiet)
             fprintf(stderr, "vcpu %u: va page %u: status %d error %d\n", t->index, i,
                     (int)res.status, res.error);
@@ -337,7 +355,7 @@ static void one_access(struct vcpu_thread *t)
                 __atomic_store_n(wh, pattern(again, w), __ATOMIC_RELAXED);
             atomic_fetch_add_explicit(&T.writes, 1, memory_order_relaxed);
         } else {
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         }
     }
 }
@@ -356,7 +374,7 @@ static void settle(struct vcpu_thread *t)
         f = (struct vmmu_flush){.type = VMMU_FLUSH_RANGE, .va = DATA_VA + t->pend[0] * 4096ull,
                                 .npages = 1, .pcid = VMMU_FLUSH_ANY_PCID};
     if (vmmu_shootdown_sync(T.vm, t->v, NULL, &f))
-        atomic_fetch_add(&T.errors, 1);
+        note_error(__LINE__);
     for (unsigned k = 0; k < t->npend; k++)
         atomic_store_explicit(&T.va[t->pend[k]].done, seqs[k], memory_order_release);
     t->npend = 0;
@@ -380,7 +398,7 @@ static void remap(struct vcpu_thread *t)
     atomic_store_explicit(&vs->seq, k, memory_order_release);
     uint64_t *pte = host_of(vs->pte_gpa);
     if (!pte) {
-        atomic_fetch_add(&T.errors, 1);
+        note_error(__LINE__);
         return;
     }
     __atomic_store_n(pte, data_gpa(page) | P | RW | US | A | D, __ATOMIC_RELEASE);
@@ -389,7 +407,7 @@ static void remap(struct vcpu_thread *t)
         struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = DATA_VA + i * 4096ull,
                                .npages = 1, .pcid = VMMU_FLUSH_ANY_PCID};
         if (vmmu_shootdown_sync(T.vm, t->v, NULL, &f))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         /* Earlier async remaps of i are covered too. */
         for (unsigned q = 0; q < t->npend; q++)
             if (t->pend[q] == i)
@@ -400,7 +418,7 @@ static void remap(struct vcpu_thread *t)
         struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = DATA_VA + i * 4096ull,
                                .npages = 1, .pcid = VMMU_FLUSH_ANY_PCID};
         if (vmmu_shootdown_async(T.vm, t->v, NULL, &f))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         bool known = false;
         for (unsigned q = 0; q < t->npend; q++)
             known |= t->pend[q] == i;
@@ -451,20 +469,20 @@ static void host_step(uint64_t *s)
             r[k] = (struct vmmu_gpa_range){gpa, 4096};
         }
         if (vmmu_pager_page_out(T.pager, r, n))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         atomic_fetch_add(&T.pageouts, n);
     } else if (op < 9) {
         for (unsigned k = 0; k < n; k++)
             r[k] = (struct vmmu_gpa_range){data_gpa((unsigned)(rnd(s) % DPAGES)), 4096};
         if (vmmu_pager_page_in(T.pager, r, n))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         atomic_fetch_add(&T.pageins, n);
     } else if (op < 12) { /* balloon a page out and back */
         unsigned page = (unsigned)(rnd(s) % DPAGES);
         r[0] = (struct vmmu_gpa_range){data_gpa(page), 4096};
         atomic_fetch_add(&T.flux[page], 1);
         if (vmmu_pager_balloon_out(T.pager, r, 1) || vmmu_pager_balloon_in(T.pager, r, 1))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         write_identity(page);
         atomic_fetch_sub(&T.flux[page], 1);
         atomic_fetch_add(&T.balloons, 1);
@@ -475,7 +493,7 @@ static void host_step(uint64_t *s)
         struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = DATA_GPA + reg * REGION_STRIDE,
                                      .size = REGION_PAGES * 4096, .name = "data"};
         if (vmmu_region_replace(T.vm, T.region_id[reg], &d, &T.region_id[reg]))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         for (unsigned p = 0; p < REGION_PAGES; p++)
             write_identity(reg * REGION_PAGES + p);
         for (unsigned p = 0; p < REGION_PAGES; p++)
@@ -484,7 +502,7 @@ static void host_step(uint64_t *s)
     } else {
         uint64_t out;
         if (vmmu_pager_balance(T.pager, &out))
-            atomic_fetch_add(&T.errors, 1);
+            note_error(__LINE__);
         atomic_fetch_add(&T.balances, 1);
     }
 }
