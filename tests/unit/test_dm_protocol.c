@@ -452,14 +452,14 @@ static void another_type_on_the_service_socket_ends_only_the_service(void **stat
     service_ends_after(*state, &m, sizeof(m));
 }
 
-static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
+/* Send a HELLO (@m) with descriptors @fds on @sock, as a vm would. */
+static void send_hello(int sock, const struct vmmu_dm_msg *m, const int *fds, int nfds)
 {
-    int sv[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     union {
         char buf[CMSG_SPACE(sizeof(int) * 8)];
         struct cmsghdr align;
     } u;
+    assert_true(nfds <= 8);
     struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
     if (nfds) {
@@ -472,7 +472,14 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
         c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
         memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     }
-    assert_int_equal(sendmsg(sv[0], &mh, 0), sizeof(*m));
+    assert_int_equal(sendmsg(sock, &mh, 0), sizeof(*m));
+}
+
+static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    send_hello(sv[0], m, fds, nfds);
     struct vmmu_dmc *c = NULL;
     int err = vmmu_dmc_connect_fd(sv[1], NULL, &c);
     if (!err)
@@ -503,20 +510,7 @@ static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
     int fds[6] = {shm, shm, shm, shm, sp[1], *ram};
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096,
                             .flags = VMMU_DM_HELLO_MEMFD};
-    union {
-        char buf[CMSG_SPACE(sizeof(int) * 6)];
-        struct cmsghdr align;
-    } u;
-    memset(&u, 0, sizeof(u));
-    struct iovec iov = {.iov_base = &m, .iov_len = sizeof(m)};
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                        .msg_controllen = sizeof(u.buf)};
-    struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
-    assert_int_equal(sendmsg(sv[0], &mh, 0), sizeof(m));
+    send_hello(sv[0], &m, fds, 6);
     close(shm);
     close(sp[1]);
     struct vmmu_dmc_config cc = {.pagein_timeout_ms = 50};
