@@ -257,6 +257,17 @@ static void *dma_thread(void *arg)
     return NULL;
 }
 
+/* Wait until a fill's first piece landed at @gpa (the transfer runs). */
+static void wait_for_first_piece(struct world *w, uint64_t gpa)
+{
+    uint8_t first = 0;
+    for (int i = 0; i < 20000 && first != 0x99; i++) {
+        usleep(500);
+        assert_int_equal(vmmu_gpa_read(w->vm, gpa, &first, 1, 0, NULL), 0);
+    }
+    assert_int_equal(first, 0x99);
+}
+
 static void dma_racing_region_removal_finishes_first_or_fails_and_never_writes_new_ram(void **s)
 {
     (void)s;
@@ -276,12 +287,7 @@ static void dma_racing_region_removal_finishes_first_or_fails_and_never_writes_n
         assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
         /* Wait until the transfer runs (its first piece landed), so the
          * vCPU's command access is past; then remove mid-transfer. */
-        uint8_t first = 0;
-        for (int i = 0; i < 20000 && first != 0x99; i++) {
-            usleep(500);
-            assert_int_equal(vmmu_gpa_read(w.vm, gpa, &first, 1, 0, NULL), 0);
-        }
-        assert_int_equal(first, 0x99);
+        wait_for_first_piece(&w, gpa);
         usleep((useconds_t)(round * 2000));
         assert_int_equal(vmmu_region_remove(w.vm, id), 0);
         /* New RAM at the same place; no device access happens until the
@@ -328,12 +334,7 @@ static void dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused
         pthread_t t;
         assert_int_equal(pthread_create(&t, NULL, dma_thread, &a), 0);
         /* Once the transfer runs, the guest balloons the second half away. */
-        uint8_t first = 0;
-        for (int i = 0; i < 20000 && first != 0x99; i++) {
-            usleep(500);
-            assert_int_equal(vmmu_gpa_read(w.vm, gpa, &first, 1, 0, NULL), 0);
-        }
-        assert_int_equal(first, 0x99);
+        wait_for_first_piece(&w, gpa);
         usleep((useconds_t)(round * 4000));
         struct vmmu_gpa_range half = {.gpa = gpa + size / 2, .size = size / 2};
         assert_int_equal(vmmu_pager_balloon_out(pager, &half, 1), 0);
