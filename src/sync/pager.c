@@ -755,12 +755,7 @@ void vmmu_pager_destroy(struct vmmu_pager *pg)
     vmmu__sync_block_end(blk);
     atomic_store(&vm->sync->pager, NULL);
     vmmu__sync_change_unlock(vm);
-    close(pg->fd);
-    pthread_mutex_destroy(&pg->lock);
-    pthread_cond_destroy(&pg->cond);
-    free(pg->tab);
-    free(pg->free_slots);
-    free(pg);
+    vmmu__pager_free(pg);
 }
 
 void vmmu__pager_free(struct vmmu_pager *pg)
