@@ -8,6 +8,8 @@
  *                         paging-structure caches (one PTE read), then fill;
  *                         16384 linear pages over the 64 data pages of the hit
  *                         figures, so the read itself hits the data caches
+ *   tlb/miss_warm_2regions_ns  the same, with the data pages of odd linear
+ *                         pages in a second RAM region (two regions in turn)
  *   tlb/miss_cold_ns      the same reads with the paging-structure caches off:
  *                         a full 4-level walk, then fill
  *   tlb/miss_warm_spread_ns  warm misses whose reads land anywhere in 16 MiB
@@ -27,7 +29,7 @@
  *                         stream of growing and shrinking working sets
  *
  *   bench_tlb --callgrind-kernel KIND N   (KIND: hit, probe, jit, raw, miss_warm,
- *                                        flush_empty) sets up,
+ *                                        miss_warm_2regions, flush_empty) sets up,
  *                                        warms, then performs N accesses,
  *                                        for bench/tlb_instructions.sh
  *   bench_tlb --chart FILE               writes access cost against working-set
@@ -63,6 +65,11 @@ static const uint64_t VA_BASE = 0x0000100000000000ull;
 static const uint64_t VA_SMALL = 0x0000200000000000ull;
 #define NSMALL_VA 16384u
 #define NSMALL 64u
+/* A third range for misses whose data pages alternate between two RAM
+ * regions (a PC's memory below and above 4 GiB): odd linear pages map the
+ * NSMALL pages of a second region at HIGH_RAM. */
+static const uint64_t VA_TWO = 0x0000300000000000ull;
+#define HIGH_RAM (4 * GiB)
 
 static void setup(struct bench *b)
 {
@@ -71,6 +78,13 @@ static void setup(struct bench *b)
         map(b, root, VA_BASE + i * 4096, DATA + (i % NDATA) * 4096);
     for (uint64_t i = 0; i < NSMALL_VA; i++)
         map(b, root, VA_SMALL + i * 4096, DATA + (i % NSMALL) * 4096);
+    struct vmmu_region_desc high = {.type = VMMU_MEM_RAM, .gpa = HIGH_RAM, .size = NSMALL * 4096};
+    uint32_t high_id;
+    if (vmmu_region_add(b->vm, &high, &high_id))
+        bench_die("bench_tlb", "second region");
+    for (uint64_t i = 0; i < NSMALL_VA; i++)
+        map(b, root, VA_TWO + i * 4096,
+            (i & 1 ? HIGH_RAM : DATA) + (i % NSMALL) * 4096);
     for (uint64_t i = 0; i < NDATA; i++)
         memset(b->ram + DATA + i * 4096, (int)i, 4096);
     bench_guest_enter(b, root, "bench_tlb");
@@ -397,8 +411,8 @@ static int callgrind_kernel(const char *kind, size_t n)
             vmmu_vcpu_tlb_flush_all(b.vcpu);
         return 0;
     }
-    if (!strcmp(kind, "miss_warm")) {
-        uint64_t *va = addresses_at(VA_SMALL, 0, MISS_WS, &seed);
+    if (!strcmp(kind, "miss_warm") || !strcmp(kind, "miss_warm_2regions")) {
+        uint64_t *va = addresses_at(strcmp(kind, "miss_warm") ? VA_TWO : VA_SMALL, 0, MISS_WS, &seed);
         bench_keep(run_tlb(b.vcpu, va, MISS_WS));
         bench_keep(run_tlb(b.vcpu, va, n));
         return 0;
@@ -446,7 +460,7 @@ int main(int argc, char **argv)
     if (argc == 3 && !strcmp(argv[1], "--chart"))
         return chart(argv[2]);
     if (argc != 1) {
-        fprintf(stderr, "usage: bench_tlb [--callgrind-kernel hit|probe|jit|raw|miss_warm|flush_empty N | --chart FILE]\n");
+        fprintf(stderr, "usage: bench_tlb [--callgrind-kernel hit|probe|jit|raw|miss_warm|miss_warm_2regions|flush_empty N | --chart FILE]\n");
         return 2;
     }
     struct bench b;
@@ -469,6 +483,10 @@ int main(int argc, char **argv)
     uint64_t *miss = addresses_at(VA_SMALL, 0, MISS_WS, &seed);
     bench_keep(run_tlb(b.vcpu, miss, N));
     bench_figure("tlb/miss_warm_ns", time_tlb(&b, miss, N), "ns");
+    uint64_t *two = addresses_at(VA_TWO, 0, MISS_WS, &seed);
+    bench_keep(run_tlb(b.vcpu, two, N));
+    bench_figure("tlb/miss_warm_2regions_ns", time_tlb(&b, two, N), "ns");
+    free(two);
     b.vcpu->psc_off = true;
     vmmu__tlb_warm_refresh(b.vcpu);
     bench_figure("tlb/miss_cold_ns", time_tlb(&b, miss, N), "ns");

@@ -812,12 +812,12 @@ static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
     const struct vmmu_region *r = p2m_resolve(p2m, gfn, NULL);
     if (!r || r->type != VMMU_MEM_RAM || (region_flags(r) & VMMU_REGION_LOG_DIRTY))
         return false;
-    v->warm_gen = gen;
-    v->warm_lo = r->gfn << VMMU_PAGE_SHIFT;
-    v->warm_size = r->npages << VMMU_PAGE_SHIFT;
-    v->warm_delta = (uintptr_t)r->host - (uintptr_t)v->warm_lo;
-    v->warm_state = (uintptr_t)r->state - (uintptr_t)r->gfn;
-    v->warm_cold1 = cold_ident(r->id, gen);
+    struct warm_region *wr = warm_region_at(v->warm_reg, gpa);
+    wr->lo = r->gfn << VMMU_PAGE_SHIFT;
+    wr->size = r->npages << VMMU_PAGE_SHIFT;
+    wr->delta = (uintptr_t)r->host - (uintptr_t)wr->lo;
+    wr->state = (uintptr_t)r->state - (uintptr_t)r->gfn;
+    wr->cold1 = cold_ident(r->id, gen);
     return true;
 }
 
@@ -829,20 +829,23 @@ static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
 static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uint64_t va,
                                                         uint64_t gpa)
 {
-    /* Acquire: the regions of this generation are read below. */
+    /* Acquire: the regions of this generation are read below.  The cache
+     * was checked against the current generation before the data page was
+     * looked at, so a newer generation here leaves it to the next miss. */
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
-    if (!warm_region(v, gpa, gen))
+    if (gen != v->warm_gen || !warm_region(v, gpa, gen))
         return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
     return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
 }
 
-/* The cached region belongs to another P2M generation: forget it (the
- * next check of the data page then caches the page's region). */
+/* The cached regions belong to another P2M generation: forget them (the
+ * next check of a data page then caches the page's region). */
 static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, uint64_t va,
                                                           uint64_t gen)
 {
     v->warm_gen = gen;
-    v->warm_size = 0;
+    for (unsigned i = 0; i < WARM_REGIONS; i++)
+        v->warm_reg[i].size = 0;
     return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
 }
 
@@ -890,10 +893,10 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     uint64_t old = entry_tag(&c->hot[idx]);
-    /* The page already in the table or its victim slot: the general path
-     * answers from there (an entry holds a page at most once). */
-    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK) ||
-        c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK))
+    /* The page already in the table: the general path answers from there
+     * (an entry holds a page at most once; its victim slot is checked
+     * below). */
+    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK))
         goto general;
     if ((pte ^ sel) & v->warm_chk[access])
         goto general; /* not present, A (or D) clear, or a reserved bit */
@@ -915,9 +918,10 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     /* The data page: resident RAM of the cached region (cached under the
      * generation just checked). */
     uint64_t gpa = pte & ADDR_MASK_64;
-    if (gpa - v->warm_lo >= v->warm_size)
+    const struct warm_region *wr = warm_region_at(v->warm_reg, gpa);
+    if (gpa - wr->lo >= wr->size)
         return warm_region_miss(v, va, gpa);
-    unsigned state = __atomic_load_n((const uint8_t *)(v->warm_state + (gpa >> VMMU_PAGE_SHIFT)),
+    unsigned state = __atomic_load_n((const uint8_t *)(wr->state + (gpa >> VMMU_PAGE_SHIFT)),
                                      __ATOMIC_ACQUIRE);
     if (state & VMMU_PAGE_PAGED_OUT)
         goto general;
@@ -925,10 +929,12 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     /* The fill.  The old entry goes first, so that its values are dead
      * before the new ones are made (fewer values live at once).  A valid
      * occupant (another page: checked above) goes to its victim slot. */
+    struct tlb_victim *vi = &c->victim[victim_of(idx)];
+    if (vi->page == (va & VMMU_PAGE_MASK))
+        goto general; /* the victim slot holds the page: swapped back there */
     struct vmmu_tlb_entry *e = &c->hot[idx];
     struct tlb_cold *cd = &c->cold[idx];
     if (old != VMMU_TLB_CMP_INVALID) {
-        struct tlb_victim *vi = &c->victim[victim_of(idx)];
         vi->hot = *e;
         vi->cold = *cd;
         vi->page = old & VMMU_PAGE_MASK;
@@ -946,7 +952,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     _Static_assert(VMMU_PAGE_CODE << 6 == VMMU_TLB_FLAG_CODE, "code flag from the state byte");
     _Static_assert(RIGHTS_USER == COLD_USER, "user bit of a cold entry from the rights table");
     uint64_t page = va & VMMU_PAGE_MASK;
-    uintptr_t addend = gpa + v->warm_delta - page;
+    uintptr_t addend = gpa + wr->delta - page;
     e->addend = addend;
     uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
                                              : VMMU_TLB_FLAG_NOTDIRTY;
@@ -958,7 +964,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
         (row & (VMMU_X86_RIGHT_FETCH << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
     uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
     cd->w = w;
-    cd->ident = v->warm_cold1;
+    cd->ident = wr->cold1;
     c->global |= w;
     v->held |= c->held_bit;
 
@@ -967,7 +973,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     if (res) {
         res->status = VMMU_TLB_OK;
         res->host = host;
-        res->gpa = (uint64_t)((uintptr_t)host - v->warm_delta);
+        res->gpa = (uint64_t)((uintptr_t)host - wr->delta);
         res->type = VMMU_MEM_RAM;
         res->region_id = cold_region_id(cd);
         res->page_size = VMMU_PAGE_SIZE;

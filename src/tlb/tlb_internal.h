@@ -253,6 +253,29 @@ struct tlb_slot {
     struct tlb_psc psc;
 };
 
+/* A RAM region as the warm miss uses it: its guest-physical range
+ * [lo, lo + size) (size 0: empty), host address minus gpa, its state bytes
+ * indexed by gfn, and the second word of a cold entry for it. */
+struct warm_region {
+    uint64_t lo, size;
+    uintptr_t delta, state;
+    uint64_t cold1;
+    uint64_t pad_[3];
+};
+_Static_assert(sizeof(struct warm_region) == 64, "a cached region is one cache line");
+#define WARM_REGIONS 16
+#define WARM_REGION_SHIFT 30
+
+/* The cache entry for the data page @gpa: bits 30..33 of @gpa pick it
+ * (shifted straight to the entry's byte offset). */
+static inline struct warm_region *warm_region_at(struct warm_region *cache, uint64_t gpa)
+{
+    _Static_assert(sizeof(struct warm_region) == 1u << 6, "entry offset by shift");
+    return (struct warm_region *)(void *)((char *)cache +
+                                          ((gpa >> (WARM_REGION_SHIFT - 6)) &
+                                           ((uint64_t)(WARM_REGIONS - 1) << 6)));
+}
+
 struct vmmu_vcpu {
     struct vmmu_tlb_fast fast; /* first: the hit path reads it through the vCPU pointer */
     struct vmmu_x86_paging pg;
@@ -297,15 +320,15 @@ struct vmmu_vcpu {
      * for PKRU, PKRS, CR0.WP and CR4.PKE/PKS as remembered in keys_key[]. */
     uint64_t keys_key[3];
     uint16_t key_tab[CTX_COUNT][32];
-    /* The region of the last warm miss's data page, under P2M generation
-     * warm_gen (a region is removed, or starts dirty logging, only with a
-     * new generation, and is freed only after a grace period): its
-     * guest-physical range [warm_lo, warm_lo + warm_size), host address
-     * minus gpa, its state bytes indexed by gfn, and the second word of a
-     * cold entry for it. */
-    uint64_t warm_gen, warm_lo, warm_size;
-    uintptr_t warm_delta, warm_state;
-    uint64_t warm_cold1;
+    /* The warm miss's region cache, valid under P2M generation warm_gen (a
+     * region is removed, or starts dirty logging, only with a new
+     * generation, and is freed only after a grace period).  Entry
+     * warm_region_at(gpa) holds the RAM region of the last warm miss whose
+     * data page was in the same GiB (modulo WARM_REGIONS GiB), so a guest
+     * whose memory is in several regions (below and above 4 GiB, say) does
+     * not trade one for another on every miss. */
+    uint64_t warm_gen;
+    struct warm_region warm_reg[WARM_REGIONS];
     /* Warm misses served (each is a miss, a walk, a PSC hit and a fill in
      * the statistics: vmmu_vcpu_stats() adds it to those four). */
     uint64_t warm_fills;

@@ -283,6 +283,62 @@ static void dirty_logging_started_after_a_warm_miss_still_sees_the_next_write(vo
     assert_false(pe.page_state & VMMU_PAGE_DIRTY);
 }
 
+/* Caller memory for a RAM region of @pages pages at @gpa; returns its host. */
+static uint8_t *add_ram(struct fx *f, uint64_t gpa, unsigned pages, uint32_t *id)
+{
+    uint8_t *mem = aligned_alloc(4096, (size_t)pages * 4096);
+    assert_non_null(mem);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = gpa, .size = (uint64_t)pages * 4096,
+                                 .host = mem, .name = "more ram"};
+    assert_int_equal(vmmu_region_add(f->t.env.vm, &d, id), 0);
+    return mem;
+}
+
+static void warm_misses_alternating_between_regions_each_find_their_own(void **state)
+{
+    struct fx *f = *state;
+    /* Regions below and above 4 GiB, and one 16 GiB up, whose data pages
+     * share the warm cache's entry with the first (bits 30..33 of gpa). */
+    const uint64_t HIGH = 4 * GiB, FAR = 16 * GiB + 8 * MiB;
+    uint32_t high_id, far_id;
+    uint8_t *high = add_ram(f, HIGH, 4, &high_id);
+    uint8_t *far = add_ram(f, FAR, 4, &far_id);
+    (void)warm_setup(f, E_P | E_RW | E_A | E_D, E_P | E_RW | E_A | E_D, 0);
+    const uint64_t where[3] = {DATA(3), HIGH, FAR};
+    uint8_t *const host[3] = {hpa(&f->t, DATA(3)), high, far};
+    for (unsigned i = 0; i < 12; i++)
+        tmap(&f->t, f->root, VA + (2 + i) * 4096, 1, UP,
+             (where[i % 3] + (i / 3) * 4096) | E_P | E_RW | E_A | E_D);
+    for (unsigned i = 0; i < 12; i++) {
+        struct vmmu_tlb_result r;
+        assert_ptr_equal(tacc(&f->t, VA + (2 + i) * 4096 + 16, 8, 0, &r),
+                         host[i % 3] + (i / 3) * 4096 + 16);
+        assert_int_equal(r.gpa, where[i % 3] + (i / 3) * 4096 + 16);
+    }
+    assert_int_equal(stats(f).warm_misses, 12);
+
+    /* A region put in the place of another (a new generation) is found
+     * through every cached entry, not the old one's memory. */
+    vmmu_vcpu_tlb_flush_all(f->t.vcpu);
+    uint32_t new_id;
+    uint8_t *moved = aligned_alloc(4096, 4 * 4096);
+    assert_non_null(moved);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = HIGH, .size = 4 * 4096,
+                                 .host = moved, .name = "moved"};
+    assert_int_equal(vmmu_region_replace(f->t.env.vm, high_id, &d, &new_id), 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1))); /* the PDE cached again */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    for (unsigned i = 0; i < 12; i++)
+        assert_ptr_equal(tacc(&f->t, VA + (2 + i) * 4096, 8, 0, NULL),
+                         (i % 3 == 1 ? moved : host[i % 3]) + (i / 3) * 4096);
+    assert_int_equal(stats(f).warm_misses, 12);
+    assert_int_equal(vmmu_region_remove(f->t.env.vm, new_id), 0);
+    assert_int_equal(vmmu_region_remove(f->t.env.vm, far_id), 0);
+    free(high);
+    free(far);
+    free(moved);
+}
+
 /* ---- flushing what is held, and only that ------------------------------------ */
 
 static struct vmmu_tlb_stats stats(struct fx *f)
@@ -455,6 +511,7 @@ int main(void)
         T(keys_that_forbid_nothing_leave_the_warm_miss_its_speed),
         T(turning_cr4_pke_on_drops_what_was_filled_without_keys),
         T(dirty_logging_started_after_a_warm_miss_still_sees_the_next_write),
+        T(warm_misses_alternating_between_regions_each_find_their_own),
         T(a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush),
         T(a_context_used_lightly_shrinks_after_a_window_of_flushes),
         T(pages_that_share_an_index_grow_the_table_at_the_next_flush),
