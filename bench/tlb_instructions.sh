@@ -20,6 +20,8 @@
 #                                the caller tests again (the older form)
 #   tlb/miss_warm_instructions   per read that misses and is filled through the
 #                                paging-structure caches (whole loop iteration)
+#   tlb/miss_warm_2regions_instructions  the same with data pages alternating
+#                                between two RAM regions
 #   tlb/flush_empty_instructions per vmmu_vcpu_tlb_flush_all() of a vCPU that
 #                                holds nothing (call included)
 #   bench/tlb_instructions.sh BUILD_DIR
@@ -33,6 +35,7 @@ raw=$(value "$n" raw)
 lookup=$(value "$n" hit)
 probe=$(value "$n" probe)
 miss=$(value "${TLB_MISS_INSTRUCTIONS_N:-20000}" miss_warm)
+miss2=$(value "${TLB_MISS_INSTRUCTIONS_N:-20000}" miss_warm_2regions)
 beyond() { awk -v h="$2" -v r="$raw" -v f="$1" 'BEGIN { printf "%s: %.1f instructions\n", f, h - r }'; }
 echo "tlb/raw_loop_instructions: $raw instructions"
 if jit=$(value "$n" jit 2>/dev/null); then
@@ -43,4 +46,5 @@ fi
 beyond tlb/hit_probe_instructions "$probe"
 beyond tlb/hit_lookup_instructions "$lookup"
 echo "tlb/miss_warm_instructions: $miss instructions"
+echo "tlb/miss_warm_2regions_instructions: $miss2 instructions"
 echo "tlb/flush_empty_instructions: $(value "$n" flush_empty) instructions"

@@ -822,8 +822,9 @@ static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
 }
 
 
-/* The warm miss found its data page outside the cached region: cache the
- * page's region and start again, or leave the page to the general path.
+/* The warm miss found its data page outside the region cached for its
+ * GiB: cache the page's region and start again, or leave the page to the
+ * general path.
  * (A tail call, so that the warm miss itself calls nothing and keeps its
  * values in registers.) */
 static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uint64_t va,
@@ -854,7 +855,7 @@ static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, u
  * paging-structure cache holds the PDE that maps @va's page table (with
  * the table's host address, under the current P2M generation), the PTE is
  * present with no reserved bit, A already set (and D for a write), this
- * context may do the access, and the page is resident RAM of the region
+ * context may do the access, and the page is resident RAM of a region
  * the vCPU cached, without dirty logging.  Then the walk is one PTE load,
  * it stores nothing (the A/D bits the CPU would set are set), and the
  * fill needs no walk record.
@@ -915,8 +916,8 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     if (!(row & sel & (7u << RIGHTS_SHIFT)))
         goto general;
 
-    /* The data page: resident RAM of the cached region (cached under the
-     * generation just checked). */
+    /* The data page: resident RAM of the region cached for its GiB (under
+     * the generation just checked). */
     uint64_t gpa = pte & ADDR_MASK_64;
     const struct warm_region *wr = warm_region_at(v->warm_reg, gpa);
     if (gpa - wr->lo >= wr->size)
