@@ -128,6 +128,13 @@ struct vmmu_dm_server {
     /* Invalidation progress (under dm->inval_lock). */
     uint64_t inval_sent, inval_acked;
     uint64_t inval_sent_ns; /* when the oldest unacknowledged one was sent */
+    uint64_t inval_busy_base; /* svc_busy_ns at inval_sent_ns */
+    /* The service thread's time paging memory in for PAGE_IN requests
+     * (finished page-ins), and when the one under way began (0: none), in
+     * vmmu__dm_now_ns() time.  A device model waiting for an answer
+     * acknowledges nothing, so that time does not count against its
+     * deadline (inval.c, pagein.c). */
+    _Atomic uint64_t svc_busy_ns, svc_busy_since;
 
     _Atomic int dead;        /* 0, or the reason (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO) */
     _Atomic int dead_claimed;

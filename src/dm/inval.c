@@ -29,6 +29,27 @@
 
 #include "dm/dm_internal.h"
 
+/* Start the acknowledgement deadline of @srv now. */
+static void restart_clock(struct vmmu_dm_server *srv)
+{
+    srv->inval_sent_ns = vmmu__dm_now_ns();
+    srv->inval_busy_base = atomic_load(&srv->svc_busy_ns);
+}
+
+/* When @srv is late with its acknowledgement, as of @now: its deadline
+ * after the oldest unacknowledged invalidation, moved on by the time the
+ * vm spent paging memory in for its PAGE_IN requests meanwhile (a device
+ * model waiting for an answer acknowledges nothing), and never while such
+ * a page-in is under way. */
+static uint64_t ack_deadline(const struct vmmu_dm_server *srv, uint64_t now)
+{
+    uint64_t timeout = (uint64_t)srv->timeout_ms * 1000000ull;
+    if (atomic_load(&srv->svc_busy_since))
+        return now + timeout; /* looked at again within a second (wait_locked) */
+    uint64_t served = atomic_load(&srv->svc_busy_ns) - srv->inval_busy_base;
+    return srv->inval_sent_ns + timeout + served;
+}
+
 static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *seq_out)
 {
     uint64_t seq = atomic_load(&dm->inval_posted) + 1;
@@ -44,7 +65,7 @@ static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t
         struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE, .seq = seq, .gpa = gpa,
                                 .size = size};
         if (srv->inval_acked == srv->inval_sent)
-            srv->inval_sent_ns = vmmu__dm_now_ns();
+            restart_clock(srv);
         srv->inval_sent = seq;
         int err = vmmu__dm_send_msg(srv, &m, NULL, 0);
         if (err && ndoomed < 64) {
@@ -85,7 +106,7 @@ static void drain_socket(struct vmmu_dm_server *srv)
         if (vmmu__dm_check_ack(srv->rx, sizeof(srv->rx), srv->inval_acked, srv->inval_sent,
                                &seq) == 0) {
             srv->inval_acked = seq;
-            srv->inval_sent_ns = vmmu__dm_now_ns(); /* the clock restarts for the rest */
+            restart_clock(srv); /* the clock restarts for the rest */
             atomic_fetch_add_explicit(&srv->st_inval, 1, memory_order_relaxed);
         } else {
             atomic_fetch_add_explicit(&srv->st_proto, 1, memory_order_relaxed);
@@ -106,7 +127,7 @@ static int wait_locked(struct vmmu_dm *dm, uint64_t ticket)
             struct vmmu_dm_server *srv = dm->servers[i];
             if (!srv->remote || atomic_load(&srv->dead) || srv->inval_acked >= srv->inval_sent)
                 continue;
-            uint64_t deadline = srv->inval_sent_ns + (uint64_t)srv->timeout_ms * 1000000ull;
+            uint64_t deadline = ack_deadline(srv, now);
             if (deadline <= now) {
                 late = srv;
                 break;

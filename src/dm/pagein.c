@@ -56,9 +56,27 @@ static void resident_run(const struct vmmu_region *r, uint64_t g, struct vmmu_dm
  * either the run below excludes the page, or the invalidation reaches the
  * device model after it mapped the run, and it drops the mapping before it
  * acknowledges, before the page's memory is released. */
-static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size,
+/* Bring the page at @gpa in for @srv's device model, which waits for the
+ * answer and acknowledges nothing meanwhile: inval.c does not count this
+ * time against its deadline.  Only paging in counts, not the request
+ * (else a device model could excuse itself forever by asking for resident
+ * memory without pause); and paging in ends once everything is in. */
+static int page_in_for(struct vmmu_dm_server *srv, uint64_t gpa)
+{
+    uint64_t since = vmmu__dm_now_ns();
+    atomic_store(&srv->svc_busy_since, since);
+    int rc = vmmu__gpa_make_resident(srv->dm->vm, gpa);
+    /* The total first, then "idle": a reader between the two counts this
+     * page-in twice (a little more time), never not at all. */
+    atomic_fetch_add(&srv->svc_busy_ns, vmmu__dm_now_ns() - since);
+    atomic_store(&srv->svc_busy_since, 0);
+    return rc;
+}
+
+static uint32_t serve_page_in(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size,
                               struct vmmu_dm_region_ent *run)
 {
+    struct vmmu_dm *dm = srv->dm;
     struct vmmu_vm *vm = dm->vm;
     if (!size || size > VMMU_DM_PAGE_IN_MAX || gpa + size < gpa)
         return VMMU_DM_PAGE_IN_BAD;
@@ -81,7 +99,7 @@ static uint32_t serve_page_in(struct vmmu_dm *dm, uint64_t gpa, uint64_t size,
         if (g == first)
             r0 = r;
         if ((region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) &&
-            vmmu__gpa_make_resident(vm, g << VMMU_PAGE_SHIFT) != 0)
+            page_in_for(srv, g << VMMU_PAGE_SHIFT) != 0)
             return VMMU_DM_PAGE_IN_FAILED;
     }
     if (region_page_state(r0, first) & VMMU_PAGE_PAGED_OUT)
@@ -115,7 +133,7 @@ static void *service_run(void *arg)
         }
         struct vmmu_dm_page_in_done r = {.type = VMMU_DM_MSG_PAGE_IN_DONE, .seq = m.seq};
         vmmu__reader_online();
-        r.status = serve_page_in(srv->dm, m.gpa, m.size, &r.run);
+        r.status = serve_page_in(srv, m.gpa, m.size, &r.run);
         vmmu__reader_offline();
         atomic_fetch_add(&srv->st_pageins, 1);
         if (send(srv->svc_sock, &r, sizeof(r), MSG_NOSIGNAL) != (ssize_t)sizeof(r))

@@ -117,6 +117,8 @@ void vmmu__dm_server_kill(struct vmmu_dm_server *srv, int reason)
     }
     if (srv->sock >= 0)
         shutdown(srv->sock, SHUT_RDWR);
+    if (srv->svc_sock >= 0)
+        shutdown(srv->svc_sock, SHUT_RDWR); /* its service thread stops serving */
     if (srv->pidfd >= 0) {
         bool gone = false;
         if (reason == VMMU_EDEAD)

@@ -376,6 +376,95 @@ static void device_models_bring_paged_out_pages_back_and_never_see_the_hole(void
     vmmu_pager_destroy(pager);
 }
 
+/* A page-in slower than the server's acknowledgement deadline, while an
+ * invalidation waits for the same device model. */
+struct slow_pagein {
+    struct vmmu_pager *pager;
+    unsigned delay_ms;
+    atomic_int entered;
+};
+
+static int slow_page_in(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)vm;
+    struct slow_pagein *s = opaque;
+    atomic_store(&s->entered, 1);
+    usleep(s->delay_ms * 1000u);
+    struct vmmu_gpa_range r = {.gpa = gpa & ~0xfffull, .size = 0x1000};
+    return vmmu_pager_page_in(s->pager, &r, 1);
+}
+
+struct dma_reader {
+    struct vmmu_dmc *c;
+    char buf[8];
+    int err;
+    atomic_int stop;
+};
+
+static void *dma_read_then_process(void *arg)
+{
+    struct dma_reader *d = arg;
+    d->err = vmmu_dmc_read(d->c, 0x5000, d->buf, 8);
+    while (!atomic_load(&d->stop)) {
+        int err = vmmu_dmc_process(d->c);
+        if (err && !d->err)
+            d->err = err;
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* While a device model waits for the vm to bring memory back it
+ * acknowledges nothing; the time the vm takes does not count against the
+ * device model's deadline, so a slow page-in (a backing store on a slow
+ * disk) does not get it declared hung when an invalidation is pending. */
+static void a_slow_page_in_does_not_make_the_device_model_late(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(vm, &ram, NULL), 0);
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 200};
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    struct vmmu_dmc *c;
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], NULL, &c), 0);
+
+    struct slow_pagein slow = {.delay_ms = 800};
+    assert_int_equal(vmmu_pager_create(vm, NULL, &slow.pager), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 0x5000, "precious", 8, 0, NULL), 0);
+    page_out(slow.pager, c, NULL, 0x5000);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, slow_page_in, &slow), 0);
+
+    struct dma_reader d = {.c = c};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, dma_read_then_process, &d), 0);
+    while (!atomic_load(&slow.entered)) /* the device model's request is in the vm's hands */
+        usleep(1000);
+    /* Close to four deadlines of page-in still to go after this is posted. */
+    assert_int_equal(vmmu_dm_invalidate(dm, 0x80000, 0x1000), 0);
+    atomic_store(&d.stop, 1);
+    pthread_join(t, NULL);
+    assert_int_equal(d.err, 0);
+    assert_memory_equal(d.buf, "precious", 8);
+    assert_int_equal(dmc_page_ins(c), 1);
+    struct vmmu_dm_server_stats ss;
+    assert_int_equal(vmmu_dm_server_stats(srv, &ss), 0);
+    assert_int_equal(ss.dead, 0);
+    assert_int_equal(ss.invalidations, 2); /* the page-out's, then this one */
+    assert_int_equal(ss.page_ins, 1);
+
+    vmmu_dmc_close(c);
+    vmmu_pager_destroy(slow.pager);
+    vmmu_dm_destroy(dm);
+    vmmu_vm_destroy(vm);
+}
+
 struct path_client {
     char path[108];
     struct vmmu_dmc *c;
@@ -444,6 +533,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(device_models_bring_paged_out_pages_back_and_never_see_the_hole,
                                         setup, teardown),
+        cmocka_unit_test(a_slow_page_in_does_not_make_the_device_model_late),
         cmocka_unit_test(a_device_model_connects_by_socket_path),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

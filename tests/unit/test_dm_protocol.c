@@ -425,6 +425,46 @@ static void page_in_requests_are_checked_and_answered(void **state)
     vmmu_pager_destroy(pager);
 }
 
+/* A fake device model that asks for resident memory without pause and
+ * acknowledges nothing, until the service socket closes. */
+struct asker {
+    int sock;
+    uint64_t asked;
+    pthread_t thread;
+};
+
+static void *asker_run(void *arg)
+{
+    struct asker *a = arg;
+    for (;;) {
+        struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = ++a->asked, .gpa = 0x1000,
+                                .size = 0x1000};
+        struct vmmu_dm_page_in_done r;
+        if (send(a->sock, &m, sizeof(m), MSG_NOSIGNAL) != sizeof(m) ||
+            recv(a->sock, &r, sizeof(r), 0) != sizeof(r))
+            return NULL;
+    }
+}
+
+/* Time the vm spends serving a device model's page-ins does not count
+ * against its deadline, but only that time: one that keeps the service
+ * busy with quick requests and never acknowledges is still late. */
+static void asking_for_page_ins_does_not_excuse_a_missing_acknowledgement(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_pager *pager = ram_and_pager(e);
+    struct asker a = {.sock = service_sock(e)};
+    assert_int_equal(pthread_create(&a.thread, NULL, asker_run, &a), 0);
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
+    pthread_join(a.thread, NULL); /* the service ended with the server */
+    assert_true(a.asked > 1);
+    vmmu_pager_destroy(pager);
+}
+
 /* Anything but a PAGE_IN of the right size ends the service, and only the
  * service: the server keeps serving accesses. */
 static void service_ends_after(struct env *e, const void *msg, size_t len)
@@ -689,6 +729,7 @@ int main(void)
         T(a_silent_device_model_is_declared_dead_by_the_invalidation),
         T(hanging_up_kills_requests_in_flight),
         T(page_in_requests_are_checked_and_answered),
+        T(asking_for_page_ins_does_not_excuse_a_missing_acknowledgement),
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(client_refuses_a_malformed_hello),
