@@ -322,11 +322,14 @@ enum vmmu_rmw_op {
  * Atomic read-modify-write of @p size bytes (1, 2, 4 or 8) at @p va: the
  * old value goes to @p old (zero-extended), old OP @p operand is stored.
  * On RAM it is atomic against every other vCPU's atomic accesses, whatever
- * the alignment inside a page.  A locked access that crosses a page is
- * performed under one process-wide lock (a real CPU takes a bus lock):
- * atomic against every other page-crossing locked access, but not against
- * an aligned atomic on the overlapping bytes made at the same moment.  On
- * MMIO and DEVICE pages it is a read followed by a write, not atomic.
+ * the alignment inside a page.  A locked access whose bytes no aligned 8-
+ * or 16-byte word holds (it crosses a page or a 16-byte boundary: a split
+ * lock, where a real CPU takes a bus lock) runs while every other online
+ * vCPU of the vm is parked at a safe point (vmmu_vcpu_safepoint()), so it
+ * is atomic against everything they do; it costs a round trip to each of
+ * them, and the calling vCPU may go offline while another vCPU's split
+ * lock runs (its prepared accesses then end, as with a blocking page-in).
+ * On MMIO and DEVICE pages it is a read followed by a write, not atomic.
  * The access needs write rights (and faults as a write) in every case.
  * @return 0 (see @p fault); negative codes as vmmu_access_write().
  */

@@ -10,21 +10,22 @@
  * outside the operand are written back unchanged by the same instruction.
  *
  * An operand that crosses a page (or a 16-byte boundary: a split lock on a
- * real CPU) is updated under one process-wide lock, as a real CPU takes a
- * bus lock: atomic against every other such update, not against an
- * aligned atomic on the same bytes at the same moment.  MMIO and device
- * pages get a read then a write, not atomic.
+ * real CPU) is updated inside an exclusive section of the vm, as a real
+ * CPU takes a bus lock: every other vCPU is parked at a safe point
+ * meanwhile, so the update is atomic against every access they make,
+ * aligned atomics on the same bytes included.  It costs a round trip to
+ * every online vCPU, which is why real CPUs and operating systems treat
+ * split locks as a bug to report.  MMIO and device pages get a read then
+ * a write, not atomic.
  *
  * The replay latch records the old value as a data read: a re-executed
  * instruction gets it back and does not apply the update a second time. */
-#include <pthread.h>
 #include <string.h>
 
 #include "access/access_internal.h"
+#include "sync/sync_internal.h"
 
 #include "vmmu/error.h"
-
-static pthread_mutex_t split_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* Computes the new bytes from the old ones; returns false to skip the store. */
 typedef bool (*update_fn)(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size);
@@ -42,9 +43,15 @@ static bool cas16(uint64_t *p, uint64_t expect[2], const uint64_t desired[2])
     return ok;
 }
 
-/* Update @size bytes at host @h atomically; false if no aligned container
- * holds them (the caller then takes the split lock). */
-static bool ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8_t *old)
+/* Whether an aligned 8- or 16-byte word of host memory holds @size bytes at @h. */
+static bool in_one_word(const uint8_t *h, unsigned size)
+{
+    uintptr_t addr = (uintptr_t)h;
+    return (addr & 7) + size <= 8 || (addr & 15) + size <= 16;
+}
+
+/* Update @size bytes at host @h atomically; they must be in_one_word(). */
+static void ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8_t *old)
 {
     uintptr_t addr = (uintptr_t)h;
     uint8_t nb[16];
@@ -57,16 +64,16 @@ static bool ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
             memcpy(bytes, &cur, 8);
             memcpy(old, bytes + shift, size);
             if (!fn(ctx, old, nb, size))
-                return true;
+                return;
             memcpy(bytes + shift, nb, size);
             uint64_t next;
             memcpy(&next, bytes, 8);
             if (__atomic_compare_exchange_n(word, &cur, next, false, __ATOMIC_ACQ_REL,
                                             __ATOMIC_ACQUIRE))
-                return true;
+                return;
         }
     }
-    if ((addr & 15) + size <= 16) {
+    {
         uint64_t *pair = (uint64_t *)(addr & ~(uintptr_t)15);
         unsigned shift = (unsigned)(addr & 15);
         uint64_t cur[2] = {0, 0};
@@ -76,20 +83,47 @@ static bool ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
             memcpy(bytes, cur, 16);
             memcpy(old, bytes + shift, size);
             if (!fn(ctx, old, nb, size))
-                return true;
+                return;
             memcpy(bytes + shift, nb, size);
             uint64_t next[2];
             memcpy(next, bytes, 16);
             if (cas16(pair, cur, next))
-                return true;
+                return;
         }
     }
-    return false;
 }
 
-/* The whole locked access: translate as a write, then update. */
+/* locked_update_in(): the update needs an exclusive section (not an error code). */
+#define NEED_EXCLUSIVE 1
+
+static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                            update_fn fn, void *ctx, uint8_t *old, struct vmmu_x86_fault *fault,
+                            bool exclusive);
+
+/* The whole locked access: translate as a write, then update.  RAM bytes
+ * that no aligned word holds (a split lock) are updated inside an
+ * exclusive section of the vm (src/sync): no other vCPU runs meanwhile,
+ * so the update is atomic against every other access, atomic or not, as
+ * a real CPU's bus lock is.  The section begins before the translation
+ * used for the update (waiting for it may take the vCPU offline), so the
+ * access is translated again inside it. */
 static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                          update_fn fn, void *ctx, uint8_t *old, struct vmmu_x86_fault *fault)
+{
+    int rc = locked_update_in(v, va, size, access, fn, ctx, old, fault, false);
+    if (rc != NEED_EXCLUSIVE)
+        return rc;
+    vmmu__sync_exclusive_begin(v->vm);
+    rc = locked_update_in(v, va, size, access, fn, ctx, old, fault, true);
+    vmmu__sync_exclusive_end(v->vm);
+    return rc;
+}
+
+/* One pass of locked_update(): NEED_EXCLUSIVE, having done nothing, when
+ * the update needs an exclusive section and @exclusive is false. */
+static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                            update_fn fn, void *ctx, uint8_t *old, struct vmmu_x86_fault *fault,
+                            bool exclusive)
 {
     struct vmmu__access_vcpu *a = v->access;
     struct piece p[2];
@@ -99,6 +133,9 @@ static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsign
         return rc;
     bool ram = p[0].host && p[0].type == VMMU_MEM_RAM &&
                (n == 1 || (p[1].host && p[1].type == VMMU_MEM_RAM));
+    bool split = ram && (n == 2 || !in_one_word(p[0].host, size));
+    if (split && !exclusive)
+        return NEED_EXCLUSIVE;
     bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
     if (latch) {
         const struct latch_event *e = vmmu__latch_event_next(a, EV_READ, p[0].va, size);
@@ -115,11 +152,11 @@ static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsign
         (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_READ, true);
         (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_WRITE, true);
     }
-    if (ram && n == 1 && ram_update(p[0].host, size, fn, ctx, old)) {
-        /* done atomically */
+    if (ram && !split) {
+        ram_update(p[0].host, size, fn, ctx, old);
     } else if (ram) {
+        /* Inside the exclusive section: nobody else runs. */
         uint8_t nb[16];
-        pthread_mutex_lock(&split_lock);
         memcpy(old, p[0].host, p[0].len);
         if (n == 2)
             memcpy(old + p[0].len, p[1].host, p[1].len);
@@ -128,7 +165,6 @@ static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsign
             if (n == 2)
                 memcpy(p[1].host, nb + p[0].len, p[1].len);
         }
-        pthread_mutex_unlock(&split_lock);
     } else {
         /* MMIO or device: a read, then a write; not atomic. */
         uint8_t nb[16];

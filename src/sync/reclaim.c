@@ -42,6 +42,14 @@ int vmmu__sync_init(struct vmmu_vm *vm)
         free(sy);
         return VMMU_ENOMEM;
     }
+    if (pthread_mutex_init(&sy->excl_lock, NULL)) {
+        pthread_mutex_destroy(&sy->change_lock);
+        pthread_mutex_destroy(&sy->hook_lock);
+        pthread_mutex_destroy(&sy->reg_lock);
+        free(sy);
+        return VMMU_ENOMEM;
+    }
+    atomic_init(&sy->excl_owner, -1);
     vm->sync = sy;
     return 0;
 }
@@ -58,6 +66,7 @@ void vmmu__sync_fini(struct vmmu_vm *vm)
         free(atomic_load_explicit(&sy->dir[i], memory_order_relaxed));
     free(sy->id_used);
     free(sy->hooks);
+    pthread_mutex_destroy(&sy->excl_lock);
     pthread_mutex_destroy(&sy->change_lock);
     pthread_mutex_destroy(&sy->hook_lock);
     pthread_mutex_destroy(&sy->reg_lock);

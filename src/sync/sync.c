@@ -389,7 +389,8 @@ void vmmu__sync_apply(struct vmmu_vcpu *v, const struct sync_pending *p)
     vmmu__tlb_select(v);
 }
 
-void vmmu__sync_process(struct vmmu_vcpu *v)
+/* Act on what was asked of @v so far. */
+static void process_once(struct vmmu_vcpu *v)
 {
     struct sync_slot *s = v->sync;
     struct sync_pending p;
@@ -489,6 +490,53 @@ int vmmu_vcpu_id(const struct vmmu_vcpu *v)
     return v && v->sync ? v->sync->id : VMMU_EINVAL;
 }
 
+/* Whether an exclusive section of another vCPU (or of a thread without
+ * one) runs, so @v must not. */
+static bool must_park(const struct vmmu_vcpu *v)
+{
+    struct vmmu_sync *sy = v->vm->sync;
+    return atomic_load(&sy->excl_on) && atomic_load(&sy->excl_owner) != v->sync->id;
+}
+
+static void go_offline(struct vmmu_vcpu *v);
+
+/* Online again after a park: the reader and the state, nothing acted on. */
+static void go_online_quiet(struct vmmu_vcpu *v)
+{
+    vmmu__reader_online();
+    v->sync->online = true;
+    tls_vcpu = v;
+    atomic_store(&v->sync->state, SYNC_ONLINE);
+}
+
+/* Park @v (online, at a safe point) until the exclusive section running
+ * now ends: offline meanwhile, so the section's owner does not wait for
+ * it, nor does anyone else. */
+static void park(struct vmmu_vcpu *v)
+{
+    struct vmmu_sync *sy = v->vm->sync;
+    uint32_t seq = atomic_load(&sy->excl_seq);
+    safepoint_notify(v);
+    go_offline(v);
+    while (atomic_load(&sy->excl_on) && atomic_load(&sy->excl_seq) == seq) {
+        struct timespec ts = {0, 1000000}; /* re-check every millisecond */
+        syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAIT_PRIVATE, seq, &ts,
+                NULL, 0);
+    }
+    go_online_quiet(v);
+}
+
+void vmmu__sync_process(struct vmmu_vcpu *v)
+{
+    process_once(v);
+    /* Requests that arrived while parked are acted on before the vCPU
+     * runs on (or parks again, for a section that started meanwhile). */
+    while (must_park(v)) {
+        park(v);
+        process_once(v);
+    }
+}
+
 static void go_online(struct vmmu_vcpu *v)
 {
     struct sync_slot *s = v->sync;
@@ -503,7 +551,9 @@ static void go_online(struct vmmu_vcpu *v)
     s->online = true;
     tls_vcpu = v;
     atomic_store(&s->state, SYNC_ONLINE);
-    if (atomic_load(&s->req_gen) != s->handled_gen)
+    /* After the state (both sequentially consistent): an exclusive section
+     * that began before sees it online and waits for this vCPU to park. */
+    if (atomic_load(&s->req_gen) != s->handled_gen || must_park(v))
         vmmu__sync_process(v);
 }
 
@@ -569,6 +619,53 @@ void vmmu__sync_block_end(struct vmmu_vcpu *v)
 {
     if (v)
         go_online(v);
+}
+
+/* ---- Exclusive sections ------------------------------------------------------------ */
+
+void vmmu__sync_exclusive_begin(struct vmmu_vm *vm)
+{
+    struct vmmu_sync *sy = vm->sync;
+    struct vmmu_vcpu *self = tls_vcpu && tls_vcpu->vm == vm ? tls_vcpu : NULL;
+    if (pthread_mutex_trylock(&sy->excl_lock) != 0) {
+        /* Another section runs: wait for it parked, like any vCPU. */
+        struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+        pthread_mutex_lock(&sy->excl_lock);
+        vmmu__sync_block_end(blk);
+    }
+    atomic_store(&sy->excl_owner, self ? self->sync->id : -1);
+    atomic_store(&sy->excl_on, 1);
+    /* Every online vCPU finds a request at its next safe point, and parks
+     * there; one that comes online from now on sees excl_on (go_online()). */
+    static const struct sync_pending nothing;
+    vmmu__sync_post(vm, self, NULL, &nothing, false);
+    int n = atomic_load(&sy->nids);
+    for (int id = 0; id < n; id++) {
+        struct sync_slot *s = sync_slot_of(sy, id);
+        if (!s || (self && s == self->sync))
+            continue;
+        for (unsigned i = 0; atomic_load(&s->state) == SYNC_ONLINE; i++) {
+            /* Others may wait for this vCPU meanwhile (a flush, a P2M
+             * change): act on their requests, as at a safe point. */
+            if (self && atomic_load_explicit(&self->sync->req_gen, memory_order_relaxed) !=
+                            self->sync->handled_gen)
+                vmmu__sync_process(self);
+            cpu_relax();
+            if ((i & 63) == 63)
+                sched_yield();
+        }
+    }
+}
+
+void vmmu__sync_exclusive_end(struct vmmu_vm *vm)
+{
+    struct vmmu_sync *sy = vm->sync;
+    atomic_store(&sy->excl_on, 0);
+    atomic_store(&sy->excl_owner, -1);
+    atomic_fetch_add(&sy->excl_seq, 1);
+    syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
+            0);
+    pthread_mutex_unlock(&sy->excl_lock);
 }
 
 void vmmu__sync_change_lock(struct vmmu_vm *vm)

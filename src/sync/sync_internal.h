@@ -183,6 +183,15 @@ struct vmmu_sync {
     /* Serialises host-initiated changes made through the sync part. */
     pthread_mutex_t change_lock;
 
+    /* Exclusive sections (vmmu__sync_exclusive_begin()), one at a time
+     * under excl_lock: excl_on while one runs, excl_owner the slot id of
+     * its vCPU (-1: none), excl_seq bumped as each ends (the futex word
+     * parked vCPUs sleep on). */
+    pthread_mutex_t excl_lock;
+    _Atomic int excl_on;
+    _Atomic int excl_owner;
+    _Atomic uint32_t excl_seq;
+
     struct vmmu_pager *_Atomic pager; /* the vm's pager, if any */
 };
 
@@ -215,6 +224,19 @@ void vmmu__sync_block_end(struct vmmu_vcpu *v);
  * no-op, NULL removes it. */
 typedef void (*vmmu__safepoint_fn)(struct vmmu_vcpu *v);
 void vmmu__sync_set_safepoint_fn(vmmu__safepoint_fn fn);
+
+/* Exclusive sections: while one runs, no other vCPU of the vm is online
+ * (each parks, offline, at its next safe point, and none comes online), so
+ * the caller may update guest memory with plain loads and stores that
+ * every other vCPU's atomics see whole: a locked access whose operand
+ * crosses a page or a 16-byte boundary, where a real CPU takes a bus lock.
+ * Call begin at a safe point of the calling thread's online vCPU, if it
+ * has one: it may go offline while another section runs, which ends its
+ * prepared accesses and probe pointers as a blocking page-in does, and it
+ * acts on its own requests while the others park; so translate after it.
+ * Sections do not nest; a thread without an online vCPU may run one. */
+void vmmu__sync_exclusive_begin(struct vmmu_vm *vm);
+void vmmu__sync_exclusive_end(struct vmmu_vm *vm);
 
 /* Lock the change lock without deadlocking against a vCPU this thread runs. */
 void vmmu__sync_change_lock(struct vmmu_vm *vm);

@@ -78,6 +78,104 @@ static void two_threads_locked_add_straddling_words_loses_no_update(void **state
     two_vcpus_locked_adds_lose_no_update(70, 4); /* bytes 70..73 straddle 64..71 / 72..79 */
 }
 
+/* Locked adds whose operand crosses a page (split locks) against aligned
+ * locked adds on the same bytes, or against each other, from vCPUs that
+ * are online and pass safe points as an emulator's loop does; a third
+ * vCPU may shoot down every TLB meanwhile (it waits for the others, they
+ * park for the split adds).  A split add adds 1 << 32 to the 8 bytes
+ * that start 4 bytes before a page ends; an aligned one adds 1 to the 4
+ * bytes that start the next page: the same bytes either way. */
+enum { SPLIT_ADD, ALIGNED_ADD, SHOOTDOWNS };
+
+struct split_adder {
+    struct vmmu_vm *vm;
+    uint64_t cr3;
+    int what;
+    atomic_int *ready, *running;
+    int nthreads;
+    int failures;
+};
+
+static void *split_add_thread(void *arg)
+{
+    struct split_adder *a = arg;
+    struct vmmu_vcpu *v;
+    if (vmmu_vcpu_create(a->vm, NULL, &v)) {
+        a->failures++;
+        return NULL;
+    }
+    struct vmmu_x86_regs r = regs_4level(a->cr3);
+    if (vmmu_vcpu_set_state(v, &r) || vmmu_vcpu_online(v))
+        a->failures++;
+    atomic_fetch_add(a->ready, 1);
+    while (atomic_load(a->ready) < a->nthreads)
+        vmmu_vcpu_safepoint(v);
+    struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    for (unsigned i = 0; a->what == SHOOTDOWNS ? atomic_load(a->running) > 0 : i < ADDS; i++) {
+        uint64_t old;
+        struct vmmu_x86_fault f = {.vector = VMMU_X86_FAULT_NONE};
+        int rc = a->what == SPLIT_ADD
+                     ? vmmu_access_rmw(v, VA + 4092, 8, VMMU_RMW_ADD, 1ull << 32, &old, 0, &f)
+                 : a->what == ALIGNED_ADD
+                     ? vmmu_access_rmw(v, VA + 4096, 4, VMMU_RMW_ADD, 1, &old, 0, &f)
+                     : vmmu_shootdown_sync(a->vm, v, NULL, &all);
+        if (rc || f.vector != VMMU_X86_FAULT_NONE)
+            a->failures++;
+        vmmu_vcpu_safepoint(v);
+    }
+    if (a->what != SHOOTDOWNS)
+        atomic_fetch_sub(a->running, 1);
+    vmmu_vcpu_offline(v);
+    vmmu_vcpu_destroy(v);
+    return NULL;
+}
+
+static void split_adds_lose_no_update(const int *what, int nthreads)
+{
+    struct acc_env e;
+    acc_env_init(&e);
+    amap(&e, VA, DATA(0), PTE_RW);
+    amap(&e, VA + 4096, DATA(1), PTE_RW);
+    atomic_int ready = 0, running = 0;
+    struct split_adder a[3];
+    pthread_t t[3];
+    for (int i = 0; i < nthreads; i++) {
+        a[i] = (struct split_adder){e.t.env.vm, e.root, what[i], &ready, &running, nthreads, 0};
+        if (what[i] != SHOOTDOWNS)
+            atomic_fetch_add(&running, 1);
+    }
+    for (int i = 0; i < nthreads; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, split_add_thread, &a[i]), 0);
+    for (int i = 0; i < nthreads; i++)
+        pthread_join(t[i], NULL);
+    int failures = 0, adders = 0;
+    for (int i = 0; i < nthreads; i++) {
+        failures += a[i].failures;
+        adders += what[i] != SHOOTDOWNS;
+    }
+    assert_int_equal(failures, 0);
+    uint32_t low, high;
+    memcpy(&low, e.t.env.mem + DATA(0) + 4092, 4);
+    memcpy(&high, e.t.env.mem + DATA(1), 4);
+    assert_int_equal(low, 0);
+    assert_int_equal(high, (uint32_t)adders * ADDS);
+    acc_env_fini(&e);
+}
+
+static void a_split_locked_add_is_atomic_against_aligned_ones_on_its_bytes(void **state)
+{
+    (void)state;
+    static const int what[] = {SPLIT_ADD, ALIGNED_ADD};
+    split_adds_lose_no_update(what, 2);
+}
+
+static void split_locked_adds_are_atomic_against_each_other_during_shootdowns(void **state)
+{
+    (void)state;
+    static const int what[] = {SPLIT_ADD, SPLIT_ADD, SHOOTDOWNS};
+    split_adds_lose_no_update(what, 3);
+}
+
 /* ---- The retry flow ---------------------------------------------------------- */
 
 struct retry {
@@ -460,6 +558,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(two_threads_locked_add_aligned_loses_no_update),
         cmocka_unit_test(two_threads_locked_add_straddling_words_loses_no_update),
+        cmocka_unit_test(a_split_locked_add_is_atomic_against_aligned_ones_on_its_bytes),
+        cmocka_unit_test(split_locked_adds_are_atomic_against_each_other_during_shootdowns),
         cmocka_unit_test(device_answers_later_while_another_thread_rewrites_tables_and_data),
         cmocka_unit_test(device_model_answers_later_and_the_reexecution_completes),
         cmocka_unit_test(dirty_log_get_and_clear_racing_writers_loses_no_write),
