@@ -201,9 +201,10 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
 
 /*
  * Locked instructions and XCHG: the access layer's compare-and-exchange is
- * atomic against every other vCPU on RAM, whatever the alignment inside a
- * page, and takes a process-wide lock for an operand crossing a page (as a
- * CPU takes a bus lock).  It faults as a write even when the comparison
+ * atomic against every other vCPU on RAM, whatever the alignment; for an
+ * operand crossing a page it parks every other vCPU meanwhile (as a CPU
+ * locks the bus), so this vCPU may go offline in it and the prepared
+ * access below ends there.  It faults as a write even when the comparison
  * fails, as LOCK CMPXCHG does.
  */
 int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
