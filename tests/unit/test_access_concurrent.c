@@ -26,17 +26,27 @@ struct adder {
     int failures;
 };
 
+/* A vCPU for a test thread, in 64-bit mode on @cr3 (NULL, counted in
+ * @failures, if it could not be made). */
+static struct vmmu_vcpu *thread_vcpu(struct vmmu_vm *vm, uint64_t cr3, int *failures)
+{
+    struct vmmu_vcpu *v;
+    if (vmmu_vcpu_create(vm, NULL, &v)) {
+        ++*failures;
+        return NULL;
+    }
+    struct vmmu_x86_regs r = regs_4level(cr3);
+    if (vmmu_vcpu_set_state(v, &r))
+        ++*failures;
+    return v;
+}
+
 static void *add_thread(void *arg)
 {
     struct adder *a = arg;
-    struct vmmu_vcpu *v;
-    if (vmmu_vcpu_create(a->vm, NULL, &v)) {
-        a->failures++;
+    struct vmmu_vcpu *v = thread_vcpu(a->vm, a->cr3, &a->failures);
+    if (!v)
         return NULL;
-    }
-    struct vmmu_x86_regs r = regs_4level(a->cr3);
-    if (vmmu_vcpu_set_state(v, &r))
-        a->failures++;
     for (unsigned i = 0; i < ADDS; i++) {
         uint64_t old;
         struct vmmu_x86_fault f;
@@ -99,13 +109,14 @@ struct split_adder {
 static void *split_add_thread(void *arg)
 {
     struct split_adder *a = arg;
-    struct vmmu_vcpu *v;
-    if (vmmu_vcpu_create(a->vm, NULL, &v)) {
-        a->failures++;
+    struct vmmu_vcpu *v = thread_vcpu(a->vm, a->cr3, &a->failures);
+    if (!v) { /* counted: the others must not wait for this one */
+        atomic_fetch_add(a->ready, 1);
+        if (a->what != SHOOTDOWNS)
+            atomic_fetch_sub(a->running, 1);
         return NULL;
     }
-    struct vmmu_x86_regs r = regs_4level(a->cr3);
-    if (vmmu_vcpu_set_state(v, &r) || vmmu_vcpu_online(v))
+    if (vmmu_vcpu_online(v))
         a->failures++;
     atomic_fetch_add(a->ready, 1);
     while (atomic_load(a->ready) < a->nthreads)
