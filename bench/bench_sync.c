@@ -7,6 +7,9 @@
  *   sync/shootdown_4_us       the same with 4 targets (median)
  *   sync/shootdown_4_p99_us   its 99th percentile
  *   sync/async_flushes_per_s  asynchronous one-page flushes posted to 1 running target
+ *   sync/aligned_lock_ns      vmmu_access_rmw() ADD on 8 aligned bytes, 1 running target
+ *   sync/split_lock_N_ns      the same on 8 bytes that cross a page (a split lock: every
+ *                             other online vCPU parks for it), N = 0, 1, 3 running targets
  *   sync/pageout_pages_per_s  batched page-out of written pages to the backing file
  *   sync/pagein_pages_per_s   batched page-in of those pages
  *   sync/linux_shootdown_us   mprotect() of a page another thread keeps touching,
@@ -244,6 +247,40 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
     unpin();
 }
 
+/* Median time of a locked add from an online vCPU with @n running
+ * targets: to 8 bytes that cross a page (a split lock: every target parks
+ * for it) if @split, else to 8 aligned bytes (a compare-and-swap). */
+static double locked_add_ns(struct env *e, int n, bool split)
+{
+    struct target t[8];
+    pthread_t th[8];
+    atomic_int stop;
+    struct vmmu_vcpu *self = make_vcpu(e);
+    pin(0);
+    vmmu_vcpu_online(self);
+    start_targets(e, t, th, n, &stop);
+    enum { ADDS = 2000 };
+    double runs[BENCH_RUNS];
+    uint64_t va = split ? DATA_VA + 4096 - 4 : DATA_VA + 64;
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        double t0 = bench_now_ns();
+        for (int i = 0; i < ADDS; i++) {
+            uint64_t old;
+            struct vmmu_x86_fault f;
+            if (vmmu_access_rmw(self, va, 8, VMMU_RMW_ADD, 1, &old, 0, &f) ||
+                f.vector != VMMU_X86_FAULT_NONE)
+                abort();
+            vmmu_vcpu_safepoint(self);
+        }
+        runs[r] = (bench_now_ns() - t0) / ADDS;
+    }
+    stop_targets(t, th, n, &stop);
+    vmmu_vcpu_offline(self);
+    vmmu_vcpu_destroy(self);
+    unpin();
+    return bench_median(runs, BENCH_RUNS);
+}
+
 static double async_rate(struct env *e)
 {
     struct target t[1];
@@ -447,6 +484,10 @@ int main(int argc, char **argv)
     bench_figure("sync/shootdown_4_us", m4, "us");
     bench_figure("sync/shootdown_4_p99_us", p4, "us");
     bench_figure("sync/async_flushes_per_s", async_rate(&e), "flushes/s");
+    bench_figure("sync/aligned_lock_ns", locked_add_ns(&e, 1, false), "ns");
+    bench_figure("sync/split_lock_0_ns", locked_add_ns(&e, 0, true), "ns");
+    bench_figure("sync/split_lock_1_ns", locked_add_ns(&e, 1, true), "ns");
+    bench_figure("sync/split_lock_3_ns", locked_add_ns(&e, 3, true), "ns");
     double pout, pin;
     paging_rates(&e, &pout, &pin);
     bench_figure("sync/pageout_pages_per_s", pout, "pages/s");

@@ -49,6 +49,9 @@
 /* After this long, yield the core while spinning: with more threads than
  * cores the target may be queued behind the requester. */
 #define SYNC_YIELD_NS 5000
+/* Spins of a parked vCPU (cpu_relax() each, a few microseconds in all)
+ * before it sleeps until the exclusive section ends. */
+#define SYNC_PARK_SPINS 256
 
 static _Thread_local struct vmmu_vcpu *tls_vcpu; /* online on this thread */
 static _Thread_local bool tls_reader;            /* registered QSBR reader */
@@ -518,10 +521,20 @@ static void park(struct vmmu_vcpu *v)
     uint32_t seq = atomic_load(&sy->excl_seq);
     safepoint_notify(v);
     go_offline(v);
-    while (atomic_load(&sy->excl_on) && atomic_load(&sy->excl_seq) == seq) {
-        struct timespec ts = {0, 1000000}; /* re-check every millisecond */
-        syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAIT_PRIVATE, seq, &ts,
-                NULL, 0);
+    /* Sections are short (one locked access): spin a little before
+     * sleeping, so that the owner's end needs no system call. */
+    for (unsigned i = 0; i < SYNC_PARK_SPINS && atomic_load(&sy->excl_on) &&
+                         atomic_load(&sy->excl_seq) == seq;
+         i++)
+        cpu_relax();
+    if (atomic_load(&sy->excl_on) && atomic_load(&sy->excl_seq) == seq) {
+        atomic_fetch_add(&sy->excl_sleepers, 1);
+        while (atomic_load(&sy->excl_on) && atomic_load(&sy->excl_seq) == seq) {
+            struct timespec ts = {0, 1000000}; /* re-check every millisecond */
+            syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAIT_PRIVATE, seq, &ts,
+                    NULL, 0);
+        }
+        atomic_fetch_sub(&sy->excl_sleepers, 1);
     }
     go_online_quiet(v);
 }
@@ -623,6 +636,8 @@ void vmmu__sync_block_end(struct vmmu_vcpu *v)
 
 /* ---- Exclusive sections ------------------------------------------------------------ */
 
+static void wait_slot(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self, bool offline);
+
 void vmmu__sync_exclusive_begin(struct vmmu_vm *vm)
 {
     struct vmmu_sync *sy = vm->sync;
@@ -639,21 +654,15 @@ void vmmu__sync_exclusive_begin(struct vmmu_vm *vm)
      * there; one that comes online from now on sees excl_on (go_online()). */
     static const struct sync_pending nothing;
     vmmu__sync_post(vm, self, NULL, &nothing, false);
+    /* Spinning, then asleep until the vCPU goes offline (it wakes us);
+     * acting on our own requests meanwhile, as at a safe point, since
+     * others (a flush, a P2M change) may wait for us. */
     int n = atomic_load(&sy->nids);
     for (int id = 0; id < n; id++) {
         struct sync_slot *s = sync_slot_of(sy, id);
         if (!s || (self && s == self->sync))
             continue;
-        for (unsigned i = 0; atomic_load(&s->state) == SYNC_ONLINE; i++) {
-            /* Others may wait for this vCPU meanwhile (a flush, a P2M
-             * change): act on their requests, as at a safe point. */
-            if (self && atomic_load_explicit(&self->sync->req_gen, memory_order_relaxed) !=
-                            self->sync->handled_gen)
-                vmmu__sync_process(self);
-            cpu_relax();
-            if ((i & 63) == 63)
-                sched_yield();
-        }
+        wait_slot(s, 0, self, true);
     }
 }
 
@@ -662,9 +671,13 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm)
     struct vmmu_sync *sy = vm->sync;
     atomic_store(&sy->excl_on, 0);
     atomic_store(&sy->excl_owner, -1);
+    /* The bump before the count (both sequentially consistent): a vCPU
+     * that counted itself after this load sees the bump before it sleeps
+     * (the futex compares the word). */
     atomic_fetch_add(&sy->excl_seq, 1);
-    syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL,
-            0);
+    if (atomic_load(&sy->excl_sleepers))
+        syscall(SYS_futex, (uint32_t *)(void *)&sy->excl_seq, FUTEX_WAKE_PRIVATE, INT_MAX, NULL,
+                NULL, 0);
     pthread_mutex_unlock(&sy->excl_lock);
 }
 
@@ -707,15 +720,15 @@ static double now_ns(void)
     return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
 }
 
-/* Wait until slot @s acted on generation @g or is not online.  @self, if
- * set, is the caller's own online vCPU: it keeps acting on its requests
- * while spinning (two vCPUs shooting each other down must not deadlock)
- * and goes offline while sleeping. */
-static void wait_ack(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self)
+/* Wait until slot @s is not online, or (unless @offline) acted on
+ * generation @g.  @self, if set, is the caller's own online vCPU: it keeps
+ * acting on its requests while spinning (two vCPUs shooting each other
+ * down must not deadlock) and goes offline while sleeping. */
+static void wait_slot(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self, bool offline)
 {
     double start = 0;
     for (unsigned i = 0;; i++) {
-        if (acked(s, g))
+        if (offline ? atomic_load(&s->state) != SYNC_ONLINE : acked(s, g))
             return;
         if (self && atomic_load_explicit(&self->sync->req_gen, memory_order_relaxed) !=
                         self->sync->handled_gen)
@@ -735,7 +748,7 @@ static void wait_ack(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self)
     atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&s->ack_seq, memory_order_seq_cst);
-        if (acked(s, g))
+        if (offline ? atomic_load(&s->state) != SYNC_ONLINE : acked(s, g))
             break;
         struct timespec ts = {0, 1000000}; /* re-check every millisecond */
         syscall(SYS_futex, (uint32_t *)(void *)&s->ack_seq, FUTEX_WAIT_PRIVATE, seq, &ts, NULL,
@@ -782,7 +795,7 @@ void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vm
                 continue;
             uint64_t g = gens ? gens[id] : atomic_load(&s->req_gen);
             if (g)
-                wait_ack(s, g, self);
+                wait_slot(s, g, self, false);
         }
     }
     if (gens != stack_gens)

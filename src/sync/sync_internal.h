@@ -186,11 +186,12 @@ struct vmmu_sync {
     /* Exclusive sections (vmmu__sync_exclusive_begin()), one at a time
      * under excl_lock: excl_on while one runs, excl_owner the slot id of
      * its vCPU (-1: none), excl_seq bumped as each ends (the futex word
-     * parked vCPUs sleep on). */
+     * parked vCPUs sleep on, after a short spin). */
     pthread_mutex_t excl_lock;
     _Atomic int excl_on;
     _Atomic int excl_owner;
     _Atomic uint32_t excl_seq;
+    _Atomic int excl_sleepers; /* parked vCPUs asleep on excl_seq */
 
     struct vmmu_pager *_Atomic pager; /* the vm's pager, if any */
 };

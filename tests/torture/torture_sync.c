@@ -15,7 +15,10 @@
  * meanwhile writes and reads back tokens through its mapcache in pages of
  * its own, which the host pages out and in too: it must acknowledge the
  * invalidations, ask for paged-out pages back, and never read a stale or
- * zero word nor lose a write.
+ * zero word nor lose a write.  The vCPUs also make locked adds to one
+ * counter whose 8 bytes cross a page (split locks, which park every other
+ * vCPU) and aligned ones to its upper half, on pages the host pages out
+ * too: at the end the counter must hold every add.
  *
  * Every data page carries its identity: word 0 is its own gpa and word k
  * is pattern(gpa, k).  A read through a translation must find a page the
@@ -56,6 +59,8 @@
 #define DMA_GPA (2ull << 30) /* the device model's own pages */
 #define DMA_PAGES 64
 #define DMA_WORDS 8 /* words per page the device model writes */
+#define LOCK_GPA (3ull << 30) /* two pages: the split counter's */
+#define LOCK_VA 0x50000000000ull
 
 static const uint64_t P = 1, RW = 2, US = 4, A = 32, D = 64;
 #define ADDR_MASK 0x000ffffffffff000ull
@@ -84,6 +89,7 @@ static struct {
     struct vmmu_dmc *dmc;
     uint64_t dma_shadow[DMA_PAGES][DMA_WORDS]; /* what it last wrote */
     atomic_ulong dma_writes, dma_reads, dma_bad;
+    atomic_ulong lock_adds, split_adds;
     unsigned vcpus, editors;
     double seconds;
     uint64_t seed;
@@ -156,6 +162,27 @@ static uint64_t pt_alloc(void)
     return gpa;
 }
 
+/* Map the 4 KiB page @va to @gpa (present, writable, user, A and D);
+ * returns where its PTE lives. */
+static uint64_t map_page(uint64_t va, uint64_t gpa)
+{
+    uint64_t table = T.root;
+    for (unsigned level = 4; level > 1; level--) {
+        uint64_t at = table + 8 * ((va >> (12 + 9 * (level - 1))) & 511);
+        uint64_t e;
+        vmmu_gpa_read(T.vm, at, &e, 8, 0, NULL);
+        if (!(e & P)) {
+            e = pt_alloc() | P | RW | US | A;
+            vmmu_gpa_write(T.vm, at, &e, 8, 0, NULL);
+        }
+        table = e & ADDR_MASK;
+    }
+    uint64_t pte_gpa = table + 8 * ((va >> 12) & 511);
+    uint64_t pte = gpa | P | RW | US | A | D;
+    vmmu_gpa_write(T.vm, pte_gpa, &pte, 8, 0, NULL);
+    return pte_gpa;
+}
+
 static void setup(void)
 {
     if (vmmu_vm_create(NULL, &T.vm))
@@ -176,23 +203,16 @@ static void setup(void)
     T.root = pt_alloc();
     uint64_t s = T.seed;
     for (unsigned i = 0; i < NVA; i++) {
-        uint64_t va = DATA_VA + (uint64_t)i * 4096, table = T.root;
-        for (unsigned level = 4; level > 1; level--) {
-            uint64_t at = table + 8 * ((va >> (12 + 9 * (level - 1))) & 511);
-            uint64_t e;
-            vmmu_gpa_read(T.vm, at, &e, 8, 0, NULL);
-            if (!(e & P)) {
-                e = pt_alloc() | P | RW | US | A;
-                vmmu_gpa_write(T.vm, at, &e, 8, 0, NULL);
-            }
-            table = e & ADDR_MASK;
-        }
         unsigned page = (unsigned)(rnd(&s) % DPAGES);
-        T.va[i].pte_gpa = table + 8 * ((va >> 12) & 511);
-        uint64_t pte = data_gpa(page) | P | RW | US | A | D;
-        vmmu_gpa_write(T.vm, T.va[i].pte_gpa, &pte, 8, 0, NULL);
+        T.va[i].pte_gpa = map_page(DATA_VA + (uint64_t)i * 4096, data_gpa(page));
         atomic_store(&T.va[i].hist[0], page);
     }
+    struct vmmu_region_desc locks = {.type = VMMU_MEM_RAM, .gpa = LOCK_GPA, .size = 2 * 4096,
+                                     .name = "locks"};
+    if (vmmu_region_add(T.vm, &locks, NULL))
+        exit(2);
+    map_page(LOCK_VA, LOCK_GPA);
+    map_page(LOCK_VA + 4096, LOCK_GPA + 4096);
     struct vmmu_region_desc dma = {.type = VMMU_MEM_RAM, .gpa = DMA_GPA,
                                    .size = DMA_PAGES * 4096, .name = "dma"};
     if (vmmu_region_add(T.vm, &dma, NULL))
@@ -360,6 +380,29 @@ static void one_access(struct vcpu_thread *t)
     }
 }
 
+/* A locked add to the counter: 1 << 32 to the 8 bytes that cross from the
+ * first lock page into the second (a split lock), or 1 to the 4 bytes
+ * that start the second page (an aligned one): either adds 1 there. */
+static void lock_add(struct vcpu_thread *t)
+{
+    bool split = rnd(&t->rng) & 1;
+    uint64_t old;
+    struct vmmu_x86_fault f = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = split ? vmmu_access_rmw(t->v, LOCK_VA + 4092, 8, VMMU_RMW_ADD, 1ull << 32, &old, 0, &f)
+                   : vmmu_access_rmw(t->v, LOCK_VA + 4096, 4, VMMU_RMW_ADD, 1, &old, 0, &f);
+    if (rc == VMMU_EPAGEDOUT) {
+        atomic_fetch_add(&T.fill_retries, 1); /* paged in, and out again: retry later */
+        return;
+    }
+    if (rc || f.vector != VMMU_X86_FAULT_NONE) {
+        note_error(__LINE__);
+        return;
+    }
+    atomic_fetch_add_explicit(&T.lock_adds, 1, memory_order_relaxed);
+    if (split)
+        atomic_fetch_add_explicit(&T.split_adds, 1, memory_order_relaxed);
+}
+
 /* Make every pending asynchronous remap of @t done with one synchronous
  * shootdown. */
 static void settle(struct vcpu_thread *t)
@@ -437,6 +480,8 @@ static void *vcpu_main(void *arg)
         vmmu_vcpu_safepoint(t->v);
         for (int k = 0; k < 16; k++)
             one_access(t);
+        if ((rnd(&t->rng) & 3) == 0)
+            lock_add(t);
         if (editor && (rnd(&t->rng) & 7) == 0)
             remap(t);
         if (editor && (rnd(&t->rng) & 63) == 0)
@@ -463,7 +508,8 @@ static void host_step(uint64_t *s)
     if (op < 6) { /* page out random data pages, sometimes page tables */
         for (unsigned k = 0; k < n; k++) {
             unsigned pick = (unsigned)(rnd(s) & 7);
-            uint64_t gpa = pick < 2   ? T.pt_pages[rnd(s) % T.npt]
+            uint64_t gpa = pick < 1   ? T.pt_pages[rnd(s) % T.npt]
+                           : pick < 2 ? LOCK_GPA + (rnd(s) & 1) * 4096ull
                            : pick < 4 ? DMA_GPA + (rnd(s) % DMA_PAGES) * 4096ull
                                       : data_gpa((unsigned)(rnd(s) % DPAGES));
             r[k] = (struct vmmu_gpa_range){gpa, 4096};
@@ -600,6 +646,11 @@ int main(int argc, char **argv)
     vmmu_pager_stats(T.pager, &ps);
     unsigned bad = verify_all();
     unsigned dma_lost = dma_verify();
+    uint64_t counter = 0;
+    if (vmmu_gpa_read(T.vm, LOCK_GPA + 4092, &counter, 8, 0, NULL))
+        note_error(__LINE__);
+    uint32_t lock_low = (uint32_t)counter, lock_high = (uint32_t)(counter >> 32);
+    bool lock_ok = lock_low == 0 && lock_high == (uint32_t)atomic_load(&T.lock_adds);
     struct vmmu_dmc_stats ds;
     vmmu_dmc_stats(T.dmc, &ds);
     printf("torture: %u vCPUs (%u editing), %.0f s: %lu reads, %lu writes, %lu remaps "
@@ -622,6 +673,9 @@ int main(int argc, char **argv)
            "(fills that raced a page-out and were retried: %lu)\n",
            atomic_load(&T.stale), atomic_load(&T.errors), bad, atomic_load(&T.dma_bad), dma_lost,
            atomic_load(&T.fill_retries));
+    printf("torture: locked adds %lu (%lu split across pages), counter %u%s\n",
+           atomic_load(&T.lock_adds), atomic_load(&T.split_adds), lock_high,
+           lock_ok ? "" : " WRONG (adds lost, or bytes outside the counter changed)");
     for (unsigned i = 0; i < T.vcpus; i++)
         vmmu_vcpu_destroy(th[i].v);
     free(th);
@@ -631,6 +685,6 @@ int main(int argc, char **argv)
     vmmu_vm_destroy(T.vm);
     bool ok = !atomic_load(&T.stale) && !atomic_load(&T.errors) && !bad &&
               !atomic_load(&T.dma_bad) && !dma_lost && atomic_load(&T.reads) > 0 &&
-              atomic_load(&T.dma_reads) > 0;
+              atomic_load(&T.dma_reads) > 0 && lock_ok && atomic_load(&T.split_adds) > 0;
     return ok ? 0 : 1;
 }
