@@ -206,6 +206,10 @@ int vmmu_dm_complete(struct vmmu_dm_server *srv, int vcpu_id, uint64_t data, int
 /**
  * Block until the request vCPU @p vcpu_id has outstanding is answered, its
  * server dies, or @p timeout_ms passes (-1: the server's own deadline).
+ * Call it at a safe point: while it sleeps, the calling thread's online
+ * vCPU (if any) is offline, so shootdowns, P2M changes and split locks do
+ * not wait for the device model; it acts on what arrived meanwhile before
+ * it returns (as vmmu_vcpu_online() does).
  * Returns 0 when the vCPU should re-execute (answer ready, failure to
  * report, or nothing outstanding); VMMU_ETIMEDOUT when @p timeout_ms ran
  * out first; VMMU_EINVAL.

@@ -536,13 +536,26 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
     uint64_t until = timeout_ms < 0 ? v->deadline_ns : now + (uint64_t)timeout_ms * 1000000ull;
     if (until > v->deadline_ns)
         until = v->deadline_ns;
+    /* Asleep, the calling thread's online vCPU is offline: shootdowns, P2M
+     * changes and split locks do not wait for a device model's answer. */
+    struct vmmu_vcpu *blk = NULL;
+    bool asleep = false;
+    int rc;
     for (;;) {
         if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) == VMMU_DM_SLOT_RESPONSE ||
-            atomic_load(&srv->dead))
-            return 0;
+            atomic_load(&srv->dead)) {
+            rc = 0;
+            break;
+        }
         now = vmmu__dm_now_ns();
-        if (now >= until)
-            return now >= v->deadline_ns ? 0 : VMMU_ETIMEDOUT;
+        if (now >= until) {
+            rc = now >= v->deadline_ns ? 0 : VMMU_ETIMEDOUT;
+            break;
+        }
+        if (!asleep) {
+            blk = vmmu__sync_block_begin();
+            asleep = true;
+        }
         struct pollfd pfd[3] = {{.fd = srv->resp_efd[vcpu_id], .events = POLLIN},
                                 {.fd = srv->sock, .events = POLLRDHUP},
                                 {.fd = srv->pidfd, .events = POLLIN}};
@@ -557,6 +570,9 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
         if (n > 0 && (pfd[1].revents | pfd[2].revents))
             vmmu__dm_server_kill(srv, VMMU_EDEAD);
     }
+    if (asleep)
+        vmmu__sync_block_end(blk);
+    return rc;
 }
 
 int vmmu_dm_server_stats(const struct vmmu_dm_server *srv, struct vmmu_dm_server_stats *out)

@@ -420,6 +420,73 @@ static void device_model_answers_later_and_the_reexecution_completes(void **stat
     pthread_cond_destroy(&d.cond);
 }
 
+/* A vCPU asleep in vmmu_dm_vcpu_wait() is offline: a synchronous shootdown
+ * from another thread returns before the device model answers (else it
+ * would wait for the answer, which comes only after it returned, and the
+ * vCPU would see its access time out). */
+struct waiter {
+    struct acc_env *e;
+    struct vmmu_dm *dm;
+    uint64_t b;
+    int rc_wait, rc_again;
+};
+
+static void *waiting_vcpu(void *arg)
+{
+    struct waiter *w = arg;
+    struct vmmu_vcpu *v = w->e->t.vcpu;
+    struct vmmu_x86_fault f;
+    if (vmmu_vcpu_online(v) || vmmu_insn_begin(v) ||
+        vmmu_access_load(v, VDEV + 8, 4, 0, &w->b, &f) != VMMU_EPENDING ||
+        vmmu_insn_end(v, VMMU_EPENDING) || vmmu_vcpu_safepoint(v)) {
+        w->rc_wait = -100;
+        return NULL;
+    }
+    w->rc_wait = vmmu_dm_vcpu_wait(w->dm, vmmu_vcpu_id(v), -1);
+    w->rc_again = vmmu_insn_begin(v);
+    if (!w->rc_again)
+        w->rc_again = vmmu_access_load(v, VDEV + 8, 4, 0, &w->b, &f);
+    vmmu_insn_end(v, w->rc_again);
+    vmmu_vcpu_offline(v);
+    return NULL;
+}
+
+static void a_vcpu_waiting_for_a_device_model_does_not_hold_up_a_shootdown(void **state)
+{
+    (void)state;
+    struct waiter w = {.e = calloc(1, sizeof(struct acc_env))};
+    assert_non_null(w.e);
+    acc_env_init(w.e);
+    struct dm_fx d = {.seen_vcpu = -2};
+    pthread_mutex_init(&d.lock, NULL);
+    pthread_cond_init(&d.cond, NULL);
+    assert_int_equal(vmmu_dm_create(w.e->t.env.vm, NULL, &w.dm), 0);
+    static const struct vmmu_dm_ops ops = {dm_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(w.dm, &ops, &d, &d.srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(d.srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    amap(w.e, VDEV, DEV_GPA, PTE_RW);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, waiting_vcpu, &w), 0);
+    pthread_mutex_lock(&d.lock);
+    while (!d.pending)
+        pthread_cond_wait(&d.cond, &d.lock);
+    pthread_mutex_unlock(&d.lock);
+    /* The vCPU is asleep (or about to be) waiting for the answer. */
+    struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(w.e->t.env.vm, NULL, NULL, &all), 0);
+    assert_int_equal(vmmu_dm_complete(d.srv, d.seen_vcpu, 0x5678, 0), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc_wait, 0);
+    assert_int_equal(w.rc_again, 0);
+    assert_int_equal(w.b, 0x5678);
+    vmmu_dm_destroy(w.dm);
+    acc_env_fini(w.e);
+    free(w.e);
+    pthread_mutex_destroy(&d.lock);
+    pthread_cond_destroy(&d.cond);
+}
+
+
 /* ---- Dirty logging racing writers ----------------------------------------------- */
 
 #define DL_PAGES 64u
@@ -573,6 +640,7 @@ int main(void)
         cmocka_unit_test(split_locked_adds_are_atomic_against_each_other_during_shootdowns),
         cmocka_unit_test(device_answers_later_while_another_thread_rewrites_tables_and_data),
         cmocka_unit_test(device_model_answers_later_and_the_reexecution_completes),
+        cmocka_unit_test(a_vcpu_waiting_for_a_device_model_does_not_hold_up_a_shootdown),
         cmocka_unit_test(dirty_log_get_and_clear_racing_writers_loses_no_write),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
