@@ -357,28 +357,25 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
     }
 }
 
-/* What the warm miss needs of @access (VMMU_X86_ACC_*, 4 bits), in one
- * table entry: the PTE bits that must be set (WARM_NEED: P and A, and D
- * for a write), the right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT),
- * and whether the access is implicit (supervisor context).  Write + fetch
- * (invalid) asks for no right, so the warm miss leaves it to the general
- * path, which rejects it. */
+/* What the warm miss needs of @access (VMMU_X86_ACC_*, 4 bits): the PTE
+ * bits that must be set (WARM_NEED: P and A, and D for a write) and the
+ * right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT); struct warm_acc's
+ * sel.  Write + fetch (invalid) asks for no right, so the warm miss leaves
+ * it to the general path, which rejects it. */
 #define WARM_NEED 0x61u
-#define WARM_IMPLICIT_SHIFT 14
-#define WARM_SEL(need, right, implicit)                                                            \
-    ((need) | (right) << RIGHTS_SHIFT | (implicit) << WARM_IMPLICIT_SHIFT)
-#define WARM_R(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_READ, i)
-#define WARM_W(i) WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE, i)
-#define WARM_F(i) WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH, i)
-#define WARM_BAD(i) WARM_SEL(0x21u, 0u, i)
+#define WARM_SEL(need, right) ((need) | (right) << RIGHTS_SHIFT)
+#define WARM_R WARM_SEL(0x21u, VMMU_X86_RIGHT_READ)
+#define WARM_W WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE)
+#define WARM_F WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH)
+#define WARM_BAD WARM_SEL(0x21u, 0u)
 _Static_assert(VMMU_X86_ACC_WRITE == 1 && VMMU_X86_ACC_FETCH == 2 && VMMU_X86_ACC_IMPLICIT == 4 &&
                    VMMU_X86_ACC_STACK == 8 && VMMU_X86_ACC_ALL == 15,
                "warm_sel is indexed by these access bits");
 _Static_assert((VMMU_X86_PTE_P | VMMU_X86_PTE_A | VMMU_X86_PTE_D) == WARM_NEED,
                "PTE bits of warm_sel");
 static const uint16_t warm_sel[16] = {
-    WARM_R(0), WARM_W(0), WARM_F(0), WARM_BAD(0), WARM_R(1), WARM_W(1), WARM_F(1), WARM_BAD(1),
-    WARM_R(0), WARM_W(0), WARM_F(0), WARM_BAD(0), WARM_R(1), WARM_W(1), WARM_F(1), WARM_BAD(1),
+    WARM_R, WARM_W, WARM_F, WARM_BAD, WARM_R, WARM_W, WARM_F, WARM_BAD,
+    WARM_R, WARM_W, WARM_F, WARM_BAD, WARM_R, WARM_W, WARM_F, WARM_BAD,
 };
 
 static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
@@ -400,11 +397,10 @@ static void rights_refresh(struct vmmu_vcpu *v)
     if (key == v->rights_key)
         return;
     for (unsigned i = 0; i < 64; i++) {
-        /* (XD | R/W << 1 | U/S << 2) of the upper levels in bits 3..5, of
-         * the PTE in bits 0..2: XD of either, R/W and U/S of both. */
-        unsigned both = (i >> 3) & i;
-        struct vmmu__x86_leaf leaf = {.user = (both & 4) != 0, .writable = (both & 2) != 0,
-                                      .nx = ((i | (i >> 3)) & 1) != 0};
+        /* psc_rights_index(): the PTE's XD, R/W, U/S in bits 0, 2, 3, the
+         * upper levels' in bits 1, 4, 5; XD of either, R/W and U/S of both. */
+        struct vmmu__x86_leaf leaf = {.user = (i & 8) && (i & 32), .writable = (i & 4) && (i & 16),
+                                      .nx = (i & 3) != 0};
         unsigned user = leaf.user ? RIGHTS_USER : 0;
         v->rights_tab[CTX_USER][i] =
             (uint16_t)(vmmu__x86_rights_without_keys(pg, true, false, &leaf) << RIGHTS_SHIFT | user);
@@ -469,12 +465,13 @@ void vmmu__tlb_select(struct vmmu_vcpu *v)
     v->fast.table = c->hot;
     v->fast.sup_index_mask = (uintptr_t)sup->mask << VMMU_TLB_ENTRY_SHIFT;
     v->fast.sup_table = sup->hot;
-    v->fill_ctx[0] = c;
-    v->fill_ctx[1] = sup;
     v->cold_keep = COLD_PTE_KEEP & ~((v->pg.cr4 & VMMU_X86_CR4_PGE) ? 0 : COLD_GLOBAL);
     v->pk_on = (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) != 0;
-    for (unsigned a = 0; a < 16; a++)
-        v->warm_chk[a] = (warm_sel[a] & WARM_NEED) | v->pg.rsvd_[0][1];
+    for (unsigned a = 0; a < 16; a++) {
+        v->warm_acc[a].sel = warm_sel[a];
+        v->warm_acc[a].chk = (warm_sel[a] & WARM_NEED) | v->pg.rsvd_[0][1];
+        v->warm_acc[a].ctx = (a & VMMU_X86_ACC_IMPLICIT) ? sup : c;
+    }
     rights_refresh(v);
     if (v->pk_on)
         keys_refresh(v);
@@ -872,7 +869,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
 {
     /* Written so that few values are live at once: the compiler then keeps
      * them all in registers (bench/tlb_instructions.sh counts this path). */
-    unsigned sel = warm_sel[access];
+    const struct warm_acc *wa = &v->warm_acc[access];
 
     /* The PDE from the paging-structure cache; its tag holds va bits
      * 63:21, so a non-canonical va never matches, and its generation is
@@ -891,7 +888,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
                                    __ATOMIC_ACQUIRE);
     unsigned ri = psc_rights_index(pde, pte);
 
-    struct tlb_ctx *c = v->fill_ctx[sel >> WARM_IMPLICIT_SHIFT];
+    struct tlb_ctx *c = wa->ctx;
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     uint64_t old = entry_tag(&c->hot[idx]);
     /* The page already in the table: the general path answers from there
@@ -899,7 +896,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
      * below). */
     if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK))
         goto general;
-    if ((pte ^ sel) & v->warm_chk[access])
+    if ((pte ^ wa->sel) & wa->chk)
         goto general; /* not present, A (or D) clear, or a reserved bit */
 
     /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
@@ -913,7 +910,7 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
         row &= c->key_rights[k];
         c->keys |= 1u << k;
     }
-    if (!(row & sel & (7u << RIGHTS_SHIFT)))
+    if (!(row & wa->sel & (7u << RIGHTS_SHIFT)))
         goto general;
 
     /* The data page: resident RAM of the region cached for its GiB (under

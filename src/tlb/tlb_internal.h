@@ -219,7 +219,7 @@ struct psc_entry {
     uint64_t p2m_gen;
     uint32_t region_id;  /* region of the table (for dirty logging of A/D updates) */
     bool user, writable, nx; /* rights accumulated down to and including this entry */
-    /* The same as (nx | writable << 1 | user << 2) << 3: the upper half of
+    /* The same as PSC_PBITS(nx, writable, user): the upper levels' part of
      * the warm miss's rights index (psc_rights_index()). */
     uint8_t pbits;
 };
@@ -227,12 +227,15 @@ struct psc_entry {
 /* No live generation: the P2M's starts at 1 and only counts up. */
 #define PSC_NO_HOST (~0ull)
 
-/* The warm miss's index into a context's rights table: the accumulated
- * upper-level bits of @pde and the PTE's XD, R/W and U/S (bits 63, 1, 2),
- * as (XD | R/W << 1 | U/S << 2) of each. */
+/* The warm miss's index into a context's rights table (6 bits): the
+ * PTE's XD, R/W and U/S (bits 63, 1, 2) rotated left by one, so in bits 0,
+ * 2 and 3 (one rotate and one AND), and the accumulated upper-level XD,
+ * R/W and U/S of @pde in bits 1, 4 and 5 (PSC_PBITS). */
+#define PSC_PBITS(nx, writable, user)                                                              \
+    ((uint8_t)(((nx) ? 2u : 0u) | ((writable) ? 16u : 0u) | ((user) ? 32u : 0u)))
 static inline unsigned psc_rights_index(const struct psc_entry *pde, uint64_t pte)
 {
-    return pde->pbits | (unsigned)(pte & 6) | (unsigned)(pte >> 63);
+    return pde->pbits | (unsigned)(((pte << 1) | (pte >> 63)) & 0xd);
 }
 /* Rights table entries: VMMU_X86_RIGHT_* << RIGHTS_SHIFT, and RIGHTS_USER
  * when the leaf is a user-mode page. */
@@ -252,6 +255,20 @@ struct tlb_slot {
     struct tlb_ctx ctx[CTX_COUNT];
     struct tlb_psc psc;
 };
+
+/* What the warm miss needs of one access (VMMU_X86_ACC_*), in one record:
+ * sel, the PTE bits that must be set (P and A, and D for a write) and the
+ * right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT); chk, those PTE bits
+ * and the reserved ones, so that ((pte ^ sel) & chk) is 0 exactly when
+ * the PTE passes; ctx, the context it fills (the supervisor one for an
+ * implicit access). */
+struct warm_acc {
+    uint64_t sel;
+    uint64_t chk;
+    struct tlb_ctx *ctx;
+    uint64_t pad_;
+};
+_Static_assert(sizeof(struct warm_acc) == 32, "a warm_acc is found by one shift");
 
 /* A RAM region as the warm miss uses it: its guest-physical range
  * [lo, lo + size) (size 0: empty), host address minus gpa, its state bytes
@@ -294,24 +311,20 @@ struct vmmu_vcpu {
      * vmmu__tlb_warm_refresh()).  warm_pde is the current slot's PDE cache,
      * or an empty one while the warm path must not run: not 4- or 5-level
      * paging, or the benchmarks' psc_off, or the access part's replay latch
-     * or watchpoints.  fill_ctx[0] is the current context, fill_ctx[1] the
-     * supervisor one (implicit accesses); cold_keep the PTE bits a cold
+     * or watchpoints.  cold_keep the PTE bits a cold
      * entry keeps (G only with CR4.PGE=1); pk_on whether CR4.PKE or
      * CR4.PKS is set (keys then decide rights); rights_tab the rights of a
      * leaf in each context by psc_rights_index(), without protection keys,
      * for CR0.WP | CR4.SMEP | CR4.SMAP equal to rights_key. */
     const struct psc_entry *warm_pde;
     bool pk_on;
-    /* The warm miss's PTE check by access (VMMU_X86_ACC_*): the bits a PTE
-     * must have (P, A, and D for a write) and the reserved ones, so that
-     * ((pte ^ need) & warm_chk[access]) is 0 exactly when the PTE passes
-     * (need: the low bits of warm_sel[access]). */
-    uint64_t warm_chk[16];
+    /* The warm miss's view of each access (VMMU_X86_ACC_*): see struct
+     * warm_acc. */
+    struct warm_acc warm_acc[16];
     /* vmmu_tlb_fill()'s other arguments, kept here while the warm miss
      * runs so that it holds only the vCPU and the address in registers. */
     unsigned arg_size, arg_access;
     struct vmmu_tlb_result *arg_res;
-    struct tlb_ctx *fill_ctx[2];
     uint64_t cold_keep;
     uint64_t rights_key;
     uint16_t rights_tab[CTX_COUNT][64];

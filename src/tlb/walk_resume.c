@@ -92,7 +92,7 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
-        pe->pbits = (uint8_t)(((nx ? 1u : 0u) | (writable ? 2u : 0u) | (user ? 4u : 0u)) << 3);
+        pe->pbits = PSC_PBITS(nx, writable, user);
         p->count++;
         v->held |= p->held_bit;
     }
