@@ -206,20 +206,42 @@ static void stop_targets(struct target *t, pthread_t *th, int n, atomic_int *sto
     }
 }
 
-/* Median and p99 of @iters synchronous shootdowns to @n targets. */
-static void shootdown_figures(struct env *e, int n, int iters, double *median, double *p99)
-{
+/* An online vCPU on core 0 and @n running targets on the other cores:
+ * what the shootdown and locked-access figures measure from. */
+struct crew {
     struct target t[8];
     pthread_t th[8];
     atomic_int stop;
-    struct vmmu_vcpu *self = make_vcpu(e);
+    int n;
+    struct vmmu_vcpu *self;
+};
+
+static void crew_start(struct env *e, struct crew *c, int n)
+{
+    c->n = n;
+    c->self = make_vcpu(e);
     pin(0);
-    vmmu_vcpu_online(self);
-    start_targets(e, t, th, n, &stop);
+    vmmu_vcpu_online(c->self);
+    start_targets(e, c->t, c->th, n, &c->stop);
+}
+
+static void crew_stop(struct crew *c)
+{
+    stop_targets(c->t, c->th, c->n, &c->stop);
+    vmmu_vcpu_offline(c->self);
+    vmmu_vcpu_destroy(c->self);
+    unpin();
+}
+
+/* Median and p99 of @iters synchronous shootdowns to @n targets. */
+static void shootdown_figures(struct env *e, int n, int iters, double *median, double *p99)
+{
+    struct crew c;
+    crew_start(e, &c, n);
     struct vmmu_cpuset *set;
     vmmu_cpuset_create(&set);
     for (int i = 0; i < n; i++)
-        vmmu_cpuset_add(set, vmmu_vcpu_id(t[i].v));
+        vmmu_cpuset_add(set, vmmu_vcpu_id(c.t[i].v));
     double *lat = malloc((size_t)iters * sizeof(*lat));
     struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .npages = 1, .pcid = VMMU_FLUSH_ANY_PCID};
     int ncpu = (int)sysconf(_SC_NPROCESSORS_ONLN);
@@ -230,21 +252,18 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
          * the scheduler's turns. */
         if (n < ncpu)
             for (int k = 0; k < n; k++)
-                wait_running(&t[k].beat);
+                wait_running(&c.t[k].beat);
         double t0 = bench_now_ns();
-        vmmu_shootdown_sync(e->vm, self, set, &f);
+        vmmu_shootdown_sync(e->vm, c.self, set, &f);
         lat[i] = bench_now_ns() - t0;
-        vmmu_vcpu_safepoint(self);
+        vmmu_vcpu_safepoint(c.self);
     }
-    stop_targets(t, th, n, &stop);
+    crew_stop(&c);
     qsort(lat, (size_t)iters, sizeof(*lat), bench_cmp_double);
     *median = lat[iters / 2] / 1000;
     *p99 = lat[iters * 99 / 100] / 1000;
     free(lat);
     vmmu_cpuset_destroy(set);
-    vmmu_vcpu_offline(self);
-    vmmu_vcpu_destroy(self);
-    unpin();
 }
 
 /* Median time of a locked add from an online vCPU with @n running
@@ -252,13 +271,8 @@ static void shootdown_figures(struct env *e, int n, int iters, double *median, d
  * for it) if @split, else to 8 aligned bytes (a compare-and-swap). */
 static double locked_add_ns(struct env *e, int n, bool split)
 {
-    struct target t[8];
-    pthread_t th[8];
-    atomic_int stop;
-    struct vmmu_vcpu *self = make_vcpu(e);
-    pin(0);
-    vmmu_vcpu_online(self);
-    start_targets(e, t, th, n, &stop);
+    struct crew c;
+    crew_start(e, &c, n);
     enum { ADDS = 2000 };
     double runs[BENCH_RUNS];
     uint64_t va = split ? DATA_VA + 4096 - 4 : DATA_VA + 64;
@@ -267,17 +281,14 @@ static double locked_add_ns(struct env *e, int n, bool split)
         for (int i = 0; i < ADDS; i++) {
             uint64_t old;
             struct vmmu_x86_fault f;
-            if (vmmu_access_rmw(self, va, 8, VMMU_RMW_ADD, 1, &old, 0, &f) ||
+            if (vmmu_access_rmw(c.self, va, 8, VMMU_RMW_ADD, 1, &old, 0, &f) ||
                 f.vector != VMMU_X86_FAULT_NONE)
                 abort();
-            vmmu_vcpu_safepoint(self);
+            vmmu_vcpu_safepoint(c.self);
         }
         runs[r] = (bench_now_ns() - t0) / ADDS;
     }
-    stop_targets(t, th, n, &stop);
-    vmmu_vcpu_offline(self);
-    vmmu_vcpu_destroy(self);
-    unpin();
+    crew_stop(&c);
     return bench_median(runs, BENCH_RUNS);
 }
 
