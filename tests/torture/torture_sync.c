@@ -232,6 +232,14 @@ static void setup(void)
 
 /* ---- the device model ---------------------------------------------------------------- */
 
+/* Count a device-model transfer that failed (and say which, unless --quiet). */
+static void dma_error(const char *what, unsigned page, int err)
+{
+    atomic_fetch_add(&T.errors, 1);
+    if (!T.quiet)
+        fprintf(stderr, "dma %s of page %u: %s\n", what, page, vmmu_strerror(err));
+}
+
 static void *dm_main(void *arg)
 {
     uint64_t rng = (uint64_t)(uintptr_t)arg | 1;
@@ -249,9 +257,7 @@ static void *dm_main(void *arg)
             uint64_t token = ((uint64_t)p << 48) | ((uint64_t)w << 40) | ++count;
             int err = vmmu_dmc_write(T.dmc, gpa, &token, 8);
             if (err) {
-                atomic_fetch_add(&T.errors, 1);
-                if (!T.quiet)
-                    fprintf(stderr, "dma write of page %u: %s\n", p, vmmu_strerror(err));
+                dma_error("write", p, err);
                 continue;
             }
             T.dma_shadow[p][w] = token;
@@ -260,9 +266,7 @@ static void *dm_main(void *arg)
             uint64_t got;
             int err = vmmu_dmc_read(T.dmc, gpa, &got, 8);
             if (err) {
-                atomic_fetch_add(&T.errors, 1);
-                if (!T.quiet)
-                    fprintf(stderr, "dma read of page %u: %s\n", p, vmmu_strerror(err));
+                dma_error("read", p, err);
                 continue;
             }
             if (got != T.dma_shadow[p][w]) {
