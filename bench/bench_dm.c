@@ -172,7 +172,7 @@ static void mapcache(void)
         die("socketpair", VMMU_ESYS);
     struct vmmu_dm_server *srv;
     int err = vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv);
-    struct vmmu_dmc *c;
+    struct vmmu_dmc *c = NULL;
     struct vmmu_dmc_config cc = {.mapcache_bytes = 16 << 20};
     if (!err)
         err = vmmu_dmc_connect_fd(sv[1], &cc, &c);
@@ -228,7 +228,7 @@ static void mapcache_pagein(void)
     struct vmmu_dm_server *srv;
     if (!err)
         err = vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv);
-    struct vmmu_dmc *c;
+    struct vmmu_dmc *c = NULL;
     struct vmmu_dmc_config cc = {.mapcache_bytes = 64 << 10};
     if (!err)
         err = vmmu_dmc_connect_fd(sv[1], &cc, &c);
