@@ -765,10 +765,12 @@ again:;
     e.cmp[VMMU_TLB_FETCH] = (w.rights & VMMU_X86_RIGHT_FETCH) ? (page | any) : VMMU_TLB_CMP_INVALID;
     if (!(w.rights & VMMU_X86_RIGHT_WRITE))
         e.cmp[VMMU_TLB_WRITE] = VMMU_TLB_CMP_INVALID;
+    else if (!w.dirty && w.nlevels > 0)
+        /* The first write must walk as a write to set D, whatever the
+         * page is (with paging off there is no D to set). */
+        e.cmp[VMMU_TLB_WRITE] = page | VMMU_TLB_FLAG_NOTDIRTY;
     else if (!ram_like || pe.type == VMMU_MEM_ROM)
         e.cmp[VMMU_TLB_WRITE] = page | VMMU_TLB_FLAG_MMIO;
-    else if (!w.dirty) /* the first write must walk as a write to set D */
-        e.cmp[VMMU_TLB_WRITE] = page | VMMU_TLB_FLAG_NOTDIRTY;
     else
         e.cmp[VMMU_TLB_WRITE] = page | wflags;
     e.addend = ram_like ? (uintptr_t)pe.hva - (uintptr_t)page : 0;

@@ -166,6 +166,47 @@ static void mmio_and_rom_pages_go_to_the_slow_path_as_not_ram(void **state)
     assert_int_equal(r.type, VMMU_MEM_ROM);
 }
 
+static void first_write_to_a_clean_mmio_or_rom_page_sets_d(void **state)
+{
+    struct fx *f = *state;
+    static const struct vmmu_mmio_ops ops = {0};
+    struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = 64 * MiB, .size = 4096, .mmio = &ops};
+    struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 65 * MiB, .size = 4096};
+    assert_int_equal(vmmu_region_add(f->t.env.vm, &mmio, NULL), 0);
+    assert_int_equal(vmmu_region_add(f->t.env.vm, &rom, NULL), 0);
+    /* A hole too: beyond every region. */
+    static const uint64_t gpas[] = {64 * MiB, 65 * MiB, 80 * MiB};
+    uint64_t pte[3];
+    for (unsigned i = 0; i < 3; i++)
+        pte[i] = tmap(&f->t, f->root, VA + i * 4096, 1, UP, gpas[i] | E_P | E_RW);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    for (unsigned i = 0; i < 3; i++) {
+        /* A read caches the translation with D clear (ROM reads are
+         * served from host memory)... */
+        assert_int_equal(acc(f, VA + i * 4096, 0).status, i == 1 ? VMMU_TLB_OK : VMMU_TLB_NOT_RAM);
+        assert_int_equal(get64(&f->t.env, pte[i]) & (E_A | E_D), E_A);
+        /* ...and the write after it must still set D, though the page is
+         * not RAM and the write goes to the access layer. */
+        struct vmmu_tlb_result r = acc(f, VA + i * 4096, VMMU_X86_ACC_WRITE);
+        assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
+        assert_int_equal(r.gpa, gpas[i]);
+        assert_int_equal(get64(&f->t.env, pte[i]) & E_D, E_D);
+    }
+}
+
+static void writes_with_paging_off_reach_ram(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE, .rflags = 2};
+    assert_int_equal(vmmu_vcpu_set_state(f->t.vcpu, &r), 0);
+    /* No paging structure, so no D bit to set: the first write fills a
+     * write comparator and later ones hit inline. */
+    struct vmmu_tlb_result res = acc(f, DATA(3) + 8, VMMU_X86_ACC_WRITE);
+    assert_int_equal(res.status, VMMU_TLB_OK);
+    assert_ptr_equal(res.host, hpa(&f->t, DATA(3) + 8));
+    assert_ptr_equal(vmmu_tlb_lookup_write(f->t.vcpu, DATA(3) + 16, 8), hpa(&f->t, DATA(3) + 16));
+}
+
 static void code_pages_report_writes(void **state)
 {
     struct fx *f = *state;
@@ -726,6 +767,8 @@ int main(void)
         T(page_crossing_accesses_are_reported_for_splitting),
         T(readonly_page_gets_no_write_comparator_and_a_write_faults),
         T(mmio_and_rom_pages_go_to_the_slow_path_as_not_ram),
+        T(first_write_to_a_clean_mmio_or_rom_page_sets_d),
+        T(writes_with_paging_off_reach_ram),
         T(code_pages_report_writes),
         T(after_invlpg_the_new_translation_is_used),
         T(invlpg_drops_the_page_in_every_context),
