@@ -20,6 +20,15 @@
  * it, every paging-structure entry the walk used holds the accessed and
  * dirty bits the walk says a CPU leaves there.
  *
+ * The host changes the guest-physical map in the same stream, from the
+ * vCPU's thread at a safe point: a second region is replaced by RAM with
+ * new memory, ROM or MMIO; pages become code pages and stop being; dirty
+ * logging of that region goes on and off and its log is read and
+ * cleared; the pager takes pages away.  None of these may leave anything
+ * stale: the next access must see the new map, report writes to code
+ * pages, mark logged pages dirty, and find a paged-out page's contents
+ * back at the same host address.
+ *
  * Layout (linear addresses below 4 GiB in 32-bit and PAE paging):
  *   region A  4 KiB pages under one page table; its PDE's rights change
  *             (the paging-structure caches hold them); leaves may be global
@@ -47,6 +56,9 @@
 #define NDATA 64
 #define BIG_BASE (16 * MiB) /* the large page of region B (4 MiB aligned) */
 #define HOLE_GPA (64 * MiB) /* beyond RAM: not RAM */
+#define R2_GPA (32 * MiB)   /* the second region, right after the RAM */
+#define R2_PAGES 16
+#define NPAGES (NDATA + R2_PAGES) /* data pages whose state the test tracks */
 
 static const uint64_t A_BASE = 0x00400000ull;      /* a PDE of its own in every mode */
 static const uint64_t B_BASE = 0x00800000ull;      /* another one */
@@ -72,11 +84,20 @@ struct model {
     uint64_t pdpte_d;    /* gpa of region D's PDPTE */
     uint64_t pd_d;       /* region D's directory */
     bool paging_off;     /* CR0.PG cleared by the test (set again later) */
+    struct vmmu_pager *pager;
+    uint32_t r2_id;      /* the second region: */
+    enum vmmu_mem_type r2_type; /* RAM, ROM or MMIO */
+    uint8_t *r2_host;    /* its memory (vmmu's, so the pager may take it), or NULL */
+    bool r2_log;         /* dirty logging on (RAM only) */
+    bool code[NPAGES];   /* VMMU_PAGE_CODE of DATA pages, then R2's */
+    uint64_t marker[R2_PAGES]; /* first 8 bytes of a page the pager took away (0: none) */
+    uint32_t r2_written; /* R2 pages written while logging, since the log was read */
+    uint64_t p2m_events;
     bool stale_ng[NVA][NPCID];
     bool stale_g[NVA];
     bool may_global[NVA];
     unsigned pcid;       /* current PCID (0 with PCIDE=0) */
-    unsigned long checked, skipped, faults, ad_checked;
+    unsigned long checked, skipped, faults, ad_checked, code_writes, logged_writes;
 };
 
 static uint64_t rnd(struct model *m)
@@ -163,10 +184,12 @@ static uint64_t random_leaf(struct model *m, bool may_global, unsigned large)
         v = E_PS;
     else if (large == 2)
         v = BIG_BASE | E_PS;
-    else if (rn(m, 16) == 0)
-        v = HOLE_GPA;
-    else
-        v = DATA_BASE + (uint64_t)rn(m, NDATA) * 4096;
+    else {
+        unsigned k = rn(m, 16);
+        v = k == 0  ? HOLE_GPA
+            : k < 4 ? R2_GPA + (uint64_t)rn(m, R2_PAGES) * 4096
+                    : DATA_BASE + (uint64_t)rn(m, NDATA) * 4096;
+    }
     if (rn(m, 10))
         v |= E_P;
     if (rn(m, 4))
@@ -309,6 +332,125 @@ static bool pcide(struct model *m)
     return (pg(m)->cr4 & R_CR4_PCIDE) != 0;
 }
 
+/* The tracked data page at @gpa (index into code[] and marker[]), or -1. */
+static int page_slot(uint64_t gpa)
+{
+    if (gpa >= DATA_BASE && gpa < DATA_BASE + NDATA * 4096ull)
+        return (int)((gpa - DATA_BASE) >> 12);
+    if (gpa >= R2_GPA && gpa < R2_GPA + R2_PAGES * 4096ull)
+        return NDATA + (int)((gpa - R2_GPA) >> 12);
+    return -1;
+}
+
+static uint64_t slot_gpa(unsigned i)
+{
+    return i < NDATA ? DATA_BASE + i * 4096ull : R2_GPA + (i - NDATA) * 4096ull;
+}
+
+/* What an access to @gpa must give under the current map: its status,
+ * host address and memory type. */
+static enum vmmu_tlb_status expect(const struct model *m, uint64_t gpa, unsigned access,
+                                   uint8_t **host, enum vmmu_mem_type *type)
+{
+    *host = NULL;
+    if (gpa < m->t.env.size) {
+        *type = VMMU_MEM_RAM;
+        *host = m->t.env.mem + gpa;
+        return VMMU_TLB_OK;
+    }
+    if (page_slot(gpa) >= NDATA) {
+        *type = m->r2_type;
+        if (m->r2_type == VMMU_MEM_MMIO ||
+            (m->r2_type == VMMU_MEM_ROM && (access & VMMU_X86_ACC_WRITE)))
+            return VMMU_TLB_NOT_RAM;
+        *host = m->r2_host + (gpa - R2_GPA);
+        return VMMU_TLB_OK;
+    }
+    *type = VMMU_MEM_HOLE;
+    return VMMU_TLB_NOT_RAM;
+}
+
+/* (Re)create the second region at R2_GPA: vmmu allocates RAM and ROM. */
+static void r2_make(struct model *m, enum vmmu_mem_type type)
+{
+    static const struct vmmu_mmio_ops ops = {0};
+    struct vmmu_region_desc d = {.type = type, .gpa = R2_GPA, .size = R2_PAGES * 4096ull,
+                                 .name = "r2", .mmio = type == VMMU_MEM_MMIO ? &ops : NULL};
+    struct vmmu_vm *vm = m->t.env.vm;
+    if (m->r2_id)
+        assert_int_equal(vmmu_region_replace(vm, m->r2_id, &d, &m->r2_id), 0);
+    else
+        assert_int_equal(vmmu_region_add(vm, &d, &m->r2_id), 0);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, m->r2_id, &info), 0);
+    m->r2_host = info.host;
+    m->r2_type = type;
+    m->r2_log = false;
+    m->r2_written = 0;
+    memset(m->code + NDATA, 0, sizeof(m->code[0]) * R2_PAGES);
+    memset(m->marker, 0, sizeof(m->marker));
+}
+
+/* The host changes the guest-physical map (the vCPU is at a safe point). */
+static void p2m_event(struct model *m)
+{
+    struct vmmu_vm *vm = m->t.env.vm;
+    m->p2m_events++;
+    switch (rn(m, 5)) {
+    case 0: { /* the second region: new RAM, ROM or MMIO */
+        static const enum vmmu_mem_type types[] = {VMMU_MEM_RAM, VMMU_MEM_RAM, VMMU_MEM_ROM,
+                                                   VMMU_MEM_MMIO};
+        r2_make(m, types[rn(m, 4)]);
+        break;
+    }
+    case 1: { /* a code page, or no longer one */
+        unsigned i = m->r2_type == VMMU_MEM_MMIO ? rn(m, NDATA) : rn(m, NPAGES);
+        bool on = rn(m, 2);
+        struct vmmu_gpa_range r = {.gpa = slot_gpa(i), .size = 4096};
+        assert_int_equal(vmmu_page_state_change(vm, &r, 1, on ? VMMU_PAGE_CODE : 0,
+                                                on ? 0 : VMMU_PAGE_CODE),
+                         0);
+        m->code[i] = on;
+        break;
+    }
+    case 2: /* dirty logging of the second region on or off */
+        if (m->r2_type != VMMU_MEM_RAM)
+            break;
+        m->r2_log = !m->r2_log;
+        assert_int_equal(vmmu_dirty_log_enable(vm, m->r2_id, m->r2_log), 0);
+        m->r2_written = 0;
+        break;
+    case 3: { /* read and clear the log: every write seen since is in it */
+        if (!m->r2_log)
+            break;
+        uint64_t bitmap = 0;
+        assert_int_equal(vmmu_dirty_log_get_and_clear(vm, m->r2_id, &bitmap, 1, NULL), 0);
+        if ((bitmap & m->r2_written) != m->r2_written)
+            fail_msg("dirty log %#llx misses written pages %#x", (unsigned long long)bitmap,
+                     m->r2_written);
+        m->r2_written = 0;
+        break;
+    }
+    default: { /* the pager takes a page away; it comes back on the next access */
+        if (m->r2_type != VMMU_MEM_RAM)
+            break;
+        unsigned i = rn(m, R2_PAGES);
+        uint64_t gpa = R2_GPA + i * 4096ull;
+        uint32_t state;
+        assert_int_equal(vmmu_page_state_get(vm, gpa, &state), 0);
+        if (state & VMMU_PAGE_PAGED_OUT)
+            break;
+        m->marker[i] = rnd(m) | 1;
+        memcpy(m->r2_host + i * 4096ull, &m->marker[i], 8);
+        struct vmmu_gpa_range r = {.gpa = gpa, .size = 4096};
+        assert_int_equal(vmmu_pager_page_out(m->pager, &r, 1), 0);
+        assert_int_equal(vmmu_page_state_get(vm, gpa, &state), 0);
+        assert_true(state & VMMU_PAGE_PAGED_OUT);
+        break;
+    }
+    }
+}
+
 /* After an access the walk allows: each entry the walk read now holds
  * what the walk says the CPU leaves there (A, and D on a write's leaf).
  * A translation the TLB held was filled by a walk that set them, and
@@ -357,9 +499,12 @@ static void check_access(struct model *m)
         assert_int_equal(w.rights, w2.rights);
     }
 
+    /* res->flags stays ~0 when the inline hit path answers. */
     struct vmmu_tlb_result r;
     memset(&r, 0, sizeof(r));
+    r.flags = ~0ull;
     void *host = vmmu_tlb_translate(m->t.vcpu, va, size, access, &r);
+    bool slow = r.flags != ~0ull;
 
     if (m->stale_ng[vi][m->pcid] || m->stale_g[vi]) {
         /* The access may have filled from stale cached entries (a stale
@@ -387,16 +532,40 @@ static void check_access(struct model *m)
         return;
     }
     check_accessed_dirty(m, &w);
-    if (w.gpa >= m->t.env.size) {
-        assert_null(host);
-        assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
-        assert_int_equal(r.gpa, w.gpa);
-        return;
-    }
-    if (host != hpa(&m->t, w.gpa))
-        fail_msg("%s paging%s, va %#llx size %u access %#x: status %d (error %d), host %p for gpa %#llx",
+    uint8_t *want;
+    enum vmmu_mem_type type;
+    enum vmmu_tlb_status status = expect(m, w.gpa, access, &want, &type);
+    if ((uint8_t *)host != want || r.status != status || (slow && r.type != type) ||
+        (status == VMMU_TLB_NOT_RAM && r.gpa != w.gpa))
+        fail_msg("%s paging%s, va %#llx size %u access %#x: status %d (error %d), type %d, host "
+                 "%p for gpa %#llx; expected status %d, type %d, host %p",
                  mode_names[m->mode], m->paging_off ? " (off)" : "", (unsigned long long)va, size,
-                 access, (int)r.status, r.error, host, (unsigned long long)w.gpa);
+                 access, (int)r.status, r.error, (int)r.type, host, (unsigned long long)w.gpa,
+                 (int)status, (int)type, (void *)want);
+    int pi = page_slot(w.gpa);
+    if (status != VMMU_TLB_OK || pi < 0)
+        return;
+    if (pi >= NDATA && m->marker[pi - NDATA] &&
+        memcmp(want - (w.gpa & 0xfff), &m->marker[pi - NDATA], 8) != 0)
+        fail_msg("page %#llx came back from the pager without its contents",
+                 (unsigned long long)(w.gpa & ~0xfffull));
+    if (!(access & VMMU_X86_ACC_WRITE))
+        return;
+    /* A write to a code page is reported (so never served inline); a
+     * write to another page is not. */
+    bool reported = slow && (r.flags & VMMU_TLB_FLAG_CODE);
+    if (reported != m->code[pi])
+        fail_msg("a write to page %#llx (%s code page) was %s", (unsigned long long)w.gpa,
+                 m->code[pi] ? "a" : "not a", reported ? "reported" : "not reported");
+    m->code_writes += m->code[pi];
+    if (pi >= NDATA && m->r2_log) {
+        uint32_t state;
+        assert_int_equal(vmmu_page_state_get(m->t.env.vm, w.gpa, &state), 0);
+        if (!(state & VMMU_PAGE_DIRTY))
+            fail_msg("a write to logged page %#llx left it clean", (unsigned long long)w.gpa);
+        m->r2_written |= 1u << (pi - NDATA);
+        m->logged_writes++;
+    }
 }
 
 static void edit(struct model *m)
@@ -564,7 +733,8 @@ static void invalidate_or_switch(struct model *m)
 }
 
 struct totals {
-    unsigned long checked, skipped, warm, ad_checked, faults;
+    unsigned long checked, skipped, warm, ad_checked, faults, code_writes, logged_writes;
+    unsigned long paged_in;
 };
 
 static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct totals *tot)
@@ -575,6 +745,9 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     m->mode = mode;
     m->rng = (seed * NMODES + mode) * 0x9e3779b97f4a7c15ull + 1;
     build(m);
+    r2_make(m, VMMU_MEM_RAM);
+    assert_int_equal(vmmu_pager_create(m->t.env.vm, NULL, &m->pager), 0);
+    assert_int_equal(vmmu_vcpu_online(m->t.vcpu), 0);
     load(m);
     assert_int_equal(pg(m)->mode, (enum vmmu_x86_mode)(VMMU_X86_MODE_32 + mode));
     for (unsigned s = 0; s < steps; s++) {
@@ -583,13 +756,22 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
             check_access(m);
         else if (what < 80)
             edit(m);
+        else if (what < 84)
+            p2m_event(m);
         else
             invalidate_or_switch(m);
     }
+    assert_int_equal(vmmu_vcpu_offline(m->t.vcpu), 0);
+    struct vmmu_pager_stats ps;
+    assert_int_equal(vmmu_pager_stats(m->pager, &ps), 0);
+    tot->paged_in += ps.paged_in;
+    vmmu_pager_destroy(m->pager);
     tot->checked += m->checked;
     tot->skipped += m->skipped;
     tot->ad_checked += m->ad_checked;
     tot->faults += m->faults;
+    tot->code_writes += m->code_writes;
+    tot->logged_writes += m->logged_writes;
     struct vmmu_tlb_stats st;
     assert_int_equal(vmmu_vcpu_stats(m->t.vcpu, &st), 0);
     tot->warm += st.warm_misses;
@@ -612,13 +794,15 @@ static void in_mode(enum mmode mode)
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(mode, seed, 4000, &tot);
     print_message("model, %s paging: %lu accesses checked (%lu faults), %lu allowed to be "
-                  "stale, %lu entries' A/D checked, %lu fills by the warm miss\n",
+                  "stale, %lu entries' A/D checked, %lu writes to code pages, %lu to logged "
+                  "pages, %lu page-ins, %lu fills by the warm miss\n",
                   mode_names[mode], tot.checked, tot.faults, tot.skipped, tot.ad_checked,
-                  tot.warm);
+                  tot.code_writes, tot.logged_writes, tot.paged_in, tot.warm);
     /* The stream reached both outcomes, and the A/D check ran. */
     assert_true(tot.checked > tot.skipped);
     assert_true(tot.faults > 0 && tot.faults < tot.checked);
     assert_true(tot.ad_checked > 0);
+    assert_true(tot.code_writes > 0 && tot.logged_writes > 0 && tot.paged_in > 0);
     /* Both fill paths were held to the walker where the warm miss runs. */
     if (long_mode(&(struct model){.mode = mode}))
         assert_true(tot.warm > 0);
