@@ -341,7 +341,9 @@ int vmmu_access_rmw(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, enum vmm
  * Atomic compare-and-exchange of @p size bytes (1, 2, 4, 8 or 16:
  * CMPXCHG, CMPXCHG8B, CMPXCHG16B): if memory equals @p expected, store
  * @p desired.  @p observed receives what memory held.  Faults as a write
- * even when the comparison fails (the CPU writes back the old value).
+ * even when the comparison fails (the CPU writes back the old value: an
+ * MMIO or device page then sees that write, a ROM that reports writes
+ * reports it).
  * A 16-byte access not aligned to 16 raises #GP(0) as CMPXCHG16B does.
  * Atomicity as vmmu_access_rmw().
  * @param swapped if non-NULL, receives whether @p desired was stored.

@@ -240,6 +240,17 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
     uint32_t first = (uint32_t)(VMMU_PAGE_SIZE - (va & ~VMMU_PAGE_MASK));
     if (first > len)
         first = len;
+    /* SDM 3.3.7.1: canonical form is checked for every byte of the operand
+     * before paging (Table 6-2 puts #GP ahead of a data #PF), so an access
+     * that crosses out of canonical form faults before its first page is
+     * walked, and sets no A/D bit there.  (A first page out of canonical
+     * form faults in its own walk, before anything too.) */
+    if (first < len && v->pg.mode >= VMMU_X86_MODE_4LEVEL &&
+        !vmmu_x86_canonical(&v->pg, va + len - 1)) {
+        vmmu__fault_none(fault);
+        fault->vector = (access & VMMU_X86_ACC_STACK) ? VMMU_X86_VEC_SS : VMMU_X86_VEC_GP;
+        return 0;
+    }
     unsigned n;
     /* Translating the second page may block (a page-in takes the vCPU
      * offline, which ends its epoch): a grace period may then have passed

@@ -175,10 +175,13 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             rc = vmmu__piece_read(v, &p[i], 0, old + off, p[i].len);
             off += p[i].len;
         }
-        if (rc == 0 && fn(ctx, old, nb, size)) {
+        if (rc == 0) {
+            /* A CMPXCHG whose compare fails still makes its write cycle
+             * (SDM CMPXCHG): the device gets the old value back. */
+            const uint8_t *w = fn(ctx, old, nb, size) ? nb : old;
             off = 0;
             for (unsigned i = 0; i < n && rc == 0; i++) {
-                rc = vmmu__piece_write(v, &p[i], 0, nb + off, p[i].len);
+                rc = vmmu__piece_write(v, &p[i], 0, w + off, p[i].len);
                 off += p[i].len;
             }
         }
@@ -253,7 +256,7 @@ static bool cas_apply(void *ctx, const uint8_t *old, uint8_t *nb, unsigned size)
     struct cas_ctx *c = ctx;
     c->swapped = memcmp(old, c->expected, size) == 0;
     if (!c->swapped)
-        return false; /* memory keeps its value (the CPU writes it back unchanged) */
+        return false; /* the old value is written back: unchanged RAM needs no store */
     memcpy(nb, c->desired, size);
     return true;
 }

@@ -78,11 +78,24 @@ static int rep_args(struct vmmu_vcpu *v, struct vmmu_rep *r, struct vmmu_x86_fau
 }
 
 /* After a chunk's preparation faulted: the CPU reports the first element it
- * would have touched, which going down is the highest. */
-static void fix_cr2(struct vmmu_x86_fault *fault, uint64_t addr, uint64_t k, bool backward)
+ * could not make, which for a backward chunk is its highest element (at
+ * @addr), not the chunk's lowest byte.  Linear addresses outside IA-32e
+ * paging have 32 bits (SDM 4.7: CR2 holds the linear address). */
+static void fix_cr2(const struct vmmu_vcpu *v, struct vmmu_x86_fault *fault, uint64_t addr,
+                    uint64_t k, bool backward)
 {
     if (fault->vector == VMMU_X86_VEC_PF && backward && k > 1)
-        fault->cr2 = addr;
+        fault->cr2 = v->pg.mode < VMMU_X86_MODE_4LEVEL ? addr & 0xffffffffull : addr;
+}
+
+/* Every page of @p is RAM with host memory: one copy serves a chunk, and
+ * the order of its elements cannot be seen. */
+static bool chunk_in_ram(const struct vmmu_prepared *p)
+{
+    for (unsigned i = 0; i < p->npages; i++)
+        if (!p->page[i].host || p->page[i].type != VMMU_MEM_RAM)
+            return false;
+    return true;
 }
 
 static int stopped(int rc, uint64_t done)
@@ -125,20 +138,16 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         struct vmmu_prepared ps, pd;
         rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps, fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {
-            fix_cr2(fault, r->src, k, r->backward);
+            fix_cr2(v, fault, r->src, k, r->backward);
             return stopped(rc, done);
         }
         rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
                                  fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {
-            fix_cr2(fault, r->dst, k, r->backward);
+            fix_cr2(v, fault, r->dst, k, r->backward);
             return stopped(rc, done);
         }
-        bool ram = ps.page[0].host && pd.page[0].host && ps.page[0].type == VMMU_MEM_RAM &&
-                   pd.page[0].type == VMMU_MEM_RAM &&
-                   (ps.npages == 1 || (ps.page[1].host && ps.page[1].type == VMMU_MEM_RAM)) &&
-                   (pd.npages == 1 || (pd.page[1].host && pd.page[1].type == VMMU_MEM_RAM));
-        if (ram) {
+        if (chunk_in_ram(&ps) && chunk_in_ram(&pd)) {
             unsigned token = vmmu_latch_disable(v);
             rc = vmmu_prepared_move(&pd, &ps, e, r->backward);
             vmmu_latch_restore(v, token);
@@ -196,12 +205,28 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
                                  fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {
-            fix_cr2(fault, r->dst, k, r->backward);
+            fix_cr2(v, fault, r->dst, k, r->backward);
             return stopped(rc, done);
         }
-        rc = vmmu_prepared_set(&pd, 0, r->value, e, bytes);
-        if (rc < 0)
-            return stopped(rc, done);
+        if (chunk_in_ram(&pd)) {
+            rc = vmmu_prepared_set(&pd, 0, r->value, e, bytes);
+            if (rc < 0)
+                return stopped(rc, done);
+        } else {
+            /* Element by element in the direction of travel (a device sees
+             * the stores of STOS with DF=1 descend), so that a device
+             * model answering later stops the instruction after the last
+             * element that completed. */
+            for (uint64_t i = 0; i < k; i++) {
+                uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
+                rc = vmmu_prepared_set(&pd, off, r->value, e, e);
+                if (rc < 0) {
+                    r->dst = step(r->dst, i, e, r->backward);
+                    r->count -= i;
+                    return stopped(rc, done + i);
+                }
+            }
+        }
         r->dst = step(r->dst, k, e, r->backward);
         r->count -= k;
         done += k;

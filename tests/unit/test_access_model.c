@@ -44,12 +44,11 @@
  * A/D bits set or not (a CPU may set them for a translation it used);
  * nothing else changes.  At the end of a seed all of RAM is compared.
  *
- * Where vmmu differs from the SDM, the model expects what vmmu does, and
- * a switch below (CANONICAL_FIRST, CMPXCHG_WRITE_CYCLE, STOS_DESCENDING,
- * REP_CR2_32BIT) says what the SDM wants.  Building with
- * -DVMMU_ACCESS_MODEL_KNOWN_BUGS=1 turns them all on (or one at a time,
- * e.g. -DSTOS_DESCENDING=1) and adds the minimal check of each (known_*
- * at the end of the file), which fail until vmmu is fixed.
+ * Four rules here were found broken by this test and are also checked
+ * on their own at the end of the file: an access crossing out of
+ * canonical form faults before paging; a failed CMPXCHG writes the old
+ * value back; backward REP STOS stores in descending order; CR2 holds 32
+ * bits outside IA-32e paging.
  *
  * Page tables are never edited between an access and its check, and each
  * edit is followed by an invalidation that covers it (INVLPG of the page
@@ -90,42 +89,6 @@
 #include "test_access_env.h"
 
 #include <stdio.h>
-
-/* Where vmmu differs from the SDM (see the top of the file).  Each switch
- * at 1 makes the model expect what the SDM says; at 0 (the default) what
- * vmmu does, so that the rest stays checked. */
-#ifndef VMMU_ACCESS_MODEL_KNOWN_BUGS
-#define VMMU_ACCESS_MODEL_KNOWN_BUGS 0
-#endif
-/* SDM: canonical form is a check of the linear address, made for every
- * byte of the operand before paging (and Table 6-2 puts #GP before a data
- * #PF), so an access whose first page faults and whose last byte is not
- * canonical raises #GP(0), and nothing is translated.  vmmu walks the
- * first page first: #PF, or the first page's A/D bits set. */
-#ifndef CANONICAL_FIRST
-#define CANONICAL_FIRST VMMU_ACCESS_MODEL_KNOWN_BUGS
-#endif
-/* SDM CMPXCHG: "the destination operand receives a write cycle without
- * regard to the result of the comparison": a failed compare writes the
- * old value back, which an MMIO device sees (and a reporting ROM
- * reports).  vmmu only reads. */
-#ifndef CMPXCHG_WRITE_CYCLE
-#define CMPXCHG_WRITE_CYCLE VMMU_ACCESS_MODEL_KNOWN_BUGS
-#endif
-/* SDM STOS: with DF=1 each iteration stores below the previous one, so a
- * device sees the elements of REP STOS in descending order.  Without it
- * the model expects what vmmu does: the elements of each chunk that stays
- * in one page (struct vmmu_rep's chunks) in ascending order. */
-#ifndef STOS_DESCENDING
-#define STOS_DESCENDING VMMU_ACCESS_MODEL_KNOWN_BUGS
-#endif
-/* SDM 4.7: CR2 receives the linear address, which is 32 bits in 32-bit
- * and PAE paging.  Without it the model expects what vmmu reports when a
- * backward string operation faults on the first element of a chunk of
- * several: the register (RSI/RDI) as it is, bits 63:32 included. */
-#ifndef REP_CR2_32BIT
-#define REP_CR2_32BIT VMMU_ACCESS_MODEL_KNOWN_BUGS
-#endif
 
 #define RAM_SIZE (8 * MiB)
 #define DATA_BASE (2 * MiB)
@@ -611,7 +574,7 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
         x->p[1].len = len - first;
         m->crossed = true;
     }
-#if CANONICAL_FIRST
+    /* SDM 3.3.7.1: canonical form is checked for every byte before paging. */
     if (long_mode(m) &&
         (!canon(m, va) || !canon(m, va + len - 1))) {
         f->vector = (access & VMMU_X86_ACC_STACK) ? VMMU_X86_VEC_SS : VMMU_X86_VEC_GP;
@@ -619,7 +582,6 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
         f->cr2 = 0;
         return false;
     }
-#endif
     for (unsigned i = 0; i < x->n; i++) {
         struct vmmu_x86_walk w;
         x->walk[i] = ref_walk(m, x->p[i].va, access, &w);
@@ -1194,7 +1156,7 @@ static void op_cmpxchg(struct model *m)
         want_swap = memcmp(cur, expected, size) == 0;
         if (want_swap)
             want_rc = ref_span(m, &x, 0, desired, size, true);
-        else if (CMPXCHG_WRITE_CYCLE)
+        else /* SDM CMPXCHG: a write cycle whatever the result */
             want_rc = ref_span(m, &x, 0, cur, size, true);
         ref_done(m, &x);
     }
@@ -1327,40 +1289,6 @@ static uint64_t pick_rep_va(struct model *m, unsigned elem, uint64_t count, bool
     return va + 4096 - 1 - rn(m, (unsigned)span);
 }
 
-/* Elements of a string operation from @addr, in the direction of travel,
- * that stay in its page (0: the first one straddles two pages). */
-static uint64_t rep_fit(uint64_t addr, unsigned elem, bool backward)
-{
-    uint64_t off = addr & 0xfff;
-    if (!backward)
-        return (4096 - off) / elem;
-    return off + elem > 4096 ? 0 : off / elem + 1;
-}
-
-/* vmmu's order for the device accesses of a backward REP STOS (see
- * STOS_DESCENDING): each chunk of elements that stays in the destination
- * page is stored in ascending address order.  @n elements made (or
- * tried) device accesses, from spans[first[i]]. */
-static void stos_chunk_order(struct model *m, const struct vmmu_rep *r, uint64_t n,
-                             uint64_t budget, unsigned *first)
-{
-    static struct span tmp[NSPAN_MAX];
-    first[n] = m->nspan;
-    for (uint64_t i = 0; i < n;) {
-        uint64_t k = r->count - i < budget - i ? r->count - i : budget - i;
-        uint64_t f = rep_fit(r->dst - i * r->elem, r->elem, true);
-        k = k < (f ? f : 1) ? k : (f ? f : 1);
-        if (k > n - i)
-            k = n - i;
-        unsigned t = 0;
-        for (uint64_t j = i + k; j-- > i;)
-            for (unsigned s = first[j]; s < first[j + 1]; s++)
-                tmp[t++] = m->spans[s];
-        memcpy(&m->spans[first[i]], tmp, t * sizeof(tmp[0]));
-        i += k;
-    }
-}
-
 /* REP MOVS / REP STOS: element by element up to the budget; at a fault
  * the registers name the faulting element. */
 static void op_rep(struct model *m, bool movs)
@@ -1386,27 +1314,12 @@ static void op_rep(struct model *m, bool movs)
     struct vmmu_x86_fault wf = no_fault, f;
     int want_rc = 0;
     uint64_t done = 0;
-    unsigned first_span[41]; /* the device accesses of element i start at spans[first_span[i]] */
-    uint64_t chunk_end = 0, chunk = 0; /* vmmu's chunk of elements (see REP_CR2_32BIT) */
     while (want.count && done < budget) {
         struct rxl xs, xd;
         uint8_t tmp[8];
-        first_span[done] = m->nspan;
-        if (done == chunk_end) {
-            uint64_t fs = movs ? rep_fit(want.src, elem, backward) : ~0ull;
-            uint64_t fd = rep_fit(want.dst, elem, backward);
-            uint64_t f1 = fs < fd ? fs : fd;
-            chunk = want.count < budget - done ? want.count : budget - done;
-            if (chunk > (f1 ? f1 : 1))
-                chunk = f1 ? f1 : 1;
-            chunk_end = done + chunk;
-        }
         bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
-        if (src_fault || !ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf)) {
-            if (!REP_CR2_32BIT && wf.vector == VMMU_X86_VEC_PF && backward && chunk > 1)
-                wf.cr2 = src_fault ? want.src : want.dst;
+        if (src_fault || !ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf))
             break;
-        }
         if (movs)
             ref_span(m, &xs, 0, tmp, elem, false);
         else
@@ -1426,9 +1339,6 @@ static void op_rep(struct model *m, bool movs)
     }
     if (!movs)
         want.src = r.src;
-    if (!movs && backward && !STOS_DESCENDING)
-        stos_chunk_order(m, &r, done + (want_rc < 0 || (want.count && done < budget)), budget,
-                         first_span);
 
     bool insn = insn_start(m);
     int rc = movs ? vmmu_access_rep_movs(V(m), &r, budget, src_access, &f)
@@ -1759,15 +1669,14 @@ static void access_agrees_with_the_model_in_5level_paging(void **state)
     in_mode(M5);
 }
 
-/* ---- Minimal checks of the differences from the SDM -------------------------------- */
-#if VMMU_ACCESS_MODEL_KNOWN_BUGS
-/* Each is the smallest case of one switch at the top of this file, in
+/* ---- The rules this test found broken, each on its own ------------------------------------- */
+/* Each is the smallest case of a rule named at the top of this file, in
  * the environment of test_access_env.h (4-level paging, an MMIO page at
  * MMIO_GPA that logs its callbacks); the last loads 32-bit paging there. */
 
 static const uint64_t KVA = 0x0000400000100000ull;
 
-static int known_setup(void **state)
+static int rule_setup(void **state)
 {
     struct acc_env *e = calloc(1, sizeof(*e));
     if (!e)
@@ -1777,7 +1686,7 @@ static int known_setup(void **state)
     return 0;
 }
 
-static int known_teardown(void **state)
+static int rule_teardown(void **state)
 {
     struct acc_env *e = *state;
     acc_env_fini(e);
@@ -1785,10 +1694,10 @@ static int known_teardown(void **state)
     return 0;
 }
 
-/* CANONICAL_FIRST: bytes 0x7fffffffffff and 0x800000000000; the first
+/* Bytes 0x7fffffffffff and 0x800000000000; the first
  * page is not present.  SDM: #GP(0) (the second byte is not canonical),
- * no page walked.  vmmu: #PF, error code 0, CR2 0x7fffffffffff. */
-static void known_access_crossing_out_of_canonical_form_raises_gp_before_paging(void **state)
+ * no page walked (vmmu used to raise #PF, CR2 0x7fffffffffff). */
+static void access_crossing_out_of_canonical_form_raises_gp_before_paging(void **state)
 {
     struct acc_env *e = *state;
     uint16_t v = 0;
@@ -1797,17 +1706,17 @@ static void known_access_crossing_out_of_canonical_form_raises_gp_before_paging(
     assert_int_equal(f.vector, VMMU_X86_VEC_GP);
     assert_int_equal(f.error_code, 0);
     /* With the first page present and its PTE's A clear: still #GP, and
-     * nothing translated, so A stays clear (vmmu sets it). */
+     * nothing translated, so A stays clear. */
     uint64_t pte = amap(e, 0x00007ffffffff000ull, 8 * MiB, E_P | E_RW);
     assert_int_equal(vmmu_access_load(acc_vcpu(e), 0x00007fffffffffffull, 2, 0, &v, &f), 0);
     assert_int_equal(f.vector, VMMU_X86_VEC_GP);
     assert_int_equal(get64(&e->t.env, pte) & E_A, 0);
 }
 
-/* CMPXCHG_WRITE_CYCLE: CMPXCHG on MMIO whose compare fails.  SDM: the
+/* CMPXCHG on MMIO whose compare fails.  SDM: the
  * destination receives a write cycle whatever the result: a read, then a
- * write of the old value.  vmmu: the read only. */
-static void known_failed_cmpxchg_on_mmio_writes_the_old_value_back(void **state)
+ * write of the old value (vmmu used to make the read only). */
+static void failed_cmpxchg_on_mmio_writes_the_old_value_back(void **state)
 {
     struct acc_env *e = *state;
     amap(e, KVA, MMIO_GPA, PTE_RW);
@@ -1829,11 +1738,10 @@ static void known_failed_cmpxchg_on_mmio_writes_the_old_value_back(void **state)
     assert_int_equal(e->mmio.op[1].value, 1);
 }
 
-/* STOS_DESCENDING: REP STOSD with DF=1 from offset 16 of an MMIO page,
- * 3 elements.  SDM: stores at 16, 12, 8 in that order.  vmmu: 8, 12, 16
- * (vmmu_prepared_set() runs upwards; REP MOVS goes element by element
- * in the instruction's order). */
-static void known_backward_rep_stos_to_mmio_stores_in_descending_order(void **state)
+/* REP STOSD with DF=1 from offset 16 of an MMIO page,
+ * 3 elements.  SDM: stores at 16, 12, 8 in that order (vmmu used to
+ * store each chunk upwards). */
+static void backward_rep_stos_to_mmio_stores_in_descending_order(void **state)
 {
     struct acc_env *e = *state;
     amap(e, KVA, MMIO_GPA, PTE_RW);
@@ -1848,11 +1756,11 @@ static void known_backward_rep_stos_to_mmio_stores_in_descending_order(void **st
     assert_int_equal(e->mmio.op[2].offset, 8);
 }
 
-/* REP_CR2_32BIT: 32-bit paging, page 0 mapped, page 0xfffff000 not;
+/* 32-bit paging, page 0 mapped, page 0xfffff000 not;
  * REP STOSB with DF=1 from 3, 8 elements.  Elements 3..0 are stored,
  * then RDI is 0xffffffffffffffff, whose linear address is 0xffffffff.
- * SDM: #PF with CR2 = 0xffffffff.  vmmu: CR2 = 0xffffffffffffffff. */
-static void known_backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2(void **state)
+ * SDM: #PF with CR2 = 0xffffffff (vmmu used to give RDI, all 64 bits). */
+static void backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2(void **state)
 {
     struct acc_env *e = *state;
     struct x86_env *env = &e->t.env;
@@ -1868,7 +1776,6 @@ static void known_backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2(void **
     assert_int_equal(f.vector, VMMU_X86_VEC_PF);
     assert_int_equal(f.cr2, 0xffffffffull);
 }
-#endif
 
 int main(void)
 {
@@ -1877,14 +1784,12 @@ int main(void)
         cmocka_unit_test_teardown(access_agrees_with_the_model_in_pae_paging, teardown),
         cmocka_unit_test_teardown(access_agrees_with_the_model_in_4level_paging, teardown),
         cmocka_unit_test_teardown(access_agrees_with_the_model_in_5level_paging, teardown),
-#if VMMU_ACCESS_MODEL_KNOWN_BUGS
-#define K(name) cmocka_unit_test_setup_teardown(name, known_setup, known_teardown)
-        K(known_access_crossing_out_of_canonical_form_raises_gp_before_paging),
-        K(known_failed_cmpxchg_on_mmio_writes_the_old_value_back),
-        K(known_backward_rep_stos_to_mmio_stores_in_descending_order),
-        K(known_backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2),
+#define K(name) cmocka_unit_test_setup_teardown(name, rule_setup, rule_teardown)
+        K(access_crossing_out_of_canonical_form_raises_gp_before_paging),
+        K(failed_cmpxchg_on_mmio_writes_the_old_value_back),
+        K(backward_rep_stos_to_mmio_stores_in_descending_order),
+        K(backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2),
 #undef K
-#endif
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
