@@ -1645,28 +1645,12 @@ static void in_mode(enum mmode mode)
         assert_true(tot.noncanonical > 0);
 }
 
-static void access_agrees_with_the_model_in_32bit_paging(void **state)
-{
-    (void)state;
-    in_mode(M32);
-}
+/* One test per paging mode; the test's state names the mode. */
+static enum mmode mode_of[NMODES] = {M32, MPAE, M4, M5};
 
-static void access_agrees_with_the_model_in_pae_paging(void **state)
+static void agrees_in_mode(void **state)
 {
-    (void)state;
-    in_mode(MPAE);
-}
-
-static void access_agrees_with_the_model_in_4level_paging(void **state)
-{
-    (void)state;
-    in_mode(M4);
-}
-
-static void access_agrees_with_the_model_in_5level_paging(void **state)
-{
-    (void)state;
-    in_mode(M5);
+    in_mode(*(const enum mmode *)*state);
 }
 
 /* ---- The rules this test found broken, each on its own ------------------------------------- */
@@ -1780,10 +1764,10 @@ static void backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(access_agrees_with_the_model_in_32bit_paging, teardown),
-        cmocka_unit_test_teardown(access_agrees_with_the_model_in_pae_paging, teardown),
-        cmocka_unit_test_teardown(access_agrees_with_the_model_in_4level_paging, teardown),
-        cmocka_unit_test_teardown(access_agrees_with_the_model_in_5level_paging, teardown),
+        {"access_agrees_with_the_model_in_32bit_paging", agrees_in_mode, NULL, teardown, &mode_of[M32]},
+        {"access_agrees_with_the_model_in_pae_paging", agrees_in_mode, NULL, teardown, &mode_of[MPAE]},
+        {"access_agrees_with_the_model_in_4level_paging", agrees_in_mode, NULL, teardown, &mode_of[M4]},
+        {"access_agrees_with_the_model_in_5level_paging", agrees_in_mode, NULL, teardown, &mode_of[M5]},
 #define K(name) cmocka_unit_test_setup_teardown(name, rule_setup, rule_teardown)
         K(access_crossing_out_of_canonical_form_raises_gp_before_paging),
         K(failed_cmpxchg_on_mmio_writes_the_old_value_back),

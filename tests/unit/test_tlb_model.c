@@ -836,37 +836,21 @@ static void in_mode(enum mmode mode)
         assert_true(tot.warm > 0);
 }
 
-static void tlb_agrees_with_the_walker_in_32bit_paging(void **state)
-{
-    (void)state;
-    in_mode(M32);
-}
+/* One test per paging mode; the test's state names the mode. */
+static enum mmode mode_of[NMODES] = {M32, MPAE, M4, M5};
 
-static void tlb_agrees_with_the_walker_in_pae_paging(void **state)
+static void agrees_in_mode(void **state)
 {
-    (void)state;
-    in_mode(MPAE);
-}
-
-static void tlb_agrees_with_the_walker_in_4level_paging(void **state)
-{
-    (void)state;
-    in_mode(M4);
-}
-
-static void tlb_agrees_with_the_walker_in_5level_paging(void **state)
-{
-    (void)state;
-    in_mode(M5);
+    in_mode(*(const enum mmode *)*state);
 }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(tlb_agrees_with_the_walker_in_32bit_paging),
-        cmocka_unit_test(tlb_agrees_with_the_walker_in_pae_paging),
-        cmocka_unit_test(tlb_agrees_with_the_walker_in_4level_paging),
-        cmocka_unit_test(tlb_agrees_with_the_walker_in_5level_paging),
+        {"tlb_agrees_with_the_walker_in_32bit_paging", agrees_in_mode, NULL, NULL, &mode_of[M32]},
+        {"tlb_agrees_with_the_walker_in_pae_paging", agrees_in_mode, NULL, NULL, &mode_of[MPAE]},
+        {"tlb_agrees_with_the_walker_in_4level_paging", agrees_in_mode, NULL, NULL, &mode_of[M4]},
+        {"tlb_agrees_with_the_walker_in_5level_paging", agrees_in_mode, NULL, NULL, &mode_of[M5]},
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

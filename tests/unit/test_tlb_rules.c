@@ -142,14 +142,20 @@ static void readonly_page_gets_no_write_comparator_and_a_write_faults(void **sta
     assert_pf(acc(f, VA, VMMU_X86_ACC_WRITE), PF_P | PF_W);
 }
 
-static void mmio_and_rom_pages_go_to_the_slow_path_as_not_ram(void **state)
+/* A page of MMIO at 64 MiB and a page of ROM at 65 MiB. */
+static void add_mmio_and_rom(struct fx *f)
 {
-    struct fx *f = *state;
     static const struct vmmu_mmio_ops ops = {0};
     struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = 64 * MiB, .size = 4096, .mmio = &ops};
     struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 65 * MiB, .size = 4096};
     assert_int_equal(vmmu_region_add(f->t.env.vm, &mmio, NULL), 0);
     assert_int_equal(vmmu_region_add(f->t.env.vm, &rom, NULL), 0);
+}
+
+static void mmio_and_rom_pages_go_to_the_slow_path_as_not_ram(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
     tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_RW | E_A | E_D);
     tmap(&f->t, f->root, VA2, 1, UP, (65 * MiB) | E_P | E_RW | E_A | E_D);
     tlb_load(&f->t, f->root, 0, 0, 0);
@@ -169,11 +175,7 @@ static void mmio_and_rom_pages_go_to_the_slow_path_as_not_ram(void **state)
 static void first_write_to_a_clean_mmio_or_rom_page_sets_d(void **state)
 {
     struct fx *f = *state;
-    static const struct vmmu_mmio_ops ops = {0};
-    struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = 64 * MiB, .size = 4096, .mmio = &ops};
-    struct vmmu_region_desc rom = {.type = VMMU_MEM_ROM, .gpa = 65 * MiB, .size = 4096};
-    assert_int_equal(vmmu_region_add(f->t.env.vm, &mmio, NULL), 0);
-    assert_int_equal(vmmu_region_add(f->t.env.vm, &rom, NULL), 0);
+    add_mmio_and_rom(f);
     /* A hole too: beyond every region. */
     static const uint64_t gpas[] = {64 * MiB, 65 * MiB, 80 * MiB};
     uint64_t pte[3];
