@@ -113,8 +113,6 @@
 #define SPAN_BYTES (64 * 1024)
 #define NLOG_MAX (2 * LEN_MAX)
 
-enum mmode { M32, MPAE, M4, M5, NMODES };
-static const char *const mode_names[NMODES] = {"32-bit", "PAE", "4-level", "5-level"};
 
 /* What a guest-physical page is, in the model. */
 enum kind { K_RAM, K_ROM, K_ROMR, K_MMIO_A, K_MMIO_B, K_HOLE };
@@ -314,41 +312,21 @@ static uint64_t get_e(const struct model *m, uint64_t gpa)
     return m->ew == 4 ? get32(&m->t.env, gpa) : get64(&m->t.env, gpa);
 }
 
-static uint64_t slot_of(const struct model *m, uint64_t table, uint64_t va, unsigned level)
-{
-    if (m->mode == M32)
-        return table + 4 * ((va >> (12 + 10 * (level - 1))) & 1023);
-    if (m->mode == MPAE && level == 3)
-        return table + 8 * ((va >> 30) & 3);
-    return slot9(table, va, level);
-}
-
-static uint64_t table_of(const struct model *m, uint64_t e)
-{
-    return e & (m->mode == M32 ? 0xfffff000ull : ADDR_MASK);
-}
-
-/* Flags of a non-leaf entry (a PAE PDPTE has no R/W or U/S). */
-static uint64_t upper_flags(const struct model *m, unsigned level)
-{
-    return m->mode == MPAE && level == 3 ? E_P : E_P | E_RW | E_US;
-}
-
 /* Record in vp->ent the entries of @vp->va from @level down to @stop,
  * making the missing tables on the way. */
 static void ensure(struct model *m, struct vpage *vp, uint64_t table, unsigned level, unsigned stop)
 {
     for (;; level--) {
-        uint64_t at = slot_of(m, table, vp->va, level);
+        uint64_t at = mode_slot(m->mode, table, vp->va, level);
         vp->ent[level] = at;
         if (level == stop)
             return;
         uint64_t e = get_e(m, at);
         if (!(e & E_P)) {
-            e = env_page(&m->t.env) | upper_flags(m, level);
+            e = env_page(&m->t.env) | mode_upper_flags(m->mode, level);
             put_e(m, at, e);
         }
-        table = table_of(m, e);
+        table = mode_table(m->mode, e);
     }
 }
 
@@ -409,9 +387,8 @@ static void add_window(struct model *m, uint64_t va, unsigned n)
 
 static void build(struct model *m)
 {
-    static const unsigned tops[NMODES] = {2, 3, 4, 5};
     m->ew = m->mode == M32 ? 4 : 8;
-    m->top = tops[m->mode];
+    m->top = mode_top_level(m->mode);
     uint64_t big_size = m->mode == M32 ? 4 * MiB : 2 * MiB;
     m->root = env_page(&m->t.env);
 
@@ -449,7 +426,7 @@ static void build(struct model *m)
         vp->big = vp->va >= BIG_VA && vp->va < BIG_VA + big_size;
         if (vp->big) {
             ensure(m, vp, m->root, m->top, 2);
-            vp->ent[1] = slot_of(m, m->big_table, vp->va, 1);
+            vp->ent[1] = mode_slot(m->mode, m->big_table, vp->va, 1);
         } else {
             ensure(m, vp, m->root, m->top, 1);
         }
@@ -1393,7 +1370,7 @@ static void edit(struct model *m)
              * windows) must not stay restrictive for long. */
             unsigned i = rn(m, m->nbad);
             uint64_t at = m->bad[i];
-            put_e(m, at, table_of(m, get_e(m, at)) | upper_flags(m, m->level_of_bad[i]) |
+            put_e(m, at, mode_table(m->mode, get_e(m, at)) | mode_upper_flags(m->mode, m->level_of_bad[i]) |
                              (rn(m, 2) ? E_A : 0));
             m->bad[i] = m->bad[--m->nbad];
             m->level_of_bad[i] = m->level_of_bad[m->nbad];
@@ -1404,7 +1381,7 @@ static void edit(struct model *m)
         unsigned level = 2 + rn(m, m->top - 1);
         if ((m->mode == MPAE && level == 3) || (vp->big && level == 2))
             break; /* PDPTE registers; the flipping PDE */
-        uint64_t v = table_of(m, get_e(m, vp->ent[level])) | E_P;
+        uint64_t v = mode_table(m->mode, get_e(m, vp->ent[level])) | E_P;
         unsigned i;
         for (i = 0; i < m->nbad && m->bad[i] != vp->ent[level]; i++)
             ;

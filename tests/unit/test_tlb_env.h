@@ -79,4 +79,39 @@ static inline void *tacc(struct tlb_env *t, uint64_t va, unsigned size, unsigned
     return vmmu_tlb_translate(t->vcpu, va, size, access, res ? res : &scratch);
 }
 
+/* ---- The four paging modes, for the model tests ------------------------------ */
+
+enum mmode { M32, MPAE, M4, M5, NMODES };
+static const char *const mode_names[NMODES] = {"32-bit", "PAE", "4-level", "5-level"};
+
+/* Level of the table CR3 points at (PAE: the PDPT). */
+static inline unsigned mode_top_level(enum mmode mode)
+{
+    static const unsigned top[NMODES] = {2, 3, 4, 5};
+    return top[mode];
+}
+
+/* Where the entry for @va at @level lives in the table at @table. */
+static inline uint64_t mode_slot(enum mmode mode, uint64_t table, uint64_t va, unsigned level)
+{
+    if (mode == M32)
+        return table + 4 * ((va >> (12 + 10 * (level - 1))) & 1023);
+    if (mode == MPAE && level == 3)
+        return table + 8 * ((va >> 30) & 3);
+    return table + 8 * ((va >> (12 + 9 * (level - 1))) & 511);
+}
+
+/* The table an entry points at. */
+static inline uint64_t mode_table(enum mmode mode, uint64_t e)
+{
+    return e & (mode == M32 ? 0xfffff000ull : ADDR_MASK);
+}
+
+/* Flags of a non-leaf entry that points at a table (a PAE PDPTE has no
+ * R/W or U/S: those bits are reserved there). */
+static inline uint64_t mode_upper_flags(enum mmode mode, unsigned level)
+{
+    return mode == MPAE && level == 3 ? E_P : E_P | E_RW | E_US;
+}
+
 #endif /* VMMU_TEST_TLB_ENV_H */

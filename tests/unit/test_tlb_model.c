@@ -73,8 +73,6 @@ static const uint64_t C_BASE_LONG = 0x8000000000ull;  /* PML4 slot 1 */
 static const uint64_t D_BASE = 0x40000000ull;      /* PDPTE 1 of PML4 slot 0 */
 static const uint64_t E_BASE = 0xffffff8000000000ull; /* the last PML4 (and PML5) slot */
 
-enum mmode { M32, MPAE, M4, M5, NMODES };
-static const char *const mode_names[NMODES] = {"32-bit", "PAE", "4-level", "5-level"};
 
 struct model {
     struct tlb_env t;
@@ -138,48 +136,20 @@ static uint64_t get_e(const struct model *m, uint64_t gpa)
     return m->ew == 4 ? get32(&m->t.env, gpa) : get64(&m->t.env, gpa);
 }
 
-static unsigned top_level(const struct model *m)
-{
-    static const unsigned top[NMODES] = {2, 3, 4, 5};
-    return top[m->mode];
-}
-
-/* Where the entry for @va at @level lives in the table at @table. */
-static uint64_t slot_of(const struct model *m, uint64_t table, uint64_t va, unsigned level)
-{
-    if (m->mode == M32)
-        return table + 4 * ((va >> (12 + 10 * (level - 1))) & 1023);
-    if (m->mode == MPAE && level == 3)
-        return table + 8 * ((va >> 30) & 3);
-    return slot9(table, va, level);
-}
-
-static uint64_t table_of(const struct model *m, uint64_t e)
-{
-    return e & (m->mode == M32 ? 0xfffff000ull : ADDR_MASK);
-}
-
-/* Flags of a non-leaf entry that points at a table (a PAE PDPTE has no
- * R/W or U/S: those bits are reserved there). */
-static uint64_t upper_flags(const struct model *m, unsigned level)
-{
-    return m->mode == MPAE && level == 3 ? E_P : E_P | E_RW | E_US;
-}
-
 /* The gpa of the entry for @va at level @stop under @table (a table of
  * level @level), making the missing tables on the way. */
 static uint64_t ensure(struct model *m, uint64_t table, unsigned level, uint64_t va, unsigned stop)
 {
     for (; level > stop; level--) {
-        uint64_t at = slot_of(m, table, va, level);
+        uint64_t at = mode_slot(m->mode, table, va, level);
         uint64_t e = get_e(m, at);
         if (!(e & E_P)) {
-            e = env_page(&m->t.env) | upper_flags(m, level);
+            e = env_page(&m->t.env) | mode_upper_flags(m->mode, level);
             put_e(m, at, e);
         }
-        table = table_of(m, e);
+        table = mode_table(m->mode, e);
     }
-    return slot_of(m, table, va, stop);
+    return mode_slot(m->mode, table, va, stop);
 }
 
 /* A random leaf: a 4 KiB page (@large 0), the large page of region B (2)
@@ -259,7 +229,7 @@ static void clear_pcid_stale(struct model *m, unsigned p)
 
 static void build(struct model *m)
 {
-    unsigned top = top_level(m);
+    unsigned top = mode_top_level(m->mode);
     uint64_t c_base = long_mode(m) ? C_BASE_LONG : C_BASE_LEGACY;
     m->ew = m->mode == M32 ? 4 : 8;
     m->nroot = long_mode(m) ? NPCID : 1;
@@ -285,10 +255,10 @@ static void build(struct model *m)
     }
     m->pde_a = ensure(m, r0, top, A_BASE, 2);
     m->pde_b = ensure(m, r0, top, B_BASE, 2);
-    m->pt_b = table_of(m, get_e(m, m->pde_b));
+    m->pt_b = mode_table(m->mode, get_e(m, m->pde_b));
     if (long_mode(m)) {
         m->pdpte_d = ensure(m, r0, top, D_BASE, 3);
-        m->pd_d = table_of(m, get_e(m, m->pdpte_d));
+        m->pd_d = mode_table(m->mode, get_e(m, m->pdpte_d));
     }
 
     /* The other roots share root[0]'s first PML4 slot (regions A, B and
@@ -298,8 +268,8 @@ static void build(struct model *m)
             uint64_t pml4 = m->root[p] = env_page(&m->t.env), pml4_0 = r0;
             if (m->mode == M5) {
                 pml4 = env_page(&m->t.env);
-                put_e(m, m->root[p], pml4 | upper_flags(m, 5));
-                pml4_0 = table_of(m, get_e(m, r0));
+                put_e(m, m->root[p], pml4 | mode_upper_flags(m->mode, 5));
+                pml4_0 = mode_table(m->mode, get_e(m, r0));
             }
             put_e(m, pml4, get_e(m, pml4_0));
             put_e(m, m->root[p] + 511 * 8, get_e(m, r0 + 511 * 8));
@@ -618,7 +588,7 @@ static void edit(struct model *m)
         break;
     }
     case 4: { /* region A's PDE rights: the paging-structure caches hold them */
-        uint64_t v = table_of(m, get_e(m, m->pde_a));
+        uint64_t v = mode_table(m->mode, get_e(m, m->pde_a));
         v |= E_P | (rn(m, 4) ? E_RW : 0) | (rn(m, 4) ? E_US : 0);
         if (m->mode != M32 && rn(m, 4) == 0)
             v |= E_NX;
