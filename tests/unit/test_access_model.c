@@ -227,10 +227,7 @@ struct model {
 
 static uint64_t rnd(struct model *m)
 {
-    m->rng ^= m->rng << 13;
-    m->rng ^= m->rng >> 7;
-    m->rng ^= m->rng << 17;
-    return m->rng;
+    return model_rnd(&m->rng);
 }
 
 static unsigned rn(struct model *m, unsigned n)
@@ -240,7 +237,7 @@ static unsigned rn(struct model *m, unsigned n)
 
 static bool long_mode(const struct model *m)
 {
-    return m->mode >= M4;
+    return mode_long(m->mode);
 }
 
 /* Whether @va is canonical: bits 63 down to 47 (56 with 5-level paging)
@@ -1588,18 +1585,10 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     live = NULL;
 }
 
-/* VMMU_ACCESS_MODEL_SEEDS raises the seeds per mode for a longer search. */
-static unsigned seeds_per_mode(void)
-{
-    const char *s = getenv("VMMU_ACCESS_MODEL_SEEDS");
-    long n = s ? strtol(s, NULL, 10) : 0;
-    return n > 0 && n < 10000000 ? (unsigned)n : 16;
-}
-
 static void in_mode(enum mmode mode)
 {
     struct totals tot = {0};
-    unsigned n = seeds_per_mode();
+    unsigned n = model_seeds("VMMU_ACCESS_MODEL_SEEDS", 16); /* more for a longer search */
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(mode, seed, 3000, &tot);
     print_message("access model, %s paging: %lu accesses checked (%lu faults, %lu #GP/#SS), "

@@ -84,6 +84,29 @@ static inline void *tacc(struct tlb_env *t, uint64_t va, unsigned size, unsigned
 enum mmode { M32, MPAE, M4, M5, NMODES };
 static const char *const mode_names[NMODES] = {"32-bit", "PAE", "4-level", "5-level"};
 
+static inline bool mode_long(enum mmode mode)
+{
+    return mode >= M4;
+}
+
+/* The model tests' random stream (xorshift64). */
+static inline uint64_t model_rnd(uint64_t *state)
+{
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    return *state;
+}
+
+/* Seeds per paging mode: the environment variable @env when it holds a
+ * positive number (for a longer search), else @fallback. */
+static inline unsigned model_seeds(const char *env, unsigned fallback)
+{
+    const char *s = getenv(env);
+    long n = s ? strtol(s, NULL, 10) : 0;
+    return n > 0 && n < 10000000 ? (unsigned)n : fallback;
+}
+
 /* Level of the table CR3 points at (PAE: the PDPT). */
 static inline unsigned mode_top_level(enum mmode mode)
 {

@@ -107,10 +107,7 @@ struct model {
 
 static uint64_t rnd(struct model *m)
 {
-    m->rng ^= m->rng << 13;
-    m->rng ^= m->rng >> 7;
-    m->rng ^= m->rng << 17;
-    return m->rng;
+    return model_rnd(&m->rng);
 }
 
 static unsigned rn(struct model *m, unsigned n)
@@ -120,7 +117,7 @@ static unsigned rn(struct model *m, unsigned n)
 
 static bool long_mode(const struct model *m)
 {
-    return m->mode >= M4;
+    return mode_long(m->mode);
 }
 
 static void put_e(struct model *m, uint64_t gpa, uint64_t v)
@@ -776,18 +773,10 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     free(m);
 }
 
-/* VMMU_MODEL_SEEDS raises the seeds per mode for a longer search. */
-static unsigned seeds_per_mode(void)
-{
-    const char *s = getenv("VMMU_MODEL_SEEDS");
-    long n = s ? strtol(s, NULL, 10) : 0;
-    return n > 0 && n < 1000000 ? (unsigned)n : 12;
-}
-
 static void in_mode(enum mmode mode)
 {
     struct totals tot = {0};
-    unsigned n = seeds_per_mode();
+    unsigned n = model_seeds("VMMU_MODEL_SEEDS", 12); /* more for a longer search */
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(mode, seed, 4000, &tot);
     print_message("model, %s paging: %lu accesses checked (%lu faults), %lu allowed to be "
