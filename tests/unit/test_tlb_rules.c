@@ -759,6 +759,83 @@ static void invlpg_drops_paging_structure_caches_of_the_current_pcid(void **stat
     assert_maps(f, va3, DATA(9)); /* walked under the new PDE, not the cached old one */
 }
 
+/* ---- wrong arguments ---------------------------------------------------------- */
+
+/* Every vCPU call given a NULL vCPU, a NULL out-pointer or an impossible
+ * value returns VMMU_EINVAL and leaves the vCPU as it was: the cached
+ * translation stays, the registers and statistics do not move. */
+static void vcpu_calls_with_wrong_arguments_get_einval_and_change_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_vcpu *v = f->t.vcpu;
+    struct vmmu_x86_fault fl;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    const struct vmmu_x86_paging before = *vmmu_vcpu_paging(v);
+    struct vmmu_tlb_stats s0 = stats(f);
+
+    assert_int_equal(vmmu_vcpu_create(NULL, NULL, &(struct vmmu_vcpu *){NULL}), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_create(f->t.env.vm, NULL, NULL), VMMU_EINVAL);
+    const struct vmmu_x86_cpu bad_cpu[] = {
+        {(enum vmmu_x86_vendor)7, VMMU_X86_FEAT_ALL, 0},          /* no such vendor */
+        {VMMU_X86_VENDOR_AMD, VMMU_X86_FEAT_ALL + 1, 0},          /* unknown feature bit */
+        {VMMU_X86_VENDOR_INTEL, VMMU_X86_FEAT_LA57, 0},           /* LA57 without long mode */
+        {VMMU_X86_VENDOR_INTEL, VMMU_X86_FEAT_ALL, VMMU_X86_MAXPHYADDR_MIN - 1},
+        {VMMU_X86_VENDOR_INTEL, VMMU_X86_FEAT_ALL, VMMU_X86_MAXPHYADDR_MAX + 1},
+    };
+    for (unsigned i = 0; i < sizeof(bad_cpu) / sizeof(bad_cpu[0]); i++) {
+        struct vmmu_vcpu *out = (struct vmmu_vcpu *)(uintptr_t)1; /* must stay untouched */
+        assert_int_equal(vmmu_vcpu_create(f->t.env.vm, &bad_cpu[i], &out), VMMU_EINVAL);
+        assert_ptr_equal(out, (struct vmmu_vcpu *)(uintptr_t)1);
+    }
+    vmmu_vcpu_destroy(NULL);
+    assert_null(vmmu_vcpu_paging(NULL));
+    assert_int_equal(vmmu_vcpu_tlb_entries(NULL), 0);
+
+    assert_int_equal(vmmu_vcpu_set_cr0(NULL, before.cr0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cr0(v, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cr3(NULL, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cr3(v, f->root2, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cr4(NULL, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cr4(v, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_efer(NULL, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_efer(v, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_pkru(NULL, ~0u, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_pkru(v, ~0u, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_pkrs(NULL, ~0u, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_pkrs(v, ~0u, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_rflags(NULL, 2), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cpl(NULL, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cpl(v, 4), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_cpl(v, ~0u), VMMU_EINVAL);
+    struct vmmu_x86_regs r = regs_4level(f->root2);
+    assert_int_equal(vmmu_vcpu_set_state(NULL, &r), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_set_state(v, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_invlpg(NULL, VA), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_invpcid(NULL, VMMU_INVPCID_ALL_GLOBAL, 0, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_invpcid(v, VMMU_INVPCID_ALL_GLOBAL, 0, 0, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_stats(NULL, &s0), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_stats(v, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_stats_reset(NULL), VMMU_EINVAL);
+
+    /* Nothing moved: same registers, the translation still hits inline,
+     * and no flush or fill was counted. */
+    const struct vmmu_x86_paging *after = vmmu_vcpu_paging(v);
+    assert_int_equal(after->cr0, before.cr0);
+    assert_int_equal(after->cr3, before.cr3);
+    assert_int_equal(after->cr4, before.cr4);
+    assert_int_equal(after->efer, before.efer);
+    assert_int_equal(after->cpl, before.cpl);
+    assert_int_equal(after->pkru, before.pkru);
+    assert_int_equal(after->pkrs, before.pkrs);
+    assert_int_equal(after->rflags, before.rflags);
+    struct vmmu_tlb_stats s1 = stats(f);
+    assert_memory_equal(&s1, &s0, sizeof(s0));
+    assert_ptr_equal(vmmu_tlb_lookup_read(v, VA + 8, 8), hpa(&f->t, DATA(1) + 8));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -807,6 +884,7 @@ int main(void)
         T(an_idle_context_shrinks_after_a_window_of_flushes),
         T(a_warm_miss_reads_one_level_from_the_paging_structure_cache),
         T(invlpg_drops_paging_structure_caches_of_the_current_pcid),
+        T(vcpu_calls_with_wrong_arguments_get_einval_and_change_nothing),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
