@@ -400,7 +400,9 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *vcpu, struct vmmu_rep *r, uint64_t bu
 /** A watchpoint hit. */
 struct vmmu_watch_hit {
     uint32_t id;        /**< the watchpoint */
-    unsigned flags;     /**< VMMU_WATCH_READ or _WRITE: the access that hit; | BEFORE if it was stopped */
+    unsigned flags;     /**< VMMU_WATCH_READ or _WRITE: the access that hit (a locked
+                             read-modify-write stopped by a watchpoint of both kinds:
+                             both); | BEFORE if it was stopped */
     uint64_t va;        /**< first byte of the access that hit */
     uint32_t len;       /**< its length */
 };

@@ -82,6 +82,8 @@ const struct vmmu_access_fast *vmmu_access_fast(const struct vmmu_vcpu *v)
 
 static unsigned watch_kind_of(unsigned access)
 {
+    if (access & ACC_LOCKED_RMW)
+        return ACC_KIND_READ | ACC_KIND_WRITE;
     return (access & VMMU_X86_ACC_WRITE) ? ACC_KIND_WRITE : ACC_KIND_READ;
 }
 
@@ -144,6 +146,8 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
     uint64_t page = va & VMMU_PAGE_MASK;
     uint64_t gpa_page;
     int rc;
+    unsigned watch_kind = watch_kind_of(access);
+    access &= VMMU_X86_ACC_ALL;
 
     vmmu__fault_none(fault);
     if (latch && vmmu__latch_xlate_find(a, page, access, &gpa_page)) {
@@ -209,7 +213,7 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
                 return rc;
         }
     }
-    if (a->nwatch && vmmu__watch_check(a, va, len, watch_kind_of(access), false)) {
+    if (a->nwatch && vmmu__watch_check(a, va, len, watch_kind, false)) {
         fault->vector = VMMU_ACCESS_STOP_WATCH;
         return 0;
     }
@@ -460,7 +464,7 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
     } else if (!p.host) {
         out->why = why_for(p.type);
     } else if (v->access->nwatch &&
-               vmmu__watch_first_before(v->access, va, size, VMMU_WATCH_ACCESS) != va + size) {
+               vmmu__watch_first_before(v->access, va, size, VMMU_WATCH_ACCESS) != size) {
         out->why = VMMU_PROBE_WATCH;
     } else if (v->access->nwatch && v->watch_kinds &&
                (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << access_kind_of(access)))) {

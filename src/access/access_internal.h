@@ -169,6 +169,10 @@ static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, 
 /* Access kinds for watchpoint checks. */
 #define ACC_KIND_READ VMMU_WATCH_READ
 #define ACC_KIND_WRITE VMMU_WATCH_WRITE
+/* An access bit of the access part's own, outside VMMU_X86_ACC_ALL (never
+ * passed on to the TLB): a locked read-modify-write, translated as a
+ * write, whose BEFORE watchpoints of either kind stop it. */
+#define ACC_LOCKED_RMW (1u << 16)
 
 /* access.c */
 /* Translate and check [va, va + len) (inside one page) for @access: the
@@ -220,9 +224,11 @@ void vmmu__latch_hook_update(struct vmmu__access_vcpu *a);
  * "after" hits when @record_after. */
 bool vmmu__watch_check(struct vmmu__access_vcpu *a, uint64_t va, uint32_t len, unsigned kind,
                        bool record_after);
-/* First byte of [va, va + len) covered by a BEFORE watchpoint for @kind,
- * or va + len if none. */
-uint64_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+/* Offset in [va, va + len) of the first byte a BEFORE watchpoint for
+ * @kind covers, or len if none.  (Both take linear addresses as the
+ * access computed them: outside IA-32e paging only bits 31:0 count, and
+ * a range past 0xffffffff goes on at 0.) */
+uint32_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
                                   unsigned kind);
 void vmmu__watch_fini(struct vmmu__access_vcpu *a);
 

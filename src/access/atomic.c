@@ -128,7 +128,8 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     struct vmmu__access_vcpu *a = v->access;
     struct piece p[2];
     unsigned n = 0;
-    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE, p, &n, fault);
+    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE | ACC_LOCKED_RMW,
+                                      p, &n, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;
     bool ram = p[0].host && p[0].type == VMMU_MEM_RAM &&
@@ -148,9 +149,9 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         if (rc)
             return rc;
     }
-    if (a->nwatch) {
-        (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_READ, true);
-        (void)vmmu__watch_check(a, p[0].va, size, ACC_KIND_WRITE, true);
+    for (unsigned i = 0; i < n && a->nwatch; i++) {
+        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_READ, true);
+        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_WRITE, true);
     }
     if (ram && !split) {
         ram_update(p[0].host, size, fn, ctx, old);

@@ -52,20 +52,17 @@ static uint64_t before_watch(struct vmmu__access_vcpu *a, uint64_t addr, uint64_
     if (!a->nwatch)
         return k;
     uint64_t lo = low(addr, k, elem, backward);
-    uint64_t first = vmmu__watch_first_before(a, lo, (uint32_t)(k * elem), kind);
-    if (first == lo + k * elem)
+    uint32_t bytes = (uint32_t)(k * elem);
+    uint32_t first = vmmu__watch_first_before(a, lo, bytes, kind);
+    if (first == bytes)
         return k;
     if (!backward)
-        return (first - lo) / elem;
-    /* Going down: elements entirely above the watched byte's element... */
-    uint64_t last_hit = lo; /* conservative: find the highest watched byte */
-    for (uint64_t b = lo + k * elem; b-- > lo;) {
-        if (vmmu__watch_first_before(a, b, 1, kind) == b) {
-            last_hit = b;
-            break;
-        }
-    }
-    return (addr + elem - 1 - last_hit) / elem;
+        return first / elem;
+    /* Going down: the elements above the highest watched byte. */
+    uint32_t b = bytes;
+    while (b-- > first && vmmu__watch_first_before(a, lo + b, 1, kind) != 0)
+        ;
+    return (bytes - 1 - b) / elem;
 }
 
 static int rep_args(struct vmmu_vcpu *v, struct vmmu_rep *r, struct vmmu_x86_fault *fault)

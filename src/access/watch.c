@@ -118,38 +118,66 @@ static void record_hit(struct vmmu__access_vcpu *a, const struct watchpoint *w, 
     h->len = len;
 }
 
+/* Linear addresses have 32 bits outside IA-32e paging: an access's bytes
+ * past 0xffffffff are those from 0 up (and in IA-32e paging, bytes past
+ * the top of the address space are those from 0 up too). */
+static uint64_t la_mask(const struct vmmu__access_vcpu *a)
+{
+    return a->vcpu->pg.mode < VMMU_X86_MODE_4LEVEL ? 0xffffffffull : ~0ull;
+}
+
+/* Offset in the access [@va, @va + @len) (@va inside @mask) of its first
+ * byte that @w covers, or @len when none.  An access that wraps is two
+ * ranges: [va, mask] and [0, rest]. */
+static uint64_t first_covered(const struct watchpoint *w, uint64_t va, uint32_t len,
+                              uint64_t mask)
+{
+    uint64_t last = (va + (len - 1)) & mask;
+    uint64_t top = last < va ? mask : last; /* the end of the first range */
+    if (overlaps(w, va, top))
+        return (w->va > va ? w->va : va) - va;
+    if (last < va && overlaps(w, 0, last))
+        return (top - va + 1) + w->va; /* w->va <= last: inside the wrapped part */
+    return len;
+}
+
 bool vmmu__watch_check(struct vmmu__access_vcpu *a, uint64_t va, uint32_t len, unsigned kind,
                        bool record_after)
 {
-    uint64_t last = va + len - 1;
+    uint64_t mask = la_mask(a);
+    va &= mask;
     for (unsigned i = 0; i < a->nwatch; i++) {
         const struct watchpoint *w = &a->watch[i];
-        if (!(w->flags & kind) || !overlaps(w, va, last))
+        if (!(w->flags & kind) || first_covered(w, va, len, mask) == len)
             continue;
+        /* What the watchpoint watches of what the access does: READ,
+         * WRITE, or both for a locked read-modify-write. */
+        unsigned did = w->flags & kind & VMMU_WATCH_ACCESS;
         bool before = (w->flags & VMMU_WATCH_BEFORE) != 0;
         if (before && !record_after) {
-            record_hit(a, w, va, len, kind | VMMU_WATCH_BEFORE);
+            record_hit(a, w, va, len, did | VMMU_WATCH_BEFORE);
             return true;
         }
         if (!before && record_after)
-            record_hit(a, w, va, len, kind);
+            record_hit(a, w, va, len, did);
     }
     return false;
 }
 
-uint64_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+uint32_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
                                   unsigned kind)
 {
-    uint64_t first = va + len, last = va + len - 1;
+    uint64_t mask = la_mask(a);
+    uint64_t first = len;
     for (unsigned i = 0; i < a->nwatch; i++) {
         const struct watchpoint *w = &a->watch[i];
-        if (!(w->flags & kind) || !(w->flags & VMMU_WATCH_BEFORE) || !overlaps(w, va, last))
+        if (!(w->flags & kind) || !(w->flags & VMMU_WATCH_BEFORE))
             continue;
-        uint64_t at = w->va > va ? w->va : va;
+        uint64_t at = first_covered(w, va & mask, len, mask);
         if (at < first)
             first = at;
     }
-    return first;
+    return (uint32_t)first;
 }
 
 int vmmu_watch_take_hits(struct vmmu_vcpu *v, struct vmmu_watch_hit *out, unsigned max,

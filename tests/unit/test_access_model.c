@@ -2,13 +2,14 @@
 /* Randomized model test of the access layer: the access functions
  * (vmmu_access_read/write/load/store/rmw/cmpxchg, prepared accesses and
  * their read/write/set, REP MOVS and REP STOS) and a reference see the
- * same random stream of accesses, page-table edits and register writes,
- * and must agree exactly.  Each seed runs in one paging mode (32-bit, PAE,
+ * same random stream of accesses, page-table edits, register writes and
+ * host calls (dirty logging, code marks, watchpoints), and must agree
+ * exactly.  Each seed runs in one paging mode (32-bit, PAE,
  * 4-level or 5-level).
  *
  * The reference is the test's own copy of guest memory (RAM, the ROMs'
- * contents, the MMIO devices' registers) plus vmmu_x86_walk_peek() for
- * translation.  An access of len bytes at va touches one page, or two
+ * contents, the MMIO devices' and the device model's registers) plus
+ * vmmu_x86_walk_peek() for translation (identity with paging off).  An access of len bytes at va touches one page, or two
  * when it crosses a page boundary (in 32-bit and PAE paging linear
  * addresses are 32 bits, so the second page of 0xfffffffe + 4 is page 0).
  * Each page is walked in ascending order for the access's kind, and the
@@ -35,27 +36,75 @@
  *    the faulting element and every element before it is complete; a
  *    negative code after progress in the same call comes back as 0 with
  *    the progress (access.h).
+ *  - the device-model page (VMMU_MEM_DEVICE) is served by the test's
+ *    device handler like a third MMIO device: the same pieces, in the
+ *    same order; each request names the page's region, offset and the
+ *    vCPU's id.
+ * Now and then CR0.PG is cleared (in 4/5-level seeds that leaves long
+ * mode, EFER.LMA=0) and set again later: while it is clear linear
+ * addresses are physical addresses of 32 bits, nothing faults, no entry
+ * is read, and the stream picks its addresses from physical runs (the
+ * data pages, the large page's tail, the ROMs, each device, the hole, and
+ * 0xfffff000, whose next page is page 0) instead of the windows.
+ * The host side of the stream:
+ *  - dirty logging of the RAM region goes on (all bits cleared) and off
+ *    (bits kept), and vmmu_dirty_log_get_and_clear() is compared at
+ *    random points and at the end: every RAM page a write through vmmu
+ *    reached must be in it, data pages (any write that passed its checks,
+ *    a failed CMPXCHG and a write preparation included) and page-table
+ *    pages whose entries the walker gave an A or D bit; besides, only
+ *    pages that an access translated for writing before it faulted may
+ *    be; with logging off the call fails with VMMU_EINVAL;
+ *  - data pages are marked as code (vmmu_code_mark) and unmarked: each
+ *    write that passed its checks calls the code handler once per marked
+ *    page it reaches, with the page's gpa, before any byte of the page
+ *    changes (the handler compares the page with its contents before the
+ *    operation); reads, fetches and accesses that fault or stop call
+ *    nothing, and a second write finds no mark;
+ *  - watchpoints (up to three, READ, WRITE or both, with or without
+ *    BEFORE, on a few bytes, across a page boundary or whole pages) are
+ *    added and removed.  A BEFORE watchpoint over a page of an access, of
+ *    its kind, stops it once that page is translated (a fault on an
+ *    earlier page comes first): fault->vector VMMU_ACCESS_STOP_WATCH,
+ *    nothing accessed, one hit with BEFORE naming bytes of the access; a
+ *    string operation stops before the element whose source or
+ *    destination it covers, one hit per side.  Every other hit names
+ *    bytes the operation read or wrote, in that kind, overlapping its
+ *    watchpoint, and each watchpoint over bytes read or written has a
+ *    hit of that kind (how an access is cut into hits is the library's
+ *    choice).
  * After every operation the test compares guest RAM (the pages data may
  * reach and every page-table page), the ROMs and the devices' registers
- * with its copy, the MMIO callbacks that ran with the ones it expected,
+ * with its copy, the MMIO and device callbacks that ran with the ones it
+ * expected, the code handler's calls, the watchpoint hits,
  * and each paging-structure entry with what the walks said: an access
  * that completed leaves exactly levels[].new_value (A, and D on a write's
  * leaf); the pages an access translated before it faulted may have their
  * A/D bits set or not (a CPU may set them for a translation it used);
  * nothing else changes.  At the end of a seed all of RAM is compared.
  *
- * Four rules here were found broken by this test and are also checked
+ * Seven rules here were found broken by this test and are also checked
  * on their own at the end of the file: an access crossing out of
  * canonical form faults before paging; a failed CMPXCHG writes the old
  * value back; backward REP STOS stores in descending order; CR2 holds 32
- * bits outside IA-32e paging.
+ * bits outside IA-32e paging; a READ|BEFORE watchpoint stops RMW and
+ * CMPXCHG; REP MOVS/STOS outside IA-32e paging look for watchpoints at
+ * 32-bit linear addresses (RDI after a backward REP crossed 0, an
+ * element wrapping at 4 GiB); a locked access wrapping at 4 GiB reports
+ * the watchpoints on page 0.
+ *
+ * Not covered yet: the replay of an instruction (no device request
+ * pends, so no second pass runs), device handlers that fail, MMIO
+ * callbacks that fail, paged-out pages, probes (vmmu_access_probe*),
+ * the inline hit vmmu_access_probe_hit(), dirty logging of a region that
+ * is removed, and other vCPUs.
  *
  * Page tables are never edited between an access and its check, and each
  * edit is followed by an invalidation that covers it (INVLPG of the page
  * whose leaf changed, or a flush of everything), so no translation is
  * stale: the rules for stale translations are test_tlb_model's business.
- * Register writes (CPL, EFLAGS.AC, CR0.WP, CR4.SMEP/SMAP/PKE/PKS, PKRU,
- * PKRS, EFER.NXE) take effect at once, as the vCPU's setters promise.
+ * Register writes (CPL, EFLAGS.AC, CR0.WP, CR0.PG, CR4.SMEP/SMAP/PKE/PKS,
+ * PKRU, PKRS, EFER.NXE) take effect at once, as the vCPU's setters promise.
  * One access in four (when what it reads fits in the replay latch) runs
  * inside vmmu_insn_begin()/vmmu_insn_end(), where the latch records it;
  * its first pass must behave the same.
@@ -69,6 +118,7 @@
  *                 reports writes
  *   32 MiB        MMIO device A (2 pages), at 32 MiB + 64 KiB device B
  *                 (1 page): both behave as memory and log every callback
+ *   40 MiB        a device-model page (1 page), device C, likewise
  *   48 MiB        a hole
  * Linear windows, runs of consecutive pages whose 4 KiB leaves the stream
  * rewrites (pointing at data pages, MMIO, ROM or the hole, with random
@@ -104,6 +154,9 @@
 #define MMIO_A_PAGES 2
 #define MMIO_B_GPA (MMIO_A_GPA + 64 * KiB)
 #define HOLE_GPA (48 * MiB)
+#define DM_GPA (40 * MiB) /* a device-model page */
+#define RAM_PAGES (RAM_SIZE / 4096)
+#define WRAP_GPA 0xfffff000ull /* with paging off: a hole, then page 0 */
 
 #define NWIN_MAX 8
 #define NVP_MAX 48
@@ -112,10 +165,15 @@
 #define NSPAN_MAX (LEN_MAX + 512)
 #define SPAN_BYTES (64 * 1024)
 #define NLOG_MAX (2 * LEN_MAX)
+#define NDEV 3         /* MMIO A, MMIO B, the device model */
+#define NWATCH_MAX 3
+#define NDONE_MAX 256
+#define NPRE_MAX 8
+#define NCALLS_MAX 8
 
 
 /* What a guest-physical page is, in the model. */
-enum kind { K_RAM, K_ROM, K_ROMR, K_MMIO_A, K_MMIO_B, K_HOLE };
+enum kind { K_RAM, K_ROM, K_ROMR, K_MMIO_A, K_MMIO_B, K_DEV, K_HOLE };
 
 /* One linear page of a window. */
 struct vpage {
@@ -179,8 +237,33 @@ struct rpiece {
 
 struct rxl {
     unsigned n;
+    bool write;
     struct rpiece p[2];
     unsigned walk[2]; /* indices into model.walks */
+};
+
+/* A watchpoint, as the model keeps it. */
+struct mwatch {
+    uint32_t id;
+    uint64_t va, len;
+    unsigned flags;
+};
+
+/* Linear bytes the operation read or wrote (VMMU_WATCH_READ / _WRITE). */
+struct lrange {
+    uint64_t va;
+    uint64_t len;
+    unsigned kind;
+    bool may; /* bytes an access that failed partway did not reach */
+};
+
+/* A hit a VMMU_WATCH_BEFORE watchpoint must record: the access it stops
+ * (@va, @len), the piece whose check stopped it, the kinds it was checked
+ * for. */
+struct bhit {
+    unsigned kinds;
+    uint64_t va, len;
+    uint64_t pva, plen;
 };
 
 struct model {
@@ -193,9 +276,9 @@ struct model {
     uint8_t *shadow; /* what guest RAM must hold */
     uint8_t *rom, *romr;  /* the ROMs' memory (the test's) */
     uint8_t *rom_copy, *romr_copy;
-    uint32_t rom_id, romr_id, mmio_id[2];
-    struct device dev[2];
-    uint8_t dev_shadow[2][MMIO_A_PAGES * 4096];
+    uint32_t rom_id, romr_id, mmio_id[2], dev_id;
+    struct device dev[NDEV];
+    uint8_t dev_shadow[NDEV][MMIO_A_PAGES * 4096];
     struct vpage vp[NVP_MAX];
     unsigned nvp;
     struct window win[NWIN_MAX];
@@ -204,6 +287,22 @@ struct model {
     bool big_large;
     uint64_t bad[16]; /* upper entries left with less than full rights */
     unsigned level_of_bad[16], nbad;
+    /* Linear windows while paging is off: physical runs (linear = physical). */
+    uint64_t pwin_va[8];
+    unsigned pwin_n[8], npwin;
+
+    bool paging_off; /* CR0.PG cleared: linear = physical, 32 bits */
+    /* Dirty logging of the RAM region: pages that must be (must) or may be
+     * (may) in the next bitmap. */
+    bool logging;
+    uint64_t dirty_must[RAM_PAGES / 64], dirty_may[RAM_PAGES / 64];
+    /* Code pages: data page i is marked. */
+    bool code[NDATA];
+    struct mwatch watch[NWATCH_MAX];
+    unsigned nwatch;
+    char cb_err[256]; /* a callback's complaint, reported after the operation */
+    uint64_t seed;
+    unsigned step;
 
     /* The current operation. */
     char what[256];
@@ -217,12 +316,25 @@ struct model {
     unsigned nlog;
     bool log_overflow;
     bool crossed;
+    bool locked_op; /* RMW or CMPXCHG: reads and writes */
+    struct lrange done[NDONE_MAX];
+    unsigned ndone;
+    bool done_overflow;
+    struct bhit bexp[2];
+    unsigned nbexp;
+    bool code_exp[NDATA];   /* the handler must be called for data page i */
+    uint64_t pre_gpa[NPRE_MAX]; /* code pages' contents before the operation */
+    uint8_t pre[NPRE_MAX][4096];
+    unsigned npre;
+    uint64_t calls[NCALLS_MAX];
+    unsigned ncalls;
     unsigned latch_events; /* what the replay latch would record, roughly (see insn_start) */
     uint32_t latch_bytes;
 
     /* Counters. */
     unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
-        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical;
+        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
+        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops;
 };
 
 static uint64_t rnd(struct model *m)
@@ -235,9 +347,10 @@ static unsigned rn(struct model *m, unsigned n)
     return (unsigned)(rnd(m) % n);
 }
 
+/* IA-32e paging is on (with CR0.PG=0 long mode is off too: EFER.LMA=0). */
 static bool long_mode(const struct model *m)
 {
-    return mode_long(m->mode);
+    return mode_long(m->mode) && !m->paging_off;
 }
 
 /* Whether @va is canonical: bits 63 down to 47 (56 with 5-level paging)
@@ -292,6 +405,54 @@ static int dev_write(void *opaque, uint64_t off, unsigned size, uint64_t value)
 
 static const struct vmmu_mmio_ops dev_ops = {dev_read, dev_write};
 
+static void cb_complain(struct model *m, const char *msg, uint64_t a, uint64_t b)
+{
+    if (!m->cb_err[0])
+        snprintf(m->cb_err, sizeof(m->cb_err), "%s (%#llx, %#llx)", msg, (unsigned long long)a,
+                 (unsigned long long)b);
+}
+
+/* The device handler serves the device-model page as memory, logging
+ * every request like the MMIO devices (device C). */
+static int dm_handler(void *opaque, struct vmmu_device_req *req)
+{
+    struct model *m = opaque;
+    struct device *d = &m->dev[2];
+    uint64_t off = req->gpa - DM_GPA;
+    if (req->gpa < DM_GPA || off + req->size > 4096 || req->offset != off ||
+        req->region_id != m->dev_id || req->region_opaque != d)
+        cb_complain(m, "device request with a wrong gpa, offset or region", req->gpa, req->offset);
+    else if (req->vcpu_id != vmmu_vcpu_id(m->t.vcpu))
+        cb_complain(m, "device request names another vCPU", (uint64_t)req->vcpu_id, 0);
+    else if (req->write)
+        (void)dev_write(d, off, req->size, req->data);
+    else
+        (void)dev_read(d, off, req->size, &req->data);
+    return 0;
+}
+
+/* The code-write handler: the mark is cleared and the write has not
+ * happened yet, so the page still holds what it held before the
+ * operation (a copy the reference kept when it wrote the page, or its
+ * shadow, unchanged by this operation). */
+static void code_handler(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page)
+{
+    struct model *m = opaque;
+    if (m->ncalls < NCALLS_MAX)
+        m->calls[m->ncalls] = gpa_page;
+    m->ncalls++;
+    if (vcpu != m->t.vcpu)
+        cb_complain(m, "code handler called for another vCPU", gpa_page, 0);
+    if ((gpa_page & 0xfff) || gpa_page < DATA_BASE || gpa_page >= DATA_BASE + NDATA * 4096)
+        return; /* not a page the model marked: check_code() reports it */
+    const uint8_t *pre = m->shadow + gpa_page;
+    for (unsigned i = 0; i < m->npre; i++)
+        if (m->pre_gpa[i] == gpa_page)
+            pre = m->pre[i];
+    if (memcmp(m->t.env.mem + gpa_page, pre, 4096) != 0)
+        cb_complain(m, "code handler called after the write to the page", gpa_page, 0);
+}
+
 /* ---- Page tables -------------------------------------------------------------- */
 
 /* Entries are written to guest RAM and to the model's copy alike. */
@@ -334,12 +495,13 @@ static uint64_t random_leaf(struct model *m, bool large)
     if (large) {
         v = (m->mode == M32 ? BIG_GPA_32 : BIG_GPA) | E_PS;
     } else {
-        unsigned k = rn(m, 20);
+        unsigned k = rn(m, 22);
         v = k < 10   ? DATA_BASE + (uint64_t)rn(m, NDATA) * 4096
             : k < 13 ? MMIO_A_GPA + (uint64_t)rn(m, MMIO_A_PAGES) * 4096
             : k < 15 ? MMIO_B_GPA
-            : k < 17 ? ROM_GPA + (uint64_t)rn(m, ROM_PAGES) * 4096
-            : k < 19 ? ROMR_GPA
+            : k < 17 ? DM_GPA
+            : k < 19 ? ROM_GPA + (uint64_t)rn(m, ROM_PAGES) * 4096
+            : k < 21 ? ROMR_GPA
                      : HOLE_GPA;
     }
     if (rn(m, 16))
@@ -431,6 +593,22 @@ static void build(struct model *m)
     }
     m->big_large = true;
     put_e(m, m->big_pde, random_leaf(m, true));
+
+    /* With paging off, accesses go to these physical runs (never to the
+     * page tables): the data pages, the large page's tail (then a hole),
+     * the ROMs, each device, the hole, and the last page below 4 GiB,
+     * whose next page is page 0. */
+    static const struct {
+        uint64_t gpa;
+        unsigned n;
+    } runs[] = {{DATA_BASE, NDATA}, {BIG_TAIL, (RAM_SIZE - BIG_TAIL) / 4096},
+                {ROM_GPA, ROM_PAGES + 1}, {MMIO_A_GPA, MMIO_A_PAGES}, {MMIO_B_GPA, 1},
+                {DM_GPA, 1}, {HOLE_GPA, 1}, {WRAP_GPA, 1}};
+    for (unsigned i = 0; i < sizeof(runs) / sizeof(runs[0]); i++) {
+        m->pwin_va[i] = runs[i].gpa;
+        m->pwin_n[i] = runs[i].n;
+    }
+    m->npwin = sizeof(runs) / sizeof(runs[0]);
 }
 
 static void load(struct model *m)
@@ -468,25 +646,29 @@ static enum kind kind_of(uint64_t gpa)
         return K_MMIO_A;
     if (gpa >= MMIO_B_GPA && gpa < MMIO_B_GPA + 4096)
         return K_MMIO_B;
+    if (gpa >= DM_GPA && gpa < DM_GPA + 4096)
+        return K_DEV;
     return K_HOLE;
 }
 
 static const char *kind_name(enum kind k)
 {
-    static const char *const names[] = {"RAM", "ROM", "reporting ROM", "MMIO A", "MMIO B", "hole"};
+    static const char *const names[] = {"RAM",    "ROM",          "reporting ROM", "MMIO A",
+                                        "MMIO B", "device model", "hole"};
     return names[k];
 }
 
 static const char *regs_str(struct model *m)
 {
-    static char buf[160];
+    static char buf[240];
     const struct vmmu_x86_paging *p = pg(m);
     snprintf(buf, sizeof(buf),
-             "cpl %u ac %d wp %d smep %d smap %d pke %d pks %d pkru %#x pkrs %#llx nxe %d",
-             p->cpl, !!(p->rflags & R_RFLAGS_AC), !!(p->cr0 & R_CR0_WP),
+             "seed %llu step %u, %scpl %u ac %d wp %d smep %d smap %d pke %d pks %d pkru %#x pkrs %#llx nxe %d "
+             "log %d watches %u",
+             (unsigned long long)m->seed, m->step, m->paging_off ? "paging off, " : "", p->cpl, !!(p->rflags & R_RFLAGS_AC), !!(p->cr0 & R_CR0_WP),
              !!(p->cr4 & R_CR4_SMEP), !!(p->cr4 & R_CR4_SMAP), !!(p->cr4 & R_CR4_PKE),
              !!(p->cr4 & R_CR4_PKS), p->pkru, (unsigned long long)p->pkrs,
-             !!(p->efer & R_EFER_NXE));
+             !!(p->efer & R_EFER_NXE), m->logging, m->nwatch);
     return buf;
 }
 
@@ -498,8 +680,121 @@ static void op_begin(struct model *m)
     m->nlog = 0;
     m->log_overflow = false;
     m->crossed = false;
+    m->locked_op = false;
+    m->ndone = 0;
+    m->done_overflow = false;
+    m->nbexp = 0;
+    memset(m->code_exp, 0, sizeof(m->code_exp));
+    m->npre = 0;
+    m->ncalls = 0;
+    m->cb_err[0] = 0;
     m->latch_events = 0;
     m->latch_bytes = 0;
+}
+
+/* Linear addresses have 32 bits outside IA-32e paging, and wrap at 4 GiB. */
+static uint64_t lin_mask(const struct model *m)
+{
+    return long_mode(m) ? ~0ull : 0xffffffffull;
+}
+
+/* Whether [a, a + alen) and [b, b + blen) share a linear byte. */
+static bool lin_overlap(const struct model *m, uint64_t a, uint64_t alen, uint64_t b,
+                        uint64_t blen)
+{
+    uint64_t mask = lin_mask(m);
+    return ((b - a) & mask) < alen || ((a - b) & mask) < blen;
+}
+
+/* Whether [a, a + alen) lies inside [b, b + blen). */
+static bool lin_inside(const struct model *m, uint64_t a, uint64_t alen, uint64_t b,
+                       uint64_t blen)
+{
+    return ((a - b) & lin_mask(m)) + alen <= blen;
+}
+
+/* Whether watchpoint @w covers a byte of [va, va + len).  Outside IA-32e
+ * paging a watchpoint above 4 GiB covers no linear address. */
+static bool watch_covers(const struct model *m, const struct mwatch *w, uint64_t va, uint64_t len)
+{
+    if (!long_mode(m) && w->va > 0xffffffffull)
+        return false;
+    return lin_overlap(m, w->va, w->len, va, len);
+}
+
+/* A VMMU_WATCH_BEFORE watchpoint for one of @kinds covers [va, va + len). */
+static bool before_watched(const struct model *m, uint64_t va, uint64_t len, unsigned kinds)
+{
+    for (unsigned i = 0; i < m->nwatch; i++) {
+        const struct mwatch *w = &m->watch[i];
+        if ((w->flags & VMMU_WATCH_BEFORE) && (w->flags & kinds) && watch_covers(m, w, va, len))
+            return true;
+    }
+    return false;
+}
+
+static void expect_stop(struct model *m, unsigned kinds, uint64_t va, uint64_t len, uint64_t pva,
+                        uint64_t plen, struct vmmu_x86_fault *f)
+{
+    assert_true(m->nbexp < 2);
+    m->bexp[m->nbexp++] = (struct bhit){kinds, va, len, pva, plen};
+    f->vector = VMMU_ACCESS_STOP_WATCH;
+    f->error_code = 0;
+    f->cr2 = 0;
+}
+
+static void set_bit(uint64_t *map, uint64_t gpa)
+{
+    map[gpa / 4096 / 64] |= 1ull << (gpa / 4096 % 64);
+}
+
+/* Dirty logging: a write through vmmu to the RAM page holding @gpa
+ * happened (must) or may have been prepared (may). */
+static void dirty_must(struct model *m, uint64_t gpa)
+{
+    if (m->logging && gpa < RAM_SIZE)
+        set_bit(m->dirty_must, gpa);
+}
+
+static void dirty_may(struct model *m, uint64_t gpa)
+{
+    if (m->logging && gpa < RAM_SIZE)
+        set_bit(m->dirty_may, gpa);
+}
+
+/* Data page index of @gpa, or -1. */
+static int data_page(uint64_t gpa)
+{
+    return gpa >= DATA_BASE && gpa < DATA_BASE + NDATA * 4096 ? (int)((gpa - DATA_BASE) / 4096)
+                                                                : -1;
+}
+
+/* The operation read (or wrote) the linear bytes [va, va + n): kept as
+ * runs for the watchpoint check. */
+static void note_done(struct model *m, uint64_t va, uint64_t n, bool write, bool may)
+{
+    unsigned kind = write ? VMMU_WATCH_WRITE : VMMU_WATCH_READ;
+    uint64_t mask = lin_mask(m);
+    for (unsigned i = m->ndone; i-- > 0;) {
+        struct lrange *r = &m->done[i];
+        if (r->kind != kind || r->may != may)
+            continue;
+        if (((r->va + r->len) & mask) == va) {
+            r->len += n;
+            return;
+        }
+        if (((va + n) & mask) == r->va) {
+            r->va = va;
+            r->len += n;
+            return;
+        }
+        break;
+    }
+    if (m->ndone == NDONE_MAX) {
+        m->done_overflow = true;
+        return;
+    }
+    m->done[m->ndone++] = (struct lrange){va, n, kind, may};
 }
 
 /* The walk of the page at @page for @access, made once per operation
@@ -539,6 +834,7 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
     if (first > len)
         first = len;
     x->n = first < len ? 2 : 1;
+    x->write = (access & VMMU_X86_ACC_WRITE) != 0;
     x->p[0].va = va;
     x->p[0].len = first;
     if (x->n == 2) {
@@ -556,15 +852,36 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
         f->cr2 = 0;
         return false;
     }
+    /* Watchpoints that stop an access: of its kind; a locked access both
+     * reads and writes. */
+    unsigned kinds = x->write ? VMMU_WATCH_WRITE : VMMU_WATCH_READ;
+    if (m->locked_op)
+        kinds |= VMMU_WATCH_READ;
     for (unsigned i = 0; i < x->n; i++) {
-        struct vmmu_x86_walk w;
-        x->walk[i] = ref_walk(m, x->p[i].va, access, &w);
-        if (!w.ok) {
-            *f = w.fault;
+        if (m->paging_off) {
+            /* CR0.PG=0: the linear address is the physical address. */
+            x->walk[i] = ~0u;
+            x->p[i].gpa = x->p[i].va;
+        } else {
+            struct vmmu_x86_walk w;
+            x->walk[i] = ref_walk(m, x->p[i].va, access, &w);
+            if (!w.ok) {
+                *f = w.fault;
+                return false;
+            }
+            x->p[i].gpa = w.gpa;
+        }
+        x->p[i].kind = kind_of(x->p[i].gpa);
+        /* Translating a write to RAM may mark the page dirty even if the
+         * access then faults on its second page. */
+        if (x->write && x->p[i].kind == K_RAM)
+            dirty_may(m, x->p[i].gpa);
+        /* Each page is checked for watchpoints once translated, before
+         * the next one (access.h: every piece translated and checked). */
+        if (m->nwatch && before_watched(m, x->p[i].va, x->p[i].len, kinds)) {
+            expect_stop(m, kinds, va, len, x->p[i].va, x->p[i].len, f);
             return false;
         }
-        x->p[i].gpa = w.gpa;
-        x->p[i].kind = kind_of(w.gpa);
     }
     return true;
 }
@@ -572,19 +889,32 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
 /* The access translated in @x was performed: its A/D updates must be there. */
 static void ref_done(struct model *m, const struct rxl *x)
 {
-    for (unsigned i = 0; i < x->n; i++)
-        m->walks[x->walk[i]].must = true;
+    for (unsigned i = 0; i < x->n; i++) {
+        if (x->walk[i] != ~0u)
+            m->walks[x->walk[i]].must = true;
+        if (!x->write || x->p[i].kind != K_RAM)
+            continue;
+        /* A write that passed its checks: its RAM pages are dirty, and
+         * each marked code page calls the handler (once: the call clears
+         * the mark). */
+        dirty_must(m, x->p[i].gpa);
+        int d = data_page(x->p[i].gpa);
+        if (d >= 0 && m->code[d])
+            m->code_exp[d] = true;
+    }
 }
 
 static unsigned mmio_dev(enum kind k)
 {
-    return k == K_MMIO_A ? 0 : 1;
+    return k == K_MMIO_A ? 0 : k == K_MMIO_B ? 1 : 2;
 }
 
 static uint64_t mmio_base(unsigned dev)
 {
-    return dev == 0 ? MMIO_A_GPA : MMIO_B_GPA;
+    return dev == 0 ? MMIO_A_GPA : dev == 1 ? MMIO_B_GPA : DM_GPA;
 }
+
+static unsigned largest_piece(uint64_t off, uint32_t left);
 
 /* @n bytes of the piece @p from byte @off: read into @buf, or written from
  * it.  Returns 0 or VMMU_EROM. */
@@ -592,15 +922,34 @@ static int ref_piece(struct model *m, const struct rpiece *p, uint32_t off, uint
                      uint32_t n, bool write)
 {
     uint64_t gpa = p->gpa + off;
-    if (!write || p->kind == K_MMIO_A || p->kind == K_MMIO_B) {
+    if (p->kind == K_DEV) {
+        /* The latch records each device piece. */
+        for (uint32_t k = 0; k < n; k += largest_piece(gpa + k, n - k))
+            m->latch_events++;
+        m->latch_bytes += n;
+    } else if (!write || p->kind == K_MMIO_A || p->kind == K_MMIO_B) {
         m->latch_events++;
         m->latch_bytes += n;
     }
+    note_done(m, p->va + off, n, write, false);
     switch (p->kind) {
     case K_RAM:
-        if (write)
+        if (write) {
+            int d = data_page(gpa);
+            if (d >= 0 && m->code[d]) {
+                /* What the code handler must still see. */
+                uint64_t page = gpa & ~0xfffull;
+                unsigned i;
+                for (i = 0; i < m->npre && m->pre_gpa[i] != page; i++)
+                    ;
+                if (i == m->npre) {
+                    assert_true(m->npre < NPRE_MAX);
+                    m->pre_gpa[m->npre] = page;
+                    memcpy(m->pre[m->npre++], m->shadow + page, 4096);
+                }
+            }
             memcpy(m->shadow + gpa, buf, n);
-        else
+        } else
             memcpy(buf, m->shadow + gpa, n);
         return 0;
     case K_ROM:
@@ -650,8 +999,17 @@ static int ref_span(struct model *m, const struct rxl *x, uint32_t off, uint8_t 
             uint32_t in = off - base;
             uint32_t take = p->len - in < n ? p->len - in : n;
             int rc = ref_piece(m, p, in, buf, take, write);
-            if (rc)
+            if (rc) {
+                /* The access failed here (VMMU_EROM): a watchpoint hit
+                 * may still name the bytes it did not reach. */
+                for (uint64_t left = n - take, at = p->va + in + take; left;) {
+                    uint64_t part = 4096 - (at & 0xfff) < left ? 4096 - (at & 0xfff) : left;
+                    note_done(m, at & lin_mask(m), part, write, true);
+                    at += part;
+                    left -= part;
+                }
                 return rc;
+            }
             off += take;
             buf += take;
             n -= take;
@@ -794,6 +1152,11 @@ static void check_mmio(struct model *m)
     if (m->nlog) {
         m->mmio_ops++;
         m->callbacks += m->nlog;
+        for (unsigned i = 0; i < m->nlog; i++)
+            if (m->log[i].dev == 2) {
+                m->dev_ops++;
+                break;
+            }
     }
 }
 
@@ -837,6 +1200,145 @@ static void check_ad(struct model *m)
                      (unsigned long long)e[j].must, (unsigned long long)e[j].may);
         memcpy(m->shadow + e[j].gpa, &now, e[j].size);
         m->ad_checked++;
+        /* An A/D update is a write by the walker: dirty logging sees it. */
+        if (now != pre)
+            dirty_must(m, e[j].gpa);
+        else if (e[j].must | e[j].may)
+            dirty_may(m, e[j].gpa);
+    }
+}
+
+/* The code handler ran once for each marked page a write reached after
+ * passing its checks, and for nothing else (never for reads, fetches or
+ * accesses that faulted). */
+static void check_code(struct model *m)
+{
+    bool called[NDATA] = {false};
+    if (m->ncalls > NCALLS_MAX)
+        fail_msg("%s paging, %s: %u code handler calls", mode_names[m->mode], m->what, m->ncalls);
+    for (unsigned k = 0; k < m->ncalls; k++) {
+        int d = data_page(m->calls[k]);
+        if (d < 0 || (m->calls[k] & 0xfff) || !m->code_exp[d])
+            fail_msg("%s paging, %s [%s]: code handler called for gpa %#llx, which %s",
+                     mode_names[m->mode], m->what, regs_str(m), (unsigned long long)m->calls[k],
+                     d < 0 || (m->calls[k] & 0xfff) ? "is not a marked page"
+                     : m->code[d] ? "the operation did not write"
+                                  : "is not marked");
+        if (called[d])
+            fail_msg("%s paging, %s: code handler called twice for gpa %#llx",
+                     mode_names[m->mode], m->what, (unsigned long long)m->calls[k]);
+        called[d] = true;
+    }
+    for (unsigned d = 0; d < NDATA; d++) {
+        if (!m->code_exp[d])
+            continue;
+        if (!called[d])
+            fail_msg("%s paging, %s [%s]: the operation wrote code page %#llx without calling "
+                     "the code handler",
+                     mode_names[m->mode], m->what, regs_str(m),
+                     (unsigned long long)(DATA_BASE + d * 4096ull));
+        m->code[d] = false;
+        m->code_calls++;
+    }
+}
+
+/* Whether the operation read (or wrote) the linear byte @va. */
+static bool byte_done(const struct model *m, uint64_t va, unsigned kind)
+{
+    for (unsigned i = 0; i < m->ndone; i++)
+        if (m->done[i].kind == kind && lin_inside(m, va, 1, m->done[i].va, m->done[i].len))
+            return true;
+    return false;
+}
+
+/* The watchpoint hits of the operation.  A VMMU_WATCH_BEFORE watchpoint
+ * that stopped it recorded one hit (for each side of a string move)
+ * naming a byte range of the stopped access; every other hit names bytes
+ * the operation read or wrote, of a kind its watchpoint watches, and
+ * overlaps the watchpoint; each watchpoint (without BEFORE) over bytes
+ * read or written has a hit of that kind.  How an access is cut into
+ * hits (per page, per chunk of a string operation) is the library's
+ * choice. */
+static void check_watch(struct model *m)
+{
+    struct vmmu_watch_hit h[VMMU_WATCH_HITS_MAX + 1];
+    uint64_t dropped = 0;
+    int n = vmmu_watch_take_hits(V(m), h, VMMU_WATCH_HITS_MAX + 1, &dropped);
+    assert_true(n >= 0 && n <= VMMU_WATCH_HITS_MAX);
+    bool seen[NWATCH_MAX][2] = {{false}};
+    bool used[2] = {false, false};
+    unsigned nbefore = 0;
+    for (int k = 0; k < n; k++) {
+        unsigned i;
+        for (i = 0; i < m->nwatch && m->watch[i].id != h[k].id; i++)
+            ;
+        unsigned kind = h[k].flags & VMMU_WATCH_ACCESS;
+        bool before = (h[k].flags & VMMU_WATCH_BEFORE) != 0;
+        const char *bad = NULL;
+        if (i == m->nwatch)
+            bad = "names no watchpoint";
+        else if (kind == 0 || (h[k].flags & ~(VMMU_WATCH_ACCESS | VMMU_WATCH_BEFORE)))
+            bad = "has bad flags";
+        else if ((m->watch[i].flags & kind) != kind ||
+                 before != !!(m->watch[i].flags & VMMU_WATCH_BEFORE))
+            bad = "is of a kind its watchpoint does not report";
+        else if (before && m->locked_op ? kind != (m->watch[i].flags & VMMU_WATCH_ACCESS)
+                                        : kind == VMMU_WATCH_ACCESS)
+            bad = "names the wrong kinds (a locked access stopped names every kind its "
+                  "watchpoint watches, anything else one)";
+        else if (!long_mode(m) && h[k].va > 0xffffffffull)
+            bad = "names a linear address of more than 32 bits";
+        else if (h[k].len == 0 || !watch_covers(m, &m->watch[i], h[k].va, h[k].len))
+            bad = "does not overlap its watchpoint";
+        if (!bad && before) {
+            unsigned j;
+            for (j = 0; j < m->nbexp; j++)
+                if (!used[j] && (m->bexp[j].kinds & kind) &&
+                    watch_covers(m, &m->watch[i], m->bexp[j].pva, m->bexp[j].plen) &&
+                    lin_inside(m, h[k].va, h[k].len, m->bexp[j].va, m->bexp[j].len))
+                    break;
+            if (j == m->nbexp)
+                bad = "is a stop the model did not expect there";
+            else
+                used[j] = true;
+            nbefore++;
+        } else if (!bad) {
+            if (!byte_done(m, h[k].va, kind) || !byte_done(m, h[k].va + h[k].len - 1, kind))
+                bad = "names bytes the operation did not access that way";
+            else
+                seen[i][kind == VMMU_WATCH_WRITE] = true;
+        }
+        if (bad)
+            fail_msg("%s paging, %s [%s]: watch hit %d (id %u, flags %#x, va %#llx, len %u) %s",
+                     mode_names[m->mode], m->what, regs_str(m), k, h[k].id, h[k].flags,
+                     (unsigned long long)h[k].va, h[k].len, bad);
+    }
+    /* (A stop's hit comes last: more than VMMU_WATCH_HITS_MAX hits before
+     * it drop it.) */
+    if (dropped ? nbefore > m->nbexp : nbefore != m->nbexp)
+        fail_msg("%s paging, %s [%s]: %u watchpoint stops recorded, the model expects %u",
+                 mode_names[m->mode], m->what, regs_str(m), nbefore, m->nbexp);
+    m->watch_stops += nbefore > 0;
+    m->watch_hits += (unsigned long)n - nbefore;
+    if (dropped || m->done_overflow)
+        return; /* hits beyond VMMU_WATCH_HITS_MAX are counted, not kept */
+    for (unsigned i = 0; i < m->nwatch; i++) {
+        const struct mwatch *w = &m->watch[i];
+        if (w->flags & VMMU_WATCH_BEFORE)
+            continue;
+        for (unsigned kw = 0; kw < 2; kw++) {
+            unsigned kind = kw ? VMMU_WATCH_WRITE : VMMU_WATCH_READ;
+            if (!(w->flags & kind) || seen[i][kw])
+                continue;
+            for (unsigned r = 0; r < m->ndone; r++)
+                if (m->done[r].kind == kind && !m->done[r].may && watch_covers(m, w, m->done[r].va, m->done[r].len))
+                    fail_msg("%s paging, %s [%s]: no %s hit of watchpoint %u (%#llx, %llu bytes); "
+                             "the operation %s %#llx, %llu bytes",
+                             mode_names[m->mode], m->what, regs_str(m), kw ? "write" : "read",
+                             w->id, (unsigned long long)w->va, (unsigned long long)w->len,
+                             kw ? "wrote" : "read", (unsigned long long)m->done[r].va,
+                             (unsigned long long)m->done[r].len);
+        }
     }
 }
 
@@ -870,13 +1372,19 @@ static void compare_memory(struct model *m, bool all)
     compare_bytes(m, "device A", MMIO_A_GPA, m->dev[0].mem, m->dev_shadow[0],
                   MMIO_A_PAGES * 4096);
     compare_bytes(m, "device B", MMIO_B_GPA, m->dev[1].mem, m->dev_shadow[1], 4096);
+    compare_bytes(m, "the device model's page", DM_GPA, m->dev[2].mem, m->dev_shadow[2], 4096);
 }
 
 static void op_end(struct model *m)
 {
+    if (m->cb_err[0])
+        fail_msg("%s paging, %s [%s]: %s", mode_names[m->mode], m->what, regs_str(m), m->cb_err);
     check_mmio(m);
+    check_code(m);
+    check_watch(m);
     check_ad(m);
     compare_memory(m, false);
+    m->unpaged += m->paging_off;
     m->ops++;
     m->crossings += m->crossed;
 }
@@ -917,12 +1425,22 @@ static uint32_t pick_len(struct model *m)
     }
 }
 
+/* The first byte of a page of a window (with paging off, of a physical run). */
+static uint64_t pick_page(struct model *m)
+{
+    if (m->paging_off) {
+        unsigned i = rn(m, m->npwin);
+        return m->pwin_va[i] + 4096ull * rn(m, m->pwin_n[i]);
+    }
+    const struct window *w = &m->win[rn(m, m->nwin)];
+    return m->vp[w->first + rn(m, w->n)].va;
+}
+
 /* A linear address in a window, for @len bytes: anywhere, aligned to
  * @align, or ending in the next page. */
 static uint64_t pick_va(struct model *m, uint32_t len, unsigned align)
 {
-    const struct window *w = &m->win[rn(m, m->nwin)];
-    uint64_t va = m->vp[w->first + rn(m, w->n)].va;
+    uint64_t va = pick_page(m);
     switch (rn(m, 4)) {
     case 0:
         va += rn(m, 4096);
@@ -1058,6 +1576,7 @@ static bool split_lock(uint64_t va, unsigned size)
     return (va & 0xfff) + size > 4096 || ((va & 7) + size > 8 && (va & 15) + size > 16);
 }
 
+
 /* LOCK XCHG/XADD/AND/OR/XOR: a write's translation, the old value back,
  * old OP operand stored. */
 static void op_rmw(struct model *m)
@@ -1069,6 +1588,7 @@ static void op_rmw(struct model *m)
     uint64_t va = pick_va(m, size, size);
     unsigned access = pick_write_access(m);
     op_begin(m);
+    m->locked_op = true;
     snprintf(m->what, sizeof(m->what), "rmw op %d of %u bytes at %#llx operand %#llx, access %#x",
              (int)op, size, (unsigned long long)va, (unsigned long long)operand, access);
 
@@ -1111,6 +1631,7 @@ static void op_cmpxchg(struct model *m)
     fill(m, expected, size);
     fill(m, desired, size);
     op_begin(m);
+    m->locked_op = true;
 
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
@@ -1157,9 +1678,11 @@ static void op_cmpxchg(struct model *m)
 static void check_page(struct model *m, const struct vmmu_prepared_page *pp,
                        const struct rpiece *p, bool write)
 {
-    static const enum vmmu_mem_type types[] = {VMMU_MEM_RAM,  VMMU_MEM_ROM,  VMMU_MEM_ROM,
-                                               VMMU_MEM_MMIO, VMMU_MEM_MMIO, VMMU_MEM_HOLE};
-    uint32_t ids[] = {m->t.env.ram_id, m->rom_id, m->romr_id, m->mmio_id[0], m->mmio_id[1], 0};
+    static const enum vmmu_mem_type types[] = {VMMU_MEM_RAM,  VMMU_MEM_ROM,    VMMU_MEM_ROM,
+                                               VMMU_MEM_MMIO, VMMU_MEM_MMIO,   VMMU_MEM_DEVICE,
+                                               VMMU_MEM_HOLE};
+    uint32_t ids[] = {m->t.env.ram_id, m->rom_id,    m->romr_id, m->mmio_id[0],
+                      m->mmio_id[1],   m->dev_id,    0};
     uint8_t *host = NULL;
     if (p->kind == K_RAM)
         host = m->t.env.mem + p->gpa;
@@ -1256,8 +1779,7 @@ static uint64_t pick_rep_va(struct model *m, unsigned elem, uint64_t count, bool
     uint64_t span = count * elem + elem;
     if (rn(m, 2))
         return pick_va(m, elem, elem);
-    const struct window *w = &m->win[rn(m, m->nwin)];
-    uint64_t va = m->vp[w->first + rn(m, w->n)].va;
+    uint64_t va = pick_page(m);
     if (backward)
         return va + rn(m, (unsigned)span);
     return va + 4096 - 1 - rn(m, (unsigned)span);
@@ -1291,6 +1813,20 @@ static void op_rep(struct model *m, bool movs)
     while (want.count && done < budget) {
         struct rxl xs, xd;
         uint8_t tmp[8];
+        /* A VMMU_WATCH_BEFORE watchpoint over the next element stops the
+         * string operation before it (access.h), each side recording its
+         * hit; the element is not translated. */
+        if (m->nwatch) {
+            uint64_t mask = lin_mask(m), s = want.src & mask, d = want.dst & mask;
+            bool ws = movs && before_watched(m, s, elem, VMMU_WATCH_READ);
+            bool wd = before_watched(m, d, elem, VMMU_WATCH_WRITE);
+            if (ws)
+                expect_stop(m, VMMU_WATCH_READ, s, elem, s, elem, &wf);
+            if (wd)
+                expect_stop(m, VMMU_WATCH_WRITE, d, elem, d, elem, &wf);
+            if (ws || wd)
+                break;
+        }
         bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
         if (src_fault || !ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf))
             break;
@@ -1422,7 +1958,7 @@ static void set_register(struct model *m)
 {
     struct vmmu_vcpu *v = V(m);
     struct vmmu_x86_fault f;
-    switch (rn(m, 11)) {
+    switch (rn(m, 12)) {
     case 0:
     case 1: /* CPL: user or supervisor */
         assert_int_equal(vmmu_vcpu_set_cpl(v, rn(m, 2) ? 3 : rn(m, 3)), 0);
@@ -1453,6 +1989,23 @@ static void set_register(struct model *m)
         if (rn(m, 2))
             applied(vmmu_vcpu_set_efer(v, pg(m)->efer ^ R_EFER_NXE, &f), &f);
         break;
+    case 8: { /* CR0.PG: off now and then, on again at the next chance */
+        if (!m->paging_off && rn(m, 5))
+            break;
+        int rc = vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ R_CR0_PG, &f);
+        if (rc || f.vector != VMMU_X86_FAULT_NONE) {
+            /* Only leaving IA-32e mode may be refused. */
+            assert_true(mode_long(m->mode) && !m->paging_off);
+            break;
+        }
+        m->paging_off = !m->paging_off;
+        /* SDM 4.10.4.1: changing CR0.PG invalidates every translation.
+         * Paging comes back in the seed's mode: EFER.LME, CR4.PAE and
+         * LA57 stayed as they were. */
+        if (!m->paging_off)
+            assert_int_equal(pg(m)->mode, (enum vmmu_x86_mode)(VMMU_X86_MODE_32 + m->mode));
+        break;
+    }
     default: /* back to the common case now and then: CPL 0, AC=0, no SMAP, NXE=1 */
         assert_int_equal(vmmu_vcpu_set_cpl(v, 0), 0);
         assert_int_equal(vmmu_vcpu_set_rflags(v, 2), 0);
@@ -1462,11 +2015,128 @@ static void set_register(struct model *m)
     }
 }
 
+/* ---- The host: dirty logging, code marks, watchpoints --------------------------------- */
+
+/* vmmu_dirty_log_get_and_clear() of the RAM region: every page a write
+ * through vmmu reached since logging started or the last call (data pages
+ * and, for A/D updates, page-table pages) is in it; a page is in it only
+ * if vmmu wrote it or translated a write to it that then faulted. */
+static void check_dirty_log(struct model *m)
+{
+    uint64_t bm[RAM_PAGES / 64], n = ~0ull;
+    int rc = vmmu_dirty_log_get_and_clear(m->t.env.vm, m->t.env.ram_id, bm, RAM_PAGES / 64, &n);
+    if (!m->logging) {
+        if (rc != VMMU_EINVAL)
+            fail_msg("%s paging: get-and-clear with dirty logging off returned %s",
+                     mode_names[m->mode], vmmu_error_name(rc));
+        return;
+    }
+    assert_int_equal(rc, 0);
+    uint64_t count = 0;
+    for (unsigned w = 0; w < RAM_PAGES / 64; w++) {
+        count += (uint64_t)__builtin_popcountll(bm[w]);
+        uint64_t missing = m->dirty_must[w] & ~bm[w];
+        uint64_t extra = bm[w] & ~(m->dirty_must[w] | m->dirty_may[w]);
+        if (missing || extra) {
+            uint64_t gpa = (w * 64ull + (unsigned)__builtin_ctzll(missing ? missing : extra)) * 4096;
+            fail_msg("%s paging, after %s [%s]: the dirty log %s page %#llx (%s)",
+                     mode_names[m->mode], m->what, regs_str(m),
+                     missing ? "misses written" : "reports unwritten", (unsigned long long)gpa,
+                     gpa < m->t.env.next ? "a page-table page" : "a data page");
+        }
+    }
+    if (n != count)
+        fail_msg("%s paging: get-and-clear reports %llu dirty pages, its bitmap %llu",
+                 mode_names[m->mode], (unsigned long long)n, (unsigned long long)count);
+    memset(m->dirty_must, 0, sizeof(m->dirty_must));
+    memset(m->dirty_may, 0, sizeof(m->dirty_may));
+    m->dirty_checks++;
+    m->dirty_pages += count;
+}
+
+static void add_watch(struct model *m)
+{
+    uint64_t va = pick_page(m), len;
+    switch (rn(m, 4)) {
+    case 0: /* across a page boundary */
+        va += 4096 - 1 - rn(m, 16);
+        len = 2 + rn(m, 32);
+        break;
+    case 1: /* whole pages */
+        len = 4096ull * (1 + rn(m, 2));
+        break;
+    default:
+        va += rn(m, 4096);
+        len = 1 + rn(m, 16);
+        break;
+    }
+    if (!long_mode(m) && va + len > 1ull << 32)
+        len = (1ull << 32) - va; /* within the 32-bit linear space */
+    unsigned flags = 1 + rn(m, 3); /* READ, WRITE or both */
+    if (rn(m, 3) == 0)
+        flags |= VMMU_WATCH_BEFORE;
+    struct mwatch *w = &m->watch[m->nwatch];
+    assert_int_equal(vmmu_watch_add(V(m), va, len, flags, &w->id), 0);
+    w->va = va;
+    w->len = len;
+    w->flags = flags;
+    m->nwatch++;
+}
+
+static void host_step(struct model *m)
+{
+    struct vmmu_vm *vm = m->t.env.vm;
+    switch (rn(m, 9)) {
+    case 0: /* dirty logging on (all bits clear) or off (bits stay) */
+        m->logging = !m->logging;
+        assert_int_equal(vmmu_dirty_log_enable(vm, m->t.env.ram_id, m->logging), 0);
+        if (m->logging) {
+            memset(m->dirty_must, 0, sizeof(m->dirty_must));
+            memset(m->dirty_may, 0, sizeof(m->dirty_may));
+        }
+        break;
+    case 1:
+    case 2:
+        check_dirty_log(m);
+        break;
+    case 3:
+    case 4: { /* mark a run of data pages as code */
+        unsigned i = rn(m, NDATA), n = 1 + rn(m, NDATA - i < 3 ? NDATA - i : 3);
+        assert_int_equal(vmmu_code_mark(vm, DATA_BASE + i * 4096ull, n), 0);
+        for (unsigned k = 0; k < n; k++)
+            m->code[i + k] = true;
+        break;
+    }
+    case 5: { /* clear a mark without a write */
+        unsigned i = rn(m, NDATA);
+        assert_int_equal(
+            vmmu_page_state_update(vm, DATA_BASE + i * 4096ull, 1, 0, VMMU_PAGE_CODE), 0);
+        m->code[i] = false;
+        break;
+    }
+    case 6:
+    case 7:
+        if (m->nwatch < NWATCH_MAX) {
+            add_watch(m);
+            break;
+        }
+        /* fall through */
+    default:
+        if (m->nwatch) {
+            unsigned i = rn(m, m->nwatch);
+            assert_int_equal(vmmu_watch_remove(V(m), m->watch[i].id), 0);
+            m->watch[i] = m->watch[--m->nwatch];
+        }
+        break;
+    }
+}
+
 /* ---- Runs ------------------------------------------------------------------------------ */
 
 struct totals {
     unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
-        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical;
+        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
+        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops;
 };
 
 static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, uint64_t size,
@@ -1509,6 +2179,7 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     assert_non_null(m);
     assert_int_equal(tlb_env_init(&m->t, RAM_SIZE), 0);
     m->mode = mode;
+    m->seed = seed;
     m->rng = (seed * NMODES + mode) * 0x9e3779b97f4a7c15ull + 1;
     m->shadow = malloc(RAM_SIZE);
     m->rom = aligned_alloc(4096, ROM_PAGES * 4096);
@@ -1524,7 +2195,7 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     fill(m, m->romr, 4096);
     memcpy(m->rom_copy, m->rom, ROM_PAGES * 4096);
     memcpy(m->romr_copy, m->romr, 4096);
-    for (unsigned d = 0; d < 2; d++) {
+    for (unsigned d = 0; d < NDEV; d++) {
         m->dev[d].m = m;
         m->dev[d].id = d;
         fill(m, m->dev[d].mem, sizeof(m->dev[d].mem));
@@ -1536,6 +2207,9 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     add_region(m, VMMU_MEM_MMIO, MMIO_A_GPA, MMIO_A_PAGES * 4096, NULL, 0, &m->dev[0],
                &m->mmio_id[0]);
     add_region(m, VMMU_MEM_MMIO, MMIO_B_GPA, 4096, NULL, 0, &m->dev[1], &m->mmio_id[1]);
+    add_region(m, VMMU_MEM_DEVICE, DM_GPA, 4096, NULL, 0, &m->dev[2], &m->dev_id);
+    assert_int_equal(vmmu_p2m_set_device_handler(m->t.env.vm, dm_handler, m), 0);
+    assert_int_equal(vmmu_access_set_code_handler(V(m), code_handler, m), 0);
 
     build(m);
     memcpy(m->shadow, m->t.env.mem, RAM_SIZE);
@@ -1543,6 +2217,7 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     assert_int_equal(vmmu_vcpu_online(V(m)), 0);
 
     for (unsigned s = 0; s < steps; s++) {
+        m->step = s;
         unsigned what = rn(m, 100);
         if (what < 14)
             op_rw(m, false, rn(m, 2));
@@ -1558,12 +2233,15 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
             op_rep(m, true);
         else if (what < 64)
             op_rep(m, false);
-        else if (what < 82)
+        else if (what < 78)
             edit(m);
+        else if (what < 84)
+            host_step(m);
         else
             set_register(m);
     }
     compare_memory(m, true);
+    check_dirty_log(m);
     assert_int_equal(vmmu_vcpu_offline(V(m)), 0);
 
     tot->ops += m->ops;
@@ -1581,6 +2259,13 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     tot->in_insn += m->in_insn;
     tot->prepared += m->prepared;
     tot->noncanonical += m->noncanonical;
+    tot->unpaged += m->unpaged;
+    tot->dirty_checks += m->dirty_checks;
+    tot->dirty_pages += m->dirty_pages;
+    tot->code_calls += m->code_calls;
+    tot->watch_hits += m->watch_hits;
+    tot->watch_stops += m->watch_stops;
+    tot->dev_ops += m->dev_ops;
     free_model(m);
     live = NULL;
 }
@@ -1594,11 +2279,14 @@ static void in_mode(enum mmode mode)
     print_message("access model, %s paging: %lu accesses checked (%lu faults, %lu #GP/#SS), "
                   "%lu MMIO accesses (%lu callbacks), %lu page crossings, %lu locked (%lu split), "
                   "%lu string ops (%lu stopped by a fault partway), %lu prepared, %lu ROM writes "
-                  "dropped, %lu reported, %lu entries' A/D checked, %lu inside an instruction\n",
+                  "dropped, %lu reported, %lu entries' A/D checked, %lu inside an instruction, "
+                  "%lu with paging off, %lu dirty logs compared (%lu pages), %lu code handler "
+                  "calls, %lu watchpoint hits, %lu stops, %lu reaching the device model\n",
                   mode_names[mode], tot.ops, tot.faults, tot.noncanonical, tot.mmio_ops,
                   tot.callbacks, tot.crossings, tot.locked, tot.split_locks, tot.rep_ops,
                   tot.rep_partial, tot.prepared, tot.rom_dropped, tot.rom_reported,
-                  tot.ad_checked, tot.in_insn);
+                  tot.ad_checked, tot.in_insn, tot.unpaged, tot.dirty_checks, tot.dirty_pages,
+                  tot.code_calls, tot.watch_hits, tot.watch_stops, tot.dev_ops);
     /* The stream reached every outcome it is meant to check. */
     assert_true(tot.ops > 0);
     assert_true(tot.faults > 0 && tot.faults < tot.ops);
@@ -1609,6 +2297,9 @@ static void in_mode(enum mmode mode)
     assert_true(tot.ad_checked > 0 && tot.in_insn > 0 && tot.prepared > 0);
     if (mode >= M4)
         assert_true(tot.noncanonical > 0);
+    assert_true(tot.unpaged > 0 && tot.dirty_checks > 0 && tot.dirty_pages > 0);
+    assert_true(tot.code_calls > 0 && tot.watch_hits > 0 && tot.watch_stops > 0);
+    assert_true(tot.dev_ops > 0);
 }
 
 /* One test per paging mode; the test's state names the mode. */
@@ -1727,6 +2418,125 @@ static void backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2(void **state)
     assert_int_equal(f.cr2, 0xffffffffull);
 }
 
+/* A locked read-modify-write reads its operand before it writes it, so a
+ * VMMU_WATCH_READ | VMMU_WATCH_BEFORE watchpoint stops it as it stops a
+ * load; the hit names what the watchpoint watches (vmmu used to check
+ * locked accesses against write watchpoints only). */
+static void a_read_watchpoint_with_before_stops_a_locked_access(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, KVA, 8 * MiB, PTE_RW);
+    uint8_t *host = hpa(&e->t, 8 * MiB);
+    memset(host, 0x11, 8);
+    static const unsigned watches[] = {VMMU_WATCH_READ, VMMU_WATCH_WRITE, VMMU_WATCH_ACCESS};
+    for (unsigned i = 0; i < 3; i++) {
+        uint32_t id;
+        assert_int_equal(vmmu_watch_add(v, KVA + 2, 1, watches[i] | VMMU_WATCH_BEFORE, &id), 0);
+        uint64_t old = 0;
+        struct vmmu_x86_fault f;
+        assert_int_equal(vmmu_access_rmw(v, KVA, 4, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+        assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+        uint32_t expected = 0x11111111, desired = 0, observed = 0;
+        assert_int_equal(vmmu_access_cmpxchg(v, KVA, 4, &expected, &desired, &observed, NULL,
+                                             0, &f),
+                         0);
+        assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+        assert_int_equal(host[0], 0x11); /* neither was made */
+        struct vmmu_watch_hit h[4];
+        assert_int_equal(vmmu_watch_take_hits(v, h, 4, NULL), 2);
+        for (unsigned k = 0; k < 2; k++) {
+            assert_int_equal(h[k].id, id);
+            assert_int_equal(h[k].flags, watches[i] | VMMU_WATCH_BEFORE);
+            assert_int_equal(h[k].va, KVA);
+            assert_int_equal(h[k].len, 4);
+        }
+        assert_int_equal(vmmu_watch_remove(v, id), 0);
+    }
+}
+
+/* 32-bit paging with pages 0 and 0xfffff000 mapped: the linear address
+ * after 0 is 0xffffffff, whatever RDI holds. */
+static void map_both_ends_of_32bit_space(struct acc_env *e)
+{
+    struct x86_env *env = &e->t.env;
+    uint64_t pd = env_page(env), pt0 = env_page(env), pt1 = env_page(env);
+    put32(env, pd, (uint32_t)(pt0 | E_P | E_RW | E_US));
+    put32(env, pd + 4 * 1023, (uint32_t)(pt1 | E_P | E_RW | E_US));
+    put32(env, pt0, (uint32_t)(8 * MiB | E_P | E_RW | E_US | E_A | E_D));
+    put32(env, pt1 + 4 * 1023, (uint32_t)((8 * MiB + 4096) | E_P | E_RW | E_US | E_A | E_D));
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = pd, .rflags = 2};
+    assert_int_equal(vmmu_vcpu_set_state(acc_vcpu(e), &r), 0);
+}
+
+/* REP STOSB with DF=1 from 3, 8 elements, a write watchpoint with BEFORE
+ * on 0xfffffffe: elements 3, 2, 1, 0 and 0xffffffff are stored, then the
+ * instruction stops before 0xfffffffe with 3 elements left (vmmu used to
+ * look for watchpoints at the 64-bit RDI and so stopped elsewhere). */
+static void a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    map_both_ends_of_32bit_space(e);
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, 0xfffffffeull, 1, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE,
+                                    &id),
+                     0);
+    struct vmmu_rep rep = {.dst = 3, .count = 8, .elem = 1, .backward = true, .value = 0x5a};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rep_stos(v, &rep, 100, &f), 0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(rep.count, 3);
+    assert_int_equal(rep.dst & 0xffffffffull, 0xfffffffeull);
+    uint8_t *low = hpa(&e->t, 8 * MiB), *high = hpa(&e->t, 8 * MiB + 4096);
+    assert_int_equal(low[0] & low[1] & low[2] & low[3], 0x5a);
+    assert_int_equal(high[4095], 0x5a);
+    assert_int_equal(high[4094], 0);
+    struct vmmu_watch_hit h[2];
+    assert_int_equal(vmmu_watch_take_hits(v, h, 2, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].flags, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE);
+    assert_int_equal(h[0].va, 0xfffffffeull);
+
+    /* A 4-byte element at 0xfffffffe runs on at 0: a watchpoint on byte 1
+     * stops it before anything is stored. */
+    assert_int_equal(vmmu_watch_remove(v, id), 0);
+    assert_int_equal(vmmu_watch_add(v, 1, 1, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE, &id), 0);
+    rep = (struct vmmu_rep){.dst = 0xfffffffeull, .count = 1, .elem = 4, .value = 0x01020304};
+    assert_int_equal(vmmu_access_rep_stos(v, &rep, 100, &f), 0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(rep.count, 1);
+    assert_int_equal(high[4094], 0);
+    assert_int_equal(vmmu_watch_take_hits(v, h, 2, NULL), 1);
+    assert_int_equal(h[0].id, id);
+}
+
+/* A 2-byte locked add at 0xffffffff in 32-bit paging reads and writes
+ * bytes 0xffffffff and 0: a watchpoint on byte 0 gets a read hit and a
+ * write hit (vmmu used to look at [0xffffffff, 0x100000001) and miss it). */
+static void a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    map_both_ends_of_32bit_space(e);
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, 0, 1, VMMU_WATCH_ACCESS, &id), 0);
+    uint64_t old = 0;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rmw(v, 0xffffffffull, 2, VMMU_RMW_ADD, 0x0101, &old, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(*(uint8_t *)hpa(&e->t, 8 * MiB), 1);
+    struct vmmu_watch_hit h[4];
+    int n = vmmu_watch_take_hits(v, h, 4, NULL);
+    unsigned kinds = 0;
+    for (int k = 0; k < n; k++) {
+        assert_int_equal(h[k].id, id);
+        assert_int_equal(h[k].va, 0);
+        kinds |= h[k].flags;
+    }
+    assert_int_equal(kinds, VMMU_WATCH_ACCESS);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1739,6 +2549,9 @@ int main(void)
         K(failed_cmpxchg_on_mmio_writes_the_old_value_back),
         K(backward_rep_stos_to_mmio_stores_in_descending_order),
         K(backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2),
+        K(a_read_watchpoint_with_before_stops_a_locked_access),
+        K(a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to),
+        K(a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0),
 #undef K
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
