@@ -213,7 +213,8 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
      * now holding code must report writes, a page whose dirty bit was
      * cleared must be marked at its next write.  Widening ones (clearing
      * CODE, setting DIRTY) leave comparators stricter than needed, which
-     * only sends accesses to the slow path. */
+     * only sends accesses to the slow path (and there a CODE flag whose
+     * mark is gone is dropped: src/tlb). */
     if ((set & VMMU_PAGE_CODE) || (clear & VMMU_PAGE_DIRTY))
         vmmu__sync_flush_gpas(vm, ranges, n);
     vmmu__sync_change_unlock(vm);

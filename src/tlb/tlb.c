@@ -516,10 +516,13 @@ static void *result_error(struct vmmu_tlb_result *res, int error)
  * INVALID; NULL with res->status untouched (VMMU_TLB_ERROR) when the
  * entry cannot answer (a write needing a walk: NOTDIRTY).  A WATCH flag
  * answers, and is passed on in res->flags: the access part checks the
- * watchpoints itself. */
-static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_cold *cd,
-                              enum vmmu_tlb_kind kind, uint64_t va, struct vmmu_tlb_result *res,
-                              void **host)
+ * watchpoints itself.  A CODE flag answers while the page is still marked
+ * as code; clearing a mark drops no entry (src/sync), so a mark found
+ * gone here is dropped from the comparator, and the next write to the
+ * page hits inline. */
+static bool answer_from_entry(const struct vmmu_vcpu *v, struct vmmu_tlb_entry *e,
+                              const struct tlb_cold *cd, enum vmmu_tlb_kind kind, uint64_t va,
+                              struct vmmu_tlb_result *res, void **host)
 {
     uint64_t cmp = e->cmp[kind];
     uint64_t flags = cmp & VMMU_TLB_FLAGS_MASK;
@@ -528,6 +531,15 @@ static bool answer_from_entry(const struct vmmu_tlb_entry *e, const struct tlb_c
         return false;
     if (flags & (VMMU_TLB_FLAG_NOTDIRTY | VMMU_TLB_FLAG_INVALID))
         return false;
+    if (flags & VMMU_TLB_FLAG_CODE) {
+        uint32_t state;
+        if (vmmu_page_state_get(v->vm, gpa, &state) != 0)
+            return false; /* the map changed under the entry: walk again */
+        if (!(state & VMMU_PAGE_CODE)) {
+            flags &= ~VMMU_TLB_FLAG_CODE;
+            e->cmp[kind] = cmp & ~VMMU_TLB_FLAG_CODE;
+        }
+    }
     if (flags & VMMU_TLB_FLAG_MMIO) {
         *host = result_not_ram(res, gpa, cd);
         return true;
@@ -691,20 +703,22 @@ again:;
     /* 1. The entry at the index already translates the page: a misaligned
      *    access, or a flagged comparator with a known answer. */
     if (entry_holds(&c->hot[idx], page) &&
-        answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host)) {
+        answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host)) {
         v->stats.slow_hits++;
         return host;
     }
     /* 2. The victim of this index. */
     if (victim_take(c, idx, page, kind)) {
+        if (!answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host))
+            goto walk; /* a code mark it held went with the map it was built from */
         v->stats.victim_hits++;
-        answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host);
         if (++c->swaps >= TLB_CONFLICT_GROW && c->swaps > TLB_CONFLICT_RATIO * c->fills)
             ctx_grow_now(v, c);
         return host;
     }
 
     /* 3. Walk. */
+walk:
     v->stats.misses++;
     struct vmmu_x86_walk w;
     int rc = do_walk(v, s, va, access, &w);
@@ -790,7 +804,7 @@ again:;
     cd.ident = cold_ident(pe.region_id, pe.generation);
     ctx_insert(v, c, idx, page, &e, &cd);
 
-    if (!answer_from_entry(&c->hot[idx], &c->cold[idx], kind, va, res, &host))
+    if (!answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host))
         return result_error(res, VMMU_EBUSY); /* not reached: the walk allowed @kind */
     if (res->status == VMMU_TLB_NOT_RAM)
         v->stats.not_ram++;

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz_env.h"
 #include "vmmu/vmmu.h"
 
 #define IMAGE_SIZE (64u * 1024u)
@@ -28,29 +29,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct vmmu_vm *vm;
 static uint8_t *ram, *rom, *snapshot;
-static unsigned mmio_calls;
-
-static int mmio_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    mmio_calls++;
-    *value = 0;
-    return 0;
-}
-
-static int mmio_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    (void)value;
-    mmio_calls++;
-    return 0;
-}
-
-static const struct vmmu_mmio_ops mmio_ops = {mmio_read, mmio_write};
 
 static void setup_once(void)
 {

@@ -222,6 +222,27 @@ static void code_pages_report_writes(void **state)
     assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
 }
 
+/* Clearing a page's code mark drops no entry; the next write, sent to the
+ * slow path by the entry's CODE flag, must not report it any more (vmmu
+ * used to answer from the entry, flag included, until something dropped
+ * it), and the write after that hits inline. */
+static void a_cleared_code_mark_is_no_longer_reported(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_vm *vm = f->t.env.vm;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(vmmu_page_state_update(vm, DATA(1), 1, VMMU_PAGE_CODE, 0), 0);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_true(acc(f, VA, VMMU_X86_ACC_WRITE).flags & VMMU_TLB_FLAG_CODE);
+    const struct vmmu_gpa_range range = {DATA(1), 4096};
+    assert_int_equal(vmmu_page_state_change(vm, &range, 1, 0, VMMU_PAGE_CODE), 0);
+    struct vmmu_tlb_result r = acc(f, VA, VMMU_X86_ACC_WRITE);
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_int_equal(r.flags & VMMU_TLB_FLAG_CODE, 0);
+    assert_ptr_equal(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    /* (Marking it again drops the entry: test_sync.) */
+}
+
 /* ---- INVLPG ------------------------------------------------------------ */
 
 static void after_invlpg_the_new_translation_is_used(void **state)
@@ -849,6 +870,7 @@ int main(void)
         T(first_write_to_a_clean_mmio_or_rom_page_sets_d),
         T(writes_with_paging_off_reach_ram),
         T(code_pages_report_writes),
+        T(a_cleared_code_mark_is_no_longer_reported),
         T(after_invlpg_the_new_translation_is_used),
         T(invlpg_drops_the_page_in_every_context),
         T(invlpg_drops_global_entries_of_other_pcids),
