@@ -219,7 +219,17 @@ struct vmmu_prepared {
 };
 
 /**
+ * An access bit for vmmu_access_prepare(), with VMMU_X86_ACC_WRITE: the
+ * instruction reads the bytes before it writes them (ADD [mem], reg; a
+ * non-locked read-modify-write).  The preparation is a write's, and a
+ * VMMU_WATCH_BEFORE watchpoint of either kind stops it (hit flags: every
+ * kind the watchpoint watches), as for vmmu_access_rmw().
+ */
+#define VMMU_ACCESS_READ_WRITE (1u << 16)
+
+/**
  * Translate and check every page of [@p va, @p va + @p len) for @p access
+ * (VMMU_X86_ACC_* bits, plus VMMU_ACCESS_READ_WRITE with a write)
  * before anything is touched: rights, watchpoints (VMMU_WATCH_BEFORE stops
  * it here; "after" watchpoints are recorded as hits), and what each page
  * is.  A write preparation allows reads too (x86 pages that may be written

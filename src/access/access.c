@@ -82,7 +82,7 @@ const struct vmmu_access_fast *vmmu_access_fast(const struct vmmu_vcpu *v)
 
 static unsigned watch_kind_of(unsigned access)
 {
-    if (access & ACC_LOCKED_RMW)
+    if (access & VMMU_ACCESS_READ_WRITE)
         return ACC_KIND_READ | ACC_KIND_WRITE;
     return (access & VMMU_X86_ACC_WRITE) ? ACC_KIND_WRITE : ACC_KIND_READ;
 }

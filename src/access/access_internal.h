@@ -169,10 +169,10 @@ static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, 
 /* Access kinds for watchpoint checks. */
 #define ACC_KIND_READ VMMU_WATCH_READ
 #define ACC_KIND_WRITE VMMU_WATCH_WRITE
-/* An access bit of the access part's own, outside VMMU_X86_ACC_ALL (never
- * passed on to the TLB): a locked read-modify-write, translated as a
- * write, whose BEFORE watchpoints of either kind stop it. */
-#define ACC_LOCKED_RMW (1u << 16)
+/* VMMU_ACCESS_READ_WRITE (outside VMMU_X86_ACC_ALL, never passed on to the
+ * TLB): a read-modify-write, locked or not, translated as a write, whose
+ * BEFORE watchpoints of either kind stop it. */
+_Static_assert((VMMU_ACCESS_READ_WRITE & VMMU_X86_ACC_ALL) == 0, "an access-part bit");
 
 /* access.c */
 /* Translate and check [va, va + len) (inside one page) for @access: the

@@ -128,7 +128,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     struct vmmu__access_vcpu *a = v->access;
     struct piece p[2];
     unsigned n = 0;
-    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE | ACC_LOCKED_RMW,
+    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE,
                                       p, &n, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;

@@ -12,6 +12,15 @@ static bool access_ok(unsigned access)
            !((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH));
 }
 
+/* What vmmu_access_prepare() takes: the above, or a write marked as a
+ * read-modify-write. */
+static bool prepare_access_ok(unsigned access)
+{
+    if (access & VMMU_ACCESS_READ_WRITE)
+        return (access & VMMU_X86_ACC_WRITE) && access_ok(access & ~VMMU_ACCESS_READ_WRITE);
+    return access_ok(access);
+}
+
 static void piece_to_page(const struct piece *p, struct vmmu_prepared_page *pp)
 {
     pp->va = p->va;
@@ -87,7 +96,7 @@ int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
                         struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
 {
     if (!v || !v->access || !out || !fault || len == 0 || len > VMMU_ACCESS_PREPARE_MAX ||
-        !access_ok(access))
+        !prepare_access_ok(access))
         return VMMU_EINVAL;
     struct vmmu__access_vcpu *a = v->access;
     if (!a->fast.slow && !a->nwatch && prepare_hit(v, va, len, access, out)) {

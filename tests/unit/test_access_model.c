@@ -2455,6 +2455,47 @@ static void a_read_watchpoint_with_before_stops_a_locked_access(void **state)
     }
 }
 
+/* A write prepared as a read-modify-write (VMMU_ACCESS_READ_WRITE) is
+ * stopped by a READ|BEFORE watchpoint; a plain write preparation is not
+ * (a store does not read).  The bit needs a write. */
+static void a_read_write_preparation_stops_at_read_watchpoints(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, KVA, 8 * MiB, PTE_RW);
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, KVA + 4, 2, VMMU_WATCH_READ | VMMU_WATCH_BEFORE, &id), 0);
+    assert_int_equal(vmmu_access_prepare(v, KVA, 8, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_prepare(v, KVA, 8, VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE,
+                                         &p, &f),
+                     0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    struct vmmu_watch_hit h[2];
+    assert_int_equal(vmmu_watch_take_hits(v, h, 2, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ | VMMU_WATCH_BEFORE);
+    /* Elsewhere on the page it prepares, and the descriptor writes. */
+    assert_int_equal(vmmu_access_prepare(v, KVA + 8, 8, VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE,
+                                         &p, &f),
+                     0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    const uint64_t x = 0x0123456789abcdefull;
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 8), 0);
+    assert_memory_equal(hpa(&e->t, 8 * MiB + 8), &x, 8);
+    /* Without a write, or with a fetch, the bit is refused. */
+    assert_int_equal(vmmu_access_prepare(v, KVA, 8, VMMU_ACCESS_READ_WRITE, &p, &f), VMMU_EINVAL);
+    assert_int_equal(vmmu_access_prepare(v, KVA, 8,
+                                         VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH |
+                                             VMMU_ACCESS_READ_WRITE,
+                                         &p, &f),
+                     VMMU_EINVAL);
+    assert_int_equal(vmmu_access_load(v, KVA + 8, 8, VMMU_ACCESS_READ_WRITE, &(uint64_t){0}, &f),
+                     VMMU_EINVAL);
+}
+
 /* 32-bit paging with pages 0 and 0xfffff000 mapped: the linear address
  * after 0 is 0xffffffff, whatever RDI holds. */
 static void map_both_ends_of_32bit_space(struct acc_env *e)
@@ -2550,6 +2591,7 @@ int main(void)
         K(backward_rep_stos_to_mmio_stores_in_descending_order),
         K(backward_rep_fault_in_32bit_paging_reports_a_32bit_cr2),
         K(a_read_watchpoint_with_before_stops_a_locked_access),
+        K(a_read_write_preparation_stops_at_read_watchpoints),
         K(a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to),
         K(a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0),
 #undef K
