@@ -106,7 +106,8 @@ struct vmmu_vcpu;
 /** Why a probe returned no host pointer although the access may proceed. */
 #define VMMU_PROBE_MMIO (1u << 0)     /**< MMIO, a hole, or a ROM write: not plain memory */
 #define VMMU_PROBE_DEVICE (1u << 1)   /**< a device-model page */
-#define VMMU_PROBE_WATCH (1u << 2)    /**< a watchpoint of this vCPU covers part of it */
+#define VMMU_PROBE_WATCH (1u << 2)    /**< a watchpoint of this vCPU for this kind of access
+                                           covers a byte of it (the probe records no hit) */
 #define VMMU_PROBE_NOTDIRTY (1u << 3) /**< (non-faulting probe) the access would set an A/D bit or a dirty-log bit */
 #define VMMU_PROBE_CODE (1u << 4)     /**< a write to a page marked as code: use the access functions */
 

@@ -146,7 +146,7 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
     uint64_t page = va & VMMU_PAGE_MASK;
     uint64_t gpa_page;
     int rc;
-    unsigned watch_kind = watch_kind_of(access);
+    unsigned watch_kind = (access & ACCESS_NO_WATCH) ? 0 : watch_kind_of(access);
     access &= VMMU_X86_ACC_ALL;
 
     vmmu__fault_none(fault);
@@ -213,7 +213,7 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
                 return rc;
         }
     }
-    if (a->nwatch && vmmu__watch_check(a, va, len, watch_kind, false)) {
+    if (watch_kind && a->nwatch && vmmu__watch_check(a, va, len, watch_kind, false)) {
         fault->vector = VMMU_ACCESS_STOP_WATCH;
         return 0;
     }
@@ -409,14 +409,16 @@ int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, 
 
 /* ---- Probes --------------------------------------------------------------------- */
 
-static int probe_args(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+/* Check a probe's arguments, reset @out, and make *@va the linear address
+ * (32 bits outside IA-32e paging). */
+static int probe_args(struct vmmu_vcpu *v, uint64_t *va, unsigned size, unsigned access,
                       struct vmmu_probe *out)
 {
     if (!v || !out || !access_valid(access) || size == 0 || size > VMMU_PAGE_SIZE)
         return VMMU_EINVAL;
     if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
-        va &= 0xffffffffull;
-    if ((va & ~VMMU_PAGE_MASK) + size > VMMU_PAGE_SIZE)
+        *va &= 0xffffffffull;
+    if ((*va & ~VMMU_PAGE_MASK) + size > VMMU_PAGE_SIZE)
         return VMMU_EINVAL; /* a probe never crosses a page */
     out->host = NULL;
     out->gpa = 0;
@@ -434,7 +436,7 @@ static unsigned why_for(enum vmmu_mem_type type)
 int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                       struct vmmu_probe *out)
 {
-    int rc = probe_args(v, va, size, access, out);
+    int rc = probe_args(v, &va, size, access, out);
     if (rc)
         return rc;
     /* The hit path first: one compare for plain RAM. */
@@ -449,14 +451,9 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
         }
     }
     struct piece p;
-    rc = vmmu__access_xlate(v, va, size, access, &p, &out->fault);
-    if (rc < 0 || vmmu__fault_raised(&out->fault)) {
-        if (out->fault.vector == VMMU_ACCESS_STOP_WATCH) {
-            vmmu__fault_none(&out->fault);
-            out->why = VMMU_PROBE_WATCH;
-        }
+    rc = vmmu__access_xlate(v, va, size, access | ACCESS_NO_WATCH, &p, &out->fault);
+    if (rc < 0 || vmmu__fault_raised(&out->fault))
         return rc;
-    }
     out->gpa = p.gpa;
     out->type = p.type;
     if (p.code) {
@@ -464,12 +461,10 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
     } else if (!p.host) {
         out->why = why_for(p.type);
     } else if (v->access->nwatch &&
-               vmmu__watch_first_before(v->access, va, size, VMMU_WATCH_ACCESS) != size) {
-        out->why = VMMU_PROBE_WATCH;
-    } else if (v->access->nwatch && v->watch_kinds &&
-               (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << access_kind_of(access)))) {
-        /* An "after" watchpoint on the page: the caller must go through
-         * the access functions so that the hit is recorded. */
+               vmmu__watch_covers(v->access, va, size, watch_kind_of(access))) {
+        /* A watchpoint of this kind covers a byte of the access: the
+         * caller goes through the access functions, which stop at it or
+         * record the hit.  The probe itself records nothing. */
         out->why = VMMU_PROBE_WATCH;
     } else {
         out->host = p.host;
@@ -480,11 +475,9 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
 int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                               struct vmmu_probe *out)
 {
-    int rc = probe_args(v, va, size, access, out);
+    int rc = probe_args(v, &va, size, access, out);
     if (rc)
         return rc;
-    if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
-        va &= 0xffffffffull;
     {
         void *host = access_page_hit(v, va, access);
         if (host) {
@@ -545,8 +538,7 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, u
             return 0;
         }
     }
-    if (v->access->nwatch && v->watch_kinds &&
-        (v->watch_kinds(v, va & VMMU_PAGE_MASK) & (1u << access_kind_of(access)))) {
+    if (v->access->nwatch && vmmu__watch_covers(v->access, va, size, watch_kind_of(access))) {
         out->why = VMMU_PROBE_WATCH;
         return 0;
     }

@@ -173,6 +173,12 @@ static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, 
  * TLB): a read-modify-write, locked or not, translated as a write, whose
  * BEFORE watchpoints of either kind stop it. */
 _Static_assert((VMMU_ACCESS_READ_WRITE & VMMU_X86_ACC_ALL) == 0, "an access-part bit");
+/* ACCESS_NO_WATCH (internal to the access part): translate without the
+ * watchpoint check.  A probe asks about watchpoints itself: it makes no
+ * access, so it neither stops at one nor records a hit. */
+#define ACCESS_NO_WATCH (1u << 17)
+_Static_assert((ACCESS_NO_WATCH & (VMMU_X86_ACC_ALL | VMMU_ACCESS_READ_WRITE)) == 0,
+               "an access-part bit");
 
 /* access.c */
 /* Translate and check [va, va + len) (inside one page) for @access: the
@@ -230,6 +236,10 @@ bool vmmu__watch_check(struct vmmu__access_vcpu *a, uint64_t va, uint32_t len, u
  * a range past 0xffffffff goes on at 0.) */
 uint32_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
                                   unsigned kind);
+/* Whether a watchpoint for @kind (BEFORE or not) covers a byte of
+ * [va, va + len); records nothing. */
+bool vmmu__watch_covers(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+                        unsigned kind);
 void vmmu__watch_fini(struct vmmu__access_vcpu *a);
 
 /* code / dirty (dirty.c) */

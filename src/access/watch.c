@@ -180,6 +180,18 @@ uint32_t vmmu__watch_first_before(const struct vmmu__access_vcpu *a, uint64_t va
     return (uint32_t)first;
 }
 
+bool vmmu__watch_covers(const struct vmmu__access_vcpu *a, uint64_t va, uint32_t len,
+                        unsigned kind)
+{
+    uint64_t mask = la_mask(a);
+    for (unsigned i = 0; i < a->nwatch; i++) {
+        const struct watchpoint *w = &a->watch[i];
+        if ((w->flags & kind) && first_covered(w, va & mask, len, mask) != len)
+            return true;
+    }
+    return false;
+}
+
 int vmmu_watch_take_hits(struct vmmu_vcpu *v, struct vmmu_watch_hit *out, unsigned max,
                          uint64_t *dropped)
 {

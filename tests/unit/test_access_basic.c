@@ -186,9 +186,19 @@ static void inline_probe_declines_watched_and_mmio_pages(void **state)
     assert_int_equal(vmmu_watch_add(v, VA + 100, 1, VMMU_WATCH_WRITE, NULL), 0);
     assert_int_equal(vmmu_access_probe(v, VA, 8, 0, &p), 0);
     assert_true(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_READ, &host)); /* reads unwatched */
+    assert_int_equal(vmmu_access_probe(v, VA + 96, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH); /* covers byte 100 */
+    assert_int_equal(p.gpa, DATA(0) + 96);
+    /* Other bytes of the watched page may be written directly, but only
+     * the slow probe says so: the page's write comparator carries a flag. */
     assert_int_equal(vmmu_access_probe(v, VA, 8, VMMU_X86_ACC_WRITE, &p), 0);
-    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_int_equal(p.why, 0);
+    assert_non_null(p.host);
     assert_false(vmmu_access_probe_hit(fast, VA, 8, VMMU_TLB_WRITE, &host));
+    /* A probe makes no access: it records no hit. */
+    struct vmmu_watch_hit hit;
+    assert_int_equal(vmmu_watch_take_hits(v, &hit, 1, NULL), 0);
 }
 
 static void prepare_served_by_tlb_hits_matches_the_slow_path(void **state)

@@ -40,6 +40,25 @@
  *    device handler like a third MMIO device: the same pieces, in the
  *    same order; each request names the page's region, offset and the
  *    vCPU's id.
+ *  - one access in three may carry a failure: its k-th callback (MMIO
+ *    callbacks and device requests counted together, k from the seed)
+ *    fails and changes nothing in its device.  An MMIO callback returns
+ *    some negative value (-1, INT_MIN, even VMMU_EPENDING), which the
+ *    access returns as VMMU_EMMIO (p2m.h); the device handler returns
+ *    VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO, VMMU_EDEVICE or
+ *    VMMU_EPENDING, which comes back unchanged (access.h, docs/access.md
+ *    "the retry flow").  The callbacks before it ran, in order, and the
+ *    pieces before it (RAM bytes included) were performed, as p2m.h says
+ *    of guest-physical accesses ("the pieces before it have been
+ *    performed"): access.h promises to undo nothing but faults.  Nothing
+ *    after it runs or changes; an RMW or CMPXCHG whose read fails writes
+ *    nothing; a string operation stops at the element, the registers
+ *    naming it (see op_rep for what it returns).  A/D bits, dirty-log
+ *    bits and code-handler calls are those of an access that passed its
+ *    checks.  What a failed read leaves in the caller's buffer, the
+ *    outputs of a failed RMW or CMPXCHG and which watchpoint hits a
+ *    failed access records are not said, so not checked.  An
+ *    instruction that pends is abandoned (vmmu_latch_discard()).
  * Now and then CR0.PG is cleared (in 4/5-level seeds that leaves long
  * mode, EFER.LMA=0) and set again later: while it is clear linear
  * addresses are physical addresses of 32 bits, nothing faults, no entry
@@ -93,11 +112,34 @@
  * element wrapping at 4 GiB); a locked access wrapping at 4 GiB reports
  * the watchpoints on page 0.
  *
- * Not covered yet: the replay of an instruction (no device request
- * pends, so no second pass runs), device handlers that fail, MMIO
- * callbacks that fail, paged-out pages, probes (vmmu_access_probe*),
- * the inline hit vmmu_access_probe_hit(), dirty logging of a region that
- * is removed, and other vCPUs.
+ * Probes (vmmu_access_probe(), vmmu_access_probe_nofault()) take the
+ * stream's addresses, sizes (inside one page) and kinds and must answer
+ * what the reference says: the fault (vector, error code, CR2; no host
+ * pointer), or, with no fault, the gpa and type of the first byte and
+ * either the host address of that byte (RAM, ROM reads) or NULL with
+ * `why` bits, at least one and each true: MMIO (MMIO, a hole, a ROM
+ * write), DEVICE, WATCH (a watchpoint of the access's kind covers a byte
+ * of it; one of the other kind may give it too), CODE (a write to a
+ * marked page), and, from the non-faulting probe only, NOTDIRTY (its walk
+ * would set an A or D bit, or a write would set the page's dirty-log
+ * bit).  A VMMU_WATCH_BEFORE watchpoint may also stop a probe
+ * (VMMU_ACCESS_STOP_WATCH): access.h does not say which.  The faulting
+ * probe sets the A/D bits of its walk once the access may proceed and
+ * marks the dirty log of a RAM page it gives a write pointer for (the
+ * test then writes through it); the non-faulting one changes nothing:
+ * no A/D bit, no dirty bit, no TLB entry (the inline probe answers after
+ * it as before it).  No probe makes a callback or calls the code handler.
+ * A probe that would cross its page is refused with VMMU_EINVAL.  The
+ * inline vmmu_access_probe_hit() runs before and after each probe that
+ * suits it: it may miss, leaving *host alone; it never hits inside an
+ * instruction, for a write that must set a D or dirty-log bit, or on a
+ * page with a watchpoint of its kind; when it hits, its pointer is the
+ * one the reference gives.  Which watchpoint hits a probe records is not
+ * said, so not checked.
+ *
+ * Not covered yet: the replay of an instruction (an instruction that
+ * pends is abandoned, so no second pass runs), paged-out pages, dirty
+ * logging of a region that is removed, and other vCPUs.
  *
  * Page tables are never edited between an access and its check, and each
  * edit is followed by an invalidation that covers it (INVLPG of the page
@@ -138,6 +180,7 @@
  * and then get a reserved bit; each is later given full rights again. */
 #include "test_access_env.h"
 
+#include <limits.h>
 #include <stdio.h>
 
 #define RAM_SIZE (8 * MiB)
@@ -207,6 +250,7 @@ struct dev_op {
     unsigned size;
     bool write;
     uint64_t value;
+    bool failed; /* the stream made this call fail */
 };
 
 /* A run of bytes the reference sends to a device, which the library must
@@ -330,11 +374,22 @@ struct model {
     unsigned ncalls;
     unsigned latch_events; /* what the replay latch would record, roughly (see insn_start) */
     uint32_t latch_bytes;
+    /* Failures the stream injects: callback number fail_at of the
+     * operation (from 0, MMIO callbacks and device requests counted
+     * together) fails; -1 for none.  An MMIO callback then returns
+     * fail_mmio_rc, the device handler fail_dev_rc. */
+    int fail_at;
+    int fail_mmio_rc, fail_dev_rc;
+    unsigned ncb;     /* callbacks made so far in the operation */
+    unsigned ref_ncb; /* callbacks the reference has counted so far */
+    int ref_failed;   /* the code the reference's failing callback gives, or 0 */
 
     /* Counters. */
     unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
         rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
-        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops;
+        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
+        mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
+        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2];
 };
 
 static uint64_t rnd(struct model *m)
@@ -376,30 +431,59 @@ static const struct vmmu_x86_paging *pg(struct model *m)
 
 /* ---- The devices ------------------------------------------------------------- */
 
-static void dev_log(struct device *d, uint64_t off, unsigned size, bool write, uint64_t value)
+static void dev_log(struct device *d, uint64_t off, unsigned size, bool write, uint64_t value,
+                    bool failed)
 {
     struct model *m = d->m;
     if (m->nlog == NLOG_MAX) {
         m->log_overflow = true;
         return;
     }
-    m->log[m->nlog++] = (struct dev_op){d->id, off, size, write, value};
+    m->log[m->nlog++] = (struct dev_op){d->id, off, size, write, value, failed};
 }
 
+/* Whether this callback of the operation is the one the stream makes
+ * fail.  A failing call changes nothing in the device and is logged. */
+static bool dev_fails(struct device *d, uint64_t off, unsigned size, bool write, uint64_t value)
+{
+    struct model *m = d->m;
+    if ((int)m->ncb++ != m->fail_at)
+        return false;
+    dev_log(d, off, size, write, write ? value : 0, true);
+    return true;
+}
+
+static void dev_load(struct device *d, uint64_t off, unsigned size, uint64_t *value)
+{
+    *value = 0;
+    memcpy(value, d->mem + off, size);
+    dev_log(d, off, size, false, *value, false);
+}
+
+static void dev_store(struct device *d, uint64_t off, unsigned size, uint64_t value)
+{
+    memcpy(d->mem + off, &value, size);
+    dev_log(d, off, size, true, value, false);
+}
+
+/* A failing read leaves junk in *value: vmmu must not use it. */
 static int dev_read(void *opaque, uint64_t off, unsigned size, uint64_t *value)
 {
     struct device *d = opaque;
-    *value = 0;
-    memcpy(value, d->mem + off, size);
-    dev_log(d, off, size, false, *value);
+    if (dev_fails(d, off, size, false, 0)) {
+        *value = 0x5a5a5a5a5a5a5a5aull;
+        return d->m->fail_mmio_rc;
+    }
+    dev_load(d, off, size, value);
     return 0;
 }
 
 static int dev_write(void *opaque, uint64_t off, unsigned size, uint64_t value)
 {
     struct device *d = opaque;
-    memcpy(d->mem + off, &value, size);
-    dev_log(d, off, size, true, value);
+    if (dev_fails(d, off, size, true, value))
+        return d->m->fail_mmio_rc;
+    dev_store(d, off, size, value);
     return 0;
 }
 
@@ -413,7 +497,8 @@ static void cb_complain(struct model *m, const char *msg, uint64_t a, uint64_t b
 }
 
 /* The device handler serves the device-model page as memory, logging
- * every request like the MMIO devices (device C). */
+ * every request like the MMIO devices (device C); the request the stream
+ * chose fails with fail_dev_rc (VMMU_EPENDING among them). */
 static int dm_handler(void *opaque, struct vmmu_device_req *req)
 {
     struct model *m = opaque;
@@ -424,10 +509,12 @@ static int dm_handler(void *opaque, struct vmmu_device_req *req)
         cb_complain(m, "device request with a wrong gpa, offset or region", req->gpa, req->offset);
     else if (req->vcpu_id != vmmu_vcpu_id(m->t.vcpu))
         cb_complain(m, "device request names another vCPU", (uint64_t)req->vcpu_id, 0);
+    else if (dev_fails(d, off, req->size, req->write != 0, req->data))
+        return m->fail_dev_rc;
     else if (req->write)
-        (void)dev_write(d, off, req->size, req->data);
+        dev_store(d, off, req->size, req->data);
     else
-        (void)dev_read(d, off, req->size, &req->data);
+        dev_load(d, off, req->size, &req->data);
     return 0;
 }
 
@@ -690,6 +777,37 @@ static void op_begin(struct model *m)
     m->cb_err[0] = 0;
     m->latch_events = 0;
     m->latch_bytes = 0;
+    m->fail_at = -1;
+    m->ncb = 0;
+    m->ref_ncb = 0;
+    m->ref_failed = 0;
+}
+
+/* Now and then one callback of the operation fails: an MMIO callback
+ * with some negative value (p2m.h: any negative value is a failure,
+ * reported as VMMU_EMMIO, whatever the value), the device handler with
+ * a code of the device model (returned unchanged, VMMU_EPENDING too). */
+static void pick_failure(struct model *m)
+{
+    static const int mmio_rcs[] = {-1, -5, -22, VMMU_EPENDING, VMMU_EDEAD, INT_MIN};
+    static const int dev_rcs[] = {VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO, VMMU_EDEVICE,
+                                  VMMU_EPENDING, VMMU_EPENDING};
+    if (rn(m, 3))
+        return;
+    m->fail_at = (int)(rn(m, 4) ? rn(m, 4) : rn(m, 48));
+    m->fail_mmio_rc = mmio_rcs[rn(m, sizeof(mmio_rcs) / sizeof(mmio_rcs[0]))];
+    m->fail_dev_rc = dev_rcs[rn(m, sizeof(dev_rcs) / sizeof(dev_rcs[0]))];
+}
+
+/* The failure the operation carries, for its description. */
+static const char *fail_str(const struct model *m)
+{
+    static char buf[96];
+    if (m->fail_at < 0)
+        return "";
+    snprintf(buf, sizeof(buf), "; callback %d fails (MMIO returns %d, the device handler %s)",
+             m->fail_at, m->fail_mmio_rc, vmmu_error_name(m->fail_dev_rc));
+    return buf;
 }
 
 /* Linear addresses have 32 bits outside IA-32e paging, and wrap at 4 GiB. */
@@ -917,7 +1035,8 @@ static uint64_t mmio_base(unsigned dev)
 static unsigned largest_piece(uint64_t off, uint32_t left);
 
 /* @n bytes of the piece @p from byte @off: read into @buf, or written from
- * it.  Returns 0 or VMMU_EROM. */
+ * it.  Returns 0, VMMU_EROM, or the code of a callback the stream made
+ * fail (VMMU_EMMIO, or the device handler's). */
 static int ref_piece(struct model *m, const struct rpiece *p, uint32_t off, uint8_t *buf,
                      uint32_t n, bool write)
 {
@@ -974,15 +1093,30 @@ static int ref_piece(struct model *m, const struct rpiece *p, uint32_t off, uint
     default: {
         unsigned d = mmio_dev(p->kind);
         uint64_t doff = gpa - mmio_base(d);
-        assert_true(m->nspan < NSPAN_MAX && m->span_bytes + n <= SPAN_BYTES);
+        /* The callbacks of these bytes, one per naturally aligned piece:
+         * the one the stream chose fails, the pieces before it are done,
+         * and nothing after it runs.  The failing call itself reaches
+         * the device (and is part of the span) but changes nothing. */
+        uint32_t ok = n, reached = n;
+        int rc = 0;
+        for (uint32_t k = 0; k < n; k += largest_piece(doff + k, n - k)) {
+            if ((int)m->ref_ncb++ == m->fail_at) {
+                ok = k;
+                reached = k + largest_piece(doff + k, n - k);
+                rc = d == 2 ? m->fail_dev_rc : VMMU_EMMIO;
+                m->ref_failed = rc;
+                break;
+            }
+        }
+        assert_true(m->nspan < NSPAN_MAX && m->span_bytes + reached <= SPAN_BYTES);
         if (write)
-            memcpy(m->dev_shadow[d] + doff, buf, n);
+            memcpy(m->dev_shadow[d] + doff, buf, ok);
         else
-            memcpy(buf, m->dev_shadow[d] + doff, n);
-        m->spans[m->nspan++] = (struct span){d, doff, n, write, m->span_bytes};
-        memcpy(m->span_data + m->span_bytes, buf, n);
-        m->span_bytes += n;
-        return 0;
+            memcpy(buf, m->dev_shadow[d] + doff, ok);
+        m->spans[m->nspan++] = (struct span){d, doff, reached, write, m->span_bytes};
+        memcpy(m->span_data + m->span_bytes, buf, reached);
+        m->span_bytes += reached;
+        return rc;
     }
     }
 }
@@ -1000,8 +1134,9 @@ static int ref_span(struct model *m, const struct rxl *x, uint32_t off, uint8_t 
             uint32_t take = p->len - in < n ? p->len - in : n;
             int rc = ref_piece(m, p, in, buf, take, write);
             if (rc) {
-                /* The access failed here (VMMU_EROM): a watchpoint hit
-                 * may still name the bytes it did not reach. */
+                /* The access failed here (VMMU_EROM, a failing callback):
+                 * a watchpoint hit may still name the bytes it did not
+                 * reach. */
                 for (uint64_t left = n - take, at = p->va + in + take; left;) {
                     uint64_t part = 4096 - (at & 0xfff) < left ? 4096 - (at & 0xfff) : left;
                     note_done(m, at & lin_mask(m), part, write, true);
@@ -1017,6 +1152,17 @@ static int ref_span(struct model *m, const struct rxl *x, uint32_t off, uint8_t 
         base += p->len;
     }
     return 0;
+}
+
+/* An access that failed before it reached the translated bytes @x in
+ * kind @write (the write of a locked access whose read failed, the
+ * destination of an element whose source failed): how the library
+ * records watchpoint hits for a failed access is its choice, so a hit
+ * may name them. */
+static void note_unreached(struct model *m, const struct rxl *x, bool write)
+{
+    for (unsigned i = 0; i < x->n; i++)
+        note_done(m, x->p[i].va, x->p[i].len, write, true);
 }
 
 /* What the translated bytes hold now, without touching anything. */
@@ -1108,6 +1254,14 @@ static void check_mmio(struct model *m)
 {
     if (m->log_overflow)
         fail_msg("%s: more than %u MMIO callbacks", m->what, NLOG_MAX);
+    /* A callback that failed ends the operation: nothing after it runs. */
+    for (unsigned i = 0; i + 1 < m->nlog; i++)
+        if (m->log[i].failed)
+            fail_msg("%s paging, %s [%s]: MMIO callback %u failed, yet %u more ran after it "
+                     "(the next: %s of device %c at %#llx)",
+                     mode_names[m->mode], m->what, regs_str(m), i, m->nlog - 1 - i,
+                     m->log[i + 1].write ? "write" : "read", 'A' + m->log[i + 1].dev,
+                     (unsigned long long)m->log[i + 1].off);
     unsigned k = 0;
     for (unsigned s = 0; s < m->nspan; s++) {
         const struct span *sp = &m->spans[s];
@@ -1123,6 +1277,8 @@ static void check_mmio(struct model *m)
             const struct dev_op *op = &m->log[k++];
             uint64_t v = 0;
             memcpy(&v, data, op->size <= left && op->size <= 8 ? op->size : 1);
+            if (op->failed && !op->write)
+                v = op->value; /* a failed read gave no value */
             if (op->dev != sp->dev || op->write != sp->write || op->off != off ||
                 !(op->size == 1 || op->size == 2 || op->size == 4 || op->size == 8) ||
                 op->off % op->size || op->size > left || op->value != v)
@@ -1322,6 +1478,8 @@ static void check_watch(struct model *m)
     m->watch_hits += (unsigned long)n - nbefore;
     if (dropped || m->done_overflow)
         return; /* hits beyond VMMU_WATCH_HITS_MAX are counted, not kept */
+    if (m->ref_failed)
+        return; /* access.h does not say which hits an access that failed records */
     for (unsigned i = 0; i < m->nwatch; i++) {
         const struct mwatch *w = &m->watch[i];
         if (w->flags & VMMU_WATCH_BEFORE)
@@ -1380,6 +1538,12 @@ static void op_end(struct model *m)
     if (m->cb_err[0])
         fail_msg("%s paging, %s [%s]: %s", mode_names[m->mode], m->what, regs_str(m), m->cb_err);
     check_mmio(m);
+    if (m->ref_failed == VMMU_EMMIO)
+        m->mmio_failed++;
+    else if (m->ref_failed == VMMU_EPENDING)
+        m->dev_pending++;
+    else if (m->ref_failed)
+        m->dev_failed++;
     check_code(m);
     check_watch(m);
     check_ad(m);
@@ -1403,10 +1567,20 @@ static bool insn_start(struct model *m)
     return true;
 }
 
+/* An instruction that ends with VMMU_EPENDING keeps the latch for its
+ * re-execution; the stream never re-executes (replays are not modelled),
+ * so it drops the latch as a caller giving up on the instruction does. */
 static void insn_stop(struct model *m, bool insn, int rc)
 {
-    if (insn)
-        assert_int_equal(vmmu_insn_end(V(m), rc), 0);
+    if (!insn)
+        return;
+    assert_int_equal(vmmu_insn_end(V(m), rc), 0);
+    if (rc == VMMU_EPENDING) {
+        struct vmmu_latch_stats st;
+        assert_int_equal(vmmu_latch_discard(V(m)), 0);
+        assert_int_equal(vmmu_latch_stats(V(m), &st), 0);
+        assert_int_equal(st.pass, 0);
+    }
 }
 
 /* ---- Choosing accesses -------------------------------------------------------------- */
@@ -1517,9 +1691,10 @@ static void op_rw(struct model *m, bool write, bool typed)
     if (write)
         fill(m, data, len);
     op_begin(m);
-    snprintf(m->what, sizeof(m->what), "%s of %u bytes at %#llx, access %#x",
+    pick_failure(m);
+    snprintf(m->what, sizeof(m->what), "%s of %u bytes at %#llx, access %#x%s",
              typed ? (write ? "store" : "load") : (write ? "write" : "read"), len,
-             (unsigned long long)va, access);
+             (unsigned long long)va, access, fail_str(m));
 
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
@@ -1588,9 +1763,11 @@ static void op_rmw(struct model *m)
     uint64_t va = pick_va(m, size, size);
     unsigned access = pick_write_access(m);
     op_begin(m);
+    pick_failure(m);
     m->locked_op = true;
-    snprintf(m->what, sizeof(m->what), "rmw op %d of %u bytes at %#llx operand %#llx, access %#x",
-             (int)op, size, (unsigned long long)va, (unsigned long long)operand, access);
+    snprintf(m->what, sizeof(m->what),
+             "rmw op %d of %u bytes at %#llx operand %#llx, access %#x%s", (int)op, size,
+             (unsigned long long)va, (unsigned long long)operand, access, fail_str(m));
 
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
@@ -1598,10 +1775,15 @@ static void op_rmw(struct model *m)
     uint64_t want_old = 0;
     if (ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf)) {
         uint8_t b[8];
-        ref_span(m, &x, 0, (uint8_t *)&want_old, size, false);
+        /* On MMIO every piece is read, then every piece written: a
+         * read that fails writes nothing. */
+        want_rc = ref_span(m, &x, 0, (uint8_t *)&want_old, size, false);
         uint64_t nv = rmw_apply(op, want_old, operand);
         memcpy(b, &nv, 8);
-        want_rc = ref_span(m, &x, 0, b, size, true);
+        if (!want_rc)
+            want_rc = ref_span(m, &x, 0, b, size, true);
+        else
+            note_unreached(m, &x, true);
         ref_done(m, &x);
     }
     bool insn = insn_start(m);
@@ -1631,6 +1813,7 @@ static void op_cmpxchg(struct model *m)
     fill(m, expected, size);
     fill(m, desired, size);
     op_begin(m);
+    pick_failure(m);
     m->locked_op = true;
 
     struct vmmu_x86_fault wf = no_fault, f;
@@ -1647,16 +1830,18 @@ static void op_cmpxchg(struct model *m)
             memcpy(expected, cur, size); /* it fails narrowly */
             expected[rn(m, size)] ^= 1;
         }
-        ref_span(m, &x, 0, cur, size, false);
+        want_rc = ref_span(m, &x, 0, cur, size, false);
         want_swap = memcmp(cur, expected, size) == 0;
-        if (want_swap)
+        if (want_rc)
+            note_unreached(m, &x, true); /* a read that failed: no write */
+        else if (want_swap)
             want_rc = ref_span(m, &x, 0, desired, size, true);
         else /* SDM CMPXCHG: a write cycle whatever the result */
             want_rc = ref_span(m, &x, 0, cur, size, true);
         ref_done(m, &x);
     }
-    snprintf(m->what, sizeof(m->what), "cmpxchg of %u bytes at %#llx (%s), access %#x", size,
-             (unsigned long long)va, want_swap ? "equal" : "not equal", access);
+    snprintf(m->what, sizeof(m->what), "cmpxchg of %u bytes at %#llx (%s), access %#x%s", size,
+             (unsigned long long)va, want_swap ? "equal" : "not equal", access, fail_str(m));
     bool insn = insn_start(m);
     bool swapped = !want_swap;
     memset(observed, 0xa5, sizeof(observed));
@@ -1723,11 +1908,12 @@ static void op_prepared(struct model *m)
     static uint8_t data[LEN_MAX], want[LEN_MAX], got[LEN_MAX];
     fill(m, data, n);
     op_begin(m);
+    pick_failure(m);
     snprintf(m->what, sizeof(m->what),
-             "prepare %u bytes at %#llx access %#x, then %s %u bytes at offset %u (elem %u)", len,
-             (unsigned long long)va, access,
+             "prepare %u bytes at %#llx access %#x, then %s %u bytes at offset %u (elem %u)%s",
+             len, (unsigned long long)va, access,
              (const char *[]){"prepared_read", "prepared_write", "prepared_set"}[what], n, off,
-             elem);
+             elem, fail_str(m));
 
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
@@ -1763,7 +1949,7 @@ static void op_prepared(struct model *m)
         else
             rc = vmmu_prepared_set(&p, off, value, elem, n);
         check_outcome(m, rc, &no_fault, want_rc, &no_fault);
-        if (what == 0 && memcmp(got, want, n) != 0)
+        if (what == 0 && rc == 0 && memcmp(got, want, n) != 0)
             fail_msg("%s paging, %s [%s]: the read differs from the model", mode_names[m->mode],
                      m->what, regs_str(m));
     }
@@ -1785,8 +1971,34 @@ static uint64_t pick_rep_va(struct model *m, unsigned elem, uint64_t count, bool
     return va + 4096 - 1 - rn(m, (unsigned)span);
 }
 
+/* Whether the elements of a string operation at (@s1, @d1) and (@s2, @d2)
+ * may be moved by one chunk: chunks stay in one page on every side, so
+ * neither element crosses a page and both share their pages. */
+static bool same_chunk(const struct model *m, bool movs, unsigned elem, uint64_t s1, uint64_t d1,
+                       uint64_t s2, uint64_t d2)
+{
+    uint64_t mask = lin_mask(m);
+    const uint64_t a[4] = {d1, d2, s1, s2};
+    for (unsigned i = 0; i < (movs ? 4u : 2u); i++)
+        if (((a[i] & mask) >> 12) != (((a[i] + elem - 1) & mask) >> 12))
+            return false;
+    return ((d1 & mask) >> 12) == ((d2 & mask) >> 12) &&
+           (!movs || ((s1 & mask) >> 12) == ((s2 & mask) >> 12));
+}
+
 /* REP MOVS / REP STOS: element by element up to the budget; at a fault
- * the registers name the faulting element. */
+ * the registers name the faulting element.  A callback that fails ends
+ * the call at its element too: the registers name it and every element
+ * before it is complete (docs/access.md: where a side is MMIO or a device
+ * page the registers follow each element).  What comes back then:
+ *  - nothing done in this call: the failure's code;
+ *  - VMMU_EPENDING after elements completed: 0 with the progress
+ *    (docs/access.md: a REP step that completed elements returns with
+ *    progress, never VMMU_EPENDING);
+ *  - any code after an earlier chunk completed: 0 with the progress
+ *    (docs/access.md: the failure comes back when the caller resumes);
+ *  - a chunk that fails after some of its own elements completed: the
+ *    documents do not say, so 0 and the code are both taken. */
 static void op_rep(struct model *m, bool movs)
 {
     unsigned elem = 1u << rn(m, 4);
@@ -1800,15 +2012,16 @@ static void op_rep(struct model *m, bool movs)
         r.src = rn(m, 8) == 0 ? r.dst + (rn(m, 2) ? elem : -(uint64_t)elem) - 1 + rn(m, 3)
                               : pick_rep_va(m, elem, count, backward);
     op_begin(m);
+    pick_failure(m);
     snprintf(m->what, sizeof(m->what),
-             "rep %s elem %u count %llu budget %llu %s src %#llx dst %#llx src access %#x",
+             "rep %s elem %u count %llu budget %llu %s src %#llx dst %#llx src access %#x%s",
              movs ? "movs" : "stos", elem, (unsigned long long)count,
              (unsigned long long)budget, backward ? "backward" : "forward",
-             (unsigned long long)r.src, (unsigned long long)r.dst, src_access);
+             (unsigned long long)r.src, (unsigned long long)r.dst, src_access, fail_str(m));
 
     struct vmmu_rep want = r;
     struct vmmu_x86_fault wf = no_fault, f;
-    int want_rc = 0;
+    int want_rc = 0, either_rc = 0;
     uint64_t done = 0;
     while (want.count && done < budget) {
         struct rxl xs, xd;
@@ -1830,16 +2043,27 @@ static void op_rep(struct model *m, bool movs)
         bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
         if (src_fault || !ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf))
             break;
+        /* The element's source is read, then its destination written; a
+         * source read that fails writes nothing.  Both sides were
+         * prepared, so both count as translated. */
+        int rc = 0;
         if (movs)
-            ref_span(m, &xs, 0, tmp, elem, false);
+            rc = ref_span(m, &xs, 0, tmp, elem, false);
         else
             memcpy(tmp, &want.value, elem);
-        int rc = ref_span(m, &xd, 0, tmp, elem, true);
+        if (!rc)
+            rc = ref_span(m, &xd, 0, tmp, elem, true);
+        else
+            note_unreached(m, &xd, true);
         if (movs)
             ref_done(m, &xs);
         ref_done(m, &xd);
         if (rc < 0) {
-            want_rc = done ? 0 : rc;
+            if (!done)
+                want_rc = rc;
+            else if (rc != VMMU_EPENDING &&
+                     same_chunk(m, movs, elem, r.src, r.dst, want.src, want.dst))
+                either_rc = rc;
             break;
         }
         want.src = backward ? want.src - elem : want.src + elem;
@@ -1854,7 +2078,14 @@ static void op_rep(struct model *m, bool movs)
     int rc = movs ? vmmu_access_rep_movs(V(m), &r, budget, src_access, &f)
                   : vmmu_access_rep_stos(V(m), &r, budget, &f);
     insn_stop(m, insn, rc);
+    if (either_rc && rc == either_rc)
+        want_rc = rc;
     check_outcome(m, rc, &f, want_rc, &wf);
+    if (done && m->ref_failed) {
+        m->rep_failed_partway++;
+        if (either_rc)
+            m->rep_chunk_failed[rc != 0]++;
+    }
     if (r.dst != want.dst || r.src != want.src || r.count != want.count)
         fail_msg("%s paging, %s [%s]: stopped at src %#llx dst %#llx count %llu; the model at "
                  "src %#llx dst %#llx count %llu",
@@ -1865,6 +2096,314 @@ static void op_rep(struct model *m, bool movs)
     m->rep_ops++;
     if (done && wf.vector != VMMU_X86_FAULT_NONE)
         m->rep_partial++;
+    op_end(m);
+}
+
+/* ---- Probes ----------------------------------------------------------------------------- */
+
+/* What a probe of @size bytes at @va (inside one page) must answer, from
+ * the state now. */
+struct pref {
+    struct vmmu_x86_fault fault; /* the fault the access raises, or vector NONE */
+    uint64_t gpa;
+    enum kind kind;
+    uint8_t *host;   /* where the bytes are in host memory, if they may be accessed there */
+    unsigned need;   /* VMMU_PROBE_* reasons that hold (NOTDIRTY aside) */
+    unsigned maybe;  /* reasons a probe may give besides */
+    bool notdirty;   /* the access would set an A or D bit, or a dirty-log bit */
+    bool stop;       /* a VMMU_WATCH_BEFORE watchpoint of its kind covers it */
+    bool page_watched; /* a watchpoint of its kind is on its page */
+    unsigned walk;   /* its walk in m->walks, or ~0u */
+};
+
+/* The watchpoint kind of an access: fetches count as reads. */
+static unsigned watch_kind(unsigned access)
+{
+    return (access & VMMU_X86_ACC_WRITE) ? VMMU_WATCH_WRITE : VMMU_WATCH_READ;
+}
+
+/* The reference's answer for a probe.  @record keeps the walk in
+ * m->walks for the A/D check (a probe that may set A/D bits). */
+static void ref_probe(struct model *m, uint64_t va, unsigned size, unsigned access, bool record,
+                      struct pref *r)
+{
+    bool write = (access & VMMU_X86_ACC_WRITE) != 0;
+    memset(r, 0, sizeof(*r));
+    r->fault = no_fault;
+    r->walk = ~0u;
+    va &= lin_mask(m);
+    /* SDM 3.3.7.1: canonical form before paging. */
+    if (long_mode(m) && (!canon(m, va) || !canon(m, va + size - 1))) {
+        r->fault.vector = (access & VMMU_X86_ACC_STACK) ? VMMU_X86_VEC_SS : VMMU_X86_VEC_GP;
+        return;
+    }
+    if (m->paging_off) {
+        r->gpa = va;
+    } else {
+        struct vmmu_x86_walk w;
+        if (record) {
+            r->walk = ref_walk(m, va, access, &w);
+        } else {
+            assert_int_equal(vmmu_x86_walk_peek(pg(m), va, access, &w), 0);
+        }
+        if (!w.ok) {
+            r->fault = w.fault;
+            return;
+        }
+        r->gpa = w.gpa;
+        for (unsigned l = 0; l < w.nlevels; l++)
+            if (w.levels[l].new_value != w.levels[l].value)
+                r->notdirty = true;
+    }
+    r->kind = kind_of(r->gpa);
+    switch (r->kind) {
+    case K_RAM:
+        r->host = m->t.env.mem + r->gpa;
+        break;
+    case K_ROM:
+    case K_ROMR:
+        if (write)
+            r->need |= VMMU_PROBE_MMIO; /* a ROM write */
+        else
+            r->host = r->kind == K_ROM ? m->rom + (r->gpa - ROM_GPA)
+                                       : m->romr + (r->gpa - ROMR_GPA);
+        break;
+    case K_DEV:
+        r->need |= VMMU_PROBE_DEVICE;
+        break;
+    default: /* MMIO, a hole */
+        r->need |= VMMU_PROBE_MMIO;
+        break;
+    }
+    if (write && r->kind == K_RAM) {
+        int d = data_page(r->gpa);
+        if (d >= 0 && m->code[d])
+            r->need |= VMMU_PROBE_CODE;
+        uint32_t state = 0;
+        assert_int_equal(vmmu_page_state_get(m->t.env.vm, r->gpa, &state), 0);
+        if (m->logging && !(state & VMMU_PAGE_DIRTY))
+            r->notdirty = true;
+    }
+    /* access.h: a watchpoint of this vCPU that covers part of it; one of
+     * the access's kind must stop the direct access, one of the other
+     * kind may (the header does not say). */
+    for (unsigned i = 0; i < m->nwatch; i++) {
+        const struct mwatch *w = &m->watch[i];
+        if (watch_covers(m, w, va & ~0xfffull, 4096) && (w->flags & watch_kind(access)))
+            r->page_watched = true;
+        if (!watch_covers(m, w, va, size))
+            continue;
+        if (w->flags & watch_kind(access)) {
+            r->need |= VMMU_PROBE_WATCH;
+            r->stop |= (w->flags & VMMU_WATCH_BEFORE) != 0;
+        } else {
+            r->maybe |= VMMU_PROBE_WATCH;
+        }
+    }
+}
+
+#define NO_HOST ((void *)(uintptr_t)0x5afe5afe5afeull)
+
+/* The inline probe answered @hit (and @host) for an access that the
+ * reference @r describes.  It may miss; a hit must be what
+ * vmmu_access_probe() would answer with a host pointer and no fault, on
+ * a page whose comparator carries no flag (no watchpoint of its kind,
+ * no MMIO or device, no code mark or dirty bit to set for a write), and
+ * never while the replay latch is active (access.h). */
+static void check_hit(struct model *m, const char *when, bool hit, void *host, bool write,
+                      bool insn, const struct pref *r)
+{
+    if (!hit) {
+        if (host != NO_HOST)
+            fail_msg("%s paging, %s [%s]: vmmu_access_probe_hit() %s missed and changed *host",
+                     mode_names[m->mode], m->what, regs_str(m), when);
+        return;
+    }
+    m->probe_hits++;
+    const char *bad = NULL;
+    if (insn)
+        bad = "inside an instruction (the replay latch is active)";
+    else if (r->fault.vector != VMMU_X86_FAULT_NONE)
+        bad = "on an access that faults";
+    else if (r->need || r->page_watched)
+        bad = "on an access with no direct host access (MMIO, device, watchpoint, code mark)";
+    else if (write && r->notdirty)
+        bad = "on a write that must set a D bit or a dirty-log bit";
+    else if (host != r->host)
+        bad = "with a host pointer other than the access's bytes";
+    if (bad)
+        fail_msg("%s paging, %s [%s]: vmmu_access_probe_hit() %s hit %s (host %p, the model %p, "
+                 "%s at gpa %#llx)",
+                 mode_names[m->mode], m->what, regs_str(m), when, bad, host, (void *)r->host,
+                 kind_name(r->kind), (unsigned long long)r->gpa);
+}
+
+/* vmmu_access_probe() or vmmu_access_probe_nofault() of one access inside
+ * a page, with vmmu_access_probe_hit() before and after it when the
+ * access suits the inline probe (1, 2, 4, 8 or 16 bytes, naturally
+ * aligned, not implicit).  A probe makes no MMIO callback and records
+ * nothing a check would see (A/D bits and dirty-log bits aside, for the
+ * faulting one).  When the faulting probe of a write gives a host
+ * pointer, the test writes through it, as its caller would. */
+static void op_probe(struct model *m)
+{
+    static const unsigned sizes[] = {1, 2, 4, 8, 16};
+    static const enum vmmu_mem_type types[] = {VMMU_MEM_RAM,  VMMU_MEM_ROM,    VMMU_MEM_ROM,
+                                               VMMU_MEM_MMIO, VMMU_MEM_MMIO,   VMMU_MEM_DEVICE,
+                                               VMMU_MEM_HOLE};
+    unsigned k = rn(m, 3); /* read, write, fetch */
+    unsigned access = k == 1 ? VMMU_X86_ACC_WRITE : k == 2 ? VMMU_X86_ACC_FETCH : 0;
+    if (k != 2 && rn(m, 8) == 0)
+        access |= rn(m, 2) ? VMMU_X86_ACC_IMPLICIT : VMMU_X86_ACC_STACK;
+    bool write = k == 1;
+    bool typed = rn(m, 3) != 0;
+    unsigned size = typed ? sizes[rn(m, 5)] : pick_len(m);
+    uint64_t va = pick_va(m, size, typed ? size : 1);
+    if (size > 4096 - (va & 0xfff))
+        size = (unsigned)(4096 - (va & 0xfff)); /* a probe never crosses a page */
+    bool nofault = rn(m, 2);
+    op_begin(m);
+    snprintf(m->what, sizeof(m->what), "%s of %u bytes at %#llx, access %#x",
+             nofault ? "vmmu_access_probe_nofault" : "vmmu_access_probe", size,
+             (unsigned long long)va, access);
+
+    if (rn(m, 16) == 0) {
+        /* access.h: a probe that would cross its page is refused with
+         * VMMU_EINVAL, and a refused call changes nothing (error.h): no
+         * A/D bit, no dirty bit, no callback, which op_end checks. */
+        struct vmmu_probe out;
+        unsigned cross = (unsigned)(4096 - (va & 0xfff)) + 1 + rn(m, 8);
+        int rc = rn(m, 2) ? vmmu_access_probe(V(m), va, cross, access, &out)
+                          : vmmu_access_probe_nofault(V(m), va, cross, access, &out);
+        if (rc != VMMU_EINVAL)
+            fail_msg("%s paging, %s [%s]: a probe of %u bytes, crossing its page, returned %s",
+                     mode_names[m->mode], m->what, regs_str(m), cross, vmmu_error_name(rc));
+        m->probes++;
+        op_end(m);
+        return;
+    }
+    const struct vmmu_access_fast *fast = vmmu_access_fast(V(m));
+    assert_non_null(fast);
+    assert_ptr_equal(fast->vcpu, V(m));
+    enum vmmu_tlb_kind tk = k == 1 ? VMMU_TLB_WRITE : k == 2 ? VMMU_TLB_FETCH : VMMU_TLB_READ;
+    bool inline_ok = !(access & VMMU_X86_ACC_IMPLICIT) && !(size & (size - 1)) && size <= 16 &&
+                     va % size == 0;
+
+    struct pref r;
+    ref_probe(m, va, size, access, !nofault, &r);
+    bool insn = insn_start(m);
+    if (insn && !fast->slow)
+        fail_msg("%s paging, %s: the inline probe's slow word is clear inside an instruction",
+                 mode_names[m->mode], m->what);
+    void *h0 = NO_HOST;
+    bool hit0 = inline_ok && vmmu_access_probe_hit(fast, va, size, tk, &h0);
+    if (inline_ok)
+        check_hit(m, "before the probe", hit0, h0, write, insn, &r);
+
+    struct vmmu_probe out;
+    memset(&out, 0xa5, sizeof(out));
+    int rc = nofault ? vmmu_access_probe_nofault(V(m), va, size, access, &out)
+                     : vmmu_access_probe(V(m), va, size, access, &out);
+    if (rc != 0)
+        fail_msg("%s paging, %s [%s]: returned %s", mode_names[m->mode], m->what, regs_str(m),
+                 vmmu_error_name(rc));
+
+    /* What it answered. */
+    unsigned need = r.need | (nofault && r.notdirty ? VMMU_PROBE_NOTDIRTY : 0);
+    const char *bad = NULL;
+    bool done = false; /* no fault and not stopped: the access would proceed */
+    if (r.fault.vector != VMMU_X86_FAULT_NONE) {
+        m->probe_faults++;
+        if (out.fault.vector != r.fault.vector || out.fault.error_code != r.fault.error_code ||
+            (r.fault.vector == VMMU_X86_VEC_PF && out.fault.cr2 != r.fault.cr2))
+            bad = "a fault other than the model's";
+        else if (out.host)
+            bad = "a host pointer with a fault";
+    } else if (out.fault.vector == VMMU_ACCESS_STOP_WATCH) {
+        /* access.h does not say whether a VMMU_WATCH_BEFORE watchpoint
+         * stops a probe or only takes its host pointer: either. */
+        m->probe_stops++;
+        if (!r.stop)
+            bad = "a watchpoint stop where no VMMU_WATCH_BEFORE watchpoint of its kind covers it";
+        else if (out.host)
+            bad = "a host pointer with a watchpoint stop";
+    } else if (out.fault.vector != VMMU_X86_FAULT_NONE) {
+        bad = "a fault where the model has none";
+    } else {
+        done = true;
+        if (out.gpa != r.gpa || out.type != types[r.kind])
+            bad = "a gpa or type other than the model's";
+        else if (out.host && need)
+            bad = "a host pointer although the access may not be made in host memory";
+        else if (out.host && out.host != r.host)
+            bad = "a host pointer other than the access's bytes";
+        else if (!out.host && !(need | r.maybe))
+            bad = "no host pointer although the whole access may be made in host memory";
+        else if (!out.host && (out.why == 0 || (out.why & ~(need | r.maybe))))
+            bad = "no host pointer, and reasons (why) that do not hold or none";
+        else if (!out.host && !nofault && (out.why & VMMU_PROBE_NOTDIRTY))
+            bad = "VMMU_PROBE_NOTDIRTY from the faulting probe";
+    }
+    if (bad)
+        fail_msg("%s paging, %s [%s]: %s; it gave vector %s error code %#x cr2 %#llx host %p gpa "
+                 "%#llx type %d why %#x; the model: vector %s error code %#x cr2 %#llx host %p "
+                 "gpa %#llx (%s) why %#x (or %#x)",
+                 mode_names[m->mode], m->what, regs_str(m), bad, vec_name(out.fault.vector),
+                 out.fault.error_code, (unsigned long long)out.fault.cr2, out.host,
+                 (unsigned long long)out.gpa, (int)out.type, out.why, vec_name(r.fault.vector),
+                 r.fault.error_code, (unsigned long long)r.fault.cr2,
+                 need | r.maybe ? NULL : (void *)r.host, (unsigned long long)r.gpa,
+                 kind_name(r.kind), need, r.maybe);
+    if (done) {
+        if (out.host)
+            m->probe_hosts++;
+        else
+            for (unsigned b = 0; b < 5; b++)
+                m->probe_why[b] += (out.why >> b) & 1;
+    }
+
+    /* The inline probe again.  The non-faulting probe filled nothing, so
+     * it answers as before; after the faulting one it may hit now. */
+    if (inline_ok) {
+        void *h1 = NO_HOST;
+        bool hit1 = vmmu_access_probe_hit(fast, va, size, tk, &h1);
+        if (nofault) {
+            if (hit1 != hit0 || h1 != h0)
+                fail_msg("%s paging, %s [%s]: the inline probe %s before it and %s after it "
+                         "(the non-faulting probe fills no TLB entry)",
+                         mode_names[m->mode], m->what, regs_str(m), hit0 ? "hit" : "missed",
+                         hit1 ? "hit" : "missed");
+        } else {
+            struct pref now;
+            ref_probe(m, va, size, access, false, &now);
+            check_hit(m, "after the probe", hit1, h1, write, insn, &now);
+        }
+    }
+    insn_stop(m, insn, 0);
+
+    /* What the probe leaves: the faulting one, A/D bits as the access
+     * would set them once it is to proceed, and the dirty-log bit of a
+     * RAM page it gave a write pointer for; the non-faulting one,
+     * nothing (its walk is not recorded, so any A/D bit it set shows as
+     * a changed page table). */
+    if (!nofault && done && r.walk != ~0u)
+        m->walks[r.walk].must = true;
+    if (!nofault && r.fault.vector == VMMU_X86_FAULT_NONE && write && r.kind == K_RAM) {
+        if (out.host)
+            dirty_must(m, r.gpa);
+        else
+            dirty_may(m, r.gpa); /* a code mark or a watchpoint: the header does not say */
+    }
+    if (!nofault && out.host && write && r.kind == K_RAM) {
+        uint8_t b[4096];
+        fill(m, b, size);
+        memcpy(out.host, b, size);
+        memcpy(m->shadow + r.gpa, b, size);
+    }
+    /* Whether a probe records watchpoint hits is not said: drop them. */
+    struct vmmu_watch_hit h[VMMU_WATCH_HITS_MAX];
+    assert_true(vmmu_watch_take_hits(V(m), h, VMMU_WATCH_HITS_MAX, NULL) >= 0);
+    m->probes++;
     op_end(m);
 }
 
@@ -2136,7 +2675,9 @@ static void host_step(struct model *m)
 struct totals {
     unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
         rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
-        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops;
+        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
+        mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
+        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2];
 };
 
 static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, uint64_t size,
@@ -2218,7 +2759,7 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
 
     for (unsigned s = 0; s < steps; s++) {
         m->step = s;
-        unsigned what = rn(m, 100);
+        unsigned what = rn(m, 110);
         if (what < 14)
             op_rw(m, false, rn(m, 2));
         else if (what < 28)
@@ -2237,8 +2778,10 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
             edit(m);
         else if (what < 84)
             host_step(m);
-        else
+        else if (what < 100)
             set_register(m);
+        else
+            op_probe(m);
     }
     compare_memory(m, true);
     check_dirty_log(m);
@@ -2266,6 +2809,19 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     tot->watch_hits += m->watch_hits;
     tot->watch_stops += m->watch_stops;
     tot->dev_ops += m->dev_ops;
+    tot->mmio_failed += m->mmio_failed;
+    tot->dev_failed += m->dev_failed;
+    tot->dev_pending += m->dev_pending;
+    tot->rep_failed_partway += m->rep_failed_partway;
+    tot->probes += m->probes;
+    tot->probe_faults += m->probe_faults;
+    tot->probe_hosts += m->probe_hosts;
+    tot->probe_stops += m->probe_stops;
+    tot->probe_hits += m->probe_hits;
+    for (unsigned b = 0; b < 5; b++)
+        tot->probe_why[b] += m->probe_why[b];
+    tot->rep_chunk_failed[0] += m->rep_chunk_failed[0];
+    tot->rep_chunk_failed[1] += m->rep_chunk_failed[1];
     free_model(m);
     live = NULL;
 }
@@ -2287,6 +2843,16 @@ static void in_mode(enum mmode mode)
                   tot.rep_partial, tot.prepared, tot.rom_dropped, tot.rom_reported,
                   tot.ad_checked, tot.in_insn, tot.unpaged, tot.dirty_checks, tot.dirty_pages,
                   tot.code_calls, tot.watch_hits, tot.watch_stops, tot.dev_ops);
+    print_message("  failures: %lu MMIO callbacks, %lu device requests, %lu pending, %lu string "
+                  "ops cut short by one (%lu with 0, %lu with the code, in a chunk that had "
+                  "progress); probes: %lu (%lu faults, %lu host pointers, %lu watchpoint "
+                  "stops), why: %lu mmio %lu device %lu watch %lu notdirty %lu code; %lu inline "
+                  "hits\n",
+                  tot.mmio_failed, tot.dev_failed, tot.dev_pending, tot.rep_failed_partway,
+                  tot.rep_chunk_failed[0], tot.rep_chunk_failed[1], tot.probes,
+                  tot.probe_faults, tot.probe_hosts, tot.probe_stops, tot.probe_why[0],
+                  tot.probe_why[1], tot.probe_why[2], tot.probe_why[3], tot.probe_why[4],
+                  tot.probe_hits);
     /* The stream reached every outcome it is meant to check. */
     assert_true(tot.ops > 0);
     assert_true(tot.faults > 0 && tot.faults < tot.ops);
@@ -2300,6 +2866,11 @@ static void in_mode(enum mmode mode)
     assert_true(tot.unpaged > 0 && tot.dirty_checks > 0 && tot.dirty_pages > 0);
     assert_true(tot.code_calls > 0 && tot.watch_hits > 0 && tot.watch_stops > 0);
     assert_true(tot.dev_ops > 0);
+    assert_true(tot.mmio_failed > 0 && tot.dev_failed > 0 && tot.dev_pending > 0);
+    assert_true(tot.rep_failed_partway > 0);
+    assert_true(tot.probe_faults > 0 && tot.probe_hosts > 0 && tot.probe_hits > 0);
+    for (unsigned b = 0; b < 5; b++)
+        assert_true(tot.probe_why[b] > 0); /* every reason a probe gives */
 }
 
 /* One test per paging mode; the test's state names the mode. */
@@ -2578,6 +3149,74 @@ static void a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0(void **
     assert_int_equal(kinds, VMMU_WATCH_ACCESS);
 }
 
+/* A WRITE watchpoint on bytes 0x800..0x803 does not cover an 8-byte write
+ * at 0x10: the probe gives the host pointer (vmmu used to refuse every
+ * probe of a page with a watchpoint of the probe's kind). */
+static void a_probe_is_not_refused_by_a_watchpoint_on_other_bytes_of_its_page(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, KVA, 8 * MiB, PTE_RW);
+    assert_int_equal(vmmu_watch_add(v, KVA + 0x800, 4, VMMU_WATCH_WRITE, NULL), 0);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(v, KVA + 0x10, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
+    assert_ptr_equal(p.host, hpa(&e->t, 8 * MiB + 0x10));
+    assert_int_equal(vmmu_access_probe_nofault(v, KVA + 0x10, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_ptr_equal(p.host, hpa(&e->t, 8 * MiB + 0x10));
+    /* Covering one byte is enough. */
+    assert_int_equal(vmmu_access_probe(v, KVA + 0x7fd, 4, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+}
+
+/* A probe that a BEFORE watchpoint covers was translated (A/D set): gpa
+ * and type name the page (vmmu used to leave 0 and HOLE), and the probe,
+ * which makes no access, records no hit (vmmu used to record one, and the
+ * access the caller then made recorded a second). */
+static void a_probe_stopped_by_a_before_watchpoint_reports_its_gpa_and_records_no_hit(
+    void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, KVA, 8 * MiB, PTE_RW);
+    assert_int_equal(
+        vmmu_watch_add(v, KVA + 0x10, 4, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE, NULL), 0);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(v, KVA + 0x10, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_int_equal(p.gpa, 8 * MiB + 0x10);
+    assert_int_equal(p.type, VMMU_MEM_RAM);
+    struct vmmu_watch_hit h;
+    assert_int_equal(vmmu_watch_take_hits(v, &h, 1, NULL), 0);
+}
+
+/* 32-bit paging: 0x100000010 is linear address 0x10, which a READ
+ * watchpoint covers; both probes see it (the faulting one used to look
+ * for watchpoints at the 64-bit number). */
+static void a_probe_in_32bit_paging_sees_watchpoints_at_its_32bit_address(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct x86_env *env = &e->t.env;
+    uint64_t pd = env_page(env), pt = env_page(env);
+    put32(env, pd, (uint32_t)(pt | E_P | E_RW | E_US | E_A)); /* A set: the read sets nothing */
+    put32(env, pt, (uint32_t)(8 * MiB | E_P | E_RW | E_US | E_A | E_D));
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = pd, .rflags = 2};
+    assert_int_equal(vmmu_vcpu_set_state(v, &r), 0);
+    assert_int_equal(vmmu_watch_add(v, 0x10, 4, VMMU_WATCH_READ, NULL), 0);
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe_nofault(v, 0x100000010ull, 4, 0, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_int_equal(vmmu_access_probe(v, 0x100000010ull, 4, 0, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.why, VMMU_PROBE_WATCH);
+    assert_int_equal(p.gpa, 8 * MiB + 0x10);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -2594,6 +3233,9 @@ int main(void)
         K(a_read_write_preparation_stops_at_read_watchpoints),
         K(a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to),
         K(a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0),
+        K(a_probe_is_not_refused_by_a_watchpoint_on_other_bytes_of_its_page),
+        K(a_probe_stopped_by_a_before_watchpoint_reports_its_gpa_and_records_no_hit),
+        K(a_probe_in_32bit_paging_sees_watchpoints_at_its_32bit_address),
 #undef K
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
