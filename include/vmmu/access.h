@@ -539,7 +539,9 @@ void vmmu_latch_restore(struct vmmu_vcpu *vcpu, unsigned token);
 
 /** What the latch holds and did (for tests and diagnostics). */
 struct vmmu_latch_stats {
-    unsigned pass;        /**< 0 outside an instruction, 1 first pass, 2+ replays */
+    unsigned pass;        /**< 1 first pass, 2+ replays; between the passes of an
+                               instruction that pended, the pass that pended (the next
+                               vmmu_insn_begin() starts pass + 1); 0 when no latch is kept */
     unsigned entries;     /**< page-table entries recorded */
     unsigned xlates;      /**< translations recorded */
     unsigned events;      /**< data events recorded */

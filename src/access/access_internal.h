@@ -40,7 +40,9 @@ struct latch_xlate {
     uint16_t pass;
 };
 
-enum latch_event_kind { EV_READ = 1, EV_IO_READ, EV_IO_WRITE };
+/* EV_ATOMIC: a locked update of RAM; its data is the old bytes, the new
+ * bytes and one byte saying whether it stored them (size: 2 n + 1). */
+enum latch_event_kind { EV_READ = 1, EV_IO_READ, EV_IO_WRITE, EV_ATOMIC };
 
 /* A data read (one page piece) or an MMIO/device piece that completed. */
 struct latch_event {

@@ -18,8 +18,12 @@
  * split locks as a bug to report.  MMIO and device pages get a read then
  * a write, not atomic.
  *
- * The replay latch records the old value as a data read: a re-executed
- * instruction gets it back and does not apply the update a second time. */
+ * The replay latch records a locked update of RAM as one event: the old
+ * bytes, the new bytes and whether they were stored.  A re-executed
+ * instruction gets the old bytes back and does not compute the update a
+ * second time; it stores the recorded new bytes again, as it redoes its
+ * plain stores, so that a store the instruction made to the same bytes
+ * before the locked one (redone too) does not undo it. */
 #include <string.h>
 
 #include "access/access_internal.h"
@@ -93,6 +97,33 @@ static void ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
     }
 }
 
+/* ram_update()'s update for a replay: the bytes the first pass stored. */
+static bool update_replayed(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size)
+{
+    (void)old;
+    memcpy(new_bytes, ctx, size);
+    return true;
+}
+
+/* An update under the latch: the update, noting whether it stored and
+ * what (the last call is the one that counted: ram_update() calls again
+ * only when its compare-and-swap lost a race). */
+struct noted {
+    update_fn fn;
+    void *ctx;
+    bool stored;
+    uint8_t new_bytes[16];
+};
+
+static bool update_noted(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size)
+{
+    struct noted *n = ctx;
+    n->stored = n->fn(n->ctx, old, new_bytes, size);
+    if (n->stored)
+        memcpy(n->new_bytes, new_bytes, size);
+    return n->stored;
+}
+
 /* locked_update_in(): the update needs an exclusive section (not an error code). */
 #define NEED_EXCLUSIVE 1
 
@@ -138,30 +169,43 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     if (split && !exclusive)
         return NEED_EXCLUSIVE;
     bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
+    uint32_t ev_size = 2 * size + 1;
+    struct noted noted = {.fn = fn, .ctx = ctx};
     if (latch) {
-        const struct latch_event *e = vmmu__latch_event_next(a, EV_READ, p[0].va, size);
+        const struct latch_event *e = vmmu__latch_event_next(a, EV_ATOMIC, p[0].va, ev_size);
         if (e) {
-            /* Done by an earlier pass: the old value it saw, no second update. */
-            memcpy(old, vmmu__latch_event_data(a, e), size);
-            return 0;
+            /* Done by an earlier pass: the old value it saw, and its new
+             * bytes stored again if it stored them (see the file comment). */
+            const uint8_t *rec = vmmu__latch_event_data(a, e);
+            memcpy(old, rec, size);
+            if (!rec[2 * size])
+                return 0;
+            fn = update_replayed;
+            ctx = (void *)(uintptr_t)(rec + size);
+        } else {
+            rc = vmmu__latch_event_room(a, ev_size);
+            if (rc)
+                return rc;
+            fn = update_noted;
+            ctx = &noted;
         }
-        rc = vmmu__latch_event_room(a, size);
-        if (rc)
-            return rc;
     }
     for (unsigned i = 0; i < n && a->nwatch; i++) {
         (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_READ, true);
         (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_WRITE, true);
     }
     if (ram && !split) {
-        ram_update(p[0].host, size, fn, ctx, old);
+        /* A replay stores the recorded bytes; @old keeps what the first pass saw. */
+        uint8_t seen[16];
+        ram_update(p[0].host, size, fn, ctx, fn == update_replayed ? seen : old);
     } else if (ram) {
         /* Inside the exclusive section: nobody else runs. */
-        uint8_t nb[16];
-        memcpy(old, p[0].host, p[0].len);
+        uint8_t seen[16], nb[16];
+        uint8_t *cur = fn == update_replayed ? seen : old;
+        memcpy(cur, p[0].host, p[0].len);
         if (n == 2)
-            memcpy(old + p[0].len, p[1].host, p[1].len);
-        if (fn(ctx, old, nb, size)) {
+            memcpy(cur + p[0].len, p[1].host, p[1].len);
+        if (fn(ctx, cur, nb, size)) {
             memcpy(p[0].host, nb, p[0].len);
             if (n == 2)
                 memcpy(p[1].host, nb + p[0].len, p[1].len);
@@ -191,7 +235,13 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             return rc;
         return 0; /* the pieces went through the latch themselves */
     }
-    return latch ? vmmu__latch_event_record(a, EV_READ, p[0].va, old, size) : 0;
+    if (!latch || fn == update_replayed)
+        return 0;
+    uint8_t rec[2 * 16 + 1];
+    memcpy(rec, old, size);
+    memcpy(rec + size, noted.new_bytes, size);
+    rec[2 * size] = noted.stored;
+    return vmmu__latch_event_record(a, EV_ATOMIC, p[0].va, rec, ev_size);
 }
 
 /* ---- RMW ---------------------------------------------------------------------- */

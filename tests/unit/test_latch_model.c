@@ -1,0 +1,2784 @@
+/* SPDX-License-Identifier: MIT */
+/* Randomized model test of the replay latch's replay side (access.h, "The
+ * replay latch"; docs/access.md, "The replay latch" and "The retry flow").
+ *
+ * The stream is made of instructions.  An instruction is a fixed list of
+ * 1 to 6 accesses through the access API: vmmu_access_read (data or
+ * fetch), _write, _load, _store, _rmw, _cmpxchg, prepared reads, writes,
+ * sets and read-modify-writes (VMMU_ACCESS_READ_WRITE), and as its last
+ * access a prepared move or a REP MOVS/STOS of a few elements.  The
+ * accesses reach guest pages that are RAM, two MMIO devices and a
+ * device-model page.  The MMIO callbacks and the device handler log every
+ * call; a read returns a function of the device's salt and of how many
+ * reads it answered, so a read made twice shows in the log and most
+ * likely in the value.  The device handler answers VMMU_EPENDING to some
+ * requests it has not seen before in the instruction, and completes a
+ * request it has seen (p2m.h: called again with the same access, it
+ * completes it).
+ *
+ * Each instruction runs as an emulator runs it: vmmu_insn_begin(), its
+ * accesses in order until one faults, pends or completes the list, then
+ * vmmu_insn_end() with VMMU_EPENDING or 0.  After a pass that pends, the
+ * world changes as another vCPU or the host could change it: guest RAM
+ * the instruction read is rewritten, page-table entries are rewritten
+ * (leaves pointed elsewhere or made not present, read-only or XD; upper
+ * entries made read-only, XD or not present), each followed by the
+ * INVLPG or flush that covers it, the TLB is flushed or a page
+ * invalidated, and the devices' salts change.  Then the same accesses run
+ * again, with the same arguments, and the test checks against its model:
+ *  - an access that completed in an earlier pass returns exactly what it
+ *    returned then (values, CMPXCHG's result) and makes no MMIO or
+ *    device call (access.h: each read returns what the first pass saw,
+ *    MMIO or device accesses that completed are not repeated);
+ *  - the access that pended runs again: the device pieces it completed
+ *    are not repeated, the device's first request of the pass is the one
+ *    that pended (p2m.h), and over all passes every MMIO and device byte
+ *    of a completed access is read (written) by exactly one completed
+ *    call, whose values are the ones the access returned (wrote);
+ *  - translations the instruction made are reused although the tables
+ *    changed and the TLB was flushed, and a walk the first pass did not
+ *    make reads the entries earlier passes read as they were recorded
+ *    (keyed by guest-physical address and level), the others live
+ *    ("Entries of earlier passes are frozen: served as recorded");
+ *  - accesses an earlier pass did not reach run live: they see the
+ *    rewritten RAM and the devices' new state, and are recorded for a
+ *    further pass (chains of several pending passes);
+ *  - writes go through the recorded translations, and after the last pass
+ *    guest RAM is what one run of the instruction with those answers
+ *    gives: the test keeps its own copy of RAM and applies each access
+ *    once, in order, with the values read as the latch serves them;
+ *  - page-table entries: in an instruction that starts with a flushed
+ *    TLB, an access that completed leaves A (and D on a write's leaf) set
+ *    in the entries its walk read live; a walk that faults sets none
+ *    (x86.h); an entry the world rewrote after a pass read it is never
+ *    touched again by the instruction ("an entry the guest has rewritten
+ *    is not touched"); A/D bits set by a pass stay set; nothing else in a
+ *    table changes;
+ *  - vmmu_latch_stats(): pass is 1 for a first pass, grows by one per
+ *    re-execution, stays at the pass that pended between passes and is 0
+ *    after a vmmu_insn_end() that drops the latch; a first pass starts
+ *    with nothing recorded; what is recorded stays within capacity and
+ *    does not shrink across passes; xlates_replayed and events_replayed
+ *    grow in a re-execution that reuses recorded translations and data;
+ *    entries_replayed grows when a re-execution walks a page for the
+ *    first time through entries an earlier pass read; diverged and
+ *    overflows do not move.
+ * Besides, the stream
+ *  - runs some accesses between vmmu_latch_disable() and
+ *    vmmu_latch_restore() (sometimes nested: a disable/restore pair inside
+ *    the outer one, before the access): they read live memory in every
+ *    pass, their MMIO calls are made in every pass, and nothing is
+ *    recorded or served from the latch meanwhile;
+ *  - now and then drops the latch of a pending instruction with
+ *    vmmu_latch_discard() (pass 0) and runs the instruction again as a new
+ *    one: pass 1, nothing recorded, everything live;
+ *  - now and then re-executes with one read replaced by a read of other
+ *    bytes (a divergence): the accesses before it are served as recorded,
+ *    it and every later read run live (MMIO reads are made again),
+ *    diverged grows by one;
+ *  - checks the REP rule: a REP step that completed elements returns 0
+ *    with its progress, never VMMU_EPENDING; the emulator then ends the
+ *    instruction and runs the REP on as a new one;
+ *  - after an instruction whose re-execution walked through entries the
+ *    world had rewritten, now and then runs the same accesses again at
+ *    once as a new instruction, TLB as it is: they must see the tables as
+ *    they are ("TLB entries filled in a replay from recorded entries are
+ *    dropped at vmmu_insn_end()").
+ * Each seed runs in one mode: 4-level paging, 5-level paging, or paging
+ * off (CR0.PG=0: linear addresses are physical addresses, nothing is
+ * walked).  The tests after the model check the latch's capacity
+ * (VMMU_LATCH_*): what fits exactly, and VMMU_EOVERFLOW one past it.
+ *
+ * What the test leaves unchecked, because the documents do not say:
+ *  - the order of the pages' data within one access: RAM bytes an access
+ *    read when it pended are never rewritten before its re-execution (the
+ *    first pass may or may not have reached them);
+ *  - the write half of a locked RMW or CMPXCHG on RAM replayed after the
+ *    world rewrote its bytes: such bytes are never rewritten by the world;
+ *  - whether a walk's A/D updates land in entries served as recorded that
+ *    the world left alone (allowed, not required), and A/D after a TLB
+ *    that was not flushed before the instruction (its hits read no entry);
+ *  - after a divergence: which translations and entries are still served,
+ *    and whether MMIO writes recorded after the divergent read are made
+ *    again (instructions with page-table rewrites, or with completed
+ *    MMIO writes after the divergent read, never diverge);
+ *  - reads of a REP MOVS or prepared move between RAM pages: the latch
+ *    does not record them (docs/access.md), so such a move is only ever
+ *    the last access of an instruction, as a real REP is;
+ *  - what a latch-disabled read sees of RAM that the access that pended
+ *    wrote before it pended (its re-execution writes it again).
+ * Page-table rewrites are restricted where the TLB makes the recorded
+ * entries unknown: in an instruction that did not start with a flushed
+ * TLB, a hit in the first pass reads no entry, so only leaves of pages
+ * the instruction has not translated yet, or whose every translation it
+ * will use is recorded, are rewritten there.
+ *
+ * Two disagreements the model found are also checked on their own at the
+ * end of the file: vmmu_latch_stats().pass between the passes (access.h
+ * said 0; it now documents the pass that pended, which vmmu reports), and
+ * the store of a locked RMW or CMPXCHG re-executed after a store of the
+ * same instruction to its bytes (vmmu did not store it again, so the
+ * redone plain store undid it; the model's checks of RAM failed on such
+ * instructions in a few seeds out of a hundred).
+ *
+ * VMMU_LATCH_MODEL_SEEDS=N runs N seeds per mode (10 by default);
+ * VMMU_LATCH_MODEL_SEED=S runs only seed S (to reproduce a failure, whose
+ * message names the mode, the seed, the instruction and the pass, and
+ * lists the instruction's accesses).
+ *
+ * Layout (guest-physical):
+ *   [0, 4 MiB)      RAM owned by the test: page tables from 0x1000, data
+ *                   pages D0..D11 in the last 48 KiB
+ *   4 MiB           the device-model page (device C)
+ *   4 MiB + 4 KiB   MMIO device A
+ *   4 MiB + 8 KiB   2 pages of RAM in a region of their own (R0, R1)
+ *   4 MiB + 16 KiB  MMIO device B
+ * Linear (paging on): 8 window pages across the 1 GiB boundary (two
+ * PDPTEs, two PDEs, two page tables), each mapped by its own 4 KiB leaf
+ * to a data page or a device, and 2 pages only latch-disabled reads use.
+ * With paging off the window is the physical run D8..D11, C, A, R0, R1, B
+ * and the latch-disabled reads use D0 and D1. */
+#include "test_tlb_env.h"
+#include "vmmu/access.h"
+#include "vmmu/sync.h"
+
+#include <stdio.h>
+
+#define RAM_SIZE (4 * MiB)
+#define TABLES 0x1000ull
+#define NDATA 12
+#define DATA_BASE (RAM_SIZE - NDATA * 4096ull)
+#define DEV_GPA (RAM_SIZE)
+#define MMIO_A_GPA (RAM_SIZE + 0x1000)
+#define RAM2_GPA (RAM_SIZE + 0x2000)
+#define RAM2_PAGES 2
+#define MMIO_B_GPA (RAM_SIZE + 0x4000)
+#define WIN_VA 0x3fffc000ull
+#define NWIN 8
+#define LIVE_VA 0x7fffe000ull
+#define NLIVE 2
+#define OFF_WIN_GPA (DATA_BASE + 8 * 4096ull)
+#define OFF_NWIN 9
+#define OFF_LIVE_GPA DATA_BASE
+
+#define LEN_MAX 320
+#define NOPS_MAX 6
+#define NXR_MAX 64
+#define NENT_MAX 4096 /* page-table entries the model tracks (8 table pages) */
+#define NCALLS_MAX 16384
+#define NPENDED_MAX 64
+#define PENDS_PER_INSN 4
+#define NADN_MAX 256
+#define NRANGE_MAX 64
+#define DM_SLOTS (3 * 2 * 4096)
+#define AD_A 1u
+#define AD_D 2u
+#define AD_MASK (E_A | E_D)
+
+enum lmode { L4, L5, LOFF, NLMODES };
+static const char *const lmode_names[NLMODES] = {"4-level paging", "5-level paging",
+                                                 "paging off"};
+
+/* What a guest-physical page is. */
+enum tkind { T_RAM, T_MMA, T_MMB, T_DEV, T_HOLE };
+
+/* The accesses an instruction is made of. */
+enum okind {
+    O_READ,
+    O_FETCH,
+    O_WRITE,
+    O_LOAD,
+    O_STORE,
+    O_RMW,
+    O_CMPXCHG,
+    O_PREAD,
+    O_PWRITE,
+    O_PSET,
+    O_PRMW,
+    O_LIVE,    /* a read or load between vmmu_latch_disable() and _restore() */
+    O_PMOVE,   /* last only */
+    O_MOVS,    /* last only */
+    O_STOS,    /* last only */
+    O_DIVERGE, /* the load a diverging re-execution makes instead of a read */
+};
+static const char *const okind_names[] = {
+    "read",           "fetch",          "write",         "load",
+    "store",          "locked rmw",     "cmpxchg",       "prepared read",
+    "prepared write", "prepared set",   "prepared rmw",  "latch-disabled read",
+    "prepared move",  "rep movs",       "rep stos",      "diverging load",
+};
+
+/* Translation kinds, as the latch tags its translations. */
+enum { KR, KW, KF };
+
+struct op {
+    enum okind k;
+    uint64_t va;     /* first byte; REP and move: destination */
+    uint32_t len;    /* bytes (prepared: the prepared range) */
+    uint64_t src;    /* REP MOVS, move: source */
+    uint32_t off, n; /* prepared read/write/set: the part used */
+    unsigned size;   /* load/store/rmw/cmpxchg operand; latch-disabled load (0: read) */
+    unsigned elem;   /* set, REP, move: element size */
+    unsigned rmw;    /* enum vmmu_rmw_op */
+    uint64_t operand, value;
+    uint64_t count, budget;
+    bool backward, nested;
+    /* Bytes written; CMPXCHG: expected (0..15) then desired (16..31);
+     * prepared rmw: what the emulator xors into the bytes it read. */
+    uint8_t data[LEN_MAX];
+};
+
+/* What the library returned for one access. */
+struct res {
+    int rc;
+    struct vmmu_x86_fault f;
+    uint8_t out[LEN_MAX + 16];
+    bool swapped;
+    struct vmmu_rep rep;
+};
+
+/* An access of the current instruction, in the model. */
+struct opstate {
+    bool done;        /* completed in a pass of the latch's current epoch */
+    unsigned epoch;   /* device calls from this pass on count for it */
+    struct res first; /* what it returned when it completed */
+};
+
+/* A translation the model's latch recorded: (page, kind) in pass @pass. */
+struct xrec {
+    uint64_t page;
+    unsigned kind, pass;
+    bool ok;
+    uint64_t gpa; /* of the page */
+    struct vmmu_x86_fault f;
+};
+
+/* One MMIO or device call, as the device saw it. */
+struct call {
+    unsigned pass, op;
+    uint8_t dev, write, size, pended;
+    uint16_t off;
+    uint64_t value;
+};
+
+/* A device request, for the handler's memory of what pended. */
+struct reqid {
+    uint64_t gpa, data;
+    unsigned size;
+    int write;
+};
+
+struct range {
+    uint64_t gpa;
+    uint32_t n;
+};
+
+/* A/D bits a walk may set (and must, if its access completes). */
+struct adnote {
+    unsigned idx;
+    uint8_t may, must;
+};
+
+struct model;
+
+struct device {
+    struct model *m;
+    unsigned id; /* 0 MMIO A, 1 MMIO B, 2 the device model */
+    uint64_t salt, reads;
+};
+
+enum outcome { OUT_DONE, OUT_FAULT, OUT_PENDING, OUT_PROGRESS };
+
+struct model {
+    struct tlb_env t;
+    enum lmode mode;
+    enum mmode pm; /* M4 or M5, for test_tlb_env.h's helpers */
+    bool paging;
+    unsigned top;
+    uint64_t seed, rng, dev_rng;
+    uint64_t root;
+    uint8_t *ram2, *shadow, *shadow2; /* shadow: what guest RAM must hold */
+    uint32_t dev_id;
+    struct device dev[3];
+
+    /* Page tables. */
+    uint64_t leaf[NWIN + NLIVE]; /* gpa of each window page's PTE, then the live pages' */
+    uint64_t upper[32];
+    unsigned nupper;
+    unsigned nent; /* entries in [TABLES, TABLES + 8 * nent) */
+    uint8_t may[NENT_MAX], must[NENT_MAX];
+
+    /* The model's latch: what the library must have recorded. */
+    unsigned gpass;       /* passes run in this seed: tags calls and records */
+    unsigned lpass;       /* the latch's pass number (vmmu_latch_stats().pass) */
+    unsigned epoch_start; /* first pass of the latch's current epoch */
+    uint32_t fz_pass[NENT_MAX]; /* pass that recorded the entry, 0 if none */
+    uint64_t rec[NENT_MAX];     /* its value then, without A and D */
+    struct xrec xr[NXR_MAX];
+    unsigned nxr;
+    bool cold;    /* the TLB was flushed before the epoch's first pass */
+    bool lenient; /* a diverging pass: A/D anywhere on the paths it uses */
+    unsigned frozen_used, xr_served, expect_entries;
+    struct adnote adn[NADN_MAX];
+    unsigned nadn;
+
+    /* The instruction. */
+    unsigned insn_no;
+    struct op ops[NOPS_MAX];
+    unsigned nops;
+    struct opstate st[NOPS_MAX];
+    bool diverging;
+    unsigned div_at;
+    struct op div_op;
+    bool ptes_rewritten;
+    uint8_t uses[NWIN]; /* kinds (1 << K*) the instruction uses on each window page */
+    bool have_cont;
+    struct op cont; /* the REP to go on with after a step with progress */
+    bool again;     /* run the same accesses again as the next instruction */
+    struct range unc[NRANGE_MAX]; /* RAM the pending access may have written */
+    unsigned nunc;
+    struct range prot[NRANGE_MAX]; /* RAM the world must not rewrite (see the top) */
+    unsigned nprot;
+    bool prot_full;
+    struct range readr[NRANGE_MAX]; /* RAM completed accesses read */
+    unsigned nreadr;
+
+    /* Devices. */
+    struct call calls[NCALLS_MAX];
+    unsigned ncalls;
+    bool calls_full;
+    unsigned cur_op;
+    struct reqid pended[NPENDED_MAX];
+    unsigned npended, pends_in_insn;
+    struct reqid last_pended;
+    bool pend_ok, expect_retry;
+    char cb_err[256];
+
+    /* The device calls of the access being checked. */
+    uint8_t cover[DM_SLOTS], val[DM_SLOTS], fp[DM_SLOTS], in_list[DM_SLOTS];
+    unsigned dm_list[DM_SLOTS], dm_n;
+    const struct call *pend_call;
+    unsigned calls_now;
+    uint8_t fp_level;
+
+    char err[512];
+
+    /* Counters. */
+    unsigned long insns, passes, replays, chains, replayed_ops, stale_served, remap_served,
+        ram_rewrites, pte_rewrites, divergences, discards, live_ops, rep_progress, faults,
+        pends, calls_total, frozen_walks, reruns;
+};
+
+static uint64_t rnd(struct model *m)
+{
+    return model_rnd(&m->rng);
+}
+
+static unsigned rn(struct model *m, unsigned n)
+{
+    return (unsigned)(rnd(m) % n);
+}
+
+static struct vmmu_vcpu *V(struct model *m)
+{
+    return m->t.vcpu;
+}
+
+static void oops(struct model *m, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* The first disagreement of a check, reported with its context by die(). */
+static void oops(struct model *m, const char *fmt, ...)
+{
+    if (m->err[0])
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->err, sizeof(m->err), fmt, ap);
+    va_end(ap);
+}
+
+/* ---- Guest-physical memory ------------------------------------------------------ */
+
+static enum tkind kind_of(uint64_t gpa)
+{
+    if (gpa < RAM_SIZE || (gpa >= RAM2_GPA && gpa < RAM2_GPA + RAM2_PAGES * 4096ull))
+        return T_RAM;
+    if (gpa >= DEV_GPA && gpa < DEV_GPA + 4096)
+        return T_DEV;
+    if (gpa >= MMIO_A_GPA && gpa < MMIO_A_GPA + 4096)
+        return T_MMA;
+    if (gpa >= MMIO_B_GPA && gpa < MMIO_B_GPA + 4096)
+        return T_MMB;
+    return T_HOLE;
+}
+
+/* Device index (0 A, 1 B, 2 C) of a device page kind, and its base. */
+static unsigned dev_index(enum tkind k)
+{
+    return k == T_MMA ? 0 : k == T_MMB ? 1 : 2;
+}
+
+static uint64_t dev_base(unsigned d)
+{
+    static const uint64_t base[3] = {MMIO_A_GPA, MMIO_B_GPA, DEV_GPA};
+    return base[d];
+}
+
+static uint8_t *real_at(struct model *m, uint64_t gpa)
+{
+    return gpa < RAM_SIZE ? m->t.env.mem + gpa : m->ram2 + (gpa - RAM2_GPA);
+}
+
+static uint8_t *shadow_at(struct model *m, uint64_t gpa)
+{
+    return gpa < RAM_SIZE ? m->shadow + gpa : m->shadow2 + (gpa - RAM2_GPA);
+}
+
+static void add_range(struct range *r, unsigned *n, uint64_t gpa, uint32_t len, bool *full)
+{
+    if (*n && r[*n - 1].gpa + r[*n - 1].n == gpa) {
+        r[*n - 1].n += len;
+        return;
+    }
+    for (unsigned i = 0; i < *n; i++)
+        if (gpa >= r[i].gpa && gpa + len <= r[i].gpa + r[i].n)
+            return;
+    if (*n == NRANGE_MAX) {
+        if (full)
+            *full = true;
+        return;
+    }
+    r[(*n)++] = (struct range){gpa, len};
+}
+
+static bool in_ranges(const struct range *r, unsigned n, uint64_t gpa, uint32_t len)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (gpa < r[i].gpa + r[i].n && r[i].gpa < gpa + len)
+            return true;
+    return false;
+}
+
+static void protect(struct model *m, uint64_t gpa)
+{
+    add_range(m->prot, &m->nprot, gpa, 1, &m->prot_full);
+}
+
+/* ---- The devices ---------------------------------------------------------------- */
+
+/* What a device's next read returns: a function of its salt and of the
+ * reads it answered, so that a repeated read shows. */
+static uint64_t dev_next(struct device *d, unsigned size)
+{
+    uint64_t x = d->salt ^ (++d->reads * 0x9e3779b97f4a7c15ull);
+    x ^= x >> 29;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 32;
+    return size == 8 ? x : x & ((1ull << (8 * size)) - 1);
+}
+
+static void cb_complain(struct model *m, const char *msg, uint64_t a, uint64_t b)
+{
+    if (!m->cb_err[0])
+        snprintf(m->cb_err, sizeof(m->cb_err), "%s (%#llx, %#llx)", msg, (unsigned long long)a,
+                 (unsigned long long)b);
+}
+
+static void log_call(struct model *m, unsigned dev, uint64_t off, unsigned size, int write,
+                     uint64_t value, bool pended)
+{
+    m->calls_total++;
+    if (size != 1 && size != 2 && size != 4 && size != 8)
+        cb_complain(m, "device call of a bad size", off, size);
+    else if ((off & (size - 1)) || off + size > 4096)
+        cb_complain(m, "device call not naturally aligned inside its page", off, size);
+    if (m->ncalls == NCALLS_MAX) {
+        m->calls_full = true;
+        return;
+    }
+    m->calls[m->ncalls++] = (struct call){m->gpass, m->cur_op, (uint8_t)dev, (uint8_t)!!write,
+                                          (uint8_t)size, pended, (uint16_t)off, value};
+}
+
+static int mmio_read(void *opaque, uint64_t off, unsigned size, uint64_t *value)
+{
+    struct device *d = opaque;
+    *value = dev_next(d, size);
+    log_call(d->m, d->id, off, size, 0, *value, false);
+    return 0;
+}
+
+static int mmio_write(void *opaque, uint64_t off, unsigned size, uint64_t value)
+{
+    struct device *d = opaque;
+    log_call(d->m, d->id, off, size, 1, value, false);
+    return 0;
+}
+
+static const struct vmmu_mmio_ops mmio_ops = {mmio_read, mmio_write};
+
+static bool same_req(const struct reqid *a, const struct reqid *b)
+{
+    return a->gpa == b->gpa && a->size == b->size && a->write == b->write && a->data == b->data;
+}
+
+/* The device model: answers VMMU_EPENDING to some requests it has not
+ * seen pend in this instruction, completes the others. */
+static int dm_handler(void *opaque, struct vmmu_device_req *req)
+{
+    struct model *m = opaque;
+    struct device *d = &m->dev[2];
+    uint64_t off = req->gpa - DEV_GPA;
+    if (req->gpa < DEV_GPA || off >= 4096 || req->offset != off || req->region_id != m->dev_id ||
+        req->region_opaque != d)
+        cb_complain(m, "device request with a wrong gpa, offset or region", req->gpa,
+                    req->offset);
+    if (req->vcpu_id != vmmu_vcpu_id(m->t.vcpu))
+        cb_complain(m, "device request names another vCPU", (uint64_t)req->vcpu_id, 0);
+    struct reqid id = {req->gpa, req->write ? req->data : 0, req->size, req->write};
+    if (m->expect_retry) {
+        /* p2m.h: the re-execution calls the handler again with the access
+         * that pended; every device piece before it completed and is
+         * served from the latch. */
+        m->expect_retry = false;
+        if (!same_req(&id, &m->last_pended))
+            cb_complain(m, "the re-execution's first device request (gpa, size) is not the one "
+                           "that pended",
+                        req->gpa, req->size);
+    }
+    bool seen = false;
+    for (unsigned i = 0; i < m->npended && !seen; i++)
+        seen = same_req(&id, &m->pended[i]);
+    if (!seen && m->pend_ok && m->pends_in_insn < PENDS_PER_INSN &&
+        m->npended < NPENDED_MAX && model_rnd(&m->dev_rng) % 100 < 35) {
+        m->pended[m->npended++] = id;
+        m->last_pended = id;
+        m->pends_in_insn++;
+        m->pends++;
+        log_call(m, 2, off, req->size, req->write, req->write ? req->data : 0, true);
+        return VMMU_EPENDING;
+    }
+    if (!req->write)
+        req->data = dev_next(d, req->size);
+    log_call(m, 2, off, req->size, req->write, req->data, false);
+    return 0;
+}
+
+/* ---- Page tables ------------------------------------------------------------------ */
+
+static unsigned eidx(uint64_t gpa)
+{
+    return (unsigned)((gpa - TABLES) / 8);
+}
+
+static void put_entry(struct model *m, uint64_t gpa, uint64_t v)
+{
+    put64(&m->t.env, gpa, v);
+    memcpy(m->shadow + gpa, &v, 8);
+}
+
+static uint64_t ad_bits(uint8_t ad)
+{
+    return ((ad & AD_A) ? E_A : 0) | ((ad & AD_D) ? E_D : 0);
+}
+
+/* A page a leaf may point at: mostly RAM, else a device (@live: no
+ * device-model page). */
+static uint64_t random_target(struct model *m, bool live)
+{
+    unsigned k = rn(m, live ? 16 : 20);
+    if (k < 10)
+        return DATA_BASE + 4096ull * rn(m, NDATA);
+    if (k < 12)
+        return RAM2_GPA + 4096ull * rn(m, RAM2_PAGES);
+    if (k < 14)
+        return MMIO_A_GPA;
+    if (k < 16)
+        return MMIO_B_GPA;
+    return DEV_GPA;
+}
+
+static uint64_t random_leaf(struct model *m, bool live)
+{
+    uint64_t v = random_target(m, live) | E_US;
+    if (rn(m, 24))
+        v |= E_P;
+    if (rn(m, 16))
+        v |= E_RW;
+    if (!live && rn(m, 7) == 0)
+        v |= E_NX;
+    if (rn(m, 2))
+        v |= E_A;
+    if (rn(m, 2))
+        v |= E_D;
+    return v;
+}
+
+/* The leaf entry of @va, making the tables above it; upper entries are
+ * remembered for the world's rewrites. */
+static uint64_t ensure_path(struct model *m, uint64_t va)
+{
+    uint64_t table = m->root;
+    for (unsigned level = m->top; level > 1; level--) {
+        uint64_t at = mode_slot(m->pm, table, va, level);
+        uint64_t e = get64(&m->t.env, at);
+        if (!(e & E_P)) {
+            e = env_page(&m->t.env) | E_P | E_RW | E_US | (rn(m, 2) ? E_A : 0);
+            put64(&m->t.env, at, e);
+            assert_true(m->nupper < 32);
+            m->upper[m->nupper++] = at;
+        }
+        table = e & ADDR_MASK;
+    }
+    return mode_slot(m->pm, table, va, 1);
+}
+
+static void build_tables(struct model *m)
+{
+    m->root = env_page(&m->t.env);
+    for (unsigned i = 0; i < NWIN + NLIVE; i++) {
+        uint64_t va = i < NWIN ? WIN_VA + 4096ull * i : LIVE_VA + 4096ull * (i - NWIN);
+        m->leaf[i] = ensure_path(m, va);
+        put64(&m->t.env, m->leaf[i], random_leaf(m, i >= NWIN));
+    }
+    m->nent = (unsigned)((m->t.env.next - TABLES) / 8);
+    assert_true(m->nent <= NENT_MAX);
+}
+
+static void load_regs(struct model *m)
+{
+    struct vmmu_x86_regs r = {.rflags = 2};
+    if (m->paging) {
+        r.cr0 = R_CR0_PE | R_CR0_PG | R_CR0_WP;
+        r.cr3 = m->root;
+        r.cr4 = R_CR4_PAE | (m->mode == L5 ? R_CR4_LA57 : 0);
+        r.efer = R_EFER_LME | R_EFER_LMA | R_EFER_NXE;
+    } else {
+        r.cr0 = R_CR0_PE;
+    }
+    assert_int_equal(vmmu_vcpu_set_state(V(m), &r), 0);
+}
+
+static uint64_t win_base(const struct model *m)
+{
+    return m->paging ? WIN_VA : OFF_WIN_GPA;
+}
+
+static unsigned win_pages(const struct model *m)
+{
+    return m->paging ? NWIN : OFF_NWIN;
+}
+
+static uint64_t live_base(const struct model *m)
+{
+    return m->paging ? LIVE_VA : OFF_LIVE_GPA;
+}
+
+/* ---- The model's translation ------------------------------------------------------ */
+
+static void note_ad(struct model *m, unsigned idx, uint8_t may, uint8_t must)
+{
+    if (!may && !must)
+        return;
+    if (m->nadn == NADN_MAX) {
+        oops(m, "model: too many walks in one access");
+        return;
+    }
+    m->adn[m->nadn++] = (struct adnote){idx, may, must};
+}
+
+/* The access whose walks were noted completed (@completed) or not: what
+ * its walks must set, and what they may. */
+static void apply_ad(struct model *m, bool completed)
+{
+    for (unsigned i = 0; i < m->nadn; i++) {
+        const struct adnote *a = &m->adn[i];
+        if (completed && !m->lenient) {
+            m->must[a->idx] |= a->must;
+            m->may[a->idx] |= a->may;
+        } else {
+            m->may[a->idx] |= a->may | a->must;
+        }
+    }
+    m->nadn = 0;
+}
+
+/* Walk @va for @kind (4/5-level paging, CPL 0, CR0.WP=1, EFER.NXE=1).
+ * @latch: the walk of an access the latch records, which reads entries
+ * earlier passes recorded as they were recorded (and records the others);
+ * otherwise every entry is read live.  @ad: note the A/D bits the walk
+ * may (must) set.  Faults: #PF with P if the walk found every entry
+ * present, W for a write, I for a fetch (NXE=1); CR2 is the caller's. */
+static bool ref_walk(struct model *m, uint64_t va, unsigned kind, bool latch, bool ad,
+                     uint64_t *gpa, struct vmmu_x86_fault *f)
+{
+    bool write = kind == KW, fetch = kind == KF;
+    bool rw = true, nx = false;
+    uint64_t table = m->root;
+    struct adnote pend[6];
+    unsigned npend = 0;
+    f->vector = VMMU_X86_FAULT_NONE;
+    f->error_code = 0;
+    f->cr2 = 0;
+    for (unsigned level = m->top;; level--) {
+        uint64_t at = mode_slot(m->pm, table, va, level);
+        unsigned idx = eidx(at);
+        uint64_t live = get64(&m->t.env, at), v = live;
+        uint8_t may = AD_A | (level == 1 && write ? AD_D : 0), must = 0;
+        if (latch) {
+            if (m->fz_pass[idx] && m->fz_pass[idx] < m->gpass) {
+                /* Recorded by an earlier pass: served as recorded; A/D
+                 * only into an entry that still holds that value. */
+                v = m->rec[idx];
+                m->frozen_used++;
+                if ((live & ~AD_MASK) != m->rec[idx])
+                    may = 0;
+            } else {
+                if (!m->fz_pass[idx]) {
+                    m->fz_pass[idx] = m->gpass;
+                    m->rec[idx] = live & ~AD_MASK;
+                }
+                if (m->cold)
+                    must = may; /* read live: an ordinary walk */
+            }
+        }
+        if (!(v & E_P)) {
+            f->vector = VMMU_X86_VEC_PF;
+            f->error_code = (write ? VMMU_X86_PF_W : 0) | (fetch ? VMMU_X86_PF_I : 0);
+            return false; /* x86.h: a faulted walk sets no A/D bit */
+        }
+        pend[npend++] = (struct adnote){idx, may, must};
+        rw = rw && (v & E_RW);
+        nx = nx || (v & E_NX);
+        table = v & ADDR_MASK;
+        if (level == 1)
+            break;
+    }
+    if ((write && !rw) || (fetch && nx)) {
+        f->vector = VMMU_X86_VEC_PF;
+        f->error_code = VMMU_X86_PF_P | (write ? VMMU_X86_PF_W : 0) | (fetch ? VMMU_X86_PF_I : 0);
+        return false;
+    }
+    if (ad)
+        for (unsigned i = 0; i < npend; i++)
+            note_ad(m, pend[i].idx, pend[i].may, pend[i].must);
+    *gpa = table | (va & 0xfff);
+    return true;
+}
+
+/* Whether a latch-recorded translation of any kind exists for @page. */
+static bool page_translated(const struct model *m, uint64_t page)
+{
+    for (unsigned i = 0; i < m->nxr; i++)
+        if (m->xr[i].page == page)
+            return true;
+    return false;
+}
+
+/* Translate the byte at @va for @kind as the access layer must: with
+ * paging off by identity (32 bits); in the latch, a translation recorded
+ * for (page, kind) is reused as it is, otherwise the page is walked
+ * through the entries as the latch serves them and the translation is
+ * recorded; outside the latch, a live walk. */
+static bool ref_xlate(struct model *m, uint64_t va, unsigned kind, bool latch, uint64_t *gpa,
+                      struct vmmu_x86_fault *f)
+{
+    f->vector = VMMU_X86_FAULT_NONE;
+    if (!m->paging) {
+        *gpa = va & 0xffffffffull;
+        return true;
+    }
+    uint64_t page = va & ~0xfffull;
+    if (latch) {
+        for (unsigned i = 0; i < m->nxr; i++) {
+            const struct xrec *x = &m->xr[i];
+            if (x->page != page || x->kind != kind)
+                continue;
+            if (x->pass < m->gpass) {
+                m->xr_served++;
+                /* Does the live walk say something else by now? */
+                uint64_t g;
+                struct vmmu_x86_fault lf;
+                bool lok = ref_walk(m, page, kind, false, m->lenient, &g, &lf);
+                if (lok != x->ok || (lok && (g & ~0xfffull) != x->gpa))
+                    m->remap_served++;
+            }
+            *f = x->f;
+            *gpa = x->gpa | (va & 0xfff);
+            return x->ok;
+        }
+    }
+    bool first = latch && !page_translated(m, page);
+    unsigned before = m->frozen_used;
+    uint64_t g = 0;
+    bool ok = ref_walk(m, page, kind, latch, true, &g, f);
+    if (first && m->cold && m->gpass > m->epoch_start && m->frozen_used > before) {
+        /* A page this instruction never translated: the TLB was flushed
+         * before its first pass, so the library walks it, reading entries
+         * earlier passes recorded. */
+        m->expect_entries += m->frozen_used - before;
+        m->frozen_walks++;
+    }
+    if (latch) {
+        if (m->nxr == NXR_MAX) {
+            oops(m, "model: too many translations");
+            return false;
+        }
+        m->xr[m->nxr++] = (struct xrec){page, kind, m->gpass, ok, g & ~0xfffull, *f};
+    }
+    *gpa = g | (va & 0xfff);
+    return ok;
+}
+
+/* The pages of [va, va + len) and their translations. */
+struct rx {
+    unsigned n;
+    uint64_t va[2];
+    uint32_t len[2];
+    uint64_t gpa[2];
+};
+
+static bool ref_range(struct model *m, uint64_t va, uint32_t len, unsigned kind, bool latch,
+                      struct rx *x, struct vmmu_x86_fault *f)
+{
+    if (!m->paging)
+        va &= 0xffffffffull;
+    uint32_t first = (uint32_t)(4096 - (va & 0xfff));
+    if (first > len)
+        first = len;
+    x->n = first < len ? 2 : 1;
+    x->va[0] = va;
+    x->len[0] = first;
+    x->va[1] = va + first;
+    x->len[1] = len - first;
+    for (unsigned i = 0; i < x->n; i++) {
+        if (!ref_xlate(m, x->va[i], kind, latch, &x->gpa[i], f)) {
+            f->cr2 = x->va[i]; /* the first byte of the access in that page */
+            return false;
+        }
+    }
+    return true;
+}
+
+static uint64_t rx_gpa(const struct rx *x, uint32_t j)
+{
+    return j < x->len[0] ? x->gpa[0] + j : x->gpa[1] + (j - x->len[0]);
+}
+
+/* ---- The device calls of one access ------------------------------------------------ */
+
+#define FP_EXACT 1 /* completed: exactly one completed call covers the byte */
+#define FP_MAYBE 2 /* in progress: at most one */
+
+static unsigned dm_slot(unsigned dev, unsigned write, unsigned off)
+{
+    return (dev * 2 + write) * 4096 + off;
+}
+
+static void dm_touch(struct model *m, unsigned s)
+{
+    if (!m->in_list[s]) {
+        m->in_list[s] = 1;
+        m->dm_list[m->dm_n++] = s;
+    }
+}
+
+/* Gather the calls access @k made from pass @epoch on. */
+static void dm_begin(struct model *m, unsigned k, unsigned epoch)
+{
+    for (unsigned i = 0; i < m->dm_n; i++) {
+        unsigned s = m->dm_list[i];
+        m->cover[s] = m->fp[s] = m->in_list[s] = 0;
+    }
+    m->dm_n = 0;
+    m->pend_call = NULL;
+    m->calls_now = 0;
+    m->fp_level = FP_EXACT;
+    for (unsigned i = 0; i < m->ncalls; i++) {
+        const struct call *c = &m->calls[i];
+        if (c->op != k || c->pass < epoch)
+            continue;
+        if (c->pass == m->gpass)
+            m->calls_now++;
+        if (c->pended) {
+            if (c->pass == m->gpass) {
+                if (m->pend_call)
+                    oops(m, "two device requests pended in one access");
+                m->pend_call = c;
+            }
+            continue;
+        }
+        for (unsigned b = 0; b < c->size; b++) {
+            unsigned s = dm_slot(c->dev, c->write, c->off + b);
+            dm_touch(m, s);
+            if (m->cover[s] < 255)
+                m->cover[s]++;
+            m->val[s] = (uint8_t)(c->value >> (8 * b));
+        }
+    }
+}
+
+static void dm_mark(struct model *m, unsigned s, uint8_t level)
+{
+    dm_touch(m, s);
+    if (!m->fp[s] || level == FP_EXACT)
+        m->fp[s] = level;
+}
+
+static const char *const dev_names[3] = {"MMIO A", "MMIO B", "the device model"};
+
+/* Every byte a call touched is the access's; completed bytes were
+ * touched by exactly one completed call, bytes in progress by at most one. */
+static void dm_end(struct model *m)
+{
+    for (unsigned i = 0; i < m->dm_n; i++) {
+        unsigned s = m->dm_list[i];
+        unsigned dev = s / 8192, write = (s / 4096) & 1, off = s % 4096;
+        if (m->cover[s] && !m->fp[s])
+            oops(m, "%s was %s at offset %#x, a byte the access does not %s", dev_names[dev],
+                 write ? "written" : "read", off, write ? "write" : "read");
+        else if (m->fp[s] == FP_EXACT && m->cover[s] != 1)
+            oops(m, "%s byte %#x was %s by %u completed calls over the passes; one expected "
+                    "(a completed piece is never repeated, and every piece is made)",
+                 dev_names[dev], off, write ? "written" : "read", m->cover[s]);
+        else if (m->fp[s] == FP_MAYBE && m->cover[s] > 1)
+            oops(m, "%s byte %#x was %s by %u completed calls over the passes; at most one "
+                    "expected",
+                 dev_names[dev], off, write ? "written" : "read", m->cover[s]);
+    }
+    if (m->pend_call) {
+        const struct call *c = m->pend_call;
+        for (unsigned b = 0; b < c->size; b++)
+            if (!m->fp[dm_slot(c->dev, c->write, c->off + b)])
+                oops(m, "the device request that pended (%s at %#x, %u bytes) is not part of "
+                        "the access",
+                     c->write ? "write" : "read", c->off, c->size);
+    }
+}
+
+/* ---- What an access does ------------------------------------------------------------ */
+
+enum cmode {
+    C_FOOT,   /* it pended: mark what it may have touched */
+    C_FRESH,  /* it ran live: reads from the model's RAM and the calls */
+    C_REPLAY, /* it completed in an earlier pass: reads as then, writes again */
+};
+
+/* Read the byte at @gpa for the access being checked. */
+static uint8_t ref_get(struct model *m, enum cmode md, uint64_t gpa, bool atomic)
+{
+    enum tkind t = kind_of(gpa);
+    if (t == T_HOLE) {
+        oops(m, "model: an access reaches the hole at %#llx", (unsigned long long)gpa);
+        return 0xff;
+    }
+    if (t == T_RAM) {
+        if (md == C_FOOT || atomic)
+            protect(m, gpa);
+        if (md == C_FRESH)
+            add_range(m->readr, &m->nreadr, gpa, 1, NULL);
+        return *shadow_at(m, gpa);
+    }
+    unsigned d = dev_index(t), off = (unsigned)(gpa - dev_base(d)), s = dm_slot(d, 0, off);
+    dm_mark(m, s, md == C_FOOT ? FP_MAYBE : m->fp_level);
+    if (md == C_REPLAY)
+        return 0; /* its calls were made (and checked) in an earlier pass */
+    if (md == C_FOOT)
+        return 0;
+    if (!m->cover[s]) {
+        if (m->fp_level == FP_EXACT)
+            oops(m, "%s was never read at offset %#x, a byte of a completed read", dev_names[d],
+                 off);
+        return 0;
+    }
+    return m->val[s];
+}
+
+/* Write the byte at @gpa for the access being checked. */
+static void ref_put(struct model *m, enum cmode md, uint64_t gpa, uint8_t b, bool atomic)
+{
+    enum tkind t = kind_of(gpa);
+    if (t == T_HOLE) {
+        oops(m, "model: an access reaches the hole at %#llx", (unsigned long long)gpa);
+        return;
+    }
+    if (t == T_RAM) {
+        if (atomic)
+            protect(m, gpa);
+        if (md == C_FOOT)
+            add_range(m->unc, &m->nunc, gpa, 1, NULL);
+        else
+            *shadow_at(m, gpa) = b;
+        return;
+    }
+    unsigned d = dev_index(t), off = (unsigned)(gpa - dev_base(d)), s = dm_slot(d, 1, off);
+    dm_mark(m, s, md == C_FOOT ? FP_MAYBE : m->fp_level);
+    if (md == C_REPLAY)
+        return;
+    if (md == C_FRESH && m->cover[s] && m->val[s] != b)
+        oops(m, "%s was written %#x at offset %#x; the access writes %#x there", dev_names[d],
+             m->val[s], off, b);
+}
+
+static uint64_t le_get(const uint8_t *p, unsigned n)
+{
+    uint64_t v = 0;
+    memcpy(&v, p, n);
+    return v;
+}
+
+static uint64_t rmw_apply(unsigned op, uint64_t old, uint64_t x)
+{
+    switch (op) {
+    case VMMU_RMW_XCHG:
+        return x;
+    case VMMU_RMW_ADD:
+        return old + x;
+    case VMMU_RMW_AND:
+        return old & x;
+    case VMMU_RMW_OR:
+        return old | x;
+    default:
+        return old ^ x;
+    }
+}
+
+/* Bytes the library returns for @o (RMW: the old value, zero-extended). */
+static unsigned out_len(const struct op *o)
+{
+    switch (o->k) {
+    case O_READ:
+    case O_FETCH:
+    case O_PRMW:
+        return o->len;
+    case O_LIVE:
+        return o->size ? o->size : o->len;
+    case O_LOAD:
+    case O_CMPXCHG:
+    case O_DIVERGE:
+        return o->size;
+    case O_RMW:
+        return 8;
+    case O_PREAD:
+        return o->n;
+    default:
+        return 0;
+    }
+}
+
+/* Apply @o's reads and writes, in its order, over the ranges @x (and the
+ * source @xs of a move).  @rd receives what it reads (C_REPLAY: holds
+ * what it read when it completed). */
+/* Read byte @j of @x into rd[j] (C_REPLAY: rd[j] holds it already). */
+static void get_at(struct model *m, enum cmode md, const struct rx *x, uint32_t j, uint8_t *rd,
+                   uint32_t at, bool atomic)
+{
+    uint8_t b = ref_get(m, md, rx_gpa(x, at), atomic);
+    if (md != C_REPLAY)
+        rd[j] = b;
+}
+
+static void semantics(struct model *m, const struct op *o, enum cmode md, const struct rx *x,
+                      const struct rx *xs, uint8_t *rd, bool *swapped)
+{
+    switch (o->k) {
+    case O_READ:
+    case O_FETCH:
+    case O_LOAD:
+    case O_LIVE:
+    case O_DIVERGE:
+        for (uint32_t j = 0; j < out_len(o); j++)
+            get_at(m, md, x, j, rd, j, false);
+        break;
+    case O_WRITE:
+    case O_STORE:
+        for (uint32_t j = 0; j < (o->k == O_STORE ? o->size : o->len); j++)
+            ref_put(m, md, rx_gpa(x, j), o->data[j], false);
+        break;
+    case O_RMW: {
+        if (md != C_REPLAY)
+            memset(rd, 0, 8);
+        for (unsigned j = 0; j < o->size; j++)
+            get_at(m, md, x, j, rd, j, true);
+        uint64_t nv = rmw_apply(o->rmw, le_get(rd, o->size), o->operand);
+        for (unsigned j = 0; j < o->size; j++)
+            ref_put(m, md, rx_gpa(x, j), (uint8_t)(nv >> (8 * j)), true);
+        break;
+    }
+    case O_CMPXCHG: {
+        for (unsigned j = 0; j < o->size; j++)
+            get_at(m, md, x, j, rd, j, true);
+        bool sw = memcmp(rd, o->data, o->size) == 0;
+        /* The CPU writes whatever the result: desired, or the old value
+         * back (access.h). */
+        for (unsigned j = 0; j < o->size; j++)
+            ref_put(m, md, rx_gpa(x, j), sw ? o->data[16 + j] : rd[j], true);
+        *swapped = sw;
+        break;
+    }
+    case O_PREAD:
+        for (uint32_t j = 0; j < o->n; j++)
+            get_at(m, md, x, j, rd, o->off + j, false);
+        break;
+    case O_PWRITE:
+        for (uint32_t j = 0; j < o->n; j++)
+            ref_put(m, md, rx_gpa(x, o->off + j), o->data[j], false);
+        break;
+    case O_PSET:
+        for (uint32_t j = 0; j < o->n; j++)
+            ref_put(m, md, rx_gpa(x, o->off + j), (uint8_t)(o->value >> (8 * (j % o->elem))),
+                    false);
+        break;
+    case O_PRMW:
+        for (uint32_t j = 0; j < o->len; j++)
+            get_at(m, md, x, j, rd, j, false);
+        for (uint32_t j = 0; j < o->len; j++)
+            ref_put(m, md, rx_gpa(x, j), rd[j] ^ o->data[j], false);
+        break;
+    case O_PMOVE: {
+        /* Element by element in the instruction's direction: each reads
+         * its source, then writes its destination. */
+        unsigned n = o->len / o->elem;
+        for (unsigned e = 0; e < n; e++) {
+            unsigned i = o->backward ? n - 1 - e : e;
+            uint8_t t[8];
+            for (unsigned b = 0; b < o->elem; b++)
+                t[b] = ref_get(m, md, rx_gpa(xs, i * o->elem + b), false);
+            for (unsigned b = 0; b < o->elem; b++)
+                ref_put(m, md, rx_gpa(x, i * o->elem + b), t[b], false);
+        }
+        break;
+    }
+    default:
+        oops(m, "model: no semantics for %s", okind_names[o->k]);
+        break;
+    }
+}
+
+/* ---- Checking one access ------------------------------------------------------------- */
+
+static const char *vec_name(int v)
+{
+    switch (v) {
+    case VMMU_X86_FAULT_NONE:
+        return "no fault";
+    case VMMU_X86_VEC_PF:
+        return "#PF";
+    case VMMU_X86_VEC_GP:
+        return "#GP";
+    default:
+        return "vector?";
+    }
+}
+
+static bool same_fault(const struct vmmu_x86_fault *a, const struct vmmu_x86_fault *b)
+{
+    if (a->vector != b->vector)
+        return false;
+    if (a->vector == VMMU_X86_FAULT_NONE)
+        return true;
+    return a->error_code == b->error_code && (a->vector != VMMU_X86_VEC_PF || a->cr2 == b->cr2);
+}
+
+static void expect_result(struct model *m, const struct res *r, int rc,
+                          const struct vmmu_x86_fault *f, const char *why)
+{
+    if (r->rc != rc || (rc == 0 && !same_fault(&r->f, f)))
+        oops(m, "returned %s (%s, error code %#x, cr2 %#llx); expected %s (%s, error code %#x, "
+                "cr2 %#llx): %s",
+             vmmu_error_name(r->rc), r->rc ? "-" : vec_name(r->f.vector), r->f.error_code,
+             (unsigned long long)r->f.cr2, vmmu_error_name(rc), rc ? "-" : vec_name(f->vector),
+             f->error_code, (unsigned long long)f->cr2, why);
+}
+
+static void expect_bytes(struct model *m, const uint8_t *got, const uint8_t *want, unsigned n,
+                         const char *why)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (got[i] != want[i]) {
+            oops(m, "returned byte %u = %#x; expected %#x: %s", i, got[i], want[i], why);
+            return;
+        }
+}
+
+static const struct vmmu_x86_fault NOFAULT = {VMMU_X86_FAULT_NONE, 0, 0};
+
+/* The element @e of a string operation starting at @base. */
+static uint64_t elem_va(uint64_t base, uint64_t e, unsigned elem, bool backward)
+{
+    return backward ? base - e * elem : base + e * elem;
+}
+
+/* Whether call @c is a read (@write: a write) of a byte of [gpa, gpa + n). */
+static bool call_hits(const struct call *c, uint64_t gpa, unsigned n, bool write)
+{
+    uint64_t a = dev_base(c->dev) + c->off;
+    enum tkind k = kind_of(gpa);
+    return (bool)c->write == write && k != T_RAM && k != T_HOLE && dev_index(k) == c->dev &&
+           a < gpa + n && gpa < a + c->size;
+}
+
+/* REP MOVS/STOS: element by element, up to the budget; a fault stops
+ * before the faulting element, a pending device piece before its
+ * element; a step that completed elements returns 0 with its progress. */
+static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
+                              const struct res *r)
+{
+    bool movs = o->k == O_MOVS;
+    enum { R_DONE, R_BUDGET, R_FAULT, R_PEND } why;
+    struct vmmu_x86_fault fs = NOFAULT, fd = NOFAULT;
+    bool sok = true, dok = true;
+    uint64_t e;
+    for (e = 0;; e++) {
+        if (e == o->count) {
+            why = R_DONE;
+            break;
+        }
+        if (e == o->budget) {
+            why = R_BUDGET;
+            break;
+        }
+        uint64_t dva = elem_va(o->va, e, o->elem, o->backward);
+        uint64_t sva = elem_va(o->src, e, o->elem, o->backward);
+        uint64_t sg = 0, dg = 0;
+        if (movs) {
+            sok = ref_xlate(m, sva, KR, true, &sg, &fs);
+            fs.cr2 = sva;
+        }
+        dok = ref_xlate(m, dva, KW, true, &dg, &fd);
+        fd.cr2 = dva;
+        if (!sok || !dok) {
+            why = R_FAULT;
+            break;
+        }
+        bool pend = false;
+        if (m->pend_call)
+            pend = call_hits(m->pend_call, dg, o->elem, true) ||
+                   (movs && call_hits(m->pend_call, sg, o->elem, false));
+        m->fp_level = pend ? FP_MAYBE : FP_EXACT;
+        uint8_t t[8];
+        for (unsigned b = 0; b < o->elem; b++)
+            t[b] = movs ? ref_get(m, pend ? C_FOOT : C_FRESH, sg + b, false)
+                        : (uint8_t)(o->value >> (8 * b));
+        if (pend) {
+            for (unsigned b = 0; b < o->elem; b++)
+                ref_put(m, C_FOOT, dg + b, 0, false);
+            why = R_PEND;
+            break;
+        }
+        for (unsigned b = 0; b < o->elem; b++)
+            ref_put(m, C_FRESH, dg + b, t[b], false);
+    }
+    m->nunc = 0; /* a REP writes nothing of an element that pended */
+    uint64_t left = o->count - e;
+    struct vmmu_rep want = {elem_va(o->va, e, o->elem, o->backward),
+                            elem_va(o->src, e, o->elem, o->backward), left, o->elem,
+                            o->backward, o->value};
+    int rc = 0;
+    struct vmmu_x86_fault wf = NOFAULT;
+    enum outcome out = left ? OUT_PROGRESS : OUT_DONE;
+    if (why == R_FAULT) {
+        wf = !sok ? fs : fd;
+        /* Both sides of the element fault: the documents do not say
+         * which is reported. */
+        if (!sok && !dok && same_fault(&r->f, &fd))
+            wf = fd;
+        out = OUT_FAULT;
+    } else if (why == R_PEND && e == 0) {
+        rc = VMMU_EPENDING;
+        want.dst = o->va;
+        want.src = o->src;
+        want.count = o->count;
+        out = OUT_PENDING;
+    }
+    if (why == R_PEND && !m->pend_call)
+        oops(m, "model: a pend without a pending call");
+    if (m->pend_call && why != R_PEND)
+        oops(m, "a device request pended in the REP, though the model stops it %s",
+             why == R_FAULT ? "at a fault before it" : "before it");
+    expect_result(m, r, rc, &wf,
+                  why == R_PEND && e ? "a REP step that completed elements returns with "
+                                       "progress, never VMMU_EPENDING"
+                                     : "the REP as the model runs it");
+    bool regs_ok = r->rep.dst == want.dst && r->rep.count == want.count &&
+                   (!movs || r->rep.src == want.src);
+    if (!regs_ok)
+        oops(m, "left rdi %#llx rsi %#llx rcx %llu; expected rdi %#llx rsi %#llx rcx %llu",
+             (unsigned long long)r->rep.dst, (unsigned long long)r->rep.src,
+             (unsigned long long)r->rep.count, (unsigned long long)want.dst,
+             (unsigned long long)want.src, (unsigned long long)want.count);
+    apply_ad(m, false);
+    dm_end(m);
+    if (out == OUT_PROGRESS) {
+        m->cont = *o;
+        m->cont.va = want.dst;
+        m->cont.src = want.src;
+        m->cont.count = left;
+        m->cont.budget = left;
+        m->have_cont = true;
+        m->rep_progress++;
+    }
+    if (out == OUT_DONE || out == OUT_PROGRESS) {
+        m->st[k].done = true;
+        m->st[k].first = *r;
+    }
+    return out;
+}
+
+/* Check access @k of the current pass, which returned @r; @replay: it
+ * completed in an earlier pass of this epoch. */
+static enum outcome check_op(struct model *m, unsigned k, const struct op *o,
+                             const struct res *r, bool replay)
+{
+    bool latch = o->k != O_LIVE;
+    m->nadn = 0;
+    dm_begin(m, k, latch ? m->st[k].epoch : m->gpass);
+    if (o->k == O_MOVS || o->k == O_STOS)
+        return check_rep(m, k, o, r);
+
+    struct rx x, xs;
+    struct vmmu_x86_fault f = NOFAULT;
+    bool ok;
+    switch (o->k) {
+    case O_READ:
+    case O_PREAD:
+    case O_PRMW:
+    case O_LIVE:
+    case O_LOAD:
+    case O_DIVERGE:
+        ok = ref_range(m, o->va,
+                       o->k == O_LOAD || o->k == O_DIVERGE || (o->k == O_LIVE && o->size)
+                           ? o->size
+                           : o->len,
+                       o->k == O_PRMW ? KW : KR, latch, &x, &f);
+        break;
+    case O_FETCH:
+        ok = ref_range(m, o->va, o->len, KF, latch, &x, &f);
+        break;
+    case O_PMOVE:
+        ok = ref_range(m, o->src, o->len, KR, latch, &xs, &f) &&
+             ref_range(m, o->va, o->len, KW, latch, &x, &f);
+        break;
+    default: /* writes */
+        ok = ref_range(m, o->va,
+                       o->k == O_STORE || o->k == O_RMW || o->k == O_CMPXCHG ? o->size : o->len,
+                       KW, latch, &x, &f);
+        break;
+    }
+    unsigned nout = out_len(o);
+    uint8_t rd[LEN_MAX + 16];
+    bool sw = false;
+    enum outcome out;
+    if (!ok) {
+        expect_result(m, r, 0, &f, replay ? "it completed in an earlier pass with the same "
+                                            "translation"
+                                          : "the model's translation faults");
+        if (m->calls_now)
+            oops(m, "an access that faults called a device (fault before side effect)");
+        m->faults++;
+        out = OUT_FAULT;
+    } else if (replay) {
+        const struct res *fr = &m->st[k].first;
+        expect_result(m, r, 0, &NOFAULT, "it completed in an earlier pass");
+        expect_bytes(m, r->out, fr->out, nout,
+                     "a read the first pass made returns what the first pass saw");
+        if (o->k == O_CMPXCHG && r->swapped != fr->swapped)
+            oops(m, "swapped %d; the pass that completed it said %d", r->swapped, fr->swapped);
+        if (m->calls_now)
+            oops(m, "made %u device calls though it completed in an earlier pass (a completed "
+                    "MMIO or device access is never repeated)",
+                 m->calls_now);
+        memcpy(rd, fr->out, nout);
+        /* Did the world change what it read? */
+        if (o->k == O_READ || o->k == O_LOAD || o->k == O_PREAD)
+            for (unsigned j = 0; j < nout; j++) {
+                uint64_t g = rx_gpa(&x, (o->k == O_PREAD ? o->off : 0) + j);
+                if (kind_of(g) == T_RAM && *shadow_at(m, g) != rd[j]) {
+                    m->stale_served++;
+                    break;
+                }
+            }
+        semantics(m, o, C_REPLAY, &x, &xs, rd, &sw);
+        m->replayed_ops++;
+        out = OUT_DONE;
+    } else if (m->pend_call) {
+        expect_result(m, r, VMMU_EPENDING, &NOFAULT,
+                      "the device answered VMMU_EPENDING (it comes back unchanged)");
+        m->nunc = 0; /* what it may have written so far, again */
+        semantics(m, o, C_FOOT, &x, &xs, rd, &sw);
+        out = OUT_PENDING;
+    } else {
+        expect_result(m, r, 0, &NOFAULT, "the model completes it");
+        if (latch)
+            m->nunc = 0; /* the access that pended completes: its writes are made now */
+        memset(rd, 0, sizeof(rd));
+        semantics(m, o, C_FRESH, &x, &xs, rd, &sw);
+        /* A latch-disabled read between the passes may see RAM the access
+         * that pended wrote before it pended, or not. */
+        for (unsigned j = 0; o->k == O_LIVE && j < nout; j++)
+            if (in_ranges(m->unc, m->nunc, rx_gpa(&x, j), 1))
+                rd[j] = r->out[j];
+        expect_bytes(m, r->out, rd, nout,
+                     "what the model reads: RAM as it is now, the values the devices' "
+                     "completed calls returned");
+        if (o->k == O_CMPXCHG && r->swapped != sw)
+            oops(m, "swapped %d; the model says %d", r->swapped, sw);
+        if (latch) {
+            m->st[k].done = true;
+            m->st[k].first = *r;
+        }
+        out = OUT_DONE;
+    }
+    apply_ad(m, out == OUT_DONE && !replay && latch);
+    dm_end(m);
+    return out;
+}
+
+/* ---- Running accesses ---------------------------------------------------------------- */
+
+static void run_op(struct model *m, const struct op *o, struct res *r)
+{
+    struct vmmu_vcpu *v = V(m);
+    memset(r, 0, sizeof(*r));
+    r->f = NOFAULT;
+    struct vmmu_prepared p, ps;
+    switch (o->k) {
+    case O_READ:
+        r->rc = vmmu_access_read(v, o->va, r->out, o->len, 0, &r->f);
+        break;
+    case O_FETCH:
+        r->rc = vmmu_access_read(v, o->va, r->out, o->len, VMMU_X86_ACC_FETCH, &r->f);
+        break;
+    case O_LIVE: {
+        unsigned token = vmmu_latch_disable(v);
+        if (o->nested) /* nests: the inner restore leaves the latch disabled */
+            vmmu_latch_restore(v, vmmu_latch_disable(v));
+        if (o->size)
+            r->rc = vmmu_access_load(v, o->va, o->size, 0, r->out, &r->f);
+        else
+            r->rc = vmmu_access_read(v, o->va, r->out, o->len, 0, &r->f);
+        vmmu_latch_restore(v, token);
+        break;
+    }
+    case O_WRITE:
+        r->rc = vmmu_access_write(v, o->va, o->data, o->len, 0, &r->f);
+        break;
+    case O_LOAD:
+    case O_DIVERGE:
+        r->rc = vmmu_access_load(v, o->va, o->size, 0, r->out, &r->f);
+        break;
+    case O_STORE:
+        r->rc = vmmu_access_store(v, o->va, o->size, 0, o->data, &r->f);
+        break;
+    case O_RMW: {
+        uint64_t old = 0x5a5a5a5a5a5a5a5aull;
+        r->rc = vmmu_access_rmw(v, o->va, o->size, (enum vmmu_rmw_op)o->rmw, o->operand, &old,
+                                0, &r->f);
+        memcpy(r->out, &old, 8);
+        break;
+    }
+    case O_CMPXCHG:
+        r->rc = vmmu_access_cmpxchg(v, o->va, o->size, o->data, o->data + 16, r->out,
+                                    &r->swapped, 0, &r->f);
+        break;
+    case O_PREAD:
+    case O_PWRITE:
+    case O_PSET:
+    case O_PRMW: {
+        unsigned acc = o->k == O_PREAD ? 0
+                       : o->k == O_PRMW ? VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE
+                                        : VMMU_X86_ACC_WRITE;
+        r->rc = vmmu_access_prepare(v, o->va, o->len, acc, &p, &r->f);
+        if (r->rc || r->f.vector != VMMU_X86_FAULT_NONE)
+            break;
+        if (o->k == O_PREAD) {
+            r->rc = vmmu_prepared_read(&p, o->off, r->out, o->n);
+        } else if (o->k == O_PWRITE) {
+            r->rc = vmmu_prepared_write(&p, o->off, o->data, o->n);
+        } else if (o->k == O_PSET) {
+            r->rc = vmmu_prepared_set(&p, o->off, o->value, o->elem, o->n);
+        } else {
+            /* ADD [mem], reg as an emulator does it: read, compute, write. */
+            r->rc = vmmu_prepared_read(&p, 0, r->out, o->len);
+            if (r->rc)
+                break;
+            uint8_t nv[LEN_MAX];
+            for (uint32_t j = 0; j < o->len; j++)
+                nv[j] = r->out[j] ^ o->data[j];
+            r->rc = vmmu_prepared_write(&p, 0, nv, o->len);
+        }
+        break;
+    }
+    case O_PMOVE:
+        r->rc = vmmu_access_prepare(v, o->src, o->len, 0, &ps, &r->f);
+        if (r->rc || r->f.vector != VMMU_X86_FAULT_NONE)
+            break;
+        r->rc = vmmu_access_prepare(v, o->va, o->len, VMMU_X86_ACC_WRITE, &p, &r->f);
+        if (r->rc || r->f.vector != VMMU_X86_FAULT_NONE)
+            break;
+        r->rc = vmmu_prepared_move(&p, &ps, o->elem, o->backward);
+        break;
+    case O_MOVS:
+    case O_STOS: {
+        struct vmmu_rep rep = {o->va, o->src, o->count, o->elem, o->backward, o->value};
+        r->rc = o->k == O_MOVS ? vmmu_access_rep_movs(v, &rep, o->budget, 0, &r->f)
+                               : vmmu_access_rep_stos(v, &rep, o->budget, &r->f);
+        r->rep = rep;
+        break;
+    }
+    }
+}
+
+static void describe(const struct op *o, char *buf, size_t n)
+{
+    int w = snprintf(buf, n, "%s", okind_names[o->k]);
+    switch (o->k) {
+    case O_MOVS:
+    case O_STOS:
+        snprintf(buf + w, n - (size_t)w,
+                 " rdi %#llx rsi %#llx rcx %llu elem %u%s budget %llu value %#llx",
+                 (unsigned long long)o->va, (unsigned long long)o->src,
+                 (unsigned long long)o->count, o->elem, o->backward ? " DF=1" : "",
+                 (unsigned long long)o->budget, (unsigned long long)o->value);
+        break;
+    case O_PMOVE:
+        snprintf(buf + w, n - (size_t)w, " dst %#llx src %#llx len %u elem %u%s",
+                 (unsigned long long)o->va, (unsigned long long)o->src, o->len, o->elem,
+                 o->backward ? " backward" : "");
+        break;
+    case O_PREAD:
+    case O_PWRITE:
+    case O_PSET:
+        snprintf(buf + w, n - (size_t)w, " %#llx len %u, part [%u, +%u) elem %u",
+                 (unsigned long long)o->va, o->len, o->off, o->n, o->elem);
+        break;
+    case O_LOAD:
+    case O_STORE:
+    case O_DIVERGE:
+        snprintf(buf + w, n - (size_t)w, " %#llx size %u", (unsigned long long)o->va, o->size);
+        break;
+    case O_RMW:
+        snprintf(buf + w, n - (size_t)w, " %#llx size %u op %u operand %#llx",
+                 (unsigned long long)o->va, o->size, o->rmw, (unsigned long long)o->operand);
+        break;
+    case O_CMPXCHG:
+        snprintf(buf + w, n - (size_t)w, " %#llx size %u expected %#llx...",
+                 (unsigned long long)o->va, o->size, (unsigned long long)le_get(o->data, 8));
+        break;
+    case O_LIVE:
+        snprintf(buf + w, n - (size_t)w, " %#llx %s %u%s", (unsigned long long)o->va,
+                 o->size ? "size" : "len", o->size ? o->size : o->len,
+                 o->nested ? " (nested disable)" : "");
+        break;
+    default:
+        snprintf(buf + w, n - (size_t)w, " %#llx len %u", (unsigned long long)o->va, o->len);
+        break;
+    }
+}
+
+/* Report the first disagreement with its context, and the instruction. */
+static void die(struct model *m, unsigned k)
+{
+    char d[200];
+    print_message("latch model, %s, seed %llu: instruction %u, latch pass %u (%s TLB%s):\n",
+                  lmode_names[m->mode], (unsigned long long)m->seed, m->insn_no, m->lpass,
+                  m->cold ? "flushed" : "warm", m->diverging ? ", diverging" : "");
+    for (unsigned i = 0; i < m->nops; i++) {
+        describe(m->diverging && i == m->div_at ? &m->div_op : &m->ops[i], d, sizeof(d));
+        print_message("  %c%u: %s\n", i == k ? '>' : ' ', i, d);
+    }
+    if (k < m->nops)
+        describe(m->diverging && k == m->div_at ? &m->div_op : &m->ops[k], d, sizeof(d));
+    else
+        snprintf(d, sizeof(d), "end of pass");
+    fail_msg("%s, seed %llu, instruction %u, pass %u, access %u (%s): %s", lmode_names[m->mode],
+             (unsigned long long)m->seed, m->insn_no, m->lpass, k, d, m->err);
+}
+
+static void check_now(struct model *m, unsigned k)
+{
+    if (m->cb_err[0])
+        oops(m, "%s", m->cb_err);
+    if (m->calls_full)
+        oops(m, "model: more than %u device calls in an instruction", NCALLS_MAX);
+    if (m->err[0])
+        die(m, k);
+}
+
+/* ---- Generating instructions ----------------------------------------------------------- */
+
+static uint32_t pick_len(struct model *m)
+{
+    unsigned k = rn(m, 10);
+    return k == 0 ? 1 + rn(m, LEN_MAX) : k < 5 ? 1 + rn(m, 16) : 1 + rn(m, 64);
+}
+
+/* A range of @len bytes inside [base, base + pages pages), aligned to
+ * @align, often across a page boundary. */
+static uint64_t pick_in(struct model *m, uint64_t base, unsigned pages, uint64_t len,
+                        unsigned align)
+{
+    uint64_t end = base + pages * 4096ull, va;
+    if (pages > 1 && rn(m, 5) < 2) {
+        uint64_t b = base + 4096ull * (1 + rn(m, pages - 1));
+        va = b - 1 - (len > 1 ? rn(m, (unsigned)len - 1) : 0);
+    } else {
+        va = base + rn(m, pages * 4096);
+    }
+    va &= ~(uint64_t)(align - 1);
+    if (va + len > end)
+        va = (end - len) & ~(uint64_t)(align - 1);
+    return va;
+}
+
+static void fill(struct model *m, uint8_t *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        p[i] = (uint8_t)rnd(m);
+}
+
+/* The bytes at [va, va + n) now, if they are RAM (for a CMPXCHG that
+ * should succeed). */
+static bool peek_bytes(struct model *m, uint64_t va, unsigned n, uint8_t *out)
+{
+    for (unsigned j = 0; j < n; j++) {
+        uint64_t g;
+        struct vmmu_x86_fault f;
+        bool ok = m->paging ? ref_walk(m, va + j, KW, false, false, &g, &f) : true;
+        if (!m->paging)
+            g = va + j;
+        if (!ok || kind_of(g) != T_RAM)
+            return false;
+        out[j] = *shadow_at(m, g);
+    }
+    return true;
+}
+
+static void gen_op(struct model *m, struct op *o, bool last)
+{
+    memset(o, 0, sizeof(*o));
+    uint64_t wb = win_base(m);
+    unsigned wp = win_pages(m);
+    fill(m, o->data, sizeof(o->data));
+    if (last && rn(m, 100) < 22) {
+        o->elem = 1u << rn(m, 4);
+        o->backward = rn(m, 3) == 0;
+        unsigned which = rn(m, 3);
+        if (which == 0) {
+            o->k = O_PMOVE;
+            o->len = o->elem * (1 + rn(m, 16));
+            o->src = pick_in(m, wb, wp, o->len, o->elem);
+            o->va = pick_in(m, wb, wp, o->len, o->elem);
+            return;
+        }
+        o->k = which == 1 ? O_MOVS : O_STOS;
+        o->count = 1 + rn(m, 10);
+        o->budget = rn(m, 5) ? o->count : 1 + rn(m, (unsigned)o->count);
+        o->value = rnd(m);
+        uint64_t span = o->count * o->elem;
+        uint64_t lo = pick_in(m, wb, wp, span, o->elem);
+        o->va = o->backward ? lo + span - o->elem : lo;
+        lo = pick_in(m, wb, wp, span, o->elem);
+        o->src = o->backward ? lo + span - o->elem : lo;
+        return;
+    }
+    unsigned w = rn(m, 100);
+    if (w < 8) {
+        o->k = O_LIVE;
+        o->size = rn(m, 2) ? 0 : 1u << rn(m, 5);
+        o->len = o->size ? o->size : 1 + rn(m, 64);
+        o->va = pick_in(m, live_base(m), NLIVE, o->len, 1);
+        o->nested = rn(m, 3) == 0;
+        return;
+    }
+    w = rn(m, 88);
+    static const unsigned sizes[] = {1, 2, 4, 8, 16};
+    if (w < 12) {
+        o->k = O_READ;
+    } else if (w < 16) {
+        o->k = O_FETCH;
+    } else if (w < 24) {
+        o->k = O_WRITE;
+    } else if (w < 38) {
+        o->k = O_LOAD;
+        o->size = sizes[rn(m, 5)];
+        o->va = pick_in(m, wb, wp, o->size, rn(m, 2) ? o->size : 1);
+        return;
+    } else if (w < 48) {
+        o->k = O_STORE;
+        o->size = sizes[rn(m, 5)];
+        o->va = pick_in(m, wb, wp, o->size, rn(m, 2) ? o->size : 1);
+        return;
+    } else if (w < 56) {
+        o->k = O_RMW;
+        o->size = sizes[rn(m, 4)];
+        o->rmw = rn(m, 5);
+        o->operand = rnd(m);
+        o->va = pick_in(m, wb, wp, o->size, rn(m, 2) ? o->size : 1);
+        return;
+    } else if (w < 62) {
+        o->k = O_CMPXCHG;
+        o->size = sizes[rn(m, 5)];
+        o->va = pick_in(m, wb, wp, o->size, o->size == 16 || rn(m, 2) ? o->size : 1);
+        if (rn(m, 2))
+            (void)peek_bytes(m, o->va, o->size, o->data); /* likely to swap */
+        return;
+    } else if (w < 68) {
+        o->k = O_PREAD;
+    } else if (w < 73) {
+        o->k = O_PWRITE;
+    } else if (w < 77) {
+        o->k = O_PSET;
+        o->elem = 1u << rn(m, 4);
+        o->len = o->elem + rn(m, 64);
+        o->n = o->elem * (1 + rn(m, o->len / o->elem));
+        o->off = rn(m, o->len - o->n + 1);
+        o->value = rnd(m);
+        o->va = pick_in(m, wb, wp, o->len, 1);
+        return;
+    } else {
+        o->k = O_PRMW;
+        o->len = 1 + rn(m, 64);
+        o->va = pick_in(m, wb, wp, o->len, 1);
+        return;
+    }
+    o->len = pick_len(m);
+    o->va = pick_in(m, wb, wp, o->len, 1);
+    if (o->k == O_PREAD || o->k == O_PWRITE) {
+        o->n = 1 + rn(m, o->len);
+        o->off = rn(m, o->len - o->n + 1);
+    }
+}
+
+/* Pieces the latch records for @o at most, roughly (each MMIO piece of
+ * up to 8 bytes is an event): instructions stay well inside the latch. */
+static unsigned event_estimate(const struct op *o)
+{
+    uint32_t bytes = o->k == O_MOVS || o->k == O_STOS ? (uint32_t)(o->count * o->elem * 2)
+                     : o->size                        ? o->size * 2
+                                                      : o->len * 2;
+    return bytes / 4 + 8;
+}
+
+/* The kinds each window page is used with by @o's latch-recorded accesses. */
+static void note_uses(struct model *m, const struct op *o)
+{
+    uint64_t wb = win_base(m);
+    if (!m->paging)
+        return;
+    struct {
+        uint64_t va, len;
+        unsigned kind;
+    } r[2];
+    unsigned nr = 1;
+    switch (o->k) {
+    case O_LIVE:
+        return;
+    case O_MOVS:
+    case O_STOS: {
+        uint64_t span = o->count * o->elem;
+        r[0].va = o->backward ? o->va + o->elem - span : o->va;
+        r[0].len = span;
+        r[0].kind = KW;
+        r[1] = r[0];
+        r[1].va = o->backward ? o->src + o->elem - span : o->src;
+        r[1].kind = KR;
+        nr = o->k == O_MOVS ? 2 : 1;
+        break;
+    }
+    case O_PMOVE:
+        r[0].va = o->va;
+        r[0].len = o->len;
+        r[0].kind = KW;
+        r[1].va = o->src;
+        r[1].len = o->len;
+        r[1].kind = KR;
+        nr = 2;
+        break;
+    default:
+        r[0].va = o->va;
+        r[0].len = o->size ? o->size : o->len;
+        r[0].kind = o->k == O_FETCH                                                    ? KF
+                    : o->k == O_READ || o->k == O_LOAD || o->k == O_PREAD ? KR
+                                                                                       : KW;
+        break;
+    }
+    for (unsigned i = 0; i < nr; i++)
+        for (uint64_t p = r[i].va & ~0xfffull; p < r[i].va + r[i].len; p += 4096)
+            if (p >= wb && p < wb + NWIN * 4096ull)
+                m->uses[(p - wb) / 4096] |= (uint8_t)(1u << r[i].kind);
+}
+
+static void gen_insn(struct model *m)
+{
+    m->nops = 0;
+    if (m->have_cont) {
+        /* The REP goes on as a new instruction, from where it stopped. */
+        m->ops[0] = m->cont;
+        m->nops = 1;
+        m->have_cont = false;
+        return;
+    }
+    unsigned n = 1 + rn(m, NOPS_MAX), events = 0;
+    for (unsigned i = 0; i < n; i++) {
+        struct op *o = &m->ops[m->nops];
+        gen_op(m, o, i == n - 1);
+        unsigned ev = event_estimate(o);
+        if (events + ev > VMMU_LATCH_EVENTS / 2)
+            continue;
+        events += ev;
+        m->nops++;
+    }
+    if (!m->nops) {
+        gen_op(m, &m->ops[0], false);
+        m->ops[0].k = O_LOAD;
+        m->ops[0].size = 8;
+        m->nops = 1;
+    }
+}
+
+/* ---- The world ---------------------------------------------------------------------------- */
+
+static void flush_all(struct model *m)
+{
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(m)), 0);
+}
+
+/* Rewrite some RAM the instruction read (or any data byte), as another
+ * vCPU could, outside the bytes the model protects. */
+static void world_ram(struct model *m)
+{
+    uint64_t gpa;
+    uint32_t n;
+    if (m->nreadr && rn(m, 10) < 7) {
+        const struct range *r = &m->readr[rn(m, m->nreadr)];
+        gpa = r->gpa + rn(m, r->n);
+        uint32_t room = (uint32_t)(r->gpa + r->n - gpa);
+        n = 1 + rn(m, room < 16 ? room : 16);
+    } else {
+        unsigned p = rn(m, NDATA + RAM2_PAGES);
+        uint64_t page = p < NDATA ? DATA_BASE + 4096ull * p : RAM2_GPA + 4096ull * (p - NDATA);
+        gpa = page + rn(m, 4096);
+        uint32_t room = (uint32_t)(page + 4096 - gpa);
+        n = 1 + rn(m, room < 16 ? room : 16);
+    }
+    if (m->prot_full || in_ranges(m->prot, m->nprot, gpa, n))
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        uint8_t b = (uint8_t)rnd(m);
+        *real_at(m, gpa + i) = b;
+        *shadow_at(m, gpa + i) = b;
+    }
+    m->ram_rewrites++;
+}
+
+/* Kinds the latch recorded for window page @i. */
+static unsigned recorded_kinds(const struct model *m, unsigned i)
+{
+    unsigned kinds = 0;
+    for (unsigned j = 0; j < m->nxr; j++)
+        if (m->xr[j].page == WIN_VA + 4096ull * i)
+            kinds |= 1u << m->xr[j].kind;
+    return kinds;
+}
+
+/* Rewrite one page-table entry, as the guest could, then invalidate it. */
+static void world_pte(struct model *m, bool in_insn)
+{
+    if (!m->paging)
+        return;
+    bool upper = (!in_insn || m->cold) && rn(m, 4) == 0;
+    if (upper) {
+        uint64_t at = m->upper[rn(m, m->nupper)];
+        uint64_t e = get64(&m->t.env, at) & ADDR_MASK;
+        e |= E_US | (rn(m, 16) ? E_P : 0) | (rn(m, 6) ? E_RW : 0) | (rn(m, 6) ? 0 : E_NX) |
+             (rn(m, 2) ? E_A : 0);
+        put_entry(m, at, e);
+        flush_all(m);
+    } else {
+        unsigned i = rn(m, NWIN + NLIVE);
+        /* With a warm TLB, a first-pass hit read no entry: rewrite only
+         * leaves no later walk of this instruction reads as recorded. */
+        if (in_insn && !m->cold && i < NWIN && page_translated(m, WIN_VA + 4096ull * i) &&
+            (m->uses[i] & ~recorded_kinds(m, i)))
+            return;
+        put_entry(m, m->leaf[i], random_leaf(m, i >= NWIN));
+        uint64_t va = i < NWIN ? WIN_VA + 4096ull * i : LIVE_VA + 4096ull * (i - NWIN);
+        if (rn(m, 4))
+            assert_int_equal(vmmu_vcpu_invlpg(V(m), va + rn(m, 4096)), 0);
+        else
+            flush_all(m);
+    }
+    m->pte_rewrites++;
+    if (in_insn)
+        m->ptes_rewritten = true;
+}
+
+/* What happens between two passes of an instruction (@no_pte: no
+ * page-table rewrite; @in_insn false: the latch holds nothing yet). */
+static void world_between_passes(struct model *m, bool no_pte, bool in_insn)
+{
+    unsigned n = rn(m, 4);
+    if (rn(m, 10) < 7)
+        world_ram(m);
+    for (unsigned i = 0; i < n; i++) {
+        switch (rn(m, 6)) {
+        case 0:
+        case 1:
+            world_ram(m);
+            break;
+        case 2:
+        case 3:
+            if (!no_pte)
+                world_pte(m, in_insn);
+            break;
+        case 4:
+            if (rn(m, 2))
+                flush_all(m);
+            else if (m->paging)
+                assert_int_equal(vmmu_vcpu_invlpg(V(m), WIN_VA + 4096ull * rn(m, NWIN)), 0);
+            break;
+        default:
+            m->dev[rn(m, 3)].salt = rnd(m);
+            break;
+        }
+    }
+}
+
+/* What happens between two instructions. */
+static void world_between_insns(struct model *m)
+{
+    if (m->paging) {
+        for (unsigned n = rn(m, 3); n > 0; n--)
+            world_pte(m, false);
+        /* Upper entries get their full rights back, mostly before the
+         * next instruction (one that is read-only or not present makes
+         * most accesses fault). */
+        bool restored = false;
+        for (unsigned i = 0; i < m->nupper; i++) {
+            uint64_t e = get64(&m->t.env, m->upper[i]);
+            if ((e & (E_P | E_RW | E_NX)) != (E_P | E_RW) && rn(m, 4)) {
+                put_entry(m, m->upper[i], (e & ADDR_MASK) | E_P | E_RW | E_US | (e & E_A));
+                restored = true;
+            }
+        }
+        if (restored)
+            flush_all(m);
+    }
+    for (unsigned n = rn(m, 3); n > 0; n--)
+        world_ram(m);
+    if (rn(m, 4) == 0)
+        m->dev[rn(m, 3)].salt = rnd(m);
+}
+
+/* ---- Instructions --------------------------------------------------------------------------- */
+
+static struct vmmu_latch_stats lstats(struct model *m)
+{
+    struct vmmu_latch_stats s;
+    assert_int_equal(vmmu_latch_stats(V(m), &s), 0);
+    return s;
+}
+
+/* Page-table entries after a pass: exactly what the model says, but for
+ * the A/D bits walks may set; then the model takes what is there (A/D
+ * bits that were set stay set). */
+static void check_tables(struct model *m)
+{
+    if (!m->paging)
+        return;
+    for (unsigned i = 0; i < m->nent; i++) {
+        uint64_t gpa = TABLES + 8ull * i, real = get64(&m->t.env, gpa), want;
+        memcpy(&want, m->shadow + gpa, 8);
+        uint64_t must = ad_bits(m->must[i]), may = ad_bits(m->may[i]) & ~must;
+        want |= must;
+        if ((real ^ want) & ~may)
+            oops(m, "the page-table entry at %#llx holds %#llx; the model expects %#llx (A/D "
+                    "bits %#llx free)%s",
+                 (unsigned long long)gpa, (unsigned long long)real, (unsigned long long)want,
+                 (unsigned long long)may,
+                 m->fz_pass[i] && ((real ^ want) & ~AD_MASK) == 0
+                     ? "; an entry rewritten after a pass read it is not touched again"
+                     : "");
+        memcpy(m->shadow + gpa, &real, 8);
+        m->may[i] = m->must[i] = 0;
+    }
+}
+
+/* Guest RAM the accesses reach equals the model's copy. */
+static void check_ram(struct model *m)
+{
+    /* The access that pended may or may not have written its RAM. */
+    for (unsigned i = 0; i < m->nunc; i++)
+        for (uint32_t j = 0; j < m->unc[i].n; j++)
+            *shadow_at(m, m->unc[i].gpa + j) = *real_at(m, m->unc[i].gpa + j);
+    m->nunc = 0;
+    for (uint64_t g = DATA_BASE; g < RAM2_GPA + RAM2_PAGES * 4096ull;
+         g = g == RAM_SIZE - 1 ? RAM2_GPA : g + 1) {
+        if (*real_at(m, g) != *shadow_at(m, g)) {
+            oops(m, "guest RAM at %#llx holds %#x; one run of the instruction with the answers "
+                    "the latch gave leaves %#x",
+                 (unsigned long long)g, *real_at(m, g), *shadow_at(m, g));
+            return;
+        }
+    }
+}
+
+/* Start the latch's epoch: nothing recorded. */
+static void fresh_epoch(struct model *m)
+{
+    m->nxr = 0;
+    memset(m->fz_pass, 0, sizeof(m->fz_pass));
+    m->epoch_start = m->gpass + 1;
+    for (unsigned k = 0; k < NOPS_MAX; k++) {
+        memset(&m->st[k], 0, sizeof(m->st[k]));
+        m->st[k].epoch = m->epoch_start;
+    }
+    m->nprot = 0;
+    m->prot_full = false;
+    m->nreadr = 0;
+    m->ptes_rewritten = false;
+    m->diverging = false;
+    m->lpass = 0;
+}
+
+/* Choose a read to replace in the next pass, if the documents say what
+ * that does here (see the top); true with m->div_at and m->div_op set. */
+static bool plan_divergence(struct model *m, unsigned pend_at)
+{
+    if (m->ptes_rewritten || m->nunc || pend_at == 0)
+        return false;
+    unsigned d = rn(m, pend_at);
+    const struct op *o = &m->ops[d];
+    if (o->k != O_READ && o->k != O_LOAD && o->k != O_PREAD)
+        return false;
+    for (unsigned i = 0; i < m->ncalls; i++) {
+        const struct call *c = &m->calls[i];
+        if (c->op > d && c->op <= pend_at && c->write && !c->pended && c->pass >= m->epoch_start)
+            return false;
+    }
+    /* Eight bytes of RAM that op d did not read, on a window page. */
+    for (unsigned tries = 0; tries < 8; tries++) {
+        uint64_t va = win_base(m) + 4096ull * rn(m, win_pages(m)) + 8 * rn(m, 511);
+        uint64_t g = va;
+        struct vmmu_x86_fault f;
+        if (m->paging && !ref_walk(m, va, KR, false, false, &g, &f))
+            continue;
+        if (kind_of(g) != T_RAM || kind_of(g + 7) != T_RAM)
+            continue;
+        /* Where op d read (its recorded translations answer: no walk). */
+        struct rx x;
+        (void)ref_range(m, o->va, o->k == O_LOAD ? o->size : o->len, KR, true, &x, &f);
+        bool overlap = false;
+        for (unsigned j = 0; j < x.n; j++)
+            if (g < x.gpa[j] + x.len[j] && x.gpa[j] < g + 8)
+                overlap = true;
+        if (overlap)
+            continue;
+        memset(&m->div_op, 0, sizeof(m->div_op));
+        m->div_op.k = O_DIVERGE;
+        m->div_op.va = va;
+        m->div_op.size = 8;
+        m->div_at = d;
+        return true;
+    }
+    return false;
+}
+
+static void run_insn(struct model *m)
+{
+    memset(m->uses, 0, sizeof(m->uses));
+    for (unsigned k = 0; k < m->nops; k++)
+        note_uses(m, &m->ops[k]);
+    m->ncalls = 0;
+    m->calls_full = false;
+    m->pends_in_insn = 0;
+    m->nunc = 0;
+    fresh_epoch(m);
+    m->cold = !m->again && rn(m, 10) < 6;
+    if (m->cold)
+        flush_all(m);
+    struct vmmu_latch_stats s0 = lstats(m), prev = s0;
+    bool diverged_once = false;
+    unsigned pend_at = 0; /* the access that pended in the pass before */
+    m->insns++;
+    for (;;) {
+        m->gpass++;
+        m->lpass++;
+        m->passes++;
+        m->err[0] = 0;
+        m->cb_err[0] = 0;
+        assert_int_equal(vmmu_insn_begin(V(m)), 0);
+        struct vmmu_latch_stats sb = lstats(m);
+        if (sb.pass != m->lpass)
+            oops(m, "vmmu_latch_stats().pass is %u after vmmu_insn_begin(); expected %u",
+                 sb.pass, m->lpass);
+        if (m->lpass == 1 && (sb.entries || sb.xlates || sb.events || sb.bytes))
+            oops(m, "a first pass starts with %u entries, %u translations, %u events, %u bytes "
+                    "recorded; the latch starts empty",
+                 sb.entries, sb.xlates, sb.events, sb.bytes);
+        check_now(m, m->nops);
+        if (m->lpass > 1) {
+            m->replays++;
+            if (m->lpass == 3)
+                m->chains++;
+        }
+        if (m->diverging)
+            for (unsigned k = m->div_at; k < m->nops; k++) {
+                m->st[k].done = false;
+                m->st[k].epoch = m->gpass;
+            }
+        m->pend_ok = !m->diverging;
+        m->expect_retry = m->lpass > 1 && !m->diverging;
+        m->lenient = m->diverging;
+        m->xr_served = 0;
+        m->expect_entries = 0;
+        unsigned replayed_with_events = 0;
+        enum outcome out = OUT_DONE;
+        unsigned k;
+        for (k = 0; k < m->nops; k++) {
+            bool div = m->diverging && k == m->div_at;
+            const struct op *o = div ? &m->div_op : &m->ops[k];
+            bool replay = o->k != O_LIVE && !div && m->st[k].done;
+            m->cur_op = k;
+            struct vmmu_latch_stats b = lstats(m);
+            struct res r;
+            run_op(m, o, &r);
+            if (o->k == O_LIVE) {
+                struct vmmu_latch_stats a = lstats(m);
+                m->live_ops++;
+                if (a.entries != b.entries || a.xlates != b.xlates || a.events != b.events ||
+                    a.bytes != b.bytes || a.entries_replayed != b.entries_replayed ||
+                    a.xlates_replayed != b.xlates_replayed ||
+                    a.events_replayed != b.events_replayed)
+                    oops(m, "an access between vmmu_latch_disable() and _restore() changed the "
+                            "latch: recorded %u/%u/%u/%u -> %u/%u/%u/%u, replayed "
+                            "%llu/%llu/%llu -> %llu/%llu/%llu (entries/xlates/events/bytes)",
+                         b.entries, b.xlates, b.events, b.bytes, a.entries, a.xlates, a.events,
+                         a.bytes, (unsigned long long)b.entries_replayed,
+                         (unsigned long long)b.xlates_replayed,
+                         (unsigned long long)b.events_replayed,
+                         (unsigned long long)a.entries_replayed,
+                         (unsigned long long)a.xlates_replayed,
+                         (unsigned long long)a.events_replayed);
+            }
+            if (replay && o->k != O_WRITE && o->k != O_STORE && o->k != O_PWRITE &&
+                o->k != O_PSET)
+                replayed_with_events++; /* it read something: at least one data event */
+            out = check_op(m, k, o, &r, replay);
+            check_now(m, k);
+            if (out != OUT_DONE)
+                break;
+        }
+        if (m->expect_retry && k >= pend_at)
+            oops(m, "the re-execution never called the device again for the request that "
+                    "pended");
+        check_now(m, k);
+
+        /* The latch's counters over the pass. */
+        struct vmmu_latch_stats se = lstats(m);
+        if (se.diverged != prev.diverged + (m->diverging ? 1 : 0))
+            oops(m, "diverged went from %llu to %llu in a pass that %s",
+                 (unsigned long long)prev.diverged, (unsigned long long)se.diverged,
+                 m->diverging ? "asked for one different access" : "took the recorded accesses");
+        if (se.overflows != s0.overflows)
+            oops(m, "overflows grew to %llu with the latch far from full",
+                 (unsigned long long)se.overflows);
+        if (se.entries > VMMU_LATCH_ENTRIES || se.xlates > VMMU_LATCH_XLATES ||
+            se.events > VMMU_LATCH_EVENTS || se.bytes > VMMU_LATCH_BYTES)
+            oops(m, "recorded %u/%u/%u/%u entries/xlates/events/bytes, beyond the capacity",
+                 se.entries, se.xlates, se.events, se.bytes);
+        if (m->lpass > 1 && !m->diverging) {
+            if (se.entries < prev.entries || se.xlates < prev.xlates || se.events < prev.events ||
+                se.bytes < prev.bytes)
+                oops(m, "the re-execution recorded less than the pass before: %u/%u/%u/%u -> "
+                        "%u/%u/%u/%u entries/xlates/events/bytes",
+                     prev.entries, prev.xlates, prev.events, prev.bytes, se.entries, se.xlates,
+                     se.events, se.bytes);
+            if (m->xr_served && se.xlates_replayed == sb.xlates_replayed)
+                oops(m, "xlates_replayed did not grow though the re-execution used %u recorded "
+                        "translations",
+                     m->xr_served);
+            if (se.events_replayed < sb.events_replayed + replayed_with_events)
+                oops(m, "events_replayed grew by %llu; %u accesses that read were served from "
+                        "the latch",
+                     (unsigned long long)(se.events_replayed - sb.events_replayed),
+                     replayed_with_events);
+            if (m->expect_entries && se.entries_replayed == sb.entries_replayed)
+                oops(m, "entries_replayed did not grow though the re-execution walked a new "
+                        "page through %u recorded entries",
+                     m->expect_entries);
+        }
+        check_now(m, m->nops);
+        prev = se;
+
+        int status = out == OUT_PENDING ? VMMU_EPENDING : 0;
+        assert_int_equal(vmmu_insn_end(V(m), status), 0);
+        /* After a pass that pends the kept latch names that pass (see
+         * latch_stats_pass_names_the_pass_that_pended_until_the_next_begin). */
+        unsigned want_pass = status == VMMU_EPENDING ? se.pass : 0;
+        if (lstats(m).pass != want_pass)
+            oops(m, "vmmu_latch_stats().pass is %u after vmmu_insn_end(); %u expected",
+                 lstats(m).pass, want_pass);
+        check_tables(m);
+        check_now(m, m->nops);
+        if (out != OUT_PENDING)
+            break;
+        if (m->diverging)
+            oops(m, "model: a diverging pass pended");
+        if (rn(m, 12) == 0) {
+            /* The caller gives up: the next begin starts a new instruction. */
+            assert_int_equal(vmmu_latch_discard(V(m)), 0);
+            if (lstats(m).pass != 0)
+                oops(m, "pass is %u after vmmu_latch_discard()", lstats(m).pass);
+            m->discards++;
+            check_ram(m); /* takes what the pending access wrote, or not */
+            check_now(m, m->nops);
+            fresh_epoch(m);
+            m->cold = false;
+            world_between_passes(m, false, false);
+            prev = lstats(m);
+            continue;
+        }
+        bool div = !diverged_once && rn(m, 6) == 0 && plan_divergence(m, k);
+        world_between_passes(m, div, true);
+        pend_at = k;
+        if (div) {
+            m->diverging = true;
+            diverged_once = true;
+            m->divergences++;
+        }
+    }
+    check_ram(m);
+    check_now(m, m->nops);
+    /* A request that pended is remembered until the REP goes on. */
+    if (!m->have_cont)
+        m->npended = 0;
+}
+
+/* ---- Runs ------------------------------------------------------------------------------- */
+
+static struct model *live_model;
+
+static void free_model(struct model *m)
+{
+    tlb_env_fini(&m->t);
+    free(m->ram2);
+    free(m->shadow);
+    free(m->shadow2);
+    free(m);
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    if (live_model) {
+        (void)vmmu_vcpu_offline(V(live_model));
+        free_model(live_model);
+        live_model = NULL;
+    }
+    return 0;
+}
+
+struct totals {
+    unsigned long insns, passes, replays, chains, replayed_ops, stale_served, remap_served,
+        ram_rewrites, pte_rewrites, divergences, discards, live_ops, rep_progress, faults, pends,
+        calls_total, frozen_walks, reruns;
+};
+
+static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, void *host,
+                       void *opaque, uint32_t *id)
+{
+    struct vmmu_region_desc d = {.type = type, .gpa = gpa, .size = 4096ull * (host ? 2 : 1),
+                                 .host = host, .opaque = opaque,
+                                 .mmio = type == VMMU_MEM_MMIO ? &mmio_ops : NULL};
+    assert_int_equal(vmmu_region_add(m->t.env.vm, &d, id), 0);
+}
+
+static void run_seed(enum lmode mode, uint64_t seed, unsigned ninsn, struct totals *tot)
+{
+    struct model *m = live_model = calloc(1, sizeof(*m));
+    assert_non_null(m);
+    assert_int_equal(tlb_env_init(&m->t, RAM_SIZE), 0);
+    m->mode = mode;
+    m->paging = mode != LOFF;
+    m->pm = mode == L5 ? M5 : M4;
+    m->top = mode == L5 ? 5 : 4;
+    m->seed = seed;
+    m->rng = (seed * NLMODES + mode) * 0x9e3779b97f4a7c15ull + 1;
+    m->dev_rng = m->rng ^ 0x5bd1e9955bd1e995ull;
+    m->ram2 = aligned_alloc(4096, RAM2_PAGES * 4096);
+    m->shadow = malloc(RAM_SIZE);
+    m->shadow2 = malloc(RAM2_PAGES * 4096);
+    assert_true(m->ram2 && m->shadow && m->shadow2);
+    for (unsigned d = 0; d < 3; d++) {
+        m->dev[d].m = m;
+        m->dev[d].id = d;
+        m->dev[d].salt = rnd(m);
+    }
+    add_region(m, VMMU_MEM_DEVICE, DEV_GPA, NULL, &m->dev[2], &m->dev_id);
+    add_region(m, VMMU_MEM_MMIO, MMIO_A_GPA, NULL, &m->dev[0], NULL);
+    add_region(m, VMMU_MEM_RAM, RAM2_GPA, m->ram2, NULL, NULL);
+    add_region(m, VMMU_MEM_MMIO, MMIO_B_GPA, NULL, &m->dev[1], NULL);
+    assert_int_equal(vmmu_p2m_set_device_handler(m->t.env.vm, dm_handler, m), 0);
+    fill(m, m->t.env.mem + DATA_BASE, NDATA * 4096);
+    fill(m, m->ram2, RAM2_PAGES * 4096);
+    if (m->paging)
+        build_tables(m);
+    memcpy(m->shadow, m->t.env.mem, RAM_SIZE);
+    memcpy(m->shadow2, m->ram2, RAM2_PAGES * 4096);
+    load_regs(m);
+    assert_int_equal(vmmu_vcpu_online(V(m)), 0);
+
+    for (unsigned i = 0; i < ninsn || m->have_cont; i++) {
+        m->insn_no = i;
+        if (!m->again)
+            gen_insn(m);
+        run_insn(m);
+        /* After a re-execution walked through entries the guest had
+         * rewritten (and invalidated), the TLB must not keep what those
+         * walks filled: "TLB entries filled in a replay from recorded
+         * entries are dropped at vmmu_insn_end(), so the guest's flush
+         * between the passes takes effect for the next instruction".  So
+         * now and then the same accesses run again at once as a new
+         * instruction, with the TLB as it is, and must see the tables as
+         * they are. */
+        m->again = m->paging && m->lpass > 1 && m->ptes_rewritten && !m->have_cont &&
+                   rn(m, 2) == 0;
+        m->reruns += m->again;
+        if (!m->again)
+            world_between_insns(m);
+    }
+    if (memcmp(m->t.env.mem, m->shadow, RAM_SIZE) != 0) {
+        oops(m, "guest RAM differs from the model's copy at the end of the seed");
+        die(m, m->nops);
+    }
+    assert_int_equal(vmmu_vcpu_offline(V(m)), 0);
+
+    tot->insns += m->insns;
+    tot->passes += m->passes;
+    tot->replays += m->replays;
+    tot->chains += m->chains;
+    tot->replayed_ops += m->replayed_ops;
+    tot->stale_served += m->stale_served;
+    tot->remap_served += m->remap_served;
+    tot->ram_rewrites += m->ram_rewrites;
+    tot->pte_rewrites += m->pte_rewrites;
+    tot->divergences += m->divergences;
+    tot->discards += m->discards;
+    tot->live_ops += m->live_ops;
+    tot->rep_progress += m->rep_progress;
+    tot->faults += m->faults;
+    tot->pends += m->pends;
+    tot->calls_total += m->calls_total;
+    tot->frozen_walks += m->frozen_walks;
+    tot->reruns += m->reruns;
+    free_model(m);
+    live_model = NULL;
+}
+
+static void in_mode(enum lmode mode)
+{
+    struct totals tot = {0};
+    const char *one = getenv("VMMU_LATCH_MODEL_SEED");
+    if (one && *one) {
+        run_seed(mode, strtoull(one, NULL, 10), 400, &tot);
+        return;
+    }
+    unsigned n = model_seeds("VMMU_LATCH_MODEL_SEEDS", 10);
+    for (uint64_t seed = 1; seed <= n; seed++)
+        run_seed(mode, seed, 400, &tot);
+    print_message("latch model, %s: %lu instructions, %lu passes (%lu re-executions, %lu "
+                  "chains of 3+ passes), %lu accesses served from the latch (%lu reads of RAM "
+                  "rewritten meanwhile, %lu translations of remapped pages), %lu new walks "
+                  "through recorded entries, %lu RAM and %lu page-table rewrites, %lu "
+                  "divergences, %lu discards, %lu latch-disabled reads, %lu REP steps with "
+                  "progress, %lu faults, %lu device requests pended, %lu device calls, %lu "
+                  "instructions run again at once after a re-execution\n",
+                  lmode_names[mode], tot.insns, tot.passes, tot.replays, tot.chains,
+                  tot.replayed_ops, tot.stale_served, tot.remap_served, tot.frozen_walks,
+                  tot.ram_rewrites, tot.pte_rewrites, tot.divergences, tot.discards,
+                  tot.live_ops, tot.rep_progress, tot.faults, tot.pends, tot.calls_total,
+                  tot.reruns);
+    /* The stream reached what it is meant to check. */
+    assert_true(tot.replays > 0 && tot.chains > 0 && tot.replayed_ops > 0);
+    assert_true(tot.stale_served > 0 && tot.ram_rewrites > 0);
+    assert_true(tot.divergences > 0 && tot.discards > 0 && tot.live_ops > 0);
+    assert_true(tot.rep_progress > 0 && tot.pends > 0);
+    if (mode != LOFF) /* with paging off nothing faults and no entry is read */
+        assert_true(tot.faults > 0 && tot.remap_served > 0 && tot.pte_rewrites > 0 &&
+                    tot.frozen_walks > 0 && tot.reruns > 0);
+}
+
+static void replay_agrees_with_the_model_in_4level_paging(void **state)
+{
+    (void)state;
+    in_mode(L4);
+}
+
+static void replay_agrees_with_the_model_in_5level_paging(void **state)
+{
+    (void)state;
+    in_mode(L5);
+}
+
+static void replay_agrees_with_the_model_with_paging_off(void **state)
+{
+    (void)state;
+    in_mode(LOFF);
+}
+
+/* ---- The latch's capacity ------------------------------------------------------------- */
+/* access.h: "Capacity of the latch: recorded reads beyond it fail with
+ * VMMU_EOVERFLOW" (64 entries, 32 translations, 256 events, 16 KiB of
+ * data).  Each test fills one record exactly, in a few random ways, and
+ * the next access that needs it overflows.  4-level paging over test RAM,
+ * a device-model page whose handler pends the number of requests it is
+ * told to, then answers. */
+
+#define CAP_RAM (16 * MiB)
+#define CAP_DATA (8 * MiB)
+#define CAP_DEV (32 * MiB)
+#define CAP_VA 0x0000400000000000ull
+#define CAP_VDEV 0x0000500000000000ull
+#define CAP_SEEDS 8
+
+struct cap {
+    struct tlb_env t;
+    uint64_t root, rng, seed;
+    unsigned pend; /* requests to answer VMMU_EPENDING before answering */
+};
+
+static int cap_handler(void *opaque, struct vmmu_device_req *req)
+{
+    struct cap *c = opaque;
+    if (c->pend) {
+        c->pend--;
+        return VMMU_EPENDING;
+    }
+    if (!req->write)
+        req->data = 0x77;
+    return 0;
+}
+
+static void cap_map(struct cap *c, uint64_t va, uint64_t gpa)
+{
+    tmap(&c->t, c->root, va, 1, E_P | E_RW | E_US, gpa | E_P | E_RW | E_US | E_A | E_D);
+}
+
+static int cap_setup(void **state)
+{
+    struct cap *c = calloc(1, sizeof(*c));
+    if (!c || tlb_env_init(&c->t, CAP_RAM))
+        return -1;
+    c->root = env_page(&c->t.env);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = CAP_DEV, .size = 4096};
+    assert_int_equal(vmmu_region_add(c->t.env.vm, &d, NULL), 0);
+    assert_int_equal(vmmu_p2m_set_device_handler(c->t.env.vm, cap_handler, c), 0);
+    cap_map(c, CAP_VDEV, CAP_DEV);
+    tlb_load(&c->t, c->root, 0, 0, R_CR0_WP);
+    assert_int_equal(vmmu_vcpu_online(c->t.vcpu), 0);
+    *state = c;
+    return 0;
+}
+
+static int cap_teardown(void **state)
+{
+    struct cap *c = *state;
+    (void)vmmu_latch_discard(c->t.vcpu);
+    (void)vmmu_vcpu_offline(c->t.vcpu);
+    tlb_env_fini(&c->t);
+    free(c);
+    return 0;
+}
+
+static unsigned cap_rn(struct cap *c, unsigned n)
+{
+    return (unsigned)(model_rnd(&c->rng) % n);
+}
+
+static void cap_seed(struct cap *c, uint64_t seed)
+{
+    c->seed = seed;
+    c->rng = seed * 0x9e3779b97f4a7c15ull + 7;
+    (void)vmmu_latch_discard(c->t.vcpu);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(c->t.vcpu), 0); /* every page is walked */
+}
+
+static struct vmmu_latch_stats cap_stats(struct cap *c)
+{
+    struct vmmu_latch_stats s;
+    assert_int_equal(vmmu_latch_stats(c->t.vcpu, &s), 0);
+    return s;
+}
+
+/* Reads of random lengths over 6 pages (crossing pages or not) that add
+ * up to exactly VMMU_LATCH_BYTES all succeed; one more byte overflows. */
+static void latch_holds_16_KiB_of_read_data_and_one_more_byte_overflows(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    for (unsigned i = 0; i < 6; i++)
+        cap_map(c, CAP_VA + 4096ull * i, CAP_DATA + 4096ull * i);
+    static uint8_t buf[4096];
+    struct vmmu_x86_fault f;
+    for (uint64_t seed = 1; seed <= CAP_SEEDS; seed++) {
+        cap_seed(c, seed);
+        uint64_t overflows = cap_stats(c).overflows;
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        uint32_t left = VMMU_LATCH_BYTES;
+        unsigned reads = 0;
+        while (left) {
+            uint32_t len = 64 + cap_rn(c, 4033);
+            if (len > left)
+                len = left;
+            uint64_t va = CAP_VA + cap_rn(c, 5 * 4096 - len + 1);
+            int rc = vmmu_access_read(v, va, buf, len, 0, &f);
+            if (rc || f.vector != VMMU_X86_FAULT_NONE)
+                fail_msg("seed %llu: read %u of %u bytes at %#llx with %u bytes recorded: %s",
+                         (unsigned long long)seed, reads, len, (unsigned long long)va,
+                         VMMU_LATCH_BYTES - left, vmmu_error_name(rc));
+            left -= len;
+            reads++;
+        }
+        struct vmmu_latch_stats s = cap_stats(c);
+        if (s.bytes != VMMU_LATCH_BYTES)
+            fail_msg("seed %llu: %u bytes recorded after %u reads of %u bytes in all",
+                     (unsigned long long)seed, s.bytes, reads, VMMU_LATCH_BYTES);
+        int rc = vmmu_access_read(v, CAP_VA + cap_rn(c, 5 * 4096), buf, 1, 0, &f);
+        if (rc != VMMU_EOVERFLOW)
+            fail_msg("seed %llu: a read of one byte beyond %u recorded bytes returned %s",
+                     (unsigned long long)seed, VMMU_LATCH_BYTES, vmmu_error_name(rc));
+        assert_int_equal(cap_stats(c).overflows, overflows + 1);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+    }
+}
+
+/* VMMU_LATCH_EVENTS one-byte reads at random places succeed; the next
+ * read overflows. */
+static void latch_holds_256_data_events_and_the_next_read_overflows(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    for (unsigned i = 0; i < 2; i++)
+        cap_map(c, CAP_VA + 4096ull * i, CAP_DATA + 4096ull * i);
+    struct vmmu_x86_fault f;
+    uint8_t b;
+    for (uint64_t seed = 1; seed <= CAP_SEEDS; seed++) {
+        cap_seed(c, seed);
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        for (unsigned i = 0; i < VMMU_LATCH_EVENTS; i++) {
+            int rc = vmmu_access_read(v, CAP_VA + cap_rn(c, 2 * 4096), &b, 1, 0, &f);
+            if (rc)
+                fail_msg("seed %llu: one-byte read %u returned %s", (unsigned long long)seed, i,
+                         vmmu_error_name(rc));
+        }
+        assert_int_equal(cap_stats(c).events, VMMU_LATCH_EVENTS);
+        int rc = vmmu_access_read(v, CAP_VA + cap_rn(c, 2 * 4096), &b, 1, 0, &f);
+        if (rc != VMMU_EOVERFLOW)
+            fail_msg("seed %llu: read %u returned %s", (unsigned long long)seed,
+                     VMMU_LATCH_EVENTS + 1, vmmu_error_name(rc));
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+    }
+}
+
+/* VMMU_LATCH_XLATES translations, (page, kind) pairs of 33 pages under
+ * one page table read, written or fetched in random order, succeed; the
+ * next new pair overflows.  (3 + 33 entries stay below 64.) */
+static void latch_holds_32_translations_and_the_next_one_overflows(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    for (unsigned i = 0; i < 33; i++)
+        cap_map(c, CAP_VA + 4096ull * i, CAP_DATA + 4096ull * i);
+    struct vmmu_x86_fault f;
+    uint8_t b = 0;
+    for (uint64_t seed = 1; seed <= CAP_SEEDS; seed++) {
+        cap_seed(c, seed);
+        uint8_t used[33] = {0};
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        for (unsigned n = 0; n <= VMMU_LATCH_XLATES; n++) {
+            unsigned page, kind;
+            do {
+                page = cap_rn(c, 33);
+                kind = cap_rn(c, 3);
+            } while (used[page] & (1u << kind));
+            used[page] |= (uint8_t)(1u << kind);
+            uint64_t va = CAP_VA + 4096ull * page + cap_rn(c, 4096);
+            int rc = kind == 1   ? vmmu_access_store(v, va, 1, 0, &b, &f)
+                     : kind == 2 ? vmmu_access_read(v, va, &b, 1, VMMU_X86_ACC_FETCH, &f)
+                                 : vmmu_access_read(v, va, &b, 1, 0, &f);
+            int want = n < VMMU_LATCH_XLATES ? 0 : VMMU_EOVERFLOW;
+            if (rc != want)
+                fail_msg("seed %llu: translation %u (page %u, %s) returned %s, expected %s",
+                         (unsigned long long)seed, n + 1, page,
+                         kind == 1 ? "write" : kind == 2 ? "fetch" : "read",
+                         vmmu_error_name(rc), vmmu_error_name(want));
+            if (n == VMMU_LATCH_XLATES - 1)
+                assert_int_equal(cap_stats(c).xlates, VMMU_LATCH_XLATES);
+        }
+        assert_int_equal(vmmu_insn_end(v, VMMU_EOVERFLOW), 0);
+    }
+}
+
+/* Pages under their own PDPTE, PDE and page table cost three entries each
+ * (plus the PML4E they share): 21 pages record exactly VMMU_LATCH_ENTRIES
+ * entries, the walk of a 22nd overflows. */
+static void latch_holds_64_entries_and_the_next_walk_overflows(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    const unsigned npages = (VMMU_LATCH_ENTRIES - 1) / 3 + 1;
+    for (unsigned i = 0; i < npages; i++)
+        cap_map(c, CAP_VA + GiB * (i + 1), CAP_DATA + 4096ull * (i % 8));
+    struct vmmu_x86_fault f;
+    uint8_t b;
+    for (uint64_t seed = 1; seed <= CAP_SEEDS; seed++) {
+        cap_seed(c, seed);
+        unsigned order[32];
+        for (unsigned i = 0; i < npages; i++)
+            order[i] = i;
+        for (unsigned i = npages - 1; i > 0; i--) {
+            unsigned j = cap_rn(c, i + 1), t = order[i];
+            order[i] = order[j];
+            order[j] = t;
+        }
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        for (unsigned n = 0; n < npages; n++) {
+            uint64_t va = CAP_VA + GiB * (order[n] + 1) + cap_rn(c, 4096);
+            int rc = vmmu_access_read(v, va, &b, 1, 0, &f);
+            int want = n < npages - 1 ? 0 : VMMU_EOVERFLOW;
+            if (rc != want)
+                fail_msg("seed %llu: the walk of page %u (%u entries recorded) returned %s, "
+                         "expected %s",
+                         (unsigned long long)seed, n + 1, cap_stats(c).entries,
+                         vmmu_error_name(rc), vmmu_error_name(want));
+            if (n == npages - 2)
+                assert_int_equal(cap_stats(c).entries, VMMU_LATCH_ENTRIES);
+        }
+        assert_int_equal(vmmu_insn_end(v, VMMU_EOVERFLOW), 0);
+    }
+}
+
+/* The capacity holds over the passes: a first pass records 255 reads and
+ * pends on the device; its re-execution is served the 255 reads, records
+ * the device's answer (the 256th event), and the read after it overflows. */
+static void a_re_execution_that_reads_past_the_capacity_overflows(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    cap_map(c, CAP_VA, CAP_DATA);
+    struct vmmu_x86_fault f;
+    uint8_t b;
+    uint64_t d = 0;
+    cap_seed(c, 1);
+    uint64_t served = cap_stats(c).events_replayed;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        c->rng = 99; /* the same reads in both passes */
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        for (unsigned i = 0; i < VMMU_LATCH_EVENTS - 1; i++)
+            assert_int_equal(vmmu_access_read(v, CAP_VA + cap_rn(c, 4096), &b, 1, 0, &f), 0);
+        c->pend = pass == 1;
+        int rc = vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f);
+        if (pass == 1) {
+            assert_int_equal(rc, VMMU_EPENDING);
+            assert_int_equal(vmmu_insn_end(v, rc), 0);
+            continue;
+        }
+        assert_int_equal(rc, 0);
+        assert_int_equal(d, 0x77);
+        struct vmmu_latch_stats s = cap_stats(c);
+        assert_int_equal(s.events, VMMU_LATCH_EVENTS);
+        assert_int_equal(s.events_replayed - served, VMMU_LATCH_EVENTS - 1);
+        rc = vmmu_access_read(v, CAP_VA + cap_rn(c, 4096), &b, 1, 0, &f);
+        assert_int_equal(rc, VMMU_EOVERFLOW);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+    }
+}
+
+/* ---- Rules this test found broken, each on its own ------------------------------------- */
+
+/* access.h: between the passes of an instruction that pended,
+ * vmmu_latch_stats().pass names the pass that pended; the next
+ * vmmu_insn_begin() starts the one after it; 0 once no latch is kept.
+ * (access.h used to say "0 outside an instruction", which vmmu never did
+ * for a kept latch: the header now says what a caller can rely on.) */
+static void latch_stats_pass_names_the_pass_that_pended_until_the_next_begin(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    struct vmmu_x86_fault f;
+    uint64_t d;
+    c->pend = 1;
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    assert_int_equal(cap_stats(c).pass, 1);
+    assert_int_equal(vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(v, VMMU_EPENDING), 0);
+    assert_int_equal(cap_stats(c).pass, 1);
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    assert_int_equal(cap_stats(c).pass, 2);
+    assert_int_equal(vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f), 0);
+    assert_int_equal(vmmu_insn_end(v, 0), 0);
+    assert_int_equal(cap_stats(c).pass, 0);
+}
+
+/* MOV [x], 100; LOCK ADD [x], 1; a device read that pends once.  The
+ * re-execution stores 100 again (a write of the instruction, made through
+ * the recorded translation) and is served the old value 100 for the
+ * LOCK ADD, whose result 101 must then be stored too: the instruction
+ * finishes as one run of it does (docs/access.md, "The retry flow", 4; an
+ * RMW stores old OP operand, access.h).  vmmu leaves 100: the replayed
+ * locked access returns the recorded old value and stores nothing.
+ * LOCK CMPXCHG loses its store the same way. */
+static void a_locked_write_after_a_store_to_its_bytes_survives_the_re_execution(void **state)
+{
+    struct cap *c = *state;
+    struct vmmu_vcpu *v = c->t.vcpu;
+    cap_map(c, CAP_VA, CAP_DATA);
+    struct vmmu_x86_fault f;
+    uint64_t d, old = 0, x = 100;
+    c->pend = 1;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        assert_int_equal(vmmu_access_store(v, CAP_VA, 8, 0, &x, &f), 0);
+        assert_int_equal(vmmu_access_rmw(v, CAP_VA, 8, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+        assert_int_equal(old, 100);
+        int rc = vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+    }
+    assert_int_equal(get64(&c->t.env, CAP_DATA), 101);
+
+    uint64_t five = 5, nine = 9, seen = 0;
+    bool swapped = false;
+    c->pend = 1;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        assert_int_equal(vmmu_access_store(v, CAP_VA, 8, 0, &five, &f), 0);
+        assert_int_equal(vmmu_access_cmpxchg(v, CAP_VA, 8, &five, &nine, &seen, &swapped, 0, &f),
+                         0);
+        assert_true(swapped);
+        int rc = vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+    }
+    assert_int_equal(get64(&c->t.env, CAP_DATA), 9);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_4level_paging, teardown),
+        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_5level_paging, teardown),
+        cmocka_unit_test_teardown(replay_agrees_with_the_model_with_paging_off, teardown),
+#define C(name) cmocka_unit_test_setup_teardown(name, cap_setup, cap_teardown)
+        C(latch_holds_16_KiB_of_read_data_and_one_more_byte_overflows),
+        C(latch_holds_256_data_events_and_the_next_read_overflows),
+        C(latch_holds_32_translations_and_the_next_one_overflows),
+        C(latch_holds_64_entries_and_the_next_walk_overflows),
+        C(a_re_execution_that_reads_past_the_capacity_overflows),
+        C(latch_stats_pass_names_the_pass_that_pended_until_the_next_begin),
+        C(a_locked_write_after_a_store_to_its_bytes_survives_the_re_execution),
+#undef C
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
