@@ -48,6 +48,16 @@
  * written.  An access that faults on its second page leaves the first page
  * untouched and reports the second page's first byte in CR2.
  *
+ * An error is not a fault: when an MMIO callback or the device model
+ * fails midway (VMMU_EMMIO, VMMU_EDEAD, VMMU_EPENDING, ...), or a write
+ * reaches a ROM that reports writes (VMMU_EROM), the pieces before the
+ * failing one have been performed (an access's pieces go in ascending
+ * address order, a backward string operation's elements descending), and
+ * nothing after it.  A read's buffer and the outputs of an RMW or
+ * CMPXCHG (old, observed, swapped) are then unspecified; a
+ * locked access whose read failed writes nothing; a string operation's
+ * registers name the element that failed.
+ *
  * ## Host pointers
  *
  * A host pointer obtained from a probe or held by a prepared access is
