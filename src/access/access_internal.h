@@ -40,8 +40,8 @@ struct latch_xlate {
     uint16_t pass;
 };
 
-/* EV_ATOMIC: a locked update of RAM; its data is the old bytes, the new
- * bytes and one byte saying whether it stored them (size: 2 n + 1). */
+/* EV_ATOMIC: a locked update of RAM of n bytes; its data is the old bytes
+ * and the bytes the update left (size: 2 n; src/access/atomic.c). */
 enum latch_event_kind { EV_READ = 1, EV_IO_READ, EV_IO_WRITE, EV_ATOMIC };
 
 /* A data read (one page piece) or an MMIO/device piece that completed. */

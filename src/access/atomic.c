@@ -19,11 +19,12 @@
  * a write, not atomic.
  *
  * The replay latch records a locked update of RAM as one event: the old
- * bytes, the new bytes and whether they were stored.  A re-executed
+ * bytes and the bytes the update left (the new ones; the old ones for a
+ * CMPXCHG whose compare failed, which writes them back).  A re-executed
  * instruction gets the old bytes back and does not compute the update a
- * second time; it stores the recorded new bytes again, as it redoes its
- * plain stores, so that a store the instruction made to the same bytes
- * before the locked one (redone too) does not undo it. */
+ * second time; it stores the recorded bytes again, as it redoes its plain
+ * stores, so that a store the instruction made to the same bytes before
+ * the locked one (redone too) does not undo it. */
 #include <string.h>
 
 #include "access/access_internal.h"
@@ -97,7 +98,7 @@ static void ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
     }
 }
 
-/* ram_update()'s update for a replay: the bytes the first pass stored. */
+/* ram_update()'s update for a replay: the bytes the first pass left. */
 static bool update_replayed(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size)
 {
     (void)old;
@@ -105,23 +106,21 @@ static bool update_replayed(void *ctx, const uint8_t *old, uint8_t *new_bytes, u
     return true;
 }
 
-/* An update under the latch: the update, noting whether it stored and
- * what (the last call is the one that counted: ram_update() calls again
- * only when its compare-and-swap lost a race). */
+/* An update under the latch: the update, noting the bytes it left (the
+ * last call is the one that counted: ram_update() calls again only when
+ * its compare-and-swap lost a race). */
 struct noted {
     update_fn fn;
     void *ctx;
-    bool stored;
-    uint8_t new_bytes[16];
+    uint8_t left[16];
 };
 
 static bool update_noted(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size)
 {
     struct noted *n = ctx;
-    n->stored = n->fn(n->ctx, old, new_bytes, size);
-    if (n->stored)
-        memcpy(n->new_bytes, new_bytes, size);
-    return n->stored;
+    bool store = n->fn(n->ctx, old, new_bytes, size);
+    memcpy(n->left, store ? new_bytes : old, size);
+    return store;
 }
 
 /* locked_update_in(): the update needs an exclusive section (not an error code). */
@@ -169,17 +168,15 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     if (split && !exclusive)
         return NEED_EXCLUSIVE;
     bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
-    uint32_t ev_size = 2 * size + 1;
+    uint32_t ev_size = 2 * size;
     struct noted noted = {.fn = fn, .ctx = ctx};
     if (latch) {
         const struct latch_event *e = vmmu__latch_event_next(a, EV_ATOMIC, p[0].va, ev_size);
         if (e) {
-            /* Done by an earlier pass: the old value it saw, and its new
-             * bytes stored again if it stored them (see the file comment). */
+            /* Done by an earlier pass: the old value it saw, and the
+             * bytes it left stored again (see the file comment). */
             const uint8_t *rec = vmmu__latch_event_data(a, e);
             memcpy(old, rec, size);
-            if (!rec[2 * size])
-                return 0;
             fn = update_replayed;
             ctx = (void *)(uintptr_t)(rec + size);
         } else {
@@ -237,10 +234,9 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     }
     if (!latch || fn == update_replayed)
         return 0;
-    uint8_t rec[2 * 16 + 1];
+    uint8_t rec[2 * 16];
     memcpy(rec, old, size);
-    memcpy(rec + size, noted.new_bytes, size);
-    rec[2 * size] = noted.stored;
+    memcpy(rec + size, noted.left, size);
     return vmmu__latch_event_record(a, EV_ATOMIC, p[0].va, rec, ev_size);
 }
 
