@@ -28,8 +28,8 @@
  * first one saw).  Other codes: VMMU_EINVAL (bad argument), VMMU_EOVERFLOW
  * (the replay latch is full), VMMU_EMMIO (an MMIO callback failed),
  * VMMU_EROM (a write to ROM that reports writes), VMMU_EDEVICE, VMMU_EDEAD,
- * VMMU_ETIMEDOUT, VMMU_EPROTO (from the device model), VMMU_EPAGEDOUT,
- * VMMU_EBUSY (the guest rewrote its page tables faster than a walk could
+ * VMMU_ETIMEDOUT, VMMU_EPROTO (from the device model), VMMU_EPAGEDOUT (a
+ * page stayed paged out) or the page-in handler's own code, VMMU_EBUSY (the guest rewrote its page tables faster than a walk could
  * complete).
  *
  * ## What each kind of guest-physical page does
@@ -197,7 +197,10 @@ static inline bool vmmu_access_probe_hit(const struct vmmu_access_fast *fast, ui
  * changing nothing the guest or the host could see (no A/D bit, no TLB
  * fill, no page-in, no dirty bit).  On a fault out->fault describes it; the
  * caller decides whether to raise it.  Uses a TLB entry when one answers.
- * @return as vmmu_access_probe().
+ * @return as vmmu_access_probe(), except that a paged-out page is never
+ *         brought back: VMMU_EPAGEDOUT when a page the access needs (a
+ *         page-table page, or the data page: then out->gpa and out->type
+ *         are set) is paged out.
  */
 int vmmu_access_probe_nofault(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
                               unsigned access, struct vmmu_probe *out);

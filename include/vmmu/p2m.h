@@ -206,7 +206,11 @@ int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages,
 /**
  * Handler that brings a paged-out page back (registered by a pager).  Called
  * with the page-aligned gpa; returns 0 once the page is resident again (its
- * VMMU_PAGE_PAGED_OUT bit clear) or a negative code.
+ * VMMU_PAGE_PAGED_OUT bit clear) or a negative code, which the access that
+ * needed the page returns as it is (VMMU_ESYS for an I/O error, say), so
+ * the caller learns why.  A handler that returns 0 with the page still out
+ * is asked again a bounded number of times, then the access fails with
+ * VMMU_EPAGEDOUT.
  */
 typedef int (*vmmu_pagein_fn)(void *opaque, struct vmmu_vm *vm, uint64_t gpa);
 

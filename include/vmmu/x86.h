@@ -30,7 +30,9 @@
  * (the "entry read policy"):
  *  - RAM: read with an atomic load from host memory; A/D bits are set
  *    there.  A paged-out page is brought back through the P2M's page-in
- *    handler; if it cannot be, the walk fails with VMMU_EPAGEDOUT.
+ *    handler; if it cannot be, the walk fails with VMMU_EPAGEDOUT (no
+ *    handler, or the page still out) or with the handler's own negative
+ *    code (VMMU_ESYS, VMMU_ENOMEM, ...: vmmu_pagein_fn in p2m.h).
  *  - ROM: read from its memory; A/D updates are dropped, as the bus drops
  *    writes to ROM.
  *  - holes, addresses beyond the vm's width, MMIO and device-model ranges:
@@ -227,8 +229,9 @@ int vmmu_x86_paging_init(struct vmmu_x86_paging *pg, struct vmmu_vm *vm,
  * WRPKRU, ...).  They return 0 when the instruction was evaluated: then
  * either fault->vector is VMMU_X86_FAULT_NONE and the register holds the
  * new value, or the fault says what the CPU raises and nothing changed.
- * A negative return (VMMU_EINVAL for NULL arguments, VMMU_EPAGEDOUT if a
- * PDPTE load could not page its table in) also leaves everything unchanged.
+ * A negative return (VMMU_EINVAL for NULL arguments, VMMU_EPAGEDOUT or the
+ * page-in handler's code if a PDPTE load could not page its table in)
+ * also leaves everything unchanged.
  * @p fault may not be NULL.
  *
  * These functions do not flush any TLB: the caller's TLB decides what
@@ -312,7 +315,7 @@ struct vmmu_x86_regs {
  * CR3 within MAXPHYADDR (and bit 63 clear); CPL 0..3; PKRS bits 63:32 clear;
  * present PDPTEs free of reserved bits.
  * @return 0; VMMU_EINVAL (NULL argument or an impossible state: @p pg is
- *         then unchanged); VMMU_EPAGEDOUT.
+ *         then unchanged); VMMU_EPAGEDOUT or the page-in handler's code.
  */
 int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *regs);
 
@@ -398,7 +401,7 @@ struct vmmu_x86_walk {
  * @return 0 (translated or faulted: see out->ok); VMMU_EINVAL (NULL
  *         argument, unknown or contradictory @p access bits);
  *         VMMU_EPAGEDOUT (a page-table page is paged out and could not be
- *         brought back).
+ *         brought back), or the page-in handler's own code.
  */
 int vmmu_x86_walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access,
                        struct vmmu_x86_walk *out);

@@ -571,8 +571,10 @@ static uint64_t count_resident(const struct managed_region *m, size_t n, unsigne
             vec[i] = NULL;
             continue;
         }
-        for (uint64_t p = 0; p < m[i].npages; p++)
-            resident += vec[i][p] & 1;
+        for (uint64_t p = 0; p < m[i].npages; p++) {
+            vec[i][p] &= 1; /* mincore defines only bit 0 */
+            resident += vec[i][p];
+        }
     }
     return resident;
 }
@@ -609,7 +611,9 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
                     uint64_t gfn = m[i].gfn + p;
                     if (turn == 0 && gfn < pg->hand)
                         continue; /* start where the hand stopped */
-                    if (!(vec[i][p] & 1))
+                    /* Bit 0: resident (mincore); bit 1: chosen in the
+                     * first turn (the second turn starts again at 0). */
+                    if ((vec[i][p] & 3) != 1)
                         continue;
                     struct rec *rec = rec_find(pg, gfn);
                     if (rec && rec->state == REC_YOUNG) {
@@ -630,6 +634,7 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
                         rc = VMMU_ENOMEM;
                         break;
                     }
+                    vec[i][p] |= 2;
                     pg->hand = gfn + 1;
                 }
             }

@@ -3,13 +3,17 @@
  * (vmmu_access_read/write/load/store/rmw/cmpxchg, prepared accesses and
  * their read/write/set, REP MOVS and REP STOS) and a reference see the
  * same random stream of accesses, page-table edits, register writes and
- * host calls (dirty logging, code marks, watchpoints), and must agree
- * exactly.  Each seed runs in one paging mode (32-bit, PAE,
+ * host calls (dirty logging, code marks, watchpoints, paging out and in),
+ * and must agree exactly.  Each seed runs in one paging mode (32-bit, PAE,
  * 4-level or 5-level).
  *
  * The reference is the test's own copy of guest memory (RAM, the ROMs'
  * contents, the MMIO devices' and the device model's registers) plus
- * vmmu_x86_walk_peek() for translation (identity with paging off).  An access of len bytes at va touches one page, or two
+ * vmmu_x86_walk_peek() for translation (identity with paging off), run
+ * in a vm of the reference's own whose RAM is that copy: a walk pages in
+ * what it reads (x86.h), and the reference must leave a page that is out
+ * for the access under test to bring back.  An access of len bytes at va
+ * touches one page, or two
  * when it crosses a page boundary (in 32-bit and PAE paging linear
  * addresses are 32 bits, so the second page of 0xfffffffe + 4 is page 0).
  * Each page is walked in ascending order for the access's kind, and the
@@ -137,9 +141,68 @@
  * one the reference gives.  Which watchpoint hits a probe records is not
  * said, so not checked.
  *
+ * Paging.  vmmu allocates the RAM region, so the vm's pager
+ * (vmmu_pager_create(); paranoid in half the seeds, where a page it
+ * releases is PROT_NONE until it comes back) may manage it, and between
+ * operations the host, on the vCPU's thread like its other calls, takes
+ * pages away and gives them back:
+ *  - vmmu_pager_page_out() of batches of page-table pages (and page 0),
+ *    data pages and pages of the large page's tail, and now and then of
+ *    every table a linear page's walk reads with the data page it maps:
+ *    then each is VMMU_PAGE_PAGED_OUT (one that was ballooned stays so);
+ *  - vmmu_pager_balloon_out() of resident data pages without a code mark:
+ *    the model's copy becomes zeros, which whatever brings them back
+ *    brings;
+ *  - vmmu_pager_page_in(), vmmu_pager_balloon_in(): then every page of
+ *    the ranges is resident;
+ *  - vmmu_pager_balance() under a resident limit: as many pages go out as
+ *    it says;
+ *  - any of those four with a ROM, MMIO or device-model page or a hole in
+ *    the batch (the pager manages only RAM vmmu allocated): VMMU_EINVAL
+ *    (VMMU_EHOLE for a hole), and no page's state changes.
+ * While the pager's handler serves page-ins, every access function and
+ * the faulting probe bring back what they need: reads see the model's
+ * copy, writes land and survive later page-outs, faults, error codes and
+ * CR2 are the reference's (a table that is out is walked once it is
+ * back), A/D bits land in the tables that came back, and a page whose
+ * bytes an operation read or wrote, or that a probe gave a pointer into,
+ * is resident afterwards at the host address it had.  The inline probe
+ * never hits on a page that is out (a page-out drops the entries that
+ * map it).  The host edits a table that is out after bringing it back
+ * with vmmu_pager_page_in().  vmmu_access_probe_nofault() brings nothing
+ * back ("no page-in", access.h): every page out before it is out after
+ * it, and for bytes in a page that is out it fails with VMMU_EPAGEDOUT
+ * or answers without a host pointer and with reasons that hold; for a
+ * walk through a table that is out it may also answer from a TLB entry.
+ * A page-in is not a guest write: the dirty log reports what it did
+ * without paging (a ballooned page that comes back as zeros may be
+ * reported or not), and a code mark outlives a page-out, so the next
+ * write to the page calls the handler.
+ * Now and then the host unregisters the page-in handler, or registers
+ * one that fails (VMMU_ESYS, VMMU_ENOMEM, VMMU_ETIMEDOUT or
+ * VMMU_EPAGEDOUT), until vmmu_pager_destroy() brings every page back
+ * (nothing is lost) and a new pager takes over.  Meanwhile nothing comes
+ * back, the TLB is flushed before each operation (so every page it uses
+ * is walked), and an access that needs a page that is out fails with
+ * VMMU_EPAGEDOUT without a handler, or with the failing handler's own
+ * code (p2m.h; x86.h for walks), having asked it, before any byte moves: no
+ * callback, no code-handler call, no watchpoint hit; walks that completed
+ * before may have set A/D bits.  It needs the page when a walk reads an
+ * entry in it (the error comes whatever that entry holds), or when a
+ * piece of the access is in it (a fault or a watchpoint stop the
+ * reference finds later in the access may come first: neither document
+ * orders that page-in against them).  A string
+ * operation stops at the element, its registers naming it, returning 0
+ * after completed elements.  Probes fail alike, the non-faulting one
+ * with VMMU_EPAGEDOUT without asking the handler; and a register write
+ * in PAE paging that loads the PDPTEs from a PDPT that is out fails so
+ * and changes nothing (x86.h).  At the end of a seed the pager brings every
+ * page back and all of RAM is compared.
+ *
  * Not covered yet: the replay of an instruction (an instruction that
- * pends is abandoned, so no second pass runs), paged-out pages, dirty
- * logging of a region that is removed, and other vCPUs.
+ * pends is abandoned, so no second pass runs), dirty logging of a region
+ * that is removed, and other vCPUs and host threads (so no page leaves
+ * during an operation).
  *
  * Page tables are never edited between an access and its check, and each
  * edit is followed by an invalidation that covers it (INVLPG of the page
@@ -152,7 +215,8 @@
  * its first pass must behave the same.
  *
  * Layout (guest-physical):
- *   [0, 8 MiB)    RAM owned by the test: page tables from 0x1000, data
+ *   [0, 8 MiB)    RAM that vmmu allocates (the test writes it through
+ *                 its host mapping): page tables from 0x1000, data
  *                 pages at 2 MiB, and at its top the last pages of the
  *                 large page (4 MiB at 4 MiB in 32-bit paging, else
  *                 2 MiB at 6 MiB)
@@ -182,6 +246,7 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <sys/mman.h>
 
 #define RAM_SIZE (8 * MiB)
 #define DATA_BASE (2 * MiB)
@@ -384,12 +449,46 @@ struct model {
     unsigned ref_ncb; /* callbacks the reference has counted so far */
     int ref_failed;   /* the code the reference's failing callback gives, or 0 */
 
+    /* Paging.  vmmu allocated the RAM region (the pager manages only such
+     * regions), so @t.env.mem is vmmu's host mapping of it, which the test
+     * reads only where a page is resident. */
+    struct vmmu_pager *pager;
+    bool paranoid; /* VMMU_PAGER_PARANOID: a released page is PROT_NONE */
+    enum { PI_PAGER, PI_NONE, PI_FAILING } pi; /* what serves page-ins now */
+    int pi_fail_rc;      /* what the failing handler returns */
+    unsigned pi_calls;   /* its calls in the current operation */
+    uint64_t out[RAM_PAGES / 64]; /* RAM pages that are out (paged out or ballooned) */
+    uint64_t bal[RAM_PAGES / 64]; /* pages ballooned since the dirty log last saw them back */
+    uint64_t back[RAM_PAGES / 64]; /* pages that came back since the last dirty log */
+    uint64_t resident_limit;
+    /* The reference translates in a vm of its own whose RAM is the model's
+     * copy: vmmu_x86_walk_peek() pages in what it reads (x86.h), and the
+     * reference must not bring back a page the access under test has to. */
+    struct vmmu_vm *ref_vm;
+    struct vmmu_x86_paging ref_pg;
+    struct vmmu_x86_regs ref_regs;
+    bool ref_loaded;
+    /* The current operation with no way to page in (PI_NONE, PI_FAILING):
+     * po_pending, a RAM page its translations reach is out, so it fails
+     * with VMMU_EPAGEDOUT before any byte moves; po_rc, it certainly fails
+     * so; po_either, it fails so or ends with the fault or stop the
+     * reference found (see ref_xlate). */
+    bool po_pending, po_either;
+    int po_rc;
+    bool no_pagein;      /* nothing may come back in this operation */
+    bool nofault_op;     /* it is a non-faulting probe: no page-in asked */
+    bool got_epagedout;  /* the operation returned VMMU_EPAGEDOUT */
+    uint64_t touched[16]; /* RAM pages whose bytes it read or wrote: resident after it */
+    unsigned ntouched;
+
     /* Counters. */
     unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
         rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
         unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
         mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
-        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2];
+        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
+        po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
+        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
 };
 
 static uint64_t rnd(struct model *m)
@@ -427,6 +526,33 @@ static struct vmmu_vcpu *V(struct model *m)
 static const struct vmmu_x86_paging *pg(struct model *m)
 {
     return vmmu_vcpu_paging(m->t.vcpu);
+}
+
+/* ---- Pages that are out -------------------------------------------------------- */
+
+static bool bit_of(const uint64_t *map, uint64_t gpa)
+{
+    return (map[gpa / 4096 / 64] >> (gpa / 4096 % 64)) & 1;
+}
+
+static void put_bit(uint64_t *map, uint64_t gpa, bool on)
+{
+    uint64_t b = 1ull << (gpa / 4096 % 64);
+    map[gpa / 4096 / 64] = on ? map[gpa / 4096 / 64] | b : map[gpa / 4096 / 64] & ~b;
+}
+
+/* Whether the RAM page holding @gpa is out, as the model knows it: set by
+ * the host's calls, cleared when a page is seen back (out_sync()). */
+static bool is_out(const struct model *m, uint64_t gpa)
+{
+    return gpa < RAM_SIZE && bit_of(m->out, gpa);
+}
+
+static uint32_t page_state(struct model *m, uint64_t gpa)
+{
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(m->t.env.vm, gpa, &st), 0);
+    return st;
 }
 
 /* ---- The devices ------------------------------------------------------------- */
@@ -532,6 +658,13 @@ static void code_handler(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page
         cb_complain(m, "code handler called for another vCPU", gpa_page, 0);
     if ((gpa_page & 0xfff) || gpa_page < DATA_BASE || gpa_page >= DATA_BASE + NDATA * 4096)
         return; /* not a page the model marked: check_code() reports it */
+    if (is_out(m, gpa_page))
+        m->code_after_out++; /* the mark outlived a page-out */
+    uint32_t st = 0;
+    if (vmmu_page_state_get(m->t.env.vm, gpa_page, &st) != 0)
+        cb_complain(m, "code handler called for a page that is not RAM", gpa_page, 0);
+    if (st & VMMU_PAGE_PAGED_OUT)
+        return; /* still out: the write has certainly not happened */
     const uint8_t *pre = m->shadow + gpa_page;
     for (unsigned i = 0; i < m->npre; i++)
         if (m->pre_gpa[i] == gpa_page)
@@ -540,11 +673,73 @@ static void code_handler(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page
         cb_complain(m, "code handler called after the write to the page", gpa_page, 0);
 }
 
+/* A page-in handler whose backing store fails: each call names the first
+ * byte of a page that is out (p2m.h), and brings nothing back.  A
+ * non-faulting probe must not ask it ("no page-in", access.h). */
+static int failing_pagein(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct model *m = opaque;
+    uint32_t st = 0;
+    m->pi_calls++;
+    if (vm != m->t.env.vm || (gpa & 0xfff) || vmmu_page_state_get(vm, gpa, &st) != 0 ||
+        !(st & VMMU_PAGE_PAGED_OUT))
+        cb_complain(m, "page-in handler called for a page that is not out, or not at its first "
+                       "byte (gpa, state)",
+                    gpa, st);
+    else if (m->nofault_op)
+        cb_complain(m, "a non-faulting probe asked the page-in handler for a page", gpa, 0);
+    return m->pi_fail_rc;
+}
+
+/* The code an access that needs a page that is out, and cannot bring it
+ * back, returns: the page-in handler's own code when one failed (p2m.h:
+ * the access "returns [it] as it is"), VMMU_EPAGEDOUT without a handler. */
+static int po_code(const struct model *m)
+{
+    return m->pi == PI_FAILING ? m->pi_fail_rc : VMMU_EPAGEDOUT;
+}
+
+static bool is_po_rc(const struct model *m, int rc)
+{
+    return m->pi != PI_PAGER && rc == po_code(m);
+}
+
 /* ---- Page tables -------------------------------------------------------------- */
 
-/* Entries are written to guest RAM and to the model's copy alike. */
+/* The host brings pages back, with vmmu_pager_page_in() or (@balloon)
+ * vmmu_pager_balloon_in(): then every page of @rg is resident (pager.h);
+ * a ballooned one as a zero page, which the model's copy already holds. */
+static void pages_in(struct model *m, const struct vmmu_gpa_range *rg, size_t n, bool balloon)
+{
+    int rc = balloon ? vmmu_pager_balloon_in(m->pager, rg, n)
+                     : vmmu_pager_page_in(m->pager, rg, n);
+    if (rc)
+        fail_msg("%s paging, seed %llu step %u: %s of %zu ranges from %#llx returned %s",
+                 mode_names[m->mode], (unsigned long long)m->seed, m->step,
+                 balloon ? "vmmu_pager_balloon_in" : "vmmu_pager_page_in", n,
+                 (unsigned long long)rg[0].gpa, vmmu_error_name(rc));
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096) {
+            uint32_t st = page_state(m, g);
+            if (st & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED))
+                fail_msg("%s paging, seed %llu step %u: page %#llx has state %#x after %s",
+                         mode_names[m->mode], (unsigned long long)m->seed, m->step,
+                         (unsigned long long)g, st,
+                         balloon ? "vmmu_pager_balloon_in" : "vmmu_pager_page_in");
+            if (is_out(m, g))
+                put_bit(m->back, g, true);
+            put_bit(m->out, g, false);
+        }
+    m->host_pageins++;
+}
+
+/* Entries are written to guest RAM and to the model's copy alike.  The
+ * host edits guest memory in place, so a page that is out comes back
+ * first. */
 static void put_e(struct model *m, uint64_t gpa, uint64_t v)
 {
+    if (is_out(m, gpa))
+        pages_in(m, &(struct vmmu_gpa_range){gpa & ~0xfffull, 4096}, 1, false);
     if (m->ew == 4)
         put32(&m->t.env, gpa, (uint32_t)v);
     else
@@ -552,8 +747,16 @@ static void put_e(struct model *m, uint64_t gpa, uint64_t v)
     memcpy(m->shadow + gpa, m->t.env.mem + gpa, m->ew);
 }
 
+/* An entry as guest RAM holds it; the model's copy holds the same (the
+ * test compares them after every operation), and is read for a page that
+ * is out. */
 static uint64_t get_e(const struct model *m, uint64_t gpa)
 {
+    if (is_out(m, gpa)) {
+        uint64_t v = 0;
+        memcpy(&v, m->shadow + gpa, m->ew);
+        return v;
+    }
     return m->ew == 4 ? get32(&m->t.env, gpa) : get64(&m->t.env, gpa);
 }
 
@@ -781,6 +984,18 @@ static void op_begin(struct model *m)
     m->ncb = 0;
     m->ref_ncb = 0;
     m->ref_failed = 0;
+    m->po_pending = m->po_either = false;
+    m->po_rc = 0;
+    m->got_epagedout = false;
+    m->ntouched = 0;
+    m->pi_calls = 0;
+    /* With no way to page in, nothing comes back; and the TLB is flushed
+     * (as a host may at any time), so that every page the operation uses
+     * is walked and the reference knows which pages it needs. */
+    m->no_pagein = m->pi != PI_PAGER;
+    m->nofault_op = false;
+    if (m->pi != PI_PAGER)
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(V(m)), 0);
 }
 
 /* Now and then one callback of the operation fails: an MMIO callback
@@ -915,11 +1130,44 @@ static void note_done(struct model *m, uint64_t va, uint64_t n, bool write, bool
     m->done[m->ndone++] = (struct lrange){va, n, kind, may};
 }
 
+/* The reference's paging state: the vCPU's registers, loaded into a
+ * paging state over the reference vm (whose RAM is the model's copy)
+ * when they change.  In PAE paging the PDPTE registers it loads must be
+ * the vCPU's: the test never edits the PDPT. */
+static const struct vmmu_x86_paging *ref_paging(struct model *m)
+{
+    const struct vmmu_x86_paging *p = pg(m);
+    struct vmmu_x86_regs *r = &m->ref_regs;
+    if (!m->ref_loaded || r->cr0 != p->cr0 || r->cr3 != p->cr3 || r->cr4 != p->cr4 ||
+        r->efer != p->efer || r->rflags != p->rflags || r->cpl != p->cpl ||
+        r->pkru != p->pkru || r->pkrs != p->pkrs) {
+        *r = (struct vmmu_x86_regs){.cr0 = p->cr0, .cr3 = p->cr3, .cr4 = p->cr4,
+                                    .efer = p->efer, .rflags = p->rflags, .cpl = p->cpl,
+                                    .pkru = p->pkru, .pkrs = p->pkrs};
+        assert_int_equal(vmmu_x86_set_state(&m->ref_pg, r), 0);
+        m->ref_loaded = true;
+    }
+    assert_int_equal(m->ref_pg.mode, p->mode);
+    if (p->mode == VMMU_X86_MODE_PAE)
+        assert_memory_equal(m->ref_pg.pdpte, p->pdpte, sizeof(p->pdpte));
+    return &m->ref_pg;
+}
+
+/* Whether walk @w read an entry in a RAM page that is out (PAE PDPTE
+ * registers are not read from memory). */
+static bool walk_reads_out(const struct model *m, const struct vmmu_x86_walk *w)
+{
+    for (unsigned l = 0; l < w->nlevels; l++)
+        if (w->levels[l].host && is_out(m, w->levels[l].gpa))
+            return true;
+    return false;
+}
+
 /* The walk of the page at @page for @access, made once per operation
  * (the tables do not change during one); its index in m->walks. */
 static unsigned ref_walk(struct model *m, uint64_t page, unsigned access, struct vmmu_x86_walk *w)
 {
-    assert_int_equal(vmmu_x86_walk_peek(pg(m), page, access, w), 0);
+    assert_int_equal(vmmu_x86_walk_peek(ref_paging(m), page, access, w), 0);
     if (!w->ok)
         return ~0u;
     for (unsigned i = 0; i < m->nwalk; i++)
@@ -941,8 +1189,66 @@ static unsigned ref_walk(struct model *m, uint64_t page, unsigned access, struct
     return m->nwalk++;
 }
 
+/* With no way to page in (PI_NONE, PI_FAILING), an access that needs a
+ * RAM page that is out cannot be made: it fails with po_code() (p2m.h:
+ * "without [a handler], accesses to a paged-out page fail with
+ * VMMU_EPAGEDOUT", and a failing handler's code is returned as it is;
+ * x86.h: a walk whose table cannot be brought back fails so; the
+ * non-faulting probe, which asks no handler, with VMMU_EPAGEDOUT), and,
+ * as every piece is translated and checked
+ * before the first byte moves (access.h), nothing is accessed.  When:
+ *  - a walk reads an entry in a page that is out: then, whatever that
+ *    entry would have said (the TLB is flushed before each such
+ *    operation, so every page is walked);
+ *  - a piece translates to a RAM page that is out: the page is needed
+ *    before any byte moves, but neither document says whether before the
+ *    next piece is walked or the piece's watchpoints are checked, so a
+ *    fault or a watchpoint stop the reference finds after that point may
+ *    come first (po_either). */
+static void po_fault(struct model *m)
+{
+    if (m->po_pending)
+        m->po_either = true;
+}
+
+static bool po_walk_out(struct model *m, struct vmmu_x86_fault *f)
+{
+    m->po_rc = m->nofault_op ? VMMU_EPAGEDOUT : po_code(m);
+    m->po_either = false;
+    *f = (struct vmmu_x86_fault){VMMU_X86_FAULT_NONE, 0, 0};
+    return false;
+}
+
+/* After the translations of an access (both sides of a string element)
+ * passed: whether it fails with VMMU_EPAGEDOUT for a data page. */
+static bool po_data_out(struct model *m)
+{
+    if (!m->po_pending)
+        return false;
+    m->po_rc = m->nofault_op ? VMMU_EPAGEDOUT : po_code(m);
+    return true;
+}
+
+/* The library returned @rc (and @f) for an access the reference says may
+ * end either way (po_either): if it took the paging error, nothing was
+ * accessed and no watchpoint stopped it.  @progress: a string operation
+ * had completed elements, so the error comes back as 0 with no fault. */
+static void po_settle(struct model *m, int rc, const struct vmmu_x86_fault *f, bool progress,
+                      int *want_rc, struct vmmu_x86_fault *wf)
+{
+    if (!m->po_either)
+        return;
+    if (!progress && is_po_rc(m, rc)) {
+        *want_rc = rc;
+        m->nbexp = 0;
+    } else if (progress && rc == 0 && f->vector == VMMU_X86_FAULT_NONE) {
+        *wf = (struct vmmu_x86_fault){VMMU_X86_FAULT_NONE, 0, 0};
+        m->nbexp = 0;
+    }
+}
+
 /* Translate [va, va + len) for @access, as the CPU does: true with the
- * pieces in @x, or false with the fault in @f. */
+ * pieces in @x, or false with the fault in @f (or m->po_rc, see above). */
 static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned access, struct rxl *x,
                       struct vmmu_x86_fault *f)
 {
@@ -968,6 +1274,7 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
         f->vector = (access & VMMU_X86_ACC_STACK) ? VMMU_X86_VEC_SS : VMMU_X86_VEC_GP;
         f->error_code = 0;
         f->cr2 = 0;
+        po_fault(m);
         return false;
     }
     /* Watchpoints that stop an access: of its kind; a locked access both
@@ -983,13 +1290,18 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
         } else {
             struct vmmu_x86_walk w;
             x->walk[i] = ref_walk(m, x->p[i].va, access, &w);
+            if (m->pi != PI_PAGER && walk_reads_out(m, &w))
+                return po_walk_out(m, f);
             if (!w.ok) {
                 *f = w.fault;
+                po_fault(m);
                 return false;
             }
             x->p[i].gpa = w.gpa;
         }
         x->p[i].kind = kind_of(x->p[i].gpa);
+        if (m->pi != PI_PAGER && x->p[i].kind == K_RAM && is_out(m, x->p[i].gpa))
+            m->po_pending = true;
         /* Translating a write to RAM may mark the page dirty even if the
          * access then faults on its second page. */
         if (x->write && x->p[i].kind == K_RAM)
@@ -998,6 +1310,7 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
          * the next one (access.h: every piece translated and checked). */
         if (m->nwatch && before_watched(m, x->p[i].va, x->p[i].len, kinds)) {
             expect_stop(m, kinds, va, len, x->p[i].va, x->p[i].len, f);
+            po_fault(m);
             return false;
         }
     }
@@ -1034,6 +1347,19 @@ static uint64_t mmio_base(unsigned dev)
 
 static unsigned largest_piece(uint64_t off, uint32_t left);
 
+/* The operation read or wrote bytes of the RAM page holding @gpa: the
+ * page is resident once it returns (a page-in brings a page back and
+ * nothing takes it away during an operation). */
+static void touch(struct model *m, uint64_t gpa)
+{
+    uint64_t page = gpa & ~0xfffull;
+    for (unsigned i = 0; i < m->ntouched; i++)
+        if (m->touched[i] == page)
+            return;
+    if (m->ntouched < sizeof(m->touched) / sizeof(m->touched[0]))
+        m->touched[m->ntouched++] = page;
+}
+
 /* @n bytes of the piece @p from byte @off: read into @buf, or written from
  * it.  Returns 0, VMMU_EROM, or the code of a callback the stream made
  * fail (VMMU_EMMIO, or the device handler's). */
@@ -1053,6 +1379,7 @@ static int ref_piece(struct model *m, const struct rpiece *p, uint32_t off, uint
     note_done(m, p->va + off, n, write, false);
     switch (p->kind) {
     case K_RAM:
+        touch(m, gpa);
         if (write) {
             int d = data_page(gpa);
             if (d >= 0 && m->code[d]) {
@@ -1218,6 +1545,10 @@ static void check_outcome(struct model *m, int rc, const struct vmmu_x86_fault *
                           const struct vmmu_x86_fault *want)
 {
     bool ok = rc == want_rc;
+    /* (A failing device may return the same code as a failing page-in
+     * handler: only the model's paging failure counts here.) */
+    if (rc == VMMU_EPAGEDOUT || (is_po_rc(m, rc) && m->po_rc == rc))
+        m->got_epagedout = true;
     if (ok && rc == 0) {
         ok = f->vector == want->vector;
         if (ok && want->vector != VMMU_X86_FAULT_NONE)
@@ -1347,6 +1678,18 @@ static void check_ad(struct model *m)
     for (unsigned j = 0; j < n; j++) {
         uint64_t pre = 0, now = 0;
         memcpy(&pre, m->shadow + e[j].gpa, e[j].size);
+        if (is_out(m, e[j].gpa)) {
+            /* Out all along (nothing takes a page away during an
+             * operation): nobody read or wrote the entry, so no walk that
+             * had to set A/D bits in it completed. */
+            if (e[j].must)
+                fail_msg("%s paging, %s [%s]: entry at gpa %#llx (%#llx) needed A/D bits %#llx "
+                         "from the access, yet its page-table page is still out",
+                         mode_names[m->mode], m->what, regs_str(m),
+                         (unsigned long long)e[j].gpa, (unsigned long long)pre,
+                         (unsigned long long)e[j].must);
+            continue;
+        }
         memcpy(&now, m->t.env.mem + e[j].gpa, e[j].size);
         if ((now ^ pre) & ~(e[j].must | e[j].may) || (now & e[j].must) != e[j].must)
             fail_msg("%s paging, %s [%s]: entry at gpa %#llx went from %#llx to %#llx; the walks "
@@ -1512,18 +1855,32 @@ static void compare_bytes(struct model *m, const char *what, uint64_t base, cons
              m->what, regs_str(m), what, (unsigned long long)(base + i), real[i], want[i]);
 }
 
+/* Pages [base, base + n) of guest RAM equal the model's copy; a page that
+ * is out is compared once it is back (its host memory is a hole then,
+ * PROT_NONE in paranoid mode). */
+static void compare_ram(struct model *m, const char *what, uint64_t base, uint64_t n)
+{
+    for (uint64_t g = base; g < base + n; g += 4096)
+        if (!is_out(m, g))
+            compare_bytes(m, what, g, m->t.env.mem + g, m->shadow + g, 4096);
+}
+
 /* Everything the guest or the host can see equals the model's copy. */
 static void compare_memory(struct model *m, bool all)
 {
-    uint8_t *mem = m->t.env.mem;
+    compare_ram(m, "a page table", 0, m->t.env.next);
+    compare_ram(m, "guest RAM", DATA_BASE, NDATA * 4096);
+    compare_ram(m, "guest RAM", BIG_TAIL, RAM_SIZE - BIG_TAIL);
     if (all) {
-        compare_bytes(m, "guest RAM", 0, mem, m->shadow, RAM_SIZE);
-    } else {
-        compare_bytes(m, "a page table", 0, mem, m->shadow, m->t.env.next);
-        compare_bytes(m, "guest RAM", DATA_BASE, mem + DATA_BASE, m->shadow + DATA_BASE,
-                      NDATA * 4096);
-        compare_bytes(m, "guest RAM", BIG_TAIL, mem + BIG_TAIL, m->shadow + BIG_TAIL,
-                      RAM_SIZE - BIG_TAIL);
+        /* The rest of RAM is zero in the model.  A page of the memfd that
+         * is not in memory reads as zero (never touched: the pager takes
+         * none of these); reading it would only allocate it. */
+        static unsigned char in[RAM_PAGES];
+        assert_int_equal(mincore(m->t.env.mem, RAM_SIZE, in), 0);
+        for (uint64_t g = m->t.env.next; g < RAM_SIZE; g += 4096)
+            if ((g < DATA_BASE || g >= DATA_BASE + NDATA * 4096) && g < BIG_TAIL &&
+                (in[g / 4096] & 1))
+                compare_bytes(m, "guest RAM", g, m->t.env.mem + g, m->shadow + g, 4096);
     }
     compare_bytes(m, "ROM", ROM_GPA, m->rom, m->rom_copy, ROM_PAGES * 4096);
     compare_bytes(m, "reporting ROM", ROMR_GPA, m->romr, m->romr_copy, 4096);
@@ -1533,10 +1890,55 @@ static void compare_memory(struct model *m, bool all)
     compare_bytes(m, "the device model's page", DM_GPA, m->dev[2].mem, m->dev_shadow[2], 4096);
 }
 
+/* Pages that came back during the operation (@op) or a register write
+ * (whose PDPTE load may page in the PDPT): the model notes they are in.
+ * None may when nothing can bring them (no page-in handler, one that
+ * fails) or nothing may (a non-faulting probe: "no page-in", access.h);
+ * and a page whose bytes the operation read or wrote is back. */
+static void out_sync(struct model *m, bool op)
+{
+    for (unsigned w = 0; w < RAM_PAGES / 64; w++)
+        for (uint64_t bits = m->out[w]; bits; bits &= bits - 1) {
+            uint64_t g = (w * 64ull + (unsigned)__builtin_ctzll(bits)) * 4096;
+            if (page_state(m, g) & VMMU_PAGE_PAGED_OUT)
+                continue;
+            if (op && m->no_pagein)
+                fail_msg("%s paging, %s [%s]: page %#llx came back in, although %s",
+                         mode_names[m->mode], m->what, regs_str(m), (unsigned long long)g,
+                         m->pi == PI_NONE      ? "no page-in handler is registered"
+                         : m->pi == PI_FAILING ? "the page-in handler fails"
+                                               : "a non-faulting probe pages nothing in");
+            put_bit(m->out, g, false);
+            put_bit(m->back, g, true);
+            if (!op)
+                continue;
+            if (g < DATA_BASE)
+                m->in_tables++;
+            else
+                m->in_data++;
+        }
+    for (unsigned i = 0; op && i < m->ntouched; i++)
+        if (is_out(m, m->touched[i]))
+            fail_msg("%s paging, %s [%s]: the operation read or wrote page %#llx, which is "
+                     "still out",
+                     mode_names[m->mode], m->what, regs_str(m),
+                     (unsigned long long)m->touched[i]);
+}
+
 static void op_end(struct model *m)
 {
     if (m->cb_err[0])
         fail_msg("%s paging, %s [%s]: %s", mode_names[m->mode], m->what, regs_str(m), m->cb_err);
+    out_sync(m, true);
+    if (m->got_epagedout) {
+        /* p2m.h: with a handler registered, a page that is out is asked
+         * of it; its code says it could not bring the page back. */
+        if (m->pi == PI_FAILING && m->pi_calls == 0)
+            fail_msg("%s paging, %s [%s]: a paging error without asking the page-in handler",
+                     mode_names[m->mode], m->what, regs_str(m));
+        if (m->pi != PI_PAGER)
+            m->epagedout[m->pi - 1]++;
+    }
     check_mmio(m);
     if (m->ref_failed == VMMU_EMMIO)
         m->mmio_failed++;
@@ -1548,6 +1950,7 @@ static void op_end(struct model *m)
     check_watch(m);
     check_ad(m);
     compare_memory(m, false);
+    m->nofault_op = false;
     m->unpaged += m->paging_off;
     m->ops++;
     m->crossings += m->crossed;
@@ -1699,9 +2102,12 @@ static void op_rw(struct model *m, bool write, bool typed)
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
     int want_rc = 0;
-    if (ref_xlate(m, va, len, write ? access | VMMU_X86_ACC_WRITE : access, &x, &wf)) {
+    if (ref_xlate(m, va, len, write ? access | VMMU_X86_ACC_WRITE : access, &x, &wf) &&
+        !po_data_out(m)) {
         want_rc = write ? ref_span(m, &x, 0, data, len, true) : ref_span(m, &x, 0, want, len, false);
         ref_done(m, &x);
+    } else {
+        want_rc = m->po_rc;
     }
 
     memset(got, 0xa5, len);
@@ -1714,6 +2120,7 @@ static void op_rw(struct model *m, bool write, bool typed)
         rc = typed ? vmmu_access_load(V(m), va, len, access, got, &f)
                    : vmmu_access_read(V(m), va, got, len, access, &f);
     insn_stop(m, insn, rc);
+    po_settle(m, rc, &f, false, &want_rc, &wf);
     check_outcome(m, rc, &f, want_rc, &wf);
     if (!write && rc == 0 && wf.vector == VMMU_X86_FAULT_NONE && memcmp(got, want, len) != 0) {
         uint32_t i = 0;
@@ -1773,7 +2180,9 @@ static void op_rmw(struct model *m)
     struct rxl x;
     int want_rc = 0;
     uint64_t want_old = 0;
-    if (ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf)) {
+    if (!ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf) || po_data_out(m)) {
+        want_rc = m->po_rc;
+    } else {
         uint8_t b[8];
         /* On MMIO every piece is read, then every piece written: a
          * read that fails writes nothing. */
@@ -1790,6 +2199,7 @@ static void op_rmw(struct model *m)
     uint64_t old = 0xdeadbeefdeadbeefull;
     int rc = vmmu_access_rmw(V(m), va, size, op, operand, &old, access, &f);
     insn_stop(m, insn, rc);
+    po_settle(m, rc, &f, false, &want_rc, &wf);
     check_outcome(m, rc, &f, want_rc, &wf);
     if (rc == 0 && wf.vector == VMMU_X86_FAULT_NONE && old != want_old)
         fail_msg("%s paging, %s [%s]: old value %#llx, the model %#llx", mode_names[m->mode],
@@ -1822,7 +2232,10 @@ static void op_cmpxchg(struct model *m)
     bool want_swap = false;
     if (size == 16 && (va & 15)) {
         wf.vector = VMMU_X86_VEC_GP;
-    } else if (ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf)) {
+    } else if (!ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf) ||
+               po_data_out(m)) {
+        want_rc = m->po_rc;
+    } else {
         ref_peek(m, &x, cur);
         if (rn(m, 2))
             memcpy(expected, cur, size); /* the compare succeeds */
@@ -1847,6 +2260,7 @@ static void op_cmpxchg(struct model *m)
     memset(observed, 0xa5, sizeof(observed));
     int rc = vmmu_access_cmpxchg(V(m), va, size, expected, desired, observed, &swapped, access, &f);
     insn_stop(m, insn, rc);
+    po_settle(m, rc, &f, false, &want_rc, &wf);
     check_outcome(m, rc, &f, want_rc, &wf);
     if (rc == 0 && wf.vector == VMMU_X86_FAULT_NONE &&
         (swapped != want_swap || memcmp(observed, cur, size) != 0))
@@ -1917,8 +2331,8 @@ static void op_prepared(struct model *m)
 
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
-    bool ok = ref_xlate(m, va, len, access, &x, &wf);
-    int want_rc = 0;
+    bool ok = ref_xlate(m, va, len, access, &x, &wf) && !po_data_out(m);
+    int want_rc = 0, want_prep = m->po_rc;
     if (ok) {
         ref_done(m, &x);
         if (what == 0) {
@@ -1934,7 +2348,8 @@ static void op_prepared(struct model *m)
     bool insn = insn_start(m);
     struct vmmu_prepared p;
     int rc = vmmu_access_prepare(V(m), va, len, access, &p, &f);
-    check_outcome(m, rc, &f, 0, &wf);
+    po_settle(m, rc, &f, false, &want_prep, &wf);
+    check_outcome(m, rc, &f, want_prep, &wf);
     if (ok) {
         if (p.npages != x.n || p.len != len || p.va != x.p[0].va)
             fail_msg("%s paging, %s: prepared %u pages, %u bytes at %#llx", mode_names[m->mode],
@@ -2040,9 +2455,21 @@ static void op_rep(struct model *m, bool movs)
             if (ws || wd)
                 break;
         }
+        /* Each element's sides are one access for paging errors. */
+        m->po_pending = m->po_either = false;
+        m->po_rc = 0;
         bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
-        if (src_fault || !ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf))
+        bool xl = !src_fault && ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf);
+        if (!xl && !m->po_rc)
             break;
+        if (m->po_rc || po_data_out(m)) {
+            /* A page the element needs is out and cannot come back: it
+             * fails before it moves anything, like a failing callback at
+             * its first piece. */
+            if (!done)
+                want_rc = m->po_rc;
+            break;
+        }
         /* The element's source is read, then its destination written; a
          * source read that fails writes nothing.  Both sides were
          * prepared, so both count as translated. */
@@ -2080,6 +2507,7 @@ static void op_rep(struct model *m, bool movs)
     insn_stop(m, insn, rc);
     if (either_rc && rc == either_rc)
         want_rc = rc;
+    po_settle(m, rc, &f, done > 0, &want_rc, &wf);
     check_outcome(m, rc, &f, want_rc, &wf);
     if (done && m->ref_failed) {
         m->rep_failed_partway++;
@@ -2114,6 +2542,8 @@ struct pref {
     bool stop;       /* a VMMU_WATCH_BEFORE watchpoint of its kind covers it */
     bool page_watched; /* a watchpoint of its kind is on its page */
     unsigned walk;   /* its walk in m->walks, or ~0u */
+    bool po_table;   /* its walk reads an entry in a page that is out */
+    bool po_data;    /* no fault, and its bytes are in a RAM page that is out */
 };
 
 /* The watchpoint kind of an access: fetches count as reads. */
@@ -2144,8 +2574,9 @@ static void ref_probe(struct model *m, uint64_t va, unsigned size, unsigned acce
         if (record) {
             r->walk = ref_walk(m, va, access, &w);
         } else {
-            assert_int_equal(vmmu_x86_walk_peek(pg(m), va, access, &w), 0);
+            assert_int_equal(vmmu_x86_walk_peek(ref_paging(m), va, access, &w), 0);
         }
+        r->po_table = walk_reads_out(m, &w);
         if (!w.ok) {
             r->fault = w.fault;
             return;
@@ -2156,6 +2587,7 @@ static void ref_probe(struct model *m, uint64_t va, unsigned size, unsigned acce
                 r->notdirty = true;
     }
     r->kind = kind_of(r->gpa);
+    r->po_data = r->kind == K_RAM && is_out(m, r->gpa);
     switch (r->kind) {
     case K_RAM:
         r->host = m->t.env.mem + r->gpa;
@@ -2225,6 +2657,8 @@ static void check_hit(struct model *m, const char *when, bool hit, void *host, b
         bad = "inside an instruction (the replay latch is active)";
     else if (r->fault.vector != VMMU_X86_FAULT_NONE)
         bad = "on an access that faults";
+    else if (r->po_data)
+        bad = "on a page that is out (a page-out drops every entry that maps it, sync.h)";
     else if (r->need || r->page_watched)
         bad = "on an access with no direct host access (MMIO, device, watchpoint, code mark)";
     else if (write && r->notdirty)
@@ -2272,6 +2706,7 @@ static void op_probe(struct model *m)
          * VMMU_EINVAL, and a refused call changes nothing (error.h): no
          * A/D bit, no dirty bit, no callback, which op_end checks. */
         struct vmmu_probe out;
+        m->no_pagein = true; /* nor does it page anything in */
         unsigned cross = (unsigned)(4096 - (va & 0xfff)) + 1 + rn(m, 8);
         int rc = rn(m, 2) ? vmmu_access_probe(V(m), va, cross, access, &out)
                           : vmmu_access_probe_nofault(V(m), va, cross, access, &out);
@@ -2300,19 +2735,44 @@ static void op_probe(struct model *m)
     if (inline_ok)
         check_hit(m, "before the probe", hit0, h0, write, insn, &r);
 
+    /* A page the probe needs is out.  The non-faulting probe brings
+     * nothing back ("no page-in", access.h), nor does any probe with no
+     * way to page in: then it may fail with VMMU_EPAGEDOUT (access.h), and
+     * must when it cannot answer otherwise: when its walk reads an entry
+     * in a page that is out and no TLB entry answers (with no way to page
+     * in, the TLB was flushed before the operation), or when its bytes
+     * are in such a page and no reason for withholding the host pointer
+     * holds (a probe gives no host pointer to a page that is out, since
+     * it has no host page, and `why` has no bit for one). */
+    m->nofault_op = nofault;
+    if (nofault)
+        m->no_pagein = true;
+    bool may_po = nofault || m->pi != PI_PAGER;
+    bool po = may_po && (r.po_table || r.po_data);
     struct vmmu_probe out;
     memset(&out, 0xa5, sizeof(out));
     int rc = nofault ? vmmu_access_probe_nofault(V(m), va, size, access, &out)
                      : vmmu_access_probe(V(m), va, size, access, &out);
-    if (rc != 0)
-        fail_msg("%s paging, %s [%s]: returned %s", mode_names[m->mode], m->what, regs_str(m),
-                 vmmu_error_name(rc));
+    int po_rc = nofault ? VMMU_EPAGEDOUT : po_code(m);
+    if (rc != 0 && !(rc == po_rc && po))
+        fail_msg("%s paging, %s [%s]: returned %s%s", mode_names[m->mode], m->what, regs_str(m),
+                 vmmu_error_name(rc),
+                 rc == VMMU_EPAGEDOUT ? " (no page it needs is out, or it may page in)" : "");
+    if (nofault && (r.po_table || r.po_data))
+        m->nofault_out++;
+    if (rc != 0 && rc == po_rc && !nofault)
+        m->got_epagedout = true;
 
     /* What it answered. */
     unsigned need = r.need | (nofault && r.notdirty ? VMMU_PROBE_NOTDIRTY : 0);
     const char *bad = NULL;
     bool done = false; /* no fault and not stopped: the access would proceed */
-    if (r.fault.vector != VMMU_X86_FAULT_NONE) {
+    if (rc != 0) {
+        /* VMMU_EPAGEDOUT, where the reference allows it: no answer. */
+    } else if (may_po && r.po_table && m->pi != PI_PAGER) {
+        bad = "an answer although its walk needs a page-table page that is out, and nothing may "
+              "bring it back (VMMU_EPAGEDOUT expected)";
+    } else if (r.fault.vector != VMMU_X86_FAULT_NONE) {
         m->probe_faults++;
         if (out.fault.vector != r.fault.vector || out.fault.error_code != r.fault.error_code ||
             (r.fault.vector == VMMU_X86_VEC_PF && out.fault.cr2 != r.fault.cr2))
@@ -2333,6 +2793,11 @@ static void op_probe(struct model *m)
         done = true;
         if (out.gpa != r.gpa || out.type != types[r.kind])
             bad = "a gpa or type other than the model's";
+        else if (may_po && r.po_data && out.host)
+            bad = "a host pointer into a page that is out";
+        else if (may_po && r.po_data && !(need | r.maybe))
+            bad = "an answer for bytes in a page that is out, with no reason that holds "
+                  "(VMMU_EPAGEDOUT expected)";
         else if (out.host && need)
             bad = "a host pointer although the access may not be made in host memory";
         else if (out.host && out.host != r.host)
@@ -2362,6 +2827,14 @@ static void op_probe(struct model *m)
                 m->probe_why[b] += (out.why >> b) & 1;
     }
 
+    /* What the probe leaves: the faulting one, A/D bits as the access
+     * would set them once it is to proceed, and the dirty-log bit of a
+     * RAM page it gave a write pointer for; the non-faulting one,
+     * nothing (its walk is not recorded, so any A/D bit it set shows as
+     * a changed page table). */
+    if (!nofault && done && r.walk != ~0u)
+        m->walks[r.walk].must = true;
+
     /* The inline probe again.  The non-faulting probe filled nothing, so
      * it answers as before; after the faulting one it may hit now. */
     if (inline_ok) {
@@ -2374,27 +2847,29 @@ static void op_probe(struct model *m)
                          mode_names[m->mode], m->what, regs_str(m), hit0 ? "hit" : "missed",
                          hit1 ? "hit" : "missed");
         } else {
+            /* The reference reads the model's copy: give it the pages the
+             * probe brought back and the A/D bits it set. */
             struct pref now;
+            out_sync(m, true);
+            check_ad(m);
+            m->nwalk = 0;
             ref_probe(m, va, size, access, false, &now);
             check_hit(m, "after the probe", hit1, h1, write, insn, &now);
         }
     }
     insn_stop(m, insn, 0);
+    void *host = rc == 0 ? out.host : NULL;
+    if (!nofault && host && r.kind == K_RAM)
+        touch(m, r.gpa); /* the caller may use the pointer: the page is back */
 
-    /* What the probe leaves: the faulting one, A/D bits as the access
-     * would set them once it is to proceed, and the dirty-log bit of a
-     * RAM page it gave a write pointer for; the non-faulting one,
-     * nothing (its walk is not recorded, so any A/D bit it set shows as
-     * a changed page table). */
-    if (!nofault && done && r.walk != ~0u)
-        m->walks[r.walk].must = true;
     if (!nofault && r.fault.vector == VMMU_X86_FAULT_NONE && write && r.kind == K_RAM) {
-        if (out.host)
+        if (host)
             dirty_must(m, r.gpa);
         else
-            dirty_may(m, r.gpa); /* a code mark or a watchpoint: the header does not say */
+            dirty_may(m, r.gpa); /* a code mark, a watchpoint, a page that could not come
+                                    back: the header does not say */
     }
-    if (!nofault && out.host && write && r.kind == K_RAM) {
+    if (!nofault && host && write && r.kind == K_RAM) {
         uint8_t b[4096];
         fill(m, b, size);
         memcpy(out.host, b, size);
@@ -2487,9 +2962,35 @@ static void edit(struct model *m)
     }
 }
 
-static void applied(int rc, const struct vmmu_x86_fault *f)
+/* The register write took effect.  Or, in PAE paging, it had to load the
+ * PDPTE registers from a PDPT that is out, with no way to bring it back:
+ * then it fails with VMMU_EPAGEDOUT and changes nothing (x86.h, "a
+ * negative return ... VMMU_EPAGEDOUT if a PDPTE load could not page its
+ * table in ... leaves everything unchanged").  Which writes load the
+ * PDPTEs is the SDM's business (4.4.1), so any may fail so then. */
+static bool reg_written(struct model *m, int rc, const struct vmmu_x86_fault *f,
+                        const struct vmmu_x86_paging *before)
 {
-    assert_int_equal(rc, 0);
+    if (is_po_rc(m, rc) && m->mode == MPAE && is_out(m, m->root)) {
+        const struct vmmu_x86_paging *p = pg(m);
+        if (p->cr0 != before->cr0 || p->cr4 != before->cr4 || p->efer != before->efer ||
+            memcmp(p->pdpte, before->pdpte, sizeof(p->pdpte)) != 0)
+            fail_msg("PAE paging, seed %llu step %u: a register write failed with VMMU_EPAGEDOUT "
+                     "and changed the registers",
+                     (unsigned long long)m->seed, m->step);
+        return false;
+    }
+    if (rc != 0)
+        fail_msg("%s paging, seed %llu step %u: a register write returned %s",
+                 mode_names[m->mode], (unsigned long long)m->seed, m->step, vmmu_error_name(rc));
+    return f->vector == VMMU_X86_FAULT_NONE;
+}
+
+static void applied(struct model *m, int rc, const struct vmmu_x86_fault *f,
+                    const struct vmmu_x86_paging *before)
+{
+    if (reg_written(m, rc, f, before) || rc)
+        return;
     assert_int_equal(f->vector, VMMU_X86_FAULT_NONE);
 }
 
@@ -2497,6 +2998,7 @@ static void set_register(struct model *m)
 {
     struct vmmu_vcpu *v = V(m);
     struct vmmu_x86_fault f;
+    const struct vmmu_x86_paging before = *pg(m);
     switch (rn(m, 12)) {
     case 0:
     case 1: /* CPL: user or supervisor */
@@ -2506,33 +3008,37 @@ static void set_register(struct model *m)
         assert_int_equal(vmmu_vcpu_set_rflags(v, 2 | (rn(m, 2) ? R_RFLAGS_AC : 0)), 0);
         break;
     case 3: /* CR0.WP */
-        applied(vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ R_CR0_WP, &f), &f);
+        applied(m, vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ R_CR0_WP, &f), &f, &before);
         break;
     case 4: /* SMEP, SMAP */
-        applied(vmmu_vcpu_set_cr4(v, pg(m)->cr4 ^ (rn(m, 2) ? R_CR4_SMEP : R_CR4_SMAP), &f), &f);
+        applied(m, vmmu_vcpu_set_cr4(v, pg(m)->cr4 ^ (rn(m, 2) ? R_CR4_SMEP : R_CR4_SMAP), &f),
+                &f, &before);
         break;
     case 5: /* protection keys on or off (IA-32e paging only) */
         if (long_mode(m))
-            applied(vmmu_vcpu_set_cr4(v, pg(m)->cr4 ^ (rn(m, 2) ? R_CR4_PKE : R_CR4_PKS), &f),
-                    &f);
+            applied(m, vmmu_vcpu_set_cr4(v, pg(m)->cr4 ^ (rn(m, 2) ? R_CR4_PKE : R_CR4_PKS), &f),
+                    &f, &before);
         break;
     case 6: /* PKRU, PKRS: access- and write-disable bits of keys 0..3 */
         if (rn(m, 2)) {
             if (pg(m)->cr4 & R_CR4_PKE)
-                applied(vmmu_vcpu_set_pkru(v, rn(m, 2) ? (uint32_t)rnd(m) & 0xff : 0, &f), &f);
+                applied(m, vmmu_vcpu_set_pkru(v, rn(m, 2) ? (uint32_t)rnd(m) & 0xff : 0, &f), &f,
+                        &before);
         } else {
-            applied(vmmu_vcpu_set_pkrs(v, rn(m, 2) ? rnd(m) & 0xff : 0, &f), &f);
+            applied(m, vmmu_vcpu_set_pkrs(v, rn(m, 2) ? rnd(m) & 0xff : 0, &f), &f, &before);
         }
         break;
     case 7: /* EFER.NXE: XD becomes a reserved bit, or takes effect */
         if (rn(m, 2))
-            applied(vmmu_vcpu_set_efer(v, pg(m)->efer ^ R_EFER_NXE, &f), &f);
+            applied(m, vmmu_vcpu_set_efer(v, pg(m)->efer ^ R_EFER_NXE, &f), &f, &before);
         break;
     case 8: { /* CR0.PG: off now and then, on again at the next chance */
         if (!m->paging_off && rn(m, 5))
             break;
         int rc = vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ R_CR0_PG, &f);
-        if (rc || f.vector != VMMU_X86_FAULT_NONE) {
+        if (!reg_written(m, rc, &f, &before)) {
+            if (rc)
+                break;
             /* Only leaving IA-32e mode may be refused. */
             assert_true(mode_long(m->mode) && !m->paging_off);
             break;
@@ -2548,10 +3054,13 @@ static void set_register(struct model *m)
     default: /* back to the common case now and then: CPL 0, AC=0, no SMAP, NXE=1 */
         assert_int_equal(vmmu_vcpu_set_cpl(v, 0), 0);
         assert_int_equal(vmmu_vcpu_set_rflags(v, 2), 0);
-        applied(vmmu_vcpu_set_cr4(v, pg(m)->cr4 & ~R_CR4_SMAP, &f), &f);
-        applied(vmmu_vcpu_set_efer(v, pg(m)->efer | R_EFER_NXE, &f), &f);
+        applied(m, vmmu_vcpu_set_cr4(v, pg(m)->cr4 & ~R_CR4_SMAP, &f), &f, &before);
+        const struct vmmu_x86_paging between = *pg(m);
+        applied(m, vmmu_vcpu_set_efer(v, pg(m)->efer | R_EFER_NXE, &f), &f, &between);
         break;
     }
+    if (m->mode == MPAE)
+        out_sync(m, false);
 }
 
 /* ---- The host: dirty logging, code marks, watchpoints --------------------------------- */
@@ -2575,7 +3084,9 @@ static void check_dirty_log(struct model *m)
     for (unsigned w = 0; w < RAM_PAGES / 64; w++) {
         count += (uint64_t)__builtin_popcountll(bm[w]);
         uint64_t missing = m->dirty_must[w] & ~bm[w];
-        uint64_t extra = bm[w] & ~(m->dirty_must[w] | m->dirty_may[w]);
+        /* Whether a ballooned page that comes back as a zero page is
+         * dirty is not said: either. */
+        uint64_t extra = bm[w] & ~(m->dirty_must[w] | m->dirty_may[w] | m->bal[w]);
         if (missing || extra) {
             uint64_t gpa = (w * 64ull + (unsigned)__builtin_ctzll(missing ? missing : extra)) * 4096;
             fail_msg("%s paging, after %s [%s]: the dirty log %s page %#llx (%s)",
@@ -2587,8 +3098,15 @@ static void check_dirty_log(struct model *m)
     if (n != count)
         fail_msg("%s paging: get-and-clear reports %llu dirty pages, its bitmap %llu",
                  mode_names[m->mode], (unsigned long long)n, (unsigned long long)count);
+    /* (Pages that came back without a write, rightly not reported.) */
+    for (unsigned w = 0; w < RAM_PAGES / 64; w++)
+        m->clean_back += (unsigned long)__builtin_popcountll(
+            m->back[w] & ~(m->dirty_must[w] | m->dirty_may[w] | m->bal[w] | bm[w]));
+    memset(m->back, 0, sizeof(m->back));
     memset(m->dirty_must, 0, sizeof(m->dirty_must));
     memset(m->dirty_may, 0, sizeof(m->dirty_may));
+    for (unsigned w = 0; w < RAM_PAGES / 64; w++)
+        m->bal[w] &= m->out[w]; /* those back came back before this call */
     m->dirty_checks++;
     m->dirty_pages += count;
 }
@@ -2632,6 +3150,7 @@ static void host_step(struct model *m)
         if (m->logging) {
             memset(m->dirty_must, 0, sizeof(m->dirty_must));
             memset(m->dirty_may, 0, sizeof(m->dirty_may));
+            memset(m->back, 0, sizeof(m->back));
         }
         break;
     case 1:
@@ -2670,6 +3189,320 @@ static void host_step(struct model *m)
     }
 }
 
+/* ---- The host: paging out, ballooning, the policy ------------------------------------- */
+
+/* The vm's pager, which registers its page-in handler (pager.h). */
+static void pager_start(struct model *m)
+{
+    struct vmmu_pager_config cfg = {.resident_limit = m->resident_limit,
+                                    .flags = m->paranoid ? VMMU_PAGER_PARANOID : 0};
+    assert_int_equal(vmmu_pager_create(m->t.env.vm, &cfg, &m->pager), 0);
+    m->pi = PI_PAGER;
+}
+
+/* A run of RAM pages the stream reaches: page 0 (paging off reaches it)
+ * or a page table, data pages, pages of the large page's tail. */
+static uint64_t pick_ram_run(struct model *m, unsigned *run)
+{
+    unsigned i, n;
+    switch (rn(m, 3)) {
+    case 0:
+        *run = 1;
+        return 4096ull * rn(m, (unsigned)(m->t.env.next / 4096));
+    case 1:
+        i = rn(m, NDATA);
+        *run = 1 + rn(m, NDATA - i < 3 ? NDATA - i : 3);
+        return DATA_BASE + 4096ull * i;
+    default:
+        n = (RAM_SIZE - BIG_TAIL) / 4096;
+        i = rn(m, n);
+        *run = 1 + rn(m, n - i);
+        return BIG_TAIL + 4096ull * i;
+    }
+}
+
+/* 1 to @max disjoint ranges of such runs. */
+static size_t pick_ranges(struct model *m, struct vmmu_gpa_range *rg, size_t max)
+{
+    size_t n = 0, want = 1 + rn(m, (unsigned)max);
+    while (n < want) {
+        unsigned run;
+        uint64_t g = pick_ram_run(m, &run), size = run * 4096ull;
+        size_t i;
+        for (i = 0; i < n && (g >= rg[i].gpa + rg[i].size || rg[i].gpa >= g + size); i++)
+            ;
+        if (i < n)
+            want--; /* it overlaps one: fewer ranges */
+        else
+            rg[n++] = (struct vmmu_gpa_range){g, size};
+    }
+    return n;
+}
+
+/* The pages of the walk of a random linear page of a window, and the RAM
+ * page it maps: its next access must bring them all back. */
+static size_t pick_walk(struct model *m, struct vmmu_gpa_range *rg, size_t max)
+{
+    struct vpage *vp = pick_vpage(m);
+    size_t n = 0;
+    for (unsigned l = m->top; l >= 1 && n < max; l--) {
+        if (vp->big && l == 1 && m->big_large)
+            continue;
+        uint64_t g = vp->ent[l] & ~0xfffull;
+        if (m->mode == MPAE && l == 3)
+            continue; /* the PDPT: its entries are in registers */
+        size_t i;
+        for (i = 0; i < n && rg[i].gpa != g; i++)
+            ;
+        if (i == n)
+            rg[n++] = (struct vmmu_gpa_range){g, 4096};
+    }
+    uint64_t leaf = get_e(m, vp->ent[1]) & (m->ew == 4 ? 0xfffff000ull : ADDR_MASK);
+    if (n < max && !(vp->big && m->big_large) && leaf >= DATA_BASE &&
+        leaf < DATA_BASE + NDATA * 4096)
+        rg[n++] = (struct vmmu_gpa_range){leaf, 4096};
+    return n;
+}
+
+static const char *range_str(const struct vmmu_gpa_range *rg, size_t n)
+{
+    static char buf[160];
+    size_t k = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < n && k < sizeof(buf) - 40; i++)
+        k += (size_t)snprintf(buf + k, sizeof(buf) - k, "%s%#llx+%llu", i ? ", " : "",
+                              (unsigned long long)rg[i].gpa,
+                              (unsigned long long)(rg[i].size / 4096));
+    return buf;
+}
+
+/* vmmu_pager_page_out(): afterwards every page of @rg is out; one that was
+ * ballooned stays ballooned ("pages already out or ballooned are
+ * skipped"), the others are not. */
+static void page_out(struct model *m, const struct vmmu_gpa_range *rg, size_t n)
+{
+    uint32_t before[32];
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096, k++)
+            before[k] = page_state(m, g);
+    snprintf(m->what, sizeof(m->what), "vmmu_pager_page_out() of %s", range_str(rg, n));
+    int rc = vmmu_pager_page_out(m->pager, rg, n);
+    if (rc)
+        fail_msg("%s paging, seed %llu step %u: %s returned %s", mode_names[m->mode],
+                 (unsigned long long)m->seed, m->step, m->what, vmmu_error_name(rc));
+    k = 0;
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096, k++) {
+            uint32_t st = page_state(m, g);
+            if (!(st & VMMU_PAGE_PAGED_OUT) ||
+                (st & VMMU_PAGE_BALLOONED) != (before[k] & VMMU_PAGE_BALLOONED))
+                fail_msg("%s paging, seed %llu step %u: after %s page %#llx has state %#x "
+                         "(before: %#x)",
+                         mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                         (unsigned long long)g, st, before[k]);
+            put_bit(m->out, g, true);
+            m->po_pages++;
+        }
+    m->po_batches++;
+}
+
+/* vmmu_pager_balloon_out() of resident data pages without a code mark
+ * (whether ballooning keeps a mark is not said): their contents are
+ * discarded, and whatever brings them back brings zero pages (pager.h). */
+static void balloon_out(struct model *m)
+{
+    unsigned run;
+    uint64_t g = pick_ram_run(m, &run);
+    if (g < DATA_BASE)
+        return; /* the guest gives back no page table */
+    for (unsigned k = 0; k < run; k++) {
+        int d = data_page(g + k * 4096ull);
+        if (is_out(m, g + k * 4096ull) || (d >= 0 && m->code[d])) {
+            run = k;
+            break;
+        }
+    }
+    if (!run)
+        return;
+    struct vmmu_gpa_range r = {g, run * 4096ull};
+    snprintf(m->what, sizeof(m->what), "vmmu_pager_balloon_out() of %s", range_str(&r, 1));
+    int rc = vmmu_pager_balloon_out(m->pager, &r, 1);
+    if (rc)
+        fail_msg("%s paging, seed %llu step %u: %s returned %s", mode_names[m->mode],
+                 (unsigned long long)m->seed, m->step, m->what, vmmu_error_name(rc));
+    for (unsigned k = 0; k < run; k++, g += 4096) {
+        uint32_t st = page_state(m, g);
+        if ((st & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED)) !=
+            (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED))
+            fail_msg("%s paging, seed %llu step %u: after %s page %#llx has state %#x",
+                     mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                     (unsigned long long)g, st);
+        put_bit(m->out, g, true);
+        put_bit(m->bal, g, true);
+        memset(m->shadow + g, 0, 4096);
+        m->balloons++;
+    }
+}
+
+/* A batch with a page the pager cannot manage (ROM, MMIO, the device
+ * model's page: not RAM of a region vmmu allocated; or a hole) is refused
+ * whole: VMMU_EINVAL (a hole: VMMU_EHOLE or VMMU_EINVAL, both listed),
+ * and nothing changes ("else nothing changes", pager.h; error.h: a
+ * refused call "leaves every object unchanged", which covers the
+ * page-in calls, whose errors are "as vmmu_pager_page_out()"). */
+static void refused(struct model *m)
+{
+    static const uint64_t other[] = {ROM_GPA, ROM_GPA + 4096, ROMR_GPA, MMIO_A_GPA,
+                                     MMIO_B_GPA, DM_GPA, HOLE_GPA};
+    static const char *const calls[] = {"vmmu_pager_page_out", "vmmu_pager_balloon_out",
+                                        "vmmu_pager_page_in", "vmmu_pager_balloon_in"};
+    struct vmmu_gpa_range rg[5];
+    size_t n = pick_ranges(m, rg, 4);
+    uint64_t bad = other[rn(m, sizeof(other) / sizeof(other[0]))];
+    size_t at = rn(m, (unsigned)n + 1);
+    memmove(rg + at + 1, rg + at, (n - at) * sizeof(rg[0]));
+    rg[at] = (struct vmmu_gpa_range){bad, 4096};
+    n++;
+    uint32_t before[32];
+    unsigned k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i != at)
+            for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096)
+                before[k++] = page_state(m, g);
+    unsigned which = rn(m, 4);
+    snprintf(m->what, sizeof(m->what), "%s() of %s (%s)", calls[which], range_str(rg, n),
+             kind_name(kind_of(bad)));
+    int rc = which == 0   ? vmmu_pager_page_out(m->pager, rg, n)
+             : which == 1 ? vmmu_pager_balloon_out(m->pager, rg, n)
+             : which == 2 ? vmmu_pager_page_in(m->pager, rg, n)
+                          : vmmu_pager_balloon_in(m->pager, rg, n);
+    if (rc != VMMU_EINVAL && !(rc == VMMU_EHOLE && bad == HOLE_GPA))
+        fail_msg("%s paging, seed %llu step %u: %s returned %s, not VMMU_EINVAL",
+                 mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                 vmmu_error_name(rc));
+    k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (i != at)
+            for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096, k++)
+                if (page_state(m, g) != before[k])
+                    fail_msg("%s paging, seed %llu step %u: %s was refused, yet page %#llx went "
+                             "from state %#x to %#x",
+                             mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                             (unsigned long long)g, before[k], page_state(m, g));
+    m->po_refused++;
+}
+
+/* vmmu_pager_balance(): the pages it paged out are as many as it says. */
+static void balance(struct model *m)
+{
+    uint64_t n = ~0ull, count = 0;
+    snprintf(m->what, sizeof(m->what), "vmmu_pager_balance() with a limit of %llu pages",
+             (unsigned long long)m->resident_limit);
+    int rc = vmmu_pager_balance(m->pager, &n);
+    if (rc)
+        fail_msg("%s paging, seed %llu step %u: %s returned %s", mode_names[m->mode],
+                 (unsigned long long)m->seed, m->step, m->what, vmmu_error_name(rc));
+    for (uint64_t g = 0; g < RAM_SIZE; g += 4096) {
+        bool out = (page_state(m, g) & VMMU_PAGE_PAGED_OUT) != 0;
+        if (out && !is_out(m, g))
+            count++;
+        put_bit(m->out, g, out);
+    }
+    if (count != n)
+        fail_msg("%s paging, seed %llu step %u: %s says it paged out %llu pages; %llu went out",
+                 mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                 (unsigned long long)n, (unsigned long long)count);
+    m->balances++;
+    m->balance_pages += count;
+}
+
+/* The pager again, after a stretch without a working page-in handler:
+ * vmmu_pager_destroy() brings every page back ("nothing is lost";
+ * ballooned ones as zero pages), then a new pager takes over. */
+static void pager_restore(struct model *m)
+{
+    snprintf(m->what, sizeof(m->what), "vmmu_pager_destroy() after a stretch with %s",
+             m->pi == PI_NONE ? "no page-in handler" : "a failing page-in handler");
+    vmmu_pager_destroy(m->pager);
+    m->pager = NULL;
+    for (unsigned w = 0; w < RAM_PAGES / 64; w++)
+        for (uint64_t bits = m->out[w]; bits; bits &= bits - 1) {
+            uint64_t g = (w * 64ull + (unsigned)__builtin_ctzll(bits)) * 4096;
+            uint32_t st = page_state(m, g);
+            if (st & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED))
+                fail_msg("%s paging, seed %llu step %u: after %s page %#llx has state %#x",
+                         mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
+                         (unsigned long long)g, st);
+            put_bit(m->out, g, false);
+            put_bit(m->back, g, true);
+        }
+    compare_memory(m, false);
+    pager_start(m);
+}
+
+/* What a host does with guest memory between the vCPU's instructions:
+ * page out (batches of data and page-table pages, the whole walk of a
+ * page now and then), page in, balloon, run the policy; and now and then
+ * take the page-in handler away or make it fail, until the pager is
+ * recreated. */
+static void pager_step(struct model *m)
+{
+    struct vmmu_gpa_range rg[8];
+    if (m->pi != PI_PAGER && rn(m, 3) == 0) {
+        pager_restore(m);
+        return;
+    }
+    switch (rn(m, 16)) {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+        page_out(m, rg, pick_ranges(m, rg, 4));
+        break;
+    case 4:
+    case 5:
+        page_out(m, rg, pick_walk(m, rg, 8));
+        break;
+    case 6:
+    case 7: {
+        size_t n = pick_ranges(m, rg, 3);
+        pages_in(m, rg, n, rn(m, 3) == 0);
+        break;
+    }
+    case 8:
+    case 9:
+        balloon_out(m);
+        break;
+    case 10:
+        refused(m);
+        break;
+    case 11:
+        balance(m);
+        break;
+    case 12:
+        if (m->pi == PI_PAGER) {
+            if (rn(m, 2)) {
+                assert_int_equal(vmmu_p2m_set_pagein_handler(m->t.env.vm, NULL, NULL), 0);
+                m->pi = PI_NONE;
+            } else {
+                static const int rcs[] = {VMMU_ESYS, VMMU_ENOMEM, VMMU_EPAGEDOUT,
+                                          VMMU_ETIMEDOUT};
+                m->pi_fail_rc = rcs[rn(m, 4)];
+                assert_int_equal(vmmu_p2m_set_pagein_handler(m->t.env.vm, failing_pagein, m),
+                                 0);
+                m->pi = PI_FAILING;
+            }
+            m->pi_episodes[m->pi - 1]++;
+            break;
+        }
+        /* fall through */
+    default:
+        page_out(m, rg, pick_ranges(m, rg, 2));
+        break;
+    }
+}
+
 /* ---- Runs ------------------------------------------------------------------------------ */
 
 struct totals {
@@ -2677,7 +3510,9 @@ struct totals {
         rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
         unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
         mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
-        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2];
+        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
+        po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
+        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
 };
 
 static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, uint64_t size,
@@ -2692,10 +3527,56 @@ static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, u
 /* The seed being run, for the teardown of a test that failed in it. */
 static struct model *live;
 
+/* The vm under test: 8 MiB of RAM at gpa 0 that vmmu allocates from the
+ * vm's memfd, so that the pager may manage it (pager.h refuses regions
+ * with caller-supplied memory).  The test reads and writes it through the
+ * region's host mapping, as x86_env.h does with its own memory, wherever
+ * a page is resident. */
+static void env_start(struct model *m)
+{
+    struct x86_env *env = &m->t.env;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = RAM_SIZE,
+                                 .name = "ram"};
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_vm_create(NULL, &env->vm), 0);
+    assert_int_equal(vmmu_region_add(env->vm, &d, &env->ram_id), 0);
+    assert_int_equal(vmmu_region_info(env->vm, env->ram_id, &info), 0);
+    assert_true(info.host != NULL && info.memfd >= 0);
+    env->mem = info.host;
+    env->size = RAM_SIZE;
+    env->next = 0x1000;
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, NULL), 0);
+    assert_int_equal(vmmu_vcpu_create(env->vm, NULL, &m->t.vcpu), 0);
+}
+
+/* The reference's vm: the same map, its RAM the model's copy, its ROMs the
+ * model's copies; its MMIO and device ranges are never called (a walk
+ * reads them as all-ones, x86.h). */
+static void ref_start(struct model *m)
+{
+    static const struct vmmu_mmio_ops none = {NULL, NULL};
+    const struct vmmu_region_desc d[] = {
+        {.type = VMMU_MEM_RAM, .gpa = 0, .size = RAM_SIZE, .host = m->shadow},
+        {.type = VMMU_MEM_ROM, .gpa = ROM_GPA, .size = ROM_PAGES * 4096, .host = m->rom_copy},
+        {.type = VMMU_MEM_ROM, .gpa = ROMR_GPA, .size = 4096, .host = m->romr_copy},
+        {.type = VMMU_MEM_MMIO, .gpa = MMIO_A_GPA, .size = MMIO_A_PAGES * 4096, .mmio = &none},
+        {.type = VMMU_MEM_MMIO, .gpa = MMIO_B_GPA, .size = 4096, .mmio = &none},
+        {.type = VMMU_MEM_DEVICE, .gpa = DM_GPA, .size = 4096},
+    };
+    assert_int_equal(vmmu_vm_create(NULL, &m->ref_vm), 0);
+    for (unsigned i = 0; i < sizeof(d) / sizeof(d[0]); i++)
+        assert_int_equal(vmmu_region_add(m->ref_vm, &d[i], NULL), 0);
+    assert_int_equal(vmmu_x86_paging_init(&m->ref_pg, m->ref_vm, NULL), 0);
+}
+
 static void free_model(struct model *m)
 {
-    tlb_env_fini(&m->t);
-    free(m->shadow);
+    /* (vmmu_vm_destroy() frees a pager that is still there.) */
+    vmmu_vcpu_destroy(m->t.vcpu);
+    vmmu_vm_destroy(m->t.env.vm);
+    vmmu_vm_destroy(m->ref_vm);
+    if (m->shadow)
+        munmap(m->shadow, RAM_SIZE);
     free(m->rom);
     free(m->romr);
     free(m->rom_copy);
@@ -2718,16 +3599,21 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
 {
     struct model *m = live = calloc(1, sizeof(*m));
     assert_non_null(m);
-    assert_int_equal(tlb_env_init(&m->t, RAM_SIZE), 0);
+    env_start(m);
     m->mode = mode;
     m->seed = seed;
     m->rng = (seed * NMODES + mode) * 0x9e3779b97f4a7c15ull + 1;
-    m->shadow = malloc(RAM_SIZE);
+    m->paranoid = (seed + mode) % 2;
+    /* (Zero, and in memory only where written.) */
+    m->shadow = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m->shadow == MAP_FAILED)
+        m->shadow = NULL;
     m->rom = aligned_alloc(4096, ROM_PAGES * 4096);
     m->romr = aligned_alloc(4096, 4096);
-    m->rom_copy = malloc(ROM_PAGES * 4096);
-    m->romr_copy = malloc(4096);
+    m->rom_copy = aligned_alloc(4096, ROM_PAGES * 4096);
+    m->romr_copy = aligned_alloc(4096, 4096);
     assert_true(m->shadow && m->rom && m->romr && m->rom_copy && m->romr_copy);
+    ref_start(m);
 
     /* Data pages, the large page's tail, ROMs and devices start random. */
     fill(m, m->t.env.mem + DATA_BASE, NDATA * 4096);
@@ -2753,13 +3639,19 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     assert_int_equal(vmmu_access_set_code_handler(V(m), code_handler, m), 0);
 
     build(m);
-    memcpy(m->shadow, m->t.env.mem, RAM_SIZE);
+    /* (Only these pages were written: copying the rest would make every
+     * page of the region resident for the pager's policy.) */
+    memcpy(m->shadow, m->t.env.mem, m->t.env.next);
+    memcpy(m->shadow + DATA_BASE, m->t.env.mem + DATA_BASE, NDATA * 4096);
+    memcpy(m->shadow + BIG_TAIL, m->t.env.mem + BIG_TAIL, RAM_SIZE - BIG_TAIL);
     load(m);
+    m->resident_limit = (m->t.env.next / 4096 + NDATA + (RAM_SIZE - BIG_TAIL) / 4096) * 2 / 3;
+    pager_start(m);
     assert_int_equal(vmmu_vcpu_online(V(m)), 0);
 
     for (unsigned s = 0; s < steps; s++) {
         m->step = s;
-        unsigned what = rn(m, 110);
+        unsigned what = rn(m, 118);
         if (what < 14)
             op_rw(m, false, rn(m, 2));
         else if (what < 28)
@@ -2780,11 +3672,19 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
             host_step(m);
         else if (what < 100)
             set_register(m);
-        else
+        else if (what < 110)
             op_probe(m);
+        else
+            pager_step(m);
     }
+    /* The pager brings every page back: nothing is lost, and paging in
+     * wrote nothing the dirty log reports. */
+    snprintf(m->what, sizeof(m->what), "vmmu_pager_page_in() of all RAM at the end");
+    pages_in(m, &(struct vmmu_gpa_range){0, RAM_SIZE}, 1, false);
     compare_memory(m, true);
     check_dirty_log(m);
+    vmmu_pager_destroy(m->pager);
+    m->pager = NULL;
     assert_int_equal(vmmu_vcpu_offline(V(m)), 0);
 
     tot->ops += m->ops;
@@ -2822,6 +3722,22 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
         tot->probe_why[b] += m->probe_why[b];
     tot->rep_chunk_failed[0] += m->rep_chunk_failed[0];
     tot->rep_chunk_failed[1] += m->rep_chunk_failed[1];
+    tot->po_batches += m->po_batches;
+    tot->po_pages += m->po_pages;
+    tot->po_refused += m->po_refused;
+    tot->balloons += m->balloons;
+    tot->host_pageins += m->host_pageins;
+    tot->balances += m->balances;
+    tot->balance_pages += m->balance_pages;
+    tot->in_tables += m->in_tables;
+    tot->in_data += m->in_data;
+    tot->nofault_out += m->nofault_out;
+    tot->code_after_out += m->code_after_out;
+    tot->clean_back += m->clean_back;
+    for (unsigned k = 0; k < 2; k++) {
+        tot->pi_episodes[k] += m->pi_episodes[k];
+        tot->epagedout[k] += m->epagedout[k];
+    }
     free_model(m);
     live = NULL;
 }
@@ -2853,6 +3769,16 @@ static void in_mode(enum mmode mode)
                   tot.probe_faults, tot.probe_hosts, tot.probe_stops, tot.probe_why[0],
                   tot.probe_why[1], tot.probe_why[2], tot.probe_why[3], tot.probe_why[4],
                   tot.probe_hits);
+    print_message("  paging: %lu pages out in %lu batches, %lu ballooned, %lu by the policy "
+                  "(%lu runs), %lu host page-ins, %lu batches refused; back by accesses and "
+                  "probes: %lu page-table pages, %lu data pages; %lu non-faulting probes left "
+                  "a page out; no page-in handler: %lu stretches, %lu VMMU_EPAGEDOUT; a failing "
+                  "one: %lu, %lu; %lu code-handler calls after a page-out, %lu pages back "
+                  "and not in the dirty log\n",
+                  tot.po_pages, tot.po_batches, tot.balloons, tot.balance_pages, tot.balances,
+                  tot.host_pageins, tot.po_refused, tot.in_tables, tot.in_data, tot.nofault_out,
+                  tot.pi_episodes[0], tot.epagedout[0], tot.pi_episodes[1], tot.epagedout[1],
+                  tot.code_after_out, tot.clean_back);
     /* The stream reached every outcome it is meant to check. */
     assert_true(tot.ops > 0);
     assert_true(tot.faults > 0 && tot.faults < tot.ops);
@@ -2871,6 +3797,11 @@ static void in_mode(enum mmode mode)
     assert_true(tot.probe_faults > 0 && tot.probe_hosts > 0 && tot.probe_hits > 0);
     for (unsigned b = 0; b < 5; b++)
         assert_true(tot.probe_why[b] > 0); /* every reason a probe gives */
+    assert_true(tot.po_pages > 0 && tot.po_refused > 0 && tot.balloons > 0);
+    assert_true(tot.host_pageins > 0 && tot.balance_pages > 0);
+    assert_true(tot.in_tables > 0 && tot.in_data > 0 && tot.nofault_out > 0);
+    assert_true(tot.epagedout[0] > 0 && tot.epagedout[1] > 0 && tot.code_after_out > 0);
+    assert_true(tot.clean_back > 0);
 }
 
 /* One test per paging mode; the test's state names the mode. */
@@ -3217,6 +4148,134 @@ static void a_probe_in_32bit_paging_sees_watchpoints_at_its_32bit_address(void *
     assert_int_equal(p.gpa, 8 * MiB + 0x10);
 }
 
+/* A vm whose RAM vmmu allocates (so the pager may take it), with its pager
+ * and one online vCPU in 4-level paging: PML4 0x1000, PDPT 0x2000, PD
+ * 0x3000, PT 0x4000, and PVA mapping the data page 0x5000, writable, A and
+ * D set at every level (no walk writes anything). */
+struct paged_vm {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *v;
+    struct vmmu_pager *pager;
+    uint8_t *mem;
+};
+static const uint64_t PVA = 0x400000;
+
+static void paged_vm_init(struct paged_vm *p)
+{
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 * MiB};
+    struct vmmu_region_info info;
+    uint32_t id;
+    assert_int_equal(vmmu_vm_create(NULL, &p->vm), 0);
+    assert_int_equal(vmmu_region_add(p->vm, &d, &id), 0);
+    assert_int_equal(vmmu_region_info(p->vm, id, &info), 0);
+    p->mem = info.host;
+    const uint64_t up = E_P | E_RW | E_US | E_A;
+    const uint64_t e[4] = {0x2000 | up, 0x3000 | up, 0x4000 | up, 0x5000 | up | E_D};
+    for (unsigned l = 4; l >= 1; l--)
+        memcpy(p->mem + 0x1000 * (5 - l) + 8 * idx9(PVA, l), &e[4 - l], 8);
+    memset(p->mem + 0x5000, 0x5a, 4096);
+    assert_int_equal(vmmu_vcpu_create(p->vm, NULL, &p->v), 0);
+    struct vmmu_x86_regs r = regs_4level(0x1000);
+    assert_int_equal(vmmu_vcpu_set_state(p->v, &r), 0);
+    struct vmmu_pager_config cfg = {0};
+    assert_int_equal(vmmu_pager_create(p->vm, &cfg, &p->pager), 0);
+    assert_int_equal(vmmu_vcpu_online(p->v), 0);
+}
+
+static void paged_vm_fini(struct paged_vm *p)
+{
+    assert_int_equal(vmmu_vcpu_offline(p->v), 0);
+    vmmu_vcpu_destroy(p->v);
+    vmmu_vm_destroy(p->vm);
+}
+
+static void paged_vm_out(struct paged_vm *p, uint64_t gpa)
+{
+    struct vmmu_gpa_range r = {gpa, 4096};
+    assert_int_equal(vmmu_pager_page_out(p->pager, &r, 1), 0);
+}
+
+static uint32_t paged_vm_state(struct paged_vm *p, uint64_t gpa)
+{
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(p->vm, gpa, &st), 0);
+    return st;
+}
+
+/* access.h: the non-faulting probe changes nothing the guest or the host
+ * could see, "no page-in": the page table it would walk stays out, and it
+ * answers VMMU_EPAGEDOUT (vmmu used to page the table back in). */
+static void a_nofault_probe_leaves_a_paged_out_page_table_out(void **state)
+{
+    (void)state;
+    struct paged_vm p;
+    paged_vm_init(&p);
+    paged_vm_out(&p, 0x4000);
+    struct vmmu_probe out;
+    int rc = vmmu_access_probe_nofault(p.v, PVA, 8, 0, &out);
+    uint32_t st = paged_vm_state(&p, 0x4000);
+    paged_vm_fini(&p);
+    assert_int_equal(rc, VMMU_EPAGEDOUT);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
+}
+
+/* access.h: the non-faulting probe of bytes in a RAM page that is paged
+ * out brings nothing back and answers VMMU_EPAGEDOUT, with the gpa and
+ * type of the page (vmmu used to answer 0, no host pointer and why
+ * VMMU_PROBE_MMIO, which means "not plain memory"). */
+static void a_nofault_probe_of_a_paged_out_ram_page_answers_epagedout(void **state)
+{
+    (void)state;
+    struct paged_vm p;
+    paged_vm_init(&p);
+    paged_vm_out(&p, 0x5000);
+    struct vmmu_probe out;
+    memset(&out, 0, sizeof(out));
+    int rc = vmmu_access_probe_nofault(p.v, PVA, 8, 0, &out);
+    uint32_t st = paged_vm_state(&p, 0x5000);
+    paged_vm_fini(&p);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(rc, VMMU_EPAGEDOUT);
+    assert_int_equal(out.gpa, 0x5000);
+    assert_int_equal(out.type, VMMU_MEM_RAM);
+}
+
+static int pagein_fails(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)opaque;
+    (void)vm;
+    (void)gpa;
+    return VMMU_ESYS; /* the backing store could not be read */
+}
+
+/* A page-in handler that cannot bring the page back: the access returns
+ * the handler's own code, for the data page, the page table and the probe
+ * alike (p2m.h, vmmu_pagein_fn; the headers used to promise
+ * VMMU_EPAGEDOUT, which is what comes back without a handler). */
+static void an_access_whose_page_in_fails_returns_the_handlers_code(void **state)
+{
+    (void)state;
+    struct paged_vm p;
+    paged_vm_init(&p);
+    paged_vm_out(&p, 0x5000);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(p.vm, pagein_fails, NULL), 0);
+    uint64_t v = 0;
+    struct vmmu_x86_fault f;
+    int data_rc = vmmu_access_load(p.v, PVA, 8, 0, &v, &f);
+    paged_vm_out(&p, 0x4000);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(p.v), 0);
+    int table_rc = vmmu_access_load(p.v, PVA, 8, 0, &v, &f);
+    struct vmmu_probe out;
+    int probe_rc = vmmu_access_probe(p.v, PVA, 8, 0, &out);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(p.vm, NULL, NULL), 0);
+    int none_rc = vmmu_access_load(p.v, PVA, 8, 0, &v, &f);
+    paged_vm_fini(&p);
+    assert_int_equal(data_rc, VMMU_ESYS);
+    assert_int_equal(table_rc, VMMU_ESYS);
+    assert_int_equal(probe_rc, VMMU_ESYS);
+    assert_int_equal(none_rc, VMMU_EPAGEDOUT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -3236,6 +4295,9 @@ int main(void)
         K(a_probe_is_not_refused_by_a_watchpoint_on_other_bytes_of_its_page),
         K(a_probe_stopped_by_a_before_watchpoint_reports_its_gpa_and_records_no_hit),
         K(a_probe_in_32bit_paging_sees_watchpoints_at_its_32bit_address),
+        cmocka_unit_test(a_nofault_probe_leaves_a_paged_out_page_table_out),
+        cmocka_unit_test(a_nofault_probe_of_a_paged_out_ram_page_answers_epagedout),
+        cmocka_unit_test(an_access_whose_page_in_fails_returns_the_handlers_code),
 #undef K
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
