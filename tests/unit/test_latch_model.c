@@ -2925,34 +2925,12 @@ static void in_mode(enum lmode mode)
     }
 }
 
-static void replay_agrees_with_the_model_in_4level_paging(void **state)
-{
-    (void)state;
-    in_mode(L4);
-}
+/* One cmocka test per mode: its initial state names the mode. */
+static enum lmode mode_of[NLMODES] = {L4, L5, LOFF, L32, LPAE};
 
-static void replay_agrees_with_the_model_in_5level_paging(void **state)
+static void replay_agrees_in_mode(void **state)
 {
-    (void)state;
-    in_mode(L5);
-}
-
-static void replay_agrees_with_the_model_with_paging_off(void **state)
-{
-    (void)state;
-    in_mode(LOFF);
-}
-
-static void replay_agrees_with_the_model_in_32bit_paging(void **state)
-{
-    (void)state;
-    in_mode(L32);
-}
-
-static void replay_agrees_with_the_model_in_pae_paging(void **state)
-{
-    (void)state;
-    in_mode(LPAE);
+    in_mode(*(enum lmode *)*state);
 }
 
 /* ---- The latch's capacity ------------------------------------------------------------- */
@@ -3330,11 +3308,11 @@ static void a_re_executed_cmpxchg_that_failed_writes_its_old_value_back_again(vo
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_4level_paging, teardown),
-        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_5level_paging, teardown),
-        cmocka_unit_test_teardown(replay_agrees_with_the_model_with_paging_off, teardown),
-        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_32bit_paging, teardown),
-        cmocka_unit_test_teardown(replay_agrees_with_the_model_in_pae_paging, teardown),
+        {"replay_agrees_with_the_model_in_4level_paging", replay_agrees_in_mode, NULL, teardown, &mode_of[L4]},
+        {"replay_agrees_with_the_model_in_5level_paging", replay_agrees_in_mode, NULL, teardown, &mode_of[L5]},
+        {"replay_agrees_with_the_model_with_paging_off", replay_agrees_in_mode, NULL, teardown, &mode_of[LOFF]},
+        {"replay_agrees_with_the_model_in_32bit_paging", replay_agrees_in_mode, NULL, teardown, &mode_of[L32]},
+        {"replay_agrees_with_the_model_in_pae_paging", replay_agrees_in_mode, NULL, teardown, &mode_of[LPAE]},
 #define C(name) cmocka_unit_test_setup_teardown(name, cap_setup, cap_teardown)
         C(latch_holds_16_KiB_of_read_data_and_one_more_byte_overflows),
         C(latch_holds_256_data_events_and_the_next_read_overflows),
