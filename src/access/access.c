@@ -472,38 +472,6 @@ int vmmu_access_probe(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
     return 0;
 }
 
-/* The non-faulting probe's entry hook: a page-table page that is paged
- * out fails the walk with VMMU_EPAGEDOUT instead of being brought back
- * (x86/entry.c would page it in). */
-static int nopagein_lookup(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size,
-                           unsigned level, struct vmmu__x86_entry *out)
-{
-    (void)ctx;
-    (void)size;
-    (void)level;
-    (void)out;
-    uint32_t state;
-    if (vmmu_page_state_get(vm, gpa & VMMU_PAGE_MASK, &state) == 0 &&
-        (state & VMMU_PAGE_PAGED_OUT))
-        return VMMU_EPAGEDOUT;
-    return 0;
-}
-
-static int nopagein_record(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size,
-                           unsigned level, struct vmmu__x86_entry *e)
-{
-    (void)ctx;
-    (void)vm;
-    (void)gpa;
-    (void)size;
-    (void)level;
-    (void)e;
-    return 0;
-}
-
-static const struct vmmu__x86_entry_hook nopagein_hook = {nopagein_lookup, nopagein_record,
-                                                          NULL};
-
 int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                               struct vmmu_probe *out)
 {
@@ -524,11 +492,10 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *v, uint64_t va, unsigned size, u
      * is not consulted: this is a question about the present, not a read
      * of the instruction. */
     unsigned token = vmmu_latch_disable(v);
-    const struct vmmu__x86_entry_hook *hook = vmmu__x86_entry_hook;
-    vmmu__x86_entry_hook = &nopagein_hook;
+    vmmu__x86_entry_no_pagein = true;
     struct vmmu_x86_walk w;
     rc = vmmu_x86_walk_peek(&v->pg, va, access, &w);
-    vmmu__x86_entry_hook = hook;
+    vmmu__x86_entry_no_pagein = false;
     vmmu_latch_restore(v, token);
     if (rc < 0)
         return rc;

@@ -67,6 +67,8 @@ static int read_entry_memory(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
         return 0;
     }
     if (!pe.hva) {
+        if (vmmu__x86_entry_no_pagein)
+            return VMMU_EPAGEDOUT;
         /* Paged out: the pager's page-in handler brings it back (without
          * a copy of the entry: other vCPUs may be writing it); afterwards
          * the page must be resident. */
@@ -88,6 +90,7 @@ static int read_entry_memory(struct vmmu_vm *vm, uint64_t gpa, unsigned size,
 
 _Thread_local const struct vmmu__x86_entry_hook *vmmu__x86_entry_hook
     __attribute__((tls_model("initial-exec")));
+_Thread_local bool vmmu__x86_entry_no_pagein __attribute__((tls_model("initial-exec")));
 
 int vmmu__x86_read_entry_level(struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
                                struct vmmu__x86_entry *out)

@@ -50,6 +50,10 @@ struct vmmu__x86_entry_hook {
 };
 extern _Thread_local const struct vmmu__x86_entry_hook *vmmu__x86_entry_hook
     __attribute__((tls_model("initial-exec")));
+/* While set on a thread, an entry read that finds its page paged out fails
+ * with VMMU_EPAGEDOUT instead of asking the page-in handler (the
+ * non-faulting probe, which brings nothing back). */
+extern _Thread_local bool vmmu__x86_entry_no_pagein __attribute__((tls_model("initial-exec")));
 
 /* Recompute pg->mode and pg->rsvd_ from the registers and CPU model. */
 void vmmu__x86_update_derived(struct vmmu_x86_paging *pg);
