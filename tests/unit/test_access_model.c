@@ -375,6 +375,18 @@ struct bhit {
     uint64_t pva, plen;
 };
 
+/* What a seed did, added up per mode and printed (all unsigned long: run_seed()
+ * adds them as an array). */
+struct counters {
+    unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
+        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
+        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
+        mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
+        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
+        po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
+        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
+};
+
 struct model {
     struct tlb_env t;
     enum mmode mode;
@@ -481,14 +493,7 @@ struct model {
     uint64_t touched[16]; /* RAM pages whose bytes it read or wrote: resident after it */
     unsigned ntouched;
 
-    /* Counters. */
-    unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
-        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
-        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
-        mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
-        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
-        po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
-        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
+    struct counters n;
 };
 
 static uint64_t rnd(struct model *m)
@@ -659,7 +664,7 @@ static void code_handler(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page
     if ((gpa_page & 0xfff) || gpa_page < DATA_BASE || gpa_page >= DATA_BASE + NDATA * 4096)
         return; /* not a page the model marked: check_code() reports it */
     if (is_out(m, gpa_page))
-        m->code_after_out++; /* the mark outlived a page-out */
+        m->n.code_after_out++; /* the mark outlived a page-out */
     uint32_t st = 0;
     if (vmmu_page_state_get(m->t.env.vm, gpa_page, &st) != 0)
         cb_complain(m, "code handler called for a page that is not RAM", gpa_page, 0);
@@ -730,7 +735,7 @@ static void pages_in(struct model *m, const struct vmmu_gpa_range *rg, size_t n,
                 put_bit(m->back, g, true);
             put_bit(m->out, g, false);
         }
-    m->host_pageins++;
+    m->n.host_pageins++;
 }
 
 /* Entries are written to guest RAM and to the model's copy alike.  The
@@ -1407,10 +1412,10 @@ static int ref_piece(struct model *m, const struct rpiece *p, uint32_t off, uint
             return 0;
         }
         if (p->kind == K_ROMR) {
-            m->rom_reported++;
+            m->n.rom_reported++;
             return VMMU_EROM;
         }
-        m->rom_dropped++;
+        m->n.rom_dropped++;
         return 0;
     }
     case K_HOLE:
@@ -1564,9 +1569,9 @@ static void check_outcome(struct model *m, int rc, const struct vmmu_x86_fault *
                  vmmu_error_name(want_rc), vec_name(want->vector), want->error_code,
                  (unsigned long long)want->cr2);
     if (rc == 0 && want->vector != VMMU_X86_FAULT_NONE) {
-        m->faults++;
+        m->n.faults++;
         if (want->vector != VMMU_X86_VEC_PF)
-            m->noncanonical++;
+            m->n.noncanonical++;
     }
 }
 
@@ -1637,11 +1642,11 @@ static void check_mmio(struct model *m)
                  mode_names[m->mode], m->what, m->nlog, k, m->log[k].write ? "write" : "read",
                  'A' + m->log[k].dev, (unsigned long long)m->log[k].off);
     if (m->nlog) {
-        m->mmio_ops++;
-        m->callbacks += m->nlog;
+        m->n.mmio_ops++;
+        m->n.callbacks += m->nlog;
         for (unsigned i = 0; i < m->nlog; i++)
             if (m->log[i].dev == 2) {
-                m->dev_ops++;
+                m->n.dev_ops++;
                 break;
             }
     }
@@ -1698,7 +1703,7 @@ static void check_ad(struct model *m)
                      (unsigned long long)pre, (unsigned long long)now,
                      (unsigned long long)e[j].must, (unsigned long long)e[j].may);
         memcpy(m->shadow + e[j].gpa, &now, e[j].size);
-        m->ad_checked++;
+        m->n.ad_checked++;
         /* An A/D update is a write by the walker: dirty logging sees it. */
         if (now != pre)
             dirty_must(m, e[j].gpa);
@@ -1737,7 +1742,7 @@ static void check_code(struct model *m)
                      mode_names[m->mode], m->what, regs_str(m),
                      (unsigned long long)(DATA_BASE + d * 4096ull));
         m->code[d] = false;
-        m->code_calls++;
+        m->n.code_calls++;
     }
 }
 
@@ -1817,8 +1822,8 @@ static void check_watch(struct model *m)
     if (dropped ? nbefore > m->nbexp : nbefore != m->nbexp)
         fail_msg("%s paging, %s [%s]: %u watchpoint stops recorded, the model expects %u",
                  mode_names[m->mode], m->what, regs_str(m), nbefore, m->nbexp);
-    m->watch_stops += nbefore > 0;
-    m->watch_hits += (unsigned long)n - nbefore;
+    m->n.watch_stops += nbefore > 0;
+    m->n.watch_hits += (unsigned long)n - nbefore;
     if (dropped || m->done_overflow)
         return; /* hits beyond VMMU_WATCH_HITS_MAX are counted, not kept */
     if (m->ref_failed)
@@ -1913,9 +1918,9 @@ static void out_sync(struct model *m, bool op)
             if (!op)
                 continue;
             if (g < DATA_BASE)
-                m->in_tables++;
+                m->n.in_tables++;
             else
-                m->in_data++;
+                m->n.in_data++;
         }
     for (unsigned i = 0; op && i < m->ntouched; i++)
         if (is_out(m, m->touched[i]))
@@ -1937,23 +1942,23 @@ static void op_end(struct model *m)
             fail_msg("%s paging, %s [%s]: a paging error without asking the page-in handler",
                      mode_names[m->mode], m->what, regs_str(m));
         if (m->pi != PI_PAGER)
-            m->epagedout[m->pi - 1]++;
+            m->n.epagedout[m->pi - 1]++;
     }
     check_mmio(m);
     if (m->ref_failed == VMMU_EMMIO)
-        m->mmio_failed++;
+        m->n.mmio_failed++;
     else if (m->ref_failed == VMMU_EPENDING)
-        m->dev_pending++;
+        m->n.dev_pending++;
     else if (m->ref_failed)
-        m->dev_failed++;
+        m->n.dev_failed++;
     check_code(m);
     check_watch(m);
     check_ad(m);
     compare_memory(m, false);
     m->nofault_op = false;
-    m->unpaged += m->paging_off;
-    m->ops++;
-    m->crossings += m->crossed;
+    m->n.unpaged += m->paging_off;
+    m->n.ops++;
+    m->n.crossings += m->crossed;
 }
 
 /* One access in four is an instruction of its own for the replay latch,
@@ -1966,7 +1971,7 @@ static bool insn_start(struct model *m)
         m->latch_bytes > VMMU_LATCH_BYTES / 2)
         return false;
     assert_int_equal(vmmu_insn_begin(V(m)), 0);
-    m->in_insn++;
+    m->n.in_insn++;
     return true;
 }
 
@@ -2204,8 +2209,8 @@ static void op_rmw(struct model *m)
     if (rc == 0 && wf.vector == VMMU_X86_FAULT_NONE && old != want_old)
         fail_msg("%s paging, %s [%s]: old value %#llx, the model %#llx", mode_names[m->mode],
                  m->what, regs_str(m), (unsigned long long)old, (unsigned long long)want_old);
-    m->locked++;
-    m->split_locks += split_lock(va, size) && rc == 0 && wf.vector == VMMU_X86_FAULT_NONE;
+    m->n.locked++;
+    m->n.split_locks += split_lock(va, size) && rc == 0 && wf.vector == VMMU_X86_FAULT_NONE;
     op_end(m);
 }
 
@@ -2268,8 +2273,8 @@ static void op_cmpxchg(struct model *m)
                  "%#llx",
                  mode_names[m->mode], m->what, regs_str(m), swapped, (unsigned long long)le64(observed),
                  want_swap, (unsigned long long)le64(cur));
-    m->locked++;
-    m->split_locks += split_lock(va, size) && rc == 0 && wf.vector == VMMU_X86_FAULT_NONE;
+    m->n.locked++;
+    m->n.split_locks += split_lock(va, size) && rc == 0 && wf.vector == VMMU_X86_FAULT_NONE;
     op_end(m);
 }
 
@@ -2369,7 +2374,7 @@ static void op_prepared(struct model *m)
                      m->what, regs_str(m));
     }
     insn_stop(m, insn, rc);
-    m->prepared++;
+    m->n.prepared++;
     op_end(m);
 }
 
@@ -2510,9 +2515,9 @@ static void op_rep(struct model *m, bool movs)
     po_settle(m, rc, &f, done > 0, &want_rc, &wf);
     check_outcome(m, rc, &f, want_rc, &wf);
     if (done && m->ref_failed) {
-        m->rep_failed_partway++;
+        m->n.rep_failed_partway++;
         if (either_rc)
-            m->rep_chunk_failed[rc != 0]++;
+            m->n.rep_chunk_failed[rc != 0]++;
     }
     if (r.dst != want.dst || r.src != want.src || r.count != want.count)
         fail_msg("%s paging, %s [%s]: stopped at src %#llx dst %#llx count %llu; the model at "
@@ -2521,9 +2526,9 @@ static void op_rep(struct model *m, bool movs)
                  (unsigned long long)r.dst, (unsigned long long)r.count,
                  (unsigned long long)want.src, (unsigned long long)want.dst,
                  (unsigned long long)want.count);
-    m->rep_ops++;
+    m->n.rep_ops++;
     if (done && wf.vector != VMMU_X86_FAULT_NONE)
-        m->rep_partial++;
+        m->n.rep_partial++;
     op_end(m);
 }
 
@@ -2651,7 +2656,7 @@ static void check_hit(struct model *m, const char *when, bool hit, void *host, b
                      mode_names[m->mode], m->what, regs_str(m), when);
         return;
     }
-    m->probe_hits++;
+    m->n.probe_hits++;
     const char *bad = NULL;
     if (insn)
         bad = "inside an instruction (the replay latch is active)";
@@ -2713,7 +2718,7 @@ static void op_probe(struct model *m)
         if (rc != VMMU_EINVAL)
             fail_msg("%s paging, %s [%s]: a probe of %u bytes, crossing its page, returned %s",
                      mode_names[m->mode], m->what, regs_str(m), cross, vmmu_error_name(rc));
-        m->probes++;
+        m->n.probes++;
         op_end(m);
         return;
     }
@@ -2759,7 +2764,7 @@ static void op_probe(struct model *m)
                  vmmu_error_name(rc),
                  rc == VMMU_EPAGEDOUT ? " (no page it needs is out, or it may page in)" : "");
     if (nofault && (r.po_table || r.po_data))
-        m->nofault_out++;
+        m->n.nofault_out++;
     if (rc != 0 && rc == po_rc && !nofault)
         m->got_epagedout = true;
 
@@ -2773,7 +2778,7 @@ static void op_probe(struct model *m)
         bad = "an answer although its walk needs a page-table page that is out, and nothing may "
               "bring it back (VMMU_EPAGEDOUT expected)";
     } else if (r.fault.vector != VMMU_X86_FAULT_NONE) {
-        m->probe_faults++;
+        m->n.probe_faults++;
         if (out.fault.vector != r.fault.vector || out.fault.error_code != r.fault.error_code ||
             (r.fault.vector == VMMU_X86_VEC_PF && out.fault.cr2 != r.fault.cr2))
             bad = "a fault other than the model's";
@@ -2782,7 +2787,7 @@ static void op_probe(struct model *m)
     } else if (out.fault.vector == VMMU_ACCESS_STOP_WATCH) {
         /* access.h does not say whether a VMMU_WATCH_BEFORE watchpoint
          * stops a probe or only takes its host pointer: either. */
-        m->probe_stops++;
+        m->n.probe_stops++;
         if (!r.stop)
             bad = "a watchpoint stop where no VMMU_WATCH_BEFORE watchpoint of its kind covers it";
         else if (out.host)
@@ -2821,10 +2826,10 @@ static void op_probe(struct model *m)
                  kind_name(r.kind), need, r.maybe);
     if (done) {
         if (out.host)
-            m->probe_hosts++;
+            m->n.probe_hosts++;
         else
             for (unsigned b = 0; b < 5; b++)
-                m->probe_why[b] += (out.why >> b) & 1;
+                m->n.probe_why[b] += (out.why >> b) & 1;
     }
 
     /* What the probe leaves: the faulting one, A/D bits as the access
@@ -2878,7 +2883,7 @@ static void op_probe(struct model *m)
     /* Whether a probe records watchpoint hits is not said: drop them. */
     struct vmmu_watch_hit h[VMMU_WATCH_HITS_MAX];
     assert_true(vmmu_watch_take_hits(V(m), h, VMMU_WATCH_HITS_MAX, NULL) >= 0);
-    m->probes++;
+    m->n.probes++;
     op_end(m);
 }
 
@@ -3100,15 +3105,15 @@ static void check_dirty_log(struct model *m)
                  mode_names[m->mode], (unsigned long long)n, (unsigned long long)count);
     /* (Pages that came back without a write, rightly not reported.) */
     for (unsigned w = 0; w < RAM_PAGES / 64; w++)
-        m->clean_back += (unsigned long)__builtin_popcountll(
+        m->n.clean_back += (unsigned long)__builtin_popcountll(
             m->back[w] & ~(m->dirty_must[w] | m->dirty_may[w] | m->bal[w] | bm[w]));
     memset(m->back, 0, sizeof(m->back));
     memset(m->dirty_must, 0, sizeof(m->dirty_must));
     memset(m->dirty_may, 0, sizeof(m->dirty_may));
     for (unsigned w = 0; w < RAM_PAGES / 64; w++)
         m->bal[w] &= m->out[w]; /* those back came back before this call */
-    m->dirty_checks++;
-    m->dirty_pages += count;
+    m->n.dirty_checks++;
+    m->n.dirty_pages += count;
 }
 
 static void add_watch(struct model *m)
@@ -3302,9 +3307,9 @@ static void page_out(struct model *m, const struct vmmu_gpa_range *rg, size_t n)
                          mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
                          (unsigned long long)g, st, before[k]);
             put_bit(m->out, g, true);
-            m->po_pages++;
+            m->n.po_pages++;
         }
-    m->po_batches++;
+    m->n.po_batches++;
 }
 
 /* vmmu_pager_balloon_out() of resident data pages without a code mark
@@ -3341,7 +3346,7 @@ static void balloon_out(struct model *m)
         put_bit(m->out, g, true);
         put_bit(m->bal, g, true);
         memset(m->shadow + g, 0, 4096);
-        m->balloons++;
+        m->n.balloons++;
     }
 }
 
@@ -3390,7 +3395,7 @@ static void refused(struct model *m)
                              "from state %#x to %#x",
                              mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
                              (unsigned long long)g, before[k], page_state(m, g));
-    m->po_refused++;
+    m->n.po_refused++;
 }
 
 /* vmmu_pager_balance(): the pages it paged out are as many as it says. */
@@ -3413,8 +3418,8 @@ static void balance(struct model *m)
         fail_msg("%s paging, seed %llu step %u: %s says it paged out %llu pages; %llu went out",
                  mode_names[m->mode], (unsigned long long)m->seed, m->step, m->what,
                  (unsigned long long)n, (unsigned long long)count);
-    m->balances++;
-    m->balance_pages += count;
+    m->n.balances++;
+    m->n.balance_pages += count;
 }
 
 /* The pager again, after a stretch without a working page-in handler:
@@ -3493,7 +3498,7 @@ static void pager_step(struct model *m)
                                  0);
                 m->pi = PI_FAILING;
             }
-            m->pi_episodes[m->pi - 1]++;
+            m->n.pi_episodes[m->pi - 1]++;
             break;
         }
         /* fall through */
@@ -3504,16 +3509,6 @@ static void pager_step(struct model *m)
 }
 
 /* ---- Runs ------------------------------------------------------------------------------ */
-
-struct totals {
-    unsigned long ops, faults, mmio_ops, callbacks, crossings, locked, split_locks, rep_ops,
-        rep_partial, rom_dropped, rom_reported, ad_checked, in_insn, prepared, noncanonical,
-        unpaged, dirty_checks, dirty_pages, code_calls, watch_hits, watch_stops, dev_ops,
-        mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
-        probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
-        po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
-        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
-};
 
 static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, uint64_t size,
                        void *host, uint32_t flags, void *opaque, uint32_t *id)
@@ -3595,7 +3590,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct totals *tot)
+static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct counters *tot)
 {
     struct model *m = live = calloc(1, sizeof(*m));
     assert_non_null(m);
@@ -3687,64 +3682,18 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     m->pager = NULL;
     assert_int_equal(vmmu_vcpu_offline(V(m)), 0);
 
-    tot->ops += m->ops;
-    tot->faults += m->faults;
-    tot->mmio_ops += m->mmio_ops;
-    tot->callbacks += m->callbacks;
-    tot->crossings += m->crossings;
-    tot->locked += m->locked;
-    tot->split_locks += m->split_locks;
-    tot->rep_ops += m->rep_ops;
-    tot->rep_partial += m->rep_partial;
-    tot->rom_dropped += m->rom_dropped;
-    tot->rom_reported += m->rom_reported;
-    tot->ad_checked += m->ad_checked;
-    tot->in_insn += m->in_insn;
-    tot->prepared += m->prepared;
-    tot->noncanonical += m->noncanonical;
-    tot->unpaged += m->unpaged;
-    tot->dirty_checks += m->dirty_checks;
-    tot->dirty_pages += m->dirty_pages;
-    tot->code_calls += m->code_calls;
-    tot->watch_hits += m->watch_hits;
-    tot->watch_stops += m->watch_stops;
-    tot->dev_ops += m->dev_ops;
-    tot->mmio_failed += m->mmio_failed;
-    tot->dev_failed += m->dev_failed;
-    tot->dev_pending += m->dev_pending;
-    tot->rep_failed_partway += m->rep_failed_partway;
-    tot->probes += m->probes;
-    tot->probe_faults += m->probe_faults;
-    tot->probe_hosts += m->probe_hosts;
-    tot->probe_stops += m->probe_stops;
-    tot->probe_hits += m->probe_hits;
-    for (unsigned b = 0; b < 5; b++)
-        tot->probe_why[b] += m->probe_why[b];
-    tot->rep_chunk_failed[0] += m->rep_chunk_failed[0];
-    tot->rep_chunk_failed[1] += m->rep_chunk_failed[1];
-    tot->po_batches += m->po_batches;
-    tot->po_pages += m->po_pages;
-    tot->po_refused += m->po_refused;
-    tot->balloons += m->balloons;
-    tot->host_pageins += m->host_pageins;
-    tot->balances += m->balances;
-    tot->balance_pages += m->balance_pages;
-    tot->in_tables += m->in_tables;
-    tot->in_data += m->in_data;
-    tot->nofault_out += m->nofault_out;
-    tot->code_after_out += m->code_after_out;
-    tot->clean_back += m->clean_back;
-    for (unsigned k = 0; k < 2; k++) {
-        tot->pi_episodes[k] += m->pi_episodes[k];
-        tot->epagedout[k] += m->epagedout[k];
-    }
+    _Static_assert(sizeof(struct counters) % sizeof(unsigned long) == 0, "counters only");
+    const unsigned long *from = (const unsigned long *)&m->n;
+    unsigned long *to = (unsigned long *)tot;
+    for (size_t i = 0; i < sizeof(struct counters) / sizeof(unsigned long); i++)
+        to[i] += from[i];
     free_model(m);
     live = NULL;
 }
 
 static void in_mode(enum mmode mode)
 {
-    struct totals tot = {0};
+    struct counters tot = {0};
     unsigned n = model_seeds("VMMU_ACCESS_MODEL_SEEDS", 16); /* more for a longer search */
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(mode, seed, 3000, &tot);
