@@ -601,18 +601,23 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
     int rc = 0;
     if (resident > pg->limit) {
         uint64_t need = resident - pg->limit;
-        /* Two turns of the clock: the first clears second chances. */
+        /* Two turns of the clock, each a whole circle that starts where
+         * the hand stopped (the pages from there to the end, then those
+         * below it): the first turn uses up second chances, the second
+         * takes what it still needs from every page. */
         pthread_mutex_lock(&pg->lock);
-        for (int turn = 0; turn < 2 && victims.n < need; turn++) {
-            for (size_t i = 0; i < n && victims.n < need; i++) {
+        const uint64_t start = pg->hand;
+        for (int step = 0; step < 4 && victims.n < need && !rc; step++) {
+            const int turn = step / 2, upper = !(step & 1);
+            for (size_t i = 0; i < n && victims.n < need && !rc; i++) {
                 if (!vec[i])
                     continue;
                 for (uint64_t p = 0; p < m[i].npages && victims.n < need; p++) {
                     uint64_t gfn = m[i].gfn + p;
-                    if (turn == 0 && gfn < pg->hand)
-                        continue; /* start where the hand stopped */
+                    if ((gfn >= start) != upper)
+                        continue; /* the other half of the circle */
                     /* Bit 0: resident (mincore); bit 1: chosen in the
-                     * first turn (the second turn starts again at 0). */
+                     * first turn. */
                     if ((vec[i][p] & 3) != 1)
                         continue;
                     struct rec *rec = rec_find(pg, gfn);
@@ -638,8 +643,6 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
                     pg->hand = gfn + 1;
                 }
             }
-            if (turn == 0 && victims.n < need)
-                pg->hand = 0; /* wrap */
         }
         pthread_mutex_unlock(&pg->lock);
     }

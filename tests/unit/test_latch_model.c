@@ -120,6 +120,64 @@
  * latch's capacity (VMMU_LATCH_*): what fits exactly, and VMMU_EOVERFLOW
  * one past it.
  *
+ * Meanwhile the host reclaims and returns guest memory, as a host pager
+ * thread would, here from the vCPU's own thread at a safe point: between
+ * instructions, and between the passes of a pending instruction, whose
+ * latch is kept (access.h, "Host pointers": the latch keeps copies, never
+ * host pointers, so reclaiming a page between the passes needs no wait for
+ * it).  vmmu allocates guest RAM (both regions), so the vm's pager manages
+ * it (pager.h), paranoid in every other seed (a released host page is
+ * PROT_NONE until it comes back, so a host pointer vmmu kept into it
+ * crashes the test).  The host
+ *  - pages out (vmmu_pager_page_out()) pages the instruction used: the
+ *    tables its translations were walked through, the RAM they map, the
+ *    RAM it read; the whole walk of a window page with its data page; any
+ *    page the stream reaches; now and then all of them;
+ *  - pages some back in (vmmu_pager_page_in()), and brings a page back so
+ *    before it rewrites RAM or an entry there;
+ *  - balloons data pages out (vmmu_pager_balloon_out()), mostly pages the
+ *    instruction read, and gives some back (vmmu_pager_balloon_in());
+ *  - runs the policy (vmmu_pager_balance()) under a limit of 4 to 15
+ *    pages, below what the stream uses, so most of it goes out.
+ * A page that is out stays out until an access needs it, and the pager's
+ * page-in handler brings it back.  The test reads a page that is out as
+ * it was when it went out (never through the released host page), and
+ * checks, besides all of the above, which holds whatever is out (reads
+ * served as recorded; recorded translations reused; entries of earlier
+ * passes served as recorded from tables that are out, the latch's copies;
+ * walks a re-execution makes for the first time reading live entries from
+ * tables that come back, A/D as above; writes landing):
+ *  - a ballooned page comes back as zeros (pager.h), so a balloon is a
+ *    rewrite of the page with zeros by the world, made only where RAM
+ *    rewrites are (never over bytes the model protects, see below): the
+ *    model's RAM copy follows it, and a re-execution is served what the
+ *    first pass read;
+ *  - after the last pass, guest RAM read back with vmmu_gpa_read(), which
+ *    brings back what is out, is one run of the instruction;
+ *  - after each pass, every page whose bytes the pass read live or wrote
+ *    (a replayed write too) is resident, and so is every table it read an
+ *    entry of live (in PAE paging the PDPT a MOV to CR3 loaded live) in an
+ *    instruction that started with a flushed TLB: a guest access to a page
+ *    that is out goes through the page-in handler (pager.h, docs/sync.md);
+ *    vmmu_pager_stats().paged_in grows by the pages the pass brought back
+ *    (compared in one pass of 8 with pages out: the statistics run
+ *    mincore() over all of RAM);
+ *  - vmmu_pager_page_out() leaves its pages out; a page the host pages or
+ *    balloons back in is resident and holds what it went out with ("a page
+ *    paged out and in reads back bit-identical", docs/sync.md), zeros once
+ *    ballooned; vmmu_pager_balloon_out() leaves its pages paged out and
+ *    ballooned; vmmu_pager_balance() pages out as many pages as it says,
+ *    and only pages the guest touched ("pages the guest never touched do
+ *    not count");
+ *  - at the end of a seed the host brings every page back and all of RAM
+ *    is compared.
+ * The summary counts per mode the page-outs (of tables; between passes),
+ * the pages the accesses brought back through the handler (in
+ * re-executions: tables and data pages that were out when it began),
+ * entries served as recorded from tables that were out, balloons (of
+ * pages the pending instruction had read), pages given back, balances and
+ * host page-ins, and asserts that each happened.
+ *
  * What the test leaves unchecked, because the documents do not say:
  *  - the order of the pages' data within one access: RAM bytes an access
  *    read when it pended are never rewritten before its re-execution (the
@@ -155,7 +213,19 @@
  *  - whether a MOV to CR3 that raises #GP(0) records the PDPTEs it read;
  *  - the walk of a page that an earlier pass of the instruction did not
  *    translate, in a large page another of whose pages it translated: the
- *    TLB entry of the large page may answer, so no entry need be read.
+ *    TLB entry of the large page may answer, so no entry need be read;
+ *  - whether a pass brings back a page only because of what it is served
+ *    as recorded: the bytes of a replayed read, recorded entries (and
+ *    whether A/D land in such an entry of a table that is out), the pieces
+ *    the access that pended completed before it pended; nor the tables of
+ *    walks with a TLB that was not flushed before the instruction (its hits
+ *    read no entry), nor of a diverging pass;
+ *  - which victims vmmu_pager_balance() takes (only that they were
+ *    resident, that it says how many, and that the limit holds after it);
+ *  - reclaim during a pass (the host runs at safe points only), dirty
+ *    logging and code marks under paging, a page-in handler that fails
+ *    (test_access_model's business), page tables given back by the guest
+ *    (never ballooned).
  * Page-table rewrites are restricted where the TLB makes the recorded
  * entries unknown: in an instruction that did not start with a flushed
  * TLB, a hit in the first pass reads no entry, so only leaves of pages
@@ -171,7 +241,11 @@
  * failed on such instructions in a few seeds out of a hundred); and the
  * write-back of a re-executed CMPXCHG whose compare failed (vmmu wrote
  * nothing, so a live read between it and a later store of the same
- * instruction saw that store from the first pass).
+ * instruction saw that store from the first pass).  A fourth, in the
+ * pager, has its test in test_sync_pager.c: vmmu_pager_balance() stopped
+ * short of the resident limit when pages below the clock hand had a
+ * second chance (its clock passed them once); the model's host found it
+ * in every seed.
  *
  * VMMU_LATCH_MODEL_SEEDS=N runs N seeds per mode (10 by default);
  * VMMU_LATCH_MODEL_SEED=S runs only seed S (to reproduce a failure, whose
@@ -179,8 +253,9 @@
  * lists the instruction's accesses).
  *
  * Layout (guest-physical):
- *   [0, 4 MiB)      RAM owned by the test: page tables from 0x1000, data
- *                   pages D0..D11 in the last 48 KiB
+ *   [0, 4 MiB)      RAM (vmmu allocates it, the test writes it through its
+ *                   host mapping): page tables from 0x1000, data pages
+ *                   D0..D11 in the last 48 KiB
  *   4 MiB           the device-model page (device C)
  *   4 MiB + 4 KiB   MMIO device A
  *   4 MiB + 8 KiB   2 pages of RAM in a region of their own (R0, R1)
@@ -198,9 +273,11 @@
  * R0, R1, B and the latch-disabled reads use D0 and D1. */
 #include "test_tlb_env.h"
 #include "vmmu/access.h"
+#include "vmmu/pager.h"
 #include "vmmu/sync.h"
 
 #include <stdio.h>
+#include <sys/mman.h>
 
 #define RAM_SIZE (4 * MiB)
 #define TABLES 0x1000ull
@@ -233,6 +310,9 @@
 #define AD_A 1u
 #define AD_D 2u
 #define AD_MASK (E_A | E_D)
+#define NPG (RAM_SIZE / 4096 + RAM2_PAGES) /* guest RAM pages, by pidx() */
+#define PST_IN 1  /* the P2M's VMMU_PAGE_PAGED_OUT bit as last read: clear */
+#define PST_OUT 2 /* set */
 
 enum lmode { L4, L5, LOFF, L32, LPAE, NLMODES };
 static const char *const lmode_names[NLMODES] = {"4-level paging", "5-level paging",
@@ -439,7 +519,30 @@ struct model {
 
     char err[512];
 
+    /* The host's pager (see the top).  vmmu allocated guest RAM (the pager
+     * manages only such regions); the test reads a page that is out as it
+     * was when it went out, never through its released host page. */
+    struct vmmu_pager *pager;
+    bool paranoid;             /* VMMU_PAGER_PARANOID */
+    uint64_t resident_limit;   /* for vmmu_pager_balance() */
+    uint8_t *saved;            /* NPG pages: what each held when it last went out */
+    uint8_t pst[NPG];          /* PST_IN, PST_OUT, or 0: to be read from the P2M */
+    uint8_t need[NPG];         /* pages the current pass must leave resident */
+    uint8_t was_out[NPG];      /* pages out when the current pass began */
+    uint64_t tpage[NPG];       /* the pages the stream reaches: tables, D0..D11, R0, R1 */
+    unsigned ntpage;
+    bool need_tables;          /* the pass's live entry reads must bring their pages back */
+    uint64_t paged_in0;        /* vmmu_pager_stats().paged_in when the pass began */
+    bool any_out;              /* some page was out when the pass began */
+    bool stats_pass;           /* the pager's statistics are compared over the pass */
+    bool rerun;                /* checking the access that pended in the pass before:
+                                  its pieces that completed then are served */
+    uint8_t now[(NDATA + RAM2_PAGES) * 4096]; /* guest RAM as vmmu_gpa_read() gives it */
+
     /* Counters. */
+    unsigned long po_calls, po_pages, po_tables, po_between, pi_handler, pi_reexec,
+        pi_reexec_tables, pi_reexec_data, pi_host, balloons, balloons_read, balloon_ins,
+        balances, balance_pages, frozen_out, paranoid_seeds;
     unsigned long insns, passes, replays, chains, replayed_ops, stale_served, remap_served,
         ram_rewrites, pte_rewrites, divergences, discards, live_ops, rep_progress, faults,
         pends, calls_total, frozen_walks, reruns;
@@ -523,6 +626,63 @@ static uint8_t *real_at(struct model *m, uint64_t gpa)
 static uint8_t *shadow_at(struct model *m, uint64_t gpa)
 {
     return gpa < RAM_SIZE ? m->shadow + gpa : m->shadow2 + (gpa - RAM2_GPA);
+}
+
+/* Index of the RAM page holding @gpa: [0, 4 MiB) first, then R0, R1. */
+static unsigned pidx(uint64_t gpa)
+{
+    return gpa < RAM_SIZE ? (unsigned)(gpa >> 12)
+                          : (unsigned)(RAM_SIZE / 4096 + ((gpa - RAM2_GPA) >> 12));
+}
+
+static uint8_t *saved_at(struct model *m, uint64_t gpa)
+{
+    return m->saved + 4096ull * pidx(gpa) + (gpa & 0xfff);
+}
+
+static uint32_t page_state(struct model *m, uint64_t gpa)
+{
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(m->t.env.vm, gpa, &st), 0);
+    return st;
+}
+
+/* Whether the page of @gpa is out (paged out or ballooned), as the P2M
+ * says; remembered until states_changed(). */
+static bool is_out(struct model *m, uint64_t gpa)
+{
+    unsigned p = pidx(gpa);
+    if (!m->pst[p])
+        m->pst[p] = (page_state(m, gpa) & VMMU_PAGE_PAGED_OUT) ? PST_OUT : PST_IN;
+    return m->pst[p] == PST_OUT;
+}
+
+/* vmmu ran: it may have brought pages back, the pager may have taken some. */
+static void states_changed(struct model *m)
+{
+    memset(m->pst, 0, sizeof(m->pst));
+}
+
+static void host_page_in(struct model *m, const struct vmmu_gpa_range *rg, size_t n,
+                         bool balloon);
+
+/* Guest RAM as the test reads it: a resident page where it is, a page
+ * that is out as it was when it went out (zeros once ballooned).  The test
+ * never touches the host page of a page that is out: the pager released
+ * it, and in paranoid mode it is PROT_NONE. */
+static const uint8_t *ram_rd(struct model *m, uint64_t gpa)
+{
+    return is_out(m, gpa) ? saved_at(m, gpa) : real_at(m, gpa);
+}
+
+/* Guest RAM for a write of the world (another vCPU, the guest's own page
+ * table edits): a page that is out comes back first, as the host brings
+ * back what it paged out before it edits it. */
+static uint8_t *ram_wr(struct model *m, uint64_t gpa)
+{
+    if (is_out(m, gpa))
+        host_page_in(m, &(struct vmmu_gpa_range){gpa & ~0xfffull, 4096}, 1, false);
+    return real_at(m, gpa);
 }
 
 static void add_range(struct range *r, unsigned *n, uint64_t gpa, uint32_t len, bool *full)
@@ -662,18 +822,19 @@ static unsigned eidx(const struct model *m, uint64_t gpa)
     return (unsigned)((gpa - TABLES) / m->esize);
 }
 
-static uint64_t get_entry(const struct model *m, uint64_t gpa)
+/* The entry at @gpa as guest RAM holds it (a table that is out: as it
+ * went out). */
+static uint64_t get_entry(struct model *m, uint64_t gpa)
 {
-    return m->esize == 4 ? get32(&m->t.env, gpa) : get64(&m->t.env, gpa);
+    uint64_t v = 0;
+    memcpy(&v, ram_rd(m, gpa), m->esize); /* little-endian: the low bytes */
+    return v;
 }
 
 static void put_entry(struct model *m, uint64_t gpa, uint64_t v)
 {
-    if (m->esize == 4)
-        put32(&m->t.env, gpa, (uint32_t)v);
-    else
-        put64(&m->t.env, gpa, v);
-    memcpy(m->shadow + gpa, &v, m->esize); /* little-endian: the low bytes */
+    memcpy(ram_wr(m, gpa), &v, m->esize);
+    memcpy(m->shadow + gpa, &v, m->esize);
 }
 
 static uint64_t ad_bits(uint8_t ad)
@@ -773,7 +934,7 @@ static void build_tables(struct model *m)
         for (unsigned h = 0; h < 2; h++) {
             uint64_t va = lin(m, m->win_va + 4 * 4096ull * h), pd = m->root;
             if (m->pm == MPAE)
-                pd = get64(&m->t.env, mode_slot(m->pm, m->root, va, 3)) & ADDR_MASK;
+                pd = get_entry(m, mode_slot(m->pm, m->root, va, 3)) & ADDR_MASK;
             m->big_pde[h] = mode_slot(m->pm, pd, va, 2);
             m->big_base[h] = (h ? DEV_GPA : OFF_WIN_GPA) - (va & (size - 1));
             assert_true((m->big_base[h] & (size - 1)) == 0);
@@ -786,7 +947,7 @@ static void build_tables(struct model *m)
         m->pdpt_at[0] = m->root;
         m->pdpt_at[1] = m->root + 32;
         for (unsigned i = 0; i < 4; i++) {
-            m->pdpte_orig[i] = get64(&m->t.env, m->root + 8 * i);
+            m->pdpte_orig[i] = get_entry(m, m->root + 8 * i);
             put_entry(m, m->pdpt_at[1] + 8 * i, m->pdpte_orig[i]);
         }
     }
@@ -815,7 +976,7 @@ static void load_regs(struct model *m)
     assert_int_equal(vmmu_vcpu_set_state(V(m), &r), 0);
     m->cr3 = r.cr3;
     for (unsigned i = 0; i < 4 && m->pm == MPAE; i++)
-        m->pdpte[i] = get64(&m->t.env, m->root + 8 * i);
+        m->pdpte[i] = get_entry(m, m->root + 8 * i);
 }
 
 static uint64_t win_base(const struct model *m)
@@ -918,6 +1079,12 @@ static bool ref_walk(struct model *m, uint64_t va, unsigned kind, bool latch, bo
             m->fz_pass[idx] = m->gpass;
             m->rec[idx] = live;
         }
+        /* A live read brings the table back if it is out; an entry served
+         * as recorded needs no page (the latch holds a copy). */
+        if (latch && !frozen && m->need_tables)
+            m->need[pidx(at)] = 1;
+        if (frozen && m->was_out[pidx(at)])
+            m->frozen_out++;
         bool leaf = level == 1 || (level == 2 && (v & E_PS));
         uint8_t may = AD_A | (leaf && write ? AD_D : 0), must = 0;
         if (frozen && ((live ^ m->rec[idx]) & ~AD_MASK))
@@ -1168,6 +1335,8 @@ static uint8_t ref_get(struct model *m, enum cmode md, uint64_t gpa, bool atomic
             protect(m, gpa);
         if (md == C_FRESH)
             add_range(m->readr, &m->nreadr, gpa, 1, NULL);
+        if (md == C_FRESH && !m->rerun)
+            m->need[pidx(gpa)] = 1; /* read live: the page came back */
         return *shadow_at(m, gpa);
     }
     unsigned d = dev_index(t), off = (unsigned)(gpa - dev_base(d)), s = dm_slot(d, 0, off);
@@ -1196,10 +1365,12 @@ static void ref_put(struct model *m, enum cmode md, uint64_t gpa, uint8_t b, boo
     if (t == T_RAM) {
         if (atomic)
             protect(m, gpa);
-        if (md == C_FOOT)
+        if (md == C_FOOT) {
             add_range(m->unc, &m->nunc, gpa, 1, NULL);
-        else
+        } else {
             *shadow_at(m, gpa) = b;
+            m->need[pidx(gpa)] = 1; /* written, in a replay too: the page came back */
+        }
         return;
     }
     unsigned d = dev_index(t), off = (unsigned)(gpa - dev_base(d)), s = dm_slot(d, 1, off);
@@ -1438,6 +1609,8 @@ static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
         uint64_t sg = 0, dg = 0;
         unsigned expect = m->expect_entries;
         unsigned long walks = m->frozen_walks;
+        uint8_t need[NPG];
+        memcpy(need, m->need, sizeof(need));
         if (movs) {
             sok = ref_xlate(m, sva, KR, true, &sg, &fs);
             fs.cr2 = sva;
@@ -1449,6 +1622,7 @@ static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
              * translated: no walk of this element is expected. */
             m->expect_entries = expect;
             m->frozen_walks = walks;
+            memcpy(m->need, need, sizeof(need)); /* nor that it brings a table back */
             why = R_FAULT;
             break;
         }
@@ -1558,7 +1732,7 @@ static bool pdptes_live(struct model *m, uint64_t cr3, uint64_t *val)
 {
     bool bad = false;
     for (unsigned i = 0; i < 4; i++) {
-        val[i] = get64(&m->t.env, (cr3 & 0xffffffe0ull) + 8 * i);
+        val[i] = get_entry(m, (cr3 & 0xffffffe0ull) + 8 * i);
         bad = bad || ((val[i] & E_P) && (val[i] & PDPTE_RSVD));
     }
     return !bad;
@@ -1582,7 +1756,7 @@ static enum outcome check_cr3(struct model *m, unsigned k, const struct op *o,
     for (unsigned i = 0; i < 4 && m->pm == MPAE; i++) {
         uint64_t at = (o->va & 0xffffffe0ull) + 8 * i;
         unsigned idx = eidx(m, at);
-        uint64_t live = get64(&m->t.env, at);
+        uint64_t live = get_entry(m, at);
         if (m->fz_pass[idx] && m->fz_pass[idx] < m->gpass) {
             val[i] = m->rec[idx];
             m->cr3_served++;
@@ -1593,7 +1767,10 @@ static enum outcome check_cr3(struct model *m, unsigned k, const struct op *o,
                 m->cr3_new++;
             }
             m->rec[idx] = val[i] = live;
+            m->need[pidx(at)] = 1; /* loaded live: the PDPT came back */
         }
+        if (m->fz_pass[idx] < m->gpass && m->was_out[pidx(at)])
+            m->frozen_out++;
         if ((val[i] & E_P) && (val[i] & PDPTE_RSVD))
             f.vector = VMMU_X86_VEC_GP;
     }
@@ -2192,7 +2369,7 @@ static void world_ram(struct model *m)
         return;
     for (uint32_t i = 0; i < n; i++) {
         uint8_t b = (uint8_t)rnd(m);
-        *real_at(m, gpa + i) = b;
+        *ram_wr(m, gpa + i) = b;
         *shadow_at(m, gpa + i) = b;
     }
     m->ram_rewrites++;
@@ -2240,7 +2417,7 @@ static void world_pte(struct model *m, bool in_insn)
         flush_all(m);
     } else if (upper) {
         uint64_t at = m->upper[rn(m, m->nupper)];
-        uint64_t e = get64(&m->t.env, at) & ADDR_MASK;
+        uint64_t e = get_entry(m, at) & ADDR_MASK;
         e |= E_US | (rn(m, 16) ? E_P : 0) | (rn(m, 6) ? E_RW : 0) | (rn(m, 6) ? 0 : E_NX) |
              (rn(m, 2) ? E_A : 0);
         put_entry(m, at, e);
@@ -2334,6 +2511,7 @@ static void world_reload(struct model *m, bool in_insn)
     if (!ok)
         want.vector = VMMU_X86_VEC_GP;
     assert_int_equal(vmmu_vcpu_set_cr3(V(m), cr3, &f), 0);
+    states_changed(m); /* the load brought the PDPT back if it was out */
     if (!same_fault(&f, &want))
         oops(m, "a MOV to CR3 %s raised %s; expected %s", in_insn ? "between the passes" : "",
              vec_name(f.vector), vec_name(want.vector));
@@ -2351,11 +2529,437 @@ static void world_reload(struct model *m, bool in_insn)
     }
 }
 
+/* ---- The host: paging out, ballooning, the policy ---------------------------------------- */
+
+/* A page the stream reaches: a page table, D0..D11, R0, R1. */
+static bool tracked(const struct model *m, uint64_t gpa)
+{
+    return (gpa >= TABLES && gpa < m->t.env.next) || (gpa >= DATA_BASE && gpa < RAM_SIZE) ||
+           (gpa >= RAM2_GPA && gpa < RAM2_GPA + RAM2_PAGES * 4096ull);
+}
+
+static bool table_page(const struct model *m, uint64_t gpa)
+{
+    return gpa >= TABLES && gpa < m->t.env.next;
+}
+
+static void page_name(const struct model *m, uint64_t gpa, char *buf, size_t n)
+{
+    gpa &= ~0xfffull;
+    if (table_page(m, gpa))
+        snprintf(buf, n, "page table %#llx", (unsigned long long)gpa);
+    else if (gpa >= DATA_BASE && gpa < RAM_SIZE)
+        snprintf(buf, n, "data page D%u (%#llx)", (unsigned)((gpa - DATA_BASE) / 4096),
+                 (unsigned long long)gpa);
+    else if (gpa >= RAM2_GPA && gpa < RAM2_GPA + RAM2_PAGES * 4096ull)
+        snprintf(buf, n, "R%u (%#llx)", (unsigned)((gpa - RAM2_GPA) / 4096),
+                 (unsigned long long)gpa);
+    else
+        snprintf(buf, n, "RAM page %#llx", (unsigned long long)gpa);
+}
+
+/* The table pages the walk of @va reads now (in PAE paging the PDPT a
+ * MOV to CR3 loads them from, then the path under the PDPTE register),
+ * and the RAM page its leaf maps; returns how many (at most 7). */
+static unsigned walk_pages(struct model *m, uint64_t va, uint64_t *out)
+{
+    unsigned n = 0, level = m->top;
+    uint64_t table = m->root;
+    if (!m->paging)
+        return 0;
+    va = lin(m, va);
+    if (m->pm == MPAE) {
+        out[n++] = m->root & ~0xfffull;
+        uint64_t e = m->pdpte[(va >> 30) & 3];
+        if (!(e & E_P))
+            return n;
+        table = e & ADDR_MASK;
+        level = 2;
+    }
+    for (;; level--) {
+        out[n++] = table & ~0xfffull;
+        uint64_t e = get_entry(m, mode_slot(m->pm, table, va, level));
+        if (!(e & E_P) || (level == 2 && (e & E_PS)))
+            return n; /* (PS only where it maps a large page) */
+        table = mode_table(m->pm, e);
+        if (level == 1)
+            break;
+    }
+    if (kind_of(table) == T_RAM)
+        out[n++] = table & ~0xfffull;
+    return n;
+}
+
+/* Pages the instruction used: the tables its translations were walked
+ * through, the RAM pages they map, the RAM it read. */
+static unsigned hot_pages(struct model *m, uint64_t *out, unsigned max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < m->nxr && n + 8 <= max; i++) {
+        n += walk_pages(m, m->xr[i].page, out + n);
+        if (m->xr[i].ok && kind_of(m->xr[i].gpa) == T_RAM)
+            out[n++] = m->xr[i].gpa;
+    }
+    for (unsigned i = 0; i < m->nreadr && n + 2 <= max; i++) {
+        out[n++] = m->readr[i].gpa & ~0xfffull;
+        out[n++] = (m->readr[i].gpa + m->readr[i].n - 1) & ~0xfffull;
+    }
+    return n;
+}
+
+/* Sort @pages, drop duplicates and pages the stream does not reach, and
+ * make ranges of the runs; returns the number of ranges (pages in *np). */
+static size_t page_ranges(struct model *m, uint64_t *pages, unsigned *np,
+                          struct vmmu_gpa_range *rg, size_t max)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < *np; i++) {
+        uint64_t g = pages[i] & ~0xfffull;
+        if (!tracked(m, g))
+            continue;
+        unsigned j = n;
+        while (j && pages[j - 1] > g)
+            j--;
+        if (j && pages[j - 1] == g)
+            continue;
+        memmove(pages + j + 1, pages + j, (n - j) * sizeof(*pages));
+        pages[j] = g;
+        n++;
+    }
+    size_t nr = 0;
+    unsigned kept = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (nr && rg[nr - 1].gpa + rg[nr - 1].size == pages[i]) {
+            rg[nr - 1].size += 4096;
+        } else if (nr < max) {
+            rg[nr++] = (struct vmmu_gpa_range){pages[i], 4096};
+        } else {
+            break;
+        }
+        pages[kept++] = pages[i];
+    }
+    *np = kept;
+    return nr;
+}
+
+static void host_fail(struct model *m, const char *call, int rc)
+{
+    oops(m, "%s returned %s", call, vmmu_error_name(rc));
+    check_now(m, m->nops);
+}
+
+/* vmmu_pager_page_out() of @pages: afterwards each is out, and the test
+ * keeps what it held to read it meanwhile ("pages already out or
+ * ballooned are skipped": a page that was out keeps what it held). */
+static void host_page_out(struct model *m, uint64_t *pages, unsigned n, bool in_insn)
+{
+    struct vmmu_gpa_range rg[16];
+    size_t nr = page_ranges(m, pages, &n, rg, 16);
+    if (!nr)
+        return;
+    uint8_t went[NPG];
+    for (unsigned i = 0; i < n; i++) {
+        went[i] = !is_out(m, pages[i]);
+        if (went[i])
+            memcpy(saved_at(m, pages[i]), real_at(m, pages[i]), 4096);
+    }
+    int rc = vmmu_pager_page_out(m->pager, rg, nr);
+    states_changed(m);
+    if (rc)
+        host_fail(m, "vmmu_pager_page_out()", rc);
+    for (unsigned i = 0; i < n; i++) {
+        char name[64];
+        page_name(m, pages[i], name, sizeof(name));
+        if (!is_out(m, pages[i]))
+            oops(m, "%s is resident after vmmu_pager_page_out() of it", name);
+        if (!went[i])
+            continue;
+        m->po_pages++;
+        m->po_tables += table_page(m, pages[i]);
+        m->po_between += in_insn;
+    }
+    m->po_calls++;
+    check_now(m, m->nops);
+}
+
+/* vmmu_pager_page_in() or (@balloon) vmmu_pager_balloon_in() of @rg:
+ * afterwards every page of it is resident, and a page that was out holds
+ * what it held when it went out ("a page paged out and in reads back
+ * bit-identical", docs/sync.md; a ballooned one zeros, pager.h). */
+static void host_page_in(struct model *m, const struct vmmu_gpa_range *rg, size_t n, bool balloon)
+{
+    static uint8_t was[NPG];
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096)
+            was[pidx(g)] = is_out(m, g);
+    int rc = balloon ? vmmu_pager_balloon_in(m->pager, rg, n) : vmmu_pager_page_in(m->pager, rg, n);
+    states_changed(m);
+    if (rc)
+        host_fail(m, balloon ? "vmmu_pager_balloon_in()" : "vmmu_pager_page_in()", rc);
+    for (size_t i = 0; i < n; i++)
+        for (uint64_t g = rg[i].gpa; g < rg[i].gpa + rg[i].size; g += 4096) {
+            char name[64];
+            page_name(m, g, name, sizeof(name));
+            if (is_out(m, g)) {
+                oops(m, "%s is out after %s of it", name,
+                     balloon ? "vmmu_pager_balloon_in()" : "vmmu_pager_page_in()");
+                continue;
+            }
+            if (!was[pidx(g)])
+                continue;
+            if (memcmp(real_at(m, g), saved_at(m, g), 4096) != 0) {
+                unsigned j = 0;
+                while (real_at(m, g)[j] == saved_at(m, g)[j])
+                    j++;
+                oops(m, "%s came back from %s holding %#x at offset %#x; it went out holding "
+                        "%#x (a page paged out comes back as it went, a ballooned one as zeros)",
+                     name, balloon ? "vmmu_pager_balloon_in()" : "vmmu_pager_page_in()",
+                     real_at(m, g)[j], j, saved_at(m, g)[j]);
+            }
+            m->pi_host++;
+            m->balloon_ins += balloon;
+        }
+    check_now(m, m->nops);
+}
+
+/* vmmu_pager_balloon_out() of one or two data pages (the guest gives no
+ * page table back): their contents are discarded and whatever brings them
+ * back brings zeros (pager.h), so to the model it is a rewrite of the
+ * pages with zeros by the world, made only where world_ram() may write
+ * (not over bytes the model protects, see the top). */
+static void host_balloon_out(struct model *m, bool in_insn)
+{
+    unsigned p = rn(m, NDATA + RAM2_PAGES), run = 1;
+    if (in_insn && m->nreadr && rn(m, 2)) {
+        /* Mostly a page the instruction read. */
+        uint64_t r = m->readr[rn(m, m->nreadr)].gpa;
+        p = r < RAM_SIZE ? (unsigned)((r - DATA_BASE) / 4096)
+                         : NDATA + (unsigned)((r - RAM2_GPA) / 4096);
+    }
+    uint64_t g = p < NDATA ? DATA_BASE + 4096ull * p : RAM2_GPA + 4096ull * (p - NDATA);
+    if ((p + 1 < NDATA || p == NDATA) && rn(m, 3) == 0)
+        run = 2;
+    struct vmmu_gpa_range r = {g, 4096ull * run};
+    if (m->prot_full || in_ranges(m->prot, m->nprot, g, 4096 * run))
+        return;
+    bool read = in_insn && in_ranges(m->readr, m->nreadr, g, 4096 * run);
+    int rc = vmmu_pager_balloon_out(m->pager, &r, 1);
+    states_changed(m);
+    if (rc)
+        host_fail(m, "vmmu_pager_balloon_out()", rc);
+    for (unsigned k = 0; k < run; k++) {
+        uint64_t pg = g + 4096ull * k;
+        uint32_t st = page_state(m, pg);
+        if ((st & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED)) !=
+            (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED)) {
+            char name[64];
+            page_name(m, pg, name, sizeof(name));
+            oops(m, "%s has state %#x after vmmu_pager_balloon_out() of it", name, st);
+        }
+        memset(saved_at(m, pg), 0, 4096);
+        memset(shadow_at(m, pg), 0, 4096);
+        m->balloons++;
+    }
+    m->balloons_read += read;
+    check_now(m, m->nops);
+}
+
+/* vmmu_pager_balance() under the seed's small limit: it pages out as many
+ * pages as it says, and only pages that were resident (the guest touched
+ * them; pager.h). */
+static void host_balance(struct model *m)
+{
+    static uint8_t before[NPG];
+    for (unsigned i = 0; i < m->ntpage; i++)
+        if (!is_out(m, m->tpage[i]))
+            memcpy(saved_at(m, m->tpage[i]), real_at(m, m->tpage[i]), 4096);
+    for (unsigned p = 0; p < NPG; p++) {
+        uint64_t g = p < RAM_SIZE / 4096 ? 4096ull * p : RAM2_GPA + 4096ull * (p - RAM_SIZE / 4096);
+        before[p] = is_out(m, g);
+    }
+    uint64_t said = ~0ull, count = 0;
+    int rc = vmmu_pager_balance(m->pager, &said);
+    states_changed(m);
+    if (rc)
+        host_fail(m, "vmmu_pager_balance()", rc);
+    for (unsigned p = 0; p < NPG; p++) {
+        uint64_t g = p < RAM_SIZE / 4096 ? 4096ull * p : RAM2_GPA + 4096ull * (p - RAM_SIZE / 4096);
+        if (before[p] || !is_out(m, g))
+            continue;
+        count++;
+        if (!tracked(m, g))
+            oops(m, "vmmu_pager_balance() paged out RAM page %#llx, which nothing ever touched "
+                    "(only resident pages count, pager.h)",
+                 (unsigned long long)g);
+    }
+    if (count != said)
+        oops(m, "vmmu_pager_balance() says it paged out %llu pages; %llu went out",
+             (unsigned long long)said, (unsigned long long)count);
+    struct vmmu_pager_stats ps;
+    assert_int_equal(vmmu_pager_stats(m->pager, &ps), 0);
+    if (ps.resident > m->resident_limit)
+        oops(m, "vmmu_pager_balance() paged out %llu pages and left %llu resident with a limit "
+                "of %llu (pager.h: \"until the limit holds\")",
+             (unsigned long long)said, (unsigned long long)ps.resident,
+             (unsigned long long)m->resident_limit);
+    m->balances++;
+    m->balance_pages += count;
+    check_now(m, m->nops);
+}
+
+/* What a host pager thread does with guest memory, here on the vCPU's
+ * thread at a safe point (between instructions, or between the passes of
+ * one, its latch kept): page out pages the instruction used (the tables
+ * of its walks, its data), a whole walk, any page, or everything; page in;
+ * balloon out and in; run the policy. */
+static void host_step(struct model *m, bool in_insn)
+{
+    uint64_t pages[NPG];
+    unsigned n = 0;
+    switch (rn(m, 20)) {
+    case 0:
+    case 1:
+    case 2:
+    case 3:
+    case 4:
+    case 5: {
+        uint64_t hot[320];
+        unsigned nh = hot_pages(m, hot, 320);
+        for (unsigned k = 1 + rn(m, 4); nh && k; k--)
+            pages[n++] = hot[rn(m, nh)];
+        if (!n)
+            pages[n++] = m->tpage[rn(m, m->ntpage)];
+        host_page_out(m, pages, n, in_insn);
+        break;
+    }
+    case 6:
+    case 7:
+    case 8: {
+        unsigned i = rn(m, NWIN + NLIVE);
+        uint64_t va = i < NWIN ? lin(m, win_base(m) + 4096ull * i)
+                               : live_base(m) + 4096ull * (i - NWIN);
+        n = walk_pages(m, va, pages);
+        if (!m->paging)
+            pages[n++] = va; /* paging off: the page itself */
+        host_page_out(m, pages, n, in_insn);
+        break;
+    }
+    case 9:
+        for (unsigned k = 1 + rn(m, 3); k; k--)
+            pages[n++] = m->tpage[rn(m, m->ntpage)];
+        host_page_out(m, pages, n, in_insn);
+        break;
+    case 10:
+        if (rn(m, 3) == 0) {
+            memcpy(pages, m->tpage, m->ntpage * sizeof(*pages));
+            host_page_out(m, pages, m->ntpage, in_insn);
+            break;
+        }
+        /* fall through */
+    case 11: {
+        struct vmmu_gpa_range rg[3];
+        size_t nr = 0;
+        for (unsigned k = 1 + rn(m, 3); k; k--)
+            pages[n++] = m->tpage[rn(m, m->ntpage)];
+        nr = page_ranges(m, pages, &n, rg, 3);
+        host_page_in(m, rg, nr, false);
+        break;
+    }
+    case 12:
+    case 13:
+    case 14:
+        host_balloon_out(m, in_insn);
+        break;
+    case 15: {
+        unsigned p = rn(m, NDATA + RAM2_PAGES);
+        uint64_t g = p < NDATA ? DATA_BASE + 4096ull * p : RAM2_GPA + 4096ull * (p - NDATA);
+        host_page_in(m, &(struct vmmu_gpa_range){g, 4096}, 1, true);
+        break;
+    }
+    default:
+        host_balance(m);
+        break;
+    }
+}
+
+/* Before a pass: which pages are out, what the pager has counted. */
+static void pager_pass_begin(struct model *m)
+{
+    struct vmmu_pager_stats ps = {0};
+    memset(m->need, 0, sizeof(m->need));
+    m->any_out = false;
+    for (unsigned i = 0; i < m->ntpage; i++) {
+        m->was_out[pidx(m->tpage[i])] = is_out(m, m->tpage[i]);
+        m->any_out = m->any_out || is_out(m, m->tpage[i]);
+    }
+    /* Entries read live must come from memory where the TLB was flushed
+     * before the first pass (a warm TLB answers hits without reading any
+     * entry); after a divergence what is served is not said. */
+    m->need_tables = m->cold && !m->diverging;
+    /* (Its count is compared in one pass of 8 with some page out: the
+     * statistics run mincore() over all of RAM.) */
+    m->stats_pass = m->any_out && m->gpass % 8 == 0;
+    if (m->stats_pass)
+        assert_int_equal(vmmu_pager_stats(m->pager, &ps), 0);
+    m->paged_in0 = ps.paged_in;
+}
+
+/* After a pass: every page whose bytes it read live or wrote (a replayed
+ * write too), every table it read an entry of live, is resident (pager.h:
+ * a guest access to a page that is out goes through the page-in handler;
+ * docs/sync.md: the TLB fill, the walker reading a paged-out page table,
+ * the access part), and the pager counted at least those it brought back
+ * (vmmu_pager_stats().paged_in: "on access or by the API"). */
+static void pager_pass_end(struct model *m)
+{
+    struct vmmu_pager_stats ps = {.paged_in = m->paged_in0};
+    unsigned back = 0;
+    states_changed(m);
+    if (m->stats_pass)
+        assert_int_equal(vmmu_pager_stats(m->pager, &ps), 0);
+    for (unsigned i = 0; i < m->ntpage; i++) {
+        uint64_t g = m->tpage[i];
+        unsigned p = pidx(g);
+        if (!m->need[p])
+            continue;
+        if (is_out(m, g)) {
+            char name[64];
+            page_name(m, g, name, sizeof(name));
+            oops(m, "%s is out after a pass that %s: a guest access brings a page that is out "
+                    "back through the page-in handler (pager.h)",
+                 name, table_page(m, g) ? "read entries of it live" : "read it live or wrote it");
+            continue;
+        }
+        if (!m->was_out[p])
+            continue;
+        back++;
+        if (m->lpass > 1) {
+            m->pi_reexec_tables += table_page(m, g);
+            m->pi_reexec_data += !table_page(m, g);
+        }
+    }
+    /* Pages that were out and are back: the pass's accesses brought them
+     * (nothing else runs meanwhile). */
+    unsigned came = 0;
+    for (unsigned i = 0; m->any_out && i < m->ntpage; i++)
+        came += m->was_out[pidx(m->tpage[i])] && !is_out(m, m->tpage[i]);
+    uint64_t grew = ps.paged_in - m->paged_in0;
+    if (m->stats_pass && grew != came)
+        oops(m, "vmmu_pager_stats().paged_in grew by %llu over a pass that brought %u pages "
+                "back (%u of them pages it needed)",
+             (unsigned long long)grew, came, back);
+    m->pi_handler += came;
+    if (m->lpass > 1)
+        m->pi_reexec += came;
+}
+
 /* What happens between two passes of an instruction (@no_pte: no
  * page-table rewrite; @in_insn false: the latch holds nothing yet). */
 static void world_between_passes(struct model *m, bool no_pte, bool in_insn)
 {
     unsigned n = rn(m, 4);
+    if (rn(m, 10) < 2)
+        host_step(m, in_insn);
     if (rn(m, 10) < 7)
         world_ram(m);
     for (unsigned i = 0; i < n; i++) {
@@ -2388,6 +2992,10 @@ static void world_between_passes(struct model *m, bool no_pte, bool in_insn)
             break;
         }
     }
+    /* The host reclaims and returns memory: the latch keeps copies, so
+     * this needs no wait for it (access.h, "Host pointers"). */
+    for (unsigned k = rn(m, 10) < 4 ? 1 + rn(m, 2) : 0; k; k--)
+        host_step(m, in_insn);
 }
 
 /* What happens between two instructions. */
@@ -2418,7 +3026,7 @@ static void world_between_insns(struct model *m)
             world_pdpte(m);
         for (unsigned t = 0; t < 2; t++)
             for (unsigned s = 0; s < 4; s++)
-                if (get64(&m->t.env, m->pdpt_at[t] + 8 * s) != m->pdpte_orig[s] && rn(m, 4))
+                if (get_entry(m, m->pdpt_at[t] + 8 * s) != m->pdpte_orig[s] && rn(m, 4))
                     put_entry(m, m->pdpt_at[t] + 8 * s, m->pdpte_orig[s]);
     }
     if (legacy(m) && rn(m, 4) == 0)
@@ -2427,6 +3035,8 @@ static void world_between_insns(struct model *m)
         world_ram(m);
     if (rn(m, 4) == 0)
         m->dev[rn(m, 3)].salt = rnd(m);
+    if (rn(m, 10) < 2)
+        host_step(m, false);
 }
 
 /* ---- Instructions --------------------------------------------------------------------------- */
@@ -2445,8 +3055,12 @@ static void check_tables(struct model *m)
 {
     if (!m->paging)
         return;
+    const uint8_t *page = NULL;
     for (unsigned i = 0; i < m->nent; i++) {
-        uint64_t gpa = TABLES + (uint64_t)m->esize * i, real = get_entry(m, gpa), want;
+        uint64_t gpa = TABLES + (uint64_t)m->esize * i, real = 0, want;
+        if (!page || !(gpa & 0xfff))
+            page = ram_rd(m, gpa & ~0xfffull); /* (a table that is out: as it went out) */
+        memcpy(&real, page + (gpa & 0xfff), m->esize);
         if (m->esize == 4) {
             uint32_t w;
             memcpy(&w, m->shadow + gpa, 4);
@@ -2472,23 +3086,38 @@ static void check_tables(struct model *m)
     }
 }
 
-/* Guest RAM the accesses reach equals the model's copy. */
+/* Guest RAM the accesses reach equals the model's copy, read back through
+ * vmmu_gpa_read(), which brings back the pages that are out. */
+static uint8_t *now_at(struct model *m, uint64_t gpa)
+{
+    return gpa < RAM_SIZE ? m->now + (gpa - DATA_BASE) : m->now + NDATA * 4096 + (gpa - RAM2_GPA);
+}
+
 static void check_ram(struct model *m)
 {
+    int rc = vmmu_gpa_read(m->t.env.vm, DATA_BASE, m->now, NDATA * 4096, 0, NULL);
+    if (!rc)
+        rc = vmmu_gpa_read(m->t.env.vm, RAM2_GPA, now_at(m, RAM2_GPA), RAM2_PAGES * 4096, 0,
+                           NULL);
+    states_changed(m);
+    if (rc) {
+        oops(m, "vmmu_gpa_read() of guest RAM returned %s", vmmu_error_name(rc));
+        return;
+    }
     /* The access that pended may or may not have written its RAM. */
     for (unsigned i = 0; i < m->nunc; i++)
         for (uint32_t j = 0; j < m->unc[i].n; j++)
-            *shadow_at(m, m->unc[i].gpa + j) = *real_at(m, m->unc[i].gpa + j);
+            *shadow_at(m, m->unc[i].gpa + j) = *now_at(m, m->unc[i].gpa + j);
     m->nunc = 0;
-    if (!memcmp(real_at(m, DATA_BASE), shadow_at(m, DATA_BASE), NDATA * 4096) &&
-        !memcmp(m->ram2, m->shadow2, RAM2_PAGES * 4096))
+    if (!memcmp(m->now, shadow_at(m, DATA_BASE), NDATA * 4096) &&
+        !memcmp(now_at(m, RAM2_GPA), m->shadow2, RAM2_PAGES * 4096))
         return;
     for (uint64_t g = DATA_BASE; g < RAM2_GPA + RAM2_PAGES * 4096ull;
          g = g == RAM_SIZE - 1 ? RAM2_GPA : g + 1) {
-        if (*real_at(m, g) != *shadow_at(m, g)) {
+        if (*now_at(m, g) != *shadow_at(m, g)) {
             oops(m, "guest RAM at %#llx holds %#x; one run of the instruction with the answers "
                     "the latch gave leaves %#x",
-                 (unsigned long long)g, *real_at(m, g), *shadow_at(m, g));
+                 (unsigned long long)g, *now_at(m, g), *shadow_at(m, g));
             return;
         }
     }
@@ -2605,6 +3234,7 @@ static void run_insn(struct model *m)
                 m->st[k].done = false;
                 m->st[k].epoch = m->gpass;
             }
+        pager_pass_begin(m);
         m->pend_ok = !m->diverging;
         m->expect_retry = m->lpass > 1 && !m->diverging;
         m->lenient = m->diverging;
@@ -2622,6 +3252,7 @@ static void run_insn(struct model *m)
             struct vmmu_latch_stats b = lstats(m);
             struct res r;
             run_op(m, o, &r);
+            states_changed(m); /* it may have brought pages back */
             if (o->k == O_LIVE) {
                 struct vmmu_latch_stats a = lstats(m);
                 m->live_ops++;
@@ -2643,7 +3274,9 @@ static void run_insn(struct model *m)
             if (replay && o->k != O_WRITE && o->k != O_STORE && o->k != O_PWRITE &&
                 o->k != O_PSET && o->k != O_CR3)
                 replayed_with_events++; /* it read something: at least one data event */
+            m->rerun = m->lpass > 1 && !m->diverging && k == pend_at;
             out = check_op(m, k, o, &r, replay);
+            m->rerun = false;
             if (o->k == O_CR3 && out == OUT_DONE && m->pm == MPAE) {
                 struct vmmu_latch_stats a = lstats(m);
                 if (a.entries - b.entries != m->cr3_new ||
@@ -2663,6 +3296,8 @@ static void run_insn(struct model *m)
             oops(m, "the re-execution never called the device again for the request that "
                     "pended");
         check_now(m, k);
+        pager_pass_end(m);
+        check_now(m, m->nops);
 
         /* The latch's counters over the pass. */
         struct vmmu_latch_stats se = lstats(m);
@@ -2752,10 +3387,11 @@ static struct model *live_model;
 
 static void free_model(struct model *m)
 {
-    tlb_env_fini(&m->t);
-    free(m->ram2);
+    vmmu_vcpu_destroy(m->t.vcpu);
+    vmmu_vm_destroy(m->t.env.vm); /* (with its RAM, and the pager if it is still there) */
     free(m->shadow);
     free(m->shadow2);
+    free(m->saved);
     free(m);
 }
 
@@ -2771,26 +3407,45 @@ static int teardown(void **state)
 }
 
 struct totals {
+    unsigned long po_calls, po_pages, po_tables, po_between, pi_handler, pi_reexec,
+        pi_reexec_tables, pi_reexec_data, pi_host, balloons, balloons_read, balloon_ins,
+        balances, balance_pages, frozen_out, paranoid_seeds;
     unsigned long insns, passes, replays, chains, replayed_ops, stale_served, remap_served,
         ram_rewrites, pte_rewrites, divergences, discards, live_ops, rep_progress, faults, pends,
         calls_total, frozen_walks, reruns;
     unsigned long wraps, big_walks, cr3_ops, cr3_stale, pdpte_rewrites, reloads, pass_reloads;
 };
 
-static void add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa, void *host,
-                       void *opaque, uint32_t *id)
+/* A region; RAM is allocated by vmmu (from the vm's memfd), so that the
+ * pager may manage it (pager.h refuses caller-supplied memory): returns
+ * its host mapping, through which the test reads and writes it where a
+ * page is resident. */
+static uint8_t *add_region(struct model *m, enum vmmu_mem_type type, uint64_t gpa,
+                           uint64_t size, void *opaque, uint32_t *id)
 {
-    struct vmmu_region_desc d = {.type = type, .gpa = gpa, .size = 4096ull * (host ? 2 : 1),
-                                 .host = host, .opaque = opaque,
+    struct vmmu_region_desc d = {.type = type, .gpa = gpa, .size = size, .opaque = opaque,
                                  .mmio = type == VMMU_MEM_MMIO ? &mmio_ops : NULL};
-    assert_int_equal(vmmu_region_add(m->t.env.vm, &d, id), 0);
+    struct vmmu_region_info info;
+    uint32_t rid = 0;
+    assert_int_equal(vmmu_region_add(m->t.env.vm, &d, &rid), 0);
+    if (id)
+        *id = rid;
+    if (type != VMMU_MEM_RAM)
+        return NULL;
+    assert_int_equal(vmmu_region_info(m->t.env.vm, rid, &info), 0);
+    assert_true(info.host != NULL);
+    return info.host;
 }
 
 static void run_seed(enum lmode mode, uint64_t seed, unsigned ninsn, struct totals *tot)
 {
     struct model *m = live_model = calloc(1, sizeof(*m));
     assert_non_null(m);
-    assert_int_equal(tlb_env_init(&m->t, RAM_SIZE), 0);
+    assert_int_equal(vmmu_vm_create(NULL, &m->t.env.vm), 0);
+    m->t.env.mem = add_region(m, VMMU_MEM_RAM, 0, RAM_SIZE, NULL, &m->t.env.ram_id);
+    m->t.env.size = RAM_SIZE;
+    m->t.env.next = TABLES;
+    assert_int_equal(vmmu_vcpu_create(m->t.env.vm, NULL, &m->t.vcpu), 0);
     m->mode = mode;
     m->paging = mode != LOFF;
     m->pm = mode == L5 ? M5 : mode == L32 ? M32 : mode == LPAE ? MPAE : M4;
@@ -2801,27 +3456,43 @@ static void run_seed(enum lmode mode, uint64_t seed, unsigned ninsn, struct tota
     m->seed = seed;
     m->rng = (seed * NLMODES + mode) * 0x9e3779b97f4a7c15ull + 1;
     m->dev_rng = m->rng ^ 0x5bd1e9955bd1e995ull;
-    m->ram2 = aligned_alloc(4096, RAM2_PAGES * 4096);
-    m->shadow = malloc(RAM_SIZE);
+    /* (The shadow is zero where RAM was never touched, and copied only
+     * where the test wrote: reading the rest would make it resident for
+     * the pager's policy.) */
+    m->shadow = calloc(1, RAM_SIZE);
     m->shadow2 = malloc(RAM2_PAGES * 4096);
-    assert_true(m->ram2 && m->shadow && m->shadow2);
+    m->saved = calloc(NPG, 4096);
+    assert_true(m->shadow && m->shadow2 && m->saved);
     for (unsigned d = 0; d < 3; d++) {
         m->dev[d].m = m;
         m->dev[d].id = d;
         m->dev[d].salt = rnd(m);
     }
-    add_region(m, VMMU_MEM_DEVICE, DEV_GPA, NULL, &m->dev[2], &m->dev_id);
-    add_region(m, VMMU_MEM_MMIO, MMIO_A_GPA, NULL, &m->dev[0], NULL);
-    add_region(m, VMMU_MEM_RAM, RAM2_GPA, m->ram2, NULL, NULL);
-    add_region(m, VMMU_MEM_MMIO, MMIO_B_GPA, NULL, &m->dev[1], NULL);
+    add_region(m, VMMU_MEM_DEVICE, DEV_GPA, 4096, &m->dev[2], &m->dev_id);
+    add_region(m, VMMU_MEM_MMIO, MMIO_A_GPA, 4096, &m->dev[0], NULL);
+    m->ram2 = add_region(m, VMMU_MEM_RAM, RAM2_GPA, RAM2_PAGES * 4096, NULL, NULL);
+    add_region(m, VMMU_MEM_MMIO, MMIO_B_GPA, 4096, &m->dev[1], NULL);
     assert_int_equal(vmmu_p2m_set_device_handler(m->t.env.vm, dm_handler, m), 0);
     fill(m, m->t.env.mem + DATA_BASE, NDATA * 4096);
     fill(m, m->ram2, RAM2_PAGES * 4096);
     if (m->paging)
         build_tables(m);
-    memcpy(m->shadow, m->t.env.mem, RAM_SIZE);
+    memcpy(m->shadow + TABLES, m->t.env.mem + TABLES, m->t.env.next - TABLES);
+    memcpy(m->shadow + DATA_BASE, m->t.env.mem + DATA_BASE, NDATA * 4096);
     memcpy(m->shadow2, m->ram2, RAM2_PAGES * 4096);
     load_regs(m);
+    for (uint64_t g = TABLES; g < RAM2_GPA + RAM2_PAGES * 4096ull;
+         g = g == RAM_SIZE - 4096 ? RAM2_GPA : g + 4096)
+        if (tracked(m, g))
+            m->tpage[m->ntpage++] = g;
+    /* The pager, paranoid in every other seed, with a small resident
+     * limit: a balance pages out most of what the stream uses. */
+    m->paranoid = (seed + mode) % 2;
+    m->resident_limit = 4 + rn(m, 12);
+    struct vmmu_pager_config cfg = {.resident_limit = m->resident_limit,
+                                    .flags = m->paranoid ? VMMU_PAGER_PARANOID : 0};
+    assert_int_equal(vmmu_pager_create(m->t.env.vm, &cfg, &m->pager), 0);
+    m->paranoid_seeds += m->paranoid;
     assert_int_equal(vmmu_vcpu_online(V(m)), 0);
 
     for (unsigned i = 0; i < ninsn || m->have_cont; i++) {
@@ -2843,12 +3514,46 @@ static void run_seed(enum lmode mode, uint64_t seed, unsigned ninsn, struct tota
         if (!m->again)
             world_between_insns(m);
     }
-    if (memcmp(m->t.env.mem, m->shadow, RAM_SIZE) != 0) {
-        oops(m, "guest RAM differs from the model's copy at the end of the seed");
+    /* The pager brings every page back (nothing is lost), then all of RAM
+     * is compared. */
+    const struct vmmu_gpa_range all[2] = {{0, RAM_SIZE}, {RAM2_GPA, RAM2_PAGES * 4096}};
+    host_page_in(m, all, 2, false);
+    /* (The pages nothing touched are zero in the model.  A page of the
+     * memfd that is not in memory reads as zero; reading it would only
+     * allocate it.) */
+    static unsigned char in[RAM_SIZE / 4096];
+    assert_int_equal(mincore(m->t.env.mem, RAM_SIZE, in), 0);
+    for (uint64_t g = 0; g < RAM_SIZE; g += 4096)
+        if ((tracked(m, g) || (in[g / 4096] & 1)) &&
+            memcmp(m->t.env.mem + g, m->shadow + g, 4096) != 0) {
+            oops(m, "guest RAM page %#llx differs from the model's copy at the end of the seed",
+                 (unsigned long long)g);
+            die(m, m->nops);
+        }
+    if (memcmp(m->ram2, m->shadow2, RAM2_PAGES * 4096) != 0) {
+        oops(m, "R0 or R1 differs from the model's copy at the end of the seed");
         die(m, m->nops);
     }
+    vmmu_pager_destroy(m->pager);
+    m->pager = NULL;
     assert_int_equal(vmmu_vcpu_offline(V(m)), 0);
 
+    tot->po_calls += m->po_calls;
+    tot->po_pages += m->po_pages;
+    tot->po_tables += m->po_tables;
+    tot->po_between += m->po_between;
+    tot->pi_handler += m->pi_handler;
+    tot->pi_reexec += m->pi_reexec;
+    tot->pi_reexec_tables += m->pi_reexec_tables;
+    tot->pi_reexec_data += m->pi_reexec_data;
+    tot->pi_host += m->pi_host;
+    tot->balloons += m->balloons;
+    tot->balloons_read += m->balloons_read;
+    tot->balloon_ins += m->balloon_ins;
+    tot->balances += m->balances;
+    tot->balance_pages += m->balance_pages;
+    tot->frozen_out += m->frozen_out;
+    tot->paranoid_seeds += m->paranoid_seeds;
     tot->insns += m->insns;
     tot->passes += m->passes;
     tot->replays += m->replays;
@@ -2909,6 +3614,30 @@ static void in_mode(enum lmode mode)
     if (mode != LOFF) /* with paging off nothing faults and no entry is read */
         assert_true(tot.faults > 0 && tot.remap_served > 0 && tot.pte_rewrites > 0 &&
                     tot.frozen_walks > 0 && tot.reruns > 0);
+    print_message("latch model, %s: the host (pager paranoid in %lu of %u seeds) paged out %lu "
+                  "pages in %lu calls (%lu page tables; %lu pages between the passes of an "
+                  "instruction); the accesses brought back %lu pages through the page-in "
+                  "handler, %lu of them in re-executions (%lu page tables and %lu data pages "
+                  "that were out when the re-execution began); %lu entries served as recorded "
+                  "from tables that were "
+                  "out; %lu pages ballooned (%lu times with bytes the pending instruction had "
+                  "read), %lu given back; %lu balances paged out %lu pages; the host paged in "
+                  "%lu pages\n",
+                  lmode_names[mode], tot.paranoid_seeds, n, tot.po_pages, tot.po_calls,
+                  tot.po_tables, tot.po_between, tot.pi_handler, tot.pi_reexec,
+                  tot.pi_reexec_tables, tot.pi_reexec_data, tot.frozen_out, tot.balloons,
+                  tot.balloons_read, tot.balloon_ins, tot.balances, tot.balance_pages,
+                  tot.pi_host);
+    /* The host reclaimed memory between passes and the re-executions
+     * brought it back. */
+    assert_true(tot.po_pages > 0 && tot.po_between > 0 && tot.pi_reexec > 0 &&
+                tot.pi_reexec_data > 0 && tot.pi_host > 0);
+    assert_true(tot.balloons > 0 && tot.balloons_read > 0 && tot.balloon_ins > 0);
+    assert_true(tot.balances > 0 && tot.balance_pages > 0);
+    if (n > 1)
+        assert_true(tot.paranoid_seeds > 0);
+    if (mode != LOFF)
+        assert_true(tot.po_tables > 0 && tot.pi_reexec_tables > 0 && tot.frozen_out > 0);
     if (mode == L32 || mode == LPAE) {
         print_message("latch model, %s: %lu accesses across 4 GiB, %lu walks to large pages, "
                       "%lu MOVs to CR3 in instructions, %lu outside\n",
