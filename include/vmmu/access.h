@@ -68,6 +68,15 @@
  * host may reclaim guest pages between the two passes of an instruction
  * without waiting for the latch.
  *
+ * Do not keep such a pointer or prepared access across a call to
+ * vmmu_dirty_log_enable(), vmmu_dirty_log_get_and_clear(),
+ * vmmu_code_mark() or vmmu_page_state_change() made on the vCPU's own
+ * thread: those drop the vCPU's translations of their pages at once, but
+ * a write through what was prepared before goes unseen by the dirty log
+ * and the code handler.  Prepare again after the call.  (Made on another
+ * thread they wait for the vCPU's next safe point, after which the
+ * pointer is no longer valid anyway.)
+ *
  * ## The replay latch
  *
  * Between vmmu_insn_begin() and vmmu_insn_end() every independent read the
@@ -143,7 +152,9 @@ struct vmmu_probe {
  *               VMMU_X86_ACC_IMPLICIT / _STACK.
  * @param size   1 .. bytes left in the page.
  * @return 0 (see out->fault and out->host); VMMU_EINVAL (NULL, bad size,
- *         bad @p access, crosses a page); VMMU_EPAGEDOUT; VMMU_EBUSY.
+ *         bad @p access, crosses a page); VMMU_EPAGEDOUT; VMMU_EBUSY;
+ *         VMMU_EOVERFLOW (inside an instruction: the replay latch could
+ *         not record the translation).
  */
 int vmmu_access_probe(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, unsigned access,
                       struct vmmu_probe *out);
@@ -245,12 +256,15 @@ struct vmmu_prepared {
  * Translate and check every page of [@p va, @p va + @p len) for @p access
  * (VMMU_X86_ACC_* bits, plus VMMU_ACCESS_READ_WRITE with a write)
  * before anything is touched: rights, watchpoints (VMMU_WATCH_BEFORE stops
- * it here; "after" watchpoints are recorded as hits), and what each page
- * is.  A write preparation allows reads too (x86 pages that may be written
+ * it here; an "after" watchpoint records its hit when an operation on the
+ * descriptor reads or writes its bytes, so a preparation never used
+ * records none), and what each page is.  A write preparation allows reads too (x86 pages that may be written
  * may be read).  A write to a page marked as code calls the code handler
  * here, after every check passed.
  * @param len 1 .. VMMU_ACCESS_PREPARE_MAX; the range may span two pages.
- * @return 0 (see @p fault); VMMU_EINVAL; VMMU_EPAGEDOUT; VMMU_EBUSY.
+ * @return 0 (see @p fault); VMMU_EINVAL; VMMU_EPAGEDOUT; VMMU_EBUSY;
+ *         VMMU_EOVERFLOW (inside an instruction: the replay latch could
+ *         not record a translation).
  */
 int vmmu_access_prepare(struct vmmu_vcpu *vcpu, uint64_t va, uint32_t len, unsigned access,
                         struct vmmu_prepared *out, struct vmmu_x86_fault *fault);
