@@ -1594,6 +1594,32 @@ static unsigned bad_variant(const struct op *o, unsigned n)
     return o->bad ? (o->bad - 1u) % n + 1u : 0;
 }
 
+/* The wrong arguments a read, write, load or store shares (variants 1-5
+ * of bad_variant()): no vCPU, no buffer, no fault record, a length of 0
+ * (or 3 for a typed access), a length too long (17 or 32 for a typed
+ * access, else 4097). */
+static void bad_rw_args(unsigned bad, const struct op *o, bool typed, struct vmmu_vcpu **v,
+                        bool *nobuf, struct vmmu_x86_fault **fp, uint32_t *len)
+{
+    switch (bad) {
+    case 1:
+        *v = NULL;
+        break;
+    case 2:
+        *nobuf = true;
+        break;
+    case 3:
+        *fp = NULL;
+        break;
+    case 4:
+        *len = typed ? ((o->value & 1) ? 3 : 0) : 0;
+        break;
+    case 5:
+        *len = typed ? ((o->value & 1) ? 17 : 32) : 4097;
+        break;
+    }
+}
+
 static void x_read(const struct op *o, struct res *res)
 {
     struct ctx c;
@@ -1609,22 +1635,11 @@ static void x_read(const struct op *o, struct res *res)
     uint32_t len = o->len;
     unsigned access = o->access;
     unsigned bad = bad_variant(o, 7);
-    switch (bad) {
-    case 1:
-        v = NULL;
-        break;
-    case 2:
+    bool nobuf = false;
+    bad_rw_args(bad, o, load, &v, &nobuf, &fp, &len);
+    if (nobuf)
         b = NULL;
-        break;
-    case 3:
-        fp = NULL;
-        break;
-    case 4:
-        len = load ? ((o->value & 1) ? 3 : 0) : 0;
-        break;
-    case 5:
-        len = load ? ((o->value & 1) ? 17 : 32) : 4097;
-        break;
+    switch (bad) {
     case 6:
         access |= VMMU_X86_ACC_WRITE;
         break;
@@ -1693,22 +1708,11 @@ static void x_write(const struct op *o, struct res *res)
     if (o->flags & 0x40)
         access |= VMMU_X86_ACC_WRITE; /* implied; saying it is fine */
     unsigned bad = bad_variant(o, 7);
-    switch (bad) {
-    case 1:
-        v = NULL;
-        break;
-    case 2:
+    bool nobuf = false;
+    bad_rw_args(bad, o, store, &v, &nobuf, &fp, &len);
+    if (nobuf)
         b = NULL;
-        break;
-    case 3:
-        fp = NULL;
-        break;
-    case 4:
-        len = store ? ((o->value & 1) ? 3 : 0) : 0;
-        break;
-    case 5:
-        len = store ? ((o->value & 1) ? 17 : 32) : 4097;
-        break;
+    switch (bad) {
     case 6:
         access |= VMMU_X86_ACC_FETCH;
         break;
