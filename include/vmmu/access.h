@@ -62,20 +62,26 @@
  *
  * A host pointer obtained from a probe or held by a prepared access is
  * valid until the vCPU's next safe point: vmmu_insn_end(),
- * vmmu_vcpu_safepoint() and vmmu_vcpu_offline() are safe points, and a
- * prepared access used after one fails with VMMU_EINVAL.  The
+ * vmmu_vcpu_safepoint() and vmmu_vcpu_offline() are safe points, and so
+ * is a wait inside a vmmu call made on the vCPU's thread (a contended
+ * lock, a page-out, a synchronous shootdown: the vCPU is offline while it
+ * waits, and the host may take pages away meanwhile).  A prepared access
+ * used after one fails with VMMU_EINVAL.  vmmu's own operations that wait
+ * in the middle of an access (a page-in, a code handler or device model
+ * that waits) translate what they still need again, so they complete.  The
  * replay latch keeps copies of what was read, never host pointers, so the
  * host may reclaim guest pages between the two passes of an instruction
  * without waiting for the latch.
  *
- * Do not keep such a pointer or prepared access across a call to
- * vmmu_dirty_log_enable(), vmmu_dirty_log_get_and_clear(),
- * vmmu_code_mark() or vmmu_page_state_change() made on the vCPU's own
- * thread: those drop the vCPU's translations of their pages at once, but
- * a write through what was prepared before goes unseen by the dirty log
- * and the code handler.  Prepare again after the call.  (Made on another
- * thread they wait for the vCPU's next safe point, after which the
- * pointer is no longer valid anyway.)
+ * A prepared access held across vmmu_dirty_log_enable(),
+ * vmmu_dirty_log_get_and_clear(), vmmu_code_mark() or
+ * vmmu_page_state_change() made on the vCPU's own thread (a device model's
+ * callback may make them in the middle of an instruction) acts on the
+ * pages as they are after the call: a write through it marks a logged
+ * page dirty and reports a write to a page marked as code, as a write
+ * prepared after the call would.  A probe's host pointer cannot do that:
+ * do not keep one across those calls, probe again.  (Made on another
+ * thread the calls wait for the vCPU's next safe point, which ends both.)
  *
  * ## The replay latch
  *
@@ -241,6 +247,7 @@ struct vmmu_prepared {
     unsigned npages;   /**< 1 or 2 */
     struct vmmu_prepared_page page[2];
     uint64_t epoch;    /**< the vCPU's safe-point epoch when prepared */
+    uint64_t changes;  /**< page-state changes the vCPU's thread had made when prepared */
 };
 
 /**
@@ -504,7 +511,11 @@ int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_
 /**
  * Called when a vCPU writes a page marked VMMU_PAGE_CODE: the mark has
  * just been cleared (exactly one vCPU sees each mark), the write has not
- * happened yet.  Drop the translated code of the page here.
+ * happened yet.  Drop the translated code of the page here.  The handler
+ * runs on the vCPU's thread after every check of the access passed; it
+ * may call vmmu (mark pages again, page out, wait): if it waits, the
+ * access is translated again before the write, and the handler is not
+ * called a second time for it.
  */
 typedef void (*vmmu_code_write_fn)(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page);
 

@@ -97,8 +97,8 @@ static bool access_valid(unsigned access)
 
 /* Fill @out for the guest-physical address @gpa (a translation the latch
  * recorded): what the page is now, in the P2M. */
-static int piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_t gpa,
-                          unsigned access, struct piece *out)
+int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_t gpa,
+                         unsigned access, struct piece *out)
 {
     struct vmmu_vm *vm = v->vm;
     struct vmmu_p2m_entry pe;
@@ -154,7 +154,7 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
         /* Replay (or a second access of this instruction to the page):
          * the translation the instruction already used, whatever the TLB
          * and the page tables say now. */
-        rc = piece_from_gpa(v, va, len, gpa_page | (va & ~VMMU_PAGE_MASK), access, out);
+        rc = vmmu__piece_from_gpa(v, va, len, gpa_page | (va & ~VMMU_PAGE_MASK), access, out);
         if (rc < 0)
             return rc;
     } else if ((out->host = access_page_hit(v, va, access)) != NULL) {
@@ -222,7 +222,7 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
 
 /* After every piece of an access passed its checks: notify writes to code
  * pages (the write itself follows). */
-static void pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n)
+void vmmu__pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n)
 {
     for (unsigned i = 0; i < n; i++) {
         if (!p[i].code)
@@ -259,7 +259,11 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
     /* Translating the second page may block (a page-in takes the vCPU
      * offline, which ends its epoch): a grace period may then have passed
      * and the first page's host memory been reclaimed.  Translate both
-     * again until neither blocked. */
+     * again until neither blocked.  So may the code handler, which runs
+     * once every piece passed its checks (it may page out, wait for a
+     * lock, shoot down): then the pieces are translated again too, but
+     * the handler is not called a second time for this write. */
+    bool committed = false;
     for (unsigned tries = 0;; tries++) {
         uint64_t epoch = v->access->epoch;
         int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);
@@ -275,12 +279,17 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
                 return rc;
             n = 2;
         }
+        if (epoch == v->access->epoch && !committed) {
+            vmmu__pieces_commit(v, out, n);
+            committed = true;
+        }
         if (epoch == v->access->epoch)
             break;
         if (tries >= ACCESS_XLATE_RETRIES)
             return VMMU_EBUSY; /* the host keeps taking the pages away */
     }
-    pieces_commit(v, out, n);
+    for (unsigned i = 0; i < n; i++)
+        out[i].code = false; /* reported above, or by an earlier round */
     *npieces = n;
     return 0;
 }

@@ -195,6 +195,13 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
 int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                              struct piece out[2], unsigned *npieces,
                              struct vmmu_x86_fault *fault);
+/* The piece [va, va + len) of guest-physical @gpa as the map and the
+ * page's state are now, for @access (a write marks a logged page dirty and
+ * sets ->code for a page marked as code); pages it in if it is out. */
+int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_t gpa,
+                         unsigned access, struct piece *out);
+/* Report the writes of pieces to pages marked as code (the writes follow). */
+void vmmu__pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n);
 /* Perform @n bytes of a piece from byte @off: read into @buf / write from @buf. */
 int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
                      uint32_t n);

@@ -89,6 +89,7 @@ static bool prepare_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     out->len = len;
     out->access = access;
     out->epoch = v->access->epoch;
+    out->changes = v->gpa_changes;
     return true;
 }
 
@@ -116,6 +117,7 @@ int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     for (unsigned i = 0; i < n; i++)
         piece_to_page(&p[i], &out->page[i]);
     out->epoch = v->access->epoch;
+    out->changes = v->gpa_changes;
     return 0;
 }
 
@@ -128,6 +130,53 @@ static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t 
     if (off > p->len || n > p->len - off)
         return VMMU_EINVAL;
     return 0;
+}
+
+/* The descriptor an operation works on: @p itself, or, when a call on the
+ * vCPU's own thread changed what guest-physical pages allow since @p was
+ * prepared (the dirty log read, a code mark: calls that drop the vCPU's
+ * translations at once but are no safe point), @tmp with every page as
+ * the map and the page's state are now.  For a write that marks a logged
+ * page dirty again and reports a write to a page marked as code, as the
+ * preparation did; so a write held across such a call is seen like any
+ * other.  If that blocks (the code handler may wait), the pages are looked
+ * up again, without a second report, so that this operation completes;
+ * the descriptor's epoch has ended, so it is the last one.  Returns @p or
+ * @tmp, or NULL with *@rc set. */
+static const struct vmmu_prepared *prepared_now(const struct vmmu_prepared *p,
+                                                struct vmmu_prepared *tmp, bool write, int *rc)
+{
+    struct vmmu_vcpu *v = p->vcpu;
+    if (p->changes == v->gpa_changes)
+        return p;
+    *tmp = *p;
+    unsigned access = write ? VMMU_X86_ACC_WRITE : 0;
+    bool committed = false;
+    for (unsigned tries = 0;; tries++) {
+        uint64_t epoch = v->access->epoch;
+        struct piece pc[2];
+        for (unsigned i = 0; i < p->npages; i++) {
+            *rc = vmmu__piece_from_gpa(v, p->page[i].va, p->page[i].len, p->page[i].gpa, access,
+                                       &pc[i]);
+            if (*rc < 0)
+                return NULL;
+        }
+        if (!committed && epoch == v->access->epoch) {
+            vmmu__pieces_commit(v, pc, p->npages);
+            committed = true;
+        }
+        if (epoch == v->access->epoch) {
+            for (unsigned i = 0; i < p->npages; i++)
+                piece_to_page(&pc[i], &tmp->page[i]);
+            tmp->changes = v->gpa_changes;
+            tmp->epoch = epoch;
+            return tmp;
+        }
+        if (tries >= ACCESS_XLATE_RETRIES) {
+            *rc = VMMU_EBUSY; /* the host keeps taking the pages away */
+            return NULL;
+        }
+    }
 }
 
 /* Call read or write on the parts of [off, off + n) in each page. */
@@ -162,6 +211,9 @@ int vmmu_prepared_read(const struct vmmu_prepared *p, uint32_t offset, void *buf
         return rc;
     if (!buf && n)
         return VMMU_EINVAL;
+    struct vmmu_prepared tmp;
+    if (!(p = prepared_now(p, &tmp, false, &rc)))
+        return rc;
     return prepared_span(p, offset, buf, n, false);
 }
 
@@ -173,6 +225,9 @@ int vmmu_prepared_write(const struct vmmu_prepared *p, uint32_t offset, const vo
         return rc;
     if ((!buf && n) || !(p->access & VMMU_X86_ACC_WRITE))
         return VMMU_EINVAL;
+    struct vmmu_prepared tmp;
+    if (!(p = prepared_now(p, &tmp, true, &rc)))
+        return rc;
     return prepared_span(p, offset, (uint8_t *)(uintptr_t)buf, n, true);
 }
 
@@ -197,6 +252,9 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
         return rc;
     if (!elem_ok(elem) || n % elem || !(p->access & VMMU_X86_ACC_WRITE))
         return VMMU_EINVAL;
+    struct vmmu_prepared tmp;
+    if (!(p = prepared_now(p, &tmp, true, &rc)))
+        return rc;
     if (all_ram(p)) {
         uint8_t pattern[64];
         for (unsigned i = 0; i < sizeof(pattern); i += elem)
@@ -255,6 +313,10 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
     if (!elem_ok(elem) || dst->len != src->len || dst->len % elem ||
         !(dst->access & VMMU_X86_ACC_WRITE) || dst->vcpu != src->vcpu)
         return VMMU_EINVAL;
+    struct vmmu_prepared dtmp, stmp;
+    if (!(dst = prepared_now(dst, &dtmp, true, &rc)) ||
+        !(src = prepared_now(src, &stmp, false, &rc)))
+        return rc;
     uint32_t len = dst->len;
     struct vmmu__access_vcpu *a = dst->vcpu->access;
     bool ram = all_ram(dst) && all_ram(src);

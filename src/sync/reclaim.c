@@ -148,8 +148,10 @@ void vmmu__sync_flush_gpas(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
     struct vmmu_vcpu *self = vmmu__sync_current_vcpu();
     if (self && self->vm != vm)
         self = NULL;
-    if (self)
+    if (self) {
         vmmu__sync_apply(self, &p); /* drops single entries only: safe anywhere */
+        self->gpa_changes++;
+    }
     vmmu__sync_post(vm, self, NULL, &p, true);
 }
 

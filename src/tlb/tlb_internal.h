@@ -356,6 +356,12 @@ struct vmmu_vcpu {
      * kinds (bit 1 << enum vmmu_tlb_kind) of a linear page are watched, so
      * the fill marks those comparators VMMU_TLB_FLAG_WATCH. */
     struct vmmu__access_vcpu *access;
+    /* Incremented (src/sync) each time a call on this vCPU's own thread
+     * changed what some guest-physical pages allow (dirty log, code marks,
+     * page state, the map) and the vCPU dropped its entries of them at
+     * once, without a safe point: a prepared access made before then acts
+     * on the pages' state as it is now (src/access/rw.c). */
+    uint64_t gpa_changes;
     bool latch_walks;
     unsigned (*watch_kinds)(const struct vmmu_vcpu *v, uint64_t page);
 };

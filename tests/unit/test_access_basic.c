@@ -668,6 +668,101 @@ static void dirty_log_reports_each_written_page_once_and_sees_writes_after_the_c
     assert_int_equal(vmmu_vcpu_offline(acc_vcpu(e)), 0);
 }
 
+/* A prepared write held across calls made on the vCPU's own thread that
+ * narrow what the page allows (the dirty log read, a code mark) is seen
+ * like a write prepared after them: vmmu drops the vCPU's translations at
+ * once, so the descriptor must not keep writing past the log or the code
+ * handler.  (A device model's MMIO callback may read the log in the middle
+ * of a REP MOVS whose destination is already prepared.) */
+static void a_prepared_write_held_across_the_dirty_log_read_on_its_thread_is_logged(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, true), 0);
+    uint64_t bm[64], n;
+    uint64_t page = DATA(0) >> 12;
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    /* The walk's first A-bit writes dirtied page-table pages: read those. */
+    uint8_t byte;
+    assert_int_equal(vmmu_access_read(v, VA, &byte, 1, 0, &f), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(vmmu_access_prepare(v, VA + 8, 8, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    /* The preparation marked the page; the read reports and clears it. */
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bm[page / 64] & (1ull << (page % 64)));
+    /* The write after the read marks it again. */
+    uint64_t x = 0x1122334455667788ull;
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 8), 0);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 8), x);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bm[page / 64] & (1ull << (page % 64)));
+    /* So does a fill of the same descriptor, and a read does not. */
+    assert_int_equal(vmmu_prepared_read(&p, 0, &x, 8), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(vmmu_prepared_set(&p, 0, 0xab, 1, 8), 0);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 8), 0xababababababababull);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    /* Logging turned on after the preparation: the write is logged too. */
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, false), 0);
+    assert_int_equal(vmmu_access_prepare(v, VA + 16, 8, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, true), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 8), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, &n), 0);
+    assert_int_equal(n, 1);
+    assert_true(bm[page / 64] & (1ull << (page % 64)));
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, false), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+}
+
+static void a_prepared_write_held_across_a_code_mark_on_its_thread_calls_the_handler(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct code_seen seen = {0, 0};
+    assert_int_equal(vmmu_access_set_code_handler(v, code_written, &seen), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    /* Both pages of a crossing write: the second becomes code. */
+    struct vmmu_prepared p;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_prepare(v, VA + 4092, 8, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(p.npages, 2);
+    assert_int_equal(vmmu_code_mark(vm, DATA(1), 1), 0);
+    assert_int_equal(seen.calls, 0);
+    uint64_t x = 0x0102030405060708ull;
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 8), 0);
+    assert_int_equal(seen.calls, 1);
+    assert_int_equal(seen.gpa, DATA(1));
+    assert_int_equal(get32(&e->t.env, DATA(0) + 4092), 0x05060708u);
+    assert_int_equal(get32(&e->t.env, DATA(1)), 0x01020304u);
+    /* The mark is gone: another write through it reports nothing. */
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 8), 0);
+    assert_int_equal(seen.calls, 1);
+    /* A move into a page marked after its preparation reports too. */
+    struct vmmu_prepared src, dst;
+    assert_int_equal(vmmu_access_prepare(v, VA + 100, 4, 0, &src, &f), 0);
+    assert_int_equal(vmmu_access_prepare(v, VA + 4096 + 200, 4, VMMU_X86_ACC_WRITE, &dst, &f), 0);
+    assert_int_equal(vmmu_code_mark(vm, DATA(1), 1), 0);
+    assert_int_equal(vmmu_prepared_move(&dst, &src, 4, false), 0);
+    assert_int_equal(seen.calls, 2);
+    assert_int_equal(get32(&e->t.env, DATA(1) + 200), get32(&e->t.env, DATA(0) + 100));
+    assert_int_equal(vmmu_access_set_code_handler(v, NULL, NULL), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -677,6 +772,8 @@ int main(void)
         T(load16_crossing_two_pages_reads_both_parts),
         T(store_crossing_writes_both_pages_when_both_allow),
         T(bad_arguments_are_einval),
+        T(a_prepared_write_held_across_the_dirty_log_read_on_its_thread_is_logged),
+        T(a_prepared_write_held_across_a_code_mark_on_its_thread_calls_the_handler),
         T(probe_of_ram_returns_the_host_pointer),
         T(inline_probe_hits_a_warm_ram_page_as_the_probe_answers),
         T(inline_probe_declines_while_the_latch_records),
