@@ -138,6 +138,26 @@ int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_
     return 0;
 }
 
+/* @pc as the map and its page's state are now (for a write: a logged page
+ * marked dirty, a write to a page marked as code reported), looked up
+ * again until no wait came in between. */
+int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write)
+{
+    for (unsigned tries = 0;; tries++) {
+        uint64_t epoch = v->access->epoch;
+        int rc = vmmu__piece_from_gpa(v, pc->va, pc->len, pc->gpa,
+                                      write ? VMMU_X86_ACC_WRITE : 0, pc);
+        if (rc < 0)
+            return rc;
+        if (write)
+            vmmu__pieces_commit(v, pc, 1);
+        if (epoch == v->access->epoch)
+            return 0;
+        if (tries >= ACCESS_XLATE_RETRIES)
+            return VMMU_EBUSY; /* the host keeps taking the page away */
+    }
+}
+
 int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                        struct piece *out, struct vmmu_x86_fault *fault)
 {

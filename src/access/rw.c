@@ -139,10 +139,7 @@ static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t 
  * the map and the page's state are now.  For a write that marks a logged
  * page dirty again and reports a write to a page marked as code, as the
  * preparation did; so a write held across such a call is seen like any
- * other.  If that blocks (the code handler may wait), the pages are looked
- * up again, without a second report, so that this operation completes;
- * the descriptor's epoch has ended, so it is the last one.  Returns @p or
- * @tmp, or NULL with *@rc set. */
+ * other.  Returns @p or @tmp, or NULL with *@rc set. */
 static const struct vmmu_prepared *prepared_now(const struct vmmu_prepared *p,
                                                 struct vmmu_prepared *tmp, bool write, int *rc)
 {
@@ -150,39 +147,27 @@ static const struct vmmu_prepared *prepared_now(const struct vmmu_prepared *p,
     if (p->changes == v->gpa_changes)
         return p;
     *tmp = *p;
-    unsigned access = write ? VMMU_X86_ACC_WRITE : 0;
-    bool committed = false;
-    for (unsigned tries = 0;; tries++) {
-        uint64_t epoch = v->access->epoch;
-        struct piece pc[2];
-        for (unsigned i = 0; i < p->npages; i++) {
-            *rc = vmmu__piece_from_gpa(v, p->page[i].va, p->page[i].len, p->page[i].gpa, access,
-                                       &pc[i]);
-            if (*rc < 0)
-                return NULL;
-        }
-        if (!committed && epoch == v->access->epoch) {
-            vmmu__pieces_commit(v, pc, p->npages);
-            committed = true;
-        }
-        if (epoch == v->access->epoch) {
-            for (unsigned i = 0; i < p->npages; i++)
-                piece_to_page(&pc[i], &tmp->page[i]);
-            tmp->changes = v->gpa_changes;
-            tmp->epoch = epoch;
-            return tmp;
-        }
-        if (tries >= ACCESS_XLATE_RETRIES) {
-            *rc = VMMU_EBUSY; /* the host keeps taking the pages away */
+    for (unsigned i = 0; i < p->npages; i++) {
+        struct piece pc;
+        page_to_piece(&p->page[i], &pc);
+        if ((*rc = vmmu__piece_again(v, &pc, write)) < 0)
             return NULL;
-        }
+        piece_to_page(&pc, &tmp->page[i]);
     }
+    tmp->changes = v->gpa_changes;
+    return tmp;
 }
 
-/* Call read or write on the parts of [off, off + n) in each page. */
+/* Call read or write on the parts of [off, off + n) in each page.  The
+ * operation began in @p's epoch; if something it did waited since (a
+ * device model, the code handler, a page-in: the vCPU was offline, the
+ * host may have taken pages away), each further piece is looked up again
+ * before it is touched, so the operation completes.  The descriptor's
+ * epoch has ended then: it is the last operation on it. */
 static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *buf, uint32_t n,
                          bool write)
 {
+    struct vmmu_vcpu *v = p->vcpu;
     uint32_t base = 0;
     for (unsigned i = 0; i < p->npages && n; i++) {
         const struct vmmu_prepared_page *pp = &p->page[i];
@@ -191,8 +176,12 @@ static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *b
             uint32_t take = pp->len - in < n ? pp->len - in : n;
             struct piece pc;
             page_to_piece(pp, &pc);
-            int rc = write ? vmmu__piece_write(p->vcpu, &pc, in, buf, take)
-                           : vmmu__piece_read(p->vcpu, &pc, in, buf, take);
+            int rc = 0;
+            if (v->access->epoch != p->epoch)
+                rc = vmmu__piece_again(v, &pc, write);
+            if (rc == 0)
+                rc = write ? vmmu__piece_write(v, &pc, in, buf, take)
+                           : vmmu__piece_read(v, &pc, in, buf, take);
             if (rc < 0)
                 return rc;
             off += take;
@@ -259,7 +248,8 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
         uint8_t pattern[64];
         for (unsigned i = 0; i < sizeof(pattern); i += elem)
             memcpy(pattern + i, &value, elem);
-        if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch) {
+        if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch &&
+            p->epoch == p->vcpu->access->epoch) {
             memset(p->page[0].host + offset, (int)(value & 0xff), n);
             return 0;
         }
@@ -319,7 +309,9 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
         return rc;
     uint32_t len = dst->len;
     struct vmmu__access_vcpu *a = dst->vcpu->access;
-    bool ram = all_ram(dst) && all_ram(src);
+    /* Host addresses straight from the descriptors only while no wait
+     * (above) ended them; else element by element, each looked up again. */
+    bool ram = all_ram(dst) && all_ram(src) && dst->epoch == a->epoch && src->epoch == a->epoch;
 
     if (ram && overlaps(dst, src)) {
         /* Both in host memory and aliased: element by element in the
@@ -361,10 +353,10 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
         /* Recording: the source is read as one event per page piece (so a
          * re-execution moves what the first pass read), then written. */
         uint8_t buf[VMMU_ACCESS_PREPARE_MAX];
-        rc = vmmu_prepared_read(src, 0, buf, len);
+        rc = prepared_span(src, 0, buf, len, false);
         if (rc < 0)
             return rc;
-        return vmmu_prepared_write(dst, 0, buf, len);
+        return prepared_span(dst, 0, buf, len, true);
     }
     /* MMIO or device on either side: one element at a time, each read
      * then written, in the instruction's order. */
@@ -372,10 +364,10 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
     for (uint32_t k = 0; k < count; k++) {
         uint32_t i = backward ? count - 1 - k : k;
         uint8_t tmp[8];
-        rc = vmmu_prepared_read(src, i * elem, tmp, elem);
+        rc = prepared_span(src, i * elem, tmp, elem, false);
         if (rc < 0)
             return rc;
-        rc = vmmu_prepared_write(dst, i * elem, tmp, elem);
+        rc = prepared_span(dst, i * elem, tmp, elem, true);
         if (rc < 0)
             return rc;
     }

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /* An access must not keep a page's host address across anything that may
- * block while it is made: a page-in of its second page, or the code
- * handler.  The vCPU goes offline while it waits, a grace period can pass,
- * and the host can take the page away meanwhile.  The first test's pager
- * runs in paranoid mode, so a stale host address would crash it instead
- * of losing data; the second's does not, so a lost write fails it. */
+ * wait while it is made: a page-in of its other page, the code handler, a
+ * device model's callback for another piece or element.  The vCPU goes
+ * offline while it waits, a grace period can pass, and the host can take
+ * the page away meanwhile.  Tests whose pager runs in paranoid mode would
+ * crash on a stale host address instead of losing data; the others do
+ * not, so a lost write (or a read of a page that left) fails them. */
 #include <pthread.h>
 
 #include "core/vm_internal.h"
@@ -228,7 +229,8 @@ static void rep_movs_completes_when_its_destination_must_be_paged_in(void **stat
 struct evicting_mmio {
     struct vmmu_pager *pager;
     uint64_t victim;
-    int reads;
+    int reads, writes;
+    uint8_t written[8];
 };
 
 /* A device register whose read waits, as a device model may: meanwhile
@@ -247,7 +249,12 @@ static int evicting_mmio_read(void *opaque, uint64_t offset, unsigned size, uint
 
 static int evicting_mmio_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
-    (void)opaque, (void)offset, (void)size, (void)value;
+    struct evicting_mmio *m = opaque;
+    for (unsigned i = 0; i < size && (offset & 4095) + i >= 4088; i++)
+        m->written[(offset & 4095) + i - 4088] = (uint8_t)(value >> (8 * i));
+    m->writes++;
+    struct vmmu_gpa_range r = {m->victim, 4096};
+    assert_int_equal(vmmu_pager_page_out(m->pager, &r, 1), 0);
     return 0;
 }
 
@@ -299,6 +306,96 @@ static void rep_movs_from_a_waiting_device_keeps_every_element(void **state)
     acc_env_fini(&e);
 }
 
+/* A write that spans a device page and a RAM page: the device's part
+ * goes first, and when the device model waits and the RAM page leaves
+ * meanwhile, the RAM part still lands in the page. */
+static void a_write_from_a_waiting_device_page_into_ram_keeps_its_ram_part(void **state)
+{
+    (void)state;
+    struct acc_env e;
+    acc_env_init(&e);
+    struct vmmu_vm *vm = e.t.env.vm;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    struct evicting_mmio m = {.victim = PAGED_GPA};
+    const uint64_t dev = 0x70000000ull;
+    struct vmmu_region_desc md = {.type = VMMU_MEM_MMIO, .gpa = dev, .size = 4096,
+                                  .mmio = &evicting_mmio_ops, .opaque = &m};
+    assert_int_equal(vmmu_region_add(vm, &md, NULL), 0);
+    amap(&e, VA, dev, PTE_RW);
+    amap(&e, VA + 4096, PAGED_GPA, PTE_RW);
+    uint8_t fill[4096];
+    memset(fill, 0x5a, sizeof(fill));
+    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
+    struct vmmu_pager_config cfg = {0};
+    assert_int_equal(vmmu_pager_create(vm, &cfg, &m.pager), 0);
+
+    struct vmmu_vcpu *v = acc_vcpu(&e);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    const uint8_t data[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_write(v, VA + 4088, data, 16, VMMU_X86_ACC_WRITE, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_true(m.writes >= 1);
+    assert_memory_equal(m.written, data, 8);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+
+    uint8_t back[4096];
+    assert_int_equal(vmmu_gpa_read(vm, PAGED_GPA, back, sizeof(back), 0, NULL), 0);
+    assert_memory_equal(back, data + 8, 8);
+    for (unsigned i = 8; i < 4096; i++)
+        assert_int_equal(back[i], 0x5a);
+    vmmu_pager_destroy(m.pager);
+    acc_env_fini(&e);
+}
+
+/* A locked XCHG that spans a device page and a RAM page is a read then a
+ * write of each part (not atomic on a device); the device's read waits
+ * and the RAM page leaves meanwhile: the RAM part is still read from and
+ * written to the page. */
+static void a_locked_update_across_a_waiting_device_keeps_its_ram_part(void **state)
+{
+    (void)state;
+    struct acc_env e;
+    acc_env_init(&e);
+    struct vmmu_vm *vm = e.t.env.vm;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    struct evicting_mmio m = {.victim = PAGED_GPA};
+    const uint64_t dev = 0x70000000ull;
+    struct vmmu_region_desc md = {.type = VMMU_MEM_MMIO, .gpa = dev, .size = 4096,
+                                  .mmio = &evicting_mmio_ops, .opaque = &m};
+    assert_int_equal(vmmu_region_add(vm, &md, NULL), 0);
+    amap(&e, VA, dev, PTE_RW);
+    amap(&e, VA + 4096, PAGED_GPA, PTE_RW);
+    uint8_t fill[4096];
+    memset(fill, 0x5a, sizeof(fill));
+    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
+    struct vmmu_pager_config cfg = {0};
+    assert_int_equal(vmmu_pager_create(vm, &cfg, &m.pager), 0);
+
+    struct vmmu_vcpu *v = acc_vcpu(&e);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    uint64_t old = 0;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_rmw(v, VA + 4092, 8, VMMU_RMW_XCHG, 0x1122334455667788ull, &old,
+                                     0, &f),
+                     0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_true(m.reads >= 1);
+    assert_int_equal(old >> 32, 0x5a5a5a5au); /* the RAM part read after the wait */
+    assert_memory_equal(m.written + 4, "\x88\x77\x66\x55", 4);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+
+    uint8_t back[4096];
+    assert_int_equal(vmmu_gpa_read(vm, PAGED_GPA, back, sizeof(back), 0, NULL), 0);
+    assert_memory_equal(back, "\x44\x33\x22\x11", 4);
+    for (unsigned i = 4; i < 4096; i++)
+        assert_int_equal(back[i], 0x5a);
+    vmmu_pager_destroy(m.pager);
+    acc_env_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +404,8 @@ int main(void)
         cmocka_unit_test(a_write_survives_a_code_handler_that_pages_its_page_out),
         cmocka_unit_test(rep_movs_completes_when_its_destination_must_be_paged_in),
         cmocka_unit_test(rep_movs_from_a_waiting_device_keeps_every_element),
+        cmocka_unit_test(a_write_from_a_waiting_device_page_into_ram_keeps_its_ram_part),
+        cmocka_unit_test(a_locked_update_across_a_waiting_device_keeps_its_ram_part),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
