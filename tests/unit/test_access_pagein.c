@@ -40,36 +40,46 @@ static int stealing_pagein(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
     return c->pagein(c->pagein_opaque, vm, gpa);
 }
 
+/* Two RAM pages the pager manages at VA (PAGED_GPA, holding @first) and
+ * VA + 4096 (0xa5 bytes), so that each page-out writes them to the file;
+ * the pager paranoid; the second page out, and its page-in pages the first
+ * out (@c), as a host thread could while the page-in waits. */
+static void first_leaves_while_second_comes_back(struct acc_env *e, struct chain *c,
+                                                 const uint8_t *first)
+{
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    amap(e, VA, PAGED_GPA, PTE_RW);
+    amap(e, VA + 4096, PAGED_GPA + 4096, PTE_RW);
+    uint8_t fill[4096];
+    memset(fill, 0xa5, sizeof(fill));
+    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, first, 4096, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA + 4096, fill, 4096, 0, NULL), 0);
+
+    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
+    *c = (struct chain){.victim = PAGED_GPA};
+    assert_int_equal(vmmu_pager_create(vm, &cfg, &c->pager), 0);
+    c->pagein = atomic_load(&vm->p2m.pagein);
+    c->pagein_opaque = atomic_load(&vm->p2m.pagein_opaque);
+    assert_non_null(c->pagein);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, stealing_pagein, c), 0);
+    struct vmmu_gpa_range second = {PAGED_GPA + 4096, 4096};
+    assert_int_equal(vmmu_pager_page_out(c->pager, &second, 1), 0);
+}
+
 static void a_page_crossing_write_survives_the_first_page_leaving_during_the_second_page_in(
     void **state)
 {
     (void)state;
     struct acc_env e;
-    acc_env_init(&e);
-    struct vmmu_vm *vm = e.t.env.vm;
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
-    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
-    amap(&e, VA, PAGED_GPA, PTE_RW);
-    amap(&e, VA + 4096, PAGED_GPA + 4096, PTE_RW);
-
-    /* Both pages hold data (so the page-out writes them to the file). */
+    struct chain c;
     uint8_t fill[4096];
     memset(fill, 0x5a, sizeof(fill));
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
-    memset(fill, 0xa5, sizeof(fill));
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA + 4096, fill, 4096, 0, NULL), 0);
-
-    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
-    struct chain c = {.victim = PAGED_GPA};
-    assert_int_equal(vmmu_pager_create(vm, &cfg, &c.pager), 0);
-    c.pagein = atomic_load(&vm->p2m.pagein);
-    c.pagein_opaque = atomic_load(&vm->p2m.pagein_opaque);
-    assert_non_null(c.pagein);
-    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, stealing_pagein, &c), 0);
-
+    first_leaves_while_second_comes_back(&e, &c, fill);
+    struct vmmu_vm *vm = e.t.env.vm;
     /* The second page is out; the first is resident and translated first. */
-    struct vmmu_gpa_range second = {PAGED_GPA + 4096, 4096};
-    assert_int_equal(vmmu_pager_page_out(c.pager, &second, 1), 0);
 
     struct vmmu_vcpu *v = acc_vcpu(&e);
     assert_int_equal(vmmu_vcpu_online(v), 0);
@@ -178,29 +188,13 @@ static void rep_movs_completes_when_its_destination_must_be_paged_in(void **stat
 {
     (void)state;
     struct acc_env e;
-    acc_env_init(&e);
-    struct vmmu_vm *vm = e.t.env.vm;
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
-    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
-    amap(&e, VA, PAGED_GPA, PTE_RW);
-    amap(&e, VA + 4096, PAGED_GPA + 4096, PTE_RW);
+    struct chain c;
     uint8_t fill[4096];
     for (unsigned i = 0; i < 4096; i++)
         fill[i] = (uint8_t)(i * 7);
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
-    memset(fill, 0xa5, sizeof(fill));
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA + 4096, fill, 4096, 0, NULL), 0);
-
-    /* While the destination comes back, the source is paged out (as a
-     * host thread could while the page-in waits). */
-    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
-    struct chain c = {.victim = PAGED_GPA};
-    assert_int_equal(vmmu_pager_create(vm, &cfg, &c.pager), 0);
-    c.pagein = atomic_load(&vm->p2m.pagein);
-    c.pagein_opaque = atomic_load(&vm->p2m.pagein_opaque);
-    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, stealing_pagein, &c), 0);
-    struct vmmu_gpa_range dst = {PAGED_GPA + 4096, 4096};
-    assert_int_equal(vmmu_pager_page_out(c.pager, &dst, 1), 0);
+    /* While the destination comes back, the source is paged out. */
+    first_leaves_while_second_comes_back(&e, &c, fill);
+    struct vmmu_vm *vm = e.t.env.vm;
 
     struct vmmu_vcpu *v = acc_vcpu(&e);
     assert_int_equal(vmmu_vcpu_online(v), 0);
@@ -306,6 +300,28 @@ static void rep_movs_from_a_waiting_device_keeps_every_element(void **state)
     acc_env_fini(&e);
 }
 
+/* A device page at VA whose callbacks page out the RAM page at VA + 4096
+ * (PAGED_GPA, filled with 0x5a; the pager not paranoid, so a write to
+ * the page after it left is lost, not a crash). */
+static void device_then_ram(struct acc_env *e, struct evicting_mmio *m)
+{
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    const uint64_t dev = 0x70000000ull;
+    struct vmmu_region_desc md = {.type = VMMU_MEM_MMIO, .gpa = dev, .size = 4096,
+                                  .mmio = &evicting_mmio_ops, .opaque = m};
+    assert_int_equal(vmmu_region_add(vm, &md, NULL), 0);
+    amap(e, VA, dev, PTE_RW);
+    amap(e, VA + 4096, PAGED_GPA, PTE_RW);
+    uint8_t fill[4096];
+    memset(fill, 0x5a, sizeof(fill));
+    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
+    struct vmmu_pager_config cfg = {0};
+    assert_int_equal(vmmu_pager_create(vm, &cfg, &m->pager), 0);
+}
+
 /* A write that spans a device page and a RAM page: the device's part
  * goes first, and when the device model waits and the RAM page leaves
  * meanwhile, the RAM part still lands in the page. */
@@ -313,23 +329,9 @@ static void a_write_from_a_waiting_device_page_into_ram_keeps_its_ram_part(void 
 {
     (void)state;
     struct acc_env e;
-    acc_env_init(&e);
-    struct vmmu_vm *vm = e.t.env.vm;
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
-    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
     struct evicting_mmio m = {.victim = PAGED_GPA};
-    const uint64_t dev = 0x70000000ull;
-    struct vmmu_region_desc md = {.type = VMMU_MEM_MMIO, .gpa = dev, .size = 4096,
-                                  .mmio = &evicting_mmio_ops, .opaque = &m};
-    assert_int_equal(vmmu_region_add(vm, &md, NULL), 0);
-    amap(&e, VA, dev, PTE_RW);
-    amap(&e, VA + 4096, PAGED_GPA, PTE_RW);
-    uint8_t fill[4096];
-    memset(fill, 0x5a, sizeof(fill));
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
-    struct vmmu_pager_config cfg = {0};
-    assert_int_equal(vmmu_pager_create(vm, &cfg, &m.pager), 0);
-
+    device_then_ram(&e, &m);
+    struct vmmu_vm *vm = e.t.env.vm;
     struct vmmu_vcpu *v = acc_vcpu(&e);
     assert_int_equal(vmmu_vcpu_online(v), 0);
     const uint8_t data[16] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16};
@@ -357,23 +359,9 @@ static void a_locked_update_across_a_waiting_device_keeps_its_ram_part(void **st
 {
     (void)state;
     struct acc_env e;
-    acc_env_init(&e);
-    struct vmmu_vm *vm = e.t.env.vm;
-    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = PAGED_GPA, .size = 64 * 1024};
-    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
     struct evicting_mmio m = {.victim = PAGED_GPA};
-    const uint64_t dev = 0x70000000ull;
-    struct vmmu_region_desc md = {.type = VMMU_MEM_MMIO, .gpa = dev, .size = 4096,
-                                  .mmio = &evicting_mmio_ops, .opaque = &m};
-    assert_int_equal(vmmu_region_add(vm, &md, NULL), 0);
-    amap(&e, VA, dev, PTE_RW);
-    amap(&e, VA + 4096, PAGED_GPA, PTE_RW);
-    uint8_t fill[4096];
-    memset(fill, 0x5a, sizeof(fill));
-    assert_int_equal(vmmu_gpa_write(vm, PAGED_GPA, fill, 4096, 0, NULL), 0);
-    struct vmmu_pager_config cfg = {0};
-    assert_int_equal(vmmu_pager_create(vm, &cfg, &m.pager), 0);
-
+    device_then_ram(&e, &m);
+    struct vmmu_vm *vm = e.t.env.vm;
     struct vmmu_vcpu *v = acc_vcpu(&e);
     assert_int_equal(vmmu_vcpu_online(v), 0);
     uint64_t old = 0;
