@@ -60,28 +60,33 @@
  *
  * ## Host pointers
  *
- * A host pointer obtained from a probe or held by a prepared access is
- * valid until the vCPU's next safe point: vmmu_insn_end(),
- * vmmu_vcpu_safepoint() and vmmu_vcpu_offline() are safe points, and so
- * is a wait inside a vmmu call made on the vCPU's thread (a contended
- * lock, a page-out, a synchronous shootdown: the vCPU is offline while it
- * waits, and the host may take pages away meanwhile).  A prepared access
- * used after one fails with VMMU_EINVAL.  vmmu's own operations that wait
- * in the middle of an access (a page-in, a code handler or device model
- * that waits) translate what they still need again, so they complete.  The
- * replay latch keeps copies of what was read, never host pointers, so the
- * host may reclaim guest pages between the two passes of an instruction
- * without waiting for the latch.
+ * A prepared access is valid until the vCPU's next safe point:
+ * vmmu_insn_end(), vmmu_vcpu_safepoint() and vmmu_vcpu_offline() are safe
+ * points; used after one it fails with VMMU_EINVAL.  Until then it may be
+ * held across anything, other vmmu calls on the vCPU's thread included:
+ * one that waits (a device model or a page-in handler that waits, a
+ * contended lock, a page-out, a synchronous shootdown) takes the vCPU
+ * offline, so the host may take pages away meanwhile, and one that
+ * narrows what pages allow (vmmu_dirty_log_enable(),
+ * vmmu_dirty_log_get_and_clear(), vmmu_code_mark(),
+ * vmmu_page_state_change(); a device model's callback may make them in
+ * the middle of an instruction) drops the vCPU's translations at once.
+ * After either, an operation on the descriptor looks its pages up again
+ * (the guest-physical addresses it translated to stay, as a CPU keeps the
+ * translation of an instruction in flight), and a write through it marks
+ * a logged page dirty and reports a write to a page marked as code, as a
+ * write prepared after the call would.
  *
- * A prepared access held across vmmu_dirty_log_enable(),
- * vmmu_dirty_log_get_and_clear(), vmmu_code_mark() or
- * vmmu_page_state_change() made on the vCPU's own thread (a device model's
- * callback may make them in the middle of an instruction) acts on the
- * pages as they are after the call: a write through it marks a logged
- * page dirty and reports a write to a page marked as code, as a write
- * prepared after the call would.  A probe's host pointer cannot do that:
- * do not keep one across those calls, probe again.  (Made on another
- * thread the calls wait for the vCPU's next safe point, which ends both.)
+ * A probe's host pointer is a raw address and cannot be looked up again:
+ * it is valid until the vCPU's next safe point or the next vmmu call on
+ * the vCPU's thread that may wait or narrow (above; an access that
+ * reaches a device model or a paged-out page may wait), whichever comes
+ * first.  Use it at once, or probe again after such a call.  (Made on
+ * another thread, those calls wait for the vCPU's next safe point.)
+ *
+ * The replay latch keeps copies of what was read, never host pointers, so
+ * the host may reclaim guest pages between the two passes of an
+ * instruction without waiting for the latch.
  *
  * ## The replay latch
  *
@@ -228,7 +233,8 @@ int vmmu_access_probe_nofault(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size
 struct vmmu_prepared_page {
     uint64_t va;       /**< first byte of this part */
     uint64_t gpa;      /**< its guest-physical address */
-    uint8_t *host;     /**< host address for RAM (and ROM reads), else NULL */
+    uint8_t *host;     /**< host address for RAM (and ROM reads), else NULL; used
+                            directly, valid as a probe's pointer is (see "Host pointers") */
     uint32_t len;      /**< bytes in this part */
     uint32_t region_id;
     enum vmmu_mem_type type;
@@ -237,7 +243,8 @@ struct vmmu_prepared_page {
 /**
  * A checked access of up to VMMU_ACCESS_PREPARE_MAX bytes over at most two
  * pages.  Filled by vmmu_access_prepare(); valid until the vCPU's next safe
- * point (the operations below then return VMMU_EINVAL).
+ * point (the operations below then return VMMU_EINVAL), across other vmmu
+ * calls too (see "Host pointers" above).
  */
 struct vmmu_prepared {
     struct vmmu_vcpu *vcpu;
@@ -247,7 +254,7 @@ struct vmmu_prepared {
     unsigned npages;   /**< 1 or 2 */
     struct vmmu_prepared_page page[2];
     uint64_t epoch;    /**< the vCPU's safe-point epoch when prepared */
-    uint64_t changes;  /**< page-state changes the vCPU's thread had made when prepared */
+    uint64_t host_gen; /**< when its host addresses were found (vmmu looks them up again) */
 };
 
 /**

@@ -12,7 +12,10 @@
  * between instructions or blocks, and vmmu_vcpu_offline() before it halts,
  * blocks or leaves guest execution for a while.  **Nothing derived from a
  * translation (a host pointer from the TLB or the P2M, a cached entry, a
- * prepared access) is held across a safe point or while offline.**  In
+ * prepared access) is held across a safe point or while offline.**  (vmmu
+ * itself may take the vCPU offline while one of its calls waits, in the
+ * middle of an access: what it holds then, it looks up again afterwards;
+ * access.h, "Host pointers", says what that means for the caller.)  In
  * exchange vmmu guarantees that when a synchronous flush or a P2M change
  * returns, no vCPU uses the old translation again.
  *

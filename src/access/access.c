@@ -144,14 +144,14 @@ int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_
 int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write)
 {
     for (unsigned tries = 0;; tries++) {
-        uint64_t epoch = v->access->epoch;
+        uint64_t gen = v->host_gen;
         int rc = vmmu__piece_from_gpa(v, pc->va, pc->len, pc->gpa,
                                       write ? VMMU_X86_ACC_WRITE : 0, pc);
         if (rc < 0)
             return rc;
         if (write)
             vmmu__pieces_commit(v, pc, 1);
-        if (epoch == v->access->epoch)
+        if (gen == v->host_gen)
             return 0;
         if (tries >= ACCESS_XLATE_RETRIES)
             return VMMU_EBUSY; /* the host keeps taking the page away */
@@ -276,16 +276,17 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
         return 0;
     }
     unsigned n;
-    /* Translating the second page may block (a page-in takes the vCPU
-     * offline, which ends its epoch): a grace period may then have passed
-     * and the first page's host memory been reclaimed.  Translate both
-     * again until neither blocked.  So may the code handler, which runs
-     * once every piece passed its checks (it may page out, wait for a
-     * lock, shoot down): then the pieces are translated again too, but
-     * the handler is not called a second time for this write. */
+    /* Translating the second page may wait (the vCPU is offline while a
+     * page-in handler waits): a grace period may then have passed and the
+     * first page's host memory been reclaimed (v->host_gen moved).
+     * Translate both again until neither waited.  So may the code handler,
+     * which runs once every piece passed its checks (it may page out, wait
+     * for a lock, shoot down, mark pages): then the pieces are translated
+     * again too, but the handler is not called a second time for this
+     * write. */
     bool committed = false;
     for (unsigned tries = 0;; tries++) {
-        uint64_t epoch = v->access->epoch;
+        uint64_t gen = v->host_gen;
         int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);
         if (rc < 0 || vmmu__fault_raised(fault))
             return rc;
@@ -299,11 +300,11 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
                 return rc;
             n = 2;
         }
-        if (epoch == v->access->epoch && !committed) {
+        if (gen == v->host_gen && !committed) {
             vmmu__pieces_commit(v, out, n);
             committed = true;
         }
-        if (epoch == v->access->epoch)
+        if (gen == v->host_gen)
             break;
         if (tries >= ACCESS_XLATE_RETRIES)
             return VMMU_EBUSY; /* the host keeps taking the pages away */

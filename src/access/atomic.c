@@ -215,9 +215,9 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         a->nwatch = 0; /* hits were recorded above */
         /* A device model may wait (the vCPU offline, pages taken away):
          * a piece touched after a wait is looked up again. */
-        uint64_t epoch = a->epoch;
+        uint64_t gen = v->host_gen;
         for (unsigned i = 0; i < n && rc == 0; i++) {
-            if (a->epoch != epoch)
+            if (v->host_gen != gen)
                 rc = vmmu__piece_again(v, &p[i], false);
             if (rc == 0)
                 rc = vmmu__piece_read(v, &p[i], 0, old + off, p[i].len);
@@ -229,7 +229,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             const uint8_t *w = fn(ctx, old, nb, size) ? nb : old;
             off = 0;
             for (unsigned i = 0; i < n && rc == 0; i++) {
-                if (a->epoch != epoch)
+                if (v->host_gen != gen)
                     rc = vmmu__piece_again(v, &p[i], true);
                 if (rc == 0)
                     rc = vmmu__piece_write(v, &p[i], 0, w + off, p[i].len);

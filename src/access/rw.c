@@ -89,7 +89,7 @@ static bool prepare_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     out->len = len;
     out->access = access;
     out->epoch = v->access->epoch;
-    out->changes = v->gpa_changes;
+    out->host_gen = v->host_gen;
     return true;
 }
 
@@ -117,7 +117,7 @@ int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     for (unsigned i = 0; i < n; i++)
         piece_to_page(&p[i], &out->page[i]);
     out->epoch = v->access->epoch;
-    out->changes = v->gpa_changes;
+    out->host_gen = v->host_gen;
     return 0;
 }
 
@@ -132,38 +132,50 @@ static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t 
     return 0;
 }
 
-/* The descriptor an operation works on: @p itself, or, when a call on the
- * vCPU's own thread changed what guest-physical pages allow since @p was
- * prepared (the dirty log read, a code mark: calls that drop the vCPU's
- * translations at once but are no safe point), @tmp with every page as
- * the map and the page's state are now.  For a write that marks a logged
- * page dirty again and reports a write to a page marked as code, as the
- * preparation did; so a write held across such a call is seen like any
- * other.  Returns @p or @tmp, or NULL with *@rc set. */
+/* The descriptor an operation works on: @p itself, or, when host
+ * addresses the vCPU found may have gone stale since @p was prepared,
+ * @tmp with every page as the map and the page's state are now.  That is
+ * after a wait inside vmmu on the vCPU's thread (a device model, the code
+ * handler, a page-in handler, a contended lock: the vCPU was offline and
+ * the host may have taken pages away), or a call on its thread that
+ * narrowed what pages allow (the dirty log read, a code mark: they drop
+ * the vCPU's translations at once but are no safe point).  For a write
+ * that marks a logged page dirty again and reports a write to a page
+ * marked as code, as the preparation did; so a write held across such a
+ * call is seen like any other.  The translation itself (the guest-physical
+ * address) is the instruction's and stays.  Returns @p or @tmp, or NULL
+ * with *@rc set. */
 static const struct vmmu_prepared *prepared_now(const struct vmmu_prepared *p,
                                                 struct vmmu_prepared *tmp, bool write, int *rc)
 {
     struct vmmu_vcpu *v = p->vcpu;
-    if (p->changes == v->gpa_changes)
+    if (p->host_gen == v->host_gen)
         return p;
     *tmp = *p;
-    for (unsigned i = 0; i < p->npages; i++) {
-        struct piece pc;
-        page_to_piece(&p->page[i], &pc);
-        if ((*rc = vmmu__piece_again(v, &pc, write)) < 0)
+    for (unsigned tries = 0;; tries++) {
+        uint64_t gen = v->host_gen;
+        for (unsigned i = 0; i < p->npages; i++) {
+            struct piece pc;
+            page_to_piece(&p->page[i], &pc);
+            if ((*rc = vmmu__piece_again(v, &pc, write)) < 0)
+                return NULL;
+            piece_to_page(&pc, &tmp->page[i]);
+        }
+        if (gen == v->host_gen) {
+            tmp->host_gen = gen;
+            return tmp;
+        }
+        if (tries >= ACCESS_XLATE_RETRIES) {
+            *rc = VMMU_EBUSY; /* the host keeps taking the pages away */
             return NULL;
-        piece_to_page(&pc, &tmp->page[i]);
+        }
     }
-    tmp->changes = v->gpa_changes;
-    return tmp;
 }
 
-/* Call read or write on the parts of [off, off + n) in each page.  The
- * operation began in @p's epoch; if something it did waited since (a
- * device model, the code handler, a page-in: the vCPU was offline, the
- * host may have taken pages away), each further piece is looked up again
- * before it is touched, so the operation completes.  The descriptor's
- * epoch has ended then: it is the last operation on it. */
+/* Call read or write on the parts of [off, off + n) in each page.  If
+ * something the operation did waited (a device model, the code handler:
+ * the vCPU was offline, the host may have taken pages away), each further
+ * piece is looked up again before it is touched. */
 static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *buf, uint32_t n,
                          bool write)
 {
@@ -177,7 +189,7 @@ static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *b
             struct piece pc;
             page_to_piece(pp, &pc);
             int rc = 0;
-            if (v->access->epoch != p->epoch)
+            if (v->host_gen != p->host_gen)
                 rc = vmmu__piece_again(v, &pc, write);
             if (rc == 0)
                 rc = write ? vmmu__piece_write(v, &pc, in, buf, take)
@@ -249,7 +261,7 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
         for (unsigned i = 0; i < sizeof(pattern); i += elem)
             memcpy(pattern + i, &value, elem);
         if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch &&
-            p->epoch == p->vcpu->access->epoch) {
+            p->host_gen == p->vcpu->host_gen) {
             memset(p->page[0].host + offset, (int)(value & 0xff), n);
             return 0;
         }
@@ -311,7 +323,8 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
     struct vmmu__access_vcpu *a = dst->vcpu->access;
     /* Host addresses straight from the descriptors only while no wait
      * (above) ended them; else element by element, each looked up again. */
-    bool ram = all_ram(dst) && all_ram(src) && dst->epoch == a->epoch && src->epoch == a->epoch;
+    bool ram = all_ram(dst) && all_ram(src) && dst->host_gen == dst->vcpu->host_gen &&
+               src->host_gen == dst->vcpu->host_gen;
 
     if (ram && overlaps(dst, src)) {
         /* Both in host memory and aliased: element by element in the

@@ -95,25 +95,6 @@ static bool chunk_in_ram(const struct vmmu_prepared *p)
     return true;
 }
 
-/* Element @p off .. @p off + @p elem of a chunk's side @p chunk: @p chunk
- * itself while the vCPU's epoch it was prepared in lasts, else that
- * element prepared again into @p one (an earlier element's device model,
- * or the code handler, waited: the vCPU was offline meanwhile, and what
- * the chunk's preparation found may be gone).  Returns 0 (a fault in
- * @p fault) or a negative code; *@p side and *@p at say where to act. */
-static int elem_side(struct vmmu_vcpu *v, const struct vmmu_prepared *chunk, uint32_t off,
-                     unsigned elem, struct vmmu_prepared *one, const struct vmmu_prepared **side,
-                     uint32_t *at, struct vmmu_x86_fault *fault)
-{
-    *side = chunk;
-    *at = off;
-    if (chunk->epoch == v->access->epoch)
-        return 0;
-    *side = one;
-    *at = 0;
-    return vmmu_access_prepare(v, chunk->va + off, elem, chunk->access, one, fault);
-}
-
 static int stopped(int rc, uint64_t done)
 {
     return (rc < 0 && done > 0) ? 0 : rc;
@@ -152,25 +133,16 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         k = kw;
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared ps, pd;
-        /* Both sides under one epoch: preparing the destination may wait
-         * (a page-in handler that blocks), ending the source's. */
-        for (unsigned tries = 0;; tries++) {
-            rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps,
-                                     fault);
-            if (rc < 0 || vmmu__fault_raised(fault)) {
-                fix_cr2(v, fault, r->src, k, r->backward);
-                return stopped(rc, done);
-            }
-            rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE,
-                                     &pd, fault);
-            if (rc < 0 || vmmu__fault_raised(fault)) {
-                fix_cr2(v, fault, r->dst, k, r->backward);
-                return stopped(rc, done);
-            }
-            if (ps.epoch == pd.epoch)
-                break;
-            if (tries >= ACCESS_XLATE_RETRIES)
-                return stopped(VMMU_EBUSY, done); /* the host keeps taking the pages away */
+        rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps, fault);
+        if (rc < 0 || vmmu__fault_raised(fault)) {
+            fix_cr2(v, fault, r->src, k, r->backward);
+            return stopped(rc, done);
+        }
+        rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
+                                 fault);
+        if (rc < 0 || vmmu__fault_raised(fault)) {
+            fix_cr2(v, fault, r->dst, k, r->backward);
+            return stopped(rc, done);
         }
         if (chunk_in_ram(&ps) && chunk_in_ram(&pd)) {
             unsigned token = vmmu_latch_disable(v);
@@ -184,17 +156,10 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
             for (uint64_t i = 0; i < k; i++) {
                 uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
                 uint8_t tmp[8];
-                struct vmmu_prepared one;
-                const struct vmmu_prepared *side;
-                uint32_t at;
-                rc = elem_side(v, &ps, off, e, &one, &side, &at, fault);
-                if (rc == 0 && !vmmu__fault_raised(fault))
-                    rc = vmmu_prepared_read(side, at, tmp, e);
-                if (rc == 0 && !vmmu__fault_raised(fault))
-                    rc = elem_side(v, &pd, off, e, &one, &side, &at, fault);
-                if (rc == 0 && !vmmu__fault_raised(fault))
-                    rc = vmmu_prepared_write(side, at, tmp, e);
-                if (rc < 0 || vmmu__fault_raised(fault)) {
+                rc = vmmu_prepared_read(&ps, off, tmp, e);
+                if (rc == 0)
+                    rc = vmmu_prepared_write(&pd, off, tmp, e);
+                if (rc < 0) {
                     r->src = step(r->src, i, e, r->backward);
                     r->dst = step(r->dst, i, e, r->backward);
                     r->count -= i;
@@ -251,13 +216,8 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
              * element that completed. */
             for (uint64_t i = 0; i < k; i++) {
                 uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
-                struct vmmu_prepared one;
-                const struct vmmu_prepared *side;
-                uint32_t at;
-                rc = elem_side(v, &pd, off, e, &one, &side, &at, fault);
-                if (rc == 0 && !vmmu__fault_raised(fault))
-                    rc = vmmu_prepared_set(side, at, r->value, e, e);
-                if (rc < 0 || vmmu__fault_raised(fault)) {
+                rc = vmmu_prepared_set(&pd, off, r->value, e, e);
+                if (rc < 0) {
                     r->dst = step(r->dst, i, e, r->backward);
                     r->count -= i;
                     return stopped(rc, done + i);

@@ -150,7 +150,7 @@ void vmmu__sync_flush_gpas(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
         self = NULL;
     if (self) {
         vmmu__sync_apply(self, &p); /* drops single entries only: safe anywhere */
-        self->gpa_changes++;
+        self->host_gen++;
     }
     vmmu__sync_post(vm, self, NULL, &p, true);
 }

@@ -519,7 +519,7 @@ static void park(struct vmmu_vcpu *v)
 {
     struct vmmu_sync *sy = v->vm->sync;
     uint32_t seq = atomic_load(&sy->excl_seq);
-    safepoint_notify(v);
+    v->host_gen++; /* offline: as in vmmu__sync_block_begin() */
     go_offline(v);
     /* Sections are short (one locked access): spin a little before
      * sleeping, so that the owner's end needs no system call. */
@@ -620,9 +620,10 @@ struct vmmu_vcpu *vmmu__sync_block_begin(void)
 {
     struct vmmu_vcpu *v = tls_vcpu;
     if (v) {
-        /* Offline, a grace period may pass: whatever the vCPU translated
-         * before (prepared accesses, probe pointers) ends here. */
-        safepoint_notify(v);
+        /* Offline, a grace period may pass: host addresses the vCPU found
+         * before (probe pointers, a prepared access's) may be gone after.
+         * Not a safe point: the access in progress goes on. */
+        v->host_gen++;
         go_offline(v);
     }
     return v;

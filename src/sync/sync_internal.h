@@ -213,7 +213,9 @@ void vmmu__sync_process(struct vmmu_vcpu *v);
 
 /* Around a blocking wait on a thread that may run an online vCPU: take it
  * offline (so nobody waits for it) and back online afterwards (acting on
- * what arrived meanwhile).  The call must be at a safe point of that vCPU. */
+ * what arrived meanwhile).  The wait may be in the middle of an access: it
+ * is no safe point, but host addresses the vCPU found before may be gone
+ * after it (a grace period may pass), so it moves vmmu_vcpu::host_gen. */
 struct vmmu_vcpu *vmmu__sync_block_begin(void);
 void vmmu__sync_block_end(struct vmmu_vcpu *v);
 

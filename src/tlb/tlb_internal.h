@@ -356,12 +356,14 @@ struct vmmu_vcpu {
      * kinds (bit 1 << enum vmmu_tlb_kind) of a linear page are watched, so
      * the fill marks those comparators VMMU_TLB_FLAG_WATCH. */
     struct vmmu__access_vcpu *access;
-    /* Incremented (src/sync) each time a call on this vCPU's own thread
-     * changed what some guest-physical pages allow (dirty log, code marks,
-     * page state, the map) and the vCPU dropped its entries of them at
-     * once, without a safe point: a prepared access made before then acts
-     * on the pages' state as it is now (src/access/rw.c). */
-    uint64_t gpa_changes;
+    /* Incremented (src/sync) whenever host addresses the vCPU's thread
+     * looked up may have gone stale without a safe point of the vCPU: it
+     * waited inside vmmu (offline, so a grace period may pass and the host
+     * take pages away), or a call on its thread changed what some
+     * guest-physical pages allow (dirty log, code marks, page state, the
+     * map) and dropped the vCPU's entries of them at once.  The access
+     * part looks up again what it holds from before (src/access). */
+    uint64_t host_gen;
     bool latch_walks;
     unsigned (*watch_kinds)(const struct vmmu_vcpu *v, uint64_t page);
 };

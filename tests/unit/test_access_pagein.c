@@ -384,6 +384,45 @@ static void a_locked_update_across_a_waiting_device_keeps_its_ram_part(void **st
     acc_env_fini(&e);
 }
 
+/* An interpreter prepares an instruction's destination, then reads its
+ * source from a device that waits while the host pages the destination
+ * out: the prepared write is still valid (no safe point came) and lands
+ * in the page; after the instruction ends it is refused. */
+static void a_prepared_write_held_across_a_waiting_device_read_lands(void **state)
+{
+    (void)state;
+    struct acc_env e;
+    struct evicting_mmio m = {.victim = PAGED_GPA};
+    device_then_ram(&e, &m);
+    struct vmmu_vm *vm = e.t.env.vm;
+    struct vmmu_vcpu *v = acc_vcpu(&e);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    assert_int_equal(vmmu_insn_begin(v), 0);
+    struct vmmu_prepared dst;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_prepare(v, VA + 4096 + 32, 4, VMMU_X86_ACC_WRITE, &dst, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    uint32_t x = 0;
+    assert_int_equal(vmmu_access_read(v, VA + 8, &x, 4, 0, &f), 0);
+    assert_int_equal(m.reads, 1);
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(vm, PAGED_GPA, &st), 0);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(vmmu_prepared_write(&dst, 0, &x, 4), 0);
+    assert_int_equal(vmmu_insn_end(v, 0), 0);
+    assert_int_equal(vmmu_prepared_write(&dst, 0, &x, 4), VMMU_EINVAL);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+
+    uint8_t back[4096];
+    assert_int_equal(vmmu_gpa_read(vm, PAGED_GPA, back, sizeof(back), 0, NULL), 0);
+    assert_memory_equal(back + 32, &x, 4);
+    for (unsigned i = 0; i < 4096; i++)
+        if (i < 32 || i >= 36)
+            assert_int_equal(back[i], 0x5a);
+    vmmu_pager_destroy(m.pager);
+    acc_env_fini(&e);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -394,6 +433,7 @@ int main(void)
         cmocka_unit_test(rep_movs_from_a_waiting_device_keeps_every_element),
         cmocka_unit_test(a_write_from_a_waiting_device_page_into_ram_keeps_its_ram_part),
         cmocka_unit_test(a_locked_update_across_a_waiting_device_keeps_its_ram_part),
+        cmocka_unit_test(a_prepared_write_held_across_a_waiting_device_read_lands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
