@@ -104,6 +104,7 @@ static int ctx_alloc(struct tlb_ctx *c, unsigned n)
     c->cold = cold;
     c->n = n;
     c->mask = n - 1;
+    c->index_mask = (uintptr_t)(n - 1) << VMMU_TLB_ENTRY_SHIFT;
     return 0;
 }
 
@@ -357,26 +358,13 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
     }
 }
 
-/* What the warm miss needs of @access (VMMU_X86_ACC_*, 4 bits): the PTE
- * bits that must be set (WARM_NEED: P and A, and D for a write) and the
- * right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT); struct warm_acc's
- * sel.  Write + fetch (invalid) asks for no right, so the warm miss leaves
- * it to the general path, which rejects it. */
-#define WARM_NEED 0x61u
-#define WARM_SEL(need, right) ((need) | (right) << RIGHTS_SHIFT)
-#define WARM_R WARM_SEL(0x21u, VMMU_X86_RIGHT_READ)
-#define WARM_W WARM_SEL(0x61u, VMMU_X86_RIGHT_WRITE)
-#define WARM_F WARM_SEL(0x21u, VMMU_X86_RIGHT_FETCH)
-#define WARM_BAD WARM_SEL(0x21u, 0u)
+/* The kind of each access (VMMU_X86_ACC_*, 4 bits) in a rights row: its
+ * lane, 3 (the cold bits, never 0) for write + fetch, which the general
+ * path rejects. */
 _Static_assert(VMMU_X86_ACC_WRITE == 1 && VMMU_X86_ACC_FETCH == 2 && VMMU_X86_ACC_IMPLICIT == 4 &&
                    VMMU_X86_ACC_STACK == 8 && VMMU_X86_ACC_ALL == 15,
-               "warm_sel is indexed by these access bits");
-_Static_assert((VMMU_X86_PTE_P | VMMU_X86_PTE_A | VMMU_X86_PTE_D) == WARM_NEED,
-               "PTE bits of warm_sel");
-static const uint16_t warm_sel[16] = {
-    WARM_R, WARM_W, WARM_F, WARM_BAD, WARM_R, WARM_W, WARM_F, WARM_BAD,
-    WARM_R, WARM_W, WARM_F, WARM_BAD, WARM_R, WARM_W, WARM_F, WARM_BAD,
-};
+               "warm_ctx and warm_lane are indexed by these access bits");
+static const uint8_t warm_kind[4] = {VMMU_TLB_READ, VMMU_TLB_WRITE, VMMU_TLB_FETCH, ROW_COLD};
 
 static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
 {
@@ -385,38 +373,56 @@ static enum tlb_ctx_id ctx_for(const struct vmmu_x86_paging *pg)
     return (pg->rflags & VMMU_X86_RFLAGS_AC) ? CTX_SUP_AC : CTX_SUP;
 }
 
-/* The rights tables of the warm miss: what each context may do with a
- * leaf, by psc_rights_index(), decided once per change of CR0.WP,
- * CR4.SMEP or CR4.SMAP (the only registers the decision reads besides the
- * leaf; EFER.NXE=0 makes bit 63 of a PTE reserved, so XD never reaches
- * the table then). */
+/* The rights rows of the warm miss: what each context's fill makes of
+ * each comparator for a leaf, by warm_rights_index(), decided once per
+ * change of CR0.WP, CR4.SMEP or CR4.SMAP (the only registers the decision
+ * reads besides the leaf; EFER.NXE=0 makes bit 63 of a PTE reserved, so
+ * XD never reaches the table then).  The comparators are those the
+ * general path builds from a walk's rights: a write needs the leaf's D
+ * bit (else NOTDIRTY, so that the first write walks and sets it). */
 static void rights_refresh(struct vmmu_vcpu *v)
 {
     const struct vmmu_x86_paging *pg = &v->pg;
     uint64_t key = (pg->cr0 & VMMU_X86_CR0_WP) | (pg->cr4 & (VMMU_X86_CR4_SMEP | VMMU_X86_CR4_SMAP));
     if (key == v->rights_key)
         return;
-    for (unsigned i = 0; i < 64; i++) {
-        /* psc_rights_index(): the PTE's XD, R/W, U/S in bits 0, 2, 3, the
-         * upper levels' in bits 1, 4, 5; XD of either, R/W and U/S of both. */
+    _Static_assert(VMMU_TLB_FLAG_NOTDIRTY <= INT16_MAX && VMMU_TLB_FLAG_CODE <= INT16_MAX,
+                   "a row holds NOTDIRTY and CODE");
+    _Static_assert((COLD_USER | VMMU_MEM_RAM) <= INT16_MAX && VMMU_MEM_RAM != 0,
+                   "a row's cold lane is never 0");
+    for (unsigned i = 0; i < WARM_ROWS; i++) {
+        /* warm_rights_index(): the PTE's XD, R/W, U/S, D in bits 0, 2, 3,
+         * 7, the upper levels' XD, R/W, U/S in bits 1, 4, 5; XD of either,
+         * R/W and U/S of both. */
         struct vmmu__x86_leaf leaf = {.user = (i & 8) && (i & 32), .writable = (i & 4) && (i & 16),
                                       .nx = (i & 3) != 0};
-        unsigned user = leaf.user ? RIGHTS_USER : 0;
-        v->rights_tab[CTX_USER][i] =
-            (uint16_t)(vmmu__x86_rights_without_keys(pg, true, false, &leaf) << RIGHTS_SHIFT | user);
-        v->rights_tab[CTX_SUP][i] = (uint16_t)(
-            vmmu__x86_rights_without_keys(pg, false, false, &leaf) << RIGHTS_SHIFT | user);
-        v->rights_tab[CTX_SUP_AC][i] = (uint16_t)(
-            vmmu__x86_rights_without_keys(pg, false, true, &leaf) << RIGHTS_SHIFT | user);
+        bool dirty = (i & 0x80) != 0;
+        for (unsigned ctx = 0; ctx < CTX_COUNT; ctx++) {
+            unsigned r = vmmu__x86_rights_without_keys(pg, ctx == CTX_USER, ctx == CTX_SUP_AC, &leaf);
+            int16_t *row = v->warm_rows[ctx][0][i], *code = v->warm_rows[ctx][1][i];
+            row[VMMU_TLB_READ] = (r & VMMU_X86_RIGHT_READ) ? 0 : -1;
+            row[VMMU_TLB_WRITE] = !(r & VMMU_X86_RIGHT_WRITE) ? -1
+                                  : dirty                     ? 0
+                                                              : (int16_t)VMMU_TLB_FLAG_NOTDIRTY;
+            row[VMMU_TLB_FETCH] = (r & VMMU_X86_RIGHT_FETCH) ? 0 : -1;
+            row[ROW_COLD] = (int16_t)((leaf.user ? COLD_USER : 0) | VMMU_MEM_RAM);
+            memcpy(code, row, sizeof(v->warm_rows[ctx][1][i]));
+            if (code[VMMU_TLB_WRITE] == 0)
+                code[VMMU_TLB_WRITE] = (int16_t)VMMU_TLB_FLAG_CODE;
+        }
     }
     v->rights_key = key;
 }
 
-/* The key tables of the warm miss (CR4.PKE or CR4.PKS set): SDM 4.6.2,
+/* A row's lane @kind as a 64-bit value (lanes of 16 bits). */
+#define ROW_LANE(kind) (0xffffull << (16 * (kind)))
+
+/* The key masks of the warm miss (CR4.PKE or CR4.PKS set): SDM 4.6.2,
  * a key's access-disable bit takes reads and writes, its write-disable
  * bit takes writes from user-mode accesses, and from supervisor-mode ones
  * when CR0.WP=1; PKRU governs user pages, PKRS supervisor pages; fetches
- * are never governed by keys. */
+ * are never governed by keys.  A kind taken is a lane of -1 ORed into the
+ * row (VMMU_TLB_CMP_INVALID once ORed into the page). */
 static void keys_refresh(struct vmmu_vcpu *v)
 {
     const struct vmmu_x86_paging *pg = &v->pg;
@@ -429,12 +435,12 @@ static void keys_refresh(struct vmmu_vcpu *v)
         for (unsigned k = 0; k < 32; k++) {
             uint64_t reg = (k & 16) ? pkru : pkrs;
             unsigned bits = (unsigned)(reg >> (2 * (k & 15))) & 3;
-            unsigned take = 0;
+            uint64_t take = 0;
             if (bits & 1)
-                take = VMMU_X86_RIGHT_READ | VMMU_X86_RIGHT_WRITE;
+                take = ROW_LANE(VMMU_TLB_READ) | ROW_LANE(VMMU_TLB_WRITE);
             else if ((bits & 2) && (ctx == CTX_USER || wp))
-                take = VMMU_X86_RIGHT_WRITE;
-            v->key_tab[ctx][k] = (uint16_t)~(take << RIGHTS_SHIFT);
+                take = ROW_LANE(VMMU_TLB_WRITE);
+            v->key_masks[ctx][k] = take;
         }
     }
     v->keys_key[0] = pkru;
@@ -442,9 +448,13 @@ static void keys_refresh(struct vmmu_vcpu *v)
     v->keys_key[2] = wp;
 }
 
-/* The PDE cache the warm miss reads while it must not run: no tag is 0,
- * so nothing matches. */
-static const struct psc_entry psc_never[PSC_WAYS_L2];
+/* The PDE cache the warm miss reads while it must not run: no tag
+ * matches. */
+#define NEVER2 ~0ull, ~0ull
+#define NEVER8 NEVER2, NEVER2, NEVER2, NEVER2
+#define NEVER64 NEVER8, NEVER8, NEVER8, NEVER8, NEVER8, NEVER8, NEVER8, NEVER8
+static const struct warm_l2 psc_never = {.tag = {NEVER64}};
+_Static_assert(PSC_WAYS_L2 == 64, "psc_never initializes 64 tags");
 
 void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v)
 {
@@ -452,7 +462,7 @@ void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v)
      * and its watchpoints mark comparators: both need the general path. */
     bool off = v->pg.mode < VMMU_X86_MODE_4LEVEL || v->psc_off || v->latch_walks ||
                v->watch_kinds != NULL;
-    v->warm_pde = off ? psc_never : v->slot[v->cur_slot].psc.l2;
+    v->warm_pde = off ? &psc_never : &v->slot[v->cur_slot].psc.warm;
 }
 
 void vmmu__tlb_select(struct vmmu_vcpu *v)
@@ -467,10 +477,10 @@ void vmmu__tlb_select(struct vmmu_vcpu *v)
     v->fast.sup_table = sup->hot;
     v->cold_keep = COLD_PTE_KEEP & ~((v->pg.cr4 & VMMU_X86_CR4_PGE) ? 0 : COLD_GLOBAL);
     v->pk_on = (v->pg.cr4 & (VMMU_X86_CR4_PKE | VMMU_X86_CR4_PKS)) != 0;
+    v->warm_chk = VMMU_X86_PTE_P | VMMU_X86_PTE_A | v->pg.rsvd_[0][1];
     for (unsigned a = 0; a < 16; a++) {
-        v->warm_acc[a].sel = warm_sel[a];
-        v->warm_acc[a].chk = (warm_sel[a] & WARM_NEED) | v->pg.rsvd_[0][1];
-        v->warm_acc[a].ctx = (a & VMMU_X86_ACC_IMPLICIT) ? sup : c;
+        v->warm_ctx[a] = (a & VMMU_X86_ACC_IMPLICIT) ? sup : c;
+        v->warm_lane[a] = 2u * warm_kind[a & 3];
     }
     rights_refresh(v);
     if (v->pk_on)
@@ -816,24 +826,22 @@ walk:
 /* Cache the region of the data page @gpa for the warm miss under P2M
  * generation @gen; false when the page is not plain RAM (the general path
  * handles ROM, MMIO, holes and dirty logging). */
-static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
+static bool warm_region(struct vmmu_vcpu *v, uint64_t gfn, uint64_t gen)
 {
     const struct vmmu_p2m *p2m = &v->vm->p2m;
-    uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
     if (gfn >= p2m->gfn_limit)
         return false;
     const struct vmmu_region *r = p2m_resolve(p2m, gfn, NULL);
     if (!r || r->type != VMMU_MEM_RAM || (region_flags(r) & VMMU_REGION_LOG_DIRTY))
         return false;
-    struct warm_region *wr = warm_region_at(v->warm_reg, gpa);
-    wr->lo = r->gfn << VMMU_PAGE_SHIFT;
-    wr->size = r->npages << VMMU_PAGE_SHIFT;
-    wr->delta = (uintptr_t)r->host - (uintptr_t)wr->lo;
-    wr->state = (uintptr_t)r->state - (uintptr_t)r->gfn;
+    struct warm_region *wr = warm_region_at(v->warm_reg, gfn);
+    wr->lo = r->gfn;
+    wr->npages = r->npages;
+    wr->host = (uintptr_t)r->host;
+    wr->state = (uintptr_t)r->state;
     wr->cold1 = cold_ident(r->id, gen);
     return true;
 }
-
 
 /* The warm miss found its data page outside the region cached for its
  * GiB: cache the page's region and start again, or leave the page to the
@@ -841,26 +849,35 @@ static bool warm_region(struct vmmu_vcpu *v, uint64_t gpa, uint64_t gen)
  * (A tail call, so that the warm miss itself calls nothing and keeps its
  * values in registers.) */
 static __attribute__((noinline)) void *warm_region_miss(struct vmmu_vcpu *v, uint64_t va,
-                                                        uint64_t gpa)
+                                                        uint64_t gfn, struct vmmu_tlb_result *res)
 {
     /* Acquire: the regions of this generation are read below.  The cache
      * was checked against the current generation before the data page was
      * looked at, so a newer generation here leaves it to the next miss. */
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
-    if (gen != v->warm_gen || !warm_region(v, gpa, gen))
-        return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
-    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
+    if (gen != v->warm_gen || !warm_region(v, gfn, gen))
+        return fill_general(v, va, v->arg_size, v->arg_access, res);
+    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, res);
 }
 
 /* The cached regions belong to another P2M generation: forget them (the
- * next check of a data page then caches the page's region). */
-static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, uint64_t va,
-                                                          uint64_t gen)
+ * next check of a data page then caches the page's region), and the PDEs
+ * whose tables were looked up under the old one (warm_l2 keeps only
+ * those of vmmu_vcpu::warm_gen). */
+void vmmu__tlb_warm_forget(struct vmmu_vcpu *v, uint64_t gen)
 {
     v->warm_gen = gen;
     for (unsigned i = 0; i < WARM_REGIONS; i++)
-        v->warm_reg[i].size = 0;
-    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, v->arg_res);
+        v->warm_reg[i].npages = 0;
+    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
+        warm_l2_clear(&v->slot[i].psc.warm);
+}
+
+static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, uint64_t va,
+                                                          uint64_t gen, struct vmmu_tlb_result *res)
+{
+    vmmu__tlb_warm_forget(v, gen);
+    return vmmu_tlb_fill(v, va, v->arg_size, v->arg_access, res);
 }
 
 /*
@@ -879,119 +896,143 @@ static __attribute__((noinline)) void *warm_region_forget(struct vmmu_vcpu *v, u
  * never decides anything the general path would decide differently; the
  * model test checks the TLB against the bare walker with both paths in
  * use.  vmmu_tlb_fill() left the size, access and result in the vCPU.
+ *
+ * @keys: CR4.PKE or CR4.PKS is set, so the PTE's key takes rights too;
+ * @has_res: @res may be non-NULL (else it is NULL and not read).  Both are
+ * constants in each copy.
  */
 static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v, uint64_t va,
-                                                             unsigned access)
+                                                             unsigned access,
+                                                             struct vmmu_tlb_result *res,
+                                                             bool keys, bool has_res)
 {
     /* Written so that few values are live at once: the compiler then keeps
      * them all in registers (bench/tlb_instructions.sh counts this path). */
-    const struct warm_acc *wa = &v->warm_acc[access];
+    if (!has_res)
+        res = NULL;
 
-    /* The PDE from the paging-structure cache; its tag holds va bits
-     * 63:21, so a non-canonical va never matches, and its generation is
-     * PSC_NO_HOST unless the table is RAM with a cached host address.
-     * Acquire loads of the generation, the PTE and the state byte: the
-     * guest's read through the entry must see what the writer of each
-     * published before it (a page-in's contents above all). */
-    const struct psc_entry *pde = vmmu__psc_pde(v->warm_pde, va);
+    /* The PDE from the paging-structure cache; its tag is va >> 21 while
+     * its table was looked up under the generation of the region cache
+     * (so a non-canonical va never matches), else ~0.  Acquire loads of
+     * the generation, the PTE and the state byte: the guest's read through
+     * the entry must see what the writer of each published before it (a
+     * page-in's contents above all). */
+    const struct warm_l2 *l2 = v->warm_pde;
+    uint64_t x = va >> 21;
+    unsigned i = (unsigned)x & (PSC_WAYS_L2 - 1);
+    if (l2->tag[i] != x)
+        goto general;
     uint64_t gen = atomic_load_explicit(&v->vm->p2m.generation, memory_order_acquire);
-    if (pde->tag != (va >> 21) + 1 || pde->p2m_gen != gen)
+    if (gen != v->warm_gen)
+        return warm_region_forget(v, va, gen, res);
+    uint64_t pte =
+        __atomic_load_n(l2->ptes[i] + ((va >> VMMU_PAGE_SHIFT) & 511), __ATOMIC_ACQUIRE);
+    /* P and A set, no reserved bit. */
+    if ((pte ^ (VMMU_X86_PTE_P | VMMU_X86_PTE_A)) & v->warm_chk)
         goto general;
-    if (v->warm_gen != gen)
-        return warm_region_forget(v, va, gen);
-    uint64_t pte = __atomic_load_n((const uint64_t *)(const void *)pde->table_host +
-                                       ((va >> VMMU_PAGE_SHIFT) & 511),
-                                   __ATOMIC_ACQUIRE);
-    unsigned ri = psc_rights_index(pde, pte);
 
-    struct tlb_ctx *c = wa->ctx;
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
-    uint64_t old = entry_tag(&c->hot[idx]);
-    /* The page already in the table: the general path answers from there
-     * (an entry holds a page at most once; its victim slot is checked
-     * below). */
-    if ((old & VMMU_PAGE_MASK) == (va & VMMU_PAGE_MASK))
-        goto general;
-    if ((pte ^ wa->sel) & wa->chk)
-        goto general; /* not present, A (or D) clear, or a reserved bit */
-
-    /* SDM 4.6.1: U/S and R/W of every level, XD of any.  Bit 63 of a PTE
-     * that passed the reserved-bit check is XD (without EFER.NXE it is
+    /* SDM 4.6.1: U/S and R/W of every level, XD of any, and D for a write
+     * (else NOTDIRTY): the row of this context.  Bit 63 of a PTE that
+     * passed the reserved-bit check is XD (without EFER.NXE it is
      * reserved). */
-    unsigned row = c->rights[ri];
-    if (__builtin_expect(v->pk_on, 0)) {
+    struct tlb_ctx *c = v->warm_ctx[access];
+    const int16_t *row = c->rows[warm_rights_index(l2->pbits[i], pte)];
+    int16_t krow[4];
+    if (keys) {
         /* The key's verdict, and the context now holds that key. */
-        _Static_assert(RIGHTS_USER << 1 == 16, "key index: user pages from 16");
-        unsigned k = (unsigned)(pte >> 59 & 0xf) | (row & RIGHTS_USER) << 1;
-        row &= c->key_rights[k];
+        _Static_assert(COLD_USER << 1 == 16, "key index: user pages from 16");
+        unsigned k = (unsigned)(pte >> 59 & 0xf) | ((unsigned)row[ROW_COLD] & COLD_USER) << 1;
+        uint64_t m;
+        memcpy(&m, row, sizeof(m));
+        m |= c->key_masks[k];
+        memcpy(krow, &m, sizeof(m));
+        row = krow;
         c->keys |= 1u << k;
     }
-    if (!(row & wa->sel & (7u << RIGHTS_SHIFT)))
-        goto general;
+    if (*(const int16_t *)(const void *)((const char *)row + v->warm_lane[access]))
+        goto general; /* not allowed, or a write through a clean PTE */
 
     /* The data page: resident RAM of the region cached for its GiB (under
      * the generation just checked). */
-    uint64_t gpa = pte & ADDR_MASK_64;
-    const struct warm_region *wr = warm_region_at(v->warm_reg, gpa);
-    if (gpa - wr->lo >= wr->size)
-        return warm_region_miss(v, va, gpa);
-    unsigned state = __atomic_load_n((const uint8_t *)(wr->state + (gpa >> VMMU_PAGE_SHIFT)),
-                                     __ATOMIC_ACQUIRE);
-    if (state & VMMU_PAGE_PAGED_OUT)
+    uint64_t gfn = (pte << 12) >> 24;
+    _Static_assert(ADDR_MASK_64 >> 12 == (~0ull << 12) >> 24, "gfn of a PTE");
+    const struct warm_region *wr = warm_region_at(v->warm_reg, gfn);
+    uint64_t off = gfn - wr->lo;
+    if (off >= wr->npages)
+        return warm_region_miss(v, va, gfn, res);
+    unsigned state = __atomic_load_n((const uint8_t *)(wr->state + off), __ATOMIC_ACQUIRE);
+    if (__builtin_expect(state & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_CODE), 0)) {
+        if (state & VMMU_PAGE_PAGED_OUT)
+            goto general;
+        /* A code page flags writes, when a write may hit (D set): the
+         * row's twin in the code rows. */
+        if (keys) {
+            if (krow[VMMU_TLB_WRITE] == 0)
+                krow[VMMU_TLB_WRITE] = (int16_t)VMMU_TLB_FLAG_CODE;
+        } else {
+            row += WARM_ROWS * 4;
+        }
+    }
+
+    /* The table and the victim slot do not hold the page already (the
+     * general path answers from there: an entry holds a page at most
+     * once).  The entry's offset is the hit path's; the victim slot of
+     * index idx is idx mod 8, so page number mod 8 (a table has at least
+     * 64 entries). */
+    _Static_assert(VMMU_TLB_ENTRIES_MIN >= VMMU_TLB_VICTIMS, "victim slot from the page number");
+    _Static_assert(sizeof(struct tlb_cold) * 2 == sizeof(struct vmmu_tlb_entry), "cold offset");
+    uintptr_t eoff = (uintptr_t)(va >> (VMMU_PAGE_SHIFT - VMMU_TLB_ENTRY_SHIFT)) & c->index_mask;
+    struct vmmu_tlb_entry *e = (struct vmmu_tlb_entry *)(void *)((char *)c->hot + eoff);
+    uint64_t old = entry_tag(e);
+    if ((old ^ va) < VMMU_PAGE_SIZE)
+        goto general;
+    uint64_t page = va & VMMU_PAGE_MASK;
+    struct tlb_victim *vi = &c->victim[victim_of((unsigned)(va >> VMMU_PAGE_SHIFT))];
+    if (vi->page == page)
         goto general;
 
-    /* The fill.  The old entry goes first, so that its values are dead
-     * before the new ones are made (fewer values live at once).  A valid
-     * occupant (another page: checked above) goes to its victim slot. */
-    struct tlb_victim *vi = &c->victim[victim_of(idx)];
-    if (vi->page == (va & VMMU_PAGE_MASK))
-        goto general; /* the victim slot holds the page: swapped back there */
-    struct vmmu_tlb_entry *e = &c->hot[idx];
-    struct tlb_cold *cd = &c->cold[idx];
-    if (old != VMMU_TLB_CMP_INVALID) {
-        vi->hot = *e;
-        vi->cold = *cd;
-        vi->page = old & VMMU_PAGE_MASK;
-    } else {
-        c->used++;
-        log_fill(c, idx);
-    }
+    /* The fill: nothing below can fail.  The new values first, then the
+     * bookkeeping, so that the context and the region are dead before the
+     * copies (fewer values live at once). */
+    struct tlb_cold *cd = (struct tlb_cold *)(void *)((char *)c->cold + eoff / 2);
+    uintptr_t addend = wr->host + (off << VMMU_PAGE_SHIFT) - page;
+    uint64_t cold1 = wr->cold1;
+    uint64_t w = (pte & v->cold_keep) | (uint16_t)row[ROW_COLD];
+    c->global |= w;
     c->fills++;
     v->warm_fills++;
-
-    /* Comparators from this context's rights, as the general path builds
-     * them: a write needs D already set, and a code page flags writes.
-     * The cold entry: the PTE's address, G (with CR4.PGE) and key, then
-     * type RAM, 4 KiB, and the user bit from the rights table. */
-    _Static_assert(VMMU_PAGE_CODE << 6 == VMMU_TLB_FLAG_CODE, "code flag from the state byte");
-    _Static_assert(RIGHTS_USER == COLD_USER, "user bit of a cold entry from the rights table");
-    uint64_t page = va & VMMU_PAGE_MASK;
-    uintptr_t addend = gpa + wr->delta - page;
+    if (__builtin_expect(old == VMMU_TLB_CMP_INVALID, 0)) {
+        /* A free index: no victim (a context with a valid entry is already
+         * marked in vmmu_vcpu::held); the copy below goes nowhere. */
+        c->used++;
+        log_fill(c, (unsigned)(eoff >> VMMU_TLB_ENTRY_SHIFT));
+        v->held |= c->held_bit;
+        vi = &v->warm_junk;
+    }
+    /* A valid occupant (another page: checked above) goes to its victim
+     * slot.  Comparators from the row, as the general path builds them;
+     * the cold entry: the PTE's address, G (with CR4.PGE) and key, then
+     * type RAM, 4 KiB, and the user bit from the row. */
+    vi->page = old & VMMU_PAGE_MASK;
+    vi->hot = *e;
+    e->cmp[VMMU_TLB_READ] = page | (uint64_t)(int64_t)row[VMMU_TLB_READ];
+    e->cmp[VMMU_TLB_WRITE] = page | (uint64_t)(int64_t)row[VMMU_TLB_WRITE];
+    e->cmp[VMMU_TLB_FETCH] = page | (uint64_t)(int64_t)row[VMMU_TLB_FETCH];
     e->addend = addend;
-    uint64_t wflags = (pte & VMMU_X86_PTE_D) ? (uint64_t)(state & VMMU_PAGE_CODE) << 6
-                                             : VMMU_TLB_FLAG_NOTDIRTY;
-    e->cmp[VMMU_TLB_READ] =
-        (row & (VMMU_X86_RIGHT_READ << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
-    e->cmp[VMMU_TLB_WRITE] =
-        (row & (VMMU_X86_RIGHT_WRITE << RIGHTS_SHIFT)) ? page | wflags : VMMU_TLB_CMP_INVALID;
-    e->cmp[VMMU_TLB_FETCH] =
-        (row & (VMMU_X86_RIGHT_FETCH << RIGHTS_SHIFT)) ? page : VMMU_TLB_CMP_INVALID;
-    uint64_t w = (pte & v->cold_keep) | (row & RIGHTS_USER) | VMMU_MEM_RAM;
+    vi->cold = *cd;
     cd->w = w;
-    cd->ident = wr->cold1;
-    c->global |= w;
-    v->held |= c->held_bit;
+    cd->ident = cold1;
 
     void *host = (void *)(uintptr_t)(va + addend);
-    struct vmmu_tlb_result *res = v->arg_res;
-    if (res) {
+    if (has_res && res) {
         res->status = VMMU_TLB_OK;
         res->host = host;
-        res->gpa = (uint64_t)((uintptr_t)host - wr->delta);
+        res->gpa = (gfn << VMMU_PAGE_SHIFT) | (va & ~VMMU_PAGE_MASK);
         res->type = VMMU_MEM_RAM;
         res->region_id = cold_region_id(cd);
         res->page_size = VMMU_PAGE_SIZE;
-        res->flags = (access & VMMU_X86_ACC_WRITE) ? wflags : 0;
+        /* A write here had a comparator of just the page, or with CODE. */
+        res->flags = (access & VMMU_X86_ACC_WRITE) ? (uint64_t)(uint16_t)row[VMMU_TLB_WRITE] : 0;
         res->error = 0;
         res->fault.vector = VMMU_X86_FAULT_NONE;
         res->fault.error_code = 0;
@@ -1000,7 +1041,17 @@ static inline __attribute__((always_inline)) void *fill_warm(struct vmmu_vcpu *v
     return host;
 
 general:
-    return fill_general(v, va, v->arg_size, v->arg_access, v->arg_res);
+    return fill_general(v, va, v->arg_size, v->arg_access, res);
+}
+
+/* The warm miss with a result block, or under CR4.PKE or CR4.PKS. */
+static __attribute__((noinline)) void *fill_warm_full(struct vmmu_vcpu *v, uint64_t va,
+                                                      unsigned access,
+                                                      struct vmmu_tlb_result *res)
+{
+    if (v->pk_on)
+        return fill_warm(v, va, access, res, true, true);
+    return fill_warm(v, va, access, res, false, true);
 }
 
 void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
@@ -1015,6 +1066,7 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned ac
         return fill_general(v, va, size, access, res);
     v->arg_size = size;
     v->arg_access = access;
-    v->arg_res = res;
-    return fill_warm(v, va, access);
+    if (((uintptr_t)res | v->pk_on) != 0)
+        return fill_warm_full(v, va, access, res);
+    return fill_warm(v, va, access, NULL, false, false);
 }

@@ -169,6 +169,7 @@ struct tlb_ctx {
     struct vmmu_tlb_entry *hot;
     struct tlb_cold *cold;
     unsigned mask; /* n - 1 */
+    uintptr_t index_mask; /* mask << VMMU_TLB_ENTRY_SHIFT: hot[] byte offset of (va >> 7) */
     unsigned n;    /* entries, power of two */
     unsigned used; /* valid hot entries */
     /* Fills since the last flush (0: the context holds nothing, victims
@@ -191,10 +192,10 @@ struct tlb_ctx {
     unsigned swaps; /* victims swapped back into the table since the last flush */
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
-    /* The warm miss's rights for this context: vmmu_vcpu::rights_tab[id]
-     * and vmmu_vcpu::key_tab[id]. */
-    const uint16_t *rights;
-    const uint16_t *key_rights;
+    /* The warm miss's rights for this context: vmmu_vcpu::warm_rows[id]
+     * and vmmu_vcpu::key_masks[id]. */
+    const int16_t (*rows)[4];
+    const uint64_t *key_masks;
     /* Victims: valid entries pushed out of hot[] by a fill, direct-mapped:
      * the entry pushed out of index i goes to victim i % VMMU_TLB_VICTIMS. */
     struct tlb_victim victim[VMMU_TLB_VICTIMS];
@@ -219,33 +220,55 @@ struct psc_entry {
     uint64_t p2m_gen;
     uint32_t region_id;  /* region of the table (for dirty logging of A/D updates) */
     bool user, writable, nx; /* rights accumulated down to and including this entry */
-    /* The same as PSC_PBITS(nx, writable, user): the upper levels' part of
-     * the warm miss's rights index (psc_rights_index()). */
-    uint8_t pbits;
 };
 
 /* No live generation: the P2M's starts at 1 and only counts up. */
 #define PSC_NO_HOST (~0ull)
 
-/* The warm miss's index into a context's rights table (6 bits): the
- * PTE's XD, R/W and U/S (bits 63, 1, 2) rotated left by one, so in bits 0,
- * 2 and 3 (one rotate and one AND), and the accumulated upper-level XD,
- * R/W and U/S of @pde in bits 1, 4 and 5 (PSC_PBITS). */
+/* The warm miss's index into a context's rights rows (8 bits, 192 rows):
+ * the PTE's XD, R/W, U/S and D (bits 63, 1, 2, 6) rotated left by one, so
+ * in bits 0, 2, 3 and 7 (one rotate and one AND), and the accumulated
+ * upper-level XD, R/W and U/S of the PDE in bits 1, 4 and 5 (PSC_PBITS). */
 #define PSC_PBITS(nx, writable, user)                                                              \
     ((uint8_t)(((nx) ? 2u : 0u) | ((writable) ? 16u : 0u) | ((user) ? 32u : 0u)))
-static inline unsigned psc_rights_index(const struct psc_entry *pde, uint64_t pte)
+#define WARM_PTE_RIGHTS 0x8du
+#define WARM_ROWS 192
+static inline uint64_t warm_rights_index(uint64_t pbits, uint64_t pte)
 {
-    return pde->pbits | (unsigned)(((pte << 1) | (pte >> 63)) & 0xd);
+    uint64_t rot = (pte << 1) | (pte >> 63);
+    return pbits | (rot & WARM_PTE_RIGHTS);
 }
-/* Rights table entries: VMMU_X86_RIGHT_* << RIGHTS_SHIFT, and RIGHTS_USER
- * when the leaf is a user-mode page. */
-#define RIGHTS_SHIFT 8
-#define RIGHTS_USER (1u << 3)
+/* A row: what a fill makes of each comparator, as a value ORed into the
+ * page (sign-extended: 0 for the page itself, -1 for
+ * VMMU_TLB_CMP_INVALID, VMMU_TLB_FLAG_NOTDIRTY for a write through a PTE
+ * whose D bit is clear), by enum vmmu_tlb_kind, then in lane 3 the low
+ * bits of the cold entry (COLD_USER for a user-mode page, and the type
+ * RAM, so never 0: a write + fetch access, kind 3, is never allowed). */
+enum { ROW_COLD = 3 };
+
+/* The PDE cache as the warm miss reads it, parallel to tlb_psc::l2: tag[i]
+ * is va >> 21 of l2[i] while its table is RAM whose host address ptes[i]
+ * was looked up under P2M generation vmmu_vcpu::warm_gen, else ~0 (which
+ * no address gives: the tag has 43 bits); pbits[i] is its PSC_PBITS.  A
+ * new generation seen by the warm miss sets every tag to ~0
+ * (warm_region_forget()), so one compare checks both. */
+struct warm_l2 {
+    uint64_t tag[PSC_WAYS_L2];
+    const uint64_t *ptes[PSC_WAYS_L2];
+    uint64_t pbits[PSC_WAYS_L2];
+};
+/* Forget every entry of @w (the tags only: nothing else is read without one). */
+static inline void warm_l2_clear(struct warm_l2 *w)
+{
+    for (unsigned i = 0; i < PSC_WAYS_L2; i++)
+        w->tag[i] = ~0ull;
+}
 
 struct tlb_psc {
     unsigned count; /* entries stored since the last flush */
     uint32_t held_bit; /* this cache's bit in vmmu_vcpu::held */
     struct psc_entry l2[PSC_WAYS_L2], l3[PSC_WAYS_L3], l4[PSC_WAYS_L4], l5[PSC_WAYS_L5];
+    struct warm_l2 warm; /* l2 as the warm miss reads it */
 };
 
 struct tlb_slot {
@@ -256,26 +279,12 @@ struct tlb_slot {
     struct tlb_psc psc;
 };
 
-/* What the warm miss needs of one access (VMMU_X86_ACC_*), in one record:
- * sel, the PTE bits that must be set (P and A, and D for a write) and the
- * right asked for (VMMU_X86_RIGHT_* << RIGHTS_SHIFT); chk, those PTE bits
- * and the reserved ones, so that ((pte ^ sel) & chk) is 0 exactly when
- * the PTE passes; ctx, the context it fills (the supervisor one for an
- * implicit access). */
-struct warm_acc {
-    uint64_t sel;
-    uint64_t chk;
-    struct tlb_ctx *ctx;
-    uint64_t pad_;
-};
-_Static_assert(sizeof(struct warm_acc) == 32, "a warm_acc is found by one shift");
-
-/* A RAM region as the warm miss uses it: its guest-physical range
- * [lo, lo + size) (size 0: empty), host address minus gpa, its state bytes
- * indexed by gfn, and the second word of a cold entry for it. */
+/* A RAM region as the warm miss uses it: its guest-physical frames
+ * [lo, lo + npages) (npages 0: empty), its host address, its state bytes
+ * (the first is frame lo's), and the second word of a cold entry for it. */
 struct warm_region {
-    uint64_t lo, size;
-    uintptr_t delta, state;
+    uint64_t lo, npages;
+    uintptr_t host, state;
     uint64_t cold1;
     uint64_t pad_[3];
 };
@@ -283,13 +292,13 @@ _Static_assert(sizeof(struct warm_region) == 64, "a cached region is one cache l
 #define WARM_REGIONS 16
 #define WARM_REGION_SHIFT 30
 
-/* The cache entry for the data page @gpa: bits 30..33 of @gpa pick it
- * (shifted straight to the entry's byte offset). */
-static inline struct warm_region *warm_region_at(struct warm_region *cache, uint64_t gpa)
+/* The cache entry for the data frame @gfn: bits 30..33 of its address pick
+ * it (shifted straight to the entry's byte offset). */
+static inline struct warm_region *warm_region_at(struct warm_region *cache, uint64_t gfn)
 {
     _Static_assert(sizeof(struct warm_region) == 1u << 6, "entry offset by shift");
     return (struct warm_region *)(void *)((char *)cache +
-                                          ((gpa >> (WARM_REGION_SHIFT - 6)) &
+                                          ((gfn >> (WARM_REGION_SHIFT - VMMU_PAGE_SHIFT - 6)) &
                                            ((uint64_t)(WARM_REGIONS - 1) << 6)));
 }
 
@@ -308,31 +317,40 @@ struct vmmu_vcpu {
      * so flushing a vCPU that holds nothing touches no table. */
     uint32_t held;
     /* The warm miss's view (set by vmmu__tlb_select() and
-     * vmmu__tlb_warm_refresh()).  warm_pde is the current slot's PDE cache,
-     * or an empty one while the warm path must not run: not 4- or 5-level
-     * paging, or the benchmarks' psc_off, or the access part's replay latch
-     * or watchpoints.  cold_keep the PTE bits a cold
+     * vmmu__tlb_warm_refresh()).  warm_pde is the current slot's PDE cache
+     * as the warm miss reads it, or an empty one while the warm path must
+     * not run: not 4- or 5-level paging, or the benchmarks' psc_off, or
+     * the access part's replay latch or watchpoints.  warm_chk the PTE
+     * bits checked against P and A set and no reserved bit (a warm PTE
+     * has exactly P and A among them); cold_keep the PTE bits a cold
      * entry keeps (G only with CR4.PGE=1); pk_on whether CR4.PKE or
-     * CR4.PKS is set (keys then decide rights); rights_tab the rights of a
-     * leaf in each context by psc_rights_index(), without protection keys,
-     * for CR0.WP | CR4.SMEP | CR4.SMAP equal to rights_key. */
-    const struct psc_entry *warm_pde;
-    bool pk_on;
-    /* The warm miss's view of each access (VMMU_X86_ACC_*): see struct
-     * warm_acc. */
-    struct warm_acc warm_acc[16];
-    /* vmmu_tlb_fill()'s other arguments, kept here while the warm miss
-     * runs so that it holds only the vCPU and the address in registers. */
+     * CR4.PKS is set (keys then decide rights too). */
+    const struct warm_l2 *warm_pde;
+    uintptr_t pk_on; /* a word: vmmu_tlb_fill() ORs it with its result pointer */
+    uint64_t warm_chk;
+    /* The warm miss's view of each access (VMMU_X86_ACC_*): the context it
+     * fills (the supervisor one for an implicit access) and the byte
+     * offset of its kind in a rights row (2 * kind; 6, the cold lane, for
+     * write + fetch, which no row allows). */
+    struct tlb_ctx *warm_ctx[16];
+    uintptr_t warm_lane[16];
+    /* vmmu_tlb_fill()'s size and access, kept here while the warm miss
+     * runs so that it holds fewer values in registers (the general path
+     * it may end in takes them from here). */
     unsigned arg_size, arg_access;
-    struct vmmu_tlb_result *arg_res;
     uint64_t cold_keep;
+    /* The rights rows of each context (see warm_rights_index() and
+     * ROW_COLD), for CR0.WP | CR4.SMEP | CR4.SMAP equal to rights_key;
+     * then the same rows for a page holding translated code (a write
+     * comparator of just the page becomes page | VMMU_TLB_FLAG_CODE). */
     uint64_t rights_key;
-    uint16_t rights_tab[CTX_COUNT][64];
-    /* With CR4.PKE or CR4.PKS: the rights a key leaves in each context, by
-     * key index pkey | user-page << 4, as a mask of rights_tab entries,
-     * for PKRU, PKRS, CR0.WP and CR4.PKE/PKS as remembered in keys_key[]. */
+    int16_t warm_rows[CTX_COUNT][2][WARM_ROWS][4];
+    /* With CR4.PKE or CR4.PKS: what a key takes from a row in each
+     * context, by key index pkey | user-page << 4, as a value ORed into
+     * the row (lanes of -1 for the kinds it forbids), for PKRU, PKRS,
+     * CR0.WP and CR4.PKE/PKS as remembered in keys_key[]. */
     uint64_t keys_key[3];
-    uint16_t key_tab[CTX_COUNT][32];
+    uint64_t key_masks[CTX_COUNT][32];
     /* The warm miss's region cache, valid under P2M generation warm_gen (a
      * region is removed, or starts dirty logging, only with a new
      * generation, and is freed only after a grace period).  Entry
@@ -342,6 +360,9 @@ struct vmmu_vcpu {
      * not trade one for another on every miss. */
     uint64_t warm_gen;
     struct warm_region warm_reg[WARM_REGIONS];
+    /* Where the warm miss copies an invalid entry it replaces: written,
+     * never read (so the copy needs no branch). */
+    struct tlb_victim warm_junk;
     /* Warm misses served (each is a miss, a walk, a PSC hit and a fill in
      * the statistics: vmmu_vcpu_stats() adds it to those four). */
     uint64_t warm_fills;
@@ -386,6 +407,9 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
                               bool nonglobal_only);
 /* Point vcpu->fast at the current slot and context. */
 void vmmu__tlb_select(struct vmmu_vcpu *v);
+/* The warm miss's caches (regions, warm_l2 of every slot) now follow P2M
+ * generation @gen: forget what was looked up under another. */
+void vmmu__tlb_warm_forget(struct vmmu_vcpu *v, uint64_t gen);
 /* Recompute vmmu_vcpu::warm_pde after psc_off, latch_walks or watch_kinds change. */
 void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v);
 

@@ -199,10 +199,11 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
             }
             v->slot[i].ctx[c].held_bit = 1u << (i * CTX_COUNT + c);
             v->slot[i].ctx[c].id = (uint8_t)c;
-            v->slot[i].ctx[c].rights = v->rights_tab[c];
-            v->slot[i].ctx[c].key_rights = v->key_tab[c];
+            v->slot[i].ctx[c].rows = v->warm_rows[c][0];
+            v->slot[i].ctx[c].key_masks = v->key_masks[c];
         }
         v->slot[i].psc.held_bit = 1u << (TLB_HELD_PSC + i);
+        warm_l2_clear(&v->slot[i].psc.warm);
     }
     v->slot[0].valid = true;
     v->slot[0].pcid = 0;

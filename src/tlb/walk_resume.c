@@ -19,6 +19,7 @@
  * a full walk (which has its own bounded restarts).  Stale cached upper
  * entries are what the architecture allows until the guest invalidates
  * (INVLPG, MOV to CR3, INVPCID drop them). */
+#include <stddef.h>
 #include <string.h>
 
 #include "tlb/tlb_internal.h"
@@ -55,8 +56,10 @@ void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p)
     if (p->count == 0)
         return;
     uint32_t bit = p->held_bit;
-    memset(p, 0, sizeof(*p));
+    /* The warm miss's view: its tags only (nothing else is read without one). */
+    memset(p, 0, offsetof(struct tlb_psc, warm));
     p->held_bit = bit;
+    warm_l2_clear(&p->warm);
 }
 
 /* Remember levels[0 .. nlevels-2] (the non-leaf entries) of a successful
@@ -92,7 +95,17 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
-        pe->pbits = PSC_PBITS(nx, writable, user);
+        if (lv->level == 2) {
+            /* The warm miss's view: usable while the generation the table
+             * was looked up under is the one its region cache holds. */
+            unsigned w = (unsigned)(pe - p->l2);
+            if (pe->table_host && pe->p2m_gen > v->warm_gen)
+                vmmu__tlb_warm_forget(v, pe->p2m_gen); /* the P2M's generation only counts up */
+            bool warm = pe->table_host && pe->p2m_gen == v->warm_gen;
+            p->warm.tag[w] = warm ? va >> 21 : ~0ull;
+            p->warm.ptes[w] = (const uint64_t *)(const void *)pe->table_host;
+            p->warm.pbits[w] = PSC_PBITS(nx, writable, user);
+        }
         p->count++;
         v->held |= p->held_bit;
     }
