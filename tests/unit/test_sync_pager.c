@@ -19,20 +19,26 @@
 
 enum { NPAGES = 64 };
 
-/* Fill data page i with a pattern derived from (i, seed); page 5 stays zero. */
+/* The contents of data page i for @seed: a pattern derived from (i, seed);
+ * page 5 is zero. */
+static void page_pattern(uint64_t i, uint64_t seed, uint8_t *buf)
+{
+    uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
+    for (size_t k = 0; k < 4096; k++) {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        buf[k] = (uint8_t)(x * 0x2545f4914f6cdd1dull >> 56);
+    }
+    if (i == 5)
+        memset(buf, 0, 4096);
+}
+
 static void fill_pages(struct sync_env *s, uint64_t seed)
 {
     static uint8_t buf[4096];
     for (uint64_t i = 0; i < NPAGES; i++) {
-        uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
-        for (size_t k = 0; k < sizeof(buf); k++) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            buf[k] = (uint8_t)(x * 0x2545f4914f6cdd1dull >> 56);
-        }
-        if (i == 5)
-            memset(buf, 0, sizeof(buf));
+        page_pattern(i, seed, buf);
         assert_int_equal(vmmu_gpa_write(s->env.vm, DATA_GPA + i * 4096, buf, 4096, 0, NULL), 0);
     }
 }
@@ -41,18 +47,29 @@ static void check_pages(struct sync_env *s, uint64_t seed)
 {
     static uint8_t want[4096], got[4096];
     for (uint64_t i = 0; i < NPAGES; i++) {
-        uint64_t x = (i + 1) * 0x9e3779b97f4a7c15ull ^ seed;
-        for (size_t k = 0; k < sizeof(want); k++) {
-            x ^= x >> 12;
-            x ^= x << 25;
-            x ^= x >> 27;
-            want[k] = (uint8_t)(x * 0x2545f4914f6cdd1dull >> 56);
-        }
-        if (i == 5)
-            memset(want, 0, sizeof(want));
+        page_pattern(i, seed, want);
         assert_int_equal(vmmu_gpa_read(s->env.vm, DATA_GPA + i * 4096, got, 4096, 0, NULL), 0);
         assert_memory_equal(got, want, 4096);
     }
+}
+
+/* A vm whose data pages hold fill_pages(@seed), with a pager made with
+ * @cfg (NULL: the defaults). */
+static struct vmmu_pager *pager_env(struct sync_env *s, uint64_t seed,
+                                    const struct vmmu_pager_config *cfg)
+{
+    sync_env_init(s, NPAGES);
+    fill_pages(s, seed);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(s->env.vm, cfg, &pg), 0);
+    return pg;
+}
+
+/* Page out every data page. */
+static const struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
+static void page_out_all(struct vmmu_pager *pg)
+{
+    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
 }
 
 static uint32_t page_state(struct sync_env *s, uint64_t i)
@@ -66,12 +83,8 @@ static void pages_out_and_back_are_bit_identical_and_zero_pages_cost_no_write(vo
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 1);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
-    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
-    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager *pg = pager_env(&s, 1, NULL);
+    page_out_all(pg);
     struct vmmu_pager_stats st;
     assert_int_equal(vmmu_pager_stats(pg, &st), 0);
     assert_int_equal(st.out, NPAGES);
@@ -84,7 +97,7 @@ static void pages_out_and_back_are_bit_identical_and_zero_pages_cost_no_write(vo
     assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA, &e), 0);
     assert_null(e.hva);
     /* paging out again is a no-op */
-    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    page_out_all(pg);
     assert_int_equal(vmmu_pager_stats(pg, &st), 0);
     assert_int_equal(st.written, NPAGES - 1);
     /* guest-physical reads page in on demand */
@@ -144,10 +157,7 @@ static void a_page_touched_during_its_page_out_stays_resident(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 2);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_pager *pg = pager_env(&s, 2, NULL);
     struct toucher t = {.vm = s.env.vm, .gpa = DATA_GPA + 9 * 4096, .rc = -1};
     assert_int_equal(vmmu__reclaim_hook_add(s.env.vm, touch_during_reclaim, &t), 0);
     struct vmmu_gpa_range r = {DATA_GPA + 8 * 4096, 4 * 4096};
@@ -169,10 +179,7 @@ static void ballooned_pages_come_back_as_zero_pages(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 3);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
+    struct vmmu_pager *pg = pager_env(&s, 3, NULL);
     struct vmmu_gpa_range r = {DATA_GPA + 10 * 4096, 2 * 4096};
     /* one of them already out: ballooning drops its file copy too */
     struct vmmu_gpa_range one = {DATA_GPA + 11 * 4096, 4096};
@@ -203,11 +210,8 @@ static void balance_keeps_the_resident_set_under_the_limit(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 4);
-    struct vmmu_pager *pg;
     struct vmmu_pager_config cfg = {.resident_limit = 16};
-    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), 0);
+    struct vmmu_pager *pg = pager_env(&s, 4, &cfg);
     struct vmmu_pager_stats st;
     assert_int_equal(vmmu_pager_stats(pg, &st), 0);
     assert_int_equal(st.resident, NPAGES);
@@ -241,11 +245,8 @@ static void paranoid_mode_makes_released_pages_inaccessible(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 5);
-    struct vmmu_pager *pg;
     struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
-    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), 0);
+    struct vmmu_pager *pg = pager_env(&s, 5, &cfg);
     struct vmmu_p2m_entry e;
     assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA + 12 * 4096, &e), 0);
     volatile uint8_t *stale = e.hva;
@@ -312,12 +313,8 @@ static void destroying_the_pager_brings_everything_back(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 6);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
-    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
-    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager *pg = pager_env(&s, 6, NULL);
+    page_out_all(pg);
     vmmu_pager_destroy(pg);
     for (uint64_t i = 0; i < NPAGES; i++)
         assert_int_equal(page_state(&s, i) & VMMU_PAGE_PAGED_OUT, 0);
@@ -329,12 +326,8 @@ static void removing_a_region_forgets_its_paged_out_pages(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 8);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
-    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
-    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager *pg = pager_env(&s, 8, NULL);
+    page_out_all(pg);
     struct vmmu_pager_stats st;
     assert_int_equal(vmmu_pager_stats(pg, &st), 0);
     assert_int_equal(st.out, NPAGES);
@@ -365,12 +358,8 @@ static void destroying_the_vm_frees_a_pager_left_behind(void **state)
 {
     (void)state;
     struct sync_env s;
-    sync_env_init(&s, NPAGES);
-    fill_pages(&s, 7);
-    struct vmmu_pager *pg;
-    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &pg), 0);
-    struct vmmu_gpa_range all = {DATA_GPA, NPAGES * 4096};
-    assert_int_equal(vmmu_pager_page_out(pg, &all, 1), 0);
+    struct vmmu_pager *pg = pager_env(&s, 7, NULL);
+    page_out_all(pg);
     /* no vmmu_pager_destroy(): the vm takes the pager with it (the leak
      * checker of the ASan build would see anything left) */
     sync_env_fini(&s);
