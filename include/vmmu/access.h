@@ -522,7 +522,9 @@ int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_
  * runs on the vCPU's thread after every check of the access passed; it
  * may call vmmu (mark pages again, page out, wait): if it waits, the
  * access is translated again before the write, and the handler is not
- * called a second time for it.
+ * called a second time for it.  A mark it makes on the page again
+ * applies to the writes after this one (so translating the page's code
+ * again belongs after the write, not in the handler: the write follows).
  */
 typedef void (*vmmu_code_write_fn)(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page);
 

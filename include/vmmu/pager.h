@@ -29,9 +29,12 @@
  * mapping, one VMA per protected page: for tests and debugging.
  *
  * Threads: every function here may be called from any thread; batches are
- * serialised.  Call them from a host thread, or from a vCPU thread at a
- * safe point.  The page-in handler runs on the thread that touched the
- * page.
+ * serialised.  On a vCPU's thread they may also be called from inside an
+ * access (an MMIO or device-model callback, the code handler): the vCPU
+ * is offline while the call waits, which is no safe point, and the access
+ * in progress looks up again what it holds (access.h, "Host pointers");
+ * a probe's pointer is the only thing it cannot keep.  The page-in
+ * handler runs on the thread that touched the page.
  */
 #ifndef VMMU_PAGER_H
 #define VMMU_PAGER_H

@@ -140,8 +140,10 @@ int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_
 
 /* @pc as the map and its page's state are now (for a write: a logged page
  * marked dirty, a write to a page marked as code reported), looked up
- * again until no wait came in between. */
-int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write)
+ * again until no wait came in between.  The report is made once (and not
+ * at all without @report): a mark the code handler makes again applies to
+ * later writes. */
+int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write, bool report)
 {
     for (unsigned tries = 0;; tries++) {
         uint64_t gen = v->host_gen;
@@ -149,8 +151,9 @@ int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write)
                                       write ? VMMU_X86_ACC_WRITE : 0, pc);
         if (rc < 0)
             return rc;
-        if (write)
+        if (report && tries == 0)
             vmmu__pieces_commit(v, pc, 1);
+        pc->code = false;
         if (gen == v->host_gen)
             return 0;
         if (tries >= ACCESS_XLATE_RETRIES)

@@ -200,11 +200,12 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
  * sets ->code for a page marked as code); pages it in if it is out. */
 int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_t gpa,
                          unsigned access, struct piece *out);
-/* @p as the map and its page's state are now, after a wait ended the
- * vCPU's epoch since @p was translated: vmmu__piece_from_gpa(), and for a
- * write its report to a page marked as code; again while waits intervene.
- * Returns 0 or a negative code (VMMU_EBUSY after ACCESS_XLATE_RETRIES). */
-int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *p, bool write);
+/* @p as the map and its page's state are now, after host addresses the
+ * vCPU found may have gone stale (vmmu_vcpu::host_gen moved):
+ * vmmu__piece_from_gpa(), and for a write with @report its report to a
+ * page marked as code (once); again while waits intervene.  Returns 0 or
+ * a negative code (VMMU_EBUSY after ACCESS_XLATE_RETRIES). */
+int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *p, bool write, bool report);
 /* Report the writes of pieces to pages marked as code (the writes follow). */
 void vmmu__pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n);
 /* Perform @n bytes of a piece from byte @off: read into @buf / write from @buf. */

@@ -218,7 +218,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         uint64_t gen = v->host_gen;
         for (unsigned i = 0; i < n && rc == 0; i++) {
             if (v->host_gen != gen)
-                rc = vmmu__piece_again(v, &p[i], false);
+                rc = vmmu__piece_again(v, &p[i], false, false);
             if (rc == 0)
                 rc = vmmu__piece_read(v, &p[i], 0, old + off, p[i].len);
             off += p[i].len;
@@ -230,7 +230,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             off = 0;
             for (unsigned i = 0; i < n && rc == 0; i++) {
                 if (v->host_gen != gen)
-                    rc = vmmu__piece_again(v, &p[i], true);
+                    rc = vmmu__piece_again(v, &p[i], true, true);
                 if (rc == 0)
                     rc = vmmu__piece_write(v, &p[i], 0, w + off, p[i].len);
                 off += p[i].len;

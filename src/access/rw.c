@@ -157,7 +157,7 @@ static const struct vmmu_prepared *prepared_now(const struct vmmu_prepared *p,
         for (unsigned i = 0; i < p->npages; i++) {
             struct piece pc;
             page_to_piece(&p->page[i], &pc);
-            if ((*rc = vmmu__piece_again(v, &pc, write)) < 0)
+            if ((*rc = vmmu__piece_again(v, &pc, write, tries == 0)) < 0)
                 return NULL;
             piece_to_page(&pc, &tmp->page[i]);
         }
@@ -190,7 +190,7 @@ static int prepared_span(const struct vmmu_prepared *p, uint32_t off, uint8_t *b
             page_to_piece(pp, &pc);
             int rc = 0;
             if (v->host_gen != p->host_gen)
-                rc = vmmu__piece_again(v, &pc, write);
+                rc = vmmu__piece_again(v, &pc, write, true);
             if (rc == 0)
                 rc = write ? vmmu__piece_write(v, &pc, in, buf, take)
                            : vmmu__piece_read(v, &pc, in, buf, take);

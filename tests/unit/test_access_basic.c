@@ -763,6 +763,54 @@ static void a_prepared_write_held_across_a_code_mark_on_its_thread_calls_the_han
     assert_int_equal(vmmu_vcpu_offline(v), 0);
 }
 
+/* A code handler that marks its page again (as a JIT that translated it
+ * at once would) is called once per write: its new mark applies to the
+ * next write. */
+struct remarker {
+    struct vmmu_vm *vm;
+    int calls;
+};
+
+static void remarking_handler(void *opaque, struct vmmu_vcpu *vcpu, uint64_t gpa_page)
+{
+    (void)vcpu;
+    struct remarker *r = opaque;
+    r->calls++;
+    assert_int_equal(vmmu_code_mark(r->vm, gpa_page, 1), 0);
+}
+
+static void a_code_handler_that_marks_its_page_again_is_called_once_per_write(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VA, DATA(0), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct remarker r = {vm, 0};
+    assert_int_equal(vmmu_access_set_code_handler(v, remarking_handler, &r), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    assert_int_equal(vmmu_code_mark(vm, DATA(0), 1), 0);
+    uint32_t x = 0x12345678;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_write(v, VA + 8, &x, 4, VMMU_X86_ACC_WRITE, &f), 0);
+    assert_int_equal(r.calls, 1);
+    assert_int_equal(get32(&e->t.env, DATA(0) + 8), x);
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(vm, DATA(0), &st), 0);
+    assert_true(st & VMMU_PAGE_CODE);
+    assert_int_equal(vmmu_access_write(v, VA + 12, &x, 4, VMMU_X86_ACC_WRITE, &f), 0);
+    assert_int_equal(r.calls, 2);
+    /* A write held across a mark: reported once when it is made. */
+    struct vmmu_prepared p;
+    assert_int_equal(vmmu_access_prepare(v, VA + 16, 4, VMMU_X86_ACC_WRITE, &p, &f), 0);
+    assert_int_equal(r.calls, 3);
+    assert_int_equal(vmmu_code_mark(vm, DATA(0), 1), 0);
+    assert_int_equal(vmmu_prepared_write(&p, 0, &x, 4), 0);
+    assert_int_equal(r.calls, 4);
+    assert_int_equal(get32(&e->t.env, DATA(0) + 16), x);
+    assert_int_equal(vmmu_access_set_code_handler(v, NULL, NULL), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -774,6 +822,7 @@ int main(void)
         T(bad_arguments_are_einval),
         T(a_prepared_write_held_across_the_dirty_log_read_on_its_thread_is_logged),
         T(a_prepared_write_held_across_a_code_mark_on_its_thread_calls_the_handler),
+        T(a_code_handler_that_marks_its_page_again_is_called_once_per_write),
         T(probe_of_ram_returns_the_host_pointer),
         T(inline_probe_hits_a_warm_ram_page_as_the_probe_answers),
         T(inline_probe_declines_while_the_latch_records),
