@@ -21,12 +21,28 @@
  * access bits, WRITE|FETCH and the like.  An INSN operation runs 1 to 6
  * accesses as one instruction; when one ends with VMMU_EPENDING the
  * instruction is re-executed (up to 4 passes, with guest-memory edits,
- * flushes and code marks between them), discarded, or left pending for
- * whatever begins next.
+ * flushes, code marks and host page-outs between them), discarded, or
+ * left pending for whatever begins next.
+ *
+ * The host pager (an eighth of the inputs; a quarter of those paranoid,
+ * most with a resident limit): the host pages RAM out, balloons it out,
+ * pages and balloons it in, and runs the policy, over data pages, the
+ * tables of the last walk, the pages of prepared descriptors, all of RAM
+ * or any set of pages, between operations, before any access of an
+ * instruction (in every pass) and between the passes of one that pended;
+ * its wrong arguments are refused.  And from inside the callbacks vmmu
+ * calls on the vCPU's thread while an access is in progress (an MMIO read
+ * or write, the device handler, the code handler) an operation may make
+ * one host change to the page being written (the code handler's page, a
+ * REP's destination, a descriptor prepared for writing) or another: page
+ * it out or in, run the policy, mark it as code, set or clear its code or
+ * dirty bit, get and clear the dirty log, turn logging on or off.
  *
  * Guest-physical layout (fixed for the run; the vm is 36 bits wide, below
  * MAXPHYADDR 40, so entries can also map beyond it):
- *   [0, 128 KiB)         RAM: the input's image, repeated (tables in 0..15)
+ *   [0, 128 KiB)         RAM from the vm's memfd (so that a pager can
+ *                        manage it): the input's image, repeated (tables
+ *                        in 0..15)
  *   1 MiB, 1 MiB + 4 KiB ROM that drops writes, ROM that reports them
  *   [2 MiB, +8 KiB)      MMIO backed by a memory, callbacks that log and
  *                        fail when the operation says
@@ -91,15 +107,46 @@
  *    the rules of access.h (1, kept while pending, +1 per re-execution, 0
  *    after), capacities hold, VMMU_EOVERFLOW counts, nothing is recorded
  *    outside an instruction, vmmu_access_fast()->slow is set exactly while
- *    the latch is on; TLB statistics never go down.
+ *    the latch is on; TLB statistics never go down;
+ *  - the pager: after every call and every operation the P2M says of each
+ *    RAM page what the fuzzer asked (a page vmmu brought back is counted
+ *    as a page-in), the statistics agree with that (out, ballooned,
+ *    written, zero pages dropped, page-ins, nothing cancelled, resident
+ *    within the RAM and, after the policy, within the limit), and a page
+ *    that is out has no host page (so nothing touched it through a pointer
+ *    it kept; paranoid mode makes that a crash); a page comes back bit for
+ *    bit as it went out, a ballooned one as zeros, also from
+ *    vmmu_pager_destroy(); a page-out on the vCPU's thread takes it
+ *    offline for a grace period, which is no safe point: descriptors
+ *    prepared before stay valid (only safe points end them) and write
+ *    where they were prepared to, the page brought back;
+ *    VMMU_EPAGEDOUT never comes from an access or the faulting probe with
+ *    a pager, the non-faulting probe brings nothing back and answers
+ *    VMMU_EPAGEDOUT (with the page) exactly when it needs a page that is
+ *    out; reads, preparations and probes change no RAM byte beyond A/D
+ *    bits; the code handler is never called for a page that is out;
+ *  - host changes made inside a callback: pages written after a dirty-log
+ *    call there are in the next bitmap, and a page marked as code there
+ *    and written after it calls the handler (the held-descriptor rule of
+ *    access.h, now for what vmmu itself holds); every other check above
+ *    holds through them (no write lost, none in the wrong place).
  *
  * Found by this target: vmmu_access_probe() and vmmu_access_prepare()
  * return VMMU_EOVERFLOW under a full latch, and a preparation records no
  * "after" hit (access.h said neither; it now does, and this target
  * checks what it says); and a prepared write held across a dirty-log or
- * code-mark call made on the vCPU's own thread is lost to both, which
- * access.h now tells callers not to do (FUZZ_ACCESS_EXCUSE_HELD_PREPARED
- * below).
+ * code-mark call made on the vCPU's own thread is lost to both (vmmu now
+ * looks such a descriptor's pages up again: FUZZ_ACCESS_EXCUSE_HELD_PREPARED
+ * below, now 0).  With the pager and host changes in callbacks: a code
+ * handler that paged out the page being written left vmmu_access_write()
+ * writing into the released page (the write was lost; a crash in paranoid
+ * mode), and a device or MMIO callback that paged out the destination of a
+ * REP MOVS or STOS made it stop early, or fail with VMMU_EINVAL for valid
+ * arguments; vmmu now looks pages up again after such a wait.  What a code
+ * handler that marks its own page again should see was not written down;
+ * access.h now says its mark applies to later writes.  Its own A/D rule was
+ * wrong for 8-byte entries (a store setting bit 37 or 38 of an entry
+ * passed for an A/D update).
  *
  * FUZZ_ACCESS_STATS=1 prints totals at exit; FUZZ_ACCESS_TRACE=1 prints
  * every operation (to read a crash input). */
@@ -110,6 +157,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "vmmu/vmmu.h"
 
@@ -139,18 +188,24 @@
 #define PDPTE_RSVD (0x1e6ull | 0xffffff0000000000ull)
 
 /* A prepared write access held across vmmu_dirty_log_get_and_clear(),
- * vmmu_dirty_log_enable() or vmmu_code_mark() made on the vCPU's own
- * thread (no safe point between) still writes through its old
- * translation: the dirty log does not report the write and the code
- * handler is not called.  access.h ("Host pointers") now tells callers
- * not to hold one across those calls; the fuzzer still makes the calls
- * (they must not crash or corrupt anything), and with this set to 1 it
- * excuses exactly those writes from the dirty-log and code-handler
- * checks.  -DFUZZ_ACCESS_EXCUSE_HELD_PREPARED=0 holds vmmu to the
- * stronger rule (a held descriptor seen by both), which it does not meet. */
+ * vmmu_dirty_log_enable(), vmmu_code_mark() or vmmu_page_state_change()
+ * made on the vCPU's own thread (no safe point between), by the caller or
+ * by vmmu inside an access whose callback made the call, must act on the
+ * pages as they are after it: the write marks the page dirty and calls the
+ * code handler (access.h, "Host pointers").  vmmu used to write through
+ * the old translation, unseen by both; with this set to 1 the fuzzer
+ * excuses exactly those writes from the dirty-log and code-handler checks
+ * (for vmmu before it looked such pages up again). */
 #ifndef FUZZ_ACCESS_EXCUSE_HELD_PREPARED
-#define FUZZ_ACCESS_EXCUSE_HELD_PREPARED 1
+#define FUZZ_ACCESS_EXCUSE_HELD_PREPARED 0
 #endif
+
+/* access.h (vmmu_code_write_fn): a mark the code handler makes again on
+ * the page it was called for (vmmu_code_mark, or vmmu_page_state_change
+ * setting VMMU_PAGE_CODE) applies to the writes after the one in progress:
+ * that write changes the page with the new mark set, unreported, and the
+ * next write takes the mark.  remark_later() holds the fuzzer to that (a
+ * mark on another page is checked as any other). */
 
 #define MAX_OPS 64
 #define MAX_SUB 6
@@ -161,6 +216,11 @@
 #define REP_BYTES_MAX 8192u /* elements a REP call may make, in bytes */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* The model's byte loops (page compares, simulations) are checks, not
+ * paths to explore: no comparison tracing there, which would cost more
+ * than the rest of an input. */
+#define NOCOV __attribute__((no_sanitize("coverage")))
 
 /* ---- Global objects (fixed for the run) ---------------------------------- */
 
@@ -194,6 +254,14 @@ static bool dis_unknown;     /* a bogus token was restored since the stack was e
 static struct vmmu_latch_stats last_ls;
 #define NTLBSTATS (sizeof(struct vmmu_tlb_stats) / sizeof(uint64_t))
 static uint64_t last_ts[NTLBSTATS];
+
+/* The host pager of this input (or none), and each RAM page as the
+ * fuzzer put it: resident, paged out, dropped as a zero page, ballooned. */
+enum { PS_RES, PS_OUT, PS_ZERO, PS_BALLOON };
+static struct vmmu_pager *pager;
+static bool pager_paranoid;
+static uint64_t pager_limit;
+static uint8_t pstate[RAM_PAGES];
 
 /* Safe points passed (prepared accesses of an older count are stale). */
 static uint64_t epoch;
@@ -284,15 +352,16 @@ static unsigned cur_op_index;
 
 /* Totals for FUZZ_ACCESS_STATS. */
 static unsigned long n_ops, n_exact, n_faults, n_exact_faults, n_stops, n_pending, n_replays,
-    n_ok_access, n_io_calls, n_einval;
+    n_ok_access, n_io_calls, n_einval, n_pager_calls, n_paged_out, n_vmmu_pageins, n_cb_actions;
 
 static void print_totals(void)
 {
     fprintf(stderr,
             "fuzz_access: %lu ops, %lu exact, %lu ok accesses, %lu faults (%lu compared), %lu "
-            "watch stops, %lu EINVAL, %lu pended, %lu re-executions, %lu callbacks\n",
+            "watch stops, %lu EINVAL, %lu pended, %lu re-executions, %lu callbacks; pager: %lu "
+            "calls, %lu pages taken, %lu brought back by vmmu, %lu host changes in callbacks\n",
             n_ops, n_exact, n_ok_access, n_faults, n_exact_faults, n_stops, n_einval, n_pending,
-            n_replays, n_io_calls);
+            n_replays, n_io_calls, n_pager_calls, n_paged_out, n_vmmu_pageins, n_cb_actions);
 }
 
 /* ---- Failure reports ------------------------------------------------------ */
@@ -317,6 +386,13 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt
             (unsigned long long)p->cr4, (unsigned long long)p->efer, p->cpl,
             (unsigned long long)p->rflags, p->pkru, (int)stale, (int)in_insn, model_pass,
             (int)insn_tainted, dis_n, dis_unknown ? " (unknown)" : "");
+    if (pager) {
+        uint32_t out = 0;
+        for (unsigned i = 0; i < RAM_PAGES; i++)
+            out |= (uint32_t)(pstate[i] != PS_RES) << i;
+        fprintf(stderr, "  [pager%s, resident limit %llu; RAM pages put out %#x]\n",
+                pager_paranoid ? " (paranoid)" : "", (unsigned long long)pager_limit, out);
+    }
     for (unsigned i = 0; i < io_n && i < IO_LOG_MAX; i++)
         fprintf(stderr, "  callback %u: %s %s gpa %#llx size %u data %#llx -> %d%s\n", i,
                 io_log[i].dev ? "device" : "mmio", io_log[i].write ? "write" : "read",
@@ -431,6 +507,400 @@ static uint8_t *host_of(uint64_t gpa, bool write)
     return NULL;
 }
 
+/* ---- The host pager ----------------------------------------------------------- */
+
+/* What the fuzzer asked of the pager, page by page: the P2M and the
+ * pager's statistics must say the same after every call and every
+ * operation (vmmu brings pages back on its own: those are counted when
+ * they are seen resident again). */
+static bool pager_touched; /* something was asked of it since the last check */
+static uint8_t *out_copy;           /* each page's contents when it went out */
+static struct vmmu_pager_stats pst; /* what the statistics must say (resident aside) */
+
+static const char *const ps_names[4] = {"resident", "paged out", "dropped as a zero page",
+                                        "ballooned"};
+
+static uint32_t model_out_mask(void)
+{
+    uint32_t m = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++)
+        if (pstate[p] != PS_RES)
+            m |= 1u << p;
+    return m;
+}
+
+static uint32_t page_bit(uint64_t gpa)
+{
+    return gpa < RAM_SIZE ? 1u << (gpa >> 12) : 0;
+}
+
+/* The page-aligned ranges of a mask of RAM pages. */
+static size_t ranges_of(uint32_t pages, struct vmmu_gpa_range *r)
+{
+    size_t n = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        if (!(pages & (1u << p)))
+            continue;
+        if (n && r[n - 1].gpa + r[n - 1].size == p * 4096ull)
+            r[n - 1].size += 4096;
+        else
+            r[n++] = (struct vmmu_gpa_range){p * 4096ull, 4096};
+    }
+    return n;
+}
+
+static bool zero_page(const uint8_t *p)
+{
+    static const uint8_t zeros[4096];
+    return memcmp(p, zeros, 4096) == 0;
+}
+
+/* The model follows the P2M: a page the fuzzer put out that is resident
+ * now was brought back by vmmu (a walk, an access, a probe).  Then the
+ * statistics must agree, and no page that is out may have a host page:
+ * the pager released it, so a host page there means something touched it
+ * through a pointer it kept (paranoid mode makes that a crash instead). */
+static void pager_check_how(const char *where, bool full)
+{
+    if (!pager || (!pager_touched && !model_out_mask()))
+        return; /* nothing asked of it since it was last seen with every page in */
+    uint32_t out = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        uint32_t st = 0;
+        if (vmmu_page_state_get(vm, p * 4096ull, &st) != 0)
+            fail("%s: vmmu_page_state_get of RAM page %u failed", where, p);
+        bool o = (st & VMMU_PAGE_PAGED_OUT) != 0, b = (st & VMMU_PAGE_BALLOONED) != 0;
+        if (pstate[p] == PS_RES) {
+            if (o || b)
+                fail("%s: RAM page %u has state %#x, but the pager was not asked to take it",
+                     where, p, st);
+        } else if (!o) {
+            if (b)
+                fail("%s: RAM page %u is resident with the ballooned bit (state %#x)", where, p,
+                     st);
+            if (pstate[p] == PS_BALLOON)
+                pst.ballooned--;
+            else
+                pst.out--;
+            pst.paged_in++;
+            pstate[p] = PS_RES;
+            n_vmmu_pageins++;
+        } else if (b != (pstate[p] == PS_BALLOON)) {
+            fail("%s: RAM page %u, %s, has state %#x", where, p, ps_names[pstate[p]], st);
+        }
+        if (o)
+            out |= 1u << p;
+    }
+    if (!full)
+        return;
+    struct vmmu_pager_stats s;
+    if (vmmu_pager_stats(pager, &s) != 0)
+        fail("%s: vmmu_pager_stats failed", where);
+    if (s.out != pst.out || s.ballooned != pst.ballooned || s.written != pst.written ||
+        s.zero_dropped != pst.zero_dropped || s.paged_in != pst.paged_in || s.cancelled != 0)
+        fail("%s: pager statistics say out %llu ballooned %llu written %llu zero_dropped %llu "
+             "paged_in %llu cancelled %llu; what it was asked gives %llu %llu %llu %llu %llu 0",
+             where, (unsigned long long)s.out, (unsigned long long)s.ballooned,
+             (unsigned long long)s.written, (unsigned long long)s.zero_dropped,
+             (unsigned long long)s.paged_in, (unsigned long long)s.cancelled,
+             (unsigned long long)pst.out, (unsigned long long)pst.ballooned,
+             (unsigned long long)pst.written, (unsigned long long)pst.zero_dropped,
+             (unsigned long long)pst.paged_in);
+    pager_touched = out != 0;
+    if (out) {
+        unsigned char vec[RAM_PAGES];
+        if (mincore(ram, RAM_SIZE, vec) != 0)
+            fail("%s: mincore failed", where);
+        for (unsigned p = 0; p < RAM_PAGES; p++)
+            if ((out & (1u << p)) && (vec[p] & 1))
+                fail("%s: RAM page %u is %s, yet it has a host page again: something wrote "
+                     "or read it through a pointer it kept", where, p, ps_names[pstate[p]]);
+    }
+    if (s.resident + s.out + s.ballooned > RAM_PAGES)
+        fail("%s: %llu pages resident, %llu out and %llu ballooned, of %u", where,
+             (unsigned long long)s.resident, (unsigned long long)s.out,
+             (unsigned long long)s.ballooned, RAM_PAGES);
+    unsigned written_out = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++)
+        written_out += pstate[p] == PS_OUT;
+    if (s.file_slots < written_out)
+        fail("%s: %u pages are in the backing file, which has %llu slots", where, written_out,
+             (unsigned long long)s.file_slots);
+}
+
+/* The model and the P2M, with (@full) the statistics and the host pages:
+ * at the start and end of every operation; the model alone in between. */
+static void pager_check(const char *where)
+{
+    pager_check_how(where, true);
+}
+
+static void pager_sync(const char *where)
+{
+    pager_check_how(where, false);
+}
+
+/* Bring @pages back through the API (balloon_in when @balloon): each
+ * comes back bit for bit as it went out, a ballooned or zero page as
+ * zeros. */
+static void ram_in(uint32_t pages, bool balloon, const char *where)
+{
+    bool settling = pages == ~0u && !balloon;
+    if (!pager)
+        return;
+    pager_sync(where);
+    uint32_t want = pages & model_out_mask();
+    struct vmmu_gpa_range r[RAM_PAGES];
+    size_t n = ranges_of(settling ? want : pages, r);
+    if (!n)
+        return;
+    n_pager_calls++;
+    pager_touched = true;
+    int rc = balloon ? vmmu_pager_balloon_in(pager, r, n) : vmmu_pager_page_in(pager, r, n);
+    if (rc != 0)
+        fail("%s: vmmu_pager_%s_in of pages %#x returned %d (%s)", where,
+             balloon ? "balloon" : "page", pages, rc, vmmu_error_name(rc));
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        if (!(want & (1u << p)))
+            continue;
+        const uint8_t *got = ram + p * 4096u, *was = out_copy + p * 4096u;
+        if (memcmp(got, was, 4096) != 0) {
+            unsigned i = 0;
+            while (got[i] == was[i])
+                i++;
+            fail("%s: RAM page %u (%s) came back different: byte %u is %#x, was %#x", where, p,
+                 ps_names[pstate[p]], i, got[i], was[i]);
+        }
+        if (pstate[p] == PS_BALLOON)
+            pst.ballooned--;
+        else
+            pst.out--;
+        pst.paged_in++;
+        pstate[p] = PS_RES;
+    }
+    pager_sync(where);
+}
+
+/* Page out (or balloon) @pages.  A batch that took a resident page ran a
+ * grace period, for which the vCPU went offline: that is no safe point,
+ * its prepared accesses stay valid and look their pages up again when
+ * next used (access.h, "Host pointers").  A balloon discards the contents:
+ * the model's copy of the pages becomes zeros, as if the guest had
+ * cleared them (never inside an operation). */
+static void host_evict(uint32_t pages, bool balloon, const char *where)
+{
+    if (!pager || !pages)
+        return;
+    pager_sync(where);
+    uint32_t victims = 0, zero = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        if (!(pages & (1u << p)) || pstate[p] != PS_RES)
+            continue;
+        victims |= 1u << p;
+        memcpy(out_copy + p * 4096u, ram + p * 4096u, 4096);
+        if (zero_page(ram + p * 4096u))
+            zero |= 1u << p;
+    }
+    struct vmmu_gpa_range r[RAM_PAGES];
+    size_t n = ranges_of(pages, r);
+    n_pager_calls++;
+    pager_touched = true;
+    int rc = balloon ? vmmu_pager_balloon_out(pager, r, n) : vmmu_pager_page_out(pager, r, n);
+    if (rc != 0)
+        fail("%s: vmmu_pager_%s_out of pages %#x returned %d (%s)", where,
+             balloon ? "balloon" : "page", pages, rc, vmmu_error_name(rc));
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        uint32_t bit = 1u << p;
+        if (!(pages & bit))
+            continue;
+        if (victims & bit) {
+            n_paged_out++;
+            if (balloon) {
+                pstate[p] = PS_BALLOON;
+                pst.ballooned++;
+            } else if (zero & bit) {
+                pstate[p] = PS_ZERO;
+                pst.out++;
+                pst.zero_dropped++;
+            } else {
+                pstate[p] = PS_OUT;
+                pst.out++;
+                pst.written++;
+            }
+        } else if (balloon && pstate[p] != PS_BALLOON) {
+            pstate[p] = PS_BALLOON; /* what the file held is discarded */
+            pst.out--;
+            pst.ballooned++;
+        }
+        if (balloon) {
+            memset(out_copy + p * 4096u, 0, 4096);
+            memset(shadow + p * 4096u, 0, 4096);
+            if (bit & table_pages)
+                stale = true;
+        }
+    }
+    if (balloon && in_insn)
+        insn_tainted = true; /* the guest's memory changed inside the instruction */
+    pager_check(where);
+}
+
+/* The policy: what it takes is seen in the P2M; it must take exactly as
+ * many pages as it says, resident ones, and leave no more resident than
+ * the limit. */
+static void host_balance(bool count, const char *where)
+{
+    if (!pager)
+        return;
+    pager_sync(where);
+    uint32_t zero = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        if (pstate[p] != PS_RES)
+            continue;
+        memcpy(out_copy + p * 4096u, ram + p * 4096u, 4096);
+        if (zero_page(ram + p * 4096u))
+            zero |= 1u << p;
+    }
+    uint64_t n = 77;
+    n_pager_calls++;
+    pager_touched = true;
+    int rc = vmmu_pager_balance(pager, count ? &n : NULL);
+    if (rc != 0)
+        fail("%s: vmmu_pager_balance returned %d (%s)", where, rc, vmmu_error_name(rc));
+    uint32_t taken = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        uint32_t st = 0;
+        (void)vmmu_page_state_get(vm, p * 4096ull, &st);
+        if ((st & VMMU_PAGE_PAGED_OUT) && pstate[p] == PS_RES) {
+            taken |= 1u << p;
+            n_paged_out++;
+            pstate[p] = (zero & (1u << p)) ? PS_ZERO : PS_OUT;
+            pst.out++;
+            if (zero & (1u << p))
+                pst.zero_dropped++;
+            else
+                pst.written++;
+        }
+    }
+    if (count && n != (uint64_t)__builtin_popcount(taken))
+        fail("%s: vmmu_pager_balance says it paged out %llu pages, it took %#x",
+             where, (unsigned long long)n, taken);
+    if (!pager_limit && taken)
+        fail("%s: vmmu_pager_balance without a limit took pages %#x", where, taken);
+    pager_sync(where);
+    struct vmmu_pager_stats s;
+    if (pager_limit && vmmu_pager_stats(pager, &s) == 0 && s.resident > pager_limit)
+        fail("%s: after vmmu_pager_balance %llu pages are resident, the limit is %llu", where,
+             (unsigned long long)s.resident, (unsigned long long)pager_limit);
+}
+
+/* Which RAM pages a host change aims at: one page, the pages the last
+ * accesses reached, the tables of the last walk, the descriptors' pages,
+ * data pages, table pages, any set. */
+static uint32_t pick_pages(unsigned sel, uint32_t rnd)
+{
+    uint32_t m = 0;
+    switch (sel & 7) {
+    case 0:
+        return 1u << (rnd % RAM_PAGES);
+    case 1:
+        return page_bit(recent_gpa[rnd & 3]) | page_bit(recent_gpa[(rnd >> 2) & 3]);
+    case 2:
+        for (unsigned i = 0; i < last_nlevels; i++)
+            m |= page_bit(last_levels[i].gpa);
+        return m ? m : page_bit(pg()->cr3 & ~0xfffull & 0xffffffffull);
+    case 3:
+        return rnd & (rnd >> 7) & (rnd >> 13);
+    case 4:
+        for (unsigned i = 0; i < SLOTS; i++)
+            for (unsigned k = 0; slots[i].ok && k < slots[i].d.npages && k < 2; k++)
+                if (slots[i].d.page[k].type == VMMU_MEM_RAM)
+                    m |= page_bit(slots[i].d.page[k].gpa);
+        return m ? m : 1u << (rnd % RAM_PAGES);
+    case 5:
+        return (rnd & 0x80) ? ~0u : 0xffu << (rnd % 25);
+    case 6:
+        return (0xfu << (rnd % 13)) << TABLE_PAGES;
+    default:
+        return ((rnd & 0xffff) | 1u) << (rnd >> 28);
+    }
+}
+
+/* One change of the host's: page out, balloon, page in, balloon in,
+ * balance, or a page-out followed by the policy. */
+static void host_action(unsigned what, unsigned sel, uint32_t rnd, const char *where)
+{
+    uint32_t pages = pick_pages(sel, rnd);
+    switch (what & 7) {
+    case 0:
+    case 1:
+        host_evict(pages, false, where);
+        break;
+    case 2:
+        host_evict(pages, true, where);
+        break;
+    case 3:
+    case 4:
+        ram_in(pages, what & 1, where);
+        break;
+    case 5:
+        host_balance(rnd & 1, where);
+        break;
+    case 6:
+        host_evict(pages, false, where);
+        host_balance(rnd & 1, where);
+        break;
+    default:
+        host_evict(pages, (rnd >> 31) != 0, where);
+        ram_in(pick_pages(sel + 1, rnd >> 5), false, where);
+        break;
+    }
+}
+
+/* An operation may make one host change from inside a callback vmmu calls
+ * on the vCPU's thread while the access is in progress: the n-th MMIO
+ * read, MMIO write, device or code-handler call of the operation pages a
+ * page out or in, runs the policy, marks a page as code, changes its state
+ * bits, gets and clears the dirty log, or turns it on or off.  The page is
+ * the one being written where the fuzzer can tell (the code handler's
+ * page, the REP destination, a descriptor prepared for writing), else one
+ * the last accesses reached or a table page of the last walk. */
+enum { CB_MMIO_READ, CB_MMIO_WRITE, CB_DEVICE, CB_CODE };
+static const char *const cb_names[4] = {"inside an MMIO read callback",
+                                        "inside an MMIO write callback",
+                                        "inside the device handler", "inside the code handler"};
+static struct {
+    bool on;
+    uint8_t where, at, what;
+    unsigned seen;
+} cb_plan;
+static unsigned cur_kind = ~0u; /* the access operation running (OP_*), or ~0u */
+
+
+/* After a dirty-log, code-mark or page-state call inside a callback: RAM
+ * as it was then (pages that are out: as they went out), the pages the
+ * operation wrote before it whose dirty bits it left, the pages whose
+ * dirty bits it cleared, and the code marks it set that no handler call
+ * has taken yet. */
+static bool mid_on;
+static uint8_t *mid_snap;
+static uint32_t mid_expect, mid_cleared, mid_marked, mid_code_pages;
+static uint32_t mid_remarked; /* marks the code handler set on its own page (for later writes) */
+
+static const uint8_t *current_page(unsigned p)
+{
+    return pstate[p] == PS_RES ? ram + p * 4096u : out_copy + p * 4096u;
+}
+
+static void cb_action(unsigned where, uint64_t gpa_page);
+static void mid_end(uint32_t diff_any);
+
+static void expect_rc_cb(int rc, int want, const char *what, const char *where)
+{
+    if (rc != want)
+        fail("%s: %s returned %d (%s), want %d (%s)", where, what, rc, vmmu_error_name(rc), want,
+             vmmu_error_name(want));
+}
+
 /* ---- Linear addresses ------------------------------------------------------ */
 
 static bool ia32e(void)
@@ -512,6 +982,7 @@ static int io_call(bool dev, bool write, uint64_t gpa, unsigned size, uint64_t *
         pass_io_any = true;
         pass_io_first = c;
     }
+    cb_action(dev ? CB_DEVICE : write ? CB_MMIO_WRITE : CB_MMIO_READ, 0);
     return rc;
 }
 
@@ -547,21 +1018,33 @@ static int device_cb(void *opaque, struct vmmu_device_req *req)
     return io_call(true, req->write != 0, req->gpa, req->size, &req->data);
 }
 
+/* Where entries start: 4-byte entries in 32-bit paging, else 8-byte ones
+ * (byte 4 of an 8-byte entry holds address bits 37 and 38, not A/D: a
+ * guest store that sets them rewrites the entry). */
+static unsigned entry_mask(void)
+{
+    return pg()->mode == VMMU_X86_MODE_32 ? 3u : 7u;
+}
+
 /* Whether page @p of the RAM differs from the shadow in anything but A/D
  * bits a walk may set (bits 5 and 6 of the low byte of an entry, 0 -> 1). */
-static bool page_changed_beyond_ad(unsigned p)
+NOCOV static bool page_differs_beyond_ad(const uint8_t *a, const uint8_t *b)
 {
-    const uint8_t *a = ram + p * 4096u, *b = shadow + p * 4096u;
     if (!memcmp(a, b, 4096))
         return false;
     for (unsigned i = 0; i < 4096; i++) {
         uint8_t d = a[i] ^ b[i];
         if (!d)
             continue;
-        if ((i & 3) || (d & ~0x60u) || (a[i] & d) != d)
+        if ((i & entry_mask()) || (d & ~0x60u) || (a[i] & d) != d)
             return true;
     }
     return false;
+}
+
+static bool page_changed_beyond_ad(unsigned p)
+{
+    return page_differs_beyond_ad(ram + p * 4096u, shadow + p * 4096u);
 }
 
 static void code_cb(void *opaque, struct vmmu_vcpu *v, uint64_t gpa_page)
@@ -574,13 +1057,23 @@ static void code_cb(void *opaque, struct vmmu_vcpu *v, uint64_t gpa_page)
         fail("code handler called for gpa %#llx, which is not marked",
              (unsigned long long)gpa_page);
     unsigned p = (unsigned)(gpa_page >> 12);
-    if (page_changed_beyond_ad(p))
+    uint32_t st = 0;
+    (void)vmmu_page_state_get(vm, gpa_page, &st);
+    /* The page is about to be written, so vmmu has it in; compared with
+     * the shadow, or with RAM as it was at a call a callback made. */
+    if (st & VMMU_PAGE_PAGED_OUT)
+        fail("code handler called for gpa %#llx, which is paged out (state %#x): the write "
+             "that follows has nowhere to go", (unsigned long long)gpa_page, st);
+    if (!(mid_remarked & (1u << p)) &&
+        page_differs_beyond_ad(ram + p * 4096u, (mid_on ? mid_snap : shadow) + p * 4096u))
         fail("code handler called for gpa %#llx after the page was written",
              (unsigned long long)gpa_page);
     code_maybe &= ~(1u << p);
     code_sure &= ~(1u << p);
+    mid_marked &= ~(1u << p);
     code_calls++;
     code_called |= 1u << p;
+    cb_action(CB_CODE, gpa_page);
 }
 
 /* ---- Setup ------------------------------------------------------------------ */
@@ -589,14 +1082,16 @@ static void setup_once(void)
 {
     if (vm)
         return;
-    ram = aligned_alloc(4096, RAM_SIZE);
     shadow = malloc(RAM_SIZE);
+    out_copy = malloc(RAM_SIZE);
+    mid_snap = malloc(RAM_SIZE);
     rom_a = aligned_alloc(4096, 4096);
     rom_b = aligned_alloc(4096, 4096);
     struct vmmu_vm_config cfg = {.gpa_bits = VM_GPA_BITS, .name = "fuzz_access"};
-    if (!ram || !shadow || !rom_a || !rom_b || vmmu_vm_create(&cfg, &vm) != 0)
+    if (!shadow || !out_copy || !mid_snap || !rom_a || !rom_b || vmmu_vm_create(&cfg, &vm) != 0)
         abort();
-    struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0, .size = RAM_SIZE, .host = ram};
+    /* RAM from the vm's memfd, which the pager can take away. */
+    struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0, .size = RAM_SIZE};
     struct vmmu_region_desc a = {.type = VMMU_MEM_ROM, .gpa = ROM_A_GPA, .size = 4096,
                                  .host = rom_a};
     struct vmmu_region_desc b = {.type = VMMU_MEM_ROM, .gpa = ROM_B_GPA, .size = 4096,
@@ -611,6 +1106,10 @@ static void setup_once(void)
         vmmu_region_add(vm, &b, &rom_b_id) || vmmu_region_add(vm, &m, &mmio_id) ||
         vmmu_region_add(vm, &n, &nullio_id) || vmmu_region_add(vm, &d, &dev_id))
         abort();
+    struct vmmu_region_info ri;
+    if (vmmu_region_info(vm, ram_id, &ri) != 0 || !ri.host || ri.memfd < 0)
+        abort();
+    ram = ri.host;
     if (vmmu_p2m_set_device_handler(vm, device_cb, &dev_handler_tag) != 0)
         abort();
     /* All features, Intel, MAXPHYADDR 40; online on this thread. */
@@ -763,14 +1262,14 @@ struct diff {
     uint32_t any;  /* pages changed at all */
 };
 
-static struct diff ram_diff(void)
+NOCOV static struct diff ram_diff(void)
 {
     struct diff d = {0, 0};
-    if (!memcmp(ram, shadow, RAM_SIZE))
+    if (!model_out_mask() && !memcmp(ram, shadow, RAM_SIZE))
         return d;
     for (unsigned p = 0; p < RAM_PAGES; p++) {
-        if (!memcmp(ram + p * 4096u, shadow + p * 4096u, 4096))
-            continue;
+        if (pstate[p] != PS_RES || !memcmp(ram + p * 4096u, shadow + p * 4096u, 4096))
+            continue; /* a page that is out is compared when it comes back */
         d.any |= 1u << p;
         if (page_changed_beyond_ad(p))
             d.data |= 1u << p;
@@ -788,7 +1287,7 @@ static void shadow_sync(uint32_t pages)
 /* The byte at @gpa before the operation, give or take A/D bits the
  * operation's own walks set: @got may have bits 5 and 6 set where the
  * shadow had them clear, in the low byte of an entry. */
-static bool pre_byte_matches(uint64_t gpa, uint8_t got, const uint8_t *mmio_pre,
+NOCOV static bool pre_byte_matches(uint64_t gpa, uint8_t got, const uint8_t *mmio_pre,
                              const uint8_t *dev_pre)
 {
     struct place pl = place_of(gpa);
@@ -797,7 +1296,7 @@ static bool pre_byte_matches(uint64_t gpa, uint8_t got, const uint8_t *mmio_pre,
     case PK_RAM: {
         want = shadow[gpa];
         uint8_t d = got ^ want;
-        return !d || (!(gpa & 3) && !(d & ~0x60u) && (got & d) == d);
+        return !d || (!(gpa & entry_mask()) && !(d & ~0x60u) && (got & d) == d);
     }
     case PK_MMIO:
         want = mmio_pre[gpa - MMIO_GPA];
@@ -930,6 +1429,7 @@ struct ctx {
     uint64_t acc_va;         /* the bytes it accessed (HITS_AFTER) */
     uint32_t acc_len;
     bool expect_after;       /* exact: every covering watchpoint must have hit */
+    uint32_t pre_out;        /* RAM pages out when it began */
 };
 
 static void op_begin(struct ctx *c, const char *name)
@@ -939,6 +1439,7 @@ static void op_begin(struct ctx *c, const char *name)
     c->exact_pre = exact_ok();
     c->replay = replaying();
     c->latch_on = latch_maybe_on();
+    c->pre_out = model_out_mask();
     io_n = 0;
     code_calls = 0;
     code_called = 0;
@@ -962,6 +1463,11 @@ static void add_range(struct ctx *c, uint64_t va, uint32_t len, unsigned access,
  * its answers can be compared with them. */
 static void settle(struct ctx *c)
 {
+    /* What the operation left out stays out until here; then the checks
+     * read RAM, so it all comes back (bit for bit). */
+    pager_check(c->name);
+    if (!c->plain)
+        ram_in(~0u, false, c->name);
     c->diff = ram_diff();
     for (unsigned i = 0; i < c->nranges; i++)
         plan_access(c->range[i].va, c->range[i].len, c->range[i].access, c->range[i].wkinds,
@@ -1139,9 +1645,9 @@ static void op_end(struct ctx *c)
 {
     if (memcmp(rom_a, rom_a_model, 4096) || memcmp(rom_b, rom_b_model, 4096))
         fail("ROM changed");
-    if (dirty_on)
-        dirty_expect |= c->diff.any;
+    mid_end(c->diff.any);
     shadow_sync(c->diff.any);
+    pager_check(c->name);
     check_latch_stats(c->plain ? NULL : &c->ls, c->rc, c->latch_on);
     check_tlb_stats();
     if (c->rc == VMMU_EINVAL)
@@ -1227,12 +1733,231 @@ static const char *const op_names[N_ACCESS_OPS] = {
     "vmmu_prepared_write", "vmmu_prepared_set", "vmmu_prepared_move",
 };
 
+/* ---- Host changes from callbacks ---------------------------------------------------- */
+
+NOCOV static void mid_take(uint32_t cleared, const char *where)
+{
+    pager_sync(where);
+    const uint8_t *ref = mid_on ? mid_snap : shadow;
+    uint32_t changed = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        const uint8_t *now = current_page(p);
+        if (memcmp(now, ref + p * 4096u, 4096) != 0)
+            changed |= 1u << p;
+        memcpy(mid_snap + p * 4096u, now, 4096);
+    }
+    mid_expect = (mid_expect | changed) & ~cleared;
+    mid_cleared |= cleared;
+    mid_on = true;
+}
+
+static void slots_held(void)
+{
+    for (unsigned i = 0; i < SLOTS; i++)
+        slots[i].held = true;
+}
+
+static uint32_t cb_target(unsigned where, uint64_t gpa_page)
+{
+    unsigned t = cb_plan.what >> 5;
+    switch (t & 3) {
+    case 0:
+        if (where == CB_CODE)
+            return page_bit(gpa_page);
+        if (cur_kind == OP_REP_MOVS || cur_kind == OP_REP_STOS || cur_kind == OP_REP_RESUME) {
+            struct vmmu_x86_walk w;
+            if (vmmu_x86_walk_peek(pg(), lin(rep.dst), VMMU_X86_ACC_WRITE, &w) == 0 && w.ok &&
+                page_bit(w.gpa))
+                return page_bit(w.gpa);
+        }
+        /* fall through: a page of a descriptor prepared for writing */
+    case 1:
+        for (unsigned k = 0; k < SLOTS; k++) {
+            const struct slot *s = &slots[(k + (t >> 2)) % SLOTS];
+            if (!s->ok || !(s->d.access & VMMU_X86_ACC_WRITE))
+                continue;
+            for (unsigned j = 0; j < s->d.npages && j < 2; j++)
+                if (s->d.page[j].type == VMMU_MEM_RAM)
+                    return page_bit(s->d.page[j].gpa);
+        }
+        /* fall through */
+    case 2:
+        return page_bit(recent_gpa[(t >> 2) & 3]);
+    default:
+        if (last_nlevels)
+            return page_bit(last_levels[(t >> 2) % last_nlevels].gpa);
+        return page_bit(pg()->cr3 & 0x1f000ull);
+    }
+}
+
+static bool remark_later(unsigned where, uint64_t gpa_page, uint32_t page)
+{
+    if (where != CB_CODE || page != page_bit(gpa_page))
+        return false;
+    mid_remarked |= page; /* a later call for it may come after the write */
+    return true;
+}
+
+static void cb_action(unsigned where, uint64_t gpa_page)
+{
+    if (!cb_plan.on || cb_plan.where != where || ++cb_plan.seen != cb_plan.at)
+        return;
+    cb_plan.on = false;
+    uint32_t page = cb_target(where, gpa_page);
+    if (!page)
+        return;
+    n_cb_actions++;
+    const char *w = cb_names[where];
+    unsigned what = cb_plan.what & 7, var = (cb_plan.what >> 3) & 3;
+    if (!pager && what < 4)
+        what += 4;
+    struct vmmu_gpa_range range = {(uint64_t)__builtin_ctz(page) << 12, 4096};
+    if (trace)
+        fprintf(stderr, "trace:   %s: host change %u/%u on gpa %#llx\n", w, what, var,
+                (unsigned long long)range.gpa);
+    switch (what) {
+    case 0:
+        host_evict(page, false, w);
+        break;
+    case 1:
+        host_evict(page, false, w);
+        host_balance(var & 1, w);
+        break;
+    case 2:
+        ram_in(page, var & 1, w);
+        break;
+    case 3:
+        host_balance(var & 1, w);
+        break;
+    case 4:
+        mid_take(0, w);
+        expect_rc_cb(vmmu_code_mark(vm, range.gpa, 1), 0, "vmmu_code_mark", w);
+        code_maybe |= page;
+        if (code_handler_on && !remark_later(where, gpa_page, page))
+            mid_marked |= page;
+        mid_code_pages |= page;
+        slots_held();
+        break;
+    case 5: {
+        uint32_t set = var == 0 ? VMMU_PAGE_CODE : var == 3 ? VMMU_PAGE_DIRTY : 0;
+        uint32_t clear = var == 1 ? VMMU_PAGE_CODE : var == 2 ? VMMU_PAGE_DIRTY : 0;
+        mid_take((clear & VMMU_PAGE_DIRTY) ? page : 0, w);
+        expect_rc_cb(vmmu_page_state_change(vm, &range, 1, set, clear), 0,
+                     "vmmu_page_state_change", w);
+        if (set & VMMU_PAGE_CODE) {
+            code_maybe |= page;
+            if (code_handler_on && !remark_later(where, gpa_page, page))
+                mid_marked |= page;
+        }
+        if (clear & VMMU_PAGE_CODE) {
+            code_sure &= ~page;
+            mid_marked &= ~page;
+        }
+        if (clear & VMMU_PAGE_DIRTY)
+            dirty_expect &= ~page;
+        mid_code_pages |= page;
+        slots_held();
+        break;
+    }
+    case 6: {
+        uint64_t bitmap[1] = {0};
+        if (!dirty_on) {
+            expect_rc_cb(vmmu_dirty_log_get_and_clear(vm, ram_id, bitmap, 1, NULL), VMMU_EINVAL,
+                         "vmmu_dirty_log_get_and_clear (logging off)", w);
+            break;
+        }
+        mid_take(0, w);
+        expect_rc_cb(vmmu_dirty_log_get_and_clear(vm, ram_id, bitmap, 1, NULL), 0,
+                     "vmmu_dirty_log_get_and_clear", w);
+        uint32_t missed = (dirty_expect | mid_expect) & ~(uint32_t)bitmap[0];
+#if FUZZ_ACCESS_EXCUSE_HELD_PREPARED
+        missed &= ~dirty_excused;
+#endif
+        if (missed)
+            fail("%s: dirty bitmap %#llx misses pages %#x that vmmu wrote", w,
+                 (unsigned long long)bitmap[0], missed);
+        dirty_expect = 0;
+        dirty_excused = 0;
+        mid_expect = 0;
+        mid_cleared = ~0u;
+        slots_held();
+        break;
+    }
+    default: {
+        bool on = var & 1;
+        mid_take(on ? ~0u : 0, w);
+        expect_rc_cb(vmmu_dirty_log_enable(vm, ram_id, on), 0, "vmmu_dirty_log_enable", w);
+        dirty_on = on;
+        if (on) {
+            dirty_expect = 0;
+            dirty_excused = 0;
+            dirty_writes_since = false;
+        }
+        slots_held();
+        break;
+    }
+    }
+}
+
+/* At the end of an operation that made such a call: pages written after
+ * it must be in the next dirty bitmap, and a page it marked as code that
+ * was written after it must have called the handler.  A write the
+ * operation made through what it had translated before the call is the
+ * held-descriptor case (FUZZ_ACCESS_EXCUSE_HELD_PREPARED). */
+NOCOV static void mid_end(uint32_t diff_any)
+{
+    if (!mid_on) {
+        if (dirty_on)
+            dirty_expect |= diff_any;
+        return;
+    }
+    uint32_t after = 0, after_data = 0;
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        const uint8_t *now = current_page(p), *then = mid_snap + p * 4096u;
+        if (memcmp(now, then, 4096) == 0)
+            continue;
+        after |= 1u << p;
+        if (page_differs_beyond_ad(now, then))
+            after_data |= 1u << p;
+    }
+    if (dirty_on) {
+        dirty_expect |= mid_expect | after;
+#if FUZZ_ACCESS_EXCUSE_HELD_PREPARED
+        dirty_excused |= after & mid_cleared;
+#endif
+    }
+    uint32_t missed = after_data & mid_marked;
+#if FUZZ_ACCESS_EXCUSE_HELD_PREPARED
+    missed = 0;
+#endif
+    if (missed)
+        fail("pages %#x were marked as code inside a callback and written after it, without "
+             "calling the code handler", missed);
+    for (unsigned p = 0; p < RAM_PAGES; p++) {
+        uint32_t bit = 1u << p, st = 0;
+        if (!((mid_code_pages | mid_marked) & bit))
+            continue;
+        (void)vmmu_page_state_get(vm, p * 4096ull, &st);
+        code_maybe &= ~bit;
+        code_sure &= ~bit;
+        if (st & VMMU_PAGE_CODE) {
+            code_maybe |= bit;
+            if (code_handler_on)
+                code_sure |= bit;
+        }
+    }
+    mid_on = false;
+    mid_expect = mid_cleared = mid_marked = mid_code_pages = mid_remarked = 0;
+}
+
+
 /* One access operation, decoded once so that a re-execution repeats it. */
 struct op {
     uint8_t kind;
     uint8_t bad;      /* 0, or which wrong argument (1-based) */
     uint8_t io_at, io_what;
     uint8_t slot, slot2, elem, flags;
+    uint8_t cb, cb2; /* a host change from inside a callback (cb_plan) */
     unsigned access;
     uint32_t len, off, n;
     uint64_t va, va2, value, value2, count, budget;
@@ -1251,7 +1976,7 @@ struct res {
     bool stops;    /* the instruction ends here (fault, error, interrupted REP) */
 };
 
-static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
+NOCOV static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
 {
     const uint8_t *b = p;
     h ^= 0xcbf29ce484222325ull;
@@ -1330,6 +2055,9 @@ static void decode_access(struct reader *r, struct op *o, unsigned kind)
     o->io_at = (io & 0x18) ? (uint8_t)(io & 7) : 0; /* mostly a callback in the first few */
     o->io_what = (uint8_t)(io >> 5);
     o->flags = (uint8_t)take(r, 1);
+    o->cb = (uint8_t)take(r, 1);
+    if (o->cb & 1)
+        o->cb2 = (uint8_t)take(r, 1);
     switch (kind) {
     case OP_READ:
     case OP_WRITE:
@@ -1422,7 +2150,7 @@ static void decode_access(struct reader *r, struct op *o, unsigned kind)
 }
 
 /* Bytes a write operation stores (deterministic from the op). */
-static void op_data(const struct op *o, uint8_t *buf, uint32_t len)
+NOCOV static void op_data(const struct op *o, uint8_t *buf, uint32_t len)
 {
     for (uint32_t i = 0; i < len; i++)
         buf[i] = (uint8_t)((o->value >> (8 * (i & 7))) + (i >> 3) * 0x9d);
@@ -1503,6 +2231,9 @@ static bool access_outcome(struct ctx *c, int rc, const struct vmmu_x86_fault *f
         c->hits = HITS_AFTER;
         return true;
     }
+    if (rc == VMMU_EPAGEDOUT && pager)
+        fail("VMMU_EPAGEDOUT, but the pager brings every page back (pages %#x were out)",
+             c->pre_out);
     if (rc == VMMU_EPAGEDOUT || rc == VMMU_EBUSY) {
         expect_no_effect(c, "failed before its first byte", false);
         c->hits = HITS_NONE;
@@ -1574,7 +2305,7 @@ static bool pk_is_io(enum pk k)
 }
 
 /* Exact completed write of @data: it is where the plan says. */
-static void expect_written(const struct plan *p, const uint8_t *data, uint32_t len)
+NOCOV static void expect_written(const struct plan *p, const uint8_t *data, uint32_t len)
 {
     for (uint32_t i = 0; i < len; i++) {
         uint64_t gpa = plan_gpa(p, i);
@@ -1661,6 +2392,8 @@ static void x_read(const struct op *o, struct res *res)
     settle(&c);
     bool done = access_outcome(&c, rc, &f, o->va, len, access, VMMU_WATCH_READ, false, false,
                                RCS_READ);
+    if (c.diff.data)
+        fail("a read changed RAM pages %#x beyond A/D bits", c.diff.data);
     check_io_stream(false);
     uint32_t rd, wr;
     io_bytes(&rd, &wr);
@@ -1817,7 +2550,8 @@ static void x_atomic(struct op *o, struct res *res)
         plan_access(o->va, size, access | VMMU_X86_ACC_WRITE, 0, &p, &dummy);
         if (p.outcome == PLAN_OK)
             for (unsigned i = 0; i < size && i < 16; i++)
-                expected[i] = model_byte(plan_gpa(&p, i));
+                expected[i] = place_of(plan_gpa(&p, i)).pk == PK_RAM ? shadow[plan_gpa(&p, i)]
+                                                                     : model_byte(plan_gpa(&p, i));
     }
     if (o->exp_set)
         memcpy(expected, o->exp, 16);
@@ -1933,7 +2667,8 @@ static void x_atomic(struct op *o, struct res *res)
                 uint8_t got = model_byte(gpa);
                 if (k == PK_RAM || pk_is_io(k)) {
                     uint8_t d = got ^ now[i];
-                    if (d && !(k == PK_RAM && !(gpa & 3) && !(d & ~0x60u) && (got & d) == d))
+                    if (d && !(k == PK_RAM && !(gpa & entry_mask()) && !(d & ~0x60u) &&
+                              (got & d) == d))
                         fail("after the %s, byte %u at gpa %#llx holds %#x, want %#x",
                              cas ? "CMPXCHG" : "RMW", i, (unsigned long long)gpa, got, now[i]);
                 }
@@ -1960,6 +2695,106 @@ static void x_atomic(struct op *o, struct res *res)
     }
     ring[ring_next++ & 3] = o->va;
     op_end(&c);
+}
+
+static uint8_t sim_ram[RAM_SIZE], sim_mmio[MMIO_SIZE], sim_dev[DEV_SIZE];
+
+static uint8_t sim_read(uint64_t gpa)
+{
+    switch (place_of(gpa).pk) {
+    case PK_RAM:
+        return sim_ram[gpa];
+    case PK_MMIO:
+        return sim_mmio[gpa - MMIO_GPA];
+    case PK_DEV:
+        return sim_dev[gpa - DEV_GPA];
+    default:
+        return model_byte(gpa);
+    }
+}
+
+static void sim_write(uint64_t gpa, uint8_t b)
+{
+    switch (place_of(gpa).pk) {
+    case PK_RAM:
+        sim_ram[gpa] = b;
+        break;
+    case PK_MMIO:
+        sim_mmio[gpa - MMIO_GPA] = b;
+        break;
+    case PK_DEV:
+        sim_dev[gpa - DEV_GPA] = b;
+        break;
+    default:
+        break;
+    }
+}
+
+/* The elements a REP made, one after another on the state before it, as
+ * the CPU defines them (overlaps included), through the translations a
+ * peek gives now: RAM (beyond A/D bits) and the devices' memories must
+ * hold what that gives.  No write lost, none in the wrong place. */
+NOCOV static void rep_check(const struct vmmu_rep *saved, uint64_t done, unsigned src_access,
+                           uint32_t written)
+{
+    /* Table pages of the walks: if the REP wrote one, it moved under
+     * itself, and which translation each chunk used is the TLB's business;
+     * if it read one, it may have read A/D bits its own walks set. */
+    uint32_t walked = 0, read = 0;
+    unsigned e = saved->elem;
+    struct {
+        uint64_t page, gpa;
+        bool ok;
+    } cache[2] = {{~0ull, 0, false}, {~0ull, 0, false}};
+    memcpy(sim_ram, shadow, RAM_SIZE);
+    memcpy(sim_mmio, mmio_pre, MMIO_SIZE);
+    memcpy(sim_dev, dev_pre, DEV_SIZE);
+    for (uint64_t k = 0; k < done; k++) {
+        uint64_t off = k * e;
+        uint64_t d0 = saved->backward ? saved->dst - off : saved->dst + off;
+        uint64_t s0 = saved->backward ? saved->src - off : saved->src + off;
+        uint8_t tmp[8];
+        for (int side = rep_is_movs ? 1 : 0; side >= 0; side--) {
+            for (unsigned j = 0; j < e; j++) {
+                uint64_t l = lin((side ? s0 : d0) + j);
+                if (cache[side].page != (l & ~0xfffull)) {
+                    struct vmmu_x86_walk w;
+                    peek(l & ~0xfffull, side ? src_access : VMMU_X86_ACC_WRITE, &w, &walked);
+                    cache[side].page = l & ~0xfffull;
+                    cache[side].ok = w.ok;
+                    cache[side].gpa = w.gpa & ~0xfffull;
+                }
+                if (!cache[side].ok)
+                    return; /* the tables say otherwise now: nothing to compare */
+                uint64_t gpa = cache[side].gpa | (l & 0xfff);
+                if (side)
+                    read |= page_bit(gpa);
+                if (side)
+                    tmp[j] = sim_read(gpa);
+                else
+                    sim_write(gpa, rep_is_movs ? tmp[j] : (uint8_t)(saved->value >> (8 * j)));
+            }
+        }
+    }
+    if (walked & (written | read))
+        return;
+    for (unsigned p = 0; p < RAM_PAGES; p++)
+        if (page_differs_beyond_ad(ram + p * 4096u, sim_ram + p * 4096u)) {
+            unsigned i = 0;
+            while (ram[p * 4096u + i] == sim_ram[p * 4096u + i])
+                i++;
+            fail("after %llu elements of the REP %s, gpa %#x holds %#x; the elements give %#x",
+                 (unsigned long long)done, rep_is_movs ? "MOVS" : "STOS", p * 4096u + i,
+                 ram[p * 4096u + i], sim_ram[p * 4096u + i]);
+        }
+    for (unsigned i = 0; i < MMIO_SIZE; i++)
+        if (sim_mmio[i] != mmio_mem[i])
+            fail("after %llu elements of the REP, MMIO byte %#x is %#x; the elements give %#x",
+                 (unsigned long long)done, i, mmio_mem[i], sim_mmio[i]);
+    for (unsigned i = 0; i < DEV_SIZE; i++)
+        if (sim_dev[i] != dev_mem[i])
+            fail("after %llu elements of the REP, device byte %#x is %#x; the elements give %#x",
+                 (unsigned long long)done, i, dev_mem[i], sim_dev[i]);
 }
 
 /* ---- REP MOVS / STOS ----------------------------------------------------------- */
@@ -1999,6 +2834,8 @@ static void x_rep(const struct op *o, struct res *res)
             budget = REP_BYTES_MAX / rep.elem;
     }
     struct vmmu_rep saved = rep;
+    memcpy(mmio_pre, mmio_mem, sizeof(mmio_pre));
+    memcpy(dev_pre, dev_mem, sizeof(dev_pre));
     switch (bad) {
     case 1:
         rep.elem = (o->value & 1) ? 3 : (o->value & 2) ? 0 : 16;
@@ -2080,6 +2917,9 @@ static void x_rep(const struct op *o, struct res *res)
         if (done)
             fail("REP returned %d after %llu elements (progress must return 0)", rc,
                  (unsigned long long)done);
+        if (rc == VMMU_EPAGEDOUT && pager)
+            fail("VMMU_EPAGEDOUT, but the pager brings every page back (pages %#x were out)",
+                 c.pre_out);
         if (rc == VMMU_EPAGEDOUT || rc == VMMU_EBUSY)
             expect_no_effect(&c, "failed before its first element", false);
         else
@@ -2165,6 +3005,15 @@ static void x_rep(const struct op *o, struct res *res)
         fail("REP STOS made read callbacks");
     bool aligned = !(saved.dst % e) && (!rep_is_movs || !(saved.src % e));
     check_io_elements((unsigned)e, saved.backward, aligned);
+    {
+        /* Elements done, and no piece of the next one made (a failed
+         * callback or a reporting ROM may have made part of it). */
+        unsigned n = io_n < IO_LOG_MAX ? io_n : IO_LOG_MAX;
+        bool io_failed = io_n > IO_LOG_MAX || (n && io_log[n - 1].rc);
+        bool clean_stop = rep.count == 0 || done == budget || f.vector != VMMU_X86_FAULT_NONE;
+        if (c.exact && !c.replay && rc == 0 && done && !io_failed && clean_stop)
+            rep_check(&saved, done, src_access, c.diff.data);
+    }
     res->rc = rc;
     res->hash = hash_bytes(hash_bytes(hash_bytes(0, &rep.dst, 8), &rep.src, 8), &rep.count, 8);
     res->stops = rc != 0 || f.vector != VMMU_X86_FAULT_NONE || rep.count != 0;
@@ -2226,6 +3075,15 @@ static void x_probe(const struct op *o, struct res *res)
         bad = 7; /* crosses a page: refused too */
     int rc = nofault ? vmmu_access_probe_nofault(v, o->va, size, access, outp)
                      : vmmu_access_probe(v, o->va, size, access, outp);
+    if (nofault && pager && c.pre_out) {
+        /* It brings nothing back: what was out is out. */
+        for (unsigned p = 0; p < RAM_PAGES; p++) {
+            uint32_t st = 0;
+            (void)vmmu_page_state_get(vm, p * 4096ull, &st);
+            if ((c.pre_out & (1u << p)) && !(st & VMMU_PAGE_PAGED_OUT))
+                fail("the non-faulting probe brought RAM page %u back", p);
+        }
+    }
     res->rc = rc;
     res->fault = bad ? res->fault : out.fault;
     res->stops = true;
@@ -2248,6 +3106,23 @@ static void x_probe(const struct op *o, struct res *res)
              latch_maybe_on() ? "inside an instruction" : "outside an instruction");
     if (rc == VMMU_EINVAL)
         fail("VMMU_EINVAL for a valid probe");
+    if (rc == VMMU_EPAGEDOUT && (!nofault ? pager != NULL : !c.pre_out))
+        fail("VMMU_EPAGEDOUT from a %sprobe with pages %#x out and %s pager",
+             nofault ? "non-faulting " : "", c.pre_out, pager ? "a" : "no");
+    if (nofault && c.exact && c.plan[0].outcome == PLAN_OK &&
+        (c.pre_out & page_bit(c.plan[0].page[0].gpa)) &&
+        c.plan[0].page[0].pl.pk == PK_RAM) {
+        /* The data page is out: so the answer says, with the page. */
+        bool tables_out = false;
+        const struct vmmu_x86_walk *w = &c.plan[0].page[0].walk;
+        for (unsigned i = 0; i < w->nlevels; i++)
+            tables_out |= (c.pre_out & page_bit(w->levels[i].gpa)) != 0;
+        if (rc != VMMU_EPAGEDOUT ||
+            (!tables_out && (out.gpa != c.plan[0].page[0].gpa || out.type != VMMU_MEM_RAM)))
+            fail("non-faulting probe of gpa %#llx, paged out: returned %d, gpa %#llx type %d",
+                 (unsigned long long)c.plan[0].page[0].gpa, rc, (unsigned long long)out.gpa,
+                 (int)out.type);
+    }
     if (io_n || code_calls)
         fail("a probe ran %u callbacks and %u code handler calls", io_n, code_calls);
     if (c.diff.data || (nofault && c.diff.any))
@@ -2482,6 +3357,8 @@ static void x_prepare(const struct op *o, struct res *res)
     add_range(&c, o->va, len, access & VMMU_X86_ACC_ALL, wk);
     settle(&c);
     bool done = access_outcome(&c, rc, &f, o->va, len, access, wk, write, false, RCS_PREPARE);
+    if (c.diff.data)
+        fail("a preparation changed RAM pages %#x beyond A/D bits", c.diff.data);
     if (io_n)
         fail("vmmu_access_prepare ran %u callbacks", io_n);
     memset(s, 0, sizeof(*s));
@@ -2531,39 +3408,6 @@ static void x_prepare(const struct op *o, struct res *res)
     }
     ring[ring_next++ & 3] = o->va;
     op_end(&c);
-}
-
-static uint8_t sim_ram[RAM_SIZE], sim_mmio[MMIO_SIZE], sim_dev[DEV_SIZE];
-
-static uint8_t sim_read(uint64_t gpa)
-{
-    switch (place_of(gpa).pk) {
-    case PK_RAM:
-        return sim_ram[gpa];
-    case PK_MMIO:
-        return sim_mmio[gpa - MMIO_GPA];
-    case PK_DEV:
-        return sim_dev[gpa - DEV_GPA];
-    default:
-        return model_byte(gpa);
-    }
-}
-
-static void sim_write(uint64_t gpa, uint8_t b)
-{
-    switch (place_of(gpa).pk) {
-    case PK_RAM:
-        sim_ram[gpa] = b;
-        break;
-    case PK_MMIO:
-        sim_mmio[gpa - MMIO_GPA] = b;
-        break;
-    case PK_DEV:
-        sim_dev[gpa - DEV_GPA] = b;
-        break;
-    default:
-        break;
-    }
 }
 
 /* Callbacks of a prepared operation land in the descriptor's MMIO and
@@ -2679,8 +3523,22 @@ static void x_prepared(const struct op *o, struct res *res)
     if (rc == VMMU_EINVAL)
         fail("VMMU_EINVAL for valid arguments (off %u n %u elem %u, descriptor len %u access "
              "%#x)", off, n, elem, d->len, d->access);
-    if (code_calls)
+    /* A write through a descriptor held across a code mark reports the
+     * write (access.h, "Host pointers"); nothing else here calls the
+     * handler, and only for the descriptor's pages. */
+    if (code_calls && !(write_op && s->held))
         fail("a prepared operation called the code handler");
+    if (code_calls) {
+        uint32_t mine = 0;
+        for (unsigned k = 0; k < d->npages && k < 2; k++)
+            if (d->page[k].type == VMMU_MEM_RAM)
+                mine |= page_bit(d->page[k].gpa);
+        if (code_called & ~mine)
+            fail("a prepared write called the code handler for pages %#x, its pages are %#x",
+                 code_called, mine);
+    }
+    if (o->kind == OP_PREP_READ && c.diff.data)
+        fail("a prepared read changed RAM pages %#x beyond A/D bits", c.diff.data);
     if (write_op && s->held) {
         /* The pages this write reached may have been marked as code or
          * had their dirty bit cleared since the preparation. */
@@ -2786,14 +3644,20 @@ static void run_access(struct op *o, struct res *res)
     memset(res, 0, sizeof(*res));
     io_fail_at = o->io_at;
     io_fail_what = o->io_what;
+    cur_kind = o->kind;
+    cb_plan.on = (o->cb & 1) != 0;
+    cb_plan.where = (uint8_t)((o->cb >> 2) & 3);
+    cb_plan.at = (uint8_t)(1 + ((o->cb & 0x30) == 0x30) * ((o->cb >> 6) + 1));
+    cb_plan.what = o->cb2;
+    cb_plan.seen = 0;
     if (trace)
         fprintf(stderr,
                 "trace: %s bad %u va %#llx va2 %#llx len %u access %#x off %u n %u elem %u "
-                "slot %u/%u flags %#x value %#llx count %#llx budget %#llx io %u/%u\n",
+                "slot %u/%u flags %#x value %#llx count %#llx budget %#llx io %u/%u cb %#x/%#x\n",
                 op_names[o->kind], o->bad, (unsigned long long)o->va, (unsigned long long)o->va2,
                 o->len, o->access, o->off, o->n, o->elem, o->slot, o->slot2, o->flags,
                 (unsigned long long)o->value, (unsigned long long)o->count,
-                (unsigned long long)o->budget, o->io_at, o->io_what);
+                (unsigned long long)o->budget, o->io_at, o->io_what, o->cb, o->cb2);
     switch (o->kind) {
     case OP_READ:
     case OP_LOAD:
@@ -2827,6 +3691,8 @@ static void run_access(struct op *o, struct res *res)
         break;
     }
     io_fail_at = 0;
+    cur_kind = ~0u;
+    cb_plan.on = false;
     if (trace)
         fprintf(stderr, "trace:   -> rc %d fault %d/%#x/%#llx, %u callbacks\n", res->rc,
                 res->fault.vector, res->fault.error_code, (unsigned long long)res->fault.cr2,
@@ -3282,6 +4148,7 @@ static void edit_memory(struct reader *r)
         }
         if (b & 8)
             x &= ~TAME_MASK_64;
+        ram_in(page_bit(gpa) | page_bit(gpa + size - 1), (b & 0x40) != 0, "guest memory edit");
         for (unsigned i = 0; i < size && gpa + i < RAM_SIZE; i++)
             ram[gpa + i] ^= (uint8_t)(x >> (8 * i));
         guest_changed((1u << (gpa >> 12)) | (1u << ((gpa + size - 1) >> 12) % RAM_PAGES));
@@ -3395,6 +4262,113 @@ static void op_regs(struct reader *r)
     plain_end(&c);
 }
 
+/* The pager's wrong arguments: each refused with its code, changing
+ * nothing (the P2M and the statistics say so). */
+static void pager_refusals(unsigned b, uint32_t rnd)
+{
+    struct vmmu_gpa_range r[2] = {{(rnd % RAM_PAGES) * 4096ull, 4096}, {0, 0}};
+    const struct vmmu_gpa_range *rp = r;
+    size_t n = 2;
+    struct vmmu_pager *pgr = pager;
+    int want = VMMU_EINVAL;
+    switch (b & 7) {
+    case 0:
+        pgr = NULL;
+        break;
+    case 1:
+        r[1] = (struct vmmu_gpa_range){0x1000 + 1 + (rnd >> 20) % 4095, 4096};
+        if (rnd & 0x40)
+            r[1] = (struct vmmu_gpa_range){0x1000, 4096 + 1 + (rnd >> 20) % 4095};
+        want = VMMU_EALIGN;
+        break;
+    case 2:
+        r[1] = (struct vmmu_gpa_range){0x2000, 0};
+        break;
+    case 3: { /* pages the pager cannot manage: the ROMs (caller memory), MMIO, a device */
+        static const uint64_t at[4] = {ROM_A_GPA, ROM_B_GPA, MMIO_GPA, DEV_GPA};
+        r[1] = (struct vmmu_gpa_range){at[(rnd >> 8) & 3], 4096};
+        break;
+    }
+    case 4:
+        r[1] = (rnd & 0x100) ? (struct vmmu_gpa_range){HOLE_GPA, 4096}
+                             : (struct vmmu_gpa_range){RAM_SIZE - 4096, 8192};
+        want = VMMU_EHOLE;
+        break;
+    case 5:
+        r[1] = (rnd & 0x100) ? (struct vmmu_gpa_range){BEYOND_GPA, 4096}
+                             : (struct vmmu_gpa_range){0, BEYOND_GPA + 4096};
+        want = VMMU_ERANGE;
+        break;
+    case 6:
+        rp = NULL;
+        n = (rnd & 0x100) ? 0 : 1;
+        want = n ? VMMU_EINVAL : 0;
+        break;
+    default: {
+        struct vmmu_pager_config bad = {.flags = 2u << ((rnd >> 8) % 30)};
+        struct vmmu_pager *other = NULL;
+        struct vmmu_pager_stats st;
+        uint64_t dummy;
+        expect_rc(vmmu_pager_create(vm, &bad, &other), VMMU_EINVAL,
+                  "vmmu_pager_create with unknown flags");
+        expect_rc(vmmu_pager_create(NULL, NULL, &other), VMMU_EINVAL, "vmmu_pager_create(NULL)");
+        expect_rc(vmmu_pager_create(vm, NULL, NULL), VMMU_EINVAL,
+                  "vmmu_pager_create(vm, NULL, NULL)");
+        expect_rc(vmmu_pager_stats(NULL, &st), VMMU_EINVAL, "vmmu_pager_stats(NULL)");
+        expect_rc(vmmu_pager_balance(NULL, &dummy), VMMU_EINVAL, "vmmu_pager_balance(NULL)");
+        if (pager) {
+            expect_rc(vmmu_pager_create(vm, NULL, &other), VMMU_EBUSY,
+                      "vmmu_pager_create while the vm has one");
+            expect_rc(vmmu_pager_stats(pager, NULL), VMMU_EINVAL,
+                      "vmmu_pager_stats(pager, NULL)");
+        }
+        if (other)
+            fail("a refused vmmu_pager_create gave a pager");
+        pager_check("the pager's wrong arguments");
+        return;
+    }
+    }
+    if (!pgr)
+        want = VMMU_EINVAL;
+    static const char *const names[4] = {"vmmu_pager_page_out", "vmmu_pager_balloon_out",
+                                         "vmmu_pager_page_in", "vmmu_pager_balloon_in"};
+    unsigned fn = (b >> 3) & 3;
+    int rc;
+    switch (fn) {
+    case 0:
+        rc = vmmu_pager_page_out(pgr, rp, n);
+        break;
+    case 1:
+        rc = vmmu_pager_balloon_out(pgr, rp, n);
+        break;
+    case 2:
+        rc = vmmu_pager_page_in(pgr, rp, n);
+        break;
+    default:
+        rc = vmmu_pager_balloon_in(pgr, rp, n);
+        break;
+    }
+    if (rc != want)
+        fail("%s with a wrong range (%s) returned %d (%s), want %d (%s)", names[fn],
+             "see the trace", rc, vmmu_error_name(rc), want, vmmu_error_name(want));
+    pager_check("the pager's wrong arguments");
+}
+
+/* The host pager between operations: a change the input chooses, or a
+ * call with wrong arguments. */
+static void op_pager(struct reader *r)
+{
+    struct ctx c;
+    unsigned b = (unsigned)take(r, 1);
+    uint32_t rnd = (uint32_t)take(r, 4);
+    plain_begin(&c, "the host pager");
+    if ((b & 0xc0) == 0xc0)
+        pager_refusals(b, rnd);
+    else if (pager)
+        host_action(b & 7, (b >> 3) & 7, rnd, c.name);
+    plain_end(&c);
+}
+
 static void op_misc(struct reader *r)
 {
     struct ctx c;
@@ -3451,6 +4425,13 @@ static void op_insn(struct reader *r)
     unsigned n = 1 + (unsigned)take(r, 1) % MAX_SUB;
     for (unsigned i = 0; i < n; i++)
         decode_access(r, &sub[i], pick_access_kind((unsigned)take(r, 1)));
+    /* A host change before an access (in every pass). */
+    uint8_t host[MAX_SUB];
+    uint32_t host_rnd[MAX_SUB];
+    for (unsigned i = 0; i < n; i++) {
+        host[i] = (uint8_t)take(r, 1);
+        host_rnd[i] = (host[i] & 3) == 0 ? (uint32_t)take(r, 4) : 0;
+    }
     uint8_t ctl[MAX_PASSES];
     for (unsigned i = 0; i < MAX_PASSES; i++)
         ctl[i] = (uint8_t)take(r, 1);
@@ -3489,6 +4470,13 @@ static void op_insn(struct reader *r)
         unsigned ran = 0;
         for (unsigned i = 0; i < n; i++) {
             struct op o = sub[i];
+            if (pager && (host[i] & 3) == 0) {
+                cur_op = "the host pager, inside an instruction";
+                if (trace)
+                    fprintf(stderr, "trace: host change %u/%u %#x\n", (host[i] >> 2) & 7,
+                            host[i] >> 5, host_rnd[i]);
+                host_action((host[i] >> 2) & 7, host[i] >> 5, host_rnd[i], cur_op);
+            }
             if (pass > 1) {
                 o.io_at = (uint8_t)(ctl[pass - 2] >> 5);
                 o.io_what = (uint8_t)(ctl[pass - 2] & 7);
@@ -3588,6 +4576,16 @@ static void op_insn(struct reader *r)
                 code_sure |= 1u << p;
             }
             break;
+        case 6:
+        case 7:
+            if (pager) {
+                unsigned hb = (unsigned)take(r, 1);
+                cur_op = "the host pager, between passes";
+                host_action(hb & 7, (hb >> 3) & 7, (uint32_t)take(r, 4), cur_op);
+            }
+            if (((ctl[pass - 1] >> 2) & 7) == 7)
+                edit_memory(r);
+            break;
         default:
             break;
         }
@@ -3608,7 +4606,7 @@ static void run_op(struct reader *r)
         run_access(&o, &res);
         return;
     }
-    switch (op % 12) {
+    switch (op % 13) {
     case 0:
     case 1:
     case 2:
@@ -3641,8 +4639,11 @@ static void run_op(struct reader *r)
         else
             op_regs(r);
         break;
-    default:
+    case 11:
         op_misc(r);
+        break;
+    default:
+        op_pager(r);
         break;
     }
 }
@@ -3656,6 +4657,8 @@ struct header {
                       a watchpoint on window (bit 6) of kinds (bits 3-4, BEFORE bit 5), bit 7
                       dirty logging on */
     uint32_t pkru;
+    uint8_t pager; /* bits 0-2: a pager if 7; 3-4 paranoid if 3; 3-7 resident
+                      limit (0: none) */
     uint16_t ops_len;
 };
 
@@ -3712,7 +4715,7 @@ static void load_by_setters(const struct vmmu_x86_regs *r)
     (void)vmmu_vcpu_set_cpl(vcpu, r->cpl);
 }
 
-static void tame(bool entries32)
+NOCOV static void tame(bool entries32)
 {
     if (entries32) {
         for (size_t i = 0; i + 4 <= RAM_SIZE; i += 4) {
@@ -3913,6 +4916,18 @@ static void reset_state(void)
         (void)vmmu_insn_end(vcpu, 0);
         in_insn = false;
     }
+    /* Every page comes back in (ballooned ones as zeros). */
+    if (pager)
+        vmmu_pager_destroy(pager);
+    pager = NULL;
+    pager_paranoid = false;
+    pager_limit = 0;
+    memset(pstate, 0, sizeof(pstate));
+    memset(&pst, 0, sizeof(pst));
+    mid_on = false;
+    mid_expect = mid_cleared = mid_marked = mid_code_pages = mid_remarked = 0;
+    memset(&cb_plan, 0, sizeof(cb_plan));
+    cur_kind = ~0u;
     if (dis_n)
         vmmu_latch_restore(vcpu, dis_stack[0]);
     dis_n = 0;
@@ -3971,6 +4986,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h.regs = (uint8_t)take(&in, 1);
     h.regs2 = (uint8_t)take(&in, 1);
     h.pkru = (uint32_t)take(&in, 1);
+    h.pager = (uint8_t)take(&in, 1);
     h.ops_len = (uint16_t)take(&in, 2);
     struct reader ops = {in.p, h.ops_len < in.n ? h.ops_len : in.n};
     in.p += ops.n;
@@ -4003,6 +5019,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                               : !(regs.efer & VMMU_X86_EFER_LMA)   ? VMMU_X86_MODE_PAE
                               : (regs.cr4 & VMMU_X86_CR4_LA57)     ? VMMU_X86_MODE_5LEVEL
                                                                    : VMMU_X86_MODE_4LEVEL;
+    if ((h.pager & 7) == 7) {
+        /* The backing file on tmpfs where there is one: cheaper than a disk. */
+        static const char *dir;
+        if (!dir)
+            dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "";
+        struct vmmu_pager_config pc = {
+            .dir = *dir ? dir : NULL,
+            .resident_limit = (h.pager >> 3) ? 2u + (h.pager >> 3) : 0,
+            .flags = (h.pager & 0x18) == 0x18 ? VMMU_PAGER_PARANOID : 0,
+        };
+        if (vmmu_pager_create(vm, &pc, &pager) != 0)
+            abort();
+        pager_paranoid = (h.pager & 0x18) == 0x18;
+        pager_limit = pc.resident_limit;
+    }
     /* Guest memory: the image repeated over the RAM; the ROMs and the
      * devices' memories from it too. */
     memset(ram, 0, RAM_SIZE);
@@ -4064,6 +5095,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (unsigned i = 0; i < MAX_OPS && ops.n; i++) {
         cur_op_index = i;
         run_op(&ops);
+    }
+    /* The pager goes with the input (libFuzzer counts what an input
+     * allocates and frees): every page comes back in, ballooned ones as
+     * zeros, and nothing else changes. */
+    if (pager) {
+        cur_op = "vmmu_pager_destroy";
+        pager_check(cur_op);
+        uint32_t was_out = model_out_mask();
+        vmmu_pager_destroy(pager);
+        pager = NULL;
+        for (unsigned p = 0; p < RAM_PAGES; p++) {
+            uint32_t st = 0;
+            (void)vmmu_page_state_get(vm, p * 4096ull, &st);
+            if (st & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED))
+                fail("RAM page %u is still out (state %#x) after vmmu_pager_destroy", p, st);
+            if ((was_out & (1u << p)) && memcmp(ram + p * 4096u, out_copy + p * 4096u, 4096))
+                fail("RAM page %u (%s) came back from vmmu_pager_destroy different", p,
+                     ps_names[pstate[p]]);
+        }
     }
     return 0;
 }
