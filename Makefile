@@ -8,7 +8,7 @@
 #                says in one line when /dev/kvm cannot be used)
 #   make bench   run every benchmark, one line per figure
 #   make asan    the test suite under ASan + UBSan
-#   make tsan    the concurrent tests under ThreadSanitizer
+#   make tsan    the concurrent tests and the guests under ThreadSanitizer
 #   make fuzz    the libFuzzer targets (clang), a fixed number of runs
 #   make install PREFIX=/usr/local
 #   make clean
@@ -58,7 +58,7 @@ asan: deps
 tsan: deps
 	@[ -f build-tsan/CMakeCache.txt ] || CC=clang cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Tsan -DVMMU_BUILD_BENCH=OFF
 	cmake --build build-tsan -j $(JOBS)
-	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L concurrent
+	cd build-tsan && ctest --output-on-failure -j $(JOBS) -L 'concurrent|guests'
 
 fuzz: asan
 	cd build-asan && ctest --output-on-failure -L fuzz

@@ -246,6 +246,49 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
     return (void *)(uintptr_t)(va + e->addend);
 }
 
+/**
+ * Read @p size bytes of guest RAM at @p host (a hit's host address) into
+ * @p out as a CPU reads them.  x86 makes an aligned access of 1, 2, 4 or
+ * 8 bytes single-copy atomic (SDM 8.1.1): another vCPU's aligned store to
+ * the bytes is seen whole or not at all.  A memcpy() promises no such
+ * thing (and is a data race in C while another vCPU's thread writes the
+ * bytes); this makes such an access one relaxed atomic load and copies
+ * anything else.
+ */
+static inline void vmmu_guest_load(void *out, const void *host, unsigned size)
+{
+#define VMMU_GUEST_LOAD_(n, type)                                                                  \
+    if (size == (n) && !((uintptr_t)host & ((n) - 1))) {                                           \
+        type x_ = __atomic_load_n((const type *)host, __ATOMIC_RELAXED);                           \
+        __builtin_memcpy(out, &x_, (n));                                                           \
+        return;                                                                                    \
+    }
+    VMMU_GUEST_LOAD_(1, uint8_t)
+    VMMU_GUEST_LOAD_(2, uint16_t)
+    VMMU_GUEST_LOAD_(4, uint32_t)
+    VMMU_GUEST_LOAD_(8, uint64_t)
+#undef VMMU_GUEST_LOAD_
+    __builtin_memcpy(out, host, size);
+}
+
+/** The store of vmmu_guest_load(): @p size bytes of @p in to guest RAM at @p host. */
+static inline void vmmu_guest_store(void *host, const void *in, unsigned size)
+{
+#define VMMU_GUEST_STORE_(n, type)                                                                 \
+    if (size == (n) && !((uintptr_t)host & ((n) - 1))) {                                           \
+        type x_;                                                                                   \
+        __builtin_memcpy(&x_, in, (n));                                                            \
+        __atomic_store_n((type *)host, x_, __ATOMIC_RELAXED);                                      \
+        return;                                                                                    \
+    }
+    VMMU_GUEST_STORE_(1, uint8_t)
+    VMMU_GUEST_STORE_(2, uint16_t)
+    VMMU_GUEST_STORE_(4, uint32_t)
+    VMMU_GUEST_STORE_(8, uint64_t)
+#undef VMMU_GUEST_STORE_
+    __builtin_memcpy(host, in, size);
+}
+
 /* ---- The slow path ------------------------------------------------------ */
 
 /** What the slow path found. */

@@ -7,8 +7,9 @@
  * latch's recorded translation on a replay; rights; VMMU_WATCH_BEFORE
  * watchpoints) before any piece is performed, which is how "fault before
  * side effect" (invariant 4) holds for page-crossing accesses.  Then
- * vmmu__piece_read/_write move the bytes: memcpy for RAM, the region's
- * callbacks for MMIO (through the P2M's guest-physical access, which
+ * vmmu__piece_read/_write move the bytes: for RAM one load or store when
+ * the access is aligned (vmmu_guest_load/store: SDM 8.1.1), else a copy;
+ * the region's callbacks for MMIO (through the P2M's guest-physical access, which
  * splits into naturally aligned pieces), vmmu_p2m_device_access() for
  * device-model pages.  Reads and completed MMIO/device pieces pass
  * through the replay latch (latch.c). */
@@ -390,7 +391,7 @@ int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, v
             return rc;
     }
     if (p->host) {
-        memcpy(buf, p->host + off, n);
+        vmmu_guest_load(buf, p->host + off, n); /* SDM 8.1.1 */
     } else {
         rc = vmmu_gpa_read(v->vm, p->gpa + off, buf, n, VMMU_GPA_UNBACKED_ONES, NULL);
         if (rc == VMMU_ERANGE) {
@@ -413,7 +414,7 @@ int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, 
     if (a->nwatch)
         (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_WRITE, true);
     if (p->host) {
-        memcpy(p->host + off, buf, n);
+        vmmu_guest_store(p->host + off, buf, n);
         return 0;
     }
     switch (p->type) {

@@ -431,7 +431,7 @@ int vmmu_access_load(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned a
         void *host = (access & VMMU_X86_ACC_IMPLICIT) ? vmmu_tlb_lookup_implicit(v, va, size, kind)
                                                       : vmmu_tlb_lookup(v, va, size, kind);
         if (host) {
-            memcpy(value, host, size);
+            vmmu_guest_load(value, host, size);
             vmmu__fault_none(fault);
             return 0;
         }
@@ -450,7 +450,7 @@ int vmmu_access_store(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
                          ? vmmu_tlb_lookup_implicit(v, va, size, VMMU_TLB_WRITE)
                          : vmmu_tlb_lookup(v, va, size, VMMU_TLB_WRITE);
         if (host) {
-            memcpy(host, value, size);
+            vmmu_guest_store(host, value, size);
             vmmu__fault_none(fault);
             return 0;
         }

@@ -147,7 +147,7 @@ int vb_mem_read(void *opaque, const struct x86emu_access *a, void *out, struct x
                          ? vmmu_tlb_lookup_implicit(v->vcpu, a->va, a->size, kind)
                          : vmmu_tlb_lookup(v->vcpu, a->va, a->size, kind);
         if (host) {
-            memcpy(out, host, a->size);
+            vmmu_guest_load(out, host, a->size);
             return X86EMU_CB_OK;
         }
         struct vmmu_prepared p;
@@ -180,7 +180,7 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
                          ? vmmu_tlb_lookup_implicit(v->vcpu, a->va, a->size, VMMU_TLB_WRITE)
                          : vmmu_tlb_lookup(v->vcpu, a->va, a->size, VMMU_TLB_WRITE);
         if (host) {
-            memcpy(host, in, a->size);
+            vmmu_guest_store(host, in, a->size);
             return X86EMU_CB_OK;
         }
         struct vmmu_prepared p;
