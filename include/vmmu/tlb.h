@@ -253,7 +253,9 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
  * the bytes is seen whole or not at all.  A memcpy() promises no such
  * thing (and is a data race in C while another vCPU's thread writes the
  * bytes); this makes such an access one relaxed atomic load and copies
- * anything else.
+ * anything else.  As for memcpy(), both pointers must be valid for
+ * @p size bytes: this is the hit path, it checks nothing (a hit's host
+ * address from vmmu_tlb_lookup() or vmmu_tlb_probe() always is).
  */
 static inline void vmmu_guest_load(void *out, const void *host, unsigned size)
 {
