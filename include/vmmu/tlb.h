@@ -54,7 +54,9 @@
  *     jne   slow              ; vmmu_tlb_fill(), then reload T and M
  *     add   24(T, X), V       ; V = host address
  *
- * bench/bench_tlb.c runs exactly this sequence (tlb/hit_instructions).
+ * bench/bench_tlb.c runs exactly this sequence (tlb/hit_instructions);
+ * examples/jit_lookup.c generates it as machine code at run time, with
+ * the bytes of each instruction.
  * Without BMI, `mov V, X; shr $7, X` and `mov V, K; and $imm, K` replace
  * RORX and ANDN: eight instructions.
  *
