@@ -492,7 +492,8 @@ int vmmu_watch_take_hits(struct vmmu_vcpu *vcpu, struct vmmu_watch_hit *out, uns
  * it on clears the region's dirty bits and makes every vCPU drop its
  * translations of the region, so that the next write to each page is
  * seen; turning it off leaves the bits as they are.
- * @return 0; VMMU_EINVAL (NULL, not a RAM region); VMMU_ENOENT.
+ * @return 0; VMMU_EINVAL (NULL, not a RAM region); VMMU_ENOENT; VMMU_EBUSY
+ *         (from inside vmmu_region_foreach()).
  */
 int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on);
 
@@ -510,7 +511,7 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on);
  *        ceil(region pages / 64).
  * @param ndirty if non-NULL, receives the number of dirty pages.
  * @return 0; VMMU_EINVAL (NULL, not RAM, dirty logging off, bitmap too
- *         small); VMMU_ENOENT.
+ *         small); VMMU_ENOENT; VMMU_EBUSY (from inside vmmu_region_foreach()).
  */
 int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_t *bitmap,
                                  size_t words, uint64_t *ndirty);
@@ -575,7 +576,9 @@ int vmmu_latch_discard(struct vmmu_vcpu *vcpu);
  */
 unsigned vmmu_latch_disable(struct vmmu_vcpu *vcpu);
 
-/** Undo the vmmu_latch_disable() that returned @p token. */
+/** Undo the vmmu_latch_disable() that returned @p token.  A token no
+ *  disable still in force returned (0, or one already undone) changes
+ *  nothing. */
 void vmmu_latch_restore(struct vmmu_vcpu *vcpu, unsigned token);
 
 /** Capacity of the latch: recorded reads beyond it fail with VMMU_EOVERFLOW. */

@@ -77,7 +77,8 @@ struct vmmu_dm_config {
 /**
  * Create the device-model layer of @p vm and install its P2M device handler.
  * @return 0; VMMU_EINVAL (NULL, max_vcpus above VMMU_DM_MAX_VCPUS, a device
- *         handler already installed); VMMU_ENOMEM.
+ *         handler already installed); VMMU_EBUSY (from inside
+ *         vmmu_region_foreach()); VMMU_ENOMEM.
  */
 int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct vmmu_dm **out);
 
@@ -205,7 +206,8 @@ int vmmu_dm_complete(struct vmmu_dm_server *srv, int vcpu_id, uint64_t data, int
 
 /**
  * Block until the request vCPU @p vcpu_id has outstanding is answered, its
- * server dies, or @p timeout_ms passes (-1: the server's own deadline).
+ * server dies, or @p timeout_ms passes (-1, or any negative value: the
+ * server's own deadline).
  * Call it at a safe point: while it sleeps, the calling thread's online
  * vCPU (if any) is offline, so shootdowns, P2M changes and split locks do
  * not wait for the device model; it acts on what arrived meanwhile before
@@ -233,7 +235,9 @@ int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size);
  */
 int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *ticket);
 
-/** Wait until the invalidation @p ticket (and every earlier one) completed.  0 or VMMU_EINVAL. */
+/** Wait until the invalidation @p ticket (and every earlier one) completed.
+ *  0 or VMMU_EINVAL (NULL, or a ticket vmmu_dm_invalidate_async() has not
+ *  handed out yet). */
 int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket);
 
 /** Slow part of vmmu_dm_vcpu_safe_point(); do not call directly. */

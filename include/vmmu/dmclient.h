@@ -94,7 +94,7 @@ struct vmmu_dmc_req {
 /**
  * Process invalidations, then return the next request: buffered writes
  * first, in order, then slot requests.
- * @param timeout_ms -1 waits for ever, 0 polls.
+ * @param timeout_ms -1 (or any negative value) waits for ever, 0 polls.
  * @return 0 with @p req; VMMU_ETIMEDOUT; VMMU_EDEAD (the vm hung up);
  *         VMMU_EPROTO (the vm sent garbage); VMMU_EINVAL.
  */
@@ -137,6 +137,7 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa);
 
 /** Copy guest memory of any length into @p buf (through the mapcache).
  *  On failure bytes before the failing bucket may have been copied.
+ *  @p len 0 succeeds and does nothing (here and in the two below).
  *  @return as vmmu_dmc_map(). */
 int vmmu_dmc_read(struct vmmu_dmc *c, uint64_t gpa, void *buf, size_t len);
 /** Copy @p buf into guest memory.  @return as vmmu_dmc_map(). */

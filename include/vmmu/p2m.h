@@ -46,7 +46,8 @@ enum vmmu_mem_type {
     VMMU_MEM_DEVICE,   /**< served by a device model (see the device-model API) */
 };
 
-/** Short name of a memory type ("ram", "rom", "mmio", "device", "hole"). */
+/** Short name of a memory type ("ram", "rom", "mmio", "device", "hole";
+ *  "unknown" for any other value). */
 const char *vmmu_mem_type_name(enum vmmu_mem_type type);
 
 /**
@@ -134,7 +135,12 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id);
 /**
  * Call @p fn for every region in ascending gpa order, stopping early if it
  * returns non-zero (that value is then returned).  The map must not be
- * changed from inside @p fn (VMMU_EBUSY is returned by such changes).
+ * changed from inside @p fn: @p fn runs under the map's lock, and every
+ * call that would take it again returns VMMU_EBUSY on this thread (region
+ * changes, the handler setters below, dirty logging, the pager's calls but
+ * vmmu_pager_stats(), vmmu_dm_create()).  vmmu_pager_destroy(),
+ * vmmu_dm_destroy() and vmmu_dm_server_destroy(), which cannot report
+ * it, must not be called from @p fn.
  * @return 0 after visiting all, @p fn's non-zero value, or VMMU_EINVAL.
  */
 int vmmu_region_foreach(const struct vmmu_vm *vm,
@@ -183,7 +189,7 @@ struct vmmu_p2m_entry {
  */
 int vmmu_p2m_lookup(const struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entry *out);
 
-/** The current map generation (see struct vmmu_p2m_entry). */
+/** The current map generation (see struct vmmu_p2m_entry); 0 for NULL. */
 uint64_t vmmu_p2m_generation(const struct vmmu_vm *vm);
 
 /**
@@ -217,7 +223,7 @@ typedef int (*vmmu_pagein_fn)(void *opaque, struct vmmu_vm *vm, uint64_t gpa);
 /**
  * Register the page-in handler (NULL removes it).  Without one, accesses to
  * a paged-out page fail with VMMU_EPAGEDOUT.
- * @return 0 or VMMU_EINVAL.
+ * @return 0, VMMU_EINVAL, or VMMU_EBUSY (from inside vmmu_region_foreach()).
  */
 int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque);
 
@@ -253,7 +259,7 @@ typedef int (*vmmu_device_fn)(void *opaque, struct vmmu_device_req *req);
 /**
  * Register the device handler (NULL removes it).  Without one, accesses
  * to DEVICE pages fail with VMMU_EDEVICE.
- * @return 0 or VMMU_EINVAL.
+ * @return 0, VMMU_EINVAL, or VMMU_EBUSY (from inside vmmu_region_foreach()).
  */
 int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque);
 

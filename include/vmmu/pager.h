@@ -69,8 +69,8 @@ struct vmmu_pager_config {
 /**
  * Create the vm's pager and register its page-in handler.
  * @return 0; VMMU_EINVAL (NULL vm or out, unknown flags); VMMU_EBUSY (the
- *         vm already has a pager); VMMU_ESYS (the backing file could not
- *         be created); VMMU_ENOMEM.
+ *         vm already has a pager, or from inside vmmu_region_foreach());
+ *         VMMU_ESYS (the backing file could not be created); VMMU_ENOMEM.
  */
 int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
                       struct vmmu_pager **out);
@@ -87,10 +87,12 @@ void vmmu_pager_destroy(struct vmmu_pager *pager);
  * Page out every page of @p ranges (batched: one TLB flush and one grace
  * period for all).  Pages already out or ballooned are skipped; zero pages
  * are dropped without a write.  Every page must be RAM of a region vmmu
- * allocated, else nothing changes.
+ * allocated, else nothing changes.  No ranges (@p n 0) is nothing to do.
  * @return 0; VMMU_EINVAL (NULL, bad ranges, pages the pager cannot manage);
  *         VMMU_EALIGN; VMMU_ERANGE; VMMU_EHOLE; VMMU_ESYS (the backing
- *         file could not be written: the page stays resident).
+ *         file could not be written: the page stays resident); VMMU_EBUSY
+ *         (from inside vmmu_region_foreach(), as every call here but
+ *         vmmu_pager_stats()).
  */
 int vmmu_pager_page_out(struct vmmu_pager *pager, const struct vmmu_gpa_range *ranges, size_t n);
 

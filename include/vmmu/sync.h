@@ -164,7 +164,7 @@ int vmmu_flush_local(struct vmmu_vcpu *self, const struct vmmu_flush *f);
  * is the calling vCPU: its part is done at once and the call is a safe
  * point for it; it may be in @p targets or not.  Unknown ids are skipped.
  * @return 0 or VMMU_EINVAL (NULL vm or @p f, bad request, @p self of
- *         another vm).
+ *         another vm or not online on the calling thread).
  */
 int vmmu_shootdown_sync(struct vmmu_vm *vm, struct vmmu_vcpu *self,
                         const struct vmmu_cpuset *targets, const struct vmmu_flush *f);

@@ -66,7 +66,7 @@ void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
 /**
  * The vCPU's paging state, read-only: change it through the setters
- * below, never directly (the TLB would not know).
+ * below, never directly (the TLB would not know).  NULL for NULL.
  */
 const struct vmmu_x86_paging *vmmu_vcpu_paging(const struct vmmu_vcpu *vcpu);
 

@@ -62,7 +62,9 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out);
 /**
  * Destroy a vm and every region in it, releasing memory vmmu allocated.
  * Memory the caller supplied for RAM or ROM regions is left alone.
- * No other thread may use the vm during or after this call.  NULL is a no-op.
+ * No other thread may use the vm during or after this call.  Destroy its
+ * vCPUs and its device-model layer first (they refer to the vm); a pager
+ * still there is freed here.  NULL is a no-op.
  */
 void vmmu_vm_destroy(struct vmmu_vm *vm);
 

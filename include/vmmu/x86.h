@@ -168,7 +168,8 @@ enum vmmu_x86_mode {
     VMMU_X86_MODE_5LEVEL,   /**< 5-level paging (CR4.LA57), 57-bit linear addresses */
 };
 
-/** Short name of a mode ("none", "32", "pae", "4level", "5level"). */
+/** Short name of a mode ("none", "32", "pae", "4level", "5level"; "?" for
+ *  any other value). */
 const char *vmmu_x86_mode_name(enum vmmu_x86_mode mode);
 
 /**
@@ -433,6 +434,7 @@ int vmmu_x86_walk(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access
 /**
  * Whether @p va is canonical for the current mode: always true outside
  * IA-32e paging; bits 63:47 (63:56 with 5-level paging) equal otherwise.
+ * False for a NULL @p pg.
  */
 bool vmmu_x86_canonical(const struct vmmu_x86_paging *pg, uint64_t va);
 

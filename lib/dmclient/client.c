@@ -434,6 +434,10 @@ int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64
     struct vmmu_dm_slot *s = &c->slots[req->slot];
     if (__atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_IN_SERVICE)
         return VMMU_EPROTO;
+    /* The slot's request is the one slot_take() handed out with its seq: an
+     * answer carrying another would fail that request (VMMU_EPROTO). */
+    if (req->seq != __atomic_load_n(&s->seq, __ATOMIC_RELAXED))
+        return VMMU_EINVAL;
     __atomic_store_n(&s->data, req->write ? 0 : data, __ATOMIC_RELAXED);
     __atomic_store_n(&s->status, status ? VMMU_DM_STATUS_ERROR : VMMU_DM_STATUS_OK,
                      __ATOMIC_RELAXED);

@@ -318,7 +318,10 @@ void vmmu_latch_restore(struct vmmu_vcpu *v, unsigned token)
     if (!v || !v->access || token == 0)
         return;
     struct vmmu__access_vcpu *a = v->access;
-    /* The token is the depth the matching disable reached. */
+    /* The token is the depth the matching disable reached; one deeper than
+     * the current depth was undone already (or never handed out). */
+    if (token > a->latch.disabled)
+        return;
     a->latch.disabled = token - 1;
     vmmu__latch_hook_update(a);
 }

@@ -4,6 +4,8 @@
 #define VMMU_VM_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "p2m/p2m_internal.h"
@@ -33,6 +35,14 @@ struct vmmu_vm {
      * (src/sync/sync_internal.h). */
     struct vmmu_sync *sync;
 };
+
+/* Whether the calling thread is inside a vmmu_region_foreach() callback on
+ * @vm, and so holds vm->lock: whatever would take the lock again refuses
+ * with VMMU_EBUSY instead of deadlocking. */
+static inline bool vmmu__vm_in_foreach(struct vmmu_vm *vm)
+{
+    return atomic_load(&vm->in_foreach) && pthread_equal(vm->foreach_owner, pthread_self());
+}
 
 /* Wait until every registered reader has passed a quiescent state
  * (liburcu QSBR).  The primitive the map uses before freeing what it

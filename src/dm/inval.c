@@ -192,8 +192,8 @@ int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, ui
 
 int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket)
 {
-    if (!dm)
-        return VMMU_EINVAL;
+    if (!dm || ticket > atomic_load(&dm->inval_posted))
+        return VMMU_EINVAL; /* no invalidation has that ticket */
     if (atomic_load(&dm->inval_done) >= ticket)
         return 0;
     pthread_mutex_lock(&dm->inval_lock);

@@ -241,7 +241,7 @@ void vmmu__p2m_fini(struct vmmu_vm *vm)
 
 static bool writer_reentered(struct vmmu_vm *vm)
 {
-    return atomic_load(&vm->in_foreach) && pthread_equal(vm->foreach_owner, pthread_self());
+    return vmmu__vm_in_foreach(vm);
 }
 
 /* Index of the first region whose end is above @gfn (binary search). */
@@ -725,6 +725,8 @@ int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opa
 {
     if (!vm)
         return VMMU_EINVAL;
+    if (writer_reentered(vm))
+        return VMMU_EBUSY;
     pthread_mutex_lock(&vm->lock);
     atomic_store_explicit(&vm->p2m.pagein_opaque, opaque, memory_order_relaxed);
     atomic_store_explicit(&vm->p2m.pagein, fn, memory_order_release);
@@ -736,6 +738,8 @@ int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opa
 {
     if (!vm)
         return VMMU_EINVAL;
+    if (writer_reentered(vm))
+        return VMMU_EBUSY;
     pthread_mutex_lock(&vm->lock);
     atomic_store_explicit(&vm->p2m.device_opaque, opaque, memory_order_relaxed);
     atomic_store_explicit(&vm->p2m.device, fn, memory_order_release);

@@ -415,6 +415,8 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
     if (!pg)
         return VMMU_EINVAL;
     struct vmmu_vm *vm = pg->vm;
+    if (vmmu__vm_in_foreach(vm))
+        return VMMU_EBUSY;
     int rc = check_ranges(pg, ranges, n);
     if (rc)
         return rc;
@@ -505,6 +507,8 @@ static int bring_back(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges
 {
     if (!pg)
         return VMMU_EINVAL;
+    if (vmmu__vm_in_foreach(pg->vm))
+        return VMMU_EBUSY;
     int rc = check_ranges(pg, ranges, n);
     if (rc)
         return rc;
@@ -544,7 +548,10 @@ struct managed_region {
 
 static int managed_regions(struct vmmu_vm *vm, struct managed_region **out, size_t *n)
 {
-    pthread_mutex_lock(&vm->lock);
+    /* From inside vmmu_region_foreach() the caller already holds the lock. */
+    bool nested = vmmu__vm_in_foreach(vm);
+    if (!nested)
+        pthread_mutex_lock(&vm->lock);
     struct managed_region *m = malloc((vm->p2m.nregions + 1) * sizeof(*m));
     size_t k = 0;
     for (unsigned i = 0; m && i < vm->p2m.nregions; i++) {
@@ -552,7 +559,8 @@ static int managed_regions(struct vmmu_vm *vm, struct managed_region **out, size
         if (managed(r))
             m[k++] = (struct managed_region){r->gfn, r->npages, r->host, r->id};
     }
-    pthread_mutex_unlock(&vm->lock);
+    if (!nested)
+        pthread_mutex_unlock(&vm->lock);
     *out = m;
     *n = k;
     return m ? 0 : VMMU_ENOMEM;
@@ -585,6 +593,8 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
         return VMMU_EINVAL;
     if (paged_out)
         *paged_out = 0;
+    if (vmmu__vm_in_foreach(pg->vm))
+        return VMMU_EBUSY;
     if (!pg->limit)
         return 0;
     struct managed_region *m;
@@ -703,6 +713,8 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
         cfg = &defaults;
     if (cfg->flags & ~VMMU_PAGER_FLAGS_ALL)
         return VMMU_EINVAL;
+    if (vmmu__vm_in_foreach(vm))
+        return VMMU_EBUSY; /* registering the page-in handler takes the map's lock */
     struct vmmu_pager *pg = calloc(1, sizeof(*pg));
     if (!pg)
         return VMMU_ENOMEM;

@@ -53,7 +53,9 @@
  * before it sleeps until the exclusive section ends. */
 #define SYNC_PARK_SPINS 256
 
-static _Thread_local struct vmmu_vcpu *tls_vcpu; /* online on this thread */
+/* Initial-exec: one %fs-relative load, in the shared library too (the
+ * safe point checks it on every call). */
+static _Thread_local struct vmmu_vcpu *tls_vcpu __attribute__((tls_model("initial-exec")));
 static _Thread_local bool tls_reader;            /* registered QSBR reader */
 static pthread_key_t reader_key;
 static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
@@ -602,11 +604,12 @@ int vmmu_vcpu_offline(struct vmmu_vcpu *v)
 
 int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)
 {
-    if (!v)
+    /* Online on this thread (which implies v->sync): from any other thread
+     * acting on requests would race with the vCPU's own, and the quiescent
+     * state would be reported for the wrong thread. */
+    if (!v || tls_vcpu != v)
         return VMMU_EINVAL;
     struct sync_slot *s = v->sync;
-    if (!s || !s->online)
-        return VMMU_EINVAL;
     /* The whole cost when nothing is pending: this load and compare, and
      * QSBR's own check of the global grace-period counter. */
     if (atomic_load_explicit(&s->req_gen, memory_order_relaxed) != s->handled_gen)
