@@ -21,7 +21,9 @@
  * A comparator is the page-aligned linear address the entry translates,
  * ORed with VMMU_TLB_FLAG_* bits 4..11 that force the slow path.  A
  * comparator of all ones (VMMU_TLB_CMP_INVALID) matches nothing.  The hit
- * test for an access of `size` bytes (1, 2, 4, 8 or 16) is one compare:
+ * test for an access of `size` bytes (1, 2, 4, 8 or 16; never more than
+ * 16, whose size - 1 would reach the flag bits: larger accesses always
+ * take the slow path) is one compare:
  *
  *     fast  = (const struct vmmu_tlb_fast *)vcpu;          // first member
  *     entry = (char *)fast->table + ((va >> 7) & fast->index_mask);
@@ -147,19 +149,37 @@ static inline const struct vmmu_tlb_entry *vmmu_tlb_entry_for(uintptr_t mask,
     return (const struct vmmu_tlb_entry *)(const void *)((const char *)table + off);
 }
 
+/*
+ * Whether the hit test can answer for an access of @size bytes: 1 to
+ * VMMU_TLB_ACCESS_MAX.  The compared value keeps bits 0..(size - 1) of va;
+ * up to 16 bytes those are bits 0..3 only, so an access that hits never
+ * crosses its page and never matches a comparator's flags (bits 4..11).
+ * A larger size (an exception frame, a descriptor table, a buffer) would
+ * compare flag bits as address bits, and size 0 the whole low part: both
+ * must take the slow path.  One compare when @size is not a constant,
+ * none when it is.
+ */
+static inline bool vmmu_tlb_size_ok(unsigned size)
+{
+    return size - 1u < VMMU_TLB_ACCESS_MAX;
+}
+
 /**
  * The hit path: the host address of @p va for an access of @p kind and
  * @p size bytes in the vCPU's current context, or NULL when the slow path
- * must run (vmmu_tlb_fill()).  @p size must be 1, 2, 4, 8 or 16; an access
- * not naturally aligned returns NULL.  In paging modes other than IA-32e,
- * pass 32-bit linear addresses.
+ * must run (vmmu_tlb_fill()).  @p size is 1, 2, 4, 8 or 16 in the common
+ * case; an access not naturally aligned returns NULL, and so does any
+ * size the hit test cannot answer for (0, or above 16: the slow path
+ * takes 1 to 4096 bytes).  In paging modes other than IA-32e, pass
+ * 32-bit linear addresses.
  */
 static inline void *vmmu_tlb_lookup(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
                                     enum vmmu_tlb_kind kind)
 {
     struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->index_mask, fast->table, va);
-    if (e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
+    if (!vmmu_tlb_size_ok(size) ||
+        e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
         return NULL;
 #ifdef VMMU_TLB_COUNT_HITS
     fast->hits++;
@@ -189,8 +209,8 @@ static inline struct vmmu_tlb_view vmmu_tlb_view(const struct vmmu_vcpu *vcpu)
 /**
  * The hit path in the form a caller branches on directly: true with
  * *@p host set when @p va hits for an access of @p kind and @p size bytes
- * (1, 2, 4, 8 or 16), false (and *@p host untouched) when the slow path
- * must run.  Unlike vmmu_tlb_lookup() the answer is the comparison itself,
+ * (1, 2, 4, 8 or 16; 0 and sizes above 16 never hit), false (and *@p host
+ * untouched) when the slow path must run.  Unlike vmmu_tlb_lookup() the answer is the comparison itself,
  * so after inlining the caller's `if` is the compare's branch, with no
  * second test of a returned pointer.  Inline hits are not counted here.
  *
@@ -209,7 +229,9 @@ static inline bool vmmu_tlb_probe(struct vmmu_tlb_view view, uint64_t va, unsign
                                   enum vmmu_tlb_kind kind, void **host)
 {
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(view.index_mask, view.table, va);
-    if (__builtin_expect(e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))), 0))
+    if (__builtin_expect(!vmmu_tlb_size_ok(size) ||
+                             e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))),
+                         0))
         return false;
     *host = (void *)(uintptr_t)(va + e->addend);
     return true;
@@ -243,7 +265,8 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
 {
     struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->sup_index_mask, fast->sup_table, va);
-    if (e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
+    if (!vmmu_tlb_size_ok(size) ||
+        e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
         return NULL;
     return (void *)(uintptr_t)(va + e->addend);
 }

@@ -68,6 +68,35 @@ static void the_probe_hits_exactly_where_lookup_hits(void **state)
     assert_false(vmmu_tlb_probe(view, VA + 4096, 8, VMMU_TLB_READ, &host));
 }
 
+/* The hit test keeps bits 0..(size - 1) of va in the compared value: past
+ * 16 bytes those reach the comparator's flags.  A clean page's write
+ * comparator is the page with NOTDIRTY (bit 7); read as an address bit,
+ * size - 1 = 0x80 would match it at offset 0x80, and so would size 0
+ * (all ones).  Every hit form must leave such sizes to the slow path,
+ * which then sets D as the CPU does. */
+static void sizes_the_hit_test_cannot_answer_for_never_hit(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A); /* D clear */
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+    const uint64_t va = VA | VMMU_TLB_FLAG_NOTDIRTY;
+    struct vmmu_tlb_view view = vmmu_tlb_view(f->t.vcpu);
+    static const unsigned sizes[] = {0, 0x81, 17, 48, 4096, ~0u};
+    for (unsigned s = 0; s < sizeof(sizes) / sizeof(sizes[0]); s++) {
+        void *host = NULL;
+        assert_null(vmmu_tlb_lookup(f->t.vcpu, va, sizes[s], VMMU_TLB_WRITE));
+        assert_null(vmmu_tlb_lookup_implicit(f->t.vcpu, va, sizes[s], VMMU_TLB_WRITE));
+        assert_false(vmmu_tlb_probe(view, va, sizes[s], VMMU_TLB_WRITE, &host));
+        assert_null(host);
+    }
+    assert_int_equal(get64(&f->t.env, pte) & E_D, 0);
+    struct vmmu_tlb_result r;
+    void *host = vmmu_tlb_translate(f->t.vcpu, va, 0x81, VMMU_X86_ACC_WRITE, &r);
+    assert_ptr_equal(host, hpa(&f->t, DATA(1) + 0x80));
+    assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
+}
+
 static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **state)
 {
     struct fx *f = *state;
@@ -503,6 +532,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(the_probe_hits_exactly_where_lookup_hits),
+    T(sizes_the_hit_test_cannot_answer_for_never_hit),
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
         T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
         T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),

@@ -138,6 +138,22 @@ static void page_fault_while_delivering_a_page_fault_is_a_double_fault(void **st
 	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DF);
 	assert_int_equal(stack_qword(0), 0);			/* #DF error code is 0 */
 	assert_int_equal(stack_qword(1), TM_CODE + 7);
+	/* CR2: the second #PF's address, in the stack page the frame went to. */
+	assert_true(g_m.cpu.cr2 >= TM_STACK - 4096 && g_m.cpu.cr2 < TM_STACK);
+}
+
+static void page_fault_whose_gate_is_missing_is_a_double_fault_with_its_cr2(void **state)
+{
+	(void)state;
+	LOAD(g_pf);
+	tm_set_pages(&g_m, 0x123000, 1, TM_PAGE_ABSENT);
+	tm_wr(&g_m, TM_IDT + 16 * X86EMU_EXC_PF, 8, 0);	/* #PF's gate: not present, #GP */
+	tm_set_gate(&g_m, X86EMU_EXC_DF, 0xe, 0, 1);
+	assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_DF));
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DF);
+	/* #PF then #GP is a #DF (SDM Table 6-5); CR2 was loaded by the #PF. */
+	assert_int_equal(g_m.cpu.cr2, 0x123456);
 }
 
 static void fault_while_delivering_a_double_fault_shuts_down(void **state)
@@ -505,6 +521,7 @@ int main(void)
 		cmocka_unit_test(privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack),
 		cmocka_unit_test(gate_with_ist_switches_to_the_ist_stack),
 		cmocka_unit_test(page_fault_while_delivering_a_page_fault_is_a_double_fault),
+		cmocka_unit_test(page_fault_whose_gate_is_missing_is_a_double_fault_with_its_cr2),
 		cmocka_unit_test(fault_while_delivering_a_double_fault_shuts_down),
 		cmocka_unit_test(missing_gate_is_gp_with_the_idt_error_code),
 		cmocka_unit_test(int_n_from_user_needs_a_dpl3_gate),

@@ -229,6 +229,11 @@ int x86emu__raise(struct x86emu_ctx *c, const struct x86emu_fault *f,
 		  enum x86emu_event_source src, uint64_t return_rip)
 {
 	struct x86emu_fault cur = *f;
+	/* CR2 is loaded as each #PF is recognized, one raised while delivering
+	 * another event included, and keeps its value through the rounds: a
+	 * #DF handler sees the address of the last #PF (the second one when a
+	 * #PF's delivery page-faults, the first when it raised #GP). */
+	uint64_t cr2 = c->arch->cr2;
 
 	/* Three rounds at most: the event, a second fault (or #DF), then shutdown. */
 	for (unsigned round = 0; round < 4; round++) {
@@ -237,7 +242,8 @@ int x86emu__raise(struct x86emu_ctx *c, const struct x86emu_fault *f,
 		c->cpu = *c->arch;
 		c->cpu.intr_shadow = false;
 		if (src == EVENT_EXCEPTION && cur.vector == X86EMU_EXC_PF)
-			c->cpu.cr2 = cur.cr2;	/* CR2 is loaded as the #PF is recognized */
+			cr2 = cur.cr2;
+		c->cpu.cr2 = cr2;
 		rc = x86emu__deliver(c, cur.vector, cur.has_error_code, cur.error_code, src,
 				     return_rip);
 		if (rc == XS_OK) {
@@ -256,6 +262,8 @@ int x86emu__raise(struct x86emu_ctx *c, const struct x86emu_fault *f,
 
 		/* Delivering `cur` raised c->fault: decide between serial, #DF and shutdown. */
 		struct x86emu_fault second = c->fault;
+		if (second.vector == X86EMU_EXC_PF)
+			cr2 = second.cr2;
 		if (src == EVENT_EXCEPTION && cur.vector == X86EMU_EXC_DF)
 			return XS_SHUTDOWN;	/* a fault while delivering #DF: triple fault */
 		bool first_pf = src == EVENT_EXCEPTION && cur.vector == X86EMU_EXC_PF;
