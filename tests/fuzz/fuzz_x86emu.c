@@ -178,7 +178,11 @@ static int f_cmpxchg(void *opaque, const struct x86emu_access *a, const void *ex
                      const void *desired, void *observed, struct x86emu_fault *f)
 {
     int rc = vb_mem_cmpxchg(opaque, a, expected, desired, observed, f);
-    log_access(a, true, rc);
+    /* A compare that failed stored nothing: it is a read.  (A locked
+     * update retries then, e.g. when its own walk set the D bit of the
+     * page-table entry it updates.) */
+    bool stored = rc != X86EMU_CB_OK || !memcmp(expected, observed, a->size);
+    log_access(a, stored, rc);
     return rc;
 }
 
@@ -434,8 +438,11 @@ static bool same_seg(const struct x86emu_segment *a, const struct x86emu_segment
 
 static void fail(const char *why, const struct x86emu_cpu *pre)
 {
-    fprintf(stderr, "fuzz_x86emu: %s (instruction at 0x%llx, vector %u)\n", why,
+    fprintf(stderr, "fuzz_x86emu: %s (instruction at 0x%llx, vector %u); its accesses:\n", why,
             (unsigned long long)pre->rip, fz.v.cpu.last_exception.vector);
+    for (unsigned i = 0; i < fz.nlog && i < sizeof(fz.log) / sizeof(fz.log[0]); i++)
+        fprintf(stderr, "  %s 0x%llx, %u bytes%s\n", fz.log[i].write ? "write" : "read",
+                (unsigned long long)fz.log[i].va, fz.log[i].size, fz.log[i].ok ? "" : " (refused)");
     abort();
 }
 
