@@ -199,7 +199,12 @@ int main(void)
 
     for (int i = 0; i < 2; i++)
         vmmu_vcpu_destroy(s.vcpu[i]);
-    vmmu_pager_destroy(pager);
+    /* Destroying the pager pages everything back in; it fails (and keeps
+     * the pager) only if the backing file cannot be read. */
+    if ((err = vmmu_pager_destroy(pager)) != 0) {
+        fprintf(stderr, "vmmu_pager_destroy: %s\n", vmmu_strerror(err));
+        ok = 0;
+    }
     vmmu_vm_destroy(s.vm);
     if (!ok) {
         fprintf(stderr, "FAILED (errors %u)\n", s.errors);

@@ -35,6 +35,16 @@
  * in progress looks up again what it holds (access.h, "Host pointers");
  * a probe's pointer is the only thing it cannot keep.  The page-in
  * handler runs on the thread that touched the page.
+ *
+ * Host I/O failures lose nothing.  A page that cannot be written to the
+ * backing file (disk full, RLIMIT_FSIZE, an I/O error) is not paged out:
+ * it stays resident with its contents, is not counted in the statistics,
+ * and the call returns VMMU_ESYS with errno as the failed write left it;
+ * the other pages of the batch still go.  A page that cannot be read back
+ * stays out, its contents kept in the file: the access that needed it
+ * fails with VMMU_ESYS (vmmu_gpa_read() and the like return it, a TLB fill
+ * reports VMMU_TLB_ERROR with it), never with zeros, and the next access
+ * or call tries again.
  */
 #ifndef VMMU_PAGER_H
 #define VMMU_PAGER_H
@@ -80,8 +90,13 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
  * the handler and free the pager.  Ballooned pages come back as zero
  * pages.  NULL is a no-op.  vmmu_vm_destroy() frees a pager that is still
  * there (without paging anything in); do not call this after it.
+ * @return 0 (the pager is gone); VMMU_ESYS if a page could not be read
+ *         back from the backing file: the pager is then not freed (its
+ *         handler and file stay, every page that could come back did),
+ *         so call it again once the cause is gone; VMMU_EBUSY from inside
+ *         vmmu_region_foreach() (nothing done).
  */
-void vmmu_pager_destroy(struct vmmu_pager *pager);
+int vmmu_pager_destroy(struct vmmu_pager *pager);
 
 /**
  * Page out every page of @p ranges (batched: one TLB flush and one grace
@@ -90,9 +105,9 @@ void vmmu_pager_destroy(struct vmmu_pager *pager);
  * allocated, else nothing changes.  No ranges (@p n 0) is nothing to do.
  * @return 0; VMMU_EINVAL (NULL, bad ranges, pages the pager cannot manage);
  *         VMMU_EALIGN; VMMU_ERANGE; VMMU_EHOLE; VMMU_ESYS (the backing
- *         file could not be written: the page stays resident); VMMU_EBUSY
- *         (from inside vmmu_region_foreach(), as every call here but
- *         vmmu_pager_stats()).
+ *         file could not be written: those pages stay resident, the others
+ *         of the batch went); VMMU_EBUSY (from inside
+ *         vmmu_region_foreach(), as every call here but vmmu_pager_stats()).
  */
 int vmmu_pager_page_out(struct vmmu_pager *pager, const struct vmmu_gpa_range *ranges, size_t n);
 
@@ -100,7 +115,8 @@ int vmmu_pager_page_out(struct vmmu_pager *pager, const struct vmmu_gpa_range *r
  * Page in every page of @p ranges that is out (ballooned pages too, as
  * zero pages).  Resident pages are left alone.
  * @return 0; errors as vmmu_pager_page_out(), VMMU_ESYS if the file could
- *         not be read (the page stays out).
+ *         not be read (those pages stay out, their contents in the file;
+ *         the others came in).
  */
 int vmmu_pager_page_in(struct vmmu_pager *pager, const struct vmmu_gpa_range *ranges, size_t n);
 
@@ -128,7 +144,8 @@ int vmmu_pager_balloon_in(struct vmmu_pager *pager, const struct vmmu_gpa_range 
  * chance, and so does a page whose VMMU_PAGE_DIRTY bit is set (written
  * while dirty logging was on); the others go.  Resident means backed by a
  * host page (mincore()): pages the guest never touched do not count.
- * @param paged_out receives the number of pages paged out; may be NULL.
+ * @param paged_out receives the number of pages paged out, also when the
+ *        batch failed in part (VMMU_ESYS); may be NULL.
  * @return 0, VMMU_EINVAL, or an error of vmmu_pager_page_out().
  */
 int vmmu_pager_balance(struct vmmu_pager *pager, uint64_t *paged_out);

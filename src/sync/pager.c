@@ -226,6 +226,21 @@ static int check_ranges(struct vmmu_pager *pg, const struct vmmu_gpa_range *rang
     return 0;
 }
 
+/* Give @gfn's host page back to the host: punch it out of the memfd (it
+ * reads as zeros afterwards; if the punch fails it is zeroed instead) and,
+ * in paranoid mode, make it inaccessible. */
+static void release_host(struct vmmu_pager *pg, const struct vmmu_region *r, uint64_t gfn)
+{
+    uint8_t *host = page_host(r, gfn);
+    if (fallocate(pg->vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                  page_memfd_offset(r, gfn), VMMU_PAGE_SIZE) != 0)
+        memset(host, 0, VMMU_PAGE_SIZE); /* keep "released pages read as zero" */
+    if (pg->flags & VMMU_PAGER_PARANOID)
+        mprotect(host, VMMU_PAGE_SIZE, PROT_NONE);
+}
+
+ssize_t (*vmmu__pager_pread)(int fd, void *buf, size_t n, off_t offset) = pread;
+
 /* ---- page-in ------------------------------------------------------------------- */
 
 /* Bring @gfn back if the pager holds it.  Any thread; see the file comment
@@ -266,12 +281,24 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
     pthread_mutex_unlock(&pg->lock);
 
     uint8_t *host = page_host(r, gfn);
-    int rc = 0;
-    if (pg->flags & VMMU_PAGER_PARANOID)
-        rc = mprotect(host, VMMU_PAGE_SIZE, PROT_READ | PROT_WRITE) ? VMMU_ESYS : 0;
-    if (!rc && was == REC_OUT &&
-        pread(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT)) != VMMU_PAGE_SIZE)
+    int rc = 0, err = 0;
+    if ((pg->flags & VMMU_PAGER_PARANOID) &&
+        mprotect(host, VMMU_PAGE_SIZE, PROT_READ | PROT_WRITE) != 0) {
+        err = errno;
         rc = VMMU_ESYS;
+    }
+    if (!rc && was == REC_OUT) {
+        ssize_t got = vmmu__pager_pread(pg->fd, host, VMMU_PAGE_SIZE,
+                                        (off_t)(slot << VMMU_PAGE_SHIFT));
+        if (got != VMMU_PAGE_SIZE) {
+            /* The page stays out, its contents in the file.  What the read
+             * left in the host page goes (it would hold host memory and,
+             * in paranoid mode, stay accessible). */
+            err = got < 0 ? errno : EIO; /* a short read: the file ends early */
+            release_host(pg, r, gfn);
+            rc = VMMU_ESYS;
+        }
+    }
     /* ZERO and BALLOON pages were punched out of the memfd: they read as
      * zeros already. */
 
@@ -292,6 +319,8 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
     }
     pthread_cond_broadcast(&pg->cond);
     pthread_mutex_unlock(&pg->lock);
+    if (rc)
+        errno = err;
     return rc;
 }
 
@@ -340,11 +369,13 @@ static struct vmmu_gpa_range *gfn_ranges(const struct gfn_list *l, size_t *n)
     return r;
 }
 
-/* Phase 2 for one page: write (or drop) and release.  Under vm->lock, so
- * the region cannot be removed meanwhile. */
-static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
+/* Phase 2 for one page: write (or drop) and release; *@released tells
+ * whether it went.  Under vm->lock, so the region cannot be removed
+ * meanwhile. */
+static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon, bool *released)
 {
     struct vmmu_vm *vm = pg->vm;
+    *released = false;
     pthread_mutex_lock(&pg->lock);
     struct rec *rec = rec_find(pg, gfn);
     if (!rec || rec->state != REC_EVICTING) {
@@ -363,7 +394,7 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
     uint8_t *host = page_host(r, gfn);
     enum rec_state next = REC_BALLOON;
     uint64_t slot = 0;
-    int rc = 0;
+    int rc = 0, err = 0;
     if (!balloon) {
         if (page_is_zero(host)) {
             next = REC_ZERO;
@@ -372,18 +403,15 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
             slot_alloc(pg, &slot);
             pthread_mutex_unlock(&pg->lock);
             next = REC_OUT;
-            if (pwrite(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT)) !=
-                VMMU_PAGE_SIZE)
+            ssize_t put = pwrite(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT));
+            if (put != VMMU_PAGE_SIZE) {
+                err = put < 0 ? errno : EIO; /* a short write: no room left */
                 rc = VMMU_ESYS;
+            }
         }
     }
-    if (!rc) {
-        if (fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                      page_memfd_offset(r, gfn), VMMU_PAGE_SIZE) != 0)
-            memset(host, 0, VMMU_PAGE_SIZE); /* keep "released pages read as zero" */
-        if (pg->flags & VMMU_PAGER_PARANOID)
-            mprotect(host, VMMU_PAGE_SIZE, PROT_NONE);
-    }
+    if (!rc)
+        release_host(pg, r, gfn);
 
     pthread_mutex_lock(&pg->lock);
     if (rc) {
@@ -392,6 +420,7 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
         set_paged_out(vm, gfn, false, false);
         rec->state = REC_YOUNG;
     } else {
+        *released = true;
         rec->state = (uint8_t)next;
         rec->slot = slot;
         if (next == REC_BALLOON) {
@@ -406,12 +435,17 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon)
     }
     pthread_cond_broadcast(&pg->cond);
     pthread_mutex_unlock(&pg->lock);
+    if (rc)
+        errno = err;
     return rc;
 }
 
+/* Page out (or balloon) @ranges; *@went receives the number of pages that
+ * went out (paged out or ballooned by this call). */
 static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n,
-                 bool balloon)
+                 bool balloon, uint64_t *went)
 {
+    *went = 0;
     if (!pg)
         return VMMU_EINVAL;
     struct vmmu_vm *vm = pg->vm;
@@ -478,29 +512,39 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
     }
     free(vr);
 
-    /* Phase 2: nobody can reach these pages now; write and release. */
+    /* Phase 2: nobody can reach these pages now; write and release.  A
+     * page that cannot be written stays; the others still go. */
+    int err = 0;
     if (victims.n) {
         pthread_mutex_lock(&vm->lock);
         for (size_t i = 0; i < victims.n; i++) {
-            int e = release_page(pg, victims.g[i], balloon);
-            if (e && !rc)
+            bool released;
+            int e = release_page(pg, victims.g[i], balloon, &released);
+            *went += released;
+            if (e && !rc) {
                 rc = e;
+                err = errno;
+            }
         }
         pthread_mutex_unlock(&vm->lock);
     }
     vmmu__sync_change_unlock(vm);
     free(victims.g);
+    if (rc == VMMU_ESYS)
+        errno = err; /* the first failure's */
     return rc;
 }
 
 int vmmu_pager_page_out(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
 {
-    return evict(pg, ranges, n, false);
+    uint64_t went;
+    return evict(pg, ranges, n, false, &went);
 }
 
 int vmmu_pager_balloon_out(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
 {
-    return evict(pg, ranges, n, true);
+    uint64_t went;
+    return evict(pg, ranges, n, true, &went);
 }
 
 static int bring_back(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
@@ -514,17 +558,22 @@ static int bring_back(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges
         return rc;
     /* vm->lock keeps the regions in place for a caller that is not a
      * grace-period reader. */
+    int err = 0;
     pthread_mutex_lock(&pg->vm->lock);
     for (size_t i = 0; i < n; i++) {
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
         uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
         for (uint64_t g = gfn; g < end; g++) {
             int e = page_in_one(pg, g);
-            if (e && !rc)
+            if (e && !rc) {
                 rc = e;
+                err = errno;
+            }
         }
     }
     pthread_mutex_unlock(&pg->vm->lock);
+    if (rc == VMMU_ESYS)
+        errno = err; /* the first failure's */
     return rc;
 }
 
@@ -662,11 +711,14 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
     free(m);
     if (!rc && victims.n) {
         size_t nr;
+        uint64_t went = 0;
         struct vmmu_gpa_range *vr = gfn_ranges(&victims, &nr);
-        rc = vr ? evict(pg, vr, nr, false) : VMMU_ENOMEM;
+        rc = vr ? evict(pg, vr, nr, false, &went) : VMMU_ENOMEM;
         free(vr);
-        if (!rc && paged_out)
-            *paged_out = victims.n;
+        /* What went, which is fewer than the victims if some could not be
+         * written or were touched meanwhile. */
+        if (paged_out)
+            *paged_out = went;
     }
     free(victims.g);
     return rc;
@@ -753,19 +805,34 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
     return 0;
 }
 
-void vmmu_pager_destroy(struct vmmu_pager *pg)
+int vmmu_pager_destroy(struct vmmu_pager *pg)
 {
     if (!pg)
-        return;
+        return 0;
     struct vmmu_vm *vm = pg->vm;
+    if (vmmu__vm_in_foreach(vm))
+        return VMMU_EBUSY; /* the map's lock is the caller's own */
     vmmu__sync_change_lock(vm);
     pthread_mutex_lock(&vm->lock);
+    int rc = 0, err = 0;
     for (size_t i = 0; i < pg->cap; i++) {
         uint64_t key = pg->tab[i].key;
-        if (key != KEY_EMPTY && key != KEY_TOMB && pg->tab[i].state != REC_YOUNG)
-            page_in_one(pg, key - 1);
+        if (key != KEY_EMPTY && key != KEY_TOMB && pg->tab[i].state != REC_YOUNG) {
+            int e = page_in_one(pg, key - 1);
+            if (e && !rc) {
+                rc = e;
+                err = errno;
+            }
+        }
     }
     pthread_mutex_unlock(&vm->lock);
+    if (rc) {
+        /* A page could not be read back: freeing the pager would lose it.
+         * The pager stays, handler and file, for another try. */
+        vmmu__sync_change_unlock(vm);
+        errno = err;
+        return rc;
+    }
     vmmu_p2m_set_pagein_handler(vm, NULL, NULL);
     vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
     /* A fill that loaded the handler before it was cleared may still be
@@ -776,6 +843,7 @@ void vmmu_pager_destroy(struct vmmu_pager *pg)
     atomic_store(&vm->sync->pager, NULL);
     vmmu__sync_change_unlock(vm);
     vmmu__pager_free(pg);
+    return 0;
 }
 
 void vmmu__pager_free(struct vmmu_pager *pg)

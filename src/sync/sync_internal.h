@@ -49,6 +49,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "vmmu/sync.h"
 
@@ -258,6 +259,11 @@ void vmmu__sync_apply(struct vmmu_vcpu *v, const struct sync_pending *p);
 /* Free a pager left behind by vmmu_vm_destroy() (no page-in: the guest's
  * memory is going away). */
 void vmmu__pager_free(struct vmmu_pager *pg);
+
+/* How the pager reads a page back from its backing file: pread(), unless
+ * a test points it elsewhere to make the read fail (a failed page-in has
+ * no other deterministic cause).  Set it only while no pager is in use. */
+extern ssize_t (*vmmu__pager_pread)(int fd, void *buf, size_t n, off_t offset);
 
 /* Fill @p with a request for @ranges (any number; more than SYNC_MAX_GPAS
  * are joined across their smallest gaps). */

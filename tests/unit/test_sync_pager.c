@@ -1,13 +1,21 @@
 /* SPDX-License-Identifier: MIT */
 /* The pager: pages out and back bit-identical, zero pages dropped, page-in
  * on the next access (P2M and TLB paths), ballooning, the resident-set
- * policy, paranoid mode, and refusals. */
+ * policy, paranoid mode, refusals, and host I/O failures (a backing file
+ * that cannot be created, written or read). */
+#include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -241,6 +249,22 @@ static void on_segv(int sig)
     siglongjmp(segv_jmp, 1);
 }
 
+/* Whether reading the byte at @p faults (SIGSEGV), as a released page in
+ * paranoid mode must. */
+static bool read_faults(volatile const uint8_t *p)
+{
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_segv;
+    sigaction(SIGSEGV, &sa, &old);
+    volatile bool faulted = false;
+    if (sigsetjmp(segv_jmp, 1) == 0)
+        (void)p[0];
+    else
+        faulted = true;
+    sigaction(SIGSEGV, &old, NULL);
+    return faulted;
+}
+
 static void paranoid_mode_makes_released_pages_inaccessible(void **state)
 {
     (void)state;
@@ -252,16 +276,7 @@ static void paranoid_mode_makes_released_pages_inaccessible(void **state)
     volatile uint8_t *stale = e.hva;
     struct vmmu_gpa_range r = {DATA_GPA + 12 * 4096, 4096};
     assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
-    struct sigaction sa = {0}, old;
-    sa.sa_handler = on_segv;
-    sigaction(SIGSEGV, &sa, &old);
-    volatile int faulted = 0;
-    if (sigsetjmp(segv_jmp, 1) == 0)
-        (void)stale[0]; /* a stale pointer: must crash, not read zeros */
-    else
-        faulted = 1;
-    sigaction(SIGSEGV, &old, NULL);
-    assert_true(faulted);
+    assert_true(read_faults(stale)); /* a stale pointer: must crash, not read zeros */
     check_pages(&s, 5); /* paged back in and accessible */
     vmmu_pager_destroy(pg);
     sync_env_fini(&s);
@@ -449,6 +464,335 @@ static void balance_pages_out_until_the_resident_limit_holds(void **state)
     vmmu_vm_destroy(vm);
 }
 
+
+/* ---- host I/O failures ------------------------------------------------------------ */
+
+/* Every test below that makes host I/O fail has io_restore() as its
+ * teardown, so a failed assertion leaves no limit or failing read behind
+ * for the next test. */
+static ssize_t (*real_pread)(int fd, void *buf, size_t n, off_t offset);
+static struct rlimit fsize_saved;
+static struct sigaction xfsz_saved;
+static int fsize_set;
+
+static int io_setup(void **state)
+{
+    (void)state;
+    real_pread = vmmu__pager_pread;
+    return 0;
+}
+
+/* The backing file may grow to @pages pages: a write beyond fails with
+ * EFBIG (SIGXFSZ, which would kill the process, is ignored meanwhile).
+ * Only the soft limit changes. */
+static void file_limit(uint64_t pages)
+{
+    struct rlimit lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &lim), 0);
+    if (!fsize_set) {
+        struct sigaction ign = {0};
+        ign.sa_handler = SIG_IGN;
+        assert_int_equal(sigaction(SIGXFSZ, &ign, &xfsz_saved), 0);
+        fsize_saved = lim;
+        fsize_set = 1;
+    }
+    lim.rlim_cur = pages * 4096;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+}
+
+static void file_unlimit(void)
+{
+    if (!fsize_set)
+        return;
+    fsize_set = 0;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &fsize_saved), 0);
+    assert_int_equal(sigaction(SIGXFSZ, &xfsz_saved, NULL), 0);
+}
+
+static int io_restore(void **state)
+{
+    (void)state;
+    file_unlimit();
+    vmmu__pager_pread = real_pread;
+    return 0;
+}
+
+/* Reads of the backing file that fail: at once with EIO, or short (half a
+ * page arrives, as from a file that ends early). */
+static ssize_t pread_eio(int fd, void *buf, size_t n, off_t offset)
+{
+    (void)fd;
+    (void)buf;
+    (void)n;
+    (void)offset;
+    errno = EIO;
+    return -1;
+}
+
+static ssize_t pread_short(int fd, void *buf, size_t n, off_t offset)
+{
+    return real_pread(fd, buf, n / 2, offset);
+}
+
+/* The host page a read of page @i of DATA_VA gets through the vCPU's TLB;
+ * NULL (the reason in @res) if the translation failed. */
+static const uint8_t *tlb_page(struct vmmu_vcpu *v, uint64_t i, struct vmmu_tlb_result *res)
+{
+    return vmmu_tlb_translate(v, DATA_VA + i * 4096, 8, 0, res);
+}
+
+/* Page @i holds fill_pages(@seed)'s contents, as the vCPU's TLB sees it. */
+static void check_tlb_page(struct vmmu_vcpu *v, uint64_t i, uint64_t seed)
+{
+    static uint8_t want[4096];
+    struct vmmu_tlb_result res;
+    const uint8_t *h = tlb_page(v, i, &res);
+    assert_non_null(h);
+    page_pattern(i, seed, want);
+    assert_memory_equal(h, want, 4096);
+}
+
+/* Data pages marked paged out in the P2M. */
+static uint64_t pages_out(struct sync_env *s)
+{
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < NPAGES; i++)
+        n += (page_state(s, i) & VMMU_PAGE_PAGED_OUT) != 0;
+    return n;
+}
+
+static const unsigned both_modes[] = {0, VMMU_PAGER_PARANOID};
+
+/* pager.h: a page that cannot be written to the backing file "is not paged
+ * out: it stays resident with its contents, is not counted in the
+ * statistics, and the call returns VMMU_ESYS with errno as the failed
+ * write left it; the other pages of the batch still go".  With room in the
+ * file for two pages, paging out all 64 writes pages 0 and 1 (slots 0 and
+ * 1), drops the zero page 5 without a write, and every other write fails
+ * with EFBIG.  In both modes the 61 others stay resident and intact, read
+ * through the vCPU's TLB (without a page-in) and through vmmu_gpa_read();
+ * once the limit is gone they page out, and destroying the pager brings
+ * every page back. */
+static void a_page_out_the_file_has_no_room_for_leaves_the_page_resident_and_intact(void **state)
+{
+    (void)state;
+    for (size_t m = 0; m < 2; m++) {
+        const uint64_t seed = 20 + m;
+        struct sync_env s;
+        struct vmmu_pager_config cfg = {.flags = both_modes[m]};
+        struct vmmu_pager *pg = pager_env(&s, seed, &cfg);
+        struct vmmu_vcpu *v = sync_vcpu(&s);
+        assert_int_equal(vmmu_vcpu_online(v), 0);
+        for (uint64_t i = 0; i < NPAGES; i++)
+            check_tlb_page(v, i, seed); /* every page in the TLB first */
+        file_limit(2);
+        errno = 0;
+        assert_int_equal(vmmu_pager_page_out(pg, &all, 1), VMMU_ESYS);
+        assert_int_equal(errno, EFBIG);
+        file_unlimit();
+
+        struct vmmu_pager_stats st;
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.written, 2);
+        assert_int_equal(st.zero_dropped, 1);
+        assert_int_equal(st.out, 3);
+        assert_int_equal(st.resident, NPAGES - 3);
+        for (uint64_t i = 0; i < NPAGES; i++) {
+            int went = i < 2 || i == 5;
+            assert_int_equal((page_state(&s, i) & VMMU_PAGE_PAGED_OUT) != 0, went);
+            if (!went)
+                check_tlb_page(v, i, seed);
+        }
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.paged_in, 0);
+        check_pages(&s, seed); /* pages 0, 1 and 5 come back from the file */
+
+        /* the cause gone, every page pages out, and back */
+        page_out_all(pg);
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.out, NPAGES);
+        assert_int_equal(st.written, 2 + NPAGES - 1);
+        assert_int_equal(st.resident, 0);
+        assert_int_equal(vmmu_vcpu_offline(v), 0);
+        vmmu_vcpu_destroy(v);
+        assert_int_equal(vmmu_pager_destroy(pg), 0);
+        assert_int_equal(pages_out(&s), 0);
+        check_pages(&s, seed);
+        sync_env_fini(&s);
+    }
+}
+
+/* pager.h, vmmu_pager_balance(): paged_out "receives the number of pages
+ * paged out, also when the batch failed in part".  64 resident pages, a
+ * limit of 16, room in the file for 4: of the victims (pages 0 to 47) the
+ * four first are written and the zero page 5 dropped, the others stay; the
+ * balance returns VMMU_ESYS and says 5.  (vmmu used to say 0 whenever the
+ * batch failed.)  A second balance, with no room left at all, pages out
+ * nothing and says so.  Without the limit a third one reaches the resident
+ * limit, and the pager's destruction brings every page back. */
+static void balance_that_cannot_write_says_what_it_paged_out(void **state)
+{
+    (void)state;
+    for (size_t m = 0; m < 2; m++) {
+        const uint64_t seed = 24 + m;
+        struct sync_env s;
+        struct vmmu_pager_config cfg = {.resident_limit = 16, .flags = both_modes[m]};
+        struct vmmu_pager *pg = pager_env(&s, seed, &cfg);
+        struct vmmu_pager_stats st;
+        uint64_t n = 99;
+        file_limit(4);
+        assert_int_equal(vmmu_pager_balance(pg, &n), VMMU_ESYS);
+        assert_int_equal(n, 5);
+        assert_int_equal(pages_out(&s), 5);
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.out, 5);
+        assert_int_equal(st.written, 4);
+        assert_int_equal(st.resident, NPAGES - 5);
+        n = 99;
+        assert_int_equal(vmmu_pager_balance(pg, &n), VMMU_ESYS);
+        assert_int_equal(n, 0);
+        assert_int_equal(pages_out(&s), 5);
+        file_unlimit();
+
+        assert_int_equal(vmmu_pager_balance(pg, &n), 0);
+        assert_int_equal(n, NPAGES - 5 - 16);
+        assert_int_equal(pages_out(&s), NPAGES - 16);
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.out, NPAGES - 16);
+        assert_int_equal(st.resident, 16);
+        assert_int_equal(vmmu_pager_destroy(pg), 0);
+        assert_int_equal(pages_out(&s), 0);
+        check_pages(&s, seed);
+        sync_env_fini(&s);
+    }
+}
+
+/* pager.h: "a page that cannot be read back stays out, its contents kept
+ * in the file: the access that needed it fails with VMMU_ESYS ..., never
+ * with zeros, and the next access or call tries again".  For each mode and
+ * each way a read fails (EIO, or half a page and then the end of the
+ * file): vmmu_gpa_read() returns VMMU_ESYS (errno EIO) and writes no byte,
+ * the vCPU's TLB fill reports VMMU_TLB_ERROR with VMMU_ESYS, and
+ * vmmu_pager_page_in() VMMU_ESYS.  The page stays paged out, uncounted,
+ * holding no host page (vmmu used to keep what the short read left), and
+ * in paranoid mode inaccessible (vmmu used to leave it readable after the
+ * failed read).  vmmu_pager_destroy() cannot bring it back either: it
+ * returns VMMU_ESYS and keeps the pager (vmmu used to free it, and the
+ * page with it).  Once reads work again the page comes back intact. */
+static void a_page_in_that_cannot_read_the_file_fails_the_access_and_keeps_the_page_out(
+    void **state)
+{
+    (void)state;
+    static uint8_t got[4096], untouched[4096];
+    memset(untouched, 0xa5, sizeof(untouched));
+    for (size_t k = 0; k < 4; k++) {
+        const uint64_t seed = 30 + k;
+        const unsigned flags = both_modes[k & 1];
+        struct sync_env s;
+        struct vmmu_pager_config cfg = {.flags = flags};
+        struct vmmu_pager *pg = pager_env(&s, seed, &cfg);
+        struct vmmu_vcpu *v = sync_vcpu(&s);
+        assert_int_equal(vmmu_vcpu_online(v), 0);
+        check_tlb_page(v, 7, seed);
+        struct vmmu_p2m_entry e;
+        assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA + 7 * 4096, &e), 0);
+        volatile uint8_t *stale = e.hva;
+        struct vmmu_gpa_range r = {DATA_GPA + 7 * 4096, 4096};
+        assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+
+        vmmu__pager_pread = (k & 2) ? pread_short : pread_eio;
+        memcpy(got, untouched, sizeof(got));
+        errno = 0;
+        assert_int_equal(vmmu_gpa_read(s.env.vm, r.gpa, got, 4096, 0, NULL), VMMU_ESYS);
+        assert_int_equal(errno, EIO);
+        assert_memory_equal(got, untouched, 4096);
+        struct vmmu_tlb_result res;
+        assert_null(tlb_page(v, 7, &res));
+        assert_int_equal(res.status, VMMU_TLB_ERROR);
+        assert_int_equal(res.error, VMMU_ESYS);
+        assert_int_equal(vmmu_pager_page_in(pg, &r, 1), VMMU_ESYS);
+
+        assert_true(page_state(&s, 7) & VMMU_PAGE_PAGED_OUT);
+        struct vmmu_pager_stats st;
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.out, 1);
+        assert_int_equal(st.paged_in, 0);
+        assert_int_equal(st.resident, NPAGES - 1);
+        if (flags & VMMU_PAGER_PARANOID)
+            assert_true(read_faults(stale));
+        errno = 0;
+        assert_int_equal(vmmu_pager_destroy(pg), VMMU_ESYS);
+        assert_int_equal(errno, EIO);
+        assert_true(page_state(&s, 7) & VMMU_PAGE_PAGED_OUT);
+
+        /* the cause gone, the next access brings it back as it was */
+        vmmu__pager_pread = real_pread;
+        check_tlb_page(v, 7, seed);
+        assert_int_equal(page_state(&s, 7) & VMMU_PAGE_PAGED_OUT, 0);
+        assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+        assert_int_equal(st.out, 0);
+        assert_int_equal(st.paged_in, 1);
+        check_pages(&s, seed);
+        assert_int_equal(vmmu_vcpu_offline(v), 0);
+        vmmu_vcpu_destroy(v);
+        assert_int_equal(vmmu_pager_destroy(pg), 0);
+        sync_env_fini(&s);
+    }
+}
+
+/* pager.h, vmmu_pager_create(): VMMU_ESYS when "the backing file could not
+ * be created".  A dir that is a regular file (ENOTDIR, for root too), one
+ * that cannot be written (checked only when not root, whom permissions do
+ * not stop), and $TMPDIR naming a regular file when cfg->dir is NULL: each
+ * leaves the vm without a pager, so the next create succeeds, and a pager
+ * with its file in that directory pages out and back. */
+static void a_backing_file_that_cannot_be_created_leaves_the_vm_without_a_pager(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, NPAGES);
+    fill_pages(&s, 40);
+    char dir[] = "/tmp/vmmu-pager-XXXXXX", file[64];
+    assert_non_null(mkdtemp(dir));
+    snprintf(file, sizeof(file), "%s/plain", dir);
+    int fd = open(file, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+
+    struct vmmu_pager *pg = NULL;
+    struct vmmu_pager_config cfg = {.dir = file};
+    errno = 0;
+    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), VMMU_ESYS);
+    assert_int_equal(errno, ENOTDIR);
+    assert_null(pg);
+    if (geteuid() != 0) {
+        cfg.dir = dir;
+        assert_int_equal(chmod(dir, 0500), 0);
+        assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), VMMU_ESYS);
+        assert_int_equal(chmod(dir, 0700), 0);
+    }
+    char *tmpdir = getenv("TMPDIR") ? strdup(getenv("TMPDIR")) : NULL;
+    assert_int_equal(setenv("TMPDIR", file, 1), 0);
+    int rc = vmmu_pager_create(s.env.vm, NULL, &pg);
+    if (tmpdir)
+        setenv("TMPDIR", tmpdir, 1);
+    else
+        unsetenv("TMPDIR");
+    free(tmpdir);
+    assert_int_equal(rc, VMMU_ESYS);
+
+    cfg.dir = dir;
+    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &pg), 0);
+    page_out_all(pg);
+    check_pages(&s, 40);
+    assert_int_equal(vmmu_pager_destroy(pg), 0);
+    sync_env_fini(&s);
+    assert_int_equal(unlink(file), 0);
+    assert_int_equal(rmdir(dir), 0);
+}
+
+#define IO(name) cmocka_unit_test_setup_teardown(name, io_setup, io_restore)
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -464,6 +808,10 @@ int main(void)
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
         cmocka_unit_test(removing_a_region_forgets_its_paged_out_pages),
         cmocka_unit_test(destroying_the_vm_frees_a_pager_left_behind),
+        IO(a_page_out_the_file_has_no_room_for_leaves_the_page_resident_and_intact),
+        IO(balance_that_cannot_write_says_what_it_paged_out),
+        IO(a_page_in_that_cannot_read_the_file_fails_the_access_and_keeps_the_page_out),
+        IO(a_backing_file_that_cannot_be_created_leaves_the_vm_without_a_pager),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -607,7 +607,9 @@ static int vb_create(struct emu_machine *m)
 static void vb_destroy(struct emu_machine *m)
 {
     struct vb *b = vb_of(m);
-    vmmu_pager_destroy(b->pager);
+    int rc = vmmu_pager_destroy(b->pager); /* the vm frees it if it stays */
+    if (rc)
+        fprintf(stderr, "vmmu run: vmmu_pager_destroy: %s\n", vmmu_strerror(rc));
     /* Hanging up makes the device model exit on its own. */
     vmmu_dm_destroy(b->dm);
     if (b->dmdev_pid > 0) {
