@@ -23,12 +23,34 @@ cp "$good" "$tmp/i386"; printf '\003' | dd of="$tmp/i386" bs=1 seek=18 conv=notr
 cp "$good" "$tmp/entry"; printf '\020\000\000\000' | dd of="$tmp/entry" bs=1 seek=24 conv=notrunc 2>/dev/null
 # e_phoff (offset 32) far beyond the file
 cp "$good" "$tmp/phoff"; printf '\377\377\377\177' | dd of="$tmp/phoff" bs=1 seek=32 conv=notrunc 2>/dev/null
+# Program header 0 (offset 64) of GOOD is the PT_LOAD segment holding the entry.
+patch() { # patch NAME OFFSET BYTES: a copy of GOOD with BYTES (printf escapes) at OFFSET
+    cp "$good" "$tmp/$1"; printf "$3" | dd of="$tmp/$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+# e_phnum (offset 56) = 0
+patch phnum 56 '\000\000'
+# p_offset (offset 72) = 2^64 - 256: p_offset + p_filesz wraps around
+patch offwrap 72 '\000\377\377\377\377\377\377\377'
+# p_vaddr (offset 80) = 0x101000, p_paddr stays 0x100000
+patch vaddr 81 '\020'
+# p_vaddr and p_paddr (offsets 80, 88) = 0x1000: over the boot info
+patch lowseg 80 '\000\020\000\000\000\000\000\000\000\020\000\000\000\000\000\000'
+# p_memsz (offset 104) = 2^64 - 2^20: p_paddr + p_memsz wraps around to 0
+patch memwrap 104 '\000\000\360\377\377\377\377\377'
+# p_memsz (offset 104) = 1, fewer than p_filesz
+patch memsz 104 '\001\000\000\000\000\000\000\000'
 expect 125 "not an ELF file" "$vmmu" run "$tmp/empty"
 expect 125 "not an ELF file" "$vmmu" run "$tmp/text"
 expect 125 "program header table lies outside" "$vmmu" run "$tmp/truncated"
 expect 125 "not an x86-64 image" "$vmmu" run "$tmp/i386"
 expect 125 "not in an executable segment" "$vmmu" run "$tmp/entry"
 expect 125 "program header table lies outside" "$vmmu" run "$tmp/phoff"
+expect 125 "bad program header table" "$vmmu" run "$tmp/phnum"
+expect 125 "segment 0 lies outside the file" "$vmmu" run "$tmp/offwrap"
+expect 125 "segment 0: virtual 0x101000 differs from physical 0x100000" "$vmmu" run "$tmp/vaddr"
+expect 125 "segment 0 at 0x1000+.* is outside RAM from 0x100000" "$vmmu" run "$tmp/lowseg"
+expect 125 "segment 0 at 0x100000+0xfffffffffff00000 is outside RAM" "$vmmu" run "$tmp/memwrap"
+expect 125 "segment 0 has more file bytes than memory bytes" "$vmmu" run "$tmp/memsz"
 expect 125 "cannot read" "$vmmu" run "$tmp/missing"
 expect 2 "--vcpus must be" "$vmmu" run --vcpus 0 "$good"
 expect 2 "--vcpus must be" "$vmmu" run --vcpus 65 "$good"

@@ -101,6 +101,11 @@ static int zero(struct emu_machine *m, uint64_t gpa, uint64_t len, char *err, si
 static int build_boot_state(struct emu_machine *m, char *err, size_t errlen)
 {
     uint64_t pml4[512] = {0}, pdpt[512] = {0}, pd[512] = {0};
+    /* One page directory of 2 MiB pages: 1 GiB at most (`vmmu run` allows
+     * no more; a caller that did would overrun pd[] without this). */
+    if (m->cfg.ram_size > 512ull << 21)
+        return fail(err, errlen, "%llu MiB of RAM: the boot page tables map at most 1024",
+                    (unsigned long long)(m->cfg.ram_size >> 20));
     pml4[0] = EMU_PDPT_GPA | PTE_P | PTE_RW;
     pdpt[0] = EMU_PD_GPA | PTE_P | PTE_RW;
     for (uint64_t i = 0; i < m->cfg.ram_size >> 21; i++)
