@@ -32,56 +32,6 @@ int vb_fail(struct vb_vcpu *v, const char *what, int err)
 
 /* ---- the interpreter's hooks ------------------------------------------------- */
 
-static int hook_cr_write(void *opaque, unsigned cr, uint64_t old, uint64_t value)
-{
-    struct vb_vcpu *v = opaque;
-    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
-    int rc = 0;
-    (void)old;
-    if (cr == 0)
-        rc = vmmu_vcpu_set_cr0(v->vcpu, value, &fault);
-    else if (cr == 3)
-        rc = vmmu_vcpu_set_cr3(v->vcpu, value, &fault);
-    else if (cr == 4)
-        rc = vmmu_vcpu_set_cr4(v->vcpu, value, &fault);
-    if (rc < 0)
-        return vb_fail(v, "control register write", rc);
-    if (fault.vector != VMMU_X86_FAULT_NONE)
-        /* The interpreter checked the value; vmmu disagreeing is a bug in one of them. */
-        return vb_fail(v, "control register write (vmmu raised a fault the CPU did not)",
-                       VMMU_EINVAL);
-    return X86EMU_CB_OK;
-}
-
-static int hook_msr_write(void *opaque, uint32_t msr, uint64_t value)
-{
-    struct vb_vcpu *v = opaque;
-    if (msr != X86EMU_MSR_EFER)
-        return X86EMU_CB_OK; /* the interpreter keeps the others */
-    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
-    int rc = vmmu_vcpu_set_efer(v->vcpu, value, &fault);
-    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
-        return vb_fail(v, "EFER write", rc < 0 ? rc : VMMU_EINVAL);
-    return X86EMU_CB_OK;
-}
-
-static int hook_invlpg(void *opaque, uint64_t va)
-{
-    struct vb_vcpu *v = opaque;
-    int rc = vmmu_vcpu_invlpg(v->vcpu, va);
-    return rc < 0 ? vb_fail(v, "INVLPG", rc) : X86EMU_CB_OK;
-}
-
-static int hook_invpcid(void *opaque, uint64_t type, uint64_t pcid, uint64_t va)
-{
-    struct vb_vcpu *v = opaque;
-    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
-    int rc = vmmu_vcpu_invpcid(v->vcpu, (unsigned)type, pcid, va, &fault);
-    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
-        return vb_fail(v, "INVPCID", rc < 0 ? rc : VMMU_EINVAL);
-    return X86EMU_CB_OK;
-}
-
 static int hook_io_in(void *opaque, uint16_t port, unsigned size, uint32_t *value)
 {
     struct vb_vcpu *v = opaque;
@@ -94,15 +44,6 @@ static int hook_io_out(void *opaque, uint16_t port, unsigned size, uint32_t valu
     struct vb_vcpu *v = opaque;
     emu_port_out(v->m, v->index, port, size, value);
     return X86EMU_CB_OK;
-}
-
-/* The machine's CPUID: the interpreter's, without what KVM here lacks (1 GiB pages). */
-static void hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
-{
-    (void)opaque;
-    x86emu_cpuid_default(leaf, subleaf, out);
-    if (leaf == 0x80000001)
-        out[3] &= ~(1u << 26);
 }
 
 /* ---- the PV flush, on vmmu's remote flushes (vmmu/sync.h) ---------------------- */
@@ -584,11 +525,11 @@ static int vb_create(struct emu_machine *m)
             .cmpxchg = vb_mem_cmpxchg,
             .io_in = hook_io_in,
             .io_out = hook_io_out,
-            .cr_write = hook_cr_write,
-            .invlpg = hook_invlpg,
-            .invpcid = hook_invpcid,
-            .msr_write = hook_msr_write,
-            .cpuid = hook_cpuid,
+            .cr_write = vb_hook_cr_write,
+            .invlpg = vb_hook_invlpg,
+            .invpcid = vb_hook_invpcid,
+            .msr_write = vb_hook_msr_write,
+            .cpuid = vb_hook_cpuid,
         };
     }
     if ((m->cfg.dmdev_path || m->cfg.dm_listen) && attach_dmdev(m, b) < 0)

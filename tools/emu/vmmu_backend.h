@@ -84,6 +84,16 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
 int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
                    const void *desired, void *observed, struct x86emu_fault *f);
 
+/* The interpreter's hooks that reach vmmu (vmmu_mem.c): CR0/CR3/CR4 and
+ * EFER writes, INVLPG and INVPCID become the vCPU's register writes and
+ * invalidations (vmmu disagreeing with the interpreter fails the machine);
+ * CPUID is the interpreter's, without 1 GiB pages. */
+int vb_hook_cr_write(void *opaque, unsigned cr, uint64_t old, uint64_t value);
+int vb_hook_msr_write(void *opaque, uint32_t msr, uint64_t value);
+int vb_hook_invlpg(void *opaque, uint64_t va);
+int vb_hook_invpcid(void *opaque, uint64_t type, uint64_t pcid, uint64_t va);
+void vb_hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4]);
+
 /* Stop the machine because vmmu failed under vCPU @v (returns X86EMU_CB_RETRY). */
 int vb_fail(struct vb_vcpu *v, const char *what, int err);
 

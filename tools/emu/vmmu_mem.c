@@ -232,3 +232,64 @@ int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expe
                              &vf);
     return finish(v, rc, &vf, f, "locked access");
 }
+
+/* ---- the interpreter's control-register, MSR, TLB and CPUID hooks ------------ */
+
+int vb_hook_cr_write(void *opaque, unsigned cr, uint64_t old, uint64_t value)
+{
+    struct vb_vcpu *v = opaque;
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = 0;
+    (void)old;
+    if (cr == 0)
+        rc = vmmu_vcpu_set_cr0(v->vcpu, value, &fault);
+    else if (cr == 3)
+        rc = vmmu_vcpu_set_cr3(v->vcpu, value, &fault);
+    else if (cr == 4)
+        rc = vmmu_vcpu_set_cr4(v->vcpu, value, &fault);
+    if (rc < 0)
+        return vb_fail(v, "control register write", rc);
+    if (fault.vector != VMMU_X86_FAULT_NONE)
+        /* The interpreter checked the value; vmmu disagreeing is a bug in one of them. */
+        return vb_fail(v, "control register write (vmmu raised a fault the CPU did not)",
+                       VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+int vb_hook_msr_write(void *opaque, uint32_t msr, uint64_t value)
+{
+    struct vb_vcpu *v = opaque;
+    if (msr != X86EMU_MSR_EFER)
+        return X86EMU_CB_OK; /* the interpreter keeps the others */
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = vmmu_vcpu_set_efer(v->vcpu, value, &fault);
+    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
+        return vb_fail(v, "EFER write", rc < 0 ? rc : VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+int vb_hook_invlpg(void *opaque, uint64_t va)
+{
+    struct vb_vcpu *v = opaque;
+    int rc = vmmu_vcpu_invlpg(v->vcpu, va);
+    return rc < 0 ? vb_fail(v, "INVLPG", rc) : X86EMU_CB_OK;
+}
+
+int vb_hook_invpcid(void *opaque, uint64_t type, uint64_t pcid, uint64_t va)
+{
+    struct vb_vcpu *v = opaque;
+    struct vmmu_x86_fault fault = {.vector = VMMU_X86_FAULT_NONE};
+    int rc = vmmu_vcpu_invpcid(v->vcpu, (unsigned)type, pcid, va, &fault);
+    if (rc < 0 || fault.vector != VMMU_X86_FAULT_NONE)
+        return vb_fail(v, "INVPCID", rc < 0 ? rc : VMMU_EINVAL);
+    return X86EMU_CB_OK;
+}
+
+/* The machine's CPUID: the interpreter's, without what KVM here lacks (1 GiB pages). */
+void vb_hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+    (void)opaque;
+    x86emu_cpuid_default(leaf, subleaf, out);
+    if (leaf == 0x80000001)
+        out[3] &= ~(1u << 26);
+}
