@@ -249,6 +249,17 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
             o->commit = true;
             continue;
         }
+        static const char *const valued[] = {"--image",  "--cr0",  "--cr3",        "--cr4",
+                                             "--efer",   "--rflags", "--cpl",      "--pkru",
+                                             "--pkrs",   "--maxphyaddr", "--vendor",
+                                             "--features", "--without"};
+        bool known = false;
+        for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
+            known |= !strcmp(opt, valued[k]);
+        if (!known) {
+            fprintf(stderr, "vmmu translate: unknown option %s\n", opt);
+            return 2;
+        }
         if (i + 1 >= argc) {
             fprintf(stderr, "vmmu translate: %s needs a value\n", opt);
             return 2;

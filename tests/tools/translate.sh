@@ -123,6 +123,17 @@ refuse "bad access kind" 2 --image "$img" exec@0x1000
 refuse "bad number" 2 --image "$img" --cr3 0xzz read@0
 refuse "trailing garbage in an address" 2 --image "$img" read@12abc
 refuse "unknown option" 2 --image "$img" --cr9 1 read@0
+refuse "unknown option last" 2 --image "$img" --cr9
+refuse "option without its value" 2 --image "$img" --cr3
+# ... and say why: an unknown option as unknown, whatever follows it.
+says() {
+    pat=$1
+    shift
+    "$vmmu" translate "$@" 2>&1 >/dev/null | grep -q -e "$pat" || fail "translate $*: no '$pat' in its message"
+}
+says "unknown option --cr9" --image "$img" --cr9 1 read@0
+says "unknown option --cr9" --image "$img" --cr9
+says "cr3 needs a value" --image "$img" --cr3
 refuse "unknown feature" 2 --image "$img" --features nx,warp read@0
 refuse "cpl out of range" 2 --image "$img" --cpl 4 read@0
 refuse "missing image file" 1 --image "$dir/none" read@0
