@@ -52,8 +52,17 @@ static void report(FILE *out, const char *what, int err)
 
 int vmmu_tool_demo(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    static const char usage[] = "usage: vmmu demo\n"
+                                "Builds a small vm (RAM, ROM, MMIO, a device-model range, holes),\n"
+                                "performs accesses and says what each one did.  No options.\n";
+    if (argc > 1) {
+        if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+            fputs(usage, stdout);
+            return 0;
+        }
+        fprintf(stderr, "vmmu demo: unexpected argument '%s'\n%s", argv[1], usage);
+        return 2;
+    }
     FILE *out = stdout;
     struct vmmu_vm *vm;
     struct vmmu_vm_config cfg = {.gpa_bits = 40, .name = "demo"};

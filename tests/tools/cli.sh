@@ -17,6 +17,10 @@ check "version prints the version" sh -c "'$vmmu' version | grep -Eq '^vmmu [0-9
 "$vmmu" frobnicate >/dev/null 2>"$2/cli.err"; check "unknown command exits 2" test $? -eq 2
 check "unknown command is named" grep -q "unknown command 'frobnicate'" "$2/cli.err"
 
+"$vmmu" demo --help >"$2/cli.out" 2>&1; check "demo --help exits 0" test $? -eq 0
+check "demo --help prints its usage, not the demo" grep -q "^usage: vmmu demo" "$2/cli.out"
+"$vmmu" demo extra >/dev/null 2>"$2/cli.err"; check "demo with an argument exits 2" test $? -eq 2
+check "demo names the unexpected argument" grep -q "unexpected argument 'extra'" "$2/cli.err"
 demo=$("$vmmu" demo); check "demo exits 0" test $? -eq 0
 expect() { # pattern expected in the demo's output
   if printf '%s\n' "$demo" | grep -Eq -- "$1"; then :; else
