@@ -106,7 +106,8 @@ int vmmu_pager_destroy(struct vmmu_pager *pager);
  * @return 0; VMMU_EINVAL (NULL, bad ranges, pages the pager cannot manage);
  *         VMMU_EALIGN; VMMU_ERANGE; VMMU_EHOLE; VMMU_ESYS (the backing
  *         file could not be written: those pages stay resident, the others
- *         of the batch went); VMMU_EBUSY (from inside
+ *         of the batch went); VMMU_ENOMEM (nothing changed: the batch
+ *         goes whole or not at all); VMMU_EBUSY (from inside
  *         vmmu_region_foreach(), as every call here but vmmu_pager_stats()).
  */
 int vmmu_pager_page_out(struct vmmu_pager *pager, const struct vmmu_gpa_range *ranges, size_t n);

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "access/access_internal.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
@@ -35,7 +36,7 @@ static void access_safepoint(struct vmmu_vcpu *v)
 
 int vmmu__access_vcpu_init(struct vmmu_vcpu *v)
 {
-    struct vmmu__access_vcpu *a = calloc(1, sizeof(*a));
+    struct vmmu__access_vcpu *a = vmmu__calloc(1, sizeof(*a));
     if (!a)
         return VMMU_ENOMEM;
     vmmu__sync_set_safepoint_fn(access_safepoint);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "access/access_internal.h"
 
 #include "vmmu/error.h"
@@ -62,7 +63,7 @@ int vmmu_watch_add(struct vmmu_vcpu *v, uint64_t va, uint64_t len, unsigned flag
     struct vmmu__access_vcpu *a = v->access;
     if (a->nwatch == a->watch_cap) {
         unsigned cap = a->watch_cap ? a->watch_cap * 2 : 8;
-        struct watchpoint *w = realloc(a->watch, cap * sizeof(*w));
+        struct watchpoint *w = vmmu__realloc(a->watch, cap * sizeof(*w));
         if (!w)
             return VMMU_ENOMEM;
         a->watch = w;

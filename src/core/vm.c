@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "vmmu/error.h"
@@ -22,7 +23,7 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
         return VMMU_EINVAL;
     unsigned max_regions = cfg->max_regions ? cfg->max_regions : VMMU_REGIONS_DEFAULT_MAX;
 
-    struct vmmu_vm *vm = calloc(1, sizeof(*vm));
+    struct vmmu_vm *vm = vmmu__calloc(1, sizeof(*vm));
     if (!vm)
         return VMMU_ENOMEM;
     vm->gpa_bits = bits;

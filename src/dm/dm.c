@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "dm/dm_internal.h"
 #include "sync/sync_internal.h"
@@ -58,7 +59,7 @@ static struct dm_table *table_rebuild(const struct dm_table *old, struct dm_rang
                                       const struct vmmu_dm_server *drop_srv, bool by_region)
 {
     unsigned n = old ? old->n : 0;
-    struct dm_table *t = malloc(sizeof(*t) + (n + 1) * sizeof(t->r[0]));
+    struct dm_table *t = vmmu__malloc(sizeof(*t) + (n + 1) * sizeof(t->r[0]));
     if (!t)
         return NULL;
     t->n = 0;
@@ -194,13 +195,13 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
         return VMMU_EINVAL;
     if (atomic_load(&vm->p2m.device))
         return VMMU_EINVAL; /* somebody else serves DEVICE pages */
-    struct vmmu_dm *dm = calloc(1, sizeof(*dm));
+    struct vmmu_dm *dm = vmmu__calloc(1, sizeof(*dm));
     if (!dm)
         return VMMU_ENOMEM;
     dm->vm = vm;
     dm->max_vcpus = max_vcpus;
     dm->nslots = max_vcpus + 1;
-    if (posix_memalign((void **)&dm->vcpu, 64, dm->nslots * sizeof(*dm->vcpu))) {
+    if (vmmu__posix_memalign((void **)&dm->vcpu, 64, dm->nslots * sizeof(*dm->vcpu))) {
         free(dm);
         return VMMU_ENOMEM;
     }
@@ -246,13 +247,13 @@ void vmmu_dm_destroy(struct vmmu_dm *dm)
 
 static struct vmmu_dm_server *server_new(struct vmmu_dm *dm)
 {
-    struct vmmu_dm_server *srv = calloc(1, sizeof(*srv));
+    struct vmmu_dm_server *srv = vmmu__calloc(1, sizeof(*srv));
     if (!srv)
         return NULL;
     srv->dm = dm;
     srv->shm_fd = srv->kick_efd = srv->sock = srv->svc_sock = srv->pidfd = -1;
     pthread_mutex_init(&srv->ring_lock, NULL);
-    srv->resp_efd = malloc(dm->nslots * sizeof(int));
+    srv->resp_efd = vmmu__malloc(dm->nslots * sizeof(int));
     if (!srv->resp_efd) {
         free(srv);
         return NULL;
@@ -293,7 +294,7 @@ static int server_attach(struct vmmu_dm *dm, struct vmmu_dm_server *srv)
     pthread_mutex_lock(&dm->lock);
     if (dm->nservers == dm->cap) {
         unsigned cap = dm->cap ? dm->cap * 2 : 4;
-        void *p = realloc(dm->servers, cap * sizeof(*dm->servers));
+        void *p = vmmu__realloc(dm->servers, cap * sizeof(*dm->servers));
         if (!p) {
             pthread_mutex_unlock(&dm->lock);
             pthread_mutex_unlock(&dm->inval_lock);
@@ -321,7 +322,7 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
     srv->ops = *ops;
     srv->opaque = opaque;
     srv->timeout_ms = 5000;
-    srv->slots = calloc(dm->nslots, sizeof(*srv->slots));
+    srv->slots = vmmu__calloc(dm->nslots, sizeof(*srv->slots));
     int err = srv->slots ? server_make_eventfds(srv) : VMMU_ENOMEM;
     if (!err)
         err = server_attach(dm, srv);
@@ -458,7 +459,7 @@ int vmmu_dm_map_mmio(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size, un
     if (!srv || (flags & ~VMMU_DM_RANGE_BUFFERED) ||
         ((flags & VMMU_DM_RANGE_BUFFERED) && !srv->ring_entries))
         return VMMU_EINVAL;
-    struct dm_range *r = calloc(1, sizeof(*r));
+    struct dm_range *r = vmmu__calloc(1, sizeof(*r));
     if (!r)
         return VMMU_ENOMEM;
     *r = (struct dm_range){.srv = srv, .start = gpa, .count = size, .flags = flags,
@@ -487,7 +488,7 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
     if (!srv || !count || (uint64_t)port + count > 0x10000 || (flags & ~VMMU_DM_RANGE_BUFFERED) ||
         ((flags & VMMU_DM_RANGE_BUFFERED) && !srv->ring_entries))
         return VMMU_EINVAL;
-    struct dm_range *r = calloc(1, sizeof(*r));
+    struct dm_range *r = vmmu__calloc(1, sizeof(*r));
     if (!r)
         return VMMU_ENOMEM;
     *r = (struct dm_range){.srv = srv, .start = port, .count = count, .flags = flags,

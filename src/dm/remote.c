@@ -24,6 +24,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "dm/dm_internal.h"
 
@@ -216,7 +217,7 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     uint64_t gen = vmmu_p2m_generation(dm->vm);
     uint64_t resident =
         atomic_load_explicit(&dm->vm->p2m.resident_regions, memory_order_acquire);
-    struct vmmu_dm_region_ent *ent = malloc(256 * sizeof(*ent));
+    struct vmmu_dm_region_ent *ent = vmmu__malloc(256 * sizeof(*ent));
     if (!ent)
         return; /* try again on the next access */
     uint32_t max_id;
@@ -280,7 +281,7 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     srv->wait_us = cfg ? cfg->wait_us : 0;
     srv->ring_entries = ring;
     srv->max_regions = max_regions;
-    srv->priv_regions = calloc(max_regions, sizeof(*srv->priv_regions));
+    srv->priv_regions = vmmu__calloc(max_regions, sizeof(*srv->priv_regions));
     if (!srv->priv_regions)
         return VMMU_ENOMEM;
 

@@ -11,6 +11,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "vmmu/error.h"
@@ -19,7 +20,7 @@
 
 static struct p2m_node *node_alloc(struct vmmu_p2m *p2m)
 {
-    struct p2m_node *n = aligned_alloc(sizeof(struct p2m_node), sizeof(struct p2m_node));
+    struct p2m_node *n = vmmu__aligned_alloc(sizeof(struct p2m_node), sizeof(struct p2m_node));
     if (!n)
         return NULL;
     for (unsigned i = 0; i < P2M_FANOUT; i++)
@@ -63,23 +64,22 @@ struct retire_list {
     size_t n, cap;
 };
 
-static void retire_node(struct retire_list *rl, struct vmmu_p2m *p2m, struct p2m_node *node,
-                        unsigned level)
+/* Make room in @rl for one more node.  False when there is no memory for
+ * it: the caller then leaves its node in the tree (an empty node reads as
+ * holes, and the tree still owns it) instead of unpublishing it, since it
+ * could neither free it under a reader's feet nor remember to free it
+ * later. */
+static bool retire_room(struct retire_list *rl)
 {
     if (rl->n == rl->cap) {
         size_t cap = rl->cap ? rl->cap * 2 : 8;
-        struct p2m_node **grown = realloc(rl->nodes, cap * sizeof(*grown));
-        if (!grown) {
-            /* Cannot defer the free; leak the (empty) node rather than free
-             * it under a reader's feet.  Accounting keeps it visible. */
-            return;
-        }
+        struct p2m_node **grown = vmmu__realloc(rl->nodes, cap * sizeof(*grown));
+        if (!grown)
+            return false;
         rl->nodes = grown;
         rl->cap = cap;
     }
-    (void)p2m;
-    (void)level;
-    rl->nodes[rl->n++] = node;
+    return true;
 }
 
 static bool node_empty(const struct p2m_node *n)
@@ -136,11 +136,13 @@ static void store_tags(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned 
         uint64_t s_lo = base + i * span, s_hi = s_lo + span;
         uint64_t c_lo = lo > s_lo ? lo : s_lo, c_hi = hi < s_hi ? hi : s_hi;
         uintptr_t s = atomic_load_explicit(&slots[i], memory_order_relaxed);
-        if (c_lo == s_lo && c_hi == s_hi) {
+        if (c_lo == s_lo && c_hi == s_hi && (!node_is_child(s) || retire_room(rl))) {
             atomic_store_explicit(&slots[i], tag, memory_order_release);
             if (node_is_child(s))
-                retire_node(rl, p2m, (struct p2m_node *)s, level - 1);
+                rl->nodes[rl->n++] = (struct p2m_node *)s;
         } else {
+            /* A part of the slot, or an empty child that cannot be retired
+             * now: tag the child's slots instead (the same answers). */
             store_tags(p2m, ((struct p2m_node *)s)->slot, level - 1, s_lo, c_lo, c_hi, tag, rl);
         }
     }
@@ -165,9 +167,10 @@ static bool clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned
             atomic_store_explicit(&slots[i], 0, memory_order_release);
         } else if (node_is_child(s)) {
             struct p2m_node *child = (struct p2m_node *)s;
-            if (clear_range(p2m, child->slot, level - 1, s_lo, c_lo, c_hi, tag, rl)) {
+            if (clear_range(p2m, child->slot, level - 1, s_lo, c_lo, c_hi, tag, rl) &&
+                retire_room(rl)) {
                 atomic_store_explicit(&slots[i], 0, memory_order_release);
-                retire_node(rl, p2m, child, level - 1);
+                rl->nodes[rl->n++] = child;
             }
         }
     }
@@ -207,7 +210,7 @@ int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions
     p2m->max_regions = max_regions;
     p2m->next_id = 1;
     atomic_init(&p2m->generation, 1);
-    p2m->root = calloc(p2m->root_slots, sizeof(*p2m->root));
+    p2m->root = vmmu__calloc(p2m->root_slots, sizeof(*p2m->root));
     return p2m->root ? 0 : VMMU_ENOMEM;
 }
 
@@ -326,7 +329,7 @@ static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint6
 static int region_build(struct vmmu_vm *vm, const struct vmmu_region_desc *d,
                         struct vmmu_region **out)
 {
-    struct vmmu_region *r = calloc(1, sizeof(*r));
+    struct vmmu_region *r = vmmu__calloc(1, sizeof(*r));
     if (!r)
         return VMMU_ENOMEM;
     r->type = d->type;
@@ -392,7 +395,7 @@ int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uin
     }
     if (p2m->nregions == p2m->cap) {
         unsigned cap = p2m->cap ? p2m->cap * 2 : 16;
-        struct vmmu_region **grown = realloc(p2m->regions, cap * sizeof(*grown));
+        struct vmmu_region **grown = vmmu__realloc(p2m->regions, cap * sizeof(*grown));
         if (!grown) {
             err = VMMU_ENOMEM;
             goto out;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "sync/cpuset_internal.h"
 #include "vmmu/error.h"
 
@@ -10,7 +11,7 @@ int vmmu_cpuset_create(struct vmmu_cpuset **out)
 {
     if (!out)
         return VMMU_EINVAL;
-    struct vmmu_cpuset *s = calloc(1, sizeof(*s));
+    struct vmmu_cpuset *s = vmmu__calloc(1, sizeof(*s));
     if (!s)
         return VMMU_ENOMEM;
     *out = s;
@@ -34,7 +35,7 @@ int vmmu_cpuset_add(struct vmmu_cpuset *set, int id)
         size_t n = set->nwords ? set->nwords : 1;
         while (n <= w)
             n *= 2;
-        uint64_t *grown = realloc(set->words, n * sizeof(*grown));
+        uint64_t *grown = vmmu__realloc(set->words, n * sizeof(*grown));
         if (!grown)
             return VMMU_ENOMEM;
         memset(grown + set->nwords, 0, (n - set->nwords) * sizeof(*grown));

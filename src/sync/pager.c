@@ -29,6 +29,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "vmmu/error.h"
@@ -83,12 +84,13 @@ static struct rec *rec_find(struct vmmu_pager *pg, uint64_t gfn)
     }
 }
 
-static int rec_grow(struct vmmu_pager *pg)
+/* Rehash into a table with room for @extra more records. */
+static int rec_grow(struct vmmu_pager *pg, size_t extra)
 {
     size_t cap = pg->cap ? pg->cap : 64;
-    while (pg->live * 2 + 2 > cap)
+    while ((pg->live + extra) * 2 + 2 > cap)
         cap *= 2;
-    struct rec *tab = calloc(cap, sizeof(*tab));
+    struct rec *tab = vmmu__calloc(cap, sizeof(*tab));
     if (!tab)
         return VMMU_ENOMEM;
     for (size_t i = 0; i < pg->cap; i++) {
@@ -112,7 +114,7 @@ static struct rec *rec_insert(struct vmmu_pager *pg, uint64_t gfn)
     struct rec *r = rec_find(pg, gfn);
     if (r)
         return r;
-    if ((pg->used + 1) * 2 > pg->cap && rec_grow(pg))
+    if ((pg->used + 1) * 2 > pg->cap && rec_grow(pg, 0))
         return NULL;
     uint64_t key = gfn + 1;
     size_t i = rec_hash(key, pg->cap);
@@ -162,7 +164,7 @@ static void slot_free(struct vmmu_pager *pg, uint64_t slot)
 {
     if (pg->nfree == pg->free_cap) {
         size_t cap = pg->free_cap ? pg->free_cap * 2 : 64;
-        uint64_t *grown = realloc(pg->free_slots, cap * sizeof(*grown));
+        uint64_t *grown = vmmu__realloc(pg->free_slots, cap * sizeof(*grown));
         if (!grown)
             return; /* the slot is leaked: the file keeps a dead page */
         pg->free_slots = grown;
@@ -341,7 +343,7 @@ static int gfn_push(struct gfn_list *l, uint64_t gfn)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 64;
-        uint64_t *grown = realloc(l->g, cap * sizeof(*grown));
+        uint64_t *grown = vmmu__realloc(l->g, cap * sizeof(*grown));
         if (!grown)
             return VMMU_ENOMEM;
         l->g = grown;
@@ -351,10 +353,23 @@ static int gfn_push(struct gfn_list *l, uint64_t gfn)
     return 0;
 }
 
+/* Room for @n frames in @l, so that pushing them cannot fail. */
+static int gfn_reserve(struct gfn_list *l, size_t n)
+{
+    if (n <= l->cap)
+        return 0;
+    uint64_t *grown = vmmu__realloc(l->g, n * sizeof(*grown));
+    if (!grown)
+        return VMMU_ENOMEM;
+    l->g = grown;
+    l->cap = n;
+    return 0;
+}
+
 /* Ranges of consecutive frames in @l (sorted as pushed). */
 static struct vmmu_gpa_range *gfn_ranges(const struct gfn_list *l, size_t *n)
 {
-    struct vmmu_gpa_range *r = malloc((l->n ? l->n : 1) * sizeof(*r));
+    struct vmmu_gpa_range *r = vmmu__malloc((l->n ? l->n : 1) * sizeof(*r));
     size_t k = 0;
     if (!r)
         return NULL;
@@ -440,6 +455,32 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon, bool 
     return rc;
 }
 
+/* The pages of @ranges that evict() would unpublish: managed, resident
+ * and not held by the pager in another state.  Under pg->lock. */
+static size_t evict_count(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    struct vmmu_vm *vm = pg->vm;
+    size_t want = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
+        uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
+        for (uint64_t g = gfn; g < end; g++) {
+            const struct vmmu_region *r = p2m_resolve(&vm->p2m, g, NULL);
+            if (!managed(r))
+                continue;
+            const struct rec *rec = rec_find(pg, g);
+            bool stale = rec && rec->region_id != r->id && rec->state != REC_EVICTING &&
+                         rec->state != REC_WRITING && rec->state != REC_LOADING;
+            if (rec && !stale && rec->state != REC_YOUNG)
+                continue;
+            if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT)
+                continue;
+            want++;
+        }
+    }
+    return want;
+}
+
 /* Page out (or balloon) @ranges; *@went receives the number of pages that
  * went out (paged out or ballooned by this call). */
 static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n,
@@ -457,8 +498,14 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
     struct gfn_list victims = {0};
     vmmu__sync_change_lock(vm);
 
-    /* Phase 1: unpublish. */
+    /* Phase 1: unpublish.  The memory it needs (a record and a list entry
+     * per victim) is taken first, so that running out of it changes
+     * nothing: a batch goes as a whole or not at all. */
     pthread_mutex_lock(&pg->lock);
+    size_t want = evict_count(pg, ranges, n);
+    if (want && (gfn_reserve(&victims, want) ||
+                 ((pg->used + want) * 2 > pg->cap && rec_grow(pg, want))))
+        rc = VMMU_ENOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
         uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
@@ -601,7 +648,7 @@ static int managed_regions(struct vmmu_vm *vm, struct managed_region **out, size
     bool nested = vmmu__vm_in_foreach(vm);
     if (!nested)
         pthread_mutex_lock(&vm->lock);
-    struct managed_region *m = malloc((vm->p2m.nregions + 1) * sizeof(*m));
+    struct managed_region *m = vmmu__malloc((vm->p2m.nregions + 1) * sizeof(*m));
     size_t k = 0;
     for (unsigned i = 0; m && i < vm->p2m.nregions; i++) {
         const struct vmmu_region *r = vm->p2m.regions[i];
@@ -620,7 +667,7 @@ static uint64_t count_resident(const struct managed_region *m, size_t n, unsigne
 {
     uint64_t resident = 0;
     for (size_t i = 0; i < n; i++) {
-        vec[i] = malloc(m[i].npages);
+        vec[i] = vmmu__malloc(m[i].npages);
         if (!vec[i])
             continue;
         if (mincore(m[i].host, m[i].npages << VMMU_PAGE_SHIFT, vec[i]) != 0) {
@@ -650,7 +697,7 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
     size_t n;
     if (managed_regions(pg->vm, &m, &n))
         return VMMU_ENOMEM;
-    unsigned char **vec = calloc(n + 1, sizeof(*vec));
+    unsigned char **vec = vmmu__calloc(n + 1, sizeof(*vec));
     if (!vec) {
         free(m);
         return VMMU_ENOMEM;
@@ -767,7 +814,7 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
         return VMMU_EINVAL;
     if (vmmu__vm_in_foreach(vm))
         return VMMU_EBUSY; /* registering the page-in handler takes the map's lock */
-    struct vmmu_pager *pg = calloc(1, sizeof(*pg));
+    struct vmmu_pager *pg = vmmu__calloc(1, sizeof(*pg));
     if (!pg)
         return VMMU_ENOMEM;
     const char *dir = cfg->dir ? cfg->dir : getenv("TMPDIR");
@@ -867,7 +914,7 @@ int vmmu_pager_stats(struct vmmu_pager *pg, struct vmmu_pager_stats *out)
     size_t n;
     uint64_t resident = 0;
     if (managed_regions(pg->vm, &m, &n) == 0) {
-        unsigned char **vec = calloc(n + 1, sizeof(*vec));
+        unsigned char **vec = vmmu__calloc(n + 1, sizeof(*vec));
         if (vec) {
             resident = count_resident(m, n, vec);
             for (size_t i = 0; i < n; i++)

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "tlb/tlb_internal.h"
@@ -24,7 +25,7 @@
 
 int vmmu__sync_init(struct vmmu_vm *vm)
 {
-    struct vmmu_sync *sy = calloc(1, sizeof(*sy));
+    struct vmmu_sync *sy = vmmu__calloc(1, sizeof(*sy));
     if (!sy)
         return VMMU_ENOMEM;
     if (pthread_mutex_init(&sy->reg_lock, NULL)) {
@@ -88,7 +89,7 @@ int vmmu__reclaim_hook_add(struct vmmu_vm *vm, vmmu__reclaim_fn fn, void *opaque
             rc = VMMU_EBUSY;
     if (!rc && sy->nhooks == sy->hook_cap) {
         size_t cap = sy->hook_cap ? sy->hook_cap * 2 : 4;
-        struct sync_hook *grown = realloc(sy->hooks, cap * sizeof(*grown));
+        struct sync_hook *grown = vmmu__realloc(sy->hooks, cap * sizeof(*grown));
         if (grown) {
             sy->hooks = grown;
             sy->hook_cap = cap;

@@ -38,6 +38,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/cpuset_internal.h"
 #include "sync/sync_internal.h"
@@ -184,7 +185,7 @@ void vmmu__sync_set_gpas(struct sync_pending *p, const struct vmmu_gpa_range *ra
     }
     /* Many ranges (a batch of pages): keep the SYNC_MAX_GPAS - 1 largest
      * gaps of the sorted list as splits. */
-    struct vmmu_gpa_range *sorted = malloc(n * sizeof(*sorted));
+    struct vmmu_gpa_range *sorted = vmmu__malloc(n * sizeof(*sorted));
     if (!sorted) {
         p->want = SYNC_WANT_ALL;
         return;
@@ -428,7 +429,7 @@ int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v)
     }
     if ((size_t)id / 64 >= sy->id_words) {
         size_t n = sy->id_words ? sy->id_words * 2 : 1;
-        uint64_t *grown = realloc(sy->id_used, n * sizeof(*grown));
+        uint64_t *grown = vmmu__realloc(sy->id_used, n * sizeof(*grown));
         if (!grown) {
             pthread_mutex_unlock(&sy->reg_lock);
             return VMMU_ENOMEM;
@@ -439,7 +440,7 @@ int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v)
     }
     struct sync_slot *chunk = atomic_load_explicit(&sy->dir[id / SYNC_CHUNK], memory_order_relaxed);
     if (!chunk) {
-        chunk = aligned_alloc(64, SYNC_CHUNK * sizeof(*chunk));
+        chunk = vmmu__aligned_alloc(64, SYNC_CHUNK * sizeof(*chunk));
         if (!chunk) {
             pthread_mutex_unlock(&sy->reg_lock);
             return VMMU_ENOMEM;
@@ -775,7 +776,7 @@ void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vm
     uint64_t stack_gens[64];
     uint64_t *gens = NULL;
     if (wait)
-        gens = n <= 64 ? stack_gens : malloc((size_t)n * sizeof(*gens));
+        gens = n <= 64 ? stack_gens : vmmu__malloc((size_t)n * sizeof(*gens));
     int self_id = self ? self->sync->id : -1;
     for (int id = 0; id < n; id++) {
         if (id == self_id || (targets && !vmmu_cpuset_has(targets, id)))

@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "p2m/p2m_internal.h"
 #include "tlb/tlb_internal.h"
@@ -89,8 +90,8 @@ static uint64_t table_pages(unsigned used, unsigned n)
 
 static int ctx_alloc(struct tlb_ctx *c, unsigned n)
 {
-    struct vmmu_tlb_entry *hot = aligned_alloc(64, (size_t)n * sizeof(*hot));
-    struct tlb_cold *cold = aligned_alloc(64, (size_t)n * sizeof(*cold));
+    struct vmmu_tlb_entry *hot = vmmu__aligned_alloc(64, (size_t)n * sizeof(*hot));
+    struct tlb_cold *cold = vmmu__aligned_alloc(64, (size_t)n * sizeof(*cold));
     if (!hot || !cold) {
         free(hot);
         free(cold);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/alloc.h"
 #include "sync/sync_internal.h"
 #include "tlb/tlb_internal.h"
 
@@ -179,7 +180,7 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
 {
     if (!vm || !out)
         return VMMU_EINVAL;
-    struct vmmu_vcpu *v = aligned_alloc(64, (sizeof(*v) + 63) & ~(size_t)63);
+    struct vmmu_vcpu *v = vmmu__aligned_alloc(64, (sizeof(*v) + 63) & ~(size_t)63);
     if (!v)
         return VMMU_ENOMEM;
     memset(v, 0, sizeof(*v));
