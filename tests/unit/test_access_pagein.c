@@ -244,8 +244,11 @@ static int evicting_mmio_read(void *opaque, uint64_t offset, unsigned size, uint
 static int evicting_mmio_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
 {
     struct evicting_mmio *m = opaque;
-    for (unsigned i = 0; i < size && (offset & 4095) + i >= 4088; i++)
-        m->written[(offset & 4095) + i - 4088] = (uint8_t)(value >> (8 * i));
+    for (unsigned i = 0; i < size; i++) { /* the page's last 8 bytes */
+        uint64_t at = (offset & 4095) + i;
+        if (at >= 4088 && at < 4096)
+            m->written[at - 4088] = (uint8_t)(value >> (8 * i));
+    }
     m->writes++;
     struct vmmu_gpa_range r = {m->victim, 4096};
     assert_int_equal(vmmu_pager_page_out(m->pager, &r, 1), 0);
