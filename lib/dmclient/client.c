@@ -24,6 +24,8 @@
 
 #include "dmclient_internal.h"
 
+_Atomic unsigned long vmmu__dmc_fail_nth;
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -120,7 +122,7 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         close(sock);
         return VMMU_EINVAL;
     }
-    struct vmmu_dmc *c = calloc(1, sizeof(*c));
+    struct vmmu_dmc *c = dmc_calloc(1, sizeof(*c));
     if (!c) {
         close(sock);
         return VMMU_ENOMEM;
@@ -154,7 +156,7 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     c->nslots = (unsigned)m.seq;
     c->shm_fd = fds[0];
     c->kick_efd = fds[1];
-    c->resp_efd = malloc(c->nslots * sizeof(int));
+    c->resp_efd = dmc_malloc(c->nslots * sizeof(int));
     if (!c->resp_efd) {
         close_fds(fds + 2, want - 2);
         vmmu_dmc_close(c);

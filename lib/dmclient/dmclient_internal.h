@@ -3,11 +3,49 @@
 #ifndef VMMU_DMCLIENT_INTERNAL_H
 #define VMMU_DMCLIENT_INTERNAL_H
 
+#include <errno.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include "vmmu/dmclient.h"
+
+/* Heap allocation in the client library goes through these, with a test
+ * hook like the vm side's (src/core/alloc.h, which this library does not
+ * link): a test sets vmmu__dmc_fail_nth to n and the nth allocation from
+ * then on fails (NULL, errno ENOMEM); the counter is back at 0 once it
+ * has.  Cost when it is 0: one relaxed load and a branch never taken. */
+extern _Atomic unsigned long vmmu__dmc_fail_nth;
+
+static inline bool dmc_alloc_fails(void)
+{
+    unsigned long n = atomic_load_explicit(&vmmu__dmc_fail_nth, memory_order_relaxed);
+    while (__builtin_expect(n != 0, 0))
+        if (atomic_compare_exchange_weak_explicit(&vmmu__dmc_fail_nth, &n, n - 1,
+                                                  memory_order_relaxed, memory_order_relaxed))
+            return n == 1;
+    return false;
+}
+
+static inline void *dmc_malloc(size_t size)
+{
+    if (dmc_alloc_fails()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(size);
+}
+
+static inline void *dmc_calloc(size_t n, size_t size)
+{
+    if (dmc_alloc_fails()) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return calloc(n, size);
+}
 
 /* A bucket: one mapping of guest RAM [start, end) from the vm's memfd. */
 struct dmc_bucket {

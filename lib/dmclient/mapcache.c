@@ -211,7 +211,7 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
     while (c->mapped + (end - start) > c->limit)
         if (!evict_one(c))
             return VMMU_ELIMIT;
-    b = calloc(1, sizeof(*b));
+    b = dmc_calloc(1, sizeof(*b));
     if (!b)
         return VMMU_ENOMEM;
     int prot = PROT_READ | ((r.flags & VMMU_DM_REGION_WRITABLE) ? PROT_WRITE : 0);

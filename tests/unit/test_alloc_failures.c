@@ -7,16 +7,21 @@
  * same call made again succeeds and gives the right result), and nothing
  * may leak (the suite also runs under LeakSanitizer, which judges what
  * the teardown leaves behind). */
+#include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "test_sync_env.h"
 
 #include "core/alloc.h"
 #include "core/vm_internal.h"
+#include "../../lib/dmclient/dmclient_internal.h"
+#include "vmmu/dmclient.h"
 #include "vmmu/vmmu.h"
 
 #define NDATA 256
@@ -31,6 +36,8 @@ struct fx {
     struct vmmu_pager *pg;
     struct vmmu_dm *dm;
     struct vmmu_dm_server *srv;
+    int peer; /* the device model's end of an out-of-process server's socket */
+    unsigned nfds; /* open file descriptors after the setup */
     struct vmmu_cpuset *set;
     struct vmmu_vcpu *extra[MAX_EXTRA];
     unsigned nextra;
@@ -617,6 +624,89 @@ static void tlb_growth_at_a_flush_keeps_the_old_table_when_memory_runs_out(void 
     walk(&op);
 }
 
+/* Pages 1 and 257 of DATA_VA (data pages 1 and 3) share an index of the
+ * 256-entry table: read in turn, they keep swapping through the victim
+ * array, and with no flush the context grows at once after
+ * TLB_CONFLICT_GROW (1024) swaps. */
+#define CONFLICT_PAGE (1 + VMMU_TLB_ENTRIES_DEFAULT)
+#define CONFLICT_SWAPS 1024
+
+static void conflict_setup(struct fx *f)
+{
+    env_vcpu_up(f);
+    sync_env_remap(&f->s, CONFLICT_PAGE, 3);
+    assert_int_equal(sync_read(f->v, 1), DATA_GPA + 4096);
+    assert_int_equal(sync_read(f->v, CONFLICT_PAGE), DATA_GPA + 3 * 4096);
+    assert_int_equal(vmmu_vcpu_stats(f->v, &f->st), 0);
+}
+
+/* One read of each page, checked. */
+static void conflict_round(struct fx *f)
+{
+    assert_int_equal(sync_read(f->v, 1), DATA_GPA + 4096);
+    assert_int_equal(sync_read(f->v, CONFLICT_PAGE), DATA_GPA + 3 * 4096);
+}
+
+static uint64_t victim_hits(struct fx *f)
+{
+    struct vmmu_tlb_stats st;
+    assert_int_equal(vmmu_vcpu_stats(f->v, &st), 0);
+    return st.victim_hits - f->st.victim_hits;
+}
+
+/* Swap until the swap that grows the table (and no further). */
+static int conflict_run(struct fx *f)
+{
+    uint64_t pages[2] = {1, CONFLICT_PAGE}, want[2] = {DATA_GPA + 4096, DATA_GPA + 3 * 4096};
+    for (unsigned i = 0; victim_hits(f) < CONFLICT_SWAPS; i ^= 1)
+        assert_int_equal(sync_read(f->v, pages[i]), want[i]);
+    return 0;
+}
+
+static void conflict_ok(struct fx *f)
+{
+    struct vmmu_tlb_stats st;
+    assert_int_equal(vmmu_vcpu_stats(f->v, &st), 0);
+    if (f->degraded) {
+        /* The table keeps its size and its entries. */
+        assert_int_equal(st.resize_grow, f->st.resize_grow);
+        assert_int_equal(vmmu_vcpu_tlb_entries(f->v), VMMU_TLB_ENTRIES_DEFAULT);
+        const uint64_t *h = vmmu_tlb_lookup_read(f->v, DATA_VA + 1 * 4096, 8);
+        if (!h)
+            h = vmmu_tlb_lookup_read(f->v, DATA_VA + CONFLICT_PAGE * 4096ull, 8);
+        assert_non_null(h);
+        assert_true(*h == DATA_GPA + 4096 || *h == DATA_GPA + 3 * 4096);
+        /* The next swap tries again, and grows. */
+        conflict_round(f);
+        assert_int_equal(vmmu_vcpu_stats(f->v, &st), 0);
+    }
+    assert_int_equal(st.resize_grow, f->st.resize_grow + 1);
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->v), 2 * VMMU_TLB_ENTRIES_DEFAULT);
+    /* Both pages now have an index each: no more swaps, inline hits. */
+    conflict_round(f);
+    uint64_t swaps = victim_hits(f);
+    for (unsigned i = 0; i < 50; i++)
+        conflict_round(f);
+    assert_int_equal(victim_hits(f), swaps);
+    const uint64_t *a = vmmu_tlb_lookup_read(f->v, DATA_VA + 1 * 4096, 8);
+    const uint64_t *b = vmmu_tlb_lookup_read(f->v, DATA_VA + CONFLICT_PAGE * 4096ull, 8);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_int_equal(*a, DATA_GPA + 4096);
+    assert_int_equal(*b, DATA_GPA + 3 * 4096);
+    for (uint64_t i = 0; i < NDATA; i++)
+        assert_int_equal(sync_read(f->v, i), DATA_GPA + i * 4096);
+    all_data_intact(f);
+}
+
+static void tlb_growth_between_flushes_keeps_the_old_table_when_memory_runs_out(void **state)
+{
+    (void)state;
+    static const struct op op = {"TLB growth at a victim swap", conflict_setup, conflict_run,
+                                 conflict_ok, fail_never};
+    walk(&op);
+}
+
 /* ---- access layer ---------------------------------------------------------------- */
 
 static int dirty_run(struct fx *f)
@@ -1147,6 +1237,191 @@ static void dm_map_ports_fails_cleanly_at_every_allocation(void **state)
     walk(&op);
 }
 
+/* An out-of-process server over a socketpair, with the device model (the
+ * client library) on this thread. */
+static unsigned open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    unsigned n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void remote_setup(struct fx *f)
+{
+    env_up(f);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(VM(f), &cfg, &f->dm), 0);
+    f->peer = -1;
+    f->nfds = open_fds();
+}
+
+static int remote_run(struct fx *f)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_server *srv = NULL;
+    struct vmmu_dm_remote_config rc = {.ring_entries = 4};
+    int err = vmmu_dm_server_create_remote(f->dm, sv[0], &rc, &srv);
+    f->srv = srv;
+    f->peer = sv[1];
+    if (err)
+        assert_null(srv);
+    return err;
+}
+
+static void remote_ok(struct fx *f)
+{
+    struct vmmu_dmc *c;
+    assert_int_equal(vmmu_dmc_connect_fd(f->peer, NULL, &c), 0);
+    assert_int_equal(vmmu_dm_map_ports(f->srv, 0x80, 4, 0, NULL), 0);
+    uint64_t x = 0;
+    assert_int_equal(vmmu_dm_port_access(f->dm, 0, 0x81, 1, 0, &x), VMMU_EPENDING);
+    struct vmmu_dmc_req req;
+    assert_int_equal(vmmu_dmc_wait(c, 5000, &req), 0);
+    assert_int_equal(req.addr, 0x81);
+    assert_int_equal(vmmu_dmc_complete(c, &req, 0x5a, 0), 0);
+    assert_int_equal(vmmu_dm_vcpu_wait(f->dm, 0, 5000), 0);
+    assert_int_equal(vmmu_dm_port_access(f->dm, 0, 0x81, 1, 0, &x), 0);
+    assert_int_equal(x, 0x5a);
+    /* The device model sees guest RAM through the region table. */
+    for (uint64_t i = 0; i < NDATA; i += 37) {
+        uint64_t y = 0;
+        assert_int_equal(vmmu_dmc_read(c, DATA_GPA + i * 4096, &y, 8), 0);
+        assert_int_equal(y, DATA_GPA + i * 4096);
+    }
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(f->srv, &st), 0);
+    assert_int_equal(st.proto_errors, 0);
+    assert_int_equal(st.dead, 0);
+    vmmu_dmc_close(c);
+    all_data_intact(f);
+}
+
+static void remote_unchanged(struct fx *f)
+{
+    /* No server: nothing serves the ports, and the vm's end of the socket
+     * was closed (the device model sees the vm hang up). */
+    assert_int_equal(vmmu_dm_map_ports(f->srv, 0x80, 4, 0, NULL), VMMU_EINVAL);
+    uint64_t x = 0;
+    assert_int_equal(vmmu_dm_port_access(f->dm, 0, 0x81, 1, 0, &x), VMMU_ENOENT);
+    struct vmmu_dmc *c = NULL;
+    int rc = vmmu_dmc_connect_fd(f->peer, NULL, &c);
+    if (rc == 0) {
+        /* The HELLO went out before the failure: the connection is dead. */
+        struct vmmu_dmc_req req;
+        assert_int_equal(vmmu_dmc_wait(c, 5000, &req), VMMU_EDEAD);
+        vmmu_dmc_close(c);
+    }
+    f->peer = -1;
+    assert_int_equal(open_fds(), f->nfds);
+    all_data_intact(f);
+}
+
+static void dm_server_create_remote_fails_cleanly_at_every_allocation(void **state)
+{
+    (void)state;
+    static const struct op op = {"vmmu_dm_server_create_remote", remote_setup, remote_run,
+                                 remote_ok, remote_unchanged};
+    walk(&op);
+}
+
+/* ---- the device-model client library ------------------------------------------------ */
+
+/* The client library has a hook of its own (lib/dmclient/dmclient_internal.h):
+ * its allocations fail in turn here, until the one asked for is not made. */
+
+/* Connecting: refused with VMMU_ENOMEM, every descriptor the HELLO brought
+ * closed, and the vm sees its device model gone. */
+static void dmc_connect_fails_cleanly_at_every_allocation(void **state)
+{
+    (void)state;
+    unsigned k;
+    for (k = 1;; k++) {
+        struct fx f = {0};
+        remote_setup(&f);
+        assert_int_equal(remote_run(&f), 0);
+        unsigned nfds = open_fds();
+        struct vmmu_dmc *c = NULL;
+        atomic_store(&vmmu__dmc_fail_nth, k);
+        int rc = vmmu_dmc_connect_fd(f.peer, NULL, &c);
+        bool reached = atomic_exchange(&vmmu__dmc_fail_nth, 0) == 0;
+        if (!reached) {
+            assert_int_equal(rc, 0);
+            vmmu_dmc_close(c);
+            fx_down(&f);
+            break;
+        }
+        assert_int_equal(rc, VMMU_ENOMEM);
+        assert_null(c);
+        assert_int_equal(open_fds(), nfds - 1); /* its socket, and nothing else */
+        assert_int_equal(vmmu_dm_server_check(f.srv), VMMU_EDEAD);
+        uint64_t x;
+        assert_int_equal(vmmu_dm_map_ports(f.srv, 0x80, 1, 0, NULL), 0);
+        assert_int_equal(vmmu_dm_port_access(f.dm, 0, 0x80, 1, 0, &x), VMMU_EDEAD);
+        all_data_intact(&f);
+        fx_down(&f);
+    }
+    print_message("vmmu_dmc_connect_fd: %u allocations\n", k - 1);
+    assert_int_equal(k - 1, 2);
+}
+
+/* Mapping guest RAM: a new bucket that cannot be allocated fails the map
+ * with VMMU_ENOMEM and maps nothing; buckets already mapped stay, and the
+ * same map works once memory is back.  A read across two buckets fails
+ * at either. */
+static void dmc_mapcache_growth_fails_cleanly(void **state)
+{
+    (void)state;
+    struct fx f = {0};
+    remote_setup(&f);
+    assert_int_equal(remote_run(&f), 0);
+    struct vmmu_dmc *c;
+    assert_int_equal(vmmu_dmc_connect_fd(f.peer, NULL, &c), 0);
+    uint64_t y = 0;
+    assert_int_equal(vmmu_dmc_read(c, DATA_GPA, &y, 8), 0); /* the first 64 KiB bucket */
+    assert_int_equal(y, DATA_GPA);
+    struct vmmu_dmc_stats st0, st;
+    assert_int_equal(vmmu_dmc_stats(c, &st0), 0);
+
+    void *p = (void *)1;
+    atomic_store(&vmmu__dmc_fail_nth, 1);
+    assert_int_equal(vmmu_dmc_map(c, DATA_GPA + 0x20000, 8, 1, &p), VMMU_ENOMEM);
+    assert_int_equal(atomic_load(&vmmu__dmc_fail_nth), 0);
+    assert_ptr_equal(p, (void *)1);
+    assert_int_equal(vmmu_dmc_stats(c, &st), 0);
+    assert_int_equal(st.mapped_bytes, st0.mapped_bytes);
+    assert_int_equal(vmmu_dmc_unmap(c, DATA_GPA + 0x20000), VMMU_ENOENT);
+    assert_int_equal(vmmu_dmc_map(c, DATA_GPA + 0x20000, 8, 1, &p), 0);
+    assert_int_equal(*(uint64_t *)p, DATA_GPA + 0x20000);
+    assert_int_equal(vmmu_dmc_unmap(c, DATA_GPA + 0x20000), 0);
+
+    /* 16 bytes across the edge of the buckets at 0x30000 and 0x40000. */
+    uint64_t two[2];
+    for (unsigned k = 1; k <= 2; k++) {
+        atomic_store(&vmmu__dmc_fail_nth, k);
+        assert_int_equal(vmmu_dmc_read(c, DATA_GPA + 0x40000 - 8, two, 16), VMMU_ENOMEM);
+        assert_int_equal(atomic_load(&vmmu__dmc_fail_nth), 0);
+        /* Nothing stays pinned: a map of either bucket can be unmapped once. */
+        for (uint64_t g = DATA_GPA + 0x30000; g <= DATA_GPA + 0x40000; g += 0x10000) {
+            assert_int_equal(vmmu_dmc_map(c, g, 8, 0, &p), 0);
+            assert_int_equal(vmmu_dmc_unmap(c, g), 0);
+            assert_int_equal(vmmu_dmc_unmap(c, g), VMMU_ENOENT);
+        }
+        /* Drop both again so the next round allocates both. */
+        vmmu__dmc_invalidate(c, DATA_GPA + 0x30000, 0x20000);
+    }
+    assert_int_equal(vmmu_dmc_read(c, DATA_GPA + 0x40000 - 8, two, 16), 0);
+    assert_int_equal(two[1], DATA_GPA + 0x40000);
+    assert_int_equal(vmmu_dmc_read(c, DATA_GPA + 0x3f000, two, 8), 0);
+    assert_int_equal(two[0], DATA_GPA + 0x3f000);
+    vmmu_dmc_close(c);
+    fx_down(&f);
+}
+
 /* ---- the hook itself --------------------------------------------------------------- */
 
 static void the_hook_counts_and_fails_only_the_allocation_asked_for(void **state)
@@ -1200,6 +1475,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(vcpu_create_of_the_first_vcpu_fails_cleanly),
         cmocka_unit_test(vcpu_create_of_the_65th_vcpu_fails_cleanly),
         cmocka_unit_test(tlb_growth_at_a_flush_keeps_the_old_table_when_memory_runs_out),
+        cmocka_unit_test(tlb_growth_between_flushes_keeps_the_old_table_when_memory_runs_out),
         cmocka_unit_test(dirty_log_enable_fails_cleanly_at_every_allocation),
         cmocka_unit_test(watch_add_fails_cleanly_at_every_allocation),
         cmocka_unit_test(cpuset_add_growing_fails_cleanly),
@@ -1213,6 +1489,9 @@ int main(int argc, char **argv)
         cmocka_unit_test(dm_server_create_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dm_map_mmio_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dm_map_ports_fails_cleanly_at_every_allocation),
+        cmocka_unit_test(dm_server_create_remote_fails_cleanly_at_every_allocation),
+        cmocka_unit_test(dmc_connect_fails_cleanly_at_every_allocation),
+        cmocka_unit_test(dmc_mapcache_growth_fails_cleanly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
