@@ -56,6 +56,14 @@ static inline void sync_env_init(struct sync_env *s, uint64_t npages)
               (DATA_GPA + i * 4096) | E_P | E_RW | E_US | E_A | E_D);
 }
 
+/* Data page @i still holds what sync_env_init() put there: its gpa. */
+static inline void sync_data_intact(struct sync_env *s, uint64_t i)
+{
+    uint64_t x = 0;
+    assert_int_equal(vmmu_gpa_read(s->env.vm, DATA_GPA + i * 4096, &x, 8, 0, NULL), 0);
+    assert_int_equal(x, DATA_GPA + i * 4096);
+}
+
 /* Point the PTE of page @i of DATA_VA at data page @target. */
 static inline void sync_env_remap(struct sync_env *s, uint64_t i, uint64_t target)
 {
