@@ -84,9 +84,12 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
 
 /**
  * Destroy every server (their ranges are removed), uninstall the handler
- * and free the layer.  No other thread may use it meanwhile.  NULL is a no-op.
+ * and free the layer.  No other thread may use it meanwhile.
+ * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
+ *         vmmu_region_foreach() (removing the ranges takes the map's lock
+ *         the callback holds): nothing done, call it again afterwards.
  */
-void vmmu_dm_destroy(struct vmmu_dm *dm);
+int vmmu_dm_destroy(struct vmmu_dm *dm);
 
 /** One I/O request as an in-process server sees it. */
 struct vmmu_dm_ioreq {
@@ -118,7 +121,9 @@ struct vmmu_dm_remote_config {
      *  selects 5000.  A server that misses it is declared dead. */
     unsigned timeout_ms;
     /** How long an access waits for the answer on the vCPU before it
-     *  returns VMMU_EPENDING, in microseconds.  0 selects 0: always pend.
+     *  returns VMMU_EPENDING, in microseconds.  0: no waiting, the access
+     *  pends unless the answer is already there when it looks (a device
+     *  model woken by the request may answer that fast).
      *  The vm spins briefly, then sleeps in poll(). */
     unsigned wait_us;
     /** Entries of the buffered-write ring (power of two, at most 4096);
@@ -148,6 +153,9 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  * Create an out-of-process server on a connected unix stream socket
  * @p sock (the vm's end; vmmu owns it from now on, even on failure) and
  * send the HELLO with the shared page, eventfds and the vm's memfd.
+ * The device model can map the RAM and ROM regions vmmu allocated (added
+ * without a host pointer: they live in the vm's memfd); regions backed by
+ * the caller's memory are not shared with it, and its maps there fail.
  * @return 0; VMMU_EINVAL; VMMU_ENOMEM; VMMU_ESYS (memfd, eventfd, mmap,
  *         sendmsg failed); VMMU_EDEAD (the peer already hung up).
  */
@@ -159,9 +167,11 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
  * Remove a server's ranges and free it.  Requests in flight fail with
  * VMMU_EDEAD.  An out-of-process server's socket is shut down and its
  * process, if known, is given the server's timeout to exit before it is
- * killed.  No access to its ranges may be running.  NULL is a no-op.
+ * killed.  No access to its ranges may be running.
+ * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
+ *         vmmu_region_foreach(): nothing done, call it again afterwards.
  */
-void vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
+int vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
 
 /** Buffered range: writes are posted to the ring and complete at once. */
 #define VMMU_DM_RANGE_BUFFERED (1u << 0)

@@ -225,10 +225,12 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
     return 0;
 }
 
-void vmmu_dm_destroy(struct vmmu_dm *dm)
+int vmmu_dm_destroy(struct vmmu_dm *dm)
 {
     if (!dm)
-        return;
+        return 0;
+    if (vmmu__vm_in_foreach(dm->vm))
+        return VMMU_EBUSY;
     while (dm->nservers)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
     vmmu_p2m_set_device_handler(dm->vm, NULL, NULL);
@@ -241,6 +243,7 @@ void vmmu_dm_destroy(struct vmmu_dm *dm)
     pthread_mutex_destroy(&dm->inval_lock);
     free(dm->vcpu);
     free(dm);
+    return 0;
 }
 
 /* ---- servers ---------------------------------------------------------------- */
@@ -366,11 +369,13 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
     return 0;
 }
 
-void vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
+int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
 {
     if (!srv)
-        return;
+        return 0;
     struct vmmu_dm *dm = srv->dm;
+    if (vmmu__vm_in_foreach(dm->vm))
+        return VMMU_EBUSY;
     /* Unroute first: remove its DEVICE regions (each waits a grace period)
      * and drop it from the port table. */
     pthread_mutex_lock(&dm->inval_lock);
@@ -424,6 +429,7 @@ void vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
         if (dm->vcpu[i].srv == srv)
             dm->vcpu[i].srv = NULL;
     server_free(srv);
+    return 0;
 }
 
 static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_region)

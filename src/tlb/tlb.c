@@ -24,6 +24,7 @@
  * shrinks back below that.  bench_tlb compares the demand rule with
  * QEMU's on one stream of growing and shrinking working sets
  * (docs/tlb.md); vmmu_vcpu::resize_qemu selects QEMU's for that. */
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,6 +70,7 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
     }
     c->fills = 0;
     c->swaps = 0;
+    c->grow_retry = 0;
 }
 
 /* Distinct pages behind @used valid entries of an @n-entry table after
@@ -232,12 +234,18 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
  * rarely flushes, with code, data and stack a power of two apart) grows
  * at once: dropping every entry is what a flush does, and a TLB may drop
  * entries at any time.  The caller's view of the table is stale after
- * any call into vmmu anyway. */
+ * any call into vmmu anyway.  Out of memory, the table keeps its size and
+ * its entries, and the next try waits until the swaps have doubled (so a
+ * host short of memory is not asked again at every swap). */
 static void ctx_grow_now(struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     unsigned target = c->n * 2;
-    if (v->resize_qemu || target > VMMU_TLB_ENTRIES_MAX || ctx_alloc(c, target) != 0)
+    if (v->resize_qemu || target > VMMU_TLB_ENTRIES_MAX)
         return;
+    if (ctx_alloc(c, target) != 0) {
+        c->grow_retry = c->swaps > UINT_MAX / 2 ? UINT_MAX : 2 * c->swaps;
+        return;
+    }
     v->stats.resize_grow++;
     v->held &= ~c->held_bit;
     c->floor = target;
@@ -723,7 +731,8 @@ again:;
         if (!answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host))
             goto walk; /* a code mark it held went with the map it was built from */
         v->stats.victim_hits++;
-        if (++c->swaps >= TLB_CONFLICT_GROW && c->swaps > TLB_CONFLICT_RATIO * c->fills)
+        if (++c->swaps >= TLB_CONFLICT_GROW && c->swaps >= c->grow_retry &&
+            c->swaps > TLB_CONFLICT_RATIO * c->fills)
             ctx_grow_now(v, c);
         return host;
     }

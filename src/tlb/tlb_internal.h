@@ -190,6 +190,9 @@ struct tlb_ctx {
      * may not shrink the table (set when conflicts grew it). */
     unsigned peak, window, floor;
     unsigned swaps; /* victims swapped back into the table since the last flush */
+    /* Swaps at which a grow-at-once that found no memory is tried again
+     * (twice the swaps of the failed try; 0 since the last flush). */
+    unsigned grow_retry;
     uint32_t held_bit; /* this context's bit in vmmu_vcpu::held */
     uint8_t id;        /* enum tlb_ctx_id */
     /* The warm miss's rights for this context: vmmu_vcpu::warm_rows[id]

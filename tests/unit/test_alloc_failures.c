@@ -625,7 +625,8 @@ static void tlb_growth_at_a_flush_keeps_the_old_table_when_memory_runs_out(void 
 /* Pages 1 and 257 of DATA_VA (data pages 1 and 3) share an index of the
  * 256-entry table: read in turn, they keep swapping through the victim
  * array, and with no flush the context grows at once after
- * TLB_CONFLICT_GROW (1024) swaps. */
+ * TLB_CONFLICT_GROW (1024) swaps (after 2048 when the first try found no
+ * memory). */
 #define CONFLICT_PAGE (1 + VMMU_TLB_ENTRIES_DEFAULT)
 #define CONFLICT_SWAPS 1024
 
@@ -674,7 +675,20 @@ static void conflict_ok(struct fx *f)
             h = vmmu_tlb_lookup_read(f->v, DATA_VA + CONFLICT_PAGE * 4096ull, 8);
         assert_non_null(h);
         assert_true(*h == DATA_GPA + 4096 || *h == DATA_GPA + 3 * 4096);
-        /* The next swap tries again, and grows. */
+        /* No new try until the swaps have doubled: no allocation, same
+         * table; then the table grows. */
+        vmmu__alloc_fail_nth(0);
+        uint64_t pages[2] = {1, CONFLICT_PAGE}, want[2] = {DATA_GPA + 4096, DATA_GPA + 3 * 4096};
+        for (unsigned i = 0; victim_hits(f) < 2 * CONFLICT_SWAPS - 1; i ^= 1) {
+            assert_int_equal(sync_read(f->v, pages[i]), want[i]);
+            assert_int_equal(vmmu_vcpu_tlb_entries(f->v), VMMU_TLB_ENTRIES_DEFAULT);
+        }
+        unsigned long tries = vmmu__alloc_count();
+        vmmu__alloc_disarm();
+        assert_int_equal(tries, 0);
+        assert_int_equal(vmmu_vcpu_tlb_entries(f->v), VMMU_TLB_ENTRIES_DEFAULT);
+        assert_int_equal(vmmu_vcpu_stats(f->v, &st), 0);
+        assert_int_equal(st.resize_grow, f->st.resize_grow);
         conflict_round(f);
         assert_int_equal(vmmu_vcpu_stats(f->v, &st), 0);
     }

@@ -280,6 +280,57 @@ static void pager_stats_from_inside_foreach_still_answer(void **state)
     vmmu_pager_destroy(pg);
 }
 
+struct dm_nested {
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    int rc[2];
+};
+
+static int dm_echo(void *opaque, struct vmmu_dm_ioreq *req);
+
+static int destroy_from_inside(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct dm_nested *t = arg;
+    t->rc[0] = vmmu_dm_server_destroy(t->srv);
+    t->rc[1] = vmmu_dm_destroy(t->dm);
+    return 1;
+}
+
+/* Removing a server's ranges takes the map's lock, which the callback
+ * holds: both destroy calls refuse and leave the layer working. */
+static void dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer(void **state)
+{
+    struct fx *f = *state;
+    struct dm_nested t = {0};
+    assert_int_equal(vmmu_dm_create(VM(f), NULL, &t.dm), 0);
+    struct vmmu_dm_ops ops = {.access = dm_echo};
+    assert_int_equal(vmmu_dm_server_create_inproc(t.dm, &ops, NULL, &t.srv), 0);
+    const uint64_t dev = 1ull << 40;
+    assert_int_equal(vmmu_dm_map_mmio(t.srv, dev, 4096, 0, NULL, NULL), 0);
+    assert_int_equal(vmmu_dm_map_ports(t.srv, 0x70, 2, 0, NULL), 0);
+    alarm(60);
+    assert_int_equal(vmmu_region_foreach(VM(f), destroy_from_inside, &t), 1);
+    alarm(0);
+    assert_int_equal(t.rc[0], VMMU_EBUSY);
+    assert_int_equal(t.rc[1], VMMU_EBUSY);
+    /* The server keeps its ranges and still answers. */
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(VM(f), dev + 8, &e), 0);
+    assert_int_equal(e.type, VMMU_MEM_DEVICE);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(t.dm, -1, 0x71, 1, 0, &v), 0);
+    assert_int_equal(v, 0x71);
+    /* Outside the callback both go, and the ranges with them. */
+    assert_int_equal(vmmu_dm_server_destroy(t.srv), 0);
+    assert_int_equal(vmmu_p2m_lookup(VM(f), dev + 8, &e), 0);
+    assert_int_equal(e.type, VMMU_MEM_HOLE);
+    assert_int_equal(vmmu_dm_port_access(t.dm, -1, 0x71, 1, 0, &v), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_destroy(t.dm), 0);
+    assert_int_equal(vmmu_dm_destroy(NULL), 0);
+    assert_int_equal(vmmu_dm_server_destroy(NULL), 0);
+}
+
 /* ---- x86 paging ---------------------------------------------------------------- */
 
 static void x86_setters_and_walks_refuse_null_arguments(void **state)
@@ -1040,6 +1091,7 @@ int main(int argc, char **argv)
         T(gpa_write_without_a_buffer_or_with_unknown_flags_is_rejected),
         T(changes_from_inside_foreach_are_busy_not_deadlocked),
         T(pager_stats_from_inside_foreach_still_answer),
+        T(dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer),
         T(x86_setters_and_walks_refuse_null_arguments),
         T(walk_commit_refuses_null_and_impossible_walks),
         T(vcpu_queries_of_null_give_the_documented_answers),
