@@ -2,9 +2,9 @@
 # Installs vmmu from an existing build tree into a temporary prefix and
 # builds a small program against it twice: with pkg-config and with CMake's
 # find_package(vmmu).  Both programs must run.  Then builds and runs each
-# program in examples/ the way its comment says (cc FILE $(pkg-config
-# --cflags --libs vmmu)), so the examples work for someone who installed
-# vmmu, not only inside this tree.
+# program in examples/ with the build line its comment gives (cc FILE
+# $(pkg-config --cflags --libs PACKAGES)), so the examples and their build
+# lines work for someone who installed vmmu, not only inside this tree.
 #   tests/install/check.sh BUILD_DIR
 set -eu
 build=${1:?usage: check.sh BUILD_DIR}
@@ -41,10 +41,14 @@ cmake -S "$tmp/cm" -B "$tmp/cm/build" -DCMAKE_PREFIX_PATH="$tmp/prefix" >/dev/nu
 cmake --build "$tmp/cm/build" >/dev/null
 "$tmp/cm/build/hello" | grep -q "^hello from vmmu"
 "$tmp/cm/build/hello_static" | grep -q "^hello from vmmu"
-# The examples, as a user builds them
+# The examples, as a user builds them: with the packages of the build line
+# in each one's comment
 for ex in "$here"/../../examples/*.c; do
   name=$(basename "$ex" .c)
-  cc -std=c11 -Wall -Wextra -Werror "$ex" -o "$tmp/$name" $(pkg-config --cflags --libs vmmu)
+  pkgs=$(sed -n 's/^ \*  *cc .*\$(pkg-config --cflags --libs \([^)]*\)).*/\1/p' "$ex" | head -n 1)
+  [ -n "$pkgs" ] || { echo "install check: example $name has no build line in its comment"; exit 1; }
+  # shellcheck disable=SC2086
+  cc -std=c11 -Wall -Wextra -Werror "$ex" -o "$tmp/$name" $(pkg-config --cflags --libs $pkgs)
   "$tmp/$name" >"$tmp/$name.out" || { cat "$tmp/$name.out"; echo "install check: example $name failed"; exit 1; }
 done
 echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run, and the examples"
