@@ -7,7 +7,7 @@
 set -eu
 
 build="cmake make gcc pkg-config liburcu-dev libzydis-dev"
-test="$build libcmocka-dev clang libclang-rt-14-dev qemu-system-x86"
+test="$build g++ libcmocka-dev clang libclang-rt-14-dev qemu-system-x86"
 bench="$build valgrind gnuplot-nox"
 
 case "${1:-test}" in

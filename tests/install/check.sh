@@ -5,6 +5,7 @@
 # program in examples/ with the build line its comment gives (cc FILE
 # $(pkg-config --cflags --libs PACKAGES)), so the examples and their build
 # lines work for someone who installed vmmu, not only inside this tree.
+# Last, a C++ program that includes every public header.
 #   tests/install/check.sh BUILD_DIR
 set -eu
 build=${1:?usage: check.sh BUILD_DIR}
@@ -51,4 +52,14 @@ for ex in "$here"/../../examples/*.c; do
   cc -std=c11 -Wall -Wextra -Werror "$ex" -o "$tmp/$name" $(pkg-config --cflags --libs $pkgs)
   "$tmp/$name" >"$tmp/$name.out" || { cat "$tmp/$name.out"; echo "install check: example $name failed"; exit 1; }
 done
-echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run, and the examples"
+# C++: every public header compiles as C++11 (pedantic), and the inline hit
+# path runs from C++ code
+cxx="no C++ compiler (c++): C++ build skipped"
+if command -v c++ >/dev/null 2>&1; then
+  c++ -std=c++11 -Wall -Wextra -Werror -pedantic "$here/hello.cc" -o "$tmp/hello-cc" \
+    $(pkg-config --cflags --libs vmmu vmmu-dmclient)
+  "$tmp/hello-cc" >"$tmp/out-cc"
+  grep -q "^hello from c++ (translated)" "$tmp/out-cc" || { cat "$tmp/out-cc"; exit 1; }
+  cxx="a C++ program"
+fi
+echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run, the examples, $cxx"
