@@ -182,7 +182,7 @@ struct vmmu_p2m_entry {
 
 /**
  * Look up the guest-physical page holding @p gpa.  Lock-free; the cost does
- * not grow with the number of regions (a radix tree of at most five levels
+ * not grow with the number of regions (a radix tree of at most four levels
  * that stops early where one region covers a whole subtree).
  * @return 0 (also for holes: out->type is VMMU_MEM_HOLE); VMMU_ERANGE if
  *         @p gpa is beyond the width; VMMU_EINVAL for NULL arguments.
@@ -268,7 +268,8 @@ int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opa
  * the access layer does when an access reaches a device-model range).
  * Fills req->offset, region_id and region_opaque from the map.
  * @return the handler's result; VMMU_EDEVICE without a handler;
- *         VMMU_EINVAL (NULL, bad size or alignment, not a DEVICE page).
+ *         VMMU_EINVAL (NULL, bad size or alignment, not a DEVICE page);
+ *         VMMU_ERANGE (@p req->gpa beyond the width).
  */
 int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req);
 

@@ -73,8 +73,9 @@ unsigned vmmu_vm_gpa_bits(const struct vmmu_vm *vm);
 
 /**
  * The memfd backing all RAM and ROM that vmmu allocated for this vm, or -1
- * if no such region has been added yet.  The vm owns the descriptor; a
- * device model maps a region at the offset vmmu_region_info() reports.
+ * if no such region has been added yet (a refused addition leaves it -1).
+ * The vm owns the descriptor; a device model maps a region at the offset
+ * vmmu_region_info() reports.
  */
 int vmmu_vm_memfd(const struct vmmu_vm *vm);
 

@@ -28,6 +28,7 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
         return VMMU_ENOMEM;
     vm->gpa_bits = bits;
     vm->memfd = -1;
+    atomic_init(&vm->memfd_public, -1);
     snprintf(vm->name, sizeof(vm->name), "%s", cfg->name ? cfg->name : "vmmu");
     if (pthread_mutex_init(&vm->lock, NULL) != 0) {
         free(vm);
@@ -69,7 +70,7 @@ unsigned vmmu_vm_gpa_bits(const struct vmmu_vm *vm)
 
 int vmmu_vm_memfd(const struct vmmu_vm *vm)
 {
-    return vm ? vm->memfd : -1;
+    return vm ? atomic_load_explicit(&vm->memfd_public, memory_order_acquire) : -1;
 }
 
 const char *vmmu_version(void)

@@ -19,15 +19,21 @@ struct vmmu_vm {
     pthread_mutex_t lock;
     /* Set while vmmu_region_foreach() runs on the thread in foreach_owner,
      * so that a change from inside the callback fails instead of
-     * deadlocking. */
+     * deadlocking.  Both are read without the lock by every thread that
+     * asks whether it is that thread, while another thread's foreach may
+     * be setting them: both are atomic. */
     _Atomic int in_foreach;
-    pthread_t foreach_owner;
+    _Atomic(pthread_t) foreach_owner;
 
     /* One memfd for all RAM/ROM vmmu allocates; offsets are handed out
      * upwards and never reused (the file is sparse: removed regions are
      * punched out, so only touched, live pages use host memory). */
     int memfd;
     uint64_t memfd_next;
+    /* What vmmu_vm_memfd() answers: -1 until a region that lives in the
+     * memfd has been added (an addition that created the file and then
+     * failed leaves it -1).  Read without the lock. */
+    _Atomic int memfd_public;
 
     struct vmmu_p2m p2m;
 
@@ -41,7 +47,8 @@ struct vmmu_vm {
  * with VMMU_EBUSY instead of deadlocking. */
 static inline bool vmmu__vm_in_foreach(struct vmmu_vm *vm)
 {
-    return atomic_load(&vm->in_foreach) && pthread_equal(vm->foreach_owner, pthread_self());
+    return atomic_load(&vm->in_foreach) &&
+           pthread_equal(atomic_load(&vm->foreach_owner), pthread_self());
 }
 
 /* Wait until every registered reader has passed a quiescent state

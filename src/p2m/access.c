@@ -138,10 +138,14 @@ static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa,
         } else if (r->type == VMMU_MEM_RAM || (flags & VMMU_GPA_ROM_WRITE)) {
             memcpy(r->host + (gpa - base), buf, len);
             if (region_flags(r) & VMMU_REGION_LOG_DIRTY) {
+                /* After the bytes, with release: a harvester that sees the
+                 * bit (an acquire load or RMW) and then copies the page
+                 * copies these bytes too; one that misses it sees it in
+                 * its next round. */
                 uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
                 for (uint64_t p = first; p <= last; p++)
                     atomic_fetch_or_explicit(&r->state[p - r->gfn], VMMU_PAGE_DIRTY,
-                                             memory_order_relaxed);
+                                             memory_order_release);
             }
         } else if (region_flags(r) & VMMU_REGION_ROM_REPORT_WRITES) {
             if (failed_gpa)

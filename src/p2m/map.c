@@ -150,10 +150,11 @@ static void store_tags(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned 
 
 /*
  * Clear every slot in [lo, hi) that holds @tag (tag 0: clear nothing, only
- * prune) and unpublish child nodes that end up empty.  Returns true if
- * @node is empty afterwards.
+ * prune) and unpublish child nodes that end up empty.  @slots may be the
+ * root, which is never retired and may have fewer slots than a node (64
+ * for a 36-bit space), so only children are tested for emptiness.
  */
-static bool clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned level,
+static void clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned level,
                         uint64_t base, uint64_t lo, uint64_t hi, uintptr_t tag,
                         struct retire_list *rl)
 {
@@ -167,15 +168,13 @@ static bool clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned
             atomic_store_explicit(&slots[i], 0, memory_order_release);
         } else if (node_is_child(s)) {
             struct p2m_node *child = (struct p2m_node *)s;
-            if (clear_range(p2m, child->slot, level - 1, s_lo, c_lo, c_hi, tag, rl) &&
-                retire_room(rl)) {
+            clear_range(p2m, child->slot, level - 1, s_lo, c_lo, c_hi, tag, rl);
+            if (node_empty(child) && retire_room(rl)) {
                 atomic_store_explicit(&slots[i], 0, memory_order_release);
                 rl->nodes[rl->n++] = child;
             }
         }
     }
-    /* Only meaningful for 512-slot nodes; the root is never retired. */
-    return node_empty((const struct p2m_node *)slots);
 }
 
 static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl, bool wait)
@@ -260,6 +259,41 @@ static unsigned region_index_above(const struct vmmu_p2m *p2m, uint64_t gfn)
             hi = mid;
     }
     return lo;
+}
+
+static int region_index_by_id(const struct vmmu_p2m *p2m, uint32_t id)
+{
+    for (unsigned i = 0; i < p2m->nregions; i++)
+        if (p2m->regions[i]->id == id)
+            return (int)i;
+    return -1;
+}
+
+/* The id for a new region: never 0, and never one a region in the map
+ * still has.  Ids count up; after four billion additions they wrap, and
+ * from then on each candidate is checked against the live regions (a
+ * remove by id must not find a newer region under an old one's id). */
+static uint32_t region_next_id(struct vmmu_p2m *p2m)
+{
+    for (;;) {
+        uint32_t id = p2m->next_id++;
+        if (p2m->next_id == 0) {
+            p2m->next_id = 1; /* 0 stays "none" */
+            p2m->ids_wrapped = true;
+        }
+        if (!p2m->ids_wrapped || region_index_by_id(p2m, id) < 0)
+            return id;
+    }
+}
+
+/* Hand out the vm's memfd once a region lives in it.  The file is created
+ * by the first addition that needs it, which may still fail afterwards;
+ * until one succeeds vmmu_vm_memfd() keeps saying -1.  (The descriptor is
+ * not closed on such a failure: another thread may already hold it.) */
+static void memfd_publish(struct vmmu_vm *vm, const struct vmmu_region *r)
+{
+    if (r->host_owned)
+        atomic_store_explicit(&vm->memfd_public, vm->memfd, memory_order_release);
 }
 
 static int validate_desc(const struct vmmu_vm *vm, const struct vmmu_region_desc *d)
@@ -412,14 +446,13 @@ int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uin
         region_release(vm, r);
         goto out;
     }
-    r->id = p2m->next_id++;
-    if (p2m->next_id == 0)
-        p2m->next_id = 1; /* ids wrap after 4 billion adds; 0 stays "none" */
+    r->id = region_next_id(p2m);
     store_tags(p2m, p2m->root, p2m->levels - 1, 0, lo, hi, (uintptr_t)r | P2M_SLOT_REGION, &rl);
     memmove(&p2m->regions[at + 1], &p2m->regions[at],
             (p2m->nregions - at) * sizeof(p2m->regions[0]));
     p2m->regions[at] = r;
     p2m->nregions++;
+    memfd_publish(vm, r);
     atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
     if (id)
         *id = r->id;
@@ -434,14 +467,6 @@ out:
         vmmu__sync_flush_gpas(vm, &range, 1);
     }
     return err;
-}
-
-static int region_index_by_id(const struct vmmu_p2m *p2m, uint32_t id)
-{
-    for (unsigned i = 0; i < p2m->nregions; i++)
-        if (p2m->regions[i]->id == id)
-            return (int)i;
-    return -1;
 }
 
 int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
@@ -509,14 +534,13 @@ int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_regio
         pthread_mutex_unlock(&vm->lock);
         return err;
     }
-    r->id = p2m->next_id++;
-    if (p2m->next_id == 0)
-        p2m->next_id = 1;
+    r->id = region_next_id(p2m);
     /* Same range, so the tree already has every node the old region
      * needed: one pass overwrites each of its slots with the new tag, and
      * a reader finds the old region or the new one, never a hole. */
     store_tags(p2m, p2m->root, p2m->levels - 1, 0, lo, hi, (uintptr_t)r | P2M_SLOT_REGION, &rl);
     p2m->regions[i] = r;
+    memfd_publish(vm, r);
     atomic_fetch_add_explicit(&p2m->generation, 1, memory_order_release);
     if (new_id)
         *new_id = r->id;
@@ -584,7 +608,7 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
     if (writer_reentered(mvm))
         return VMMU_EBUSY;
     pthread_mutex_lock(&mvm->lock);
-    mvm->foreach_owner = pthread_self();
+    atomic_store(&mvm->foreach_owner, pthread_self());
     atomic_store(&mvm->in_foreach, 1);
     int ret = 0;
     for (unsigned i = 0; i < vm->p2m.nregions && !ret; i++) {

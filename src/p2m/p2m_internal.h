@@ -79,6 +79,7 @@ struct vmmu_p2m {
     struct vmmu_region **regions;
     unsigned nregions, cap, max_regions;
     uint32_t next_id;
+    bool ids_wrapped;     /* next_id went past UINT32_MAX: skip live ids */
 
     /* Pager hook (see vmmu_p2m_set_pagein_handler). */
     _Atomic(vmmu_pagein_fn) pagein;

@@ -82,7 +82,7 @@ static int setup(void **state)
         {.type = VMMU_MEM_ROM, .gpa = 24 * KiB, .size = 8 * KiB},
         {.type = VMMU_MEM_ROM, .gpa = 32 * KiB, .size = 4 * KiB,
          .flags = VMMU_REGION_ROM_REPORT_WRITES},
-        {.type = VMMU_MEM_DEVICE, .gpa = 36 * KiB, .size = 4 * KiB},
+        {.type = VMMU_MEM_DEVICE, .gpa = 36 * KiB, .size = 4 * KiB, .opaque = &f->dev.n},
         {.type = VMMU_MEM_RAM, .gpa = 40 * KiB, .size = 8 * KiB, .flags = VMMU_REGION_LOG_DIRTY},
     };
     for (size_t i = 0; i < sizeof(regions) / sizeof(regions[0]); i++)
@@ -196,8 +196,11 @@ static void failing_mmio_callback_reports_where_it_failed(void **state)
     uint8_t buf[16];
     uint64_t failed = 0;
     f->dev.fail_at_call = 2;
+    memset(buf, 0xcc, sizeof(buf));
     assert_int_equal(vmmu_gpa_read(f->vm, 16 * KiB, buf, 16, 0, &failed), VMMU_EMMIO);
     assert_int_equal(failed, 16 * KiB + 8);
+    /* The piece before the failure has been read into the buffer. */
+    assert_memory_equal(buf, "\x00\x01\x02\x03\x04\x05\x06\x07", 8);
     f->dev.n = 0;
     assert_int_equal(vmmu_gpa_write(f->vm, 16 * KiB, buf, 16, 0, &failed), VMMU_EMMIO);
     assert_int_equal(failed, 16 * KiB + 8);
@@ -412,6 +415,43 @@ static void paged_out_pages_need_the_pager(void **state)
     assert_int_equal(vmmu_p2m_set_pagein_handler(vm, NULL, NULL), 0);
 }
 
+struct pagein_log {
+    uint64_t gpas[8];
+    unsigned n;
+};
+
+static int page_in_and_log(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct pagein_log *log = opaque;
+    if (log->n < 8)
+        log->gpas[log->n] = gpa;
+    log->n++;
+    return vmmu__page_state_update(vm, gpa, 1, 0, VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+static void the_pager_is_asked_for_each_paged_out_page_by_its_aligned_address(void **state)
+{
+    struct fixture *f = *state;
+    struct vmmu_vm *vm = f->vm;
+    uint8_t out[3 * 4096], in[sizeof(out)]; /* pages 0 to 3, RAM throughout */
+    fill_pattern(out, sizeof(out), 9);
+    assert_int_equal(vmmu_gpa_write(vm, 4 * KiB - 3, out, sizeof(out), 0, NULL), 0);
+    /* Pages 1 and 2 of the RAM at 0 go out; 0 and 3 stay. */
+    assert_int_equal(vmmu__page_state_update(vm, 4 * KiB, 2, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT),
+                     0);
+    struct pagein_log log = {0};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, page_in_and_log, &log), 0);
+    uint64_t failed = 0x1234;
+    assert_int_equal(vmmu_gpa_read(vm, 4 * KiB - 3, in, sizeof(in), 0, &failed), 0);
+    assert_memory_equal(in, out, sizeof(out));
+    assert_int_equal(failed, 0x1234); /* left alone on success */
+    assert_int_equal(log.n, 2);
+    assert_int_equal(log.gpas[0], 4 * KiB);
+    assert_int_equal(log.gpas[1], 8 * KiB);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(vm, NULL, NULL), 0);
+}
+
 /* ---- Device handler ----------------------------------------------------- */
 
 struct fake_dm {
@@ -450,6 +490,7 @@ static void device_pages_are_served_by_the_registered_handler(void **state)
     uint32_t id = 0;
     assert_int_equal(vmmu_region_find(f->vm, 36 * KiB, &id), 0);
     assert_int_equal(dm.last.region_id, id);
+    assert_ptr_equal(dm.last.region_opaque, &f->dev.n); /* the region's own tag */
 
     /* Wrong arguments and non-device pages are refused before the handler runs. */
     int calls = dm.calls;
@@ -492,6 +533,7 @@ int main(void)
         T(dirty_logging_marks_exactly_the_written_pages),
         T(page_state_update_checks_every_page_before_changing_any),
         T(paged_out_pages_need_the_pager),
+        T(the_pager_is_asked_for_each_paged_out_page_by_its_aligned_address),
         T(device_pages_are_served_by_the_registered_handler),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,10 +91,173 @@ static void readers_never_see_freed_or_foreign_memory_while_regions_change(void 
     vmmu_vm_destroy(sh.vm);
 }
 
+/* ---- writers against writers ------------------------------------------- */
+
+enum { WRITERS = 4, RACE_ROUNDS = 100 };
+
+struct race {
+    struct vmmu_vm *vm;
+    _Atomic uint32_t ids[RACE_ROUNDS];
+    atomic_int won[RACE_ROUNDS], removed[RACE_ROUNDS], busy_or_wrong;
+};
+
+struct racer {
+    struct race *race;
+    int thread;
+};
+
+/* Every writer adds, for each round, a region overlapping every other
+ * writer's region of that round (WRITERS pages, shifted by a page per
+ * writer, with edges that need radix leaves). */
+static void *add_racer(void *arg)
+{
+    struct racer *me = arg;
+    struct race *rc = me->race;
+    for (int r = 0; r < RACE_ROUNDS; r++) {
+        struct vmmu_region_desc d = {.type = VMMU_MEM_RAM,
+                                     .gpa = ((uint64_t)r << 21) + 4096 * (uint64_t)(me->thread + 1),
+                                     .size = WRITERS * 4096};
+        uint32_t id = 0;
+        int err = vmmu_region_add(rc->vm, &d, &id);
+        if (err == 0) {
+            atomic_fetch_add(&rc->won[r], 1);
+            atomic_store(&rc->ids[r], id);
+        } else if (err != VMMU_EOVERLAP) {
+            atomic_fetch_add(&rc->busy_or_wrong, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *remove_racer(void *arg)
+{
+    struct racer *me = arg;
+    struct race *rc = me->race;
+    for (int r = 0; r < RACE_ROUNDS; r++) {
+        int err = vmmu_region_remove(rc->vm, atomic_load(&rc->ids[r]));
+        if (err == 0)
+            atomic_fetch_add(&rc->removed[r], 1);
+        else if (err != VMMU_ENOENT)
+            atomic_fetch_add(&rc->busy_or_wrong, 1);
+    }
+    return NULL;
+}
+
+static void run_racers(struct race *rc, void *(*fn)(void *))
+{
+    pthread_t th[WRITERS];
+    struct racer who[WRITERS];
+    for (int i = 0; i < WRITERS; i++) {
+        who[i] = (struct racer){rc, i};
+        assert_int_equal(pthread_create(&th[i], NULL, fn, &who[i]), 0);
+    }
+    for (int i = 0; i < WRITERS; i++)
+        pthread_join(th[i], NULL);
+}
+
+static int count_region(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    ++*(int *)arg;
+    return 0;
+}
+
+static void concurrent_overlapping_additions_and_removals_each_succeed_once(void **state)
+{
+    (void)state;
+    static struct race rc;
+    memset(&rc, 0, sizeof(rc));
+    assert_int_equal(vmmu_vm_create(NULL, &rc.vm), 0);
+    run_racers(&rc, add_racer);
+    int n = 0;
+    assert_int_equal(vmmu_region_foreach(rc.vm, count_region, &n), 0);
+    assert_int_equal(n, RACE_ROUNDS);
+    for (int r = 0; r < RACE_ROUNDS; r++)
+        assert_int_equal(atomic_load(&rc.won[r]), 1);
+
+    run_racers(&rc, remove_racer);
+    for (int r = 0; r < RACE_ROUNDS; r++)
+        assert_int_equal(atomic_load(&rc.removed[r]), 1);
+    assert_int_equal(atomic_load(&rc.busy_or_wrong), 0);
+    n = 0;
+    assert_int_equal(vmmu_region_foreach(rc.vm, count_region, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(rc.vm->p2m.nodes, 0);
+    vmmu_vm_destroy(rc.vm);
+}
+
+/* ---- foreach on several threads ---------------------------------------- */
+
+struct walkers {
+    struct vmmu_vm *vm;
+    uint32_t id;
+    atomic_int wrong;
+};
+
+/* From inside the callback the walking thread reads the map (fine) and
+ * tries to change it (refused): neither waits for the lock it holds. */
+static int look_inside(const struct vmmu_region_info *info, void *arg)
+{
+    struct walkers *w = arg;
+    struct vmmu_region_info again;
+    if (vmmu_region_info(w->vm, info->id, &again) != 0 || again.gpa != info->gpa)
+        atomic_fetch_add(&w->wrong, 1);
+    if (vmmu_region_remove(w->vm, info->id) != VMMU_EBUSY)
+        atomic_fetch_add(&w->wrong, 1);
+    return 0;
+}
+
+static void *walker(void *arg)
+{
+    struct walkers *w = arg;
+    for (int i = 0; i < 300; i++)
+        if (vmmu_region_foreach(w->vm, look_inside, w) != 0)
+            atomic_fetch_add(&w->wrong, 1);
+    return NULL;
+}
+
+static void *describer(void *arg)
+{
+    struct walkers *w = arg;
+    for (int i = 0; i < 1500; i++) {
+        struct vmmu_region_info info;
+        if (vmmu_region_info(w->vm, w->id, &info) != 0)
+            atomic_fetch_add(&w->wrong, 1);
+    }
+    return NULL;
+}
+
+/* Two threads walk the map over and over while two others describe a
+ * region: each walking thread is refused its own changes, the others
+ * wait for the lock, and no thread mistakes itself for the walker (the
+ * walker's identity is read without the lock while the next walker sets
+ * it: ThreadSanitizer checks that this is not a data race). */
+static void foreach_on_several_threads_refuses_only_its_own_thread(void **state)
+{
+    (void)state;
+    static struct walkers w;
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(vmmu_vm_create(NULL, &w.vm), 0);
+    for (int i = 0; i < 16; i++) {
+        struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = (uint64_t)i << 21,
+                                     .size = 4096};
+        assert_int_equal(vmmu_region_add(w.vm, &d, &w.id), 0);
+    }
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, i < 2 ? walker : describer, &w), 0);
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    assert_int_equal(atomic_load(&w.wrong), 0);
+    vmmu_vm_destroy(w.vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readers_never_see_freed_or_foreign_memory_while_regions_change),
+        cmocka_unit_test(concurrent_overlapping_additions_and_removals_each_succeed_once),
+        cmocka_unit_test(foreach_on_several_threads_refuses_only_its_own_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -7,9 +7,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "vmmu/vmmu.h"
 
@@ -189,6 +192,37 @@ static void info_describes_the_region_and_its_memfd_mapping(void **state)
     assert_int_equal(vmmu_region_info(vm, id, NULL), VMMU_EINVAL);
 }
 
+static int mmio_read_seven(void *o, uint64_t off, unsigned size, uint64_t *v)
+{
+    (void)o, (void)off, (void)size;
+    *v = 7;
+    return 0;
+}
+
+static void the_descriptor_its_callbacks_and_its_name_are_copied(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_mmio_ops ops = {.read = mmio_read_seven};
+    char name[] = "uart";
+    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 1 * MiB, .size = 4096,
+                                 .mmio = &ops, .name = name};
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    /* The caller reuses all three for something else. */
+    ops.read = mmio_read_zero;
+    strcpy(name, "XXXX");
+    d.gpa = 5 * MiB;
+    uint8_t v = 0;
+    assert_int_equal(vmmu_gpa_read(vm, 1 * MiB, &v, 1, 0, NULL), 0);
+    assert_int_equal(v, 7);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, id, &info), 0);
+    assert_string_equal(info.name, "uart");
+    assert_int_equal(info.gpa, 1 * MiB);
+    assert_null(info.host);
+    assert_int_equal(info.memfd, -1);
+}
+
 static void caller_supplied_memory_is_used_and_not_freed(void **state)
 {
     struct vmmu_vm *vm = *state;
@@ -208,6 +242,62 @@ static void caller_supplied_memory_is_used_and_not_freed(void **state)
     assert_int_equal(vmmu_region_remove(vm, id), 0);
     assert_int_equal(mem[0], 0x11); /* still ours to read and free */
     free(mem);
+}
+
+static void region_ids_wrap_past_zero_and_past_ids_still_in_use(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc a = ram(0, 4096), b = ram(1 * MiB, 4096), c = ram(2 * MiB, 4096);
+    uint32_t ia, ib, ic = 0;
+    assert_int_equal(vmmu_region_add(vm, &a, &ia), 0);
+    assert_int_equal(ia, 1);
+    /* Four billion additions later, the counter is about to wrap while
+     * region 1 is still in the map. */
+    vm->p2m.next_id = UINT32_MAX;
+    assert_int_equal(vmmu_region_add(vm, &b, &ib), 0);
+    assert_int_equal(ib, UINT32_MAX);
+    assert_int_equal(vmmu_region_add(vm, &c, &ic), 0);
+    assert_int_not_equal(ic, 0);
+    assert_int_not_equal(ic, ia); /* an id in use is not handed out again */
+    assert_int_not_equal(ic, ib);
+    /* Each id still names its own region. */
+    assert_int_equal(vmmu_region_remove(vm, ic), 0);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, ia, &info), 0);
+    assert_int_equal(info.gpa, 0);
+    assert_int_equal(type_at(vm, 0), VMMU_MEM_RAM);
+    assert_int_equal(type_at(vm, 2 * MiB), VMMU_MEM_HOLE);
+}
+
+static void removing_a_region_gives_its_memfd_pages_back_to_the_host(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc keep = ram(0, 64 * KiB), gone = ram(1 * GiB, 4 * MiB);
+    uint32_t ik, ig;
+    assert_int_equal(vmmu_region_add(vm, &keep, &ik), 0);
+    assert_int_equal(vmmu_region_add(vm, &gone, &ig), 0);
+    static uint8_t page[4096];
+    memset(page, 0x5a, sizeof(page));
+    for (uint64_t off = 0; off < 4 * MiB; off += 4096)
+        assert_int_equal(vmmu_gpa_write(vm, 1 * GiB + off, page, sizeof(page), 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 0, page, sizeof(page), 0, NULL), 0);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, ig, &info), 0);
+    int fd = vmmu_vm_memfd(vm);
+    struct stat before, after;
+    assert_int_equal(fstat(fd, &before), 0);
+
+    assert_int_equal(vmmu_region_remove(vm, ig), 0);
+    assert_int_equal(fstat(fd, &after), 0);
+    /* The 4 MiB the guest touched are no longer held by the file ... */
+    assert_true((uint64_t)(before.st_blocks - after.st_blocks) * 512 >= 4 * MiB);
+    /* ... and read back as zeros, while the other region keeps its bytes. */
+    uint8_t back[4096];
+    assert_int_equal(pread(fd, back, sizeof(back), (off_t)info.memfd_offset), (ssize_t)sizeof(back));
+    static const uint8_t zero[4096];
+    assert_memory_equal(back, zero, sizeof(back));
+    assert_int_equal(vmmu_gpa_read(vm, 0, back, sizeof(back), 0, NULL), 0);
+    assert_memory_equal(back, page, sizeof(back));
 }
 
 static void a_1_tib_region_costs_almost_nothing_until_touched(void **state)
@@ -413,6 +503,97 @@ static void region_limit_is_enforced(void **state)
     vmmu_vm_destroy(vm);
 }
 
+/* Every width from 20 to 52 bits.  For many of them the radix tree's root
+ * has fewer slots than a node's 512 (20 bits: 256, 36 bits: 64).  The last
+ * page is reachable, the first address beyond is out of range, and
+ * removing the regions prunes every node again without reading past the
+ * root. */
+static void every_width_maps_its_last_page_and_prunes_on_removal(void **state)
+{
+    (void)state;
+    for (unsigned bits = VMMU_GPA_BITS_MIN; bits <= VMMU_GPA_BITS_MAX; bits++) {
+        struct vmmu_vm *vm;
+        struct vmmu_vm_config cfg = {.gpa_bits = bits};
+        assert_int_equal(vmmu_vm_create(&cfg, &vm), 0);
+        const uint64_t top = 1ull << bits;
+        struct vmmu_region_desc last = ram(top - 4096, 4096), low = ram(4096, 3 * 4096);
+        uint32_t il, ilow;
+        assert_int_equal(vmmu_region_add(vm, &last, &il), 0);
+        assert_int_equal(vmmu_region_add(vm, &low, &ilow), 0);
+        uint8_t v = (uint8_t)bits, back = 0;
+        assert_int_equal(vmmu_gpa_write(vm, top - 1, &v, 1, 0, NULL), 0);
+        assert_int_equal(vmmu_gpa_read(vm, top - 1, &back, 1, 0, NULL), 0);
+        assert_int_equal(back, v);
+        struct vmmu_p2m_entry e;
+        assert_int_equal(vmmu_p2m_lookup(vm, top, &e), VMMU_ERANGE);
+        struct vmmu_region_desc beyond = ram(top, 4096);
+        assert_int_equal(vmmu_region_add(vm, &beyond, NULL), VMMU_ERANGE);
+        assert_int_equal(vmmu_region_remove(vm, il), 0);
+        assert_int_equal(vmmu_region_remove(vm, ilow), 0);
+        assert_int_equal(type_at(vm, top - 1), VMMU_MEM_HOLE);
+        assert_int_equal(type_at(vm, 4096), VMMU_MEM_HOLE);
+        assert_int_equal(vm->p2m.nodes, 0);
+        vmmu_vm_destroy(vm);
+    }
+}
+
+/* The memfd appears with the first region whose memory vmmu allocates; an
+ * addition that fails, at whichever allocation, leaves none behind. */
+static void a_refused_first_ram_region_leaves_the_vm_without_a_memfd(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc dev = {.type = VMMU_MEM_DEVICE, .gpa = 1 * GiB, .size = 4096};
+    assert_int_equal(vmmu_region_add(vm, &dev, NULL), 0);
+    static uint8_t mine[4096] __attribute__((aligned(4096)));
+    struct vmmu_region_desc own = ram(2 * GiB, 4096);
+    own.host = mine;
+    assert_int_equal(vmmu_region_add(vm, &own, NULL), 0);
+    assert_int_equal(vmmu_vm_memfd(vm), -1); /* nothing vmmu allocated yet */
+
+    /* Unaligned edges: the addition builds nodes after mapping its memory. */
+    struct vmmu_region_desc d = ram(4 * GiB + 4096, 3 * 4096);
+    int err = VMMU_ENOMEM;
+    for (unsigned long nth = 1; err == VMMU_ENOMEM && nth < 100; nth++) {
+        vmmu__alloc_fail_nth(nth);
+        err = vmmu_region_add(vm, &d, NULL);
+        bool failed = vmmu__alloc_failed();
+        vmmu__alloc_disarm();
+        if (err) {
+            assert_true(failed);
+            assert_int_equal(err, VMMU_ENOMEM);
+            assert_int_equal(vmmu_vm_memfd(vm), -1);
+            assert_int_equal(type_at(vm, 4 * GiB + 4096), VMMU_MEM_HOLE);
+        }
+    }
+    assert_int_equal(err, 0);
+    assert_true(vmmu_vm_memfd(vm) >= 0);
+    vmmu_vm_destroy(vm);
+}
+
+static void destroying_the_vm_leaves_caller_memory_mapped_and_intact(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    uint8_t *mem = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(mem != MAP_FAILED);
+    struct vmmu_region_desc r = ram(0, 4096), o = {.type = VMMU_MEM_ROM, .gpa = 1 * MiB,
+                                                    .size = 4096, .host = mem + 4096};
+    r.host = mem;
+    assert_int_equal(vmmu_region_add(vm, &r, NULL), 0);
+    assert_int_equal(vmmu_region_add(vm, &o, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 4095, "r", 1, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 1 * MiB, "o", 1, VMMU_GPA_ROM_WRITE, NULL), 0);
+    vmmu_vm_destroy(vm);
+    /* Still mapped (a munmap would make these reads fault) and unchanged. */
+    assert_int_equal(mem[4095], 'r');
+    assert_int_equal(mem[4096], 'o');
+    mem[0] = 1;
+    assert_int_equal(munmap(mem, 2 * 4096), 0);
+}
+
 /* ---- a model test: random layouts against a plain list ------------------ */
 
 struct model_region {
@@ -516,7 +697,10 @@ int main(void)
         T(adjacent_regions_touch_without_overlapping),
         T(region_at_the_top_of_a_52_bit_space_is_reachable),
         T(info_describes_the_region_and_its_memfd_mapping),
+        T(the_descriptor_its_callbacks_and_its_name_are_copied),
         T(caller_supplied_memory_is_used_and_not_freed),
+        T(region_ids_wrap_past_zero_and_past_ids_still_in_use),
+        T(removing_a_region_gives_its_memfd_pages_back_to_the_host),
         T(a_1_tib_region_costs_almost_nothing_until_touched),
         T(foreach_visits_in_order_stops_early_and_refuses_changes),
         T(generation_changes_with_every_add_and_remove_only),
@@ -524,6 +708,9 @@ int main(void)
         T(null_arguments_are_refused),
         cmocka_unit_test(addresses_beyond_the_width_are_out_of_range),
         cmocka_unit_test(region_limit_is_enforced),
+        cmocka_unit_test(every_width_maps_its_last_page_and_prunes_on_removal),
+        cmocka_unit_test(a_refused_first_ram_region_leaves_the_vm_without_a_memfd),
+        cmocka_unit_test(destroying_the_vm_leaves_caller_memory_mapped_and_intact),
         cmocka_unit_test(random_layouts_agree_with_a_reference_list),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
