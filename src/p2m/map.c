@@ -457,10 +457,22 @@ int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uin
     if (id)
         *id = r->id;
 out:
-    /* Nodes replaced or pruned here were empty; readers that reach one read
-     * holes, which is what they were, so freeing still waits for them. */
-    retire_flush(p2m, &rl, true);
     pthread_mutex_unlock(&vm->lock);
+    /* Nodes replaced or pruned here were empty; readers that reach one read
+     * holes, which is what they were, so freeing still waits for them:
+     * outside the lock, since a reader may be blocked on it (a vCPU
+     * thread asking the map something), unable to pass a quiescent state.
+     * Offline meanwhile if the caller is a vCPU thread itself. */
+    if (rl.n) {
+        struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+        vmmu__grace_period();
+        vmmu__sync_block_end(blk);
+        pthread_mutex_lock(&vm->lock);
+        retire_flush(p2m, &rl, false);
+        pthread_mutex_unlock(&vm->lock);
+    } else {
+        free(rl.nodes);
+    }
     if (!err) {
         /* vCPUs may hold entries that found a hole here. */
         struct vmmu_gpa_range range = {desc->gpa, desc->size};

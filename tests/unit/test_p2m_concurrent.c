@@ -4,6 +4,7 @@
  * it belongs to; a reader that reached freed or reused memory through a
  * stale lookup would read a wrong id (or crash on an unmapped page). */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -11,9 +12,11 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "vmmu/vmmu.h"
 
@@ -252,12 +255,88 @@ static void foreach_on_several_threads_refuses_only_its_own_thread(void **state)
     vmmu_vm_destroy(w.vm);
 }
 
+/* A registered reader that also asks the map questions between its
+ * quiescent states, as a vCPU thread does between instructions
+ * (vmmu_region_info takes the map's lock). */
+struct asker {
+    struct vmmu_vm *vm;
+    uint32_t id;
+    atomic_int stop;
+    atomic_ulong asked, wrong;
+};
+
+static void *ask(void *arg)
+{
+    struct asker *a = arg;
+    vmmu__reader_register();
+    while (!atomic_load(&a->stop)) {
+        struct vmmu_region_info info;
+        if (vmmu_region_info(a->vm, a->id, &info) != 0 || info.gpa != 0)
+            atomic_fetch_add(&a->wrong, 1);
+        atomic_fetch_add(&a->asked, 1);
+        vmmu__reader_quiescent();
+    }
+    vmmu__reader_unregister();
+    return NULL;
+}
+
+/* An addition that runs out of memory halfway prunes the nodes it built
+ * and waits a grace period before freeing them: never while it holds the
+ * map's lock, or a reader blocked on that lock (which cannot pass a
+ * quiescent state) would wait for the writer that waits for it.  (The
+ * alarm turns that deadlock into a failure.) */
+static void an_addition_out_of_memory_waits_for_readers_outside_the_lock(void **state)
+{
+    (void)state;
+    static struct asker a;
+    memset(&a, 0, sizeof(a));
+    assert_int_equal(vmmu_vm_create(NULL, &a.vm), 0);
+    struct vmmu_region_desc first = {.type = VMMU_MEM_DEVICE, .gpa = 0, .size = 4096};
+    assert_int_equal(vmmu_region_add(a.vm, &first, &a.id), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, ask, &a), 0);
+    /* Far from the first region, so that the addition builds a node at
+     * each level below the root. */
+    struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = 0x7f12345000ull, .size = 4096};
+    unsigned long refused = 0;
+    const uint64_t nodes = a.vm->p2m.nodes; /* those of the first region */
+    alarm(60);
+    for (int round = 0; round < 50; round++) {
+        /* The reader is running: each round overlaps its questions. */
+        unsigned long seen = atomic_load(&a.asked);
+        while (atomic_load(&a.asked) < seen + 2)
+            sched_yield();
+        int err = VMMU_ENOMEM;
+        uint32_t id = 0;
+        for (unsigned long nth = 1; err == VMMU_ENOMEM && nth < 16; nth++) {
+            vmmu__alloc_fail_nth(nth);
+            err = vmmu_region_add(a.vm, &d, &id);
+            vmmu__alloc_disarm();
+            if (err) {
+                assert_int_equal(err, VMMU_ENOMEM);
+                refused++;
+            }
+        }
+        assert_int_equal(err, 0);
+        assert_int_equal(vmmu_region_remove(a.vm, id), 0);
+    }
+    alarm(0);
+    atomic_store(&a.stop, 1);
+    pthread_join(th, NULL);
+    assert_true(refused >= 50 * 2); /* a node or more built before each late failure */
+    assert_true(atomic_load(&a.asked) > 0);
+    assert_int_equal(atomic_load(&a.wrong), 0);
+    assert_int_equal(a.vm->p2m.nodes, nodes); /* every pruned node freed */
+    vmmu_vm_destroy(a.vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(readers_never_see_freed_or_foreign_memory_while_regions_change),
         cmocka_unit_test(concurrent_overlapping_additions_and_removals_each_succeed_once),
         cmocka_unit_test(foreach_on_several_threads_refuses_only_its_own_thread),
+        cmocka_unit_test(an_addition_out_of_memory_waits_for_readers_outside_the_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
