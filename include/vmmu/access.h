@@ -379,8 +379,11 @@ enum vmmu_rmw_op {
  * lock, where a real CPU takes a bus lock) runs while every other online
  * vCPU of the vm is parked at a safe point (vmmu_vcpu_safepoint()), so it
  * is atomic against everything they do; it costs a round trip to each of
- * them, and the calling vCPU may go offline while another vCPU's split
- * lock runs (its prepared accesses then end, as with a blocking page-in).
+ * them, and the calling vCPU may go offline while it waits for another
+ * vCPU's split lock or for the others to park (not a safe point: as after
+ * a page-in that waits, its prepared accesses stay valid and look their
+ * pages up again, and its probe pointers may be stale; see "Host
+ * pointers").
  * On MMIO and DEVICE pages it is a read followed by a write, not atomic.
  * The access needs write rights (and faults as a write) in every case.
  * @return 0 (see @p fault); negative codes as vmmu_access_write().
@@ -564,7 +567,11 @@ int vmmu_insn_end(struct vmmu_vcpu *vcpu, int status);
 
 /**
  * Drop a latch kept for a re-execution that will not happen (the vCPU is
- * reset, or the caller gives up on the instruction).  @return 0 or VMMU_EINVAL.
+ * reset, or the caller gives up on the instruction).  Inside an
+ * instruction the instruction goes on as a first pass that recorded
+ * nothing yet (its reads from here on are live and recorded), and the
+ * TLB entries a replayed walk filled from recorded entries are dropped
+ * at once.  @return 0 or VMMU_EINVAL.
  */
 int vmmu_latch_discard(struct vmmu_vcpu *vcpu);
 

@@ -234,8 +234,13 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
             out->code = true;
         if (latch) {
             rc = vmmu__latch_xlate_record(a, page, access, out->gpa & VMMU_PAGE_MASK);
-            if (rc < 0)
+            if (rc < 0) {
+                /* The fill is recorded nowhere, so vmmu_insn_end() could
+                 * not drop it; in a replay its walk may have been served
+                 * entries the guest has rewritten since.  Drop it now. */
+                vmmu__access_flush_va_page(v, page);
                 return rc;
+            }
         }
     }
     if (watch_kind && a->nwatch && vmmu__watch_check(a, va, len, watch_kind, false)) {
@@ -289,7 +294,8 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
      * for a lock, shoot down, mark pages): then the pieces are translated
      * again too, but the handler is not called a second time for this
      * write. */
-    bool committed = false;
+    bool committed = (access & ACCESS_REPORTED) != 0;
+    access &= ~ACCESS_REPORTED;
     for (unsigned tries = 0;; tries++) {
         uint64_t gen = v->host_gen;
         int rc = vmmu__access_xlate(v, va, first, access, &out[0], fault);

@@ -182,6 +182,16 @@ _Static_assert((VMMU_ACCESS_READ_WRITE & VMMU_X86_ACC_ALL) == 0, "an access-part
 _Static_assert((ACCESS_NO_WATCH & (VMMU_X86_ACC_ALL | VMMU_ACCESS_READ_WRITE)) == 0,
                "an access-part bit");
 
+/* ACCESS_REPORTED (internal to the access part, for
+ * vmmu__access_xlate_range()): the writes of this access to pages marked
+ * as code were reported already, by an earlier translation of the same
+ * access (a locked update translated again inside its exclusive section);
+ * a mark found now was made since and applies to the next write. */
+#define ACCESS_REPORTED (1u << 18)
+_Static_assert((ACCESS_REPORTED & (VMMU_X86_ACC_ALL | VMMU_ACCESS_READ_WRITE | ACCESS_NO_WATCH)) ==
+                   0,
+               "an access-part bit");
+
 /* access.c */
 /* Translate and check [va, va + len) (inside one page) for @access: the
  * piece, or a fault/stop in @fault.  Returns 0 or a negative code. */

@@ -158,8 +158,13 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     struct vmmu__access_vcpu *a = v->access;
     struct piece p[2];
     unsigned n = 0;
-    int rc = vmmu__access_xlate_range(v, va, size, access | VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE,
-                                      p, &n, fault);
+    /* The pass inside the exclusive section translates again what the
+     * first one translated and reported to the code handler (which may
+     * have marked the page again: that mark is for the next write). */
+    unsigned xacc = access | VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE;
+    if (exclusive)
+        xacc |= ACCESS_REPORTED;
+    int rc = vmmu__access_xlate_range(v, va, size, xacc, p, &n, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;
     bool ram = p[0].host && p[0].type == VMMU_MEM_RAM &&

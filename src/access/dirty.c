@@ -161,10 +161,10 @@ void vmmu__code_write(struct vmmu_vcpu *v, uint64_t gpa_page)
 
 int vmmu_code_mark(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages)
 {
-    int rc = vmmu_page_state_update(vm, gpa, npages, VMMU_PAGE_CODE, 0);
-    if (rc)
-        return rc;
-    struct vmmu_gpa_range range = {gpa & VMMU_PAGE_MASK, npages << VMMU_PAGE_SHIFT};
-    vmmu__sync_flush_gpas(vm, &range, 1);
-    return 0;
+    /* Setting VMMU_PAGE_CODE narrows what the pages allow: the update
+     * itself makes every vCPU drop its entries of them before it returns
+     * (vmmu__sync_flush_gpas() in src/p2m/map.c), so the fast write
+     * entries filled before the mark are gone.  (A second flush here cost
+     * a second round trip to every vCPU.) */
+    return vmmu_page_state_update(vm, gpa, npages, VMMU_PAGE_CODE, 0);
 }

@@ -262,6 +262,21 @@ int vmmu_insn_begin(struct vmmu_vcpu *v)
     return 0;
 }
 
+/* Walks of this pass used entries the guest may have rewritten (and
+ * invalidated) since the first pass: what they filled may serve this
+ * instruction only, not the next one.  Before the translation records
+ * that name those fills go (vmmu_insn_end(), and vmmu_latch_discard()
+ * inside an instruction). */
+static void drop_replay_fills(struct vmmu_vcpu *v, struct latch *l)
+{
+    if (!l->served_this_pass)
+        return;
+    for (unsigned i = 0; i < l->nxlates; i++)
+        if (l->xlates[i].pass == l->pass)
+            vmmu__access_flush_va_page(v, l->xlates[i].va_page);
+    l->served_this_pass = 0;
+}
+
 int vmmu_insn_end(struct vmmu_vcpu *v, int status)
 {
     if (!v || !v->access)
@@ -272,15 +287,7 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
         return VMMU_EINVAL;
     l->in_insn = false;
     a->epoch++; /* prepared accesses and probe pointers end here */
-    if (l->served_this_pass) {
-        /* Walks of this pass used entries the guest may have rewritten
-         * (and invalidated) since the first pass: what they filled may
-         * serve this instruction only, not the next one. */
-        for (unsigned i = 0; i < l->nxlates; i++)
-            if (l->xlates[i].pass == l->pass)
-                vmmu__access_flush_va_page(v, l->xlates[i].va_page);
-        l->served_this_pass = 0;
-    }
+    drop_replay_fills(v, l);
     if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
         vmmu__latch_reset(l);
     vmmu__latch_hook_update(a);
@@ -293,6 +300,8 @@ int vmmu_latch_discard(struct vmmu_vcpu *v)
         return VMMU_EINVAL;
     struct vmmu__access_vcpu *a = v->access;
     bool in = a->latch.in_insn;
+    if (in)
+        drop_replay_fills(v, &a->latch);
     vmmu__latch_reset(&a->latch);
     if (in) {
         /* Inside an instruction: keep recording, from scratch. */

@@ -495,6 +495,84 @@ static void after_watchpoint_lets_the_access_complete_and_records_it(void **stat
     assert_int_equal(h[0].va, VA + 104);
 }
 
+/* VMMU_WATCH_HITS_MAX hits are kept, oldest first, and taken in order
+ * across calls; later ones are only counted, and the count resets when it
+ * is read. */
+static void watch_hits_past_the_maximum_are_counted_as_dropped_until_read(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, VA, DATA(0), PTE_RW);
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, VA, 4096, VMMU_WATCH_READ, &id), 0);
+    const unsigned extra = 3;
+    struct vmmu_x86_fault f;
+    uint64_t x;
+    for (unsigned i = 0; i < VMMU_WATCH_HITS_MAX + extra; i++) {
+        assert_int_equal(vmmu_access_load(v, VA + i, 1, 0, &x, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    }
+    struct vmmu_watch_hit h[VMMU_WATCH_HITS_MAX + 8];
+    uint64_t dropped = 99;
+    assert_int_equal(vmmu_watch_take_hits(v, h, 1, &dropped), 1);
+    assert_int_equal(dropped, extra);
+    assert_int_equal(h[0].va, VA);
+    /* The rest, in order; the count of dropped hits was reset. */
+    assert_int_equal(vmmu_watch_take_hits(v, h, VMMU_WATCH_HITS_MAX + 8, &dropped),
+                     VMMU_WATCH_HITS_MAX - 1);
+    assert_int_equal(dropped, 0);
+    for (unsigned i = 0; i < VMMU_WATCH_HITS_MAX - 1; i++) {
+        assert_int_equal(h[i].id, id);
+        assert_int_equal(h[i].flags, VMMU_WATCH_READ);
+        assert_int_equal(h[i].va, VA + 1 + i);
+        assert_int_equal(h[i].len, 1);
+    }
+    /* Taking made room: the next hit is kept. */
+    assert_int_equal(vmmu_access_load(v, VA + 7, 1, 0, &x, &f), 0);
+    assert_int_equal(vmmu_watch_take_hits(v, h, 4, &dropped), 1);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(h[0].va, VA + 7);
+}
+
+/* A watchpoint over more pages than vmmu drops one by one (it flushes the
+ * vCPU's whole TLB then): warm pages inside it stop hitting inline, and
+ * hit again once it is removed. */
+static void a_watchpoint_over_many_pages_drops_their_warm_entries(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    const unsigned npages = 100;
+    for (unsigned i = 0; i < npages; i++)
+        amap(e, VA + (uint64_t)i * 4096, DATA(i), PTE_RW);
+    const struct vmmu_access_fast *fast = vmmu_access_fast(v);
+    struct vmmu_x86_fault f;
+    uint64_t x;
+    void *host;
+    const unsigned probe[] = {0, 50, 99};
+    for (unsigned k = 0; k < 3; k++) {
+        uint64_t va = VA + (uint64_t)probe[k] * 4096;
+        assert_int_equal(vmmu_access_load(v, va, 8, 0, &x, &f), 0);
+        assert_true(vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host));
+    }
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, VA, (uint64_t)npages * 4096, VMMU_WATCH_READ, &id), 0);
+    for (unsigned k = 0; k < 3; k++) {
+        uint64_t va = VA + (uint64_t)probe[k] * 4096;
+        assert_false(vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host));
+        assert_int_equal(vmmu_access_load(v, va, 8, 0, &x, &f), 0);
+        assert_false(vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host));
+    }
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(v, h, 4, NULL), 3);
+    assert_int_equal(vmmu_watch_remove(v, id), 0);
+    for (unsigned k = 0; k < 3; k++) {
+        uint64_t va = VA + (uint64_t)probe[k] * 4096;
+        assert_int_equal(vmmu_access_load(v, va, 8, 0, &x, &f), 0);
+        assert_true(vmmu_access_probe_hit(fast, va, 8, VMMU_TLB_READ, &host));
+    }
+    assert_int_equal(vmmu_watch_take_hits(v, h, 4, NULL), 0);
+}
+
 static void watched_page_never_hits_inline_and_is_fast_again_after_removal(void **state)
 {
     struct acc_env *e = *state;
@@ -668,6 +746,38 @@ static void dirty_log_reports_each_written_page_once_and_sees_writes_after_the_c
     assert_int_equal(vmmu_vcpu_offline(acc_vcpu(e)), 0);
 }
 
+/* More separate dirty ranges than get-and-clear flushes one by one: every
+ * page it reports still loses its fast write entry, so the next write to
+ * each is seen by the next call. */
+static void dirty_log_read_with_many_separate_dirty_pages_sees_every_next_write(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    const unsigned n = 80; /* every other page: 80 ranges */
+    for (unsigned i = 0; i < n; i++)
+        amap(e, VA + (uint64_t)i * 4096, DATA(2 * i), PTE_RW);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, true), 0);
+    uint64_t bm[64], x = 7;
+    struct vmmu_x86_fault f;
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned i = 0; i < n; i++) {
+            /* Twice: the second store goes through the fast entry. */
+            assert_int_equal(vmmu_access_store(v, VA + (uint64_t)i * 4096, 8, 0, &x, &f), 0);
+            assert_int_equal(vmmu_access_store(v, VA + (uint64_t)i * 4096 + 8, 8, 0, &x, &f), 0);
+        }
+        assert_int_equal(vmmu_dirty_log_get_and_clear(vm, e->t.env.ram_id, bm, 64, NULL), 0);
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t gfn = DATA(2 * i) >> 12;
+            assert_true(bm[gfn / 64] & (1ull << (gfn % 64)));
+            assert_false(bm[(gfn + 1) / 64] & (1ull << ((gfn + 1) % 64)));
+        }
+    }
+    assert_int_equal(vmmu_dirty_log_enable(vm, e->t.env.ram_id, false), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+}
+
 /* A prepared write held across calls made on the vCPU's own thread that
  * narrow what the page allows (the dirty log read, a code mark) is seen
  * like a write prepared after them: vmmu drops the vCPU's translations at
@@ -811,6 +921,45 @@ static void a_code_handler_that_marks_its_page_again_is_called_once_per_write(vo
     assert_int_equal(vmmu_vcpu_offline(v), 0);
 }
 
+/* The same for a locked update that no aligned word holds (a split lock:
+ * vmmu translates it again inside its exclusive section) and for one that
+ * crosses into the marked page: one handler call per locked write, and
+ * the handler's new mark stays for the next write. */
+static void a_code_handler_that_marks_its_page_again_is_called_once_per_split_lock(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VA, DATA(0), PTE_RW);
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct remarker r = {vm, 0};
+    assert_int_equal(vmmu_access_set_code_handler(v, remarking_handler, &r), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    assert_int_equal(vmmu_code_mark(vm, DATA(0), 1), 0);
+    struct vmmu_x86_fault f;
+    uint64_t old = 0;
+    /* Bytes 14..17 of the page: across a 16-byte boundary. */
+    assert_int_equal(vmmu_access_rmw(v, VA + 14, 4, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(r.calls, 1);
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(vm, DATA(0), &st), 0);
+    assert_true(st & VMMU_PAGE_CODE);
+    uint64_t exp = 1, des = 2, obs = 0;
+    bool swapped = false;
+    assert_int_equal(vmmu_access_cmpxchg(v, VA + 14, 4, &exp, &des, &obs, &swapped, 0, &f), 0);
+    assert_true(swapped);
+    assert_int_equal(r.calls, 2);
+    /* Across the page boundary into the marked page. */
+    assert_int_equal(vmmu_code_mark(vm, DATA(1), 1), 0);
+    assert_int_equal(vmmu_access_rmw(v, VA + 4094, 4, VMMU_RMW_OR, 0x10000, &old, 0, &f), 0);
+    assert_int_equal(r.calls, 4); /* both pages, once each */
+    assert_int_equal(get32(&e->t.env, DATA(0) + 14) & 0xffff0000u, 0);
+    assert_int_equal(get32(&e->t.env, DATA(1)), 1);
+    assert_int_equal(vmmu_access_set_code_handler(v, NULL, NULL), 0);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -820,9 +969,11 @@ int main(void)
         T(load16_crossing_two_pages_reads_both_parts),
         T(store_crossing_writes_both_pages_when_both_allow),
         T(bad_arguments_are_einval),
+        T(dirty_log_read_with_many_separate_dirty_pages_sees_every_next_write),
         T(a_prepared_write_held_across_the_dirty_log_read_on_its_thread_is_logged),
         T(a_prepared_write_held_across_a_code_mark_on_its_thread_calls_the_handler),
         T(a_code_handler_that_marks_its_page_again_is_called_once_per_write),
+        T(a_code_handler_that_marks_its_page_again_is_called_once_per_split_lock),
         T(probe_of_ram_returns_the_host_pointer),
         T(inline_probe_hits_a_warm_ram_page_as_the_probe_answers),
         T(inline_probe_declines_while_the_latch_records),
@@ -845,6 +996,8 @@ int main(void)
         T(string_move_over_a_watchpoint_stops_before_the_watched_byte),
         T(after_watchpoint_lets_the_access_complete_and_records_it),
         T(watched_page_never_hits_inline_and_is_fast_again_after_removal),
+        T(watch_hits_past_the_maximum_are_counted_as_dropped_until_read),
+        T(a_watchpoint_over_many_pages_drops_their_warm_entries),
         T(rmw_ops_return_the_old_value),
         T(cmpxchg16_on_aligned_ram_swaps_only_on_match),
         T(cmpxchg16_misaligned_raises_gp),

@@ -631,6 +631,182 @@ static void dirty_log_get_and_clear_racing_writers_loses_no_write(void **state)
     free(e);
 }
 
+/* ---- Code marks from another thread ----------------------------------------------- */
+
+#define CM_WRITERS 2u
+#define CM_MARKS 32u
+static const uint64_t VCM = 0x0000400002000000ull;
+
+struct cm_writer {
+    struct vmmu_vm *vm;
+    uint64_t cr3;
+    unsigned index;
+    const uint64_t *word;        /* this writer's word, in the host's RAM */
+    uint64_t pending;            /* the value this writer is about to store */
+    _Atomic unsigned *calls;     /* code-handler calls, all writers */
+    _Atomic unsigned writes;     /* stores this writer completed */
+    _Atomic bool *stop;
+    _Atomic int failures; /* read by the host while the writer runs */
+    int early, wrong_page;
+};
+
+/* On the writing vCPU's thread, before its write: the writer's word still
+ * holds what the previous store left. */
+static void cm_handler(void *opaque, struct vmmu_vcpu *v, uint64_t gpa_page)
+{
+    struct cm_writer *w = opaque;
+    (void)v;
+    if (gpa_page != DATA(0))
+        w->wrong_page++;
+    if (__atomic_load_n(w->word, __ATOMIC_RELAXED) == w->pending)
+        w->early++;
+    atomic_fetch_add(w->calls, 1);
+}
+
+/* Stores increasing values into its word of the page, through
+ * vmmu_access_store() (the TLB's hit path when the write entry is fast),
+ * with a safe point after each. */
+static void *cm_writer_thread(void *arg)
+{
+    struct cm_writer *w = arg;
+    struct vmmu_vcpu *v;
+    if (vmmu_vcpu_create(w->vm, NULL, &v)) {
+        w->failures++;
+        return NULL;
+    }
+    struct vmmu_x86_regs r = regs_4level(w->cr3);
+    if (vmmu_vcpu_set_state(v, &r) || vmmu_vcpu_online(v) ||
+        vmmu_access_set_code_handler(v, cm_handler, w))
+        w->failures++;
+    for (uint64_t i = 1; !atomic_load(w->stop); i++) {
+        struct vmmu_x86_fault f;
+        w->pending = ((uint64_t)(w->index + 1) << 48) | i;
+        if (vmmu_access_store(v, VCM + 8 * w->index, 8, 0, &w->pending, &f) ||
+            f.vector != VMMU_X86_FAULT_NONE)
+            w->failures++;
+        atomic_fetch_add(&w->writes, 1);
+        if (vmmu_vcpu_safepoint(v))
+            w->failures++;
+    }
+    if (vmmu_vcpu_offline(v))
+        w->failures++;
+    vmmu_vcpu_destroy(v);
+    return NULL;
+}
+
+/* vmmu_code_mark() from the host's thread while two vCPUs keep writing the
+ * page through fast write entries: when the mark returns no vCPU writes
+ * the page fast any more, so a write that starts after it calls a code
+ * handler, before the page changes; exactly one vCPU sees each mark. */
+static void a_code_mark_from_another_thread_is_seen_by_exactly_one_writing_vcpu(void **state)
+{
+    (void)state;
+    struct acc_env *e = calloc(1, sizeof(*e));
+    assert_non_null(e);
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    amap(e, VCM, DATA(0), PTE_RW);
+
+    _Atomic bool stop = false;
+    _Atomic unsigned calls = 0;
+    struct cm_writer w[CM_WRITERS];
+    pthread_t t[CM_WRITERS];
+    memset(w, 0, sizeof(w));
+    for (unsigned i = 0; i < CM_WRITERS; i++) {
+        w[i].vm = vm;
+        w[i].cr3 = e->root;
+        w[i].index = i;
+        w[i].word = (const uint64_t *)(void *)(e->t.env.mem + DATA(0) + 8 * i);
+        w[i].calls = &calls;
+        w[i].stop = &stop;
+        atomic_init(&w[i].writes, 0);
+        atomic_init(&w[i].failures, 0);
+        assert_int_equal(pthread_create(&t[i], NULL, cm_writer_thread, &w[i]), 0);
+    }
+    for (unsigned m = 0; m < CM_MARKS; m++) {
+        assert_int_equal(vmmu_code_mark(vm, DATA(0), 1), 0);
+        /* Two stores of each writer that began after the mark returned. */
+        unsigned at[CM_WRITERS];
+        for (unsigned i = 0; i < CM_WRITERS; i++)
+            at[i] = atomic_load(&w[i].writes);
+        for (unsigned i = 0; i < CM_WRITERS; i++)
+            while (atomic_load(&w[i].writes) < at[i] + 2 && !w[i].failures)
+                sched_yield();
+        assert_int_equal(atomic_load(&calls), m + 1);
+    }
+    atomic_store(&stop, true);
+    for (unsigned i = 0; i < CM_WRITERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+        assert_int_equal(w[i].early, 0);
+        assert_int_equal(w[i].wrong_page, 0);
+    }
+    assert_int_equal(atomic_load(&calls), CM_MARKS);
+    acc_env_fini(e);
+    free(e);
+}
+
+/* Dirty logging turned on from the host's thread while two vCPUs keep
+ * writing the page through fast write entries (filled while logging was
+ * off): when vmmu_dirty_log_enable() returns, every vCPU has dropped them,
+ * so a write that starts after it sets the page's dirty bit. */
+static void dirty_log_enabled_from_another_thread_sees_the_next_write_of_each_vcpu(void **state)
+{
+    (void)state;
+    struct acc_env *e = calloc(1, sizeof(*e));
+    assert_non_null(e);
+    acc_env_init(e);
+    struct vmmu_vm *vm = e->t.env.vm;
+    uint32_t ram = e->t.env.ram_id;
+    amap(e, VCM, DATA(0), PTE_RW);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, ram, &info), 0);
+    size_t words = (size_t)((info.size >> 12) + 63) / 64;
+    uint64_t *bm = calloc(words, sizeof(*bm));
+    assert_non_null(bm);
+    const uint64_t gfn = DATA(0) >> 12;
+
+    _Atomic bool stop = false;
+    _Atomic unsigned calls = 0;
+    struct cm_writer w[CM_WRITERS];
+    pthread_t t[CM_WRITERS];
+    memset(w, 0, sizeof(w));
+    for (unsigned i = 0; i < CM_WRITERS; i++) {
+        w[i].vm = vm;
+        w[i].cr3 = e->root;
+        w[i].index = i;
+        w[i].word = (const uint64_t *)(void *)(e->t.env.mem + DATA(0) + 8 * i);
+        w[i].calls = &calls;
+        w[i].stop = &stop;
+        atomic_init(&w[i].writes, 0);
+        atomic_init(&w[i].failures, 0);
+        assert_int_equal(pthread_create(&t[i], NULL, cm_writer_thread, &w[i]), 0);
+    }
+    for (unsigned round = 0; round < CM_MARKS / 2; round++) {
+        for (unsigned on = 0; on < 2; on++) {
+            assert_int_equal(vmmu_dirty_log_enable(vm, ram, on != 0), 0);
+            /* Two stores of each writer that began after the call returned. */
+            unsigned at[CM_WRITERS];
+            for (unsigned i = 0; i < CM_WRITERS; i++)
+                at[i] = atomic_load(&w[i].writes);
+            for (unsigned i = 0; i < CM_WRITERS; i++)
+                while (atomic_load(&w[i].writes) < at[i] + 2 && !w[i].failures)
+                    sched_yield();
+        }
+        assert_int_equal(vmmu_dirty_log_get_and_clear(vm, ram, bm, words, NULL), 0);
+        assert_true(bm[gfn / 64] & (1ull << (gfn % 64)));
+    }
+    atomic_store(&stop, true);
+    for (unsigned i = 0; i < CM_WRITERS; i++) {
+        pthread_join(t[i], NULL);
+        assert_int_equal(w[i].failures, 0);
+    }
+    assert_int_equal(atomic_load(&calls), 0);
+    free(bm);
+    acc_env_fini(e);
+    free(e);
+}
+
 /* SDM 8.1.1: an aligned access of up to 8 bytes is single-copy atomic, so
  * a vCPU reading a word another vCPU keeps storing sees one of the values
  * stored, never a mix.  vmmu makes such an access one load or store, on
@@ -717,6 +893,8 @@ int main(void)
         cmocka_unit_test(device_model_answers_later_and_the_reexecution_completes),
         cmocka_unit_test(a_vcpu_waiting_for_a_device_model_does_not_hold_up_a_shootdown),
         cmocka_unit_test(dirty_log_get_and_clear_racing_writers_loses_no_write),
+        cmocka_unit_test(a_code_mark_from_another_thread_is_seen_by_exactly_one_writing_vcpu),
+        cmocka_unit_test(dirty_log_enabled_from_another_thread_sees_the_next_write_of_each_vcpu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -204,6 +204,124 @@ static void replayed_walk_serves_recorded_entries_for_a_new_access(void **state)
     assert_int_equal(vmmu_insn_end(V(f), 0), 0);
 }
 
+/* The guest-physical address of the page-directory entry that maps @va. */
+static uint64_t pde_of(struct fx *f, uint64_t va)
+{
+    uint64_t table = f->e.root;
+    for (unsigned level = 4; level > 2; level--)
+        table = get64(&f->e.t.env, slot9(table, va, level)) & ADDR_MASK;
+    return slot9(table, va, 2);
+}
+
+/* Between the passes the guest points the page directory entry of VA and
+ * VB at a new page table (VB: DATA(9) instead of DATA(8)) and flushes.  The
+ * re-execution first walks VB through the recorded upper entries (the old
+ * table), then the caller gives up on it with vmmu_latch_discard() before
+ * vmmu_insn_end().  The next instruction must see the guest's tables as
+ * they are: the entry that replayed walk filled must not outlive the
+ * instruction, discard or not. */
+static void a_discard_inside_a_replay_drops_what_its_walks_filled_from_recorded_entries(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    const uint64_t VB = VA + 4096;
+    uint64_t a = 0, b = 0;
+    amap(&f->e, VB, DATA(8), PTE_RW);
+    put64(&f->e.t.env, DATA(8), 8);
+    put64(&f->e.t.env, DATA(9), 9);
+
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    /* The guest moves VA and VB to a new page table, and flushes. */
+    uint64_t pde_at = pde_of(f, VA);
+    uint64_t old_pt = get64(&f->e.t.env, pde_at) & ADDR_MASK;
+    uint64_t new_pt = env_page(&f->e.t.env);
+    put64(&f->e.t.env, slot9(new_pt, VA, 1), DATA(0) | PTE_RW);
+    put64(&f->e.t.env, slot9(new_pt, VB, 1), DATA(9) | PTE_RW);
+    put64(&f->e.t.env, pde_at, new_pt | UPPER | E_A);
+    assert_int_not_equal(old_pt, new_pt);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    /* VB was not reached by the first pass: its walk is served the
+     * recorded upper entries, so it goes through the old table. */
+    assert_int_equal(vmmu_access_load(V(f), VB, 8, 0, &a, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(a, 8);
+    assert_int_equal(vmmu_latch_discard(V(f)), 0); /* the caller gives up */
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VB, 8, 0, &a, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(a, 9);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    /* And outside an instruction (the inline hit path) too. */
+    assert_int_equal(vmmu_access_load(V(f), VB, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 9);
+}
+
+/* As above, but the re-execution's new walk finds the translation records
+ * full: the access fails with VMMU_EOVERFLOW after its walk (through the
+ * recorded upper entries) filled the TLB.  That fill is recorded nowhere,
+ * yet it must not serve the next instruction either. */
+static void a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entry(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    const unsigned n = VMMU_LATCH_XLATES - 1; /* and the device page: full */
+    const uint64_t VB = VA + (uint64_t)n * 4096;
+    uint64_t a = 0, b = 0;
+    for (unsigned i = 1; i < n; i++)
+        amap(&f->e, VA + (uint64_t)i * 4096, DATA(0), PTE_RW);
+    amap(&f->e, VB, DATA(8), PTE_RW);
+    put64(&f->e.t.env, DATA(8), 8);
+    put64(&f->e.t.env, DATA(9), 9);
+
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    for (unsigned i = 0; i < n; i++)
+        assert_int_equal(vmmu_access_load(V(f), VA + (uint64_t)i * 4096, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.xlates, VMMU_LATCH_XLATES);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    /* The guest moves the pages to a new page table, and flushes. */
+    uint64_t pde_at = pde_of(f, VA);
+    uint64_t new_pt = env_page(&f->e.t.env);
+    for (unsigned i = 0; i < n; i++)
+        put64(&f->e.t.env, slot9(new_pt, VA + (uint64_t)i * 4096, 1), DATA(0) | PTE_RW);
+    put64(&f->e.t.env, slot9(new_pt, VB, 1), DATA(9) | PTE_RW);
+    put64(&f->e.t.env, pde_at, new_pt | UPPER | E_A);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    for (unsigned i = 0; i < n; i++)
+        assert_int_equal(vmmu_access_load(V(f), VA + (uint64_t)i * 4096, 8, 0, &a, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    int rc = vmmu_access_load(V(f), VB, 8, 0, &a, &flt);
+    assert_int_equal(rc, VMMU_EOVERFLOW);
+    assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VB, 8, 0, &a, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(a, 9);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(vmmu_access_load(V(f), VB, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 9);
+}
+
 static void device_write_completed_in_the_first_pass_is_not_repeated(void **state)
 {
     struct fx *f = *state;
@@ -283,6 +401,8 @@ int main(void)
         T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
         T(tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap),
         T(replayed_walk_serves_recorded_entries_for_a_new_access),
+        T(a_discard_inside_a_replay_drops_what_its_walks_filled_from_recorded_entries),
+        T(a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entry),
         T(device_write_completed_in_the_first_pass_is_not_repeated),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
