@@ -242,6 +242,7 @@ static void release_host(struct vmmu_pager *pg, const struct vmmu_region *r, uin
 }
 
 ssize_t (*vmmu__pager_pread)(int fd, void *buf, size_t n, off_t offset) = pread;
+void (*vmmu__pager_evict_hook)(struct vmmu_vm *vm, uint64_t gfn);
 
 /* ---- page-in ------------------------------------------------------------------- */
 
@@ -366,7 +367,13 @@ static int gfn_reserve(struct gfn_list *l, size_t n)
     return 0;
 }
 
-/* Ranges of consecutive frames in @l (sorted as pushed). */
+static int gfn_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Ranges of consecutive frames in @l (which is sorted). */
 static struct vmmu_gpa_range *gfn_ranges(const struct gfn_list *l, size_t *n)
 {
     struct vmmu_gpa_range *r = vmmu__malloc((l->n ? l->n : 1) * sizeof(*r));
@@ -430,8 +437,15 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon, bool 
 
     pthread_mutex_lock(&pg->lock);
     if (rc) {
-        /* Could not write it: the page stays, nothing was lost. */
-        slot_free(pg, slot);
+        /* Could not write it: the page stays, nothing was lost.  A slot
+         * past the end of what the file held is not room the file has
+         * (file_slots counts only that). */
+        if (slot + 1 == pg->next_slot) {
+            pg->next_slot--;
+            pg->st.file_slots = pg->next_slot;
+        } else {
+            slot_free(pg, slot);
+        }
         set_paged_out(vm, gfn, false, false);
         rec->state = REC_YOUNG;
     } else {
@@ -500,7 +514,13 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
 
     /* Phase 1: unpublish.  The memory it needs (a record and a list entry
      * per victim) is taken first, so that running out of it changes
-     * nothing: a batch goes as a whole or not at all. */
+     * nothing: a batch goes as a whole or not at all.  Under vm->lock, like
+     * phase 2, so that no region is replaced or removed between the lookup
+     * of a page and its marking: the mark would land on the new region's
+     * page (or a hole), with no record of it, and every access to that
+     * page would fail with VMMU_EPAGEDOUT for good.  Nothing here waits
+     * for a vCPU. */
+    pthread_mutex_lock(&vm->lock);
     pthread_mutex_lock(&pg->lock);
     size_t want = evict_count(pg, ranges, n);
     if (want && (gfn_reserve(&victims, want) ||
@@ -534,6 +554,8 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
             }
             if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT)
                 continue; /* out, but not by this pager */
+            if (vmmu__pager_evict_hook)
+                vmmu__pager_evict_hook(vm, g);
             rec = rec_insert(pg, g);
             if (!rec || gfn_push(&victims, g)) {
                 if (rec && rec->state != REC_YOUNG)
@@ -547,8 +569,13 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
         }
     }
     pthread_mutex_unlock(&pg->lock);
+    pthread_mutex_unlock(&vm->lock);
 
-    /* One flush of every vCPU, the hooks and one grace period for all. */
+    /* One flush of every vCPU, the hooks and one grace period for all.
+     * Hooks are promised the ranges in gpa order (sync_internal.h),
+     * whatever order the caller named the pages in. */
+    if (victims.n > 1)
+        qsort(victims.g, victims.n, sizeof(*victims.g), gfn_cmp);
     size_t nr = 0;
     struct vmmu_gpa_range *vr = victims.n ? gfn_ranges(&victims, &nr) : NULL;
     if (victims.n && !vr) {

@@ -7,8 +7,9 @@
  * ## Reclaim hooks (for the access layer and the device models)
  *
  * Every host-initiated change that takes memory from the guest (region
- * removal or replacement, page-out, balloon, a page-state change that
- * narrows what an access may do) runs these steps, in this order:
+ * removal or replacement, page-out, balloon) runs these steps, in this
+ * order (a page-state change that narrows what an access may do frees
+ * nothing and runs step 2 only: no hook, no grace period):
  *
  *   1. unpublish: the P2M shows the new state to every new lookup;
  *   2. every vCPU drops its TLB and paging-structure-cache entries that
@@ -63,7 +64,8 @@ enum vmmu__reclaim_why {
     VMMU_RECLAIM_REPLACE,    /* a region was replaced by another one */
     VMMU_RECLAIM_PAGEOUT,    /* the pager took the pages */
     VMMU_RECLAIM_BALLOON,    /* the balloon took the pages */
-    VMMU_RECLAIM_STATE,      /* page state changed (e.g. marked as code) */
+    VMMU_RECLAIM_STATE,      /* page state changed (not passed at present:
+                              * page-state changes call no hook) */
 };
 
 typedef void (*vmmu__reclaim_fn)(void *opaque, struct vmmu_vm *vm,
@@ -264,6 +266,12 @@ void vmmu__pager_free(struct vmmu_pager *pg);
  * a test points it elsewhere to make the read fail (a failed page-in has
  * no other deterministic cause).  Set it only while no pager is in use. */
 extern ssize_t (*vmmu__pager_pread)(int fd, void *buf, size_t n, off_t offset);
+
+/* For tests of races with the map: if set, called by a page-out for each
+ * page it is about to mark paged out (the page's region looked up, the
+ * map's lock held, see evict() in pager.c).  NULL otherwise; set it only
+ * while no page-out runs. */
+extern void (*vmmu__pager_evict_hook)(struct vmmu_vm *vm, uint64_t gfn);
 
 /* Fill @p with a request for @ranges (any number; more than SYNC_MAX_GPAS
  * are joined across their smallest gaps). */

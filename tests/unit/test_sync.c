@@ -247,6 +247,116 @@ static void a_requesting_vcpu_flushes_its_own_part_at_once(void **state)
     sync_env_fini(&s);
 }
 
+/* sync.h, struct vmmu_flush: va is the range's "first page (rounded
+ * down)": an address inside page 1 names page 1, not page 2. */
+static void a_range_flush_starts_at_the_page_holding_va(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vcpu *a = sync_vcpu(&s);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(sync_read(a, i), DATA_GPA + i * 4096);
+    struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = DATA_VA + 4096 + 0xff8, .npages = 1,
+                           .pcid = VMMU_FLUSH_ANY_PCID};
+    assert_int_equal(vmmu_flush_local(a, &f), 0);
+    assert_true(sync_hits(a, 0));
+    assert_false(sync_hits(a, 1));
+    assert_true(sync_hits(a, 2));
+    vmmu_vcpu_destroy(a);
+    sync_env_fini(&s);
+}
+
+/* The last page of the 64-bit address space is a range of one page, not
+ * one that wraps (two pages from there do wrap: bad_flush_requests...),
+ * and, being one page, it is not turned into a flush of everything. */
+static void a_range_flush_may_name_the_last_page_of_the_address_space(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vcpu *a = sync_vcpu(&s);
+    assert_int_equal(sync_read(a, 0), DATA_GPA);
+    struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = ~0ull, .npages = 1, .pcid = 4095};
+    assert_int_equal(vmmu_flush_local(a, &f), 0);
+    assert_int_equal(vmmu_shootdown_async(s.env.vm, NULL, NULL, &f), 0);
+    assert_int_equal(vmmu_shootdown_sync(s.env.vm, NULL, NULL, &f), 0);
+    assert_int_equal(vmmu_vcpu_online(a), 0); /* acts on the two it was sent */
+    assert_true(sync_hits(a, 0));
+    assert_int_equal(vmmu_vcpu_offline(a), 0);
+    vmmu_vcpu_destroy(a);
+    sync_env_fini(&s);
+}
+
+/* sync.h, vmmu_shootdown_async(): "@p self's part, if it is a target, is
+ * done at once"; the other targets act on it when they next run.  A
+ * caller that is not a target keeps its entries. */
+static void an_async_shootdown_drops_the_callers_own_part_before_it_returns(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vcpu *a = sync_vcpu(&s), *b = sync_vcpu(&s);
+    assert_int_equal(sync_read(a, 2), DATA_GPA + 2 * 4096);
+    assert_int_equal(sync_read(a, 3), DATA_GPA + 3 * 4096);
+    assert_int_equal(sync_read(b, 2), DATA_GPA + 2 * 4096);
+    assert_int_equal(sync_read(b, 3), DATA_GPA + 3 * 4096);
+    struct vmmu_cpuset *set;
+    assert_int_equal(vmmu_cpuset_create(&set), 0);
+    assert_int_equal(vmmu_cpuset_add(set, vmmu_vcpu_id(a)), 0);
+    assert_int_equal(vmmu_cpuset_add(set, vmmu_vcpu_id(b)), 0);
+    assert_int_equal(vmmu_vcpu_online(a), 0);
+    struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = DATA_VA + 2 * 4096, .npages = 1,
+                           .pcid = VMMU_FLUSH_ANY_PCID};
+    assert_int_equal(vmmu_shootdown_async(s.env.vm, a, set, &f), 0);
+    assert_false(sync_hits(a, 2)); /* at once, before any safe point */
+    assert_true(sync_hits(a, 3));
+    assert_true(sync_hits(b, 2)); /* offline: done when it comes online */
+    /* Not a target: the caller's page 3 stays. */
+    assert_int_equal(vmmu_cpuset_del(set, vmmu_vcpu_id(a)), 0);
+    f.va = DATA_VA + 3 * 4096;
+    assert_int_equal(vmmu_shootdown_async(s.env.vm, a, set, &f), 0);
+    assert_true(sync_hits(a, 3));
+    assert_int_equal(vmmu_vcpu_offline(a), 0);
+    assert_int_equal(vmmu_vcpu_online(b), 0);
+    assert_false(sync_hits(b, 2));
+    assert_false(sync_hits(b, 3));
+    assert_int_equal(vmmu_vcpu_offline(b), 0);
+    vmmu_cpuset_destroy(set);
+    vmmu_vcpu_destroy(a);
+    vmmu_vcpu_destroy(b);
+    sync_env_fini(&s);
+}
+
+/* sync.h: "Functions that take a @p self vCPU are safe points for it": a
+ * shootdown by a vCPU acts on what others asked of that vCPU, as
+ * vmmu_vcpu_safepoint() would, even when the vCPU is no target of its
+ * own request. */
+static void a_shootdown_acts_on_what_others_asked_of_its_caller(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vcpu *a = sync_vcpu(&s);
+    assert_int_equal(vmmu_vcpu_online(a), 0);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal(sync_read(a, i), DATA_GPA + i * 4096);
+    struct vmmu_flush f = {.type = VMMU_FLUSH_RANGE, .va = DATA_VA + 4096, .npages = 1,
+                           .pcid = VMMU_FLUSH_ANY_PCID};
+    assert_int_equal(vmmu_shootdown_async(s.env.vm, NULL, NULL, &f), 0); /* a host's */
+    assert_true(sync_hits(a, 1));
+    struct vmmu_cpuset *none;
+    assert_int_equal(vmmu_cpuset_create(&none), 0);
+    f.va = DATA_VA + 3 * 4096;
+    assert_int_equal(vmmu_shootdown_sync(s.env.vm, a, none, &f), 0);
+    assert_false(sync_hits(a, 1));
+    assert_true(sync_hits(a, 3)); /* not a target of its own request */
+    vmmu_cpuset_destroy(none);
+    assert_int_equal(vmmu_vcpu_offline(a), 0);
+    vmmu_vcpu_destroy(a);
+    sync_env_fini(&s);
+}
+
 /* ---- host-initiated changes ------------------------------------------------------ */
 
 /* A fake consumer that caches host pointers to guest pages, like a
@@ -435,6 +545,98 @@ static void marking_a_page_as_code_makes_cached_writes_report_it(void **state)
     sync_env_fini(&s);
 }
 
+/* sync.h, vmmu_page_state_change(): "a page whose VMMU_PAGE_DIRTY is
+ * cleared must be marked again at the next write".  A vCPU that wrote a
+ * page under dirty logging holds a write entry that needs no marking; once
+ * the bit is cleared that entry is gone, and the next write sets the bit
+ * again. */
+static void clearing_a_dirty_bit_makes_the_next_write_mark_the_page_again(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vm *vm = s.env.vm;
+    assert_int_equal(vmmu_dirty_log_enable(vm, s.data_id, true), 0);
+    struct vmmu_vcpu *a = sync_vcpu(&s);
+    assert_int_equal(vmmu_vcpu_online(a), 0);
+    struct vmmu_tlb_result res;
+    uint32_t st;
+    assert_non_null(vmmu_tlb_translate(a, DATA_VA + 4096, 8, VMMU_X86_ACC_WRITE, &res));
+    assert_int_equal(vmmu_page_state_get(vm, DATA_GPA + 4096, &st), 0);
+    assert_true(st & VMMU_PAGE_DIRTY);
+    assert_non_null(vmmu_tlb_lookup_write(a, DATA_VA + 4096, 8));
+    struct vmmu_gpa_range r = {DATA_GPA + 4096, 4096};
+    assert_int_equal(vmmu_page_state_change(vm, &r, 1, 0, VMMU_PAGE_DIRTY), 0);
+    assert_int_equal(vmmu_page_state_get(vm, DATA_GPA + 4096, &st), 0);
+    assert_false(st & VMMU_PAGE_DIRTY);
+    assert_null(vmmu_tlb_lookup_write(a, DATA_VA + 4096, 8));
+    assert_non_null(vmmu_tlb_translate(a, DATA_VA + 4096, 8, VMMU_X86_ACC_WRITE, &res));
+    assert_int_equal(vmmu_page_state_get(vm, DATA_GPA + 4096, &st), 0);
+    assert_true(st & VMMU_PAGE_DIRTY);
+    assert_int_equal(vmmu_vcpu_offline(a), 0);
+    vmmu_vcpu_destroy(a);
+    sync_env_fini(&s);
+}
+
+/* Fill @v's write entries for data pages 0 .. @n - 1. */
+static void write_all(struct vmmu_vcpu *v, uint64_t n)
+{
+    struct vmmu_tlb_result res;
+    for (uint64_t i = 0; i < n; i++)
+        assert_non_null(vmmu_tlb_translate(v, DATA_VA + i * 4096, 8, VMMU_X86_ACC_WRITE, &res));
+}
+
+static int write_hits(struct vmmu_vcpu *v, uint64_t i)
+{
+    return vmmu_tlb_lookup_write(v, DATA_VA + i * 4096, 8) != NULL;
+}
+
+/* docs/sync.md: more guest-physical ranges than a request holds (8) are
+ * joined across their smallest gaps, "so a batch of scattered pages drops
+ * a little more than it names rather than everything"; requests that
+ * reach an offline vCPU before it runs merge the same way.  Every named
+ * page must lose its write entry; pages in the largest gaps and beyond
+ * the batch keep theirs. */
+static void scattered_batches_drop_every_named_page_and_keep_the_largest_gaps(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 32);
+    struct vmmu_vm *vm = s.env.vm;
+    struct vmmu_vcpu *a = sync_vcpu(&s), *b = sync_vcpu(&s);
+    write_all(a, 32);
+    write_all(b, 32);
+    /* Ten single pages: 0, 2, .. 16 one page apart, then 30. */
+    struct vmmu_gpa_range batch[10];
+    for (unsigned i = 0; i < 9; i++)
+        batch[i] = (struct vmmu_gpa_range){DATA_GPA + 2 * i * 4096ull, 4096};
+    batch[9] = (struct vmmu_gpa_range){DATA_GPA + 30 * 4096ull, 4096};
+    assert_int_equal(vmmu_page_state_change(vm, batch, 10, VMMU_PAGE_CODE, 0), 0);
+    /* A second batch for b, which is offline: merged with the first. */
+    struct vmmu_gpa_range one = {DATA_GPA + 24 * 4096ull, 4096};
+    assert_int_equal(vmmu_vcpu_online(a), 0);
+    for (unsigned i = 0; i < 10; i++)
+        assert_false(write_hits(a, (batch[i].gpa - DATA_GPA) / 4096));
+    for (uint64_t i = 17; i < 30; i++)
+        assert_true(write_hits(a, i)); /* the largest gap */
+    assert_true(write_hits(a, 31));
+    assert_int_equal(vmmu_vcpu_offline(a), 0);
+    assert_int_equal(vmmu_page_state_change(vm, &one, 1, VMMU_PAGE_CODE, 0), 0);
+    assert_int_equal(vmmu_vcpu_online(b), 0);
+    for (unsigned i = 0; i < 10; i++)
+        assert_false(write_hits(b, (batch[i].gpa - DATA_GPA) / 4096));
+    assert_false(write_hits(b, 24));
+    for (uint64_t i = 17; i < 24; i++)
+        assert_true(write_hits(b, i));
+    for (uint64_t i = 25; i < 30; i++)
+        assert_true(write_hits(b, i));
+    assert_true(write_hits(b, 31));
+    assert_int_equal(vmmu_vcpu_offline(b), 0);
+    vmmu_vcpu_destroy(a);
+    vmmu_vcpu_destroy(b);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -447,11 +649,17 @@ int main(void)
         cmocka_unit_test(requests_to_an_offline_vcpu_are_done_when_it_comes_online),
         cmocka_unit_test(requests_merge_and_one_safepoint_acts_on_all),
         cmocka_unit_test(a_requesting_vcpu_flushes_its_own_part_at_once),
+        cmocka_unit_test(a_range_flush_starts_at_the_page_holding_va),
+        cmocka_unit_test(a_range_flush_may_name_the_last_page_of_the_address_space),
+        cmocka_unit_test(an_async_shootdown_drops_the_callers_own_part_before_it_returns),
+        cmocka_unit_test(a_shootdown_acts_on_what_others_asked_of_its_caller),
         cmocka_unit_test(reclaim_hooks_see_removed_ranges_before_the_memory_goes),
         cmocka_unit_test(region_removal_drops_every_vcpus_entries_for_it),
         cmocka_unit_test(adding_a_region_over_a_cached_hole_drops_the_hole_entry),
         cmocka_unit_test(region_replace_is_atomic_and_drops_old_entries),
         cmocka_unit_test(marking_a_page_as_code_makes_cached_writes_report_it),
+        cmocka_unit_test(clearing_a_dirty_bit_makes_the_next_write_mark_the_page_again),
+        cmocka_unit_test(scattered_batches_drop_every_named_page_and_keep_the_largest_gaps),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -369,6 +369,47 @@ static void removing_a_region_forgets_its_paged_out_pages(void **state)
     sync_env_fini(&s);
 }
 
+/* sync.h, vmmu_region_replace(): "The old region's memory is released as
+ * by vmmu_region_remove()": its paged-out and ballooned pages go with it
+ * (docs/sync.md: the pager forgets their records and file slots), and the
+ * new region over the same range starts resident, zero, and pages out
+ * and back like any other. */
+static void replacing_a_region_forgets_its_paged_out_and_ballooned_pages(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager *pg = pager_env(&s, 13, NULL);
+    struct vmmu_gpa_range out = {DATA_GPA, 8 * 4096};
+    struct vmmu_gpa_range balloon = {DATA_GPA + 8 * 4096, 4 * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &out, 1), 0);
+    assert_int_equal(vmmu_pager_balloon_out(pg, &balloon, 1), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, 8);
+    assert_int_equal(st.ballooned, 4);
+    uint64_t slots = st.file_slots;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = DATA_GPA, .size = NPAGES * 4096};
+    uint32_t nid;
+    assert_int_equal(vmmu_region_replace(s.env.vm, s.data_id, &d, &nid), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, 0);
+    assert_int_equal(st.ballooned, 0);
+    for (uint64_t i = 0; i < 12; i++) {
+        assert_int_equal(page_state(&s, i) & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED), 0);
+        uint64_t word = 1;
+        assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + i * 4096, &word, 8, 0, NULL), 0);
+        assert_int_equal(word, 0);
+    }
+    fill_pages(&s, 14);
+    page_out_all(pg);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.out, NPAGES);
+    assert_true(st.file_slots <= slots + NPAGES - 8); /* the old slots were reused */
+    check_pages(&s, 14);
+    assert_int_equal(vmmu_pager_destroy(pg), 0);
+    sync_env_fini(&s);
+}
+
 static void destroying_the_vm_frees_a_pager_left_behind(void **state)
 {
     (void)state;
@@ -464,6 +505,166 @@ static void balance_pages_out_until_the_resident_limit_holds(void **state)
     vmmu_vm_destroy(vm);
 }
 
+
+/* pager.h, vmmu_pager_balance(): "a page whose VMMU_PAGE_DIRTY bit is set
+ * (written while dirty logging was on)" gets a second chance.  Four
+ * resident pages, the first two written under dirty logging, a limit of
+ * two: the clean ones go. */
+static void balance_gives_pages_written_under_dirty_logging_a_second_chance(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 4);
+    struct vmmu_vm *vm = s.env.vm;
+    assert_int_equal(vmmu_dirty_log_enable(vm, s.data_id, true), 0);
+    for (uint64_t i = 0; i < 2; i++) {
+        uint64_t word = DATA_GPA + i * 4096;
+        assert_int_equal(vmmu_gpa_write(vm, word, &word, 8, 0, NULL), 0);
+    }
+    struct vmmu_pager *pg;
+    struct vmmu_pager_config cfg = {.resident_limit = 2};
+    assert_int_equal(vmmu_pager_create(vm, &cfg, &pg), 0);
+    uint64_t n = 0;
+    assert_int_equal(vmmu_pager_balance(pg, &n), 0);
+    assert_int_equal(n, 2);
+    for (uint64_t i = 0; i < 4; i++)
+        assert_int_equal((page_state(&s, i) & VMMU_PAGE_PAGED_OUT) != 0, i >= 2);
+    for (uint64_t i = 0; i < 4; i++)
+        sync_data_intact(&s, i);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+/* pager.h: "Pages already out or ballooned are skipped": paging out a
+ * ballooned page writes nothing and leaves it ballooned (a zero page when
+ * it comes back, not a copy of what the host page held). */
+static void paging_out_a_ballooned_page_leaves_it_ballooned(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager *pg = pager_env(&s, 9, NULL);
+    struct vmmu_gpa_range r = {DATA_GPA + 3 * 4096, 2 * 4096};
+    struct vmmu_gpa_range first = {DATA_GPA + 3 * 4096, 4096};
+    assert_int_equal(vmmu_pager_balloon_out(pg, &first, 1), 0);
+    assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+    struct vmmu_pager_stats st;
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.ballooned, 1);
+    assert_int_equal(st.out, 1);
+    assert_int_equal(st.written, 1);
+    assert_true(page_state(&s, 3) & VMMU_PAGE_BALLOONED);
+    assert_false(page_state(&s, 4) & VMMU_PAGE_BALLOONED);
+    static uint8_t got[4096], zero[4096], want[4096];
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 3 * 4096, got, 4096, 0, NULL), 0);
+    assert_memory_equal(got, zero, 4096);
+    page_pattern(4, 9, want);
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + 4 * 4096, got, 4096, 0, NULL), 0);
+    assert_memory_equal(got, want, 4096);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+/* pager.h, paranoid mode: "every released host page" is PROT_NONE until
+ * it is paged in again; ballooned pages are released too, and come back
+ * accessible and zero. */
+static void paranoid_mode_protects_ballooned_pages_until_they_come_back(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
+    struct vmmu_pager *pg = pager_env(&s, 10, &cfg);
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(s.env.vm, DATA_GPA + 7 * 4096, &e), 0);
+    volatile uint8_t *stale = e.hva;
+    struct vmmu_gpa_range r = {DATA_GPA + 7 * 4096, 4096};
+    assert_int_equal(vmmu_pager_balloon_out(pg, &r, 1), 0);
+    assert_true(read_faults(stale));
+    assert_int_equal(vmmu_pager_balloon_in(pg, &r, 1), 0);
+    assert_false(read_faults(stale));
+    static uint8_t zero[4096];
+    assert_memory_equal((const uint8_t *)stale, zero, 4096);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
+
+/* pager.h, vmmu_pager_destroy(): "Ballooned pages come back as zero
+ * pages", paged-out ones with their contents, and the guest can use them
+ * once the pager is gone. */
+static void destroying_the_pager_gives_ballooned_pages_back_as_zero_pages(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
+    struct vmmu_pager *pg = pager_env(&s, 11, &cfg);
+    struct vmmu_gpa_range out = {DATA_GPA, 8 * 4096};
+    struct vmmu_gpa_range balloon = {DATA_GPA + 8 * 4096, 8 * 4096};
+    assert_int_equal(vmmu_pager_page_out(pg, &out, 1), 0);
+    assert_int_equal(vmmu_pager_balloon_out(pg, &balloon, 1), 0);
+    assert_int_equal(vmmu_pager_destroy(pg), 0);
+    static uint8_t got[4096], want[4096];
+    for (uint64_t i = 0; i < NPAGES; i++) {
+        assert_int_equal(page_state(&s, i) & (VMMU_PAGE_PAGED_OUT | VMMU_PAGE_BALLOONED), 0);
+        page_pattern(i, 11, want);
+        if (i >= 8 && i < 16)
+            memset(want, 0, sizeof(want));
+        assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA + i * 4096, got, 4096, 0, NULL), 0);
+        assert_memory_equal(got, want, 4096);
+    }
+    uint64_t word = 42;
+    assert_int_equal(vmmu_gpa_write(s.env.vm, DATA_GPA + 9 * 4096, &word, 8, 0, NULL), 0);
+    sync_env_fini(&s);
+}
+
+/* A consumer's reclaim hook that records the ranges it is given. */
+struct range_log {
+    struct vmmu_gpa_range r[16];
+    size_t n;
+    int calls;
+};
+
+static void log_ranges(void *opaque, struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
+                       size_t n, enum vmmu__reclaim_why why)
+{
+    (void)vm;
+    (void)why;
+    struct range_log *l = opaque;
+    l->calls++;
+    l->n = n < 16 ? n : 16;
+    memcpy(l->r, ranges, l->n * sizeof(*ranges));
+}
+
+/* sync_internal.h: a reclaim hook is called "with the ranges sorted and
+ * page aligned", however the caller of the change ordered them.  A page-out
+ * batch named from the top down reaches the hook once, in gpa order, with
+ * neighbouring pages joined.  (vmmu used to hand the hook the batch in the
+ * caller's order.) */
+static void reclaim_hooks_see_a_page_out_batch_sorted(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager *pg = pager_env(&s, 12, NULL);
+    struct range_log log = {0};
+    assert_int_equal(vmmu__reclaim_hook_add(s.env.vm, log_ranges, &log), 0);
+    struct vmmu_gpa_range down[4] = {
+        {DATA_GPA + 40 * 4096, 4096},
+        {DATA_GPA + 20 * 4096, 2 * 4096},
+        {DATA_GPA + 19 * 4096, 4096},
+        {DATA_GPA + 2 * 4096, 4096},
+    };
+    assert_int_equal(vmmu_pager_page_out(pg, down, 4), 0);
+    assert_int_equal(log.calls, 1);
+    assert_int_equal(log.n, 3);
+    assert_int_equal(log.r[0].gpa, DATA_GPA + 2 * 4096);
+    assert_int_equal(log.r[0].size, 4096);
+    assert_int_equal(log.r[1].gpa, DATA_GPA + 19 * 4096);
+    assert_int_equal(log.r[1].size, 3 * 4096);
+    assert_int_equal(log.r[2].gpa, DATA_GPA + 40 * 4096);
+    assert_int_equal(log.r[2].size, 4096);
+    assert_int_equal(vmmu__reclaim_hook_remove(s.env.vm, log_ranges, &log), 0);
+    check_pages(&s, 12);
+    vmmu_pager_destroy(pg);
+    sync_env_fini(&s);
+}
 
 /* ---- host I/O failures ------------------------------------------------------------ */
 
@@ -620,6 +821,32 @@ static void a_page_out_the_file_has_no_room_for_leaves_the_page_resident_and_int
         check_pages(&s, seed);
         sync_env_fini(&s);
     }
+}
+
+/* pager.h: file_slots are "pages the backing file has room for", and a
+ * page the file could not take "is not counted in the statistics".  With
+ * room for two pages, a batch that fails on the third leaves the count at
+ * two; once the limit is gone the file grows as the pages need. */
+static void file_slots_count_only_the_pages_the_file_took(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    struct vmmu_pager *pg = pager_env(&s, 30, NULL);
+    struct vmmu_pager_stats st;
+    file_limit(2);
+    struct vmmu_gpa_range eight = {DATA_GPA, 8 * 4096}; /* page 5 is zero */
+    assert_int_equal(vmmu_pager_page_out(pg, &eight, 1), VMMU_ESYS);
+    file_unlimit();
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.written, 2);
+    assert_int_equal(st.file_slots, 2);
+    assert_int_equal(vmmu_pager_page_out(pg, &eight, 1), 0);
+    assert_int_equal(vmmu_pager_stats(pg, &st), 0);
+    assert_int_equal(st.written, 7);
+    assert_int_equal(st.file_slots, 7);
+    check_pages(&s, 30);
+    assert_int_equal(vmmu_pager_destroy(pg), 0);
+    sync_env_fini(&s);
 }
 
 /* pager.h, vmmu_pager_balance(): paged_out "receives the number of pages
@@ -808,8 +1035,15 @@ int main(void)
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
         cmocka_unit_test(removing_a_region_forgets_its_paged_out_pages),
         cmocka_unit_test(destroying_the_vm_frees_a_pager_left_behind),
+        cmocka_unit_test(replacing_a_region_forgets_its_paged_out_and_ballooned_pages),
+        cmocka_unit_test(balance_gives_pages_written_under_dirty_logging_a_second_chance),
+        cmocka_unit_test(paging_out_a_ballooned_page_leaves_it_ballooned),
+        cmocka_unit_test(paranoid_mode_protects_ballooned_pages_until_they_come_back),
+        cmocka_unit_test(destroying_the_pager_gives_ballooned_pages_back_as_zero_pages),
+        cmocka_unit_test(reclaim_hooks_see_a_page_out_batch_sorted),
         IO(a_page_out_the_file_has_no_room_for_leaves_the_page_resident_and_intact),
         IO(balance_that_cannot_write_says_what_it_paged_out),
+        IO(file_slots_count_only_the_pages_the_file_took),
         IO(a_page_in_that_cannot_read_the_file_fails_the_access_and_keeps_the_page_out),
         IO(a_backing_file_that_cannot_be_created_leaves_the_vm_without_a_pager),
     };
