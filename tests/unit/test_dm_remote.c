@@ -90,7 +90,10 @@ static int setup_pending(void **state)
 
 static int setup_short_timeout(void **state)
 {
-    *state = make_env(300, 0);
+    /* Short, so that the hung device model is declared dead soon; but
+     * the requests that set up the stall must not miss it on a loaded
+     * machine under ThreadSanitizer (300 ms did). */
+    *state = make_env(2000, 0);
     return 0;
 }
 
