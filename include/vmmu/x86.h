@@ -37,9 +37,14 @@
  *    writes to ROM.
  *  - holes, addresses beyond the vm's width, MMIO and device-model ranges:
  *    read as all-ones, without running any callback (a walk has no device
- *    side effects, so the peek form stays side-effect-free).  All-ones has
- *    P=1 and, whenever MAXPHYADDR < 52, reserved address bits at every
- *    level, so such a walk ends in a #PF with RSVD=1.
+ *    side effects, so the peek form stays side-effect-free).  In PAE and
+ *    IA-32e paging all-ones has P=1 and, whenever MAXPHYADDR < 52,
+ *    reserved address bits at every level, so such a walk ends in a #PF
+ *    with RSVD=1 (and such a PAE PDPT makes the PDPTE load raise #GP(0)).
+ *    32-bit paging has no reserved bit in a 4 KiB PDE or PTE: an all-ones
+ *    PTE maps frame 0xfffff000, user and writable (no A/D is written), and
+ *    an all-ones PDE is a 4 MiB page with reserved bit 21 (#PF, RSVD=1)
+ *    with CR4.PSE=1, else a page table at 0xfffff000.
  *
  * Threads: a struct vmmu_x86_paging belongs to one vCPU thread (the
  * architecture's invariant 1).  Walks on different paging structures may
@@ -351,9 +356,11 @@ struct vmmu_x86_walk_level {
     unsigned size;      /**< entry size in bytes: 4 (32-bit paging) or 8 */
     uint64_t gpa;       /**< guest-physical address of the entry */
     uint64_t value;     /**< what the walk read */
-    /** The value the CPU leaves in the entry after a successful walk (A,
+    /** The value the CPU writes to the entry after a successful walk (A,
      *  and D on a write's leaf); == value if nothing changes.
-     *  vmmu_x86_walk_commit() stores it where @ref host is non-NULL. */
+     *  vmmu_x86_walk_commit() stores it where @ref host is non-NULL; an
+     *  entry in ROM or read as all-ones keeps @ref value (the bus drops
+     *  the write). */
     uint64_t new_value;
     /** Host address of the entry when A/D updates may be written there (RAM),
      *  else NULL (ROM, holes, MMIO, and the PAE PDPTE registers).  Valid as
@@ -392,10 +399,12 @@ struct vmmu_x86_walk {
 
 /**
  * Translate @p va for one access without side effects: nothing in guest
- * memory changes, no callback runs.  On success @p out describes the
- * translation, and levels[].new_value the A/D bits a CPU would set; on a
- * fault, out->fault is what the CPU raises (#PF with CR2, or #GP/#SS(0)
- * for a non-canonical address in IA-32e paging; CR2 is then not written).
+ * memory changes, no MMIO or device callback runs (a paged-out page-table
+ * page is still brought back through the P2M's page-in handler).  On
+ * success @p out describes the translation, and levels[].new_value the
+ * A/D bits a CPU would set; on a fault, out->fault is what the CPU
+ * raises (#PF with CR2, or #GP/#SS(0) for a non-canonical address in
+ * IA-32e paging; CR2 is then not written).
  * Linear addresses in 32-bit and PAE paging and with paging off are 32
  * bits: bits 63:32 of @p va are ignored there.
  * The work is bounded: at most five entry reads.

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include "p2m/p2m_internal.h"
 #include "x86_env.h"
 
 static int setup(void **state)
@@ -264,6 +265,16 @@ static void efer_nxe_without_nx_feature_raises_gp(void **state)
     assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_NXE, &fault)), VMMU_X86_VEC_GP);
 }
 
+static void efer_lme_without_long_mode_feature_raises_gp(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_cpu cpu = {.features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_PSE36};
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, &cpu), 0);
+    assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_LME, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_NXE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.efer, R_EFER_NXE);
+}
+
 static void efer_reserved_bit_raises_gp(void **state)
 {
     struct x86_env *env = *state;
@@ -328,6 +339,127 @@ static void pkrs_with_upper_bits_raises_gp(void **state)
     assert_int_equal(vec_of(vmmu_x86_set_pkrs(&env->pg, 1ull << 32, &fault)), VMMU_X86_VEC_GP);
     assert_int_equal(vec_of(vmmu_x86_set_pkrs(&env->pg, 0xc, &fault)), VMMU_X86_FAULT_NONE);
     assert_int_equal(env->pg.pkrs, 0xc);
+}
+
+/* ---- What refused writes leave ------------------------------------------------ */
+
+/* A byte-exact copy of the paging state (memcpy, so padding compares too). */
+static void snapshot(const struct x86_env *env, struct vmmu_x86_paging *copy)
+{
+    memcpy(copy, &env->pg, sizeof(*copy));
+}
+
+static void assert_unchanged(const struct x86_env *env, const struct vmmu_x86_paging *copy)
+{
+    assert_memory_equal(&env->pg, copy, sizeof(*copy));
+}
+
+/* Every write the CPU refuses, from a long-mode state that has PCIDE, CET,
+ * PKE and PKS on (so that each rule can fire), reports a fault and leaves
+ * every field, derived data included, as it was. */
+static void every_refused_register_write_leaves_the_whole_state_unchanged(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_regs r = regs_4level(env_page(env));
+    r.cr0 |= R_CR0_WP;
+    r.cr4 |= R_CR4_PCIDE | VMMU_X86_CR4_CET | R_CR4_PKE | R_CR4_PKS;
+    r.efer |= R_EFER_NXE;
+    r.pkru = 0x0c;
+    r.pkrs = 0x30;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    uint64_t cr4 = env->pg.cr4;
+
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+#define REFUSED(call, vec)                                                                         \
+    do {                                                                                           \
+        fault.vector = 12345;                                                                      \
+        assert_int_equal(vec_of(call), vec);                                                       \
+        assert_int_equal(fault.error_code, 0);                                                     \
+        assert_unchanged(env, &before);                                                            \
+    } while (0)
+    REFUSED(vmmu_x86_set_cr0(&env->pg, env->pg.cr0 | (1ull << 32), &fault), VMMU_X86_VEC_GP);
+    /* Clearing PG with PCIDE=1; clearing WP with CET=1. */
+    REFUSED(vmmu_x86_set_cr0(&env->pg, R_CR0_PE | R_CR0_WP, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr0(&env->pg, R_CR0_PE | R_CR0_PG, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr0(&env->pg, (env->pg.cr0 | (1ull << 29)) & ~(1ull << 30), &fault),
+            VMMU_X86_VEC_GP); /* NW without CD */
+    REFUSED(vmmu_x86_set_cr3(&env->pg, 1ull << 40, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr4(&env->pg, cr4 & ~R_CR4_PAE, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr4(&env->pg, cr4 | R_CR4_LA57, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr4(&env->pg, cr4 | (1ull << 15), &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_efer(&env->pg, R_EFER_NXE, &fault), VMMU_X86_VEC_GP); /* LME off, PG on */
+    REFUSED(vmmu_x86_set_efer(&env->pg, env->pg.efer | (1ull << 20), &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_pkrs(&env->pg, 1ull << 32, &fault), VMMU_X86_VEC_GP);
+
+    /* From RESET: WP=0, LMA=0, PKE=0. */
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, NULL), 0);
+    snapshot(env, &before);
+    REFUSED(vmmu_x86_set_cr4(&env->pg, VMMU_X86_CR4_CET, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr4(&env->pg, R_CR4_PCIDE, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_cr0(&env->pg, R_CR0_PG, &fault), VMMU_X86_VEC_GP);
+    REFUSED(vmmu_x86_set_pkru(&env->pg, 4, &fault), VMMU_X86_VEC_UD);
+#undef REFUSED
+}
+
+static void cr4_setting_cet_with_wp_clear_raises_gp(void **state)
+{
+    struct x86_env *env = *state;
+    assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, VMMU_X86_CR4_CET, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(env->pg.cr4, 0);
+    assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE | R_CR0_WP, &fault)),
+                     VMMU_X86_FAULT_NONE);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, VMMU_X86_CR4_CET, &fault)),
+                     VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.cr4, VMMU_X86_CR4_CET);
+}
+
+static void pkru_and_pkrs_writes_fault_on_a_cpu_without_the_feature(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_cpu cpu = {
+        .features = VMMU_X86_FEAT_ALL & ~(VMMU_X86_FEAT_PKU | VMMU_X86_FEAT_PKS)};
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, &cpu), 0);
+    enter_long_mode(env);
+    assert_int_equal(vec_of(vmmu_x86_set_pkru(&env->pg, 0, &fault)), VMMU_X86_VEC_UD);
+    assert_int_equal(vec_of(vmmu_x86_set_pkrs(&env->pg, 0, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, R_CR4_PAE | R_CR4_PKE, &fault)),
+                     VMMU_X86_VEC_GP);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, R_CR4_PAE | R_CR4_PKS, &fault)),
+                     VMMU_X86_VEC_GP);
+}
+
+static void rflags_bit1_reads_one_and_cpl_above_three_is_refused(void **state)
+{
+    struct x86_env *env = *state;
+    assert_int_equal(vmmu_x86_set_rflags(&env->pg, 0), 0);
+    assert_int_equal(env->pg.rflags, 2);
+    assert_int_equal(vmmu_x86_set_rflags(&env->pg, R_RFLAGS_AC), 0);
+    assert_int_equal(env->pg.rflags, R_RFLAGS_AC | 2);
+    assert_int_equal(vmmu_x86_set_cpl(&env->pg, 3), 0);
+    assert_int_equal(vmmu_x86_set_cpl(&env->pg, 4), VMMU_EINVAL);
+    assert_int_equal(env->pg.cpl, 3);
+}
+
+static void init_accepts_the_maxphyaddr_bounds_and_refuses_1g_pages_without_long_mode(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_paging pg;
+    struct vmmu_x86_cpu cpu = {.features = VMMU_X86_FEAT_ALL, .maxphyaddr = 32};
+    assert_int_equal(vmmu_x86_paging_init(&pg, env->vm, &cpu), 0);
+    assert_int_equal(pg.cpu.maxphyaddr, 32);
+    cpu.maxphyaddr = 52;
+    assert_int_equal(vmmu_x86_paging_init(&pg, env->vm, &cpu), 0);
+    cpu.maxphyaddr = 31;
+    assert_int_equal(vmmu_x86_paging_init(&pg, env->vm, &cpu), VMMU_EINVAL);
+    struct vmmu_x86_cpu g1_no_lm = {.features = VMMU_X86_FEAT_1G};
+    assert_int_equal(vmmu_x86_paging_init(&pg, env->vm, &g1_no_lm), VMMU_EINVAL);
+    assert_string_equal(vmmu_x86_mode_name(VMMU_X86_MODE_NONE), "none");
+    assert_string_equal(vmmu_x86_mode_name(VMMU_X86_MODE_32), "32");
+    assert_string_equal(vmmu_x86_mode_name(VMMU_X86_MODE_PAE), "pae");
+    assert_string_equal(vmmu_x86_mode_name(VMMU_X86_MODE_4LEVEL), "4level");
+    assert_string_equal(vmmu_x86_mode_name(VMMU_X86_MODE_5LEVEL), "5level");
 }
 
 /* ---- PAE PDPTE registers ------------------------------------------------------ */
@@ -427,6 +559,167 @@ static void pdpt_in_unbacked_memory_makes_the_load_raise_gp(void **state)
     assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, 0x80000000ull, &fault)), VMMU_X86_VEC_GP);
 }
 
+
+/* SDM 4.4.1 lists the bits whose change reloads the PDPTEs: CR0.PG, CD, NW
+ * and CR4.PAE, PGE, PSE, SMEP (and every MOV to CR3).  Others do not. */
+static void pdptes_reload_exactly_when_a_listed_bit_changes(void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = env_page(env);
+    enter_pae(env, pdpt);
+    const uint64_t cd = 1ull << 30, nw = 1ull << 29;
+    const uint64_t cr0 = R_CR0_PE | R_CR0_PG, cr4 = R_CR4_PAE;
+    struct {
+        int reg; /* 0 CR0, 3 CR3, 4 CR4, 8 EFER */
+        uint64_t value;
+        bool reloads;
+    } steps[] = {
+        {0, cr0 | R_CR0_WP, false},  {0, cr0 | cd, true},        {0, cr0 | cd | nw, true},
+        {0, cr0, true},              {4, cr4 | R_CR4_PSE, true}, {4, cr4 | R_CR4_SMEP, true},
+        {4, cr4 | R_CR4_SMEP | R_CR4_SMAP, false},
+        {4, cr4 | R_CR4_SMEP | R_CR4_SMAP | R_CR4_PKE, false},
+        {8, R_EFER_NXE, false},
+        {3, pdpt, true},
+    };
+    uint64_t reg2 = env->pg.pdpte[2];
+    for (unsigned i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+        uint64_t fresh = (0x10000 + 0x1000 * (uint64_t)i) | E_P;
+        put64(env, pdpt + 16, fresh);
+        int rc = steps[i].reg == 0   ? vmmu_x86_set_cr0(&env->pg, steps[i].value, &fault)
+                 : steps[i].reg == 3 ? vmmu_x86_set_cr3(&env->pg, steps[i].value, &fault)
+                 : steps[i].reg == 4 ? vmmu_x86_set_cr4(&env->pg, steps[i].value, &fault)
+                                     : vmmu_x86_set_efer(&env->pg, steps[i].value, &fault);
+        assert_int_equal(vec_of(rc), VMMU_X86_FAULT_NONE);
+        assert_int_equal(env->pg.mode, VMMU_X86_MODE_PAE);
+        if (steps[i].reloads)
+            reg2 = fresh;
+        assert_int_equal(env->pg.pdpte[2], reg2);
+    }
+}
+
+static void setting_cr4_pae_under_32bit_paging_loads_the_pdptes_or_raises_gp(void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = env_page(env);
+    put64(env, pdpt, 0x5000 | E_P | E_RW); /* R/W is reserved in a PDPTE */
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = pdpt, .rflags = 2};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, R_CR4_PAE, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+    assert_int_equal(env->pg.cr4, 0);
+    put64(env, pdpt, 0x5000 | E_P);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, R_CR4_PAE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_PAE);
+    assert_int_equal(env->pg.pdpte[0], 0x5000 | E_P);
+}
+
+static void cr3_write_under_32bit_paging_loads_no_pdptes(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = env_page(env), .rflags = 2};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    /* Unbacked memory would be all-ones PDPTEs (#GP in PAE paging). */
+    assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, 0x80000000ull, &fault)),
+                     VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.cr3, 0x80000000ull);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(env->pg.pdpte[i], 0);
+}
+
+static unsigned mmio_calls;
+static int count_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)opaque;
+    (void)offset;
+    (void)size;
+    mmio_calls++;
+    *value = 0x1001; /* a valid present PDPTE, were it used */
+    return 0;
+}
+static int count_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)opaque;
+    (void)offset;
+    (void)size;
+    (void)value;
+    mmio_calls++;
+    return 0;
+}
+
+static void pdpt_in_mmio_raises_gp_without_calling_the_device(void **state)
+{
+    struct x86_env *env = *state;
+    static const struct vmmu_mmio_ops ops = {count_read, count_write};
+    struct vmmu_region_desc d = {
+        .type = VMMU_MEM_MMIO, .gpa = 0x10000000, .size = 0x1000, .mmio = &ops};
+    assert_int_equal(vmmu_region_add(env->vm, &d, NULL), 0);
+    uint64_t pdpt = env_page(env);
+    enter_pae(env, pdpt);
+    mmio_calls = 0;
+    assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, 0x10000000ull, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(mmio_calls, 0);
+    assert_int_equal(env->pg.cr3, pdpt);
+}
+
+static void pdpt_in_rom_loads_like_ram(void **state)
+{
+    struct x86_env *env = *state;
+    uint8_t *rom = aligned_alloc(4096, 4096);
+    assert_non_null(rom);
+    memset(rom, 0, 4096);
+    uint64_t e = 0x7000 | E_P;
+    memcpy(rom + 8, &e, 8);
+    struct vmmu_region_desc d = {
+        .type = VMMU_MEM_ROM, .gpa = 0x20000000, .size = 4096, .host = rom};
+    assert_int_equal(vmmu_region_add(env->vm, &d, NULL), 0);
+    enter_pae(env, env_page(env));
+    assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, 0x20000000ull, &fault)),
+                     VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.pdpte[1], e);
+    assert_int_equal(env->pg.pdpte[0], 0);
+    vmmu_vm_destroy(env->vm); /* before freeing the ROM's memory */
+    env->vm = NULL;
+    free(rom);
+}
+
+static int pagein_fails(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)vm;
+    (void)gpa;
+    ++*(unsigned *)opaque;
+    return VMMU_ENOMEM;
+}
+
+/* A PDPT that cannot be paged in: MOV to CR3 and set_state return the
+ * error (VMMU_EPAGEDOUT without a handler, else the handler's own code)
+ * and change nothing. */
+static void pdpt_load_that_cannot_page_in_returns_the_error_and_changes_nothing(void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = env_page(env), other = env_page(env);
+    enter_pae(env, pdpt);
+    put64(env, other, env_page(env) | E_P);
+    assert_int_equal(vmmu__page_state_update(env->vm, other, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT),
+                     0);
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    assert_int_equal(vmmu_x86_set_cr3(&env->pg, other, &fault), VMMU_EPAGEDOUT);
+    assert_unchanged(env, &before);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = other, .cr4 = R_CR4_PAE};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EPAGEDOUT);
+    assert_unchanged(env, &before);
+
+    unsigned calls = 0;
+    assert_int_equal(vmmu_p2m_set_pagein_handler(env->vm, pagein_fails, &calls), 0);
+    assert_int_equal(vmmu_x86_set_cr3(&env->pg, other, &fault), VMMU_ENOMEM);
+    assert_true(calls >= 1);
+    assert_unchanged(env, &before);
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_ENOMEM);
+    assert_unchanged(env, &before);
+}
+
 /* ---- Whole-state loads -------------------------------------------------------- */
 
 static void set_state_refuses_lma_without_paging(void **state)
@@ -484,6 +777,47 @@ static void set_state_selects_each_mode(void **state)
     assert_int_equal(env->pg.mode, VMMU_X86_MODE_5LEVEL);
 }
 
+/* Every rule of vmmu_x86_set_state's "a state the CPU can be in", one
+ * impossible state each; a refusal leaves the old state byte for byte. */
+static void set_state_refuses_each_impossible_state_and_keeps_the_old_one(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_cpu cpu = {.features = VMMU_X86_FEAT_ALL & ~VMMU_X86_FEAT_PKU};
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, &cpu), 0);
+    const struct vmmu_x86_regs good = regs_4level(env_page(env));
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &good), 0);
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+
+    struct vmmu_x86_regs bad[17];
+    unsigned n = 0;
+    for (unsigned i = 0; i < 17; i++)
+        bad[i] = good;
+    bad[n++].cr0 = R_CR0_PG | R_CR0_PE | (1ull << 32);                    /* CR0 63:32 */
+    bad[n++].cr0 = R_CR0_PG | R_CR0_PE | (1ull << 7);                     /* CR0 reserved bit */
+    bad[n].cr0 = R_CR0_PG, bad[n++].efer = 0;                              /* PG without PE */
+    bad[n++].cr0 = R_CR0_PG | R_CR0_PE | (1ull << 29);                    /* NW without CD */
+    bad[n++].efer = R_EFER_LMA;                                            /* LMA without LME */
+    bad[n++].efer = R_EFER_LME;                                            /* LME && PG, no LMA */
+    bad[n++].efer |= 1ull << 20;                                           /* EFER reserved */
+    bad[n++].cr4 |= 1ull << 15;                                            /* CR4 reserved */
+    bad[n].cr4 = R_CR4_PAE | R_CR4_PCIDE, bad[n++].efer = R_EFER_LME;     /* PCIDE, LMA=0 */
+    bad[n++].cr4 |= VMMU_X86_CR4_CET;                                      /* CET without WP */
+    bad[n++].cr3 |= 1ull << 63;                                            /* CR3 bit 63 */
+    bad[n].cr0 = R_CR0_PE | R_CR0_PG, bad[n].cr4 = 0, bad[n].efer = 0,
+    bad[n++].cr3 = 1ull << 32;                                             /* 32-bit CR3 */
+    bad[n++].cpl = 4;
+    bad[n++].pkrs = 1ull << 32;
+    bad[n++].pkru = 4; /* the CPU has no PKU */
+    bad[n++].cr4 |= R_CR4_PKE;
+    bad[n++].efer |= VMMU_X86_EFER_SVME; /* Intel */
+    assert_int_equal(n, 17);
+    for (unsigned i = 0; i < n; i++) {
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &bad[i]), VMMU_EINVAL);
+        assert_unchanged(env, &before);
+    }
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -532,6 +866,19 @@ int main(void)
         T(set_state_refuses_cr3_above_maxphyaddr),
         T(set_state_refuses_bad_pdptes_and_keeps_the_old_state),
         T(set_state_selects_each_mode),
+        T(every_refused_register_write_leaves_the_whole_state_unchanged),
+        T(cr4_setting_cet_with_wp_clear_raises_gp),
+        T(pkru_and_pkrs_writes_fault_on_a_cpu_without_the_feature),
+        T(rflags_bit1_reads_one_and_cpl_above_three_is_refused),
+        T(init_accepts_the_maxphyaddr_bounds_and_refuses_1g_pages_without_long_mode),
+        T(pdptes_reload_exactly_when_a_listed_bit_changes),
+        T(setting_cr4_pae_under_32bit_paging_loads_the_pdptes_or_raises_gp),
+        T(cr3_write_under_32bit_paging_loads_no_pdptes),
+        T(pdpt_in_mmio_raises_gp_without_calling_the_device),
+        T(pdpt_in_rom_loads_like_ram),
+        T(pdpt_load_that_cannot_page_in_returns_the_error_and_changes_nothing),
+        T(set_state_refuses_each_impossible_state_and_keeps_the_old_one),
+        T(efer_lme_without_long_mode_feature_raises_gp),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

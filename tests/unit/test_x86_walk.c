@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include "p2m/p2m_internal.h"
+#include "x86/x86_internal.h"
 #include "x86_env.h"
 
 #define PF_P 0x01u
@@ -291,6 +292,75 @@ static void pae_2m_page_bits_20_13_are_reserved(void **state)
     load(f, regs_pae(f->root));
     struct vmmu_x86_walk w = walk(f, 0x10, 0);
     assert_pf(&w, PF_P | PF_RSVD);
+}
+
+/* Entries read from unbacked memory are all-ones.  In 32-bit paging a
+ * 4 KiB PTE has no reserved bit, so a page table in a hole does not fault
+ * on RSVD: the walk translates to the all-ones frame, user and writable,
+ * and writes no A/D bit (there is nowhere to write it). */
+static void paging_32bit_page_table_in_a_hole_translates_to_the_all_ones_frame(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t va = 0x00c03456; /* PDE 3, PTE 3 */
+    put32(&f->env, f->root + 4 * 3, (uint32_t)(0x80000000u | PRWU)); /* beyond the 1 MiB of RAM */
+    load(f, regs_32(f->root, 0));
+    struct vmmu_x86_walk w = walk(f, va, VMMU_X86_ACC_WRITE);
+    assert_true(w.ok);
+    assert_int_equal(w.gpa, 0xfffff456ull);
+    assert_true(w.user && w.writable);
+    assert_int_equal(w.nlevels, 2);
+    assert_int_equal(w.levels[1].value, 0xffffffffull);
+    assert_null(w.levels[1].host);
+    assert_int_equal(w.levels[1].region_id, 0);
+    assert_int_equal(get32(&f->env, f->root + 4 * 3), 0x80000000u | PRWU | E_A);
+    /* With CR4.PSE an all-ones PDE is a 4 MiB page with bit 21 set: RSVD. */
+    load(f, regs_32(0x80000000ull, R_CR4_PSE));
+    w = walk(f, va, 0);
+    assert_pf(&w, PF_P | PF_RSVD);
+}
+
+/* In PAE paging linear addresses have 32 bits: bits 63:32 of the address
+ * asked for are dropped, from the translation, the record and CR2. */
+static void pae_walk_ignores_linear_address_bits_above_31(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t pd = env_page(&f->env);
+    put64(&f->env, f->root + 8 * 3, pd | E_P);
+    put64(&f->env, pd + 8 * 511, 0x400000 | PRWU | E_PS); /* va 0xffe00000 */
+    load(f, regs_pae(f->root));
+    struct vmmu_x86_walk w = walk(f, 0xabcd0000ffe01234ull, 0);
+    assert_true(w.ok);
+    assert_int_equal(w.va, 0xffe01234ull);
+    assert_int_equal(w.gpa, 0x401234);
+    assert_int_equal(w.page_size, 2 * MiB);
+    w = walk(f, 0xabcd0000bfe01234ull, 0); /* PDPTE 2: not present */
+    assert_pf(&w, 0);
+    assert_int_equal(w.fault.cr2, 0xbfe01234ull);
+}
+
+/* The highest page of each linear address space walks through the last
+ * entry of every table. */
+static void walks_reach_the_last_page_of_the_linear_address_space(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t top = 0xfffffffffffff000ull;
+    map8(&f->env, f->root, 4, top, 1, PRWU, 0x9000 | PRWU);
+    load(f, regs_4level(f->root));
+    struct vmmu_x86_walk w = walk(f, top | 0xfff, 0);
+    assert_true(w.ok);
+    assert_int_equal(w.gpa, 0x9fff);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(w.levels[i].gpa & 0xfff, 0xff8);
+
+    uint64_t root32 = env_page(&f->env), pt = env_page(&f->env);
+    put32(&f->env, root32 + 4 * 1023, (uint32_t)(pt | PRWU));
+    put32(&f->env, pt + 4 * 1023, (uint32_t)(0xa000 | PRWU));
+    load(f, regs_32(root32, 0));
+    w = walk(f, 0xffffffffull, VMMU_X86_ACC_WRITE);
+    assert_true(w.ok);
+    assert_int_equal(w.gpa, 0xafff);
+    assert_int_equal(w.levels[0].gpa, root32 + 4092);
+    assert_int_equal(w.levels[1].gpa, pt + 4092);
 }
 
 static void four_level_walk_records_every_entry_top_first(void **state)
@@ -638,6 +708,119 @@ static void commit_refuses_when_an_entry_changed_since_the_walk(void **state)
     assert_int_equal(get64(&f->env, leaf_at), 0xa000 | PRWU);
 }
 
+/* vmmu_x86_walk_commit stores top level first and stops at the first entry
+ * that changed: the levels above it keep their new A bits, it and the
+ * levels below are left as the guest has them. */
+static void commit_refused_midway_keeps_the_accessed_bits_stored_above(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t leaf_at = map8(&f->env, f->root, 4, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    load(f, regs_4level(f->root));
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(&f->env.pg, 0x3000, VMMU_X86_ACC_WRITE, &w), 0);
+    assert_true(w.ok);
+    uint64_t pde_at = w.levels[2].gpa;
+    uint64_t pde = get64(&f->env, pde_at) | (1ull << 9); /* the guest sets an available bit */
+    put64(&f->env, pde_at, pde);
+    assert_int_equal(vmmu_x86_walk_commit(&f->env.pg, &w), VMMU_EBUSY);
+    assert_false(w.committed);
+    assert_true(get64(&f->env, w.levels[0].gpa) & E_A);
+    assert_true(get64(&f->env, w.levels[1].gpa) & E_A);
+    assert_int_equal(get64(&f->env, pde_at), pde);
+    assert_int_equal(get64(&f->env, leaf_at), 0x9000 | PRWU);
+}
+
+/* A peek followed by a commit leaves guest memory exactly as a walk does,
+ * and new_value is what each entry holds afterwards. */
+static void peek_then_commit_leaves_what_walk_leaves(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t leaf_at = map8(&f->env, f->root, 4, 0x5000, 1, PRWU, 0x9000 | PRWU);
+    load(f, regs_4level(f->root));
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(&f->env.pg, 0x5000, VMMU_X86_ACC_WRITE, &w), 0);
+    assert_int_equal(vmmu_x86_walk_commit(&f->env.pg, &w), 0);
+    assert_true(w.committed);
+    for (unsigned i = 0; i < w.nlevels; i++)
+        assert_int_equal(get64(&f->env, w.levels[i].gpa), w.levels[i].new_value);
+    uint64_t after_commit[4];
+    for (unsigned i = 0; i < 4; i++)
+        after_commit[i] = w.levels[i].new_value;
+
+    /* The same tables, untouched again, through vmmu_x86_walk. */
+    for (unsigned i = 0; i < 4; i++)
+        put64(&f->env, w.levels[i].gpa, w.levels[i].value);
+    struct vmmu_x86_walk w2 = walk(f, 0x5000, VMMU_X86_ACC_WRITE);
+    assert_true(w2.committed);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(get64(&f->env, w2.levels[i].gpa), after_commit[i]);
+    assert_int_equal(get64(&f->env, leaf_at), 0x9000 | PRWU | E_A | E_D);
+}
+
+/* The entry-read hook lets this test play a guest that rewrites the PTE
+ * right after every read, so every commit loses: the walk gives up after
+ * exactly VMMU_X86_WALK_RESTARTS_MAX restarts with VMMU_EBUSY, and the
+ * record holds the last attempt. */
+static unsigned rewrites;
+static int hook_lookup(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                       struct vmmu__x86_entry *out)
+{
+    (void)ctx, (void)vm, (void)gpa, (void)size, (void)level, (void)out;
+    return 0; /* read memory */
+}
+static int hook_record(void *ctx, struct vmmu_vm *vm, uint64_t gpa, unsigned size, unsigned level,
+                       struct vmmu__x86_entry *e)
+{
+    (void)vm, (void)gpa, (void)size;
+    if (level == 1) {
+        __atomic_fetch_xor((uint64_t *)ctx, 1ull << 9, __ATOMIC_ACQ_REL);
+        rewrites++;
+    }
+    (void)e;
+    return 0;
+}
+
+static void walk_gives_up_with_ebusy_after_the_restart_bound_when_every_commit_loses(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t leaf_at = map8(&f->env, f->root, 4, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    load(f, regs_4level(f->root));
+    struct vmmu__x86_entry_hook hook = {hook_lookup, hook_record, f->env.mem + leaf_at};
+    rewrites = 0;
+    vmmu__x86_entry_hook = &hook;
+    struct vmmu_x86_walk w;
+    int rc = vmmu_x86_walk(&f->env.pg, 0x3000, 0, &w);
+    vmmu__x86_entry_hook = NULL;
+    assert_int_equal(rc, VMMU_EBUSY);
+    assert_int_equal(w.restarts, VMMU_X86_WALK_RESTARTS_MAX);
+    assert_int_equal(rewrites, VMMU_X86_WALK_RESTARTS_MAX + 1);
+    assert_false(w.committed);
+    assert_true(w.ok);
+    assert_int_equal(w.levels[3].value, get64(&f->env, leaf_at) ^ (1ull << 9));
+    assert_false(get64(&f->env, leaf_at) & E_A);
+}
+
+/* A self-referencing PML4 entry (the recursive mapping some guests use)
+ * makes one walk use the same entry at every level.  The walk still
+ * succeeds and leaves the entry with A and, for a write, D set; the
+ * commit that finds the entry already changed by its own store above is
+ * simply redone. */
+static void walk_through_a_self_referencing_entry_sets_its_bits_once(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t self = f->root + 8 * 511;
+    put64(&f->env, self, f->root | PRWU);
+    load(f, regs_4level(f->root));
+    struct vmmu_x86_walk w = walk(f, 0xfffffffffffff000ull, VMMU_X86_ACC_WRITE);
+    assert_true(w.ok);
+    assert_true(w.committed);
+    assert_int_equal(w.gpa, f->root);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(w.levels[i].gpa, self);
+    assert_true(w.restarts <= VMMU_X86_WALK_RESTARTS_MAX);
+    assert_int_equal(get64(&f->env, self), f->root | PRWU | E_A | E_D);
+}
+
 static void commit_of_a_faulted_walk_writes_nothing(void **state)
 {
     struct fixture *f = *state;
@@ -663,6 +846,37 @@ static void table_in_unbacked_memory_reads_as_all_ones_and_faults_reserved(void 
     assert_int_equal(w.levels[1].value, ~0ull);
     assert_null(w.levels[1].host);
     assert_int_equal(get64(&f->env, f->root), 0x80000000ull | PRWU);
+}
+
+/* A table beyond the vm's guest-physical width reads as all-ones, like a
+ * hole, and is never looked up as an error. */
+static void table_beyond_the_vm_width_reads_as_all_ones(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_vm_config cfg = {.gpa_bits = 32};
+    assert_int_equal(vmmu_vm_create(&cfg, &vm), 0);
+    uint8_t *mem = aligned_alloc(4096, 64 * KiB);
+    assert_non_null(mem);
+    memset(mem, 0, 64 * KiB);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 64 * KiB, .host = mem};
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+    uint64_t pml4e = (1ull << 36) | PRWU; /* below MAXPHYADDR 40, beyond 32 bits */
+    memcpy(mem + 0x1000, &pml4e, 8);
+    struct vmmu_x86_paging pg;
+    assert_int_equal(vmmu_x86_paging_init(&pg, vm, NULL), 0);
+    struct vmmu_x86_regs r = regs_4level(0x1000);
+    assert_int_equal(vmmu_x86_set_state(&pg, &r), 0);
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk(&pg, 0x3000, 0, &w), 0);
+    assert_pf(&w, PF_P | PF_RSVD);
+    assert_int_equal(w.nlevels, 2);
+    assert_int_equal(w.levels[1].gpa, 1ull << 36);
+    assert_int_equal(w.levels[1].value, ~0ull);
+    assert_null(w.levels[1].host);
+    assert_int_equal(w.levels[1].region_id, 0);
+    vmmu_vm_destroy(vm);
+    free(mem);
 }
 
 static unsigned mmio_calls;
@@ -760,6 +974,32 @@ static void table_on_a_paged_out_page_is_paged_in_through_the_handler(void **sta
     assert_int_equal(get64(&f->env, leaf_at), 0x9000 | PRWU | E_A);
 }
 
+static int pagein_fails(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)vm;
+    (void)gpa;
+    ++*(unsigned *)opaque;
+    return VMMU_ESYS;
+}
+
+static void table_on_a_page_the_handler_cannot_bring_back_fails_with_its_code(void **state)
+{
+    struct fixture *f = *state;
+    unsigned calls = 0;
+    uint64_t leaf_at = map8(&f->env, f->root, 4, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    load(f, regs_4level(f->root));
+    assert_int_equal(vmmu_p2m_set_pagein_handler(f->env.vm, pagein_fails, &calls), 0);
+    assert_int_equal(vmmu__page_state_update(f->env.vm, leaf_at, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT),
+                     0);
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(&f->env.pg, 0x3000, 0, &w), VMMU_ESYS);
+    assert_int_equal(vmmu_x86_walk(&f->env.pg, 0x3000, 0, &w), VMMU_ESYS);
+    assert_true(calls >= 2);
+    /* The upper levels were read but nothing was committed. */
+    assert_false(get64(&f->env, f->root) & E_A);
+}
+
 static void accessed_bit_update_marks_a_logged_page_table_page_dirty(void **state)
 {
     struct fixture *f = *state;
@@ -840,6 +1080,15 @@ int main(void)
         T(table_on_a_paged_out_page_without_pager_fails_epagedout),
         T(table_on_a_paged_out_page_is_paged_in_through_the_handler),
         T(accessed_bit_update_marks_a_logged_page_table_page_dirty),
+        T(paging_32bit_page_table_in_a_hole_translates_to_the_all_ones_frame),
+        T(pae_walk_ignores_linear_address_bits_above_31),
+        T(walks_reach_the_last_page_of_the_linear_address_space),
+        T(commit_refused_midway_keeps_the_accessed_bits_stored_above),
+        T(peek_then_commit_leaves_what_walk_leaves),
+        T(walk_gives_up_with_ebusy_after_the_restart_bound_when_every_commit_loses),
+        T(table_on_a_page_the_handler_cannot_bring_back_fails_with_its_code),
+        T(table_beyond_the_vm_width_reads_as_all_ones),
+        T(walk_through_a_self_referencing_entry_sets_its_bits_once),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
