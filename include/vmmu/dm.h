@@ -19,8 +19,9 @@
  * to its loop, may call vmmu_dm_vcpu_wait(), and re-executes the
  * instruction; the same access from the same vCPU then completes (0 and the
  * value), or fails: VMMU_EDEAD (the server died or was disconnected),
- * VMMU_ETIMEDOUT (no answer in the server's timeout; the server is then
- * declared dead), VMMU_EPROTO (a malformed answer), VMMU_EDEVICE (the device
+ * VMMU_ETIMEDOUT (no answer in the server's timeout; an out-of-process
+ * server is then declared dead, an in-process one, whose timeout is 5 s,
+ * is not), VMMU_EPROTO (a malformed answer), VMMU_EDEVICE (the device
  * model failed it).  A vCPU has at most one request outstanding: a different
  * access while one is in service fails with VMMU_EBUSY.  Host accesses
  * (vcpu_id -1) never pend: they wait for the answer.
@@ -164,8 +165,10 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
                                  struct vmmu_dm_server **out);
 
 /**
- * Remove a server's ranges and free it.  Requests in flight fail with
- * VMMU_EDEAD.  An out-of-process server's socket is shut down and its
+ * Remove a server's ranges and free it.  Requests in flight are dropped:
+ * their vCPUs have nothing outstanding any more, and a re-executed access
+ * finds no server (VMMU_ENOENT for a port; the MMIO range is no longer a
+ * DEVICE page).  An out-of-process server's socket is shut down and its
  * process, if known, is given the server's timeout to exit before it is
  * killed.  No access to its ranges may be running.
  * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
@@ -182,7 +185,8 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
  * @param flags VMMU_DM_RANGE_BUFFERED or 0 (buffered needs a ring).
  * @param range_opaque handed to in-process callbacks.
  * @param region_id receives the region id; may be NULL.
- * @return 0 or what vmmu_region_add() returns; VMMU_EINVAL for unknown flags.
+ * @return 0 or what vmmu_region_add() returns; VMMU_EINVAL for unknown flags;
+ *         VMMU_ELIMIT (256 MMIO ranges in the layer; no region is added).
  */
 int vmmu_dm_map_mmio(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size, unsigned flags,
                      void *range_opaque, uint32_t *region_id);
@@ -276,7 +280,8 @@ static inline int vmmu_dm_vcpu_safe_point(struct vmmu_dm *dm, int vcpu_id,
 /** Counters of one server (vmmu_dm_server_stats()). */
 struct vmmu_dm_server_stats {
     uint64_t requests;      /**< accesses served (completed or failed) */
-    uint64_t pending;       /**< accesses that returned VMMU_EPENDING */
+    uint64_t pending;       /**< VMMU_EPENDING returns (a re-executed access
+                                 still waiting counts again) */
     uint64_t buffered;      /**< writes posted to the ring */
     uint64_t proto_errors;  /**< malformed or out-of-protocol messages ignored */
     uint64_t invalidations; /**< invalidations acknowledged */

@@ -50,7 +50,8 @@ struct vmmu_dmc;
 
 /** Client options.  Zero-initialise it. */
 struct vmmu_dmc_config {
-    /** Most bytes of guest memory mapped at once; 0 selects 64 MiB. */
+    /** Most bytes of guest memory mapped at once, at least one bucket;
+     *  0 selects 64 MiB. */
     size_t mapcache_bytes;
     /** log2 of a bucket's size, 12..24; 0 selects 16 (64 KiB). */
     unsigned bucket_shift;
@@ -66,8 +67,10 @@ struct vmmu_dmc_config {
 /**
  * Take over a connected socket @p sock (the client owns it from now on,
  * even on failure), receive the vm's HELLO and map the shared page.
- * @return 0; VMMU_EINVAL; VMMU_ENOMEM; VMMU_EPROTO (not a valid HELLO or
- *         shared page); VMMU_EDEAD (the vm hung up); VMMU_ESYS.
+ * @return 0; VMMU_EINVAL (also bucket_shift outside 12..24, mapcache_bytes
+ *         below one bucket); VMMU_ENOMEM; VMMU_EPROTO (not a valid HELLO or
+ *         shared page); VMMU_EDEAD (the vm hung up); VMMU_ETIMEDOUT (no
+ *         HELLO within 10 s); VMMU_ESYS.
  */
 int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu_dmc **out);
 

@@ -138,9 +138,8 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id);
  * changed from inside @p fn: @p fn runs under the map's lock, and every
  * call that would take it again returns VMMU_EBUSY on this thread (region
  * changes, the handler setters below, dirty logging, the pager's calls but
- * vmmu_pager_stats(), vmmu_pager_destroy() included, vmmu_dm_create()).
- * vmmu_dm_destroy() and vmmu_dm_server_destroy(), which return nothing,
- * must not be called from @p fn.
+ * vmmu_pager_stats(), vmmu_pager_destroy() included, vmmu_dm_create(),
+ * vmmu_dm_destroy(), vmmu_dm_server_destroy()).
  * @return 0 after visiting all, @p fn's non-zero value, or VMMU_EINVAL.
  */
 int vmmu_region_foreach(const struct vmmu_vm *vm,

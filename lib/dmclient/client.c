@@ -118,7 +118,10 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         return VMMU_EINVAL;
     }
     unsigned shift = cfg && cfg->bucket_shift ? cfg->bucket_shift : 16;
-    if (shift < 12 || shift > 24) {
+    /* A limit below one bucket could map nothing: every map would fail
+     * with VMMU_ELIMIT, pinned buckets or not. */
+    if (shift < 12 || shift > 24 ||
+        (cfg && cfg->mapcache_bytes && cfg->mapcache_bytes < ((size_t)1 << shift))) {
         close(sock);
         return VMMU_EINVAL;
     }

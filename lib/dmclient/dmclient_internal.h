@@ -55,7 +55,11 @@ struct dmc_bucket {
     unsigned pins;
     bool writable;
     bool dead; /* invalidated while pinned: ptr now maps private memory */
-    struct dmc_bucket *hnext;            /* hash chain, or dead list */
+    struct dmc_bucket *hnext;            /* hash chain, dead list, or retired list */
+    /* Pinned buckets of the same span this one overlapped when it was
+     * made: they keep their mappings (their users' pointers) and live and
+     * die with this one, whose pins count theirs too (mapcache.c). */
+    struct dmc_bucket *retired;
     struct dmc_bucket *older, *newer;    /* LRU list of live buckets */
 };
 

@@ -9,6 +9,16 @@
  * LRU list; pinned buckets (vmmu_dmc_map() without its vmmu_dmc_unmap())
  * are never evicted.
  *
+ * A span may need a new bucket while an older one of it is pinned (the
+ * region table changed: a range was punched out and published again, or
+ * pages came back), or while one an invalidation left harmless is.  The
+ * new bucket takes over every such pinned bucket it overlaps: they keep
+ * their mappings on its retired list and their pins are added to its own.
+ * So no two units of a span overlap, an unmap finds the one unit that
+ * holds its address, and no user's pointer is unmapped while a pin of its
+ * unit is held (an unmap cannot tell which of two overlapping mappings of
+ * its address it releases).
+ *
  * Invalidation drops every bucket that overlaps the range.  An unpinned
  * bucket is unmapped.  A pinned one cannot be unmapped under its user, so
  * its address range is replaced (MAP_FIXED) by private anonymous memory:
@@ -63,11 +73,42 @@ static void hash_unlink(struct vmmu_dmc *c, struct dmc_bucket *b)
         }
 }
 
+/* Unmap and free @b and the buckets it retired. */
 static void bucket_free(struct vmmu_dmc *c, struct dmc_bucket *b)
 {
+    struct dmc_bucket *r = b->retired;
+    while (r) {
+        struct dmc_bucket *n = r->hnext;
+        munmap(r->ptr, r->end - r->start);
+        c->mapped -= r->end - r->start;
+        free(r);
+        r = n;
+    }
     munmap(b->ptr, b->end - b->start);
     c->mapped -= b->end - b->start;
     free(b);
+}
+
+/* Whether @b or a bucket it retired maps @gpa. */
+static bool unit_holds(const struct dmc_bucket *b, uint64_t gpa)
+{
+    if (gpa >= b->start && gpa < b->end)
+        return true;
+    for (const struct dmc_bucket *r = b->retired; r; r = r->hnext)
+        if (gpa >= r->start && gpa < r->end)
+            return true;
+    return false;
+}
+
+/* Whether @b or a bucket it retired overlaps [gpa, end). */
+static bool unit_overlaps(const struct dmc_bucket *b, uint64_t gpa, uint64_t end)
+{
+    if (b->start < end && gpa < b->end)
+        return true;
+    for (const struct dmc_bucket *r = b->retired; r; r = r->hnext)
+        if (r->start < end && gpa < r->end)
+            return true;
+    return false;
 }
 
 /* The bucket of span @key that holds @gpa (a pinned one with @pinned).  A
@@ -139,6 +180,23 @@ static bool evict_one(struct vmmu_dmc *c)
             return true;
         }
     return false;
+}
+
+/* Move pinned unit @o (off every list) into @b's: its pins count in b's. */
+static void retire(struct dmc_bucket *b, struct dmc_bucket *o)
+{
+    b->pins += o->pins;
+    o->pins = 0;
+    struct dmc_bucket *r = o->retired;
+    o->retired = NULL;
+    o->hnext = b->retired;
+    b->retired = o;
+    while (r) {
+        struct dmc_bucket *n = r->hnext;
+        r->hnext = b->retired;
+        b->retired = r;
+        r = n;
+    }
 }
 
 /* Map and pin [gpa, gpa + len), or with @got only its first part that
@@ -225,6 +283,35 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
     b->end = end;
     b->ptr = p;
     b->pins = 1;
+    /* Take over the buckets of the span the new one overlaps: unpinned
+     * ones go, pinned ones are retired into it (see the top). */
+    for (struct dmc_bucket **pp = &c->hash[hash_of(key)]; *pp;) {
+        struct dmc_bucket *o = *pp;
+        if (o->key != key || !unit_overlaps(o, start, end)) {
+            pp = &o->hnext;
+            continue;
+        }
+        *pp = o->hnext;
+        o->hnext = NULL;
+        lru_unlink(c, o);
+        if (!o->pins) {
+            bucket_free(c, o);
+            continue;
+        }
+        retire(b, o);
+    }
+    /* Units an invalidation left harmless while pinned, too: their
+     * pointers must not be freed by an unmap meant for the new bucket. */
+    for (struct dmc_bucket **pp = &c->dead; *pp;) {
+        struct dmc_bucket *o = *pp;
+        if (o->key != key || !unit_overlaps(o, start, end)) {
+            pp = &o->hnext;
+            continue;
+        }
+        *pp = o->hnext;
+        o->hnext = NULL;
+        retire(b, o);
+    }
     b->writable = (r.flags & VMMU_DM_REGION_WRITABLE) != 0;
     b->hnext = c->hash[hash_of(key)];
     c->hash[hash_of(key)] = b;
@@ -245,15 +332,16 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
 {
     if (!c)
         return VMMU_EINVAL;
-    struct dmc_bucket *b = find(c, gpa >> c->bucket_shift, gpa, true);
-    if (b) {
-        b->pins--;
-        return 0;
-    }
+    uint64_t key = gpa >> c->bucket_shift;
+    for (struct dmc_bucket *b = c->hash[hash_of(key)]; b; b = b->hnext)
+        if (b->key == key && b->pins && unit_holds(b, gpa)) {
+            b->pins--;
+            return 0;
+        }
     /* Invalidated while pinned: free it with its last unpin. */
     for (struct dmc_bucket **pp = &c->dead; *pp; pp = &(*pp)->hnext) {
-        b = *pp;
-        if (gpa >= b->start && gpa < b->end) {
+        struct dmc_bucket *b = *pp;
+        if (unit_holds(b, gpa)) {
             if (--b->pins == 0) {
                 *pp = b->hnext;
                 bucket_free(c, b);
@@ -264,23 +352,31 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
     return VMMU_ENOENT;
 }
 
+/* Replace a pinned bucket's mapping in place by private memory. */
+static void make_harmless(struct dmc_bucket *b)
+{
+    void *p = mmap(b->ptr, b->end - b->start, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    if (p == MAP_FAILED)
+        munmap(b->ptr, b->end - b->start); /* a fault beats a stale page */
+}
+
 void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
 {
     uint64_t end = gpa + size < gpa ? UINT64_MAX : gpa + size;
     struct dmc_bucket *b = c->oldest;
     while (b) {
         struct dmc_bucket *next = b->newer;
-        if (b->start < end && gpa < b->end) {
+        if (unit_overlaps(b, gpa, end)) {
             lru_unlink(c, b);
             hash_unlink(c, b);
             c->st.dropped++;
             if (!b->pins) {
                 bucket_free(c, b);
             } else {
-                void *p = mmap(b->ptr, b->end - b->start, PROT_READ | PROT_WRITE,
-                               MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-                if (p == MAP_FAILED)
-                    munmap(b->ptr, b->end - b->start); /* a fault beats a stale page */
+                make_harmless(b);
+                for (struct dmc_bucket *r = b->retired; r; r = r->hnext)
+                    make_harmless(r);
                 b->dead = true;
                 b->hnext = c->dead;
                 c->dead = b;

@@ -125,19 +125,22 @@ static int dm_device_handler(void *opaque, struct vmmu_device_req *req)
     if (!range)
         return VMMU_EDEVICE; /* a DEVICE region nobody serves */
     maybe_refresh_regions(dm);
+    /* Values are zero-extended to the access size both ways (vmmu/p2m.h),
+     * whatever the caller or an in-process callback leaves above it. */
+    uint64_t mask = req->size >= 8 ? ~0ull : (1ull << (req->size * 8)) - 1;
     struct vmmu_dm_ioreq io = {
         .space = VMMU_DM_SPACE_MMIO,
         .addr = req->gpa,
         .offset = req->offset,
         .size = req->size,
         .write = req->write ? 1 : 0,
-        .data = req->write ? req->data : 0,
+        .data = req->write ? req->data & mask : 0,
         .vcpu_id = req->vcpu_id,
         .range_opaque = range->opaque,
     };
     int err = dm_dispatch(dm, range, &io);
     if (!err && !req->write)
-        req->data = io.data;
+        req->data = io.data & mask;
     return err;
 }
 

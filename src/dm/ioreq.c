@@ -134,11 +134,15 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
             return r;
         }
         int dead = atomic_load(&srv->dead);
-        if (dead) {
-            release(srv, s, v);
-            return dead == VMMU_ETIMEDOUT ? VMMU_ETIMEDOUT : VMMU_EDEAD;
-        }
         uint64_t now = vmmu__dm_now_ns();
+        if (dead) {
+            /* VMMU_ETIMEDOUT only for a request that itself went unanswered
+             * past its deadline; one still within it when the server was
+             * declared dead (for another request's or an invalidation's
+             * timeout, or a hang-up) fails as any request in flight does. */
+            release(srv, s, v);
+            return dead == VMMU_ETIMEDOUT && now >= v->deadline_ns ? VMMU_ETIMEDOUT : VMMU_EDEAD;
+        }
         if (now >= v->deadline_ns) {
             if (srv->remote)
                 vmmu__dm_server_kill(srv, VMMU_ETIMEDOUT);

@@ -302,6 +302,120 @@ static void safe_point_is_free_until_an_async_invalidation_marks_the_vcpu(void *
     assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
 }
 
+/* Values are zero-extended to the access size (vmmu/p2m.h), whatever the
+ * callback leaves above it, as on the port path and for answers given
+ * later: a 4-byte read of a register holding all ones reads 0xffffffff,
+ * and a 1-byte write reaches the callback as one byte. */
+static void mmio_values_are_zero_extended_to_the_access_size(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = ~0ull;
+    assert_int_equal(mmio(e, 0, DEV_GPA + 8, 8, 1, &v), 0);
+    v = 0;
+    assert_int_equal(mmio(e, 0, DEV_GPA + 8, 4, 0, &v), 0);
+    assert_int_equal(v, 0xffffffffull);
+    assert_int_equal(mmio(e, 0, DEV_GPA + 8, 1, 0, &v), 0);
+    assert_int_equal(v, 0xff);
+    assert_int_equal(mmio(e, 0, DEV_GPA + 8, 8, 0, &v), 0);
+    assert_int_equal(v, ~0ull);
+    struct vmmu_device_req r = {.gpa = DEV_GPA + 16, .size = 1, .write = 1, .data = 0x1a5,
+                                .vcpu_id = 0};
+    assert_int_equal(vmmu_p2m_device_access(e->vm, &r), 0);
+    assert_int_equal(e->dev.last.data, 0xa5);
+    assert_int_equal(e->dev.reg[2], 0xa5);
+}
+
+static struct vmmu_dm_server_stats stats_of(struct vmmu_dm_server *srv)
+{
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(srv, &st), 0);
+    return st;
+}
+
+/* requests counts each access once when it is over (answered or failed),
+ * pending each time an access returned VMMU_EPENDING, re-executions that
+ * still wait included. */
+static void server_counters_count_served_accesses_and_each_pend(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), 0);
+    e->dev.fail_next = 1;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), VMMU_EDEVICE);
+    struct vmmu_dm_server_stats st = stats_of(e->srv);
+    assert_int_equal(st.requests, 2);
+    assert_int_equal(st.pending, 0);
+    e->dev.pend_next = 1;
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 0, &v), VMMU_EPENDING);
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 0, &v), VMMU_EPENDING); /* not answered yet */
+    st = stats_of(e->srv);
+    assert_int_equal(st.requests, 2);
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(vmmu_dm_complete(e->srv, 1, 5, 0), 0);
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 0, &v), 0);
+    st = stats_of(e->srv);
+    assert_int_equal(st.requests, 3);
+    assert_int_equal(st.pending, 2);
+    assert_int_equal(st.buffered, 0);
+    assert_int_equal(st.invalidations, 0);
+    assert_int_equal(st.dead, 0);
+    assert_int_equal(st.dead_reason, 0);
+}
+
+/* At most 256 MMIO ranges: the 257th is refused with VMMU_ELIMIT and
+ * leaves no DEVICE region behind. */
+static void a_257th_mmio_range_is_refused_with_elimit_and_adds_no_region(void **state)
+{
+    struct env *e = *state;
+    /* setup mapped one range; 255 more. */
+    for (uint64_t i = 1; i < 256; i++)
+        assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA + i * 4096, 4096, 0, NULL, NULL), 0);
+    const uint64_t gpa = DEV_GPA + 256 * 4096;
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, gpa, 4096, 0, NULL, NULL), VMMU_ELIMIT);
+    uint32_t id;
+    assert_int_equal(vmmu_region_find(e->vm, gpa, &id), VMMU_EHOLE);
+    uint64_t v = 9;
+    assert_int_equal(mmio(e, 0, DEV_GPA + 255 * 4096, 8, 1, &v), 0);
+}
+
+/* A request left pending on a server that is then destroyed is dropped:
+ * the vCPU has nothing outstanding any more (its wait returns at once,
+ * a different access is not busy), and the re-executed access finds no
+ * server: VMMU_ENOENT for a port, no DEVICE page for MMIO. */
+static void destroying_a_server_drops_its_pending_requests(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x3f8, 8, 0, NULL), 0);
+    uint64_t v = 0;
+    e->dev.pend_next = 1;
+    assert_int_equal(mmio(e, 0, DEV_GPA, 4, 0, &v), VMMU_EPENDING);
+    e->dev.pend_next = 1;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 1, 0x3f8, 1, 0, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dm_server_destroy(e->srv), 0);
+    e->srv = NULL;
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, 0), 0);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 1, 0), 0);
+    assert_int_equal(mmio(e, 0, DEV_GPA, 4, 0, &v), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 1, 0x3f8, 1, 0, &v), VMMU_ENOENT);
+    /* A new server on the same port serves vCPU 1 at once, not busy. */
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &dev_ops, &e->dev, &srv), 0);
+    assert_int_equal(vmmu_dm_map_ports(srv, 0x3f8, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 1, 0x3f8, 1, 0, &v), 0);
+}
+
+static void a_65th_port_range_is_refused_with_elimit(void **state)
+{
+    struct env *e = *state;
+    for (unsigned i = 0; i < 64; i++)
+        assert_int_equal(vmmu_dm_map_ports(e->srv, (uint16_t)(0x1000 + 4 * i), 2, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x2000, 1, 0, NULL), VMMU_ELIMIT);
+    /* The 64 ranges still route. */
+    uint64_t v = 7;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x1000 + 4 * 63 + 1, 1, 1, &v), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x2000, 1, 1, &v), VMMU_ENOENT);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -321,6 +435,11 @@ int main(void)
         T(destroying_a_server_removes_its_regions),
         T(layer_refuses_bad_arguments_and_a_second_instance),
         T(safe_point_is_free_until_an_async_invalidation_marks_the_vcpu),
+        T(mmio_values_are_zero_extended_to_the_access_size),
+        T(destroying_a_server_drops_its_pending_requests),
+        T(server_counters_count_served_accesses_and_each_pend),
+        T(a_257th_mmio_range_is_refused_with_elimit_and_adds_no_region),
+        T(a_65th_port_range_is_refused_with_elimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

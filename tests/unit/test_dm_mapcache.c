@@ -516,6 +516,113 @@ static void a_device_model_connects_by_socket_path(void **state)
     vmmu_vm_destroy(vm);
 }
 
+/* Two pinned mappings of one address in different buckets of a span (the
+ * region table changed in between, or the first was invalidated): an
+ * unmap of that address, whichever mapping it was meant for, leaves the
+ * other one usable; after an invalidation it reads zeros, never faults.
+ * (Before, the unmap could unpin the newer bucket while its user still
+ * held it, and the invalidation then unmapped it under the pointer.) */
+static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(void **state)
+{
+    struct env *e = *state;
+    invalidate(e, 0x8000, 0x1000); /* punched out of the table */
+    void *p1, *p2;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x1000, 8, 1, &p1), 0); /* bucket [0, 0x8000) */
+    /* A second device model connecting publishes the whole region again. */
+    int sv[2];
+    struct vmmu_dm_server *srv2;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_server_destroy(srv2), 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x8000, 8, 1, &p2), 0); /* bucket [0, 0x10000) */
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x8000, "live", 4, 0, NULL), 0);
+    assert_memory_equal(p2, "live", 4);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1000), 0); /* done with p1, p2 in use */
+    assert_memory_equal(p2, "live", 4);
+    invalidate(e, 0, BUCKET);
+    assert_int_equal(*(volatile uint64_t *)p2, 0); /* harmless, mapped */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x8000), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x8000), VMMU_ENOENT);
+
+    /* The same with a mapping an invalidation left harmless: a new map of
+     * its address must not be released by the old mapping's unmap. */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x2000, 8, 1, &p1), 0);
+    invalidate(e, 0x2000, 0x1000);
+    /* The region is still there: the vm maps it again on request. */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x1000, 0x2000, 1, &p2), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x2000), 0); /* meant for p1 */
+    invalidate(e, 0x1000, 0x1000);
+    assert_int_equal(*(volatile uint64_t *)p2, 0);
+    assert_int_equal(*(volatile uint64_t *)p1, 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1000), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1000), VMMU_ENOENT);
+    struct vmmu_dmc_stats st;
+    invalidate(e, 0, 1 << 20);
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.mapped_bytes, 0); /* every mapping went with its last unpin */
+}
+
+/* A mapcache must hold at least one bucket: a smaller limit is refused at
+ * connect (VMMU_EINVAL, the socket closed) instead of failing every map
+ * with VMMU_ELIMIT while nothing is pinned; exactly one bucket works. */
+static void a_mapcache_smaller_than_a_bucket_is_refused(void **state)
+{
+    struct env *e = *state;
+    int sv[2];
+    struct vmmu_dm_server *srv;
+    struct vmmu_dmc *c = NULL;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv), 0);
+    struct vmmu_dmc_config small = {.mapcache_bytes = BUCKET - 4096};
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], &small, &c), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_server_check(srv), VMMU_EDEAD); /* it hung up */
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+    small.mapcache_bytes = 4096;
+    small.bucket_shift = 12;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv), 0);
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], &small, &c), 0);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0x5000, 8, 0, &p), 0);
+    assert_int_equal(vmmu_dmc_unmap(c, 0x5000), 0);
+    assert_int_equal(vmmu_dmc_map(c, 0x7000, 8, 0, &p), 0); /* evicts the first */
+    assert_int_equal(vmmu_dmc_unmap(c, 0x7000), 0);
+    vmmu_dmc_close(c);
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+}
+
+/* vmmu_dmc_complete() on a slot that is not in service, or completing the
+ * same request twice, is VMMU_EPROTO and does not touch the answer the
+ * vCPU gets.  (Other slots and sequences: test_api_args.) */
+static void completing_a_slot_no_longer_in_service_is_eproto(void **state)
+{
+    struct env *e = *state;
+    const uint64_t dev = 0x200000;
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, dev, 4096, 0, NULL, NULL), 0);
+    struct vmmu_device_req io = {.gpa = dev + 16, .size = 4, .vcpu_id = 1};
+    assert_int_equal(vmmu_p2m_device_access(e->vm, &io), VMMU_EPENDING);
+    struct vmmu_dmc_req r;
+    assert_int_equal(vmmu_dmc_wait(e->c, 0, &r), 0);
+    assert_int_equal(r.vcpu_id, 1);
+    struct vmmu_dmc_req other = r;
+    other.slot = r.slot == 0 ? 1 : 0; /* nothing in service there */
+    assert_int_equal(vmmu_dmc_complete(e->c, &other, 4, 0), VMMU_EPROTO);
+    assert_int_equal(vmmu_dmc_complete(e->c, &r, 0xabcd, 0), 0);
+    assert_int_equal(vmmu_dmc_complete(e->c, &r, 6, 1), VMMU_EPROTO); /* answered already */
+    assert_int_equal(vmmu_p2m_device_access(e->vm, &io), 0);
+    assert_int_equal(io.data, 0xabcd);
+    /* Taken by the vm: completing it now is no better. */
+    assert_int_equal(vmmu_dmc_complete(e->c, &r, 7, 0), VMMU_EPROTO);
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    assert_int_equal(st.requests, 1);
+    struct vmmu_dm_server_stats ss;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &ss), 0);
+    assert_int_equal(ss.requests, 1);
+    assert_int_equal(ss.proto_errors, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -532,6 +639,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_pinned_mapping_becomes_harmless_when_invalidated, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(device_models_bring_paged_out_pages_back_and_never_see_the_hole,
+                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_mapcache_smaller_than_a_bucket_is_refused, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(completing_a_slot_no_longer_in_service_is_eproto,
                                         setup, teardown),
         cmocka_unit_test(a_slow_page_in_does_not_make_the_device_model_late),
         cmocka_unit_test(a_device_model_connects_by_socket_path),

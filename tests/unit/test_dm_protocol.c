@@ -269,6 +269,105 @@ static void hanging_up_kills_requests_in_flight(void **state)
     assert_int_equal(access1(e, 0, 0, &v), VMMU_EDEAD);
 }
 
+/* Only the request that got no answer within the deadline fails with
+ * VMMU_ETIMEDOUT; another vCPU's request, made just before the server was
+ * declared dead for that, fails with VMMU_EDEAD like any request in flight
+ * when a server dies. */
+static void a_request_in_flight_when_another_times_out_fails_with_edead(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, -1), 0); /* vCPU 0's deadline passed */
+    assert_int_equal(access1(e, 1, 0, &v), VMMU_EPENDING); /* a fresh deadline */
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_ETIMEDOUT);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
+    assert_int_equal(access1(e, 1, 0, &v), VMMU_EDEAD);
+}
+
+/* A device model that writes garbage to its socket faster than the vm
+ * reads it: the garbage is counted and dropped, and the invalidation it
+ * never acknowledges still ends at the deadline with the server dead. */
+struct flooder {
+    int sock;
+    pthread_t thread;
+};
+
+static void *flooder_run(void *arg)
+{
+    struct flooder *f = arg;
+    static char junk[1 << 16];
+    memset(junk, 0x5a, sizeof(junk));
+    while (send(f->sock, junk, sizeof(junk), MSG_NOSIGNAL) > 0) {
+    }
+    return NULL; /* the vm shut its end down */
+}
+
+static void a_device_model_flooding_its_socket_still_misses_the_invalidation_deadline(
+    void **state)
+{
+    struct env *e = *state;
+    struct flooder f = {.sock = e->f.sock};
+    assert_int_equal(pthread_create(&f.thread, NULL, flooder_run, &f), 0);
+    assert_int_equal(vmmu_dm_invalidate(e->dm, 0, 4096), 0);
+    pthread_join(f.thread, NULL);
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &st), 0);
+    assert_int_equal(st.dead, 1);
+    assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
+    assert_true(st.proto_errors > 0);
+    assert_int_equal(st.invalidations, 0);
+}
+
+/* The socket is vmmu's from vmmu_dm_server_create_remote() on, even when
+ * it fails: a refused configuration closes it (the peer sees the hang-up),
+ * and a peer that already hung up makes it fail with VMMU_EDEAD. */
+static bool peer_hung_up(int sock)
+{
+    char b;
+    return recv(sock, &b, 1, MSG_DONTWAIT) == 0;
+}
+
+static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    const struct vmmu_dm_remote_config bad[] = {
+        {.ring_entries = 3},    /* not a power of two */
+        {.ring_entries = 8192}, /* above 4096 */
+        {.max_regions = 257},   /* above 256 */
+    };
+    struct vmmu_dm_server *srv = NULL;
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &bad[i], &srv), VMMU_EINVAL);
+        assert_true(peer_hung_up(sv[1]));
+        close(sv[1]);
+    }
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(NULL, sv[0], NULL, &srv), VMMU_EINVAL);
+    assert_true(peer_hung_up(sv[1]));
+    close(sv[1]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv), VMMU_EDEAD);
+    /* The limits themselves are accepted. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config most = {.ring_entries = 4096, .max_regions = 256};
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &most, &srv), 0);
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 /* ---- the client library against a lying vm ---------------------------------- */
 
 /* ---- the service socket --------------------------------------------------------- */
@@ -728,10 +827,13 @@ int main(void)
         T(garbage_and_unasked_acks_are_counted_and_ignored),
         T(a_silent_device_model_is_declared_dead_by_the_invalidation),
         T(hanging_up_kills_requests_in_flight),
+        T(a_request_in_flight_when_another_times_out_fails_with_edead),
+        T(a_device_model_flooding_its_socket_still_misses_the_invalidation_deadline),
         T(page_in_requests_are_checked_and_answered),
         T(asking_for_page_ins_does_not_excuse_a_missing_acknowledgement),
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
+        cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
     };
