@@ -96,7 +96,7 @@ enum vmmu_tlb_kind {
 /** Comparator flags (bits 4..11): any one forces the slow path. */
 #define VMMU_TLB_FLAG_INVALID (1ull << 4)  /**< no translation for this kind */
 #define VMMU_TLB_FLAG_MMIO (1ull << 5)     /**< not RAM: MMIO, device model, hole, or a ROM write */
-#define VMMU_TLB_FLAG_WATCH (1ull << 6)    /**< a watchpoint covers the page (reserved) */
+#define VMMU_TLB_FLAG_WATCH (1ull << 6)    /**< a watchpoint of this vCPU covers the page */
 #define VMMU_TLB_FLAG_NOTDIRTY (1ull << 7) /**< write: the guest D bit, or the dirty log, needs setting */
 #define VMMU_TLB_FLAG_CODE (1ull << 8)     /**< write: the page holds translated code (VMMU_PAGE_CODE) */
 /** Every comparator flag bit, including those reserved for later use. */
@@ -168,10 +168,11 @@ static inline bool vmmu_tlb_size_ok(unsigned size)
  * The hit path: the host address of @p va for an access of @p kind and
  * @p size bytes in the vCPU's current context, or NULL when the slow path
  * must run (vmmu_tlb_fill()).  @p size is 1, 2, 4, 8 or 16 in the common
- * case; an access not naturally aligned returns NULL, and so does any
+ * case; such an access not naturally aligned returns NULL, and so does any
  * size the hit test cannot answer for (0, or above 16: the slow path
- * takes 1 to 4096 bytes).  In paging modes other than IA-32e, pass
- * 32-bit linear addresses.
+ * takes 1 to 4096 bytes).  Other sizes up to 16 hit only where
+ * va & (size - 1) is 0, which never lets the access run past its page.
+ * In paging modes other than IA-32e, pass 32-bit linear addresses.
  */
 static inline void *vmmu_tlb_lookup(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
                                     enum vmmu_tlb_kind kind)
@@ -268,6 +269,9 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
     if (!vmmu_tlb_size_ok(size) ||
         e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
         return NULL;
+#ifdef VMMU_TLB_COUNT_HITS
+    fast->hits++;
+#endif
     return (void *)(uintptr_t)(va + e->addend);
 }
 
@@ -367,8 +371,10 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, unsigned
 
 /**
  * Hit path, then slow path: the host address of @p va for an access (see
- * vmmu_tlb_fill() for @p access and @p res, which is written only when the
- * slow path runs).
+ * vmmu_tlb_fill() for @p access and @p res).  On an inline hit only
+ * res->status (VMMU_TLB_OK) and res->host are written; the other fields
+ * keep what the caller left there.  The slow path writes the record as
+ * vmmu_tlb_fill() does.
  */
 static inline void *vmmu_tlb_translate(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
                                        unsigned access, struct vmmu_tlb_result *res)
@@ -394,7 +400,9 @@ static inline void *vmmu_tlb_translate(struct vmmu_vcpu *vcpu, uint64_t va, unsi
 
 /** Per-vCPU TLB statistics (see vmmu_vcpu_stats()). */
 struct vmmu_tlb_stats {
-    uint64_t hits;          /**< inline hits (only counted with VMMU_TLB_COUNT_HITS) */
+    uint64_t hits;          /**< inline hits of vmmu_tlb_lookup*() and vmmu_tlb_translate(), counted
+                                 only where the caller defines VMMU_TLB_COUNT_HITS (never by
+                                 vmmu_tlb_probe()) */
     uint64_t slow_hits;     /**< slow-path calls served by the entry already in the table */
     uint64_t victim_hits;   /**< slow-path calls served from the victim array */
     uint64_t misses;        /**< slow-path calls that had to walk */
@@ -404,16 +412,24 @@ struct vmmu_tlb_stats {
                                  4 KiB RAM page, nothing to set (A, and D for a write, already set) */
     uint64_t fills;         /**< entries written into a table */
     uint64_t faults;        /**< slow-path calls that ended in a fault */
-    uint64_t not_ram;       /**< slow-path calls that ended in MMIO/device/hole */
+    uint64_t not_ram;       /**< slow-path calls that ended in MMIO/device/hole/ROM write
+                                 (VMMU_TLB_NOT_RAM), whether they walked or not */
     uint64_t flush_all;     /**< whole-TLB flushes (every PCID, globals included) */
-    uint64_t flush_pcid;    /**< flushes of one PCID's non-global entries (CR3, INVPCID 1) */
+    uint64_t flush_pcid;    /**< flushes of one PCID's non-global entries (CR3, INVPCID 1, and
+                                 one per resident PCID for INVPCID 3) */
     uint64_t flush_page;    /**< single-address invalidations (INVLPG, INVPCID 0) */
-    uint64_t flush_rights;  /**< contexts flushed because rights changed (WP, SMEP, SMAP, keys) */
+    uint64_t flush_rights;  /**< register writes' rights narrowings that flushed contexts: one
+                                 per rule applied (CR0.WP, CR4.SMEP, CR4.SMAP, CR4.PKE/PKS
+                                 set, a tightened key some context holds), however many
+                                 contexts it dropped (those count in flush_contexts) */
     uint64_t flush_contexts;/**< context tables flushed, for any reason */
     uint64_t flush_elided;  /**< context flushes that found nothing to do (cost O(1)) */
-    uint64_t pcid_switches; /**< CR3 writes that changed PCID slot */
+    uint64_t pcid_switches; /**< changes of the current PCID slot: by CR3 writes, and by
+                                 CR4.PCIDE 1->0 and vmmu_vcpu_set_state() */
     uint64_t pcid_evictions;/**< PCID slots recycled for a new PCID */
-    uint64_t resize_grow;   /**< context tables doubled at a flush */
+    uint64_t resize_grow;   /**< context tables grown: at a flush (to the size the demand
+                                 needs), or doubled at once by a context that keeps
+                                 swapping victims */
     uint64_t resize_shrink; /**< context tables shrunk at a flush */
 };
 

@@ -282,9 +282,20 @@ static void victim_drop(struct tlb_ctx *c, unsigned i)
     c->victim[i].page = VMMU_TLB_CMP_INVALID;
 }
 
+/* Whether @c may hold a global entry.  Only COLD_GLOBAL of tlb_ctx::global
+ * says so: the warm fill ORs its whole cold word in (no mask on the tuned
+ * path), so the other bits are set by every fill.  Testing the whole
+ * word made every context the warm miss had filled look global: its CR3
+ * flushes then dropped entries one by one, never resized the table and
+ * never marked the context empty. */
+static bool ctx_may_hold_globals(const struct tlb_ctx *c)
+{
+    return (c->global & COLD_GLOBAL) != 0;
+}
+
 void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
-    if (!c->global) {
+    if (!ctx_may_hold_globals(c)) {
         vmmu__tlb_ctx_flush(v, c);
         return;
     }
@@ -320,7 +331,7 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
 {
     if (c->fills == 0)
         return; /* nothing filled since the last flush: empty, victims too */
-    if (global_only && !c->global)
+    if (global_only && !ctx_may_hold_globals(c))
         return;
     unsigned idx = (unsigned)(page >> VMMU_PAGE_SHIFT) & c->mask;
     if (entry_holds(&c->hot[idx], page) &&
@@ -724,6 +735,7 @@ again:;
     if (entry_holds(&c->hot[idx], page) &&
         answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host)) {
         v->stats.slow_hits++;
+        v->stats.not_ram += res->status == VMMU_TLB_NOT_RAM;
         return host;
     }
     /* 2. The victim of this index. */
@@ -731,6 +743,7 @@ again:;
         if (!answer_from_entry(v, &c->hot[idx], &c->cold[idx], kind, va, res, &host))
             goto walk; /* a code mark it held went with the map it was built from */
         v->stats.victim_hits++;
+        v->stats.not_ram += res->status == VMMU_TLB_NOT_RAM;
         if (++c->swaps >= TLB_CONFLICT_GROW && c->swaps >= c->grow_retry &&
             c->swaps > TLB_CONFLICT_RATIO * c->fills)
             ctx_grow_now(v, c);

@@ -3,6 +3,9 @@
  * path it short-cuts: the probe form of the hit path against
  * vmmu_tlb_lookup(), the lean warm-miss fill against the full walker, the
  * O(1) flush of a vCPU that holds nothing, and the resize policy. */
+/* This program counts inline hits (vmmu_tlb_stats::hits), as a caller who
+ * wants them does: the define must come before vmmu/tlb.h. */
+#define VMMU_TLB_COUNT_HITS 1
 #include "test_tlb_env.h"
 
 static const uint64_t UP = E_P | E_RW | E_US;
@@ -97,6 +100,40 @@ static void sizes_the_hit_test_cannot_answer_for_never_hit(void **state)
     assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
 }
 
+/* Sizes 1 to 16 that are not powers of two have no natural alignment: the
+ * hit test keeps the bits of size - 1, so some misaligned offsets hit, but
+ * the largest offset that hits is 4096 - size.  No size the hit path
+ * answers for lets an access run past its page. */
+static void an_inline_hit_never_runs_past_its_page(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_non_null(tacc(&f->t, VA, 8, VMMU_X86_ACC_WRITE, NULL));
+    struct vmmu_tlb_view view = vmmu_tlb_view(f->t.vcpu);
+    for (unsigned size = 1; size <= VMMU_TLB_ACCESS_MAX; size++) {
+        bool pow2 = !(size & (size - 1));
+        unsigned last = 0;
+        for (uint64_t off = 0; off < 4096; off++) {
+            void *want = hpa(&f->t, DATA(1) + off), *host = NULL;
+            void *a = vmmu_tlb_lookup_write(f->t.vcpu, VA + off, size);
+            void *b = vmmu_tlb_lookup_implicit(f->t.vcpu, VA + off, size, VMMU_TLB_WRITE);
+            bool hit = vmmu_tlb_probe(view, VA + off, size, VMMU_TLB_WRITE, &host);
+            assert_ptr_equal(a, b);
+            assert_int_equal(hit, a != NULL);
+            if (!hit)
+                continue;
+            assert_ptr_equal(a, want);
+            assert_ptr_equal(host, want);
+            assert_true(off + size <= 4096);
+            if (pow2)
+                assert_int_equal(off % size, 0);
+            last = (unsigned)off;
+        }
+        assert_int_equal(last, 4096 - size); /* the last place it fits */
+    }
+}
+
 static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **state)
 {
     struct fx *f = *state;
@@ -120,9 +157,32 @@ static void a_view_taken_before_a_resize_is_replaced_by_reloading_it(void **stat
     assert_ptr_equal(host, hpa(&f->t, DATA(0)));
 }
 
+static struct vmmu_tlb_stats stats(struct fx *f);
+
+static void inline_hits_are_counted_by_every_lookup_form_but_the_probe(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+    assert_non_null(tacc(&f->t, VA, 8, VMMU_X86_ACC_IMPLICIT, NULL)); /* CPL 0: the same context */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_non_null(vmmu_tlb_lookup_write(f->t.vcpu, VA + 8, 8));
+    assert_non_null(vmmu_tlb_lookup_fetch(f->t.vcpu, VA + 16, 1));
+    assert_non_null(vmmu_tlb_lookup_implicit(f->t.vcpu, VA, 8, VMMU_TLB_READ));
+    assert_non_null(tacc(&f->t, VA + 24, 8, 0, NULL));
+    assert_non_null(tacc(&f->t, VA + 32, 8, VMMU_X86_ACC_IMPLICIT, NULL));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 1, 8)); /* a miss is no hit */
+    void *host;
+    assert_true(vmmu_tlb_probe(vmmu_tlb_view(f->t.vcpu), VA, 8, VMMU_TLB_READ, &host));
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.hits, 6);
+    assert_int_equal(s.misses + s.slow_hits + s.victim_hits, 0);
+}
+
 /* ---- the warm miss ----------------------------------------------------------- */
 
-static struct vmmu_tlb_stats stats(struct fx *f);
 
 /* Two pages under one page table: the first miss walks from the top and
  * teaches the paging-structure caches, the second is a warm miss.
@@ -450,6 +510,83 @@ static void a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush(
                          hpa(&f->t, DATA(i % 64)));
 }
 
+static void a_table_never_grows_past_the_maximum(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    const unsigned pages = 2 * VMMU_TLB_ENTRIES_MAX;
+    for (unsigned i = 0; i < pages; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i % 64) | E_P | E_RW | E_A | E_D);
+    /* Each flush sees a saturated table and grows it as far as it may. */
+    for (int round = 0; round < 4; round++) {
+        for (unsigned i = 0; i < pages; i++)
+            assert_non_null(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL));
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+        assert_true(vmmu_vcpu_tlb_entries(f->t.vcpu) <= VMMU_TLB_ENTRIES_MAX);
+    }
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), VMMU_TLB_ENTRIES_MAX);
+    /* Conflicts do not take it further either. */
+    uint64_t va_b = VA + (uint64_t)VMMU_TLB_ENTRIES_MAX * 4096;
+    for (unsigned i = 0; i < 2000; i++) {
+        assert_non_null(tacc(&f->t, VA, 8, 0, NULL));
+        assert_non_null(tacc(&f->t, va_b, 8, 0, NULL));
+    }
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(f->t.vcpu), 0);
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), VMMU_TLB_ENTRIES_MAX);
+}
+
+/* The warm miss records G in the cold entry as the general path does:
+ * CR3 writes keep such an entry and INVLPG from another PCID drops it. */
+static void global_entries_the_warm_miss_filled_are_kept_and_dropped_as_globals(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    uint64_t pte = tmap(&f->t, f->root, VA + 4096, 1, UP, DATA(2) | E_P | E_RW | E_G | E_A | E_D);
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_ptr_equal(tacc(&f->t, VA + 4096, 8, 0, NULL), hpa(&f->t, DATA(2)));
+    assert_int_equal(stats(f).warm_misses, 1);
+    struct vmmu_x86_fault fault;
+    /* A CR3 write that flushes PCID 1 keeps its global entry. */
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_FAULT_NONE);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA + 4096, 8), hpa(&f->t, DATA(2)));
+    /* INVLPG under PCID 2 drops it from PCID 1 too. */
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 2, &fault), 0);
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_G | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA + 4096), 0);
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA + 4096, 8));
+    assert_ptr_equal(tacc(&f->t, VA + 4096, 8, 0, NULL), hpa(&f->t, DATA(3)));
+}
+
+static void a_cr3_write_resizes_and_then_elides_a_context_the_warm_miss_filled(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0); /* CR4.PGE=0: nothing is global */
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    for (unsigned i = 0; i < n; i++)
+        tmap(&f->t, f->root, VA + (uint64_t)i * 4096, 1, UP, DATA(i % 64) | E_P | E_RW | E_A | E_D);
+    for (unsigned i = 0; i < n; i++)
+        assert_non_null(tacc(&f->t, VA + (uint64_t)i * 4096, 8, 0, NULL));
+    assert_true(stats(f).warm_misses >= n - 2); /* the first page of each table walks */
+    struct vmmu_x86_fault fault;
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_FAULT_NONE);
+    /* A full table at a flush grows, whichever flush it is (as
+     * a_busy_context_grows_at_its_next_flush with a flush of everything). */
+    assert_int_equal(vmmu_vcpu_tlb_entries(f->t.vcpu), 2 * n);
+    assert_int_equal(stats(f).resize_grow, 1);
+    /* And the flushed contexts hold nothing: the next CR3 write skips them. */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_int_equal(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), 0);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.flush_contexts, 3);
+    assert_int_equal(s.flush_elided, 3);
+}
+
 static void a_context_used_lightly_shrinks_after_a_window_of_flushes(void **state)
 {
     struct fx *f = *state;
@@ -533,7 +670,9 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(the_probe_hits_exactly_where_lookup_hits),
     T(sizes_the_hit_test_cannot_answer_for_never_hit),
+        T(an_inline_hit_never_runs_past_its_page),
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
+        T(inline_hits_are_counted_by_every_lookup_form_but_the_probe),
         T(a_warm_miss_reads_and_leaves_the_first_write_to_set_d),
         T(clearing_cr0_wp_lets_the_next_warm_miss_write_a_readonly_page),
         T(wrong_arguments_get_einval_and_change_nothing),
@@ -543,6 +682,9 @@ int main(void)
         T(dirty_logging_started_after_a_warm_miss_still_sees_the_next_write),
         T(warm_misses_alternating_between_regions_each_find_their_own),
         T(a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush),
+        T(a_table_never_grows_past_the_maximum),
+        T(global_entries_the_warm_miss_filled_are_kept_and_dropped_as_globals),
+        T(a_cr3_write_resizes_and_then_elides_a_context_the_warm_miss_filled),
         T(a_context_used_lightly_shrinks_after_a_window_of_flushes),
         T(pages_that_share_an_index_grow_the_table_at_the_next_flush),
         T(a_guest_that_never_flushes_outgrows_its_conflicts_anyway),

@@ -426,6 +426,34 @@ static void more_pcids_than_slots_recycle_the_least_recently_used(void **state)
     assert_maps(f, VA, DATA(1));
 }
 
+static void switching_back_to_a_pcid_keeps_it_from_being_recycled(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    /* PCIDs 1..4 fill the four slots (PCID 0's slot from the reset state
+     * is recycled for the fourth); then PCID 1 is used again. */
+    for (unsigned p = 1; p <= VMMU_VCPU_PCID_SLOTS; p++) {
+        ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | p | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+        assert_maps(f, VA, DATA(1));
+    }
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    /* A fifth PCID takes the least recently used slot: PCID 2's. */
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 5 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_int_equal(stats(f).pcid_evictions, 1);
+    static const unsigned kept[] = {1, 3, 4};
+    for (unsigned i = 0; i < 3; i++) {
+        ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | kept[i] | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+        assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    }
+    assert_int_equal(stats(f).pcid_evictions, 1);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 2 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_int_equal(stats(f).pcid_evictions, 2);
+}
+
 static void clearing_pcide_flushes_everything(void **state)
 {
     struct fx *f = *state;
@@ -533,6 +561,30 @@ static void invpcid_raises_gp_as_the_sdm_lists(void **state)
     assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
     assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 2, 0, 0, &fault), 0);
     assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+}
+
+static void a_refused_invpcid_drops_nothing(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    struct vmmu_tlb_stats s0 = stats(f);
+    /* Each would drop VA's entry if it were carried out. */
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1 | 0x1000, VA, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, VA ^ 0x8000000000000000ull, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 4, 1, VA, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 2, 0, 0, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 0), 0);
+    struct vmmu_tlb_stats s1 = stats(f);
+    assert_memory_equal(&s1, &s0, sizeof(s0));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
 }
 
 static void invpcid_without_the_feature_is_ud(void **state)
@@ -725,6 +777,35 @@ static void a_conflicting_page_is_found_in_the_victim_array(void **state)
     assert_int_equal(s.walks, 0);
 }
 
+static void eight_conflicting_pairs_a_slot_apart_are_all_served_by_the_victims(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    /* Pair i: two pages at one table index; the eight indices differ mod 8. */
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++) {
+        tmap(&f->t, f->root, VA + i * 4096ull, 1, UP, DATA(i) | E_P | E_RW | E_A | E_D);
+        tmap(&f->t, f->root, VA + (n + i) * 4096ull, 1, UP, DATA(8 + i) | E_P | E_RW | E_A | E_D);
+    }
+    struct vmmu_x86_fault fault;
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        assert_maps(f, VA + i * 4096ull, DATA(i));
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        assert_maps(f, VA + (n + i) * 4096ull, DATA(8 + i));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    for (unsigned round = 0; round < 3; round++) {
+        for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+            assert_maps(f, VA + i * 4096ull, DATA(i));
+        for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+            assert_maps(f, VA + (n + i) * 4096ull, DATA(8 + i));
+    }
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.victim_hits, 3 * 2 * VMMU_TLB_VICTIMS);
+    assert_int_equal(s.walks, 0);
+    assert_int_equal(s.fills, 0);
+}
+
 static void a_busy_context_grows_at_its_next_flush(void **state)
 {
     struct fx *f = *state;
@@ -857,6 +938,330 @@ static void vcpu_calls_with_wrong_arguments_get_einval_and_change_nothing(void *
     assert_ptr_equal(vmmu_tlb_lookup_read(v, VA + 8, 8), hpa(&f->t, DATA(1) + 8));
 }
 
+/* ---- promises of the headers, checked one by one ----------------------------- */
+
+static void the_slow_path_runs_without_a_result_record_for_every_outcome(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VA + 4096, 1, UP, DATA(2) | E_P | E_RW | E_A); /* clean */
+    tmap(&f->t, f->root, VA2, 1, UP, (64 * MiB) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    struct vmmu_vcpu *v = f->t.vcpu;
+    /* OK: a walk, a warm miss, the entry at the index, a walk that sets D,
+     * an inline hit. */
+    assert_ptr_equal(vmmu_tlb_fill(v, VA + 8, 8, 0, NULL), hpa(&f->t, DATA(1) + 8));
+    assert_ptr_equal(vmmu_tlb_fill(v, VA + 4096, 8, 0, NULL), hpa(&f->t, DATA(2)));
+    assert_ptr_equal(vmmu_tlb_fill(v, VA + 3, 4, 0, NULL), hpa(&f->t, DATA(1) + 3));
+    assert_ptr_equal(vmmu_tlb_fill(v, VA + 4096, 8, VMMU_X86_ACC_WRITE, NULL), hpa(&f->t, DATA(2)));
+    assert_ptr_equal(vmmu_tlb_translate(v, VA + 16, 8, 0, NULL), hpa(&f->t, DATA(1) + 16));
+    /* NULL: MMIO (walked, then from the entry), #PF, a crossing, #GP, bad
+     * arguments. */
+    assert_null(vmmu_tlb_fill(v, VA2, 8, 0, NULL));
+    assert_null(vmmu_tlb_fill(v, VA2, 8, 0, NULL));
+    assert_null(vmmu_tlb_fill(v, VA + 2 * 4096, 8, 0, NULL));
+    assert_null(vmmu_tlb_fill(v, VA + 0xffc, 8, 0, NULL));
+    assert_null(vmmu_tlb_fill(v, VA ^ (1ull << 62), 8, 0, NULL));
+    assert_null(vmmu_tlb_fill(v, VA, 0, 0, NULL));
+    assert_null(vmmu_tlb_fill(NULL, VA, 8, 0, NULL));
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.faults, 2);
+    assert_int_equal(s.not_ram, 2);
+    assert_int_equal(s.warm_misses, 1);
+}
+
+static void a_whole_page_access_is_served_and_one_byte_more_crosses(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    struct vmmu_tlb_result r;
+    void *host = vmmu_tlb_fill(f->t.vcpu, VA, 4096, VMMU_X86_ACC_WRITE, &r);
+    assert_ptr_equal(host, hpa(&f->t, DATA(1)));
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_int_equal(r.page_size, 4096);
+    assert_null(vmmu_tlb_fill(f->t.vcpu, VA + 1, 4096, 0, &r));
+    assert_int_equal(r.status, VMMU_TLB_CROSSES);
+    assert_null(vmmu_tlb_fill(f->t.vcpu, VA + 0xfff, 2, 0, &r));
+    assert_int_equal(r.status, VMMU_TLB_CROSSES);
+    assert_ptr_equal(vmmu_tlb_fill(f->t.vcpu, VA + 0xfff, 1, 0, &r), hpa(&f->t, DATA(1) + 0xfff));
+    assert_null(vmmu_tlb_fill(f->t.vcpu, VA, 4097, 0, &r));
+    assert_int_equal(r.status, VMMU_TLB_ERROR);
+    assert_int_equal(r.error, VMMU_EINVAL);
+}
+
+static void every_slow_path_call_ending_not_ram_is_counted(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
+    tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    /* The first access walks; the next ones are answered by the entry the
+     * first one filled (MMIO never hits inline).  Each ends as NOT_RAM. */
+    for (unsigned i = 0; i < 3; i++)
+        assert_int_equal(acc(f, VA + 8 * i, 0).status, VMMU_TLB_NOT_RAM);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.misses, 1);
+    assert_int_equal(s.slow_hits, 2);
+    assert_int_equal(s.not_ram, 3);
+}
+
+static void a_not_ram_answer_from_the_victim_array_is_counted(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)n * 4096; /* same index */
+    tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_NOT_RAM);
+    assert_maps(f, va_b, DATA(2)); /* pushes the MMIO entry out to its victim slot */
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_NOT_RAM);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.victim_hits, 1);
+    assert_int_equal(s.walks, 0);
+    assert_int_equal(s.not_ram, 1);
+}
+
+static void translate_on_an_inline_hit_writes_only_status_and_host(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    struct vmmu_tlb_result r, before;
+    memset(&r, 0x5a, sizeof(r));
+    r.status = VMMU_TLB_FAULT;
+    before = r;
+    void *host = vmmu_tlb_translate(f->t.vcpu, VA + 8, 8, 0, &r);
+    assert_ptr_equal(host, hpa(&f->t, DATA(1) + 8));
+    assert_int_equal(r.status, VMMU_TLB_OK);
+    assert_ptr_equal(r.host, host);
+    /* Everything else is left as the caller had it. */
+    r.status = before.status;
+    r.host = before.host;
+    assert_memory_equal(&r, &before, sizeof(r));
+}
+
+static void a_faulting_register_write_flushes_nothing(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D | E_G);
+    tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, R_CR4_PGE, R_EFER_NXE, R_CR0_WP);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    struct vmmu_tlb_stats s0 = stats(f);
+    const struct vmmu_x86_paging *pg = vmmu_vcpu_paging(f->t.vcpu);
+    struct vmmu_x86_fault fault;
+    /* Each write below would flush if it took effect; each raises #GP:
+     * a reserved CR4 bit, PAE off in long mode, PG without PE, a reserved
+     * EFER bit, a reserved CR3 bit. */
+    struct vmmu_vcpu *v = f->t.vcpu;
+    assert_int_equal(vmmu_vcpu_set_cr4(v, (pg->cr4 & ~R_CR4_PGE) | (1ull << 63), &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_cr4(v, pg->cr4 & ~R_CR4_PAE, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_cr0(v, pg->cr0 & ~R_CR0_PE, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_efer(v, (pg->efer & ~R_EFER_NXE) | (1ull << 63), &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_vcpu_set_cr3(v, f->root | (1ull << 62), &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    struct vmmu_tlb_stats s1 = stats(f);
+    assert_memory_equal(&s1, &s0, sizeof(s0));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8), hpa(&f->t, DATA(2)));
+}
+
+static void changes_that_only_widen_rights_flush_nothing(void **state)
+{
+    struct fx *f = *state;
+    uint64_t key3 = 3ull << 59;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_US | E_A | E_D | key3);
+    tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D | key3);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, R_CR4_SMEP | R_CR4_SMAP | R_CR4_PKE | R_CR4_PKS, 0, R_CR0_WP);
+    ok(vmmu_vcpu_set_pkru(f->t.vcpu, 2u << 6, &fault), &fault);          /* key 3: WD */
+    ok(vmmu_vcpu_set_pkrs(f->t.vcpu, 2ull << 6, &fault), &fault);        /* key 3: WD */
+    /* AC=1: the supervisor context may read the user page under SMAP. */
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    struct vmmu_tlb_stats s0 = stats(f);
+    const struct vmmu_x86_paging *pg = vmmu_vcpu_paging(f->t.vcpu);
+    ok(vmmu_vcpu_set_cr0(f->t.vcpu, pg->cr0 & ~R_CR0_WP, &fault), &fault);
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, pg->cr4 & ~(R_CR4_SMEP | R_CR4_SMAP), &fault), &fault);
+    ok(vmmu_vcpu_set_pkru(f->t.vcpu, 0, &fault), &fault);
+    ok(vmmu_vcpu_set_pkrs(f->t.vcpu, 0, &fault), &fault);
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, pg->cr4 & ~(R_CR4_PKE | R_CR4_PKS), &fault), &fault);
+    struct vmmu_tlb_stats s1 = stats(f);
+    assert_int_equal(s1.flush_contexts, s0.flush_contexts);
+    assert_int_equal(s1.flush_rights, s0.flush_rights);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8), hpa(&f->t, DATA(2)));
+    /* The too-strict write comparators now walk and allow the writes. */
+    assert_int_equal(acc(f, VA2, VMMU_X86_ACC_WRITE).status, VMMU_TLB_OK);
+    assert_int_equal(acc(f, VA, VMMU_X86_ACC_WRITE).status, VMMU_TLB_OK);
+}
+
+static void the_last_page_of_the_address_space_fills_hits_and_is_invalidated(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t top = 0xfffffffffffff000ull;
+    uint64_t pte = tmap(&f->t, f->root, top, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, top + 0xff8, DATA(1));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, top + 0xff0, 16), hpa(&f->t, DATA(1) + 0xff0));
+    struct vmmu_tlb_result r;
+    assert_null(tacc(&f->t, top + 0xffc, 8, 0, &r)); /* would wrap to 0 */
+    assert_int_equal(r.status, VMMU_TLB_CROSSES);
+    put64(&f->t.env, pte, DATA(2) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, top + 0xfff), 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, top + 0xff8, 8));
+    assert_maps(f, top + 0xff8, DATA(2));
+}
+
+static void invlpg_drops_a_large_page_at_the_top_of_the_address_space(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t big = 0xffffffffc0000000ull; /* the last 1 GiB page */
+    uint64_t pdpte = tmap(&f->t, f->root, big, 3, UP, 0 | E_P | E_RW | E_PS | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_maps(f, big + DATA(1), DATA(1));
+    assert_maps(f, big + DATA(2), DATA(2));
+    put64(&f->t.env, pdpte, 0);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, 0xfffffffffffff000ull), 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + DATA(1), 8));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + DATA(2), 8));
+    assert_pf(acc(f, big + DATA(2), 0), 0);
+}
+
+static void invpcid_type0_inside_a_large_page_drops_all_of_it_but_not_globals(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t big = 0x0000400000200000ull, gbig = 0x0000400000400000ull;
+    uint64_t pde = tmap(&f->t, f->root, big, 2, UP, (2 * MiB) | E_P | E_RW | E_PS | E_A | E_D);
+    tmap(&f->t, f->root, gbig, 2, UP, (4 * MiB) | E_P | E_RW | E_PS | E_G | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    assert_maps(f, big + 0x1000, 2 * MiB + 0x1000);
+    assert_maps(f, big + 0x7000, 2 * MiB + 0x7000);
+    assert_maps(f, gbig + 0x3000, 4 * MiB + 0x3000);
+    put64(&f->t.env, pde, (6 * MiB) | E_P | E_RW | E_PS | E_A | E_D);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, big + 0x1ff008, &fault), &fault);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, gbig, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + 0x1000, 8));
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, big + 0x7000, 8));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, gbig + 0x3000, 8),
+                     hpa(&f->t, 4 * MiB + 0x3000));
+    assert_maps(f, big + 0x7000, 6 * MiB + 0x7000);
+}
+
+static void invpcid_type0_reaches_a_pcid_that_is_not_current(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VA2, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, VA2, DATA(2));
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root2 | 2, &fault), &fault);
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_A | E_D);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 1, VA, &fault), &fault);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_maps(f, VA, DATA(3));
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA2, 8), hpa(&f->t, DATA(2)));
+}
+
+static void invlpg_drops_a_page_waiting_in_the_victim_array(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)n * 4096; /* same index */
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root, &fault), &fault);
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, va_b, DATA(2)); /* VA now waits in its victim slot */
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_maps(f, VA, DATA(3));
+    assert_int_equal(stats(f).victim_hits, 0);
+}
+
+static void invlpg_drops_a_global_page_waiting_in_another_pcids_victim_array(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE | R_CR4_PGE, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)n * 4096; /* same index */
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_G | E_A | E_D);
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    struct vmmu_x86_fault fault;
+    assert_maps(f, VA, DATA(1));
+    assert_maps(f, va_b, DATA(2)); /* VA now waits in PCID 1's victim slot */
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 2, &fault), &fault);
+    put64(&f->t.env, pte, DATA(3) | E_P | E_RW | E_G | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | 1 | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va_b, 8), hpa(&f->t, DATA(2)));
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    assert_maps(f, VA, DATA(3));
+    assert_int_equal(stats(f).victim_hits, 0);
+}
+
+static void stats_reset_zeroes_every_counter(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    for (unsigned i = 0; i < 2; i++) {
+        assert_maps(f, VA, DATA(1));
+        assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    }
+    assert_int_equal(vmmu_vcpu_stats_reset(f->t.vcpu), 0);
+    struct vmmu_tlb_stats s = stats(f), zero;
+    memset(&zero, 0, sizeof(zero));
+    assert_memory_equal(&s, &zero, sizeof(s));
+}
+
+static void guest_load_and_store_copy_every_size_at_every_alignment(void **state)
+{
+    (void)state;
+    _Alignas(16) uint8_t mem[64], out[32], want[32];
+    for (unsigned size = 0; size <= 16; size++) {
+        for (unsigned at = 0; at < 16; at++) {
+            for (unsigned i = 0; i < sizeof(mem); i++)
+                mem[i] = (uint8_t)(i * 7 + 1);
+            memset(out, 0xee, sizeof(out));
+            memcpy(want, out, sizeof(want));
+            memcpy(want + 4, mem + at, size);
+            vmmu_guest_load(out + 4, mem + at, size);
+            assert_memory_equal(out, want, sizeof(out));
+            uint8_t wmem[64];
+            memcpy(wmem, mem, sizeof(mem));
+            memcpy(wmem + at, out + 4, size); /* the same bytes back */
+            for (unsigned i = 0; i < size; i++)
+                out[4 + i] = (uint8_t)~out[4 + i];
+            memcpy(wmem + at, out + 4, size);
+            vmmu_guest_store(mem + at, out + 4, size);
+            assert_memory_equal(mem, wmem, sizeof(mem));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -883,6 +1288,7 @@ int main(void)
         T(a_pcid_tagged_entry_stays_usable_across_a_no_flush_cr3_switch),
         T(cr3_write_without_no_flush_drops_that_pcids_entries),
         T(more_pcids_than_slots_recycle_the_least_recently_used),
+        T(switching_back_to_a_pcid_keeps_it_from_being_recycled),
         T(clearing_pcide_flushes_everything),
         T(setting_pcide_keeps_pcid_zero_entries),
         T(invpcid_type0_drops_one_address_of_one_pcid_but_not_globals),
@@ -890,6 +1296,7 @@ int main(void)
         T(invpcid_type2_drops_everything_including_globals),
         T(invpcid_type3_drops_every_pcid_but_keeps_globals),
         T(invpcid_raises_gp_as_the_sdm_lists),
+        T(a_refused_invpcid_drops_nothing),
         cmocka_unit_test(invpcid_without_the_feature_is_ud),
         T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
         T(clearing_cr0_pg_flushes_everything),
@@ -902,11 +1309,27 @@ int main(void)
         T(cpl_and_ac_changes_flush_nothing),
         T(flushing_an_empty_tlb_is_elided),
         T(a_conflicting_page_is_found_in_the_victim_array),
+        T(eight_conflicting_pairs_a_slot_apart_are_all_served_by_the_victims),
         T(a_busy_context_grows_at_its_next_flush),
         T(an_idle_context_shrinks_after_a_window_of_flushes),
         T(a_warm_miss_reads_one_level_from_the_paging_structure_cache),
         T(invlpg_drops_paging_structure_caches_of_the_current_pcid),
         T(vcpu_calls_with_wrong_arguments_get_einval_and_change_nothing),
+        T(the_slow_path_runs_without_a_result_record_for_every_outcome),
+        T(a_whole_page_access_is_served_and_one_byte_more_crosses),
+        T(every_slow_path_call_ending_not_ram_is_counted),
+        T(a_not_ram_answer_from_the_victim_array_is_counted),
+        T(translate_on_an_inline_hit_writes_only_status_and_host),
+        T(a_faulting_register_write_flushes_nothing),
+        T(changes_that_only_widen_rights_flush_nothing),
+        T(the_last_page_of_the_address_space_fills_hits_and_is_invalidated),
+        T(invlpg_drops_a_large_page_at_the_top_of_the_address_space),
+        T(invpcid_type0_inside_a_large_page_drops_all_of_it_but_not_globals),
+        T(invpcid_type0_reaches_a_pcid_that_is_not_current),
+        T(invlpg_drops_a_page_waiting_in_the_victim_array),
+        T(invlpg_drops_a_global_page_waiting_in_another_pcids_victim_array),
+        T(stats_reset_zeroes_every_counter),
+        cmocka_unit_test(guest_load_and_store_copy_every_size_at_every_alignment),
 #undef T
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
