@@ -112,7 +112,8 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req);
 int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64_t data,
                       int status);
 
-/** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO. */
+/** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO,
+ *  VMMU_ESYS (a socket call failed). */
 int vmmu_dmc_process(struct vmmu_dmc *c);
 
 /**
@@ -131,7 +132,8 @@ int vmmu_dmc_process(struct vmmu_dmc *c);
  *         vm could not bring a page back, or the pager took it again four
  *         times); VMMU_ETIMEDOUT (no answer within pagein_timeout_ms);
  *         VMMU_EPROTO (a malformed answer: the service is not used again);
- *         VMMU_ESYS.
+ *         VMMU_EBUSY (the vm's region table stayed half rewritten for 100 ms,
+ *         or the vm asked to try again: call it again); VMMU_ESYS.
  */
 int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr);
 
