@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "vmmu/vmmu.h"
 
@@ -24,7 +25,7 @@ static const char usage_text[] =
     "ACCESS is KIND@VA, KIND one of read, write, fetch, optionally followed by\n"
     "',implicit' (an implicit supervisor access) and/or ',stack' (through SS).\n"
     "\n"
-    "registers (hexadecimal with 0x, or decimal; default 0):\n"
+    "registers (hexadecimal with 0x, or decimal; default 0, RFLAGS 2):\n"
     "  --cr0 V --cr3 V --cr4 V --efer V --rflags V --cpl N --pkru V --pkrs V\n"
     "  EFER.LMA is derived from EFER.LME and CR0.PG, as the CPU does.\n"
     "CPU model:\n"
@@ -35,7 +36,8 @@ static const char usage_text[] =
     "  --without LIST      remove features from the set\n"
     "  --commit            perform the walks as the CPU does and write the\n"
     "                      accessed/dirty bits back into FILE (default: walks\n"
-    "                      without side effects, FILE is only read)\n";
+    "                      without side effects, FILE is only read)\n"
+    "Options come before the accesses.\n";
 
 struct feature_name {
     const char *name;
@@ -132,8 +134,8 @@ static bool parse_access(const char *s, unsigned *access, uint64_t *va)
             return false;
         }
         p += n;
-        if (*p == ',')
-            p++;
+        if (*p == ',' && ++p == at)
+            return false; /* "read,@VA": an empty modifier */
     }
     *access = acc;
     return kind_seen;
@@ -150,6 +152,13 @@ static int image_load(const char *path, struct image *img)
     FILE *f = fopen(path, "rb");
     if (!f) {
         fprintf(stderr, "vmmu translate: cannot open %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    /* A directory opens for reading, and its "size" is no image size. */
+    struct stat st;
+    if (fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode)) {
+        fprintf(stderr, "vmmu translate: %s is not a regular file\n", path);
+        fclose(f);
         return -1;
     }
     if (fseek(f, 0, SEEK_END) != 0) {
@@ -234,7 +243,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
     o->cpu.vendor = VMMU_X86_VENDOR_INTEL;
     o->regs.rflags = 2;
     int i = 1;
-    for (; i < argc && !strncmp(argv[i], "--", 2); i++) {
+    for (; i < argc && argv[i][0] == '-'; i++) {
         const char *opt = argv[i];
         if (!strcmp(opt, "--")) {
             i++;
@@ -337,6 +346,11 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
     for (int j = i; j < argc; j++) {
         unsigned acc;
         uint64_t va;
+        if (argv[j][0] == '-') {
+            fprintf(stderr, "vmmu translate: option %s after the accesses (options come first)\n",
+                    argv[j]);
+            return 2;
+        }
         if (!parse_access(argv[j], &acc, &va)) {
             fprintf(stderr, "vmmu translate: bad access '%s' (want read@VA, write@VA, fetch@VA)\n",
                     argv[j]);

@@ -62,4 +62,28 @@ expect 2 "--pager needs at least 1 page" "$vmmu" run --pager 0 "$good"
 expect 2 "needs a number" "$vmmu" run --pager "$good"
 expect 2 "--dmdev needs a path" "$vmmu" run --dmdev
 expect 125 "cannot start the device model" "$vmmu" run --dmdev "$tmp/missing" "$good"
+# Numbers are decimal or 0x-hexadecimal: a leading 0 is not octal, and a
+# sign, a blank or a value past 2^64 is named in the refusal.
+runs() { # runs PATTERN ARGS...: `vmmu run --stats ARGS` exits 0 and prints PATTERN
+    pat=$1; shift
+    "$vmmu" run --stats "$@" >"$tmp/out" 2>"$tmp/err"; got=$?
+    if [ "$got" -ne 0 ] || ! grep -q -- "$pat" "$tmp/out"; then
+        echo "FAIL: run --stats $* -> status $got, no '$pat': $(cat "$tmp/err")"; fail=1
+    fi
+}
+runs "vmmu run: 10 vCPUs" --vcpus 010 "$good"
+runs "vmmu run: 2 vCPUs" --vcpus 0x2 "$good"
+runs "exit status 0" --max-insns 0 "$good"
+expect 2 "needs a number .*not '-1'" "$vmmu" run --vcpus -1 "$good"
+expect 2 "needs a number .*not ' 4'" "$vmmu" run --vcpus " 4" "$good"
+expect 2 "needs a number .*not '99999999999999999999'" "$vmmu" run --max-insns 99999999999999999999 "$good"
+expect 125 "cannot read .*Is a directory" "$vmmu" run "$tmp"
+expect 2 "no GUEST given" "$vmmu" run --stats
+expect 2 "no GUEST given" "$vmmu" run --
+# "--" ends the options: a guest whose name starts with '-'.
+cp "$good" "$tmp/-guest"
+case $vmmu in /*) vmmu_abs=$vmmu ;; *) vmmu_abs=$PWD/$vmmu ;; esac
+(cd "$tmp" && "$vmmu_abs" run -- -guest >/dev/null 2>"$tmp/err2") || {
+    echo "FAIL: run -- -guest: $(cat "$tmp/err2")"; fail=1; }
+expect 2 "one guest at a time" "$vmmu" run -- "$good" "$good"
 exit $fail

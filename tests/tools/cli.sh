@@ -13,6 +13,16 @@ check() { # description, then a command that must succeed
 out=$("$vmmu" --help); check "--help exits 0" test $? -eq 0
 check "--help lists demo" sh -c "printf '%s' \"\$1\" | grep -q '^  demo '" _ "$out"
 check "version prints the version" sh -c "'$vmmu' version | grep -Eq '^vmmu [0-9]+\.[0-9]+\.[0-9]+$'"
+check "--version prints the version" sh -c "'$vmmu' --version | grep -Eq '^vmmu [0-9]+\.[0-9]+\.[0-9]+$'"
+check "--help names --version" sh -c "printf '%s' \"\$1\" | grep -q -- '--version'" _ "$out"
+"$vmmu" version extra >/dev/null 2>"$2/cli.err"; check "version with an argument exits 2" test $? -eq 2
+check "version names the unexpected argument" grep -q "unexpected argument 'extra'" "$2/cli.err"
+"$vmmu" help run >"$2/cli.out" 2>&1; check "help run exits 0" test $? -eq 0
+check "help run prints run's usage" grep -q "^usage: vmmu run" "$2/cli.out"
+"$vmmu" help version >"$2/cli.out" 2>&1; check "help version exits 0" test $? -eq 0
+check "help version prints its usage" grep -q "^usage: vmmu version" "$2/cli.out"
+"$vmmu" help frobnicate >/dev/null 2>"$2/cli.err"; check "help of an unknown command exits 2" test $? -eq 2
+check "help names the unknown command" grep -q "unknown command 'frobnicate'" "$2/cli.err"
 "$vmmu" >/dev/null 2>&1; check "no command exits 2" test $? -eq 2
 "$vmmu" frobnicate >/dev/null 2>"$2/cli.err"; check "unknown command exits 2" test $? -eq 2
 check "unknown command is named" grep -q "unknown command 'frobnicate'" "$2/cli.err"

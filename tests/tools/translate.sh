@@ -136,12 +136,21 @@ says "unknown option --cr9" --image "$img" --cr9
 says "cr3 needs a value" --image "$img" --cr3
 refuse "unknown feature" 2 --image "$img" --features nx,warp read@0
 refuse "cpl out of range" 2 --image "$img" --cpl 4 read@0
+refuse "maxphyaddr out of range" 2 --image "$img" --maxphyaddr 53 read@0
+refuse "a CPU model with la57 but no long mode" 2 --image "$img" --features la57,nx read@0
 refuse "missing image file" 1 --image "$dir/none" read@0
 refuse "reserved CR4 bit" 1 --image "$img" --cr4 0x8000 read@0
 refuse "PCIDE outside long mode" 1 --image "$img" --cr0 0x80000011 --cr4 0x20020 read@0
 refuse "LA57 without the feature" 1 --image "$img" --without la57 --cr4 0x1020 read@0
 : >"$dir/empty"
 refuse "empty image" 1 --image "$dir/empty" read@0
+refuse "a directory as the image" 1 --image "$dir" read@0
+says "is not a regular file" --image "$dir" read@0
+refuse "an empty modifier" 2 --image "$img" read,@0x1000
+refuse "an option after the accesses" 2 --image "$img" read@0x1000 --cr3 0x1000
+says "options come first" --image "$img" read@0x1000 --cr3 0x1000
+"$vmmu" translate -h | grep -q "usage: vmmu translate" || fail "-h prints the usage"
+"$vmmu" translate --image "$img" -h | grep -q "usage: vmmu translate" || fail "-h after --image prints the usage"
 "$vmmu" translate --help | grep -q "usage: vmmu translate" || fail "--help prints the usage"
 
 [ $fails -eq 0 ] || exit 1

@@ -12,14 +12,15 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: vmmu run [--backend vmmu|kvm] [--vcpus N] [--ram MIB] [--stats]\n"
-            "                [--max-insns N] [--dma] [--dmdev PATH | --dm-listen SOCKET]\n"
+            "                [--max-insns N] [--dma | --dmdev PATH | --dm-listen SOCKET]\n"
             "                [--pager PAGES] GUEST\n"
             "\n"
             "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
             "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
             "through vmmu.  The guest's serial console goes to stdout; the exit status is\n"
-            "the one the guest wrote to its EXIT port, or %d when the machine stopped\n"
-            "it (triple fault, every vCPU halted, instruction limit, internal error).\n"
+            "the low 8 bits of what the guest wrote to its EXIT port, or %d when the\n"
+            "machine stopped it (triple fault, every vCPU halted, instruction limit,\n"
+            "internal error).\n"
             "\n"
             "  --backend B     vmmu (default): vmmu's interpreter; kvm: the host CPU\n"
             "                  through /dev/kvm (no --pager; --max-insns is ignored).\n"
@@ -30,6 +31,7 @@ static void usage(FILE *out)
             "  --ram MIB       guest RAM in MiB, a multiple of 2 from 4 to 1024 (default %llu)\n"
             "  --stats         after the run, print what the memory system did\n"
             "  --max-insns N   stop (as a failure) when a vCPU has run N instructions\n"
+            "                  (0, the default: no limit)\n"
             "  --dma           attach the DMA engine at 0x%llx: the device model\n"
             "                  vmmu-dmdev, found beside this program, in its own process\n"
             "  --dmdev PATH    the same with the device model at PATH\n"
@@ -37,18 +39,28 @@ static void usage(FILE *out)
             "                  connects to the unix socket SOCKET (vmmu-dmdev --socket\n"
             "                  SOCKET --mmio-base 0x%llx); waits 30 s for it\n"
             "  --pager PAGES   a host pager thread keeps the guest's resident set under\n"
-            "                  PAGES 4 KiB pages while it runs\n",
+            "                  PAGES 4 KiB pages while it runs\n"
+            "Numbers are decimal, or hexadecimal with 0x.\n",
             EMU_EXIT_MACHINE_FAILURE, EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
             (unsigned long long)EMU_MMIO_BASE, (unsigned long long)EMU_MMIO_BASE);
 }
 
+/* Decimal, or hexadecimal with 0x: the whole string, no sign or blanks.  (A
+ * leading 0 is not octal: --vcpus 010 is ten, not eight.) */
 static int parse_u64(const char *s, uint64_t *out)
 {
+    int base = 10;
     char *end;
-    errno = 0;
-    if (!s || !*s || *s == '-')
+    if (!s)
         return -1;
-    unsigned long long v = strtoull(s, &end, 0);
+    if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+        base = 16;
+        s += 2;
+    }
+    if (!*s || !((*s >= '0' && *s <= '9') || (base == 16 && strchr("abcdefABCDEF", *s))))
+        return -1;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, base);
     if (errno || *end)
         return -1;
     *out = v;
@@ -77,9 +89,16 @@ int vmmu_tool_run(int argc, char **argv)
     bool stats = false;
     const struct emu_backend_ops *ops = &emu_backend_vmmu;
     uint64_t v;
+    bool options_done = false;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+        if (options_done) {
+            if (cfg.guest_path) {
+                fprintf(stderr, "vmmu run: one guest at a time\n");
+                return 2;
+            }
+            cfg.guest_path = a;
+        } else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         } else if (!strcmp(a, "--stats")) {
@@ -110,8 +129,15 @@ int vmmu_tool_run(int argc, char **argv)
             cfg.dm_listen = argv[++i];
         } else if (!strcmp(a, "--vcpus") || !strcmp(a, "--ram") || !strcmp(a, "--max-insns") ||
                    !strcmp(a, "--pager")) {
-            if (i + 1 >= argc || parse_u64(argv[i + 1], &v) < 0) {
+            if (i + 1 >= argc) {
                 fprintf(stderr, "vmmu run: %s needs a number\n", a);
+                return 2;
+            }
+            if (parse_u64(argv[i + 1], &v) < 0) {
+                fprintf(stderr,
+                        "vmmu run: %s needs a number (decimal, or hexadecimal with 0x, "
+                        "below 2^64), not '%s'\n",
+                        a, argv[i + 1]);
                 return 2;
             }
             i++;
@@ -136,6 +162,8 @@ int vmmu_tool_run(int argc, char **argv)
             } else {
                 cfg.max_insns = v;
             }
+        } else if (!strcmp(a, "--")) {
+            options_done = true; /* what follows is the guest, even "-x" */
         } else if (a[0] == '-' && a[1]) {
             fprintf(stderr, "vmmu run: unknown option '%s'\n", a);
             usage(stderr);
@@ -148,6 +176,7 @@ int vmmu_tool_run(int argc, char **argv)
         }
     }
     if (!cfg.guest_path) {
+        fprintf(stderr, "vmmu run: no GUEST given\n");
         usage(stderr);
         return 2;
     }
