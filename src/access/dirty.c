@@ -42,7 +42,7 @@ static int region_lock(struct vmmu_vm *vm, uint32_t id, struct vmmu_region **out
         return rc;
     if (info.type != VMMU_MEM_RAM)
         return VMMU_EINVAL;
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     struct vmmu_region *r = p2m_resolve(&vm->p2m, info.gpa >> VMMU_PAGE_SHIFT, NULL);
     if (!r || r->id != id) {
         pthread_mutex_unlock(&vm->lock);

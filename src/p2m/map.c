@@ -417,7 +417,7 @@ int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uin
     struct retire_list rl = {0};
     struct vmmu_region *r = NULL;
 
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     unsigned at = region_index_above(p2m, lo);
     if (at < p2m->nregions && p2m->regions[at]->gfn < hi) {
         err = VMMU_EOVERLAP;
@@ -467,7 +467,7 @@ out:
         struct vmmu_vcpu *blk = vmmu__sync_block_begin();
         vmmu__grace_period();
         vmmu__sync_block_end(blk);
-        pthread_mutex_lock(&vm->lock);
+        vmmu__sync_map_lock(vm);
         retire_flush(p2m, &rl, false);
         pthread_mutex_unlock(&vm->lock);
     } else {
@@ -490,7 +490,7 @@ int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
     struct vmmu_p2m *p2m = &vm->p2m;
     struct retire_list rl = {0};
 
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     int i = id ? region_index_by_id(p2m, id) : -1;
     if (i < 0) {
         pthread_mutex_unlock(&vm->lock);
@@ -509,7 +509,7 @@ int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
      * emptied.  Outside the lock: hooks may read the map. */
     struct vmmu_gpa_range range = {r->gfn << VMMU_PAGE_SHIFT, r->npages << VMMU_PAGE_SHIFT};
     vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REMOVE);
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     retire_flush(p2m, &rl, false);
     region_release(vm, r);
     pthread_mutex_unlock(&vm->lock);
@@ -530,7 +530,7 @@ int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_regio
     struct retire_list rl = {0};
     uint64_t lo = desc->gpa >> VMMU_PAGE_SHIFT, hi = lo + (desc->size >> VMMU_PAGE_SHIFT);
 
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     int i = id ? region_index_by_id(p2m, id) : -1;
     if (i < 0) {
         pthread_mutex_unlock(&vm->lock);
@@ -560,7 +560,7 @@ int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_regio
 
     struct vmmu_gpa_range range = {desc->gpa, desc->size};
     vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REPLACE);
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     retire_flush(p2m, &rl, false);
     region_release(vm, old);
     pthread_mutex_unlock(&vm->lock);
@@ -589,7 +589,7 @@ int vmmu_region_info(const struct vmmu_vm *vm, uint32_t id, struct vmmu_region_i
     struct vmmu_vm *mvm = (struct vmmu_vm *)vm; /* the lock is not part of the value */
     bool nested = writer_reentered(mvm);
     if (!nested)
-        pthread_mutex_lock(&mvm->lock);
+        vmmu__sync_map_lock(mvm);
     int i = id ? region_index_by_id(&vm->p2m, id) : -1;
     if (i >= 0)
         fill_info(vm, vm->p2m.regions[i], out);
@@ -619,7 +619,7 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
     struct vmmu_vm *mvm = (struct vmmu_vm *)vm;
     if (writer_reentered(mvm))
         return VMMU_EBUSY;
-    pthread_mutex_lock(&mvm->lock);
+    vmmu__sync_map_lock(mvm);
     atomic_store(&mvm->foreach_owner, pthread_self());
     atomic_store(&mvm->in_foreach, 1);
     int ret = 0;
@@ -766,7 +766,7 @@ int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opa
         return VMMU_EINVAL;
     if (writer_reentered(vm))
         return VMMU_EBUSY;
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     atomic_store_explicit(&vm->p2m.pagein_opaque, opaque, memory_order_relaxed);
     atomic_store_explicit(&vm->p2m.pagein, fn, memory_order_release);
     pthread_mutex_unlock(&vm->lock);
@@ -779,7 +779,7 @@ int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opa
         return VMMU_EINVAL;
     if (writer_reentered(vm))
         return VMMU_EBUSY;
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     atomic_store_explicit(&vm->p2m.device_opaque, opaque, memory_order_relaxed);
     atomic_store_explicit(&vm->p2m.device, fn, memory_order_release);
     pthread_mutex_unlock(&vm->lock);

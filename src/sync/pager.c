@@ -520,7 +520,7 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
      * page (or a hole), with no record of it, and every access to that
      * page would fail with VMMU_EPAGEDOUT for good.  Nothing here waits
      * for a vCPU. */
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     pthread_mutex_lock(&pg->lock);
     size_t want = evict_count(pg, ranges, n);
     if (want && (gfn_reserve(&victims, want) ||
@@ -590,7 +590,7 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
      * page that cannot be written stays; the others still go. */
     int err = 0;
     if (victims.n) {
-        pthread_mutex_lock(&vm->lock);
+        vmmu__sync_map_lock(vm);
         for (size_t i = 0; i < victims.n; i++) {
             bool released;
             int e = release_page(pg, victims.g[i], balloon, &released);
@@ -633,7 +633,7 @@ static int bring_back(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges
     /* vm->lock keeps the regions in place for a caller that is not a
      * grace-period reader. */
     int err = 0;
-    pthread_mutex_lock(&pg->vm->lock);
+    vmmu__sync_map_lock(pg->vm);
     for (size_t i = 0; i < n; i++) {
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
         uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
@@ -674,7 +674,7 @@ static int managed_regions(struct vmmu_vm *vm, struct managed_region **out, size
     /* From inside vmmu_region_foreach() the caller already holds the lock. */
     bool nested = vmmu__vm_in_foreach(vm);
     if (!nested)
-        pthread_mutex_lock(&vm->lock);
+        vmmu__sync_map_lock(vm);
     struct managed_region *m = vmmu__malloc((vm->p2m.nregions + 1) * sizeof(*m));
     size_t k = 0;
     for (unsigned i = 0; m && i < vm->p2m.nregions; i++) {
@@ -887,7 +887,7 @@ int vmmu_pager_destroy(struct vmmu_pager *pg)
     if (vmmu__vm_in_foreach(vm))
         return VMMU_EBUSY; /* the map's lock is the caller's own */
     vmmu__sync_change_lock(vm);
-    pthread_mutex_lock(&vm->lock);
+    vmmu__sync_map_lock(vm);
     int rc = 0, err = 0;
     for (size_t i = 0; i < pg->cap; i++) {
         uint64_t key = pg->tab[i].key;

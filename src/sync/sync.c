@@ -700,6 +700,21 @@ void vmmu__sync_change_unlock(struct vmmu_vm *vm)
     pthread_mutex_unlock(&vm->sync->change_lock);
 }
 
+void vmmu__sync_map_lock(struct vmmu_vm *vm)
+{
+    while (pthread_mutex_trylock(&vm->lock) != 0) {
+        struct vmmu_vcpu *v = vmmu__sync_block_begin();
+        pthread_mutex_lock(&vm->lock);
+        if (!v)
+            return;
+        /* Back online (which may act on requests, or park for an exclusive
+         * section) without the lock, then try again: a parked vCPU thread
+         * must not hold the map's lock, which the section may need. */
+        pthread_mutex_unlock(&vm->lock);
+        vmmu__sync_block_end(v);
+    }
+}
+
 /* ---- Posting and waiting --------------------------------------------------------- */
 
 static uint64_t slot_post(struct sync_slot *s, const struct sync_pending *p)

@@ -248,6 +248,14 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm);
 void vmmu__sync_change_lock(struct vmmu_vm *vm);
 void vmmu__sync_change_unlock(struct vmmu_vm *vm);
 
+/* Lock vm->lock (the map's lock; unlock it with pthread_mutex_unlock).
+ * Every path a vCPU thread may take between instructions or from inside
+ * an access takes it this way: its holder may wait for every online vCPU
+ * (a synchronous shootdown or a page-state change from inside
+ * vmmu_region_foreach()), so a vCPU thread waits for it offline, and
+ * comes back online, which may park it, only without it. */
+void vmmu__sync_map_lock(struct vmmu_vm *vm);
+
 /* Post @p to every live vCPU in @targets (NULL: all) except @self and, if
  * @wait, return when each has acted or gone offline. */
 void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vmmu_cpuset *targets,

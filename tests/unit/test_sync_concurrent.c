@@ -6,6 +6,7 @@
  * leaves it offline.  And a page-out racing a region replace on another
  * thread. */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -337,6 +338,148 @@ static void a_region_replaced_during_a_page_out_keeps_its_new_pages_usable(void 
     sync_env_fini(&s);
 }
 
+/* A vCPU thread that asks for the map's lock between instructions while
+ * another thread holds it and waits for every online vCPU (from inside
+ * vmmu_region_foreach(), which holds the lock: a synchronous shootdown, a
+ * page-state change that flushes every vCPU, a device-model port range
+ * whose addition waits a grace period): the vCPU goes offline while it
+ * waits for the lock, or the two would wait for each other for ever.  Each round has the vCPU call
+ * one of the public functions that take the lock, started only once the
+ * holder has it, and the shootdown begins once the vCPU is in that call.
+ * (The alarm turns the deadlock into a failure.) */
+enum asker_call { ASK_INFO, ASK_FOREACH, ASK_DIRTY, ASK_PAGER_STATS, ASK_PAGE_IN, ASK_CALLS };
+enum holder_wait { HOLD_SHOOTDOWN, HOLD_PAGE_STATE, HOLD_DM_PORTS, HOLD_WAITS };
+
+struct lock_asker {
+    struct sync_env *s;
+    struct vmmu_vcpu *v;
+    struct vmmu_pager *pg;
+    struct vmmu_dm_server *srv;
+    atomic_int stop;
+    atomic_int go, entered, done; /* round asked for, started, finished */
+    atomic_ulong failed;
+    struct vmmu_flush flush;
+};
+
+static int count_one(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    ++*(unsigned *)arg;
+    return 0;
+}
+
+static void *lock_asker_main(void *arg)
+{
+    struct lock_asker *a = arg;
+    struct vmmu_vm *vm = a->s->env.vm;
+    assert_int_equal(vmmu_vcpu_online(a->v), 0);
+    while (!atomic_load(&a->stop)) {
+        assert_int_equal(vmmu_vcpu_safepoint(a->v), 0);
+        int round = atomic_load(&a->go);
+        if (round == atomic_load(&a->done)) {
+            sched_yield();
+            continue;
+        }
+        atomic_store(&a->entered, round);
+        int rc = 0;
+        switch (round % ASK_CALLS) {
+        case ASK_INFO: {
+            struct vmmu_region_info info;
+            rc = vmmu_region_info(vm, a->s->data_id, &info);
+            break;
+        }
+        case ASK_FOREACH: {
+            unsigned n = 0;
+            rc = vmmu_region_foreach(vm, count_one, &n);
+            rc = rc ? rc : n == 0;
+            break;
+        }
+        case ASK_DIRTY: {
+            uint64_t bitmap[512 / 64];
+            rc = vmmu_dirty_log_get_and_clear(vm, a->s->data_id, bitmap, 512 / 64, NULL);
+            break;
+        }
+        case ASK_PAGER_STATS: {
+            struct vmmu_pager_stats st;
+            rc = vmmu_pager_stats(a->pg, &st);
+            break;
+        }
+        case ASK_PAGE_IN: {
+            struct vmmu_gpa_range one = {DATA_GPA, 4096};
+            rc = vmmu_pager_page_in(a->pg, &one, 1);
+            break;
+        }
+        }
+        if (rc)
+            atomic_fetch_add(&a->failed, 1);
+        atomic_store(&a->done, round);
+    }
+    assert_int_equal(vmmu_vcpu_offline(a->v), 0);
+    return NULL;
+}
+
+static int no_device_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (void)opaque;
+    (void)req;
+    return 0;
+}
+
+/* Under the map's lock: wait until the vCPU has started a call that needs
+ * the lock, then wait for every online vCPU. */
+static int shoot_while_it_waits(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct lock_asker *a = arg;
+    int round = atomic_load(&a->done) + 1;
+    atomic_store(&a->go, round);
+    while (atomic_load(&a->entered) != round)
+        sched_yield();
+    struct vmmu_gpa_range one = {DATA_GPA + 4096, 4096};
+    switch (round / ASK_CALLS % HOLD_WAITS) {
+    case HOLD_SHOOTDOWN:
+        assert_int_equal(vmmu_shootdown_sync(a->s->env.vm, NULL, NULL, &a->flush), 0);
+        break;
+    case HOLD_PAGE_STATE:
+        assert_int_equal(vmmu_page_state_change(a->s->env.vm, &one, 1, VMMU_PAGE_CODE, 0), 0);
+        break;
+    case HOLD_DM_PORTS:
+        assert_int_equal(vmmu_dm_map_ports(a->srv, (uint16_t)(0x100 + round), 1, 0, NULL), 0);
+        break;
+    }
+    return 1;
+}
+
+static void a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct lock_asker a = {.s = &s, .v = sync_vcpu(&s), .flush = {.type = VMMU_FLUSH_ALL}};
+    assert_int_equal(vmmu_pager_create(s.env.vm, NULL, &a.pg), 0);
+    assert_int_equal(vmmu_dirty_log_enable(s.env.vm, s.data_id, true), 0);
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_dm_create(s.env.vm, NULL, &dm), 0);
+    static const struct vmmu_dm_ops ops = {.access = no_device_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, NULL, &a.srv), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, lock_asker_main, &a), 0);
+    alarm(60);
+    for (int round = 1; round <= 8 * ASK_CALLS * HOLD_WAITS; round++) {
+        assert_int_equal(vmmu_region_foreach(s.env.vm, shoot_while_it_waits, &a), 1);
+        while (atomic_load(&a.done) != round)
+            sched_yield();
+    }
+    alarm(0);
+    atomic_store(&a.stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&a.failed), 0);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    assert_int_equal(vmmu_pager_destroy(a.pg), 0);
+    vmmu_vcpu_destroy(a.v);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +488,7 @@ int main(void)
         cmocka_unit_test(two_vcpus_shooting_each_other_down_do_not_deadlock),
         cmocka_unit_test(a_thread_that_exits_with_its_vcpu_online_leaves_it_offline),
         cmocka_unit_test(a_region_replaced_during_a_page_out_keeps_its_new_pages_usable),
+        cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
