@@ -694,6 +694,36 @@ static void *cm_writer_thread(void *arg)
     return NULL;
 }
 
+
+/* Start the writers on DATA(0), each on its own word. */
+static void cm_writers_start(struct acc_env *e, struct cm_writer *w, pthread_t *t,
+                             _Atomic unsigned *calls, _Atomic bool *stop)
+{
+    memset(w, 0, CM_WRITERS * sizeof(*w));
+    for (unsigned i = 0; i < CM_WRITERS; i++) {
+        w[i].vm = e->t.env.vm;
+        w[i].cr3 = e->root;
+        w[i].index = i;
+        w[i].word = (const uint64_t *)(void *)(e->t.env.mem + DATA(0) + 8 * i);
+        w[i].calls = calls;
+        w[i].stop = stop;
+        atomic_init(&w[i].writes, 0);
+        atomic_init(&w[i].failures, 0);
+        assert_int_equal(pthread_create(&t[i], NULL, cm_writer_thread, &w[i]), 0);
+    }
+}
+
+/* Wait for two more stores of each writer (or its failure). */
+static void cm_writers_two_more(struct cm_writer *w)
+{
+    unsigned at[CM_WRITERS];
+    for (unsigned i = 0; i < CM_WRITERS; i++)
+        at[i] = atomic_load(&w[i].writes);
+    for (unsigned i = 0; i < CM_WRITERS; i++)
+        while (atomic_load(&w[i].writes) < at[i] + 2 && !w[i].failures)
+            sched_yield();
+}
+
 /* vmmu_code_mark() from the host's thread while two vCPUs keep writing the
  * page through fast write entries: when the mark returns no vCPU writes
  * the page fast any more, so a write that starts after it calls a code
@@ -711,27 +741,10 @@ static void a_code_mark_from_another_thread_is_seen_by_exactly_one_writing_vcpu(
     _Atomic unsigned calls = 0;
     struct cm_writer w[CM_WRITERS];
     pthread_t t[CM_WRITERS];
-    memset(w, 0, sizeof(w));
-    for (unsigned i = 0; i < CM_WRITERS; i++) {
-        w[i].vm = vm;
-        w[i].cr3 = e->root;
-        w[i].index = i;
-        w[i].word = (const uint64_t *)(void *)(e->t.env.mem + DATA(0) + 8 * i);
-        w[i].calls = &calls;
-        w[i].stop = &stop;
-        atomic_init(&w[i].writes, 0);
-        atomic_init(&w[i].failures, 0);
-        assert_int_equal(pthread_create(&t[i], NULL, cm_writer_thread, &w[i]), 0);
-    }
+    cm_writers_start(e, w, t, &calls, &stop);
     for (unsigned m = 0; m < CM_MARKS; m++) {
         assert_int_equal(vmmu_code_mark(vm, DATA(0), 1), 0);
-        /* Two stores of each writer that began after the mark returned. */
-        unsigned at[CM_WRITERS];
-        for (unsigned i = 0; i < CM_WRITERS; i++)
-            at[i] = atomic_load(&w[i].writes);
-        for (unsigned i = 0; i < CM_WRITERS; i++)
-            while (atomic_load(&w[i].writes) < at[i] + 2 && !w[i].failures)
-                sched_yield();
+        cm_writers_two_more(w); /* that began after the mark returned */
         assert_int_equal(atomic_load(&calls), m + 1);
     }
     atomic_store(&stop, true);
@@ -770,28 +783,11 @@ static void dirty_log_enabled_from_another_thread_sees_the_next_write_of_each_vc
     _Atomic unsigned calls = 0;
     struct cm_writer w[CM_WRITERS];
     pthread_t t[CM_WRITERS];
-    memset(w, 0, sizeof(w));
-    for (unsigned i = 0; i < CM_WRITERS; i++) {
-        w[i].vm = vm;
-        w[i].cr3 = e->root;
-        w[i].index = i;
-        w[i].word = (const uint64_t *)(void *)(e->t.env.mem + DATA(0) + 8 * i);
-        w[i].calls = &calls;
-        w[i].stop = &stop;
-        atomic_init(&w[i].writes, 0);
-        atomic_init(&w[i].failures, 0);
-        assert_int_equal(pthread_create(&t[i], NULL, cm_writer_thread, &w[i]), 0);
-    }
+    cm_writers_start(e, w, t, &calls, &stop);
     for (unsigned round = 0; round < CM_MARKS / 2; round++) {
         for (unsigned on = 0; on < 2; on++) {
             assert_int_equal(vmmu_dirty_log_enable(vm, ram, on != 0), 0);
-            /* Two stores of each writer that began after the call returned. */
-            unsigned at[CM_WRITERS];
-            for (unsigned i = 0; i < CM_WRITERS; i++)
-                at[i] = atomic_load(&w[i].writes);
-            for (unsigned i = 0; i < CM_WRITERS; i++)
-                while (atomic_load(&w[i].writes) < at[i] + 2 && !w[i].failures)
-                    sched_yield();
+            cm_writers_two_more(w); /* that began after the call returned */
         }
         assert_int_equal(vmmu_dirty_log_get_and_clear(vm, ram, bm, words, NULL), 0);
         assert_true(bm[gfn / 64] & (1ull << (gfn % 64)));

@@ -627,38 +627,18 @@ static void cr3_write_under_32bit_paging_loads_no_pdptes(void **state)
         assert_int_equal(env->pg.pdpte[i], 0);
 }
 
-static unsigned mmio_calls;
-static int count_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    mmio_calls++;
-    *value = 0x1001; /* a valid present PDPTE, were it used */
-    return 0;
-}
-static int count_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    (void)value;
-    mmio_calls++;
-    return 0;
-}
-
 static void pdpt_in_mmio_raises_gp_without_calling_the_device(void **state)
 {
     struct x86_env *env = *state;
-    static const struct vmmu_mmio_ops ops = {count_read, count_write};
     struct vmmu_region_desc d = {
-        .type = VMMU_MEM_MMIO, .gpa = 0x10000000, .size = 0x1000, .mmio = &ops};
+        .type = VMMU_MEM_MMIO, .gpa = 0x10000000, .size = 0x1000, .mmio = &x86_env_counting_mmio};
     assert_int_equal(vmmu_region_add(env->vm, &d, NULL), 0);
     uint64_t pdpt = env_page(env);
     enter_pae(env, pdpt);
-    mmio_calls = 0;
+    x86_env_mmio_calls = 0;
+    x86_env_mmio_value = 0x1001; /* a valid present PDPTE, were it used */
     assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, 0x10000000ull, &fault)), VMMU_X86_VEC_GP);
-    assert_int_equal(mmio_calls, 0);
+    assert_int_equal(x86_env_mmio_calls, 0);
     assert_int_equal(env->pg.cr3, pdpt);
 }
 

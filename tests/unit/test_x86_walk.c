@@ -879,38 +879,17 @@ static void table_beyond_the_vm_width_reads_as_all_ones(void **state)
     free(mem);
 }
 
-static unsigned mmio_calls;
-static int count_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    mmio_calls++;
-    *value = 0;
-    return 0;
-}
-static int count_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
-{
-    (void)opaque;
-    (void)offset;
-    (void)size;
-    (void)value;
-    mmio_calls++;
-    return 0;
-}
-
 static void table_in_mmio_reads_as_all_ones_without_calling_the_device(void **state)
 {
     struct fixture *f = *state;
-    static const struct vmmu_mmio_ops ops = {count_read, count_write};
-    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 0x10000000, .size = 0x1000, .mmio = &ops};
+    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 0x10000000, .size = 0x1000, .mmio = &x86_env_counting_mmio};
     assert_int_equal(vmmu_region_add(f->env.vm, &d, NULL), 0);
     put64(&f->env, f->root, 0x10000000ull | PRWU);
     load(f, regs_4level(f->root));
-    mmio_calls = 0;
+    x86_env_mmio_calls = 0;
     struct vmmu_x86_walk w = walk(f, 0x3000, 0);
     assert_pf(&w, PF_P | PF_RSVD);
-    assert_int_equal(mmio_calls, 0);
+    assert_int_equal(x86_env_mmio_calls, 0);
 }
 
 static void table_in_rom_translates_but_keeps_its_accessed_bits_clear(void **state)

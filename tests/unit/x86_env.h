@@ -143,4 +143,29 @@ static inline struct vmmu_x86_regs regs_4level(uint64_t cr3)
     return r;
 }
 
+/* MMIO callbacks that count their calls (a walk or a PDPTE load must
+ * never run them); reads answer x86_env_mmio_value. */
+static __attribute__((unused)) unsigned x86_env_mmio_calls;
+static __attribute__((unused)) uint64_t x86_env_mmio_value;
+static inline int x86_env_count_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)opaque;
+    (void)offset;
+    (void)size;
+    x86_env_mmio_calls++;
+    *value = x86_env_mmio_value;
+    return 0;
+}
+static inline int x86_env_count_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)opaque;
+    (void)offset;
+    (void)size;
+    (void)value;
+    x86_env_mmio_calls++;
+    return 0;
+}
+static const struct vmmu_mmio_ops x86_env_counting_mmio __attribute__((unused)) = {x86_env_count_read,
+                                                           x86_env_count_write};
+
 #endif /* VMMU_TEST_X86_ENV_H */
