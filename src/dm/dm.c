@@ -420,7 +420,7 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     vmmu__dm_server_kill(srv, VMMU_EDEAD);
     for (unsigned i = 0; i < nids; i++)
         vmmu_region_remove(dm->vm, ids[i]);
-    vmmu__grace_period();
+    vmmu__sync_grace_period();
     if (nmm || npt) {
         free(mm);
         free(pt);
@@ -456,7 +456,7 @@ static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_reg
         atomic_store_explicit(slot, t, memory_order_release);
     pthread_mutex_unlock(&dm->lock);
     if (!err) {
-        vmmu__grace_period();
+        vmmu__sync_grace_period();
         free(old);
     }
     return err;

@@ -177,14 +177,10 @@ static void clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned
     }
 }
 
-static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl, bool wait)
+/* Free the retired nodes, under the map's lock (for the count), after a
+ * grace period the caller waited outside it. */
+static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl)
 {
-    if (!rl->n) {
-        free(rl->nodes);
-        return;
-    }
-    if (wait)
-        vmmu__grace_period();
     for (size_t i = 0; i < rl->n; i++) {
         /* Retired nodes are empty: no children to walk. */
         free(rl->nodes[i]);
@@ -464,11 +460,9 @@ out:
      * thread asking the map something), unable to pass a quiescent state.
      * Offline meanwhile if the caller is a vCPU thread itself. */
     if (rl.n) {
-        struct vmmu_vcpu *blk = vmmu__sync_block_begin();
-        vmmu__grace_period();
-        vmmu__sync_block_end(blk);
+        vmmu__sync_grace_period();
         vmmu__sync_map_lock(vm);
-        retire_flush(p2m, &rl, false);
+        retire_flush(p2m, &rl);
         pthread_mutex_unlock(&vm->lock);
     } else {
         free(rl.nodes);
@@ -510,7 +504,7 @@ int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id)
     struct vmmu_gpa_range range = {r->gfn << VMMU_PAGE_SHIFT, r->npages << VMMU_PAGE_SHIFT};
     vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REMOVE);
     vmmu__sync_map_lock(vm);
-    retire_flush(p2m, &rl, false);
+    retire_flush(p2m, &rl);
     region_release(vm, r);
     pthread_mutex_unlock(&vm->lock);
     return 0;
@@ -561,7 +555,7 @@ int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_regio
     struct vmmu_gpa_range range = {desc->gpa, desc->size};
     vmmu__sync_reclaim(vm, &range, 1, VMMU_RECLAIM_REPLACE);
     vmmu__sync_map_lock(vm);
-    retire_flush(p2m, &rl, false);
+    retire_flush(p2m, &rl);
     region_release(vm, old);
     pthread_mutex_unlock(&vm->lock);
     return 0;

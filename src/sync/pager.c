@@ -911,9 +911,7 @@ int vmmu_pager_destroy(struct vmmu_pager *pg)
     vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
     /* A fill that loaded the handler before it was cleared may still be
      * inside it: vCPU threads are readers, so a grace period covers them. */
-    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
-    vmmu__grace_period();
-    vmmu__sync_block_end(blk);
+    vmmu__sync_grace_period();
     atomic_store(&vm->sync->pager, NULL);
     vmmu__sync_change_unlock(vm);
     vmmu__pager_free(pg);

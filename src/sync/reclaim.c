@@ -164,9 +164,7 @@ void vmmu__sync_reclaim(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges,
     /* One grace period for the batch: readers that are not vCPUs (device
      * models, host threads reading guest memory) and vCPUs between safe
      * points that looked the pages up before they were unpublished. */
-    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
-    vmmu__grace_period();
-    vmmu__sync_block_end(blk);
+    vmmu__sync_grace_period();
 }
 
 /* ---- Page state ------------------------------------------------------------- */

@@ -700,6 +700,13 @@ void vmmu__sync_change_unlock(struct vmmu_vm *vm)
     pthread_mutex_unlock(&vm->sync->change_lock);
 }
 
+void vmmu__sync_grace_period(void)
+{
+    struct vmmu_vcpu *v = vmmu__sync_block_begin();
+    vmmu__grace_period();
+    vmmu__sync_block_end(v);
+}
+
 void vmmu__sync_map_lock(struct vmmu_vm *vm)
 {
     while (pthread_mutex_trylock(&vm->lock) != 0) {

@@ -248,6 +248,12 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm);
 void vmmu__sync_change_lock(struct vmmu_vm *vm);
 void vmmu__sync_change_unlock(struct vmmu_vm *vm);
 
+/* Wait for a grace period, offline if the caller is a vCPU thread (so a
+ * flush that waits for this vCPU meanwhile is not held up: it does not
+ * count as online).  What vmmu's own waits use; vmmu__grace_period()
+ * alone only for threads that are no vCPU's. */
+void vmmu__sync_grace_period(void);
+
 /* Lock vm->lock (the map's lock; unlock it with pthread_mutex_unlock).
  * Every path a vCPU thread may take between instructions or from inside
  * an access takes it this way: its holder may wait for every online vCPU
