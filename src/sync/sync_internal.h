@@ -259,7 +259,9 @@ void vmmu__sync_grace_period(void);
  * an access takes it this way: its holder may wait for every online vCPU
  * (a synchronous shootdown or a page-state change from inside
  * vmmu_region_foreach()), so a vCPU thread waits for it offline, and
- * comes back online, which may park it, only without it. */
+ * comes back online, which may park it, only without it.  Never from
+ * inside a TLB fill: coming back online acts on flushes, and the fill
+ * would then cache what it read before them (docs/sync.md). */
 void vmmu__sync_map_lock(struct vmmu_vm *vm);
 
 /* Post @p to every live vCPU in @targets (NULL: all) except @self and, if

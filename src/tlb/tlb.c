@@ -675,6 +675,10 @@ static int page_in(struct vmmu_vm *vm, uint64_t gpa)
     return rc < 0 ? rc : 0;
 }
 
+/* Walk @va for the fill.  A walk that paged a table in may have waited
+ * offline in the page-in handler (vmmu_vcpu::host_gen moved): the vCPU may
+ * have acted on flushes meanwhile, so what it read before is older than
+ * they are.  Its entries are then not cached, and the fill walks again. */
 static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigned access,
                    struct vmmu_x86_walk *w)
 {
@@ -687,8 +691,9 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
         if (rc != 0)
             return rc < 0 ? rc : 0;
     }
+    uint64_t gen = v->host_gen;
     int rc = vmmu_x86_walk(&v->pg, va, access, w);
-    if (rc == 0 && w->ok && w->committed && psc)
+    if (rc == 0 && w->ok && w->committed && psc && v->host_gen == gen)
         vmmu__psc_store(v, &s->psc, w);
     return rc;
 }
@@ -722,8 +727,9 @@ static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_
         return NULL;
     }
 
-    unsigned pageins = 0;
+    unsigned rounds = 0; /* page-ins, and walks that went offline */
 again:;
+    uint64_t gen = v->host_gen;
     struct tlb_slot *s = &v->slot[v->cur_slot];
     struct tlb_ctx *c = &s->ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
     uint64_t page = va & VMMU_PAGE_MASK;
@@ -757,6 +763,13 @@ walk:
     int rc = do_walk(v, s, va, access, &w);
     if (rc < 0)
         return result_error(res, rc);
+    if (v->host_gen != gen) {
+        /* Offline in a page-in of a table: @s, @c and @idx may be stale
+         * too (a flush may have resized the table). */
+        if (++rounds > TLB_PAGEIN_ROUNDS)
+            return result_error(res, VMMU_EBUSY);
+        goto again;
+    }
     if (!w.ok) {
         v->stats.faults++;
         res->status = VMMU_TLB_FAULT;
@@ -787,7 +800,7 @@ walk:
         rc = page_in(v->vm, gpa_page);
         if (rc < 0)
             return result_error(res, rc); /* nothing could bring it back */
-        if (++pageins > TLB_PAGEIN_ROUNDS)
+        if (++rounds > TLB_PAGEIN_ROUNDS)
             return result_error(res, VMMU_EPAGEDOUT);
         goto again;
     }

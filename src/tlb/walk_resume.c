@@ -144,6 +144,7 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     if (!hit)
         return 0;
     v->stats.psc_hits++;
+    uint64_t gen = v->host_gen; /* see do_walk() in tlb.c */
     bool host_ok = hit->table_host && hit->p2m_gen == vmmu_p2m_generation(v->vm);
 
     vmmu__x86_walk_reset(w, pg, va, access);
@@ -238,7 +239,7 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     if (rc < 0)
         return rc;
     /* A walk resumed above level 2 read upper entries: remember them too. */
-    if (w->nlevels > 1)
+    if (w->nlevels > 1 && v->host_gen == gen)
         store_levels(v, p, va, w->levels, w->nlevels, hit->user, hit->writable, hit->nx);
     return 1;
 }

@@ -14,6 +14,8 @@
 
 #include "x86/x86_internal.h"
 
+#include "core/vm_internal.h"
+
 #include "vmmu/error.h"
 #include "vmmu/p2m.h"
 
@@ -282,12 +284,15 @@ static bool store_ad(struct vmmu_x86_walk_level *lv)
 }
 
 /* An A/D update is a write to the page-table page: dirty logging must see
- * it like any other write. */
+ * it like any other write.  Read from the map as the entry was (the walker
+ * is a grace-period reader), never under the map's lock: a vCPU thread
+ * waits for that lock offline, and a walk that went offline halfway would
+ * hand its caller a translation older than the flushes it acted on
+ * meanwhile. */
 static void log_dirty(struct vmmu_vm *vm, const struct vmmu_x86_walk_level *lv)
 {
-    struct vmmu_region_info info;
-
-    if (vmmu_region_info(vm, lv->region_id, &info) == 0 && (info.flags & VMMU_REGION_LOG_DIRTY))
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, lv->gpa >> VMMU_PAGE_SHIFT, NULL);
+    if (r && r->id == lv->region_id && (region_flags(r) & VMMU_REGION_LOG_DIRTY))
         (void)vmmu_page_state_update(vm, lv->gpa, 1, VMMU_PAGE_DIRTY, 0);
 }
 

@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "test_sync_env.h"
 #include "vmmu/vmmu.h"
@@ -480,6 +481,143 @@ static void a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder(void **
     sync_env_fini(&s);
 }
 
+/* The PD of DATA_VA in @s's tables. */
+static uint64_t data_pd(struct sync_env *s)
+{
+    uint64_t pdpt = get64(&s->env, slot9(s->root, DATA_VA, 4)) & SE_ADDR_MASK;
+    return get64(&s->env, slot9(pdpt, DATA_VA, 3)) & SE_ADDR_MASK;
+}
+
+/* Wait (yielding) until @flag is set, at most @seconds; whether it was. */
+static bool wait_flag(atomic_int *flag, int seconds)
+{
+    time_t until = time(NULL) + seconds;
+    while (!atomic_load(flag) && time(NULL) <= until)
+        sched_yield();
+    return atomic_load(flag) != 0;
+}
+
+struct walker {
+    struct sync_env *s;
+    struct vmmu_vcpu *v;
+    atomic_int go, in_handler, done;
+    uint64_t first, second; /* what page 0 of DATA_VA read, twice */
+};
+
+static void *walker_main(void *arg)
+{
+    struct walker *w = arg;
+    assert_int_equal(vmmu_vcpu_online(w->v), 0);
+    while (!atomic_load(&w->go)) {
+        assert_int_equal(vmmu_vcpu_safepoint(w->v), 0);
+        sched_yield();
+    }
+    w->first = sync_read(w->v, 0);
+    w->second = sync_read(w->v, 0);
+    atomic_store(&w->done, 1);
+    assert_int_equal(vmmu_vcpu_offline(w->v), 0);
+    return NULL;
+}
+
+/* Under the map's lock: start the walker, and say whether its walk
+ * finished meanwhile. */
+static int walk_while_locked(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct walker *w = arg;
+    atomic_store(&w->go, 1);
+    return wait_flag(&w->done, 10) ? 1 : 2;
+}
+
+/* An A/D update in a page table under dirty logging marks the table's page
+ * dirty without the map's lock: a vCPU thread waits for that lock offline,
+ * and a walk that went offline halfway would hand back a translation older
+ * than the flushes the vCPU acted on meanwhile (a guest's page-table write
+ * was lost that way under a pager).  So the walk finishes while another
+ * thread holds the lock. */
+static void a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct walker w = {.s = &s, .v = sync_vcpu(&s)};
+    uint64_t pte_at = slot9(s.pt, DATA_VA, 1);
+    put64(&s.env, pte_at, DATA_GPA | E_P | E_RW | E_US); /* A clear: the walk sets it */
+    assert_int_equal(vmmu_dirty_log_enable(s.env.vm, s.env.ram_id, true), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, walker_main, &w), 0);
+    int held = vmmu_region_foreach(s.env.vm, walk_while_locked, &w);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(held, 1);
+    assert_int_equal(w.first, DATA_GPA);
+    assert_true(get64(&s.env, pte_at) & E_A);
+    /* The table's page is in the dirty log. */
+    uint64_t bitmap[4 * MiB / 4096 / 64] = {0};
+    assert_int_equal(vmmu_dirty_log_get_and_clear(s.env.vm, s.env.ram_id, bitmap,
+                                                  sizeof(bitmap) / 8, NULL), 0);
+    uint64_t pfn = s.pt >> 12;
+    assert_true(bitmap[pfn / 64] & (1ull << (pfn % 64)));
+    vmmu_vcpu_destroy(w.v);
+    sync_env_fini(&s);
+}
+
+/* The page-in handler of the next test: on the vCPU's thread, it asks for
+ * the map's lock, which the main thread holds, so the vCPU waits offline;
+ * then the page is resident. */
+static int page_in_slowly(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct walker *w = opaque;
+    atomic_store(&w->in_handler, 1);
+    struct vmmu_region_info info;
+    int rc = vmmu_region_info(vm, w->s->env.ram_id, &info);
+    if (rc)
+        return rc;
+    return vmmu__page_state_update(vm, gpa, 1, 0, VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+/* Under the map's lock: once the walker's walk is in the page-in of its
+ * page table, point DATA_VA at another table (page 0 -> data page 1) and
+ * shoot every vCPU down. */
+static int remap_during_the_page_in(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct walker *w = arg;
+    atomic_store(&w->go, 1);
+    if (!wait_flag(&w->in_handler, 10))
+        return 2;
+    uint64_t pt2 = env_page(&w->s->env);
+    put64(&w->s->env, slot9(pt2, DATA_VA, 1), (DATA_GPA + 4096) | E_P | E_RW | E_US | E_A | E_D);
+    put64(&w->s->env, slot9(data_pd(w->s), DATA_VA, 2), pt2 | E_P | E_RW | E_US | E_A);
+    struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(w->s->env.vm, NULL, NULL, &all), 0);
+    return 1;
+}
+
+/* A fill whose walk waited offline (here in the page-in of a page table)
+ * may have acted on flushes meanwhile: what it read before is older than
+ * they are, so it walks again.  Once the shootdown that follows a remap
+ * has returned, the vCPU uses the new translation, in the access that was
+ * under way and in the TLB afterwards. */
+static void a_fill_whose_walk_waited_offline_walks_again(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct walker w = {.s = &s, .v = sync_vcpu(&s)};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(s.env.vm, page_in_slowly, &w), 0);
+    assert_int_equal(vmmu__page_state_update(s.env.vm, s.pt, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, walker_main, &w), 0);
+    int held = vmmu_region_foreach(s.env.vm, remap_during_the_page_in, &w);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(held, 1);
+    assert_int_equal(w.first, DATA_GPA + 4096);
+    assert_int_equal(w.second, DATA_GPA + 4096);
+    vmmu_vcpu_destroy(w.v);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -489,6 +627,8 @@ int main(void)
         cmocka_unit_test(a_thread_that_exits_with_its_vcpu_online_leaves_it_offline),
         cmocka_unit_test(a_region_replaced_during_a_page_out_keeps_its_new_pages_usable),
         cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
+        cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
+        cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
