@@ -430,7 +430,9 @@ struct vmmu_rep {
  * vmmu_prepared_move() does.  Stops early at a fault (@p r then names the
  * faulting element, as the CPU leaves RSI/RDI/RCX), before an element that
  * touches a VMMU_WATCH_BEFORE watchpoint, on a negative code, and when the
- * replay latch could not record more.
+ * replay latch could not record more.  Each side of an element is checked
+ * as a single access is, the source first: translated, then stopped by a
+ * watchpoint, so a fault on an element comes before a stop there.
  * @return 0 (see @p fault and r->count: 0 means the instruction is done);
  *         negative codes as vmmu_prepared_move().
  */

@@ -123,14 +123,10 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         uint64_t kd = before_watch(a, r->dst, k, e, r->backward, VMMU_WATCH_WRITE);
         if (kd < kw)
             kw = kd;
-        if (kw == 0) {
-            /* The next element touches a watched byte: stop before it. */
-            (void)vmmu__watch_check(a, low(r->src, 1, e, r->backward), e, ACC_KIND_READ, false);
-            (void)vmmu__watch_check(a, low(r->dst, 1, e, r->backward), e, ACC_KIND_WRITE, false);
-            fault->vector = VMMU_ACCESS_STOP_WATCH;
-            return 0;
-        }
-        k = kw;
+        /* The next element touches a watched byte: it goes alone, and
+         * its preparations below stop it (each side checked as a single
+         * access is: translated first, so a fault on it comes first). */
+        k = kw ? kw : 1;
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared ps, pd;
         rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps, fault);
@@ -192,11 +188,8 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         if (k > f)
             k = f;
         k = before_watch(a, r->dst, k, e, r->backward, VMMU_WATCH_WRITE);
-        if (k == 0) {
-            (void)vmmu__watch_check(a, low(r->dst, 1, e, r->backward), e, ACC_KIND_WRITE, false);
-            fault->vector = VMMU_ACCESS_STOP_WATCH;
-            return 0;
-        }
+        if (k == 0)
+            k = 1; /* a watched element alone: its preparation stops it */
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared pd;
         rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,

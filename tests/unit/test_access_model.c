@@ -91,7 +91,8 @@
  *    earlier page comes first): fault->vector VMMU_ACCESS_STOP_WATCH,
  *    nothing accessed, one hit with BEFORE naming bytes of the access; a
  *    string operation stops before the element whose source or
- *    destination it covers, one hit per side.  Every other hit names
+ *    destination it covers, each side checked as one access, the source
+ *    first (so a fault on that element comes first).  Every other hit names
  *    bytes the operation read or wrote, in that kind, overlapping its
  *    watchpoint, and each watchpoint over bytes read or written has a
  *    hit of that kind (how an access is cut into hits is the library's
@@ -2446,21 +2447,11 @@ static void op_rep(struct model *m, bool movs)
     while (want.count && done < budget) {
         struct rxl xs, xd;
         uint8_t tmp[8];
-        /* A VMMU_WATCH_BEFORE watchpoint over the next element stops the
-         * string operation before it (access.h), each side recording its
-         * hit; the element is not translated. */
-        if (m->nwatch) {
-            uint64_t mask = lin_mask(m), s = want.src & mask, d = want.dst & mask;
-            bool ws = movs && before_watched(m, s, elem, VMMU_WATCH_READ);
-            bool wd = before_watched(m, d, elem, VMMU_WATCH_WRITE);
-            if (ws)
-                expect_stop(m, VMMU_WATCH_READ, s, elem, s, elem, &wf);
-            if (wd)
-                expect_stop(m, VMMU_WATCH_WRITE, d, elem, d, elem, &wf);
-            if (ws || wd)
-                break;
-        }
-        /* Each element's sides are one access for paging errors. */
+        /* Each side of an element is checked as a single access is
+         * (access.h), the source first: translated, then stopped by a
+         * VMMU_WATCH_BEFORE watchpoint over its bytes, so a fault on the
+         * element comes before a stop there.  Each element's sides are
+         * one access for paging errors. */
         m->po_pending = m->po_either = false;
         m->po_rc = 0;
         bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
@@ -4003,6 +3994,49 @@ static void a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to(v
     assert_int_equal(h[0].id, id);
 }
 
+/* REP STOS and REP MOVS whose next element lies on a page that is not
+ * present and is covered by a BEFORE watchpoint: the element faults (#PF,
+ * CR2 its address), as a single store there would, and no hit is recorded
+ * (vmmu used to look for watchpoints before translating the element, and
+ * stopped with VMMU_ACCESS_STOP_WATCH).  A MOVS element is read before it
+ * is written: a watched source stops it even when its destination faults. */
+static void a_rep_element_on_a_not_present_page_faults_before_a_watchpoint_stops_it(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, KVA, 8 * MiB, PTE_RW);
+    const uint64_t absent = KVA + 4096;
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(v, absent, 8, VMMU_WATCH_ACCESS | VMMU_WATCH_BEFORE, &id), 0);
+    struct vmmu_x86_fault f;
+    struct vmmu_watch_hit h[2];
+
+    struct vmmu_rep rep = {.dst = absent, .count = 4, .elem = 1, .value = 0x5a};
+    assert_int_equal(vmmu_access_rep_stos(v, &rep, 100, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.error_code, VMMU_X86_PF_W);
+    assert_int_equal(f.cr2, absent);
+    assert_int_equal(rep.count, 4);
+
+    rep = (struct vmmu_rep){.src = absent, .dst = KVA, .count = 4, .elem = 2};
+    assert_int_equal(vmmu_access_rep_movs(v, &rep, 100, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.error_code, 0);
+    assert_int_equal(f.cr2, absent);
+    assert_int_equal(vmmu_watch_take_hits(v, h, 2, NULL), 0);
+
+    /* The source watched on a present page, the destination absent. */
+    assert_int_equal(vmmu_watch_remove(v, id), 0);
+    assert_int_equal(vmmu_watch_add(v, KVA, 8, VMMU_WATCH_READ | VMMU_WATCH_BEFORE, &id), 0);
+    rep = (struct vmmu_rep){.src = KVA, .dst = absent, .count = 4, .elem = 2};
+    assert_int_equal(vmmu_access_rep_movs(v, &rep, 100, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(rep.count, 4);
+    assert_int_equal(vmmu_watch_take_hits(v, h, 2, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ | VMMU_WATCH_BEFORE);
+}
+
 /* A 2-byte locked add at 0xffffffff in 32-bit paging reads and writes
  * bytes 0xffffffff and 0: a watchpoint on byte 0 gets a read hit and a
  * write hit (vmmu used to look at [0xffffffff, 0x100000001) and miss it). */
@@ -4241,6 +4275,7 @@ int main(void)
         K(a_read_write_preparation_stops_at_read_watchpoints),
         K(a_backward_rep_sees_watchpoints_at_the_32bit_addresses_it_wraps_to),
         K(a_locked_access_wrapping_at_4gib_hits_a_watchpoint_on_page_0),
+        K(a_rep_element_on_a_not_present_page_faults_before_a_watchpoint_stops_it),
         K(a_probe_is_not_refused_by_a_watchpoint_on_other_bytes_of_its_page),
         K(a_probe_stopped_by_a_before_watchpoint_reports_its_gpa_and_records_no_hit),
         K(a_probe_in_32bit_paging_sees_watchpoints_at_its_32bit_address),
