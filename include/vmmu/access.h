@@ -580,14 +580,16 @@ int vmmu_latch_discard(struct vmmu_vcpu *vcpu);
 /**
  * Stop recording and replaying until vmmu_latch_restore(): for work inside
  * an instruction that must see live memory (a debugger's peek, an
- * introspection hook).  Nests.
+ * introspection hook).  Nests; each call returns its own token (a level
+ * undone and entered again gets a new one).  Beyond 16 levels the latch is
+ * off already: such a call changes nothing and returns 0.
  * @return a token for vmmu_latch_restore() (0 for NULL).
  */
 unsigned vmmu_latch_disable(struct vmmu_vcpu *vcpu);
 
-/** Undo the vmmu_latch_disable() that returned @p token.  A token no
- *  disable still in force returned (0, or one already undone) changes
- *  nothing. */
+/** Undo the vmmu_latch_disable() that returned @p token, and any made
+ *  after it that are still in force.  A token no disable still in force
+ *  returned (0, or one already undone) changes nothing. */
 void vmmu_latch_restore(struct vmmu_vcpu *vcpu, unsigned token);
 
 /** Capacity of the latch: recorded reads beyond it fail with VMMU_EOVERFLOW. */

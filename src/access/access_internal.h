@@ -52,10 +52,18 @@ struct latch_event {
     uint8_t kind;
 };
 
+/* Nesting levels of vmmu_latch_disable() that hand out tokens (deeper
+ * calls find the latch off already and return 0). */
+#define LATCH_DISABLE_DEPTH 16
+
 struct latch {
     unsigned pass;      /* 0: no instruction; 1: first pass; 2+: replays */
     bool in_insn;       /* between begin and end */
     unsigned disabled;  /* nesting depth of vmmu_latch_disable() */
+    /* The token each level of that nesting handed out (serials, never 0,
+     * so that a token already undone matches no level again). */
+    unsigned disable_token[LATCH_DISABLE_DEPTH];
+    unsigned disable_serial;
     unsigned nentries, nxlates, nevents;
     uint32_t nbytes;
     unsigned cursor;    /* next event a replay consumes */

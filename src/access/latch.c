@@ -315,10 +315,14 @@ unsigned vmmu_latch_disable(struct vmmu_vcpu *v)
 {
     if (!v || !v->access)
         return 0;
-    struct vmmu__access_vcpu *a = v->access;
-    unsigned token = a->latch.disabled + 1;
-    a->latch.disabled++;
-    vmmu__latch_hook_update(a);
+    struct latch *l = &v->access->latch;
+    if (l->disabled == LATCH_DISABLE_DEPTH)
+        return 0; /* off already, and stays off until the outer levels are undone */
+    unsigned token = ++l->disable_serial;
+    if (token == 0)
+        token = ++l->disable_serial;
+    l->disable_token[l->disabled++] = token;
+    vmmu__latch_hook_update(v->access);
     return token;
 }
 
@@ -326,13 +330,17 @@ void vmmu_latch_restore(struct vmmu_vcpu *v, unsigned token)
 {
     if (!v || !v->access || token == 0)
         return;
-    struct vmmu__access_vcpu *a = v->access;
-    /* The token is the depth the matching disable reached; one deeper than
-     * the current depth was undone already (or never handed out). */
-    if (token > a->latch.disabled)
-        return;
-    a->latch.disabled = token - 1;
-    vmmu__latch_hook_update(a);
+    struct latch *l = &v->access->latch;
+    /* The level that handed @token out, and every level inside it, end; a
+     * token no level in force holds was undone already (or never handed
+     * out). */
+    for (unsigned d = l->disabled; d-- > 0;) {
+        if (l->disable_token[d] == token) {
+            l->disabled = d;
+            vmmu__latch_hook_update(v->access);
+            return;
+        }
+    }
 }
 
 int vmmu_latch_stats(const struct vmmu_vcpu *v, struct vmmu_latch_stats *out)
