@@ -722,18 +722,19 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
         if (end > gfn + npages)
             end = gfn + npages;
         for (uint64_t p = g; p < end; p++) {
+            /* One step, so that nobody sees the bits set but not yet
+             * cleared (a bit named in both ends clear). */
             _Atomic uint8_t *b = &r->state[p - r->gfn];
-            if (set) {
-                uint8_t was = atomic_fetch_or_explicit(b, (uint8_t)set, memory_order_acq_rel);
-                if (set & ~was & VMMU_PAGE_PAGED_OUT)
-                    atomic_fetch_add_explicit(&r->paged_out, 1, memory_order_relaxed);
-            }
-            if (clear) {
-                uint8_t was = atomic_fetch_and_explicit(b, (uint8_t)~clear, memory_order_acq_rel);
-                if ((clear & was & VMMU_PAGE_PAGED_OUT) &&
-                    atomic_fetch_sub_explicit(&r->paged_out, 1, memory_order_relaxed) == 1)
-                    resident = true; /* the region's last paged-out page came back */
-            }
+            uint8_t was = atomic_load_explicit(b, memory_order_relaxed), now;
+            do {
+                now = (uint8_t)((was | set) & ~clear);
+            } while (!atomic_compare_exchange_weak_explicit(b, &was, now, memory_order_acq_rel,
+                                                            memory_order_relaxed));
+            if (now & ~was & VMMU_PAGE_PAGED_OUT)
+                atomic_fetch_add_explicit(&r->paged_out, 1, memory_order_relaxed);
+            if ((was & ~now & VMMU_PAGE_PAGED_OUT) &&
+                atomic_fetch_sub_explicit(&r->paged_out, 1, memory_order_relaxed) == 1)
+                resident = true; /* the region's last paged-out page came back */
         }
     }
     if (resident)

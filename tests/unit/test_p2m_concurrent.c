@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -330,6 +331,57 @@ static void an_addition_out_of_memory_waits_for_readers_outside_the_lock(void **
     vmmu_vm_destroy(a.vm);
 }
 
+struct flipper {
+    struct vmmu_vm *vm;
+    atomic_int stop;
+    atomic_ulong seen, torn;
+};
+
+/* Read the page's state until told to stop: it must always hold exactly
+ * one of CODE and DIRTY. */
+static void *state_reader(void *arg)
+{
+    struct flipper *fl = arg;
+    while (!atomic_load(&fl->stop)) {
+        uint32_t st;
+        if (vmmu_page_state_get(fl->vm, 0, &st) != 0)
+            atomic_fetch_add(&fl->torn, 1);
+        unsigned both = st & (VMMU_PAGE_CODE | VMMU_PAGE_DIRTY);
+        if (both != VMMU_PAGE_CODE && both != VMMU_PAGE_DIRTY)
+            atomic_fetch_add(&fl->torn, 1);
+        atomic_fetch_add(&fl->seen, 1);
+    }
+    return NULL;
+}
+
+/* vmmu_page_state_update() sets and clears in one atomic step: a page
+ * flipped between CODE and DIRTY never reads as both, or neither, on
+ * another thread (the set and the clear used to be two steps). */
+static void a_state_update_that_sets_and_clears_is_one_step(void **state)
+{
+    (void)state;
+    struct flipper fl = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &fl.vm), 0);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .name = "page"};
+    assert_int_equal(vmmu_region_add(fl.vm, &d, NULL), 0);
+    assert_int_equal(vmmu_page_state_update(fl.vm, 0, 1, VMMU_PAGE_DIRTY, 0), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, state_reader, &fl), 0);
+    while (atomic_load(&fl.seen) == 0)
+        sched_yield();
+    for (int i = 0; i < 100000; i++) {
+        bool code = i & 1;
+        assert_int_equal(vmmu_page_state_update(fl.vm, 0, 1,
+                                                code ? VMMU_PAGE_CODE : VMMU_PAGE_DIRTY,
+                                                code ? VMMU_PAGE_DIRTY : VMMU_PAGE_CODE),
+                         0);
+    }
+    atomic_store(&fl.stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(atomic_load(&fl.torn), 0);
+    vmmu_vm_destroy(fl.vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -337,6 +389,7 @@ int main(void)
         cmocka_unit_test(concurrent_overlapping_additions_and_removals_each_succeed_once),
         cmocka_unit_test(foreach_on_several_threads_refuses_only_its_own_thread),
         cmocka_unit_test(an_addition_out_of_memory_waits_for_readers_outside_the_lock),
+        cmocka_unit_test(a_state_update_that_sets_and_clears_is_one_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
