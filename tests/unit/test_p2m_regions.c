@@ -1,12 +1,15 @@
 /* The guest-physical map: adding, removing, finding and describing regions,
  * lookups over many layouts, and every way a region can be refused. */
+#include <errno.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -572,6 +575,61 @@ static void a_refused_first_ram_region_leaves_the_vm_without_a_memfd(void **stat
     vmmu_vm_destroy(vm);
 }
 
+/* The host refuses what a RAM region of vmmu's own needs: no descriptor
+ * left for the memfd (VMMU_ESYS, errno EMFILE), then a file size limit
+ * below the memfd's new end (VMMU_ENOMEM; SIGXFSZ ignored meanwhile).
+ * Each addition fails with the map unchanged, and succeeds once the host
+ * allows it. */
+static void a_ram_region_the_host_cannot_back_is_refused_and_changes_nothing(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    uint64_t gen = vmmu_p2m_generation(vm);
+
+    struct rlimit saved, lim;
+    assert_int_equal(getrlimit(RLIMIT_NOFILE, &saved), 0);
+    int lowest = dup(0); /* the next descriptor the process would get */
+    assert_true(lowest >= 0);
+    close(lowest);
+    lim = saved;
+    lim.rlim_cur = (rlim_t)lowest;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &lim), 0);
+    struct vmmu_region_desc d = ram(1 * GiB, 64 * KiB);
+    int rc = vmmu_region_add(vm, &d, NULL);
+    int err = errno;
+    assert_int_equal(setrlimit(RLIMIT_NOFILE, &saved), 0);
+    assert_int_equal(rc, VMMU_ESYS);
+    assert_int_equal(err, EMFILE);
+    assert_int_equal(vmmu_vm_memfd(vm), -1);
+    assert_int_equal(type_at(vm, 1 * GiB), VMMU_MEM_HOLE);
+    assert_int_equal(vmmu_p2m_generation(vm), gen);
+    assert_int_equal(vmmu_region_add(vm, &d, NULL), 0);
+
+    /* The next region starts 2 MiB into the memfd: a 1 MiB limit refuses it. */
+    struct sigaction ign = {0}, old_xfsz;
+    ign.sa_handler = SIG_IGN;
+    assert_int_equal(sigaction(SIGXFSZ, &ign, &old_xfsz), 0);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &saved), 0);
+    lim = saved;
+    lim.rlim_cur = 1 * MiB;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    gen = vmmu_p2m_generation(vm);
+    struct vmmu_region_desc d2 = ram(2 * GiB, 64 * KiB);
+    rc = vmmu_region_add(vm, &d2, NULL);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &saved), 0);
+    assert_int_equal(sigaction(SIGXFSZ, &old_xfsz, NULL), 0);
+    assert_int_equal(rc, VMMU_ENOMEM);
+    assert_int_equal(type_at(vm, 2 * GiB), VMMU_MEM_HOLE);
+    assert_int_equal(vmmu_p2m_generation(vm), gen);
+    assert_int_equal(vmmu_region_add(vm, &d2, NULL), 0);
+    uint64_t x = 0x1234, y = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 2 * GiB + 8, &x, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_read(vm, 2 * GiB + 8, &y, 8, 0, NULL), 0);
+    assert_int_equal(y, x);
+    vmmu_vm_destroy(vm);
+}
+
 static void destroying_the_vm_leaves_caller_memory_mapped_and_intact(void **state)
 {
     (void)state;
@@ -710,6 +768,7 @@ int main(void)
         cmocka_unit_test(region_limit_is_enforced),
         cmocka_unit_test(every_width_maps_its_last_page_and_prunes_on_removal),
         cmocka_unit_test(a_refused_first_ram_region_leaves_the_vm_without_a_memfd),
+        cmocka_unit_test(a_ram_region_the_host_cannot_back_is_refused_and_changes_nothing),
         cmocka_unit_test(destroying_the_vm_leaves_caller_memory_mapped_and_intact),
         cmocka_unit_test(random_layouts_agree_with_a_reference_list),
     };
