@@ -2899,9 +2899,10 @@ static void x_rep(const struct op *o, struct res *res)
         dirty_writes_since = true; /* it may have translated a destination */
     /* Peeks: the element the registers name on each side, and the pages
      * the elements done went through (for the table tracking). */
-    add_range(&c, rep.dst, (uint32_t)e, VMMU_X86_ACC_WRITE, 0);
+    unsigned wsrc = VMMU_WATCH_READ, wdst = VMMU_WATCH_WRITE;
+    add_range(&c, rep.dst, (uint32_t)e, VMMU_X86_ACC_WRITE, wdst);
     if (rep_is_movs)
-        add_range(&c, rep.src, (uint32_t)e, src_access, 0);
+        add_range(&c, rep.src, (uint32_t)e, src_access, wsrc);
     for (int side = 0; side < (rep_is_movs ? 2 : 1); side++) {
         uint64_t from = side ? saved.src : saved.dst;
         uint64_t lo = saved.backward ? from - moved + e : from;
@@ -2910,7 +2911,6 @@ static void x_rep(const struct op *o, struct res *res)
                       side ? src_access : VMMU_X86_ACC_WRITE, 0);
     }
     settle(&c);
-    unsigned wsrc = VMMU_WATCH_READ, wdst = VMMU_WATCH_WRITE;
     c.kinds = rep_is_movs ? (wsrc | wdst) : wdst;
     c.hits = HITS_ANY;
     if (rc < 0) {
@@ -2949,21 +2949,19 @@ static void x_rep(const struct op *o, struct res *res)
                                    is_write ? VMMU_X86_ACC_WRITE : src_access, is_write, false);
         }
         if (c.exact) {
-            /* Watchpoints first (before the chunk is prepared), then the
-             * source, then the destination. */
-            const struct plan *want = NULL;
-            bool stop = (rep_is_movs && before_wp(lin(rep.src), (uint32_t)e, wsrc)) ||
-                        before_wp(lin(rep.dst), (uint32_t)e, wdst);
-            if (!stop)
-                want = (ps && ps->outcome == PLAN_FAULT) ? ps : pd;
+            /* Each side of the element as a single access, the source
+             * first: translated, then stopped by a BEFORE watchpoint (so
+             * a fault comes before a stop on the same element). */
+            const struct plan *want = (ps && ps->outcome != PLAN_OK) ? ps : pd;
+            bool stop = want->outcome == PLAN_STOP;
             if (stop ? f.vector != VMMU_ACCESS_STOP_WATCH
                      : (want->outcome != PLAN_FAULT || !fault_same(&f, &want->fault))) {
                 fail("REP stopped with %d/%#x/CR2 %#llx at dst %#llx src %#llx; the CPU would "
                      "%s (%d/%#x/CR2 %#llx)", f.vector, f.error_code, (unsigned long long)f.cr2,
                      (unsigned long long)rep.dst, (unsigned long long)rep.src,
                      stop ? "stop at a watchpoint" : outcome_name(want->outcome),
-                     want ? want->fault.vector : 0, want ? want->fault.error_code : 0,
-                     want ? (unsigned long long)want->fault.cr2 : 0ull);
+                     want->fault.vector, want->fault.error_code,
+                     (unsigned long long)want->fault.cr2);
             }
             if (f.vector != VMMU_ACCESS_STOP_WATCH)
                 n_exact_faults++;
