@@ -151,6 +151,17 @@ void emu_machine_stop(struct emu_machine *m, enum emu_stop_reason reason, const 
     va_end(ap);
 }
 
+void emu_machine_fail(struct emu_machine *m, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    pthread_mutex_lock(&m->stop_lock);
+    vsnprintf(m->stop_message, sizeof(m->stop_message), fmt, ap);
+    atomic_store_explicit(&m->stop, (int)EMU_STOP_ERROR, memory_order_release);
+    pthread_mutex_unlock(&m->stop_lock);
+    va_end(ap);
+}
+
 static void stop_exit(struct emu_machine *m, int code, ...)
 {
     va_list ap;

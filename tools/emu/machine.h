@@ -40,6 +40,9 @@ struct emu_config {
     /** Run a host pager keeping the guest's resident set under this many
      *  pages; 0: no pager. */
     uint64_t pager_pages;
+    /** Copy guest RAM as a live migration does, from the dirty log, while
+     *  the guest runs, and check the copy against RAM at the end. */
+    bool migrate;
 };
 
 #define EMU_RAM_DEFAULT (64ull << 20)
@@ -137,6 +140,10 @@ void emu_machine_destroy(struct emu_machine *m);
 /** Stop the machine for @p reason (the first call wins); printf-style message. */
 void emu_machine_stop(struct emu_machine *m, enum emu_stop_reason reason, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/** A check made once the machine stopped failed: the run fails whatever
+ *  stopped it (the guest's own exit status included). */
+void emu_machine_fail(struct emu_machine *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 static inline bool emu_machine_stopping(struct emu_machine *m)
 {
     return atomic_load_explicit(&m->stop, memory_order_acquire) != EMU_STOP_NONE;

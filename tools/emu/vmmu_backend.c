@@ -339,12 +339,118 @@ static void *pager_thread(void *arg)
     return NULL;
 }
 
+/*
+ * The migration check (--migrate): a thread copies guest RAM the way a
+ * live migration sends it: all of it once before the guest starts, then,
+ * round after round while the guest runs, the pages the dirty log says
+ * were written since the last round.  Once the machine has stopped, a last
+ * round; then the copy must equal RAM page for page.  A write the dirty
+ * log missed (a guest store, an accessed or dirty bit the page walker set,
+ * a device model's DMA) leaves a stale page in the copy, and fails the run.
+ */
+static int mig_round(struct vb *b)
+{
+    uint64_t n = 0;
+    int rc = vmmu_dirty_log_get_and_clear(b->vm, b->ram_id, b->mig_bitmap, b->mig_words, &n);
+    if (rc < 0)
+        return rc;
+    for (size_t w = 0; w < b->mig_words; w++) {
+        for (uint64_t bits = b->mig_bitmap[w]; bits; bits &= bits - 1) {
+            uint64_t gpa = (w * 64 + (unsigned)__builtin_ctzll(bits)) << VMMU_PAGE_SHIFT;
+            rc = vmmu_gpa_read(b->vm, gpa, b->mig_copy + gpa, VMMU_PAGE_SIZE, 0, NULL);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    b->mig_rounds++;
+    b->mig_pages += n;
+    return 0;
+}
+
+static void *mig_thread(void *arg)
+{
+    struct emu_machine *m = arg;
+    struct vb *b = vb_of(m);
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 1000000};
+    while (!emu_machine_stopping(m)) {
+        int rc = mig_round(b);
+        if (rc < 0) {
+            emu_machine_stop(m, EMU_STOP_ERROR, "the migration thread failed: %s",
+                             vmmu_strerror(rc));
+            break;
+        }
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
+/* Before the guest starts: dirty logging on, then the first full copy. */
+static int mig_start(struct emu_machine *m, struct vb *b)
+{
+    uint64_t pages = m->cfg.ram_size >> VMMU_PAGE_SHIFT;
+    b->mig_words = (size_t)((pages + 63) / 64);
+    b->mig_copy = malloc(m->cfg.ram_size);
+    b->mig_bitmap = calloc(b->mig_words, sizeof(*b->mig_bitmap));
+    if (!b->mig_copy || !b->mig_bitmap) {
+        fprintf(stderr, "vmmu run: no memory for the migration copy\n");
+        return -1;
+    }
+    int rc = vmmu_dirty_log_enable(b->vm, b->ram_id, true);
+    if (rc == 0)
+        rc = vmmu_gpa_read(b->vm, 0, b->mig_copy, m->cfg.ram_size, 0, NULL);
+    if (rc < 0) {
+        fprintf(stderr, "vmmu run: starting the migration: %s\n", vmmu_strerror(rc));
+        return -1;
+    }
+    if (pthread_create(&b->mig_thread, NULL, mig_thread, m)) {
+        fprintf(stderr, "vmmu run: cannot start the migration thread\n");
+        return -1;
+    }
+    b->mig_started = true;
+    return 0;
+}
+
+/* Once every vCPU has stopped: the last round, then the copy against RAM. */
+static void mig_finish(struct emu_machine *m, struct vb *b)
+{
+    pthread_join(b->mig_thread, NULL);
+    b->mig_started = false;
+    int rc = mig_round(b);
+    if (rc < 0) {
+        emu_machine_fail(m, "the migration's last round failed: %s", vmmu_strerror(rc));
+        return;
+    }
+    uint8_t page[VMMU_PAGE_SIZE];
+    uint64_t first = 0;
+    for (uint64_t gpa = 0; gpa < m->cfg.ram_size; gpa += VMMU_PAGE_SIZE) {
+        rc = vmmu_gpa_read(b->vm, gpa, page, VMMU_PAGE_SIZE, 0, NULL);
+        if (rc < 0) {
+            emu_machine_fail(m, "reading RAM for the migration check: %s", vmmu_strerror(rc));
+            return;
+        }
+        b->mig_checked++;
+        if (memcmp(page, b->mig_copy + gpa, VMMU_PAGE_SIZE) && b->mig_differ++ == 0)
+            first = gpa;
+    }
+    if (b->mig_differ)
+        emu_machine_fail(m, "the dirty log missed writes: %llu page(s) of the migrated copy "
+                         "differ from RAM, the first at gpa %#llx",
+                         (unsigned long long)b->mig_differ, (unsigned long long)first);
+}
+
 static int vb_run(struct emu_machine *m)
 {
     struct vb *b = vb_of(m);
+    if (m->cfg.migrate && mig_start(m, b) < 0)
+        return -1;
     if (b->pager) {
         if (pthread_create(&b->pager_thread, NULL, pager_thread, m)) {
             fprintf(stderr, "vmmu run: cannot start the pager thread\n");
+            if (b->mig_started) {
+                emu_machine_stop(m, EMU_STOP_ERROR, "cannot start the pager thread");
+                pthread_join(b->mig_thread, NULL);
+                b->mig_started = false;
+            }
             return -1;
         }
         b->pager_started = true;
@@ -354,6 +460,9 @@ static int vb_run(struct emu_machine *m)
         if (b->pager_started)
             pthread_join(b->pager_thread, NULL);
         b->pager_started = false;
+        if (b->mig_started)
+            pthread_join(b->mig_thread, NULL);
+        b->mig_started = false;
         return -1;
     }
     /* vCPU 0 returns only once the machine stops; then no more may start. */
@@ -367,6 +476,8 @@ static int vb_run(struct emu_machine *m)
     if (b->pager_started)
         pthread_join(b->pager_thread, NULL);
     b->pager_started = false;
+    if (b->mig_started)
+        mig_finish(m, b);
     return 0;
 }
 
@@ -568,6 +679,8 @@ static void vb_destroy(struct emu_machine *m)
     }
     vmmu_vm_destroy(b->vm);
     pthread_mutex_destroy(&b->halt_lock);
+    free(b->mig_copy);
+    free(b->mig_bitmap);
     free(b);
     m->backend = NULL;
 }
@@ -694,6 +807,13 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
                 (unsigned long long)ps.resident);
     else
         fprintf(out, "pager:              off\n");
+    if (m->cfg.migrate)
+        fprintf(out, "migration:          %llu rounds of the dirty log, %llu pages copied "
+                "again; %llu pages checked, %llu differ\n",
+                (unsigned long long)b->mig_rounds, (unsigned long long)b->mig_pages,
+                (unsigned long long)b->mig_checked, (unsigned long long)b->mig_differ);
+    else
+        fprintf(out, "migration:          off\n");
     fprintf(out, "replay latch:       %llu instructions run in it (they reached a non-RAM "
             "page), %llu replays (%llu reads, %llu translations, %llu table entries served "
             "again, %llu diverged)\n",

@@ -75,6 +75,15 @@ struct vb {
     pthread_t pager_thread;
     bool pager_started;
     uint64_t pager_runs, pager_errors;
+
+    /* The migration check (cfg.migrate): RAM's copy, the dirty bitmap and
+     * the thread that keeps the copy current. */
+    uint8_t *mig_copy;
+    uint64_t *mig_bitmap;
+    size_t mig_words;
+    pthread_t mig_thread;
+    bool mig_started;
+    uint64_t mig_rounds, mig_pages, mig_checked, mig_differ;
 };
 
 /* The interpreter's memory callbacks (vmmu_mem.c). */
