@@ -511,12 +511,12 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on);
  * a write that happens after the call is seen by the next call; a write
  * that races with the call is either reported now (and its page's contents
  * are read by the caller after the call) or by the next call.  No write is
- * lost among those vmmu sees: vCPU accesses, the page walker's A/D
- * updates and vmmu_gpa_write().  Stores through a host address of guest
- * RAM (from vmmu_p2m_lookup(), say) are the storer's to mark
- * (vmmu_page_state_update() with VMMU_PAGE_DIRTY); those an
- * out-of-process device model makes through its own mapping
- * (vmmu/dmclient.h) are not reported at all.
+ * lost: vCPU accesses, the page walker's A/D updates, vmmu_gpa_write()
+ * and what out-of-process device models write through their own mappings
+ * (reported by the client library after the stores, at each unmap and
+ * copy: vmmu/dmclient.h) are all seen.  Stores through a host address of
+ * guest RAM (from vmmu_p2m_lookup(), say) are the storer's to mark
+ * (vmmu_page_state_update() with VMMU_PAGE_DIRTY).
  * @param words size of @p bitmap in uint64_t words; at least
  *        ceil(region pages / 64).
  * @param ndirty if non-NULL, receives the number of dirty pages.

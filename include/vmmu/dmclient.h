@@ -137,7 +137,10 @@ int vmmu_dmc_process(struct vmmu_dmc *c);
  */
 int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr);
 
-/** Unpin what vmmu_dmc_map(@p gpa) pinned.  0 or VMMU_ENOENT. */
+/** Unpin what vmmu_dmc_map(@p gpa) pinned.  The pages the bucket was
+ *  mapped for writing since are reported to the vm's dirty log here (a
+ *  write through a mapping still held is reported at its unmap, or when
+ *  an invalidation takes the mapping).  0 or VMMU_ENOENT. */
 int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa);
 
 /** Copy guest memory of any length into @p buf (through the mapcache).
@@ -145,7 +148,8 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa);
  *  @p len 0 succeeds and does nothing (here and in the two below).
  *  @return as vmmu_dmc_map(). */
 int vmmu_dmc_read(struct vmmu_dmc *c, uint64_t gpa, void *buf, size_t len);
-/** Copy @p buf into guest memory.  @return as vmmu_dmc_map(). */
+/** Copy @p buf into guest memory (the pages are reported to the vm's
+ *  dirty log before this returns).  @return as vmmu_dmc_map(). */
 int vmmu_dmc_write(struct vmmu_dmc *c, uint64_t gpa, const void *buf, size_t len);
 /** Set guest memory to @p byte.  @return as vmmu_dmc_map(). */
 int vmmu_dmc_fill(struct vmmu_dmc *c, uint64_t gpa, int byte, size_t len);

@@ -133,7 +133,8 @@ enum vmmu_dm_msg_type {
     /** vm -> dm, first message.  Carries file descriptors (SCM_RIGHTS), in
      *  order: the shared page, the kick eventfd, @c nslots response eventfds,
      *  the service socket, then the vm's memfd if @c flags has
-     *  VMMU_DM_HELLO_MEMFD.  @c seq holds nslots, @c gpa the shared size. */
+     *  VMMU_DM_HELLO_MEMFD, then the device dirty bitmap if it has
+     *  VMMU_DM_HELLO_DIRTY.  @c seq holds nslots, @c gpa the shared size. */
     VMMU_DM_MSG_HELLO = 1,
     /** vm -> dm: the vm's memfd (one fd), for a vm that had none at hello. */
     VMMU_DM_MSG_MEMFD = 2,
@@ -189,6 +190,17 @@ struct vmmu_dm_page_in_done {
 };
 /** HELLO flag: the vm's memfd follows the response eventfds. */
 #define VMMU_DM_HELLO_MEMFD 1u
+/** HELLO flag: the device dirty bitmap's descriptor comes last (after the
+ *  memfd, if any): a memfd of VMMU_DM_DIRTY_PAGES bits, sealed against
+ *  shrinking, shared by the vm and every device model.  Bit p (bit p % 64
+ *  of 64-bit word p / 64) stands for the page at offset p * 4096 of the
+ *  vm's memfd.  A device model sets the bits of the pages it wrote
+ *  (atomically, after the stores, with release order); the vm's dirty log
+ *  takes and clears them (vmmu_dirty_log_get_and_clear). */
+#define VMMU_DM_HELLO_DIRTY 2u
+/** Pages of the vm's memfd the device dirty bitmap covers: its first
+ *  1 TiB (the bitmap is 32 MiB, sparse: only words ever set use memory). */
+#define VMMU_DM_DIRTY_PAGES (1ull << 28)
 
 /** Every socket message is exactly this size.
  *
@@ -210,8 +222,8 @@ struct vmmu_dm_msg {
 /** Most slots a shared page may declare (bounds the fds of a HELLO). */
 #define VMMU_DM_MAX_SLOTS 129u
 /** Most descriptors a HELLO carries: shared page, kick, one per slot,
- *  service socket, memfd. */
-#define VMMU_DM_HELLO_MAX_FDS (VMMU_DM_MAX_SLOTS + 4u)
+ *  service socket, memfd, dirty bitmap. */
+#define VMMU_DM_HELLO_MAX_FDS (VMMU_DM_MAX_SLOTS + 5u)
 
 #ifdef __cplusplus
 }

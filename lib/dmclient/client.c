@@ -12,6 +12,7 @@
  * holds anything we return that first and leave the slot for later.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +111,8 @@ static int check_shared(struct vmmu_dmc *c, const struct vmmu_dm_shared *h, size
     return 0;
 }
 
+static int map_dirty(struct vmmu_dmc *c);
+
 int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu_dmc **out)
 {
     if (sock < 0 || !out) {
@@ -131,7 +134,7 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         return VMMU_ENOMEM;
     }
     c->sock = sock;
-    c->shm_fd = c->kick_efd = c->memfd = c->svc_sock = -1;
+    c->shm_fd = c->kick_efd = c->memfd = c->svc_sock = c->dirty_fd = -1;
     c->bucket_shift = shift;
     c->limit = cfg && cfg->mapcache_bytes ? cfg->mapcache_bytes : 64u << 20;
     c->spin_us = cfg ? cfg->spin_us : 0;
@@ -144,8 +147,10 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     unsigned want = 0;
     if (!err) {
         unsigned nslots = (unsigned)m.seq;
-        want = 3 + nslots + ((m.flags & VMMU_DM_HELLO_MEMFD) ? 1 : 0);
-        if (m.type != VMMU_DM_MSG_HELLO || (m.flags & ~VMMU_DM_HELLO_MEMFD) || !m.seq ||
+        want = 3 + nslots + ((m.flags & VMMU_DM_HELLO_MEMFD) ? 1 : 0) +
+               ((m.flags & VMMU_DM_HELLO_DIRTY) ? 1 : 0);
+        if (m.type != VMMU_DM_MSG_HELLO ||
+            (m.flags & ~(VMMU_DM_HELLO_MEMFD | VMMU_DM_HELLO_DIRTY)) || !m.seq ||
             m.seq > VMMU_DM_MAX_SLOTS || (unsigned)nfds != want || m.gpa < sizeof(struct vmmu_dm_shared) ||
             m.gpa > (64u << 20))
             err = VMMU_EPROTO;
@@ -169,6 +174,8 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     c->svc_sock = fds[2 + c->nslots];
     if (m.flags & VMMU_DM_HELLO_MEMFD)
         c->memfd = fds[3 + c->nslots];
+    if (m.flags & VMMU_DM_HELLO_DIRTY)
+        c->dirty_fd = fds[want - 1];
 
     struct stat sb;
     if (fstat(c->shm_fd, &sb) != 0 || (uint64_t)sb.st_size != m.gpa) {
@@ -183,11 +190,30 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     c->shared = p;
     c->shared_size = m.gpa;
     err = check_shared(c, p, m.gpa, c->nslots);
+    if (!err && c->dirty_fd >= 0)
+        err = map_dirty(c);
     if (err) {
         vmmu_dmc_close(c);
         return err;
     }
     *out = c;
+    return 0;
+}
+
+/* Map the device dirty bitmap: exactly its size, and sealed so that the
+ * vm cannot shrink it under our stores (which would then fault). */
+static int map_dirty(struct vmmu_dmc *c)
+{
+    struct stat sb;
+    int seals = fcntl(c->dirty_fd, F_GET_SEALS);
+    if (fstat(c->dirty_fd, &sb) != 0 || (uint64_t)sb.st_size != VMMU_DM_DIRTY_PAGES / 8 ||
+        seals < 0 || !(seals & F_SEAL_SHRINK))
+        return VMMU_EPROTO;
+    void *p = mmap(NULL, VMMU_DM_DIRTY_PAGES / 8, PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_NORESERVE, c->dirty_fd, 0);
+    if (p == MAP_FAILED)
+        return VMMU_ESYS;
+    c->dirty = p;
     return 0;
 }
 
@@ -215,8 +241,10 @@ void vmmu_dmc_close(struct vmmu_dmc *c)
     vmmu__dmc_mapcache_fini(c);
     if (c->shared)
         munmap(c->shared, c->shared_size);
-    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd, c->svc_sock};
-    close_fds(fixed, 5);
+    if (c->dirty)
+        munmap(c->dirty, VMMU_DM_DIRTY_PAGES / 8);
+    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd, c->svc_sock, c->dirty_fd};
+    close_fds(fixed, 6);
     if (c->resp_efd)
         close_fds(c->resp_efd, c->nslots);
     free(c->resp_efd);

@@ -52,6 +52,11 @@ struct dmc_bucket {
     uint64_t key; /* start >> bucket_shift */
     uint64_t start, end;
     uint8_t *ptr;
+    uint64_t memfd_off; /* where @start lives in the vm's memfd */
+    /* Guest-physical span mapped for writing since the writes were last
+     * reported (wlo == whi: none); reported in the device dirty bitmap at
+     * each unmap and at an invalidation (mapcache.c). */
+    uint64_t wlo, whi;
     unsigned pins;
     bool writable;
     bool dead; /* invalidated while pinned: ptr now maps private memory */
@@ -71,6 +76,8 @@ struct dmc_bucket {
 
 struct vmmu_dmc {
     int sock, shm_fd, kick_efd, memfd;
+    int dirty_fd;       /* the device dirty bitmap (VMMU_DM_HELLO_DIRTY), or -1 */
+    uint64_t *dirty;    /* its mapping, VMMU_DM_DIRTY_PAGES bits, or NULL */
     int svc_sock;        /* the service socket (PAGE_IN), -1 once it failed */
     uint64_t pagein_seq; /* last PAGE_IN sent */
     unsigned nslots;

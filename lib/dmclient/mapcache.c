@@ -199,6 +199,39 @@ static void retire(struct dmc_bucket *b, struct dmc_bucket *o)
     }
 }
 
+/* Widen @b's span mapped for writing to [gpa, gpa + len). */
+static void note_write(struct dmc_bucket *b, uint64_t gpa, uint64_t len)
+{
+    if (b->wlo == b->whi) {
+        b->wlo = gpa;
+        b->whi = gpa + len;
+        return;
+    }
+    if (gpa < b->wlo)
+        b->wlo = gpa;
+    if (gpa + len > b->whi)
+        b->whi = gpa + len;
+}
+
+/* Report the pages @b (and the buckets it retired) mapped for writing in
+ * the device dirty bitmap: after the stores, with release order, so that
+ * the vm, which takes the bits with an exchange, reads what they stand
+ * for.  Pages beyond the bitmap cannot be reported. */
+static void report_writes(struct vmmu_dmc *c, struct dmc_bucket *b)
+{
+    for (struct dmc_bucket *u = b; u; u = u == b ? b->retired : u->hnext) {
+        if (u->wlo == u->whi)
+            continue;
+        if (c->dirty) {
+            uint64_t first = (u->memfd_off + (u->wlo - u->start)) >> 12;
+            uint64_t last = (u->memfd_off + (u->whi - 1 - u->start)) >> 12;
+            for (uint64_t p = first; p <= last && p < VMMU_DM_DIRTY_PAGES; p++)
+                __atomic_fetch_or(&c->dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
+        }
+        u->wlo = u->whi = 0;
+    }
+}
+
 /* Map and pin [gpa, gpa + len), or with @got only its first part that
  * lies in one bucket mapping (the copy helpers then go on from there). */
 static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr,
@@ -213,6 +246,8 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
     if (got && b && gpa + len > b->end)
         len = (size_t)(b->end - gpa);
     if (b && gpa + len <= b->end && (b->writable || !write)) {
+        if (write)
+            note_write(b, gpa, len);
         b->pins++;
         lru_unlink(c, b);
         lru_push(c, b);
@@ -282,7 +317,10 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
     b->start = start;
     b->end = end;
     b->ptr = p;
+    b->memfd_off = off;
     b->pins = 1;
+    if (write)
+        note_write(b, gpa, len);
     /* Take over the buckets of the span the new one overlaps: unpinned
      * ones go, pinned ones are retired into it (see the top). */
     for (struct dmc_bucket **pp = &c->hash[hash_of(key)]; *pp;) {
@@ -335,6 +373,7 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
     uint64_t key = gpa >> c->bucket_shift;
     for (struct dmc_bucket *b = c->hash[hash_of(key)]; b; b = b->hnext)
         if (b->key == key && b->pins && unit_holds(b, gpa)) {
+            report_writes(c, b);
             b->pins--;
             return 0;
         }
@@ -374,6 +413,9 @@ void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
             if (!b->pins) {
                 bucket_free(c, b);
             } else {
+                /* Its user's stores so far reached guest memory; from now
+                 * on they go to private memory and are lost. */
+                report_writes(c, b);
                 make_harmless(b);
                 for (struct dmc_bucket *r = b->retired; r; r = r->hnext)
                     make_harmless(r);

@@ -18,7 +18,14 @@
  * whose contents the caller copies after the call returns (after the
  * flush, so after the write).  A fill between the two sees the cleared
  * bit and sets it again (next call reports it).  After the flush, every
- * write takes the slow path until it has set the bit again. */
+ * write takes the slow path until it has set the bit again.
+ *
+ * Out-of-process device models write guest RAM through their own
+ * mappings, which vmmu never sees: they set bits in a bitmap shared with
+ * the vm (vmmu/dmproto.h, VMMU_DM_HELLO_DIRTY) after their stores, and
+ * get-and-clear takes those bits too (an exchange with 0, so a bit set
+ * after it waits for the next call, and the stores it stands for were
+ * made before it was set). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -65,6 +72,7 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
             for (uint64_t i = 0; i < r->npages; i++)
                 atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
                                           memory_order_acq_rel);
+            (void)vmmu__dev_dirty_take(vm, r, NULL); /* device models' writes too */
             __atomic_fetch_or(&r->flags, VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
             /* A new map generation: the vCPUs' warm misses cached the
              * region as plain RAM under the old one. */
@@ -124,6 +132,10 @@ int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_
         batch[nb].size = VMMU_PAGE_SIZE;
         nb++;
     }
+    /* What out-of-process device models wrote through their own mappings
+     * (they set these bits after their stores): nothing of theirs to
+     * flush.  Under the lock, so the region is still the one named. */
+    count += vmmu__dev_dirty_take(vm, r, bitmap);
     pthread_mutex_unlock(&vm->lock);
     if (nb)
         vmmu__sync_flush_gpas(vm, batch, nb);

@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /* Creating and destroying a vm. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
+#include "vmmu/dmproto.h"
 #include "vmmu/error.h"
 
 int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
@@ -51,6 +55,73 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out)
     return 0;
 }
 
+/* ---- The device dirty bitmap ------------------------------------------------------- */
+
+#define DEV_DIRTY_BYTES (VMMU_DM_DIRTY_PAGES / 8)
+
+struct vmmu_dev_dirty *vmmu__dev_dirty_get(struct vmmu_vm *vm)
+{
+    struct vmmu_dev_dirty *d = atomic_load_explicit(&vm->dev_dirty, memory_order_acquire);
+    if (d)
+        return d;
+    d = vmmu__calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    d->fd = memfd_create("vmmu-dev-dirty", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    void *p = MAP_FAILED;
+    if (d->fd >= 0 && ftruncate(d->fd, (off_t)DEV_DIRTY_BYTES) == 0 &&
+        fcntl(d->fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) == 0)
+        p = mmap(NULL, DEV_DIRTY_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
+                 d->fd, 0);
+    if (p == MAP_FAILED) {
+        int err = errno;
+        if (d->fd >= 0)
+            close(d->fd);
+        free(d);
+        errno = err;
+        return NULL;
+    }
+    d->words = p;
+    struct vmmu_dev_dirty *none = NULL;
+    if (!atomic_compare_exchange_strong(&vm->dev_dirty, &none, d)) {
+        munmap(p, DEV_DIRTY_BYTES); /* another thread made it first */
+        close(d->fd);
+        free(d);
+        return none;
+    }
+    return d;
+}
+
+uint64_t vmmu__dev_dirty_take(struct vmmu_vm *vm, const struct vmmu_region *r, uint64_t *bitmap)
+{
+    struct vmmu_dev_dirty *d = atomic_load_explicit(&vm->dev_dirty, memory_order_acquire);
+    if (!d || !r->host_owned)
+        return 0;
+    /* Regions start 2 MiB apart in the memfd, so at a word of the bitmap;
+     * the bits past a region's last page in its last word belong to no
+     * region (the next one starts at the next 2 MiB). */
+    uint64_t first = r->memfd_offset >> VMMU_PAGE_SHIFT;
+    if (first % 64 || first >= VMMU_DM_DIRTY_PAGES)
+        return 0;
+    uint64_t npages = r->npages;
+    if (npages > VMMU_DM_DIRTY_PAGES - first)
+        npages = VMMU_DM_DIRTY_PAGES - first; /* beyond the bitmap: nothing reported */
+    uint64_t added = 0;
+    for (uint64_t w = 0; w < (npages + 63) / 64; w++) {
+        _Atomic uint64_t *word = &d->words[first / 64 + w];
+        if (!atomic_load_explicit(word, memory_order_relaxed))
+            continue;
+        uint64_t bits = atomic_exchange_explicit(word, 0, memory_order_acq_rel);
+        if (npages - w * 64 < 64)
+            bits &= (1ull << (npages - w * 64)) - 1;
+        if (bitmap) {
+            added += (uint64_t)__builtin_popcountll(bits & ~bitmap[w]);
+            bitmap[w] |= bits;
+        }
+    }
+    return added;
+}
+
 void vmmu_vm_destroy(struct vmmu_vm *vm)
 {
     if (!vm)
@@ -59,6 +130,12 @@ void vmmu_vm_destroy(struct vmmu_vm *vm)
     vmmu__sync_fini(vm);
     if (vm->memfd >= 0)
         close(vm->memfd);
+    struct vmmu_dev_dirty *d = atomic_load(&vm->dev_dirty);
+    if (d) {
+        munmap((void *)d->words, DEV_DIRTY_BYTES);
+        close(d->fd);
+        free(d);
+    }
     pthread_mutex_destroy(&vm->lock);
     free(vm);
 }

@@ -40,7 +40,26 @@ struct vmmu_vm {
     /* Cross-vCPU invalidation and reclaim: vCPU registry, hooks, pager
      * (src/sync/sync_internal.h). */
     struct vmmu_sync *sync;
+
+    /* The pages out-of-process device models wrote, by memfd page
+     * (vmmu/dmproto.h, VMMU_DM_HELLO_DIRTY): made with the first remote
+     * server, then kept until the vm goes; NULL before. */
+    _Atomic(struct vmmu_dev_dirty *) dev_dirty;
 };
+
+struct vmmu_dev_dirty {
+    int fd;
+    _Atomic uint64_t *words; /* VMMU_DM_DIRTY_PAGES bits */
+};
+
+/* The device dirty bitmap of @vm, made if there is none yet; NULL if it
+ * cannot be (errno says why). */
+struct vmmu_dev_dirty *vmmu__dev_dirty_get(struct vmmu_vm *vm);
+
+/* Take and clear the device dirty bits of @r's pages into @bitmap (bit i
+ * for page i of the region; bits already set stay); the number of pages
+ * newly set.  @r must be RAM in the vm's memfd. */
+uint64_t vmmu__dev_dirty_take(struct vmmu_vm *vm, const struct vmmu_region *r, uint64_t *bitmap);
 
 /* Whether the calling thread is inside a vmmu_region_foreach() callback on
  * @vm, and so holds vm->lock: whatever would take the lock again refuses

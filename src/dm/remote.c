@@ -337,6 +337,11 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
         srv->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
     }
 
+    /* The bitmap in which it reports the pages it writes (the dirty log). */
+    struct vmmu_dev_dirty *dirty = vmmu__dev_dirty_get(dm->vm);
+    if (!dirty)
+        return errno == ENOMEM ? VMMU_ENOMEM : VMMU_ESYS;
+
     /* The service socket: the vm keeps one end, the device model gets the other. */
     int svc[2];
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc) != 0)
@@ -357,6 +362,8 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
         hello.flags = VMMU_DM_HELLO_MEMFD;
         srv->memfd_sent = true;
     }
+    fds[nfds++] = dirty->fd;
+    hello.flags |= VMMU_DM_HELLO_DIRTY;
     int err = vmmu__dm_send_msg(srv, &hello, fds, nfds);
     close(svc[1]);
     if (err)

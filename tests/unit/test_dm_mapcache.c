@@ -7,6 +7,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -566,6 +567,81 @@ static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(v
 /* A mapcache must hold at least one bucket: a smaller limit is refused at
  * connect (VMMU_EINVAL, the socket closed) instead of failing every map
  * with VMMU_ELIMIT while nothing is pinned; exactly one bucket works. */
+/* The RAM region's dirty bitmap (16 words: its 256 pages) after a
+ * get-and-clear; the number of dirty pages. */
+static uint64_t take_dirty(struct env *e, uint64_t bm[4])
+{
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
+    uint64_t n = ~0ull;
+    assert_int_equal(vmmu_dirty_log_get_and_clear(e->vm, pe.region_id, bm, 4, &n), 0);
+    return n;
+}
+
+static bool page_bit(const uint64_t bm[4], unsigned page)
+{
+    return (bm[page / 64] >> (page % 64)) & 1;
+}
+
+/* What a device model writes through its own mappings is in the vm's dirty
+ * log (a live migration sends those pages again): the copy helpers' pages,
+ * a write mapping's pages from its unmap on (not while it is held), the
+ * pages of a pinned write mapping when an invalidation takes it; never
+ * what it only read, and each page once. */
+static void a_device_models_writes_are_in_the_dirty_log(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
+    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
+    uint64_t bm[4];
+    assert_int_equal(take_dirty(e, bm), 0);
+
+    /* The copy helpers. */
+    assert_int_equal(vmmu_dmc_write(e->c, 3 * 4096 + 10, "abcdefgh", 8), 0);
+    assert_int_equal(take_dirty(e, bm), 1);
+    assert_true(page_bit(bm, 3));
+    char buf[64];
+    assert_int_equal(vmmu_dmc_read(e->c, 9 * 4096, buf, sizeof(buf)), 0);
+    assert_int_equal(take_dirty(e, bm), 0);
+    /* A fill across a bucket edge (pages 14..17), and a write of two bytes
+     * straddling pages 20 and 21. */
+    assert_int_equal(vmmu_dmc_fill(e->c, 14 * 4096 + 100, 0x5a, 3 * 4096), 0);
+    assert_int_equal(vmmu_dmc_write(e->c, 21 * 4096 - 1, "xy", 2), 0);
+    assert_int_equal(take_dirty(e, bm), 6);
+    for (unsigned p = 14; p <= 17; p++)
+        assert_true(page_bit(bm, p));
+    assert_true(page_bit(bm, 20) && page_bit(bm, 21));
+
+    /* A read mapping reports nothing; a write mapping its pages once it
+     * is unmapped. */
+    void *p;
+    assert_int_equal(vmmu_dmc_map(e->c, 30 * 4096, 8, 0, &p), 0);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 30 * 4096), 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 33 * 4096, 2 * 4096, 1, &p), 0);
+    memset(p, 0x11, 2 * 4096);
+    assert_int_equal(take_dirty(e, bm), 0); /* still mapped */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 33 * 4096), 0);
+    assert_int_equal(take_dirty(e, bm), 2);
+    assert_true(page_bit(bm, 33) && page_bit(bm, 34));
+    assert_int_equal(take_dirty(e, bm), 0);
+
+    /* A pinned write mapping that an invalidation takes: what was stored
+     * before it reached guest memory and is reported. */
+    assert_int_equal(vmmu_dmc_map(e->c, 40 * 4096, 8, 1, &p), 0);
+    memcpy(p, "stored!!", 8);
+    invalidate(e, 40 * 4096, 4096);
+    assert_int_equal(take_dirty(e, bm), 1);
+    assert_true(page_bit(bm, 40));
+    assert_int_equal(vmmu_dmc_unmap(e->c, 40 * 4096), 0);
+    assert_int_equal(take_dirty(e, bm), 0);
+
+    /* Turning logging on again starts from nothing, device bits too. */
+    assert_int_equal(vmmu_dmc_write(e->c, 50 * 4096, "z", 1), 0);
+    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
+    assert_int_equal(take_dirty(e, bm), 0);
+}
+
 static void a_mapcache_smaller_than_a_bucket_is_refused(void **state)
 {
     struct env *e = *state;
@@ -642,6 +718,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_mapcache_smaller_than_a_bucket_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(completing_a_slot_no_longer_in_service_is_eproto,

@@ -5,6 +5,7 @@
  * Each lie hurts at most the liar's own request; nothing crashes or hangs. */
 #include <poll.h>
 #include <pthread.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -801,6 +802,28 @@ static void client_refuses_a_malformed_hello(void **state)
     assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
     h->ring_entries = 0;
     assert_int_equal(client_on(&m, fds, 5), 0); /* and now it is acceptable */
+    /* A dirty bitmap the vm could shrink under the device model's stores
+     * (not sealed), or of the wrong size, is refused; a sealed one of the
+     * right size is taken. */
+    int dirty = memfd_create("dirty", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(dirty >= 0);
+    assert_int_equal(ftruncate(dirty, (off_t)(VMMU_DM_DIRTY_PAGES / 8)), 0);
+    int dfds[6] = {shm, shm, shm, shm, shm, dirty};
+    m.flags = VMMU_DM_HELLO_DIRTY;
+    assert_int_equal(client_on(&m, dfds, 5), VMMU_EPROTO); /* the descriptor missing */
+    assert_int_equal(client_on(&m, dfds, 6), VMMU_EPROTO); /* not sealed */
+    assert_int_equal(ftruncate(dirty, 4096), 0);
+    assert_int_equal(fcntl(dirty, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    assert_int_equal(client_on(&m, dfds, 6), VMMU_EPROTO); /* too small */
+    close(dirty);
+    dirty = memfd_create("dirty", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(dirty >= 0);
+    assert_int_equal(ftruncate(dirty, (off_t)(VMMU_DM_DIRTY_PAGES / 8)), 0);
+    assert_int_equal(fcntl(dirty, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW), 0);
+    dfds[5] = dirty;
+    assert_int_equal(client_on(&m, dfds, 6), 0);
+    close(dirty);
+    m.flags = 0;
     munmap(h, 4096);
     close(shm);
     /* a vm that hangs up at once */
