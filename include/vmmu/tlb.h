@@ -281,11 +281,48 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
  * 8 bytes single-copy atomic (SDM 8.1.1): another vCPU's aligned store to
  * the bytes is seen whole or not at all.  A memcpy() promises no such
  * thing (and is a data race in C while another vCPU's thread writes the
- * bytes); this makes such an access one relaxed atomic load and copies
- * anything else.  As for memcpy(), both pointers must be valid for
+ * bytes); this makes such an access one relaxed atomic load, and anything
+ * else relaxed atomic loads of its aligned 8-byte words and single bytes.
+ * As for memcpy(), both pointers must be valid for
  * @p size bytes: this is the hit path, it checks nothing (a hit's host
  * address from vmmu_tlb_lookup() or vmmu_tlb_probe() always is).
  */
+/** @cond internal */
+/* Copies of guest RAM that another thread may race (a vCPU, a thread
+ * copying pages for a migration): relaxed atomic accesses, 8 bytes at a
+ * time where the guest side is aligned, single bytes elsewhere, so that
+ * each aligned word goes whole and the race is one C defines.  Used by
+ * the functions below and inside vmmu. */
+static inline void vmmu__guest_copy_in(void *out, const void *host, size_t size)
+{
+    const uint8_t *h = (const uint8_t *)host;
+    uint8_t *o = (uint8_t *)out;
+    for (; size && ((uintptr_t)h & 7); size--)
+        *o++ = __atomic_load_n(h++, __ATOMIC_RELAXED);
+    for (; size >= 8; size -= 8, h += 8, o += 8) {
+        uint64_t x = __atomic_load_n((const uint64_t *)(const void *)h, __ATOMIC_RELAXED);
+        __builtin_memcpy(o, &x, 8);
+    }
+    for (; size; size--)
+        *o++ = __atomic_load_n(h++, __ATOMIC_RELAXED);
+}
+
+static inline void vmmu__guest_copy_out(void *host, const void *in, size_t size)
+{
+    uint8_t *h = (uint8_t *)host;
+    const uint8_t *i = (const uint8_t *)in;
+    for (; size && ((uintptr_t)h & 7); size--)
+        __atomic_store_n(h++, *i++, __ATOMIC_RELAXED);
+    for (; size >= 8; size -= 8, h += 8, i += 8) {
+        uint64_t x;
+        __builtin_memcpy(&x, i, 8);
+        __atomic_store_n((uint64_t *)(void *)h, x, __ATOMIC_RELAXED);
+    }
+    for (; size; size--)
+        __atomic_store_n(h++, *i++, __ATOMIC_RELAXED);
+}
+/** @endcond */
+
 static inline void vmmu_guest_load(void *out, const void *host, unsigned size)
 {
 #define VMMU_GUEST_LOAD_(n, type)                                                                  \
@@ -299,7 +336,7 @@ static inline void vmmu_guest_load(void *out, const void *host, unsigned size)
     VMMU_GUEST_LOAD_(4, uint32_t)
     VMMU_GUEST_LOAD_(8, uint64_t)
 #undef VMMU_GUEST_LOAD_
-    __builtin_memcpy(out, host, size);
+    vmmu__guest_copy_in(out, host, size);
 }
 
 /** The store of vmmu_guest_load(): @p size bytes of @p in to guest RAM at @p host. */
@@ -317,7 +354,7 @@ static inline void vmmu_guest_store(void *host, const void *in, unsigned size)
     VMMU_GUEST_STORE_(4, uint32_t)
     VMMU_GUEST_STORE_(8, uint64_t)
 #undef VMMU_GUEST_STORE_
-    __builtin_memcpy(host, in, size);
+    vmmu__guest_copy_out(host, in, size);
 }
 
 /* ---- The slow path ------------------------------------------------------ */

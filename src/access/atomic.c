@@ -204,13 +204,14 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         /* Inside the exclusive section: nobody else runs. */
         uint8_t seen[16], nb[16];
         uint8_t *cur = fn == update_replayed ? seen : old;
-        memcpy(cur, p[0].host, p[0].len);
+        /* (Host threads, a migration's copier, may read meanwhile.) */
+        vmmu__guest_copy_in(cur, p[0].host, p[0].len);
         if (n == 2)
-            memcpy(cur + p[0].len, p[1].host, p[1].len);
+            vmmu__guest_copy_in(cur + p[0].len, p[1].host, p[1].len);
         if (fn(ctx, cur, nb, size)) {
-            memcpy(p[0].host, nb, p[0].len);
+            vmmu__guest_copy_out(p[0].host, nb, p[0].len);
             if (n == 2)
-                memcpy(p[1].host, nb + p[0].len, p[1].len);
+                vmmu__guest_copy_out(p[1].host, nb + p[0].len, p[1].len);
         }
     } else {
         /* MMIO or device: a read, then a write; not atomic. */

@@ -262,7 +262,11 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
             memcpy(pattern + i, &value, elem);
         if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch &&
             p->host_gen == p->vcpu->host_gen) {
-            memset(p->page[0].host + offset, (int)(value & 0xff), n);
+            for (uint32_t done = 0; done < n;) {
+                uint32_t k = n - done < sizeof(pattern) ? n - done : (uint32_t)sizeof(pattern);
+                vmmu__guest_copy_out(p->page[0].host + offset + done, pattern, k);
+                done += k;
+            }
             return 0;
         }
         while (n) {
@@ -340,14 +344,16 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
             uint32_t i = backward ? count - 1 - k : k;
             uint8_t tmp[8];
             for (unsigned b = 0; b < elem; b++)
-                tmp[b] = *host_at(src, i * elem + b);
+                tmp[b] = __atomic_load_n(host_at(src, i * elem + b), __ATOMIC_RELAXED);
             for (unsigned b = 0; b < elem; b++)
-                *host_at(dst, i * elem + b) = tmp[b];
+                __atomic_store_n(host_at(dst, i * elem + b), tmp[b], __ATOMIC_RELAXED);
         }
         return 0;
     }
     if (ram && !latch_on(a)) {
-        /* Plain memmove, split where either side changes page. */
+        /* A copy, split where either side changes page, in relaxed
+         * atomic words (vmmu__guest_copy_in/out): other threads may touch
+         * the pages meanwhile.  The sides do not overlap (above). */
         if (a->nwatch) {
             (void)vmmu__watch_check(a, src->va, len, ACC_KIND_READ, true);
             (void)vmmu__watch_check(a, dst->va, len, ACC_KIND_WRITE, true);
@@ -357,7 +363,13 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
             uint32_t s_left = off < src->page[0].len ? src->page[0].len - off : len - off;
             uint32_t d_left = off < dst->page[0].len ? dst->page[0].len - off : len - off;
             uint32_t take = s_left < d_left ? s_left : d_left;
-            memmove(host_at(dst, off), host_at(src, off), take);
+            for (uint32_t done = 0; done < take;) {
+                uint8_t buf[256];
+                uint32_t k = take - done < sizeof(buf) ? take - done : (uint32_t)sizeof(buf);
+                vmmu__guest_copy_in(buf, host_at(src, off + done), k);
+                vmmu__guest_copy_out(host_at(dst, off + done), buf, k);
+                done += k;
+            }
             off += take;
         }
         return 0;

@@ -17,6 +17,7 @@
 
 #include "core/vm_internal.h"
 #include "vmmu/error.h"
+#include "vmmu/tlb.h"
 
 enum gpa_dir { GPA_READ, GPA_WRITE };
 
@@ -134,9 +135,11 @@ static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa,
     case VMMU_MEM_RAM:
     case VMMU_MEM_ROM:
         if (dir == GPA_READ) {
-            memcpy(buf, r->host + (gpa - base), len);
+            /* Relaxed atomic words: vCPUs may be storing meanwhile (a
+             * live migration copies pages while the guest runs). */
+            vmmu__guest_copy_in(buf, r->host + (gpa - base), len);
         } else if (r->type == VMMU_MEM_RAM || (flags & VMMU_GPA_ROM_WRITE)) {
-            memcpy(r->host + (gpa - base), buf, len);
+            vmmu__guest_copy_out(r->host + (gpa - base), buf, len);
             if (region_flags(r) & VMMU_REGION_LOG_DIRTY) {
                 /* After the bytes, with release: a harvester that sees the
                  * bit (an acquire load or RMW) and then copies the page
