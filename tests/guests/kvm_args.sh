@@ -30,6 +30,7 @@ expect 2 "--backend must be vmmu or kvm" "$vmmu" run --backend qemu "$elf"
 expect 2 "--backend must be vmmu or kvm" "$vmmu" run "$elf" --backend
 expect 2 "--backend kvm cannot run a host pager" "$vmmu" run --backend kvm --pager 8 "$elf"
 expect 2 "--backend kvm cannot check a migration" "$vmmu" run --backend kvm --migrate "$elf"
+expect 2 "--backend kvm has no host stress" "$vmmu" run --backend kvm --chaos "$elf"
 expect 0 "" "$vmmu" run --migrate "$elf"
 expect 0 "" "$vmmu" run --backend vmmu "$elf"
 if "$vmmu" run --backend kvm "$elf" >/dev/null 2>"$err"; then

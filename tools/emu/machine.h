@@ -43,6 +43,10 @@ struct emu_config {
     /** Copy guest RAM as a live migration does, from the dirty log, while
      *  the guest runs, and check the copy against RAM at the end. */
     bool migrate;
+    /** Run a host thread that keeps making changes the guest must not see
+     *  (shootdowns, code marks, page-outs, map reads, device-model
+     *  invalidations) while it runs. */
+    bool chaos;
 };
 
 #define EMU_RAM_DEFAULT (64ull << 20)

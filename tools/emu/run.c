@@ -13,7 +13,7 @@ static void usage(FILE *out)
     fprintf(out,
             "usage: vmmu run [--backend vmmu|kvm] [--vcpus N] [--ram MIB] [--stats]\n"
             "                [--max-insns N] [--dma | --dmdev PATH | --dm-listen SOCKET]\n"
-            "                [--pager PAGES] [--migrate] GUEST\n"
+            "                [--pager PAGES] [--migrate] [--chaos] GUEST\n"
             "\n"
             "Run GUEST (a 64-bit ELF image, see docs/emulator.md) on vmmu's reference\n"
             "x86-64 emulator: N vCPUs (default 1) on host threads, every memory access\n"
@@ -23,8 +23,8 @@ static void usage(FILE *out)
             "internal error).\n"
             "\n"
             "  --backend B     vmmu (default): vmmu's interpreter; kvm: the host CPU\n"
-            "                  through /dev/kvm (no --pager or --migrate; --max-insns\n"
-            "                  is ignored).\n"
+            "                  through /dev/kvm (no --pager, --migrate or --chaos;\n"
+            "                  --max-insns is ignored).\n"
             "                  Without a usable /dev/kvm it says so in one line and\n"
             "                  exits with %d, or 77 (skipped) when the environment\n"
             "                  variable VMMU_KVM_SKIP is set\n"
@@ -44,6 +44,9 @@ static void usage(FILE *out)
             "  --migrate       copy guest RAM as a live migration does, from the dirty\n"
             "                  log, while the guest runs; at the end the copy must\n"
             "                  equal RAM, else the run fails (a write the log missed)\n"
+            "  --chaos         a host thread keeps making changes the guest must not\n"
+            "                  see: shootdowns, code marks, map reads, page-outs and\n"
+            "                  page-ins (with --pager), device-model invalidations\n"
             "Numbers are decimal, or hexadecimal with 0x.\n",
             EMU_EXIT_MACHINE_FAILURE, EMU_EXIT_MACHINE_FAILURE, EMU_VCPUS_MAX, (unsigned long long)(EMU_RAM_DEFAULT >> 20),
             (unsigned long long)EMU_MMIO_BASE, (unsigned long long)EMU_MMIO_BASE);
@@ -109,6 +112,8 @@ int vmmu_tool_run(int argc, char **argv)
             stats = true;
         } else if (!strcmp(a, "--migrate")) {
             cfg.migrate = true;
+        } else if (!strcmp(a, "--chaos")) {
+            cfg.chaos = true;
         } else if (!strcmp(a, "--backend")) {
             const char *b = i + 1 < argc ? argv[++i] : "";
             if (!strcmp(b, "vmmu")) {
@@ -198,6 +203,10 @@ int vmmu_tool_run(int argc, char **argv)
         }
         if (cfg.migrate) {
             fprintf(stderr, "vmmu run: --backend kvm cannot check a migration (--migrate)\n");
+            return 2;
+        }
+        if (cfg.chaos) {
+            fprintf(stderr, "vmmu run: --backend kvm has no host stress (--chaos)\n");
             return 2;
         }
         if (emu_kvm_probe(why, sizeof(why)) < 0) {

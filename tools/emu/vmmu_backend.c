@@ -438,33 +438,125 @@ static void mig_finish(struct emu_machine *m, struct vb *b)
                          (unsigned long long)b->mig_differ, (unsigned long long)first);
 }
 
+/*
+ * Host stress (--chaos): a thread that, every 100 microseconds while the
+ * guest runs, makes one host-initiated change the guest must not see, in
+ * an order drawn from a fixed seed: a synchronous or an asynchronous
+ * shootdown of every vCPU, code marks on a few RAM pages (no code handler
+ * is set: the next write clears them), reads of the map (foreach, region
+ * info), and, with a pager, a few pages paged out and back in, and, with
+ * a device model, an invalidation of 64 KiB of its mappings.  The
+ * transcript must be the same as without it.
+ */
+enum { CHAOS_SYNC, CHAOS_ASYNC, CHAOS_CODE, CHAOS_FOREACH, CHAOS_INFO, CHAOS_PAGE_OUT,
+       CHAOS_PAGE_IN, CHAOS_DM_INVAL, CHAOS_KINDS };
+static const char *const chaos_names[CHAOS_KINDS] = {
+    "synchronous shootdowns", "asynchronous shootdowns", "code marks", "map walks",
+    "region reads", "page-outs", "page-ins", "device-model invalidations"};
+_Static_assert(CHAOS_KINDS <= sizeof(((struct vb *)0)->chaos_done) / sizeof(uint64_t),
+               "a counter per kind");
+
+static int chaos_count(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    ++*(unsigned *)arg;
+    return 0;
+}
+
+static int chaos_one(struct emu_machine *m, struct vb *b, unsigned kind, uint64_t r)
+{
+    static const struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    uint64_t pages = m->cfg.ram_size >> VMMU_PAGE_SHIFT;
+    struct vmmu_gpa_range range = {((r >> 8) % (pages - 8)) << VMMU_PAGE_SHIFT,
+                                   (1 + (r & 7)) << VMMU_PAGE_SHIFT};
+    switch (kind) {
+    case CHAOS_SYNC:
+        return vmmu_shootdown_sync(b->vm, NULL, NULL, &all);
+    case CHAOS_ASYNC:
+        return vmmu_shootdown_async(b->vm, NULL, NULL, &all);
+    case CHAOS_CODE:
+        return vmmu_code_mark(b->vm, range.gpa, range.size >> VMMU_PAGE_SHIFT);
+    case CHAOS_FOREACH: {
+        unsigned n = 0;
+        int rc = vmmu_region_foreach(b->vm, chaos_count, &n);
+        return rc ? rc : (n ? 0 : VMMU_ENOENT);
+    }
+    case CHAOS_INFO: {
+        struct vmmu_region_info info;
+        return vmmu_region_info(b->vm, b->ram_id, &info);
+    }
+    case CHAOS_PAGE_OUT:
+        return b->pager ? vmmu_pager_page_out(b->pager, &range, 1) : 1;
+    case CHAOS_PAGE_IN:
+        return b->pager ? vmmu_pager_page_in(b->pager, &range, 1) : 1;
+    default:
+        return b->dmdev ? vmmu_dm_invalidate(b->dm, range.gpa & ~0xffffull, 1ull << 16) : 1;
+    }
+}
+
+static void *chaos_thread(void *arg)
+{
+    struct emu_machine *m = arg;
+    struct vb *b = vb_of(m);
+    const struct timespec tick = {.tv_sec = 0, .tv_nsec = 100000};
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    while (!emu_machine_stopping(m)) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17; /* xorshift64 */
+        unsigned kind = (unsigned)(x >> 59) % CHAOS_KINDS;
+        int rc = chaos_one(m, b, kind, x);
+        if (rc < 0) {
+            emu_machine_stop(m, EMU_STOP_ERROR, "host stress: %s failed: %s",
+                             chaos_names[kind], vmmu_strerror(rc));
+            break;
+        }
+        if (rc == 0)
+            b->chaos_done[kind]++;
+        nanosleep(&tick, NULL);
+    }
+    return NULL;
+}
+
+/* Join the host threads (pager, host stress, migration copier) that run. */
+static void join_host_threads(struct vb *b)
+{
+    if (b->pager_started)
+        pthread_join(b->pager_thread, NULL);
+    b->pager_started = false;
+    if (b->chaos_started)
+        pthread_join(b->chaos_thread, NULL);
+    b->chaos_started = false;
+    if (b->mig_started)
+        pthread_join(b->mig_thread, NULL);
+    b->mig_started = false;
+}
+
+/* The run could not start: stop the machine (so the host threads end) and
+ * join them. */
+static int run_refused(struct emu_machine *m, struct vb *b, const char *what)
+{
+    fprintf(stderr, "vmmu run: %s\n", what);
+    emu_machine_stop(m, EMU_STOP_ERROR, "%s", what);
+    join_host_threads(b);
+    return -1;
+}
+
 static int vb_run(struct emu_machine *m)
 {
     struct vb *b = vb_of(m);
     if (m->cfg.migrate && mig_start(m, b) < 0)
         return -1;
+    if (m->cfg.chaos) {
+        if (pthread_create(&b->chaos_thread, NULL, chaos_thread, m))
+            return run_refused(m, b, "cannot start the host stress thread");
+        b->chaos_started = true;
+    }
     if (b->pager) {
-        if (pthread_create(&b->pager_thread, NULL, pager_thread, m)) {
-            fprintf(stderr, "vmmu run: cannot start the pager thread\n");
-            if (b->mig_started) {
-                emu_machine_stop(m, EMU_STOP_ERROR, "cannot start the pager thread");
-                pthread_join(b->mig_thread, NULL);
-                b->mig_started = false;
-            }
-            return -1;
-        }
+        if (pthread_create(&b->pager_thread, NULL, pager_thread, m))
+            return run_refused(m, b, "cannot start the pager thread");
         b->pager_started = true;
     }
-    if (vb_start_vcpu(m, 0) < 0) {
-        emu_machine_stop(m, EMU_STOP_ERROR, "cannot start vcpu 0");
-        if (b->pager_started)
-            pthread_join(b->pager_thread, NULL);
-        b->pager_started = false;
-        if (b->mig_started)
-            pthread_join(b->mig_thread, NULL);
-        b->mig_started = false;
-        return -1;
-    }
+    if (vb_start_vcpu(m, 0) < 0)
+        return run_refused(m, b, "cannot start vcpu 0");
     /* vCPU 0 returns only once the machine stops; then no more may start. */
     pthread_join(b->vcpu[0].thread, NULL);
     pthread_mutex_lock(&b->halt_lock);
@@ -473,10 +565,11 @@ static int vb_run(struct emu_machine *m)
     for (unsigned i = 1; i < m->cfg.nr_vcpus; i++)
         if (b->vcpu[i].thread_started)
             pthread_join(b->vcpu[i].thread, NULL);
-    if (b->pager_started)
-        pthread_join(b->pager_thread, NULL);
-    b->pager_started = false;
-    if (b->mig_started)
+    /* The copier last: its last round follows every other writer. */
+    bool migrating = b->mig_started;
+    b->mig_started = false;
+    join_host_threads(b);
+    if (migrating)
         mig_finish(m, b);
     return 0;
 }
@@ -814,6 +907,14 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
                 (unsigned long long)b->mig_checked, (unsigned long long)b->mig_differ);
     else
         fprintf(out, "migration:          off\n");
+    if (m->cfg.chaos) {
+        fprintf(out, "host stress:       ");
+        for (unsigned k = 0; k < CHAOS_KINDS; k++)
+            fprintf(out, " %llu %s%s", (unsigned long long)b->chaos_done[k], chaos_names[k],
+                    k + 1 < CHAOS_KINDS ? "," : "\n");
+    } else {
+        fprintf(out, "host stress:        off\n");
+    }
     fprintf(out, "replay latch:       %llu instructions run in it (they reached a non-RAM "
             "page), %llu replays (%llu reads, %llu translations, %llu table entries served "
             "again, %llu diverged)\n",

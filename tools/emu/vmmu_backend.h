@@ -84,6 +84,11 @@ struct vb {
     pthread_t mig_thread;
     bool mig_started;
     uint64_t mig_rounds, mig_pages, mig_checked, mig_differ;
+
+    /* The host stress thread (cfg.chaos) and what it did, by kind. */
+    pthread_t chaos_thread;
+    bool chaos_started;
+    uint64_t chaos_done[8];
 };
 
 /* The interpreter's memory callbacks (vmmu_mem.c). */
