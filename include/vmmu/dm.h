@@ -24,7 +24,8 @@
  * is not), VMMU_EPROTO (a malformed answer), VMMU_EDEVICE (the device
  * model failed it).  A vCPU has at most one request outstanding: a different
  * access while one is in service fails with VMMU_EBUSY.  Host accesses
- * (vcpu_id -1) never pend: they wait for the answer.
+ * (vcpu_id -1) never pend: they wait for the answer (a vCPU's thread that
+ * makes one waits offline, so shootdowns do not wait for it meanwhile).
  *
  * Invalidation.  Before RAM leaves the guest, every out-of-process device
  * model must drop its mappings of it.  The layer registers on the sync

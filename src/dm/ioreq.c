@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "dm/dm_internal.h"
+#include "sync/sync_internal.h"
 
 /* How long a vCPU spins on the slot before it sleeps in poll(): long
  * enough to catch a device model that answers from a busy loop on the
@@ -153,8 +154,16 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
             atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
             return VMMU_EPENDING;
         }
-        wait_slot(srv, idx, host ? v->deadline_ns : (wait_until < v->deadline_ns ? wait_until
-                                                                                 : v->deadline_ns));
+        if (host) {
+            /* A host request waits up to its deadline: an online vCPU of
+             * the calling thread waits offline, so that shootdowns and
+             * page-outs do not wait for the device model too. */
+            struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+            wait_slot(srv, idx, v->deadline_ns);
+            vmmu__sync_block_end(blk);
+        } else {
+            wait_slot(srv, idx, wait_until < v->deadline_ns ? wait_until : v->deadline_ns);
+        }
     }
 }
 

@@ -642,6 +642,66 @@ static void a_device_models_writes_are_in_the_dirty_log(void **state)
     assert_int_equal(take_dirty(e, bm), 0);
 }
 
+struct host_wait {
+    struct env *e;
+    struct vmmu_vcpu *v;
+    atomic_int seen, shot, gave_up;
+    int rc;
+    uint64_t value;
+};
+
+/* A vCPU's thread, online, makes a host access (vcpu_id -1) to the
+ * out-of-process server, which waits for the answer. */
+static void *host_access_on_vcpu_thread(void *arg)
+{
+    struct host_wait *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->v), 0);
+    h->rc = vmmu_dm_port_access(h->e->dm, -1, 0x81, 1, 0, &h->value);
+    assert_int_equal(vmmu_vcpu_offline(h->v), 0);
+    return NULL;
+}
+
+/* The device model: answers only once the shootdown has returned (or,
+ * after 10 s, gives up waiting for it and answers anyway). */
+static void *answer_after_the_shootdown(void *arg)
+{
+    struct host_wait *h = arg;
+    struct vmmu_dmc_req req;
+    assert_int_equal(vmmu_dmc_wait(h->e->c, 5000, &req), 0);
+    atomic_store(&h->seen, 1);
+    for (int i = 0; i < 10000 && !atomic_load(&h->shot); i++)
+        usleep(1000);
+    atomic_store(&h->gave_up, !atomic_load(&h->shot));
+    assert_int_equal(vmmu_dmc_complete(h->e->c, &req, 0x5a, 0), 0);
+    return NULL;
+}
+
+/* A host access to a device model waits up to the server's deadline; a
+ * vCPU thread that makes one waits offline, so a synchronous shootdown
+ * meanwhile does not wait for the device model (it used to: the vCPU
+ * waited online). */
+static void a_host_access_on_a_vcpu_thread_waits_offline(void **state)
+{
+    struct env *e = *state;
+    struct host_wait h = {.e = e};
+    assert_int_equal(vmmu_vcpu_create(e->vm, NULL, &h.v), 0);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x80, 4, 0, NULL), 0);
+    pthread_t dev, cpu;
+    assert_int_equal(pthread_create(&dev, NULL, answer_after_the_shootdown, &h), 0);
+    assert_int_equal(pthread_create(&cpu, NULL, host_access_on_vcpu_thread, &h), 0);
+    while (!atomic_load(&h.seen))
+        usleep(1000);
+    static const struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(e->vm, NULL, NULL, &all), 0);
+    atomic_store(&h.shot, 1);
+    assert_int_equal(pthread_join(dev, NULL), 0);
+    assert_int_equal(pthread_join(cpu, NULL), 0);
+    assert_int_equal(atomic_load(&h.gave_up), 0);
+    assert_int_equal(h.rc, 0);
+    assert_int_equal(h.value, 0x5a);
+    vmmu_vcpu_destroy(h.v);
+}
+
 static void a_mapcache_smaller_than_a_bucket_is_refused(void **state)
 {
     struct env *e = *state;
@@ -719,6 +779,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_host_access_on_a_vcpu_thread_waits_offline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_mapcache_smaller_than_a_bucket_is_refused, setup,
                                         teardown),
