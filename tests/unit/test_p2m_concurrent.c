@@ -331,25 +331,19 @@ static void an_addition_out_of_memory_waits_for_readers_outside_the_lock(void **
     vmmu_vm_destroy(a.vm);
 }
 
-struct flipper {
-    struct vmmu_vm *vm;
-    atomic_int stop;
-    atomic_ulong seen, torn;
-};
-
-/* Read the page's state until told to stop: it must always hold exactly
- * one of CODE and DIRTY. */
+/* Read page 0's state until told to stop: it must always hold exactly
+ * one of CODE and DIRTY (reads_ok counts the reads, wrong the others). */
 static void *state_reader(void *arg)
 {
-    struct flipper *fl = arg;
+    struct shared *fl = arg;
     while (!atomic_load(&fl->stop)) {
         uint32_t st;
         if (vmmu_page_state_get(fl->vm, 0, &st) != 0)
-            atomic_fetch_add(&fl->torn, 1);
+            atomic_fetch_add(&fl->wrong, 1);
         unsigned both = st & (VMMU_PAGE_CODE | VMMU_PAGE_DIRTY);
         if (both != VMMU_PAGE_CODE && both != VMMU_PAGE_DIRTY)
-            atomic_fetch_add(&fl->torn, 1);
-        atomic_fetch_add(&fl->seen, 1);
+            atomic_fetch_add(&fl->wrong, 1);
+        atomic_fetch_add(&fl->reads_ok, 1);
     }
     return NULL;
 }
@@ -360,14 +354,14 @@ static void *state_reader(void *arg)
 static void a_state_update_that_sets_and_clears_is_one_step(void **state)
 {
     (void)state;
-    struct flipper fl = {0};
+    struct shared fl = {0};
     assert_int_equal(vmmu_vm_create(NULL, &fl.vm), 0);
     struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 4096, .name = "page"};
     assert_int_equal(vmmu_region_add(fl.vm, &d, NULL), 0);
     assert_int_equal(vmmu_page_state_update(fl.vm, 0, 1, VMMU_PAGE_DIRTY, 0), 0);
     pthread_t th;
     assert_int_equal(pthread_create(&th, NULL, state_reader, &fl), 0);
-    while (atomic_load(&fl.seen) == 0)
+    while (atomic_load(&fl.reads_ok) == 0)
         sched_yield();
     for (int i = 0; i < 100000; i++) {
         bool code = i & 1;
@@ -378,7 +372,7 @@ static void a_state_update_that_sets_and_clears_is_one_step(void **state)
     }
     atomic_store(&fl.stop, 1);
     assert_int_equal(pthread_join(th, NULL), 0);
-    assert_int_equal(atomic_load(&fl.torn), 0);
+    assert_int_equal(atomic_load(&fl.wrong), 0);
     vmmu_vm_destroy(fl.vm);
 }
 
