@@ -144,7 +144,10 @@ enum vmmu_invpcid_type {
  * INVPCID.  #GP(0) when: CPL > 0; @p type > 3; @p pcid > 4095 (reserved
  * descriptor bits); type 0 with a non-canonical @p va; type 0 or 1 with a
  * non-zero @p pcid while CR4.PCIDE=0.  #UD without VMMU_X86_FEAT_PCID.
- * Types 0, 1 and 3 keep global entries; 2 drops them too.
+ * Types 0, 1 and 3 keep global entries; 2 drops them too.  @p va is the
+ * descriptor's whole 64-bit address in every mode: canonical means 48
+ * bits (57 with CR4.LA57) outside 64-bit mode too, and there an address
+ * at or above 4 GiB drops no entry.
  * @return 0 (see @p fault) or VMMU_EINVAL.
  */
 int vmmu_vcpu_invpcid(struct vmmu_vcpu *vcpu, unsigned type, uint64_t pcid, uint64_t va,

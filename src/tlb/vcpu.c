@@ -458,11 +458,16 @@ int vmmu_vcpu_invpcid(struct vmmu_vcpu *v, unsigned type, uint64_t pcid, uint64_
     }
     /* SDM INVPCID: #GP(0) if CPL > 0, the type is above 3, descriptor
      * bits 63:12 are set, type 0/1 names a non-zero PCID with PCIDE=0, or
-     * type 0 gives a non-canonical address. */
+     * type 0 gives a non-canonical address.  Type 0 takes the
+     * descriptor's whole 64-bit address in every mode, so the canonical
+     * check is the one of 4- or 5-level paging (by CR4.LA57) outside
+     * 64-bit mode too. */
     bool pcide = (v->pg.cr4 & VMMU_X86_CR4_PCIDE) != 0;
+    unsigned lbits = (v->pg.cr4 & VMMU_X86_CR4_LA57) ? 57 : 48;
+    bool canonical = (uint64_t)((int64_t)(va << (64 - lbits)) >> (64 - lbits)) == va;
     if (v->pg.cpl > 0 || type > 3 || pcid > 0xfff ||
         (type <= VMMU_INVPCID_SINGLE && !pcide && pcid != 0) ||
-        (type == VMMU_INVPCID_ADDRESS && !vmmu_x86_canonical(&v->pg, va))) {
+        (type == VMMU_INVPCID_ADDRESS && !canonical)) {
         set_gp(fault);
         return 0;
     }
@@ -470,8 +475,8 @@ int vmmu_vcpu_invpcid(struct vmmu_vcpu *v, unsigned type, uint64_t pcid, uint64_
     switch (type) {
     case VMMU_INVPCID_ADDRESS:
         v->stats.flush_page++;
-        if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
-            va &= 0xffffffffull;
+        /* Outside 64-bit mode an address at or above 4 GiB names no
+         * linear page: no entry holds it, and none is dropped. */
         if (si >= 0) {
             for (unsigned c = 0; c < CTX_COUNT; c++)
                 vmmu__tlb_ctx_flush_page(&v->slot[si].ctx[c], va & VMMU_PAGE_MASK, false, true);

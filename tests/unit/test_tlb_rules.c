@@ -587,6 +587,43 @@ static void a_refused_invpcid_drops_nothing(void **state)
     assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
 }
 
+/* INVPCID type 0 takes the descriptor's whole 64-bit address outside
+ * 64-bit mode too (SDM INVPCID): in PAE paging an address at or above
+ * 4 GiB names no page, so it drops nothing (not the page of its low 32
+ * bits), and one that is not canonical (48 bits; KVM checks the same
+ * way) is #GP(0). */
+static void invpcid_type0_outside_64_bit_mode_takes_the_whole_address(void **state)
+{
+    struct fx *f = *state;
+    const uint64_t va = 0x00403000;
+    uint64_t pd = env_page(&f->t.env), pt = env_page(&f->t.env);
+    put64(&f->t.env, f->root, pd | E_P); /* PDPTE 0 */
+    put64(&f->t.env, pd + 8 * ((va >> 21) & 511), pt | UP);
+    put64(&f->t.env, pt + 8 * ((va >> 12) & 511), DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG | R_CR0_WP,
+                              .cr3 = f->root,
+                              .cr4 = R_CR4_PAE,
+                              .efer = R_EFER_NXE,
+                              .rflags = 2};
+    assert_int_equal(vmmu_vcpu_set_state(f->t.vcpu, &r), 0);
+    assert_int_equal(vmmu_vcpu_paging(f->t.vcpu)->mode, VMMU_X86_MODE_PAE);
+    assert_maps(f, va, DATA(1));
+
+    struct vmmu_x86_fault fault;
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x100000000ull, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x0000800000000000ull, &fault), 0);
+    assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(fault.error_code, 0);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
+    /* The same address sign-extended from bit 47 is canonical. */
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0xffff800000000000ull, &fault), &fault);
+    assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va, &fault), &fault);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, va, 8));
+    assert_maps(f, va, DATA(1));
+}
+
 static void invpcid_without_the_feature_is_ud(void **state)
 {
     (void)state;
@@ -1297,6 +1334,7 @@ int main(void)
         T(invpcid_type3_drops_every_pcid_but_keeps_globals),
         T(invpcid_raises_gp_as_the_sdm_lists),
         T(a_refused_invpcid_drops_nothing),
+        T(invpcid_type0_outside_64_bit_mode_takes_the_whole_address),
         cmocka_unit_test(invpcid_without_the_feature_is_ud),
         T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
         T(clearing_cr0_pg_flushes_everything),
