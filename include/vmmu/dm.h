@@ -237,7 +237,15 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms);
  * Invalidate device-model mappings of [gpa, gpa + size): send an
  * invalidation to every live out-of-process server and return when each
  * acknowledged or was declared dead.  Call it after the range is
- * unpublished from the P2M and before its host pages are reused.
+ * unpublished from the P2M and before its host pages are reused.  On a
+ * thread whose vCPU is online the vCPU waits offline (as in
+ * vmmu_dm_vcpu_wait()), so shootdowns do not wait for the device models;
+ * it is no safe point: as after a page-in that waits, the vCPU's prepared
+ * accesses stay valid and look their pages up again, and its probe
+ * pointers may be stale (vmmu/access.h, "Host pointers").  The same holds
+ * for vmmu_dm_invalidate_async(), vmmu_dm_invalidate_wait() and the
+ * safe-point wait, and for region removal and page-outs, which
+ * invalidate this way.
  * @return 0; VMMU_EINVAL.
  */
 int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size);

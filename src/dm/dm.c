@@ -296,14 +296,14 @@ static void server_free(struct vmmu_dm_server *srv)
 static int server_attach(struct vmmu_dm *dm, struct vmmu_dm_server *srv)
 {
     /* The server list changes under both locks (see inval.c). */
-    pthread_mutex_lock(&dm->inval_lock);
+    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
     pthread_mutex_lock(&dm->lock);
     if (dm->nservers == dm->cap) {
         unsigned cap = dm->cap ? dm->cap * 2 : 4;
         void *p = vmmu__realloc(dm->servers, cap * sizeof(*dm->servers));
         if (!p) {
             pthread_mutex_unlock(&dm->lock);
-            pthread_mutex_unlock(&dm->inval_lock);
+            vmmu__dm_inval_unlock(dm, blk);
             return VMMU_ENOMEM;
         }
         dm->servers = p;
@@ -313,7 +313,7 @@ static int server_attach(struct vmmu_dm *dm, struct vmmu_dm_server *srv)
     if (srv->remote)
         atomic_store(&dm->seen_generation, ~0ull); /* publish its region table */
     pthread_mutex_unlock(&dm->lock);
-    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__dm_inval_unlock(dm, blk);
     return 0;
 }
 
@@ -381,7 +381,7 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
         return VMMU_EBUSY;
     /* Unroute first: remove its DEVICE regions (each waits a grace period)
      * and drop it from the port table. */
-    pthread_mutex_lock(&dm->inval_lock);
+    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
     pthread_mutex_lock(&dm->lock);
     struct dm_table *mm = atomic_load(&dm->mmio);
     uint32_t ids[DM_MAX_RANGES];
@@ -415,7 +415,7 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
             break;
         }
     pthread_mutex_unlock(&dm->lock);
-    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__dm_inval_unlock(dm, blk);
 
     vmmu__dm_server_kill(srv, VMMU_EDEAD);
     for (unsigned i = 0; i < nids; i++)

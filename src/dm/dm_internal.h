@@ -167,6 +167,14 @@ int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, c
 int vmmu__dm_service_start(struct vmmu_dm_server *srv);
 void vmmu__dm_service_stop(struct vmmu_dm_server *srv);
 
+/* Take dm->inval_lock, whose holder may wait for device models up to
+ * their deadlines: a vCPU thread waits for it, and under it, offline (so
+ * a shootdown meanwhile does not wait for the device models too), and
+ * comes back online in vmmu__dm_inval_unlock(), after the unlock.
+ * Returns what the unlock needs. */
+struct vmmu_vcpu *vmmu__dm_inval_lock(struct vmmu_dm *dm);
+void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu_vcpu *blk);
+
 /* Check socket and pidfd without blocking: VMMU_EDEAD if the peer is gone. */
 int vmmu__dm_peer_gone(struct vmmu_dm_server *srv);
 

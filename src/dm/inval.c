@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 
 #include "dm/dm_internal.h"
+#include "sync/sync_internal.h"
 
 /* Start the acknowledgement deadline of @srv now. */
 static void restart_clock(struct vmmu_dm_server *srv)
@@ -162,15 +163,28 @@ static bool range_ok(uint64_t gpa, uint64_t size)
     return size && gpa + size > gpa;
 }
 
+struct vmmu_vcpu *vmmu__dm_inval_lock(struct vmmu_dm *dm)
+{
+    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    pthread_mutex_lock(&dm->inval_lock);
+    return blk;
+}
+
+void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu_vcpu *blk)
+{
+    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__sync_block_end(blk);
+}
+
 int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size)
 {
     if (!dm || !range_ok(gpa, size))
         return VMMU_EINVAL;
-    pthread_mutex_lock(&dm->inval_lock);
+    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
     uint64_t seq;
     post_locked(dm, gpa, size, &seq);
     wait_locked(dm, seq);
-    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__dm_inval_unlock(dm, blk);
     return 0;
 }
 
@@ -178,13 +192,13 @@ int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, ui
 {
     if (!dm || !range_ok(gpa, size))
         return VMMU_EINVAL;
-    pthread_mutex_lock(&dm->inval_lock);
+    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
     uint64_t seq;
     post_locked(dm, gpa, size, &seq);
     atomic_thread_fence(memory_order_seq_cst);
     for (unsigned i = 0; i < dm->max_vcpus; i++)
         __atomic_store_n(&dm->vcpu[i].inval_flag, 1, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__dm_inval_unlock(dm, blk);
     if (ticket)
         *ticket = seq;
     return 0;
@@ -196,9 +210,9 @@ int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket)
         return VMMU_EINVAL; /* no invalidation has that ticket */
     if (atomic_load(&dm->inval_done) >= ticket)
         return 0;
-    pthread_mutex_lock(&dm->inval_lock);
+    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
     wait_locked(dm, ticket);
-    pthread_mutex_unlock(&dm->inval_lock);
+    vmmu__dm_inval_unlock(dm, blk);
     return 0;
 }
 

@@ -127,11 +127,12 @@ static void call_hooks(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, 
                        enum vmmu__reclaim_why why)
 {
     struct vmmu_sync *sy = vm->sync;
-    struct vmmu_vcpu *blk = NULL;
-    if (pthread_mutex_trylock(&sy->hook_lock) != 0) {
-        blk = vmmu__sync_block_begin();
-        pthread_mutex_lock(&sy->hook_lock);
-    }
+    /* Hooks may wait long (a device model acknowledging an invalidation
+     * within its deadline): a vCPU thread waits offline, so shootdowns
+     * meanwhile do not wait for it, and comes back online only without
+     * the hook lock (coming online may park it). */
+    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    pthread_mutex_lock(&sy->hook_lock);
     for (size_t i = 0; i < sy->nhooks; i++)
         sy->hooks[i].fn(sy->hooks[i].opaque, vm, ranges, n, why);
     pthread_mutex_unlock(&sy->hook_lock);

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include "dm/dm_internal.h" /* vmmu_dm::inval_posted: the invalidation was sent */
 
 #include "vmmu/dmclient.h"
 #include "vmmu/pager.h"
@@ -702,6 +703,92 @@ static void a_host_access_on_a_vcpu_thread_waits_offline(void **state)
     vmmu_vcpu_destroy(h.v);
 }
 
+struct inval_wait {
+    struct env *e;
+    struct vmmu_vcpu *v;
+    uint32_t region; /* 0: invalidate a range; else remove this region */
+    atomic_int shot, gave_up, done;
+    int rc;
+};
+
+/* A vCPU's thread, online, invalidates a range or removes a RAM region
+ * (whose reclaim invalidates it): it waits for the out-of-process device
+ * model's acknowledgement. */
+static void *invalidate_on_vcpu_thread(void *arg)
+{
+    struct inval_wait *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->v), 0);
+    if (h->region)
+        h->rc = vmmu_region_remove(h->e->vm, h->region);
+    else
+        h->rc = vmmu_dm_invalidate(h->e->dm, 0x3000, 0x2000);
+    assert_int_equal(vmmu_vcpu_offline(h->v), 0);
+    atomic_store(&h->done, 1);
+    return NULL;
+}
+
+/* The device model: acknowledges only once the shootdown has returned
+ * (or, after 10 s, gives up waiting for it and acknowledges anyway). */
+static void *ack_after_the_shootdown(void *arg)
+{
+    struct inval_wait *h = arg;
+    for (int i = 0; i < 10000 && !atomic_load(&h->shot); i++)
+        usleep(1000);
+    atomic_store(&h->gave_up, !atomic_load(&h->shot));
+    while (!atomic_load(&h->done)) {
+        assert_int_equal(vmmu_dmc_process(h->e->c), 0);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* vmmu_dm_invalidate() waits for the device models up to their deadline;
+ * a vCPU thread that calls it, or removes a region, waits offline, so a
+ * synchronous shootdown meanwhile does not wait for the device model (it
+ * used to: the vCPU waited online, holding the shootdown up until the
+ * acknowledgement, or the device model's deadline). */
+static void check_invalidation_waits_offline(struct env *e, uint32_t region)
+{
+    struct inval_wait h = {.e = e, .region = region};
+    assert_int_equal(vmmu_vcpu_create(e->vm, NULL, &h.v), 0);
+    uint64_t posted = atomic_load(&e->dm->inval_posted);
+    pthread_t dev, cpu;
+    assert_int_equal(pthread_create(&dev, NULL, ack_after_the_shootdown, &h), 0);
+    assert_int_equal(pthread_create(&cpu, NULL, invalidate_on_vcpu_thread, &h), 0);
+    /* The invalidation is sent: the vCPU thread now waits for the ack. */
+    while (atomic_load(&e->dm->inval_posted) == posted)
+        usleep(1000);
+    static const struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(e->vm, NULL, NULL, &all), 0);
+    atomic_store(&h.shot, 1);
+    assert_int_equal(pthread_join(cpu, NULL), 0);
+    assert_int_equal(pthread_join(dev, NULL), 0);
+    assert_int_equal(atomic_load(&h.gave_up), 0);
+    assert_int_equal(h.rc, 0);
+    struct vmmu_dm_server_stats ss;
+    assert_int_equal(vmmu_dm_server_stats(e->srv, &ss), 0);
+    assert_int_equal(ss.invalidations, 1);
+    assert_int_equal(ss.dead, 0);
+    vmmu_vcpu_destroy(h.v);
+}
+
+static void an_invalidation_on_a_vcpu_thread_waits_offline(void **state)
+{
+    check_invalidation_waits_offline(*state, 0);
+}
+
+static void a_region_removal_on_a_vcpu_thread_waits_for_device_models_offline(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0x400000, .size = 0x10000};
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(e->vm, &ram, &id), 0);
+    check_invalidation_waits_offline(e, id);
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, 0x400000, &pe), 0);
+    assert_int_equal(pe.type, VMMU_MEM_HOLE);
+}
+
 static void a_mapcache_smaller_than_a_bucket_is_refused(void **state)
 {
     struct env *e = *state;
@@ -782,6 +869,10 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_host_access_on_a_vcpu_thread_waits_offline, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(an_invalidation_on_a_vcpu_thread_waits_offline, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            a_region_removal_on_a_vcpu_thread_waits_for_device_models_offline, setup, teardown),
         cmocka_unit_test_setup_teardown(a_mapcache_smaller_than_a_bucket_is_refused, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(completing_a_slot_no_longer_in_service_is_eproto,
