@@ -688,11 +688,17 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm)
 
 void vmmu__sync_change_lock(struct vmmu_vm *vm)
 {
-    if (pthread_mutex_trylock(&vm->sync->change_lock) == 0)
-        return;
-    struct vmmu_vcpu *v = vmmu__sync_block_begin();
-    pthread_mutex_lock(&vm->sync->change_lock);
-    vmmu__sync_block_end(v);
+    while (pthread_mutex_trylock(&vm->sync->change_lock) != 0) {
+        struct vmmu_vcpu *v = vmmu__sync_block_begin();
+        pthread_mutex_lock(&vm->sync->change_lock);
+        if (!v)
+            return;
+        /* Back online (which may park it for an exclusive section) without
+         * the lock, then try again: a section's code may take it (a
+         * page-in handler that changes page states). */
+        pthread_mutex_unlock(&vm->sync->change_lock);
+        vmmu__sync_block_end(v);
+    }
 }
 
 void vmmu__sync_change_unlock(struct vmmu_vm *vm)

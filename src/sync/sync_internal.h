@@ -244,7 +244,9 @@ void vmmu__sync_set_safepoint_fn(vmmu__safepoint_fn fn);
 void vmmu__sync_exclusive_begin(struct vmmu_vm *vm);
 void vmmu__sync_exclusive_end(struct vmmu_vm *vm);
 
-/* Lock the change lock without deadlocking against a vCPU this thread runs. */
+/* Lock the change lock without deadlocking against a vCPU this thread
+ * runs: a vCPU thread waits for it offline and comes back online (which
+ * may park it) only without it, as vmmu__sync_map_lock() does. */
 void vmmu__sync_change_lock(struct vmmu_vm *vm);
 void vmmu__sync_change_unlock(struct vmmu_vm *vm);
 

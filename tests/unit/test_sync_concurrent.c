@@ -618,6 +618,76 @@ static void a_fill_whose_walk_waited_offline_walks_again(void **state)
     sync_env_fini(&s);
 }
 
+/* A vCPU thread that waited for the change lock offline comes back
+ * online, which may park it for another vCPU's exclusive section, only
+ * without the lock: the section's own code may take it (a user page-in
+ * handler that changes page states, run by a split lock in the section).
+ * It used to come online holding the lock and park there, so the section
+ * waited for the lock and the lock for the section.  (The alarm turns
+ * that deadlock into a failure.) */
+struct change_park {
+    struct sync_env *s;
+    struct vmmu_vcpu *a, *b;
+    atomic_int in_section, released, a_done;
+};
+
+static void *change_asker_main(void *arg)
+{
+    struct change_park *c = arg;
+    assert_int_equal(vmmu_vcpu_online(c->a), 0);
+    vmmu__sync_change_lock(c->s->env.vm); /* held by the test: waits offline */
+    vmmu__sync_change_unlock(c->s->env.vm);
+    assert_int_equal(vmmu_vcpu_safepoint(c->a), 0);
+    assert_int_equal(vmmu_vcpu_offline(c->a), 0);
+    atomic_store(&c->a_done, 1);
+    return NULL;
+}
+
+static void *section_main(void *arg)
+{
+    struct change_park *c = arg;
+    struct vmmu_vm *vm = c->s->env.vm;
+    assert_int_equal(vmmu_vcpu_online(c->b), 0);
+    vmmu__sync_exclusive_begin(vm); /* vCPU a is offline, in the lock wait */
+    atomic_store(&c->in_section, 1);
+    while (!atomic_load(&c->released))
+        sched_yield();
+    /* Time for vCPU a to take the lock and come back online, which parks
+     * it: this section runs. */
+    struct timespec ms50 = {0, 50 * 1000 * 1000};
+    nanosleep(&ms50, NULL);
+    vmmu__sync_change_lock(vm);
+    vmmu__sync_change_unlock(vm);
+    assert_int_equal(atomic_load(&c->a_done), 0); /* still parked */
+    vmmu__sync_exclusive_end(vm);
+    assert_int_equal(vmmu_vcpu_offline(c->b), 0);
+    return NULL;
+}
+
+static void a_vcpu_never_parks_holding_the_change_lock(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct change_park c = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s)};
+    vmmu__sync_change_lock(s.env.vm); /* not a vCPU thread */
+    pthread_t ta, tb;
+    alarm(60);
+    assert_int_equal(pthread_create(&ta, NULL, change_asker_main, &c), 0);
+    assert_int_equal(pthread_create(&tb, NULL, section_main, &c), 0);
+    while (!atomic_load(&c.in_section))
+        sched_yield();
+    vmmu__sync_change_unlock(s.env.vm);
+    atomic_store(&c.released, 1);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    alarm(0);
+    assert_int_equal(atomic_load(&c.a_done), 1);
+    vmmu_vcpu_destroy(c.a);
+    vmmu_vcpu_destroy(c.b);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -629,6 +699,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
         cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
+        cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
