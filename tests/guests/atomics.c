@@ -12,7 +12,7 @@
 
 static struct {
     volatile uint64_t inc, add, sub, xadd, cas;
-    volatile uint32_t or_bits, and_bits;
+    volatile uint64_t or_bits, and_bits; /* one bit per vCPU */
     volatile uint64_t locked_plain;
     rt_spinlock lock;
     volatile unsigned __int128 pair __attribute__((aligned(16)));
@@ -63,8 +63,8 @@ static void work(unsigned index)
         __atomic_fetch_add(&s.xadd, 5, __ATOMIC_SEQ_CST); /* lock xadd (result used below) */
         cas_add(&s.cas, 7);
         if ((i & 31) == 0) {
-            __asm__ volatile("lock orl %1, %0" : "+m"(s.or_bits) : "r"(1u << index));
-            __asm__ volatile("lock andl %1, %0" : "+m"(s.and_bits) : "r"(~(1u << (index + 8))));
+            __asm__ volatile("lock orq %1, %0" : "+m"(s.or_bits) : "r"(1ull << index));
+            __asm__ volatile("lock andq %1, %0" : "+m"(s.and_bits) : "r"(~(1ull << index)));
         }
         rt_lock(&s.lock);
         s.locked_plain = s.locked_plain + 1;
@@ -80,7 +80,7 @@ int guest_main(void)
 {
     unsigned n = rt_nr_vcpus;
     s.sub = 1000000;
-    s.and_bits = 0xffffffffu;
+    s.and_bits = ~0ull;
     rt_printf("atomics: %u vCPUs x %u rounds\n", n, ROUNDS);
     rt_start_others(work);
     work(0);
@@ -88,7 +88,7 @@ int guest_main(void)
         cpu_relax();
 
     uint64_t r = ROUNDS, total = n * r;
-    uint32_t mask = (1u << n) - 1;
+    uint64_t mask = rt_vcpus_mask(n);
     unsigned __int128 want_pair = 0;
     for (unsigned i = 0; i < n; i++)
         want_pair += ((unsigned __int128)(i + 1) << 64) * (r / 8) + r / 8;
@@ -97,8 +97,8 @@ int guest_main(void)
     CHECK(s.sub == 1000000 - 2 * total, "lock sub: %lu", s.sub);
     CHECK(s.xadd == 5 * total, "xadd: %lu", s.xadd);
     CHECK(s.cas == 7 * total, "cmpxchg loop: %lu", s.cas);
-    CHECK(s.or_bits == mask, "lock or: 0x%x", s.or_bits);
-    CHECK(s.and_bits == ~(mask << 8), "lock and: 0x%x", s.and_bits);
+    CHECK(s.or_bits == mask, "lock or: 0x%lx", s.or_bits);
+    CHECK(s.and_bits == ~mask, "lock and: 0x%lx", s.and_bits);
     CHECK(s.locked_plain == total, "spinlocked counter: %lu", s.locked_plain);
     CHECK(s.pair == want_pair, "cmpxchg16b pair: hi %lu lo %lu", (uint64_t)(s.pair >> 64),
           (uint64_t)s.pair);

@@ -130,7 +130,7 @@ int guest_main(void)
                 while (acks[i] != ph)
                     cpu_relax();
         } else {
-            CHECK(rt_flush((1ull << n) - 1, SHARED, 1, 0) == EMU_HC_OK, "flush hypercall");
+            CHECK(rt_flush(rt_vcpus_mask(n), SHARED, 1, 0) == EMU_HC_OK, "flush hypercall");
             __atomic_store_n(&phase, ph, __ATOMIC_RELEASE);
         }
     }

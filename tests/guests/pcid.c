@@ -28,8 +28,11 @@
 #define CR4_PCIDE (1ul << 17)
 #define NOFLUSH (1ul << 63)
 
-#define X (RT_WINDOW + 0x600000) /* an ordinary page */
-#define G (RT_WINDOW + 0x700000) /* a global page */
+/* The two linear pages under test, X an ordinary one and G a global one,
+ * chosen by pick_pages() in RT_WINDOW. */
+static uint64_t x_va, g_va;
+#define X x_va
+#define G g_va
 
 static uint64_t tables;       /* CR3 without PCID bits */
 static uint64_t page[5];      /* page[i] holds the value 0x1111 * i */
@@ -104,6 +107,41 @@ static bool cr_write_faults(unsigned cr, uint64_t value)
                          : "=m"(recover_rip) : "r"(value) : "rax", "memory");
     recover_rip = 0;
     return gp_count != before;
+}
+
+/*
+ * A "kept" check holds only if nothing but the invalidation under test
+ * evicts the translation.  A TLB is free to evict on a conflict; vmmu's
+ * table is direct-mapped (at least 64 entries, indexed by the low bits
+ * of the page number), so X and G get page numbers whose residue modulo
+ * 64 no other page this program touches has: the boot information and
+ * GDT (pages 1, 2), the loader's tables (8-10), the first stack (below
+ * 0x80000), the image, and what the allocator hands out, up to 16 pages
+ * past what it has now (the pages' frames and the window's tables).
+ * Otherwise where the image ends would decide whether a check passes.
+ */
+static void pick_pages(void)
+{
+    uint64_t used = 0; /* bit r: a touched page has residue r */
+    static const uint64_t low[] = {1, 2, 8, 9, 10};
+    for (unsigned i = 0; i < sizeof(low) / sizeof(low[0]); i++)
+        used |= 1ull << (low[i] % 64);
+    for (uint64_t pn = (EMU_BOOT_STACK_TOP >> 12) - 16; pn < EMU_BOOT_STACK_TOP >> 12; pn++)
+        used |= 1ull << (pn % 64);
+    uint64_t last = (rt_alloc_page() >> 12) + 16; /* one page spent: harmless */
+    for (uint64_t pn = 0x100000 >> 12; pn < last; pn++)
+        used |= 1ull << (pn % 64);
+    CHECK(last - (0x100000 >> 12) <= 64 - 24, "image too large for pick_pages: %lu pages",
+          last - (0x100000 >> 12));
+    uint64_t base = (RT_WINDOW + 0x600000) >> 12; /* a multiple of 64 */
+    unsigned r = 0;
+    while (used & (1ull << r))
+        r++;
+    x_va = (base + r) << 12;
+    used |= 1ull << r;
+    while (used & (1ull << r))
+        r++;
+    g_va = (base + 0x100 + r) << 12;
 }
 
 /* ---- the tests ---- */
@@ -200,6 +238,7 @@ static void bad_requests(void)
 int guest_main(void)
 {
     vmmu_only = (rt_boot->flags & EMU_BOOT_BACKEND_EMULATOR) != 0;
+    pick_pages();
     for (unsigned i = 1; i < 5; i++) {
         page[i] = rt_alloc_page();
         *(volatile uint64_t *)page[i] = 0x1111ul * i;

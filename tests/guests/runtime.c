@@ -7,7 +7,6 @@ unsigned rt_nr_vcpus;
 
 uint8_t rt_boot_stack[16384] __attribute__((aligned(16)));
 
-static uint8_t ap_stacks[RT_VCPUS_MAX][16384] __attribute__((aligned(16)));
 extern const uint64_t rt_stub_table[];
 extern char rt_ap_entry[], rt_probe_read_insn[], rt_probe_write_insn[], rt_probe_fixup[];
 
@@ -269,20 +268,26 @@ void rt_trap(struct rt_frame *f)
 static rt_spinlock alloc_lock;
 static uint64_t next_free, free_end;
 
-uint64_t rt_alloc_page(void)
+uint64_t rt_alloc_pages(unsigned count)
 {
+    uint64_t size = (uint64_t)count * PAGE_SIZE;
     rt_lock(&alloc_lock);
     uint64_t pa = next_free;
-    if (pa + PAGE_SIZE > free_end) {
+    if (count == 0 || size > free_end - pa) {
         rt_unlock(&alloc_lock);
         rt_fail("out of guest memory");
     }
-    next_free += PAGE_SIZE;
+    next_free += size;
     rt_unlock(&alloc_lock);
     void *d = (void *)pa;
-    uint64_t n = PAGE_SIZE / 8;
+    uint64_t n = size / 8;
     __asm__ volatile("rep stosq" : "+D"(d), "+c"(n) : "a"(0ul) : "memory");
     return pa;
+}
+
+uint64_t rt_alloc_page(void)
+{
+    return rt_alloc_pages(1);
 }
 
 static rt_spinlock map_lock;
@@ -340,6 +345,7 @@ uint64_t rt_clone_pml4(void)
 /* ---- SMP ---- */
 
 static struct emu_hypercall hcall[RT_VCPUS_MAX] __attribute__((aligned(8)));
+#define AP_STACK_PAGES 4
 static void (*ap_fn)(unsigned);
 static volatile unsigned aps_started;
 
@@ -374,10 +380,13 @@ void rt_start_others(void (*fn)(unsigned index))
 {
     ap_fn = fn;
     for (unsigned i = 1; i < rt_nr_vcpus; i++) {
+        /* A stack from the allocator, so that the image does not grow
+         * with the most vCPUs a machine may have. */
+        uint64_t stack = rt_alloc_pages(AP_STACK_PAGES);
         struct emu_hypercall *hc = &hcall[0];
         *hc = (struct emu_hypercall){.op = EMU_HC_START_VCPU, .vcpu = i,
                                      .rip = (uint64_t)rt_ap_entry,
-                                     .rsp = (uint64_t)&ap_stacks[i][sizeof(ap_stacks[i])],
+                                     .rsp = stack + AP_STACK_PAGES * PAGE_SIZE,
                                      .arg = (uint64_t)fn, .cr3 = read_cr3()};
         int rc = hypercall(hc);
         if (rc != EMU_HC_OK)
@@ -410,7 +419,9 @@ void rt_start(const struct emu_boot_info *bi, uint64_t index)
     rt_boot = bi;
     if (bi->magic != EMU_BOOT_MAGIC)
         rt_exit(2);
-    rt_nr_vcpus = bi->nr_vcpus < RT_VCPUS_MAX ? bi->nr_vcpus : RT_VCPUS_MAX;
+    if (bi->nr_vcpus < 1 || bi->nr_vcpus > RT_VCPUS_MAX)
+        rt_exit(2);
+    rt_nr_vcpus = bi->nr_vcpus;
     next_free = bi->image_end;
     free_end = bi->ram_size;
     setup_idt();

@@ -19,7 +19,7 @@
 
 #include "abi.h"
 
-#define RT_VCPUS_MAX 8
+#define RT_VCPUS_MAX EMU_VCPUS_MAX /* as many as the machine can have */
 #define PAGE_SIZE 4096ul
 
 /* Page-table entry bits. */
@@ -59,6 +59,12 @@ typedef void (*rt_handler)(struct rt_frame *f);
 
 extern const struct emu_boot_info *rt_boot;
 extern unsigned rt_nr_vcpus;
+
+/* The bit of each vCPU below @n (1..64), for a flush hypercall's mask. */
+static inline uint64_t rt_vcpus_mask(unsigned n)
+{
+    return n >= 64 ? ~0ull : (1ull << n) - 1;
+}
 
 /* ---- console and exit ---- */
 void rt_putc(char c);
@@ -120,6 +126,8 @@ void *rt_memcpy(void *d, const void *s, size_t n);
 int rt_memcmp(const void *a, const void *b, size_t n);
 /* A zeroed physical page (identity-mapped, so also its address). */
 uint64_t rt_alloc_page(void);
+/* @count consecutive zeroed pages (identity-mapped), or fail. */
+uint64_t rt_alloc_pages(unsigned count);
 /* Map the 4 KiB page at @va (in the current page tables) to @pa with
  * @flags (PTE_*; P is added); page-table pages are allocated as needed.
  * Returns the previous entry.  Nothing is flushed. */

@@ -67,7 +67,7 @@ static void reader(unsigned index)
 
 static uint64_t others_mask(void)
 {
-    return ((1ull << rt_nr_vcpus) - 1) & ~1ull;
+    return rt_vcpus_mask(rt_nr_vcpus) & ~1ull;
 }
 
 static void shoot_ipi(uint64_t va, unsigned r)
