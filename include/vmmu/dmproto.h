@@ -199,8 +199,9 @@ struct vmmu_dm_page_in_done {
  *  takes and clears them (vmmu_dirty_log_get_and_clear). */
 #define VMMU_DM_HELLO_DIRTY 2u
 /** Pages of the vm's memfd the device dirty bitmap covers: its first
- *  1 TiB (the bitmap is 32 MiB, sparse: only words ever set use memory). */
-#define VMMU_DM_DIRTY_PAGES (1ull << 28)
+ *  16 TiB, which is all the vm puts there (the bitmap is 512 MiB of
+ *  address space, sparse: only words ever set use memory). */
+#define VMMU_DM_DIRTY_PAGES (1ull << 32)
 
 /** Every socket message is exactly this size.
  *

@@ -78,7 +78,9 @@ struct vmmu_region_desc {
     uint64_t size;           /**< bytes; page aligned, non-zero, gpa + size within the width */
     /** RAM/ROM only.  NULL: vmmu allocates the memory from the vm's memfd,
      *  zero-filled and backed lazily (a 1 TiB region costs nothing until it
-     *  is touched).  Non-NULL: caller-owned memory of @p size bytes, page
+     *  is touched); the memfd holds up to 16 TiB of live regions (each
+     *  rounded up to 2 MiB; a removed region's span is reused), which
+     *  the device dirty bitmap covers (vmmu/dmproto.h).  Non-NULL: caller-owned memory of @p size bytes, page
      *  aligned, that stays valid until the region is removed and the vm has
      *  returned from vmmu_region_remove(); vmmu never frees it. */
     void *host;
@@ -95,8 +97,9 @@ struct vmmu_region_desc {
  *         without ops, host memory on MMIO/DEVICE, misaligned host pointer);
  *         VMMU_EALIGN (gpa or size not page aligned); VMMU_EINVAL for a
  *         zero size; VMMU_ERANGE (beyond the width); VMMU_EOVERLAP;
- *         VMMU_ELIMIT (too many regions); VMMU_ENOMEM; VMMU_ESYS (memfd or
- *         mmap failed).  On failure the map is unchanged.
+ *         VMMU_ELIMIT (too many regions); VMMU_ENOMEM (out of memory, or
+ *         the vm's memfd is full: 16 TiB); VMMU_ESYS (memfd or mmap
+ *         failed).  On failure the map is unchanged.
  */
 int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uint32_t *id);
 

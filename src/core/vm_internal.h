@@ -25,11 +25,18 @@ struct vmmu_vm {
     _Atomic int in_foreach;
     _Atomic(pthread_t) foreach_owner;
 
-    /* One memfd for all RAM/ROM vmmu allocates; offsets are handed out
-     * upwards and never reused (the file is sparse: removed regions are
-     * punched out, so only touched, live pages use host memory). */
+    /* One memfd for all RAM/ROM vmmu allocates, in 2 MiB granules: a
+     * region takes the first free span that fits (memfd_free, sorted by
+     * offset, adjacent spans merged), else the space from memfd_next up.
+     * The file is sparse: a removed region is punched out, so only
+     * touched, live pages use host memory, and a span reused reads as
+     * zeros.  Under the map's lock. */
     int memfd;
-    uint64_t memfd_next;
+    uint64_t memfd_next, memfd_size; /* the file never shrinks */
+    struct vmmu_memfd_span {
+        uint64_t off, len;
+    } *memfd_free;
+    unsigned memfd_nfree, memfd_capfree;
     /* What vmmu_vm_memfd() answers: -1 until a region that lives in the
      * memfd has been added (an addition that created the file and then
      * failed leaves it -1).  Read without the lock. */
@@ -46,6 +53,11 @@ struct vmmu_vm {
      * server, then kept until the vm goes; NULL before. */
     _Atomic(struct vmmu_dev_dirty *) dev_dirty;
 };
+
+/* How many bytes of its memfd a vm may use: what the device dirty bitmap
+ * covers (VMMU_DM_DIRTY_PAGES pages).  Tests lower it to reach the limit
+ * without mapping 16 TiB; set it only while no region is being added. */
+extern uint64_t vmmu__memfd_limit;
 
 struct vmmu_dev_dirty {
     int fd;

@@ -14,6 +14,7 @@
 #include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
+#include "vmmu/dmproto.h"
 #include "vmmu/error.h"
 
 /* ---- radix nodes ----------------------------------------------------------- */
@@ -209,6 +210,112 @@ int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions
     return p2m->root ? 0 : VMMU_ENOMEM;
 }
 
+/* The memfd's granule: 2 MiB alignment lets the host back large regions
+ * with huge pages, and puts each region at a word of the device dirty
+ * bitmap. */
+#define MEMFD_GRANULE (2ull << 20)
+
+static uint64_t memfd_span_of(uint64_t bytes)
+{
+    return (bytes + MEMFD_GRANULE - 1) & ~(MEMFD_GRANULE - 1);
+}
+
+/* Give the span [off, off + len) of the memfd back for reuse (the caller
+ * punched its pages out).  Out of memory for the list, the span is just
+ * not reused. */
+static void memfd_give_back(struct vmmu_vm *vm, uint64_t off, uint64_t len)
+{
+    unsigned i = 0;
+    while (i < vm->memfd_nfree && vm->memfd_free[i].off < off)
+        i++;
+    struct vmmu_memfd_span *f = vm->memfd_free;
+    bool after_prev = i > 0 && f[i - 1].off + f[i - 1].len == off;
+    bool before_next = i < vm->memfd_nfree && off + len == f[i].off;
+    if (after_prev && before_next) {
+        f[i - 1].len += len + f[i].len;
+        memmove(&f[i], &f[i + 1], (vm->memfd_nfree - i - 1) * sizeof(*f));
+        vm->memfd_nfree--;
+        i--;
+    } else if (after_prev) {
+        f[--i].len += len;
+    } else if (before_next) {
+        f[i].off = off;
+        f[i].len += len;
+    } else {
+        if (vm->memfd_nfree == vm->memfd_capfree) {
+            unsigned cap = vm->memfd_capfree ? 2 * vm->memfd_capfree : 8;
+            struct vmmu_memfd_span *g = vmmu__realloc(f, cap * sizeof(*g));
+            if (!g)
+                return;
+            vm->memfd_free = f = g;
+            vm->memfd_capfree = cap;
+        }
+        memmove(&f[i + 1], &f[i], (vm->memfd_nfree - i) * sizeof(*f));
+        f[i] = (struct vmmu_memfd_span){off, len};
+        vm->memfd_nfree++;
+    }
+    /* A free span that reaches the top goes back to memfd_next. */
+    if (i + 1 == vm->memfd_nfree && f[i].off + f[i].len == vm->memfd_next) {
+        vm->memfd_next = f[i].off;
+        vm->memfd_nfree--;
+    }
+}
+
+uint64_t vmmu__memfd_limit = VMMU_DM_DIRTY_PAGES << VMMU_PAGE_SHIFT;
+
+/* A span of @len bytes (granules) of the memfd: the first free one that
+ * fits, else from the top.  VMMU_ENOMEM past what the device dirty bitmap
+ * covers (a device model's writes there could not be logged). */
+static int memfd_take(struct vmmu_vm *vm, uint64_t len, uint64_t *off)
+{
+    struct vmmu_memfd_span *f = vm->memfd_free;
+    for (unsigned i = 0; i < vm->memfd_nfree; i++) {
+        if (f[i].len < len)
+            continue;
+        *off = f[i].off;
+        f[i].off += len;
+        f[i].len -= len;
+        if (!f[i].len) {
+            memmove(&f[i], &f[i + 1], (vm->memfd_nfree - i - 1) * sizeof(*f));
+            vm->memfd_nfree--;
+        }
+        return 0;
+    }
+    if (vm->memfd_next > vmmu__memfd_limit || len > vmmu__memfd_limit - vm->memfd_next)
+        return VMMU_ENOMEM;
+    if (vm->memfd_next + len > vm->memfd_size) {
+        if (ftruncate(vm->memfd, (off_t)(vm->memfd_next + len)) != 0)
+            return errno == EFBIG || errno == ENOSPC ? VMMU_ENOMEM : VMMU_ESYS;
+        vm->memfd_size = vm->memfd_next + len;
+    }
+    *off = vm->memfd_next;
+    vm->memfd_next += len;
+    return 0;
+}
+
+static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint64_t *offset)
+{
+    if (vm->memfd < 0) {
+        vm->memfd = memfd_create(vm->name, MFD_CLOEXEC);
+        if (vm->memfd < 0)
+            return VMMU_ESYS;
+    }
+    uint64_t off, len = memfd_span_of(bytes);
+    int err = memfd_take(vm, len, &off);
+    if (err)
+        return err;
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd,
+                   (off_t)off);
+    if (p == MAP_FAILED) {
+        err = errno == ENOMEM ? VMMU_ENOMEM : VMMU_ESYS;
+        memfd_give_back(vm, off, len);
+        return err;
+    }
+    *host = p;
+    *offset = off;
+    return 0;
+}
+
 static void region_release(struct vmmu_vm *vm, struct vmmu_region *r)
 {
     if (r->state)
@@ -216,9 +323,14 @@ static void region_release(struct vmmu_vm *vm, struct vmmu_region *r)
     if (r->host_owned) {
         uint64_t bytes = r->npages << VMMU_PAGE_SHIFT;
         munmap(r->host, bytes);
-        /* Give the pages back to the host now rather than at vm teardown. */
+        /* Give the pages back to the host now rather than at vm teardown,
+         * and the span to the next region, with no device dirty bit of
+         * this one left (every device model has dropped its mappings:
+         * the reclaim before this waited for them). */
         fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
                   (off_t)r->memfd_offset, (off_t)bytes);
+        (void)vmmu__dev_dirty_take(vm, r, NULL);
+        memfd_give_back(vm, r->memfd_offset, memfd_span_of(bytes));
     }
     free(r);
 }
@@ -229,6 +341,7 @@ void vmmu__p2m_fini(struct vmmu_vm *vm)
     for (unsigned i = 0; i < p2m->nregions; i++)
         region_release(vm, p2m->regions[i]);
     free(p2m->regions);
+    free(vm->memfd_free);
     if (p2m->root) {
         free_children(p2m, p2m->root, p2m->root_slots, p2m->levels - 1);
         free(p2m->root);
@@ -330,31 +443,6 @@ static int validate_desc(const struct vmmu_vm *vm, const struct vmmu_region_desc
 }
 
 /* Map @bytes of fresh, zero-filled, lazily backed memory from the memfd. */
-static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint64_t *offset)
-{
-    if (vm->memfd < 0) {
-        vm->memfd = memfd_create(vm->name, MFD_CLOEXEC);
-        if (vm->memfd < 0)
-            return VMMU_ESYS;
-    }
-    /* 2 MiB alignment lets the host back large regions with huge pages. */
-    const uint64_t align = 2ull << 20;
-    uint64_t off = (vm->memfd_next + align - 1) & ~(align - 1);
-    if (off > (uint64_t)INT64_MAX - bytes)
-        return VMMU_ENOMEM;
-    if (off + bytes > vm->memfd_next) {
-        if (ftruncate(vm->memfd, (off_t)(off + bytes)) != 0)
-            return errno == EFBIG || errno == ENOSPC ? VMMU_ENOMEM : VMMU_ESYS;
-    }
-    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, vm->memfd,
-                   (off_t)off);
-    if (p == MAP_FAILED)
-        return errno == ENOMEM ? VMMU_ENOMEM : VMMU_ESYS;
-    vm->memfd_next = off + bytes;
-    *host = p;
-    *offset = off;
-    return 0;
-}
 
 static int region_build(struct vmmu_vm *vm, const struct vmmu_region_desc *d,
                         struct vmmu_region **out)

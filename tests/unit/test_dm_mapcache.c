@@ -643,6 +643,76 @@ static void a_device_models_writes_are_in_the_dirty_log(void **state)
     assert_int_equal(take_dirty(e, bm), 0);
 }
 
+struct dm_pump {
+    struct vmmu_dmc *c;
+    atomic_int stop;
+};
+
+/* The device model's loop: acknowledge invalidations until told to stop. */
+static void *pump_invalidations(void *arg)
+{
+    struct dm_pump *p = arg;
+    while (!atomic_load(&p->stop)) {
+        assert_int_equal(vmmu_dmc_process(p->c), 0);
+        usleep(500);
+    }
+    return NULL;
+}
+
+/* Device models learn of added regions with the next device access: make
+ * one (vCPU 0 reads port 0x80, the device model answers). */
+static void publish_tables(struct env *e)
+{
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x80, 1, 0, &v), VMMU_EPENDING);
+    struct vmmu_dmc_req req;
+    assert_int_equal(vmmu_dmc_wait(e->c, 5000, &req), 0);
+    assert_int_equal(vmmu_dmc_complete(e->c, &req, 0x11, 0), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x80, 1, 0, &v), 0);
+    assert_int_equal(v, 0x11);
+}
+
+/* A region that a device model wrote to is removed before anyone took its
+ * device dirty bits; the next region gets its span of the memfd and starts
+ * with dirty logging on: its log is empty (the bits went with the old
+ * region), and the device model's writes to the new one are logged. */
+static void a_region_reusing_a_span_does_not_inherit_device_dirty_bits(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = 0x400000, .size = 0x10000};
+    uint32_t old_id, new_id;
+    assert_int_equal(vmmu_region_add(e->vm, &d, &old_id), 0);
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x80, 4, 0, NULL), 0);
+    publish_tables(e);
+    for (uint64_t p = 0; p < 16; p++)
+        assert_int_equal(vmmu_dmc_write(e->c, 0x400000 + p * 4096, "w", 1), 0);
+    struct vmmu_region_info old_info;
+    assert_int_equal(vmmu_region_info(e->vm, old_id, &old_info), 0);
+
+    struct dm_pump pump = {.c = e->c};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, pump_invalidations, &pump), 0);
+    assert_int_equal(vmmu_region_remove(e->vm, old_id), 0);
+    atomic_store(&pump.stop, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+
+    d.gpa = 0x800000;
+    d.flags = VMMU_REGION_LOG_DIRTY;
+    assert_int_equal(vmmu_region_add(e->vm, &d, &new_id), 0);
+    publish_tables(e);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(e->vm, new_id, &info), 0);
+    assert_int_equal(info.memfd_offset, old_info.memfd_offset); /* the same span */
+    uint64_t bm[1] = {0}, n = ~0ull;
+    assert_int_equal(vmmu_dirty_log_get_and_clear(e->vm, new_id, bm, 1, &n), 0);
+    assert_int_equal(n, 0);
+    assert_int_equal(bm[0], 0);
+    assert_int_equal(vmmu_dmc_write(e->c, 0x800000 + 5 * 4096, "n", 1), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(e->vm, new_id, bm, 1, &n), 0);
+    assert_int_equal(n, 1);
+    assert_int_equal(bm[0], 1ull << 5);
+}
+
 struct host_wait {
     struct env *e;
     struct vmmu_vcpu *v;
@@ -867,6 +937,8 @@ int main(void)
             an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_region_reusing_a_span_does_not_inherit_device_dirty_bits,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_host_access_on_a_vcpu_thread_waits_offline, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(an_invalidation_on_a_vcpu_thread_waits_offline, setup,

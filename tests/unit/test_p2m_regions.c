@@ -17,6 +17,7 @@
 
 #include "core/alloc.h"
 #include "core/vm_internal.h"
+#include "vmmu/dmproto.h"
 #include "vmmu/vmmu.h"
 
 #define KiB (1ull << 10)
@@ -301,6 +302,99 @@ static void removing_a_region_gives_its_memfd_pages_back_to_the_host(void **stat
     assert_memory_equal(back, zero, sizeof(back));
     assert_int_equal(vmmu_gpa_read(vm, 0, back, sizeof(back), 0, NULL), 0);
     assert_memory_equal(back, page, sizeof(back));
+}
+
+static uint64_t memfd_offset_of(struct vmmu_vm *vm, uint32_t id)
+{
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, id, &info), 0);
+    return info.memfd_offset;
+}
+
+static uint32_t add_ram(struct vmmu_vm *vm, uint64_t gpa, uint64_t size)
+{
+    struct vmmu_region_desc d = ram(gpa, size);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    return id;
+}
+
+/* A removed region's span of the memfd (2 MiB granules) goes to the next
+ * region that fits, first fit, adjacent free spans merged, and reads as
+ * zeros there; a free span at the top of the file is the top again.  So a
+ * vm that adds and removes RAM all its life stays low in the file, where
+ * the device dirty bitmap covers it. */
+static void a_removed_regions_memfd_span_is_reused_first_fit(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint32_t a = add_ram(vm, 0, 3 * MiB); /* span 4 MiB */
+    uint32_t b = add_ram(vm, 1 * GiB, 2 * MiB);
+    uint32_t c = add_ram(vm, 2 * GiB, 64 * KiB);
+    uint64_t oa = memfd_offset_of(vm, a), ob = memfd_offset_of(vm, b),
+             oc = memfd_offset_of(vm, c);
+    assert_int_equal(oa, 0);
+    assert_int_equal(ob, 4 * MiB);
+    assert_int_equal(oc, 6 * MiB);
+    assert_int_equal(vmmu_gpa_write(vm, 2 * MiB, "old bytes", 9, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 2 * GiB, "kept", 4, 0, NULL), 0);
+
+    /* A's span: too small for 6 MiB (which goes on top), taken by 4 MiB,
+     * whose memory starts zeroed. */
+    assert_int_equal(vmmu_region_remove(vm, a), 0);
+    uint32_t big = add_ram(vm, 3 * GiB, 6 * MiB);
+    assert_int_equal(memfd_offset_of(vm, big), 8 * MiB);
+    uint32_t d = add_ram(vm, 4 * GiB, 4 * MiB);
+    assert_int_equal(memfd_offset_of(vm, d), oa);
+    char back[9];
+    assert_int_equal(vmmu_gpa_read(vm, 4 * GiB + 2 * MiB, back, 9, 0, NULL), 0);
+    static const char zeros[9];
+    assert_memory_equal(back, zeros, 9);
+
+    /* D's and B's spans merge (removed in either order) into 6 MiB. */
+    assert_int_equal(vmmu_region_remove(vm, b), 0);
+    assert_int_equal(vmmu_region_remove(vm, d), 0);
+    uint32_t e = add_ram(vm, 5 * GiB, 6 * MiB);
+    assert_int_equal(memfd_offset_of(vm, e), 0);
+    assert_int_equal(vmmu_gpa_read(vm, 2 * GiB, back, 4, 0, NULL), 0);
+    assert_memory_equal(back, "kept", 4); /* C untouched throughout */
+
+    /* The top span (BIG's) is the top again: a larger region fits there. */
+    assert_int_equal(vmmu_region_remove(vm, big), 0);
+    uint32_t f = add_ram(vm, 6 * GiB, 10 * MiB);
+    assert_int_equal(memfd_offset_of(vm, f), 8 * MiB);
+    (void)oc;
+}
+
+/* The memfd holds what the device dirty bitmap covers (16 TiB) and no
+ * more: a region that would reach past it is refused with VMMU_ENOMEM and
+ * changes nothing; once space is given back it fits.  (With the limit
+ * lowered to 16 MiB: the host need not map 16 TiB.) */
+static void the_memfd_holds_what_the_device_dirty_bitmap_covers(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    assert_int_equal(vmmu__memfd_limit, VMMU_DM_DIRTY_PAGES << 12);
+    assert_int_equal(vmmu__memfd_limit, 16 * TiB);
+    const uint64_t limit = 16 * MiB;
+    vmmu__memfd_limit = limit;
+    uint32_t small = add_ram(vm, 0, 2 * MiB);
+    uint32_t big = add_ram(vm, 1 * GiB, limit - 4 * MiB);
+    assert_int_equal(memfd_offset_of(vm, big), 2 * MiB);
+    uint32_t last = add_ram(vm, 2 * GiB, 2 * MiB); /* the last granule */
+    assert_int_equal(memfd_offset_of(vm, last), limit - 2 * MiB);
+    uint64_t gen = vmmu_p2m_generation(vm);
+    struct vmmu_region_desc more = ram(3 * GiB, 4096);
+    assert_int_equal(vmmu_region_add(vm, &more, NULL), VMMU_ENOMEM);
+    assert_int_equal(vmmu_p2m_generation(vm), gen);
+    assert_int_equal(type_at(vm, 3 * GiB), VMMU_MEM_HOLE);
+    assert_int_equal(vmmu_region_remove(vm, small), 0);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &more, &id), 0);
+    assert_int_equal(memfd_offset_of(vm, id), 0);
+    vmmu__memfd_limit = VMMU_DM_DIRTY_PAGES << 12;
+    uint64_t v = 0xfeed, back = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 1 * GiB + limit - 4 * MiB - 8, &v, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_read(vm, 1 * GiB + limit - 4 * MiB - 8, &back, 8, 0, NULL), 0);
+    assert_int_equal(back, v);
 }
 
 static void a_1_tib_region_costs_almost_nothing_until_touched(void **state)
@@ -771,6 +865,10 @@ int main(void)
         cmocka_unit_test(a_ram_region_the_host_cannot_back_is_refused_and_changes_nothing),
         cmocka_unit_test(destroying_the_vm_leaves_caller_memory_mapped_and_intact),
         cmocka_unit_test(random_layouts_agree_with_a_reference_list),
+        cmocka_unit_test_setup_teardown(a_removed_regions_memfd_span_is_reused_first_fit,
+                                        setup_vm, teardown_vm),
+        cmocka_unit_test_setup_teardown(the_memfd_holds_what_the_device_dirty_bitmap_covers,
+                                        setup_vm, teardown_vm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
