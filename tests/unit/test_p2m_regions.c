@@ -752,7 +752,30 @@ struct model_region {
     uint64_t lo, hi; /* frames */
     uint32_t id;
     int live;
+    uint64_t off, span; /* its span of the memfd (2 MiB granules) */
 };
+
+/* Where the memfd's allocator must put a span of @span bytes: the lowest
+ * gap between the live regions' spans that fits (free spans are exactly
+ * those gaps, merged), else just above the highest. */
+static uint64_t model_memfd_place(const struct model_region *m, size_t n, uint64_t span)
+{
+    uint64_t at = 0;
+    for (;;) {
+        uint64_t top = 0;
+        bool blocked = false;
+        for (size_t i = 0; i < n; i++) {
+            if (m[i].live && m[i].off < at + span && at < m[i].off + m[i].span) {
+                blocked = true;
+                if (m[i].off + m[i].span > top)
+                    top = m[i].off + m[i].span;
+            }
+        }
+        if (!blocked)
+            return at;
+        at = top; /* past the live span(s) in the way, then try again */
+    }
+}
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
@@ -801,8 +824,12 @@ static void random_layouts_agree_with_a_reference_list(void **state)
                 if (m[i].live && lo < m[i].hi && m[i].lo < lo + len)
                     clash = 1;
             assert_int_equal(err, clash ? VMMU_EOVERLAP : 0);
-            if (!err)
-                m[n++] = (struct model_region){lo, lo + len, id, 1};
+            if (!err) {
+                uint64_t span = ((len << 12) + (2 * MiB - 1)) & ~(2 * MiB - 1);
+                uint64_t off = model_memfd_place(m, n, span);
+                assert_int_equal(memfd_offset_of(vm, id), off);
+                m[n++] = (struct model_region){lo, lo + len, id, 1, off, span};
+            }
         } else {
             size_t i = rnd() % n;
             if (m[i].live) {
