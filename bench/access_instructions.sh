@@ -14,7 +14,7 @@ build=${1:?usage: access_instructions.sh BUILD_DIR}
 here=$(dirname "$0")
 prog="$build/bench/bench_access"
 n=${ACCESS_INSTRUCTIONS_N:-200000}
-value() { sh "$here/callgrind_delta.sh" x "$1" "$prog" --callgrind-kernel "$2" | awk '{ print $2 }'; }
+value() { sh "$here/callgrind_delta.sh" --value "$1" "$prog" --callgrind-kernel "$2"; }
 probe=$(value "$n" probe)
 call=$(value "$n" probe_call)
 raw=$(value "$n" raw)

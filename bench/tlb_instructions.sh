@@ -30,7 +30,7 @@ build=${1:?usage: tlb_instructions.sh BUILD_DIR}
 here=$(dirname "$0")
 prog="$build/bench/bench_tlb"
 n=${TLB_INSTRUCTIONS_N:-200000}
-value() { sh "$here/callgrind_delta.sh" x "$1" "$prog" --callgrind-kernel "$2" | awk '{ print $2 }'; }
+value() { sh "$here/callgrind_delta.sh" --value "$1" "$prog" --callgrind-kernel "$2"; }
 raw=$(value "$n" raw)
 lookup=$(value "$n" hit)
 probe=$(value "$n" probe)
