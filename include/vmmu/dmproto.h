@@ -39,7 +39,7 @@ extern "C" {
 /** "vmmudm01": first 8 bytes of the shared page. */
 #define VMMU_DM_PROTO_MAGIC 0x31306d64756d6d76ull
 /** Protocol version; a client refuses any other. */
-#define VMMU_DM_PROTO_VERSION 2u
+#define VMMU_DM_PROTO_VERSION 3u /* 3: the device dirty bitmap covers 16 TiB */
 
 /** Slot states (struct vmmu_dm_slot::state). */
 enum vmmu_dm_slot_state {
