@@ -144,10 +144,10 @@
  * synchronous request does not stand for earlier asynchronous ones to the
  * same target, and host changes drop nothing the guest tables made stale
  * (nor load PDPTE registers).  (Outside IA-32e paging INVPCID 0 gets
- * 32-bit addresses only: the SDM uses all 64 bits of the descriptor's
- * address even outside 64-bit mode, where vmmu drops the page of its low
- * 32 bits, which can only drop more.)  Merging is checked where it is
- * certain: requests posted to an offline vCPU that add up to more than 8
+ * 32-bit addresses only; vmmu takes the descriptor's whole address there,
+ * as the SDM says, and test_tlb_rules checks one above 4 GiB.)  Merging
+ * is checked where it is certain: requests posted to an offline vCPU that
+ * add up to more than 8
  * PCIDs or 16 pages must make it flush everything when it comes online
  * (vmmu_tlb_stats::flush_all).
  *
