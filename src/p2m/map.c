@@ -242,6 +242,10 @@ static void memfd_give_back(struct vmmu_vm *vm, uint64_t off, uint64_t len)
         f[i].off = off;
         f[i].len += len;
     } else {
+        if (off + len == vm->memfd_next) {
+            vm->memfd_next = off; /* the top span: nothing to list */
+            return;
+        }
         if (vm->memfd_nfree == vm->memfd_capfree) {
             unsigned cap = vm->memfd_capfree ? 2 * vm->memfd_capfree : 8;
             struct vmmu_memfd_span *g = vmmu__realloc(f, cap * sizeof(*g));

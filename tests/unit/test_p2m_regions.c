@@ -365,6 +365,44 @@ static void a_removed_regions_memfd_span_is_reused_first_fit(void **state)
     (void)oc;
 }
 
+/* Out of memory for the list of free spans, a removed region's span is
+ * just not reused: the removal succeeds, and the next region goes above.
+ * (The list's allocation is the removal's last: counted on a first vm,
+ * made to fail on a second.) */
+static void a_span_that_cannot_be_listed_is_not_reused(void **state)
+{
+    (void)state;
+    unsigned long n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        struct vmmu_vm *vm;
+        assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+        uint32_t a = add_ram(vm, 0, 2 * MiB);
+        uint32_t b = add_ram(vm, 1 * GiB, 2 * MiB);
+        assert_int_equal(memfd_offset_of(vm, b), 2 * MiB);
+        vmmu__alloc_fail_nth(pass ? n : 0);
+        int rc = vmmu_region_remove(vm, a);
+        if (!pass)
+            n = vmmu__alloc_count();
+        bool failed = vmmu__alloc_failed();
+        vmmu__alloc_disarm();
+        assert_int_equal(rc, 0);
+        assert_true(n > 0);
+        assert_true(failed == (pass == 1));
+        uint32_t c = add_ram(vm, 2 * GiB, 2 * MiB);
+        /* Pass 0 reuses A's span; pass 1 could not list it. */
+        assert_int_equal(memfd_offset_of(vm, c), pass ? 4 * MiB : 0);
+        uint64_t v = 0x77, back = 0;
+        assert_int_equal(vmmu_gpa_write(vm, 2 * GiB + 8, &v, 8, 0, NULL), 0);
+        assert_int_equal(vmmu_gpa_read(vm, 2 * GiB + 8, &back, 8, 0, NULL), 0);
+        assert_int_equal(back, v);
+        /* Later removals are listed again: B's span goes to the next one. */
+        assert_int_equal(vmmu_region_remove(vm, b), 0);
+        uint32_t d = add_ram(vm, 3 * GiB, 2 * MiB);
+        assert_int_equal(memfd_offset_of(vm, d), 2 * MiB);
+        vmmu_vm_destroy(vm);
+    }
+}
+
 /* The memfd holds what the device dirty bitmap covers (16 TiB) and no
  * more: a region that would reach past it is refused with VMMU_ENOMEM and
  * changes nothing; once space is given back it fits.  (With the limit
@@ -896,6 +934,7 @@ int main(void)
                                         setup_vm, teardown_vm),
         cmocka_unit_test_setup_teardown(the_memfd_holds_what_the_device_dirty_bitmap_covers,
                                         setup_vm, teardown_vm),
+        cmocka_unit_test(a_span_that_cannot_be_listed_is_not_reused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
