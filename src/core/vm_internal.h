@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "p2m/p2m_internal.h"
 #include "vmmu/vm.h"
@@ -58,6 +59,10 @@ struct vmmu_vm {
  * covers (VMMU_DM_DIRTY_PAGES pages).  Tests lower it to reach the limit
  * without mapping 16 TiB; set it only while no region is being added. */
 extern uint64_t vmmu__memfd_limit;
+/* How a removed region's pages are punched out of the memfd: fallocate(),
+ * unless a test makes it fail (nothing else does deterministically).  Set
+ * it only while no region is being removed. */
+extern int (*vmmu__memfd_fallocate)(int fd, int mode, off_t offset, off_t len);
 
 struct vmmu_dev_dirty {
     int fd;

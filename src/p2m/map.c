@@ -266,6 +266,7 @@ static void memfd_give_back(struct vmmu_vm *vm, uint64_t off, uint64_t len)
 }
 
 uint64_t vmmu__memfd_limit = VMMU_DM_DIRTY_PAGES << VMMU_PAGE_SHIFT;
+int (*vmmu__memfd_fallocate)(int fd, int mode, off_t offset, off_t len) = fallocate;
 
 /* A span of @len bytes (granules) of the memfd: the first free one that
  * fits, else from the top.  VMMU_ENOMEM past what the device dirty bitmap
@@ -297,6 +298,7 @@ static int memfd_take(struct vmmu_vm *vm, uint64_t len, uint64_t *off)
     return 0;
 }
 
+/* Map @bytes of fresh, zero-filled, lazily backed memory from the memfd. */
 static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint64_t *offset)
 {
     if (vm->memfd < 0) {
@@ -330,11 +332,14 @@ static void region_release(struct vmmu_vm *vm, struct vmmu_region *r)
         /* Give the pages back to the host now rather than at vm teardown,
          * and the span to the next region, with no device dirty bit of
          * this one left (every device model has dropped its mappings:
-         * the reclaim before this waited for them). */
-        fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                  (off_t)r->memfd_offset, (off_t)bytes);
+         * the reclaim before this waited for them).  A span whose pages
+         * could not be punched out still holds this region's bytes: it
+         * is not reused, so no region ever starts with another's data. */
+        int punched = vmmu__memfd_fallocate(vm->memfd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                                            (off_t)r->memfd_offset, (off_t)bytes);
         (void)vmmu__dev_dirty_take(vm, r, NULL);
-        memfd_give_back(vm, r->memfd_offset, memfd_span_of(bytes));
+        if (punched == 0)
+            memfd_give_back(vm, r->memfd_offset, memfd_span_of(bytes));
     }
     free(r);
 }
@@ -445,8 +450,6 @@ static int validate_desc(const struct vmmu_vm *vm, const struct vmmu_region_desc
         return VMMU_ERANGE;
     return 0;
 }
-
-/* Map @bytes of fresh, zero-filled, lazily backed memory from the memfd. */
 
 static int region_build(struct vmmu_vm *vm, const struct vmmu_region_desc *d,
                         struct vmmu_region **out)

@@ -1,6 +1,7 @@
 /* The guest-physical map: adding, removing, finding and describing regions,
  * lookups over many layouts, and every way a region can be refused. */
 #include <errno.h>
+#include <fcntl.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -401,6 +402,34 @@ static void a_span_that_cannot_be_listed_is_not_reused(void **state)
         assert_int_equal(memfd_offset_of(vm, d), 2 * MiB);
         vmmu_vm_destroy(vm);
     }
+}
+
+static int punch_fails(int fd, int mode, off_t offset, off_t len)
+{
+    (void)fd, (void)mode, (void)offset, (void)len;
+    errno = EOPNOTSUPP;
+    return -1;
+}
+
+/* A removed region whose pages could not be punched out of the memfd
+ * still holds its bytes there: its span is not reused, so the next region
+ * starts zeroed, above it. */
+static void a_span_that_could_not_be_punched_is_not_reused(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint32_t a = add_ram(vm, 0, 2 * MiB);
+    (void)add_ram(vm, 1 * GiB, 2 * MiB);
+    assert_int_equal(vmmu_gpa_write(vm, 4096, "secret", 6, 0, NULL), 0);
+    vmmu__memfd_fallocate = punch_fails;
+    int rc = vmmu_region_remove(vm, a);
+    vmmu__memfd_fallocate = fallocate;
+    assert_int_equal(rc, 0);
+    uint32_t c = add_ram(vm, 2 * GiB, 2 * MiB);
+    assert_int_equal(memfd_offset_of(vm, c), 4 * MiB);
+    char back[6];
+    static const char zeros[6];
+    assert_int_equal(vmmu_gpa_read(vm, 2 * GiB + 4096, back, 6, 0, NULL), 0);
+    assert_memory_equal(back, zeros, 6);
 }
 
 /* The memfd holds what the device dirty bitmap covers (16 TiB) and no
@@ -935,6 +964,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(the_memfd_holds_what_the_device_dirty_bitmap_covers,
                                         setup_vm, teardown_vm),
         cmocka_unit_test(a_span_that_cannot_be_listed_is_not_reused),
+        cmocka_unit_test_setup_teardown(a_span_that_could_not_be_punched_is_not_reused,
+                                        setup_vm, teardown_vm),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
