@@ -144,7 +144,12 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id);
  * vmmu_pager_stats(), vmmu_pager_destroy() included, vmmu_dm_create(),
  * vmmu_dm_destroy(), vmmu_dm_server_destroy()).  @p fn may wait for the
  * vCPUs (vmmu_shootdown_sync(), a page-state change that flushes them):
- * vCPU threads wait for the map's lock offline.
+ * vCPU threads wait for the map's lock offline.  On a vCPU thread, the
+ * vCPU does not park for another vCPU's split lock while @p fn runs (the
+ * split lock may need the map's lock to page its bytes in); it parks, if
+ * one is under way, after the last call of @p fn, before this returns.
+ * So @p fn is host work: guest accesses it made through that vCPU would
+ * not be atomic against split locks.
  * @return 0 after visiting all, @p fn's non-zero value, or VMMU_EINVAL.
  */
 int vmmu_region_foreach(const struct vmmu_vm *vm,

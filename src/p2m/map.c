@@ -719,6 +719,7 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
     }
     atomic_store(&mvm->in_foreach, 0);
     pthread_mutex_unlock(&mvm->lock);
+    vmmu__sync_foreach_end(mvm);
     return ret;
 }
 

@@ -497,11 +497,20 @@ int vmmu_vcpu_id(const struct vmmu_vcpu *v)
 }
 
 /* Whether an exclusive section of another vCPU (or of a thread without
- * one) runs, so @v must not. */
+ * one) runs, so @v must not.  Never on a thread inside a
+ * vmmu_region_foreach() callback: it holds the map's lock, which the
+ * section's code may need (a page-in), so parking there would make the
+ * two wait for each other.  It parks at its first safe point after the
+ * callbacks instead, when vmmu_region_foreach() has released the lock
+ * (vmmu__sync_foreach_end(); the section's owner waits for that as for
+ * any online vCPU; one that began while the thread was offline inside a
+ * callback runs beside the rest of it, which is host work, not guest
+ * code). */
 static bool must_park(const struct vmmu_vcpu *v)
 {
     struct vmmu_sync *sy = v->vm->sync;
-    return atomic_load(&sy->excl_on) && atomic_load(&sy->excl_owner) != v->sync->id;
+    return atomic_load(&sy->excl_on) && atomic_load(&sy->excl_owner) != v->sync->id &&
+           !vmmu__vm_in_foreach(v->vm);
 }
 
 static void go_offline(struct vmmu_vcpu *v);
@@ -551,6 +560,13 @@ void vmmu__sync_process(struct vmmu_vcpu *v)
         park(v);
         process_once(v);
     }
+}
+
+void vmmu__sync_foreach_end(struct vmmu_vm *vm)
+{
+    struct vmmu_vcpu *v = tls_vcpu;
+    if (v && v->vm == vm && must_park(v))
+        vmmu__sync_process(v);
 }
 
 static void go_online(struct vmmu_vcpu *v)

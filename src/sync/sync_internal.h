@@ -266,6 +266,11 @@ void vmmu__sync_grace_period(void);
  * would then cache what it read before them (docs/sync.md). */
 void vmmu__sync_map_lock(struct vmmu_vm *vm);
 
+/* vmmu_region_foreach() on this thread has released the map's lock: if
+ * the thread's vCPU is one of @vm's and an exclusive section runs, park it
+ * now (it did not inside the callbacks, see must_park() in sync.c). */
+void vmmu__sync_foreach_end(struct vmmu_vm *vm);
+
 /* Post @p to every live vCPU in @targets (NULL: all) except @self and, if
  * @wait, return when each has acted or gone offline. */
 void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vmmu_cpuset *targets,

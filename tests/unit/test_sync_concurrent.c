@@ -688,6 +688,98 @@ static void a_vcpu_never_parks_holding_the_change_lock(void **state)
     sync_env_fini(&s);
 }
 
+/* A vCPU thread inside a vmmu_region_foreach() callback holds the map's
+ * lock, so it never parks for another vCPU's exclusive section there: the
+ * section's code may need that lock (a split lock whose page must be paged
+ * in), and the two would wait for each other.  Here the callback's
+ * page-state change waits offline for the change lock while vCPU b's
+ * section begins; once the lock is free, vCPU a comes back online inside
+ * the callback (it used to park there) and the section asks for the map's
+ * lock.  vCPU a parks instead when vmmu_region_foreach() has released
+ * the lock, before it returns.  (The alarm turns the deadlock into a
+ * failure.) */
+struct foreach_park {
+    struct sync_env *s;
+    struct vmmu_vcpu *a, *b;
+    atomic_int in_callback, in_section, released, section_has_lock, a_done;
+    int change_rc;
+};
+
+static int change_state_inside(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct foreach_park *f = arg;
+    atomic_store(&f->in_callback, 1);
+    struct vmmu_gpa_range one = {DATA_GPA, 4096};
+    /* The change lock is held by the test's main thread: waits offline. */
+    f->change_rc = vmmu_page_state_change(f->s->env.vm, &one, 1, VMMU_PAGE_CODE, 0);
+    return 1;
+}
+
+static void *foreach_vcpu_main(void *arg)
+{
+    struct foreach_park *f = arg;
+    assert_int_equal(vmmu_vcpu_online(f->a), 0);
+    assert_int_equal(vmmu_region_foreach(f->s->env.vm, change_state_inside, f), 1);
+    /* Parked once the lock was released, until the section ended (it took
+     * the map's lock by then). */
+    assert_int_equal(atomic_load(&f->section_has_lock), 1);
+    assert_int_equal(vmmu_vcpu_safepoint(f->a), 0);
+    assert_int_equal(vmmu_vcpu_offline(f->a), 0);
+    atomic_store(&f->a_done, 1);
+    return NULL;
+}
+
+static void *foreach_section_main(void *arg)
+{
+    struct foreach_park *f = arg;
+    struct vmmu_vm *vm = f->s->env.vm;
+    assert_int_equal(vmmu_vcpu_online(f->b), 0);
+    while (!atomic_load(&f->in_callback)) {
+        assert_int_equal(vmmu_vcpu_safepoint(f->b), 0);
+        sched_yield();
+    }
+    vmmu__sync_exclusive_begin(vm); /* vCPU a is offline, in the lock wait */
+    atomic_store(&f->in_section, 1);
+    while (!atomic_load(&f->released))
+        sched_yield();
+    /* Time for vCPU a to take the change lock and come back online inside
+     * the callback. */
+    struct timespec ms50 = {0, 50 * 1000 * 1000};
+    nanosleep(&ms50, NULL);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(vm, f->s->data_id, &info), 0); /* the map's lock */
+    atomic_store(&f->section_has_lock, 1);
+    vmmu__sync_exclusive_end(vm);
+    assert_int_equal(vmmu_vcpu_offline(f->b), 0);
+    return NULL;
+}
+
+static void a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct foreach_park f = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s), .change_rc = -1};
+    vmmu__sync_change_lock(s.env.vm); /* not a vCPU thread */
+    pthread_t ta, tb;
+    alarm(60);
+    assert_int_equal(pthread_create(&ta, NULL, foreach_vcpu_main, &f), 0);
+    assert_int_equal(pthread_create(&tb, NULL, foreach_section_main, &f), 0);
+    while (!atomic_load(&f.in_section))
+        sched_yield();
+    vmmu__sync_change_unlock(s.env.vm);
+    atomic_store(&f.released, 1);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    alarm(0);
+    assert_int_equal(f.change_rc, 0);
+    assert_int_equal(atomic_load(&f.a_done), 1);
+    vmmu_vcpu_destroy(f.a);
+    vmmu_vcpu_destroy(f.b);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -700,6 +792,7 @@ int main(void)
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
         cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
+        cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
