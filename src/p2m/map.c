@@ -709,6 +709,7 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
     if (writer_reentered(mvm))
         return VMMU_EBUSY;
     vmmu__sync_map_lock(mvm);
+    vmmu__sync_locked();
     atomic_store(&mvm->foreach_owner, pthread_self());
     atomic_store(&mvm->in_foreach, 1);
     int ret = 0;
@@ -719,7 +720,7 @@ int vmmu_region_foreach(const struct vmmu_vm *vm,
     }
     atomic_store(&mvm->in_foreach, 0);
     pthread_mutex_unlock(&mvm->lock);
-    vmmu__sync_foreach_end(mvm);
+    vmmu__sync_unlocked();
     return ret;
 }
 

@@ -496,21 +496,26 @@ int vmmu_vcpu_id(const struct vmmu_vcpu *v)
     return v && v->sync ? v->sync->id : VMMU_EINVAL;
 }
 
+/* How many of vmmu's locks this thread holds that a section's code may
+ * need (the change lock, the map's lock across vmmu_region_foreach()'s
+ * callbacks): while it holds one, its vCPU does not park (see must_park()). */
+static _Thread_local unsigned tls_locks;
+
 /* Whether an exclusive section of another vCPU (or of a thread without
- * one) runs, so @v must not.  Never on a thread inside a
- * vmmu_region_foreach() callback: it holds the map's lock, which the
- * section's code may need (a page-in), so parking there would make the
- * two wait for each other.  It parks at its first safe point after the
- * callbacks instead, when vmmu_region_foreach() has released the lock
- * (vmmu__sync_foreach_end(); the section's owner waits for that as for
- * any online vCPU; one that began while the thread was offline inside a
- * callback runs beside the rest of it, which is host work, not guest
- * code). */
+ * one) runs, so @v must not.  Never while the thread holds one of vmmu's
+ * locks: the section's code may need it (a page-in handler that changes
+ * page states, a page-in that waits for the map's lock), and the two
+ * would wait for each other.  Such a thread comes online without parking
+ * (after waiting offline, say, for a vCPU while it holds the lock) and
+ * parks when it releases its last lock (vmmu__sync_unlocked()).  The
+ * section's owner waits for that as for any online vCPU; a section that
+ * began while the thread waited offline runs beside it until then, which
+ * is host work inside vmmu or a foreach callback, not guest code. */
 static bool must_park(const struct vmmu_vcpu *v)
 {
     struct vmmu_sync *sy = v->vm->sync;
     return atomic_load(&sy->excl_on) && atomic_load(&sy->excl_owner) != v->sync->id &&
-           !vmmu__vm_in_foreach(v->vm);
+           tls_locks == 0;
 }
 
 static void go_offline(struct vmmu_vcpu *v);
@@ -562,10 +567,15 @@ void vmmu__sync_process(struct vmmu_vcpu *v)
     }
 }
 
-void vmmu__sync_foreach_end(struct vmmu_vm *vm)
+void vmmu__sync_locked(void)
+{
+    tls_locks++;
+}
+
+void vmmu__sync_unlocked(void)
 {
     struct vmmu_vcpu *v = tls_vcpu;
-    if (v && v->vm == vm && must_park(v))
+    if (--tls_locks == 0 && v && must_park(v))
         vmmu__sync_process(v);
 }
 
@@ -715,11 +725,13 @@ void vmmu__sync_change_lock(struct vmmu_vm *vm)
         pthread_mutex_unlock(&vm->sync->change_lock);
         vmmu__sync_block_end(v);
     }
+    vmmu__sync_locked();
 }
 
 void vmmu__sync_change_unlock(struct vmmu_vm *vm)
 {
     pthread_mutex_unlock(&vm->sync->change_lock);
+    vmmu__sync_unlocked();
 }
 
 void vmmu__sync_grace_period(void)

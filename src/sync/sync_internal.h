@@ -246,7 +246,10 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm);
 
 /* Lock the change lock without deadlocking against a vCPU this thread
  * runs: a vCPU thread waits for it offline and comes back online (which
- * may park it) only without it, as vmmu__sync_map_lock() does. */
+ * may park it) only without it, as vmmu__sync_map_lock() does; while it
+ * holds it, its vCPU does not park, and the unlock parks it if a section
+ * runs (vmmu__sync_locked()).  Lock and unlock only where the thread may
+ * go offline. */
 void vmmu__sync_change_lock(struct vmmu_vm *vm);
 void vmmu__sync_change_unlock(struct vmmu_vm *vm);
 
@@ -266,10 +269,15 @@ void vmmu__sync_grace_period(void);
  * would then cache what it read before them (docs/sync.md). */
 void vmmu__sync_map_lock(struct vmmu_vm *vm);
 
-/* vmmu_region_foreach() on this thread has released the map's lock: if
- * the thread's vCPU is one of @vm's and an exclusive section runs, park it
- * now (it did not inside the callbacks, see must_park() in sync.c). */
-void vmmu__sync_foreach_end(struct vmmu_vm *vm);
+/* The calling thread took (vmmu__sync_locked()) or released
+ * (vmmu__sync_unlocked()) a lock of vmmu's that an exclusive section's
+ * code may need: the change lock, or the map's lock for the callbacks of
+ * vmmu_region_foreach().  While it holds one, its vCPU does not park for
+ * an exclusive section; releasing the last parks it if one runs (so call
+ * that only where the thread may go offline: between instructions, or in
+ * a wait of an access that looks things up again afterwards). */
+void vmmu__sync_locked(void);
+void vmmu__sync_unlocked(void);
 
 /* Post @p to every live vCPU in @targets (NULL: all) except @self and, if
  * @wait, return when each has acted or gone offline. */

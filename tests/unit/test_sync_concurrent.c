@@ -20,6 +20,7 @@
 
 #include "core/vm_internal.h"
 #include "sync/sync_internal.h"
+#include "tlb/tlb_internal.h"
 #include "test_sync_env.h"
 #include "vmmu/vmmu.h"
 
@@ -780,6 +781,100 @@ static void a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock
     sync_env_fini(&s);
 }
 
+/* A vCPU thread that holds the change lock (in a page-state change) and
+ * waits offline for another vCPU's acknowledgement does not park for an
+ * exclusive section that began meanwhile when it comes back online: the
+ * section's code may take the change lock (a page-in handler that changes
+ * page states).  It parks when it releases the lock instead.  Here vCPU a's
+ * change waits for vCPU c, which is busy for 300 ms; vCPU b's section
+ * begins while a waits (c parks for it once it has acknowledged a's flush)
+ * and then makes a page-state change of its own.  (The alarm turns the
+ * deadlock into a failure.) */
+struct holder_park {
+    struct sync_env *s;
+    struct vmmu_vcpu *a, *b, *c;
+    atomic_int c_online, a_calling, in_section, b_changed;
+    int a_rc, b_rc, b_changed_when_a_returned;
+};
+
+static void *holder_busy_main(void *arg)
+{
+    struct holder_park *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->c), 0);
+    atomic_store(&h->c_online, 1);
+    struct timespec ms300 = {0, 300 * 1000 * 1000};
+    nanosleep(&ms300, NULL); /* no safe point meanwhile */
+    assert_int_equal(vmmu_vcpu_safepoint(h->c), 0); /* acknowledges, then parks */
+    assert_int_equal(vmmu_vcpu_offline(h->c), 0);
+    return NULL;
+}
+
+static void *holder_main(void *arg)
+{
+    struct holder_park *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->a), 0);
+    while (!atomic_load(&h->c_online))
+        sched_yield();
+    atomic_store(&h->a_calling, 1);
+    struct vmmu_gpa_range one = {DATA_GPA, 4096};
+    h->a_rc = vmmu_page_state_change(h->s->env.vm, &one, 1, VMMU_PAGE_CODE, 0);
+    /* Parked at the unlock until the section ended. */
+    h->b_changed_when_a_returned = atomic_load(&h->b_changed);
+    assert_int_equal(vmmu_vcpu_offline(h->a), 0);
+    return NULL;
+}
+
+static void *holder_section_main(void *arg)
+{
+    struct holder_park *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->b), 0);
+    /* Until vCPU a is offline in its wait for c (holding the change lock). */
+    while (!atomic_load(&h->a_calling) ||
+           atomic_load(&h->a->sync->state) == SYNC_ONLINE) {
+        assert_int_equal(vmmu_vcpu_safepoint(h->b), 0);
+        sched_yield();
+    }
+    vmmu__sync_exclusive_begin(h->s->env.vm); /* waits for c to park */
+    atomic_store(&h->in_section, 1);
+    struct vmmu_gpa_range one = {DATA_GPA + 4096, 4096};
+    h->b_rc = vmmu_page_state_change(h->s->env.vm, &one, 1, VMMU_PAGE_CODE, 0);
+    atomic_store(&h->b_changed, 1);
+    vmmu__sync_exclusive_end(h->s->env.vm);
+    assert_int_equal(vmmu_vcpu_offline(h->b), 0);
+    return NULL;
+}
+
+static void a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct holder_park h = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s), .c = sync_vcpu(&s),
+                            .a_rc = -1, .b_rc = -1};
+    pthread_t ta, tb, tc;
+    alarm(60);
+    assert_int_equal(pthread_create(&tc, NULL, holder_busy_main, &h), 0);
+    assert_int_equal(pthread_create(&ta, NULL, holder_main, &h), 0);
+    assert_int_equal(pthread_create(&tb, NULL, holder_section_main, &h), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tc, NULL), 0);
+    alarm(0);
+    assert_int_equal(h.a_rc, 0);
+    assert_int_equal(h.b_rc, 0);
+    assert_int_equal(atomic_load(&h.in_section), 1);
+    assert_int_equal(h.b_changed_when_a_returned, 1);
+    uint32_t st;
+    assert_int_equal(vmmu_page_state_get(s.env.vm, DATA_GPA, &st), 0);
+    assert_true(st & VMMU_PAGE_CODE);
+    assert_int_equal(vmmu_page_state_get(s.env.vm, DATA_GPA + 4096, &st), 0);
+    assert_true(st & VMMU_PAGE_CODE);
+    vmmu_vcpu_destroy(h.a);
+    vmmu_vcpu_destroy(h.b);
+    vmmu_vcpu_destroy(h.c);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -793,6 +888,7 @@ int main(void)
         cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
+        cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
