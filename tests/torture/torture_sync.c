@@ -10,7 +10,9 @@
  * asynchronously.  A host thread meanwhile, in paranoid mode, pages out
  * and in random data and page-table pages, balloons pages out and back,
  * replaces whole data regions (a remap to fresh memory) and runs the
- * resident-set policy.  A device model (the client library, on its own
+ * resident-set policy; the editors also page out, change page states and
+ * shoot down from inside a vmmu_region_foreach() callback now and then,
+ * as host work on a vCPU thread.  A device model (the client library, on its own
  * thread, served by an out-of-process-style server over a socketpair)
  * meanwhile writes and reads back tokens through its mapcache in pages of
  * its own, which the host pages out and in too: it must acknowledge the
@@ -84,6 +86,11 @@ static struct {
     atomic_int stop;
     atomic_ulong reads, writes, stale, errors, remaps_sync, remaps_async, fill_retries;
     atomic_ulong pageouts, pageins, balloons, replaces, balances;
+    atomic_ulong vcpu_pageouts, vcpu_state_changes, vcpu_foreach_shootdowns;
+    /* Held by the host thread while it writes identities through host
+     * pointers, and by an editor's page-out, which would take such a
+     * page away in the middle (PROT_NONE: the host thread would crash). */
+    pthread_mutex_t identity_lock;
     /* the device model */
     struct vmmu_dm *dm;
     struct vmmu_dmc *dmc;
@@ -475,6 +482,49 @@ static void remap(struct vcpu_thread *t)
     }
 }
 
+/* A foreach callback on a vCPU thread: a synchronous shootdown of
+ * everything, under the map's lock. */
+static int shoot_inside_foreach(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct vcpu_thread *t = arg;
+    struct vmmu_flush f = {.type = VMMU_FLUSH_ALL};
+    if (vmmu_shootdown_sync(T.vm, t->v, NULL, &f))
+        note_error(__LINE__);
+    return 1;
+}
+
+/* Host work on a vCPU thread, between instructions, as a guest's
+ * hypercall would ask for it: a page-out (a balloon driver), a page-state
+ * change that flushes every vCPU, or a shootdown from inside a foreach
+ * callback.  Each holds one of vmmu's locks while it waits for the other
+ * vCPUs, so none may park for a split lock until it releases it. */
+static void host_work(struct vcpu_thread *t)
+{
+    struct vmmu_gpa_range r = {data_gpa((unsigned)(rnd(&t->rng) % DPAGES)), 4096};
+    switch (rnd(&t->rng) % 3) {
+    case 0:
+        /* Not waiting for the lock online: its holder may wait for us. */
+        if (pthread_mutex_trylock(&T.identity_lock) != 0)
+            break;
+        if (vmmu_pager_page_out(T.pager, &r, 1))
+            note_error(__LINE__);
+        pthread_mutex_unlock(&T.identity_lock);
+        atomic_fetch_add(&T.vcpu_pageouts, 1);
+        break;
+    case 1:
+        if (vmmu_page_state_change(T.vm, &r, 1, 0, VMMU_PAGE_DIRTY))
+            note_error(__LINE__);
+        atomic_fetch_add(&T.vcpu_state_changes, 1);
+        break;
+    default:
+        if (vmmu_region_foreach(T.vm, shoot_inside_foreach, t) != 1)
+            note_error(__LINE__);
+        atomic_fetch_add(&T.vcpu_foreach_shootdowns, 1);
+        break;
+    }
+}
+
 static void *vcpu_main(void *arg)
 {
     struct vcpu_thread *t = arg;
@@ -490,6 +540,8 @@ static void *vcpu_main(void *arg)
             remap(t);
         if (editor && (rnd(&t->rng) & 63) == 0)
             settle(t);
+        if (editor && (rnd(&t->rng) & 63) == 0)
+            host_work(t);
         if ((rnd(&t->rng) & 255) == 0) {
             /* halt for a moment: offline, not woken by requests */
             vmmu_vcpu_offline(t->v);
@@ -531,9 +583,11 @@ static void host_step(uint64_t *s)
         unsigned page = (unsigned)(rnd(s) % DPAGES);
         r[0] = (struct vmmu_gpa_range){data_gpa(page), 4096};
         atomic_fetch_add(&T.flux[page], 1);
+        pthread_mutex_lock(&T.identity_lock);
         if (vmmu_pager_balloon_out(T.pager, r, 1) || vmmu_pager_balloon_in(T.pager, r, 1))
             note_error(__LINE__);
         write_identity(page);
+        pthread_mutex_unlock(&T.identity_lock);
         atomic_fetch_sub(&T.flux[page], 1);
         atomic_fetch_add(&T.balloons, 1);
     } else if (op < 14) { /* remap a whole data region to fresh memory */
@@ -542,10 +596,12 @@ static void host_step(uint64_t *s)
             atomic_fetch_add(&T.flux[reg * REGION_PAGES + p], 1);
         struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = DATA_GPA + reg * REGION_STRIDE,
                                      .size = REGION_PAGES * 4096, .name = "data"};
+        pthread_mutex_lock(&T.identity_lock);
         if (vmmu_region_replace(T.vm, T.region_id[reg], &d, &T.region_id[reg]))
             note_error(__LINE__);
         for (unsigned p = 0; p < REGION_PAGES; p++)
             write_identity(reg * REGION_PAGES + p);
+        pthread_mutex_unlock(&T.identity_lock);
         for (unsigned p = 0; p < REGION_PAGES; p++)
             atomic_fetch_sub(&T.flux[reg * REGION_PAGES + p], 1);
         atomic_fetch_add(&T.replaces, 1);
@@ -590,6 +646,7 @@ static unsigned verify_all(void)
 
 int main(int argc, char **argv)
 {
+    pthread_mutex_init(&T.identity_lock, NULL);
     T.vcpus = 3;
     T.editors = 2;
     T.seconds = 2;
@@ -677,6 +734,10 @@ int main(int argc, char **argv)
            "(fills that raced a page-out and were retried: %lu)\n",
            atomic_load(&T.stale), atomic_load(&T.errors), bad, atomic_load(&T.dma_bad), dma_lost,
            atomic_load(&T.fill_retries));
+    printf("torture: from vCPU threads: %lu page-outs, %lu page-state changes, %lu shootdowns "
+           "inside a foreach callback\n",
+           atomic_load(&T.vcpu_pageouts), atomic_load(&T.vcpu_state_changes),
+           atomic_load(&T.vcpu_foreach_shootdowns));
     printf("torture: locked adds %lu (%lu split across pages), counter %u%s\n",
            atomic_load(&T.lock_adds), atomic_load(&T.split_adds), lock_high,
            lock_ok ? "" : " WRONG (adds lost, or bytes outside the counter changed)");
