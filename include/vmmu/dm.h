@@ -246,7 +246,8 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms);
  * for vmmu_dm_invalidate_async(), vmmu_dm_invalidate_wait() and the
  * safe-point wait, and for region removal and page-outs, which
  * invalidate this way.
- * @return 0; VMMU_EINVAL.
+ * @return 0; VMMU_EINVAL; VMMU_EBUSY (from a page-in handler serving a
+ *         device model, which would wait for itself: see vmmu_pagein_fn).
  */
 int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size);
 
@@ -254,13 +255,14 @@ int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size);
  * Post the invalidation and return at once; every vCPU is marked so that
  * vmmu_dm_vcpu_safe_point() holds it until the invalidation completes.
  * @param ticket receives a number for vmmu_dm_invalidate_wait(); may be NULL.
- * @return 0; VMMU_EINVAL.
+ * @return 0; VMMU_EINVAL; VMMU_EBUSY (as vmmu_dm_invalidate()).
  */
 int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *ticket);
 
 /** Wait until the invalidation @p ticket (and every earlier one) completed.
- *  0 or VMMU_EINVAL (NULL, or a ticket vmmu_dm_invalidate_async() has not
- *  handed out yet). */
+ *  0, VMMU_EINVAL (NULL, or a ticket vmmu_dm_invalidate_async() has not
+ *  handed out yet) or VMMU_EBUSY (as vmmu_dm_invalidate(), when it would
+ *  wait). */
 int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket);
 
 /** Slow part of vmmu_dm_vcpu_safe_point(); do not call directly. */

@@ -171,7 +171,8 @@ enum vmmu_dm_msg_type {
  *  the range wraps). */
 #define VMMU_DM_PAGE_IN_BAD 3u
 /** PAGE_IN_DONE status: the pager took the first page again before the
- *  answer was made; ask again. */
+ *  answer was made, or the page-in waited (for the map to settle) and the
+ *  answer would be out of date; ask again. */
 #define VMMU_DM_PAGE_IN_AGAIN 4u
 /** Largest range one PAGE_IN may ask for (the largest mapcache bucket). */
 #define VMMU_DM_PAGE_IN_MAX (16ull << 20)

@@ -99,7 +99,9 @@ struct vmmu_region_desc {
  *         zero size; VMMU_ERANGE (beyond the width); VMMU_EOVERLAP;
  *         VMMU_ELIMIT (too many regions); VMMU_ENOMEM (out of memory, or
  *         the vm's memfd is full: 16 TiB); VMMU_ESYS (memfd or mmap
- *         failed).  On failure the map is unchanged.
+ *         failed); VMMU_EBUSY (from inside vmmu_region_foreach(), or from
+ *         a page-in handler serving a device model: see vmmu_pagein_fn).
+ *         On failure the map is unchanged.
  */
 int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uint32_t *id);
 
@@ -107,7 +109,8 @@ int vmmu_region_add(struct vmmu_vm *vm, const struct vmmu_region_desc *desc, uin
  * Remove a region.  Returns after the region is unpublished and a grace
  * period has passed, so no registered reader still uses it; memory vmmu
  * allocated is then released (its pages in the memfd are freed).
- * @return 0, VMMU_EINVAL (NULL vm), VMMU_ENOENT (no such id).
+ * @return 0, VMMU_EINVAL (NULL vm), VMMU_ENOENT (no such id), VMMU_EBUSY
+ *         (as vmmu_region_add()).
  */
 int vmmu_region_remove(struct vmmu_vm *vm, uint32_t id);
 
@@ -226,6 +229,19 @@ int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages,
  * the caller learns why.  A handler that returns 0 with the page still out
  * is asked again a bounded number of times, then the access fails with
  * VMMU_EPAGEDOUT.
+ *
+ * It runs on the thread that needs the page: a vCPU's (in the middle of a
+ * fill or an access), a host thread's (vmmu_gpa_read() and the like), or
+ * a device model's page-in service thread.  It may wait, and may call
+ * vmmu (vmmu_pager_page_in(), vmmu_page_state_change(), a page-out): a
+ * vCPU thread then waits offline, and the access looks the page up again
+ * afterwards, from the start, since a grace period may have passed.
+ * While it serves a device model, which waits for the answer and
+ * acknowledges no invalidation meanwhile, the calls that would wait for
+ * device models or for a lock whose holder may (region changes,
+ * page-state changes, page-outs and ballooning, the pager's balance and
+ * destroy, dirty logging, device-model invalidations and server changes)
+ * return VMMU_EBUSY instead.
  */
 typedef int (*vmmu_pagein_fn)(void *opaque, struct vmmu_vm *vm, uint64_t gpa);
 

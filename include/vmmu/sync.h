@@ -187,7 +187,11 @@ int vmmu_shootdown_async(struct vmmu_vm *vm, struct vmmu_vcpu *self,
  * own tables at its safe point), every device-model and access-layer
  * consumer dropped its references, and one grace period passed for the
  * whole batch.  Call them from a host thread, or from a vCPU thread at a
- * safe point.  (vmmu_region_remove() in vmmu/p2m.h does the same.)
+ * safe point.  (vmmu_region_remove() in vmmu/p2m.h does the same.)  A vCPU
+ * thread that holds one of vmmu's locks while they wait (the change lock
+ * of a page-state change or a page-out, the map's lock of a
+ * vmmu_region_foreach() callback) does not park for another vCPU's split
+ * lock until it has released it.
  */
 
 /**
@@ -212,7 +216,9 @@ int vmmu_region_replace(struct vmmu_vm *vm, uint32_t id, const struct vmmu_regio
  * VMMU_PAGE_DIRTY is cleared must be marked again at the next write).
  * One synchronous flush for the batch; nothing is freed, so no grace
  * period is needed.  Every page must be RAM or ROM, else nothing changes.
- * @return 0; VMMU_EINVAL; VMMU_EALIGN; VMMU_EHOLE; VMMU_ERANGE.
+ * @return 0; VMMU_EINVAL; VMMU_EALIGN; VMMU_EHOLE; VMMU_ERANGE;
+ *         VMMU_EBUSY (from a page-in handler serving a device model: see
+ *         vmmu_pagein_fn in vmmu/p2m.h).
  */
 int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, size_t n,
                            uint32_t set, uint32_t clear);

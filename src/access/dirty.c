@@ -41,8 +41,8 @@
 /* The RAM region @id, with vm->lock held on success (so it stays). */
 static int region_lock(struct vmmu_vm *vm, uint32_t id, struct vmmu_region **out)
 {
-    if (vmmu__vm_in_foreach(vm))
-        return VMMU_EBUSY; /* the lock is the caller's own */
+    if (vmmu__vm_refuses_changes(vm))
+        return VMMU_EBUSY; /* the lock is the caller's own, or a page-in is under way */
     struct vmmu_region_info info;
     int rc = vmmu_region_info(vm, id, &info);
     if (rc)

@@ -34,10 +34,17 @@ static char grace_token;
 #define tsan_acquire() ((void)0)
 #endif
 
+/* The calling thread's reader: online now, and the read-side sections it
+ * has ended (vmmu__reader_sections()). */
+static _Thread_local bool reader_on __attribute__((tls_model("initial-exec")));
+static _Thread_local uint64_t reader_sections __attribute__((tls_model("initial-exec")));
+
 void vmmu__grace_period(void)
 {
     /* Safe from a registered, online reader too: QSBR's synchronize takes
-     * the caller offline for the wait, so it never waits for itself. */
+     * the caller offline for the wait, so it never waits for itself (and
+     * its read-side section ends there). */
+    reader_sections++;
     urcu_qsbr_synchronize_rcu();
     tsan_acquire();
 }
@@ -45,22 +52,28 @@ void vmmu__grace_period(void)
 void vmmu__reader_register(void)
 {
     urcu_qsbr_register_thread();
+    reader_on = true;
 }
 
 void vmmu__reader_unregister(void)
 {
+    reader_sections++;
+    reader_on = false;
     tsan_release();
     urcu_qsbr_unregister_thread();
 }
 
 void vmmu__reader_quiescent(void)
 {
+    reader_sections++;
     tsan_release();
     urcu_qsbr_quiescent_state();
 }
 
 void vmmu__reader_offline(void)
 {
+    reader_sections++;
+    reader_on = false;
     tsan_release();
     urcu_qsbr_thread_offline();
 }
@@ -68,4 +81,34 @@ void vmmu__reader_offline(void)
 void vmmu__reader_online(void)
 {
     urcu_qsbr_thread_online();
+    reader_on = true;
+}
+
+bool vmmu__reader_is_online(void)
+{
+    return reader_on;
+}
+
+uint64_t vmmu__reader_sections(void)
+{
+    return reader_sections;
+}
+
+/* ---- Device-model page-ins (vmmu__dm_pagein_enter()) ---------------------- */
+
+static _Thread_local unsigned dm_pagein __attribute__((tls_model("initial-exec")));
+
+void vmmu__dm_pagein_enter(void)
+{
+    dm_pagein++;
+}
+
+void vmmu__dm_pagein_leave(void)
+{
+    dm_pagein--;
+}
+
+bool vmmu__in_dm_pagein(void)
+{
+    return dm_pagein != 0;
 }

@@ -87,6 +87,25 @@ static inline bool vmmu__vm_in_foreach(struct vmmu_vm *vm)
            pthread_equal(atomic_load(&vm->foreach_owner), pthread_self());
 }
 
+/* Set (nesting) while the calling thread serves a device model's request
+ * for paged-out memory (dm/pagein.c), page-in handler included: the
+ * device model waits for the answer and acknowledges no invalidation
+ * meanwhile, so whatever waits for device models (an invalidation, a
+ * page-out's or a region change's reclaim), or for the change lock whose
+ * holder may, would wait for the thread itself. */
+void vmmu__dm_pagein_enter(void);
+void vmmu__dm_pagein_leave(void);
+bool vmmu__in_dm_pagein(void);
+
+/* Whether a call on this thread that changes the map or page states, or
+ * waits for device models, must refuse with VMMU_EBUSY: inside a
+ * vmmu_region_foreach() callback (the thread holds the map's lock) or
+ * while it serves a device model's page-in (above). */
+static inline bool vmmu__vm_refuses_changes(struct vmmu_vm *vm)
+{
+    return vmmu__vm_in_foreach(vm) || vmmu__in_dm_pagein();
+}
+
 /* Wait until every registered reader has passed a quiescent state
  * (liburcu QSBR).  The primitive the map uses before freeing what it
  * unpublished; the sync part builds vCPU flushes on the same grace period. */
@@ -101,5 +120,16 @@ void vmmu__reader_unregister(void);
 void vmmu__reader_quiescent(void);
 void vmmu__reader_offline(void);
 void vmmu__reader_online(void);
+
+/* Whether the calling thread is a registered reader that is online now
+ * (what a wait inside vmmu takes offline, see vmmu__sync_block_begin()). */
+bool vmmu__reader_is_online(void);
+
+/* How many read-side sections the calling thread has ended (gone offline,
+ * passed a quiescent state, waited for a grace period).  A caller that
+ * holds something it got from the map across a call that may wait (a
+ * page-in handler) compares this before and after: if it moved, what it
+ * holds may be gone, and it looks it up again. */
+uint64_t vmmu__reader_sections(void);
 
 #endif /* VMMU_VM_INTERNAL_H */

@@ -232,7 +232,7 @@ int vmmu_dm_destroy(struct vmmu_dm *dm)
 {
     if (!dm)
         return 0;
-    if (vmmu__vm_in_foreach(dm->vm))
+    if (vmmu__vm_refuses_changes(dm->vm))
         return VMMU_EBUSY;
     while (dm->nservers)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
@@ -295,8 +295,10 @@ static void server_free(struct vmmu_dm_server *srv)
 
 static int server_attach(struct vmmu_dm *dm, struct vmmu_dm_server *srv)
 {
+    if (vmmu__vm_refuses_changes(dm->vm))
+        return VMMU_EBUSY; /* attaching waits for the device models */
     /* The server list changes under both locks (see inval.c). */
-    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
+    struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     pthread_mutex_lock(&dm->lock);
     if (dm->nservers == dm->cap) {
         unsigned cap = dm->cap ? dm->cap * 2 : 4;
@@ -377,11 +379,11 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     if (!srv)
         return 0;
     struct vmmu_dm *dm = srv->dm;
-    if (vmmu__vm_in_foreach(dm->vm))
+    if (vmmu__vm_refuses_changes(dm->vm))
         return VMMU_EBUSY;
     /* Unroute first: remove its DEVICE regions (each waits a grace period)
      * and drop it from the port table. */
-    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
+    struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     pthread_mutex_lock(&dm->lock);
     struct dm_table *mm = atomic_load(&dm->mmio);
     uint32_t ids[DM_MAX_RANGES];
@@ -548,7 +550,7 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
         until = v->deadline_ns;
     /* Asleep, the calling thread's online vCPU is offline: shootdowns, P2M
      * changes and split locks do not wait for a device model's answer. */
-    struct vmmu_vcpu *blk = NULL;
+    struct vmmu__blocked blk = {0};
     bool asleep = false;
     int rc;
     for (;;) {

@@ -172,8 +172,8 @@ void vmmu__dm_service_stop(struct vmmu_dm_server *srv);
  * a shootdown meanwhile does not wait for the device models too), and
  * comes back online in vmmu__dm_inval_unlock(), after the unlock.
  * Returns what the unlock needs. */
-struct vmmu_vcpu *vmmu__dm_inval_lock(struct vmmu_dm *dm);
-void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu_vcpu *blk);
+struct vmmu__blocked vmmu__dm_inval_lock(struct vmmu_dm *dm);
+void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu__blocked blk);
 
 /* Check socket and pidfd without blocking: VMMU_EDEAD if the peer is gone. */
 int vmmu__dm_peer_gone(struct vmmu_dm_server *srv);

@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "core/vm_internal.h"
 #include "dm/dm_internal.h"
 #include "sync/sync_internal.h"
 
@@ -163,14 +164,14 @@ static bool range_ok(uint64_t gpa, uint64_t size)
     return size && gpa + size > gpa;
 }
 
-struct vmmu_vcpu *vmmu__dm_inval_lock(struct vmmu_dm *dm)
+struct vmmu__blocked vmmu__dm_inval_lock(struct vmmu_dm *dm)
 {
-    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    struct vmmu__blocked blk = vmmu__sync_block_begin();
     pthread_mutex_lock(&dm->inval_lock);
     return blk;
 }
 
-void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu_vcpu *blk)
+void vmmu__dm_inval_unlock(struct vmmu_dm *dm, struct vmmu__blocked blk)
 {
     pthread_mutex_unlock(&dm->inval_lock);
     vmmu__sync_block_end(blk);
@@ -180,7 +181,9 @@ int vmmu_dm_invalidate(struct vmmu_dm *dm, uint64_t gpa, uint64_t size)
 {
     if (!dm || !range_ok(gpa, size))
         return VMMU_EINVAL;
-    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
+    if (vmmu__in_dm_pagein())
+        return VMMU_EBUSY; /* a device model may be waiting for this page-in */
+    struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     uint64_t seq;
     post_locked(dm, gpa, size, &seq);
     wait_locked(dm, seq);
@@ -192,7 +195,9 @@ int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, ui
 {
     if (!dm || !range_ok(gpa, size))
         return VMMU_EINVAL;
-    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
+    if (vmmu__in_dm_pagein())
+        return VMMU_EBUSY;
+    struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     uint64_t seq;
     post_locked(dm, gpa, size, &seq);
     atomic_thread_fence(memory_order_seq_cst);
@@ -210,7 +215,9 @@ int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket)
         return VMMU_EINVAL; /* no invalidation has that ticket */
     if (atomic_load(&dm->inval_done) >= ticket)
         return 0;
-    struct vmmu_vcpu *blk = vmmu__dm_inval_lock(dm);
+    if (vmmu__in_dm_pagein())
+        return VMMU_EBUSY;
+    struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     wait_locked(dm, ticket);
     vmmu__dm_inval_unlock(dm, blk);
     return 0;

@@ -158,7 +158,7 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
             /* A host request waits up to its deadline: an online vCPU of
              * the calling thread waits offline, so that shootdowns and
              * page-outs do not wait for the device model too. */
-            struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+            struct vmmu__blocked blk = vmmu__sync_block_begin();
             wait_slot(srv, idx, v->deadline_ns);
             vmmu__sync_block_end(blk);
         } else {

@@ -65,7 +65,9 @@ static int page_in_for(struct vmmu_dm_server *srv, uint64_t gpa)
 {
     uint64_t since = vmmu__dm_now_ns();
     atomic_store(&srv->svc_busy_since, since);
+    vmmu__dm_pagein_enter();
     int rc = vmmu__gpa_make_resident(srv->dm->vm, gpa);
+    vmmu__dm_pagein_leave();
     /* The total first, then "idle": a reader between the two counts this
      * page-in twice (a little more time), never not at all. */
     atomic_fetch_add(&srv->svc_busy_ns, vmmu__dm_now_ns() - since);
@@ -98,9 +100,16 @@ static uint32_t serve_page_in(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t
         }
         if (g == first)
             r0 = r;
-        if ((region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) &&
-            page_in_for(srv, g << VMMU_PAGE_SHIFT) != 0)
-            return VMMU_DM_PAGE_IN_FAILED;
+        if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) {
+            uint64_t section = vmmu__reader_sections();
+            if (page_in_for(srv, g << VMMU_PAGE_SHIFT) != 0)
+                return VMMU_DM_PAGE_IN_FAILED;
+            /* The page-in waited offline (for a lock of vmmu's that a
+             * page-out held, say): the regions found above may be gone.
+             * The device model asks again, and finds what is there now. */
+            if (vmmu__reader_sections() != section)
+                return VMMU_DM_PAGE_IN_AGAIN;
+        }
     }
     if (region_page_state(r0, first) & VMMU_PAGE_PAGED_OUT)
         return VMMU_DM_PAGE_IN_AGAIN;

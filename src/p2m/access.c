@@ -33,7 +33,14 @@ static unsigned mmio_piece(uint64_t offset, size_t left)
 /* Page-in requests for one page before giving up with VMMU_EPAGEDOUT. */
 #define P2M_PAGEIN_ROUNDS 16
 
-/* Bring back any paged-out page in frames [g, end) of @r. */
+/* span_resident(): the page-in handler waited offline (a lock of vmmu's,
+ * say), so a grace period may have passed: the region the caller found
+ * may be gone, and pages it checked may be out again.  Look again from
+ * the start, at most P2M_PAGEIN_ROUNDS times. */
+#define P2M_LOOK_AGAIN 1
+
+/* Bring back any paged-out page in frames [g, end) of @r.  0, a negative
+ * code, or P2M_LOOK_AGAIN (@r not touched after the handler returned). */
 static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uint64_t end,
                          uint64_t *bad_gfn)
 {
@@ -42,20 +49,24 @@ static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, 
             continue;
         vmmu_pagein_fn fn = atomic_load_explicit(&vm->p2m.pagein, memory_order_acquire);
         int err = VMMU_EPAGEDOUT;
+        *bad_gfn = p;
         /* A page-out may take the page again between the handler's return
          * and the check below (the host pages out concurrently): ask again,
          * a bounded number of times. */
         for (unsigned round = 0; fn && round < P2M_PAGEIN_ROUNDS; round++) {
             void *op = atomic_load_explicit(&vm->p2m.pagein_opaque, memory_order_relaxed);
+            uint64_t section = vmmu__reader_sections();
             err = fn(op, vm, p << VMMU_PAGE_SHIFT);
-            if (err || !(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
+            if (err)
+                break;
+            if (vmmu__reader_sections() != section)
+                return P2M_LOOK_AGAIN;
+            if (!(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
                 break;
             err = VMMU_EPAGEDOUT; /* out again (or the handler did not page in) */
         }
-        if (err) {
-            *bad_gfn = p;
+        if (err)
             return err < 0 ? err : VMMU_EPAGEDOUT;
-        }
     }
     return 0;
 }
@@ -180,12 +191,21 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
     }
     uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
 
+    /* Pass 1 ends with no wait since it began (a handler that waited
+     * offline starts it again), so that pass 2 finds what it checked. */
+    unsigned again = 0;
     for (uint64_t g = first, end; g <= last; g = end) {
         struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
         if (end > last + 1)
             end = last + 1;
         uint64_t bad;
         int err = span_check(vm, r, g, end, dir, flags, &bad);
+        if (err == P2M_LOOK_AGAIN) {
+            end = first;
+            if (++again < P2M_PAGEIN_ROUNDS)
+                continue;
+            err = VMMU_EPAGEDOUT;
+        }
         if (err) {
             if (failed_gpa)
                 *failed_gpa = bad == first ? gpa : bad << VMMU_PAGE_SHIFT;
@@ -213,7 +233,12 @@ int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)
     if (!vm || gpa >= 1ull << vm->gpa_bits)
         return VMMU_ERANGE;
     uint64_t g = gpa >> VMMU_PAGE_SHIFT, bad;
-    return span_check(vm, p2m_resolve(&vm->p2m, g, NULL), g, g + 1, GPA_READ, 0, &bad);
+    for (unsigned again = 0; again < P2M_PAGEIN_ROUNDS; again++) {
+        int err = span_check(vm, p2m_resolve(&vm->p2m, g, NULL), g, g + 1, GPA_READ, 0, &bad);
+        if (err != P2M_LOOK_AGAIN)
+            return err;
+    }
+    return VMMU_EPAGEDOUT;
 }
 
 int vmmu_gpa_read(struct vmmu_vm *vm, uint64_t gpa, void *buf, size_t len, unsigned flags,

@@ -361,7 +361,7 @@ void vmmu__p2m_fini(struct vmmu_vm *vm)
 
 static bool writer_reentered(struct vmmu_vm *vm)
 {
-    return vmmu__vm_in_foreach(vm);
+    return vmmu__vm_refuses_changes(vm);
 }
 
 /* Index of the first region whose end is above @gfn (binary search). */
@@ -676,7 +676,7 @@ int vmmu_region_info(const struct vmmu_vm *vm, uint32_t id, struct vmmu_region_i
     if (!vm || !out)
         return VMMU_EINVAL;
     struct vmmu_vm *mvm = (struct vmmu_vm *)vm; /* the lock is not part of the value */
-    bool nested = writer_reentered(mvm);
+    bool nested = vmmu__vm_in_foreach(mvm); /* the lock is this thread's already */
     if (!nested)
         vmmu__sync_map_lock(mvm);
     int i = id ? region_index_by_id(&vm->p2m, id) : -1;

@@ -504,7 +504,7 @@ static int evict(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, siz
     if (!pg)
         return VMMU_EINVAL;
     struct vmmu_vm *vm = pg->vm;
-    if (vmmu__vm_in_foreach(vm))
+    if (vmmu__vm_refuses_changes(vm))
         return VMMU_EBUSY;
     int rc = check_ranges(pg, ranges, n);
     if (rc)
@@ -716,7 +716,7 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
         return VMMU_EINVAL;
     if (paged_out)
         *paged_out = 0;
-    if (vmmu__vm_in_foreach(pg->vm))
+    if (vmmu__vm_refuses_changes(pg->vm))
         return VMMU_EBUSY;
     if (!pg->limit)
         return 0;
@@ -839,7 +839,7 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
         cfg = &defaults;
     if (cfg->flags & ~VMMU_PAGER_FLAGS_ALL)
         return VMMU_EINVAL;
-    if (vmmu__vm_in_foreach(vm))
+    if (vmmu__vm_refuses_changes(vm))
         return VMMU_EBUSY; /* registering the page-in handler takes the map's lock */
     struct vmmu_pager *pg = vmmu__calloc(1, sizeof(*pg));
     if (!pg)
@@ -884,7 +884,7 @@ int vmmu_pager_destroy(struct vmmu_pager *pg)
     if (!pg)
         return 0;
     struct vmmu_vm *vm = pg->vm;
-    if (vmmu__vm_in_foreach(vm))
+    if (vmmu__vm_refuses_changes(vm))
         return VMMU_EBUSY; /* the map's lock is the caller's own */
     vmmu__sync_change_lock(vm);
     vmmu__sync_map_lock(vm);

@@ -131,7 +131,7 @@ static void call_hooks(struct vmmu_vm *vm, const struct vmmu_gpa_range *ranges, 
      * within its deadline): a vCPU thread waits offline, so shootdowns
      * meanwhile do not wait for it, and comes back online only without
      * the hook lock (coming online may park it). */
-    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    struct vmmu__blocked blk = vmmu__sync_block_begin();
     pthread_mutex_lock(&sy->hook_lock);
     for (size_t i = 0; i < sy->nhooks; i++)
         sy->hooks[i].fn(sy->hooks[i].opaque, vm, ranges, n, why);
@@ -192,6 +192,8 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
 {
     if (!vm || ((set | clear) & ~VMMU_PAGE_USER_BITS))
         return VMMU_EINVAL;
+    if (vmmu__in_dm_pagein())
+        return VMMU_EBUSY; /* its holder may wait for this device model */
     int rc = vmmu__gpa_ranges_check(vm, ranges, n);
     if (rc)
         return rc;

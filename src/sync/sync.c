@@ -646,23 +646,32 @@ int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)
     return 0;
 }
 
-struct vmmu_vcpu *vmmu__sync_block_begin(void)
+struct vmmu__blocked vmmu__sync_block_begin(void)
 {
-    struct vmmu_vcpu *v = tls_vcpu;
-    if (v) {
+    struct vmmu__blocked b = {.vcpu = tls_vcpu};
+    if (b.vcpu) {
         /* Offline, a grace period may pass: host addresses the vCPU found
          * before (probe pointers, a prepared access's) may be gone after.
          * Not a safe point: the access in progress goes on. */
-        v->host_gen++;
-        go_offline(v);
+        b.vcpu->host_gen++;
+        go_offline(b.vcpu);
+    } else if (vmmu__reader_is_online()) {
+        /* A reader without a vCPU (a device-model service thread paging
+         * in for its device model): a grace period must not wait for it
+         * while it waits, perhaps for the very thread that waits for the
+         * grace period (a page-out holding the change lock). */
+        b.reader = true;
+        vmmu__reader_offline();
     }
-    return v;
+    return b;
 }
 
-void vmmu__sync_block_end(struct vmmu_vcpu *v)
+void vmmu__sync_block_end(struct vmmu__blocked b)
 {
-    if (v)
-        go_online(v);
+    if (b.vcpu)
+        go_online(b.vcpu);
+    else if (b.reader)
+        vmmu__reader_online();
 }
 
 /* ---- Exclusive sections ------------------------------------------------------------ */
@@ -675,7 +684,7 @@ void vmmu__sync_exclusive_begin(struct vmmu_vm *vm)
     struct vmmu_vcpu *self = tls_vcpu && tls_vcpu->vm == vm ? tls_vcpu : NULL;
     if (pthread_mutex_trylock(&sy->excl_lock) != 0) {
         /* Another section runs: wait for it parked, like any vCPU. */
-        struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+        struct vmmu__blocked blk = vmmu__sync_block_begin();
         pthread_mutex_lock(&sy->excl_lock);
         vmmu__sync_block_end(blk);
     }
@@ -715,15 +724,15 @@ void vmmu__sync_exclusive_end(struct vmmu_vm *vm)
 void vmmu__sync_change_lock(struct vmmu_vm *vm)
 {
     while (pthread_mutex_trylock(&vm->sync->change_lock) != 0) {
-        struct vmmu_vcpu *v = vmmu__sync_block_begin();
+        struct vmmu__blocked b = vmmu__sync_block_begin();
         pthread_mutex_lock(&vm->sync->change_lock);
-        if (!v)
+        if (!b.vcpu && !b.reader)
             return;
         /* Back online (which may park it for an exclusive section) without
          * the lock, then try again: a section's code may take it (a
          * page-in handler that changes page states). */
         pthread_mutex_unlock(&vm->sync->change_lock);
-        vmmu__sync_block_end(v);
+        vmmu__sync_block_end(b);
     }
     vmmu__sync_locked();
 }
@@ -736,23 +745,23 @@ void vmmu__sync_change_unlock(struct vmmu_vm *vm)
 
 void vmmu__sync_grace_period(void)
 {
-    struct vmmu_vcpu *v = vmmu__sync_block_begin();
+    struct vmmu__blocked b = vmmu__sync_block_begin();
     vmmu__grace_period();
-    vmmu__sync_block_end(v);
+    vmmu__sync_block_end(b);
 }
 
 void vmmu__sync_map_lock(struct vmmu_vm *vm)
 {
     while (pthread_mutex_trylock(&vm->lock) != 0) {
-        struct vmmu_vcpu *v = vmmu__sync_block_begin();
+        struct vmmu__blocked b = vmmu__sync_block_begin();
         pthread_mutex_lock(&vm->lock);
-        if (!v)
+        if (!b.vcpu && !b.reader)
             return;
         /* Back online (which may act on requests, or park for an exclusive
          * section) without the lock, then try again: a parked vCPU thread
          * must not hold the map's lock, which the section may need. */
         pthread_mutex_unlock(&vm->lock);
-        vmmu__sync_block_end(v);
+        vmmu__sync_block_end(b);
     }
 }
 
@@ -805,7 +814,7 @@ static void wait_slot(struct sync_slot *s, uint64_t g, struct vmmu_vcpu *self, b
                 sched_yield(); /* a target may be waiting for this core */
         }
     }
-    struct vmmu_vcpu *blk = vmmu__sync_block_begin();
+    struct vmmu__blocked blk = vmmu__sync_block_begin();
     atomic_fetch_add_explicit(&s->sleepers, 1, memory_order_seq_cst);
     for (;;) {
         uint32_t seq = atomic_load_explicit(&s->ack_seq, memory_order_seq_cst);

@@ -214,13 +214,23 @@ struct vmmu_vcpu *vmmu__sync_current_vcpu(void);
 /* Act on @v's pending requests now (on its own thread). */
 void vmmu__sync_process(struct vmmu_vcpu *v);
 
-/* Around a blocking wait on a thread that may run an online vCPU: take it
- * offline (so nobody waits for it) and back online afterwards (acting on
- * what arrived meanwhile).  The wait may be in the middle of an access: it
- * is no safe point, but host addresses the vCPU found before may be gone
- * after it (a grace period may pass), so it moves vmmu_vcpu::host_gen. */
-struct vmmu_vcpu *vmmu__sync_block_begin(void);
-void vmmu__sync_block_end(struct vmmu_vcpu *v);
+/* What vmmu__sync_block_begin() took offline: the calling thread's online
+ * vCPU, or else its grace-period reader if that was online (a thread of
+ * vmmu's own that reads the map, such as a device-model service thread),
+ * or nothing. */
+struct vmmu__blocked {
+    struct vmmu_vcpu *vcpu;
+    bool reader;
+};
+
+/* Around a blocking wait on any thread: take its online vCPU (or its
+ * online reader) offline, so that nobody waits for it, and back online
+ * afterwards (a vCPU acting on what arrived meanwhile).  The wait may be
+ * in the middle of an access: it is no safe point, but what the thread
+ * found in the map before may be gone after it (a grace period may pass),
+ * so it moves vmmu_vcpu::host_gen and vmmu__reader_sections(). */
+struct vmmu__blocked vmmu__sync_block_begin(void);
+void vmmu__sync_block_end(struct vmmu__blocked b);
 
 /* A function the part above (the access layer) registers to learn of each
  * vCPU's safe points (vmmu_vcpu_safepoint(), vmmu_vcpu_offline()): it ends

@@ -162,6 +162,33 @@ static void write_identity(unsigned page)
 
 /* ---- setup --------------------------------------------------------------------- */
 
+/* The page-in handler: the pager's page-in through its public call (which
+ * takes the map's lock), then every fourth time a page-state change (the
+ * change lock, and a flush of every vCPU), as a handler that keeps its
+ * own books might.  A split lock's page-in runs inside its exclusive
+ * section, so the section's code takes both locks: a vCPU that parked for
+ * the section holding one of them would never let it finish.  Either may
+ * wait offline on a vCPU thread, so the access that asked looks the page
+ * up again.  While the device model's page-in is served, the change is
+ * refused (the change lock's holder may be waiting for the device model):
+ * then it is left out. */
+static atomic_ulong pagein_marks, pagein_marks_refused;
+
+static int page_in_and_mark(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)opaque;
+    static atomic_uint calls;
+    struct vmmu_gpa_range r = {gpa, 4096};
+    int rc = vmmu_pager_page_in(T.pager, &r, 1);
+    if (!rc && (atomic_fetch_add(&calls, 1) & 3) == 0) {
+        rc = vmmu_page_state_change(vm, &r, 1, 0, VMMU_PAGE_DIRTY);
+        atomic_fetch_add(rc == VMMU_EBUSY ? &pagein_marks_refused : &pagein_marks, 1);
+        if (rc == VMMU_EBUSY)
+            rc = 0;
+    }
+    return rc;
+}
+
 static uint64_t pt_alloc(void)
 {
     uint64_t gpa = PT_GPA + 0x1000 + (uint64_t)T.npt * 4096;
@@ -226,7 +253,8 @@ static void setup(void)
         exit(2);
     struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID,
                                     .resident_limit = DPAGES / 2 + 8};
-    if (vmmu_pager_create(T.vm, &cfg, &T.pager))
+    if (vmmu_pager_create(T.vm, &cfg, &T.pager) ||
+        vmmu_p2m_set_pagein_handler(T.vm, page_in_and_mark, NULL))
         exit(2);
     int sv[2];
     struct vmmu_dm_server *srv;
@@ -735,9 +763,11 @@ int main(int argc, char **argv)
            atomic_load(&T.stale), atomic_load(&T.errors), bad, atomic_load(&T.dma_bad), dma_lost,
            atomic_load(&T.fill_retries));
     printf("torture: from vCPU threads: %lu page-outs, %lu page-state changes, %lu shootdowns "
-           "inside a foreach callback\n",
+           "inside a foreach callback; page-in handler: %lu page-state changes (%lu refused "
+           "while a device model waited)\n",
            atomic_load(&T.vcpu_pageouts), atomic_load(&T.vcpu_state_changes),
-           atomic_load(&T.vcpu_foreach_shootdowns));
+           atomic_load(&T.vcpu_foreach_shootdowns), atomic_load(&pagein_marks),
+           atomic_load(&pagein_marks_refused));
     printf("torture: locked adds %lu (%lu split across pages), counter %u%s\n",
            atomic_load(&T.lock_adds), atomic_load(&T.split_adds), lock_high,
            lock_ok ? "" : " WRONG (adds lost, or bytes outside the counter changed)");

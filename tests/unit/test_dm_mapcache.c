@@ -916,6 +916,88 @@ static void completing_a_slot_no_longer_in_service_is_eproto(void **state)
     assert_int_equal(ss.proto_errors, 0);
 }
 
+/* A page-in handler that serves a device model's request for paged-out
+ * memory runs while the device model waits for the answer and
+ * acknowledges no invalidation: whatever would wait for device models, or
+ * for the change lock whose holder may (a page-out waiting for this very
+ * device model's acknowledgement), returns VMMU_EBUSY there and changes
+ * nothing, instead of waiting for the device model until its deadline.
+ * The same calls from the handler on a host thread go ahead. */
+struct busy_pagein {
+    struct env *e;
+    struct vmmu_pager *pager;
+    uint32_t spare_id; /* a region the handler tries to remove */
+    int calls;
+    int state_rc, inval_rc, remove_rc, pageout_rc;
+};
+
+static int busy_page_in(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct busy_pagein *b = opaque;
+    b->calls++;
+    struct vmmu_gpa_range page = {gpa & ~0xfffull, 0x1000}, other = {0x9000, 0x1000};
+    b->state_rc = vmmu_page_state_change(vm, &page, 1, 0, VMMU_PAGE_DIRTY);
+    b->pageout_rc = vmmu_pager_page_out(b->pager, &other, 1);
+    b->remove_rc = vmmu_region_remove(vm, b->spare_id);
+    return vmmu_pager_page_in(b->pager, &page, 1);
+}
+
+static int busy_page_in_for_a_device(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct busy_pagein *b = opaque;
+    b->inval_rc = vmmu_dm_invalidate(b->e->dm, 0x80000, 0x1000);
+    return busy_page_in(opaque, vm, gpa);
+}
+
+static void a_page_in_for_a_device_model_refuses_what_would_wait_for_it(void **state)
+{
+    struct env *e = *state;
+    struct busy_pagein b = {.e = e, .state_rc = 1, .inval_rc = 1, .remove_rc = 1, .pageout_rc = 1};
+    assert_int_equal(vmmu_pager_create(e->vm, NULL, &b.pager), 0);
+    struct vmmu_region_desc spare = {.type = VMMU_MEM_RAM, .gpa = 0x200000, .size = 0x1000};
+    assert_int_equal(vmmu_region_add(e->vm, &spare, &b.spare_id), 0);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x5000, "precious", 8, 0, NULL), 0);
+    page_out(b.pager, e->c, NULL, 0x5000);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(e->vm, busy_page_in_for_a_device, &b), 0);
+
+    /* The device model reads the page: its request is served in the vm. */
+    char buf[8];
+    assert_int_equal(vmmu_dmc_read(e->c, 0x5000, buf, 8), 0);
+    assert_memory_equal(buf, "precious", 8);
+    assert_int_equal(b.calls, 1);
+    assert_int_equal(b.state_rc, VMMU_EBUSY);
+    assert_int_equal(b.inval_rc, VMMU_EBUSY);
+    assert_int_equal(b.pageout_rc, VMMU_EBUSY);
+    assert_int_equal(b.remove_rc, VMMU_EBUSY);
+    struct vmmu_region_info info;
+    assert_int_equal(vmmu_region_info(e->vm, b.spare_id, &info), 0); /* still there */
+    uint32_t st;
+    assert_int_equal(vmmu_page_state_get(e->vm, 0x9000, &st), 0);
+    assert_false(st & VMMU_PAGE_PAGED_OUT);
+
+    /* On a host thread the same calls go ahead (the device model is not
+     * waiting: its thread is this one, idle). */
+    page_out(b.pager, e->c, NULL, 0x5000);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(e->vm, busy_page_in, &b), 0);
+    b.state_rc = b.remove_rc = b.pageout_rc = 1;
+    struct pump p = {.c = {e->c}, .n = 1};
+    assert_int_equal(pthread_create(&p.thread, NULL, pump_run, &p), 0);
+    char host[8];
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x5000, host, 8, 0, NULL), 0);
+    atomic_store(&p.stop, 1);
+    pthread_join(p.thread, NULL);
+    assert_memory_equal(host, "precious", 8);
+    assert_int_equal(b.calls, 2);
+    assert_int_equal(b.state_rc, 0);
+    assert_int_equal(b.pageout_rc, 0);
+    assert_int_equal(b.remove_rc, 0);
+    assert_int_equal(vmmu_page_state_get(e->vm, 0x9000, &st), 0);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(vmmu_region_info(e->vm, b.spare_id, &info), VMMU_ENOENT);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(e->vm, NULL, NULL), 0);
+    assert_int_equal(vmmu_pager_destroy(b.pager), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -949,6 +1031,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(completing_a_slot_no_longer_in_service_is_eproto,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_page_in_for_a_device_model_refuses_what_would_wait_for_it, setup, teardown),
         cmocka_unit_test(a_slow_page_in_does_not_make_the_device_model_late),
         cmocka_unit_test(a_device_model_connects_by_socket_path),
     };

@@ -875,6 +875,70 @@ static void a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it(void *
     sync_env_fini(&s);
 }
 
+/* A page-in handler on a vCPU thread may wait offline (for a lock of
+ * vmmu's, say): a grace period may pass meanwhile, and the region of the
+ * page it brings back may be gone when it returns.  The access must look
+ * the page up again then, not touch what it found before.  Here the
+ * handler goes offline while the main thread removes the data region; the
+ * read then finds a hole.  (Under AddressSanitizer the old code read the
+ * freed region's page states.) */
+struct offline_pagein {
+    struct sync_env *s;
+    struct vmmu_vcpu *v;
+    atomic_int in_handler, removed;
+    int calls;
+    uint64_t got;
+    struct vmmu_tlb_result res;
+    void *host;
+};
+
+static int page_in_offline(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct offline_pagein *o = opaque;
+    o->calls++;
+    struct vmmu__blocked blk = vmmu__sync_block_begin(); /* what a lock wait does */
+    atomic_store(&o->in_handler, 1);
+    while (!atomic_load(&o->removed))
+        sched_yield();
+    vmmu__sync_block_end(blk);
+    (void)vm;
+    (void)gpa;
+    return 0; /* the page is not resident: asked again, if still there */
+}
+
+static void *offline_pagein_main(void *arg)
+{
+    struct offline_pagein *o = arg;
+    assert_int_equal(vmmu_vcpu_online(o->v), 0);
+    o->host = vmmu_tlb_translate(o->v, DATA_VA, 8, 0, &o->res);
+    assert_int_equal(vmmu_vcpu_offline(o->v), 0);
+    return NULL;
+}
+
+static void a_page_in_that_waited_offline_looks_the_page_up_again(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct offline_pagein o = {.s = &s, .v = sync_vcpu(&s)};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(s.env.vm, page_in_offline, &o), 0);
+    assert_int_equal(vmmu__page_state_update(s.env.vm, DATA_GPA, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, offline_pagein_main, &o), 0);
+    while (!atomic_load(&o.in_handler))
+        sched_yield();
+    /* The vCPU is offline: the removal does not wait for it. */
+    assert_int_equal(vmmu_region_remove(s.env.vm, s.data_id), 0);
+    atomic_store(&o.removed, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_int_equal(o.calls, 1);
+    assert_null(o.host);
+    assert_int_equal(o.res.type, VMMU_MEM_HOLE);
+    vmmu_vcpu_destroy(o.v);
+    sync_env_fini(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -889,6 +953,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
+        cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
