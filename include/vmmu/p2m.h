@@ -315,7 +315,11 @@ int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req);
  * VMMU_GPA_UNBACKED_ONES), a device-model range, or paged out with no way to
  * bring it in, nothing is read (no MMIO callback runs) and the error names
  * the first such part.  If an MMIO callback fails midway, the bytes before it
- * have been read.  len 0 succeeds and does nothing.
+ * have been read.  A callback (or the page-in handler) that waits inside
+ * vmmu on a vCPU thread takes the vCPU offline, and the map may change
+ * meanwhile: the rest of the range is then checked again, as above, so a
+ * region removed meanwhile ends the access there (VMMU_EHOLE, the bytes
+ * before done).  len 0 succeeds and does nothing.
  * @return 0; VMMU_EINVAL; VMMU_ERANGE (gpa + len beyond the width);
  *         VMMU_EHOLE; VMMU_EDEVICE; VMMU_EPAGEDOUT; VMMU_EMMIO.
  * @param failed_gpa if non-NULL, receives the address of the first byte that

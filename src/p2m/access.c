@@ -95,10 +95,17 @@ static int span_check(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uin
     }
 }
 
+/* The MMIO pieces of [gpa, gpa + len) in region @r; *@done says how many
+ * bytes were done.  A callback that waited offline (a vCPU thread calling
+ * into vmmu, say) may have let a grace period pass and @r go: the span
+ * stops after it, and the caller looks the rest up again. */
 static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t len,
-                     enum gpa_dir dir, uint64_t *failed_gpa)
+                     enum gpa_dir dir, uint64_t *failed_gpa, size_t *done)
 {
     uint64_t offset = gpa - (r->gfn << VMMU_PAGE_SHIFT);
+    uint64_t section = vmmu__reader_sections();
+    size_t total = len;
+    *done = 0;
     while (len) {
         unsigned size = mmio_piece(offset, len);
         uint64_t value = ~0ull;
@@ -122,14 +129,20 @@ static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t l
         offset += size;
         buf += size;
         len -= size;
+        *done = total - len;
+        if (vmmu__reader_sections() != section)
+            break;
     }
     return 0;
 }
 
-/* Pass 2 for one span of @len bytes at @gpa. */
+/* Pass 2 for one span of @len bytes at @gpa; *@done says how many bytes
+ * were done (fewer only after an MMIO callback that waited offline). */
 static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa, uint8_t *buf,
-                        size_t len, enum gpa_dir dir, unsigned flags, uint64_t *failed_gpa)
+                        size_t len, enum gpa_dir dir, unsigned flags, uint64_t *failed_gpa,
+                        size_t *done)
 {
+    *done = len;
     if (!r) {
         if (!(flags & VMMU_GPA_UNBACKED_ONES)) {
             if (failed_gpa)
@@ -168,7 +181,7 @@ static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa,
         }
         return 0;
     case VMMU_MEM_MMIO:
-        return mmio_span(r, gpa, buf, len, dir, failed_gpa);
+        return mmio_span(r, gpa, buf, len, dir, failed_gpa, done);
     default:
         if (failed_gpa)
             *failed_gpa = gpa;
@@ -189,41 +202,49 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
             *failed_gpa = gpa >= limit ? gpa : limit;
         return VMMU_ERANGE;
     }
-    uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
-
-    /* Pass 1 ends with no wait since it began (a handler that waited
-     * offline starts it again), so that pass 2 finds what it checked. */
-    unsigned again = 0;
-    for (uint64_t g = first, end; g <= last; g = end) {
-        struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
-        if (end > last + 1)
-            end = last + 1;
-        uint64_t bad;
-        int err = span_check(vm, r, g, end, dir, flags, &bad);
-        if (err == P2M_LOOK_AGAIN) {
-            end = first;
-            if (++again < P2M_PAGEIN_ROUNDS)
-                continue;
-            err = VMMU_EPAGEDOUT;
-        }
-        if (err) {
-            if (failed_gpa)
-                *failed_gpa = bad == first ? gpa : bad << VMMU_PAGE_SHIFT;
-            return err;
-        }
-    }
-
-    uint64_t at = gpa;
+    uint64_t last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
     size_t done = 0;
-    for (uint64_t g = first, end; g <= last; g = end) {
-        struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
-        uint64_t span_end = end << VMMU_PAGE_SHIFT; /* may be 0 if it wrapped: clamp below */
-        size_t n = (end > last) ? len - done : (size_t)(span_end - at);
-        int err = span_perform(vm, r, at, buf + done, n, dir, flags, failed_gpa);
-        if (err)
-            return err;
-        at += n;
-        done += n;
+    while (done < len) {
+        uint64_t at = gpa + done, first = at >> VMMU_PAGE_SHIFT;
+        /* Pass 1 ends with no wait since it began (a handler that waited
+         * offline starts it again), so that pass 2 finds what it checked. */
+        unsigned again = 0;
+        for (uint64_t g = first, end; g <= last; g = end) {
+            struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+            if (end > last + 1)
+                end = last + 1;
+            uint64_t bad;
+            int err = span_check(vm, r, g, end, dir, flags, &bad);
+            if (err == P2M_LOOK_AGAIN) {
+                end = first;
+                if (++again < P2M_PAGEIN_ROUNDS)
+                    continue;
+                err = VMMU_EPAGEDOUT;
+            }
+            if (err) {
+                if (failed_gpa)
+                    *failed_gpa = bad == first ? at : bad << VMMU_PAGE_SHIFT;
+                return err;
+            }
+        }
+
+        /* Pass 2, while nothing waited: an MMIO callback that waited
+         * offline ends it, and what is left goes through pass 1 again
+         * (pages it checked may have left meanwhile). */
+        uint64_t section = vmmu__reader_sections();
+        for (uint64_t g = first, end; g <= last && vmmu__reader_sections() == section; g = end) {
+            struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+            uint64_t span_end = end << VMMU_PAGE_SHIFT; /* may be 0 if it wrapped: clamp below */
+            size_t n = (end > last) ? len - done : (size_t)(span_end - at);
+            size_t span_done;
+            int err = span_perform(vm, r, at, buf + done, n, dir, flags, failed_gpa, &span_done);
+            if (err)
+                return err;
+            at += span_done;
+            done += span_done;
+            if (span_done < n)
+                break;
+        }
     }
     return 0;
 }

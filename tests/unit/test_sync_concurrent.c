@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -939,6 +940,84 @@ static void a_page_in_that_waited_offline_looks_the_page_up_again(void **state)
     sync_env_fini(&s);
 }
 
+/* The same for an MMIO callback: one that waited offline in the middle of
+ * a guest-physical access of several pieces may have let the region go.
+ * The access looks the rest up again: here the region was removed during
+ * the first piece's callback, so the second piece finds a hole.  And with
+ * the region still there, the access completes. */
+#define MMIO_GPA (3ull << 30)
+
+struct offline_mmio {
+    struct vmmu_vcpu *v;
+    atomic_int in_callback, go_on;
+    int reads;
+    int rc;
+    uint64_t failed;
+    uint8_t buf[16];
+};
+
+static int mmio_read_offline(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    struct offline_mmio *m = opaque;
+    if (m->reads++ == 0) {
+        struct vmmu__blocked blk = vmmu__sync_block_begin(); /* what a lock wait does */
+        atomic_store(&m->in_callback, 1);
+        while (!atomic_load(&m->go_on))
+            sched_yield();
+        vmmu__sync_block_end(blk);
+    }
+    *value = 0x1111111111111111ull * (offset / 8 + 1);
+    (void)size;
+    return 0;
+}
+
+static void *offline_mmio_main(void *arg)
+{
+    struct offline_mmio *m = arg;
+    assert_int_equal(vmmu_vcpu_online(m->v), 0);
+    m->rc = vmmu_gpa_read(m->v->vm, MMIO_GPA, m->buf, 16, 0, &m->failed);
+    assert_int_equal(vmmu_vcpu_offline(m->v), 0);
+    return NULL;
+}
+
+static void an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_again(void **state)
+{
+    (void)state;
+    static const struct vmmu_mmio_ops ops = {.read = mmio_read_offline};
+    for (int remove = 0; remove < 2; remove++) {
+        struct sync_env s;
+        sync_env_init(&s, 8);
+        struct offline_mmio m = {.v = sync_vcpu(&s), .rc = 1};
+        struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = MMIO_GPA, .size = 4096,
+                                     .mmio = &ops, .opaque = &m};
+        uint32_t id;
+        assert_int_equal(vmmu_region_add(s.env.vm, &d, &id), 0);
+        pthread_t th;
+        assert_int_equal(pthread_create(&th, NULL, offline_mmio_main, &m), 0);
+        while (!atomic_load(&m.in_callback))
+            sched_yield();
+        if (remove) /* the vCPU is offline: the removal does not wait for it */
+            assert_int_equal(vmmu_region_remove(s.env.vm, id), 0);
+        atomic_store(&m.go_on, 1);
+        assert_int_equal(pthread_join(th, NULL), 0);
+        uint64_t first, second;
+        memcpy(&first, m.buf, 8);
+        memcpy(&second, m.buf + 8, 8);
+        assert_int_equal(first, 0x1111111111111111ull);
+        if (remove) {
+            assert_int_equal(m.rc, VMMU_EHOLE);
+            assert_int_equal(m.failed, MMIO_GPA + 8);
+            assert_int_equal(m.reads, 1);
+        } else {
+            assert_int_equal(m.rc, 0);
+            assert_int_equal(second, 0x2222222222222222ull);
+            assert_int_equal(m.reads, 2);
+        }
+        vmmu_vcpu_destroy(m.v);
+        sync_env_fini(&s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -954,6 +1033,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
         cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
+        cmocka_unit_test(an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
