@@ -405,6 +405,9 @@ static void process_once(struct vmmu_vcpu *v)
     uint64_t gen = atomic_load_explicit(&s->req_gen, memory_order_relaxed);
     slot_unlock(s);
     vmmu__sync_apply(v, &p);
+    /* What the vCPU found in its tables before may be stale now (an
+     * access whose callback reached a safe point, which it should not). */
+    v->host_gen++;
     s->handled_gen = gen;
     atomic_store_explicit(&s->done_gen, gen, memory_order_seq_cst);
     if (atomic_load_explicit(&s->sleepers, memory_order_seq_cst))
@@ -536,7 +539,6 @@ static void park(struct vmmu_vcpu *v)
 {
     struct vmmu_sync *sy = v->vm->sync;
     uint32_t seq = atomic_load(&sy->excl_seq);
-    v->host_gen++; /* offline: as in vmmu__sync_block_begin() */
     go_offline(v);
     /* Sections are short (one locked access): spin a little before
      * sleeping, so that the owner's end needs no system call. */
@@ -602,6 +604,11 @@ static void go_online(struct vmmu_vcpu *v)
 static void go_offline(struct vmmu_vcpu *v)
 {
     struct sync_slot *s = v->sync;
+    /* Offline, a grace period may pass: host addresses the vCPU found
+     * before (probe pointers, a prepared access's, a fill's walk) may be
+     * gone after, whoever took it offline (vmmu's waits, or the user's
+     * vmmu_vcpu_offline() in a page-in handler that blocks). */
+    v->host_gen++;
     atomic_store(&s->state, SYNC_OFFLINE);
     s->online = false;
     tls_vcpu = NULL;
@@ -650,10 +657,8 @@ struct vmmu__blocked vmmu__sync_block_begin(void)
 {
     struct vmmu__blocked b = {.vcpu = tls_vcpu};
     if (b.vcpu) {
-        /* Offline, a grace period may pass: host addresses the vCPU found
-         * before (probe pointers, a prepared access's) may be gone after.
-         * Not a safe point: the access in progress goes on. */
-        b.vcpu->host_gen++;
+        /* Not a safe point: the access in progress goes on, and looks up
+         * again what it found before (go_offline() moves host_gen). */
         go_offline(b.vcpu);
     } else if (vmmu__reader_is_online()) {
         /* A reader without a vCPU (a device-model service thread paging

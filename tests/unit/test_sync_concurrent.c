@@ -502,7 +502,7 @@ static bool wait_flag(atomic_int *flag, int seconds)
 struct walker {
     struct sync_env *s;
     struct vmmu_vcpu *v;
-    atomic_int go, in_handler, done;
+    atomic_int go, in_handler, done, done_remap;
     uint64_t first, second; /* what page 0 of DATA_VA read, twice */
 };
 
@@ -614,6 +614,49 @@ static void a_fill_whose_walk_waited_offline_walks_again(void **state)
     int held = vmmu_region_foreach(s.env.vm, remap_during_the_page_in, &w);
     assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(held, 1);
+    assert_int_equal(w.first, DATA_GPA + 4096);
+    assert_int_equal(w.second, DATA_GPA + 4096);
+    vmmu_vcpu_destroy(w.v);
+    sync_env_fini(&s);
+}
+
+/* The same when the page-in handler takes the vCPU offline itself, as
+ * vmmu_vcpu_offline() says to before blocking (on a slow backing store,
+ * say), and online again before it returns: the fill walks again. */
+static int page_in_offline_by_hand(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct walker *w = opaque;
+    assert_int_equal(vmmu_vcpu_offline(w->v), 0);
+    atomic_store(&w->in_handler, 1);
+    while (!atomic_load(&w->done_remap))
+        sched_yield();
+    assert_int_equal(vmmu_vcpu_online(w->v), 0);
+    return vmmu__page_state_update(vm, gpa, 1, 0, VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+static void a_fill_whose_page_in_went_offline_by_hand_walks_again(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct walker w = {.s = &s, .v = sync_vcpu(&s)};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(s.env.vm, page_in_offline_by_hand, &w), 0);
+    assert_int_equal(vmmu__page_state_update(s.env.vm, s.pt, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, walker_main, &w), 0);
+    atomic_store(&w.go, 1);
+    while (!atomic_load(&w.in_handler))
+        sched_yield();
+    /* The vCPU is offline: point DATA_VA at another table (page 0 -> data
+     * page 1) and shoot it down (not waited for: it acts when online). */
+    uint64_t pt2 = env_page(&s.env);
+    put64(&s.env, slot9(pt2, DATA_VA, 1), (DATA_GPA + 4096) | E_P | E_RW | E_US | E_A | E_D);
+    put64(&s.env, slot9(data_pd(&s), DATA_VA, 2), pt2 | E_P | E_RW | E_US | E_A);
+    struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(s.env.vm, NULL, NULL, &all), 0);
+    atomic_store(&w.done_remap, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
     assert_int_equal(w.first, DATA_GPA + 4096);
     assert_int_equal(w.second, DATA_GPA + 4096);
     vmmu_vcpu_destroy(w.v);
@@ -1029,6 +1072,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
         cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
+        cmocka_unit_test(a_fill_whose_page_in_went_offline_by_hand_walks_again),
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
