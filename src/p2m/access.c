@@ -189,6 +189,48 @@ static int span_perform(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t gpa,
     }
 }
 
+/* Pass 1 over frames [first, last]: may the access go ahead?  It must end
+ * with no wait since it began, so that pass 2 finds what it checked: a
+ * page-in handler that waited offline makes the pass go on from that
+ * page, and then start once more from @first.  (Starting again from
+ * @first at each wait would cost a pass per page for a large range that
+ * is all out.)  0, or an error for frame *@bad. */
+static int pass_check(struct vmmu_vm *vm, uint64_t first, uint64_t last, enum gpa_dir dir,
+                      unsigned flags, uint64_t *bad)
+{
+    for (unsigned passes = 0;; passes++) {
+        bool waited = false;
+        uint64_t waited_at = ~0ull;
+        unsigned same = 0;
+        for (uint64_t g = first, end; g <= last; g = end) {
+            struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
+            if (end > last + 1)
+                end = last + 1;
+            int err = span_check(vm, r, g, end, dir, flags, bad);
+            if (err == P2M_LOOK_AGAIN) {
+                /* Look at that page again: it may be in now, or in
+                 * another region; the same page waiting every time is
+                 * taken away every time. */
+                same = *bad == waited_at ? same + 1 : 0;
+                waited_at = *bad;
+                waited = true;
+                if (same + 1 >= P2M_PAGEIN_ROUNDS)
+                    return VMMU_EPAGEDOUT;
+                end = *bad;
+                continue;
+            }
+            if (err)
+                return err;
+        }
+        if (!waited)
+            return 0;
+        if (passes + 1 >= P2M_PAGEIN_ROUNDS) {
+            *bad = waited_at;
+            return VMMU_EPAGEDOUT;
+        }
+    }
+}
+
 static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
                       unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
 {
@@ -205,27 +247,12 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
     uint64_t last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
     size_t done = 0;
     while (done < len) {
-        uint64_t at = gpa + done, first = at >> VMMU_PAGE_SHIFT;
-        /* Pass 1 ends with no wait since it began (a handler that waited
-         * offline starts it again), so that pass 2 finds what it checked. */
-        unsigned again = 0;
-        for (uint64_t g = first, end; g <= last; g = end) {
-            struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);
-            if (end > last + 1)
-                end = last + 1;
-            uint64_t bad;
-            int err = span_check(vm, r, g, end, dir, flags, &bad);
-            if (err == P2M_LOOK_AGAIN) {
-                end = first;
-                if (++again < P2M_PAGEIN_ROUNDS)
-                    continue;
-                err = VMMU_EPAGEDOUT;
-            }
-            if (err) {
-                if (failed_gpa)
-                    *failed_gpa = bad == first ? at : bad << VMMU_PAGE_SHIFT;
-                return err;
-            }
+        uint64_t at = gpa + done, first = at >> VMMU_PAGE_SHIFT, bad;
+        int err = pass_check(vm, first, last, dir, flags, &bad);
+        if (err) {
+            if (failed_gpa)
+                *failed_gpa = bad == first ? at : bad << VMMU_PAGE_SHIFT;
+            return err;
         }
 
         /* Pass 2, while nothing waited: an MMIO callback that waited
@@ -237,7 +264,7 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
             uint64_t span_end = end << VMMU_PAGE_SHIFT; /* may be 0 if it wrapped: clamp below */
             size_t n = (end > last) ? len - done : (size_t)(span_end - at);
             size_t span_done;
-            int err = span_perform(vm, r, at, buf + done, n, dir, flags, failed_gpa, &span_done);
+            err = span_perform(vm, r, at, buf + done, n, dir, flags, failed_gpa, &span_done);
             if (err)
                 return err;
             at += span_done;

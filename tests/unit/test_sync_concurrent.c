@@ -983,6 +983,47 @@ static void a_page_in_that_waited_offline_looks_the_page_up_again(void **state)
     sync_env_fini(&s);
 }
 
+/* A guest-physical read of many paged-out pages whose page-in handler
+ * goes offline every time (by hand, as before blocking on a slow store):
+ * each wait makes the access look again, but from the page that waited,
+ * so the read completes (it used to start from its first page at each
+ * wait, and gave up with VMMU_EPAGEDOUT after 16). */
+struct many_pageins {
+    struct vmmu_vcpu *v;
+    int calls;
+};
+
+static int page_in_offline_each_time(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct many_pageins *m = opaque;
+    m->calls++;
+    assert_int_equal(vmmu_vcpu_offline(m->v), 0);
+    assert_int_equal(vmmu_vcpu_online(m->v), 0);
+    return vmmu__page_state_update(vm, gpa, 1, 0, VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+static void a_read_of_many_pages_whose_page_ins_go_offline_completes(void **state)
+{
+    (void)state;
+    enum { PAGES = 40 };
+    struct sync_env s;
+    sync_env_init(&s, PAGES);
+    struct many_pageins m = {.v = sync_vcpu(&s)};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(s.env.vm, page_in_offline_each_time, &m), 0);
+    assert_int_equal(vmmu__page_state_update(s.env.vm, DATA_GPA, PAGES, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT), 0);
+    assert_int_equal(vmmu_vcpu_online(m.v), 0);
+    static uint64_t buf[PAGES * 512];
+    uint64_t failed = 0;
+    assert_int_equal(vmmu_gpa_read(s.env.vm, DATA_GPA, buf, sizeof(buf), 0, &failed), 0);
+    assert_int_equal(vmmu_vcpu_offline(m.v), 0);
+    assert_int_equal(m.calls, PAGES);
+    for (unsigned i = 0; i < PAGES; i++)
+        assert_int_equal(buf[i * 512], DATA_GPA + i * 4096ull); /* each page's first word */
+    vmmu_vcpu_destroy(m.v);
+    sync_env_fini(&s);
+}
+
 /* The same for an MMIO callback: one that waited offline in the middle of
  * a guest-physical access of several pieces may have let the region go.
  * The access looks the rest up again: here the region was removed during
@@ -1077,6 +1118,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
         cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
+        cmocka_unit_test(a_read_of_many_pages_whose_page_ins_go_offline_completes),
         cmocka_unit_test(an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_again),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
