@@ -75,6 +75,10 @@ static int page_in_for(struct vmmu_dm_server *srv, uint64_t gpa)
     return rc;
 }
 
+/* Passes over a request whose page-ins keep waiting before the answer is
+ * PAGE_IN_AGAIN. */
+#define SERVE_PASSES 16
+
 static uint32_t serve_page_in(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size,
                               struct vmmu_dm_region_ent *run)
 {
@@ -88,30 +92,36 @@ static uint32_t serve_page_in(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t
      * removal of its RAM must not spill into RAM added at the same place). */
     uint32_t known = atomic_load(&dm->seen_max_region);
     uint64_t first = gpa >> VMMU_PAGE_SHIFT, last = (gpa + size - 1) >> VMMU_PAGE_SHIFT;
+    /* A page-in that waited offline (for a lock of vmmu's that a page-out
+     * held, say) may have let a grace period pass: what was looked up
+     * before it may be gone.  The pass goes on (each page is looked up
+     * afresh), and the answer comes only from a pass without a wait. */
     const struct vmmu_region *r0 = NULL;
-    for (uint64_t g = first; g <= last; g++) {
-        const struct vmmu_region *r = g < vm->p2m.gfn_limit ? p2m_resolve(&vm->p2m, g, NULL) : NULL;
-        if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM) ||
-            r->id > known || (region_page_state(r, g) & VMMU_PAGE_BALLOONED)) {
+    for (unsigned pass = 0;; pass++) {
+        if (pass == SERVE_PASSES)
+            return VMMU_DM_PAGE_IN_AGAIN; /* the device model asks again */
+        uint64_t section = vmmu__reader_sections();
+        r0 = NULL;
+        for (uint64_t g = first; g <= last; g++) {
+            const struct vmmu_region *r =
+                g < vm->p2m.gfn_limit ? p2m_resolve(&vm->p2m, g, NULL) : NULL;
+            if (!r || !r->host_owned || (r->type != VMMU_MEM_RAM && r->type != VMMU_MEM_ROM) ||
+                r->id > known || (region_page_state(r, g) & VMMU_PAGE_BALLOONED)) {
+                if (g == first)
+                    return VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away, or never had
+                                                  * it, or not as far as the tables know */
+                break; /* the run below ends before it */
+            }
             if (g == first)
-                return VMMU_DM_PAGE_IN_HOLE; /* the guest gave it away, or never had it,
-                                              * or not as far as the tables know */
-            break; /* the run below ends before it */
-        }
-        if (g == first)
-            r0 = r;
-        if (region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) {
-            uint64_t section = vmmu__reader_sections();
-            if (page_in_for(srv, g << VMMU_PAGE_SHIFT) != 0)
+                r0 = r;
+            if ((region_page_state(r, g) & VMMU_PAGE_PAGED_OUT) &&
+                page_in_for(srv, g << VMMU_PAGE_SHIFT) != 0)
                 return VMMU_DM_PAGE_IN_FAILED;
-            /* The page-in waited offline (for a lock of vmmu's that a
-             * page-out held, say): the regions found above may be gone.
-             * The device model asks again, and finds what is there now. */
-            if (vmmu__reader_sections() != section)
-                return VMMU_DM_PAGE_IN_AGAIN;
         }
+        if (vmmu__reader_sections() == section)
+            break;
     }
-    if (region_page_state(r0, first) & VMMU_PAGE_PAGED_OUT)
+    if (!r0 || (region_page_state(r0, first) & VMMU_PAGE_PAGED_OUT))
         return VMMU_DM_PAGE_IN_AGAIN;
     resident_run(r0, first, run);
     return VMMU_DM_PAGE_IN_OK;

@@ -20,6 +20,7 @@
 
 #include <cmocka.h>
 #include "dm/dm_internal.h" /* vmmu_dm::inval_posted: the invalidation was sent */
+#include "sync/sync_internal.h" /* vmmu__sync_block_begin(): a wait */
 
 #include "vmmu/dmclient.h"
 #include "vmmu/pager.h"
@@ -998,6 +999,50 @@ static void a_page_in_for_a_device_model_refuses_what_would_wait_for_it(void **s
     assert_int_equal(vmmu_pager_destroy(b.pager), 0);
 }
 
+/* A device model's request for several paged-out pages whose page-ins
+ * each wait (offline: a grace period may pass): the vm goes on with the
+ * next page, looking it up afresh, and answers once a pass over the range
+ * waited for nothing, so one request brings them all back.  (It used to
+ * answer "again" at the first wait: with more pages than the device
+ * model's rounds, the read failed.) */
+struct waiting_pagein {
+    struct vmmu_pager *pager;
+    int calls;
+};
+
+static int page_in_after_a_wait(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    (void)vm;
+    struct waiting_pagein *w = opaque;
+    w->calls++;
+    struct vmmu__blocked b = vmmu__sync_block_begin(); /* what a lock wait does */
+    vmmu__sync_block_end(b);
+    struct vmmu_gpa_range r = {gpa & ~0xfffull, 0x1000};
+    return vmmu_pager_page_in(w->pager, &r, 1);
+}
+
+static void a_device_models_page_in_of_many_pages_that_each_wait_is_one_request(void **state)
+{
+    struct env *e = *state;
+    enum { PAGES = 6 };
+    struct waiting_pagein w = {0};
+    assert_int_equal(vmmu_pager_create(e->vm, NULL, &w.pager), 0);
+    static uint8_t data[PAGES * 4096], back[PAGES * 4096];
+    for (unsigned i = 0; i < sizeof(data); i++)
+        data[i] = (uint8_t)(i * 7 + i / 4096);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x10000, data, sizeof(data), 0, NULL), 0);
+    for (unsigned i = 0; i < PAGES; i++)
+        page_out(w.pager, e->c, NULL, 0x10000 + i * 4096ull);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(e->vm, page_in_after_a_wait, &w), 0);
+    uint64_t before = dmc_page_ins(e->c);
+    assert_int_equal(vmmu_dmc_read(e->c, 0x10000, back, sizeof(back)), 0);
+    assert_memory_equal(back, data, sizeof(data));
+    assert_int_equal(dmc_page_ins(e->c) - before, 1);
+    assert_int_equal(w.calls, PAGES);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(e->vm, NULL, NULL), 0);
+    assert_int_equal(vmmu_pager_destroy(w.pager), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1033,6 +1078,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             a_page_in_for_a_device_model_refuses_what_would_wait_for_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            a_device_models_page_in_of_many_pages_that_each_wait_is_one_request, setup, teardown),
         cmocka_unit_test(a_slow_page_in_does_not_make_the_device_model_late),
         cmocka_unit_test(a_device_model_connects_by_socket_path),
     };
