@@ -732,7 +732,7 @@ void vmmu__sync_change_lock(struct vmmu_vm *vm)
         struct vmmu__blocked b = vmmu__sync_block_begin();
         pthread_mutex_lock(&vm->sync->change_lock);
         if (!b.vcpu && !b.reader)
-            return;
+            break; /* nothing to bring back online: the lock is ours */
         /* Back online (which may park it for an exclusive section) without
          * the lock, then try again: a section's code may take it (a
          * page-in handler that changes page states). */

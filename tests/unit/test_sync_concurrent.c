@@ -620,6 +620,77 @@ static void a_fill_whose_walk_waited_offline_walks_again(void **state)
     sync_env_fini(&s);
 }
 
+/* The count of vmmu's locks a thread holds stays right when a thread
+ * without a vCPU waited for the change lock: a vCPU it runs afterwards
+ * parks for an exclusive section as any other.  (The count used to miss
+ * that lock and wrap below zero at its release, and the vCPU then never
+ * parked: the section ran beside it.) */
+struct count_after_wait {
+    struct sync_env *s;
+    struct vmmu_vcpu *a, *b;
+    atomic_int waiting, online, section_done;
+    int done_at_safepoint;
+};
+
+static void *host_then_vcpu_main(void *arg)
+{
+    struct count_after_wait *c = arg;
+    atomic_store(&c->waiting, 1);
+    vmmu__sync_change_lock(c->s->env.vm); /* held by the test: waits */
+    vmmu__sync_change_unlock(c->s->env.vm);
+    assert_int_equal(vmmu_vcpu_online(c->a), 0);
+    atomic_store(&c->online, 1);
+    /* vCPU b's section posts a request to this vCPU and waits for it:
+     * once the request is here, the safe point parks it until the section
+     * is over. */
+    while (atomic_load(&c->a->sync->req_gen) == c->a->sync->handled_gen)
+        sched_yield();
+    assert_int_equal(vmmu_vcpu_safepoint(c->a), 0);
+    c->done_at_safepoint = atomic_load(&c->section_done);
+    assert_int_equal(vmmu_vcpu_offline(c->a), 0);
+    return NULL;
+}
+
+static void *short_section_main(void *arg)
+{
+    struct count_after_wait *c = arg;
+    assert_int_equal(vmmu_vcpu_online(c->b), 0);
+    while (!atomic_load(&c->online)) {
+        assert_int_equal(vmmu_vcpu_safepoint(c->b), 0);
+        sched_yield();
+    }
+    vmmu__sync_exclusive_begin(c->s->env.vm);
+    atomic_store(&c->section_done, 1);
+    vmmu__sync_exclusive_end(c->s->env.vm);
+    assert_int_equal(vmmu_vcpu_offline(c->b), 0);
+    return NULL;
+}
+
+static void a_thread_that_waited_for_the_change_lock_without_a_vcpu_parks_later(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct count_after_wait c = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s)};
+    vmmu__sync_change_lock(s.env.vm);
+    pthread_t ta, tb;
+    alarm(60);
+    assert_int_equal(pthread_create(&ta, NULL, host_then_vcpu_main, &c), 0);
+    while (!atomic_load(&c.waiting))
+        sched_yield();
+    struct timespec ms20 = {0, 20 * 1000 * 1000};
+    nanosleep(&ms20, NULL); /* in the lock wait by now */
+    vmmu__sync_change_unlock(s.env.vm);
+    assert_int_equal(pthread_create(&tb, NULL, short_section_main, &c), 0);
+    assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    alarm(0);
+    assert_int_equal(c.done_at_safepoint, 1);
+    vmmu_vcpu_destroy(c.a);
+    vmmu_vcpu_destroy(c.b);
+    sync_env_fini(&s);
+}
+
 /* The same when the page-in handler takes the vCPU offline itself, as
  * vmmu_vcpu_offline() says to before blocking (on a slow backing store,
  * say), and online again before it returns: the fill walks again. */
@@ -1117,6 +1188,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
+        cmocka_unit_test(a_thread_that_waited_for_the_change_lock_without_a_vcpu_parks_later),
         cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
         cmocka_unit_test(a_read_of_many_pages_whose_page_ins_go_offline_completes),
         cmocka_unit_test(an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_again),
