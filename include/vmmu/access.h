@@ -433,6 +433,13 @@ struct vmmu_rep {
  * replay latch could not record more.  Each side of an element is checked
  * as a single access is, the source first: translated, then stopped by a
  * watchpoint, so a fault on an element comes before a stop there.
+ * From a device to a device (MMIO or a device model's page on both
+ * sides) an element is always the first of its call, which stops before
+ * it once elements completed: the element's read has side effects and
+ * its write may pend, and a write that pends in the first element returns
+ * VMMU_EPENDING with the read kept in the latch, so the re-execution
+ * never reads the source again.  Such an element starts only when the
+ * latch has room for both its sides (else VMMU_EOVERFLOW, nothing read).
  * @return 0 (see @p fault and r->count: 0 means the instruction is done);
  *         negative codes as vmmu_prepared_move().
  */

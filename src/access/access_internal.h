@@ -252,8 +252,9 @@ const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
 int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size);
 int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,
                              const void *data, uint32_t size);
-/* Bytes of event data still free. */
-uint32_t vmmu__latch_bytes_free(const struct vmmu__access_vcpu *a);
+/* Room for @events more events holding @bytes bytes in all?
+ * (VMMU_EOVERFLOW if not, counted as event_room() counts it) */
+int vmmu__latch_room(struct vmmu__access_vcpu *a, unsigned events, uint32_t bytes);
 /* Put this vCPU's latch hook on the calling thread (or take it off). */
 void vmmu__latch_hook_update(struct vmmu__access_vcpu *a);
 

@@ -206,22 +206,19 @@ const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
     return a->latch.data + e->off;
 }
 
-uint32_t vmmu__latch_bytes_free(const struct vmmu__access_vcpu *a)
-{
-    const struct latch *l = &a->latch;
-    if (l->nevents == VMMU_LATCH_EVENTS)
-        return 0;
-    return VMMU_LATCH_BYTES - l->nbytes;
-}
-
-int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size)
+int vmmu__latch_room(struct vmmu__access_vcpu *a, unsigned events, uint32_t bytes)
 {
     struct latch *l = &a->latch;
-    if (l->nevents == VMMU_LATCH_EVENTS || size > VMMU_LATCH_BYTES - l->nbytes) {
+    if (events > VMMU_LATCH_EVENTS - l->nevents || bytes > VMMU_LATCH_BYTES - l->nbytes) {
         l->stats.overflows++;
         return VMMU_EOVERFLOW;
     }
     return 0;
+}
+
+int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size)
+{
+    return vmmu__latch_room(a, 1, size);
 }
 
 int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,

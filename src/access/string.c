@@ -95,9 +95,21 @@ static bool chunk_in_ram(const struct vmmu_prepared *p)
     return true;
 }
 
+/* A page of @p is MMIO or a device page: reading it has side effects a
+ * repeat would show, and writing it may pend. */
+static bool reaches_device(const struct vmmu_prepared *p)
+{
+    for (unsigned i = 0; i < p->npages; i++)
+        if (p->page[i].type == VMMU_MEM_MMIO || p->page[i].type == VMMU_MEM_DEVICE)
+            return true;
+    return false;
+}
+
+/* What a call returns when it stops with code @rc (> 0: before an
+ * element, for no error) after @done elements. */
 static int stopped(int rc, uint64_t done)
 {
-    return (rc < 0 && done > 0) ? 0 : rc;
+    return (rc > 0 || (rc < 0 && done > 0)) ? 0 : rc;
 }
 
 int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budget,
@@ -148,14 +160,31 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
                 return stopped(rc, done);
         } else {
             /* Element by element, so that a device model answering later
-             * stops the instruction after the last element that completed. */
+             * stops the instruction after the last element that completed.
+             *
+             * From a device to a device, an element is a read with side
+             * effects followed by a write that may pend, and a step that
+             * completed elements returns 0, dropping the latch: a write
+             * that pended there would have its read made again when the
+             * caller resumes.  So such an element is always the first of
+             * its call (the call stops before it otherwise), and it
+             * starts only if the latch has room for both its sides: a
+             * pending write then ends the call with VMMU_EPENDING and
+             * the re-execution replays the read. */
+            bool dev_to_dev = reaches_device(&ps) && reaches_device(&pd);
             for (uint64_t i = 0; i < k; i++) {
+                rc = 0;
+                if (dev_to_dev && done + i > 0)
+                    rc = 1; /* stop before it */
+                else if (dev_to_dev && latch_on(a))
+                    rc = vmmu__latch_room(a, 2 * e, 2 * e); /* at most a piece a byte */
                 uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
                 uint8_t tmp[8];
-                rc = vmmu_prepared_read(&ps, off, tmp, e);
+                if (rc == 0)
+                    rc = vmmu_prepared_read(&ps, off, tmp, e);
                 if (rc == 0)
                     rc = vmmu_prepared_write(&pd, off, tmp, e);
-                if (rc < 0) {
+                if (rc != 0) {
                     r->src = step(r->src, i, e, r->backward);
                     r->dst = step(r->dst, i, e, r->backward);
                     r->count -= i;

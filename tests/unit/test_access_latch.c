@@ -7,11 +7,13 @@
 #define DATA(n) (8 * MiB + (uint64_t)(n) * 4096)
 static const uint64_t VA = 0x0000400000100000ull;
 static const uint64_t VDEV = 0x0000400000200000ull;
+static const uint64_t VMMIO = 0x0000400000300000ull;
 
 /* A device that pends once per access, then answers; counts calls. */
 struct dev {
     unsigned calls, writes;
     bool pend_next;
+    unsigned pend_call; /* also pend the call of this number (1-based) */
     uint64_t value;
     uint64_t last_write;
 };
@@ -20,7 +22,7 @@ static int dev_handler(void *opaque, struct vmmu_device_req *req)
 {
     struct dev *d = opaque;
     d->calls++;
-    if (d->pend_next) {
+    if (d->pend_next || d->calls == d->pend_call) {
         d->pend_next = false;
         return VMMU_EPENDING;
     }
@@ -357,6 +359,73 @@ static void latch_overflow_returns_eoverflow(void **state)
     assert_int_equal(vmmu_insn_end(V(f), rc), 0);
 }
 
+static unsigned mmio_reads_at(const struct fx *f, uint64_t offset)
+{
+    unsigned n = 0;
+    for (unsigned i = 0; i < f->e.mmio.n; i++)
+        if (!f->e.mmio.op[i].write && f->e.mmio.op[i].offset == offset)
+            n++;
+    return n;
+}
+
+/* REP MOVSB from MMIO to a device page whose write of element 1 pends,
+ * run as an emulator runs it: resume after a step with progress, re-execute
+ * after VMMU_EPENDING.  Each source byte is read once (a FIFO loses
+ * nothing): element 1 is the first of its call, so its pending write
+ * keeps its read in the latch for the re-execution. */
+static void rep_movs_from_mmio_to_a_pending_device_reads_each_element_once(void **state)
+{
+    struct fx *f = *state;
+    amap(&f->e, VMMIO, MMIO_GPA, PTE_RW);
+    f->dev.pend_call = 2;
+    struct vmmu_rep r = {.dst = VDEV, .src = VMMIO, .count = 3, .elem = 1};
+    struct vmmu_x86_fault flt;
+    unsigned pending = 0;
+    for (unsigned step = 0; r.count && step < 10; step++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        int rc = vmmu_access_rep_movs(V(f), &r, 100, 0, &flt);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        assert_true(rc == 0 || rc == VMMU_EPENDING);
+        assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+        pending += rc == VMMU_EPENDING;
+    }
+    assert_int_equal(r.count, 0);
+    assert_int_equal(pending, 1);
+    assert_int_equal(f->dev.writes, 3);
+    for (uint64_t off = 0; off < 3; off++)
+        assert_int_equal(mmio_reads_at(f, off), 1);
+}
+
+/* The same copy when the latch has room for one more event only: the
+ * element's read is not made, since its write could not be recorded after
+ * it (the re-execution would read the device again). */
+static void rep_movs_between_devices_reads_nothing_when_the_latch_is_nearly_full(void **state)
+{
+    struct fx *f = *state;
+    amap(&f->e, VMMIO, MMIO_GPA, PTE_RW);
+    struct vmmu_x86_fault flt;
+    uint8_t b;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    for (unsigned i = 0; i < VMMU_LATCH_EVENTS - 1; i++)
+        assert_int_equal(vmmu_access_load(V(f), VA + i, 1, 0, &b, &flt), 0);
+    struct vmmu_rep r = {.dst = VMMIO + 0x800, .src = VMMIO, .count = 4, .elem = 1};
+    assert_int_equal(vmmu_access_rep_movs(V(f), &r, 100, 0, &flt), VMMU_EOVERFLOW);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EOVERFLOW), 0);
+    assert_int_equal(f->e.mmio.n, 0);
+    assert_int_equal(r.count, 4);
+    assert_int_equal(r.src, VMMIO);
+    /* With room, the copy goes one element per call and reads each once. */
+    for (unsigned step = 0; r.count && step < 10; step++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        int rc = vmmu_access_rep_movs(V(f), &r, 100, 0, &flt);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        assert_int_equal(rc, 0);
+    }
+    assert_int_equal(r.count, 0);
+    for (uint64_t off = 0; off < 4; off++)
+        assert_int_equal(mmio_reads_at(f, off), 1);
+}
+
 static void disabled_latch_reads_live_memory(void **state)
 {
     struct fx *f = *state;
@@ -397,6 +466,8 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(device_read_that_pends_returns_pending_and_the_retry_completes),
+        T(rep_movs_from_mmio_to_a_pending_device_reads_each_element_once),
+        T(rep_movs_between_devices_reads_nothing_when_the_latch_is_nearly_full),
         T(replay_returns_what_the_first_pass_read_after_memory_changed),
         T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
         T(tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap),

@@ -2407,6 +2407,15 @@ static bool same_chunk(const struct model *m, bool movs, unsigned elem, uint64_t
            (!movs || ((s1 & mask) >> 12) == ((s2 & mask) >> 12));
 }
 
+/* Whether a piece of @x is MMIO or a device model's page. */
+static bool rxl_reaches_device(const struct rxl *x)
+{
+    for (unsigned i = 0; i < x->n; i++)
+        if (x->p[i].kind == K_MMIO_A || x->p[i].kind == K_MMIO_B || x->p[i].kind == K_DEV)
+            return true;
+    return false;
+}
+
 /* REP MOVS / REP STOS: element by element up to the budget; at a fault
  * the registers name the faulting element.  A callback that fails ends
  * the call at its element too: the registers name it and every element
@@ -2466,6 +2475,11 @@ static void op_rep(struct model *m, bool movs)
                 want_rc = m->po_rc;
             break;
         }
+        /* From a device to a device (MMIO or a device model's page on
+         * both sides), an element is the first of its call: the call
+         * stops before it once elements completed (access.h). */
+        if (movs && done && rxl_reaches_device(&xs) && rxl_reaches_device(&xd))
+            break;
         /* The element's source is read, then its destination written; a
          * source read that fails writes nothing.  Both sides were
          * prepared, so both count as translated. */

@@ -1584,9 +1584,18 @@ static bool call_hits(const struct call *c, uint64_t gpa, unsigned n, bool write
            a < gpa + n && gpa < a + c->size;
 }
 
+/* Whether a byte of [gpa, gpa + n) is on an MMIO or device page. */
+static bool span_reaches_device(uint64_t gpa, unsigned n)
+{
+    enum tkind a = kind_of(gpa), b = kind_of(gpa + n - 1);
+    return (a != T_RAM && a != T_HOLE) || (b != T_RAM && b != T_HOLE);
+}
+
 /* REP MOVS/STOS: element by element, up to the budget; a fault stops
  * before the faulting element, a pending device piece before its
- * element; a step that completed elements returns 0 with its progress. */
+ * element, and a MOVS step that completed elements before an element
+ * from a device to a device; a step that completed elements returns 0
+ * with its progress. */
 static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
                               const struct res *r)
 {
@@ -1624,6 +1633,12 @@ static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
             m->frozen_walks = walks;
             memcpy(m->need, need, sizeof(need)); /* nor that it brings a table back */
             why = R_FAULT;
+            break;
+        }
+        /* From a device to a device, an element is the first of its
+         * call: the call stops before it once elements completed. */
+        if (movs && e > 0 && span_reaches_device(sg, o->elem) && span_reaches_device(dg, o->elem)) {
+            why = R_BUDGET;
             break;
         }
         bool pend = false;
