@@ -159,12 +159,44 @@ static void large_read_from_a_device_page_goes_to_the_latch(void **state)
     assert_int_equal(e->mmio_reads, 0);
 }
 
+/* A latched REP from a device page: once an iteration of this execution
+ * completed, the next one is not started (the device is not read again
+ * nor written); the instruction runs on in the latch at once, where that
+ * iteration is the first, so a device access of it that pends is the
+ * only thing its re-execution replays.  Outside REP, or in the first
+ * iteration, accesses go ahead. */
+static void a_latched_rep_runs_one_iteration_per_execution(void **state)
+{
+    struct env *e = *state;
+    struct x86emu_access a = data_access(STACK_VA + 0x10, 1);
+    struct x86emu_fault f;
+    uint8_t b = 0;
+    assert_int_equal(vmmu_insn_begin(e->v.vcpu), 0);
+    e->v.in_latch = true;
+    assert_int_equal(vb_mem_read(&e->v, &a, &b, &f), X86EMU_CB_OK); /* iteration 0 */
+    assert_int_equal(vb_mem_write(&e->v, &a, &b, &f), X86EMU_CB_OK);
+    a.va++;
+    a.rep_done = 1;
+    assert_int_equal(vb_mem_read(&e->v, &a, &b, &f), X86EMU_CB_RETRY);
+    assert_true(e->v.latched_next);
+    assert_false(e->v.pending);
+    e->v.latched_next = false;
+    assert_int_equal(vb_mem_write(&e->v, &a, &b, &f), X86EMU_CB_RETRY); /* REP STOS */
+    assert_true(e->v.latched_next);
+    e->v.in_latch = false;
+    assert_int_equal(vmmu_insn_end(e->v.vcpu, 0), 0);
+    assert_int_equal(e->mmio_reads, 1);
+    assert_int_equal(e->mmio_writes, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(exception_frame_write_to_a_device_page_goes_to_the_latch,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(large_read_from_a_device_page_goes_to_the_latch, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_latched_rep_runs_one_iteration_per_execution, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -176,7 +176,9 @@ static void retry_in_the_middle_of_rep_stos_keeps_completed_iterations(void **st
 	g_m.cpu.gpr[X86EMU_RCX] = 10;
 	g_m.cpu.gpr[X86EMU_RAX] = 0xab;
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
-	/* An interrupted REP: five done, RIP still at it, nothing else changed. */
+	/* An interrupted REP: five done, RIP still at it, nothing else changed;
+	 * the access answered RETRY said five iterations were done before it. */
+	assert_int_equal(g_m.retry_rep_done, 5);
 	assert_int_equal(g_m.cpu.rip, TM_CODE);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 5);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 0x1000);

@@ -44,6 +44,7 @@ struct tm {
 	uint8_t page[TM_PAGES];		/* enum tm_page per 4 KiB page */
 	uint8_t user[TM_PAGES];		/* 1: user-accessible */
 	unsigned reads, writes, fetches, cmpxchgs;
+	uint32_t retry_rep_done;		/* rep_done of the last access answered RETRY */
 	unsigned io_outs;
 	uint16_t last_port;
 	uint32_t last_out, in_value;

@@ -35,8 +35,10 @@ static int check(struct tm *m, const struct x86emu_access *a, bool write,
 		uint64_t va = a->va + off, pg = va / 4096;
 		int kind = pg < TM_PAGES ? m->page[pg] : TM_PAGE_ABSENT;
 		bool fault = false;
-		if (kind == TM_PAGE_RETRY)
+		if (kind == TM_PAGE_RETRY) {
+			m->retry_rep_done = a->rep_done;
 			return X86EMU_CB_RETRY;
+		}
 		if (kind == TM_PAGE_ABSENT) {
 			fault = true;
 		} else if ((write && kind == TM_PAGE_READONLY) || (user && !m->user[pg])) {

@@ -24,7 +24,8 @@ struct vb_mem_stats {
     uint64_t faults;       /* accesses that raised a fault */
     uint64_t pending;      /* accesses a device model answered later (VMMU_EPENDING) */
     uint64_t busy;         /* walks that lost to the guest rewriting its tables (VMMU_EBUSY) */
-    uint64_t to_latch;     /* instructions run again in the latch: they reached a non-RAM page */
+    uint64_t to_latch;     /* instructions run again in the latch: they reached a non-RAM
+                              page, or a latched REP completed an iteration */
 };
 
 struct vb_vcpu {

@@ -85,6 +85,24 @@ static int to_latch(struct vb_vcpu *v)
     return X86EMU_CB_RETRY;
 }
 
+/*
+ * In the latch, an access of a REP iteration after one this execution
+ * completed: stop before it and run the instruction on in the latch at
+ * once, so that a latched execution makes one iteration.  Its records are
+ * then that iteration's only, and one of its device accesses that pends
+ * is replayed alone: with an earlier iteration's records in front, the
+ * re-execution (which starts at the pending iteration) would find other
+ * accesses there, drop the record, and read the device again.
+ */
+static bool one_iteration_done(struct vb_vcpu *v, const struct x86emu_access *a)
+{
+    if (!v->in_latch || a->rep_done == 0)
+        return false;
+    v->latched_next = true;
+    v->mem.to_latch++;
+    return true;
+}
+
 static void count(struct vb_vcpu *v, const struct x86emu_access *a)
 {
     unsigned in_page = (unsigned)(VMMU_PAGE_SIZE - (a->va & ~VMMU_PAGE_MASK));
@@ -160,6 +178,8 @@ int vb_mem_read(void *opaque, const struct x86emu_access *a, void *out, struct x
         }
         return finish(v, rc, &vf, f, a->kind == X86EMU_ACCESS_FETCH ? "fetch" : "read");
     }
+    if (one_iteration_done(v, a))
+        return X86EMU_CB_RETRY;
     rc = vmmu_access_read(v->vcpu, a->va, out, a->size, acc, &vf);
     return finish(v, rc, &vf, f, a->kind == X86EMU_ACCESS_FETCH ? "fetch" : "read");
 }
@@ -193,6 +213,8 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
         }
         return finish(v, rc, &vf, f, "write");
     }
+    if (one_iteration_done(v, a))
+        return X86EMU_CB_RETRY;
     rc = vmmu_access_write(v->vcpu, a->va, in, a->size, acc, &vf);
     if (rc == VMMU_EROM)
         return X86EMU_CB_OK; /* a ROM write that reports: the guest sees it dropped */

@@ -161,6 +161,7 @@ static inline void fill_access(const struct x86emu_ctx *c, struct x86emu_access 
 	a->kind = kind;
 	a->cpl = kind == X86EMU_ACCESS_IMPLICIT_SUPERVISOR ? 0 : c->cpu.cpl;
 	a->ac = (c->cpu.rflags & X86EMU_FLAG_AC) != 0;
+	a->rep_done = c->rep_done;
 }
 
 /* Turn a callback's answer into an internal status. */
@@ -381,6 +382,7 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 {
 	c->arch = cpu;
 	c->env = env;
+	c->rep_done = 0;
 	ZydisDecoderInit(&c->decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
 	/*
 	 * We advertise neither BMI1 nor LZCNT, so F3 0F BC/BD are REP BSF/BSR,
@@ -396,6 +398,7 @@ static int step_one(struct x86emu_ctx *c)
 	int rc;
 
 	c->cpu = *c->arch;
+	c->rep_done = 0;
 	/* The shadow covers exactly one instruction (SDM 6.8.3). */
 	c->cpu.intr_shadow = false;
 	rc = fetch_decode(c);

@@ -190,6 +190,13 @@ struct x86emu_access {
 	enum x86emu_access_kind kind;
 	uint8_t cpl;		/* privilege of the access: 0 for implicit supervisor */
 	bool ac;		/* RFLAGS.AC at the time, for SMAP (SDM 4.6.1) */
+	/*
+	 * REP iterations this execution of the instruction completed (and
+	 * committed) before this access; 0 outside string instructions.  A
+	 * machine may answer X86EMU_CB_RETRY to stop before an iteration: the
+	 * completed ones stay done, and the instruction resumes at this one.
+	 */
+	uint32_t rep_done;
 };
 
 /* Largest single access: ENTER with nesting level 31 writes its frame as one. */

@@ -39,6 +39,7 @@ struct x86emu_ctx {
 	ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
 	uint64_t next_rip;
 	struct x86emu_fault fault;
+	uint32_t rep_done;		/* REP iterations committed by this execution */
 };
 
 __extension__ typedef unsigned __int128 x86emu_u128;

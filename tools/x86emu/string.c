@@ -124,6 +124,7 @@ int x86emu__exec_string(struct x86emu_ctx *c)
 	uint64_t am = width_mask(aw);
 	for (unsigned n = 0; n < X86EMU_REP_ITERATIONS_PER_STEP; n++) {
 		uint64_t rcx = c->cpu.gpr[X86EMU_RCX] & am;
+		c->rep_done = n;
 		if (rcx == 0) {
 			c->cpu.rip = c->next_rip;
 			return XS_OK;
