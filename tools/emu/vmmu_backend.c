@@ -916,7 +916,7 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         fprintf(out, "host stress:        off\n");
     }
     fprintf(out, "replay latch:       %llu instructions run in it (they reached a non-RAM "
-            "page), %llu replays (%llu reads, %llu translations, %llu table entries served "
+            "page, or a REP in it went on to its next iteration), %llu replays (%llu reads, %llu translations, %llu table entries served "
             "again, %llu diverged)\n",
             (unsigned long long)s.to_latch, (unsigned long long)replays, (unsigned long long)l.events_replayed,
             (unsigned long long)l.xlates_replayed, (unsigned long long)l.entries_replayed,
