@@ -490,6 +490,13 @@ int vmmu_watch_remove(struct vmmu_vcpu *vcpu, uint32_t id);
 
 /**
  * Take up to @p max recorded hits, oldest first.
+ *
+ * A hit without VMMU_WATCH_BEFORE is recorded once its piece of the
+ * access was made (a piece that failed records none; a write that a ROM
+ * dropped was made).  An instruction that ends with VMMU_EPENDING
+ * records none: vmmu_insn_end() gives back what it recorded, and its
+ * re-execution records each hit once, whether it makes the access again
+ * or the latch serves it (hits taken inside the instruction stay taken).
  * @param dropped if non-NULL, receives how many hits were dropped because
  *        more than VMMU_WATCH_HITS_MAX were pending (then reset to 0).
  * @return the number of hits copied, or VMMU_EINVAL.

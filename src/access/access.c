@@ -377,13 +377,11 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_
     return 0;
 }
 
-int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
-                     uint32_t n)
+static int piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
+                      uint32_t n)
 {
     struct vmmu__access_vcpu *a = v->access;
     int rc;
-    if (a->nwatch)
-        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_READ, true);
     if (p->type == VMMU_MEM_DEVICE)
         return device_piece(v, p->gpa + off, buf, n, false);
     bool latch = latch_on(a);
@@ -413,13 +411,11 @@ int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, v
     return 0;
 }
 
-int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
-                      uint32_t n)
+static int piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
+                       uint32_t n)
 {
     struct vmmu__access_vcpu *a = v->access;
     int rc;
-    if (a->nwatch)
-        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_WRITE, true);
     if (p->host) {
         vmmu_guest_store(p->host + off, buf, n);
         return 0;
@@ -446,6 +442,29 @@ int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, 
         rc = vmmu_gpa_write(v->vm, p->gpa + off, buf, n, VMMU_GPA_UNBACKED_ONES, NULL);
         return rc == VMMU_ERANGE ? 0 : rc;
     }
+}
+
+/* A piece, then its watchpoint hits: an access that failed, or pended,
+ * made no access to report (its re-execution reports it); a write that
+ * reached a ROM reporting writes was made (the ROM dropped it). */
+int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
+                     uint32_t n)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    int rc = piece_read(v, p, off, buf, n);
+    if (rc == 0 && a->nwatch && !a->hits_quiet)
+        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_READ, true);
+    return rc;
+}
+
+int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, const void *buf,
+                      uint32_t n)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    int rc = piece_write(v, p, off, buf, n);
+    if ((rc == 0 || rc == VMMU_EROM) && a->nwatch && !a->hits_quiet)
+        (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_WRITE, true);
+    return rc;
 }
 
 /* ---- Probes --------------------------------------------------------------------- */

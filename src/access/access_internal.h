@@ -105,6 +105,14 @@ struct vmmu__access_vcpu {
     struct vmmu_watch_hit hits[VMMU_WATCH_HITS_MAX];
     unsigned nhits;
     uint64_t hits_dropped;
+    /* Hits (kept and dropped) when the instruction in progress began: an
+     * instruction that ends with VMMU_EPENDING gives back what it
+     * recorded, so its re-execution records each hit once. */
+    unsigned hits_mark;
+    uint64_t dropped_mark;
+    /* Set while pieces run whose hits the caller records itself (a
+     * locked update of MMIO): they record none. */
+    bool hits_quiet;
 
     vmmu_code_write_fn code_fn;
     void *code_opaque;

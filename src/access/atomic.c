@@ -149,6 +149,16 @@ static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsign
     return rc;
 }
 
+/* The hits of a locked update that completed: a read and a write of
+ * each piece. */
+static void locked_hits(struct vmmu__access_vcpu *a, const struct piece *p, unsigned n)
+{
+    for (unsigned i = 0; i < n && a->nwatch; i++) {
+        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_READ, true);
+        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_WRITE, true);
+    }
+}
+
 /* One pass of locked_update(): NEED_EXCLUSIVE, having done nothing, when
  * the update needs an exclusive section and @exclusive is false. */
 static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
@@ -192,10 +202,6 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             ctx = &noted;
         }
     }
-    for (unsigned i = 0; i < n && a->nwatch; i++) {
-        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_READ, true);
-        (void)vmmu__watch_check(a, p[i].va, p[i].len, ACC_KIND_WRITE, true);
-    }
     if (ram && !split) {
         /* A replay stores the recorded bytes; @old keeps what the first pass saw. */
         uint8_t seen[16];
@@ -217,8 +223,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         /* MMIO or device: a read, then a write; not atomic. */
         uint8_t nb[16];
         uint32_t off = 0;
-        unsigned saved = a->nwatch;
-        a->nwatch = 0; /* hits were recorded above */
+        a->hits_quiet = true; /* the update's hits are recorded once, below */
         /* A device model may wait (the vCPU offline, pages taken away):
          * a piece touched after a wait is looked up again. */
         uint64_t gen = v->host_gen;
@@ -242,11 +247,14 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
                 off += p[i].len;
             }
         }
-        a->nwatch = saved;
+        a->hits_quiet = false;
+        if (rc == 0 || rc == VMMU_EROM) /* (a ROM dropped the write) */
+            locked_hits(a, p, n);
         if (rc < 0)
             return rc;
         return 0; /* the pieces went through the latch themselves */
     }
+    locked_hits(a, p, n);
     if (!latch || fn == update_replayed)
         return 0;
     uint8_t rec[2 * 16];

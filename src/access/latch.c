@@ -255,6 +255,8 @@ int vmmu_insn_begin(struct vmmu_vcpu *v)
     l->cursor = 0;
     l->frozen_events = l->nevents;
     l->in_insn = true;
+    a->hits_mark = a->nhits;
+    a->dropped_mark = a->hits_dropped;
     vmmu__latch_hook_update(a);
     return 0;
 }
@@ -285,6 +287,11 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
     l->in_insn = false;
     a->epoch++; /* prepared accesses and probe pointers end here */
     drop_replay_fills(v, l);
+    if (status == VMMU_EPENDING) {
+        /* The instruction is made again: its watchpoint hits with it. */
+        a->nhits = a->hits_mark;
+        a->hits_dropped = a->dropped_mark;
+    }
     if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
         vmmu__latch_reset(l);
     vmmu__latch_hook_update(a);

@@ -205,9 +205,12 @@ int vmmu_watch_take_hits(struct vmmu_vcpu *v, struct vmmu_watch_hit *out, unsign
         memmove(a->hits, a->hits + n, (a->nhits - n) * sizeof(*out));
     }
     a->nhits -= n;
+    /* Taken inside an instruction: what is taken stays taken. */
+    a->hits_mark = a->hits_mark > n ? a->hits_mark - n : 0;
     if (dropped) {
         *dropped = a->hits_dropped;
         a->hits_dropped = 0;
+        a->dropped_mark = 0;
     }
     return (int)n;
 }

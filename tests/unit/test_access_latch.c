@@ -426,6 +426,113 @@ static void rep_movs_between_devices_reads_nothing_when_the_latch_is_nearly_full
         assert_int_equal(mmio_reads_at(f, off), 1);
 }
 
+/* An instruction that pends records its watchpoint hits in the pass
+ * that completes it, once: a read served again from the latch, and a
+ * RAM write made again, add none. */
+static void a_replayed_instruction_records_each_watch_hit_once(void **state)
+{
+    struct fx *f = *state;
+    uint32_t rid, wid;
+    assert_int_equal(vmmu_watch_add(V(f), VA, 8, VMMU_WATCH_READ, &rid), 0);
+    assert_int_equal(vmmu_watch_add(V(f), VA + 64, 8, VMMU_WATCH_WRITE, &wid), 0);
+    struct vmmu_x86_fault flt;
+    uint64_t a = 0, b = 0, w = 7;
+    struct vmmu_watch_hit h[8];
+    f->dev.pend_next = true;
+    for (unsigned pass = 0; pass < 2; pass++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+        assert_int_equal(vmmu_access_store(V(f), VA + 64, 8, 0, &w, &flt), 0);
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 0 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        if (pass == 0) /* the instruction is not done: nothing to report yet */
+            assert_int_equal(vmmu_watch_take_hits(V(f), h, 8, NULL), 0);
+    }
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.events_replayed >= 1); /* the RAM read, served again */
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 8, NULL), 2);
+    assert_int_equal(h[0].id, rid);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ);
+    assert_int_equal(h[1].id, wid);
+    assert_int_equal(h[1].flags, VMMU_WATCH_WRITE);
+}
+
+/* A device write that pends is made by the re-execution: one hit, then. */
+static void a_device_write_that_pends_records_its_hit_once(void **state)
+{
+    struct fx *f = *state;
+    assert_int_equal(vmmu_watch_add(V(f), VDEV, 8, VMMU_WATCH_WRITE, NULL), 0);
+    f->dev.pend_next = true;
+    struct vmmu_x86_fault flt;
+    uint64_t w = 5;
+    struct vmmu_watch_hit h[8];
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV, 8, 0, &w, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 8, NULL), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV, 8, 0, &w, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(f->dev.writes, 1);
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 8, NULL), 1);
+    assert_int_equal(h[0].flags, VMMU_WATCH_WRITE);
+}
+
+/* An MMIO device whose read callback adds a watchpoint on the vCPU (a
+ * debugger stub reacting to a device access, on the vCPU's thread). */
+struct adding_mmio {
+    struct vmmu_vcpu *vcpu;
+    uint64_t watch_va;
+    uint32_t id;
+    int rc;
+};
+
+static int adding_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)offset;
+    (void)size;
+    struct adding_mmio *d = opaque;
+    *value = 0;
+    if (!d->id)
+        d->rc = vmmu_watch_add(d->vcpu, d->watch_va, 1, VMMU_WATCH_WRITE, &d->id);
+    return 0;
+}
+
+static int adding_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)opaque;
+    (void)offset;
+    (void)size;
+    (void)value;
+    return 0;
+}
+
+static const struct vmmu_mmio_ops adding_ops = {adding_read, adding_write};
+
+/* Watchpoints added by a callback in the middle of a locked update of
+ * MMIO stay, beside the ones there before, and both are removable. */
+static void a_watchpoint_added_inside_a_locked_mmio_update_keeps_the_others(void **state)
+{
+    struct fx *f = *state;
+    struct adding_mmio d = {.vcpu = V(f), .watch_va = VA + 0x4000};
+    struct vmmu_region_desc r = {.type = VMMU_MEM_MMIO, .gpa = 0x60000000ull, .size = 4096,
+                                 .mmio = &adding_ops, .opaque = &d};
+    assert_int_equal(vmmu_region_add(f->e.t.env.vm, &r, NULL), 0);
+    amap(&f->e, VMMIO, 0x60000000ull, PTE_RW);
+    uint32_t id1;
+    assert_int_equal(vmmu_watch_add(V(f), VA + 0x3000, 1, VMMU_WATCH_READ, &id1), 0);
+    uint64_t old;
+    struct vmmu_x86_fault flt;
+    assert_int_equal(vmmu_access_rmw(V(f), VMMIO, 4, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(d.rc, 0);
+    assert_int_not_equal(d.id, id1);
+    assert_int_equal(vmmu_watch_remove(V(f), id1), 0);
+    assert_int_equal(vmmu_watch_remove(V(f), d.id), 0);
+}
+
 static void disabled_latch_reads_live_memory(void **state)
 {
     struct fx *f = *state;
@@ -468,6 +575,9 @@ int main(void)
         T(device_read_that_pends_returns_pending_and_the_retry_completes),
         T(rep_movs_from_mmio_to_a_pending_device_reads_each_element_once),
         T(rep_movs_between_devices_reads_nothing_when_the_latch_is_nearly_full),
+        T(a_replayed_instruction_records_each_watch_hit_once),
+        T(a_device_write_that_pends_records_its_hit_once),
+        T(a_watchpoint_added_inside_a_locked_mmio_update_keeps_the_others),
         T(replay_returns_what_the_first_pass_read_after_memory_changed),
         T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
         T(tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap),

@@ -491,6 +491,7 @@ struct model {
     bool no_pagein;      /* nothing may come back in this operation */
     bool nofault_op;     /* it is a non-faulting probe: no page-in asked */
     bool got_epagedout;  /* the operation returned VMMU_EPAGEDOUT */
+    bool insn_pended;    /* it was an instruction that ended with VMMU_EPENDING */
     uint64_t touched[16]; /* RAM pages whose bytes it read or wrote: resident after it */
     unsigned ntouched;
 
@@ -993,6 +994,7 @@ static void op_begin(struct model *m)
     m->po_pending = m->po_either = false;
     m->po_rc = 0;
     m->got_epagedout = false;
+    m->insn_pended = false;
     m->ntouched = 0;
     m->pi_calls = 0;
     /* With no way to page in, nothing comes back; and the TLB is flushed
@@ -1795,6 +1797,9 @@ static void check_watch(struct model *m)
             bad = "names a linear address of more than 32 bits";
         else if (h[k].len == 0 || !watch_covers(m, &m->watch[i], h[k].va, h[k].len))
             bad = "does not overlap its watchpoint";
+        else if (!before && m->insn_pended)
+            bad = "was recorded by an instruction that ended with VMMU_EPENDING (access.h: "
+                  "its re-execution records it)";
         if (!bad && before) {
             unsigned j;
             for (j = 0; j < m->nbexp; j++)
@@ -1827,7 +1832,7 @@ static void check_watch(struct model *m)
     m->n.watch_hits += (unsigned long)n - nbefore;
     if (dropped || m->done_overflow)
         return; /* hits beyond VMMU_WATCH_HITS_MAX are counted, not kept */
-    if (m->ref_failed)
+    if (m->ref_failed || m->insn_pended)
         return; /* access.h does not say which hits an access that failed records */
     for (unsigned i = 0; i < m->nwatch; i++) {
         const struct mwatch *w = &m->watch[i];
@@ -1984,6 +1989,7 @@ static void insn_stop(struct model *m, bool insn, int rc)
     if (!insn)
         return;
     assert_int_equal(vmmu_insn_end(V(m), rc), 0);
+    m->insn_pended = rc == VMMU_EPENDING;
     if (rc == VMMU_EPENDING) {
         struct vmmu_latch_stats st;
         assert_int_equal(vmmu_latch_discard(V(m)), 0);
