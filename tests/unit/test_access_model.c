@@ -2484,8 +2484,13 @@ static void op_rep(struct model *m, bool movs)
         /* From a device to a device (MMIO or a device model's page on
          * both sides), an element is the first of its call: the call
          * stops before it once elements completed (access.h). */
-        if (movs && done && rxl_reaches_device(&xs) && rxl_reaches_device(&xd))
+        if (movs && done && rxl_reaches_device(&xs) && rxl_reaches_device(&xd)) {
+            /* Both sides were prepared before the stop: both count as
+             * translated, as for an element that fails. */
+            ref_done(m, &xs);
+            ref_done(m, &xd);
             break;
+        }
         /* The element's source is read, then its destination written; a
          * source read that fails writes nothing.  Both sides were
          * prepared, so both count as translated. */
