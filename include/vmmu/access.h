@@ -44,9 +44,11 @@
  * ## Fault before side effect
  *
  * Every access is split at page boundaries, and every piece is translated
- * and checked (rights, watchpoints) before the first byte is read or
+ * and checked (rights, then watchpoints) before the first byte is read or
  * written.  An access that faults on its second page leaves the first page
- * untouched and reports the second page's first byte in CR2.
+ * untouched and reports the second page's first byte in CR2, even when a
+ * VMMU_WATCH_BEFORE watchpoint covers its first page (the access would
+ * not be made, so nothing stops before it).
  *
  * An error is not a fault: when an MMIO callback or the device model
  * fails midway (VMMU_EMMIO, VMMU_EDEAD, VMMU_EPENDING, ...), or a write
@@ -431,8 +433,11 @@ struct vmmu_rep {
  * faulting element, as the CPU leaves RSI/RDI/RCX), before an element that
  * touches a VMMU_WATCH_BEFORE watchpoint, on a negative code, and when the
  * replay latch could not record more.  Each side of an element is checked
- * as a single access is, the source first: translated, then stopped by a
- * watchpoint, so a fault on an element comes before a stop there.
+ * as a single access is (every page translated, then its watchpoints), the
+ * source first and whole: a fault on a side comes before a stop at that
+ * side's watchpoint, and a stop at the source before anything about the
+ * destination (the CPU reads the source before it writes the
+ * destination).
  * From a device to a device (MMIO or a device model's page on both
  * sides) an element is always the first of its call, which stops before
  * it once elements completed: the element's read has side effects and

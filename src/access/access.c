@@ -171,7 +171,6 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
     uint64_t page = va & VMMU_PAGE_MASK;
     uint64_t gpa_page;
     int rc;
-    unsigned watch_kind = (access & ACCESS_NO_WATCH) ? 0 : watch_kind_of(access);
     access &= VMMU_X86_ACC_ALL;
 
     vmmu__fault_none(fault);
@@ -243,11 +242,21 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
             }
         }
     }
-    if (watch_kind && a->nwatch && vmmu__watch_check(a, va, len, watch_kind, false)) {
-        fault->vector = VMMU_ACCESS_STOP_WATCH;
-        return 0;
-    }
     return 0;
+}
+
+bool vmmu__watch_stops(struct vmmu_vcpu *v, const struct piece *p, unsigned n, unsigned access,
+                       struct vmmu_x86_fault *fault)
+{
+    struct vmmu__access_vcpu *a = v->access;
+    if (!a->nwatch || (access & ACCESS_NO_WATCH))
+        return false;
+    for (unsigned i = 0; i < n; i++)
+        if (vmmu__watch_check(a, p[i].va, p[i].len, watch_kind_of(access), false)) {
+            fault->vector = VMMU_ACCESS_STOP_WATCH;
+            return true;
+        }
+    return false;
 }
 
 /* After every piece of an access passed its checks: notify writes to code
@@ -311,6 +320,11 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
                 return rc;
             n = 2;
         }
+        /* Every page translated first: a fault anywhere in the access
+         * comes before a stop at a watchpoint (the access would not be
+         * made), and a stopped write reports nothing to the code handler. */
+        if (vmmu__watch_stops(v, out, n, access, fault))
+            return 0;
         if (gen == v->host_gen && !committed) {
             vmmu__pieces_commit(v, out, n);
             committed = true;

@@ -210,13 +210,20 @@ _Static_assert((ACCESS_REPORTED & (VMMU_X86_ACC_ALL | VMMU_ACCESS_READ_WRITE | A
 
 /* access.c */
 /* Translate and check [va, va + len) (inside one page) for @access: the
- * piece, or a fault/stop in @fault.  Returns 0 or a negative code. */
+ * piece, or a fault in @fault (watchpoints are not looked at: see
+ * vmmu__watch_stops()).  Returns 0 or a negative code. */
 int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                        struct piece *out, struct vmmu_x86_fault *fault);
 /* Times a two-page translation is redone because a blocking wait (page-in)
  * ended the vCPU's epoch in the middle of it, before giving VMMU_EBUSY. */
 #define ACCESS_XLATE_RETRIES 16
-/* Split and translate [va, va + len) into 1 or 2 pieces, all checked.
+/* Whether a VMMU_WATCH_BEFORE watchpoint stops the access @access (unless
+ * ACCESS_NO_WATCH) to the translated pieces @p: then the hit is recorded
+ * and @fault says VMMU_ACCESS_STOP_WATCH. */
+bool vmmu__watch_stops(struct vmmu_vcpu *v, const struct piece *p, unsigned n, unsigned access,
+                       struct vmmu_x86_fault *fault);
+/* Split and translate [va, va + len) into 1 or 2 pieces, all checked:
+ * every piece translated, then the watchpoints.
  * Returns 0 (fault in @fault) or a negative code; *npieces set on success. */
 int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                              struct piece out[2], unsigned *npieces,

@@ -47,6 +47,29 @@ static void store8_crossing_into_not_present_page_leaves_first_page_and_reports_
         assert_int_equal(ram(e, DATA(0))[i], 0xaa);
 }
 
+/* A watchpoint that stops before the access does not hide its fault: the
+ * access faults on its second page, so it would never be made. */
+static void a_crossing_store_faults_before_a_watchpoint_on_its_first_page_stops_it(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW); /* VA + 4096 is not mapped */
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA + 4092, 1,
+                                    VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE, NULL),
+                     0);
+    uint64_t value = 1;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 4092, 8, 0, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.cr2, VA + 4096);
+    struct vmmu_watch_hit h[2];
+    assert_int_equal(vmmu_watch_take_hits(acc_vcpu(e), h, 2, NULL), 0);
+    /* Once the second page is there, the watchpoint stops it. */
+    amap(e, VA + 4096, DATA(1), PTE_RW);
+    assert_int_equal(vmmu_access_store(acc_vcpu(e), VA + 4092, 8, 0, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(vmmu_watch_take_hits(acc_vcpu(e), h, 2, NULL), 1);
+}
+
 static void store8_crossing_into_readonly_page_faults_with_p_set(void **state)
 {
     struct acc_env *e = *state;
@@ -965,6 +988,7 @@ int main(void)
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(store8_crossing_into_not_present_page_leaves_first_page_and_reports_cr2),
+        T(a_crossing_store_faults_before_a_watchpoint_on_its_first_page_stops_it),
         T(store8_crossing_into_readonly_page_faults_with_p_set),
         T(load16_crossing_two_pages_reads_both_parts),
         T(store_crossing_writes_both_pages_when_both_allow),

@@ -1314,14 +1314,16 @@ static bool ref_xlate(struct model *m, uint64_t va, uint32_t len, unsigned acces
          * access then faults on its second page. */
         if (x->write && x->p[i].kind == K_RAM)
             dirty_may(m, x->p[i].gpa);
-        /* Each page is checked for watchpoints once translated, before
-         * the next one (access.h: every piece translated and checked). */
+    }
+    /* Then the watchpoints, page by page: a fault anywhere in the access
+     * comes before a stop (access.h: every piece translated, then
+     * checked). */
+    for (unsigned i = 0; i < x->n; i++)
         if (m->nwatch && before_watched(m, x->p[i].va, x->p[i].len, kinds)) {
             expect_stop(m, kinds, va, len, x->p[i].va, x->p[i].len, f);
             po_fault(m);
             return false;
         }
-    }
     return true;
 }
 
