@@ -15,8 +15,9 @@
  * An access function returns 0 when it evaluated the access.  Then
  * `fault->vector` says how it ended:
  *  - VMMU_X86_FAULT_NONE: done;
- *  - an x86 vector (#PF with its error code and CR2, #GP(0), #SS(0)): the
- *    CPU raises it; nothing was written (see "fault before side effect");
+ *  - an x86 vector (#PF with its error code and CR2, #GP(0), #SS(0),
+ *    #AC(0)): the CPU raises it; nothing was written (see "fault before
+ *    side effect");
  *  - VMMU_ACCESS_STOP_WATCH: a watchpoint with VMMU_WATCH_BEFORE covers a
  *    byte of the access; nothing was accessed.  vmmu_watch_take_hits()
  *    says which watchpoint.
@@ -40,6 +41,20 @@
  * through the region's callbacks in naturally aligned pieces of 1, 2, 4 or
  * 8 bytes, in ascending address order; DEVICE pages go through
  * vmmu_p2m_device_access() in the same pieces.
+ *
+ * ## Alignment check
+ *
+ * At CPL 3 with CR0.AM and RFLAGS.AC set, the typed accesses
+ * (vmmu_access_load/store(), vmmu_access_rmw/cmpxchg(), each element of
+ * vmmu_access_rep_movs/stos()) of 2, 4 or 8 bytes at an address that is
+ * not a multiple of their size raise #AC(0) (SDM 6.15), after the
+ * canonical check (#GP/#SS come first) and before any page is walked.
+ * Fetches and implicit supervisor accesses are never checked, nor are
+ * 16-byte accesses (whether a misaligned 16-byte operand raises #AC or
+ * #GP, or nothing, depends on the instruction), vmmu_access_read/write()
+ * and vmmu_access_prepare() of any length (a descriptor, a far pointer,
+ * an FXSAVE area has alignment rules of its own): for those the caller
+ * checks, as it does for accesses it makes through the TLB directly.
  *
  * ## Fault before side effect
  *

@@ -68,6 +68,7 @@ extern "C" {
 #define VMMU_X86_CR0_PE (1ull << 0)
 #define VMMU_X86_CR0_ET (1ull << 4)
 #define VMMU_X86_CR0_WP (1ull << 16)
+#define VMMU_X86_CR0_AM (1ull << 18)
 #define VMMU_X86_CR0_NW (1ull << 29)
 #define VMMU_X86_CR0_CD (1ull << 30)
 #define VMMU_X86_CR0_PG (1ull << 31)
@@ -124,6 +125,7 @@ extern "C" {
 #define VMMU_X86_VEC_SS 12
 #define VMMU_X86_VEC_GP 13
 #define VMMU_X86_VEC_PF 14
+#define VMMU_X86_VEC_AC 17
 /** struct vmmu_x86_fault::vector when nothing was raised. */
 #define VMMU_X86_FAULT_NONE (-1)
 

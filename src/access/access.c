@@ -259,6 +259,24 @@ bool vmmu__watch_stops(struct vmmu_vcpu *v, const struct piece *p, unsigned n, u
     return false;
 }
 
+bool vmmu__alignment_fault(const struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                           struct vmmu_x86_fault *fault)
+{
+    const struct vmmu_x86_paging *pg = &v->pg;
+    if (size > 8 || !(va & (size - 1)) || (access & (VMMU_X86_ACC_FETCH | VMMU_X86_ACC_IMPLICIT)) ||
+        pg->cpl != 3 || !(pg->cr0 & VMMU_X86_CR0_AM) || !(pg->rflags & VMMU_X86_RFLAGS_AC))
+        return false;
+    /* An operand out of canonical form raises #GP or #SS first (its
+     * address is not even formed). */
+    if (pg->mode >= VMMU_X86_MODE_4LEVEL &&
+        (!vmmu_x86_canonical(pg, va) || !vmmu_x86_canonical(pg, va + size - 1)))
+        return false;
+    fault->vector = VMMU_X86_VEC_AC;
+    fault->error_code = 0;
+    fault->cr2 = 0;
+    return true;
+}
+
 /* After every piece of an access passed its checks: notify writes to code
  * pages (the write itself follows). */
 void vmmu__pieces_commit(struct vmmu_vcpu *v, struct piece *p, unsigned n)

@@ -217,6 +217,13 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
 /* Times a two-page translation is redone because a blocking wait (page-in)
  * ended the vCPU's epoch in the middle of it, before giving VMMU_EBUSY. */
 #define ACCESS_XLATE_RETRIES 16
+/* SDM 6.15 (#AC): at CPL 3 with CR0.AM and RFLAGS.AC set, a data access
+ * of @size bytes (2, 4 or 8; other sizes are not checked) at an address
+ * that is not a multiple of @size raises #AC(0), before the pages are
+ * walked; implicit supervisor accesses and fetches are never checked.
+ * True with the fault in @fault. */
+bool vmmu__alignment_fault(const struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                           struct vmmu_x86_fault *fault);
 /* Whether a VMMU_WATCH_BEFORE watchpoint stops the access @access (unless
  * ACCESS_NO_WATCH) to the translated pieces @p: then the hit is recorded
  * and @fault says VMMU_ACCESS_STOP_WATCH. */

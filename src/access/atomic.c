@@ -140,6 +140,8 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
 static int locked_update(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                          update_fn fn, void *ctx, uint8_t *old, struct vmmu_x86_fault *fault)
 {
+    if (vmmu__alignment_fault(v, va, size, access, fault))
+        return 0;
     int rc = locked_update_in(v, va, size, access, fn, ctx, old, fault, false);
     if (rc != NEED_EXCLUSIVE)
         return rc;

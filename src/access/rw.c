@@ -440,6 +440,8 @@ int vmmu_access_load(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned a
             return 0;
         }
     }
+    if (vmmu__alignment_fault(v, va, size, access, fault))
+        return 0;
     return vmmu_access_read(v, va, value, size, access, fault);
 }
 
@@ -459,5 +461,7 @@ int vmmu_access_store(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned 
             return 0;
         }
     }
+    if (vmmu__alignment_fault(v, va, size, access, fault))
+        return 0;
     return vmmu_access_write(v, va, value, size, access, fault);
 }

@@ -141,11 +141,16 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
         k = kw ? kw : 1;
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared ps, pd;
+        /* Every element of the chunk is aligned as its first one is. */
+        if (vmmu__alignment_fault(v, r->src, e, src_access, fault))
+            return stopped(0, done);
         rc = vmmu_access_prepare(v, low(r->src, k, e, r->backward), bytes, src_access, &ps, fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {
             fix_cr2(v, fault, r->src, k, r->backward);
             return stopped(rc, done);
         }
+        if (vmmu__alignment_fault(v, r->dst, e, VMMU_X86_ACC_WRITE, fault))
+            return stopped(0, done);
         rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
                                  fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {
@@ -221,6 +226,8 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
             k = 1; /* a watched element alone: its preparation stops it */
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared pd;
+        if (vmmu__alignment_fault(v, r->dst, e, VMMU_X86_ACC_WRITE, fault))
+            return stopped(0, done);
         rc = vmmu_access_prepare(v, low(r->dst, k, e, r->backward), bytes, VMMU_X86_ACC_WRITE, &pd,
                                  fault);
         if (rc < 0 || vmmu__fault_raised(fault)) {

@@ -406,6 +406,99 @@ static void rep_movs_fault_leaves_registers_at_the_faulting_element(void **state
     assert_int_equal(r.dst, VA + 4096);
 }
 
+/* ---- Alignment check ----------------------------------------------------------- */
+
+static void set_user_mode(struct acc_env *e, bool am, bool ac, unsigned cpl)
+{
+    struct vmmu_x86_regs r = regs_4level(e->root);
+    r.cr0 |= R_CR0_WP | (am ? VMMU_X86_CR0_AM : 0);
+    r.rflags |= ac ? VMMU_X86_RFLAGS_AC : 0;
+    r.cpl = cpl;
+    assert_int_equal(vmmu_vcpu_set_state(acc_vcpu(e), &r), 0);
+}
+
+static void assert_ac(const struct vmmu_x86_fault *f)
+{
+    assert_int_equal(f->vector, VMMU_X86_VEC_AC);
+    assert_int_equal(f->error_code, 0);
+}
+
+/* SDM 6.15: at CPL 3 with CR0.AM and RFLAGS.AC, a misaligned data access
+ * of 2, 4 or 8 bytes raises #AC(0) before its page is walked (no A bit
+ * set, nothing read or written), for every kind of access vmmu makes. */
+static void a_misaligned_user_access_with_am_and_ac_raises_ac(void **state)
+{
+    struct acc_env *e = *state;
+    uint64_t pte = amap(e, VA, DATA(0), E_P | E_RW | E_US);
+    memset(ram(e, DATA(0)), 0xaa, 64);
+    set_user_mode(e, true, true, 3);
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct vmmu_x86_fault f;
+    uint64_t val = 0x1122334455667788ull, old = 0;
+    assert_int_equal(vmmu_access_load(v, VA + 1, 4, 0, &val, &f), 0);
+    assert_ac(&f);
+    assert_int_equal(get64(&e->t.env, pte) & E_A, 0); /* not walked */
+    assert_int_equal(vmmu_access_store(v, VA + 4, 8, 0, &val, &f), 0);
+    assert_ac(&f);
+    assert_int_equal(vmmu_access_rmw(v, VA + 1, 2, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+    assert_ac(&f);
+    assert_int_equal(vmmu_access_cmpxchg(v, VA + 2, 4, &val, &val, &old, NULL, 0, &f), 0);
+    assert_ac(&f);
+    struct vmmu_rep r = {.dst = VA + 32, .src = VA + 1, .count = 4, .elem = 2};
+    assert_int_equal(vmmu_access_rep_movs(v, &r, 10, 0, &f), 0);
+    assert_ac(&f);
+    assert_int_equal(r.count, 4);
+    r = (struct vmmu_rep){.dst = VA + 3, .count = 4, .elem = 4};
+    assert_int_equal(vmmu_access_rep_stos(v, &r, 10, &f), 0);
+    assert_ac(&f);
+    for (unsigned i = 0; i < 64; i++)
+        assert_int_equal(ram(e, DATA(0))[i], 0xaa);
+    assert_int_equal(get64(&e->t.env, pte) & E_A, 0);
+    /* Bytes, aligned accesses, implicit supervisor accesses and fetches
+     * are not checked. */
+    uint8_t b;
+    assert_int_equal(vmmu_access_load(v, VA + 1, 1, 0, &b, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_load(v, VA + 4, 4, 0, &val, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_load(v, VA + 1, 4, VMMU_X86_ACC_IMPLICIT, &val, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_load(v, VA + 1, 4, VMMU_X86_ACC_FETCH, &val, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+}
+
+/* Without CR0.AM, without RFLAGS.AC, or below CPL 3: no #AC. */
+static void no_alignment_check_without_am_ac_and_cpl3(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), E_P | E_RW | E_US | E_A | E_D);
+    const struct { bool am, ac; unsigned cpl; } cases[] = {
+        {false, true, 3}, {true, false, 3}, {true, true, 0}, {true, true, 2}};
+    for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        set_user_mode(e, cases[i].am, cases[i].ac, cases[i].cpl);
+        uint64_t val = 0;
+        struct vmmu_x86_fault f;
+        assert_int_equal(vmmu_access_load(acc_vcpu(e), VA + 1, 8, 0, &val, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    }
+}
+
+/* An operand that leaves canonical form raises #GP (#SS through SS) even
+ * when it is misaligned: its address is never formed. */
+static void a_misaligned_non_canonical_access_raises_gp_not_ac(void **state)
+{
+    struct acc_env *e = *state;
+    set_user_mode(e, true, true, 3);
+    uint64_t val = 0;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), 0x00007ffffffffffdull, 4, 0, &val, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_GP);
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), 0x00007ffffffffffdull, 4, VMMU_X86_ACC_STACK,
+                                      &val, &f),
+                     0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_SS);
+}
+
 static void backward_rep_stos_fills_downwards(void **state)
 {
     struct acc_env *e = *state;
@@ -1014,6 +1107,9 @@ int main(void)
         T(rep_movs_stops_at_the_budget_and_resumes),
         T(rep_movs_fault_leaves_registers_at_the_faulting_element),
         T(backward_rep_stos_fills_downwards),
+        T(a_misaligned_user_access_with_am_and_ac_raises_ac),
+        T(no_alignment_check_without_am_ac_and_cpl3),
+        T(a_misaligned_non_canonical_access_raises_gp_not_ac),
         T(prepared_descriptor_is_stale_after_the_instruction_ends),
         T(prepared_descriptor_is_refused_after_a_safepoint),
         T(prepared_read_only_refuses_writes),
