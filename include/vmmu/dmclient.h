@@ -131,7 +131,8 @@ int vmmu_dmc_process(struct vmmu_dmc *c);
  *         pinned); VMMU_ENOENT (the vm gave no memfd); VMMU_EPAGEDOUT (the
  *         vm could not bring a page back, or the pager took it again four
  *         times); VMMU_ETIMEDOUT (no answer within pagein_timeout_ms);
- *         VMMU_EPROTO (a malformed answer: the service is not used again);
+ *         VMMU_EPROTO (a malformed answer: the service is not used again;
+ *         or a region-table entry whose guest or memfd range wraps);
  *         VMMU_EBUSY (the vm's region table stayed half rewritten for 100 ms,
  *         or the vm asked to try again: call it again); VMMU_ESYS.
  */

@@ -335,17 +335,16 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
             continue;
         if (got == (ssize_t)sizeof(r))
             memcpy(&r, buf, sizeof(r));
-        /* A run must hold the first byte asked for, lie within the reach
-         * the protocol allows, and not wrap; the memfd offset is checked
-         * against the file before anything is mapped (mapcache.c). */
+        /* A run must be a sound region-table entry (the same check as the
+         * table's), page-aligned, hold the first byte asked for and lie
+         * within the reach the protocol allows; the memfd offset is
+         * checked against the file before anything is mapped (mapcache.c). */
         bool ok = got == (ssize_t)sizeof(r) && r.type == VMMU_DM_MSG_PAGE_IN_DONE &&
                   r.seq == m.seq && r.status <= VMMU_DM_PAGE_IN_AGAIN;
         if (ok && r.status == VMMU_DM_PAGE_IN_OK)
-            ok = r.run.size && !(r.run.gpa & 4095) && !(r.run.size & 4095) &&
-                 r.run.gpa + r.run.size > r.run.gpa && gpa >= r.run.gpa &&
-                 gpa - r.run.gpa < r.run.size &&
-                 r.run.size <= 2 * VMMU_DM_PAGE_IN_REACH + 4096 &&
-                 !(r.run.flags & ~VMMU_DM_REGION_WRITABLE);
+            ok = vmmu__dmc_ent_ok(&r.run) && !(r.run.gpa & 4095) && !(r.run.size & 4095) &&
+                 gpa >= r.run.gpa && gpa - r.run.gpa < r.run.size &&
+                 r.run.size <= 2 * VMMU_DM_PAGE_IN_REACH + 4096;
         if (!ok) {
             /* The vm hung up the service, or said something else: stop using it. */
             close(c->svc_sock);

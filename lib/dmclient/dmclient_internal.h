@@ -117,6 +117,12 @@ void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size);
  * back); VMMU_EBUSY (taken again: ask again); VMMU_ETIMEDOUT; VMMU_EPROTO. */
 int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
                       struct vmmu_dm_region_ent *run);
+/* Whether @e, from the vm's region table or a page-in answer, can be
+ * mapped without arithmetic going wrong: not empty, neither its guest
+ * range nor its memfd range wraps or ends past what a file offset can
+ * hold, and no flag this library does not know.  Whether the memfd holds
+ * the range is for the caller to ask (the file may grow). */
+bool vmmu__dmc_ent_ok(const struct vmmu_dm_region_ent *e);
 /* Unmap everything (close). */
 void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c);
 

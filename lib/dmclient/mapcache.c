@@ -133,6 +133,14 @@ static uint64_t mono_ns(void)
     return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
 }
 
+bool vmmu__dmc_ent_ok(const struct vmmu_dm_region_ent *e)
+{
+    /* A range ending exactly at 2^64 is refused too: its end would read 0. */
+    return e->size && e->gpa < UINT64_MAX - e->size + 1 && e->size <= (uint64_t)INT64_MAX &&
+           e->memfd_offset <= (uint64_t)INT64_MAX - e->size &&
+           !(e->flags & ~VMMU_DM_REGION_WRITABLE);
+}
+
 static int region_lookup(struct vmmu_dmc *c, uint64_t gpa, struct vmmu_dm_region_ent *out)
 {
     uint64_t since = 0;
@@ -164,8 +172,13 @@ static int region_lookup(struct vmmu_dmc *c, uint64_t gpa, struct vmmu_dm_region
             }
         }
         __atomic_thread_fence(__ATOMIC_ACQUIRE);
-        if (__atomic_load_n(&c->regions->seq, __ATOMIC_RELAXED) == s1)
-            return found ? 0 : VMMU_EHOLE;
+        if (__atomic_load_n(&c->regions->seq, __ATOMIC_RELAXED) != s1)
+            continue;
+        /* The vm may write anything here: an entry that wraps would make
+         * the bucket arithmetic below grow a piece instead of cutting it. */
+        if (found && !vmmu__dmc_ent_ok(out))
+            return VMMU_EPROTO;
+        return found ? 0 : VMMU_EHOLE;
     }
 }
 
@@ -287,19 +300,21 @@ static int map_some(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, voi
         return err;
     if (write && !(r.flags & VMMU_DM_REGION_WRITABLE))
         return VMMU_EROM;
+    /* The bucket cut to the entry.  The last bucket of the address space
+     * ends at 2^64, which does not fit: compare lengths from its start. */
     uint64_t span = 1ull << c->bucket_shift;
-    uint64_t start = key << c->bucket_shift, end = start + span;
-    if (start < r.gpa)
-        start = r.gpa;
-    if (end > r.gpa + r.size)
-        end = r.gpa + r.size;
+    uint64_t bstart = key << c->bucket_shift;
+    uint64_t rend = r.gpa + r.size; /* above @gpa, no wrap: vmmu__dmc_ent_ok() */
+    uint64_t start = bstart < r.gpa ? r.gpa : bstart;
+    uint64_t end = rend - bstart > span ? bstart + span : rend;
     if (got && gpa + len > end)
         len = (size_t)(end - gpa);
     if (gpa + len > end)
         return VMMU_ERANGE;
     uint64_t off = r.memfd_offset + (start - r.gpa);
     struct stat sb;
-    if (fstat(c->memfd, &sb) != 0 || off + (end - start) > (uint64_t)sb.st_size)
+    if (fstat(c->memfd, &sb) != 0 || off > (uint64_t)sb.st_size ||
+        end - start > (uint64_t)sb.st_size - off)
         return VMMU_EHOLE; /* the table names memory the file does not have */
     while (c->mapped + (end - start) > c->limit)
         if (!evict_one(c))

@@ -630,8 +630,10 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
 
 /* A fake vm for the client: a valid shared page with an empty region
  * table, its memfd (4 pages of "guest RAM"), and the vm's end of the
- * service socket in @svc. */
-static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
+ * service socket in @svc.  With @shared, the vm's mapping of the shared
+ * page stays there (4096 bytes; the region table at offset 256). */
+static struct vmmu_dmc *client_with_fake_vm_shared(int *svc, int *vm_sock, int *ram,
+                                                   struct vmmu_dm_shared **shared)
 {
     int shm = memfd_create("shared", MFD_CLOEXEC);
     *ram = memfd_create("ram", MFD_CLOEXEC);
@@ -643,7 +645,10 @@ static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
     *h = (struct vmmu_dm_shared){.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
                                  .nslots = 2, .max_regions = 4, .slots_offset = 128,
                                  .regions_offset = 256, .size = 4096};
-    munmap(h, 4096);
+    if (shared)
+        *shared = h;
+    else
+        munmap(h, 4096);
     int sp[2], sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -659,6 +664,11 @@ static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
     *svc = sp[0];
     *vm_sock = sv[0];
     return cl;
+}
+
+static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
+{
+    return client_with_fake_vm_shared(svc, vm_sock, ram, NULL);
 }
 
 /* The fake vm answers the client's next page-in request with @a (its seq
@@ -762,6 +772,83 @@ static void client_checks_page_in_answers_and_gives_up_on_a_silent_vm(void **sta
     close(ram);
 }
 
+/* The fake vm publishes @ent as its whole region table. */
+static void publish_one_region(struct vmmu_dm_shared *h, struct vmmu_dm_region_ent ent)
+{
+    struct vmmu_dm_region_table *t =
+        (struct vmmu_dm_region_table *)((char *)h + h->regions_offset);
+    struct vmmu_dm_region_ent *e = (struct vmmu_dm_region_ent *)(t + 1);
+    __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
+    e[0] = ent;
+    t->count = 1;
+    __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
+}
+
+/* A region-table entry whose guest range runs past 2^64, or whose memfd
+ * range wraps, is refused like the same run in a page-in answer
+ * (VMMU_EPROTO): a copy at the top of the address space reads only into
+ * the caller's buffer, never past it.  An entry beyond the end of the
+ * memfd is a hole, as in an answer. */
+static void client_refuses_region_table_entries_that_wrap(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dm_shared *h;
+    struct vmmu_dmc *c = client_with_fake_vm_shared(&svc, &vm_sock, &ram, &h);
+    /* The memfd is 4 pages; the entry claims 3 pages from 2^64 - 2 pages. */
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0xFFFFFFFFFFFFE000ull,
+                                                       .size = 0x3000,
+                                                       .flags = VMMU_DM_REGION_WRITABLE});
+    char *buf = malloc(16);
+    assert_non_null(buf);
+    assert_int_equal(vmmu_dmc_read(c, 0xFFFFFFFFFFFFE000ull, buf, 16), VMMU_EPROTO);
+    assert_int_equal(vmmu_dmc_fill(c, 0xFFFFFFFFFFFFE000ull, 0, 16), VMMU_EPROTO);
+    /* A sound entry in the last bucket below 2^64 is cut there too. */
+    assert_int_equal(pwrite(ram, "top!", 4, 0x1000), 4);
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0xFFFFFFFFFFFF0000ull,
+                                                       .size = 0x2000, .memfd_offset = 0x1000});
+    assert_int_equal(vmmu_dmc_read(c, 0xFFFFFFFFFFFF0000ull, buf, 16), 0);
+    assert_memory_equal(buf, "top!", 4);
+    assert_int_equal(vmmu_dmc_read(c, 0xFFFFFFFFFFFF1ff0ull, buf, 16), 0); /* to its end */
+    free(buf);
+    /* Ending exactly at 2^64 is refused too. */
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0xFFFFFFFFFFFFF000ull,
+                                                       .size = 0x1000});
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0xFFFFFFFFFFFFF000ull, 8, 0, &p), VMMU_EPROTO);
+    /* A memfd offset that wraps. */
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0x1000, .size = 0x1000,
+                                                       .memfd_offset = 0ull - 0x1000});
+    assert_int_equal(vmmu_dmc_map(c, 0x1000, 8, 0, &p), VMMU_EPROTO);
+    /* Beyond the memfd. */
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0x1000, .size = 0x1000,
+                                                       .memfd_offset = 0x4000});
+    assert_int_equal(vmmu_dmc_map(c, 0x1000, 8, 0, &p), VMMU_EHOLE);
+    /* And a sound entry is mapped. */
+    assert_int_equal(pwrite(ram, "ram!", 4, 0x2000), 4);
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0x1000, .size = 0x1000,
+                                                       .memfd_offset = 0x2000});
+    char got[4];
+    assert_int_equal(vmmu_dmc_read(c, 0x1000, got, 4), 0);
+    assert_memory_equal(got, "ram!", 4);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+
+    /* The same memfd wrap in a page-in answer. */
+    c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    struct vmmu_dm_page_in_done a = {
+        .type = VMMU_DM_MSG_PAGE_IN_DONE,
+        .run = {.gpa = 0x1000, .size = 0x1000, .memfd_offset = 0ull - 0x1000}};
+    assert_int_equal(map_answered(c, svc, 0x1000, a, false), VMMU_EPROTO);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+    munmap(h, 4096);
+}
+
 static void client_refuses_a_malformed_hello(void **state)
 {
     (void)state;
@@ -859,6 +946,7 @@ int main(void)
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
+        cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
