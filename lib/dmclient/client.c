@@ -80,34 +80,56 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     return nfds;
 }
 
-static int check_shared(struct vmmu_dmc *c, const struct vmmu_dm_shared *h, size_t size,
+/* Whether [off, off + len) lies in [0, size), computed without wrapping. */
+static bool fits(uint64_t off, uint64_t len, uint64_t size)
+{
+    return off <= size && len <= size - off;
+}
+
+/* Validate the shared page's header and point @c into the page.  The vm
+ * may rewrite the header at any time, so each field is read once, into a
+ * private copy, and only the copy is checked and used. */
+static int check_shared(struct vmmu_dmc *c, const struct vmmu_dm_shared *sh, size_t size,
                         unsigned nslots)
 {
-    if (h->magic != VMMU_DM_PROTO_MAGIC || h->version != VMMU_DM_PROTO_VERSION ||
-        h->nslots != nslots || h->size != size || h->max_regions > 4096 ||
-        (h->ring_entries & (h->ring_entries - 1)) || h->ring_entries > 4096)
+    struct vmmu_dm_shared h = {
+        .magic = __atomic_load_n(&sh->magic, __ATOMIC_RELAXED),
+        .version = __atomic_load_n(&sh->version, __ATOMIC_RELAXED),
+        .nslots = __atomic_load_n(&sh->nslots, __ATOMIC_RELAXED),
+        .ring_entries = __atomic_load_n(&sh->ring_entries, __ATOMIC_RELAXED),
+        .max_regions = __atomic_load_n(&sh->max_regions, __ATOMIC_RELAXED),
+        .slots_offset = __atomic_load_n(&sh->slots_offset, __ATOMIC_RELAXED),
+        .ring_offset = __atomic_load_n(&sh->ring_offset, __ATOMIC_RELAXED),
+        .regions_offset = __atomic_load_n(&sh->regions_offset, __ATOMIC_RELAXED),
+        .size = __atomic_load_n(&sh->size, __ATOMIC_RELAXED),
+    };
+    if (h.magic != VMMU_DM_PROTO_MAGIC || h.version != VMMU_DM_PROTO_VERSION ||
+        h.nslots != nslots || h.size != size || h.max_regions > 4096 ||
+        (h.ring_entries & (h.ring_entries - 1)) || h.ring_entries > 4096)
         return VMMU_EPROTO;
-    uint64_t slots_end = h->slots_offset + (uint64_t)nslots * sizeof(struct vmmu_dm_slot);
-    uint64_t ring_end = h->ring_offset + (h->ring_entries ? sizeof(struct vmmu_dm_ring) +
-                                                               (uint64_t)h->ring_entries *
-                                                                   sizeof(struct vmmu_dm_bufreq)
-                                                         : 0);
-    uint64_t reg_end = h->regions_offset + sizeof(struct vmmu_dm_region_table) +
-                       (uint64_t)h->max_regions * sizeof(struct vmmu_dm_region_ent);
-    if (h->slots_offset % 64 || h->ring_offset % 64 || h->regions_offset % 8 ||
-        h->slots_offset < sizeof(*h) || slots_end > size || ring_end > size || reg_end > size)
+    /* The counts are bounded above, so the lengths cannot overflow; the
+     * offsets are anything the vm wrote. */
+    uint64_t slots_len = (uint64_t)nslots * sizeof(struct vmmu_dm_slot);
+    uint64_t ring_len = h.ring_entries ? sizeof(struct vmmu_dm_ring) +
+                                             (uint64_t)h.ring_entries * sizeof(struct vmmu_dm_bufreq)
+                                       : 0;
+    uint64_t reg_len = sizeof(struct vmmu_dm_region_table) +
+                       (uint64_t)h.max_regions * sizeof(struct vmmu_dm_region_ent);
+    if (h.slots_offset % 64 || h.ring_offset % 64 || h.regions_offset % 8 ||
+        h.slots_offset < sizeof(h) || !fits(h.slots_offset, slots_len, size) ||
+        !fits(h.ring_offset, ring_len, size) || !fits(h.regions_offset, reg_len, size))
         return VMMU_EPROTO;
     char *base = (char *)c->shared;
-    c->slots = (struct vmmu_dm_slot *)(base + h->slots_offset);
-    c->ring_entries = h->ring_entries;
-    if (h->ring_entries) {
-        c->ring = (struct vmmu_dm_ring *)(base + h->ring_offset);
+    c->slots = (struct vmmu_dm_slot *)(base + h.slots_offset);
+    c->ring_entries = h.ring_entries;
+    if (h.ring_entries) {
+        c->ring = (struct vmmu_dm_ring *)(base + h.ring_offset);
         c->ring_ent = (struct vmmu_dm_bufreq *)(c->ring + 1);
         c->ring_cons = __atomic_load_n(&c->ring->cons, __ATOMIC_ACQUIRE);
     }
-    c->regions = (struct vmmu_dm_region_table *)(base + h->regions_offset);
+    c->regions = (struct vmmu_dm_region_table *)(base + h.regions_offset);
     c->region_ent = (struct vmmu_dm_region_ent *)(c->regions + 1);
-    c->max_regions = h->max_regions;
+    c->max_regions = h.max_regions;
     return 0;
 }
 

@@ -887,6 +887,21 @@ static void client_refuses_a_malformed_hello(void **state)
     h->regions_offset = 256;
     h->ring_entries = 3; /* not a power of two */
     assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    /* Offsets so large that offset + length wraps past 2^64 and lands
+     * inside the page: each would put a pointer before the mapping. */
+    h->ring_entries = 4096;
+    h->ring_offset = 0ull - 98432; /* the ring's end wraps to 0 */
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    h->ring_offset = 512;
+    h->ring_entries = 4;
+    h->slots_offset = 0ull - 64;
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    h->slots_offset = 128;
+    h->regions_offset = 0ull - 8;
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    h->regions_offset = 256;
+    assert_int_equal(client_on(&m, fds, 5), 0); /* with a ring at 512 */
+    h->ring_offset = 0;
     h->ring_entries = 0;
     assert_int_equal(client_on(&m, fds, 5), 0); /* and now it is acceptable */
     /* A dirty bitmap the vm could shrink under the device model's stores
