@@ -67,8 +67,10 @@ static struct dm_table *table_rebuild(const struct dm_table *old, struct dm_rang
     uint64_t add_key = add ? (by_region ? add->region_id : add->start) : 0;
     for (unsigned i = 0; i < n; i++) {
         struct dm_range *r = old->r[i];
-        if (drop_srv && r->srv == drop_srv)
-            continue;
+        struct vmmu_dm_server *owner = atomic_load_explicit(&r->srv, memory_order_relaxed);
+        if (!owner || owner == drop_srv)
+            continue; /* orphans go too: table_retire() frees them */
+
         uint64_t key = by_region ? r->region_id : r->start;
         if (!placed && add_key < key) {
             t->r[t->n++] = add;
@@ -79,6 +81,16 @@ static struct dm_table *table_rebuild(const struct dm_table *old, struct dm_rang
     if (!placed)
         t->r[t->n++] = add;
     return t;
+}
+
+/* Free a snapshot nobody reads any more (after a grace period) with the
+ * orphaned ranges it held: the snapshot that replaced it dropped them. */
+static void table_retire(struct dm_table *t)
+{
+    for (unsigned i = 0; t && i < t->n; i++)
+        if (!atomic_load_explicit(&t->r[i]->srv, memory_order_relaxed))
+            free(t->r[i]);
+    free(t);
 }
 
 /* ---- the vm's device handler ---------------------------------------------- */
@@ -92,11 +104,14 @@ static int dm_dispatch(struct vmmu_dm *dm, const struct dm_range *range, struct 
 {
     if (io->vcpu_id < -1 || io->vcpu_id >= (int)dm->max_vcpus)
         return VMMU_EINVAL;
+    struct vmmu_dm_server *srv = atomic_load_explicit(&range->srv, memory_order_relaxed);
+    if (!srv)
+        return io->space == VMMU_DM_SPACE_PIO ? VMMU_ENOENT : VMMU_EDEVICE; /* an orphan */
     unsigned slot = slot_of(dm, io->vcpu_id);
     if (io->vcpu_id >= 0)
-        return vmmu__dm_server_access(range->srv, slot, range, io);
+        return vmmu__dm_server_access(srv, slot, range, io);
     pthread_mutex_lock(&dm->host_lock);
-    int err = vmmu__dm_server_access(range->srv, slot, range, io);
+    int err = vmmu__dm_server_access(srv, slot, range, io);
     pthread_mutex_unlock(&dm->host_lock);
     return err;
 }
@@ -238,8 +253,8 @@ int vmmu_dm_destroy(struct vmmu_dm *dm)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
     vmmu_p2m_set_device_handler(dm->vm, NULL, NULL);
     vmmu__reclaim_hook_remove(dm->vm, dm_reclaim, dm);
-    free(atomic_load(&dm->mmio));
-    free(atomic_load(&dm->ports));
+    table_retire(atomic_load(&dm->mmio)); /* every server is gone: only orphans are left */
+    table_retire(atomic_load(&dm->ports));
     free(dm->servers);
     pthread_mutex_destroy(&dm->lock);
     pthread_mutex_destroy(&dm->host_lock);
@@ -404,11 +419,16 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
         atomic_store_explicit(&dm->mmio, nmm, memory_order_release);
         atomic_store_explicit(&dm->ports, npt, memory_order_release);
     } else {
-        /* Out of memory: keep the old snapshots, unrouting by marking the
-         * server dead is still safe; the ranges are freed with the layer. */
+        /* Out of memory: the old snapshots stay, so its ranges stay in
+         * them, but as orphans that name no server (an access finds
+         * nothing to route to).  A vCPU that read the server pointer
+         * before this is covered by the grace period below; the ranges
+         * are freed by the next rebuild, or with the layer. */
         free(nmm);
         free(npt);
         nmm = npt = NULL;
+        for (unsigned i = 0; i < nmine; i++)
+            atomic_store_explicit(&mine[i]->srv, NULL, memory_order_relaxed);
         nmine = 0;
     }
     for (unsigned i = 0; i < dm->nservers; i++)
@@ -424,8 +444,8 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
         vmmu_region_remove(dm->vm, ids[i]);
     vmmu__sync_grace_period();
     if (nmm || npt) {
-        free(mm);
-        free(pt);
+        table_retire(mm);
+        table_retire(pt);
     }
     for (unsigned i = 0; i < nmine; i++)
         free(mine[i]);
@@ -448,7 +468,8 @@ static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_reg
     if (old && old->n >= limit)
         err = VMMU_ELIMIT;
     for (unsigned i = 0; !err && !by_region && old && i < old->n; i++)
-        if (r->start < old->r[i]->start + old->r[i]->count &&
+        if (atomic_load_explicit(&old->r[i]->srv, memory_order_relaxed) &&
+            r->start < old->r[i]->start + old->r[i]->count &&
             old->r[i]->start < r->start + r->count)
             err = VMMU_EOVERLAP;
     struct dm_table *t = err ? NULL : table_rebuild(old, r, NULL, by_region);
@@ -459,7 +480,7 @@ static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_reg
     pthread_mutex_unlock(&dm->lock);
     if (!err) {
         vmmu__sync_grace_period();
-        free(old);
+        table_retire(old);
     }
     return err;
 }

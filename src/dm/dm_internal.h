@@ -29,9 +29,12 @@
 
 struct vmmu_dm_server;
 
-/* A routed range: an MMIO region or a port range. */
+/* A routed range: an MMIO region or a port range.  @srv is NULL once the
+ * range is an orphan: its server was destroyed while the tables could not
+ * be rebuilt without it (out of memory), so the range routes nowhere until
+ * a later rebuild drops it (dm.c). */
 struct dm_range {
-    struct vmmu_dm_server *srv;
+    struct vmmu_dm_server *_Atomic srv;
     uint64_t start, count; /* gpa and bytes, or port and ports */
     uint32_t region_id;    /* MMIO: the DEVICE region; 0 for ports */
     unsigned flags;        /* VMMU_DM_RANGE_* */

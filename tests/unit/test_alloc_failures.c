@@ -1249,6 +1249,36 @@ static void dm_map_ports_fails_cleanly_at_every_allocation(void **state)
     walk(&op);
 }
 
+/* Destroying a server rebuilds the routing tables without it.  It cannot
+ * fail: without memory for the new tables its ranges stay in the old ones
+ * but route nowhere, so no access reaches the freed server. */
+static int server_destroy_run(struct fx *f)
+{
+    int rc = vmmu_dm_server_destroy(f->srv);
+    f->srv = NULL;
+    return rc;
+}
+
+static void server_destroy_ok(struct fx *f)
+{
+    uint64_t x = 0;
+    assert_int_equal(vmmu_dm_port_access(f->dm, 0, 0x60, 1, 0, &x), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_port_access(f->dm, -1, 0x61, 1, 0, &x), VMMU_ENOENT);
+    uint32_t id;
+    assert_int_equal(vmmu_region_find(VM(f), DEV_GPA, &id), VMMU_EHOLE);
+    assert_int_equal(nregions(VM(f)), f->nregions - 1);
+    dm_works(f); /* a new server, a new range: the tables are rebuilt again */
+    assert_int_equal(vmmu_dm_port_access(f->dm, 0, 0x60, 1, 0, &x), VMMU_ENOENT);
+}
+
+static void dm_server_destroy_never_leaves_a_route_to_the_freed_server(void **state)
+{
+    (void)state;
+    static const struct op op = {"vmmu_dm_server_destroy", srv_setup, server_destroy_run,
+                                 server_destroy_ok, server_unchanged};
+    walk(&op);
+}
+
 /* An out-of-process server over a socketpair, with the device model (the
  * client library) on this thread. */
 static unsigned open_fds(void)
@@ -1503,6 +1533,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(dm_server_create_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dm_map_mmio_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dm_map_ports_fails_cleanly_at_every_allocation),
+        cmocka_unit_test(dm_server_destroy_never_leaves_a_route_to_the_freed_server),
         cmocka_unit_test(dm_server_create_remote_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dmc_connect_fails_cleanly_at_every_allocation),
         cmocka_unit_test(dmc_mapcache_growth_fails_cleanly),
