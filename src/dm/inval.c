@@ -85,11 +85,20 @@ static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t
     return 0;
 }
 
+/* Reads drain_socket() makes from one server in one pass (each takes at
+ * most one message).  A device model can write garbage faster than we
+ * read it; the pass then ends after this many, and wait_locked() looks at
+ * the deadlines before the next one, so a flood cannot hold inval_lock
+ * (and every invalidation, region removal and page-out behind it) past
+ * its sender's deadline. */
+#define DRAIN_BUDGET 256u
+
 /* Read what a server sent: acknowledgements advance inval_acked; anything
- * else is counted and dropped.  End of file or an error kills it. */
+ * else is counted and dropped.  End of file or an error kills it.  At most
+ * DRAIN_BUDGET reads; what is left waits for the next pass. */
 static void drain_socket(struct vmmu_dm_server *srv)
 {
-    for (;;) {
+    for (unsigned reads = 0; reads < DRAIN_BUDGET; reads++) {
         ssize_t n = recv(srv->sock, srv->rx + srv->rx_len, sizeof(srv->rx) - srv->rx_len,
                          MSG_DONTWAIT);
         if (n < 0 && errno == EINTR)
