@@ -69,8 +69,8 @@ struct vmmu_dmc_config {
  * even on failure), receive the vm's HELLO and map the shared page.
  * @return 0; VMMU_EINVAL (also bucket_shift outside 12..24, mapcache_bytes
  *         below one bucket); VMMU_ENOMEM; VMMU_EPROTO (not a valid HELLO or
- *         shared page); VMMU_EDEAD (the vm hung up); VMMU_ETIMEDOUT (no
- *         HELLO within 10 s); VMMU_ESYS.
+ *         shared page, or a HELLO cut short); VMMU_EDEAD (the vm hung up);
+ *         VMMU_ETIMEDOUT (no HELLO within 10 s); VMMU_ESYS.
  */
 int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu_dmc **out);
 
@@ -99,7 +99,9 @@ struct vmmu_dmc_req {
  * first, in order, then slot requests.
  * @param timeout_ms -1 (or any negative value) waits for ever, 0 polls.
  * @return 0 with @p req; VMMU_ETIMEDOUT; VMMU_EDEAD (the vm hung up);
- *         VMMU_EPROTO (the vm sent garbage); VMMU_EINVAL.
+ *         VMMU_EPROTO (the vm sent garbage; a message cut short ends the
+ *         connection: the client hangs up, and later calls fail with
+ *         VMMU_EDEAD); VMMU_EINVAL.
  */
 int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req);
 
@@ -112,8 +114,8 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req);
 int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64_t data,
                       int status);
 
-/** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO,
- *  VMMU_ESYS (a socket call failed). */
+/** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO
+ *  (as vmmu_dmc_wait()), VMMU_ESYS (a socket call failed). */
 int vmmu_dmc_process(struct vmmu_dmc *c);
 
 /**

@@ -41,16 +41,41 @@ static void close_fds(const int *fds, unsigned n)
             close(fds[i]);
 }
 
-/* Receive one whole message and up to @maxfds descriptors (blocking up to
- * @timeout_ms).  Returns the number of fds, or a negative code. */
+/* Wait up to @until (now_ns() time) for @sock to be readable: 1, 0 when
+ * the time is up, or VMMU_ESYS. */
+static int wait_readable(int sock, uint64_t until)
+{
+    for (;;) {
+        uint64_t now = now_ns();
+        int ms = now >= until ? 0 : (int)((until - now + 999999) / 1000000);
+        struct pollfd p = {.fd = sock, .events = POLLIN};
+        int pr = poll(&p, 1, ms);
+        if (pr < 0 && errno == EINTR)
+            continue;
+        if (pr < 0)
+            return VMMU_ESYS;
+        return pr;
+    }
+}
+
+/* Receive one whole message and up to @maxfds descriptors, waiting up to
+ * @timeout_ms for it.  Returns the number of fds, or a negative code.
+ *
+ * The vm sends each message with one send(), so it arrives whole.  The
+ * socket is never read in a blocking call: a vm that sends part of a
+ * message and stops would hold us there for ever.  The rest of a part is
+ * waited for only within @timeout_ms; a message still cut short then is
+ * VMMU_EPROTO, and since every later message would be read out of step,
+ * the connection is shut down (the vm sees the device model hang up, and
+ * later calls fail with VMMU_EDEAD). */
 static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxfds, int timeout_ms)
 {
-    struct pollfd p = {.fd = sock, .events = POLLIN};
-    int pr = poll(&p, 1, timeout_ms);
+    uint64_t until = now_ns() + (uint64_t)timeout_ms * 1000000ull;
+    int pr = wait_readable(sock, until);
     if (pr == 0)
         return VMMU_ETIMEDOUT;
     if (pr < 0)
-        return VMMU_ESYS;
+        return pr;
     union {
         char buf[CMSG_SPACE(sizeof(int) * VMMU_DM_HELLO_MAX_FDS)];
         struct cmsghdr align;
@@ -58,7 +83,12 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     struct iovec iov = {.iov_base = m, .iov_len = sizeof(*m)};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
                         .msg_controllen = sizeof(u.buf)};
-    ssize_t n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_WAITALL);
+    ssize_t n;
+    do
+        n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && errno == EAGAIN)
+        return VMMU_ETIMEDOUT; /* readable, yet nothing there: a spurious wake-up */
     int nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
@@ -75,8 +105,27 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     }
     if (n == 0)
         return close_fds(fds, (unsigned)nfds), VMMU_EDEAD;
-    if (n != (ssize_t)sizeof(*m) || (mh.msg_flags & MSG_CTRUNC))
+    if (n < 0 || (mh.msg_flags & MSG_CTRUNC))
         return close_fds(fds, (unsigned)nfds), n < 0 ? VMMU_ESYS : VMMU_EPROTO;
+    /* A part: the rest, if it comes in time, carries no descriptors. */
+    size_t got = (size_t)n;
+    while (got < sizeof(*m)) {
+        pr = wait_readable(sock, until);
+        ssize_t k = -1;
+        if (pr > 0) {
+            do
+                k = recv(sock, (char *)m + got, sizeof(*m) - got, MSG_DONTWAIT);
+            while (k < 0 && errno == EINTR);
+            if (k < 0 && errno == EAGAIN)
+                continue;
+        }
+        if (k <= 0) {
+            shutdown(sock, SHUT_RDWR);
+            close_fds(fds, (unsigned)nfds);
+            return pr < 0 ? pr : k == 0 ? VMMU_EDEAD : pr == 0 ? VMMU_EPROTO : VMMU_ESYS;
+        }
+        got += (size_t)k;
+    }
     return nfds;
 }
 

@@ -862,6 +862,29 @@ static void client_refuses_region_table_entries_that_wrap(void **state)
     munmap(h, 4096);
 }
 
+/* A vm that sends half a message and stops: the client waits for the
+ * rest no longer than the caller asked, then fails with VMMU_EPROTO and
+ * hangs up (every later message would be read out of step). */
+static void client_fails_a_message_cut_short_within_the_timeout(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE, .seq = 1, .size = 4096};
+    assert_int_equal(send(vm_sock, &m, 16, 0), 16);
+    alarm(20); /* a client that blocks for the rest fails here, not for ever */
+    struct vmmu_dmc_req r;
+    assert_int_equal(vmmu_dmc_wait(c, 100, &r), VMMU_EPROTO);
+    assert_int_equal(vmmu_dmc_wait(c, 100, &r), VMMU_EDEAD);
+    alarm(0);
+    char b;
+    assert_int_equal(recv(vm_sock, &b, 1, 0), 0); /* the vm sees the hang-up */
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+}
+
 static void client_refuses_a_malformed_hello(void **state)
 {
     (void)state;
@@ -975,6 +998,7 @@ int main(void)
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
+        cmocka_unit_test(client_fails_a_message_cut_short_within_the_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
