@@ -171,7 +171,12 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
  * finds no server (VMMU_ENOENT for a port; the MMIO range is no longer a
  * DEVICE page).  An out-of-process server's socket is shut down and its
  * process, if known, is given the server's timeout to exit before it is
- * killed.  No access to its ranges may be running.
+ * killed.  No access to its ranges may be starting, but threads may be
+ * waiting for its answers: a host access waiting up to its deadline fails
+ * with VMMU_EDEAD, and vmmu_dm_vcpu_wait() returns 0 (re-execute); the
+ * server is freed only after they have left it (this call waits for them,
+ * offline).  Never fails for want of memory: its ranges then stay in the
+ * routing tables, routing nowhere, until they are next rebuilt.
  * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
  *         vmmu_region_foreach(): nothing done, call it again afterwards.
  */

@@ -389,6 +389,22 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
     return 0;
 }
 
+/* Wait until no thread waits on @srv (killed: each waiter wakes up, sees
+ * it dead and leaves).  Offline: a waiter that comes back online must not
+ * wait for this thread, nor must a grace period meanwhile.  Destroy holds
+ * no lock here, and a waiter takes none after it wakes, so this ends. */
+static void wait_for_waiters(struct vmmu_dm_server *srv)
+{
+    if (!atomic_load_explicit(&srv->waiters, memory_order_acquire))
+        return;
+    struct vmmu__blocked blk = vmmu__sync_block_begin();
+    while (atomic_load_explicit(&srv->waiters, memory_order_acquire)) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    vmmu__sync_block_end(blk);
+}
+
 int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
 {
     if (!srv)
@@ -440,19 +456,24 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     vmmu__dm_inval_unlock(dm, blk);
 
     vmmu__dm_server_kill(srv, VMMU_EDEAD);
+    /* No vCPU's record names it from now on (a vCPU that records another
+     * server meanwhile keeps that one); one that read it before is online
+     * until the grace period below, or counted among the waiters. */
+    for (unsigned i = 0; i < dm->nslots; i++) {
+        struct vmmu_dm_server *expect = srv;
+        __atomic_compare_exchange_n(&dm->vcpu[i].srv, &expect, NULL, false, __ATOMIC_SEQ_CST,
+                                    __ATOMIC_RELAXED);
+    }
     for (unsigned i = 0; i < nids; i++)
         vmmu_region_remove(dm->vm, ids[i]);
     vmmu__sync_grace_period();
+    wait_for_waiters(srv);
     if (nmm || npt) {
         table_retire(mm);
         table_retire(pt);
     }
     for (unsigned i = 0; i < nmine; i++)
         free(mine[i]);
-    /* No vCPU may keep a pointer to it. */
-    for (unsigned i = 0; i < dm->nslots; i++)
-        if (dm->vcpu[i].srv == srv)
-            dm->vcpu[i].srv = NULL;
     server_free(srv);
     return 0;
 }
@@ -561,9 +582,12 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
     if (!dm || vcpu_id < 0 || vcpu_id >= (int)dm->max_vcpus)
         return VMMU_EINVAL;
     struct dm_vcpu *v = &dm->vcpu[vcpu_id];
-    struct vmmu_dm_server *srv = v->srv;
+    /* Counted among the server's waiters before going offline (see struct
+     * vmmu_dm_server): a destroy meanwhile frees it only after we leave. */
+    struct vmmu_dm_server *srv = __atomic_load_n(&v->srv, __ATOMIC_SEQ_CST);
     if (!srv)
         return 0;
+    atomic_fetch_add(&srv->waiters, 1);
     struct vmmu_dm_slot *s = &srv->slots[vcpu_id];
     uint64_t now = vmmu__dm_now_ns();
     uint64_t until = timeout_ms < 0 ? v->deadline_ns : now + (uint64_t)timeout_ms * 1000000ull;
@@ -603,6 +627,7 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
         if (n > 0 && (pfd[1].revents | pfd[2].revents))
             vmmu__dm_server_kill(srv, VMMU_EDEAD);
     }
+    atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
     if (asleep)
         vmmu__sync_block_end(blk);
     return rc;

@@ -139,6 +139,15 @@ struct vmmu_dm_server {
      * deadline (inval.c, pagein.c). */
     _Atomic uint64_t svc_busy_ns, svc_busy_since;
 
+    /* Threads waiting for this server's answer that may be offline while
+     * they do (a host access waiting up to its deadline, and
+     * vmmu_dm_vcpu_wait()), so that no grace period covers them.  A
+     * waiter counts itself in while still online, before it first looks
+     * at the slot, and out after its last use of the server;
+     * vmmu_dm_server_destroy() kills the server (which wakes them), waits
+     * for the count to reach zero, and only then frees it. */
+    _Atomic unsigned waiters;
+
     _Atomic int dead;        /* 0, or the reason (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO) */
     _Atomic int dead_claimed;
     _Atomic uint64_t st_requests, st_pending, st_buffered, st_proto, st_inval, st_pageins;

@@ -50,7 +50,7 @@ int vmmu__dm_slot_read_answer(struct vmmu_dm_slot *slot, uint32_t seq, unsigned 
 static bool same_access(const struct dm_vcpu *v, const struct vmmu_dm_server *srv,
                         const struct vmmu_dm_ioreq *req)
 {
-    return v->srv == srv && v->space == (uint8_t)req->space && v->addr == req->addr &&
+    return __atomic_load_n(&v->srv, __ATOMIC_RELAXED) == srv && v->space == (uint8_t)req->space && v->addr == req->addr &&
            v->size == req->size && v->write == (uint8_t)req->write &&
            (!req->write || v->wdata == req->data);
 }
@@ -78,7 +78,7 @@ static void release(struct vmmu_dm_server *srv, struct vmmu_dm_slot *s, struct d
         __atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_FREE, false,
                                     __ATOMIC_RELEASE, __ATOMIC_RELAXED);
     }
-    v->srv = NULL;
+    __atomic_store_n(&v->srv, NULL, __ATOMIC_RELAXED);
     atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
 }
 
@@ -118,8 +118,9 @@ static void wait_slot(struct vmmu_dm_server *srv, unsigned idx, uint64_t until)
 
 /* The outstanding request of @v, presented again: answer, failure, or
  * still pending. */
-static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
-                  struct vmmu_dm_ioreq *req, bool host)
+static int finish_request(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
+                          struct vmmu_dm_ioreq *req, bool host, struct vmmu__blocked *blk,
+                          bool *asleep)
 {
     struct vmmu_dm_slot *s = &srv->slots[idx];
     uint64_t wait_until = vmmu__dm_now_ns() + (uint64_t)srv->wait_us * 1000ull;
@@ -157,19 +158,43 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
         if (host) {
             /* A host request waits up to its deadline: an online vCPU of
              * the calling thread waits offline, so that shootdowns and
-             * page-outs do not wait for the device model too. */
-            struct vmmu__blocked blk = vmmu__sync_block_begin();
+             * page-outs do not wait for the device model too.  It stays
+             * offline until finish() is done with the server. */
+            if (!*asleep) {
+                *blk = vmmu__sync_block_begin();
+                *asleep = true;
+            }
             wait_slot(srv, idx, v->deadline_ns);
-            vmmu__sync_block_end(blk);
         } else {
             wait_slot(srv, idx, wait_until < v->deadline_ns ? wait_until : v->deadline_ns);
         }
     }
 }
 
+/* As finish_request().  A host access may wait offline up to its deadline,
+ * beyond any grace period: it counts itself among the server's waiters
+ * for the whole time (see struct vmmu_dm_server), so that a destroy that
+ * kills the server meanwhile frees it only after this is done with it.
+ * It comes back online only after that: coming online may park the
+ * thread (an exclusive section), and the destroy must not wait for it. */
+static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
+                  struct vmmu_dm_ioreq *req, bool host)
+{
+    struct vmmu__blocked blk = {0};
+    bool asleep = false;
+    if (!host)
+        return finish_request(srv, idx, v, req, false, &blk, &asleep);
+    atomic_fetch_add(&srv->waiters, 1);
+    int r = finish_request(srv, idx, v, req, true, &blk, &asleep);
+    atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
+    if (asleep)
+        vmmu__sync_block_end(blk);
+    return r;
+}
+
 static void record(struct dm_vcpu *v, struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req)
 {
-    v->srv = srv;
+    __atomic_store_n(&v->srv, srv, __ATOMIC_RELAXED);
     v->seq = ++v->next_seq;
     v->space = (uint8_t)req->space;
     v->addr = req->addr;
@@ -217,12 +242,13 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
     struct dm_vcpu *v = &dm->vcpu[idx];
     bool host = idx == dm->nslots - 1;
 
-    if (v->srv) {
+    /* vmmu_dm_server_destroy() may clear the record meanwhile (atomics). */
+    struct vmmu_dm_server *old = __atomic_load_n(&v->srv, __ATOMIC_RELAXED);
+    if (old) {
         if (same_access(v, srv, req))
             return finish(srv, idx, v, req, host);
         /* Something else while a request is out: allowed only once that
          * one is over (answered, failed, or its server dead). */
-        struct vmmu_dm_server *old = v->srv;
         uint32_t st = __atomic_load_n(&old->slots[idx].state, __ATOMIC_ACQUIRE);
         if (!atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE)
             return VMMU_EBUSY;

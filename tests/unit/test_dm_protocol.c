@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdarg.h>
@@ -67,7 +68,7 @@ static void fake_hello(struct fake_dm *f)
         f->ring = (struct vmmu_dm_ring *)((char *)f->sh + f->sh->ring_offset);
 }
 
-static int setup(void **state)
+static int setup_with_timeout(void **state, unsigned timeout_ms)
 {
     struct env *e = calloc(1, sizeof(*e));
     assert_int_equal(vmmu_vm_create(NULL, &e->vm), 0);
@@ -75,7 +76,7 @@ static int setup(void **state)
     assert_int_equal(vmmu_dm_create(e->vm, &cfg, &e->dm), 0);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    struct vmmu_dm_remote_config rc = {.timeout_ms = 200, .ring_entries = 4};
+    struct vmmu_dm_remote_config rc = {.timeout_ms = timeout_ms, .ring_entries = 4};
     assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], &rc, &e->srv), 0);
     e->f.sock = sv[1];
     fake_hello(&e->f);
@@ -83,6 +84,17 @@ static int setup(void **state)
                      0);
     *state = e;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_with_timeout(state, 200);
+}
+
+/* A device model that takes its time: requests wait up to 5 s. */
+static int setup_patient(void **state)
+{
+    return setup_with_timeout(state, 5000);
 }
 
 static int teardown(void **state)
@@ -302,10 +314,12 @@ struct flooder {
 static void *flooder_run(void *arg)
 {
     struct flooder *f = arg;
-    static char junk[1 << 16];
-    memset(junk, 0x5a, sizeof(junk));
-    while (send(f->sock, junk, sizeof(junk), MSG_NOSIGNAL) > 0) {
+    char *junk = malloc(1 << 16);
+    assert_non_null(junk);
+    memset(junk, 0x5a, 1 << 16);
+    while (send(f->sock, junk, 1 << 16, MSG_NOSIGNAL) > 0) {
     }
+    free(junk);
     return NULL; /* the vm shut its end down */
 }
 
@@ -333,6 +347,107 @@ static void a_device_model_flooding_its_socket_still_misses_the_invalidation_dea
     assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
     assert_true(st.proto_errors > 0);
     assert_int_equal(st.invalidations, 0);
+}
+
+/* Destroying a server while threads wait for its answers (offline, so no
+ * grace period covers them): they are woken, and the server is freed and
+ * its shared page unmapped only once they have left.  To make the race
+ * certain, the waiting thread is held in a signal handler (as if it were
+ * preempted in its wait) while the destroy runs, and let go a little
+ * later by another thread. */
+static atomic_int waiter_held, waiter_go;
+
+static void hold_waiter(int sig)
+{
+    (void)sig;
+    atomic_store(&waiter_held, 1);
+    while (!atomic_load(&waiter_go)) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void *let_waiter_go(void *arg)
+{
+    (void)arg;
+    usleep(300000);
+    atomic_store(&waiter_go, 1);
+    return NULL;
+}
+
+/* Hold @t in hold_waiter(), destroy the server meanwhile, and let @t go on
+ * 300 ms later (while the destroy may be waiting for it). */
+static void destroy_while_held(struct env *e, pthread_t t)
+{
+    struct sigaction sa = {.sa_handler = hold_waiter}, old;
+    sigemptyset(&sa.sa_mask);
+    assert_int_equal(sigaction(SIGUSR1, &sa, &old), 0);
+    atomic_store(&waiter_held, 0);
+    atomic_store(&waiter_go, 0);
+    assert_int_equal(pthread_kill(t, SIGUSR1), 0);
+    while (!atomic_load(&waiter_held))
+        usleep(1000);
+    pthread_t go;
+    assert_int_equal(pthread_create(&go, NULL, let_waiter_go, NULL), 0);
+    assert_int_equal(vmmu_dm_server_destroy(e->srv), 0);
+    e->srv = NULL;
+    pthread_join(go, NULL);
+    assert_int_equal(sigaction(SIGUSR1, &old, NULL), 0);
+}
+
+struct host_reader {
+    struct env *e;
+    int rc;
+};
+
+static void *host_read(void *arg)
+{
+    struct host_reader *h = arg;
+    uint64_t v = 0;
+    h->rc = access1(h->e, -1, 0, &v);
+    return NULL;
+}
+
+static void destroying_a_server_a_host_access_waits_on_fails_it_with_edead(void **state)
+{
+    struct env *e = *state;
+    struct host_reader h = {.e = e};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, host_read, &h), 0);
+    struct vmmu_dm_slot *host_slot = &e->f.slots[e->f.sh->nslots - 1];
+    while (__atomic_load_n(&host_slot->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_READY)
+        usleep(1000);
+    usleep(50000); /* past its spin: asleep, offline */
+    destroy_while_held(e, t);
+    pthread_join(t, NULL);
+    assert_int_equal(h.rc, VMMU_EDEAD);
+}
+
+struct vcpu_waiter {
+    struct env *e;
+    int rc;
+};
+
+static void *vcpu_wait_run(void *arg)
+{
+    struct vcpu_waiter *w = arg;
+    w->rc = vmmu_dm_vcpu_wait(w->e->dm, 0, -1);
+    return NULL;
+}
+
+static void destroying_a_server_a_vcpu_waits_on_wakes_the_vcpu(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    struct vcpu_waiter w = {.e = e, .rc = 1};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, vcpu_wait_run, &w), 0);
+    usleep(50000); /* asleep, offline, until the 5 s deadline */
+    destroy_while_held(e, t);
+    pthread_join(t, NULL);
+    assert_int_equal(w.rc, 0); /* re-execute: the access now finds no server */
+    assert_int_not_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
 }
 
 /* The socket is vmmu's from vmmu_dm_server_create_remote() on, even when
@@ -990,6 +1105,11 @@ int main(void)
         T(hanging_up_kills_requests_in_flight),
         T(a_request_in_flight_when_another_times_out_fails_with_edead),
         T(a_device_model_flooding_its_socket_still_misses_the_invalidation_deadline),
+        cmocka_unit_test_setup_teardown(
+            destroying_a_server_a_host_access_waits_on_fails_it_with_edead, setup_patient,
+            teardown),
+        cmocka_unit_test_setup_teardown(destroying_a_server_a_vcpu_waits_on_wakes_the_vcpu,
+                                        setup_patient, teardown),
         T(page_in_requests_are_checked_and_answered),
         T(asking_for_page_ins_does_not_excuse_a_missing_acknowledgement),
         T(a_short_message_on_the_service_socket_ends_only_the_service),
