@@ -158,6 +158,20 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  * The device model can map the RAM and ROM regions vmmu allocated (added
  * without a host pointer: they live in the vm's memfd); regions backed by
  * the caller's memory are not shared with it, and its maps there fail.
+ *
+ * Trust.  vmmu protects itself from the device model: nothing it sends
+ * or writes in the shared page can crash vmmu or corrupt its memory, and
+ * one that misses a deadline is declared dead (killed first, if its pid
+ * is known).  vmmu does not protect guest memory from it: the memfd is
+ * handed over whole and writable, so a hostile device model can read and
+ * write all that RAM, write ROM, and keep writing through a mapping it
+ * was told to drop (into a span a later region reuses).  Read-only ROM,
+ * the region table and invalidations bind only a device model that
+ * follows the protocol (the client library does).  Connect a device
+ * model you do not trust with the guest's memory only to a vm whose
+ * memory it may see anyway, or keep that memory out of the memfd (host
+ * pointers), or serve the device in-process.  See docs/devices.md,
+ * Robustness.
  * @return 0; VMMU_EINVAL; VMMU_ENOMEM; VMMU_ESYS (memfd, eventfd, mmap,
  *         sendmsg failed); VMMU_EDEAD (the peer already hung up).
  */
