@@ -406,6 +406,10 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
             continue;
         if (got == (ssize_t)sizeof(r))
             memcpy(&r, buf, sizeof(r));
+        /* A late answer to an earlier request we gave up on (timed out):
+         * drop it and wait on for ours, within the same deadline. */
+        if (got == (ssize_t)sizeof(r) && r.type == VMMU_DM_MSG_PAGE_IN_DONE && r.seq < m.seq)
+            continue;
         /* A run must be a sound region-table entry (the same check as the
          * table's), page-aligned, hold the first byte asked for and lie
          * within the reach the protocol allows; the memfd offset is

@@ -869,6 +869,12 @@ static void client_checks_page_in_answers_and_gives_up_on_a_silent_vm(void **sta
     assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_ETIMEDOUT);
     struct vmmu_dm_msg m;
     assert_int_equal(recv(svc, &m, sizeof(m), 0), sizeof(m)); /* the request it made */
+    /* Its answer comes late, just before the next request's: dropped, and
+     * the next map takes its own answer. */
+    struct vmmu_dm_page_in_done late = a;
+    late.seq = m.seq;
+    assert_int_equal(send(svc, &late, sizeof(late), 0), sizeof(late));
+    assert_int_equal(map_answered(c, svc, 0x3000, a, false), VMMU_EPAGEDOUT);
     /* Runs that do not hold the address, lie outside the memfd, or carry
      * unknown flags: refused, and the service is not used again. */
     a = ok;
