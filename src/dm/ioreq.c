@@ -50,8 +50,9 @@ int vmmu__dm_slot_read_answer(struct vmmu_dm_slot *slot, uint32_t seq, unsigned 
 static bool same_access(const struct dm_vcpu *v, const struct vmmu_dm_server *srv,
                         const struct vmmu_dm_ioreq *req)
 {
-    return __atomic_load_n(&v->srv, __ATOMIC_RELAXED) == srv && v->space == (uint8_t)req->space && v->addr == req->addr &&
-           v->size == req->size && v->write == (uint8_t)req->write &&
+    return __atomic_load_n(&v->srv, __ATOMIC_RELAXED) == srv &&
+           v->space == (uint8_t)req->space && v->addr == req->addr && v->size == req->size &&
+           v->write == (uint8_t)req->write &&
            (!req->write || v->wdata == req->data);
 }
 
