@@ -27,6 +27,7 @@
 #include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "dm/dm_internal.h"
+#include "sync/sync_internal.h"
 
 #ifndef SYS_pidfd_open
 #define SYS_pidfd_open 434
@@ -105,7 +106,21 @@ static bool wait_exit(int pidfd, int ms)
     }
 }
 
+/* The waits of vmmu__dm_server_kill(): for the process to exit (up to the
+ * server's deadline when it hung up but lives on), or for another thread
+ * killing it.  Offline, as every wait in vmmu: a vCPU that noticed the
+ * hang-up must not hold up grace periods (page-outs, shootdowns) that
+ * long. */
+static void kill_and_wait(struct vmmu_dm_server *srv, int reason);
+
 void vmmu__dm_server_kill(struct vmmu_dm_server *srv, int reason)
+{
+    struct vmmu__blocked blk = vmmu__sync_block_begin();
+    kill_and_wait(srv, reason);
+    vmmu__sync_block_end(blk);
+}
+
+static void kill_and_wait(struct vmmu_dm_server *srv, int reason)
 {
     int expect = 0;
     if (!atomic_compare_exchange_strong(&srv->dead_claimed, &expect, 1)) {

@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -25,6 +26,8 @@
 #include "vmmu/dmclient.h"
 #include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
+
+#include "sync/sync_internal.h"
 
 #define DEV_GPA 0x100000ull
 
@@ -457,6 +460,75 @@ static bool peer_hung_up(int sock)
 {
     char b;
     return recv(sock, &b, 1, MSG_DONTWAIT) == 0;
+}
+
+/* A device model process that hangs up but lives on: the vCPU whose
+ * request notices it waits for the process to exit (up to the server's
+ * deadline) before it calls the server dead, and waits offline, as every
+ * wait in vmmu does, so a grace period meanwhile (a page-out's, a region
+ * removal's) does not wait for it. */
+struct hung_access {
+    struct vmmu_vm *vm;
+    int rc;
+    atomic_bool done;
+};
+
+static void *hung_access_run(void *arg)
+{
+    struct hung_access *h = arg;
+    struct vmmu_vcpu *v;
+    assert_int_equal(vmmu_vcpu_create(h->vm, NULL, &v), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    struct vmmu_device_req r = {.gpa = DEV_GPA + 8, .size = 4, .vcpu_id = 0};
+    h->rc = vmmu_p2m_device_access(h->vm, &r);
+    atomic_store(&h->done, true);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+    vmmu_vcpu_destroy(v);
+    return NULL;
+}
+
+static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period(
+    void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(sv[0]);
+        char b[64];
+        struct pollfd p = {.fd = sv[1], .events = POLLIN};
+        (void)poll(&p, 1, 5000);
+        (void)!read(sv[1], b, sizeof(b)); /* the HELLO */
+        close(sv[1]);                     /* hang up, and live on */
+        sleep(30);
+        _exit(0);
+    }
+    close(sv[1]);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 5000, .wait_us = 5000, .pid = child};
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    usleep(200000); /* the child has hung up */
+
+    struct hung_access h = {.vm = vm};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hung_access_run, &h), 0);
+    usleep(300000); /* its request found the hang-up, and waits for the exit */
+    vmmu__sync_grace_period();
+    assert_false(atomic_load(&h.done)); /* the grace period did not wait for it */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(h.rc, VMMU_EDEAD);
+    assert_int_equal(kill(child, SIGKILL), 0);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    vmmu_dm_destroy(dm);
+    vmmu_vm_destroy(vm);
 }
 
 static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(void **state)
@@ -1121,6 +1193,7 @@ int main(void)
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
+        cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
