@@ -103,6 +103,8 @@ struct vmmu_dm_ioreq {
     uint64_t data;     /**< write: the value; read: set it to the answer */
     int vcpu_id;       /**< -1 for the host */
     void *range_opaque;/**< the opaque given when the range was mapped */
+    uint32_t seq;      /**< which request of its vCPU this is (0 for the host's):
+                            vmmu_dm_complete() answers this request only */
 };
 
 /** Callbacks of an in-process server. */
@@ -232,11 +234,17 @@ int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned
 
 /**
  * Answer a request an in-process callback left pending (any thread).
+ * @param req the request as the callback saw it (a copy: its vCPU and its
+ *        sequence number say which request this answers).  A request that
+ *        timed out is over: an answer to it finds nothing, even when its
+ *        vCPU has made another request since (that one is not answered).
  * @param status 0, or a negative value to fail the access (VMMU_EDEVICE).
- * @return 0; VMMU_EINVAL (not an in-process server, bad vcpu id);
- *         VMMU_ENOENT (no request of that vCPU is pending on @p srv).
+ * @return 0; VMMU_EINVAL (NULL, not an in-process server, bad vcpu id);
+ *         VMMU_ENOENT (that request is not pending on @p srv: answered
+ *         already, timed out, or never left pending).
  */
-int vmmu_dm_complete(struct vmmu_dm_server *srv, int vcpu_id, uint64_t data, int status);
+int vmmu_dm_complete(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req, uint64_t data,
+                     int status);
 
 /**
  * Block until the request vCPU @p vcpu_id has outstanding is answered, its

@@ -554,24 +554,30 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
 
 /* ---- in-process completion and waiting --------------------------------------- */
 
-/* A private state an in-process completer holds while writing the answer. */
-#define SLOT_COMPLETING 0x100u
-
-int vmmu_dm_complete(struct vmmu_dm_server *srv, int vcpu_id, uint64_t data, int status)
+int vmmu_dm_complete(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req, uint64_t data,
+                     int status)
 {
-    if (!srv || srv->remote || vcpu_id < 0 || vcpu_id >= (int)srv->dm->max_vcpus)
+    if (!srv || !req || srv->remote || req->vcpu_id < 0 ||
+        req->vcpu_id >= (int)srv->dm->max_vcpus)
         return VMMU_EINVAL;
-    struct vmmu_dm_slot *s = &srv->slots[vcpu_id];
+    struct vmmu_dm_slot *s = &srv->slots[req->vcpu_id];
     uint32_t expect = VMMU_DM_SLOT_IN_SERVICE;
-    if (!__atomic_compare_exchange_n(&s->state, &expect, SLOT_COMPLETING, false,
+    if (!__atomic_compare_exchange_n(&s->state, &expect, DM_SLOT_COMPLETING, false,
                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
         return VMMU_ENOENT;
+    /* The slot's request is this one?  The vCPU sets the number before the
+     * slot goes in service, and cannot take the slot back while we hold
+     * it (ioreq.c). */
+    if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != req->seq) {
+        __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
+        return VMMU_ENOENT;
+    }
     s->data = data;
     s->status = status ? VMMU_DM_STATUS_ERROR : VMMU_DM_STATUS_OK;
-    s->resp_seq = s->seq;
+    s->resp_seq = req->seq;
     __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
     uint64_t one = 1;
-    if (write(srv->resp_efd[vcpu_id], &one, sizeof(one)) < 0) {
+    if (write(srv->resp_efd[req->vcpu_id], &one, sizeof(one)) < 0) {
         /* eventfd full (impossible in practice); the waiter's poll times out */
     }
     return 0;

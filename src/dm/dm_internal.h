@@ -89,6 +89,11 @@ struct vmmu_dm {
     _Atomic uint64_t inval_posted, inval_done;
 };
 
+/* A private slot state an in-process completer holds while it writes the
+ * answer (vmmu_dm_complete()); the vCPU waits it out before it gives the
+ * slot back (ioreq.c). */
+#define DM_SLOT_COMPLETING 0x100u
+
 struct vmmu_dm_server {
     struct vmmu_dm *dm;
     bool remote;

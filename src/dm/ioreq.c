@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include "dm/dm_internal.h"
@@ -74,10 +75,27 @@ static void release(struct vmmu_dm_server *srv, struct vmmu_dm_slot *s, struct d
                                 __ATOMIC_RELAXED);
     if (!srv->remote) {
         /* An in-process request that timed out: take it back from a
-         * completer that may still come (it then finds nothing). */
-        expect = VMMU_DM_SLOT_IN_SERVICE;
-        __atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_FREE, false,
-                                    __ATOMIC_RELEASE, __ATOMIC_RELAXED);
+         * completer that may still come (it then finds nothing).  One
+         * that is writing its answer now is let finish first: otherwise
+         * it would write after the next request took the slot, with that
+         * request's sequence number, and the next request would take the
+         * old answer for its own. */
+        for (unsigned spins = 0;; spins++) {
+            expect = __atomic_load_n(&s->state, __ATOMIC_ACQUIRE);
+            if (expect == DM_SLOT_COMPLETING) {
+                /* A few stores away, unless its thread lost the CPU. */
+                if (spins < 64)
+                    __builtin_ia32_pause();
+                else
+                    sched_yield();
+                continue;
+            }
+            if (expect != VMMU_DM_SLOT_IN_SERVICE && expect != VMMU_DM_SLOT_RESPONSE)
+                break;
+            if (__atomic_compare_exchange_n(&s->state, &expect, VMMU_DM_SLOT_FREE, false,
+                                            __ATOMIC_RELEASE, __ATOMIC_RELAXED))
+                break;
+        }
     }
     __atomic_store_n(&v->srv, NULL, __ATOMIC_RELAXED);
     atomic_fetch_add_explicit(&srv->st_requests, 1, memory_order_relaxed);
@@ -263,8 +281,10 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
          * hands the request to another thread may see it completed before
          * it even returns VMMU_EPENDING. */
         struct vmmu_dm_slot *s = &srv->slots[idx];
+        req->seq = 0;
         if (!host) {
-            __atomic_store_n(&s->seq, v->next_seq + 1, __ATOMIC_RELAXED);
+            req->seq = v->next_seq + 1;
+            __atomic_store_n(&s->seq, req->seq, __ATOMIC_RELAXED);
             __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
         }
         int r = srv->ops.access(srv->opaque, req);

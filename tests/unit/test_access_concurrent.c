@@ -329,6 +329,7 @@ struct dm_fx {
     struct vmmu_dm_server *srv;
     unsigned calls;
     int seen_vcpu;      /* vcpu_id of the last request */
+    struct vmmu_dm_ioreq seen; /* the last request */
     bool pending;       /* a request waits for the completer */
 };
 
@@ -338,6 +339,7 @@ static int dm_access(void *opaque, struct vmmu_dm_ioreq *req)
     pthread_mutex_lock(&d->lock);
     d->calls++;
     d->seen_vcpu = req->vcpu_id;
+    d->seen = *req;
     d->pending = true;
     pthread_cond_broadcast(&d->cond);
     pthread_mutex_unlock(&d->lock);
@@ -350,9 +352,9 @@ static void *dm_completer(void *arg)
     pthread_mutex_lock(&d->lock);
     while (!d->pending)
         pthread_cond_wait(&d->cond, &d->lock);
-    int id = d->seen_vcpu;
+    struct vmmu_dm_ioreq req = d->seen;
     pthread_mutex_unlock(&d->lock);
-    if (vmmu_dm_complete(d->srv, id, 0xabcd1234, 0) != 0)
+    if (vmmu_dm_complete(d->srv, &req, 0xabcd1234, 0) != 0)
         return (void *)1;
     return NULL;
 }
@@ -474,7 +476,7 @@ static void a_vcpu_waiting_for_a_device_model_does_not_hold_up_a_shootdown(void 
     /* The vCPU is asleep (or about to be) waiting for the answer. */
     struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
     assert_int_equal(vmmu_shootdown_sync(w.e->t.env.vm, NULL, NULL, &all), 0);
-    assert_int_equal(vmmu_dm_complete(d.srv, d.seen_vcpu, 0x5678, 0), 0);
+    assert_int_equal(vmmu_dm_complete(d.srv, &d.seen, 0x5678, 0), 0);
     pthread_join(t, NULL);
     assert_int_equal(w.rc_wait, 0);
     assert_int_equal(w.rc_again, 0);

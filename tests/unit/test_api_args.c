@@ -909,7 +909,8 @@ static void dm_calls_with_null_or_mismatched_arguments_are_rejected(void **state
     assert_int_equal(vmmu_dm_port_access(dm, 8, 0x70, 1, 0, &v), VMMU_EINVAL);
     assert_int_equal(vmmu_dm_port_access(dm, -2, 0x70, 1, 0, &v), VMMU_EINVAL);
     /* Nothing outstanding: complete finds nothing, wait returns at once. */
-    assert_int_equal(vmmu_dm_complete(srv, 0, 1, 0), VMMU_ENOENT);
+    struct vmmu_dm_ioreq none = {.vcpu_id = 0, .seq = 1};
+    assert_int_equal(vmmu_dm_complete(srv, &none, 1, 0), VMMU_ENOENT);
     assert_int_equal(vmmu_dm_vcpu_wait(NULL, 0, 0), VMMU_EINVAL);
     assert_int_equal(vmmu_dm_vcpu_wait(dm, -1, 0), VMMU_EINVAL);
     assert_int_equal(vmmu_dm_vcpu_wait(dm, 0, 0), 0);
@@ -1012,8 +1013,8 @@ static void dmc_complete_with_a_sequence_not_handed_out_is_rejected(void **state
     assert_int_equal(vmmu_dmc_complete(NULL, &req, 0x11, 0), VMMU_EINVAL);
     assert_int_equal(vmmu_dmc_complete(r.c, NULL, 0x11, 0), VMMU_EINVAL);
     /* The vm side refuses to complete for an out-of-process server. */
-    assert_int_equal(vmmu_dm_complete(r.srv, 0, 0x11, 0), VMMU_EINVAL);
-    assert_int_equal(vmmu_dm_complete(r.srv, 0, 0x11, 0), VMMU_EINVAL);
+    struct vmmu_dm_ioreq vm_req = {.vcpu_id = 0, .seq = 1};
+    assert_int_equal(vmmu_dm_complete(r.srv, &vm_req, 0x11, 0), VMMU_EINVAL);
     /* Still in service: the right answer goes through. */
     assert_int_equal(vmmu_dmc_complete(r.c, &req, 0x5a, 0), 0);
     assert_int_equal(vmmu_dm_vcpu_wait(r.dm, 0, 5000), 0);

@@ -3,6 +3,7 @@
  * (vmmu-dmdev), asynchronous invalidations racing the vCPUs' safe points,
  * and a DMA racing the removal of its target RAM. */
 #include <pthread.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -14,11 +15,14 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "vmmu/vmmu.h"
+
+#include "dm/dm_internal.h"
 
 extern char **environ;
 
@@ -53,8 +57,7 @@ static pid_t spawn_dmdev(int *vm_end, const char *delay_us)
 struct queue {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int vcpu[64];
-    uint64_t addr[64];
+    struct vmmu_dm_ioreq req[64];
     unsigned head, tail;
     int stop;
 };
@@ -75,8 +78,7 @@ static int inproc_access(void *opaque, struct vmmu_dm_ioreq *req)
     if (req->write)
         return 0;
     pthread_mutex_lock(&q->lock);
-    q->vcpu[q->tail % 64] = req->vcpu_id;
-    q->addr[q->tail % 64] = req->addr;
+    q->req[q->tail % 64] = *req;
     q->tail++;
     pthread_cond_signal(&q->cond);
     pthread_mutex_unlock(&q->lock);
@@ -93,11 +95,11 @@ static void *completer(void *arg)
             pthread_cond_wait(&q->cond, &q->lock);
         if (q->head == q->tail)
             break;
-        int vcpu = q->vcpu[q->head % 64];
-        uint64_t addr = q->addr[q->head % 64];
+        struct vmmu_dm_ioreq req = q->req[q->head % 64];
         q->head++;
         pthread_mutex_unlock(&q->lock);
-        assert_int_equal(vmmu_dm_complete(w->inproc, vcpu, addr * 3 + (uint64_t)vcpu, 0), 0);
+        assert_int_equal(vmmu_dm_complete(w->inproc, &req, req.addr * 3 + (uint64_t)req.vcpu_id, 0),
+                         0);
         pthread_mutex_lock(&q->lock);
     }
     pthread_mutex_unlock(&q->lock);
@@ -442,6 +444,89 @@ static void dma_copy_racing_page_outs_of_its_buffers_loses_nothing(void **s)
     world_fini(&w);
 }
 
+/* An in-process device model that answers late: some answers come after
+ * the request's deadline, while the vCPU already gives the slot back and
+ * asks again.  Every answer the vCPU takes is the one for its own request
+ * (a completer writing its answer as the request timed out must not have
+ * it taken by the next request). */
+struct late {
+    struct vmmu_dm_server *srv;
+    pthread_mutex_t lock;
+    struct vmmu_dm_ioreq asked; /* the request waiting for an answer */
+    bool have;
+    _Atomic int stop;
+};
+
+static int late_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct late *l = opaque;
+    pthread_mutex_lock(&l->lock);
+    l->asked = *req;
+    l->have = true;
+    pthread_mutex_unlock(&l->lock);
+    return VMMU_EPENDING;
+}
+
+static void *late_completer(void *arg)
+{
+    struct late *l = arg;
+    unsigned n = 0;
+    while (!atomic_load(&l->stop)) {
+        pthread_mutex_lock(&l->lock);
+        bool have = l->have;
+        struct vmmu_dm_ioreq req = l->asked;
+        l->have = false;
+        pthread_mutex_unlock(&l->lock);
+        if (!have) {
+            sched_yield();
+            continue;
+        }
+        /* From at once to well past the 1 ms deadline. */
+        struct timespec ts = {0, (long)(n++ % 7) * 300000};
+        nanosleep(&ts, NULL);
+        int rc = vmmu_dm_complete(l->srv, &req, req.addr * 7 + 1, 0);
+        assert_true(rc == 0 || rc == VMMU_ENOENT); /* ENOENT: it timed out */
+    }
+    return NULL;
+}
+
+static void late_answers_are_never_taken_by_the_next_request(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct late l = {.lock = PTHREAD_MUTEX_INITIALIZER};
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 1};
+    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
+    static const struct vmmu_dm_ops ops = {.access = late_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, &l, &l.srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(l.srv, INPROC_GPA, 4096, 0, NULL, NULL), 0);
+    l.srv->timeout_ms = 1; /* (not configurable for in-process servers) */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, late_completer, &l), 0);
+    unsigned answered = 0, timed_out = 0;
+    for (unsigned i = 0; i < 600; i++) {
+        struct vmmu_device_req r = {.gpa = INPROC_GPA + (i % 512) * 8, .size = 8, .vcpu_id = 0};
+        int err;
+        while ((err = vmmu_p2m_device_access(vm, &r)) == VMMU_EPENDING)
+            ;
+        if (err == VMMU_ETIMEDOUT) {
+            timed_out++;
+            continue;
+        }
+        assert_int_equal(err, 0);
+        assert_int_equal(r.data, r.gpa * 7 + 1);
+        answered++;
+    }
+    atomic_store(&l.stop, 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(answered > 0);
+    assert_true(timed_out > 0);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -449,6 +534,7 @@ int main(void)
         cmocka_unit_test(dma_racing_region_removal_finishes_first_or_fails_and_never_writes_new_ram),
         cmocka_unit_test(dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused_page),
         cmocka_unit_test(dma_copy_racing_page_outs_of_its_buffers_loses_nothing),
+        cmocka_unit_test(late_answers_are_never_taken_by_the_next_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -19,6 +19,7 @@ struct dev {
     int fail_next;       /* fail the next access */
     int calls;
     struct vmmu_dm_ioreq last;
+    struct vmmu_dm_ioreq pending; /* the last request left pending */
 };
 
 static int dev_access(void *opaque, struct vmmu_dm_ioreq *req)
@@ -32,6 +33,7 @@ static int dev_access(void *opaque, struct vmmu_dm_ioreq *req)
     }
     if (d->pend_next) {
         d->pend_next = 0;
+        d->pending = *req;
         return VMMU_EPENDING;
     }
     unsigned idx = (unsigned)(req->offset / 8) % 8;
@@ -112,7 +114,7 @@ static void pending_answer_completes_on_reexecution_of_the_same_access(void **st
     /* Not answered yet: re-execution pends again without calling back. */
     assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), VMMU_EPENDING);
     assert_int_equal(e->dev.calls, 1);
-    assert_int_equal(vmmu_dm_complete(e->srv, 2, 0xabcdef0123ull, 0), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 0xabcdef0123ull, 0), 0);
     assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 2, 0), 0);
     assert_int_equal(mmio(e, 2, DEV_GPA + 8, 4, 0, &v), 0);
     assert_int_equal(v, 0xcdef0123ull); /* masked to the access size */
@@ -131,7 +133,7 @@ static void pending_completed_with_an_error_fails_with_edevice(void **state)
     e->dev.pend_next = 1;
     uint64_t v = 5;
     assert_int_equal(mmio(e, 0, DEV_GPA, 8, 1, &v), VMMU_EPENDING);
-    assert_int_equal(vmmu_dm_complete(e->srv, 0, 0, -1), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 0, -1), 0);
     assert_int_equal(mmio(e, 0, DEV_GPA, 8, 1, &v), VMMU_EDEVICE);
 }
 
@@ -146,7 +148,7 @@ static void a_different_access_while_one_is_pending_is_busy(void **state)
     assert_int_equal(mmio(e, 1, DEV_GPA, 8, 1, &v), VMMU_EBUSY); /* a write is different */
     /* Other vCPUs are not affected. */
     assert_int_equal(mmio(e, 3, DEV_GPA + 8, 8, 0, &v), 0);
-    assert_int_equal(vmmu_dm_complete(e->srv, 1, 9, 0), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 9, 0), 0);
     /* Once answered, a different access abandons the answer and proceeds. */
     assert_int_equal(mmio(e, 1, DEV_GPA + 8, 8, 0, &v), 0);
 }
@@ -154,15 +156,25 @@ static void a_different_access_while_one_is_pending_is_busy(void **state)
 static void completing_what_is_not_pending_is_refused(void **state)
 {
     struct env *e = *state;
-    assert_int_equal(vmmu_dm_complete(e->srv, 0, 1, 0), VMMU_ENOENT);
-    assert_int_equal(vmmu_dm_complete(e->srv, 4, 1, 0), VMMU_EINVAL);
-    assert_int_equal(vmmu_dm_complete(e->srv, -1, 1, 0), VMMU_EINVAL);
-    assert_int_equal(vmmu_dm_complete(NULL, 0, 1, 0), VMMU_EINVAL);
+    struct vmmu_dm_ioreq r = {.vcpu_id = 0, .seq = 1};
+    assert_int_equal(vmmu_dm_complete(e->srv, &r, 1, 0), VMMU_ENOENT);
+    r.vcpu_id = 4;
+    assert_int_equal(vmmu_dm_complete(e->srv, &r, 1, 0), VMMU_EINVAL);
+    r.vcpu_id = -1;
+    assert_int_equal(vmmu_dm_complete(e->srv, &r, 1, 0), VMMU_EINVAL);
+    r.vcpu_id = 0;
+    assert_int_equal(vmmu_dm_complete(NULL, &r, 1, 0), VMMU_EINVAL);
+    assert_int_equal(vmmu_dm_complete(e->srv, NULL, 1, 0), VMMU_EINVAL);
     e->dev.pend_next = 1;
     uint64_t v = 0;
     assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), VMMU_EPENDING);
-    assert_int_equal(vmmu_dm_complete(e->srv, 0, 1, 0), 0);
-    assert_int_equal(vmmu_dm_complete(e->srv, 0, 2, 0), VMMU_ENOENT); /* twice */
+    /* An answer to another request of the vCPU (an earlier one that timed
+     * out, say) is not this one's. */
+    r = e->dev.pending;
+    r.seq--;
+    assert_int_equal(vmmu_dm_complete(e->srv, &r, 7, 0), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 1, 0), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 2, 0), VMMU_ENOENT); /* twice */
     assert_int_equal(mmio(e, 0, DEV_GPA, 8, 0, &v), 0);
     assert_int_equal(v, 1);
 }
@@ -351,7 +363,7 @@ static void server_counters_count_served_accesses_and_each_pend(void **state)
     st = stats_of(e->srv);
     assert_int_equal(st.requests, 2);
     assert_int_equal(st.pending, 2);
-    assert_int_equal(vmmu_dm_complete(e->srv, 1, 5, 0), 0);
+    assert_int_equal(vmmu_dm_complete(e->srv, &e->dev.pending, 5, 0), 0);
     assert_int_equal(mmio(e, 1, DEV_GPA, 8, 0, &v), 0);
     st = stats_of(e->srv);
     assert_int_equal(st.requests, 3);
