@@ -430,6 +430,15 @@ int vmmu_access_cmpxchg(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, cons
 /**
  * The registers of a REP MOVS / REP STOS, updated as elements complete,
  * so that an interrupted instruction resumes where it stopped.
+ *
+ * dst and src are linear addresses (segment base included) and step as
+ * 64-bit values; outside IA-32e paging only their bits 31:0 are used, so
+ * they wrap at 4 GiB as 32-bit linear addresses do, and bits 63:32 are
+ * unspecified once they wrapped.  The address size is the caller's: where
+ * the CPU would wrap RSI/RDI at 16 or 32 bits before the linear address
+ * wraps (a 16-bit address size, a segment base, an address-size prefix in
+ * 64-bit mode), the caller gives a budget that stops at the wrap and
+ * wraps its registers itself.
  */
 struct vmmu_rep {
     uint64_t dst;     /**< RDI: next destination element */
