@@ -698,6 +698,26 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
     return rc;
 }
 
+/* SDM 4.10.4.1: a #PF for @va invalidates the paging-structure-cache
+ * entries that would be used for @va and the TLB entries for its page,
+ * so that a guest that widened rights (or repointed a table) without
+ * INVLPG and took the fault finds the new entries when it retries.  The
+ * page goes from every context of the current PCID, and its global
+ * entries from the other slots, as INVLPG drops them. */
+static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
+{
+    uint64_t page = va & VMMU_PAGE_MASK;
+    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
+        struct tlb_slot *s = &v->slot[i];
+        bool current = i == v->cur_slot;
+        if (!s->valid && !current)
+            continue;
+        for (unsigned c = 0; c < CTX_COUNT; c++)
+            vmmu__tlb_ctx_flush_page(&s->ctx[c], page, !current, false);
+    }
+    vmmu__psc_forget_va(&v->slot[v->cur_slot].psc, va);
+}
+
 /* Everything but the warm miss: steps 1 to 5 of the file comment. */
 static __attribute__((noinline)) void *fill_general(struct vmmu_vcpu *v, uint64_t va,
                                                     unsigned size, unsigned access,
@@ -772,6 +792,8 @@ walk:
     }
     if (!w.ok) {
         v->stats.faults++;
+        if (w.fault.vector == VMMU_X86_VEC_PF)
+            forget_for_fault(v, va);
         res->status = VMMU_TLB_FAULT;
         res->host = NULL;
         res->fault = w.fault;

@@ -418,6 +418,8 @@ void vmmu__tlb_warm_refresh(struct vmmu_vcpu *v);
 
 /* ---- psc ----------------------------------------------------------------- */
 void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p);
+/* Forget the entries of @p a walk of @va would use (a #PF for @va). */
+void vmmu__psc_forget_va(struct tlb_psc *p, uint64_t va);
 /* The level-2 (PDE) entry a lookup of @va examines. */
 static inline const struct psc_entry *vmmu__psc_pde(const struct psc_entry *l2, uint64_t va)
 {

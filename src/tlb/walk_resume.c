@@ -62,6 +62,18 @@ void vmmu__psc_flush(struct vmmu_vcpu *v, struct tlb_psc *p)
     warm_l2_clear(&p->warm);
 }
 
+void vmmu__psc_forget_va(struct tlb_psc *p, uint64_t va)
+{
+    for (unsigned level = 2; level <= 5; level++) {
+        struct psc_entry *pe = psc_slot(p, level, va);
+        if (pe->tag != (va >> level_shift(level)) + 1)
+            continue;
+        pe->tag = 0;
+        if (level == 2)
+            p->warm.tag[pe - p->l2] = ~0ull;
+    }
+}
+
 /* Remember levels[0 .. nlevels-2] (the non-leaf entries) of a successful
  * walk of @va, accumulating rights from (@user, @writable, @nx), the
  * rights above levels[0]. */

@@ -696,10 +696,61 @@ static void smap_revokes_supervisor_data_access_unless_ac_is_set(void **state)
     assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2), 0);
     uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
     ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 | R_CR4_SMAP, &fault), &fault);
-    assert_pf(acc(f, VA, 0), PF_P);
     assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
     /* The AC=1 context's entry keeps its rights under SMAP. */
     assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8), hpa(&f->t, DATA(1)));
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2), 0);
+    assert_pf(acc(f, VA, 0), PF_P);
+    /* The #PF dropped the page's entries of every context (SDM 4.10.4.1);
+     * with AC=1 the access is allowed again. */
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_maps(f, VA, DATA(1));
+}
+
+/* ---- A #PF invalidates (SDM 4.10.4.1) ------------------------------------------- */
+
+static uint64_t pde_addr(struct fx *f, uint64_t va)
+{
+    uint64_t t = f->root;
+    for (unsigned l = 4; l > 2; l--)
+        t = get64(&f->t.env, slot9(t, va, l)) & ADDR_MASK;
+    return slot9(t, va, 2);
+}
+
+/* A guest widens a PDE's rights without INVLPG: the write through the
+ * cached PDE may fault once, but the #PF drops the cached entries for its
+ * address, so the retry walks the PDE in memory and succeeds (it used to
+ * fault for ever: the guest's handler saw writable tables each time). */
+static void a_pf_drops_the_cached_pde_so_a_widened_pde_works_on_retry(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    uint64_t pde = pde_addr(f, VA);
+    put64(&f->t.env, pde, get64(&f->t.env, pde) & ~E_RW);
+    tmap(&f->t, f->root, VA + 4096, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, R_CR0_WP);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_OK); /* caches the read-only PDE */
+    put64(&f->t.env, pde, get64(&f->t.env, pde) | E_RW); /* widened, no INVLPG */
+    struct vmmu_tlb_result r = acc(f, VA + 4096, VMMU_X86_ACC_WRITE);
+    if (r.status == VMMU_TLB_FAULT)
+        assert_int_equal(r.fault.error_code, PF_P | PF_W); /* the stale PDE, once */
+    assert_ptr_equal(tacc(&f->t, VA + 4096, 8, VMMU_X86_ACC_WRITE, NULL), hpa(&f->t, DATA(2)));
+}
+
+/* A #PF drops the TLB entries of its page in every context: a read after
+ * a write faulted on a PTE the guest cleared without INVLPG walks, and
+ * faults too (it used to read the old page through the stale entry). */
+static void a_pf_drops_the_faulting_pages_entries(void **state)
+{
+    struct fx *f = *state;
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, R_CR0_WP);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_OK);
+    put64(&f->t.env, pte, 0);
+    assert_pf(acc(f, VA, VMMU_X86_ACC_WRITE), PF_W);
+    assert_null(vmmu_tlb_lookup_read(f->t.vcpu, VA, 8));
+    assert_pf(acc(f, VA, 0), 0);
 }
 
 static void implicit_accesses_use_supervisor_rights_at_cpl3(void **state)
@@ -1340,6 +1391,8 @@ int main(void)
         T(clearing_cr0_pg_flushes_everything),
         T(setting_smep_revokes_supervisor_fetches_from_user_pages),
         T(smap_revokes_supervisor_data_access_unless_ac_is_set),
+        T(a_pf_drops_the_cached_pde_so_a_widened_pde_works_on_retry),
+        T(a_pf_drops_the_faulting_pages_entries),
         T(implicit_accesses_use_supervisor_rights_at_cpl3),
         T(nxe_toggle_makes_xd_apply),
         T(tightening_pkru_revokes_user_page_access),
