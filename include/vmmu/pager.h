@@ -37,7 +37,9 @@
  * handler runs on the thread that touched the page.
  *
  * Host I/O failures lose nothing.  A page that cannot be written to the
- * backing file (disk full, RLIMIT_FSIZE, an I/O error) is not paged out:
+ * backing file (disk full, RLIMIT_FSIZE, an I/O error) is not paged out
+ * (the SIGXFSZ a write past RLIMIT_FSIZE raises is held back and taken,
+ * so it never ends the process):
  * it stays resident with its contents, is not counted in the statistics,
  * and the call returns VMMU_ESYS with errno as the failed write left it;
  * the other pages of the batch still go.  A page that cannot be read back

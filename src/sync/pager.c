@@ -24,6 +24,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -242,6 +244,30 @@ static void release_host(struct vmmu_pager *pg, const struct vmmu_region *r, uin
 }
 
 ssize_t (*vmmu__pager_pread)(int fd, void *buf, size_t n, off_t offset) = pread;
+
+/* Write one page to slot @slot of the backing file.  A write past
+ * RLIMIT_FSIZE fails with EFBIG and raises SIGXFSZ at the thread, whose
+ * default action ends the process: the signal is held back meanwhile and
+ * the one the write raised is taken, so that the caller sees the error
+ * (and the page stays) whatever the process does with SIGXFSZ. */
+static ssize_t write_page(int fd, const void *page, uint64_t slot)
+{
+    sigset_t xfsz, old;
+    sigemptyset(&xfsz);
+    sigaddset(&xfsz, SIGXFSZ);
+    pthread_sigmask(SIG_BLOCK, &xfsz, &old);
+    ssize_t put = pwrite(fd, page, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT));
+    int err = errno;
+    if (put < 0 && err == EFBIG && !sigismember(&old, SIGXFSZ)) {
+        /* Ours is pending on this thread: take it before unblocking. */
+        static const struct timespec now = {0, 0};
+        while (sigtimedwait(&xfsz, NULL, &now) < 0 && errno == EINTR)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = err;
+    return put;
+}
 void (*vmmu__pager_evict_hook)(struct vmmu_vm *vm, uint64_t gfn);
 
 /* ---- page-in ------------------------------------------------------------------- */
@@ -425,7 +451,7 @@ static int release_page(struct vmmu_pager *pg, uint64_t gfn, bool balloon, bool 
             slot_alloc(pg, &slot);
             pthread_mutex_unlock(&pg->lock);
             next = REC_OUT;
-            ssize_t put = pwrite(pg->fd, host, VMMU_PAGE_SIZE, (off_t)(slot << VMMU_PAGE_SHIFT));
+            ssize_t put = write_page(pg->fd, host, slot);
             if (put != VMMU_PAGE_SIZE) {
                 err = put < 0 ? errno : EIO; /* a short write: no room left */
                 rc = VMMU_ESYS;

@@ -684,16 +684,17 @@ static int io_setup(void **state)
 }
 
 /* The backing file may grow to @pages pages: a write beyond fails with
- * EFBIG (SIGXFSZ, which would kill the process, is ignored meanwhile).
- * Only the soft limit changes. */
+ * EFBIG, and raises SIGXFSZ, left at its default action (ending the
+ * process): the pager must keep it from reaching the process.  Only the
+ * soft limit changes. */
 static void file_limit(uint64_t pages)
 {
     struct rlimit lim;
     assert_int_equal(getrlimit(RLIMIT_FSIZE, &lim), 0);
     if (!fsize_set) {
-        struct sigaction ign = {0};
-        ign.sa_handler = SIG_IGN;
-        assert_int_equal(sigaction(SIGXFSZ, &ign, &xfsz_saved), 0);
+        struct sigaction dfl = {0};
+        dfl.sa_handler = SIG_DFL;
+        assert_int_equal(sigaction(SIGXFSZ, &dfl, &xfsz_saved), 0);
         fsize_saved = lim;
         fsize_set = 1;
     }
