@@ -246,9 +246,20 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
     }
     uint64_t last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
     size_t done = 0;
+    int late_err = 0; /* a page the check after a callback refused: the access ends there */
     while (done < len) {
         uint64_t at = gpa + done, first = at >> VMMU_PAGE_SHIFT, bad;
         int err = pass_check(vm, first, last, dir, flags, &bad);
+        if (err && done && bad != first) {
+            /* Checked again after a callback changed the map: the pages
+             * before @bad still pass, so they are done, and the access
+             * ends at @bad with the bytes before it done, as when the
+             * callback removes the region it is in. */
+            late_err = err;
+            last = bad - 1;
+            len = (size_t)((bad << VMMU_PAGE_SHIFT) - gpa);
+            err = pass_check(vm, first, last, dir, flags, &bad);
+        }
         if (err) {
             if (failed_gpa)
                 *failed_gpa = bad == first ? at : bad << VMMU_PAGE_SHIFT;
@@ -273,7 +284,9 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
                 break;
         }
     }
-    return 0;
+    if (late_err && failed_gpa)
+        *failed_gpa = gpa + len;
+    return late_err;
 }
 
 int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)

@@ -512,6 +512,66 @@ static void device_pages_are_served_by_the_registered_handler(void **state)
     assert_int_equal(vmmu_p2m_device_access(f->vm, &req), VMMU_EDEVICE);
 }
 
+/* An MMIO callback that removes the region after its own, in the middle
+ * of a read or write on a host thread: the access does every byte before
+ * that region, then ends there with VMMU_EHOLE, failed_gpa naming the
+ * first byte not done (it used to skip the rest of the MMIO page and name
+ * the removed region's first byte, as if the skipped bytes were done). */
+struct remover {
+    struct vmmu_vm *vm;
+    uint32_t victim;
+    unsigned calls;
+};
+
+static int remover_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)offset;
+    (void)size;
+    struct remover *rm = opaque;
+    if (rm->calls++ == 0)
+        assert_int_equal(vmmu_region_remove(rm->vm, rm->victim), 0);
+    *value = 0x4242424242424242ull;
+    return 0;
+}
+
+static int remover_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)offset;
+    (void)size;
+    (void)value;
+    struct remover *rm = opaque;
+    if (rm->calls++ == 0)
+        assert_int_equal(vmmu_region_remove(rm->vm, rm->victim), 0);
+    return 0;
+}
+
+static const struct vmmu_mmio_ops remover_ops = {remover_read, remover_write};
+
+static void an_mmio_callback_that_removes_the_next_region_ends_the_access_there(void **state)
+{
+    (void)state;
+    for (int write = 0; write < 2; write++) {
+        struct remover rm = {0};
+        assert_int_equal(vmmu_vm_create(NULL, &rm.vm), 0);
+        struct vmmu_region_desc m = {.type = VMMU_MEM_MMIO, .gpa = 0x10000, .size = 0x1000,
+                                     .mmio = &remover_ops, .opaque = &rm};
+        assert_int_equal(vmmu_region_add(rm.vm, &m, NULL), 0);
+        struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0x11000, .size = 0x1000};
+        assert_int_equal(vmmu_region_add(rm.vm, &r, &rm.victim), 0);
+        static uint8_t buf[0x2000];
+        memset(buf, 0x11, sizeof(buf));
+        uint64_t failed = 0;
+        int rc = write ? vmmu_gpa_write(rm.vm, 0x10000, buf, sizeof(buf), 0, &failed)
+                       : vmmu_gpa_read(rm.vm, 0x10000, buf, sizeof(buf), 0, &failed);
+        assert_int_equal(rc, VMMU_EHOLE);
+        assert_int_equal(failed, 0x11000);
+        assert_int_equal(rm.calls, 0x1000 / 8); /* every piece of the MMIO page */
+        for (unsigned i = 0; !write && i < sizeof(buf); i++)
+            assert_int_equal(buf[i], i < 0x1000 ? 0x42 : 0x11);
+        vmmu_vm_destroy(rm.vm);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -535,6 +595,7 @@ int main(void)
         T(paged_out_pages_need_the_pager),
         T(the_pager_is_asked_for_each_paged_out_page_by_its_aligned_address),
         T(device_pages_are_served_by_the_registered_handler),
+        cmocka_unit_test(an_mmio_callback_that_removes_the_next_region_ends_the_access_there),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
