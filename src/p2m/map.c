@@ -183,7 +183,9 @@ static void clear_range(struct vmmu_p2m *p2m, _Atomic uintptr_t *slots, unsigned
 static void retire_flush(struct vmmu_p2m *p2m, struct retire_list *rl)
 {
     for (size_t i = 0; i < rl->n; i++) {
-        /* Retired nodes are empty: no children to walk. */
+        /* Retired nodes hold no region, but empty children may hang below
+         * one (a removal that had no memory to prune them). */
+        free_children(p2m, rl->nodes[i]->slot, P2M_FANOUT, p2m->levels);
         free(rl->nodes[i]);
         p2m->nodes--;
     }
