@@ -277,19 +277,32 @@ void (*vmmu__pager_evict_hook)(struct vmmu_vm *vm, uint64_t gfn);
 static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
 {
     struct vmmu_vm *vm = pg->vm;
-    struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
+    struct vmmu_region *r;
     pthread_mutex_lock(&pg->lock);
     struct rec *rec;
     for (;;) {
+        /* Looked up under the lock, and again after every wait: the region
+         * may have been replaced meanwhile, and a record of the new one
+         * (a page-out in flight) must not be taken for a stale one. */
+        r = p2m_resolve(&vm->p2m, gfn, NULL);
         rec = rec_find(pg, gfn);
+        if (rec && (!managed(r) || r->id != rec->region_id)) {
+            /* A record of a region that went away (replaced or removed). */
+            if (rec->state == REC_WRITING || rec->state == REC_LOADING) {
+                /* In flight: its page-out or page-in notices the change. */
+                pthread_cond_wait(&pg->cond, &pg->lock);
+                continue;
+            }
+            if (rec->state != REC_EVICTING) {
+                rec_forget(pg, rec);
+                continue;
+            }
+            rec = NULL; /* an old page-out's first phase: not this page's */
+        }
         if (!rec || rec->state == REC_YOUNG) {
             bool out = r && r->state && (region_page_state(r, gfn) & VMMU_PAGE_PAGED_OUT);
             pthread_mutex_unlock(&pg->lock);
             return out ? VMMU_EPAGEDOUT : 0;
-        }
-        if (!managed(r) || r->id != rec->region_id) {
-            rec_forget(pg, rec); /* the region was replaced or removed */
-            continue;
         }
         if (rec->state == REC_EVICTING) {
             set_paged_out(vm, gfn, false, false);
