@@ -537,12 +537,17 @@ static void check_memory(void)
 
 /* ---- the run -------------------------------------------------------------------------- */
 
-/* One instruction the way the vmmu backend runs it (run_block). */
+/* One instruction the way the vmmu backend runs it (run_block).  A REP in
+ * the latch makes one iteration per pass: passes that completed one
+ * (RCX moved) do not count towards the limit, and after 64 of them the
+ * run ends there, as a block's budget would. */
 static int step(const struct x86emu_cpu *pre, bool rep)
 {
+    unsigned iterations = 0;
     for (unsigned pass = 0;; pass++) {
         if (pass >= 4)
             fail("an instruction retried without end", pre);
+        uint64_t rcx = fz.v.cpu.gpr[X86EMU_RCX];
         bool latched = fz.v.latched_next;
         fz.v.latched_next = false;
         fz.v.pending = false;
@@ -564,6 +569,11 @@ static int step(const struct x86emu_cpu *pre, bool rep)
             mark_writes();
         if (rc != X86EMU_EXIT_RETRY)
             return rc;
+        if (rep && fz.v.cpu.gpr[X86EMU_RCX] != rcx) {
+            if (++iterations == 64)
+                return rc;
+            pass = 0; /* an iteration done */
+        }
         if (!rep && (!same_outside(pre, &fz.v.cpu, true) || fz.v.cpu.rip != pre->rip ||
                      fz.v.cpu.rflags != pre->rflags || fz.v.cpu.cpl != pre->cpl))
             fail("a retried instruction changed registers", pre);
