@@ -698,15 +698,8 @@ static int do_walk(struct vmmu_vcpu *v, struct tlb_slot *s, uint64_t va, unsigne
     return rc;
 }
 
-/* SDM 4.10.4.1: a #PF for @va invalidates the paging-structure-cache
- * entries that would be used for @va and the TLB entries for its page,
- * so that a guest that widened rights (or repointed a table) without
- * INVLPG and took the fault finds the new entries when it retries.  The
- * page goes from every context of the current PCID, and its global
- * entries from the other slots, as INVLPG drops them. */
-static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
+void vmmu__tlb_drop_page(struct vmmu_vcpu *v, uint64_t page)
 {
-    uint64_t page = va & VMMU_PAGE_MASK;
     for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
         struct tlb_slot *s = &v->slot[i];
         bool current = i == v->cur_slot;
@@ -715,6 +708,17 @@ static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
         for (unsigned c = 0; c < CTX_COUNT; c++)
             vmmu__tlb_ctx_flush_page(&s->ctx[c], page, !current, false);
     }
+}
+
+/* SDM 4.10.4.1: a #PF for @va invalidates the paging-structure-cache
+ * entries that would be used for @va and the TLB entries for its page,
+ * so that a guest that widened rights (or repointed a table) without
+ * INVLPG and took the fault finds the new entries when it retries.  The
+ * page goes from every context of the current PCID, and its global
+ * entries from the other slots, as INVLPG drops them. */
+static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
+{
+    vmmu__tlb_drop_page(v, va & VMMU_PAGE_MASK);
     vmmu__psc_forget_va(&v->slot[v->cur_slot].psc, va);
 }
 

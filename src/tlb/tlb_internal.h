@@ -408,6 +408,9 @@ void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c);
  * non-global ones if @nonglobal_only. */
 void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only,
                               bool nonglobal_only);
+/* Drop @page (an INVLPG's, a #PF's) from every context of the current
+ * PCID and its global entries from the other slots (SDM 4.10.4.1). */
+void vmmu__tlb_drop_page(struct vmmu_vcpu *v, uint64_t page);
 /* Point vcpu->fast at the current slot and context. */
 void vmmu__tlb_select(struct vmmu_vcpu *v);
 /* The warm miss's caches (regions, warm_l2 of every slot) now follow P2M

@@ -425,14 +425,7 @@ int vmmu_vcpu_invlpg(struct vmmu_vcpu *v, uint64_t va)
     /* SDM 4.10.4.1: the page's entries of the current PCID, its global
      * entries whatever their PCID, and every paging-structure-cache entry
      * of the current PCID. */
-    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++) {
-        struct tlb_slot *s = &v->slot[i];
-        bool current = i == v->cur_slot;
-        if (!s->valid && !current)
-            continue;
-        for (unsigned c = 0; c < CTX_COUNT; c++)
-            vmmu__tlb_ctx_flush_page(&s->ctx[c], page, !current, false);
-    }
+    vmmu__tlb_drop_page(v, page);
     vmmu__psc_flush(v, &v->slot[v->cur_slot].psc);
     return 0;
 }
