@@ -21,7 +21,9 @@
 /* CR4 bits every modelled CPU accepts and that do not concern paging
  * beyond being stored: VME PVI TSD DE PSE PAE MCE PGE PCE OSFXSR
  * OSXMMEXCPT UMIP VMXE SMXE FSGSBASE OSXSAVE. */
-#define CR4_BASE (vmmu__x86_bits(11, 0) | (1ull << 13) | (1ull << 14) | (1ull << 16) | (1ull << 18))
+#define CR4_BASE (vmmu__x86_bits(11, 0) | (1ull << 16) | (1ull << 18))
+/* CR4.VMXE and CR4.SMXE: Intel's; reserved on AMD (APM 3.1.3). */
+#define CR4_INTEL ((1ull << 13) | (1ull << 14))
 
 /* CR0 value after RESET or INIT (SDM 9.1.1, Table 9-1): CD, NW, ET. */
 #define CR0_RESET 0x60000010ull
@@ -187,6 +189,8 @@ static int finish(struct vmmu_x86_paging *pg, struct vmmu_x86_paging *cand, bool
 static uint64_t cr4_allowed(const struct vmmu_x86_paging *pg)
 {
     uint64_t ok = CR4_BASE;
+    if (pg->cpu.vendor != VMMU_X86_VENDOR_AMD)
+        ok |= CR4_INTEL;
     if (has(pg, VMMU_X86_FEAT_LA57))
         ok |= VMMU_X86_CR4_LA57;
     if (has(pg, VMMU_X86_FEAT_PCID))

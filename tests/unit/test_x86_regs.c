@@ -290,6 +290,17 @@ static void efer_svme_is_reserved_on_intel_and_allowed_on_amd(void **state)
     assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, 1ull << 12, &fault)), VMMU_X86_FAULT_NONE);
 }
 
+static void cr4_vmxe_and_smxe_are_allowed_on_intel_and_reserved_on_amd(void **state)
+{
+    struct x86_env *env = *state;
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 1ull << 13, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 1ull << 14, &fault)), VMMU_X86_FAULT_NONE);
+    struct vmmu_x86_cpu amd = {.vendor = VMMU_X86_VENDOR_AMD, .features = VMMU_X86_FEAT_ALL};
+    assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, &amd), 0);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 1ull << 13, &fault)), VMMU_X86_VEC_GP);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 1ull << 14, &fault)), VMMU_X86_VEC_GP);
+}
+
 static void efer_changing_lme_with_paging_on_raises_gp(void **state)
 {
     struct x86_env *env = *state;
@@ -828,6 +839,7 @@ int main(void)
         T(efer_nxe_without_nx_feature_raises_gp),
         T(efer_reserved_bit_raises_gp),
         T(efer_svme_is_reserved_on_intel_and_allowed_on_amd),
+        T(cr4_vmxe_and_smxe_are_allowed_on_intel_and_reserved_on_amd),
         T(efer_changing_lme_with_paging_on_raises_gp),
         T(efer_write_cannot_change_lma),
         T(efer_nxe_makes_xd_a_permission_bit_not_a_reserved_bit),
