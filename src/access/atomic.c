@@ -225,7 +225,8 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         /* MMIO or device: a read, then a write; not atomic. */
         uint8_t nb[16];
         uint32_t off = 0;
-        a->hits_quiet = true; /* the update's hits are recorded once, below */
+        bool quiet = a->hits_quiet; /* (a callback's own locked update nests) */
+        a->hits_quiet = true;       /* the update's hits are recorded once, below */
         /* A device model may wait (the vCPU offline, pages taken away):
          * a piece touched after a wait is looked up again. */
         uint64_t gen = v->host_gen;
@@ -249,7 +250,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
                 off += p[i].len;
             }
         }
-        a->hits_quiet = false;
+        a->hits_quiet = quiet;
         if (rc == 0 || rc == VMMU_EROM) /* (a ROM dropped the write) */
             locked_hits(a, p, n);
         if (rc < 0)
