@@ -385,7 +385,7 @@ struct counters {
         mmio_failed, dev_failed, dev_pending, rep_failed_partway, probes, probe_faults,
         probe_hosts, probe_stops, probe_hits, probe_why[5], rep_chunk_failed[2], po_batches,
         po_pages, po_refused, balloons, host_pageins, balances, balance_pages, pi_episodes[2],
-        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back;
+        in_tables, in_data, epagedout[2], nofault_out, code_after_out, clean_back, align_faults;
 };
 
 struct model {
@@ -960,9 +960,10 @@ static const char *regs_str(struct model *m)
     static char buf[240];
     const struct vmmu_x86_paging *p = pg(m);
     snprintf(buf, sizeof(buf),
-             "seed %llu step %u, %scpl %u ac %d wp %d smep %d smap %d pke %d pks %d pkru %#x pkrs %#llx nxe %d "
+             "seed %llu step %u, %scpl %u ac %d am %d wp %d smep %d smap %d pke %d pks %d pkru %#x pkrs %#llx nxe %d "
              "log %d watches %u",
-             (unsigned long long)m->seed, m->step, m->paging_off ? "paging off, " : "", p->cpl, !!(p->rflags & R_RFLAGS_AC), !!(p->cr0 & R_CR0_WP),
+             (unsigned long long)m->seed, m->step, m->paging_off ? "paging off, " : "", p->cpl, !!(p->rflags & R_RFLAGS_AC),
+             !!(p->cr0 & R_CR0_AM), !!(p->cr0 & R_CR0_WP),
              !!(p->cr4 & R_CR4_SMEP), !!(p->cr4 & R_CR4_SMAP), !!(p->cr4 & R_CR4_PKE),
              !!(p->cr4 & R_CR4_PKS), p->pkru, (unsigned long long)p->pkrs,
              !!(p->efer & R_EFER_NXE), m->logging, m->nwatch);
@@ -1543,6 +1544,8 @@ static const char *vec_name(int v)
         return "#GP";
     case VMMU_X86_VEC_SS:
         return "#SS";
+    case VMMU_X86_VEC_AC:
+        return "#AC";
     case VMMU_ACCESS_STOP_WATCH:
         return "watch stop";
     default:
@@ -1575,7 +1578,9 @@ static void check_outcome(struct model *m, int rc, const struct vmmu_x86_fault *
                  (unsigned long long)want->cr2);
     if (rc == 0 && want->vector != VMMU_X86_FAULT_NONE) {
         m->n.faults++;
-        if (want->vector != VMMU_X86_VEC_PF)
+        if (want->vector == VMMU_X86_VEC_AC)
+            m->n.align_faults++;
+        else if (want->vector != VMMU_X86_VEC_PF)
             m->n.noncanonical++;
     }
 }
@@ -2096,6 +2101,29 @@ static uint64_t le64(const uint8_t *b)
 
 static const struct vmmu_x86_fault no_fault = {VMMU_X86_FAULT_NONE, 0, 0};
 
+/* SDM 6.15 (#AC): with CR0.AM and EFLAGS.AC set, a data or stack access
+ * at CPL 3 of a 2-, 4- or 8-byte operand that is not naturally aligned
+ * raises #AC(0) before anything is translated; fetches and implicit
+ * supervisor accesses are never checked, and an operand out of canonical
+ * form raises #GP or #SS first.  Whether the access of @size bytes at @va
+ * does; if so @f is its fault. */
+static bool ref_align_fault(struct model *m, uint64_t va, unsigned size, unsigned access,
+                            struct vmmu_x86_fault *f)
+{
+    const struct vmmu_x86_paging *p = pg(m);
+    if ((size != 2 && size != 4 && size != 8) || !(va & (size - 1)) ||
+        (access & (VMMU_X86_ACC_FETCH | VMMU_X86_ACC_IMPLICIT)) || p->cpl != 3 ||
+        !(p->cr0 & R_CR0_AM) || !(p->rflags & R_RFLAGS_AC))
+        return false;
+    if (!canon(m, va) || !canon(m, va + size - 1))
+        return false;
+    f->vector = VMMU_X86_VEC_AC;
+    f->error_code = 0;
+    f->cr2 = 0;
+    po_fault(m);
+    return true;
+}
+
 /* A read or a write of len bytes: vmmu_access_read/write, or the typed
  * load/store of 1, 2, 4, 8 or 16 bytes. */
 static void op_rw(struct model *m, bool write, bool typed)
@@ -2116,8 +2144,10 @@ static void op_rw(struct model *m, bool write, bool typed)
     struct vmmu_x86_fault wf = no_fault, f;
     struct rxl x;
     int want_rc = 0;
-    if (ref_xlate(m, va, len, write ? access | VMMU_X86_ACC_WRITE : access, &x, &wf) &&
-        !po_data_out(m)) {
+    if (typed && ref_align_fault(m, va, len, access, &wf)) {
+        /* #AC: nothing translated, nothing done */
+    } else if (ref_xlate(m, va, len, write ? access | VMMU_X86_ACC_WRITE : access, &x, &wf) &&
+               !po_data_out(m)) {
         want_rc = write ? ref_span(m, &x, 0, data, len, true) : ref_span(m, &x, 0, want, len, false);
         ref_done(m, &x);
     } else {
@@ -2194,7 +2224,9 @@ static void op_rmw(struct model *m)
     struct rxl x;
     int want_rc = 0;
     uint64_t want_old = 0;
-    if (!ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf) || po_data_out(m)) {
+    if (ref_align_fault(m, va, size, access, &wf)) {
+        /* #AC: nothing translated, nothing done */
+    } else if (!ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf) || po_data_out(m)) {
         want_rc = m->po_rc;
     } else {
         uint8_t b[8];
@@ -2246,6 +2278,8 @@ static void op_cmpxchg(struct model *m)
     bool want_swap = false;
     if (size == 16 && (va & 15)) {
         wf.vector = VMMU_X86_VEC_GP;
+    } else if (ref_align_fault(m, va, size, access, &wf)) {
+        /* #AC: nothing translated, nothing done */
     } else if (!ref_xlate(m, va, size, access | VMMU_X86_ACC_WRITE, &x, &wf) ||
                po_data_out(m)) {
         want_rc = m->po_rc;
@@ -2471,8 +2505,10 @@ static void op_rep(struct model *m, bool movs)
          * one access for paging errors. */
         m->po_pending = m->po_either = false;
         m->po_rc = 0;
-        bool src_fault = movs && !ref_xlate(m, want.src, elem, src_access, &xs, &wf);
-        bool xl = !src_fault && ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf);
+        bool src_fault = movs && (ref_align_fault(m, want.src, elem, src_access, &wf) ||
+                                  !ref_xlate(m, want.src, elem, src_access, &xs, &wf));
+        bool xl = !src_fault && !ref_align_fault(m, want.dst, elem, VMMU_X86_ACC_WRITE, &wf) &&
+                  ref_xlate(m, want.dst, elem, VMMU_X86_ACC_WRITE, &xd, &wf);
         if (!xl && !m->po_rc)
             break;
         if (m->po_rc || po_data_out(m)) {
@@ -3030,8 +3066,9 @@ static void set_register(struct model *m)
     case 2: /* EFLAGS.AC */
         assert_int_equal(vmmu_vcpu_set_rflags(v, 2 | (rn(m, 2) ? R_RFLAGS_AC : 0)), 0);
         break;
-    case 3: /* CR0.WP */
-        applied(m, vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ R_CR0_WP, &f), &f, &before);
+    case 3: /* CR0.WP, CR0.AM */
+        applied(m, vmmu_vcpu_set_cr0(v, pg(m)->cr0 ^ (rn(m, 2) ? R_CR0_WP : R_CR0_AM), &f), &f,
+                &before);
         break;
     case 4: /* SMEP, SMAP */
         applied(m, vmmu_vcpu_set_cr4(v, pg(m)->cr4 ^ (rn(m, 2) ? R_CR4_SMEP : R_CR4_SMAP), &f),
@@ -3715,13 +3752,13 @@ static void in_mode(enum mmode mode)
     unsigned n = model_seeds("VMMU_ACCESS_MODEL_SEEDS", 16); /* more for a longer search */
     for (uint64_t seed = 1; seed <= n; seed++)
         run_seed(mode, seed, 3000, &tot);
-    print_message("access model, %s paging: %lu accesses checked (%lu faults, %lu #GP/#SS), "
+    print_message("access model, %s paging: %lu accesses checked (%lu faults, %lu #GP/#SS, %lu #AC), "
                   "%lu MMIO accesses (%lu callbacks), %lu page crossings, %lu locked (%lu split), "
                   "%lu string ops (%lu stopped by a fault partway), %lu prepared, %lu ROM writes "
                   "dropped, %lu reported, %lu entries' A/D checked, %lu inside an instruction, "
                   "%lu with paging off, %lu dirty logs compared (%lu pages), %lu code handler "
                   "calls, %lu watchpoint hits, %lu stops, %lu reaching the device model\n",
-                  mode_names[mode], tot.ops, tot.faults, tot.noncanonical, tot.mmio_ops,
+                  mode_names[mode], tot.ops, tot.faults, tot.noncanonical, tot.align_faults, tot.mmio_ops,
                   tot.callbacks, tot.crossings, tot.locked, tot.split_locks, tot.rep_ops,
                   tot.rep_partial, tot.prepared, tot.rom_dropped, tot.rom_reported,
                   tot.ad_checked, tot.in_insn, tot.unpaged, tot.dirty_checks, tot.dirty_pages,
@@ -3756,6 +3793,7 @@ static void in_mode(enum mmode mode)
     assert_true(tot.ad_checked > 0 && tot.in_insn > 0 && tot.prepared > 0);
     if (mode >= M4)
         assert_true(tot.noncanonical > 0);
+    assert_true(tot.align_faults > 0);
     assert_true(tot.unpaged > 0 && tot.dirty_checks > 0 && tot.dirty_pages > 0);
     assert_true(tot.code_calls > 0 && tot.watch_hits > 0 && tot.watch_stops > 0);
     assert_true(tot.dev_ops > 0);

@@ -31,6 +31,7 @@
 /* Control-register bits, spelled out likewise. */
 #define R_CR0_PE (1ull << 0)
 #define R_CR0_WP (1ull << 16)
+#define R_CR0_AM (1ull << 18)
 #define R_CR0_PG (1ull << 31)
 #define R_CR4_PSE (1ull << 4)
 #define R_CR4_PAE (1ull << 5)
