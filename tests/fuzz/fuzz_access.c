@@ -65,10 +65,11 @@
  *    exactly VMMU_EINVAL (or the code the header names) for a wrong
  *    argument, which then changed nothing at all (no RAM byte, no
  *    callback, no walk, no hit); never a crash, hang or sanitizer report;
- *  - a fault is one the CPU can raise (#PF/#GP/#SS, #PF error code from
- *    the defined bits and the access's W/U/I, CR2 the first byte or a page
- *    start in the range, #GP/#SS only for non-canonical bytes or a
- *    misaligned CMPXCHG16B); and when no stale TLB entry can matter
+ *  - a fault is one the CPU can raise (#PF/#GP/#SS/#AC, #PF error code
+ *    from the defined bits and the access's W/U/I, CR2 the first byte or a
+ *    page start in the range, #GP/#SS only for non-canonical bytes or a
+ *    misaligned CMPXCHG16B, #AC(0) only for a misaligned 2/4/8-byte typed
+ *    operand at CPL 3 with CR0.AM and EFLAGS.AC); and when no stale TLB entry can matter
  *    (fuzz_tlb's "stale" rule, refined: only edits of pages that walks
  *    read since the last full flush make translations stale), the access
  *    agrees with vmmu_x86_walk_peek() of its pages now: the same fault, or
@@ -352,15 +353,17 @@ static unsigned cur_op_index;
 
 /* Totals for FUZZ_ACCESS_STATS. */
 static unsigned long n_ops, n_exact, n_faults, n_exact_faults, n_stops, n_pending, n_replays,
-    n_ok_access, n_io_calls, n_einval, n_pager_calls, n_paged_out, n_vmmu_pageins, n_cb_actions;
+    n_ok_access, n_io_calls, n_einval, n_pager_calls, n_paged_out, n_vmmu_pageins, n_cb_actions,
+    n_align_faults;
 
 static void print_totals(void)
 {
     fprintf(stderr,
-            "fuzz_access: %lu ops, %lu exact, %lu ok accesses, %lu faults (%lu compared), %lu "
-            "watch stops, %lu EINVAL, %lu pended, %lu re-executions, %lu callbacks; pager: %lu "
+            "fuzz_access: %lu ops, %lu exact, %lu ok accesses, %lu faults (%lu compared, %lu "
+            "#AC), %lu watch stops, %lu EINVAL, %lu pended, %lu re-executions, %lu callbacks; pager: %lu "
             "calls, %lu pages taken, %lu brought back by vmmu, %lu host changes in callbacks\n",
-            n_ops, n_exact, n_ok_access, n_faults, n_exact_faults, n_stops, n_einval, n_pending,
+            n_ops, n_exact, n_ok_access, n_faults, n_exact_faults, n_align_faults, n_stops,
+            n_einval, n_pending,
             n_replays, n_io_calls, n_pager_calls, n_paged_out, n_vmmu_pageins, n_cb_actions);
 }
 
@@ -1195,8 +1198,9 @@ struct plan_page {
 };
 
 /* An access as the CPU makes it now: split at the page boundary, the
- * canonical check of the whole operand, then each page translated and
- * checked against BEFORE watchpoints of @wkinds, in order. */
+ * canonical check of the whole operand, the alignment check of a typed
+ * operand, then each page translated and checked against BEFORE
+ * watchpoints of @wkinds, in order. */
 struct plan {
     int outcome;
     struct vmmu_x86_fault fault;
@@ -1214,7 +1218,21 @@ static bool plan_reaches_device(const struct plan *p)
     return false;
 }
 
-static void plan_access(uint64_t va, uint32_t len, unsigned access, unsigned wkinds,
+/* SDM 6.15: with CR0.AM and EFLAGS.AC set, a data or stack operand of 2,
+ * 4 or 8 bytes at CPL 3 that is not naturally aligned raises #AC(0);
+ * fetches and implicit supervisor accesses are not checked, and an
+ * operand out of canonical form raises #GP/#SS instead. */
+static bool align_faults(uint64_t va, uint32_t len, unsigned access)
+{
+    uint64_t l = lin(va);
+    if ((len != 2 && len != 4 && len != 8) || !(l & (len - 1)) ||
+        (access & (VMMU_X86_ACC_FETCH | VMMU_X86_ACC_IMPLICIT)) || pg()->cpl != 3 ||
+        !(pg()->cr0 & VMMU_X86_CR0_AM) || !(pg()->rflags & VMMU_X86_RFLAGS_AC))
+        return false;
+    return !ia32e() || (vmmu_x86_canonical(pg(), l) && vmmu_x86_canonical(pg(), l + len - 1));
+}
+
+static void plan_access(uint64_t va, uint32_t len, unsigned access, unsigned wkinds, bool typed,
                         struct plan *p, uint32_t *pages)
 {
     memset(p, 0, sizeof(*p));
@@ -1226,6 +1244,11 @@ static void plan_access(uint64_t va, uint32_t len, unsigned access, unsigned wki
     if (first < len && ia32e() && !vmmu_x86_canonical(pg(), l + len - 1)) {
         p->outcome = PLAN_FAULT;
         p->fault.vector = (access & VMMU_X86_ACC_STACK) ? VMMU_X86_VEC_SS : VMMU_X86_VEC_GP;
+        return;
+    }
+    if (typed && align_faults(va, len, access)) {
+        p->outcome = PLAN_FAULT;
+        p->fault.vector = VMMU_X86_VEC_AC;
         return;
     }
     for (unsigned i = 0; i < (first < len ? 2u : 1u); i++) {
@@ -1429,6 +1452,7 @@ struct ctx {
         uint64_t va;
         uint32_t len;
         unsigned access, wkinds;
+        bool typed; /* an operand whose alignment the CPU checks (#AC) */
     } range[MAX_RANGES];
     struct plan plan[MAX_RANGES];
     uint32_t plan_pages;
@@ -1460,13 +1484,15 @@ static void op_begin(struct ctx *c, const char *name)
     c->hits = HITS_ANY;
 }
 
-static void add_range(struct ctx *c, uint64_t va, uint32_t len, unsigned access, unsigned wkinds)
+static void add_range(struct ctx *c, uint64_t va, uint32_t len, unsigned access, unsigned wkinds,
+                      bool typed)
 {
     if (c->nranges < MAX_RANGES && len) {
         c->range[c->nranges].va = va;
         c->range[c->nranges].len = len;
         c->range[c->nranges].access = access;
         c->range[c->nranges].wkinds = wkinds;
+        c->range[c->nranges].typed = typed;
         c->nranges++;
     }
 }
@@ -1483,7 +1509,7 @@ static void settle(struct ctx *c)
     c->diff = ram_diff();
     for (unsigned i = 0; i < c->nranges; i++)
         plan_access(c->range[i].va, c->range[i].len, c->range[i].access, c->range[i].wkinds,
-                    &c->plan[i], &c->plan_pages);
+                    c->range[i].typed, &c->plan[i], &c->plan_pages);
     for (unsigned i = 0; i < c->nranges; i++)
         for (unsigned k = 0; k < c->plan[i].npages; k++)
             if (c->plan[i].page[k].pl.pk == PK_RAM)
@@ -1603,9 +1629,10 @@ static void check_io_result(int rc, bool string_op)
 }
 
 /* A fault as the CPU can raise it for @len bytes at @va with @access
- * (a write-kind access when @write). */
+ * (a write-kind access when @write; an operand whose alignment the CPU
+ * checks when @typed). */
 static void check_fault_consistent(const struct vmmu_x86_fault *f, uint64_t va, uint64_t len,
-                                   unsigned access, bool write, bool cmpxchg16)
+                                   unsigned access, bool write, bool typed)
 {
     uint64_t l = lin(va);
     switch (f->vector) {
@@ -1614,8 +1641,6 @@ static void check_fault_consistent(const struct vmmu_x86_fault *f, uint64_t va, 
         if (f->error_code != 0)
             fail("#%s with error code %#x", f->vector == VMMU_X86_VEC_GP ? "GP" : "SS",
                  f->error_code);
-        if (cmpxchg16 && f->vector == VMMU_X86_VEC_GP && (va & 15))
-            break;
         bool nc = ia32e() &&
                   (!vmmu_x86_canonical(pg(), l) || !vmmu_x86_canonical(pg(), l + len - 1));
         if (!nc)
@@ -1647,6 +1672,16 @@ static void check_fault_consistent(const struct vmmu_x86_fault *f, uint64_t va, 
             fail("#PF with a non-canonical CR2 %#llx", (unsigned long long)f->cr2);
         break;
     }
+    case VMMU_X86_VEC_AC:
+        n_align_faults++;
+        if (f->error_code != 0 || f->cr2 != 0)
+            fail("#AC with error code %#x CR2 %#llx", f->error_code, (unsigned long long)f->cr2);
+        if (!typed || !align_faults(va, (uint32_t)len, access))
+            fail("#AC for a%s access of %llu bytes at %#llx (access %#x, cpl %u, AM %d, AC %d)",
+                 typed ? " typed" : "n untyped", (unsigned long long)len,
+                 (unsigned long long)va, access, pg()->cpl, !!(pg()->cr0 & VMMU_X86_CR0_AM),
+                 !!(pg()->rflags & VMMU_X86_RFLAGS_AC));
+        break;
     default:
         fail("fault vector %d", f->vector);
     }
@@ -2196,7 +2231,7 @@ static const char *outcome_name(int o)
  * completion.  Returns true when it completed. */
 static bool access_outcome(struct ctx *c, int rc, const struct vmmu_x86_fault *f, uint64_t va,
                            uint32_t len, unsigned access, unsigned wkinds, bool write,
-                           bool cmpxchg16, uint64_t table)
+                           bool typed, uint64_t table)
 {
     const struct plan *p = &c->plan[0];
     c->rc = rc;
@@ -2219,7 +2254,7 @@ static bool access_outcome(struct ctx *c, int rc, const struct vmmu_x86_fault *f
     }
     if (rc == 0 && f->vector != VMMU_X86_FAULT_NONE) {
         n_faults++;
-        check_fault_consistent(f, va, len, access, write, cmpxchg16);
+        check_fault_consistent(f, va, len, access, write, typed);
         if (c->exact) {
             n_exact_faults++;
             if (p->outcome != PLAN_FAULT || !fault_same(f, &p->fault))
@@ -2400,9 +2435,9 @@ static void x_read(const struct op *o, struct res *res)
         return;
     }
     c.kinds = VMMU_WATCH_READ;
-    add_range(&c, o->va, len, access, VMMU_WATCH_READ);
+    add_range(&c, o->va, len, access, VMMU_WATCH_READ, load);
     settle(&c);
-    bool done = access_outcome(&c, rc, &f, o->va, len, access, VMMU_WATCH_READ, false, false,
+    bool done = access_outcome(&c, rc, &f, o->va, len, access, VMMU_WATCH_READ, false, load,
                                RCS_READ);
     if (c.diff.data)
         fail("a read changed RAM pages %#x beyond A/D bits", c.diff.data);
@@ -2476,9 +2511,9 @@ static void x_write(const struct op *o, struct res *res)
     }
     dirty_writes_since = true;
     c.kinds = VMMU_WATCH_WRITE;
-    add_range(&c, o->va, len, access | VMMU_X86_ACC_WRITE, VMMU_WATCH_WRITE);
+    add_range(&c, o->va, len, access | VMMU_X86_ACC_WRITE, VMMU_WATCH_WRITE, store);
     settle(&c);
-    bool done = access_outcome(&c, rc, &f, o->va, len, access, VMMU_WATCH_WRITE, true, false,
+    bool done = access_outcome(&c, rc, &f, o->va, len, access, VMMU_WATCH_WRITE, true, store,
                                RCS_WRITE);
     check_io_stream(false);
     uint32_t rd, wr;
@@ -2559,7 +2594,7 @@ static void x_atomic(struct op *o, struct res *res)
     if (cas && !o->exp_set && (o->n & 0x80) && exact_ok()) {
         struct plan p;
         uint32_t dummy = 0;
-        plan_access(o->va, size, access | VMMU_X86_ACC_WRITE, 0, &p, &dummy);
+        plan_access(o->va, size, access | VMMU_X86_ACC_WRITE, 0, true, &p, &dummy);
         if (p.outcome == PLAN_OK)
             for (unsigned i = 0; i < size && i < 16; i++)
                 expected[i] = place_of(plan_gpa(&p, i)).pk == PK_RAM ? shadow[plan_gpa(&p, i)]
@@ -2619,7 +2654,7 @@ static void x_atomic(struct op *o, struct res *res)
     unsigned wk = VMMU_WATCH_READ | VMMU_WATCH_WRITE;
     c.kinds = wk;
     bool misaligned16 = cas && size == 16 && (o->va & 15);
-    add_range(&c, o->va, size, access | VMMU_X86_ACC_WRITE, wk);
+    add_range(&c, o->va, size, access | VMMU_X86_ACC_WRITE, wk, true);
     settle(&c);
     if (misaligned16) {
         /* CMPXCHG16B: #GP(0) before anything else. */
@@ -2632,7 +2667,7 @@ static void x_atomic(struct op *o, struct res *res)
         op_end(&c);
         return;
     }
-    bool done = access_outcome(&c, rc, &f, o->va, size, access, wk, true, false, RCS_WRITE);
+    bool done = access_outcome(&c, rc, &f, o->va, size, access, wk, true, true, RCS_WRITE);
     check_io_stream(true);
     const struct plan *p = &c.plan[0];
     if (c.exact && write_proceeded(rc, &f))
@@ -2912,15 +2947,15 @@ static void x_rep(const struct op *o, struct res *res)
     /* Peeks: the element the registers name on each side, and the pages
      * the elements done went through (for the table tracking). */
     unsigned wsrc = VMMU_WATCH_READ, wdst = VMMU_WATCH_WRITE;
-    add_range(&c, rep.dst, (uint32_t)e, VMMU_X86_ACC_WRITE, wdst);
+    add_range(&c, rep.dst, (uint32_t)e, VMMU_X86_ACC_WRITE, wdst, true);
     if (rep_is_movs)
-        add_range(&c, rep.src, (uint32_t)e, src_access, wsrc);
+        add_range(&c, rep.src, (uint32_t)e, src_access, wsrc, true);
     for (int side = 0; side < (rep_is_movs ? 2 : 1); side++) {
         uint64_t from = side ? saved.src : saved.dst;
         uint64_t lo = saved.backward ? from - moved + e : from;
         for (uint64_t at = 0; at < moved && c.nranges < MAX_RANGES; at += 4096)
             add_range(&c, lo + at, (uint32_t)(moved - at < 4096 ? moved - at : 4096),
-                      side ? src_access : VMMU_X86_ACC_WRITE, 0);
+                      side ? src_access : VMMU_X86_ACC_WRITE, 0, false);
     }
     settle(&c);
     c.kinds = rep_is_movs ? (wsrc | wdst) : wdst;
@@ -2951,6 +2986,9 @@ static void x_rep(const struct op *o, struct res *res)
             bool is_write = !rep_is_movs;
             if (f.vector == VMMU_X86_VEC_PF) {
                 is_write = (f.error_code & VMMU_X86_PF_W) != 0;
+            } else if (f.vector == VMMU_X86_VEC_AC) {
+                /* the source's alignment is checked first */
+                is_write = !(rep_is_movs && align_faults(rep.src, (uint32_t)e, src_access));
             } else if (rep_is_movs) {
                 /* #GP/#SS: the source is prepared first. */
                 bool nc_src = ia32e() && (!vmmu_x86_canonical(pg(), lin(rep.src)) ||
@@ -2958,7 +2996,7 @@ static void x_rep(const struct op *o, struct res *res)
                 is_write = !nc_src;
             }
             check_fault_consistent(&f, is_write ? rep.dst : rep.src, e,
-                                   is_write ? VMMU_X86_ACC_WRITE : src_access, is_write, false);
+                                   is_write ? VMMU_X86_ACC_WRITE : src_access, is_write, true);
         }
         if (c.exact) {
             /* Each side of the element as a single access, the source
@@ -3108,7 +3146,7 @@ static void x_probe(const struct op *o, struct res *res)
     }
     if (!nofault && write)
         dirty_writes_since = true; /* a write probe marks the page dirty */
-    add_range(&c, o->va, size, access, 0);
+    add_range(&c, o->va, size, access, 0, false);
     settle(&c);
     c.rc = rc;
     c.hits = HITS_NONE;
@@ -3284,7 +3322,7 @@ static void x_probe_hit(const struct op *o, struct res *res)
             uint32_t dummy = 0;
             unsigned acc = kind == VMMU_TLB_WRITE ? VMMU_X86_ACC_WRITE
                            : kind == VMMU_TLB_FETCH ? VMMU_X86_ACC_FETCH : 0;
-            plan_access(va, size, acc, 0, &p, &dummy);
+            plan_access(va, size, acc, 0, false, &p, &dummy);
             if (p.outcome != PLAN_OK || host_of(p.page[0].gpa, kind == VMMU_TLB_WRITE) != host)
                 fail("inline probe hit (host %p); the CPU would %s (gpa %#llx)", host,
                      outcome_name(p.outcome), (unsigned long long)p.page[0].gpa);
@@ -3368,7 +3406,7 @@ static void x_prepare(const struct op *o, struct res *res)
     if (write)
         dirty_writes_since = true;
     c.kinds = wk;
-    add_range(&c, o->va, len, access & VMMU_X86_ACC_ALL, wk);
+    add_range(&c, o->va, len, access & VMMU_X86_ACC_ALL, wk, false);
     settle(&c);
     bool done = access_outcome(&c, rc, &f, o->va, len, access, wk, write, false, RCS_PREPARE);
     if (c.diff.data)
@@ -4234,7 +4272,8 @@ static void op_regs(struct reader *r)
     }
     case 3: {
         uint64_t old = pg()->cr0;
-        if (took_effect(vmmu_vcpu_set_cr0(vcpu, old ^ VMMU_X86_CR0_WP, &f), &f))
+        uint64_t bit = (b & 8) ? VMMU_X86_CR0_AM : VMMU_X86_CR0_WP;
+        if (took_effect(vmmu_vcpu_set_cr0(vcpu, old ^ bit, &f), &f))
             after_register_write(old_pdpte, false);
         break;
     }
@@ -4673,6 +4712,7 @@ struct header {
     uint32_t pkru;
     uint8_t pager; /* bits 0-2: a pager if 7; 3-4 paranoid if 3; 3-7 resident
                       limit (0: none) */
+    uint8_t regs3; /* bit 0 CR0.AM */
     uint16_t ops_len;
 };
 
@@ -4688,7 +4728,8 @@ static void regs_from(const struct header *h, struct vmmu_x86_regs *r)
     r->cpl = h->regs & 3;
     r->pkru = h->pkru;
     r->rflags = 2 | ((h->regs & 4) ? VMMU_X86_RFLAGS_AC : 0);
-    r->cr0 = VMMU_X86_CR0_PE | VMMU_X86_CR0_ET | ((h->regs & 8) ? VMMU_X86_CR0_WP : 0);
+    r->cr0 = VMMU_X86_CR0_PE | VMMU_X86_CR0_ET | ((h->regs & 8) ? VMMU_X86_CR0_WP : 0) |
+             ((h->regs3 & 1) ? VMMU_X86_CR0_AM : 0);
     r->cr4 = ((h->regs & 0x10) ? VMMU_X86_CR4_SMEP : 0) |
              ((h->regs & 0x20) ? VMMU_X86_CR4_SMAP : 0) |
              ((h->regs & 0x40) ? VMMU_X86_CR4_PKE : 0) | ((h->regs2 & 1) ? VMMU_X86_CR4_PSE : 0) |
@@ -5001,6 +5042,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     h.regs2 = (uint8_t)take(&in, 1);
     h.pkru = (uint32_t)take(&in, 1);
     h.pager = (uint8_t)take(&in, 1);
+    h.regs3 = (uint8_t)take(&in, 1);
     h.ops_len = (uint16_t)take(&in, 2);
     struct reader ops = {in.p, h.ops_len < in.n ? h.ops_len : in.n};
     in.p += ops.n;
