@@ -209,7 +209,15 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
                 return VMMU_EINVAL;
         }
     }
-    vmmu__sync_change_lock(vm);
+    /* Inside a vmmu_region_foreach() callback this thread holds the map's
+     * lock, and a page-out that holds the change lock waits for the map's
+     * lock: waiting here for the change lock would deadlock with it.  The
+     * change lock is not needed there: every byte changes atomically (as
+     * in vmmu_page_state_update(), which takes no lock), and the map's
+     * lock keeps the pages' regions in place. */
+    bool nested = vmmu__vm_in_foreach(vm);
+    if (!nested)
+        vmmu__sync_change_lock(vm);
     for (size_t i = 0; i < n && !rc; i++)
         rc = vmmu__page_state_update(vm, ranges[i].gpa, ranges[i].size >> VMMU_PAGE_SHIFT, set,
                                      clear, VMMU_PAGE_USER_BITS);
@@ -221,6 +229,7 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
      * mark is gone is dropped: src/tlb). */
     if ((set & VMMU_PAGE_CODE) || (clear & VMMU_PAGE_DIRTY))
         vmmu__sync_flush_gpas(vm, ranges, n);
-    vmmu__sync_change_unlock(vm);
+    if (!nested)
+        vmmu__sync_change_unlock(vm);
     return rc;
 }

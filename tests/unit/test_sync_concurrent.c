@@ -808,16 +808,16 @@ static void a_vcpu_never_parks_holding_the_change_lock(void **state)
  * lock, so it never parks for another vCPU's exclusive section there: the
  * section's code may need that lock (a split lock whose page must be paged
  * in), and the two would wait for each other.  Here the callback's
- * page-state change waits offline for the change lock while vCPU b's
- * section begins; once the lock is free, vCPU a comes back online inside
- * the callback (it used to park there) and the section asks for the map's
- * lock.  vCPU a parks instead when vmmu_region_foreach() has released
- * the lock, before it returns.  (The alarm turns the deadlock into a
- * failure.) */
+ * page-state change waits offline for vCPU c, busy until vCPU b's section
+ * has begun; once c acknowledges (and parks), vCPU a comes back online
+ * inside the callback (it used to park there) and the section asks for
+ * the map's lock.  vCPU a parks instead when vmmu_region_foreach() has
+ * released the lock, before it returns.  (The alarm turns the deadlock
+ * into a failure.) */
 struct foreach_park {
     struct sync_env *s;
-    struct vmmu_vcpu *a, *b;
-    atomic_int in_callback, in_section, released, section_has_lock, a_done;
+    struct vmmu_vcpu *a, *b, *c;
+    atomic_int c_online, in_callback, section_has_lock, a_done, c_done;
     int change_rc;
 };
 
@@ -827,7 +827,8 @@ static int change_state_inside(const struct vmmu_region_info *info, void *arg)
     struct foreach_park *f = arg;
     atomic_store(&f->in_callback, 1);
     struct vmmu_gpa_range one = {DATA_GPA, 4096};
-    /* The change lock is held by the test's main thread: waits offline. */
+    /* Waits offline for vCPU c, which is busy; back online inside the
+     * callback once c acknowledged, the section under way. */
     f->change_rc = vmmu_page_state_change(f->s->env.vm, &one, 1, VMMU_PAGE_CODE, 0);
     return 1;
 }
@@ -846,6 +847,21 @@ static void *foreach_vcpu_main(void *arg)
     return NULL;
 }
 
+static void *foreach_busy_main(void *arg)
+{
+    struct foreach_park *f = arg;
+    assert_int_equal(vmmu_vcpu_online(f->c), 0);
+    atomic_store(&f->c_online, 1);
+    /* Busy (no safe point) until the section has begun. */
+    while (!atomic_load(&f->s->env.vm->sync->excl_on))
+        sched_yield();
+    /* Acknowledges a's flush, then parks until the section ends. */
+    assert_int_equal(vmmu_vcpu_safepoint(f->c), 0);
+    assert_int_equal(vmmu_vcpu_offline(f->c), 0);
+    atomic_store(&f->c_done, 1);
+    return NULL;
+}
+
 static void *foreach_section_main(void *arg)
 {
     struct foreach_park *f = arg;
@@ -855,17 +871,16 @@ static void *foreach_section_main(void *arg)
         assert_int_equal(vmmu_vcpu_safepoint(f->b), 0);
         sched_yield();
     }
-    vmmu__sync_exclusive_begin(vm); /* vCPU a is offline, in the lock wait */
-    atomic_store(&f->in_section, 1);
-    while (!atomic_load(&f->released))
-        sched_yield();
-    /* Time for vCPU a to take the change lock and come back online inside
-     * the callback. */
+    vmmu__sync_exclusive_begin(vm); /* a waits offline, c parks */
+    /* Time for vCPU a to leave the callback and park (it would hold the
+     * map's lock if it parked inside). */
     struct timespec ms50 = {0, 50 * 1000 * 1000};
     nanosleep(&ms50, NULL);
     struct vmmu_region_info info;
     assert_int_equal(vmmu_region_info(vm, f->s->data_id, &info), 0); /* the map's lock */
     atomic_store(&f->section_has_lock, 1);
+    assert_int_equal(atomic_load(&f->a_done), 0); /* still parked */
+    assert_int_equal(atomic_load(&f->c_done), 0);
     vmmu__sync_exclusive_end(vm);
     assert_int_equal(vmmu_vcpu_offline(f->b), 0);
     return NULL;
@@ -876,23 +891,90 @@ static void a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock
     (void)state;
     struct sync_env s;
     sync_env_init(&s, 8);
-    struct foreach_park f = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s), .change_rc = -1};
-    vmmu__sync_change_lock(s.env.vm); /* not a vCPU thread */
-    pthread_t ta, tb;
+    struct foreach_park f = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s), .c = sync_vcpu(&s),
+                             .change_rc = -1};
+    pthread_t ta, tb, tc;
     alarm(60);
+    assert_int_equal(pthread_create(&tc, NULL, foreach_busy_main, &f), 0);
+    while (!atomic_load(&f.c_online))
+        sched_yield();
     assert_int_equal(pthread_create(&ta, NULL, foreach_vcpu_main, &f), 0);
     assert_int_equal(pthread_create(&tb, NULL, foreach_section_main, &f), 0);
-    while (!atomic_load(&f.in_section))
-        sched_yield();
-    vmmu__sync_change_unlock(s.env.vm);
-    atomic_store(&f.released, 1);
     assert_int_equal(pthread_join(tb, NULL), 0);
     assert_int_equal(pthread_join(ta, NULL), 0);
+    assert_int_equal(pthread_join(tc, NULL), 0);
     alarm(0);
     assert_int_equal(f.change_rc, 0);
     assert_int_equal(atomic_load(&f.a_done), 1);
     vmmu_vcpu_destroy(f.a);
     vmmu_vcpu_destroy(f.b);
+    vmmu_vcpu_destroy(f.c);
+    sync_env_fini(&s);
+}
+
+/* A page-state change from inside a vmmu_region_foreach() callback (which
+ * holds the map's lock) while another thread pages out: the page-out
+ * holds the change lock and waits for the map's lock, so the change must
+ * not wait for the change lock.  The two used to wait for each other for
+ * ever.  (The alarm turns that deadlock into a failure.) */
+struct foreach_pageout {
+    struct sync_env *s;
+    struct vmmu_pager *pg;
+    atomic_int in_callback;
+    int out_rc, change_rc;
+};
+
+static void *pageout_beside_foreach_main(void *arg)
+{
+    struct foreach_pageout *f = arg;
+    while (!atomic_load(&f->in_callback))
+        sched_yield();
+    struct vmmu_gpa_range r = {DATA_GPA, 4096};
+    f->out_rc = vmmu_pager_page_out(f->pg, &r, 1);
+    return NULL;
+}
+
+static int change_state_beside_a_page_out(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct foreach_pageout *f = arg;
+    pthread_mutex_t *change_lock = &f->s->env.vm->sync->change_lock;
+    atomic_store(&f->in_callback, 1);
+    /* Until the page-out holds the change lock: it then waits for the
+     * map's lock, which this callback holds. */
+    while (pthread_mutex_trylock(change_lock) == 0) {
+        pthread_mutex_unlock(change_lock);
+        sched_yield();
+    }
+    struct vmmu_gpa_range r = {DATA_GPA + 4096, 4096};
+    f->change_rc = vmmu_page_state_change(f->s->env.vm, &r, 1, VMMU_PAGE_CODE, 0);
+    return 1;
+}
+
+static void a_page_state_change_inside_a_foreach_callback_does_not_deadlock_with_a_page_out(
+    void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct foreach_pageout f = {.s = &s, .out_rc = -1, .change_rc = -1};
+    struct vmmu_pager_config cfg = {0};
+    assert_int_equal(vmmu_pager_create(s.env.vm, &cfg, &f.pg), 0);
+    pthread_t t;
+    alarm(60);
+    assert_int_equal(pthread_create(&t, NULL, pageout_beside_foreach_main, &f), 0);
+    assert_int_equal(vmmu_region_foreach(s.env.vm, change_state_beside_a_page_out, &f), 1);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    alarm(0);
+    assert_int_equal(f.change_rc, 0);
+    assert_int_equal(f.out_rc, 0);
+    uint32_t st = 0;
+    assert_int_equal(vmmu_page_state_get(s.env.vm, DATA_GPA, &st), 0);
+    assert_true(st & VMMU_PAGE_PAGED_OUT);
+    assert_int_equal(vmmu_page_state_get(s.env.vm, DATA_GPA + 4096, &st), 0);
+    assert_true(st & VMMU_PAGE_CODE);
+    assert_int_equal(vmmu_pager_destroy(f.pg), 0);
+    sync_data_intact(&s, 0);
     sync_env_fini(&s);
 }
 
@@ -1187,6 +1269,8 @@ int main(void)
         cmocka_unit_test(a_fill_whose_page_in_went_offline_by_hand_walks_again),
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
+        cmocka_unit_test(
+            a_page_state_change_inside_a_foreach_callback_does_not_deadlock_with_a_page_out),
         cmocka_unit_test(a_vcpu_holding_the_change_lock_parks_only_when_it_releases_it),
         cmocka_unit_test(a_thread_that_waited_for_the_change_lock_without_a_vcpu_parks_later),
         cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
