@@ -73,8 +73,10 @@ int vmmu_vcpu_id(const struct vmmu_vcpu *vcpu);
  * registered grace-period reader (until the thread exits) and the vCPU
  * acts on every request posted while it was offline before this returns.
  * One thread runs at most one online vCPU at a time.
- * @return 0; VMMU_EINVAL (NULL); VMMU_EBUSY (already online, or this
- *         thread runs another online vCPU).
+ * @return 0; VMMU_EINVAL (NULL); VMMU_EBUSY (already online, on this
+ *         thread or another, including while vmmu takes it offline inside
+ *         a wait on its thread; or this thread runs another online vCPU).
+ *         Of two threads that call this at once, one gets the vCPU.
  */
 int vmmu_vcpu_online(struct vmmu_vcpu *vcpu);
 

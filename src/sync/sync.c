@@ -118,10 +118,10 @@ static void reader_exit(void *unused)
     struct vmmu_vcpu *v = tls_vcpu;
     if (v) {
         struct sync_slot *s = v->sync;
-        s->online = false;
         atomic_store(&s->state, SYNC_OFFLINE);
         slot_wake(s);
         tls_vcpu = NULL;
+        atomic_store(&s->claimed, 0);
     }
     if (tls_reader) {
         tls_reader = false;
@@ -465,7 +465,7 @@ int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v)
     s->handled_gen = gen;
     atomic_store(&s->done_gen, gen);
     slot_unlock(s);
-    s->online = false;
+    atomic_store(&s->claimed, 0);
     s->vcpu = v;
     v->sync = s;
     sy->id_used[id / 64] |= 1ull << (id % 64);
@@ -487,7 +487,7 @@ void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v)
     pthread_mutex_lock(&sy->reg_lock);
     atomic_store(&s->state, SYNC_DEAD);
     s->vcpu = NULL;
-    s->online = false;
+    atomic_store(&s->claimed, 0);
     sy->id_used[s->id / 64] &= ~(1ull << (s->id % 64));
     pthread_mutex_unlock(&sy->reg_lock);
     slot_wake(s);
@@ -527,7 +527,6 @@ static void go_offline(struct vmmu_vcpu *v);
 static void go_online_quiet(struct vmmu_vcpu *v)
 {
     vmmu__reader_online();
-    v->sync->online = true;
     tls_vcpu = v;
     atomic_store(&v->sync->state, SYNC_ONLINE);
 }
@@ -592,7 +591,6 @@ static void go_online(struct vmmu_vcpu *v)
     } else {
         vmmu__reader_online();
     }
-    s->online = true;
     tls_vcpu = v;
     atomic_store(&s->state, SYNC_ONLINE);
     /* After the state (both sequentially consistent): an exclusive section
@@ -610,7 +608,6 @@ static void go_offline(struct vmmu_vcpu *v)
      * vmmu_vcpu_offline() in a page-in handler that blocks). */
     v->host_gen++;
     atomic_store(&s->state, SYNC_OFFLINE);
-    s->online = false;
     tls_vcpu = NULL;
     if (atomic_load(&s->sleepers))
         slot_wake(s);
@@ -621,7 +618,12 @@ int vmmu_vcpu_online(struct vmmu_vcpu *v)
 {
     if (!v || !v->sync)
         return VMMU_EINVAL;
-    if (tls_vcpu || v->sync->online)
+    if (tls_vcpu)
+        return VMMU_EBUSY;
+    /* One step, so that of two threads only one wins; and still taken
+     * while the thread that runs it waits offline inside vmmu. */
+    int unclaimed = 0;
+    if (!atomic_compare_exchange_strong(&v->sync->claimed, &unclaimed, 1))
         return VMMU_EBUSY;
     go_online(v);
     return 0;
@@ -633,6 +635,7 @@ int vmmu_vcpu_offline(struct vmmu_vcpu *v)
         return VMMU_EINVAL;
     safepoint_notify(v);
     go_offline(v);
+    atomic_store(&v->sync->claimed, 0); /* after: nobody else runs it before */
     return 0;
 }
 

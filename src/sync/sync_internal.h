@@ -154,10 +154,14 @@ struct sync_slot {
     _Atomic int state;                     /* enum sync_state */
     _Atomic uint32_t ack_seq;              /* futex word for sleeping requesters */
     _Atomic int sleepers;
+    /* Taken by vmmu_vcpu_online() and given back by vmmu_vcpu_offline()
+     * (or the thread's exit, or vmmu_vcpu_destroy()): the vCPU belongs to
+     * one thread meanwhile, also while vmmu takes it offline inside a
+     * wait (state is then OFFLINE, but no other thread may run it). */
+    _Atomic int claimed;
 
     /* The owner's thread only. */
     alignas(64) uint64_t handled_gen;
-    bool online;
     struct vmmu_vcpu *vcpu; /* set and cleared under the registry lock */
     int id;
 };

@@ -240,6 +240,120 @@ static void a_thread_that_exits_with_its_vcpu_online_leaves_it_offline(void **st
     sync_env_fini(&s);
 }
 
+/* vmmu_vcpu_online() of a vCPU that another thread runs returns
+ * VMMU_EBUSY, also while that thread waits offline inside vmmu (here a
+ * synchronous shootdown waiting for a busy vCPU b): the vCPU is offline
+ * for requesters then, but it is still that thread's.  It used to go
+ * online on the second thread as well. */
+struct claim {
+    struct sync_env *s;
+    struct vmmu_vcpu *a, *b;
+    atomic_int b_online, asked, shot;
+    int rc;
+};
+
+static void *claim_busy_main(void *arg)
+{
+    struct claim *c = arg;
+    assert_int_equal(vmmu_vcpu_online(c->b), 0);
+    atomic_store(&c->b_online, 1);
+    while (!atomic_load(&c->asked)) /* no safe point meanwhile */
+        sched_yield();
+    assert_int_equal(vmmu_vcpu_safepoint(c->b), 0);
+    assert_int_equal(vmmu_vcpu_offline(c->b), 0);
+    return NULL;
+}
+
+static void *claim_other_main(void *arg)
+{
+    struct claim *c = arg;
+    /* Until a's thread waits for b offline. */
+    while (atomic_load(&c->a->sync->state) != SYNC_OFFLINE)
+        sched_yield();
+    assert_int_equal(atomic_load(&c->shot), 0);
+    c->rc = vmmu_vcpu_online(c->a);
+    if (c->rc == 0)
+        vmmu_vcpu_offline(c->a);
+    atomic_store(&c->asked, 1);
+    return NULL;
+}
+
+static void a_vcpu_waiting_inside_vmmu_cannot_be_taken_online_by_another_thread(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 2);
+    struct claim c = {.s = &s, .a = sync_vcpu(&s), .b = sync_vcpu(&s), .rc = -1};
+    pthread_t tb, tu;
+    alarm(60);
+    assert_int_equal(pthread_create(&tb, NULL, claim_busy_main, &c), 0);
+    while (!atomic_load(&c.b_online))
+        sched_yield();
+    assert_int_equal(vmmu_vcpu_online(c.a), 0);
+    assert_int_equal(pthread_create(&tu, NULL, claim_other_main, &c), 0);
+    struct vmmu_flush f = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(s.env.vm, c.a, NULL, &f), 0);
+    atomic_store(&c.shot, 1);
+    assert_int_equal(pthread_join(tu, NULL), 0);
+    assert_int_equal(pthread_join(tb, NULL), 0);
+    alarm(0);
+    assert_int_equal(c.rc, VMMU_EBUSY);
+    assert_int_equal(vmmu_vcpu_safepoint(c.a), 0); /* still this thread's */
+    assert_int_equal(vmmu_vcpu_offline(c.a), 0);
+    vmmu_vcpu_destroy(c.a);
+    vmmu_vcpu_destroy(c.b);
+    sync_env_fini(&s);
+}
+
+/* Two threads that take the same vCPU online at once: one gets it, the
+ * other VMMU_EBUSY.  Both used to get it (in about half the rounds). */
+struct online_race {
+    struct vmmu_vcpu *v;
+    atomic_int go, holders, both;
+};
+
+static void *online_racer_main(void *arg)
+{
+    struct online_race *r = arg;
+    while (!atomic_load(&r->go))
+        ;
+    int rc = vmmu_vcpu_online(r->v);
+    if (rc == 0) {
+        if (atomic_fetch_add(&r->holders, 1) != 0)
+            atomic_store(&r->both, 1);
+        struct timespec ms1 = {0, 1000 * 1000};
+        nanosleep(&ms1, NULL);
+        atomic_fetch_sub(&r->holders, 1);
+        assert_int_equal(vmmu_vcpu_offline(r->v), 0);
+    } else {
+        assert_int_equal(rc, VMMU_EBUSY);
+    }
+    return NULL;
+}
+
+static void two_threads_taking_one_vcpu_online_at_once_do_not_both_get_it(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 2);
+    struct online_race r = {.v = sync_vcpu(&s)};
+    for (int round = 0; round < 500 && !atomic_load(&r.both); round++) {
+        atomic_store(&r.go, 0);
+        pthread_t t1, t2;
+        assert_int_equal(pthread_create(&t1, NULL, online_racer_main, &r), 0);
+        assert_int_equal(pthread_create(&t2, NULL, online_racer_main, &r), 0);
+        struct timespec us200 = {0, 200 * 1000};
+        nanosleep(&us200, NULL);
+        atomic_store(&r.go, 1);
+        assert_int_equal(pthread_join(t1, NULL), 0);
+        assert_int_equal(pthread_join(t2, NULL), 0);
+    }
+    /* Both may get it one after the other, never both at once. */
+    assert_int_equal(atomic_load(&r.both), 0);
+    vmmu_vcpu_destroy(r.v);
+    sync_env_fini(&s);
+}
+
 /* A region replaced on another thread while a page-out is between looking
  * up one of its pages and marking it paged out (vmmu__pager_evict_hook
  * stops it there). */
@@ -1262,6 +1376,8 @@ int main(void)
         cmocka_unit_test(an_offline_target_is_not_waited_for_and_flushes_before_it_runs),
         cmocka_unit_test(two_vcpus_shooting_each_other_down_do_not_deadlock),
         cmocka_unit_test(a_thread_that_exits_with_its_vcpu_online_leaves_it_offline),
+        cmocka_unit_test(a_vcpu_waiting_inside_vmmu_cannot_be_taken_online_by_another_thread),
+        cmocka_unit_test(two_threads_taking_one_vcpu_online_at_once_do_not_both_get_it),
         cmocka_unit_test(a_region_replaced_during_a_page_out_keeps_its_new_pages_usable),
         cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
