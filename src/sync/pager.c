@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -366,10 +367,22 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
     return rc;
 }
 
+/* The pager is taken from the vm and counted while in use: a thread that
+ * is no grace-period reader (a host thread reading guest memory) may have
+ * loaded this handler just before vmmu_pager_destroy() cleared it, and no
+ * grace period waits for such a thread.  The count before the load here,
+ * the clear before the wait for the count there (all sequentially
+ * consistent): either the destroy waits for this call, or this call finds
+ * no pager (and the destroy brought every page back already). */
 static int pagein_handler(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
 {
-    (void)vm;
-    return page_in_one(opaque, gpa >> VMMU_PAGE_SHIFT);
+    (void)opaque;
+    struct vmmu_sync *sy = vm->sync;
+    atomic_fetch_add(&sy->pager_calls, 1);
+    struct vmmu_pager *pg = atomic_load(&sy->pager);
+    int rc = pg ? page_in_one(pg, gpa >> VMMU_PAGE_SHIFT) : 0;
+    atomic_fetch_sub(&sy->pager_calls, 1);
+    return rc;
 }
 
 /* ---- page-out and balloon ---------------------------------------------------------- */
@@ -952,6 +965,10 @@ int vmmu_pager_destroy(struct vmmu_pager *pg)
      * inside it: vCPU threads are readers, so a grace period covers them. */
     vmmu__sync_grace_period();
     atomic_store(&vm->sync->pager, NULL);
+    /* And threads that are no readers: calls that found the pager end
+     * soon (every page is in, nothing they wait for is held here). */
+    while (atomic_load(&vm->sync->pager_calls))
+        sched_yield();
     vmmu__sync_change_unlock(vm);
     vmmu__pager_free(pg);
     return 0;
