@@ -275,10 +275,10 @@ int vmmu_x86_set_cr3(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86
 int vmmu_x86_set_cr4(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault);
 
 /**
- * WRMSR to IA32_EFER.  #GP(0) for: a bit the CPU model lacks (LME without
- * FEAT_LM, NXE without FEAT_NX, SVME except on AMD) or reserved; changing
- * LME while CR0.PG=1.  LMA is read-only here: the written value's LMA bit
- * is ignored.
+ * WRMSR to IA32_EFER.  #GP(0) for: a bit the CPU model lacks (LME or LMA
+ * without FEAT_LM, NXE without FEAT_NX, SVME except on AMD) or reserved;
+ * changing LME while CR0.PG=1.  LMA is read-only here: with FEAT_LM the
+ * written value's LMA bit is ignored.
  */
 int vmmu_x86_set_efer(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault);
 

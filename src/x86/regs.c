@@ -210,9 +210,11 @@ static uint64_t cr4_allowed(const struct vmmu_x86_paging *pg)
 
 static uint64_t efer_allowed(const struct vmmu_x86_paging *pg)
 {
-    uint64_t ok = VMMU_X86_EFER_SCE | VMMU_X86_EFER_LMA;
+    uint64_t ok = VMMU_X86_EFER_SCE;
+    /* LME and LMA exist only with long mode: without it both are reserved
+     * bits, and a WRMSR that sets either raises #GP(0). */
     if (has(pg, VMMU_X86_FEAT_LM))
-        ok |= VMMU_X86_EFER_LME;
+        ok |= VMMU_X86_EFER_LME | VMMU_X86_EFER_LMA;
     if (has(pg, VMMU_X86_FEAT_NX))
         ok |= VMMU_X86_EFER_NXE;
     if (pg->cpu.vendor == VMMU_X86_VENDOR_AMD)

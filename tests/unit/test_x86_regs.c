@@ -271,6 +271,10 @@ static void efer_lme_without_long_mode_feature_raises_gp(void **state)
     struct vmmu_x86_cpu cpu = {.features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_PSE36};
     assert_int_equal(vmmu_x86_paging_init(&env->pg, env->vm, &cpu), 0);
     assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_LME, &fault)), VMMU_X86_VEC_GP);
+    /* LMA is a reserved bit too without long mode, not an ignored one. */
+    assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_LMA | R_EFER_NXE, &fault)),
+                     VMMU_X86_VEC_GP);
+    assert_int_equal(env->pg.efer, 0);
     assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_NXE, &fault)), VMMU_X86_FAULT_NONE);
     assert_int_equal(env->pg.efer, R_EFER_NXE);
 }
