@@ -183,6 +183,8 @@ const char *vmmu_x86_mode_name(enum vmmu_x86_mode mode);
  * The paging state of one vCPU.  Callers read any field; they change it
  * only through the functions of this header (which keep @ref mode and the
  * private masks consistent).  Embeddable: no allocation, no destructor.
+ * Set it up with vmmu_x86_paging_init() first: the other functions
+ * refuse a zeroed one (no @ref vm) with VMMU_EINVAL.
  */
 struct vmmu_x86_paging {
     struct vmmu_vm *vm;      /**< guest memory the page tables live in */
@@ -237,9 +239,10 @@ int vmmu_x86_paging_init(struct vmmu_x86_paging *pg, struct vmmu_vm *vm,
  * WRPKRU, ...).  They return 0 when the instruction was evaluated: then
  * either fault->vector is VMMU_X86_FAULT_NONE and the register holds the
  * new value, or the fault says what the CPU raises and nothing changed.
- * A negative return (VMMU_EINVAL for NULL arguments, VMMU_EPAGEDOUT or the
- * page-in handler's code if a PDPTE load could not page its table in)
- * also leaves everything unchanged.
+ * A negative return (VMMU_EINVAL for NULL arguments or a paging state
+ * vmmu_x86_paging_init() did not set up, VMMU_EPAGEDOUT or the page-in
+ * handler's code if a PDPTE load could not page its table in) also leaves
+ * everything unchanged.
  * @p fault may not be NULL.
  *
  * These functions do not flush any TLB: the caller's TLB decides what

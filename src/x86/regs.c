@@ -261,7 +261,7 @@ int vmmu_x86_paging_init(struct vmmu_x86_paging *pg, struct vmmu_vm *vm,
 
 int vmmu_x86_set_cr0(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
 
@@ -306,7 +306,7 @@ int vmmu_x86_set_cr0(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86
 
 int vmmu_x86_set_cr3(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
 
@@ -334,7 +334,7 @@ int vmmu_x86_set_cr3(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86
 
 int vmmu_x86_set_cr4(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
 
@@ -370,7 +370,7 @@ int vmmu_x86_set_cr4(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86
 
 int vmmu_x86_set_efer(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
 
@@ -389,7 +389,7 @@ int vmmu_x86_set_efer(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x8
 
 int vmmu_x86_set_pkru(struct vmmu_x86_paging *pg, uint32_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
     /* SDM Vol. 2 WRPKRU: #UD if CR4.PKE=0 (or the CPU lacks PKU). */
@@ -401,7 +401,7 @@ int vmmu_x86_set_pkru(struct vmmu_x86_paging *pg, uint32_t value, struct vmmu_x8
 
 int vmmu_x86_set_pkrs(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault)
 {
-    if (!pg || !fault)
+    if (!vmmu__x86_ready(pg) || !fault)
         return VMMU_EINVAL;
     fault_none(fault);
     /* SDM 4.6.2: IA32_PKRS bits 63:32 are reserved; the MSR exists only
@@ -414,7 +414,7 @@ int vmmu_x86_set_pkrs(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x8
 
 int vmmu_x86_set_rflags(struct vmmu_x86_paging *pg, uint64_t value)
 {
-    if (!pg)
+    if (!vmmu__x86_ready(pg))
         return VMMU_EINVAL;
     pg->rflags = value | 2; /* bit 1 is always 1 */
     return 0;
@@ -422,7 +422,7 @@ int vmmu_x86_set_rflags(struct vmmu_x86_paging *pg, uint64_t value)
 
 int vmmu_x86_set_cpl(struct vmmu_x86_paging *pg, unsigned cpl)
 {
-    if (!pg || cpl > 3)
+    if (!vmmu__x86_ready(pg) || cpl > 3)
         return VMMU_EINVAL;
     pg->cpl = cpl;
     return 0;
@@ -466,7 +466,7 @@ static bool state_possible(const struct vmmu_x86_paging *pg, const struct vmmu_x
 
 int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *regs)
 {
-    if (!pg || !regs)
+    if (!vmmu__x86_ready(pg) || !regs)
         return VMMU_EINVAL;
     if (!state_possible(pg, regs))
         return VMMU_EINVAL;

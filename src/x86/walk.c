@@ -205,7 +205,7 @@ static int walk_paged(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *w,
 int vmmu_x86_walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access,
                        struct vmmu_x86_walk *out)
 {
-    if (!pg || !out || (access & ~VMMU_X86_ACC_ALL))
+    if (!vmmu__x86_ready(pg) || !out || (access & ~VMMU_X86_ACC_ALL))
         return VMMU_EINVAL;
     if ((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH))
         return VMMU_EINVAL;
@@ -298,7 +298,7 @@ static void log_dirty(struct vmmu_vm *vm, const struct vmmu_x86_walk_level *lv)
 
 int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk)
 {
-    if (!pg || !walk || walk->nlevels > VMMU_X86_LEVELS_MAX)
+    if (!vmmu__x86_ready(pg) || !walk || walk->nlevels > VMMU_X86_LEVELS_MAX)
         return VMMU_EINVAL;
     if (!walk->ok)
         return 0;

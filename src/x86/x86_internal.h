@@ -16,6 +16,15 @@ static inline uint64_t vmmu__x86_bits(unsigned hi, unsigned lo)
     return upto_hi & ~((1ull << lo) - 1);
 }
 
+/* Whether @pg is a paging state vmmu_x86_paging_init() set up: not NULL,
+ * and with the vm its tables live in.  A zeroed struct that was never set
+ * up has no vm: the public functions refuse it with VMMU_EINVAL rather
+ * than read page tables through a NULL vm. */
+static inline bool vmmu__x86_ready(const struct vmmu_x86_paging *pg)
+{
+    return pg && pg->vm;
+}
+
 /* One page-table entry as read from guest-physical memory (see the entry
  * read policy in vmmu/x86.h). */
 struct vmmu__x86_entry {

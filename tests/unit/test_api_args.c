@@ -365,6 +365,40 @@ static void x86_setters_and_walks_refuse_null_arguments(void **state)
     assert_int_equal(w.gpa, DATA_GPA);
 }
 
+static void x86_calls_on_a_paging_state_never_set_up_are_refused(void **state)
+{
+    struct fx *f = *state;
+    /* Zeroed, as an embedder's vCPU struct is before vmmu_x86_paging_init(). */
+    struct vmmu_x86_paging pg, zero;
+    memset(&pg, 0, sizeof(pg));
+    memset(&zero, 0, sizeof(zero));
+    struct vmmu_x86_fault fl;
+    struct vmmu_x86_walk w;
+    /* Entering PAE paging loads the PDPTEs: read through the missing vm,
+     * that crashed. */
+    assert_int_equal(vmmu_x86_set_cr4(&pg, R_CR4_PAE, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_cr0(&pg, R_CR0_PE | R_CR0_PG, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_cr3(&pg, 0x1000, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_efer(&pg, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_pkru(&pg, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_pkrs(&pg, 0, &fl), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_rflags(&pg, 2), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_set_cpl(&pg, 3), VMMU_EINVAL);
+    struct vmmu_x86_regs pae = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = 0x1000, .cr4 = R_CR4_PAE};
+    assert_int_equal(vmmu_x86_set_state(&pg, &pae), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_walk_peek(&pg, DATA_VA, 0, &w), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_walk(&pg, DATA_VA, 0, &w), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_walk_commit(&pg, &w), VMMU_EINVAL);
+    assert_memory_equal(&pg, &zero, sizeof(pg));
+    /* Once set up it works. */
+    assert_int_equal(vmmu_x86_paging_init(&pg, VM(f), NULL), 0);
+    struct vmmu_x86_regs r = regs_4level(f->s.root);
+    assert_int_equal(vmmu_x86_set_state(&pg, &r), 0);
+    assert_int_equal(vmmu_x86_walk(&pg, DATA_VA, 0, &w), 0);
+    assert_true(w.ok);
+    assert_int_equal(w.gpa, DATA_GPA);
+}
+
 static void walk_commit_refuses_null_and_impossible_walks(void **state)
 {
     struct fx *f = *state;
@@ -1116,6 +1150,7 @@ int main(int argc, char **argv)
         T(pager_stats_from_inside_foreach_still_answer),
         T(dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer),
         T(x86_setters_and_walks_refuse_null_arguments),
+        T(x86_calls_on_a_paging_state_never_set_up_are_refused),
         T(walk_commit_refuses_null_and_impossible_walks),
         T(vcpu_queries_of_null_give_the_documented_answers),
         T(invpcid_of_an_unknown_type_raises_gp_and_flushes_nothing),
