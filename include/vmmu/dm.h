@@ -228,6 +228,9 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
  * VMMU_EPENDING and retry, VMMU_EDEAD ...); VMMU_ENOENT when no server has
  * the port (the emulator then reads all-ones / drops the write).
  * @param data write: the value; read: receives it (zero-extended).
+ * @return as above; VMMU_EINVAL (NULL @p dm or @p data, @p size not 1, 2
+ *         or 4, an access running past the end of its range, @p vcpu_id
+ *         neither -1 nor below the layer's max_vcpus).
  */
 int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned size, int write,
                         uint64_t *data);
@@ -292,10 +295,13 @@ int vmmu_dm_invalidate_async(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, ui
  *  wait). */
 int vmmu_dm_invalidate_wait(struct vmmu_dm *dm, uint64_t ticket);
 
-/** Slow part of vmmu_dm_vcpu_safe_point(); do not call directly. */
+/** Slow part of vmmu_dm_vcpu_safe_point(); do not call directly.
+ *  @return as vmmu_dm_vcpu_safe_point(). */
 int vmmu_dm_vcpu_safe_point_slow(struct vmmu_dm *dm, int vcpu_id);
 
-/** Per-vCPU flag words, for vmmu_dm_vcpu_safe_point() only. */
+/** Per-vCPU flag words, for vmmu_dm_vcpu_safe_point() only.  Never NULL:
+ *  for a NULL @p dm or an id outside 0..max_vcpus-1 it is a word that
+ *  stays 0, so such a safe point never waits. */
 const uint32_t *vmmu_dm_vcpu_flags(const struct vmmu_dm *dm, int vcpu_id);
 
 /**

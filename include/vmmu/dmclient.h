@@ -115,7 +115,8 @@ int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64
                       int status);
 
 /** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO
- *  (as vmmu_dmc_wait()), VMMU_ESYS (a socket call failed). */
+ *  (as vmmu_dmc_wait()), VMMU_ESYS (a socket call failed), VMMU_EINVAL
+ *  (NULL @p c). */
 int vmmu_dmc_process(struct vmmu_dmc *c);
 
 /**
@@ -143,7 +144,8 @@ int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void *
 /** Unpin what vmmu_dmc_map(@p gpa) pinned.  The pages the bucket was
  *  mapped for writing since are reported to the vm's dirty log here (a
  *  write through a mapping still held is reported at its unmap, or when
- *  an invalidation takes the mapping).  0 or VMMU_ENOENT. */
+ *  an invalidation takes the mapping).  0, VMMU_ENOENT (nothing pinned
+ *  there), or VMMU_EINVAL (NULL @p c). */
 int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa);
 
 /** Copy guest memory of any length into @p buf (through the mapcache).

@@ -412,6 +412,9 @@ void *vmmu_tlb_fill(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, unsigned
  * res->status (VMMU_TLB_OK) and res->host are written; the other fields
  * keep what the caller left there.  The slow path writes the record as
  * vmmu_tlb_fill() does.
+ * @return as vmmu_tlb_fill() (bad arguments: NULL, with res->status
+ *         VMMU_TLB_ERROR and res->error VMMU_EINVAL).  @p vcpu may not be
+ *         NULL: the hit path reads it before any check.
  */
 static inline void *vmmu_tlb_translate(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size,
                                        unsigned access, struct vmmu_tlb_result *res)

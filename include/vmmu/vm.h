@@ -68,12 +68,13 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out);
  */
 void vmmu_vm_destroy(struct vmmu_vm *vm);
 
-/** The vm's guest-physical address width in bits. */
+/** The vm's guest-physical address width in bits; 0 for NULL. */
 unsigned vmmu_vm_gpa_bits(const struct vmmu_vm *vm);
 
 /**
  * The memfd backing all RAM and ROM that vmmu allocated for this vm, or -1
- * if no such region has been added yet (a refused addition leaves it -1).
+ * if no such region has been added yet (a refused addition leaves it -1)
+ * or @p vm is NULL.
  * The vm owns the descriptor; a device model maps a region at the offset
  * vmmu_region_info() reports.
  */
