@@ -396,7 +396,7 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
 int vmmu_access_read(struct vmmu_vcpu *v, uint64_t va, void *buf, uint32_t len, unsigned access,
                      struct vmmu_x86_fault *fault)
 {
-    if (!buf || (access & VMMU_X86_ACC_WRITE))
+    if (!buf || !access_ok(access) || (access & VMMU_X86_ACC_WRITE))
         return VMMU_EINVAL;
     struct vmmu_prepared p;
     int rc = vmmu_access_prepare(v, va, len, access, &p, fault);
@@ -408,7 +408,10 @@ int vmmu_access_read(struct vmmu_vcpu *v, uint64_t va, void *buf, uint32_t len, 
 int vmmu_access_write(struct vmmu_vcpu *v, uint64_t va, const void *buf, uint32_t len,
                       unsigned access, struct vmmu_x86_fault *fault)
 {
-    if (!buf || (access & VMMU_X86_ACC_FETCH))
+    /* Only the attributes of a write: VMMU_ACCESS_READ_WRITE is a
+     * preparation's bit, not one of these (a read-modify-write goes
+     * through vmmu_access_prepare()). */
+    if (!buf || !access_ok(access) || (access & VMMU_X86_ACC_FETCH))
         return VMMU_EINVAL;
     struct vmmu_prepared p;
     int rc = vmmu_access_prepare(v, va, len, access | VMMU_X86_ACC_WRITE, &p, fault);
