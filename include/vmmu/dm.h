@@ -203,7 +203,9 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
 
 /**
  * Route guest-physical [gpa, gpa + size) to @p srv: adds a VMMU_MEM_DEVICE
- * region (page aligned, as vmmu_region_add()).
+ * region (page aligned, as vmmu_region_add()).  vmmu_region_remove() of
+ * that region unmaps the range (it then no longer counts toward the
+ * limit below); destroying the server unmaps all of its ranges.
  * @param flags VMMU_DM_RANGE_BUFFERED or 0 (buffered needs a ring).
  * @param range_opaque handed to in-process callbacks.
  * @param region_id receives the region id; may be NULL.

@@ -478,15 +478,55 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     return 0;
 }
 
-static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_region)
+/* The region ids of MMIO ranges whose DEVICE region is no longer in the
+ * map: the caller removed it with vmmu_region_remove() (or replaced it),
+ * which the layer is not told of.  Asked only when the table is full.
+ * The ids are read under dm->lock and looked up after it is released
+ * (the map's lock may not be taken under dm->lock); a region id is not
+ * handed out again while ids have not wrapped, so an id found gone stays
+ * gone.  Returns how many ids went to @gone. */
+static unsigned ranges_gone(struct vmmu_dm *dm, uint32_t *gone)
+{
+    uint32_t ids[DM_MAX_RANGES];
+    unsigned n = 0, ngone = 0;
+    pthread_mutex_lock(&dm->lock);
+    const struct dm_table *t = atomic_load(&dm->mmio);
+    if (t && t->n >= DM_MAX_RANGES)
+        for (unsigned i = 0; i < t->n && n < DM_MAX_RANGES; i++)
+            if (atomic_load_explicit(&t->r[i]->srv, memory_order_relaxed))
+                ids[n++] = t->r[i]->region_id;
+    pthread_mutex_unlock(&dm->lock);
+    for (unsigned i = 0; i < n; i++) {
+        struct vmmu_region_info info;
+        if (vmmu_region_info(dm->vm, ids[i], &info) == VMMU_ENOENT)
+            gone[ngone++] = ids[i];
+    }
+    return ngone;
+}
+
+/* Add @r to the MMIO (@by_region) or port table.  MMIO ranges whose
+ * region ids are among @gone[0..@ngone) become orphans first: they route
+ * nothing, leave the table with this rebuild and are freed with the old
+ * table, so a range unmapped by removing its region gives its place back. */
+static int add_range(struct vmmu_dm_server *srv, struct dm_range *r, bool by_region,
+                     const uint32_t *gone, unsigned ngone)
 {
     struct vmmu_dm *dm = srv->dm;
     pthread_mutex_lock(&dm->lock);
     _Atomic(struct dm_table *) *slot = by_region ? &dm->mmio : &dm->ports;
     struct dm_table *old = atomic_load(slot);
     unsigned limit = by_region ? DM_MAX_RANGES : DM_MAX_PORT_RANGES;
+    unsigned live = 0;
+    for (unsigned i = 0; old && i < old->n; i++) {
+        struct dm_range *o = old->r[i];
+        for (unsigned k = 0; k < ngone; k++)
+            if (o->region_id == gone[k])
+                atomic_store_explicit(&o->srv, NULL, memory_order_relaxed);
+        if (atomic_load_explicit(&o->srv, memory_order_relaxed))
+            live++;
+    }
     int err = 0;
-    if (old && old->n >= limit)
+    if (live >= limit)
         err = VMMU_ELIMIT;
     for (unsigned i = 0; !err && !by_region && old && i < old->n; i++)
         if (atomic_load_explicit(&old->r[i]->srv, memory_order_relaxed) &&
@@ -524,7 +564,9 @@ int vmmu_dm_map_mmio(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size, un
         free(r);
         return err;
     }
-    err = add_range(srv, r, true);
+    uint32_t gone[DM_MAX_RANGES];
+    unsigned ngone = ranges_gone(srv->dm, gone);
+    err = add_range(srv, r, true, gone, ngone);
     if (err) {
         vmmu_region_remove(srv->dm->vm, r->region_id);
         free(r);
@@ -546,7 +588,7 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
         return VMMU_ENOMEM;
     *r = (struct dm_range){.srv = srv, .start = port, .count = count, .flags = flags,
                            .opaque = range_opaque};
-    int err = add_range(srv, r, false);
+    int err = add_range(srv, r, false, NULL, 0);
     if (err)
         free(r);
     return err;

@@ -390,6 +390,46 @@ static void a_257th_mmio_range_is_refused_with_elimit_and_adds_no_region(void **
     assert_int_equal(mmio(e, 0, DEV_GPA + 255 * 4096, 8, 1, &v), 0);
 }
 
+/* vmmu_region_remove() of a range's DEVICE region unmaps the range (there
+ * is no other way short of destroying the server): the range no longer
+ * counts toward the 256, so a device whose window the guest moves again
+ * and again (a PCI BAR) can always map it anew.  Before, each removed
+ * range kept its place and the 256th move failed with VMMU_ELIMIT. */
+static void ranges_whose_region_was_removed_do_not_count_toward_the_limit(void **state)
+{
+    struct env *e = *state;
+    /* setup mapped one range at DEV_GPA; it stays mapped throughout. */
+    const uint64_t bar = DEV_GPA + 0x100000;
+    for (unsigned i = 0; i < 600; i++) {
+        uint32_t id;
+        uint64_t gpa = bar + (i % 3) * 4096;
+        assert_int_equal(vmmu_dm_map_mmio(e->srv, gpa, 4096, 0, (void *)0x88, &id), 0);
+        uint64_t v = i;
+        assert_int_equal(mmio(e, 0, gpa, 8, 1, &v), 0);
+        assert_int_equal(vmmu_region_remove(e->vm, id), 0);
+    }
+    /* The range mapped by setup still routes, and the table still fills
+     * up to 256 live ranges and refuses the 257th. */
+    uint64_t v = 5;
+    assert_int_equal(mmio(e, 1, DEV_GPA, 8, 1, &v), 0);
+    for (uint64_t i = 1; i < 256; i++)
+        assert_int_equal(vmmu_dm_map_mmio(e->srv, DEV_GPA + i * 4096, 4096, 0, NULL, NULL), 0);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, bar, 4096, 0, NULL, NULL), VMMU_ELIMIT);
+    uint32_t id;
+    assert_int_equal(vmmu_region_find(e->vm, bar, &id), VMMU_EHOLE);
+    /* Removing one of them makes room for one more. */
+    assert_int_equal(vmmu_region_find(e->vm, DEV_GPA + 7 * 4096, &id), 0);
+    assert_int_equal(vmmu_region_remove(e->vm, id), 0);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, bar, 4096, 0, NULL, NULL), 0);
+    assert_int_equal(mmio(e, 2, bar, 8, 1, &v), 0);
+    assert_int_equal(vmmu_dm_map_mmio(e->srv, bar + 4096, 4096, 0, NULL, NULL), VMMU_ELIMIT);
+    /* Destroying the server removes the live ranges' regions only. */
+    assert_int_equal(vmmu_dm_server_destroy(e->srv), 0);
+    e->srv = NULL;
+    assert_int_equal(vmmu_region_find(e->vm, DEV_GPA, &id), VMMU_EHOLE);
+    assert_int_equal(vmmu_region_find(e->vm, bar, &id), VMMU_EHOLE);
+}
+
 /* A request left pending on a server that is then destroyed is dropped:
  * the vCPU has nothing outstanding any more (its wait returns at once,
  * a different access is not busy), and the re-executed access finds no
@@ -451,6 +491,7 @@ int main(void)
         T(destroying_a_server_drops_its_pending_requests),
         T(server_counters_count_served_accesses_and_each_pend),
         T(a_257th_mmio_range_is_refused_with_elimit_and_adds_no_region),
+        T(ranges_whose_region_was_removed_do_not_count_toward_the_limit),
         T(a_65th_port_range_is_refused_with_elimit),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
