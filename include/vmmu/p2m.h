@@ -153,7 +153,10 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id);
  * one is under way, after the last call of @p fn, before this returns.
  * So @p fn is host work: guest accesses it made through that vCPU would
  * not be atomic against split locks.
- * @return 0 after visiting all, @p fn's non-zero value, or VMMU_EINVAL.
+ * @return 0 after visiting all, @p fn's non-zero value, VMMU_EINVAL (NULL
+ *         @p vm or @p fn), or VMMU_EBUSY (nothing visited: called from
+ *         inside a vmmu_region_foreach() callback, or from a page-in
+ *         handler serving a device model, as vmmu_region_add()).
  */
 int vmmu_region_foreach(const struct vmmu_vm *vm,
                         int (*fn)(const struct vmmu_region_info *info, void *arg), void *arg);
@@ -212,8 +215,9 @@ int vmmu_page_state_get(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *state)
 
 /**
  * Atomically set and clear state bits on @p npages consecutive pages from
- * the page holding @p gpa.  Only VMMU_PAGE_USER_BITS may be named; paging
- * out belongs to the pager.  Every page must be RAM or ROM; if any is not,
+ * the page holding @p gpa (a bit named in both @p set and @p clear ends
+ * clear).  Only VMMU_PAGE_USER_BITS may be named; paging out belongs to
+ * the pager.  Every page must be RAM or ROM; if any is not,
  * nothing is changed.
  * @return 0; VMMU_EINVAL (other bits, npages 0, non-RAM page); VMMU_EHOLE;
  *         VMMU_ERANGE.
