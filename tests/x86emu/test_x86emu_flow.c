@@ -178,6 +178,49 @@ static void jump_to_a_noncanonical_address_faults_gp_at_the_jump(void **state)
 	assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8, 8), TM_CODE + 10);
 }
 
+/*
+ * An access that starts just below the non-canonical hole and runs into it
+ * faults like one that starts inside it: #SS(0) when it goes through SS (a
+ * push, a pop, an RSP- or RBP-based operand), #GP(0) otherwise.  The host
+ * (AMD EPYC here) raises #SS for the first four and #GP for the last.
+ */
+static void stack_access_running_into_the_noncanonical_hole_is_ss(void **state)
+{
+	(void)state;
+	static const struct {
+		uint8_t code[4];
+		unsigned len, reg;
+		uint64_t value;
+		uint8_t vector;
+	} cases[] = {
+		{ { 0x50 }, 1, X86EMU_RSP, 0x0000800000000004ull, X86EMU_EXC_SS },	/* push %rax */
+		{ { 0x58 }, 1, X86EMU_RSP, 0x00007ffffffffffcull, X86EMU_EXC_SS },	/* pop %rax */
+		{ { 0x48, 0x8b, 0x04, 0x24 }, 4, X86EMU_RSP, 0x00007ffffffffffcull,
+		  X86EMU_EXC_SS },						/* mov (%rsp),%rax */
+		{ { 0x48, 0x8b, 0x45, 0x00 }, 4, X86EMU_RBP, 0x00007ffffffffffcull,
+		  X86EMU_EXC_SS },						/* mov 0(%rbp),%rax */
+		{ { 0x48, 0x8b, 0x03 }, 3, X86EMU_RBX, 0x00007ffffffffffcull,
+		  X86EMU_EXC_GP },						/* mov (%rbx),%rax */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		tm_fini(&g_m);
+		tm_init(&g_m);
+		tm_load(&g_m, TM_CODE, cases[i].code, cases[i].len);
+		/* The handlers run on IST1, so a bad RSP does not stop delivery. */
+		tm_set_gate(&g_m, X86EMU_EXC_SS, 0xe, 0, 1);
+		tm_set_gate(&g_m, X86EMU_EXC_GP, 0xe, 0, 1);
+		g_m.cpu.gpr[cases[i].reg] = cases[i].value;
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+		assert_true(g_m.cpu.last_exception.valid);
+		assert_int_equal(g_m.cpu.last_exception.vector, cases[i].vector);
+		assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+		assert_int_equal(g_m.cpu.rip, tm_handler(cases[i].vector));
+		assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8, 8), TM_CODE);
+		assert_int_equal(tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 32, 8), cases[i].reg == X86EMU_RSP
+			? cases[i].value : TM_STACK);
+	}
+}
+
 /* ---- fetch and decode of bad input ---------------------------------------------------- */
 
 static void undecodable_bytes_raise_ud(void **state)
@@ -274,6 +317,7 @@ int main(void)
 		cmocka_unit_test(loop_jcc_and_jrcxz_branch_as_documented),
 		cmocka_unit_test(rip_relative_operands_use_the_next_instruction_address),
 		cmocka_unit_test(jump_to_a_noncanonical_address_faults_gp_at_the_jump),
+		cmocka_unit_test(stack_access_running_into_the_noncanonical_hole_is_ss),
 		cmocka_unit_test(undecodable_bytes_raise_ud),
 		cmocka_unit_test(sixteen_byte_instruction_raises_gp),
 		cmocka_unit_test(fetch_crossing_into_an_absent_page_faults_with_that_page),

@@ -122,7 +122,8 @@ uint64_t x86emu__ea(const struct x86emu_ctx *c, const ZydisDecodedOperand *op)
 	return ea;
 }
 
-int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, uint64_t *la)
+int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigned size,
+		   uint64_t *la)
 {
 	/* SDM 3.2.4: in 64-bit mode only FS and GS have a base; no limits are checked. */
 	uint64_t base = 0;
@@ -131,7 +132,12 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, uint64_
 	else if (seg == ZYDIS_REGISTER_GS)
 		base = c->cpu.seg[X86EMU_GS].base;
 	*la = base + ea;
-	if (!is_canonical(*la)) {
+	/*
+	 * Every byte of the access must be canonical: one that starts below
+	 * the hole and runs into it faults like one that starts inside it.
+	 */
+	uint64_t last = *la + (size ? size - 1 : 0);
+	if (!is_canonical(*la) || !is_canonical(last) || last < *la) {
 		/* SDM 6.15: a non-canonical stack reference is #SS(0), others #GP(0). */
 		if (seg == ZYDIS_REGISTER_SS)
 			return raise_fault(c, X86EMU_EXC_SS, true, 0);
@@ -144,7 +150,9 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, uint64_
 
 /*
  * An access whose last byte leaves the canonical range faults #GP(0) before
- * any byte is touched (SDM 3.3.7.1); the first byte was checked already.
+ * any byte is touched (SDM 3.3.7.1).  Accesses through a segment were
+ * checked by x86emu__linear() already, with #SS for the stack; this catches
+ * the implicit ones (descriptor tables, the TSS, fetches).
  */
 static inline int check_span(struct x86emu_ctx *c, uint64_t la, unsigned size)
 {
@@ -232,7 +240,7 @@ int x86emu__read_seg(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsig
 {
 	uint64_t la;
 	uint8_t buf[8] = { 0 };
-	int rc = x86emu__linear(c, seg, ea, &la);
+	int rc = x86emu__linear(c, seg, ea, size, &la);
 
 	if (rc != XS_OK)
 		return rc;
@@ -251,7 +259,7 @@ int x86emu__write_seg(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsi
 {
 	uint64_t la;
 	uint8_t buf[8];
-	int rc = x86emu__linear(c, seg, ea, &la);
+	int rc = x86emu__linear(c, seg, ea, size, &la);
 
 	if (rc != XS_OK)
 		return rc;

@@ -424,9 +424,9 @@ static int exec_enter(struct x86emu_ctx *c)
 			bytes[8 * (n - 1 - i) + b] = (uint8_t)(frame[i] >> (8 * b));
 	uint64_t low = rsp - 8ull * n, la, final_rsp;
 	/* Both the frame and the final RSP must be canonical stack addresses (#SS(0)). */
-	rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low - size, &final_rsp);
+	rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low - size, 1, &final_rsp);
 	if (rc == XS_OK)
-		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low, &la);
+		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low, 8 * n, &la);
 	if (rc == XS_OK)
 		rc = x86emu__mem_write(c, la, 8 * n, bytes, X86EMU_ACCESS_DATA);
 	if (rc != XS_OK)

@@ -116,8 +116,12 @@ void x86emu__gpr_write(struct x86emu_cpu *cpu, unsigned idx, unsigned bits, uint
 
 /* Effective address (offset) of a memory operand, wrapped to the address size. */
 uint64_t x86emu__ea(const struct x86emu_ctx *c, const ZydisDecodedOperand *op);
-/* Linear address of seg:ea, with the canonical check (#GP(0), or #SS(0) for SS). */
-int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, uint64_t *la);
+/*
+ * Linear address of seg:ea for an access of `size` bytes, with the canonical
+ * check of its first and last byte (#GP(0), or #SS(0) for SS).
+ */
+int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigned size,
+		   uint64_t *la);
 
 int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
 		     enum x86emu_access_kind kind);

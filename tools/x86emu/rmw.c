@@ -148,7 +148,7 @@ int x86emu__exec_rmw(struct x86emu_ctx *c)
 
 	uint64_t ea = is_bit_op(mn) ? bit_op_ea(c, bits, &src) : x86emu__ea(c, &c->ops[0]);
 	uint64_t la;
-	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, &la);
+	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, bits / 8, &la);
 	if (rc != XS_OK)
 		return rc;
 	/* SDM XCHG: with a memory operand the processor locks whatever the prefix. */
@@ -208,7 +208,8 @@ int x86emu__exec_cmpxchg(struct x86emu_ctx *c)
 		return rc;
 	if (is_mem(c, 0)) {
 		uint64_t la;
-		rc = x86emu__linear(c, c->ops[0].mem.segment, x86emu__ea(c, &c->ops[0]), &la);
+		rc = x86emu__linear(c, c->ops[0].mem.segment, x86emu__ea(c, &c->ops[0]), bits / 8,
+				    &la);
 		if (rc != XS_OK)
 			return rc;
 		dest = 0;
@@ -247,7 +248,7 @@ int x86emu__exec_cmpxchg_wide(struct x86emu_ctx *c)
 	if (!is_mem(c, 0))
 		return raise_ud(c);
 	ea = x86emu__ea(c, &c->ops[0]);
-	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, &la);
+	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, 2 * half, &la);
 	if (rc != XS_OK)
 		return rc;
 	if (wide && (la & 15))

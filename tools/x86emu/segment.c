@@ -263,7 +263,7 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 
 	/* LGDT/LIDT/SGDT/SIDT: a 10-byte pseudo-descriptor (limit, 64-bit base). */
 	ea = x86emu__ea(c, &c->ops[0]);
-	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, &la);
+	rc = x86emu__linear(c, c->ops[0].mem.segment, ea, 10, &la);
 	if (rc != XS_OK)
 		return rc;
 	struct x86emu_dtr *t = (mn == ZYDIS_MNEMONIC_LGDT || mn == ZYDIS_MNEMONIC_SGDT)

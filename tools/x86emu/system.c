@@ -463,7 +463,7 @@ static int exec_other(struct x86emu_ctx *c)
 		if (rc != XS_OK)
 			return rc;
 		ea = x86emu__ea(c, &c->ops[1]);
-		rc = x86emu__linear(c, c->ops[1].mem.segment, ea, &la);
+		rc = x86emu__linear(c, c->ops[1].mem.segment, ea, 16, &la);
 		if (rc == XS_OK)
 			rc = x86emu__mem_read(c, la, 16, d, X86EMU_ACCESS_DATA);
 		if (rc != XS_OK)
