@@ -113,6 +113,80 @@ static void privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack(voi
 	assert_int_equal(stack_qword(5), TM_SEL_UDATA);
 }
 
+/*
+ * RF (SDM 17.3.1.1) lasts for one instruction: IRETQ may set it from the
+ * frame, and the next instruction to complete clears it, so a later frame
+ * does not carry it.  The host: IRETQ with RF=1, then NOP and INT3, pushes
+ * RF=0 (and so does INT3 right after the IRETQ).
+ */
+GUEST(g_iret_rf, "iretq\n nop\n int $0x80\n hlt");
+GUEST(g_iret_rf_int, "iretq\n int $0x80\n hlt");
+
+static void rf_from_iretq_is_cleared_when_the_next_instruction_completes(void **state)
+{
+	(void)state;
+	for (unsigned k = 0; k < 2; k++) {
+		if (k == 0)
+			LOAD(g_iret_rf);
+		else
+			LOAD(g_iret_rf_int);
+		uint64_t frame = TM_STACK - 64;
+		g_m.cpu.gpr[X86EMU_RSP] = frame;
+		tm_wr(&g_m, frame, 8, TM_CODE + 2);	/* just after the IRETQ */
+		tm_wr(&g_m, frame + 8, 8, TM_SEL_KCODE);
+		tm_wr(&g_m, frame + 16, 8, X86EMU_FLAG_FIXED | X86EMU_FLAG_RF);
+		tm_wr(&g_m, frame + 24, 8, TM_STACK);
+		tm_wr(&g_m, frame + 32, 8, TM_SEL_KDATA);
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+		assert_true(g_m.cpu.rflags & X86EMU_FLAG_RF);	/* IRETQ loaded it */
+		assert_int_equal(tm_step(&g_m, k == 0 ? 2 : 1), X86EMU_EXIT_BUDGET);
+		assert_int_equal(g_m.cpu.rip, tm_handler(0x80));
+		assert_false(stack_qword(2) & X86EMU_FLAG_RF);
+		assert_false(g_m.cpu.rflags & X86EMU_FLAG_RF);
+	}
+	/* An external interrupt taken right after the IRETQ pushes RF=1. */
+	LOAD(g_iret_rf);
+	uint64_t frame = TM_STACK - 64;
+	g_m.cpu.gpr[X86EMU_RSP] = frame;
+	tm_wr(&g_m, frame, 8, TM_CODE + 2);
+	tm_wr(&g_m, frame + 8, 8, TM_SEL_KCODE);
+	tm_wr(&g_m, frame + 16, 8, X86EMU_FLAG_FIXED | X86EMU_FLAG_RF | X86EMU_FLAG_IF);
+	tm_wr(&g_m, frame + 24, 8, TM_STACK);
+	tm_wr(&g_m, frame + 32, 8, TM_SEL_KDATA);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(x86emu_interrupt(&g_m.cpu, &g_m.env, 0x40), X86EMU_EXIT_BUDGET);
+	assert_true(stack_qword(2) & X86EMU_FLAG_RF);
+	assert_int_equal(stack_qword(0), TM_CODE + 2);
+}
+
+/*
+ * An interrupt taken between two chunks of a REP string instruction pushes
+ * RF=1 (SDM 17.3.1.1), and the instruction clears it when it completes.
+ */
+GUEST(g_rep_rf, "rep stosb\n hlt");
+
+static void interrupt_between_rep_iterations_pushes_rf(void **state)
+{
+	(void)state;
+	LOAD(g_rep_rf);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RCX] = X86EMU_REP_ITERATIONS_PER_STEP + 5;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, TM_CODE);		/* not done yet */
+	assert_int_equal(x86emu_interrupt(&g_m.cpu, &g_m.env, 0x40), X86EMU_EXIT_BUDGET);
+	assert_true(stack_qword(2) & X86EMU_FLAG_RF);
+	assert_int_equal(stack_qword(0), TM_CODE);
+	/* Back in the instruction, it finishes and RF goes away. */
+	g_m.cpu.rip = TM_CODE;
+	g_m.cpu.rflags = stack_qword(2);
+	g_m.cpu.gpr[X86EMU_RSP] = stack_qword(3);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 2);
+	assert_false(g_m.cpu.rflags & X86EMU_FLAG_RF);
+}
+
 GUEST(g_ud, "ud2");
 
 static void gate_with_ist_switches_to_the_ist_stack(void **state)
@@ -520,6 +594,8 @@ int main(void)
 		cmocka_unit_test(page_fault_from_the_memory_callback_sets_cr2_and_pushes_the_error_code),
 		cmocka_unit_test(privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack),
 		cmocka_unit_test(gate_with_ist_switches_to_the_ist_stack),
+		cmocka_unit_test(rf_from_iretq_is_cleared_when_the_next_instruction_completes),
+		cmocka_unit_test(interrupt_between_rep_iterations_pushes_rf),
 		cmocka_unit_test(page_fault_while_delivering_a_page_fault_is_a_double_fault),
 		cmocka_unit_test(page_fault_whose_gate_is_missing_is_a_double_fault_with_its_cr2),
 		cmocka_unit_test(fault_while_delivering_a_double_fault_shuts_down),

@@ -391,6 +391,7 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 	c->arch = cpu;
 	c->env = env;
 	c->rep_done = 0;
+	c->keep_rf = false;
 	ZydisDecoderInit(&c->decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
 	/*
 	 * We advertise neither BMI1 nor LZCNT, so F3 0F BC/BD are REP BSF/BSR,
@@ -407,6 +408,7 @@ static int step_one(struct x86emu_ctx *c)
 
 	c->cpu = *c->arch;
 	c->rep_done = 0;
+	c->keep_rf = false;
 	/* The shadow covers exactly one instruction (SDM 6.8.3). */
 	c->cpu.intr_shadow = false;
 	rc = fetch_decode(c);
@@ -421,6 +423,14 @@ static int step_one(struct x86emu_ctx *c)
 	switch (rc) {
 	case XS_OK:
 	case XS_HALT:
+		/*
+		 * SDM 17.3.1.1: RF is cleared when an instruction completes, so
+		 * the one IRETQ sets lasts for the next instruction only.  IRETQ
+		 * itself, and a REP string instruction that stops between
+		 * iterations, leave it as they set it.
+		 */
+		if (!c->keep_rf)
+			c->cpu.rflags &= ~X86EMU_FLAG_RF;
 		c->cpu.icount++;
 		if (!c->env->rdtsc)
 			c->cpu.tsc++;

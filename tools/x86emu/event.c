@@ -182,6 +182,9 @@ int x86emu__deliver(struct x86emu_ctx *c, uint8_t vector, bool has_ec, uint32_t 
 	/* SDM 17.3.1.1: faults push RFLAGS with RF set so the restart skips instruction breakpoints. */
 	if (src == EVENT_EXCEPTION)
 		image |= X86EMU_FLAG_RF;
+	/* INT n and INT3 push RF=0, even right after an IRETQ that set it (as the host does). */
+	if (src == EVENT_SOFTWARE)
+		image &= ~X86EMU_FLAG_RF;
 	uint64_t frame[6] = { cpu->seg[X86EMU_SS].selector, cpu->gpr[X86EMU_RSP], image,
 			      cpu->seg[X86EMU_CS].selector, return_rip, ec };
 	unsigned n = has_ec ? 6 : 5;

@@ -40,6 +40,7 @@ struct x86emu_ctx {
 	uint64_t next_rip;
 	struct x86emu_fault fault;
 	uint32_t rep_done;		/* REP iterations committed by this execution */
+	bool keep_rf;			/* the instruction leaves RF as it set it */
 };
 
 __extension__ typedef unsigned __int128 x86emu_u128;

@@ -168,6 +168,7 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 		if (sz == 4)
 			can &= 0xffffffffull;
 		cpu->rflags = (cpu->rflags & ~can) | (fl & can) | X86EMU_FLAG_FIXED;
+		c->keep_rf = true;	/* RF from the image holds for one instruction */
 	}
 	x86emu__seg_from_desc(&cpu->seg[X86EMU_CS], csel, cd);
 	if (iret || outer) {

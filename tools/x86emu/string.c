@@ -150,6 +150,12 @@ int x86emu__exec_string(struct x86emu_ctx *c)
 			return XS_OK;
 		}
 	}
-	/* Budget for this step used up: RIP stays on the instruction, which resumes. */
+	/*
+	 * Budget for this step used up: RIP stays on the instruction, which
+	 * resumes.  An interrupt taken here pushes RF=1 (SDM 17.3.1.1); the
+	 * last chunk clears it as any completed instruction does.
+	 */
+	c->cpu.rflags |= X86EMU_FLAG_RF;
+	c->keep_rf = true;
 	return XS_OK;
 }
