@@ -140,6 +140,57 @@ static void enter_with_nesting_level_copies_the_display(void **state)
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], ft - 24 - 16);
 }
 
+/*
+ * With a 0x66 prefix ENTER and LEAVE work on words and change only BP; RSP
+ * still moves at 64 bits.  The host gives the same registers and stack
+ * bytes for these three sequences.
+ */
+GUEST(g_leave16, ".byte 0x66, 0xc9\n hlt");
+GUEST(g_enter16, ".byte 0x66, 0xc8, 0x08, 0x00, 0x00\n hlt");
+GUEST(g_enter16_nested, ".byte 0x66, 0xc8, 0x08, 0x00, 0x02\n hlt");
+
+static void load_only(const uint8_t *start, const uint8_t *end)
+{
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
+}
+
+static void enter_and_leave_with_an_operand_size_prefix_use_words(void **state)
+{
+	(void)state;
+	uint64_t base = TM_STACK - 0x100, outer = base + 64;
+
+	load_only(g_leave16, g_leave16_end);
+	tm_wr(&g_m, base, 8, 0x1111222233334444ull);
+	g_m.cpu.gpr[X86EMU_RBP] = base;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], base + 2);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], (base & ~0xffffull) | 0x4444);
+
+	load_only(g_enter16, g_enter16_end);
+	g_m.cpu.gpr[X86EMU_RSP] = base;
+	g_m.cpu.gpr[X86EMU_RBP] = 0xaaaabbbbccccddddull;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(tm_rd(&g_m, base - 2, 2), 0xdddd);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], base - 2 - 8);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], 0xaaaabbbbcccc0000ull | ((base - 2) & 0xffff));
+
+	load_only(g_enter16_nested, g_enter16_nested_end);
+	tm_wr(&g_m, outer - 8, 8, 0x5555666677778888ull);
+	g_m.cpu.gpr[X86EMU_RSP] = base;
+	g_m.cpu.gpr[X86EMU_RBP] = outer;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(tm_rd(&g_m, base - 2, 2), outer & 0xffff);	/* BP */
+	assert_int_equal(tm_rd(&g_m, base - 4, 2), 0x5555);		/* the word at BP-2 */
+	assert_int_equal(tm_rd(&g_m, base - 6, 2), (base - 2) & 0xffff);	/* the frame temp */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], base - 6 - 8);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], (outer & ~0xffffull) | ((base - 2) & 0xffff));
+}
+
 GUEST(g_loops,
       "xor %eax, %eax\n mov $10, %ecx\n"
       "1: add %rcx, %rax\n loop 1b\n"		/* 55 */
@@ -314,6 +365,7 @@ int main(void)
 		cmocka_unit_test(ret_imm16_releases_the_arguments),
 		cmocka_unit_test(enter_builds_a_frame_and_leave_tears_it_down),
 		cmocka_unit_test(enter_with_nesting_level_copies_the_display),
+		cmocka_unit_test(enter_and_leave_with_an_operand_size_prefix_use_words),
 		cmocka_unit_test(loop_jcc_and_jrcxz_branch_as_documented),
 		cmocka_unit_test(rip_relative_operands_use_the_next_instruction_address),
 		cmocka_unit_test(jump_to_a_noncanonical_address_faults_gp_at_the_jump),

@@ -384,34 +384,37 @@ static int exec_push_pop(struct x86emu_ctx *c)
  * ENTER (SDM vol. 2A): push RBP, copy `level-1` frame pointers from the
  * enclosing frame, push the new frame pointer, reserve `size` bytes.  The
  * old-frame reads happen first, then the whole new frame is one write.
+ * With a 0x66 prefix every push and copy is a word and only BP changes
+ * (RSP still moves at 64 bits): the host does exactly that.
  */
 static int exec_enter(struct x86emu_ctx *c)
 {
 	unsigned size = (unsigned)(c->ops[0].imm.value.u & 0xffff);
 	unsigned level = (unsigned)(c->ops[1].imm.value.u & 31);
+	unsigned osz = c->insn.operand_width == 16 ? 2 : 8;
 	uint64_t rsp = c->cpu.gpr[X86EMU_RSP], rbp = c->cpu.gpr[X86EMU_RBP];
 	uint64_t frame[32];	/* frame[0] is the highest address */
 	unsigned n = 0;
 	int rc;
 
 	frame[n++] = rbp;
-	uint64_t frame_temp = rsp - 8;
+	uint64_t frame_temp = rsp - osz;
 	if (level > 0) {
 		for (unsigned i = 1; i < level; i++) {
 			uint64_t v;
-			rbp -= 8;
+			rbp -= osz;
 			/*
 			 * The SDM's ENTER pushes as it goes, so a display slot that
 			 * overlaps what this ENTER already pushed (RBP == RSP on
 			 * entry) reads the pushed value: take it from our buffer.
 			 */
-			uint64_t pushed_low = rsp - 8ull * n;
-			if (rbp >= pushed_low && rbp < rsp && ((rsp - rbp) & 7) == 0) {
-				frame[n] = frame[(rsp - rbp) / 8 - 1];
+			uint64_t pushed_low = rsp - (uint64_t)osz * n;
+			if (rbp >= pushed_low && rbp < rsp && ((rsp - rbp) % osz) == 0) {
+				frame[n] = frame[(rsp - rbp) / osz - 1];
 				n++;
 				continue;
 			}
-			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rbp, 8, &v);
+			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rbp, osz, &v);
 			if (rc != XS_OK)
 				return rc;
 			frame[n++] = v;
@@ -420,33 +423,37 @@ static int exec_enter(struct x86emu_ctx *c)
 	}
 	uint8_t bytes[sizeof(frame)];
 	for (unsigned i = 0; i < n; i++)	/* frame[n-1] lands at the lowest address */
-		for (unsigned b = 0; b < 8; b++)
-			bytes[8 * (n - 1 - i) + b] = (uint8_t)(frame[i] >> (8 * b));
-	uint64_t low = rsp - 8ull * n, la, final_rsp;
+		for (unsigned b = 0; b < osz; b++)
+			bytes[osz * (n - 1 - i) + b] = (uint8_t)(frame[i] >> (8 * b));
+	uint64_t low = rsp - (uint64_t)osz * n, la, final_rsp;
 	/* Both the frame and the final RSP must be canonical stack addresses (#SS(0)). */
 	rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low - size, 1, &final_rsp);
 	if (rc == XS_OK)
-		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low, 8 * n, &la);
+		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low, osz * n, &la);
 	if (rc == XS_OK)
-		rc = x86emu__mem_write(c, la, 8 * n, bytes, X86EMU_ACCESS_DATA);
+		rc = x86emu__mem_write(c, la, osz * n, bytes, X86EMU_ACCESS_DATA);
 	if (rc != XS_OK)
 		return rc;
-	c->cpu.gpr[X86EMU_RBP] = frame_temp;
+	x86emu__gpr_write(&c->cpu, X86EMU_RBP, osz * 8, frame_temp);
 	c->cpu.gpr[X86EMU_RSP] = low - size;
 	return XS_OK;
 }
 
 static int exec_leave(struct x86emu_ctx *c)
 {
+	unsigned osz = c->insn.operand_width == 16 ? 2 : 8;
 	uint64_t v;
 	int rc;
 
-	/* RSP <- RBP; POP RBP.  On a fault the working copy is dropped, RSP included. */
+	/*
+	 * RSP <- RBP; pop RBP (BP with a 0x66 prefix).  On a fault the working
+	 * copy is dropped, RSP included.
+	 */
 	c->cpu.gpr[X86EMU_RSP] = c->cpu.gpr[X86EMU_RBP];
-	rc = x86emu__pop(c, 8, &v);
+	rc = x86emu__pop(c, osz, &v);
 	if (rc != XS_OK)
 		return rc;
-	c->cpu.gpr[X86EMU_RBP] = v;
+	x86emu__gpr_write(&c->cpu, X86EMU_RBP, osz * 8, v);
 	return XS_OK;
 }
 
