@@ -230,7 +230,7 @@ static void setup_once(void)
         .vendor = VMMU_X86_VENDOR_INTEL,
         .features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_LM | VMMU_X86_FEAT_PCID |
                     VMMU_X86_FEAT_SMEP | VMMU_X86_FEAT_SMAP,
-        .maxphyaddr = 40,
+        .maxphyaddr = VB_MAXPHYADDR,
     };
     if (vmmu_vcpu_create(fz.vm, &model, &fz.v.vcpu) != 0 || vmmu_vcpu_online(fz.v.vcpu) != 0)
         abort();

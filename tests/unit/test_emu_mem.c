@@ -82,7 +82,7 @@ static int setup(void **state)
     put64(e, PML4 + 0x3000 + ((STACK_VA >> 12) & 511) * 8, MMIO_GPA | 7);
     struct vmmu_x86_cpu model = {.vendor = VMMU_X86_VENDOR_INTEL,
                                  .features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_LM,
-                                 .maxphyaddr = 40};
+                                 .maxphyaddr = VB_MAXPHYADDR};
     struct x86emu_cpu c;
     x86emu_cpu_init_long_mode(&c);
     struct vmmu_x86_regs regs = {.cr0 = c.cr0, .cr3 = PML4, .cr4 = c.cr4, .efer = c.efer,
@@ -189,6 +189,35 @@ static void a_latched_rep_runs_one_iteration_per_execution(void **state)
     assert_int_equal(e->mmio_writes, 1);
 }
 
+/* MOV to CR3 with a bit at or above the walker's MAXPHYADDR (40) but below
+ * the 48 the interpreter used to assume: the interpreter raises #GP(0)
+ * itself, as the CPUID it reports says, instead of passing the value to
+ * vmmu, which refused it and stopped the machine (vb_fail).  With no IDT
+ * the #GP ends in a triple fault. */
+static void cr3_above_the_walkers_maxphyaddr_is_gp_in_the_interpreter(void **state)
+{
+    struct env *e = *state;
+    const uint64_t code = 0x8000;
+    put64(e, PML4 + 0x3000 + ((code >> 12) & 511) * 8, code | 7);
+    const uint8_t insn[] = {0x48, 0xb8, 0, 0, 0, 0, 0, 0x10, 0, 0, /* mov $1<<44, %rax */
+                            0x0f, 0x22, 0xd8 /* mov %rax, %cr3 */};
+    memcpy(e->ram + code, insn, sizeof(insn));
+    e->v.env = (struct x86emu_env){.opaque = &e->v, .read = vb_mem_read, .write = vb_mem_write,
+                                   .cmpxchg = vb_mem_cmpxchg, .cr_write = vb_hook_cr_write,
+                                   .cpuid = vb_hook_cpuid};
+    x86emu_cpu_init_long_mode(&e->v.cpu);
+    e->v.cpu.cr3 = PML4;
+    e->v.cpu.rip = code;
+    uint32_t out[4];
+    vb_hook_cpuid(&e->v, 0x80000008, 0, out);
+    assert_int_equal(out[0] & 0xff, VB_MAXPHYADDR);
+    assert_int_equal(x86emu_step(&e->v.cpu, &e->v.env, 1), X86EMU_EXIT_BUDGET);
+    assert_int_equal(e->v.cpu.gpr[X86EMU_RAX], 1ull << 44);
+    assert_int_equal(x86emu_step(&e->v.cpu, &e->v.env, 1), X86EMU_EXIT_SHUTDOWN);
+    assert_int_equal(e->v.cpu.cr3, PML4);
+    assert_int_equal(vmmu_vcpu_paging(e->v.vcpu)->cr3, PML4);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -198,6 +227,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_latched_rep_runs_one_iteration_per_execution, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(cr3_above_the_walkers_maxphyaddr_is_gp_in_the_interpreter,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -708,7 +708,7 @@ static int vb_create(struct emu_machine *m)
         .vendor = VMMU_X86_VENDOR_INTEL,
         .features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_LM | VMMU_X86_FEAT_PCID |
                     VMMU_X86_FEAT_SMEP | VMMU_X86_FEAT_SMAP,
-        .maxphyaddr = 40,
+        .maxphyaddr = VB_MAXPHYADDR,
     };
     for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
         struct vb_vcpu *v = &b->vcpu[i];

@@ -15,6 +15,8 @@
 /* Instructions per x86emu_step() call: between calls a vCPU takes
  * interrupts and flush requests, so this bounds their latency. */
 #define VB_BUDGET 256u
+/* The physical-address width of the vCPUs' page walker, and what CPUID reports. */
+#define VB_MAXPHYADDR 40u
 
 /* Counters of one vCPU's memory accesses (written only by its thread). */
 struct vb_mem_stats {

@@ -307,11 +307,14 @@ int vb_hook_invpcid(void *opaque, uint64_t type, uint64_t pcid, uint64_t va)
     return X86EMU_CB_OK;
 }
 
-/* The machine's CPUID: the interpreter's, without what KVM here lacks (1 GiB pages). */
+/* The machine's CPUID: the interpreter's, without what KVM here lacks (1 GiB pages),
+ * and with the physical-address width vmmu's walker uses for these vCPUs. */
 void vb_hook_cpuid(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
 {
     (void)opaque;
     x86emu_cpuid_default(leaf, subleaf, out);
     if (leaf == 0x80000001)
         out[3] &= ~(1u << 26);
+    if (leaf == 0x80000008)
+        out[0] = (out[0] & ~0xffu) | VB_MAXPHYADDR;
 }

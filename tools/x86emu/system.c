@@ -11,7 +11,7 @@
 
 #include "internal.h"
 
-/* Physical-address width we report in CPUID 0x80000008 and check CR3 against. */
+/* Physical-address width the default CPUID (0x80000008) reports. */
 #define MAXPHYADDR 48
 
 static inline int require_cpl0(struct x86emu_ctx *c)
@@ -31,6 +31,31 @@ static inline int hook(int rc)
 }
 
 /* ---- control and debug registers -------------------------------------------------- */
+
+static void cpuid(const struct x86emu_ctx *c, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	if (c->env->cpuid)
+		c->env->cpuid(c->env->opaque, leaf, subleaf, out);
+	else
+		x86emu_cpuid_default(leaf, subleaf, out);
+}
+
+/*
+ * MAXPHYADDR as this CPU reports it (CPUID 0x80000008 EAX[7:0]), so that the
+ * CR3 bits MOV rejects are the ones the machine's page walker treats as
+ * reserved.
+ */
+static unsigned maxphyaddr(const struct x86emu_ctx *c)
+{
+	uint32_t out[4];
+
+	cpuid(c, 0x80000000, 0, out);
+	if (out[0] < 0x80000008)
+		return 36;	/* SDM CPUID: without the leaf, 36 bits */
+	cpuid(c, 0x80000008, 0, out);
+	unsigned m = out[0] & 0xff;
+	return m >= 32 && m <= 52 ? m : 52;
+}
 
 static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 {
@@ -64,7 +89,7 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 		 * (SDM 4.10.4.1): the hook sees it (so the TLB keeps the PCID's
 		 * entries), CR3 does not.
 		 */
-		if ((v & ~((cpu->cr4 & X86EMU_CR4_PCIDE) ? 1ull << 63 : 0)) >> MAXPHYADDR)
+		if ((v & ~((cpu->cr4 & X86EMU_CR4_PCIDE) ? 1ull << 63 : 0)) >> maxphyaddr(c))
 			return raise_gp(c, 0);
 		old = cpu->cr3;
 		break;
@@ -410,10 +435,7 @@ static int exec_other(struct x86emu_ctx *c)
 	case ZYDIS_MNEMONIC_CPUID: {
 		uint32_t out[4];
 		uint32_t leaf = (uint32_t)cpu->gpr[X86EMU_RAX], sub = (uint32_t)cpu->gpr[X86EMU_RCX];
-		if (c->env->cpuid)
-			c->env->cpuid(c->env->opaque, leaf, sub, out);
-		else
-			x86emu_cpuid_default(leaf, sub, out);
+		cpuid(c, leaf, sub, out);
 		x86emu__gpr_write(cpu, X86EMU_RAX, 32, out[0]);
 		x86emu__gpr_write(cpu, X86EMU_RBX, 32, out[1]);
 		x86emu__gpr_write(cpu, X86EMU_RCX, 32, out[2]);
