@@ -365,6 +365,32 @@ static void control_register_writes_are_validated_and_reported_to_the_machine(vo
 	assert_true(g_m.cpu.cr0 & X86EMU_CR0_PG);
 }
 
+/*
+ * CPUID does not offer FSGSBASE (leaf 7 EBX bit 0) and RDFSBASE is #UD, so
+ * CR4.FSGSBASE is a reserved bit: setting it is #GP(0), CR4 unchanged.
+ */
+GUEST(g_cr4_fsgsbase, "mov %cr4, %rax\n or $0x10000, %rax\n mov %rax, %cr4\n hlt");
+GUEST(g_rdfsbase, "rdfsbase %rax\n hlt");
+
+static void cr4_fsgsbase_is_reserved_without_the_feature(void **state)
+{
+	(void)state;
+	uint32_t out[4];
+	x86emu_cpuid_default(7, 0, out);
+	assert_false(out[1] & 1);
+	LOAD(g_cr4_fsgsbase);
+	uint64_t cr4 = g_m.cpu.cr4;
+	assert_int_equal(tm_step(&g_m, 3), X86EMU_EXIT_BUDGET);
+	assert_true(in_handler(X86EMU_EXC_GP));
+	assert_int_equal(stack_qword(0), 0);
+	assert_int_equal(stack_qword(1), TM_CODE + 9);
+	assert_int_equal(g_m.cpu.cr4, cr4);
+	assert_int_equal(g_m.cr_writes, 0);
+	LOAD(g_rdfsbase);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_true(in_handler(X86EMU_EXC_UD));
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -606,6 +632,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(cr4_fsgsbase_is_reserved_without_the_feature),
 		cmocka_unit_test(cr3_bit63_without_pcide_is_gp),
 		cmocka_unit_test(mov_from_cr_at_cpl3_is_gp),
 		cmocka_unit_test(lgdt_lidt_ltr_load_the_tables_and_mark_the_tss_busy),

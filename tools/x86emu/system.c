@@ -94,10 +94,15 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 		old = cpu->cr3;
 		break;
 	case 4: {
+		/*
+		 * FSGSBASE is not among them: CPUID.7.0:EBX[0] does not offer
+		 * RDFSBASE and friends (they are #UD), and the bit of a feature
+		 * the CPU lacks is reserved (KVM and QEMU fault it the same way).
+		 */
 		const uint64_t allowed = (1ull << 0) | (1ull << 1) | (1ull << 2) | (1ull << 3) |
 					 X86EMU_CR4_PSE | X86EMU_CR4_PAE | (1ull << 6) |
 					 X86EMU_CR4_PGE | (1ull << 8) | X86EMU_CR4_OSFXSR |
-					 (1ull << 10) | X86EMU_CR4_FSGSBASE | X86EMU_CR4_PCIDE |
+					 (1ull << 10) | X86EMU_CR4_PCIDE |
 					 X86EMU_CR4_SMEP | X86EMU_CR4_SMAP;
 		if (v & ~allowed)
 			return raise_gp(c, 0);
