@@ -391,6 +391,36 @@ static void cr4_fsgsbase_is_reserved_without_the_feature(void **state)
 	assert_true(in_handler(X86EMU_EXC_UD));
 }
 
+/*
+ * SDM MOV DR: with CR4.DE=0, DR4 and DR5 are DR6 and DR7; with CR4.DE=1
+ * they are #UD; writing a 1 to bits 63:32 of DR6 or DR7 is #GP(0).
+ */
+GUEST(g_dr_alias, ".byte 0x0f, 0x21, 0xe0\n .byte 0x0f, 0x21, 0xeb\n hlt");	/* mov %dr4,%rax; mov %dr5,%rbx */
+GUEST(g_dr7_high, "mov $0x400, %eax\n .byte 0x0f, 0x23, 0xf8\n"			/* mov %rax,%dr7 */
+		  "movabs $0x100000400, %rax\n .byte 0x0f, 0x23, 0xf8\n hlt");
+
+static void debug_register_aliases_and_reserved_bits(void **state)
+{
+	(void)state;
+	LOAD(g_dr_alias);
+	assert_int_equal(tm_step(&g_m, 3), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0xffff0ff0);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x400);
+
+	LOAD(g_dr_alias);
+	g_m.cpu.cr4 |= 1u << 3;	/* CR4.DE */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_true(in_handler(X86EMU_EXC_UD));
+	assert_int_equal(stack_qword(0), TM_CODE);
+
+	LOAD(g_dr7_high);
+	assert_int_equal(tm_step(&g_m, 4), X86EMU_EXIT_BUDGET);
+	assert_true(in_handler(X86EMU_EXC_GP));
+	assert_int_equal(stack_qword(0), 0);
+	assert_int_equal(stack_qword(1), TM_CODE + 8 + 10);	/* the second MOV to DR7 */
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -632,6 +662,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(debug_register_aliases_and_reserved_bits),
 		cmocka_unit_test(cr4_fsgsbase_is_reserved_without_the_feature),
 		cmocka_unit_test(cr3_bit63_without_pcide_is_gp),
 		cmocka_unit_test(mov_from_cr_at_cpl3_is_gp),

@@ -138,6 +138,11 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 	return XS_OK;
 }
 
+static inline bool cpu_cr4_de(const struct x86emu_ctx *c)
+{
+	return (c->cpu.cr4 & (1ull << 3)) != 0;	/* CR4.DE */
+}
+
 static int exec_mov_special(struct x86emu_ctx *c)
 {
 	const ZydisDecodedOperand *dst = &c->ops[0], *src = &c->ops[1];
@@ -169,11 +174,22 @@ static int exec_mov_special(struct x86emu_ctx *c)
 		rc = require_cpl0(c);
 		if (rc != XS_OK)
 			return rc;
-		if (scls == ZYDIS_REGCLASS_DEBUG) {
-			unsigned dr = (unsigned)(src->reg.value - ZYDIS_REGISTER_DR0);
+		bool to_dr = dcls == ZYDIS_REGCLASS_DEBUG;
+		unsigned dr = (unsigned)((to_dr ? dst : src)->reg.value - ZYDIS_REGISTER_DR0);
+		/* SDM MOV DR: DR4/DR5 are #UD with CR4.DE, else they alias DR6/DR7. */
+		if (dr == 4 || dr == 5) {
+			if (cpu_cr4_de(c))
+				return raise_ud(c);
+			dr += 2;
+		}
+		if (!to_dr) {
 			v = dr == 6 ? 0xffff0ff0ull : dr == 7 ? 0x400ull : 0;
 			x86emu__reg_write(&c->cpu, dst->reg.value, v);
+			return XS_OK;
 		}
+		/* In 64-bit mode bits 63:32 of DR6 and DR7 are reserved (#GP(0)). */
+		if ((dr == 6 || dr == 7) && (x86emu__reg_read(&c->cpu, src->reg.value) >> 32))
+			return raise_gp(c, 0);
 		return XS_OK;
 	}
 	if (dcls == ZYDIS_REGCLASS_SEGMENT) {
