@@ -421,6 +421,32 @@ static void debug_register_aliases_and_reserved_bits(void **state)
 	assert_int_equal(stack_qword(1), TM_CODE + 8 + 10);	/* the second MOV to DR7 */
 }
 
+/* SDM RET, IA-32e mode: far RET to a code segment with L=1 and D=1 is #GP(selector). */
+GUEST(g_retf_l_and_d, "pushq $0x38\n lea 1f(%rip), %rax\n push %rax\n lretq\n 1: hlt");
+
+static void far_return_to_a_code_segment_with_l_and_d_is_gp(void **state)
+{
+	(void)state;
+	uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
+	for (unsigned d = 0; d < 2; d++) {
+		/* A copy of the kernel code descriptor at 0x38, with D=1 the second time. */
+		LOAD(g_retf_l_and_d);
+		g_m.cpu.gdtr.limit = 0x3f;
+		tm_wr(&g_m, TM_GDT + 0x38, 8, kcode | ((uint64_t)d << 54));
+		if (d == 0) {
+			assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+			assert_false(g_m.cpu.last_exception.valid);
+			assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x38);
+			continue;
+		}
+		assert_int_equal(tm_step(&g_m, 4), X86EMU_EXIT_BUDGET);
+		assert_true(g_m.cpu.last_exception.valid);
+		assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_GP);
+		assert_int_equal(g_m.cpu.last_exception.error_code, 0x38);
+		assert_int_equal(stack_qword(1), TM_CODE + 2 + 7 + 1);	/* the LRETQ */
+	}
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -662,6 +688,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(far_return_to_a_code_segment_with_l_and_d_is_gp),
 		cmocka_unit_test(debug_register_aliases_and_reserved_bits),
 		cmocka_unit_test(cr4_fsgsbase_is_reserved_without_the_feature),
 		cmocka_unit_test(cr3_bit63_without_pcide_is_gp),

@@ -117,6 +117,9 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 		return rc;
 	if (!((cd >> 44) & 1) || !((cd >> 43) & 1))
 		return raise_gp(c, csel & 0xfffc);
+	/* SDM RET (IA-32e mode): a code segment with both L and D set is #GP(selector). */
+	if (!iret && ((cd >> 53) & 1) && ((cd >> 54) & 1))
+		return raise_gp(c, csel & 0xfffc);
 	unsigned cdpl = (unsigned)((cd >> 45) & 3);
 	bool conforming = (cd >> 42) & 1;
 	if (conforming ? cdpl > new_cpl : cdpl != new_cpl)
