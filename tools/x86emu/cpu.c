@@ -161,6 +161,34 @@ static inline int check_span(struct x86emu_ctx *c, uint64_t la, unsigned size)
 	return XS_OK;
 }
 
+/*
+ * Alignment check (SDM 6.15, interrupt 17): with CR0.AM and RFLAGS.AC, a
+ * data access at CPL 3 whose address is not a multiple of `align` is #AC(0),
+ * raised before the access (the host raises it ahead of a #PF, too).
+ * Implicit supervisor accesses and fetches are never checked.
+ */
+int x86emu__check_alignment(struct x86emu_ctx *c, uint64_t la, unsigned align,
+			    enum x86emu_access_kind kind)
+{
+	if (kind != X86EMU_ACCESS_DATA || c->cpu.cpl != 3 || align < 2 ||
+	    !(c->cpu.cr0 & X86EMU_CR0_AM) || !(c->cpu.rflags & X86EMU_FLAG_AC))
+		return XS_OK;
+	if (la & (align - 1))
+		return raise_fault(c, X86EMU_EXC_AC, true, 0);
+	return XS_OK;
+}
+
+/*
+ * The alignment an access of `size` bytes needs: its largest power-of-two
+ * divisor up to 8, so a multi-quadword frame (ENTER) is checked per quadword
+ * and a word-sized one per word.
+ */
+static inline unsigned natural_alignment(unsigned size)
+{
+	unsigned a = size & (~size + 1);
+	return a > 8 ? 8 : a;
+}
+
 static inline void fill_access(const struct x86emu_ctx *c, struct x86emu_access *a, uint64_t la,
 			       unsigned size, enum x86emu_access_kind kind)
 {
@@ -191,7 +219,8 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 {
 	struct x86emu_access a;
 
-	if (check_span(c, la, size) != XS_OK)
+	if (check_span(c, la, size) != XS_OK ||
+	    x86emu__check_alignment(c, la, natural_alignment(size), kind) != XS_OK)
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
@@ -203,7 +232,8 @@ int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const vo
 {
 	struct x86emu_access a;
 
-	if (check_span(c, la, size) != XS_OK)
+	if (check_span(c, la, size) != XS_OK ||
+	    x86emu__check_alignment(c, la, natural_alignment(size), kind) != XS_OK)
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
@@ -216,7 +246,8 @@ int x86emu__mem_cmpxchg(struct x86emu_ctx *c, uint64_t la, unsigned size,
 	struct x86emu_access a;
 	int rc;
 
-	if (check_span(c, la, size) != XS_OK)
+	if (check_span(c, la, size) != XS_OK ||
+	    x86emu__check_alignment(c, la, natural_alignment(size), X86EMU_ACCESS_DATA) != XS_OK)
 		return XS_FAULT;
 	fill_access(c, &a, la, size, X86EMU_ACCESS_DATA);
 	memset(&c->fault, 0, sizeof(c->fault));

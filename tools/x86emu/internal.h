@@ -124,6 +124,9 @@ uint64_t x86emu__ea(const struct x86emu_ctx *c, const ZydisDecodedOperand *op);
 int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigned size,
 		   uint64_t *la);
 
+/* #AC(0) if alignment checking is on (CPL 3, CR0.AM, RFLAGS.AC) and la is not aligned. */
+int x86emu__check_alignment(struct x86emu_ctx *c, uint64_t la, unsigned align,
+			    enum x86emu_access_kind kind);
 int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
 		     enum x86emu_access_kind kind);
 int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,

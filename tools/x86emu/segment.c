@@ -273,6 +273,10 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 	struct x86emu_dtr *t = (mn == ZYDIS_MNEMONIC_LGDT || mn == ZYDIS_MNEMONIC_SGDT)
 			       ? &cpu->gdtr : &cpu->idtr;
 	if (mn == ZYDIS_MNEMONIC_SGDT || mn == ZYDIS_MNEMONIC_SIDT) {
+		/* The limit is a word and the base a quadword, each checked for alignment (as the host does). */
+		rc = x86emu__check_alignment(c, la + 2, 8, X86EMU_ACCESS_DATA);
+		if (rc != XS_OK)
+			return rc;
 		buf[0] = (uint8_t)t->limit;
 		buf[1] = (uint8_t)(t->limit >> 8);
 		for (unsigned i = 0; i < 8; i++)
