@@ -515,6 +515,75 @@ static void misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check(void **s
 	assert_false(g_m.cpu.last_exception.valid);
 }
 
+/*
+ * Single-stepping (SDM 17.3.1.4): with TF set at the start of an
+ * instruction, #DB follows it, with DR6.BS set and the next RIP pushed; the
+ * POPF that sets TF is not trapped and the one that clears it is; a REP
+ * string instruction traps after every iteration; after MOV SS the trap
+ * waits for the next instruction.  The expected RIPs are the ones the host
+ * reported (SIGTRAP) for the same three sequences.
+ */
+GUEST(g_tf_popf, "pushfq\n orl $0x100, (%rsp)\n popfq\n nop\n nop\n"
+		 "pushfq\n andl $~0x100, (%rsp)\n popfq\n nop\n hlt");
+GUEST(g_tf_rep, "pushfq\n orl $0x100, (%rsp)\n popfq\n rep movsb\n nop\n"
+		"pushfq\n andl $~0x100, (%rsp)\n popfq\n hlt");
+GUEST(g_tf_movss, "pushfq\n orl $0x100, (%rsp)\n popfq\n mov %eax, %ss\n nop\n nop\n"
+		  "pushfq\n andl $~0x100, (%rsp)\n popfq\n hlt");
+
+static unsigned single_step_trace(uint64_t *trace, unsigned max)
+{
+	bool tf_in_frame[16];
+	unsigned n = 0;
+
+	assert_true(max <= 16);
+	g_m.mem[tm_handler(X86EMU_EXC_DB)] = 0x48;	/* the #DB handler is IRETQ */
+	g_m.mem[tm_handler(X86EMU_EXC_DB) + 1] = 0xcf;
+	for (unsigned i = 0; i < 100 && !g_m.cpu.halted; i++) {
+		int rc = tm_step(&g_m, 1);
+		assert_true(rc == X86EMU_EXIT_BUDGET || rc == X86EMU_EXIT_HLT);
+		if (g_m.cpu.rip != tm_handler(X86EMU_EXC_DB))
+			continue;
+		assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DB);
+		assert_true(g_m.cpu.dr[6] & (1u << 14));	/* BS */
+		assert_false(g_m.cpu.rflags & X86EMU_FLAG_TF);	/* the handler is not stepped */
+		g_m.cpu.dr[6] = 0;
+		assert_true(n < max);
+		tf_in_frame[n] = (stack_qword(2) & X86EMU_FLAG_TF) != 0;
+		trace[n++] = stack_qword(0) - TM_CODE;
+	}
+	assert_true(g_m.cpu.halted);
+	/* Stepping resumes after each IRETQ, until the POPF that cleared TF. */
+	for (unsigned i = 0; i < n; i++)
+		assert_int_equal(tf_in_frame[i], i + 1 < n);
+	return n;
+}
+
+static void trap_flag_single_steps_as_the_host_does(void **state)
+{
+	(void)state;
+	uint64_t t[16];
+	static const uint64_t popf[] = { 10, 11, 12, 19, 20 };
+	static const uint64_t rep[] = { 9, 9, 11, 12, 13, 20, 21 };
+	static const uint64_t movss[] = { 12, 13, 14, 21, 22 };
+
+	LOAD(g_tf_popf);
+	assert_int_equal(single_step_trace(t, 16), 5);
+	assert_memory_equal(t, popf, sizeof(popf));
+
+	LOAD(g_tf_rep);
+	g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
+	g_m.cpu.gpr[X86EMU_RCX] = 3;
+	assert_int_equal(single_step_trace(t, 16), 7);
+	assert_memory_equal(t, rep, sizeof(rep));
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0);
+
+	LOAD(g_tf_movss);
+	g_m.cpu.gpr[X86EMU_RAX] = TM_SEL_KDATA;
+	assert_int_equal(single_step_trace(t, 16), 5);
+	assert_memory_equal(t, movss, sizeof(movss));
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -756,6 +825,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(trap_flag_single_steps_as_the_host_does),
 		cmocka_unit_test(misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check),
 		cmocka_unit_test(far_return_to_a_code_segment_with_l_and_d_is_gp),
 		cmocka_unit_test(debug_register_aliases_and_reserved_bits),

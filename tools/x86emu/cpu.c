@@ -423,6 +423,7 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 	c->env = env;
 	c->rep_done = 0;
 	c->keep_rf = false;
+	c->mov_ss = false;
 	ZydisDecoderInit(&c->decoder, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
 	/*
 	 * We advertise neither BMI1 nor LZCNT, so F3 0F BC/BD are REP BSF/BSR,
@@ -432,14 +433,35 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_LZCNT, ZYAN_FALSE);
 }
 
+/*
+ * The single-step trap (SDM 17.3.1.4): #DB after an instruction that began
+ * with TF set, with DR6.BS set and the next instruction's RIP pushed.  It is
+ * owed (db_pending) until delivered, so a delivery the machine retries is
+ * made again before the next instruction.
+ */
+static int deliver_single_step(struct x86emu_ctx *c)
+{
+	struct x86emu_fault f = { .vector = X86EMU_EXC_DB };
+
+	c->arch->dr[6] |= 1ull << 14;	/* BS */
+	int rc = x86emu__raise(c, &f, EVENT_TRAP, c->arch->rip);
+	if (rc == XS_OK)
+		c->arch->db_pending = false;
+	return rc;
+}
+
 /* Execute one instruction; deliver whatever exception it raised. */
 static int step_one(struct x86emu_ctx *c)
 {
 	int rc;
 
+	if (c->arch->db_pending)
+		return deliver_single_step(c);
+	bool tf = (c->arch->rflags & X86EMU_FLAG_TF) != 0;
 	c->cpu = *c->arch;
 	c->rep_done = 0;
 	c->keep_rf = false;
+	c->mov_ss = false;
 	/* The shadow covers exactly one instruction (SDM 6.8.3). */
 	c->cpu.intr_shadow = false;
 	rc = fetch_decode(c);
@@ -469,6 +491,11 @@ static int step_one(struct x86emu_ctx *c)
 		if (rc == XS_HALT) {
 			c->arch->halted = true;
 			return XS_HALT;
+		}
+		/* After MOV SS the trap waits for the next instruction, which traps anyway. */
+		if (tf && !c->mov_ss) {
+			c->arch->db_pending = true;
+			return deliver_single_step(c);
 		}
 		return XS_OK;
 	case XS_FAULT: {

@@ -155,6 +155,13 @@ struct x86emu_cpu {
 	uint64_t star, lstar, cstar, sfmask;	/* SYSCALL/SYSRET MSRs */
 	uint64_t tsc_aux;
 	uint64_t tsc;		/* used by RDTSC when env->rdtsc is NULL */
+	/*
+	 * Debug registers DR0-DR7 as MOV DR stores them (4 and 5 unused: they
+	 * alias 6 and 7).  Breakpoints are not modelled; DR6.BS reports the
+	 * single-step trap.  Zero reads as the reset values of DR6 and DR7.
+	 */
+	uint64_t dr[8];
+	bool db_pending;	/* a single-step #DB is owed before the next instruction */
 	uint8_t cpl;		/* == CS.selector & 3 in long mode */
 	bool halted;		/* HLT executed; cleared by an interrupt */
 	bool shutdown;		/* triple fault: the CPU does nothing more */

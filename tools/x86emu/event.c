@@ -250,7 +250,7 @@ int x86emu__raise(struct x86emu_ctx *c, const struct x86emu_fault *f,
 		rc = x86emu__deliver(c, cur.vector, cur.has_error_code, cur.error_code, src,
 				     return_rip);
 		if (rc == XS_OK) {
-			if (src == EVENT_EXCEPTION) {
+			if (src == EVENT_EXCEPTION || src == EVENT_TRAP) {
 				c->cpu.last_exception = (struct x86emu_event){
 					.valid = true, .vector = cur.vector,
 					.has_error_code = cur.has_error_code,

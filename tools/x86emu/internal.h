@@ -41,6 +41,7 @@ struct x86emu_ctx {
 	struct x86emu_fault fault;
 	uint32_t rep_done;		/* REP iterations committed by this execution */
 	bool keep_rf;			/* the instruction leaves RF as it set it */
+	bool mov_ss;			/* it loaded SS: debug traps wait one instruction */
 };
 
 __extension__ typedef unsigned __int128 x86emu_u128;
@@ -205,6 +206,7 @@ enum x86emu_event_source {
 	EVENT_EXCEPTION,	/* raised by an instruction or the processor */
 	EVENT_SOFTWARE,		/* INT n / INT3: gate DPL checked, RIP after the instruction */
 	EVENT_EXTERNAL,		/* an interrupt from outside */
+	EVENT_TRAP,		/* a debug trap after an instruction: like an exception, RF as it is */
 };
 
 /*

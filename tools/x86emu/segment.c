@@ -38,6 +38,7 @@ int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
 		if (sreg == X86EMU_SS) {
 			cpu->seg[sreg].attr = (uint16_t)(cpu->cpl << 5);
 			cpu->intr_shadow = true;
+			c->mov_ss = true;
 		}
 		return XS_OK;
 	}
@@ -54,8 +55,9 @@ int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
 			return raise_gp(c, ec);
 		if (!((d >> 47) & 1))
 			return raise_fault(c, X86EMU_EXC_SS, true, ec);
-		/* SDM 6.8.3: MOV SS holds off interrupts for one instruction. */
+		/* SDM 6.8.3: MOV SS holds off interrupts, and debug traps, for one instruction. */
 		cpu->intr_shadow = true;
+		c->mov_ss = true;
 	} else {
 		if (is_sys || !readable)
 			return raise_gp(c, ec);

@@ -122,7 +122,9 @@ int x86emu__exec_string(struct x86emu_ctx *c)
 	}
 
 	uint64_t am = width_mask(aw);
-	for (unsigned n = 0; n < X86EMU_REP_ITERATIONS_PER_STEP; n++) {
+	/* Single-stepping (TF) traps after every iteration (SDM 17.3.1.4). */
+	unsigned chunk = (c->cpu.rflags & X86EMU_FLAG_TF) ? 1 : X86EMU_REP_ITERATIONS_PER_STEP;
+	for (unsigned n = 0; n < chunk; n++) {
 		uint64_t rcx = c->cpu.gpr[X86EMU_RCX] & am;
 		c->rep_done = n;
 		if (rcx == 0) {

@@ -168,14 +168,16 @@ static int exec_mov_special(struct x86emu_ctx *c)
 	}
 	if (dcls == ZYDIS_REGCLASS_DEBUG || scls == ZYDIS_REGCLASS_DEBUG) {
 		/*
-		 * Debug registers are not modelled: reads give the reset values
-		 * (DR6 = 0xffff0ff0, DR7 = 0x400, others 0), writes are dropped.
+		 * Debug registers are kept but no breakpoint is modelled; DR6.BS
+		 * reports single steps.
 		 */
 		rc = require_cpl0(c);
 		if (rc != XS_OK)
 			return rc;
 		bool to_dr = dcls == ZYDIS_REGCLASS_DEBUG;
 		unsigned dr = (unsigned)((to_dr ? dst : src)->reg.value - ZYDIS_REGISTER_DR0);
+		if (dr > 7)
+			return raise_ud(c);	/* DR8-DR15 do not exist */
 		/* SDM MOV DR: DR4/DR5 are #UD with CR4.DE, else they alias DR6/DR7. */
 		if (dr == 4 || dr == 5) {
 			if (cpu_cr4_de(c))
@@ -183,13 +185,20 @@ static int exec_mov_special(struct x86emu_ctx *c)
 			dr += 2;
 		}
 		if (!to_dr) {
-			v = dr == 6 ? 0xffff0ff0ull : dr == 7 ? 0x400ull : 0;
+			v = c->cpu.dr[dr];
+			/* Fixed bits: DR6 reads 1s outside B0-B3, BD, BS, BT; DR7 bit 10 is 1. */
+			if (dr == 6)
+				v = (v & 0xe00full) | 0xffff0ff0ull;
+			else if (dr == 7)
+				v = (v & 0xffff23ffull) | 0x400ull;
 			x86emu__reg_write(&c->cpu, dst->reg.value, v);
 			return XS_OK;
 		}
+		v = x86emu__reg_read(&c->cpu, src->reg.value);
 		/* In 64-bit mode bits 63:32 of DR6 and DR7 are reserved (#GP(0)). */
-		if ((dr == 6 || dr == 7) && (x86emu__reg_read(&c->cpu, src->reg.value) >> 32))
+		if ((dr == 6 || dr == 7) && (v >> 32))
 			return raise_gp(c, 0);
+		c->cpu.dr[dr] = v;
 		return XS_OK;
 	}
 	if (dcls == ZYDIS_REGCLASS_SEGMENT) {
