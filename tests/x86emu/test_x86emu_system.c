@@ -584,6 +584,22 @@ static void trap_flag_single_steps_as_the_host_does(void **state)
 	assert_memory_equal(t, movss, sizeof(movss));
 }
 
+/* INT1 (ICEBP) is #DB, trap-like and without the gate DPL check: from CPL 3
+ * through a DPL 0 gate, with the next RIP pushed, as on the host. */
+GUEST(g_icebp, ".byte 0xf1\n nop");
+
+static void int1_raises_db_after_the_instruction_without_a_dpl_check(void **state)
+{
+	(void)state;
+	LOAD(g_icebp);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_DB));
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(stack_qword(0), TM_CODE + 1);
+	assert_int_equal(stack_qword(1), TM_SEL_UCODE);
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -825,6 +841,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(int1_raises_db_after_the_instruction_without_a_dpl_check),
 		cmocka_unit_test(trap_flag_single_steps_as_the_host_does),
 		cmocka_unit_test(misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check),
 		cmocka_unit_test(far_return_to_a_code_segment_with_l_and_d_is_gp),

@@ -392,7 +392,7 @@ bool x86emu__is_system(ZydisMnemonic m)
 {
 	switch (m) {
 	case ZYDIS_MNEMONIC_IRETQ: case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_INT:
-	case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_CLI:
+	case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_INT1: case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_CLI:
 	case ZYDIS_MNEMONIC_STI: case ZYDIS_MNEMONIC_IN: case ZYDIS_MNEMONIC_OUT:
 	case ZYDIS_MNEMONIC_CPUID: case ZYDIS_MNEMONIC_RDMSR: case ZYDIS_MNEMONIC_WRMSR:
 	case ZYDIS_MNEMONIC_RDTSC: case ZYDIS_MNEMONIC_RDTSCP: case ZYDIS_MNEMONIC_SWAPGS:
@@ -580,6 +580,13 @@ int x86emu__exec_system(struct x86emu_ctx *c)
 		/* A software interrupt: trap-like, returns after the instruction. */
 		return x86emu__deliver(c, vector, false, 0, EVENT_SOFTWARE, c->next_rip);
 	}
+	case ZYDIS_MNEMONIC_INT1:
+		/*
+		 * INT1 (ICEBP, F1) is #DB as the processor raises it: trap-like
+		 * (RIP after the instruction), no gate DPL check, EXT set in
+		 * error codes.  The host delivers it so from CPL 3.
+		 */
+		return x86emu__deliver(c, X86EMU_EXC_DB, false, 0, EVENT_TRAP, c->next_rip);
 	case ZYDIS_MNEMONIC_SYSCALL:
 		return exec_syscall(c);
 	case ZYDIS_MNEMONIC_SYSRET:
