@@ -600,6 +600,25 @@ static void int1_raises_db_after_the_instruction_without_a_dpl_check(void **stat
 	assert_int_equal(stack_qword(1), TM_SEL_UCODE);
 }
 
+/* SDM IRET: at CPL 0 the image sets VIF and VIP as it sets IOPL; elsewhere they stay. */
+GUEST(g_iret_vif, "pushfq\n orl $0x180000, (%rsp)\n popfq\n"	/* POPF never sets them */
+		  "mov %rsp, %rax\n pushq $0x10\n push %rax\n pushfq\n orl $0x183000, (%rsp)\n"
+		  "pushq $0x08\n lea 1f(%rip), %rax\n push %rax\n iretq\n 1: hlt");
+
+static void iretq_at_cpl0_loads_vif_and_vip(void **state)
+{
+	(void)state;
+	LOAD(g_iret_vif);
+	assert_int_equal(tm_step(&g_m, 3), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.rflags & (X86EMU_FLAG_VIF | X86EMU_FLAG_VIP));
+	assert_int_equal(tm_step(&g_m, 20), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_true(g_m.cpu.rflags & X86EMU_FLAG_VIF);
+	assert_true(g_m.cpu.rflags & X86EMU_FLAG_VIP);
+	assert_int_equal(g_m.cpu.rflags & X86EMU_FLAG_IOPL, X86EMU_FLAG_IOPL);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -841,6 +860,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(iretq_at_cpl0_loads_vif_and_vip),
 		cmocka_unit_test(int1_raises_db_after_the_instruction_without_a_dpl_check),
 		cmocka_unit_test(trap_flag_single_steps_as_the_host_does),
 		cmocka_unit_test(misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check),

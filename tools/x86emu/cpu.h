@@ -57,6 +57,8 @@ enum x86emu_sreg {
 #define X86EMU_FLAG_RF   (1ull << 16)
 #define X86EMU_FLAG_VM   (1ull << 17)
 #define X86EMU_FLAG_AC   (1ull << 18)
+#define X86EMU_FLAG_VIF  (1ull << 19)
+#define X86EMU_FLAG_VIP  (1ull << 20)
 #define X86EMU_FLAG_ID   (1ull << 21)
 /* The six status flags the arithmetic instructions define. */
 #define X86EMU_FLAGS_ARITH (X86EMU_FLAG_CF | X86EMU_FLAG_PF | X86EMU_FLAG_AF | \

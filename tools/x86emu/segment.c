@@ -168,8 +168,9 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 			       X86EMU_FLAG_NT | X86EMU_FLAG_RF | X86EMU_FLAG_AC | X86EMU_FLAG_ID;
 		if (cpu->cpl <= iopl(cpu))
 			can |= X86EMU_FLAG_IF;
+		/* SDM IRET: at CPL 0 the image also sets IOPL, and VIF and VIP. */
 		if (cpu->cpl == 0)
-			can |= X86EMU_FLAG_IOPL;
+			can |= X86EMU_FLAG_IOPL | X86EMU_FLAG_VIF | X86EMU_FLAG_VIP;
 		if (sz == 4)
 			can &= 0xffffffffull;
 		cpu->rflags = (cpu->rflags & ~can) | (fl & can) | X86EMU_FLAG_FIXED;
