@@ -619,6 +619,38 @@ static void iretq_at_cpl0_loads_vif_and_vip(void **state)
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
 }
 
+/*
+ * LTR and LLDT of a 16-byte descriptor whose 64-bit base is not canonical
+ * are #GP(selector) (KVM checks the same); TR stays as it was, so no later
+ * stack switch reads the TSS at a non-canonical address.
+ */
+GUEST(g_ltr_noncanonical, "mov $0x38, %eax\n ltr %ax\n hlt");
+GUEST(g_lldt_noncanonical, "mov $0x38, %eax\n lldt %ax\n hlt");
+
+static void ltr_and_lldt_with_a_noncanonical_base_are_gp(void **state)
+{
+	(void)state;
+	for (unsigned k = 0; k < 2; k++) {
+		if (k == 0)
+			LOAD(g_ltr_noncanonical);
+		else
+			LOAD(g_lldt_noncanonical);
+		/* Base 0xffff7ffffffff000: type 9 (TSS) or 2 (LDT), present, limit 0x67. */
+		uint64_t lo = 0x67 | (0xfff000ull << 16) | ((k == 0 ? 0x9ull : 0x2ull) << 40) |
+			      (1ull << 47) | (0xffull << 56);
+		g_m.cpu.gdtr.limit = 0x47;
+		tm_wr(&g_m, TM_GDT + 0x38, 8, lo);
+		tm_wr(&g_m, TM_GDT + 0x40, 8, 0xffff7fffull);
+		struct x86emu_segment tr = g_m.cpu.tr, ldtr = g_m.cpu.ldtr;
+		assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_BUDGET);
+		assert_true(in_handler(X86EMU_EXC_GP));
+		assert_int_equal(stack_qword(0), 0x38);
+		assert_memory_equal(&g_m.cpu.tr, &tr, sizeof(tr));
+		assert_memory_equal(&g_m.cpu.ldtr, &ldtr, sizeof(ldtr));
+		assert_int_equal(tm_rd(&g_m, TM_GDT + 0x38, 8), lo);	/* not marked busy */
+	}
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -860,6 +892,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(ltr_and_lldt_with_a_noncanonical_base_are_gp),
 		cmocka_unit_test(iretq_at_cpl0_loads_vif_and_vip),
 		cmocka_unit_test(int1_raises_db_after_the_instruction_without_a_dpl_check),
 		cmocka_unit_test(trap_flag_single_steps_as_the_host_does),

@@ -149,14 +149,14 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigne
 /* ---- memory ---------------------------------------------------------------------- */
 
 /*
- * An access whose last byte leaves the canonical range faults #GP(0) before
+ * An access whose first or last byte is not canonical faults #GP(0) before
  * any byte is touched (SDM 3.3.7.1).  Accesses through a segment were
  * checked by x86emu__linear() already, with #SS for the stack; this catches
  * the implicit ones (descriptor tables, the TSS, fetches).
  */
 static inline int check_span(struct x86emu_ctx *c, uint64_t la, unsigned size)
 {
-	if (!is_canonical(la + size - 1) || la + size - 1 < la)
+	if (!is_canonical(la) || !is_canonical(la + size - 1) || la + size - 1 < la)
 		return raise_gp(c, 0);
 	return XS_OK;
 }

@@ -253,6 +253,11 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 			return raise_gp(c, sel & 0xfffc);
 		if (!((lo >> 47) & 1))
 			return raise_fault(c, X86EMU_EXC_NP, true, sel & 0xfffc);
+		/* A 64-bit base that is not canonical is #GP(selector), as KVM does it. */
+		uint64_t base = ((lo >> 16) & 0xffffff) | (((lo >> 56) & 0xff) << 24) |
+				((hi & 0xffffffffull) << 32);
+		if (!is_canonical(base))
+			return raise_gp(c, sel & 0xfffc);
 		if (ltr) {
 			/* Mark the descriptor busy (type 11) in the GDT, as the CPU does. */
 			uint8_t access = (uint8_t)((lo >> 40) | 0x2);
