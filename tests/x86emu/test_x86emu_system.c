@@ -651,6 +651,33 @@ static void ltr_and_lldt_with_a_noncanonical_base_are_gp(void **state)
 	}
 }
 
+/*
+ * A single-step trap whose delivery the machine answers with "retry": the
+ * stepped instruction is done (the step reports it), the trap stays owed,
+ * and the next step retries only the delivery, changing nothing, until it
+ * goes through.
+ */
+GUEST(g_tf_retry, "nop\n nop\n hlt");
+
+static void single_step_trap_delivery_retried_keeps_the_instruction_done(void **state)
+{
+	(void)state;
+	LOAD(g_tf_retry);
+	g_m.cpu.rflags |= X86EMU_FLAG_TF;
+	tm_set_pages(&g_m, TM_STACK - 4096, 4096, TM_PAGE_RETRY);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 1);
+	assert_true(g_m.cpu.db_pending);
+	struct x86emu_cpu before = g_m.cpu;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+	assert_memory_equal(&g_m.cpu, &before, sizeof(before));
+	tm_set_pages(&g_m, TM_STACK - 4096, 4096, TM_PAGE_RAM);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.db_pending);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_DB));
+	assert_int_equal(stack_qword(0), TM_CODE + 1);		/* the second NOP was not run */
+}
+
 GUEST(g_cr3_noflush,
       "mov %cr4, %rcx\n or $0x20000, %rcx\n mov %rcx, %cr4\n"	/* PCIDE */
       "movabs $0x8000000000005001, %rax\n mov %rax, %cr3\n mov %cr3, %rbx\n hlt");
@@ -892,6 +919,7 @@ int main(void)
 		cmocka_unit_test(syscall_enters_the_kernel_and_sysret_returns),
 		cmocka_unit_test(control_register_writes_are_validated_and_reported_to_the_machine),
 		cmocka_unit_test(cr3_no_flush_bit_reaches_the_machine_but_is_not_stored),
+		cmocka_unit_test(single_step_trap_delivery_retried_keeps_the_instruction_done),
 		cmocka_unit_test(ltr_and_lldt_with_a_noncanonical_base_are_gp),
 		cmocka_unit_test(iretq_at_cpl0_loads_vif_and_vip),
 		cmocka_unit_test(int1_raises_db_after_the_instruction_without_a_dpl_check),

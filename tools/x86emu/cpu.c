@@ -495,7 +495,13 @@ static int step_one(struct x86emu_ctx *c)
 		/* After MOV SS the trap waits for the next instruction, which traps anyway. */
 		if (tf && !c->mov_ss) {
 			c->arch->db_pending = true;
-			return deliver_single_step(c);
+			/*
+			 * The instruction is done whatever the delivery says: a
+			 * retry leaves the trap owed, and the next step makes it
+			 * before anything else (then a retry changes nothing).
+			 */
+			rc = deliver_single_step(c);
+			return rc == XS_RETRY ? XS_OK : rc;
 		}
 		return XS_OK;
 	case XS_FAULT: {
