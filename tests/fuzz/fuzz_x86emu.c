@@ -439,10 +439,13 @@ static bool same_outside(const struct x86emu_cpu *a, const struct x86emu_cpu *b,
 
 /* A step that delivered event e (an exception, or an external interrupt
  * when !exception): the instruction changed nothing, the frame holds the
- * state before it, and the CPU went to the gate's handler. */
+ * state before it, and the CPU went to the gate's handler.  A single-step
+ * #DB owed by the previous instruction is a step of its own, a trap: its
+ * frame holds RFLAGS as they are (no RF forced in). */
 static void check_delivery(const struct x86emu_cpu *pre, const struct x86emu_cpu *c,
                            const struct x86emu_event *e, bool exception)
 {
+    bool fault = exception && !(pre->db_pending && e->vector == X86EMU_EXC_DB);
     if (!same_outside(pre, c, false))
         fail("an event's delivery changed registers it must not", pre);
     if (e->vector == X86EMU_EXC_PF && exception && c->cr2 != e->cr2)
@@ -471,7 +474,7 @@ static void check_delivery(const struct x86emu_cpu *pre, const struct x86emu_cpu
         return; /* the frame went to the device or a hole */
     const uint64_t *g = f + (n - 5);
     if (g[0] != pre->rip || g[1] != pre->seg[X86EMU_CS].selector ||
-        g[2] != (pre->rflags | (exception ? X86EMU_FLAG_RF : 0)) ||
+        g[2] != (pre->rflags | (fault ? X86EMU_FLAG_RF : 0)) ||
         g[3] != pre->gpr[X86EMU_RSP] ||
         g[4] != pre->seg[X86EMU_SS].selector)
         fail("the exception frame does not hold the state before the instruction", pre);

@@ -652,10 +652,10 @@ static void ltr_and_lldt_with_a_noncanonical_base_are_gp(void **state)
 }
 
 /*
- * A single-step trap whose delivery the machine answers with "retry": the
- * stepped instruction is done (the step reports it), the trap stays owed,
- * and the next step retries only the delivery, changing nothing, until it
- * goes through.
+ * A single-step trap is delivered as a step of its own, ahead of any
+ * interrupt: the stepped instruction is done (the step reports it) and the
+ * trap owed; a delivery the machine answers with "retry" changes nothing
+ * and is made again by the next step.
  */
 GUEST(g_tf_retry, "nop\n nop\n hlt");
 
@@ -668,6 +668,8 @@ static void single_step_trap_delivery_retried_keeps_the_instruction_done(void **
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
 	assert_int_equal(g_m.cpu.rip, TM_CODE + 1);
 	assert_true(g_m.cpu.db_pending);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	assert_false(x86emu_interrupts_enabled(&g_m.cpu));
 	struct x86emu_cpu before = g_m.cpu;
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
 	assert_memory_equal(&g_m.cpu, &before, sizeof(before));

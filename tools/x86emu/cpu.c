@@ -436,17 +436,18 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 /*
  * The single-step trap (SDM 17.3.1.4): #DB after an instruction that began
  * with TF set, with DR6.BS set and the next instruction's RIP pushed.  It is
- * owed (db_pending) until delivered, so a delivery the machine retries is
- * made again before the next instruction.
+ * owed (db_pending) until delivered; a delivery the machine retries changes
+ * nothing and is made again by the next step.
  */
 static int deliver_single_step(struct x86emu_ctx *c)
 {
 	struct x86emu_fault f = { .vector = X86EMU_EXC_DB };
 
-	c->arch->dr[6] |= 1ull << 14;	/* BS */
 	int rc = x86emu__raise(c, &f, EVENT_TRAP, c->arch->rip);
-	if (rc == XS_OK)
+	if (rc == XS_OK) {
+		c->arch->dr[6] |= 1ull << 14;	/* BS, for the handler */
 		c->arch->db_pending = false;
+	}
 	return rc;
 }
 
@@ -492,17 +493,15 @@ static int step_one(struct x86emu_ctx *c)
 			c->arch->halted = true;
 			return XS_HALT;
 		}
-		/* After MOV SS the trap waits for the next instruction, which traps anyway. */
-		if (tf && !c->mov_ss) {
+		/*
+		 * The trap is owed from here and delivered as the next step,
+		 * before any instruction or interrupt (x86emu_interrupts_enabled()
+		 * says no meanwhile), so a step is an instruction or an event,
+		 * and a delivery the machine retries changes nothing.  After
+		 * MOV SS it waits for the next instruction, which traps anyway.
+		 */
+		if (tf && !c->mov_ss)
 			c->arch->db_pending = true;
-			/*
-			 * The instruction is done whatever the delivery says: a
-			 * retry leaves the trap owed, and the next step makes it
-			 * before anything else (then a retry changes nothing).
-			 */
-			rc = deliver_single_step(c);
-			return rc == XS_RETRY ? XS_OK : rc;
-		}
 		return XS_OK;
 	case XS_FAULT: {
 		struct x86emu_fault f = c->fault;
@@ -547,7 +546,8 @@ int x86emu_step(struct x86emu_cpu *cpu, const struct x86emu_env *env, unsigned b
 
 bool x86emu_interrupts_enabled(const struct x86emu_cpu *cpu)
 {
-	return (cpu->rflags & X86EMU_FLAG_IF) && !cpu->intr_shadow && !cpu->shutdown;
+	return (cpu->rflags & X86EMU_FLAG_IF) && !cpu->intr_shadow && !cpu->shutdown &&
+	       !cpu->db_pending;	/* a single-step trap goes first (SDM 6.9) */
 }
 
 int x86emu_interrupt(struct x86emu_cpu *cpu, const struct x86emu_env *env, uint8_t vector)

@@ -321,7 +321,7 @@ void x86emu_cpu_init_long_mode(struct x86emu_cpu *cpu);
  */
 int x86emu_step(struct x86emu_cpu *cpu, const struct x86emu_env *env, unsigned budget);
 
-/* Whether a maskable external interrupt can be taken now (IF=1, no shadow). */
+/* Whether a maskable external interrupt can be taken now (IF=1, no shadow, no owed #DB). */
 bool x86emu_interrupts_enabled(const struct x86emu_cpu *cpu);
 
 /*
