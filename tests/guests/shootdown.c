@@ -154,6 +154,17 @@ int guest_main(void)
     CHECK(rc == EMU_HC_EINVAL, "flush of a misaligned address: %d", rc);
     rc = rt_flush(1, PRIVATE, 0, 0);
     CHECK(rc == EMU_HC_EINVAL, "flush of no pages: %d", rc);
+    rc = rt_flush(1, PRIVATE, EMU_FLUSH_PAGES_MAX + 1, 0);
+    CHECK(rc == EMU_HC_EINVAL, "flush of too many pages: %d", rc);
+    rc = rt_flush(1, PRIVATE, 1, 1u << 3);
+    CHECK(rc == EMU_HC_EINVAL, "flush with an unknown flag: %d", rc);
+    /* Pages past the top of the address space: refused, not the machine stopped. */
+    rc = rt_flush(1, 0xfffffffffffff000ul, 2, 0);
+    CHECK(rc == EMU_HC_EINVAL, "local flush wrapping past 2^64: %d", rc);
+    rc = rt_flush(rt_vcpus_mask(rt_nr_vcpus), 0xffffffffffffe000ul, 3, EMU_FLUSH_ASYNC);
+    CHECK(rc == EMU_HC_EINVAL, "flush wrapping past 2^64: %d", rc);
+    rc = rt_flush(1, 0xffffffffffffe000ul, 2, 0);
+    CHECK(rc == EMU_HC_OK, "flush of the last two pages: %d", rc);
     rt_printf("async flush accepted; bad flush requests refused\n");
     rt_printf("shootdown: ok\n");
     return 0;

@@ -140,7 +140,9 @@ enum emu_hypercall_op {
 
 /** Results stored in emu_hypercall::result. */
 #define EMU_HC_OK 0
-#define EMU_HC_EINVAL (-1)   /**< unknown op, bad flags, vCPU out of range */
+#define EMU_HC_EINVAL (-1)   /**< unknown op, bad flags, vCPU out of range, a FLUSH
+                                   range that is misaligned, empty, too long or
+                                   runs past 2^64 */
 #define EMU_HC_EBUSY (-2)    /**< START of a vCPU already started */
 
 /** A hypercall's parameter block (72 bytes, 8-byte aligned). */

@@ -241,6 +241,9 @@ static int hc_flush(struct emu_machine *m, unsigned caller, const struct emu_hyp
     if (!(hc->flags & EMU_FLUSH_ALL)) {
         if (hc->count < 1 || hc->count > EMU_FLUSH_PAGES_MAX || (hc->va & 0xfff))
             return EMU_HC_EINVAL;
+        /* The pages must not run past the top of the address space. */
+        if (hc->count - 1 > (~0ull - hc->va) >> 12)
+            return EMU_HC_EINVAL;
     }
     atomic_fetch_add_explicit(&m->stats.flush_calls, 1, memory_order_relaxed);
     if (hc->flags & EMU_FLUSH_ASYNC)
