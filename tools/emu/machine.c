@@ -220,10 +220,12 @@ static int hc_start(struct emu_machine *m, const struct emu_hypercall *hc)
         return EMU_HC_EINVAL;
     struct emu_vcpu_state *v = &m->vcpu[hc->vcpu];
     bool expected = false;
-    v->boot = (struct emu_vcpu_boot){
-        .rip = hc->rip, .rsp = hc->rsp, .rdi = hc->arg, .rsi = hc->vcpu, .cr3 = hc->cr3};
+    /* Only the START that wins writes the boot state: a refused one must not
+     * change what the vCPU, perhaps booting now on its own thread, reads. */
     if (atomic_load(&v->started) || !atomic_compare_exchange_strong(&v->started, &expected, true))
         return EMU_HC_EBUSY;
+    v->boot = (struct emu_vcpu_boot){
+        .rip = hc->rip, .rsp = hc->rsp, .rdi = hc->arg, .rsi = hc->vcpu, .cr3 = hc->cr3};
     if (m->ops->start_vcpu(m, hc->vcpu) < 0) {
         atomic_store(&v->started, false);
         return EMU_HC_EINVAL;
