@@ -4,9 +4,9 @@
  * a buffer; every vCPU counts with locked instructions into one word and
  * copies pages with REP MOVS; vCPU 0 then remaps a page the others have
  * been reading and shoots it down with IPIs and with the PV flush
- * hypercall; with a device attached (`vmmu run --dma`), vCPU 0 has the
- * DMA engine copy a page; each step checks its result and says what
- * happened.
+ * hypercall, while the readers check that no old translation survives;
+ * with a device attached (`vmmu run --dma`), vCPU 0 has the DMA engine
+ * copy a page; each step checks its result and says what happened.
  */
 #include "runtime.h"
 
@@ -74,9 +74,15 @@ static void work(unsigned index)
                   PAGE_SIZE);
     rt_barrier(n);
     /* Read the shared page (keeping its translation cached) until vCPU 0
-     * says stop; tests/guests/shootdown.c checks what such readers see. */
-    while (__atomic_load_n(&phase, __ATOMIC_ACQUIRE) < 100)
-        (void)*(volatile uint64_t *)SHARED;
+     * says stop.  Page ph holds ph; an even phase is published after its PV
+     * flush returned, an odd one before its IPI, so the value read may lag
+     * behind an odd phase until this vCPU's handler acknowledged it. */
+    unsigned ph;
+    while ((ph = __atomic_load_n(&phase, __ATOMIC_ACQUIRE)) < 100) {
+        unsigned floor = (ph & 1) && acks[index] != ph ? ph - 1 : ph;
+        uint64_t v = *(volatile uint64_t *)SHARED;
+        CHECK(v >= floor, "vcpu %u read %lu in phase %u: a stale translation", index, v, ph);
+    }
     __atomic_fetch_add(&done, 1, __ATOMIC_SEQ_CST);
 }
 
