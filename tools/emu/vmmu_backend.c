@@ -812,9 +812,12 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
         uint64_t slow = vt.slow_hits + vt.victim_hits + vt.misses;
         uint64_t inline_hits = v->mem.pieces > slow ? v->mem.pieces - slow : 0;
         if (per_vcpu && atomic_load(&m->vcpu[i].started))
-            fprintf(out, "  vcpu %u: %llu instructions, %llu accesses, %.1f%% TLB hits, "
-                    "%llu walks, %llu flush-all\n", i,
-                    (unsigned long long)v->cpu.icount, (unsigned long long)v->mem.pieces,
+            fprintf(out, "  vcpu %u: %llu instructions, %llu accesses (%llu page parts), "
+                    "%.1f%% TLB hits, %llu walks, %llu flush-all\n", i,
+                    (unsigned long long)v->cpu.icount,
+                    (unsigned long long)(v->mem.fetches + v->mem.reads + v->mem.writes +
+                                         v->mem.rmws),
+                    (unsigned long long)v->mem.pieces,
                     pct(inline_hits + vt.slow_hits + vt.victim_hits, v->mem.pieces),
                     (unsigned long long)vt.walks, (unsigned long long)vt.flush_all);
         insns += v->cpu.icount;
@@ -884,7 +887,8 @@ static void vb_summary(struct emu_machine *m, FILE *out, bool per_vcpu)
     struct vmmu_dm_server_stats ds = {0};
     if (b->dmdev && vmmu_dm_server_stats(b->dmdev, &ds) == 0)
         fprintf(out, "device model:       %llu requests (%llu pending), %llu mapcache "
-                "invalidations, %llu paged-out ranges asked back, %llu protocol errors%s\n",
+                "invalidations, %llu page-in requests (maps outside the region table), "
+                "%llu protocol errors%s\n",
                 (unsigned long long)ds.requests, (unsigned long long)ds.pending,
                 (unsigned long long)ds.invalidations, (unsigned long long)ds.page_ins,
                 (unsigned long long)ds.proto_errors, ds.dead ? ", dead" : "");
