@@ -24,11 +24,14 @@
  * +4 is a 32-bit scratch register.
  *
  *   vmmu-dmdev (--fd N | --socket PATH) [--spin-us N] [--cache-bytes N]
- *              [--chunk-delay-us N]
+ *              [--chunk-delay-us N] [--mmio-base GPA] [--port-base P]
  *
- * It exits 0 when the vm hangs up, 1 on a protocol or set-up error.
+ * Numbers are decimal, or hexadecimal with 0x.  It exits 0 when the vm
+ * hangs up, 1 on a protocol or set-up error or a bad argument.
  */
 #include <errno.h>
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,6 +157,31 @@ static uint64_t pio(struct dmdev *d, const struct vmmu_dmc_req *r, uint64_t offs
     return 0;
 }
 
+/* Decimal, or hexadecimal with 0x: the whole string, no sign or blanks, at
+ * most @p max.  Else say which option wanted a number. */
+static int parse_num(const char *opt, const char *s, uint64_t max, uint64_t *out)
+{
+    int base = 10;
+    const char *p = s, *digits = "0123456789";
+    if (p[0] == '0' && (p[1] == 'x' || p[1] == 'X')) {
+        base = 16;
+        p += 2;
+        digits = "0123456789abcdefABCDEF";
+    }
+    char *end = NULL;
+    unsigned long long v = 0;
+    errno = 0;
+    if (*p && strchr(digits, *p))
+        v = strtoull(p, &end, base);
+    if (!end || errno || *end || v > max) {
+        fprintf(stderr, "vmmu-dmdev: %s needs a number up to %llu, not '%s'\n", opt,
+                (unsigned long long)max, s);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 static int usage(void)
 {
     fprintf(stderr, "usage: vmmu-dmdev (--fd N | --socket PATH) [--spin-us N] "
@@ -172,22 +200,36 @@ int main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v)
             return usage();
-        if (!strcmp(a, "--fd"))
-            fd = atoi(v);
-        else if (!strcmp(a, "--socket"))
+        uint64_t n = 0;
+        if (!strcmp(a, "--socket")) {
             path = v;
-        else if (!strcmp(a, "--spin-us"))
-            cfg.spin_us = (unsigned)strtoul(v, NULL, 0);
-        else if (!strcmp(a, "--cache-bytes"))
-            cfg.mapcache_bytes = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--chunk-delay-us"))
-            d.chunk_delay_us = (unsigned)strtoul(v, NULL, 0);
-        else if (!strcmp(a, "--mmio-base"))
-            mmio_base = strtoull(v, NULL, 0);
-        else if (!strcmp(a, "--port-base"))
-            port_base = strtoull(v, NULL, 0);
-        else
+            continue;
+        }
+        if (!strcmp(a, "--fd")) {
+            if (parse_num(a, v, INT_MAX, &n))
+                return 1;
+            fd = (int)n;
+        } else if (!strcmp(a, "--spin-us") || !strcmp(a, "--chunk-delay-us")) {
+            if (parse_num(a, v, UINT_MAX, &n))
+                return 1;
+            if (a[2] == 's')
+                cfg.spin_us = (unsigned)n;
+            else
+                d.chunk_delay_us = (unsigned)n;
+        } else if (!strcmp(a, "--cache-bytes") || !strcmp(a, "--mmio-base")) {
+            if (parse_num(a, v, UINT64_MAX, &n))
+                return 1;
+            if (a[2] == 'c')
+                cfg.mapcache_bytes = n;
+            else
+                mmio_base = n;
+        } else if (!strcmp(a, "--port-base")) {
+            if (parse_num(a, v, UINT16_MAX, &n))
+                return 1;
+            port_base = n;
+        } else {
             return usage();
+        }
     }
     if ((fd < 0) == !path)
         return usage();
