@@ -93,8 +93,13 @@ static void vb_kick(struct emu_machine *m, unsigned index)
         return;
     struct vb_vcpu *v = &b->vcpu[index];
     pthread_mutex_lock(&b->halt_lock);
-    atomic_store(&v->kicked, true);
-    pthread_cond_signal(&v->wake);
+    /* It stops counting as blocked now, not when its thread gets to run:
+     * until then a vCPU that halts next must not find every vCPU blocked. */
+    if (v->blocked) {
+        v->blocked = false;
+        b->blocked--;
+        pthread_cond_signal(&v->wake);
+    }
     pthread_mutex_unlock(&b->halt_lock);
 }
 
@@ -121,16 +126,16 @@ static void halt_wait(struct vb_vcpu *v)
     }
     pthread_mutex_lock(&b->halt_lock);
     while (!has_work(v)) {
-        if (++b->blocked == b->started) {
-            /* Only vCPUs post interrupts, and none is running: nothing can ever wake us. */
-            b->blocked--;
+        if (b->blocked + 1 == b->started) {
+            /* Only vCPUs post interrupts, and every other one sleeps with
+             * no kick on its way: nothing can ever wake us. */
             all_halted = true;
             break;
         }
-        atomic_store(&v->kicked, false);
-        while (!atomic_load(&v->kicked))
+        b->blocked++;
+        v->blocked = true;
+        while (v->blocked) /* until a kick, which also uncounts us */
             pthread_cond_wait(&v->wake, &b->halt_lock);
-        b->blocked--;
     }
     pthread_mutex_unlock(&b->halt_lock);
     rc = vmmu_vcpu_online(v->vcpu);

@@ -40,7 +40,7 @@ struct vb_vcpu {
     bool thread_started;     /* with vb.halt_lock */
 
     pthread_cond_t wake;     /* with vb.halt_lock */
-    _Atomic bool kicked;
+    bool blocked;            /* with vb.halt_lock: asleep in HLT, counted in vb.blocked */
 
     struct vb_mem_stats mem;
     bool pending;              /* this instruction's access pends: keep the latch */
