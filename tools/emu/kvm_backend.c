@@ -61,6 +61,7 @@ struct kb_vcpu {
     bool thread_started;     /* with kb.lock */
     pthread_cond_t wake;     /* with kb.lock */
     bool halted;             /* with kb.lock */
+    bool asleep;             /* with kb.lock: waiting in HLT, counted in kb.blocked */
     _Atomic bool kicked;
     _Atomic uint64_t exits;  /* times it left KVM_RUN */
     _Atomic bool flush_pending;   /* a PV flush targets it */
@@ -286,6 +287,12 @@ static void kb_kick(struct emu_machine *m, unsigned index)
     struct kb_vcpu *v = &k->vcpu[index];
     pthread_mutex_lock(&k->lock);
     atomic_store(&v->kicked, true);
+    /* It stops counting as blocked now, not when its thread gets to run:
+     * until then a vCPU that halts next must not find every vCPU blocked. */
+    if (v->asleep) {
+        v->asleep = false;
+        k->blocked--;
+    }
     pthread_cond_signal(&v->wake);
     if (v->thread_started && !v->halted)
         pthread_kill(v->thread, KB_KICK_SIGNAL);
@@ -302,15 +309,14 @@ static void halt_wait(struct kb_vcpu *v)
     pthread_mutex_lock(&k->lock);
     v->halted = true;
     while (!emu_machine_stopping(m) && !emu_irq_pending(m, v->index)) {
-        if (++k->blocked == k->started) {
-            k->blocked--;
+        if (k->blocked + 1 == k->started) {
             all_halted = true;
             break;
         }
-        atomic_store(&v->kicked, false);
-        while (!atomic_load(&v->kicked))
+        k->blocked++;
+        v->asleep = true;
+        while (v->asleep) /* until a kick, which also uncounts us */
             pthread_cond_wait(&v->wake, &k->lock);
-        k->blocked--;
     }
     v->halted = false;
     pthread_mutex_unlock(&k->lock);
