@@ -207,7 +207,10 @@ static bool take_interrupt(struct vb_vcpu *v)
 static int run_block(struct vb_vcpu *v)
 {
     int rc = X86EMU_EXIT_BUDGET;
+    uint64_t limit = v->m->cfg.max_insns;
     for (unsigned n = 0; n < VB_BUDGET && rc == X86EMU_EXIT_BUDGET; n++) {
+        if (limit && v->cpu.icount >= limit)
+            break; /* not one instruction more: the caller stops the machine */
         bool latched = v->latched_next;
         v->latched_next = false;
         v->pending = false;
