@@ -698,7 +698,8 @@ static int vb_create(struct emu_machine *m)
         return -1;
     pthread_mutex_init(&b->halt_lock, NULL);
     m->backend = b;
-    struct vmmu_vm_config vc = {.gpa_bits = 40, .name = "vmmu-run"};
+    /* Guest-physical addresses as wide as the CPU model's MAXPHYADDR below. */
+    struct vmmu_vm_config vc = {.gpa_bits = VB_MAXPHYADDR, .name = "vmmu-run"};
     int rc = vmmu_vm_create(&vc, &b->vm);
     if (rc < 0) {
         fprintf(stderr, "vmmu run: vmmu_vm_create: %s\n", vmmu_strerror(rc));
@@ -711,7 +712,12 @@ static int vb_create(struct emu_machine *m)
         fprintf(stderr, "vmmu run: adding RAM: %s\n", vmmu_strerror(rc));
         return -1;
     }
-    /* What this machine's KVM offers too: no LA57, PKU/PKS or 1 GiB pages. */
+    /* What this machine's KVM offers too: no LA57, PKU/PKS or 1 GiB pages.
+     * MAXPHYADDR is VB_MAXPHYADDR, which the machine's CPUID reports
+     * (vb_hook_cpuid) and the interpreter's MOV to CR3 checks: with
+     * another width the guest would be told one thing and walked by
+     * another, and a CR3 the interpreter accepts but vmmu refuses would
+     * stop the machine. */
     struct vmmu_x86_cpu model = {
         .vendor = VMMU_X86_VENDOR_INTEL,
         .features = VMMU_X86_FEAT_NX | VMMU_X86_FEAT_LM | VMMU_X86_FEAT_PCID |
