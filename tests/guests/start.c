@@ -10,7 +10,7 @@
 #include "runtime.h"
 
 #define WILD_RIP 0xdead0000ul
-#define WILD_CR3 0x123456789000ul /* above MAXPHYADDR: no vCPU could boot with it */
+#define WILD_CR3 0x7ff0000000001000ul /* bits above any MAXPHYADDR: no vCPU boots with it */
 #define ARG(i) (0x5a5a000000000000ul | (i))
 
 static struct emu_hypercall hc __attribute__((aligned(8)));
