@@ -6,7 +6,8 @@
 # RUN-OPTIONs go to `vmmu run` (--pager N, --dma): the transcript must be
 # the same whatever the machine does underneath.
 #
-# BASE.VCPUS.expected is used if it exists, else BASE.expected.  A line of
+# BASE.VCPUS.expected is used if it exists, else BASE.expected (and with
+# --dma, --dmdev or --dm-listen, BASE.dma.expected if it exists).  A line of
 # the expected transcript that starts with "~" matches any console line
 # with the same text up to its first ':' (for lines that vary from run to
 # run, such as timings).  The guest's exit status must be 0.
@@ -15,6 +16,13 @@ vmmu=$1 elf=$2 vcpus=$3 base=$4
 shift 4
 expected=$base.$vcpus.expected
 [ -f "$expected" ] || expected=$base.expected
+# With a device model attached, BASE.dma.expected if it exists: a guest
+# that says whether it found the device must have found it.
+for opt in "$@"; do
+    case $opt in
+    --dma | --dmdev | --dm-listen) [ -f "$base.dma.expected" ] && expected=$base.dma.expected ;;
+    esac
+done
 out=$(mktemp) || exit 1
 trap 'rm -f "$out"' EXIT
 "$vmmu" run --vcpus "$vcpus" --max-insns 2000000000 "$@" "$elf" >"$out"
