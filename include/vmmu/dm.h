@@ -122,7 +122,8 @@ struct vmmu_dm_ops {
 /** Options of an out-of-process server.  Zero-initialise it. */
 struct vmmu_dm_remote_config {
     /** Per-request and per-invalidation deadline in milliseconds; 0
-     *  selects 5000.  A server that misses it is declared dead. */
+     *  selects 5000, at most INT_MAX (about 24 days).  A server that
+     *  misses it is declared dead. */
     unsigned timeout_ms;
     /** How long an access waits for the answer on the vCPU before it
      *  returns VMMU_EPENDING, in microseconds.  0: no waiting, the access
@@ -174,7 +175,8 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  * memory it may see anyway, or keep that memory out of the memfd (host
  * pointers), or serve the device in-process.  See docs/devices.md,
  * Robustness.
- * @return 0; VMMU_EINVAL; VMMU_ENOMEM; VMMU_ESYS (memfd, eventfd, mmap,
+ * @return 0; VMMU_EINVAL (NULL @p dm or @p out, a bad socket, or @p cfg
+ *         out of its limits); VMMU_ENOMEM; VMMU_ESYS (memfd, eventfd, mmap,
  *         sendmsg failed); VMMU_EDEAD (the peer already hung up).
  */
 int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,

@@ -13,6 +13,7 @@
  * its timeout to exit on its own, then killed.
  */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -290,7 +291,9 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     struct vmmu_dm *dm = srv->dm;
     unsigned ring = cfg ? cfg->ring_entries : 0;
     unsigned max_regions = cfg && cfg->max_regions ? cfg->max_regions : 64;
-    if ((ring & (ring - 1)) || ring > 4096 || max_regions > 256)
+    /* (The deadline is also a poll() timeout in milliseconds: an int.) */
+    if ((ring & (ring - 1)) || ring > 4096 || max_regions > 256 ||
+        (cfg && cfg->timeout_ms > INT_MAX))
         return VMMU_EINVAL;
     srv->timeout_ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : 5000;
     srv->wait_us = cfg ? cfg->wait_us : 0;

@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -544,6 +545,7 @@ static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(voi
         {.ring_entries = 3},    /* not a power of two */
         {.ring_entries = 8192}, /* above 4096 */
         {.max_regions = 257},   /* above 256 */
+        {.timeout_ms = (unsigned)INT_MAX + 1}, /* not a poll() timeout */
     };
     struct vmmu_dm_server *srv = NULL;
     for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -563,7 +565,8 @@ static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(voi
     assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv), VMMU_EDEAD);
     /* The limits themselves are accepted. */
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    struct vmmu_dm_remote_config most = {.ring_entries = 4096, .max_regions = 256};
+    struct vmmu_dm_remote_config most = {.ring_entries = 4096, .max_regions = 256,
+                                         .timeout_ms = INT_MAX};
     assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &most, &srv), 0);
     assert_int_equal(vmmu_dm_server_destroy(srv), 0);
     close(sv[1]);
