@@ -7,7 +7,7 @@
  *
  * This is what an interpreter or a JIT's helpers call for every guest
  * memory access of an instruction.  Everything runs on the vCPU's own
- * thread (invariant 1) except the vm-wide calls of the dirty log and the
+ * thread except the vm-wide calls of the dirty log and the
  * code-page marks, which any thread may make.
  *
  * ## Results

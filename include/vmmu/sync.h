@@ -7,7 +7,7 @@
  *
  * ## The contract
  *
- * A vCPU runs on one thread of the user's (invariant 1).  That thread
+ * A vCPU runs on one thread of the user's.  That thread
  * calls vmmu_vcpu_online() before it runs guest code, vmmu_vcpu_safepoint()
  * between instructions or blocks, and vmmu_vcpu_offline() before it halts,
  * blocks or leaves guest execution for a while.  **Nothing derived from a

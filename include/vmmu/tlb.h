@@ -65,7 +65,7 @@
  * ## Threads
  *
  * Everything here runs on the thread that runs the vCPU (the one writer of
- * its TLB, invariant 1 of the architecture).  A host pointer obtained from
+ * its TLB).  A host pointer obtained from
  * the TLB is valid until the vCPU's next call into vmmu.
  */
 #ifndef VMMU_TLB_H

@@ -22,7 +22,7 @@
  * bit just switches tables.  Global entries live in the slot that filled
  * them and are dropped in every slot where the architecture says.
  *
- * Threads: a vCPU belongs to the thread that runs it (invariant 1); no
+ * Threads: a vCPU belongs to the thread that runs it; no
  * function here may be called on the same vCPU from two threads at once.
  * Different vCPUs of one vm run concurrently.  Cross-vCPU invalidation
  * (P2M changes, remote flushes) is posted through requests, not here.

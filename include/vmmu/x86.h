@@ -46,8 +46,7 @@
  *    an all-ones PDE is a 4 MiB page with reserved bit 21 (#PF, RSVD=1)
  *    with CR4.PSE=1, else a page table at 0xfffff000.
  *
- * Threads: a struct vmmu_x86_paging belongs to one vCPU thread (the
- * architecture's invariant 1).  Walks on different paging structures may
+ * Threads: a struct vmmu_x86_paging belongs to one vCPU thread.  Walks on different paging structures may
  * run concurrently on the same vm.
  */
 #ifndef VMMU_X86_H
