@@ -6,7 +6,7 @@
  * piece is translated and checked by vmmu__access_xlate() (TLB, or the
  * latch's recorded translation on a replay; rights; VMMU_WATCH_BEFORE
  * watchpoints) before any piece is performed, which is how "fault before
- * side effect" (invariant 4) holds for page-crossing accesses.  Then
+ * side effect" holds for page-crossing accesses.  Then
  * vmmu__piece_read/_write move the bytes: for RAM one load or store when
  * the access is aligned (vmmu_guest_load/store: SDM 8.1.1), else a copy;
  * the region's callbacks for MMIO (through the P2M's guest-physical access, which

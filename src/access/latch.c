@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* The replay latch: what an instruction read, so that its re-execution
- * after a device model answered sees the same thing (invariant 5).
+ * after a device model answered sees the same thing.
  *
  * Three records, all copies (never host pointers, so reclaiming a guest
  * page between the passes needs no wait for the latch):

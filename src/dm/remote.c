@@ -4,8 +4,9 @@
  * model its file descriptors, the region table it maps guest RAM through,
  * and death (hang-up, exit, kill).
  *
- * Death must be provable for invariant 2: a device model that vmmu gave up
- * on may still have guest pages mapped.  When its pid is known (given, or
+ * Death must be provable, so that no stale mapping of guest memory
+ * outlives a server: a device model that vmmu gave up on may still have
+ * guest pages mapped.  When its pid is known (given, or
  * the socket's peer credentials) we hold a pidfd: a server is marked dead
  * only after its process has exited (pidfd readable), which the kernel
  * signals after the process's address space is torn down.  A process that

@@ -20,8 +20,8 @@ uint64_t trand(void)
 }
 
 /*
- * Check every page an access touches before touching memory (vmmu's
- * invariant 4), and build the #PF error code of SDM 4.7: P (bit 0) for a
+ * Check every page an access touches before touching memory (as vmmu
+ * does: fault before side effect), and build the #PF error code of SDM 4.7: P (bit 0) for a
  * protection fault, W/R (bit 1), U/S (bit 2), I/D (bit 4).
  */
 static int check(struct tm *m, const struct x86emu_access *a, bool write,

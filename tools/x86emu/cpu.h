@@ -232,7 +232,7 @@ enum x86emu_cb_status {
 	 * changed (RIP still at it), and x86emu_step() returns X86EMU_EXIT_RETRY
 	 * so the machine can, e.g., wait for a device model and re-execute.
 	 * (Memory already written by an earlier access of the same instruction
-	 * is the memory layer's business: see invariant 5, replay.)
+	 * is the memory layer's business: its replay latch.)
 	 */
 	X86EMU_CB_RETRY = 2,
 };
