@@ -61,9 +61,13 @@ struct vmmu_gpa_range {
 
 /* ---- vCPU life cycle ---------------------------------------------------- */
 
+/** The largest vCPU id: a vm has at most VMMU_VCPU_ID_MAX + 1 vCPUs. */
+#define VMMU_VCPU_ID_MAX 65535
+
 /**
- * The vCPU's id: a small integer, unique among the vm's live vCPUs,
- * stable for the vCPU's life, reused after vmmu_vcpu_destroy().
+ * The vCPU's id: a small integer (0..VMMU_VCPU_ID_MAX), unique among the
+ * vm's live vCPUs, stable for the vCPU's life, reused after
+ * vmmu_vcpu_destroy().
  * @return the id (>= 0) or VMMU_EINVAL for NULL.
  */
 int vmmu_vcpu_id(const struct vmmu_vcpu *vcpu);
@@ -98,14 +102,15 @@ int vmmu_vcpu_safepoint(struct vmmu_vcpu *vcpu);
 
 /* ---- vCPU sets ---------------------------------------------------------- */
 
-/** A set of vCPU ids, with no fixed limit (it grows as ids are added). */
+/** A set of vCPU ids (0..VMMU_VCPU_ID_MAX); it grows as ids are added. */
 struct vmmu_cpuset;
 
 /** Create an empty set.  @return 0, VMMU_EINVAL, VMMU_ENOMEM. */
 int vmmu_cpuset_create(struct vmmu_cpuset **out);
 /** Destroy a set (NULL is a no-op). */
 void vmmu_cpuset_destroy(struct vmmu_cpuset *set);
-/** Add id @p id.  @return 0, VMMU_EINVAL (NULL, id < 0), VMMU_ENOMEM. */
+/** Add id @p id.  @return 0, VMMU_EINVAL (NULL, id < 0 or above
+ *  VMMU_VCPU_ID_MAX), VMMU_ENOMEM. */
 int vmmu_cpuset_add(struct vmmu_cpuset *set, int id);
 /** Remove id @p id (absent is fine).  @return 0 or VMMU_EINVAL. */
 int vmmu_cpuset_del(struct vmmu_cpuset *set, int id);

@@ -58,7 +58,7 @@ struct vmmu_vcpu;
  * @param cpu the CPU model (copied), or NULL for all features.
  * @param out receives the vCPU.
  * @return 0; VMMU_EINVAL (NULL @p vm or @p out, bad CPU model); VMMU_ENOMEM;
- *         VMMU_ELIMIT (the vm already has 65536 vCPUs).
+ *         VMMU_ELIMIT (the vm already has VMMU_VCPU_ID_MAX + 1 vCPUs).
  */
 int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct vmmu_vcpu **out);
 

@@ -28,7 +28,8 @@ void vmmu_cpuset_destroy(struct vmmu_cpuset *set)
 
 int vmmu_cpuset_add(struct vmmu_cpuset *set, int id)
 {
-    if (!set || id < 0)
+    /* No vm has an id above the limit: a set never needs more than 8 KiB. */
+    if (!set || id < 0 || id > VMMU_VCPU_ID_MAX)
         return VMMU_EINVAL;
     size_t w = (size_t)id / 64;
     if (w >= set->nwords) {

@@ -170,6 +170,7 @@ struct sync_slot {
  * chunk pointers, so up to SYNC_DIR * SYNC_CHUNK vCPUs per vm. */
 #define SYNC_CHUNK 64
 #define SYNC_DIR 1024
+_Static_assert(SYNC_DIR * SYNC_CHUNK == VMMU_VCPU_ID_MAX + 1, "the id directory holds every vCPU id");
 
 struct sync_hook {
     vmmu__reclaim_fn fn;

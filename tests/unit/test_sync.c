@@ -2,6 +2,7 @@
 /* The sync part on one thread: vCPU ids and life cycle, local and remote
  * flushes to offline vCPUs, what each host-initiated P2M change drops,
  * and the reclaim hooks (with a fake consumer). */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -103,6 +104,13 @@ static void cpuset_grows_and_counts(void **state)
     assert_int_equal(vmmu_cpuset_add(s, 3), 0);
     assert_int_equal(vmmu_cpuset_add(s, 1000), 0);
     assert_int_equal(vmmu_cpuset_add(s, -1), VMMU_EINVAL);
+    /* Ids stop at the largest a vm gives: no set grows past that. */
+    assert_int_equal(vmmu_cpuset_add(s, VMMU_VCPU_ID_MAX), 0);
+    assert_true(vmmu_cpuset_has(s, VMMU_VCPU_ID_MAX));
+    assert_int_equal(vmmu_cpuset_add(s, VMMU_VCPU_ID_MAX + 1), VMMU_EINVAL);
+    assert_int_equal(vmmu_cpuset_add(s, INT_MAX), VMMU_EINVAL);
+    assert_false(vmmu_cpuset_has(s, VMMU_VCPU_ID_MAX + 1));
+    assert_int_equal(vmmu_cpuset_del(s, VMMU_VCPU_ID_MAX), 0);
     assert_true(vmmu_cpuset_has(s, 3));
     assert_true(vmmu_cpuset_has(s, 1000));
     assert_false(vmmu_cpuset_has(s, 4));
