@@ -111,11 +111,16 @@ struct emu_boot_info {
 
 /* ---- hypercalls ----------------------------------------------------------- */
 
+/** START's cr3 must be below 2^EMU_START_CR3_BITS: the physical-address
+ *  width (MAXPHYADDR) of the reference emulator's CPU model. */
+#define EMU_START_CR3_BITS 40u
+
 enum emu_hypercall_op {
     /**
      * Start vCPU @ref emu_hypercall::vcpu at rip with rsp, RDI = arg,
      * CR3 = cr3 (and the rest of the entry state above).  Each vCPU but
-     * the first starts once.
+     * the first starts once.  A cr3 with bits at or above
+     * EMU_START_CR3_BITS is refused (EMU_HC_EINVAL): no vCPU could load it.
      */
     EMU_HC_START_VCPU = 1,
     /**

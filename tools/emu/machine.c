@@ -219,10 +219,16 @@ static int hc_start(struct emu_machine *m, const struct emu_hypercall *hc)
     if (hc->vcpu >= m->cfg.nr_vcpus || hc->vcpu == 0)
         return EMU_HC_EINVAL;
     struct emu_vcpu_state *v = &m->vcpu[hc->vcpu];
+    if (atomic_load(&v->started))
+        return EMU_HC_EBUSY;
+    /* A CR3 the vCPU could not load would stop the machine when the vCPU
+     * boots: the caller hears of it now instead. */
+    if (hc->cr3 >> EMU_START_CR3_BITS)
+        return EMU_HC_EINVAL;
     bool expected = false;
     /* Only the START that wins writes the boot state: a refused one must not
      * change what the vCPU, perhaps booting now on its own thread, reads. */
-    if (atomic_load(&v->started) || !atomic_compare_exchange_strong(&v->started, &expected, true))
+    if (!atomic_compare_exchange_strong(&v->started, &expected, true))
         return EMU_HC_EBUSY;
     v->boot = (struct emu_vcpu_boot){
         .rip = hc->rip, .rsp = hc->rsp, .rdi = hc->arg, .rsi = hc->vcpu, .cr3 = hc->cr3};

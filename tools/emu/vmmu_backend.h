@@ -17,6 +17,7 @@
 #define VB_BUDGET 256u
 /* The physical-address width of the vCPUs' page walker, and what CPUID reports. */
 #define VB_MAXPHYADDR 40u
+_Static_assert(VB_MAXPHYADDR == EMU_START_CR3_BITS, "START refuses the CR3s the CPU model cannot load");
 
 /* Counters of one vCPU's memory accesses (written only by its thread). */
 struct vb_mem_stats {
