@@ -2,7 +2,7 @@
  * on vmmu's instruction access layer, as `vmmu run` does.
  *
  * What it feeds: a header (CPL 0 or 3, eight general registers, RFLAGS,
- * CR0.WP/CR4/EFER.NXE choices, rights and frames of the mapped pages, an
+ * CR0.WP/CR0.AM/CR4/EFER.NXE choices, rights and frames of the mapped pages, an
  * IDT gate to vary, an external interrupt to inject) and then guest code,
  * placed at TM_CODE.  Every header field is XORed with a sane default, so
  * an all-zero header is a kernel at CPL 0 with every page present.
@@ -89,7 +89,8 @@ struct header {
     uint16_t reg_shape;  /* 2 bits per register: near a mapped page, raw, canonical edges */
     uint16_t rsp_adj;
     uint32_t rflags;     /* masked to the flags a guest can hold */
-    uint8_t flags;       /* bit 0 CPL 3, 1 code near a page end, 2 NXE off, 3 WP off */
+    uint8_t flags;       /* bit 0 CPL 3, 1 code near a page end, 2 NXE off, 3 WP off,
+                          * 4 AM on (with RFLAGS.AC at CPL 3: #AC) */
     uint8_t cr4;         /* bit 0 PGE, 1 SMEP, 2 SMAP, 3 PCIDE, 4 FSGSBASE */
     uint8_t page[NFRAMES]; /* bit 0 not present, 1 read-only, 2 supervisor, 3 NX, 4 global,
                             * 5-6 frame: own, MMIO, hole, the PT itself */
@@ -627,6 +628,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c->efer &= ~X86EMU_EFER_NXE;
     if (h.flags & 8)
         c->cr0 &= ~X86EMU_CR0_WP;
+    if (h.flags & 16)
+        c->cr0 |= X86EMU_CR0_AM;
     if (h.cr4 & 1)
         c->cr4 |= X86EMU_CR4_PGE;
     if (h.cr4 & 2)
