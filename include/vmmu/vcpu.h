@@ -62,8 +62,13 @@ struct vmmu_vcpu;
  */
 int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct vmmu_vcpu **out);
 
-/** Destroy a vCPU (NULL is a no-op).  Its thread must not be using it. */
-void vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
+/**
+ * Destroy a vCPU (NULL is a no-op).  A vCPU online on the calling thread
+ * is taken offline first.
+ * @return 0; VMMU_EBUSY (another thread has it online, or waits inside
+ *         vmmu for it: nothing is changed, the vCPU stays usable).
+ */
+int vmmu_vcpu_destroy(struct vmmu_vcpu *vcpu);
 
 /**
  * The vCPU's paging state, read-only: change it through the setters

@@ -65,8 +65,10 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out);
  * No other thread may use the vm during or after this call.  Destroy its
  * vCPUs and its device-model layer first (they refer to the vm); a pager
  * still there is freed here.  NULL is a no-op.
+ * @return 0; VMMU_EBUSY (a vCPU or the device-model layer still exists:
+ *         nothing is changed).
  */
-void vmmu_vm_destroy(struct vmmu_vm *vm);
+int vmmu_vm_destroy(struct vmmu_vm *vm);
 
 /** The vm's guest-physical address width in bits; 0 for NULL. */
 unsigned vmmu_vm_gpa_bits(const struct vmmu_vm *vm);

@@ -122,10 +122,12 @@ uint64_t vmmu__dev_dirty_take(struct vmmu_vm *vm, const struct vmmu_region *r, u
     return added;
 }
 
-void vmmu_vm_destroy(struct vmmu_vm *vm)
+int vmmu_vm_destroy(struct vmmu_vm *vm)
 {
     if (!vm)
-        return;
+        return 0;
+    if (vmmu__sync_in_use(vm))
+        return VMMU_EBUSY;
     vmmu__p2m_fini(vm);
     vmmu__sync_fini(vm);
     if (vm->memfd >= 0)
@@ -138,6 +140,7 @@ void vmmu_vm_destroy(struct vmmu_vm *vm)
     }
     pthread_mutex_destroy(&vm->lock);
     free(vm);
+    return 0;
 }
 
 unsigned vmmu_vm_gpa_bits(const struct vmmu_vm *vm)

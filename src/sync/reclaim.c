@@ -55,6 +55,24 @@ int vmmu__sync_init(struct vmmu_vm *vm)
     return 0;
 }
 
+bool vmmu__sync_in_use(struct vmmu_vm *vm)
+{
+    struct vmmu_sync *sy = vm->sync;
+    if (!sy)
+        return false;
+    bool used = false;
+    pthread_mutex_lock(&sy->reg_lock);
+    for (size_t w = 0; w < sy->id_words && !used; w++)
+        used = sy->id_used[w] != 0;
+    pthread_mutex_unlock(&sy->reg_lock);
+    /* Every hook but the pager's belongs to a device-model layer. */
+    pthread_mutex_lock(&sy->hook_lock);
+    size_t pager_hooks = atomic_load(&sy->pager) ? 1 : 0;
+    used = used || sy->nhooks > pager_hooks;
+    pthread_mutex_unlock(&sy->hook_lock);
+    return used;
+}
+
 void vmmu__sync_fini(struct vmmu_vm *vm)
 {
     struct vmmu_sync *sy = vm->sync;

@@ -476,13 +476,18 @@ int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v)
     return 0;
 }
 
-void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v)
+int vmmu__sync_vcpu_detach(struct vmmu_vcpu *v)
 {
     struct sync_slot *s = v->sync;
     if (!s)
-        return;
+        return 0;
     if (tls_vcpu == v)
         vmmu_vcpu_offline(v);
+    /* Taken as vmmu_vcpu_online() takes it: a vCPU another thread runs
+     * (or that waits offline inside vmmu) stays as it is. */
+    int unclaimed = 0;
+    if (!atomic_compare_exchange_strong(&s->claimed, &unclaimed, 1))
+        return VMMU_EBUSY;
     struct vmmu_sync *sy = v->vm->sync;
     pthread_mutex_lock(&sy->reg_lock);
     atomic_store(&s->state, SYNC_DEAD);
@@ -492,6 +497,7 @@ void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v)
     pthread_mutex_unlock(&sy->reg_lock);
     slot_wake(s);
     v->sync = NULL;
+    return 0;
 }
 
 int vmmu_vcpu_id(const struct vmmu_vcpu *v)

@@ -99,10 +99,15 @@ int vmmu__gpa_ranges_check(const struct vmmu_vm *vm, const struct vmmu_gpa_range
 /* vm life cycle (src/core/vm.c). */
 int vmmu__sync_init(struct vmmu_vm *vm);
 void vmmu__sync_fini(struct vmmu_vm *vm);
+/* Whether a vCPU or a device-model layer still refers to @vm (a pager
+ * does not count: vmmu_vm_destroy() frees it). */
+bool vmmu__sync_in_use(struct vmmu_vm *vm);
 
-/* vCPU life cycle (src/tlb/vcpu.c): give the vCPU an id and a slot. */
+/* vCPU life cycle (src/tlb/vcpu.c): give the vCPU an id and a slot, and
+ * take them back (VMMU_EBUSY, nothing changed, while another thread holds
+ * the vCPU). */
 int vmmu__sync_vcpu_attach(struct vmmu_vcpu *v);
-void vmmu__sync_vcpu_detach(struct vmmu_vcpu *v);
+int vmmu__sync_vcpu_detach(struct vmmu_vcpu *v);
 
 /* ---- Requests ------------------------------------------------------------ */
 

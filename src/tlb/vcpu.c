@@ -222,16 +222,19 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
     return 0;
 }
 
-void vmmu_vcpu_destroy(struct vmmu_vcpu *v)
+int vmmu_vcpu_destroy(struct vmmu_vcpu *v)
 {
     if (!v)
-        return;
-    vmmu__sync_vcpu_detach(v);
+        return 0;
+    int rc = vmmu__sync_vcpu_detach(v);
+    if (rc)
+        return rc;
     vmmu__access_vcpu_fini(v);
     for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
         for (unsigned c = 0; c < CTX_COUNT; c++)
             vmmu__tlb_ctx_fini(&v->slot[i].ctx[c]);
     free(v);
+    return 0;
 }
 
 const struct vmmu_x86_paging *vmmu_vcpu_paging(const struct vmmu_vcpu *v)

@@ -305,6 +305,56 @@ static void a_vcpu_waiting_inside_vmmu_cannot_be_taken_online_by_another_thread(
     sync_env_fini(&s);
 }
 
+/* A vCPU another thread has online is not destroyed under it: VMMU_EBUSY,
+ * and the thread goes on using it.  Once it is offline, destroy works. */
+struct online_holder {
+    struct sync_env *s;
+    struct vmmu_vcpu *v;
+    atomic_int online, release;
+    uint64_t read;
+};
+
+static void *online_holder_main(void *arg)
+{
+    struct online_holder *h = arg;
+    assert_int_equal(vmmu_vcpu_online(h->v), 0);
+    atomic_store(&h->online, 1);
+    while (!atomic_load(&h->release))
+        assert_int_equal(vmmu_vcpu_safepoint(h->v), 0);
+    h->read = sync_read(h->v, 1);
+    assert_int_equal(vmmu_vcpu_offline(h->v), 0);
+    return NULL;
+}
+
+static void destroying_a_vcpu_another_thread_has_online_is_refused(void **state)
+{
+    (void)state;
+    struct sync_env s;
+    sync_env_init(&s, 2);
+    struct online_holder h = {.s = &s, .v = sync_vcpu(&s)};
+    pthread_t th;
+    alarm(60);
+    assert_int_equal(pthread_create(&th, NULL, online_holder_main, &h), 0);
+    while (!atomic_load(&h.online))
+        sched_yield();
+    assert_int_equal(vmmu_vcpu_destroy(h.v), VMMU_EBUSY);
+    assert_int_equal(vmmu_vm_destroy(s.env.vm), VMMU_EBUSY);
+    atomic_store(&h.release, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    alarm(0);
+    assert_int_equal(h.read, DATA_GPA + 4096);
+    assert_int_equal(vmmu_vcpu_destroy(h.v), 0);
+    /* On its own thread, destroy takes the vCPU offline first. */
+    struct vmmu_vcpu *w = sync_vcpu(&s);
+    assert_int_equal(vmmu_vcpu_online(w), 0);
+    assert_int_equal(vmmu_vcpu_destroy(w), 0);
+    struct vmmu_vcpu *next = sync_vcpu(&s);
+    assert_int_equal(vmmu_vcpu_online(next), 0); /* the thread holds no vCPU now */
+    assert_int_equal(vmmu_vcpu_offline(next), 0);
+    vmmu_vcpu_destroy(next);
+    sync_env_fini(&s);
+}
+
 /* Two threads that take the same vCPU online at once: one gets it, the
  * other VMMU_EBUSY.  Both used to get it (in about half the rounds). */
 struct online_race {
@@ -1378,6 +1428,7 @@ int main(void)
         cmocka_unit_test(a_thread_that_exits_with_its_vcpu_online_leaves_it_offline),
         cmocka_unit_test(a_vcpu_waiting_inside_vmmu_cannot_be_taken_online_by_another_thread),
         cmocka_unit_test(two_threads_taking_one_vcpu_online_at_once_do_not_both_get_it),
+        cmocka_unit_test(destroying_a_vcpu_another_thread_has_online_is_refused),
         cmocka_unit_test(a_region_replaced_during_a_page_out_keeps_its_new_pages_usable),
         cmocka_unit_test(a_vcpu_waiting_for_the_maps_lock_does_not_hold_up_its_holder),
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),

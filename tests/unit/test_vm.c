@@ -57,9 +57,42 @@ static void create_without_out_pointer_fails(void **state)
 static void destroy_null_is_a_no_op(void **state)
 {
     (void)state;
-    vmmu_vm_destroy(NULL);
+    assert_int_equal(vmmu_vm_destroy(NULL), 0);
+    assert_int_equal(vmmu_vcpu_destroy(NULL), 0);
     assert_int_equal(vmmu_vm_gpa_bits(NULL), 0);
     assert_int_equal(vmmu_vm_memfd(NULL), -1);
+}
+
+/* A vm that a vCPU or a device-model layer still refers to is not freed
+ * under them: VMMU_EBUSY, and everything keeps working.  A pager does not
+ * hold the vm up (vmmu_vm_destroy() frees it). */
+static void destroy_refuses_a_vm_its_vcpus_or_device_models_still_use(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(vm, &ram, NULL), 0);
+
+    struct vmmu_vcpu *v;
+    assert_int_equal(vmmu_vcpu_create(vm, NULL, &v), 0);
+    assert_int_equal(vmmu_vm_destroy(vm), VMMU_EBUSY);
+    uint64_t x = 0x1122334455667788ull, y = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 0x1000, &x, sizeof(x), 0, NULL), 0);
+    assert_int_equal(vmmu_vcpu_id(v), 0);
+    assert_int_equal(vmmu_vcpu_destroy(v), 0);
+
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    assert_int_equal(vmmu_vm_destroy(vm), VMMU_EBUSY);
+    assert_int_equal(vmmu_gpa_read(vm, 0x1000, &y, sizeof(y), 0, NULL), 0);
+    assert_true(y == x);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+
+    struct vmmu_pager *pg;
+    struct vmmu_pager_config pc = {0};
+    assert_int_equal(vmmu_pager_create(vm, &pc, &pg), 0);
+    assert_int_equal(vmmu_vm_destroy(vm), 0);
 }
 
 /* What /proc says the vm's memfd is called ("/memfd:NAME (deleted)"). */
@@ -165,6 +198,7 @@ int main(void)
         cmocka_unit_test(create_rejects_widths_outside_the_range),
         cmocka_unit_test(create_without_out_pointer_fails),
         cmocka_unit_test(destroy_null_is_a_no_op),
+        cmocka_unit_test(destroy_refuses_a_vm_its_vcpus_or_device_models_still_use),
         cmocka_unit_test(the_vm_name_labels_its_memfd_and_defaults_to_vmmu),
         cmocka_unit_test(zero_max_regions_selects_the_default_cap),
         cmocka_unit_test(a_refused_register_write_changes_and_flushes_nothing),

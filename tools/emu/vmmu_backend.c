@@ -784,7 +784,9 @@ static void vb_destroy(struct emu_machine *m)
             pthread_cond_destroy(&v->wake);
         }
     }
-    vmmu_vm_destroy(b->vm);
+    rc = vmmu_vm_destroy(b->vm);
+    if (rc)
+        fprintf(stderr, "vmmu run: vmmu_vm_destroy: %s\n", vmmu_strerror(rc));
     pthread_mutex_destroy(&b->halt_lock);
     free(b->mig_copy);
     free(b->mig_bitmap);
