@@ -857,6 +857,140 @@ static void locked_write_to_a_readonly_page_faults_with_the_write_bit(void **sta
 	assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 0);
 }
 
+/* ---- far pointers: LSS/LFS/LGS ----------------------------------------------------------------- */
+
+/* A descriptor at `sel` (index 7 and up), the GDT grown to hold it. */
+static void gdt_put(uint16_t sel, uint64_t d)
+{
+	tm_wr(&g_m, TM_GDT + (sel & 0xfff8), 8, d);
+	if (g_m.cpu.gdtr.limit < (sel & 0xfff8) + 7)
+		g_m.cpu.gdtr.limit = (uint16_t)((sel & 0xfff8) + 7);
+}
+
+/* Faults go through IST1, so the frame does not land on the stack the instruction uses. */
+static void faults_on_ist(void)
+{
+	static const unsigned v[] = { X86EMU_EXC_UD, X86EMU_EXC_NP, X86EMU_EXC_SS, X86EMU_EXC_GP,
+				      X86EMU_EXC_PF };
+	for (unsigned i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		tm_set_gate(&g_m, v[i], 0xe, 0, 1);
+}
+
+/* The instruction at TM_CODE raised `vector` (error code `ec`, or none with ec < 0). */
+static void assert_faulted(unsigned vector, long ec)
+{
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_true(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.last_exception.vector, vector);
+	assert_int_equal(g_m.cpu.rip, tm_handler(vector));
+	if (ec >= 0) {
+		assert_true(g_m.cpu.last_exception.has_error_code);
+		assert_int_equal(g_m.cpu.last_exception.error_code, ec);
+		assert_int_equal(stack_qword(1), TM_CODE);
+	} else {
+		assert_int_equal(stack_qword(0), TM_CODE);
+	}
+}
+
+GUEST(g_lss64, ".byte 0x48, 0x0f, 0xb2, 0x03\n hlt");	/* lss (%rbx), %rax */
+GUEST(g_lfs32, "lfs (%rbx), %ecx\n hlt");
+GUEST(g_lgs16, "lgs (%rbx), %dx\n hlt");
+GUEST(g_lfs_reg, ".byte 0x0f, 0xb4, 0xc0\n hlt");
+
+/*
+ * LSS/LFS/LGS read offset then selector (m16:64 with REX.W, m16:32, m16:16),
+ * load the segment register with MOV's checks, and write the register only
+ * when that worked; LSS does not start an interrupt shadow.
+ */
+static void lss_lfs_lgs_load_a_far_pointer(void **state)
+{
+	(void)state;
+	LOAD(g_lss64);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	tm_wr(&g_m, TM_DATA, 8, 0x1122334455667788ull);
+	tm_wr(&g_m, TM_DATA + 8, 2, TM_SEL_KDATA);
+	g_m.cpu.seg[X86EMU_SS].selector = 0;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x1122334455667788ull);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_KDATA);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 4);
+	assert_false(g_m.cpu.intr_shadow);
+
+	LOAD(g_lfs32);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RCX] = ~0ull;
+	g_m.cpu.seg[X86EMU_FS].base = 0x1234000;
+	tm_wr(&g_m, TM_DATA, 4, 0x89abcdefu);
+	tm_wr(&g_m, TM_DATA + 4, 2, TM_SEL_UDATA);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0x89abcdefu);	/* zero-extended */
+	assert_int_equal(g_m.cpu.seg[X86EMU_FS].selector, TM_SEL_UDATA);
+	assert_int_equal(g_m.cpu.seg[X86EMU_FS].base, 0);	/* from the descriptor */
+
+	LOAD(g_lgs16);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RDX] = 0x5555555555555555ull;
+	g_m.cpu.seg[X86EMU_GS].selector = TM_SEL_KDATA;
+	tm_wr(&g_m, TM_DATA, 2, 0xbeef);
+	tm_wr(&g_m, TM_DATA + 2, 2, 0);	/* a null selector is fine for GS */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 0x555555555555beefull);
+	assert_int_equal(g_m.cpu.seg[X86EMU_GS].selector, 0);
+}
+
+static void lss_lfs_lgs_faults_change_nothing(void **state)
+{
+	(void)state;
+	const uint64_t kdata = tm_rd(&g_m, TM_GDT + TM_SEL_KDATA, 8);
+	static const struct {
+		const uint8_t *s, *e;
+		uint16_t sel;
+		uint64_t desc38;	/* the descriptor at 0x38 */
+		bool user;		/* at CPL 3 */
+		unsigned vector;
+		long ec;
+	} cases[] = {
+		/* SS needs RPL = DPL = CPL and a writable data segment. */
+		{ g_lss64, g_lss64_end, TM_SEL_UDATA, 0, false, X86EMU_EXC_GP, 0x18 },
+		{ g_lss64, g_lss64_end, TM_SEL_KCODE, 0, false, X86EMU_EXC_GP, 0x08 },
+		{ g_lss64, g_lss64_end, 0, 0, true, X86EMU_EXC_GP, 0 },		/* null SS at CPL 3 */
+		{ g_lss64, g_lss64_end, 0x38, 1, false, X86EMU_EXC_SS, 0x38 },	/* not present */
+		{ g_lfs32, g_lfs32_end, 0x38, 1, false, X86EMU_EXC_NP, 0x38 },
+		{ g_lfs32, g_lfs32_end, 0x40, 0, false, X86EMU_EXC_GP, 0x40 },	/* beyond the GDT */
+		{ g_lgs16, g_lgs16_end, TM_SEL_TSS, 0, false, X86EMU_EXC_GP, 0x28 },	/* system */
+		{ g_lgs16, g_lgs16_end, TM_SEL_KDATA, 0, true, X86EMU_EXC_GP, 0x10 },	/* DPL < CPL */
+		{ g_lfs_reg, g_lfs_reg_end, TM_SEL_KDATA, 0, false, X86EMU_EXC_UD, -1 },
+		{ g_lfs32, g_lfs32_end, TM_SEL_KDATA, 2, false, X86EMU_EXC_PF, 0 },	/* absent */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		load(cases[i].s, cases[i].e);
+		faults_on_ist();
+		if (cases[i].desc38 == 1)
+			gdt_put(0x38, kdata & ~(1ull << 47));
+		if (cases[i].user)
+			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+		for (unsigned r = 0; r < 4; r++)
+			g_m.cpu.gpr[r] = 0x1111111111111111ull * (r + 1);
+		g_m.cpu.gpr[X86EMU_RBX] = TM_DATA + 0x10;
+		tm_wr(&g_m, TM_DATA + 0x10, 8, 0x7777);
+		tm_wr(&g_m, TM_DATA + 0x10 + (cases[i].s == g_lss64 ? 8 : cases[i].s == g_lgs16 ? 2 : 4),
+		      2, cases[i].sel);
+		if (cases[i].desc38 == 2)
+			tm_set_pages(&g_m, TM_DATA, 1, TM_PAGE_ABSENT);
+		struct x86emu_cpu before = g_m.cpu;
+		assert_faulted(cases[i].vector, cases[i].ec);
+		for (unsigned r = 0; r < 4; r++)
+			assert_int_equal(g_m.cpu.gpr[r], before.gpr[r]);
+		for (unsigned s = 0; s < 6; s++)
+			if (s != X86EMU_CS && s != X86EMU_SS)
+				assert_memory_equal(&g_m.cpu.seg[s], &before.seg[s], sizeof(before.seg[s]));
+		if (!cases[i].user)
+			assert_memory_equal(&g_m.cpu.seg[X86EMU_SS], &before.seg[X86EMU_SS],
+					    sizeof(before.seg[X86EMU_SS]));
+	}
+}
+
 /* ---- retry: nothing changes ------------------------------------------------------------------ */
 
 GUEST(g_retry_push, "push %rax");
@@ -941,6 +1075,8 @@ int main(void)
 		cmocka_unit_test(locked_read_modify_writes_go_through_cmpxchg),
 		cmocka_unit_test(locked_write_to_a_readonly_page_faults_with_the_write_bit),
 		cmocka_unit_test(retry_from_any_callback_leaves_every_register_untouched),
+		cmocka_unit_test(lss_lfs_lgs_load_a_far_pointer),
+		cmocka_unit_test(lss_lfs_lgs_faults_change_nothing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -238,5 +238,7 @@ int x86emu__exec_table(struct x86emu_ctx *c);
 
 /* Load a data segment register (MOV Sreg / POP Sreg) with the checks of SDM MOV. */
 int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t selector);
+/* LSS/LFS/LGS: load a far pointer from memory. */
+int x86emu__load_far_pointer(struct x86emu_ctx *c);
 
 #endif /* X86EMU_INTERNAL_H */

@@ -1,9 +1,9 @@
 /*
- * Segments and descriptor tables: MOV/POP to a segment register, far RET
- * and IRETQ (which load CS and SS), and LGDT/LIDT/SGDT/SIDT/LTR/STR/LLDT/
- * SLDT.  Long mode only: bases and limits of CS/DS/ES/SS are ignored for
- * addressing (SDM 3.2.4), but the privilege checks of SDM vol. 2 (MOV, RET,
- * IRET, LTR) are made.
+ * Segments and descriptor tables: MOV/POP to a segment register, LSS/LFS/
+ * LGS, far RET and IRETQ (which load CS and SS), and LGDT/LIDT/SGDT/SIDT/
+ * LTR/STR/LLDT/SLDT.  Long mode only: bases
+ * and limits of CS/DS/ES/SS are ignored for addressing (SDM 3.2.4), but the
+ * privilege checks of SDM vol. 2 (MOV, RET, IRET, LTR) are made.
  */
 #include <string.h>
 
@@ -306,3 +306,53 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 	return XS_OK;
 }
 
+
+/* ---- far pointers: LSS/LFS/LGS ---------------------------------------------------- */
+
+/* Read a far pointer m16:16/m16:32/m16:64 (offset, then selector) from memory operand i. */
+static int read_far_pointer(struct x86emu_ctx *c, unsigned i, unsigned sz, uint64_t *off,
+			    uint16_t *sel)
+{
+	uint64_t la;
+	uint8_t buf[10];
+	int rc = x86emu__linear(c, c->ops[i].mem.segment, x86emu__ea(c, &c->ops[i]), sz + 2, &la);
+
+	if (rc == XS_OK)
+		rc = x86emu__mem_read(c, la, sz + 2, buf, X86EMU_ACCESS_DATA);
+	if (rc != XS_OK)
+		return rc;
+	*off = 0;
+	for (unsigned k = 0; k < sz; k++)
+		*off |= (uint64_t)buf[k] << (8 * k);
+	*sel = (uint16_t)(buf[sz] | (buf[sz + 1] << 8));
+	return XS_OK;
+}
+
+/*
+ * LSS/LFS/LGS (SDM LDS/LES/LFS/LGS/LSS): the selector goes through the
+ * checks MOV to the segment register makes, and the register is written
+ * only when the segment load succeeded.  The register form is #UD (the
+ * decoder rejects it).  Unlike MOV SS, LSS does not hold off interrupts.
+ */
+int x86emu__load_far_pointer(struct x86emu_ctx *c)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	unsigned sz = op_bits(c, 0) / 8;
+	uint64_t off;
+	uint16_t sel;
+	int rc;
+
+	if (!is_mem(c, 1) || c->ops[2].type != ZYDIS_OPERAND_TYPE_REGISTER)
+		return raise_ud(c);
+	rc = read_far_pointer(c, 1, sz, &off, &sel);
+	if (rc != XS_OK)
+		return rc;
+	bool shadow = cpu->intr_shadow;
+	rc = x86emu__load_data_segment(c, (unsigned)(c->ops[2].reg.value - ZYDIS_REGISTER_ES), sel);
+	if (rc != XS_OK)
+		return rc;
+	cpu->intr_shadow = shadow;
+	c->mov_ss = false;
+	x86emu__reg_write(cpu, c->ops[0].reg.value, off);
+	return XS_OK;
+}

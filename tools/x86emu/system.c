@@ -401,7 +401,8 @@ bool x86emu__is_system(ZydisMnemonic m)
 	case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_STR: case ZYDIS_MNEMONIC_LLDT:
 	case ZYDIS_MNEMONIC_SLDT: case ZYDIS_MNEMONIC_INVLPG: case ZYDIS_MNEMONIC_INVPCID:
 	case ZYDIS_MNEMONIC_WBINVD: case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_CLTS:
-	case ZYDIS_MNEMONIC_CLAC: case ZYDIS_MNEMONIC_STAC:
+	case ZYDIS_MNEMONIC_CLAC: case ZYDIS_MNEMONIC_STAC: case ZYDIS_MNEMONIC_LSS:
+	case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS:
 		return true;
 	default:
 		return false;
@@ -612,6 +613,9 @@ int x86emu__exec_system(struct x86emu_ctx *c)
 	case ZYDIS_MNEMONIC_SIDT: case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_STR:
 	case ZYDIS_MNEMONIC_LLDT: case ZYDIS_MNEMONIC_SLDT:
 		rc = x86emu__exec_table(c);
+		break;
+	case ZYDIS_MNEMONIC_LSS: case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS:
+		rc = x86emu__load_far_pointer(c);
 		break;
 	case ZYDIS_MNEMONIC_RDMSR:
 	case ZYDIS_MNEMONIC_WRMSR:
