@@ -857,7 +857,7 @@ static void locked_write_to_a_readonly_page_faults_with_the_write_bit(void **sta
 	assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 0);
 }
 
-/* ---- far pointers: LSS/LFS/LGS ----------------------------------------------------------------- */
+/* ---- far pointers: LSS/LFS/LGS, far JMP and far CALL ----------------------------------------- */
 
 /* A descriptor at `sel` (index 7 and up), the GDT grown to hold it. */
 static void gdt_put(uint16_t sel, uint64_t d)
@@ -991,6 +991,176 @@ static void lss_lfs_lgs_faults_change_nothing(void **state)
 	}
 }
 
+GUEST(g_ljmp64, ".byte 0x48, 0xff, 0x2b\n hlt");	/* jmp far m16:64 [rbx] */
+GUEST(g_ljmp32, ".byte 0xff, 0x2b\n hlt");		/* jmp far m16:32 [rbx] */
+GUEST(g_lcall64, ".byte 0x48, 0xff, 0x1b\n hlt");	/* call far m16:64 [rbx] */
+GUEST(g_lcall32, ".byte 0xff, 0x1b\n hlt");		/* call far m16:32 [rbx] */
+GUEST(g_ljmp_reg, ".byte 0xff, 0xeb\n hlt");		/* the register form */
+GUEST(g_ljmp_direct, ".byte 0xea, 0, 0, 0, 0, 0x08, 0\n hlt");	/* EA: invalid in 64-bit mode */
+GUEST(g_far_target, "nop\n lretq\n lretl\n hlt");
+
+#define FAR_TARGET (TM_CODE + 0x100)
+#define FAR_STACK (TM_DATA + 0x1800)	/* a page of its own */
+
+/* Put the far pointer sel:offset (offset `sz` bytes) at TM_DATA and point RBX at it. */
+static void far_pointer(unsigned sz, uint64_t offset, uint16_t sel)
+{
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	tm_wr(&g_m, TM_DATA, sz, offset);
+	tm_wr(&g_m, TM_DATA + sz, 2, sel);
+	tm_load(&g_m, FAR_TARGET, g_far_target, (size_t)(g_far_target_end - g_far_target));
+}
+
+/*
+ * Far JMP and CALL through memory to code segments at the same privilege
+ * level: CS gets the selector with RPL = CPL, CALL pushes CS and the return
+ * RIP at the operand size, and far RET of the same size comes back.
+ */
+static void far_jmp_and_call_through_memory_load_cs(void **state)
+{
+	(void)state;
+	const uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
+
+	LOAD(g_ljmp64);
+	gdt_put(0x38, kcode);
+	far_pointer(8, FAR_TARGET, 0x38);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x38);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+	assert_int_equal(g_m.cpu.cpl, 0);
+
+	LOAD(g_ljmp32);
+	far_pointer(4, FAR_TARGET, TM_SEL_KCODE);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+
+	/* CALL m16:64, then LRETQ back to the HLT after it. */
+	LOAD(g_lcall64);
+	gdt_put(0x38, kcode);
+	far_pointer(8, FAR_TARGET, 0x38);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x38);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 16);
+	assert_int_equal(stack_qword(0), TM_CODE + 3);
+	assert_int_equal(stack_qword(1), TM_SEL_KCODE);
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 4);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+
+	/* CALL m16:32 pushes two dwords; the 32-bit LRET at FAR_TARGET + 3 pops them. */
+	LOAD(g_lcall32);
+	gdt_put(0x38, kcode);
+	far_pointer(4, FAR_TARGET + 3, 0x38);
+	tm_wr(&g_m, TM_STACK - 8, 8, ~0ull);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 8);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 8, 4), TM_CODE + 2);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 4, 4), TM_SEL_KCODE);	/* zero-extended */
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+
+	/* A conforming DPL 0 segment from CPL 3: the CPL stays 3, and so does CS.RPL. */
+	LOAD(g_ljmp64);
+	gdt_put(0x38, kcode | (1ull << 42));
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	far_pointer(8, FAR_TARGET, 0x38);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x3b);
+	assert_int_equal(g_m.cpu.cpl, 3);
+}
+
+static void far_jmp_and_call_faults_change_nothing(void **state)
+{
+	(void)state;
+	const uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
+	const uint64_t ucode = tm_rd(&g_m, TM_GDT + TM_SEL_UCODE, 8);
+	const uint64_t gate = (FAR_TARGET & 0xffff) | ((uint64_t)TM_SEL_KCODE << 16) |
+			      (0xcull << 40) | (1ull << 47);
+	enum { NONE, ABSENT_STACK, RO_STACK, BAD_RSP, USER };
+	static const uint64_t none = ~0ull;
+	const struct {
+		const uint8_t *s, *e;
+		uint16_t sel;
+		uint64_t desc38, offset;
+		int how;
+		unsigned vector;
+		long ec;
+	} cases[] = {
+		{ g_ljmp64, g_ljmp64_end, 0, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0 },	/* null */
+		{ g_ljmp64, g_ljmp64_end, 3, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0 },	/* null, RPL 3 */
+		{ g_ljmp64, g_ljmp64_end, 0x48, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x48 },	/* limit */
+		{ g_lcall64, g_lcall64_end, 0x4c, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x4c },	/* no LDT */
+		{ g_ljmp64, g_ljmp64_end, TM_SEL_KDATA, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x10 },
+		{ g_lcall64, g_lcall64_end, TM_SEL_TSS, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x28 },
+		/* L and D both set. */
+		{ g_ljmp64, g_ljmp64_end, 0x38, kcode | (1ull << 54), FAR_TARGET, NONE, X86EMU_EXC_GP, 0x38 },
+		/* Non-conforming: DPL must equal CPL, RPL must not exceed it. */
+		{ g_ljmp64, g_ljmp64_end, TM_SEL_UCODE, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x20 },
+		{ g_lcall32, g_lcall32_end, TM_SEL_KCODE | 3, none, FAR_TARGET, NONE, X86EMU_EXC_GP, 0x08 },
+		{ g_ljmp64, g_ljmp64_end, TM_SEL_KCODE | 3, none, FAR_TARGET, USER, X86EMU_EXC_GP, 0x08 },
+		/* Conforming: DPL must not exceed CPL. */
+		{ g_ljmp64, g_ljmp64_end, 0x38, ucode | (1ull << 42), FAR_TARGET, NONE, X86EMU_EXC_GP, 0x38 },
+		/* Not present, after the privilege checks. */
+		{ g_lcall64, g_lcall64_end, 0x38, kcode & ~(1ull << 47), FAR_TARGET, NONE, X86EMU_EXC_NP, 0x38 },
+		{ g_ljmp64, g_ljmp64_end, 0x3b, kcode & ~(1ull << 47), FAR_TARGET, NONE, X86EMU_EXC_GP, 0x38 },
+		/* A non-canonical offset is #GP(0). */
+		{ g_ljmp64, g_ljmp64_end, 0x38, kcode, 0x0000800000000000ull, NONE, X86EMU_EXC_GP, 0 },
+		{ g_lcall64, g_lcall64_end, 0x38, kcode, 0xffff7fffffffffffull, NONE, X86EMU_EXC_GP, 0 },
+		/* The pushes are checked before CS changes. */
+		{ g_lcall64, g_lcall64_end, 0x38, kcode, FAR_TARGET, ABSENT_STACK, X86EMU_EXC_PF, 2 },
+		{ g_lcall32, g_lcall32_end, 0x38, kcode, FAR_TARGET, RO_STACK, X86EMU_EXC_PF, 3 },
+		{ g_lcall64, g_lcall64_end, 0x38, kcode, FAR_TARGET, BAD_RSP, X86EMU_EXC_SS, 0 },
+		/* Call gates are not implemented. */
+		{ g_lcall64, g_lcall64_end, 0x38, gate, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
+		{ g_ljmp_reg, g_ljmp_reg_end, 0x38, kcode, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
+		{ g_ljmp_direct, g_ljmp_direct_end, 0x38, kcode, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		load(cases[i].s, cases[i].e);
+		faults_on_ist();
+		unsigned sz = (cases[i].s == g_lcall32 || cases[i].s == g_ljmp32) ? 4 : 8;
+		if (cases[i].desc38 != none) {
+			gdt_put(0x38, cases[i].desc38);
+			if (cases[i].desc38 == gate)
+				gdt_put(0x40, 0);	/* the gate's upper half */
+		}
+		far_pointer(sz, cases[i].offset, cases[i].sel);
+		uint64_t rsp = FAR_STACK;
+		if (cases[i].how == BAD_RSP)
+			rsp = 0x0000800000000008ull;
+		if (cases[i].how == USER)
+			tm_enter_user(&g_m, TM_CODE, rsp);
+		g_m.cpu.gpr[X86EMU_RSP] = rsp;
+		for (unsigned k = 0; k < 4; k++)
+			tm_wr(&g_m, FAR_STACK - 8 * (k + 1), 8, 0xa5a5a5a5a5a5a5a5ull);
+		if (cases[i].how == ABSENT_STACK)
+			tm_set_pages(&g_m, FAR_STACK - 8, 1, TM_PAGE_ABSENT);
+		if (cases[i].how == RO_STACK)
+			tm_set_pages(&g_m, FAR_STACK - 8, 1, TM_PAGE_READONLY);
+		struct x86emu_cpu before = g_m.cpu;
+		assert_faulted(cases[i].vector, cases[i].ec);
+		if (cases[i].vector == X86EMU_EXC_PF)
+			assert_int_equal(g_m.cpu.cr2, FAR_STACK - 2 * sz);
+		/* The frame holds the state before the instruction. */
+		unsigned f = cases[i].ec >= 0 ? 1 : 0;
+		assert_int_equal(stack_qword(f + 1), before.seg[X86EMU_CS].selector);
+		assert_int_equal(stack_qword(f + 3), rsp);
+		for (unsigned k = 0; k < 4; k++)
+			assert_int_equal(tm_rd(&g_m, FAR_STACK - 8 * (k + 1), 8),
+					 0xa5a5a5a5a5a5a5a5ull);
+	}
+}
+
 /* ---- retry: nothing changes ------------------------------------------------------------------ */
 
 GUEST(g_retry_push, "push %rax");
@@ -1077,6 +1247,8 @@ int main(void)
 		cmocka_unit_test(retry_from_any_callback_leaves_every_register_untouched),
 		cmocka_unit_test(lss_lfs_lgs_load_a_far_pointer),
 		cmocka_unit_test(lss_lfs_lgs_faults_change_nothing),
+		cmocka_unit_test(far_jmp_and_call_through_memory_load_cs),
+		cmocka_unit_test(far_jmp_and_call_faults_change_nothing),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

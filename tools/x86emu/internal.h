@@ -240,5 +240,7 @@ int x86emu__exec_table(struct x86emu_ctx *c);
 int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t selector);
 /* LSS/LFS/LGS: load a far pointer from memory. */
 int x86emu__load_far_pointer(struct x86emu_ctx *c);
+/* Far JMP (call false) or far CALL through a memory far pointer. */
+int x86emu__far_branch(struct x86emu_ctx *c, bool call);
 
 #endif /* X86EMU_INTERNAL_H */

@@ -1,9 +1,9 @@
 /*
  * Segments and descriptor tables: MOV/POP to a segment register, LSS/LFS/
- * LGS, far RET and IRETQ (which load CS and SS), and LGDT/LIDT/SGDT/SIDT/
- * LTR/STR/LLDT/SLDT.  Long mode only: bases
+ * LGS, far JMP/CALL through memory, far RET and IRETQ (which load CS and
+ * SS), and LGDT/LIDT/SGDT/SIDT/LTR/STR/LLDT/SLDT.  Long mode only: bases
  * and limits of CS/DS/ES/SS are ignored for addressing (SDM 3.2.4), but the
- * privilege checks of SDM vol. 2 (MOV, RET, IRET, LTR) are made.
+ * privilege checks of SDM vol. 2 (MOV, JMP, CALL, RET, IRET, LTR) are made.
  */
 #include <string.h>
 
@@ -307,7 +307,7 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 }
 
 
-/* ---- far pointers: LSS/LFS/LGS ---------------------------------------------------- */
+/* ---- far pointers: LSS/LFS/LGS, far JMP and CALL ---------------------------------------- */
 
 /* Read a far pointer m16:16/m16:32/m16:64 (offset, then selector) from memory operand i. */
 static int read_far_pointer(struct x86emu_ctx *c, unsigned i, unsigned sz, uint64_t *off,
@@ -354,5 +354,76 @@ int x86emu__load_far_pointer(struct x86emu_ctx *c)
 	cpu->intr_shadow = shadow;
 	c->mov_ss = false;
 	x86emu__reg_write(cpu, c->ops[0].reg.value, off);
+	return XS_OK;
+}
+
+/*
+ * Far JMP and far CALL through memory (FF /5, FF /3) in 64-bit mode (SDM
+ * JMP and CALL, "IA-32e mode"): to a conforming or non-conforming code
+ * segment, at the same privilege level.  Task gates and TSSs do not exist
+ * in IA-32e mode (#GP(selector)); call gates are not implemented (#UD).
+ * Direct far JMP/CALL (EA, 9A) are invalid in 64-bit mode, and the decoder
+ * rejects them, as it does the register forms of FF /3 and FF /5.
+ */
+int x86emu__far_branch(struct x86emu_ctx *c, bool call)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	unsigned sz = c->insn.operand_width / 8;
+	uint64_t off, d;
+	uint16_t sel;
+	int rc;
+
+	if (!is_mem(c, 0))
+		return raise_ud(c);
+	rc = read_far_pointer(c, 0, sz, &off, &sel);
+	if (rc != XS_OK)
+		return rc;
+	uint32_t ec = sel & 0xfffc;
+	if (ec == 0)
+		return raise_gp(c, 0);
+	rc = x86emu__read_descriptor(c, sel, false, &d);
+	if (rc != XS_OK)
+		return rc;
+	if (!((d >> 44) & 1)) {
+		if (((d >> 40) & 0xf) == 0xc)
+			return raise_ud(c);	/* a call gate: not implemented */
+		return raise_gp(c, ec);
+	}
+	if (!((d >> 43) & 1))
+		return raise_gp(c, ec);	/* a data segment */
+	/* SDM: L and D both set is #GP(selector), then the privilege rules, then P. */
+	if (((d >> 53) & 1) && ((d >> 54) & 1))
+		return raise_gp(c, ec);
+	bool conforming = (d >> 42) & 1;
+	unsigned dpl = (unsigned)((d >> 45) & 3), rpl = sel & 3;
+	if (conforming ? dpl > cpu->cpl : (rpl > cpu->cpl || dpl != cpu->cpl))
+		return raise_gp(c, ec);
+	if (!((d >> 47) & 1))
+		return raise_fault(c, X86EMU_EXC_NP, true, ec);
+	/* The CPL does not change: CS.RPL becomes the CPL. */
+	struct x86emu_segment cs;
+	x86emu__seg_from_desc(&cs, (uint16_t)(ec | cpu->cpl), d);
+	/* A compatibility-mode target (L=0) is checked against the segment limit. */
+	if (!((d >> 53) & 1) && off > cs.limit)
+		return raise_gp(c, 0);
+	if (!is_canonical(off))
+		return raise_gp(c, 0);
+	if (call) {
+		/* CS (zero-extended) above the return RIP, each at the operand size, in one write. */
+		uint64_t rsp = cpu->gpr[X86EMU_RSP] - 2 * sz, la;
+		uint8_t frame[16];
+		for (unsigned k = 0; k < sz; k++) {
+			frame[k] = (uint8_t)(c->next_rip >> (8 * k));
+			frame[sz + k] = (uint8_t)(k < 2 ? cpu->seg[X86EMU_CS].selector >> (8 * k) : 0);
+		}
+		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rsp, 2 * sz, &la);
+		if (rc == XS_OK)
+			rc = x86emu__mem_write(c, la, 2 * sz, frame, X86EMU_ACCESS_DATA);
+		if (rc != XS_OK)
+			return rc;
+		cpu->gpr[X86EMU_RSP] = rsp;
+	}
+	cpu->seg[X86EMU_CS] = cs;
+	cpu->rip = off;
 	return XS_OK;
 }

@@ -568,7 +568,7 @@ int x86emu__exec_system(struct x86emu_ctx *c)
 	if (c->insn.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) {
 		if (mn == ZYDIS_MNEMONIC_RET)
 			return x86emu__far_return(c, false);
-		return raise_ud(c);	/* far JMP/CALL are not implemented */
+		return x86emu__far_branch(c, mn == ZYDIS_MNEMONIC_CALL);
 	}
 	switch (mn) {
 	case ZYDIS_MNEMONIC_IRETQ:
