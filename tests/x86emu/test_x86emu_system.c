@@ -1161,6 +1161,134 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 	}
 }
 
+/* ---- XLAT, SMSW, LMSW ---------------------------------------------------------------------- */
+
+GUEST(g_xlat, "xlat\n hlt");
+GUEST(g_xlat_a32, "addr32 xlat\n hlt");
+GUEST(g_xlat_fs, "xlat %fs:(%rbx)\n hlt");
+
+/*
+ * XLAT: AL = [rBX + zero-extended AL]; nothing else changes (the host
+ * agrees, flags included), 0x67 uses EBX, a segment override adds its
+ * base, and a fault leaves AL alone.
+ */
+static void xlat_looks_al_up_in_the_table_at_rbx(void **state)
+{
+	(void)state;
+	static uint8_t table[256];
+	const uint8_t code[] = { 0xd7 };
+	tseed(17);
+	for (unsigned i = 0; i < 256; i++)
+		table[i] = (uint8_t)trand();
+	for (unsigned i = 0; i < 64; i++) {
+		struct host_regs h;
+		for (unsigned r = 0; r < 16; r++)
+			h.gpr[r] = trand();
+		h.rflags = X86EMU_FLAG_FIXED | (trand() & X86EMU_FLAGS_ARITH);
+		struct host_regs n = h;
+		n.gpr[X86EMU_RBX] = (uint64_t)(uintptr_t)table;
+		assert_int_equal(host_exec(code, sizeof(code), &n), 0);
+
+		LOAD(g_xlat);
+		tm_load(&g_m, TM_DATA, table, sizeof(table));
+		for (unsigned r = 0; r < 16; r++)
+			if (r != X86EMU_RSP)
+				g_m.cpu.gpr[r] = h.gpr[r];
+		g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+		g_m.cpu.rflags = h.rflags;
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], n.gpr[X86EMU_RAX]);
+		assert_int_equal(g_m.cpu.rflags & X86EMU_FLAGS_ARITH, n.rflags & X86EMU_FLAGS_ARITH);
+		assert_int_equal(g_m.cpu.rip, TM_CODE + 1);
+	}
+
+	LOAD(g_xlat_a32);
+	tm_wr(&g_m, TM_DATA + 0x10, 1, 0x5a);
+	g_m.cpu.gpr[X86EMU_RBX] = 0xffffffff00000000ull | TM_DATA;	/* EBX only */
+	g_m.cpu.gpr[X86EMU_RAX] = 0x1234567890abcd10ull;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x1234567890abcd5aull);
+
+	LOAD(g_xlat_fs);
+	tm_wr(&g_m, TM_DATA + 0x1ff, 1, 0x77);
+	g_m.cpu.seg[X86EMU_FS].base = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RBX] = 0x100;
+	g_m.cpu.gpr[X86EMU_RAX] = 0xff;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x77);
+
+	LOAD(g_xlat);
+	faults_on_ist();
+	tm_set_pages(&g_m, TM_DATA, 1, TM_PAGE_ABSENT);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RAX] = 0x42;
+	assert_faulted(X86EMU_EXC_PF, 0);
+	assert_int_equal(g_m.cpu.cr2, TM_DATA + 0x42);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x42);
+}
+
+GUEST(g_smsw, "smsw %ax\n smsw %ecx\n smsw %rdx\n smsw 0x100000\n hlt");
+
+/* SMSW: CR0 at the register's size (16 bits merge), a word to memory; CPL 3 may (no UMIP). */
+static void smsw_stores_cr0_at_the_operand_size(void **state)
+{
+	(void)state;
+	for (unsigned user = 0; user < 2; user++) {
+		LOAD(g_smsw);
+		if (user)
+			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+		g_m.cpu.cr0 |= X86EMU_CR0_TS | X86EMU_CR0_MP;
+		uint64_t cr0 = g_m.cpu.cr0;
+		g_m.cpu.gpr[X86EMU_RAX] = ~0ull;
+		g_m.cpu.gpr[X86EMU_RCX] = ~0ull;
+		tm_wr(&g_m, TM_DATA, 8, ~0ull);
+		assert_int_equal(tm_step(&g_m, 4), X86EMU_EXIT_BUDGET);
+		assert_false(g_m.cpu.last_exception.valid);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0xffffffffffff0000ull | (cr0 & 0xffff));
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], cr0 & 0xffffffffull);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], cr0);
+		assert_int_equal(tm_rd(&g_m, TM_DATA, 8), 0xffffffffffff0000ull | (cr0 & 0xffff));
+		assert_true(cr0 & X86EMU_CR0_PG);
+	}
+}
+
+GUEST(g_lmsw, "lmsw %ax\n hlt");
+GUEST(g_lmsw_mem, "lmsw 0x100000\n hlt");
+
+/*
+ * LMSW loads only MP, EM and TS and may set but not clear PE; it goes
+ * through MOV CR0's hook; at CPL 3 it is #GP(0) and CR0 stays.
+ */
+static void lmsw_loads_the_low_cr0_bits_through_the_cr0_hook(void **state)
+{
+	(void)state;
+	LOAD(g_lmsw);
+	uint64_t cr0 = g_m.cpu.cr0;
+	g_m.cpu.gpr[X86EMU_RAX] = 0xfff0 | X86EMU_CR0_TS | X86EMU_CR0_EM;	/* PE clear */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cr0, (cr0 & ~0xfull) | X86EMU_CR0_PE | X86EMU_CR0_TS | X86EMU_CR0_EM);
+	assert_int_equal(g_m.cr_writes, 1);
+	assert_int_equal(g_m.last_cr, 0);
+	assert_int_equal(g_m.last_cr_value, g_m.cpu.cr0);
+
+	LOAD(g_lmsw_mem);
+	g_m.cpu.cr0 |= X86EMU_CR0_TS | X86EMU_CR0_MP;
+	cr0 = g_m.cpu.cr0;
+	tm_wr(&g_m, TM_DATA, 2, X86EMU_CR0_EM);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.cr0, (cr0 & ~0xeull) | X86EMU_CR0_EM);
+
+	LOAD(g_lmsw);
+	faults_on_ist();
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	cr0 = g_m.cpu.cr0;
+	g_m.cpu.gpr[X86EMU_RAX] = X86EMU_CR0_TS;
+	assert_faulted(X86EMU_EXC_GP, 0);
+	assert_int_equal(g_m.cpu.cr0, cr0);
+	assert_int_equal(g_m.cr_writes, 0);
+}
+
 /* ---- retry: nothing changes ------------------------------------------------------------------ */
 
 GUEST(g_retry_push, "push %rax");
@@ -1249,6 +1377,9 @@ int main(void)
 		cmocka_unit_test(lss_lfs_lgs_faults_change_nothing),
 		cmocka_unit_test(far_jmp_and_call_through_memory_load_cs),
 		cmocka_unit_test(far_jmp_and_call_faults_change_nothing),
+		cmocka_unit_test(xlat_looks_al_up_in_the_table_at_rbx),
+		cmocka_unit_test(smsw_stores_cr0_at_the_operand_size),
+		cmocka_unit_test(lmsw_loads_the_low_cr0_bits_through_the_cr0_hook),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

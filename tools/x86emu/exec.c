@@ -577,6 +577,15 @@ int x86emu__exec(struct x86emu_ctx *c)
 	case ZYDIS_MNEMONIC_CMPSQ: case ZYDIS_MNEMONIC_SCASB: case ZYDIS_MNEMONIC_SCASW:
 	case ZYDIS_MNEMONIC_SCASD: case ZYDIS_MNEMONIC_SCASQ:
 		return x86emu__exec_string(c);	/* manages RIP itself */
+	case ZYDIS_MNEMONIC_XLAT: {
+		/* SDM XLAT: AL = [seg:rBX + zero-extended AL], wrapped to the address size. */
+		uint64_t v, ea = x86emu__ea(c, &c->ops[0]) + (c->cpu.gpr[X86EMU_RAX] & 0xff);
+		rc = x86emu__read_seg(c, c->ops[0].mem.segment, ea & width_mask(c->insn.address_width),
+				      1, &v);
+		if (rc == XS_OK)
+			x86emu__reg_write(&c->cpu, ZYDIS_REGISTER_AL, v);
+		break;
+	}
 	case ZYDIS_MNEMONIC_NOP: case ZYDIS_MNEMONIC_PAUSE: case ZYDIS_MNEMONIC_ENDBR64:
 	case ZYDIS_MNEMONIC_PREFETCHT0: case ZYDIS_MNEMONIC_PREFETCHT1:
 	case ZYDIS_MNEMONIC_PREFETCHT2: case ZYDIS_MNEMONIC_PREFETCHNTA:

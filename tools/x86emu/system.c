@@ -402,7 +402,8 @@ bool x86emu__is_system(ZydisMnemonic m)
 	case ZYDIS_MNEMONIC_SLDT: case ZYDIS_MNEMONIC_INVLPG: case ZYDIS_MNEMONIC_INVPCID:
 	case ZYDIS_MNEMONIC_WBINVD: case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_CLTS:
 	case ZYDIS_MNEMONIC_CLAC: case ZYDIS_MNEMONIC_STAC: case ZYDIS_MNEMONIC_LSS:
-	case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS:
+	case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_SMSW:
+	case ZYDIS_MNEMONIC_LMSW:
 		return true;
 	default:
 		return false;
@@ -540,6 +541,27 @@ static int exec_other(struct x86emu_ctx *c)
 	case ZYDIS_MNEMONIC_WBINVD:
 	case ZYDIS_MNEMONIC_INVD:
 		return require_cpl0(c);	/* caches are not modelled */
+	case ZYDIS_MNEMONIC_SMSW:
+		/*
+		 * CR0 at the operand size into a register (16 bits leave the
+		 * rest, 32 zero-extend), its low word into memory.  Any CPL:
+		 * CR4.UMIP is not offered (a reserved bit for MOV to CR4).
+		 */
+		return x86emu__op_write(c, 0, cpu->cr0);
+	case ZYDIS_MNEMONIC_LMSW: {
+		/*
+		 * SDM LMSW: only PE, MP, EM and TS, and PE cannot be cleared;
+		 * through MOV CR0's checks and hook, so the machine follows.
+		 */
+		uint64_t v;
+		rc = require_cpl0(c);
+		if (rc == XS_OK)
+			rc = x86emu__op_read(c, 0, &v);
+		if (rc != XS_OK)
+			return rc;
+		v = (cpu->cr0 & ~0xeull) | (v & 0xf);
+		return write_cr(c, 0, v);
+	}
 	case ZYDIS_MNEMONIC_CLTS:
 		rc = require_cpl0(c);
 		if (rc == XS_OK)
