@@ -5,6 +5,7 @@
  * MSRs, CPUID, port I/O, interrupts and the STI shadow, atomics, and the
  * "retry" contract: a callback that says retry leaves the CPU untouched.
  */
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1289,6 +1290,173 @@ static void lmsw_loads_the_low_cr0_bits_through_the_cr0_hook(void **state)
 	assert_int_equal(g_m.cr_writes, 0);
 }
 
+/* ---- LAR, LSL, VERR, VERW ---------------------------------------------------------------------- */
+
+/* lar ecx,eax; lar rcx,rax; lar cx,ax; lsl ecx,eax; lsl rcx,rax; lsl cx,ax; verr cx; verw cx */
+static const uint8_t g_verify_code[][4] = {
+	{ 0x0f, 0x02, 0xc1 }, { 0x48, 0x0f, 0x02, 0xc1 }, { 0x66, 0x0f, 0x02, 0xc1 },
+	{ 0x0f, 0x03, 0xc1 }, { 0x48, 0x0f, 0x03, 0xc1 }, { 0x66, 0x0f, 0x03, 0xc1 },
+	{ 0x0f, 0x00, 0xe1 }, { 0x0f, 0x00, 0xe9 },
+};
+static const size_t g_verify_len[] = { 3, 4, 4, 3, 4, 4, 3, 3 };
+enum { V_LAR32, V_LAR64, V_LAR16, V_LSL32, V_LSL64, V_LSL16, V_VERR, V_VERW, V_COUNT };
+
+/* Run form k on selector `sel` in the test machine; RAX starts as `rax`. Returns ZF. */
+static bool emu_verify(unsigned k, uint64_t sel, uint64_t rax)
+{
+	g_m.cpu.rip = TM_CODE;
+	tm_load(&g_m, TM_CODE, g_verify_code[k], g_verify_len[k]);
+	g_m.cpu.gpr[X86EMU_RAX] = rax;
+	g_m.cpu.gpr[X86EMU_RCX] = sel;
+	g_m.cpu.rflags = X86EMU_FLAG_FIXED | X86EMU_FLAGS_ARITH;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + g_verify_len[k]);
+	/* Only ZF changes. */
+	assert_int_equal(g_m.cpu.rflags | X86EMU_FLAG_ZF, X86EMU_FLAG_FIXED | X86EMU_FLAGS_ARITH);
+	return (g_m.cpu.rflags & X86EMU_FLAG_ZF) != 0;
+}
+
+/*
+ * At CPL 3 against the host: the test machine gets the host's GDT as far
+ * as CPL 3 can read it (LAR and LSL of every entry the host lets it see),
+ * and the DPL 0 entries as Linux writes them (kernel code and data, the
+ * busy TSS); then every selector below 0x90, with each RPL and TI, must
+ * give the host's ZF and destination for every form.  This covers DPL
+ * against CPL and RPL, readable/writable, a null selector, an unusable
+ * LDT, entries beyond the GDT limit, and that a failure leaves the
+ * destination (all 64 bits) alone.
+ */
+static void lar_lsl_verr_verw_match_the_host_at_cpl3(void **state)
+{
+	(void)state;
+	cpu_set_t old, one;
+	sched_getaffinity(0, sizeof(old), &old);
+	CPU_ZERO(&one);
+	CPU_SET(sched_getcpu(), &one);
+	sched_setaffinity(0, sizeof(one), &one);	/* the CPU-number segment's limit */
+
+	LOAD(g_user_hlt);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	memset(g_m.mem + TM_GDT, 0, 0x90);
+	g_m.cpu.gdtr.limit = 0x7f;		/* Linux: 16 entries */
+	tm_wr(&g_m, TM_GDT + 0x08, 8, 0x00cf9b000000ffffull);
+	tm_wr(&g_m, TM_GDT + 0x10, 8, 0x00af9b000000ffffull);
+	tm_wr(&g_m, TM_GDT + 0x18, 8, 0x00cf93000000ffffull);
+	tm_wr(&g_m, TM_GDT + 0x40, 8, 0x00008b000000206full);	/* a busy TSS, DPL 0 */
+	for (unsigned i = 1; i < 16; i++) {
+		struct host_regs lar = { .rflags = X86EMU_FLAG_FIXED }, lsl;
+		lar.gpr[X86EMU_RCX] = 8 * i + 3;
+		lsl = lar;
+		assert_int_equal(host_exec(g_verify_code[V_LAR32], g_verify_len[V_LAR32], &lar), 0);
+		assert_int_equal(host_exec(g_verify_code[V_LSL32], g_verify_len[V_LSL32], &lsl), 0);
+		if (!(lar.rflags & X86EMU_FLAG_ZF))
+			continue;
+		assert_true(lsl.rflags & X86EMU_FLAG_ZF);
+		uint64_t ar = lar.gpr[X86EMU_RAX], lim = lsl.gpr[X86EMU_RAX];
+		if (ar & (1u << 23))
+			lim >>= 12;
+		tm_wr(&g_m, TM_GDT + 8 * i, 8, (ar << 32) | (lim & 0xffff));
+	}
+	tseed(31);
+	unsigned seen = 0;
+	for (unsigned sel = 0; sel < 0x90; sel++)
+		for (unsigned k = 0; k < V_COUNT; k++) {
+			struct host_regs h = { .rflags = X86EMU_FLAG_FIXED | X86EMU_FLAGS_ARITH };
+			uint64_t rax = trand(), rcx = (trand() << 16) | sel;
+			h.gpr[X86EMU_RAX] = rax;
+			h.gpr[X86EMU_RCX] = rcx;
+			assert_int_equal(host_exec(g_verify_code[k], g_verify_len[k], &h), 0);
+			bool zf = emu_verify(k, rcx, rax);
+			if (zf != !!(h.rflags & X86EMU_FLAG_ZF) || g_m.cpu.gpr[X86EMU_RAX] != h.gpr[X86EMU_RAX])
+				fail_msg("selector %#x form %u: host ZF %d RAX %#llx, emulator ZF %d RAX %#llx",
+					 sel, k, !!(h.rflags & X86EMU_FLAG_ZF),
+					 (unsigned long long)h.gpr[X86EMU_RAX], zf,
+					 (unsigned long long)g_m.cpu.gpr[X86EMU_RAX]);
+			seen += zf;
+		}
+	assert_true(seen >= 3 * 4 * 4);	/* at least the user code and data segments */
+	sched_setaffinity(0, sizeof(old), &old);
+}
+
+GUEST(g_lar_mem, "lar (%rbx), %eax\n hlt");
+
+/*
+ * What CPL 3 on the host cannot show: 16-byte system descriptors (LDT,
+ * TSS, call gate; LSL not for a gate; an upper half with a type, or past
+ * the limit, is ZF = 0), conforming code, RPL above DPL at CPL 0, LSL's
+ * granularity, and the memory form's faults.
+ */
+static void lar_lsl_verr_verw_descriptor_types_and_privilege(void **state)
+{
+	(void)state;
+	const uint64_t ldt = 0x0000e2000000ffffull | (0x12345ull << 16);	/* DPL 3, limit 0xffff */
+	const uint64_t gate = 0x0000ec0000001000ull | ((uint64_t)TM_SEL_KCODE << 16);
+	const uint64_t intgate = 0x0000ee0000001000ull | ((uint64_t)TM_SEL_KCODE << 16);
+	const uint64_t conf_xo = 0x00afdc000000ffffull;	/* conforming, execute-only, DPL 2 */
+	const uint64_t data_g0 = 0x0000f2000000abcdull;	/* DPL 3 read/write data, byte granular */
+	const struct {
+		uint64_t d, hi;
+		uint16_t limit;		/* GDT limit */
+		bool user;
+		uint64_t sel;
+		bool zf[V_COUNT];	/* LAR32..VERW */
+		uint64_t lar, lsl;
+	} cases[] = {
+		{ ldt, 0, 0x47, true, 0x3b, { 1, 1, 1, 1, 1, 1, 0, 0 }, 0xe200, 0xffff },
+		{ ldt, 1ull << 40, 0x47, true, 0x3b, { 0 }, 0, 0 },	/* upper half with a type */
+		{ ldt, 0, 0x3f, true, 0x3b, { 0 }, 0, 0 },		/* upper half past the limit */
+		{ gate, 0, 0x47, true, 0x3b, { 1, 1, 1, 0, 0, 0, 0, 0 }, 0xec00, 0 },
+		{ intgate, 0, 0x47, false, 0x38, { 0 }, 0, 0 },		/* not for LAR */
+		{ conf_xo, 0, 0x3f, true, 0x3b, { 1, 1, 1, 1, 1, 1, 0, 0 }, 0xafdc00, 0xffffffff },
+		{ conf_xo | (1ull << 41), 0, 0x3f, true, 0x3b, { 1, 1, 1, 1, 1, 1, 1, 0 }, 0xafde00, 0xffffffff },
+		{ data_g0, 0, 0x3f, false, 0x3b, { 1, 1, 1, 1, 1, 1, 1, 1 }, 0xf200, 0xabcd },
+		{ data_g0 & ~(3ull << 45), 0, 0x3f, false, 0x3b, { 0 }, 0, 0 },	/* RPL 3 > DPL 0 */
+		{ data_g0 & ~(1ull << 47), 0, 0x3f, false, 0x38, { 1, 1, 1, 1, 1, 1, 1, 1 }, 0x7200, 0xabcd },	/* P is not checked */
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		for (unsigned k = 0; k < V_COUNT; k++) {
+			LOAD(g_user_hlt);
+			if (cases[i].user)
+				tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+			tm_wr(&g_m, TM_GDT + 0x38, 8, cases[i].d);
+			tm_wr(&g_m, TM_GDT + 0x40, 8, cases[i].hi);
+			g_m.cpu.gdtr.limit = cases[i].limit;
+			const uint64_t rax = 0x5555555555555555ull;
+			bool zf = emu_verify(k, cases[i].sel, rax);
+			if (zf != cases[i].zf[k])
+				fail_msg("case %u form %u: ZF %d", i, k, zf);
+			uint64_t want = rax;
+			if (zf && k <= V_LAR16)
+				want = k == V_LAR16 ? (rax & ~0xffffull) | (cases[i].lar & 0xff00) : cases[i].lar;
+			else if (zf && k <= V_LSL16)
+				want = k == V_LSL16 ? (rax & ~0xffffull) | (cases[i].lsl & 0xffff) : cases[i].lsl;
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], want);
+		}
+
+	/* The TSS (DPL 0) is visible to LAR at CPL 0 only. */
+	LOAD(g_user_hlt);
+	assert_true(emu_verify(V_LAR32, TM_SEL_TSS, 0));
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x8900);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	assert_false(emu_verify(V_LAR32, TM_SEL_TSS | 3, 0));
+
+	/* The memory form reads the selector; a #PF there changes nothing. */
+	LOAD(g_lar_mem);
+	tm_wr(&g_m, TM_DATA, 2, TM_SEL_KDATA);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_true(g_m.cpu.rflags & X86EMU_FLAG_ZF);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0xcf9300);
+	LOAD(g_lar_mem);
+	faults_on_ist();
+	tm_set_pages(&g_m, TM_DATA, 1, TM_PAGE_ABSENT);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RAX] = 0x77;
+	assert_faulted(X86EMU_EXC_PF, 0);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x77);
+}
+
 /* ---- retry: nothing changes ------------------------------------------------------------------ */
 
 GUEST(g_retry_push, "push %rax");
@@ -1380,6 +1548,8 @@ int main(void)
 		cmocka_unit_test(xlat_looks_al_up_in_the_table_at_rbx),
 		cmocka_unit_test(smsw_stores_cr0_at_the_operand_size),
 		cmocka_unit_test(lmsw_loads_the_low_cr0_bits_through_the_cr0_hook),
+		cmocka_unit_test(lar_lsl_verr_verw_match_the_host_at_cpl3),
+		cmocka_unit_test(lar_lsl_verr_verw_descriptor_types_and_privilege),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -242,5 +242,7 @@ int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sele
 int x86emu__load_far_pointer(struct x86emu_ctx *c);
 /* Far JMP (call false) or far CALL through a memory far pointer. */
 int x86emu__far_branch(struct x86emu_ctx *c, bool call);
+/* LAR, LSL, VERR, VERW: ZF from the descriptor checks. */
+int x86emu__exec_verify(struct x86emu_ctx *c);
 
 #endif /* X86EMU_INTERNAL_H */

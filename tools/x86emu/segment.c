@@ -427,3 +427,100 @@ int x86emu__far_branch(struct x86emu_ctx *c, bool call)
 	cpu->rip = off;
 	return XS_OK;
 }
+
+/* ---- LAR, LSL, VERR, VERW -------------------------------------------------------------------- */
+
+static int read_table_qword(struct x86emu_ctx *c, uint64_t la, uint64_t *v)
+{
+	uint8_t buf[8];
+	int rc = x86emu__mem_read(c, la, 8, buf, X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+
+	if (rc != XS_OK)
+		return rc;
+	*v = 0;
+	for (unsigned i = 0; i < 8; i++)
+		*v |= (uint64_t)buf[i] << (8 * i);
+	return XS_OK;
+}
+
+/*
+ * LAR, LSL, VERR and VERW in 64-bit mode: ZF says whether the selector
+ * names a descriptor the instruction accepts at this CPL and RPL.  A null
+ * selector, an unusable LDT, an entry beyond the table, a type the
+ * instruction does not take, or DPL < max(CPL, RPL) (conforming code
+ * excepted) is ZF = 0 and no fault; the destination is written only with
+ * ZF = 1.  System descriptors are 16 bytes here: LAR takes an LDT, an
+ * available or busy 64-bit TSS and a call gate, LSL the first three,
+ * each only with a zero type field in the upper half (AMD APM LAR/LSL;
+ * the host agrees for the selectors it lets CPL 3 see).  LAR returns the
+ * descriptor's dword 1 masked with 0x00ffff00 (the host leaves limit
+ * bits 19:16 in, which Intel's mask 0x00fxff00 allows), 0xff00 for 16 bits.
+ */
+int x86emu__exec_verify(struct x86emu_ctx *c)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	ZydisMnemonic mn = c->insn.mnemonic;
+	bool verr = mn == ZYDIS_MNEMONIC_VERR, verw = mn == ZYDIS_MNEMONIC_VERW;
+	bool lar = mn == ZYDIS_MNEMONIC_LAR;
+	uint64_t v, lo, hi, base, limit;
+	bool ok = false;
+	int rc = x86emu__op_read(c, (verr || verw) ? 0 : 1, &v);
+
+	if (rc != XS_OK)
+		return rc;
+	uint16_t sel = (uint16_t)v;
+	if (sel & 4) {
+		if (!(cpu->ldtr.attr & X86EMU_SEG_ATTR_P))
+			goto done;
+		base = cpu->ldtr.base;
+		limit = cpu->ldtr.limit;
+	} else {
+		if ((sel & 0xfffc) == 0)
+			goto done;
+		base = cpu->gdtr.base;
+		limit = cpu->gdtr.limit;
+	}
+	if ((uint64_t)(sel & 0xfff8) + 7 > limit)
+		goto done;
+	rc = read_table_qword(c, base + (sel & 0xfff8), &lo);
+	if (rc != XS_OK)
+		return rc;
+	bool s = (lo >> 44) & 1, code = s && ((lo >> 43) & 1);
+	bool conforming = code && ((lo >> 42) & 1), rw = (lo >> 41) & 1;
+	unsigned type = (unsigned)((lo >> 40) & 0xf), dpl = (unsigned)((lo >> 45) & 3);
+	if (!s) {
+		bool valid = type == 2 || type == 9 || type == 0xb || (lar && type == 0xc);
+		if (verr || verw || !valid || (uint64_t)(sel & 0xfff8) + 15 > limit)
+			goto done;
+		rc = read_table_qword(c, base + (sel & 0xfff8) + 8, &hi);
+		if (rc != XS_OK)
+			return rc;
+		if ((hi >> 40) & 0x1f)
+			goto done;
+	}
+	if (!conforming && (cpu->cpl > dpl || (sel & 3u) > dpl))
+		goto done;
+	if (verr)
+		ok = !code || rw;
+	else if (verw)
+		ok = s && !code && rw;
+	else
+		ok = true;
+	if (ok && lar) {
+		v = (lo >> 32) & (op_bits(c, 0) == 16 ? 0xff00u : 0x00ffff00u);
+		rc = x86emu__op_write(c, 0, v);
+	} else if (ok) {
+		v = (lo & 0xffff) | ((lo >> 32) & 0xf0000);
+		if ((lo >> 55) & 1)
+			v = (v << 12) | 0xfff;
+		rc = x86emu__op_write(c, 0, v);
+	}
+	if (rc != XS_OK)
+		return rc;
+done:
+	if (ok)
+		cpu->rflags |= X86EMU_FLAG_ZF;
+	else
+		cpu->rflags &= ~X86EMU_FLAG_ZF;
+	return XS_OK;
+}

@@ -403,7 +403,8 @@ bool x86emu__is_system(ZydisMnemonic m)
 	case ZYDIS_MNEMONIC_WBINVD: case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_CLTS:
 	case ZYDIS_MNEMONIC_CLAC: case ZYDIS_MNEMONIC_STAC: case ZYDIS_MNEMONIC_LSS:
 	case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_SMSW:
-	case ZYDIS_MNEMONIC_LMSW:
+	case ZYDIS_MNEMONIC_LMSW: case ZYDIS_MNEMONIC_LAR: case ZYDIS_MNEMONIC_LSL:
+	case ZYDIS_MNEMONIC_VERR: case ZYDIS_MNEMONIC_VERW:
 		return true;
 	default:
 		return false;
@@ -638,6 +639,10 @@ int x86emu__exec_system(struct x86emu_ctx *c)
 		break;
 	case ZYDIS_MNEMONIC_LSS: case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS:
 		rc = x86emu__load_far_pointer(c);
+		break;
+	case ZYDIS_MNEMONIC_LAR: case ZYDIS_MNEMONIC_LSL: case ZYDIS_MNEMONIC_VERR:
+	case ZYDIS_MNEMONIC_VERW:
+		rc = x86emu__exec_verify(c);
 		break;
 	case ZYDIS_MNEMONIC_RDMSR:
 	case ZYDIS_MNEMONIC_WRMSR:
