@@ -1166,7 +1166,7 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 
 GUEST(g_xlat, "xlat\n hlt");
 GUEST(g_xlat_a32, "addr32 xlat\n hlt");
-GUEST(g_xlat_fs, "xlat %fs:(%rbx)\n hlt");
+GUEST(g_xlat_fs, ".byte 0x64, 0xd7\n hlt");	/* xlat %fs:(%rbx) */
 
 /*
  * XLAT: AL = [rBX + zero-extended AL]; nothing else changes (the host
