@@ -1085,8 +1085,6 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 	(void)state;
 	const uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
 	const uint64_t ucode = tm_rd(&g_m, TM_GDT + TM_SEL_UCODE, 8);
-	const uint64_t gate = (FAR_TARGET & 0xffff) | ((uint64_t)TM_SEL_KCODE << 16) |
-			      (0xcull << 40) | (1ull << 47);
 	enum { NONE, ABSENT_STACK, RO_STACK, BAD_RSP, USER };
 	static const uint64_t none = ~0ull;
 	const struct {
@@ -1121,8 +1119,6 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 		{ g_lcall64, g_lcall64_end, 0x38, kcode, FAR_TARGET, ABSENT_STACK, X86EMU_EXC_PF, 2 },
 		{ g_lcall32, g_lcall32_end, 0x38, kcode, FAR_TARGET, RO_STACK, X86EMU_EXC_PF, 3 },
 		{ g_lcall64, g_lcall64_end, 0x38, kcode, FAR_TARGET, BAD_RSP, X86EMU_EXC_SS, 0 },
-		/* Call gates are not implemented. */
-		{ g_lcall64, g_lcall64_end, 0x38, gate, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
 		{ g_ljmp_reg, g_ljmp_reg_end, 0x38, kcode, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
 		{ g_ljmp_direct, g_ljmp_direct_end, 0x38, kcode, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
 	};
@@ -1130,11 +1126,8 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 		load(cases[i].s, cases[i].e);
 		faults_on_ist();
 		unsigned sz = (cases[i].s == g_lcall32 || cases[i].s == g_ljmp32) ? 4 : 8;
-		if (cases[i].desc38 != none) {
+		if (cases[i].desc38 != none)
 			gdt_put(0x38, cases[i].desc38);
-			if (cases[i].desc38 == gate)
-				gdt_put(0x40, 0);	/* the gate's upper half */
-		}
 		far_pointer(sz, cases[i].offset, cases[i].sel);
 		uint64_t rsp = FAR_STACK;
 		if (cases[i].how == BAD_RSP)
@@ -1159,6 +1152,134 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 		for (unsigned k = 0; k < 4; k++)
 			assert_int_equal(tm_rd(&g_m, FAR_STACK - 8 * (k + 1), 8),
 					 0xa5a5a5a5a5a5a5a5ull);
+	}
+}
+
+/* A 64-bit call gate at 0x38 (16 bytes) to sel:offset, with the GDT ending after it. */
+static void put_call_gate(unsigned dpl, uint16_t sel, uint64_t offset, uint64_t hi_extra)
+{
+	uint64_t lo = (offset & 0xffff) | ((uint64_t)sel << 16) | (0xcull << 40) |
+		      ((uint64_t)dpl << 45) | (1ull << 47) | (((offset >> 16) & 0xffff) << 48);
+	gdt_put(0x38, lo);
+	gdt_put(0x40, (offset >> 32) | hi_extra);
+}
+
+/*
+ * Through a 64-bit call gate: JMP keeps the CPL; CALL to a more privileged
+ * non-conforming segment takes RSPn from the TSS, a null SS, and pushes
+ * SS, RSP, CS and RIP (8 bytes each), which far RET pops to go back.
+ */
+static void far_jmp_and_call_through_a_call_gate(void **state)
+{
+	(void)state;
+	LOAD(g_ljmp64);
+	put_call_gate(0, TM_SEL_KCODE, FAR_TARGET, 0);
+	far_pointer(8, 0x1234, 0x38);	/* the pointer's offset is ignored */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+
+	/* CALL m16:32 through a gate at the same level still pushes quadwords. */
+	LOAD(g_lcall32);
+	put_call_gate(0, TM_SEL_KCODE, FAR_TARGET, 0);
+	far_pointer(4, 0, 0x38);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 16);
+	assert_int_equal(stack_qword(0), TM_CODE + 2);
+	assert_int_equal(stack_qword(1), TM_SEL_KCODE);
+
+	/* From CPL 3 through a DPL 3 gate to CPL 0, and LRETQ back. */
+	LOAD(g_lcall64);
+	put_call_gate(3, TM_SEL_KCODE, FAR_TARGET, 0);
+	far_pointer(8, 0, 0x3b);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK - 8);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(g_m.cpu.rip, FAR_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, 0);	/* null, RPL 0 */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_RSP0 - 32);
+	assert_int_equal(stack_qword(0), TM_CODE + 3);
+	assert_int_equal(stack_qword(1), TM_SEL_UCODE);
+	assert_int_equal(stack_qword(2), TM_USER_STACK - 8);
+	assert_int_equal(stack_qword(3), TM_SEL_UDATA);
+	assert_int_equal(tm_step(&g_m, 2), X86EMU_EXIT_BUDGET);	/* nop, lretq */
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cpl, 3);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_USER_STACK - 8);
+}
+
+static void far_jmp_and_call_through_a_call_gate_faults(void **state)
+{
+	(void)state;
+	const uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
+	enum { CPL0, CPL3, CPL3_RSP0_ABSENT };
+	const struct {
+		const uint8_t *s, *e;
+		uint16_t psel;		/* the far pointer's selector */
+		unsigned dpl;		/* the gate's */
+		uint16_t tsel;		/* the gate's target */
+		uint64_t offset, hi_extra, d48;	/* d48: the descriptor at 0x48 */
+		uint16_t limit;		/* the GDT's */
+		int how;
+		unsigned vector;
+		long ec;
+	} cases[] = {
+		/* The gate: DPL >= CPL and RPL, a zero type in the upper half, within the GDT, present. */
+		{ g_lcall64, g_lcall64_end, 0x3b, 0, 0x08, FAR_TARGET, 0, 0, 0x47, CPL3, X86EMU_EXC_GP, 0x38 },
+		{ g_ljmp64, g_ljmp64_end, 0x3b, 0, 0x08, FAR_TARGET, 0, 0, 0x47, CPL0, X86EMU_EXC_GP, 0x38 },
+		{ g_ljmp64, g_ljmp64_end, 0x38, 0, 0x08, FAR_TARGET, 1ull << 40, 0, 0x47, CPL0, X86EMU_EXC_GP, 0x38 },
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x08, FAR_TARGET, 0, 0, 0x47, CPL0, X86EMU_EXC_NP, 0x38 },
+		{ g_ljmp64, g_ljmp64_end, 0x38, 0, 0x08, FAR_TARGET, 0, 0, 0x3f, CPL0, X86EMU_EXC_GP, 0x38 },
+		/* Its target: not null, a code segment, within the GDT. */
+		{ g_ljmp64, g_ljmp64_end, 0x38, 0, 0x00, FAR_TARGET, 0, 0, 0x47, CPL0, X86EMU_EXC_GP, 0 },
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x10, FAR_TARGET, 0, 0, 0x47, CPL0, X86EMU_EXC_GP, 0x10 },
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x50, FAR_TARGET, 0, 0, 0x4f, CPL0, X86EMU_EXC_GP, 0x50 },
+		/* The target must be 64-bit code (L=1, D=0), and present. */
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x48, FAR_TARGET, 0, kcode & ~(1ull << 53), 0x4f, CPL0,
+		  X86EMU_EXC_GP, 0x48 },
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x48, FAR_TARGET, 0, kcode | (1ull << 54), 0x4f, CPL0,
+		  X86EMU_EXC_GP, 0x48 },
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x48, FAR_TARGET, 0, kcode & ~(1ull << 47), 0x4f, CPL0,
+		  X86EMU_EXC_NP, 0x48 },
+		/* JMP through a gate does not change the CPL. */
+		{ g_ljmp64, g_ljmp64_end, 0x3b, 3, 0x08, FAR_TARGET, 0, 0, 0x47, CPL3, X86EMU_EXC_GP, 0x08 },
+		/* A non-canonical offset in the gate. */
+		{ g_lcall64, g_lcall64_end, 0x38, 0, 0x08, 0x0000800000000000ull, 0, 0, 0x47, CPL0,
+		  X86EMU_EXC_GP, 0 },
+		/* The inner stack faults as a supervisor write, before anything changes. */
+		{ g_lcall64, g_lcall64_end, 0x3b, 3, 0x08, FAR_TARGET, 0, 0, 0x47, CPL3_RSP0_ABSENT,
+		  X86EMU_EXC_PF, 2 },
+	};
+	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		load(cases[i].s, cases[i].e);
+		faults_on_ist();
+		put_call_gate(cases[i].dpl, cases[i].tsel, cases[i].offset, cases[i].hi_extra);
+		if (cases[i].d48)
+			gdt_put(0x48, cases[i].d48);
+		g_m.cpu.gdtr.limit = cases[i].limit;
+		if (i == 1)	/* a DPL 0 gate with RPL 3 */
+			put_call_gate(0, cases[i].tsel, cases[i].offset, 0);
+		if (cases[i].vector == X86EMU_EXC_NP && !cases[i].d48)	/* the gate not present */
+			tm_wr(&g_m, TM_GDT + 0x38, 8, tm_rd(&g_m, TM_GDT + 0x38, 8) & ~(1ull << 47));
+		far_pointer(8, 0, cases[i].psel);
+		if (cases[i].how != CPL0)
+			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+		if (cases[i].how == CPL3_RSP0_ABSENT)
+			tm_set_pages(&g_m, TM_RSP0 - 8, 1, TM_PAGE_ABSENT);
+		struct x86emu_cpu before = g_m.cpu;
+		assert_faulted(cases[i].vector, cases[i].ec);
+		unsigned f = cases[i].ec >= 0 ? 1 : 0;
+		assert_int_equal(stack_qword(f + 1), before.seg[X86EMU_CS].selector);
+		assert_int_equal(stack_qword(f + 3), before.gpr[X86EMU_RSP]);
+		assert_int_equal(stack_qword(f + 4), before.seg[X86EMU_SS].selector);
 	}
 }
 
@@ -1545,6 +1666,8 @@ int main(void)
 		cmocka_unit_test(lss_lfs_lgs_faults_change_nothing),
 		cmocka_unit_test(far_jmp_and_call_through_memory_load_cs),
 		cmocka_unit_test(far_jmp_and_call_faults_change_nothing),
+		cmocka_unit_test(far_jmp_and_call_through_a_call_gate),
+		cmocka_unit_test(far_jmp_and_call_through_a_call_gate_faults),
 		cmocka_unit_test(xlat_looks_al_up_in_the_table_at_rbx),
 		cmocka_unit_test(smsw_stores_cr0_at_the_operand_size),
 		cmocka_unit_test(lmsw_loads_the_low_cr0_bits_through_the_cr0_hook),

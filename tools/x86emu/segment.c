@@ -358,12 +358,134 @@ int x86emu__load_far_pointer(struct x86emu_ctx *c)
 }
 
 /*
+ * The pushes of a far CALL: CS above the return RIP, `sz` bytes each, in
+ * one write made before anything changes; onto a more privileged stack
+ * (new_rsp from the TSS) also SS and RSP above them, as supervisor
+ * accesses.
+ */
+static int far_call_push(struct x86emu_ctx *c, unsigned sz, bool outer_to_inner,
+			 uint64_t new_rsp, uint64_t *rsp_out)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint64_t vals[4] = { c->next_rip, cpu->seg[X86EMU_CS].selector,
+			     cpu->gpr[X86EMU_RSP], cpu->seg[X86EMU_SS].selector };
+	unsigned n = outer_to_inner ? 4 : 2;
+	uint64_t rsp = (outer_to_inner ? new_rsp : cpu->gpr[X86EMU_RSP]) - n * sz, la;
+	uint8_t frame[32];
+	int rc;
+
+	for (unsigned i = 0; i < n; i++)
+		for (unsigned k = 0; k < sz; k++)
+			frame[i * sz + k] = (uint8_t)(vals[i] >> (8 * k));
+	rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rsp, n * sz, &la);
+	if (rc == XS_OK)
+		rc = x86emu__mem_write(c, la, n * sz, frame,
+				       outer_to_inner ? X86EMU_ACCESS_IMPLICIT_SUPERVISOR
+						      : X86EMU_ACCESS_DATA);
+	if (rc != XS_OK)
+		return rc;
+	*rsp_out = rsp;
+	return XS_OK;
+}
+
+/*
+ * Far JMP or CALL through a 64-bit call gate (SDM JMP and CALL, "IA-32e
+ * mode", and 5.8.3.1): the gate is 16 bytes with a zero type in its upper
+ * half, and names a 64-bit code segment and offset (the far pointer's
+ * offset is ignored).  JMP stays at the CPL; CALL to a non-conforming
+ * segment of higher privilege switches to the TSS's RSPn with a null SS
+ * and pushes SS, RSP, CS and RIP there, 8 bytes each as every call-gate
+ * push in 64-bit mode is.
+ */
+static int far_through_gate(struct x86emu_ctx *c, bool call, uint16_t gsel, uint64_t g)
+{
+	struct x86emu_cpu *cpu = &c->cpu;
+	uint32_t gec = gsel & 0xfffc;
+	uint64_t base = cpu->gdtr.base, limit = cpu->gdtr.limit, hi, cd;
+	uint8_t buf[8];
+	int rc;
+
+	if (gsel & 4) {
+		base = cpu->ldtr.base;
+		limit = cpu->ldtr.limit;
+	}
+	if ((uint64_t)(gsel & 0xfff8) + 15 > limit)
+		return raise_gp(c, gec);
+	rc = x86emu__mem_read(c, base + (gsel & 0xfff8) + 8, 8, buf,
+			      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+	if (rc != XS_OK)
+		return rc;
+	hi = 0;
+	for (unsigned k = 0; k < 8; k++)
+		hi |= (uint64_t)buf[k] << (8 * k);
+	if ((hi >> 40) & 0x1f)
+		return raise_gp(c, gec);
+	unsigned gdpl = (unsigned)((g >> 45) & 3);
+	if (gdpl < cpu->cpl || (gsel & 3u) > gdpl)
+		return raise_gp(c, gec);
+	if (!((g >> 47) & 1))
+		return raise_fault(c, X86EMU_EXC_NP, true, gec);
+
+	uint16_t csel = (uint16_t)(g >> 16);
+	uint32_t cec = csel & 0xfffc;
+	uint64_t off = (g & 0xffff) | (((g >> 48) & 0xffff) << 16) | ((hi & 0xffffffffull) << 32);
+	if (cec == 0)
+		return raise_gp(c, 0);
+	rc = x86emu__read_descriptor(c, csel, false, &cd);
+	if (rc != XS_OK)
+		return rc;
+	bool code = ((cd >> 44) & 1) && ((cd >> 43) & 1), conforming = (cd >> 42) & 1;
+	unsigned cdpl = (unsigned)((cd >> 45) & 3);
+	if (!code || cdpl > cpu->cpl || (!call && !conforming && cdpl != cpu->cpl))
+		return raise_gp(c, cec);
+	/* The target must be a 64-bit code segment: L set, D clear. */
+	if (!((cd >> 53) & 1) || ((cd >> 54) & 1))
+		return raise_gp(c, cec);
+	if (!((cd >> 47) & 1))
+		return raise_fault(c, X86EMU_EXC_NP, true, cec);
+	if (!is_canonical(off))
+		return raise_gp(c, 0);
+
+	unsigned new_cpl = (call && !conforming) ? cdpl : cpu->cpl;
+	uint64_t rsp = cpu->gpr[X86EMU_RSP];
+	if (call) {
+		uint64_t new_rsp = 0;
+		bool inner = new_cpl < cpu->cpl;
+		if (inner) {
+			/* RSPn of the new CPL from the 64-bit TSS (SDM 7.7). */
+			unsigned toff = 4 + 8 * new_cpl;
+			if (!(cpu->tr.attr & X86EMU_SEG_ATTR_P) || toff + 7 > cpu->tr.limit)
+				return raise_fault(c, X86EMU_EXC_TS, true, cpu->tr.selector & 0xfffc);
+			rc = x86emu__mem_read(c, cpu->tr.base + toff, 8, buf,
+					      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+			if (rc != XS_OK)
+				return rc;
+			for (unsigned k = 0; k < 8; k++)
+				new_rsp |= (uint64_t)buf[k] << (8 * k);
+		}
+		rc = far_call_push(c, 8, inner, new_rsp, &rsp);
+		if (rc != XS_OK)
+			return rc;
+		if (inner) {
+			memset(&cpu->seg[X86EMU_SS], 0, sizeof(cpu->seg[X86EMU_SS]));
+			cpu->seg[X86EMU_SS].selector = (uint16_t)new_cpl;
+			cpu->seg[X86EMU_SS].attr = (uint16_t)(new_cpl << 5);
+		}
+	}
+	x86emu__seg_from_desc(&cpu->seg[X86EMU_CS], (uint16_t)(cec | new_cpl), cd);
+	cpu->cpl = (uint8_t)new_cpl;
+	cpu->gpr[X86EMU_RSP] = rsp;
+	cpu->rip = off;
+	return XS_OK;
+}
+
+/*
  * Far JMP and far CALL through memory (FF /5, FF /3) in 64-bit mode (SDM
  * JMP and CALL, "IA-32e mode"): to a conforming or non-conforming code
- * segment, at the same privilege level.  Task gates and TSSs do not exist
- * in IA-32e mode (#GP(selector)); call gates are not implemented (#UD).
- * Direct far JMP/CALL (EA, 9A) are invalid in 64-bit mode, and the decoder
- * rejects them, as it does the register forms of FF /3 and FF /5.
+ * segment at the same privilege level, or through a call gate.  Task gates
+ * and TSSs do not exist in IA-32e mode (#GP(selector)).  Direct far
+ * JMP/CALL (EA, 9A) are invalid in 64-bit mode, and the decoder rejects
+ * them, as it does the register forms of FF /3 and FF /5.
  */
 int x86emu__far_branch(struct x86emu_ctx *c, bool call)
 {
@@ -386,7 +508,7 @@ int x86emu__far_branch(struct x86emu_ctx *c, bool call)
 		return rc;
 	if (!((d >> 44) & 1)) {
 		if (((d >> 40) & 0xf) == 0xc)
-			return raise_ud(c);	/* a call gate: not implemented */
+			return far_through_gate(c, call, sel, d);
 		return raise_gp(c, ec);
 	}
 	if (!((d >> 43) & 1))
@@ -409,16 +531,9 @@ int x86emu__far_branch(struct x86emu_ctx *c, bool call)
 	if (!is_canonical(off))
 		return raise_gp(c, 0);
 	if (call) {
-		/* CS (zero-extended) above the return RIP, each at the operand size, in one write. */
-		uint64_t rsp = cpu->gpr[X86EMU_RSP] - 2 * sz, la;
-		uint8_t frame[16];
-		for (unsigned k = 0; k < sz; k++) {
-			frame[k] = (uint8_t)(c->next_rip >> (8 * k));
-			frame[sz + k] = (uint8_t)(k < 2 ? cpu->seg[X86EMU_CS].selector >> (8 * k) : 0);
-		}
-		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rsp, 2 * sz, &la);
-		if (rc == XS_OK)
-			rc = x86emu__mem_write(c, la, 2 * sz, frame, X86EMU_ACCESS_DATA);
+		/* CS (zero-extended) above the return RIP, each at the operand size. */
+		uint64_t rsp;
+		rc = far_call_push(c, sz, false, 0, &rsp);
 		if (rc != XS_OK)
 			return rc;
 		cpu->gpr[X86EMU_RSP] = rsp;
