@@ -996,6 +996,8 @@ GUEST(g_ljmp64, ".byte 0x48, 0xff, 0x2b\n hlt");	/* jmp far m16:64 [rbx] */
 GUEST(g_ljmp32, ".byte 0xff, 0x2b\n hlt");		/* jmp far m16:32 [rbx] */
 GUEST(g_lcall64, ".byte 0x48, 0xff, 0x1b\n hlt");	/* call far m16:64 [rbx] */
 GUEST(g_lcall32, ".byte 0xff, 0x1b\n hlt");		/* call far m16:32 [rbx] */
+GUEST(g_ljmp16, ".byte 0x66, 0xff, 0x2b\n hlt");	/* jmp far m16:16 [rbx] */
+GUEST(g_lcall16, ".byte 0x66, 0xff, 0x1b\n hlt");	/* call far m16:16 [rbx] */
 GUEST(g_ljmp_reg, ".byte 0xff, 0xeb\n hlt");		/* the register form */
 GUEST(g_ljmp_direct, ".byte 0xea, 0, 0, 0, 0, 0x08, 0\n hlt");	/* EA: invalid in 64-bit mode */
 GUEST(g_far_target, "nop\n lretq\n lretl\n hlt");
@@ -1015,7 +1017,8 @@ static void far_pointer(unsigned sz, uint64_t offset, uint16_t sel)
 /*
  * Far JMP and CALL through memory to code segments at the same privilege
  * level: CS gets the selector with RPL = CPL, CALL pushes CS and the return
- * RIP at the operand size, and far RET of the same size comes back.
+ * RIP at the operand size (m16:64, m16:32, m16:16), and far RET of the
+ * same size comes back.
  */
 static void far_jmp_and_call_through_memory_load_cs(void **state)
 {
@@ -1067,6 +1070,24 @@ static void far_jmp_and_call_through_memory_load_cs(void **state)
 	assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
 	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+
+	/* m16:16: a 16-bit offset; CALL pushes CS and IP as words. */
+	LOAD(g_ljmp16);
+	far_pointer(2, 0x8000, TM_SEL_KCODE);
+	g_m.mem[0x8000] = 0xf4;	/* hlt */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, 0x8000);
+	LOAD(g_lcall16);
+	far_pointer(2, 0x8000, TM_SEL_KCODE);
+	tm_wr(&g_m, TM_STACK - 8, 8, ~0ull);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, 0x8000);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 4);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 4, 2), (TM_CODE + 3) & 0xffff);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 2, 2), TM_SEL_KCODE);
+	assert_int_equal(tm_rd(&g_m, TM_STACK - 8, 4), 0xffffffffu);
 
 	/* A conforming DPL 0 segment from CPL 3: the CPL stays 3, and so does CS.RPL. */
 	LOAD(g_ljmp64);
