@@ -11,13 +11,6 @@
 
 #include "internal.h"
 
-static inline uint64_t le64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (unsigned i = 0; i < 8; i++)
-		v |= (uint64_t)p[i] << (8 * i);
-	return v;
-}
 
 /* ---- descriptors ------------------------------------------------------------ */
 
@@ -93,7 +86,7 @@ int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t d, bool
 /* ---- the TSS ------------------------------------------------------------------ */
 
 /* Read RSPn (n=0..2) or ISTn (n=1..7, pass 3+n) from the 64-bit TSS (SDM 7.7). */
-static int tss_stack(struct x86emu_ctx *c, unsigned slot, bool ext, uint64_t *rsp)
+int x86emu__tss_stack(struct x86emu_ctx *c, unsigned slot, bool ext, uint64_t *rsp)
 {
 	/* RSP0 at 4, RSP1 at 12, RSP2 at 20, IST1 at 36 ... IST7 at 84. */
 	unsigned off = slot < 3 ? 4 + 8 * slot : 36 + 8 * (slot - 4);
@@ -165,9 +158,9 @@ int x86emu__deliver(struct x86emu_ctx *c, uint8_t vector, bool has_ec, uint32_t 
 	uint64_t rsp = cpu->gpr[X86EMU_RSP];
 	rc = XS_OK;
 	if (ist) {
-		rc = tss_stack(c, 3 + ist, ext, &rsp);
+		rc = x86emu__tss_stack(c, 3 + ist, ext, &rsp);
 	} else if (new_cpl < cpu->cpl) {
-		rc = tss_stack(c, new_cpl, ext, &rsp);
+		rc = x86emu__tss_stack(c, new_cpl, ext, &rsp);
 	}
 	if (rc != XS_OK)
 		return rc;

@@ -49,6 +49,15 @@ __extension__ typedef __int128 x86emu_i128;
 
 /* ---- small helpers -------------------------------------------------------- */
 
+/* The little-endian quadword at p (guest memory as bytes). */
+static inline uint64_t le64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (unsigned i = 0; i < 8; i++)
+		v |= (uint64_t)p[i] << (8 * i);
+	return v;
+}
+
 static inline uint64_t width_mask(unsigned bits)
 {
 	return bits >= 64 ? ~0ull : (1ull << bits) - 1;
@@ -229,6 +238,9 @@ int x86emu__raise(struct x86emu_ctx *c, const struct x86emu_fault *f,
 void x86emu__seg_from_desc(struct x86emu_segment *s, uint16_t selector, uint64_t desc);
 /* Read the 8-byte descriptor for selector from the GDT/LDT; #GP(sel) outside the table. */
 int x86emu__read_descriptor(struct x86emu_ctx *c, uint16_t selector, bool ext, uint64_t *desc);
+/* RSPn (slot n = 0..2) or ISTn (slot 3 + n) from the 64-bit TSS; #TS(TR) with
+ * EXT = ext when the TSS cannot hold it. */
+int x86emu__tss_stack(struct x86emu_ctx *c, unsigned slot, bool ext, uint64_t *rsp);
 /* #GP unless a code segment, #NP unless present. */
 int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t desc, bool ext);
 

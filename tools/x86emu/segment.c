@@ -309,6 +309,17 @@ int x86emu__exec_table(struct x86emu_ctx *c)
 
 /* ---- far pointers: LSS/LFS/LGS, far JMP and CALL ---------------------------------------- */
 
+/* A quadword of a descriptor table at linear @la (a supervisor access). */
+static int read_table_qword(struct x86emu_ctx *c, uint64_t la, uint64_t *v)
+{
+	uint8_t buf[8];
+	int rc = x86emu__mem_read(c, la, 8, buf, X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+
+	if (rc == XS_OK)
+		*v = le64(buf);
+	return rc;
+}
+
 /* Read a far pointer m16:16/m16:32/m16:64 (offset, then selector) from memory operand i. */
 static int read_far_pointer(struct x86emu_ctx *c, unsigned i, unsigned sz, uint64_t *off,
 			    uint16_t *sel)
@@ -402,7 +413,6 @@ static int far_through_gate(struct x86emu_ctx *c, bool call, uint16_t gsel, uint
 	struct x86emu_cpu *cpu = &c->cpu;
 	uint32_t gec = gsel & 0xfffc;
 	uint64_t base = cpu->gdtr.base, limit = cpu->gdtr.limit, hi, cd;
-	uint8_t buf[8];
 	int rc;
 
 	if (gsel & 4) {
@@ -411,13 +421,9 @@ static int far_through_gate(struct x86emu_ctx *c, bool call, uint16_t gsel, uint
 	}
 	if ((uint64_t)(gsel & 0xfff8) + 15 > limit)
 		return raise_gp(c, gec);
-	rc = x86emu__mem_read(c, base + (gsel & 0xfff8) + 8, 8, buf,
-			      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+	rc = read_table_qword(c, base + (gsel & 0xfff8) + 8, &hi);
 	if (rc != XS_OK)
 		return rc;
-	hi = 0;
-	for (unsigned k = 0; k < 8; k++)
-		hi |= (uint64_t)buf[k] << (8 * k);
 	if ((hi >> 40) & 0x1f)
 		return raise_gp(c, gec);
 	unsigned gdpl = (unsigned)((g >> 45) & 3);
@@ -453,15 +459,9 @@ static int far_through_gate(struct x86emu_ctx *c, bool call, uint16_t gsel, uint
 		bool inner = new_cpl < cpu->cpl;
 		if (inner) {
 			/* RSPn of the new CPL from the 64-bit TSS (SDM 7.7). */
-			unsigned toff = 4 + 8 * new_cpl;
-			if (!(cpu->tr.attr & X86EMU_SEG_ATTR_P) || toff + 7 > cpu->tr.limit)
-				return raise_fault(c, X86EMU_EXC_TS, true, cpu->tr.selector & 0xfffc);
-			rc = x86emu__mem_read(c, cpu->tr.base + toff, 8, buf,
-					      X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+			rc = x86emu__tss_stack(c, new_cpl, false, &new_rsp);
 			if (rc != XS_OK)
 				return rc;
-			for (unsigned k = 0; k < 8; k++)
-				new_rsp |= (uint64_t)buf[k] << (8 * k);
 		}
 		rc = far_call_push(c, 8, inner, new_rsp, &rsp);
 		if (rc != XS_OK)
@@ -544,19 +544,6 @@ int x86emu__far_branch(struct x86emu_ctx *c, bool call)
 }
 
 /* ---- LAR, LSL, VERR, VERW -------------------------------------------------------------------- */
-
-static int read_table_qword(struct x86emu_ctx *c, uint64_t la, uint64_t *v)
-{
-	uint8_t buf[8];
-	int rc = x86emu__mem_read(c, la, 8, buf, X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
-
-	if (rc != XS_OK)
-		return rc;
-	*v = 0;
-	for (unsigned i = 0; i < 8; i++)
-		*v |= (uint64_t)buf[i] << (8 * i);
-	return XS_OK;
-}
 
 /*
  * LAR, LSL, VERR and VERW in 64-bit mode: ZF says whether the selector
