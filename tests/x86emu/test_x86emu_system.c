@@ -788,6 +788,112 @@ static void port_io_goes_to_the_machine_and_needs_iopl_at_cpl3(void **state)
 	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
 }
 
+/*
+ * A TSS with an I/O permission bitmap at offset 0x68 (every port denied but
+ * those allowed here) and the extra all-ones byte after it, the limit
+ * covering that byte.
+ */
+#define IOMAP_BASE 0x68u
+#define IOMAP_LIMIT (IOMAP_BASE + 0x2000u)
+
+static void io_bitmap(void)
+{
+	memset(g_m.mem + TM_TSS + IOMAP_BASE, 0xff, 0x2001);
+	tm_wr(&g_m, TM_TSS + 0x66, 2, IOMAP_BASE);
+	g_m.cpu.tr.limit = IOMAP_LIMIT;
+}
+
+static void io_allow(uint16_t port)
+{
+	g_m.mem[TM_TSS + IOMAP_BASE + port / 8] &= (uint8_t)~(1u << (port & 7));
+}
+
+/* One port instruction at CPL 3 (IOPL 0); true when it completed, false on #GP(0). */
+static bool user_io(const uint8_t *insn, size_t len)
+{
+	unsigned outs = g_m.io_outs;
+	tm_load(&g_m, TM_CODE, insn, len);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.rflags &= ~X86EMU_FLAG_IOPL;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	if (g_m.cpu.rip == TM_CODE + len)
+		return true;
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(g_m.io_outs, outs);	/* the port was not touched */
+	return false;
+}
+
+static void port_io_at_cpl3_follows_the_tss_io_bitmap(void **state)
+{
+	static const uint8_t out_dx_al[] = { 0xee }, out_dx_eax[] = { 0xef },
+			     in_al_dx[] = { 0xec }, in_ax_imm[] = { 0x66, 0xe5, 0x60 };
+	(void)state;
+
+	/* An allowed port, and its neighbour that is not. */
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	io_bitmap();
+	io_allow(0x3f8);
+	g_m.cpu.gpr[X86EMU_RAX] = 0x41;
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f8;
+	assert_true(user_io(out_dx_al, sizeof(out_dx_al)));
+	assert_int_equal(g_m.io_outs, 1);
+	assert_int_equal(g_m.last_port, 0x3f8);
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f9;
+	assert_false(user_io(out_dx_al, sizeof(out_dx_al)));
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f8;
+	g_m.in_value = 0x5a;
+	assert_true(user_io(in_al_dx, sizeof(in_al_dx)));
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX] & 0xff, 0x5a);
+
+	/* A 4-byte access needs all four bits clear: 0x3fe/0x3ff allowed, 0x400 not
+	 * (the straddle crosses a bitmap byte). */
+	io_allow(0x3fe);
+	io_allow(0x3ff);
+	io_allow(0x401);
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3fe;
+	assert_false(user_io(out_dx_eax, sizeof(out_dx_eax)));
+	io_allow(0x400);
+	assert_true(user_io(out_dx_eax, sizeof(out_dx_eax)));
+	assert_int_equal(g_m.last_port, 0x3fe);
+
+	/* A 2-byte IN from an immediate port. */
+	io_allow(0x60);
+	assert_false(user_io(in_ax_imm, sizeof(in_ax_imm)));
+	io_allow(0x61);
+	assert_true(user_io(in_ax_imm, sizeof(in_ax_imm)));
+
+	/* Port 0xffff: its byte is the bitmap's last, the second byte read is the
+	 * extra one, at the limit. */
+	io_allow(0xffff);
+	g_m.cpu.gpr[X86EMU_RDX] = 0xffff;
+	assert_true(user_io(out_dx_al, sizeof(out_dx_al)));
+	/* The extra byte beyond the limit: the two-byte read crosses it. */
+	g_m.cpu.tr.limit = IOMAP_LIMIT - 1;
+	assert_false(user_io(out_dx_al, sizeof(out_dx_al)));
+	/* ... which ports below the last byte do not notice. */
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f8;
+	assert_true(user_io(out_dx_al, sizeof(out_dx_al)));
+
+	/* The map base beyond the limit (the machine's default TSS): every port denied. */
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f8;
+	assert_false(user_io(out_dx_al, sizeof(out_dx_al)));
+	/* A base word itself beyond the limit. */
+	g_m.cpu.tr.limit = 0x66;
+	assert_false(user_io(out_dx_al, sizeof(out_dx_al)));
+
+	/* IOPL 3 at CPL 3: no bitmap lookup. */
+	tm_load(&g_m, TM_CODE, out_dx_al, sizeof(out_dx_al));
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.rflags |= X86EMU_FLAG_IOPL;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 1);
+	assert_int_equal(g_m.io_outs, 1);
+}
+
 /* ---- interrupts ----------------------------------------------------------------------------- */
 
 GUEST(g_sti_hlt, "sti\n hlt\n mov $5, %eax\n hlt");
@@ -1678,6 +1784,7 @@ int main(void)
 		cmocka_unit_test(msrs_efer_kernel_gs_base_swapgs_and_unknown_msr_gp),
 		cmocka_unit_test(cpuid_reports_long_mode_and_syscall),
 		cmocka_unit_test(port_io_goes_to_the_machine_and_needs_iopl_at_cpl3),
+		cmocka_unit_test(port_io_at_cpl3_follows_the_tss_io_bitmap),
 		cmocka_unit_test(sti_shadow_then_external_interrupt_wakes_hlt),
 		cmocka_unit_test(cmpxchg16b_swaps_reports_zf_and_needs_alignment),
 		cmocka_unit_test(locked_read_modify_writes_go_through_cmpxchg),

@@ -209,6 +209,7 @@ void tm_init(struct tm *m)
 	tm_wr(m, TM_GDT + 0x30, 8, tss >> 32);
 	tm_wr(m, TM_TSS + 4, 8, TM_RSP0);
 	tm_wr(m, TM_TSS + 36, 8, TM_IST1);
+	tm_wr(m, TM_TSS + 0x66, 2, 0x68);	/* I/O map base past the limit: no bitmap */
 	for (unsigned v = 0; v < 256; v++) {
 		tm_set_gate(m, v, 0xe, 0, 0);
 		m->mem[tm_handler(v)] = 0xf4;	/* hlt */

@@ -207,6 +207,11 @@ int x86emu__exec_string(struct x86emu_ctx *c);
 /* ---- system.c and event.c -------------------------------------------------------------------- */
 
 int x86emu__exec_system(struct x86emu_ctx *c);
+/*
+ * The I/O permission check of IN/OUT/INS/OUTS for `size` bytes at `port`:
+ * XS_OK at CPL <= IOPL, else the TSS I/O permission bitmap decides (#GP(0)).
+ */
+int x86emu__io_permission(struct x86emu_ctx *c, uint16_t port, unsigned size);
 /* Whether exec_system handles this mnemonic. */
 bool x86emu__is_system(ZydisMnemonic m);
 

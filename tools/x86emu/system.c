@@ -411,6 +411,39 @@ bool x86emu__is_system(ZydisMnemonic m)
 	}
 }
 
+/*
+ * SDM vol. 1 19.5: at CPL > IOPL the TSS's I/O permission bitmap decides.
+ * The 16-bit map base is at TSS offset 0x66; the bits of every byte of the
+ * access (ports port..port+size-1) must be clear.  The processor reads two
+ * bitmap bytes, at base + port / 8, for every access, and both must lie
+ * within the TSS limit; a TR that is not a present 64-bit TSS, or a base
+ * word beyond the limit, also means #GP(0).
+ */
+int x86emu__io_permission(struct x86emu_ctx *c, uint16_t port, unsigned size)
+{
+	const struct x86emu_segment *tr = &c->cpu.tr;
+	unsigned type = tr->attr & 0x1f;	/* S and type: 0x09 or 0x0b */
+	uint8_t buf[2];
+	int rc;
+
+	if (c->cpu.cpl <= iopl(&c->cpu))
+		return XS_OK;
+	if (!(tr->attr & X86EMU_SEG_ATTR_P) || (type != 0x09 && type != 0x0b) ||
+	    tr->limit < 0x67)
+		return raise_gp(c, 0);
+	rc = x86emu__mem_read(c, tr->base + 0x66, 2, buf, X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+	if (rc != XS_OK)
+		return rc;
+	uint64_t off = (uint64_t)(buf[0] | (buf[1] << 8)) + port / 8;
+	if (off + 1 > tr->limit)
+		return raise_gp(c, 0);
+	rc = x86emu__mem_read(c, tr->base + off, 2, buf, X86EMU_ACCESS_IMPLICIT_SUPERVISOR);
+	if (rc != XS_OK)
+		return rc;
+	unsigned bits = (unsigned)(buf[0] | (buf[1] << 8)) >> (port & 7);
+	return (bits & ((1u << size) - 1)) ? raise_gp(c, 0) : XS_OK;
+}
+
 static int exec_io(struct x86emu_ctx *c, bool in)
 {
 	/* Port operand: imm8 or DX; data operand: AL/AX/EAX. */
@@ -422,12 +455,9 @@ static int exec_io(struct x86emu_ctx *c, bool in)
 	unsigned size = data_op->size / 8;
 	int cb;
 
-	/*
-	 * SDM 19.5.1: with CPL > IOPL the TSS I/O permission bitmap decides;
-	 * we do not model the bitmap, so such accesses are #GP(0).
-	 */
-	if (c->cpu.cpl > iopl(&c->cpu))
-		return raise_gp(c, 0);
+	cb = x86emu__io_permission(c, port, size);
+	if (cb != XS_OK)
+		return cb;
 	if (in) {
 		uint32_t v = 0xffffffffu;
 		cb = c->env->io_in ? c->env->io_in(c->env->opaque, port, size, &v) : X86EMU_CB_OK;
