@@ -175,6 +175,14 @@ static int f_write(void *opaque, const struct x86emu_access *a, const void *in,
     return rc;
 }
 
+/* INS's check of its destination writes nothing: logged as a read. */
+static int f_write_check(void *opaque, const struct x86emu_access *a, struct x86emu_fault *f)
+{
+    int rc = vb_mem_write_check(opaque, a, f);
+    log_access(a, false, rc);
+    return rc;
+}
+
 static int f_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
                      const void *desired, void *observed, struct x86emu_fault *f)
 {
@@ -237,7 +245,8 @@ static void setup_once(void)
         abort();
     fz.v.env = (struct x86emu_env){
         .opaque = &fz.v, .read = f_read, .write = f_write, .cmpxchg = f_cmpxchg,
-        .io_in = hook_io_in, .io_out = hook_io_out, .cr_write = vb_hook_cr_write,
+        .write_check = f_write_check, .io_in = hook_io_in, .io_out = hook_io_out,
+        .cr_write = vb_hook_cr_write,
         .invlpg = vb_hook_invlpg, .invpcid = vb_hook_invpcid, .msr_write = vb_hook_msr_write,
         .cpuid = vb_hook_cpuid,
     };

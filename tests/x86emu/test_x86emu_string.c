@@ -1,5 +1,5 @@
 /*
- * String instructions: MOVS/STOS/LODS/CMPS/SCAS, with REP/REPE/REPNE, the
+ * String instructions: MOVS/STOS/LODS/CMPS/SCAS and INS/OUTS, with REP/REPE/REPNE, the
  * direction flag, resumption after a bounded chunk, and faults in the
  * middle of a REP (SDM vol. 2B REP: state describes the remaining work).
  * Register and flag results are also checked against the host CPU by
@@ -245,6 +245,233 @@ static void address_size_prefix_wraps_pointers_at_32_bits(void **state)
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 1);	/* 32-bit write zero-extends */
 }
 
+/* ---- INS and OUTS -------------------------------------------------------------------- */
+
+static void ins_and_outs_single_elements(void **state)
+{
+	(void)state;
+	static const struct { uint8_t code[2]; size_t len; unsigned size; bool in; } cases[] = {
+		{ { 0x6c }, 1, 1, true }, { { 0x66, 0x6d }, 2, 2, true }, { { 0x6d }, 1, 4, true },
+		{ { 0x48, 0x6d }, 2, 4, true },	/* REX.W leaves INSD at 4 bytes */
+		{ { 0x6e }, 1, 1, false }, { { 0x66, 0x6f }, 2, 2, false }, { { 0x6f }, 1, 4, false },
+	};
+	for (unsigned k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		unsigned size = cases[k].size;
+		reset(cases[k].code, cases[k].len);
+		memset(g_m.mem + TM_DATA, 0xee, 16);
+		tm_wr(&g_m, TM_DATA + 0x100, 8, 0x8877665544332211ull);
+		g_m.in_value = 0xa1b2c3d4;
+		g_m.cpu.gpr[X86EMU_RDX] = 0xffff0000u | 0x1f0;	/* the port is DX */
+		g_m.cpu.gpr[X86EMU_RSI] = TM_DATA + 0x100;
+		g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+		g_m.cpu.gpr[X86EMU_RCX] = 7;
+		run_to_completion(cases[k].len);
+		assert_int_equal(g_m.last_port, 0x1f0);
+		assert_int_equal(g_m.last_io_size, size);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 7);	/* no REP: the count stays */
+		if (cases[k].in) {
+			assert_int_equal(g_m.io_ins, 1);
+			assert_int_equal(tm_rd(&g_m, TM_DATA, size), 0xa1b2c3d4u & (uint32_t)((1ull << (8 * size)) - 1));
+			assert_int_equal(g_m.mem[TM_DATA + size], 0xee);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + size);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], TM_DATA + 0x100);
+		} else {
+			assert_int_equal(g_m.io_outs, 1);
+			assert_int_equal(g_m.last_out, 0x44332211u & (uint32_t)((1ull << (8 * size)) - 1));
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], TM_DATA + 0x100 + size);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA);
+		}
+	}
+}
+
+static void rep_ins_and_outs_count_direction_and_address_size(void **state)
+{
+	(void)state;
+	/* REP INSW, forwards: five words, one port read each. */
+	const uint8_t insw[] = { 0xf3, 0x66, 0x6d };
+	reset(insw, sizeof(insw));
+	g_m.in_value = 0x1000;
+	g_m.in_step = 0x0101;
+	g_m.cpu.gpr[X86EMU_RDX] = 0x60;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RCX] = 5;
+	run_to_completion(sizeof(insw));
+	assert_int_equal(g_m.io_ins, 5);
+	for (unsigned i = 0; i < 5; i++)
+		assert_int_equal(tm_rd(&g_m, TM_DATA + 2 * i, 2), 0x1000 + 0x0101 * i);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 10);
+
+	/* REP OUTSD with DF=1: from the highest element down. */
+	const uint8_t outsd[] = { 0xf3, 0x6f };
+	reset(outsd, sizeof(outsd));
+	for (unsigned i = 0; i < 3; i++)
+		tm_wr(&g_m, TM_DATA + 4 * i, 4, 0xc0de0000u + i);
+	g_m.cpu.rflags |= X86EMU_FLAG_DF;
+	g_m.cpu.gpr[X86EMU_RDX] = 0x3f8;
+	g_m.cpu.gpr[X86EMU_RSI] = TM_DATA + 8;
+	g_m.cpu.gpr[X86EMU_RCX] = 3;
+	run_to_completion(sizeof(outsd));
+	assert_int_equal(g_m.io_outs, 3);
+	for (unsigned i = 0; i < 3; i++)
+		assert_int_equal(g_m.out_log[i], 0xc0de0000u + 2 - i);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], TM_DATA - 4);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0);
+
+	/* REP INSB with a 32-bit address size: EDI and ECX, zero-extended. */
+	const uint8_t insb32[] = { 0x67, 0xf3, 0x6c };
+	reset(insb32, sizeof(insb32));
+	g_m.in_value = 0x40;
+	g_m.in_step = 1;
+	g_m.cpu.gpr[X86EMU_RDI] = 0xdead000000000000ull | TM_DATA;
+	g_m.cpu.gpr[X86EMU_RCX] = 0x5555000000000004ull;	/* ECX = 4 */
+	run_to_completion(sizeof(insb32));
+	assert_int_equal(g_m.io_ins, 4);
+	assert_int_equal(tm_rd(&g_m, TM_DATA, 4), 0x43424140u);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 4);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0);
+
+	/* More than one step's worth: resumed until done. */
+	const uint8_t outsb[] = { 0xf3, 0x6e };
+	reset(outsb, sizeof(outsb));
+	g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RCX] = 150;
+	for (unsigned i = 0; i < 150; i++)
+		g_m.mem[TM_DATA + i] = (uint8_t)i;
+	unsigned steps = run_to_completion(sizeof(outsb));
+	assert_int_equal(steps, 3);
+	assert_int_equal(g_m.io_outs, 150);
+	assert_int_equal(g_m.last_out, 149);
+}
+
+static void outs_takes_a_segment_override_and_ins_does_not(void **state)
+{
+	(void)state;
+	const uint8_t outsb_fs[] = { 0x64, 0x6e };	/* outsb from fs:[rsi] */
+	reset(outsb_fs, sizeof(outsb_fs));
+	g_m.cpu.seg[X86EMU_FS].base = TM_DATA + 0x200;
+	g_m.mem[TM_DATA + 0x205] = 0x77;
+	g_m.mem[TM_DATA + 5] = 0x11;
+	g_m.cpu.gpr[X86EMU_RSI] = 5;
+	run_to_completion(sizeof(outsb_fs));
+	assert_int_equal(g_m.last_out, 0x77);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], 6);
+
+	/* An FS prefix on INS changes nothing: the destination is ES:rDI. */
+	const uint8_t insb_fs[] = { 0x64, 0x6c };
+	reset(insb_fs, sizeof(insb_fs));
+	g_m.cpu.seg[X86EMU_FS].base = TM_DATA + 0x200;
+	g_m.in_value = 0x99;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 5;
+	run_to_completion(sizeof(insb_fs));
+	assert_int_equal(g_m.mem[TM_DATA + 5], 0x99);
+	assert_int_equal(g_m.mem[TM_DATA + 0x205], 0);
+}
+
+static void ins_destination_fault_leaves_the_port_unread(void **state)
+{
+	(void)state;
+	/* REP INSB running into an absent page after four bytes. */
+	const uint8_t code[] = { 0xf3, 0x6c };
+	reset(code, sizeof(code));
+	tm_set_pages(&g_m, TM_DATA + 0x1000, 0x1000, TM_PAGE_ABSENT);
+	g_m.in_value = 0x30;
+	g_m.in_step = 1;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x1000 - 4;
+	g_m.cpu.gpr[X86EMU_RCX] = 10;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.cr2, TM_DATA + 0x1000);
+	assert_int_equal(g_m.cpu.last_exception.error_code, 2);	/* not present, write */
+	assert_int_equal(g_m.io_ins, 4);			/* the fifth input never read */
+	assert_int_equal(tm_rd(&g_m, TM_DATA + 0x1000 - 4, 4), 0x33323130u);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 6);		/* at the faulting iteration */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 0x1000);
+	/* The handler maps the page; the instruction resumes with the fifth input. */
+	tm_set_pages(&g_m, TM_DATA + 0x1000, 0x1000, TM_PAGE_RAM);
+	g_m.cpu.rip = TM_CODE;
+	run_to_completion(sizeof(code));
+	assert_int_equal(g_m.io_ins, 10);
+	assert_int_equal(g_m.mem[TM_DATA + 0x1000], 0x34);
+	assert_int_equal(g_m.mem[TM_DATA + 0x1000 + 5], 0x39);
+
+	/* A single INSD whose second half is read-only: no input read at all. */
+	const uint8_t insd[] = { 0x6d };
+	reset(insd, sizeof(insd));
+	tm_set_pages(&g_m, TM_DATA + 0x1000, 1, TM_PAGE_READONLY);
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x1000 - 2;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 3);	/* protection, write */
+	assert_int_equal(g_m.io_ins, 0);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 0x1000 - 2);
+
+	/* Without write_check the port is read first and the input is lost. */
+	reset(insd, sizeof(insd));
+	g_m.env.write_check = NULL;
+	tm_set_pages(&g_m, TM_DATA + 0x1000, 1, TM_PAGE_READONLY);
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x1000 - 2;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.io_ins, 1);
+	assert_int_equal(tm_rd(&g_m, TM_DATA + 0x1000 - 2, 4), 0);
+}
+
+static void ins_and_outs_need_io_permission_before_any_iteration(void **state)
+{
+	(void)state;
+	static const uint8_t codes[][2] = { { 0xf3, 0x6c }, { 0xf3, 0x6f }, { 0x6d }, { 0x66, 0x6e } };
+	static const size_t lens[] = { 2, 2, 1, 2 };
+	for (unsigned k = 0; k < 4; k++) {
+		for (unsigned count = 0; count < 2; count++) {
+			/* CPL 3, IOPL 0, the machine's TSS without a bitmap. */
+			reset(codes[k], lens[k]);
+			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+			g_m.cpu.gpr[X86EMU_RDX] = 0x80;
+			g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+			g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
+			g_m.cpu.gpr[X86EMU_RCX] = count ? 5 : 0;	/* a zero count faults too */
+			assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+			assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+			assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+			assert_int_equal(g_m.io_ins + g_m.io_outs, 0);
+			assert_int_equal(tm_rd(&g_m, TM_DATA + 0x100, 8), 0);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], count ? 5 : 0);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RSI], TM_DATA);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RDI], TM_DATA + 0x100);
+		}
+
+		/* A bitmap that allows ports 0x80-0x83: the instruction runs at CPL 3. */
+		reset(codes[k], lens[k]);
+		memset(g_m.mem + TM_TSS + 0x68, 0xff, 0x2001);
+		g_m.mem[TM_TSS + 0x68 + 0x80 / 8] = 0xf0;
+		g_m.cpu.tr.limit = 0x68 + 0x2000;
+		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+		g_m.cpu.gpr[X86EMU_RDX] = 0x80;
+		g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+		g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
+		g_m.cpu.gpr[X86EMU_RCX] = 2;
+		run_to_completion(lens[k]);
+		assert_int_equal(g_m.io_ins + g_m.io_outs, lens[k] == 2 && codes[k][0] == 0xf3 ? 2 : 1);
+
+		/* Port 0x82 with a 4-byte OUTSD/INSD reaches denied 0x84-0x85: #GP. */
+		if (codes[k][0] == 0x6d || codes[k][1] == 0x6f) {
+			reset(codes[k], lens[k]);
+			memset(g_m.mem + TM_TSS + 0x68, 0xff, 0x2001);
+			g_m.mem[TM_TSS + 0x68 + 0x80 / 8] = 0xf0;
+			g_m.cpu.tr.limit = 0x68 + 0x2000;
+			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+			g_m.cpu.gpr[X86EMU_RDX] = 0x82;
+			g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+			g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
+			g_m.cpu.gpr[X86EMU_RCX] = 2;
+			assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+			assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+			assert_int_equal(g_m.io_ins + g_m.io_outs, 0);
+		}
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -258,6 +485,11 @@ int main(void)
 		cmocka_unit_test(retry_in_the_middle_of_rep_stos_keeps_completed_iterations),
 		cmocka_unit_test(cmps_and_scas_flags_match_host),
 		cmocka_unit_test(address_size_prefix_wraps_pointers_at_32_bits),
+		cmocka_unit_test(ins_and_outs_single_elements),
+		cmocka_unit_test(rep_ins_and_outs_count_direction_and_address_size),
+		cmocka_unit_test(outs_takes_a_segment_override_and_ins_does_not),
+		cmocka_unit_test(ins_destination_fault_leaves_the_port_unread),
+		cmocka_unit_test(ins_and_outs_need_io_permission_before_any_iteration),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -45,9 +45,12 @@ struct tm {
 	uint8_t user[TM_PAGES];		/* 1: user-accessible */
 	unsigned reads, writes, fetches, cmpxchgs;
 	uint32_t retry_rep_done;		/* rep_done of the last access answered RETRY */
-	unsigned io_outs;
+	unsigned io_outs, io_ins, write_checks;
 	uint16_t last_port;
 	uint32_t last_out, in_value;
+	uint32_t in_step;		/* IN number k reads in_value + k * in_step */
+	unsigned last_io_size;
+	uint32_t out_log[64];		/* the values of the first 64 OUTs */
 	unsigned invlpgs;
 	uint64_t last_invlpg;
 	unsigned cr_writes;

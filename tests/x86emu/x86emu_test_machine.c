@@ -85,6 +85,16 @@ static int tm_write(void *opaque, const struct x86emu_access *a, const void *in,
 	return X86EMU_CB_OK;
 }
 
+static int tm_write_check(void *opaque, const struct x86emu_access *a, struct x86emu_fault *f)
+{
+	struct tm *m = opaque;
+	int rc = check(m, a, true, f);
+
+	if (rc == X86EMU_CB_OK)
+		m->write_checks++;
+	return rc;
+}
+
 static int tm_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
 		      const void *desired, void *observed, struct x86emu_fault *f)
 {
@@ -103,16 +113,19 @@ static int tm_cmpxchg(void *opaque, const struct x86emu_access *a, const void *e
 static int tm_in(void *opaque, uint16_t port, unsigned size, uint32_t *v)
 {
 	struct tm *m = opaque;
-	(void)size;
+	m->last_io_size = size;
 	m->last_port = port;
-	*v = m->in_value;
+	*v = m->in_value + m->io_ins * m->in_step;
+	m->io_ins++;
 	return X86EMU_CB_OK;
 }
 
 static int tm_out(void *opaque, uint16_t port, unsigned size, uint32_t v)
 {
 	struct tm *m = opaque;
-	(void)size;
+	m->last_io_size = size;
+	if (m->io_outs < 64)
+		m->out_log[m->io_outs] = v;
 	m->io_outs++;
 	m->last_port = port;
 	m->last_out = v;
@@ -195,6 +208,7 @@ void tm_init(struct tm *m)
 	memset(m->user, 1, sizeof(m->user));
 	m->env = (struct x86emu_env){
 		.opaque = m, .read = tm_read, .write = tm_write, .cmpxchg = tm_cmpxchg,
+		.write_check = tm_write_check,
 		.io_in = tm_in, .io_out = tm_out, .cr_write = tm_cr_write, .invlpg = tm_invlpg,
 	};
 	/* GDT: null, kernel code, kernel data, user data, user code, TSS (16 bytes). */

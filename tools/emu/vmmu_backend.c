@@ -741,6 +741,7 @@ static int vb_create(struct emu_machine *m)
             .read = vb_mem_read,
             .write = vb_mem_write,
             .cmpxchg = vb_mem_cmpxchg,
+            .write_check = vb_mem_write_check,
             .io_in = hook_io_in,
             .io_out = hook_io_out,
             .cr_write = vb_hook_cr_write,

@@ -99,6 +99,7 @@ struct vb {
 int vb_mem_read(void *opaque, const struct x86emu_access *a, void *out, struct x86emu_fault *f);
 int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
                  struct x86emu_fault *f);
+int vb_mem_write_check(void *opaque, const struct x86emu_access *a, struct x86emu_fault *f);
 int vb_mem_cmpxchg(void *opaque, const struct x86emu_access *a, const void *expected,
                    const void *desired, void *observed, struct x86emu_fault *f);
 

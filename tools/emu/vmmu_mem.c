@@ -222,6 +222,34 @@ int vb_mem_write(void *opaque, const struct x86emu_access *a, const void *in,
 }
 
 /*
+ * INS checks its destination before it reads the port: translate and check
+ * every page with write intent (A/D and all), write nothing.  Outside the
+ * latch a page that is not RAM sends the instruction to the latch now,
+ * before the port is read, rather than at the write after it.
+ */
+int vb_mem_write_check(void *opaque, const struct x86emu_access *a, struct x86emu_fault *f)
+{
+    struct vb_vcpu *v = opaque;
+    struct vmmu_x86_fault vf = {.vector = VMMU_X86_FAULT_NONE};
+    struct vmmu_prepared p;
+    int rc = follow_context(v, a);
+    if (rc < 0)
+        return vb_fail(v, "mode switch", rc);
+    unsigned acc = access_bits(a) | VMMU_X86_ACC_WRITE;
+    if (!v->in_latch) {
+        bool ram;
+        rc = plain_prepare(v, a, acc, &p, &vf, &ram);
+        if (rc == 0 && vf.vector == VMMU_X86_FAULT_NONE && !ram)
+            return to_latch(v);
+        return finish(v, rc, &vf, f, "write check");
+    }
+    if (one_iteration_done(v, a))
+        return X86EMU_CB_RETRY;
+    rc = vmmu_access_prepare(v->vcpu, a->va, a->size, acc, &p, &vf);
+    return finish(v, rc, &vf, f, "write check");
+}
+
+/*
  * Locked instructions and XCHG: the access layer's compare-and-exchange is
  * atomic against every other vCPU on RAM, whatever the alignment; for an
  * operand crossing a page it parks every other vCPU meanwhile (as a CPU

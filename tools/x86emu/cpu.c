@@ -240,6 +240,21 @@ int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const vo
 	return from_callback(c, c->env->write(c->env->opaque, &a, in, &c->fault));
 }
 
+int x86emu__mem_write_check(struct x86emu_ctx *c, uint64_t la, unsigned size,
+			    enum x86emu_access_kind kind)
+{
+	struct x86emu_access a;
+
+	if (check_span(c, la, size) != XS_OK ||
+	    x86emu__check_alignment(c, la, natural_alignment(size), kind) != XS_OK)
+		return XS_FAULT;
+	if (!c->env->write_check)
+		return XS_OK;
+	fill_access(c, &a, la, size, kind);
+	memset(&c->fault, 0, sizeof(c->fault));
+	return from_callback(c, c->env->write_check(c->env->opaque, &a, &c->fault));
+}
+
 int x86emu__mem_cmpxchg(struct x86emu_ctx *c, uint64_t la, unsigned size,
 			const void *expected, const void *desired, void *observed)
 {

@@ -257,6 +257,17 @@ struct x86emu_env {
 		       const void *expected, const void *desired, void *observed,
 		       struct x86emu_fault *fault);
 
+	/*
+	 * Optional: check that a write of a.size bytes at a.va would succeed
+	 * (translate with write intent, with every check the write makes)
+	 * without writing anything, and report its fault as write would.  INS
+	 * calls it before it reads the port, so a destination that faults
+	 * leaves the port unread.  NULL: INS reads the port first, and a write
+	 * that then faults loses the input it read.
+	 */
+	int (*write_check)(void *opaque, const struct x86emu_access *a,
+			   struct x86emu_fault *fault);
+
 	/* Optional (NULL: reads all-ones, writes are dropped). size is 1, 2 or 4. */
 	int (*io_in)(void *opaque, uint16_t port, unsigned size, uint32_t *value);
 	int (*io_out)(void *opaque, uint16_t port, unsigned size, uint32_t value);

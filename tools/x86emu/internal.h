@@ -141,6 +141,12 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 		     enum x86emu_access_kind kind);
 int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
 		      enum x86emu_access_kind kind);
+/*
+ * The checks of a write at la (canonical, alignment, then env->write_check
+ * when the machine has one) without writing.
+ */
+int x86emu__mem_write_check(struct x86emu_ctx *c, uint64_t la, unsigned size,
+			    enum x86emu_access_kind kind);
 /* Atomic compare-exchange of up to 16 bytes at la (or read+write without env->cmpxchg). */
 int x86emu__mem_cmpxchg(struct x86emu_ctx *c, uint64_t la, unsigned size,
 			const void *expected, const void *desired, void *observed);

@@ -1,5 +1,6 @@
 /*
- * String instructions: MOVS, STOS, LODS, CMPS, SCAS, with REP/REPE/REPNE.
+ * String instructions: MOVS, STOS, LODS, CMPS, SCAS, with REP/REPE/REPNE,
+ * and the port string instructions INS and OUTS with REP.
  *
  * SDM vol. 2B, REP/REPE/REPZ/REPNE/REPNZ: a repeated string instruction may
  * be interrupted between iterations; the processor then leaves rCX/rSI/rDI
@@ -11,7 +12,7 @@
  */
 #include "internal.h"
 
-enum string_kind { STR_MOVS, STR_STOS, STR_LODS, STR_CMPS, STR_SCAS };
+enum string_kind { STR_MOVS, STR_STOS, STR_LODS, STR_CMPS, STR_SCAS, STR_INS, STR_OUTS };
 
 static enum string_kind kind_of(ZydisMnemonic mn)
 {
@@ -28,6 +29,10 @@ static enum string_kind kind_of(ZydisMnemonic mn)
 	case ZYDIS_MNEMONIC_CMPSB: case ZYDIS_MNEMONIC_CMPSW:
 	case ZYDIS_MNEMONIC_CMPSD: case ZYDIS_MNEMONIC_CMPSQ:
 		return STR_CMPS;
+	case ZYDIS_MNEMONIC_INSB: case ZYDIS_MNEMONIC_INSW: case ZYDIS_MNEMONIC_INSD:
+		return STR_INS;
+	case ZYDIS_MNEMONIC_OUTSB: case ZYDIS_MNEMONIC_OUTSW: case ZYDIS_MNEMONIC_OUTSD:
+		return STR_OUTS;
 	default:
 		return STR_SCAS;
 	}
@@ -45,6 +50,32 @@ static ZydisRegister source_segment(const struct x86emu_ctx *c)
 	return ZYDIS_REGISTER_DS;
 }
 
+/*
+ * INS's element: the port's input to ES:rDI (no segment override).  The
+ * destination is checked as a write first (env->write_check), so a fault
+ * there leaves the port unread, as on hardware, where the instruction
+ * restarts after the fault handler and reads the port then.
+ */
+static int input_element(struct x86emu_ctx *c, unsigned size, uint64_t rdi)
+{
+	uint32_t v = 0xffffffffu;
+	uint8_t buf[4];
+	uint64_t la;
+	int rc = x86emu__linear(c, ZYDIS_REGISTER_ES, rdi, size, &la);
+
+	if (rc == XS_OK)
+		rc = x86emu__mem_write_check(c, la, size, X86EMU_ACCESS_DATA);
+	if (rc != XS_OK)
+		return rc;
+	if (c->env->io_in &&
+	    c->env->io_in(c->env->opaque, (uint16_t)c->cpu.gpr[X86EMU_RDX], size, &v) ==
+		    X86EMU_CB_RETRY)
+		return XS_RETRY;
+	for (unsigned i = 0; i < size; i++)
+		buf[i] = (uint8_t)(v >> (8 * i));
+	return x86emu__mem_write(c, la, size, buf, X86EMU_ACCESS_DATA);
+}
+
 /* One iteration on the working copy. */
 static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned size,
 		       unsigned aw, ZydisRegister src_seg)
@@ -56,8 +87,8 @@ static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned siz
 	uint64_t a = 0, b = 0;
 	int rc = XS_OK;
 
-	/* Reads first, then the single write (MOVS/STOS). */
-	if (kind == STR_MOVS || kind == STR_LODS || kind == STR_CMPS)
+	/* Reads first, then the single write (MOVS/STOS/INS). */
+	if (kind == STR_MOVS || kind == STR_LODS || kind == STR_CMPS || kind == STR_OUTS)
 		rc = x86emu__read_seg(c, src_seg, rsi, size, &a);
 	if (rc == XS_OK && (kind == STR_CMPS || kind == STR_SCAS))
 		rc = x86emu__read_seg(c, ZYDIS_REGISTER_ES, rdi, size, &b);
@@ -65,6 +96,12 @@ static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned siz
 		rc = x86emu__write_seg(c, ZYDIS_REGISTER_ES, rdi, size, a);
 	if (rc == XS_OK && kind == STR_STOS)
 		rc = x86emu__write_seg(c, ZYDIS_REGISTER_ES, rdi, size, cpu->gpr[X86EMU_RAX]);
+	if (rc == XS_OK && kind == STR_INS)
+		rc = input_element(c, size, rdi);
+	if (rc == XS_OK && kind == STR_OUTS && c->env->io_out &&
+	    c->env->io_out(c->env->opaque, (uint16_t)cpu->gpr[X86EMU_RDX], size,
+			   (uint32_t)a) == X86EMU_CB_RETRY)
+		rc = XS_RETRY;
 	if (rc != XS_OK)
 		return rc;
 
@@ -82,9 +119,9 @@ static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned siz
 		break;
 	}
 	/* Pointers advance at the address size; 32-bit results zero-extend. */
-	if (kind != STR_STOS && kind != STR_SCAS)
+	if (kind != STR_STOS && kind != STR_SCAS && kind != STR_INS)
 		x86emu__gpr_write(cpu, X86EMU_RSI, aw, rsi + delta);
-	if (kind != STR_LODS)
+	if (kind != STR_LODS && kind != STR_OUTS)
 		x86emu__gpr_write(cpu, X86EMU_RDI, aw, rdi + delta);
 	return XS_OK;
 }
@@ -113,6 +150,20 @@ int x86emu__exec_string(struct x86emu_ctx *c)
 	/* MOVSD and CMPSD share their mnemonic with SSE2 instructions we do not implement. */
 	if (c->insn.opcode_map != ZYDIS_OPCODE_MAP_DEFAULT)
 		return raise_ud(c);
+
+	if (kind == STR_INS || kind == STR_OUTS) {
+		/* INSD/OUTSD stay 4 bytes with REX.W. */
+		if (size > 4)
+			size = 4;
+		/*
+		 * The I/O permission check of IN/OUT, before any iteration and
+		 * also when rCX is 0 (the host faults then too).  A REP resumed
+		 * in a later step checks again, finding the same answer.
+		 */
+		rc = x86emu__io_permission(c, (uint16_t)c->cpu.gpr[X86EMU_RDX], size);
+		if (rc != XS_OK)
+			return rc;
+	}
 
 	if (!rep) {
 		rc = one_element(c, kind, size, aw, src_seg);
