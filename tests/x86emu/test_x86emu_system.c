@@ -1207,6 +1207,111 @@ static void far_jmp_and_call_through_memory_load_cs(void **state)
 	assert_int_equal(g_m.cpu.cpl, 3);
 }
 
+/*
+ * 16-bit far RET (66 CB / 66 CA iw): IP and CS popped as words, IP
+ * zero-extended into RIP; to an outer level also SP and SS as words.  The
+ * code lives below 64 KiB, where a 16-bit IP can reach it.
+ */
+#define LOW_CODE 0x8000u
+#define LOW_TARGET 0x8100u
+
+static void load_low(const uint8_t *code, size_t len)
+{
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	tm_load(&g_m, LOW_CODE, code, len);
+	g_m.cpu.rip = LOW_CODE;
+}
+
+static void far_return_with_a_16_bit_operand_size_pops_words(void **state)
+{
+	(void)state;
+	static const uint8_t lcall16[] = { 0x66, 0xff, 0x1b, 0xf4 };	/* call far m16:16 [rbx]; hlt */
+	static const uint8_t lretw[] = { 0x66, 0xcb }, lretw_imm[] = { 0x66, 0xca, 0x04, 0x00 };
+	const uint64_t kcode = tm_rd(&g_m, TM_GDT + TM_SEL_KCODE, 8);
+
+	/* CALL m16:16 to another selector, LRETW back to the HLT after it. */
+	load_low(lcall16, sizeof(lcall16));
+	gdt_put(0x38, kcode);
+	g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
+	tm_wr(&g_m, TM_DATA, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_DATA + 2, 2, 0x38);
+	tm_load(&g_m, LOW_TARGET, lretw, sizeof(lretw));
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, 0x38);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 4);
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, LOW_CODE + 4);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK);
+
+	/* LRETW 4 releases four more bytes; the word above the IP is not part of it. */
+	load_low(lretw_imm, sizeof(lretw_imm));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	tm_wr(&g_m, TM_STACK - 16, 8, 0xffffffff00000000ull | ((uint64_t)TM_SEL_KCODE << 16) |
+					      LOW_TARGET);
+	g_m.mem[LOW_TARGET] = 0xf4;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_STACK - 16 + 4 + 4);
+
+	/* To CPL 3: SP and SS popped as words too, SP zero-extended into RSP. */
+	load_low(lretw, sizeof(lretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
+	tm_wr(&g_m, TM_STACK - 8, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 6, 2, TM_SEL_UCODE);
+	tm_wr(&g_m, TM_STACK - 4, 2, 0x7ff0);
+	tm_wr(&g_m, TM_STACK - 2, 2, TM_SEL_UDATA);
+	tm_wr(&g_m, TM_STACK, 8, ~0ull);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cpl, 3);
+	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], 0x7ff0);
+
+	/* The same checks as the other sizes: a null CS is #GP(0), nothing popped. */
+	load_low(lretw, sizeof(lretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 4;
+	tm_wr(&g_m, TM_STACK - 4, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 2, 2, 0);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(stack_qword(1), LOW_CODE);	/* after the error code */
+	assert_int_equal(stack_qword(4), TM_STACK - 4);	/* the RSP before it */
+	/* A data segment as CS: #GP(selector). */
+	load_low(lretw, sizeof(lretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 4;
+	tm_wr(&g_m, TM_STACK - 4, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 2, 2, TM_SEL_KDATA);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, TM_SEL_KDATA);
+	/* To an outer level with an SS whose RPL is not the new CPL: #GP(SS selector). */
+	load_low(lretw, sizeof(lretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
+	tm_wr(&g_m, TM_STACK - 8, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 6, 2, TM_SEL_UCODE);
+	tm_wr(&g_m, TM_STACK - 4, 2, 0x7ff0);
+	tm_wr(&g_m, TM_STACK - 2, 2, TM_SEL_UDATA & ~3u);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, TM_SEL_UDATA & ~3u);
+	assert_int_equal(g_m.cpu.cpl, 0);
+	/* A stack page that is absent: #PF on the first pop. */
+	load_low(lretw, sizeof(lretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_DATA + 0x2000;
+	tm_set_pages(&g_m, TM_DATA + 0x2000, 1, TM_PAGE_ABSENT);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.cr2, TM_DATA + 0x2000);
+}
+
 static void far_jmp_and_call_faults_change_nothing(void **state)
 {
 	(void)state;
@@ -1794,6 +1899,7 @@ int main(void)
 		cmocka_unit_test(lss_lfs_lgs_faults_change_nothing),
 		cmocka_unit_test(far_jmp_and_call_through_memory_load_cs),
 		cmocka_unit_test(far_jmp_and_call_faults_change_nothing),
+		cmocka_unit_test(far_return_with_a_16_bit_operand_size_pops_words),
 		cmocka_unit_test(far_jmp_and_call_through_a_call_gate),
 		cmocka_unit_test(far_jmp_and_call_through_a_call_gate_faults),
 		cmocka_unit_test(xlat_looks_al_up_in_the_table_at_rbx),

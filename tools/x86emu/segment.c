@@ -74,7 +74,9 @@ int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
 /*
  * Far return and IRETQ (SDM RET, IRET "IA-32e mode"): pop RIP, CS, [RFLAGS],
  * then RSP and SS (IRETQ always; far RET only to an outer level), check the
- * selectors, and move to the new privilege level.
+ * selectors, and move to the new privilege level.  Every pop is of the
+ * operand size: quadwords, doublewords, or words for a 16-bit far RET,
+ * whose IP and SP are zero-extended into RIP and RSP.
  */
 int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 {
@@ -85,8 +87,9 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 	uint64_t imm = (!iret && c->insn.operand_count_visible) ? c->ops[0].imm.value.u & 0xffff : 0;
 	int rc;
 
-	if (sz != 8 && sz != 4)
-		return raise_ud(c);	/* 16-bit far returns are not implemented */
+	/* Far RET pops words with a 16-bit operand size; IRET's 16-bit form is not implemented. */
+	if (sz != 8 && sz != 4 && (iret || sz != 2))
+		return raise_ud(c);
 	if (iret && (cpu->rflags & X86EMU_FLAG_NT))
 		return raise_gp(c, 0);	/* task return does not exist in IA-32e mode */
 	rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rsp, sz, &rip);
@@ -156,8 +159,8 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 			x86emu__seg_from_desc(&ssreg, ssel, sd);
 		}
 	}
-	if (sz == 4)
-		rip &= 0xffffffffull;
+	/* The popped offset, zero-extended (the reads above took sz bytes). */
+	rip &= width_mask(sz * 8);
 	if (!is_canonical(rip))
 		return raise_gp(c, 0);
 
