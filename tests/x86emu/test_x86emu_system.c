@@ -201,6 +201,109 @@ static void gate_with_ist_switches_to_the_ist_stack(void **state)
 	assert_int_equal(stack_qword(3), TM_STACK);
 }
 
+/*
+ * SDM INT n, 64-bit gate: a non-canonical stack for the frame is #SS with
+ * the error code EXT (0 for INT n, 1 for an exception or an external
+ * interrupt): the current RSP, RSPn or ISTn, after alignment to 16, and the
+ * frame's lowest byte.  #SS, #PF and #DF go through IST1 here, so they
+ * arrive on a good stack.
+ */
+GUEST(g_int40, "int $0x40\n hlt");
+GUEST(g_wrmsr_bad, "wrmsr\n hlt");	/* RCX an unknown MSR: #GP(0) */
+
+static void ss_faults_on_ist(void)
+{
+	tm_set_gate(&g_m, X86EMU_EXC_SS, 0xe, 0, 1);
+	tm_set_gate(&g_m, X86EMU_EXC_PF, 0xe, 0, 1);
+	tm_set_gate(&g_m, X86EMU_EXC_DF, 0xe, 0, 1);
+}
+
+static void delivery_faults_ss_on_a_non_canonical_stack(void **state)
+{
+	(void)state;
+	const uint64_t hole = 0x0000800000000000ull, upper = 0xffff800000000000ull;
+
+	/* INT n at CPL 0 on the current stack: aligned down to the hole's start. */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	g_m.cpu.gpr[X86EMU_RSP] = hole + 8;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_SS));
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_SS);
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_IST1 - 48);
+	assert_int_equal(stack_qword(0), 0);		/* the error code */
+	assert_int_equal(stack_qword(1), TM_CODE);	/* the INT itself */
+	assert_int_equal(stack_qword(4), hole + 8);	/* RSP as it was */
+
+	/* A 40-byte frame that would reach below the upper half: #SS. */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	g_m.cpu.gpr[X86EMU_RSP] = upper + 0x20;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_SS);
+	/* One that fits: the canonical check passes, and the write (outside the
+	 * machine's memory) is a #PF at the frame. */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	g_m.cpu.gpr[X86EMU_RSP] = upper + 0x3f;	/* aligned to upper + 0x30 */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_PF);
+	assert_int_equal(g_m.cpu.cr2, upper + 0x30 - 40);
+
+	/* An exception's 48-byte frame: #GP at upper + 0x30 fits (and page-faults,
+	 * handled serially); at upper + 0x20 it does not, and #SS(1) after the
+	 * #GP is a double fault. */
+	LOAD(g_wrmsr_bad);
+	ss_faults_on_ist();
+	g_m.cpu.gpr[X86EMU_RCX] = 0x12345678;
+	g_m.cpu.gpr[X86EMU_RSP] = upper + 0x30;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_PF);
+	assert_int_equal(g_m.cpu.cr2, upper);
+	LOAD(g_wrmsr_bad);
+	ss_faults_on_ist();
+	g_m.cpu.gpr[X86EMU_RCX] = 0x12345678;
+	g_m.cpu.gpr[X86EMU_RSP] = upper + 0x20;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_DF);
+	assert_int_equal(stack_qword(1), TM_CODE);
+
+	/* INT n from CPL 3: RSP0 from the TSS, non-canonical once aligned. */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	tm_set_gate(&g_m, 0x40, 0xe, 3, 0);
+	tm_wr(&g_m, TM_TSS + 4, 8, hole + 8);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_SS));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(stack_qword(1), TM_CODE);
+	assert_int_equal(stack_qword(2), TM_SEL_UCODE);
+	assert_int_equal(stack_qword(4), TM_USER_STACK);
+
+	/* An external interrupt at CPL 3 with the same RSP0: #SS(EXT). */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	tm_wr(&g_m, TM_TSS + 4, 8, hole);
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.rflags |= X86EMU_FLAG_IF;
+	assert_int_equal(x86emu_interrupt(&g_m.cpu, &g_m.env, 0x40), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_SS));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 1);
+
+	/* An IST pointer that is not canonical: #SS as well. */
+	LOAD(g_int40);
+	ss_faults_on_ist();
+	tm_set_gate(&g_m, 0x40, 0xe, 0, 2);
+	tm_wr(&g_m, TM_TSS + 44, 8, 0x8000000000000000ull);	/* IST2 */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_SS));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(stack_qword(4), TM_STACK);
+}
+
 static void page_fault_while_delivering_a_page_fault_is_a_double_fault(void **state)
 {
 	(void)state;
@@ -1862,6 +1965,7 @@ int main(void)
 		cmocka_unit_test(page_fault_from_the_memory_callback_sets_cr2_and_pushes_the_error_code),
 		cmocka_unit_test(privileged_instruction_at_cpl3_is_gp_delivered_on_the_rsp0_stack),
 		cmocka_unit_test(gate_with_ist_switches_to_the_ist_stack),
+		cmocka_unit_test(delivery_faults_ss_on_a_non_canonical_stack),
 		cmocka_unit_test(rf_from_iretq_is_cleared_when_the_next_instruction_completes),
 		cmocka_unit_test(interrupt_between_rep_iterations_pushes_rf),
 		cmocka_unit_test(page_fault_while_delivering_a_page_fault_is_a_double_fault),

@@ -165,7 +165,15 @@ int x86emu__deliver(struct x86emu_ctx *c, uint8_t vector, bool has_ec, uint32_t 
 	if (rc != XS_OK)
 		return rc;
 	rsp &= ~15ull;	/* SDM 6.14.2: aligned to 16 bytes before the pushes */
-	if (!is_canonical(rsp) || !is_canonical(rsp - 48))
+	/*
+	 * SDM INT n (64-bit gate): a non-canonical stack address is #SS with
+	 * the error code EXT alone, whether the stack is the current one, RSPn
+	 * or ISTn.  Checked: the RSP after alignment and the frame's lowest
+	 * byte (40 bytes, or 48 with an error code), so a frame that would
+	 * cross into the non-canonical hole faults before anything is written.
+	 */
+	unsigned n = has_ec ? 6 : 5;
+	if (!is_canonical(rsp) || !is_canonical(rsp - 8ull * n))
 		return raise_fault(c, X86EMU_EXC_SS, true, ext ? 1 : 0);
 	if (!is_canonical(target))
 		return raise_gp(c, ext ? 1 : 0);
@@ -180,7 +188,6 @@ int x86emu__deliver(struct x86emu_ctx *c, uint8_t vector, bool has_ec, uint32_t 
 		image &= ~X86EMU_FLAG_RF;
 	uint64_t frame[6] = { cpu->seg[X86EMU_SS].selector, cpu->gpr[X86EMU_RSP], image,
 			      cpu->seg[X86EMU_CS].selector, return_rip, ec };
-	unsigned n = has_ec ? 6 : 5;
 	uint8_t bytes[48];
 	for (unsigned i = 0; i < n; i++)
 		for (unsigned b = 0; b < 8; b++)
