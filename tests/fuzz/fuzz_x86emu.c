@@ -425,7 +425,9 @@ static bool rep_string_at(uint64_t rip)
     ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
     if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&d, NULL, bytes, n, &insn)))
         return true; /* not readable here: do not judge it */
-    return insn.meta.category == ZYDIS_CATEGORY_STRINGOP &&
+    /* INS and OUTS are Zydis's "I/O string" category. */
+    return (insn.meta.category == ZYDIS_CATEGORY_STRINGOP ||
+            insn.meta.category == ZYDIS_CATEGORY_IOSTRINGOP) &&
            (insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
                                ZYDIS_ATTRIB_HAS_REPNE));
 }
