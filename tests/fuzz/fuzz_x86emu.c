@@ -117,6 +117,7 @@ static struct {
     uint8_t guard[RAM_SIZE - GUARD_BASE]; /* what the unmapped RAM holds */
     struct logged log[64];
     unsigned nlog;
+    bool fetched_rep; /* a fetch in this step returned a REP string instruction */
     bool own_tables;          /* the page tables are still the fuzzer's */
     uint32_t io_value;
 } fz;
@@ -160,10 +161,17 @@ static void log_access(const struct x86emu_access *a, bool write, int rc)
     fz.nlog++;
 }
 
+static bool rep_string_bytes(const uint8_t *bytes, unsigned n, bool unreadable);
+
 static int f_read(void *opaque, const struct x86emu_access *a, void *out, struct x86emu_fault *f)
 {
     int rc = vb_mem_read(opaque, a, out, f);
     log_access(a, false, rc);
+    /* What the CPU fetched, which a stale TLB entry may have taken from
+     * other bytes than the fuzzer's tables now map at RIP. */
+    if (rc == X86EMU_CB_OK && a->kind == X86EMU_ACCESS_FETCH &&
+        rep_string_bytes(out, a->size, false))
+        fz.fetched_rep = true;
     return rc;
 }
 
@@ -411,7 +419,23 @@ static void check_always(const struct x86emu_cpu *c, const struct x86emu_cpu *pr
         fail("#MC: the interpreter saw a callback status it does not know", pre);
 }
 
-/* Whether the instruction at rip is a REP string instruction (commits per iteration). */
+/* Whether these bytes start a REP string instruction (commits per iteration);
+ * `unreadable` is the answer when they do not decode. */
+static bool rep_string_bytes(const uint8_t *bytes, unsigned n, bool unreadable)
+{
+    ZydisDecoder d;
+    ZydisDecodedInstruction insn;
+    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
+    if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&d, NULL, bytes, n, &insn)))
+        return unreadable;
+    /* INS and OUTS are Zydis's "I/O string" category. */
+    return (insn.meta.category == ZYDIS_CATEGORY_STRINGOP ||
+            insn.meta.category == ZYDIS_CATEGORY_IOSTRINGOP) &&
+           (insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
+                               ZYDIS_ATTRIB_HAS_REPNE));
+}
+
+/* Whether the instruction at rip, through the fuzzer's tables, is one. */
 static bool rep_string_at(uint64_t rip)
 {
     uint8_t bytes[15];
@@ -420,16 +444,7 @@ static bool rep_string_at(uint64_t rip)
         bytes[n] = fz.ram[lin2phys(rip + n)];
         n++;
     }
-    ZydisDecoder d;
-    ZydisDecodedInstruction insn;
-    ZydisDecoderInit(&d, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
-    if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&d, NULL, bytes, n, &insn)))
-        return true; /* not readable here: do not judge it */
-    /* INS and OUTS are Zydis's "I/O string" category. */
-    return (insn.meta.category == ZYDIS_CATEGORY_STRINGOP ||
-            insn.meta.category == ZYDIS_CATEGORY_IOSTRINGOP) &&
-           (insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE |
-                               ZYDIS_ATTRIB_HAS_REPNE));
+    return rep_string_bytes(bytes, n, true); /* not readable here: do not judge it */
 }
 
 static bool same_outside(const struct x86emu_cpu *a, const struct x86emu_cpu *b, bool rsp)
@@ -555,10 +570,12 @@ static void check_memory(void)
 /* One instruction the way the vmmu backend runs it (run_block).  A REP in
  * the latch makes one iteration per pass: passes that completed one
  * (RCX moved) do not count towards the limit, and after 64 of them the
- * run ends there, as a block's budget would. */
-static int step(const struct x86emu_cpu *pre, bool rep)
+ * run ends there, as a block's budget would.  *rep becomes true when a
+ * fetch of the step returned a REP string instruction. */
+static int step(const struct x86emu_cpu *pre, bool *rep_io)
 {
     unsigned iterations = 0;
+    bool rep = *rep_io;
     for (unsigned pass = 0;; pass++) {
         if (pass >= 4)
             fail("an instruction retried without end", pre);
@@ -572,7 +589,9 @@ static int step(const struct x86emu_cpu *pre, bool rep)
                 abort();
             fz.v.in_latch = true;
         }
+        fz.fetched_rep = false;
         int rc = x86emu_step(&fz.v.cpu, &fz.v.env, 1);
+        rep = *rep_io = rep || fz.fetched_rep;
         if (latched) {
             if (vmmu_insn_end(fz.v.vcpu, 0) != 0)
                 abort();
@@ -690,7 +709,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         bool rep = rep_string_at(c->rip);
         c->last_exception.valid = false;
-        int rc = step(&pre, rep);
+        int rc = step(&pre, &rep);
         check_always(c, &pre);
         if (c->last_exception.valid && !rep && rc != X86EMU_EXIT_SHUTDOWN)
             check_delivery(&pre, c, &c->last_exception, true);
