@@ -36,6 +36,21 @@ static void reset(const uint8_t *code, size_t len)
 	tm_load(&g_m, TM_CODE, code, len);
 }
 
+/* Load @code at CPL 3 with a TSS I/O bitmap that allows only ports
+ * 0x80-0x83, DX = @port, two elements from TM_DATA to TM_DATA + 0x100. */
+static void user_with_port_bitmap(const uint8_t *code, size_t len, uint16_t port)
+{
+	reset(code, len);
+	memset(g_m.mem + TM_TSS + 0x68, 0xff, 0x2001);
+	g_m.mem[TM_TSS + 0x68 + 0x80 / 8] = 0xf0;
+	g_m.cpu.tr.limit = 0x68 + 0x2000;
+	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
+	g_m.cpu.gpr[X86EMU_RDX] = port;
+	g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
+	g_m.cpu.gpr[X86EMU_RCX] = 2;
+}
+
 /* Run until the instruction at TM_CODE is finished (RIP moved past it). */
 static unsigned run_to_completion(size_t len)
 {
@@ -442,29 +457,13 @@ static void ins_and_outs_need_io_permission_before_any_iteration(void **state)
 		}
 
 		/* A bitmap that allows ports 0x80-0x83: the instruction runs at CPL 3. */
-		reset(codes[k], lens[k]);
-		memset(g_m.mem + TM_TSS + 0x68, 0xff, 0x2001);
-		g_m.mem[TM_TSS + 0x68 + 0x80 / 8] = 0xf0;
-		g_m.cpu.tr.limit = 0x68 + 0x2000;
-		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-		g_m.cpu.gpr[X86EMU_RDX] = 0x80;
-		g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
-		g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
-		g_m.cpu.gpr[X86EMU_RCX] = 2;
+		user_with_port_bitmap(codes[k], lens[k], 0x80);
 		run_to_completion(lens[k]);
 		assert_int_equal(g_m.io_ins + g_m.io_outs, lens[k] == 2 && codes[k][0] == 0xf3 ? 2 : 1);
 
 		/* Port 0x82 with a 4-byte OUTSD/INSD reaches denied 0x84-0x85: #GP. */
 		if (codes[k][0] == 0x6d || codes[k][1] == 0x6f) {
-			reset(codes[k], lens[k]);
-			memset(g_m.mem + TM_TSS + 0x68, 0xff, 0x2001);
-			g_m.mem[TM_TSS + 0x68 + 0x80 / 8] = 0xf0;
-			g_m.cpu.tr.limit = 0x68 + 0x2000;
-			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-			g_m.cpu.gpr[X86EMU_RDX] = 0x82;
-			g_m.cpu.gpr[X86EMU_RSI] = TM_DATA;
-			g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 0x100;
-			g_m.cpu.gpr[X86EMU_RCX] = 2;
+			user_with_port_bitmap(codes[k], lens[k], 0x82);
 			assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
 			assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
 			assert_int_equal(g_m.io_ins + g_m.io_outs, 0);
