@@ -432,6 +432,87 @@ static void ins_destination_fault_leaves_the_port_unread(void **state)
 	assert_int_equal(tm_rd(&g_m, TM_DATA + 0x1000 - 2, 4), 0);
 }
 
+/*
+ * A store the machine answers "retry" after the port was read (a device
+ * model has not answered yet): the re-execution stores the input already
+ * read instead of reading the port again, and only that element's.
+ */
+static void ins_store_answered_retry_keeps_its_input_for_the_re_execution(void **state)
+{
+	(void)state;
+	const uint8_t code[] = { 0xf3, 0x6c };	/* rep insb */
+	for (int with_check = 0; with_check < 2; with_check++) {
+		reset(code, sizeof(code));
+		if (!with_check)
+			g_m.env.write_check = NULL;
+		g_m.in_value = 0x40;
+		g_m.in_step = 1;
+		g_m.cpu.gpr[X86EMU_RDX] = 0x60;
+		g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+		g_m.cpu.gpr[X86EMU_RCX] = 4;
+		g_m.write_retry_armed = true;
+		g_m.write_retry_after = 2;	/* the third element's store */
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+		assert_int_equal(g_m.retry_rep_done, 2);
+		assert_int_equal(g_m.io_ins, 3);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 2);
+		assert_int_equal(g_m.cpu.rip, TM_CODE);
+		assert_true(g_m.cpu.held_input.valid);
+		/* Answered again "retry": still the same input, the port untouched. */
+		g_m.write_retry_armed = true;
+		g_m.write_retry_after = 0;
+		assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+		assert_int_equal(g_m.io_ins, 3);
+		run_to_completion(sizeof(code));
+		assert_int_equal(g_m.io_ins, 4);	/* one read per element */
+		assert_int_equal(tm_rd(&g_m, TM_DATA, 4), 0x43424140u);
+		assert_false(g_m.cpu.held_input.valid);
+	}
+
+	/* The held input is for that element alone: an instruction that
+	 * completes in between (the machine moved RIP elsewhere) drops it. */
+	static const uint8_t two[] = { 0x6c, 0x90 };	/* insb; nop */
+	reset(two, sizeof(two));
+	g_m.in_value = 0x70;
+	g_m.in_step = 1;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+	g_m.write_retry_armed = true;
+	g_m.write_retry_after = 0;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+	assert_true(g_m.cpu.held_input.valid);
+	g_m.cpu.rip = TM_CODE + 1;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);	/* the NOP */
+	assert_false(g_m.cpu.held_input.valid);
+	g_m.cpu.rip = TM_CODE;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.io_ins, 2);
+	assert_int_equal(g_m.mem[TM_DATA], 0x71);
+
+	/* A different destination or port does not take it either. */
+	reset(two, sizeof(two));
+	g_m.in_value = 0x10;
+	g_m.in_step = 1;
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+	g_m.write_retry_armed = true;
+	g_m.write_retry_after = 0;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA + 8;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.io_ins, 2);
+	assert_int_equal(g_m.mem[TM_DATA + 8], 0x11);
+	assert_false(g_m.cpu.held_input.valid);
+
+	/* An interrupt delivered in between abandons the element for good. */
+	reset(two, sizeof(two));
+	tm_set_gate(&g_m, 0x40, 0xe, 0, 0);
+	g_m.cpu.gpr[X86EMU_RDI] = TM_DATA;
+	g_m.write_retry_armed = true;
+	g_m.write_retry_after = 0;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_RETRY);
+	assert_int_equal(x86emu_interrupt(&g_m.cpu, &g_m.env, 0x40), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.held_input.valid);
+}
+
 static void ins_and_outs_need_io_permission_before_any_iteration(void **state)
 {
 	(void)state;
@@ -482,6 +563,7 @@ int main(void)
 		cmocka_unit_test(lodsd_zero_extends_into_rax),
 		cmocka_unit_test(fault_in_the_middle_of_rep_movs_reports_the_remaining_work),
 		cmocka_unit_test(retry_in_the_middle_of_rep_stos_keeps_completed_iterations),
+		cmocka_unit_test(ins_store_answered_retry_keeps_its_input_for_the_re_execution),
 		cmocka_unit_test(cmps_and_scas_flags_match_host),
 		cmocka_unit_test(address_size_prefix_wraps_pointers_at_32_bits),
 		cmocka_unit_test(ins_and_outs_single_elements),

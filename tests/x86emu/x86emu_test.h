@@ -46,6 +46,10 @@ struct tm {
 	unsigned reads, writes, fetches, cmpxchgs;
 	uint32_t retry_rep_done;		/* rep_done of the last access answered RETRY */
 	unsigned io_outs, io_ins, write_checks;
+	/* When armed: after write_retry_after more writes that pass their checks,
+	 * the next one answers RETRY (once; that disarms it). */
+	bool write_retry_armed;
+	unsigned write_retry_after;
 	uint16_t last_port;
 	uint32_t last_out, in_value;
 	uint32_t in_step;		/* IN number k reads in_value + k * in_step */

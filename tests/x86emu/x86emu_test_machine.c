@@ -80,6 +80,11 @@ static int tm_write(void *opaque, const struct x86emu_access *a, const void *in,
 
 	if (rc != X86EMU_CB_OK)
 		return rc;
+	if (m->write_retry_armed && m->write_retry_after-- == 0) {
+		m->write_retry_armed = false;
+		m->retry_rep_done = a->rep_done;
+		return X86EMU_CB_RETRY;
+	}
 	m->writes++;
 	memcpy(m->mem + a->va, in, a->size);
 	return X86EMU_CB_OK;

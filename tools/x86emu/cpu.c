@@ -539,13 +539,15 @@ int x86emu_step(struct x86emu_cpu *cpu, const struct x86emu_env *env, unsigned b
 	for (unsigned i = 0; i < budget; i++) {
 		if (cpu->halted)
 			return X86EMU_EXIT_HLT;
-		switch (step_one(&c)) {
+		int rc = step_one(&c);
+		if (rc == XS_RETRY)
+			return X86EMU_EXIT_RETRY;
+		cpu->held_input.valid = false;	/* the element it held for is past */
+		switch (rc) {
 		case XS_OK:
 			break;
 		case XS_HALT:
 			return X86EMU_EXIT_HLT;
-		case XS_RETRY:
-			return X86EMU_EXIT_RETRY;
 		case XS_SHUTDOWN:
 			cpu->shutdown = true;
 			return X86EMU_EXIT_SHUTDOWN;
@@ -583,6 +585,7 @@ int x86emu_interrupt(struct x86emu_cpu *cpu, const struct x86emu_env *env, uint8
 		return X86EMU_EXIT_SHUTDOWN;
 	}
 	cpu->halted = false;
+	cpu->held_input.valid = false;	/* the abandoned element will not resume */
 	return X86EMU_EXIT_BUDGET;
 }
 

@@ -178,6 +178,23 @@ struct x86emu_cpu {
 	struct x86emu_event last_exception;
 	/* Instructions retired (a REP iteration chunk counts once). */
 	uint64_t icount;
+	/*
+	 * An INS element that read its port but whose store to memory was
+	 * answered X86EMU_CB_RETRY.  A port read can have side effects (it may
+	 * take a byte from a device's FIFO), so the re-execution stores this
+	 * input instead of reading the port again, as a CPU, which never
+	 * abandons an element between the read and the store, would have.
+	 * Used only by the INS element at the same RIP, rDI, port and size;
+	 * kept across X86EMU_EXIT_RETRY alone: cleared when any instruction
+	 * completes or faults and when an event is delivered.
+	 */
+	struct x86emu_held_input {
+		bool valid;
+		uint8_t size;
+		uint16_t port;
+		uint32_t value;
+		uint64_t rip, rdi;
+	} held_input;
 };
 
 /* ---- the machine's side: callbacks --------------------------------------------- */

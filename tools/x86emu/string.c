@@ -54,7 +54,9 @@ static ZydisRegister source_segment(const struct x86emu_ctx *c)
  * INS's element: the port's input to ES:rDI (no segment override).  The
  * destination is checked as a write first (env->write_check), so a fault
  * there leaves the port unread, as on hardware, where the instruction
- * restarts after the fault handler and reads the port then.
+ * restarts after the fault handler and reads the port then.  A store the
+ * machine answers "retry" keeps the input it read (cpu->held_input) for
+ * the re-execution, so no port is read twice for one element.
  */
 static int input_element(struct x86emu_ctx *c, unsigned size, uint64_t rdi)
 {
@@ -67,13 +69,23 @@ static int input_element(struct x86emu_ctx *c, unsigned size, uint64_t rdi)
 		rc = x86emu__mem_write_check(c, la, size, X86EMU_ACCESS_DATA);
 	if (rc != XS_OK)
 		return rc;
-	if (c->env->io_in &&
-	    c->env->io_in(c->env->opaque, (uint16_t)c->cpu.gpr[X86EMU_RDX], size, &v) ==
-		    X86EMU_CB_RETRY)
+	uint16_t port = (uint16_t)c->cpu.gpr[X86EMU_RDX];
+	struct x86emu_held_input *h = &c->arch->held_input;
+	if (h->valid && h->rip == c->arch->rip && h->rdi == rdi && h->port == port &&
+	    h->size == size)
+		v = h->value;	/* read by an execution that was abandoned after it */
+	else if (c->env->io_in &&
+		 c->env->io_in(c->env->opaque, port, size, &v) == X86EMU_CB_RETRY)
 		return XS_RETRY;
+	h->valid = false;
 	for (unsigned i = 0; i < size; i++)
 		buf[i] = (uint8_t)(v >> (8 * i));
-	return x86emu__mem_write(c, la, size, buf, X86EMU_ACCESS_DATA);
+	rc = x86emu__mem_write(c, la, size, buf, X86EMU_ACCESS_DATA);
+	if (rc == XS_RETRY)
+		*h = (struct x86emu_held_input){ .valid = true, .size = (uint8_t)size,
+						 .port = port, .value = v,
+						 .rip = c->arch->rip, .rdi = rdi };
+	return rc;
 }
 
 /* One iteration on the working copy. */
