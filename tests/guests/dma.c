@@ -11,8 +11,9 @@
  * around them untouched and the results seen at once by the CPU; the
  * command count; a DMA aimed outside RAM fails and says so; REP MOVSQ
  * from the register window into RAM and MOVSQ from RAM into a register
- * (one instruction touching both RAM and the device); every vCPU reading
- * and writing registers at the same time.
+ * (one instruction touching both RAM and the device); REP INSD from a
+ * port into registers, each port read once; every vCPU reading and
+ * writing registers at the same time.
  */
 #include "runtime.h"
 
@@ -120,6 +121,28 @@ static void string_moves(void)
     rt_printf("rep movsq from 9 registers into RAM, movsq from RAM into a register: ok\n");
 }
 
+/*
+ * REP INSD from the machine's ticket port straight into two registers:
+ * each element's store pends on the device model and the instruction is
+ * executed again, yet each element reads the port once (a ticket read
+ * twice would leave a gap).
+ */
+static void port_into_device(void)
+{
+    uint32_t first = inl(EMU_PORT_TICKET);
+    void *di = (void *)reg(REG_SRC);
+    uint64_t cx = 4;
+    __asm__ volatile("cld; rep insl" : "+D"(di), "+c"(cx) : "d"(EMU_PORT_TICKET) : "memory");
+    uint32_t next = inl(EMU_PORT_TICKET);
+    uint64_t src = *reg(REG_SRC), dst = *reg(REG_DST);
+    CHECK(cx == 0 && di == (void *)reg(REG_LEN), "rep insd into the device: rcx %lu", cx);
+    CHECK(src == ((uint64_t)(first + 2) << 32 | (first + 1)) &&
+              dst == ((uint64_t)(first + 4) << 32 | (first + 3)) && next == first + 5,
+          "rep insd into the device: ticket %u before, registers 0x%lx 0x%lx, %u after", first,
+          src, dst, next);
+    rt_printf("rep insd from a port into 2 registers: each port read once\n");
+}
+
 static volatile uint32_t others_failed;
 
 static void hammer(unsigned index)
@@ -154,6 +177,7 @@ int guest_main(void)
     rt_printf("count: 2 commands done\n");
     bad_dma();
     string_moves();
+    port_into_device();
 
     if (rt_nr_vcpus > 1)
         rt_start_others(hammer);

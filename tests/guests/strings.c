@@ -5,7 +5,8 @@
  * instruction, the #PF handler maps the page, and the instruction resumes
  * where it stopped: the result must be as if nothing happened.  Forward
  * and backward (DF=1), bytes and quadwords, a source that crosses pages,
- * and REPE CMPS / REPNE SCAS over the result.
+ * and REPE CMPS / REPNE SCAS over the result; REP INSD from a port whose
+ * every read counts into unmapped pages, and REP OUTSB to the console.
  */
 #include "runtime.h"
 
@@ -110,6 +111,38 @@ int guest_main(void)
     CHECK(zf && di == (void *)(DST + 4 * PAGE_SIZE + 8), "repne scasb: rdi 0x%lx",
           (uint64_t)di);
     rt_printf("repe cmpsb and repne scasb across pages: ok\n");
+
+    /* rep insd from the machine's ticket port into unmapped pages.  vmmu's
+     * emulator checks an element's destination before it reads the port,
+     * so the element whose page faults reads the port only when it
+     * resumes: no ticket is lost or read twice.  KVM's emulator reads
+     * ahead to the end of the destination page and drops what it read
+     * when the store faults, so there only the order is checked. */
+    unmap_range(DST, 5);
+    uint32_t *dd = (uint32_t *)(DST + PAGE_SIZE - 8);
+    uint32_t first = inl(EMU_PORT_TICKET);
+    bool exact = (rt_boot->flags & EMU_BOOT_BACKEND_EMULATOR) != 0;
+    di = dd;
+    cx = 2100;
+    __asm__ volatile("rep insl" : "+D"(di), "+c"(cx) : "d"(EMU_PORT_TICKET) : "memory");
+    CHECK(cx == 0 && di == dd + 2100, "rep insd registers: rcx %lu", cx);
+    uint32_t last = first;
+    for (unsigned i = 0; i < 2100; i++) {
+        CHECK(exact ? dd[i] == last + 1 : dd[i] > last,
+              "rep insd element %u: ticket %u after %u", i, dd[i], last);
+        last = dd[i];
+    }
+    CHECK(inl(EMU_PORT_TICKET) == last + 1, "rep insd: a ticket was read and not stored");
+    report("rep insd 2100 tickets");
+
+    /* rep outsb of a line to the console, its source crossing a page. */
+    static const char line[] = "rep outsb: this line went out one byte per port write\n";
+    char *text = (char *)(DST + 2 * PAGE_SIZE - 20);
+    rt_memcpy(text, line, sizeof(line) - 1);
+    si = text;
+    cx = sizeof(line) - 1;
+    __asm__ volatile("rep outsb" : "+S"(si), "+c"(cx) : "d"(EMU_PORT_SERIAL) : "memory");
+    CHECK(cx == 0 && si == text + sizeof(line) - 1, "rep outsb registers: rcx %lu", cx);
     rt_printf("strings: ok\n");
     return 0;
 }

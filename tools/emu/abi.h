@@ -100,6 +100,14 @@ struct emu_boot_info {
 #define EMU_PORT_NR_VCPUS 0x518u
 #define EMU_PORT_HYPERCALL 0x51cu
 #define EMU_PORT_IPI 0x520u
+/**
+ * Reads: the next number of a machine-wide counter (32 bits, from 0; a
+ * narrower read gets its low bytes and advances it all the same), so
+ * each read has a side effect, as a device FIFO's has; a guest that reads
+ * it with INS can tell whether any read was repeated or lost.  Writes are
+ * ignored.
+ */
+#define EMU_PORT_TICKET 0x524u
 
 /** IPI destination meaning "every vCPU but the sender". */
 #define EMU_IPI_OTHERS 0xffffu

@@ -303,6 +303,8 @@ void emu_port_in(struct emu_machine *m, unsigned index, uint16_t port, unsigned 
         v = index;
     else if (port == EMU_PORT_NR_VCPUS)
         v = m->cfg.nr_vcpus;
+    else if (port == EMU_PORT_TICKET)
+        v = atomic_fetch_add_explicit(&m->stats.tickets, 1, memory_order_relaxed);
     if (size < 4)
         v &= (1u << (8 * size)) - 1;
     *value = v;

@@ -74,6 +74,7 @@ struct emu_machine_stats {
     _Atomic uint64_t flush_local_hint; /**< ... that carried EMU_FLUSH_LOCAL */
     _Atomic uint64_t flush_async;      /**< ... that carried EMU_FLUSH_ASYNC */
     _Atomic uint64_t console_bytes;
+    _Atomic uint32_t tickets; /**< EMU_PORT_TICKET reads so far */
 };
 
 /** What a backend does for the machine.  Every function is required. */
