@@ -426,10 +426,19 @@ int vmmu_x86_walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned a
  * Pages of regions with VMMU_REGION_LOG_DIRTY that receive an update get
  * their VMMU_PAGE_DIRTY bit.  Does nothing for a faulted walk (A/D bits
  * are only set by walks that succeed, as KVM does).
+ * The record is not trusted: before anything is stored, every level with
+ * an update is checked against the map (its host address must be the one
+ * the map gives its entry, the update may only add A and D, the entry is
+ * 4 or 8 bytes, naturally aligned, inside the vm's width), so a record
+ * altered after the walk stores nothing.  Call it where the peek was
+ * made (on the vCPU's thread, before anything could remove the region).
  * @return 0 (all stored, out->committed set); VMMU_EBUSY if an entry no
- *         longer holds the value read (the walk must be redone; updates to
- *         levels above it stay stored, which is harmless as the CPU may set
- *         A bits of entries it used); VMMU_EINVAL.
+ *         longer holds the value read, or its region was removed or
+ *         replaced since the walk (the walk must be redone; updates to
+ *         levels above a changed entry stay stored, which is harmless as
+ *         the CPU may set A bits of entries it used); VMMU_EINVAL (NULL
+ *         argument, more than VMMU_X86_LEVELS_MAX levels, or a level no
+ *         walk of this vm gives; nothing stored).
  */
 int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk);
 

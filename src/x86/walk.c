@@ -283,17 +283,33 @@ static bool store_ad(struct vmmu_x86_walk_level *lv)
                                        __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE);
 }
 
-/* An A/D update is a write to the page-table page: dirty logging must see
- * it like any other write.  Read from the map as the entry was (the walker
- * is a grace-period reader), never under the map's lock: a vCPU thread
- * waits for that lock offline, and a walk that went offline halfway would
- * hand its caller a translation older than the flushes it acted on
- * meanwhile. */
-static void log_dirty(struct vmmu_vm *vm, const struct vmmu_x86_walk_level *lv)
+/*
+ * The RAM region an update of @p lv may go to, or NULL if the record is
+ * not one a walk of @p vm could have produced: the entry 4 or 8 bytes,
+ * naturally aligned, inside the vm's width, the update only adding A and
+ * D, and its host address the one the map gives the entry's region.  A
+ * record whose region is gone (or was replaced) is stale, not malformed:
+ * *stale says so.  Read from the map as the entry was (the walker is a
+ * grace-period reader), never under the map's lock: a vCPU thread waits
+ * for that lock offline, and a walk that went offline halfway would hand
+ * its caller a translation older than the flushes it acted on meanwhile.
+ */
+static const struct vmmu_region *commit_target(const struct vmmu_vm *vm,
+                                               const struct vmmu_x86_walk_level *lv, bool *stale)
 {
+    const uint64_t ad = VMMU_X86_PTE_A | VMMU_X86_PTE_D;
+    if ((lv->size != 4 && lv->size != 8) || (lv->gpa & (lv->size - 1)) ||
+        (lv->gpa >> vm->gpa_bits) || ((lv->new_value ^ lv->value) & ~ad) ||
+        (lv->value & ~lv->new_value) || (lv->size == 4 && (lv->new_value >> 32)))
+        return NULL;
     const struct vmmu_region *r = p2m_resolve(&vm->p2m, lv->gpa >> VMMU_PAGE_SHIFT, NULL);
-    if (r && r->id == lv->region_id && (region_flags(r) & VMMU_REGION_LOG_DIRTY))
-        (void)vmmu_page_state_update(vm, lv->gpa, 1, VMMU_PAGE_DIRTY, 0);
+    if (!r || r->id != lv->region_id || r->type != VMMU_MEM_RAM) {
+        *stale = true;
+        return NULL;
+    }
+    if ((uint8_t *)lv->host != r->host + (lv->gpa - (r->gfn << VMMU_PAGE_SHIFT)))
+        return NULL;
+    return r;
 }
 
 int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk)
@@ -302,13 +318,29 @@ int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk 
         return VMMU_EINVAL;
     if (!walk->ok)
         return 0;
+    /* Every update is checked before any is stored: a record that was
+     * altered after the walk stores nothing. */
+    const struct vmmu_region *target[VMMU_X86_LEVELS_MAX];
+    bool stale = false;
+    for (unsigned i = 0; i < walk->nlevels; i++) {
+        const struct vmmu_x86_walk_level *lv = &walk->levels[i];
+        target[i] = NULL;
+        if (lv->new_value == lv->value || !lv->host)
+            continue;
+        target[i] = commit_target(pg->vm, lv, &stale);
+        if (!target[i])
+            return stale ? VMMU_EBUSY : VMMU_EINVAL;
+    }
     for (unsigned i = 0; i < walk->nlevels; i++) {
         struct vmmu_x86_walk_level *lv = &walk->levels[i];
-        if (lv->new_value == lv->value || !lv->host)
+        if (!target[i])
             continue;
         if (!store_ad(lv))
             return VMMU_EBUSY;
-        log_dirty(pg->vm, lv);
+        /* An A/D update is a write to the page-table page: dirty logging
+         * must see it like any other write. */
+        if (region_flags(target[i]) & VMMU_REGION_LOG_DIRTY)
+            (void)vmmu_page_state_update(pg->vm, lv->gpa, 1, VMMU_PAGE_DIRTY, 0);
     }
     walk->committed = true;
     return 0;

@@ -424,6 +424,67 @@ static void walk_commit_refuses_null_and_impossible_walks(void **state)
     assert_true(w.committed);
 }
 
+/* Every entry of walk @w holds what the walk read: nothing was stored. */
+static void entries_untouched(const struct vmmu_x86_walk *w)
+{
+    for (unsigned i = 0; i < w->nlevels; i++)
+        assert_int_equal(__atomic_load_n((const uint64_t *)w->levels[i].host, __ATOMIC_ACQUIRE),
+                         w->levels[i].value);
+}
+
+/* A walk record changed after the walk (by a buggy or hostile caller) is
+ * checked before anything is stored: a host address that is not the
+ * entry's, an update that changes more than A and D, an entry of a size,
+ * alignment or address no walk gives are refused with VMMU_EINVAL; a
+ * record whose region is gone (here: another region id) is stale,
+ * VMMU_EBUSY, so vmmu_x86_walk() would walk again.  Either way no level
+ * is stored, not even the ones above the bad one. */
+static void walk_commit_refuses_a_record_altered_after_the_walk_and_stores_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_paging *pg = &f->s.env.pg;
+    struct vmmu_x86_regs r = regs_4level(f->s.root);
+    assert_int_equal(vmmu_x86_set_state(pg, &r), 0);
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(pg, DATA_VA, VMMU_X86_ACC_WRITE, &w), 0);
+    assert_true(w.ok);
+    assert_int_equal(w.nlevels, 4);
+    /* Clear A and D at every level, so that every level has an update. */
+    for (unsigned i = 0; i < 4; i++)
+        __atomic_store_n((uint64_t *)w.levels[i].host,
+                         w.levels[i].value & ~(VMMU_X86_PTE_A | VMMU_X86_PTE_D), __ATOMIC_RELEASE);
+    assert_int_equal(vmmu_x86_walk_peek(pg, DATA_VA, VMMU_X86_ACC_WRITE, &w), 0);
+    assert_true(w.ok);
+    for (unsigned i = 0; i < 4; i++)
+        assert_true(w.levels[i].new_value != w.levels[i].value); /* every level has work */
+    uint64_t elsewhere = 0;
+    struct vmmu_x86_walk bad;
+#define REFUSED(change, rc)                                                                        \
+    do {                                                                                           \
+        bad = w;                                                                                   \
+        change;                                                                                    \
+        assert_int_equal(vmmu_x86_walk_commit(pg, &bad), rc);                                      \
+        assert_false(bad.committed);                                                               \
+        entries_untouched(&w);                                                                     \
+        assert_int_equal(elsewhere, 0);                                                            \
+    } while (0)
+    REFUSED(bad.levels[3].host = &elsewhere, VMMU_EINVAL);
+    REFUSED(bad.levels[3].host = bad.levels[2].host, VMMU_EINVAL);
+    REFUSED(bad.levels[3].new_value ^= 1ull << 1, VMMU_EINVAL);     /* R/W is not A or D */
+    REFUSED(bad.levels[3].new_value &= ~1ull, VMMU_EINVAL);         /* nor is P */
+    REFUSED(bad.levels[3].size = 2, VMMU_EINVAL);
+    REFUSED(bad.levels[3].gpa += 4, VMMU_EINVAL);                   /* another entry's half */
+    REFUSED(bad.levels[3].gpa += 1, VMMU_EINVAL);                   /* misaligned */
+    REFUSED(bad.levels[3].gpa |= 1ull << 60, VMMU_EINVAL);          /* beyond the vm's width */
+    REFUSED(bad.levels[3].region_id = f->s.data_id + 1000, VMMU_EBUSY);
+#undef REFUSED
+    /* The record as the walk left it still commits. */
+    assert_int_equal(vmmu_x86_walk_commit(pg, &w), 0);
+    assert_true(w.committed);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(*(const uint64_t *)w.levels[i].host, w.levels[i].new_value);
+}
+
 /* ---- vCPUs ------------------------------------------------------------------- */
 
 static void vcpu_queries_of_null_give_the_documented_answers(void **state)
@@ -1166,6 +1227,7 @@ int main(int argc, char **argv)
         T(x86_setters_and_walks_refuse_null_arguments),
         T(x86_calls_on_a_paging_state_never_set_up_are_refused),
         T(walk_commit_refuses_null_and_impossible_walks),
+        T(walk_commit_refuses_a_record_altered_after_the_walk_and_stores_nothing),
         T(vcpu_queries_of_null_give_the_documented_answers),
         T(invpcid_of_an_unknown_type_raises_gp_and_flushes_nothing),
         T(destroying_an_online_vcpu_takes_it_offline_first),
