@@ -127,6 +127,14 @@ static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t 
         return VMMU_EINVAL;
     if (p->epoch != p->vcpu->access->epoch)
         return VMMU_EINVAL; /* prepared before the vCPU's last safe point */
+    /* The pages cover the whole access, the first one from its start and
+     * within its page (a descriptor changed after the preparation would
+     * otherwise be read or written only in part). */
+    uint32_t len0 = p->page[0].len, len1 = p->npages == 2 ? p->page[1].len : 0;
+    if (p->len - 1 >= VMMU_ACCESS_PREPARE_MAX || !len0 || (p->npages == 2 && !len1) ||
+        (uint64_t)len0 + len1 != p->len || p->page[0].va != p->va ||
+        (p->va & (VMMU_PAGE_SIZE - 1)) + len0 > VMMU_PAGE_SIZE)
+        return VMMU_EINVAL;
     if (off > p->len || n > p->len - off)
         return VMMU_EINVAL;
     return 0;

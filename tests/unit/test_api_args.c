@@ -760,6 +760,31 @@ static void prepared_operations_refuse_bad_descriptors_and_sizes(void **state)
     struct vmmu_prepared corrupt = p;
     corrupt.npages = 3;
     assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 8), VMMU_EINVAL);
+    /* Pages that no longer cover the access (changed after the
+     * preparation) are refused, not read in part. */
+    uint8_t canary[16];
+    memset(buf, 0xee, sizeof(buf));
+    memcpy(canary, buf, sizeof(buf));
+    corrupt = p;
+    corrupt.page[0].len = 4;
+    assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 16), VMMU_EINVAL);
+    corrupt = p;
+    corrupt.len = 8;
+    assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 8), VMMU_EINVAL);
+    corrupt = p;
+    corrupt.npages = 2;
+    corrupt.page[1] = corrupt.page[0];
+    assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 16), VMMU_EINVAL);
+    corrupt = p;
+    corrupt.page[0].va += 8;
+    assert_int_equal(vmmu_prepared_write(&corrupt, 0, buf, 16), VMMU_EINVAL);
+    corrupt = p;
+    corrupt.len = corrupt.page[0].len = 0;
+    assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 0), VMMU_EINVAL);
+    corrupt = p;
+    corrupt.va = corrupt.page[0].va = DATA_VA + 4090; /* 16 bytes in one page from there? */
+    assert_int_equal(vmmu_prepared_read(&corrupt, 0, buf, 16), VMMU_EINVAL);
+    assert_memory_equal(buf, canary, sizeof(buf));
     data_intact(f, 0);
     /* The descriptor itself still works. */
     assert_int_equal(vmmu_prepared_read(&p, 0, buf, 8), 0);
