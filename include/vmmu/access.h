@@ -304,7 +304,8 @@ int vmmu_access_prepare(struct vmmu_vcpu *vcpu, uint64_t va, uint32_t len, unsig
  * Read @p n bytes at @p offset of a prepared access into @p buf: memcpy
  * for RAM, callbacks for MMIO, the device model for DEVICE pages.
  * Recorded in (or replayed from) the latch.
- * @return 0; VMMU_EINVAL (stale descriptor, range outside it); VMMU_EPENDING
+ * @return 0; VMMU_EINVAL (stale descriptor, or one changed since it was
+ *         prepared; range outside it); VMMU_EPENDING
  *         and the device model's codes; VMMU_EMMIO; VMMU_EOVERFLOW.
  */
 int vmmu_prepared_read(const struct vmmu_prepared *p, uint32_t offset, void *buf, uint32_t n);
