@@ -1415,6 +1415,99 @@ static void far_return_with_a_16_bit_operand_size_pops_words(void **state)
 	assert_int_equal(g_m.cpu.cr2, TM_DATA + 0x2000);
 }
 
+/*
+ * 16-bit IRET (66 CF): IP, CS, FLAGS, SP and SS popped as words, IP and SP
+ * zero-extended; the FLAGS image changes only RFLAGS bits 15:0 (AC, RF,
+ * VIF, VIP and ID above them stay), and RF, not in the image, is cleared
+ * when the next instruction completes as usual.
+ */
+static void iret_with_a_16_bit_operand_size_pops_words(void **state)
+{
+	(void)state;
+	static const uint8_t iretw[] = { 0x66, 0xcf };
+	const uint64_t high = X86EMU_FLAG_AC | X86EMU_FLAG_ID | X86EMU_FLAG_VIF;
+
+	/* At CPL 0, to CPL 0: IOPL, IF, DF and the arithmetic flags from the image. */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.rflags = X86EMU_FLAG_FIXED | high;
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_KCODE);
+	tm_wr(&g_m, TM_STACK - 12, 2, 0x3000 | X86EMU_FLAG_IF | X86EMU_FLAG_DF | 0xd5);
+	tm_wr(&g_m, TM_STACK - 10, 2, 0x7ff0);
+	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_KDATA);
+	tm_wr(&g_m, TM_STACK - 6, 2, 0xffff);	/* beyond the frame: not popped */
+	g_m.mem[LOW_TARGET] = 0x90;		/* nop */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], 0x7ff0);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_KDATA);
+	assert_int_equal(g_m.cpu.rflags, X86EMU_FLAG_FIXED | high | 0x3000 | X86EMU_FLAG_IF |
+						 X86EMU_FLAG_DF | 0xd5);
+
+	/* RF set before the IRETW is not kept by it: cleared once it completes. */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.rflags = X86EMU_FLAG_FIXED | X86EMU_FLAG_RF;
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_KCODE);
+	tm_wr(&g_m, TM_STACK - 12, 2, 0);
+	tm_wr(&g_m, TM_STACK - 10, 2, 0x7ff0);
+	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_KDATA);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_false(g_m.cpu.rflags & X86EMU_FLAG_RF);
+
+	/* To CPL 3: SP and SS from the frame; at CPL 0 IF and IOPL come from the image too. */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.rflags = X86EMU_FLAG_FIXED;
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_UCODE);
+	tm_wr(&g_m, TM_STACK - 12, 2, X86EMU_FLAG_IF | 0x1);
+	tm_wr(&g_m, TM_STACK - 10, 2, 0x7f00);
+	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_UDATA);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cpl, 3);
+	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], 0x7f00);
+	assert_int_equal(g_m.cpu.rflags, X86EMU_FLAG_FIXED | X86EMU_FLAG_IF | 0x1);
+
+	/* The checks of the other sizes: a null CS is #GP(0), nothing popped. */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_STACK - 14, 2, 0);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	assert_int_equal(stack_qword(1), LOW_CODE);
+	assert_int_equal(stack_qword(4), TM_STACK - 16);
+	/* NT set: #GP(0) (no task return in IA-32e mode). */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.rflags |= X86EMU_FLAG_NT;
+	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
+	assert_int_equal(g_m.cpu.last_exception.error_code, 0);
+	/* An absent page under the SS word, the last one popped: #PF, nothing changed. */
+	load_low(iretw, sizeof(iretw));
+	g_m.cpu.gpr[X86EMU_RSP] = TM_DATA + 0x2000 - 8;
+	tm_wr(&g_m, TM_DATA + 0x2000 - 8, 2, LOW_TARGET);
+	tm_wr(&g_m, TM_DATA + 0x2000 - 6, 2, TM_SEL_KCODE);
+	tm_set_pages(&g_m, TM_DATA + 0x2000, 1, TM_PAGE_ABSENT);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_PF));
+	assert_int_equal(g_m.cpu.cr2, TM_DATA + 0x2000);
+	assert_int_equal(g_m.cpu.cpl, 0);
+	assert_int_equal(stack_qword(1), LOW_CODE);
+	assert_int_equal(stack_qword(4), TM_DATA + 0x2000 - 8);
+}
+
 static void far_jmp_and_call_faults_change_nothing(void **state)
 {
 	(void)state;
@@ -2004,6 +2097,7 @@ int main(void)
 		cmocka_unit_test(far_jmp_and_call_through_memory_load_cs),
 		cmocka_unit_test(far_jmp_and_call_faults_change_nothing),
 		cmocka_unit_test(far_return_with_a_16_bit_operand_size_pops_words),
+		cmocka_unit_test(iret_with_a_16_bit_operand_size_pops_words),
 		cmocka_unit_test(far_jmp_and_call_through_a_call_gate),
 		cmocka_unit_test(far_jmp_and_call_through_a_call_gate_faults),
 		cmocka_unit_test(xlat_looks_al_up_in_the_table_at_rbx),

@@ -75,8 +75,9 @@ int x86emu__load_data_segment(struct x86emu_ctx *c, unsigned sreg, uint16_t sel)
  * Far return and IRETQ (SDM RET, IRET "IA-32e mode"): pop RIP, CS, [RFLAGS],
  * then RSP and SS (IRETQ always; far RET only to an outer level), check the
  * selectors, and move to the new privilege level.  Every pop is of the
- * operand size: quadwords, doublewords, or words for a 16-bit far RET,
- * whose IP and SP are zero-extended into RIP and RSP.
+ * operand size: quadwords, doublewords, or words (66 prefix), whose IP
+ * and SP are zero-extended into RIP and RSP; a 16-bit IRET's FLAGS image
+ * changes only the low 16 bits of RFLAGS (so not RF, AC, VIF, VIP, ID).
  */
 int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 {
@@ -87,8 +88,7 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 	uint64_t imm = (!iret && c->insn.operand_count_visible) ? c->ops[0].imm.value.u & 0xffff : 0;
 	int rc;
 
-	/* Far RET pops words with a 16-bit operand size; IRET's 16-bit form is not implemented. */
-	if (sz != 8 && sz != 4 && (iret || sz != 2))
+	if (sz != 8 && sz != 4 && sz != 2)
 		return raise_ud(c);
 	if (iret && (cpu->rflags & X86EMU_FLAG_NT))
 		return raise_gp(c, 0);	/* task return does not exist in IA-32e mode */
@@ -176,8 +176,12 @@ int x86emu__far_return(struct x86emu_ctx *c, bool iret)
 			can |= X86EMU_FLAG_IOPL | X86EMU_FLAG_VIF | X86EMU_FLAG_VIP;
 		if (sz == 4)
 			can &= 0xffffffffull;
+		else if (sz == 2)
+			can &= 0xffffull;
 		cpu->rflags = (cpu->rflags & ~can) | (fl & can) | X86EMU_FLAG_FIXED;
-		c->keep_rf = true;	/* RF from the image holds for one instruction */
+		/* RF from a 32- or 64-bit image holds for one instruction; a
+		 * 16-bit image has none, so RF is cleared as after any other. */
+		c->keep_rf = sz != 2;
 	}
 	x86emu__seg_from_desc(&cpu->seg[X86EMU_CS], csel, cd);
 	if (iret || outer) {

@@ -391,7 +391,8 @@ static int exec_sysret(struct x86emu_ctx *c)
 bool x86emu__is_system(ZydisMnemonic m)
 {
 	switch (m) {
-	case ZYDIS_MNEMONIC_IRETQ: case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_INT:
+	case ZYDIS_MNEMONIC_IRETQ: case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_IRET:
+	case ZYDIS_MNEMONIC_INT:
 	case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_INT1: case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_CLI:
 	case ZYDIS_MNEMONIC_STI: case ZYDIS_MNEMONIC_IN: case ZYDIS_MNEMONIC_OUT:
 	case ZYDIS_MNEMONIC_CPUID: case ZYDIS_MNEMONIC_RDMSR: case ZYDIS_MNEMONIC_WRMSR:
@@ -626,6 +627,7 @@ int x86emu__exec_system(struct x86emu_ctx *c)
 	switch (mn) {
 	case ZYDIS_MNEMONIC_IRETQ:
 	case ZYDIS_MNEMONIC_IRETD:
+	case ZYDIS_MNEMONIC_IRET:	/* 16-bit */
 		return x86emu__far_return(c, true);
 	case ZYDIS_MNEMONIC_INT:
 	case ZYDIS_MNEMONIC_INT3: {
