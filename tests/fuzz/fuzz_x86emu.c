@@ -91,13 +91,15 @@ struct header {
     uint32_t rflags;     /* masked to the flags a guest can hold */
     uint8_t flags;       /* bit 0 CPL 3, 1 code near a page end, 2 NXE off, 3 WP off,
                           * 4 AM on (with RFLAGS.AC at CPL 3: #AC) */
-    uint8_t cr4;         /* bit 0 PGE, 1 SMEP, 2 SMAP, 3 PCIDE, 4 FSGSBASE */
+    uint8_t cr4;         /* bit 0 PGE, 1 SMEP, 2 SMAP, 3 PCIDE, 4 FSGSBASE, 5 DE */
     uint8_t page[NFRAMES]; /* bit 0 not present, 1 read-only, 2 supervisor, 3 NX, 4 global,
                             * 5-6 frame: own, MMIO, hole, the PT itself */
     uint8_t extra_va[2];   /* linear page index of the last two frames */
     uint8_t gate_vec, gate_mod; /* mod bit 0 trap gate, 1 IST1, 2 DPL 3, 3 not present */
     uint8_t irq_step, irq_vec;  /* inject irq_vec before step irq_step (if IF allows) */
     uint8_t code_off;
+    uint8_t bp[4];              /* DR0-DR3: bit 0 enabled, 1-2 R/W, 3-4 LEN, 5-7 the
+                                 * register (reg[] order) whose value is the address */
 };
 
 /* One memory callback as the fuzzer saw it. */
@@ -464,15 +466,28 @@ static bool same_outside(const struct x86emu_cpu *a, const struct x86emu_cpu *b,
            same_seg(&a->ldtr, &b->ldtr) && same_seg(&a->tr, &b->tr);
 }
 
+/* An enabled instruction breakpoint (DR7 R/W 00) at the CPU's RIP, which
+ * fires unless RFLAGS.RF is set. */
+static bool insn_breakpoint(const struct x86emu_cpu *cpu)
+{
+    for (unsigned i = 0; i < 4; i++)
+        if (((cpu->dr[7] >> (2 * i)) & 3) && !((cpu->dr[7] >> (16 + 4 * i)) & 3) &&
+            cpu->dr[i] == cpu->rip)
+            return !(cpu->rflags & X86EMU_FLAG_RF);
+    return false;
+}
+
 /* A step that delivered event e (an exception, or an external interrupt
  * when !exception): the instruction changed nothing, the frame holds the
- * state before it, and the CPU went to the gate's handler.  A single-step
- * #DB owed by the previous instruction is a step of its own, a trap: its
- * frame holds RFLAGS as they are (no RF forced in). */
+ * state before it, and the CPU went to the gate's handler.  A #DB owed by
+ * the previous instruction (single step, data breakpoint) is a step of its
+ * own, a trap, and an instruction breakpoint's #DB keeps RF as it is: their
+ * frames hold RFLAGS as they are (no RF forced in). */
 static void check_delivery(const struct x86emu_cpu *pre, const struct x86emu_cpu *c,
                            const struct x86emu_event *e, bool exception)
 {
-    bool fault = exception && !(pre->db_pending && e->vector == X86EMU_EXC_DB);
+    bool fault = exception && !(e->vector == X86EMU_EXC_DB &&
+                                (pre->db_pending || insn_breakpoint(pre)));
     if (!same_outside(pre, c, false))
         fail("an event's delivery changed registers it must not", pre);
     if (e->vector == X86EMU_EXC_PF && exception && c->cr2 != e->cr2)
@@ -670,6 +685,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         c->cr4 |= X86EMU_CR4_PCIDE;
     if (h.cr4 & 16)
         c->cr4 |= X86EMU_CR4_FSGSBASE;
+    if (h.cr4 & 32)
+        c->cr4 |= X86EMU_CR4_DE;
+    c->dr[7] = 0;
+    for (unsigned i = 0; i < 4; i++) {
+        c->dr[i] = c->gpr[gpr_of[h.bp[i] >> 5]];
+        c->dr[7] |= (uint64_t)(h.bp[i] & 1) << (2 * i);
+        c->dr[7] |= (uint64_t)((h.bp[i] >> 1) & 0xf) << (16 + 4 * i);
+    }
     fz.io_value = (uint32_t)h.reg[7];
 
     struct vmmu_x86_regs regs = {.cr0 = c->cr0, .cr3 = c->cr3, .cr4 = c->cr4, .efer = c->efer,

@@ -14,11 +14,6 @@
 
 #include "x86emu_test.h"
 
-#define GUEST(name, body)                                                        \
-	__asm__(".pushsection .rodata\n.globl " #name "\n" #name ":\n" body "\n" \
-		".globl " #name "_end\n" #name "_end:\n.popsection\n");          \
-	extern const uint8_t name[], name##_end[]
-
 static struct tm g_m;
 
 static int setup(void **state)

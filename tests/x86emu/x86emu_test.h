@@ -62,6 +62,12 @@ struct tm {
 	uint64_t last_cr_value;
 };
 
+/* Guest code `body` (assembly) as the bytes name[] .. name_end[]. */
+#define GUEST(name, body)                                                        \
+	__asm__(".pushsection .rodata\n.globl " #name "\n" #name ":\n" body "\n" \
+		".globl " #name "_end\n" #name "_end:\n.popsection\n");          \
+	extern const uint8_t name[], name##_end[]
+
 /* A machine at CPL 0 in 64-bit mode, RIP = TM_CODE, RSP = TM_STACK, all pages user+RAM. */
 void tm_init(struct tm *m);
 void tm_fini(struct tm *m);

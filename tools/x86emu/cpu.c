@@ -224,7 +224,10 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
-	return from_callback(c, c->env->read(c->env->opaque, &a, out, &c->fault));
+	int rc = from_callback(c, c->env->read(c->env->opaque, &a, out, &c->fault));
+	if (rc == XS_OK && kind == X86EMU_ACCESS_DATA)
+		x86emu__data_breakpoints(c, la, size, false);
+	return rc;
 }
 
 int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
@@ -237,7 +240,10 @@ int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const vo
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
-	return from_callback(c, c->env->write(c->env->opaque, &a, in, &c->fault));
+	int rc = from_callback(c, c->env->write(c->env->opaque, &a, in, &c->fault));
+	if (rc == XS_OK && kind == X86EMU_ACCESS_DATA)
+		x86emu__data_breakpoints(c, la, size, true);
+	return rc;
 }
 
 int x86emu__mem_write_check(struct x86emu_ctx *c, uint64_t la, unsigned size,
@@ -266,19 +272,25 @@ int x86emu__mem_cmpxchg(struct x86emu_ctx *c, uint64_t la, unsigned size,
 		return XS_FAULT;
 	fill_access(c, &a, la, size, X86EMU_ACCESS_DATA);
 	memset(&c->fault, 0, sizeof(c->fault));
-	if (c->env->cmpxchg)
-		return from_callback(c, c->env->cmpxchg(c->env->opaque, &a, expected, desired,
-							observed, &c->fault));
-	/*
-	 * No atomic primitive: a plain read and a write.  The write happens even
-	 * when the comparison fails, writing back what was read, as the SDM says
-	 * the processor does for CMPXCHG, so a read-only page faults either way.
-	 */
-	rc = from_callback(c, c->env->read(c->env->opaque, &a, observed, &c->fault));
-	if (rc != XS_OK)
-		return rc;
-	const void *val = memcmp(observed, expected, size) == 0 ? desired : observed;
-	return from_callback(c, c->env->write(c->env->opaque, &a, val, &c->fault));
+	if (c->env->cmpxchg) {
+		rc = from_callback(c, c->env->cmpxchg(c->env->opaque, &a, expected, desired,
+						      observed, &c->fault));
+	} else {
+		/*
+		 * No atomic primitive: a plain read and a write.  The write
+		 * happens even when the comparison fails, writing back what was
+		 * read, as the SDM says the processor does for CMPXCHG, so a
+		 * read-only page faults either way.
+		 */
+		rc = from_callback(c, c->env->read(c->env->opaque, &a, observed, &c->fault));
+		if (rc != XS_OK)
+			return rc;
+		const void *val = memcmp(observed, expected, size) == 0 ? desired : observed;
+		rc = from_callback(c, c->env->write(c->env->opaque, &a, val, &c->fault));
+	}
+	if (rc == XS_OK)
+		x86emu__data_breakpoints(c, la, size, true);	/* a locked read and write */
+	return rc;
 }
 
 int x86emu__read_seg(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigned size,
@@ -449,19 +461,39 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 }
 
 /*
- * The single-step trap (SDM 17.3.1.4): #DB after an instruction that began
- * with TF set, with DR6.BS set and the next instruction's RIP pushed.  It is
- * owed (db_pending) until delivered; a delivery the machine retries changes
- * nothing and is made again by the next step.
+ * The debug trap (SDM 17.3.1): #DB after an instruction that began with TF
+ * set (DR6.BS), or whose accesses hit data or I/O breakpoints (DR6.B0-B3),
+ * with the next instruction's RIP pushed (the same instruction's when a
+ * REP stopped between iterations).  It is owed (db_pending) until
+ * delivered; a delivery the machine retries changes nothing and is made
+ * again by the next step.
  */
-static int deliver_single_step(struct x86emu_ctx *c)
+static int deliver_debug_trap(struct x86emu_ctx *c)
 {
 	struct x86emu_fault f = { .vector = X86EMU_EXC_DB };
 
 	int rc = x86emu__raise(c, &f, EVENT_TRAP, c->arch->rip);
 	if (rc == XS_OK) {
-		c->arch->dr[6] |= 1ull << 14;	/* BS, for the handler */
+		x86emu__db_delivered(c->arch, c->arch->db_status);
 		c->arch->db_pending = false;
+		c->arch->db_status = 0;
+	}
+	return rc;
+}
+
+/*
+ * An instruction breakpoint (SDM 17.3.1.1): #DB before the instruction,
+ * its own RIP pushed, with RFLAGS.RF as it is (clear: the breakpoint would
+ * not fire otherwise), so the handler sets RF in the image to go on.
+ */
+static int deliver_insn_breakpoint(struct x86emu_ctx *c, unsigned hits)
+{
+	struct x86emu_fault f = { .vector = X86EMU_EXC_DB };
+
+	int rc = x86emu__raise(c, &f, EVENT_TRAP, c->arch->rip);
+	if (rc == XS_OK) {
+		x86emu__db_delivered(c->arch, hits);
+		c->arch->db_status = 0;
 	}
 	return rc;
 }
@@ -472,12 +504,17 @@ static int step_one(struct x86emu_ctx *c)
 	int rc;
 
 	if (c->arch->db_pending)
-		return deliver_single_step(c);
+		return deliver_debug_trap(c);
+	unsigned ibp = x86emu__insn_breakpoints(c->arch);
+	if (ibp)
+		return deliver_insn_breakpoint(c, ibp);
 	bool tf = (c->arch->rflags & X86EMU_FLAG_TF) != 0;
 	c->cpu = *c->arch;
 	c->rep_done = 0;
 	c->keep_rf = false;
 	c->mov_ss = false;
+	c->db_hits = 0;
+	c->db_fault = 0;
 	/* The shadow covers exactly one instruction (SDM 6.8.3). */
 	c->cpu.intr_shadow = false;
 	rc = fetch_decode(c);
@@ -513,14 +550,22 @@ static int step_one(struct x86emu_ctx *c)
 		 * before any instruction or interrupt (x86emu_interrupts_enabled()
 		 * says no meanwhile), so a step is an instruction or an event,
 		 * and a delivery the machine retries changes nothing.  After
-		 * MOV SS it waits for the next instruction, which traps anyway.
+		 * MOV SS it waits for the next instruction (db_status holds it).
 		 */
-		if (tf && !c->mov_ss)
+		c->arch->db_status |= (uint16_t)(c->db_hits | (tf ? X86EMU_DR6_BS : 0));
+		if (c->arch->db_status && !c->mov_ss)
 			c->arch->db_pending = true;
 		return XS_OK;
 	case XS_FAULT: {
 		struct x86emu_fault f = c->fault;
-		return x86emu__raise(c, &f, EVENT_EXCEPTION, c->arch->rip);
+		rc = x86emu__raise(c, &f, EVENT_EXCEPTION, c->arch->rip);
+		if (rc == XS_OK) {
+			/* A trap held over from MOV SS is lost with the faulting instruction. */
+			c->arch->db_status = 0;
+			if (f.vector == X86EMU_EXC_DB && c->db_fault)
+				x86emu__db_delivered(c->arch, c->db_fault);
+		}
+		return rc;
 	}
 	default:
 		return rc;

@@ -76,6 +76,7 @@ enum x86emu_sreg {
 #define X86EMU_CR0_CD (1ull << 30)
 #define X86EMU_CR0_PG (1ull << 31)
 
+#define X86EMU_CR4_DE         (1ull << 3)
 #define X86EMU_CR4_PSE        (1ull << 4)
 #define X86EMU_CR4_PAE        (1ull << 5)
 #define X86EMU_CR4_PGE        (1ull << 7)
@@ -84,6 +85,12 @@ enum x86emu_sreg {
 #define X86EMU_CR4_PCIDE      (1ull << 17)
 #define X86EMU_CR4_SMEP       (1ull << 20)
 #define X86EMU_CR4_SMAP       (1ull << 21)
+
+/* DR6: what caused a #DB (B0-B3: breakpoints 0-3). */
+#define X86EMU_DR6_BD (1u << 13)	/* a MOV DR with DR7.GD set */
+#define X86EMU_DR6_BS (1u << 14)	/* single step */
+/* DR7: general detect (MOV DR is #DB). */
+#define X86EMU_DR7_GD (1ull << 13)
 
 #define X86EMU_EFER_SCE (1ull << 0)
 #define X86EMU_EFER_LME (1ull << 8)
@@ -159,11 +166,20 @@ struct x86emu_cpu {
 	uint64_t tsc;		/* used by RDTSC when env->rdtsc is NULL */
 	/*
 	 * Debug registers DR0-DR7 as MOV DR stores them (4 and 5 unused: they
-	 * alias 6 and 7).  Breakpoints are not modelled; DR6.BS reports the
-	 * single-step trap.  Zero reads as the reset values of DR6 and DR7.
+	 * alias 6 and 7).  DR0-DR3 with DR7 are instruction, data and I/O
+	 * breakpoints (debug.c); DR6 reports what caused a #DB (B0-B3, BD,
+	 * BS).  Zero reads as the reset values of DR6 and DR7.
 	 */
 	uint64_t dr[8];
-	bool db_pending;	/* a single-step #DB is owed before the next instruction */
+	/*
+	 * A #DB trap is owed before the next instruction: a single step (TF),
+	 * data or I/O breakpoints the last instruction hit.  db_status holds
+	 * the DR6 bits it reports (X86EMU_DR6_*); after MOV SS or POP SS it
+	 * holds them, without db_pending, until the next instruction
+	 * completes (SDM 6.8.3: those traps wait one instruction).
+	 */
+	bool db_pending;
+	uint16_t db_status;
 	uint8_t cpl;		/* == CS.selector & 3 in long mode */
 	bool halted;		/* HLT executed; cleared by an interrupt */
 	bool shutdown;		/* triple fault: the CPU does nothing more */

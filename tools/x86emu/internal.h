@@ -42,6 +42,8 @@ struct x86emu_ctx {
 	uint32_t rep_done;		/* REP iterations committed by this execution */
 	bool keep_rf;			/* the instruction leaves RF as it set it */
 	bool mov_ss;			/* it loaded SS: debug traps wait one instruction */
+	uint8_t db_hits;		/* B0-B3: breakpoints its completed accesses hit */
+	uint16_t db_fault;		/* DR6 bits of a #DB fault it raised (BD) */
 };
 
 __extension__ typedef unsigned __int128 x86emu_u128;
@@ -133,6 +135,17 @@ uint64_t x86emu__ea(const struct x86emu_ctx *c, const ZydisDecodedOperand *op);
  */
 int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigned size,
 		   uint64_t *la);
+
+/* ---- debug-register breakpoints (debug.c) ---- */
+
+/* Record the data breakpoints a completed explicit access hits. */
+void x86emu__data_breakpoints(struct x86emu_ctx *c, uint64_t la, unsigned size, bool write);
+/* Record the I/O breakpoints (CR4.DE) a completed port access hits. */
+void x86emu__io_breakpoints(struct x86emu_ctx *c, uint16_t port, unsigned size);
+/* B0-B3 of the instruction breakpoints at cpu->rip (none while RF is set). */
+unsigned x86emu__insn_breakpoints(const struct x86emu_cpu *cpu);
+/* A #DB reporting `status` (X86EMU_DR6_* and B0-B3) was delivered: update DR6 (and DR7.GD). */
+void x86emu__db_delivered(struct x86emu_cpu *cpu, unsigned status);
 
 /* #AC(0) if alignment checking is on (CPL 3, CR0.AM, RFLAGS.AC) and la is not aligned. */
 int x86emu__check_alignment(struct x86emu_ctx *c, uint64_t la, unsigned align,

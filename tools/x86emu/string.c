@@ -116,6 +116,8 @@ static int one_element(struct x86emu_ctx *c, enum string_kind kind, unsigned siz
 		rc = XS_RETRY;
 	if (rc != XS_OK)
 		return rc;
+	if (kind == STR_INS || kind == STR_OUTS)
+		x86emu__io_breakpoints(c, (uint16_t)cpu->gpr[X86EMU_RDX], size);
 
 	switch (kind) {
 	case STR_LODS:
@@ -214,11 +216,15 @@ int x86emu__exec_string(struct x86emu_ctx *c)
 			c->cpu.rip = c->next_rip;
 			return XS_OK;
 		}
+		/* A data or I/O breakpoint traps after the iteration that hit it. */
+		if (c->db_hits)
+			break;
 	}
 	/*
-	 * Budget for this step used up: RIP stays on the instruction, which
-	 * resumes.  An interrupt taken here pushes RF=1 (SDM 17.3.1.1); the
-	 * last chunk clears it as any completed instruction does.
+	 * Budget for this step used up, or a breakpoint's trap owed: RIP
+	 * stays on the instruction, which resumes.  An interrupt or a trap
+	 * taken here pushes RF=1 (SDM 17.3.1.1); the last chunk clears it as
+	 * any completed instruction does.
 	 */
 	c->cpu.rflags |= X86EMU_FLAG_RF;
 	c->keep_rf = true;

@@ -140,7 +140,7 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 
 static inline bool cpu_cr4_de(const struct x86emu_ctx *c)
 {
-	return (c->cpu.cr4 & (1ull << 3)) != 0;	/* CR4.DE */
+	return (c->cpu.cr4 & X86EMU_CR4_DE) != 0;
 }
 
 static int exec_mov_special(struct x86emu_ctx *c)
@@ -167,10 +167,7 @@ static int exec_mov_special(struct x86emu_ctx *c)
 		return XS_OK;
 	}
 	if (dcls == ZYDIS_REGCLASS_DEBUG || scls == ZYDIS_REGCLASS_DEBUG) {
-		/*
-		 * Debug registers are kept but no breakpoint is modelled; DR6.BS
-		 * reports single steps.
-		 */
+		/* The breakpoints they describe are debug.c's. */
 		rc = require_cpl0(c);
 		if (rc != XS_OK)
 			return rc;
@@ -183,6 +180,12 @@ static int exec_mov_special(struct x86emu_ctx *c)
 			if (cpu_cr4_de(c))
 				return raise_ud(c);
 			dr += 2;
+		}
+		/* General detect: any MOV DR is a #DB fault with DR6.BD, and
+		 * DR7.GD is cleared for the handler (on delivery: cpu.c). */
+		if (c->cpu.dr[7] & X86EMU_DR7_GD) {
+			c->db_fault = X86EMU_DR6_BD;
+			return raise_fault(c, X86EMU_EXC_DB, false, 0);
 		}
 		if (!to_dr) {
 			v = c->cpu.dr[dr];
@@ -465,11 +468,14 @@ static int exec_io(struct x86emu_ctx *c, bool in)
 		if (cb == X86EMU_CB_RETRY)
 			return XS_RETRY;
 		x86emu__reg_write(&c->cpu, data_op->reg.value, v);
-		return XS_OK;
+	} else {
+		uint32_t v = (uint32_t)(c->cpu.gpr[X86EMU_RAX] & width_mask(size * 8));
+		cb = c->env->io_out ? c->env->io_out(c->env->opaque, port, size, v) : X86EMU_CB_OK;
+		if (cb == X86EMU_CB_RETRY)
+			return XS_RETRY;
 	}
-	uint32_t v = (uint32_t)(c->cpu.gpr[X86EMU_RAX] & width_mask(size * 8));
-	cb = c->env->io_out ? c->env->io_out(c->env->opaque, port, size, v) : X86EMU_CB_OK;
-	return cb == X86EMU_CB_RETRY ? XS_RETRY : XS_OK;
+	x86emu__io_breakpoints(c, port, size);
+	return XS_OK;
 }
 
 static int exec_other(struct x86emu_ctx *c)
