@@ -24,7 +24,6 @@
 #define OF X86EMU_FLAG_OF
 #define ALL6 (CF | PF | AF | ZF | SF | OF)
 
-static struct tm g_m;
 static unsigned long g_cases;
 
 static ZydisRegister gpr(unsigned idx, unsigned bits)
@@ -154,20 +153,6 @@ static bool msb_test(uint64_t v, unsigned bits)
 	return (v >> (bits - 1)) & 1;
 }
 #define ITER 400
-
-static int setup(void **state)
-{
-	(void)state;
-	tm_init(&g_m);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tm_fini(&g_m);
-	return 0;
-}
 
 /* ---- two-operand arithmetic and logic ------------------------------------------ */
 
@@ -738,5 +723,5 @@ int main(void)
 		cmocka_unit_test(memory_read_modify_write_plain_and_locked_match_host),
 		cmocka_unit_test(report_count),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }

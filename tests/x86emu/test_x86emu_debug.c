@@ -16,37 +16,8 @@
 
 #include "x86emu_test.h"
 
-static struct tm g_m;
-
-static int setup(void **state)
-{
-	(void)state;
-	tm_init(&g_m);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tm_fini(&g_m);
-	return 0;
-}
-
-static void load(const uint8_t *start, const uint8_t *end)
-{
-	tm_fini(&g_m);
-	tm_init(&g_m);
-	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
-}
-
-#define LOAD(name) load(name, name##_end)
 /* Guest address of a label inside guest code `name`. */
 #define AT(name, label) (TM_CODE + (uint64_t)((label) - (name)))
-
-static uint64_t stack_qword(unsigned i)
-{
-	return tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8 * i, 8);
-}
 
 enum { RW_EXEC = 0, RW_WRITE = 1, RW_IO = 2, RW_ACCESS = 3 };
 enum { LEN_1 = 0, LEN_2 = 1, LEN_8 = 2, LEN_4 = 3 };
@@ -408,31 +379,17 @@ static void a_locked_read_modify_write_hits_a_write_breakpoint(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_setup_teardown(
-			an_instruction_breakpoint_faults_before_the_instruction_and_rf_lets_it_run,
-			setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			a_write_breakpoint_traps_after_the_store_and_not_on_reads, setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			an_access_breakpoint_traps_on_reads_and_its_range_is_aligned_to_its_length,
-			setup, teardown),
-		cmocka_unit_test_setup_teardown(one_instruction_hitting_two_breakpoints_reports_both,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			a_rep_string_traps_after_the_iteration_that_hit_and_resumes, setup, teardown),
-		cmocka_unit_test_setup_teardown(an_io_breakpoint_needs_cr4_de_and_watches_in_and_out,
-						setup, teardown),
-		cmocka_unit_test_setup_teardown(
-			general_detect_makes_mov_dr_a_fault_and_clears_gd_for_the_handler, setup,
-			teardown),
-		cmocka_unit_test_setup_teardown(a_single_step_and_a_breakpoint_are_one_db, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(
-			a_breakpoint_hit_by_mov_ss_traps_after_the_next_instruction, setup, teardown),
-		cmocka_unit_test_setup_teardown(a_faulting_instruction_reports_no_breakpoint, setup,
-						teardown),
-		cmocka_unit_test_setup_teardown(a_locked_read_modify_write_hits_a_write_breakpoint,
-						setup, teardown),
+		cmocka_unit_test(an_instruction_breakpoint_faults_before_the_instruction_and_rf_lets_it_run),
+		cmocka_unit_test(a_write_breakpoint_traps_after_the_store_and_not_on_reads),
+		cmocka_unit_test(an_access_breakpoint_traps_on_reads_and_its_range_is_aligned_to_its_length),
+		cmocka_unit_test(one_instruction_hitting_two_breakpoints_reports_both),
+		cmocka_unit_test(a_rep_string_traps_after_the_iteration_that_hit_and_resumes),
+		cmocka_unit_test(an_io_breakpoint_needs_cr4_de_and_watches_in_and_out),
+		cmocka_unit_test(general_detect_makes_mov_dr_a_fault_and_clears_gd_for_the_handler),
+		cmocka_unit_test(a_single_step_and_a_breakpoint_are_one_db),
+		cmocka_unit_test(a_breakpoint_hit_by_mov_ss_traps_after_the_next_instruction),
+		cmocka_unit_test(a_faulting_instruction_reports_no_breakpoint),
+		cmocka_unit_test(a_locked_read_modify_write_hits_a_write_breakpoint),
 	};
-	return cmocka_run_group_tests(tests, NULL, NULL);
+	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }

@@ -12,28 +12,10 @@
 
 #include "x86emu_test.h"
 
-static struct tm g_m;
-
-static int setup(void **state)
-{
-	(void)state;
-	tm_init(&g_m);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tm_fini(&g_m);
-	return 0;
-}
-
 /* Load a snippet at TM_CODE and run until HLT (or a limit); returns the exit. */
 static int run(const uint8_t *start, const uint8_t *end)
 {
-	tm_fini(&g_m);
-	tm_init(&g_m);
-	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
+	tm_load_code(start, end);
 	return tm_step(&g_m, 10000);
 }
 
@@ -371,5 +353,5 @@ int main(void)
 		cmocka_unit_test(instruction_ending_at_a_page_boundary_does_not_touch_the_next_page),
 		cmocka_unit_test(random_byte_streams_never_crash),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }

@@ -13,22 +13,6 @@
 
 #include "x86emu_test.h"
 
-static struct tm g_m;
-
-static int setup(void **state)
-{
-	(void)state;
-	tm_init(&g_m);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tm_fini(&g_m);
-	return 0;
-}
-
 static void reset(const uint8_t *code, size_t len)
 {
 	tm_fini(&g_m);
@@ -572,5 +556,5 @@ int main(void)
 		cmocka_unit_test(ins_destination_fault_leaves_the_port_unread),
 		cmocka_unit_test(ins_and_outs_need_io_permission_before_any_iteration),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }

@@ -14,40 +14,11 @@
 
 #include "x86emu_test.h"
 
-static struct tm g_m;
-
-static int setup(void **state)
-{
-	(void)state;
-	tm_init(&g_m);
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	(void)state;
-	tm_fini(&g_m);
-	return 0;
-}
-
-static void load(const uint8_t *start, const uint8_t *end)
-{
-	tm_fini(&g_m);
-	tm_init(&g_m);
-	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
-}
-
-#define LOAD(name) load(name, name##_end)
 
 /* At the handler's HLT stub for `vector`, before or after executing it. */
 static bool in_handler(unsigned vector)
 {
 	return g_m.cpu.rip == tm_handler(vector) || g_m.cpu.rip == tm_handler(vector) + 1;
-}
-
-static uint64_t stack_qword(unsigned i)
-{
-	return tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8 * i, 8);
 }
 
 /* ---- exception delivery ---------------------------------------------------------------- */
@@ -1169,7 +1140,7 @@ static void lss_lfs_lgs_faults_change_nothing(void **state)
 		{ g_lfs32, g_lfs32_end, TM_SEL_KDATA, 2, false, X86EMU_EXC_PF, 0 },	/* absent */
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		load(cases[i].s, cases[i].e);
+		tm_load_code(cases[i].s, cases[i].e);
 		faults_on_ist();
 		if (cases[i].desc38 == 1)
 			gdt_put(0x38, kdata & ~(1ull << 47));
@@ -1321,6 +1292,25 @@ static void load_low(const uint8_t *code, size_t len)
 	g_m.cpu.rip = LOW_CODE;
 }
 
+/* The last step returned to CPL 3 at rip with the user segments and rsp. */
+static void returned_to_user(uint64_t rip, uint64_t rsp)
+{
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.cpl, 3);
+	assert_int_equal(g_m.cpu.rip, rip);
+	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
+	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], rsp);
+}
+
+/* A frame of 16-bit words from `at` up, and RSP pointing at it. */
+static void word_frame(uint64_t at, unsigned n, const uint16_t *w)
+{
+	g_m.cpu.gpr[X86EMU_RSP] = at;
+	for (unsigned i = 0; i < n; i++)
+		tm_wr(&g_m, at + 2 * i, 2, w[i]);
+}
+
 static void far_return_with_a_16_bit_operand_size_pops_words(void **state)
 {
 	(void)state;
@@ -1358,19 +1348,11 @@ static void far_return_with_a_16_bit_operand_size_pops_words(void **state)
 
 	/* To CPL 3: SP and SS popped as words too, SP zero-extended into RSP. */
 	load_low(lretw, sizeof(lretw));
-	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
-	tm_wr(&g_m, TM_STACK - 8, 2, LOW_TARGET);
-	tm_wr(&g_m, TM_STACK - 6, 2, TM_SEL_UCODE);
-	tm_wr(&g_m, TM_STACK - 4, 2, 0x7ff0);
-	tm_wr(&g_m, TM_STACK - 2, 2, TM_SEL_UDATA);
+	word_frame(TM_STACK - 8, 4,
+		   (const uint16_t[]){ LOW_TARGET, TM_SEL_UCODE, 0x7ff0, TM_SEL_UDATA });
 	tm_wr(&g_m, TM_STACK, 8, ~0ull);
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
-	assert_false(g_m.cpu.last_exception.valid);
-	assert_int_equal(g_m.cpu.cpl, 3);
-	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
-	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
-	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
-	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], 0x7ff0);
+	returned_to_user(LOW_TARGET, 0x7ff0);
 
 	/* The same checks as the other sizes: a null CS is #GP(0), nothing popped. */
 	load_low(lretw, sizeof(lretw));
@@ -1392,11 +1374,8 @@ static void far_return_with_a_16_bit_operand_size_pops_words(void **state)
 	assert_int_equal(g_m.cpu.last_exception.error_code, TM_SEL_KDATA);
 	/* To an outer level with an SS whose RPL is not the new CPL: #GP(SS selector). */
 	load_low(lretw, sizeof(lretw));
-	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
-	tm_wr(&g_m, TM_STACK - 8, 2, LOW_TARGET);
-	tm_wr(&g_m, TM_STACK - 6, 2, TM_SEL_UCODE);
-	tm_wr(&g_m, TM_STACK - 4, 2, 0x7ff0);
-	tm_wr(&g_m, TM_STACK - 2, 2, TM_SEL_UDATA & ~3u);
+	word_frame(TM_STACK - 8, 4,
+		   (const uint16_t[]){ LOW_TARGET, TM_SEL_UCODE, 0x7ff0, TM_SEL_UDATA & ~3u });
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
 	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_GP));
 	assert_int_equal(g_m.cpu.last_exception.error_code, TM_SEL_UDATA & ~3u);
@@ -1425,13 +1404,10 @@ static void iret_with_a_16_bit_operand_size_pops_words(void **state)
 	/* At CPL 0, to CPL 0: IOPL, IF, DF and the arithmetic flags from the image. */
 	load_low(iretw, sizeof(iretw));
 	g_m.cpu.rflags = X86EMU_FLAG_FIXED | high;
-	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
-	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
-	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_KCODE);
-	tm_wr(&g_m, TM_STACK - 12, 2, 0x3000 | X86EMU_FLAG_IF | X86EMU_FLAG_DF | 0xd5);
-	tm_wr(&g_m, TM_STACK - 10, 2, 0x7ff0);
-	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_KDATA);
-	tm_wr(&g_m, TM_STACK - 6, 2, 0xffff);	/* beyond the frame: not popped */
+	word_frame(TM_STACK - 16, 6,
+		   (const uint16_t[]){ LOW_TARGET, TM_SEL_KCODE,
+				       0x3000 | X86EMU_FLAG_IF | X86EMU_FLAG_DF | 0xd5, 0x7ff0,
+				       TM_SEL_KDATA, 0xffff /* beyond the frame: not popped */ });
 	g_m.mem[LOW_TARGET] = 0x90;		/* nop */
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
 	assert_false(g_m.cpu.last_exception.valid);
@@ -1444,12 +1420,8 @@ static void iret_with_a_16_bit_operand_size_pops_words(void **state)
 	/* RF set before the IRETW is not kept by it: cleared once it completes. */
 	load_low(iretw, sizeof(iretw));
 	g_m.cpu.rflags = X86EMU_FLAG_FIXED | X86EMU_FLAG_RF;
-	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
-	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
-	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_KCODE);
-	tm_wr(&g_m, TM_STACK - 12, 2, 0);
-	tm_wr(&g_m, TM_STACK - 10, 2, 0x7ff0);
-	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_KDATA);
+	word_frame(TM_STACK - 16, 5,
+		   (const uint16_t[]){ LOW_TARGET, TM_SEL_KCODE, 0, 0x7ff0, TM_SEL_KDATA });
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_false(g_m.cpu.rflags & X86EMU_FLAG_RF);
@@ -1457,19 +1429,11 @@ static void iret_with_a_16_bit_operand_size_pops_words(void **state)
 	/* To CPL 3: SP and SS from the frame; at CPL 0 IF and IOPL come from the image too. */
 	load_low(iretw, sizeof(iretw));
 	g_m.cpu.rflags = X86EMU_FLAG_FIXED;
-	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 16;
-	tm_wr(&g_m, TM_STACK - 16, 2, LOW_TARGET);
-	tm_wr(&g_m, TM_STACK - 14, 2, TM_SEL_UCODE);
-	tm_wr(&g_m, TM_STACK - 12, 2, X86EMU_FLAG_IF | 0x1);
-	tm_wr(&g_m, TM_STACK - 10, 2, 0x7f00);
-	tm_wr(&g_m, TM_STACK - 8, 2, TM_SEL_UDATA);
+	word_frame(TM_STACK - 16, 5,
+		   (const uint16_t[]){ LOW_TARGET, TM_SEL_UCODE, X86EMU_FLAG_IF | 0x1, 0x7f00,
+				       TM_SEL_UDATA });
 	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
-	assert_false(g_m.cpu.last_exception.valid);
-	assert_int_equal(g_m.cpu.cpl, 3);
-	assert_int_equal(g_m.cpu.rip, LOW_TARGET);
-	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_UCODE);
-	assert_int_equal(g_m.cpu.seg[X86EMU_SS].selector, TM_SEL_UDATA);
-	assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], 0x7f00);
+	returned_to_user(LOW_TARGET, 0x7f00);
 	assert_int_equal(g_m.cpu.rflags, X86EMU_FLAG_FIXED | X86EMU_FLAG_IF | 0x1);
 
 	/* The checks of the other sizes: a null CS is #GP(0), nothing popped. */
@@ -1546,7 +1510,7 @@ static void far_jmp_and_call_faults_change_nothing(void **state)
 		{ g_ljmp_direct, g_ljmp_direct_end, 0x38, kcode, FAR_TARGET, NONE, X86EMU_EXC_UD, -1 },
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		load(cases[i].s, cases[i].e);
+		tm_load_code(cases[i].s, cases[i].e);
 		faults_on_ist();
 		unsigned sz = (cases[i].s == g_lcall32 || cases[i].s == g_ljmp32) ? 4 : 8;
 		if (cases[i].desc38 != none)
@@ -1682,7 +1646,7 @@ static void far_jmp_and_call_through_a_call_gate_faults(void **state)
 		  X86EMU_EXC_PF, 2 },
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		load(cases[i].s, cases[i].e);
+		tm_load_code(cases[i].s, cases[i].e);
 		faults_on_ist();
 		put_call_gate(cases[i].dpl, cases[i].tsel, cases[i].offset, cases[i].hi_extra);
 		if (cases[i].d48)
@@ -2031,7 +1995,7 @@ static void retry_from_any_callback_leaves_every_register_untouched(void **state
 		{ g_retry_push, g_retry_push_end, TM_CODE },		/* the fetch itself */
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-		load(cases[i].s, cases[i].e);
+		tm_load_code(cases[i].s, cases[i].e);
 		tm_wr(&g_m, TM_DATA, 8, TM_CODE + 0x800);
 		for (unsigned r = 0; r < 16; r++)
 			if (r != X86EMU_RSP)
@@ -2101,5 +2065,5 @@ int main(void)
 		cmocka_unit_test(lar_lsl_verr_verw_match_the_host_at_cpl3),
 		cmocka_unit_test(lar_lsl_verr_verw_descriptor_types_and_privilege),
 	};
-	return cmocka_run_group_tests(tests, setup, teardown);
+	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }

@@ -68,6 +68,17 @@ struct tm {
 		".globl " #name "_end\n" #name "_end:\n.popsection\n");          \
 	extern const uint8_t name[], name##_end[]
 
+/* The machine each test program works on, and cmocka setup/teardown
+ * functions that initialise and release it. */
+extern struct tm g_m;
+int tm_group_setup(void **state);
+int tm_group_teardown(void **state);
+/* A fresh g_m with the guest code [start, end) at TM_CODE. */
+void tm_load_code(const uint8_t *start, const uint8_t *end);
+#define LOAD(name) tm_load_code(name, name##_end)
+/* Quadword i above g_m's RSP (an exception frame's parts). */
+#define stack_qword(i) tm_rd(&g_m, g_m.cpu.gpr[X86EMU_RSP] + 8ull * (i), 8)
+
 /* A machine at CPL 0 in 64-bit mode, RIP = TM_CODE, RSP = TM_STACK, all pages user+RAM. */
 void tm_init(struct tm *m);
 void tm_fini(struct tm *m);

@@ -269,3 +269,26 @@ int tm_step(struct tm *m, unsigned budget)
 {
 	return x86emu_step(&m->cpu, &m->env, budget);
 }
+
+struct tm g_m;
+
+int tm_group_setup(void **state)
+{
+	(void)state;
+	tm_init(&g_m);
+	return 0;
+}
+
+int tm_group_teardown(void **state)
+{
+	(void)state;
+	tm_fini(&g_m);
+	return 0;
+}
+
+void tm_load_code(const uint8_t *start, const uint8_t *end)
+{
+	tm_fini(&g_m);
+	tm_init(&g_m);
+	tm_load(&g_m, TM_CODE, start, (size_t)(end - start));
+}
