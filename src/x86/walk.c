@@ -318,23 +318,24 @@ int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk 
         return VMMU_EINVAL;
     if (!walk->ok)
         return 0;
+    /* The levels with an update (usually none: A is set once). */
+    unsigned todo = 0;
+    for (unsigned i = 0; i < walk->nlevels; i++)
+        if (walk->levels[i].new_value != walk->levels[i].value && walk->levels[i].host)
+            todo |= 1u << i;
     /* Every update is checked before any is stored: a record that was
      * altered after the walk stores nothing. */
     const struct vmmu_region *target[VMMU_X86_LEVELS_MAX];
     bool stale = false;
-    for (unsigned i = 0; i < walk->nlevels; i++) {
-        const struct vmmu_x86_walk_level *lv = &walk->levels[i];
-        target[i] = NULL;
-        if (lv->new_value == lv->value || !lv->host)
-            continue;
-        target[i] = commit_target(pg->vm, lv, &stale);
+    for (unsigned t = todo; t; t &= t - 1) {
+        unsigned i = (unsigned)__builtin_ctz(t);
+        target[i] = commit_target(pg->vm, &walk->levels[i], &stale);
         if (!target[i])
             return stale ? VMMU_EBUSY : VMMU_EINVAL;
     }
-    for (unsigned i = 0; i < walk->nlevels; i++) {
+    for (unsigned t = todo; t; t &= t - 1) {
+        unsigned i = (unsigned)__builtin_ctz(t);
         struct vmmu_x86_walk_level *lv = &walk->levels[i];
-        if (!target[i])
-            continue;
         if (!store_ad(lv))
             return VMMU_EBUSY;
         /* An A/D update is a write to the page-table page: dirty logging
