@@ -376,6 +376,34 @@ static void a_locked_read_modify_write_hits_a_write_breakpoint(void **state)
 	assert_int_equal(g_m.cpu.dr[6] & 0xf, B(0));
 }
 
+/* The frame INT n pushes (same privilege level) is a data write: the trap
+ * comes at the handler's first instruction.  An exception's frame
+ * reports none. */
+GUEST(g_int80_bp, "int $0x80\n hlt");
+GUEST(g_ud2_bp, "ud2\n hlt");
+
+static void the_frame_int_n_pushes_hits_a_breakpoint_and_an_exception_frame_does_not(
+	void **state)
+{
+	(void)state;
+	LOAD(g_int80_bp);
+	tm_set_gate(&g_m, 0x80, 0xe, 0, 0);
+	arm(0, TM_STACK - 8, RW_WRITE, LEN_8, false);	/* the SS slot of the frame */
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(0x80));
+	assert_true(g_m.cpu.db_pending);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	at_db(tm_handler(0x80), false);
+	assert_int_equal(g_m.cpu.dr[6] & 0xf, B(0));
+
+	LOAD(g_ud2_bp);
+	arm(0, TM_STACK - 8, RW_WRITE, LEN_8, false);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, tm_handler(X86EMU_EXC_UD));
+	assert_false(g_m.cpu.db_pending);
+	assert_int_equal(g_m.cpu.dr[6] & 0xf, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -390,6 +418,8 @@ int main(void)
 		cmocka_unit_test(a_breakpoint_hit_by_mov_ss_traps_after_the_next_instruction),
 		cmocka_unit_test(a_faulting_instruction_reports_no_breakpoint),
 		cmocka_unit_test(a_locked_read_modify_write_hits_a_write_breakpoint),
+		cmocka_unit_test(
+			the_frame_int_n_pushes_hits_a_breakpoint_and_an_exception_frame_does_not),
 	};
 	return cmocka_run_group_tests(tests, tm_group_setup, tm_group_teardown);
 }
