@@ -623,6 +623,11 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx, uin
             c->victim[victim_of(idx)].page = old & VMMU_PAGE_MASK;
         }
     } else {
+        /* The victim slot may hold the page, in a copy that could not
+         * answer the access (victim_take() declined it): the new entry
+         * replaces it, so the context holds the page once. */
+        if (c->victim[victim_of(idx)].page == page)
+            victim_drop(c, victim_of(idx));
         c->used++;
         log_fill(c, idx);
     }

@@ -7,6 +7,7 @@
  * wants them does: the define must come before vmmu/tlb.h. */
 #define VMMU_TLB_COUNT_HITS 1
 #include "test_tlb_env.h"
+#include "tlb/tlb_internal.h"
 
 static const uint64_t UP = E_P | E_RW | E_US;
 
@@ -674,6 +675,43 @@ static void a_guest_that_never_flushes_outgrows_its_conflicts_anyway(void **stat
     assert_non_null(vmmu_tlb_lookup_read(f->t.vcpu, va_b, 8));
 }
 
+/* How many entries of the current context, in the table or the victim
+ * array, translate the page of @va. */
+static unsigned holders(struct fx *f, uint64_t va)
+{
+    const struct vmmu_vcpu *v = f->t.vcpu;
+    const struct tlb_ctx *c = &v->slot[v->cur_slot].ctx[v->cur_ctx];
+    uint64_t page = va & VMMU_PAGE_MASK;
+    unsigned n = 0;
+    for (unsigned i = 0; i <= c->mask; i++)
+        n += entry_holds(&c->hot[i], page);
+    for (unsigned i = 0; i < VMMU_TLB_VICTIMS; i++)
+        n += entry_holds(&c->victim[i].hot, page);
+    return n;
+}
+
+static void a_page_whose_victim_copy_cannot_write_is_held_once_after_the_write(void **state)
+{
+    struct fx *f = *state;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    unsigned n = vmmu_vcpu_tlb_entries(f->t.vcpu);
+    uint64_t va_b = VA + (uint64_t)n * 4096; /* same index */
+    uint64_t pte = tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A); /* clean */
+    tmap(&f->t, f->root, va_b, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    assert_ptr_equal(tacc(&f->t, va_b, 8, 0, NULL), hpa(&f->t, DATA(2))); /* VA to its victim */
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, va_b), 0); /* the index is free */
+    assert_int_equal(holders(f, VA), 1);
+    /* The victim's copy has no write comparator (D was clear): the write
+     * walks, sets D and fills the free index; the copy goes. */
+    assert_ptr_equal(tacc(&f->t, VA, 8, VMMU_X86_ACC_WRITE, NULL), hpa(&f->t, DATA(1)));
+    assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
+    assert_int_equal(holders(f, VA), 1);
+    assert_non_null(vmmu_tlb_lookup_write(f->t.vcpu, VA, 8));
+    assert_int_equal(vmmu_vcpu_invlpg(f->t.vcpu, VA), 0);
+    assert_int_equal(holders(f, VA), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -698,6 +736,7 @@ int main(void)
         T(a_context_used_lightly_shrinks_after_a_window_of_flushes),
         T(pages_that_share_an_index_grow_the_table_at_the_next_flush),
         T(a_guest_that_never_flushes_outgrows_its_conflicts_anyway),
+        T(a_page_whose_victim_copy_cannot_write_is_held_once_after_the_write),
         T(flushing_an_idle_vcpu_elides_every_context),
         T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
