@@ -25,6 +25,22 @@ static int teardown(void **state)
     return 0;
 }
 
+/* A vm 36 bits wide under a CPU with MAXPHYADDR 40: a guest entry may name
+ * a frame the CPU accepts but the vm does not have. */
+#define NARROW_BITS 36
+#define FAR (1ull << 38)           /* beyond the vm, below MAXPHYADDR */
+#define NEAR_HOLE 0x20000000ull    /* inside the vm, backed by nothing */
+
+static int setup_narrow(void **state)
+{
+    struct acc_env *e = calloc(1, sizeof(*e));
+    if (!e)
+        return -1;
+    acc_env_init_bits(e, NARROW_BITS);
+    *state = e;
+    return 0;
+}
+
 static uint8_t *ram(struct acc_env *e, uint64_t gpa)
 {
     return e->t.env.mem + gpa;
@@ -512,6 +528,104 @@ static void backward_rep_stos_fills_downwards(void **state)
         assert_int_equal(ram(e, DATA(0))[i], 1);
     assert_int_equal(ram(e, DATA(0))[71], 0);
     assert_int_equal(ram(e, DATA(0))[104], 0);
+}
+
+/* Every access form treats a frame beyond the vm's width as a hole:
+ * reads see all ones, writes go nowhere, nothing faults. */
+static void a_data_page_beyond_the_vms_width_is_a_hole_for_every_access_form(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    amap(e, VA, FAR, PTE_RW);
+    amap(e, VA + 4096, NEAR_HOLE, PTE_RW);
+    static const uint8_t ones[8] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    for (unsigned i = 0; i < 2; i++) {
+        uint64_t va = VA + i * 4096ull, gpa = i ? NEAR_HOLE : FAR;
+        /* The probes first, while the TLB holds nothing of the page: the
+         * non-faulting one walks without filling. */
+        struct vmmu_probe p;
+        assert_int_equal(vmmu_access_probe_nofault(v, va + 16, 4, 0, &p), 0);
+        assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
+        assert_null(p.host);
+        assert_int_equal(p.why, VMMU_PROBE_MMIO);
+        assert_int_equal(p.type, VMMU_MEM_HOLE);
+        assert_int_equal(p.gpa, gpa + 16);
+        assert_int_equal(vmmu_access_probe(v, va + 16, 4, 0, &p), 0);
+        assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
+        assert_null(p.host);
+        assert_int_equal(p.why, VMMU_PROBE_MMIO);
+        assert_int_equal(p.type, VMMU_MEM_HOLE);
+        assert_int_equal(p.gpa, gpa + 16);
+        /* The slow path of the TLB. */
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
+        struct vmmu_tlb_result r;
+        assert_null(tacc(&e->t, va + 8, 8, 0, &r));
+        assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
+        assert_int_equal(r.type, VMMU_MEM_HOLE);
+        assert_int_equal(r.gpa, gpa + 8);
+        /* Reads and writes through the access functions. */
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
+        struct vmmu_x86_fault f;
+        uint8_t buf[8];
+        memset(buf, 0, sizeof(buf));
+        assert_int_equal(vmmu_access_read(v, va, buf, 8, 0, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+        assert_memory_equal(buf, ones, 8);
+        assert_int_equal(vmmu_access_write(v, va, "abcdefgh", 8, 0, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+        memset(buf, 0, sizeof(buf));
+        assert_int_equal(vmmu_access_read(v, va, buf, 8, 0, &f), 0);
+        assert_memory_equal(buf, ones, 8);
+        /* A prepared access of an instruction. */
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
+        struct vmmu_prepared pr;
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        assert_int_equal(vmmu_access_prepare(v, va + 4, 8, 0, &pr, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+        memset(buf, 0, sizeof(buf));
+        assert_int_equal(vmmu_prepared_read(&pr, 0, buf, 8), 0);
+        assert_memory_equal(buf, ones, 8);
+        assert_int_equal(vmmu_insn_end(v, 0), 0);
+    }
+    /* Nothing reached RAM or the MMIO device. */
+    for (uint64_t g = e->t.env.next; g < 16 * MiB; g += 8)
+        assert_int_equal(get64(&e->t.env, g), 0);
+    assert_int_equal(e->mmio.n, 0);
+}
+
+/* A page table beyond the vm's width reads as all ones, as one in a hole
+ * does: its entries are present with reserved bits set, a #PF with RSVD. */
+static void a_page_table_beyond_the_vms_width_reads_as_all_ones(void **state)
+{
+    struct acc_env *e = *state;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    uint64_t pte = amap(e, VA, DATA(0), PTE_RW);
+    uint64_t pt = pte & ~0xfffull;
+    /* The PDE that points at that table. */
+    uint64_t pdpte = get64(&e->t.env, slot9(e->root, VA, 4)) & ADDR_MASK;
+    uint64_t pd = get64(&e->t.env, slot9(pdpte, VA, 3)) & ADDR_MASK;
+    uint64_t pde_at = slot9(pd, VA, 2);
+    assert_int_equal(get64(&e->t.env, pde_at) & ADDR_MASK, pt);
+    static const uint64_t tables[] = {FAR, NEAR_HOLE};
+    for (unsigned i = 0; i < 2; i++) {
+        put64(&e->t.env, pde_at, tables[i] | UPPER);
+        assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
+        struct vmmu_tlb_result r;
+        assert_null(tacc(&e->t, VA + 8, 8, 0, &r));
+        assert_int_equal(r.status, VMMU_TLB_FAULT);
+        assert_int_equal(r.fault.vector, VMMU_X86_VEC_PF);
+        assert_int_equal(r.fault.error_code, VMMU_X86_PF_P | VMMU_X86_PF_RSVD);
+        assert_int_equal(r.fault.cr2, VA + 8);
+        struct vmmu_x86_fault f;
+        uint8_t b = 0;
+        assert_int_equal(vmmu_access_write(v, VA, &b, 1, 0, &f), 0);
+        assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+        assert_int_equal(f.error_code, VMMU_X86_PF_P | VMMU_X86_PF_W | VMMU_X86_PF_RSVD);
+    }
+    /* Back to the real table: the page is reached again. */
+    put64(&e->t.env, pde_at, pt | UPPER);
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
+    assert_ptr_equal(tacc(&e->t, VA + 8, 8, 0, NULL), ram(e, DATA(0) + 8));
 }
 
 static void prepared_descriptor_is_stale_after_the_instruction_ends(void **state)
@@ -1097,6 +1211,10 @@ int main(void)
         T(inline_probe_declines_watched_and_mmio_pages),
         T(prepare_served_by_tlb_hits_matches_the_slow_path),
         T(probe_of_mmio_returns_null_and_says_why),
+        cmocka_unit_test_setup_teardown(a_data_page_beyond_the_vms_width_is_a_hole_for_every_access_form,
+                                        setup_narrow, teardown),
+        cmocka_unit_test_setup_teardown(a_page_table_beyond_the_vms_width_reads_as_all_ones,
+                                        setup_narrow, teardown),
         T(probe_never_crosses_a_page),
         T(nofault_probe_reports_the_fault_and_sets_no_accessed_bit),
         T(misaligned_mmio_load_uses_naturally_aligned_callbacks),

@@ -55,16 +55,22 @@ struct acc_env {
     struct mmio_log mmio;
 };
 
-/* 16 MiB of RAM, 4-level paging with an empty root; an MMIO page at MMIO_GPA. */
-static inline void acc_env_init(struct acc_env *e)
+/* 16 MiB of RAM in a vm @gpa_bits wide (0: the default), 4-level paging
+ * with an empty root; an MMIO page at MMIO_GPA. */
+static inline void acc_env_init_bits(struct acc_env *e, unsigned gpa_bits)
 {
     memset(e, 0, sizeof(*e));
-    assert_int_equal(tlb_env_init(&e->t, 16 * MiB), 0);
+    assert_int_equal(tlb_env_init_bits(&e->t, 16 * MiB, gpa_bits), 0);
     e->root = env_page(&e->t.env);
     struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = MMIO_GPA, .size = 4096,
                                  .mmio = &mmio_log_ops, .opaque = &e->mmio};
     assert_int_equal(vmmu_region_add(e->t.env.vm, &d, NULL), 0);
     tlb_load(&e->t, e->root, 0, 0, R_CR0_WP);
+}
+
+static inline void acc_env_init(struct acc_env *e)
+{
+    acc_env_init_bits(e, 0);
 }
 
 static inline void acc_env_fini(struct acc_env *e)

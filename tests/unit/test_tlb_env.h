@@ -21,11 +21,17 @@ struct tlb_env {
     struct vmmu_vcpu *vcpu;
 };
 
-static inline int tlb_env_init(struct tlb_env *t, uint64_t ram)
+/* @ram bytes of RAM in a vm @gpa_bits wide (0: the default), one vCPU. */
+static inline int tlb_env_init_bits(struct tlb_env *t, uint64_t ram, unsigned gpa_bits)
 {
-    if (env_init(&t->env, ram, NULL))
+    if (env_init_bits(&t->env, ram, NULL, gpa_bits))
         return -1;
     return vmmu_vcpu_create(t->env.vm, NULL, &t->vcpu);
+}
+
+static inline int tlb_env_init(struct tlb_env *t, uint64_t ram)
+{
+    return tlb_env_init_bits(t, ram, 0);
 }
 
 static inline void tlb_env_fini(struct tlb_env *t)

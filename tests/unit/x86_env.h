@@ -59,10 +59,13 @@ struct x86_env {
 /* Create the vm (gpa width 52) with @ram_size bytes of RAM at gpa 0, and a
  * paging state for @cpu (NULL: all features, Intel, MAXPHYADDR 40).
  * Page-table pages are handed out from gpa 0x1000 upwards. */
-static inline int env_init(struct x86_env *env, uint64_t ram_size, const struct vmmu_x86_cpu *cpu)
+/* RAM at gpa 0 in a vm @gpa_bits wide (0: the default width). */
+static inline int env_init_bits(struct x86_env *env, uint64_t ram_size,
+                                const struct vmmu_x86_cpu *cpu, unsigned gpa_bits)
 {
     memset(env, 0, sizeof(*env));
-    int rc = vmmu_vm_create(NULL, &env->vm);
+    struct vmmu_vm_config cfg = {.gpa_bits = gpa_bits};
+    int rc = vmmu_vm_create(&cfg, &env->vm);
     if (rc)
         return rc;
     env->mem = aligned_alloc(4096, ram_size);
@@ -77,6 +80,11 @@ static inline int env_init(struct x86_env *env, uint64_t ram_size, const struct 
     if (rc)
         return rc;
     return vmmu_x86_paging_init(&env->pg, env->vm, cpu);
+}
+
+static inline int env_init(struct x86_env *env, uint64_t ram_size, const struct vmmu_x86_cpu *cpu)
+{
+    return env_init_bits(env, ram_size, cpu, 0);
 }
 
 static inline void env_fini(struct x86_env *env)
