@@ -40,12 +40,12 @@ struct fx {
     struct dev dev;
 };
 
-static int setup(void **state)
+static int setup_bits(void **state, unsigned gpa_bits)
 {
     struct fx *f = calloc(1, sizeof(*f));
     if (!f)
         return -1;
-    acc_env_init(&f->e);
+    acc_env_init_bits(&f->e, gpa_bits);
     struct vmmu_region_desc d = {.type = VMMU_MEM_DEVICE, .gpa = DEV_GPA, .size = 4096};
     assert_int_equal(vmmu_region_add(f->e.t.env.vm, &d, NULL), 0);
     assert_int_equal(vmmu_p2m_set_device_handler(f->e.t.env.vm, dev_handler, &f->dev), 0);
@@ -53,6 +53,17 @@ static int setup(void **state)
     amap(&f->e, VDEV, DEV_GPA, PTE_RW);
     *state = f;
     return 0;
+}
+
+static int setup(void **state)
+{
+    return setup_bits(state, 0);
+}
+
+/* A vm 36 bits wide under a CPU with MAXPHYADDR 40. */
+static int setup_narrow(void **state)
+{
+    return setup_bits(state, 36);
 }
 
 static int teardown(void **state)
@@ -177,6 +188,46 @@ static void tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap(voi
     /* The re-execution wrote through the first pass's translation. */
     assert_int_equal(get64(&f->e.t.env, DATA(0) + 8), 0x77);
     assert_int_equal(get64(&f->e.t.env, DATA(7) + 8), 0);
+}
+
+/* A first pass that wrote to a frame beyond the vm's width (a hole: the
+ * write went nowhere) replays that translation, not the guest's new one. */
+static void a_replayed_write_to_a_frame_beyond_the_vms_width_still_goes_nowhere(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    const uint64_t far = 1ull << 38;
+    uint64_t v = 0x66, b = 0;
+    amap(&f->e, VA, far, PTE_RW);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+
+    amap(&f->e, VA, DATA(7), PTE_RW); /* the guest remaps the page */
+    assert_int_equal(vmmu_vcpu_tlb_flush_all(V(f)), 0);
+
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    /* A probe in the replay sees the recorded translation: the hole. */
+    struct vmmu_probe p;
+    assert_int_equal(vmmu_access_probe(V(f), VA + 8, 8, VMMU_X86_ACC_WRITE, &p), 0);
+    assert_null(p.host);
+    assert_int_equal(p.type, VMMU_MEM_HOLE);
+    assert_int_equal(p.gpa, far + 8);
+    v = 0x77;
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_true(st.xlates_replayed >= 1);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(get64(&f->e.t.env, DATA(7) + 8), 0);
+    /* The next instruction uses the new translation. */
+    assert_int_equal(vmmu_access_store(V(f), VA + 8, 8, 0, &v, &flt), 0);
+    assert_int_equal(get64(&f->e.t.env, DATA(7) + 8), 0x77);
 }
 
 static void replayed_walk_serves_recorded_entries_for_a_new_access(void **state)
@@ -581,6 +632,8 @@ int main(void)
         T(replay_returns_what_the_first_pass_read_after_memory_changed),
         T(replay_uses_the_first_translation_after_tables_are_rewritten_and_flushed),
         T(tlb_hit_in_the_first_pass_is_recorded_and_replayed_after_a_remap),
+        cmocka_unit_test_setup_teardown(a_replayed_write_to_a_frame_beyond_the_vms_width_still_goes_nowhere,
+                                        setup_narrow, teardown),
         T(replayed_walk_serves_recorded_entries_for_a_new_access),
         T(a_discard_inside_a_replay_drops_what_its_walks_filled_from_recorded_entries),
         T(a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entry),
