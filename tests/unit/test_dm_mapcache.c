@@ -566,6 +566,80 @@ static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(v
     assert_int_equal(st.mapped_bytes, 0); /* every mapping went with its last unpin */
 }
 
+/* The whole RAM region in the device model's table again, as a second
+ * device model connecting makes the vm publish it. */
+static void republish_ram(struct env *e)
+{
+    int sv[2];
+    struct vmmu_dm_server *srv2;
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_server_destroy(srv2), 0);
+}
+
+static size_t mapped_bytes(struct env *e)
+{
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
+    return st.mapped_bytes;
+}
+
+/* Buckets of one span taken over three times while pinned: each new
+ * bucket takes the older ones with their own retired lists, an unmap finds
+ * its address in a retired mapping when the newest bucket does not cover
+ * it, a new bucket that overlaps only a retired mapping still takes the
+ * pinned unit over, and every pointer keeps working (live or harmless)
+ * until the last unpin of the unit. */
+static void pinned_buckets_taken_over_in_a_chain_are_each_released_by_their_unmap(void **state)
+{
+    struct env *e = *state;
+    char *pa, *pb, *pb2, *pc, *pd;
+    invalidate(e, 0x8000, 0x1000); /* the table: [0, 0x8000) [0x9000, ...) */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x1000, 8, 1, (void **)&pa), 0); /* A: [0, 0x8000) */
+    republish_ram(e);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x8000, 8, 1, (void **)&pb), 0); /* B: [0, 0x10000) */
+    assert_int_equal(vmmu_dmc_map(e->c, 0xe000, 8, 1, (void **)&pb2), 0); /* B again */
+    assert_ptr_equal(pb2, pb + 0x6000);
+    /* B is left harmless (pinned), A on its retired list; 0xc000 leaves
+     * the table. */
+    invalidate(e, 0xc000, 0x1000);
+    memcpy(pb2, "gone", 4);
+    assert_int_equal(vmmu_dmc_map(e->c, 0x2000, 8, 1, (void **)&pc), 0); /* C: [0, 0xc000) */
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x2000, "live", 4, 0, NULL), 0);
+    assert_memory_equal(pc, "live", 4);
+    char back[4];
+    assert_int_equal(vmmu_gpa_read(e->vm, 0xe000, back, 4, 0, NULL), 0);
+    assert_memory_equal(back, "\0\0\0\0", 4); /* B's write went to private memory */
+    /* 0xe000 is beyond C: the unmap finds it in B, retired into C. */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0xe000), 0);
+    /* D: [0xd000, 0x10000) overlaps none of C's own pages, only B: it
+     * takes C over with everything C holds. */
+    assert_int_equal(vmmu_dmc_map(e->c, 0xd000, 8, 1, (void **)&pd), 0);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0xd000, "dddd", 4, 0, NULL), 0);
+    assert_memory_equal(pd, "dddd", 4);
+    size_t all = mapped_bytes(e);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1000), 0); /* A's */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x8000), 0); /* B's */
+    /* C is still pinned through D: its pointer reaches the guest. */
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x2000, "more", 4, 0, NULL), 0);
+    assert_memory_equal(pc, "more", 4);
+    assert_int_equal(mapped_bytes(e), all);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x2000), 0); /* C's */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0xd000), 0); /* D's: the last pin */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0xd000), VMMU_ENOENT);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0x1000), VMMU_ENOENT);
+    invalidate(e, 0, 1 << 20);
+    assert_int_equal(mapped_bytes(e), 0);
+
+    /* A pinned mapping left harmless and never unmapped goes with the
+     * client (vmmu_dmc_close() in the teardown; the sanitizer builds
+     * check nothing leaks). */
+    assert_int_equal(vmmu_dmc_map(e->c, 0x3000, 8, 1, (void **)&pa), 0);
+    invalidate(e, 0x3000, 0x1000);
+    assert_int_equal(mapped_bytes(e), BUCKET);
+}
+
 /* A mapcache must hold at least one bucket: a smaller limit is refused at
  * connect (VMMU_EINVAL, the socket closed) instead of failing every map
  * with VMMU_ELIMIT while nothing is pinned; exactly one bucket works. */
@@ -1062,6 +1136,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(
             an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            pinned_buckets_taken_over_in_a_chain_are_each_released_by_their_unmap, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_region_reusing_a_span_does_not_inherit_device_dirty_bits,
