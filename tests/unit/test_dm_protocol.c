@@ -991,6 +991,79 @@ static void client_checks_page_in_answers_and_gives_up_on_a_silent_vm(void **sta
     close(ram);
 }
 
+/* The fake vm answers the client's next @n page-in requests with @a[i]. */
+struct answers_arg {
+    int svc;
+    unsigned n;
+    struct vmmu_dm_page_in_done a[8];
+};
+
+static void *answers_thread(void *arg)
+{
+    struct answers_arg *x = arg;
+    for (unsigned i = 0; i < x->n; i++)
+        answer_page_in(x->svc, x->a[i], false);
+    return NULL;
+}
+
+static uint64_t client_page_ins(struct vmmu_dmc *c)
+{
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(c, &st), 0);
+    return st.page_ins;
+}
+
+/* "Ask again" is asked again, a few rounds at most (then the page counts
+ * as paged out); "bad request" is the client's own error, VMMU_EINVAL, and
+ * leaves the service in use. */
+static void client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_error(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    const struct vmmu_dm_page_in_done ok = {
+        .type = VMMU_DM_MSG_PAGE_IN_DONE,
+        .run = {.gpa = 0x1000, .size = 0x2000, .memfd_offset = 0x1000,
+                .flags = VMMU_DM_REGION_WRITABLE}};
+    struct vmmu_dm_page_in_done again = {.type = VMMU_DM_MSG_PAGE_IN_DONE,
+                                         .status = VMMU_DM_PAGE_IN_AGAIN};
+    assert_int_equal(pwrite(ram, "back", 4, 0x1800), 4);
+
+    /* Again, again, then the run: mapped after three requests. */
+    struct answers_arg x = {.svc = svc, .n = 3, .a = {again, again, ok}};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, answers_thread, &x), 0);
+    char buf[4];
+    assert_int_equal(vmmu_dmc_read(c, 0x1800, buf, 4), 0);
+    pthread_join(t, NULL);
+    assert_memory_equal(buf, "back", 4);
+    assert_int_equal(client_page_ins(c), 3);
+
+    /* Again in every round: given up after DMC_PAGEIN_ROUNDS (4) requests. */
+    x = (struct answers_arg){.svc = svc, .n = 4, .a = {again, again, again, again}};
+    assert_int_equal(pthread_create(&t, NULL, answers_thread, &x), 0);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_EPAGEDOUT);
+    pthread_join(t, NULL);
+    assert_int_equal(client_page_ins(c), 7);
+
+    /* A bad request: VMMU_EINVAL, and the service still answers. */
+    struct vmmu_dm_page_in_done bad = {.type = VMMU_DM_MSG_PAGE_IN_DONE,
+                                       .status = VMMU_DM_PAGE_IN_BAD};
+    struct vmmu_dm_page_in_done hole = {.type = VMMU_DM_MSG_PAGE_IN_DONE,
+                                        .status = VMMU_DM_PAGE_IN_HOLE};
+    x = (struct answers_arg){.svc = svc, .n = 2, .a = {bad, hole}};
+    assert_int_equal(pthread_create(&t, NULL, answers_thread, &x), 0);
+    assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_EINVAL);
+    assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_EHOLE);
+    pthread_join(t, NULL);
+    assert_int_equal(client_page_ins(c), 9);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+}
+
 /* The fake vm publishes @ent as its whole region table. */
 static void publish_one_region(struct vmmu_dm_shared *h, struct vmmu_dm_region_ent ent)
 {
@@ -1210,6 +1283,7 @@ int main(void)
         cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
+        cmocka_unit_test(client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_error),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
         cmocka_unit_test(client_fails_a_message_cut_short_within_the_timeout),
     };
