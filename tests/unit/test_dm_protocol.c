@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -843,8 +844,8 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
  * table, its memfd (4 pages of "guest RAM"), and the vm's end of the
  * service socket in @svc.  With @shared, the vm's mapping of the shared
  * page stays there (4096 bytes; the region table at offset 256). */
-static struct vmmu_dmc *client_with_fake_vm_shared(int *svc, int *vm_sock, int *ram,
-                                                   struct vmmu_dm_shared **shared)
+static struct vmmu_dmc *client_with_fake_vm_opts(int *svc, int *vm_sock, int *ram,
+                                                 struct vmmu_dm_shared **shared, bool with_memfd)
 {
     int shm = memfd_create("shared", MFD_CLOEXEC);
     *ram = memfd_create("ram", MFD_CLOEXEC);
@@ -865,8 +866,8 @@ static struct vmmu_dmc *client_with_fake_vm_shared(int *svc, int *vm_sock, int *
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     int fds[6] = {shm, shm, shm, shm, sp[1], *ram};
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096,
-                            .flags = VMMU_DM_HELLO_MEMFD};
-    send_hello(sv[0], &m, fds, 6);
+                            .flags = with_memfd ? VMMU_DM_HELLO_MEMFD : 0};
+    send_hello(sv[0], &m, fds, with_memfd ? 6 : 5);
     close(shm);
     close(sp[1]);
     /* Long enough for an answering thread on a loaded machine; the one
@@ -877,6 +878,12 @@ static struct vmmu_dmc *client_with_fake_vm_shared(int *svc, int *vm_sock, int *
     *svc = sp[0];
     *vm_sock = sv[0];
     return cl;
+}
+
+static struct vmmu_dmc *client_with_fake_vm_shared(int *svc, int *vm_sock, int *ram,
+                                                   struct vmmu_dm_shared **shared)
+{
+    return client_with_fake_vm_opts(svc, vm_sock, ram, shared, true);
 }
 
 static struct vmmu_dmc *client_with_fake_vm(int *svc, int *vm_sock, int *ram)
@@ -1081,6 +1088,86 @@ static void publish_one_region(struct vmmu_dm_shared *h, struct vmmu_dm_region_e
  * (VMMU_EPROTO): a copy at the top of the address space reads only into
  * the caller's buffer, never past it.  An entry beyond the end of the
  * memfd is a hole, as in an answer. */
+/* Descriptors open in this process. */
+static unsigned open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    assert_non_null(d);
+    unsigned n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+static void vm_sends(int vm_sock, uint32_t type, uint64_t seq, int fd)
+{
+    struct vmmu_dm_msg m = {.type = type, .seq = seq, .gpa = 0, .size = 4096};
+    send_hello(vm_sock, &m, &fd, fd >= 0 ? 1 : 0);
+}
+
+/* What the vm sends on the main socket: one memfd (in the hello or in a
+ * MEMFD message, never a second one, and never a MEMFD message without
+ * it), invalidations with growing sequence numbers, nothing else.  Any
+ * other message is VMMU_EPROTO with the descriptors it carried closed; a
+ * vm that hung up is VMMU_EDEAD. */
+static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dm_shared *h;
+    struct vmmu_dmc *c = client_with_fake_vm_opts(&svc, &vm_sock, &ram, &h, false);
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0, .size = 4 * 4096,
+                                                      .flags = VMMU_DM_REGION_WRITABLE});
+    assert_int_equal(pwrite(ram, "late", 4, 0x2000), 4);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0x2000, 4, 0, &p), VMMU_ENOENT); /* no memfd yet */
+    vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, ram);
+    assert_int_equal(vmmu_dmc_process(c), 0);
+    assert_int_equal(vmmu_dmc_map(c, 0x2000, 4, 0, &p), 0);
+    assert_memory_equal(p, "late", 4);
+    assert_int_equal(vmmu_dmc_unmap(c, 0x2000), 0);
+
+    /* A second memfd: refused, and the descriptor that came with it closed. */
+    unsigned before = open_fds();
+    vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, ram);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    assert_int_equal(open_fds(), before);
+    /* A MEMFD message without a descriptor. */
+    vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, -1);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    /* A type the vm never sends here, with a descriptor: closed too. */
+    vm_sends(vm_sock, VMMU_DM_MSG_PAGE_IN, 0, ram);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    assert_int_equal(open_fds(), before);
+
+    /* Invalidations: acknowledged in order; one not newer than the last
+     * is refused. */
+    vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 5, -1);
+    assert_int_equal(vmmu_dmc_process(c), 0);
+    struct vmmu_dm_msg ack;
+    assert_int_equal(recv(vm_sock, &ack, sizeof(ack), 0), sizeof(ack));
+    assert_int_equal(ack.type, VMMU_DM_MSG_INVALIDATE_ACK);
+    assert_int_equal(ack.seq, 5);
+    vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 5, -1);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 4, -1);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 6, -1);
+    assert_int_equal(vmmu_dmc_process(c), 0);
+    assert_int_equal(recv(vm_sock, &ack, sizeof(ack), 0), sizeof(ack));
+    assert_int_equal(ack.seq, 6);
+
+    /* Nothing waiting: nothing to do.  The vm gone: VMMU_EDEAD. */
+    assert_int_equal(vmmu_dmc_process(c), 0);
+    close(vm_sock);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EDEAD);
+    vmmu_dmc_close(c);
+    munmap(h, 4096);
+    close(svc);
+    close(ram);
+}
+
 static void client_refuses_region_table_entries_that_wrap(void **state)
 {
     (void)state;
@@ -1284,6 +1371,7 @@ int main(void)
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
         cmocka_unit_test(client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_error),
+        cmocka_unit_test(client_takes_one_memfd_and_refuses_messages_it_does_not_expect),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
         cmocka_unit_test(client_fails_a_message_cut_short_within_the_timeout),
     };
