@@ -640,6 +640,60 @@ static void pinned_buckets_taken_over_in_a_chain_are_each_released_by_their_unma
     assert_int_equal(mapped_bytes(e), BUCKET);
 }
 
+/* Invalidate [gpa, gpa + size) with both device models in this thread. */
+static void invalidate2(struct env *e, struct vmmu_dmc *c2, uint64_t gpa, uint64_t size)
+{
+    uint64_t ticket;
+    assert_int_equal(vmmu_dm_invalidate_async(e->dm, gpa, size, &ticket), 0);
+    assert_int_equal(vmmu_dmc_process(e->c), 0);
+    assert_int_equal(vmmu_dmc_process(c2), 0);
+    assert_int_equal(vmmu_dm_invalidate_wait(e->dm, ticket), 0);
+}
+
+/* A device model's region table holds max_regions entries.  A vm with more
+ * regions, or an invalidation that splits an entry of a full table, leaves
+ * the last ones out: the device model reaches them through the page-in
+ * service, reading and writing the guest's own memory with the rights of
+ * the region. */
+static void regions_beyond_a_full_table_are_reached_through_the_page_in_service(void **state)
+{
+    struct env *e = *state; /* RAM [0, 1 MiB), ROM [1 MiB, +32 KiB) */
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config cfg = {.max_regions = 1};
+    struct vmmu_dm_server *srv2;
+    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], &cfg, &srv2), 0);
+    struct vmmu_dmc *c2;
+    assert_int_equal(vmmu_dmc_connect_fd(sv[1], NULL, &c2), 0);
+    char buf[8];
+    /* The table holds the RAM; the ROM comes through the service. */
+    assert_int_equal(vmmu_dmc_read(c2, 0x1000, buf, 8), 0);
+    assert_int_equal(dmc_page_ins(c2), 0);
+    assert_int_equal(vmmu_dmc_read(c2, 0x100000, buf, 8), 0);
+    assert_memory_equal(buf, "firmware", 8);
+    assert_int_equal(dmc_page_ins(c2), 1);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c2, 0x100000, 8, 1, &p), VMMU_EROM);
+
+    /* Punching a page out of the RAM's entry would make two: the part
+     * above the hole is left out. */
+    invalidate2(e, c2, 0x8000, 0x1000);
+    assert_int_equal(vmmu_gpa_write(e->vm, 0x20000, "upper!!!", 8, 0, NULL), 0);
+    uint64_t before = dmc_page_ins(c2);
+    assert_int_equal(vmmu_dmc_read(c2, 0x20000, buf, 8), 0);
+    assert_memory_equal(buf, "upper!!!", 8);
+    assert_true(dmc_page_ins(c2) > before);
+    assert_int_equal(vmmu_dmc_write(c2, 0x30000, "dmawrite", 8), 0);
+    assert_int_equal(vmmu_gpa_read(e->vm, 0x30000, buf, 8, 0, NULL), 0);
+    assert_memory_equal(buf, "dmawrite", 8);
+    /* The part below stays in the table. */
+    before = dmc_page_ins(c2);
+    assert_int_equal(vmmu_dmc_read(c2, 0x7000, buf, 8), 0);
+    assert_int_equal(dmc_page_ins(c2), before);
+    vmmu_dmc_close(c2);
+    assert_int_equal(vmmu_dm_server_destroy(srv2), 0);
+}
+
 /* A mapcache must hold at least one bucket: a smaller limit is refused at
  * connect (VMMU_EINVAL, the socket closed) instead of failing every map
  * with VMMU_ELIMIT while nothing is pinned; exactly one bucket works. */
@@ -1138,6 +1192,8 @@ int main(void)
             an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one, setup, teardown),
         cmocka_unit_test_setup_teardown(
             pinned_buckets_taken_over_in_a_chain_are_each_released_by_their_unmap, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            regions_beyond_a_full_table_are_reached_through_the_page_in_service, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_region_reusing_a_span_does_not_inherit_device_dirty_bits,
