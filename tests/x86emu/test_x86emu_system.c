@@ -14,13 +14,6 @@
 
 #include "x86emu_test.h"
 
-
-/* At the handler's HLT stub for `vector`, before or after executing it. */
-static bool in_handler(unsigned vector)
-{
-	return g_m.cpu.rip == tm_handler(vector) || g_m.cpu.rip == tm_handler(vector) + 1;
-}
-
 /* ---- exception delivery ---------------------------------------------------------------- */
 
 GUEST(g_div0, "xor %ecx, %ecx\n mov $7, %eax\n div %ecx\n hlt");
@@ -1034,14 +1027,6 @@ static void locked_write_to_a_readonly_page_faults_with_the_write_bit(void **sta
 }
 
 /* ---- far pointers: LSS/LFS/LGS, far JMP and far CALL ----------------------------------------- */
-
-/* A descriptor at `sel` (index 7 and up), the GDT grown to hold it. */
-static void gdt_put(uint16_t sel, uint64_t d)
-{
-	tm_wr(&g_m, TM_GDT + (sel & 0xfff8), 8, d);
-	if (g_m.cpu.gdtr.limit < (sel & 0xfff8) + 7)
-		g_m.cpu.gdtr.limit = (uint16_t)((sel & 0xfff8) + 7);
-}
 
 /* Faults go through IST1, so the frame does not land on the stack the instruction uses. */
 static void faults_on_ist(void)

@@ -92,6 +92,20 @@ static inline uint64_t tm_handler(unsigned vector)
 {
 	return TM_HANDLERS + 16ull * vector;
 }
+
+/* g_m sits at the HLT stub of @vector's handler, before or after it ran. */
+static inline bool in_handler(unsigned vector)
+{
+	return g_m.cpu.rip == tm_handler(vector) || g_m.cpu.rip == tm_handler(vector) + 1;
+}
+
+/* The descriptor @d at selector @sel of g_m's GDT, its limit grown to hold it. */
+static inline void gdt_put(uint16_t sel, uint64_t d)
+{
+	tm_wr(&g_m, TM_GDT + (sel & 0xfff8), 8, d);
+	if (g_m.cpu.gdtr.limit < (sel & 0xfff8) + 7)
+		g_m.cpu.gdtr.limit = (uint16_t)((sel & 0xfff8) + 7);
+}
 /* Drop to CPL 3 with user segments, RIP and RSP given. */
 void tm_enter_user(struct tm *m, uint64_t rip, uint64_t rsp);
 int tm_step(struct tm *m, unsigned budget);

@@ -235,6 +235,12 @@ static int exec_msr(struct x86emu_ctx *c, bool write)
 
 	if (rc != XS_OK)
 		return rc;
+	/*
+	 * IA32_TSC is architectural (CPUID.1:EDX.TSC and MSR): without an
+	 * env->rdtsc the counter is cpu->tsc, so WRMSR must be able to set it
+	 * whether or not the machine has an msr_write hook.
+	 */
+	bool own_tsc = msr == X86EMU_MSR_TSC && !c->env->rdtsc;
 	switch (msr) {
 	case X86EMU_MSR_EFER: slot = &cpu->efer; break;
 	case X86EMU_MSR_STAR: slot = &cpu->star; break;
@@ -280,9 +286,9 @@ static int exec_msr(struct x86emu_ctx *c, bool write)
 		int cb = c->env->msr_write(c->env->opaque, msr, v);
 		if (cb == X86EMU_CB_RETRY)
 			return XS_RETRY;
-		if (cb != X86EMU_CB_OK && !slot)
+		if (cb != X86EMU_CB_OK && !slot && !own_tsc)
 			return raise_gp(c, 0);
-	} else if (!slot) {
+	} else if (!slot && !own_tsc) {
 		return raise_gp(c, 0);
 	}
 	if (slot)
@@ -306,8 +312,12 @@ void x86emu_cpuid_default(uint32_t leaf, uint32_t subleaf, uint32_t out[4])
 		out[0] = 0x000606a0;	/* family 6 */
 		/* ECX: CX16 (13), PCID (17), POPCNT (23), hypervisor (31). */
 		out[2] = (1u << 13) | (1u << 17) | (1u << 23) | (1u << 31);
-		/* EDX: PSE (3), TSC (4), MSR (5), PAE (6), CX8 (8), PGE (13), CMOV (15). */
-		out[3] = (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) |
+		/*
+		 * EDX: DE (2: CR4.DE, I/O breakpoints, DR4/DR5 #UD, all
+		 * implemented), PSE (3), TSC (4), MSR (5), PAE (6), CX8 (8),
+		 * PGE (13), CMOV (15).
+		 */
+		out[3] = (1u << 2) | (1u << 3) | (1u << 4) | (1u << 5) | (1u << 6) | (1u << 8) |
 			 (1u << 13) | (1u << 15);
 		break;
 	case 7:
@@ -601,10 +611,9 @@ static int exec_other(struct x86emu_ctx *c)
 		return write_cr(c, 0, v);
 	}
 	case ZYDIS_MNEMONIC_CLTS:
+		/* A CR0 write like LMSW's: the machine's cr_write hook hears of it. */
 		rc = require_cpl0(c);
-		if (rc == XS_OK)
-			cpu->cr0 &= ~X86EMU_CR0_TS;
-		return rc;
+		return rc != XS_OK ? rc : write_cr(c, 0, cpu->cr0 & ~X86EMU_CR0_TS);
 	case ZYDIS_MNEMONIC_CLAC:
 	case ZYDIS_MNEMONIC_STAC:
 		if (cpu->cpl != 0)
