@@ -10,7 +10,8 @@
  * instruction.  The handler brings the CPU back to ring 0 where the case
  * began.  Then the kernel's side: CR4.SMEP (a call into a user page) and
  * CR4.SMAP (reads and writes of a user page, with and without
- * EFLAGS.AC), and ring 3 again afterwards.
+ * EFLAGS.AC), and ring 3 again afterwards; last, CR0.WP and EFER.NXE
+ * turned off and on around ring 0's own writes and reads.
  *
  * Ring 3 uses no OUT, INT n or SYSCALL (KVM here cannot), and no address
  * in 0xffff800000000000..0xffff807fffffffff.
@@ -330,6 +331,52 @@ static void smep_smap_cases(void)
     rt_printf("ring 3 under SMEP and SMAP, and ring 0 after them: ok\n");
 }
 
+static inline uint64_t read_cr0(void) { uint64_t v; __asm__ volatile("mov %%cr0, %0" : "=r"(v)); return v; }
+static inline void write_cr0(uint64_t v) { __asm__ volatile("mov %0, %%cr0" :: "r"(v) : "memory"); }
+static inline uint64_t rdmsr(uint32_t msr)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+    return (uint64_t)hi << 32 | lo;
+}
+static inline void wrmsr(uint32_t msr, uint64_t v)
+{
+    __asm__ volatile("wrmsr" :: "c"(msr), "a"((uint32_t)v), "d"((uint32_t)(v >> 32)) : "memory");
+}
+#define CR0_WP (1ul << 16)
+#define MSR_EFER 0xc0000080u
+#define EFER_NXE (1ul << 11)
+
+/* Ring 0's own rights: CR0.WP and EFER.NXE, written and written back. */
+static void control_cases(void)
+{
+    uint64_t cr0 = read_cr0();
+    CHECK(cr0 & CR0_WP, "CR0.WP clear at boot");
+    uint64_t r = rt_probe_write64(K_RO, 5);
+    CHECK(r == ((1ul << 32) | PF_P | PF_W), "a write to a read-only page under WP gave 0x%lx", r);
+    write_cr0(cr0 & ~CR0_WP);
+    r = rt_probe_write64(K_RO, 5);
+    CHECK(r == 0 && *(volatile uint64_t *)K_RO == 5, "a write without WP gave 0x%lx", r);
+    write_cr0(cr0);
+    r = rt_probe_write64(K_RO, 6);
+    CHECK(r == ((1ul << 32) | PF_P | PF_W) && *(volatile uint64_t *)K_RO == 5,
+          "WP set again: a write gave 0x%lx", r);
+    rt_printf("cr0.wp: a read-only page written from ring 0: #PF 0x3; with WP clear: ok\n");
+
+    /* Without EFER.NXE bit 63 of an entry is reserved: the no-execute
+     * pages fault on any access, with RSVD. */
+    uint64_t efer = rdmsr(MSR_EFER);
+    CHECK(efer & EFER_NXE, "EFER.NXE clear at boot");
+    uint64_t v;
+    wrmsr(MSR_EFER, efer & ~EFER_NXE);
+    r = rt_probe_read64(K_RW, &v);
+    wrmsr(MSR_EFER, efer);
+    CHECK(r == ((1ul << 32) | PF_P | PF_RSVD), "a read with NXE clear gave 0x%lx", r);
+    r = rt_probe_read64(K_RW, &v);
+    CHECK(r == 0, "NXE set again: a read gave 0x%lx", r);
+    rt_printf("efer.nxe clear: a read of a page with bit 63 set: #PF 0x9; set again: ok\n");
+}
+
 int guest_main(void)
 {
     rt_printf("user: ring 3 through a TSS, user pages in the window\n");
@@ -340,6 +387,7 @@ int guest_main(void)
     rt_set_handler(14, on_trap);
     ring3_cases();
     smep_smap_cases();
+    control_cases();
     rt_printf("user: ok\n");
     return 0;
 }
