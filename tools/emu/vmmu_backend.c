@@ -289,9 +289,18 @@ static void *vcpu_thread(void *arg)
             v->retries++;
             break;
         case X86EMU_EXIT_SHUTDOWN:
-            emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault (last exception %u at "
-                             "rip 0x%llx)", v->index, v->cpu.last_exception.vector,
-                             (unsigned long long)v->cpu.rip);
+            /* RIP is the instruction whose event could not be delivered;
+             * the last exception delivered, if any, came before it. */
+            if (v->cpu.last_exception.valid)
+                emu_machine_stop(m, EMU_STOP_TRIPLE,
+                                 "vcpu %u: triple fault at rip 0x%llx (the last exception "
+                                 "delivered before it: vector %u)",
+                                 v->index, (unsigned long long)v->cpu.rip,
+                                 v->cpu.last_exception.vector);
+            else
+                emu_machine_stop(m, EMU_STOP_TRIPLE,
+                                 "vcpu %u: triple fault at rip 0x%llx (no exception delivered "
+                                 "before it)", v->index, (unsigned long long)v->cpu.rip);
             break;
         default:
             emu_machine_stop(m, EMU_STOP_ERROR, "vcpu %u: left 64-bit mode at rip 0x%llx",
