@@ -13,31 +13,6 @@
 
 #include "x86emu_test.h"
 
-#define NONCANONICAL 0x0000800000000000ull	/* the first address of the hole */
-#define NO_ERROR_CODE (-1)
-
-/*
- * The last event was `vector` (error code `ec`, or none with NO_ERROR_CODE)
- * raised by the instruction at `rip`, and the CPU sits in its handler.
- */
-static void assert_fault(unsigned vector, long ec, uint64_t rip)
-{
-	assert_true(in_handler(vector));
-	assert_true(g_m.cpu.last_exception.valid);
-	assert_int_equal(g_m.cpu.last_exception.vector, vector);
-	if (ec == NO_ERROR_CODE) {
-		assert_int_equal(stack_qword(0), rip);
-	} else {
-		assert_int_equal(stack_qword(0), ec);
-		assert_int_equal(stack_qword(1), rip);
-	}
-}
-
-/* Run until a HLT: the guest's own, or the one in a handler. */
-static void run(void)
-{
-	assert_int_equal(tm_step(&g_m, 64), X86EMU_EXIT_HLT);
-}
 
 /* A data segment descriptor: base, type (bits 43:40), DPL, P, G. */
 static uint64_t data_desc(uint32_t base, unsigned type, unsigned dpl, bool present)
@@ -55,7 +30,7 @@ static void mov_to_cr2_stores_it_and_mov_from_cr2_reads_it_back(void **state)
 {
 	(void)state;
 	LOAD(g_cr2);
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.cr2, 0xffff800012345678ull);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0xffff800012345678ull);
 	assert_false(g_m.cpu.last_exception.valid);
@@ -68,7 +43,7 @@ static void cr8_holds_the_task_priority_and_reads_back(void **state)
 	(void)state;
 	LOAD(g_cr8);
 	g_m.cpu.gpr[X86EMU_RBX] = ~0ull;
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.cr8, 0xf);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0xf);	/* all 64 bits written */
 	assert_int_equal(g_m.cr_writes, 1);
@@ -84,7 +59,7 @@ static void cr8_reserved_bits_are_gp_and_keep_the_tpr(void **state)
 	(void)state;
 	LOAD(g_cr8_reserved);
 	g_m.cpu.cr8 = 5;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE + 5);
 	assert_int_equal(g_m.cpu.cr8, 5);
 	assert_int_equal(g_m.cr_writes, 0);
@@ -108,7 +83,7 @@ static void mov_to_or_from_a_missing_control_register_is_ud(void **state)
 	for (unsigned i = 0; i < sizeof(codes) / sizeof(codes[0]); i++) {
 		tm_load_code(codes[i], codes[i] + 4);
 		g_m.cpu.gpr[X86EMU_RAX] = 0x1234;
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x1234);
 		assert_int_equal(g_m.cr_writes, 0);
@@ -135,7 +110,7 @@ static void invalid_cr0_values_are_gp_and_change_nothing(void **state)
 		LOAD(g_cr0_write);
 		uint64_t cr0 = g_m.cpu.cr0;
 		g_m.cpu.gpr[X86EMU_RAX] = bad[i];
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 		assert_int_equal(g_m.cpu.cr0, cr0);
 		assert_int_equal(g_m.cr_writes, 0);
@@ -143,7 +118,7 @@ static void invalid_cr0_values_are_gp_and_change_nothing(void **state)
 	/* NW together with CD is fine. */
 	LOAD(g_cr0_write);
 	g_m.cpu.gpr[X86EMU_RAX] = base | X86EMU_CR0_NW | X86EMU_CR0_CD;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.cr0, base | X86EMU_CR0_NW | X86EMU_CR0_CD);
 }
@@ -157,7 +132,7 @@ static void clearing_cr4_pae_in_long_mode_is_gp(void **state)
 	LOAD(g_cr4_write);
 	uint64_t cr4 = g_m.cpu.cr4;
 	g_m.cpu.gpr[X86EMU_RAX] = cr4 & ~X86EMU_CR4_PAE;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.cr4, cr4);
 }
@@ -170,14 +145,14 @@ static void setting_cr4_pcide_needs_pcid_zero_in_cr3(void **state)
 	g_m.cpu.cr3 = 0x5001;
 	uint64_t cr4 = g_m.cpu.cr4;
 	g_m.cpu.gpr[X86EMU_RAX] = cr4 | X86EMU_CR4_PCIDE;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.cr4, cr4);
 
 	LOAD(g_cr4_write);
 	g_m.cpu.cr3 = 0x5000;
 	g_m.cpu.gpr[X86EMU_RAX] = cr4 | X86EMU_CR4_PCIDE;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.cr4, cr4 | X86EMU_CR4_PCIDE);
 }
@@ -241,7 +216,7 @@ static void cr3_reserved_bits_follow_the_machines_maxphyaddr(void **state)
 		g_maxphyaddr = cases[i].width;
 		uint64_t cr3 = g_m.cpu.cr3;
 		g_m.cpu.gpr[X86EMU_RAX] = cases[i].cr3;
-		run();
+		run_to_hlt();
 		if (cases[i].ok) {
 			assert_false(g_m.cpu.last_exception.valid);
 			assert_int_equal(g_m.cpu.cr3, cases[i].cr3);
@@ -267,7 +242,7 @@ static void mov_to_or_from_dr8_and_above_is_ud(void **state)
 		else
 			LOAD(g_dr8_read);
 		g_m.cpu.gpr[X86EMU_RAX] = 0x77;
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x77);
 		assert_int_equal(g_m.cpu.dr[0], 0);
@@ -285,12 +260,12 @@ static void mov_to_dr5_is_ud_with_cr4_de_and_writes_dr7_without(void **state)
 	(void)state;
 	LOAD(g_dr5_write);
 	g_m.cpu.cr4 |= X86EMU_CR4_DE;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE + 5);
 	assert_int_equal(g_m.cpu.dr[7], 0);
 
 	LOAD(g_dr5_write);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.dr[7], 0x401);
 }
@@ -316,7 +291,7 @@ static void mov_from_a_segment_register_zero_extends_or_stores_a_word(void **sta
 	g_m.cpu.gpr[X86EMU_RBX] = ~0ull;
 	g_m.cpu.gpr[X86EMU_RCX] = 0x1111222233334444ull;
 	tm_wr(&g_m, TM_DATA, 8, 0x8877665544332211ull);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x1b);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x2b);
@@ -332,7 +307,7 @@ static void mov_to_cs_is_ud(void **state)
 	(void)state;
 	LOAD(g_mov_cs);
 	g_m.cpu.gpr[X86EMU_RAX] = TM_SEL_KCODE;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 	assert_int_equal(g_m.cpu.seg[X86EMU_CS].selector, TM_SEL_KCODE);
 }
@@ -345,7 +320,7 @@ static void mov_to_ds_from_memory_that_faults_is_pf(void **state)
 	LOAD(g_mov_ds_mem);
 	tm_set_pages(&g_m, 0x123000, 1, TM_PAGE_ABSENT);
 	g_m.cpu.seg[X86EMU_DS].selector = 0x1b;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_PF, 0, TM_CODE + 5);
 	assert_int_equal(g_m.cpu.cr2, 0x123000);
 	assert_int_equal(g_m.cpu.seg[X86EMU_DS].selector, 0x1b);
@@ -365,7 +340,7 @@ static void pop_fs_loads_the_selector_and_the_descriptor_base(void **state)
 	g_m.cpu.seg[X86EMU_FS].base = 0x9999000;
 	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
 	tm_wr(&g_m, TM_STACK - 8, 8, 0xffffffffffff0038ull);	/* only the low word counts */
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.seg[X86EMU_FS].selector, 0x38);
 	assert_int_equal(g_m.cpu.seg[X86EMU_FS].base, 0x345678);
@@ -379,7 +354,7 @@ static void pop_gs_with_a_16_bit_operand_size_pops_a_word(void **state)
 	gdt_put(0x38, data_desc(0x00abc000, 0x3, 0, true));
 	g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
 	tm_wr(&g_m, TM_STACK - 8, 8, 0x1234567800000038ull);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.seg[X86EMU_GS].selector, 0x38);
 	assert_int_equal(g_m.cpu.seg[X86EMU_GS].base, 0xabc000);
@@ -414,7 +389,7 @@ static void pop_fs_with_a_bad_selector_faults_with_the_stack_unchanged(void **st
 			g_m.cpu.gpr[X86EMU_RSP] = TM_USER_STACK - 8;
 		tm_wr(&g_m, TM_USER_STACK - 8, 8, cases[i].sel);
 		struct x86emu_segment fs = g_m.cpu.seg[X86EMU_FS];
-		run();
+		run_to_hlt();
 		assert_fault(cases[i].vector, cases[i].sel & 0xfffc, TM_CODE);
 		assert_int_equal(stack_qword(4), TM_USER_STACK - 8);	/* the RSP it faulted with */
 		assert_memory_equal(&g_m.cpu.seg[X86EMU_FS], &fs, sizeof(fs));
@@ -448,7 +423,7 @@ static void pop_fs_whose_stack_read_faults_is_pf_with_fs_unchanged(void **state)
 	tm_set_gate(&g_m, X86EMU_EXC_PF, 0xe, 0, 1);
 	tm_set_pages(&g_m, 0x70000, 1, TM_PAGE_ABSENT);
 	g_m.cpu.gpr[X86EMU_RSP] = 0x70000;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_PF, 0, TM_CODE);
 	assert_int_equal(stack_qword(4), 0x70000);
 	assert_int_equal(g_m.cpu.seg[X86EMU_FS].selector, 0x10);
@@ -463,7 +438,7 @@ static void pop_ds_es_ss_are_ud_in_64_bit_mode(void **state)
 		tm_load_code(&codes[i], &codes[i] + 1);
 		g_m.cpu.gpr[X86EMU_RSP] = TM_STACK - 8;
 		tm_wr(&g_m, TM_STACK - 8, 8, TM_SEL_KDATA);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 		assert_int_equal(stack_qword(3), TM_STACK - 8);
 		assert_false(g_m.cpu.intr_shadow);
@@ -504,7 +479,7 @@ static void msrs_the_interpreter_keeps_read_back_what_wrmsr_wrote(void **state)
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		LOAD(g_wrmsr_rdmsr);
 		set_msr_args(cases[i].msr, cases[i].v);
-		run();
+		run_to_hlt();
 		assert_false(g_m.cpu.last_exception.valid);
 		/* RDMSR zero-extends EAX and EDX into RAX and RDX. */
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], cases[i].v & 0xffffffffull);
@@ -514,11 +489,11 @@ static void msrs_the_interpreter_keeps_read_back_what_wrmsr_wrote(void **state)
 	assert_int_equal(g_m.cpu.tsc_aux, 0x89abcdef);
 	LOAD(g_wrmsr);
 	set_msr_args(X86EMU_MSR_FS_BASE, 0x12345000);
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.seg[X86EMU_FS].base, 0x12345000);
 	LOAD(g_wrmsr);
 	set_msr_args(X86EMU_MSR_LSTAR, 0xffff800000400000ull);
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.lstar, 0xffff800000400000ull);
 }
 
@@ -536,7 +511,7 @@ static void wrmsr_of_a_non_canonical_address_is_gp_and_changes_nothing(void **st
 			g_m.cpu.kernel_gs_base = 0x3000;
 			set_msr_args(msrs[i], k ? 0xffff7fffffffffffull : NONCANONICAL);
 			struct x86emu_cpu before = g_m.cpu;
-			run();
+			run_to_hlt();
 			assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 			assert_int_equal(g_m.cpu.lstar, before.lstar);
 			assert_int_equal(g_m.cpu.cstar, before.cstar);
@@ -557,7 +532,7 @@ static void wrmsr_tsc_aux_with_high_bits_is_gp(void **state)
 	LOAD(g_wrmsr);
 	g_m.cpu.tsc_aux = 7;
 	set_msr_args(X86EMU_MSR_TSC_AUX, 0x100000001ull);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.tsc_aux, 7);
 }
@@ -578,14 +553,14 @@ static void rdmsr_and_wrmsr_of_the_tsc(void **state)
 	LOAD(g_rdmsr);
 	g_m.env.rdtsc = fixed_tsc;
 	set_msr_args(X86EMU_MSR_TSC, 0);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(edx_eax(), 0x0123456789abcdefull);
 
 	/* Without env->rdtsc the interpreter keeps the counter itself. */
 	LOAD(g_wrmsr_rdmsr);
 	set_msr_args(X86EMU_MSR_TSC, 0x0000100000000000ull);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	uint64_t t = edx_eax();
 	assert_true(t >= 0x0000100000000000ull && t < 0x0000100000000000ull + 8);
@@ -603,7 +578,7 @@ static void wrmsr_efer_with_a_reserved_bit_is_gp(void **state)
 		LOAD(g_wrmsr);
 		uint64_t efer = g_m.cpu.efer;
 		set_msr_args(X86EMU_MSR_EFER, efer | reserved[i]);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 		assert_int_equal(g_m.cpu.efer, efer);
 	}
@@ -615,7 +590,7 @@ static void wrmsr_efer_keeps_lma_and_changes_the_writable_bits(void **state)
 	LOAD(g_wrmsr_rdmsr);
 	/* LMA written as 0, NXE cleared: NXE follows, LMA does not. */
 	set_msr_args(X86EMU_MSR_EFER, X86EMU_EFER_SCE | X86EMU_EFER_LME);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.efer, X86EMU_EFER_SCE | X86EMU_EFER_LME | X86EMU_EFER_LMA);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], g_m.cpu.efer);	/* RDMSR sees the same */
@@ -628,7 +603,7 @@ static void wrmsr_efer_changing_lme_with_paging_on_is_gp(void **state)
 	LOAD(g_wrmsr);
 	uint64_t efer = g_m.cpu.efer;
 	set_msr_args(X86EMU_MSR_EFER, efer & ~X86EMU_EFER_LME);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.efer, efer);
 }
@@ -646,7 +621,7 @@ static void rdmsr_and_wrmsr_at_cpl3_are_gp(void **state)
 		g_m.cpu.lstar = 0x4000;
 		set_msr_args(X86EMU_MSR_LSTAR, 0x5000);
 		uint64_t rax = g_m.cpu.gpr[X86EMU_RAX], rdx = g_m.cpu.gpr[X86EMU_RDX];
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 		assert_int_equal(stack_qword(2), TM_SEL_UCODE);
 		assert_int_equal(g_m.cpu.lstar, 0x4000);
@@ -695,7 +670,7 @@ static void unknown_msr_reads_go_to_the_machine(void **state)
 	(void)state;
 	load_msr_cb(g_rdmsr, g_rdmsr_end, X86EMU_CB_OK);
 	set_msr_args(0x1b, 0);	/* IA32_APIC_BASE */
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_msr_seen, 0x1b);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x55667788);
@@ -704,7 +679,7 @@ static void unknown_msr_reads_go_to_the_machine(void **state)
 	load_msr_cb(g_rdmsr, g_rdmsr_end, X86EMU_CB_FAULT);
 	set_msr_args(0x1b, 0);
 	uint64_t rax = g_m.cpu.gpr[X86EMU_RAX];
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], rax);
 
@@ -721,14 +696,14 @@ static void unknown_msr_writes_go_to_the_machine(void **state)
 	(void)state;
 	load_msr_cb(g_wrmsr, g_wrmsr_end, X86EMU_CB_OK);
 	set_msr_args(0x277, 0x0007040600070406ull);	/* IA32_PAT */
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_msr_seen, 0x277);
 	assert_int_equal(g_msr_value, 0x0007040600070406ull);
 
 	load_msr_cb(g_wrmsr, g_wrmsr_end, X86EMU_CB_FAULT);
 	set_msr_args(0x277, 1);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 
 	load_msr_cb(g_wrmsr, g_wrmsr_end, X86EMU_CB_RETRY);
@@ -748,14 +723,14 @@ static void msr_write_hook_hears_of_kept_msrs_after_validation(void **state)
 	(void)state;
 	load_msr_cb(g_wrmsr, g_wrmsr_end, X86EMU_CB_OK);
 	set_msr_args(X86EMU_MSR_EFER, X86EMU_EFER_SCE | X86EMU_EFER_LME);
-	run();
+	run_to_hlt();
 	assert_int_equal(g_msr_seen, X86EMU_MSR_EFER);
 	/* The hook sees the value that takes effect: LMA as it was. */
 	assert_int_equal(g_msr_value, X86EMU_EFER_SCE | X86EMU_EFER_LME | X86EMU_EFER_LMA);
 
 	load_msr_cb(g_wrmsr, g_wrmsr_end, X86EMU_CB_OK);
 	set_msr_args(X86EMU_MSR_GS_BASE, NONCANONICAL);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_msr_calls, 0);
 
@@ -778,7 +753,7 @@ static void rdtsc_loads_edx_eax_from_the_machines_counter(void **state)
 	g_m.env.rdtsc = fixed_tsc;
 	g_m.cpu.gpr[X86EMU_RAX] = ~0ull;
 	g_m.cpu.gpr[X86EMU_RDX] = ~0ull;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x89abcdef);	/* upper halves cleared */
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 0x01234567);
@@ -789,7 +764,7 @@ static void rdtsc_without_a_callback_reads_cpu_tsc(void **state)
 	(void)state;
 	LOAD(g_rdtsc);
 	g_m.cpu.tsc = 0x0000000500000010ull;
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x10);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 5);
 }
@@ -802,7 +777,7 @@ static void rdtscp_also_loads_ecx_with_tsc_aux(void **state)
 	g_m.env.rdtsc = fixed_tsc;
 	g_m.cpu.tsc_aux = 0x8765;
 	g_m.cpu.gpr[X86EMU_RCX] = ~0ull;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x89abcdef);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RDX], 0x01234567);
@@ -822,14 +797,14 @@ static void rdtsc_and_rdtscp_with_cr4_tsd_are_gp_at_cpl3_only(void **state)
 		g_m.cpu.cr4 |= tsd;
 		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
 		g_m.cpu.gpr[X86EMU_RAX] = 1;
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 1);
 
 		tm_load_code(s, e);	/* CPL 0, TSD */
 		g_m.env.rdtsc = fixed_tsc;
 		g_m.cpu.cr4 |= tsd;
-		run();
+		run_to_hlt();
 		assert_false(g_m.cpu.last_exception.valid);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x89abcdef);
 
@@ -853,7 +828,7 @@ static void run_cpuid(uint32_t leaf, uint32_t subleaf)
 		g_m.cpu.gpr[r] = 0xffffffff00000000ull;
 	g_m.cpu.gpr[X86EMU_RAX] |= leaf;
 	g_m.cpu.gpr[X86EMU_RCX] |= subleaf;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	for (unsigned r = 0; r < 4; r++)
 		assert_int_equal(g_m.cpu.gpr[r] >> 32, 0);	/* 32-bit results zero-extend */
@@ -915,7 +890,7 @@ static void cpuid_asks_the_machines_policy_when_there_is_one(void **state)
 	LOAD(g_cpuid);
 	g_m.env.cpuid = cpuid_policy;
 	g_m.cpu.gpr[X86EMU_RAX] = 0x4d4d5600;
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x11);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x22);
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], 0x33);
@@ -965,7 +940,7 @@ static void sysret_to_a_non_canonical_rcx_is_gp_at_cpl0(void **state)
 	LOAD(g_sysretq);
 	g_m.cpu.star = (uint64_t)0x10 << 48;
 	g_m.cpu.gpr[X86EMU_RCX] = NONCANONICAL;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(stack_qword(2), TM_SEL_KCODE);		/* pushed from ring 0 */
 	assert_int_equal(stack_qword(4), TM_STACK);		/* on the kernel stack */
@@ -978,7 +953,7 @@ static void sysret_at_cpl3_is_gp(void **state)
 	LOAD(g_sysretq);
 	g_m.cpu.gpr[X86EMU_RCX] = TM_CODE;
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(stack_qword(2), TM_SEL_UCODE);
 }
@@ -1000,7 +975,7 @@ static void syscall_and_sysret_are_ud_without_efer_sce(void **state)
 		g_m.cpu.gpr[X86EMU_RCX] = TM_CODE + 0x200;
 		if (cases[i].user)
 			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RCX], TM_CODE + 0x200);
 	}
@@ -1028,7 +1003,7 @@ static void rd_wr_fs_gs_base_are_ud(void **state)
 			g_m.cpu.seg[X86EMU_GS].base = 0x2000;
 			g_m.cpu.gpr[X86EMU_RAX] = 0x55;
 			g_m.cpu.gpr[X86EMU_RBX] = k ? NONCANONICAL : 0x3000;
-			run();
+			run_to_hlt();
 			assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE + offsets[i]);
 			assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x55);
 			assert_int_equal(g_m.cpu.seg[X86EMU_FS].base, 0x1000);
@@ -1048,13 +1023,13 @@ static void wbinvd_and_invd_run_at_cpl0_and_are_gp_at_cpl3(void **state)
 	for (unsigned k = 0; k < 2; k++) {
 		const uint8_t *s = k ? g_invd : g_wbinvd, *e = k ? g_invd_end : g_wbinvd_end;
 		tm_load_code(s, e);
-		run();
+		run_to_hlt();
 		assert_false(g_m.cpu.last_exception.valid);
 		assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
 
 		tm_load_code(s, e);
 		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	}
 }
@@ -1068,7 +1043,7 @@ static void clts_clears_cr0_ts_at_cpl0(void **state)
 	LOAD(g_clts);
 	g_m.cpu.cr0 |= X86EMU_CR0_TS;
 	uint64_t cr0 = g_m.cpu.cr0;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.cr0, cr0 & ~X86EMU_CR0_TS);
 	assert_int_equal(g_m.cr_writes, 1);
@@ -1082,7 +1057,7 @@ static void clts_at_cpl3_is_gp(void **state)
 	LOAD(g_clts);
 	g_m.cpu.cr0 |= X86EMU_CR0_TS;
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_true(g_m.cpu.cr0 & X86EMU_CR0_TS);
 }
@@ -1101,7 +1076,7 @@ static void stac_and_clac_set_and_clear_rflags_ac_at_cpl0(void **state)
 	assert_true(out[1] & (1u << 20));
 	LOAD(g_stac_clac);
 	assert_false(g_m.cpu.cr4 & X86EMU_CR4_SMAP);
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_true(g_m.cpu.gpr[X86EMU_RAX] & X86EMU_FLAG_AC);
 	assert_false(g_m.cpu.gpr[X86EMU_RBX] & X86EMU_FLAG_AC);
@@ -1122,7 +1097,7 @@ static void stac_and_clac_are_ud_at_cpl3(void **state)
 		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
 		g_m.cpu.rflags |= k ? X86EMU_FLAG_AC : 0;
 		uint64_t fl = g_m.cpu.rflags;
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
 		assert_int_equal(stack_qword(2) & X86EMU_FLAG_AC, fl & X86EMU_FLAG_AC);
 	}
@@ -1136,7 +1111,7 @@ static void cli_clears_if_when_cpl_is_within_iopl(void **state)
 	(void)state;
 	LOAD(g_cli);
 	g_m.cpu.rflags |= X86EMU_FLAG_IF;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_false(g_m.cpu.rflags & X86EMU_FLAG_IF);
 
@@ -1154,7 +1129,7 @@ static void cli_at_cpl3_above_iopl_is_gp(void **state)
 	LOAD(g_cli);
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
 	g_m.cpu.rflags |= X86EMU_FLAG_IF | (2ull << 12);	/* IOPL 2 */
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_true(stack_qword(3) & X86EMU_FLAG_IF);
 }
@@ -1171,7 +1146,7 @@ static void swapgs_and_invlpg_at_cpl3_are_gp(void **state)
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
 	g_m.cpu.seg[X86EMU_GS].base = 0x1000;
 	g_m.cpu.kernel_gs_base = 0x2000;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.seg[X86EMU_GS].base, 0x1000);
 	assert_int_equal(g_m.cpu.kernel_gs_base, 0x2000);
@@ -1179,7 +1154,7 @@ static void swapgs_and_invlpg_at_cpl3_are_gp(void **state)
 	LOAD(g_invlpg);
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
 	g_m.cpu.gpr[X86EMU_RAX] = TM_DATA;
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_m.invlpgs, 0);
 }
@@ -1198,21 +1173,21 @@ static void invlpg_adds_the_fs_or_gs_base_and_ignores_non_canonical(void **state
 	g_m.cpu.seg[X86EMU_FS].base = 0x7000000;
 	g_m.cpu.seg[X86EMU_GS].base = 0x9000000;
 	g_m.cpu.gpr[X86EMU_RAX] = 0x5000;
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.invlpgs, 1);
 	assert_int_equal(g_m.last_invlpg, 0x7005010);
 
 	LOAD(g_invlpg_gs);
 	g_m.cpu.seg[X86EMU_GS].base = 0x9000000;
 	g_m.cpu.gpr[X86EMU_RAX] = 0x5000;
-	run();
+	run_to_hlt();
 	assert_int_equal(g_m.invlpgs, 1);
 	assert_int_equal(g_m.last_invlpg, 0x9005010);
 
 	LOAD(g_invlpg_gs);
 	g_m.cpu.seg[X86EMU_GS].base = NONCANONICAL;
 	g_m.cpu.gpr[X86EMU_RAX] = 0;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.invlpgs, 0);
 	assert_int_equal(g_m.cpu.rip, TM_CODE + 6);	/* past the HLT */
@@ -1262,7 +1237,7 @@ static void invpcid_passes_the_type_and_descriptor_to_the_machine(void **state)
 	};
 	for (unsigned i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
 		load_invpcid(ok[i].type, ok[i].pcid, ok[i].va, ok[i].pcide);
-		run();
+		run_to_hlt();
 		assert_false(g_m.cpu.last_exception.valid);
 		assert_int_equal(g_invpcids, 1);
 		assert_int_equal(g_invpcid_args[0], ok[i].type);
@@ -1272,7 +1247,7 @@ static void invpcid_passes_the_type_and_descriptor_to_the_machine(void **state)
 	/* Without the hook it completes as a no-op. */
 	load_invpcid(2, 0, 0, false);
 	g_m.env.invpcid = NULL;
-	run();
+	run_to_hlt();
 	assert_false(g_m.cpu.last_exception.valid);
 	assert_int_equal(g_m.cpu.rip, TM_CODE + 6);	/* past the HLT */
 }
@@ -1296,13 +1271,13 @@ static void invpcid_faults_are_gp_and_reach_no_machine(void **state)
 	};
 	for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		load_invpcid(bad[i].type, bad[i].pcid, bad[i].va, bad[i].pcide);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 		assert_int_equal(g_invpcids, 0);
 	}
 	load_invpcid(2, 0, 0, false);
 	tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
 	assert_int_equal(g_invpcids, 0);
 }
@@ -1312,7 +1287,7 @@ static void invpcid_descriptor_read_fault_and_hook_retry(void **state)
 	(void)state;
 	load_invpcid(2, 0, 0, false);
 	tm_set_pages(&g_m, TM_DATA, 1, TM_PAGE_ABSENT);
-	run();
+	run_to_hlt();
 	assert_fault(X86EMU_EXC_PF, 0, TM_CODE);
 	assert_int_equal(g_m.cpu.cr2, TM_DATA);
 	assert_int_equal(g_invpcids, 0);
@@ -1386,7 +1361,7 @@ static void io_bitmap_read_that_faults_is_a_supervisor_page_fault(void **state)
 		tm_wr(&g_m, tss + 0x66, 2, cases[i].map_base);
 		tm_set_pages(&g_m, 0x70000, 1, TM_PAGE_ABSENT);
 		tm_enter_user(&g_m, TM_CODE, TM_USER_STACK);
-		run();
+		run_to_hlt();
 		assert_fault(X86EMU_EXC_PF, 0, TM_CODE);
 		assert_int_equal(g_m.cpu.cr2, cases[i].cr2);
 		assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], TM_RSP0 - 48);

@@ -99,6 +99,9 @@ static inline bool in_handler(unsigned vector)
 	return g_m.cpu.rip == tm_handler(vector) || g_m.cpu.rip == tm_handler(vector) + 1;
 }
 
+#define NONCANONICAL 0x0000800000000000ull	/* the first address of the hole */
+#define NO_ERROR_CODE (-1)
+
 /* The descriptor @d at selector @sel of g_m's GDT, its limit grown to hold it. */
 static inline void gdt_put(uint16_t sel, uint64_t d)
 {
@@ -109,6 +112,31 @@ static inline void gdt_put(uint16_t sel, uint64_t d)
 /* Drop to CPL 3 with user segments, RIP and RSP given. */
 void tm_enter_user(struct tm *m, uint64_t rip, uint64_t rsp);
 int tm_step(struct tm *m, unsigned budget);
+
+#ifdef cmocka_unit_test	/* the test programs, which include cmocka.h first */
+/*
+ * The last event was `vector` (error code `ec`, or none with NO_ERROR_CODE)
+ * raised by the instruction at `rip`, and g_m sits in its handler.
+ */
+static inline void assert_fault(unsigned vector, long ec, uint64_t rip)
+{
+	assert_true(in_handler(vector));
+	assert_true(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.last_exception.vector, vector);
+	if (ec == NO_ERROR_CODE) {
+		assert_int_equal(stack_qword(0), rip);
+	} else {
+		assert_int_equal(stack_qword(0), ec);
+		assert_int_equal(stack_qword(1), rip);
+	}
+}
+
+/* Run g_m until a HLT: the guest's own, or the one in a handler. */
+static inline void run_to_hlt(void)
+{
+	assert_int_equal(tm_step(&g_m, 64), X86EMU_EXIT_HLT);
+}
+#endif
 
 /* ---- host oracle ---- */
 
