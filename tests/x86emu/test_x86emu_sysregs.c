@@ -1209,6 +1209,71 @@ static int invpcid_cb(void *opaque, uint64_t type, uint64_t pcid, uint64_t va)
 
 GUEST(g_invpcid, "invpcid (%rbx), %rax\n hlt");
 
+/*
+ * The default CPU, less what the machine's CPUID hides: PCID
+ * (CPUID.1:ECX[17]), SMEP, INVPCID, SMAP (CPUID.7.0:EBX[7], [10], [20]),
+ * RDTSCP (CPUID.80000001H:EDX[27]).
+ */
+static void cpuid_hiding(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	(void)opaque;
+	x86emu_cpuid_default(leaf, subleaf, out);
+	if (leaf == 1)
+		out[2] &= ~(1u << 17);
+	else if (leaf == 7)
+		out[1] &= ~((1u << 7) | (1u << 10) | (1u << 20));
+	else if (leaf == 0x80000001)
+		out[3] &= ~(1u << 27);
+}
+
+GUEST(g_set_cr4, "mov %rax, %cr4\n hlt");
+
+/*
+ * An instruction of a feature the machine's CPUID hides is #UD (SDM
+ * STAC, CLAC, RDTSCP, INVPCID), and the CR4 bit of one is reserved
+ * (#GP(0), CR4 unchanged); with the feature offered each works.
+ */
+static void features_the_machines_cpuid_hides_are_absent(void **state)
+{
+	(void)state;
+	static const struct {
+		const uint8_t *start, *end;
+	} insns[] = {
+		{ g_stac, g_stac_end }, { g_clac, g_clac_end }, { g_rdtscp, g_rdtscp_end },
+		{ g_invpcid, g_invpcid_end },
+	};
+	for (unsigned hide = 0; hide < 2; hide++) {
+		for (unsigned i = 0; i < sizeof(insns) / sizeof(insns[0]); i++) {
+			tm_load_code(insns[i].start, insns[i].end);
+			if (hide)
+				g_m.env.cpuid = cpuid_hiding;
+			g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;	/* INVPCID: type 2 (all), a zero descriptor */
+			g_m.cpu.gpr[X86EMU_RAX] = 2;
+			run_to_hlt();
+			if (hide)
+				assert_fault(X86EMU_EXC_UD, NO_ERROR_CODE, TM_CODE);
+			else
+				assert_false(g_m.cpu.last_exception.valid);
+		}
+		static const uint64_t bits[] = { X86EMU_CR4_SMEP, X86EMU_CR4_SMAP, X86EMU_CR4_PCIDE };
+		for (unsigned i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+			LOAD(g_set_cr4);
+			if (hide)
+				g_m.env.cpuid = cpuid_hiding;
+			uint64_t cr4 = g_m.cpu.cr4;
+			g_m.cpu.gpr[X86EMU_RAX] = cr4 | bits[i];
+			run_to_hlt();
+			if (hide) {
+				assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
+				assert_int_equal(g_m.cpu.cr4, cr4);
+			} else {
+				assert_false(g_m.cpu.last_exception.valid);
+				assert_int_equal(g_m.cpu.cr4, cr4 | bits[i]);
+			}
+		}
+	}
+}
+
 /* INVPCID type RAX with the descriptor {pcid, va} at TM_DATA. */
 static void load_invpcid(uint64_t type, uint64_t pcid, uint64_t va, bool pcide)
 {
@@ -1421,6 +1486,7 @@ int main(void)
 		cmocka_unit_test(clts_at_cpl3_is_gp),
 		cmocka_unit_test(stac_and_clac_set_and_clear_rflags_ac_at_cpl0),
 		cmocka_unit_test(stac_and_clac_are_ud_at_cpl3),
+		cmocka_unit_test(features_the_machines_cpuid_hides_are_absent),
 		cmocka_unit_test(cli_clears_if_when_cpl_is_within_iopl),
 		cmocka_unit_test(cli_at_cpl3_above_iopl_is_gp),
 		cmocka_unit_test(swapgs_and_invlpg_at_cpl3_are_gp),

@@ -40,6 +40,22 @@ static void cpuid(const struct x86emu_ctx *c, uint32_t leaf, uint32_t subleaf, u
 		x86emu_cpuid_default(leaf, subleaf, out);
 }
 
+/* CPUID registers, in the order of a leaf's answer. */
+enum { CPUID_EAX, CPUID_EBX, CPUID_ECX, CPUID_EDX };
+
+/*
+ * Whether this CPU offers a feature: bit @bit of register @reg of leaf
+ * @leaf (subleaf 0).  An instruction or a CR4 bit of a feature the
+ * machine's CPUID hides does not exist (#UD, or #GP for the CR4 bit).
+ */
+static bool offers(const struct x86emu_ctx *c, uint32_t leaf, unsigned reg, unsigned bit)
+{
+	uint32_t out[4];
+
+	cpuid(c, leaf, 0, out);
+	return (out[reg] >> bit) & 1;
+}
+
 /*
  * MAXPHYADDR as this CPU reports it (CPUID 0x80000008 EAX[7:0]), so that the
  * CR3 bits MOV rejects are the ones the machine's page walker treats as
@@ -105,6 +121,11 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 					 (1ull << 10) | X86EMU_CR4_PCIDE |
 					 X86EMU_CR4_SMEP | X86EMU_CR4_SMAP;
 		if (v & ~allowed)
+			return raise_gp(c, 0);
+		/* PCID (CPUID.1:ECX[17]), SMEP and SMAP (CPUID.7.0:EBX[7], [20]). */
+		if (((v & X86EMU_CR4_PCIDE) && !offers(c, 1, CPUID_ECX, 17)) ||
+		    ((v & X86EMU_CR4_SMEP) && !offers(c, 7, CPUID_EBX, 7)) ||
+		    ((v & X86EMU_CR4_SMAP) && !offers(c, 7, CPUID_EBX, 20)))
 			return raise_gp(c, 0);
 		if ((cpu->efer & X86EMU_EFER_LMA) && !(v & X86EMU_CR4_PAE))
 			return raise_gp(c, 0);
@@ -524,6 +545,9 @@ static int exec_other(struct x86emu_ctx *c)
 	}
 	case ZYDIS_MNEMONIC_RDTSC:
 	case ZYDIS_MNEMONIC_RDTSCP: {
+		/* RDTSCP: CPUID.80000001H:EDX[27]. */
+		if (mn == ZYDIS_MNEMONIC_RDTSCP && !offers(c, 0x80000001, CPUID_EDX, 27))
+			return raise_ud(c);
 		if ((cpu->cr4 & (1ull << 2)) && cpu->cpl != 0)	/* CR4.TSD */
 			return raise_gp(c, 0);
 		uint64_t t = read_tsc(c);
@@ -559,6 +583,8 @@ static int exec_other(struct x86emu_ctx *c)
 	case ZYDIS_MNEMONIC_INVPCID: {
 		uint64_t type, ea, la;
 		uint8_t d[16];
+		if (!offers(c, 7, CPUID_EBX, 10))	/* INVPCID: CPUID.7.0:EBX[10] */
+			return raise_ud(c);
 		rc = require_cpl0(c);
 		if (rc == XS_OK)
 			rc = x86emu__op_read(c, 0, &type);
@@ -616,8 +642,9 @@ static int exec_other(struct x86emu_ctx *c)
 		return rc != XS_OK ? rc : write_cr(c, 0, cpu->cr0 & ~X86EMU_CR0_TS);
 	case ZYDIS_MNEMONIC_CLAC:
 	case ZYDIS_MNEMONIC_STAC:
-		if (cpu->cpl != 0)
-			return raise_ud(c);	/* SDM CLAC/STAC: #UD at CPL > 0 */
+		/* SDM CLAC/STAC: #UD at CPL > 0, or without SMAP (CPUID.7.0:EBX[20]). */
+		if (cpu->cpl != 0 || !offers(c, 7, CPUID_EBX, 20))
+			return raise_ud(c);
 		if (mn == ZYDIS_MNEMONIC_CLAC)
 			cpu->rflags &= ~X86EMU_FLAG_AC;
 		else
