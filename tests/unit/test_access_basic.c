@@ -530,6 +530,16 @@ static void backward_rep_stos_fills_downwards(void **state)
     assert_int_equal(ram(e, DATA(0))[104], 0);
 }
 
+/* A probe's answer for a hole at @gpa: no fault, no host pointer, "MMIO". */
+static void assert_probed_hole(const struct vmmu_probe *p, uint64_t gpa)
+{
+    assert_int_equal(p->fault.vector, VMMU_X86_FAULT_NONE);
+    assert_null(p->host);
+    assert_int_equal(p->why, VMMU_PROBE_MMIO);
+    assert_int_equal(p->type, VMMU_MEM_HOLE);
+    assert_int_equal(p->gpa, gpa);
+}
+
 /* Every access form treats a frame beyond the vm's width as a hole:
  * reads see all ones, writes go nowhere, nothing faults. */
 static void a_data_page_beyond_the_vms_width_is_a_hole_for_every_access_form(void **state)
@@ -545,17 +555,9 @@ static void a_data_page_beyond_the_vms_width_is_a_hole_for_every_access_form(voi
          * non-faulting one walks without filling. */
         struct vmmu_probe p;
         assert_int_equal(vmmu_access_probe_nofault(v, va + 16, 4, 0, &p), 0);
-        assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
-        assert_null(p.host);
-        assert_int_equal(p.why, VMMU_PROBE_MMIO);
-        assert_int_equal(p.type, VMMU_MEM_HOLE);
-        assert_int_equal(p.gpa, gpa + 16);
+        assert_probed_hole(&p, gpa + 16);
         assert_int_equal(vmmu_access_probe(v, va + 16, 4, 0, &p), 0);
-        assert_int_equal(p.fault.vector, VMMU_X86_FAULT_NONE);
-        assert_null(p.host);
-        assert_int_equal(p.why, VMMU_PROBE_MMIO);
-        assert_int_equal(p.type, VMMU_MEM_HOLE);
-        assert_int_equal(p.gpa, gpa + 16);
+        assert_probed_hole(&p, gpa + 16);
         /* The slow path of the TLB. */
         assert_int_equal(vmmu_vcpu_tlb_flush_all(v), 0);
         struct vmmu_tlb_result r;

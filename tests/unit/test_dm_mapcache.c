@@ -525,19 +525,25 @@ static void a_device_model_connects_by_socket_path(void **state)
  * other one usable; after an invalidation it reads zeros, never faults.
  * (Before, the unmap could unpin the newer bucket while its user still
  * held it, and the invalidation then unmapped it under the pointer.) */
-static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(void **state)
+/* The whole RAM region in the device model's table again, as a second
+ * device model connecting makes the vm publish it. */
+static void republish_ram(struct env *e)
 {
-    struct env *e = *state;
-    invalidate(e, 0x8000, 0x1000); /* punched out of the table */
-    void *p1, *p2;
-    assert_int_equal(vmmu_dmc_map(e->c, 0x1000, 8, 1, &p1), 0); /* bucket [0, 0x8000) */
-    /* A second device model connecting publishes the whole region again. */
     int sv[2];
     struct vmmu_dm_server *srv2;
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
     close(sv[1]);
     assert_int_equal(vmmu_dm_server_destroy(srv2), 0);
+}
+
+static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(void **state)
+{
+    struct env *e = *state;
+    invalidate(e, 0x8000, 0x1000); /* punched out of the table */
+    void *p1, *p2;
+    assert_int_equal(vmmu_dmc_map(e->c, 0x1000, 8, 1, &p1), 0); /* bucket [0, 0x8000) */
+    republish_ram(e);
     assert_int_equal(vmmu_dmc_map(e->c, 0x8000, 8, 1, &p2), 0); /* bucket [0, 0x10000) */
     assert_int_equal(vmmu_gpa_write(e->vm, 0x8000, "live", 4, 0, NULL), 0);
     assert_memory_equal(p2, "live", 4);
@@ -564,18 +570,6 @@ static void an_unmap_never_releases_a_mapping_still_in_use_beside_an_older_one(v
     invalidate(e, 0, 1 << 20);
     assert_int_equal(vmmu_dmc_stats(e->c, &st), 0);
     assert_int_equal(st.mapped_bytes, 0); /* every mapping went with its last unpin */
-}
-
-/* The whole RAM region in the device model's table again, as a second
- * device model connecting makes the vm publish it. */
-static void republish_ram(struct env *e)
-{
-    int sv[2];
-    struct vmmu_dm_server *srv2;
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(vmmu_dm_server_create_remote(e->dm, sv[0], NULL, &srv2), 0);
-    close(sv[1]);
-    assert_int_equal(vmmu_dm_server_destroy(srv2), 0);
 }
 
 static size_t mapped_bytes(struct env *e)

@@ -931,15 +931,18 @@ static int map_answered(struct vmmu_dmc *c, int svc, uint64_t gpa,
     return err;
 }
 
+/* A good answer to a page-in at 0x1000..0x2fff: the fake vm's memfd from
+ * offset 0x1000, writable. */
+static const struct vmmu_dm_page_in_done PAGE_IN_OK = {
+    .type = VMMU_DM_MSG_PAGE_IN_DONE,
+    .run = {.gpa = 0x1000, .size = 0x2000, .memfd_offset = 0x1000, .flags = VMMU_DM_REGION_WRITABLE}};
+
 static void client_checks_page_in_answers_and_gives_up_on_a_silent_vm(void **state)
 {
     (void)state;
     int svc, vm_sock, ram;
     struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
-    const struct vmmu_dm_page_in_done ok = {
-        .type = VMMU_DM_MSG_PAGE_IN_DONE,
-        .run = {.gpa = 0x1000, .size = 0x2000, .memfd_offset = 0x1000,
-                .flags = VMMU_DM_REGION_WRITABLE}};
+    const struct vmmu_dm_page_in_done ok = PAGE_IN_OK;
     /* A good answer is mapped: the page is the memfd's. */
     assert_int_equal(pwrite(ram, "ram!", 4, 0x1800), 4);
     char buf[4];
@@ -1028,10 +1031,7 @@ static void client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_er
     (void)state;
     int svc, vm_sock, ram;
     struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
-    const struct vmmu_dm_page_in_done ok = {
-        .type = VMMU_DM_MSG_PAGE_IN_DONE,
-        .run = {.gpa = 0x1000, .size = 0x2000, .memfd_offset = 0x1000,
-                .flags = VMMU_DM_REGION_WRITABLE}};
+    const struct vmmu_dm_page_in_done ok = PAGE_IN_OK;
     struct vmmu_dm_page_in_done again = {.type = VMMU_DM_MSG_PAGE_IN_DONE,
                                          .status = VMMU_DM_PAGE_IN_AGAIN};
     assert_int_equal(pwrite(ram, "back", 4, 0x1800), 4);
@@ -1083,11 +1083,6 @@ static void publish_one_region(struct vmmu_dm_shared *h, struct vmmu_dm_region_e
     __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
 }
 
-/* A region-table entry whose guest range runs past 2^64, or whose memfd
- * range wraps, is refused like the same run in a page-in answer
- * (VMMU_EPROTO): a copy at the top of the address space reads only into
- * the caller's buffer, never past it.  An entry beyond the end of the
- * memfd is a hole, as in an answer. */
 /* Descriptors open in this process. */
 static unsigned open_fds(void)
 {
@@ -1168,6 +1163,11 @@ static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void 
     close(ram);
 }
 
+/* A region-table entry whose guest range runs past 2^64, or whose memfd
+ * range wraps, is refused like the same run in a page-in answer
+ * (VMMU_EPROTO): a copy at the top of the address space reads only into
+ * the caller's buffer, never past it.  An entry beyond the end of the
+ * memfd is a hole, as in an answer. */
 static void client_refuses_region_table_entries_that_wrap(void **state)
 {
     (void)state;
