@@ -1228,6 +1228,51 @@ static void cpuid_hiding(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t
 
 GUEST(g_set_cr4, "mov %rax, %cr4\n hlt");
 
+/* The default CPU, plus VME, MCE, FXSR and SSE (CPUID.1:EDX[1], [7], [24], [25]). */
+static void cpuid_offering(void *opaque, uint32_t leaf, uint32_t subleaf, uint32_t out[4])
+{
+	(void)opaque;
+	x86emu_cpuid_default(leaf, subleaf, out);
+	if (leaf == 1)
+		out[3] |= (1u << 1) | (1u << 7) | (1u << 24) | (1u << 25);
+}
+
+/*
+ * A CR4 bit is reserved when CPUID does not report its feature: VME and
+ * PVI (VME), MCE, OSFXSR (FXSR), OSXMMEXCPT (SSE), which the default CPU
+ * does not offer (the interpreter has no virtual-8086 mode, machine
+ * checks architecture or SSE); a machine whose CPUID offers them may set
+ * them.  PCE needs no feature.
+ */
+static void cr4_bits_of_features_cpuid_does_not_report_are_reserved(void **state)
+{
+	(void)state;
+	static const uint64_t bits[] = { 1ull << 0, 1ull << 1, 1ull << 6, X86EMU_CR4_OSFXSR,
+					 1ull << 10 };
+	for (unsigned offered = 0; offered < 2; offered++) {
+		for (unsigned i = 0; i < sizeof(bits) / sizeof(bits[0]); i++) {
+			LOAD(g_set_cr4);
+			if (offered)
+				g_m.env.cpuid = cpuid_offering;
+			uint64_t cr4 = g_m.cpu.cr4;
+			g_m.cpu.gpr[X86EMU_RAX] = cr4 | bits[i];
+			run_to_hlt();
+			if (offered) {
+				assert_false(g_m.cpu.last_exception.valid);
+				assert_int_equal(g_m.cpu.cr4, cr4 | bits[i]);
+			} else {
+				assert_fault(X86EMU_EXC_GP, 0, TM_CODE);
+				assert_int_equal(g_m.cpu.cr4, cr4);
+			}
+		}
+	}
+	LOAD(g_set_cr4);
+	g_m.cpu.gpr[X86EMU_RAX] = g_m.cpu.cr4 | (1ull << 8);	/* PCE */
+	run_to_hlt();
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_true(g_m.cpu.cr4 & (1ull << 8));
+}
+
 /*
  * An instruction of a feature the machine's CPUID hides is #UD (SDM
  * STAC, CLAC, RDTSCP, INVPCID), and the CR4 bit of one is reserved
@@ -1487,6 +1532,7 @@ int main(void)
 		cmocka_unit_test(stac_and_clac_set_and_clear_rflags_ac_at_cpl0),
 		cmocka_unit_test(stac_and_clac_are_ud_at_cpl3),
 		cmocka_unit_test(features_the_machines_cpuid_hides_are_absent),
+		cmocka_unit_test(cr4_bits_of_features_cpuid_does_not_report_are_reserved),
 		cmocka_unit_test(cli_clears_if_when_cpl_is_within_iopl),
 		cmocka_unit_test(cli_at_cpl3_above_iopl_is_gp),
 		cmocka_unit_test(swapgs_and_invlpg_at_cpl3_are_gp),

@@ -122,6 +122,19 @@ static int write_cr(struct x86emu_ctx *c, unsigned cr, uint64_t v)
 					 X86EMU_CR4_SMEP | X86EMU_CR4_SMAP;
 		if (v & ~allowed)
 			return raise_gp(c, 0);
+		/* The bits whose features CPUID.1:EDX reports: VME and PVI (VME,
+		 * bit 1), TSD (TSC, 4), DE (2), PSE (3), PAE (6), MCE (7), PGE
+		 * (13), OSFXSR (FXSR, 24), OSXMMEXCPT (SSE, 25).  PCE needs
+		 * none. */
+		static const struct {
+			uint8_t cr4_bit, edx_bit;
+		} needs[] = {
+			{ 0, 1 }, { 1, 1 }, { 2, 4 }, { 3, 2 }, { 4, 3 }, { 5, 6 },
+			{ 6, 7 }, { 7, 13 }, { 9, 24 }, { 10, 25 },
+		};
+		for (unsigned i = 0; i < sizeof(needs) / sizeof(needs[0]); i++)
+			if (((v >> needs[i].cr4_bit) & 1) && !offers(c, 1, CPUID_EDX, needs[i].edx_bit))
+				return raise_gp(c, 0);
 		/* PCID (CPUID.1:ECX[17]), SMEP and SMAP (CPUID.7.0:EBX[7], [20]). */
 		if (((v & X86EMU_CR4_PCIDE) && !offers(c, 1, CPUID_ECX, 17)) ||
 		    ((v & X86EMU_CR4_SMEP) && !offers(c, 7, CPUID_EBX, 7)) ||
