@@ -11,7 +11,9 @@
  * began.  Then the kernel's side: CR4.SMEP (a call into a user page) and
  * CR4.SMAP (reads and writes of a user page, with and without
  * EFLAGS.AC), and ring 3 again afterwards; last, CR0.WP and EFER.NXE
- * turned off and on around ring 0's own writes and reads.
+ * turned off and on around ring 0's own writes and reads.  Every vCPU
+ * runs every case at once, each with its own TSS, pages and state (vCPU
+ * 0 prints), so the vCPUs' rings and rights change side by side.
  *
  * Ring 3 uses no OUT, INT n or SYSCALL (KVM here cannot), and no address
  * in 0xffff800000000000..0xffff807fffffffff.
@@ -24,15 +26,18 @@
 #define SEL_UCODE (0x20ul | 3)
 #define SEL_TSS 0x28ul
 
-#define U_CODE (RT_WINDOW + 0x0000)
-#define U_STACK (RT_WINDOW + 0x1000) /* its top at U_STACK + 4096 */
-#define U_RW (RT_WINDOW + 0x2000)
-#define U_RO (RT_WINDOW + 0x3000)
-#define U_NX (RT_WINDOW + 0x4000)
-#define K_RW (RT_WINDOW + 0x5000)   /* supervisor */
-#define K_RO (RT_WINDOW + 0x6000)   /* supervisor, read-only */
-#define K_CODE (RT_WINDOW + 0x7000) /* supervisor, executable */
-#define NONE (RT_WINDOW + 0x8000)   /* never mapped */
+/* Each vCPU's pages, 64 KiB apart in the window: */
+#define SPAN 0x10000ul
+#define BASE (RT_WINDOW + SPAN * cpu()->id)
+#define U_CODE (BASE + 0x0000)
+#define U_STACK (BASE + 0x1000) /* its top at U_STACK + 4096 */
+#define U_RW (BASE + 0x2000)
+#define U_RO (BASE + 0x3000)
+#define U_NX (BASE + 0x4000)
+#define K_RW (BASE + 0x5000)   /* supervisor */
+#define K_RO (BASE + 0x6000)   /* supervisor, read-only */
+#define K_CODE (BASE + 0x7000) /* supervisor, executable */
+#define NONE (BASE + 0x8000)   /* never mapped */
 
 #define RFLAGS_AC (1ul << 18)
 #define CR4_SMEP (1ul << 20)
@@ -48,15 +53,15 @@ enum kind { READ, WRITE, FETCH, PRIVILEGED };
  * kernel's call into a user page.  ud2_at is where a jump to U_CODE +
  * (ud2_at - user_code) lands: a UD2.
  *
- * enter_user(rip, rsp, address, kind, value) saves the callee-saved
- * registers and the stack pointer, then IRETQs to ring 3 at @rip with
- * @rsp; the trap handler resumes at user_back, which returns from
- * enter_user.
+ * enter_user(rip, rsp, address, kind, value, save_rsp) saves the
+ * callee-saved registers, and the stack pointer in *@save_rsp, then IRETQs
+ * to ring 3 at @rip with @rsp; the trap handler resumes at user_back with
+ * that stack pointer, which returns from enter_user.
  */
 extern const char user_code[], user_code_end[], user_ret[], ud2_at[];
-void enter_user(uint64_t rip, uint64_t rsp, uint64_t address, uint64_t kind, uint64_t value);
+void enter_user(uint64_t rip, uint64_t rsp, uint64_t address, uint64_t kind, uint64_t value,
+                uint64_t *save_rsp);
 extern const char user_back[];
-uint64_t kernel_rsp;
 __asm__(".pushsection .rodata\n"
         ".globl user_code, user_code_end, user_ret, ud2_at\n"
         "user_code:\n"
@@ -87,7 +92,7 @@ __asm__(".pushsection .rodata\n"
         "    push %r13\n"
         "    push %r14\n"
         "    push %r15\n"
-        "    mov %rsp, kernel_rsp(%rip)\n"
+        "    mov %rsp, (%r9)\n"
         "    mov %rdx, %rax\n"  /* address */
         "    mov %r8, %rdx\n"   /* value */
         "    push $0x1b\n"      /* SS: user data */
@@ -108,50 +113,68 @@ __asm__(".pushsection .rodata\n"
         "    ret\n"
         ".globl kernel_call, kernel_call_back\n"
         "kernel_call:\n"
-        "    mov %rsp, kernel_call_rsp(%rip)\n"
+        "    mov %rsp, (%rsi)\n"
         "    call *%rdi\n"
         "kernel_call_back:\n"
-        "    mov kernel_call_rsp(%rip), %rsp\n"
         "    ret\n");
-/* kernel_call(target) calls @target from ring 0; a fault there that the
- * handler resumes at kernel_call_back returns from kernel_call too. */
-void kernel_call(uint64_t target);
+/* kernel_call(target, save_rsp) calls @target from ring 0, its stack
+ * pointer in *@save_rsp; a fault there that the handler resumes at
+ * kernel_call_back with that stack pointer returns from kernel_call too. */
+void kernel_call(uint64_t target, uint64_t *save_rsp);
 extern const char kernel_call_back[];
-uint64_t kernel_call_rsp;
 
-/* The last exception the handler took. */
-static struct {
-    uint64_t vector, error, cr2, rip, rax, cs;
-} last;
-/* Where an expected exception in ring 0 resumes (0: none expected). */
-static uint64_t kernel_resume;
+/* What each vCPU keeps: its index, the stack pointers its rings return
+ * to, and the last exception its handler took. */
+struct cpu {
+    unsigned id;
+    uint64_t user_rsp_save;   /* enter_user's, for user_back */
+    uint64_t call_rsp_save;   /* kernel_call's, for kernel_call_back */
+    bool expect_kernel_fault; /* a fault in ring 0 resumes at kernel_call_back */
+    struct {
+        uint64_t vector, error, cr2, rip, rax, cs;
+    } ex;
+};
+static struct cpu cpus[RT_VCPUS_MAX];
+
+static struct cpu *cpu(void)
+{
+    return &cpus[rt_vcpu_id()];
+}
+
+/* The last exception of the vCPU running. */
+#define last (cpu()->ex)
 
 static void on_trap(struct rt_frame *f)
 {
-    last.vector = f->vector;
-    last.error = f->error;
-    last.cr2 = f->vector == 14 ? read_cr2() : 0;
-    last.rip = f->rip;
-    last.rax = f->rax;
-    last.cs = f->cs;
+    struct cpu *c = cpu();
+    c->ex.vector = f->vector;
+    c->ex.error = f->error;
+    c->ex.cr2 = f->vector == 14 ? read_cr2() : 0;
+    c->ex.rip = f->rip;
+    c->ex.rax = f->rax;
+    c->ex.cs = f->cs;
     if ((f->cs & 3) == 3) {
         f->rip = (uint64_t)user_back;
         f->cs = SEL_KCODE;
         f->ss = SEL_KDATA;
-        f->rsp = kernel_rsp;
+        f->rsp = c->user_rsp_save;
         return;
     }
-    CHECK(kernel_resume != 0, "unexpected vector %lu in ring 0 at 0x%lx, error 0x%lx", f->vector,
-          f->rip, f->error);
-    f->rip = kernel_resume;
-    kernel_resume = 0;
+    CHECK(c->expect_kernel_fault, "vcpu %u: unexpected vector %lu in ring 0 at 0x%lx, error 0x%lx",
+          c->id, f->vector, f->rip, f->error);
+    f->rip = (uint64_t)kernel_call_back;
+    f->rsp = c->call_rsp_save;
+    c->expect_kernel_fault = false;
 }
+
+/* vCPU 0 says what each case gave; the others check it silently. */
+#define SAY(...) do { if (cpu()->id == 0) rt_printf(__VA_ARGS__); } while (0)
 
 /* One ring-3 case: the exception it ended in. */
 static void ring3(uint64_t address, enum kind kind, uint64_t value)
 {
     last.vector = ~0ul;
-    enter_user(U_CODE, U_STACK + PAGE_SIZE, address, kind, value);
+    enter_user(U_CODE, U_STACK + PAGE_SIZE, address, kind, value, &cpu()->user_rsp_save);
     CHECK(last.vector != ~0ul, "ring 3 came back without an exception");
     CHECK((last.cs & 3) == 3, "the exception came from ring %lu", last.cs & 3);
 }
@@ -162,7 +185,7 @@ static void expect_pf(const char *what, uint64_t address, uint64_t error)
     CHECK(last.vector == 14, "%s: vector %lu, not #PF", what, last.vector);
     CHECK(last.cr2 == address, "%s: CR2 0x%lx, not 0x%lx", what, last.cr2, address);
     CHECK(last.error == error, "%s: error code 0x%lx, not 0x%lx", what, last.error, error);
-    rt_printf("%s: #PF 0x%lx at the page\n", what, last.error);
+    SAY("%s: #PF 0x%lx at the page\n", what, last.error);
 }
 
 /* The access passed: the UD2 after it raised #UD. */
@@ -177,31 +200,43 @@ static uint64_t user_at(const char *label)
     return U_CODE + (uint64_t)(label - user_code);
 }
 
-/* A GDT with user segments and a TSS, loaded with LGDT and LTR. */
-static uint64_t gdt[7] __attribute__((aligned(16)));
-static uint8_t tss[104] __attribute__((aligned(16)));
+/* A GDT with user segments and a TSS for each vCPU (selector SEL_TSS +
+ * 16 * id), built by vCPU 0; each vCPU loads it and its own TSS. */
+#define TSS_SIZE 104
+static uint64_t gdt[5 + 2 * RT_VCPUS_MAX] __attribute__((aligned(16)));
+static uint8_t tss[RT_VCPUS_MAX][TSS_SIZE] __attribute__((aligned(16)));
 
-static void load_gdt_and_tss(void)
+static void build_gdt(void)
 {
-    uint64_t rsp0 = rt_alloc_pages(2) + 2 * PAGE_SIZE;
-    rt_memcpy(tss + 4, &rsp0, 8);
-    uint16_t iomap = sizeof(tss); /* no I/O bitmap */
-    rt_memcpy(tss + 102, &iomap, 2);
-    uint64_t base = (uint64_t)tss;
     gdt[0] = 0;
     gdt[1] = 0x00af9b000000ffffull; /* kernel code: the loader's */
     gdt[2] = 0x00cf93000000ffffull; /* kernel data */
     gdt[3] = 0x00cff3000000ffffull; /* user data, DPL 3 */
     gdt[4] = 0x00affb000000ffffull; /* user code, L, DPL 3 */
-    gdt[5] = (sizeof(tss) - 1) | (base & 0xffffff) << 16 | 0x89ull << 40 | (base >> 24 & 0xff) << 56;
-    gdt[6] = base >> 32;
+    for (unsigned i = 0; i < rt_nr_vcpus; i++) {
+        uint64_t rsp0 = rt_alloc_pages(2) + 2 * PAGE_SIZE;
+        rt_memcpy(tss[i] + 4, &rsp0, 8);
+        uint16_t iomap = TSS_SIZE; /* no I/O bitmap */
+        rt_memcpy(tss[i] + 102, &iomap, 2);
+        uint64_t base = (uint64_t)tss[i];
+        gdt[5 + 2 * i] = (TSS_SIZE - 1) | (base & 0xffffff) << 16 | 0x89ull << 40 |
+                         (base >> 24 & 0xff) << 56;
+        gdt[6 + 2 * i] = base >> 32;
+    }
+}
+
+static void load_gdt_and_tss(void)
+{
     struct __attribute__((packed)) {
         uint16_t limit;
         uint64_t base;
-    } d = {sizeof(gdt) - 1, (uint64_t)gdt};
-    __asm__ volatile("lgdt %0\n ltr %w1" :: "m"(d), "r"((uint16_t)SEL_TSS) : "memory");
+    } d = {(uint16_t)((5 + 2 * rt_nr_vcpus) * 8 - 1), (uint64_t)gdt};
+    uint16_t sel = (uint16_t)(SEL_TSS + 16 * cpu()->id);
+    __asm__ volatile("lgdt %0\n ltr %w1" :: "m"(d), "r"(sel) : "memory");
 }
 
+/* Every vCPU's pages (one user code page for all), by vCPU 0 before the
+ * others start. */
 static void map_pages(void)
 {
     uint64_t code = rt_alloc_page();
@@ -210,24 +245,27 @@ static void map_pages(void)
     rt_memcpy((void *)nx, ud2_at, 2); /* reached only if NX were ignored */
     uint64_t kcode = rt_alloc_page();
     rt_memcpy((void *)kcode, ud2_at, 2);
-    rt_map(U_CODE, code, PTE_U);
-    rt_map(U_STACK, rt_alloc_page(), PTE_U | PTE_W | PTE_NX);
-    rt_map(U_RW, rt_alloc_page(), PTE_U | PTE_W | PTE_NX);
-    rt_map(U_RO, rt_alloc_page(), PTE_U | PTE_NX);
-    rt_map(U_NX, nx, PTE_U | PTE_NX);
-    rt_map(K_RW, rt_alloc_page(), PTE_W | PTE_NX);
-    rt_map(K_RO, rt_alloc_page(), PTE_NX);
-    rt_map(K_CODE, kcode, 0);
-    /* The tables above the window let ring 3 through (their U bits): the
-     * leaves decide. */
-    volatile uint64_t *pml4 = (volatile uint64_t *)(read_cr3() & PTE_ADDR);
-    volatile uint64_t *e = &pml4[(RT_WINDOW >> 39) & 511];
-    *e |= PTE_U;
-    volatile uint64_t *pdpt = (volatile uint64_t *)(*e & PTE_ADDR);
-    e = &pdpt[(RT_WINDOW >> 30) & 511];
-    *e |= PTE_U;
-    volatile uint64_t *pd = (volatile uint64_t *)(*e & PTE_ADDR);
-    pd[(RT_WINDOW >> 21) & 511] |= PTE_U;
+    for (unsigned i = 0; i < rt_nr_vcpus; i++) {
+        uint64_t base = RT_WINDOW + SPAN * i;
+        rt_map(base + 0x0000, code, PTE_U);
+        rt_map(base + 0x1000, rt_alloc_page(), PTE_U | PTE_W | PTE_NX);
+        rt_map(base + 0x2000, rt_alloc_page(), PTE_U | PTE_W | PTE_NX);
+        rt_map(base + 0x3000, rt_alloc_page(), PTE_U | PTE_NX);
+        rt_map(base + 0x4000, nx, PTE_U | PTE_NX);
+        rt_map(base + 0x5000, rt_alloc_page(), PTE_W | PTE_NX);
+        rt_map(base + 0x6000, rt_alloc_page(), PTE_NX);
+        rt_map(base + 0x7000, kcode, 0);
+        /* The tables above the pages let ring 3 through (their U bits):
+         * the leaves decide. */
+        volatile uint64_t *pml4 = (volatile uint64_t *)(read_cr3() & PTE_ADDR);
+        volatile uint64_t *e = &pml4[(base >> 39) & 511];
+        *e |= PTE_U;
+        volatile uint64_t *pdpt = (volatile uint64_t *)(*e & PTE_ADDR);
+        e = &pdpt[(base >> 30) & 511];
+        *e |= PTE_U;
+        volatile uint64_t *pd = (volatile uint64_t *)(*e & PTE_ADDR);
+        pd[(base >> 21) & 511] |= PTE_U;
+    }
     write_cr3(read_cr3()); /* rights widened: a flush, for the TLBs' sake */
 }
 
@@ -247,14 +285,14 @@ static void ring3_cases(void)
     ring3(U_RW, READ, 0);
     expect_passed("read a user page");
     CHECK(last.rax == 0x1122334455667788ul, "read 0x%lx", last.rax);
-    rt_printf("read a user page: ok\n");
+    SAY("read a user page: ok\n");
 
     CHECK(!(*rt_pte(U_RW) & PTE_D), "D set before the write");
     ring3(U_RW, WRITE, 0x5a5a5a5a5a5a5a5aul);
     expect_passed("write a user page");
     CHECK(*(volatile uint64_t *)U_RW == 0x5a5a5a5a5a5a5a5aul, "the write did not land");
     CHECK(*rt_pte(U_RW) & PTE_D, "the write left D clear");
-    rt_printf("write a user page: ok, D set\n");
+    SAY("write a user page: ok, D set\n");
 
     ring3(U_RO, WRITE, 1);
     expect_pf("write a read-only user page", U_RO, PF_P | PF_W | PF_U);
@@ -269,7 +307,7 @@ static void ring3_cases(void)
     ring3(user_at(ud2_at), FETCH, 0);
     expect_passed("fetch from a user page");
     CHECK(last.rip == user_at(ud2_at), "#UD at 0x%lx", last.rip);
-    rt_printf("fetch from a user page: ok\n");
+    SAY("fetch from a user page: ok\n");
     ring3(U_NX, FETCH, 0);
     expect_pf("fetch from a no-execute user page", U_NX, PF_P | PF_U | PF_I);
     ring3(K_CODE, FETCH, 0);
@@ -278,23 +316,23 @@ static void ring3_cases(void)
     ring3(0, PRIVILEGED, 0);
     CHECK(last.vector == 13 && last.error == 0, "hlt: vector %lu, error 0x%lx", last.vector,
           last.error);
-    rt_printf("hlt in ring 3: #GP 0x0\n");
+    SAY("hlt in ring 3: #GP 0x0\n");
 }
 
 /* A call from ring 0 into the user page's RET: returns, or faults under
  * SMEP (then resumes after it). */
 static void kernel_call_user(void)
 {
-    kernel_resume = (uint64_t)kernel_call_back;
+    cpu()->expect_kernel_fault = true;
     last.vector = ~0ul;
-    kernel_call(user_at(user_ret));
-    kernel_resume = 0;
+    kernel_call(user_at(user_ret), &cpu()->call_rsp_save);
+    cpu()->expect_kernel_fault = false;
 }
 
 static void smep_smap_cases(void)
 {
     if (!cpuid7_ebx(7) || !cpuid7_ebx(20)) {
-        rt_printf("smep and smap: not offered\n");
+        SAY("smep and smap: not offered\n");
         return;
     }
     uint64_t cr4 = read_cr4();
@@ -319,7 +357,7 @@ static void smep_smap_cases(void)
     CHECK(w == 0, "smap with AC: a write gave 0x%lx", w); /* ring 3 reads it below */
     r = rt_probe_read64(U_RW, &v);
     CHECK(r == ((1ul << 32) | PF_P), "smap after CLAC: a read gave 0x%lx", r);
-    rt_printf("smap: a user page read or written from ring 0: #PF 0x1, 0x3; with EFLAGS.AC: ok\n");
+    SAY("smap: a user page read or written from ring 0: #PF 0x1, 0x3; with EFLAGS.AC: ok\n");
 
     /* Ring 3 is not bound by either. */
     ring3(U_RW, READ, 0);
@@ -328,7 +366,7 @@ static void smep_smap_cases(void)
     write_cr4(cr4);
     kernel_call_user();
     CHECK(last.vector == ~0ul, "the call into a user page faulted after SMEP went off");
-    rt_printf("ring 3 under SMEP and SMAP, and ring 0 after them: ok\n");
+    SAY("ring 3 under SMEP and SMAP, and ring 0 after them: ok\n");
 }
 
 static inline uint64_t read_cr0(void) { uint64_t v; __asm__ volatile("mov %%cr0, %0" : "=r"(v)); return v; }
@@ -361,7 +399,7 @@ static void control_cases(void)
     r = rt_probe_write64(K_RO, 6);
     CHECK(r == ((1ul << 32) | PF_P | PF_W) && *(volatile uint64_t *)K_RO == 5,
           "WP set again: a write gave 0x%lx", r);
-    rt_printf("cr0.wp: a read-only page written from ring 0: #PF 0x3; with WP clear: ok\n");
+    SAY("cr0.wp: a read-only page written from ring 0: #PF 0x3; with WP clear: ok\n");
 
     /* Without EFER.NXE bit 63 of an entry is reserved: the no-execute
      * pages fault on any access, with RSVD. */
@@ -374,20 +412,37 @@ static void control_cases(void)
     CHECK(r == ((1ul << 32) | PF_P | PF_RSVD), "a read with NXE clear gave 0x%lx", r);
     r = rt_probe_read64(K_RW, &v);
     CHECK(r == 0, "NXE set again: a read gave 0x%lx", r);
-    rt_printf("efer.nxe clear: a read of a page with bit 63 set: #PF 0x9; set again: ok\n");
+    SAY("efer.nxe clear: a read of a page with bit 63 set: #PF 0x9; set again: ok\n");
+}
+
+static volatile unsigned done;
+
+/* Every case on this vCPU. */
+static void run_cases(unsigned index)
+{
+    (void)index;
+    cpu()->id = rt_vcpu_id();
+    if (cpu()->id != 0)
+        write_cr3(read_cr3()); /* the tables vCPU 0 widened */
+    load_gdt_and_tss();
+    ring3_cases();
+    smep_smap_cases();
+    control_cases();
+    __atomic_fetch_add(&done, 1, __ATOMIC_RELEASE);
 }
 
 int guest_main(void)
 {
     rt_printf("user: ring 3 through a TSS, user pages in the window\n");
-    load_gdt_and_tss();
+    build_gdt();
     map_pages();
     rt_set_handler(6, on_trap);
     rt_set_handler(13, on_trap);
     rt_set_handler(14, on_trap);
-    ring3_cases();
-    smep_smap_cases();
-    control_cases();
+    rt_start_others(run_cases);
+    run_cases(0);
+    while (__atomic_load_n(&done, __ATOMIC_ACQUIRE) != rt_nr_vcpus)
+        cpu_relax();
     rt_printf("user: ok\n");
     return 0;
 }
