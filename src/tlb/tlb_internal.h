@@ -396,7 +396,32 @@ struct vmmu_vcpu {
 int vmmu__access_vcpu_init(struct vmmu_vcpu *v);
 void vmmu__access_vcpu_fini(struct vmmu_vcpu *v);
 
-/* ---- tlb.c: tables ------------------------------------------------------- */
+/* ---- Small pieces table.c, fill.c and warm.c share ------------------------ */
+static inline void entry_clear(struct vmmu_tlb_entry *e)
+{
+    e->cmp[0] = e->cmp[1] = e->cmp[2] = VMMU_TLB_CMP_INVALID;
+    e->addend = 0;
+}
+static inline void victim_drop(struct tlb_ctx *c, unsigned i)
+{
+    entry_clear(&c->victim[i].hot);
+    c->victim[i].page = VMMU_TLB_CMP_INVALID;
+}
+/* The victim slot of table index @idx. */
+static inline unsigned victim_of(unsigned idx)
+{
+    return idx & (VMMU_TLB_VICTIMS - 1);
+}
+/* Remember that index @idx of @c was filled since the last flush. */
+static inline void log_fill(struct tlb_ctx *c, unsigned idx)
+{
+    if (c->nfilled < TLB_FILLED_LOG)
+        c->filled[c->nfilled] = (uint16_t)idx;
+    if (c->nfilled <= TLB_FILLED_LOG)
+        c->nfilled++;
+}
+
+/* ---- table.c: tables ----------------------------------------------------- */
 int vmmu__tlb_ctx_init(struct tlb_ctx *c, unsigned n);
 void vmmu__tlb_ctx_fini(struct tlb_ctx *c);
 /* Drop everything in @c; may resize it (the caller reselects the fast view). */
@@ -411,8 +436,22 @@ void vmmu__tlb_ctx_flush_page(struct tlb_ctx *c, uint64_t page, bool global_only
 /* Drop @page (an INVLPG's, a #PF's) from every context of the current
  * PCID and its global entries from the other slots (SDM 4.10.4.1). */
 void vmmu__tlb_drop_page(struct vmmu_vcpu *v, uint64_t page);
-/* Point vcpu->fast at the current slot and context. */
+/* Double @c at once (victim swaps far above its fills, no flush in
+ * sight); on no memory, try again after twice the swaps. */
+void vmmu__tlb_ctx_grow_now(struct vmmu_vcpu *v, struct tlb_ctx *c);
+/* Point vcpu->fast at the current slot and context (and the warm miss's
+ * view with them). */
 void vmmu__tlb_select(struct vmmu_vcpu *v);
+
+/* ---- fill.c: the general fill -------------------------------------------- */
+/* vmmu_tlb_fill() without the warm miss: checks its arguments itself. */
+void *vmmu__tlb_fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                             struct vmmu_tlb_result *res);
+
+/* ---- warm.c: the warm miss ------------------------------------------------ */
+/* The warm miss's view for current context @c and supervisor context @sup
+ * (after vmmu__tlb_select() changed the fast view). */
+void vmmu__tlb_warm_select(struct vmmu_vcpu *v, struct tlb_ctx *c, struct tlb_ctx *sup);
 /* The warm miss's caches (regions, warm_l2 of every slot) now follow P2M
  * generation @gen: forget what was looked up under another. */
 void vmmu__tlb_warm_forget(struct vmmu_vcpu *v, uint64_t gen);

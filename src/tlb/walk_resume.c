@@ -156,7 +156,7 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     if (!hit)
         return 0;
     v->stats.psc_hits++;
-    uint64_t gen = v->host_gen; /* see do_walk() in tlb.c */
+    uint64_t gen = v->host_gen; /* see do_walk() in fill.c */
     bool host_ok = hit->table_host && hit->p2m_gen == vmmu_p2m_generation(v->vm);
 
     vmmu__x86_walk_reset(w, pg, va, access);
