@@ -7,7 +7,6 @@
  * same call made again succeeds and gives the right result), and nothing
  * may leak (the suite also runs under LeakSanitizer, which judges what
  * the teardown leaves behind). */
-#include <dirent.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -17,6 +16,7 @@
 #include <unistd.h>
 
 #include "test_sync_env.h"
+#include "test_fds.h"
 
 #include "core/alloc.h"
 #include "core/vm_internal.h"
@@ -1318,17 +1318,6 @@ static void dm_server_destroy_never_leaves_a_route_to_the_freed_server(void **st
 
 /* An out-of-process server over a socketpair, with the device model (the
  * client library) on this thread. */
-static unsigned open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    unsigned n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
-}
-
 static void remote_setup(struct fx *f)
 {
     env_up(f);

@@ -7,7 +7,6 @@
 #include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <dirent.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -25,6 +24,7 @@
 
 #include <cmocka.h>
 
+#include "test_fds.h"
 #include "vmmu/dmclient.h"
 #include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
@@ -1081,18 +1081,6 @@ static void publish_one_region(struct vmmu_dm_shared *h, struct vmmu_dm_region_e
     e[0] = ent;
     t->count = 1;
     __atomic_store_n(&t->seq, t->seq + 1, __ATOMIC_RELEASE);
-}
-
-/* Descriptors open in this process. */
-static unsigned open_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    assert_non_null(d);
-    unsigned n = 0;
-    while (readdir(d))
-        n++;
-    closedir(d);
-    return n;
 }
 
 static void vm_sends(int vm_sock, uint32_t type, uint64_t seq, int fd)
