@@ -89,6 +89,10 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     while (n < 0 && errno == EINTR);
     if (n < 0 && errno == EAGAIN)
         return VMMU_ETIMEDOUT; /* readable, yet nothing there: a spurious wake-up */
+    /* Failed: no descriptor came, and the control buffer holds nothing of
+     * this call (an earlier message's may still be there: never parse it). */
+    if (n < 0)
+        return errno == ECONNRESET ? VMMU_EDEAD : VMMU_ESYS;
     int nfds = 0;
     for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
         if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
@@ -105,8 +109,8 @@ static int recv_msg_fds(int sock, struct vmmu_dm_msg *m, int *fds, unsigned maxf
     }
     if (n == 0)
         return close_fds(fds, (unsigned)nfds), VMMU_EDEAD;
-    if (n < 0 || (mh.msg_flags & MSG_CTRUNC))
-        return close_fds(fds, (unsigned)nfds), n < 0 ? VMMU_ESYS : VMMU_EPROTO;
+    if (mh.msg_flags & MSG_CTRUNC)
+        return close_fds(fds, (unsigned)nfds), VMMU_EPROTO;
     /* A part: the rest, if it comes in time, carries no descriptors. */
     size_t got = (size_t)n;
     while (got < sizeof(*m)) {

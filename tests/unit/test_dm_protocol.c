@@ -1151,6 +1151,41 @@ static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void 
     close(ram);
 }
 
+/* A vm that hangs up with an acknowledgement unread resets the
+ * connection: the failed receive brings no descriptor, and what an
+ * earlier message left in the control buffer is not taken for one (the
+ * client closed the memfd it held, and mapped whatever file took its
+ * number next). */
+static void a_reset_connection_leaves_the_descriptors_already_taken_alone(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dm_shared *h;
+    struct vmmu_dmc *c = client_with_fake_vm_opts(&svc, &vm_sock, &ram, &h, false);
+    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0, .size = 4 * 4096,
+                                                      .flags = VMMU_DM_REGION_WRITABLE});
+    assert_int_equal(pwrite(ram, "guest", 5, 0), 5);
+    vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 1, -1);
+    assert_int_equal(vmmu_dmc_process(c), 0); /* its acknowledgement stays unread */
+    vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, ram);
+    close(vm_sock);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EDEAD);
+    int other = memfd_create("other", MFD_CLOEXEC);
+    assert_true(other >= 0);
+    assert_int_equal(ftruncate(other, 4 * 4096), 0);
+    assert_int_equal(pwrite(other, "other", 5, 0), 5);
+    void *p;
+    assert_int_equal(vmmu_dmc_map(c, 0, 5, 0, &p), 0);
+    assert_memory_equal(p, "guest", 5);
+    assert_int_equal(vmmu_dmc_unmap(c, 0), 0);
+    vmmu_dmc_close(c);
+    assert_true(fcntl(other, F_GETFD) >= 0); /* not the client's to close */
+    close(other);
+    munmap(h, 4096);
+    close(svc);
+    close(ram);
+}
+
 /* A region-table entry whose guest range runs past 2^64, or whose memfd
  * range wraps, is refused like the same run in a page-in answer
  * (VMMU_EPROTO): a copy at the top of the address space reads only into
@@ -1360,6 +1395,7 @@ int main(void)
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
         cmocka_unit_test(client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_error),
         cmocka_unit_test(client_takes_one_memfd_and_refuses_messages_it_does_not_expect),
+        cmocka_unit_test(a_reset_connection_leaves_the_descriptors_already_taken_alone),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
         cmocka_unit_test(client_fails_a_message_cut_short_within_the_timeout),
     };
