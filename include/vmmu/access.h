@@ -419,6 +419,8 @@ int vmmu_access_rmw(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, enum vmm
  * reports it).
  * A 16-byte access not aligned to 16 raises #GP(0) as CMPXCHG16B does.
  * Atomicity as vmmu_access_rmw().
+ * @p observed may be the same buffer as @p expected (an emulator's
+ * accumulator).
  * @param swapped if non-NULL, receives whether @p desired was stored.
  * @return as vmmu_access_rmw().
  */

@@ -354,9 +354,11 @@ int vmmu_access_cmpxchg(struct vmmu_vcpu *v, uint64_t va, unsigned size, const v
     int rc = locked_update(v, va, size, access, cas_apply, &c, ob, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;
-    memcpy(observed, ob, size);
-    /* On a replayed instruction the update is not redone: compare again. */
+    /* On a replayed instruction the update is not redone: compare again,
+     * before @observed is written (a caller may pass the same buffer as
+     * @expected: an emulator's accumulator). */
     c.swapped = memcmp(ob, expected, size) == 0;
+    memcpy(observed, ob, size);
     if (swapped)
         *swapped = c.swapped;
     return 0;

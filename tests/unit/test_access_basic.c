@@ -869,6 +869,30 @@ static void cmpxchg16_on_aligned_ram_swaps_only_on_match(void **state)
     assert_int_equal(observed[1], 4);
 }
 
+/* CMPXCHG with the accumulator as both the value compared and the one
+ * that receives memory (one buffer for @expected and @observed, as an
+ * emulator passes RAX): a failed compare says so, and a matching one
+ * swaps. */
+static void cmpxchg_with_one_buffer_for_expected_and_observed_reports_a_failed_compare(void **state)
+{
+    struct acc_env *e = *state;
+    amap(e, VA, DATA(0), PTE_RW);
+    put32(&e->t.env, DATA(0), 0x11111111);
+    uint32_t rax = 0x22222222, desired = 0x33333333;
+    bool swapped = true;
+    struct vmmu_x86_fault f;
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA, 4, &rax, &desired, &rax, &swapped, 0,
+                                         &f), 0);
+    assert_false(swapped);
+    assert_int_equal(rax, 0x11111111);
+    assert_int_equal(get32(&e->t.env, DATA(0)), 0x11111111);
+    assert_int_equal(vmmu_access_cmpxchg(acc_vcpu(e), VA, 4, &rax, &desired, &rax, &swapped, 0,
+                                         &f), 0);
+    assert_true(swapped);
+    assert_int_equal(rax, 0x11111111);
+    assert_int_equal(get32(&e->t.env, DATA(0)), 0x33333333);
+}
+
 static void cmpxchg16_misaligned_raises_gp(void **state)
 {
     struct acc_env *e = *state;
@@ -1240,6 +1264,7 @@ int main(void)
         T(a_watchpoint_over_many_pages_drops_their_warm_entries),
         T(rmw_ops_return_the_old_value),
         T(cmpxchg16_on_aligned_ram_swaps_only_on_match),
+        T(cmpxchg_with_one_buffer_for_expected_and_observed_reports_a_failed_compare),
         T(cmpxchg16_misaligned_raises_gp),
         T(cmpxchg_on_readonly_page_faults_as_a_write_even_without_match),
         T(locked_add_crossing_a_page_updates_both_parts),
