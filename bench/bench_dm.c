@@ -3,7 +3,7 @@
  * Device-model figures:
  *   dm/mmio_inproc_us        a vCPU's MMIO read served by an in-process callback
  *   dm/mmio_outofproc_us     the same served by vmmu-dmdev in its own process
- *                            (median round trip: slot, kick, answer, eventfd)
+ *                            (median round trip: slot, kick, answer, wake-up)
  *   dm/mmio_outofproc_p99_us its 99th percentile
  *   dm/mapcache_map_ns       vmmu_dmc_map + unmap of a resident bucket
  *   dm/mapcache_miss_us      the same when every map misses (mmap + munmap)

@@ -157,7 +157,7 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
 /**
  * Create an out-of-process server on a connected unix stream socket
  * @p sock (the vm's end; vmmu owns it from now on, even on failure) and
- * send the HELLO with the shared page, eventfds and the vm's memfd.
+ * send the HELLO with the shared page, wake-up channels and the vm's memfd.
  * The device model can map the RAM and ROM regions vmmu allocated (added
  * without a host pointer: they live in the vm's memfd); regions backed by
  * the caller's memory are not shared with it, and its maps there fail.
@@ -176,7 +176,7 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  * pointers), or serve the device in-process.  See docs/devices.md,
  * Robustness.
  * @return 0; VMMU_EINVAL (NULL @p dm or @p out, a bad socket, or @p cfg
- *         out of its limits); VMMU_ENOMEM; VMMU_ESYS (memfd, eventfd, mmap,
+ *         out of its limits); VMMU_ENOMEM; VMMU_ESYS (memfd, socketpair, mmap,
  *         sendmsg failed); VMMU_EDEAD (the peer already hung up).
  */
 int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,

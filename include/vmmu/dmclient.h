@@ -69,7 +69,9 @@ struct vmmu_dmc_config {
  * even on failure), receive the vm's HELLO and map the shared page.
  * @return 0; VMMU_EINVAL (also bucket_shift outside 12..24, mapcache_bytes
  *         below one bucket); VMMU_ENOMEM; VMMU_EPROTO (not a valid HELLO or
- *         shared page, or a HELLO cut short); VMMU_EDEAD (the vm hung up);
+ *         shared page, a HELLO cut short, channels that are not datagram
+ *         sockets or files not sealed as vmmu/dmproto.h says); VMMU_EDEAD
+ *         (the vm hung up);
  *         VMMU_ETIMEDOUT (no HELLO within 10 s); VMMU_ESYS.
  */
 int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu_dmc **out);

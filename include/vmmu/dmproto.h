@@ -24,8 +24,18 @@
  *
  * Only the vm moves FREE->READY and RESPONSE->FREE; only the device model
  * moves READY->IN_SERVICE->RESPONSE.  After each transition the mover
- * notifies the other side: the vm writes the kick eventfd, the device model
- * writes the slot's response eventfd.
+ * notifies the other side: the vm sends a byte on the kick channel, the
+ * device model on the slot's response channel.
+ *
+ * Channels and files.  A wake-up channel is a datagram socket pair
+ * (AF_UNIX, SOCK_DGRAM): each side has its own end, sends and receives
+ * only with MSG_DONTWAIT, and treats a full queue as a wake-up already
+ * pending, so neither side can make the other block (an eventfd's single
+ * open file would let either clear O_NONBLOCK, or fill its counter, and
+ * hang the other in a write).  The shared page is a memfd sealed at its
+ * size, the vm's memfd is sealed against shrinking: neither side can
+ * truncate a file under the other's mappings (a SIGBUS).  Each side
+ * checks what it receives.
  */
 #ifndef VMMU_DMPROTO_H
 #define VMMU_DMPROTO_H
@@ -39,7 +49,7 @@ extern "C" {
 /** "vmmudm01": first 8 bytes of the shared page. */
 #define VMMU_DM_PROTO_MAGIC 0x31306d64756d6d76ull
 /** Protocol version; a client refuses any other. */
-#define VMMU_DM_PROTO_VERSION 3u /* 3: the device dirty bitmap covers 16 TiB */
+#define VMMU_DM_PROTO_VERSION 4u /* 4: socket channels, sealed files */
 
 /** Slot states (struct vmmu_dm_slot::state). */
 enum vmmu_dm_slot_state {
@@ -131,7 +141,7 @@ struct vmmu_dm_shared {
 /** Socket message types. */
 enum vmmu_dm_msg_type {
     /** vm -> dm, first message.  Carries file descriptors (SCM_RIGHTS), in
-     *  order: the shared page, the kick eventfd, @c nslots response eventfds,
+     *  order: the shared page, the kick channel, @c nslots response channels,
      *  the service socket, then the vm's memfd if @c flags has
      *  VMMU_DM_HELLO_MEMFD, then the device dirty bitmap if it has
      *  VMMU_DM_HELLO_DIRTY.  @c seq holds nslots, @c gpa the shared size. */
@@ -189,7 +199,7 @@ struct vmmu_dm_page_in_done {
      *  first byte, as a region-table entry (else all zero). */
     struct vmmu_dm_region_ent run;
 };
-/** HELLO flag: the vm's memfd follows the response eventfds. */
+/** HELLO flag: the vm's memfd follows the response channels. */
 #define VMMU_DM_HELLO_MEMFD 1u
 /** HELLO flag: the device dirty bitmap's descriptor comes last (after the
  *  memfd, if any): a memfd of VMMU_DM_DIRTY_PAGES bits, sealed against

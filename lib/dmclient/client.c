@@ -41,6 +41,22 @@ static void close_fds(const int *fds, unsigned n)
             close(fds[i]);
 }
 
+/* Whether @fd is a datagram socket: what the vm's wake-up channels are. */
+static bool is_dgram_socket(int fd)
+{
+    int type = 0;
+    socklen_t len = sizeof(type);
+    return getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 && type == SOCK_DGRAM;
+}
+
+/* Whether @fd is a file sealed against shrinking (a memfd the vm cannot
+ * truncate under our mappings, which would then fault). */
+static bool sealed_against_shrinking(int fd)
+{
+    int seals = fcntl(fd, F_GET_SEALS);
+    return seals >= 0 && (seals & F_SEAL_SHRINK);
+}
+
 /* Wait up to @until (now_ns() time) for @sock to be readable: 1, 0 when
  * the time is up, or VMMU_ESYS. */
 static int wait_readable(int sock, uint64_t until)
@@ -209,7 +225,7 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
         return VMMU_ENOMEM;
     }
     c->sock = sock;
-    c->shm_fd = c->kick_efd = c->memfd = c->svc_sock = c->dirty_fd = -1;
+    c->shm_fd = c->kick_fd = c->memfd = c->svc_sock = c->dirty_fd = -1;
     c->bucket_shift = shift;
     c->limit = cfg && cfg->mapcache_bytes ? cfg->mapcache_bytes : 64u << 20;
     c->spin_us = cfg ? cfg->spin_us : 0;
@@ -238,22 +254,28 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
     }
     c->nslots = (unsigned)m.seq;
     c->shm_fd = fds[0];
-    c->kick_efd = fds[1];
-    c->resp_efd = dmc_malloc(c->nslots * sizeof(int));
-    if (!c->resp_efd) {
+    /* The channels are datagram sockets and the files sealed (checked
+     * below, once each descriptor has its owner in @c). */
+    c->kick_fd = fds[1];
+    c->resp_fd = dmc_malloc(c->nslots * sizeof(int));
+    if (!c->resp_fd) {
         close_fds(fds + 2, want - 2);
         vmmu_dmc_close(c);
         return VMMU_ENOMEM;
     }
-    memcpy(c->resp_efd, fds + 2, c->nslots * sizeof(int));
+    memcpy(c->resp_fd, fds + 2, c->nslots * sizeof(int));
     c->svc_sock = fds[2 + c->nslots];
     if (m.flags & VMMU_DM_HELLO_MEMFD)
         c->memfd = fds[3 + c->nslots];
     if (m.flags & VMMU_DM_HELLO_DIRTY)
         c->dirty_fd = fds[want - 1];
 
+    bool kinds_ok = is_dgram_socket(c->kick_fd) && sealed_against_shrinking(c->shm_fd) &&
+                    (c->memfd < 0 || sealed_against_shrinking(c->memfd));
+    for (unsigned i = 0; i < c->nslots; i++)
+        kinds_ok = kinds_ok && is_dgram_socket(c->resp_fd[i]);
     struct stat sb;
-    if (fstat(c->shm_fd, &sb) != 0 || (uint64_t)sb.st_size != m.gpa) {
+    if (!kinds_ok || fstat(c->shm_fd, &sb) != 0 || (uint64_t)sb.st_size != m.gpa) {
         vmmu_dmc_close(c);
         return VMMU_EPROTO;
     }
@@ -318,11 +340,11 @@ void vmmu_dmc_close(struct vmmu_dmc *c)
         munmap(c->shared, c->shared_size);
     if (c->dirty)
         munmap(c->dirty, VMMU_DM_DIRTY_PAGES / 8);
-    int fixed[] = {c->sock, c->shm_fd, c->kick_efd, c->memfd, c->svc_sock, c->dirty_fd};
+    int fixed[] = {c->sock, c->shm_fd, c->kick_fd, c->memfd, c->svc_sock, c->dirty_fd};
     close_fds(fixed, 6);
-    if (c->resp_efd)
-        close_fds(c->resp_efd, c->nslots);
-    free(c->resp_efd);
+    if (c->resp_fd)
+        close_fds(c->resp_fd, c->nslots);
+    free(c->resp_fd);
     free(c);
 }
 
@@ -352,7 +374,7 @@ int vmmu_dmc_process(struct vmmu_dmc *c)
         if (nfds < 0)
             return nfds == VMMU_ETIMEDOUT ? 0 : nfds;
         if (m.type == VMMU_DM_MSG_MEMFD) {
-            if (nfds != 1 || c->memfd >= 0) {
+            if (nfds != 1 || c->memfd >= 0 || !sealed_against_shrinking(fd)) {
                 if (nfds == 1)
                     close(fd);
                 return VMMU_EPROTO;
@@ -524,14 +546,15 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req)
                 __builtin_ia32_pause();
             continue;
         }
-        struct pollfd p[2] = {{.fd = c->kick_efd, .events = POLLIN},
+        struct pollfd p[2] = {{.fd = c->kick_fd, .events = POLLIN},
                               {.fd = c->sock, .events = POLLIN}};
         uint64_t left = deadline == UINT64_MAX ? 1000 : (deadline - now + 999999) / 1000000;
         int n = poll(p, 2, left > 1000 ? 1000 : (int)left);
         if (n > 0 && (p[0].revents & POLLIN)) {
-            uint64_t cnt;
-            if (read(c->kick_efd, &cnt, sizeof(cnt)) < 0) {
-                /* nothing to clear */
+            /* Take the wake-ups queued (a bounded number: a vm that keeps
+             * kicking cannot hold us here). */
+            char b[16];
+            for (int i = 0; i < 64 && recv(c->kick_fd, b, sizeof(b), MSG_DONTWAIT) >= 0; i++) {
             }
         }
     }
@@ -554,9 +577,9 @@ int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64
                      __ATOMIC_RELAXED);
     __atomic_store_n(&s->resp_seq, req->seq, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
-    uint64_t one = 1;
-    if (write(c->resp_efd[req->slot], &one, sizeof(one)) < 0)
-        return VMMU_ESYS;
+    static const char one = 1;
+    if (send(c->resp_fd[req->slot], &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
+        return VMMU_ESYS; /* (EAGAIN: the queue is full, a wake-up is pending) */
     return 0;
 }
 

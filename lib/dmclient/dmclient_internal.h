@@ -75,13 +75,15 @@ struct dmc_bucket {
 #define DMC_PAGEIN_ROUNDS 4
 
 struct vmmu_dmc {
-    int sock, shm_fd, kick_efd, memfd;
+    /* The wake-up channels (datagram sockets, used only with MSG_DONTWAIT:
+     * the vm holds their other ends and cannot make a call here block). */
+    int sock, shm_fd, kick_fd, memfd;
     int dirty_fd;       /* the device dirty bitmap (VMMU_DM_HELLO_DIRTY), or -1 */
     uint64_t *dirty;    /* its mapping, VMMU_DM_DIRTY_PAGES bits, or NULL */
     int svc_sock;        /* the service socket (PAGE_IN), -1 once it failed */
     uint64_t pagein_seq; /* last PAGE_IN sent */
     unsigned nslots;
-    int *resp_efd;
+    int *resp_fd;
     void *shared;
     size_t shared_size;
     struct vmmu_dm_slot *slots;

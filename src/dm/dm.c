@@ -15,7 +15,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -272,24 +271,28 @@ static struct vmmu_dm_server *server_new(struct vmmu_dm *dm)
     if (!srv)
         return NULL;
     srv->dm = dm;
-    srv->shm_fd = srv->kick_efd = srv->sock = srv->svc_sock = srv->pidfd = -1;
+    srv->shm_fd = srv->kick_fd = srv->sock = srv->svc_sock = srv->pidfd = -1;
     pthread_mutex_init(&srv->ring_lock, NULL);
-    srv->resp_efd = vmmu__malloc(dm->nslots * sizeof(int));
-    if (!srv->resp_efd) {
+    srv->resp_fd = vmmu__malloc(2 * dm->nslots * sizeof(int));
+    if (!srv->resp_fd) {
+        pthread_mutex_destroy(&srv->ring_lock);
         free(srv);
         return NULL;
     }
-    for (unsigned i = 0; i < dm->nslots; i++)
-        srv->resp_efd[i] = -1;
+    srv->resp_peer = srv->resp_fd + dm->nslots;
+    for (unsigned i = 0; i < 2 * dm->nslots; i++)
+        srv->resp_fd[i] = -1;
     return srv;
 }
 
-static int server_make_eventfds(struct vmmu_dm_server *srv)
+static int server_make_channels(struct vmmu_dm_server *srv)
 {
     for (unsigned i = 0; i < srv->dm->nslots; i++) {
-        srv->resp_efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-        if (srv->resp_efd[i] < 0)
+        int pair[2];
+        if (vmmu__dm_chan_open(pair) != 0)
             return VMMU_ESYS;
+        srv->resp_fd[i] = pair[0];
+        srv->resp_peer[i] = pair[1];
     }
     return 0;
 }
@@ -300,10 +303,10 @@ static void server_free(struct vmmu_dm_server *srv)
         vmmu__dm_remote_fini(srv);
     else
         free(srv->slots);
-    for (unsigned i = 0; i < srv->dm->nslots; i++)
-        if (srv->resp_efd[i] >= 0)
-            close(srv->resp_efd[i]);
-    free(srv->resp_efd);
+    for (unsigned i = 0; i < 2 * srv->dm->nslots; i++)
+        if (srv->resp_fd[i] >= 0)
+            close(srv->resp_fd[i]);
+    free(srv->resp_fd);
     pthread_mutex_destroy(&srv->ring_lock);
     free(srv);
 }
@@ -346,7 +349,7 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
     srv->opaque = opaque;
     srv->timeout_ms = 5000;
     srv->slots = vmmu__calloc(dm->nslots, sizeof(*srv->slots));
-    int err = srv->slots ? server_make_eventfds(srv) : VMMU_ENOMEM;
+    int err = srv->slots ? server_make_channels(srv) : VMMU_ENOMEM;
     if (!err)
         err = server_attach(dm, srv);
     if (err) {
@@ -373,7 +376,7 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
     }
     srv->remote = true;
     srv->sock = sock;
-    int err = server_make_eventfds(srv);
+    int err = server_make_channels(srv);
     if (!err)
         err = vmmu__dm_remote_init(srv, sock, cfg);
     if (!err)
@@ -618,10 +621,7 @@ int vmmu_dm_complete(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req
     s->status = status ? VMMU_DM_STATUS_ERROR : VMMU_DM_STATUS_OK;
     s->resp_seq = req->seq;
     __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
-    uint64_t one = 1;
-    if (write(srv->resp_efd[req->vcpu_id], &one, sizeof(one)) < 0) {
-        /* eventfd full (impossible in practice); the waiter's poll times out */
-    }
+    vmmu__dm_chan_notify(srv->resp_peer[req->vcpu_id]);
     return 0;
 }
 
@@ -661,17 +661,13 @@ int vmmu_dm_vcpu_wait(struct vmmu_dm *dm, int vcpu_id, int timeout_ms)
             blk = vmmu__sync_block_begin();
             asleep = true;
         }
-        struct pollfd pfd[3] = {{.fd = srv->resp_efd[vcpu_id], .events = POLLIN},
+        struct pollfd pfd[3] = {{.fd = srv->resp_fd[vcpu_id], .events = POLLIN},
                                 {.fd = srv->sock, .events = POLLRDHUP},
                                 {.fd = srv->pidfd, .events = POLLIN}};
         uint64_t left_ms = (until - now + 999999) / 1000000;
         int n = poll(pfd, 3, left_ms > 1000 ? 1000 : (int)left_ms);
-        if (n > 0 && (pfd[0].revents & POLLIN)) {
-            uint64_t cnt;
-            if (read(srv->resp_efd[vcpu_id], &cnt, sizeof(cnt)) < 0) {
-                /* already drained: the state check above decides */
-            }
-        }
+        if (n > 0 && (pfd[0].revents & POLLIN))
+            vmmu__dm_chan_drain(srv->resp_fd[vcpu_id]); /* the state check above decides */
         if (n > 0 && (pfd[1].revents | pfd[2].revents))
             vmmu__dm_server_kill(srv, VMMU_EDEAD);
     }

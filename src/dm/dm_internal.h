@@ -116,8 +116,12 @@ struct vmmu_dm_server {
     uint32_t region_seq; /* private copy: never read back from shared memory */
     struct vmmu_dm_region_ent *priv_regions; /* what we published, max_regions entries */
     unsigned npriv;
-    int *resp_efd;       /* nslots eventfds, dm -> vm */
-    int kick_efd;        /* vm -> dm */
+    /* Wake-up channels (see vmmu__dm_chan_open()): per slot, the end the
+     * vm waits on and the device model's end, which the vm keeps too (to
+     * wake its own waiters when the server dies); the vm's end of the kick
+     * channel (remote servers: the device model's end went with HELLO). */
+    int *resp_fd, *resp_peer;
+    int kick_fd;
 
     int sock;
     /* The service socket (PAGE_IN requests, pagein.c) and its thread. */
@@ -159,6 +163,17 @@ struct vmmu_dm_server {
 };
 
 uint64_t vmmu__dm_now_ns(void);
+/* Wake-up channels between the vm and a device model: a datagram socket
+ * pair, each end used only with MSG_DONTWAIT.  Not eventfds: both sides
+ * of an eventfd share one open file, so a device model could clear its
+ * O_NONBLOCK or fill its counter and hang the vm in a write or a read;
+ * a flag on a call is the caller's own.  Returns 0 or VMMU_ESYS. */
+int vmmu__dm_chan_open(int fds[2]);
+/* Send one wake-up on @fd; a full queue already holds one. */
+void vmmu__dm_chan_notify(int fd);
+/* Take the wake-ups queued on @fd (a bounded number: a device model that
+ * keeps sending cannot hold the caller here). */
+void vmmu__dm_chan_drain(int fd);
 
 /* Declare @srv dead for @reason: hang up, kill and wait for its process if
  * known, wake every waiter.  Idempotent; safe from any thread. */

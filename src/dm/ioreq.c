@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "dm/dm_internal.h"
@@ -57,12 +58,30 @@ static bool same_access(const struct dm_vcpu *v, const struct vmmu_dm_server *sr
            (!req->write || v->wdata == req->data);
 }
 
+int vmmu__dm_chan_open(int fds[2])
+{
+    return socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0, fds) ? VMMU_ESYS : 0;
+}
+
+void vmmu__dm_chan_notify(int fd)
+{
+    static const char one = 1;
+    if (send(fd, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        /* EAGAIN: the queue is full, so a wake-up is pending; a device
+         * model gone (its end closed) is noticed on the main socket. */
+    }
+}
+
+void vmmu__dm_chan_drain(int fd)
+{
+    char b[16];
+    for (int i = 0; i < 64 && recv(fd, b, sizeof(b), MSG_DONTWAIT) >= 0; i++) {
+    }
+}
+
 static void kick(struct vmmu_dm_server *srv)
 {
-    uint64_t one = 1;
-    if (write(srv->kick_efd, &one, sizeof(one)) < 0) {
-        /* The counter is saturated: the device model has wake-ups queued. */
-    }
+    vmmu__dm_chan_notify(srv->kick_fd);
 }
 
 /* Give the slot back after an answer or a failure.  A remote slot goes
@@ -116,19 +135,15 @@ static void wait_slot(struct vmmu_dm_server *srv, unsigned idx, uint64_t until)
     }
     while (now < until && !atomic_load(&srv->dead) &&
            __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_RESPONSE) {
-        struct pollfd pfd[3] = {{.fd = srv->resp_efd[idx], .events = POLLIN},
+        struct pollfd pfd[3] = {{.fd = srv->resp_fd[idx], .events = POLLIN},
                                 {.fd = srv->sock, .events = POLLRDHUP},
                                 {.fd = srv->pidfd, .events = POLLIN}};
         uint64_t left_us = (until - now + 999) / 1000;
         struct timespec ts = {.tv_sec = (time_t)(left_us / 1000000),
                               .tv_nsec = (long)(left_us % 1000000) * 1000};
         int n = ppoll(pfd, 3, &ts, NULL);
-        if (n > 0 && (pfd[0].revents & POLLIN)) {
-            uint64_t cnt;
-            if (read(srv->resp_efd[idx], &cnt, sizeof(cnt)) < 0) {
-                /* drained by an earlier wait */
-            }
-        }
+        if (n > 0 && (pfd[0].revents & POLLIN))
+            vmmu__dm_chan_drain(srv->resp_fd[idx]);
         if (n > 0 && (pfd[1].revents | pfd[2].revents))
             vmmu__dm_server_kill(srv, VMMU_EDEAD);
         now = vmmu__dm_now_ns();

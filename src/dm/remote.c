@@ -14,6 +14,7 @@
  * its timeout to exit on its own, then killed.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -21,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
-#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -148,11 +148,9 @@ static void kill_and_wait(struct vmmu_dm_server *srv, int reason)
     }
     atomic_store(&srv->dead, reason);
     /* Wake every vCPU sleeping on this server. */
-    uint64_t one = 1;
     for (unsigned i = 0; i < srv->dm->nslots; i++)
-        if (srv->resp_efd[i] >= 0 && write(srv->resp_efd[i], &one, sizeof(one)) < 0) {
-            /* saturated counter: already awake */
-        }
+        if (srv->resp_peer[i] >= 0)
+            vmmu__dm_chan_notify(srv->resp_peer[i]);
 }
 
 int vmmu__dm_check_ack(const void *buf, size_t len, uint64_t acked, uint64_t sent, uint64_t *seq)
@@ -311,8 +309,11 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     uint64_t size = align_up(regions_off + sizeof(struct vmmu_dm_region_table) +
                                  max_regions * sizeof(struct vmmu_dm_region_ent),
                              4096);
-    srv->shm_fd = memfd_create("vmmu-dm", MFD_CLOEXEC);
-    if (srv->shm_fd < 0 || ftruncate(srv->shm_fd, (off_t)size) != 0)
+    /* Sealed at its size: the device model maps it too, and could
+     * otherwise shrink it under the vm's stores (SIGBUS). */
+    srv->shm_fd = memfd_create("vmmu-dm", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (srv->shm_fd < 0 || ftruncate(srv->shm_fd, (off_t)size) != 0 ||
+        fcntl(srv->shm_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
         return VMMU_ESYS;
     void *p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, srv->shm_fd, 0);
     if (p == MAP_FAILED)
@@ -339,10 +340,6 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     srv->regions = (struct vmmu_dm_region_table *)((char *)p + regions_off);
     srv->region_ent = (struct vmmu_dm_region_ent *)(srv->regions + 1);
 
-    srv->kick_efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (srv->kick_efd < 0)
-        return VMMU_ESYS;
-
     /* Whose process is it? */
     pid_t pid = cfg ? cfg->pid : 0;
     if (!pid) {
@@ -361,18 +358,25 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     if (!dirty)
         return errno == ENOMEM ? VMMU_ENOMEM : VMMU_ESYS;
 
-    /* The service socket: the vm keeps one end, the device model gets the other. */
-    int svc[2];
-    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc) != 0)
+    /* The kick channel and the service socket: the vm keeps one end of
+     * each, the device model gets the other. */
+    int kick[2];
+    if (vmmu__dm_chan_open(kick) != 0)
         return VMMU_ESYS;
+    srv->kick_fd = kick[0];
+    int svc[2];
+    if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc) != 0) {
+        close(kick[1]);
+        return VMMU_ESYS;
+    }
     srv->svc_sock = svc[0];
 
     int fds[VMMU_DM_HELLO_MAX_FDS];
     unsigned nfds = 0;
     fds[nfds++] = srv->shm_fd;
-    fds[nfds++] = srv->kick_efd;
+    fds[nfds++] = kick[1];
     for (unsigned i = 0; i < dm->nslots; i++)
-        fds[nfds++] = srv->resp_efd[i];
+        fds[nfds++] = srv->resp_peer[i];
     fds[nfds++] = svc[1];
     int memfd = vmmu_vm_memfd(dm->vm);
     struct vmmu_dm_msg hello = {.type = VMMU_DM_MSG_HELLO, .seq = dm->nslots, .gpa = size};
@@ -385,6 +389,7 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     hello.flags |= VMMU_DM_HELLO_DIRTY;
     int err = vmmu__dm_send_msg(srv, &hello, fds, nfds);
     close(svc[1]);
+    close(kick[1]);
     if (err)
         return err == VMMU_ETIMEDOUT ? VMMU_EDEAD : err;
     return vmmu__dm_service_start(srv);
@@ -397,8 +402,8 @@ void vmmu__dm_remote_fini(struct vmmu_dm_server *srv)
         munmap(srv->shared, srv->shared_size);
     if (srv->shm_fd >= 0)
         close(srv->shm_fd);
-    if (srv->kick_efd >= 0)
-        close(srv->kick_efd);
+    if (srv->kick_fd >= 0)
+        close(srv->kick_fd);
     if (srv->sock >= 0)
         close(srv->sock);
     if (srv->pidfd >= 0)

@@ -304,9 +304,17 @@ static int memfd_take(struct vmmu_vm *vm, uint64_t len, uint64_t *off)
 static int memfd_carve(struct vmmu_vm *vm, uint64_t bytes, uint8_t **host, uint64_t *offset)
 {
     if (vm->memfd < 0) {
-        vm->memfd = memfd_create(vm->name, MFD_CLOEXEC);
-        if (vm->memfd < 0)
+        /* Sealed against shrinking: device models map it, and one that
+         * truncated it would make the vm's own accesses to guest RAM fault
+         * (SIGBUS).  It only ever grows (memfd_take()). */
+        int fd = memfd_create(vm->name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+        if (fd < 0)
             return VMMU_ESYS;
+        if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK) != 0) {
+            close(fd);
+            return VMMU_ESYS;
+        }
+        vm->memfd = fd;
     }
     uint64_t off, len = memfd_span_of(bytes);
     int err = memfd_take(vm, len, &off);

@@ -12,10 +12,10 @@
  * shared-page header) for the client library, followed by slot contents
  * and messages for vmmu_dmc_wait()/vmmu_dmc_process().
  */
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -297,10 +297,13 @@ static void hostile_vm(struct input *in)
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
         fail("socketpair");
-    int shm = memfd_create("fuzz", MFD_CLOEXEC);
+    /* Sealed as a vm seals it, unless the input says otherwise. */
+    int shm = memfd_create("fuzz", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     size_t size = 4096;
     if (shm < 0 || ftruncate(shm, (off_t)size))
         fail("memfd");
+    if (!(take8(in) & 1) && fcntl(shm, F_ADD_SEALS, F_SEAL_SHRINK))
+        fail("seal");
     uint8_t *page = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
     if (page == MAP_FAILED)
         fail("mmap");
@@ -326,13 +329,16 @@ static void hostile_vm(struct input *in)
     if (k2 & 1) m.type = take8(in);
     if (k2 & 2) m.seq = take8(in);
     if (k2 & 4) m.flags = take8(in);
-    int efd[4];
+    /* Wake-up channels: the device model's ends go in the HELLO. */
+    int chan[4][2];
     for (int i = 0; i < 4; i++)
-        efd[i] = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, chan[i]))
+            fail("socketpair");
     int svc[2]; /* the service socket: the client's end goes in the HELLO */
     if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc))
         fail("socketpair");
-    int fds[6] = {shm, efd[0], efd[1], efd[2], (take8(in) & 1) ? efd[3] : svc[1], shm};
+    int fds[6] = {shm, chan[0][1], chan[1][1], chan[2][1], (take8(in) & 1) ? chan[3][1] : svc[1],
+                  shm};
     unsigned nfds = 1 + take8(in) % 6;
     union {
         char buf[CMSG_SPACE(sizeof(int) * 6)];
@@ -390,8 +396,10 @@ static void hostile_vm(struct input *in)
     }
     munmap(page, size);
     close(shm);
-    for (int i = 0; i < 4; i++)
-        close(efd[i]);
+    for (int i = 0; i < 4; i++) {
+        close(chan[i][0]);
+        close(chan[i][1]);
+    }
     close(svc[0]);
     close(svc[1]);
     close(sv[0]);

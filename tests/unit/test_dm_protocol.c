@@ -3,6 +3,7 @@
  * wrong sequence, impossible values, answers to requests never made,
  * garbage on the socket), and a vm that sends the client library garbage.
  * Each lie hurts at most the liar's own request; nothing crashes or hangs. */
+#include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <fcntl.h>
@@ -29,6 +30,7 @@
 #include "vmmu/pager.h"
 #include "vmmu/vmmu.h"
 
+#include "dm/dm_internal.h"
 #include "sync/sync_internal.h"
 
 #define DEV_GPA 0x100000ull
@@ -212,6 +214,72 @@ static void a_slot_the_device_model_frees_times_out(void **state)
     /* The host is not the device model's process (a socketpair): nothing
      * was killed, the server is just dead. */
     assert_int_equal(vmmu_dm_server_check(e->srv), VMMU_EDEAD);
+}
+
+/* The wake-up channels are the vm's own sockets: a device model that
+ * clears O_NONBLOCK on its ends, lets the kick queue fill and floods the
+ * vm's response queues cannot make the vm block in a send or a receive.
+ * A vCPU's access and a host access still end at the deadline (with
+ * eventfds, whose one open file both sides share, the vm blocked for
+ * ever in the kick's write). */
+static void a_device_model_cannot_make_the_vm_block_on_its_channels(void **state)
+{
+    struct env *e = *state;
+    int kick = e->f.fds[1];
+    assert_int_equal(fcntl(kick, F_SETFL, 0), 0);
+    while (send(e->srv->kick_fd, "k", 1, MSG_DONTWAIT) == 1) {
+    } /* as many kicks as the queue holds, unread */
+    for (unsigned i = 0; i < 3; i++) { /* two vCPUs and the host */
+        int resp = e->f.fds[2 + i];
+        assert_int_equal(fcntl(resp, F_SETFL, 0), 0);
+        while (send(resp, "r", 1, MSG_DONTWAIT) == 1) {
+        }
+    }
+    alarm(20); /* a vm that blocks fails here, not for ever */
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dm_vcpu_wait(e->dm, 0, -1), 0);
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_ETIMEDOUT);
+    alarm(0);
+}
+
+static void a_host_access_is_not_blocked_by_a_device_models_channels(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(fcntl(e->f.fds[1], F_SETFL, 0), 0);
+    while (send(e->srv->kick_fd, "k", 1, MSG_DONTWAIT) == 1) {
+    }
+    int resp = e->f.fds[2 + 2];
+    assert_int_equal(fcntl(resp, F_SETFL, 0), 0);
+    while (send(resp, "r", 1, MSG_DONTWAIT) == 1) {
+    }
+    alarm(20);
+    uint64_t v = 0;
+    assert_int_equal(access1(e, -1, 0, &v), VMMU_ETIMEDOUT);
+    alarm(0);
+}
+
+/* The files a device model maps cannot be truncated under the vm's own
+ * mappings (a SIGBUS in the vm): the shared page is sealed at its size,
+ * the vm's memfd against shrinking (it still grows as RAM is added). */
+static void the_files_a_device_model_maps_cannot_be_shrunk(void **state)
+{
+    struct env *e = *state;
+    assert_int_equal(ftruncate(e->f.fds[0], 0), -1);
+    assert_int_equal(errno, EPERM);
+    assert_int_equal(ftruncate(e->f.fds[0], 1 << 20), -1);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(e->vm, &ram, NULL), 0);
+    int memfd = vmmu_vm_memfd(e->vm);
+    assert_true(memfd >= 0);
+    assert_int_equal(ftruncate(memfd, 0), -1);
+    assert_int_equal(errno, EPERM);
+    struct vmmu_region_desc more = {.type = VMMU_MEM_RAM, .gpa = 16 << 20, .size = 1 << 20};
+    assert_int_equal(vmmu_region_add(e->vm, &more, NULL), 0);
+    uint32_t x = 0x12345678, y = 0;
+    assert_int_equal(vmmu_gpa_write(e->vm, (16 << 20) + 8, &x, 4, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_read(e->vm, (16 << 20) + 8, &y, 4, 0, NULL), 0);
+    assert_int_equal(y, x);
 }
 
 static void an_impossible_ring_index_sends_writes_through_the_slot(void **state)
@@ -840,6 +908,30 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
     return err;
 }
 
+/* A memfd of @size bytes with @seals, as a vm makes its files. */
+static int sealed_memfd(const char *name, off_t size, unsigned seals)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    assert_true(fd >= 0);
+    assert_int_equal(ftruncate(fd, size), 0);
+    if (seals)
+        assert_int_equal(fcntl(fd, F_ADD_SEALS, (int)seals), 0);
+    return fd;
+}
+
+/* The device model's end of a wake-up channel (a datagram socket pair);
+ * the vm's end goes in @vm_end, or is closed when @vm_end is NULL. */
+static int chan_end(int *vm_end)
+{
+    int p[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, p), 0);
+    if (vm_end)
+        *vm_end = p[0];
+    else
+        close(p[0]);
+    return p[1];
+}
+
 /* A fake vm for the client: a valid shared page with an empty region
  * table, its memfd (4 pages of "guest RAM"), and the vm's end of the
  * service socket in @svc.  With @shared, the vm's mapping of the shared
@@ -847,11 +939,8 @@ static int client_on(const struct vmmu_dm_msg *m, const int *fds, int nfds)
 static struct vmmu_dmc *client_with_fake_vm_opts(int *svc, int *vm_sock, int *ram,
                                                  struct vmmu_dm_shared **shared, bool with_memfd)
 {
-    int shm = memfd_create("shared", MFD_CLOEXEC);
-    *ram = memfd_create("ram", MFD_CLOEXEC);
-    assert_true(shm >= 0 && *ram >= 0);
-    assert_int_equal(ftruncate(shm, 4096), 0);
-    assert_int_equal(ftruncate(*ram, 4 * 4096), 0);
+    int shm = sealed_memfd("shared", 4096, F_SEAL_SHRINK | F_SEAL_GROW);
+    *ram = sealed_memfd("ram", 4 * 4096, F_SEAL_SHRINK);
     struct vmmu_dm_shared *h = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, shm, 0);
     assert_true(h != MAP_FAILED);
     *h = (struct vmmu_dm_shared){.magic = VMMU_DM_PROTO_MAGIC, .version = VMMU_DM_PROTO_VERSION,
@@ -864,12 +953,12 @@ static struct vmmu_dmc *client_with_fake_vm_opts(int *svc, int *vm_sock, int *ra
     int sp[2], sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sp), 0);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    int fds[6] = {shm, shm, shm, shm, sp[1], *ram};
+    int fds[6] = {shm, chan_end(NULL), chan_end(NULL), chan_end(NULL), sp[1], *ram};
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096,
                             .flags = with_memfd ? VMMU_DM_HELLO_MEMFD : 0};
     send_hello(sv[0], &m, fds, with_memfd ? 6 : 5);
-    close(shm);
-    close(sp[1]);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
     /* Long enough for an answering thread on a loaded machine; the one
      * test of a silent vm waits it out once. */
     struct vmmu_dmc_config cc = {.pagein_timeout_ms = 2000};
@@ -1116,6 +1205,13 @@ static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void 
     vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, ram);
     assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
     assert_int_equal(open_fds(), before);
+    /* A memfd the vm could shrink under the device model's mappings. */
+    int loose = memfd_create("loose", MFD_CLOEXEC);
+    assert_true(loose >= 0);
+    vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, loose);
+    assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
+    close(loose);
+    assert_int_equal(open_fds(), before); /* its copy closed too */
     /* A MEMFD message without a descriptor. */
     vm_sends(vm_sock, VMMU_DM_MSG_MEMFD, 0, -1);
     assert_int_equal(vmmu_dmc_process(c), VMMU_EPROTO);
@@ -1277,10 +1373,11 @@ static void client_fails_a_message_cut_short_within_the_timeout(void **state)
 static void client_refuses_a_malformed_hello(void **state)
 {
     (void)state;
-    int shm = memfd_create("t", MFD_CLOEXEC);
-    assert_true(shm >= 0);
-    assert_int_equal(ftruncate(shm, 4096), 0);
-    int fds[5] = {shm, shm, shm, shm, shm}; /* page, kick, 2 slots, service */
+    int shm = sealed_memfd("t", 4096, F_SEAL_SHRINK);
+    int svc[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, svc), 0);
+    int fds[5] = {shm, chan_end(NULL), chan_end(NULL), chan_end(NULL),
+                  svc[1]}; /* page, kick, 2 slots, service */
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_HELLO, .seq = 2, .gpa = 4096};
     /* wrong type */
     m.type = VMMU_DM_MSG_INVALIDATE;
@@ -1329,13 +1426,36 @@ static void client_refuses_a_malformed_hello(void **state)
     h->ring_offset = 0;
     h->ring_entries = 0;
     assert_int_equal(client_on(&m, fds, 5), 0); /* and now it is acceptable */
+    /* Channels that are not datagram sockets (a vm could make an eventfd,
+     * a pipe or a stream socket block the device model's wake-ups), and
+     * a shared page the vm could truncate under the device model. */
+    int kick = fds[1];
+    fds[1] = shm;
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    fds[1] = kick;
+    int resp = fds[3];
+    fds[3] = svc[1]; /* a socket, but not a datagram one */
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    fds[3] = resp;
+    int loose = memfd_create("loose", MFD_CLOEXEC);
+    assert_true(loose >= 0);
+    assert_int_equal(ftruncate(loose, 4096), 0);
+    void *lh = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, loose, 0);
+    assert_true(lh != MAP_FAILED);
+    memcpy(lh, h, 4096);
+    munmap(lh, 4096);
+    fds[0] = loose;
+    assert_int_equal(client_on(&m, fds, 5), VMMU_EPROTO);
+    fds[0] = shm;
+    close(loose);
+    assert_int_equal(client_on(&m, fds, 5), 0);
     /* A dirty bitmap the vm could shrink under the device model's stores
      * (not sealed), or of the wrong size, is refused; a sealed one of the
      * right size is taken. */
     int dirty = memfd_create("dirty", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     assert_true(dirty >= 0);
     assert_int_equal(ftruncate(dirty, (off_t)(VMMU_DM_DIRTY_PAGES / 8)), 0);
-    int dfds[6] = {shm, shm, shm, shm, shm, dirty};
+    int dfds[6] = {fds[0], fds[1], fds[2], fds[3], fds[4], dirty};
     m.flags = VMMU_DM_HELLO_DIRTY;
     assert_int_equal(client_on(&m, dfds, 5), VMMU_EPROTO); /* the descriptor missing */
     assert_int_equal(client_on(&m, dfds, 6), VMMU_EPROTO); /* not sealed */
@@ -1352,7 +1472,9 @@ static void client_refuses_a_malformed_hello(void **state)
     close(dirty);
     m.flags = 0;
     munmap(h, 4096);
-    close(shm);
+    for (int i = 0; i < 5; i++)
+        close(fds[i]);
+    close(svc[0]);
     /* a vm that hangs up at once */
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
@@ -1376,6 +1498,9 @@ int main(void)
         T(an_impossible_status_fails_with_eproto),
         T(an_answer_in_another_vcpus_slot_is_ignored),
         TO(a_slot_the_device_model_frees_times_out),
+        TO(a_device_model_cannot_make_the_vm_block_on_its_channels),
+        TO(a_host_access_is_not_blocked_by_a_device_models_channels),
+        TO(the_files_a_device_model_maps_cannot_be_shrunk),
         T(an_impossible_ring_index_sends_writes_through_the_slot),
         T(a_full_ring_sends_writes_through_the_slot),
         T(garbage_and_unasked_acks_are_counted_and_ignored),
