@@ -116,9 +116,12 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req);
 int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64_t data,
                       int status);
 
-/** Process pending invalidations without waiting.  0, VMMU_EDEAD, VMMU_EPROTO
- *  (as vmmu_dmc_wait()), VMMU_ESYS (a socket call failed), VMMU_EINVAL
- *  (NULL @p c). */
+/** Process pending invalidations without waiting.  Their acknowledgements
+ *  are sent as the socket takes them: one a vm does not read yet is kept
+ *  and sent by a later call (acknowledgements are cumulative: the latest
+ *  stands for the others).  0, VMMU_EDEAD, VMMU_EPROTO (as
+ *  vmmu_dmc_wait()), VMMU_ESYS (a socket call failed), VMMU_EINVAL (NULL
+ *  @p c). */
 int vmmu_dmc_process(struct vmmu_dmc *c);
 
 /**

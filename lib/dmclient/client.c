@@ -350,17 +350,45 @@ void vmmu_dmc_close(struct vmmu_dmc *c)
 
 /* ---- messages from the vm ------------------------------------------------------ */
 
-static int send_ack(struct vmmu_dmc *c, uint64_t seq)
+/* Whether an acknowledgement is owed or partly sent. */
+static bool ack_owed(const struct vmmu_dmc *c)
 {
-    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = seq};
-    ssize_t n = send(c->sock, &m, sizeof(m), MSG_NOSIGNAL);
-    return n == (ssize_t)sizeof(m) ? 0 : VMMU_EDEAD;
+    return c->ack_off || c->ack_sent != c->inval_seen;
+}
+
+/* Send what can go now of the acknowledgement owed, never waiting: a vm
+ * that does not read its socket gets the rest at a later call (a part of
+ * a message sent stays sent: the stream must stay in step). */
+static int send_acks(struct vmmu_dmc *c)
+{
+    while (ack_owed(c)) {
+        if (!c->ack_off)
+            c->ack_msg = (struct vmmu_dm_msg){.type = VMMU_DM_MSG_INVALIDATE_ACK,
+                                              .seq = c->inval_seen};
+        ssize_t n = send(c->sock, (const char *)&c->ack_msg + c->ack_off,
+                         sizeof(c->ack_msg) - c->ack_off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 0;
+        if (n <= 0)
+            return VMMU_EDEAD;
+        c->ack_off += (unsigned)n;
+        if (c->ack_off == sizeof(c->ack_msg)) {
+            c->ack_sent = c->ack_msg.seq;
+            c->ack_off = 0;
+        }
+    }
+    return 0;
 }
 
 int vmmu_dmc_process(struct vmmu_dmc *c)
 {
     if (!c)
         return VMMU_EINVAL;
+    int err = send_acks(c);
+    if (err)
+        return err;
     for (;;) {
         struct pollfd p = {.fd = c->sock, .events = POLLIN};
         if (poll(&p, 1, 0) <= 0)
@@ -389,7 +417,7 @@ int vmmu_dmc_process(struct vmmu_dmc *c)
         vmmu__dmc_invalidate(c, m.gpa, m.size);
         c->inval_seen = m.seq;
         c->st.invalidations++;
-        int err = send_ack(c, m.seq);
+        err = send_acks(c);
         if (err)
             return err;
     }
@@ -404,15 +432,30 @@ int vmmu__dmc_page_in(struct vmmu_dmc *c, uint64_t gpa, uint64_t size,
         return VMMU_EHOLE; /* the service is gone: the pages stay out */
     struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_PAGE_IN, .seq = ++c->pagein_seq, .gpa = gpa,
                             .size = size};
-    if (send(c->svc_sock, &m, sizeof(m), MSG_NOSIGNAL) != (ssize_t)sizeof(m))
-        return VMMU_EHOLE;
+    uint64_t deadline = now_ns() + (uint64_t)c->pagein_timeout_ms * 1000000ull;
+    /* Sent without blocking: a vm that reads nothing from the service
+     * socket costs us the timeout, not the thread. */
+    for (;;) {
+        ssize_t n = send(c->svc_sock, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n == (ssize_t)sizeof(m))
+            break;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n >= 0 || errno != EAGAIN)
+            return VMMU_EHOLE; /* the service is gone: the pages stay out */
+        uint64_t now = now_ns();
+        if (now >= deadline)
+            return VMMU_ETIMEDOUT;
+        struct pollfd p = {.fd = c->svc_sock, .events = POLLOUT};
+        if (poll(&p, 1, (int)((deadline - now) / 1000000 + 1)) < 0 && errno != EINTR)
+            return VMMU_ESYS;
+    }
     c->st.page_ins++;
     /* Invalidations wait until we are back: the caller may hold pinned
      * mappings (a DMA's destination while it maps the source), which an
      * invalidation would make harmless behind its back; and one processed
      * now could cover the run we are about to map.  The vm's page-in never
      * waits for our acknowledgements, so this cannot deadlock. */
-    uint64_t deadline = now_ns() + (uint64_t)c->pagein_timeout_ms * 1000000ull;
     for (;;) {
         struct pollfd p = {.fd = c->svc_sock, .events = POLLIN};
         uint64_t now = now_ns();
@@ -547,7 +590,8 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req)
             continue;
         }
         struct pollfd p[2] = {{.fd = c->kick_fd, .events = POLLIN},
-                              {.fd = c->sock, .events = POLLIN}};
+                              {.fd = c->sock,
+                               .events = (short)(POLLIN | (ack_owed(c) ? POLLOUT : 0))}};
         uint64_t left = deadline == UINT64_MAX ? 1000 : (deadline - now + 999999) / 1000000;
         int n = poll(p, 2, left > 1000 ? 1000 : (int)left);
         if (n > 0 && (p[0].revents & POLLIN)) {

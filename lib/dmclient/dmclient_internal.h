@@ -98,6 +98,13 @@ struct vmmu_dmc {
     unsigned spin_us;
     unsigned pagein_timeout_ms;
     uint64_t inval_seen; /* last invalidation seq processed */
+    /* Acknowledgements are sent without waiting (a vm that does not read
+     * them must not block us): the one being sent, ack_off of its bytes
+     * gone, and the seq of the last one sent whole; inval_seen is the one
+     * owed (acknowledgements are cumulative: only the latest is sent). */
+    struct vmmu_dm_msg ack_msg;
+    unsigned ack_off;
+    uint64_t ack_sent;
 
     /* mapcache */
     unsigned bucket_shift;

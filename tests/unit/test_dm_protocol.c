@@ -932,6 +932,9 @@ static int chan_end(int *vm_end)
     return p[1];
 }
 
+/* The client's page-in timeout with the fake vm below. */
+static unsigned fake_vm_pagein_ms = 2000;
+
 /* A fake vm for the client: a valid shared page with an empty region
  * table, its memfd (4 pages of "guest RAM"), and the vm's end of the
  * service socket in @svc.  With @shared, the vm's mapping of the shared
@@ -961,7 +964,7 @@ static struct vmmu_dmc *client_with_fake_vm_opts(int *svc, int *vm_sock, int *ra
         close(fds[i]);
     /* Long enough for an answering thread on a loaded machine; the one
      * test of a silent vm waits it out once. */
-    struct vmmu_dmc_config cc = {.pagein_timeout_ms = 2000};
+    struct vmmu_dmc_config cc = {.pagein_timeout_ms = fake_vm_pagein_ms};
     struct vmmu_dmc *cl;
     assert_int_equal(vmmu_dmc_connect_fd(sv[1], &cc, &cl), 0);
     *svc = sp[0];
@@ -1247,6 +1250,59 @@ static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void 
     close(ram);
 }
 
+/* A vm that reads nothing cannot block the client: acknowledgements it
+ * does not take are kept (cumulative: the latest is owed) and sent at a
+ * later call, a part of one sent stays in step; a page-in request the
+ * service socket has no room for fails after pagein_timeout_ms. */
+static void a_vm_that_reads_nothing_cannot_block_the_client(void **state)
+{
+    (void)state;
+    int svc, vm_sock, ram;
+    struct vmmu_dmc *c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    alarm(30); /* a client that blocks fails here, not for ever */
+    const uint64_t n = 20000;
+    for (uint64_t seq = 1; seq <= n; seq++) {
+        vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, seq, -1);
+        if (seq % 64 == 0 || seq == n)
+            assert_int_equal(vmmu_dmc_process(c), 0);
+    }
+    /* Every acknowledgement received is whole and newer than the last;
+     * the last owed comes once the vm has made room. */
+    uint64_t last = 0;
+    for (int round = 0; round < 2 && last < n; round++) {
+        struct vmmu_dm_msg ack;
+        ssize_t got;
+        while ((got = recv(vm_sock, &ack, sizeof(ack), MSG_DONTWAIT | MSG_WAITALL)) > 0) {
+            assert_int_equal(got, sizeof(ack));
+            assert_int_equal(ack.type, VMMU_DM_MSG_INVALIDATE_ACK);
+            assert_true(ack.seq > last && ack.seq <= n);
+            last = ack.seq;
+        }
+        assert_int_equal(vmmu_dmc_process(c), 0);
+    }
+    assert_int_equal(last, n);
+
+    /* The service socket: the vm never reads its requests. */
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+    fake_vm_pagein_ms = 1;
+    c = client_with_fake_vm(&svc, &vm_sock, &ram);
+    fake_vm_pagein_ms = 2000;
+    void *p;
+    for (unsigned i = 0; i < 1000; i++)
+        assert_int_equal(vmmu_dmc_map(c, 0x3000, 8, 0, &p), VMMU_ETIMEDOUT);
+    struct vmmu_dmc_stats st;
+    assert_int_equal(vmmu_dmc_stats(c, &st), 0);
+    assert_true(st.page_ins < 1000); /* the queue filled: later ones were never sent */
+    alarm(0);
+    vmmu_dmc_close(c);
+    close(svc);
+    close(vm_sock);
+    close(ram);
+}
+
 /* A vm that hangs up with an acknowledgement unread resets the
  * connection: the failed receive brings no descriptor, and what an
  * earlier message left in the control buffer is not taken for one (the
@@ -1521,6 +1577,7 @@ int main(void)
         cmocka_unit_test(client_asks_again_when_told_to_and_takes_a_bad_request_as_its_own_error),
         cmocka_unit_test(client_takes_one_memfd_and_refuses_messages_it_does_not_expect),
         cmocka_unit_test(a_reset_connection_leaves_the_descriptors_already_taken_alone),
+        cmocka_unit_test(a_vm_that_reads_nothing_cannot_block_the_client),
         cmocka_unit_test(client_refuses_region_table_entries_that_wrap),
         cmocka_unit_test(client_fails_a_message_cut_short_within_the_timeout),
     };
