@@ -229,8 +229,12 @@ static void note_write(struct dmc_bucket *b, uint64_t gpa, uint64_t len)
 /* Report the pages @b (and the buckets it retired) mapped for writing in
  * the device dirty bitmap: after the stores, with release order, so that
  * the vm, which takes the bits with an exchange, reads what they stand
- * for.  Pages beyond the bitmap cannot be reported. */
-static void report_writes(struct vmmu_dmc *c, struct dmc_bucket *b)
+ * for.  Pages beyond the bitmap cannot be reported.  The spans are kept
+ * (@keep) while another mapping of @b is pinned: a store through that one
+ * after the vm took the bits must be reported at its own unmap, and a
+ * bucket does not know which part each pin maps (reporting a page again
+ * only makes the vm copy it again). */
+static void report_writes(struct vmmu_dmc *c, struct dmc_bucket *b, bool keep)
 {
     for (struct dmc_bucket *u = b; u; u = u == b ? b->retired : u->hnext) {
         if (u->wlo == u->whi)
@@ -241,7 +245,8 @@ static void report_writes(struct vmmu_dmc *c, struct dmc_bucket *b)
             for (uint64_t p = first; p <= last && p < VMMU_DM_DIRTY_PAGES; p++)
                 __atomic_fetch_or(&c->dirty[p / 64], 1ull << (p % 64), __ATOMIC_RELEASE);
         }
-        u->wlo = u->whi = 0;
+        if (!keep)
+            u->wlo = u->whi = 0;
     }
 }
 
@@ -388,7 +393,7 @@ int vmmu_dmc_unmap(struct vmmu_dmc *c, uint64_t gpa)
     uint64_t key = gpa >> c->bucket_shift;
     for (struct dmc_bucket *b = c->hash[hash_of(key)]; b; b = b->hnext)
         if (b->key == key && b->pins && unit_holds(b, gpa)) {
-            report_writes(c, b);
+            report_writes(c, b, b->pins > 1);
             b->pins--;
             return 0;
         }
@@ -430,7 +435,7 @@ void vmmu__dmc_invalidate(struct vmmu_dmc *c, uint64_t gpa, uint64_t size)
             } else {
                 /* Its user's stores so far reached guest memory; from now
                  * on they go to private memory and are lost. */
-                report_writes(c, b);
+                report_writes(c, b, false);
                 make_harmless(b);
                 for (struct dmc_bucket *r = b->retired; r; r = r->hnext)
                     make_harmless(r);

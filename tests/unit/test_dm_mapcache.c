@@ -766,6 +766,35 @@ static void a_device_models_writes_are_in_the_dirty_log(void **state)
     assert_int_equal(take_dirty(e, bm), 0);
 }
 
+/* Two write mappings held at once in one bucket: the unmap of one, and
+ * the vm taking the bits, do not lose the other's later stores; its
+ * unmap reports them (a page may then be reported again: the vm copies
+ * it again, which costs time, never data). */
+static void a_write_mapping_still_held_reports_its_stores_at_its_own_unmap(void **state)
+{
+    struct env *e = *state;
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
+    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
+    uint64_t bm[4];
+    assert_int_equal(take_dirty(e, bm), 0);
+    void *a, *b;
+    assert_int_equal(vmmu_dmc_map(e->c, 0, 8, 1, &a), 0);
+    assert_int_equal(vmmu_dmc_map(e->c, 2 * 4096, 8, 1, &b), 0);
+    memcpy(b, "B", 1);
+    assert_int_equal(vmmu_dmc_unmap(e->c, 2 * 4096), 0);
+    assert_true(take_dirty(e, bm) >= 1);
+    assert_true(page_bit(bm, 2));
+    memcpy(a, "A", 1); /* after the vm took the bits */
+    assert_int_equal(vmmu_dmc_unmap(e->c, 0), 0);
+    assert_true(take_dirty(e, bm) >= 1);
+    assert_true(page_bit(bm, 0));
+    /* Nothing held: nothing reported again. */
+    assert_int_equal(vmmu_dmc_write(e->c, 5 * 4096, "c", 1), 0);
+    assert_int_equal(take_dirty(e, bm), 1);
+    assert_true(page_bit(bm, 5));
+}
+
 struct dm_pump {
     struct vmmu_dmc *c;
     atomic_int stop;
@@ -1190,6 +1219,8 @@ int main(void)
             regions_beyond_a_full_table_are_reached_through_the_page_in_service, setup, teardown),
         cmocka_unit_test_setup_teardown(a_device_models_writes_are_in_the_dirty_log, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(a_write_mapping_still_held_reports_its_stores_at_its_own_unmap,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_region_reusing_a_span_does_not_inherit_device_dirty_bits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_host_access_on_a_vcpu_thread_waits_offline, setup,
