@@ -22,9 +22,13 @@
  * bytes and the bytes the update left (the new ones; the old ones for a
  * CMPXCHG whose compare failed, which writes them back).  A re-executed
  * instruction gets the old bytes back and does not compute the update a
- * second time; it stores the recorded bytes again, as it redoes its plain
- * stores, so that a store the instruction made to the same bytes before
- * the locked one (redone too) does not undo it. */
+ * second time.  It stores the recorded bytes again only where memory
+ * holds the old bytes once more: a store the instruction made to the
+ * same bytes before the locked one, redone, put them back, and must not
+ * undo the update.  Anything else there came after the first pass's
+ * update (that update itself, a later store of the instruction, or
+ * another vCPU's atomic update between the passes) and is left alone:
+ * storing over it would lose the other vCPU's update. */
 #include <string.h>
 
 #include "access/access_internal.h"
@@ -98,11 +102,15 @@ static void ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
     }
 }
 
-/* ram_update()'s update for a replay: the bytes the first pass left. */
-static bool update_replayed(void *ctx, const uint8_t *old, uint8_t *new_bytes, unsigned size)
+/* ram_update()'s update for a replay: @ctx holds the old bytes the first
+ * pass saw, then the bytes it left.  Those are stored again only over the
+ * old bytes (see the file comment). */
+static bool update_replayed(void *ctx, const uint8_t *cur, uint8_t *new_bytes, unsigned size)
 {
-    (void)old;
-    memcpy(new_bytes, ctx, size);
+    const uint8_t *rec = ctx;
+    if (memcmp(cur, rec, size) != 0 || memcmp(rec, rec + size, size) == 0)
+        return false;
+    memcpy(new_bytes, rec + size, size);
     return true;
 }
 
@@ -191,11 +199,12 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         const struct latch_event *e = vmmu__latch_event_next(a, EV_ATOMIC, p[0].va, ev_size);
         if (e) {
             /* Done by an earlier pass: the old value it saw, and the
-             * bytes it left stored again (see the file comment). */
+             * bytes it left stored again over the old ones (see the file
+             * comment). */
             const uint8_t *rec = vmmu__latch_event_data(a, e);
             memcpy(old, rec, size);
             fn = update_replayed;
-            ctx = (void *)(uintptr_t)(rec + size);
+            ctx = (void *)(uintptr_t)rec;
         } else {
             rc = vmmu__latch_event_room(a, ev_size);
             if (rc)
@@ -205,7 +214,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         }
     }
     if (ram && !split) {
-        /* A replay stores the recorded bytes; @old keeps what the first pass saw. */
+        /* A replay may store the recorded bytes; @old keeps what the first pass saw. */
         uint8_t seen[16];
         ram_update(p[0].host, size, fn, ctx, fn == update_replayed ? seen : old);
     } else if (ram) {

@@ -4013,19 +4013,41 @@ static void a_locked_write_after_a_store_to_its_bytes_survives_the_re_execution(
     assert_int_equal(get64(&c->t.env, CAP_DATA), 9);
 }
 
-/* SDM CMPXCHG: a compare that fails writes the old value back, and a
- * re-execution redoes the instruction's writes (docs/access.md, "data
- * events").  A live read between the re-executed CMPXCHG and a later
- * store of the same instruction to its bytes sees the old value, as one
- * run of the instruction would show (vmmu used to store nothing there,
- * so the read saw the later store from the first pass). */
-static void a_re_executed_cmpxchg_that_failed_writes_its_old_value_back_again(void **state)
+/* A re-executed locked update stores the bytes it left again only where
+ * memory holds its old bytes once more (docs/access.md, "data events").
+ * Between the passes another vCPU's LOCK ADD of 1000 (an atomic add on
+ * the same host bytes) is kept: the re-executed LOCK ADD, and a CMPXCHG
+ * whose compare failed, used to store the first pass's bytes over it,
+ * losing the other update.  A later store of the instruction itself is
+ * redone after the replayed update, so one run's final bytes result
+ * either way (a live read between the two now sees the first pass's
+ * store, which is already there). */
+static void a_re_executed_locked_update_keeps_another_vcpus_update_between_the_passes(void **state)
 {
     struct cap *c = *state;
     struct vmmu_vcpu *v = c->t.vcpu;
     cap_map(c, CAP_VA, CAP_DATA);
+    uint64_t *host = (uint64_t *)(void *)(c->t.env.mem + CAP_DATA);
     struct vmmu_x86_fault f;
-    uint64_t d, seen = 0, five = 5, nine = 9, hundred = 100, live = 0;
+    uint64_t d, old = 0;
+    put64(&c->t.env, CAP_DATA, 100);
+    c->pend = 1;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        assert_int_equal(vmmu_access_rmw(v, CAP_VA, 8, VMMU_RMW_ADD, 1, &old, 0, &f), 0);
+        assert_int_equal(old, 100);
+        int rc = vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+        if (pass == 1) {
+            assert_int_equal(get64(&c->t.env, CAP_DATA), 101);
+            __atomic_fetch_add(host, 1000, __ATOMIC_SEQ_CST); /* the other vCPU */
+        }
+    }
+    assert_int_equal(get64(&c->t.env, CAP_DATA), 1101);
+
+    /* A CMPXCHG whose compare failed (memory 7, expected 5). */
+    uint64_t five = 5, nine = 9, seen = 0, hundred = 100, live = 0;
     bool swapped = true;
     put64(&c->t.env, CAP_DATA, 7);
     c->pend = 1;
@@ -4035,6 +4057,21 @@ static void a_re_executed_cmpxchg_that_failed_writes_its_old_value_back_again(vo
                          0);
         assert_int_equal(seen, 7);
         assert_false(swapped);
+        int rc = vmmu_access_load(v, CAP_VDEV, 8, 0, &d, &f);
+        assert_int_equal(vmmu_insn_end(v, rc), 0);
+        if (pass == 1)
+            __atomic_fetch_add(host, 1000, __ATOMIC_SEQ_CST);
+    }
+    assert_int_equal(get64(&c->t.env, CAP_DATA), 1007);
+
+    /* The failed CMPXCHG, then a store of the instruction to its bytes. */
+    put64(&c->t.env, CAP_DATA, 7);
+    c->pend = 1;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        assert_int_equal(vmmu_insn_begin(v), 0);
+        assert_int_equal(vmmu_access_cmpxchg(v, CAP_VA, 8, &five, &nine, &seen, &swapped, 0, &f),
+                         0);
+        assert_int_equal(seen, 7);
         if (pass == 2) {
             unsigned token = vmmu_latch_disable(v);
             assert_int_equal(vmmu_access_load(v, CAP_VA, 8, 0, &live, &f), 0);
@@ -4045,7 +4082,7 @@ static void a_re_executed_cmpxchg_that_failed_writes_its_old_value_back_again(vo
         assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
         assert_int_equal(vmmu_insn_end(v, rc), 0);
     }
-    assert_int_equal(live, 7);
+    assert_int_equal(live, 100);
     assert_int_equal(get64(&c->t.env, CAP_DATA), 100);
 }
 
@@ -4065,7 +4102,7 @@ int main(void)
         C(a_re_execution_that_reads_past_the_capacity_overflows),
         C(latch_stats_pass_names_the_pass_that_pended_until_the_next_begin),
         C(a_locked_write_after_a_store_to_its_bytes_survives_the_re_execution),
-        C(a_re_executed_cmpxchg_that_failed_writes_its_old_value_back_again),
+        C(a_re_executed_locked_update_keeps_another_vcpus_update_between_the_passes),
 #undef C
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
