@@ -702,6 +702,16 @@ static uint64_t take_dirty(struct env *e, uint64_t bm[4])
     return n;
 }
 
+/* Turn the RAM region's dirty log on, check it starts empty; its id. */
+static uint32_t log_dirty(struct env *e, uint64_t bm[4])
+{
+    struct vmmu_p2m_entry pe;
+    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
+    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
+    assert_int_equal(take_dirty(e, bm), 0);
+    return pe.region_id;
+}
+
 static bool page_bit(const uint64_t bm[4], unsigned page)
 {
     return (bm[page / 64] >> (page % 64)) & 1;
@@ -715,11 +725,8 @@ static bool page_bit(const uint64_t bm[4], unsigned page)
 static void a_device_models_writes_are_in_the_dirty_log(void **state)
 {
     struct env *e = *state;
-    struct vmmu_p2m_entry pe;
-    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
-    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
     uint64_t bm[4];
-    assert_int_equal(take_dirty(e, bm), 0);
+    uint32_t region_id = log_dirty(e, bm);
 
     /* The copy helpers. */
     assert_int_equal(vmmu_dmc_write(e->c, 3 * 4096 + 10, "abcdefgh", 8), 0);
@@ -762,7 +769,7 @@ static void a_device_models_writes_are_in_the_dirty_log(void **state)
 
     /* Turning logging on again starts from nothing, device bits too. */
     assert_int_equal(vmmu_dmc_write(e->c, 50 * 4096, "z", 1), 0);
-    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
+    assert_int_equal(vmmu_dirty_log_enable(e->vm, region_id, true), 0);
     assert_int_equal(take_dirty(e, bm), 0);
 }
 
@@ -773,11 +780,8 @@ static void a_device_models_writes_are_in_the_dirty_log(void **state)
 static void a_write_mapping_still_held_reports_its_stores_at_its_own_unmap(void **state)
 {
     struct env *e = *state;
-    struct vmmu_p2m_entry pe;
-    assert_int_equal(vmmu_p2m_lookup(e->vm, 0, &pe), 0);
-    assert_int_equal(vmmu_dirty_log_enable(e->vm, pe.region_id, true), 0);
     uint64_t bm[4];
-    assert_int_equal(take_dirty(e, bm), 0);
+    (void)log_dirty(e, bm);
     void *a, *b;
     assert_int_equal(vmmu_dmc_map(e->c, 0, 8, 1, &a), 0);
     assert_int_equal(vmmu_dmc_map(e->c, 2 * 4096, 8, 1, &b), 0);

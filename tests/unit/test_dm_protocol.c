@@ -1181,6 +1181,17 @@ static void vm_sends(int vm_sock, uint32_t type, uint64_t seq, int fd)
     send_hello(vm_sock, &m, &fd, fd >= 0 ? 1 : 0);
 }
 
+/* A client whose fake vm gave no memfd at hello, with the whole memfd
+ * (4 pages) published as one writable region at gpa 0. */
+static struct vmmu_dmc *client_without_memfd(int *svc, int *vm_sock, int *ram,
+                                             struct vmmu_dm_shared **h)
+{
+    struct vmmu_dmc *c = client_with_fake_vm_opts(svc, vm_sock, ram, h, false);
+    publish_one_region(*h, (struct vmmu_dm_region_ent){.gpa = 0, .size = 4 * 4096,
+                                                       .flags = VMMU_DM_REGION_WRITABLE});
+    return c;
+}
+
 /* What the vm sends on the main socket: one memfd (in the hello or in a
  * MEMFD message, never a second one, and never a MEMFD message without
  * it), invalidations with growing sequence numbers, nothing else.  Any
@@ -1191,9 +1202,7 @@ static void client_takes_one_memfd_and_refuses_messages_it_does_not_expect(void 
     (void)state;
     int svc, vm_sock, ram;
     struct vmmu_dm_shared *h;
-    struct vmmu_dmc *c = client_with_fake_vm_opts(&svc, &vm_sock, &ram, &h, false);
-    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0, .size = 4 * 4096,
-                                                      .flags = VMMU_DM_REGION_WRITABLE});
+    struct vmmu_dmc *c = client_without_memfd(&svc, &vm_sock, &ram, &h);
     assert_int_equal(pwrite(ram, "late", 4, 0x2000), 4);
     void *p;
     assert_int_equal(vmmu_dmc_map(c, 0x2000, 4, 0, &p), VMMU_ENOENT); /* no memfd yet */
@@ -1313,9 +1322,7 @@ static void a_reset_connection_leaves_the_descriptors_already_taken_alone(void *
     (void)state;
     int svc, vm_sock, ram;
     struct vmmu_dm_shared *h;
-    struct vmmu_dmc *c = client_with_fake_vm_opts(&svc, &vm_sock, &ram, &h, false);
-    publish_one_region(h, (struct vmmu_dm_region_ent){.gpa = 0, .size = 4 * 4096,
-                                                      .flags = VMMU_DM_REGION_WRITABLE});
+    struct vmmu_dmc *c = client_without_memfd(&svc, &vm_sock, &ram, &h);
     assert_int_equal(pwrite(ram, "guest", 5, 0), 5);
     vm_sends(vm_sock, VMMU_DM_MSG_INVALIDATE, 1, -1);
     assert_int_equal(vmmu_dmc_process(c), 0); /* its acknowledgement stays unread */
