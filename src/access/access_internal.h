@@ -38,6 +38,7 @@ struct latch_xlate {
     uint64_t gpa_page;
     uint16_t key;  /* access bits (WRITE/FETCH/IMPLICIT) << 2 | context */
     uint16_t pass;
+    uint16_t regime; /* paging registers loaded before it in its pass */
 };
 
 /* EV_ATOMIC: a locked update of RAM of n bytes; its data is the old bytes
@@ -69,6 +70,7 @@ struct latch {
     unsigned cursor;    /* next event a replay consumes */
     unsigned frozen_events; /* events recorded by earlier passes */
     unsigned served_this_pass; /* entry reads served from earlier passes */
+    uint16_t regime;    /* paging registers loaded so far in this pass */
     struct latch_entry entries[VMMU_LATCH_ENTRIES];
     struct latch_xlate xlates[VMMU_LATCH_XLATES];
     struct latch_event events[VMMU_LATCH_EVENTS];

@@ -7,9 +7,12 @@
  *  - page-table entries, tagged (gpa, level), through the x86 part's
  *    entry-read hook, which this file puts on the thread between
  *    vmmu_insn_begin() and vmmu_insn_end();
- *  - translations, tagged (linear page, access kind, context): a TLB hit
- *    reads no entry, so without them a TLB flushed between the passes
- *    would let the replay walk tables the guest has rewritten;
+ *  - translations, tagged (linear page, access kind, context, and how
+ *    many loads of CR0/CR3/CR4/EFER came before in the pass, so that an
+ *    instruction that switches page tables, a task switch, translates
+ *    what follows through the new ones): a TLB hit reads no entry, so
+ *    without them a TLB flushed between the passes would let the replay
+ *    walk tables the guest has rewritten;
  *  - data events in order: each page piece of a read, and each MMIO or
  *    device piece that completed (so that it is not repeated).
  *
@@ -151,7 +154,7 @@ bool vmmu__latch_xlate_find(struct vmmu__access_vcpu *a, uint64_t va_page, unsig
     uint16_t key = xlate_key(a->vcpu, access);
     for (unsigned i = 0; i < l->nxlates; i++) {
         const struct latch_xlate *x = &l->xlates[i];
-        if (x->va_page == va_page && x->key == key) {
+        if (x->va_page == va_page && x->key == key && x->regime == l->regime) {
             *gpa_page = x->gpa_page;
             if (x->pass != l->pass)
                 l->stats.xlates_replayed++;
@@ -174,7 +177,14 @@ int vmmu__latch_xlate_record(struct vmmu__access_vcpu *a, uint64_t va_page, unsi
     x->gpa_page = gpa_page;
     x->key = xlate_key(a->vcpu, access);
     x->pass = (uint16_t)l->pass;
+    x->regime = l->regime;
     return 0;
+}
+
+void vmmu__latch_regime_changed(struct vmmu_vcpu *v)
+{
+    if (v->access && v->access->latch.in_insn)
+        v->access->latch.regime++;
 }
 
 /* ---- Data events ------------------------------------------------------------ */
@@ -254,6 +264,7 @@ int vmmu_insn_begin(struct vmmu_vcpu *v)
     l->pass++;                /* 1, or the next replay of a kept latch */
     l->cursor = 0;
     l->frozen_events = l->nevents;
+    l->regime = 0;
     l->in_insn = true;
     a->hits_mark = a->nhits;
     a->dropped_mark = a->hits_dropped;

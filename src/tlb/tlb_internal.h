@@ -395,6 +395,9 @@ struct vmmu_vcpu {
 /* ---- src/access: per-vCPU state, made and freed with the vCPU ------------ */
 int vmmu__access_vcpu_init(struct vmmu_vcpu *v);
 void vmmu__access_vcpu_fini(struct vmmu_vcpu *v);
+/* CR0, CR3, CR4 or EFER was loaded: linear addresses may translate
+ * differently from here on, inside the current instruction too. */
+void vmmu__latch_regime_changed(struct vmmu_vcpu *v);
 
 /* ---- Small pieces table.c, fill.c and warm.c share ------------------------ */
 static inline void entry_clear(struct vmmu_tlb_entry *e)

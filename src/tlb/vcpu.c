@@ -257,6 +257,7 @@ int vmmu_vcpu_set_cr0(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
     int rc = vmmu_x86_set_cr0(&v->pg, value, fault);
     if (!took_effect(rc, fault))
         return rc;
+    vmmu__latch_regime_changed(v);
     uint64_t now = v->pg.cr0, changed = old ^ now;
     if (changed & VMMU_X86_CR0_PG) {
         /* SDM 4.10.4.1: changing PG invalidates everything (1 -> 0), and
@@ -278,6 +279,7 @@ int vmmu_vcpu_set_cr3(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
     int rc = vmmu_x86_set_cr3(&v->pg, value, fault);
     if (!took_effect(rc, fault))
         return rc;
+    vmmu__latch_regime_changed(v);
     bool pcide = (v->pg.cr4 & VMMU_X86_CR4_PCIDE) != 0;
     unsigned si = slot_for(v, current_pcid(&v->pg));
     switch_to_slot(v, si);
@@ -298,6 +300,7 @@ int vmmu_vcpu_set_cr4(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
     int rc = vmmu_x86_set_cr4(&v->pg, value, fault);
     if (!took_effect(rc, fault))
         return rc;
+    vmmu__latch_regime_changed(v);
     uint64_t now = v->pg.cr4, changed = old.cr4 ^ now;
     uint64_t everything = VMMU_X86_CR4_PGE | VMMU_X86_CR4_PAE | VMMU_X86_CR4_PSE |
                           VMMU_X86_CR4_LA57;
@@ -344,6 +347,7 @@ int vmmu_vcpu_set_efer(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_faul
     int rc = vmmu_x86_set_efer(&v->pg, value, fault);
     if (!took_effect(rc, fault))
         return rc;
+    vmmu__latch_regime_changed(v);
     /* NXE both narrows (XD applies) and widens-or-narrows (bit 63 stops or
      * starts being reserved): drop everything, paging-structure caches
      * included, which hold the accumulated XD. */
@@ -406,6 +410,7 @@ int vmmu_vcpu_set_state(struct vmmu_vcpu *v, const struct vmmu_x86_regs *regs)
     int rc = vmmu_x86_set_state(&v->pg, regs);
     if (rc)
         return rc;
+    vmmu__latch_regime_changed(v);
     flush_everything(v);
     switch_to_slot(v, slot_for(v, current_pcid(&v->pg)));
     vmmu__tlb_select(v);

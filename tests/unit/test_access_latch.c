@@ -375,6 +375,45 @@ static void a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entr
     assert_int_equal(a, 9);
 }
 
+/* A task switch loads CR3 inside one instruction: what the instruction
+ * reads of a linear page afterwards goes through the new tables, in its
+ * first pass and in its replay, although it read the same page (same
+ * access kind, same context) under the old tables before. */
+static void a_cr3_load_inside_an_instruction_translates_the_rest_through_the_new_tables(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t root1 = f->e.root, root2 = env_page(&f->e.t.env);
+    tmap(&f->e.t, root2, VA, 1, UPPER, DATA(3) | PTE_RW);
+    tmap(&f->e.t, root2, VDEV, 1, UPPER, DEV_GPA | PTE_RW);
+    put64(&f->e.t.env, DATA(0), 1);
+    put64(&f->e.t.env, DATA(3), 3);
+    f->dev.pend_next = true;
+    for (unsigned pass = 1; pass <= 2; pass++) {
+        uint64_t a = 0, b = 0;
+        assert_int_equal(vmmu_vcpu_set_cr3(V(f), root1, &flt), 0);
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+        assert_int_equal(a, 1);
+        assert_int_equal(vmmu_vcpu_set_cr3(V(f), root2, &flt), 0);
+        assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+        assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+        assert_int_equal(a, 3);
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        put64(&f->e.t.env, DATA(0), 10); /* the replay reads what the first pass read */
+        put64(&f->e.t.env, DATA(3), 30);
+    }
+    /* Both translations were served from the record in the replay. */
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    uint64_t a = 0;
+    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
+    assert_int_equal(a, 30);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+}
+
 static void device_write_completed_in_the_first_pass_is_not_repeated(void **state)
 {
     struct fx *f = *state;
@@ -637,6 +676,7 @@ int main(void)
         T(replayed_walk_serves_recorded_entries_for_a_new_access),
         T(a_discard_inside_a_replay_drops_what_its_walks_filled_from_recorded_entries),
         T(a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entry),
+        T(a_cr3_load_inside_an_instruction_translates_the_rest_through_the_new_tables),
         T(device_write_completed_in_the_first_pass_is_not_repeated),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
