@@ -274,6 +274,9 @@ const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
                                       const struct latch_event *e);
 /* Room for one more event of @size bytes? (VMMU_EOVERFLOW if not) */
 int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size);
+/* The instruction pends: note the bytes each recorded locked update's
+ * operand holds now (src/access/atomic.c). */
+void vmmu__atomic_latch_pended(struct vmmu_vcpu *v);
 int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,
                              const void *data, uint32_t size);
 /* Room for @events more events holding @bytes bytes in all?

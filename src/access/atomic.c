@@ -22,13 +22,15 @@
  * bytes and the bytes the update left (the new ones; the old ones for a
  * CMPXCHG whose compare failed, which writes them back).  A re-executed
  * instruction gets the old bytes back and does not compute the update a
- * second time.  It stores the recorded bytes again only where memory
- * holds the old bytes once more: a store the instruction made to the
- * same bytes before the locked one, redone, put them back, and must not
- * undo the update.  Anything else there came after the first pass's
- * update (that update itself, a later store of the instruction, or
- * another vCPU's atomic update between the passes) and is left alone:
- * storing over it would lose the other vCPU's update. */
+ * second time.  It stores the bytes it left again when each byte of the
+ * operand in memory is one the instruction explains: its old value (a
+ * store the instruction made to it before the locked one, redone, put it
+ * back, and must not undo the update), the value the update left, or the
+ * value there when the instruction last pended (a later store of the
+ * instruction).  So the re-execution leaves what one run leaves.  A byte
+ * holding anything else is another agent's (another vCPU's atomic update
+ * between the passes), and then the operand is left alone: storing over
+ * it would lose that update. */
 #include <string.h>
 
 #include "access/access_internal.h"
@@ -102,16 +104,63 @@ static void ram_update(uint8_t *h, unsigned size, update_fn fn, void *ctx, uint8
     }
 }
 
-/* ram_update()'s update for a replay: @ctx holds the old bytes the first
- * pass saw, then the bytes it left.  Those are stored again only over the
- * old bytes (see the file comment). */
+/* An EV_ATOMIC event's data: the old bytes the first pass saw, the bytes
+ * the update left, the bytes there when the last pass pended (refreshed by
+ * vmmu__atomic_latch_pended()), then the gpa of each of its at most two
+ * page pieces. */
+#define ATOMIC_EV_SIZE(size) (3u * (size) + 16u)
+enum { AT_OLD, AT_LEFT, AT_PENDED };
+
+static const uint8_t *at_bytes(const uint8_t *rec, unsigned size, unsigned which)
+{
+    return rec + which * size;
+}
+
+/* ram_update()'s update for a replay: @ctx holds an EV_ATOMIC event's
+ * data.  The bytes the update left are stored again only where each byte
+ * of memory is one this instruction explains (see the file comment). */
 static bool update_replayed(void *ctx, const uint8_t *cur, uint8_t *new_bytes, unsigned size)
 {
     const uint8_t *rec = ctx;
-    if (memcmp(cur, rec, size) != 0 || memcmp(rec, rec + size, size) == 0)
-        return false;
-    memcpy(new_bytes, rec + size, size);
+    const uint8_t *old = at_bytes(rec, size, AT_OLD), *left = at_bytes(rec, size, AT_LEFT),
+                  *pended = at_bytes(rec, size, AT_PENDED);
+    for (unsigned k = 0; k < size; k++)
+        if (cur[k] != old[k] && cur[k] != left[k] && cur[k] != pended[k])
+            return false; /* another agent's byte: leave the operand alone */
+    if (memcmp(cur, left, size) == 0)
+        return false; /* nothing to store again */
+    memcpy(new_bytes, left, size);
     return true;
+}
+
+void vmmu__atomic_latch_pended(struct vmmu_vcpu *v)
+{
+    struct latch *l = &v->access->latch;
+    for (unsigned i = 0; i < l->nevents; i++) {
+        const struct latch_event *e = &l->events[i];
+        if (e->kind != EV_ATOMIC)
+            continue;
+        unsigned size = (e->size - 16u) / 3u;
+        uint8_t *rec = l->data + e->off, *pended = rec + AT_PENDED * size;
+        uint64_t gpa[2];
+        memcpy(gpa, rec + 3 * size, sizeof(gpa));
+        unsigned len0 = (unsigned)(VMMU_PAGE_SIZE - (gpa[0] & ~VMMU_PAGE_MASK));
+        if (len0 > size)
+            len0 = size;
+        uint8_t now[16];
+        bool ok = true;
+        for (unsigned p = 0, off = 0; p < 2 && off < size && ok; p++) {
+            unsigned len = p == 0 ? len0 : size - len0;
+            struct vmmu_p2m_entry pe;
+            ok = vmmu_p2m_lookup(v->vm, gpa[p], &pe) == 0 && pe.type == VMMU_MEM_RAM &&
+                 pe.hva != NULL;
+            if (ok)
+                vmmu__guest_copy_in(now + off, pe.hva, len);
+            off += len;
+        }
+        /* A page gone meanwhile: only the update's own bytes are explained. */
+        memcpy(pended, ok ? now : at_bytes(rec, size, AT_LEFT), size);
+    }
 }
 
 /* An update under the latch: the update, noting the bytes it left (the
@@ -193,7 +242,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     if (split && !exclusive)
         return NEED_EXCLUSIVE;
     bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
-    uint32_t ev_size = 2 * size;
+    uint32_t ev_size = ATOMIC_EV_SIZE(size);
     struct noted noted = {.fn = fn, .ctx = ctx};
     if (latch) {
         const struct latch_event *e = vmmu__latch_event_next(a, EV_ATOMIC, p[0].va, ev_size);
@@ -269,9 +318,12 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     locked_hits(a, p, n);
     if (!latch || fn == update_replayed)
         return 0;
-    uint8_t rec[2 * 16];
-    memcpy(rec, old, size);
-    memcpy(rec + size, noted.left, size);
+    uint8_t rec[ATOMIC_EV_SIZE(16)];
+    uint64_t gpa[2] = {p[0].gpa, n == 2 ? p[1].gpa : 0};
+    memcpy(rec + AT_OLD * size, old, size);
+    memcpy(rec + AT_LEFT * size, noted.left, size);
+    memcpy(rec + AT_PENDED * size, noted.left, size);
+    memcpy(rec + 3 * size, gpa, sizeof(gpa));
     return vmmu__latch_event_record(a, EV_ATOMIC, p[0].va, rec, ev_size);
 }
 

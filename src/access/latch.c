@@ -305,6 +305,8 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
     }
     if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
         vmmu__latch_reset(l);
+    else
+        vmmu__atomic_latch_pended(v);
     vmmu__latch_hook_update(a);
     return 0;
 }
