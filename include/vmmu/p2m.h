@@ -21,9 +21,10 @@
  * concurrent lookup sees the map either before or after a change, never a
  * mixture for one address.  Removing a region waits for a grace period
  * (liburcu QSBR) before its memory is released, so threads registered as
- * readers (every online vCPU) can never touch freed memory.  A thread that
- * is not a registered reader must not access a region while another thread
- * removes that same region.
+ * readers (every online vCPU, and any thread inside vmmu_gpa_read() or
+ * vmmu_gpa_write()) can never touch freed memory.  A thread that is not a
+ * registered reader must not use a host address it got from the map
+ * (vmmu_p2m_lookup()) while another thread removes that same region.
  */
 #ifndef VMMU_P2M_H
 #define VMMU_P2M_H
@@ -323,7 +324,11 @@ int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req);
  * vmmu on a vCPU thread takes the vCPU offline, and the map may change
  * meanwhile: the rest of the range is then checked again, as above, so a
  * region removed meanwhile ends the access there (VMMU_EHOLE, the bytes
- * before done).  len 0 succeeds and does nothing.
+ * before done).  On a thread that is not an online vCPU's the call is a
+ * grace-period reader of its own, offline while a callback runs: a page
+ * out, a removal or a replacement on another thread never takes a page
+ * from under its copy, and the rest of the range is checked again after
+ * each callback.  len 0 succeeds and does nothing.
  * @return 0; VMMU_EINVAL; VMMU_ERANGE (gpa + len beyond the width);
  *         VMMU_EHOLE; VMMU_EDEVICE; VMMU_EPAGEDOUT; VMMU_EMMIO.
  * @param failed_gpa if non-NULL, receives the address of the first byte that

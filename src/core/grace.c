@@ -11,6 +11,7 @@
  * that QSBR guarantees: everything a reader did before its quiescent state
  * happens before the freeing that follows the grace period.
  */
+#include <pthread.h>
 #include <urcu/urcu-qsbr.h>
 
 #include "core/vm_internal.h"
@@ -37,6 +38,7 @@ static char grace_token;
 /* The calling thread's reader: online now, and the read-side sections it
  * has ended (vmmu__reader_sections()). */
 static _Thread_local bool reader_on __attribute__((tls_model("initial-exec")));
+static _Thread_local bool reader_registered __attribute__((tls_model("initial-exec")));
 static _Thread_local uint64_t reader_sections __attribute__((tls_model("initial-exec")));
 
 void vmmu__grace_period(void)
@@ -52,6 +54,7 @@ void vmmu__grace_period(void)
 void vmmu__reader_register(void)
 {
     urcu_qsbr_register_thread();
+    reader_registered = true;
     reader_on = true;
 }
 
@@ -59,8 +62,37 @@ void vmmu__reader_unregister(void)
 {
     reader_sections++;
     reader_on = false;
+    reader_registered = false;
     tsan_release();
     urcu_qsbr_unregister_thread();
+}
+
+/* A thread that exits while registered would leave liburcu a dangling
+ * registry entry: unregister it at exit. */
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+static void reader_exit(void *unused)
+{
+    (void)unused;
+    if (reader_registered)
+        vmmu__reader_unregister();
+}
+
+static void exit_key_make(void)
+{
+    (void)pthread_key_create(&exit_key, reader_exit);
+}
+
+void vmmu__reader_enter(void)
+{
+    if (reader_registered) {
+        vmmu__reader_online();
+        return;
+    }
+    pthread_once(&exit_once, exit_key_make);
+    vmmu__reader_register(); /* registered threads start online */
+    (void)pthread_setspecific(exit_key, (void *)1);
 }
 
 void vmmu__reader_quiescent(void)

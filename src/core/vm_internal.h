@@ -121,6 +121,11 @@ void vmmu__reader_quiescent(void);
 void vmmu__reader_offline(void);
 void vmmu__reader_online(void);
 
+/* Online, registering the calling thread first if it never was (it is
+ * then unregistered when it exits).  For threads the user owns: a vCPU's
+ * (vmmu_vcpu_online()), a host thread's guest-physical access. */
+void vmmu__reader_enter(void);
+
 /* Whether the calling thread is a registered reader that is online now
  * (what a wait inside vmmu takes offline, see vmmu__sync_block_begin()). */
 bool vmmu__reader_is_online(void);

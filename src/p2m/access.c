@@ -12,6 +12,13 @@
  *      naturally aligned pieces.
  * So a bad byte anywhere fails the access before any MMIO callback runs or
  * any byte is written.
+ *
+ * A host thread's access (no online reader: not a vCPU's) is a grace-period
+ * reader for its duration, so that a page-out or a removal that begins
+ * after pass 1 checked a page waits for the copy before it takes the page
+ * away.  It goes offline around the callbacks (MMIO, page-in), which may
+ * wait for anything, the thread that waits for the grace period included;
+ * what it found before a callback it looks up again after.
  */
 #include <string.h>
 
@@ -28,6 +35,22 @@ static unsigned mmio_piece(uint64_t offset, size_t left)
     while (size > 1 && ((offset & (size - 1)) || size > left))
         size >>= 1;
     return size;
+}
+
+/* The calling thread reads as a host thread: a reader of its own while in
+ * gpa_access(), offline in callbacks. */
+static _Thread_local bool host_reader __attribute__((tls_model("initial-exec")));
+
+static void callback_begin(void)
+{
+    if (host_reader)
+        vmmu__reader_offline();
+}
+
+static void callback_end(void)
+{
+    if (host_reader)
+        vmmu__reader_online();
 }
 
 /* Page-in requests for one page before giving up with VMMU_EPAGEDOUT. */
@@ -56,7 +79,9 @@ static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, 
         for (unsigned round = 0; fn && round < P2M_PAGEIN_ROUNDS; round++) {
             void *op = atomic_load_explicit(&vm->p2m.pagein_opaque, memory_order_relaxed);
             uint64_t section = vmmu__reader_sections();
+            callback_begin();
             err = fn(op, vm, p << VMMU_PAGE_SHIFT);
+            callback_end();
             if (err)
                 break;
             if (vmmu__reader_sections() != section)
@@ -110,16 +135,18 @@ static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t l
         unsigned size = mmio_piece(offset, len);
         uint64_t value = ~0ull;
         int err = 0;
+        callback_begin();
         if (dir == GPA_READ) {
             if (r->mmio.read)
                 err = r->mmio.read(r->opaque, offset, size, &value);
-            if (!err)
-                memcpy(buf, &value, size); /* little-endian host: low bytes first */
         } else if (r->mmio.write) {
             value = 0;
             memcpy(&value, buf, size);
             err = r->mmio.write(r->opaque, offset, size, value);
         }
+        callback_end();
+        if (!err && dir == GPA_READ)
+            memcpy(buf, &value, size); /* little-endian host: low bytes first */
         if (err) {
             if (failed_gpa)
                 *failed_gpa = gpa;
@@ -231,8 +258,25 @@ static int pass_check(struct vmmu_vm *vm, uint64_t first, uint64_t last, enum gp
     }
 }
 
+static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
+                         unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa);
+
 static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
                       unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
+{
+    bool was = host_reader, own = !vmmu__reader_is_online();
+    if (own)
+        vmmu__reader_enter();
+    host_reader = own;
+    int rc = gpa_access_in(vm, gpa, buf, len, flags, dir, failed_gpa);
+    host_reader = was;
+    if (own)
+        vmmu__reader_offline();
+    return rc;
+}
+
+static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
+                         unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
 {
     if (!vm || (!buf && len) || (flags & ~VMMU_GPA_FLAGS_ALL))
         return VMMU_EINVAL;

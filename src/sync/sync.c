@@ -57,7 +57,7 @@
 /* Initial-exec: one %fs-relative load, in the shared library too (the
  * safe point checks it on every call). */
 static _Thread_local struct vmmu_vcpu *tls_vcpu __attribute__((tls_model("initial-exec")));
-static _Thread_local bool tls_reader;            /* registered QSBR reader */
+static _Thread_local bool tls_exit_set;          /* reader_key set for this thread */
 static pthread_key_t reader_key;
 static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
 /* The access layer's safe-point function (see vmmu__sync_set_safepoint_fn). */
@@ -110,8 +110,8 @@ static void slot_wake(struct sync_slot *s)
 
 /* ---- Thread registration ------------------------------------------------- */
 
-/* A thread that exits while registered would leave liburcu a dangling
- * registry entry; unregister it, and take its vCPU offline, at exit. */
+/* A thread that exits with its vCPU online would hold it for ever: take
+ * it offline at exit. */
 static void reader_exit(void *unused)
 {
     (void)unused;
@@ -123,10 +123,7 @@ static void reader_exit(void *unused)
         tls_vcpu = NULL;
         atomic_store(&s->claimed, 0);
     }
-    if (tls_reader) {
-        tls_reader = false;
-        vmmu__reader_unregister();
-    }
+    /* (Its grace-period reader is unregistered by core/grace.c.) */
 }
 
 static void reader_key_make(void)
@@ -589,14 +586,12 @@ void vmmu__sync_unlocked(void)
 static void go_online(struct vmmu_vcpu *v)
 {
     struct sync_slot *s = v->sync;
-    if (!tls_reader) {
+    if (!tls_exit_set) {
         pthread_once(&reader_once, reader_key_make);
-        vmmu__reader_register(); /* registered threads start online */
-        tls_reader = true;
         (void)pthread_setspecific(reader_key, (void *)1);
-    } else {
-        vmmu__reader_online();
+        tls_exit_set = true;
     }
+    vmmu__reader_enter();
     tls_vcpu = v;
     atomic_store(&s->state, SYNC_ONLINE);
     /* After the state (both sequentially consistent): an exclusive section

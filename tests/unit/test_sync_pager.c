@@ -5,6 +5,8 @@
  * that cannot be created, written or read). */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <semaphore.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -280,6 +282,104 @@ static void paranoid_mode_makes_released_pages_inaccessible(void **state)
     check_pages(&s, 5); /* paged back in and accessible */
     vmmu_pager_destroy(pg);
     sync_env_fini(&s);
+}
+
+/* A host thread's guest-physical access that stalls in an MMIO callback
+ * between the RAM page's check and its copy (the access begins at the end
+ * of an MMIO page, ends in RAM). */
+struct stall {
+    sem_t in_cb, go_on;
+    struct vmmu_vm *vm;
+    bool write;
+    uint8_t buf[16];
+    int rc;
+};
+
+static int stall_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)offset;
+    (void)size;
+    struct stall *st = opaque;
+    *value = 0;
+    sem_post(&st->in_cb);
+    sem_wait(&st->go_on);
+    return 0;
+}
+
+static int stall_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)offset;
+    (void)size;
+    (void)value;
+    struct stall *st = opaque;
+    sem_post(&st->in_cb);
+    sem_wait(&st->go_on);
+    return 0;
+}
+
+static const struct vmmu_mmio_ops stall_ops = {stall_read, stall_write};
+
+static void *stall_access(void *arg)
+{
+    struct stall *st = arg;
+    st->rc = st->write ? vmmu_gpa_write(st->vm, 0x1000 - 8, st->buf, 16, 0, NULL)
+                       : vmmu_gpa_read(st->vm, 0x1000 - 8, st->buf, 16, 0, NULL);
+    return NULL;
+}
+
+/* docs/sync.md, step 4: a page-out's grace period covers host threads
+ * that looked the page up before it began.  A host thread's write or read
+ * whose RAM page is paged out while the access waits in an MMIO callback
+ * lands in the page, or reads it, once it is back: before, the write went
+ * into the released page and was lost at the page-in (paranoid mode: the
+ * host thread crashed). */
+static void a_host_access_waiting_in_a_callback_while_its_page_goes_out_loses_nothing(
+    void **state)
+{
+    (void)state;
+    for (unsigned paranoid = 0; paranoid < 2; paranoid++) {
+        for (unsigned write = 0; write < 2; write++) {
+            struct stall st = {.write = write != 0};
+            sem_init(&st.in_cb, 0, 0);
+            sem_init(&st.go_on, 0, 0);
+            struct vmmu_vm_config vc = {.gpa_bits = 32};
+            assert_int_equal(vmmu_vm_create(&vc, &st.vm), 0);
+            struct vmmu_region_desc mm = {.type = VMMU_MEM_MMIO, .gpa = 0, .size = 0x1000,
+                                          .mmio = &stall_ops, .opaque = &st};
+            struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0x1000, .size = 0x10000};
+            assert_int_equal(vmmu_region_add(st.vm, &mm, NULL), 0);
+            assert_int_equal(vmmu_region_add(st.vm, &ram, NULL), 0);
+            uint64_t before = 0x1111111111111111ull; /* not a zero page: written out */
+            assert_int_equal(vmmu_gpa_write(st.vm, 0x1000, &before, 8, 0, NULL), 0);
+            struct vmmu_pager_config pc = {.flags = paranoid ? VMMU_PAGER_PARANOID : 0};
+            struct vmmu_pager *pg;
+            assert_int_equal(vmmu_pager_create(st.vm, &pc, &pg), 0);
+            memset(st.buf, 0xab, sizeof(st.buf));
+
+            pthread_t t;
+            assert_int_equal(pthread_create(&t, NULL, stall_access, &st), 0);
+            sem_wait(&st.in_cb); /* its pass 1 found the RAM page resident */
+            struct vmmu_gpa_range r = {0x1000, 0x1000};
+            assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+            sem_post(&st.go_on);
+            assert_int_equal(pthread_join(t, NULL), 0);
+            assert_int_equal(st.rc, 0);
+
+            uint64_t now = 0, got;
+            assert_int_equal(vmmu_gpa_read(st.vm, 0x1000, &now, 8, 0, NULL), 0);
+            if (write) {
+                assert_int_equal(now, 0xababababababababull);
+            } else {
+                assert_int_equal(now, before);
+                memcpy(&got, st.buf + 8, 8);
+                assert_int_equal(got, before);
+            }
+            assert_int_equal(vmmu_pager_destroy(pg), 0);
+            vmmu_vm_destroy(st.vm);
+            sem_destroy(&st.in_cb);
+            sem_destroy(&st.go_on);
+        }
+    }
 }
 
 static void the_pager_refuses_what_it_cannot_manage(void **state)
@@ -1032,6 +1132,7 @@ int main(void)
         cmocka_unit_test(balance_counts_each_page_it_paged_out_once),
         cmocka_unit_test(balance_pages_out_until_the_resident_limit_holds),
         cmocka_unit_test(paranoid_mode_makes_released_pages_inaccessible),
+        cmocka_unit_test(a_host_access_waiting_in_a_callback_while_its_page_goes_out_loses_nothing),
         cmocka_unit_test(the_pager_refuses_what_it_cannot_manage),
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
         cmocka_unit_test(removing_a_region_forgets_its_paged_out_pages),
