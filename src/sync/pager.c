@@ -861,7 +861,6 @@ static void pager_reclaim_hook(void *opaque, struct vmmu_vm *vm,
                                enum vmmu__reclaim_why why)
 {
     struct vmmu_pager *pg = opaque;
-    (void)vm;
     if (why != VMMU_RECLAIM_REMOVE && why != VMMU_RECLAIM_REPLACE)
         return;
     pthread_mutex_lock(&pg->lock);
@@ -869,6 +868,12 @@ static void pager_reclaim_hook(void *opaque, struct vmmu_vm *vm,
         struct rec *rec = &pg->tab[i];
         if (rec->key == KEY_EMPTY || rec->key == KEY_TOMB || rec->state == REC_EVICTING ||
             rec->state == REC_WRITING || rec->state == REC_LOADING)
+            continue;
+        /* The region gone was unpublished before its hooks run; a record
+         * of the region the map shows there now (added over the range and
+         * paged out meanwhile, by another thread) is that region's. */
+        const struct vmmu_region *now = p2m_resolve(&vm->p2m, rec->key - 1, NULL);
+        if (managed(now) && now->id == rec->region_id)
             continue;
         uint64_t gpa = (rec->key - 1) << VMMU_PAGE_SHIFT;
         for (size_t k = 0; k < n; k++) {

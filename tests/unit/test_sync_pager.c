@@ -382,6 +382,42 @@ static void a_host_access_waiting_in_a_callback_while_its_page_goes_out_loses_no
     }
 }
 
+/* vmmu_region_remove() unpublishes the region, then (the map's lock
+ * released) runs its reclaim: flush, hooks, grace period.  Meanwhile
+ * another thread may add a region over the same range and page one of its
+ * pages out.  The pager's hook, run late for the removed region, must
+ * forget only that region's records: it forgot every record in the range,
+ * so the new region's page stayed paged out with its record and file slot
+ * gone (every access VMMU_EPAGEDOUT for good).  Here the late reclaim is
+ * called by hand, after the new region's page went out. */
+static void a_late_reclaim_of_a_removed_region_keeps_the_pages_of_the_region_now_there(
+    void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_vm_config vc = {.gpa_bits = 32};
+    assert_int_equal(vmmu_vm_create(&vc, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 0x4000};
+    uint32_t a, b;
+    assert_int_equal(vmmu_region_add(vm, &ram, &a), 0);
+    struct vmmu_pager *pg;
+    assert_int_equal(vmmu_pager_create(vm, NULL, &pg), 0);
+    assert_int_equal(vmmu_region_remove(vm, a), 0);
+    assert_int_equal(vmmu_region_add(vm, &ram, &b), 0);
+    assert_int_not_equal(a, b);
+    uint64_t want = 0x7777777777777777ull, got = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 0, &want, 8, 0, NULL), 0);
+    struct vmmu_gpa_range r = {0, 0x1000}, removed = {0, 0x4000};
+    assert_int_equal(vmmu_pager_page_out(pg, &r, 1), 0);
+
+    vmmu__sync_reclaim(vm, &removed, 1, VMMU_RECLAIM_REMOVE); /* the removal's, late */
+
+    assert_int_equal(vmmu_gpa_read(vm, 0, &got, 8, 0, NULL), 0);
+    assert_int_equal(got, want);
+    assert_int_equal(vmmu_pager_destroy(pg), 0);
+    vmmu_vm_destroy(vm);
+}
+
 static void the_pager_refuses_what_it_cannot_manage(void **state)
 {
     (void)state;
@@ -1136,6 +1172,7 @@ int main(void)
         cmocka_unit_test(the_pager_refuses_what_it_cannot_manage),
         cmocka_unit_test(destroying_the_pager_brings_everything_back),
         cmocka_unit_test(removing_a_region_forgets_its_paged_out_pages),
+        cmocka_unit_test(a_late_reclaim_of_a_removed_region_keeps_the_pages_of_the_region_now_there),
         cmocka_unit_test(destroying_the_vm_frees_a_pager_left_behind),
         cmocka_unit_test(replacing_a_region_forgets_its_paged_out_and_ballooned_pages),
         cmocka_unit_test(balance_gives_pages_written_under_dirty_logging_a_second_chance),
