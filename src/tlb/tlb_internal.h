@@ -173,11 +173,14 @@ struct tlb_ctx {
     unsigned n;    /* entries, power of two */
     unsigned used; /* valid hot entries */
     /* Fills since the last flush (0: the context holds nothing, victims
-     * included); also the resize rule's upper bound on demand. */
-    unsigned fills;
+     * included); also the resize rule's upper bound on demand.  64 bits,
+     * as nlarge: a context whose global entries keep it from full flushes
+     * fills 2^32 times in minutes, and a count that wrapped to 0 would
+     * make an INVLPG skip a full table. */
+    uint64_t fills;
     unsigned nfilled;
     uint16_t filled[TLB_FILLED_LOG];
-    unsigned nlarge;
+    uint64_t nlarge;
     uint64_t global;             /* COLD_GLOBAL set if an entry may be global (other bits: noise) */
     uint64_t large_lo, large_hi; /* [lo, hi) covers every large-page-derived entry */
     unsigned large_shifts;       /* bit s set: entries from pages of 1 << s bytes */

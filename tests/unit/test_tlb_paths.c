@@ -712,6 +712,28 @@ static void a_page_whose_victim_copy_cannot_write_is_held_once_after_the_write(v
     assert_int_equal(holders(f, VA), 0);
 }
 
+/* A context that is never flushed whole (its global entries survive every
+ * CR3 write) counts 2^32 fills in minutes of a busy guest.  The count once
+ * wrapped to 0, which reads "holds nothing", and INVLPG then skipped the
+ * context: the old translation stayed in use.  (Counted here from just
+ * below the wrap.) */
+static void invlpg_after_four_billion_fills_still_drops_the_page(void **state)
+{
+    struct fx *f = *state;
+    static const uint64_t VB = VA + 0x10000;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tmap(&f->t, f->root, VB, 1, UP, DATA(2) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    struct vmmu_vcpu *v = f->t.vcpu;
+    struct tlb_ctx *c = &v->slot[v->cur_slot].ctx[v->cur_ctx];
+    c->fills = UINT32_MAX;
+    assert_ptr_equal(tacc(&f->t, VB, 8, 0, NULL), hpa(&f->t, DATA(2))); /* fill 2^32 */
+    tmap(&f->t, f->root, VA, 1, UP, DATA(3) | E_P | E_RW | E_A | E_D);
+    assert_int_equal(vmmu_vcpu_invlpg(v, VA), 0);
+    assert_ptr_equal(tacc(&f->t, VA, 8, 0, NULL), hpa(&f->t, DATA(3)));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -737,6 +759,7 @@ int main(void)
         T(pages_that_share_an_index_grow_the_table_at_the_next_flush),
         T(a_guest_that_never_flushes_outgrows_its_conflicts_anyway),
         T(a_page_whose_victim_copy_cannot_write_is_held_once_after_the_write),
+        T(invlpg_after_four_billion_fills_still_drops_the_page),
         T(flushing_an_idle_vcpu_elides_every_context),
         T(a_flush_of_everything_reaches_every_pcid_that_holds_entries),
 #undef T
