@@ -89,7 +89,9 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
  * and free the layer.  No other thread may use it meanwhile.
  * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
  *         vmmu_region_foreach() (removing the ranges takes the map's lock
- *         the callback holds): nothing done, call it again afterwards.
+ *         the callback holds), or from inside an in-process callback of
+ *         one of its servers (the layer finishes the request after it):
+ *         nothing done, call it again afterwards.
  */
 int vmmu_dm_destroy(struct vmmu_dm *dm);
 
@@ -196,7 +198,9 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
  * offline).  Never fails for want of memory: its ranges then stay in the
  * routing tables, routing nowhere, until they are next rebuilt.
  * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
- *         vmmu_region_foreach(): nothing done, call it again afterwards.
+ *         vmmu_region_foreach(), or from inside this server's own
+ *         in-process callback (the request is finished after it): nothing
+ *         done, call it again afterwards.
  */
 int vmmu_dm_server_destroy(struct vmmu_dm_server *srv);
 

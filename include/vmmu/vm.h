@@ -65,8 +65,11 @@ int vmmu_vm_create(const struct vmmu_vm_config *cfg, struct vmmu_vm **out);
  * No other thread may use the vm during or after this call.  Destroy its
  * vCPUs and its device-model layer first (they refer to the vm); a pager
  * still there is freed here.  NULL is a no-op.
- * @return 0; VMMU_EBUSY (a vCPU or the device-model layer still exists:
- *         nothing is changed).
+ * @return 0; VMMU_EBUSY (a vCPU or the device-model layer still exists,
+ *         or the call is made from inside a callback vmmu runs for this
+ *         vm on this thread, which goes on using the vm once the callback
+ *         returns: a vmmu_region_foreach() callback, an MMIO callback, the
+ *         page-in or device handler; nothing is changed).
  */
 int vmmu_vm_destroy(struct vmmu_vm *vm);
 

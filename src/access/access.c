@@ -114,7 +114,10 @@ int vmmu__piece_from_gpa(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uint64_
     if ((pe.type == VMMU_MEM_RAM || pe.type == VMMU_MEM_ROM) && !pe.hva) {
         /* Paged out since the first pass: bring it back (without reading
          * it: other vCPUs may be writing it). */
+        struct vmmu__callback cb = {.vm = vm, .vcpu = v};
+        vmmu__callback_enter(&cb);
         rc = vmmu__gpa_make_resident(vm, gpa);
+        vmmu__callback_leave(&cb);
         if (rc < 0)
             return rc;
         rc = vmmu_p2m_lookup(vm, gpa, &pe);
@@ -478,12 +481,23 @@ static int piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off,
 
 /* A piece, then its watchpoint hits: an access that failed, or pended,
  * made no access to report (its re-execution reports it); a write that
- * reached a ROM reporting writes was made (the ROM dropped it). */
+ * reached a ROM reporting writes was made (the ROM dropped it).  A piece
+ * without a host address may run callbacks (MMIO, a device model, the
+ * page-in handler), which may not destroy the vCPU: it is named in a
+ * frame of its own, online on this thread or not (struct vmmu__callback). */
 int vmmu__piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
                      uint32_t n)
 {
     struct vmmu__access_vcpu *a = v->access;
-    int rc = piece_read(v, p, off, buf, n);
+    int rc;
+    if (p->host) {
+        rc = piece_read(v, p, off, buf, n);
+    } else {
+        struct vmmu__callback cb = {.vm = v->vm, .vcpu = v};
+        vmmu__callback_enter(&cb);
+        rc = piece_read(v, p, off, buf, n);
+        vmmu__callback_leave(&cb);
+    }
     if (rc == 0 && a->nwatch && !a->hits_quiet)
         (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_READ, true);
     return rc;
@@ -493,7 +507,15 @@ int vmmu__piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, 
                       uint32_t n)
 {
     struct vmmu__access_vcpu *a = v->access;
-    int rc = piece_write(v, p, off, buf, n);
+    int rc;
+    if (p->host) {
+        rc = piece_write(v, p, off, buf, n);
+    } else {
+        struct vmmu__callback cb = {.vm = v->vm, .vcpu = v};
+        vmmu__callback_enter(&cb);
+        rc = piece_write(v, p, off, buf, n);
+        vmmu__callback_leave(&cb);
+    }
     if ((rc == 0 || rc == VMMU_EROM) && a->nwatch && !a->hits_quiet)
         (void)vmmu__watch_check(a, p->va + off, n, ACC_KIND_WRITE, true);
     return rc;

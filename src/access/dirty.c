@@ -167,8 +167,13 @@ void vmmu__code_write(struct vmmu_vcpu *v, uint64_t gpa_page)
     uint8_t old = atomic_fetch_and_explicit(&r->state[gfn - r->gfn], (uint8_t)~VMMU_PAGE_CODE,
                                             memory_order_acq_rel);
     /* Exactly one writer clears each mark and reports it. */
-    if ((old & VMMU_PAGE_CODE) && v->access->code_fn)
+    if ((old & VMMU_PAGE_CODE) && v->access->code_fn) {
+        /* The write goes on after the handler: it may not destroy @v. */
+        struct vmmu__callback cb = {.vm = vm, .vcpu = v};
+        vmmu__callback_enter(&cb);
         v->access->code_fn(v->access->code_opaque, v, gpa_page);
+        vmmu__callback_leave(&cb);
+    }
 }
 
 int vmmu_code_mark(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages)

@@ -144,3 +144,28 @@ bool vmmu__in_dm_pagein(void)
 {
     return dm_pagein != 0;
 }
+
+/* ---- Callbacks running on this thread (struct vmmu__callback) ------------- */
+
+static _Thread_local struct vmmu__callback *callbacks __attribute__((tls_model("initial-exec")));
+
+void vmmu__callback_enter(struct vmmu__callback *cb)
+{
+    cb->outer = callbacks;
+    callbacks = cb;
+}
+
+void vmmu__callback_leave(struct vmmu__callback *cb)
+{
+    callbacks = cb->outer;
+}
+
+bool vmmu__callback_uses(const void *obj)
+{
+    if (!obj)
+        return false;
+    for (const struct vmmu__callback *cb = callbacks; cb; cb = cb->outer)
+        if (cb->vm == obj || cb->vcpu == obj || cb->dm == obj || cb->server == obj)
+            return true;
+    return false;
+}

@@ -126,7 +126,9 @@ int vmmu_vm_destroy(struct vmmu_vm *vm)
 {
     if (!vm)
         return 0;
-    if (vmmu__sync_in_use(vm))
+    /* Inside a vmmu_region_foreach() callback or another callback of this
+     * vm's on this thread, the call that runs it goes on using the vm. */
+    if (vmmu__vm_in_foreach(vm) || vmmu__callback_uses(vm) || vmmu__sync_in_use(vm))
         return VMMU_EBUSY;
     vmmu__p2m_fini(vm);
     vmmu__sync_fini(vm);

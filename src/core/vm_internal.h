@@ -97,6 +97,26 @@ void vmmu__dm_pagein_enter(void);
 void vmmu__dm_pagein_leave(void);
 bool vmmu__in_dm_pagein(void);
 
+/* One callback vmmu runs on the calling thread (an MMIO callback, the
+ * page-in, device or code handler, a device model's in-process callback),
+ * with what the call that runs it goes on using once it returns: the vm,
+ * the vCPU whose access it is (NULL for the host's, or when an outer
+ * frame names it), the device-model layer and the server (NULL if none).
+ * Frames nest: a callback may make an access whose own callback runs.
+ * The destroy functions refuse, with VMMU_EBUSY and nothing freed, an
+ * object a frame of their thread names, as they refuse inside a
+ * vmmu_region_foreach() callback: the caller would go on in freed memory.
+ * Another thread's callbacks are not seen: destroying what another thread
+ * uses is the caller's mistake, as the destroy functions say. */
+struct vmmu__callback {
+    const void *vm, *vcpu, *dm, *server;
+    struct vmmu__callback *outer;
+};
+void vmmu__callback_enter(struct vmmu__callback *cb);
+void vmmu__callback_leave(struct vmmu__callback *cb);
+/* Whether a callback running on this thread was called for @obj. */
+bool vmmu__callback_uses(const void *obj);
+
 /* Whether a call on this thread that changes the map or page states, or
  * waits for device models, must refuse with VMMU_EBUSY: inside a
  * vmmu_region_foreach() callback (the thread holds the map's lock) or

@@ -246,7 +246,7 @@ int vmmu_dm_destroy(struct vmmu_dm *dm)
 {
     if (!dm)
         return 0;
-    if (vmmu__vm_refuses_changes(dm->vm))
+    if (vmmu__vm_refuses_changes(dm->vm) || vmmu__callback_uses(dm))
         return VMMU_EBUSY;
     while (dm->nservers)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
@@ -413,7 +413,7 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     if (!srv)
         return 0;
     struct vmmu_dm *dm = srv->dm;
-    if (vmmu__vm_refuses_changes(dm->vm))
+    if (vmmu__vm_refuses_changes(dm->vm) || vmmu__callback_uses(srv))
         return VMMU_EBUSY;
     /* Unroute first: remove its DEVICE regions (each waits a grace period)
      * and drop it from the port table. */

@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "core/vm_internal.h"
 #include "dm/dm_internal.h"
 #include "sync/sync_internal.h"
 
@@ -302,7 +303,12 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
             __atomic_store_n(&s->seq, req->seq, __ATOMIC_RELAXED);
             __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
         }
+        /* The callback may not destroy the server, nor the layer: both are
+         * used below (struct vmmu__callback). */
+        struct vmmu__callback cb = {.vm = dm->vm, .dm = dm, .server = srv};
+        vmmu__callback_enter(&cb);
         int r = srv->ops.access(srv->opaque, req);
+        vmmu__callback_leave(&cb);
         if (r == VMMU_EPENDING && !host) {
             /* Even if a completer already answered, the access pends as
              * the callback said: the answer waits for the re-execution. */

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "core/vm_internal.h"
+#include "sync/sync_internal.h"
 #include "vmmu/error.h"
 #include "vmmu/tlb.h"
 
@@ -259,29 +260,8 @@ static int pass_check(struct vmmu_vm *vm, uint64_t first, uint64_t last, enum gp
 }
 
 static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
-                         unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa);
-
-static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
-                      unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
-{
-    bool was = host_reader, own = !vmmu__reader_is_online();
-    if (own)
-        vmmu__reader_enter();
-    host_reader = own;
-    int rc = gpa_access_in(vm, gpa, buf, len, flags, dir, failed_gpa);
-    host_reader = was;
-    if (own)
-        vmmu__reader_offline();
-    return rc;
-}
-
-static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
                          unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
 {
-    if (!vm || (!buf && len) || (flags & ~VMMU_GPA_FLAGS_ALL))
-        return VMMU_EINVAL;
-    if (!len)
-        return 0;
     uint64_t limit = 1ull << vm->gpa_bits;
     if (gpa >= limit || len > limit - gpa) {
         if (failed_gpa)
@@ -333,17 +313,45 @@ static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t 
     return late_err;
 }
 
+/* The MMIO callbacks and the page-in handler an access runs may not
+ * destroy the vm, nor the vCPU making it (struct vmmu__callback). */
+static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len,
+                      unsigned flags, enum gpa_dir dir, uint64_t *failed_gpa)
+{
+    if (!vm || (!buf && len) || (flags & ~VMMU_GPA_FLAGS_ALL))
+        return VMMU_EINVAL;
+    if (!len)
+        return 0;
+    struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
+    vmmu__callback_enter(&cb);
+    bool was = host_reader, own = !vmmu__reader_is_online();
+    if (own)
+        vmmu__reader_enter();
+    host_reader = own;
+    int err = gpa_access_in(vm, gpa, buf, len, flags, dir, failed_gpa);
+    host_reader = was;
+    if (own)
+        vmmu__reader_offline();
+    vmmu__callback_leave(&cb);
+    return err;
+}
+
 int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)
 {
     if (!vm || gpa >= 1ull << vm->gpa_bits)
         return VMMU_ERANGE;
+    struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
+    vmmu__callback_enter(&cb);
     uint64_t g = gpa >> VMMU_PAGE_SHIFT, bad;
+    int err = VMMU_EPAGEDOUT;
     for (unsigned again = 0; again < P2M_PAGEIN_ROUNDS; again++) {
-        int err = span_check(vm, p2m_resolve(&vm->p2m, g, NULL), g, g + 1, GPA_READ, 0, &bad);
+        err = span_check(vm, p2m_resolve(&vm->p2m, g, NULL), g, g + 1, GPA_READ, 0, &bad);
         if (err != P2M_LOOK_AGAIN)
-            return err;
+            break;
+        err = VMMU_EPAGEDOUT;
     }
-    return VMMU_EPAGEDOUT;
+    vmmu__callback_leave(&cb);
+    return err;
 }
 
 int vmmu_gpa_read(struct vmmu_vm *vm, uint64_t gpa, void *buf, size_t len, unsigned flags,

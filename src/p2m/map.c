@@ -905,7 +905,11 @@ int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req)
     req->offset = req->gpa - (r->gfn << VMMU_PAGE_SHIFT);
     req->region_id = r->id;
     req->region_opaque = r->opaque;
-    return fn(opaque, req);
+    struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
+    vmmu__callback_enter(&cb);
+    int rc = fn(opaque, req);
+    vmmu__callback_leave(&cb);
+    return rc;
 }
 
 uint64_t vmmu__p2m_metadata_bytes(const struct vmmu_vm *vm)

@@ -220,12 +220,9 @@ static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
 }
 
 /* Everything but the warm miss: steps 1 to 5 of the file comment. */
-void *vmmu__tlb_fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
-                             struct vmmu_tlb_result *res)
+static void *fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                          struct vmmu_tlb_result *res)
 {
-    struct vmmu_tlb_result scratch;
-    if (!res)
-        res = &scratch;
     res->flags = 0;
     res->error = 0;
     res->fault.vector = VMMU_X86_FAULT_NONE;
@@ -376,5 +373,22 @@ walk:
         return result_error(res, VMMU_EBUSY); /* not reached: the walk allowed @kind */
     if (res->status == VMMU_TLB_NOT_RAM)
         v->stats.not_ram++;
+    return host;
+}
+
+void *vmmu__tlb_fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
+                             struct vmmu_tlb_result *res)
+{
+    struct vmmu_tlb_result scratch;
+    if (!res)
+        res = &scratch;
+    if (!v)
+        return fill_general(v, va, size, access, res);
+    /* The page-in handler a walk or the page itself may need may not
+     * destroy @v, online on this thread or not (struct vmmu__callback). */
+    struct vmmu__callback cb = {.vm = v->vm, .vcpu = v};
+    vmmu__callback_enter(&cb);
+    void *host = fill_general(v, va, size, access, res);
+    vmmu__callback_leave(&cb);
     return host;
 }

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/alloc.h"
+#include "core/vm_internal.h"
 #include "sync/sync_internal.h"
 #include "tlb/tlb_internal.h"
 
@@ -226,6 +227,9 @@ int vmmu_vcpu_destroy(struct vmmu_vcpu *v)
 {
     if (!v)
         return 0;
+    /* A callback of the vCPU's own access: the access goes on after it. */
+    if (vmmu__callback_uses(v))
+        return VMMU_EBUSY;
     int rc = vmmu__sync_vcpu_detach(v);
     if (rc)
         return rc;

@@ -5,7 +5,9 @@
  * TLB fill arguments ...) are not repeated here; this covers the rest:
  * NULL pointers not tested elsewhere, out-of-range sizes and flags,
  * objects of another vm or another vCPU, calls in the wrong state or on
- * the wrong thread, and calls made from inside vmmu_region_foreach(). */
+ * the wrong thread, calls made from inside vmmu_region_foreach(), and
+ * destroys made from inside the callbacks of a call that goes on using
+ * what they would free. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -329,6 +331,256 @@ static void dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer(void **st
     assert_int_equal(vmmu_dm_destroy(t.dm), 0);
     assert_int_equal(vmmu_dm_destroy(NULL), 0);
     assert_int_equal(vmmu_dm_server_destroy(NULL), 0);
+}
+
+/* ---- Destroying what a callback's caller still uses ----------------------------- */
+
+/* What a callback tries to destroy, and what the destroy calls returned. */
+struct doomed {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *v;
+    struct vmmu_pager *pg;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    int rc[2];
+    unsigned calls;
+};
+
+static int destroy_vm_in_foreach(const struct vmmu_region_info *info, void *arg)
+{
+    (void)info;
+    struct doomed *d = arg;
+    d->rc[d->calls++ % 2] = vmmu_vm_destroy(d->vm);
+    return 0;
+}
+
+/* The foreach goes on to the next region after the callback: the vm it
+ * walks is not freed under it. */
+static void vm_destroy_from_inside_foreach_is_busy_and_keeps_the_vm(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &d.vm), 0);
+    struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 0x10000};
+    assert_int_equal(vmmu_region_add(d.vm, &r, NULL), 0);
+    r.gpa = 0x10000;
+    assert_int_equal(vmmu_region_add(d.vm, &r, NULL), 0);
+    assert_int_equal(vmmu_region_foreach(d.vm, destroy_vm_in_foreach, &d), 0);
+    assert_int_equal(d.calls, 2);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(d.rc[1], VMMU_EBUSY);
+    uint32_t id;
+    assert_int_equal(vmmu_region_find(d.vm, 0x10000, &id), 0);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+static int doomed_mmio_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)size;
+    struct doomed *d = opaque;
+    d->rc[d->calls++ % 2] = d->v ? vmmu_vcpu_destroy(d->v) : vmmu_vm_destroy(d->vm);
+    *value = offset;
+    return 0;
+}
+
+static const struct vmmu_mmio_ops doomed_mmio = {doomed_mmio_read, NULL};
+
+/* A vm with an MMIO page at 0 whose read callback destroys d->v, or the
+ * vm without one; a vCPU in it with paging off if @vcpu. */
+static void doomed_mmio_vm(struct doomed *d, bool vcpu)
+{
+    assert_int_equal(vmmu_vm_create(NULL, &d->vm), 0);
+    struct vmmu_region_desc r = {.type = VMMU_MEM_MMIO, .gpa = 0, .size = 4096,
+                                 .mmio = &doomed_mmio, .opaque = d};
+    assert_int_equal(vmmu_region_add(d->vm, &r, NULL), 0);
+    if (vcpu)
+        assert_int_equal(vmmu_vcpu_create(d->vm, NULL, &d->v), 0);
+}
+
+/* The access goes on after the callback: the vCPU stays, online or not. */
+static void vcpu_destroy_from_inside_an_mmio_callback_of_its_own_access_is_busy(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    doomed_mmio_vm(&d, true);
+    struct vmmu_x86_fault fl;
+    uint64_t x = 0;
+    assert_int_equal(vmmu_vcpu_online(d.v), 0);
+    assert_int_equal(vmmu_access_load(d.v, 0x10, 8, 0, &x, &fl), 0);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(x, 0x10);
+    assert_int_equal(vmmu_vcpu_offline(d.v), 0);
+    assert_int_equal(vmmu_access_load(d.v, 0x18, 8, 0, &x, &fl), 0);
+    assert_int_equal(d.rc[1], VMMU_EBUSY);
+    assert_int_equal(x, 0x18);
+    assert_int_equal(fl.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_vcpu_destroy(d.v), 0);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+/* The host's access (no vCPU) goes on after the callback too. */
+static void vm_destroy_from_inside_an_mmio_callback_of_a_host_access_is_busy(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    doomed_mmio_vm(&d, false);
+    uint64_t x = 0;
+    assert_int_equal(vmmu_gpa_read(d.vm, 0x20, &x, 8, 0, NULL), 0);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(x, 0x20);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+static int doomed_device(void *opaque, struct vmmu_device_req *req)
+{
+    struct doomed *d = opaque;
+    d->rc[d->calls++ % 2] = d->v ? vmmu_vcpu_destroy(d->v) : vmmu_vm_destroy(d->vm);
+    req->data = req->offset;
+    return 0;
+}
+
+static void destroys_from_inside_the_device_handler_are_busy(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &d.vm), 0);
+    struct vmmu_region_desc r = {.type = VMMU_MEM_DEVICE, .gpa = 0, .size = 4096};
+    assert_int_equal(vmmu_region_add(d.vm, &r, NULL), 0);
+    assert_int_equal(vmmu_p2m_set_device_handler(d.vm, doomed_device, &d), 0);
+    /* The host's access: the vm stays. */
+    struct vmmu_device_req req = {.gpa = 0x40, .size = 8, .vcpu_id = -1};
+    assert_int_equal(vmmu_p2m_device_access(d.vm, &req), 0);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(req.data, 0x40);
+    /* A vCPU's access: the vCPU stays. */
+    assert_int_equal(vmmu_vcpu_create(d.vm, NULL, &d.v), 0);
+    struct vmmu_x86_fault fl;
+    uint64_t x = 0;
+    assert_int_equal(vmmu_access_load(d.v, 0x48, 8, 0, &x, &fl), 0);
+    assert_int_equal(d.rc[1], VMMU_EBUSY);
+    assert_int_equal(x, 0x48);
+    assert_int_equal(vmmu_vcpu_destroy(d.v), 0);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+static void doomed_code_write(void *opaque, struct vmmu_vcpu *v, uint64_t gpa_page)
+{
+    (void)gpa_page;
+    struct doomed *d = opaque;
+    d->rc[d->calls++ % 2] = vmmu_vcpu_destroy(v);
+}
+
+/* The write the code handler is called for is made after it. */
+static void vcpu_destroy_from_inside_its_code_handler_is_busy(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &d.vm), 0);
+    struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 0x10000};
+    assert_int_equal(vmmu_region_add(d.vm, &r, NULL), 0);
+    assert_int_equal(vmmu_vcpu_create(d.vm, NULL, &d.v), 0);
+    assert_int_equal(vmmu_access_set_code_handler(d.v, doomed_code_write, &d), 0);
+    assert_int_equal(vmmu_code_mark(d.vm, 0x1000, 1), 0);
+    struct vmmu_x86_fault fl;
+    uint64_t x = 0x1234;
+    assert_int_equal(vmmu_access_store(d.v, 0x1008, 8, 0, &x, &fl), 0);
+    assert_int_equal(fl.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    x = 0;
+    assert_int_equal(vmmu_gpa_read(d.vm, 0x1008, &x, 8, 0, NULL), 0);
+    assert_int_equal(x, 0x1234);
+    assert_int_equal(vmmu_vcpu_destroy(d.v), 0);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+/* A page-in handler that tries to destroy the vCPU (or, for the host's
+ * access, the vm), then brings the page back through the pager. */
+static int doomed_pagein(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct doomed *d = opaque;
+    d->rc[d->calls++ % 2] = d->v ? vmmu_vcpu_destroy(d->v) : vmmu_vm_destroy(vm);
+    struct vmmu_gpa_range r = {gpa, 4096};
+    return vmmu_pager_page_in(d->pg, &r, 1);
+}
+
+/* A vm with a RAM page at 0x1000 holding 0x5678, paged out, and
+ * doomed_pagein() as its page-in handler. */
+static void doomed_paged_vm(struct doomed *d)
+{
+    assert_int_equal(vmmu_vm_create(NULL, &d->vm), 0);
+    struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 0x10000};
+    assert_int_equal(vmmu_region_add(d->vm, &r, NULL), 0);
+    uint64_t x = 0x5678;
+    assert_int_equal(vmmu_gpa_write(d->vm, 0x1000, &x, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_pager_create(d->vm, NULL, &d->pg), 0);
+    struct vmmu_gpa_range out = {0x1000, 4096};
+    assert_int_equal(vmmu_pager_page_out(d->pg, &out, 1), 0);
+    assert_int_equal(vmmu_p2m_set_pagein_handler(d->vm, doomed_pagein, d), 0);
+}
+
+static void destroys_from_inside_the_pagein_handler_are_busy(void **state)
+{
+    (void)state;
+    struct doomed d = {0};
+    doomed_paged_vm(&d);
+    /* The host's access: the vm (and its pager) stay. */
+    uint64_t x = 0;
+    assert_int_equal(vmmu_gpa_read(d.vm, 0x1000, &x, 8, 0, NULL), 0);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(x, 0x5678);
+    /* A vCPU's access: the vCPU stays. */
+    struct vmmu_gpa_range out = {0x1000, 4096};
+    assert_int_equal(vmmu_pager_page_out(d.pg, &out, 1), 0);
+    assert_int_equal(vmmu_vcpu_create(d.vm, NULL, &d.v), 0);
+    struct vmmu_x86_fault fl;
+    x = 0;
+    assert_int_equal(vmmu_access_load(d.v, 0x1000, 8, 0, &x, &fl), 0);
+    assert_int_equal(fl.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(d.calls, 2);
+    assert_int_equal(d.rc[1], VMMU_EBUSY);
+    assert_int_equal(x, 0x5678);
+    assert_int_equal(vmmu_vcpu_destroy(d.v), 0);
+    assert_int_equal(vmmu_pager_destroy(d.pg), 0);
+    assert_int_equal(vmmu_vm_destroy(d.vm), 0);
+}
+
+static int doomed_dm_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct doomed *d = opaque;
+    d->rc[0] = vmmu_dm_server_destroy(d->srv);
+    d->rc[1] = vmmu_dm_destroy(d->dm);
+    d->calls++;
+    if (!req->write)
+        req->data = req->addr;
+    return 0;
+}
+
+/* The layer finishes the request after the callback returns: neither the
+ * server nor the layer goes, and both work afterwards. */
+static void dm_destroys_from_inside_an_inproc_callback_are_busy(void **state)
+{
+    struct fx *f = *state;
+    struct doomed d = {0};
+    assert_int_equal(vmmu_dm_create(VM(f), NULL, &d.dm), 0);
+    struct vmmu_dm_ops ops = {.access = doomed_dm_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(d.dm, &ops, &d, &d.srv), 0);
+    assert_int_equal(vmmu_dm_map_ports(d.srv, 0x70, 2, 0, NULL), 0);
+    alarm(60);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(d.dm, -1, 0x71, 1, 0, &v), 0);
+    alarm(0);
+    assert_int_equal(d.calls, 1);
+    assert_int_equal(d.rc[0], VMMU_EBUSY);
+    assert_int_equal(d.rc[1], VMMU_EBUSY);
+    assert_int_equal(v, 0x71);
+    assert_int_equal(vmmu_dm_port_access(d.dm, -1, 0x70, 1, 0, &v), 0);
+    assert_int_equal(v, 0x70);
+    assert_int_equal(vmmu_dm_server_destroy(d.srv), 0);
+    assert_int_equal(vmmu_dm_port_access(d.dm, -1, 0x71, 1, 0, &v), VMMU_ENOENT);
+    assert_int_equal(vmmu_dm_destroy(d.dm), 0);
 }
 
 /* ---- x86 paging ---------------------------------------------------------------- */
@@ -1249,6 +1501,13 @@ int main(int argc, char **argv)
         T(changes_from_inside_foreach_are_busy_not_deadlocked),
         T(pager_stats_from_inside_foreach_still_answer),
         T(dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer),
+        T(vm_destroy_from_inside_foreach_is_busy_and_keeps_the_vm),
+        T(vcpu_destroy_from_inside_an_mmio_callback_of_its_own_access_is_busy),
+        T(vm_destroy_from_inside_an_mmio_callback_of_a_host_access_is_busy),
+        T(destroys_from_inside_the_device_handler_are_busy),
+        T(vcpu_destroy_from_inside_its_code_handler_is_busy),
+        T(destroys_from_inside_the_pagein_handler_are_busy),
+        T(dm_destroys_from_inside_an_inproc_callback_are_busy),
         T(x86_setters_and_walks_refuse_null_arguments),
         T(x86_calls_on_a_paging_state_never_set_up_are_refused),
         T(walk_commit_refuses_null_and_impossible_walks),
