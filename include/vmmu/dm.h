@@ -177,9 +177,13 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  * memory it may see anyway, or keep that memory out of the memfd (host
  * pointers), or serve the device in-process.  See docs/devices.md,
  * Robustness.
- * @return 0; VMMU_EINVAL (NULL @p dm or @p out, a bad socket, or @p cfg
- *         out of its limits); VMMU_ENOMEM; VMMU_ESYS (memfd, socketpair, mmap,
- *         sendmsg failed); VMMU_EDEAD (the peer already hung up).
+ * @return 0; VMMU_EINVAL (NULL @p dm or @p out, a bad socket: not an open
+ *         descriptor, not a socket, not a unix stream socket, or not
+ *         connected; or @p cfg out of its limits); VMMU_ENOMEM; VMMU_ESYS
+ *         (memfd, socketpair, mmap, sendmsg failed); VMMU_EDEAD (the peer
+ *         of a connected socket already hung up).  On any failure nothing
+ *         is created and @p sock is closed, unless it was not an open
+ *         descriptor.
  */
 int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
                                  const struct vmmu_dm_remote_config *cfg,

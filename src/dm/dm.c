@@ -12,9 +12,11 @@
  * or writes shared memory to route an access.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -360,13 +362,36 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
     return 0;
 }
 
+/* Whether the open descriptor @sock is a connected unix stream socket:
+ * 0 or VMMU_EINVAL.  A peer that already hung up is still connected here;
+ * the HELLO finds it gone (VMMU_EDEAD). */
+static int remote_socket_check(int sock)
+{
+    int type = 0, domain = 0;
+    socklen_t len = sizeof(type);
+    if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) != 0 || type != SOCK_STREAM)
+        return VMMU_EINVAL; /* not a socket (ENOTSOCK), or datagrams, packets */
+    len = sizeof(domain);
+    if (getsockopt(sock, SOL_SOCKET, SO_DOMAIN, &domain, &len) != 0 || domain != AF_UNIX)
+        return VMMU_EINVAL; /* descriptors pass over unix sockets only */
+    struct sockaddr_storage peer;
+    len = sizeof(peer);
+    if (getpeername(sock, (struct sockaddr *)&peer, &len) != 0)
+        return VMMU_EINVAL; /* ENOTCONN: nobody to talk to */
+    return 0;
+}
+
 int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
                                  const struct vmmu_dm_remote_config *cfg,
                                  struct vmmu_dm_server **out)
 {
-    if (!dm || sock < 0 || !out) {
-        if (sock >= 0)
-            close(sock);
+    /* @sock is vmmu's even when this fails: closed on every refusal, but
+     * not if it is no open descriptor (another thread may open that
+     * number meanwhile). */
+    if (sock < 0 || fcntl(sock, F_GETFD) < 0)
+        return VMMU_EINVAL;
+    if (!dm || !out || remote_socket_check(sock) != 0) {
+        close(sock);
         return VMMU_EINVAL;
     }
     struct vmmu_dm_server *srv = server_new(dm);

@@ -649,6 +649,66 @@ static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(voi
     vmmu_vm_destroy(vm);
 }
 
+/* What is not a connected unix stream socket is refused with VMMU_EINVAL
+ * before anything is made: closed (it is vmmu's, as above) if it is an
+ * open descriptor, left alone if it is not one. */
+static void refuse_socket(struct vmmu_dm *dm, int fd, const char *what)
+{
+    struct vmmu_dm_server *srv = NULL;
+    unsigned before = open_fds();
+    int rc = vmmu_dm_server_create_remote(dm, fd, NULL, &srv);
+    if (rc != VMMU_EINVAL)
+        fail_msg("%s: %s, not VMMU_EINVAL", what, vmmu_error_name(rc));
+    assert_null(srv);
+    assert_int_equal(open_fds(), before - 1);
+    assert_int_equal(fcntl(fd, F_GETFD), -1);
+}
+
+static void remote_servers_refuse_what_is_not_a_connected_unix_stream_socket(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, sv), 0);
+    refuse_socket(dm, sv[0], "a unix datagram socket");
+    close(sv[1]);
+    assert_int_equal(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
+    refuse_socket(dm, sv[0], "a unix seqpacket socket");
+    close(sv[1]);
+    int p[2];
+    assert_int_equal(pipe2(p, O_CLOEXEC), 0);
+    refuse_socket(dm, p[1], "a pipe");
+    close(p[0]);
+    int fd = open("/dev/null", O_RDWR | O_CLOEXEC);
+    assert_true(fd >= 0);
+    refuse_socket(dm, fd, "/dev/null");
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    refuse_socket(dm, fd, "an unconnected unix stream socket");
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(fd >= 0);
+    refuse_socket(dm, fd, "a TCP socket");
+    /* A descriptor that is not open: nothing to close. */
+    fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    close(fd);
+    struct vmmu_dm_server *srv = NULL;
+    unsigned before = open_fds();
+    assert_int_equal(vmmu_dm_server_create_remote(dm, fd, NULL, &srv), VMMU_EINVAL);
+    assert_null(srv);
+    assert_int_equal(open_fds(), before);
+    /* A connected unix stream socket is taken, after all of those. */
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], NULL, &srv), 0);
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 /* ---- the client library against a lying vm ---------------------------------- */
 
 /* ---- the service socket --------------------------------------------------------- */
@@ -1578,6 +1638,7 @@ int main(void)
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
+        cmocka_unit_test(remote_servers_refuse_what_is_not_a_connected_unix_stream_socket),
         cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
