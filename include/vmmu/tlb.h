@@ -136,7 +136,18 @@ _Static_assert(offsetof(struct vmmu_tlb_fast, index_mask) == 0, "index_mask at o
 _Static_assert(offsetof(struct vmmu_tlb_fast, table) == sizeof(uintptr_t), "table follows mask");
 #endif
 
-/* The entry a lookup of @va in (@mask, @table) examines. */
+/**
+ * The hot entry a lookup of @p va examines in one context's table: the
+ * page number of @p va, scaled to the entry size, masked to the table.
+ * For JIT helpers that probe a table themselves, as vmmu_tlb_lookup()
+ * does.
+ * @param mask  the context's index mask (vmmu_tlb_fast::index_mask or
+ *              ::sup_index_mask).
+ * @param table the same context's table (vmmu_tlb_fast::table or
+ *              ::sup_table).
+ * @param va    the linear address (32 bits outside IA-32e paging).
+ * @return the entry in @p table whose comparators decide the lookup.
+ */
 static inline const struct vmmu_tlb_entry *vmmu_tlb_entry_for(uintptr_t mask,
                                                               const struct vmmu_tlb_entry *table,
                                                               uint64_t va)
@@ -149,15 +160,18 @@ static inline const struct vmmu_tlb_entry *vmmu_tlb_entry_for(uintptr_t mask,
     return (const struct vmmu_tlb_entry *)(const void *)((const char *)table + off);
 }
 
-/*
- * Whether the hit test can answer for an access of @size bytes: 1 to
+/**
+ * Whether the hit test can answer for an access of @p size bytes: 1 to
  * VMMU_TLB_ACCESS_MAX.  The compared value keeps bits 0..(size - 1) of va;
  * up to 16 bytes those are bits 0..3 only, so an access that hits never
  * crosses its page and never matches a comparator's flags (bits 4..11).
  * A larger size (an exception frame, a descriptor table, a buffer) would
  * compare flag bits as address bits, and size 0 the whole low part: both
- * must take the slow path.  One compare when @size is not a constant,
+ * must take the slow path.  One compare when @p size is not a constant,
  * none when it is.
+ * @param size the access size in bytes.
+ * @return true if a hit may serve the access; false if it must take the
+ *         slow path (vmmu_tlb_fill()).
  */
 static inline bool vmmu_tlb_size_ok(unsigned size)
 {
