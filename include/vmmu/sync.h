@@ -206,10 +206,15 @@ int vmmu_shootdown_async(struct vmmu_vm *vm, struct vmmu_vcpu *self,
  * range (a remap: new backing memory, or a new type), atomically: a
  * concurrent lookup sees the old region or the new one, never a hole.
  * The old region's memory is released as by vmmu_region_remove().
- * @param desc the new region; desc->gpa and desc->size must equal the old
- *        region's (VMMU_EINVAL otherwise).
+ * @param desc the new region, checked first as vmmu_region_add() checks
+ *        it; then desc->gpa and desc->size must equal the old region's
+ *        (VMMU_EINVAL otherwise).
  * @param new_id receives the new region's id; may be NULL.
- * @return 0; VMMU_EINVAL; VMMU_ENOENT; VMMU_EBUSY (from inside
+ * @return 0; VMMU_EINVAL (NULL @p vm or @p desc, a descriptor
+ *         vmmu_region_add() refuses with VMMU_EINVAL, or a range other than
+ *         the old region's); VMMU_EALIGN (desc->gpa or desc->size not page
+ *         aligned); VMMU_ERANGE (beyond the vm's width); those three before
+ *         VMMU_ENOENT (no region @p id); VMMU_EBUSY (from inside
  *         vmmu_region_foreach()); VMMU_ENOMEM; VMMU_ESYS.  On failure the
  *         map is unchanged.
  */

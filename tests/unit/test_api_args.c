@@ -112,7 +112,7 @@ static void region_ids_of_another_vm_are_not_found(void **state)
     data_intact(f, 0);
 }
 
-static void replace_with_a_null_or_unknown_region_is_rejected(void **state)
+static void replace_with_a_null_unknown_or_misplaced_region_is_rejected(void **state)
 {
     struct fx *f = *state;
     struct vmmu_region_desc d = {.type = VMMU_MEM_RAM, .gpa = DATA_GPA, .size = NDATA * 4096};
@@ -124,6 +124,21 @@ static void replace_with_a_null_or_unknown_region_is_rejected(void **state)
     rom_dirty.type = VMMU_MEM_ROM;
     rom_dirty.flags = VMMU_REGION_LOG_DIRTY;
     assert_int_equal(vmmu_region_replace(VM(f), f->s.data_id, &rom_dirty, &nid), VMMU_EINVAL);
+    /* The descriptor is checked as vmmu_region_add() checks it, before the
+     * id and before the range is compared with the old region's. */
+    struct vmmu_region_desc odd = d;
+    odd.size += 1;
+    assert_int_equal(vmmu_region_replace(VM(f), f->s.data_id, &odd, &nid), VMMU_EALIGN);
+    assert_int_equal(vmmu_region_replace(VM(f), 12345, &odd, &nid), VMMU_EALIGN);
+    odd = d;
+    odd.gpa += 8;
+    assert_int_equal(vmmu_region_replace(VM(f), f->s.data_id, &odd, &nid), VMMU_EALIGN);
+    struct vmmu_region_desc far = d;
+    far.gpa = 1ull << vmmu_vm_gpa_bits(VM(f));
+    assert_int_equal(vmmu_region_replace(VM(f), f->s.data_id, &far, &nid), VMMU_ERANGE);
+    assert_int_equal(vmmu_region_replace(VM(f), 12345, &far, &nid), VMMU_ERANGE);
+    far.gpa -= 4096; /* starts inside the width, ends past it */
+    assert_int_equal(vmmu_region_replace(VM(f), f->s.data_id, &far, &nid), VMMU_ERANGE);
     assert_int_equal(nid, 77); /* untouched on failure */
     data_intact(f, 2);
     /* A valid replace still works. */
@@ -1494,7 +1509,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         T(region_calls_with_a_null_vm_or_unknown_id_are_rejected),
         T(region_ids_of_another_vm_are_not_found),
-        T(replace_with_a_null_or_unknown_region_is_rejected),
+        T(replace_with_a_null_unknown_or_misplaced_region_is_rejected),
         T(page_state_update_with_an_overflowing_count_is_out_of_range),
         T(page_state_change_refuses_bad_ranges_and_changes_nothing),
         T(gpa_write_without_a_buffer_or_with_unknown_flags_is_rejected),
