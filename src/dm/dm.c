@@ -440,8 +440,14 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     struct vmmu_dm *dm = srv->dm;
     if (vmmu__vm_refuses_changes(dm->vm) || vmmu__callback_uses(srv))
         return VMMU_EBUSY;
-    /* Unroute first: remove its DEVICE regions (each waits a grace period)
-     * and drop it from the port table. */
+    /* Dead first, while still listed: a device model that hung up gets
+     * its deadline to exit, and an invalidation meanwhile (a region
+     * removed on another thread) must wait for it, since it may still map
+     * the memory; once off the list it is no longer waited for.  (Its
+     * accesses meanwhile fail with VMMU_EDEAD.) */
+    vmmu__dm_server_kill(srv, VMMU_EDEAD);
+    /* Unroute: remove its DEVICE regions (each waits a grace period) and
+     * drop it from the port table. */
     struct vmmu__blocked blk = vmmu__dm_inval_lock(dm);
     pthread_mutex_lock(&dm->lock);
     struct dm_table *mm = atomic_load(&dm->mmio);
@@ -483,7 +489,6 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     pthread_mutex_unlock(&dm->lock);
     vmmu__dm_inval_unlock(dm, blk);
 
-    vmmu__dm_server_kill(srv, VMMU_EDEAD);
     /* No vCPU's record names it from now on (a vCPU that records another
      * server meanwhile keeps that one); one that read it before is online
      * until the grace period below, or counted among the waiters. */

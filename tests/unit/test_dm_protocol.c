@@ -609,6 +609,63 @@ static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_
     vmmu_vm_destroy(vm);
 }
 
+static void *destroy_run(void *arg)
+{
+    (void)vmmu_dm_server_destroy(arg);
+    return NULL;
+}
+
+/* vmmu_dm_server_destroy() gives a device model that hung up but lives on
+ * its deadline to exit.  It took the server off the list first, so an
+ * invalidation on another thread meanwhile (a region removed) skipped the
+ * device model, which still mapped the memory, and returned at once: the
+ * memory could be reused under it.  The invalidation now waits until the
+ * process is gone. */
+static void an_invalidation_during_a_servers_destroy_waits_for_its_process_to_exit(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 2u << 20};
+    uint32_t ram_id;
+    assert_int_equal(vmmu_region_add(vm, &ram, &ram_id), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    int sv[2], ready[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(sv[0]);
+        close(ready[0]);
+        char b[64];
+        struct pollfd p = {.fd = sv[1], .events = POLLIN};
+        (void)poll(&p, 1, 5000);
+        (void)!read(sv[1], b, sizeof(b)); /* the HELLO; then busy, reading nothing */
+        (void)!write(ready[1], "r", 1);
+        sleep(30);
+        _exit(0);
+    }
+    close(sv[1]);
+    close(ready[1]);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 1000, .pid = child};
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    char b;
+    assert_int_equal(read(ready[0], &b, 1), 1);
+    close(ready[0]);
+
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, destroy_run, srv), 0);
+    usleep(200000); /* the destroy waits for the process to exit */
+    assert_int_equal(vmmu_region_remove(vm, ram_id), 0);
+    assert_int_equal(waitpid(child, NULL, WNOHANG), child); /* gone before the memory */
+    assert_int_equal(pthread_join(t, NULL), 0);
+    vmmu_dm_destroy(dm);
+    vmmu_vm_destroy(vm);
+}
+
 static void refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead(void **state)
 {
     (void)state;
@@ -1638,6 +1695,7 @@ int main(void)
         T(a_short_message_on_the_service_socket_ends_only_the_service),
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
+        cmocka_unit_test(an_invalidation_during_a_servers_destroy_waits_for_its_process_to_exit),
         cmocka_unit_test(remote_servers_refuse_what_is_not_a_connected_unix_stream_socket),
         cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
         cmocka_unit_test(client_refuses_a_malformed_hello),
