@@ -23,7 +23,10 @@
  * server is then declared dead, an in-process one, whose timeout is 5 s,
  * is not), VMMU_EPROTO (a malformed answer), VMMU_EDEVICE (the device
  * model failed it).  A vCPU has at most one request outstanding: a different
- * access while one is in service fails with VMMU_EBUSY.  Host accesses
+ * access while one is in service fails with VMMU_EBUSY, up to that
+ * request's deadline; after it the request is over (an out-of-process
+ * server that let it pass is declared dead, as when the request itself
+ * comes back), and the different access goes ahead.  Host accesses
  * (vcpu_id -1) never pend: they wait for the answer (a vCPU's thread that
  * makes one waits offline, so shootdowns do not wait for it meanwhile).
  *

@@ -283,10 +283,17 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
         if (same_access(v, srv, req))
             return finish(srv, idx, v, req, host);
         /* Something else while a request is out: allowed only once that
-         * one is over (answered, failed, or its server dead). */
+         * one is over (answered, failed, its server dead, or past its
+         * deadline: the instruction may never come back, its range gone;
+         * a remote device model that missed the deadline is declared dead,
+         * as when the request itself comes back late). */
         uint32_t st = __atomic_load_n(&old->slots[idx].state, __ATOMIC_ACQUIRE);
-        if (!atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE)
-            return VMMU_EBUSY;
+        if (!atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE) {
+            if (vmmu__dm_now_ns() < v->deadline_ns)
+                return VMMU_EBUSY;
+            if (old->remote)
+                vmmu__dm_server_kill(old, VMMU_ETIMEDOUT);
+        }
         release(old, &old->slots[idx], v);
     }
     if (atomic_load(&srv->dead))

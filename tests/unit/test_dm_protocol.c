@@ -216,6 +216,23 @@ static void a_slot_the_device_model_frees_times_out(void **state)
     assert_int_equal(vmmu_dm_server_check(e->srv), VMMU_EDEAD);
 }
 
+/* A pending request whose instruction is never re-executed (the emulator
+ * took an interrupt, or the range went away) ends at its deadline all
+ * the same: a different access of the vCPU after it is served (here: it
+ * finds the device model declared dead for missing the deadline).  It
+ * used to fail with VMMU_EBUSY for ever, the request being re-checked
+ * only when the same access came back. */
+static void a_pending_request_never_presented_again_ends_at_its_deadline(void **state)
+{
+    struct env *e = *state;
+    uint64_t v = 0;
+    assert_int_equal(access1(e, 0, 0, &v), VMMU_EPENDING);
+    struct vmmu_device_req other = {.gpa = DEV_GPA + 16, .size = 4, .vcpu_id = 0};
+    usleep(300000); /* the deadline is 200 ms */
+    assert_int_equal(vmmu_p2m_device_access(e->vm, &other), VMMU_EDEAD);
+    assert_int_equal(vmmu_dm_server_check(e->srv), VMMU_EDEAD);
+}
+
 /* The wake-up channels are the vm's own sockets: a device model that
  * clears O_NONBLOCK on its ends, lets the kick queue fill and floods the
  * vm's response queues cannot make the vm block in a send or a receive.
@@ -1678,6 +1695,7 @@ int main(void)
         T(an_impossible_status_fails_with_eproto),
         T(an_answer_in_another_vcpus_slot_is_ignored),
         TO(a_slot_the_device_model_frees_times_out),
+        TO(a_pending_request_never_presented_again_ends_at_its_deadline),
         TO(a_device_model_cannot_make_the_vm_block_on_its_channels),
         TO(a_host_access_is_not_blocked_by_a_device_models_channels),
         TO(the_files_a_device_model_maps_cannot_be_shrunk),
