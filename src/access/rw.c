@@ -273,15 +273,30 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
             memset(p->page[0].host + offset, (int)(value & 0xff), n);
             return 0;
         }
+        /* 64 bytes at a time, but for the watchpoints one write per page
+         * piece of the bytes done, as every access reports (each chunk
+         * would take a hit of its own). */
+        struct vmmu__access_vcpu *a = p->vcpu->access;
+        bool quiet = a->hits_quiet;
+        a->hits_quiet = true;
+        uint32_t start = offset;
         while (n) {
             uint32_t take = n < sizeof(pattern) ? n : (uint32_t)sizeof(pattern);
             rc = prepared_span(p, offset, pattern, take, true);
             if (rc < 0)
-                return rc;
+                break;
             offset += take;
             n -= take;
         }
-        return 0;
+        a->hits_quiet = quiet;
+        for (uint32_t i = 0, base = 0; a->nwatch && !quiet && i < p->npages; i++) {
+            uint32_t lo = start > base ? start : base, end = base + p->page[i].len;
+            uint32_t hi = offset < end ? offset : end;
+            if (lo < hi)
+                (void)vmmu__watch_check(a, p->va + lo, hi - lo, ACC_KIND_WRITE, true);
+            base = end;
+        }
+        return rc < 0 ? rc : 0;
     }
     /* MMIO and device pages see one write per element, as STOS makes. */
     for (; n; n -= elem, offset += elem) {

@@ -727,6 +727,39 @@ static void after_watchpoint_lets_the_access_complete_and_records_it(void **stat
     assert_int_equal(h[0].va, VA + 104);
 }
 
+/* A REP STOS element run (and vmmu_prepared_set()) writes RAM 64 bytes at
+ * a time; each page piece it writes is one hit per watchpoint, as for
+ * every other access.  It took one per 64 bytes: one STOSB over a watched
+ * page filled the hit buffer and lost the hit of the next access. */
+static void rep_stos_over_a_watched_page_records_one_hit_per_page_piece(void **state)
+{
+    struct acc_env *e = *state;
+    for (unsigned i = 0; i < 3; i++)
+        amap(e, VA + i * 4096ull, DATA(i), PTE_RW);
+    uint32_t page, other;
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA, 8192, VMMU_WATCH_WRITE, &page), 0);
+    assert_int_equal(vmmu_watch_add(acc_vcpu(e), VA + 8192, 8, VMMU_WATCH_READ, &other), 0);
+    struct vmmu_x86_fault f;
+    struct vmmu_rep r = {.dst = VA + 2048, .count = 4096, .elem = 1, .value = 0x5a};
+    assert_int_equal(vmmu_access_rep_stos(acc_vcpu(e), &r, 4096, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(r.count, 0);
+    assert_int_equal(ram(e, DATA(1))[2047], 0x5a);
+    uint64_t x;
+    assert_int_equal(vmmu_access_load(acc_vcpu(e), VA + 8192, 8, 0, &x, &f), 0);
+    struct vmmu_watch_hit h[VMMU_WATCH_HITS_MAX];
+    uint64_t dropped = 1;
+    assert_int_equal(vmmu_watch_take_hits(acc_vcpu(e), h, VMMU_WATCH_HITS_MAX, &dropped), 3);
+    assert_int_equal(dropped, 0);
+    assert_int_equal(h[0].id, page);
+    assert_int_equal(h[0].va, VA + 2048);
+    assert_int_equal(h[0].len, 2048);
+    assert_int_equal(h[1].id, page);
+    assert_int_equal(h[1].va, VA + 4096);
+    assert_int_equal(h[1].len, 2048);
+    assert_int_equal(h[2].id, other);
+}
+
 /* VMMU_WATCH_HITS_MAX hits are kept, oldest first, and taken in order
  * across calls; later ones are only counted, and the count resets when it
  * is read. */
@@ -1259,6 +1292,7 @@ int main(void)
         T(prepared_read_only_refuses_writes),
         T(string_move_over_a_watchpoint_stops_before_the_watched_byte),
         T(after_watchpoint_lets_the_access_complete_and_records_it),
+        T(rep_stos_over_a_watched_page_records_one_hit_per_page_piece),
         T(watched_page_never_hits_inline_and_is_fast_again_after_removal),
         T(watch_hits_past_the_maximum_are_counted_as_dropped_until_read),
         T(a_watchpoint_over_many_pages_drops_their_warm_entries),
