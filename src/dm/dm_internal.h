@@ -48,6 +48,8 @@ struct dm_table {
 };
 
 #define DM_MAX_RANGES 256u
+/* Invalidations whose send time a server keeps (struct vmmu_dm_server). */
+#define DM_INVAL_CLOCKS 64u
 #define DM_MAX_PORT_RANGES 64u
 
 /* What a vCPU (or the host) has outstanding.  Owned by its thread. */
@@ -141,6 +143,12 @@ struct vmmu_dm_server {
     uint64_t inval_sent, inval_acked;
     uint64_t inval_sent_ns; /* when the oldest unacknowledged one was sent */
     uint64_t inval_busy_base; /* svc_busy_ns at inval_sent_ns */
+    /* When each of the last DM_INVAL_CLOCKS invalidations was sent (by
+     * sequence number modulo that), and svc_busy_ns then: after a partial
+     * acknowledgement the deadline runs from the next one's. */
+    struct {
+        uint64_t ns, busy;
+    } inval_clock[DM_INVAL_CLOCKS];
     /* The service thread's time paging memory in for PAGE_IN requests
      * (finished page-ins), and when the one under way began (0: none), in
      * vmmu__dm_now_ns() time.  A device model waiting for an answer

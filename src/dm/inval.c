@@ -68,6 +68,8 @@ static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t
                                 .size = size};
         if (srv->inval_acked == srv->inval_sent)
             restart_clock(srv);
+        srv->inval_clock[seq % DM_INVAL_CLOCKS].ns = vmmu__dm_now_ns();
+        srv->inval_clock[seq % DM_INVAL_CLOCKS].busy = atomic_load(&srv->svc_busy_ns);
         srv->inval_sent = seq;
         int err = vmmu__dm_send_msg(srv, &m, NULL, 0);
         if (err && ndoomed < 64) {
@@ -117,7 +119,16 @@ static void drain_socket(struct vmmu_dm_server *srv)
         if (vmmu__dm_check_ack(srv->rx, sizeof(srv->rx), srv->inval_acked, srv->inval_sent,
                                &seq) == 0) {
             srv->inval_acked = seq;
-            restart_clock(srv); /* the clock restarts for the rest */
+            if (seq < srv->inval_sent && srv->inval_sent - seq < DM_INVAL_CLOCKS) {
+                /* The rest are late from the deadline of the oldest of
+                 * them, the one after @seq (a server is sent every
+                 * invalidation from its creation on): acknowledging one
+                 * at a time must not move it. */
+                srv->inval_sent_ns = srv->inval_clock[(seq + 1) % DM_INVAL_CLOCKS].ns;
+                srv->inval_busy_base = srv->inval_clock[(seq + 1) % DM_INVAL_CLOCKS].busy;
+            } else {
+                restart_clock(srv); /* none left; or too many to know: from now */
+            }
             atomic_fetch_add_explicit(&srv->st_inval, 1, memory_order_relaxed);
         } else {
             atomic_fetch_add_explicit(&srv->st_proto, 1, memory_order_relaxed);

@@ -329,6 +329,44 @@ static void send_raw(struct env *e, uint32_t type, uint64_t seq, uint64_t gpa)
     assert_int_equal(send(e->f.sock, &m, sizeof(m), 0), sizeof(m));
 }
 
+struct late_acker {
+    struct env *e;
+    uint64_t first;
+};
+
+static void *late_acker_run(void *arg)
+{
+    struct late_acker *l = arg;
+    for (uint64_t k = 0; k < 3; k++) {
+        usleep(150000);
+        /* (The vm may have hung up on us by then: no assert on this thread.) */
+        struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE_ACK, .seq = l->first + k};
+        (void)!send(l->e->f.sock, &m, sizeof(m), MSG_NOSIGNAL);
+    }
+    return NULL;
+}
+
+/* Each invalidation has its own deadline from when it was posted.  A
+ * device model that acknowledged several one at a time, each within the
+ * deadline of the one before, restarted the clock for the rest each time
+ * and so held them all up to k deadlines.  Here three are posted at once
+ * (deadline 200 ms) and acknowledged every 150 ms: the second is late. */
+static void acknowledging_invalidations_one_at_a_time_does_not_stretch_their_deadlines(
+    void **state)
+{
+    struct env *e = *state;
+    uint64_t t[3];
+    for (unsigned k = 0; k < 3; k++)
+        assert_int_equal(vmmu_dm_invalidate_async(e->dm, 4096 * k, 4096, &t[k]), 0);
+    assert_int_equal(t[1], t[0] + 1);
+    struct late_acker l = {e, t[0]};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, late_acker_run, &l), 0);
+    assert_int_equal(vmmu_dm_invalidate_wait(e->dm, t[2]), 0);
+    assert_int_equal(vmmu_dm_server_check(e->srv), VMMU_EDEAD);
+    assert_int_equal(pthread_join(th, NULL), 0);
+}
+
 static void garbage_and_unasked_acks_are_counted_and_ignored(void **state)
 {
     struct env *e = *state;
@@ -1696,6 +1734,7 @@ int main(void)
         T(an_answer_in_another_vcpus_slot_is_ignored),
         TO(a_slot_the_device_model_frees_times_out),
         TO(a_pending_request_never_presented_again_ends_at_its_deadline),
+        TO(acknowledging_invalidations_one_at_a_time_does_not_stretch_their_deadlines),
         TO(a_device_model_cannot_make_the_vm_block_on_its_channels),
         TO(a_host_access_is_not_blocked_by_a_device_models_channels),
         TO(the_files_a_device_model_maps_cannot_be_shrunk),
