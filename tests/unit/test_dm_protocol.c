@@ -614,6 +614,36 @@ static void *hung_access_run(void *arg)
     return NULL;
 }
 
+/* A device model process that reads the HELLO, then hangs up (@hang_up)
+ * or just reads nothing more, says so on *@ready, and lives on for 30 s
+ * unless killed.  *@vm_sock: the vm's end of its socket. */
+static pid_t fork_lingering_device_model(bool hang_up, int *vm_sock, int *ready)
+{
+    int sv[2], pp[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    assert_int_equal(pipe2(pp, O_CLOEXEC), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        close(sv[0]);
+        close(pp[0]);
+        char b[64];
+        struct pollfd p = {.fd = sv[1], .events = POLLIN};
+        (void)poll(&p, 1, 5000);
+        (void)!read(sv[1], b, sizeof(b)); /* the HELLO */
+        if (hang_up)
+            close(sv[1]);
+        (void)!write(pp[1], "r", 1);
+        sleep(30);
+        _exit(0);
+    }
+    close(sv[1]);
+    close(pp[1]);
+    *vm_sock = sv[0];
+    *ready = pp[0];
+    return child;
+}
+
 static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period(
     void **state)
 {
@@ -624,31 +654,14 @@ static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_
     assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
     struct vmmu_dm_config cfg = {.max_vcpus = 2};
     assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
-    int sv[2], hung[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(pipe2(hung, O_CLOEXEC), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        close(sv[0]);
-        close(hung[0]);
-        char b[64];
-        struct pollfd p = {.fd = sv[1], .events = POLLIN};
-        (void)poll(&p, 1, 5000);
-        (void)!read(sv[1], b, sizeof(b)); /* the HELLO */
-        close(sv[1]);                     /* hang up, and live on */
-        (void)!write(hung[1], "h", 1);
-        sleep(30);
-        _exit(0);
-    }
-    close(sv[1]);
-    close(hung[1]);
+    int sock, hung;
+    pid_t child = fork_lingering_device_model(true, &sock, &hung);
     struct vmmu_dm_remote_config rc = {.timeout_ms = 5000, .wait_us = 5000, .pid = child};
-    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sock, &rc, &srv), 0);
     assert_int_equal(vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
     char b;
-    assert_int_equal(read(hung[0], &b, 1), 1); /* the child has hung up */
-    close(hung[0]);
+    assert_int_equal(read(hung, &b, 1), 1); /* the child has hung up */
+    close(hung);
 
     struct hung_access h = {.vm = vm};
     pthread_t t;
@@ -687,29 +700,13 @@ static void an_invalidation_during_a_servers_destroy_waits_for_its_process_to_ex
     uint32_t ram_id;
     assert_int_equal(vmmu_region_add(vm, &ram, &ram_id), 0);
     assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
-    int sv[2], ready[2];
-    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
-    assert_int_equal(pipe2(ready, O_CLOEXEC), 0);
-    pid_t child = fork();
-    assert_true(child >= 0);
-    if (child == 0) {
-        close(sv[0]);
-        close(ready[0]);
-        char b[64];
-        struct pollfd p = {.fd = sv[1], .events = POLLIN};
-        (void)poll(&p, 1, 5000);
-        (void)!read(sv[1], b, sizeof(b)); /* the HELLO; then busy, reading nothing */
-        (void)!write(ready[1], "r", 1);
-        sleep(30);
-        _exit(0);
-    }
-    close(sv[1]);
-    close(ready[1]);
+    int sock, ready;
+    pid_t child = fork_lingering_device_model(false, &sock, &ready);
     struct vmmu_dm_remote_config rc = {.timeout_ms = 1000, .pid = child};
-    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sock, &rc, &srv), 0);
     char b;
-    assert_int_equal(read(ready[0], &b, 1), 1);
-    close(ready[0]);
+    assert_int_equal(read(ready, &b, 1), 1); /* it read the HELLO, and reads no more */
+    close(ready);
 
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, destroy_run, srv), 0);
