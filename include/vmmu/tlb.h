@@ -179,12 +179,26 @@ static inline bool vmmu_tlb_size_ok(unsigned size)
 }
 
 /**
+ * Whether @p kind names a comparator (VMMU_TLB_READ, _WRITE or _FETCH).
+ * The hit tests below treat any other value as a miss, so that a wrong
+ * kind never reads outside the entry; with a constant kind the test
+ * costs nothing.
+ * @param kind the access kind.
+ * @return true for one of the three kinds.
+ */
+static inline bool vmmu_tlb_kind_ok(enum vmmu_tlb_kind kind)
+{
+    return (unsigned)kind < VMMU_TLB_KINDS;
+}
+
+/**
  * The hit path: the host address of @p va for an access of @p kind and
  * @p size bytes in the vCPU's current context, or NULL when the slow path
  * must run (vmmu_tlb_fill()).  @p size is 1, 2, 4, 8 or 16 in the common
  * case; such an access not naturally aligned returns NULL, and so does any
  * size the hit test cannot answer for (0, or above 16: the slow path
- * takes 1 to 4096 bytes).  Other sizes up to 16 hit only where
+ * takes 1 to 4096 bytes), and a @p kind that is none of the three.
+ * Other sizes up to 16 hit only where
  * va & (size - 1) is 0, which never lets the access run past its page.
  * In paging modes other than IA-32e, pass 32-bit linear addresses.
  */
@@ -193,7 +207,7 @@ static inline void *vmmu_tlb_lookup(struct vmmu_vcpu *vcpu, uint64_t va, unsigne
 {
     struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->index_mask, fast->table, va);
-    if (!vmmu_tlb_size_ok(size) ||
+    if (!vmmu_tlb_size_ok(size) || !vmmu_tlb_kind_ok(kind) ||
         e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
         return NULL;
 #ifdef VMMU_TLB_COUNT_HITS
@@ -224,7 +238,7 @@ static inline struct vmmu_tlb_view vmmu_tlb_view(const struct vmmu_vcpu *vcpu)
 /**
  * The hit path in the form a caller branches on directly: true with
  * *@p host set when @p va hits for an access of @p kind and @p size bytes
- * (1, 2, 4, 8 or 16; 0 and sizes above 16 never hit), false (and *@p host
+ * (1, 2, 4, 8 or 16; 0, sizes above 16 and an unknown kind never hit), false (and *@p host
  * untouched) when the slow path must run.  Unlike vmmu_tlb_lookup() the answer is the comparison itself,
  * so after inlining the caller's `if` is the compare's branch, with no
  * second test of a returned pointer.  Inline hits are not counted here.
@@ -244,7 +258,7 @@ static inline bool vmmu_tlb_probe(struct vmmu_tlb_view view, uint64_t va, unsign
                                   enum vmmu_tlb_kind kind, void **host)
 {
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(view.index_mask, view.table, va);
-    if (__builtin_expect(!vmmu_tlb_size_ok(size) ||
+    if (__builtin_expect(!vmmu_tlb_size_ok(size) || !vmmu_tlb_kind_ok(kind) ||
                              e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))),
                          0))
         return false;
@@ -280,7 +294,7 @@ static inline void *vmmu_tlb_lookup_implicit(struct vmmu_vcpu *vcpu, uint64_t va
 {
     struct vmmu_tlb_fast *fast = (struct vmmu_tlb_fast *)(void *)vcpu;
     const struct vmmu_tlb_entry *e = vmmu_tlb_entry_for(fast->sup_index_mask, fast->sup_table, va);
-    if (!vmmu_tlb_size_ok(size) ||
+    if (!vmmu_tlb_size_ok(size) || !vmmu_tlb_kind_ok(kind) ||
         e->cmp[kind] != (va & (VMMU_PAGE_MASK | (uint64_t)(size - 1))))
         return NULL;
 #ifdef VMMU_TLB_COUNT_HITS
@@ -437,7 +451,13 @@ static inline void *vmmu_tlb_translate(struct vmmu_vcpu *vcpu, uint64_t va, unsi
                               : (access & VMMU_X86_ACC_FETCH) ? VMMU_TLB_FETCH
                                                               : VMMU_TLB_READ;
     void *host = NULL;
-    if (size && size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1)))
+    /* Only an access vmmu_tlb_fill() would take may hit: a size of 1, 2,
+     * 4, 8 or 16 and known access bits, never WRITE with FETCH (the slow
+     * path refuses the others). */
+    if (size && size <= VMMU_TLB_ACCESS_MAX && !(size & (size - 1)) &&
+        !(access & ~VMMU_X86_ACC_ALL) &&
+        (access & (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH)) !=
+            (VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH))
         host = (access & VMMU_X86_ACC_IMPLICIT) ? vmmu_tlb_lookup_implicit(vcpu, va, size, kind)
                                                 : vmmu_tlb_lookup(vcpu, va, size, kind);
     if (host) {

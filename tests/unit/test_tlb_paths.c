@@ -101,6 +101,45 @@ static void sizes_the_hit_test_cannot_answer_for_never_hit(void **state)
     assert_int_equal(get64(&f->t.env, pte) & E_D, E_D);
 }
 
+/* A kind that names no comparator, or access bits the slow path refuses
+ * (unknown bits, WRITE with FETCH), never hit: the hit tests would
+ * otherwise read past the entry's comparators (into the addend, or past
+ * the table's end for the last index) or answer for an access
+ * vmmu_tlb_fill() rejects. */
+static void hit_tests_leave_unknown_kinds_and_refused_accesses_to_the_slow_path(void **state)
+{
+    struct fx *f = *state;
+    tmap(&f->t, f->root, VA, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    void *want = tacc(&f->t, VA, 8, VMMU_X86_ACC_WRITE, NULL);
+    assert_ptr_equal(want, hpa(&f->t, DATA(1)));
+    struct vmmu_tlb_view view = vmmu_tlb_view(f->t.vcpu);
+    static const unsigned kinds[] = {VMMU_TLB_KINDS, 4, 1000, ~0u};
+    for (unsigned i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        enum vmmu_tlb_kind kind = (enum vmmu_tlb_kind)kinds[i];
+        void *host = NULL;
+        assert_null(vmmu_tlb_lookup(f->t.vcpu, VA, 8, kind));
+        assert_null(vmmu_tlb_lookup_implicit(f->t.vcpu, VA, 8, kind));
+        assert_false(vmmu_tlb_probe(view, VA, 8, kind, &host));
+        assert_null(host);
+    }
+    static const unsigned bad[] = {VMMU_X86_ACC_WRITE | VMMU_X86_ACC_FETCH, 1u << 9,
+                                   VMMU_X86_ACC_WRITE | (1u << 4)};
+    for (unsigned i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct vmmu_tlb_result r;
+        memset(&r, 0, sizeof(r));
+        assert_null(vmmu_tlb_translate(f->t.vcpu, VA, 8, bad[i], &r));
+        assert_int_equal(r.status, VMMU_TLB_ERROR);
+        assert_int_equal(r.error, VMMU_EINVAL);
+    }
+    /* The entry still serves what is allowed. */
+    struct vmmu_tlb_result r;
+    assert_ptr_equal(vmmu_tlb_translate(f->t.vcpu, VA, 8, VMMU_X86_ACC_WRITE, &r), want);
+    void *host = NULL;
+    assert_true(vmmu_tlb_probe(view, VA, 8, VMMU_TLB_WRITE, &host));
+    assert_ptr_equal(host, want);
+}
+
 /* Sizes 1 to 16 that are not powers of two have no natural alignment: the
  * hit test keeps the bits of size - 1, so some misaligned offsets hit, but
  * the largest offset that hits is 4096 - size.  No size the hit path
@@ -739,7 +778,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
         T(the_probe_hits_exactly_where_lookup_hits),
-    T(sizes_the_hit_test_cannot_answer_for_never_hit),
+        T(sizes_the_hit_test_cannot_answer_for_never_hit),
+        T(hit_tests_leave_unknown_kinds_and_refused_accesses_to_the_slow_path),
         T(an_inline_hit_never_runs_past_its_page),
         T(a_view_taken_before_a_resize_is_replaced_by_reloading_it),
         T(inline_hits_are_counted_by_every_lookup_form_but_the_probe),
