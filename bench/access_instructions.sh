@@ -8,6 +8,10 @@
 #   access/probe_call_instructions  the same through the out-of-line
 #                                   vmmu_access_probe() (argument checks, the
 #                                   whole result record with its gpa)
+#   access/prepare_read_instructions per vmmu_access_prepare() of 64 bytes on
+#                                   warm pages (some crossing a page) and one
+#                                   8-byte vmmu_prepared_read() through it,
+#                                   loop included
 #   bench/access_instructions.sh BUILD_DIR
 set -eu
 build=${1:?usage: access_instructions.sh BUILD_DIR}
@@ -18,7 +22,9 @@ value() { sh "$here/callgrind_delta.sh" --value "$1" "$prog" --callgrind-kernel 
 probe=$(value "$n" probe)
 call=$(value "$n" probe_call)
 raw=$(value "$n" raw)
-awk -v p="$probe" -v c="$call" -v r="$raw" 'BEGIN {
+prep=$(value "${ACCESS_PREPARE_N:-20000}" prepare)
+awk -v p="$probe" -v c="$call" -v r="$raw" -v q="$prep" 'BEGIN {
     printf "access/probe_loop_instructions: %.1f instructions\n", p
     printf "access/probe_instructions: %.1f instructions\n", p - r
-    printf "access/probe_call_instructions: %.1f instructions\n", c - r }'
+    printf "access/probe_call_instructions: %.1f instructions\n", c - r
+    printf "access/prepare_read_instructions: %.1f instructions\n", q }'

@@ -10,7 +10,7 @@
  *                            instruction of 4 loads, begin and end included, / 4)
  *   access/latch_replay_ns   the same load served from the latch on re-execution
  *
- *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, move, raw) sets
+ *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw) sets
  *                                           up, warms, then makes N inline probes
  *                                           (vmmu_access_probe_hit), N calls of
  *                                           vmmu_access_probe(), or N plain host
@@ -144,6 +144,17 @@ static int kernel(struct bench *b, const char *kind, unsigned n)
         for (unsigned i = 0; i < n; i++) {
             (void)vmmu_access_probe(b->vcpu, VA_BASE + (uint64_t)(i & 63) * 4096 + 8, 8, 0, &p);
             sum += *(const uint64_t *)p.host;
+        }
+    } else if (!strcmp(kind, "prepare")) {
+        /* A prepared 64-byte read (some cross a page), then one 8-byte
+         * read through it. */
+        struct vmmu_prepared d;
+        struct vmmu_x86_fault f;
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t x = 0;
+            (void)vmmu_access_prepare(b->vcpu, va_of(i), 64, 0, &d, &f);
+            (void)vmmu_prepared_read(&d, 8, &x, 8);
+            sum += x;
         }
     } else if (!strcmp(kind, "move")) {
         (void)time_move(b, n);

@@ -261,7 +261,8 @@ struct vmmu_prepared_page {
  * A checked access of up to VMMU_ACCESS_PREPARE_MAX bytes over at most two
  * pages.  Filled by vmmu_access_prepare(); valid until the vCPU's next safe
  * point (the operations below then return VMMU_EINVAL), across other vmmu
- * calls too (see "Host pointers" above).
+ * calls too (see "Host pointers" above).  Read-only for callers: it may be
+ * copied, but the operations refuse one with any field changed (VMMU_EINVAL).
  */
 struct vmmu_prepared {
     struct vmmu_vcpu *vcpu;
@@ -272,6 +273,8 @@ struct vmmu_prepared {
     struct vmmu_prepared_page page[2];
     uint64_t epoch;    /**< the vCPU's safe-point epoch when prepared */
     uint64_t host_gen; /**< when its host addresses were found (vmmu looks them up again) */
+    uint64_t seal;     /**< digest of the fields above: a descriptor changed after its
+                            preparation is refused (VMMU_EINVAL), never trusted */
 };
 
 /**

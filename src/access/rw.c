@@ -42,6 +42,38 @@ static void page_to_piece(const struct vmmu_prepared_page *pp, struct piece *p)
     p->code = false;
 }
 
+/* The seal of a prepared access: a digest of every field an operation
+ * uses, so that a descriptor changed after vmmu_access_prepare() (its
+ * access bits, a page's host address, gpa or type) is refused instead of
+ * trusted.  Callers never write the descriptor; this catches the ones
+ * that do by mistake.  A polynomial in an odd constant over 64-bit words:
+ * a change of any one word always changes it (the multiplier is odd, so
+ * invertible mod 2^64).  It starts from a key that differs between runs
+ * (the address of a static object), so that no caller comes to depend on
+ * a fixed value.  @p->npages must be 1 or 2. */
+static const char seal_key;
+#define SEAL_MUL 0x9e3779b97f4a7c15ull
+#define SEAL(h, w) ((h) * SEAL_MUL + (uint64_t)(w))
+
+static uint64_t prepared_seal(const struct vmmu_prepared *p)
+{
+    uint64_t h = (uint64_t)(uintptr_t)&seal_key;
+    h = SEAL(h, (uintptr_t)p->vcpu);
+    h = SEAL(h, p->va);
+    h = SEAL(h, p->len | (uint64_t)p->access << 32);
+    h = SEAL(h, p->epoch);
+    h = SEAL(h, p->host_gen);
+    for (unsigned i = 0; i < p->npages; i++) {
+        const struct vmmu_prepared_page *pp = &p->page[i];
+        h = SEAL(h, pp->va);
+        h = SEAL(h, pp->gpa);
+        h = SEAL(h, (uintptr_t)pp->host);
+        h = SEAL(h, pp->len | (uint64_t)pp->region_id << 32);
+        h = SEAL(h, (uint64_t)pp->type << 8 | i);
+    }
+    return SEAL(h, p->npages);
+}
+
 /* Fill one page of a prepared access from an inline TLB hit. */
 static bool page_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                      struct vmmu_prepared_page *pp)
@@ -93,8 +125,10 @@ static bool prepare_hit(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     return true;
 }
 
-int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
-                        struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
+/* vmmu_access_prepare() without the seal, for the calls here that use
+ * the descriptor themselves and never hand it out. */
+static int access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                          struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
 {
     if (!v || !v->access || !out || !fault || len == 0 || len > VMMU_ACCESS_PREPARE_MAX ||
         !prepare_access_ok(access))
@@ -121,9 +155,20 @@ int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned
     return 0;
 }
 
+int vmmu_access_prepare(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
+                        struct vmmu_prepared *out, struct vmmu_x86_fault *fault)
+{
+    int rc = access_prepare(v, va, len, access, out, fault);
+    if (rc == 0 && !vmmu__fault_raised(fault))
+        out->seal = prepared_seal(out);
+    return rc;
+}
+
 static int prepared_check(const struct vmmu_prepared *p, uint32_t off, uint32_t n)
 {
-    if (!p || !p->vcpu || !p->vcpu->access || p->npages < 1 || p->npages > 2)
+    if (!p || p->npages < 1 || p->npages > 2 || p->seal != prepared_seal(p))
+        return VMMU_EINVAL; /* not a descriptor as vmmu_access_prepare() left it */
+    if (!p->vcpu || !p->vcpu->access)
         return VMMU_EINVAL;
     if (p->epoch != p->vcpu->access->epoch)
         return VMMU_EINVAL; /* prepared before the vCPU's last safe point */
@@ -422,7 +467,7 @@ int vmmu_access_read(struct vmmu_vcpu *v, uint64_t va, void *buf, uint32_t len, 
     if (!buf || !access_ok(access) || (access & VMMU_X86_ACC_WRITE))
         return VMMU_EINVAL;
     struct vmmu_prepared p;
-    int rc = vmmu_access_prepare(v, va, len, access, &p, fault);
+    int rc = access_prepare(v, va, len, access, &p, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;
     return prepared_span(&p, 0, buf, len, false);
@@ -437,7 +482,7 @@ int vmmu_access_write(struct vmmu_vcpu *v, uint64_t va, const void *buf, uint32_
     if (!buf || !access_ok(access) || (access & VMMU_X86_ACC_FETCH))
         return VMMU_EINVAL;
     struct vmmu_prepared p;
-    int rc = vmmu_access_prepare(v, va, len, access | VMMU_X86_ACC_WRITE, &p, fault);
+    int rc = access_prepare(v, va, len, access | VMMU_X86_ACC_WRITE, &p, fault);
     if (rc < 0 || vmmu__fault_raised(fault))
         return rc;
     return prepared_span(&p, 0, (uint8_t *)(uintptr_t)buf, len, true);

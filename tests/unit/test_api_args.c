@@ -1060,6 +1060,49 @@ static void prepared_operations_refuse_bad_descriptors_and_sizes(void **state)
     assert_int_equal(x, DATA_GPA);
 }
 
+/* Every field an operation uses is sealed at the preparation: a read
+ * turned into a write, a page's host address, gpa, type or region moved,
+ * or another vCPU named, is refused and nothing is written anywhere. */
+static void prepared_operations_refuse_a_descriptor_changed_after_preparation(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_vcpu *w = sync_vcpu(&f->s);
+    struct vmmu_prepared p, c;
+    struct vmmu_x86_fault fl;
+    assert_int_equal(vmmu_access_prepare(f->v, DATA_VA, 16, 0, &p, &fl), 0);
+    uint8_t host[64], canary[64], buf[16];
+    memset(host, 0x55, sizeof(host));
+    memcpy(canary, host, sizeof(host));
+    memset(buf, 0x88, sizeof(buf));
+    for (unsigned k = 0; k < 8; k++) {
+        c = p;
+        switch (k) {
+        case 0: c.access |= VMMU_X86_ACC_WRITE; break;
+        case 1: c.page[0].host = host; break;
+        case 2: c.page[0].host = host + sizeof(host) - 8; break;
+        case 3: c.page[0].host = NULL; c.page[0].gpa += 4096; break;
+        case 4: c.page[0].type = VMMU_MEM_MMIO; break;
+        case 5: c.page[0].region_id ^= 1; break;
+        case 6: c.vcpu = w; c.epoch = 0; break;
+        case 7: c.host_gen ^= 1; break;
+        }
+        assert_int_equal(vmmu_prepared_write(&c, 0, buf, 16), VMMU_EINVAL);
+        assert_int_equal(vmmu_prepared_set(&c, 0, 0x88, 1, 16), VMMU_EINVAL);
+        assert_int_equal(vmmu_prepared_read(&c, 0, buf, 16), VMMU_EINVAL);
+        assert_memory_equal(host, canary, sizeof(host));
+    }
+    data_intact(f, 0);
+    data_intact(f, 1);
+    /* A copy left alone works, and the original still does. */
+    c = p;
+    assert_int_equal(vmmu_prepared_read(&c, 0, buf, 8), 0);
+    uint64_t x;
+    memcpy(&x, buf, 8);
+    assert_int_equal(x, DATA_GPA);
+    assert_int_equal(vmmu_prepared_write(&p, 0, buf, 8), VMMU_EINVAL); /* prepared for reading */
+    vmmu_vcpu_destroy(w);
+}
+
 static void prepared_move_between_different_vcpus_is_rejected(void **state)
 {
     struct fx *f = *state;
@@ -1540,6 +1583,7 @@ int main(int argc, char **argv)
         T(probes_refuse_null_sizes_and_unknown_access_bits),
         T(reads_and_writes_refuse_the_wrong_access_kind),
         T(prepared_operations_refuse_bad_descriptors_and_sizes),
+        T(prepared_operations_refuse_a_descriptor_changed_after_preparation),
         T(prepared_move_between_different_vcpus_is_rejected),
         T(atomics_refuse_unknown_ops_sizes_and_access_bits),
         T(string_operations_refuse_bad_element_sizes),
