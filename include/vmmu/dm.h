@@ -140,10 +140,13 @@ struct vmmu_dm_remote_config {
      *  0: no ring, every write waits for its answer. */
     unsigned ring_entries;
     /** Capacity of the region table shared with the device model; 0
-     *  selects 64. */
+     *  selects 64, at most 256. */
     unsigned max_regions;
     /** The device model's process, if known (else 0: the socket's peer
-     *  credentials are used, unless the peer is this process).  Watched
+     *  credentials are used, unless the peer is this process).  A
+     *  negative pid, this process's own, or one that names no process is
+     *  refused (VMMU_EINVAL): the process named here is the one killed
+     *  when the server dies.  Watched
      *  through a pidfd.  A server is marked dead only after that process
      *  exited, so that it provably maps nothing: one that hung or missed a
      *  deadline is killed (SIGKILL) at once, one that hung up gets
@@ -154,7 +157,10 @@ struct vmmu_dm_remote_config {
 
 /**
  * Create an in-process server.
- * @return 0; VMMU_EINVAL (NULL, no access callback); VMMU_ENOMEM.
+ * @return 0; VMMU_EINVAL (NULL, no access callback); VMMU_ENOMEM;
+ *         VMMU_ESYS (its wake-up channel could not be made: out of
+ *         descriptors); VMMU_EBUSY (called from inside a
+ *         vmmu_region_foreach() callback).  On failure nothing is created.
  */
 int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *ops,
                                  void *opaque, struct vmmu_dm_server **out);
@@ -184,7 +190,8 @@ int vmmu_dm_server_create_inproc(struct vmmu_dm *dm, const struct vmmu_dm_ops *o
  *         descriptor, not a socket, not a unix stream socket, or not
  *         connected; or @p cfg out of its limits); VMMU_ENOMEM; VMMU_ESYS
  *         (memfd, socketpair, mmap, sendmsg failed); VMMU_EDEAD (the peer
- *         of a connected socket already hung up).  On any failure nothing
+ *         of a connected socket already hung up); VMMU_EBUSY (called from
+ *         inside a vmmu_region_foreach() callback).  On any failure nothing
  *         is created and @p sock is closed, unless it was not an open
  *         descriptor.
  */

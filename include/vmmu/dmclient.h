@@ -111,7 +111,9 @@ int vmmu_dmc_wait(struct vmmu_dmc *c, int timeout_ms, struct vmmu_dmc_req *req);
  * Answer a slot request.  @p data is a read's value (ignored for writes);
  * @p status 0 succeeds, non-zero makes the vm fail the access.
  * @return 0; VMMU_EINVAL (buffered, or a slot/sequence this client did not
- *         hand out); VMMU_EPROTO (the slot is no longer in service).
+ *         hand out); VMMU_EPROTO (the slot is no longer in service);
+ *         VMMU_EDEAD (the vm hung up: the answer went nowhere);
+ *         VMMU_ESYS (the wake-up could not be sent for another reason).
  */
 int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64_t data,
                       int status);

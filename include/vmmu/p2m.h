@@ -146,7 +146,8 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id);
  * call that would take it again returns VMMU_EBUSY on this thread (region
  * changes, the handler setters below, dirty logging, the pager's calls but
  * vmmu_pager_stats(), vmmu_pager_destroy() included, vmmu_dm_create(),
- * vmmu_dm_destroy(), vmmu_dm_server_destroy()); vmmu_vm_destroy() of the
+ * vmmu_dm_destroy(), vmmu_dm_server_create_inproc(),
+ * vmmu_dm_server_create_remote(), vmmu_dm_server_destroy()); vmmu_vm_destroy() of the
  * vm being visited refuses with VMMU_EBUSY too.  @p fn may wait for the
  * vCPUs (vmmu_shootdown_sync(), a page-state change that flushes them):
  * vCPU threads wait for the map's lock offline.  On a vCPU thread, the

@@ -622,8 +622,14 @@ int vmmu_dmc_complete(struct vmmu_dmc *c, const struct vmmu_dmc_req *req, uint64
     __atomic_store_n(&s->resp_seq, req->seq, __ATOMIC_RELAXED);
     __atomic_store_n(&s->state, VMMU_DM_SLOT_RESPONSE, __ATOMIC_RELEASE);
     static const char one = 1;
-    if (send(c->resp_fd[req->slot], &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno != EAGAIN)
-        return VMMU_ESYS; /* (EAGAIN: the queue is full, a wake-up is pending) */
+    if (send(c->resp_fd[req->slot], &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+        if (errno == EAGAIN)
+            return 0; /* the queue is full: a wake-up is pending */
+        /* The vm closed its end: it is gone, or it destroyed the server. */
+        if (errno == ECONNREFUSED || errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)
+            return VMMU_EDEAD;
+        return VMMU_ESYS;
+    }
     return 0;
 }
 

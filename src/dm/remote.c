@@ -291,8 +291,10 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     unsigned ring = cfg ? cfg->ring_entries : 0;
     unsigned max_regions = cfg && cfg->max_regions ? cfg->max_regions : 64;
     /* (The deadline is also a poll() timeout in milliseconds: an int.) */
+    /* A pid that is this process, or none at all, would have the
+     * server's death kill this process or nothing: refused. */
     if ((ring & (ring - 1)) || ring > 4096 || max_regions > 256 ||
-        (cfg && cfg->timeout_ms > INT_MAX))
+        (cfg && cfg->timeout_ms > INT_MAX) || (cfg && (cfg->pid < 0 || cfg->pid == getpid())))
         return VMMU_EINVAL;
     srv->timeout_ms = cfg && cfg->timeout_ms ? cfg->timeout_ms : 5000;
     srv->wait_us = cfg ? cfg->wait_us : 0;
@@ -351,6 +353,11 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     if (pid > 0) {
         srv->pid = pid;
         srv->pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+        /* A pid given that names no process (ESRCH; EINVAL: a thread
+         * that leads no process) is a mistake; a kernel without pidfds
+         * (ENOSYS) leaves the server unwatched, as an unknown pid does. */
+        if (srv->pidfd < 0 && cfg && cfg->pid && errno != ENOSYS)
+            return VMMU_EINVAL;
     }
 
     /* The bitmap in which it reports the pages it writes (the dirty log). */

@@ -300,7 +300,9 @@ static void pager_stats_from_inside_foreach_still_answer(void **state)
 struct dm_nested {
     struct vmmu_dm *dm;
     struct vmmu_dm_server *srv;
-    int rc[2];
+    int rc[4];
+    struct vmmu_dm_server *made[2];
+    int sock;
 };
 
 static int dm_echo(void *opaque, struct vmmu_dm_ioreq *req);
@@ -311,15 +313,23 @@ static int destroy_from_inside(const struct vmmu_region_info *info, void *arg)
     struct dm_nested *t = arg;
     t->rc[0] = vmmu_dm_server_destroy(t->srv);
     t->rc[1] = vmmu_dm_destroy(t->dm);
+    struct vmmu_dm_ops ops = {.access = dm_echo};
+    t->rc[2] = vmmu_dm_server_create_inproc(t->dm, &ops, NULL, &t->made[0]);
+    t->rc[3] = vmmu_dm_server_create_remote(t->dm, t->sock, NULL, &t->made[1]);
     return 1;
 }
 
 /* Removing a server's ranges takes the map's lock, which the callback
- * holds: both destroy calls refuse and leave the layer working. */
+ * holds: both destroy calls refuse and leave the layer working.  So do
+ * the creates (a new server's table needs the map), closing a remote
+ * server's socket as every refusal does. */
 static void dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer(void **state)
 {
     struct fx *f = *state;
     struct dm_nested t = {0};
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    t.sock = sv[0];
     assert_int_equal(vmmu_dm_create(VM(f), NULL, &t.dm), 0);
     struct vmmu_dm_ops ops = {.access = dm_echo};
     assert_int_equal(vmmu_dm_server_create_inproc(t.dm, &ops, NULL, &t.srv), 0);
@@ -329,8 +339,12 @@ static void dm_destroy_from_inside_foreach_is_busy_and_keeps_the_layer(void **st
     alarm(60);
     assert_int_equal(vmmu_region_foreach(VM(f), destroy_from_inside, &t), 1);
     alarm(0);
-    assert_int_equal(t.rc[0], VMMU_EBUSY);
-    assert_int_equal(t.rc[1], VMMU_EBUSY);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(t.rc[i], VMMU_EBUSY);
+    assert_null(t.made[0]);
+    assert_null(t.made[1]);
+    assert_int_equal(fcntl(sv[0], F_GETFD), -1); /* closed */
+    close(sv[1]);
     /* The server keeps its ranges and still answers. */
     struct vmmu_p2m_entry e;
     assert_int_equal(vmmu_p2m_lookup(VM(f), dev + 8, &e), 0);
@@ -1471,6 +1485,26 @@ static void dmc_complete_with_a_sequence_not_handed_out_is_rejected(void **state
     remote_close(&r);
 }
 
+/* An answer to a request whose server the vm destroyed meanwhile goes
+ * nowhere: the device model hears that the vm is gone, as from
+ * vmmu_dmc_wait(), not that a system call failed. */
+static void dmc_complete_after_the_vm_destroyed_the_server_says_dead(void **state)
+{
+    (void)state;
+    struct remote r;
+    remote_open(&r);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(r.dm, 0, 0x81, 1, 0, &v), VMMU_EPENDING);
+    struct vmmu_dmc_req req;
+    assert_int_equal(vmmu_dmc_wait(r.c, 5000, &req), 0);
+    assert_int_equal(vmmu_dm_server_destroy(r.srv), 0);
+    assert_int_equal(vmmu_dmc_complete(r.c, &req, 0x5a, 0), VMMU_EDEAD);
+    assert_int_equal(vmmu_dmc_wait(r.c, 1000, &req), VMMU_EDEAD);
+    /* The vCPU's access ends: its ports went with the server. */
+    assert_int_equal(vmmu_dm_port_access(r.dm, 0, 0x81, 1, 0, &v), VMMU_ENOENT);
+    remote_close(&r);
+}
+
 static void dmc_calls_with_null_or_wrapping_arguments_are_rejected(void **state)
 {
     (void)state;
@@ -1594,6 +1628,7 @@ int main(int argc, char **argv)
         T(dm_calls_with_null_or_mismatched_arguments_are_rejected),
         T(invalidate_wait_for_a_ticket_never_handed_out_is_rejected),
         cmocka_unit_test(dmc_complete_with_a_sequence_not_handed_out_is_rejected),
+        cmocka_unit_test(dmc_complete_after_the_vm_destroyed_the_server_says_dead),
         cmocka_unit_test(dmc_calls_with_null_or_wrapping_arguments_are_rejected),
         cmocka_unit_test(dmc_connect_with_a_bad_bucket_size_closes_the_socket),
     };

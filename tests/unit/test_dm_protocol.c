@@ -773,6 +773,48 @@ static void refuse_socket(struct vmmu_dm *dm, int fd, const char *what)
     assert_int_equal(fcntl(fd, F_GETFD), -1);
 }
 
+/* The pid in the configuration is the process killed when the server
+ * dies: this process, a negative pid or one that names no process is
+ * refused at once (the socket closed), never discovered at the kill. */
+static void remote_servers_refuse_a_pid_that_is_this_process_or_none(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    pid_t gone = fork();
+    assert_true(gone >= 0);
+    if (gone == 0)
+        _exit(0);
+    assert_int_equal(waitpid(gone, NULL, 0), gone); /* reaped: names no process now */
+    const pid_t pids[] = {getpid(), -1, INT_MIN, gone};
+    for (unsigned i = 0; i < sizeof(pids) / sizeof(pids[0]); i++) {
+        int sv[2];
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+        struct vmmu_dm_remote_config rc = {.timeout_ms = 100, .pid = pids[i]};
+        struct vmmu_dm_server *srv = NULL;
+        unsigned before = open_fds();
+        int r = vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv);
+        if (r != VMMU_EINVAL)
+            fail_msg("pid %d: %s, not VMMU_EINVAL", (int)pids[i], vmmu_error_name(r));
+        assert_null(srv);
+        assert_int_equal(open_fds(), before - 1);
+        close(sv[1]);
+    }
+    /* Still alive here; and the socket's own peer (this process) is not
+     * watched when no pid is given, so a destroy kills nothing. */
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 100};
+    struct vmmu_dm_server *srv = NULL;
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv), 0);
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+    close(sv[1]);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 static void remote_servers_refuse_what_is_not_a_connected_unix_stream_socket(void **state)
 {
     (void)state;
@@ -1751,6 +1793,7 @@ int main(void)
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
         cmocka_unit_test(an_invalidation_during_a_servers_destroy_waits_for_its_process_to_exit),
         cmocka_unit_test(remote_servers_refuse_what_is_not_a_connected_unix_stream_socket),
+        cmocka_unit_test(remote_servers_refuse_a_pid_that_is_this_process_or_none),
         cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
         cmocka_unit_test(client_refuses_a_malformed_hello),
         cmocka_unit_test(client_checks_page_in_answers_and_gives_up_on_a_silent_vm),
