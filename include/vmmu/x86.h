@@ -265,6 +265,8 @@ int vmmu_x86_set_cr0(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86
  * bit 63 with CR4.PCIDE=0 (with PCIDE=1 bit 63 is the no-flush hint and is
  * dropped).  With EFER.LMA=0 the operand is 32 bits (upper bits ignored).
  * In PAE mode the PDPTEs are loaded; reserved bits in a present one: #GP(0).
+ * Clearing CR0.PG keeps CR3 as it is, so CR3 can hold bits above 31
+ * outside IA-32e mode; 32-bit and PAE paging use only bits 31:0.
  */
 int vmmu_x86_set_cr3(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault);
 
@@ -322,8 +324,10 @@ struct vmmu_x86_regs {
  * a state the CPU can be in: each register's reserved bits clear and
  * features present; CR0.PG implies PE; NW implies CD; EFER.LMA equals
  * LME && PG; LMA implies CR4.PAE; PCIDE implies LMA; CET implies WP;
- * CR3 within MAXPHYADDR (and bit 63 clear); CPL 0..3; PKRS bits 63:32 clear;
- * present PDPTEs free of reserved bits.
+ * CR3 bits 63:MAXPHYADDR clear whatever EFER.LMA is (outside IA-32e mode
+ * CR3 may keep bits above 31 from before CR0.PG was cleared, as on the CPU;
+ * the 32-bit and PAE walks use bits 31:0 only); CPL 0..3; PKRS bits 63:32
+ * clear; present PDPTEs free of reserved bits.
  * @return 0; VMMU_EINVAL (NULL argument or an impossible state: @p pg is
  *         then unchanged); VMMU_EPAGEDOUT or the page-in handler's code.
  */

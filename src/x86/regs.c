@@ -223,7 +223,8 @@ static uint64_t efer_allowed(const struct vmmu_x86_paging *pg)
 }
 
 /* CR3 bits that are reserved with EFER.LMA=1: 62:MAXPHYADDR (bit 63 is
- * handled by the caller: reserved, or the PCID no-flush hint). */
+ * handled by the caller: reserved, or the PCID no-flush hint).  A state
+ * load refuses them whatever LMA is. */
 static uint64_t cr3_reserved_long(const struct vmmu_x86_paging *pg)
 {
     return vmmu__x86_bits(62, pg->cpu.maxphyaddr);
@@ -453,7 +454,10 @@ static bool state_possible(const struct vmmu_x86_paging *pg, const struct vmmu_x
         return false;
     if ((r->cr4 & VMMU_X86_CR4_CET) && !(r->cr0 & VMMU_X86_CR0_WP))
         return false;
-    if (lma ? (r->cr3 & (VMMU_X86_CR3_NOFLUSH | cr3_reserved_long(pg))) : (r->cr3 >> 32))
+    /* CR3 may hold bits up to MAXPHYADDR-1 outside IA-32e mode too: MOV to
+     * CR3 writes only bits 31:0 there, but clearing CR0.PG leaves IA-32e
+     * mode with CR3 as it was.  The 32-bit and PAE walks use bits 31:0. */
+    if (r->cr3 & (VMMU_X86_CR3_NOFLUSH | cr3_reserved_long(pg)))
         return false;
     if (r->cpl > 3 || (r->pkrs >> 32))
         return false;

@@ -671,6 +671,31 @@ static void clearing_cr0_pg_flushes_everything(void **state)
     assert_null(vmmu_tlb_lookup_read(f->t.vcpu, lva, 8));
 }
 
+/* Clearing PG keeps CR3's bits above 31; the vCPU's own registers then
+ * load again, and the load still drops every translation. */
+static void a_vcpu_that_left_long_mode_with_a_high_cr3_loads_its_own_registers(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_vcpu *v = f->t.vcpu;
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root, 0, 0, 0);
+    ok(vmmu_vcpu_set_cr3(v, (1ull << 39) | f->root, &fault), &fault);
+    ok(vmmu_vcpu_set_cr0(v, R_CR0_PE, &fault), &fault);
+    const struct vmmu_x86_paging *pg = vmmu_vcpu_paging(v);
+    assert_int_equal(pg->cr3, (1ull << 39) | f->root);
+    assert_int_equal(pg->efer & R_EFER_LMA, 0);
+    assert_maps(f, DATA(5), DATA(5));
+
+    struct vmmu_x86_regs r = {.cr0 = pg->cr0, .cr3 = pg->cr3, .cr4 = pg->cr4, .efer = pg->efer,
+                              .rflags = pg->rflags, .cpl = pg->cpl, .pkru = pg->pkru,
+                              .pkrs = pg->pkrs};
+    assert_int_equal(vmmu_vcpu_set_state(v, &r), 0);
+    assert_int_equal(pg->cr3, (1ull << 39) | f->root);
+    assert_int_equal(pg->mode, VMMU_X86_MODE_NONE);
+    assert_null(vmmu_tlb_lookup_read(v, DATA(5), 8));
+    assert_maps(f, DATA(5), DATA(5));
+}
+
 static void setting_smep_revokes_supervisor_fetches_from_user_pages(void **state)
 {
     struct fx *f = *state;
@@ -1389,6 +1414,7 @@ int main(void)
         cmocka_unit_test(invpcid_without_the_feature_is_ud),
         T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
         T(clearing_cr0_pg_flushes_everything),
+        T(a_vcpu_that_left_long_mode_with_a_high_cr3_loads_its_own_registers),
         T(setting_smep_revokes_supervisor_fetches_from_user_pages),
         T(smap_revokes_supervisor_data_access_unless_ac_is_set),
         T(a_pf_drops_the_cached_pde_so_a_widened_pde_works_on_retry),

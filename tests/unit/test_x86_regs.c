@@ -740,6 +740,60 @@ static void set_state_refuses_cr3_above_maxphyaddr(void **state)
     assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
 }
 
+/* Clearing CR0.PG leaves IA-32e mode and keeps CR3 as it was, bits above
+ * 31 included: a state load of those very registers must take them. */
+static void set_state_accepts_the_cr3_a_cpu_keeps_after_leaving_long_mode(void **state)
+{
+    struct x86_env *env = *state;
+    enter_long_mode(env);
+    uint64_t pml4 = env->pg.cr3;
+    assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, (1ull << 35) | pml4, &fault)),
+                     VMMU_X86_FAULT_NONE);
+    assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.efer & R_EFER_LMA, 0);
+    assert_int_equal(env->pg.cr3, (1ull << 35) | pml4);
+
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    struct vmmu_x86_regs r = {.cr0 = env->pg.cr0, .cr3 = env->pg.cr3, .cr4 = env->pg.cr4,
+                              .efer = env->pg.efer, .rflags = env->pg.rflags,
+                              .cpl = env->pg.cpl, .pkru = env->pg.pkru, .pkrs = env->pg.pkrs};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_unchanged(env, &before);
+}
+
+/* SDM 4.3, 4.4: 32-bit and PAE paging use CR3 bits 31:0 only. */
+static void walks_outside_long_mode_use_only_cr3_bits_31_to_0(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_walk w;
+
+    uint64_t pd = env_page(env), pt = env_page(env);
+    put32(env, pd, (uint32_t)(pt | E_P | E_RW));
+    put32(env, pt, 0x7000 | E_P | E_RW);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = (1ull << 35) | pd, .rflags = 2};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+    assert_int_equal(vmmu_x86_walk_peek(&env->pg, 0x123, 0, &w), 0);
+    assert_true(w.ok);
+    assert_int_equal(w.levels[0].gpa, pd);
+    assert_int_equal(w.gpa, 0x7123);
+
+    uint64_t pdpt = env_page(env), pd2 = env_page(env), pt2 = env_page(env);
+    put64(env, pdpt, pd2 | E_P);
+    put64(env, pd2, pt2 | E_P | E_RW);
+    put64(env, pt2, 0x9000 | E_P | E_RW);
+    r.cr4 = R_CR4_PAE;
+    r.cr3 = (1ull << 35) | pdpt;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_PAE);
+    assert_int_equal(env->pg.pdpte[0], pd2 | E_P);
+    assert_int_equal(vmmu_x86_walk_peek(&env->pg, 0x456, 0, &w), 0);
+    assert_true(w.ok);
+    assert_int_equal(w.levels[0].gpa, pdpt);
+    assert_int_equal(w.gpa, 0x9456);
+}
+
 static void set_state_refuses_bad_pdptes_and_keeps_the_old_state(void **state)
 {
     struct x86_env *env = *state;
@@ -800,7 +854,7 @@ static void set_state_refuses_each_impossible_state_and_keeps_the_old_one(void *
     bad[n++].cr4 |= VMMU_X86_CR4_CET;                                      /* CET without WP */
     bad[n++].cr3 |= 1ull << 63;                                            /* CR3 bit 63 */
     bad[n].cr0 = R_CR0_PE | R_CR0_PG, bad[n].cr4 = 0, bad[n].efer = 0,
-    bad[n++].cr3 = 1ull << 32;                                             /* 32-bit CR3 */
+    bad[n++].cr3 = 1ull << 40;                       /* CR3 above MAXPHYADDR, LMA=0 */
     bad[n++].cpl = 4;
     bad[n++].pkrs = 1ull << 32;
     bad[n++].pkru = 4; /* the CPU has no PKU */
@@ -860,6 +914,8 @@ int main(void)
         T(set_state_refuses_lma_without_paging),
         T(set_state_refuses_long_mode_without_pae),
         T(set_state_refuses_cr3_above_maxphyaddr),
+        T(set_state_accepts_the_cr3_a_cpu_keeps_after_leaving_long_mode),
+        T(walks_outside_long_mode_use_only_cr3_bits_31_to_0),
         T(set_state_refuses_bad_pdptes_and_keeps_the_old_state),
         T(set_state_selects_each_mode),
         T(every_refused_register_write_leaves_the_whole_state_unchanged),
