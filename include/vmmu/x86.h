@@ -297,13 +297,18 @@ int vmmu_x86_set_pkru(struct vmmu_x86_paging *pg, uint32_t value, struct vmmu_x8
 int vmmu_x86_set_pkrs(struct vmmu_x86_paging *pg, uint64_t value, struct vmmu_x86_fault *fault);
 
 /**
- * Set RFLAGS (only AC affects paging; bit 1 reads as 1).  Never faults.
+ * Set RFLAGS (only AC affects paging).  As with POPF, the reserved bits
+ * keep their fixed values: bits 63:22, 15, 5 and 3 read 0 whatever
+ * @p value holds, bit 1 reads 1.  Never faults.  Whether the other bits
+ * fit the rest of the state (VM with IA-32e mode, ...) is the caller's
+ * business; vmmu_x86_set_state() checks it.
  * @return 0 or VMMU_EINVAL (NULL @p pg).
  */
 int vmmu_x86_set_rflags(struct vmmu_x86_paging *pg, uint64_t value);
 
 /**
- * Set the current privilege level.
+ * Set the current privilege level.  It is not checked against CR0.PE or
+ * RFLAGS.VM (vmmu_x86_set_state() checks that).
  * @return 0 or VMMU_EINVAL (NULL @p pg, @p cpl > 3).
  */
 int vmmu_x86_set_cpl(struct vmmu_x86_paging *pg, unsigned cpl);
@@ -326,8 +331,11 @@ struct vmmu_x86_regs {
  * LME && PG; LMA implies CR4.PAE; PCIDE implies LMA; CET implies WP;
  * CR3 bits 63:MAXPHYADDR clear whatever EFER.LMA is (outside IA-32e mode
  * CR3 may keep bits above 31 from before CR0.PG was cleared, as on the CPU;
- * the 32-bit and PAE walks use bits 31:0 only); CPL 0..3; PKRS bits 63:32
- * clear; present PDPTEs free of reserved bits.
+ * the 32-bit and PAE walks use bits 31:0 only); CPL 0..3, and 0 when
+ * CR0.PE=0; RFLAGS bits 63:22, 15, 5 and 3 clear (bit 1 is set whatever
+ * @p regs holds, as KVM_SET_REGS does); RFLAGS.VM only with CR0.PE=1,
+ * EFER.LMA=0 and CPL 3; PKRS bits 63:32 clear; present PDPTEs free of
+ * reserved bits.
  * @return 0; VMMU_EINVAL (NULL argument or an impossible state: @p pg is
  *         then unchanged); VMMU_EPAGEDOUT or the page-in handler's code.
  */

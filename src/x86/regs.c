@@ -28,6 +28,13 @@
 /* CR0 value after RESET or INIT (SDM 9.1.1, Table 9-1): CD, NW, ET. */
 #define CR0_RESET 0x60000010ull
 
+/* RFLAGS bits that are reserved and always 0 (SDM Vol. 1 3.4.3, Vol. 3
+ * 2.3): 63:22, 15, 5 and 3.  Bit 1 is reserved and always 1. */
+#define RFLAGS_ZERO (vmmu__x86_bits(63, 22) | (1ull << 15) | (1ull << 5) | (1ull << 3))
+#define RFLAGS_ONE (1ull << 1)
+/* RFLAGS.VM: virtual-8086 mode. */
+#define RFLAGS_VM (1ull << 17)
+
 /* PAE PDPT: CR3 bits 31:5 (SDM 4.4.1). */
 #define PAE_PDPT_MASK 0xffffffe0ull
 
@@ -417,7 +424,8 @@ int vmmu_x86_set_rflags(struct vmmu_x86_paging *pg, uint64_t value)
 {
     if (!vmmu__x86_ready(pg))
         return VMMU_EINVAL;
-    pg->rflags = value | 2; /* bit 1 is always 1 */
+    /* As POPF: the reserved bits keep their fixed values. */
+    pg->rflags = (value & ~RFLAGS_ZERO) | RFLAGS_ONE;
     return 0;
 }
 
@@ -461,6 +469,17 @@ static bool state_possible(const struct vmmu_x86_paging *pg, const struct vmmu_x
         return false;
     if (r->cpl > 3 || (r->pkrs >> 32))
         return false;
+    /* Real mode runs at CPL 0. */
+    if (r->cpl != 0 && !(r->cr0 & VMMU_X86_CR0_PE))
+        return false;
+    /* Bit 1 is forced to 1 below; the bits that read 0 must be 0. */
+    if (r->rflags & RFLAGS_ZERO)
+        return false;
+    /* Virtual-8086 mode exists only in protected mode outside IA-32e mode,
+     * and runs at CPL 3 (SDM Vol. 3, 8086 emulation; the VM-entry checks
+     * on guest RFLAGS refuse VM with IA-32e mode or with CR0.PE=0). */
+    if ((r->rflags & RFLAGS_VM) && (lma || !(r->cr0 & VMMU_X86_CR0_PE) || r->cpl != 3))
+        return false;
     if (r->pkrs && !has(pg, VMMU_X86_FEAT_PKS))
         return false;
     if (r->pkru && !has(pg, VMMU_X86_FEAT_PKU))
@@ -480,7 +499,7 @@ int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *r
     cand.cr3 = regs->cr3;
     cand.cr4 = regs->cr4;
     cand.efer = regs->efer;
-    cand.rflags = regs->rflags | 2;
+    cand.rflags = regs->rflags | RFLAGS_ONE;
     cand.cpl = regs->cpl;
     cand.pkru = regs->pkru;
     cand.pkrs = regs->pkrs;

@@ -445,6 +445,17 @@ static void pkru_and_pkrs_writes_fault_on_a_cpu_without_the_feature(void **state
                      VMMU_X86_VEC_GP);
 }
 
+/* As POPF: the reserved RFLAGS bits cannot be set, and bit 1 stays 1, so
+ * vmmu_x86_set_rflags() never builds a value a state load refuses. */
+static void rflags_setter_keeps_the_reserved_bits_at_their_fixed_values(void **state)
+{
+    struct x86_env *env = *state;
+    assert_int_equal(vmmu_x86_set_rflags(&env->pg, ~0ull), 0);
+    assert_int_equal(env->pg.rflags, 0x3f7fd7ull);
+    assert_int_equal(vmmu_x86_set_rflags(&env->pg, (1ull << 63) | (1ull << 15) | R_RFLAGS_AC), 0);
+    assert_int_equal(env->pg.rflags, R_RFLAGS_AC | 2);
+}
+
 static void rflags_bit1_reads_one_and_cpl_above_three_is_refused(void **state)
 {
     struct x86_env *env = *state;
@@ -804,6 +815,79 @@ static void set_state_refuses_bad_pdptes_and_keeps_the_old_state(void **state)
     assert_int_equal(env->pg.mode, VMMU_X86_MODE_NONE);
 }
 
+/* Real mode runs at CPL 0: CPL 1..3 with CR0.PE=0 is no state of the CPU. */
+static void set_state_refuses_a_nonzero_cpl_in_real_mode(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    struct vmmu_x86_regs r = {.cr0 = 0x60000010ull, .rflags = 2};
+    for (unsigned cpl = 1; cpl <= 3; cpl++) {
+        r.cpl = cpl;
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
+        assert_unchanged(env, &before);
+    }
+    r.cpl = 0;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    r.cr0 |= R_CR0_PE;
+    r.cpl = 3;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.cpl, 3);
+}
+
+/* RFLAGS bits 63:22, 15, 5 and 3 read 0: a state with one of them set is
+ * refused; bit 1 reads 1 and is set whatever the caller gave. */
+static void set_state_refuses_rflags_reserved_bits_and_sets_bit_1(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    static const unsigned zero_bits[] = {3, 5, 15, 22, 31, 32, 63};
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE, .rflags = 2};
+    for (unsigned i = 0; i < sizeof(zero_bits) / sizeof(zero_bits[0]); i++) {
+        r.rflags = 2 | (1ull << zero_bits[i]);
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
+        assert_unchanged(env, &before);
+    }
+    /* Every other bit below 22 is the guest's (VM aside, see below). */
+    r.rflags = 0x3f7fd7ull & ~(1ull << 17);
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.rflags, 0x3d7fd7ull);
+    r.rflags = R_RFLAGS_AC;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.rflags, R_RFLAGS_AC | 2);
+}
+
+/* RFLAGS.VM: virtual-8086 mode is protected mode outside IA-32e mode at
+ * CPL 3; with IA-32e mode active, in real mode or below CPL 3 it is no
+ * state of the CPU. */
+static void set_state_allows_virtual_8086_mode_only_in_legacy_protected_mode_at_cpl_3(void **state)
+{
+    struct x86_env *env = *state;
+    const uint64_t vm = 1ull << 17;
+    struct vmmu_x86_regs r = regs_4level(env_page(env));
+    r.cpl = 3;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+
+    r.rflags = 2 | vm; /* IA-32e mode */
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
+    assert_unchanged(env, &before);
+    struct vmmu_x86_regs real = {.cr0 = 0x60000010ull, .rflags = 2 | vm};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &real), VMMU_EINVAL);
+    assert_unchanged(env, &before);
+    struct vmmu_x86_regs legacy = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = env_page(env),
+                                   .rflags = 2 | vm, .cpl = 0};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &legacy), VMMU_EINVAL);
+    assert_unchanged(env, &before);
+
+    legacy.cpl = 3;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &legacy), 0);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+    assert_int_equal(env->pg.rflags, 2 | vm);
+}
+
 static void set_state_selects_each_mode(void **state)
 {
     struct x86_env *env = *state;
@@ -918,10 +1002,14 @@ int main(void)
         T(walks_outside_long_mode_use_only_cr3_bits_31_to_0),
         T(set_state_refuses_bad_pdptes_and_keeps_the_old_state),
         T(set_state_selects_each_mode),
+        T(set_state_refuses_a_nonzero_cpl_in_real_mode),
+        T(set_state_refuses_rflags_reserved_bits_and_sets_bit_1),
+        T(set_state_allows_virtual_8086_mode_only_in_legacy_protected_mode_at_cpl_3),
         T(every_refused_register_write_leaves_the_whole_state_unchanged),
         T(cr4_setting_cet_with_wp_clear_raises_gp),
         T(pkru_and_pkrs_writes_fault_on_a_cpu_without_the_feature),
         T(rflags_bit1_reads_one_and_cpl_above_three_is_refused),
+        T(rflags_setter_keeps_the_reserved_bits_at_their_fixed_values),
         T(init_accepts_the_maxphyaddr_bounds_and_refuses_1g_pages_without_long_mode),
         T(pdptes_reload_exactly_when_a_listed_bit_changes),
         T(setting_cr4_pae_under_32bit_paging_loads_the_pdptes_or_raises_gp),
