@@ -124,9 +124,12 @@ int vmmu_vcpu_set_rflags(struct vmmu_vcpu *vcpu, uint64_t value);
 int vmmu_vcpu_set_cpl(struct vmmu_vcpu *vcpu, unsigned cpl);
 
 /**
- * Load every register (state restore, VM entry; see vmmu_x86_set_state())
- * and flush the whole TLB.
- * @return as vmmu_x86_set_state().
+ * Load every register (state restore, VM entry; see vmmu_x86_set_state(),
+ * including its PAE PDPTE registers) and flush the whole TLB.  To save a
+ * vCPU's registers for it, call vmmu_x86_get_state() on
+ * vmmu_vcpu_paging(): loading them again gives back the same paging
+ * state whatever guest memory holds by then.
+ * @return as vmmu_x86_set_state(); nothing is flushed when it fails.
  */
 int vmmu_vcpu_set_state(struct vmmu_vcpu *vcpu, const struct vmmu_x86_regs *regs);
 

@@ -195,7 +195,7 @@ struct vmmu_x86_paging {
     uint32_t pkru;
     uint64_t pkrs;   /**< IA32_PKRS; bits 63:32 are zero */
     /** PAE PDPTE registers: loaded from CR3 when the SDM says (4.4.1), not
-     *  on every walk.  Meaningful in VMMU_X86_MODE_PAE only. */
+     *  on every walk.  Meaningful in VMMU_X86_MODE_PAE only; 0 otherwise. */
     uint64_t pdpte[4];
 
     enum vmmu_x86_mode mode; /**< derived */
@@ -313,33 +313,65 @@ int vmmu_x86_set_rflags(struct vmmu_x86_paging *pg, uint64_t value);
  */
 int vmmu_x86_set_cpl(struct vmmu_x86_paging *pg, unsigned cpl);
 
-/* ---- Whole-state load (restore, VM entry, tools, oracles) --------------- */
+/* ---- Whole-state load and save (restore, VM entry, tools, oracles) ------ */
 
-/** Register values for vmmu_x86_set_state(). */
+/** struct vmmu_x86_regs::flags: in PAE paging, load the PDPTE registers
+ *  from struct vmmu_x86_regs::pdpte instead of reading guest memory. */
+#define VMMU_X86_REGS_PDPTE (1u << 0)
+
+/**
+ * Register values for vmmu_x86_set_state() and vmmu_x86_get_state().
+ * Zero-initialise (or use designated initializers), then set what you
+ * need: with @ref flags 0 the PDPTE registers are read from memory.
+ */
 struct vmmu_x86_regs {
     uint64_t cr0, cr3, cr4, efer, rflags;
     unsigned cpl;
     uint32_t pkru;
     uint64_t pkrs;
+    unsigned flags; /**< VMMU_X86_REGS_*; other bits are refused */
+    /** The four PAE PDPTE registers, used with VMMU_X86_REGS_PDPTE in PAE
+     *  paging only (as a VMCS's or KVM_SET_SREGS2's PDPTRs); ignored
+     *  otherwise.  vmmu_x86_get_state() gives 0 outside PAE paging. */
+    uint64_t pdpte[4];
 };
 
 /**
- * Load every register at once, as a state restore or VM entry does, then
- * (in PAE mode) load the PDPTE registers from memory.  The values must be
- * a state the CPU can be in: each register's reserved bits clear and
- * features present; CR0.PG implies PE; NW implies CD; EFER.LMA equals
+ * Load every register at once, as a state restore or VM entry does.  In
+ * PAE paging the PDPTE registers are then loaded from memory (CR3 bits
+ * 31:5), or, with VMMU_X86_REGS_PDPTE in @p regs->flags, taken from
+ * @p regs->pdpte without reading memory: the guest may have rewritten its
+ * PDPT since its last load of CR3 (SDM 4.4.1), and a VM entry with EPT
+ * takes them from the VMCS.  Only the reserved bits of present ones are
+ * checked then.  Outside PAE paging @p regs->pdpte is ignored and the
+ * registers read 0.
+ *
+ * The values must be a state the CPU can be in: each register's reserved
+ * bits clear and features present; CR0.PG implies PE; NW implies CD; EFER.LMA equals
  * LME && PG; LMA implies CR4.PAE; PCIDE implies LMA; CET implies WP;
  * CR3 bits 63:MAXPHYADDR clear whatever EFER.LMA is (outside IA-32e mode
  * CR3 may keep bits above 31 from before CR0.PG was cleared, as on the CPU;
  * the 32-bit and PAE walks use bits 31:0 only); CPL 0..3, and 0 when
  * CR0.PE=0; RFLAGS bits 63:22, 15, 5 and 3 clear (bit 1 is set whatever
  * @p regs holds, as KVM_SET_REGS does); RFLAGS.VM only with CR0.PE=1,
- * EFER.LMA=0 and CPL 3; PKRS bits 63:32 clear; present PDPTEs free of
- * reserved bits.
- * @return 0; VMMU_EINVAL (NULL argument or an impossible state: @p pg is
- *         then unchanged); VMMU_EPAGEDOUT or the page-in handler's code.
+ * EFER.LMA=0 and CPL 3; PKRS bits 63:32 clear; present PDPTEs (read or
+ * given) free of reserved bits.
+ * @return 0; VMMU_EINVAL (NULL argument, unknown @p regs->flags bits, or
+ *         an impossible state: @p pg is then unchanged); VMMU_EPAGEDOUT or
+ *         the page-in handler's code (only when the PDPTEs are read).
  */
 int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *regs);
+
+/**
+ * Save every register, for vmmu_x86_set_state() to load again: in PAE
+ * paging with the PDPTE registers and VMMU_X86_REGS_PDPTE, otherwise with
+ * @p regs->flags and @p regs->pdpte 0.  Loading what it saves gives back
+ * the same paging state, field for field, whatever guest memory holds by
+ * then.  For a vCPU, pass vmmu_vcpu_paging().
+ * @return 0; VMMU_EINVAL (NULL argument or a paging state
+ *         vmmu_x86_paging_init() did not set up).
+ */
+int vmmu_x86_get_state(const struct vmmu_x86_paging *pg, struct vmmu_x86_regs *regs);
 
 /* ---- Walks -------------------------------------------------------------- */
 

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* The paging registers of an x86 vCPU: writes that validate as the CPU
- * does (MOV to CRn, WRMSR, WRPKRU), whole-state loads, the PAE PDPTE
- * registers, and the data derived from them (mode, reserved-bit masks).
+ * does (MOV to CRn, WRMSR, WRPKRU), whole-state loads and saves, the PAE
+ * PDPTE registers, and the data derived from them (mode, reserved-bit masks).
  *
  * Every setter works on a candidate copy of the state and stores it only
  * when no fault is raised, so a faulting instruction changes nothing. */
@@ -176,11 +176,15 @@ static int raise(struct vmmu_x86_fault *fault, int vector)
 
 /* Finish a register write: recompute the derived data of the candidate
  * state, reload the PDPTEs if @reload_pdptes and PAE paging is in use
- * afterwards, and store the candidate only if nothing faulted. */
+ * afterwards, and store the candidate only if nothing faulted.  Outside
+ * PAE paging the PDPTE registers are kept at 0, so that a saved state
+ * (vmmu_x86_get_state) holds everything there is. */
 static int finish(struct vmmu_x86_paging *pg, struct vmmu_x86_paging *cand, bool reload_pdptes,
                   struct vmmu_x86_fault *fault)
 {
     vmmu__x86_update_derived(cand);
+    if (cand->mode != VMMU_X86_MODE_PAE)
+        memset(cand->pdpte, 0, sizeof(cand->pdpte));
     if (reload_pdptes && cand->mode == VMMU_X86_MODE_PAE) {
         bool bad;
         int rc = vmmu__x86_load_pdptes(cand, &bad);
@@ -491,6 +495,8 @@ int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *r
 {
     if (!vmmu__x86_ready(pg) || !regs)
         return VMMU_EINVAL;
+    if (regs->flags & ~VMMU_X86_REGS_PDPTE)
+        return VMMU_EINVAL;
     if (!state_possible(pg, regs))
         return VMMU_EINVAL;
 
@@ -505,7 +511,15 @@ int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *r
     cand.pkrs = regs->pkrs;
     memset(cand.pdpte, 0, sizeof(cand.pdpte));
     vmmu__x86_update_derived(&cand);
-    if (cand.mode == VMMU_X86_MODE_PAE) {
+    if (cand.mode == VMMU_X86_MODE_PAE && (regs->flags & VMMU_X86_REGS_PDPTE)) {
+        /* The PDPTE registers as given (a VMCS's, a saved state's): guest
+         * memory may hold other values since the last load.  A present
+         * one with a reserved bit could never have been loaded. */
+        for (unsigned i = 0; i < 4; i++)
+            if ((regs->pdpte[i] & VMMU_X86_PTE_P) && (regs->pdpte[i] & cand.rsvd_[0][3]))
+                return VMMU_EINVAL;
+        memcpy(cand.pdpte, regs->pdpte, sizeof(cand.pdpte));
+    } else if (cand.mode == VMMU_X86_MODE_PAE) {
         bool bad;
         int rc = vmmu__x86_load_pdptes(&cand, &bad);
         if (rc < 0)
@@ -514,5 +528,25 @@ int vmmu_x86_set_state(struct vmmu_x86_paging *pg, const struct vmmu_x86_regs *r
             return VMMU_EINVAL;
     }
     *pg = cand;
+    return 0;
+}
+
+int vmmu_x86_get_state(const struct vmmu_x86_paging *pg, struct vmmu_x86_regs *regs)
+{
+    if (!vmmu__x86_ready(pg) || !regs)
+        return VMMU_EINVAL;
+    memset(regs, 0, sizeof(*regs));
+    regs->cr0 = pg->cr0;
+    regs->cr3 = pg->cr3;
+    regs->cr4 = pg->cr4;
+    regs->efer = pg->efer;
+    regs->rflags = pg->rflags;
+    regs->cpl = pg->cpl;
+    regs->pkru = pg->pkru;
+    regs->pkrs = pg->pkrs;
+    if (pg->mode == VMMU_X86_MODE_PAE) {
+        regs->flags = VMMU_X86_REGS_PDPTE;
+        memcpy(regs->pdpte, pg->pdpte, sizeof(regs->pdpte));
+    }
     return 0;
 }

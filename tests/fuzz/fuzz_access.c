@@ -4300,12 +4300,23 @@ static void op_regs(struct reader *r)
             expect_rc(vmmu_vcpu_invlpg(vcpu, pick_va(r)), 0, "vmmu_vcpu_invlpg");
         } else {
             const struct vmmu_x86_paging *p = pg();
-            struct vmmu_x86_regs regs = {p->cr0, p->cr3, p->cr4, p->efer, p->rflags,
-                                         p->cpl, p->pkru, p->pkrs};
-            /* In PAE paging the PDPTEs are loaded again: the guest may have
-             * given them reserved bits meanwhile (then nothing changes). */
+            struct vmmu_x86_regs regs;
+            expect_rc(vmmu_x86_get_state(p, &regs), 0, "vmmu_x86_get_state");
+            /* With b & 32, PAE paging reads the PDPTEs from memory again:
+             * the guest may have given them reserved bits meanwhile (then
+             * nothing changes).  Otherwise they are the registers saved. */
+            bool reread = (b & 32) != 0;
+            if (reread)
+                regs.flags = 0;
+            /* The setters let CPL and RFLAGS.VM contradict CR0 and EFER;
+             * such a state does not load. */
+            bool pe = (p->cr0 & VMMU_X86_CR0_PE) != 0;
+            bool v86 = (p->rflags & (1ull << 17)) != 0;
+            bool possible = (pe || p->cpl == 0) &&
+                            !(v86 && (!pe || p->cpl != 3 || (p->efer & VMMU_X86_EFER_LMA)));
             int rc = vmmu_vcpu_set_state(vcpu, &regs);
-            if (rc != 0 && !(rc == VMMU_EINVAL && p->mode == VMMU_X86_MODE_PAE))
+            if (rc != 0 && !(rc == VMMU_EINVAL &&
+                             (!possible || (reread && p->mode == VMMU_X86_MODE_PAE))))
                 fail("vmmu_vcpu_set_state (reload) returned %d", rc);
             if (rc == 0)
                 everything_dropped();

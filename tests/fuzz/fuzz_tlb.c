@@ -929,13 +929,18 @@ static void op_flush(struct reader *r)
         everything_dropped();
         return;
     }
-    /* Reload the current registers, or others. */
-    const struct vmmu_x86_paging *pg = pg_now();
-    struct vmmu_x86_regs regs = {pg->cr0, pg->cr3, pg->cr4, pg->efer, pg->rflags,
-                                 pg->cpl, pg->pkru, pg->pkrs};
+    /* Reload the current registers (PAE: with their PDPTE registers, or
+     * reading the PDPT again with b & 4), or others (then the PDPTEs are
+     * read from the new PDPT). */
+    struct vmmu_x86_regs regs;
+    if (vmmu_x86_get_state(pg_now(), &regs) != 0)
+        fail("vmmu_x86_get_state failed");
+    if (b & 4)
+        regs.flags = 0;
     if (b & 2) {
         regs.cr3 = (regs.cr3 & ~0xf000ull) | (take(r, 1) & 0xf) << 12;
         regs.cpl = (unsigned)take(r, 1) & 3;
+        regs.flags = 0;
     }
     int rc = vmmu_vcpu_set_state(vcpu, &regs);
     if (rc == 0)

@@ -634,6 +634,8 @@ static void x86_setters_and_walks_refuse_null_arguments(void **state)
     assert_int_equal(vmmu_x86_set_cpl(NULL, 0), VMMU_EINVAL);
     struct vmmu_x86_regs r = regs_4level(f->s.root);
     assert_int_equal(vmmu_x86_set_state(NULL, &r), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_get_state(NULL, &r), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_get_state(pg, NULL), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_walk(NULL, DATA_VA, 0, &w), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_walk(pg, DATA_VA, 0, NULL), VMMU_EINVAL);
     assert_false(vmmu_x86_canonical(NULL, 0));
@@ -667,6 +669,7 @@ static void x86_calls_on_a_paging_state_never_set_up_are_refused(void **state)
     assert_int_equal(vmmu_x86_set_cpl(&pg, 3), VMMU_EINVAL);
     struct vmmu_x86_regs pae = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = 0x1000, .cr4 = R_CR4_PAE};
     assert_int_equal(vmmu_x86_set_state(&pg, &pae), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_get_state(&pg, &pae), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_walk_peek(&pg, DATA_VA, 0, &w), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_walk(&pg, DATA_VA, 0, &w), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_walk_commit(&pg, &w), VMMU_EINVAL);

@@ -696,6 +696,56 @@ static void a_vcpu_that_left_long_mode_with_a_high_cr3_loads_its_own_registers(v
     assert_maps(f, DATA(5), DATA(5));
 }
 
+/* A PAE vCPU whose guest rewrote its PDPT after the last CR3 load is
+ * saved (vmmu_x86_get_state) and loaded again with the same PDPTE
+ * registers: it keeps translating as before, and the load still drops
+ * every translation the TLB held. */
+static void a_saved_pae_vcpu_loads_again_with_its_pdpte_registers_and_a_flushed_tlb(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_vcpu *v = f->t.vcpu;
+    const uint64_t va = 0x00403000;
+    uint64_t pd = env_page(&f->t.env), pt = env_page(&f->t.env);
+    uint64_t pd2 = env_page(&f->t.env), pt2 = env_page(&f->t.env);
+    put64(&f->t.env, f->root, pd | E_P); /* PDPTE 0 */
+    put64(&f->t.env, pd + 8 * ((va >> 21) & 511), pt | UP);
+    put64(&f->t.env, pt + 8 * ((va >> 12) & 511), DATA(1) | E_P | E_RW | E_US | E_A | E_D);
+    put64(&f->t.env, pd2 + 8 * ((va >> 21) & 511), pt2 | UP);
+    put64(&f->t.env, pt2 + 8 * ((va >> 12) & 511), DATA(2) | E_P | E_RW | E_US | E_A | E_D);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG | R_CR0_WP,
+                              .cr3 = f->root,
+                              .cr4 = R_CR4_PAE,
+                              .efer = R_EFER_NXE,
+                              .rflags = 2};
+    assert_int_equal(vmmu_vcpu_set_state(v, &r), 0);
+    assert_maps(f, va, DATA(1));
+
+    /* The guest points PDPTE 0 elsewhere and gives PDPTE 1 a reserved bit,
+     * without loading CR3: the registers still hold the old PDPTEs. */
+    put64(&f->t.env, f->root, pd2 | E_P);
+    put64(&f->t.env, f->root + 8, pd2 | E_P | E_RW);
+    struct vmmu_x86_regs saved;
+    assert_int_equal(vmmu_x86_get_state(vmmu_vcpu_paging(v), &saved), 0);
+    assert_int_equal(saved.flags, VMMU_X86_REGS_PDPTE);
+    assert_int_equal(saved.pdpte[0], pd | E_P);
+
+    uint64_t flushes = stats(f).flush_all;
+    assert_int_equal(vmmu_vcpu_set_state(v, &saved), 0);
+    assert_int_equal(stats(f).flush_all, flushes + 1);
+    assert_null(vmmu_tlb_lookup_read(v, va, 8));
+    assert_memory_equal(vmmu_vcpu_paging(v)->pdpte, saved.pdpte, sizeof(saved.pdpte));
+    assert_maps(f, va, DATA(1));
+
+    /* Without the flag the load reads the PDPT as it is now: refused for
+     * the reserved bit, then, once that is gone, the new PDPTE 0. */
+    saved.flags = 0;
+    assert_int_equal(vmmu_vcpu_set_state(v, &saved), VMMU_EINVAL);
+    assert_maps(f, va, DATA(1));
+    put64(&f->t.env, f->root + 8, 0);
+    assert_int_equal(vmmu_vcpu_set_state(v, &saved), 0);
+    assert_maps(f, va, DATA(2));
+}
+
 static void setting_smep_revokes_supervisor_fetches_from_user_pages(void **state)
 {
     struct fx *f = *state;
@@ -1415,6 +1465,7 @@ int main(void)
         T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
         T(clearing_cr0_pg_flushes_everything),
         T(a_vcpu_that_left_long_mode_with_a_high_cr3_loads_its_own_registers),
+        T(a_saved_pae_vcpu_loads_again_with_its_pdpte_registers_and_a_flushed_tlb),
         T(setting_smep_revokes_supervisor_fetches_from_user_pages),
         T(smap_revokes_supervisor_data_access_unless_ac_is_set),
         T(a_pf_drops_the_cached_pde_so_a_widened_pde_works_on_retry),

@@ -78,6 +78,12 @@ static void setters_refuse_null_arguments(void **state)
     assert_int_equal(vmmu_x86_set_cr3(&env->pg, 0, NULL), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_set_cpl(&env->pg, 4), VMMU_EINVAL);
     assert_int_equal(vmmu_x86_set_state(&env->pg, NULL), VMMU_EINVAL);
+    struct vmmu_x86_regs r;
+    struct vmmu_x86_paging zeroed;
+    memset(&zeroed, 0, sizeof(zeroed));
+    assert_int_equal(vmmu_x86_get_state(NULL, &r), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_get_state(&env->pg, NULL), VMMU_EINVAL);
+    assert_int_equal(vmmu_x86_get_state(&zeroed, &r), VMMU_EINVAL);
 }
 
 /* ---- CR0 ------------------------------------------------------------------ */
@@ -888,6 +894,204 @@ static void set_state_allows_virtual_8086_mode_only_in_legacy_protected_mode_at_
     assert_int_equal(env->pg.rflags, 2 | vm);
 }
 
+/* A PAE PD that maps linear page 0 to @frame, user and writable. */
+static uint64_t pae_pd(struct x86_env *env, uint64_t frame)
+{
+    uint64_t pd = env_page(env), pt = env_page(env);
+    put64(env, pd, pt | E_P | E_RW | E_US);
+    put64(env, pt, frame | E_P | E_RW | E_US);
+    return pd;
+}
+
+/* A PAE PDPT whose entry for linear 0..1 GiB holds pae_pd(@frame). */
+static uint64_t pae_tables(struct x86_env *env, uint64_t frame)
+{
+    uint64_t pdpt = env_page(env);
+    put64(env, pdpt, pae_pd(env, frame) | E_P);
+    return pdpt;
+}
+
+static uint64_t gpa_of(struct x86_env *env, uint64_t va)
+{
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(&env->pg, va, 0, &w), 0);
+    return w.ok ? w.gpa : ~0ull;
+}
+
+/* SDM 4.4.1: the PDPTE registers change only on MOV to CR0/CR3/CR4; a
+ * guest may rewrite its PDPT after that.  A state load with
+ * VMMU_X86_REGS_PDPTE takes the registers it is given and reads nothing. */
+static void set_state_with_the_pdpte_flag_loads_the_given_pdptes_without_reading_memory(
+    void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = pae_tables(env, 0x10000);
+    uint64_t other_pd = pae_pd(env, 0x20000);
+    put64(env, pdpt + 8, 0x5000 | E_P | E_RW); /* R/W is reserved in a PDPTE */
+
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = pdpt, .cr4 = R_CR4_PAE,
+                              .rflags = 2};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL); /* read: refused */
+    r.flags = VMMU_X86_REGS_PDPTE;
+    r.pdpte[0] = other_pd | E_P;
+    r.pdpte[3] = 0x3000 | E_P;
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_PAE);
+    assert_memory_equal(env->pg.pdpte, r.pdpte, sizeof(r.pdpte));
+    assert_int_equal(gpa_of(env, 0x123), 0x20123);
+}
+
+/* The given PDPTEs are checked as a load would: a present one with a
+ * reserved bit is refused, a non-present one is not looked at. */
+static void set_state_refuses_a_given_present_pdpte_with_reserved_bits(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG, .cr3 = pae_tables(env, 0x10000),
+                              .cr4 = R_CR4_PAE, .rflags = 2, .flags = VMMU_X86_REGS_PDPTE};
+    static const uint64_t rsvd[] = {1ull << 1, 1ull << 2, 1ull << 5, 1ull << 8, 1ull << 40,
+                                    1ull << 63};
+    for (unsigned i = 0; i < sizeof(rsvd) / sizeof(rsvd[0]); i++) {
+        r.pdpte[2] = 0x5000 | E_P | rsvd[i];
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
+        assert_unchanged(env, &before);
+    }
+    r.pdpte[2] = 0x5000 | (1ull << 63) | (1ull << 5); /* not present */
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(env->pg.pdpte[2], r.pdpte[2]);
+}
+
+/* Flag bits vmmu does not know are refused, so that a caller built for a
+ * later vmmu does not get a silently different load. */
+static void set_state_refuses_unknown_flag_bits(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE, .rflags = 2};
+    for (unsigned bit = 1; bit < 32; bit++) {
+        r.flags = 1u << bit;
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &r), VMMU_EINVAL);
+        assert_unchanged(env, &before);
+    }
+}
+
+/* Outside PAE paging the given PDPTEs are ignored (KVM_SET_SREGS2 does
+ * the same) and the registers read 0. */
+static void set_state_ignores_given_pdptes_outside_pae_paging(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_regs r = regs_4level(env_page(env));
+    r.flags = VMMU_X86_REGS_PDPTE;
+    r.pdpte[0] = 0x5000 | E_P | E_RW; /* reserved bits, were it PAE */
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(env->pg.pdpte[i], 0);
+}
+
+/* Leaving PAE paging zeroes the PDPTE registers (they mean nothing
+ * outside it), so a saved state holds all there is to a paging state. */
+static void leaving_pae_paging_zeroes_the_pdpte_registers(void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = env_page(env);
+    enter_pae(env, pdpt);
+    assert_int_not_equal(env->pg.pdpte[0], 0);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 0, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+    assert_int_equal(env->pg.pdpte[0], 0);
+    assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, R_CR4_PAE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_not_equal(env->pg.pdpte[0], 0);
+    assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE, &fault)), VMMU_X86_FAULT_NONE);
+    assert_int_equal(env->pg.mode, VMMU_X86_MODE_NONE);
+    assert_int_equal(env->pg.pdpte[0], 0);
+}
+
+/* A PAE guest that rewrote its PDPT after its last CR3 load (here even
+ * with a reserved bit, legal until the next load) is saved and loaded
+ * again with the same PDPTE registers, so its translations do not change
+ * and the load is not refused. */
+static void get_state_then_set_state_gives_back_the_same_pae_state_whatever_the_pdpt_holds(
+    void **state)
+{
+    struct x86_env *env = *state;
+    uint64_t pdpt = pae_tables(env, 0x10000);
+    struct vmmu_x86_regs r = {.cr0 = R_CR0_PE | R_CR0_PG | R_CR0_WP, .cr3 = pdpt,
+                              .cr4 = R_CR4_PAE, .efer = R_EFER_NXE, .rflags = 2 | R_RFLAGS_AC,
+                              .cpl = 3};
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &r), 0);
+    assert_int_equal(gpa_of(env, 0x123), 0x10123);
+    put64(env, pdpt, pae_pd(env, 0x20000) | E_P); /* another PD for 0..1 GiB */
+    put64(env, pdpt + 8, 0x5000 | E_P | E_RW);     /* a reserved bit */
+    assert_int_equal(gpa_of(env, 0x123), 0x10123);
+
+    struct vmmu_x86_paging before;
+    snapshot(env, &before);
+    struct vmmu_x86_regs saved;
+    assert_int_equal(vmmu_x86_get_state(&env->pg, &saved), 0);
+    assert_int_equal(saved.flags, VMMU_X86_REGS_PDPTE);
+    assert_memory_equal(saved.pdpte, env->pg.pdpte, sizeof(saved.pdpte));
+    assert_int_equal(vmmu_x86_set_state(&env->pg, &saved), 0);
+    assert_unchanged(env, &before);
+    assert_int_equal(gpa_of(env, 0x123), 0x10123);
+
+    /* Into another paging state of the same CPU model. */
+    struct vmmu_x86_paging other;
+    assert_int_equal(vmmu_x86_paging_init(&other, env->vm, NULL), 0);
+    assert_int_equal(vmmu_x86_set_state(&other, &saved), 0);
+    assert_memory_equal(&other, &env->pg, sizeof(other));
+}
+
+/* The same round trip in every other mode, from states built by the
+ * setters: no flag, no PDPTEs, and the state comes back byte for byte. */
+static void get_state_then_set_state_gives_back_the_same_state_outside_pae_paging(void **state)
+{
+    struct x86_env *env = *state;
+    struct vmmu_x86_regs saved;
+    struct vmmu_x86_paging before;
+    for (unsigned step = 0; step < 4; step++) {
+        switch (step) {
+        case 0: /* RESET */
+            break;
+        case 1: /* 4-level, after PAE paging was used on the way */
+            enter_pae(env, env_page(env));
+            assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, R_EFER_LME, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, env_page(env), &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE | R_CR0_PG, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(env->pg.mode, VMMU_X86_MODE_4LEVEL);
+            break;
+        case 2: /* back out of IA-32e mode with a CR3 above 4 GiB */
+            assert_int_equal(vec_of(vmmu_x86_set_cr3(&env->pg, (1ull << 36) | 0x3000, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            break;
+        case 3: /* 32-bit paging at CPL 3 with AC */
+            assert_int_equal(vec_of(vmmu_x86_set_efer(&env->pg, 0, &fault)), VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_cr4(&env->pg, 0, &fault)), VMMU_X86_FAULT_NONE);
+            assert_int_equal(vec_of(vmmu_x86_set_cr0(&env->pg, R_CR0_PE | R_CR0_PG, &fault)),
+                             VMMU_X86_FAULT_NONE);
+            assert_int_equal(vmmu_x86_set_cpl(&env->pg, 3), 0);
+            assert_int_equal(vmmu_x86_set_rflags(&env->pg, R_RFLAGS_AC), 0);
+            assert_int_equal(env->pg.mode, VMMU_X86_MODE_32);
+            break;
+        }
+        snapshot(env, &before);
+        assert_int_equal(vmmu_x86_get_state(&env->pg, &saved), 0);
+        assert_int_equal(saved.flags, 0);
+        for (unsigned i = 0; i < 4; i++)
+            assert_int_equal(saved.pdpte[i], 0);
+        assert_int_equal(vmmu_x86_set_state(&env->pg, &saved), 0);
+        assert_unchanged(env, &before);
+    }
+}
+
 static void set_state_selects_each_mode(void **state)
 {
     struct x86_env *env = *state;
@@ -1002,6 +1206,13 @@ int main(void)
         T(walks_outside_long_mode_use_only_cr3_bits_31_to_0),
         T(set_state_refuses_bad_pdptes_and_keeps_the_old_state),
         T(set_state_selects_each_mode),
+        T(set_state_with_the_pdpte_flag_loads_the_given_pdptes_without_reading_memory),
+        T(set_state_refuses_a_given_present_pdpte_with_reserved_bits),
+        T(set_state_refuses_unknown_flag_bits),
+        T(set_state_ignores_given_pdptes_outside_pae_paging),
+        T(leaving_pae_paging_zeroes_the_pdpte_registers),
+        T(get_state_then_set_state_gives_back_the_same_pae_state_whatever_the_pdpt_holds),
+        T(get_state_then_set_state_gives_back_the_same_state_outside_pae_paging),
         T(set_state_refuses_a_nonzero_cpl_in_real_mode),
         T(set_state_refuses_rflags_reserved_bits_and_sets_bit_1),
         T(set_state_allows_virtual_8086_mode_only_in_legacy_protected_mode_at_cpl_3),
