@@ -226,6 +226,31 @@ static void instruction_running_into_the_non_canonical_hole_is_gp(void **state)
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0);
 }
 
+/*
+ * An instruction whose last byte is the last canonical one runs: RIP then
+ * holds the first address of the hole (a SYSCALL there would hand it to
+ * the kernel in RCX), and only the next fetch raises #GP(0), pushing that
+ * RIP.
+ */
+static void instruction_ending_at_the_top_of_the_lower_half_runs_and_the_next_fetch_is_gp(void **state)
+{
+	(void)state;
+	static const uint8_t inc_rax[] = { 0x48, 0xff, 0xc0 };
+	const uint64_t end = HIGH_PAGE + 0x1000;	/* 1 << 47 */
+	LOAD(g_inc_hlt);
+	wrap_env();
+	g_env.read = high_read;
+	tm_load(&g_m, HIGH_BACKING + 0x1000 - sizeof(inc_rax), inc_rax, sizeof(inc_rax));
+	g_m.cpu.rip = end - sizeof(inc_rax);
+	assert_int_equal(step_env(1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 1);
+	assert_int_equal(g_m.cpu.rip, end);
+	assert_int_equal(step_env(1), X86EMU_EXIT_BUDGET);
+	assert_fault(X86EMU_EXC_GP, 0, end);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 1);
+}
+
 /* An instruction that crosses a page boundary is fetched from both pages and runs whole. */
 static void instruction_crossing_a_page_boundary_runs(void **state)
 {
@@ -1257,6 +1282,7 @@ int main(void)
 		cmocka_unit_test(interrupt_with_an_empty_idt_ends_in_shutdown),
 		cmocka_unit_test(fetch_at_a_non_canonical_rip_is_gp),
 		cmocka_unit_test(instruction_running_into_the_non_canonical_hole_is_gp),
+		cmocka_unit_test(instruction_ending_at_the_top_of_the_lower_half_runs_and_the_next_fetch_is_gp),
 		cmocka_unit_test(instruction_crossing_a_page_boundary_runs),
 		cmocka_unit_test(eip_relative_operand_wraps_to_32_bits),
 		cmocka_unit_test(callback_status_outside_the_contract_is_a_machine_check),
