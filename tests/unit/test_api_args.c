@@ -1450,18 +1450,26 @@ static void remote_close(struct remote *r)
     vmmu_vm_destroy(r->vm);
 }
 
+/* remote_open(), then vCPU 0's read of port 0x81 pending, as the device
+ * model received it in @req. */
+static void remote_open_pending(struct remote *r, struct vmmu_dmc_req *req)
+{
+    remote_open(r);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(r->dm, 0, 0x81, 1, 0, &v), VMMU_EPENDING);
+    assert_int_equal(vmmu_dmc_wait(r->c, 5000, req), 0);
+    assert_int_equal(req->addr, 0x81);
+}
+
 /* The device model answers a request with a sequence number it was not
  * handed: refused, and the real answer still reaches the vCPU. */
 static void dmc_complete_with_a_sequence_not_handed_out_is_rejected(void **state)
 {
     (void)state;
     struct remote r;
-    remote_open(&r);
-    uint64_t v = 0;
-    assert_int_equal(vmmu_dm_port_access(r.dm, 0, 0x81, 1, 0, &v), VMMU_EPENDING);
     struct vmmu_dmc_req req;
-    assert_int_equal(vmmu_dmc_wait(r.c, 5000, &req), 0);
-    assert_int_equal(req.addr, 0x81);
+    uint64_t v = 0;
+    remote_open_pending(&r, &req);
     struct vmmu_dmc_req wrong = req;
     wrong.seq++;
     assert_int_equal(vmmu_dmc_complete(r.c, &wrong, 0x11, 0), VMMU_EINVAL);
@@ -1495,11 +1503,9 @@ static void dmc_complete_after_the_vm_destroyed_the_server_says_dead(void **stat
 {
     (void)state;
     struct remote r;
-    remote_open(&r);
-    uint64_t v = 0;
-    assert_int_equal(vmmu_dm_port_access(r.dm, 0, 0x81, 1, 0, &v), VMMU_EPENDING);
     struct vmmu_dmc_req req;
-    assert_int_equal(vmmu_dmc_wait(r.c, 5000, &req), 0);
+    uint64_t v = 0;
+    remote_open_pending(&r, &req);
     assert_int_equal(vmmu_dm_server_destroy(r.srv), 0);
     assert_int_equal(vmmu_dmc_complete(r.c, &req, 0x5a, 0), VMMU_EDEAD);
     assert_int_equal(vmmu_dmc_wait(r.c, 1000, &req), VMMU_EDEAD);
