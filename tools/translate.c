@@ -28,6 +28,9 @@ static const char usage_text[] =
     "registers (hexadecimal with 0x, or decimal; default 0, RFLAGS 2):\n"
     "  --cr0 V --cr3 V --cr4 V --efer V --rflags V --cpl N --pkru V --pkrs V\n"
     "  EFER.LMA is derived from EFER.LME and CR0.PG, as the CPU does.\n"
+    "  --pdpte A,B,C,D     PAE paging: the four PDPTE registers as given, instead\n"
+    "                      of reading them from the PDPT at CR3 (the guest may\n"
+    "                      have rewritten its PDPT since it last loaded CR3)\n"
     "CPU model:\n"
     "  --maxphyaddr N      32..52 (default 40)\n"
     "  --vendor intel|amd  (default intel)\n"
@@ -101,6 +104,26 @@ static bool parse_features(const char *list, uint32_t *out)
     }
     *out = set;
     return true;
+}
+
+/* Four comma-separated numbers, the PDPTE registers. */
+static bool parse_pdptes(const char *list, uint64_t out[4])
+{
+    const char *p = list;
+    for (unsigned k = 0; k < 4; k++) {
+        char num[32];
+        size_t n = strcspn(p, ",");
+        if (n == 0 || n >= sizeof(num))
+            return false;
+        memcpy(num, p, n);
+        num[n] = 0;
+        if (!parse_u64(num, &out[k]))
+            return false;
+        p += n;
+        if (k < 3 && *p++ != ',')
+            return false;
+    }
+    return *p == 0;
 }
 
 /* KIND[,implicit][,stack]@VA */
@@ -261,7 +284,7 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
         static const char *const valued[] = {"--image",  "--cr0",  "--cr3",        "--cr4",
                                              "--efer",   "--rflags", "--cpl",      "--pkru",
                                              "--pkrs",   "--maxphyaddr", "--vendor",
-                                             "--features", "--without"};
+                                             "--features", "--without", "--pdpte"};
         bool known = false;
         for (size_t k = 0; k < sizeof(valued) / sizeof(valued[0]); k++)
             known |= !strcmp(opt, valued[k]);
@@ -276,7 +299,8 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
         const char *val = argv[++i];
         uint64_t v = 0;
         bool numeric = strcmp(opt, "--image") && strcmp(opt, "--vendor") &&
-                       strcmp(opt, "--features") && strcmp(opt, "--without");
+                       strcmp(opt, "--features") && strcmp(opt, "--without") &&
+                       strcmp(opt, "--pdpte");
         if (numeric && !parse_u64(val, &v)) {
             fprintf(stderr, "vmmu translate: %s: '%s' is not a number\n", opt, val);
             return 2;
@@ -325,6 +349,13 @@ static int parse_options(int argc, char **argv, struct options *o, bool *done)
         } else if (!strcmp(opt, "--features")) {
             if (!parse_features(val, &o->cpu.features))
                 return 2;
+        } else if (!strcmp(opt, "--pdpte")) {
+            if (!parse_pdptes(val, o->regs.pdpte)) {
+                fprintf(stderr, "vmmu translate: --pdpte wants four numbers A,B,C,D, not '%s'\n",
+                        val);
+                return 2;
+            }
+            o->regs.flags |= VMMU_X86_REGS_PDPTE;
         } else if (!strcmp(opt, "--without")) {
             uint32_t drop;
             if (!parse_features(val, &drop))
@@ -374,6 +405,13 @@ int vmmu_tool_translate(int argc, char **argv)
     o.regs.efer &= ~VMMU_X86_EFER_LMA;
     if ((o.regs.efer & VMMU_X86_EFER_LME) && (o.regs.cr0 & VMMU_X86_CR0_PG))
         o.regs.efer |= VMMU_X86_EFER_LMA;
+    bool pae = (o.regs.cr0 & VMMU_X86_CR0_PG) && (o.regs.cr4 & VMMU_X86_CR4_PAE) &&
+               !(o.regs.efer & VMMU_X86_EFER_LMA);
+    if ((o.regs.flags & VMMU_X86_REGS_PDPTE) && !pae) {
+        fprintf(stderr, "vmmu translate: --pdpte is for PAE paging (CR0.PG, CR4.PAE, no long "
+                        "mode); these registers select another mode\n");
+        return 2;
+    }
 
     struct image img;
     if (image_load(o.image, &img) != 0)

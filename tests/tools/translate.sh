@@ -87,6 +87,18 @@ expect "several accesses, one line each" \
         '{"va":"0x7000","ok":false,"vector":14,"error_code":"0x10","cr2":"0x7000"}')" \
     --image "$img" $long --efer 0xd00 read@0x5000 fetch@0x7000
 
+# PAE paging with CR3 = 0x1000: the "PDPT" there holds the PML4E above,
+# whose R/W and U/S bits are reserved in a PDPTE, so loading the PDPTE
+# registers from memory is refused; --pdpte gives them as the guest last
+# loaded them (PDPTE 0 -> the PD at 0x3000).
+pae="--cr0 0x80000011 --cr4 0x20 --cr3 0x1000"
+expect "PAE paging with the PDPTE registers given" \
+    '{"va":"0x5123","ok":true,"gpa":"0x9123","size":4096}' \
+    --image "$img" $pae --pdpte 0x3001,0,0,0 read@0x5123
+expect "PAE paging, a PDPTE register not present: #PF P=0" \
+    '{"va":"0x40005000","ok":false,"vector":14,"error_code":"0x0","cr2":"0x40005000"}' \
+    --image "$img" $pae --pdpte 0x3001,0,0,0 read@0x40005000
+
 cmp -s "$img" "$dir/pristine" || fail "the image changed without --commit"
 
 expect "write with --commit" \
@@ -146,6 +158,13 @@ refuse "LA57 without the feature" 1 --image "$img" --without la57 --cr4 0x1020 r
 refuse "empty image" 1 --image "$dir/empty" read@0
 refuse "a directory as the image" 1 --image "$dir" read@0
 says "is not a regular file" --image "$dir" read@0
+refuse "PAE paging, the PDPTEs read from a PDPT with reserved bits" 1 --image "$img" $pae read@0
+refuse "--pdpte with a reserved bit" 1 --image "$img" $pae --pdpte 0x3003,0,0,0 read@0
+refuse "--pdpte with three values" 2 --image "$img" $pae --pdpte 0x3001,0,0 read@0
+refuse "--pdpte with five values" 2 --image "$img" $pae --pdpte 0x3001,0,0,0,0 read@0
+refuse "--pdpte with an empty value" 2 --image "$img" $pae --pdpte 0x3001,,0,0 read@0
+refuse "--pdpte outside PAE paging" 2 --image "$img" $long --pdpte 0x3001,0,0,0 read@0
+says "is for PAE paging" --image "$img" $long --pdpte 0x3001,0,0,0 read@0
 refuse "an empty modifier" 2 --image "$img" read,@0x1000
 refuse "an option after the accesses" 2 --image "$img" read@0x1000 --cr3 0x1000
 says "options come first" --image "$img" read@0x1000 --cr3 0x1000
