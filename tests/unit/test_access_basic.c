@@ -960,6 +960,41 @@ static void locked_add_crossing_a_page_updates_both_parts(void **state)
     assert_int_equal(get64(&e->t.env, DATA(0) + 4092), 0x100000000ull);
 }
 
+/* In 64-bit mode linear addresses wrap at 2^64: an access at the last
+ * bytes of the upper half goes on at 0 (both pages canonical), a page
+ * crossing like any other; a fault on page 0 has CR2 0 and leaves the top
+ * page as it was. */
+static void an_access_across_the_top_of_the_address_space_goes_on_at_0(void **state)
+{
+    struct acc_env *e = *state;
+    const uint64_t top = 0xfffffffffffffffcull;
+    struct vmmu_vcpu *v = acc_vcpu(e);
+    struct vmmu_x86_fault f;
+    amap(e, top & VMMU_PAGE_MASK, DATA(0), PTE_RW);
+    put64(&e->t.env, DATA(0) + 4088, 0x4433221100000000ull);
+    uint64_t value = 0x0102030405060708ull, got;
+    assert_int_equal(vmmu_access_store(v, top, 8, VMMU_X86_ACC_WRITE, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_VEC_PF);
+    assert_int_equal(f.cr2, 0);
+    assert_int_equal(f.error_code, VMMU_X86_PF_W);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 4088), 0x4433221100000000ull);
+
+    amap(e, 0, DATA(1), PTE_RW);
+    put64(&e->t.env, DATA(1), 0x8877665544332211ull);
+    assert_int_equal(vmmu_access_load(v, top, 8, 0, &got, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(got, 0x4433221144332211ull);
+    assert_int_equal(vmmu_access_store(v, top, 8, VMMU_X86_ACC_WRITE, &value, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(get64(&e->t.env, DATA(0) + 4088), 0x0506070800000000ull);
+    assert_int_equal(get64(&e->t.env, DATA(1)), 0x8877665501020304ull);
+    uint64_t old;
+    assert_int_equal(vmmu_access_rmw(v, top, 8, VMMU_RMW_ADD, 0x100000000ull, &old, 0, &f), 0);
+    assert_int_equal(f.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(old, value);
+    assert_int_equal(get64(&e->t.env, DATA(1)), 0x8877665501020305ull);
+}
+
 /* ---- Code pages ------------------------------------------------------------------- */
 
 struct code_seen {
@@ -1302,6 +1337,7 @@ int main(void)
         T(cmpxchg16_misaligned_raises_gp),
         T(cmpxchg_on_readonly_page_faults_as_a_write_even_without_match),
         T(locked_add_crossing_a_page_updates_both_parts),
+        T(an_access_across_the_top_of_the_address_space_goes_on_at_0),
         T(writing_a_code_page_calls_the_handler_once_then_is_fast),
         T(dirty_log_reports_each_written_page_once_and_sees_writes_after_the_clear),
     };
