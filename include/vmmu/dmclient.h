@@ -80,7 +80,9 @@ int vmmu_dmc_connect_fd(int sock, const struct vmmu_dmc_config *cfg, struct vmmu
 int vmmu_dmc_connect_path(const char *path, const struct vmmu_dmc_config *cfg,
                           struct vmmu_dmc **out);
 
-/** Unmap everything, close every descriptor, free.  NULL is a no-op. */
+/** Unmap everything (the pages of write mappings still held are reported
+ *  to the vm's dirty log, as their unmap would), close every descriptor,
+ *  free.  NULL is a no-op. */
 void vmmu_dmc_close(struct vmmu_dmc *c);
 
 /** One request from the vm. */
@@ -143,8 +145,9 @@ int vmmu_dmc_process(struct vmmu_dmc *c);
  *         times); VMMU_ETIMEDOUT (no answer within pagein_timeout_ms);
  *         VMMU_EPROTO (a malformed answer: the service is not used again;
  *         or a region-table entry whose guest or memfd range wraps);
- *         VMMU_EBUSY (the vm's region table stayed half rewritten for 100 ms,
- *         or the vm asked to try again: call it again); VMMU_ESYS.
+ *         VMMU_EBUSY (the vm's region table stayed half rewritten for 100 ms:
+ *         call it again); VMMU_ESYS.  (A vm that asks to try again is asked
+ *         again here, up to the four rounds of VMMU_EPAGEDOUT.)
  */
 int vmmu_dmc_map(struct vmmu_dmc *c, uint64_t gpa, size_t len, int write, void **ptr);
 

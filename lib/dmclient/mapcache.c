@@ -453,6 +453,10 @@ void vmmu__dmc_mapcache_fini(struct vmmu_dmc *c)
     while (c->oldest) {
         struct dmc_bucket *b = c->oldest;
         lru_unlink(c, b);
+        /* A write mapping still held: its stores are in guest memory, and
+         * the vm's dirty log must show them as an unmap would.  (A dead
+         * bucket's were reported when the invalidation took it.) */
+        report_writes(c, b, false);
         bucket_free(c, b);
     }
     while (c->dead) {

@@ -799,6 +799,27 @@ static void a_write_mapping_still_held_reports_its_stores_at_its_own_unmap(void 
     assert_true(page_bit(bm, 5));
 }
 
+/* A device model that closes while it holds a write mapping: what it
+ * stored is in guest memory and in the dirty log, as if it had unmapped
+ * first (close unmaps everything). */
+static void a_write_mapping_held_at_close_reports_its_stores(void **state)
+{
+    struct env *e = *state;
+    uint64_t bm[4];
+    (void)log_dirty(e, bm);
+    void *p, *q;
+    assert_int_equal(vmmu_dmc_map(e->c, 7 * 4096, 8, 1, &p), 0);
+    memcpy(p, "written!", 8);
+    assert_int_equal(vmmu_dmc_map(e->c, 9 * 4096, 8, 0, &q), 0); /* read only */
+    vmmu_dmc_close(e->c);
+    e->c = NULL;
+    char back[8];
+    assert_int_equal(vmmu_gpa_read(e->vm, 7 * 4096, back, 8, 0, NULL), 0);
+    assert_memory_equal(back, "written!", 8);
+    assert_int_equal(take_dirty(e, bm), 1);
+    assert_true(page_bit(bm, 7));
+}
+
 struct dm_pump {
     struct vmmu_dmc *c;
     atomic_int stop;
@@ -1225,6 +1246,8 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(a_write_mapping_still_held_reports_its_stores_at_its_own_unmap,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(a_write_mapping_held_at_close_reports_its_stores, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_region_reusing_a_span_does_not_inherit_device_dirty_bits,
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(a_host_access_on_a_vcpu_thread_waits_offline, setup,
