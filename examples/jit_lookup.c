@@ -110,9 +110,11 @@ static int counter_write(void *opaque, uint64_t offset, unsigned size, uint64_t 
 static const struct vmmu_mmio_ops counter_ops = {.read = counter_read, .write = counter_write};
 
 /* One access the generated code could not do: walk, fill, and do it here.
- * A page-crossing access is split into bytes; MMIO goes to the device
- * through the guest-physical map; a fault is recorded for the run loop
- * (a real JIT would leave the block and raise it). */
+ * A page-crossing access goes to the access layer, which checks both
+ * pages before it touches either (a fault on the second page leaves the
+ * first as it was, as the CPU does); MMIO goes to the device through the
+ * guest-physical map; a fault is recorded for the run loop (a real JIT
+ * would leave the block and raise it). */
 static int slow_access(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, bool write,
                        uint64_t *value)
 {
@@ -133,15 +135,24 @@ static int slow_access(struct vmmu_vcpu *vcpu, uint64_t va, unsigned size, bool 
     case VMMU_TLB_NOT_RAM:
         return write ? vmmu_gpa_write(g.vm, res.gpa, value, size, 0, NULL)
                      : vmmu_gpa_read(g.vm, res.gpa, value, size, 0, NULL);
-    case VMMU_TLB_CROSSES: /* little endian: byte i is bits 8i..8i+7 */
-        for (unsigned i = 0; i < size; i++) {
-            uint64_t byte = (*value >> (8 * i)) & 0xff;
-            if (slow_access(vcpu, va + i, 1, write, &byte))
-                return -1;
-            if (!write)
-                *value = (*value & ~(0xffull << (8 * i))) | byte << (8 * i);
+    case VMMU_TLB_CROSSES: {
+        /* Not byte by byte through the TLB: a store would write its first
+         * page and then fault on the second. */
+        struct vmmu_x86_fault f;
+        int err = write ? vmmu_access_store(vcpu, va, size, 0, value, &f)
+                        : vmmu_access_load(vcpu, va, size, 0, value, &f);
+        if (err) {
+            fprintf(stderr, "access at 0x%" PRIx64 ": %s\n", va, vmmu_strerror(err));
+            g.vector = -2;
+            return -1;
+        }
+        if (f.vector != VMMU_X86_FAULT_NONE) {
+            g.vector = f.vector;
+            g.fault = f;
+            return -1;
         }
         return 0;
+    }
     default:
         fprintf(stderr, "access at 0x%" PRIx64 ": %s\n", va, vmmu_strerror(res.error));
         g.vector = -2;
@@ -511,6 +522,17 @@ static int run(bool bmi)
            UNMAPPED_VA + 8, g.vector, g.fault.error_code, g.fault.cr2);
     CHECK(g.vector == VMMU_X86_VEC_PF && g.fault.error_code == 0 &&
               g.fault.cr2 == UNMAPPED_VA + 8, "expected #PF(0)");
+    /* A store from the device page into the unmapped one faults before
+     * either page is written: the device sees no part of it. */
+    unsigned long writes = g.mmio_writes;
+    g.vector = -1;
+    jit_store(vcpu, UNMAPPED_VA - 4, 8, 0x1122334455667788ull, true, "page-crossing store");
+    printf("store across 0x%" PRIx64 ": vector %d, error code 0x%x, CR2 0x%" PRIx64
+           ", %lu device writes\n",
+           UNMAPPED_VA, g.vector, g.fault.error_code, g.fault.cr2, g.mmio_writes - writes);
+    CHECK(g.vector == VMMU_X86_VEC_PF && g.fault.error_code == VMMU_X86_PF_W &&
+              g.fault.cr2 == UNMAPPED_VA, "expected #PF(W) at the second page");
+    CHECK(g.mmio_writes == writes, "a faulting store reached the device");
 
     /* 7. CPL 3 (vmmu_vcpu_set_cpl flushes nothing): the vCPU now points at
      *    its user context's table, which the generated code reads at the

@@ -82,7 +82,7 @@ static int guest_load64(struct vmmu_vcpu *vcpu, uint64_t va, uint64_t *value,
                 *fault = res.fault;
                 return res.fault.vector;
             case VMMU_TLB_NOT_RAM:  /* MMIO or a device model: the access layer's job */
-            case VMMU_TLB_CROSSES:  /* split it into two accesses */
+            case VMMU_TLB_CROSSES:  /* two pages: vmmu_access_load() checks both */
             default:
                 fprintf(stderr, "load at 0x%" PRIx64 ": not handled in this example\n", va);
                 return -1;

@@ -394,7 +394,9 @@ enum vmmu_tlb_status {
     VMMU_TLB_NOT_RAM,   /**< translated to gpa, but the page is MMIO, a device
                              range, a hole, or ROM for a write: the access
                              layer must dispatch it (no host pointer) */
-    VMMU_TLB_CROSSES,   /**< the access spans two pages: split it */
+    VMMU_TLB_CROSSES,   /**< the access spans two pages: split it, checking
+                             both parts before writing either (as
+                             vmmu_access_load/store() do) */
     VMMU_TLB_ERROR,     /**< vmmu could not do its job: see @ref vmmu_tlb_result::error */
 };
 
@@ -418,7 +420,9 @@ struct vmmu_tlb_result {
  * result may be cached, and return the host address (or NULL).
  *
  * It serves misaligned accesses inside a page; an access crossing a page
- * gets VMMU_TLB_CROSSES (split it and call again for each part).  A write
+ * gets VMMU_TLB_CROSSES (split it and call again for each part, both
+ * before a byte is written: a store whose second part faults must leave
+ * the first page as it was; vmmu_access_store() does all that).  A write
  * to a page whose guest D bit is clear walks again as a write, so D is set
  * exactly when the CPU would set it; a write to a RAM page of a region
  * with VMMU_REGION_LOG_DIRTY sets the page's VMMU_PAGE_DIRTY bit.
