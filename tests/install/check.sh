@@ -27,6 +27,13 @@ cc -std=c11 -Wall -Wextra -Werror "$here/hello.c" -o "$tmp/hello-static" \
   $(pkg-config --cflags vmmu) "$tmp/prefix/lib/libvmmu.a" $(pkg-config --static --libs-only-l vmmu | sed 's/-lvmmu//')
 "$tmp/hello-static" >/dev/null
 
+# A device model with the client library only (shared, then static)
+cc -std=c11 -Wall -Wextra -Werror "$here/dm_only.c" -o "$tmp/dm-only" $(pkg-config --cflags --libs vmmu-dmclient)
+"$tmp/dm-only" | grep -q "^connect: VMMU_ESYS"
+cc -std=c11 -Wall -Wextra -Werror "$here/dm_only.c" -o "$tmp/dm-only-static" \
+  $(pkg-config --cflags vmmu-dmclient) "$tmp/prefix/lib/libvmmu-dmclient.a"
+"$tmp/dm-only-static" | grep -q "^connect: VMMU_ESYS"
+
 # CMake package
 mkdir -p "$tmp/cm"
 cat >"$tmp/cm/CMakeLists.txt" <<CM
@@ -62,4 +69,4 @@ if command -v c++ >/dev/null 2>&1; then
   grep -q "^hello from c++ (translated)" "$tmp/out-cc" || { cat "$tmp/out-cc"; exit 1; }
   cxx="a C++ program"
 fi
-echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run, the examples, $cxx"
+echo "install check: pkg-config (shared, static) and find_package(vmmu) builds run, a device model on the client library alone, the examples, $cxx"

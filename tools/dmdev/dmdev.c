@@ -235,7 +235,7 @@ int main(int argc, char **argv)
         return usage();
     int err = path ? vmmu_dmc_connect_path(path, &cfg, &d.c) : vmmu_dmc_connect_fd(fd, &cfg, &d.c);
     if (err) {
-        fprintf(stderr, "vmmu-dmdev: connect: error %d\n", err);
+        fprintf(stderr, "vmmu-dmdev: connect: %s\n", vmmu_strerror(err));
         return 1;
     }
     for (;;) {
@@ -244,7 +244,7 @@ int main(int argc, char **argv)
         if (err == VMMU_EDEAD)
             break;
         if (err) {
-            fprintf(stderr, "vmmu-dmdev: wait: error %d\n", err);
+            fprintf(stderr, "vmmu-dmdev: wait: %s\n", vmmu_strerror(err));
             vmmu_dmc_close(d.c);
             return 1;
         }
