@@ -212,6 +212,12 @@ int emu_irq_take(struct emu_machine *m, unsigned index)
     return -1;
 }
 
+void emu_irq_untake(struct emu_machine *m, unsigned index, unsigned vector)
+{
+    atomic_fetch_or(&m->vcpu[index].pending[vector / 64], 1ull << (vector % 64));
+    atomic_fetch_sub_explicit(&m->stats.interrupts, 1, memory_order_relaxed);
+}
+
 /* ---- hypercalls ------------------------------------------------------------------- */
 
 static int hc_start(struct emu_machine *m, const struct emu_hypercall *hc)

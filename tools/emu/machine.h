@@ -167,8 +167,12 @@ void emu_port_out(struct emu_machine *m, unsigned index, uint16_t port, unsigned
 int emu_irq_post(struct emu_machine *m, unsigned index, unsigned vector);
 /** Whether vCPU @p index has an interrupt pending. */
 bool emu_irq_pending(struct emu_machine *m, unsigned index);
-/** Take the highest pending vector of vCPU @p index; -1 when none. */
+/** Take the highest pending vector of vCPU @p index (counted as taken); -1
+ *  when none. */
 int emu_irq_take(struct emu_machine *m, unsigned index);
+/** Give back @p vector, taken from vCPU @p index but not delivered (its
+ *  delivery must be tried again): pending again, no longer counted. */
+void emu_irq_untake(struct emu_machine *m, unsigned index, unsigned vector);
 
 /* ---- the loader (loader.c) -------------------------------------------------- */
 

@@ -174,41 +174,71 @@ static int vcpu_boot(struct vb_vcpu *v)
     return 0;
 }
 
-/* Deliver a pending interrupt, as one instruction of its own for the latch. */
-static bool take_interrupt(struct vb_vcpu *v)
+enum irq_outcome {
+    IRQ_GO_ON, /* none to take, or delivered: run instructions */
+    IRQ_AGAIN, /* not delivered yet: back to the top of the loop (a device model
+                  answers first, or the walk lost to a page-table rewrite) */
+    IRQ_STOP,  /* the machine stops */
+};
+
+/*
+ * Deliver a pending interrupt, as one instruction of its own for the latch
+ * (its IDT read and frame pushes may reach device pages).  A delivery that
+ * pends on a device model keeps the latch and its vector in
+ * v->irq_pended: the loop waits, then delivers that vector again, which
+ * replays what the first pass read.  One abandoned for another reason
+ * (VMMU_EBUSY) gives the vector back, to be taken again.
+ */
+static enum irq_outcome take_interrupt(struct vb_vcpu *v)
 {
     struct emu_machine *m = v->m;
-    if (!x86emu_interrupts_enabled(&v->cpu) || !emu_irq_pending(m, v->index))
-        return true;
-    int vec = emu_irq_take(m, v->index);
-    if (vec < 0)
-        return true;
+    int vec;
+    if (v->irq_pended) {
+        vec = (int)v->irq_pended;
+        v->irq_pended = 0;
+    } else {
+        if (!x86emu_interrupts_enabled(&v->cpu) || !emu_irq_pending(m, v->index))
+            return IRQ_GO_ON;
+        vec = emu_irq_take(m, v->index);
+        if (vec < 0)
+            return IRQ_GO_ON;
+    }
+    v->pending = false;
     vmmu_insn_begin(v->vcpu);
     v->in_latch = true;
     int rc = x86emu_interrupt(&v->cpu, &v->env, (uint8_t)vec);
     v->in_latch = false;
-    vmmu_insn_end(v->vcpu, 0);
+    vmmu_insn_end(v->vcpu, v->pending ? VMMU_EPENDING : 0);
     if (rc == X86EMU_EXIT_SHUTDOWN) {
         emu_machine_stop(m, EMU_STOP_TRIPLE, "vcpu %u: triple fault delivering vector %d",
                          v->index, vec);
-        return false;
+        return IRQ_STOP;
     }
-    return true;
+    if (v->pending) {
+        v->irq_pended = (unsigned)vec;
+        return IRQ_AGAIN;
+    }
+    if (rc == X86EMU_EXIT_RETRY) {
+        emu_irq_untake(m, v->index, (unsigned)vec);
+        v->retries++;
+        return IRQ_AGAIN;
+    }
+    return IRQ_GO_ON;
 }
 
 /*
- * Up to VB_BUDGET instructions.  Each runs unbracketed first; one that
+ * Up to @budget instructions.  Each runs unbracketed first; one that
  * reaches a non-RAM page is abandoned and run again at once between
  * vmmu_insn_begin() and vmmu_insn_end(), so that the replay latch sees
  * exactly that instruction (vmmu_mem.c).  A pending device access ends the
  * block with the latch kept; the re-execution is bracketed again.
  * Returns the x86emu exit of the last instruction.
  */
-static int run_block(struct vb_vcpu *v)
+static int run_block(struct vb_vcpu *v, unsigned budget)
 {
     int rc = X86EMU_EXIT_BUDGET;
     uint64_t limit = v->m->cfg.max_insns;
-    for (unsigned n = 0; n < VB_BUDGET && rc == X86EMU_EXIT_BUDGET; n++) {
+    for (unsigned n = 0; n < budget && rc == X86EMU_EXIT_BUDGET; n++) {
         if (limit && v->cpu.icount >= limit)
             break; /* not one instruction more: the caller stops the machine */
         bool latched = v->latched_next;
@@ -259,28 +289,40 @@ static void *vcpu_thread(void *arg)
             vb_fail(v, "safe point", rc);
             break;
         }
+        enum irq_outcome irq = IRQ_GO_ON;
         if (v->pending) {
-            /* The last instruction waits for a device model: sleep until it
-             * answered (or died), then execute that instruction again; no
-             * interrupt comes in between, as no instruction boundary passed. */
+            /* The last instruction (or interrupt delivery) waits for a
+             * device model: sleep until it answered (or died), then execute
+             * that instruction again, alone; no interrupt comes in between,
+             * as no instruction boundary passed.  After it one has: the
+             * next turn of the loop looks at interrupts, so a guest polling
+             * a device still takes them. */
             rc = vmmu_dm_vcpu_wait(b->dm, v->dm_id, -1);
             if (rc < 0 && rc != VMMU_ETIMEDOUT) {
                 vb_fail(v, "waiting for the device model", rc);
                 break;
             }
             v->replays++;
+            if (v->irq_pended) {
+                irq = take_interrupt(v);
+                if (irq == IRQ_STOP)
+                    break;
+                continue;
+            }
+            rc = run_block(v, 1);
         } else {
             if (v->cpu.halted) {
                 halt_wait(v);
                 if (emu_machine_stopping(m))
                     break;
             }
-            if (!take_interrupt(v))
+            irq = take_interrupt(v);
+            if (irq == IRQ_STOP)
                 break;
-            if (v->cpu.halted)
+            if (irq == IRQ_AGAIN || v->cpu.halted)
                 continue;
+            rc = run_block(v, VB_BUDGET);
         }
-        rc = run_block(v);
         switch (rc) {
         case X86EMU_EXIT_BUDGET:
         case X86EMU_EXIT_HLT:
@@ -313,6 +355,8 @@ static void *vcpu_thread(void *arg)
     }
     if (v->pending)
         vmmu_latch_discard(v->vcpu);
+    if (v->irq_pended)
+        emu_irq_untake(m, v->index, v->irq_pended); /* never delivered */
     vmmu_vcpu_offline(v->vcpu);
     return NULL;
 }

@@ -47,6 +47,8 @@ struct vb_vcpu {
     bool pending;              /* this instruction's access pends: keep the latch */
     bool in_latch;             /* this instruction runs between vmmu_insn_begin/end */
     bool latched_next;         /* run the next instruction in the latch (vmmu_mem.c) */
+    unsigned irq_pended;       /* with pending: the vector whose delivery waits for a
+                                  device model (0: an instruction waits) */
     int dm_id;                 /* vmmu_vcpu_id(): its id for the device-model layer */
     const uint32_t *dm_flags;  /* vmmu_dm_vcpu_flags() of it */
     uint64_t flushes_local;    /* PV flushes of its own TLB only */
