@@ -299,16 +299,19 @@ static void kb_kick(struct emu_machine *m, unsigned index)
     pthread_mutex_unlock(&k->lock);
 }
 
-/* HLT: sleep until an interrupt is pending or the machine stops. */
+/* HLT: sleep until an interrupt can be taken (one is pending and the
+ * guest halted with IF=1: with IF=0 only what this machine never sends,
+ * an NMI or INIT, would wake it) or the machine stops. */
 static void halt_wait(struct kb_vcpu *v)
 {
     struct emu_machine *m = v->m;
     struct kb *k = kb_of(m);
     bool all_halted = false;
+    bool can_wake = v->run->if_flag != 0;
     v->hlt_exits++;
     pthread_mutex_lock(&k->lock);
     v->halted = true;
-    while (!emu_machine_stopping(m) && !emu_irq_pending(m, v->index)) {
+    while (!emu_machine_stopping(m) && !(can_wake && emu_irq_pending(m, v->index))) {
         if (k->blocked + 1 == k->started) {
             all_halted = true;
             break;
