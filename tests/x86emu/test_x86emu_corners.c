@@ -531,6 +531,22 @@ static void gate_naming_an_absent_code_segment_is_np(void **state)
 	assert_fault(X86EMU_EXC_NP, 0x38 | 1, TM_CODE);
 }
 
+/*
+ * Delivery checks the handler's CS in a fixed order: a descriptor that is not
+ * code, or whose DPL is above the CPL, is #GP(selector | EXT) whatever its P
+ * bit says; only a CS that passes that is refused as absent (#NP).  So an
+ * absent CS of DPL 3 reached at CPL 0 is #GP, not #NP.
+ */
+static void gate_to_an_absent_cs_above_the_cpl_is_gp_not_np(void **state)
+{
+	(void)state;
+	LOAD(g_ud);
+	gdt_put(0x38, seg_desc(0, 0xfffff, 0xb, 3, false, F_G | F_L));
+	put_gate(X86EMU_EXC_UD, 0x38, tm_handler(X86EMU_EXC_UD), true, 0);
+	run_to_hlt();
+	assert_fault(X86EMU_EXC_GP, 0x38 | 1, TM_CODE);
+}
+
 /* SDM 6.12.1.1: a null selector in the gate is #GP(EXT). */
 static void gate_with_a_null_selector_is_gp(void **state)
 {
@@ -1294,6 +1310,7 @@ int main(void)
 		cmocka_unit_test(cmpxchg_to_a_misaligned_operand_is_ac),
 		cmocka_unit_test(gate_naming_a_data_segment_is_gp_with_the_selector),
 		cmocka_unit_test(gate_naming_an_absent_code_segment_is_np),
+		cmocka_unit_test(gate_to_an_absent_cs_above_the_cpl_is_gp_not_np),
 		cmocka_unit_test(gate_with_a_null_selector_is_gp),
 		cmocka_unit_test(gate_selector_beyond_the_gdt_is_gp),
 		cmocka_unit_test(gate_to_a_32_bit_code_segment_is_gp),

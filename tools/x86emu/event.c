@@ -67,16 +67,17 @@ static inline bool desc_present(uint64_t d)
 }
 
 /*
- * The checks every CS load shares (SDM 6.12.1.1, IRET): the descriptor must
- * be a code segment (#GP(selector)) and present (#NP(selector)).  Callers
- * add their privilege and L/D checks; a 32-bit CS that passes is loaded and
- * x86emu_step() then reports X86EMU_EXIT_BAD_MODE (64-bit mode only).
+ * The checks on an event handler's CS (SDM INT n, 64-bit gate; SDM 6.12.1.1),
+ * in the SDM's order: not a code segment, or DPL > CPL, is #GP(selector | EXT),
+ * and only a descriptor that passes both is checked for presence
+ * (#NP(selector | EXT)).  The caller adds the L/D check; a 32-bit CS that
+ * passes is loaded and x86emu_step() then reports X86EMU_EXIT_BAD_MODE.
  */
 int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t d, bool ext)
 {
 	uint32_t ec = (sel & 0xfffc) | (ext ? 1 : 0);
 
-	if (!desc_is_code(d))
+	if (!desc_is_code(d) || desc_dpl(d) > c->cpu.cpl)
 		return raise_gp(c, ec);
 	if (!desc_present(d))
 		return raise_fault(c, X86EMU_EXC_NP, true, ec);
@@ -149,8 +150,8 @@ int x86emu__deliver(struct x86emu_ctx *c, uint8_t vector, bool has_ec, uint32_t 
 		return rc;
 	bool conforming = (cs_desc >> 42) & 1;
 	unsigned cs_dpl = desc_dpl(cs_desc);
-	/* 64-bit handler required: L=1, D=0; no transfer to a less privileged level. */
-	if (!((cs_desc >> 53) & 1) || ((cs_desc >> 54) & 1) || cs_dpl > cpu->cpl)
+	/* 64-bit handler required: L=1, D=0 (DPL > CPL was refused above). */
+	if (!((cs_desc >> 53) & 1) || ((cs_desc >> 54) & 1))
 		return raise_gp(c, (sel & 0xfffc) | (ext ? 1 : 0));
 	unsigned new_cpl = conforming ? cpu->cpl : cs_dpl;
 

@@ -265,7 +265,7 @@ int x86emu__read_descriptor(struct x86emu_ctx *c, uint16_t selector, bool ext, u
 /* RSPn (slot n = 0..2) or ISTn (slot 3 + n) from the 64-bit TSS; #TS(TR) with
  * EXT = ext when the TSS cannot hold it. */
 int x86emu__tss_stack(struct x86emu_ctx *c, unsigned slot, bool ext, uint64_t *rsp);
-/* #GP unless a code segment, #NP unless present. */
+/* An event handler's CS: #GP unless a code segment of DPL <= CPL, then #NP unless present. */
 int x86emu__check_code_desc(struct x86emu_ctx *c, uint16_t sel, uint64_t desc, bool ext);
 
 /* segment.c: far RET / IRETQ, and the descriptor-table instructions. */
