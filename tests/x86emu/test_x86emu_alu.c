@@ -537,6 +537,37 @@ static void xadd_xchg_cmpxchg_registers_match_host(void **state)
 		}
 }
 
+/*
+ * PAUSE is F3 90 with no REX.B: once REX.B makes the 90 name R8 the opcode
+ * is XCHG r8, rAX again, and the F3 is an ignored REP prefix.  So F3 REX.B 90
+ * swaps R8 with rAX at the operand size (a 32-bit swap zero-extends both,
+ * 66 makes it a word swap), while F3 90 and F3 REX.W 90 change no register.
+ */
+static void f3_rex_b_90_is_xchg_with_r8_not_pause(void **state)
+{
+	(void)state;
+	static const uint8_t codes[][5] = {
+		{ 3, 0xf3, 0x49, 0x90 }, { 3, 0xf3, 0x41, 0x90 }, { 4, 0x66, 0xf3, 0x41, 0x90 },
+		{ 4, 0xf3, 0x66, 0x49, 0x90 }, { 4, 0xf3, 0xf3, 0x41, 0x90 },
+		{ 2, 0xf3, 0x90 }, { 3, 0xf3, 0x48, 0x90 },
+	};
+	for (unsigned k = 0; k < sizeof(codes) / sizeof(codes[0]); k++)
+		for (unsigned i = 0; i < 8; i++) {
+			struct host_regs h;
+			random_regs(&h);
+			compare(codes[k] + 1, codes[k][0], &h, ~0ull, -1);
+		}
+	/* Not a host quirk: the exchange itself. */
+	g_m.cpu.rip = TM_CODE;
+	g_m.cpu.gpr[X86EMU_RAX] = 0x1111;
+	g_m.cpu.gpr[X86EMU_R8] = 0x8888;
+	tm_load(&g_m, TM_CODE, codes[0] + 1, codes[0][0]);
+	assert_int_equal(tm_step(&g_m, 1), X86EMU_EXIT_BUDGET);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], 0x8888);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_R8], 0x1111);
+}
+
 /* ---- setcc, cmovcc, conversions, flag instructions ----------------------------------------- */
 
 static void setcc_and_cmovcc_match_host(void **state)
@@ -718,6 +749,7 @@ int main(void)
 		cmocka_unit_test(bit_test_family_matches_host),
 		cmocka_unit_test(bit_scans_and_popcnt_match_host),
 		cmocka_unit_test(xadd_xchg_cmpxchg_registers_match_host),
+		cmocka_unit_test(f3_rex_b_90_is_xchg_with_r8_not_pause),
 		cmocka_unit_test(setcc_and_cmovcc_match_host),
 		cmocka_unit_test(conversions_and_flag_instructions_match_host),
 		cmocka_unit_test(memory_read_modify_write_plain_and_locked_match_host),

@@ -432,6 +432,20 @@ static int fetch_decode(struct x86emu_ctx *c)
 		return raise_gp(c, 0);	/* SDM 2.3.11: more than 15 bytes is #GP(0) */
 	if (!ZYAN_SUCCESS(st))
 		return raise_ud(c);
+	/*
+	 * PAUSE is F3 90 alone: with REX.B the 90 names R8, and F3 REX.B 90 is
+	 * XCHG r8, rAX with an ignored REP prefix (SDM XCHG, PAUSE).  Zydis
+	 * reads it as PAUSE, so decode it again with each F3 (all before the
+	 * REX) turned into a DS override, which XCHG on registers also ignores.
+	 */
+	if (c->insn.mnemonic == ZYDIS_MNEMONIC_PAUSE && c->insn.raw.rex.B) {
+		for (unsigned i = 0; i < c->insn.raw.rex.offset; i++)
+			if (bytes[i] == 0xf3)
+				bytes[i] = 0x3e;
+		st = ZydisDecoderDecodeFull(&c->decoder, bytes, c->insn.length, &c->insn, c->ops);
+		if (!ZYAN_SUCCESS(st))
+			return raise_ud(c);
+	}
 	c->next_rip = rip + c->insn.length;
 	return XS_OK;
 }
