@@ -1211,6 +1211,47 @@ static void mfence_runs_and_changes_no_register(void **state)
 	assert_int_equal(g_m.cpu.rflags, X86EMU_FLAG_FIXED);
 }
 
+/*
+ * 0F 18-1F is the reserved-NOP (hint) space: an encoding there that belongs
+ * to a feature the CPU lacks runs as a NOP, touching neither registers nor
+ * memory.  The interpreter's CPUID offers no MPX, CET or CLDEMOTE, so their
+ * instructions (ENDBR32/64, RDSSP, BNDLDX/BNDMK/BNDCL/BNDMOV, CLDEMOTE) are
+ * NOPs, not #UD, even with a memory operand no access could reach.
+ */
+static void hint_space_encodings_of_absent_features_are_nops(void **state)
+{
+	(void)state;
+	static const uint8_t code[][6] = {
+		{ 4, 0xf3, 0x0f, 0x1e, 0xfb },		/* endbr32 */
+		{ 4, 0xf3, 0x0f, 0x1e, 0xfa },		/* endbr64 */
+		{ 4, 0xf3, 0x0f, 0x1e, 0xc8 },		/* rdsspd eax */
+		{ 5, 0xf3, 0x48, 0x0f, 0x1e, 0xc8 },	/* rdsspq rax */
+		{ 3, 0x0f, 0x1a, 0x00 },		/* bndldx bnd0, [rax] */
+		{ 3, 0x0f, 0x1b, 0x00 },		/* bndstx [rax], bnd0 */
+		{ 4, 0xf3, 0x0f, 0x1b, 0x00 },		/* bndmk bnd0, [rax] */
+		{ 4, 0xf3, 0x0f, 0x1a, 0x00 },		/* bndcl bnd0, [rax] */
+		{ 4, 0x66, 0x0f, 0x1a, 0x00 },		/* bndmov bnd0, [rax] */
+		{ 3, 0x0f, 0x1c, 0x00 },		/* cldemote [rax] */
+	};
+	uint32_t out[4];
+	x86emu_cpuid_default(7, 0, out);
+	assert_int_equal(out[1] & (1u << 14), 0);			/* MPX */
+	assert_int_equal(out[2] & ((1u << 7) | (1u << 25)), 0);	/* CET_SS, CLDEMOTE */
+	assert_int_equal(out[3] & (1u << 20), 0);			/* CET_IBT */
+	for (unsigned i = 0; i < sizeof(code) / sizeof(code[0]); i++) {
+		for (int nc = 0; nc < 2; nc++) {
+			tm_load_code(code[i] + 1, code[i] + 1 + code[i][0]);
+			uint64_t rax = nc ? NONCANONICAL : TM_DATA;
+			g_m.cpu.gpr[X86EMU_RAX] = rax;
+			tm_step(&g_m, 1);
+			assert_false(g_m.cpu.last_exception.valid);
+			assert_int_equal(g_m.cpu.rip, TM_CODE + code[i][0]);
+			assert_int_equal(g_m.cpu.gpr[X86EMU_RAX], rax);
+			assert_int_equal(g_m.reads + g_m.writes, 0);
+		}
+	}
+}
+
 GUEST(g_add_mem, "add %ebx, (%rax)\n hlt");
 
 /*
@@ -1354,6 +1395,7 @@ int main(void)
 		cmocka_unit_test(call_to_a_non_canonical_target_is_gp_before_the_push),
 		cmocka_unit_test(popf_with_a_16_bit_operand_keeps_the_upper_flags),
 		cmocka_unit_test(mfence_runs_and_changes_no_register),
+		cmocka_unit_test(hint_space_encodings_of_absent_features_are_nops),
 		cmocka_unit_test(add_to_a_read_only_page_faults_on_the_write_and_changes_nothing),
 		cmocka_unit_test(bts_with_32_bit_addressing_wraps_the_bit_base),
 		cmocka_unit_test(cmpxchg_memory_faults_change_nothing),

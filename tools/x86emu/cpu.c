@@ -472,6 +472,15 @@ static void ctx_init(struct x86emu_ctx *c, struct x86emu_cpu *cpu, const struct 
 	 */
 	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_TZCNT, ZYAN_FALSE);
 	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_LZCNT, ZYAN_FALSE);
+	/*
+	 * Nor MPX, CET (CPUID.7.0: EBX bit 14, ECX bit 7, EDX bit 20) or
+	 * CLDEMOTE (ECX bit 25): their encodings in the 0F 18-1F hint space
+	 * (BNDMK/BNDLDX/..., ENDBR32/64, RDSSP, CLDEMOTE) are then the reserved
+	 * NOPs such a CPU executes (SDM NOP, "0F 1F" and the hint space).
+	 */
+	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_MPX, ZYAN_FALSE);
+	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_CET, ZYAN_FALSE);
+	ZydisDecoderEnableMode(&c->decoder, ZYDIS_DECODER_MODE_CLDEMOTE, ZYAN_FALSE);
 }
 
 /*
