@@ -516,12 +516,16 @@ static void far_return_to_a_code_segment_with_l_and_d_is_gp(void **state)
  * the host (AMD EPYC, Linux sets CR0.AM) did with AC set: bytes are never
  * checked, words need 2, dwords 4, quadwords and pushes 8, SGDT a
  * quadword-aligned base after its word limit, and #AC comes ahead of a #PF.
+ * An access made of several elements is checked per element, and a far
+ * pointer as the data type it is (SDM table "Alignment Requirements by Data
+ * Type"), not by its total size: ENTER's and a far CALL's pushes each at
+ * their own size, m16:16 at 2 bytes, m16:32 at 4 and m16:64 at 8.
  */
 static void misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check(void **state)
 {
 	(void)state;
 	static const struct {
-		uint8_t code[4];
+		uint8_t code[6];
 		unsigned len;
 		uint64_t rsp_off, rsi_off;	/* below TM_USER_STACK, above TM_DATA */
 		bool absent, ac;
@@ -537,6 +541,16 @@ static void misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check(void **s
 		{ { 0x0f, 0x01, 0x43, 0x08 }, 4, 0, 0, false, true },	/* sgdt 8(%rbx) */
 		{ { 0xad }, 1, 0, 2, false, true },				/* lods 2(%rsi),%eax */
 		{ { 0x8b, 0x43, 0x01 }, 3, 0, 0, true, true },		/* ... to an absent page */
+		{ { 0x66, 0xc8, 0, 0, 1 }, 5, 2, 0, false, false },	/* enterw $0,$1: 2 words, RSP%4 = 2 */
+		{ { 0x66, 0xc8, 0, 0, 1 }, 5, 1, 0, false, true },	/* ... RSP odd */
+		{ { 0xff, 0x5b, 0x20 }, 3, 4, 0, false, false },	/* lcall *0x20(%rbx): 2 dwords, RSP%8 = 4 */
+		{ { 0xff, 0x5b, 0x20 }, 3, 2, 0, false, true },		/* ... RSP%4 = 2 */
+		{ { 0x66, 0x0f, 0xb2, 0x43, 0x32 }, 5, 0, 0, false, false },	/* lss m16:16 at 2 mod 4 */
+		{ { 0x66, 0x0f, 0xb2, 0x43, 0x39 }, 5, 0, 0, false, true },	/* ... odd */
+		{ { 0x0f, 0xb2, 0x43, 0x44 }, 4, 0, 0, false, false },		/* lss m16:32 at 4 mod 8 */
+		{ { 0x0f, 0xb2, 0x43, 0x52 }, 4, 0, 0, false, true },		/* ... at 2 mod 4 */
+		{ { 0x48, 0x0f, 0xb2, 0x43, 0x60 }, 5, 0, 0, false, false },	/* lss m16:64 at 0 mod 8 */
+		{ { 0x48, 0x0f, 0xb2, 0x43, 0x74 }, 5, 0, 0, false, true },	/* ... at 4 mod 8 */
 	};
 	for (unsigned i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 		for (unsigned on = 0; on < 2; on++) {
@@ -546,6 +560,13 @@ static void misaligned_access_at_cpl3_with_am_and_ac_is_alignment_check(void **s
 			tm_enter_user(&g_m, TM_CODE, TM_USER_STACK - cases[i].rsp_off);
 			g_m.cpu.gpr[X86EMU_RBX] = TM_DATA;
 			g_m.cpu.gpr[X86EMU_RSI] = TM_DATA + cases[i].rsi_off;
+			/* Far pointers for LCALL (m16:32) and LSS, each to a valid selector. */
+			tm_wr(&g_m, TM_DATA + 0x20, 4, TM_CODE + 0x100);
+			tm_wr(&g_m, TM_DATA + 0x24, 2, TM_SEL_UCODE);
+			static const unsigned far_sel[] = { 0x32 + 2, 0x39 + 2, 0x44 + 4, 0x52 + 4,
+							    0x60 + 8, 0x74 + 8 };
+			for (unsigned k = 0; k < 6; k++)
+				tm_wr(&g_m, TM_DATA + far_sel[k], 2, TM_SEL_UDATA);
 			if (cases[i].absent)
 				tm_set_pages(&g_m, TM_DATA, 4096, TM_PAGE_ABSENT);
 			g_m.cpu.cr0 |= X86EMU_CR0_AM;

@@ -179,9 +179,10 @@ int x86emu__check_alignment(struct x86emu_ctx *c, uint64_t la, unsigned align,
 }
 
 /*
- * The alignment an access of `size` bytes needs: its largest power-of-two
- * divisor up to 8, so a multi-quadword frame (ENTER) is checked per quadword
- * and a word-sized one per word.
+ * The alignment a scalar access of `size` bytes needs: its largest
+ * power-of-two divisor up to 8 (an event frame of quadwords is checked per
+ * quadword).  Accesses made of other elements (far pointers, the pushes of
+ * ENTER or a far CALL) say their alignment: x86emu__mem_*_aligned().
  */
 static inline unsigned natural_alignment(unsigned size)
 {
@@ -214,13 +215,13 @@ static inline int from_callback(struct x86emu_ctx *c, int rc)
 	return XS_FAULT;
 }
 
-int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
-		     enum x86emu_access_kind kind)
+int x86emu__mem_read_aligned(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
+			     enum x86emu_access_kind kind, unsigned align)
 {
 	struct x86emu_access a;
 
 	if (check_span(c, la, size) != XS_OK ||
-	    x86emu__check_alignment(c, la, natural_alignment(size), kind) != XS_OK)
+	    x86emu__check_alignment(c, la, align, kind) != XS_OK)
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
@@ -230,13 +231,19 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 	return rc;
 }
 
-int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
-		      enum x86emu_access_kind kind)
+int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
+		     enum x86emu_access_kind kind)
+{
+	return x86emu__mem_read_aligned(c, la, size, out, kind, natural_alignment(size));
+}
+
+int x86emu__mem_write_aligned(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
+			      enum x86emu_access_kind kind, unsigned align)
 {
 	struct x86emu_access a;
 
 	if (check_span(c, la, size) != XS_OK ||
-	    x86emu__check_alignment(c, la, natural_alignment(size), kind) != XS_OK)
+	    x86emu__check_alignment(c, la, align, kind) != XS_OK)
 		return XS_FAULT;
 	fill_access(c, &a, la, size, kind);
 	memset(&c->fault, 0, sizeof(c->fault));
@@ -244,6 +251,12 @@ int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const vo
 	if (rc == XS_OK && kind == X86EMU_ACCESS_DATA)
 		x86emu__data_breakpoints(c, la, size, true);
 	return rc;
+}
+
+int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
+		      enum x86emu_access_kind kind)
+{
+	return x86emu__mem_write_aligned(c, la, size, in, kind, natural_alignment(size));
 }
 
 int x86emu__mem_write_check(struct x86emu_ctx *c, uint64_t la, unsigned size,

@@ -431,7 +431,8 @@ static int exec_enter(struct x86emu_ctx *c)
 	if (rc == XS_OK)
 		rc = x86emu__linear(c, ZYDIS_REGISTER_SS, low, osz * n, &la);
 	if (rc == XS_OK)
-		rc = x86emu__mem_write(c, la, osz * n, bytes, X86EMU_ACCESS_DATA);
+		rc = x86emu__mem_write_aligned(c, la, osz * n, bytes, X86EMU_ACCESS_DATA,
+					       osz);	/* #AC per pushed element */
 	if (rc != XS_OK)
 		return rc;
 	x86emu__gpr_write(&c->cpu, X86EMU_RBP, osz * 8, frame_temp);

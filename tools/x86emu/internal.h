@@ -155,6 +155,15 @@ int x86emu__mem_read(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out
 int x86emu__mem_write(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
 		      enum x86emu_access_kind kind);
 /*
+ * The same, for an access whose data type is not one scalar of `size` bytes
+ * (SDM 6.15, "Alignment Requirements by Data Type"): #AC is checked against
+ * `align`, the alignment of its elements or of the far pointer it is.
+ */
+int x86emu__mem_read_aligned(struct x86emu_ctx *c, uint64_t la, unsigned size, void *out,
+			     enum x86emu_access_kind kind, unsigned align);
+int x86emu__mem_write_aligned(struct x86emu_ctx *c, uint64_t la, unsigned size, const void *in,
+			      enum x86emu_access_kind kind, unsigned align);
+/*
  * The checks of a write at la (canonical, alignment, then env->write_check
  * when the machine has one) without writing.
  */

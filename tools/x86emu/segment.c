@@ -327,7 +327,12 @@ static int read_table_qword(struct x86emu_ctx *c, uint64_t la, uint64_t *v)
 	return rc;
 }
 
-/* Read a far pointer m16:16/m16:32/m16:64 (offset, then selector) from memory operand i. */
+/*
+ * Read a far pointer m16:16/m16:32/m16:64 (offset, then selector) from memory
+ * operand i.  Alignment checking treats it as one far pointer, which needs 2-,
+ * 4- or 8-byte alignment (SDM 6.15: 32-, 48- and 80-bit far pointers), not
+ * the alignment its 4-, 6- or 10-byte size would suggest.
+ */
 static int read_far_pointer(struct x86emu_ctx *c, unsigned i, unsigned sz, uint64_t *off,
 			    uint16_t *sel)
 {
@@ -336,7 +341,8 @@ static int read_far_pointer(struct x86emu_ctx *c, unsigned i, unsigned sz, uint6
 	int rc = x86emu__linear(c, c->ops[i].mem.segment, x86emu__ea(c, &c->ops[i]), sz + 2, &la);
 
 	if (rc == XS_OK)
-		rc = x86emu__mem_read(c, la, sz + 2, buf, X86EMU_ACCESS_DATA);
+		rc = x86emu__mem_read_aligned(c, la, sz + 2, buf, X86EMU_ACCESS_DATA,
+					      sz == 2 ? 2 : sz == 4 ? 4 : 8);
 	if (rc != XS_OK)
 		return rc;
 	*off = 0;
@@ -397,9 +403,10 @@ static int far_call_push(struct x86emu_ctx *c, unsigned sz, bool outer_to_inner,
 			frame[i * sz + k] = (uint8_t)(vals[i] >> (8 * k));
 	rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rsp, n * sz, &la);
 	if (rc == XS_OK)
-		rc = x86emu__mem_write(c, la, n * sz, frame,
-				       outer_to_inner ? X86EMU_ACCESS_IMPLICIT_SUPERVISOR
-						      : X86EMU_ACCESS_DATA);
+		rc = x86emu__mem_write_aligned(c, la, n * sz, frame,
+					       outer_to_inner ? X86EMU_ACCESS_IMPLICIT_SUPERVISOR
+							      : X86EMU_ACCESS_DATA,
+					       sz);	/* #AC per pushed element */
 	if (rc != XS_OK)
 		return rc;
 	*rsp_out = rsp;
