@@ -267,6 +267,61 @@ static void instruction_crossing_a_page_boundary_runs(void **state)
 	assert_int_equal(g_m.cpu.rip, at + sizeof(code));
 }
 
+/* A machine whose last page of the address space reads as the low bytes of its addresses. */
+#define TOP_PAGE 0xfffffffffffff000ull
+static uint64_t g_top_va;
+static unsigned g_top_size;
+
+static int top_read(void *opaque, const struct x86emu_access *a, void *out,
+		    struct x86emu_fault *f)
+{
+	if (a->kind == X86EMU_ACCESS_DATA && a->va >= TOP_PAGE) {
+		g_top_va = a->va;
+		g_top_size = a->size;
+		for (unsigned i = 0; i < a->size; i++)
+			((uint8_t *)out)[i] = (uint8_t)(a->va + i);	/* wraps to page 0 */
+		return X86EMU_CB_OK;
+	}
+	return g_base.read(opaque, a, out, f);
+}
+
+GUEST(g_load_rax, "mov (%rax), %rbx\n hlt");
+GUEST(g_store_rax, "mov %rbx, (%rax)\n hlt");
+
+/*
+ * Linear addresses wrap at 2^64 in 64-bit mode: an access that starts on
+ * the last page and runs on past 2^64 - 1 to address 0 has every byte
+ * canonical, so it is no #GP.  It is made as an access to the last page and
+ * the first one, and an unmapped page among them is a #PF at the access's
+ * address.  The machine is handed one access whose va + size wraps.
+ */
+static void access_wrapping_at_2_64_is_translated_not_gp(void **state)
+{
+	(void)state;
+	LOAD(g_load_rax);
+	g_m.cpu.gpr[X86EMU_RAX] = 0xfffffffffffffffcull;
+	run_to_hlt();
+	assert_fault(X86EMU_EXC_PF, 0, TM_CODE);	/* the last page is absent here */
+	assert_int_equal(g_m.cpu.cr2, 0xfffffffffffffffcull);
+
+	LOAD(g_store_rax);
+	g_m.cpu.gpr[X86EMU_RAX] = 0xfffffffffffffffaull;
+	run_to_hlt();
+	assert_fault(X86EMU_EXC_PF, 2, TM_CODE);
+	assert_int_equal(g_m.cpu.cr2, 0xfffffffffffffffaull);
+
+	LOAD(g_load_rax);
+	wrap_env();
+	g_env.read = top_read;
+	g_m.cpu.gpr[X86EMU_RAX] = 0xfffffffffffffffcull;
+	assert_int_equal(step_env(1), X86EMU_EXIT_BUDGET);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_top_va, 0xfffffffffffffffcull);
+	assert_int_equal(g_top_size, 8);
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBX], 0x03020100fffefdfcull);
+	assert_int_equal(g_m.cpu.rip, TM_CODE + 3);
+}
+
 /* mov disp32(%eip), %eax; hlt */
 static void load_eip_relative(int32_t disp)
 {
@@ -1341,6 +1396,7 @@ int main(void)
 		cmocka_unit_test(instruction_running_into_the_non_canonical_hole_is_gp),
 		cmocka_unit_test(instruction_ending_at_the_top_of_the_lower_half_runs_and_the_next_fetch_is_gp),
 		cmocka_unit_test(instruction_crossing_a_page_boundary_runs),
+		cmocka_unit_test(access_wrapping_at_2_64_is_translated_not_gp),
 		cmocka_unit_test(eip_relative_operand_wraps_to_32_bits),
 		cmocka_unit_test(callback_status_outside_the_contract_is_a_machine_check),
 		cmocka_unit_test(machine_check_while_delivering_a_machine_check_shuts_down),

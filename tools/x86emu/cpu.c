@@ -135,9 +135,11 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigne
 	/*
 	 * Every byte of the access must be canonical: one that starts below
 	 * the hole and runs into it faults like one that starts inside it.
+	 * An access that runs from 2^64 - 1 on to 0 is all canonical: it is
+	 * made, on the last page and the first one (SDM 3.3.7.1).
 	 */
 	uint64_t last = *la + (size ? size - 1 : 0);
-	if (!is_canonical(*la) || !is_canonical(last) || last < *la) {
+	if (!is_canonical(*la) || !is_canonical(last)) {
 		/* SDM 6.15: a non-canonical stack reference is #SS(0), others #GP(0). */
 		if (seg == ZYDIS_REGISTER_SS)
 			return raise_fault(c, X86EMU_EXC_SS, true, 0);
@@ -150,13 +152,13 @@ int x86emu__linear(struct x86emu_ctx *c, ZydisRegister seg, uint64_t ea, unsigne
 
 /*
  * An access whose first or last byte is not canonical faults #GP(0) before
- * any byte is touched (SDM 3.3.7.1).  Accesses through a segment were
+ * any byte is touched (SDM 3.3.7.1); one that wraps at 2^64 is canonical.  Accesses through a segment were
  * checked by x86emu__linear() already, with #SS for the stack; this catches
  * the implicit ones (descriptor tables, the TSS, fetches).
  */
 static inline int check_span(struct x86emu_ctx *c, uint64_t la, unsigned size)
 {
-	if (!is_canonical(la) || !is_canonical(la + size - 1) || la + size - 1 < la)
+	if (!is_canonical(la) || !is_canonical(la + size - 1))
 		return raise_gp(c, 0);
 	return XS_OK;
 }

@@ -228,7 +228,8 @@ enum x86emu_access_kind {
 /* One memory access, as the interpreter asks the machine to perform it. */
 struct x86emu_access {
 	uint64_t va;		/* linear address, canonical */
-	uint32_t size;		/* bytes, 1..X86EMU_ACCESS_MAX; may cross pages */
+	uint32_t size;		/* bytes, 1..X86EMU_ACCESS_MAX; may cross pages, and wrap
+			   from 2^64 - 1 to 0 (va + size overflows) */
 	enum x86emu_access_kind kind;
 	uint8_t cpl;		/* privilege of the access: 0 for implicit supervisor */
 	bool ac;		/* RFLAGS.AC at the time, for SMAP (SDM 4.6.1) */
