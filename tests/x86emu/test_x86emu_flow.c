@@ -118,6 +118,80 @@ static void enter_with_nesting_level_copies_the_display(void **state)
 }
 
 /*
+ * ENTER pushes RBP before it reads the display, and each display read comes
+ * after the copies pushed before it: a slot [RBP - k*8] that overlaps the
+ * bytes this ENTER already pushed reads those bytes, even in part (RBP not
+ * a multiple of 8 away from RSP), and only the rest comes from memory.
+ * Here RBP = RSP + 4: the first slot is half the pushed RBP, half the
+ * stack above it; the second lies wholly in what was pushed.  A read that
+ * faults (its memory half on an absent page) changes no register and no
+ * memory, even though ENTER "pushed" before it.
+ */
+GUEST(g_enter2_raw, ".byte 0xc8, 0, 0, 2\n hlt");
+GUEST(g_enter3_raw, ".byte 0xc8, 0, 0, 3\n hlt");
+GUEST(g_enter16_2_raw, ".byte 0x66, 0xc8, 0, 0, 2\n hlt");
+
+static void enter_display_reads_see_the_bytes_already_pushed(void **state)
+{
+	(void)state;
+	const uint64_t p = TM_STACK - 0x100, r = p + 4;
+
+	for (int lvl = 2; lvl <= 3; lvl++) {
+		if (lvl == 2)
+			tm_load_code(g_enter2_raw, g_enter2_raw_end);
+		else
+			tm_load_code(g_enter3_raw, g_enter3_raw_end);
+		for (unsigned i = 1; i <= 5; i++)
+			tm_wr(&g_m, p - 8 * i, 8, 0xb0b0b0b0b0b0b0b0ull + i);
+		tm_wr(&g_m, p, 8, 0xa7a6a5a4a3a2a1a0ull);
+		g_m.cpu.gpr[X86EMU_RSP] = p;
+		g_m.cpu.gpr[X86EMU_RBP] = r;
+		assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+		assert_false(g_m.cpu.last_exception.valid);
+		uint64_t v1 = (r >> 32) | (0xa3a2a1a0ull << 32);	/* [p-4, p+4) */
+		uint64_t v2 = (v1 >> 32) | ((r & 0xffffffffull) << 32);	/* [p-12, p-4) */
+		assert_int_equal(tm_rd(&g_m, p - 8, 8), r);
+		assert_int_equal(tm_rd(&g_m, p - 16, 8), v1);
+		if (lvl == 3)
+			assert_int_equal(tm_rd(&g_m, p - 24, 8), v2);
+		assert_int_equal(tm_rd(&g_m, p - 8 * (lvl + 1), 8), p - 8);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], p - 8);
+		assert_int_equal(g_m.cpu.gpr[X86EMU_RSP], p - 8 * (lvl + 1));
+	}
+
+	/* Words: BP = SP + 1, so [BP-2] is the pushed BP's high byte and one byte above. */
+	tm_load_code(g_enter16_2_raw, g_enter16_2_raw_end);
+	tm_wr(&g_m, p - 8, 8, 0);
+	tm_wr(&g_m, p, 8, 0xa7a6a5a4a3a2a1a0ull);
+	g_m.cpu.gpr[X86EMU_RSP] = p;
+	g_m.cpu.gpr[X86EMU_RBP] = p + 1;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_false(g_m.cpu.last_exception.valid);
+	assert_int_equal(tm_rd(&g_m, p - 2, 2), (p + 1) & 0xffff);
+	assert_int_equal(tm_rd(&g_m, p - 4, 2), (((p + 1) >> 8) & 0xff) | 0xa000);
+	assert_int_equal(tm_rd(&g_m, p - 6, 2), (p - 2) & 0xffff);
+
+	/* The memory half on an absent page: #PF there, and nothing changed. */
+	const uint64_t x = TM_STACK - 0x1000;
+	tm_load_code(g_enter2_raw, g_enter2_raw_end);
+	tm_set_gate(&g_m, X86EMU_EXC_PF, 0xe, 0, 1);	/* on IST1, away from x */
+	tm_set_pages(&g_m, x, 4096, TM_PAGE_ABSENT);
+	for (unsigned i = 1; i <= 4; i++)
+		tm_wr(&g_m, x - 8 * i, 8, 0xc0c0c0c0c0c0c0c0ull + i);
+	g_m.cpu.gpr[X86EMU_RSP] = x;
+	g_m.cpu.gpr[X86EMU_RBP] = x + 4;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_true(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_PF);
+	assert_int_equal(g_m.cpu.cr2, x);
+	assert_int_equal(stack_qword(1), TM_CODE);	/* RIP, after the error code */
+	assert_int_equal(stack_qword(4), x);		/* RSP as it was */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], x + 4);
+	for (unsigned i = 1; i <= 4; i++)
+		assert_int_equal(tm_rd(&g_m, x - 8 * i, 8), 0xc0c0c0c0c0c0c0c0ull + i);
+}
+
+/*
  * With a 0x66 prefix ENTER and LEAVE work on words and change only BP; RSP
  * still moves at 64 bits.  The host gives the same registers and stack
  * bytes for these three sequences.
@@ -342,6 +416,7 @@ int main(void)
 		cmocka_unit_test(ret_imm16_releases_the_arguments),
 		cmocka_unit_test(enter_builds_a_frame_and_leave_tears_it_down),
 		cmocka_unit_test(enter_with_nesting_level_copies_the_display),
+		cmocka_unit_test(enter_display_reads_see_the_bytes_already_pushed),
 		cmocka_unit_test(enter_and_leave_with_an_operand_size_prefix_use_words),
 		cmocka_unit_test(loop_jcc_and_jrcxz_branch_as_documented),
 		cmocka_unit_test(rip_relative_operands_use_the_next_instruction_address),

@@ -383,7 +383,12 @@ static int exec_push_pop(struct x86emu_ctx *c)
 /*
  * ENTER (SDM vol. 2A): push RBP, copy `level-1` frame pointers from the
  * enclosing frame, push the new frame pointer, reserve `size` bytes.  The
- * old-frame reads happen first, then the whole new frame is one write.
+ * old-frame reads happen first, then the whole new frame is one write, so
+ * a fault changes nothing.  The SDM's ENTER pushes as it goes: a display
+ * slot [RBP-k*osz] that overlaps what this ENTER pushed before reading it
+ * (wholly or in part, e.g. with RBP not a multiple of osz away from RSP)
+ * reads the pushed bytes, which are taken from the frame being built;
+ * only the rest of the slot is read from memory.
  * With a 0x66 prefix every push and copy is a word and only BP changes
  * (RSP still moves at 64 bits): the host does exactly that.
  */
@@ -401,22 +406,36 @@ static int exec_enter(struct x86emu_ctx *c)
 	uint64_t frame_temp = rsp - osz;
 	if (level > 0) {
 		for (unsigned i = 1; i < level; i++) {
-			uint64_t v;
 			rbp -= osz;
-			/*
-			 * The SDM's ENTER pushes as it goes, so a display slot that
-			 * overlaps what this ENTER already pushed (RBP == RSP on
-			 * entry) reads the pushed value: take it from our buffer.
-			 */
-			uint64_t pushed_low = rsp - (uint64_t)osz * n;
-			if (rbp >= pushed_low && rbp < rsp && ((rsp - rbp) % osz) == 0) {
-				frame[n] = frame[(rsp - rbp) / osz - 1];
-				n++;
-				continue;
+			/* Byte b of the frame pushed so far (n slots) is at rsp - osz * n + b. */
+			uint64_t pushed_low = rsp - (uint64_t)osz * n, pushed_len = (uint64_t)osz * n;
+			uint8_t slot[8];
+			unsigned lo = osz, hi = 0;	/* the bytes [lo, hi) to read from memory */
+			for (unsigned b = 0; b < osz; b++) {
+				uint64_t off = rbp + b - pushed_low;	/* mod 2^64 */
+				if (off < pushed_len) {
+					unsigned k = (unsigned)(off / osz);	/* slot k from the bottom */
+					slot[b] = (uint8_t)(frame[n - 1 - k] >> (8 * (off % osz)));
+				} else {
+					lo = b < lo ? b : lo;
+					hi = b + 1;
+				}
 			}
-			rc = x86emu__read_seg(c, ZYDIS_REGISTER_SS, rbp, osz, &v);
-			if (rc != XS_OK)
-				return rc;
+			if (hi > lo) {
+				/* The pushed bytes form one run, so the others do too. */
+				uint64_t la;
+				rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rbp, osz, &la);
+				if (rc == XS_OK)
+					rc = x86emu__check_alignment(c, la, osz, X86EMU_ACCESS_DATA);
+				if (rc == XS_OK)
+					rc = x86emu__mem_read_aligned(c, la + lo, hi - lo, slot + lo,
+								      X86EMU_ACCESS_DATA, 1);
+				if (rc != XS_OK)
+					return rc;
+			}
+			uint64_t v = 0;
+			for (unsigned b = 0; b < osz; b++)
+				v |= (uint64_t)slot[b] << (8 * b);
 			frame[n++] = v;
 		}
 		frame[n++] = frame_temp;
