@@ -189,6 +189,21 @@ static void enter_display_reads_see_the_bytes_already_pushed(void **state)
 	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], x + 4);
 	for (unsigned i = 1; i <= 4; i++)
 		assert_int_equal(tm_rd(&g_m, x - 8 * i, 8), 0xc0c0c0c0c0c0c0c0ull + i);
+
+	/* The old frame and the new stack both absent: ENTER pushes RBP before
+	 * its first display read, so that push is the fault (a write, CR2 its
+	 * slot), not the read. */
+	g_m.cpu.last_exception.valid = false;
+	g_m.cpu.halted = false;
+	g_m.cpu.rip = TM_CODE;
+	g_m.cpu.gpr[X86EMU_RSP] = x + 8;
+	g_m.cpu.gpr[X86EMU_RBP] = x + 0x800;
+	assert_int_equal(tm_step(&g_m, 10), X86EMU_EXIT_HLT);
+	assert_true(g_m.cpu.last_exception.valid);
+	assert_int_equal(g_m.cpu.last_exception.vector, X86EMU_EXC_PF);
+	assert_int_equal(g_m.cpu.cr2, x);
+	assert_int_equal(stack_qword(0), 2);		/* W, not present, supervisor */
+	assert_int_equal(g_m.cpu.gpr[X86EMU_RBP], x + 0x800);
 }
 
 /*

@@ -388,7 +388,10 @@ static int exec_push_pop(struct x86emu_ctx *c)
  * slot [RBP-k*osz] that overlaps what this ENTER pushed before reading it
  * (wholly or in part, e.g. with RBP not a multiple of osz away from RSP)
  * reads the pushed bytes, which are taken from the frame being built;
- * only the rest of the slot is read from memory.
+ * only the rest of the slot is read from memory.  And each push is checked
+ * as a write before the read that follows it (write_check, nothing
+ * written), so a fault is the one the SDM's order meets first: the push
+ * of RBP before the first display read, and so on.
  * With a 0x66 prefix every push and copy is a word and only BP changes
  * (RSP still moves at 64 bits): the host does exactly that.
  */
@@ -399,6 +402,7 @@ static int exec_enter(struct x86emu_ctx *c)
 	unsigned osz = c->insn.operand_width == 16 ? 2 : 8;
 	uint64_t rsp = c->cpu.gpr[X86EMU_RSP], rbp = c->cpu.gpr[X86EMU_RBP];
 	uint64_t frame[32];	/* frame[0] is the highest address */
+	uint64_t la_push;
 	unsigned n = 0;
 	int rc;
 
@@ -406,6 +410,12 @@ static int exec_enter(struct x86emu_ctx *c)
 	uint64_t frame_temp = rsp - osz;
 	if (level > 0) {
 		for (unsigned i = 1; i < level; i++) {
+			/* The push before this read (RBP's, or the last copy's). */
+			rc = x86emu__linear(c, ZYDIS_REGISTER_SS, rsp - (uint64_t)osz * n, osz, &la_push);
+			if (rc == XS_OK)
+				rc = x86emu__mem_write_check(c, la_push, osz, X86EMU_ACCESS_DATA);
+			if (rc != XS_OK)
+				return rc;
 			rbp -= osz;
 			/* Byte b of the frame pushed so far (n slots) is at rsp - osz * n + b. */
 			uint64_t pushed_low = rsp - (uint64_t)osz * n, pushed_len = (uint64_t)osz * n;
