@@ -79,7 +79,9 @@ int vmmu_vcpu_id(const struct vmmu_vcpu *vcpu);
  * One thread runs at most one online vCPU at a time.
  * @return 0; VMMU_EINVAL (NULL); VMMU_EBUSY (already online, on this
  *         thread or another, including while vmmu takes it offline inside
- *         a wait on its thread; or this thread runs another online vCPU).
+ *         a wait on its thread, or a callback of its access took it
+ *         offline (vmmu_vcpu_offline()); or this thread runs another
+ *         online vCPU).
  *         Of two threads that call this at once, one gets the vCPU.
  */
 int vmmu_vcpu_online(struct vmmu_vcpu *vcpu);
@@ -88,6 +90,11 @@ int vmmu_vcpu_online(struct vmmu_vcpu *vcpu);
  * The vCPU stops running guest code (halt, blocking I/O, exit to the
  * user's loop for a while).  Requests are no longer waited for; they are
  * acted on at the next vmmu_vcpu_online().  Call it on the vCPU's thread.
+ * Called inside a callback of the vCPU's own access (a page-in handler
+ * about to block, say), the vCPU stays this thread's until that access
+ * is over, since the access goes on once the callback returns: no other
+ * thread may put it online or destroy it meanwhile (VMMU_EBUSY), and this
+ * thread may put it online again, inside the callback or after it.
  * @return 0; VMMU_EINVAL (NULL, or not online on this thread).
  */
 int vmmu_vcpu_offline(struct vmmu_vcpu *vcpu);

@@ -65,8 +65,15 @@
  * ## Threads
  *
  * Everything here runs on the thread that runs the vCPU (the one writer of
- * its TLB).  A host pointer obtained from
- * the TLB is valid until the vCPU's next call into vmmu.
+ * its TLB), while the vCPU is online there (vmmu/sync.h): an offline
+ * vCPU's TLB may still hold translations that P2M changes and flushes
+ * made meanwhile have ended (it drops them in vmmu_vcpu_online()), so a
+ * debugger or monitor reading through a halted vCPU puts it online
+ * first, or walks with vmmu/x86.h and reads with vmmu_gpa_read().  (A vm
+ * whose map and flushes change only between a vCPU's calls, as in
+ * single-threaded use, may use the TLB without ever putting it online.)
+ * A host pointer obtained from the TLB is valid until the vCPU's next
+ * call into vmmu.
  */
 #ifndef VMMU_TLB_H
 #define VMMU_TLB_H

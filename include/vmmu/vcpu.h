@@ -66,7 +66,8 @@ int vmmu_vcpu_create(struct vmmu_vm *vm, const struct vmmu_x86_cpu *cpu, struct 
  * Destroy a vCPU (NULL is a no-op).  A vCPU online on the calling thread
  * is taken offline first.
  * @return 0; VMMU_EBUSY (another thread has it online, or waits inside
- *         vmmu for it, or the call is made from inside a callback of that
+ *         vmmu for it, or runs an access of it whose callback took it
+ *         offline (vmmu_vcpu_offline()), or the call is made from inside a callback of that
  *         vCPU's own access, which goes on once the callback returns: an
  *         MMIO callback, the page-in, device or code handler, a device
  *         model's in-process callback; nothing is changed, the vCPU stays

@@ -158,6 +158,8 @@ void vmmu__callback_enter(struct vmmu__callback *cb)
 void vmmu__callback_leave(struct vmmu__callback *cb)
 {
     callbacks = cb->outer;
+    if (cb->vcpu)
+        vmmu__sync_callback_left(cb->vcpu);
 }
 
 bool vmmu__callback_uses(const void *obj)

@@ -116,6 +116,10 @@ void vmmu__callback_enter(struct vmmu__callback *cb);
 void vmmu__callback_leave(struct vmmu__callback *cb);
 /* Whether a callback running on this thread was called for @obj. */
 bool vmmu__callback_uses(const void *obj);
+/* (src/sync) A frame naming @vcpu was left: a vCPU taken offline by hand
+ * inside its own access is given up once no frame of it is left. */
+struct vmmu_vcpu;
+void vmmu__sync_callback_left(const struct vmmu_vcpu *vcpu);
 
 /* Whether a call on this thread that changes the map or page states, or
  * waits for device models, must refuse with VMMU_EBUSY: inside a

@@ -58,6 +58,12 @@
  * safe point checks it on every call). */
 static _Thread_local struct vmmu_vcpu *tls_vcpu __attribute__((tls_model("initial-exec")));
 static _Thread_local bool tls_exit_set;          /* reader_key set for this thread */
+/* A vCPU this thread took offline by hand inside a callback of its own
+ * access (a page-in handler that blocks): the access goes on once the
+ * callback returns, so the vCPU stays claimed by this thread, and no
+ * other thread may run or destroy it, until it comes back online here or
+ * the access's last callback frame is left. */
+static _Thread_local struct vmmu_vcpu *tls_kept;
 static pthread_key_t reader_key;
 static pthread_once_t reader_once = PTHREAD_ONCE_INIT;
 /* The access layer's safe-point function (see vmmu__sync_set_safepoint_fn). */
@@ -621,6 +627,11 @@ int vmmu_vcpu_online(struct vmmu_vcpu *v)
         return VMMU_EINVAL;
     if (tls_vcpu)
         return VMMU_EBUSY;
+    if (tls_kept == v) { /* claimed still: see vmmu_vcpu_offline() */
+        tls_kept = NULL;
+        go_online(v);
+        return 0;
+    }
     /* One step, so that of two threads only one wins; and still taken
      * while the thread that runs it waits offline inside vmmu. */
     int unclaimed = 0;
@@ -636,8 +647,23 @@ int vmmu_vcpu_offline(struct vmmu_vcpu *v)
         return VMMU_EINVAL;
     safepoint_notify(v);
     go_offline(v);
+    if (vmmu__callback_uses(v)) {
+        /* Inside a callback of the vCPU's own access, which goes on after
+         * it: the vCPU is still this thread's (vcpu.h, destroy). */
+        tls_kept = v;
+        return 0;
+    }
     atomic_store(&v->sync->claimed, 0); /* after: nobody else runs it before */
     return 0;
+}
+
+void vmmu__sync_callback_left(const struct vmmu_vcpu *v)
+{
+    if (v && tls_kept == v && !vmmu__callback_uses(v)) {
+        /* The access is over and the vCPU was left offline. */
+        tls_kept = NULL;
+        atomic_store(&v->sync->claimed, 0);
+    }
 }
 
 int vmmu_vcpu_safepoint(struct vmmu_vcpu *v)

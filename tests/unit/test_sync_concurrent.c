@@ -898,6 +898,84 @@ static void a_fill_whose_page_in_went_offline_by_hand_walks_again(void **state)
     sync_env_fini(&s);
 }
 
+/* A page-in handler that takes its vCPU offline by hand still runs inside
+ * that vCPU's access, which goes on once it returns: meanwhile no other
+ * thread may destroy the vCPU or put it online (both get VMMU_EBUSY; the
+ * claim used to be given up, so a destroy freed the vCPU under its own
+ * fill).  A handler that returns with the vCPU offline gives it up when
+ * the access is over. */
+struct kept {
+    struct sync_env *s;
+    struct vmmu_vcpu *v;
+    bool online_again;            /* the handler puts the vCPU online before returning */
+    atomic_int in_handler, other_done;
+    int online_rc;                /* the handler's vmmu_vcpu_online() */
+    uint64_t gpa;                 /* what the access translated to */
+};
+
+static int page_in_kept_offline(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
+{
+    struct kept *k = opaque;
+    assert_int_equal(vmmu_vcpu_offline(k->v), 0);
+    atomic_store(&k->in_handler, 1);
+    while (!atomic_load(&k->other_done))
+        sched_yield();
+    if (k->online_again)
+        k->online_rc = vmmu_vcpu_online(k->v);
+    return vmmu__page_state_update(vm, gpa, 1, 0, VMMU_PAGE_PAGED_OUT, VMMU_PAGE_PAGED_OUT);
+}
+
+static void *kept_main(void *arg)
+{
+    struct kept *k = arg;
+    assert_int_equal(vmmu_vcpu_online(k->v), 0);
+    k->gpa = sync_read(k->v, 0); /* the walk pages its table in */
+    if (k->online_again)
+        assert_int_equal(vmmu_vcpu_offline(k->v), 0);
+    else
+        assert_int_equal(vmmu_vcpu_offline(k->v), VMMU_EINVAL); /* offline already */
+    return NULL;
+}
+
+static void kept_run(bool online_again)
+{
+    struct sync_env s;
+    sync_env_init(&s, 8);
+    struct kept k = {.s = &s, .v = sync_vcpu(&s), .online_again = online_again};
+    assert_int_equal(vmmu_p2m_set_pagein_handler(s.env.vm, page_in_kept_offline, &k), 0);
+    assert_int_equal(vmmu__page_state_update(s.env.vm, s.pt, 1, VMMU_PAGE_PAGED_OUT, 0,
+                                             VMMU_PAGE_PAGED_OUT), 0);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, kept_main, &k), 0);
+    while (!atomic_load(&k.in_handler))
+        sched_yield();
+    /* The vCPU's thread is in the handler, inside the vCPU's fill. */
+    assert_int_equal(vmmu_vcpu_destroy(k.v), VMMU_EBUSY);
+    assert_int_equal(vmmu_vcpu_online(k.v), VMMU_EBUSY);
+    atomic_store(&k.other_done, 1);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    if (online_again)
+        assert_int_equal(k.online_rc, 0);
+    assert_int_equal(k.gpa, DATA_GPA);
+    /* The access is over: the vCPU is free for any thread. */
+    assert_int_equal(vmmu_vcpu_online(k.v), 0);
+    assert_int_equal(vmmu_vcpu_offline(k.v), 0);
+    assert_int_equal(vmmu_vcpu_destroy(k.v), 0);
+    sync_env_fini(&s);
+}
+
+static void a_vcpu_its_page_in_handler_took_offline_stays_its_threads(void **state)
+{
+    (void)state;
+    kept_run(true);
+}
+
+static void a_vcpu_left_offline_by_its_page_in_handler_is_given_up_after_the_access(void **state)
+{
+    (void)state;
+    kept_run(false);
+}
+
 /* A vCPU thread that waited for the change lock offline comes back
  * online, which may park it for another vCPU's exclusive section, only
  * without the lock: the section's own code may take it (a user page-in
@@ -1434,6 +1512,8 @@ int main(void)
         cmocka_unit_test(a_walk_under_dirty_logging_does_not_wait_for_the_maps_lock),
         cmocka_unit_test(a_fill_whose_walk_waited_offline_walks_again),
         cmocka_unit_test(a_fill_whose_page_in_went_offline_by_hand_walks_again),
+        cmocka_unit_test(a_vcpu_its_page_in_handler_took_offline_stays_its_threads),
+        cmocka_unit_test(a_vcpu_left_offline_by_its_page_in_handler_is_given_up_after_the_access),
         cmocka_unit_test(a_vcpu_never_parks_holding_the_change_lock),
         cmocka_unit_test(a_vcpu_inside_a_foreach_callback_does_not_park_holding_the_maps_lock),
         cmocka_unit_test(
