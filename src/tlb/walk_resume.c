@@ -74,6 +74,33 @@ void vmmu__psc_forget_va(struct tlb_psc *p, uint64_t va)
     }
 }
 
+/* Look up the host address of the table @pe (of @level, for @va)
+ * references under the P2M's current generation, and for a PDE the warm
+ * miss's view of it: usable while the generation the table was looked up
+ * under is the one its region cache holds. */
+static void psc_look_up_table(struct vmmu_vcpu *v, struct tlb_psc *p, struct psc_entry *pe,
+                              unsigned level, uint64_t va)
+{
+    struct vmmu_p2m_entry m;
+    pe->table_host = NULL;
+    pe->p2m_gen = PSC_NO_HOST;
+    pe->region_id = 0;
+    if (vmmu_p2m_lookup(v->vm, pe->table, &m) == 0 && m.type == VMMU_MEM_RAM && m.hva) {
+        pe->table_host = m.hva;
+        pe->p2m_gen = m.generation;
+        pe->region_id = m.region_id;
+    }
+    if (level == 2) {
+        unsigned w = (unsigned)(pe - p->l2);
+        if (pe->table_host && pe->p2m_gen > v->warm_gen)
+            vmmu__tlb_warm_forget(v, pe->p2m_gen); /* the P2M's generation only counts up */
+        bool warm = pe->table_host && pe->p2m_gen == v->warm_gen;
+        p->warm.tag[w] = warm ? va >> 21 : ~0ull;
+        p->warm.ptes[w] = (const uint64_t *)(const void *)pe->table_host;
+        p->warm.pbits[w] = PSC_PBITS(pe->nx, pe->writable, pe->user);
+    }
+}
+
 /* Remember levels[0 .. nlevels-2] (the non-leaf entries) of a successful
  * walk of @va, accumulating rights from (@user, @writable, @nx), the
  * rights above levels[0]. */
@@ -92,32 +119,12 @@ static void store_levels(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va,
         if (lv->level < 2 || !(e & VMMU_X86_PTE_A))
             continue;
         struct psc_entry *pe = psc_slot(p, lv->level, va);
-        uint64_t table = levels[i + 1].gpa & VMMU_PAGE_MASK;
-        struct vmmu_p2m_entry m;
-        pe->table_host = NULL;
-        pe->p2m_gen = PSC_NO_HOST;
-        pe->region_id = 0;
-        if (vmmu_p2m_lookup(v->vm, table, &m) == 0 && m.type == VMMU_MEM_RAM && m.hva) {
-            pe->table_host = m.hva;
-            pe->p2m_gen = m.generation;
-            pe->region_id = m.region_id;
-        }
         pe->tag = (va >> level_shift(lv->level)) + 1;
-        pe->table = table;
+        pe->table = levels[i + 1].gpa & VMMU_PAGE_MASK;
         pe->user = user;
         pe->writable = writable;
         pe->nx = nx;
-        if (lv->level == 2) {
-            /* The warm miss's view: usable while the generation the table
-             * was looked up under is the one its region cache holds. */
-            unsigned w = (unsigned)(pe - p->l2);
-            if (pe->table_host && pe->p2m_gen > v->warm_gen)
-                vmmu__tlb_warm_forget(v, pe->p2m_gen); /* the P2M's generation only counts up */
-            bool warm = pe->table_host && pe->p2m_gen == v->warm_gen;
-            p->warm.tag[w] = warm ? va >> 21 : ~0ull;
-            p->warm.ptes[w] = (const uint64_t *)(const void *)pe->table_host;
-            p->warm.pbits[w] = PSC_PBITS(nx, writable, user);
-        }
+        psc_look_up_table(v, p, pe, lv->level, va);
         p->count++;
         v->held |= p->held_bit;
     }
@@ -144,10 +151,10 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
 
     if (p->count == 0 || !vmmu_x86_canonical(pg, va))
         return 0;
-    const struct psc_entry *hit = NULL;
+    struct psc_entry *hit = NULL;
     unsigned level;
     for (level = 2; level <= top; level++) {
-        const struct psc_entry *e = psc_slot(p, level, va);
+        struct psc_entry *e = psc_slot(p, level, va);
         if (e->tag == (va >> level_shift(level)) + 1) {
             hit = e;
             break;
@@ -250,8 +257,16 @@ int vmmu__psc_walk(struct vmmu_vcpu *v, struct tlb_psc *p, uint64_t va, unsigned
     }
     if (rc < 0)
         return rc;
-    /* A walk resumed above level 2 read upper entries: remember them too. */
-    if (w->nlevels > 1 && v->host_gen == gen)
-        store_levels(v, p, va, w->levels, w->nlevels, hit->user, hit->writable, hit->nx);
+    if (v->host_gen == gen) {
+        /* A walk resumed above level 2 read upper entries: remember them
+         * too.  And an entry whose table was looked up under an older P2M
+         * generation is looked up again: else it would stay so (the warm
+         * miss keeps away from it) until a flush dropped it, after any
+         * change of the map anywhere in the vm. */
+        if (w->nlevels > 1)
+            store_levels(v, p, va, w->levels, w->nlevels, hit->user, hit->writable, hit->nx);
+        if (!host_ok)
+            psc_look_up_table(v, p, hit, level, va);
+    }
     return 1;
 }

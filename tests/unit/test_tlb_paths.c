@@ -433,6 +433,38 @@ static uint8_t *add_ram(struct fx *f, uint64_t gpa, unsigned pages, uint32_t *id
     return mem;
 }
 
+/* A change of the map that concerns none of the vCPU's pages (a region
+ * added far away, dirty logging started on it, as live migration does)
+ * makes the next miss look the cached PDE's table up again: the misses
+ * after it are warm again.  They used to stay off the warm path, each one
+ * a resumed walk with a P2M lookup, until a flush dropped the PDE. */
+static void warm_misses_come_back_after_an_unrelated_change_of_the_map(void **state)
+{
+    struct fx *f = *state;
+    (void)warm_setup(f, E_P | E_RW | E_A | E_D, E_P | E_RW | E_A | E_D, 0);
+    for (unsigned i = 2; i < 40; i++)
+        tmap(&f->t, f->root, VA + i * 4096, 1, UP, DATA(1) | E_P | E_RW | E_A | E_D);
+    assert_non_null(tacc(&f->t, VA + 4096, 8, 0, NULL));
+    assert_int_equal(stats(f).warm_misses, 1);
+
+    uint32_t id;
+    uint8_t *far = add_ram(f, 16 * GiB, 4, &id);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    for (unsigned i = 2; i < 20; i++)
+        assert_ptr_equal(tacc(&f->t, VA + i * 4096, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    /* The first one finds the PDE's table looked up under the old map. */
+    assert_int_equal(stats(f).misses, 18);
+    assert_int_equal(stats(f).warm_misses, 17);
+
+    assert_int_equal(vmmu_dirty_log_enable(f->t.env.vm, id, true), 0);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    for (unsigned i = 20; i < 40; i++)
+        assert_ptr_equal(tacc(&f->t, VA + i * 4096, 8, 0, NULL), hpa(&f->t, DATA(1)));
+    assert_int_equal(stats(f).warm_misses, 19);
+    assert_int_equal(vmmu_region_remove(f->t.env.vm, id), 0);
+    free(far);
+}
+
 static void warm_misses_alternating_between_regions_each_find_their_own(void **state)
 {
     struct fx *f = *state;
@@ -791,6 +823,7 @@ int main(void)
         T(turning_cr4_pke_on_drops_what_was_filled_without_keys),
         T(dirty_logging_started_after_a_warm_miss_still_sees_the_next_write),
         T(warm_misses_alternating_between_regions_each_find_their_own),
+        T(warm_misses_come_back_after_an_unrelated_change_of_the_map),
         T(a_working_set_four_times_the_table_grows_it_to_hold_it_in_one_flush),
         T(a_table_never_grows_past_the_maximum),
         T(global_entries_the_warm_miss_filled_are_kept_and_dropped_as_globals),
