@@ -867,6 +867,11 @@ void vmmu__sync_post(struct vmmu_vm *vm, struct vmmu_vcpu *self, const struct vm
                      const struct sync_pending *p, bool wait)
 {
     struct vmmu_sync *sy = vm->sync;
+    /* What the caller changed before posting (the map, page states) is
+     * stored before the vCPUs are counted: a vCPU created meanwhile is
+     * either counted here or reads the change in its first fill.  (Without
+     * the fence the load of the count may pass those stores.) */
+    atomic_thread_fence(memory_order_seq_cst);
     int n = atomic_load(&sy->nids);
     if (targets && (size_t)n > targets->nwords * 64)
         n = (int)(targets->nwords * 64);
