@@ -156,9 +156,9 @@ struct vmmu_dm_server {
      * deadline (inval.c, pagein.c). */
     _Atomic uint64_t svc_busy_ns, svc_busy_since;
 
-    /* Threads waiting for this server's answer that may be offline while
-     * they do (a host access waiting up to its deadline, and
-     * vmmu_dm_vcpu_wait()), so that no grace period covers them.  A
+    /* Threads using this server that may be offline while they do (every
+     * access, which may wait offline for its answer or kill the server,
+     * and vmmu_dm_vcpu_wait()), so that no grace period covers them.  A
      * waiter counts itself in while still online, before it first looks
      * at the slot, and out after its last use of the server;
      * vmmu_dm_server_destroy() kills the server (which wakes them), waits
@@ -199,8 +199,11 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
 void vmmu__dm_remote_fini(struct vmmu_dm_server *srv);
 void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm);
 void vmmu__dm_regions_punch(struct vmmu_dm_server *srv, uint64_t gpa, uint64_t size);
+/* Send one message (and @fds).  0; VMMU_EDEAD, VMMU_EPROTO; when the
+ * device model leaves no room in its socket: VMMU_EBUSY at once without
+ * @wait, else VMMU_ETIMEDOUT after waiting up to its timeout. */
 int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, const int *fds,
-                      unsigned nfds);
+                      unsigned nfds, bool wait);
 
 /* The service socket's thread (pagein.c): start it once HELLO is sent;
  * stop it (shut the socket down, join, close) before the server is freed. */

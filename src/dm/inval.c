@@ -27,6 +27,7 @@
 #include <stdlib.h>
 #include <sys/socket.h>
 
+#include "core/alloc.h"
 #include "core/vm_internal.h"
 #include "dm/dm_internal.h"
 #include "sync/sync_internal.h"
@@ -52,6 +53,18 @@ static uint64_t ack_deadline(const struct vmmu_dm_server *srv, uint64_t now)
     return srv->inval_sent_ns + timeout + served;
 }
 
+/* Send INVALIDATE{@seq} to @srv; a server that cannot take it is doomed. */
+static void send_inval(struct vmmu_dm_server *srv, uint64_t seq, uint64_t gpa, uint64_t size,
+                       struct vmmu_dm_server **doomed, int *why, unsigned *ndoomed)
+{
+    struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE, .seq = seq, .gpa = gpa, .size = size};
+    int err = vmmu__dm_send_msg(srv, &m, NULL, 0, true);
+    if (err && *ndoomed < 64) {
+        doomed[*ndoomed] = srv;
+        why[(*ndoomed)++] = err == VMMU_ETIMEDOUT ? VMMU_ETIMEDOUT : VMMU_EDEAD;
+    }
+}
+
 static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t *seq_out)
 {
     uint64_t seq = atomic_load(&dm->inval_posted) + 1;
@@ -59,27 +72,35 @@ static int post_locked(struct vmmu_dm *dm, uint64_t gpa, uint64_t size, uint64_t
     int why[64];
     unsigned ndoomed = 0;
     pthread_mutex_lock(&dm->lock);
+    /* The servers to send to, sent to after dm->lock is released: a
+     * device model that does not read its socket makes the send wait up
+     * to its timeout, and a vCPU's device access takes dm->lock (to
+     * refresh the region tables).  The servers cannot go away meanwhile:
+     * destroying one takes inval_lock, which the caller holds, and so
+     * does every other post, so the messages go out in order.  (Without
+     * memory for the list, they are sent under the lock.) */
+    struct vmmu_dm_server **to = vmmu__malloc((dm->nservers + 1) * sizeof(*to));
+    unsigned nto = 0;
     for (unsigned i = 0; i < dm->nservers; i++) {
         struct vmmu_dm_server *srv = dm->servers[i];
         if (!srv->remote || atomic_load(&srv->dead))
             continue;
         vmmu__dm_regions_punch(srv, gpa, size);
-        struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_INVALIDATE, .seq = seq, .gpa = gpa,
-                                .size = size};
         if (srv->inval_acked == srv->inval_sent)
             restart_clock(srv);
         srv->inval_clock[seq % DM_INVAL_CLOCKS].ns = vmmu__dm_now_ns();
         srv->inval_clock[seq % DM_INVAL_CLOCKS].busy = atomic_load(&srv->svc_busy_ns);
         srv->inval_sent = seq;
-        int err = vmmu__dm_send_msg(srv, &m, NULL, 0);
-        if (err && ndoomed < 64) {
-            doomed[ndoomed] = srv;
-            why[ndoomed++] = err == VMMU_ETIMEDOUT ? VMMU_ETIMEDOUT : VMMU_EDEAD;
-        }
+        if (to)
+            to[nto++] = srv;
+        else
+            send_inval(srv, seq, gpa, size, doomed, why, &ndoomed);
     }
     pthread_mutex_unlock(&dm->lock);
-    /* Killing may wait for a process to exit: not under dm->lock.  The
-     * servers cannot go away meanwhile: destroying one takes inval_lock. */
+    for (unsigned i = 0; i < nto; i++)
+        send_inval(to[i], seq, gpa, size, doomed, why, &ndoomed);
+    free(to);
+    /* Killing may wait for a process to exit: not under dm->lock. */
     for (unsigned i = 0; i < ndoomed; i++)
         vmmu__dm_server_kill(doomed[i], why[i]);
     atomic_store(&dm->inval_posted, seq);

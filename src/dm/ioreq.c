@@ -270,8 +270,8 @@ static bool ring_post(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *re
     return true;
 }
 
-int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
-                           struct vmmu_dm_ioreq *req)
+static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
+                         struct vmmu_dm_ioreq *req)
 {
     struct vmmu_dm *dm = srv->dm;
     struct dm_vcpu *v = &dm->vcpu[idx];
@@ -291,10 +291,17 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
         if (!atomic_load(&old->dead) && st != VMMU_DM_SLOT_RESPONSE) {
             if (vmmu__dm_now_ns() < v->deadline_ns)
                 return VMMU_EBUSY;
-            if (old->remote)
+            if (old->remote) {
+                /* Killing waits offline: counted, as below. */
+                atomic_fetch_add(&old->waiters, 1);
                 vmmu__dm_server_kill(old, VMMU_ETIMEDOUT);
+                release(old, &old->slots[idx], v);
+                atomic_fetch_sub_explicit(&old->waiters, 1, memory_order_release);
+                old = NULL;
+            }
         }
-        release(old, &old->slots[idx], v);
+        if (old)
+            release(old, &old->slots[idx], v);
     }
     if (atomic_load(&srv->dead))
         return VMMU_EDEAD;
@@ -348,4 +355,20 @@ int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struc
     __atomic_store_n(&s->state, VMMU_DM_SLOT_READY, __ATOMIC_RELEASE);
     kick(srv);
     return finish(srv, idx, v, req, host);
+}
+
+/* An access may go offline while it uses @srv, beyond any grace period:
+ * a vCPU that finds the device model gone (or late) kills it, and killing
+ * waits offline for its process.  So every access counts itself among the
+ * server's waiters (struct vmmu_dm_server) from before its first use of
+ * the server, while its thread is still a reader online, to after its
+ * last; vmmu_dm_server_destroy() frees the server only once none is left.
+ * (It used to free it under a vCPU that was killing it.) */
+int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
+                           struct vmmu_dm_ioreq *req)
+{
+    atomic_fetch_add(&srv->waiters, 1);
+    int r = server_access(srv, idx, range, req);
+    atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
+    return r;
 }

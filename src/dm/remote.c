@@ -44,7 +44,7 @@ static uint64_t align_up(uint64_t v, uint64_t a)
 }
 
 int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, const int *fds,
-                      unsigned nfds)
+                      unsigned nfds, bool wait)
 {
     struct iovec iov = {.iov_base = (void *)m, .iov_len = sizeof(*m)};
     union {
@@ -73,6 +73,8 @@ int vmmu__dm_send_msg(struct vmmu_dm_server *srv, const struct vmmu_dm_msg *m, c
             continue;
         if (errno != EAGAIN)
             return VMMU_EDEAD;
+        if (!wait)
+            return VMMU_EBUSY;
         /* The device model is not reading: wait for room, up to the timeout. */
         uint64_t now = vmmu__dm_now_ns();
         if (now >= deadline)
@@ -238,14 +240,22 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     uint32_t max_id;
     unsigned n = collect_regions(dm->vm, ent, 256, &max_id);
     int memfd = vmmu_vm_memfd(dm->vm);
+    bool again = false;
     for (unsigned i = 0; i < dm->nservers; i++) {
         struct vmmu_dm_server *srv = dm->servers[i];
         if (!srv->remote || atomic_load(&srv->dead))
             continue;
         if (!srv->memfd_sent && memfd >= 0) {
+            /* Never a wait under dm->lock (a vCPU's device access takes
+             * it): a device model that does not read gets it at a later
+             * refresh, or is declared dead by the invalidation it leaves
+             * unread. */
             struct vmmu_dm_msg m = {.type = VMMU_DM_MSG_MEMFD};
-            if (vmmu__dm_send_msg(srv, &m, &memfd, 1) == 0)
+            int err = vmmu__dm_send_msg(srv, &m, &memfd, 1, false);
+            if (err == 0)
                 srv->memfd_sent = true;
+            else if (err == VMMU_EBUSY)
+                again = true;
         }
         srv->npriv = n < srv->max_regions ? n : srv->max_regions;
         memcpy(srv->priv_regions, ent, srv->npriv * sizeof(ent[0]));
@@ -253,6 +263,8 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     }
     free(ent);
     atomic_store_explicit(&dm->seen_max_region, max_id, memory_order_relaxed);
+    if (again)
+        gen--; /* no generation seen: the next device access refreshes again */
     atomic_store_explicit(&dm->seen_generation, gen, memory_order_relaxed);
     atomic_store_explicit(&dm->seen_resident, resident, memory_order_relaxed);
 }
@@ -394,7 +406,7 @@ int vmmu__dm_remote_init(struct vmmu_dm_server *srv, int sock,
     }
     fds[nfds++] = dirty->fd;
     hello.flags |= VMMU_DM_HELLO_DIRTY;
-    int err = vmmu__dm_send_msg(srv, &hello, fds, nfds);
+    int err = vmmu__dm_send_msg(srv, &hello, fds, nfds, true);
     close(svc[1]);
     close(kick[1]);
     if (err)

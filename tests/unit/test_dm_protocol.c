@@ -677,6 +677,137 @@ static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_
     vmmu_vm_destroy(vm);
 }
 
+/* A vCPU that finds its device model hung up kills the server, and
+ * killing waits offline for the process.  A destroy meanwhile (which hangs
+ * up itself) freed the server under that vCPU, whose grace period had
+ * passed; now every access counts itself among the server's waiters, so
+ * the destroy frees it only after the vCPU is done with it.  (Under
+ * AddressSanitizer the old code read freed memory in most runs.) */
+static void destroying_a_server_a_vcpu_is_killing_frees_it_after_the_vcpu_is_done(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
+    int sock, ready;
+    pid_t child = fork_lingering_device_model(false, &sock, &ready);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 300, .wait_us = 3000000, .pid = child};
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sock, &rc, &srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    char b;
+    assert_int_equal(read(ready, &b, 1), 1); /* it read the HELLO, and answers nothing */
+    close(ready);
+
+    struct hung_access h = {.vm = vm};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, hung_access_run, &h), 0);
+    usleep(100000); /* the vCPU waits for the answer, online */
+    assert_int_equal(vmmu_dm_server_destroy(srv), 0);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(h.rc, VMMU_EDEAD);
+    assert_int_equal(waitpid(child, NULL, 0), child);
+    vmmu_dm_destroy(dm);
+    vmmu_vm_destroy(vm);
+}
+
+/* A device model that reads nothing from its socket makes an invalidation
+ * wait up to its deadline for room to send.  That wait held the lock a
+ * device access takes after any change of the map (to give device models
+ * the new region tables), so an unrelated in-process device's access on a
+ * vCPU waited as long.  Now nothing waits under that lock. */
+struct poster {
+    struct vmmu_dm *dm;
+    atomic_uint posts;
+    atomic_bool in_post, stop;
+};
+
+static void *poster_run(void *arg)
+{
+    struct poster *p = arg;
+    while (!atomic_load(&p->stop)) {
+        uint64_t ticket;
+        atomic_store(&p->in_post, true);
+        int rc = vmmu_dm_invalidate_async(p->dm, 0, 4096, &ticket);
+        atomic_store(&p->in_post, false);
+        if (rc)
+            break;
+        atomic_fetch_add(&p->posts, 1);
+    }
+    return NULL;
+}
+
+static int answer_42(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (void)opaque;
+    req->data = 42;
+    return 0;
+}
+
+#define OTHER_DEV 0x10000000ull /* above the RAM */
+
+static void a_device_model_that_reads_nothing_holds_up_no_other_devices_access(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 2u << 20};
+    uint32_t ram_id;
+    assert_int_equal(vmmu_region_add(vm, &ram, &ram_id), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
+    struct vmmu_dm_ops ops = {.access = answer_42};
+    struct vmmu_dm_server *inproc, *remote;
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, NULL, &inproc), 0);
+    assert_int_equal(vmmu_dm_map_mmio(inproc, OTHER_DEV, 4096, 0, NULL, NULL), 0);
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = 3000};
+    assert_int_equal(vmmu_dm_server_create_remote(dm, sv[0], &rc, &remote), 0);
+    struct fake_dm f = {.sock = sv[1]};
+    fake_hello(&f); /* and nothing read from here on */
+
+    /* Post until a post waits for room in the device model's socket. */
+    struct poster p = {.dm = dm};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, poster_run, &p), 0);
+    unsigned last = ~0u, still = 0;
+    while (still < 30) {
+        usleep(10000);
+        unsigned now = atomic_load(&p.posts);
+        still = now == last && atomic_load(&p.in_post) ? still + 1 : 0;
+        last = now;
+    }
+    /* A new map generation, then the in-process device, from a vCPU. */
+    struct vmmu_region_desc more = {.type = VMMU_MEM_RAM, .gpa = 1ull << 30, .size = 4096};
+    uint32_t more_id;
+    assert_int_equal(vmmu_region_add(vm, &more, &more_id), 0);
+    struct vmmu_vcpu *v;
+    assert_int_equal(vmmu_vcpu_create(vm, NULL, &v), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    struct vmmu_device_req r = {.gpa = OTHER_DEV, .size = 4, .vcpu_id = 0};
+    assert_int_equal(vmmu_p2m_device_access(vm, &r), 0);
+    assert_int_equal(r.data, 42);
+    assert_true(atomic_load(&p.in_post)); /* answered while the post still waits */
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+    assert_int_equal(vmmu_vcpu_destroy(v), 0);
+
+    atomic_store(&p.stop, true);
+    assert_int_equal(pthread_join(t, NULL), 0); /* the post gave up at the deadline */
+    struct vmmu_dm_server_stats st;
+    assert_int_equal(vmmu_dm_server_stats(remote, &st), 0);
+    assert_int_equal(st.dead_reason, VMMU_ETIMEDOUT);
+    vmmu_dm_destroy(dm);
+    munmap(f.sh, f.sh->size);
+    for (int i = 0; i < f.nfds; i++)
+        close(f.fds[i]);
+    close(f.sock);
+    vmmu_vm_destroy(vm);
+}
+
 static void *destroy_run(void *arg)
 {
     (void)vmmu_dm_server_destroy(arg);
@@ -1792,6 +1923,8 @@ int main(void)
         T(another_type_on_the_service_socket_ends_only_the_service),
         cmocka_unit_test(refused_remote_servers_close_the_socket_and_a_gone_peer_is_edead),
         cmocka_unit_test(an_invalidation_during_a_servers_destroy_waits_for_its_process_to_exit),
+        cmocka_unit_test(destroying_a_server_a_vcpu_is_killing_frees_it_after_the_vcpu_is_done),
+        cmocka_unit_test(a_device_model_that_reads_nothing_holds_up_no_other_devices_access),
         cmocka_unit_test(remote_servers_refuse_what_is_not_a_connected_unix_stream_socket),
         cmocka_unit_test(remote_servers_refuse_a_pid_that_is_this_process_or_none),
         cmocka_unit_test(a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period),
