@@ -117,8 +117,13 @@
  * replays it: each read returns what the first pass saw, each translation
  * the first pass made is reused even if the TLB was flushed or the guest
  * rewrote its page tables meanwhile, and MMIO or device accesses that
- * already completed are not repeated.  Reads the first pass did not make
- * are performed and recorded for a further pass.  Writes never update
+ * already completed are not repeated, even if the host changed the page's
+ * type between the passes (a device page made RAM, MMIO made a device
+ * page): the recorded bytes are served to the access they belong to, and
+ * a locked update recorded is not applied again.  A write the first pass
+ * made to RAM is not recorded and is made again on the page as it is now
+ * (once, if that is now MMIO or a device page).  Reads the first pass did
+ * not make are performed and recorded for a further pass.  Writes never update
  * recorded reads.  A/D bits the first pass set stay set; a replayed walk
  * stores A/D only into entries that still hold what the first pass saw.
  * See docs/access.md for the design.

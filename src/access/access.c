@@ -363,7 +363,11 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
 
 /* ---- Performing a piece --------------------------------------------------------- */
 
-static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_t n, bool write)
+/* The device-model accesses of [gpa, gpa + n) (@va: its linear address,
+ * the latch's key), in naturally aligned chunks of at most 8 bytes, each
+ * recorded under the latch once it completed. */
+static int device_piece(struct vmmu_vcpu *v, uint64_t va, uint64_t gpa, uint8_t *buf, uint32_t n,
+                        bool write)
 {
     struct vmmu__access_vcpu *a = v->access;
     bool latch = latch_on(a);
@@ -372,39 +376,34 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_
         unsigned size = 8;
         while (size > 1 && ((gpa & (size - 1)) || size > n))
             size >>= 1;
-        const struct latch_event *e = latch ? vmmu__latch_event_next(a, kind, gpa, size) : NULL;
-        if (e) {
-            /* Completed in an earlier pass: never repeat a device access. */
-            if (!write)
-                memcpy(buf, vmmu__latch_event_data(a, e), size);
-        } else {
-            if (latch) {
-                int rc = vmmu__latch_event_room(a, size);
-                if (rc)
-                    return rc;
-            }
-            struct vmmu_device_req req;
-            memset(&req, 0, sizeof(req));
-            req.gpa = gpa;
-            req.size = size;
-            req.write = write;
-            /* The vCPU's own id, so that a device model may answer later
-             * (a request of the host, id -1, must be answered at once). */
-            int id = vmmu_vcpu_id(v);
-            req.vcpu_id = id >= 0 ? id : -1;
-            if (write)
-                memcpy(&req.data, buf, size);
-            int rc = vmmu_p2m_device_access(v->vm, &req);
-            if (rc < 0)
+        int rc;
+        if (latch) {
+            rc = vmmu__latch_event_room(a, size);
+            if (rc)
                 return rc;
-            if (!write)
-                memcpy(buf, &req.data, size);
-            if (latch) {
-                rc = vmmu__latch_event_record(a, kind, gpa, buf, size);
-                if (rc)
-                    return rc;
-            }
         }
+        struct vmmu_device_req req;
+        memset(&req, 0, sizeof(req));
+        req.gpa = gpa;
+        req.size = size;
+        req.write = write;
+        /* The vCPU's own id, so that a device model may answer later
+         * (a request of the host, id -1, must be answered at once). */
+        int id = vmmu_vcpu_id(v);
+        req.vcpu_id = id >= 0 ? id : -1;
+        if (write)
+            memcpy(&req.data, buf, size);
+        rc = vmmu_p2m_device_access(v->vm, &req);
+        if (rc < 0)
+            return rc;
+        if (!write)
+            memcpy(buf, &req.data, size);
+        if (latch) {
+            rc = vmmu__latch_event_record(a, kind, va, buf, size);
+            if (rc)
+                return rc;
+        }
+        va += size;
         gpa += size;
         buf += size;
         n -= size;
@@ -412,20 +411,58 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t gpa, uint8_t *buf, uint32_
     return 0;
 }
 
+/* Under the latch, before a piece is read or written: the events of
+ * earlier passes at the cursor that belong to its bytes from @off on, in
+ * order, are served (a read gets their bytes; a write that completed is
+ * not made again), whatever the page is now: a page the host turned from
+ * a device page into RAM, MMIO into a device page, ... between the passes
+ * gives the bytes the first pass read or wrote there, and never repeats a
+ * device access.  Events are keyed by linear address, the same for every
+ * page type.  A read matches whole-piece reads (RAM, ROM, MMIO, holes) or
+ * device chunks, a write completed MMIO or device writes.  Returns how
+ * many bytes were served (the rest is made live). */
+static uint32_t piece_replay(struct vmmu__access_vcpu *a, const struct piece *p, uint32_t off,
+                             uint8_t *buf, uint32_t n, bool write)
+{
+    uint32_t done = 0;
+    const struct latch_event *e;
+    while (done < n && (e = vmmu__latch_event_peek(a)) != NULL) {
+        uint32_t left = n - done;
+        bool fits = e->addr == p->va + off + done && e->size <= left;
+        if (write) {
+            if (!fits || e->kind != EV_IO_WRITE)
+                break;
+        } else if (!fits || !(e->kind == EV_IO_READ || (e->kind == EV_READ && e->size == left))) {
+            break;
+        } else {
+            memcpy(buf + done, vmmu__latch_event_data(a, e), e->size);
+        }
+        done += e->size;
+        vmmu__latch_event_take(a);
+    }
+    return done;
+}
+
 static int piece_read(struct vmmu_vcpu *v, const struct piece *p, uint32_t off, void *buf,
                       uint32_t n)
 {
     struct vmmu__access_vcpu *a = v->access;
     int rc;
-    if (p->type == VMMU_MEM_DEVICE)
-        return device_piece(v, p->gpa + off, buf, n, false);
     bool latch = latch_on(a);
     if (latch) {
-        const struct latch_event *e = vmmu__latch_event_next(a, EV_READ, p->va + off, n);
-        if (e) {
-            memcpy(buf, vmmu__latch_event_data(a, e), n);
+        uint32_t done = piece_replay(a, p, off, buf, n, false);
+        if (done == n)
             return 0;
-        }
+        /* Not what an earlier pass read next: the re-execution took
+         * another path; the rest of the record goes (reads are live). */
+        vmmu__latch_diverge(a);
+        off += done;
+        buf = (uint8_t *)buf + done;
+        n -= done;
+    }
+    if (p->type == VMMU_MEM_DEVICE)
+        return device_piece(v, p->va + off, p->gpa + off, buf, n, false);
+    if (latch) {
         rc = vmmu__latch_event_room(a, n);
         if (rc)
             return rc;
@@ -451,18 +488,29 @@ static int piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off,
 {
     struct vmmu__access_vcpu *a = v->access;
     int rc;
+    bool latch = latch_on(a);
+    if (latch) {
+        /* A write that finds no completed write of its own at the cursor
+         * is made live without ending the replay: RAM records no write,
+         * so a page that was RAM in the first pass and is MMIO or a
+         * device page now has nothing to match; its event goes in at the
+         * cursor, before the events still to come. */
+        uint32_t done = piece_replay(a, p, off, (uint8_t *)(uintptr_t)buf, n, true);
+        if (done == n)
+            return 0;
+        off += done;
+        buf = (const uint8_t *)buf + done;
+        n -= done;
+    }
     if (p->host) {
         vmmu_guest_store(p->host + off, buf, n);
         return 0;
     }
     switch (p->type) {
     case VMMU_MEM_DEVICE:
-        return device_piece(v, p->gpa + off, (uint8_t *)(uintptr_t)buf, n, true);
-    case VMMU_MEM_MMIO: {
-        bool latch = latch_on(a);
+        return device_piece(v, p->va + off, p->gpa + off, (uint8_t *)(uintptr_t)buf, n, true);
+    case VMMU_MEM_MMIO:
         if (latch) {
-            if (vmmu__latch_event_next(a, EV_IO_WRITE, p->gpa + off, n))
-                return 0; /* completed in an earlier pass */
             rc = vmmu__latch_event_room(a, n);
             if (rc)
                 return rc;
@@ -470,8 +518,7 @@ static int piece_write(struct vmmu_vcpu *v, const struct piece *p, uint32_t off,
         rc = vmmu_gpa_write(v->vm, p->gpa + off, buf, n, 0, NULL);
         if (rc < 0)
             return rc;
-        return latch ? vmmu__latch_event_record(a, EV_IO_WRITE, p->gpa + off, buf, n) : 0;
-    }
+        return latch ? vmmu__latch_event_record(a, EV_IO_WRITE, p->va + off, buf, n) : 0;
     default:
         /* ROM (dropped, or VMMU_EROM) and holes (dropped). */
         rc = vmmu_gpa_write(v->vm, p->gpa + off, buf, n, VMMU_GPA_UNBACKED_ONES, NULL);

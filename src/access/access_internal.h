@@ -41,13 +41,14 @@ struct latch_xlate {
     uint16_t regime; /* paging registers loaded before it in its pass */
 };
 
-/* EV_ATOMIC: a locked update of RAM of n bytes; its data is the old bytes
- * and the bytes the update left (size: 2 n; src/access/atomic.c). */
+/* EV_ATOMIC: a locked update of RAM; its data is described in
+ * src/access/atomic.c.  A locked update of other pages is recorded as its
+ * pieces' reads and writes. */
 enum latch_event_kind { EV_READ = 1, EV_IO_READ, EV_IO_WRITE, EV_ATOMIC };
 
 /* A data read (one page piece) or an MMIO/device piece that completed. */
 struct latch_event {
-    uint64_t addr; /* va for reads, gpa for I/O pieces */
+    uint64_t addr; /* linear address of its first byte, whatever the page type */
     uint32_t size;
     uint32_t off;  /* where its bytes are in data[] */
     uint8_t kind;
@@ -265,18 +266,22 @@ bool vmmu__latch_xlate_find(struct vmmu__access_vcpu *a, uint64_t va_page, unsig
                             uint64_t *gpa_page);
 int vmmu__latch_xlate_record(struct vmmu__access_vcpu *a, uint64_t va_page, unsigned access,
                              uint64_t gpa_page);
-/* Data events.  next() returns the recorded event a replay must serve for
- * (kind, addr, size), or NULL when the access is to be performed live (and
- * then recorded with record()).  A mismatch ends the replay of events. */
-const struct latch_event *vmmu__latch_event_next(struct vmmu__access_vcpu *a, unsigned kind,
-                                                 uint64_t addr, uint32_t size);
+/* Data events. */
 const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
                                       const struct latch_event *e);
+/* The next event of an earlier pass the replay has to consume, or NULL;
+ * take() consumes it; diverge() drops it and every later one (the
+ * re-execution took another path: reads are live from here on). */
+const struct latch_event *vmmu__latch_event_peek(const struct vmmu__access_vcpu *a);
+void vmmu__latch_event_take(struct vmmu__access_vcpu *a);
+void vmmu__latch_diverge(struct vmmu__access_vcpu *a);
 /* Room for one more event of @size bytes? (VMMU_EOVERFLOW if not) */
 int vmmu__latch_event_room(struct vmmu__access_vcpu *a, uint32_t size);
 /* The instruction pends: note the bytes each recorded locked update's
  * operand holds now (src/access/atomic.c). */
 void vmmu__atomic_latch_pended(struct vmmu_vcpu *v);
+/* Record an event at the cursor (behind it: the events of earlier
+ * passes still to be consumed). */
 int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_t addr,
                              const void *data, uint32_t size);
 /* Room for @events more events holding @bytes bytes in all?

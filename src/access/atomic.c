@@ -30,7 +30,13 @@
  * instruction).  So the re-execution leaves what one run leaves.  A byte
  * holding anything else is another agent's (another vCPU's atomic update
  * between the passes), and then the operand is left alone: storing over
- * it would lose that update. */
+ * it would lose that update.
+ *
+ * The record is followed whatever the pages are now (the host may have
+ * changed their type between the passes): an update recorded on RAM is
+ * not applied again, an update made as a read and a write of MMIO or
+ * device pieces is made the same way again, its completed pieces served
+ * by the latch. */
 #include <string.h>
 
 #include "access/access_internal.h"
@@ -238,23 +244,46 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         return rc;
     bool ram = p[0].host && p[0].type == VMMU_MEM_RAM &&
                (n == 1 || (p[1].host && p[1].type == VMMU_MEM_RAM));
+    uint32_t ev_size = ATOMIC_EV_SIZE(size);
+    /* Under the latch, what an earlier pass recorded of this update
+     * decides how it is made again, whatever the pages are now (the host
+     * may have changed their type between the passes): one made on RAM
+     * (an EV_ATOMIC event) is not applied again; one made as a read and a
+     * write of other pages (events of its pieces) goes the same way again,
+     * its completed pieces served by the latch. */
+    const struct latch_event *e = latch_on(a) ? vmmu__latch_event_peek(a) : NULL;
+    bool replay_ram = false;
+    if (e && e->addr == p[0].va) {
+        if (e->kind == EV_ATOMIC && e->size == ev_size)
+            replay_ram = true;
+        else if (e->kind == EV_READ || e->kind == EV_IO_READ)
+            ram = false;
+    }
+    if (replay_ram && !ram) {
+        /* Made on RAM that is another kind of page now: the old value
+         * the first pass saw; nothing is accessed. */
+        memcpy(old, vmmu__latch_event_data(a, e), size);
+        vmmu__latch_event_take(a);
+        locked_hits(a, p, n);
+        return 0;
+    }
     bool split = ram && (n == 2 || !in_one_word(p[0].host, size));
     if (split && !exclusive)
         return NEED_EXCLUSIVE;
-    bool latch = latch_on(a) && ram; /* MMIO pieces go through the latch themselves */
-    uint32_t ev_size = ATOMIC_EV_SIZE(size);
+    bool latch = latch_on(a) && ram; /* other pieces go through the latch themselves */
     struct noted noted = {.fn = fn, .ctx = ctx};
     if (latch) {
-        const struct latch_event *e = vmmu__latch_event_next(a, EV_ATOMIC, p[0].va, ev_size);
-        if (e) {
+        if (replay_ram) {
             /* Done by an earlier pass: the old value it saw, and the
              * bytes it left stored again over the old ones (see the file
              * comment). */
             const uint8_t *rec = vmmu__latch_event_data(a, e);
+            vmmu__latch_event_take(a);
             memcpy(old, rec, size);
             fn = update_replayed;
             ctx = (void *)(uintptr_t)rec;
         } else {
+            vmmu__latch_diverge(a); /* (an event of another access: a new path) */
             rc = vmmu__latch_event_room(a, ev_size);
             if (rc)
                 return rc;

@@ -13,8 +13,13 @@
  *    what follows through the new ones): a TLB hit reads no entry, so
  *    without them a TLB flushed between the passes would let the replay
  *    walk tables the guest has rewritten;
- *  - data events in order: each page piece of a read, and each MMIO or
- *    device piece that completed (so that it is not repeated).
+ *  - data events in order, keyed by linear address: each page piece of a
+ *    read, each locked update of RAM, and each MMIO or device piece that
+ *    completed (so that it is not repeated).  The access a replay makes
+ *    is served by the events recorded for it whatever its page is now
+ *    (src/access/access.c piece_replay()); a write made live in a replay
+ *    (the page was RAM, which records no write) records its event at the
+ *    cursor, before the events still to be consumed.
  *
  * Passes.  Entries and translations carry the pass that recorded them.
  * Those of earlier passes are frozen: served as recorded.  Those of the
@@ -189,25 +194,30 @@ void vmmu__latch_regime_changed(struct vmmu_vcpu *v)
 
 /* ---- Data events ------------------------------------------------------------ */
 
-const struct latch_event *vmmu__latch_event_next(struct vmmu__access_vcpu *a, unsigned kind,
-                                                 uint64_t addr, uint32_t size)
+const struct latch_event *vmmu__latch_event_peek(const struct vmmu__access_vcpu *a)
+{
+    const struct latch *l = &a->latch;
+    return l->cursor < l->frozen_events ? &l->events[l->cursor] : NULL;
+}
+
+void vmmu__latch_event_take(struct vmmu__access_vcpu *a)
+{
+    struct latch *l = &a->latch;
+    l->cursor++;
+    l->stats.events_replayed++;
+}
+
+void vmmu__latch_diverge(struct vmmu__access_vcpu *a)
 {
     struct latch *l = &a->latch;
     if (l->cursor >= l->frozen_events)
-        return NULL;
-    const struct latch_event *e = &l->events[l->cursor];
-    if (e->kind == kind && e->addr == addr && e->size == size) {
-        l->cursor++;
-        l->stats.events_replayed++;
-        return e;
-    }
+        return;
     /* The re-execution asks for something else: what was recorded from
      * here on belongs to a different path; drop it and go live. */
     l->stats.diverged++;
-    l->nbytes = e->off;
+    l->nbytes = l->events[l->cursor].off;
     l->nevents = l->cursor;
     l->frozen_events = l->cursor;
-    return NULL;
 }
 
 const uint8_t *vmmu__latch_event_data(const struct vmmu__access_vcpu *a,
@@ -238,14 +248,28 @@ int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_
     int rc = vmmu__latch_event_room(a, size);
     if (rc)
         return rc;
-    struct latch_event *e = &l->events[l->nevents++];
+    /* At the cursor: after the events this pass consumed, before the ones
+     * of earlier passes it has still to consume (a write made live in a
+     * replay, the page having changed type since, goes between them). */
+    unsigned at = l->cursor;
+    uint32_t off = at < l->nevents ? l->events[at].off : l->nbytes;
+    if (at < l->nevents) {
+        memmove(l->data + off + size, l->data + off, l->nbytes - off);
+        memmove(&l->events[at + 1], &l->events[at], (l->nevents - at) * sizeof(l->events[0]));
+        for (unsigned i = at + 1; i <= l->nevents; i++)
+            l->events[i].off += size;
+        if (at < l->frozen_events)
+            l->frozen_events++;
+    }
+    struct latch_event *e = &l->events[at];
     e->kind = (uint8_t)kind;
     e->addr = addr;
     e->size = size;
-    e->off = l->nbytes;
-    memcpy(l->data + l->nbytes, data, size);
+    e->off = off;
+    memcpy(l->data + off, data, size);
+    l->nevents++;
     l->nbytes += size;
-    l->cursor = l->nevents;
+    l->cursor = at + 1;
     return 0;
 }
 

@@ -313,8 +313,10 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
         uint8_t pattern[64];
         for (unsigned i = 0; i < sizeof(pattern); i += elem)
             memcpy(pattern + i, &value, elem);
+        /* (Under the latch through the pieces: a replay serves writes
+         * an earlier pass completed on a page that was not RAM then.) */
         if (elem == 1 && p->npages == 1 && !p->vcpu->access->nwatch &&
-            p->host_gen == p->vcpu->host_gen) {
+            !latch_on(p->vcpu->access) && p->host_gen == p->vcpu->host_gen) {
             memset(p->page[0].host + offset, (int)(value & 0xff), n);
             return 0;
         }

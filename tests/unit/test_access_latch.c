@@ -8,6 +8,12 @@
 static const uint64_t VA = 0x0000400000100000ull;
 static const uint64_t VDEV = 0x0000400000200000ull;
 static const uint64_t VMMIO = 0x0000400000300000ull;
+/* A second device page, and a page whose type the host changes between
+ * the passes. */
+static const uint64_t VDEV2 = 0x0000400000400000ull;
+static const uint64_t VCHG = 0x0000400000500000ull;
+#define DEV2_GPA (DEV_GPA + 0x1000)
+#define CHG_GPA 0x60000000ull
 
 /* A device that pends once per access, then answers; counts calls. */
 struct dev {
@@ -16,18 +22,29 @@ struct dev {
     unsigned pend_call; /* also pend the call of this number (1-based) */
     uint64_t value;
     uint64_t last_write;
+    unsigned chg_calls;   /* calls for the page at CHG_GPA */
+    unsigned dev2_writes; /* writes to the page at DEV2_GPA */
 };
+
+static bool in_page(uint64_t gpa, uint64_t page)
+{
+    return gpa >= page && gpa < page + 4096;
+}
 
 static int dev_handler(void *opaque, struct vmmu_device_req *req)
 {
     struct dev *d = opaque;
     d->calls++;
+    if (in_page(req->gpa, CHG_GPA))
+        d->chg_calls++;
     if (d->pend_next || d->calls == d->pend_call) {
         d->pend_next = false;
         return VMMU_EPENDING;
     }
     if (req->write) {
         d->writes++;
+        if (in_page(req->gpa, DEV2_GPA))
+            d->dev2_writes++;
         d->last_write = req->data;
     } else {
         req->data = d->value;
@@ -38,6 +55,7 @@ static int dev_handler(void *opaque, struct vmmu_device_req *req)
 struct fx {
     struct acc_env e;
     struct dev dev;
+    struct mmio_log chg_mmio; /* the page at CHG_GPA while it is MMIO */
 };
 
 static int setup_bits(void **state, unsigned gpa_bits)
@@ -51,6 +69,10 @@ static int setup_bits(void **state, unsigned gpa_bits)
     assert_int_equal(vmmu_p2m_set_device_handler(f->e.t.env.vm, dev_handler, &f->dev), 0);
     amap(&f->e, VA, DATA(0), PTE_RW);
     amap(&f->e, VDEV, DEV_GPA, PTE_RW);
+    struct vmmu_region_desc d2 = {.type = VMMU_MEM_DEVICE, .gpa = DEV2_GPA, .size = 4096};
+    assert_int_equal(vmmu_region_add(f->e.t.env.vm, &d2, NULL), 0);
+    amap(&f->e, VDEV2, DEV2_GPA, PTE_RW);
+    amap(&f->e, VCHG, CHG_GPA, PTE_RW);
     *state = f;
     return 0;
 }
@@ -658,6 +680,230 @@ static void begin_twice_and_discard_outside_are_handled(void **state)
     assert_int_equal(vmmu_latch_stats(NULL, &st), VMMU_EINVAL);
 }
 
+/* ---- Pages that change type between the passes ------------------------------ */
+
+enum page_kind { PAGE_RAM, PAGE_MMIO, PAGE_DEVICE };
+enum chg_op { OP_READ, OP_WRITE, OP_LOCKED_ADD };
+
+/* Make the page at CHG_GPA of @kind (replacing region @id when @replace);
+ * RAM added here holds 0x11 bytes, MMIO 0x33 bytes, the device answers
+ * 0x2222...; RAM that replaces a page is zeroed.  Returns the region. */
+static uint32_t chg_page(struct fx *f, enum page_kind kind, bool replace, uint32_t id)
+{
+    struct vmmu_vm *vm = f->e.t.env.vm;
+    struct vmmu_region_desc d = {.gpa = CHG_GPA, .size = 4096};
+    d.type = kind == PAGE_RAM ? VMMU_MEM_RAM : kind == PAGE_MMIO ? VMMU_MEM_MMIO : VMMU_MEM_DEVICE;
+    if (kind == PAGE_MMIO) {
+        d.mmio = &mmio_log_ops;
+        d.opaque = &f->chg_mmio;
+        memset(f->chg_mmio.mem, 0x33, 16);
+    }
+    if (replace) {
+        assert_int_equal(vmmu_region_replace(vm, id, &d, NULL), 0);
+    } else {
+        assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+        if (kind == PAGE_RAM) {
+            uint8_t fill[16];
+            memset(fill, 0x11, sizeof(fill));
+            assert_int_equal(vmmu_gpa_write(vm, CHG_GPA, fill, 16, 0, NULL), 0);
+        }
+    }
+    f->dev.value = 0x2222222222222222ull;
+    return id;
+}
+
+/* One pass of the instruction: @op on 16 bytes (8 for the locked add) of
+ * the changing page, a store to the second device page (it completes),
+ * then a load from it that pends in passes 1 and 2. */
+static void chg_insn(struct fx *f, enum chg_op op, int pass, uint8_t got[16], uint64_t *old)
+{
+    struct vmmu_x86_fault flt;
+    uint8_t w[16];
+    uint64_t w8 = 0x77, b = 0;
+    memset(w, 0x5a, sizeof(w));
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    switch (op) {
+    case OP_READ:
+        assert_int_equal(vmmu_access_read(V(f), VCHG, got, 16, 0, &flt), 0);
+        break;
+    case OP_WRITE:
+        assert_int_equal(vmmu_access_write(V(f), VCHG, w, 16, 0, &flt), 0);
+        break;
+    case OP_LOCKED_ADD:
+        assert_int_equal(vmmu_access_rmw(V(f), VCHG, 8, VMMU_RMW_ADD, 1, old, 0, &flt), 0);
+        break;
+    }
+    assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+    assert_int_equal(vmmu_access_store(V(f), VDEV2, 8, 0, &w8, &flt), 0);
+    f->dev.pend_next = pass < 3;
+    int rc = vmmu_access_load(V(f), VDEV2 + 8, 8, 0, &b, &flt);
+    assert_int_equal(rc, pass < 3 ? VMMU_EPENDING : 0);
+    assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+}
+
+/* The first pass makes @op on a page of kind @from; the host makes it a
+ * page of kind @to; two more passes follow (the second pends again).
+ * What the first pass completed is not made again, whatever the page is
+ * now: a read returns the first pass's bytes, a locked add its old value,
+ * and the page sees no access, except a write the first pass made to RAM
+ * (RAM records none), which is made once on the new page.  The completed
+ * device write after it is never repeated. */
+static void type_change(void **state, enum page_kind from, enum page_kind to, enum chg_op op)
+{
+    struct fx *f = *state;
+    struct vmmu_vm *vm = f->e.t.env.vm;
+    uint32_t id = chg_page(f, from, false, 0);
+    uint8_t first[16] = {0}, again[16];
+    uint64_t old1 = 0, old2 = 0;
+    chg_insn(f, op, 1, first, &old1);
+    assert_int_equal(f->dev.dev2_writes, 1);
+    chg_page(f, to, true, id);
+    unsigned calls0 = f->dev.chg_calls, writes0 = f->dev.writes, mmio0 = f->chg_mmio.n;
+    uint8_t zero[16] = {0}, ram[16];
+    for (int pass = 2; pass <= 3; pass++) {
+        memset(again, 0, sizeof(again));
+        old2 = 0;
+        chg_insn(f, op, pass, again, &old2);
+        assert_int_equal(f->dev.dev2_writes, 1);
+        if (op == OP_READ)
+            assert_memory_equal(again, first, 16);
+        if (op == OP_LOCKED_ADD)
+            assert_int_equal(old2, old1);
+    }
+    unsigned accesses = (f->dev.chg_calls - calls0) + (f->chg_mmio.n - mmio0);
+    if (to == PAGE_RAM) {
+        assert_int_equal(vmmu_gpa_read(vm, CHG_GPA, ram, 16, 0, NULL), 0);
+        assert_memory_equal(ram, zero, 16); /* nothing made again on the new RAM */
+    }
+    if (op == OP_WRITE && from == PAGE_RAM) {
+        /* Made once on the new page: two 8-byte pieces. */
+        assert_int_equal(accesses, 2);
+        if (to == PAGE_DEVICE) {
+            assert_int_equal(f->dev.writes - writes0, 2);
+            assert_int_equal(f->dev.last_write, 0x5a5a5a5a5a5a5a5aull);
+        }
+    } else {
+        assert_int_equal(accesses, 0);
+    }
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.diverged, 0);
+}
+
+static void a_replayed_read_of_a_device_page_now_ram_returns_the_device_bytes(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_RAM, OP_READ);
+}
+
+static void a_replayed_read_of_a_ram_page_now_a_device_returns_the_ram_bytes(void **state)
+{
+    type_change(state, PAGE_RAM, PAGE_DEVICE, OP_READ);
+}
+
+static void a_replayed_read_of_an_mmio_page_now_a_device_returns_the_mmio_bytes(void **state)
+{
+    type_change(state, PAGE_MMIO, PAGE_DEVICE, OP_READ);
+}
+
+static void a_replayed_read_of_a_device_page_now_mmio_returns_the_device_bytes(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_MMIO, OP_READ);
+}
+
+static void a_replayed_write_to_a_device_page_now_ram_is_not_made_again(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_RAM, OP_WRITE);
+}
+
+static void a_replayed_write_to_a_ram_page_now_a_device_is_made_once_and_repeats_nothing_else(
+    void **state)
+{
+    type_change(state, PAGE_RAM, PAGE_DEVICE, OP_WRITE);
+}
+
+static void a_replayed_write_to_an_mmio_page_now_a_device_is_not_made_again(void **state)
+{
+    type_change(state, PAGE_MMIO, PAGE_DEVICE, OP_WRITE);
+}
+
+static void a_replayed_write_to_a_device_page_now_mmio_is_not_made_again(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_MMIO, OP_WRITE);
+}
+
+static void a_replayed_locked_add_on_a_device_page_now_ram_is_not_applied_again(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_RAM, OP_LOCKED_ADD);
+}
+
+static void a_replayed_locked_add_on_a_ram_page_now_a_device_is_not_applied_again(void **state)
+{
+    type_change(state, PAGE_RAM, PAGE_DEVICE, OP_LOCKED_ADD);
+}
+
+static void a_replayed_locked_add_on_an_mmio_page_now_a_device_is_not_applied_again(void **state)
+{
+    type_change(state, PAGE_MMIO, PAGE_DEVICE, OP_LOCKED_ADD);
+}
+
+static void a_replayed_locked_add_on_a_device_page_now_mmio_is_not_applied_again(void **state)
+{
+    type_change(state, PAGE_DEVICE, PAGE_MMIO, OP_LOCKED_ADD);
+}
+
+/* A device read, a locked add on unchanged RAM, then a device read that
+ * pends; the host makes the first device page RAM.  The add is made once. */
+static void a_locked_add_after_a_read_of_a_page_that_changed_type_is_applied_once(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint32_t id = chg_page(f, PAGE_DEVICE, false, 0);
+    put64(&f->e.t.env, DATA(0) + 128, 0);
+    for (int pass = 1; pass <= 2; pass++) {
+        uint64_t a = 0, b = 0, old = 0;
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_load(V(f), VCHG, 8, 0, &a, &flt), 0);
+        assert_int_equal(a, 0x2222222222222222ull);
+        assert_int_equal(vmmu_access_rmw(V(f), VA + 128, 8, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
+        assert_int_equal(old, 0);
+        f->dev.pend_next = pass == 1;
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        if (pass == 1)
+            chg_page(f, PAGE_RAM, true, id);
+    }
+    assert_int_equal(get64(&f->e.t.env, DATA(0) + 128), 1);
+}
+
+/* A 16-byte device read whose first 8 bytes completed and whose second
+ * half pended; the host makes the page RAM: the replay gets the first
+ * half from the latch and reads the rest from the RAM. */
+static void a_device_read_that_pended_halfway_keeps_its_first_half_after_the_page_became_ram(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint32_t id = chg_page(f, PAGE_DEVICE, false, 0);
+    uint8_t got[16];
+    f->dev.pend_call = f->dev.calls + 2;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_read(V(f), VCHG, got, 16, 0, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    chg_page(f, PAGE_RAM, true, id);
+    uint8_t fill[8];
+    memset(fill, 0x44, sizeof(fill));
+    assert_int_equal(vmmu_gpa_write(f->e.t.env.vm, CHG_GPA + 8, fill, 8, 0, NULL), 0);
+    unsigned calls = f->dev.calls;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_read(V(f), VCHG, got, 16, 0, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(f->dev.calls, calls);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(got[i], 0x22);
+    assert_memory_equal(got + 8, fill, 8);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -681,6 +927,20 @@ int main(void)
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),
+        T(a_replayed_read_of_a_device_page_now_ram_returns_the_device_bytes),
+        T(a_replayed_read_of_a_ram_page_now_a_device_returns_the_ram_bytes),
+        T(a_replayed_read_of_an_mmio_page_now_a_device_returns_the_mmio_bytes),
+        T(a_replayed_read_of_a_device_page_now_mmio_returns_the_device_bytes),
+        T(a_replayed_write_to_a_device_page_now_ram_is_not_made_again),
+        T(a_replayed_write_to_a_ram_page_now_a_device_is_made_once_and_repeats_nothing_else),
+        T(a_replayed_write_to_an_mmio_page_now_a_device_is_not_made_again),
+        T(a_replayed_write_to_a_device_page_now_mmio_is_not_made_again),
+        T(a_replayed_locked_add_on_a_device_page_now_ram_is_not_applied_again),
+        T(a_replayed_locked_add_on_a_ram_page_now_a_device_is_not_applied_again),
+        T(a_replayed_locked_add_on_an_mmio_page_now_a_device_is_not_applied_again),
+        T(a_replayed_locked_add_on_a_device_page_now_mmio_is_not_applied_again),
+        T(a_locked_add_after_a_read_of_a_page_that_changed_type_is_applied_once),
+        T(a_device_read_that_pended_halfway_keeps_its_first_half_after_the_page_became_ram),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
