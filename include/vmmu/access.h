@@ -342,7 +342,10 @@ int vmmu_prepared_set(const struct vmmu_prepared *p, uint32_t offset, uint64_t v
  * host ranges overlap so that an element would read bytes an earlier
  * element wrote (dst = src + 1 going forwards): then the copy goes element
  * by element, as REP MOVS defines.  Other pages go element by element
- * through their callbacks.
+ * through their callbacks.  Under the replay latch the source is read
+ * through the latch first (VMMU_EOVERFLOW, nothing moved, if it has no
+ * room), then the destination is written, so that a re-executed
+ * instruction moves what the first pass read.
  * @return as vmmu_prepared_write().
  */
 int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepared *src,

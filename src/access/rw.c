@@ -374,6 +374,34 @@ static uint8_t *host_at(const struct vmmu_prepared *p, uint32_t off)
     return p->page[1].host + (off - p->page[0].len);
 }
 
+/* The bytes an element-by-element move leaves in @dst when its host
+ * ranges overlap @src's, computed from @buf (the source as read before
+ * the move), in place: each element takes the source bytes as earlier
+ * elements left them, as the in-place copy below does. */
+static void move_result(const struct vmmu_prepared *dst, const struct vmmu_prepared *src,
+                        uint8_t *buf, unsigned elem, bool backward)
+{
+    uint32_t len = dst->len, count = len / elem;
+    uint8_t in[VMMU_ACCESS_PREPARE_MAX];
+    memcpy(in, buf, len);
+    for (uint32_t k = 0; k < count; k++) {
+        uint32_t i = backward ? count - 1 - k : k;
+        uint8_t tmp[8];
+        memcpy(tmp, in + i * elem, elem);
+        for (unsigned b = 0; b < elem; b++) {
+            uint32_t j = i * elem + b;
+            const uint8_t *h = host_at(dst, j);
+            buf[j] = tmp[b];
+            /* Source bytes at the same host byte now hold it. */
+            for (unsigned s = 0, base = 0; s < src->npages; base += src->page[s].len, s++) {
+                const uint8_t *x = src->page[s].host;
+                if (h >= x && h < x + src->page[s].len)
+                    in[base + (uint32_t)(h - x)] = tmp[b];
+            }
+        }
+    }
+}
+
 int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepared *src,
                        unsigned elem, bool backward)
 {
@@ -396,11 +424,26 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
     bool ram = all_ram(dst) && all_ram(src) && dst->host_gen == dst->vcpu->host_gen &&
                src->host_gen == dst->vcpu->host_gen;
 
+    if (ram && latch_on(a)) {
+        /* Recording: the source is read through the latch as one event
+         * per page piece (a re-execution moves what the first pass read,
+         * not bytes the move itself rewrote), then written.  When the
+         * pieces are to be read live the latch must hold them all, or
+         * nothing is done. */
+        if (!vmmu__latch_event_peek(a) && (rc = vmmu__latch_room(a, src->npages, len)) != 0)
+            return rc;
+        uint8_t buf[VMMU_ACCESS_PREPARE_MAX];
+        rc = prepared_span(src, 0, buf, len, false);
+        if (rc < 0)
+            return rc;
+        if (overlaps(dst, src))
+            move_result(dst, src, buf, elem, backward);
+        return prepared_span(dst, 0, buf, len, true);
+    }
     if (ram && overlaps(dst, src)) {
         /* Both in host memory and aliased: element by element in the
          * order the instruction defines, so that dst = src + 1 repeats
-         * the first byte, as REP MOVSB does.  (Done in place: the replay
-         * latch does not record these reads.) */
+         * the first byte, as REP MOVSB does. */
         if (a->nwatch) {
             (void)vmmu__watch_check(a, src->va, len, ACC_KIND_READ, true);
             (void)vmmu__watch_check(a, dst->va, len, ACC_KIND_WRITE, true);
@@ -435,15 +478,6 @@ int vmmu_prepared_move(const struct vmmu_prepared *dst, const struct vmmu_prepar
             off += take;
         }
         return 0;
-    }
-    if (ram) {
-        /* Recording: the source is read as one event per page piece (so a
-         * re-execution moves what the first pass read), then written. */
-        uint8_t buf[VMMU_ACCESS_PREPARE_MAX];
-        rc = prepared_span(src, 0, buf, len, false);
-        if (rc < 0)
-            return rc;
-        return prepared_span(dst, 0, buf, len, true);
     }
     /* MMIO or device on either side: one element at a time, each read
      * then written, in the instruction's order. */

@@ -904,6 +904,106 @@ static void a_device_read_that_pended_halfway_keeps_its_first_half_after_the_pag
     assert_memory_equal(got + 8, fill, 8);
 }
 
+/* ---- Overlapping prepared moves ----------------------------------------------- */
+
+/* An element-by-element move of @len bytes from @src_off to @dst_off in @m. */
+static void ref_move(uint8_t *m, unsigned dst_off, unsigned src_off, unsigned len, unsigned elem,
+                     bool backward)
+{
+    unsigned count = len / elem;
+    for (unsigned k = 0; k < count; k++) {
+        unsigned i = backward ? count - 1 - k : k;
+        uint8_t tmp[8];
+        memcpy(tmp, m + src_off + i * elem, elem);
+        memcpy(m + dst_off + i * elem, tmp, elem);
+    }
+}
+
+/* An instruction moves @len bytes between overlapping ranges of RAM (the
+ * range crosses a page when @at is near its end), then reads a device
+ * that pends; the re-execution leaves what one move leaves. */
+static void overlapping_move(void **state, unsigned at, unsigned dst_off, unsigned src_off,
+                             unsigned len, unsigned elem, bool backward)
+{
+    struct fx *f = *state;
+    amap(&f->e, VA + 4096, DATA(1), PTE_RW);
+    uint8_t init[64], want[64], now[64];
+    for (unsigned i = 0; i < sizeof(init); i++)
+        init[i] = (uint8_t)(i + 1);
+    memcpy(want, init, sizeof(want));
+    ref_move(want, dst_off, src_off, len, elem, backward);
+    uint8_t *m = hpa(&f->e.t, DATA(0) + at);
+    unsigned first = 4096 - at < sizeof(init) ? 4096 - at : (unsigned)sizeof(init);
+    memcpy(m, init, first);
+    memcpy(hpa(&f->e.t, DATA(1)), init + first, sizeof(init) - first);
+    for (int pass = 1; pass <= 2; pass++) {
+        struct vmmu_x86_fault flt;
+        struct vmmu_prepared ps, pd;
+        uint64_t b;
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_prepare(V(f), VA + at + src_off, len, 0, &ps, &flt), 0);
+        assert_int_equal(vmmu_access_prepare(V(f), VA + at + dst_off, len, VMMU_X86_ACC_WRITE, &pd,
+                                             &flt),
+                         0);
+        assert_int_equal(vmmu_prepared_move(&pd, &ps, elem, backward), 0);
+        f->dev.pend_next = pass == 1;
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+    }
+    memcpy(now, m, first);
+    memcpy(now + first, hpa(&f->e.t, DATA(1)), sizeof(now) - first);
+    assert_memory_equal(now, want, sizeof(want));
+}
+
+static void an_overlapping_prepared_move_made_again_moves_what_the_first_pass_read(void **state)
+{
+    overlapping_move(state, 0, 0, 1, 8, 1, false); /* dst = src - 1 */
+}
+
+/* (A fill leaves the same bytes when made twice: this one checks that the
+ * move under the latch keeps the element order, dst = src + 1 repeating
+ * the first byte.) */
+static void an_overlapping_move_that_repeats_its_first_byte_does_so_once_when_made_again(
+    void **state)
+{
+    overlapping_move(state, 0, 1, 0, 8, 1, false);
+}
+
+static void a_backward_overlapping_move_across_a_page_made_again_leaves_one_moves_bytes(
+    void **state)
+{
+    overlapping_move(state, 4096 - 20, 4, 0, 32, 2, true); /* dst = src + 4, from the top */
+}
+
+/* With too little room in the latch for its source, an overlapping move
+ * returns VMMU_EOVERFLOW and moves nothing. */
+static void an_overlapping_move_the_latch_has_no_room_for_does_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint8_t *m = hpa(&f->e.t, DATA(0));
+    for (unsigned i = 0; i < 64; i++)
+        m[i] = (uint8_t)(i + 1);
+    uint8_t before[64];
+    memcpy(before, m, sizeof(before));
+    uint8_t buf[4096];
+    struct vmmu_prepared ps, pd;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_prepare(V(f), VA + 1, 32, 0, &ps, &flt), 0);
+    assert_int_equal(vmmu_access_prepare(V(f), VA, 32, VMMU_X86_ACC_WRITE, &pd, &flt), 0);
+    /* Fill the latch's data to within 16 bytes. */
+    int rc = 0;
+    for (unsigned i = 0; rc == 0 && i < VMMU_LATCH_BYTES / 4096 - 1; i++)
+        rc = vmmu_access_read(V(f), VA, buf, 4096, 0, &flt);
+    assert_int_equal(rc, 0);
+    rc = vmmu_access_read(V(f), VA, buf, 4096 - 16, 0, &flt);
+    assert_int_equal(rc, 0);
+    assert_int_equal(vmmu_prepared_move(&pd, &ps, 1, false), VMMU_EOVERFLOW);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EOVERFLOW), 0);
+    assert_memory_equal(m, before, sizeof(before));
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -941,6 +1041,10 @@ int main(void)
         T(a_replayed_locked_add_on_a_device_page_now_mmio_is_not_applied_again),
         T(a_locked_add_after_a_read_of_a_page_that_changed_type_is_applied_once),
         T(a_device_read_that_pended_halfway_keeps_its_first_half_after_the_page_became_ram),
+        T(an_overlapping_prepared_move_made_again_moves_what_the_first_pass_read),
+        T(an_overlapping_move_that_repeats_its_first_byte_does_so_once_when_made_again),
+        T(a_backward_overlapping_move_across_a_page_made_again_leaves_one_moves_bytes),
+        T(an_overlapping_move_the_latch_has_no_room_for_does_nothing),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

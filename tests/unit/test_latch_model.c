@@ -191,9 +191,11 @@
  *    and whether MMIO writes recorded after the divergent read are made
  *    again (instructions with page-table rewrites, or with completed
  *    MMIO writes after the divergent read, never diverge);
- *  - reads of a REP MOVS or prepared move between RAM pages: the latch
- *    does not record them (docs/access.md), so such a move is only ever
- *    the last access of an instruction, as a real REP is;
+ *  - reads of a REP MOVS between RAM pages: the latch does not record
+ *    them (docs/access.md), so such a move is only ever the last access
+ *    of an instruction, as a real REP is (a prepared move under the latch
+ *    records its source: test_access_latch has its tests, overlapping
+ *    ranges included; the model keeps it last as well);
  *  - what a latch-disabled read sees of RAM that the access that pended
  *    wrote before it pended (its re-execution writes it again);
  *  - (the model plans no divergence after a CMPXCHG whose compare failed
