@@ -174,6 +174,8 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
     uint64_t page = va & VMMU_PAGE_MASK;
     uint64_t gpa_page;
     int rc;
+    /* Writes the latch notes for a replayed locked update (src/access/atomic.c). */
+    bool note = latch && (access & VMMU_X86_ACC_WRITE) && !(access & ACCESS_LOCKED);
     access &= VMMU_X86_ACC_ALL;
 
     vmmu__fault_none(fault);
@@ -245,6 +247,8 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
             }
         }
     }
+    if (note)
+        vmmu__latch_note_write(a, out->gpa, len);
     return 0;
 }
 

@@ -54,6 +54,14 @@ struct latch_event {
     uint8_t kind;
 };
 
+/* Guest-physical ranges a pass translated for writing (src/access/atomic.c:
+ * what a replayed locked update stores over). */
+#define LATCH_WRITES 32
+struct latch_range {
+    uint64_t gpa;
+    uint64_t end; /* exclusive */
+};
+
 /* Nesting levels of vmmu_latch_disable() that hand out tokens (deeper
  * calls find the latch off already and return 0). */
 #define LATCH_DISABLE_DEPTH 16
@@ -72,6 +80,11 @@ struct latch {
     unsigned frozen_events; /* events recorded by earlier passes */
     unsigned served_this_pass; /* entry reads served from earlier passes */
     uint16_t regime;    /* paging registers loaded so far in this pass */
+    /* What this pass translated for writing so far, locked updates not
+     * counted until they are done; past LATCH_WRITES ranges, @writes_lost. */
+    unsigned nwrites;
+    bool writes_lost;
+    struct latch_range writes[LATCH_WRITES];
     struct latch_entry entries[VMMU_LATCH_ENTRIES];
     struct latch_xlate xlates[VMMU_LATCH_XLATES];
     struct latch_event events[VMMU_LATCH_EVENTS];
@@ -201,6 +214,11 @@ _Static_assert((VMMU_ACCESS_READ_WRITE & VMMU_X86_ACC_ALL) == 0, "an access-part
 _Static_assert((ACCESS_NO_WATCH & (VMMU_X86_ACC_ALL | VMMU_ACCESS_READ_WRITE)) == 0,
                "an access-part bit");
 
+/* ACCESS_LOCKED (internal to the access part): the translation of a
+ * locked update, which the latch does not note among the pass's writes
+ * before the update is done (src/access/atomic.c). */
+#define ACCESS_LOCKED (1u << 19)
+
 /* ACCESS_REPORTED (internal to the access part, for
  * vmmu__access_xlate_range()): the writes of this access to pages marked
  * as code were reported already, by an earlier translation of the same
@@ -287,6 +305,8 @@ int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_
 /* Room for @events more events holding @bytes bytes in all?
  * (VMMU_EOVERFLOW if not, counted as event_room() counts it) */
 int vmmu__latch_room(struct vmmu__access_vcpu *a, unsigned events, uint32_t bytes);
+/* Note that this pass translated [gpa, gpa + len) for writing. */
+void vmmu__latch_note_write(struct vmmu__access_vcpu *a, uint64_t gpa, uint64_t len);
 /* Put this vCPU's latch hook on the calling thread (or take it off). */
 void vmmu__latch_hook_update(struct vmmu__access_vcpu *a);
 

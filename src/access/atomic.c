@@ -22,15 +22,22 @@
  * bytes and the bytes the update left (the new ones; the old ones for a
  * CMPXCHG whose compare failed, which writes them back).  A re-executed
  * instruction gets the old bytes back and does not compute the update a
- * second time.  It stores the bytes it left again when each byte of the
- * operand in memory is one the instruction explains: its old value (a
- * store the instruction made to it before the locked one, redone, put it
- * back, and must not undo the update), the value the update left, or the
- * value there when the instruction last pended (a later store of the
- * instruction).  So the re-execution leaves what one run leaves.  A byte
- * holding anything else is another agent's (another vCPU's atomic update
- * between the passes), and then the operand is left alone: storing over
- * it would lose that update.
+ * second time.  It stores the bytes the update left again, in one
+ * compare-and-swap of the word, over exactly these bytes of the operand:
+ *  - those this pass of the instruction translated for writing before the
+ *    update (the latch notes them: every write is translated by vmmu
+ *    under the latch, the inline paths being off), since the re-execution
+ *    redid those stores and they must not undo the update;
+ *  - those still holding what they held when the instruction last pended
+ *    (a later store of the instruction, which the re-execution will make
+ *    again, or the update's own bytes).
+ * Every other byte was changed by another agent between the passes
+ * (another vCPU's update, even one whose bytes happen to equal the ones
+ * this update saw or left) and is left as it is.  So the re-execution
+ * leaves what one run leaves, and a live read between the update and a
+ * later store of the instruction sees the update's bytes.  When the
+ * pass translated more write ranges than the latch notes (LATCH_WRITES),
+ * the coarser rule of update_replayed() applies.
  *
  * The record is followed whatever the pages are now (the host may have
  * changed their type between the passes): an update recorded on RAM is
@@ -122,21 +129,67 @@ static const uint8_t *at_bytes(const uint8_t *rec, unsigned size, unsigned which
     return rec + which * size;
 }
 
-/* ram_update()'s update for a replay: @ctx holds an EV_ATOMIC event's
- * data.  The bytes the update left are stored again only where each byte
- * of memory is one this instruction explains (see the file comment). */
+/* A replayed update: the EV_ATOMIC event's data, and which bytes of the
+ * operand this pass translated for writing before it (bit k: byte k),
+ * when the latch could note them all (@exact). */
+struct replayed {
+    const uint8_t *rec;
+    uint16_t earlier;
+    bool exact;
+};
+
+/* ram_update()'s update for a replay (see the file comment): the bytes
+ * the update left go over the bytes this pass wrote before it and over
+ * bytes still as they were when the instruction last pended; every other
+ * byte is another agent's and stays.  When the latch lost count of this
+ * pass's writes, the coarser rule: the bytes left go over the whole
+ * operand if each of its bytes is one the instruction explains (old,
+ * left or pended), else nowhere. */
 static bool update_replayed(void *ctx, const uint8_t *cur, uint8_t *new_bytes, unsigned size)
 {
-    const uint8_t *rec = ctx;
-    const uint8_t *old = at_bytes(rec, size, AT_OLD), *left = at_bytes(rec, size, AT_LEFT),
-                  *pended = at_bytes(rec, size, AT_PENDED);
-    for (unsigned k = 0; k < size; k++)
-        if (cur[k] != old[k] && cur[k] != left[k] && cur[k] != pended[k])
-            return false; /* another agent's byte: leave the operand alone */
-    if (memcmp(cur, left, size) == 0)
-        return false; /* nothing to store again */
-    memcpy(new_bytes, left, size);
-    return true;
+    const struct replayed *r = ctx;
+    const uint8_t *old = at_bytes(r->rec, size, AT_OLD), *left = at_bytes(r->rec, size, AT_LEFT),
+                  *pended = at_bytes(r->rec, size, AT_PENDED);
+    if (!r->exact) {
+        for (unsigned k = 0; k < size; k++)
+            if (cur[k] != old[k] && cur[k] != left[k] && cur[k] != pended[k])
+                return false; /* another agent's byte: leave the operand alone */
+        if (memcmp(cur, left, size) == 0)
+            return false; /* nothing to store again */
+        memcpy(new_bytes, left, size);
+        return true;
+    }
+    bool store = false;
+    for (unsigned k = 0; k < size; k++) {
+        bool ours = ((r->earlier >> k) & 1) || cur[k] == pended[k];
+        new_bytes[k] = ours ? left[k] : cur[k];
+        store |= new_bytes[k] != cur[k];
+    }
+    return store;
+}
+
+/* Bit k set: byte k of the operand of @size bytes in pieces @p was
+ * translated for writing by this pass (vmmu__latch_note_write()). */
+static uint16_t written_earlier(const struct latch *l, const struct piece *p, unsigned size)
+{
+    uint16_t mask = 0;
+    for (unsigned k = 0; k < size; k++) {
+        uint64_t g = k < p[0].len ? p[0].gpa + k : p[1].gpa + (k - p[0].len);
+        for (unsigned i = 0; i < l->nwrites; i++)
+            if (g >= l->writes[i].gpa && g < l->writes[i].end)
+                mask |= (uint16_t)(1u << k);
+    }
+    return mask;
+}
+
+/* A locked update is done (made or served): its bytes count among this
+ * pass's writes for the updates that follow. */
+static void note_locked(struct vmmu__access_vcpu *a, const struct piece *p, unsigned n)
+{
+    if (!latch_on(a))
+        return;
+    for (unsigned i = 0; i < n; i++)
+        vmmu__latch_note_write(a, p[i].gpa, p[i].len);
 }
 
 void vmmu__atomic_latch_pended(struct vmmu_vcpu *v)
@@ -236,7 +289,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     /* The pass inside the exclusive section translates again what the
      * first one translated and reported to the code handler (which may
      * have marked the page again: that mark is for the next write). */
-    unsigned xacc = access | VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE;
+    unsigned xacc = access | VMMU_X86_ACC_WRITE | VMMU_ACCESS_READ_WRITE | ACCESS_LOCKED;
     if (exclusive)
         xacc |= ACCESS_REPORTED;
     int rc = vmmu__access_xlate_range(v, va, size, xacc, p, &n, fault);
@@ -265,6 +318,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         memcpy(old, vmmu__latch_event_data(a, e), size);
         vmmu__latch_event_take(a);
         locked_hits(a, p, n);
+        note_locked(a, p, n);
         return 0;
     }
     bool split = ram && (n == 2 || !in_one_word(p[0].host, size));
@@ -272,16 +326,19 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         return NEED_EXCLUSIVE;
     bool latch = latch_on(a) && ram; /* other pieces go through the latch themselves */
     struct noted noted = {.fn = fn, .ctx = ctx};
+    struct replayed replayed;
     if (latch) {
         if (replay_ram) {
             /* Done by an earlier pass: the old value it saw, and the
              * bytes it left stored again over the old ones (see the file
              * comment). */
-            const uint8_t *rec = vmmu__latch_event_data(a, e);
+            replayed.rec = vmmu__latch_event_data(a, e);
+            replayed.earlier = written_earlier(&a->latch, p, size);
+            replayed.exact = !a->latch.writes_lost;
             vmmu__latch_event_take(a);
-            memcpy(old, rec, size);
+            memcpy(old, replayed.rec, size);
             fn = update_replayed;
-            ctx = (void *)(uintptr_t)rec;
+            ctx = &replayed;
         } else {
             vmmu__latch_diverge(a); /* (an event of another access: a new path) */
             rc = vmmu__latch_event_room(a, ev_size);
@@ -342,9 +399,11 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             locked_hits(a, p, n);
         if (rc < 0)
             return rc;
+        note_locked(a, p, n);
         return 0; /* the pieces went through the latch themselves */
     }
     locked_hits(a, p, n);
+    note_locked(a, p, n);
     if (!latch || fn == update_replayed)
         return 0;
     uint8_t rec[ATOMIC_EV_SIZE(16)];

@@ -273,6 +273,29 @@ int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_
     return 0;
 }
 
+void vmmu__latch_note_write(struct vmmu__access_vcpu *a, uint64_t gpa, uint64_t len)
+{
+    struct latch *l = &a->latch;
+    uint64_t end = gpa + len;
+    for (unsigned i = 0; i < l->nwrites; i++) {
+        struct latch_range *r = &l->writes[i];
+        if (gpa <= r->end && r->gpa <= end) { /* overlapping or adjacent: join */
+            if (gpa < r->gpa)
+                r->gpa = gpa;
+            if (end > r->end)
+                r->end = end;
+            return;
+        }
+    }
+    if (l->nwrites == LATCH_WRITES) {
+        l->writes_lost = true;
+        return;
+    }
+    l->writes[l->nwrites].gpa = gpa;
+    l->writes[l->nwrites].end = end;
+    l->nwrites++;
+}
+
 /* ---- Instructions ------------------------------------------------------------- */
 
 int vmmu_insn_begin(struct vmmu_vcpu *v)
@@ -289,6 +312,8 @@ int vmmu_insn_begin(struct vmmu_vcpu *v)
     l->cursor = 0;
     l->frozen_events = l->nevents;
     l->regime = 0;
+    l->nwrites = 0;
+    l->writes_lost = false;
     l->in_insn = true;
     a->hits_mark = a->nhits;
     a->dropped_mark = a->hits_dropped;

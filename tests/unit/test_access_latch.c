@@ -1004,6 +1004,71 @@ static void an_overlapping_move_the_latch_has_no_room_for_does_nothing(void **st
     assert_memory_equal(m, before, sizeof(before));
 }
 
+/* ---- Replayed locked updates and other vCPUs ------------------------------------- */
+
+/* A locked add of 1 on a 2-byte counter at 0x00ff (leaving 0x0100), then
+ * a device read that pends; between the passes another vCPU adds 0xff
+ * (0x01ff, every byte of it equal to a byte the first vCPU's update saw
+ * or left).  The re-execution keeps that add: 0x01ff. */
+static void a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_its_own(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint16_t init = 0x00ff;
+    memcpy(hpa(&f->e.t, DATA(0) + 64), &init, 2);
+    struct vmmu_vcpu *other;
+    assert_int_equal(vmmu_vcpu_create(f->e.t.env.vm, NULL, &other), 0);
+    struct vmmu_x86_regs r = regs_4level(f->e.root);
+    assert_int_equal(vmmu_vcpu_set_state(other, &r), 0);
+    for (int pass = 1; pass <= 2; pass++) {
+        uint64_t old = 0, b;
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_rmw(V(f), VA + 64, 2, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
+        assert_int_equal(old, 0xff);
+        f->dev.pend_next = pass == 1;
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        if (pass == 1) {
+            assert_int_equal(
+                vmmu_access_rmw(other, VA + 64, 2, VMMU_RMW_ADD, 0xff, &old, 0, &flt), 0);
+            assert_int_equal(old, 0x100);
+        }
+    }
+    uint16_t now;
+    memcpy(&now, hpa(&f->e.t, DATA(0) + 64), 2);
+    vmmu_vcpu_destroy(other);
+    assert_int_equal(now, 0x1ff);
+}
+
+/* The instruction stores 0x00ff to the counter, adds 1 to it with a
+ * locked add, then pends.  The re-execution redoes the store, then stores
+ * the add's bytes over it again: 0x0100, as one run leaves. */
+static void a_replayed_locked_add_after_a_store_to_its_bytes_leaves_what_one_run_leaves(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint16_t init = 0x1234;
+    memcpy(hpa(&f->e.t, DATA(0) + 64), &init, 2);
+    for (int pass = 1; pass <= 2; pass++) {
+        uint64_t old = 0, b;
+        uint16_t s = 0x00ff;
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_store(V(f), VA + 64, 2, 0, &s, &flt), 0);
+        assert_int_equal(vmmu_access_rmw(V(f), VA + 64, 2, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
+        assert_int_equal(old, 0xff);
+        f->dev.pend_next = pass == 1;
+        int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
+        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+    }
+    uint16_t now;
+    memcpy(&now, hpa(&f->e.t, DATA(0) + 64), 2);
+    assert_int_equal(now, 0x100);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -1045,6 +1110,8 @@ int main(void)
         T(an_overlapping_move_that_repeats_its_first_byte_does_so_once_when_made_again),
         T(a_backward_overlapping_move_across_a_page_made_again_leaves_one_moves_bytes),
         T(an_overlapping_move_the_latch_has_no_room_for_does_nothing),
+        T(a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_its_own),
+        T(a_replayed_locked_add_after_a_store_to_its_bytes_leaves_what_one_run_leaves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
