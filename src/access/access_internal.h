@@ -68,6 +68,11 @@ struct latch_range {
 
 struct latch {
     unsigned pass;      /* 0: no instruction; 1: first pass; 2+: replays */
+    /* Passes before @pass that records no longer tell apart: records keep
+     * their pass in 16 bits, so a latch kept that long has them all
+     * renumbered 1 (the only thing a record's pass decides is whether it
+     * is of the current pass); statistics count @pass_base + @pass. */
+    unsigned pass_base;
     bool in_insn;       /* between begin and end */
     unsigned disabled;  /* nesting depth of vmmu_latch_disable() */
     /* The token each level of that nesting handed out (serials, never 0,

@@ -45,6 +45,7 @@ void vmmu__latch_reset(struct latch *l)
     l->cursor = 0;
     l->frozen_events = 0;
     l->pass = 0;
+    l->pass_base = 0;
     l->served_this_pass = 0;
 }
 
@@ -352,10 +353,21 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
         a->nhits = a->hits_mark;
         a->hits_dropped = a->dropped_mark;
     }
-    if (status != VMMU_EPENDING || l->pass >= UINT16_MAX)
+    if (status != VMMU_EPENDING) {
         vmmu__latch_reset(l);
-    else
+    } else {
+        if (l->pass >= UINT16_MAX - 1) {
+            /* Kept across 65,534 passes: every record is of an earlier
+             * pass, so all may carry the same number (see struct latch). */
+            for (unsigned i = 0; i < l->nentries; i++)
+                l->entries[i].pass = 1;
+            for (unsigned i = 0; i < l->nxlates; i++)
+                l->xlates[i].pass = 1;
+            l->pass_base += l->pass - 1;
+            l->pass = 1;
+        }
         vmmu__atomic_latch_pended(v);
+    }
     vmmu__latch_hook_update(a);
     return 0;
 }
@@ -415,7 +427,7 @@ int vmmu_latch_stats(const struct vmmu_vcpu *v, struct vmmu_latch_stats *out)
         return VMMU_EINVAL;
     const struct latch *l = &v->access->latch;
     *out = l->stats;
-    out->pass = l->pass;
+    out->pass = l->pass_base + l->pass;
     out->entries = l->nentries;
     out->xlates = l->nxlates;
     out->events = l->nevents;

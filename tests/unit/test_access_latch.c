@@ -454,6 +454,38 @@ static void device_write_completed_in_the_first_pass_is_not_repeated(void **stat
     assert_int_equal(f->dev.writes, 1);
 }
 
+/* A latch kept across more passes than a record's 16-bit pass number
+ * counts still serves what the first pass did: the device write is made
+ * once, and the translations of the first pass are still frozen.  (It used
+ * to be dropped at the 65,535th pass, and the next one wrote again.) */
+static void a_latch_kept_across_70000_passes_still_repeats_nothing(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t w = 0x55, b = 0;
+    const unsigned passes = 70000;
+    for (unsigned pass = 1; pass <= passes; pass++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        assert_int_equal(vmmu_access_store(V(f), VDEV + 8, 8, 0, &w, &flt), 0);
+        f->dev.pend_next = true;
+        assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+        assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    }
+    assert_int_equal(f->dev.writes, 1);
+    struct vmmu_latch_stats st;
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, passes);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV + 8, 8, 0, &w, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, passes + 1);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(f->dev.writes, 1);
+    assert_int_equal(vmmu_latch_stats(V(f), &st), 0);
+    assert_int_equal(st.pass, 0);
+}
+
 static void latch_overflow_returns_eoverflow(void **state)
 {
     struct fx *f = *state;
@@ -1089,6 +1121,7 @@ int main(void)
         T(a_replayed_walk_that_overflows_the_translations_leaves_no_stale_entry),
         T(a_cr3_load_inside_an_instruction_translates_the_rest_through_the_new_tables),
         T(device_write_completed_in_the_first_pass_is_not_repeated),
+        T(a_latch_kept_across_70000_passes_still_repeats_nothing),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),
