@@ -367,6 +367,16 @@ int vmmu__access_xlate_range(struct vmmu_vcpu *v, uint64_t va, uint32_t len, uns
 
 /* ---- Performing a piece --------------------------------------------------------- */
 
+/* The size of the device-model access at @gpa with @n bytes left: the
+ * largest naturally aligned one of at most 8 bytes. */
+static unsigned device_chunk(uint64_t gpa, uint32_t n)
+{
+    unsigned size = 8;
+    while (size > 1 && ((gpa & (size - 1)) || size > n))
+        size >>= 1;
+    return size;
+}
+
 /* The device-model accesses of [gpa, gpa + n) (@va: its linear address,
  * the latch's key), in naturally aligned chunks of at most 8 bytes, each
  * recorded under the latch once it completed. */
@@ -377,9 +387,7 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t va, uint64_t gpa, uint8_t 
     bool latch = latch_on(a);
     unsigned kind = write ? EV_IO_WRITE : EV_IO_READ;
     while (n) {
-        unsigned size = 8;
-        while (size > 1 && ((gpa & (size - 1)) || size > n))
-            size >>= 1;
+        unsigned size = device_chunk(gpa, n);
         int rc;
         if (latch) {
             rc = vmmu__latch_event_room(a, size);
@@ -425,11 +433,38 @@ static int device_piece(struct vmmu_vcpu *v, uint64_t va, uint64_t gpa, uint8_t 
  * page type.  A read matches whole-piece reads (RAM, ROM, MMIO, holes) or
  * device chunks, a write completed MMIO or device writes.  Returns how
  * many bytes were served (the rest is made live). */
+/* Whether the events at the cursor are the completed writes of the @n
+ * bytes at @va: contiguous from @va and covering them exactly, or ending
+ * short of them where the record ends (the first pass pended in the middle
+ * of this write).  A write of another shape (the re-execution writes 4
+ * bytes where the first pass wrote 2) matches nothing and is made whole. */
+static bool write_recorded(const struct vmmu__access_vcpu *a, uint64_t va, uint64_t gpa,
+                           uint32_t n)
+{
+    const struct latch *l = &a->latch;
+    uint32_t covered = 0;
+    for (unsigned i = l->cursor; i < l->frozen_events; i++) {
+        const struct latch_event *e = &l->events[i];
+        uint32_t left = n - covered;
+        /* An MMIO piece's whole rest, or the device chunk device_piece()
+         * makes here (the gpa is the first pass's: translations replay). */
+        if (e->kind != EV_IO_WRITE || e->addr != va + covered ||
+            (e->size != left && e->size != device_chunk(gpa + covered, left)))
+            return false;
+        covered += e->size;
+        if (covered == n)
+            return true;
+    }
+    return covered > 0;
+}
+
 static uint32_t piece_replay(struct vmmu__access_vcpu *a, const struct piece *p, uint32_t off,
                              uint8_t *buf, uint32_t n, bool write)
 {
     uint32_t done = 0;
     const struct latch_event *e;
+    if (write && !write_recorded(a, p->va + off, p->gpa + off, n))
+        return 0;
     while (done < n && (e = vmmu__latch_event_peek(a)) != NULL) {
         uint32_t left = n - done;
         bool fits = e->addr == p->va + off + done && e->size <= left;

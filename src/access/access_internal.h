@@ -52,6 +52,7 @@ struct latch_event {
     uint32_t size;
     uint32_t off;  /* where its bytes are in data[] */
     uint8_t kind;
+    bool fresh;    /* recorded by the current pass (until it ends) */
 };
 
 /* Guest-physical ranges a pass translated for writing (src/access/atomic.c:

@@ -197,7 +197,11 @@ void vmmu__atomic_latch_pended(struct vmmu_vcpu *v)
     struct latch *l = &v->access->latch;
     for (unsigned i = 0; i < l->nevents; i++) {
         const struct latch_event *e = &l->events[i];
-        if (e->kind != EV_ATOMIC)
+        /* Only updates this pass made: the snapshot of one made by an
+         * earlier pass stays the one taken when that pass pended (taken
+         * again, it would hold what other agents wrote meanwhile, and a
+         * further replay would take their bytes for the instruction's). */
+        if (e->kind != EV_ATOMIC || !e->fresh)
             continue;
         unsigned size = (e->size - 16u) / 3u;
         uint8_t *rec = l->data + e->off, *pended = rec + AT_PENDED * size;

@@ -264,6 +264,7 @@ int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_
     }
     struct latch_event *e = &l->events[at];
     e->kind = (uint8_t)kind;
+    e->fresh = true;
     e->addr = addr;
     e->size = size;
     e->off = off;
@@ -367,6 +368,8 @@ int vmmu_insn_end(struct vmmu_vcpu *v, int status)
             l->pass = 1;
         }
         vmmu__atomic_latch_pended(v);
+        for (unsigned i = 0; i < l->nevents; i++)
+            l->events[i].fresh = false;
     }
     vmmu__latch_hook_update(a);
     return 0;

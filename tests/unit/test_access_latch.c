@@ -486,6 +486,28 @@ static void a_latch_kept_across_70000_passes_still_repeats_nothing(void **state)
     assert_int_equal(st.pass, 0);
 }
 
+/* A re-execution that writes 4 bytes to a device where the first pass
+ * wrote 2 (it took another path) makes the whole 4-byte write: the first
+ * pass's 2-byte write is not taken for half of it (which left a 2-byte
+ * write of the upper half). */
+static void a_replayed_device_write_of_another_size_is_made_whole(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint64_t w2 = 0x1111, w4 = 0x22222222, b;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV + 16, 2, 0, &w2, &flt), 0);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_access_load(V(f), VDEV2, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_store(V(f), VDEV + 16, 4, 0, &w4, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV2, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(f->dev.writes, 2);
+    assert_int_equal(f->dev.last_write, 0x22222222);
+}
+
 static void latch_overflow_returns_eoverflow(void **state)
 {
     struct fx *f = *state;
@@ -1042,10 +1064,15 @@ static void an_overlapping_move_the_latch_has_no_room_for_does_nothing(void **st
  * a device read that pends; between the passes another vCPU adds 0xff
  * (0x01ff, every byte of it equal to a byte the first vCPU's update saw
  * or left).  The re-execution keeps that add: 0x01ff. */
-static void a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_its_own(
-    void **state)
+/* The counter 0x00ff; the instruction adds 1 with a locked add (0x0100),
+ * then pends @npasses - 1 times on a device read; between its first and
+ * second pass another vCPU adds 0xff (0x01ff).  Every re-execution keeps
+ * that add: each byte of 0x01ff matches a byte the instruction saw or
+ * left, and the old rule stored 0x0100 again.  With three passes the
+ * snapshot taken when the second pass pended held the other vCPU's bytes,
+ * and the third pass took them for the instruction's own. */
+static void locked_add_beside_another_vcpu(struct fx *f, int npasses)
 {
-    struct fx *f = *state;
     struct vmmu_x86_fault flt;
     uint16_t init = 0x00ff;
     memcpy(hpa(&f->e.t, DATA(0) + 64), &init, 2);
@@ -1053,25 +1080,36 @@ static void a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_
     assert_int_equal(vmmu_vcpu_create(f->e.t.env.vm, NULL, &other), 0);
     struct vmmu_x86_regs r = regs_4level(f->e.root);
     assert_int_equal(vmmu_vcpu_set_state(other, &r), 0);
-    for (int pass = 1; pass <= 2; pass++) {
+    for (int pass = 1; pass <= npasses; pass++) {
         uint64_t old = 0, b;
         assert_int_equal(vmmu_insn_begin(V(f)), 0);
         assert_int_equal(vmmu_access_rmw(V(f), VA + 64, 2, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
         assert_int_equal(old, 0xff);
-        f->dev.pend_next = pass == 1;
+        f->dev.pend_next = pass < npasses;
         int rc = vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt);
-        assert_int_equal(rc, pass == 1 ? VMMU_EPENDING : 0);
+        assert_int_equal(rc, pass < npasses ? VMMU_EPENDING : 0);
         assert_int_equal(vmmu_insn_end(V(f), rc), 0);
         if (pass == 1) {
             assert_int_equal(
                 vmmu_access_rmw(other, VA + 64, 2, VMMU_RMW_ADD, 0xff, &old, 0, &flt), 0);
             assert_int_equal(old, 0x100);
         }
+        uint16_t now;
+        memcpy(&now, hpa(&f->e.t, DATA(0) + 64), 2);
+        assert_int_equal(now, 0x1ff);
     }
-    uint16_t now;
-    memcpy(&now, hpa(&f->e.t, DATA(0) + 64), 2);
     vmmu_vcpu_destroy(other);
-    assert_int_equal(now, 0x1ff);
+}
+
+static void a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_its_own(
+    void **state)
+{
+    locked_add_beside_another_vcpu(*state, 2);
+}
+
+static void a_locked_add_replayed_twice_keeps_another_vcpus_add_too(void **state)
+{
+    locked_add_beside_another_vcpu(*state, 3);
 }
 
 /* The instruction stores 0x00ff to the counter, adds 1 to it with a
@@ -1122,6 +1160,7 @@ int main(void)
         T(a_cr3_load_inside_an_instruction_translates_the_rest_through_the_new_tables),
         T(device_write_completed_in_the_first_pass_is_not_repeated),
         T(a_latch_kept_across_70000_passes_still_repeats_nothing),
+        T(a_replayed_device_write_of_another_size_is_made_whole),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),
@@ -1144,6 +1183,7 @@ int main(void)
         T(a_backward_overlapping_move_across_a_page_made_again_leaves_one_moves_bytes),
         T(an_overlapping_move_the_latch_has_no_room_for_does_nothing),
         T(a_replayed_locked_add_keeps_another_vcpus_add_whose_bytes_look_like_its_own),
+        T(a_locked_add_replayed_twice_keeps_another_vcpus_add_too),
         T(a_replayed_locked_add_after_a_store_to_its_bytes_leaves_what_one_run_leaves),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
