@@ -448,7 +448,7 @@ static bool write_recorded(const struct vmmu__access_vcpu *a, uint64_t va, uint6
         uint32_t left = n - covered;
         /* An MMIO piece's whole rest, or the device chunk device_piece()
          * makes here (the gpa is the first pass's: translations replay). */
-        if (e->kind != EV_IO_WRITE || e->addr != va + covered ||
+        if (e->kind != EV_IO_WRITE || e->addr != va + covered || e->locked != l->in_locked ||
             (e->size != left && e->size != device_chunk(gpa + covered, left)))
             return false;
         covered += e->size;
@@ -467,7 +467,9 @@ static uint32_t piece_replay(struct vmmu__access_vcpu *a, const struct piece *p,
         return 0;
     while (done < n && (e = vmmu__latch_event_peek(a)) != NULL) {
         uint32_t left = n - done;
-        bool fits = e->addr == p->va + off + done && e->size <= left;
+        /* (A locked update's pieces serve only it, and it only them.) */
+        bool fits = e->addr == p->va + off + done && e->size <= left &&
+                    e->locked == a->latch.in_locked;
         if (write) {
             if (!fits || e->kind != EV_IO_WRITE)
                 break;

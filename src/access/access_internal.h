@@ -53,6 +53,7 @@ struct latch_event {
     uint32_t off;  /* where its bytes are in data[] */
     uint8_t kind;
     bool fresh;    /* recorded by the current pass (until it ends) */
+    bool locked;   /* a piece of a locked update of a page that is not RAM */
 };
 
 /* Guest-physical ranges a pass translated for writing (src/access/atomic.c:
@@ -86,6 +87,10 @@ struct latch {
     unsigned frozen_events; /* events recorded by earlier passes */
     unsigned served_this_pass; /* entry reads served from earlier passes */
     uint16_t regime;    /* paging registers loaded so far in this pass */
+    /* A locked update of pages that are not RAM is making its pieces (a
+     * read, then a write): their events are its own, and only it may be
+     * served them (src/access/atomic.c). */
+    bool in_locked;
     /* What this pass translated for writing so far, locked updates not
      * counted until they are done; past LATCH_WRITES ranges, @writes_lost. */
     unsigned nwrites;

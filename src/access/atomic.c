@@ -313,7 +313,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
     if (e && e->addr == p[0].va) {
         if (e->kind == EV_ATOMIC && e->size == ev_size)
             replay_ram = true;
-        else if (e->kind == EV_READ || e->kind == EV_IO_READ)
+        else if ((e->kind == EV_READ || e->kind == EV_IO_READ) && e->locked)
             ram = false;
     }
     if (replay_ram && !ram) {
@@ -375,6 +375,8 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
         uint32_t off = 0;
         bool quiet = a->hits_quiet; /* (a callback's own locked update nests) */
         a->hits_quiet = true;       /* the update's hits are recorded once, below */
+        bool in_locked = a->latch.in_locked;
+        a->latch.in_locked = true;
         /* A device model may wait (the vCPU offline, pages taken away):
          * a piece touched after a wait is looked up again. */
         uint64_t gen = v->host_gen;
@@ -399,6 +401,7 @@ static int locked_update_in(struct vmmu_vcpu *v, uint64_t va, unsigned size, uns
             }
         }
         a->hits_quiet = quiet;
+        a->latch.in_locked = in_locked;
         if (rc == 0 || rc == VMMU_EROM) /* (a ROM dropped the write) */
             locked_hits(a, p, n);
         if (rc < 0)

@@ -265,6 +265,7 @@ int vmmu__latch_event_record(struct vmmu__access_vcpu *a, unsigned kind, uint64_
     struct latch_event *e = &l->events[at];
     e->kind = (uint8_t)kind;
     e->fresh = true;
+    e->locked = l->in_locked;
     e->addr = addr;
     e->size = size;
     e->off = off;

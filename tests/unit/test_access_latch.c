@@ -508,6 +508,31 @@ static void a_replayed_device_write_of_another_size_is_made_whole(void **state)
     assert_int_equal(f->dev.last_write, 0x22222222);
 }
 
+/* The first pass loads a qword and pends; another agent changes it; the
+ * re-execution takes another path and makes a locked add of that qword.
+ * The add is made live on the current value: the recorded load is not
+ * taken for the read half of a locked update (which then made a plain,
+ * non-atomic store of the load's value plus one, losing the change). */
+static void a_locked_add_where_the_first_pass_loaded_is_made_live(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    put64(&f->e.t.env, DATA(0) + 64, 5);
+    uint64_t a = 0, b = 0, old = 0;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_load(V(f), VA + 64, 8, 0, &a, &flt), 0);
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    put64(&f->e.t.env, DATA(0) + 64, 10);
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_rmw(V(f), VA + 64, 8, VMMU_RMW_ADD, 1, &old, 0, &flt), 0);
+    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    assert_int_equal(old, 10);
+    assert_int_equal(get64(&f->e.t.env, DATA(0) + 64), 11);
+}
+
 static void latch_overflow_returns_eoverflow(void **state)
 {
     struct fx *f = *state;
@@ -1161,6 +1186,7 @@ int main(void)
         T(device_write_completed_in_the_first_pass_is_not_repeated),
         T(a_latch_kept_across_70000_passes_still_repeats_nothing),
         T(a_replayed_device_write_of_another_size_is_made_whole),
+        T(a_locked_add_where_the_first_pass_loaded_is_made_live),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),
