@@ -139,6 +139,20 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
          * its preparations below stop it (each side checked as a single
          * access is: translated first, so a fault on it comes first). */
         k = kw ? kw : 1;
+        /* A re-execution whose first pass stopped at this element (its
+         * write reached a device that answers later) has the element's
+         * read recorded: the element goes alone, element by element,
+         * through the latch, whatever its pages are now (a destination
+         * that became RAM must still get what the first pass read). */
+        bool replayed = false;
+        if (latch_on(a)) {
+            const struct latch_event *ev = vmmu__latch_event_peek(a);
+            uint64_t sva = v->pg.mode < VMMU_X86_MODE_4LEVEL ? r->src & 0xffffffffull : r->src;
+            if (ev && ev->addr == sva) {
+                k = 1;
+                replayed = true;
+            }
+        }
         uint32_t bytes = (uint32_t)(k * e);
         struct vmmu_prepared ps, pd;
         /* Every element of the chunk is aligned as its first one is. */
@@ -157,7 +171,7 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
             fix_cr2(v, fault, r->dst, k, r->backward);
             return stopped(rc, done);
         }
-        if (chunk_in_ram(&ps) && chunk_in_ram(&pd)) {
+        if (!replayed && chunk_in_ram(&ps) && chunk_in_ram(&pd)) {
             unsigned token = vmmu_latch_disable(v);
             rc = vmmu_prepared_move(&pd, &ps, e, r->backward);
             vmmu_latch_restore(v, token);

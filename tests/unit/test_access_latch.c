@@ -1035,6 +1035,35 @@ static void overlapping_move(void **state, unsigned at, unsigned dst_off, unsign
     assert_memory_equal(now, want, sizeof(want));
 }
 
+/* REP MOVSQ from RAM to a device page whose write pends; the source is
+ * rewritten and the destination page becomes RAM before the re-execution.
+ * The element still moves what the first pass read (the re-execution used
+ * to take the RAM-to-RAM path, which reads live). */
+static void a_rep_movs_element_replayed_after_its_destination_became_ram_moves_what_it_read(
+    void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault flt;
+    uint32_t id = chg_page(f, PAGE_DEVICE, false, 0);
+    uint8_t *m = hpa(&f->e.t, DATA(0) + 512);
+    memset(m, 0xaa, 8);
+    struct vmmu_rep r = {.src = VA + 512, .dst = VCHG, .count = 1, .elem = 8};
+    f->dev.pend_next = true;
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_rep_movs(V(f), &r, 16, 0, &flt), VMMU_EPENDING);
+    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
+    memset(m, 0xbb, 8);
+    chg_page(f, PAGE_RAM, true, id);
+    struct vmmu_rep r2 = {.src = VA + 512, .dst = VCHG, .count = 1, .elem = 8};
+    assert_int_equal(vmmu_insn_begin(V(f)), 0);
+    assert_int_equal(vmmu_access_rep_movs(V(f), &r2, 16, 0, &flt), 0);
+    assert_int_equal(vmmu_insn_end(V(f), 0), 0);
+    uint8_t got[8];
+    assert_int_equal(vmmu_gpa_read(f->e.t.env.vm, CHG_GPA, got, 8, 0, NULL), 0);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(got[i], 0xaa);
+}
+
 static void an_overlapping_prepared_move_made_again_moves_what_the_first_pass_read(void **state)
 {
     overlapping_move(state, 0, 0, 1, 8, 1, false); /* dst = src - 1 */
@@ -1187,6 +1216,7 @@ int main(void)
         T(a_latch_kept_across_70000_passes_still_repeats_nothing),
         T(a_replayed_device_write_of_another_size_is_made_whole),
         T(a_locked_add_where_the_first_pass_loaded_is_made_live),
+        T(a_rep_movs_element_replayed_after_its_destination_became_ram_moves_what_it_read),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),
