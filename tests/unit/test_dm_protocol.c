@@ -644,24 +644,42 @@ static pid_t fork_lingering_device_model(bool hang_up, int *vm_sock, int *ready)
     return child;
 }
 
+/* A vm with a device-model layer and a lingering device model (see
+ * fork_lingering_device_model()) serving DEV_GPA as its remote server,
+ * which has read the HELLO (and hung up, with @hang_up) by the return. */
+struct lingering {
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct vmmu_dm_server *srv;
+    pid_t child;
+};
+
+static void lingering_setup(struct lingering *l, bool hang_up, unsigned timeout_ms,
+                            unsigned wait_us)
+{
+    assert_int_equal(vmmu_vm_create(NULL, &l->vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 2};
+    assert_int_equal(vmmu_dm_create(l->vm, &cfg, &l->dm), 0);
+    int sock, ready;
+    l->child = fork_lingering_device_model(hang_up, &sock, &ready);
+    struct vmmu_dm_remote_config rc = {.timeout_ms = timeout_ms, .wait_us = wait_us,
+                                       .pid = l->child};
+    assert_int_equal(vmmu_dm_server_create_remote(l->dm, sock, &rc, &l->srv), 0);
+    assert_int_equal(vmmu_dm_map_mmio(l->srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
+    char b;
+    assert_int_equal(read(ready, &b, 1), 1);
+    close(ready);
+}
+
 static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_period(
     void **state)
 {
     (void)state;
-    struct vmmu_vm *vm;
-    struct vmmu_dm *dm;
-    struct vmmu_dm_server *srv;
-    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
-    struct vmmu_dm_config cfg = {.max_vcpus = 2};
-    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
-    int sock, hung;
-    pid_t child = fork_lingering_device_model(true, &sock, &hung);
-    struct vmmu_dm_remote_config rc = {.timeout_ms = 5000, .wait_us = 5000, .pid = child};
-    assert_int_equal(vmmu_dm_server_create_remote(dm, sock, &rc, &srv), 0);
-    assert_int_equal(vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
-    char b;
-    assert_int_equal(read(hung, &b, 1), 1); /* the child has hung up */
-    close(hung);
+    struct lingering l;
+    lingering_setup(&l, true, 5000, 5000); /* the child has hung up */
+    struct vmmu_vm *vm = l.vm;
+    struct vmmu_dm *dm = l.dm;
+    pid_t child = l.child;
 
     struct hung_access h = {.vm = vm};
     pthread_t t;
@@ -686,20 +704,12 @@ static void a_vcpu_waiting_for_a_hung_up_device_model_to_exit_holds_up_no_grace_
 static void destroying_a_server_a_vcpu_is_killing_frees_it_after_the_vcpu_is_done(void **state)
 {
     (void)state;
-    struct vmmu_vm *vm;
-    struct vmmu_dm *dm;
-    struct vmmu_dm_server *srv;
-    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
-    struct vmmu_dm_config cfg = {.max_vcpus = 2};
-    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
-    int sock, ready;
-    pid_t child = fork_lingering_device_model(false, &sock, &ready);
-    struct vmmu_dm_remote_config rc = {.timeout_ms = 300, .wait_us = 3000000, .pid = child};
-    assert_int_equal(vmmu_dm_server_create_remote(dm, sock, &rc, &srv), 0);
-    assert_int_equal(vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL), 0);
-    char b;
-    assert_int_equal(read(ready, &b, 1), 1); /* it read the HELLO, and answers nothing */
-    close(ready);
+    struct lingering l;
+    lingering_setup(&l, false, 300, 3000000); /* it answers nothing */
+    struct vmmu_vm *vm = l.vm;
+    struct vmmu_dm *dm = l.dm;
+    struct vmmu_dm_server *srv = l.srv;
+    pid_t child = l.child;
 
     struct hung_access h = {.vm = vm};
     pthread_t t;
