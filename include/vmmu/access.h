@@ -476,13 +476,16 @@ struct vmmu_rep {
  * side's watchpoint, and a stop at the source before anything about the
  * destination (the CPU reads the source before it writes the
  * destination).
- * From a device to a device (MMIO or a device model's page on both
- * sides) an element is always the first of its call, which stops before
- * it once elements completed: the element's read has side effects and
- * its write may pend, and a write that pends in the first element returns
+ * Into a device model's page, and from a device to a device (MMIO or a
+ * device model's page on both sides), an element is always the first of
+ * its call, which stops before it once elements completed: its write may
+ * pend, and a write that pends in the first element returns
  * VMMU_EPENDING with the read kept in the latch, so the re-execution
- * never reads the source again.  Such an element starts only when the
- * latch has room for both its sides (else VMMU_EOVERFLOW, nothing read).
+ * never reads the source again (a device read has side effects; RAM may
+ * have changed).  Such an element starts only when the latch has room for
+ * both its sides (else VMMU_EOVERFLOW, nothing read).  A
+ * VMMU_WATCH_BEFORE watchpoint a callback adds stops the call before the
+ * next element it covers.
  * @return 0 (see @p fault and r->count: 0 means the instruction is done);
  *         negative codes as vmmu_prepared_move().
  */

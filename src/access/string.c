@@ -105,6 +105,26 @@ static bool reaches_device(const struct vmmu_prepared *p)
     return false;
 }
 
+/* A page of @p is a device model's: a write there may pend. */
+static bool write_may_pend(const struct vmmu_prepared *p)
+{
+    for (unsigned i = 0; i < p->npages; i++)
+        if (p->page[i].type == VMMU_MEM_DEVICE)
+            return true;
+    return false;
+}
+
+/* An element after the first of an element-by-element chunk touches a
+ * VMMU_WATCH_BEFORE watchpoint that a callback of an earlier element
+ * added (the chunk was cut before those there when it was prepared): the
+ * call stops before it, with its hit, as that preparation would have. */
+static bool watched_since(struct vmmu_vcpu *v, uint64_t addr, unsigned elem, unsigned access,
+                          struct vmmu_x86_fault *fault)
+{
+    struct piece p = {.va = addr, .len = elem};
+    return vmmu__watch_stops(v, &p, 1, access, fault);
+}
+
 /* What a call returns when it stops with code @rc (> 0: before an
  * element, for no error) after @done elements. */
 static int stopped(int rc, uint64_t done)
@@ -181,22 +201,31 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
             /* Element by element, so that a device model answering later
              * stops the instruction after the last element that completed.
              *
-             * From a device to a device, an element is a read with side
-             * effects followed by a write that may pend, and a step that
-             * completed elements returns 0, dropping the latch: a write
-             * that pended there would have its read made again when the
-             * caller resumes.  So such an element is always the first of
-             * its call (the call stops before it otherwise), and it
-             * starts only if the latch has room for both its sides: a
-             * pending write then ends the call with VMMU_EPENDING and
-             * the re-execution replays the read. */
-            bool dev_to_dev = reaches_device(&ps) && reaches_device(&pd);
+             * A step that completed elements returns 0, dropping the
+             * latch, so an element whose write pended there would have
+             * its source read again when the caller resumes: a read with
+             * side effects made twice from a device, and from RAM a value
+             * that may have changed since (another vCPU, the device
+             * model's own DMA), which the device model then takes for
+             * another write than the one it holds.  So an element whose
+             * write may pend (a device model's page), and one from a
+             * device to a device, is always the first of its call (the
+             * call stops before it otherwise), and it starts only if the
+             * latch has room for both its sides: a pending write then
+             * ends the call with VMMU_EPENDING and the re-execution
+             * replays the read. */
+            bool alone = write_may_pend(&pd) || (reaches_device(&ps) && reaches_device(&pd));
             for (uint64_t i = 0; i < k; i++) {
                 rc = 0;
-                if (dev_to_dev && done + i > 0)
+                uint64_t sa = step(r->src, i, e, r->backward), da = step(r->dst, i, e, r->backward);
+                if (alone && done + i > 0)
                     rc = 1; /* stop before it */
-                else if (dev_to_dev && latch_on(a))
+                else if (alone && latch_on(a))
                     rc = vmmu__latch_room(a, 2 * e, 2 * e); /* at most a piece a byte */
+                if (rc == 0 && i > 0 &&
+                    (watched_since(v, sa, e, src_access, fault) ||
+                     watched_since(v, da, e, VMMU_X86_ACC_WRITE, fault)))
+                    rc = 1;
                 uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
                 uint8_t tmp[8];
                 if (rc == 0)
@@ -204,8 +233,8 @@ int vmmu_access_rep_movs(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
                 if (rc == 0)
                     rc = vmmu_prepared_write(&pd, off, tmp, e);
                 if (rc != 0) {
-                    r->src = step(r->src, i, e, r->backward);
-                    r->dst = step(r->dst, i, e, r->backward);
+                    r->src = sa;
+                    r->dst = da;
                     r->count -= i;
                     return stopped(rc, done + i);
                 }
@@ -259,8 +288,13 @@ int vmmu_access_rep_stos(struct vmmu_vcpu *v, struct vmmu_rep *r, uint64_t budge
              * element that completed. */
             for (uint64_t i = 0; i < k; i++) {
                 uint32_t off = (uint32_t)((r->backward ? k - 1 - i : i) * e);
-                rc = vmmu_prepared_set(&pd, off, r->value, e, e);
-                if (rc < 0) {
+                rc = 0;
+                if (i > 0 &&
+                    watched_since(v, step(r->dst, i, e, r->backward), e, VMMU_X86_ACC_WRITE, fault))
+                    rc = 1;
+                if (rc == 0)
+                    rc = vmmu_prepared_set(&pd, off, r->value, e, e);
+                if (rc != 0) {
                     r->dst = step(r->dst, i, e, r->backward);
                     r->count -= i;
                     return stopped(rc, done + i);

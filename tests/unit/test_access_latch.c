@@ -24,6 +24,7 @@ struct dev {
     uint64_t last_write;
     unsigned chg_calls;   /* calls for the page at CHG_GPA */
     unsigned dev2_writes; /* writes to the page at DEV2_GPA */
+    uint64_t wlog[8];     /* the first writes' values, in order */
 };
 
 static bool in_page(uint64_t gpa, uint64_t page)
@@ -42,6 +43,8 @@ static int dev_handler(void *opaque, struct vmmu_device_req *req)
         return VMMU_EPENDING;
     }
     if (req->write) {
+        if (d->writes < 8)
+            d->wlog[d->writes] = req->data;
         d->writes++;
         if (in_page(req->gpa, DEV2_GPA))
             d->dev2_writes++;
@@ -617,6 +620,66 @@ static void rep_movs_between_devices_reads_nothing_when_the_latch_is_nearly_full
         assert_int_equal(mmio_reads_at(f, off), 1);
 }
 
+/* REP MOVSD from RAM to a device page, run as an emulator runs it, the
+ * write of element 1 pending.  A step that completed elements returns 0
+ * and drops the latch, so element 1 must be the first of its call: its
+ * pending write then returns VMMU_EPENDING and the re-execution writes
+ * what the first pass read, though the source changed in between (another
+ * vCPU, the device model's own DMA).  Each element is read once and
+ * written once, as the CPU does. */
+static void rep_movs_from_ram_to_a_pending_device_writes_what_it_read_first(void **state)
+{
+    struct fx *f = *state;
+    for (uint32_t i = 0; i < 4; i++)
+        memcpy(f->e.t.env.mem + DATA(0) + 4 * i, &(uint32_t){0x100 + i}, 4);
+    f->dev.pend_call = 2;
+    struct vmmu_rep r = {.dst = VDEV, .src = VA, .count = 4, .elem = 4};
+    struct vmmu_x86_fault flt;
+    unsigned pending = 0;
+    for (unsigned step = 0; r.count && step < 10; step++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        int rc = vmmu_access_rep_movs(V(f), &r, 100, 0, &flt);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        assert_true(rc == 0 || rc == VMMU_EPENDING);
+        assert_int_equal(flt.vector, VMMU_X86_FAULT_NONE);
+        if (rc == VMMU_EPENDING) {
+            pending++;
+            assert_int_equal(r.count, 3); /* element 1 is next */
+            memcpy(f->e.t.env.mem + DATA(0) + 4, &(uint32_t){0xdead}, 4);
+        }
+    }
+    assert_int_equal(r.count, 0);
+    assert_int_equal(pending, 1);
+    assert_int_equal(f->dev.writes, 4);
+    for (unsigned i = 0; i < 4; i++)
+        assert_int_equal(f->dev.wlog[i], 0x100 + i);
+}
+
+/* The same copy with nothing changed between the steps and a watchpoint
+ * on source element 1: the instruction reads it once, so one hit. */
+static void rep_movs_from_ram_to_a_pending_device_records_a_read_hit_once(void **state)
+{
+    struct fx *f = *state;
+    uint32_t id;
+    assert_int_equal(vmmu_watch_add(V(f), VA + 4, 4, VMMU_WATCH_READ, &id), 0);
+    f->dev.pend_call = 2;
+    struct vmmu_rep r = {.dst = VDEV, .src = VA, .count = 4, .elem = 4};
+    struct vmmu_x86_fault flt;
+    for (unsigned step = 0; r.count && step < 10; step++) {
+        assert_int_equal(vmmu_insn_begin(V(f)), 0);
+        int rc = vmmu_access_rep_movs(V(f), &r, 100, 0, &flt);
+        assert_int_equal(vmmu_insn_end(V(f), rc), 0);
+        assert_true(rc == 0 || rc == VMMU_EPENDING);
+    }
+    assert_int_equal(r.count, 0);
+    assert_int_equal(f->dev.writes, 4);
+    struct vmmu_watch_hit h[8];
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 8, NULL), 1);
+    assert_int_equal(h[0].id, id);
+    assert_int_equal(h[0].va, VA + 4);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ);
+}
+
 /* An instruction that pends records its watchpoint hits in the pass
  * that completes it, once: a read served again from the latch, and a
  * RAM write made again, add none. */
@@ -722,6 +785,102 @@ static void a_watchpoint_added_inside_a_locked_mmio_update_keeps_the_others(void
     assert_int_not_equal(d.id, id1);
     assert_int_equal(vmmu_watch_remove(V(f), id1), 0);
     assert_int_equal(vmmu_watch_remove(V(f), d.id), 0);
+}
+
+/* An MMIO device whose write callback, for the element at offset 0,
+ * adds a VMMU_WATCH_BEFORE watchpoint on the element at offset 8 of the
+ * same REP (a debugger stub acting from a device callback). */
+struct before_adding_mmio {
+    struct vmmu_vcpu *vcpu;
+    uint64_t watch_va;
+    uint64_t offsets[16];
+    unsigned writes, reads;
+    int rc;
+};
+
+static int before_adding_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    struct before_adding_mmio *d = opaque;
+    (void)size;
+    *value = 0x11 * (offset + 1);
+    if (offset == 0)
+        d->rc = vmmu_watch_add(d->vcpu, d->watch_va, 4,
+                               VMMU_WATCH_READ | VMMU_WATCH_BEFORE, NULL);
+    d->reads++;
+    return 0;
+}
+
+static int before_adding_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    struct before_adding_mmio *d = opaque;
+    (void)size;
+    (void)value;
+    if (d->writes < 16)
+        d->offsets[d->writes] = offset;
+    if (offset == 0)
+        d->rc = vmmu_watch_add(d->vcpu, d->watch_va, 4,
+                               VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE, NULL);
+    d->writes++;
+    return 0;
+}
+
+static const struct vmmu_mmio_ops before_adding_ops = {before_adding_read, before_adding_write};
+
+static struct before_adding_mmio *before_adding_page(struct fx *f)
+{
+    static struct before_adding_mmio d;
+    memset(&d, 0, sizeof(d));
+    d.vcpu = V(f);
+    d.watch_va = VMMIO + 8;
+    struct vmmu_region_desc r = {.type = VMMU_MEM_MMIO, .gpa = 0x60000000ull, .size = 4096,
+                                 .mmio = &before_adding_ops, .opaque = &d};
+    assert_int_equal(vmmu_region_add(f->e.t.env.vm, &r, NULL), 0);
+    amap(&f->e, VMMIO, 0x60000000ull, PTE_RW);
+    return &d;
+}
+
+/* A BEFORE watchpoint a callback adds in the middle of a REP STOS to MMIO
+ * stops the instruction before the element it covers, in the same call:
+ * elements 0 and 1 written, the registers naming element 2, the hit. */
+static void a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_stos(void **state)
+{
+    struct fx *f = *state;
+    struct before_adding_mmio *d = before_adding_page(f);
+    struct vmmu_rep r = {.dst = VMMIO, .count = 8, .elem = 4, .value = 1};
+    struct vmmu_x86_fault flt;
+    assert_int_equal(vmmu_access_rep_stos(V(f), &r, 100, &flt), 0);
+    assert_int_equal(d->rc, 0);
+    assert_int_equal(flt.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(d->writes, 2);
+    assert_int_equal(r.dst, VMMIO + 8);
+    assert_int_equal(r.count, 6);
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 4, NULL), 1);
+    assert_int_equal(h[0].va, VMMIO + 8);
+    assert_int_equal(h[0].flags, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE);
+}
+
+/* The same for REP MOVS from that MMIO page to RAM, the watchpoint on
+ * the source: elements 0 and 1 moved, stopped before element 2. */
+static void a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_movs(void **state)
+{
+    struct fx *f = *state;
+    struct before_adding_mmio *d = before_adding_page(f);
+    struct vmmu_rep r = {.dst = VA, .src = VMMIO, .count = 8, .elem = 4};
+    struct vmmu_x86_fault flt;
+    assert_int_equal(vmmu_access_rep_movs(V(f), &r, 100, 0, &flt), 0);
+    assert_int_equal(d->rc, 0);
+    assert_int_equal(flt.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_int_equal(d->reads, 2);
+    assert_int_equal(r.src, VMMIO + 8);
+    assert_int_equal(r.dst, VA + 8);
+    assert_int_equal(r.count, 6);
+    assert_int_equal(get64(&f->e.t.env, DATA(0)) & 0xffffffffu, 0x11);
+    assert_int_equal(get64(&f->e.t.env, DATA(0) + 4) & 0xffffffffu, 0x55);
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 4, NULL), 1);
+    assert_int_equal(h[0].va, VMMIO + 8);
+    assert_int_equal(h[0].flags, VMMU_WATCH_READ | VMMU_WATCH_BEFORE);
 }
 
 static void disabled_latch_reads_live_memory(void **state)
@@ -1217,6 +1376,10 @@ int main(void)
         T(a_replayed_device_write_of_another_size_is_made_whole),
         T(a_locked_add_where_the_first_pass_loaded_is_made_live),
         T(a_rep_movs_element_replayed_after_its_destination_became_ram_moves_what_it_read),
+        T(rep_movs_from_ram_to_a_pending_device_writes_what_it_read_first),
+        T(rep_movs_from_ram_to_a_pending_device_records_a_read_hit_once),
+        T(a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_stos),
+        T(a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_movs),
         T(latch_overflow_returns_eoverflow),
         T(disabled_latch_reads_live_memory),
         T(begin_twice_and_discard_outside_are_handled),

@@ -2458,6 +2458,15 @@ static bool rxl_reaches_device(const struct rxl *x)
     return false;
 }
 
+/* Whether @x reaches a device model's page (a write there may pend). */
+static bool rxl_may_pend(const struct rxl *x)
+{
+    for (unsigned i = 0; i < x->n; i++)
+        if (x->p[i].kind == K_DEV)
+            return true;
+    return false;
+}
+
 /* REP MOVS / REP STOS: element by element up to the budget; at a fault
  * the registers name the faulting element.  A callback that fails ends
  * the call at its element too: the registers name it and every element
@@ -2519,10 +2528,12 @@ static void op_rep(struct model *m, bool movs)
                 want_rc = m->po_rc;
             break;
         }
-        /* From a device to a device (MMIO or a device model's page on
-         * both sides), an element is the first of its call: the call
-         * stops before it once elements completed (access.h). */
-        if (movs && done && rxl_reaches_device(&xs) && rxl_reaches_device(&xd)) {
+        /* Into a device model's page, and from a device to a device
+         * (MMIO or a device model's page on both sides), an element is
+         * the first of its call: the call stops before it once elements
+         * completed (access.h). */
+        if (movs && done &&
+            (rxl_may_pend(&xd) || (rxl_reaches_device(&xs) && rxl_reaches_device(&xd)))) {
             /* Both sides were prepared before the stop: both count as
              * translated, as for an element that fails. */
             ref_done(m, &xs);

@@ -1594,10 +1594,17 @@ static bool span_reaches_device(uint64_t gpa, unsigned n)
     return (a != T_RAM && a != T_HOLE) || (b != T_RAM && b != T_HOLE);
 }
 
+/* Whether a byte of [gpa, gpa + n) is on the device model's page (a
+ * write there may pend). */
+static bool span_may_pend(uint64_t gpa, unsigned n)
+{
+    return kind_of(gpa) == T_DEV || kind_of(gpa + n - 1) == T_DEV;
+}
+
 /* REP MOVS/STOS: element by element, up to the budget; a fault stops
  * before the faulting element, a pending device piece before its
  * element, and a MOVS step that completed elements before an element
- * from a device to a device; a step that completed elements returns 0
+ * into the device model's page or from a device to a device; a step that completed elements returns 0
  * with its progress. */
 static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
                               const struct res *r)
@@ -1638,9 +1645,12 @@ static enum outcome check_rep(struct model *m, unsigned k, const struct op *o,
             why = R_FAULT;
             break;
         }
-        /* From a device to a device, an element is the first of its
-         * call: the call stops before it once elements completed. */
-        if (movs && e > 0 && span_reaches_device(sg, o->elem) && span_reaches_device(dg, o->elem)) {
+        /* Into the device model's page, and from a device to a device,
+         * an element is the first of its call: the call stops before it
+         * once elements completed. */
+        if (movs && e > 0 &&
+            (span_may_pend(dg, o->elem) ||
+             (span_reaches_device(sg, o->elem) && span_reaches_device(dg, o->elem)))) {
             why = R_BUDGET;
             break;
         }
