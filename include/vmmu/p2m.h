@@ -20,11 +20,13 @@
  * serialised inside the vm and publishes each change atomically: a
  * concurrent lookup sees the map either before or after a change, never a
  * mixture for one address.  Removing a region waits for a grace period
- * (liburcu QSBR) before its memory is released, so threads registered as
- * readers (every online vCPU, and any thread inside vmmu_gpa_read() or
- * vmmu_gpa_write()) can never touch freed memory.  A thread that is not a
- * registered reader must not use a host address it got from the map
- * (vmmu_p2m_lookup()) while another thread removes that same region.
+ * (liburcu QSBR) before its memory is released, so readers can never
+ * touch freed memory: every online vCPU, and any other thread for the
+ * length of a call that reads the map (a lookup, a guest-physical access,
+ * a page-state call, a walk), which is a read-side section of its own.
+ * A host address got from the map (vmmu_p2m_lookup()) outlives that call
+ * only on an online vCPU's thread (until the vCPU's next safe point);
+ * other threads must not use it while another thread removes that region.
  */
 #ifndef VMMU_P2M_H
 #define VMMU_P2M_H
@@ -330,7 +332,11 @@ int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req);
  * grace-period reader of its own, offline while a callback runs: a page
  * out, a removal or a replacement on another thread never takes a page
  * from under its copy, and the rest of the range is checked again after
- * each callback.  len 0 succeeds and does nothing.
+ * each callback.  A region another thread adds, removes or replaces during
+ * the copy is seen by the part not yet copied as the map is then: a
+ * device-model range or a hole (or ROM that reports writes) that appears
+ * there ends the access at it, with the bytes before it done.  len 0
+ * succeeds and does nothing.
  * @return 0; VMMU_EINVAL; VMMU_ERANGE (gpa + len beyond the width);
  *         VMMU_EHOLE; VMMU_EDEVICE; VMMU_EPAGEDOUT; VMMU_EMMIO.
  * @param failed_gpa if non-NULL, receives the address of the first byte that

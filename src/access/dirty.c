@@ -28,6 +28,7 @@
  * made before it was set). */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "access/access_internal.h"
 #include "core/vm_internal.h"
@@ -59,6 +60,66 @@ static int region_lock(struct vmmu_vm *vm, uint32_t id, struct vmmu_region **out
     return 0;
 }
 
+/* A scan of a region's page states for dirty bits.  The state array is
+ * committed lazily, one host page (4096 guest pages) at a time: a state
+ * page never touched holds only zeros, so the scan skips it whole, asking
+ * mincore() which are resident, and in the others only reads a byte
+ * whose bit is clear.  A scan that stored to every byte (or, on hosts
+ * without a shared zero page, read every byte) would commit all of it:
+ * 64 MiB for a 256 GiB region, at every harvest.  A bit set after the
+ * look (a page state committed after it) is seen by the next harvest, as
+ * one set after the clear would be. */
+#define SCAN_VEC 512 /* state pages asked about at once */
+
+struct dirty_scan {
+    struct vmmu_region *r;
+    uint64_t base; /* the first state page of vec */
+    uint64_t n;    /* state pages vec holds (0: none yet) */
+    unsigned char vec[SCAN_VEC];
+};
+
+static void scan_init(struct dirty_scan *s, struct vmmu_region *r)
+{
+    s->r = r;
+    s->base = s->n = 0;
+}
+
+/* Whether the state page holding the state of guest page @i (a multiple
+ * of VMMU_PAGE_SIZE) may hold a set bit. */
+static bool scan_resident(struct dirty_scan *s, uint64_t i)
+{
+    uint64_t pg = i >> VMMU_PAGE_SHIFT, total = s->r->state_bytes >> VMMU_PAGE_SHIFT;
+    if (pg - s->base >= s->n) {
+        uint64_t n = total - pg < SCAN_VEC ? total - pg : SCAN_VEC;
+        s->base = pg;
+        s->n = n;
+        if (mincore((void *)(s->r->state + (pg << VMMU_PAGE_SHIFT)), n << VMMU_PAGE_SHIFT,
+                    s->vec) != 0)
+            memset(s->vec, 1, sizeof(s->vec)); /* cannot tell: look at every byte */
+    }
+    return (s->vec[pg - s->base] & 1) != 0;
+}
+
+/* The next page from @i whose dirty bit is set, cleared now; r->npages
+ * when there is none. */
+static uint64_t scan_take(struct dirty_scan *s, uint64_t i)
+{
+    struct vmmu_region *r = s->r;
+    for (; i < r->npages; i++) {
+        if (!(i & (VMMU_PAGE_SIZE - 1)) && !scan_resident(s, i)) {
+            i |= VMMU_PAGE_SIZE - 1; /* a state page of zeros */
+            continue;
+        }
+        _Atomic uint8_t *b = &r->state[i];
+        if (!(atomic_load_explicit(b, memory_order_relaxed) & VMMU_PAGE_DIRTY))
+            continue;
+        if (atomic_fetch_and_explicit(b, (uint8_t)~VMMU_PAGE_DIRTY, memory_order_acq_rel) &
+            VMMU_PAGE_DIRTY)
+            return i;
+    }
+    return r->npages;
+}
+
 int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
 {
     if (!vm)
@@ -69,9 +130,10 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
         return rc;
     {
         if (on) {
-            for (uint64_t i = 0; i < r->npages; i++)
-                atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
-                                          memory_order_acq_rel);
+            struct dirty_scan scan;
+            scan_init(&scan, r);
+            for (uint64_t i = 0; (i = scan_take(&scan, i)) < r->npages; i++)
+                ;
             (void)vmmu__dev_dirty_take(vm, r, NULL); /* device models' writes too */
             __atomic_fetch_or(&r->flags, VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
             /* A new map generation: the vCPUs' warm misses cached the
@@ -110,11 +172,9 @@ int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_
     struct vmmu_gpa_range batch[FLUSH_BATCH];
     size_t nb = 0;
     uint64_t base = r->gfn << VMMU_PAGE_SHIFT;
-    for (uint64_t i = 0; i < r->npages; i++) {
-        uint8_t old = atomic_fetch_and_explicit(&r->state[i], (uint8_t)~VMMU_PAGE_DIRTY,
-                                                memory_order_acq_rel);
-        if (!(old & VMMU_PAGE_DIRTY))
-            continue;
+    struct dirty_scan scan;
+    scan_init(&scan, r);
+    for (uint64_t i = 0; (i = scan_take(&scan, i)) < r->npages; i++) {
         bitmap[i / 64] |= 1ull << (i % 64);
         count++;
         uint64_t gpa = base + (i << VMMU_PAGE_SHIFT);

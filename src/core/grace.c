@@ -40,6 +40,7 @@ static char grace_token;
 static _Thread_local bool reader_on __attribute__((tls_model("initial-exec")));
 static _Thread_local bool reader_registered __attribute__((tls_model("initial-exec")));
 static _Thread_local uint64_t reader_sections __attribute__((tls_model("initial-exec")));
+_Thread_local bool vmmu__read_own __attribute__((tls_model("initial-exec")));
 
 void vmmu__grace_period(void)
 {

@@ -154,6 +154,36 @@ void vmmu__reader_enter(void);
  * (what a wait inside vmmu takes offline, see vmmu__sync_block_begin()). */
 bool vmmu__reader_is_online(void);
 
+/* Whether the calling thread is online in a read-side section of its own
+ * (below): a callback that may wait (the page-in handler, an MMIO
+ * callback) then runs offline, and what was found before it is looked up
+ * again after it (vmmu__reader_sections()). */
+extern _Thread_local bool vmmu__read_own;
+
+/* A read-side section of its own for a call that reads the map on a
+ * thread that is not an online reader (a host thread's lookup, access,
+ * walk or page-state change; a call from a callback that runs offline): a
+ * removal's grace period then waits for it before freeing what it read.
+ * On an online thread (a running vCPU) both are a test or two.  Nothing
+ * between them may wait for a grace period or for the vCPUs, except
+ * offline (vmmu__read_own).  Returns the token vmmu__read_end() takes. */
+static inline unsigned vmmu__read_begin(void)
+{
+    unsigned token = vmmu__read_own ? 2u : 0u;
+    if (vmmu__reader_is_online())
+        return token;
+    vmmu__reader_enter();
+    vmmu__read_own = true;
+    return token | 1u;
+}
+
+static inline void vmmu__read_end(unsigned token)
+{
+    if (token & 1u)
+        vmmu__reader_offline();
+    vmmu__read_own = (token & 2u) != 0;
+}
+
 /* How many read-side sections the calling thread has ended (gone offline,
  * passed a quiescent state, waited for a grace period).  A caller that
  * holds something it got from the map across a call that may wait (a

@@ -38,19 +38,17 @@ static unsigned mmio_piece(uint64_t offset, size_t left)
     return size;
 }
 
-/* The calling thread reads as a host thread: a reader of its own while in
- * gpa_access(), offline in callbacks. */
-static _Thread_local bool host_reader __attribute__((tls_model("initial-exec")));
-
+/* A thread in a read-side section of its own (a host thread's access or
+ * walk) runs callbacks offline: they may wait. */
 static void callback_begin(void)
 {
-    if (host_reader)
+    if (vmmu__read_own)
         vmmu__reader_offline();
 }
 
 static void callback_end(void)
 {
-    if (host_reader)
+    if (vmmu__read_own)
         vmmu__reader_online();
 }
 
@@ -324,14 +322,9 @@ static int gpa_access(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t len
         return 0;
     struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
     vmmu__callback_enter(&cb);
-    bool was = host_reader, own = !vmmu__reader_is_online();
-    if (own)
-        vmmu__reader_enter();
-    host_reader = own;
+    unsigned section = vmmu__read_begin();
     int err = gpa_access_in(vm, gpa, buf, len, flags, dir, failed_gpa);
-    host_reader = was;
-    if (own)
-        vmmu__reader_offline();
+    vmmu__read_end(section);
     vmmu__callback_leave(&cb);
     return err;
 }

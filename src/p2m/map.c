@@ -703,11 +703,12 @@ int vmmu_region_find(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *id)
         return VMMU_EINVAL;
     if (gpa >> vm->gpa_bits)
         return VMMU_ERANGE;
+    unsigned own = vmmu__read_begin();
     const struct vmmu_region *r = p2m_resolve(&vm->p2m, gpa >> VMMU_PAGE_SHIFT, NULL);
-    if (!r)
-        return VMMU_EHOLE;
-    *id = r->id;
-    return 0;
+    if (r)
+        *id = r->id;
+    vmmu__read_end(own);
+    return r ? 0 : VMMU_EHOLE;
 }
 
 int vmmu_region_foreach(const struct vmmu_vm *vm,
@@ -756,9 +757,11 @@ int vmmu_p2m_lookup(const struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entr
         return VMMU_ERANGE;
     uint64_t gen = atomic_load_explicit(&vm->p2m.generation, memory_order_acquire);
     uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    unsigned own = vmmu__read_begin();
     const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
     out->generation = gen;
     if (!r) {
+        vmmu__read_end(own);
         out->type = VMMU_MEM_HOLE;
         out->region_id = 0;
         out->page_state = 0;
@@ -778,6 +781,7 @@ int vmmu_p2m_lookup(const struct vmmu_vm *vm, uint64_t gpa, struct vmmu_p2m_entr
         if (!(st & VMMU_PAGE_PAGED_OUT))
             out->hva = r->host + (gpa - out->region_gpa);
     }
+    vmmu__read_end(own);
     return 0;
 }
 
@@ -793,14 +797,17 @@ int vmmu_page_state_get(const struct vmmu_vm *vm, uint64_t gpa, uint32_t *state)
     if (gpa >> vm->gpa_bits)
         return VMMU_ERANGE;
     uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
+    unsigned own = vmmu__read_begin();
     const struct vmmu_region *r = p2m_resolve(&vm->p2m, gfn, NULL);
-    if (!r)
-        return VMMU_EHOLE;
-    if (!r->state)
-        return VMMU_EINVAL;
-    *state = region_page_state(r, gfn);
-    return 0;
+    int rc = !r ? VMMU_EHOLE : !r->state ? VMMU_EINVAL : 0;
+    if (!rc)
+        *state = region_page_state(r, gfn);
+    vmmu__read_end(own);
+    return rc;
 }
+
+static int page_state_update(struct vmmu_vm *vm, uint64_t gfn, uint64_t npages, uint32_t set,
+                             uint32_t clear);
 
 int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, uint32_t set,
                             uint32_t clear, uint32_t allowed)
@@ -810,6 +817,15 @@ int vmmu__page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, u
     uint64_t gfn = gpa >> VMMU_PAGE_SHIFT;
     if (gpa >> vm->gpa_bits || npages > vm->p2m.gfn_limit - gfn)
         return VMMU_ERANGE;
+    unsigned own = vmmu__read_begin();
+    int rc = page_state_update(vm, gfn, npages, set, clear);
+    vmmu__read_end(own);
+    return rc;
+}
+
+static int page_state_update(struct vmmu_vm *vm, uint64_t gfn, uint64_t npages, uint32_t set,
+                             uint32_t clear)
+{
     /* Check the whole run first so that a bad page changes nothing. */
     for (uint64_t g = gfn, end; g < gfn + npages; g = end) {
         const struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &end);

@@ -210,13 +210,24 @@ static void set_paged_out(struct vmmu_vm *vm, uint64_t gfn, bool out, bool ballo
     vmmu__page_state_update(vm, gfn << VMMU_PAGE_SHIFT, 1, set, both & ~set, both);
 }
 
-/* Every page of @ranges must be RAM the pager can manage. */
+static int check_ranges_in(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n);
+
+/* Every page of @ranges must be RAM the pager can manage.  (Looked up in a
+ * read-side section: the caller may be a host thread.) */
 static int check_ranges(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
 {
-    struct vmmu_vm *vm = pg->vm;
-    int rc = vmmu__gpa_ranges_check(vm, ranges, n);
+    int rc = vmmu__gpa_ranges_check(pg->vm, ranges, n);
     if (rc)
         return rc;
+    unsigned section = vmmu__read_begin();
+    rc = check_ranges_in(pg, ranges, n);
+    vmmu__read_end(section);
+    return rc;
+}
+
+static int check_ranges_in(struct vmmu_pager *pg, const struct vmmu_gpa_range *ranges, size_t n)
+{
+    struct vmmu_vm *vm = pg->vm;
     for (size_t i = 0; i < n; i++) {
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT;
         uint64_t end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
@@ -273,9 +284,27 @@ void (*vmmu__pager_evict_hook)(struct vmmu_vm *vm, uint64_t gfn);
 
 /* ---- page-in ------------------------------------------------------------------- */
 
+static int page_in_section(struct vmmu_pager *pg, uint64_t gfn);
+
 /* Bring @gfn back if the pager holds it.  Any thread; see the file comment
- * for why an EVICTING page is taken back instead of waited for. */
+ * for why an EVICTING page is taken back instead of waited for.
+ *
+ * A read-side section throughout: the handler runs offline on a thread
+ * that is no online reader (a host thread's access, a device model's
+ * page-in service), and a removal of the page's region on another thread
+ * would free the region, its host memory and its place in the memfd under
+ * the copy.  Online, the removal's grace period waits for the copy; its
+ * waits here (pg->cond) are for page-ins and page-outs, which wait for no
+ * grace period. */
 static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
+{
+    unsigned section = vmmu__read_begin();
+    int rc = page_in_section(pg, gfn);
+    vmmu__read_end(section);
+    return rc;
+}
+
+static int page_in_section(struct vmmu_pager *pg, uint64_t gfn)
 {
     struct vmmu_vm *vm = pg->vm;
     struct vmmu_region *r;
@@ -347,7 +376,15 @@ static int page_in_one(struct vmmu_pager *pg, uint64_t gfn)
 
     pthread_mutex_lock(&pg->lock);
     rec = rec_find(pg, gfn);
-    if (rc) {
+    const struct vmmu_region *now = p2m_resolve(&vm->p2m, gfn, NULL);
+    if (now != r || r->id != rec->region_id) {
+        /* The region went away meanwhile (removed or replaced: its hook
+         * left this record to us, in flight).  Its page and any copy in
+         * the file went with it: nothing to bring back, nothing counted. */
+        rec->state = (uint8_t)was;
+        rec_forget(pg, rec);
+        rc = 0;
+    } else if (rc) {
         rec->state = (uint8_t)was;
     } else {
         if (was == REC_OUT)

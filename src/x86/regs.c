@@ -9,6 +9,7 @@
 
 #include "x86/x86_internal.h"
 
+#include "core/vm_internal.h"
 #include "vmmu/error.h"
 
 /* CR0 bits the CPU keeps; the others in 31:0 are reserved and writes to
@@ -145,7 +146,10 @@ int vmmu__x86_load_pdptes(struct vmmu_x86_paging *pg, bool *bad)
     *bad = false;
     for (unsigned i = 0; i < 4; i++) {
         struct vmmu__x86_entry e;
+        /* A section of its own on a host thread (see vmmu_x86_walk_peek). */
+        unsigned section = vmmu__read_begin();
         int rc = vmmu__x86_read_entry_level(pg->vm, base + 8 * i, 8, 3, &e); /* PDPTE: level 3 */
+        vmmu__read_end(section);
         if (rc < 0)
             return rc;
         /* SDM 4.4.1: loading a present PDPTE with a reserved bit set

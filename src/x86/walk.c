@@ -202,8 +202,22 @@ static int walk_paged(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *w,
     return 0; /* not reached: level 1 is always a leaf */
 }
 
+static int walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access,
+                     struct vmmu_x86_walk *out);
+
+/* The walker reads the map: on a thread that is not an online reader (a
+ * host thread's walk) each call is a read-side section of its own. */
 int vmmu_x86_walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access,
                        struct vmmu_x86_walk *out)
+{
+    unsigned section = vmmu__read_begin();
+    int rc = walk_peek(pg, va, access, out);
+    vmmu__read_end(section);
+    return rc;
+}
+
+static int walk_peek(const struct vmmu_x86_paging *pg, uint64_t va, unsigned access,
+                     struct vmmu_x86_walk *out)
 {
     if (!vmmu__x86_ready(pg) || !out || (access & ~VMMU_X86_ACC_ALL))
         return VMMU_EINVAL;
@@ -312,12 +326,22 @@ static const struct vmmu_region *commit_target(const struct vmmu_vm *vm,
     return r;
 }
 
+static int walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk);
+
 int vmmu_x86_walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk)
 {
     if (!vmmu__x86_ready(pg) || !walk || walk->nlevels > VMMU_X86_LEVELS_MAX)
         return VMMU_EINVAL;
     if (!walk->ok)
         return 0;
+    unsigned section = vmmu__read_begin();
+    int rc = walk_commit(pg, walk);
+    vmmu__read_end(section);
+    return rc;
+}
+
+static int walk_commit(const struct vmmu_x86_paging *pg, struct vmmu_x86_walk *walk)
+{
     /* The levels with an update (usually none: A is set once). */
     unsigned todo = 0;
     for (unsigned i = 0; i < walk->nlevels; i++)

@@ -376,6 +376,59 @@ static void a_state_update_that_sets_and_clears_is_one_step(void **state)
     vmmu_vm_destroy(fl.vm);
 }
 
+/* Host threads that never registered as readers look up holes that
+ * share the map's last-level node with a region another thread adds and
+ * removes: removal prunes that node and frees it after a grace period,
+ * which must wait for the lookups (each is a read-side section of its
+ * own).  Under AddressSanitizer a lookup that read the freed node is a
+ * use-after-free report. */
+struct hole_race {
+    struct vmmu_vm *vm;
+    atomic_int stop;
+    atomic_ulong lookups, wrong;
+};
+
+static void *hole_looker(void *arg)
+{
+    struct hole_race *h = arg;
+    while (!atomic_load(&h->stop)) {
+        uint32_t id, st;
+        struct vmmu_p2m_entry e;
+        if (vmmu_region_find(h->vm, 2 * 1048576ull, &id) != VMMU_EHOLE)
+            atomic_fetch_add(&h->wrong, 1);
+        if (vmmu_p2m_lookup(h->vm, 2 * 1048576ull + 8192, &e) != 0 || e.type != VMMU_MEM_HOLE)
+            atomic_fetch_add(&h->wrong, 1);
+        if (vmmu_page_state_get(h->vm, 2 * 1048576ull + 12288, &st) != VMMU_EHOLE)
+            atomic_fetch_add(&h->wrong, 1);
+        atomic_fetch_add_explicit(&h->lookups, 1, memory_order_relaxed);
+    }
+    return NULL;
+}
+
+static void host_thread_lookups_beside_a_removed_region_read_no_freed_node(void **state)
+{
+    (void)state;
+    struct hole_race h = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &h.vm), 0);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&th[i], NULL, hole_looker, &h), 0);
+    static const struct vmmu_mmio_ops no_ops;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 2 * 1048576ull + 4096,
+                                 .size = 4096, .mmio = &no_ops};
+    for (unsigned round = 0; round < 3000; round++) {
+        uint32_t id;
+        assert_int_equal(vmmu_region_add(h.vm, &d, &id), 0);
+        assert_int_equal(vmmu_region_remove(h.vm, id), 0);
+    }
+    atomic_store(&h.stop, 1);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_join(th[i], NULL), 0);
+    vmmu_vm_destroy(h.vm);
+    assert_true(atomic_load(&h.lookups) > 0);
+    assert_int_equal(atomic_load(&h.wrong), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -384,6 +437,7 @@ int main(void)
         cmocka_unit_test(foreach_on_several_threads_refuses_only_its_own_thread),
         cmocka_unit_test(an_addition_out_of_memory_waits_for_readers_outside_the_lock),
         cmocka_unit_test(a_state_update_that_sets_and_clears_is_one_step),
+        cmocka_unit_test(host_thread_lookups_beside_a_removed_region_read_no_freed_node),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

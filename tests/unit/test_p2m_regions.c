@@ -7,6 +7,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -485,6 +486,51 @@ static void a_1_tib_region_costs_almost_nothing_until_touched(void **state)
     assert_int_equal(back, 0); /* untouched RAM reads as zero */
 }
 
+static uint64_t rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    assert_non_null(f);
+    assert_int_equal(fscanf(f, "%lu %lu", &size, &res), 2);
+    fclose(f);
+    return (uint64_t)res * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Dirty logging a large region nobody wrote commits none of its page
+ * states: enabling the log and harvesting it only read them (the state
+ * array, one byte a page, is 16 MiB here). */
+static void dirty_logging_an_untouched_region_commits_no_page_state(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    const uint64_t size = 64 * GiB, words = (size >> 12) / 64;
+    struct vmmu_region_desc d = ram(0, size);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    uint64_t *bitmap = calloc(words, sizeof(*bitmap));
+    assert_non_null(bitmap);
+    memset(bitmap, 1, words * sizeof(*bitmap)); /* its pages resident before the first look */
+    uint64_t before = rss_bytes(), ndirty = 7;
+    assert_int_equal(vmmu_dirty_log_enable(vm, id, true), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, words, &ndirty), 0);
+    assert_int_equal(ndirty, 0);
+    uint64_t grew = rss_bytes() - before;
+    /* Written pages are still found, and only they: in the first state
+     * page and in one far from it. */
+    uint64_t v = 1;
+    assert_int_equal(vmmu_gpa_write(vm, 40 * GiB + 8, &v, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_gpa_write(vm, 5 * 4096, &v, 8, 0, NULL), 0);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, words, &ndirty), 0);
+    assert_int_equal(ndirty, 2);
+    uint64_t bit = (40 * GiB) >> 12;
+    assert_int_equal(bitmap[bit / 64], 1ull << (bit % 64));
+    assert_int_equal(bitmap[0], 1ull << 5);
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, words, &ndirty), 0);
+    assert_int_equal(ndirty, 0);
+    free(bitmap);
+    print_message("resident memory grew by %llu KiB\n", (unsigned long long)(grew >> 10));
+    assert_true(grew < 4 * MiB);
+}
+
 static int count_regions(const struct vmmu_region_info *info, void *arg)
 {
     uint64_t *prev_end = arg;
@@ -937,6 +983,7 @@ int main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup_vm, teardown_vm)
     const struct CMUnitTest tests[] = {
         T(added_ram_is_found_at_both_ends_and_not_beyond),
+        T(dirty_logging_an_untouched_region_commits_no_page_state),
         T(lookup_of_a_hole_reports_hole_with_no_host_pointer),
         T(each_region_type_is_reported_by_lookup),
         T(removed_region_becomes_a_hole_and_its_range_can_be_reused),
