@@ -171,6 +171,28 @@ static void paging_32bit_pse36_bits_beyond_maxphyaddr_are_reserved(void **state)
     assert_pf(&w, PF_P | PF_RSVD);
 }
 
+/* SDM 4.3, Table 4-4: PSE-36 addresses at most 40 bits, so with MAXPHYADDR
+ * above 40 bits 20:13 of a 4 MiB PDE are all address bits (39:32) and bit
+ * 21 stays reserved. */
+static void paging_32bit_pse36_above_maxphyaddr_40_maps_bits_20_13_and_reserves_bit21(void **state)
+{
+    struct fixture *f = *state;
+    static const unsigned maxphyaddr[] = {41, 46, 52};
+    for (unsigned i = 0; i < sizeof(maxphyaddr) / sizeof(maxphyaddr[0]); i++) {
+        struct vmmu_x86_cpu cpu = {.features = VMMU_X86_FEAT_ALL, .maxphyaddr = maxphyaddr[i]};
+        assert_int_equal(vmmu_x86_paging_init(&f->env.pg, f->env.vm, &cpu), 0);
+        put32(&f->env, f->root + 4, (uint32_t)(0x00800000 | (0xffu << 13) | PRWU | E_PS));
+        load(f, regs_32(f->root, R_CR4_PSE));
+        struct vmmu_x86_walk w = walk(f, 0x00412345, 0);
+        assert_true(w.ok);
+        assert_int_equal(w.gpa, 0xff00812345ull);
+
+        put32(&f->env, f->root + 4, (uint32_t)(0x00800000 | (1u << 21) | PRWU | E_PS));
+        w = walk(f, 0x00412345, 0);
+        assert_pf(&w, PF_P | PF_RSVD);
+    }
+}
+
 static void paging_32bit_4m_pde_bit21_is_reserved(void **state)
 {
     struct fixture *f = *state;
@@ -240,6 +262,24 @@ static void pae_pdpte_gets_no_accessed_bit(void **state)
     assert_int_equal(w.page_size, 2 * MiB);
     assert_int_equal(get64(&f->env, f->root), pd | E_P);
     assert_int_equal(get64(&f->env, pd), 0x200000 | PRWU | E_PS | E_A);
+}
+
+/* The record says what the CPU would write: the PDPTE is a register
+ * (SDM 4.4.1), so its new_value is its value; the PDE below gets A. */
+static void pae_walk_record_plans_no_accessed_bit_for_the_pdpte_register(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t pd = env_page(&f->env);
+    put64(&f->env, f->root, pd | E_P);
+    put64(&f->env, pd, 0x200000 | PRWU | E_PS);
+    load(f, regs_pae(f->root));
+    struct vmmu_x86_walk w;
+    assert_int_equal(vmmu_x86_walk_peek(&f->env.pg, 0x1234, 0, &w), 0);
+    assert_true(w.ok);
+    assert_int_equal(w.nlevels, 2);
+    assert_int_equal(w.levels[0].level, 3);
+    assert_int_equal(w.levels[0].new_value, w.levels[0].value);
+    assert_int_equal(w.levels[1].new_value, w.levels[1].value | E_A);
 }
 
 static void pae_walk_uses_loaded_pdptes_not_current_memory(void **state)
@@ -533,6 +573,35 @@ static void five_level_pml5e_ps_is_reserved(void **state)
     load(f, r);
     struct vmmu_x86_walk w = walk(f, 0x1000, 0);
     assert_pf(&w, PF_P | PF_RSVD);
+}
+
+/* APM 5.3.3: on AMD bit 8 of a PML5E must be zero, as in a PML4E. */
+static void amd_reserves_bit8_of_a_pml5e(void **state)
+{
+    struct fixture *f = *state;
+    struct vmmu_x86_cpu cpu = {.vendor = VMMU_X86_VENDOR_AMD, .features = VMMU_X86_FEAT_ALL};
+    assert_int_equal(vmmu_x86_paging_init(&f->env.pg, f->env.vm, &cpu), 0);
+    map8(&f->env, f->root, 5, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    put64(&f->env, f->root, get64(&f->env, f->root) | E_G);
+    struct vmmu_x86_regs r = regs_4level(f->root);
+    r.cr4 |= R_CR4_LA57;
+    load(f, r);
+    struct vmmu_x86_walk w = walk(f, 0x3000, 0);
+    assert_pf(&w, PF_P | PF_RSVD);
+    assert_int_equal(w.nlevels, 1);
+}
+
+static void intel_ignores_bit8_of_a_pml5e(void **state)
+{
+    struct fixture *f = *state;
+    map8(&f->env, f->root, 5, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    put64(&f->env, f->root, get64(&f->env, f->root) | E_G);
+    struct vmmu_x86_regs r = regs_4level(f->root);
+    r.cr4 |= R_CR4_LA57;
+    load(f, r);
+    struct vmmu_x86_walk w = walk(f, 0x3000, 0);
+    assert_true(w.ok);
+    assert_int_equal(w.gpa, 0x9000);
 }
 
 /* ---- Canonical addresses, CR2 --------------------------------------------- */
@@ -1016,11 +1085,13 @@ int main(void)
         T(paging_32bit_ignores_pde_ps_without_cr4_pse),
         T(paging_32bit_pse36_maps_4m_page_above_4g),
         T(paging_32bit_pse36_bits_beyond_maxphyaddr_are_reserved),
+        T(paging_32bit_pse36_above_maxphyaddr_40_maps_bits_20_13_and_reserves_bit21),
         T(paging_32bit_4m_pde_bit21_is_reserved),
         T(paging_32bit_without_pse36_reserves_pde_bits_20_13),
         T(fetch_fault_in_32bit_paging_has_no_id_bit_without_smep),
         T(pae_walk_translates_through_pdpte_pde_and_pte),
         T(pae_pdpte_gets_no_accessed_bit),
+        T(pae_walk_record_plans_no_accessed_bit_for_the_pdpte_register),
         T(pae_walk_uses_loaded_pdptes_not_current_memory),
         T(pae_not_present_pdpte_faults_with_p_clear),
         T(pae_pte_bits_above_maxphyaddr_up_to_62_are_reserved),
@@ -1038,6 +1109,8 @@ int main(void)
         T(amd_reserves_bit8_of_a_pml4e),
         T(five_level_walk_translates_a_57_bit_address),
         T(five_level_pml5e_ps_is_reserved),
+        T(amd_reserves_bit8_of_a_pml5e),
+        T(intel_ignores_bit8_of_a_pml5e),
         T(noncanonical_address_raises_gp_without_a_walk),
         T(noncanonical_stack_access_raises_ss),
         T(five_level_accepts_addresses_noncanonical_in_four_level),
