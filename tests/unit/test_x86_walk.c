@@ -700,6 +700,61 @@ static void implicit_supervisor_access_at_cpl3_reads_supervisor_page(void **stat
     assert_pf(&w, PF_P | PF_U);
 }
 
+/* SDM 4.6.1: EFLAGS.AC lifts SMAP only for explicit accesses at CPL < 3;
+ * an implicit supervisor access to a user page faults under SMAP at CPL 0
+ * too, whatever AC says. */
+static void ac_does_not_let_an_implicit_access_at_cpl0_through_smap(void **state)
+{
+    struct fixture *f = *state;
+    map8(&f->env, f->root, 4, 0x3000, 1, PRWU, 0x9000 | PRWU);
+    struct vmmu_x86_regs r = regs_4level(f->root);
+    r.cr4 |= R_CR4_SMAP;
+    r.rflags |= R_RFLAGS_AC;
+    load(f, r);
+    assert_true(walk(f, 0x3000, 0).ok); /* explicit: AC lets it through */
+    struct vmmu_x86_walk w = walk(f, 0x3000, VMMU_X86_ACC_IMPLICIT);
+    assert_pf(&w, PF_P);
+    w = walk(f, 0x3000, VMMU_X86_ACC_IMPLICIT | VMMU_X86_ACC_WRITE);
+    assert_pf(&w, PF_P | PF_W);
+}
+
+/* SDM 4.6.2: only 4-level and 5-level paging give a page a protection key;
+ * in PAE and 32-bit paging CR4.PKE/PKS may be set but no key applies, so
+ * PKRU and PKRS denying every key forbid nothing. */
+static void protection_keys_do_not_apply_in_pae_or_32bit_paging(void **state)
+{
+    struct fixture *f = *state;
+    uint64_t pd = env_page(&f->env), pt = env_page(&f->env);
+    put64(&f->env, f->root, pd | E_P);
+    put64(&f->env, pd, pt | PRWU);
+    put64(&f->env, pt + 8, 0x10000 | PRWU);
+    put64(&f->env, pt + 16, 0x11000 | PRW);
+    struct vmmu_x86_regs r = regs_pae(f->root);
+    r.cr0 |= R_CR0_WP;
+    r.cr4 |= R_CR4_PKE | R_CR4_PKS;
+    r.pkru = r.pkrs = 0xffffffffu;
+    load(f, r);
+    assert_true(walk(f, 0x1000, VMMU_X86_ACC_WRITE).ok); /* user page, PKRU */
+    assert_true(walk(f, 0x2000, VMMU_X86_ACC_WRITE).ok); /* supervisor page, PKRS */
+    r.cpl = 3;
+    load(f, r);
+    assert_true(walk(f, 0x1000, VMMU_X86_ACC_WRITE).ok);
+
+    uint64_t pd32 = env_page(&f->env), pt32 = env_page(&f->env);
+    put32(&f->env, pd32, (uint32_t)(pt32 | PRWU));
+    put32(&f->env, pt32 + 4, (uint32_t)(0x10000 | PRWU));
+    put32(&f->env, pt32 + 8, (uint32_t)(0x11000 | PRW));
+    r = regs_32(pd32, R_CR4_PKE | R_CR4_PKS);
+    r.cr0 |= R_CR0_WP;
+    r.pkru = r.pkrs = 0xffffffffu;
+    load(f, r);
+    assert_true(walk(f, 0x1000, VMMU_X86_ACC_WRITE).ok);
+    assert_true(walk(f, 0x2000, VMMU_X86_ACC_WRITE).ok);
+    r.cpl = 3;
+    load(f, r);
+    assert_true(walk(f, 0x1000, VMMU_X86_ACC_WRITE).ok);
+}
+
 static void invalid_access_bits_are_refused(void **state)
 {
     struct fixture *f = *state;
@@ -1119,6 +1174,8 @@ int main(void)
         T(pcid_is_reported_from_cr3_with_pcide),
         T(rights_report_what_the_same_cpl_may_do),
         T(implicit_supervisor_access_at_cpl3_reads_supervisor_page),
+        T(ac_does_not_let_an_implicit_access_at_cpl0_through_smap),
+        T(protection_keys_do_not_apply_in_pae_or_32bit_paging),
         T(invalid_access_bits_are_refused),
         T(peek_sets_no_accessed_or_dirty_bit),
         T(faulting_walk_sets_no_accessed_bit),
