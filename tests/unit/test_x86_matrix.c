@@ -2,11 +2,12 @@
  * every combination of leaf and non-leaf entry flags (P, R/W, U/S, A, D,
  * XD, a reserved bit), CR0.WP, EFER.NXE, CR4.SMEP, CR4.SMAP, EFLAGS.AC,
  * protection keys (PKRU and PKRS, enabled or not), access kind, CPL and
- * implicit supervisor accesses, at 4 KiB and 2 MiB leaves, in 4-level
- * paging.  For each case both walk forms run and are compared with
- * oracle(), an independent statement of the SDM's rules written here rule
- * by rule: fault or not, the exact error code, CR2, the gpa, and the exact
- * final value of every entry (A/D bits, nothing on faults or peeks).
+ * implicit supervisor accesses (at CPL 0 and 3), at 4 KiB and 2 MiB
+ * leaves, in 4-level paging.  For each case both walk forms run and are
+ * compared with oracle(), an independent statement of the SDM's rules
+ * written here rule by rule: fault or not, the exact error code, CR2, the
+ * gpa, and the exact final value of every entry (A/D bits, nothing on
+ * faults or peeks).
  *
  * Where the non-leaf entry is not present or has a reserved bit, the walk
  * stops there, so the leaf's flags cannot matter: those cases run with one
@@ -59,9 +60,13 @@ struct access {
     unsigned cpl;
     bool implicit;
 };
+/* Implicit supervisor accesses run at CPL 3 and at CPL 0, where only
+ * EFLAGS.AC tells them from explicit ones (it lifts SMAP for explicit
+ * accesses alone). */
 static const struct access accesses[] = {
     {K_READ, 0, false},  {K_WRITE, 0, false}, {K_FETCH, 0, false}, {K_READ, 3, false},
     {K_WRITE, 3, false}, {K_FETCH, 3, false}, {K_READ, 3, true},   {K_WRITE, 3, true},
+    {K_READ, 0, true},   {K_WRITE, 0, true},
 };
 
 struct mcase {
@@ -423,15 +428,15 @@ static void every_combination_at_4k_leaves_matches_the_oracle(void **state)
     (void)state;
     unsigned long cases = run_matrix(false);
     /* 16 walkable non-leaf values x 128 leaves + 48 stopping ones, x 32
-     * register sets x 5 key setups x 8 accesses. */
-    assert_int_equal(cases, (16ul * 128 + 48) * 32 * 5 * 8);
+     * register sets x 5 key setups x 10 accesses. */
+    assert_int_equal(cases, (16ul * 128 + 48) * 32 * 5 * 10);
 }
 
 static void every_combination_at_2m_leaves_matches_the_oracle(void **state)
 {
     (void)state;
     unsigned long cases = run_matrix(true);
-    assert_int_equal(cases, (16ul * 128 + 48) * 32 * 5 * 8);
+    assert_int_equal(cases, (16ul * 128 + 48) * 32 * 5 * 10);
 }
 
 /* The oracle itself must be able to say "fault" and "no fault" for each
