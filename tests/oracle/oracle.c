@@ -64,6 +64,13 @@ static uint64_t bits(unsigned hi, unsigned lo)
     return hi < lo ? 0 : ((~0ull >> (63 - hi)) & ~((1ull << lo) - 1));
 }
 
+/* SDM 4.4.1, Table 4-8: a present PAE PDPTE reserves bits 63:MAXPHYADDR,
+ * 8:5 and 2:1. */
+static uint64_t pae_pdpte_reserved(unsigned maxphyaddr)
+{
+    return bits(63, maxphyaddr) | bits(8, 5) | bits(2, 1);
+}
+
 static void put64(uint8_t *ram, uint64_t gpa, uint64_t v)
 {
     memcpy(ram + gpa, &v, 8);
@@ -437,7 +444,7 @@ static void gen_case(struct gen *g, unsigned mode)
             /* now and then a reserved bit (SDM 4.4.1: #GP when CR0.PG
              * loads it; QEMU does not check, see or_compare) */
             if (chance(g, 1, 40))
-                pdpte |= pick_bit(g, bits(63, p->maxphyaddr) | bits(8, 5) | bits(2, 1));
+                pdpte |= pick_bit(g, pae_pdpte_reserved(p->maxphyaddr));
             add_write(g, INFRA_PAE_PDPT + 8 * idx[3], 8, pdpte);
             table = tables[3];
             first = 2;
@@ -739,12 +746,29 @@ static bool qemu_known_deviation_pk_only_when_rights_allow(struct replay *rp, un
 /* QEMU 7.2 does not check PAE PDPTEs when CR0, CR3 or CR4 loads them; it
  * re-reads them on every walk.  SDM 4.4.1: a present PDPTE with a reserved
  * bit makes that MOV to CR0 raise #GP(0).  Excused when vmmu raised #GP on
- * the register load and QEMU went on to the access (whatever it then did:
- * the rest of QEMU's case has no SDM counterpart). */
-static bool qemu_known_deviation_pdpte_rsvd_not_checked_at_load(const struct outcome *v,
+ * the register load, QEMU went on to the access (whatever it then did:
+ * the rest of QEMU's case has no SDM counterpart), and the case wrote a
+ * present PDPTE with a reserved bit into the PDPT that CR3 names in PAE
+ * paging; any other #GP at load is vmmu's own and a mismatch. */
+static bool qemu_known_deviation_pdpte_rsvd_not_checked_at_load(const struct or_profile *p,
+                                                                const uint8_t *d,
+                                                                const struct outcome *v,
                                                                 const struct outcome *q)
 {
-    return v->setup && v->vector == VMMU_X86_VEC_GP && !q->setup;
+    if (!v->setup || v->vector != VMMU_X86_VEC_GP || q->setup)
+        return false;
+    if (!(get64(d, C_CR4) & CR4_PAE) || (get64(d, C_EFER) & EFER_LMA))
+        return false;
+    uint64_t pdpt = get64(d, C_CR3) & 0xffffffe0ull;
+    for (unsigned j = 0; j < case_nwrites(d); j++) {
+        uint64_t gpa, value;
+        unsigned size;
+        case_write(d, j, &gpa, &size, &value);
+        if (size == 8 && gpa >= pdpt && gpa < pdpt + 32 && (value & P) &&
+            (value & pae_pdpte_reserved(p->maxphyaddr)))
+            return true;
+    }
+    return false;
 }
 
 static const char *access_name(unsigned a)
@@ -825,7 +849,7 @@ unsigned long or_compare(const uint8_t *ram, const struct or_profile *p, unsigne
         if (rc < 0) {
             why = vmmu_strerror(rc);
         } else if (p->backend == OR_BACKEND_QEMU &&
-                   qemu_known_deviation_pdpte_rsvd_not_checked_at_load(&v, &q)) {
+                   qemu_known_deviation_pdpte_rsvd_not_checked_at_load(p, d, &v, &q)) {
             st->qemu_pdpte_rsvd_not_checked_at_load++;
             continue;
         } else if (odd) {
