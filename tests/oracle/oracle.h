@@ -48,6 +48,7 @@ struct or_stats {
     unsigned long qemu_pae_pdpte_a_bit;
     unsigned long qemu_pk_only_when_rights_allow;
     unsigned long qemu_pdpte_rsvd_not_checked_at_load;
+    unsigned long qemu_pse36_bits_above_maxphyaddr;
     /* per paging mode (enum vmmu_x86_mode) */
     unsigned long by_mode[VMMU_X86_MODE_5LEVEL + 1];
 };
