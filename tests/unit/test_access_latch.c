@@ -839,6 +839,18 @@ static struct before_adding_mmio *before_adding_page(struct fx *f)
     return &d;
 }
 
+/* The call stopped at a VMMU_WATCH_BEFORE watchpoint at @va, and its
+ * one hit says so. */
+static void assert_stopped_before(struct fx *f, const struct vmmu_x86_fault *flt, uint64_t va,
+                                  unsigned flags)
+{
+    assert_int_equal(flt->vector, VMMU_ACCESS_STOP_WATCH);
+    struct vmmu_watch_hit h[4];
+    assert_int_equal(vmmu_watch_take_hits(V(f), h, 4, NULL), 1);
+    assert_int_equal(h[0].va, va);
+    assert_int_equal(h[0].flags, flags | VMMU_WATCH_BEFORE);
+}
+
 /* A BEFORE watchpoint a callback adds in the middle of a REP STOS to MMIO
  * stops the instruction before the element it covers, in the same call:
  * elements 0 and 1 written, the registers naming element 2, the hit. */
@@ -850,14 +862,10 @@ static void a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_stos
     struct vmmu_x86_fault flt;
     assert_int_equal(vmmu_access_rep_stos(V(f), &r, 100, &flt), 0);
     assert_int_equal(d->rc, 0);
-    assert_int_equal(flt.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_stopped_before(f, &flt, VMMIO + 8, VMMU_WATCH_WRITE);
     assert_int_equal(d->writes, 2);
     assert_int_equal(r.dst, VMMIO + 8);
     assert_int_equal(r.count, 6);
-    struct vmmu_watch_hit h[4];
-    assert_int_equal(vmmu_watch_take_hits(V(f), h, 4, NULL), 1);
-    assert_int_equal(h[0].va, VMMIO + 8);
-    assert_int_equal(h[0].flags, VMMU_WATCH_WRITE | VMMU_WATCH_BEFORE);
 }
 
 /* The same for REP MOVS from that MMIO page to RAM, the watchpoint on
@@ -870,17 +878,13 @@ static void a_before_watchpoint_added_by_a_callback_stops_the_rest_of_a_rep_movs
     struct vmmu_x86_fault flt;
     assert_int_equal(vmmu_access_rep_movs(V(f), &r, 100, 0, &flt), 0);
     assert_int_equal(d->rc, 0);
-    assert_int_equal(flt.vector, VMMU_ACCESS_STOP_WATCH);
+    assert_stopped_before(f, &flt, VMMIO + 8, VMMU_WATCH_READ);
     assert_int_equal(d->reads, 2);
     assert_int_equal(r.src, VMMIO + 8);
     assert_int_equal(r.dst, VA + 8);
     assert_int_equal(r.count, 6);
     assert_int_equal(get64(&f->e.t.env, DATA(0)) & 0xffffffffu, 0x11);
     assert_int_equal(get64(&f->e.t.env, DATA(0) + 4) & 0xffffffffu, 0x55);
-    struct vmmu_watch_hit h[4];
-    assert_int_equal(vmmu_watch_take_hits(V(f), h, 4, NULL), 1);
-    assert_int_equal(h[0].va, VMMIO + 8);
-    assert_int_equal(h[0].flags, VMMU_WATCH_READ | VMMU_WATCH_BEFORE);
 }
 
 static void disabled_latch_reads_live_memory(void **state)
