@@ -152,11 +152,61 @@ static void accessed_bit_updates_never_erase_concurrent_guest_writes_to_the_entr
     env_fini(&s.env);
 }
 
+/* A walk on a host thread (no vCPU, never a registered reader) whose
+ * root table is a hole sharing the map's last-level node with a region
+ * another thread adds and removes: the removal prunes that node and
+ * frees it after a grace period, which must wait for the walk (a
+ * read-side section of its own).  Under AddressSanitizer a walk that read
+ * the freed node is a use-after-free report.  The hole reads as
+ * all-ones, so every walk ends in a reserved-bit #PF. */
+struct hole_walk {
+    struct x86_env env;
+    int stop;
+    unsigned walks, wrong;
+};
+
+static void *walk_through_a_hole(void *arg)
+{
+    struct hole_walk *h = arg;
+    while (!__atomic_load_n(&h->stop, __ATOMIC_ACQUIRE)) {
+        struct vmmu_x86_walk w;
+        if (vmmu_x86_walk(&h->env.pg, 0x1000, 0, &w) != 0 || w.ok ||
+            w.fault.vector != VMMU_X86_VEC_PF || !(w.fault.error_code & VMMU_X86_PF_RSVD))
+            h->wrong++;
+        h->walks++;
+    }
+    return NULL;
+}
+
+static void a_host_threads_walk_beside_a_removed_region_reads_no_freed_node(void **state)
+{
+    (void)state;
+    struct hole_walk h = {0};
+    assert_int_equal(env_init(&h.env, 64 * KiB, NULL), 0);
+    struct vmmu_x86_regs r = regs_4level(1024 * MiB); /* a hole, far from the RAM */
+    assert_int_equal(vmmu_x86_set_state(&h.env.pg, &r), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, walk_through_a_hole, &h), 0);
+    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 1024 * MiB + 4 * KiB, .size = 4 * KiB,
+                                 .mmio = &x86_env_counting_mmio};
+    for (unsigned round = 0; round < 3000; round++) {
+        uint32_t id;
+        assert_int_equal(vmmu_region_add(h.env.vm, &d, &id), 0);
+        assert_int_equal(vmmu_region_remove(h.env.vm, id), 0);
+    }
+    __atomic_store_n(&h.stop, 1, __ATOMIC_RELEASE);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_true(h.walks > 0);
+    assert_int_equal(h.wrong, 0);
+    env_fini(&h.env);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(walk_returns_within_the_restart_bound_while_the_guest_rewrites_the_pte),
         cmocka_unit_test(accessed_bit_updates_never_erase_concurrent_guest_writes_to_the_entry),
+        cmocka_unit_test(a_host_threads_walk_beside_a_removed_region_reads_no_freed_node),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
