@@ -138,9 +138,12 @@ int vmmu_vcpu_set_state(struct vmmu_vcpu *vcpu, const struct vmmu_x86_regs *regs
  * INVLPG @p va: drops the translations of that page for the current PCID
  * in every context, global ones for that page in every PCID, the whole
  * large page when one maps @p va, and every paging-structure-cache entry
- * of the current PCID (SDM 4.10.4.1).  A non-canonical @p va is a no-op,
- * as on the CPU.  Entries of other pages stay, including other 4 KiB
- * pieces of unrelated large pages.
+ * of the current PCID (SDM 4.10.4.1).  A @p va that is not canonical in
+ * 64-bit mode is a no-op, as on the CPU (57 bits on a CPU model with
+ * 5-level paging whatever CR4.LA57 says, else 48).  Entries of other pages
+ * stay, including other 4 KiB pieces of unrelated large pages.  INVLPG at
+ * CPL > 0 raises #GP(0) before it does anything: the caller checks that
+ * (this call invalidates whatever the CPL).
  * @return 0 or VMMU_EINVAL.
  */
 int vmmu_vcpu_invlpg(struct vmmu_vcpu *vcpu, uint64_t va);
@@ -158,9 +161,10 @@ enum vmmu_invpcid_type {
  * descriptor bits); type 0 with a non-canonical @p va; type 0 or 1 with a
  * non-zero @p pcid while CR4.PCIDE=0.  #UD without VMMU_X86_FEAT_PCID.
  * Types 0, 1 and 3 keep global entries; 2 drops them too.  @p va is the
- * descriptor's whole 64-bit address in every mode: canonical means 48
- * bits (57 with CR4.LA57) outside 64-bit mode too, and there an address
- * at or above 4 GiB drops no entry.
+ * descriptor's whole 64-bit address in every mode: canonical means 57
+ * bits on a CPU model with 5-level paging (whatever CR4.LA57 says), else
+ * 48, outside 64-bit mode too, and there an address at or above 4 GiB
+ * drops no entry.
  * @return 0 (see @p fault) or VMMU_EINVAL.
  */
 int vmmu_vcpu_invpcid(struct vmmu_vcpu *vcpu, unsigned type, uint64_t pcid, uint64_t va,

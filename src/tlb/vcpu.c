@@ -168,6 +168,18 @@ static unsigned slot_for(struct vmmu_vcpu *v, unsigned pcid)
     return si;
 }
 
+/* With CR4.PCIDE=0 only PCID 0 exists: after a flush of everything, the
+ * slots of other PCIDs are free again (INVPCID type 3 and the statistics
+ * then see one PCID, as the CPU has). */
+static void forget_other_pcids(struct vmmu_vcpu *v)
+{
+    if (v->pg.cr4 & VMMU_X86_CR4_PCIDE)
+        return;
+    for (unsigned i = 0; i < VMMU_VCPU_PCID_SLOTS; i++)
+        if (v->slot[i].pcid != 0)
+            v->slot[i].valid = false;
+}
+
 static void switch_to_slot(struct vmmu_vcpu *v, unsigned si)
 {
     if (si != v->cur_slot)
@@ -313,8 +325,10 @@ int vmmu_vcpu_set_cr4(struct vmmu_vcpu *v, uint64_t value, struct vmmu_x86_fault
          * entry, global or not, of every PCID; PAE, PSE and LA57 change
          * how entries are read at all. */
         flush_everything(v);
-        if (changed & VMMU_X86_CR4_PCIDE)
+        if (changed & VMMU_X86_CR4_PCIDE) {
+            forget_other_pcids(v);
             switch_to_slot(v, slot_for(v, 0));
+        }
         vmmu__tlb_select(v);
         return 0;
     }
@@ -416,6 +430,7 @@ int vmmu_vcpu_set_state(struct vmmu_vcpu *v, const struct vmmu_x86_regs *regs)
         return rc;
     vmmu__latch_regime_changed(v);
     flush_everything(v);
+    forget_other_pcids(v);
     switch_to_slot(v, slot_for(v, current_pcid(&v->pg)));
     vmmu__tlb_select(v);
     return 0;
@@ -423,12 +438,22 @@ int vmmu_vcpu_set_state(struct vmmu_vcpu *v, const struct vmmu_x86_regs *regs)
 
 /* ---- Invalidation instructions ------------------------------------------- */
 
+/* Whether @va is canonical for INVLPG and INVPCID.  A CPU that supports
+ * 5-level paging checks these against 57 bits whatever CR4.LA57 says
+ * (as it does the linear addresses held in MSRs and descriptor-table
+ * registers), one without against 48. */
+static bool invalidation_canonical(const struct vmmu_vcpu *v, uint64_t va)
+{
+    unsigned bits = (v->pg.cpu.features & VMMU_X86_FEAT_LA57) ? 57 : 48;
+    return (uint64_t)((int64_t)(va << (64 - bits)) >> (64 - bits)) == va;
+}
+
 int vmmu_vcpu_invlpg(struct vmmu_vcpu *v, uint64_t va)
 {
     if (!v)
         return VMMU_EINVAL;
     /* SDM INVLPG: a non-canonical address in 64-bit mode is a no-op. */
-    if (!vmmu_x86_canonical(&v->pg, va))
+    if (v->pg.mode >= VMMU_X86_MODE_4LEVEL && !invalidation_canonical(v, va))
         return 0;
     if (v->pg.mode < VMMU_X86_MODE_4LEVEL)
         va &= 0xffffffffull;
@@ -465,11 +490,9 @@ int vmmu_vcpu_invpcid(struct vmmu_vcpu *v, unsigned type, uint64_t pcid, uint64_
      * bits 63:12 are set, type 0/1 names a non-zero PCID with PCIDE=0, or
      * type 0 gives a non-canonical address.  Type 0 takes the
      * descriptor's whole 64-bit address in every mode, so the canonical
-     * check is the one of 4- or 5-level paging (by CR4.LA57) outside
-     * 64-bit mode too. */
+     * check is made outside 64-bit mode too. */
     bool pcide = (v->pg.cr4 & VMMU_X86_CR4_PCIDE) != 0;
-    unsigned lbits = (v->pg.cr4 & VMMU_X86_CR4_LA57) ? 57 : 48;
-    bool canonical = (uint64_t)((int64_t)(va << (64 - lbits)) >> (64 - lbits)) == va;
+    bool canonical = invalidation_canonical(v, va);
     if (v->pg.cpl > 0 || type > 3 || pcid > 0xfff ||
         (type <= VMMU_INVPCID_SINGLE && !pcide && pcid != 0) ||
         (type == VMMU_INVPCID_ADDRESS && !canonical)) {

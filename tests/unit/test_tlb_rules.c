@@ -554,7 +554,7 @@ static void invpcid_raises_gp_as_the_sdm_lists(void **state)
     assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
     assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 1, 5, 0, &fault), 0);
     assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
-    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, 0x0000800000000000ull, &fault), 0);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, 0x0100000000000000ull, &fault), 0);
     assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
     ok(vmmu_vcpu_invpcid(f->t.vcpu, 1, 0, 0, &fault), &fault);
     ok(vmmu_vcpu_invpcid(f->t.vcpu, 3, 7, 0, &fault), &fault); /* PCID ignored by type 3 */
@@ -590,8 +590,8 @@ static void a_refused_invpcid_drops_nothing(void **state)
 /* INVPCID type 0 takes the descriptor's whole 64-bit address outside
  * 64-bit mode too (SDM INVPCID): in PAE paging an address at or above
  * 4 GiB names no page, so it drops nothing (not the page of its low 32
- * bits), and one that is not canonical (48 bits; KVM checks the same
- * way) is #GP(0). */
+ * bits), and one that is not canonical is #GP(0): 57 bits on this CPU,
+ * which supports 5-level paging (see the next test for one without). */
 static void invpcid_type0_outside_64_bit_mode_takes_the_whole_address(void **state)
 {
     struct fx *f = *state;
@@ -612,16 +612,70 @@ static void invpcid_type0_outside_64_bit_mode_takes_the_whole_address(void **sta
     struct vmmu_x86_fault fault;
     ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x100000000ull, &fault), &fault);
     assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
-    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x0000800000000000ull, &fault), 0);
+    assert_int_equal(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x0100000000000000ull, &fault), 0);
     assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
     assert_int_equal(fault.error_code, 0);
     assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
-    /* The same address sign-extended from bit 47 is canonical. */
-    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0xffff800000000000ull, &fault), &fault);
+    /* The same address sign-extended from bit 56 is canonical, and so is
+     * one canonical at 57 bits only. */
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0xff00000000000000ull, &fault), &fault);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va | 0x0000800000000000ull, &fault), &fault);
     assert_ptr_equal(vmmu_tlb_lookup_read(f->t.vcpu, va, 8), hpa(&f->t, DATA(1)));
     ok(vmmu_vcpu_invpcid(f->t.vcpu, 0, 0, va, &fault), &fault);
     assert_null(vmmu_tlb_lookup_read(f->t.vcpu, va, 8));
     assert_maps(f, va, DATA(1));
+}
+
+/* A CPU that supports 5-level paging checks the addresses of INVLPG and
+ * INVPCID against 57 bits whatever CR4.LA57 says, one without against 48:
+ * in 4-level paging 0x0000800000000000 is an address INVLPG acts on (it
+ * drops the current PCID's paging-structure caches) and INVPCID type 0
+ * takes, or a no-op and #GP(0). */
+static void invalidation_addresses_are_canonical_at_57_bits_on_a_cpu_with_5_level_paging(
+    void **state)
+{
+    (void)state;
+    const uint64_t va = 0x0000800000000000ull;
+    for (unsigned la57 = 0; la57 < 2; la57++) {
+        struct tlb_env t;
+        struct vmmu_x86_cpu cpu = {.vendor = VMMU_X86_VENDOR_INTEL,
+                                   .features = la57 ? VMMU_X86_FEAT_ALL
+                                                    : VMMU_X86_FEAT_ALL & ~VMMU_X86_FEAT_LA57};
+        assert_int_equal(env_init(&t.env, 1 * MiB, NULL), 0);
+        assert_int_equal(vmmu_vcpu_create(t.env.vm, &cpu, &t.vcpu), 0);
+        uint64_t root = env_page(&t.env);
+        tlb_load(&t, root, 0, 0, 0); /* 4-level paging, CR4.LA57=0 */
+        assert_int_equal(vmmu_vcpu_paging(t.vcpu)->mode, VMMU_X86_MODE_4LEVEL);
+        struct vmmu_tlb_stats s;
+        vmmu_vcpu_stats_reset(t.vcpu);
+        assert_int_equal(vmmu_vcpu_invlpg(t.vcpu, va), 0);
+        assert_int_equal(vmmu_vcpu_stats(t.vcpu, &s), 0);
+        assert_int_equal(s.flush_page, la57 ? 1 : 0);
+        struct vmmu_x86_fault fault;
+        assert_int_equal(vmmu_vcpu_invpcid(t.vcpu, 0, 0, va, &fault), 0);
+        assert_int_equal(fault.vector, la57 ? VMMU_X86_FAULT_NONE : VMMU_X86_VEC_GP);
+        assert_int_equal(vmmu_vcpu_invpcid(t.vcpu, 0, 0, 0x0100000000000000ull, &fault), 0);
+        assert_int_equal(fault.vector, VMMU_X86_VEC_GP);
+        tlb_env_fini(&t);
+    }
+}
+
+/* With PCIDs off only PCID 0 exists: INVPCID type 3 after PCIDE went
+ * 1 -> 0 flushes one PCID, not the slots the others held. */
+static void invpcid_type3_after_pcids_were_turned_off_flushes_one_pcid(void **state)
+{
+    struct fx *f = *state;
+    struct vmmu_x86_fault fault;
+    tlb_load(&f->t, f->root | 1, R_CR4_PCIDE, 0, 0);
+    for (unsigned p = 2; p <= 4; p++)
+        ok(vmmu_vcpu_set_cr3(f->t.vcpu, f->root | p | VMMU_X86_CR3_NOFLUSH, &fault), &fault);
+    uint64_t cr4 = vmmu_vcpu_paging(f->t.vcpu)->cr4;
+    ok(vmmu_vcpu_set_cr4(f->t.vcpu, cr4 & ~R_CR4_PCIDE, &fault), &fault);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    ok(vmmu_vcpu_invpcid(f->t.vcpu, 3, 0, 0, &fault), &fault);
+    struct vmmu_tlb_stats s;
+    assert_int_equal(vmmu_vcpu_stats(f->t.vcpu, &s), 0);
+    assert_int_equal(s.flush_pcid, 1);
 }
 
 static void invpcid_without_the_feature_is_ud(void **state)
@@ -1461,6 +1515,8 @@ int main(void)
         T(invpcid_raises_gp_as_the_sdm_lists),
         T(a_refused_invpcid_drops_nothing),
         T(invpcid_type0_outside_64_bit_mode_takes_the_whole_address),
+        T(invalidation_addresses_are_canonical_at_57_bits_on_a_cpu_with_5_level_paging),
+        T(invpcid_type3_after_pcids_were_turned_off_flushes_one_pcid),
         cmocka_unit_test(invpcid_without_the_feature_is_ud),
         T(setting_cr0_wp_revokes_supervisor_writes_to_readonly_pages),
         T(clearing_cr0_pg_flushes_everything),
