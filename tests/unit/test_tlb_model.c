@@ -101,6 +101,12 @@ struct model {
     bool stale_ng[NVA][NPCID];
     bool stale_g[NVA];
     bool may_global[NVA];
+    /* A translation of the page built from a 4 KiB (not large) mapping
+     * may be cached, in PCID p / as a global entry: an invalidation
+     * inside a large page elsewhere does not end its staleness. */
+    bool small_ng[NVA][NPCID];
+    bool small_g[NVA];
+    unsigned long large_invals;
     unsigned pcid;       /* current PCID (0 with PCIDE=0) */
     unsigned long checked, skipped, faults, ad_checked, code_writes, logged_writes, twisted;
 };
@@ -216,12 +222,16 @@ static void clear_all_stale(struct model *m)
     memset(m->stale_ng, 0, sizeof(m->stale_ng));
     memset(m->stale_g, 0, sizeof(m->stale_g));
     memset(m->may_global, 0, sizeof(m->may_global));
+    memset(m->small_ng, 0, sizeof(m->small_ng));
+    memset(m->small_g, 0, sizeof(m->small_g));
 }
 
 static void clear_pcid_stale(struct model *m, unsigned p)
 {
-    for (unsigned i = 0; i < NVA; i++)
+    for (unsigned i = 0; i < NVA; i++) {
         m->stale_ng[i][p] = false;
+        m->small_ng[i][p] = false;
+    }
 }
 
 static void build(struct model *m)
@@ -477,6 +487,10 @@ static void check_access(struct model *m)
         m->twisted++;
     if (w.ok && w.global)
         m->may_global[vi] = true;
+    if (m->stale_ng[vi][m->pcid] || m->stale_g[vi] || !(w.ok && w.page_size > 4096)) {
+        m->small_ng[vi][m->pcid] = true;
+        m->small_g[vi] = true;
+    }
 
     /* Implicit supervisor accesses must equal explicit ones at CPL 0 with
      * AC=0 (the context they share). */
@@ -630,12 +644,45 @@ static void invalidate_or_switch(struct model *m)
 {
     struct vmmu_vcpu *v = m->t.vcpu;
     struct vmmu_x86_fault f;
-    switch (rn(m, 9)) {
+    switch (rn(m, 11)) {
+    case 9:
+    case 10: { /* INVLPG / INVPCID 0 at any address of region B's large
+                * page (or D's 1 GiB page): every translation built from a
+                * large page mapping it goes; 4 KiB-built ones of other pages stay */
+        bool d = long_mode(m) && rn(m, 2);
+        unsigned first = d ? ID : IB, n = d ? ND : NB;
+        uint64_t at = d ? D_BASE + (rnd(m) & ((1ull << 30) - 1)) : B_BASE + rn(m, 2 * 1024 * 1024);
+        bool inv = pcide(m) && rn(m, 2);
+        unsigned p = m->pcid;
+        if (inv) {
+            p = rn(m, NPCID);
+            if (!applied(vmmu_vcpu_invpcid(v, 0, p, at, &f), &f))
+                break;
+        } else {
+            assert_int_equal(vmmu_vcpu_invlpg(v, at), 0);
+        }
+        m->large_invals++;
+        for (unsigned j = first; j < first + n; j++) {
+            bool same = (m->va[j] & ~0xfffull) == (at & ~0xfffull);
+            if (same || !m->small_ng[j][p])
+                m->stale_ng[j][p] = false;
+            if (same)
+                m->small_ng[j][p] = false;
+            if (!inv && (same || !m->small_g[j])) {
+                m->stale_g[j] = false;
+                if (same)
+                    m->small_g[j] = false;
+            }
+        }
+        break;
+    }
     case 0: { /* INVLPG */
         unsigned vi = rn(m, m->nva);
         assert_int_equal(vmmu_vcpu_invlpg(v, m->va[vi] + rn(m, 4096)), 0);
         m->stale_ng[vi][m->pcid] = false;
         m->stale_g[vi] = false;
+        m->small_ng[vi][m->pcid] = false;
+        m->small_g[vi] = false;
         break;
     }
     case 1: { /* MOV to CR3 */
@@ -653,8 +700,10 @@ static void invalidate_or_switch(struct model *m)
         unsigned type = rn(m, 4), p = pcide(m) ? rn(m, NPCID) : 0, vi = rn(m, m->nva);
         if (!applied(vmmu_vcpu_invpcid(v, type, p, m->va[vi], &f), &f))
             break;
-        if (type == 0)
+        if (type == 0) {
             m->stale_ng[vi][p] = false;
+            m->small_ng[vi][p] = false;
+        }
         else if (type == 1)
             clear_pcid_stale(m, p);
         else if (type == 2)
@@ -727,7 +776,7 @@ static void invalidate_or_switch(struct model *m)
 
 struct totals {
     unsigned long checked, skipped, warm, ad_checked, faults, code_writes, logged_writes;
-    unsigned long paged_in, twisted;
+    unsigned long paged_in, twisted, large_invals;
 };
 
 static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct totals *tot)
@@ -764,6 +813,7 @@ static void run_seed(enum mmode mode, uint64_t seed, unsigned steps, struct tota
     tot->ad_checked += m->ad_checked;
     tot->faults += m->faults;
     tot->twisted += m->twisted;
+    tot->large_invals += m->large_invals;
     tot->code_writes += m->code_writes;
     tot->logged_writes += m->logged_writes;
     struct vmmu_tlb_stats st;
@@ -793,6 +843,7 @@ static void in_mode(enum mmode mode)
     /* Both fill paths were held to the walker where the warm miss runs. */
     if (long_mode(&(struct model){.mode = mode}))
         assert_true(tot.warm > 0);
+    print_message("%lu invalidations inside large pages\n", tot.large_invals);
 }
 
 /* One test per paging mode; the test's state names the mode. */
