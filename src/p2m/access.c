@@ -83,7 +83,11 @@ static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, 
             callback_end();
             if (err)
                 break;
-            if (vmmu__reader_sections() != section)
+            /* A grace period may have passed, or (on a thread that stayed
+             * online) the region may have been removed or replaced while
+             * the handler ran: its page is not this access's any more. */
+            if (vmmu__reader_sections() != section ||
+                p2m_resolve(&vm->p2m, p, NULL) != r)
                 return P2M_LOOK_AGAIN;
             if (!(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
                 break;

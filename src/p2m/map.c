@@ -911,16 +911,23 @@ int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req)
         return VMMU_EINVAL;
     if (req->gpa >> VMMU_PAGE_SHIFT >= vm->p2m.gfn_limit)
         return VMMU_ERANGE;
+    /* The region is read in a section of its own on a host thread; the
+     * handler, which may wait for device models, runs after it. */
+    unsigned section = vmmu__read_begin();
     struct vmmu_region *r = p2m_resolve(&vm->p2m, req->gpa >> VMMU_PAGE_SHIFT, NULL);
-    if (!r || r->type != VMMU_MEM_DEVICE)
+    bool device = r && r->type == VMMU_MEM_DEVICE;
+    if (device) {
+        req->offset = req->gpa - (r->gfn << VMMU_PAGE_SHIFT);
+        req->region_id = r->id;
+        req->region_opaque = r->opaque;
+    }
+    vmmu__read_end(section);
+    if (!device)
         return VMMU_EINVAL;
     vmmu_device_fn fn = atomic_load_explicit(&vm->p2m.device, memory_order_acquire);
     if (!fn)
         return VMMU_EDEVICE;
     void *opaque = atomic_load_explicit(&vm->p2m.device_opaque, memory_order_relaxed);
-    req->offset = req->gpa - (r->gfn << VMMU_PAGE_SHIFT);
-    req->region_id = r->id;
-    req->region_opaque = r->opaque;
     struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
     vmmu__callback_enter(&cb);
     int rc = fn(opaque, req);

@@ -215,18 +215,19 @@ int vmmu_page_state_change(struct vmmu_vm *vm, const struct vmmu_gpa_range *rang
     int rc = vmmu__gpa_ranges_check(vm, ranges, n);
     if (rc)
         return rc;
-    /* Check every page first so that a bad one changes nothing: a no-op
-     * update of the allowed bits reports holes and non-RAM pages. */
-    for (size_t i = 0; i < n; i++) {
+    /* Check every page first so that a bad one changes nothing (in a
+     * read-side section: the caller may be a host thread). */
+    unsigned section = vmmu__read_begin();
+    for (size_t i = 0; i < n && !rc; i++) {
         uint64_t gfn = ranges[i].gpa >> VMMU_PAGE_SHIFT, end = gfn + (ranges[i].size >> VMMU_PAGE_SHIFT);
-        for (uint64_t g = gfn, next; g < end; g = next) {
+        for (uint64_t g = gfn, next; g < end && !rc; g = next) {
             const struct vmmu_region *r = p2m_resolve(&vm->p2m, g, &next);
-            if (!r)
-                return VMMU_EHOLE;
-            if (!r->state)
-                return VMMU_EINVAL;
+            rc = !r ? VMMU_EHOLE : !r->state ? VMMU_EINVAL : 0;
         }
     }
+    vmmu__read_end(section);
+    if (rc)
+        return rc;
     /* Inside a vmmu_region_foreach() callback this thread holds the map's
      * lock, and a page-out that holds the change lock waits for the map's
      * lock: waiting here for the change lock would deadlock with it.  The

@@ -376,7 +376,8 @@ static void a_state_update_that_sets_and_clears_is_one_step(void **state)
     vmmu_vm_destroy(fl.vm);
 }
 
-/* Host threads that never registered as readers look up holes that
+/* Host threads that never registered as readers look up holes (and
+ * change their page states, and make device accesses there) that
  * share the map's last-level node with a region another thread adds and
  * removes: removal prunes that node and frees it after a grace period,
  * which must wait for the lookups (each is a read-side section of its
@@ -399,6 +400,12 @@ static void *hole_looker(void *arg)
         if (vmmu_p2m_lookup(h->vm, 2 * 1048576ull + 8192, &e) != 0 || e.type != VMMU_MEM_HOLE)
             atomic_fetch_add(&h->wrong, 1);
         if (vmmu_page_state_get(h->vm, 2 * 1048576ull + 12288, &st) != VMMU_EHOLE)
+            atomic_fetch_add(&h->wrong, 1);
+        struct vmmu_gpa_range hole = {2 * 1048576ull, 4096};
+        if (vmmu_page_state_change(h->vm, &hole, 1, VMMU_PAGE_DIRTY, 0) != VMMU_EHOLE)
+            atomic_fetch_add(&h->wrong, 1);
+        struct vmmu_device_req req = {.gpa = 2 * 1048576ull + 8192, .size = 4, .vcpu_id = -1};
+        if (vmmu_p2m_device_access(h->vm, &req) != VMMU_EINVAL)
             atomic_fetch_add(&h->wrong, 1);
         atomic_fetch_add_explicit(&h->lookups, 1, memory_order_relaxed);
     }

@@ -97,15 +97,21 @@ static int teardown(void **state)
 struct reader {
     struct vmmu_vm *vm;
     int rc;
-    bool service; /* as a device model's page-in service thread */
+    enum { HOST, SERVICE, ONLINE } as; /* host thread, page-in service, online reader */
 };
 
 static void *read_page3(void *arg)
 {
     struct reader *rd = arg;
     uint8_t buf[64];
-    if (!rd->service) {
+    if (rd->as != SERVICE) {
+        /* An online reader is a vCPU thread's kind: its page-in runs
+         * online, and the removal's grace period waits for the access. */
+        if (rd->as == ONLINE)
+            vmmu__reader_register();
         rd->rc = vmmu_gpa_read(rd->vm, PAGE3, buf, sizeof(buf), 0, NULL);
+        if (rd->as == ONLINE)
+            vmmu__reader_unregister();
         return NULL;
     }
     /* What dm/pagein.c does: an online reader that is no vCPU. */
@@ -136,11 +142,11 @@ static void *remove_region(void *arg)
  * pager's read, @fn; the region is removed meanwhile on another thread.
  * Whether the removal finished while the page-in was still inside. */
 static bool remove_during_page_in(struct fx *f, ssize_t (*fn)(int, void *, size_t, off_t),
-                                  bool service, struct reader *rd, struct remover *rm)
+                                  int as, struct reader *rd, struct remover *rm)
 {
     vmmu__pager_pread = fn;
     rd->vm = f->vm;
-    rd->service = service;
+    rd->as = as;
     pthread_t tr, tm;
     assert_int_equal(pthread_create(&tr, NULL, read_page3, rd), 0);
     assert_int_equal(sem_wait(&in_read), 0);
@@ -183,7 +189,7 @@ static void a_host_threads_page_in_holds_up_the_removal_of_its_region(void **sta
     struct fx *f = *state;
     struct reader rd = {0};
     struct remover rm = {0};
-    assert_false(remove_during_page_in(f, held_pread, false, &rd, &rm));
+    assert_false(remove_during_page_in(f, held_pread, HOST, &rd, &rm));
     /* The read finished before the removal, or found the page gone. */
     assert_true(rd.rc == 0 || rd.rc == VMMU_EHOLE);
     struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = RAM_GPA, .size = 16 * 4096};
@@ -201,7 +207,7 @@ static void a_failed_host_page_in_during_the_removal_leaves_nothing_behind(void 
     struct fx *f = *state;
     struct reader rd = {0};
     struct remover rm = {0};
-    assert_false(remove_during_page_in(f, failing_pread, false, &rd, &rm));
+    assert_false(remove_during_page_in(f, failing_pread, HOST, &rd, &rm));
     assert_int_not_equal(rd.rc, 0);
     struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = RAM_GPA, .size = 16 * 4096};
     assert_int_equal(vmmu_region_add(f->vm, &ram, NULL), 0);
@@ -219,7 +225,21 @@ static void a_failed_service_page_in_during_the_removal_leaves_nothing_behind(vo
     struct fx *f = *state;
     struct reader rd = {0};
     struct remover rm = {0};
-    (void)remove_during_page_in(f, failing_pread, true, &rd, &rm);
+    (void)remove_during_page_in(f, failing_pread, SERVICE, &rd, &rm);
+    assert_nothing_left_out(f);
+}
+
+/* On a thread that stays online through its page-in (a vCPU's), an
+ * access to a page whose region went away meanwhile sees the map as it is
+ * then: a hole. */
+static void an_online_readers_access_to_a_region_removed_during_its_page_in_finds_a_hole(
+    void **state)
+{
+    struct fx *f = *state;
+    struct reader rd = {0};
+    struct remover rm = {0};
+    assert_false(remove_during_page_in(f, held_pread, ONLINE, &rd, &rm));
+    assert_int_equal(rd.rc, VMMU_EHOLE);
     assert_nothing_left_out(f);
 }
 
@@ -230,6 +250,7 @@ int main(void)
         T(a_host_threads_page_in_holds_up_the_removal_of_its_region),
         T(a_failed_host_page_in_during_the_removal_leaves_nothing_behind),
         T(a_failed_service_page_in_during_the_removal_leaves_nothing_behind),
+        T(an_online_readers_access_to_a_region_removed_during_its_page_in_finds_a_hole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
