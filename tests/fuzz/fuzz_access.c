@@ -1218,6 +1218,15 @@ static bool plan_reaches_device(const struct plan *p)
     return false;
 }
 
+/* Whether a page of @p is a device model's: a write there may pend. */
+static bool plan_may_pend(const struct plan *p)
+{
+    for (unsigned i = 0; i < p->npages; i++)
+        if (p->page[i].pl.type == VMMU_MEM_DEVICE)
+            return true;
+    return false;
+}
+
 /* SDM 6.15: with CR0.AM and EFLAGS.AC set, a data or stack operand of 2,
  * 4 or 8 bytes at CPL 3 that is not naturally aligned raises #AC(0);
  * fetches and implicit supervisor accesses are not checked, and an
@@ -3032,11 +3041,13 @@ static void x_rep(const struct op *o, struct res *res)
             bool reports = !c.exact;
             for (unsigned i = 0; i < c.plan[0].npages; i++)
                 reports |= c.plan[0].page[i].pl.pk == PK_ROM_B;
-            /* Or the element is from a device to a device: the first of
-             * its call, always (access.h). */
-            bool dev_to_dev = rep_is_movs && done && plan_reaches_device(&c.plan[0]) &&
-                              plan_reaches_device(&c.plan[1]);
-            if (!io_failed && !reports && !dev_to_dev && s.overflows == c.ls.overflows) {
+            /* Or the element goes into a device model's page, or from a
+             * device to a device: the first of its call, always
+             * (access.h). */
+            bool alone = rep_is_movs && done &&
+                         (plan_may_pend(&c.plan[0]) ||
+                          (plan_reaches_device(&c.plan[0]) && plan_reaches_device(&c.plan[1])));
+            if (!io_failed && !reports && !alone && s.overflows == c.ls.overflows) {
                 /* What the next element gives (to say so). */
                 struct vmmu_rep again = rep;
                 struct vmmu_x86_fault f2;
