@@ -348,4 +348,9 @@ void vmmu__code_write(struct vmmu_vcpu *v, uint64_t gpa_page);
 int vmmu__access_vcpu_init(struct vmmu_vcpu *v);
 void vmmu__access_vcpu_fini(struct vmmu_vcpu *v);
 
+/* The read of /proc/self/pagemap the dirty-log scan makes (dirty.c);
+ * tests replace it to show state pages swapped out or never touched. */
+#include <sys/types.h>
+extern ssize_t (*vmmu__pagemap_pread)(int fd, void *buf, size_t n, off_t offset);
+
 #endif /* VMMU_ACCESS_INTERNAL_H */

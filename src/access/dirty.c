@@ -26,9 +26,10 @@
  * get-and-clear takes those bits too (an exchange with 0, so a bit set
  * after it waits for the next call, and the stores it stands for were
  * made before it was set). */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <unistd.h>
 
 #include "access/access_internal.h"
 #include "core/vm_internal.h"
@@ -62,42 +63,60 @@ static int region_lock(struct vmmu_vm *vm, uint32_t id, struct vmmu_region **out
 
 /* A scan of a region's page states for dirty bits.  The state array is
  * committed lazily, one host page (4096 guest pages) at a time: a state
- * page never touched holds only zeros, so the scan skips it whole, asking
- * mincore() which are resident, and in the others only reads a byte
- * whose bit is clear.  A scan that stored to every byte (or, on hosts
- * without a shared zero page, read every byte) would commit all of it:
- * 64 MiB for a 256 GiB region, at every harvest.  A bit set after the
- * look (a page state committed after it) is seen by the next harvest, as
- * one set after the clear would be. */
+ * page never touched holds only zeros, so the scan skips it whole, and in
+ * the others only reads a byte whose bit is clear.  A scan that stored to
+ * every byte (or, on hosts without a shared zero page, read every byte)
+ * would commit all of it: 64 MiB for a 256 GiB region, at every harvest.
+ * "Never touched" is what /proc/self/pagemap says of a page that is
+ * neither present nor swapped out (mincore() would call a swapped-out
+ * page, bits and all, absent); without pagemap every page is read.  A
+ * bit set after the look (a page state committed after it) is seen by
+ * the next harvest, as one set after the clear would be. */
 #define SCAN_VEC 512 /* state pages asked about at once */
+#define PAGEMAP_PRESENT (1ull << 63)
+#define PAGEMAP_SWAPPED (1ull << 62)
 
 struct dirty_scan {
     struct vmmu_region *r;
-    uint64_t base; /* the first state page of vec */
-    uint64_t n;    /* state pages vec holds (0: none yet) */
-    unsigned char vec[SCAN_VEC];
+    int fd;        /* /proc/self/pagemap, or -1: every page may hold bits */
+    uint64_t base; /* the first state page of ent */
+    uint64_t n;    /* state pages ent holds (0: none yet) */
+    uint64_t ent[SCAN_VEC];
 };
+
+ssize_t (*vmmu__pagemap_pread)(int fd, void *buf, size_t n, off_t offset) = pread;
 
 static void scan_init(struct dirty_scan *s, struct vmmu_region *r)
 {
     s->r = r;
     s->base = s->n = 0;
+    s->fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+}
+
+static void scan_fini(struct dirty_scan *s)
+{
+    if (s->fd >= 0)
+        close(s->fd);
 }
 
 /* Whether the state page holding the state of guest page @i (a multiple
  * of VMMU_PAGE_SIZE) may hold a set bit. */
-static bool scan_resident(struct dirty_scan *s, uint64_t i)
+static bool scan_touched(struct dirty_scan *s, uint64_t i)
 {
     uint64_t pg = i >> VMMU_PAGE_SHIFT, total = s->r->state_bytes >> VMMU_PAGE_SHIFT;
     if (pg - s->base >= s->n) {
         uint64_t n = total - pg < SCAN_VEC ? total - pg : SCAN_VEC;
+        uintptr_t at = (uintptr_t)(s->r->state + (pg << VMMU_PAGE_SHIFT));
+        size_t want = n * sizeof(s->ent[0]);
         s->base = pg;
         s->n = n;
-        if (mincore((void *)(s->r->state + (pg << VMMU_PAGE_SHIFT)), n << VMMU_PAGE_SHIFT,
-                    s->vec) != 0)
-            memset(s->vec, 1, sizeof(s->vec)); /* cannot tell: look at every byte */
+        if (s->fd < 0 || vmmu__pagemap_pread(s->fd, s->ent, want,
+                                             (off_t)((at >> VMMU_PAGE_SHIFT) * sizeof(s->ent[0]))) !=
+                             (ssize_t)want)
+            for (uint64_t k = 0; k < n; k++)
+                s->ent[k] = PAGEMAP_PRESENT; /* cannot tell: look at every byte */
     }
-    return (s->vec[pg - s->base] & 1) != 0;
+    return (s->ent[pg - s->base] & (PAGEMAP_PRESENT | PAGEMAP_SWAPPED)) != 0;
 }
 
 /* The next page from @i whose dirty bit is set, cleared now; r->npages
@@ -106,7 +125,7 @@ static uint64_t scan_take(struct dirty_scan *s, uint64_t i)
 {
     struct vmmu_region *r = s->r;
     for (; i < r->npages; i++) {
-        if (!(i & (VMMU_PAGE_SIZE - 1)) && !scan_resident(s, i)) {
+        if (!(i & (VMMU_PAGE_SIZE - 1)) && !scan_touched(s, i)) {
             i |= VMMU_PAGE_SIZE - 1; /* a state page of zeros */
             continue;
         }
@@ -134,6 +153,7 @@ int vmmu_dirty_log_enable(struct vmmu_vm *vm, uint32_t region_id, bool on)
             scan_init(&scan, r);
             for (uint64_t i = 0; (i = scan_take(&scan, i)) < r->npages; i++)
                 ;
+            scan_fini(&scan);
             (void)vmmu__dev_dirty_take(vm, r, NULL); /* device models' writes too */
             __atomic_fetch_or(&r->flags, VMMU_REGION_LOG_DIRTY, __ATOMIC_ACQ_REL);
             /* A new map generation: the vCPUs' warm misses cached the
@@ -192,6 +212,7 @@ int vmmu_dirty_log_get_and_clear(struct vmmu_vm *vm, uint32_t region_id, uint64_
         batch[nb].size = VMMU_PAGE_SIZE;
         nb++;
     }
+    scan_fini(&scan);
     /* What out-of-process device models wrote through their own mappings
      * (they set these bits after their stores): nothing of theirs to
      * flush.  Under the lock, so the region is still the one named. */

@@ -18,7 +18,9 @@
 #include <cmocka.h>
 
 #include "core/alloc.h"
+#include "access/access_internal.h"
 #include "core/vm_internal.h"
+#include "p2m/p2m_internal.h"
 #include "vmmu/dmproto.h"
 #include "vmmu/vmmu.h"
 
@@ -531,6 +533,66 @@ static void dirty_logging_an_untouched_region_commits_no_page_state(void **state
     assert_true(grew < 4 * MiB);
 }
 
+/* What /proc/self/pagemap says of a page swapped out: not present. */
+static ssize_t all_swapped(int fd, void *buf, size_t n, off_t offset)
+{
+    (void)fd;
+    (void)offset;
+    uint64_t *ent = buf;
+    for (size_t k = 0; k < n / sizeof(*ent); k++)
+        ent[k] = 1ull << 62;
+    return (ssize_t)n;
+}
+
+/* A state page the host swapped out holds its bits still: the harvest
+ * reads it (it skips only pages never touched). */
+static void a_dirty_bit_in_a_swapped_out_state_page_is_reported(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(0, 16384 * 4096ull);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, id, true), 0);
+    uint64_t v = 1, bitmap[256] = {0}, ndirty = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 5000 * 4096ull, &v, 8, 0, NULL), 0);
+    vmmu__pagemap_pread = all_swapped;
+    int rc = vmmu_dirty_log_get_and_clear(vm, id, bitmap, 256, &ndirty);
+    vmmu__pagemap_pread = pread;
+    assert_int_equal(rc, 0);
+    assert_int_equal(ndirty, 1);
+    assert_int_equal(bitmap[5000 / 64], 1ull << (5000 % 64));
+}
+
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+
+/* The same with the host's own swap: the state page is pushed out with
+ * MADV_PAGEOUT (skipped where there is no swap to push it to). */
+static void a_dirty_bit_in_a_state_page_the_host_swapped_out_is_reported(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    struct vmmu_region_desc d = ram(0, 16384 * 4096ull);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    assert_int_equal(vmmu_dirty_log_enable(vm, id, true), 0);
+    uint64_t v = 1, bitmap[256] = {0}, ndirty = 0;
+    assert_int_equal(vmmu_gpa_write(vm, 5000 * 4096ull, &v, 8, 0, NULL), 0);
+    const struct vmmu_region *r = p2m_resolve(&vm->p2m, 0, NULL);
+    uint8_t *sp = (uint8_t *)r->state + 4096; /* holds page 5000's state */
+    unsigned char vec = 1;
+    if (madvise(sp, 4096, MADV_PAGEOUT) == 0)
+        for (int i = 0; i < 100 && mincore(sp, 4096, &vec) == 0 && (vec & 1); i++)
+            usleep(10000);
+    if (vec & 1) {
+        print_message("the state page stayed resident (no swap here): skipped\n");
+        skip();
+    }
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, 256, &ndirty), 0);
+    assert_int_equal(ndirty, 1);
+    assert_int_equal(bitmap[5000 / 64], 1ull << (5000 % 64));
+}
+
 static int count_regions(const struct vmmu_region_info *info, void *arg)
 {
     uint64_t *prev_end = arg;
@@ -984,6 +1046,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         T(added_ram_is_found_at_both_ends_and_not_beyond),
         T(dirty_logging_an_untouched_region_commits_no_page_state),
+        T(a_dirty_bit_in_a_swapped_out_state_page_is_reported),
+        T(a_dirty_bit_in_a_state_page_the_host_swapped_out_is_reported),
         T(lookup_of_a_hole_reports_hole_with_no_host_pointer),
         T(each_region_type_is_reported_by_lookup),
         T(removed_region_becomes_a_hole_and_its_range_can_be_reused),
