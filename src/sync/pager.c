@@ -826,7 +826,10 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
         /* Two turns of the clock, each a whole circle that starts where
          * the hand stopped (the pages from there to the end, then those
          * below it): the first turn uses up second chances, the second
-         * takes what it still needs from every page. */
+         * takes what it still needs from every page.  (A read-side
+         * section: the caller may be a host thread, and the pages'
+         * regions are looked up.) */
+        unsigned section = vmmu__read_begin();
         pthread_mutex_lock(&pg->lock);
         const uint64_t start = pg->hand;
         for (int step = 0; step < 4 && victims.n < need && !rc; step++) {
@@ -867,6 +870,7 @@ int vmmu_pager_balance(struct vmmu_pager *pg, uint64_t *paged_out)
             }
         }
         pthread_mutex_unlock(&pg->lock);
+        vmmu__read_end(section);
     }
     for (size_t i = 0; i < n; i++)
         free(vec[i]);
