@@ -238,7 +238,11 @@ void vmmu__dm_refresh_regions_locked(struct vmmu_dm *dm)
     if (!ent)
         return; /* try again on the next access */
     uint32_t max_id;
+    /* A read-side section on a host thread (a host port access): the
+     * walk reads nodes and regions a change may retire. */
+    unsigned section = vmmu__read_begin();
     unsigned n = collect_regions(dm->vm, ent, 256, &max_id);
+    vmmu__read_end(section);
     int memfd = vmmu_vm_memfd(dm->vm);
     bool again = false;
     for (unsigned i = 0; i < dm->nservers; i++) {
