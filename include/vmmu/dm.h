@@ -28,7 +28,8 @@
  * server that let it pass is declared dead, as when the request itself
  * comes back), and the different access goes ahead.  Host accesses
  * (vcpu_id -1) never pend: they wait for the answer (a vCPU's thread that
- * makes one waits offline, so shootdowns do not wait for it meanwhile).
+ * makes one waits offline, so shootdowns do not wait for it meanwhile),
+ * one at a time per server.
  *
  * Invalidation.  Before RAM leaves the guest, every out-of-process device
  * model must drop its mappings of it.  The layer registers on the sync
@@ -120,6 +121,9 @@ struct vmmu_dm_ops {
      * for vcpu_id -1: host accesses must be answered at once); any other
      * negative value fails the access with VMMU_EDEVICE.  Called on the
      * accessing vCPU's thread, concurrently for different vCPUs.
+     * It may make device accesses of its own (a bus forwarding to another
+     * device), except a host access to this server while it serves a host
+     * access: that one would wait for itself, and fails with VMMU_EBUSY.
      */
     int (*access)(void *opaque, struct vmmu_dm_ioreq *req);
 };
@@ -252,7 +256,9 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
  * @param data write: the value; read: receives it (zero-extended).
  * @return as above; VMMU_EINVAL (NULL @p dm or @p data, @p size not 1, 2
  *         or 4, an access running past the end of its range, @p vcpu_id
- *         neither -1 nor below the layer's max_vcpus).
+ *         neither -1 nor below the layer's max_vcpus); VMMU_EBUSY (as
+ *         above, or a host access to a server from inside the in-process
+ *         callback serving a host access to it).
  */
 int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned size, int write,
                         uint64_t *data);

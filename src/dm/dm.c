@@ -108,13 +108,7 @@ static int dm_dispatch(struct vmmu_dm *dm, const struct dm_range *range, struct 
     struct vmmu_dm_server *srv = atomic_load_explicit(&range->srv, memory_order_relaxed);
     if (!srv)
         return io->space == VMMU_DM_SPACE_PIO ? VMMU_ENOENT : VMMU_EDEVICE; /* an orphan */
-    unsigned slot = slot_of(dm, io->vcpu_id);
-    if (io->vcpu_id >= 0)
-        return vmmu__dm_server_access(srv, slot, range, io);
-    pthread_mutex_lock(&dm->host_lock);
-    int err = vmmu__dm_server_access(srv, slot, range, io);
-    pthread_mutex_unlock(&dm->host_lock);
-    return err;
+    return vmmu__dm_server_access(srv, slot_of(dm, io->vcpu_id), range, io);
 }
 
 /* Rebuild the region tables when the P2M changed since they were built, or
@@ -226,7 +220,6 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
     }
     memset(dm->vcpu, 0, dm->nslots * sizeof(*dm->vcpu));
     pthread_mutex_init(&dm->lock, NULL);
-    pthread_mutex_init(&dm->host_lock, NULL);
     pthread_mutex_init(&dm->inval_lock, NULL);
     atomic_store(&dm->seen_generation, ~0ull);
     int err = vmmu__reclaim_hook_add(vm, dm_reclaim, dm);
@@ -258,7 +251,6 @@ int vmmu_dm_destroy(struct vmmu_dm *dm)
     table_retire(atomic_load(&dm->ports));
     free(dm->servers);
     pthread_mutex_destroy(&dm->lock);
-    pthread_mutex_destroy(&dm->host_lock);
     pthread_mutex_destroy(&dm->inval_lock);
     free(dm->vcpu);
     free(dm);
@@ -274,13 +266,15 @@ static struct vmmu_dm_server *server_new(struct vmmu_dm *dm)
         return NULL;
     srv->dm = dm;
     srv->shm_fd = srv->kick_fd = srv->sock = srv->svc_sock = srv->pidfd = -1;
-    pthread_mutex_init(&srv->ring_lock, NULL);
     srv->resp_fd = vmmu__malloc(2 * dm->nslots * sizeof(int));
-    if (!srv->resp_fd) {
-        pthread_mutex_destroy(&srv->ring_lock);
+    if (!srv->resp_fd || vmmu__posix_memalign((void **)&srv->host, 64, sizeof(*srv->host))) {
+        free(srv->resp_fd);
         free(srv);
         return NULL;
     }
+    memset(srv->host, 0, sizeof(*srv->host));
+    pthread_mutex_init(&srv->ring_lock, NULL);
+    pthread_mutex_init(&srv->host_lock, NULL);
     srv->resp_peer = srv->resp_fd + dm->nslots;
     for (unsigned i = 0; i < 2 * dm->nslots; i++)
         srv->resp_fd[i] = -1;
@@ -309,7 +303,9 @@ static void server_free(struct vmmu_dm_server *srv)
         if (srv->resp_fd[i] >= 0)
             close(srv->resp_fd[i]);
     free(srv->resp_fd);
+    free(srv->host);
     pthread_mutex_destroy(&srv->ring_lock);
+    pthread_mutex_destroy(&srv->host_lock);
     free(srv);
 }
 
@@ -492,7 +488,7 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
     /* No vCPU's record names it from now on (a vCPU that records another
      * server meanwhile keeps that one); one that read it before is online
      * until the grace period below, or counted among the waiters. */
-    for (unsigned i = 0; i < dm->nslots; i++) {
+    for (unsigned i = 0; i < dm->max_vcpus; i++) {
         struct vmmu_dm_server *expect = srv;
         __atomic_compare_exchange_n(&dm->vcpu[i].srv, &expect, NULL, false, __ATOMIC_SEQ_CST,
                                     __ATOMIC_RELAXED);

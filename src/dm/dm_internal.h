@@ -11,7 +11,8 @@
  * pends), and one response eventfd per slot.
  *
  * Ownership.  A vCPU's record is written only by the thread running that
- * vCPU (the host slot's record only under host_lock).  Slot words are
+ * vCPU; the host's record, one per server, only under that server's
+ * host_lock.  Slot words are
  * shared with the device model and read with atomics; anything read from
  * a remote slot is validated before use.  Routing tables are immutable
  * snapshots swapped under dm->lock and freed after a grace period.
@@ -83,8 +84,7 @@ struct vmmu_dm {
      * reveals it; pagein.c). */
     _Atomic uint32_t seen_max_region;
 
-    struct dm_vcpu *vcpu;       /* nslots records */
-    pthread_mutex_t host_lock;  /* serialises host accesses (the last slot) */
+    struct dm_vcpu *vcpu; /* max_vcpus records (and one unused: the host's are per server) */
 
     /* Invalidation: posted and completed sequence numbers. */
     pthread_mutex_t inval_lock;
@@ -164,6 +164,19 @@ struct vmmu_dm_server {
      * vmmu_dm_server_destroy() kills the server (which wakes them), waits
      * for the count to reach zero, and only then frees it. */
     _Atomic unsigned waiters;
+
+    /* Host accesses (the last slot) to this server, one at a time: the
+     * holder of host_lock owns the slot and @host, the host's record for
+     * this server.  Per server, so that a host access waiting for a slow
+     * device model holds up no host access to another server, and a
+     * callback serving a host access may make one to another server.
+     * host_owner is the holding thread while host_held is set: a host
+     * access to this server from inside that access (its callback) would
+     * wait for itself, and is refused instead (ioreq.c). */
+    pthread_mutex_t host_lock;
+    _Atomic bool host_held;
+    _Atomic(pthread_t) host_owner;
+    struct dm_vcpu *host;
 
     _Atomic int dead;        /* 0, or the reason (VMMU_EDEAD, VMMU_ETIMEDOUT, VMMU_EPROTO) */
     _Atomic int dead_claimed;

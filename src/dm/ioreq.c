@@ -274,8 +274,8 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
                          struct vmmu_dm_ioreq *req)
 {
     struct vmmu_dm *dm = srv->dm;
-    struct dm_vcpu *v = &dm->vcpu[idx];
     bool host = idx == dm->nslots - 1;
+    struct dm_vcpu *v = host ? srv->host : &dm->vcpu[idx];
 
     /* vmmu_dm_server_destroy() may clear the record meanwhile (atomics). */
     struct vmmu_dm_server *old = __atomic_load_n(&v->srv, __ATOMIC_RELAXED);
@@ -364,11 +364,39 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
  * the server, while its thread is still a reader online, to after its
  * last; vmmu_dm_server_destroy() frees the server only once none is left.
  * (It used to free it under a vCPU that was killing it.) */
+/* Whether the calling thread holds @srv's host lock: it is inside a host
+ * access to @srv (in its in-process callback, or in a callback that one
+ * runs). */
+static bool host_lock_is_mine(struct vmmu_dm_server *srv)
+{
+    return atomic_load(&srv->host_held) &&
+           pthread_equal(atomic_load(&srv->host_owner), pthread_self());
+}
+
+/* A host access: the host slot and record of @srv are the lock holder's.
+ * A callback serving a host access may make a host access to another
+ * server (its lock is another), but not to this one: it would wait for
+ * itself.  That one is refused with VMMU_EBUSY. */
+static int host_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
+                       struct vmmu_dm_ioreq *req)
+{
+    if (host_lock_is_mine(srv))
+        return VMMU_EBUSY;
+    pthread_mutex_lock(&srv->host_lock);
+    atomic_store(&srv->host_owner, pthread_self());
+    atomic_store(&srv->host_held, true);
+    int r = server_access(srv, idx, range, req);
+    atomic_store(&srv->host_held, false);
+    pthread_mutex_unlock(&srv->host_lock);
+    return r;
+}
+
 int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
                            struct vmmu_dm_ioreq *req)
 {
     atomic_fetch_add(&srv->waiters, 1);
-    int r = server_access(srv, idx, range, req);
+    int r = idx == srv->dm->nslots - 1 ? host_access(srv, idx, range, req)
+                                       : server_access(srv, idx, range, req);
     atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
     return r;
 }

@@ -1,11 +1,14 @@
 /* Device models, in-process servers: routing of MMIO regions and port
  * ranges, answers at once and later (the pending/retry flow), and refusals. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -468,6 +471,113 @@ static void a_65th_port_range_is_refused_with_elimit(void **state)
     assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x2000, 1, 1, &v), VMMU_ENOENT);
 }
 
+/* ---- accesses made from inside a callback ------------------------------------ */
+
+/* A bus-like device on port 0x10: its callback forwards each access to
+ * port @to_port as @to_vcpu and answers with what that returned.  Its
+ * other ports answer 0x66 at once. */
+struct bus {
+    struct vmmu_dm *dm;
+    int to_vcpu;
+    uint16_t to_port;
+    int nested_rc;
+    uint64_t nested_val;
+};
+
+static int bus_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct bus *b = opaque;
+    if (req->addr != 0x10) {
+        req->data = 0x66;
+        return 0;
+    }
+    b->nested_val = 0;
+    b->nested_rc = vmmu_dm_port_access(b->dm, b->to_vcpu, b->to_port, 1, 0, &b->nested_val);
+    req->data = b->nested_val;
+    return 0;
+}
+
+static const struct vmmu_dm_ops bus_ops = {.access = bus_access};
+
+struct host_call {
+    struct vmmu_dm *dm;
+    uint16_t port;
+    int rc;
+    uint64_t val;
+    atomic_bool done;
+};
+
+static void *host_call_run(void *arg)
+{
+    struct host_call *c = arg;
+    c->rc = vmmu_dm_port_access(c->dm, -1, c->port, 1, 0, &c->val);
+    atomic_store(&c->done, true);
+    return NULL;
+}
+
+/* A host read of @port on a thread of its own; fails the test if it has
+ * not returned within 2 s (it then leaks the stuck thread). */
+static void host_read_within_2s(struct vmmu_dm *dm, uint16_t port, int *rc, uint64_t *val)
+{
+    struct host_call c = {.dm = dm, .port = port};
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, host_call_run, &c), 0);
+    for (unsigned ms = 0; ms < 2000 && !atomic_load(&c.done); ms++)
+        nanosleep(&(struct timespec){0, 1000000}, NULL);
+    if (!atomic_load(&c.done)) {
+        pthread_detach(t);
+        fail_msg("the host access to port %#x is still blocked after 2 s", port);
+    }
+    pthread_join(t, NULL);
+    *rc = c.rc;
+    *val = c.val;
+}
+
+/* A callback serving a host access may make a host access to another
+ * server: each server serialises its own host accesses.  (Before, one
+ * lock of the layer did, and the nested access waited for itself.) */
+static void a_host_access_from_a_callback_serving_a_host_access_reaches_another_server(
+    void **state)
+{
+    struct env *e = *state;
+    struct bus bus = {.dm = e->dm, .to_vcpu = -1, .to_port = 0x20};
+    struct vmmu_dm_server *bsrv, *target;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &bus_ops, &bus, &bsrv), 0);
+    assert_int_equal(vmmu_dm_map_ports(bsrv, 0x10, 1, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &dev_ops, &e->dev, &target), 0);
+    assert_int_equal(vmmu_dm_map_ports(target, 0x20, 1, 0, NULL), 0);
+    e->dev.reg[0] = 0x55;
+    int rc;
+    uint64_t v;
+    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    assert_int_equal(rc, 0);
+    assert_int_equal(bus.nested_rc, 0);
+    assert_int_equal(v, 0x55); /* (reg + 0x1000) masked to the byte read */
+}
+
+/* The same server, though, would wait for itself: the nested host access
+ * is refused with VMMU_EBUSY, and the outer one completes. */
+static void a_host_access_to_the_server_serving_a_host_access_from_its_callback_is_busy(
+    void **state)
+{
+    struct env *e = *state;
+    struct bus bus = {.dm = e->dm, .to_vcpu = -1, .to_port = 0x11};
+    struct vmmu_dm_server *bsrv;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &bus_ops, &bus, &bsrv), 0);
+    assert_int_equal(vmmu_dm_map_ports(bsrv, 0x10, 2, 0, NULL), 0);
+    int rc;
+    uint64_t v;
+    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    assert_int_equal(rc, 0);
+    assert_int_equal(bus.nested_rc, VMMU_EBUSY);
+    /* A vCPU's access from the callback is no host access: it goes ahead. */
+    bus.to_vcpu = 0;
+    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    assert_int_equal(rc, 0);
+    assert_int_equal(bus.nested_rc, 0);
+    assert_int_equal(v, 0x66);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -493,6 +603,8 @@ int main(void)
         T(a_257th_mmio_range_is_refused_with_elimit_and_adds_no_region),
         T(ranges_whose_region_was_removed_do_not_count_toward_the_limit),
         T(a_65th_port_range_is_refused_with_elimit),
+        T(a_host_access_from_a_callback_serving_a_host_access_reaches_another_server),
+        T(a_host_access_to_the_server_serving_a_host_access_from_its_callback_is_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
