@@ -207,7 +207,8 @@ int vmmu_dm_server_create_remote(struct vmmu_dm *dm, int sock,
  * Remove a server's ranges and free it.  Requests in flight are dropped:
  * their vCPUs have nothing outstanding any more, and a re-executed access
  * finds no server (VMMU_ENOENT for a port; the MMIO range is no longer a
- * DEVICE page).  An out-of-process server's socket is shut down and its
+ * DEVICE page); an access whose in-process callback was running when the
+ * destroy began and then pends fails with VMMU_EDEAD instead.  An out-of-process server's socket is shut down and its
  * process, if known, is given the server's timeout to exit before it is
  * killed.  No access to its ranges may be starting, but threads may be
  * waiting for its answers: a host access waiting up to its deadline fails

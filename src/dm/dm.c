@@ -487,7 +487,10 @@ int vmmu_dm_server_destroy(struct vmmu_dm_server *srv)
 
     /* No vCPU's record names it from now on (a vCPU that records another
      * server meanwhile keeps that one); one that read it before is online
-     * until the grace period below, or counted among the waiters. */
+     * until the grace period below, or counted among the waiters.  A
+     * callback still running pends after this: its vCPU finds the server
+     * dead (marked above, sequentially consistent with this) and takes its
+     * record back (ioreq.c). */
     for (unsigned i = 0; i < dm->max_vcpus; i++) {
         struct vmmu_dm_server *expect = srv;
         __atomic_compare_exchange_n(&dm->vcpu[i].srv, &expect, NULL, false, __ATOMIC_SEQ_CST,

@@ -229,7 +229,9 @@ static int finish(struct vmmu_dm_server *srv, unsigned idx, struct dm_vcpu *v,
 
 static void record(struct dm_vcpu *v, struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req)
 {
-    __atomic_store_n(&v->srv, srv, __ATOMIC_RELAXED);
+    /* Sequentially consistent: against vmmu_dm_server_destroy() clearing
+     * the records (see the in-process path of server_access()). */
+    __atomic_store_n(&v->srv, srv, __ATOMIC_SEQ_CST);
     v->seq = ++v->next_seq;
     v->space = (uint8_t)req->space;
     v->addr = req->addr;
@@ -327,6 +329,16 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
             /* Even if a completer already answered, the access pends as
              * the callback said: the answer waits for the re-execution. */
             record(v, srv, req); /* takes next_seq + 1, as the slot says */
+            /* A destroy that began while the callback ran cleared the
+             * records before this one existed: it would name the server
+             * after it is freed.  The destroy marks the server dead before
+             * it clears the records, and both sides are sequentially
+             * consistent: either the destroy finds this record and clears
+             * it, or this sees the server dead and takes it back. */
+            if (atomic_load_explicit(&srv->dead, memory_order_seq_cst)) {
+                __atomic_store_n(&v->srv, NULL, __ATOMIC_SEQ_CST);
+                return VMMU_EDEAD;
+            }
             atomic_fetch_add_explicit(&srv->st_pending, 1, memory_order_relaxed);
             return VMMU_EPENDING;
         }

@@ -527,6 +527,76 @@ static void late_answers_are_never_taken_by_the_next_request(void **state)
     vmmu_vm_destroy(vm);
 }
 
+/* ---- a server destroyed while its callback runs ---------------------------------- */
+
+struct doomed {
+    struct vmmu_dm_server *srv;
+    _Atomic int in_callback;
+    int destroyed;
+};
+
+static int doomed_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (void)req;
+    struct doomed *d = opaque;
+    atomic_store(&d->in_callback, 1);
+    struct timespec ts = {0, 300000000}; /* the destroy runs meanwhile */
+    nanosleep(&ts, NULL);
+    return VMMU_EPENDING;
+}
+
+static int fast_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (void)opaque;
+    req->data = 0x42;
+    return 0;
+}
+
+static void *doomed_destroyer(void *arg)
+{
+    struct doomed *d = arg;
+    while (!atomic_load(&d->in_callback))
+        sched_yield();
+    d->destroyed = vmmu_dm_server_destroy(d->srv);
+    return NULL;
+}
+
+/* A callback that pends after its server's destroy began leaves the vCPU
+ * nothing outstanding: the access fails with VMMU_EDEAD, no record names
+ * the freed server, a wait returns at once and the next access goes to
+ * another server.  (Before, the pending request was recorded after the
+ * destroy had cleared the records, naming the freed server: the next
+ * access read it.  ASan: use-after-free.) */
+static void a_server_destroyed_while_its_callback_runs_leaves_the_vcpu_nothing_outstanding(
+    void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct doomed d = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+    static const struct vmmu_dm_ops ops = {.access = doomed_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, &d, &d.srv), 0);
+    assert_int_equal(vmmu_dm_map_ports(d.srv, 0x10, 1, 0, NULL), 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, doomed_destroyer, &d), 0);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(dm, 0, 0x10, 1, 0, &v), VMMU_EDEAD);
+    assert_int_equal(pthread_join(t, NULL), 0);
+    assert_int_equal(d.destroyed, 0);
+    assert_null(__atomic_load_n(&dm->vcpu[0].srv, __ATOMIC_RELAXED));
+    assert_int_equal(vmmu_dm_vcpu_wait(dm, 0, 0), 0);
+    struct doomed other = {0};
+    static const struct vmmu_dm_ops fast = {.access = fast_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &fast, &other, &other.srv), 0);
+    assert_int_equal(vmmu_dm_map_ports(other.srv, 0x20, 1, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_port_access(dm, 0, 0x20, 1, 0, &v), 0);
+    assert_int_equal(v, 0x42);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -535,6 +605,8 @@ int main(void)
         cmocka_unit_test(dma_racing_balloon_finishes_first_or_fails_and_never_writes_a_reused_page),
         cmocka_unit_test(dma_copy_racing_page_outs_of_its_buffers_loses_nothing),
         cmocka_unit_test(late_answers_are_never_taken_by_the_next_request),
+        cmocka_unit_test(
+            a_server_destroyed_while_its_callback_runs_leaves_the_vcpu_nothing_outstanding),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
