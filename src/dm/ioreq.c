@@ -385,7 +385,8 @@ static bool host_lock_is_mine(struct vmmu_dm_server *srv)
            pthread_equal(atomic_load(&srv->host_owner), pthread_self());
 }
 
-/* A host access: the host slot and record of @srv are the lock holder's.
+/* A host access: the host slot and record of @srv are the lock holder's
+ * (vmmu/dm.h: a vCPU's thread waits for them offline).
  * A callback serving a host access may make a host access to another
  * server (its lock is another), but not to this one: it would wait for
  * itself.  That one is refused with VMMU_EBUSY. */
@@ -394,7 +395,17 @@ static int host_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm
 {
     if (host_lock_is_mine(srv))
         return VMMU_EBUSY;
-    pthread_mutex_lock(&srv->host_lock);
+    if (pthread_mutex_trylock(&srv->host_lock) != 0) {
+        /* Another host access holds it, maybe waiting for its device
+         * model up to the deadline: an online vCPU of this thread waits
+         * offline, so that shootdowns and page-outs do not wait too.  It
+         * comes back online with the lock held, before it uses the slot
+         * (a vCPU parked meanwhile by an exclusive section holds up only
+         * host accesses to this server, whose threads wait offline). */
+        struct vmmu__blocked blk = vmmu__sync_block_begin();
+        pthread_mutex_lock(&srv->host_lock);
+        vmmu__sync_block_end(blk);
+    }
     atomic_store(&srv->host_owner, pthread_self());
     atomic_store(&srv->host_held, true);
     int r = server_access(srv, idx, range, req);

@@ -553,6 +553,125 @@ static void destroying_a_server_a_host_access_waits_on_fails_it_with_edead(void 
     assert_int_equal(h.rc, VMMU_EDEAD);
 }
 
+/* ---- host accesses waiting for each other ------------------------------------------ */
+
+static uint64_t ms_since(const struct timespec *t0)
+{
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (uint64_t)(t1.tv_sec - t0->tv_sec) * 1000 +
+           (uint64_t)((t1.tv_nsec - t0->tv_nsec) / 1000000);
+}
+
+/* Wait (up to 6 s, past the patient deadline) until the fake device
+ * model sees the host slot READY.  Returns whether it did. */
+static bool wait_host_request(struct env *e)
+{
+    struct vmmu_dm_slot *host_slot = &e->f.slots[e->f.sh->nslots - 1];
+    for (unsigned ms = 0; ms < 6000; ms++) {
+        if (__atomic_load_n(&host_slot->state, __ATOMIC_ACQUIRE) == VMMU_DM_SLOT_READY)
+            return true;
+        usleep(1000);
+    }
+    return false;
+}
+
+/* Answer the host request, if one comes (a server declared dead meanwhile
+ * sees none). */
+static void answer_host_request(struct env *e, uint64_t data)
+{
+    unsigned i = e->f.sh->nslots - 1;
+    if (wait_host_request(e))
+        answer(e, i, __atomic_load_n(&e->f.slots[i].seq, __ATOMIC_RELAXED), VMMU_DM_STATUS_OK,
+               data);
+}
+
+struct vcpu_host_reader {
+    struct env *e;
+    _Atomic int online;
+    int rc;
+};
+
+static void *vcpu_host_read(void *arg)
+{
+    struct vcpu_host_reader *h = arg;
+    struct vmmu_vcpu *v;
+    assert_int_equal(vmmu_vcpu_create(h->e->vm, NULL, &v), 0);
+    assert_int_equal(vmmu_vcpu_online(v), 0);
+    atomic_store(&h->online, 1);
+    uint64_t val = 0;
+    h->rc = access1(h->e, -1, 0, &val);
+    assert_int_equal(vmmu_vcpu_offline(v), 0);
+    vmmu_vcpu_destroy(v);
+    return NULL;
+}
+
+/* A vCPU's thread whose host access waits for another host access to the
+ * same server (to its device model's answer) waits offline: a shootdown
+ * meanwhile does not wait for the device model.  (Before, it waited for
+ * the lock online, and the shootdown for the first access's deadline.) */
+static void a_vcpu_thread_waiting_for_another_host_access_holds_up_no_shootdown(void **state)
+{
+    struct env *e = *state;
+    struct host_reader slow = {.e = e};
+    pthread_t ts, tv;
+    assert_int_equal(pthread_create(&ts, NULL, host_read, &slow), 0);
+    assert_true(wait_host_request(e)); /* the first host access waits for its answer */
+    struct vcpu_host_reader second = {.e = e};
+    assert_int_equal(pthread_create(&tv, NULL, vcpu_host_read, &second), 0);
+    while (!atomic_load(&second.online))
+        usleep(1000);
+    usleep(100000); /* waiting for the first */
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct vmmu_flush all = {.type = VMMU_FLUSH_ALL};
+    assert_int_equal(vmmu_shootdown_sync(e->vm, NULL, NULL, &all), 0);
+    uint64_t shoot_ms = ms_since(&t0);
+    answer_host_request(e, 1); /* the first */
+    assert_int_equal(pthread_join(ts, NULL), 0);
+    answer_host_request(e, 2); /* the second */
+    assert_int_equal(pthread_join(tv, NULL), 0);
+    print_message("shootdown: %llu ms\n", (unsigned long long)shoot_ms);
+    assert_true(shoot_ms < 1000);
+    assert_int_equal(slow.rc, 0);
+    assert_int_equal(second.rc, 0);
+}
+
+static int answer_at_once(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    (void)opaque;
+    req->data = 7;
+    return 0;
+}
+
+/* Host accesses wait for each other per server: one waiting for a device
+ * model's answer holds up no host access to another server.  (Before, one
+ * lock of the layer serialised them all: the second waited for the first's
+ * deadline.) */
+static void a_host_access_waiting_for_a_device_model_holds_up_none_to_another_server(
+    void **state)
+{
+    struct env *e = *state;
+    static const struct vmmu_dm_ops ops = {.access = answer_at_once};
+    struct vmmu_dm_server *fast;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &ops, NULL, &fast), 0);
+    assert_int_equal(vmmu_dm_map_ports(fast, 0x30, 1, 0, NULL), 0);
+    struct host_reader slow = {.e = e};
+    pthread_t ts;
+    assert_int_equal(pthread_create(&ts, NULL, host_read, &slow), 0);
+    assert_true(wait_host_request(e));
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, -1, 0x30, 1, 0, &v), 0);
+    uint64_t fast_ms = ms_since(&t0);
+    answer_host_request(e, 1);
+    assert_int_equal(pthread_join(ts, NULL), 0);
+    assert_int_equal(v, 7);
+    assert_true(fast_ms < 1000);
+    assert_int_equal(slow.rc, 0);
+}
+
 struct vcpu_waiter {
     struct env *e;
     int rc;
@@ -1931,6 +2050,8 @@ int main(void)
         TO(a_request_in_flight_when_another_times_out_fails_with_edead),
         TO(a_device_model_flooding_its_socket_still_misses_the_invalidation_deadline),
         T(destroying_a_server_a_host_access_waits_on_fails_it_with_edead),
+        T(a_vcpu_thread_waiting_for_another_host_access_holds_up_no_shootdown),
+        T(a_host_access_waiting_for_a_device_model_holds_up_none_to_another_server),
         T(destroying_a_server_a_vcpu_waits_on_wakes_the_vcpu),
         T(page_in_requests_are_checked_and_answered),
         TO(asking_for_page_ins_does_not_excuse_a_missing_acknowledgement),
