@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -635,13 +636,31 @@ int vmmu_dm_complete(struct vmmu_dm_server *srv, const struct vmmu_dm_ioreq *req
         req->vcpu_id >= (int)srv->dm->max_vcpus)
         return VMMU_EINVAL;
     struct vmmu_dm_slot *s = &srv->slots[req->vcpu_id];
-    uint32_t expect = VMMU_DM_SLOT_IN_SERVICE;
-    if (!__atomic_compare_exchange_n(&s->state, &expect, DM_SLOT_COMPLETING, false,
-                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-        return VMMU_ENOENT;
-    /* The slot's request is this one?  The vCPU sets the number before the
-     * slot goes in service, and cannot take the slot back while we hold
-     * it (ioreq.c). */
+    /* A late answer (its request is over, the vCPU may have made another
+     * since) must not hold the slot even for a moment: an answer to the
+     * current request finding it held would be refused, and the request
+     * would wait for its deadline.  So the number is compared first, and
+     * an answer finding the slot held by another completer (a late one
+     * with a number the slot had a moment ago, or a second answer) waits
+     * the few stores it holds it for and looks again. */
+    for (unsigned spins = 0;; spins++) {
+        if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != req->seq)
+            return VMMU_ENOENT;
+        uint32_t expect = VMMU_DM_SLOT_IN_SERVICE;
+        if (__atomic_compare_exchange_n(&s->state, &expect, DM_SLOT_COMPLETING, false,
+                                        __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+            break;
+        if (expect != DM_SLOT_COMPLETING)
+            return VMMU_ENOENT;
+        if (spins < 64)
+            __builtin_ia32_pause();
+        else
+            sched_yield();
+    }
+    /* The slot's request is this one?  The number may have changed before
+     * the compare-and-swap (the request ended and the vCPU made another);
+     * it cannot while we hold the slot: the vCPU sets it before the slot
+     * goes in service and does not take the slot back from us (ioreq.c). */
     if (__atomic_load_n(&s->seq, __ATOMIC_RELAXED) != req->seq) {
         __atomic_store_n(&s->state, VMMU_DM_SLOT_IN_SERVICE, __ATOMIC_RELEASE);
         return VMMU_ENOENT;

@@ -597,6 +597,118 @@ static void a_server_destroyed_while_its_callback_runs_leaves_the_vcpu_nothing_o
     vmmu_vm_destroy(vm);
 }
 
+/* ---- a late answer beside the current one ---------------------------------------- */
+
+struct beside {
+    struct vmmu_dm_server *srv;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct vmmu_dm_ioreq asked; /* the request waiting for an answer */
+    bool have;
+    struct vmmu_dm_ioreq over;  /* a request answered long ago */
+    _Atomic int stop;
+    _Atomic unsigned turned_away; /* answers to a pending request refused */
+    _Atomic unsigned late;        /* answers to the old request sent */
+};
+
+static int beside_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct beside *b = opaque;
+    pthread_mutex_lock(&b->lock);
+    b->asked = *req;
+    b->have = true;
+    pthread_cond_signal(&b->cond);
+    pthread_mutex_unlock(&b->lock);
+    return VMMU_EPENDING;
+}
+
+static void *beside_completer(void *arg)
+{
+    struct beside *b = arg;
+    pthread_mutex_lock(&b->lock);
+    for (;;) {
+        while (!b->have && !atomic_load(&b->stop))
+            pthread_cond_wait(&b->cond, &b->lock);
+        if (!b->have)
+            break;
+        struct vmmu_dm_ioreq req = b->asked;
+        b->have = false;
+        pthread_mutex_unlock(&b->lock);
+        if (vmmu_dm_complete(b->srv, &req, req.addr, 0) != 0)
+            atomic_fetch_add(&b->turned_away, 1);
+        pthread_mutex_lock(&b->lock);
+    }
+    pthread_mutex_unlock(&b->lock);
+    return NULL;
+}
+
+static void *beside_late(void *arg)
+{
+    struct beside *b = arg;
+    while (!atomic_load(&b->stop)) {
+        assert_int_equal(vmmu_dm_complete(b->srv, &b->over, 0, 0), VMMU_ENOENT);
+        atomic_fetch_add(&b->late, 1);
+    }
+    return NULL;
+}
+
+/* An answer to a request that is over finds nothing (VMMU_ENOENT), and
+ * never turns away the answer to the vCPU's current request meanwhile.
+ * (Before, the late answer held the slot while it compared the sequence
+ * number, the current answer found it held and was refused: its request
+ * waited for its deadline.) */
+static void a_late_answer_never_turns_away_the_answer_to_the_current_request(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    struct vmmu_dm *dm;
+    struct beside b = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_dm_config cfg = {.max_vcpus = 1};
+    assert_int_equal(vmmu_dm_create(vm, &cfg, &dm), 0);
+    static const struct vmmu_dm_ops ops = {.access = beside_access};
+    assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, &b, &b.srv), 0);
+    assert_int_equal(vmmu_dm_map_ports(b.srv, 0x10, 16, 0, NULL), 0);
+    b.srv->timeout_ms = 200; /* a lost answer costs 200 ms (not configurable in process) */
+    /* The old request: answered and taken. */
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(dm, 0, 0x10, 1, 0, &v), VMMU_EPENDING);
+    b.over = b.asked;
+    b.have = false;
+    assert_int_equal(vmmu_dm_complete(b.srv, &b.over, 0x10, 0), 0);
+    assert_int_equal(vmmu_dm_port_access(dm, 0, 0x10, 1, 0, &v), 0);
+    pthread_t tc, tl;
+    assert_int_equal(pthread_create(&tc, NULL, beside_completer, &b), 0);
+    assert_int_equal(pthread_create(&tl, NULL, beside_late, &b), 0);
+    unsigned answered = 0, timed_out = 0;
+    for (unsigned i = 0; i < 3000 && timed_out < 3; i++) {
+        uint16_t port = (uint16_t)(0x10 + i % 16);
+        int err;
+        while ((err = vmmu_dm_port_access(dm, 0, port, 1, 0, &v)) == VMMU_EPENDING)
+            assert_int_equal(vmmu_dm_vcpu_wait(dm, 0, -1), 0);
+        if (err == VMMU_ETIMEDOUT) {
+            timed_out++;
+            continue;
+        }
+        assert_int_equal(err, 0);
+        assert_int_equal(v, port);
+        answered++;
+    }
+    atomic_store(&b.stop, 1);
+    pthread_mutex_lock(&b.lock);
+    pthread_cond_broadcast(&b.cond);
+    pthread_mutex_unlock(&b.lock);
+    assert_int_equal(pthread_join(tc, NULL), 0);
+    assert_int_equal(pthread_join(tl, NULL), 0);
+    print_message("%u answered, %u timed out, %u answers turned away, %u late answers\n",
+                  answered, timed_out, atomic_load(&b.turned_away), atomic_load(&b.late));
+    assert_int_equal(atomic_load(&b.turned_away), 0);
+    assert_int_equal(timed_out, 0);
+    assert_true(atomic_load(&b.late) > 0);
+    assert_int_equal(vmmu_dm_destroy(dm), 0);
+    vmmu_vm_destroy(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -607,6 +719,7 @@ int main(void)
         cmocka_unit_test(late_answers_are_never_taken_by_the_next_request),
         cmocka_unit_test(
             a_server_destroyed_while_its_callback_runs_leaves_the_vcpu_nothing_outstanding),
+        cmocka_unit_test(a_late_answer_never_turns_away_the_answer_to_the_current_request),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
