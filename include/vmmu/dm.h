@@ -122,8 +122,11 @@ struct vmmu_dm_ops {
      * negative value fails the access with VMMU_EDEVICE.  Called on the
      * accessing vCPU's thread, concurrently for different vCPUs.
      * It may make device accesses of its own (a bus forwarding to another
-     * device), except a host access to this server while it serves a host
-     * access: that one would wait for itself, and fails with VMMU_EBUSY.
+     * device), except to this server as the vCPU (or host) it serves: the
+     * request in service holds that vCPU's slot here (the host's would
+     * wait for itself), and such an access fails with VMMU_EBUSY.  A
+     * nested access of the same vCPU to another server must complete at
+     * once if this one pends (a vCPU has one request outstanding).
      */
     int (*access)(void *opaque, struct vmmu_dm_ioreq *req);
 };
@@ -258,8 +261,8 @@ int vmmu_dm_map_ports(struct vmmu_dm_server *srv, uint16_t port, uint32_t count,
  * @return as above; VMMU_EINVAL (NULL @p dm or @p data, @p size not 1, 2
  *         or 4, an access running past the end of its range, @p vcpu_id
  *         neither -1 nor below the layer's max_vcpus); VMMU_EBUSY (as
- *         above, or a host access to a server from inside the in-process
- *         callback serving a host access to it).
+ *         above, or an access to a server from inside its in-process
+ *         callback serving the same vCPU, or the host).
  */
 int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned size, int write,
                         uint64_t *data);

@@ -313,6 +313,15 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
          * hands the request to another thread may see it completed before
          * it even returns VMMU_EPENDING. */
         struct vmmu_dm_slot *s = &srv->slots[idx];
+        /* The vCPU's slot here is FREE whenever it has no request on this
+         * server: it leaves FREE just before the callback runs, and goes
+         * back when the callback answers (or is recorded as pending).  So
+         * a slot in use with nothing recorded here is this vCPU's own
+         * callback on this server, further up this thread: an access from
+         * inside it would take the same sequence number and free the slot
+         * under the outer request, whose answer would then be lost. */
+        if (!host && __atomic_load_n(&s->state, __ATOMIC_ACQUIRE) != VMMU_DM_SLOT_FREE)
+            return VMMU_EBUSY;
         req->seq = 0;
         if (!host) {
             req->seq = v->next_seq + 1;

@@ -4,6 +4,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -482,6 +483,8 @@ struct bus {
     uint16_t to_port;
     int nested_rc;
     uint64_t nested_val;
+    bool pend;                  /* answer the forwarded access later */
+    struct vmmu_dm_ioreq saved; /* the access left pending */
 };
 
 static int bus_access(void *opaque, struct vmmu_dm_ioreq *req)
@@ -493,6 +496,10 @@ static int bus_access(void *opaque, struct vmmu_dm_ioreq *req)
     }
     b->nested_val = 0;
     b->nested_rc = vmmu_dm_port_access(b->dm, b->to_vcpu, b->to_port, 1, 0, &b->nested_val);
+    if (b->pend) {
+        b->saved = *req;
+        return VMMU_EPENDING;
+    }
     req->data = b->nested_val;
     return 0;
 }
@@ -578,6 +585,34 @@ static void a_host_access_to_the_server_serving_a_host_access_from_its_callback_
     assert_int_equal(v, 0x66);
 }
 
+/* A vCPU's access from inside its own callback to the same server is
+ * refused with VMMU_EBUSY (its slot there is the callback's request's),
+ * and the outer request, left pending, gets its answer.  (Before, the
+ * nested access took the outer's sequence number and freed its slot: the
+ * answer was refused with VMMU_ENOENT and the request timed out.) */
+static void a_vcpus_access_from_its_callback_to_the_same_server_is_busy(void **state)
+{
+    struct env *e = *state;
+    struct bus bus = {.dm = e->dm, .to_vcpu = 0, .to_port = 0x11, .pend = true};
+    struct vmmu_dm_server *bsrv;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &bus_ops, &bus, &bsrv), 0);
+    assert_int_equal(vmmu_dm_map_ports(bsrv, 0x10, 2, 0, NULL), 0);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x10, 1, 0, &v), VMMU_EPENDING);
+    assert_int_equal(bus.nested_rc, VMMU_EBUSY);
+    assert_int_equal(vmmu_dm_complete(bsrv, &bus.saved, 0x34, 0), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x10, 1, 0, &v), 0);
+    assert_int_equal(v, 0x34);
+    /* Another server is another slot: the same vCPU's access there goes ahead. */
+    bus.pend = false;
+    bus.to_port = 0x3f8;
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x3f8, 1, 0, NULL), 0);
+    e->dev.reg[0] = 0x21;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x10, 1, 0, &v), 0);
+    assert_int_equal(bus.nested_rc, 0);
+    assert_int_equal(v, 0x21);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -605,6 +640,7 @@ int main(void)
         T(a_65th_port_range_is_refused_with_elimit),
         T(a_host_access_from_a_callback_serving_a_host_access_reaches_another_server),
         T(a_host_access_to_the_server_serving_a_host_access_from_its_callback_is_busy),
+        T(a_vcpus_access_from_its_callback_to_the_same_server_is_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
