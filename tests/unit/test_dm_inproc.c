@@ -523,17 +523,17 @@ static void *host_call_run(void *arg)
 }
 
 /* A host read of @port on a thread of its own; fails the test if it has
- * not returned within 2 s (it then leaks the stuck thread). */
-static void host_read_within_2s(struct vmmu_dm *dm, uint16_t port, int *rc, uint64_t *val)
+ * not returned within 20 s (a deadlock; it then leaks the stuck thread). */
+static void host_read_or_fail(struct vmmu_dm *dm, uint16_t port, int *rc, uint64_t *val)
 {
     struct host_call c = {.dm = dm, .port = port};
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, host_call_run, &c), 0);
-    for (unsigned ms = 0; ms < 2000 && !atomic_load(&c.done); ms++)
+    for (unsigned ms = 0; ms < 20000 && !atomic_load(&c.done); ms++)
         nanosleep(&(struct timespec){0, 1000000}, NULL);
     if (!atomic_load(&c.done)) {
         pthread_detach(t);
-        fail_msg("the host access to port %#x is still blocked after 2 s", port);
+        fail_msg("the host access to port %#x is still blocked after 20 s", port);
     }
     pthread_join(t, NULL);
     *rc = c.rc;
@@ -556,7 +556,7 @@ static void a_host_access_from_a_callback_serving_a_host_access_reaches_another_
     e->dev.reg[0] = 0x55;
     int rc;
     uint64_t v;
-    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    host_read_or_fail(e->dm, 0x10, &rc, &v);
     assert_int_equal(rc, 0);
     assert_int_equal(bus.nested_rc, 0);
     assert_int_equal(v, 0x55); /* (reg + 0x1000) masked to the byte read */
@@ -574,12 +574,12 @@ static void a_host_access_to_the_server_serving_a_host_access_from_its_callback_
     assert_int_equal(vmmu_dm_map_ports(bsrv, 0x10, 2, 0, NULL), 0);
     int rc;
     uint64_t v;
-    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    host_read_or_fail(e->dm, 0x10, &rc, &v);
     assert_int_equal(rc, 0);
     assert_int_equal(bus.nested_rc, VMMU_EBUSY);
     /* A vCPU's access from the callback is no host access: it goes ahead. */
     bus.to_vcpu = 0;
-    host_read_within_2s(e->dm, 0x10, &rc, &v);
+    host_read_or_fail(e->dm, 0x10, &rc, &v);
     assert_int_equal(rc, 0);
     assert_int_equal(bus.nested_rc, 0);
     assert_int_equal(v, 0x66);
