@@ -40,6 +40,7 @@ static int setup_vm(void **state)
 
 static int teardown_vm(void **state)
 {
+    vmmu__pagemap_pread = pread; /* a test that failed with it replaced */
     vmmu_vm_destroy(*state);
     return 0;
 }
@@ -546,21 +547,35 @@ static ssize_t all_swapped(int fd, void *buf, size_t n, off_t offset)
 
 /* A state page the host swapped out holds its bits still: the harvest
  * reads it (it skips only pages never touched). */
-static void a_dirty_bit_in_a_swapped_out_state_page_is_reported(void **state)
+/* A 16384-page region under dirty logging whose page 5000 (its state in
+ * the second state page) was written; its id. */
+static uint32_t logged_region_with_page_5000_written(struct vmmu_vm *vm)
 {
-    struct vmmu_vm *vm = *state;
     struct vmmu_region_desc d = ram(0, 16384 * 4096ull);
     uint32_t id;
     assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
     assert_int_equal(vmmu_dirty_log_enable(vm, id, true), 0);
-    uint64_t v = 1, bitmap[256] = {0}, ndirty = 0;
+    uint64_t v = 1;
     assert_int_equal(vmmu_gpa_write(vm, 5000 * 4096ull, &v, 8, 0, NULL), 0);
-    vmmu__pagemap_pread = all_swapped;
-    int rc = vmmu_dirty_log_get_and_clear(vm, id, bitmap, 256, &ndirty);
-    vmmu__pagemap_pread = pread;
-    assert_int_equal(rc, 0);
+    return id;
+}
+
+/* The harvest of that region reports page 5000, and only it. */
+static void assert_harvest_is_page_5000(struct vmmu_vm *vm, uint32_t id)
+{
+    uint64_t bitmap[256] = {0}, ndirty = 0;
+    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, 256, &ndirty), 0);
     assert_int_equal(ndirty, 1);
     assert_int_equal(bitmap[5000 / 64], 1ull << (5000 % 64));
+}
+
+static void a_dirty_bit_in_a_swapped_out_state_page_is_reported(void **state)
+{
+    struct vmmu_vm *vm = *state;
+    uint32_t id = logged_region_with_page_5000_written(vm);
+    vmmu__pagemap_pread = all_swapped;
+    assert_harvest_is_page_5000(vm, id);
+    vmmu__pagemap_pread = pread;
 }
 
 #ifndef MADV_PAGEOUT
@@ -572,12 +587,7 @@ static void a_dirty_bit_in_a_swapped_out_state_page_is_reported(void **state)
 static void a_dirty_bit_in_a_state_page_the_host_swapped_out_is_reported(void **state)
 {
     struct vmmu_vm *vm = *state;
-    struct vmmu_region_desc d = ram(0, 16384 * 4096ull);
-    uint32_t id;
-    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
-    assert_int_equal(vmmu_dirty_log_enable(vm, id, true), 0);
-    uint64_t v = 1, bitmap[256] = {0}, ndirty = 0;
-    assert_int_equal(vmmu_gpa_write(vm, 5000 * 4096ull, &v, 8, 0, NULL), 0);
+    uint32_t id = logged_region_with_page_5000_written(vm);
     const struct vmmu_region *r = p2m_resolve(&vm->p2m, 0, NULL);
     uint8_t *sp = (uint8_t *)r->state + 4096; /* holds page 5000's state */
     unsigned char vec = 1;
@@ -588,9 +598,7 @@ static void a_dirty_bit_in_a_state_page_the_host_swapped_out_is_reported(void **
         print_message("the state page stayed resident (no swap here): skipped\n");
         skip();
     }
-    assert_int_equal(vmmu_dirty_log_get_and_clear(vm, id, bitmap, 256, &ndirty), 0);
-    assert_int_equal(ndirty, 1);
-    assert_int_equal(bitmap[5000 / 64], 1ull << (5000 % 64));
+    assert_harvest_is_page_5000(vm, id);
 }
 
 static int count_regions(const struct vmmu_region_info *info, void *arg)
