@@ -117,6 +117,20 @@ static void kick_handler(int sig)
     (void)sig; /* only makes KVM_RUN return with EINTR */
 }
 
+/* KVM_RUN ends with EINTR when a kick arrives, but the signal stays
+ * pending: the thread's own mask, which blocks it, is back in force before
+ * the handler could run.  Take it off the queue, or every KVM_RUN after
+ * this one would end at once. */
+static void eat_kicks(void)
+{
+    sigset_t kick;
+    sigemptyset(&kick);
+    sigaddset(&kick, KB_KICK_SIGNAL);
+    const struct timespec now = {0, 0};
+    while (sigtimedwait(&kick, NULL, &now) == KB_KICK_SIGNAL)
+        ;
+}
+
 static struct kvm_cpuid_entry2 *cpuid_find(struct kvm_cpuid2 *c, uint32_t fn, uint32_t idx)
 {
     for (uint32_t i = 0; i < c->nent; i++)
@@ -499,6 +513,28 @@ static void exit_mmio(struct kb_vcpu *v)
         memcpy(run->mmio.data, &req.data, len);
 }
 
+/* KVM could not go on (it failed to emulate an instruction, say): stop,
+ * naming the guest's RIP and the bytes there so the cause can be found. */
+static void internal_error(struct kb_vcpu *v)
+{
+    char where[160] = "";
+    struct kvm_regs regs;
+    if (ioctl(v->fd, KVM_GET_REGS, &regs) == 0) {
+        int n = snprintf(where, sizeof(where), ", rip 0x%llx", (unsigned long long)regs.rip);
+        struct kvm_translation tr = {.linear_address = regs.rip};
+        uint8_t bytes[8];
+        if (ioctl(v->fd, KVM_TRANSLATE, &tr) == 0 && tr.valid &&
+            vmmu_gpa_read(kb_of(v->m)->vb->vm, tr.physical_address, bytes, sizeof(bytes), 0,
+                          NULL) == 0) {
+            n += snprintf(where + n, sizeof(where) - (size_t)n, ", bytes");
+            for (unsigned i = 0; i < sizeof(bytes) && n < (int)sizeof(where) - 4; i++)
+                n += snprintf(where + n, sizeof(where) - (size_t)n, " %02x", bytes[i]);
+        }
+    }
+    emu_machine_stop(v->m, EMU_STOP_ERROR, "vcpu %u: KVM internal error %u%s", v->index,
+                     v->run->internal.suberror, where);
+}
+
 static void *vcpu_thread(void *arg)
 {
     struct kb_vcpu *v = arg;
@@ -529,8 +565,10 @@ static void *vcpu_thread(void *arg)
         int rc = ioctl(v->fd, KVM_RUN, 0);
         atomic_fetch_add(&v->exits, 1);
         if (rc < 0) {
-            if (errno == EINTR || errno == EAGAIN)
-                continue; /* kicked: look at interrupts and the stop flag */
+            if (errno == EINTR || errno == EAGAIN) {
+                eat_kicks(); /* kicked: look at interrupts and the stop flag */
+                continue;
+            }
             emu_machine_stop(m, EMU_STOP_ERROR, "vcpu %u: KVM_RUN: %s", v->index,
                              strerror(errno));
             break;
@@ -558,8 +596,7 @@ static void *vcpu_thread(void *arg)
                              (unsigned long long)v->run->fail_entry.hardware_entry_failure_reason);
             break;
         case KVM_EXIT_INTERNAL_ERROR:
-            emu_machine_stop(m, EMU_STOP_ERROR, "vcpu %u: KVM internal error %u", v->index,
-                             v->run->internal.suberror);
+            internal_error(v);
             break;
         default:
             emu_machine_stop(m, EMU_STOP_ERROR, "vcpu %u: unexpected KVM exit %u", v->index,
