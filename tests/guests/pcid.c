@@ -238,6 +238,10 @@ static void bad_requests(void)
 int guest_main(void)
 {
     vmmu_only = (rt_boot->flags & EMU_BOOT_BACKEND_EMULATOR) != 0;
+    if (rt_boot->flags & EMU_BOOT_NO_PCID) {
+        rt_printf("pcid: skipped: this CPU has no PCIDs\n");
+        return RT_EXIT_SKIP;
+    }
     pick_pages();
     for (unsigned i = 1; i < 5; i++) {
         page[i] = rt_alloc_page();

@@ -73,6 +73,9 @@ void rt_vprintf(const char *fmt, va_list ap);
  * call is printed as a whole (a lock keeps vCPUs' lines apart). */
 void rt_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 __attribute__((noreturn)) void rt_exit(int status);
+/* The exit status of a guest that cannot run on this backend (its CPU
+ * lacks what the guest tests): the test scripts count it as skipped. */
+#define RT_EXIT_SKIP 77
 /* Print "FAIL: ..." and exit with status 1. */
 __attribute__((noreturn, format(printf, 1, 2))) void rt_fail(const char *fmt, ...);
 #define CHECK(cond, ...) do { if (!(cond)) rt_fail(__VA_ARGS__); } while (0)

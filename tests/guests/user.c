@@ -329,6 +329,25 @@ static void kernel_call_user(void)
     cpu()->expect_kernel_fault = false;
 }
 
+/* EFLAGS.AC with STAC and CLAC, or with POPF on KVM: the KVM here runs a
+ * guest's ring 0 in the host's ring 3, where STAC traps and KVM's
+ * instruction emulator cannot do it (the guest would stop with an
+ * internal error).  Both set the same flag SMAP looks at. */
+static void set_ac(bool on)
+{
+    if (rt_boot->flags & EMU_BOOT_BACKEND_EMULATOR) {
+        if (on)
+            __asm__ volatile("stac" ::: "memory");
+        else
+            __asm__ volatile("clac" ::: "memory");
+        return;
+    }
+    uint64_t f;
+    __asm__ volatile("pushfq; popq %0" : "=r"(f));
+    f = on ? f | RFLAGS_AC : f & ~RFLAGS_AC;
+    __asm__ volatile("pushq %0; popfq" : : "r"(f) : "memory", "cc");
+}
+
 static void smep_smap_cases(void)
 {
     if (!cpuid7_ebx(7) || !cpuid7_ebx(20)) {
@@ -349,10 +368,10 @@ static void smep_smap_cases(void)
     CHECK(r == ((1ul << 32) | PF_P), "smap: a read of a user page gave 0x%lx", r);
     r = rt_probe_write64(U_RW, 7);
     CHECK(r == ((1ul << 32) | PF_P | PF_W), "smap: a write of a user page gave 0x%lx", r);
-    __asm__ volatile("stac" ::: "memory");
+    set_ac(true);
     r = rt_probe_read64(U_RW, &v);
     uint64_t w = rt_probe_write64(U_RW, 9);
-    __asm__ volatile("clac" ::: "memory");
+    set_ac(false);
     CHECK(r == 0 && v == 0x5a5a5a5a5a5a5a5aul, "smap with AC: a read gave 0x%lx (0x%lx)", r, v);
     CHECK(w == 0, "smap with AC: a write gave 0x%lx", w); /* ring 3 reads it below */
     r = rt_probe_read64(U_RW, &v);

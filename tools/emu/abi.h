@@ -90,6 +90,17 @@ struct emu_boot_info {
 
 /** emu_boot_info.flags: the machine's backend is vmmu's emulator. */
 #define EMU_BOOT_BACKEND_EMULATOR (1u << 0)
+/** emu_boot_info.flags: the backend's CPU has no PCIDs (CR4.PCIDE cannot
+ * be set), whatever CPUID the guest reads. */
+#define EMU_BOOT_NO_PCID (1u << 1)
+/** emu_boot_info.flags: the backend cannot run CMPXCHG16B in ring 0 (a KVM
+ * that runs ring 0 in the host's ring 3 and emulates the instruction, which
+ * its emulator cannot do). */
+#define EMU_BOOT_NO_CMPXCHG16B (1u << 2)
+/** emu_boot_info.flags: a LOCKed operation that straddles two pages is not
+ * atomic on this backend (KVM PVM emulates it, and KVM's emulator makes a
+ * page-crossing compare-exchange a plain write). */
+#define EMU_BOOT_SPLIT_LOCK_NOT_ATOMIC (1u << 3)
 
 /* ---- ports -------------------------------------------------------------- */
 
