@@ -83,19 +83,24 @@ struct vmmu_dm_config {
 /**
  * Create the device-model layer of @p vm and install its P2M device handler.
  * @return 0; VMMU_EINVAL (NULL, max_vcpus above VMMU_DM_MAX_VCPUS, a device
- *         handler already installed); VMMU_EBUSY (from inside
- *         vmmu_region_foreach()); VMMU_ENOMEM.
+ *         handler already installed, also by another thread meanwhile);
+ *         VMMU_EBUSY (from inside vmmu_region_foreach()); VMMU_ENOMEM.
  */
 int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct vmmu_dm **out);
 
 /**
  * Destroy every server (their ranges are removed), uninstall the handler
- * and free the layer.  No other thread may use it meanwhile.
+ * and free the layer.  No other thread may call the layer's functions
+ * meanwhile (or after), but vCPUs and host threads may go on accessing
+ * DEVICE pages: such an access is served by the layer or, once the
+ * handler is gone, fails with VMMU_EDEVICE; the layer is freed only once
+ * no access is inside its handler (vmmu_p2m_set_device_handler()).
  * @return 0 (NULL is a no-op); VMMU_EBUSY from inside
  *         vmmu_region_foreach() (removing the ranges takes the map's lock
- *         the callback holds), or from inside an in-process callback of
- *         one of its servers (the layer finishes the request after it):
- *         nothing done, call it again afterwards.
+ *         the callback holds), or from inside the layer's device handler
+ *         or an in-process callback of one of its servers (the layer
+ *         finishes the request after it): nothing done, call it again
+ *         afterwards.
  */
 int vmmu_dm_destroy(struct vmmu_dm *dm);
 

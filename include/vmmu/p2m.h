@@ -255,9 +255,19 @@ int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages,
 typedef int (*vmmu_pagein_fn)(void *opaque, struct vmmu_vm *vm, uint64_t gpa);
 
 /**
- * Register the page-in handler (NULL removes it).  Without one, accesses to
- * a paged-out page fail with VMMU_EPAGEDOUT.
- * @return 0, VMMU_EINVAL, or VMMU_EBUSY (from inside vmmu_region_foreach()).
+ * Register the page-in handler (NULL removes it), replacing the one
+ * installed.  Without one, accesses to a paged-out page fail with
+ * VMMU_EPAGEDOUT.  Safe while other threads (vCPUs, host threads) make
+ * accesses: each call pairs @p fn with its own @p opaque, and when this
+ * returns, the old handler is neither running nor will be called, so the
+ * caller may free the old @p opaque.  Meanwhile it waits for calls of the
+ * old handler under way (offline on a vCPU's thread): it must not be made
+ * by a thread such a call waits for.
+ * @return 0; VMMU_EINVAL (NULL vm); VMMU_ENOMEM; VMMU_EBUSY, nothing
+ *         changed: from inside vmmu_region_foreach(), while serving a
+ *         device model's page-in, or from inside the installed page-in
+ *         handler itself (a call of it, or a callback it runs, on this
+ *         thread: the setter would wait for its own caller).
  */
 int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque);
 
@@ -291,9 +301,19 @@ struct vmmu_device_req {
 typedef int (*vmmu_device_fn)(void *opaque, struct vmmu_device_req *req);
 
 /**
- * Register the device handler (NULL removes it).  Without one, accesses
- * to DEVICE pages fail with VMMU_EDEVICE.
- * @return 0, VMMU_EINVAL, or VMMU_EBUSY (from inside vmmu_region_foreach()).
+ * Register the device handler (NULL removes it), replacing the one
+ * installed.  Without one, accesses to DEVICE pages fail with
+ * VMMU_EDEVICE.  Safe while other threads make device accesses: each call
+ * pairs @p fn with its own @p opaque, and when this returns, the old
+ * handler is neither running nor will be called, so the caller may free
+ * the old @p opaque.  Meanwhile it waits for calls of the old handler
+ * under way, which may be waiting for a device model (offline on a vCPU's
+ * thread): it must not be made by a thread such a call waits for.
+ * @return 0; VMMU_EINVAL (NULL vm); VMMU_ENOMEM; VMMU_EBUSY, nothing
+ *         changed: from inside vmmu_region_foreach(), while serving a
+ *         device model's page-in, or from inside the installed device
+ *         handler itself (a call of it, or a callback it runs, on this
+ *         thread: the setter would wait for its own caller).
  */
 int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque);
 

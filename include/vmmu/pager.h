@@ -81,8 +81,9 @@ struct vmmu_pager_config {
 /**
  * Create the vm's pager and register its page-in handler.
  * @return 0; VMMU_EINVAL (NULL vm or out, unknown flags); VMMU_EBUSY (the
- *         vm already has a pager, or from inside vmmu_region_foreach());
- *         VMMU_ESYS (the backing file could not be created); VMMU_ENOMEM.
+ *         vm already has a pager, from inside vmmu_region_foreach(), or
+ *         from inside the page-in handler it would replace); VMMU_ESYS
+ *         (the backing file could not be created); VMMU_ENOMEM.
  */
 int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
                       struct vmmu_pager **out);
@@ -90,8 +91,11 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
 /**
  * Bring every page the pager holds back in (nothing is lost), unregister
  * the handler and free the pager.  Ballooned pages come back as zero
- * pages.  NULL is a no-op.  vmmu_vm_destroy() frees a pager that is still
- * there (without paging anything in); do not call this after it.
+ * pages.  NULL is a no-op.  vCPUs and host threads may go on accessing
+ * guest memory meanwhile: the pager is freed only once no access is inside
+ * its page-in handler (vmmu_p2m_set_pagein_handler()).  vmmu_vm_destroy()
+ * frees a pager that is still there (without paging anything in); do not
+ * call this after it.
  * @return 0 (the pager is gone); VMMU_ESYS if a page could not be read
  *         back from the backing file: the pager is then not freed (its
  *         handler and file stay, every page that could come back did),

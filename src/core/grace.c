@@ -168,7 +168,8 @@ bool vmmu__callback_uses(const void *obj)
     if (!obj)
         return false;
     for (const struct vmmu__callback *cb = callbacks; cb; cb = cb->outer)
-        if (cb->vm == obj || cb->vcpu == obj || cb->dm == obj || cb->server == obj)
+        if (cb->vm == obj || cb->vcpu == obj || cb->dm == obj || cb->server == obj ||
+            cb->hook == obj)
             return true;
     return false;
 }

@@ -101,7 +101,9 @@ bool vmmu__in_dm_pagein(void);
  * page-in, device or code handler, a device model's in-process callback),
  * with what the call that runs it goes on using once it returns: the vm,
  * the vCPU whose access it is (NULL for the host's, or when an outer
- * frame names it), the device-model layer and the server (NULL if none).
+ * frame names it), the device-model layer and the server (NULL if none),
+ * and the record of the page-in or device handler it runs (struct
+ * p2m_hook: its setter refuses to wait for the thread itself).
  * Frames nest: a callback may make an access whose own callback runs.
  * The destroy functions refuse, with VMMU_EBUSY and nothing freed, an
  * object a frame of their thread names, as they refuse inside a
@@ -109,7 +111,7 @@ bool vmmu__in_dm_pagein(void);
  * Another thread's callbacks are not seen: destroying what another thread
  * uses is the caller's mistake, as the destroy functions say. */
 struct vmmu__callback {
-    const void *vm, *vcpu, *dm, *server;
+    const void *vm, *vcpu, *dm, *server, *hook;
     struct vmmu__callback *outer;
 };
 void vmmu__callback_enter(struct vmmu__callback *cb);

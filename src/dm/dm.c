@@ -208,7 +208,7 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
     if (max_vcpus > VMMU_DM_MAX_VCPUS)
         return VMMU_EINVAL;
     if (atomic_load(&vm->p2m.device))
-        return VMMU_EINVAL; /* somebody else serves DEVICE pages */
+        return VMMU_EINVAL; /* somebody else serves DEVICE pages (checked again below) */
     struct vmmu_dm *dm = vmmu__calloc(1, sizeof(*dm));
     if (!dm)
         return VMMU_ENOMEM;
@@ -225,7 +225,7 @@ int vmmu_dm_create(struct vmmu_vm *vm, const struct vmmu_dm_config *cfg, struct 
     atomic_store(&dm->seen_generation, ~0ull);
     int err = vmmu__reclaim_hook_add(vm, dm_reclaim, dm);
     if (!err) {
-        err = vmmu_p2m_set_device_handler(vm, dm_device_handler, dm);
+        err = vmmu__p2m_install_device_handler(vm, dm_device_handler, dm);
         if (err)
             vmmu__reclaim_hook_remove(vm, dm_reclaim, dm);
     }
@@ -242,10 +242,18 @@ int vmmu_dm_destroy(struct vmmu_dm *dm)
 {
     if (!dm)
         return 0;
-    if (vmmu__vm_refuses_changes(dm->vm) || vmmu__callback_uses(dm))
+    /* Inside the layer's device handler on this thread (an in-process
+     * callback, or what one calls), uninstalling it would wait for the
+     * thread itself. */
+    if (vmmu__vm_refuses_changes(dm->vm) || vmmu__callback_uses(dm) ||
+        vmmu__p2m_in_device_handler(dm->vm))
         return VMMU_EBUSY;
     while (dm->nservers)
         vmmu_dm_server_destroy(dm->servers[dm->nservers - 1]);
+    /* Once this returns, no thread is inside dm_device_handler() with @dm
+     * or about to enter it (device accesses go on meanwhile, and fail
+     * with VMMU_EDEVICE from now on).  It cannot refuse: the checks above
+     * covered its reasons. */
     vmmu_p2m_set_device_handler(dm->vm, NULL, NULL);
     vmmu__reclaim_hook_remove(dm->vm, dm_reclaim, dm);
     table_retire(atomic_load(&dm->mmio)); /* every server is gone: only orphans are left */

@@ -62,37 +62,48 @@ static void callback_end(void)
 #define P2M_LOOK_AGAIN 1
 
 /* Bring back any paged-out page in frames [g, end) of @r.  0, a negative
- * code, or P2M_LOOK_AGAIN (@r not touched after the handler returned). */
+ * code, or P2M_LOOK_AGAIN (@r not touched after the handler returned).
+ * The caller is in a read-side section: the handler's record is taken in
+ * it, and the handler runs under a frame naming the record. */
 static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, uint64_t end,
                          uint64_t *bad_gfn)
 {
     for (uint64_t p = g; p < end; p++) {
         if (!(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
             continue;
-        vmmu_pagein_fn fn = atomic_load_explicit(&vm->p2m.pagein, memory_order_acquire);
+        struct p2m_hook *h = p2m_hook_take(&vm->p2m.pagein);
         int err = VMMU_EPAGEDOUT;
+        bool look_again = false;
         *bad_gfn = p;
         /* A page-out may take the page again between the handler's return
          * and the check below (the host pages out concurrently): ask again,
          * a bounded number of times. */
-        for (unsigned round = 0; fn && round < P2M_PAGEIN_ROUNDS; round++) {
-            void *op = atomic_load_explicit(&vm->p2m.pagein_opaque, memory_order_relaxed);
+        for (unsigned round = 0; h && round < P2M_PAGEIN_ROUNDS; round++) {
             uint64_t section = vmmu__reader_sections();
+            struct vmmu__callback cb = {.hook = h};
+            vmmu__callback_enter(&cb);
             callback_begin();
-            err = fn(op, vm, p << VMMU_PAGE_SHIFT);
+            err = h->fn.pagein(h->opaque, vm, p << VMMU_PAGE_SHIFT);
             callback_end();
+            vmmu__callback_leave(&cb);
             if (err)
                 break;
             /* A grace period may have passed, or (on a thread that stayed
              * online) the region may have been removed or replaced while
              * the handler ran: its page is not this access's any more. */
             if (vmmu__reader_sections() != section ||
-                p2m_resolve(&vm->p2m, p, NULL) != r)
-                return P2M_LOOK_AGAIN;
+                p2m_resolve(&vm->p2m, p, NULL) != r) {
+                look_again = true;
+                break;
+            }
             if (!(region_page_state(r, p) & VMMU_PAGE_PAGED_OUT))
                 break;
             err = VMMU_EPAGEDOUT; /* out again (or the handler did not page in) */
         }
+        if (h)
+            p2m_hook_put(h);
+        if (look_again)
+            return P2M_LOOK_AGAIN;
         if (err)
             return err < 0 ? err : VMMU_EPAGEDOUT;
     }
@@ -339,6 +350,9 @@ int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)
         return VMMU_ERANGE;
     struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
     vmmu__callback_enter(&cb);
+    /* Callers are readers already (a vCPU's fill or walk, a device
+     * model's service thread): then this is a test. */
+    unsigned section = vmmu__read_begin();
     uint64_t g = gpa >> VMMU_PAGE_SHIFT, bad;
     int err = VMMU_EPAGEDOUT;
     for (unsigned again = 0; again < P2M_PAGEIN_ROUNDS; again++) {
@@ -347,6 +361,7 @@ int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa)
             break;
         err = VMMU_EPAGEDOUT;
     }
+    vmmu__read_end(section);
     vmmu__callback_leave(&cb);
     return err;
 }

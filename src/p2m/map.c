@@ -357,6 +357,7 @@ static void region_release(struct vmmu_vm *vm, struct vmmu_region *r)
 void vmmu__p2m_fini(struct vmmu_vm *vm)
 {
     struct vmmu_p2m *p2m = &vm->p2m;
+    vmmu__p2m_hooks_fini(p2m);
     for (unsigned i = 0; i < p2m->nregions; i++)
         region_release(vm, p2m->regions[i]);
     free(p2m->regions);
@@ -875,63 +876,6 @@ int vmmu_page_state_update(struct vmmu_vm *vm, uint64_t gpa, uint64_t npages, ui
         struct vmmu_gpa_range range = {gpa & VMMU_PAGE_MASK, npages << VMMU_PAGE_SHIFT};
         vmmu__sync_flush_gpas(vm, &range, 1);
     }
-    return rc;
-}
-
-int vmmu_p2m_set_pagein_handler(struct vmmu_vm *vm, vmmu_pagein_fn fn, void *opaque)
-{
-    if (!vm)
-        return VMMU_EINVAL;
-    if (writer_reentered(vm))
-        return VMMU_EBUSY;
-    vmmu__sync_map_lock(vm);
-    atomic_store_explicit(&vm->p2m.pagein_opaque, opaque, memory_order_relaxed);
-    atomic_store_explicit(&vm->p2m.pagein, fn, memory_order_release);
-    pthread_mutex_unlock(&vm->lock);
-    return 0;
-}
-
-int vmmu_p2m_set_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque)
-{
-    if (!vm)
-        return VMMU_EINVAL;
-    if (writer_reentered(vm))
-        return VMMU_EBUSY;
-    vmmu__sync_map_lock(vm);
-    atomic_store_explicit(&vm->p2m.device_opaque, opaque, memory_order_relaxed);
-    atomic_store_explicit(&vm->p2m.device, fn, memory_order_release);
-    pthread_mutex_unlock(&vm->lock);
-    return 0;
-}
-
-int vmmu_p2m_device_access(struct vmmu_vm *vm, struct vmmu_device_req *req)
-{
-    if (!vm || !req || req->size == 0 || req->size > 8 || (req->size & (req->size - 1)) ||
-        (req->gpa & (req->size - 1)))
-        return VMMU_EINVAL;
-    if (req->gpa >> VMMU_PAGE_SHIFT >= vm->p2m.gfn_limit)
-        return VMMU_ERANGE;
-    /* The region is read in a section of its own on a host thread; the
-     * handler, which may wait for device models, runs after it. */
-    unsigned section = vmmu__read_begin();
-    struct vmmu_region *r = p2m_resolve(&vm->p2m, req->gpa >> VMMU_PAGE_SHIFT, NULL);
-    bool device = r && r->type == VMMU_MEM_DEVICE;
-    if (device) {
-        req->offset = req->gpa - (r->gfn << VMMU_PAGE_SHIFT);
-        req->region_id = r->id;
-        req->region_opaque = r->opaque;
-    }
-    vmmu__read_end(section);
-    if (!device)
-        return VMMU_EINVAL;
-    vmmu_device_fn fn = atomic_load_explicit(&vm->p2m.device, memory_order_acquire);
-    if (!fn)
-        return VMMU_EDEVICE;
-    void *opaque = atomic_load_explicit(&vm->p2m.device_opaque, memory_order_relaxed);
-    struct vmmu__callback cb = {.vm = vm, .vcpu = vmmu__sync_current_vcpu()};
-    vmmu__callback_enter(&cb);
-    int rc = fn(opaque, req);
-    vmmu__callback_leave(&cb);
     return rc;
 }
 

@@ -81,13 +81,60 @@ struct vmmu_p2m {
     uint32_t next_id;
     bool ids_wrapped;     /* next_id went past UINT32_MAX: skip live ids */
 
-    /* Pager hook (see vmmu_p2m_set_pagein_handler). */
-    _Atomic(vmmu_pagein_fn) pagein;
-    void *_Atomic pagein_opaque;
-    /* Device-model hook (see vmmu_p2m_set_device_handler). */
-    _Atomic(vmmu_device_fn) device;
-    void *_Atomic device_opaque;
+    /* The page-in handler (vmmu_p2m_set_pagein_handler()) and the device
+     * handler (vmmu_p2m_set_device_handler()): NULL, or the installed
+     * one (struct p2m_hook, hook.c). */
+    struct p2m_hook *_Atomic pagein;
+    struct p2m_hook *_Atomic device;
 };
+
+/*
+ * One installed handler: the function and its argument, published
+ * together behind one pointer, so that a caller never pairs the function
+ * of one handler with the argument of another.
+ *
+ * A caller takes the record with p2m_hook_take() inside a read-side
+ * section (an online vCPU, or vmmu__read_begin()), which counts it in
+ * @calls before the section ends, and gives it back with p2m_hook_put()
+ * once the handler returned; the handler itself runs wherever the caller
+ * likes, offline included (it may wait for a device model).  The call is
+ * made under a callback frame that names the record (struct
+ * vmmu__callback::hook), so that a setter on the same thread can tell it
+ * is inside the handler it would replace.
+ *
+ * A setter swaps the pointer under vm->lock, then waits for a grace
+ * period (every caller that found the old record in a section has counted
+ * itself by then: no new count can appear), then for @calls to drop to
+ * zero, and frees the record: when it returns, nobody runs the old
+ * handler or will call it, and the caller may free its argument.
+ */
+struct p2m_hook {
+    union {
+        vmmu_pagein_fn pagein;
+        vmmu_device_fn device;
+    } fn;
+    void *opaque;
+    _Atomic uint32_t calls; /* callers that took it and have not given it back */
+};
+
+/* The installed handler of @slot, counted as in use, or NULL.  Call it in
+ * a read-side section; give what it returns back with p2m_hook_put().
+ * The count needs no ordering of its own: the grace period the setter
+ * waits for orders it before the setter's first look at it. */
+static inline struct p2m_hook *p2m_hook_take(struct p2m_hook *_Atomic *slot)
+{
+    struct p2m_hook *h = atomic_load_explicit(slot, memory_order_acquire);
+    if (h)
+        atomic_fetch_add_explicit(&h->calls, 1, memory_order_relaxed);
+    return h;
+}
+
+/* Done with @h (the handler returned): the last use of it, since the
+ * setter that retired it may free it as soon as the count is zero. */
+static inline void p2m_hook_put(struct p2m_hook *h)
+{
+    atomic_fetch_sub_explicit(&h->calls, 1, memory_order_release);
+}
 
 /*
  * Resolve a guest frame: the region holding it (NULL for a hole) and the
@@ -150,5 +197,18 @@ int vmmu__gpa_make_resident(struct vmmu_vm *vm, uint64_t gpa);
 
 int vmmu__p2m_init(struct vmmu_p2m *p2m, unsigned gpa_bits, unsigned max_regions);
 void vmmu__p2m_fini(struct vmmu_vm *vm);
+
+/* vmmu_p2m_set_device_handler() for the device-model layer: installs
+ * @fn only if no device handler is installed (VMMU_EINVAL otherwise, as
+ * vmmu_dm_create() says), in one step under the map's lock. */
+int vmmu__p2m_install_device_handler(struct vmmu_vm *vm, vmmu_device_fn fn, void *opaque);
+
+/* Whether the calling thread runs inside a call of @vm's installed device
+ * handler (a setter would refuse with VMMU_EBUSY: it would wait for
+ * itself). */
+bool vmmu__p2m_in_device_handler(struct vmmu_vm *vm);
+
+/* The handler records of a vm being destroyed (no call can be under way). */
+void vmmu__p2m_hooks_fini(struct vmmu_p2m *p2m);
 
 #endif /* VMMU_P2M_INTERNAL_H */

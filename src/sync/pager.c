@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -404,22 +403,13 @@ static int page_in_section(struct vmmu_pager *pg, uint64_t gfn)
     return rc;
 }
 
-/* The pager is taken from the vm and counted while in use: a thread that
- * is no grace-period reader (a host thread reading guest memory) may have
- * loaded this handler just before vmmu_pager_destroy() cleared it, and no
- * grace period waits for such a thread.  The count before the load here,
- * the clear before the wait for the count there (all sequentially
- * consistent): either the destroy waits for this call, or this call finds
- * no pager (and the destroy brought every page back already). */
+/* The pager's page-in handler.  vmmu_pager_destroy() uninstalls it before
+ * it frees the pager, and the P2M returns from that only once no call of
+ * it is under way or can begin (struct p2m_hook), on any thread. */
 static int pagein_handler(void *opaque, struct vmmu_vm *vm, uint64_t gpa)
 {
-    (void)opaque;
-    struct vmmu_sync *sy = vm->sync;
-    atomic_fetch_add(&sy->pager_calls, 1);
-    struct vmmu_pager *pg = atomic_load(&sy->pager);
-    int rc = pg ? page_in_one(pg, gpa >> VMMU_PAGE_SHIFT) : 0;
-    atomic_fetch_sub(&sy->pager_calls, 1);
-    return rc;
+    (void)vm;
+    return page_in_one(opaque, gpa >> VMMU_PAGE_SHIFT);
 }
 
 /* ---- page-out and balloon ---------------------------------------------------------- */
@@ -972,7 +962,18 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
         free(pg);
         return rc;
     }
-    vmmu_p2m_set_pagein_handler(vm, pagein_handler, pg);
+    rc = vmmu_p2m_set_pagein_handler(vm, pagein_handler, pg);
+    if (rc) {
+        /* Out of memory, or called from inside the page-in handler it
+         * would replace (which goes on using it). */
+        vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
+        atomic_store(&vm->sync->pager, NULL);
+        close(pg->fd);
+        pthread_mutex_destroy(&pg->lock);
+        pthread_cond_destroy(&pg->cond);
+        free(pg);
+        return rc;
+    }
     *out = pg;
     return 0;
 }
@@ -1005,16 +1006,18 @@ int vmmu_pager_destroy(struct vmmu_pager *pg)
         errno = err;
         return rc;
     }
-    vmmu_p2m_set_pagein_handler(vm, NULL, NULL);
+    /* Returns once no thread is inside the handler or can enter it (a
+     * call under way ends soon: every page is in, and it waits for
+     * nothing held here). */
+    rc = vmmu_p2m_set_pagein_handler(vm, NULL, NULL);
+    if (rc) {
+        /* Called from inside the page-in handler (which goes on using the
+         * pager): it stays, with every page in. */
+        vmmu__sync_change_unlock(vm);
+        return rc;
+    }
     vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
-    /* A fill that loaded the handler before it was cleared may still be
-     * inside it: vCPU threads are readers, so a grace period covers them. */
-    vmmu__sync_grace_period();
     atomic_store(&vm->sync->pager, NULL);
-    /* And threads that are no readers: calls that found the pager end
-     * soon (every page is in, nothing they wait for is held here). */
-    while (atomic_load(&vm->sync->pager_calls))
-        sched_yield();
     vmmu__sync_change_unlock(vm);
     vmmu__pager_free(pg);
     return 0;

@@ -207,7 +207,6 @@ struct vmmu_sync {
     _Atomic int excl_sleepers; /* parked vCPUs asleep on excl_seq */
 
     struct vmmu_pager *_Atomic pager; /* the vm's pager, if any */
-    _Atomic int pager_calls;          /* calls of its page-in handler under way */
 };
 
 /* The slot of id @id, or NULL if never allocated. */

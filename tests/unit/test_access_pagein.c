@@ -61,8 +61,10 @@ static void first_leaves_while_second_comes_back(struct acc_env *e, struct chain
     struct vmmu_pager_config cfg = {.flags = VMMU_PAGER_PARANOID};
     *c = (struct chain){.victim = PAGED_GPA};
     assert_int_equal(vmmu_pager_create(vm, &cfg, &c->pager), 0);
-    c->pagein = atomic_load(&vm->p2m.pagein);
-    c->pagein_opaque = atomic_load(&vm->p2m.pagein_opaque);
+    struct p2m_hook *h = atomic_load(&vm->p2m.pagein);
+    assert_non_null(h);
+    c->pagein = h->fn.pagein;
+    c->pagein_opaque = h->opaque;
     assert_non_null(c->pagein);
     assert_int_equal(vmmu_p2m_set_pagein_handler(vm, stealing_pagein, c), 0);
     struct vmmu_gpa_range second = {PAGED_GPA + 4096, 4096};

@@ -20,6 +20,7 @@
 
 #include "core/alloc.h"
 #include "core/vm_internal.h"
+#include "sync/sync_internal.h"
 #include "../../lib/dmclient/dmclient_internal.h"
 #include "vmmu/dmclient.h"
 #include "vmmu/vmmu.h"
@@ -991,6 +992,8 @@ static void pager_create_ok(struct fx *f)
 
 static void pager_create_unchanged(struct fx *f)
 {
+    assert_null(atomic_load(&VM(f)->p2m.pagein));
+    assert_null(atomic_load(&VM(f)->sync->pager));
     all_data_intact(f);
 }
 

@@ -709,6 +709,89 @@ static void a_late_answer_never_turns_away_the_answer_to_the_current_request(voi
     vmmu_vm_destroy(vm);
 }
 
+/* ---- the layer destroyed under device accesses ----------------------------------- */
+
+struct foreign {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *v; /* NULL: a host thread */
+    atomic_int stop;
+    atomic_ulong calls, wrong;
+};
+
+/* Accesses to a DEVICE region the layer does not serve (added by hand, not
+ * by vmmu_dm_map_mmio()): the layer's handler answers VMMU_EDEVICE at
+ * once, and without a layer there is no handler, with the same answer. */
+static void *foreign_accesses(void *arg)
+{
+    struct foreign *a = arg;
+    if (a->v && vmmu_vcpu_online(a->v) != 0)
+        atomic_fetch_add(&a->wrong, 1);
+    while (!atomic_load(&a->stop)) {
+        struct vmmu_device_req r = {.gpa = DEV_GPA + 8, .size = 8,
+                                    .vcpu_id = a->v ? vmmu_vcpu_id(a->v) : -1};
+        if (vmmu_p2m_device_access(a->vm, &r) != VMMU_EDEVICE)
+            atomic_fetch_add(&a->wrong, 1);
+        atomic_fetch_add_explicit(&a->calls, 1, memory_order_relaxed);
+        if (a->v)
+            vmmu_vcpu_safepoint(a->v);
+    }
+    if (a->v)
+        vmmu_vcpu_offline(a->v);
+    return NULL;
+}
+
+/* A vCPU thread (an online reader) and a host thread keep accessing a
+ * DEVICE region while the layer is created and destroyed again and again:
+ * the destroy frees the layer only once no thread is inside its device
+ * handler or about to enter it.  (The handler was uninstalled and the
+ * layer freed at once, while a thread could still be inside the handler
+ * with the layer as its argument, or have loaded it just before.  TSan: a
+ * race of the free with the handler's read of the layer; ASan, when a
+ * thread is preempted in between: use-after-free.) */
+static void a_layer_destroyed_under_device_accesses_is_never_used_after_it_is_freed(void **state)
+{
+    (void)state;
+    enum { VCPUS = 1, CALLERS = VCPUS + 1 };
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc dev = {.type = VMMU_MEM_DEVICE, .gpa = DEV_GPA, .size = 4096};
+    assert_int_equal(vmmu_region_add(vm, &dev, NULL), 0);
+    struct foreign fa[CALLERS];
+    pthread_t t[CALLERS];
+    for (int i = 0; i < CALLERS; i++) {
+        fa[i] = (struct foreign){.vm = vm};
+        if (i < VCPUS)
+            assert_int_equal(vmmu_vcpu_create(vm, NULL, &fa[i].v), 0);
+        assert_int_equal(pthread_create(&t[i], NULL, foreign_accesses, &fa[i]), 0);
+    }
+    for (int i = 0; i < CALLERS; i++)
+        while (!atomic_load(&fa[i].calls))
+            usleep(100); /* every thread accesses already */
+    for (int i = 0; i < 500; i++) {
+        struct vmmu_dm *dm;
+        assert_int_equal(vmmu_dm_create(vm, NULL, &dm), 0);
+        /* Each thread's next accesses go through this layer's handler. */
+        unsigned long from[CALLERS];
+        for (int k = 0; k < CALLERS; k++)
+            from[k] = atomic_load(&fa[k].calls);
+        for (int k = 0; k < CALLERS; k++)
+            while (atomic_load(&fa[k].calls) - from[k] < 2)
+                sched_yield();
+        assert_int_equal(vmmu_dm_destroy(dm), 0);
+    }
+    unsigned long calls = 0;
+    for (int i = 0; i < CALLERS; i++) {
+        atomic_store(&fa[i].stop, 1);
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+        assert_int_equal(atomic_load(&fa[i].wrong), 0);
+        calls += atomic_load(&fa[i].calls);
+        if (fa[i].v)
+            assert_int_equal(vmmu_vcpu_destroy(fa[i].v), 0);
+    }
+    print_message("%lu device accesses\n", calls);
+    assert_int_equal(vmmu_vm_destroy(vm), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -720,6 +803,8 @@ int main(void)
         cmocka_unit_test(
             a_server_destroyed_while_its_callback_runs_leaves_the_vcpu_nothing_outstanding),
         cmocka_unit_test(a_late_answer_never_turns_away_the_answer_to_the_current_request),
+        cmocka_unit_test(
+            a_layer_destroyed_under_device_accesses_is_never_used_after_it_is_freed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
