@@ -97,6 +97,21 @@ static void table_retire(struct dm_table *t)
 
 /* ---- the vm's device handler ---------------------------------------------- */
 
+/* The range of @slot's snapshot that holds @key.  A snapshot is freed a
+ * grace period after another replaced it (a range mapped, a server
+ * destroyed), so it is read in a read-side section: the vCPU's when it runs
+ * online, else one of its own (a host thread's access).  The range outlives
+ * the section: a range goes with its server, or as an orphan with its
+ * region, neither of which may go while it is accessed (vmmu/dm.h). */
+static const struct dm_range *route(struct dm_table *_Atomic *slot, uint64_t key, bool by_region)
+{
+    unsigned section = vmmu__read_begin();
+    const struct dm_range *range =
+        table_find(atomic_load_explicit(slot, memory_order_acquire), key, by_region);
+    vmmu__read_end(section);
+    return range;
+}
+
 static unsigned slot_of(const struct vmmu_dm *dm, int vcpu_id)
 {
     return vcpu_id < 0 ? dm->nslots - 1 : (unsigned)vcpu_id;
@@ -131,8 +146,7 @@ static void maybe_refresh_regions(struct vmmu_dm *dm)
 static int dm_device_handler(void *opaque, struct vmmu_device_req *req)
 {
     struct vmmu_dm *dm = opaque;
-    const struct dm_table *t = atomic_load_explicit(&dm->mmio, memory_order_acquire);
-    const struct dm_range *range = table_find(t, req->region_id, true);
+    const struct dm_range *range = route(&dm->mmio, req->region_id, true);
     if (!range)
         return VMMU_EDEVICE; /* a DEVICE region nobody serves */
     maybe_refresh_regions(dm);
@@ -160,8 +174,7 @@ int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned
 {
     if (!dm || !data || (size != 1 && size != 2 && size != 4))
         return VMMU_EINVAL;
-    const struct dm_table *t = atomic_load_explicit(&dm->ports, memory_order_acquire);
-    const struct dm_range *range = table_find(t, port, false);
+    const struct dm_range *range = route(&dm->ports, port, false);
     if (!range)
         return VMMU_ENOENT;
     if ((uint64_t)port + size > range->start + range->count)
