@@ -227,7 +227,9 @@ int main(void)
         (err = vmmu_dm_create(vm, &(struct vmmu_dm_config){.max_vcpus = 1}, &dm)) ||
         (err = vmmu_dm_server_create_remote(dm, sv[0], &rc, &srv)) ||
         (err = vmmu_dm_map_mmio(srv, DEV_GPA, 4096, 0, NULL, NULL)) ||
-        (err = vmmu_vcpu_create(vm, NULL, &vcpu))) {
+        (err = vmmu_vcpu_create(vm, NULL, &vcpu)) ||
+        /* This thread runs the vCPU: its TLB is used while it is online. */
+        (err = vmmu_vcpu_online(vcpu))) {
         fprintf(stderr, "setup: %s\n", vmmu_strerror(err));
         return 1;
     }

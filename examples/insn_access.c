@@ -158,7 +158,9 @@ int main(void)
     if ((err = vmmu_region_add(vm, &ram, NULL)) || (err = vmmu_region_add(vm, &uart_r, NULL)) ||
         (err = vmmu_region_add(vm, &sensor_r, NULL)) ||
         (err = vmmu_p2m_set_device_handler(vm, sensor_handler, &sensor)) ||
-        (err = vmmu_vcpu_create(vm, NULL, &vcpu))) {
+        (err = vmmu_vcpu_create(vm, NULL, &vcpu)) ||
+        /* This thread runs the vCPU: its TLB is used while it is online. */
+        (err = vmmu_vcpu_online(vcpu))) {
         fprintf(stderr, "setup: %s\n", vmmu_strerror(err));
         return 1;
     }

@@ -409,7 +409,9 @@ static int run(bool bmi)
     struct vmmu_region_desc dev = {.type = VMMU_MEM_MMIO, .gpa = MMIO_GPA, .size = 4096,
                                    .mmio = &counter_ops};
     if ((err = vmmu_region_add(vm, &ram, NULL)) || (err = vmmu_region_add(vm, &dev, NULL)) ||
-        (err = vmmu_vcpu_create(vm, NULL, &vcpu))) {
+        (err = vmmu_vcpu_create(vm, NULL, &vcpu)) ||
+        /* This thread runs the vCPU: its TLB is used while it is online. */
+        (err = vmmu_vcpu_online(vcpu))) {
         fprintf(stderr, "setup: %s\n", vmmu_strerror(err));
         vmmu_vm_destroy(vm);
         return 1;

@@ -130,7 +130,9 @@ int main(void)
         return 1;
     }
     struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 16ull << 20};
-    if ((err = vmmu_region_add(vm, &ram, NULL)) || (err = vmmu_vcpu_create(vm, NULL, &vcpu))) {
+    if ((err = vmmu_region_add(vm, &ram, NULL)) || (err = vmmu_vcpu_create(vm, NULL, &vcpu)) ||
+        /* This thread runs the vCPU: its TLB is used while it is online. */
+        (err = vmmu_vcpu_online(vcpu))) {
         fprintf(stderr, "setup: %s\n", vmmu_strerror(err));
         return 1;
     }

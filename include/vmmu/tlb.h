@@ -69,9 +69,13 @@
  * vCPU's TLB may still hold translations that P2M changes and flushes
  * made meanwhile have ended (it drops them in vmmu_vcpu_online()), so a
  * debugger or monitor reading through a halted vCPU puts it online
- * first, or walks with vmmu/x86.h and reads with vmmu_gpa_read().  (A vm
- * whose map and flushes change only between a vCPU's calls, as in
- * single-threaded use, may use the TLB without ever putting it online.)
+ * first, or walks with vmmu/x86.h and reads with vmmu_gpa_read().
+ * Single-threaded use is no exception: put the vCPU online once on the
+ * thread (vmmu_vcpu_online()).  A map change that thread makes (a region
+ * replaced or removed, a page paged out) then drops the vCPU's stale
+ * translations before it returns; a vCPU that is not online keeps them,
+ * the host addresses of memory that is gone among them, until it goes
+ * online.
  * A host pointer obtained from the TLB is valid until the vCPU's next
  * call into vmmu.
  */
