@@ -113,6 +113,8 @@ static void ctx_insert(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned idx, uin
             c->victim[victim_of(idx)].hot = c->hot[idx];
             c->victim[victim_of(idx)].cold = c->cold[idx];
             c->victim[victim_of(idx)].page = old & VMMU_PAGE_MASK;
+        } else {
+            c->refills++; /* its own page again: no page pushed out */
         }
     } else {
         /* The victim slot may hold the page, in a copy that could not

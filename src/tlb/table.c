@@ -6,8 +6,10 @@
  * Resizing (at flush time, when the table is emptied anyway) keeps
  * QEMU's 30/70 % thresholds but measures demand, not occupancy: demand is
  * the number of distinct pages filled since the last flush, estimated by
- * linear counting over the table's own entries (at least the valid
- * entries, at most the fills).
+ * linear counting over the table's own entries when a fill pushed
+ * another page out (at least the valid entries, at most those plus the
+ * pages pushed out); a fill that replaced its own page's entry, or one
+ * after a drop, adds no page.
  * A demand above 70 % of the table grows it at once to the smallest power
  * of two that holds the demand at no more than 70 % (QEMU doubles once per
  * flush, because occupancy cannot exceed the table); a peak demand below
@@ -56,6 +58,8 @@ static void ctx_reset_bounds(struct tlb_ctx *c)
         c->victim[i].page = VMMU_TLB_CMP_INVALID;
     }
     c->fills = 0;
+    c->refills = 0;
+    c->drops = 0;
     c->swaps = 0;
     c->grow_retry = 0;
 }
@@ -129,15 +133,20 @@ static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
     /* The demand rule estimates the distinct pages the context was asked
      * to hold since its last flush: what it holds when no fill pushed
      * another page out, else the linear count of the table's own
-     * occupancy, never more than the fills.  QEMU's rule counts what it
+     * occupancy, never more than what it holds plus the pages pushed out.  QEMU's rule counts what it
      * holds, which cannot exceed the table: a working set eight times the
      * table takes it three flushes of doubling to reach, missing all
      * along. */
     unsigned demand = c->used;
-    if (!v->resize_qemu && c->fills > c->used) {
+    /* Every fill took a free index (counted in used, less the drops since),
+     * replaced its own page's entry, or pushed another page out: only the
+     * last kind says the table held fewer pages than it was asked for. */
+    uint64_t kept = (uint64_t)c->used + c->drops + c->refills;
+    if (!v->resize_qemu && c->fills > kept) {
         uint64_t pages = table_pages(c->used, n);
-        if (pages > c->fills)
-            pages = c->fills;
+        uint64_t most = c->used + (c->fills - kept); /* every pushed-out page distinct */
+        if (pages > most)
+            pages = most;
         if (pages > demand)
             demand = (unsigned)pages;
     }
@@ -181,6 +190,9 @@ static unsigned ctx_resize_target(const struct vmmu_vcpu *v, struct tlb_ctx *c)
     return n;
 }
 
+/* Empty @c, at the size @target if it is another and memory allows. */
+static void ctx_empty(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned target);
+
 void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
 {
     v->stats.flush_contexts++;
@@ -190,8 +202,12 @@ void vmmu__tlb_ctx_flush(struct vmmu_vcpu *v, struct tlb_ctx *c)
         v->stats.flush_elided++;
         return;
     }
+    ctx_empty(v, c, ctx_resize_target(v, c));
+}
+
+static void ctx_empty(struct vmmu_vcpu *v, struct tlb_ctx *c, unsigned target)
+{
     v->held &= ~c->held_bit;
-    unsigned target = ctx_resize_target(v, c);
     if (c->used == 0 && target == c->n && !victims_any(c)) {
         /* Nothing to drop.  The bounds may still be set by entries that
          * were dropped one by one; clearing them is O(1). */
@@ -246,6 +262,7 @@ static void ctx_drop(struct tlb_ctx *c, unsigned idx)
 {
     entry_clear(&c->hot[idx]);
     c->used--;
+    c->drops++;
 }
 
 /* Call @fn for every index that may hold a valid entry. */
@@ -281,6 +298,15 @@ void vmmu__tlb_ctx_flush_nonglobal(struct vmmu_vcpu *v, struct tlb_ctx *c)
         return;
     }
     v->stats.flush_contexts++;
+    /* The resize rule runs here too, or a context that holds one global
+     * page (a kernel's) would keep its size for as long as CR3 writes are
+     * its only flushes.  A resize empties the table, global entries
+     * included, which a TLB may always do. */
+    unsigned target = ctx_resize_target(v, c);
+    if (target != c->n) {
+        ctx_empty(v, c, target);
+        return;
+    }
     CTX_FOR_EACH_CANDIDATE(c, idx, {
         if (entry_valid(&c->hot[idx]) && !cold_global(&c->cold[idx]))
             ctx_drop(c, idx);

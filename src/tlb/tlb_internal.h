@@ -178,6 +178,12 @@ struct tlb_ctx {
      * fills 2^32 times in minutes, and a count that wrapped to 0 would
      * make an INVLPG skip a full table. */
     uint64_t fills;
+    /* Of those fills, the ones that replaced the entry of the same page
+     * (a write after reads through a clean PTE, say), and the entries
+     * dropped one by one (INVLPG, a CR3 write that keeps global entries)
+     * since the last flush: with the valid entries they tell the fills
+     * that pushed another page out (the resize rule's demand). */
+    uint64_t refills, drops;
     unsigned nfilled;
     uint16_t filled[TLB_FILLED_LOG];
     uint64_t nlarge;
