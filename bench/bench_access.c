@@ -9,8 +9,16 @@
  *   access/latch_record_ns   one 8-byte load recorded by the replay latch (an
  *                            instruction of 4 loads, begin and end included, / 4)
  *   access/latch_replay_ns   the same load served from the latch on re-execution
+ *   access/rep_movs_ram_ns   REP MOVSQ of 4 KiB (512 elements) from RAM to RAM,
+ *                            per element (vmmu_access_rep_movs() inside
+ *                            vmmu_insn_begin/end, called until RCX is 0)
+ *   access/rep_movs_mmio_ns  the same into an MMIO page (a write callback per element)
+ *   access/rep_movs_device_ns  the same into a device model's page (a device
+ *                            handler that answers at once): one element per
+ *                            call, since each write may pend
  *
- *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw) sets
+ *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw,
+ *                                           rep_ram, rep_mmio, rep_device: N pages) sets
  *                                           up, warms, then makes N inline probes
  *                                           (vmmu_access_probe_hit), N calls of
  *                                           vmmu_access_probe(), or N plain host
@@ -32,11 +40,52 @@
 #define NPAGES 256u
 static const uint64_t VA_BASE = 0x0000100000000000ull;
 
+/* REP MOVS destinations: an MMIO page and a device model's page, above
+ * the RAM, each mapped after the RAM pages. */
+#define MMIO_GPA (64 * MiB)
+#define DEVICE_GPA (64 * MiB + 4096)
+static const uint64_t VA_MMIO = 0x0000100000000000ull + NPAGES * 4096ull;
+static const uint64_t VA_DEVICE = 0x0000100000000000ull + (NPAGES + 1) * 4096ull;
+static uint64_t sink;
+
+static int mmio_read(void *opaque, uint64_t offset, unsigned size, uint64_t *value)
+{
+    (void)opaque, (void)offset, (void)size;
+    *value = sink;
+    return 0;
+}
+
+static int mmio_write(void *opaque, uint64_t offset, unsigned size, uint64_t value)
+{
+    (void)opaque, (void)offset, (void)size;
+    sink += value;
+    return 0;
+}
+
+static int device_now(void *opaque, struct vmmu_device_req *req)
+{
+    (void)opaque;
+    if (req->write)
+        sink += req->data;
+    else
+        req->data = sink;
+    return 0;
+}
+
 static void setup(struct bench *b)
 {
     uint64_t root = bench_guest_create(b, 64 * MiB, TABLES, "bench_access");
     for (unsigned i = 0; i < NPAGES; i++)
         map(b, root, VA_BASE + (uint64_t)i * 4096, DATA + (uint64_t)i * 4096);
+    static const struct vmmu_mmio_ops ops = {.read = mmio_read, .write = mmio_write};
+    struct vmmu_region_desc mmio = {.type = VMMU_MEM_MMIO, .gpa = MMIO_GPA, .size = 4096,
+                                    .mmio = &ops};
+    struct vmmu_region_desc dev = {.type = VMMU_MEM_DEVICE, .gpa = DEVICE_GPA, .size = 4096};
+    if (vmmu_region_add(b->vm, &mmio, NULL) || vmmu_region_add(b->vm, &dev, NULL) ||
+        vmmu_p2m_set_device_handler(b->vm, device_now, NULL))
+        bench_die("bench_access", "device regions");
+    map(b, root, VA_MMIO, MMIO_GPA);
+    map(b, root, VA_DEVICE, DEVICE_GPA);
     bench_guest_enter(b, root, "bench_access");
     /* Warm every page for reads and writes. */
     for (unsigned i = 0; i < NPAGES; i++) {
@@ -123,6 +172,27 @@ static double time_latch_replay(struct bench *b, unsigned n)
     return ns;
 }
 
+/* REP MOVSQ of one page from RAM to @dst, as an interpreter runs it: each
+ * call inside vmmu_insn_begin/end, again until RCX is 0.  ns per element. */
+static double time_rep_movs(struct bench *b, uint64_t dst, unsigned n)
+{
+    double t0 = bench_now_ns();
+    for (unsigned i = 0; i < n; i++) {
+        struct vmmu_rep r = {.dst = dst, .src = VA_BASE + (uint64_t)(i % 64) * 4096,
+                             .count = 512, .elem = 8};
+        struct vmmu_x86_fault f;
+        while (r.count) {
+            (void)vmmu_insn_begin(b->vcpu);
+            int rc = vmmu_access_rep_movs(b->vcpu, &r, r.count, 0, &f);
+            (void)vmmu_insn_end(b->vcpu, rc);
+            if (rc || f.vector != VMMU_X86_FAULT_NONE)
+                bench_die("bench_access", "rep movs");
+        }
+    }
+    bench_keep(sink);
+    return (bench_now_ns() - t0) / (512.0 * n);
+}
+
 static int kernel(struct bench *b, const char *kind, unsigned n)
 {
     struct vmmu_probe p;
@@ -156,6 +226,12 @@ static int kernel(struct bench *b, const char *kind, unsigned n)
             (void)vmmu_prepared_read(&d, 8, &x, 8);
             sum += x;
         }
+    } else if (!strcmp(kind, "rep_ram")) {
+        (void)time_rep_movs(b, VA_BASE + 128 * 4096ull, n);
+    } else if (!strcmp(kind, "rep_mmio")) {
+        (void)time_rep_movs(b, VA_MMIO, n);
+    } else if (!strcmp(kind, "rep_device")) {
+        (void)time_rep_movs(b, VA_DEVICE, n);
     } else if (!strcmp(kind, "move")) {
         (void)time_move(b, n);
     } else if (!strcmp(kind, "raw")) {
@@ -181,18 +257,25 @@ int main(int argc, char **argv)
         return kernel(&b, argv[2], (unsigned)strtoul(argv[3], NULL, 10));
 
     double prep[BENCH_RUNS], mv[BENCH_RUNS], raw[BENCH_RUNS], rec[BENCH_RUNS], rep[BENCH_RUNS];
+    double rram[BENCH_RUNS], rmmio[BENCH_RUNS], rdev[BENCH_RUNS];
     for (int r = 0; r < BENCH_RUNS; r++) {
         prep[r] = time_prepare(&b, 200000);
         mv[r] = time_move(&b, 20000);
         raw[r] = time_raw_move(&b, 20000);
         rec[r] = time_latch_record(&b, 50000);
         rep[r] = time_latch_replay(&b, 50000);
+        rram[r] = time_rep_movs(&b, VA_BASE + 128 * 4096ull, 2000);
+        rmmio[r] = time_rep_movs(&b, VA_MMIO, 500);
+        rdev[r] = time_rep_movs(&b, VA_DEVICE, 500);
     }
     bench_figure("access/prepare_ns", bench_median(prep, BENCH_RUNS), "ns");
     bench_figure("access/move_gbps", bench_median(mv, BENCH_RUNS), "GB/s");
     bench_figure("access/raw_memmove_gbps", bench_median(raw, BENCH_RUNS), "GB/s");
     bench_figure("access/latch_record_ns", bench_median(rec, BENCH_RUNS), "ns");
     bench_figure("access/latch_replay_ns", bench_median(rep, BENCH_RUNS), "ns");
+    bench_figure("access/rep_movs_ram_ns", bench_median(rram, BENCH_RUNS), "ns");
+    bench_figure("access/rep_movs_mmio_ns", bench_median(rmmio, BENCH_RUNS), "ns");
+    bench_figure("access/rep_movs_device_ns", bench_median(rdev, BENCH_RUNS), "ns");
     vmmu_vcpu_destroy(b.vcpu);
     vmmu_vm_destroy(b.vm);
     return 0;
