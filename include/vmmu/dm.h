@@ -130,8 +130,11 @@ struct vmmu_dm_ops {
      * device), except to this server as the vCPU (or host) it serves: the
      * request in service holds that vCPU's slot here (the host's would
      * wait for itself), and such an access fails with VMMU_EBUSY.  A
-     * nested access of the same vCPU to another server must complete at
-     * once if this one pends (a vCPU has one request outstanding).
+     * vCPU has one request outstanding: if a nested access of the same
+     * vCPU to another server pends, this one must not, or the access it
+     * serves fails with VMMU_EBUSY (the nested request stays the vCPU's,
+     * answered and re-executed as usual; an answer to this one is turned
+     * away).
      */
     int (*access)(void *opaque, struct vmmu_dm_ioreq *req);
 };

@@ -334,6 +334,16 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
         vmmu__callback_enter(&cb);
         int r = srv->ops.access(srv->opaque, req);
         vmmu__callback_leave(&cb);
+        if (r == VMMU_EPENDING && !host && __atomic_load_n(&v->srv, __ATOMIC_RELAXED)) {
+            /* The callback made an access of this vCPU to another server
+             * that pends, and pends too: a vCPU has one request
+             * outstanding (vmmu/dm.h).  The nested request keeps the
+             * record (the vCPU had none when the callback began: see
+             * above); this one fails, and its slot is free again, so that
+             * an answer to it is turned away. */
+            __atomic_store_n(&s->state, VMMU_DM_SLOT_FREE, __ATOMIC_RELEASE);
+            return VMMU_EBUSY;
+        }
         if (r == VMMU_EPENDING && !host) {
             /* Even if a completer already answered, the access pends as
              * the callback said: the answer waits for the re-execution. */

@@ -613,6 +613,57 @@ static void a_vcpus_access_from_its_callback_to_the_same_server_is_busy(void **s
     assert_int_equal(v, 0x21);
 }
 
+/* A device that answers every access later. */
+struct later {
+    struct vmmu_dm_ioreq saved;
+    unsigned calls;
+};
+
+static int later_access(void *opaque, struct vmmu_dm_ioreq *req)
+{
+    struct later *l = opaque;
+    l->saved = *req;
+    l->calls++;
+    return VMMU_EPENDING;
+}
+
+static const struct vmmu_dm_ops later_ops = {.access = later_access};
+
+/* A vCPU has one request outstanding: a callback whose nested access of
+ * the same vCPU to another server pends, and which then pends too, gets
+ * VMMU_EBUSY for the outer access (the nested request keeps the vCPU's
+ * record and is answered as usual; an answer to the outer one is turned
+ * away).  (Before, the outer request's record replaced the nested one's:
+ * the nested request's answer was lost, and the vCPU's next access saw a
+ * request it did not make.) */
+static void a_callback_that_pends_after_a_nested_access_pended_gets_busy(void **state)
+{
+    struct env *e = *state;
+    struct bus bus = {.dm = e->dm, .to_vcpu = 0, .to_port = 0x20, .pend = true};
+    struct later later = {0};
+    struct vmmu_dm_server *bsrv, *lsrv;
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &bus_ops, &bus, &bsrv), 0);
+    assert_int_equal(vmmu_dm_map_ports(bsrv, 0x10, 1, 0, NULL), 0);
+    assert_int_equal(vmmu_dm_server_create_inproc(e->dm, &later_ops, &later, &lsrv), 0);
+    assert_int_equal(vmmu_dm_map_ports(lsrv, 0x20, 1, 0, NULL), 0);
+    uint64_t v = 0;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x10, 1, 0, &v), VMMU_EBUSY);
+    assert_int_equal(bus.nested_rc, VMMU_EPENDING);
+    assert_int_not_equal(vmmu_dm_complete(bsrv, &bus.saved, 0x34, 0), 0);
+    /* The nested request is the vCPU's: answered, its re-execution completes. */
+    assert_int_equal(vmmu_dm_complete(lsrv, &later.saved, 0x77, 0), 0);
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x20, 1, 0, &v), 0);
+    assert_int_equal(v, 0x77);
+    assert_int_equal(later.calls, 1);
+    /* And the vCPU is free again: the bus, answering at once, works. */
+    bus.pend = false;
+    bus.to_port = 0x3f8;
+    assert_int_equal(vmmu_dm_map_ports(e->srv, 0x3f8, 1, 0, NULL), 0);
+    e->dev.reg[0] = 0x21;
+    assert_int_equal(vmmu_dm_port_access(e->dm, 0, 0x10, 1, 0, &v), 0);
+    assert_int_equal(v, 0x21);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -641,6 +692,7 @@ int main(void)
         T(a_host_access_from_a_callback_serving_a_host_access_reaches_another_server),
         T(a_host_access_to_the_server_serving_a_host_access_from_its_callback_is_busy),
         T(a_vcpus_access_from_its_callback_to_the_same_server_is_busy),
+        T(a_callback_that_pends_after_a_nested_access_pended_gets_busy),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
