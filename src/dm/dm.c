@@ -97,19 +97,42 @@ static void table_retire(struct dm_table *t)
 
 /* ---- the vm's device handler ---------------------------------------------- */
 
-/* The range of @slot's snapshot that holds @key.  A snapshot is freed a
- * grace period after another replaced it (a range mapped, a server
- * destroyed), so it is read in a read-side section: the vCPU's when it runs
- * online, else one of its own (a host thread's access).  The range outlives
- * the section: a range goes with its server, or as an orphan with its
- * region, neither of which may go while it is accessed (vmmu/dm.h). */
-static const struct dm_range *route(struct dm_table *_Atomic *slot, uint64_t key, bool by_region)
+/* Find the range of @slot's snapshot that holds @key and copy it to
+ * @copy, its server (NULL for an orphan) held: counted among the server's
+ * waiters, which vmmu_dm_server_destroy() waits for before it frees the
+ * server.  A snapshot, and an orphan range with it, is freed a grace
+ * period after another replaced it (a range mapped, a server destroyed),
+ * and a server after a grace period and its waiters: so all of this
+ * happens in one read-side section, the vCPU's when it runs online, else
+ * one of its own (a host thread's access, which may go on while the
+ * layer is destroyed).  False when no range holds @key.  Release the
+ * server with unroute() once the access is over. */
+static bool route(struct dm_table *_Atomic *slot, uint64_t key, bool by_region,
+                  struct dm_range *copy)
 {
     unsigned section = vmmu__read_begin();
     const struct dm_range *range =
         table_find(atomic_load_explicit(slot, memory_order_acquire), key, by_region);
+    if (range) {
+        struct vmmu_dm_server *srv = atomic_load_explicit(&range->srv, memory_order_relaxed);
+        if (srv)
+            atomic_fetch_add(&srv->waiters, 1);
+        atomic_init(&copy->srv, srv);
+        copy->start = range->start;
+        copy->count = range->count;
+        copy->region_id = range->region_id;
+        copy->flags = range->flags;
+        copy->opaque = range->opaque;
+    }
     vmmu__read_end(section);
-    return range;
+    return range != NULL;
+}
+
+static void unroute(struct dm_range *copy)
+{
+    struct vmmu_dm_server *srv = atomic_load_explicit(&copy->srv, memory_order_relaxed);
+    if (srv)
+        atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
 }
 
 static unsigned slot_of(const struct vmmu_dm *dm, int vcpu_id)
@@ -146,8 +169,8 @@ static void maybe_refresh_regions(struct vmmu_dm *dm)
 static int dm_device_handler(void *opaque, struct vmmu_device_req *req)
 {
     struct vmmu_dm *dm = opaque;
-    const struct dm_range *range = route(&dm->mmio, req->region_id, true);
-    if (!range)
+    struct dm_range range;
+    if (!route(&dm->mmio, req->region_id, true, &range))
         return VMMU_EDEVICE; /* a DEVICE region nobody serves */
     maybe_refresh_regions(dm);
     /* Values are zero-extended to the access size both ways (vmmu/p2m.h),
@@ -161,9 +184,10 @@ static int dm_device_handler(void *opaque, struct vmmu_device_req *req)
         .write = req->write ? 1 : 0,
         .data = req->write ? req->data & mask : 0,
         .vcpu_id = req->vcpu_id,
-        .range_opaque = range->opaque,
+        .range_opaque = range.opaque,
     };
-    int err = dm_dispatch(dm, range, &io);
+    int err = dm_dispatch(dm, &range, &io);
+    unroute(&range);
     if (!err && !req->write)
         req->data = io.data & mask;
     return err;
@@ -174,24 +198,27 @@ int vmmu_dm_port_access(struct vmmu_dm *dm, int vcpu_id, uint16_t port, unsigned
 {
     if (!dm || !data || (size != 1 && size != 2 && size != 4))
         return VMMU_EINVAL;
-    const struct dm_range *range = route(&dm->ports, port, false);
-    if (!range)
+    struct dm_range range;
+    if (!route(&dm->ports, port, false, &range))
         return VMMU_ENOENT;
-    if ((uint64_t)port + size > range->start + range->count)
+    if ((uint64_t)port + size > range.start + range.count) {
+        unroute(&range);
         return VMMU_EINVAL; /* straddles the end of the range */
+    }
     maybe_refresh_regions(dm);
     uint64_t mask = size == 4 ? 0xffffffffull : (1ull << (size * 8)) - 1;
     struct vmmu_dm_ioreq io = {
         .space = VMMU_DM_SPACE_PIO,
         .addr = port,
-        .offset = port - range->start,
+        .offset = port - range.start,
         .size = size,
         .write = write ? 1 : 0,
         .data = write ? *data & mask : 0,
         .vcpu_id = vcpu_id,
-        .range_opaque = range->opaque,
+        .range_opaque = range.opaque,
     };
-    int err = dm_dispatch(dm, range, &io);
+    int err = dm_dispatch(dm, &range, &io);
+    unroute(&range);
     if (!err && !write)
         *data = io.data & mask;
     return err;

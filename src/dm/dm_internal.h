@@ -201,7 +201,8 @@ void vmmu__dm_chan_drain(int fd);
 void vmmu__dm_server_kill(struct vmmu_dm_server *srv, int reason);
 
 /* Serve one access routed to @srv on slot @slot (vCPU id, or nslots-1 for
- * the host).  @req->data carries a write's value and receives a read's. */
+ * the host).  @req->data carries a write's value and receives a read's.
+ * The caller holds @srv among its waiters (route() in dm.c). */
 int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned slot, const struct dm_range *range,
                            struct vmmu_dm_ioreq *req);
 

@@ -390,11 +390,13 @@ static int server_access(struct vmmu_dm_server *srv, unsigned idx, const struct 
 
 /* An access may go offline while it uses @srv, beyond any grace period:
  * a vCPU that finds the device model gone (or late) kills it, and killing
- * waits offline for its process.  So every access counts itself among the
- * server's waiters (struct vmmu_dm_server) from before its first use of
- * the server, while its thread is still a reader online, to after its
- * last; vmmu_dm_server_destroy() frees the server only once none is left.
- * (It used to free it under a vCPU that was killing it.) */
+ * waits offline for its process; a host thread is no reader at all.  So
+ * every access is counted among the server's waiters (struct
+ * vmmu_dm_server) from before its first use of the server, in the
+ * read-side section that found its range (route() in dm.c, which counts
+ * it), to after its last; vmmu_dm_server_destroy() frees the server only
+ * once none is left.  (It used to free it under a vCPU that was killing
+ * it, and under a host thread between the lookup and the count.) */
 /* Whether the calling thread holds @srv's host lock: it is inside a host
  * access to @srv (in its in-process callback, or in a callback that one
  * runs). */
@@ -436,9 +438,6 @@ static int host_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm
 int vmmu__dm_server_access(struct vmmu_dm_server *srv, unsigned idx, const struct dm_range *range,
                            struct vmmu_dm_ioreq *req)
 {
-    atomic_fetch_add(&srv->waiters, 1);
-    int r = idx == srv->dm->nslots - 1 ? host_access(srv, idx, range, req)
-                                       : server_access(srv, idx, range, req);
-    atomic_fetch_sub_explicit(&srv->waiters, 1, memory_order_release); /* last use of srv */
-    return r;
+    return idx == srv->dm->nslots - 1 ? host_access(srv, idx, range, req)
+                                      : server_access(srv, idx, range, req);
 }

@@ -855,6 +855,97 @@ static void host_accesses_beside_routes_changing_read_no_freed_routing_table(voi
     assert_int_equal(vmmu_vm_destroy(a.vm), 0);
 }
 
+/* ---- the layer destroyed under accesses to a range it serves -------------------- */
+
+#define HAMMER_HOSTS 2
+
+struct hammer {
+    struct vmmu_vm *vm;
+    struct vmmu_vcpu *v; /* NULL: host threads */
+    atomic_int stop;
+    atomic_ulong calls, served, wrong;
+};
+
+/* A host thread (never an online reader), or the vCPU's thread (online),
+ * reading the served range. */
+static void *host_reads(void *arg)
+{
+    struct hammer *h = arg;
+    if (h->v && vmmu_vcpu_online(h->v) != 0)
+        atomic_fetch_add(&h->wrong, 1);
+    while (!atomic_load(&h->stop)) {
+        struct vmmu_device_req r = {.gpa = INPROC_GPA + 8, .size = 4,
+                                    .vcpu_id = h->v ? vmmu_vcpu_id(h->v) : -1};
+        int rc = vmmu_p2m_device_access(h->vm, &r);
+        if (rc == 0 && r.data == 0x42)
+            atomic_fetch_add(&h->served, 1);
+        else if (rc != VMMU_EDEVICE && rc != VMMU_EINVAL && rc != VMMU_EDEAD)
+            atomic_fetch_add(&h->wrong, 1); /* served by nobody: gone or not ours */
+        atomic_fetch_add_explicit(&h->calls, 1, memory_order_relaxed);
+        if (h->v)
+            vmmu_vcpu_safepoint(h->v);
+    }
+    if (h->v)
+        vmmu_vcpu_offline(h->v);
+    return NULL;
+}
+
+/* Create the layer with one in-process server serving INPROC_GPA, let the
+ * host threads be served, destroy the layer; again and again. */
+static void destroy_layers_under_accesses(bool vcpu)
+{
+    struct hammer h = {0};
+    assert_int_equal(vmmu_vm_create(NULL, &h.vm), 0);
+    if (vcpu)
+        assert_int_equal(vmmu_vcpu_create(h.vm, NULL, &h.v), 0);
+    int threads = vcpu ? 1 : HAMMER_HOSTS;
+    pthread_t t[HAMMER_HOSTS];
+    for (int i = 0; i < threads; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, host_reads, &h), 0);
+    static const struct vmmu_dm_ops ops = {.access = fast_access};
+    for (unsigned round = 0; round < (vcpu ? 300u : 1000u); round++) {
+        struct vmmu_dm *dm;
+        struct vmmu_dm_server *srv;
+        assert_int_equal(vmmu_dm_create(h.vm, NULL, &dm), 0);
+        assert_int_equal(vmmu_dm_server_create_inproc(dm, &ops, NULL, &srv), 0);
+        assert_int_equal(vmmu_dm_map_mmio(srv, INPROC_GPA, 4096, 0, NULL, NULL), 0);
+        unsigned long served = atomic_load(&h.served);
+        for (unsigned spin = 0; atomic_load(&h.served) == served && spin < 100000; spin++)
+            sched_yield();
+        assert_int_equal(vmmu_dm_destroy(dm), 0);
+    }
+    atomic_store(&h.stop, 1);
+    for (int i = 0; i < threads; i++)
+        assert_int_equal(pthread_join(t[i], NULL), 0);
+    print_message("%lu %s accesses, %lu served\n", atomic_load(&h.calls), vcpu ? "vCPU" : "host",
+                  atomic_load(&h.served));
+    assert_int_equal(atomic_load(&h.wrong), 0);
+    if (h.v)
+        assert_int_equal(vmmu_vcpu_destroy(h.v), 0);
+    assert_int_equal(vmmu_vm_destroy(h.vm), 0);
+}
+
+/* Host threads (no readers) keep accessing a range the layer serves while
+ * the layer is destroyed: each access holds the range's server from the
+ * read-side section that found the range, and the server's destroy waits
+ * for it.  (The section ended with the lookup and the access counted
+ * itself only later: ASan and TSan, use-after-free of the range and the
+ * server in dm_device_handler() and dm_dispatch(); a crash without them.) */
+static void a_layer_destroyed_under_host_accesses_to_its_served_range_frees_nothing_in_use(
+    void **state)
+{
+    (void)state;
+    destroy_layers_under_accesses(false);
+}
+
+/* The same with a vCPU thread, online from the lookup of the range on. */
+static void a_layer_destroyed_under_vcpu_accesses_to_its_served_range_frees_nothing_in_use(
+    void **state)
+{
+    (void)state;
+    destroy_layers_under_accesses(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -869,6 +960,10 @@ int main(void)
         cmocka_unit_test(
             a_layer_destroyed_under_device_accesses_is_never_used_after_it_is_freed),
         cmocka_unit_test(host_accesses_beside_routes_changing_read_no_freed_routing_table),
+        cmocka_unit_test(
+            a_layer_destroyed_under_vcpu_accesses_to_its_served_range_frees_nothing_in_use),
+        cmocka_unit_test(
+            a_layer_destroyed_under_host_accesses_to_its_served_range_frees_nothing_in_use),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
