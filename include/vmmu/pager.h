@@ -100,7 +100,10 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
  *         back from the backing file: the pager is then not freed (its
  *         handler and file stay, every page that could come back did),
  *         so call it again once the cause is gone; VMMU_EBUSY from inside
- *         vmmu_region_foreach() (nothing done).
+ *         vmmu_region_foreach() (nothing done), or from inside the
+ *         installed page-in handler, on this thread (every page was
+ *         brought back in, but the pager stays, handler and file: call it
+ *         again from outside).
  */
 int vmmu_pager_destroy(struct vmmu_pager *pager);
 
