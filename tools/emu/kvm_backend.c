@@ -26,7 +26,9 @@
  * again, writes its CR4 with PGE toggled and then back through
  * KVM_SET_SREGS, which makes KVM rebuild its MMU context and flush every
  * translation of the vCPU (more than the guest asked for, which is always
- * allowed).  A synchronous call waits until each running target did so.
+ * allowed).  A synchronous call waits until each running target did so,
+ * doing meanwhile the flushes asked of its own vCPU (a target may be
+ * waiting for the caller in a flush of its own).
  *
  * A kick is SIGUSR1 sent to the vCPU's thread: the thread blocks it except
  * inside KVM_RUN (KVM_SET_SIGNAL_MASK), so it interrupts only KVM_RUN and a
@@ -683,6 +685,7 @@ static int kb_flush(struct emu_machine *m, unsigned caller, uint64_t targets,
     }
     if (hc->flags & EMU_FLUSH_ASYNC)
         return EMU_HC_OK;
+    struct kb_vcpu *self = &k->vcpu[caller];
     for (unsigned i = 0; i < m->cfg.nr_vcpus; i++) {
         if (i == caller || !(targets & (1ull << i)))
             continue;
@@ -690,6 +693,11 @@ static int kb_flush(struct emu_machine *m, unsigned caller, uint64_t targets,
         /* A halted vCPU counts as flushed: it flushes before it runs again. */
         while (atomic_load(&v->running) && atomic_load(&v->flushes_done) == seen[i] &&
                !emu_machine_stopping(m)) {
+            /* The target may be waiting in a flush of its own that names
+             * the caller: the caller flushes meanwhile, or each would wait
+             * for the other for ever. */
+            if (atomic_exchange(&self->flush_pending, false) && flush_tlb(self) < 0)
+                break;
             pthread_mutex_lock(&k->lock);
             bool halted = v->halted;
             pthread_mutex_unlock(&k->lock);
