@@ -61,6 +61,7 @@ struct kb_vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;     /* with kb.lock */
+    bool thread_done;        /* with kb.lock: its thread no longer takes kicks */
     pthread_cond_t wake;     /* with kb.lock */
     bool halted;             /* with kb.lock */
     bool asleep;             /* with kb.lock: waiting in HLT, counted in kb.blocked */
@@ -319,7 +320,10 @@ static void kb_kick(struct emu_machine *m, unsigned index)
         k->blocked--;
     }
     pthread_cond_signal(&v->wake);
-    if (v->thread_started && !v->halted)
+    /* Not a thread that has left its loop: the run may have joined it, and
+     * the signal would reach a thread that is gone (an IPI posted when the
+     * machine stopped comes that late). */
+    if (v->thread_started && !v->thread_done && !v->halted)
         pthread_kill(v->thread, KB_KICK_SIGNAL);
     pthread_mutex_unlock(&k->lock);
 }
@@ -616,6 +620,9 @@ static void *vcpu_thread(void *arg)
         }
     }
 out:
+    pthread_mutex_lock(&k->lock);
+    v->thread_done = true;
+    pthread_mutex_unlock(&k->lock);
     atomic_store(&v->running, false);
     return NULL;
 }
