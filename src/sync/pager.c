@@ -946,36 +946,30 @@ int vmmu_pager_create(struct vmmu_vm *vm, const struct vmmu_pager_config *cfg,
     pthread_mutex_init(&pg->lock, NULL);
     pthread_cond_init(&pg->cond, NULL);
     struct vmmu_pager *none = NULL;
-    if (!atomic_compare_exchange_strong(&vm->sync->pager, &none, pg)) {
-        close(pg->fd);
-        pthread_mutex_destroy(&pg->lock);
-        pthread_cond_destroy(&pg->cond);
-        free(pg);
-        return VMMU_EBUSY;
-    }
-    int rc = vmmu__reclaim_hook_add(vm, pager_reclaim_hook, pg);
-    if (rc) {
-        atomic_store(&vm->sync->pager, NULL);
-        close(pg->fd);
-        pthread_mutex_destroy(&pg->lock);
-        pthread_cond_destroy(&pg->cond);
-        free(pg);
-        return rc;
-    }
+    int rc = VMMU_EBUSY; /* the vm has a pager already */
+    if (!atomic_compare_exchange_strong(&vm->sync->pager, &none, pg))
+        goto fail;
+    rc = vmmu__reclaim_hook_add(vm, pager_reclaim_hook, pg);
+    if (rc)
+        goto fail_published;
     rc = vmmu_p2m_set_pagein_handler(vm, pagein_handler, pg);
     if (rc) {
         /* Out of memory, or called from inside the page-in handler it
          * would replace (which goes on using it). */
         vmmu__reclaim_hook_remove(vm, pager_reclaim_hook, pg);
-        atomic_store(&vm->sync->pager, NULL);
-        close(pg->fd);
-        pthread_mutex_destroy(&pg->lock);
-        pthread_cond_destroy(&pg->cond);
-        free(pg);
-        return rc;
+        goto fail_published;
     }
     *out = pg;
     return 0;
+
+fail_published:
+    atomic_store(&vm->sync->pager, NULL);
+fail:
+    close(pg->fd);
+    pthread_mutex_destroy(&pg->lock);
+    pthread_cond_destroy(&pg->cond);
+    free(pg);
+    return rc;
 }
 
 int vmmu_pager_destroy(struct vmmu_pager *pg)
