@@ -18,7 +18,9 @@
  *                            call, since each write may pend
  *
  *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw,
- *                                           rep_ram, rep_mmio, rep_device: N pages) sets
+ *                                           rep_ram, rep_mmio, rep_device: N pages;
+ *                                           store_mmio, store_device: N 8-byte
+ *                                           stores outside an instruction) sets
  *                                           up, warms, then makes N inline probes
  *                                           (vmmu_access_probe_hit), N calls of
  *                                           vmmu_access_probe(), or N plain host
@@ -232,6 +234,18 @@ static int kernel(struct bench *b, const char *kind, unsigned n)
         (void)time_rep_movs(b, VA_MMIO, n);
     } else if (!strcmp(kind, "rep_device")) {
         (void)time_rep_movs(b, VA_DEVICE, n);
+    } else if (!strcmp(kind, "store_mmio") || !strcmp(kind, "store_device")) {
+        /* 8-byte stores to the page outside an instruction (no latch): the
+         * TLB entry of the page answers, its comparator flagged MMIO. */
+        uint64_t va = !strcmp(kind, "store_mmio") ? VA_MMIO : VA_DEVICE;
+        struct vmmu_x86_fault f;
+        for (unsigned i = 0; i < n; i++) {
+            uint64_t x = i;
+            if (vmmu_access_store(b->vcpu, va + (i & 511) * 8, 8, 0, &x, &f) ||
+                f.vector != VMMU_X86_FAULT_NONE)
+                bench_die("bench_access", "store");
+        }
+        sum = sink;
     } else if (!strcmp(kind, "move")) {
         (void)time_move(b, n);
     } else if (!strcmp(kind, "raw")) {

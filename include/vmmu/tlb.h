@@ -492,7 +492,8 @@ struct vmmu_tlb_stats {
     uint64_t hits;          /**< inline hits of vmmu_tlb_lookup*() and vmmu_tlb_translate(), counted
                                  only where the caller defines VMMU_TLB_COUNT_HITS (never by
                                  vmmu_tlb_probe()) */
-    uint64_t slow_hits;     /**< slow-path calls served by the entry already in the table */
+    uint64_t slow_hits;     /**< slow-path calls served by the entry already in the table (the
+                                 access functions' answers from an MMIO entry count here too) */
     uint64_t victim_hits;   /**< slow-path calls served from the victim array */
     uint64_t misses;        /**< slow-path calls that had to walk */
     uint64_t walks;         /**< page walks started (full or resumed) */
@@ -502,7 +503,8 @@ struct vmmu_tlb_stats {
     uint64_t fills;         /**< entries written into a table */
     uint64_t faults;        /**< slow-path calls that ended in a fault */
     uint64_t not_ram;       /**< slow-path calls that ended in MMIO/device/hole/ROM write
-                                 (VMMU_TLB_NOT_RAM), whether they walked or not */
+                                 (VMMU_TLB_NOT_RAM), whether they walked or not, and the access
+                                 functions' answers from such an entry */
     uint64_t flush_all;     /**< whole-TLB flushes (every PCID, globals included) */
     uint64_t flush_pcid;    /**< flushes of one PCID's non-global entries (CR3, INVPCID 1, and
                                  one per resident PCID for INVPCID 3) */

@@ -166,6 +166,49 @@ int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write, bool re
     }
 }
 
+/*
+ * The TLB entry of @va's page sends this access to the slow path only
+ * because the page is not RAM: its comparator for the access's kind is
+ * the page with VMMU_TLB_FLAG_MMIO (and perhaps VMMU_TLB_FLAG_WATCH,
+ * which the caller checks through vmmu__watch_stops()).  Then @out comes
+ * from the entry's cold half, as the fill's own answer from the entry
+ * (src/tlb/fill.c, answer_from_entry()) would make it, without the call
+ * into the fill.  Nothing else qualifies: no comparator for the kind (the
+ * rights forbid it: the fill walks and raises the fault), NOTDIRTY (a
+ * write must walk to set D, or mark a logged page dirty), CODE (only on
+ * RAM).  The entry is as current as an inline hit's: INVLPG, flushes and
+ * map changes drop it (src/sync), and a map change made on this thread
+ * drops it at once.  False leaves @out untouched.
+ */
+static bool xlate_from_not_ram_entry(struct vmmu_vcpu *v, uint64_t va, unsigned access,
+                                     struct piece *out)
+{
+    const struct tlb_ctx *c = access_ctx(v, access);
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    uint64_t cmp = c->hot[idx].cmp[access_kind_of(access)];
+    if ((cmp & ~VMMU_TLB_FLAG_WATCH) != ((va & VMMU_PAGE_MASK) | VMMU_TLB_FLAG_MMIO))
+        return false;
+    const struct tlb_cold *cold = &c->cold[idx];
+    out->va = va;
+    out->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
+    out->host = NULL;
+    out->type = (enum vmmu_mem_type)cold_type(cold);
+    out->region_id = cold_region_id(cold);
+    out->code = false;
+    /* Counted as the fill counts its answers from the entry. */
+    v->stats.slow_hits++;
+    v->stats.not_ram++;
+    return true;
+}
+
+/* Whether the victim slot of @va's index holds @va's page (any kinds). */
+static bool victim_holds(const struct vmmu_vcpu *v, uint64_t va, unsigned access)
+{
+    const struct tlb_ctx *c = access_ctx(v, access);
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    return c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK);
+}
+
 int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned access,
                        struct piece *out, struct vmmu_x86_fault *fault)
 {
@@ -205,10 +248,24 @@ int vmmu__access_xlate(struct vmmu_vcpu *v, uint64_t va, uint32_t len, unsigned 
             if (rc < 0)
                 return rc;
         }
+    } else if (xlate_from_not_ram_entry(v, va, access, out)) {
+        /* MMIO, a device model's page, a hole or a ROM write, whose entry
+         * answers: no fill.  Recorded under the latch as a hit is. */
+        out->len = len;
+        if (latch) {
+            rc = vmmu__latch_xlate_record(a, page, access, out->gpa & VMMU_PAGE_MASK);
+            if (rc < 0)
+                return rc;
+        }
     } else {
         struct vmmu_tlb_result res;
         res.flags = 0;
-        void *host = vmmu_tlb_fill(v, va, len, access, &res);
+        /* A victim of the page is swapped back by the general fill, which
+         * answers from it without a walk; the warm miss in front of it
+         * would read the PTE and look the data page up first. */
+        void *host = victim_holds(v, va, access)
+                         ? vmmu__tlb_fill_general(v, va, len, access, &res)
+                         : vmmu_tlb_fill(v, va, len, access, &res);
         switch (res.status) {
         case VMMU_TLB_OK:
             out->host = host;

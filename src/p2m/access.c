@@ -284,6 +284,19 @@ static int gpa_access_in(struct vmmu_vm *vm, uint64_t gpa, uint8_t *buf, size_t 
     uint64_t last = (gpa + len - 1) >> VMMU_PAGE_SHIFT;
     size_t done = 0;
     int late_err = 0; /* a page the check after a callback refused: the access ends there */
+    if (gpa >> VMMU_PAGE_SHIFT == last) {
+        /* One frame of MMIO (an instruction's access to a device
+         * register, a string move's element): pass 1 checks nothing
+         * there, so the region it and pass 2 would each look up is looked
+         * up once and used at once.  What a callback that waited offline
+         * leaves undone goes the general way below, checked again. */
+        struct vmmu_region *r = p2m_resolve(&vm->p2m, last, NULL);
+        if (r && r->type == VMMU_MEM_MMIO) {
+            int err = mmio_span(r, gpa, buf, len, dir, failed_gpa, &done);
+            if (err)
+                return err;
+        }
+    }
     while (done < len) {
         uint64_t at = gpa + done, first = at >> VMMU_PAGE_SHIFT, bad;
         int err = pass_check(vm, first, last, dir, flags, &bad);

@@ -572,6 +572,33 @@ static void an_mmio_callback_that_removes_the_next_region_ends_the_access_there(
     }
 }
 
+/* A one-page access whose first piece's callback removes its own region:
+ * the pieces after it find a hole (the region is gone, and was freed once
+ * the callback's grace period passed). */
+static void an_mmio_callback_that_removes_its_own_region_ends_a_one_page_access_there(void **state)
+{
+    (void)state;
+    for (int write = 0; write < 2; write++) {
+        struct remover rm = {0};
+        assert_int_equal(vmmu_vm_create(NULL, &rm.vm), 0);
+        struct vmmu_region_desc m = {.type = VMMU_MEM_MMIO, .gpa = 0x10000, .size = 0x1000,
+                                     .mmio = &remover_ops, .opaque = &rm};
+        assert_int_equal(vmmu_region_add(rm.vm, &m, &rm.victim), 0);
+        uint8_t buf[8];
+        memset(buf, 0x11, sizeof(buf));
+        uint64_t failed = 0;
+        /* At offset 2: pieces of 2, 4 and 2 bytes. */
+        int rc = write ? vmmu_gpa_write(rm.vm, 0x10002, buf, sizeof(buf), 0, &failed)
+                       : vmmu_gpa_read(rm.vm, 0x10002, buf, sizeof(buf), 0, &failed);
+        assert_int_equal(rc, VMMU_EHOLE);
+        assert_int_equal(failed, 0x10004);
+        assert_int_equal(rm.calls, 1);
+        for (unsigned i = 0; !write && i < sizeof(buf); i++)
+            assert_int_equal(buf[i], i < 2 ? 0x42 : 0x11);
+        vmmu_vm_destroy(rm.vm);
+    }
+}
+
 int main(void)
 {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
@@ -596,6 +623,7 @@ int main(void)
         T(the_pager_is_asked_for_each_paged_out_page_by_its_aligned_address),
         T(device_pages_are_served_by_the_registered_handler),
         cmocka_unit_test(an_mmio_callback_that_removes_the_next_region_ends_the_access_there),
+        cmocka_unit_test(an_mmio_callback_that_removes_its_own_region_ends_a_one_page_access_there),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
