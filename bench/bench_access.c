@@ -16,11 +16,17 @@
  *   access/rep_movs_device_ns  the same into a device model's page (a device
  *                            handler that answers at once): one element per
  *                            call, since each write may pend
+ *   access/rep_movs_mmio_online_ns, access/rep_movs_device_online_ns  the last
+ *                            two with the vCPU online (vmmu_vcpu_online()), as
+ *                            a consumer runs it; the figures above are taken
+ *                            offline, where each guest-physical access opens a
+ *                            read-side section of its own
  *
  *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw,
  *                                           rep_ram, rep_mmio, rep_device: N pages;
  *                                           store_mmio, store_device: N 8-byte
- *                                           stores outside an instruction) sets
+ *                                           stores outside an instruction; any of
+ *                                           them with "_online": the vCPU online) sets
  *                                           up, warms, then makes N inline probes
  *                                           (vmmu_access_probe_hit), N calls of
  *                                           vmmu_access_probe(), or N plain host
@@ -195,10 +201,19 @@ static double time_rep_movs(struct bench *b, uint64_t dst, unsigned n)
     return (bench_now_ns() - t0) / (512.0 * n);
 }
 
-static int kernel(struct bench *b, const char *kind, unsigned n)
+static int kernel(struct bench *b, const char *kind_arg, unsigned n)
 {
     struct vmmu_probe p;
     uint64_t sum = 0;
+    /* KIND_online: the same with the vCPU online. */
+    char kind[32];
+    snprintf(kind, sizeof(kind), "%s", kind_arg);
+    size_t klen = strlen(kind);
+    if (klen > 7 && !strcmp(kind + klen - 7, "_online")) {
+        kind[klen - 7] = 0;
+        if (vmmu_vcpu_online(b->vcpu))
+            bench_die("bench_access", "online");
+    }
     if (!strcmp(kind, "probe")) {
         /* The inline hit, with the out-of-line probe behind it as a caller
          * writes it (never taken here: every page is warm). */
@@ -271,7 +286,8 @@ int main(int argc, char **argv)
         return kernel(&b, argv[2], (unsigned)strtoul(argv[3], NULL, 10));
 
     double prep[BENCH_RUNS], mv[BENCH_RUNS], raw[BENCH_RUNS], rec[BENCH_RUNS], rep[BENCH_RUNS];
-    double rram[BENCH_RUNS], rmmio[BENCH_RUNS], rdev[BENCH_RUNS];
+    double rram[BENCH_RUNS], rmmio[BENCH_RUNS], rdev[BENCH_RUNS], rmmio_on[BENCH_RUNS],
+        rdev_on[BENCH_RUNS];
     for (int r = 0; r < BENCH_RUNS; r++) {
         prep[r] = time_prepare(&b, 200000);
         mv[r] = time_move(&b, 20000);
@@ -282,6 +298,12 @@ int main(int argc, char **argv)
         rmmio[r] = time_rep_movs(&b, VA_MMIO, 500);
         rdev[r] = time_rep_movs(&b, VA_DEVICE, 500);
     }
+    if (vmmu_vcpu_online(b.vcpu))
+        bench_die("bench_access", "online");
+    for (int r = 0; r < BENCH_RUNS; r++) {
+        rmmio_on[r] = time_rep_movs(&b, VA_MMIO, 500);
+        rdev_on[r] = time_rep_movs(&b, VA_DEVICE, 500);
+    }
     bench_figure("access/prepare_ns", bench_median(prep, BENCH_RUNS), "ns");
     bench_figure("access/move_gbps", bench_median(mv, BENCH_RUNS), "GB/s");
     bench_figure("access/raw_memmove_gbps", bench_median(raw, BENCH_RUNS), "GB/s");
@@ -290,6 +312,8 @@ int main(int argc, char **argv)
     bench_figure("access/rep_movs_ram_ns", bench_median(rram, BENCH_RUNS), "ns");
     bench_figure("access/rep_movs_mmio_ns", bench_median(rmmio, BENCH_RUNS), "ns");
     bench_figure("access/rep_movs_device_ns", bench_median(rdev, BENCH_RUNS), "ns");
+    bench_figure("access/rep_movs_mmio_online_ns", bench_median(rmmio_on, BENCH_RUNS), "ns");
+    bench_figure("access/rep_movs_device_online_ns", bench_median(rdev_on, BENCH_RUNS), "ns");
     vmmu_vcpu_destroy(b.vcpu);
     vmmu_vm_destroy(b.vm);
     return 0;
