@@ -12,6 +12,10 @@
 #                                   warm pages (some crossing a page) and one
 #                                   8-byte vmmu_prepared_read() through it,
 #                                   loop included
+#   access/fill_mmio_instructions   per vmmu_tlb_fill() of an 8-byte write to
+#                                   an MMIO page whose TLB entry is filled (a
+#                                   JIT's slow path at each access to a device
+#                                   register), vCPU online, loop included
 #   bench/access_instructions.sh BUILD_DIR
 set -eu
 build=${1:?usage: access_instructions.sh BUILD_DIR}
@@ -23,8 +27,10 @@ probe=$(value "$n" probe)
 call=$(value "$n" probe_call)
 raw=$(value "$n" raw)
 prep=$(value "${ACCESS_PREPARE_N:-20000}" prepare)
-awk -v p="$probe" -v c="$call" -v r="$raw" -v q="$prep" 'BEGIN {
+mmio=$(value "${ACCESS_PREPARE_N:-20000}" fill_mmio_online)
+awk -v p="$probe" -v c="$call" -v r="$raw" -v q="$prep" -v m="$mmio" 'BEGIN {
     printf "access/probe_loop_instructions: %.1f instructions\n", p
     printf "access/probe_instructions: %.1f instructions\n", p - r
     printf "access/probe_call_instructions: %.1f instructions\n", c - r
-    printf "access/prepare_read_instructions: %.1f instructions\n", q }'
+    printf "access/prepare_read_instructions: %.1f instructions\n", q
+    printf "access/fill_mmio_instructions: %.1f instructions\n", m }'

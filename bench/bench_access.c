@@ -25,7 +25,9 @@
  *   bench_access --callgrind-kernel KIND N   (KIND: probe, probe_call, prepare, move, raw,
  *                                           rep_ram, rep_mmio, rep_device: N pages;
  *                                           store_mmio, store_device: N 8-byte
- *                                           stores outside an instruction; any of
+ *                                           stores outside an instruction;
+ *                                           fill_mmio: N vmmu_tlb_fill() calls for an
+ *                                           MMIO page whose entry is filled; any of
  *                                           them with "_online": the vCPU online) sets
  *                                           up, warms, then makes N inline probes
  *                                           (vmmu_access_probe_hit), N calls of
@@ -261,6 +263,18 @@ static int kernel(struct bench *b, const char *kind_arg, unsigned n)
                 bench_die("bench_access", "store");
         }
         sum = sink;
+    } else if (!strcmp(kind, "fill_mmio")) {
+        /* What a JIT's slow path does on each access to an MMIO page: the
+         * inline hit fails (the comparator is flagged), vmmu_tlb_fill()
+         * answers from the entry with the page's gpa for the caller's
+         * device dispatch. */
+        struct vmmu_tlb_result res;
+        for (unsigned i = 0; i < n; i++) {
+            if (vmmu_tlb_fill(b->vcpu, VA_MMIO + (i & 511) * 8, 8, VMMU_X86_ACC_WRITE, &res) ||
+                res.status != VMMU_TLB_NOT_RAM)
+                bench_die("bench_access", "fill_mmio");
+            sum += res.gpa;
+        }
     } else if (!strcmp(kind, "move")) {
         (void)time_move(b, n);
     } else if (!strcmp(kind, "raw")) {

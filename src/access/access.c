@@ -166,29 +166,20 @@ int vmmu__piece_again(struct vmmu_vcpu *v, struct piece *pc, bool write, bool re
     }
 }
 
-/*
- * The TLB entry of @va's page sends this access to the slow path only
- * because the page is not RAM: its comparator for the access's kind is
- * the page with VMMU_TLB_FLAG_MMIO (and perhaps VMMU_TLB_FLAG_WATCH,
- * which the caller checks through vmmu__watch_stops()).  Then @out comes
- * from the entry's cold half, as the fill's own answer from the entry
- * (src/tlb/fill.c, answer_from_entry()) would make it, without the call
- * into the fill.  Nothing else qualifies: no comparator for the kind (the
- * rights forbid it: the fill walks and raises the fault), NOTDIRTY (a
- * write must walk to set D, or mark a logged page dirty), CODE (only on
- * RAM).  The entry is as current as an inline hit's: INVLPG, flushes and
- * map changes drop it (src/sync), and a map change made on this thread
- * drops it at once.  False leaves @out untouched.
- */
+/* The TLB entry of @va's page sends this access to the slow path only
+ * because the page is not RAM (entry_not_ram(), src/tlb/tlb_internal.h):
+ * @out comes from the entry's cold half, as the fill's answer from the
+ * entry would make it, without the call into the fill.  The entry is as
+ * current as an inline hit's: INVLPG, flushes and map changes drop it
+ * (src/sync), and a map change made on this thread drops it at once.
+ * False leaves @out untouched. */
 static bool xlate_from_not_ram_entry(struct vmmu_vcpu *v, uint64_t va, unsigned access,
                                      struct piece *out)
 {
-    const struct tlb_ctx *c = access_ctx(v, access);
-    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
-    uint64_t cmp = c->hot[idx].cmp[access_kind_of(access)];
-    if ((cmp & ~VMMU_TLB_FLAG_WATCH) != ((va & VMMU_PAGE_MASK) | VMMU_TLB_FLAG_MMIO))
+    const struct tlb_cold *cold =
+        entry_not_ram(tlb_ctx_of(v, access), va, access_kind_of(access));
+    if (!cold)
         return false;
-    const struct tlb_cold *cold = &c->cold[idx];
     out->va = va;
     out->gpa = cold_gpa(cold) | (va & ~VMMU_PAGE_MASK);
     out->host = NULL;
@@ -204,7 +195,7 @@ static bool xlate_from_not_ram_entry(struct vmmu_vcpu *v, uint64_t va, unsigned 
 /* Whether the victim slot of @va's index holds @va's page (any kinds). */
 static bool victim_holds(const struct vmmu_vcpu *v, uint64_t va, unsigned access)
 {
-    const struct tlb_ctx *c = access_ctx(v, access);
+    const struct tlb_ctx *c = tlb_ctx_of(v, access);
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     return c->victim[victim_of(idx)].page == (va & VMMU_PAGE_MASK);
 }

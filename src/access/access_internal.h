@@ -200,19 +200,12 @@ static inline void *access_page_hit(struct vmmu_vcpu *v, uint64_t va, unsigned a
                                             : vmmu_tlb_lookup(v, va, 1, kind);
 }
 
-/* The TLB context an access fills and hits in: the current one, or the
- * supervisor one of the current PCID for an implicit access. */
-static inline const struct tlb_ctx *access_ctx(const struct vmmu_vcpu *v, unsigned access)
-{
-    return &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
-}
-
 /* The cold half of the TLB entry an inline hit of @va used (same index):
  * its guest-physical page, region and memory type. */
 static inline const struct tlb_cold *access_hit_cold(const struct vmmu_vcpu *v, uint64_t va,
                                                      unsigned access)
 {
-    const struct tlb_ctx *c = access_ctx(v, access);
+    const struct tlb_ctx *c = tlb_ctx_of(v, access);
     unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
     return &c->cold[idx];
 }

@@ -40,6 +40,25 @@ static void *result_not_ram(struct vmmu_tlb_result *res, uint64_t gpa, const str
     return NULL;
 }
 
+/* The fields a fill that ends other than in a fault leaves empty. */
+static void result_clear(struct vmmu_tlb_result *res)
+{
+    res->flags = 0;
+    res->error = 0;
+    res->fault.vector = VMMU_X86_FAULT_NONE;
+    res->fault.error_code = 0;
+    res->fault.cr2 = 0;
+}
+
+void *vmmu__tlb_answer_not_ram(struct vmmu_vcpu *v, const struct tlb_cold *cd, uint64_t va,
+                               struct vmmu_tlb_result *res)
+{
+    result_clear(res);
+    v->stats.slow_hits++;
+    v->stats.not_ram++;
+    return result_not_ram(res, cold_gpa(cd) | (va & ~VMMU_PAGE_MASK), cd);
+}
+
 static void *result_error(struct vmmu_tlb_result *res, int error)
 {
     res->status = VMMU_TLB_ERROR;
@@ -225,11 +244,7 @@ static void forget_for_fault(struct vmmu_vcpu *v, uint64_t va)
 static void *fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                           struct vmmu_tlb_result *res)
 {
-    res->flags = 0;
-    res->error = 0;
-    res->fault.vector = VMMU_X86_FAULT_NONE;
-    res->fault.error_code = 0;
-    res->fault.cr2 = 0;
+    result_clear(res);
     if (!v || size == 0 || size > VMMU_PAGE_SIZE || (access & ~VMMU_X86_ACC_ALL) ||
         ((access & VMMU_X86_ACC_WRITE) && (access & VMMU_X86_ACC_FETCH)))
         return result_error(res, VMMU_EINVAL);

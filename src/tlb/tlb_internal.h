@@ -433,6 +433,31 @@ static inline void log_fill(struct tlb_ctx *c, unsigned idx)
         c->nfilled++;
 }
 
+/* The context an access of @access (VMMU_X86_ACC_*) fills and hits in:
+ * the current one, or the supervisor one of the current PCID for an
+ * implicit access. */
+static inline const struct tlb_ctx *tlb_ctx_of(const struct vmmu_vcpu *v, unsigned access)
+{
+    return &v->slot[v->cur_slot].ctx[(access & VMMU_X86_ACC_IMPLICIT) ? CTX_SUP : v->cur_ctx];
+}
+/* The cold half of @c's entry at @va's index when that entry answers an
+ * access of @kind to @va's page by itself, the page not being RAM: its
+ * comparator for @kind is the page with VMMU_TLB_FLAG_MMIO and perhaps
+ * VMMU_TLB_FLAG_WATCH (the access part checks watchpoints itself).  Then
+ * the answer is the cold half's gpa, type and region, as the general
+ * fill's answer from the entry gives them, with no fill.  NULL for
+ * anything else: no comparator for @kind (the walk raises the fault),
+ * NOTDIRTY (a write walks to set D), RAM. */
+static inline const struct tlb_cold *entry_not_ram(const struct tlb_ctx *c, uint64_t va,
+                                                   enum vmmu_tlb_kind kind)
+{
+    unsigned idx = (unsigned)(va >> VMMU_PAGE_SHIFT) & c->mask;
+    uint64_t cmp = c->hot[idx].cmp[kind];
+    if ((cmp & ~(uint64_t)VMMU_TLB_FLAG_WATCH) != ((va & VMMU_PAGE_MASK) | VMMU_TLB_FLAG_MMIO))
+        return NULL;
+    return &c->cold[idx];
+}
+
 /* ---- table.c: tables ----------------------------------------------------- */
 int vmmu__tlb_ctx_init(struct tlb_ctx *c, unsigned n);
 void vmmu__tlb_ctx_fini(struct tlb_ctx *c);
@@ -459,6 +484,11 @@ void vmmu__tlb_select(struct vmmu_vcpu *v);
 /* vmmu_tlb_fill() without the warm miss: checks its arguments itself. */
 void *vmmu__tlb_fill_general(struct vmmu_vcpu *v, uint64_t va, unsigned size, unsigned access,
                              struct vmmu_tlb_result *res);
+/* The fill's answer for @va from the cold half @cd that entry_not_ram()
+ * found: VMMU_TLB_NOT_RAM in @res, counted as an answer from the entry;
+ * NULL. */
+void *vmmu__tlb_answer_not_ram(struct vmmu_vcpu *v, const struct tlb_cold *cd, uint64_t va,
+                               struct vmmu_tlb_result *res);
 
 /* ---- warm.c: the warm miss ------------------------------------------------ */
 /* The warm miss's view for current context @c and supervisor context @sup

@@ -360,11 +360,19 @@ general:
     return vmmu__tlb_fill_general(v, va, v->arg_size, v->arg_access, res);
 }
 
-/* The warm miss with a result block, or under CR4.PKE or CR4.PKS. */
+/* The warm miss with a result block, or under CR4.PKE or CR4.PKS.  A
+ * caller with a result block may be after an MMIO or device page, which
+ * leaves the inline path at every access: its entry answers here, before
+ * the warm miss reads the PTE and looks for the page's region. */
 static __attribute__((noinline)) void *fill_warm_full(struct vmmu_vcpu *v, uint64_t va,
                                                       unsigned access,
                                                       struct vmmu_tlb_result *res)
 {
+    unsigned kind = warm_kind[access & 3];
+    const struct tlb_cold *cd;
+    if (res && kind < VMMU_TLB_KINDS &&
+        (cd = entry_not_ram(tlb_ctx_of(v, access), va, (enum vmmu_tlb_kind)kind)) != NULL)
+        return vmmu__tlb_answer_not_ram(v, cd, va, res);
     if (v->pk_on)
         return fill_warm(v, va, access, res, true, true);
     return fill_warm(v, va, access, res, false, true);

@@ -1225,6 +1225,54 @@ static void every_slow_path_call_ending_not_ram_is_counted(void **state)
     assert_int_equal(s.not_ram, 3);
 }
 
+static void an_mmio_entry_answers_the_fill_only_for_the_kinds_it_allows(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
+    tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_A | E_D); /* read-only */
+    tlb_load(&f->t, f->root, 0, 0, R_CR0_WP);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_NOT_RAM);
+    vmmu_vcpu_stats_reset(f->t.vcpu);
+    /* The entry answers a read with the page's gpa, type and region, no
+     * walk... */
+    struct vmmu_tlb_result r = acc(f, VA + 0x18, 0);
+    assert_int_equal(r.status, VMMU_TLB_NOT_RAM);
+    assert_null(r.host);
+    assert_int_equal(r.gpa, 64 * MiB + 0x18);
+    assert_int_equal(r.type, VMMU_MEM_MMIO);
+    assert_int_equal(r.page_size, 4096);
+    assert_int_equal(r.error, 0);
+    assert_int_equal(r.fault.vector, VMMU_X86_FAULT_NONE);
+    struct vmmu_tlb_stats s = stats(f);
+    assert_int_equal(s.walks, 0);
+    assert_int_equal(s.slow_hits, 1);
+    assert_int_equal(s.not_ram, 1);
+    /* ...but not a write or a fetch to the read-only page: they walk,
+     * and the write faults (a fetch of MMIO is the caller's business). */
+    assert_pf(acc(f, VA + 0x18, VMMU_X86_ACC_WRITE), PF_P | PF_W);
+    assert_int_equal(stats(f).walks, 1);
+    /* A user read of the supervisor page faults too (another context). */
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    assert_pf(acc(f, VA, 0), PF_P | PF_U);
+}
+
+static void an_implicit_access_to_a_user_mmio_page_is_not_answered_by_the_user_entry(void **state)
+{
+    struct fx *f = *state;
+    add_mmio_and_rom(f);
+    tmap(&f->t, f->root, VA, 1, UP, (64 * MiB) | E_P | E_RW | E_US | E_A | E_D);
+    tlb_load(&f->t, f->root, R_CR4_SMAP, 0, 0);
+    assert_int_equal(vmmu_vcpu_set_cpl(f->t.vcpu, 3), 0);
+    /* CPL 3 fills the user context's entry of the user MMIO page... */
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_NOT_RAM);
+    assert_int_equal(acc(f, VA, 0).status, VMMU_TLB_NOT_RAM);
+    /* ...which must not answer an implicit (supervisor) access: SMAP
+     * forbids it the user page, whatever EFLAGS.AC. */
+    assert_pf(acc(f, VA, VMMU_X86_ACC_IMPLICIT), PF_P);
+    assert_int_equal(vmmu_vcpu_set_rflags(f->t.vcpu, 2 | R_RFLAGS_AC), 0);
+    assert_pf(acc(f, VA, VMMU_X86_ACC_IMPLICIT), PF_P);
+}
+
 static void a_not_ram_answer_from_the_victim_array_is_counted(void **state)
 {
     struct fx *f = *state;
@@ -1489,6 +1537,8 @@ int main(void)
         T(page_crossing_accesses_are_reported_for_splitting),
         T(readonly_page_gets_no_write_comparator_and_a_write_faults),
         T(mmio_and_rom_pages_go_to_the_slow_path_as_not_ram),
+        T(an_mmio_entry_answers_the_fill_only_for_the_kinds_it_allows),
+        T(an_implicit_access_to_a_user_mmio_page_is_not_answered_by_the_user_entry),
         T(first_write_to_a_clean_mmio_or_rom_page_sets_d),
         T(writes_with_paging_off_reach_ram),
         T(code_pages_report_writes),
