@@ -88,6 +88,11 @@ static void setup(struct bench *b)
     for (uint64_t i = 0; i < NDATA; i++)
         memset(b->ram + DATA + i * 4096, (int)i, 4096);
     bench_guest_enter(b, root, "bench_tlb");
+    /* Online, as a vCPU's thread runs it (vmmu/tlb.h): a walk made
+     * offline is a read-side section of its own, whose entry and exit
+     * would be timed with it. */
+    if (vmmu_vcpu_online(b->vcpu))
+        bench_die("bench_tlb", "online");
 }
 
 /* NADDR addresses: a random permutation of @ws pages starting at page

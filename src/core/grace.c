@@ -2,8 +2,9 @@
 /*
  * Grace periods.  vCPU threads (and any thread the user registers) are
  * liburcu QSBR readers: they announce quiescent states at safe points and
- * go offline when they block.  Whoever unpublishes shared state waits here
- * before freeing it.  With no registered readers this returns at once.
+ * go offline when they block.  Other threads read the map in sections of
+ * the membarrier flavour, one per call (grace_host.c).  Whoever
+ * unpublishes shared state waits here, for both, before freeing it.
  *
  * ThreadSanitizer does not see liburcu's own ordering (it is built from
  * compiler fences and futexes), so under TSan the reader side releases and
@@ -46,10 +47,23 @@ void vmmu__grace_period(void)
 {
     /* Safe from a registered, online reader too: QSBR's synchronize takes
      * the caller offline for the wait, so it never waits for itself (and
-     * its read-side section ends there). */
+     * its read-side section ends there).  A host thread's section
+     * (grace_host.c) ends for the wait the same way. */
+    bool held = vmmu__host_held;
+    if (held)
+        vmmu__host_read_unlock();
     reader_sections++;
     urcu_qsbr_synchronize_rcu();
+    vmmu__host_synchronize();
     tsan_acquire();
+    if (held)
+        vmmu__host_read_lock();
+}
+
+void vmmu__reader_section_ended(void)
+{
+    reader_sections++;
+    tsan_release();
 }
 
 void vmmu__reader_register(void)

@@ -156,25 +156,41 @@ void vmmu__reader_enter(void);
  * (what a wait inside vmmu takes offline, see vmmu__sync_block_begin()). */
 bool vmmu__reader_is_online(void);
 
-/* Whether the calling thread is online in a read-side section of its own
+/* Whether the calling thread is in a read-side section of its own
  * (below): a callback that may wait (the page-in handler, an MMIO
- * callback) then runs offline, and what was found before it is looked up
- * again after it (vmmu__reader_sections()). */
+ * callback) then runs outside it (vmmu__read_pause()), and what was found
+ * before it is looked up again after it (vmmu__reader_sections()). */
 extern _Thread_local bool vmmu__read_own;
+
+/* (grace_host.c) A host thread's read-side section: liburcu's membarrier
+ * flavour, whose read side costs a few instructions; the grace period
+ * waits for it as for the QSBR readers.  The thread is registered on its
+ * first section and unregistered when it exits.  vmmu__host_held: the
+ * calling thread holds one now. */
+extern _Thread_local bool vmmu__host_held;
+void vmmu__host_read_lock(void);
+void vmmu__host_read_unlock(void);
+void vmmu__host_synchronize(void);
+/* (grace.c) A section of the calling thread ended: counted for
+ * vmmu__reader_sections(), and under ThreadSanitizer the release the
+ * grace period acquires. */
+void vmmu__reader_section_ended(void);
 
 /* A read-side section of its own for a call that reads the map on a
  * thread that is not an online reader (a host thread's lookup, access,
- * walk or page-state change; a call from a callback that runs offline): a
- * removal's grace period then waits for it before freeing what it read.
- * On an online thread (a running vCPU) both are a test or two.  Nothing
- * between them may wait for a grace period or for the vCPUs, except
- * offline (vmmu__read_own).  Returns the token vmmu__read_end() takes. */
+ * walk or page-state change; a call from a callback that runs outside its
+ * caller's section): a removal's grace period then waits for it before
+ * freeing what it read.  On an online thread (a running vCPU), or inside
+ * a section already held, both are a test or two.  Nothing between them
+ * may wait for a grace period or for the vCPUs, except outside the
+ * section (vmmu__read_pause()).  Returns the token vmmu__read_end()
+ * takes. */
 static inline unsigned vmmu__read_begin(void)
 {
     unsigned token = vmmu__read_own ? 2u : 0u;
-    if (vmmu__reader_is_online())
+    if (vmmu__host_held || vmmu__reader_is_online())
         return token;
-    vmmu__reader_enter();
+    vmmu__host_read_lock();
     vmmu__read_own = true;
     return token | 1u;
 }
@@ -182,8 +198,27 @@ static inline unsigned vmmu__read_begin(void)
 static inline void vmmu__read_end(unsigned token)
 {
     if (token & 1u)
-        vmmu__reader_offline();
+        vmmu__host_read_unlock();
     vmmu__read_own = (token & 2u) != 0;
+}
+
+/* Around a callback that may wait (an MMIO callback, a page-in handler)
+ * made inside a thread's own section: the callback runs outside it, and
+ * the section goes on after it (a new one: what was found before is
+ * looked up again).  vmmu__read_pause() says whether it ended one, for
+ * vmmu__read_resume(). */
+static inline bool vmmu__read_pause(void)
+{
+    if (!(vmmu__read_own && vmmu__host_held))
+        return false;
+    vmmu__host_read_unlock();
+    return true;
+}
+
+static inline void vmmu__read_resume(bool paused)
+{
+    if (paused)
+        vmmu__host_read_lock();
 }
 
 /* How many read-side sections the calling thread has ended (gone offline,

@@ -39,17 +39,15 @@ static unsigned mmio_piece(uint64_t offset, size_t left)
 }
 
 /* A thread in a read-side section of its own (a host thread's access or
- * walk) runs callbacks offline: they may wait. */
-static void callback_begin(void)
+ * walk) runs callbacks outside it: they may wait. */
+static bool callback_begin(void)
 {
-    if (vmmu__read_own)
-        vmmu__reader_offline();
+    return vmmu__read_pause();
 }
 
-static void callback_end(void)
+static void callback_end(bool paused)
 {
-    if (vmmu__read_own)
-        vmmu__reader_online();
+    vmmu__read_resume(paused);
 }
 
 /* Page-in requests for one page before giving up with VMMU_EPAGEDOUT. */
@@ -82,9 +80,9 @@ static int span_resident(struct vmmu_vm *vm, struct vmmu_region *r, uint64_t g, 
             uint64_t section = vmmu__reader_sections();
             struct vmmu__callback cb = {.hook = h};
             vmmu__callback_enter(&cb);
-            callback_begin();
+            bool paused = callback_begin();
             err = h->fn.pagein(h->opaque, vm, p << VMMU_PAGE_SHIFT);
-            callback_end();
+            callback_end(paused);
             vmmu__callback_leave(&cb);
             if (err)
                 break;
@@ -149,7 +147,7 @@ static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t l
         unsigned size = mmio_piece(offset, len);
         uint64_t value = ~0ull;
         int err = 0;
-        callback_begin();
+        bool paused = callback_begin();
         if (dir == GPA_READ) {
             if (r->mmio.read)
                 err = r->mmio.read(r->opaque, offset, size, &value);
@@ -158,7 +156,7 @@ static int mmio_span(struct vmmu_region *r, uint64_t gpa, uint8_t *buf, size_t l
             memcpy(&value, buf, size);
             err = r->mmio.write(r->opaque, offset, size, value);
         }
-        callback_end();
+        callback_end(paused);
         if (!err && dir == GPA_READ)
             memcpy(buf, &value, size); /* little-endian host: low bytes first */
         if (err) {

@@ -697,6 +697,9 @@ struct vmmu__blocked vmmu__sync_block_begin(void)
          * grace period (a page-out holding the change lock). */
         b.reader = true;
         vmmu__reader_offline();
+    } else {
+        /* A host thread's own section (a page-in it waits for, say). */
+        b.host = vmmu__read_pause();
     }
     return b;
 }
@@ -707,6 +710,8 @@ void vmmu__sync_block_end(struct vmmu__blocked b)
         go_online(b.vcpu);
     else if (b.reader)
         vmmu__reader_online();
+    else
+        vmmu__read_resume(b.host);
 }
 
 /* ---- Exclusive sections ------------------------------------------------------------ */

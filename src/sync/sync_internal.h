@@ -231,10 +231,11 @@ void vmmu__sync_process(struct vmmu_vcpu *v);
 struct vmmu__blocked {
     struct vmmu_vcpu *vcpu;
     bool reader;
+    bool host; /* a host thread's own section (vmmu__read_pause()) */
 };
 
 /* Around a blocking wait on any thread: take its online vCPU (or its
- * online reader) offline, so that nobody waits for it, and back online
+ * online reader, or its own read-side section) offline, so that nobody waits for it, and back online
  * afterwards (a vCPU acting on what arrived meanwhile).  The wait may be
  * in the middle of an access: it is no safe point, but what the thread
  * found in the map before may be gone after it (a grace period may pass),

@@ -441,6 +441,51 @@ static void host_thread_lookups_beside_a_removed_region_read_no_freed_node(void 
     assert_int_equal(atomic_load(&h.wrong), 0);
 }
 
+/* A host thread's first call that reads the map registers it as a reader
+ * of the membarrier flavour (src/core/grace_host.c); it must be
+ * unregistered when it exits, or a later grace period would wait for, or
+ * walk, the dead thread's record. */
+static void *lookup_once(void *arg)
+{
+    struct vmmu_vm *vm = arg;
+    struct vmmu_p2m_entry e;
+    uintptr_t rc = (uintptr_t)vmmu_p2m_lookup(vm, 4096, &e) | (e.type != VMMU_MEM_RAM);
+    return (void *)rc;
+}
+
+static void host_threads_that_read_the_map_and_exited_leave_removals_working(void **state)
+{
+    (void)state;
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct vmmu_region_desc ram = {.type = VMMU_MEM_RAM, .gpa = 0, .size = 1048576};
+    assert_int_equal(vmmu_region_add(vm, &ram, NULL), 0);
+    static const struct vmmu_mmio_ops no_ops;
+    struct vmmu_region_desc d = {.type = VMMU_MEM_MMIO, .gpa = 1ull << 30, .size = 4096,
+                                 .mmio = &no_ops};
+    for (unsigned batch = 0; batch < 8; batch++) {
+        pthread_t th[16];
+        for (unsigned i = 0; i < 16; i++)
+            assert_int_equal(pthread_create(&th[i], NULL, lookup_once, vm), 0);
+        for (unsigned i = 0; i < 16; i++) {
+            void *rc;
+            assert_int_equal(pthread_join(th[i], &rc), 0);
+            assert_null(rc);
+        }
+        /* Each removal waits for a grace period over every reader. */
+        uint32_t id;
+        assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+        assert_int_equal(vmmu_region_remove(vm, id), 0);
+    }
+    /* This thread reads too, then removes: its own section has ended. */
+    struct vmmu_p2m_entry e;
+    assert_int_equal(vmmu_p2m_lookup(vm, 4096, &e), 0);
+    uint32_t id;
+    assert_int_equal(vmmu_region_add(vm, &d, &id), 0);
+    assert_int_equal(vmmu_region_remove(vm, id), 0);
+    vmmu_vm_destroy(vm);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +495,7 @@ int main(void)
         cmocka_unit_test(an_addition_out_of_memory_waits_for_readers_outside_the_lock),
         cmocka_unit_test(a_state_update_that_sets_and_clears_is_one_step),
         cmocka_unit_test(host_thread_lookups_beside_a_removed_region_read_no_freed_node),
+        cmocka_unit_test(host_threads_that_read_the_map_and_exited_leave_removals_working),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
