@@ -766,8 +766,13 @@ void vmmu__sync_change_lock(struct vmmu_vm *vm)
     while (pthread_mutex_trylock(&vm->sync->change_lock) != 0) {
         struct vmmu__blocked b = vmmu__sync_block_begin();
         pthread_mutex_lock(&vm->sync->change_lock);
-        if (!b.vcpu && !b.reader)
-            break; /* nothing to bring back online: the lock is ours */
+        if (!b.vcpu && !b.reader) {
+            /* Nothing that may park: the lock is ours.  A host thread's
+             * own section, paused for the wait, goes on (taking it never
+             * waits); its caller ends it. */
+            vmmu__sync_block_end(b);
+            break;
+        }
         /* Back online (which may park it for an exclusive section) without
          * the lock, then try again: a section's code may take it (a
          * page-in handler that changes page states). */
@@ -795,8 +800,10 @@ void vmmu__sync_map_lock(struct vmmu_vm *vm)
     while (pthread_mutex_trylock(&vm->lock) != 0) {
         struct vmmu__blocked b = vmmu__sync_block_begin();
         pthread_mutex_lock(&vm->lock);
-        if (!b.vcpu && !b.reader)
+        if (!b.vcpu && !b.reader) {
+            vmmu__sync_block_end(b); /* a host thread's section goes on, as above */
             return;
+        }
         /* Back online (which may act on requests, or park for an exclusive
          * section) without the lock, then try again: a parked vCPU thread
          * must not hold the map's lock, which the section may need. */

@@ -13,7 +13,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1497,6 +1499,94 @@ static void an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_agai
     }
 }
 
+/* A host thread's read-side section (liburcu's membarrier flavour) is
+ * paused while the thread waits for the map's lock or the change lock,
+ * and must go on once the lock is taken: the caller ends it later, and
+ * ending a section that is not held would leave liburcu's counter of the
+ * thread wrapped, so that no grace period would ever end again. */
+struct lock_holder {
+    pthread_mutex_t *lock;
+    atomic_int locked, trying;
+    pid_t waiter; /* the thread that waits for the lock */
+};
+
+/* Whether thread @tid of this process is asleep (in the lock's wait). */
+static bool thread_asleep(pid_t tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/stat", (int)tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return false;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')'); /* the name may hold spaces */
+    return paren && paren[1] == ' ' && paren[2] == 'S';
+}
+
+static void *hold_lock_until_waited_for(void *arg)
+{
+    struct lock_holder *h = arg;
+    pthread_mutex_lock(h->lock);
+    atomic_store(&h->locked, 1);
+    while (!atomic_load(&h->trying))
+        sched_yield();
+    /* Released once the waiter sleeps in the lock, or after a while: the
+     * waiter's failed try is what matters, and it comes before either. */
+    for (unsigned i = 0; i < 2000 && !thread_asleep(h->waiter); i++) {
+        struct timespec ts = {0, 100000};
+        nanosleep(&ts, NULL);
+    }
+    pthread_mutex_unlock(h->lock);
+    return NULL;
+}
+
+static void lock_taken_inside_a_host_section_keeps_the_section(bool change_lock)
+{
+    struct vmmu_vm *vm;
+    assert_int_equal(vmmu_vm_create(NULL, &vm), 0);
+    struct lock_holder h = {.lock = change_lock ? &vm->sync->change_lock : &vm->lock,
+                            .waiter = (pid_t)syscall(SYS_gettid)};
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, hold_lock_until_waited_for, &h), 0);
+    while (!atomic_load(&h.locked))
+        sched_yield();
+    /* This thread is no online reader: the section is one of its own. */
+    assert_false(vmmu__reader_is_online());
+    unsigned section = vmmu__read_begin();
+    assert_true(vmmu__host_held);
+    atomic_store(&h.trying, 1);
+    if (change_lock)
+        vmmu__sync_change_lock(vm);
+    else
+        vmmu__sync_map_lock(vm);
+    bool held = vmmu__host_held;
+    if (change_lock)
+        vmmu__sync_change_unlock(vm);
+    else
+        pthread_mutex_unlock(&vm->lock);
+    if (held)
+        vmmu__read_end(section);
+    else
+        vmmu__read_own = false; /* ending it would wrap liburcu's counter */
+    assert_int_equal(pthread_join(th, NULL), 0);
+    assert_true(held);
+    vmmu_vm_destroy(vm);
+}
+
+static void a_host_section_goes_on_after_waiting_for_the_maps_lock(void **state)
+{
+    (void)state;
+    lock_taken_inside_a_host_section_keeps_the_section(false);
+}
+
+static void a_host_section_goes_on_after_waiting_for_the_change_lock(void **state)
+{
+    (void)state;
+    lock_taken_inside_a_host_section_keeps_the_section(true);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1523,6 +1613,8 @@ int main(void)
         cmocka_unit_test(a_page_in_that_waited_offline_looks_the_page_up_again),
         cmocka_unit_test(a_read_of_many_pages_whose_page_ins_go_offline_completes),
         cmocka_unit_test(an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_again),
+        cmocka_unit_test(a_host_section_goes_on_after_waiting_for_the_maps_lock),
+        cmocka_unit_test(a_host_section_goes_on_after_waiting_for_the_change_lock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
