@@ -20,7 +20,7 @@
  * serialised inside the vm and publishes each change atomically: a
  * concurrent lookup sees the map either before or after a change, never a
  * mixture for one address.  Removing a region waits for a grace period
- * (liburcu: QSBR for vCPU threads, the membarrier flavour for the
+ * (liburcu: QSBR for vCPU threads, the "bulletproof" flavour for the
  * sections of other threads) before its memory is released, so readers can never
  * touch freed memory: every online vCPU, and any other thread for the
  * length of a call that reads the map (a lookup, a guest-physical access,

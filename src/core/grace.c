@@ -3,7 +3,7 @@
  * Grace periods.  vCPU threads (and any thread the user registers) are
  * liburcu QSBR readers: they announce quiescent states at safe points and
  * go offline when they block.  Other threads read the map in sections of
- * the membarrier flavour, one per call (grace_host.c).  Whoever
+ * the bulletproof flavour, one per call (grace_host.c).  Whoever
  * unpublishes shared state waits here, for both, before freeing it.
  *
  * ThreadSanitizer does not see liburcu's own ordering (it is built from

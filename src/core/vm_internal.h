@@ -162,7 +162,7 @@ bool vmmu__reader_is_online(void);
  * before it is looked up again after it (vmmu__reader_sections()). */
 extern _Thread_local bool vmmu__read_own;
 
-/* (grace_host.c) A host thread's read-side section: liburcu's membarrier
+/* (grace_host.c) A host thread's read-side section: liburcu's bulletproof
  * flavour, whose read side costs a few instructions; the grace period
  * waits for it as for the QSBR readers.  The thread is registered on its
  * first section and unregistered when it exits.  vmmu__host_held: the

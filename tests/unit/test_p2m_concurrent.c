@@ -442,7 +442,7 @@ static void host_thread_lookups_beside_a_removed_region_read_no_freed_node(void 
 }
 
 /* A host thread's first call that reads the map registers it as a reader
- * of the membarrier flavour (src/core/grace_host.c); it must be
+ * of the bulletproof flavour (src/core/grace_host.c); it must be
  * unregistered when it exits, or a later grace period would wait for, or
  * walk, the dead thread's record. */
 static void *lookup_once(void *arg)

@@ -1499,7 +1499,7 @@ static void an_mmio_callback_that_waited_offline_lets_the_rest_be_looked_up_agai
     }
 }
 
-/* A host thread's read-side section (liburcu's membarrier flavour) is
+/* A host thread's read-side section (liburcu's bulletproof flavour) is
  * paused while the thread waits for the map's lock or the change lock,
  * and must go on once the lock is taken: the caller ends it later, and
  * ending a section that is not held would leave liburcu's counter of the
