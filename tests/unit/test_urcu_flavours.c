@@ -41,6 +41,20 @@ static void add_and_remove(struct vmmu_vm *vm)
     assert_int_equal(vmmu_region_remove(vm, id), 0);
 }
 
+/* @fn on a thread of its own over a fresh vm (it returns NULL when all
+ * went well); then a removal on this thread. */
+static void run_thread(void *(*fn)(void *))
+{
+    struct vmmu_vm *vm = make_vm();
+    pthread_t t;
+    void *rc;
+    assert_int_equal(pthread_create(&t, NULL, fn, vm), 0);
+    assert_int_equal(pthread_join(t, &rc), 0);
+    assert_null(rc);
+    add_and_remove(vm);
+    vmmu_vm_destroy(vm);
+}
+
 static void *default_flavour_thread(void *arg)
 {
     struct vmmu_vm *vm = arg;
@@ -65,14 +79,7 @@ static void a_thread_of_liburcus_default_flavour_calls_vmmu_before_and_after_reg
     void **state)
 {
     (void)state;
-    struct vmmu_vm *vm = make_vm();
-    pthread_t t;
-    void *rc;
-    assert_int_equal(pthread_create(&t, NULL, default_flavour_thread, vm), 0);
-    assert_int_equal(pthread_join(t, &rc), 0);
-    assert_null(rc);
-    add_and_remove(vm);
-    vmmu_vm_destroy(vm);
+    run_thread(default_flavour_thread);
 }
 
 /* The bulletproof flavour's own calls (their header's short names would
@@ -102,14 +109,7 @@ static void *bulletproof_thread(void *arg)
 static void a_thread_that_uses_the_bulletproof_flavour_itself_shares_it_with_vmmu(void **state)
 {
     (void)state;
-    struct vmmu_vm *vm = make_vm();
-    pthread_t t;
-    void *rc;
-    assert_int_equal(pthread_create(&t, NULL, bulletproof_thread, vm), 0);
-    assert_int_equal(pthread_join(t, &rc), 0);
-    assert_null(rc);
-    add_and_remove(vm);
-    vmmu_vm_destroy(vm);
+    run_thread(bulletproof_thread);
 }
 
 int main(void)
