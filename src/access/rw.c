@@ -46,32 +46,37 @@ static void page_to_piece(const struct vmmu_prepared_page *pp, struct piece *p)
  * uses, so that a descriptor changed after vmmu_access_prepare() (its
  * access bits, a page's host address, gpa or type) is refused instead of
  * trusted.  Callers never write the descriptor; this catches the ones
- * that do by mistake.  A polynomial in an odd constant over 64-bit words:
- * a change of any one word always changes it (the multiplier is odd, so
- * invertible mod 2^64).  It starts from a key that differs between runs
- * (the address of a static object), so that no caller comes to depend on
- * a fixed value.  @p->npages must be 1 or 2. */
+ * that do by mistake.  Three polynomials in an odd constant over 64-bit
+ * words, each word in one of them, then the three as one more: a change
+ * of any one word always changes it (the multiplier is odd, so
+ * invertible mod 2^64).  Three, not one, so that the CPU runs them side
+ * by side: one chain of multiplies, each waiting for the last, took
+ * three times as long, and the seal is computed at the preparation and
+ * checked at every operation.  It starts from a key that differs between
+ * runs (the address of a static object), so that no caller comes to
+ * depend on a fixed value.  @p->npages must be 1 or 2. */
 static const char seal_key;
 #define SEAL_MUL 0x9e3779b97f4a7c15ull
 #define SEAL(h, w) ((h) * SEAL_MUL + (uint64_t)(w))
 
 static uint64_t prepared_seal(const struct vmmu_prepared *p)
 {
-    uint64_t h = (uint64_t)(uintptr_t)&seal_key;
-    h = SEAL(h, (uintptr_t)p->vcpu);
-    h = SEAL(h, p->va);
-    h = SEAL(h, p->len | (uint64_t)p->access << 32);
-    h = SEAL(h, p->epoch);
-    h = SEAL(h, p->host_gen);
+    uint64_t key = (uint64_t)(uintptr_t)&seal_key;
+    uint64_t a = SEAL(key, (uintptr_t)p->vcpu);
+    uint64_t b = SEAL(key + 1, p->va);
+    uint64_t c = SEAL(key + 2, p->len | (uint64_t)p->access << 32);
+    a = SEAL(a, p->epoch);
+    b = SEAL(b, p->host_gen);
+    c = SEAL(c, p->npages);
     for (unsigned i = 0; i < p->npages; i++) {
         const struct vmmu_prepared_page *pp = &p->page[i];
-        h = SEAL(h, pp->va);
-        h = SEAL(h, pp->gpa);
-        h = SEAL(h, (uintptr_t)pp->host);
-        h = SEAL(h, pp->len | (uint64_t)pp->region_id << 32);
-        h = SEAL(h, (uint64_t)pp->type << 8 | i);
+        a = SEAL(a, pp->va);
+        b = SEAL(b, pp->gpa);
+        c = SEAL(c, (uintptr_t)pp->host);
+        a = SEAL(a, pp->len | (uint64_t)pp->region_id << 32);
+        b = SEAL(b, (uint64_t)pp->type << 8 | i);
     }
-    return SEAL(h, p->npages);
+    return SEAL(SEAL(a, b), c);
 }
 
 /* Fill one page of a prepared access from an inline TLB hit. */
