@@ -440,9 +440,12 @@ static void a_rep_movs_from_mmio_replays_the_element_it_read_before_the_device_p
     assert_int_equal(f->e.mmio.n, mmio_before + 2);
 }
 
-static void a_replayed_mmio_read_keeps_its_first_translation_after_a_remap(void **state)
+/* An instruction's first pass loads 8 bytes of the MMIO register at VA
+ * (0x1111, through its filled entry) and pends at the device page; then
+ * the guest points VA at RAM (0x2222) and the register changes (0x3333)
+ * before the instruction runs again. */
+static void mmio_load_pends_then_the_page_moves_to_ram(struct fx *f)
 {
-    struct fx *f = *state;
     memcpy(f->e.mmio.mem, &(uint64_t){0x1111}, 8);
     assert_int_equal(load(f, VA), 0x1111); /* the entry is filled */
     f->dev.pend_next = true;
@@ -454,12 +457,18 @@ static void a_replayed_mmio_read_keeps_its_first_translation_after_a_remap(void 
     assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
     assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
 
-    /* The guest points the page at RAM; the register changes too. */
     put64(&f->e.t.env, DATA(2), 0x2222);
     amap(&f->e, VA, DATA(2), PTE_RW);
     assert_int_equal(vmmu_vcpu_invlpg(V(f), VA), 0);
     memcpy(f->e.mmio.mem, &(uint64_t){0x3333}, 8);
+}
 
+static void a_replayed_mmio_read_keeps_its_first_translation_after_a_remap(void **state)
+{
+    struct fx *f = *state;
+    mmio_load_pends_then_the_page_moves_to_ram(f);
+    uint64_t a = 0, b = 0;
+    struct vmmu_x86_fault flt;
     assert_int_equal(vmmu_insn_begin(V(f)), 0);
     assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
     assert_int_equal(a, 0x1111);
@@ -473,20 +482,9 @@ static void a_replayed_mmio_read_keeps_its_first_translation_after_a_remap(void 
 static void a_diverging_replay_reads_an_mmio_page_through_the_first_pass_translation(void **state)
 {
     struct fx *f = *state;
-    memcpy(f->e.mmio.mem, &(uint64_t){0x1111}, 8);
-    assert_int_equal(load(f, VA), 0x1111); /* the entry is filled */
-    f->dev.pend_next = true;
-    uint64_t a = 0, b = 0;
+    mmio_load_pends_then_the_page_moves_to_ram(f);
+    uint64_t a = 0;
     struct vmmu_x86_fault flt;
-    assert_int_equal(vmmu_insn_begin(V(f)), 0);
-    assert_int_equal(vmmu_access_load(V(f), VA, 8, 0, &a, &flt), 0);
-    assert_int_equal(vmmu_access_load(V(f), VDEV, 8, 0, &b, &flt), VMMU_EPENDING);
-    assert_int_equal(vmmu_insn_end(V(f), VMMU_EPENDING), 0);
-
-    put64(&f->e.t.env, DATA(2), 0x2222);
-    amap(&f->e, VA, DATA(2), PTE_RW);
-    assert_int_equal(vmmu_vcpu_invlpg(V(f), VA), 0);
-    memcpy(f->e.mmio.mem, &(uint64_t){0x3333}, 8);
 
     /* The re-execution reads 4 bytes where the first pass read 8: the
      * record no longer serves it, and it reads live, through the
