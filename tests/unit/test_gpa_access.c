@@ -547,22 +547,36 @@ static int remover_write(void *opaque, uint64_t offset, unsigned size, uint64_t 
 
 static const struct vmmu_mmio_ops remover_ops = {remover_read, remover_write};
 
+/* A vm with the remover's MMIO page at 0x10000 (its id in rm->victim
+ * unless @victim_next: the next region's will be). */
+static void remover_vm(struct remover *rm, bool victim_next)
+{
+    assert_int_equal(vmmu_vm_create(NULL, &rm->vm), 0);
+    struct vmmu_region_desc m = {.type = VMMU_MEM_MMIO, .gpa = 0x10000, .size = 0x1000,
+                                 .mmio = &remover_ops, .opaque = rm};
+    assert_int_equal(vmmu_region_add(rm->vm, &m, victim_next ? NULL : &rm->victim), 0);
+}
+
+/* A read or a write of @len bytes of @buf at @gpa. */
+static int remover_access(struct remover *rm, bool write, uint64_t gpa, uint8_t *buf, size_t len,
+                          uint64_t *failed)
+{
+    return write ? vmmu_gpa_write(rm->vm, gpa, buf, len, 0, failed)
+                 : vmmu_gpa_read(rm->vm, gpa, buf, len, 0, failed);
+}
+
 static void an_mmio_callback_that_removes_the_next_region_ends_the_access_there(void **state)
 {
     (void)state;
     for (int write = 0; write < 2; write++) {
         struct remover rm = {0};
-        assert_int_equal(vmmu_vm_create(NULL, &rm.vm), 0);
-        struct vmmu_region_desc m = {.type = VMMU_MEM_MMIO, .gpa = 0x10000, .size = 0x1000,
-                                     .mmio = &remover_ops, .opaque = &rm};
-        assert_int_equal(vmmu_region_add(rm.vm, &m, NULL), 0);
+        remover_vm(&rm, true);
         struct vmmu_region_desc r = {.type = VMMU_MEM_RAM, .gpa = 0x11000, .size = 0x1000};
         assert_int_equal(vmmu_region_add(rm.vm, &r, &rm.victim), 0);
         static uint8_t buf[0x2000];
         memset(buf, 0x11, sizeof(buf));
         uint64_t failed = 0;
-        int rc = write ? vmmu_gpa_write(rm.vm, 0x10000, buf, sizeof(buf), 0, &failed)
-                       : vmmu_gpa_read(rm.vm, 0x10000, buf, sizeof(buf), 0, &failed);
+        int rc = remover_access(&rm, write, 0x10000, buf, sizeof(buf), &failed);
         assert_int_equal(rc, VMMU_EHOLE);
         assert_int_equal(failed, 0x11000);
         assert_int_equal(rm.calls, 0x1000 / 8); /* every piece of the MMIO page */
@@ -580,16 +594,12 @@ static void an_mmio_callback_that_removes_its_own_region_ends_a_one_page_access_
     (void)state;
     for (int write = 0; write < 2; write++) {
         struct remover rm = {0};
-        assert_int_equal(vmmu_vm_create(NULL, &rm.vm), 0);
-        struct vmmu_region_desc m = {.type = VMMU_MEM_MMIO, .gpa = 0x10000, .size = 0x1000,
-                                     .mmio = &remover_ops, .opaque = &rm};
-        assert_int_equal(vmmu_region_add(rm.vm, &m, &rm.victim), 0);
+        remover_vm(&rm, false);
         uint8_t buf[8];
         memset(buf, 0x11, sizeof(buf));
         uint64_t failed = 0;
         /* At offset 2: pieces of 2, 4 and 2 bytes. */
-        int rc = write ? vmmu_gpa_write(rm.vm, 0x10002, buf, sizeof(buf), 0, &failed)
-                       : vmmu_gpa_read(rm.vm, 0x10002, buf, sizeof(buf), 0, &failed);
+        int rc = remover_access(&rm, write, 0x10002, buf, sizeof(buf), &failed);
         assert_int_equal(rc, VMMU_EHOLE);
         assert_int_equal(failed, 0x10004);
         assert_int_equal(rm.calls, 1);
